@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from personas.models import PersonaConfig
+from personas.services import editors_group_ensure
+
+DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "personas.json"
+
+# Demo accounts for a development machine; `make run` prints them.
+DEMO_USERS = [
+    {
+        "username": "writer",
+        "password": "writer-demo-2026",
+        "staff": False,
+        "superuser": False,
+        "editor": False,
+    },
+    {"username": "editor", "password": "editor-demo-2026", "staff": True, "superuser": False, "editor": True},
+    {"username": "admin", "password": "admin-demo-2026", "staff": True, "superuser": True, "editor": False},
+]
+
+
+class Command(BaseCommand):
+    help = "Load the demo personas and the demo writer, editor and admin accounts (idempotent)."
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        created = sum(_persona_ensure(entry) for entry in json.loads(DEMO_FILE.read_text("utf-8")))
+        editors = editors_group_ensure()
+        for spec in DEMO_USERS:
+            _user_ensure(spec, editors_group=editors)
+        self.stdout.write(f"Demo data ready: {created} persona(s) created, accounts: writer, editor, admin.")
+
+
+def _persona_ensure(entry: dict[str, Any]) -> bool:
+    # Existing personas are left as editors may have changed them.
+    _, created = PersonaConfig.objects.get_or_create(
+        name=entry["name"],
+        defaults={"display_name": entry["display_name"], "config_data": entry["config_data"]},
+    )
+    return created
+
+
+def _user_ensure(spec: dict[str, Any], *, editors_group: Any) -> None:
+    user_model = get_user_model()
+    user, created = user_model.objects.get_or_create(username=spec["username"])
+    if created:
+        user.set_password(spec["password"])
+    user.is_staff = spec["staff"]
+    user.is_superuser = spec["superuser"]
+    user.save()
+    if spec["editor"]:
+        user.groups.add(editors_group)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from django.db import models
+
+from personas.schema import validate_persona_config
+
+
+class PersonaConfig(models.Model):
+    """A character that editors maintain: its voice, backstory and prompt text, as nested JSON."""
+
+    name = models.SlugField(
+        max_length=100, unique=True, help_text="The key clients use, e.g. 'noir-detective'."
+    )
+    display_name = models.CharField(max_length=200)
+    config_data = models.JSONField(default=dict, validators=[validate_persona_config])
+    is_active = models.BooleanField(default=True)
+    # Bumped on every write (see save() and personas.services); cached contexts are keyed by it.
+    version = models.PositiveIntegerField(default=1, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["display_name", "name"]
+        verbose_name = "persona"
+        indexes = [models.Index(fields=["is_active", "display_name"], name="persona_active_name")]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.name})"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # Every save is an edit: a new version makes every cached context of the old one unreachable.
+        if self.pk is not None:
+            self.version = models.F("version") + 1  # type: ignore[assignment]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        if self.pk is not None and not isinstance(self.version, int):
+            self.refresh_from_db(fields=["version"])

@@ -1,0 +1,72 @@
+"""The persona config JSON schema: what editors may put in ``PersonaConfig.config_data``.
+
+Documented in README.md ("Persona configs"). The shape is nested and open: known fields are typed
+and bounded, and ``extensions`` carries anything else (for example Character Card extensions) so that
+an import followed by an export loses nothing. Older flat shapes (``system_prompt`` at the top, a
+nested ``context`` object) are accepted so imported configs keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+_TEXT = {"type": "string", "maxLength": 20_000}
+_SHORT = {"type": "string", "maxLength": 500}
+
+PERSONA_CONFIG_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Persona config",
+    "type": "object",
+    "properties": {
+        "description": _TEXT,
+        "summary": _SHORT,
+        "personality": _TEXT,
+        "voice": _TEXT,
+        "backstory": _TEXT,
+        "system_prompt": _TEXT,
+        "scenario": _TEXT,
+        "example_lines": {"type": "array", "items": _TEXT, "maxItems": 50},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 50},
+        "context": {
+            "type": "object",
+            "description": "Older shape: the context fields nested under one key.",
+            "additionalProperties": True,
+        },
+        "private": {
+            "type": "object",
+            "description": "Kept with the persona but never put in a prompt (creator, notes, version).",
+            "additionalProperties": True,
+        },
+        "extensions": {"type": "object", "additionalProperties": True},
+    },
+    "additionalProperties": True,
+}
+
+_VALIDATOR = jsonschema.Draft202012Validator(PERSONA_CONFIG_SCHEMA)
+
+
+def persona_config_errors(config: object) -> list[str]:
+    """Every problem with ``config``, as sentences an editor can act on; empty when valid."""
+    if not isinstance(config, dict):
+        return ["The config must be a JSON object ({...}), not " + type(config).__name__ + "."]
+    size = len(json.dumps(config, ensure_ascii=False).encode())
+    limit = settings.PERSONA_CONFIG_MAX_BYTES
+    if size > limit:
+        return [f"The config is {size} bytes; the limit is {limit} bytes."]
+    errors = []
+    for error in sorted(_VALIDATOR.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        errors.append(f"{where}: {error.message}")
+    return errors
+
+
+def validate_persona_config(config: object) -> None:
+    """Raise a ``ValidationError`` naming every problem; used by the model field and the importers."""
+    errors = persona_config_errors(config)
+    if errors:
+        raise ValidationError(errors)

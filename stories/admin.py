@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
+from stories.selectors import generation_settings_forget
+
+
+class OwnStoriesMixin:
+    """Staff who are not superusers see only their own stories and runs in the admin."""
+
+    owner_field = "owner"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)  # type: ignore[misc]
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(**{self.owner_field: request.user})
+
+
+class ScreenplayVersionInline(admin.TabularInline):
+    model = ScreenplayVersion
+    fields = ["number", "model", "max_tokens", "run", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class StoryCastInline(admin.TabularInline):
+    model = StoryCast
+    fields = ["persona", "character_name", "order"]
+    autocomplete_fields = ["persona"]
+    extra = 0
+
+
+@admin.register(Story)
+class StoryAdmin(OwnStoriesMixin, admin.ModelAdmin):
+    list_display = ["title", "owner", "latest_version_number", "updated_at"]
+    search_fields = ["title", "plot", "owner__username"]
+    list_filter = ["updated_at"]
+    raw_id_fields = ["owner"]
+    inlines = [StoryCastInline, ScreenplayVersionInline]
+
+
+@admin.register(GenerationRun)
+class GenerationRunAdmin(OwnStoriesMixin, admin.ModelAdmin):
+    owner_field = "user"
+    list_display = [
+        "id",
+        "user",
+        "story",
+        "status",
+        "mode",
+        "model",
+        "total_ms",
+        "ttft_ms",
+        "input_tokens",
+        "output_tokens",
+        "created_at",
+    ]
+    list_filter = ["status", "model", "mode", "created_at"]
+    search_fields = ["user__username", "error_code", "story__title"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        return [field.name for field in GenerationRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Viewable (read-only) but never editable: runs are measurements.
+        return False
+
+
+@admin.register(GenerationSettings)
+class GenerationSettingsAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "default_model", "default_max_tokens", "updated_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not GenerationSettings.objects.exists()
+
+    def save_model(self, request: HttpRequest, obj: GenerationSettings, form: object, change: bool) -> None:
+        super().save_model(request, obj, form, change)  # type: ignore[arg-type]
+        transaction.on_commit(generation_settings_forget)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+class GenerationSettings(models.Model):
+    """Settings editors change without a deploy. One row (pk=1); read through stories.selectors."""
+
+    default_model = models.CharField(max_length=100, blank=True, help_text="Empty: the STORY_MODEL setting.")
+    default_max_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(256), MaxValueValidator(64_000)],
+        help_text="Empty: STORY_MAX_TOKENS.",
+    )
+    formatting_rules = models.TextField(
+        blank=True,
+        help_text="Screenplay format rules added to the system prompt. Empty: the built-in rules.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "generation settings"
+        verbose_name_plural = "generation settings"
+
+    def __str__(self) -> str:
+        return "Generation settings"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # There is one row; whatever the admin posts lands on it.
+        self.pk = 1
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class Story(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stories")
+    title = models.CharField(max_length=200)
+    plot = models.TextField()
+    # The highest version number handed out; incremented in one UPDATE so numbers are race-free.
+    latest_version_number = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        verbose_name_plural = "stories"
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="story_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class GenerationRun(models.Model):
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Mode(models.TextChoices):
+        SINGLE = "single"
+        PARALLEL = "parallel"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_runs"
+    )
+    story = models.ForeignKey(Story, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STREAMING)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.SINGLE)
+    model = models.CharField(max_length=100)
+    max_tokens = models.PositiveIntegerField()
+    persona_names = models.JSONField(default=list)
+    context_ms = models.PositiveIntegerField(null=True, blank=True)
+    prompt_ms = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    llm_ms = models.PositiveIntegerField(null=True, blank=True)
+    save_ms = models.PositiveIntegerField(null=True, blank=True)
+    total_ms = models.PositiveIntegerField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    continuations = models.PositiveIntegerField(default=0)
+    stop_reason = models.CharField(max_length=40, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    # A failed run keeps the model text it received, so nothing paid for is lost.
+    raw_text = models.TextField(blank=True)
+    details = models.JSONField(default=dict, blank=True, help_text="Per-call usage and other diagnostics.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="run_user_recent"),
+            models.Index(fields=["-created_at"], name="run_recent"),
+            models.Index(fields=["status", "created_at"], name="run_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.status})"
+
+
+class ScreenplayVersion(models.Model):
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    content = models.JSONField(help_text="A screenplay matching shared/contract/screenplay.schema.json.")
+    model = models.CharField(max_length=100, blank=True)
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    run = models.OneToOneField(
+        GenerationRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="version"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["story", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["story", "number"], name="version_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.story} v{self.number}"
+
+
+class StoryCast(models.Model):
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="cast")
+    persona = models.ForeignKey("personas.PersonaConfig", on_delete=models.PROTECT, related_name="castings")
+    character_name = models.CharField(max_length=80)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["story", "order"]
+        verbose_name = "cast member"
+        constraints = [
+            models.UniqueConstraint(fields=["story", "persona"], name="cast_unique_persona"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.character_name} ({self.persona_id})"

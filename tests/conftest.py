@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+
+from personas.models import PersonaConfig
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> Iterator[None]:
+    # The cache is real (Redis in the PostgreSQL pass); each test starts from an empty one.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def user_factory(db: None) -> Any:
+    def make(username: str = "writer", **extra: Any) -> Any:
+        return get_user_model().objects.create_user(username=username, password="pw-" + username, **extra)
+
+    return make
+
+
+@pytest.fixture
+def writer(user_factory: Any) -> Any:
+    return user_factory("writer")
+
+
+@pytest.fixture
+def other_writer(user_factory: Any) -> Any:
+    return user_factory("intruder")
+
+
+@pytest.fixture
+def persona_factory(db: None) -> Any:
+    def make(name: str, display_name: str | None = None, **config: Any) -> PersonaConfig:
+        config = config or {"personality": f"{name} is brave.", "voice": "Plain."}
+        return PersonaConfig.objects.create(
+            name=name, display_name=display_name or name.replace("-", " ").title(), config_data=config
+        )
+
+    return make

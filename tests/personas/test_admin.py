@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from personas.models import PersonaConfig
+from personas.services import EDITORS_GROUP
+
+
+@pytest.fixture
+def editor_client(user_factory: Any) -> Client:
+    editor = user_factory("ed", is_staff=True)
+    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
+    client = Client()
+    client.force_login(editor)
+    return client
+
+
+def _post_persona(client: Client, config: str, name: str = "new-one") -> Any:
+    return client.post(
+        "/admin/personas/personaconfig/add/",
+        {"name": name, "display_name": "New One", "is_active": "on", "config_data": config},
+    )
+
+
+@pytest.mark.django_db
+def test_an_editor_can_add_a_persona_with_a_valid_config(editor_client: Client) -> None:
+    response = _post_persona(editor_client, '{"voice": "Gravel.", "tags": ["noir"]}')
+    assert response.status_code == 302
+    assert PersonaConfig.objects.get(name="new-one").config_data["voice"] == "Gravel."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('{"tags": "noir"}', "tags: &#x27;noir&#x27; is not of type &#x27;array&#x27;"),
+        ('["a list"]', "must be a JSON object"),
+        ("{not json", "Enter a valid JSON"),
+        ('{"voice": 7}', "voice: 7 is not of type &#x27;string&#x27;"),
+    ],
+)
+def test_a_bad_config_gets_a_clear_error_and_is_not_saved(
+    editor_client: Client, config: str, message: str
+) -> None:
+    response = _post_persona(editor_client, config)
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not PersonaConfig.objects.filter(name="new-one").exists()
+
+
+@pytest.mark.django_db
+def test_an_editor_can_edit_personas_but_not_see_stories_runs_or_users(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    persona = persona_factory("hero")
+    assert editor_client.get(f"/admin/personas/personaconfig/{persona.pk}/change/").status_code == 200
+    for url in [
+        "/admin/stories/story/",
+        "/admin/stories/generationrun/",
+        "/admin/auth/user/",
+        "/admin/auth/group/",
+    ]:
+        assert editor_client.get(url).status_code == 403, url
+    index = editor_client.get("/admin/").content.decode()
+    assert "Personas" in index
+    assert "Stories" not in index
+
+
+@pytest.mark.django_db
+def test_deactivate_action_hides_personas_and_bumps_their_version(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    persona = persona_factory("hero")
+    response = editor_client.post(
+        "/admin/personas/personaconfig/",
+        {"action": "deactivate", "_selected_action": [persona.pk]},
+    )
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert (persona.is_active, persona.version) == (False, 2)

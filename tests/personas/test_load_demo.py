@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from personas.models import PersonaConfig
+
+
+@pytest.mark.django_db
+def test_load_demo_is_idempotent_and_keeps_editor_changes() -> None:
+    call_command("load_demo")
+    first = {p.name: p.config_data for p in PersonaConfig.objects.all()}
+    PersonaConfig.objects.filter(name="noir-detective").update(display_name="Edited")
+    call_command("load_demo")
+    assert {p.name: p.config_data for p in PersonaConfig.objects.all()} == first
+    assert PersonaConfig.objects.get(name="noir-detective").display_name == "Edited"
+    assert len(first) >= 6
+    users = get_user_model().objects.order_by("username")
+    assert [u.username for u in users] == ["admin", "editor", "writer"]
+    assert users.get(username="editor").groups.filter(name="Editors").exists()
+
+
+@pytest.mark.django_db
+def test_demo_personas_are_varied_and_include_non_latin_text() -> None:
+    call_command("load_demo")
+    texts = [str(p.config_data) + p.display_name for p in PersonaConfig.objects.all()]
+    assert any(any(ord(ch) > 0x3000 for ch in text) for text in texts)
+    assert len({p.config_data.get("voice") for p in PersonaConfig.objects.all()}) >= 5

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+
+from storyproject.env import database_from_url, envbool, envint, envlist
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "yes please"])
+def test_envbool_rejects_values_that_are_not_booleans(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("FLAG", raw)
+    with pytest.raises(ImproperlyConfigured, match="FLAG"):
+        envbool("FLAG", False)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("off", False), ("TRUE", True), ("", False)])
+def test_envbool_reads_the_usual_spellings(monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool) -> None:
+    monkeypatch.setenv("FLAG", raw)
+    assert envbool("FLAG", not expected) is expected
+
+
+def test_envint_rejects_text_and_values_out_of_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("N", "12k")
+    with pytest.raises(ImproperlyConfigured, match="integer"):
+        envint("N", 1)
+    monkeypatch.setenv("N", "10")
+    with pytest.raises(ImproperlyConfigured, match="at least 256"):
+        envint("N", 1, minimum=256)
+    with pytest.raises(ImproperlyConfigured, match="at most 5"):
+        envint("N", 1, maximum=5)
+
+
+def test_envint_uses_the_default_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("N", raising=False)
+    assert envint("N", 42) == 42
+
+
+def test_envlist_splits_and_trims(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTS", " a.example , b.example,, ")
+    assert envlist("HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_database_url_reads_postgres_with_pool() -> None:
+    db = database_from_url("postgres://me:p%40ss@db.local:6543/story", base_dir="/srv")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "story",
+        "me",
+        "p@ss",
+        "db.local",
+        "6543",
+    )
+    assert db["OPTIONS"]["pool"]["max_size"] == 20  # type: ignore[index]
+
+
+def test_database_url_reads_relative_and_absolute_sqlite() -> None:
+    assert database_from_url("sqlite:///db.sqlite3", base_dir="/srv")["NAME"] == "/srv/db.sqlite3"
+    assert database_from_url("sqlite:////tmp/x.db", base_dir="/srv")["NAME"] == "/tmp/x.db"
+
+
+@pytest.mark.parametrize("url", ["mysql://root@localhost/x", "postgres://localhost/", "sqlite://"])
+def test_database_url_rejects_unknown_schemes_and_missing_names(url: str) -> None:
+    with pytest.raises(ImproperlyConfigured):
+        database_from_url(url, base_dir="/srv")
+
+
+def test_settings_refuse_to_start_without_a_secret_key_when_debug_is_off() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={"DJANGO_SETTINGS_MODULE": "storyproject.settings", "DJANGO_DEBUG": "0", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is required" in result.stderr
+
+
+def test_manage_check_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    call_command("check", fail_level="WARNING")
+    assert "no issues" in capsys.readouterr().out
