@@ -7,7 +7,6 @@ objects are looked up through owner-filtered selectors, so they are 404, not 403
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics
 from rest_framework.serializers import BaseSerializer
@@ -78,18 +77,9 @@ class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
         services.story_delete(story=instance)
 
 
-class _OwnStoryMixin:
-    # Resolves the story in the URL among the requesting user's stories, or 404.
-
-    kwargs: dict[str, object]
-
-    def own_story(self) -> Story:
-        story_id = self.kwargs["story_id"]
-        assert isinstance(story_id, int)
-        story = selectors.story_get_for_user(user=self.request.user, story_id=story_id)  # type: ignore[attr-defined]
-        if story is None:
-            raise Http404("No such story.")
-        return story
+def _own_story(view: generics.GenericAPIView) -> Story:
+    # The story in the URL among the requesting user's stories; anyone else's is a 404.
+    return selectors.story_get_for_user(user=view.request.user, story_id=view.kwargs["story_id"])
 
 
 @extend_schema(
@@ -97,14 +87,14 @@ class _OwnStoryMixin:
     tags=["versions"],
     responses={200: ScreenplayVersionSummarySerializer(many=True), 404: _NOT_FOUND},
 )
-class StoryVersionListApi(_OwnStoryMixin, generics.ListAPIView):
+class StoryVersionListApi(generics.ListAPIView):
     serializer_class = ScreenplayVersionSummarySerializer
     queryset = ScreenplayVersion.objects.none()
 
-    def get_queryset(self) -> QuerySet[ScreenplayVersion]:
+    def get_queryset(self) -> list[ScreenplayVersion]:  # type: ignore[override]
         if getattr(self, "swagger_fake_view", False):
-            return ScreenplayVersion.objects.none()
-        return selectors.screenplay_versions_for_story(story=self.own_story())
+            return []
+        return selectors.story_versions_list(story=_own_story(self))
 
 
 @extend_schema(
@@ -112,17 +102,12 @@ class StoryVersionListApi(_OwnStoryMixin, generics.ListAPIView):
     tags=["versions"],
     responses={200: ScreenplayVersionSerializer, 404: _NOT_FOUND},
 )
-class StoryVersionDetailApi(_OwnStoryMixin, generics.RetrieveAPIView):
+class StoryVersionDetailApi(generics.RetrieveAPIView):
     serializer_class = ScreenplayVersionSerializer
     queryset = ScreenplayVersion.objects.none()
 
     def get_object(self) -> ScreenplayVersion:
-        number = self.kwargs["number"]
-        assert isinstance(number, int)
-        version = selectors.screenplay_version_get(story=self.own_story(), number=number)
-        if version is None:
-            raise Http404("No such version.")
-        return version
+        return selectors.story_version_get(story=_own_story(self), number=self.kwargs["number"])
 
 
 @extend_schema(
