@@ -82,7 +82,7 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
         if process.poll() is not None:
             raise RuntimeError(f"daphne exited with {process.returncode}:\n{log.read_text()}")
         try:
-            with urllib.request.urlopen(url + "/accounts/login/", timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(url + "/accounts/login/", timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -104,7 +104,14 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
     log = workdir / "daphne.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(Path(python).with_name("daphne")), "-b", "127.0.0.1", "-p", str(port), "storyproject.asgi:application"],
+            [
+                str(Path(python).with_name("daphne")),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "storyproject.asgi:application",
+            ],
             cwd=ROOT,
             env=env,
             stdout=out,

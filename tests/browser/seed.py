@@ -49,7 +49,12 @@ def _story(owner: object, *, title: str, persona: PersonaConfig) -> Story:
                 "heading": "INT. <img src=x onerror=alert('heading')> - NIGHT",
                 "elements": [
                     {"type": "action", "text": XSS_TEXT},
-                    {"type": "dialogue", "character": "TRICKSTER", "parenthetical": XSS_TEXT, "text": XSS_TEXT},
+                    {
+                        "type": "dialogue",
+                        "character": "TRICKSTER",
+                        "parenthetical": XSS_TEXT,
+                        "text": XSS_TEXT,
+                    },
                 ],
             }
         ],
