@@ -39,7 +39,7 @@ WRITER = ("writer", "writer-demo-2026")
 
 
 @dataclass
-class LiveServer:
+class AppServer:
     url: str
     ids: dict[str, int]
     log: Path
@@ -91,7 +91,7 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
 
 
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     workdir = tmp_path_factory.mktemp("live-server")
     env = _server_env(workdir / "db.sqlite3")
     python = sys.executable
@@ -120,7 +120,7 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, process, log)
-        yield LiveServer(url=url, ids=ids, log=log)
+        yield AppServer(url=url, ids=ids, log=log)
     finally:
         process.terminate()
         try:
@@ -168,7 +168,7 @@ def phone(browser: Browser) -> Iterator[Watched]:
     context.close()
 
 
-def log_in(page: Page, server: LiveServer, credentials: tuple[str, str] = WRITER) -> None:
+def log_in(page: Page, server: AppServer, credentials: tuple[str, str] = WRITER) -> None:
     page.goto(server.url + "/accounts/login/")
     page.get_by_label("Username").fill(credentials[0])
     page.get_by_label("Password").fill(credentials[1])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import LiveServer, Watched, log_in, screenshot
+from tests.browser.conftest import AppServer, Watched, log_in, screenshot
 
 pytestmark = pytest.mark.browser
 
 
-def test_a_writer_logs_in_sees_the_story_list_and_logs_out(app_server: LiveServer, watched: Watched) -> None:
+def test_a_writer_logs_in_sees_the_story_list_and_logs_out(app_server: AppServer, watched: Watched) -> None:
     page = watched.page
     page.goto(app_server.url + "/")
     assert "/accounts/login/" in page.url
@@ -22,7 +22,7 @@ def test_a_writer_logs_in_sees_the_story_list_and_logs_out(app_server: LiveServe
     assert "/accounts/login/" in page.url
 
 
-def test_untrusted_text_on_the_story_page_is_shown_as_text(app_server: LiveServer, watched: Watched) -> None:
+def test_untrusted_text_on_the_story_page_is_shown_as_text(app_server: AppServer, watched: Watched) -> None:
     page = watched.page
     log_in(page, app_server)
     page.goto(f"{app_server.url}/stories/{app_server.ids['seeded_story']}/")
@@ -33,7 +33,7 @@ def test_untrusted_text_on_the_story_page_is_shown_as_text(app_server: LiveServe
     assert watched.dialogs == [] and watched.errors == []
 
 
-def test_another_writers_story_is_not_found(app_server: LiveServer, watched: Watched) -> None:
+def test_another_writers_story_is_not_found(app_server: AppServer, watched: Watched) -> None:
     page = watched.page
     log_in(page, app_server)
     response = page.goto(f"{app_server.url}/stories/{app_server.ids['private_story']}/")
@@ -42,7 +42,7 @@ def test_another_writers_story_is_not_found(app_server: LiveServer, watched: Wat
     assert page.get_by_text("Intruder's private story").count() == 0
 
 
-def test_pages_fit_a_phone_screen_without_sideways_scrolling(app_server: LiveServer, phone: Watched) -> None:
+def test_pages_fit_a_phone_screen_without_sideways_scrolling(app_server: AppServer, phone: Watched) -> None:
     page = phone.page
     log_in(page, app_server)
     for path in ["/", "/stories/new/", f"/stories/{app_server.ids['seeded_story']}/"]:
