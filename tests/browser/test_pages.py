@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import AppServer, Watched, log_in, screenshot
 
@@ -51,3 +52,19 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(app_server: AppServ
         assert overflow <= 0, f"{path} is {overflow}px wider than the phone"
     screenshot(page, "story-page-phone")
     assert phone.errors == []
+
+
+def test_the_plot_editor_counts_characters_and_generate_asks_for_what_is_missing(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    counter = page.locator("#plot-count")
+    expect(counter).to_have_text("0 / 20,000 characters")
+    page.get_by_label("Plot").fill("Ünïcode plot")
+    expect(counter).to_have_text("12 / 20,000 characters")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert").filter(has_text="Pick at least one persona.")).to_be_visible()
+    expect(page.locator("#stream")).to_be_hidden()
+    assert watched.dialogs == [] and watched.errors == []
