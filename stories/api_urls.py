@@ -1,7 +1,19 @@
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import path
+
+from stories import api
 
 app_name = "stories-api"
 
-urlpatterns: list[URLPattern] = []
+urlpatterns = [
+    path("stories/", api.StoryListCreateApi.as_view(), name="story-list"),
+    path("stories/<int:pk>/", api.StoryDetailApi.as_view(), name="story-detail"),
+    path("stories/<int:story_id>/versions/", api.StoryVersionListApi.as_view(), name="version-list"),
+    path(
+        "stories/<int:story_id>/versions/<int:number>/",
+        api.StoryVersionDetailApi.as_view(),
+        name="version-detail",
+    ),
+    path("runs/", api.GenerationRunListApi.as_view(), name="run-list"),
+]

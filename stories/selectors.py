@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
@@ -102,3 +102,24 @@ def generation_length_choices() -> list[tuple[int, str]]:
     if low <= default <= high:
         choices.setdefault(default, "Default")
     return sorted(choices.items())
+
+
+# --- Stories, versions and runs as their owner sees them (REST API) ----------------------------
+# Every read takes the user and filters by owner in the query itself: another user's object is
+# simply not found, so interfaces answer 404 and never reveal that it exists. story_get_for_user,
+# story_versions_list and story_version_get above serve the API too.
+
+
+def stories_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Story]:
+    return Story.objects.filter(owner_id=user.pk).prefetch_related(
+        Prefetch("cast", queryset=StoryCast.objects.select_related("persona"))
+    )
+
+
+def generation_runs_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[GenerationRun]:
+    return (
+        GenerationRun.objects.filter(user_id=user.pk)
+        .select_related("version")
+        .defer("raw_text", "details")
+        .order_by("-created_at", "-id")
+    )
