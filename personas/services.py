@@ -1,11 +1,23 @@
-"""Writes on personas. Every interface (admin, commands, importers) changes personas through here."""
+"""Writes on personas. Every interface (admin, commands, importers) changes personas through here.
+
+Every write also invalidates the cached contexts of the personas it touched, after its transaction
+commits (``transaction.on_commit``), so a reader never caches a context that a rollback undoes and
+never gets the old context once the edit is committed. Saves and deletions made through the ORM
+anywhere (admin, import, shell) are covered by the signal handlers connected in ``personas.apps``;
+bulk ``update()`` calls, which send no signals, invalidate explicitly here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
 
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.db.models import F, QuerySet
 
+from personas import cache as context_cache
 from personas.models import PersonaConfig
 
 EDITORS_GROUP = "Editors"
@@ -24,4 +36,34 @@ def editors_group_ensure() -> Group:
 @transaction.atomic
 def personas_set_active(*, queryset: QuerySet[PersonaConfig], active: bool) -> int:
     """Activate or deactivate personas; a changed persona gets a new version like any edit."""
-    return queryset.exclude(is_active=active).update(is_active=active, version=F("version") + 1)
+    changed = queryset.exclude(is_active=active)
+    names = list(changed.values_list("name", flat=True))
+    count = PersonaConfig.objects.filter(name__in=names).update(is_active=active, version=F("version") + 1)
+    persona_contexts_forget(names=names)
+    return count
+
+
+def persona_contexts_forget(*, names: Iterable[str]) -> None:
+    """Invalidate the cached contexts of ``names`` once the current transaction commits."""
+    names = set(names)
+    if not names:
+        return
+    context_cache.pending_mark(names)
+    transaction.on_commit(partial(context_cache.stamps_bump, names))
+
+
+def persona_saved(*, persona: PersonaConfig, **_: Any) -> None:
+    """Signal handler (``post_save``): forget the context under the old and the new name."""
+    original = getattr(persona, "_loaded_name", None)
+    persona_contexts_forget(names={persona.name, original} - {None})
+    persona._loaded_name = persona.name  # type: ignore[attr-defined]
+
+
+def persona_deleted(*, persona: PersonaConfig, **_: Any) -> None:
+    """Signal handler (``post_delete``)."""
+    persona_contexts_forget(names={persona.name, getattr(persona, "_loaded_name", None)} - {None})
+
+
+def persona_loaded(*, persona: PersonaConfig, **_: Any) -> None:
+    """Signal handler (``post_init``): remember the name, which a save may change (a rename)."""
+    persona._loaded_name = persona.__dict__.get("name")  # type: ignore[attr-defined]

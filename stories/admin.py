@@ -23,7 +23,7 @@ class OwnStoriesMixin:
 
 class ScreenplayVersionInline(admin.TabularInline):
     model = ScreenplayVersion
-    fields = ["number", "model", "max_tokens", "run", "created_at"]
+    fields = ("number", "model", "max_tokens", "run", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False

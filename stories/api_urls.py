@@ -1,11 +1,20 @@
 from __future__ import annotations
 
-from django.urls import URLPattern, path
+from django.urls import path
 
-from stories.api import GenerateScreenplayView
+from stories import api
 
 app_name = "stories-api"
 
-urlpatterns: list[URLPattern] = [
-    path("ai/generate-screenplay/", GenerateScreenplayView.as_view(), name="generate-screenplay"),
+urlpatterns = [
+    path("stories/", api.StoryListCreateApi.as_view(), name="story-list"),
+    path("stories/<int:pk>/", api.StoryDetailApi.as_view(), name="story-detail"),
+    path("stories/<int:story_id>/versions/", api.StoryVersionListApi.as_view(), name="version-list"),
+    path(
+        "stories/<int:story_id>/versions/<int:number>/",
+        api.StoryVersionDetailApi.as_view(),
+        name="version-detail",
+    ),
+    path("runs/", api.GenerationRunListApi.as_view(), name="run-list"),
+    path("ai/generate-screenplay/", api.GenerateScreenplayView.as_view(), name="generate-screenplay"),
 ]

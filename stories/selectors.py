@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.shortcuts import get_object_or_404
 
-from stories.models import GenerationRun, GenerationSettings, Story
+from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 
 _SETTINGS_CACHE_KEY = "generation-settings:v1"
 
@@ -36,6 +40,92 @@ def generation_settings_get() -> EffectiveGenerationSettings:
 
 def generation_settings_forget() -> None:
     cache.delete(_SETTINGS_CACHE_KEY)
+
+
+# --- Pages: the writer's stories, versions and runs ------------------------------------------
+
+SEARCH_MAX_CHARS = 200
+
+# Length choices offered to writers, in max_tokens per model call; bounded by the settings at call time.
+_LENGTH_CHOICES = [(1024, "Short"), (2048, "Medium"), (4096, "Long"), (8192, "Very long")]
+
+
+def story_list_for_user(*, user: AbstractBaseUser | AnonymousUser, search: str = "") -> QuerySet[Story]:
+    """The user's stories, most recently updated first, each annotated with ``version_count``."""
+    stories = (
+        Story.objects.filter(owner_id=user.pk)
+        .annotate(version_count=Count("versions"))
+        .order_by("-updated_at", "-id")
+    )
+    search = search.strip()[:SEARCH_MAX_CHARS]
+    if search:
+        stories = stories.filter(Q(title__icontains=search) | Q(plot__icontains=search))
+    return stories
+
+
+def story_get_for_user(*, user: AbstractBaseUser | AnonymousUser, story_id: int) -> Story:
+    """One of the user's stories; another user's story is a 404, exactly like a missing one."""
+    return get_object_or_404(Story, pk=story_id, owner_id=user.pk)
+
+
+def story_versions_list(*, story: Story) -> list[ScreenplayVersion]:
+    """The story's versions, newest first, with their runs; contents are not loaded (a list needs none)."""
+    return list(story.versions.select_related("run").defer("content").order_by("-number"))
+
+
+def story_version_get(*, story: Story, number: int) -> ScreenplayVersion:
+    return get_object_or_404(ScreenplayVersion, story=story, number=number)
+
+
+def story_cast_list(*, story: Story) -> list[StoryCast]:
+    return list(story.cast.select_related("persona").order_by("order", "id"))
+
+
+def run_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[GenerationRun]:
+    return (
+        GenerationRun.objects.filter(user_id=user.pk).select_related("story").order_by("-created_at", "-id")
+    )
+
+
+def generation_model_choices() -> list[tuple[str, str]]:
+    """(model id, label) pairs a writer may pick: the default first; the offline model named as such."""
+    models = [generation_settings_get().default_model, *settings.STORY_MODELS]
+    unique = list(dict.fromkeys(m for m in models if m))
+    return [(m, "offline model" if m == settings.OFFLINE_MODEL else m) for m in unique]
+
+
+def generation_length_choices() -> list[tuple[int, str]]:
+    """(max_tokens, label) pairs within the configured bounds, always including the default."""
+    low, high = settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
+    default = generation_settings_get().default_max_tokens
+    choices = {value: label for value, label in _LENGTH_CHOICES if low <= value <= high}
+    if low <= default <= high:
+        choices.setdefault(default, "Default")
+    return sorted(choices.items())
+
+
+# --- Stories, versions and runs as their owner sees them (REST API) ----------------------------
+# Every read takes the user and filters by owner in the query itself: another user's object is
+# simply not found, so interfaces answer 404 and never reveal that it exists. story_get_for_user,
+# story_versions_list and story_version_get above serve the API too.
+
+
+def stories_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Story]:
+    return Story.objects.filter(owner_id=user.pk).prefetch_related(
+        Prefetch("cast", queryset=StoryCast.objects.select_related("persona"))
+    )
+
+
+def generation_runs_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[GenerationRun]:
+    return (
+        GenerationRun.objects.filter(user_id=user.pk)
+        .select_related("version")
+        .defer("raw_text", "details")
+        .order_by("-created_at", "-id")
+    )
+
+
+# --- Generation (issue 4) ----------------------------------------------------------------------
 
 
 def story_owned(*, story_id: int, user_id: int) -> bool:

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from django.urls import path
-from django.views.generic import RedirectView
+
+from stories import views
 
 app_name = "stories"
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/"), name="story-list"),
+    path("", views.story_list, name="story-list"),
+    path("stories/new/", views.story_create, name="story-create"),
+    path("stories/<int:story_id>/", views.story_detail, name="story-detail"),
+    path("runs/", views.run_list, name="run-list"),
 ]

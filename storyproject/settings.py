@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "storyproject.middleware.content_security_policy_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,10 +135,19 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DJANGO_DATA_UPLOAD_MAX_BYTES", 2_621_440, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
+# JSON bodies sent to the API are bounded before they are read (storyproject/parsers.py): 413 past it.
+API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+
 REST_FRAMEWORK = {
+    # Token first, so an anonymous API request gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "storyproject.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -216,6 +226,9 @@ STORY_MAX_CONTINUATIONS = envint("STORY_MAX_CONTINUATIONS", 4, minimum=0)
 STORY_WS_MAX_MESSAGE_BYTES = envint("STORY_WS_MAX_MESSAGE_BYTES", 65_536, minimum=1024)
 STORY_MAX_ACTIVE_PER_USER = envint("STORY_MAX_ACTIVE_PER_USER", 2, minimum=1)
 STORY_GENERATIONS_PER_HOUR = envint("STORY_GENERATIONS_PER_HOUR", 30, minimum=1)
+# A run still "streaming" after this long was left by a crashed process: it no longer counts as
+# active, so a crash never locks a writer out (longer than any generation the limits above allow).
+STORY_STREAMING_STALE_SECONDS = envint("STORY_STREAMING_STALE_SECONDS", 1800, minimum=60)
 
 LOGGING = {
     "version": 1,

@@ -138,7 +138,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_state: FakeAnthropic
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         # Quiet: pytest shows failures, not every request.
         pass
 

@@ -115,7 +115,7 @@ def _scene(rng: random.Random, index: int, beat: str, characters: list[dict[str,
 def _beats(plot: str) -> list[str]:
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", plot) if s.strip()]
     if len(sentences) < 3:
-        sentences = sentences + ["Things get worse before they get better.", "It ends where it began."]
+        sentences = [*sentences, "Things get worse before they get better.", "It ends where it began."]
     return sentences[:12]
 
 

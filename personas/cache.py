@@ -1,0 +1,64 @@
+"""Cache keys and stamps for persona contexts (the scheme is described in ``personas.selectors``)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+from django.core.cache import cache
+from django.db import connection
+
+logger = logging.getLogger(__name__)
+
+STAMP_TIMEOUT = 7 * 24 * 3600
+ENTRY_TIMEOUT = 3600
+
+
+def stamp_key(name: str) -> str:
+    return f"persona-stamp:{_digest(name)}"
+
+
+def entry_key(name: str, budget: int) -> str:
+    # The budget is part of the key so that changing the setting never serves old cuts.
+    return f"persona-context:{budget}:{_digest(name)}"
+
+
+def stamps_bump(names: Iterable[str]) -> None:
+    """Make every cached context of ``names`` unreachable; called after the edit commits."""
+    names = list(names)
+    for name in names:
+        try:
+            cache.incr(stamp_key(name))
+        except ValueError:
+            # No stamp: the next reader makes a fresh random one, which no old entry can match.
+            pass
+        except Exception:
+            logger.error("could not invalidate the cached context of persona %r", name, exc_info=True)
+    _pending().difference_update(names)
+
+
+def pending_mark(names: Iterable[str]) -> None:
+    """Note names edited in the open transaction: their contexts are not cached until it commits."""
+    _pending().update(names)
+
+
+def pending_names() -> set[str]:
+    """Names edited in the open transaction (empty outside one: a rollback leaves nothing behind)."""
+    if not connection.in_atomic_block:
+        _pending().clear()
+    return _pending()
+
+
+def _pending() -> set[str]:
+    # Per connection, hence per thread: another request's open transaction is not ours to see.
+    pending: set[str] | None = getattr(connection, "_persona_contexts_pending", None)
+    if pending is None:
+        pending = set()
+        connection._persona_contexts_pending = pending  # type: ignore[attr-defined]
+    return pending
+
+
+def _digest(name: str) -> str:
+    # Names are user input: hashing keeps keys short and free of spaces or control characters.
+    return hashlib.sha256(name.encode()).hexdigest()[:40]

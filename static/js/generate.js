@@ -1,0 +1,686 @@
+/*
+ * The generation form: persona picker with context previews, plot editor, and the live stream of a
+ * screenplay over the /ws/generate/ WebSocket (protocol in shared/DESIGN.md).
+ *
+ * Every piece of text that comes from a user, an editor or the model is inserted with textContent or
+ * text nodes, never as HTML. Configuration arrives through the #generator-config json_script block, so
+ * the page needs no inline script (the Content-Security-Policy forbids them).
+ */
+(function () {
+  "use strict";
+
+  var configNode = document.getElementById("generator-config");
+  var form = document.getElementById("generator");
+  if (!configNode || !form) {
+    return;
+  }
+  var config = JSON.parse(configNode.textContent);
+
+  function byId(id) {
+    return document.getElementById(id);
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) {
+      node.className = className;
+    }
+    if (text !== undefined && text !== null) {
+      node.textContent = String(text);
+    }
+    return node;
+  }
+
+  function asText(value) {
+    return typeof value === "string" ? value : value === undefined || value === null ? "" : String(value);
+  }
+
+  var ui = {
+    search: byId("persona-search"),
+    results: byId("persona-results"),
+    resultsStatus: byId("persona-results-status"),
+    selected: byId("persona-selected"),
+    selectedEmpty: byId("persona-selected-empty"),
+    plot: byId("plot"),
+    plotCount: byId("plot-count"),
+    title: byId("title"),
+    model: byId("model"),
+    maxTokens: byId("max-tokens"),
+    formError: byId("form-error"),
+    generate: byId("generate"),
+    stream: byId("stream"),
+    progress: byId("stream-progress"),
+    stats: byId("stream-stats"),
+    cancel: byId("cancel"),
+    error: byId("stream-error"),
+    errorMessage: byId("stream-error-message"),
+    retry: byId("retry"),
+    saved: byId("stream-saved"),
+    savedLink: byId("saved-link"),
+    scenes: byId("stream-scenes"),
+    writing: byId("stream-writing"),
+    raw: byId("stream-raw"),
+    rawAll: byId("stream-raw-all"),
+    rawDetails: byId("stream-raw-details"),
+    announcer: byId("announcer"),
+    alertAnnouncer: byId("alert-announcer"),
+  };
+
+  function announce(text) {
+    ui.announcer.textContent = text;
+  }
+
+  function announceAlert(text) {
+    ui.alertAnnouncer.textContent = text;
+  }
+
+  function showFormError(text) {
+    ui.formError.textContent = text;
+    ui.formError.hidden = !text;
+  }
+
+  /* ---------------------------------------------------------------- persona contexts (cached) */
+
+  // Contexts are cached for the browser session: re-selecting a persona costs no request.
+  var CACHE_PREFIX = "persona-context:";
+
+  function contextCached(name) {
+    try {
+      var raw = window.sessionStorage.getItem(CACHE_PREFIX + name);
+      return raw ? JSON.parse(raw) : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function contextStore(context) {
+    try {
+      window.sessionStorage.setItem(CACHE_PREFIX + context.name, JSON.stringify(context));
+    } catch (error) {
+      // A full or disabled storage only costs a request next time.
+    }
+  }
+
+  // Names selected in the same tick are fetched in one batch request.
+  var pendingNames = [];
+  var flushScheduled = false;
+
+  function contextRequest(name) {
+    var cached = contextCached(name);
+    if (cached) {
+      contextShow(cached);
+      return;
+    }
+    if (pendingNames.indexOf(name) === -1) {
+      pendingNames.push(name);
+    }
+    if (!flushScheduled) {
+      flushScheduled = true;
+      window.setTimeout(contextsFlush, 0);
+    }
+  }
+
+  function contextsFlush() {
+    flushScheduled = false;
+    var names = pendingNames;
+    pendingNames = [];
+    if (!names.length) {
+      return;
+    }
+    var url = config.contextsUrl + "?names=" + encodeURIComponent(names.join(","));
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error("HTTP " + response.status);
+        }
+        return response.json();
+      })
+      .then(function (data) {
+        (data.contexts || []).forEach(function (context) {
+          contextStore(context);
+          contextShow(context);
+        });
+        (data.missing || []).forEach(function (name) {
+          contextProblem(name, "This persona does not exist any more.");
+        });
+        (data.inactive || []).forEach(function (name) {
+          contextProblem(name, "This persona has been deactivated.");
+        });
+      })
+      .catch(function () {
+        names.forEach(function (name) {
+          contextProblem(name, "The context preview could not be loaded.");
+        });
+      });
+  }
+
+  /* ---------------------------------------------------------------- persona picker */
+
+  var selected = new Map(); // name -> {name, display_name, chip, preview, meta}
+
+  function personaSelect(persona) {
+    if (selected.has(persona.name)) {
+      return;
+    }
+    if (selected.size >= config.maxPersonas) {
+      showFormError("A story can have at most " + config.maxPersonas + " personas.");
+      return;
+    }
+    showFormError("");
+    var chip = el("li", "persona-chip");
+    chip.dataset.name = persona.name;
+    var head = el("div", "persona-chip-head");
+    var label = el("strong", "persona-chip-name", persona.display_name || persona.name);
+    var remove = el("button", "persona-remove", "Remove");
+    remove.type = "button";
+    remove.setAttribute("aria-label", "Remove " + (persona.display_name || persona.name));
+    remove.addEventListener("click", function () {
+      personaDeselect(persona.name);
+    });
+    head.appendChild(label);
+    head.appendChild(remove);
+    var preview = el("pre", "context-preview", "Loading context…");
+    preview.setAttribute("aria-label", "Context of " + (persona.display_name || persona.name));
+    var meta = el("p", "hint context-meta", "");
+    chip.appendChild(head);
+    chip.appendChild(preview);
+    chip.appendChild(meta);
+    ui.selected.appendChild(chip);
+    selected.set(persona.name, { name: persona.name, chip: chip, label: label, preview: preview, meta: meta });
+    selectionChanged();
+    contextRequest(persona.name);
+  }
+
+  function personaDeselect(name) {
+    var entry = selected.get(name);
+    if (!entry) {
+      return;
+    }
+    entry.chip.remove();
+    selected.delete(name);
+    selectionChanged();
+  }
+
+  function selectionChanged() {
+    ui.selectedEmpty.hidden = selected.size > 0;
+    Array.prototype.forEach.call(ui.results.querySelectorAll(".persona-option"), function (button) {
+      button.setAttribute("aria-pressed", selected.has(button.dataset.name) ? "true" : "false");
+    });
+  }
+
+  function contextShow(context) {
+    var entry = selected.get(context.name);
+    if (!entry) {
+      return;
+    }
+    if (context.display_name) {
+      entry.label.textContent = context.display_name;
+    }
+    entry.preview.textContent = asText(context.context);
+    var meta = "About " + asText(context.tokens) + " tokens";
+    entry.meta.textContent = context.shortened ? meta + ", shortened to fit the budget." : meta + ".";
+  }
+
+  function contextProblem(name, text) {
+    var entry = selected.get(name);
+    if (entry) {
+      entry.preview.textContent = text;
+      entry.meta.textContent = "";
+    }
+  }
+
+  var searchController = null;
+  var searchTimer = null;
+
+  function personasSearch(query) {
+    if (searchController) {
+      searchController.abort();
+    }
+    searchController = new AbortController();
+    var url = config.personasUrl + "?search=" + encodeURIComponent(query);
+    ui.resultsStatus.textContent = "Searching…";
+    fetch(url, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+      signal: searchController.signal,
+    })
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error("HTTP " + response.status);
+        }
+        return response.json();
+      })
+      .then(function (data) {
+        personasRender(data, query);
+      })
+      .catch(function (error) {
+        if (error.name !== "AbortError") {
+          ui.resultsStatus.textContent = "Personas could not be loaded. Try again in a moment.";
+        }
+      });
+  }
+
+  function personasRender(data, query) {
+    var results = Array.isArray(data.results) ? data.results : [];
+    ui.results.replaceChildren();
+    results.forEach(function (persona) {
+      var item = el("li");
+      var button = el("button", "persona-option");
+      button.type = "button";
+      button.dataset.name = asText(persona.name);
+      button.setAttribute("aria-pressed", selected.has(persona.name) ? "true" : "false");
+      button.appendChild(el("span", "persona-name", persona.display_name || persona.name));
+      button.appendChild(el("span", "persona-summary", persona.summary || ""));
+      button.addEventListener("click", function () {
+        if (selected.has(persona.name)) {
+          personaDeselect(persona.name);
+        } else {
+          personaSelect({ name: asText(persona.name), display_name: asText(persona.display_name) });
+        }
+      });
+      item.appendChild(button);
+      ui.results.appendChild(item);
+    });
+    var count = typeof data.count === "number" ? data.count : results.length;
+    if (!results.length) {
+      ui.resultsStatus.textContent = query ? "No persona matches that search." : "No personas yet.";
+    } else if (count > results.length) {
+      ui.resultsStatus.textContent = "Showing " + results.length + " of " + count + ": search to narrow.";
+    } else {
+      ui.resultsStatus.textContent = count + (count === 1 ? " persona" : " personas");
+    }
+  }
+
+  ui.search.addEventListener("input", function () {
+    window.clearTimeout(searchTimer);
+    searchTimer = window.setTimeout(function () {
+      personasSearch(ui.search.value.trim());
+    }, 250);
+  });
+  ui.search.addEventListener("keydown", function (event) {
+    // Enter searches now instead of submitting the generation form.
+    if (event.key === "Enter") {
+      event.preventDefault();
+      window.clearTimeout(searchTimer);
+      personasSearch(ui.search.value.trim());
+    }
+  });
+
+  /* ---------------------------------------------------------------- plot editor */
+
+  function plotLength() {
+    // Code points, as the server counts them (a string's length counts UTF-16 units).
+    return Array.from(ui.plot.value).length;
+  }
+
+  function plotCountUpdate() {
+    var limit = Number(ui.plotCount.dataset.limit);
+    var length = plotLength();
+    ui.plotCount.textContent = length.toLocaleString() + " / " + limit.toLocaleString() + " characters";
+    ui.plotCount.classList.toggle("over-limit", length > limit);
+  }
+
+  ui.plot.addEventListener("input", plotCountUpdate);
+
+  /* ---------------------------------------------------------------- the generation stream */
+
+  var run = null; // the generation on screen: {socket, request, finished, ...}
+
+  function requestBuild() {
+    var plot = ui.plot.value.trim();
+    var limit = Number(ui.plotCount.dataset.limit);
+    if (!selected.size) {
+      return { error: "Pick at least one persona." };
+    }
+    if (!plot) {
+      return { error: "Write a plot first." };
+    }
+    if (plotLength() > limit) {
+      return { error: "The plot is longer than " + limit.toLocaleString() + " characters." };
+    }
+    var request = {
+      type: "generate",
+      plot: plot,
+      personas: Array.from(selected.keys()),
+      model: ui.model.value,
+      max_tokens: Number(ui.maxTokens.value),
+    };
+    var title = ui.title.value.trim();
+    if (title) {
+      request.title = title;
+    }
+    if (config.storyId) {
+      request.story_id = config.storyId;
+    }
+    return { request: request };
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (run && !run.finished) {
+      return;
+    }
+    var built = requestBuild();
+    if (built.error) {
+      showFormError(built.error);
+      return;
+    }
+    showFormError("");
+    runStart(built.request);
+  });
+
+  function streamReset() {
+    ui.stream.hidden = false;
+    ui.error.hidden = true;
+    ui.retry.hidden = true;
+    ui.saved.hidden = true;
+    ui.scenes.replaceChildren();
+    ui.raw.replaceChildren();
+    ui.rawAll.replaceChildren();
+    ui.writing.hidden = true;
+    ui.rawDetails.open = false;
+    ui.progress.max = 1000;
+    ui.progress.value = 0;
+    ui.stats.textContent = "Connecting…";
+    ui.cancel.hidden = false;
+    ui.cancel.disabled = false;
+    announce("");
+    announceAlert("");
+  }
+
+  function runStart(request) {
+    streamReset();
+    ui.generate.disabled = true;
+    var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    var socket = new WebSocket(scheme + "//" + window.location.host + config.wsPath);
+    var current = {
+      socket: socket,
+      request: request,
+      finished: false,
+      startedAt: performance.now(),
+      maxTokens: request.max_tokens,
+      outputTokens: 0,
+      etaSeconds: null,
+      sceneCount: 0,
+      ticker: null,
+    };
+    run = current;
+    socket.addEventListener("open", function () {
+      socket.send(JSON.stringify(request));
+      ui.stats.textContent = "Waiting for the first words…";
+    });
+    socket.addEventListener("message", function (event) {
+      if (run !== current) {
+        return;
+      }
+      var message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (error) {
+        return;
+      }
+      if (message && typeof message === "object") {
+        eventHandle(current, message);
+      }
+    });
+    socket.addEventListener("close", function () {
+      if (run === current && !current.finished) {
+        errorShow(current, {
+          message: "The connection to the server closed before the screenplay was finished.",
+          retryable: true,
+        });
+      }
+    });
+    current.ticker = window.setInterval(function () {
+      statsRender(current);
+    }, 250);
+    ui.stream.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
+  function runFinish(current) {
+    current.finished = true;
+    window.clearInterval(current.ticker);
+    ui.cancel.hidden = true;
+    ui.generate.disabled = false;
+    ui.writing.hidden = true;
+    if (current.socket.readyState === WebSocket.OPEN || current.socket.readyState === WebSocket.CONNECTING) {
+      current.socket.close(1000);
+    }
+  }
+
+  var handlers = {
+    accepted: function (current, message) {
+      if (typeof message.max_tokens === "number") {
+        current.maxTokens = message.max_tokens;
+      }
+      if (typeof message.estimated_seconds === "number") {
+        current.etaSeconds = message.estimated_seconds;
+      }
+      current.startedAt = performance.now();
+      announce("Writing has started.");
+      statsRender(current);
+    },
+    delta: function (current, message) {
+      var text = asText(message.text);
+      ui.rawAll.appendChild(document.createTextNode(text));
+      ui.raw.appendChild(document.createTextNode(text));
+      ui.writing.hidden = false;
+      ui.raw.scrollTop = ui.raw.scrollHeight;
+    },
+    scene: function (current, message) {
+      if (!message.scene || typeof message.scene !== "object") {
+        return;
+      }
+      sceneShow(message.index, sceneBuild(message.scene));
+      // The scene is complete: the "being written" pane starts over for the next one.
+      ui.raw.replaceChildren();
+      current.sceneCount += 1;
+      announce("Scene " + current.sceneCount + " written: " + asText(message.scene.heading));
+    },
+    outline: function (current, message) {
+      // Parallel mode: the outline names the scenes before they are written; placeholders keep order.
+      var scenes = Array.isArray(message.scenes) ? message.scenes : Array.isArray(message.outline) ? message.outline : [];
+      scenes.forEach(function (item, position) {
+        var index = item && typeof item.index === "number" ? item.index : position;
+        if (!ui.scenes.querySelector('[data-index="' + index + '"]')) {
+          sceneShow(index, scenePlaceholder(item && typeof item === "object" ? item.heading : item));
+        }
+      });
+      announce("Outline ready: " + scenes.length + " scenes.");
+    },
+    scene_delta: function (current, message) {
+      var index = Number(message.index);
+      var node = ui.scenes.querySelector('[data-index="' + index + '"]');
+      if (!node) {
+        node = scenePlaceholder("");
+        sceneShow(index, node);
+      }
+      var raw = node.querySelector(".raw");
+      if (raw) {
+        raw.appendChild(document.createTextNode(asText(message.text)));
+      }
+      ui.rawAll.appendChild(document.createTextNode(asText(message.text)));
+    },
+    progress: function (current, message) {
+      if (typeof message.output_tokens === "number") {
+        current.outputTokens = message.output_tokens;
+      }
+      if (typeof message.eta_seconds === "number") {
+        current.etaSeconds = message.eta_seconds;
+      }
+      if (typeof message.elapsed_ms === "number") {
+        current.startedAt = performance.now() - message.elapsed_ms;
+      }
+      statsRender(current);
+    },
+    saved: function (current, message) {
+      var url = asText(message.url);
+      // Only a same-site path is followed; anything else falls back to the story's own page.
+      if (url.charAt(0) !== "/" || url.charAt(1) === "/" || url.charAt(1) === "\\") {
+        url = "/stories/" + encodeURIComponent(asText(message.story_id)) + "/";
+      }
+      ui.savedLink.href = url;
+      ui.savedLink.textContent = "Open the story (version " + asText(message.version) + ")";
+      ui.saved.hidden = false;
+      announce("Saved as version " + asText(message.version) + ".");
+    },
+    done: function (current, message) {
+      ui.progress.value = ui.progress.max;
+      current.etaSeconds = 0;
+      var usage = message.usage && typeof message.usage === "object" ? message.usage : {};
+      if (typeof usage.output_tokens === "number") {
+        current.outputTokens = usage.output_tokens;
+      }
+      runFinish(current);
+      statsRender(current, "Finished");
+    },
+    error: function (current, message) {
+      errorShow(current, message);
+    },
+    cancelled: function (current) {
+      runFinish(current);
+      statsRender(current, "Cancelled");
+      ui.stats.textContent = "Cancelled. Nothing was saved.";
+      announce("Cancelled. Nothing was saved.");
+    },
+  };
+
+  function eventHandle(current, message) {
+    var handler = Object.prototype.hasOwnProperty.call(handlers, message.type) ? handlers[message.type] : null;
+    if (handler) {
+      handler(current, message);
+    }
+  }
+
+  function errorShow(current, message) {
+    runFinish(current);
+    var text = asText(message.message) || "Something went wrong.";
+    if (message.code === "save_failed" || ui.scenes.childElementCount || ui.rawAll.textContent) {
+      // Nothing streamed is thrown away: the scenes stay on screen and the full text opens below.
+      text += " What was written so far is kept below.";
+      ui.rawDetails.open = ui.rawAll.textContent.length > 0;
+    }
+    ui.errorMessage.textContent = text;
+    ui.retry.hidden = message.retryable !== true;
+    ui.error.hidden = false;
+    statsRender(current, "Stopped");
+    announceAlert(text);
+  }
+
+  ui.retry.addEventListener("click", function () {
+    if (run && run.finished) {
+      runStart(run.request);
+    }
+  });
+
+  ui.cancel.addEventListener("click", function () {
+    if (!run || run.finished) {
+      return;
+    }
+    var current = run;
+    ui.cancel.disabled = true;
+    ui.stats.textContent = "Cancelling…";
+    if (current.socket.readyState === WebSocket.OPEN) {
+      current.socket.send(JSON.stringify({ type: "cancel" }));
+    }
+    // If the server never confirms, closing the socket stops the generation all the same.
+    window.setTimeout(function () {
+      if (run === current && !current.finished) {
+        handlers.cancelled(current);
+      }
+    }, 5000);
+  });
+
+  function statsRender(current, label) {
+    var elapsed = (performance.now() - current.startedAt) / 1000;
+    var parts = [current.outputTokens.toLocaleString() + " output tokens", elapsed.toFixed(1) + " s elapsed"];
+    if (label) {
+      parts.unshift(label);
+    } else if (typeof current.etaSeconds === "number") {
+      parts.push("about " + Math.max(0, Math.round(current.etaSeconds)) + " s left");
+    }
+    ui.stats.textContent = parts.join(" · ");
+    if (!current.finished) {
+      ui.progress.value = Math.round(progressFraction(current, elapsed) * ui.progress.max);
+    }
+  }
+
+  function progressFraction(current, elapsed) {
+    // Time-based when the server gives an ETA; otherwise tokens against the length asked for.
+    var fraction;
+    if (typeof current.etaSeconds === "number" && current.etaSeconds > 0 && current.outputTokens > 0) {
+      fraction = elapsed / (elapsed + current.etaSeconds);
+    } else {
+      fraction = current.maxTokens ? current.outputTokens / current.maxTokens : 0;
+    }
+    return Math.min(0.99, Math.max(0, fraction));
+  }
+
+  /* ---------------------------------------------------------------- screenplay rendering */
+
+  function parenthetical(text) {
+    var value = asText(text).trim();
+    if (!value || (value.charAt(0) === "(" && value.charAt(value.length - 1) === ")")) {
+      return value;
+    }
+    return "(" + value + ")";
+  }
+
+  function sceneBuild(scene) {
+    var section = el("section", "scene");
+    section.appendChild(el("h3", "scene-heading", asText(scene.heading)));
+    var elements = Array.isArray(scene.elements) ? scene.elements : [];
+    elements.forEach(function (element) {
+      if (!element || typeof element !== "object") {
+        return;
+      }
+      if (element.type === "action") {
+        section.appendChild(el("p", "sp-action", asText(element.text)));
+      } else if (element.type === "transition") {
+        section.appendChild(el("p", "sp-transition", asText(element.text)));
+      } else if (element.type === "dialogue") {
+        var block = el("div", "sp-dialogue");
+        block.appendChild(el("p", "sp-character", asText(element.character)));
+        if (element.parenthetical) {
+          block.appendChild(el("p", "sp-parenthetical", parenthetical(element.parenthetical)));
+        }
+        block.appendChild(el("p", "sp-line", asText(element.text)));
+        section.appendChild(block);
+      }
+    });
+    return section;
+  }
+
+  function scenePlaceholder(heading) {
+    var section = el("section", "scene scene-pending");
+    section.appendChild(el("h3", "scene-heading", asText(heading) || "Scene being written…"));
+    section.appendChild(el("pre", "raw", ""));
+    return section;
+  }
+
+  function sceneShow(index, node) {
+    // Scenes may arrive out of order (parallel mode): each goes to its place by index.
+    var position = Number(index);
+    if (!Number.isFinite(position)) {
+      position = ui.scenes.childElementCount;
+    }
+    node.dataset.index = String(position);
+    var existing = ui.scenes.querySelector('[data-index="' + position + '"]');
+    if (existing) {
+      existing.replaceWith(node);
+      return;
+    }
+    var after = Array.prototype.find.call(ui.scenes.children, function (child) {
+      return Number(child.dataset.index) > position;
+    });
+    ui.scenes.insertBefore(node, after || null);
+  }
+
+  /* ---------------------------------------------------------------- start-up */
+
+  plotCountUpdate();
+  (config.initialPersonas || []).forEach(function (persona) {
+    personaSelect(persona);
+  });
+  personasSearch("");
+})();

@@ -1,0 +1,150 @@
+"""DRF serializers for stories, screenplay versions and generation runs (shapes only, no rules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
+from stories.validation import StorableTextValidator
+
+
+class StorableCharField(serializers.CharField):
+    """A CharField that refuses text the database cannot store (NUL, lone surrogates) with a 400.
+
+    DRF's CharField already refuses NUL; the surrogate check is ours. ``max_length_setting`` names a
+    setting read at validation time, so a limit changed by the environment applies without a reload.
+    """
+
+    def __init__(self, *, max_length_setting: str | None = None, **kwargs: Any) -> None:
+        self.max_length_setting = max_length_setting
+        super().__init__(**kwargs)
+        self.validators.append(StorableTextValidator(field=kwargs.get("label") or "text"))
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        if self.max_length_setting:
+            limit = getattr(settings, self.max_length_setting)
+            if len(value) > limit:
+                raise serializers.ValidationError(
+                    f"Ensure this field has no more than {limit} characters (it has {len(value)}).",
+                    code="max_length",
+                )
+        return value
+
+
+class StoryCastSerializer(serializers.ModelSerializer):
+    persona = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = StoryCast
+        fields = ["persona", "character_name", "order"]
+
+
+class StorySerializer(serializers.ModelSerializer):
+    title = StorableCharField(label="title", max_length=200, trim_whitespace=True)
+    plot = StorableCharField(label="plot", max_length_setting="STORY_MAX_PLOT_CHARS", trim_whitespace=False)
+    latest_version = serializers.IntegerField(source="latest_version_number", read_only=True)
+    cast = StoryCastSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Story
+        fields = ["id", "title", "plot", "latest_version", "cast", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+
+class ScreenplayVersionSummarySerializer(serializers.ModelSerializer):
+    run = serializers.PrimaryKeyRelatedField(read_only=True)
+    title = serializers.SerializerMethodField()
+    scene_count = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ScreenplayVersion
+        fields = ["number", "title", "scene_count", "model", "max_tokens", "run", "created_at"]
+
+    def get_title(self, version: ScreenplayVersion) -> str:
+        content = version.content if isinstance(version.content, dict) else {}
+        return str(content.get("title", ""))
+
+    def get_scene_count(self, version: ScreenplayVersion) -> int:
+        content = version.content if isinstance(version.content, dict) else {}
+        scenes = content.get("scenes")
+        return len(scenes) if isinstance(scenes, list) else 0
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "A screenplay matching contract/screenplay.schema.json.",
+        "additionalProperties": True,
+    }
+)
+class ScreenplayContentField(serializers.JSONField):
+    pass
+
+
+class ScreenplayVersionSerializer(ScreenplayVersionSummarySerializer):
+    content = ScreenplayContentField(read_only=True)
+
+    class Meta(ScreenplayVersionSummarySerializer.Meta):
+        fields = [*ScreenplayVersionSummarySerializer.Meta.fields, "content"]
+
+
+class RunTimingsSerializer(serializers.Serializer):
+    context_ms = serializers.IntegerField(allow_null=True)
+    prompt_ms = serializers.IntegerField(allow_null=True)
+    ttft_ms = serializers.IntegerField(allow_null=True)
+    llm_ms = serializers.IntegerField(allow_null=True)
+    save_ms = serializers.IntegerField(allow_null=True)
+    total_ms = serializers.IntegerField(allow_null=True)
+
+
+class RunUsageSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cache_read_tokens = serializers.IntegerField()
+    cache_write_tokens = serializers.IntegerField()
+
+
+class GenerationRunSerializer(serializers.ModelSerializer):
+    story = serializers.PrimaryKeyRelatedField(read_only=True)
+    version = serializers.SerializerMethodField()
+    persona_names = serializers.ListField(child=serializers.CharField(), read_only=True)
+    timings = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GenerationRun
+        fields = [
+            "id",
+            "story",
+            "version",
+            "status",
+            "mode",
+            "model",
+            "max_tokens",
+            "persona_names",
+            "timings",
+            "usage",
+            "continuations",
+            "stop_reason",
+            "error_code",
+            "error_message",
+            "created_at",
+            "finished_at",
+        ]
+
+    def get_version(self, run: GenerationRun) -> int | None:
+        version = getattr(run, "version", None)
+        return version.number if version is not None else None
+
+    @extend_schema_field(RunTimingsSerializer)
+    def get_timings(self, run: GenerationRun) -> dict[str, int | None]:
+        return {name: getattr(run, name) for name in RunTimingsSerializer().fields}
+
+    @extend_schema_field(RunUsageSerializer)
+    def get_usage(self, run: GenerationRun) -> dict[str, int]:
+        return {name: getattr(run, name) for name in RunUsageSerializer().fields}

@@ -1,0 +1,59 @@
+"""Small display helpers for the story pages. Every output is plain text, left to auto-escaping."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import template
+from django.conf import settings
+
+from stories.models import GenerationRun
+from stories.pricing import usage_cost_usd
+
+register = template.Library()
+
+
+@register.filter
+def parenthetical(text: object) -> str:
+    """A parenthetical as it is printed, in parentheses whether or not the model wrote them."""
+    value = str(text or "").strip()
+    if not value or (value.startswith("(") and value.endswith(")")):
+        return value
+    return f"({value})"
+
+
+@register.filter
+def run_cost(run: GenerationRun | None) -> Decimal | None:
+    if run is None:
+        return None
+    return usage_cost_usd(
+        model=run.model,
+        input_tokens=run.input_tokens,
+        output_tokens=run.output_tokens,
+        cache_read_tokens=run.cache_read_tokens,
+        cache_write_tokens=run.cache_write_tokens,
+    )
+
+
+@register.filter
+def usd(amount: Decimal | None) -> str:
+    """Dollars with enough digits to show a fraction of a cent; an unknown price shows a dash."""
+    if amount is None:
+        return "—"
+    if amount == 0:
+        return "$0.00"
+    return f"${amount:.4f}" if amount < 1 else f"${amount:.2f}"
+
+
+@register.filter
+def ms(value: int | None) -> str:
+    """A stage timing in milliseconds, or a dash when the stage did not run."""
+    if value is None:
+        return "—"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value} ms"
+
+
+@register.filter
+def model_label(model: str) -> str:
+    """Models as people see them: the built-in offline model is never passed off as an AI."""
+    return "offline model" if model == settings.OFFLINE_MODEL else model

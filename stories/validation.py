@@ -1,0 +1,76 @@
+"""Checks for text that the database cannot store.
+
+PostgreSQL rejects NUL bytes in text and JSON, and no database driver can encode a lone UTF-16
+surrogate (JSON lets a client send "\\ud800"). Both would surface as a 500 at save time, so every
+boundary that accepts text from outside runs it through here first and gives the client a 400.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+from django.utils.deconstruct import deconstructible
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
+SURROGATE_MESSAGE = "must not contain unpaired UTF-16 surrogates (\\ud800-\\udfff)"
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored, or None when it can."""
+    if "\x00" in value:
+        return NUL_MESSAGE
+    if _SURROGATE.search(value):
+        return SURROGATE_MESSAGE
+    return None
+
+
+def text_clean_or_reject(value: str, *, field: str = "text") -> str:
+    """Return ``value`` unchanged when the database can store it; raise ValidationError otherwise.
+
+    The error names the field and the problem but never echoes the value: echoing a lone surrogate
+    would make the error response itself unencodable.
+    """
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{field} {problem}.", code="unstorable_text")
+    return value
+
+
+def json_problem(value: object, *, max_depth: int = 32) -> str | None:
+    """Like ``text_problem`` for every key and string inside a JSON value, bounded in depth."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return f"is nested deeper than {max_depth} levels"
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem is not None:
+                return problem
+        elif isinstance(item, dict):
+            stack.extend((key, depth + 1) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+@deconstructible
+class StorableTextValidator:
+    """A model/form/serializer validator wrapping ``text_clean_or_reject``."""
+
+    def __init__(self, field: str = "text") -> None:
+        self.field = field
+
+    def __call__(self, value: object) -> None:
+        if isinstance(value, str):
+            text_clean_or_reject(value, field=self.field)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StorableTextValidator) and other.field == self.field
+
+    def __hash__(self) -> int:
+        return hash(self.field)

@@ -1,0 +1,130 @@
+"""The writer's pages. Each view parses its input, calls selectors, and renders; no business rules here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import Resolver404, resolve
+
+from stories import selectors
+from stories.models import ScreenplayVersion, Story
+from stories.screenplay_compare import screenplay_compare
+
+STORIES_PER_PAGE = 20
+RUNS_PER_PAGE = 50
+EXPORT_FORMATS = [("fountain", "Fountain"), ("fdx", "Final Draft"), ("pdf", "PDF"), ("json", "JSON")]
+_MAX_VERSION_NUMBER = 1_000_000
+
+
+@login_required
+def story_list(request: HttpRequest) -> HttpResponse:
+    search = request.GET.get("q", "")[: selectors.SEARCH_MAX_CHARS]
+    stories = selectors.story_list_for_user(user=request.user, search=search)
+    page = Paginator(stories, STORIES_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "stories/story_list.html", {"page": page, "search": search})
+
+
+@login_required
+def story_create(request: HttpRequest) -> HttpResponse:
+    return render(request, "stories/story_create.html", {"generator": _generator_context(story=None)})
+
+
+@login_required
+def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    versions = selectors.story_versions_list(story=story)
+    context: dict[str, Any] = {
+        "story": story,
+        "versions": versions,
+        "cast": selectors.story_cast_list(story=story),
+        "generator": _generator_context(story=story),
+    }
+    compare = _version_pair(request.GET.get("compare"))
+    if compare is not None:
+        context.update(_comparison(story=story, numbers=compare))
+    else:
+        context["version"] = _version_shown(story=story, versions=versions, raw=request.GET.get("version"))
+    if context.get("version") is not None:
+        context["exports"] = _export_links(story=story, version=context["version"])
+    return render(request, "stories/story_detail.html", context)
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    runs = selectors.run_list_for_user(user=request.user)
+    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "stories/run_list.html", {"page": page})
+
+
+def _generator_context(*, story: Story | None) -> dict[str, Any]:
+    """What the generation form needs: choices for the template and a config for generate.js."""
+    defaults = selectors.generation_settings_get()
+    cast = selectors.story_cast_list(story=story) if story is not None else []
+    config = {
+        "wsPath": "/ws/generate/",
+        "personasUrl": "/api/personas/",
+        "contextsUrl": "/api/personas/contexts/",
+        "maxPersonas": settings.STORY_MAX_PERSONAS,
+        "storyId": story.pk if story is not None else None,
+        "initialPersonas": [
+            {"name": member.persona.name, "display_name": member.persona.display_name} for member in cast
+        ],
+    }
+    return {
+        "config": config,
+        "models": selectors.generation_model_choices(),
+        "default_model": defaults.default_model,
+        "lengths": selectors.generation_length_choices(),
+        "default_max_tokens": defaults.default_max_tokens,
+        "max_plot_chars": settings.STORY_MAX_PLOT_CHARS,
+        "max_title_chars": settings.STORY_MAX_TITLE_CHARS,
+        "plot": story.plot if story is not None else "",
+        "title": story.title if story is not None else "",
+    }
+
+
+def _version_number(raw: str) -> int:
+    raw = raw.strip()
+    if not raw.isdecimal() or not 0 < int(raw) <= _MAX_VERSION_NUMBER:
+        raise BadRequest(f"{raw[:20]!r} is not a version number.")
+    return int(raw)
+
+
+def _version_pair(raw: str | None) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    if len(parts) != 2:
+        raise BadRequest("compare takes two version numbers, like ?compare=1,2.")
+    return _version_number(parts[0]), _version_number(parts[1])
+
+
+def _version_shown(*, story: Story, versions: list[ScreenplayVersion], raw: str | None) -> Any:
+    if raw is not None:
+        return selectors.story_version_get(story=story, number=_version_number(raw))
+    if not versions:
+        return None
+    return selectors.story_version_get(story=story, number=versions[0].number)
+
+
+def _comparison(*, story: Story, numbers: tuple[int, int]) -> dict[str, Any]:
+    left = selectors.story_version_get(story=story, number=numbers[0])
+    right = selectors.story_version_get(story=story, number=numbers[1])
+    rows = screenplay_compare(left=left.content, right=right.content)
+    return {"compare_left": left, "compare_right": right, "comparison": rows}
+
+
+def _export_links(*, story: Story, version: ScreenplayVersion) -> list[tuple[str, str]]:
+    """Export links, shown only once the export endpoint exists (it is built separately)."""
+    base = f"/api/stories/{story.pk}/versions/{version.number}/export/"
+    try:
+        resolve(base)
+    except Resolver404:
+        return []
+    return [(f"{base}?format={fmt}", label) for fmt, label in EXPORT_FORMATS]

@@ -1,0 +1,39 @@
+"""A JSON parser that refuses oversized bodies before reading them whole.
+
+DRF's JSONParser reads the request stream to the end whatever its size (Django's
+DATA_UPLOAD_MAX_MEMORY_SIZE only guards ``request.body`` and form parsing). This one reads at most
+the limit plus one byte and answers 413 past it, whether or not the client sent a Content-Length.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
+from rest_framework.parsers import JSONParser
+
+
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+
+class BoundedJSONParser(JSONParser):
+    def parse(
+        self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> Any:
+        limit = settings.API_MAX_BODY_BYTES
+        body = stream.read(limit + 1) if stream is not None else b""
+        if len(body) > limit:
+            raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
+        if not body:
+            raise ParseError("The request body is empty; send a JSON object.")
+        try:
+            return super().parse(io.BytesIO(body), media_type, parser_context)
+        except RecursionError:
+            # json.loads recurses once per nesting level; a deeply nested body must be a 400, not a 500.
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None

@@ -1,0 +1,286 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from personas.services import EDITORS_GROUP
+from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
+
+SCREENPLAY = {
+    "title": "The Heist",
+    "characters": [{"name": "MAX", "persona": "hero"}],
+    "scenes": [
+        {
+            "heading": "INT. VAULT - NIGHT",
+            "elements": [{"type": "dialogue", "character": "MAX", "text": "Now."}],
+        },
+        {"heading": "EXT. ROOF - DAWN", "elements": [{"type": "action", "text": "Sirens."}]},
+    ],
+}
+
+
+def client_for(user: Any) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def story(writer: Any, persona_factory: Any) -> Story:
+    story = Story.objects.create(owner=writer, title="The Heist", plot="A crew robs a vault.")
+    StoryCast.objects.create(story=story, persona=persona_factory("hero"), character_name="MAX", order=0)
+    for number in (1, 2):
+        run = GenerationRun.objects.create(
+            user=writer,
+            story=story,
+            status="succeeded",
+            model="offline",
+            max_tokens=1024,
+            persona_names=["hero"],
+            ttft_ms=120 * number,
+            total_ms=900 * number,
+            input_tokens=300,
+            output_tokens=700 * number,
+        )
+        ScreenplayVersion.objects.create(
+            story=story, number=number, content=SCREENPLAY, model="offline", max_tokens=1024, run=run
+        )
+    Story.objects.filter(pk=story.pk).update(latest_version_number=2)
+    story.refresh_from_db()
+    return story
+
+
+def test_the_owner_lists_creates_reads_changes_and_deletes_a_story(writer: Any, story: Story) -> None:
+    client = client_for(writer)
+    listed = client.get("/api/stories/").json()
+    assert listed["count"] == 1
+    assert listed["results"][0]["title"] == "The Heist"
+    assert listed["results"][0]["cast"] == [{"persona": "hero", "character_name": "MAX", "order": 0}]
+
+    created = client.post("/api/stories/", {"title": "  Second  ", "plot": "Two go."}, format="json")
+    assert created.status_code == 201
+    assert created.json()["title"] == "Second"
+    assert Story.objects.get(pk=created.json()["id"]).owner == writer
+
+    changed = client.patch(f"/api/stories/{story.pk}/", {"plot": "New plot."}, format="json")
+    assert changed.status_code == 200
+    assert changed.json()["plot"] == "New plot."
+    assert changed.json()["title"] == "The Heist"
+    story.refresh_from_db()
+    assert story.plot == "New plot."
+
+    assert client.delete(f"/api/stories/{story.pk}/").status_code == 204
+    assert not Story.objects.filter(pk=story.pk).exists()
+    # The runs stay as measurements, detached from the deleted story.
+    assert GenerationRun.objects.filter(user=writer, story=None).count() == 2
+
+
+def test_versions_are_listed_newest_first_and_one_version_carries_its_content(
+    writer: Any, story: Story
+) -> None:
+    client = client_for(writer)
+    versions = client.get(f"/api/stories/{story.pk}/versions/").json()
+    assert [v["number"] for v in versions["results"]] == [2, 1]
+    assert versions["results"][0]["scene_count"] == 2
+    assert "content" not in versions["results"][0]
+    one = client.get(f"/api/stories/{story.pk}/versions/1/").json()
+    assert one["content"] == SCREENPLAY
+    assert client.get(f"/api/stories/{story.pk}/versions/3/").status_code == 404
+
+
+def test_runs_list_the_users_runs_with_timings_and_usage(
+    writer: Any, other_writer: Any, story: Story
+) -> None:
+    GenerationRun.objects.create(user=other_writer, model="offline", max_tokens=1, status="failed")
+    body = client_for(writer).get("/api/runs/").json()
+    assert body["count"] == 2
+    newest = body["results"][0]
+    assert newest["version"] == 2
+    assert newest["story"] == story.pk
+    assert newest["timings"]["ttft_ms"] == 240
+    assert newest["timings"]["total_ms"] == 1800
+    assert newest["usage"] == {
+        "input_tokens": 300,
+        "output_tokens": 1400,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+    }
+    assert "raw_text" not in newest
+
+
+def test_the_run_list_is_paginated(writer: Any) -> None:
+    GenerationRun.objects.bulk_create(
+        GenerationRun(user=writer, model="offline", max_tokens=1024, status="succeeded") for _ in range(25)
+    )
+    first = client_for(writer).get("/api/runs/").json()
+    assert first["count"] == 25
+    assert len(first["results"]) == 20
+    assert first["next"].endswith("/api/runs/?page=2")
+
+
+# --- The owner / other user / anonymous / editor matrix ---------------------------------------
+
+
+def _routes(story: Story) -> list[tuple[str, str, dict[str, Any] | None]]:
+    return [
+        ("get", f"/api/stories/{story.pk}/", None),
+        ("patch", f"/api/stories/{story.pk}/", {"title": "Taken over"}),
+        ("delete", f"/api/stories/{story.pk}/", None),
+        ("get", f"/api/stories/{story.pk}/versions/", None),
+        ("get", f"/api/stories/{story.pk}/versions/1/", None),
+    ]
+
+
+@pytest.fixture
+def editor(user_factory: Any) -> Any:
+    editor = user_factory("ed", is_staff=True)
+    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
+    return editor
+
+
+@pytest.mark.parametrize("who", ["other_writer", "editor"])
+@pytest.mark.parametrize("route", range(5))
+def test_another_users_story_versions_are_not_found_and_unchanged(
+    request: pytest.FixtureRequest, who: str, route: int, story: Story
+) -> None:
+    method, url, data = _routes(story)[route]
+    response = getattr(client_for(request.getfixturevalue(who)), method)(url, data, format="json")
+    assert response.status_code == 404
+    story.refresh_from_db()
+    assert story.title == "The Heist"
+    assert story.versions.count() == 2
+
+
+@pytest.mark.parametrize("who", ["other_writer", "editor"])
+def test_lists_never_show_another_users_stories_or_runs(
+    request: pytest.FixtureRequest, who: str, story: Story
+) -> None:
+    client = client_for(request.getfixturevalue(who))
+    assert client.get("/api/stories/").json()["count"] == 0
+    assert client.get("/api/runs/").json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", "/api/stories/"),
+        ("post", "/api/stories/"),
+        ("get", "/api/stories/{id}/"),
+        ("patch", "/api/stories/{id}/"),
+        ("delete", "/api/stories/{id}/"),
+        ("get", "/api/stories/{id}/versions/"),
+        ("get", "/api/stories/{id}/versions/1/"),
+        ("get", "/api/runs/"),
+    ],
+)
+def test_anonymous_requests_get_401_and_change_nothing(method: str, url: str, story: Story) -> None:
+    response = getattr(APIClient(), method)(
+        url.format(id=story.pk), {"title": "x", "plot": "y"}, format="json"
+    )
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert Story.objects.filter(pk=story.pk, title="The Heist").exists()
+    assert Story.objects.count() == 1
+
+
+def test_a_huge_story_id_is_a_404_not_a_database_error(writer: Any) -> None:
+    client = client_for(writer)
+    assert client.get(f"/api/stories/{10**30}/").status_code == 404
+    assert client.get(f"/api/stories/{10**30}/versions/{10**30}/").status_code == 404
+
+
+# --- Input bounds -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"title": "x" * 201, "plot": "p"}, "title", "no more than 200 characters"),
+        ({"title": "", "plot": "p"}, "title", "may not be blank"),
+        ({"plot": "p"}, "title", "required"),
+        ({"title": "t", "plot": "p" * 101}, "plot", "no more than 100 characters (it has 101)"),
+        ({"title": "t", "plot": ["a list"]}, "plot", "Not a valid string"),
+        ({"title": "nul\x00here", "plot": "p"}, "title", "Null characters are not allowed"),
+        ('{"title": "t", "plot": "lone \\ud800 surrogate"}', "plot", "unpaired UTF-16 surrogates"),
+        ('{"title": "low \\udfff", "plot": "p"}', "title", "unpaired UTF-16 surrogates"),
+        ('{"title": "t", "plot": "x\\u0000"}', "plot", "Null characters are not allowed"),
+    ],
+)
+@override_settings(STORY_MAX_PLOT_CHARS=100)
+def test_bad_story_input_is_a_400_naming_the_field(
+    writer: Any, body: dict[str, Any] | str, field: str, message: str
+) -> None:
+    # Lone surrogates can only travel as JSON escapes: those bodies are sent as raw JSON text.
+    text = body if isinstance(body, str) else json.dumps(body)
+    response = client_for(writer).post("/api/stories/", text, content_type="application/json")
+    assert response.status_code == 400
+    assert message in " ".join(response.json()[field])
+    assert Story.objects.count() == 0
+
+
+def test_an_emoji_plot_is_stored_and_returned_intact(writer: Any) -> None:
+    plot = "A heist \U0001f3ac with a paired surrogate pair in JSON"
+    client = client_for(writer)
+    created = client.post(
+        "/api/stories/",
+        '{"title": "Emoji", "plot": "A heist \\ud83c\\udfac with a paired surrogate pair in JSON"}',
+        content_type="application/json",
+    )
+    assert created.status_code == 201
+    assert Story.objects.get().plot == plot
+
+
+def test_a_nul_byte_in_a_patch_is_a_400_and_changes_nothing(writer: Any, story: Story) -> None:
+    response = client_for(writer).patch(
+        f"/api/stories/{story.pk}/", '{"plot": "a\\u0000b"}', content_type="application/json"
+    )
+    assert response.status_code == 400
+    story.refresh_from_db()
+    assert story.plot == "A crew robs a vault."
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        ("not json at all", "application/json", 400),
+        ("[" * 100_000, "application/json", 400),
+        ('{"title": "t", "plot": "p"}', "text/plain", 415),
+        ("<story/>", "application/xml", 415),
+        ('"just a string"', "application/json", 400),
+        ("[1, 2]", "application/json", 400),
+        ('{"title": "t", "plot": NaN}', "application/json", 400),
+    ],
+)
+def test_malformed_bodies_are_client_errors(writer: Any, body: str, content_type: str, status: int) -> None:
+    response = client_for(writer).post("/api/stories/", body, content_type=content_type)
+    assert response.status_code == status
+    assert Story.objects.count() == 0
+
+
+@override_settings(API_MAX_BODY_BYTES=4096)
+def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(writer: Any) -> None:
+    body = '{"title": "t", "plot": "' + "p" * 5000 + '"}'
+    response = client_for(writer).post("/api/stories/", body, content_type="application/json")
+    assert response.status_code == 413
+    assert "larger than 4096 bytes" in response.json()["detail"]
+
+
+def test_a_huge_form_body_is_a_client_error(writer: Any) -> None:
+    response = client_for(writer).post(
+        "/api/stories/",
+        "title=t&plot=" + "p" * 3_000_000,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert 400 <= response.status_code < 500
+    assert Story.objects.count() == 0
+
+
+def test_put_is_not_offered(writer: Any, story: Story) -> None:
+    response = client_for(writer).put(f"/api/stories/{story.pk}/", {"title": "t", "plot": "p"}, format="json")
+    assert response.status_code == 405

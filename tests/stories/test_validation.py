@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from stories import services
+from stories.models import Story
+from stories.validation import json_problem, text_clean_or_reject, text_problem
+
+
+@pytest.mark.parametrize("text", ["", "plain", "émoji \U0001f3ac", "tab\tnew\nline", "\u2028"])
+def test_storable_text_passes_unchanged(text: str) -> None:
+    assert text_problem(text) is None
+    assert text_clean_or_reject(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("a\x00b", "NUL"), ("\ud800", "surrogates"), ("x\udc00y", "surrogates"), ("\udfff", "surrogates")],
+)
+def test_unstorable_text_is_rejected_without_echoing_it(text: str, problem: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        text_clean_or_reject(text, field="plot")
+    message = raised.value.messages[0]
+    assert message.startswith("plot must not contain")
+    assert problem in message
+    assert text not in message
+    message.encode("utf-8")  # the message itself is always encodable
+
+
+def test_json_values_are_checked_in_keys_and_nested_strings() -> None:
+    assert json_problem({"scenes": [{"heading": "INT. ROOM"}]}) is None
+    assert "NUL" in (json_problem({"scenes": [{"heading": "a\x00"}]}) or "")
+    assert "surrogates" in (json_problem({"k\ud800": 1}) or "")
+    deep: Any = "x"
+    for _ in range(40):
+        deep = [deep]
+    assert "nested deeper" in (json_problem(deep) or "")
+
+
+def test_the_story_services_refuse_unstorable_text_for_every_interface(writer: Any) -> None:
+    with pytest.raises(ValidationError):
+        services.story_create(owner=writer, title="ok", plot="bad\x00")
+    story = services.story_create(owner=writer, title="ok", plot="fine")
+    with pytest.raises(ValidationError):
+        services.story_update(story=story, title="\ud800")
+    story.refresh_from_db()
+    assert story.title == "ok"
+    assert Story.objects.count() == 1

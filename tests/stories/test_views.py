@@ -1,0 +1,215 @@
+"""The writer's pages as a browser sees them, through Django's test client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
+
+pytestmark = pytest.mark.django_db
+
+XSS = '<img src=x onerror=alert(1)><script>alert("x")</script>'
+
+
+def screenplay(*headings: str, line: str = "Hello.") -> dict[str, Any]:
+    return {
+        "title": "T",
+        "characters": [{"name": "ANNA", "persona": "anna"}],
+        "scenes": [
+            {
+                "heading": heading,
+                "elements": [
+                    {"type": "action", "text": f"Action in {heading}."},
+                    {"type": "dialogue", "character": "ANNA", "parenthetical": "quietly", "text": line},
+                    {"type": "transition", "text": "CUT TO:"},
+                ],
+            }
+            for heading in headings
+        ],
+    }
+
+
+@pytest.fixture
+def logged_in(client: Client, writer: Any) -> Client:
+    client.force_login(writer)
+    return client
+
+
+def story_with_versions(owner: Any, *contents: dict[str, Any], title: str = "The heist") -> Story:
+    story = Story.objects.create(owner=owner, title=title, plot="A crew plans one last job.")
+    for number, content in enumerate(contents, start=1):
+        run = GenerationRun.objects.create(
+            user=owner,
+            story=story,
+            status="succeeded",
+            model="claude-sonnet-4-5",
+            max_tokens=4096,
+            input_tokens=1000,
+            output_tokens=2000,
+        )
+        ScreenplayVersion.objects.create(
+            story=story, number=number, content=content, model="claude-sonnet-4-5", run=run
+        )
+    story.latest_version_number = len(contents)
+    story.save()
+    return story
+
+
+@pytest.mark.parametrize("path", ["/", "/stories/new/", "/stories/1/", "/runs/"])
+def test_pages_send_anonymous_visitors_to_the_login_page(client: Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_login_page_logs_in_and_logout_is_a_post_form(client: Client, writer: Any) -> None:
+    page = client.get("/accounts/login/")
+    assert page.status_code == 200
+    response = client.post("/accounts/login/", {"username": "writer", "password": "pw-writer"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    home = client.get("/")
+    assert b'action="/accounts/logout/"' in home.content and b'method="post"' in home.content
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_story_list_shows_only_own_stories_newest_first_with_version_counts(
+    logged_in: Client, writer: Any, other_writer: Any
+) -> None:
+    older = story_with_versions(writer, screenplay("INT. A"), screenplay("INT. B"), title="Older tale")
+    newer = Story.objects.create(owner=writer, title="Newer tale", plot="Fresh plot start")
+    Story.objects.create(owner=other_writer, title="Someone else's", plot="Private.")
+    html = logged_in.get("/").content.decode()
+    assert "Someone else" not in html
+    assert html.index("Newer tale") < html.index("Older tale")
+    assert "2 versions" in html and "0 versions" in html
+    assert "Fresh plot start" in html
+    assert f"/stories/{older.pk}/" in html and f"/stories/{newer.pk}/" in html
+
+
+def test_story_list_costs_the_same_queries_for_many_stories(
+    logged_in: Client, writer: Any, django_assert_max_num_queries: Any
+) -> None:
+    for index in range(15):
+        story_with_versions(writer, screenplay("INT. A"), title=f"Story {index}")
+    # Session, user, count, page: no query per story.
+    with django_assert_max_num_queries(4):
+        response = logged_in.get("/")
+    assert response.content.decode().count('class="story-item"') == 15
+
+
+def test_story_list_search_and_pagination(logged_in: Client, writer: Any) -> None:
+    for index in range(25):
+        Story.objects.create(owner=writer, title=f"Tale {index}", plot="Ordinary plot")
+    Story.objects.create(owner=writer, title="Lighthouse", plot="A keeper and a storm")
+    first = logged_in.get("/").content.decode()
+    assert first.count('class="story-item"') == 20 and "Page 1 of 2" in first
+    second = logged_in.get("/?page=2").content.decode()
+    assert second.count('class="story-item"') == 6
+    found = logged_in.get("/?q=storm").content.decode()
+    assert found.count('class="story-item"') == 1 and "Lighthouse" in found
+    nothing = logged_in.get("/?q=zebra").content.decode()
+    assert "No story matches" in nothing
+
+
+def test_story_page_renders_the_latest_version_as_a_screenplay_with_cast_and_costs(
+    logged_in: Client, writer: Any, persona_factory: Any
+) -> None:
+    story = story_with_versions(writer, screenplay("INT. OLD ROOM"), screenplay("INT. NEW ROOM"))
+    StoryCast.objects.create(story=story, persona=persona_factory("anna", "Anna Vale"), character_name="ANNA")
+    html = logged_in.get(f"/stories/{story.pk}/").content.decode()
+    assert "INT. NEW ROOM" in html and "INT. OLD ROOM" not in html
+    assert '<p class="sp-parenthetical">(quietly)</p>' in html
+    assert '<p class="sp-transition">CUT TO:</p>' in html
+    assert "Anna Vale" in html and "ANNA" in html
+    # 1000 input tokens at $3/M + 2000 output at $15/M = $0.033.
+    assert "$0.0330" in html
+    assert "1000 in / 2000 out" in html
+
+
+def test_story_page_shows_any_version_and_404s_for_a_missing_one(logged_in: Client, writer: Any) -> None:
+    story = story_with_versions(writer, screenplay("INT. OLD ROOM"), screenplay("INT. NEW ROOM"))
+    html = logged_in.get(f"/stories/{story.pk}/?version=1").content.decode()
+    assert "INT. OLD ROOM" in html and "INT. NEW ROOM" not in html
+    assert logged_in.get(f"/stories/{story.pk}/?version=9").status_code == 404
+    assert logged_in.get(f"/stories/{story.pk}/?version=abc").status_code == 400
+
+
+def test_other_users_stories_are_404(client: Client, writer: Any, other_writer: Any) -> None:
+    story = story_with_versions(writer, screenplay("INT. A"))
+    client.force_login(other_writer)
+    assert client.get(f"/stories/{story.pk}/").status_code == 404
+    assert client.get(f"/stories/{story.pk}/?version=1").status_code == 404
+    assert client.get(f"/stories/{story.pk}/?compare=1,1").status_code == 404
+
+
+def test_comparison_pairs_scenes_by_heading_and_marks_changes(logged_in: Client, writer: Any) -> None:
+    story = story_with_versions(
+        writer,
+        screenplay("INT. KITCHEN", "EXT. ROOF", line="First take."),
+        screenplay("INT. KITCHEN", "EXT. STREET", line="First take."),
+    )
+    response = logged_in.get(f"/stories/{story.pk}/?compare=1,2")
+    html = response.content.decode()
+    assert "Comparing version 1 and version 2" in html
+    assert html.count("compare-row compare-same") == 1
+    assert html.count("compare-row compare-changed") == 1
+    assert "EXT. ROOF" in html and "EXT. STREET" in html
+    assert logged_in.get(f"/stories/{story.pk}/?compare=1").status_code == 400
+    assert logged_in.get(f"/stories/{story.pk}/?compare=1,7").status_code == 404
+
+
+def test_untrusted_text_is_escaped_on_every_page(
+    logged_in: Client, writer: Any, persona_factory: Any
+) -> None:
+    content = screenplay(XSS, line=XSS)
+    content["title"] = XSS
+    story = story_with_versions(writer, content, title=XSS)
+    story.plot = XSS
+    story.save()
+    StoryCast.objects.create(story=story, persona=persona_factory("evil", XSS), character_name=XSS)
+    for path in ["/", f"/stories/{story.pk}/", f"/stories/{story.pk}/?compare=1,1", "/runs/"]:
+        html = logged_in.get(path).content.decode()
+        assert "<img src=x" not in html and '<script>alert("x")' not in html, path
+    assert "&lt;img src=x onerror=alert(1)&gt;" in logged_in.get(f"/stories/{story.pk}/").content.decode()
+
+
+def test_create_page_offers_configured_models_lengths_and_the_plot_limit(
+    logged_in: Client, settings: Any
+) -> None:
+    settings.STORY_MODEL = "offline"
+    settings.STORY_MODELS = ["claude-haiku-4-5"]
+    settings.STORY_MAX_PLOT_CHARS = 5000
+    html = logged_in.get("/stories/new/").content.decode()
+    assert '<option value="offline" selected>offline model</option>' in html
+    assert '<option value="claude-haiku-4-5">claude-haiku-4-5</option>' in html
+    assert 'maxlength="5000"' in html
+    assert 'id="generator-config"' in html and "<script src=" in html
+    # No inline script: the page's only executable script is the static file.
+    assert html.count("<script") == 2 and 'type="application/json"' in html
+
+
+def test_runs_page_lists_own_runs_with_timings_tokens_and_cost(
+    logged_in: Client, writer: Any, other_writer: Any
+) -> None:
+    GenerationRun.objects.create(
+        user=writer,
+        status="failed",
+        model="claude-haiku-4-5",
+        max_tokens=1024,
+        ttft_ms=420,
+        llm_ms=2500,
+        total_ms=3100,
+        input_tokens=500,
+        output_tokens=100,
+        error_code="llm_timeout",
+    )
+    GenerationRun.objects.create(user=other_writer, status="succeeded", model="offline", max_tokens=1024)
+    html = logged_in.get("/runs/").content.decode()
+    assert html.count('<tr class="run-') == 1
+    assert "llm_timeout" in html and "420 ms" in html and "2.50 s" in html and "3.10 s" in html
+    # 500 * $1/M + 100 * $5/M = $0.001.
+    assert "$0.0010" in html
