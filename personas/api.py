@@ -1,0 +1,128 @@
+"""REST API for personas: list, detail, one context (the old app's endpoint) and the batch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils.http import parse_etags
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from personas import selectors, serializers
+from personas.models import PersonaConfig
+
+_NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
+_ETAG_PARAMETER = OpenApiParameter(
+    "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description="An ETag from an earlier answer."
+)
+
+
+class PersonaListView(generics.ListAPIView):
+    serializer_class = serializers.PersonaListSerializer
+
+    @extend_schema(
+        summary="Active personas, paginated",
+        parameters=[
+            OpenApiParameter("search", str, description="Part of a name or display name (100 chars max).")
+        ],
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[PersonaConfig]:
+        query = serializers.PersonaSearchSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return selectors.persona_list(search=query.validated_data.get("search", ""))
+
+
+class PersonaDetailView(APIView):
+    @extend_schema(
+        summary="One active persona with its config",
+        responses={200: serializers.PersonaDetailSerializer, 404: serializers.ErrorSerializer},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        persona = selectors.persona_get(name=name)
+        if persona is None or not persona.is_active:
+            return _not_found(name, inactive=persona is not None)
+        return Response(serializers.PersonaDetailSerializer(persona).data)
+
+
+class PersonaContextView(APIView):
+    @extend_schema(
+        summary="One persona's context (the old app's endpoint; prefer the batch)",
+        parameters=[_ETAG_PARAMETER],
+        responses={
+            200: serializers.PersonaContextSerializer,
+            304: _NOT_MODIFIED,
+            404: serializers.ErrorSerializer,
+        },
+    )
+    def get(self, request: Request, name: str) -> Response:
+        result = selectors.persona_contexts(names=[name])
+        if not result.contexts:
+            return _not_found(name, inactive=bool(result.inactive))
+        return _with_etag(request, result, serializers.PersonaContextSerializer(result.contexts[0]).data)
+
+
+class PersonaContextsView(APIView):
+    @extend_schema(
+        summary="Contexts of several personas in one request",
+        description="Names are de-duplicated and answered in the order asked; unknown and deactivated "
+        "names are listed apart. At most STORY_MAX_BATCH_NAMES (50) names. Revalidate with the ETag.",
+        parameters=[
+            OpenApiParameter("names", str, required=True, description="Comma-separated persona names."),
+            _ETAG_PARAMETER,
+        ],
+        responses={200: serializers.PersonaContextsSerializer, 304: _NOT_MODIFIED, 400: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        if "names" not in request.query_params:
+            return Response(
+                {"names": ["Give the persona names: ?names=a,b,c."]}, status=status.HTTP_400_BAD_REQUEST
+            )
+        # A repeated parameter (?names=a&names=b) counts like a comma-separated one.
+        raw = ",".join(request.query_params.getlist("names"))
+        query = serializers.PersonaNamesSerializer(data={"names": raw})
+        query.is_valid(raise_exception=True)
+        result = selectors.persona_contexts(names=query.validated_data["names"])
+        return _with_etag(request, result, serializers.PersonaContextsSerializer(result).data)
+
+
+def _not_found(name: str, *, inactive: bool) -> Response:
+    if inactive:
+        body = {"detail": f"The persona {name!r} is deactivated.", "code": "inactive"}
+    else:
+        body = {"detail": f"No persona is named {name!r}.", "code": "not_found"}
+    return Response(body, status=status.HTTP_404_NOT_FOUND)
+
+
+def _with_etag(request: Request, result: selectors.PersonaContexts, data: Any) -> Response:
+    etag = _etag(result)
+    asked = parse_etags(request.headers.get("If-None-Match", ""))
+    if etag in asked or "*" in asked:
+        response = Response(status=status.HTTP_304_NOT_MODIFIED)
+    else:
+        response = Response(data)
+    response["ETag"] = etag
+    # Clients may keep the answer but must revalidate: an edit changes the versions, hence the ETag.
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _etag(result: selectors.PersonaContexts) -> str:
+    # The versions identify the texts; the budget decides the cuts; missing and inactive names count.
+    state = {
+        "versions": [[c.name, c.version] for c in result.contexts],
+        "missing": result.missing,
+        "inactive": result.inactive,
+        "budget": settings.PERSONA_CONTEXT_TOKEN_BUDGET,
+    }
+    return '"' + hashlib.sha256(json.dumps(state).encode()).hexdigest()[:32] + '"'

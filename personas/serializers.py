@@ -1,0 +1,96 @@
+"""DRF shapes for personas: list and detail, contexts, and the batch query's input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from personas.context import persona_summary
+from personas.models import PersonaConfig
+
+NAME_MAX_CHARS: int = PersonaConfig._meta.get_field("name").max_length or 100
+SEARCH_MAX_CHARS = 100
+
+
+class PersonaListSerializer(serializers.ModelSerializer):
+    summary = serializers.SerializerMethodField(help_text="One line for pickers.")
+    tags = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PersonaConfig
+        fields = ["name", "display_name", "summary", "tags", "version", "updated_at"]
+
+    def get_summary(self, persona: PersonaConfig) -> str:
+        return persona_summary(persona.config_data or {})
+
+    def get_tags(self, persona: PersonaConfig) -> list[str]:
+        tags = (persona.config_data or {}).get("tags")
+        return [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
+
+
+class PersonaDetailSerializer(PersonaListSerializer):
+    config = serializers.SerializerMethodField(
+        help_text="The persona's config, without its 'private' part (editors' notes)."
+    )
+
+    class Meta(PersonaListSerializer.Meta):
+        fields = [*PersonaListSerializer.Meta.fields, "config", "created_at"]
+
+    def get_config(self, persona: PersonaConfig) -> dict[str, Any]:
+        return {key: value for key, value in (persona.config_data or {}).items() if key != "private"}
+
+
+class PersonaContextSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    display_name = serializers.CharField()
+    context = serializers.CharField(help_text="The text that goes into a prompt.")
+    tokens = serializers.IntegerField(help_text="Estimated tokens (see README, 'Persona contexts').")
+    shortened = serializers.BooleanField(help_text="True when cut to the token budget.")
+
+
+class PersonaContextsSerializer(serializers.Serializer):
+    contexts = PersonaContextSerializer(many=True, help_text="In the order asked, without duplicates.")
+    missing = serializers.ListField(child=serializers.CharField(), help_text="Names no persona has.")
+    inactive = serializers.ListField(child=serializers.CharField(), help_text="Deactivated personas.")
+
+
+class PersonaSearchSerializer(serializers.Serializer):
+    search = serializers.CharField(
+        required=False, allow_blank=True, max_length=SEARCH_MAX_CHARS, trim_whitespace=True
+    )
+
+
+class PersonaNamesSerializer(serializers.Serializer):
+    """``?names=a,b,c``: de-duplicated in order, each non-empty and bounded, at most the batch limit."""
+
+    names = serializers.CharField(
+        trim_whitespace=False,
+        allow_blank=True,
+        help_text="Comma-separated persona names, e.g. noir-detective,kyoto-poet.",
+    )
+
+    def validate_names(self, raw: str) -> list[str]:
+        names = [part.strip() for part in raw.split(",")]
+        if not raw.strip():
+            raise serializers.ValidationError("Give at least one persona name: ?names=a,b,c.")
+        if "" in names:
+            raise serializers.ValidationError("A persona name is empty: check for a stray comma.")
+        too_long = next((name for name in names if len(name) > NAME_MAX_CHARS), None)
+        if too_long is not None:
+            raise serializers.ValidationError(
+                f"The name {too_long[:20]!r}... is {len(too_long)} characters; the limit is {NAME_MAX_CHARS}."
+            )
+        unique = list(dict.fromkeys(names))
+        limit = settings.STORY_MAX_BATCH_NAMES
+        if len(unique) > limit:
+            raise serializers.ValidationError(
+                f"At most {limit} different names per request; got {len(unique)}."
+            )
+        return unique
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(required=False)
