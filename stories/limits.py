@@ -22,16 +22,9 @@ from stories.models import GenerationRun
 _HOUR = timedelta(hours=1)
 
 
-class AdmissionRefused(GenerationError):
-    """A GenerationError ("busy" or "rate_limited") that also says when to retry, in seconds."""
-
-    def __init__(self, code: str, message: str, *, retry_after: int) -> None:
-        super().__init__(code, message, retryable=True)
-        self.retry_after = retry_after
-
-
 def generation_admission_check(*, user_id: int) -> None:
-    """Raise AdmissionRefused when the user may not start another generation now."""
+    """Raise GenerationError "busy" or "rate_limited" (retryable, with ``retry_after`` seconds)
+    when the user may not start another generation now."""
     now = timezone.now()
     _check_active(user_id=user_id, now=now)
     _check_hourly(user_id=user_id, now=now)
@@ -44,10 +37,11 @@ def _check_active(*, user_id: int, now: datetime) -> None:
         user_id=user_id, status=GenerationRun.Status.STREAMING, created_at__gte=fresh_since
     ).count()
     if active >= limit:
-        raise AdmissionRefused(
+        raise GenerationError(
             "busy",
             f"You already have {active} generation(s) running (at most {limit} at a time). "
             "Wait for one to finish or cancel it, then try again.",
+            retryable=True,
             retry_after=5,
         )
 
@@ -64,10 +58,11 @@ def _check_hourly(*, user_id: int, now: datetime) -> None:
     # Room opens when enough of the oldest runs leave the window to bring the count below the limit.
     frees_at = recent[len(recent) - limit] + _HOUR
     retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
-    raise AdmissionRefused(
+    raise GenerationError(
         "rate_limited",
         f"You have started {len(recent)} generations in the last hour (at most {limit}). "
         f"Try again in {_spoken_duration(retry_after)} (retry_after={retry_after} seconds).",
+        retryable=True,
         retry_after=retry_after,
     )
 
