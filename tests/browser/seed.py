@@ -1,0 +1,67 @@
+"""Seeds the live server's database for the browser tests; prints the ids the tests need as JSON.
+
+Run as a script inside the server's environment (its DATABASE_URL), after `manage.py migrate`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import django
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from personas.models import PersonaConfig  # noqa: E402
+from stories.models import ScreenplayVersion, Story, StoryCast  # noqa: E402
+
+XSS_NAME = "<img src=x onerror=alert('persona-name')>Trickster"
+XSS_TEXT = "<script>alert('persona-context')</script><img src=x onerror=alert('persona-ctx')>"
+
+
+def main() -> None:
+    call_command("load_demo", verbosity=0)
+    user_model = get_user_model()
+    writer = user_model.objects.get(username="writer")
+    intruder = user_model.objects.create_user(username="intruder", password="intruder-pw-2026")
+    trickster = PersonaConfig.objects.create(
+        name="trickster",
+        display_name=XSS_NAME,
+        config_data={"summary": XSS_TEXT, "personality": XSS_TEXT, "voice": XSS_TEXT},
+    )
+    seeded = _story(writer, title="<script>alert('title')</script>Seeded", persona=trickster)
+    private = _story(intruder, title="Intruder's private story", persona=trickster)
+    print(json.dumps({"seeded_story": seeded.pk, "private_story": private.pk}))
+
+
+def _story(owner: object, *, title: str, persona: PersonaConfig) -> Story:
+    story = Story.objects.create(owner=owner, title=title, plot=XSS_TEXT, latest_version_number=1)
+    content = {
+        "title": title,
+        "characters": [{"name": "TRICKSTER", "persona": persona.name}],
+        "scenes": [
+            {
+                "heading": "INT. <img src=x onerror=alert('heading')> - NIGHT",
+                "elements": [
+                    {"type": "action", "text": XSS_TEXT},
+                    {
+                        "type": "dialogue",
+                        "character": "TRICKSTER",
+                        "parenthetical": XSS_TEXT,
+                        "text": XSS_TEXT,
+                    },
+                ],
+            }
+        ],
+    }
+    ScreenplayVersion.objects.create(story=story, number=1, content=content, model="offline")
+    StoryCast.objects.create(story=story, persona=persona, character_name="TRICKSTER")
+    return story
+
+
+main()

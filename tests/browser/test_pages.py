@@ -1,0 +1,70 @@
+"""The pages in Chromium, as a writer uses them (no generation: see test_generate.py)."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_writer_logs_in_sees_the_story_list_and_logs_out(app_server: AppServer, watched: Watched) -> None:
+    page = watched.page
+    page.goto(app_server.url + "/")
+    assert "/accounts/login/" in page.url
+    log_in(page, app_server)
+    assert page.get_by_role("heading", name="Your stories").is_visible()
+    assert page.get_by_role("link", name="New story").first.is_visible()
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/accounts/login/")
+    page.goto(app_server.url + "/runs/")
+    assert "/accounts/login/" in page.url
+
+
+def test_untrusted_text_on_the_story_page_is_shown_as_text(app_server: AppServer, watched: Watched) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['seeded_story']}/")
+    assert page.get_by_role("heading", level=1).inner_text() == "<script>alert('title')</script>Seeded"
+    assert "INT. <IMG SRC=X ONERROR=ALERT('HEADING')> - NIGHT" in page.locator(".scene-heading").inner_text()
+    assert page.locator(".screenplay img, .screenplay script, .plot img").count() == 0
+    assert page.locator(".sp-line").inner_text().startswith("<script>alert('persona-context')</script>")
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_another_writers_story_is_not_found(app_server: AppServer, watched: Watched) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    response = page.goto(f"{app_server.url}/stories/{app_server.ids['private_story']}/")
+    assert response is not None and response.status == 404
+    page.goto(app_server.url + "/")
+    assert page.get_by_text("Intruder's private story").count() == 0
+
+
+def test_pages_fit_a_phone_screen_without_sideways_scrolling(app_server: AppServer, phone: Watched) -> None:
+    page = phone.page
+    log_in(page, app_server)
+    for path in ["/", "/stories/new/", f"/stories/{app_server.ids['seeded_story']}/"]:
+        page.goto(app_server.url + path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} is {overflow}px wider than the phone"
+    screenshot(page, "story-page-phone")
+    assert phone.errors == []
+
+
+def test_the_plot_editor_counts_characters_and_generate_asks_for_what_is_missing(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    counter = page.locator("#plot-count")
+    expect(counter).to_have_text("0 / 20,000 characters")
+    page.get_by_label("Plot").fill("Ünïcode plot")
+    expect(counter).to_have_text("12 / 20,000 characters")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert").filter(has_text="Pick at least one persona.")).to_be_visible()
+    expect(page.locator("#stream")).to_be_hidden()
+    assert watched.dialogs == [] and watched.errors == []
