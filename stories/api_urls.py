@@ -22,4 +22,5 @@ urlpatterns = [
         name="version-export",
     ),
     path("runs/", api.GenerationRunListApi.as_view(), name="run-list"),
+    path("ai/generate-screenplay/", api.GenerateScreenplayView.as_view(), name="generate-screenplay"),
 ]
