@@ -48,6 +48,10 @@ def auth_headers(user_factory: Any, persona_factory: Any, settings: Any) -> dict
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
 
 
+# transaction=True: the blocking generation endpoint reaches the database through
+# database_sync_to_async, which closes connections between calls; on PostgreSQL that cannot happen
+# inside the test-case transaction a plain django_db test wraps everything in.
+@pytest.mark.django_db(transaction=True)
 @schema.parametrize()
 @settings(
     max_examples=25,
