@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from stories import api
+from stories.exports.views import ScreenplayVersionExportApi
 
 app_name = "stories-api"
 
@@ -15,5 +16,11 @@ urlpatterns = [
         api.StoryVersionDetailApi.as_view(),
         name="version-detail",
     ),
+    path(
+        "stories/<int:story_id>/versions/<int:number>/export/",
+        ScreenplayVersionExportApi.as_view(),
+        name="version-export",
+    ),
     path("runs/", api.GenerationRunListApi.as_view(), name="run-list"),
+    path("ai/generate-screenplay/", api.GenerateScreenplayView.as_view(), name="generate-screenplay"),
 ]

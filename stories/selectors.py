@@ -123,3 +123,52 @@ def generation_runs_for_user(*, user: AbstractBaseUser | AnonymousUser) -> Query
         .defer("raw_text", "details")
         .order_by("-created_at", "-id")
     )
+
+
+# --- Generation (issue 4) ----------------------------------------------------------------------
+
+
+def story_owned(*, story_id: int, user_id: int) -> bool:
+    return Story.objects.filter(pk=story_id, owner_id=user_id).exists()
+
+
+@dataclass(frozen=True)
+class GenerationPace:
+    """How fast a model has been writing lately, for the ETA a writer sees."""
+
+    tokens_per_second: float
+    expected_output_tokens: int
+    ttft_seconds: float
+
+    def estimated_seconds(self) -> float:
+        return round(self.ttft_seconds + self.expected_output_tokens / self.tokens_per_second, 1)
+
+
+_PACE_RUNS = 20
+
+
+def generation_pace_get(*, model: str, max_tokens: int) -> GenerationPace:
+    """The observed pace of the model's last successful runs (one query); a default before any run."""
+    rows = list(
+        GenerationRun.objects.filter(
+            model=model, status=GenerationRun.Status.SUCCEEDED, llm_ms__gt=0, ttft_ms__isnull=False
+        ).values_list("output_tokens", "llm_ms", "ttft_ms")[:_PACE_RUNS]
+    )
+    writing_seconds = sum(max(llm - ttft, 1) for _, llm, ttft in rows) / 1000
+    tokens = sum(out for out, _, _ in rows)
+    if not rows or tokens <= 0:
+        return _pace_default(model=model, max_tokens=max_tokens)
+    return GenerationPace(
+        tokens_per_second=max(tokens / writing_seconds, 1.0),
+        expected_output_tokens=max(tokens // len(rows), 1),
+        ttft_seconds=sum(ttft for _, _, ttft in rows) / len(rows) / 1000,
+    )
+
+
+def _pace_default(*, model: str, max_tokens: int) -> GenerationPace:
+    offline = model == settings.OFFLINE_MODEL and settings.STORY_OFFLINE_TOKENS_PER_SECOND > 0
+    # Before any run: a typical Claude streaming rate, and a screenplay of a few thousand tokens.
+    rate = settings.STORY_OFFLINE_TOKENS_PER_SECOND if offline else 60.0
+    return GenerationPace(
+        tokens_per_second=float(rate), expected_output_tokens=min(max_tokens, 2500), ttft_seconds=1.0
+    )

@@ -1,11 +1,21 @@
-"""Writes on stories. Every interface changes stories through here."""
+"""Writes on stories, screenplay versions, casts and generation runs. Every interface writes through here."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
-from stories.models import Story
+from personas.models import PersonaConfig
+from stories.generation.errors import GenerationError
+from stories.generation.validation import CastEntry
+from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.validation import text_clean_or_reject
 
 
@@ -35,3 +45,150 @@ def story_update(*, story: Story, title: str | None = None, plot: str | None = N
 def story_delete(*, story: Story) -> None:
     """Delete a story with its versions and cast; its runs stay (story set to null) as measurements."""
     story.delete()
+
+
+# --- Generation: the run record and the one atomic save (issue 4) ---------------------------
+
+
+@dataclass
+class RunRecord:
+    """What a run measured, written to its GenerationRun row whatever the outcome."""
+
+    context_ms: int | None = None
+    prompt_ms: int | None = None
+    ttft_ms: int | None = None
+    llm_ms: int | None = None
+    save_ms: int | None = None
+    total_ms: int | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    continuations: int = 0
+    stop_reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "context_ms": self.context_ms,
+            "prompt_ms": self.prompt_ms,
+            "ttft_ms": self.ttft_ms,
+            "llm_ms": self.llm_ms,
+            "save_ms": self.save_ms,
+            "total_ms": self.total_ms,
+            "continuations": self.continuations,
+            "stop_reason": self.stop_reason[:40],
+            "details": self.details,
+            **self.usage,
+        }
+
+
+def generation_run_start(
+    *, user_id: int, model: str, max_tokens: int, persona_names: Sequence[str], story_id: int | None
+) -> GenerationRun:
+    return GenerationRun.objects.create(
+        user_id=user_id,
+        story_id=story_id,
+        model=model,
+        max_tokens=max_tokens,
+        persona_names=list(persona_names),
+        status=GenerationRun.Status.STREAMING,
+    )
+
+
+def generation_run_finish(
+    *,
+    run_id: int,
+    status: str,
+    record: RunRecord,
+    error_code: str = "",
+    error_message: str = "",
+    raw_text: str = "",
+) -> None:
+    """Close a run that saved nothing (failed or cancelled); it keeps the text it paid for."""
+    GenerationRun.objects.filter(pk=run_id).update(
+        status=status,
+        error_code=error_code[:40],
+        error_message=error_message[:2000],
+        raw_text=raw_text,
+        finished_at=timezone.now(),
+        **record.fields(),
+    )
+
+
+@dataclass(frozen=True)
+class ScreenplayDraft:
+    """A validated screenplay and where it goes."""
+
+    title: str
+    plot: str
+    content: dict[str, Any]
+    model: str
+    max_tokens: int
+    cast: Sequence[CastEntry]
+    story_id: int | None = None
+
+
+@transaction.atomic
+def screenplay_version_create(
+    *, user_id: int, draft: ScreenplayDraft, run_id: int | None = None, record: RunRecord | None = None
+) -> ScreenplayVersion:
+    """Save the story (new, or the user's own), its next version, its cast and the run, all or nothing.
+
+    The same handful of queries whatever the number of scenes and cast members. The version number comes
+    from one UPDATE ... SET latest_version_number = latest_version_number + 1, whose row lock makes
+    concurrent saves of one story queue up and get distinct, contiguous numbers.
+    """
+    started = time.monotonic()
+    story, number = _story_next_number(user_id=user_id, draft=draft)
+    version = ScreenplayVersion.objects.create(
+        story=story,
+        number=number,
+        content=draft.content,
+        model=draft.model,
+        max_tokens=draft.max_tokens,
+        run_id=run_id,
+    )
+    _cast_replace(story=story, cast=draft.cast, fresh=draft.story_id is None)
+    if run_id is not None:
+        _run_succeed(run_id=run_id, story=story, record=record or RunRecord(), started=started)
+    return version
+
+
+def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, int]:
+    if draft.story_id is None:
+        title = draft.title or draft.content.get("title", "") or "Untitled"
+        story = Story.objects.create(
+            owner_id=user_id, title=title[:200], plot=draft.plot, latest_version_number=1
+        )
+        return story, 1
+    stories = Story.objects.filter(pk=draft.story_id, owner_id=user_id)
+    if not stories.update(latest_version_number=F("latest_version_number") + 1, updated_at=timezone.now()):
+        raise GenerationError("forbidden", "that story does not exist or is not yours")
+    story = stories.only("id", "title", "latest_version_number").get()
+    return story, story.latest_version_number
+
+
+def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> None:
+    ids = dict(PersonaConfig.objects.filter(name__in=[c.persona for c in cast]).values_list("name", "id"))
+    if not fresh:
+        # A new version recasts the story: members no longer in it go, the others are updated in place.
+        StoryCast.objects.filter(story=story).exclude(persona_id__in=list(ids.values())).delete()
+    members = [
+        StoryCast(story=story, persona_id=ids[c.persona], character_name=c.character_name[:80], order=c.order)
+        for c in cast
+        if c.persona in ids
+    ]
+    StoryCast.objects.bulk_create(
+        members,
+        update_conflicts=True,
+        unique_fields=["story", "persona"],
+        update_fields=["character_name", "order"],
+    )
+
+
+def _run_succeed(*, run_id: int, story: Story, record: RunRecord, started: float) -> None:
+    # The run update is the transaction's last statement, so save_ms covers the rest of the save.
+    record.save_ms = int((time.monotonic() - started) * 1000)
+    if record.total_ms is not None:
+        record.total_ms += record.save_ms
+    GenerationRun.objects.filter(pk=run_id).update(
+        status=GenerationRun.Status.SUCCEEDED, story=story, finished_at=timezone.now(), **record.fields()
+    )

@@ -181,6 +181,8 @@ X_FRAME_OPTIONS = "DENY"
 # --- Claude -----------------------------------------------------------------------------------
 # The key is read once here and never stored in the database or shown anywhere.
 ANTHROPIC_API_KEY = envstr("ANTHROPIC_API_KEY")
+# Also read by the SDK itself; passed to the client explicitly so that tests can point it elsewhere.
+ANTHROPIC_BASE_URL = envstr("ANTHROPIC_BASE_URL")
 OFFLINE_MODEL = "offline"
 STORY_MODEL = envstr("STORY_MODEL", "claude-sonnet-4-5" if ANTHROPIC_API_KEY else OFFLINE_MODEL)
 STORY_MODELS = envlist(

@@ -1,11 +1,41 @@
-"""The one exception type every generation failure becomes; its code is one of DESIGN.md's."""
+"""The one exception every generation failure becomes, with the error codes of the WebSocket protocol."""
 
 from __future__ import annotations
 
+# The codes of DESIGN.md's protocol; nothing else reaches a client.
+ERROR_CODES = frozenset(
+    {
+        "invalid_request",
+        "unknown_personas",
+        "unauthenticated",
+        "forbidden",
+        "rate_limited",
+        "busy",
+        "llm_overloaded",
+        "llm_rate_limited",
+        "llm_unavailable",
+        "llm_timeout",
+        "llm_refused",
+        "invalid_output",
+        "save_failed",
+    }
+)
+
 
 class GenerationError(Exception):
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
+    """A failure a client is told about: a protocol code, a message for people, and whether to retry."""
+
+    def __init__(
+        self, code: str, message: str, *, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown generation error code {code!r}")
+        super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.retry_after = retry_after
+
+    def as_event(self) -> dict[str, object]:
+        """The protocol's `error` message."""
+        return {"type": "error", "code": self.code, "message": self.message, "retryable": self.retryable}

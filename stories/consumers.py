@@ -1,0 +1,130 @@
+"""The WebSocket interface of generation: ``/ws/generate/``. Parses messages, runs the pipeline, sends its events.
+
+One generation at a time per connection; it runs as its own task so that ``cancel`` (and a
+disconnect) are handled while it streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import aclosing, suppress
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from stories.generation.errors import GenerationError
+from stories.generation.pipeline import generation_run
+from stories.generation.requests import generation_request_parse
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+# How long a disconnect waits for the cancelled generation to record itself.
+_CANCEL_WAIT_SECONDS = 5.0
+
+
+class GenerateConsumer(AsyncWebsocketConsumer):
+    task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            error = GenerationError("unauthenticated", "sign in to generate screenplays")
+            await self.send_event(error.as_event())
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason="unauthenticated")
+
+    async def disconnect(self, code: int) -> None:
+        await self._stop(wait=True)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.send_event(
+                GenerationError("unauthenticated", "sign in to generate screenplays").as_event()
+            )
+            return
+        try:
+            message = _message_parse(text_data, bytes_data)
+        except GenerationError as error:
+            await self.send_event(error.as_event())
+            return
+        if message["type"] == "cancel":
+            await self._cancel()
+        else:
+            await self._generate(message)
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(event, ensure_ascii=False))
+
+    async def _generate(self, message: dict[str, Any]) -> None:
+        if self.task is not None and not self.task.done():
+            await self.send_event(
+                GenerationError(
+                    "busy", "a generation is already running on this connection", retryable=True
+                ).as_event()
+            )
+            return
+        fields = {key: value for key, value in message.items() if key != "type"}
+        try:
+            request = generation_request_parse(fields)
+        except GenerationError as error:
+            await self.send_event(error.as_event())
+            return
+        self.task = asyncio.create_task(self._run(request))
+
+    async def _run(self, request: Any) -> None:
+        try:
+            async with aclosing(generation_run(request=request, user=self.scope["user"])) as events:
+                async for event in events:
+                    await self.send_event(event)
+        except asyncio.CancelledError:
+            with suppress(Exception):
+                await self.send_event({"type": "cancelled"})
+            raise
+        except Exception:
+            logger.exception("generation on a WebSocket failed")
+            error = GenerationError("llm_unavailable", "the generation failed unexpectedly", retryable=True)
+            with suppress(Exception):
+                await self.send_event(error.as_event())
+
+    async def _cancel(self) -> None:
+        if self.task is None or self.task.done():
+            await self.send_event(GenerationError("invalid_request", "no generation is running").as_event())
+            return
+        await self._stop(wait=False)
+
+    async def _stop(self, *, wait: bool) -> None:
+        task = self.task
+        if task is None or task.done():
+            return
+        # Cancelling the task closes the upstream request at once; see stories.generation.pipeline.
+        task.cancel()
+        if wait:
+            with suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=_CANCEL_WAIT_SECONDS)
+
+
+def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+    """The client's message as a dict with a known ``type``, or GenerationError("invalid_request")."""
+    if text_data is None:
+        raise GenerationError("invalid_request", "send JSON text messages, not binary ones")
+    limit = settings.STORY_WS_MAX_MESSAGE_BYTES
+    if len(text_data) > limit or len(text_data.encode("utf-8", "surrogatepass")) > limit:
+        raise GenerationError("invalid_request", f"messages are limited to {limit} bytes")
+    try:
+        message = json.loads(text_data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise GenerationError("invalid_request", "the message is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise GenerationError("invalid_request", "each message must be a JSON object with a type")
+    if message.get("type") not in ("generate", "cancel"):
+        raise GenerationError("invalid_request", "the message type must be 'generate' or 'cancel'")
+    return message
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")

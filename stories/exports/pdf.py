@@ -1,0 +1,112 @@
+"""A screenplay-formatted PDF, laid out by screenplain's reportlab styles.
+
+The screenplay is turned straight into screenplain's own model (``screenplain.types``) with plain,
+unstyled strings, never through Fountain text: nothing the model wrote is read as Fountain syntax.
+screenplain renders each string with ``RichString.to_html``, which escapes ``& < >`` before reportlab's
+``Paragraph`` parses its mini-markup, so no model text is read as markup either. The title page is
+ours, built the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+
+from reportlab import platypus
+from reportlab.platypus import Flowable, NextPageTemplate, Paragraph, Spacer
+from screenplain import types
+from screenplain.export import pdf as screenplain_pdf
+from screenplain.richstring import plain
+
+from stories.exports.screenplay import (
+    Element,
+    ExportMeta,
+    one_line,
+    screenplay_scenes,
+    text_lines,
+    text_paragraphs,
+)
+
+
+def pdf_from_screenplay(*, content: object, meta: ExportMeta) -> bytes:
+    settings = _settings()
+    story = _title_page(meta, settings)
+    for paragraph in _paragraphs(content):
+        _add(story, paragraph, settings)
+    buffer = io.BytesIO()
+    document = screenplain_pdf.DocTemplate(
+        buffer,
+        pagesize=(settings.page_width, settings.page_height),
+        settings=settings,
+        has_title_page=True,
+        title=one_line(meta.title) or "Untitled",
+        author=one_line(meta.author) or None,
+    )
+    document.build(story)
+    return buffer.getvalue()
+
+
+@functools.cache
+def _settings() -> screenplain_pdf.Settings:
+    # Registers the bundled Courier Prime font with reportlab once per process.
+    return screenplain_pdf.Settings()
+
+
+def _paragraphs(content: object) -> list[object]:
+    paragraphs: list[object] = []
+    for scene in screenplay_scenes(content):
+        paragraphs.append(types.Slug(plain(one_line(scene.heading).upper() or "SCENE")))
+        for element in scene.elements:
+            paragraphs.extend(_element(element))
+    return paragraphs
+
+
+def _element(element: Element) -> list[object]:
+    if element.kind == "dialogue":
+        return [_dialog(element)]
+    if element.kind == "transition":
+        text = one_line(element.text)
+        return [types.Transition(plain(text.upper()))] if text else []
+    return [types.Action([plain(line) for line in lines]) for lines in text_paragraphs(element.text)]
+
+
+def _dialog(element: Element) -> types.Dialog:
+    dialog = types.Dialog(plain(one_line(element.character).upper() or "UNNAMED"))
+    parenthetical = one_line(element.parenthetical).removeprefix("(").removesuffix(")").strip()
+    if parenthetical:
+        dialog.blocks.append((True, plain(f"({parenthetical})")))
+    for line in [line for line in text_lines(element.text) if line] or [""]:
+        dialog.blocks.append((False, plain(line)))
+    return dialog
+
+
+def _add(story: list[Flowable], paragraph: object, settings: screenplain_pdf.Settings) -> None:
+    if isinstance(paragraph, types.Dialog):
+        screenplain_pdf.add_dialog(story, paragraph, settings)
+    elif isinstance(paragraph, types.Slug):
+        screenplain_pdf.add_slug(story, paragraph, settings)
+    elif isinstance(paragraph, types.Transition):
+        screenplain_pdf.add_paragraph(story, paragraph, settings.transition_style)
+    elif isinstance(paragraph, types.Action):
+        screenplain_pdf.add_paragraph(story, paragraph, settings.action_style)
+
+
+def _title_page(meta: ExportMeta, settings: screenplain_pdf.Settings) -> list[Flowable]:
+    """Title, credit and author centered a third of the way down; the draft date below them."""
+    story: list[Flowable] = [Spacer(settings.frame_width, settings.frame_height / 3)]
+    story.append(Paragraph(_html(one_line(meta.title) or "Untitled"), settings.title_style))
+    author = one_line(meta.author)
+    if author:
+        story.append(Spacer(settings.frame_width, settings.line_height))
+        story.append(Paragraph(_html(one_line(meta.credit) or "Written by"), settings.centered_style))
+        story.append(Paragraph(_html(author), settings.centered_style))
+    if meta.draft_date:
+        story.append(Spacer(settings.frame_width, settings.line_height * 4))
+        story.append(Paragraph(_html(meta.draft_date.isoformat()), settings.centered_style))
+    story += [NextPageTemplate("standard"), platypus.PageBreak()]
+    return story
+
+
+def _html(text: str) -> str:
+    # The same escaping screenplain applies to the script's strings.
+    return plain(text).to_html()

@@ -1,0 +1,63 @@
+"""``GET /api/stories/{id}/versions/{n}/export/?format=...``: a version as a download, for its owner."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from stories import selectors
+from stories.exports import EXPORT_FORMATS
+from stories.exports.downloads import screenplay_version_download
+
+_FORMAT_MAX_CHARS = 20
+
+
+class _JsonErrorsNegotiation(BaseContentNegotiation):
+    """DRF reads ``?format=`` as a renderer name; here it names the file format, and errors are JSON."""
+
+    def select_parser(self, request: Request, parsers: list) -> None:
+        return None
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
+
+class ScreenplayVersionExportApi(APIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JsonErrorsNegotiation
+
+    @extend_schema(
+        summary="Download a version as Fountain, Final Draft (FDX), PDF or JSON",
+        tags=["stories"],
+        parameters=[
+            OpenApiParameter("format", str, OpenApiParameter.QUERY, required=True, enum=list(EXPORT_FORMATS))
+        ],
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            400: OpenApiResponse(description="Unknown format; the message lists the formats offered."),
+            404: OpenApiResponse(description="No such story or version among yours."),
+        },
+    )
+    def get(self, request: Request, story_id: int, number: int) -> HttpResponse:
+        fmt = request.query_params.get("format", "").strip().lower()[:_FORMAT_MAX_CHARS]
+        if fmt not in EXPORT_FORMATS:
+            formats = ", ".join(EXPORT_FORMATS)
+            return Response(
+                {"detail": f"Choose an export format with ?format=, one of: {formats}."}, status=400
+            )
+        story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+        version = selectors.story_version_get(story=story, number=number)
+        exported = screenplay_version_download(version=version, fmt=fmt)
+        response = HttpResponse(exported.data, content_type=exported.content_type)
+        response["Content-Disposition"] = content_disposition_header(True, exported.filename)
+        response["Cache-Control"] = "private, no-store"
+        return response

@@ -1,0 +1,240 @@
+"""Claude through the official SDK: ``AsyncAnthropic``, streaming, one client per event loop.
+
+The SDK's own retries are off (``max_retries=0``): it would obey ``retry-after`` without a cap. Ours
+retry 429, 529, 5xx and connection failures at most ``STORY_LLM_MAX_RETRIES`` times, with jittered
+backoff, honour ``retry-after`` up to ``STORY_LLM_RETRY_AFTER_CAP_SECONDS``, and only before any text
+has been passed on (text a writer has seen cannot be taken back). Every failure, including an
+``error`` event mid-stream (an APIStatusError with status 200) and a dropped connection or idle read
+timeout (httpx2's own exceptions), becomes a GenerationError with a protocol code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from functools import cache
+from typing import Any
+
+import anthropic
+import httpx2
+from anthropic.lib._parse._transform import transform_schema
+from django.conf import settings
+
+from stories.generation.backends.base import (
+    BackendEvent,
+    CallFinished,
+    GenerationBackend,
+    ModelCall,
+    TextDelta,
+    Usage,
+)
+from stories.generation.errors import GenerationError
+
+_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str], anthropic.AsyncAnthropic]
+] = weakref.WeakKeyDictionary()
+# Models older than structured outputs: they get the schema in the prompt only.
+_NO_STRUCTURED_OUTPUT_PREFIXES = (
+    "claude-3",
+    "claude-2",
+    "claude-instant",
+    "claude-sonnet-4-0",
+    "claude-opus-4-0",
+)
+_RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_BACKOFF_BASE_SECONDS = 0.5
+
+
+class AnthropicBackend(GenerationBackend):
+    async def stream(self, call: ModelCall) -> AsyncIterator[BackendEvent]:
+        attempt = 0
+        while True:
+            text_sent = False
+            try:
+                # aclosing: closing this generator must close the HTTP stream now, not at garbage collection.
+                async with aclosing(_attempt(call)) as events:
+                    async for event in events:
+                        text_sent = text_sent or isinstance(event, TextDelta)
+                        yield event
+                return
+            except GenerationError as error:
+                if text_sent or not error.retryable or attempt >= settings.STORY_LLM_MAX_RETRIES:
+                    raise
+                await asyncio.sleep(_backoff_seconds(attempt, error.retry_after))
+                attempt += 1
+
+
+def anthropic_client() -> anthropic.AsyncAnthropic:
+    """This event loop's client (an httpx2 client is bound to the loop that opened its connections)."""
+    loop = asyncio.get_running_loop()
+    key = (settings.ANTHROPIC_API_KEY, settings.ANTHROPIC_BASE_URL)
+    clients = _clients.setdefault(loop, {})
+    if key not in clients:
+        if not key[0]:
+            raise GenerationError("llm_unavailable", "ANTHROPIC_API_KEY is not set; use the offline model")
+        clients[key] = anthropic.AsyncAnthropic(api_key=key[0], base_url=key[1] or None, max_retries=0)
+    return clients[key]
+
+
+def _request(call: ModelCall) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "model": call.model,
+        "max_tokens": call.max_tokens,
+        "system": call.system,
+        "messages": call.messages,
+        "timeout": httpx2.Timeout(
+            connect=settings.STORY_LLM_CONNECT_TIMEOUT_SECONDS,
+            # An idle-read timeout: the server sends pings, so silence this long means a stall.
+            read=settings.STORY_LLM_READ_TIMEOUT_SECONDS,
+            write=settings.STORY_LLM_CONNECT_TIMEOUT_SECONDS,
+            pool=settings.STORY_LLM_CONNECT_TIMEOUT_SECONDS,
+        ),
+    }
+    if supports_structured_output(call.model):
+        params["output_config"] = {
+            "format": {"type": "json_schema", "schema": api_schema(call.output_schema)}
+        }
+    return params
+
+
+def supports_structured_output(model: str) -> bool:
+    return not model.startswith(_NO_STRUCTURED_OUTPUT_PREFIXES)
+
+
+def api_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The contract in the subset of JSON Schema that structured outputs accept (the SDK's transform)."""
+    # Key order is kept: the model writes properties in schema order (title first, scenes last).
+    return json.loads(_api_schema_text(json.dumps(schema)))
+
+
+@cache
+def _api_schema_text(schema_text: str) -> str:
+    return json.dumps(transform_schema(_prepared(json.loads(schema_text))))
+
+
+def _prepared(schema: Any) -> Any:
+    """Drop the document keywords and spell ``"type": [a, "null"]`` as anyOf, which the transform expects."""
+    if isinstance(schema, list):
+        return [_prepared(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: _prepared(value) for key, value in schema.items() if key not in ("$schema", "$id")}
+    types = result.get("type")
+    if isinstance(types, list):
+        rest = {key: value for key, value in result.items() if key != "type"}
+        return {"anyOf": [{"type": "null"} if t == "null" else {**rest, "type": t} for t in types]}
+    return result
+
+
+async def _attempt(call: ModelCall) -> AsyncIterator[BackendEvent]:
+    usage, stop_reason, refusal, stopped = Usage(), "", "", False
+    try:
+        async with anthropic_client().messages.stream(**_request(call)) as stream:
+            async for event in stream:
+                if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    yield TextDelta(event.delta.text)
+                elif event.type == "message_start":
+                    _usage_update(usage, event.message.usage)
+                elif event.type == "message_delta":
+                    _usage_update(usage, event.usage)
+                    stop_reason = event.delta.stop_reason or ""
+                    refusal = _refusal_text(event.delta)
+                elif event.type == "message_stop":
+                    stopped = True
+    except anthropic.APIStatusError as error:
+        raise _status_error(error) from error
+    except (anthropic.APITimeoutError, httpx2.TimeoutException):
+        raise GenerationError(
+            "llm_timeout", "the model stopped responding; please try again", retryable=True
+        ) from None
+    except (anthropic.APIConnectionError, httpx2.TransportError):
+        raise GenerationError(
+            "llm_unavailable", "the connection to the model was lost; please try again", retryable=True
+        ) from None
+    if not stopped:
+        raise GenerationError(
+            "llm_unavailable", "the model's stream ended early; please try again", retryable=True
+        )
+    if stop_reason == "refusal":
+        raise GenerationError("llm_refused", refusal or "the model declined to write this screenplay")
+    yield CallFinished(stop_reason=stop_reason, usage=usage)
+
+
+def _usage_update(usage: Usage, reported: Any) -> None:
+    # Counts on message_delta are cumulative; ones it leaves out keep their message_start value.
+    if getattr(reported, "input_tokens", None) is not None:
+        usage.input_tokens = reported.input_tokens
+    if getattr(reported, "output_tokens", None) is not None:
+        usage.output_tokens = reported.output_tokens
+    if getattr(reported, "cache_read_input_tokens", None) is not None:
+        usage.cache_read_tokens = reported.cache_read_input_tokens
+    if getattr(reported, "cache_creation_input_tokens", None) is not None:
+        usage.cache_write_tokens = reported.cache_creation_input_tokens
+
+
+def _refusal_text(delta: Any) -> str:
+    details = getattr(delta, "stop_details", None)
+    explanation = getattr(details, "explanation", None)
+    return f"the model declined to write this screenplay: {explanation}" if explanation else ""
+
+
+def _status_error(error: anthropic.APIStatusError) -> GenerationError:
+    """An HTTP error status, or an ``error`` event mid-stream (status 200, the type in the body)."""
+    kind = error.type or ""
+    status = error.status_code
+    retry_after = _retry_after_seconds(error.response.headers) if status != 200 else None
+    if status == 529 or kind == "overloaded_error":
+        return GenerationError(
+            "llm_overloaded",
+            "the model is overloaded; please try again shortly",
+            retryable=True,
+            retry_after=retry_after,
+        )
+    if status == 429 or kind == "rate_limit_error":
+        return GenerationError(
+            "llm_rate_limited",
+            "the model's rate limit was reached; please try again shortly",
+            retryable=True,
+            retry_after=retry_after,
+        )
+    if status in (401, 403):
+        return GenerationError("llm_unavailable", "the model provider rejected the configured API key")
+    if status in (400, 404, 413, 422):
+        detail = (error.api_message or "")[:300]
+        return GenerationError("invalid_request", f"the model provider rejected the request: {detail}")
+    retryable = status in _RETRYABLE_STATUS or status == 200
+    return GenerationError(
+        "llm_unavailable",
+        "the model is unavailable; please try again",
+        retryable=retryable,
+        retry_after=retry_after,
+    )
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
+    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), as the SDK reads them."""
+    try:
+        return float(headers.get("retry-after-ms")) / 1000
+    except (TypeError, ValueError):
+        pass
+    raw = headers.get("retry-after")
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        pass
+    parsed = email.utils.parsedate_tz(raw) if raw else None
+    return float(email.utils.mktime_tz(parsed) - time.time()) if parsed else None
+
+
+def _backoff_seconds(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter; the server's retry-after, when given, up to our cap."""
+    cap = float(settings.STORY_LLM_RETRY_AFTER_CAP_SECONDS)
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, cap)
+    return min(_BACKOFF_BASE_SECONDS * 2**attempt, cap) * random.uniform(0.75, 1.25)

@@ -1,0 +1,97 @@
+"""The interface every model back-end implements, and the setting that picks one.
+
+Like Django's mail back-ends: ``STORY_BACKEND`` is a dotted path to a class; the offline model is always
+served by the offline back-end whatever that setting says.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+@dataclass(frozen=True)
+class CastMember:
+    name: str
+    display_name: str
+    context: str
+
+
+@dataclass(frozen=True)
+class Brief:
+    """The request in plain fields, for back-ends that write without a model (the offline one)."""
+
+    plot: str
+    title: str
+    cast: tuple[CastMember, ...]
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    model: str
+    max_tokens: int
+    system: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    # The JSON schema the reply must match: the screenplay, or {"scenes": [...]} for a continuation.
+    output_schema: dict[str, Any]
+    brief: Brief
+    # Scenes already written by earlier calls; 0 for the first call.
+    continue_after: int = 0
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class CallFinished:
+    stop_reason: str
+    usage: Usage = field(default_factory=Usage)
+
+
+BackendEvent = TextDelta | CallFinished
+
+
+class GenerationBackend(abc.ABC):
+    """Streams one model call. Raises GenerationError (with a protocol code) for every failure."""
+
+    @abc.abstractmethod
+    def stream(self, call: ModelCall) -> AsyncIterator[BackendEvent]:
+        """Yield TextDelta as text arrives, then exactly one CallFinished."""
+
+
+def backend_for_model(model: str) -> GenerationBackend:
+    if model == settings.OFFLINE_MODEL:
+        from stories.generation.backends.offline import OfflineBackend
+
+        return OfflineBackend()
+    backend_class = import_string(settings.STORY_BACKEND)
+    return backend_class()

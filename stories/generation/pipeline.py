@@ -1,0 +1,438 @@
+"""One generation, start to finish, as the protocol's events.
+
+``generation_run`` is what every interface runs (the WebSocket consumer, the REST view, the command).
+It yields the events of DESIGN.md's WebSocket protocol as dicts and leaves a GenerationRun whatever
+happens. Closing or cancelling it closes the upstream model request at once; a cancel that arrives
+while the save is running lets the save finish (it is one transaction) and reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.urls import NoReverseMatch, reverse
+
+from personas.selectors import PersonaContexts, persona_contexts
+from stories.generation.backends.base import (
+    Brief,
+    CallFinished,
+    CastMember,
+    ModelCall,
+    Usage,
+    backend_for_model,
+)
+from stories.generation.errors import GenerationError
+from stories.generation.prompt import (
+    Prompt,
+    continuation_schema,
+    prompt_build,
+    prompt_continue,
+    screenplay_schema,
+)
+from stories.generation.requests import GenerationRequest, allowed_models
+from stories.generation.stream import ScreenplayStreamParser, screenplay_text_parse
+from stories.generation.tokens import token_estimate
+from stories.generation.validation import screenplay_validate
+from stories.models import GenerationRun
+from stories.selectors import GenerationPace, generation_pace_get, generation_settings_get, story_owned
+from stories.services import (
+    RunRecord,
+    ScreenplayDraft,
+    generation_run_finish,
+    generation_run_start,
+    screenplay_version_create,
+)
+
+logger = logging.getLogger(__name__)
+
+# At most this many progress events a second.
+PROGRESS_INTERVAL_SECONDS = 0.25
+
+
+def model_display_name(model: str) -> str:
+    return "offline model" if model == settings.OFFLINE_MODEL else model
+
+
+@dataclass
+class _Run:
+    """The state of one run while it streams."""
+
+    run_id: int
+    request: GenerationRequest
+    user_id: int
+    model: str
+    max_tokens: int
+    started: float
+    pace: GenerationPace
+    record: RunRecord = field(default_factory=RunRecord)
+    usage: Usage = field(default_factory=Usage)
+    texts: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
+    last_progress_at: float = 0.0
+    streamed_chars: int = 0
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+
+async def generation_run(*, request: GenerationRequest, user: Any) -> AsyncIterator[dict[str, Any]]:
+    """Run one generation for ``user``; yield the protocol's events (see the module docstring)."""
+    started = time.monotonic()
+    try:
+        await _admission_check(user_id=user.pk)
+        model, max_tokens = await database_sync_to_async(_model_and_max_tokens)(request)
+    except GenerationError as error:
+        yield error.as_event()
+        return
+    run = await database_sync_to_async(_run_open)(request, user.pk, model, max_tokens, started)
+    try:
+        async with aclosing(_generate(run)) as events:
+            async for event in events:
+                yield event
+    except GenerationError as error:
+        await _run_close(run, GenerationRun.Status.FAILED, error)
+        yield error.as_event()
+    except (asyncio.CancelledError, GeneratorExit):
+        await _run_close(run, GenerationRun.Status.CANCELLED, None)
+        raise
+    except Exception:
+        logger.exception("generation run %s failed unexpectedly", run.run_id)
+        error = GenerationError("llm_unavailable", f"the generation failed unexpectedly (run {run.run_id})")
+        await _run_close(run, GenerationRun.Status.FAILED, error)
+        yield error.as_event()
+
+
+async def _admission_check(*, user_id: int) -> None:
+    """The per-user limits on concurrent and hourly generations, checked before anything costs money.
+
+    The limits themselves are issue 7's (stories.limits); until they land every signed-in user is
+    admitted, and a WebSocket connection runs one generation at a time.
+    """
+
+
+def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:
+    defaults = generation_settings_get()
+    model = request.model or defaults.default_model
+    if model not in allowed_models():
+        # An editor's default that is no longer allowed falls back to the deployment's model.
+        model = settings.STORY_MODEL
+    max_tokens = request.max_tokens or defaults.default_max_tokens
+    max_tokens = min(max(max_tokens, settings.STORY_MIN_MAX_TOKENS), settings.STORY_MAX_MAX_TOKENS)
+    return model, max_tokens
+
+
+def _run_open(request: GenerationRequest, user_id: int, model: str, max_tokens: int, started: float) -> _Run:
+    run = generation_run_start(
+        user_id=user_id, model=model, max_tokens=max_tokens, persona_names=request.personas, story_id=None
+    )
+    pace = generation_pace_get(model=model, max_tokens=max_tokens)
+    return _Run(
+        run_id=run.pk,
+        request=request,
+        user_id=user_id,
+        model=model,
+        max_tokens=max_tokens,
+        started=started,
+        pace=pace,
+    )
+
+
+async def _generate(run: _Run) -> AsyncIterator[dict[str, Any]]:
+    request = run.request
+    yield {
+        "type": "accepted",
+        "run_id": run.run_id,
+        "model": run.model,
+        "model_name": model_display_name(run.model),
+        "max_tokens": run.max_tokens,
+        "personas": request.personas,
+        "estimated_seconds": run.pace.estimated_seconds(),
+    }
+    contexts = await _contexts(run)
+    prompt_started = time.monotonic()
+    rules = (await database_sync_to_async(generation_settings_get)()).formatting_rules
+    prompt = prompt_build(contexts=contexts.contexts, plot=request.plot, title=request.title, rules=rules)
+    brief = Brief(
+        plot=request.plot,
+        title=request.title,
+        cast=tuple(CastMember(c.name, c.display_name, c.context) for c in contexts.contexts),
+    )
+    run.record.prompt_ms = _ms_since(prompt_started)
+    content: dict[str, Any] = {}
+    async with aclosing(_write(run, prompt, brief, content)) as events:
+        async for event in events:
+            yield event
+    async for event in _save(run, content):
+        yield event
+
+
+async def _contexts(run: _Run) -> PersonaContexts:
+    started = time.monotonic()
+    if run.request.story_id is not None:
+        owned = await database_sync_to_async(story_owned)(story_id=run.request.story_id, user_id=run.user_id)
+        if not owned:
+            raise GenerationError("forbidden", "that story does not exist or is not yours")
+    contexts = await database_sync_to_async(persona_contexts)(names=run.request.personas)
+    run.record.context_ms = _ms_since(started)
+    if contexts.missing:
+        raise GenerationError("unknown_personas", f"unknown personas: {', '.join(contexts.missing)}")
+    if contexts.inactive:
+        raise GenerationError(
+            "unknown_personas", f"personas no longer available: {', '.join(contexts.inactive)}"
+        )
+    return contexts
+
+
+async def _write(
+    run: _Run, prompt: Prompt, brief: Brief, content: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """Stream model calls until the screenplay is complete, continuing after max_tokens; fill ``content``."""
+    backend = backend_for_model(run.model)
+    header: dict[str, Any] = {}
+    scenes: list[dict[str, Any]] = []
+    call_prompt, schema, budget = prompt, screenplay_schema(), run.max_tokens
+    while True:
+        parser = ScreenplayStreamParser()
+        call = ModelCall(
+            model=run.model,
+            max_tokens=budget,
+            system=call_prompt.system,
+            messages=call_prompt.messages,
+            output_schema=schema,
+            brief=brief,
+            continue_after=len(scenes),
+        )
+        finished = None
+        async with aclosing(_call(run, backend.stream(call), parser, len(scenes))) as events:
+            async for event in events:
+                if isinstance(event, CallFinished):
+                    finished = event
+                else:
+                    yield event
+        assert finished is not None
+        if finished.stop_reason != "max_tokens":
+            _complete(content, header, scenes, parser)
+            return
+        header, scenes = _stitch(header, scenes, parser)
+        budget = _continuation_budget(run, parser=parser)
+        run.record.continuations += 1
+        partial = json.dumps({**header, "scenes": scenes}, ensure_ascii=False)[:-2]
+        last_heading = scenes[-1].get("heading", "") if scenes else ""
+        call_prompt = prompt_continue(
+            prompt=prompt, partial_text=partial, scenes_done=len(scenes), last_heading=str(last_heading)
+        )
+        schema = continuation_schema()
+
+
+async def _call(
+    run: _Run, stream: AsyncIterator[Any], parser: ScreenplayStreamParser, scenes_before: int
+) -> AsyncIterator[Any]:
+    """One model call: forward text, scenes and progress; end with the call's CallFinished."""
+    call_started = time.monotonic()
+    run.texts.append("")
+    try:
+        async with aclosing(stream) as upstream:  # type: ignore[type-var]
+            async for item in upstream:
+                if isinstance(item, CallFinished):
+                    run.usage.add(item.usage)
+                    run.record.stop_reason = item.stop_reason
+                    yield item
+                    continue
+                if run.first_token_at is None:
+                    run.first_token_at = time.monotonic()
+                    run.record.ttft_ms = _ms_since(call_started)
+                run.texts[-1] += item.text
+                run.streamed_chars += len(item.text)
+                yield {"type": "delta", "text": item.text}
+                found = parser.feed(item.text)
+                first = scenes_before + len(parser.scenes) - len(found)
+                for offset, scene in enumerate(found):
+                    yield {"type": "scene", "index": first + offset, "scene": scene}
+                progress = _progress(run)
+                if progress is not None:
+                    yield progress
+    finally:
+        run.record.llm_ms = (run.record.llm_ms or 0) + _ms_since(call_started)
+
+
+def _progress(run: _Run) -> dict[str, Any] | None:
+    now = time.monotonic()
+    if now - run.last_progress_at < PROGRESS_INTERVAL_SECONDS:
+        return None
+    run.last_progress_at = now
+    output_tokens = run.usage.output_tokens + token_estimate(run.texts[-1])
+    rate = run.pace.tokens_per_second
+    writing = now - (run.first_token_at or now)
+    if writing > 1.0 and output_tokens > 20:
+        # Once the model has written for a while, its own rate in this run is the better guide.
+        rate = output_tokens / writing
+    remaining = max(run.pace.expected_output_tokens - output_tokens, 0)
+    return {
+        "type": "progress",
+        "output_tokens": output_tokens,
+        "elapsed_ms": run.elapsed_ms(),
+        "eta_seconds": round(remaining / rate, 1),
+    }
+
+
+def _stitch(
+    header: dict[str, Any], scenes: list[dict[str, Any]], parser: ScreenplayStreamParser
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Keep what a call cut off at max_tokens completed: its header (first call) and its whole scenes."""
+    if not parser.header_complete:
+        raise GenerationError(
+            "invalid_output",
+            "the output limit cut the screenplay off before its first scene; raise max_tokens",
+        )
+    part = parser.header()
+    if not header:
+        header = {key: value for key, value in part.items() if key != "scenes"}
+    else:
+        header = _with_characters(header, part.get("characters", []))
+    return header, [*scenes, *parser.scenes]
+
+
+def _continuation_budget(run: _Run, *, parser: ScreenplayStreamParser) -> int:
+    used = run.usage.output_tokens
+    cap = settings.STORY_MAX_TOTAL_OUTPUT_TOKENS
+    if run.record.continuations >= settings.STORY_MAX_CONTINUATIONS or used >= cap:
+        raise GenerationError(
+            "invalid_output",
+            f"the screenplay did not fit in {used} output tokens and "
+            f"{run.record.continuations} continuations; nothing was saved",
+        )
+    if run.record.continuations and not parser.scenes:
+        raise GenerationError(
+            "invalid_output", "a continuation could not fit a single scene in max_tokens; raise max_tokens"
+        )
+    return max(min(run.max_tokens, cap - used), 1)
+
+
+def _complete(
+    content: dict[str, Any],
+    header: dict[str, Any],
+    scenes: list[dict[str, Any]],
+    parser: ScreenplayStreamParser,
+) -> None:
+    try:
+        document = screenplay_text_parse(parser.text)
+    except ValueError as error:
+        raise GenerationError("invalid_output", f"the model's reply is not valid JSON: {error}") from None
+    if header:
+        # The end of a continued screenplay: the first part's header, every part's scenes.
+        new_scenes = document.get("scenes")
+        if not isinstance(new_scenes, list):
+            raise GenerationError("invalid_output", "the continuation holds no scenes")
+        document = {
+            **_with_characters(header, document.get("characters", [])),
+            "scenes": [*scenes, *new_scenes],
+        }
+    content.update(document)
+
+
+def _with_characters(header: dict[str, Any], extra: Any) -> dict[str, Any]:
+    characters = list(header.get("characters", []))
+    known = {c.get("name") for c in characters if isinstance(c, dict)}
+    for character in extra if isinstance(extra, list) else []:
+        if isinstance(character, dict) and character.get("name") not in known:
+            characters.append(character)
+            known.add(character.get("name"))
+    return {**header, "characters": characters}
+
+
+async def _save(run: _Run, content: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    request = run.request
+    cast = screenplay_validate(content=content, persona_names=request.personas)
+    draft = ScreenplayDraft(
+        title=request.title,
+        plot=request.plot,
+        content=content,
+        model=run.model,
+        max_tokens=run.max_tokens,
+        cast=cast,
+        story_id=request.story_id,
+    )
+    record = _record(run)
+    record.total_ms = run.elapsed_ms()
+    save = asyncio.ensure_future(
+        database_sync_to_async(_version_save)(
+            user_id=run.user_id, draft=draft, run_id=run.run_id, record=record
+        )
+    )
+    try:
+        version = await asyncio.shield(save)
+    except asyncio.CancelledError:
+        # The save is one transaction already under way: let it finish rather than tear it, and
+        # report what was saved. The cancel arrived too late to stop anything.
+        version = await save
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    run.record = record
+    yield {
+        "type": "saved",
+        "run_id": run.run_id,
+        "story_id": version.story_id,
+        "version": version.number,
+        "url": _story_url(version.story_id),
+    }
+    yield {"type": "done", "run_id": run.run_id, "timings": _timings(record), "usage": run.usage.as_dict()}
+
+
+def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: RunRecord) -> Any:
+    try:
+        return screenplay_version_create(user_id=user_id, draft=draft, run_id=run_id, record=record)
+    except GenerationError:
+        raise
+    except Exception as error:
+        logger.exception("saving run %s failed", run_id)
+        raise GenerationError("save_failed", "the screenplay could not be saved; please try again") from error
+
+
+def _record(run: _Run) -> RunRecord:
+    record = run.record
+    record.usage = run.usage.as_dict()
+    record.details = {"model_name": model_display_name(run.model), "streamed_chars": run.streamed_chars}
+    return record
+
+
+def _timings(record: RunRecord) -> dict[str, int | None]:
+    names = ("context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms")
+    return {name: getattr(record, name) for name in names}
+
+
+async def _run_close(run: _Run, status: str, error: GenerationError | None) -> None:
+    record = _record(run)
+    record.total_ms = run.elapsed_ms()
+    write = database_sync_to_async(generation_run_finish)(
+        run_id=run.run_id,
+        status=status,
+        record=record,
+        error_code=error.code if error else "",
+        error_message=error.message if error else "",
+        raw_text="\n\n".join(text for text in run.texts if text),
+    )
+    # Shielded: a run that is being cancelled must still be recorded as such.
+    await asyncio.shield(asyncio.ensure_future(write))
+    if error is not None:
+        logger.info("generation run %s failed: %s %s", run.run_id, error.code, error.message)
+
+
+def _story_url(story_id: int) -> str:
+    try:
+        return reverse("stories:story-detail", args=[story_id])
+    except NoReverseMatch:
+        return f"/stories/{story_id}/"
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

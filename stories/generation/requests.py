@@ -1,0 +1,124 @@
+"""Parsing and bounding a generation request, whichever interface it came from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from stories.generation.errors import GenerationError
+
+_FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})
+_PERSONA_NAME = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
+_MODES = ("single", "parallel")
+_MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    plot: str
+    personas: list[str] = field(default_factory=list)
+    title: str = ""
+    story_id: int | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    mode: str = "single"
+
+
+def generation_request_parse(data: object) -> GenerationRequest:
+    """Validate an untrusted JSON object; raise GenerationError("invalid_request") naming the bad field."""
+    if not isinstance(data, dict):
+        raise _invalid("the request must be a JSON object")
+    unknown = sorted(str(key)[:40] for key in data if key not in _FIELDS)
+    if unknown:
+        raise _invalid(f"unknown fields: {', '.join(unknown)}")
+    return GenerationRequest(
+        plot=_plot(data.get("plot")),
+        personas=_personas(data.get("personas")),
+        title=_text(data.get("title", ""), "title", settings.STORY_MAX_TITLE_CHARS),
+        story_id=_optional_int(data.get("story_id"), "story_id", 1, _MAX_ID),
+        model=_model(data.get("model")),
+        max_tokens=_optional_int(
+            data.get("max_tokens"), "max_tokens", settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
+        ),
+        mode=_mode(data.get("mode", "single")),
+    )
+
+
+def allowed_models() -> list[str]:
+    """The models a writer may pick: the configured ones, and always the offline model."""
+    return [*dict.fromkeys([*settings.STORY_MODELS, settings.OFFLINE_MODEL])]
+
+
+def _invalid(message: str) -> GenerationError:
+    return GenerationError("invalid_request", message)
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise _invalid(f"{name} must be a string")
+    if len(value) > limit:
+        raise _invalid(f"{name} is longer than {limit} characters")
+    if "\x00" in value:
+        raise _invalid(f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (e.g. "\ud800" in the JSON) cannot be stored or sent on.
+        raise _invalid(f"{name} is not valid Unicode") from None
+    return value.strip()
+
+
+def _plot(value: Any) -> str:
+    if value is None:
+        raise _invalid("plot is required")
+    plot = _text(value, "plot", settings.STORY_MAX_PLOT_CHARS)
+    if not plot:
+        raise _invalid("plot must not be empty")
+    return plot
+
+
+def _personas(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise _invalid("personas must be a list of persona names")
+    limit = settings.STORY_MAX_PERSONAS
+    if len(value) > limit:
+        raise _invalid(f"at most {limit} personas may take part")
+    names: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not _PERSONA_NAME.match(item):
+            raise _invalid("each persona must be a persona name (letters, digits, '-' and '_')")
+        names.append(item)
+    if not names:
+        raise _invalid("choose at least one persona")
+    return list(dict.fromkeys(names))
+
+
+def _optional_int(value: Any, name: str, minimum: int, maximum: int) -> int | None:
+    if value is None:
+        return None
+    # bool is an int in Python; JSON true is not a number.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(f"{name} must be an integer")
+    if not minimum <= value <= maximum:
+        raise _invalid(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+def _model(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    allowed = allowed_models()
+    if not isinstance(value, str) or value not in allowed:
+        raise _invalid(f"model must be one of: {', '.join(allowed)}")
+    return value
+
+
+def _mode(value: Any) -> str:
+    if value not in _MODES:
+        raise _invalid("mode must be 'single' or 'parallel'")
+    if value == "parallel":
+        raise _invalid("parallel generation is not available yet; use mode 'single'")
+    return "single"

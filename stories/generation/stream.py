@@ -1,0 +1,153 @@
+"""Finding the scenes of a screenplay in model text as it streams.
+
+The model writes one JSON object (sometimes inside a Markdown code fence). Each delta is scanned once,
+character by character, tracking strings and bracket depth; when a scene object inside the top-level
+"scenes" array closes, only that scene's text is parsed (with jiter). Nothing is re-parsed per delta.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jiter
+
+
+class ScreenplayStreamParser:
+    """Feed text deltas; get back each scene as soon as its closing brace arrives."""
+
+    def __init__(self) -> None:
+        self._chunks: list[str] = []
+        self._stack: list[str] = []
+        self._started = False
+        self._finished = False
+        self._in_string = False
+        self._escape = False
+        self._expect_key = False
+        self._string: list[str] | None = None
+        self._key = ""
+        self._header: list[str] = []
+        self._scenes_depth: int | None = None
+        self._scene: list[str] | None = None
+        self.header_complete = False
+        self.scenes: list[dict[str, Any]] = []
+        # Text up to the end of the last complete scene: what a continuation hands back to the model.
+        self.complete_prefix_length = 0
+        self._length = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self._chunks)
+
+    def feed(self, delta: str) -> list[dict[str, Any]]:
+        """Scan one delta; return the scenes it completed, in order."""
+        self._chunks.append(delta)
+        found: list[dict[str, Any]] = []
+        for char in delta:
+            self._length += 1
+            if self._finished:
+                continue
+            scene = self._scan(char)
+            if scene is not None:
+                found.append(scene)
+        return found
+
+    def header(self) -> dict[str, Any]:
+        """Everything before the scenes (title, logline, characters), once the scenes array has begun."""
+        if not self.header_complete:
+            return {}
+        try:
+            parsed = jiter.from_json(("".join(self._header) + "[]}").encode())
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+
+    def _scan(self, char: str) -> dict[str, Any] | None:
+        if not self._started:
+            if char == "{":
+                self._started = True
+                self._stack.append("{")
+                self._expect_key = True
+                self._header.append(char)
+            return None
+        self._capture(char)
+        if self._in_string:
+            self._scan_string(char)
+            return None
+        return self._scan_structure(char)
+
+    def _capture(self, char: str) -> None:
+        if not self.header_complete:
+            self._header.append(char)
+        if self._scene is not None:
+            self._scene.append(char)
+
+    def _scan_string(self, char: str) -> None:
+        if self._escape:
+            self._escape = False
+        elif char == "\\":
+            self._escape = True
+        elif char == '"':
+            self._in_string = False
+            if self._string is not None:
+                self._key = "".join(self._string)
+                self._string = None
+            return
+        if self._string is not None:
+            self._string.append(char)
+
+    def _scan_structure(self, char: str) -> dict[str, Any] | None:
+        if char == '"':
+            self._in_string = True
+            # Only the keys of the top-level object matter (to find "scenes").
+            self._string = [] if len(self._stack) == 1 and self._expect_key else None
+        elif char == ":" and len(self._stack) == 1:
+            self._expect_key = False
+        elif char == "," and len(self._stack) == 1:
+            self._expect_key = True
+        elif char in "{[":
+            self._open(char)
+        elif char in "}]":
+            return self._close()
+        return None
+
+    def _open(self, char: str) -> None:
+        if char == "[" and len(self._stack) == 1 and self._key == "scenes" and self._scenes_depth is None:
+            self._scenes_depth = 2
+            self.header_complete = True
+            # The header ends just before this bracket; header() closes it with "[]}".
+            self._header.pop()
+            self.complete_prefix_length = self._length
+        elif char == "{" and self._scenes_depth is not None and len(self._stack) == self._scenes_depth:
+            self._scene = ["{"]
+        self._stack.append(char)
+
+    def _close(self) -> dict[str, Any] | None:
+        if not self._stack:
+            return None
+        self._stack.pop()
+        if not self._stack:
+            self._finished = True
+            return None
+        if self._scene is None or len(self._stack) != self._scenes_depth:
+            return None
+        scene_text, self._scene = "".join(self._scene), None
+        try:
+            scene = jiter.from_json(scene_text.encode())
+        except ValueError:
+            return None
+        if not isinstance(scene, dict):
+            return None
+        self.scenes.append(scene)
+        self.complete_prefix_length = self._length
+        return scene
+
+
+def screenplay_text_parse(text: str) -> dict[str, Any]:
+    """Parse a finished reply: the JSON object in it, tolerating a code fence or words around it."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise ValueError("the reply holds no JSON object")
+    parsed = jiter.from_json(text[start : end + 1].encode())
+    if not isinstance(parsed, dict):
+        raise ValueError("the reply is not a JSON object")
+    return parsed

@@ -1,0 +1,301 @@
+"""A fake Anthropic Messages API on 127.0.0.1 that speaks the real protocol, for tests and benchmarks.
+
+The real SDK talks to it over HTTP: ``POST /v1/messages`` with ``Authorization: Bearer <key>``, answered
+with Server-Sent Events in chunked transfer encoding (message_start, content_block_start, ping,
+content_block_delta with text_delta, content_block_stop, message_delta with stop_reason and usage
+including cache tokens, message_stop), or with an error body ``{"type": "error", "error": {...}}`` and
+its status and ``retry-after``/``retry-after-ms`` headers. A scripted reply can also send an ``error``
+event mid-stream, stall, or drop the connection. Every request is recorded with its body, and the server
+notes when a client goes away before the reply ends.
+
+Usage::
+
+    server = FakeAnthropic()
+    server.script(Reply(status=529), Reply(text='{"title": ...}'))
+    ...  # point ANTHROPIC_BASE_URL / the settings at server.base_url, key server.api_key
+    server.requests[0].body["system"]
+    server.close()
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted answer to one request."""
+
+    text: str = ""
+    status: int = 200
+    error_type: str = ""
+    error_message: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    stop_reason: str = "end_turn"
+    refusal_explanation: str | None = None
+    # Usage: None means an estimate from the request and the text (four characters a token).
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    # Pacing: seconds before the first text, and text deltas of chunk_chars at tokens_per_second.
+    ttft: float = 0.0
+    tokens_per_second: float | None = None
+    chunk_chars: int = 24
+    # Faults, counted in text deltas sent: an `error` event, a dropped connection, a stall.
+    error_event_after: int | None = None
+    error_event_type: str = "overloaded_error"
+    drop_after: int | None = None
+    stall_after: int | None = None
+    stall_seconds: float = 30.0
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    received_at: float
+    finished_at: float | None = None
+    disconnected_at: float | None = None
+
+    @property
+    def disconnected(self) -> bool:
+        return self.disconnected_at is not None
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class FakeAnthropic:
+    def __init__(
+        self,
+        *,
+        api_key: str = "sk-ant-fake-test-key",
+        default: Callable[[dict[str, Any]], Reply] | None = None,
+    ):
+        self.api_key = api_key
+        self.default = default
+        self.replies: deque[Reply] = deque()
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-anthropic", daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self.replies.extend(replies)
+
+    def wait_for_disconnect(self, request: RecordedRequest, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if request.disconnected:
+                return True
+            time.sleep(0.01)
+        return request.disconnected
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _next_reply(self, body: dict[str, Any]) -> Reply:
+        with self._lock:
+            if self.replies:
+                return self.replies.popleft()
+        if self.default is not None:
+            return self.default(body)
+        return Reply(status=500, error_type="api_error", error_message="fake server: no reply scripted")
+
+
+def _handler_for(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:
+    class Handler(_MessagesHandler):
+        server_state = fake
+
+    return Handler
+
+
+class _MessagesHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_state: FakeAnthropic
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Quiet: pytest shows failures, not every request.
+        pass
+
+    def do_POST(self) -> None:
+        fake = self.server_state
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length)
+        if self.path.split("?")[0] != "/v1/messages":
+            self._error(Reply(status=404, error_type="not_found_error", error_message="no such path"))
+            return
+        if self.headers.get("authorization") != f"Bearer {fake.api_key}":
+            self._error(
+                Reply(status=401, error_type="authentication_error", error_message="invalid x-api-key")
+            )
+            return
+        record = RecordedRequest(
+            path=self.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=json.loads(raw),
+            received_at=time.monotonic(),
+        )
+        with fake._lock:
+            fake.requests.append(record)
+        reply = fake._next_reply(record.body)
+        try:
+            if reply.status != 200:
+                self._error(reply)
+            else:
+                self._stream(reply, record)
+            record.finished_at = time.monotonic()
+        except (_ClientGone, BrokenPipeError, ConnectionResetError):
+            record.disconnected_at = time.monotonic()
+            self.close_connection = True
+
+    def _error(self, reply: Reply) -> None:
+        body = json.dumps(
+            {
+                "type": "error",
+                "error": {"type": reply.error_type or "api_error", "message": reply.error_message or "error"},
+            }
+        ).encode()
+        self.send_response(reply.status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.send_header("request-id", "req_fake")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self, reply: Reply, record: RecordedRequest) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("request-id", "req_fake")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        input_tokens = (
+            reply.input_tokens
+            if reply.input_tokens is not None
+            else max(len(json.dumps(record.body)) // 4, 1)
+        )
+        output_tokens = (
+            reply.output_tokens if reply.output_tokens is not None else max(len(reply.text) // 4, 1)
+        )
+        usage = {
+            "input_tokens": input_tokens,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
+            "cache_read_input_tokens": reply.cache_read_tokens,
+        }
+        message = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": record.body.get("model", ""),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        self._event("message_start", {"type": "message_start", "message": message})
+        self._event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+        self._event("ping", {"type": "ping"})
+        self._wait(reply.ttft)
+        if not self._deltas(reply):
+            self._end_chunks()
+            return
+        self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        delta: dict[str, Any] = {"stop_reason": reply.stop_reason, "stop_sequence": None}
+        if reply.stop_reason == "refusal":
+            delta["stop_details"] = {
+                "type": "refusal",
+                "category": None,
+                "explanation": reply.refusal_explanation,
+            }
+        final_usage = {
+            "output_tokens": output_tokens,
+            "input_tokens": input_tokens,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
+            "cache_read_input_tokens": reply.cache_read_tokens,
+        }
+        self._event("message_delta", {"type": "message_delta", "delta": delta, "usage": final_usage})
+        self._event("message_stop", {"type": "message_stop"})
+        self._end_chunks()
+
+    def _deltas(self, reply: Reply) -> bool:
+        """Send the text; False when a scripted fault ended the stream early."""
+        size = max(reply.chunk_chars, 1)
+        pieces = [reply.text[i : i + size] for i in range(0, len(reply.text), size)]
+        pause = size / 4 / reply.tokens_per_second if reply.tokens_per_second else 0.0
+        for sent, piece in enumerate(pieces):
+            if reply.error_event_after == sent:
+                error = {
+                    "type": "error",
+                    "error": {"type": reply.error_event_type, "message": "fault injected"},
+                }
+                self._event("error", error)
+                return False
+            if reply.drop_after == sent:
+                # Gone without the terminating chunk: the client sees an incomplete body.
+                self.connection.shutdown(socket.SHUT_RDWR)
+                raise _ClientGone
+            if reply.stall_after == sent:
+                self._wait(reply.stall_seconds)
+            self._event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            )
+            self._wait(pause)
+        return True
+
+    def _event(self, name: str, data: dict[str, Any]) -> None:
+        payload = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+        self.wfile.flush()
+
+    def _end_chunks(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, noticing at once when the client closes the connection."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.server_state._stopping.is_set():
+                raise _ClientGone
+            readable, _, _ = select.select([self.connection], [], [], min(remaining, 0.05))
+            if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                raise _ClientGone
+
+
+def screenplay_text(screenplay: dict[str, Any], *, fenced: bool = False) -> str:
+    text = json.dumps(screenplay, indent=1)
+    return f"```json\n{text}\n```" if fenced else text

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from screenplain.parsers.fountain import parse
+
+from stories.models import ScreenplayVersion, Story
+
+SCREENPLAY = {
+    "title": "The Heist",
+    "characters": [{"name": "MAX"}, {"name": "Juno"}],
+    "scenes": [
+        {
+            "heading": "INT. VAULT - NIGHT",
+            "elements": [
+                {"type": "action", "text": "A DOOR SLAMS."},
+                {"type": "dialogue", "character": "MAX", "text": "Now."},
+                {"type": "dialogue", "character": "Juno", "parenthetical": "whispering", "text": "Not yet."},
+            ],
+        },
+        {"heading": "EXT. ROOF - DAWN", "elements": [{"type": "transition", "text": "SMASH CUT TO:"}]},
+    ],
+}
+
+
+@pytest.fixture
+def story(writer: Any) -> Story:
+    writer.first_name, writer.last_name = "Ada", "Quill"
+    writer.save()
+    story = Story.objects.create(owner=writer, title="My Story!", plot="A crew robs a vault.")
+    for number in (1, 2):
+        ScreenplayVersion.objects.create(story=story, number=number, content=SCREENPLAY, model="offline")
+    return story
+
+
+def _client(user: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def _url(story: Story, number: int = 2, fmt: str = "fountain") -> str:
+    return f"/api/stories/{story.pk}/versions/{number}/export/?format={fmt}"
+
+
+def test_the_owner_downloads_fountain_named_after_the_story(writer: Any, story: Story) -> None:
+    response = _client(writer).get(_url(story))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response["Content-Disposition"] == 'attachment; filename="my-story-v2.fountain"'
+    parsed = parse(io.StringIO(response.content.decode()))
+    assert parsed.title_page["Title"] == ["My Story!"]
+    assert parsed.title_page["Author"] == ["Ada Quill"]
+    assert parsed.title_page["Draft date"] == [story.versions.get(number=2).created_at.date().isoformat()]
+    assert [type(p).__name__ for p in parsed.paragraphs] == [
+        "Slug",
+        "Action",
+        "Dialog",
+        "Dialog",
+        "Slug",
+        "Transition",
+    ]
+
+
+def test_every_format_downloads_with_its_own_type_and_extension(writer: Any, story: Story) -> None:
+    client = _client(writer)
+    pdf = client.get(_url(story, 1, "pdf"))
+    assert pdf["Content-Type"] == "application/pdf"
+    assert pdf["Content-Disposition"] == 'attachment; filename="my-story-v1.pdf"'
+    assert "My Story!" in PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+    fdx = client.get(_url(story, 1, "fdx"))
+    assert fdx["Content-Disposition"] == 'attachment; filename="my-story-v1.fdx"'
+    types = [p.get("Type") for p in ET.fromstring(fdx.content).findall("./Content/Paragraph")]
+    assert types.count("Character") == 2 and types.count("Parenthetical") == 1
+    as_json = client.get(_url(story, 1, "JSON"))
+    assert as_json["Content-Type"] == "application/json"
+    assert json.loads(as_json.content) == SCREENPLAY
+
+
+def test_a_non_latin_title_keeps_its_letters_in_the_file_name(writer: Any) -> None:
+    story = Story.objects.create(owner=writer, title="Ночной дозор", plot="p")
+    ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY)
+    response = _client(writer).get(_url(story, 1, "fdx"))
+    assert response["Content-Disposition"] == (
+        "attachment; filename*=utf-8''%D0%BD%D0%BE%D1%87%D0%BD%D0%BE%D0%B9-"
+        "%D0%B4%D0%BE%D0%B7%D0%BE%D1%80-v1.fdx"
+    )
+
+
+@pytest.mark.parametrize("query", ["?format=docx", "?format=", "", "?format=" + "x" * 5000])
+def test_an_unknown_format_is_a_400_listing_the_formats(writer: Any, story: Story, query: str) -> None:
+    response = _client(writer).get(f"/api/stories/{story.pk}/versions/1/export/{query}")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "Choose an export format with ?format=, one of: fountain, fdx, pdf, json."
+    }
+
+
+def test_another_users_story_is_not_found(other_writer: Any, story: Story) -> None:
+    response = _client(other_writer).get(_url(story))
+    assert response.status_code == 404
+    assert "Heist" not in response.content.decode()
+
+
+def test_a_missing_version_or_huge_id_is_not_found(writer: Any, story: Story) -> None:
+    client = _client(writer)
+    assert client.get(_url(story, 3)).status_code == 404
+    assert client.get(f"/api/stories/{10**30}/versions/1/export/?format=pdf").status_code == 404
+
+
+def test_anonymous_requests_are_refused(story: Story) -> None:
+    response = APIClient().get(_url(story))
+    assert response.status_code == 401
+    assert "Heist" not in response.content.decode()
+
+
+def test_a_token_authenticates_the_download(writer: Any, story: Story) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token " + Token.objects.create(user=writer).key)
+    assert client.get(_url(story, 2, "json")).status_code == 200

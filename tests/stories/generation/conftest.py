@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from django.test import Client
+
+from storyproject.asgi import application
+from tests.fake_anthropic import FakeAnthropic
+
+MODEL = "claude-sonnet-4-6"
+TERMINAL = {"done", "error", "cancelled"}
+
+
+@pytest.fixture
+def fake_anthropic(settings: Any) -> Iterator[FakeAnthropic]:
+    """A fake Anthropic server, with the app pointed at it through the Anthropic back-end."""
+    server = FakeAnthropic()
+    settings.ANTHROPIC_API_KEY = server.api_key
+    settings.ANTHROPIC_BASE_URL = server.base_url
+    settings.STORY_BACKEND = "stories.generation.backends.anthropic.AnthropicBackend"
+    settings.STORY_MODEL = MODEL
+    settings.STORY_MODELS = [MODEL, "claude-3-5-haiku-latest"]
+    settings.STORY_LLM_READ_TIMEOUT_SECONDS = 1
+    settings.STORY_LLM_CONNECT_TIMEOUT_SECONDS = 2
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def offline(settings: Any) -> None:
+    settings.ANTHROPIC_API_KEY = ""
+    settings.STORY_MODEL = settings.OFFLINE_MODEL
+    settings.STORY_MODELS = []
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 0
+
+
+@pytest.fixture
+def cast(persona_factory: Any) -> list[Any]:
+    return [
+        persona_factory(
+            "noir-detective", "Sam Spade", personality="World-weary private eye.", voice="Clipped."
+        ),
+        persona_factory("femme-fatale", "Brigid", personality="Charming liar.", voice="Velvet."),
+    ]
+
+
+def screenplay(scenes: int = 3, *, speakers: tuple[str, str] = ("SAM SPADE", "BRIGID")) -> dict[str, Any]:
+    return {
+        "title": "The Falcon",
+        "logline": "A detective and a liar chase a statue.",
+        "characters": [
+            {"name": "SAM SPADE", "persona": "noir-detective", "description": "A detective."},
+            {"name": "BRIGID", "persona": "femme-fatale"},
+        ],
+        "scenes": [
+            {
+                "heading": f"INT. OFFICE {n} - NIGHT",
+                "elements": [
+                    {"type": "action", "text": f"Rain on the window, take {n}."},
+                    {"type": "dialogue", "character": speakers[0], "text": f"Line {n}."},
+                    {
+                        "type": "dialogue",
+                        "character": speakers[1],
+                        "parenthetical": "softly",
+                        "text": f"Reply {n}.",
+                    },
+                ],
+            }
+            for n in range(1, scenes + 1)
+        ],
+    }
+
+
+def generate_message(**fields: Any) -> dict[str, Any]:
+    return {
+        "type": "generate",
+        "plot": "A statue, a lie, a fog.",
+        "personas": ["noir-detective", "femme-fatale"],
+        **fields,
+    }
+
+
+def _session_cookie(user: Any) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+
+async def ws_connect(user: Any | None) -> WebsocketCommunicator:
+    headers = [(b"origin", b"http://testserver")]
+    if user is not None:
+        cookie = await sync_to_async(_session_cookie)(user)
+        headers.append((b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/generate/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def ws_events(communicator: WebsocketCommunicator, timeout: float = 10) -> list[dict[str, Any]]:
+    """Every event up to and including the one that ends a generation."""
+    events = []
+    while True:
+        event = json.loads(await communicator.receive_from(timeout=timeout))
+        events.append(event)
+        if event["type"] in TERMINAL:
+            return events
