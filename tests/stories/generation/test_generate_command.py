@@ -25,7 +25,9 @@ def _generate(*args: str) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
-def test_the_offline_model_streams_fountain_and_saves_the_story(writer: Any, cast: Any, offline: None) -> None:
+def test_the_offline_model_streams_fountain_and_saves_the_story(
+    writer: Any, cast: Any, offline: None
+) -> None:
     out, err = _generate("--plot", "A statue, a lie, a fog.", *PERSONAS, "--title", "Fog")
     story = Story.objects.get(owner=writer)
     version = ScreenplayVersion.objects.get(story=story)
@@ -50,7 +52,9 @@ def test_the_fake_server_run_prints_json_and_adds_a_version(
     story = Story.objects.get()
     plot_file = tmp_path / "plot.txt"
     plot_file.write_text("The fog lifts.")
-    out, err = _generate("--plot-file", str(plot_file), *PERSONAS, "--story", str(story.pk), "--format", "json")
+    out, err = _generate(
+        "--plot-file", str(plot_file), *PERSONAS, "--story", str(story.pk), "--format", "json"
+    )
     assert json.loads(out) == second
     assert f"version 2: /stories/{story.pk}/" in err
     assert list(story.versions.values_list("number", flat=True)) == [2, 1]
@@ -61,8 +65,10 @@ def test_the_fake_server_run_prints_json_and_adds_a_version(
 def test_a_model_failure_exits_non_zero_with_its_code_and_saves_nothing(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    fake_anthropic.script(Reply(text=screenplay_text(screenplay()), error_event_after=2, tokens_per_second=4000))
-    with pytest.raises(CommandError, match="^llm_overloaded: .*retry") as failure:
+    fake_anthropic.script(
+        Reply(text=screenplay_text(screenplay()), error_event_after=2, tokens_per_second=4000)
+    )
+    with pytest.raises(CommandError, match=r"^llm_overloaded: .*retry") as failure:
         _generate("--plot", "Fog.", *PERSONAS)
     assert failure.value.returncode == 1
     assert not Story.objects.exists()
