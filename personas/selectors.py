@@ -65,7 +65,8 @@ def persona_contexts(*, names: Sequence[str]) -> PersonaContexts:
     if not wanted:
         return PersonaContexts(contexts=[], missing=[], inactive=[])
     budget = settings.PERSONA_CONTEXT_TOKEN_BUDGET
-    found = _cache_get_many([key for name in wanted for key in _keys(name, budget)])
+    keys = {name: _keys(name, budget) for name in wanted}
+    found = _cache_get_many([key for pair in keys.values() for key in pair])
     entries: dict[str, dict[str, Any]] = {}
     stamps: dict[str, int] = {}
     # Names edited in this still-open transaction are read from the database: the cache has the
@@ -74,7 +75,7 @@ def persona_contexts(*, names: Sequence[str]) -> PersonaContexts:
     for name in wanted:
         if name in pending:
             continue
-        stamp_key, entry_key = _keys(name, budget)
+        stamp_key, entry_key = keys[name]
         stamp, entry = found.get(stamp_key), found.get(entry_key)
         if stamp is not None and isinstance(entry, dict) and entry.get("stamp") == stamp:
             entries[name] = entry

@@ -1,0 +1,1 @@
+"""Benchmarks, run by `make bench` (bench/run_all.py). Never timed assertions in tests."""

@@ -1,0 +1,185 @@
+"""Persona contexts: the old path (one request per persona, no cache) against the batch endpoint.
+
+`make bench` runs it (or `python -m bench.personas_contexts`). It needs PostgreSQL and Redis on
+127.0.0.1 (started when down, as .ci/run does) and uses the `story_bench` database. Two daphne
+servers run the project: one with Django's cache turned off (bench/settings_nocache.py) for the old
+path, as the old app had no cache, and one with the Redis cache for the batch endpoint. For N = 1, 5,
+20 and 50 personas, each repetition times, in turn: N sequential GETs of
+/api/personas/{name}/context/ (old), one GET of /api/personas/contexts/?names=... after deleting those
+personas' cache entries (batch, cold), and the same GET again (batch, warm). The table gives medians
+and the ratio old / batch; it is printed and written to bench/results/personas.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from bench.services import ROOT, daphne_running, postgres_ensure, redis_ensure
+
+SIZES = (1, 5, 20, 50)
+REPEATS = int(os.environ.get("BENCH_REPEATS", "30"))
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/story_bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
+RESULTS = ROOT / "bench" / "results" / "personas.md"
+SERVER_ENV = {
+    "DATABASE_URL": DATABASE_URL,
+    "REDIS_URL": REDIS_URL,
+    "CACHE_KEY_PREFIX": "bench-personas",
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECURE_SSL": "0",
+    "DJANGO_SECRET_KEY": "bench-only-secret-key-not-used-anywhere-else",
+    "DJANGO_LOG_LEVEL": "WARNING",
+}
+
+
+def main() -> None:
+    """Run the benchmark in a child process, so its Django settings do not leak into other benches."""
+    subprocess.run(
+        [sys.executable, "-m", "bench.personas_contexts"],
+        cwd=ROOT,
+        env={**os.environ, **SERVER_ENV, "DJANGO_SETTINGS_MODULE": "storyproject.settings"},
+        check=True,
+    )
+
+
+def _run() -> None:
+    postgres_ensure(DATABASE_URL)
+    redis_ensure(REDIS_URL)
+    import django
+
+    django.setup()
+    token, names = _data_prepare()
+    headers = {"Authorization": f"Token {token}"}
+    with (
+        daphne_running(env={**SERVER_ENV, "DJANGO_SETTINGS_MODULE": "bench.settings_nocache"}) as old_base,
+        daphne_running(env={**SERVER_ENV, "DJANGO_SETTINGS_MODULE": "storyproject.settings"}) as new_base,
+        httpx.Client(base_url=old_base, headers=headers, timeout=30) as old,
+        httpx.Client(base_url=new_base, headers=headers, timeout=30) as new,
+    ):
+        rows = [_measure(old, new, names[:size]) for size in SIZES]
+    report = _report(rows)
+    print(report)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(report, encoding="utf-8")
+    print(f"Written to {RESULTS.relative_to(ROOT)}")
+
+
+def _data_prepare() -> tuple[str, list[str]]:
+    """Migrate story_bench, and make the bench user, its token and 50 personas (idempotent)."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    from personas.models import PersonaConfig
+
+    call_command("migrate", verbosity=0, interactive=False)
+    user, _ = get_user_model().objects.get_or_create(username="bench-reader")
+    token, _ = Token.objects.get_or_create(user=user)
+    demo = json.loads((ROOT / "personas" / "demo" / "personas.json").read_text("utf-8"))
+    names = []
+    for index in range(max(SIZES)):
+        entry = demo[index % len(demo)]
+        name = f"bench-{index:02d}-{entry['name']}"
+        PersonaConfig.objects.update_or_create(
+            name=name,
+            defaults={
+                "display_name": f"{entry['display_name']} {index}",
+                "config_data": entry["config_data"],
+            },
+        )
+        names.append(name)
+    return token.key, names
+
+
+def _measure(old: httpx.Client, new: httpx.Client, names: list[str]) -> dict[str, float]:
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from personas import cache as context_cache
+
+    query = {"names": ",".join(names)}
+    keys = [context_cache.stamp_key(n) for n in names]
+    keys += [context_cache.entry_key(n, settings.PERSONA_CONTEXT_TOKEN_BUDGET) for n in names]
+    _check(new.get("/api/personas/contexts/", params=query), len(names))
+    timings: dict[str, list[float]] = {"old": [], "cold": [], "warm": []}
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        for name in names:
+            old.get(f"/api/personas/{name}/context/").raise_for_status()
+        timings["old"].append(time.perf_counter() - start)
+        cache.delete_many(keys)  # the same Redis the server uses: its next read is cold
+        timings["cold"].append(
+            _timed(lambda: _check(new.get("/api/personas/contexts/", params=query), len(names)))
+        )
+        timings["warm"].append(
+            _timed(lambda: _check(new.get("/api/personas/contexts/", params=query), len(names)))
+        )
+    return {"n": len(names)} | {kind: statistics.median(values) * 1000 for kind, values in timings.items()}
+
+
+def _timed(call: object) -> float:
+    start = time.perf_counter()
+    call()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def _check(response: httpx.Response, count: int) -> None:
+    response.raise_for_status()
+    if len(response.json()["contexts"]) != count:
+        raise RuntimeError(f"the batch endpoint returned the wrong contexts: {response.text[:200]}")
+
+
+def _report(rows: list[dict[str, float]]) -> str:
+    lines = [
+        "# Persona contexts: old path against the batch endpoint",
+        "",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {_machine()}",
+        f"- command: `make bench` (`python -m bench.personas_contexts`), {REPEATS} repetitions per N, medians",
+        "- old: N sequential GETs of /api/personas/{name}/context/, cache off (dummy cache), keep-alive",
+        "- batch: one GET of /api/personas/contexts/?names=..., Redis cache; cold = that persona's "
+        "cache entries deleted first",
+        "",
+        "| N | old path (ms) | batch cold (ms) | batch warm (ms) | old / batch cold | old / batch warm |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['n']:.0f} | {row['old']:.1f} | {row['cold']:.1f} | {row['warm']:.1f} "
+            f"| {row['old'] / row['cold']:.1f}x | {row['old'] / row['warm']:.1f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        postgres = cursor.fetchone()[0]
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"PostgreSQL {postgres}, Redis cache, daphne (one process per server)"
+    )
+
+
+if __name__ == "__main__":
+    _run()

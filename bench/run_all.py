@@ -1,0 +1,20 @@
+"""Run every benchmark in sequence: `make bench` (python -m bench.run_all)."""
+
+from __future__ import annotations
+
+import importlib
+
+# One module per benchmark, each with a main() that prints its table and writes bench/results/.
+BENCHMARKS = [
+    "bench.personas_contexts",
+]
+
+
+def main() -> None:
+    for name in BENCHMARKS:
+        print(f"\n=== {name}", flush=True)
+        importlib.import_module(name).main()
+
+
+if __name__ == "__main__":
+    main()
