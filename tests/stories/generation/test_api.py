@@ -102,3 +102,14 @@ def test_anonymous_callers_are_refused(cast: Any, offline: None) -> None:
     response = APIClient().post(URL, _body(), format="json")
     assert response.status_code in (401, 403)
     assert not GenerationRun.objects.exists()
+
+
+def test_the_hourly_limit_answers_429_with_retry_after(
+    api: APIClient, writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    settings.STORY_GENERATIONS_PER_HOUR = 1
+    assert api.post(URL, _body(), format="json").status_code == 201
+    response = api.post(URL, _body(), format="json")
+    assert response.status_code == 429 and response.json()["code"] == "rate_limited"
+    assert int(response["Retry-After"]) > 0
+    assert GenerationRun.objects.count() == 1

@@ -80,7 +80,7 @@ async def test_a_persistent_upstream_error_gives_its_code_after_two_retries(
 ) -> None:
     fake_anthropic.script(*[Reply(status=status, error_type=error_type, headers=FAST) for _ in range(3)])
     events = await _generate(writer)
-    assert events[-1] == {"type": "error", "code": code, "message": events[-1]["message"], "retryable": True}
+    assert (events[-1]["type"], events[-1]["code"], events[-1]["retryable"]) == ("error", code, True)
     assert len(fake_anthropic.requests) == 3
     await _nothing_saved_but_a_failed_run(code)
 
