@@ -1,14 +1,18 @@
-"""Local PostgreSQL, Redis and daphne for benchmarks: start what is down, as .ci/run does."""
+"""What every benchmark shares: PostgreSQL, Redis and daphne started as .ci/run does, the machine's
+description, and a daphne process's CPU time and peak memory read from /proc."""
 
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -73,16 +77,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def redis_reachable(url: str) -> str:
+    """Start Redis as .ci/run does when it is down; return "" when it answers, else why it does not."""
+    try:
+        redis_ensure(url)
+    except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+        return f"Redis at {url} is not reachable and could not be started ({error})"
+    return ""
+
+
 @contextmanager
 def daphne_running(*, env: Mapping[str, str]) -> Iterator[str]:
     """A daphne server of the project on a free loopback port; yields its base URL, stops it after."""
+    with daphne_process(env=env) as (base, _pid):
+        yield base
+
+
+@contextmanager
+def daphne_process(*, env: Mapping[str, str]) -> Iterator[tuple[str, int]]:
+    """As daphne_running, yielding (base URL, process id) for the benchmarks that watch the process."""
     port = free_port()
     command = ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "storyproject.asgi:application"]
     process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env={**os.environ, **env})
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: _answers(base), timeout=60)
-        yield base
+        yield base, process.pid
     finally:
         process.terminate()
         try:
@@ -90,6 +110,54 @@ def daphne_running(*, env: Mapping[str, str]) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    """CPU seconds (user + system) and peak resident memory (VmHWM) of a process, from /proc."""
+
+    cpu_seconds: float
+    peak_rss_mb: float
+
+
+def process_usage(pid: int) -> ProcessUsage:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    # utime and stime are fields 14 and 15 of stat; after the ")" the state is field 3.
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    peak_kb = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM:")
+    )
+    return ProcessUsage(cpu_seconds=cpu, peak_rss_mb=peak_kb / 1024)
+
+
+def machine_describe() -> list[str]:
+    """The machine and the versions, as Markdown list items; Django must be set up (PostgreSQL asked)."""
+    import daphne
+    import django
+    from django.db import connection
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        postgres = cursor.fetchone()[0]
+    redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False)
+    redis_version = next((part[2:] for part in redis.stdout.split() if part.startswith("v=")), "unknown")
+    return [
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        f"- versions: Python {platform.python_version()}, Django {django.get_version()}, "
+        f"daphne {daphne.__version__}, PostgreSQL {postgres.split()[0]}, Redis {redis_version}",
+    ]
 
 
 def _answers(base: str) -> bool:
@@ -106,3 +174,29 @@ def _wait(ready: object, timeout: float = 30) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError("a benchmark service did not start in time")
+
+
+def personas_ensure(*, count: int) -> list[str]:
+    """``count`` active personas named bench-NN-<demo name>, from the demo personas (idempotent).
+
+    Django must be set up and migrated.
+    """
+    import json
+
+    from personas.models import PersonaConfig
+
+    demo = json.loads((ROOT / "personas" / "demo" / "personas.json").read_text("utf-8"))
+    names = []
+    for index in range(count):
+        entry = demo[index % len(demo)]
+        name = f"bench-{index:02d}-{entry['name']}"
+        PersonaConfig.objects.update_or_create(
+            name=name,
+            defaults={
+                "display_name": f"{entry['display_name']} {index}",
+                "config_data": entry["config_data"],
+                "is_active": True,
+            },
+        )
+        names.append(name)
+    return names
