@@ -111,6 +111,8 @@ def _run() -> None:
         f"- model: bench/fake_server.py, TTFT {TTFT_MS:.0f} ms, {TOKENS_PER_SECOND:.0f} tokens/s, "
         f"text deltas of {CHUNK_CHARS} characters; the real anthropic SDK inside daphne",
         "- command: `make bench` (`python -m bench.flow`)",
+        f"- load average at the start (1, 5, 15 min): {_load()}: the cores are shared with other work, "
+        "so every figure includes waiting for a core",
         "",
     ]
     sections += _save_section(setup)
@@ -118,10 +120,15 @@ def _run() -> None:
     with fake_server() as fake:
         flow, load = _daphne_sections(setup, fake, redis_problem)
         sections += flow + load
+    sections.append(f"Load average at the end (1, 5, 15 min): {_load()}.")
     report = "\n".join(sections) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(report, encoding="utf-8")
     print(f"Written to {RESULTS.relative_to(ROOT)}")
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def _print_section(lines: list[str]) -> None:
@@ -225,6 +232,7 @@ def _daphne_sections(setup: Setup, fake: Fake, redis_problem: str) -> tuple[list
     with daphne_process(env=old_env) as (old_base, _old_pid), daphne_process(env=new_env) as (base, pid):
         flow = _flow_section(setup, fake, old_base=old_base, new_base=base)
     _print_section(flow)
+    load_notes: list[str] = []
     load = [
         "## Overhead under load",
         "",
@@ -242,6 +250,7 @@ def _daphne_sections(setup: Setup, fake: Fake, redis_problem: str) -> tuple[list
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with daphne_process(env=new_env) as (base, pid):
+        load_notes.append(_cold_note(setup, fake, base))
         for concurrency, rounds in LEVELS:
             load.append(_level_row(setup, fake, [(base, pid)], concurrency, rounds))
             print(load[-1], flush=True)
@@ -249,9 +258,25 @@ def _daphne_sections(setup: Setup, fake: Fake, redis_problem: str) -> tuple[list
         load.append(f"| 200 | 2 | - | - | not run: {redis_problem} |||||||")
     else:
         with daphne_process(env=new_env) as first, daphne_process(env=new_env) as second:
+            for server_base, _ in (first, second):
+                _cold_note(setup, fake, server_base)
             load.append(_level_row(setup, fake, [first, second], 200, 1))
             print(load[-1], flush=True)
-    return flow, [*load, ""]
+    return flow, [*load, "", *load_notes, ""]
+
+
+def _cold_note(setup: Setup, fake: Fake, base: str) -> str:
+    """One generation on a fresh process, not counted: what the first writer after a restart waits."""
+    generation = asyncio.run(_new_flow(base, setup, setup.personas[:LOAD_PERSONAS]))
+    record = fake.records().get(generation.run_id)
+    if generation.error or record is None or generation.done_at is None:
+        return f"- The first generation after start failed: {generation.error}"
+    overhead = (generation.done_at - generation.sent_at) - (record["ended_at"] - record["received_at"])
+    before = record["received_at"] - generation.sent_at
+    return (
+        f"- The first generation of a fresh daphne process is left out of the table (warm-up): its overhead "
+        f"was {overhead * 1000:.0f} ms, {before * 1000:.0f} ms of it before the model request."
+    )
 
 
 # --- 1. Old flow against new -------------------------------------------------------------------
@@ -263,6 +288,9 @@ def _flow_section(setup: Setup, fake: Fake, *, old_base: str, new_base: str) -> 
     client = anthropic.Anthropic(api_key="sk-ant-bench-fake-key", base_url=fake.base, max_retries=0)
     rows = []
     with httpx.Client(base_url=old_base, headers={"Authorization": f"Token {setup.token}"}) as http:
+        # Warm-up, not counted: each process's first request and first generation load code.
+        _old_flow(http, client, setup, setup.personas[:1])
+        asyncio.run(_new_flow(new_base, setup, setup.personas[:1]))
         for count in (1, 5, 12):
             names = setup.personas[:count]
             old = [_old_flow(http, client, setup, names) for _ in range(FLOW_REPEATS)]
