@@ -427,7 +427,8 @@ def _level_row(
     cells = [_spread(samples[key]) for key in ("overhead", "lag", "before", "after", "scene")]
     return (
         f"| {concurrency} | {len(servers)} | {len(generations)} | {errors} | {' | '.join(cells)} "
-        f"| {cpu:.1f} s ({cpu / wall * 100:.0f}% of a core) | {rss} |"
+        f"| {cpu:.1f} s ({cpu / wall * 100:.0f}% of a core, {cpu * 1000 / max(len(generations), 1):.0f} ms "
+        f"a generation) | {rss} |"
     )
 
 
