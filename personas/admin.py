@@ -6,12 +6,17 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, linebreaks
+from django.utils.http import content_disposition_header
 from django.utils.safestring import mark_safe
 
 from personas import selectors, services
+from personas.cards import CardError, persona_file, persona_file_read, persona_files_zip
 from personas.models import PersonaConfig
 from personas.schema import persona_config_errors
 
@@ -42,7 +47,8 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "updated_at"]
     search_fields = ["name", "display_name"]
     readonly_fields = ["context_preview", "version", "created_at", "updated_at"]
-    actions = ["activate", "deactivate"]
+    actions = ["activate", "deactivate", "export_ours", "export_card_json", "export_card_png"]
+    change_list_template = "admin/personas/personaconfig/change_list.html"
 
     @admin.display(description="Context preview")
     def context_preview(self, persona: PersonaConfig) -> str:
@@ -70,6 +76,78 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> None:
         count = services.personas_set_active(queryset=queryset, active=False)
         self.message_user(request, f"{count} persona(s) deactivated.", messages.SUCCESS)
+
+    @admin.action(description="Export selected personas (our JSON)")
+    def export_ours(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:
+        return _download(queryset, kind="ours")
+
+    @admin.action(description="Export selected personas (Character Card V2 JSON)")
+    def export_card_json(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:
+        return _download(queryset, kind="card-v2")
+
+    @admin.action(description="Export selected personas (Character Card V2 PNG)")
+    def export_card_png(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:
+        return _download(queryset, kind="card-v2-png")
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.import_view)
+        return [path("import/", view, name="personas_personaconfig_import"), *super().get_urls()]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload one persona file or card; a bad file is reported and changes nothing."""
+        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+            raise PermissionDenied
+        form = PersonaImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                results = services.persona_import(personas=form.cleaned_data["personas"])
+            except ValidationError as error:
+                form.add_error("file", error.messages)
+            else:
+                names = ", ".join(
+                    f"{p.name} ({'created' if created else 'updated'})" for p, created in results
+                )
+                self.message_user(request, f"Imported {len(results)} persona(s): {names}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:personas_personaconfig_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import personas",
+            "form": form,
+            "limit": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+        }
+        return TemplateResponse(request, "admin/personas/personaconfig/import.html", context)
+
+
+class PersonaImportForm(forms.Form):
+    file = forms.FileField(
+        help_text="Our persona JSON (one persona or a list), or a Character Card V1, V2 or V3 as JSON or PNG."
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if upload.size > limit:
+            raise forms.ValidationError(f"The file is {upload.size} bytes; the limit is {limit} bytes.")
+        try:
+            self.cleaned_data["personas"] = persona_file_read(data=upload.read(), filename=upload.name)
+        except CardError as error:
+            raise forms.ValidationError(str(error)) from None
+        return upload
+
+
+def _download(queryset: QuerySet[PersonaConfig], *, kind: str) -> HttpResponse:
+    """One persona as its file, several as a zip of files."""
+    personas = list(queryset.order_by("name"))
+    if len(personas) == 1:
+        exported = persona_file(personas[0], kind=kind)
+        response = HttpResponse(exported.data, content_type=exported.content_type)
+        filename = exported.filename
+    else:
+        response = HttpResponse(persona_files_zip(personas, kind=kind), content_type="application/zip")
+        filename = f"personas-{kind}.zip"
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    return response
 
 
 def pretty_json(value: object) -> str:

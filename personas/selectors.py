@@ -200,3 +200,11 @@ def _cache_set_many(values: dict[str, Any], timeout: int) -> bool:
     except Exception:
         logger.warning("persona context cache unavailable for writing", exc_info=True)
         return False
+
+
+def personas_for_export(*, names: Sequence[str] = ()) -> list[PersonaConfig]:
+    """Personas to write to files: those named (active or not), or every persona when none is named."""
+    personas = PersonaConfig.objects.order_by("name")
+    if names:
+        personas = personas.filter(name__in=set(names))
+    return list(personas)

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 
 from personas import cache as context_cache
+from personas.cards import PersonaImport
 from personas.models import PersonaConfig
 
 EDITORS_GROUP = "Editors"
@@ -67,3 +68,27 @@ def persona_deleted(*, persona: PersonaConfig, **_: Any) -> None:
 def persona_loaded(*, persona: PersonaConfig, **_: Any) -> None:
     """Signal handler (``post_init``): remember the name, which a save may change (a rename)."""
     persona._loaded_name = persona.__dict__.get("name")  # type: ignore[attr-defined]
+
+
+# --- Import (persona files and Character Cards, see personas.cards) -----------------------------
+
+
+@transaction.atomic
+def persona_import(*, personas: Iterable[PersonaImport]) -> list[tuple[PersonaConfig, bool]]:
+    """Create or update each persona by name, all in one transaction: every file lands, or none.
+
+    Returns (persona, created) pairs. Each save bumps the persona's version and, through the save
+    signal, invalidates its cached context after the commit like any other edit.
+    """
+    results = []
+    for imported in personas:
+        persona = PersonaConfig.objects.select_for_update().filter(name=imported.name).first()
+        created = persona is None
+        persona = persona or PersonaConfig(name=imported.name)
+        persona.display_name = imported.display_name
+        persona.config_data = imported.config_data
+        persona.is_active = imported.is_active
+        persona.full_clean()
+        persona.save()
+        results.append((persona, created))
+    return results

@@ -1,0 +1,349 @@
+"""Persona files: our own JSON and Character Cards (V1, V2, V3; JSON or PNG), in and out.
+
+Reading turns a file's bytes into ``PersonaImport`` values and raises ``CardError`` with a sentence
+an editor can act on; it writes nothing (``personas.services.persona_import`` does). Writing turns a
+persona into our JSON, a Character Card V2 JSON, or a V2 PNG.
+
+How card fields map onto a persona config (README, "Exports, cards and reports"):
+
+- ``name`` is the display name; the persona's key is its slug (or the key we exported it with).
+- ``description``, ``personality``, ``scenario``, ``system_prompt`` and ``tags`` keep their names.
+- ``mes_example`` becomes ``example_lines``, one per ``<START>`` block.
+- ``creator_notes``, ``creator`` and ``character_version`` go to ``private``, which never reaches a
+  prompt; so does every other card field (``first_mes``, ``alternate_greetings``, ``character_book``,
+  V3 fields...), under ``private.card``, to be written back on export.
+- ``extensions`` is kept as it is. On export we add one key of our own, ``screenplay_studio``, with
+  the persona's key and the config fields cards have no place for (voice, backstory...), so that an
+  export re-imports to the same persona.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.utils.text import slugify
+from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
+
+from personas.schema import persona_config_errors
+
+OURS_FORMAT = "screenplay-studio/persona"
+NAMESPACE = "screenplay_studio"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A card PNG is a portrait; its pixels are decoded to reach text chunks stored after them.
+PNG_MAX_PIXELS = 4096 * 4096
+NAME_MAX_CHARS = 100
+DISPLAY_NAME_MAX_CHARS = 200
+
+_TEXT_FIELDS = ("description", "personality", "scenario", "system_prompt")
+_PRIVATE_FIELDS = ("creator_notes", "creator", "character_version")
+_MAPPED_FIELDS = {"name", "tags", "mes_example", "extensions", *_TEXT_FIELDS, *_PRIVATE_FIELDS}
+# Card V2 fields we have no use for but must write back; strict V2 readers refuse any others.
+_V2_PASSTHROUGH = ("first_mes", "alternate_greetings", "post_history_instructions", "character_book")
+_START = re.compile(r"<START>", re.IGNORECASE)
+
+
+class CardError(ValueError):
+    """A file that is not a persona or a card we can read; the message says why."""
+
+
+@dataclass(frozen=True)
+class PersonaImport:
+    name: str
+    display_name: str
+    config_data: dict[str, Any]
+    is_active: bool = True
+
+
+@dataclass(frozen=True)
+class PersonaFile:
+    """What ``persona_file`` needs from a persona (a ``PersonaConfig`` fits)."""
+
+    name: str
+    display_name: str
+    config_data: dict[str, Any]
+    is_active: bool = True
+
+
+# --- Reading ----------------------------------------------------------------------------------
+
+
+def persona_file_read(*, data: bytes, filename: str = "") -> list[PersonaImport]:
+    """The personas in one file (a card holds one; our JSON may hold a list). Raises ``CardError``."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if len(data) > limit:
+        raise CardError(f"{_label(filename)}is {len(data)} bytes; the limit is {limit} bytes.")
+    if data.startswith(PNG_SIGNATURE):
+        return [_from_card(_png_card(data, filename), filename)]
+    parsed = _json_loads(data, filename)
+    if isinstance(parsed, list):
+        if not parsed:
+            raise CardError(f"{_label(filename)}is an empty list: no persona to import.")
+        return [_from_ours(item, filename) for item in parsed]
+    if isinstance(parsed, dict) and "config_data" in parsed:
+        return [_from_ours(parsed, filename)]
+    return [_from_card(parsed, filename)]
+
+
+def _label(filename: str) -> str:
+    return f"{filename} " if filename else "The file "
+
+
+def _json_loads(data: bytes, filename: str) -> Any:
+    try:
+        return json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise CardError(f"{_label(filename)}is neither a PNG nor UTF-8 JSON text.") from None
+    except json.JSONDecodeError as error:
+        raise CardError(f"{_label(filename)}is not valid JSON ({error}).") from None
+    except RecursionError:
+        raise CardError(f"{_label(filename)}is JSON nested too deeply to be a persona.") from None
+
+
+def _png_card(data: bytes, filename: str) -> Any:
+    """The card JSON inside a PNG: the ``ccv3`` text chunk if there is one, else ``chara``."""
+    chunks = _png_text_chunks(data, filename)
+    encoded = chunks.get("ccv3") or chunks.get("chara")
+    if not encoded:
+        raise CardError(f"{_label(filename)}is a PNG without a character card (no 'chara' or 'ccv3' chunk).")
+    try:
+        decoded = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise CardError(f"{_label(filename)}has a card chunk that is not base64.") from None
+    return _json_loads(decoded, filename)
+
+
+def _png_text_chunks(data: bytes, filename: str) -> dict[str, str]:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height <= PNG_MAX_PIXELS:
+                return dict(image.text)  # type: ignore[attr-defined]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise CardError(f"{_label(filename)}is not a readable PNG image ({error}).") from None
+    raise CardError(f"{_label(filename)}is a {width}x{height} image; a card is at most 4096x4096 pixels.")
+
+
+def _from_ours(raw: object, filename: str) -> PersonaImport:
+    if not isinstance(raw, dict) or not isinstance(raw.get("config_data"), dict):
+        raise CardError(f"{_label(filename)}has a persona without a 'config_data' object.")
+    is_active = raw.get("is_active", True)
+    if not isinstance(is_active, bool):
+        raise CardError(f"{_label(filename)}has an 'is_active' that is not true or false.")
+    display_name = _display_name(raw.get("display_name") or raw.get("name"), filename)
+    return _checked(
+        PersonaImport(
+            name=_persona_key(raw.get("name"), display_name),
+            display_name=display_name,
+            config_data=raw["config_data"],
+            is_active=is_active,
+        ),
+        filename,
+    )
+
+
+def _from_card(raw: object, filename: str) -> PersonaImport:
+    card = _card_data(raw, filename)
+    extensions = dict(card.get("extensions") or {})
+    ours = extensions.pop(NAMESPACE, None)
+    ours = ours if isinstance(ours, dict) else {}
+    config: dict[str, Any] = {key: card[key] for key in _TEXT_FIELDS if _nonempty(card.get(key))}
+    if _nonempty(card.get("tags")):
+        config["tags"] = card["tags"]
+    examples = _example_lines(card.get("mes_example"))
+    if examples:
+        config["example_lines"] = examples
+    if isinstance(ours.get("config"), dict):
+        config.update(ours["config"])
+    private = _private(card, ours)
+    if private:
+        config["private"] = private
+    if extensions:
+        config["extensions"] = extensions
+    display_name = _display_name(card.get("name"), filename)
+    imported = PersonaImport(
+        name=_persona_key(ours.get("name"), display_name), display_name=display_name, config_data=config
+    )
+    return _checked(imported, filename)
+
+
+def _card_data(raw: object, filename: str) -> dict[str, Any]:
+    """The card's fields: ``data`` for V2 and V3, the object itself for V1."""
+    if not isinstance(raw, dict):
+        raise CardError(f"{_label(filename)}is not a persona or a Character Card (expected a JSON object).")
+    spec = raw.get("spec")
+    if spec in ("chara_card_v2", "chara_card_v3"):
+        if not isinstance(raw.get("data"), dict):
+            raise CardError(f"{_label(filename)}is a {spec} card without a 'data' object.")
+        card = raw["data"]
+    elif (
+        spec is None
+        and "name" in raw
+        and any(key in raw for key in ("description", "personality", "first_mes"))
+    ):
+        card = raw  # Character Card V1: the fields at the top level.
+    else:
+        raise CardError(
+            f"{_label(filename)}is not a persona or a Character Card (no 'config_data', no card 'spec')."
+        )
+    if not isinstance(card.get("extensions", {}), dict):
+        raise CardError(f"{_label(filename)}has 'extensions' that is not an object.")
+    return card
+
+
+def _private(card: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    private = {key: card[key] for key in _PRIVATE_FIELDS if _nonempty(card.get(key))}
+    rest = {key: value for key, value in card.items() if key not in _MAPPED_FIELDS and _nonempty(value)}
+    if rest:
+        private["card"] = rest
+    if isinstance(ours.get("private"), dict):
+        private.update(ours["private"])
+    return private
+
+
+def _example_lines(mes_example: object) -> list[str]:
+    if not isinstance(mes_example, str):
+        return []
+    return [block.strip() for block in _START.split(mes_example) if block.strip()]
+
+
+def _display_name(value: object, filename: str) -> str:
+    if not isinstance(value, str) or not " ".join(value.split()):
+        raise CardError(f"{_label(filename)}has no name.")
+    name = " ".join(value.split())
+    if len(name) > DISPLAY_NAME_MAX_CHARS:
+        raise CardError(f"{_label(filename)}has a name of {len(name)} characters; the limit is 200.")
+    return name
+
+
+def _persona_key(value: object, display_name: str) -> str:
+    """The key we exported it with when that is a valid slug, else one made from the display name."""
+    if isinstance(value, str) and value == slugify(value) and 0 < len(value) <= NAME_MAX_CHARS:
+        return value
+    slug = slugify(display_name)[:NAME_MAX_CHARS].strip("-_")
+    # A name with no Latin letters slugifies to nothing: a stable key from its hash instead.
+    return slug or "persona-" + hashlib.sha256(display_name.encode()).hexdigest()[:10]
+
+
+def _checked(imported: PersonaImport, filename: str) -> PersonaImport:
+    errors = persona_config_errors(imported.config_data)
+    if errors:
+        raise CardError(f"{_label(filename)}gives a persona config that is not valid: {'; '.join(errors)}")
+    return imported
+
+
+def _nonempty(value: object) -> bool:
+    return value not in (None, "", [], {})
+
+
+# --- Writing ----------------------------------------------------------------------------------
+
+
+def persona_ours_json(persona: PersonaFile) -> bytes:
+    """Our own format: the persona as stored, readable back by ``persona_file_read``."""
+    document = {
+        "format": OURS_FORMAT,
+        "version": 1,
+        "name": persona.name,
+        "display_name": persona.display_name,
+        "is_active": persona.is_active,
+        "config_data": persona.config_data,
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2).encode()
+
+
+def persona_card_v2(persona: PersonaFile) -> dict[str, Any]:
+    """A Character Card V2 (``chara_card_v2``) for the persona; see the module docstring."""
+    config = persona.config_data
+    private = dict(config.get("private") or {})
+    card_rest = private.pop("card", {}) if isinstance(private.get("card"), dict) else {}
+    data: dict[str, Any] = {
+        "name": persona.display_name,
+        **{key: _str(config.get(key)) for key in _TEXT_FIELDS},
+        "first_mes": "",
+        "mes_example": "".join(f"<START>\n{line}\n" for line in config.get("example_lines") or []),
+        "alternate_greetings": [],
+        "post_history_instructions": "",
+        "tags": list(config.get("tags") or []),
+        **{key: _str(private.pop(key, "")) for key in _PRIVATE_FIELDS},
+    }
+    data.update({key: card_rest[key] for key in _V2_PASSTHROUGH if key in card_rest})
+    leftover = {
+        key: value
+        for key, value in config.items()
+        if key not in {*_TEXT_FIELDS, "tags", "private", "extensions"}
+    }
+    namespace: dict[str, Any] = {"name": persona.name, "config": leftover}
+    if private:
+        namespace["private"] = private
+    if card_rest:
+        namespace["private"] = {**namespace.get("private", {}), "card": card_rest}
+    data["extensions"] = {**(config.get("extensions") or {}), NAMESPACE: namespace}
+    return {"spec": "chara_card_v2", "spec_version": "2.0", "data": data}
+
+
+def persona_card_v2_json(persona: PersonaFile) -> bytes:
+    return json.dumps(persona_card_v2(persona), ensure_ascii=False, indent=2).encode()
+
+
+def persona_card_v2_png(persona: PersonaFile) -> bytes:
+    """A card PNG: a plain portrait with the name, the V2 card base64-encoded in a ``chara`` chunk."""
+    card = json.dumps(persona_card_v2(persona), ensure_ascii=False).encode()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("chara", base64.b64encode(card).decode("ascii"))
+    buffer = io.BytesIO()
+    _portrait(persona.display_name).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _portrait(display_name: str) -> Image.Image:
+    # We keep no picture of a persona: a colour of its own, stable per name, and its name.
+    digest = hashlib.sha256(display_name.encode()).digest()
+    image = Image.new("RGB", (400, 600), tuple(64 + byte // 2 for byte in digest[:3]))
+    ImageDraw.Draw(image).text((24, 540), display_name[:40], fill="white", font_size=28)
+    return image
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# --- Files and archives (the export command and the admin action) ------------------------------
+
+EXPORT_KINDS = ("ours", "card-v2", "card-v2-png")
+_WRITERS = {
+    "ours": (persona_ours_json, ".json", "application/json"),
+    "card-v2": (persona_card_v2_json, ".card.json", "application/json"),
+    "card-v2-png": (persona_card_v2_png, ".card.png", "image/png"),
+}
+
+
+@dataclass(frozen=True)
+class ExportedPersonaFile:
+    filename: str
+    data: bytes
+    content_type: str
+
+
+def persona_file(persona: PersonaFile, *, kind: str) -> ExportedPersonaFile:
+    """One persona as a file of ``kind`` (one of ``EXPORT_KINDS``), named after its key."""
+    write, suffix, content_type = _WRITERS[kind]
+    return ExportedPersonaFile(persona.name + suffix, write(persona), content_type)
+
+
+def persona_files_zip(personas: list[PersonaFile], *, kind: str) -> bytes:
+    """Several personas as one zip archive of ``persona_file`` files."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for persona in personas:
+            exported = persona_file(persona, kind=kind)
+            archive.writestr(exported.filename, exported.data)
+    return buffer.getvalue()

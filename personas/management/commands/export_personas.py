@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from personas.cards import persona_file
+from personas.selectors import personas_for_export
+
+
+class Command(BaseCommand):
+    help = (
+        "Export personas (all, or those NAMED) as our JSON or as Character Card V2 JSON; "
+        "--png writes V2 card PNGs. One file per persona in --out (default: the current directory)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("names", nargs="*", metavar="NAME")
+        parser.add_argument("--format", choices=["ours", "card-v2"], default="ours")
+        parser.add_argument("--png", action="store_true", help="Character Card V2 PNG (implies card-v2).")
+        parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        found = personas_for_export(names=options["names"])
+        missing = sorted(set(options["names"]) - {persona.name for persona in found})
+        if missing:
+            raise CommandError(f"No persona named: {', '.join(missing)}. Nothing exported.")
+        kind = "card-v2-png" if options["png"] else options["format"]
+        out: Path = options["out"]
+        out.mkdir(parents=True, exist_ok=True)
+        for persona in found:
+            exported = persona_file(persona, kind=kind)
+            (out / exported.filename).write_bytes(exported.data)
+            self.stdout.write(str(out / exported.filename))
+        self.stdout.write(f"{len(found)} persona(s) exported.")

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from personas.cards import CardError, PersonaImport, persona_file_read
+from personas.services import persona_import
+
+
+class Command(BaseCommand):
+    help = (
+        "Import personas from our JSON or Character Card V1/V2/V3 files (JSON or PNG). Every file is "
+        "read and checked first; if any is bad, nothing is imported. A persona with the same name is updated."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        personas = [persona for path in options["paths"] for persona in _read(path)]
+        try:
+            results = persona_import(personas=personas)
+        except ValidationError as error:
+            raise CommandError(f"Nothing imported: {'; '.join(error.messages)}") from None
+        for persona, created in results:
+            self.stdout.write(
+                f"{'created' if created else 'updated'} {persona.name} ({persona.display_name})"
+            )
+        self.stdout.write(f"{len(results)} persona(s) imported.")
+
+
+def _read(path: Path) -> list[PersonaImport]:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise CommandError(f"Nothing imported: cannot read {path}: {error.strerror}.") from None
+    try:
+        return persona_file_read(data=data, filename=str(path))
+    except CardError as error:
+        raise CommandError(f"Nothing imported: {error}") from None

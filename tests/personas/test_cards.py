@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+from django.test import Client, override_settings
+from PIL import Image, PngImagePlugin
+
+from personas.cards import CardError, persona_file_read
+from personas.models import PersonaConfig
+from personas.selectors import persona_contexts
+from personas.services import EDITORS_GROUP, persona_import
+
+EXTENSIONS = {
+    "depth_prompt": {"prompt": "Stay in character.", "depth": 4},
+    "talkativeness": "0.7",
+    "some_app/unknown": [1, {"nested": True}],
+}
+CARD_V2 = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {
+        "name": "Captain Vega",
+        "description": "Commander of the salvage tug Persistence.",
+        "personality": "Blunt, loyal, allergic to paperwork.",
+        "scenario": "Adrift near Saturn.",
+        "first_mes": "You're late.",
+        "mes_example": "<START>\n{{char}}: Strap in.\n<START>\n{{char}}: Not my first wreck.",
+        "creator_notes": "SECRET-NOTES: tested with v1.2 of the app",
+        "system_prompt": "You are Captain Vega.",
+        "post_history_instructions": "",
+        "alternate_greetings": ["Hey."],
+        "tags": ["sci-fi", "captain"],
+        "creator": "SECRET-CREATOR",
+        "character_version": "SECRET-VERSION-3",
+        "extensions": EXTENSIONS,
+    },
+}
+
+
+def card_png(chunks: dict[str, bytes], size: tuple[int, int] = (64, 96)) -> bytes:
+    """A PNG made with Pillow, each chunk base64-encoded in a tEXt chunk, like card editors write them."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, base64.b64encode(value).decode())
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "navy").save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_v2_card_png_imports_exports_and_reimports_to_the_same_persona(tmp_path: Path) -> None:
+    source = tmp_path / "vega.png"
+    source.write_bytes(card_png({"chara": json.dumps(CARD_V2).encode()}))
+
+    call_command("import_personas", str(source), stdout=io.StringIO())
+    persona = PersonaConfig.objects.get(name="captain-vega")
+    assert persona.display_name == "Captain Vega"
+    assert persona.config_data["extensions"] == EXTENSIONS
+    assert persona.config_data["example_lines"] == ["{{char}}: Strap in.", "{{char}}: Not my first wreck."]
+    first_config = persona.config_data
+
+    out = tmp_path / "out"
+    call_command("export_personas", "captain-vega", "--png", "--out", str(out), stdout=io.StringIO())
+    exported = out / "captain-vega.card.png"
+    with Image.open(exported) as image:
+        card = json.loads(base64.b64decode(image.text["chara"]))
+    assert card["spec"] == "chara_card_v2"
+    assert card["data"]["name"] == "Captain Vega"
+    assert card["data"]["creator_notes"] == CARD_V2["data"]["creator_notes"]
+    assert card["data"]["alternate_greetings"] == ["Hey."]
+    assert {k: v for k, v in card["data"]["extensions"].items() if k != "screenplay_studio"} == EXTENSIONS
+
+    PersonaConfig.objects.filter(name="captain-vega").update(display_name="Renamed", config_data={})
+    output = io.StringIO()
+    call_command("import_personas", str(exported), stdout=output)
+    assert "updated captain-vega" in output.getvalue()
+    assert PersonaConfig.objects.count() == 1
+    persona = PersonaConfig.objects.get(name="captain-vega")
+    assert persona.display_name == "Captain Vega"
+    assert persona.config_data == first_config
+
+
+@pytest.mark.django_db
+def test_creator_fields_are_kept_but_never_reach_the_prompt_context() -> None:
+    (imported,) = persona_file_read(data=json.dumps(CARD_V2).encode())
+    private = imported.config_data["private"]
+    assert (private["creator_notes"], private["creator"], private["character_version"]) == (
+        "SECRET-NOTES: tested with v1.2 of the app",
+        "SECRET-CREATOR",
+        "SECRET-VERSION-3",
+    )
+    persona_import(personas=[imported])
+    (context,) = persona_contexts(names=["captain-vega"]).contexts
+    assert "Commander of the salvage tug" in context.context
+    assert "SECRET" not in context.context
+    assert "talkativeness" not in context.context
+
+
+def test_a_v3_png_is_read_from_ccv3_before_chara() -> None:
+    v3 = {"spec": "chara_card_v3", "spec_version": "3.0", "data": {**CARD_V2["data"], "name": "Vega Three"}}
+    v2 = {**CARD_V2, "data": {**CARD_V2["data"], "name": "Vega Two"}}
+    data = card_png({"chara": json.dumps(v2).encode(), "ccv3": json.dumps(v3).encode()})
+    (imported,) = persona_file_read(data=data)
+    assert imported.display_name == "Vega Three"
+
+
+def test_a_v1_card_and_our_own_list_are_read() -> None:
+    v1 = {"name": "Old Tom", "description": "A ferryman.", "personality": "Quiet.", "first_mes": "Fare?"}
+    (imported,) = persona_file_read(data=json.dumps(v1).encode())
+    assert (imported.name, imported.config_data["description"]) == ("old-tom", "A ferryman.")
+    assert imported.config_data["private"]["card"] == {"first_mes": "Fare?"}
+    demo = Path(__file__).resolve().parents[2] / "personas" / "demo" / "personas.json"
+    assert len(persona_file_read(data=demo.read_bytes())) == len(json.loads(demo.read_text()))
+
+
+def test_a_name_without_latin_letters_gets_a_stable_key() -> None:
+    card = {**CARD_V2, "data": {**CARD_V2["data"], "name": "李小龍"}}
+    first, second = (persona_file_read(data=json.dumps(card).encode())[0] for _ in range(2))
+    assert first.name == second.name and first.name.startswith("persona-")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"hello", "is not valid JSON"),
+        (b"\xff\xfe\x00", "neither a PNG nor UTF-8"),
+        (b'{"spec": "chara_card_v2"}', "without a 'data' object"),
+        (b'{"title": "a story"}', "not a persona or a Character Card"),
+        (b"[1, 2]", "without a 'config_data' object"),
+        (b'{"spec": "chara_card_v2", "data": {"description": "no name"}}', "has no name"),
+        (b'{"name": "x", "config_data": {"tags": "noir"}}', "tags: 'noir' is not of type 'array'"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (card_png({}), "PNG without a character card"),
+        (card_png({"chara": b"not json"}), "is not valid JSON"),
+        (b"\x89PNG\r\n\x1a\n" + b"garbage", "not a readable PNG"),
+    ],
+)
+def test_bad_files_are_refused_with_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(CardError, match=re.escape(message)):
+        persona_file_read(data=data, filename="upload")
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048)
+def test_an_oversized_file_is_refused_before_it_is_read() -> None:
+    with pytest.raises(CardError, match="The file is 4096 bytes; the limit is 2048 bytes"):
+        persona_file_read(data=b" " * 4096, filename="")
+
+
+@pytest.mark.django_db
+def test_import_of_several_files_changes_nothing_when_one_is_bad(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.png"
+    good.write_text(json.dumps(CARD_V2))
+    bad.write_bytes(card_png({}))
+    with pytest.raises(CommandError, match=r"Nothing imported: .*bad\.png is a PNG without a character card"):
+        call_command("import_personas", str(good), str(bad))
+    assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
+def test_export_refuses_unknown_names_and_writes_ours(tmp_path: Path, persona_factory: Any) -> None:
+    persona_factory("hero", voice="Loud.")
+    with pytest.raises(CommandError, match="No persona named: ghost"):
+        call_command("export_personas", "hero", "ghost", "--out", str(tmp_path))
+    call_command("export_personas", "--out", str(tmp_path), stdout=io.StringIO())
+    ours = json.loads((tmp_path / "hero.json").read_text())
+    assert (ours["name"], ours["config_data"]["voice"]) == ("hero", "Loud.")
+    call_command("export_personas", "--format", "card-v2", "--out", str(tmp_path), stdout=io.StringIO())
+    card = json.loads((tmp_path / "hero.card.json").read_text())
+    assert card["data"]["extensions"]["screenplay_studio"]["config"]["voice"] == "Loud."
+
+
+# --- Admin ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def editor_client(user_factory: Any) -> Client:
+    editor = user_factory("ed", is_staff=True)
+    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
+    client = Client()
+    client.force_login(editor)
+    return client
+
+
+def _upload(client: Client, name: str, data: bytes) -> Any:
+    return client.post("/admin/personas/personaconfig/import/", {"file": SimpleUploadedFile(name, data)})
+
+
+@pytest.mark.django_db
+def test_the_admin_imports_a_card_png_and_links_the_page(editor_client: Client) -> None:
+    assert "Import personas" in editor_client.get("/admin/personas/personaconfig/").content.decode()
+    assert editor_client.get("/admin/personas/personaconfig/import/").status_code == 200
+    response = _upload(editor_client, "vega.png", card_png({"chara": json.dumps(CARD_V2).encode()}))
+    assert response.status_code == 302
+    assert "captain-vega (created)" in editor_client.get(response["Location"]).content.decode()
+    assert PersonaConfig.objects.get(name="captain-vega").config_data["extensions"] == EXTENSIONS
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("story.txt", b"just text", "story.txt is not valid JSON"),
+        ("plain.png", card_png({}), "plain.png is a PNG without a character card"),
+        ("big.json", b" " * 3000, "The file is 3000 bytes; the limit is 2048 bytes."),
+    ],
+)
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048)
+def test_the_admin_reports_a_bad_file_and_changes_nothing(
+    editor_client: Client, persona_factory: Any, name: str, data: bytes, message: str
+) -> None:
+    persona_factory("hero")
+    response = _upload(editor_client, name, data)
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert list(PersonaConfig.objects.values_list("name", "version")) == [("hero", 1)]
+
+
+@pytest.mark.django_db
+def test_a_writer_cannot_reach_the_import_page(user_factory: Any) -> None:
+    client = Client()
+    client.force_login(user_factory("plain", is_staff=True))
+    assert client.get("/admin/personas/personaconfig/import/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_admin_action_exports_one_file_or_a_zip(editor_client: Client, persona_factory: Any) -> None:
+    hero, villain = persona_factory("hero"), persona_factory("villain")
+    url = "/admin/personas/personaconfig/"
+    one = editor_client.post(url, {"action": "export_card_png", "_selected_action": [hero.pk]})
+    assert one["Content-Disposition"] == 'attachment; filename="hero.card.png"'
+    (imported,) = persona_file_read(data=one.content)
+    assert imported.name == "hero"
+    both = editor_client.post(url, {"action": "export_ours", "_selected_action": [hero.pk, villain.pk]})
+    assert both["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(both.content)) as archive:
+        assert sorted(archive.namelist()) == ["hero.json", "villain.json"]
+        assert json.loads(archive.read("villain.json"))["name"] == "villain"
