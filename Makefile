@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo
+	$(BIN)/python manage.py recover_runs
 	@echo ""
 	@echo "  Screenplay studio on http://$(HOST):$(PORT)/  (model: $${STORY_MODEL:-offline model unless ANTHROPIC_API_KEY is set})"
 	@echo "  Writer login: writer / writer-demo-2026    Editor (admin, personas): editor / editor-demo-2026"

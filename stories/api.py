@@ -11,8 +11,9 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import generics, status
+from rest_framework import serializers as drf_serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -151,6 +152,36 @@ GENERATION_ERROR_STATUS = {
 }
 
 
+_GENERATION_ERROR = inline_serializer(
+    "GenerationErrorBody",
+    {
+        "code": drf_serializers.CharField(),
+        "message": drf_serializers.CharField(),
+        "retryable": drf_serializers.BooleanField(),
+    },
+)
+
+
+@extend_schema(
+    summary="Generate a screenplay, save it, return the story and its new version (blocking)",
+    tags=["generation"],
+    request=inline_serializer(
+        "GenerateScreenplayRequest",
+        {
+            "plot": drf_serializers.CharField(),
+            "personas": drf_serializers.ListField(child=drf_serializers.CharField(), required=False),
+            "title": drf_serializers.CharField(required=False),
+            "story_id": drf_serializers.IntegerField(required=False, allow_null=True),
+            "model": drf_serializers.CharField(required=False, allow_null=True),
+            "max_tokens": drf_serializers.IntegerField(required=False, allow_null=True),
+            "mode": drf_serializers.ChoiceField(choices=["single", "parallel"], required=False),
+        },
+    ),
+    responses={
+        201: OpenApiResponse(description="The story (id, title, plot, url), the version, timings and usage."),
+        **{code: _GENERATION_ERROR for code in (400, 401, 403, 422, 429, 500, 502, 503, 504)},
+    },
+)
 class GenerateScreenplayView(APIView):
     """Generate a screenplay, save it, and return the story and its new version (blocking)."""
 

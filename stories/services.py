@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -191,4 +192,29 @@ def _run_succeed(*, run_id: int, story: Story, record: RunRecord, started: float
         record.total_ms += record.save_ms
     GenerationRun.objects.filter(pk=run_id).update(
         status=GenerationRun.Status.SUCCEEDED, story=story, finished_at=timezone.now(), **record.fields()
+    )
+
+
+# --- Runs left behind by a stopped server --------------------------------------------------------
+
+INTERRUPTED_CODE = "interrupted"
+INTERRUPTED_MESSAGE = "The server stopped before this generation finished; nothing was saved."
+
+
+def generation_runs_recover(*, older_than_seconds: int = 0) -> int:
+    """Mark runs still ``streaming`` as failed with error_code "interrupted"; return how many.
+
+    Run at start-up (``manage.py recover_runs``, called by ``make run`` before daphne): a process
+    that was stopped mid-generation leaves its runs in ``streaming`` forever otherwise. With several
+    server processes, pass ``older_than_seconds`` so the runs of processes still alive are left alone.
+    "interrupted" is not one of the WebSocket error codes on purpose: no client is waiting for these
+    runs, and the run list and generation_report should tell a crash apart from a provider outage.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    return GenerationRun.objects.filter(status=GenerationRun.Status.STREAMING, created_at__lte=cutoff).update(
+        status=GenerationRun.Status.FAILED,
+        error_code=INTERRUPTED_CODE,
+        error_message=INTERRUPTED_MESSAGE,
+        finished_at=now,
     )

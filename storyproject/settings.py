@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "channels",
     "personas",
     "stories",
+    "accounts",
 ]
 
 MIDDLEWARE = [

@@ -42,6 +42,7 @@ from stories.generation.requests import GenerationRequest, allowed_models
 from stories.generation.stream import ScreenplayStreamParser, screenplay_text_parse
 from stories.generation.tokens import token_estimate
 from stories.generation.validation import screenplay_validate
+from stories.limits import generation_admission_check
 from stories.models import GenerationRun
 from stories.selectors import GenerationPace, generation_pace_get, generation_settings_get, story_owned
 from stories.services import (
@@ -114,9 +115,9 @@ async def generation_run(*, request: GenerationRequest, user: Any) -> AsyncItera
 async def _admission_check(*, user_id: int) -> None:
     """The per-user limits on concurrent and hourly generations, checked before anything costs money.
 
-    The limits themselves are issue 7's (stories.limits); until they land every signed-in user is
-    admitted, and a WebSocket connection runs one generation at a time.
+    Counted from GenerationRun rows (stories.limits), so they hold across sockets and processes.
     """
+    await database_sync_to_async(generation_admission_check)(user_id=user_id)
 
 
 def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:

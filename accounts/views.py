@@ -1,0 +1,40 @@
+"""The account page: a writer creates, replaces and revokes the API token scripts use."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts import selectors, services
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def account(request: HttpRequest) -> HttpResponse:
+    token = selectors.api_token_get(user=request.user)  # type: ignore[arg-type]
+    return render(request, "account.html", {"token": token, "new_key": None})
+
+
+@never_cache
+@login_required
+@require_POST
+def api_token_create(request: HttpRequest) -> HttpResponse:
+    token = services.api_token_create(user=request.user)  # type: ignore[arg-type]
+    # The key is shown in this response only (not stored in a message cookie); never_cache keeps it
+    # out of shared caches and the browser's back-forward history.
+    return render(request, "account.html", {"token": token, "new_key": token.key})
+
+
+@login_required
+@require_POST
+def api_token_revoke(request: HttpRequest) -> HttpResponse:
+    if services.api_token_revoke(user=request.user):  # type: ignore[arg-type]
+        messages.success(request, "Your API token was revoked; scripts using it can no longer sign in.")
+    else:
+        messages.info(request, "You had no API token.")
+    return redirect("accounts:account")

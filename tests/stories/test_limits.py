@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+from django.utils import timezone
+
+from stories.generation.errors import GenerationError
+from stories.limits import generation_admission_check
+from stories.models import GenerationRun
+
+
+def _run(user: Any, *, status: str = "streaming", minutes_ago: float = 0) -> GenerationRun:
+    run = GenerationRun.objects.create(user=user, status=status, model="offline", max_tokens=1024)
+    GenerationRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(minutes=minutes_ago))
+    return run
+
+
+def _refusal(user: Any) -> GenerationError:
+    with pytest.raises(GenerationError) as raised:
+        generation_admission_check(user_id=user.pk)
+    return raised.value
+
+
+@override_settings(STORY_MAX_ACTIVE_PER_USER=2)
+def test_a_third_concurrent_generation_is_busy(writer: Any, other_writer: Any) -> None:
+    _run(writer)
+    generation_admission_check(user_id=writer.pk)
+    _run(writer)
+    error = _refusal(writer)
+    assert error.code == "busy"
+    assert error.retryable is True
+    assert "at most 2 at a time" in error.message
+    # Another writer is not affected by this one's generations.
+    generation_admission_check(user_id=other_writer.pk)
+
+
+@override_settings(STORY_MAX_ACTIVE_PER_USER=1)
+def test_finished_runs_do_not_count_as_active(writer: Any) -> None:
+    for status in ("succeeded", "failed", "cancelled"):
+        _run(writer, status=status)
+    generation_admission_check(user_id=writer.pk)
+
+
+@override_settings(STORY_MAX_ACTIVE_PER_USER=1, STORY_STREAMING_STALE_SECONDS=1800)
+def test_a_run_stuck_streaming_after_a_crash_never_locks_the_writer_out(writer: Any) -> None:
+    _run(writer, minutes_ago=31)
+    generation_admission_check(user_id=writer.pk)
+    _run(writer, minutes_ago=29)
+    assert _refusal(writer).code == "busy"
+
+
+@override_settings(STORY_GENERATIONS_PER_HOUR=3, STORY_MAX_ACTIVE_PER_USER=10)
+def test_the_hourly_limit_says_when_to_retry(writer: Any) -> None:
+    _run(writer, status="succeeded", minutes_ago=50)
+    _run(writer, status="failed", minutes_ago=20)
+    generation_admission_check(user_id=writer.pk)
+    _run(writer, status="cancelled", minutes_ago=1)
+    error = _refusal(writer)
+    assert error.code == "rate_limited"
+    assert error.retryable is True
+    # The oldest run leaves the rolling hour in about ten minutes.
+    assert 590 <= error.retry_after <= 600
+    assert f"retry_after={error.retry_after} seconds" in error.message
+    assert "Try again in 10 minutes" in error.message
+
+
+@override_settings(STORY_GENERATIONS_PER_HOUR=2, STORY_MAX_ACTIVE_PER_USER=10)
+def test_runs_older_than_an_hour_do_not_count(writer: Any) -> None:
+    _run(writer, status="succeeded", minutes_ago=61)
+    _run(writer, status="succeeded", minutes_ago=90)
+    _run(writer, status="succeeded", minutes_ago=5)
+    generation_admission_check(user_id=writer.pk)
+
+
+@override_settings(STORY_GENERATIONS_PER_HOUR=2, STORY_MAX_ACTIVE_PER_USER=10)
+def test_over_the_limit_the_retry_waits_for_enough_runs_to_leave_the_hour(writer: Any) -> None:
+    # Four runs (a race admitted extras): the count drops below 2 only when the third oldest leaves.
+    for minutes in (55, 40, 30, 10):
+        _run(writer, status="succeeded", minutes_ago=minutes)
+    error = _refusal(writer)
+    assert 29 * 60 <= error.retry_after <= 30 * 60
+
+
+@override_settings(
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+)
+@override_settings(STORY_MAX_ACTIVE_PER_USER=1)
+def test_the_limits_hold_when_redis_is_unreachable(writer: Any) -> None:
+    _run(writer)
+    assert _refusal(writer).code == "busy"
+
+
+def test_recover_runs_marks_runs_left_streaming_as_interrupted(writer: Any) -> None:
+    stuck = _run(writer, minutes_ago=3)
+    done = _run(writer, status="succeeded", minutes_ago=3)
+    out = StringIO()
+    call_command("recover_runs", stdout=out)
+    assert "1 interrupted run(s) marked failed." in out.getvalue()
+    stuck.refresh_from_db()
+    done.refresh_from_db()
+    assert stuck.status == "failed"
+    assert stuck.error_code == "interrupted"
+    assert "server stopped" in stuck.error_message
+    assert stuck.finished_at is not None
+    assert done.status == "succeeded"
+
+
+def test_recover_runs_can_leave_recent_runs_of_live_processes_alone(writer: Any) -> None:
+    old = _run(writer, minutes_ago=45)
+    live = _run(writer, minutes_ago=1)
+    call_command("recover_runs", "--older-than", "1800", stdout=StringIO())
+    old.refresh_from_db()
+    live.refresh_from_db()
+    assert old.status == "failed"
+    assert live.status == "streaming"
+    with pytest.raises(CommandError):
+        call_command("recover_runs", "--older-than", "-1")
