@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -12,6 +18,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
+from stories.pricing import usage_cost_usd
 
 _SETTINGS_CACHE_KEY = "generation-settings:v1"
 
@@ -172,3 +179,98 @@ def _pace_default(*, model: str, max_tokens: int) -> GenerationPace:
     return GenerationPace(
         tokens_per_second=float(rate), expected_output_tokens=min(max_tokens, 2500), ttft_seconds=1.0
     )
+
+
+# --- The generation report (manage.py generation_report) ----------------------------------------
+#
+# Definitions, also in README ("Exports, cards and reports"):
+# - Stage figures come from succeeded runs that recorded the stage. The median of an even count is
+#   the mean of the two middle values; p95 is the nearest-rank percentile (the smallest recorded
+#   value with at least 95% of the values at or below it), so it is always a measured value.
+# - A stage's share is the sum of that stage over the sum of total_ms, over the runs that recorded
+#   both. Time to first token is part of the model time, so the shares do not add up to 100%.
+# - Tokens and cost cover every finished run (failed and cancelled runs are paid for too), priced
+#   with settings.STORY_PRICES; runs of a model without a price are counted as unpriced.
+# - Cache hit rate = cache_read / (cache_read + cache_write + input): the share of prompt tokens
+#   served from Anthropic's prompt cache (input_tokens counts only the uncached ones).
+
+REPORT_STAGES = ("context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms")
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+@dataclass(frozen=True)
+class StageStats:
+    stage: str
+    count: int
+    median_ms: float | None
+    p95_ms: int | None
+    max_ms: int | None
+    share: float | None
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    runs: int
+    by_status: dict[str, int]
+    stages: list[StageStats]
+    tokens: dict[str, int]  # totals over finished runs, by usage field
+    tokens_per_run: dict[str, float]
+    cost_usd: Decimal | None
+    cost_per_run_usd: Decimal | None
+    unpriced_runs: int
+    cache_hit_rate: float | None
+
+
+def generation_report_get(*, since: datetime | None = None, model: str | None = None) -> GenerationReport:
+    """Measured stage timings, usage and cost of the runs since ``since`` (of ``model``, if given)."""
+    runs = GenerationRun.objects.exclude(status=GenerationRun.Status.STREAMING)
+    if since is not None:
+        runs = runs.filter(created_at__gte=since)
+    if model:
+        runs = runs.filter(model=model)
+    rows = list(runs.values("status", "model", *REPORT_STAGES, *_USAGE_FIELDS))
+    succeeded = [row for row in rows if row["status"] == GenerationRun.Status.SUCCEEDED]
+    tokens = {field: sum(row[field] for row in rows) for field in _USAGE_FIELDS}
+    cost, unpriced = _report_cost(rows)
+    priced = len(rows) - unpriced
+    return GenerationReport(
+        runs=len(rows),
+        by_status=dict(sorted(Counter(row["status"] for row in rows).items())),
+        stages=[_stage_stats(succeeded, stage) for stage in REPORT_STAGES],
+        tokens=tokens,
+        tokens_per_run={field: total / len(rows) for field, total in tokens.items()} if rows else {},
+        cost_usd=cost if priced else None,
+        cost_per_run_usd=cost / priced if priced else None,
+        unpriced_runs=unpriced,
+        cache_hit_rate=_cache_hit_rate(tokens),
+    )
+
+
+def _stage_stats(rows: list[dict[str, Any]], stage: str) -> StageStats:
+    values = sorted(row[stage] for row in rows if row[stage] is not None)
+    both = [row for row in rows if row[stage] is not None and row["total_ms"]]
+    total = sum(row["total_ms"] for row in both)
+    return StageStats(
+        stage=stage,
+        count=len(values),
+        median_ms=statistics.median(values) if values else None,
+        p95_ms=values[math.ceil(0.95 * len(values)) - 1] if values else None,
+        max_ms=values[-1] if values else None,
+        share=sum(row[stage] for row in both) / total if total else None,
+    )
+
+
+def _report_cost(rows: list[dict[str, Any]]) -> tuple[Decimal, int]:
+    cost, unpriced = Decimal(0), 0
+    for row in rows:
+        run_cost = usage_cost_usd(model=row["model"], **{field: row[field] for field in _USAGE_FIELDS})
+        if run_cost is None:
+            unpriced += 1
+        else:
+            cost += run_cost
+    return cost, unpriced
+
+
+def _cache_hit_rate(tokens: dict[str, int]) -> float | None:
+    prompt = tokens["cache_read_tokens"] + tokens["cache_write_tokens"] + tokens["input_tokens"]
+    return tokens["cache_read_tokens"] / prompt if prompt else None
