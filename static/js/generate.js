@@ -601,7 +601,9 @@
     }
     ui.stats.textContent = parts.join(" · ");
     if (!current.finished) {
-      ui.progress.value = Math.round(progressFraction(current, elapsed) * ui.progress.max);
+      // A revised ETA may lower the estimate; the bar never moves backwards all the same.
+      var value = Math.round(progressFraction(current, elapsed) * ui.progress.max);
+      ui.progress.value = Math.max(ui.progress.value, value);
     }
   }
 
@@ -678,9 +680,22 @@
 
   /* ---------------------------------------------------------------- start-up */
 
+  function pickerStart() {
+    (config.initialPersonas || []).forEach(function (persona) {
+      personaSelect(persona);
+    });
+    personasSearch("");
+  }
+
   plotCountUpdate();
-  (config.initialPersonas || []).forEach(function (persona) {
-    personaSelect(persona);
-  });
-  personasSearch("");
+  // On the story page the form sits in a closed <details>: its requests wait until it is opened.
+  var folded = form.closest("details");
+  if (folded && !folded.open) {
+    folded.addEventListener("toggle", function started() {
+      folded.removeEventListener("toggle", started);
+      pickerStart();
+    });
+  } else {
+    pickerStart();
+  }
 })();

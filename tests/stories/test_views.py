@@ -128,6 +128,8 @@ def test_story_page_renders_the_latest_version_as_a_screenplay_with_cast_and_cos
     # 1000 input tokens at $3/M + 2000 output at $15/M = $0.033.
     assert "$0.0330" in html
     assert "1000 in / 2000 out" in html
+    for fmt in ["fountain", "fdx", "pdf", "json"]:
+        assert f'href="/api/stories/{story.pk}/versions/2/export/?format={fmt}"' in html
 
 
 def test_story_page_shows_any_version_and_404s_for_a_missing_one(logged_in: Client, writer: Any) -> None:

@@ -1,0 +1,208 @@
+"""Creating a story in Chromium: pick personas, write a plot, watch it stream over the WebSocket.
+
+The live server runs the offline model, paced so a generation takes a couple of seconds; everything
+else (pipeline, consumer, personas API, save) is the real code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+
+pytestmark = pytest.mark.browser
+
+PLOT = "A detective and a starship captain must share one stolen map to get home before the storm."
+
+# Installed before Generate is clicked: records what the page showed when the first scene appeared,
+# and samples the progress bar, so the assertions do not race the stream.
+OBSERVE_STREAM = """() => {
+  const scenes = document.getElementById("stream-scenes");
+  const progress = document.getElementById("stream-progress");
+  window.__stream = {firstScene: null, progress: []};
+  const sample = setInterval(() => {
+    window.__stream.progress.push(progress.value);
+    if (!document.getElementById("stream-saved").hidden) clearInterval(sample);
+  }, 40);
+  new MutationObserver((records, observer) => {
+    if (!scenes.querySelector(".scene:not(.scene-pending)")) return;
+    window.__stream.firstScene = {
+      savedVisible: !document.getElementById("stream-saved").hidden,
+      heading: scenes.querySelector(".scene-heading").textContent,
+    };
+    observer.disconnect();
+  }).observe(scenes, {childList: true, subtree: true});
+}"""
+
+
+def pick_persona(page: Page, search: str, display_name: str) -> None:
+    # Wait for this search's results, so the click lands on them and no request is left in flight.
+    with page.expect_response(lambda response: f"search={search}" in response.url):
+        page.get_by_label("Find personas").fill(search)
+    option = page.locator(".persona-option", has_text=display_name)
+    option.click()
+    expect(option).to_have_attribute("aria-pressed", "true")
+
+
+def chip(page: Page, name: str) -> Any:
+    return page.locator(f'.persona-chip[data-name="{name}"]')
+
+
+def count_requests(page: Page, fragment: str) -> list[str]:
+    seen: list[str] = []
+    page.on("request", lambda request: seen.append(request.url) if fragment in request.url else None)
+    return seen
+
+
+def generate(page: Page, *, button: str = "Generate") -> None:
+    page.evaluate(OBSERVE_STREAM)
+    page.get_by_role("button", name=button).click()
+
+
+def test_a_writer_generates_a_story_and_watches_it_stream(app_server: AppServer, watched: Watched) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    contexts = count_requests(page, "/api/personas/contexts/")
+    page.goto(app_server.url + "/stories/new/")
+
+    pick_persona(page, "marlowe", "Sam Marlowe")
+    pick_persona(page, "captain", "Captain Imani Okafor")
+    expect(chip(page, "noir-detective").locator(".context-preview")).to_contain_text("Cynical on the surface")
+    expect(chip(page, "starship-captain").locator(".context-preview")).to_contain_text("Decisive")
+    summary = page.locator(".persona-option", has_text="Captain Imani Okafor").locator(".persona-summary")
+    expect(summary).to_have_text("Commander of a deep-space survey ship, calm under fire, hates waste.")
+    fetched = len(contexts)
+    assert fetched >= 1
+
+    # Removing and re-adding a persona shows its preview again from the session cache: no request.
+    chip(page, "noir-detective").get_by_role("button", name="Remove Sam Marlowe").click()
+    pick_persona(page, "marlowe", "Sam Marlowe")
+    expect(chip(page, "noir-detective").locator(".context-preview")).to_contain_text("Cynical on the surface")
+    assert len(contexts) == fetched
+
+    page.get_by_label("Plot").fill(PLOT)
+    expect(page.locator("#plot-count")).to_contain_text(f"{len(PLOT)} / ")
+    page.get_by_label("Title").fill("The stolen map")
+    expect(page.get_by_label("Model")).to_have_value("offline")
+    assert page.get_by_label("Model").locator("option:checked").inner_text() == "offline model"
+    generate(page)
+
+    page.wait_for_function("() => window.__stream.firstScene !== null")
+    first = page.evaluate("window.__stream.firstScene")
+    assert first["savedVisible"] is False, "the first scene must be on screen before the story is saved"
+    assert first["heading"].strip()
+    screenshot(page, "create-page-streaming")
+
+    saved = page.get_by_role("link", name="Open the story (version 1)")
+    expect(saved).to_be_visible()
+    samples = page.evaluate("window.__stream.progress")
+    moving = [value for value in samples if value > 0]
+    assert len(set(moving)) >= 2 and moving == sorted(moving), f"progress did not move forward: {samples}"
+    expect(page.locator("#stream-stats")).to_contain_text("Finished")
+
+    saved.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("The stolen map")
+    expect(page.locator(".version-heading")).to_contain_text("Version 1")
+    cast = page.locator(".cast")
+    expect(cast).to_contain_text("Sam Marlowe")
+    expect(cast).to_contain_text("Captain Imani Okafor")
+    assert page.locator(".screenplay .scene").count() >= 1
+    screenshot(page, "story-page")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Fountain").click()
+    assert download.value.suggested_filename.endswith(".fountain")
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_regenerating_makes_version_2_and_the_comparison_shows_both(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "nonna", "Nonna Lucia")
+    pick_persona(page, "outlaw", "Dusty")
+    page.get_by_label("Plot").fill("A grandmother and an outlaw run an inn where the stew is the only law.")
+    generate(page)
+    persona_requests = count_requests(page, "/api/personas/")
+    page.get_by_role("link", name="Open the story (version 1)").click()
+    expect(page.locator(".version-heading")).to_contain_text("Version 1")
+    # Reading a story costs no persona request; opening "Regenerate" loads the picker.
+    page.wait_for_load_state("networkidle")
+    assert persona_requests == []
+
+    page.locator("#regenerate > summary").click()
+    # Same cast and plot to start with, both editable.
+    expect(chip(page, "grandmother-chef")).to_be_visible()
+    expect(chip(page, "western-outlaw")).to_be_visible()
+    plot = page.get_by_label("Plot")
+    expect(plot).to_have_value("A grandmother and an outlaw run an inn where the stew is the only law.")
+    plot.fill("A grandmother and an outlaw run an inn. A rival cook arrives at midnight.")
+    generate(page, button="Generate a new version")
+    page.get_by_role("link", name="Open the story (version 2)").click()
+    expect(page.locator(".version-heading")).to_contain_text("Version 2")
+    rows = page.locator("table.versions tbody tr")
+    expect(rows).to_have_count(2)
+
+    page.get_by_role("link", name="Compare with v2").click()
+    expect(page.get_by_role("heading", name="Comparing version 1 and version 2")).to_be_visible()
+    assert page.locator(".compare-left .scene").count() >= 1
+    assert page.locator(".compare-right .scene").count() >= 1
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_cancel_stops_the_stream_and_saves_nothing(app_server: AppServer, watched: Watched) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    stories_before = page.locator(".story-item").count()
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill(
+        " ".join(
+            f"Floor {n} of the tower goes dark and the building AI explains why, politely." for n in range(12)
+        )
+    )
+    page.get_by_label("Length").select_option(index=page.get_by_label("Length").locator("option").count() - 1)
+    generate(page)
+    expect(page.locator("#stream-raw-all")).not_to_be_empty()
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#stream-stats")).to_have_text("Cancelled. Nothing was saved.")
+    raw_at_cancel = page.locator("#stream-raw-all").inner_text()
+    page.wait_for_timeout(1000)
+    assert page.locator("#stream-raw-all").inner_text() == raw_at_cancel, "text kept arriving after cancel"
+    expect(page.locator("#stream-saved")).to_be_hidden()
+
+    page.goto(app_server.url + "/")
+    assert page.locator(".story-item").count() == stories_before
+    page.goto(app_server.url + "/runs/")
+    expect(page.locator("tbody tr").first.locator(".status")).to_have_text("Cancelled")
+
+
+def test_markup_in_personas_and_plots_is_shown_as_text_and_never_runs(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "trickster", "Trickster")
+    trickster = chip(page, "trickster")
+    expect(trickster.locator(".persona-chip-name")).to_have_text(
+        "<img src=x onerror=alert('persona-name')>Trickster"
+    )
+    expect(trickster.locator(".context-preview")).to_contain_text("<script>alert('persona-context')</script>")
+    pick_persona(page, "marlowe", "Sam Marlowe")
+    plot = "<img src=x onerror=alert('plot')> and <script>alert('plot-script')</script> walk into a bar."
+    page.get_by_label("Plot").fill(plot)
+    page.get_by_label("Title").fill("<script>alert('title')</script>")
+    generate(page)
+    page.get_by_role("link", name="Open the story (version 1)").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("<script>alert('title')</script>")
+    expect(page.locator("p.plot")).to_have_text(plot)
+    expect(page.locator(".cast")).to_contain_text("<img src=x onerror=alert('persona-name')>Trickster")
+    assert page.locator("main img").count() == 0
+    page.reload()
+    assert watched.dialogs == [], watched.dialogs
+    assert watched.errors == [], watched.errors
