@@ -212,8 +212,11 @@ async def _events_collect(generation: GenerationRequest, user: Any) -> list[dict
 
 
 def _error_response(event: dict[str, Any]) -> Response:
-    body = {key: event[key] for key in ("code", "message", "retryable") if key in event}
-    return Response(body, status=GENERATION_ERROR_STATUS.get(body.get("code", ""), 500))
+    body = {key: event[key] for key in ("code", "message", "retryable", "retry_after") if key in event}
+    response = Response(body, status=GENERATION_ERROR_STATUS.get(body.get("code", ""), 500))
+    if "retry_after" in body:
+        response["Retry-After"] = str(body["retry_after"])
+    return response
 
 
 def _generation_body(

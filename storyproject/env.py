@@ -63,7 +63,16 @@ def database_from_url(url: str, *, base_dir: str) -> dict[str, object]:
             raise ImproperlyConfigured("DATABASE_URL for SQLite needs a file path, e.g. sqlite:///db.sqlite3")
         if not os.path.isabs(path):
             path = os.path.join(base_dir, path)
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": {"timeout": 20}}
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            # IMMEDIATE: a transaction takes the write lock when it begins, so concurrent writers queue
+            # (up to the timeout) instead of failing when a reader upgrades.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            # Tests use a file, not the shared in-memory database: in shared-cache mode SQLite reports
+            # "table is locked" at once instead of waiting, so concurrent saves could not be tested.
+            "TEST": {"NAME": f"{path}.test"},
+        }
     if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
         return _postgres_from_url(parsed)
     raise ImproperlyConfigured(

@@ -38,4 +38,12 @@ class GenerationError(Exception):
 
     def as_event(self) -> dict[str, object]:
         """The protocol's `error` message."""
-        return {"type": "error", "code": self.code, "message": self.message, "retryable": self.retryable}
+        event: dict[str, object] = {
+            "type": "error",
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.retry_after is not None:
+            event["retry_after"] = max(round(self.retry_after), 0)
+        return event

@@ -60,7 +60,7 @@ class OfflineBackend(GenerationBackend):
             if call.continue_after == 0
             else {"scenes": screenplay["scenes"][call.continue_after :]}
         )
-        text = json.dumps(document, indent=2, ensure_ascii=False)
+        text = json.dumps(document, ensure_ascii=False)
         limit = call.max_tokens * CHARS_PER_TOKEN
         truncated = len(text) > limit
         text = text[:limit]

@@ -1,0 +1,115 @@
+"""POST /api/ai/generate-screenplay/: the same pipeline, blocking, with a status per error code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from stories.models import GenerationRun, ScreenplayVersion, StoryCast
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.stories.generation.conftest import generate_message, screenplay
+
+pytestmark = pytest.mark.django_db(transaction=True)
+URL = "/api/ai/generate-screenplay/"
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    body = generate_message(**fields)
+    del body["type"]
+    return body
+
+
+@pytest.fixture
+def api(writer: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(writer)
+    return client
+
+
+def test_it_generates_saves_and_returns_the_story_and_version(
+    api: APIClient, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=3)
+    fake_anthropic.script(Reply(text=screenplay_text(expected)))
+    response = api.post(URL, _body(title="Falcon"), format="json")
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert data["version"]["number"] == 1 and data["version"]["content"] == expected
+    assert data["story"]["title"] == "Falcon"
+    version = ScreenplayVersion.objects.get()
+    assert version.content == expected and version.run_id == data["run_id"]
+    assert StoryCast.objects.filter(story=version.story).count() == 2
+    assert data["usage"]["output_tokens"] == len(screenplay_text(expected)) // 4
+    assert set(data["timings"]) == {"context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms"}
+
+
+def test_the_offline_model_works_without_a_key(api: APIClient, cast: Any, offline: None) -> None:
+    response = api.post(URL, _body(), format="json")
+    assert response.status_code == 201
+    assert GenerationRun.objects.get().model == "offline"
+
+
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        ({"plot": "", "personas": ["noir-detective"]}, 400),
+        ({"plot": "x", "personas": "noir-detective"}, 400),
+        ({"plot": "x", "personas": ["noir-detective"], "max_tokens": 10}, 400),
+        ({"plot": "x", "personas": ["nobody"]}, 400),
+    ],
+)
+def test_bad_requests_are_400_with_a_code(
+    api: APIClient, cast: Any, fake_anthropic: FakeAnthropic, body: dict[str, Any], status: int
+) -> None:
+    response = api.post(URL, body, format="json")
+    assert response.status_code == status
+    assert response.json()["code"] in {"invalid_request", "unknown_personas"}
+    assert fake_anthropic.requests == []
+
+
+@pytest.mark.parametrize(
+    "reply,status,code",
+    [
+        (
+            Reply(status=529, error_type="overloaded_error", headers={"retry-after-ms": "1"}),
+            503,
+            "llm_overloaded",
+        ),
+        (
+            Reply(status=429, error_type="rate_limit_error", headers={"retry-after-ms": "1"}),
+            503,
+            "llm_rate_limited",
+        ),
+        (Reply(status=500, error_type="api_error", headers={"retry-after-ms": "1"}), 502, "llm_unavailable"),
+        (Reply(text='{"title": "x", "scenes": [', stall_after=1, chunk_chars=5), 504, "llm_timeout"),
+        (Reply(text="", stop_reason="refusal"), 422, "llm_refused"),
+        (Reply(text="not json at all"), 502, "invalid_output"),
+    ],
+)
+def test_upstream_failures_get_a_fitting_status(
+    api: APIClient, cast: Any, fake_anthropic: FakeAnthropic, reply: Reply, status: int, code: str
+) -> None:
+    fake_anthropic.script(reply, reply, reply)
+    response = api.post(URL, _body(), format="json")
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert not ScreenplayVersion.objects.exists()
+    assert GenerationRun.objects.get().status == "failed"
+
+
+def test_anonymous_callers_are_refused(cast: Any, offline: None) -> None:
+    response = APIClient().post(URL, _body(), format="json")
+    assert response.status_code in (401, 403)
+    assert not GenerationRun.objects.exists()
+
+
+def test_the_hourly_limit_answers_429_with_retry_after(
+    api: APIClient, writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    settings.STORY_GENERATIONS_PER_HOUR = 1
+    assert api.post(URL, _body(), format="json").status_code == 201
+    response = api.post(URL, _body(), format="json")
+    assert response.status_code == 429 and response.json()["code"] == "rate_limited"
+    assert int(response["Retry-After"]) > 0
+    assert GenerationRun.objects.count() == 1

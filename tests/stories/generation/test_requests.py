@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stories.generation.errors import GenerationError
+from stories.generation.requests import GenerationRequest, generation_request_parse
+
+
+def _parse(**fields: Any) -> GenerationRequest:
+    return generation_request_parse({"plot": "A plot.", "personas": ["hero"], **fields})
+
+
+def test_a_valid_request_is_parsed_trimmed_and_deduplicated(settings: Any) -> None:
+    settings.STORY_MODELS = ["claude-sonnet-4-6"]
+    request = _parse(
+        plot="  A plot.  ",
+        personas=["hero", "villain", "hero"],
+        title=" T ",
+        max_tokens=1000,
+        model="claude-sonnet-4-6",
+        story_id=3,
+    )
+    assert request == GenerationRequest(
+        plot="A plot.",
+        personas=["hero", "villain"],
+        title="T",
+        story_id=3,
+        model="claude-sonnet-4-6",
+        max_tokens=1000,
+    )
+
+
+def test_the_offline_model_is_always_allowed(settings: Any) -> None:
+    settings.STORY_MODELS = ["claude-sonnet-4-6"]
+    assert _parse(model="offline").model == "offline"
+
+
+@pytest.mark.parametrize(
+    "fields,fragment",
+    [
+        ({"plot": None}, "plot is required"),
+        ({"plot": "   "}, "plot must not be empty"),
+        ({"plot": 42}, "plot must be a string"),
+        ({"plot": "x" * 20_001}, "plot is longer than 20000"),
+        ({"title": "t" * 201}, "title is longer than 200"),
+        ({"personas": [f"p{n}" for n in range(13)]}, "at most 12 personas"),
+        ({"personas": ["has space"]}, "persona name"),
+        ({"personas": [7]}, "persona name"),
+        ({"max_tokens": 255}, "between 256 and 16000"),
+        ({"max_tokens": 16_001}, "between 256 and 16000"),
+        ({"max_tokens": 10**30}, "between 256 and 16000"),
+        ({"max_tokens": 1000.0}, "max_tokens must be an integer"),
+        ({"max_tokens": "1000"}, "max_tokens must be an integer"),
+        ({"story_id": False}, "story_id must be an integer"),
+        ({"story_id": 0}, "story_id must be between"),
+        ({"model": ["x"]}, "model must be one of"),
+        ({"mode": "batch"}, "mode must be"),
+        ({"extra": 1}, "unknown fields: extra"),
+        ({"plot": "a\udcffb"}, "not valid Unicode"),
+    ],
+)
+def test_invalid_fields_are_named(settings: Any, fields: dict[str, Any], fragment: str) -> None:
+    settings.STORY_MODELS = []
+    with pytest.raises(GenerationError) as raised:
+        _parse(**fields)
+    assert raised.value.code == "invalid_request"
+    assert fragment in raised.value.message
+
+
+@pytest.mark.parametrize("data", [None, [], "plot", 3])
+def test_a_request_must_be_an_object(data: Any) -> None:
+    with pytest.raises(GenerationError):
+        generation_request_parse(data)
