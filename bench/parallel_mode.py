@@ -5,7 +5,8 @@ database, it runs the real pipeline (stories.generation.pipeline.generation_run)
 tests/fake_anthropic.py through the real SDK, with the fake model paced like Claude: TTFT 800 ms, then
 60 output tokens a second (four characters a token), and the fake server's prompt cache on (a prefix
 marked cache_control is written once, then read; no prefix under 1,024 tokens is cached, as for Sonnet).
-The cache is cleared before every run, so each run pays its own cache writes.
+The fake server runs in a process of its own, started afresh for each run, so each run pays its own
+cache writes and the server's threads do not compete with the pipeline for the interpreter.
 
 For screenplays of about 1,000, 4,000 and 8,000 output tokens it reports, per mode: wall time to
 `done`, time to the first complete scene, input/output/cache tokens as the server reported them, and
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -37,6 +39,7 @@ SCENE_COUNTS = (6, 12)
 TTFT = float(os.environ.get("BENCH_TTFT", "0.8"))
 TOKENS_PER_SECOND = float(os.environ.get("BENCH_TOKENS_PER_SECOND", "60"))
 PERSONAS = ("iris-vale", "tom-okafor", "june-marsh")
+FAKE_KEY = "sk-ant-bench-parallel-fake"
 
 
 @dataclass
@@ -85,28 +88,23 @@ def _run() -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from tests.fake_anthropic import FakeAnthropic
-
     call_command("migrate", verbosity=0)
     user = _fixtures()
-    fake = FakeAnthropic(prompt_cache=True, cache_min_tokens=1024)
-    settings.ANTHROPIC_API_KEY = fake.api_key
-    settings.ANTHROPIC_BASE_URL = fake.base_url
+    settings.ANTHROPIC_API_KEY = FAKE_KEY
     measures: list[Measure] = []
     configured = settings.STORY_PARALLEL_CONCURRENCY
     try:
         # Untimed: the first run pays for imports, the SDK client and the database's first queries.
-        asyncio.run(_measure(fake, user, mode="single", size=200, scenes=2, pace=False))
+        asyncio.run(_measure(user, mode="single", size=200, scenes=2, pace=False))
         for size in SIZES:
             for mode, scenes, concurrency in _variants(configured):
                 settings.STORY_PARALLEL_CONCURRENCY = concurrency
-                measure = asyncio.run(_measure(fake, user, mode=mode, size=size, scenes=scenes))
+                measure = asyncio.run(_measure(user, mode=mode, size=size, scenes=scenes))
                 measure.concurrency = concurrency
                 measures.append(measure)
                 print(_row(measure), flush=True)
     finally:
         settings.STORY_PARALLEL_CONCURRENCY = configured
-        fake.close()
     report = _report(measures, concurrency=configured)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(report, encoding="utf-8")
@@ -163,21 +161,49 @@ def _screenplay(*, size: int, scenes: int) -> dict[str, Any]:
         lines += 1
 
 
-async def _measure(fake: Any, user: Any, *, mode: str, size: int, scenes: int, pace: bool = True) -> Measure:
-    from stories.generation.pipeline import generation_run
-    from stories.generation.requests import GenerationRequest
-    from stories.pricing import usage_cost_usd
+def _serve_fake(connection: Any, screenplay: dict[str, Any], pace: bool) -> None:
+    """A fake Anthropic server in its own process (its threads do not compete with the pipeline's)."""
+    from tests.fake_anthropic import FakeAnthropic
     from tests.fake_screenwriter import FakeScreenwriter
 
-    fake.default = FakeScreenwriter(
-        _screenplay(size=size, scenes=scenes),
+    writer = FakeScreenwriter(
+        screenplay,
         ttft=TTFT if pace else 0.0,
         tokens_per_second=TOKENS_PER_SECOND if pace else None,
         chunk_chars=24,
         indent=None,
     )
-    fake.cached_prefixes.clear()
-    before = len(fake.requests)
+    fake = FakeAnthropic(api_key=FAKE_KEY, default=writer, prompt_cache=True, cache_min_tokens=1024)
+    connection.send(fake.base_url)
+    connection.recv()
+    connection.send(len(fake.requests))
+    fake.close()
+
+
+async def _measure(user: Any, *, mode: str, size: int, scenes: int, pace: bool = True) -> Measure:
+    from django.conf import settings
+
+    screenplay = _screenplay(size=size, scenes=scenes)
+    ours, theirs = multiprocessing.Pipe()
+    server = multiprocessing.get_context("spawn").Process(target=_serve_fake, args=(theirs, screenplay, pace))
+    server.start()
+    try:
+        settings.ANTHROPIC_BASE_URL = ours.recv()
+        measure = await _generate(user, mode=mode, size=size, scenes=scenes)
+        ours.send("stop")
+        measure.calls = ours.recv()
+    finally:
+        server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+    return measure
+
+
+async def _generate(user: Any, *, mode: str, size: int, scenes: int) -> Measure:
+    from stories.generation.pipeline import generation_run
+    from stories.generation.requests import GenerationRequest
+    from stories.pricing import usage_cost_usd
+
     request = GenerationRequest(
         plot="An old photograph brings a family's buried promise back into the light.",
         personas=list(PERSONAS),
@@ -209,7 +235,7 @@ async def _measure(fake: Any, user: Any, *, mode: str, size: int, scenes: int, p
         cache_read_tokens=usage["cache_read_tokens"],
         cache_write_tokens=usage["cache_write_tokens"],
         dollars=float(dollars or 0),
-        calls=len(fake.requests) - before,
+        calls=0,
     )
 
 
