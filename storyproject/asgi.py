@@ -12,8 +12,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from stories.generation.backends.base import backend_class_load  # noqa: E402
 from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
+
+# Load the model back-end now: a wrong STORY_BACKEND fails at start-up, and the first writer does not
+# wait for the SDK to import.
+backend_class_load()
 
 application = ProtocolTypeRouter(
     {
