@@ -41,6 +41,12 @@ def fountain_from_screenplay(*, content: object, meta: ExportMeta) -> str:
     return "\n\n".join(paragraphs) + "\n"
 
 
+def fountain_scenes(*, scenes: list[object]) -> str:
+    """Scenes alone as Fountain (no title page), for writing a screenplay out as it streams."""
+    paragraphs = [p for scene in screenplay_scenes({"scenes": scenes}) for p in _scene(scene)]
+    return "\n\n".join(paragraphs) + "\n"
+
+
 def _title_page(meta: ExportMeta) -> str:
     lines = [f"Title: {_inline(one_line(meta.title)) or 'Untitled'}"]
     author = _inline(one_line(meta.author))

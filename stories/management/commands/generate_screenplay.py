@@ -1,79 +1,142 @@
-"""Generate a screenplay from the terminal: the same pipeline as the page, its text on stdout."""
-
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from contextlib import aclosing
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from stories.exports.fountain import fountain_scenes
 from stories.generation.errors import GenerationError
 from stories.generation.pipeline import generation_run
 from stories.generation.requests import GenerationRequest, generation_request_parse
+from stories.models import ScreenplayVersion
+
+# An error exit status per failure kind, so scripts can tell a bad request from an outage.
+EXIT_INVALID = 2
+EXIT_FAILED = 1
 
 
 class Command(BaseCommand):
     help = (
-        "Generate and save a screenplay for a user: the model's text streams to stdout, progress and "
-        "the result to stderr. Exits non-zero with the error code when the generation fails."
+        "Generate a screenplay with the same pipeline as the web page: the screenplay goes to stdout "
+        "as it is written (Fountain scene by scene, or the final JSON), progress with tokens and ETA "
+        "to stderr. Saves a new story, or a new version of --story."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--user", required=True, help="Username of the story's owner.")
-        parser.add_argument("--plot", required=True)
-        parser.add_argument("--personas", required=True, help="Comma-separated persona names.")
+        plot = parser.add_mutually_exclusive_group(required=True)
+        plot.add_argument("--plot", metavar="TEXT")
+        plot.add_argument("--plot-file", type=Path, metavar="PATH")
+        parser.add_argument("--persona", action="append", required=True, metavar="NAME", dest="personas")
         parser.add_argument("--title", default="")
-        parser.add_argument("--story-id", type=int, help="Add a version to this story of the user's.")
-        parser.add_argument("--model")
-        parser.add_argument("--max-tokens", type=int)
+        parser.add_argument("--story", type=int, metavar="ID", help="Add a version to this story of yours.")
+        parser.add_argument("--model", help="Default: the configured model.")
+        parser.add_argument("--max-tokens", type=int, help="Per model call.")
+        parser.add_argument(
+            "--user", default="writer", metavar="NAME", help="Owner of the story (default: writer)."
+        )
+        parser.add_argument("--format", choices=["fountain", "json"], default="fountain")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        user = get_user_model().objects.filter(username=options["user"]).first()
-        if user is None:
-            raise CommandError(f"no user named {options['user']!r}")
-        fields = {
-            "plot": options["plot"],
-            "personas": [name.strip() for name in options["personas"].split(",") if name.strip()],
-            "title": options["title"],
-            "story_id": options["story_id"],
-            "model": options["model"],
-            "max_tokens": options["max_tokens"],
-        }
-        try:
-            request = generation_request_parse(fields)
-        except GenerationError as error:
-            raise CommandError(f"{error.code}: {error.message}") from None
-        final = asyncio.run(self._stream(request, user))
-        if final.get("type") != "done":
-            raise CommandError(f"{final.get('code', 'cancelled')}: {final.get('message', 'cancelled')}")
+        user = _user(options["user"])
+        request = _request(options)
+        stderr: TextIO = getattr(self.stderr, "_out", sys.stderr)
+        console = Console(file=stderr, highlight=False)
+        saved = asyncio.run(self._generate(request, user, options["format"], console))
+        version = ScreenplayVersion.objects.select_related("story").get(
+            story_id=saved["story_id"], number=saved["version"]
+        )
+        if options["format"] == "json":
+            self.stdout.write(json.dumps(version.content, ensure_ascii=False, indent=2))
+        console.print(
+            f"Saved story {version.story_id} ({version.story.title!r}), version {version.number}: {saved['url']}",
+            markup=False,
+        )
 
-    async def _stream(self, request: GenerationRequest, user: Any) -> dict[str, Any]:
-        final: dict[str, Any] = {}
-        async with aclosing(generation_run(request=request, user=user)) as events:
-            async for event in events:
-                final = event
-                self._show(event)
-        return final
+    async def _generate(
+        self, request: GenerationRequest, user: Any, fmt: str, console: Console
+    ) -> dict[str, Any]:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+        with Progress(*columns, TextColumn("{task.fields[status]}"), console=console) as progress:
+            task = progress.add_task("Starting", total=None, status="")
+            saved: dict[str, Any] | None = None
+            # Read to the end ("done"): leaving the generator early would count the run as cancelled.
+            async with aclosing(generation_run(request=request, user=user)) as events:
+                async for event in events:
+                    saved = self._show(event, saved, fmt, progress, task)
+        if saved is None:
+            raise CommandError("the generation ended without saving anything", returncode=EXIT_FAILED)
+        return saved
 
-    def _show(self, event: dict[str, Any]) -> None:
+    def _show(
+        self, event: dict[str, Any], saved: dict[str, Any] | None, fmt: str, progress: Progress, task: TaskID
+    ) -> dict[str, Any] | None:
+        """Show one pipeline event; return the "saved" event once it has come."""
         kind = event["type"]
-        if kind == "delta":
-            self.stdout.write(event["text"], ending="")
+        if kind == "accepted":
+            about = f"about {event['estimated_seconds']:.0f} s"
+            progress.update(task, description=f"Writing with {event['model_name']}", status=about)
+        elif kind == "scene" and fmt == "fountain":
+            # Scenes are paragraphs apart, like the paragraphs inside them.
+            self.stdout.write(fountain_scenes(scenes=[event["scene"]]) + "\n", ending="")
             self.stdout.flush()
-        elif kind == "accepted":
-            self.stderr.write(
-                f"run {event['run_id']}: {event['model_name']}, about {event['estimated_seconds']} s"
-            )
         elif kind == "progress":
-            self.stderr.write(
-                f"\n{event['output_tokens']} tokens, {event['elapsed_ms'] / 1000:.1f} s, ETA {event['eta_seconds']} s"
-            )
+            eta = event.get("eta_seconds")
+            eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
+            progress.update(task, status=f"{event['output_tokens']} tokens{eta_text}")
         elif kind == "saved":
-            self.stderr.write(
-                f"\nsaved: story {event['story_id']} version {event['version']} ({event['url']})"
-            )
-        elif kind == "done":
-            self.stderr.write(json.dumps({"timings": event["timings"], "usage": event["usage"]}))
+            progress.update(task, description="Saved", total=1, completed=1)
+            return event
+        elif kind in ("error", "cancelled"):
+            progress.stop()
+            _fail(event)
+        return saved
+
+
+def _user(username: str) -> Any:
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise CommandError(f"No active user named {username!r}; pass --user NAME.", returncode=EXIT_INVALID)
+    return user
+
+
+def _request(options: dict[str, Any]) -> GenerationRequest:
+    plot = options["plot"]
+    if options["plot_file"] is not None:
+        plot = _plot_file(options["plot_file"])
+    data = {"plot": plot, "personas": options["personas"], "title": options["title"]}
+    for key, option in (("story_id", "story"), ("model", "model"), ("max_tokens", "max_tokens")):
+        if options[option] is not None:
+            data[key] = options[option]
+    try:
+        return generation_request_parse(data)
+    except GenerationError as error:
+        raise CommandError(f"{error.code}: {error.message}", returncode=EXIT_INVALID) from None
+
+
+def _plot_file(path: Path) -> str:
+    # Read a little past the limit so an oversized plot is reported as such, not silently cut.
+    limit = settings.STORY_MAX_PLOT_CHARS * 4 + 1
+    try:
+        with path.open("rb") as file:
+            return file.read(limit).decode("utf-8", errors="replace")
+    except OSError as error:
+        raise CommandError(f"Cannot read {path}: {error.strerror}.", returncode=EXIT_INVALID) from None
+
+
+def _fail(event: dict[str, Any]) -> None:
+    if event["type"] == "cancelled":
+        raise CommandError("cancelled: nothing was saved", returncode=EXIT_FAILED)
+    code = (
+        EXIT_INVALID if event["code"] in ("invalid_request", "unknown_personas", "forbidden") else EXIT_FAILED
+    )
+    retry = " (you can retry)" if event.get("retryable") else ""
+    raise CommandError(f"{event['code']}: {event['message']}{retry}", returncode=code)

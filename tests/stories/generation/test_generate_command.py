@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from screenplain import types
+from screenplain.parsers.fountain import parse
+
+from stories.models import GenerationRun, ScreenplayVersion, Story
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.stories.generation.conftest import screenplay
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PERSONAS = ["--persona", "noir-detective", "--persona", "femme-fatale"]
+
+
+def _generate(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("generate_screenplay", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_the_offline_model_streams_fountain_and_saves_the_story(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    out, err = _generate("--plot", "A statue, a lie, a fog.", *PERSONAS, "--title", "Fog")
+    story = Story.objects.get(owner=writer)
+    version = ScreenplayVersion.objects.get(story=story)
+    assert f"Saved story {story.pk} ('Fog'), version 1: /stories/{story.pk}/" in err
+    parsed = parse(io.StringIO("\n" + out))
+    slugs = [p for p in parsed.paragraphs if isinstance(p, types.Slug)]
+    assert len(slugs) == len(version.content["scenes"])
+    speeches = sum(e["type"] == "dialogue" for s in version.content["scenes"] for e in s["elements"])
+    assert sum(isinstance(p, types.Dialog) for p in parsed.paragraphs) == speeches
+    assert GenerationRun.objects.get().status == "succeeded"
+
+
+def test_the_fake_server_run_prints_json_and_adds_a_version(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    first, second = screenplay(scenes=2), screenplay(scenes=3)
+    fake_anthropic.script(
+        Reply(text=screenplay_text(first), tokens_per_second=4000),
+        Reply(text=screenplay_text(second), tokens_per_second=4000),
+    )
+    _generate("--plot", "Fog.", *PERSONAS, "--user", "writer")
+    story = Story.objects.get()
+    plot_file = tmp_path / "plot.txt"
+    plot_file.write_text("The fog lifts.")
+    out, err = _generate(
+        "--plot-file", str(plot_file), *PERSONAS, "--story", str(story.pk), "--format", "json"
+    )
+    assert json.loads(out) == second
+    assert f"version 2: /stories/{story.pk}/" in err
+    assert list(story.versions.values_list("number", flat=True)) == [2, 1]
+    assert fake_anthropic.requests[-1].body["max_tokens"] > 0
+    assert "The fog lifts." in json.dumps(fake_anthropic.requests[-1].body)
+
+
+def test_a_model_failure_exits_non_zero_with_its_code_and_saves_nothing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(
+        Reply(text=screenplay_text(screenplay()), error_event_after=2, tokens_per_second=4000)
+    )
+    with pytest.raises(CommandError, match=r"^llm_overloaded: .*retry") as failure:
+        _generate("--plot", "Fog.", *PERSONAS)
+    assert failure.value.returncode == 1
+    assert not Story.objects.exists()
+    assert GenerationRun.objects.get().status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--plot", "Fog.", "--persona", "nobody"], "unknown_personas: unknown personas: nobody"),
+        (["--plot", "   ", "--persona", "noir-detective"], "invalid_request: plot must not be empty"),
+        (["--plot", "Fog.", "--persona", "bad name!"], "invalid_request"),
+        (["--plot-file", "/nonexistent/plot.txt", "--persona", "noir-detective"], "Cannot read"),
+        (["--plot", "Fog.", *PERSONAS, "--user", "ghost"], "No active user named 'ghost'"),
+        (["--plot", "Fog.", *PERSONAS, "--story", "999999"], "forbidden"),
+    ],
+)
+def test_bad_requests_exit_with_status_2_and_save_nothing(
+    writer: Any, cast: Any, offline: None, args: list[str], message: str
+) -> None:
+    with pytest.raises(CommandError, match=message) as failure:
+        _generate(*args)
+    assert failure.value.returncode == 2
+    assert not Story.objects.exists()
