@@ -17,7 +17,7 @@ from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
 
 # Load the model back-end now: a wrong STORY_BACKEND fails at start-up, and the first writer does not
-# wait for the SDK to import.
+# wait seconds for the SDK to import (bench/results/flow.md).
 backend_class_load()
 
 application = ProtocolTypeRouter(

@@ -235,7 +235,7 @@ async def test_an_anonymous_socket_is_told_and_closed_with_4401(db: None) -> Non
         {"text_data": json.dumps({"type": "generate", "plot": "x", "personas": []})},
         {
             "text_data": json.dumps(
-                {"type": "generate", "plot": "x", "personas": ["noir-detective"], "mode": "sequential"}
+                {"type": "generate", "plot": "x", "personas": ["noir-detective"], "mode": "turbo"}
             )
         },
         {
