@@ -82,11 +82,18 @@ class RunRecord:
 
 
 def generation_run_start(
-    *, user_id: int, model: str, max_tokens: int, persona_names: Sequence[str], story_id: int | None
+    *,
+    user_id: int,
+    model: str,
+    max_tokens: int,
+    persona_names: Sequence[str],
+    story_id: int | None,
+    mode: str = GenerationRun.Mode.SINGLE,
 ) -> GenerationRun:
     return GenerationRun.objects.create(
         user_id=user_id,
         story_id=story_id,
+        mode=mode,
         model=model,
         max_tokens=max_tokens,
         persona_names=list(persona_names),

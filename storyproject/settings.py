@@ -204,6 +204,16 @@ STORY_LLM_RETRY_AFTER_CAP_SECONDS = envint("STORY_LLM_RETRY_AFTER_CAP_SECONDS", 
 STORY_LLM_CONNECT_TIMEOUT_SECONDS = envint("STORY_LLM_CONNECT_TIMEOUT_SECONDS", 10, minimum=1)
 STORY_LLM_READ_TIMEOUT_SECONDS = envint("STORY_LLM_READ_TIMEOUT_SECONDS", 60, minimum=1)
 STORY_PARALLEL_CONCURRENCY = envint("STORY_PARALLEL_CONCURRENCY", 6, minimum=1, maximum=32)
+# Parallel mode (outline, then every scene at once): "single" or "parallel" when a request names none.
+STORY_DEFAULT_MODE = envstr("STORY_DEFAULT_MODE", "single")
+if STORY_DEFAULT_MODE not in ("single", "parallel"):
+    raise ImproperlyConfigured("STORY_DEFAULT_MODE must be 'single' or 'parallel'")
+STORY_PARALLEL_MAX_SCENES = envint("STORY_PARALLEL_MAX_SCENES", 30, minimum=1, maximum=100)
+# Attempts after the first for one scene that fails (a dropped stream, an invalid scene).
+STORY_PARALLEL_SCENE_RETRIES = envint("STORY_PARALLEL_SCENE_RETRIES", 2, minimum=0, maximum=5)
+# Rate-limit (429) retries for one scene; each also halves the fan-out's concurrency.
+STORY_PARALLEL_RATE_LIMIT_RETRIES = envint("STORY_PARALLEL_RATE_LIMIT_RETRIES", 4, minimum=0, maximum=10)
+STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS = 2000
 
 # Prices in dollars per million tokens: input, output, cache read, cache write.
 STORY_PRICES: dict[str, dict[str, float]] = {

@@ -8,6 +8,13 @@ its status and ``retry-after``/``retry-after-ms`` headers. A scripted reply can 
 event mid-stream, stall, or drop the connection. Every request is recorded with its body, and the server
 notes when a client goes away before the reply ends.
 
+Two optional behaviours serve the parallel mode's tests and benchmark: the server counts the requests in
+flight at once (``max_active``, and ``active_at_arrival`` on each request), and with
+``prompt_cache=True`` it answers like Anthropic's prompt cache: a prefix ending at a block marked
+``cache_control`` is written to the cache (``cache_creation_input_tokens``) the first time, becomes
+readable once that reply has started streaming, and is read (``cache_read_input_tokens``) by every later
+request that repeats it. A Reply's explicit cache counts still win over the simulation.
+
 Usage::
 
     server = FakeAnthropic()
@@ -19,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import select
 import socket
@@ -67,6 +75,9 @@ class RecordedRequest:
     received_at: float
     finished_at: float | None = None
     disconnected_at: float | None = None
+    # Requests in flight when this one arrived, itself included.
+    active_at_arrival: int = 0
+    released: bool = False
 
     @property
     def disconnected(self) -> bool:
@@ -83,9 +94,17 @@ class FakeAnthropic:
         *,
         api_key: str = "sk-ant-fake-test-key",
         default: Callable[[dict[str, Any]], Reply] | None = None,
+        prompt_cache: bool = False,
+        cache_min_tokens: int = 0,
     ):
         self.api_key = api_key
         self.default = default
+        self.prompt_cache = prompt_cache
+        # Anthropic caches no prefix shorter than a model-dependent minimum (1,024 tokens for Sonnet).
+        self.cache_min_tokens = cache_min_tokens
+        self.cached_prefixes: set[str] = set()
+        self.active = 0
+        self.max_active = 0
         self.replies: deque[Reply] = deque()
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -117,6 +136,28 @@ class FakeAnthropic:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+    def _release(self, record: RecordedRequest) -> None:
+        with self._lock:
+            if not record.released:
+                record.released = True
+                self.active -= 1
+
+    def _cache_usage(self, body: dict[str, Any]) -> tuple[int, int, list[str]]:
+        """(cache read tokens, cache write tokens, prefixes to store) for a request's breakpoints."""
+        breakpoints = prompt_cache_breakpoints(body)
+        eligible = [(key, tokens) for key, tokens in breakpoints if tokens >= self.cache_min_tokens]
+        if not eligible:
+            return 0, 0, []
+        with self._lock:
+            hits = [tokens for key, tokens in eligible if key in self.cached_prefixes]
+        read = max(hits, default=0)
+        longest = eligible[-1][1]
+        return read, max(longest - read, 0), [key for key, _ in eligible]
+
+    def _cache_store(self, keys: list[str]) -> None:
+        with self._lock:
+            self.cached_prefixes.update(keys)
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         with self._lock:
@@ -162,8 +203,11 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         )
         with fake._lock:
             fake.requests.append(record)
-        reply = fake._next_reply(record.body)
+            fake.active += 1
+            fake.max_active = max(fake.max_active, fake.active)
+            record.active_at_arrival = fake.active
         try:
+            reply = fake._next_reply(record.body)
             if reply.status != 200:
                 self._error(reply)
             else:
@@ -172,6 +216,8 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         except (_ClientGone, BrokenPipeError, ConnectionResetError):
             record.disconnected_at = time.monotonic()
             self.close_connection = True
+        finally:
+            fake._release(record)
 
     def _error(self, reply: Reply) -> None:
         body = json.dumps(
@@ -206,11 +252,17 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         output_tokens = (
             reply.output_tokens if reply.output_tokens is not None else max(len(reply.text) // 4, 1)
         )
+        cache_read, cache_write, new_prefixes = reply.cache_read_tokens, reply.cache_write_tokens, []
+        if self.server_state.prompt_cache and not (cache_read or cache_write):
+            cache_read, cache_write, new_prefixes = self.server_state._cache_usage(record.body)
+            if reply.input_tokens is None:
+                # Like the real API: input_tokens counts only what came after the last cache breakpoint.
+                input_tokens = max(input_tokens - cache_read - cache_write, 1)
         usage = {
             "input_tokens": input_tokens,
             "output_tokens": 1,
-            "cache_creation_input_tokens": reply.cache_write_tokens,
-            "cache_read_input_tokens": reply.cache_read_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
         }
         message = {
             "id": "msg_fake",
@@ -229,6 +281,8 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         )
         self._event("ping", {"type": "ping"})
         self._wait(reply.ttft)
+        # A prefix written to the cache is readable once its reply has begun.
+        self.server_state._cache_store(new_prefixes)
         if not self._deltas(reply):
             self._end_chunks()
             return
@@ -243,10 +297,12 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         final_usage = {
             "output_tokens": output_tokens,
             "input_tokens": input_tokens,
-            "cache_creation_input_tokens": reply.cache_write_tokens,
-            "cache_read_input_tokens": reply.cache_read_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
         }
         self._event("message_delta", {"type": "message_delta", "delta": delta, "usage": final_usage})
+        # No longer in flight once the client has all it needs (before it can send its next request).
+        self.server_state._release(record)
         self._event("message_stop", {"type": "message_stop"})
         self._end_chunks()
 
@@ -294,6 +350,39 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             readable, _, _ = select.select([self.connection], [], [], min(remaining, 0.05))
             if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
                 raise _ClientGone
+
+
+def prompt_cache_breakpoints(body: dict[str, Any]) -> list[tuple[str, int]]:
+    """Each prefix that ends at a block marked cache_control: (a key for it, its tokens), shortest first.
+
+    The order is the API's: tools, then system, then messages; the model is part of every key.
+    """
+    blocks: list[tuple[str, bool]] = []
+    for tool in body.get("tools") or []:
+        blocks.append((json.dumps(tool, sort_keys=True), "cache_control" in tool))
+    system = body.get("system") or []
+    for block in [{"type": "text", "text": system}] if isinstance(system, str) else system:
+        blocks.append(_block_text(block))
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        items = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for block in items:
+            text, marked = _block_text(block)
+            blocks.append((f"{message.get('role')}:{text}", marked))
+    result: list[tuple[str, int]] = []
+    prefix = str(body.get("model", ""))
+    chars = 0
+    for text, marked in blocks:
+        prefix += "\x00" + text
+        chars += len(text)
+        if marked:
+            result.append((hashlib.sha256(prefix.encode()).hexdigest(), max(chars // 4, 1)))
+    return result
+
+
+def _block_text(block: dict[str, Any]) -> tuple[str, bool]:
+    plain = {key: value for key, value in block.items() if key != "cache_control"}
+    return json.dumps(plain, sort_keys=True), "cache_control" in block
 
 
 def screenplay_text(screenplay: dict[str, Any], *, fenced: bool = False) -> str:

@@ -31,6 +31,7 @@ from stories.generation.backends.base import (
     backend_for_model,
 )
 from stories.generation.errors import GenerationError
+from stories.generation.parallel import SceneEdit, parallel_write
 from stories.generation.prompt import (
     Prompt,
     continuation_schema,
@@ -80,13 +81,20 @@ class _Run:
     first_token_at: float | None = None
     last_progress_at: float = 0.0
     streamed_chars: int = 0
+    # Parallel mode's rewrite of one scene of a saved version (stories.generation.parallel).
+    edit: SceneEdit | None = None
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
 
 
-async def generation_run(*, request: GenerationRequest, user: Any) -> AsyncIterator[dict[str, Any]]:
-    """Run one generation for ``user``; yield the protocol's events (see the module docstring)."""
+async def generation_run(
+    *, request: GenerationRequest, user: Any, edit: SceneEdit | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """Run one generation for ``user``; yield the protocol's events (see the module docstring).
+
+    With ``edit`` (parallel mode only) the run rewrites one scene of a saved version instead.
+    """
     started = time.monotonic()
     try:
         await _admission_check(user_id=user.pk)
@@ -95,6 +103,7 @@ async def generation_run(*, request: GenerationRequest, user: Any) -> AsyncItera
         yield error.as_event()
         return
     run = await database_sync_to_async(_run_open)(request, user.pk, model, max_tokens, started)
+    run.edit = edit
     try:
         async with aclosing(_generate(run)) as events:
             async for event in events:
@@ -133,7 +142,12 @@ def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:
 
 def _run_open(request: GenerationRequest, user_id: int, model: str, max_tokens: int, started: float) -> _Run:
     run = generation_run_start(
-        user_id=user_id, model=model, max_tokens=max_tokens, persona_names=request.personas, story_id=None
+        user_id=user_id,
+        model=model,
+        max_tokens=max_tokens,
+        persona_names=request.personas,
+        story_id=None,
+        mode=request.mode,
     )
     pace = generation_pace_get(model=model, max_tokens=max_tokens)
     return _Run(
@@ -169,7 +183,13 @@ async def _generate(run: _Run) -> AsyncIterator[dict[str, Any]]:
     )
     run.record.prompt_ms = _ms_since(prompt_started)
     content: dict[str, Any] = {}
-    async with aclosing(_write(run, prompt, brief, content)) as events:
+    if request.mode == "parallel":
+        writer = parallel_write(
+            run, contexts=contexts.contexts, brief=brief, rules=rules, content=content, edit=run.edit
+        )
+    else:
+        writer = _write(run, prompt, brief, content)
+    async with aclosing(writer) as events:
         async for event in events:
             yield event
     async for event in _save(run, content):
@@ -402,7 +422,11 @@ def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: 
 def _record(run: _Run) -> RunRecord:
     record = run.record
     record.usage = run.usage.as_dict()
-    record.details = {"model_name": model_display_name(run.model), "streamed_chars": run.streamed_chars}
+    record.details = {
+        **record.details,
+        "model_name": model_display_name(run.model),
+        "streamed_chars": run.streamed_chars,
+    }
     return record
 
 

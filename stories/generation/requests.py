@@ -43,7 +43,7 @@ def generation_request_parse(data: object) -> GenerationRequest:
         max_tokens=_optional_int(
             data.get("max_tokens"), "max_tokens", settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
         ),
-        mode=_mode(data.get("mode", "single")),
+        mode=_mode(data.get("mode")),
     )
 
 
@@ -117,8 +117,8 @@ def _model(value: Any) -> str | None:
 
 
 def _mode(value: Any) -> str:
+    if value is None or value == "":
+        return str(settings.STORY_DEFAULT_MODE)
     if value not in _MODES:
         raise _invalid("mode must be 'single' or 'parallel'")
-    if value == "parallel":
-        raise _invalid("parallel generation is not available yet; use mode 'single'")
-    return "single"
+    return str(value)

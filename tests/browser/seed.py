@@ -14,11 +14,12 @@ import django
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from personas.models import PersonaConfig  # noqa: E402
-from stories.models import ScreenplayVersion, Story, StoryCast  # noqa: E402
+from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast  # noqa: E402
 
 XSS_NAME = "<img src=x onerror=alert('persona-name')>Trickster"
 XSS_TEXT = "<script>alert('persona-context')</script><img src=x onerror=alert('persona-ctx')>"
@@ -36,6 +37,11 @@ def main() -> None:
     )
     seeded = _story(writer, title="<script>alert('title')</script>Seeded", persona=trickster)
     private = _story(intruder, title="Intruder's private story", persona=trickster)
+    # A writer who already has as many generations streaming as allowed: the next one is refused as
+    # "busy", a retryable error.
+    busy = user_model.objects.create_user(username="busy-writer", password="busy-writer-pw-2026")
+    for _ in range(settings.STORY_MAX_ACTIVE_PER_USER):
+        GenerationRun.objects.create(user=busy, model="offline", max_tokens=1024, persona_names=["rogue-ai"])
     print(json.dumps({"seeded_story": seeded.pk, "private_story": private.pk}))
 
 

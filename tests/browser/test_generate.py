@@ -6,6 +6,7 @@ else (pipeline, consumer, personas API, save) is the real code.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -206,3 +207,32 @@ def test_markup_in_personas_and_plots_is_shown_as_text_and_never_runs(
     page.reload()
     assert watched.dialogs == [], watched.dialogs
     assert watched.errors == [], watched.errors
+
+
+def test_a_refused_generation_shows_why_and_retry_resends_the_same_request(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    sent: list[str] = []
+    page.on("websocket", lambda socket: socket.on("framesent", lambda payload: sent.append(payload)))
+    log_in(page, app_server, ("busy-writer", "busy-writer-pw-2026"))
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill("The lifts stop between floors and the building AI starts a negotiation.")
+    generate(page)
+
+    error = page.locator("#stream-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("at a time")
+    expect(page.locator("#alert-announcer")).to_contain_text("at a time")
+    retry = page.get_by_role("button", name="Retry")
+    expect(retry).to_be_visible()
+    expect(page.get_by_role("button", name="Cancel")).to_be_hidden()
+    assert len(sent) == 1
+
+    retry.click()
+    expect(retry).to_be_visible()
+    page.wait_for_function("() => !document.getElementById('stream-error').hidden")
+    assert len(sent) == 2 and json.loads(sent[1]) == json.loads(sent[0])
+    assert json.loads(sent[0])["personas"] == ["rogue-ai"]
+    assert watched.errors == []

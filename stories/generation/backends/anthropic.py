@@ -64,7 +64,8 @@ class AnthropicBackend(GenerationBackend):
                         yield event
                 return
             except GenerationError as error:
-                if text_sent or not error.retryable or attempt >= settings.STORY_LLM_MAX_RETRIES:
+                retries = settings.STORY_LLM_MAX_RETRIES if call.max_retries is None else call.max_retries
+                if text_sent or not error.retryable or attempt >= retries:
                     raise
                 await asyncio.sleep(_backoff_seconds(attempt, error.retry_after))
                 attempt += 1

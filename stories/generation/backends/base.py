@@ -42,6 +42,15 @@ class ModelCall:
     brief: Brief
     # Scenes already written by earlier calls; 0 for the first call.
     continue_after: int = 0
+    # Parallel mode (stories.generation.parallel): what this call writes, "screenplay" (the whole of it),
+    # "outline" or "scene"; for a scene, its index in the outline, the outline itself and any
+    # instructions for rewriting it. The offline back-end writes from these; a model reads the prompt.
+    task: str = "screenplay"
+    scene_index: int = 0
+    outline: dict[str, Any] | None = None
+    instructions: str = ""
+    # None: the back-end's own bounded retries. 0 for a caller that retries by itself.
+    max_retries: int | None = None
 
 
 @dataclass

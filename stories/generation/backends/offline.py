@@ -54,6 +54,13 @@ _PARENTHETICALS = ["quietly", "beat", "to herself", "firmly", "smiling"]
 
 class OfflineBackend(GenerationBackend):
     async def stream(self, call: ModelCall) -> AsyncIterator[BackendEvent]:
+        if call.task != "screenplay":
+            # Parallel mode's outline and scene calls.
+            from stories.generation.backends.offline_parallel import offline_part_stream
+
+            async for event in offline_part_stream(call):
+                yield event
+            return
         screenplay = offline_screenplay(call.brief)
         document: dict[str, Any] = (
             screenplay

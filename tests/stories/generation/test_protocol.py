@@ -235,7 +235,7 @@ async def test_an_anonymous_socket_is_told_and_closed_with_4401(db: None) -> Non
         {"text_data": json.dumps({"type": "generate", "plot": "x", "personas": []})},
         {
             "text_data": json.dumps(
-                {"type": "generate", "plot": "x", "personas": ["noir-detective"], "mode": "parallel"}
+                {"type": "generate", "plot": "x", "personas": ["noir-detective"], "mode": "turbo"}
             )
         },
         {
@@ -258,7 +258,7 @@ async def test_an_anonymous_socket_is_told_and_closed_with_4401(db: None) -> Non
         "lone-surrogate",
         "nul-byte",
         "no-personas",
-        "parallel",
+        "unknown-mode",
         "unknown-model",
     ],
 )

@@ -1,0 +1,97 @@
+"""The offline model's outline and scene calls (parallel mode), so that mode also runs without a key.
+
+The outline is the offline screenplay's header and scene plan; a scene is written from its outline entry
+(the plot sentence it stands for and the characters present), so a rewritten outline or a writer's
+instructions change what the scene says. Same pacing and max_tokens behaviour as the whole-screenplay call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+
+from stories.generation.backends.base import BackendEvent, CallFinished, ModelCall, TextDelta, Usage
+from stories.generation.backends.offline import offline_screenplay
+from stories.generation.tokens import CHARS_PER_TOKEN, token_estimate
+
+_DELTA_CHARS = 12
+_OPENERS = [
+    "We don't have long.",
+    "You heard me.",
+    "I keep thinking about it.",
+    "Tell me I'm wrong.",
+    "Then we do it my way.",
+    "Not like this.",
+]
+_PARENTHETICALS = ["quietly", "beat", "firmly", "smiling"]
+
+
+async def offline_part_stream(call: ModelCall) -> AsyncIterator[BackendEvent]:
+    document = offline_outline(call) if call.task == "outline" else offline_scene(call)
+    text = json.dumps(document, ensure_ascii=False)
+    limit = call.max_tokens * CHARS_PER_TOKEN
+    truncated = len(text) > limit
+    text = text[:limit]
+    rate = settings.STORY_OFFLINE_TOKENS_PER_SECOND
+    for start in range(0, len(text), _DELTA_CHARS):
+        if rate:
+            await asyncio.sleep(_DELTA_CHARS / CHARS_PER_TOKEN / rate)
+        yield TextDelta(text[start : start + _DELTA_CHARS])
+    prompt_text = json.dumps([call.system, call.messages])
+    usage = Usage(input_tokens=token_estimate(prompt_text), output_tokens=token_estimate(text))
+    yield CallFinished(stop_reason="max_tokens" if truncated else "end_turn", usage=usage)
+
+
+def offline_outline(call: ModelCall) -> dict[str, Any]:
+    screenplay = offline_screenplay(call.brief)
+    scenes = []
+    for scene in screenplay["scenes"]:
+        speakers = [e["character"] for e in scene["elements"] if e["type"] == "dialogue"]
+        scenes.append(
+            {
+                "heading": scene["heading"],
+                "summary": scene["summary"],
+                "characters": list(dict.fromkeys(speakers)),
+                "change": "Nothing is the same afterwards.",
+            }
+        )
+    return {
+        "title": screenplay["title"],
+        "logline": screenplay["logline"],
+        "characters": screenplay["characters"],
+        "scenes": scenes,
+    }
+
+
+def offline_scene(call: ModelCall) -> dict[str, Any]:
+    outline = call.outline or {"characters": [], "scenes": [{"heading": "INT. ROOM - DAY", "summary": ""}]}
+    planned = outline["scenes"][call.scene_index]
+    seed = hashlib.sha256(f"{call.scene_index}\n{planned}\n{call.instructions}".encode()).hexdigest()
+    rng = random.Random(seed)
+    names = [c["name"] for c in outline["characters"]]
+    speakers = [name for name in planned.get("characters", []) if name in names] or names
+    summary = planned.get("summary") or planned["heading"]
+    elements: list[dict[str, Any]] = [{"type": "action", "text": summary[:5000]}]
+    if call.instructions:
+        elements.append({"type": "action", "text": f"This time: {call.instructions[:4000]}"})
+    for turn in range(min(4, 2 * len(speakers))):
+        line: dict[str, Any] = {"type": "dialogue", "character": speakers[turn % len(speakers)]}
+        if rng.random() < 0.25:
+            line["parenthetical"] = rng.choice(_PARENTHETICALS)
+        line["text"] = f"{rng.choice(_OPENERS)} {_idea(rng, summary)}"
+        elements.append(line)
+    if call.scene_index == len(outline["scenes"]) - 1:
+        elements.append({"type": "transition", "text": "FADE OUT."})
+    return {"heading": planned["heading"], "summary": summary[:1000], "elements": elements}
+
+
+def _idea(rng: random.Random, beat: str) -> str:
+    words = [w for w in re.findall(r"[A-Za-z']+", beat) if len(w) > 3]
+    return f"This is about the {rng.choice(words).lower()}." if words else "It matters."

@@ -1,0 +1,496 @@
+"""Parallel mode: write a short outline, then every scene at once, then assemble them in outline order.
+
+The pipeline (stories.generation.pipeline) runs this in place of its single streamed call when a request
+says ``"mode": "parallel"``; admission, the run record, validation and the one atomic save stay the
+pipeline's. Here:
+
+1. One streamed outline call (``outline_delta`` events, then one ``outline`` event once it parses).
+2. One call per scene, at most ``STORY_PARALLEL_CONCURRENCY`` at a time (``scene_delta`` and ``scene``
+   events carrying the scene's index, in whatever order the scenes finish). The first scene starts
+   alone and the rest wait for its first words: by then its prompt prefix (instructions, personas,
+   outline) is in Anthropic's prompt cache, so every other call reads it instead of writing it again.
+3. A failed scene is retried on its own, a bounded number of times (``scene_retry`` tells the client
+   to clear that scene). A 429 halves the concurrency for the rest of the run instead of failing it.
+   A scene that still fails fails the generation, naming the scene; the other calls are cancelled.
+   Closing this generator (cancel, disconnect) cancels every outstanding call at once.
+
+Every call, retries included, is recorded in ``GenerationRun.details["calls"]`` with its usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from stories.generation.backends.base import (
+    Brief,
+    CallFinished,
+    GenerationBackend,
+    ModelCall,
+    Usage,
+    backend_for_model,
+)
+from stories.generation.errors import GenerationError
+from stories.generation.outline import (
+    Outline,
+    outline_from_screenplay,
+    outline_parse,
+    outline_schema,
+    scene_check,
+    scene_schema,
+)
+from stories.generation.parallel_prompt import parallel_prompt_outline, parallel_prompt_scene
+from stories.generation.prompt import PersonaContextLike
+from stories.generation.stream import screenplay_text_parse
+from stories.generation.tokens import token_estimate
+
+if TYPE_CHECKING:
+    from stories.generation.pipeline import _Run
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 0.25
+_BACKOFF_BASE_SECONDS = 0.5
+_BACKOFF_CAP_SECONDS = 10.0
+# How long closing the fan-out waits for its cancelled calls to hang up.
+_CANCEL_WAIT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class SceneEdit:
+    """Rewrite one scene of a saved version: its content (the context), which scene, and how."""
+
+    content: dict[str, Any]
+    version: int
+    index: int
+    instructions: str = ""
+
+
+class AdaptiveLimiter:
+    """A semaphore whose limit can drop while it is in use: a 429 halves it (never below one).
+
+    The slot is given back synchronously, so even a task that is being cancelled returns it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 1)
+        self.active = 0
+        self.max_active = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def reduce(self) -> None:
+        self.limit = max(self.limit // 2, 1)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        while self.active >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        # No await between the check above and this line: the slot cannot be taken twice.
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            yield
+        finally:
+            self.active -= 1
+            # Every waiter re-checks the (possibly lowered) limit; there are at most a few dozen.
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+
+@dataclass
+class _FanOut:
+    """Everything the scene calls of one run share."""
+
+    run: _Run
+    backend: GenerationBackend
+    contexts: Sequence[PersonaContextLike]
+    brief: Brief
+    rules: str
+    outline: Outline
+    instructions: str
+    first_index: int
+    limiter: AdaptiveLimiter
+    queue: asyncio.Queue[tuple[str, int, Any]] = field(default_factory=asyncio.Queue)
+    primed: asyncio.Event = field(default_factory=asyncio.Event)
+    live: dict[int, str] = field(default_factory=dict)
+    last_progress_at: float = 0.0
+
+    def emit(self, index: int, event: dict[str, Any]) -> None:
+        self.queue.put_nowait(("event", index, event))
+
+
+async def parallel_write(
+    run: _Run,
+    *,
+    contexts: Sequence[PersonaContextLike],
+    brief: Brief,
+    rules: str,
+    content: dict[str, Any],
+    edit: SceneEdit | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield the events of an outline and its scenes; fill ``content`` with the assembled screenplay."""
+    backend = backend_for_model(run.model)
+    details = run.record.details
+    details.update({"mode": "parallel", "calls": []})
+    if edit is None:
+        holder: list[Outline] = []
+        async with aclosing(_outline_write(run, backend, contexts, brief, rules, holder)) as events:
+            async for event in events:
+                yield event
+        outline = holder[0]
+    else:
+        outline = outline_from_screenplay(content=edit.content)
+        details["regenerated_scene"] = edit.index
+        details["base_version"] = edit.version
+    yield {"type": "outline", "outline": outline.as_dict(), "scenes": _placeholders(outline)}
+    indices = list(range(len(outline.scenes))) if edit is None else [edit.index]
+    fan = _FanOut(
+        run=run,
+        backend=backend,
+        contexts=contexts,
+        brief=brief,
+        rules=rules,
+        outline=outline,
+        instructions=edit.instructions if edit else "",
+        first_index=indices[0],
+        limiter=AdaptiveLimiter(settings.STORY_PARALLEL_CONCURRENCY),
+    )
+    scenes: dict[int, dict[str, Any]] = {}
+    async with aclosing(_fan_out(fan, indices, scenes)) as events:
+        async for event in events:
+            yield event
+    details["concurrency"] = {
+        "configured": settings.STORY_PARALLEL_CONCURRENCY,
+        "final": fan.limiter.limit,
+        "max_active": fan.limiter.max_active,
+    }
+    content.update(_assemble(outline, scenes, run.request.title, edit))
+
+
+def _placeholders(outline: Outline) -> list[dict[str, Any]]:
+    return [{"index": i, "heading": scene.heading} for i, scene in enumerate(outline.scenes)]
+
+
+# --- 1. The outline -------------------------------------------------------------------------
+
+
+async def _outline_write(
+    run: _Run,
+    backend: GenerationBackend,
+    contexts: Sequence[PersonaContextLike],
+    brief: Brief,
+    rules: str,
+    holder: list[Outline],
+) -> AsyncIterator[dict[str, Any]]:
+    prompt = parallel_prompt_outline(
+        contexts=contexts, plot=run.request.plot, title=run.request.title, rules=rules, scenes_hint=None
+    )
+    call = ModelCall(
+        model=run.model,
+        max_tokens=run.max_tokens,
+        system=prompt.system,
+        messages=prompt.messages,
+        output_schema=outline_schema(),
+        brief=brief,
+        task="outline",
+    )
+    log = _call_log(run, task="outline", index=None, attempt=0)
+    started = time.monotonic()
+    texts: list[str] = []
+    finished: CallFinished | None = None
+    try:
+        async with aclosing(backend.stream(call)) as upstream:  # type: ignore[type-var]
+            async for item in upstream:
+                if isinstance(item, CallFinished):
+                    finished = item
+                    continue
+                if run.first_token_at is None:
+                    run.first_token_at = time.monotonic()
+                    run.record.ttft_ms = _ms_since(started)
+                    log["ttft_ms"] = run.record.ttft_ms
+                texts.append(item.text)
+                run.streamed_chars += len(item.text)
+                yield {"type": "outline_delta", "text": item.text}
+    except GenerationError as error:
+        log["status"] = error.code
+        raise
+    finally:
+        _call_close(run, log, started, finished, "".join(texts))
+    assert finished is not None
+    holder.append(_outline_from_text(run, "".join(texts), finished))
+
+
+def _outline_from_text(run: _Run, text: str, finished: CallFinished) -> Outline:
+    if finished.stop_reason == "max_tokens":
+        raise GenerationError(
+            "invalid_output", "the outline did not fit in max_tokens; raise max_tokens or shorten the plot"
+        )
+    try:
+        document = screenplay_text_parse(text)
+    except ValueError as error:
+        raise GenerationError("invalid_output", f"the model's outline is not valid JSON: {error}") from None
+    return outline_parse(document=document, persona_names=run.request.personas)
+
+
+# --- 2. The scenes ----------------------------------------------------------------------------
+
+
+async def _fan_out(
+    fan: _FanOut, indices: list[int], scenes: dict[int, dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    """Run every scene's task; yield their events as they come; fail at the first scene that fails."""
+    tasks = [asyncio.create_task(_scene_task(fan, index), name=f"scene-{index}") for index in indices]
+    remaining = set(indices)
+    try:
+        while remaining:
+            kind, index, payload = await fan.queue.get()
+            if kind == "failed":
+                raise payload
+            if kind == "scene":
+                remaining.discard(index)
+                scenes[index] = payload
+                fan.run.record.details.setdefault("first_scene_ms", fan.run.elapsed_ms())
+                yield {"type": "scene", "index": index, "scene": payload}
+            else:
+                yield payload
+            progress = _progress(fan, remaining)
+            if progress is not None:
+                yield progress
+    finally:
+        await _cancel_all(tasks)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        # Each cancelled task closes its HTTP stream as it unwinds; this is quick.
+        await asyncio.wait(pending, timeout=_CANCEL_WAIT_SECONDS)
+
+
+async def _scene_task(fan: _FanOut, index: int) -> None:
+    """One scene, retries included; its outcome goes to the queue (a task's exception would be lost)."""
+    try:
+        scene = await _scene_write(fan, index)
+    except GenerationError as error:
+        fan.queue.put_nowait(("failed", index, error))
+    except Exception:
+        logger.exception("run %s: scene %s failed unexpectedly", fan.run.run_id, index)
+        error = GenerationError("llm_unavailable", f"scene {index + 1} failed unexpectedly")
+        fan.queue.put_nowait(("failed", index, error))
+    else:
+        fan.queue.put_nowait(("scene", index, scene))
+    finally:
+        if index == fan.first_index:
+            fan.primed.set()
+
+
+async def _scene_write(fan: _FanOut, index: int) -> dict[str, Any]:
+    failures = rate_limits = 0
+    while True:
+        try:
+            return await _scene_attempt(fan, index, attempt=failures + rate_limits)
+        except GenerationError as error:
+            if error.code == "llm_rate_limited" and rate_limits < settings.STORY_PARALLEL_RATE_LIMIT_RETRIES:
+                rate_limits += 1
+                fan.limiter.reduce()
+            elif _worth_retrying(error) and failures < settings.STORY_PARALLEL_SCENE_RETRIES:
+                failures += 1
+            else:
+                raise _scene_failed(fan.outline, index, error) from error
+            attempt = failures + rate_limits
+            fan.live.pop(index, None)
+            logger.info("run %s: scene %s attempt %s failed: %s", fan.run.run_id, index, attempt, error)
+            fan.emit(index, {"type": "scene_retry", "index": index, "attempt": attempt, "code": error.code})
+            await asyncio.sleep(_backoff_seconds(attempt - 1, error.retry_after))
+
+
+def _worth_retrying(error: GenerationError) -> bool:
+    # A scene that came out invalid is worth another try: it is one short, independent call.
+    return error.retryable or error.code == "invalid_output"
+
+
+def _scene_failed(outline: Outline, index: int, error: GenerationError) -> GenerationError:
+    heading = outline.scenes[index].heading
+    return GenerationError(
+        error.code,
+        f"scene {index + 1} ({heading[:80]}) failed: {error.message}; nothing was saved",
+        retryable=error.retryable,
+        retry_after=error.retry_after,
+    )
+
+
+def _backoff_seconds(attempt: int, retry_after: float | None) -> float:
+    cap = min(float(settings.STORY_LLM_RETRY_AFTER_CAP_SECONDS), _BACKOFF_CAP_SECONDS)
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, cap)
+    return min(_BACKOFF_BASE_SECONDS * 2**attempt, cap) * random.uniform(0.75, 1.25)
+
+
+async def _scene_attempt(fan: _FanOut, index: int, *, attempt: int) -> dict[str, Any]:
+    if index != fan.first_index:
+        # Wait for the first scene's first words: its prompt prefix is cached by then.
+        await fan.primed.wait()
+    async with fan.limiter.slot():
+        try:
+            return await _scene_stream(fan, index, attempt)
+        finally:
+            if index == fan.first_index:
+                fan.primed.set()
+
+
+async def _scene_stream(fan: _FanOut, index: int, attempt: int) -> dict[str, Any]:
+    run = fan.run
+    prompt = parallel_prompt_scene(
+        contexts=fan.contexts,
+        plot=run.request.plot,
+        rules=fan.rules,
+        outline=fan.outline,
+        index=index,
+        instructions=fan.instructions,
+    )
+    call = ModelCall(
+        model=run.model,
+        max_tokens=run.max_tokens,
+        system=prompt.system,
+        messages=prompt.messages,
+        output_schema=scene_schema(),
+        brief=fan.brief,
+        task="scene",
+        scene_index=index,
+        outline=fan.outline.as_dict(),
+        instructions=fan.instructions,
+        # Retries are ours (per scene, and a 429 lowers the concurrency), not the back-end's.
+        max_retries=0,
+    )
+    log = _call_log(run, task="scene", index=index, attempt=attempt)
+    started = time.monotonic()
+    texts: list[str] = []
+    finished: CallFinished | None = None
+    try:
+        async with aclosing(fan.backend.stream(call)) as upstream:  # type: ignore[type-var]
+            async for item in upstream:
+                if isinstance(item, CallFinished):
+                    finished = item
+                    continue
+                if not texts:
+                    log["ttft_ms"] = _ms_since(started)
+                    if index == fan.first_index:
+                        fan.primed.set()
+                texts.append(item.text)
+                fan.live[index] = fan.live.get(index, "") + item.text
+                run.streamed_chars += len(item.text)
+                fan.emit(index, {"type": "scene_delta", "index": index, "text": item.text})
+    except GenerationError as error:
+        log["status"] = error.code
+        raise
+    finally:
+        _call_close(run, log, started, finished, "".join(texts))
+    assert finished is not None
+    fan.live.pop(index, None)
+    return _scene_from_text(fan, index, "".join(texts), finished)
+
+
+def _scene_from_text(fan: _FanOut, index: int, text: str, finished: CallFinished) -> dict[str, Any]:
+    if finished.stop_reason == "max_tokens":
+        raise GenerationError("invalid_output", f"scene {index + 1} did not fit in max_tokens")
+    try:
+        document = screenplay_text_parse(text)
+    except ValueError as error:
+        raise GenerationError("invalid_output", f"scene {index + 1} is not valid JSON: {error}") from None
+    return scene_check(document=document, outline=fan.outline, index=index)
+
+
+# --- Records and progress ---------------------------------------------------------------------
+
+
+def _call_log(run: _Run, *, task: str, index: int | None, attempt: int) -> dict[str, Any]:
+    log: dict[str, Any] = {"task": task, "index": index, "attempt": attempt, "status": "streaming"}
+    run.record.details["calls"].append(log)
+    return log
+
+
+def _call_close(
+    run: _Run, log: dict[str, Any], started: float, finished: CallFinished | None, text: str
+) -> None:
+    """Record one call's outcome and usage; runs on success, failure and cancellation alike."""
+    log["ms"] = _ms_since(started)
+    if text:
+        run.texts.append(text)
+    if finished is None:
+        if log["status"] == "streaming":
+            log["status"] = "cancelled"
+        # Usage arrives with the end of a stream; for a cut-off call, only an estimate of its output.
+        log["output_tokens_estimate"] = token_estimate(text)
+        return
+    usage: Usage = finished.usage
+    run.usage.add(usage)
+    run.record.stop_reason = finished.stop_reason
+    log.update(usage.as_dict())
+    log["stop_reason"] = finished.stop_reason
+    if log["status"] == "streaming":
+        log["status"] = "ok"
+
+
+def _progress(fan: _FanOut, remaining: set[int]) -> dict[str, Any] | None:
+    now = time.monotonic()
+    if now - fan.last_progress_at < PROGRESS_INTERVAL_SECONDS:
+        return None
+    fan.last_progress_at = now
+    run = fan.run
+    live_tokens = sum(token_estimate(text) for text in fan.live.values())
+    output_tokens = run.usage.output_tokens + live_tokens
+    done = len(fan.outline.scenes) - len(remaining)
+    # Scenes written so far say how long one is; those still to write run side by side.
+    per_scene = (output_tokens / max(done, 1)) if done else run.pace.expected_output_tokens / 8
+    waves = -(-len(remaining) // max(fan.limiter.limit, 1))
+    remaining_tokens = max(per_scene * waves - live_tokens / max(len(fan.live), 1), 0)
+    return {
+        "type": "progress",
+        "output_tokens": output_tokens,
+        "elapsed_ms": run.elapsed_ms(),
+        "eta_seconds": round(remaining_tokens / max(run.pace.tokens_per_second, 1), 1),
+        "scenes_done": done,
+        "scenes_total": len(fan.outline.scenes),
+    }
+
+
+# --- 3. Assembly ------------------------------------------------------------------------------
+
+
+def _assemble(
+    outline: Outline, scenes: dict[int, dict[str, Any]], title: str, edit: SceneEdit | None
+) -> dict[str, Any]:
+    """The screenplay in outline order, whatever order the scenes finished in."""
+    if edit is not None:
+        content = copy.deepcopy(edit.content)
+        content["scenes"][edit.index] = scenes[edit.index]
+        return content
+    document: dict[str, Any] = {"title": (title or outline.title)[:200]}
+    if outline.logline:
+        document["logline"] = outline.logline
+    document["characters"] = [dict(character) for character in outline.characters]
+    document["scenes"] = [scenes[index] for index in range(len(outline.scenes))]
+    return document
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

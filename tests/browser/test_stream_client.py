@@ -1,0 +1,116 @@
+"""generate.js against scripted WebSocket conversations that the offline server cannot produce on cue.
+
+Playwright answers the page's /ws/generate/ socket itself here (the rest of the page is the live
+server), to check how the page handles a save that fails after streaming, and the parallel-mode events
+(an outline, then scenes and their text arriving out of order, placed by index).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, WebSocketRoute, expect
+
+from tests.browser.conftest import AppServer, Watched, log_in
+
+pytestmark = pytest.mark.browser
+
+
+def scene(heading: str, line: str) -> dict[str, Any]:
+    return {
+        "heading": heading,
+        "elements": [
+            {"type": "action", "text": f"Inside {heading}."},
+            {"type": "dialogue", "character": "HALCYON", "text": line},
+        ],
+    }
+
+
+def script_socket(page: Page, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Answer every generate request with ``events``; returns the requests the page sent."""
+    received: list[dict[str, Any]] = []
+
+    def on_socket(socket: WebSocketRoute) -> None:
+        def on_message(message: str | bytes) -> None:
+            request = json.loads(message)
+            received.append(request)
+            if request.get("type") == "generate":
+                for event in events:
+                    socket.send(json.dumps(event))
+
+        socket.on_message(on_message)
+
+    page.route_web_socket("**/ws/generate/", on_socket)
+    return received
+
+
+def start(
+    page: Page, server: AppServer, setup: Callable[[Page], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    log_in(page, server)
+    received = setup(page)
+    page.goto(server.url + "/stories/new/")
+    with page.expect_response(lambda response: "search=halcyon" in response.url):
+        page.get_by_label("Find personas").fill("halcyon")
+    page.locator(".persona-option", has_text="HALCYON").click()
+    page.get_by_label("Plot").fill("The building AI locks the lobby.")
+    page.get_by_role("button", name="Generate").click()
+    return received
+
+
+def test_a_failed_save_keeps_everything_that_was_streamed(app_server: AppServer, watched: Watched) -> None:
+    events = [
+        {"type": "accepted", "run_id": 7, "model": "offline", "max_tokens": 1024, "personas": ["rogue-ai"]},
+        {"type": "delta", "text": '{"title": "Lockdown", "scenes": [{"heading": "INT. LOBBY - NIGHT"'},
+        {"type": "scene", "index": 0, "scene": scene("INT. LOBBY - NIGHT", "The doors will stay closed.")},
+        {"type": "delta", "text": ', {"heading": "INT. SERVER ROOM'},
+        {"type": "progress", "output_tokens": 120, "elapsed_ms": 900, "eta_seconds": 1},
+        {
+            "type": "error",
+            "code": "save_failed",
+            "message": "The story could not be saved.",
+            "retryable": True,
+        },
+    ]
+    page = watched.page
+    received = start(page, app_server, lambda p: script_socket(p, events))
+    expect(page.locator("#stream-error")).to_contain_text("The story could not be saved.")
+    expect(page.locator("#stream-error")).to_contain_text("kept below")
+    expect(page.locator("#stream-scenes .scene-heading")).to_have_text(["INT. LOBBY - NIGHT"])
+    expect(page.locator("#stream-scenes .sp-line")).to_have_text(["The doors will stay closed."])
+    expect(page.locator("#stream-raw-details")).to_have_attribute("open", "")
+    expect(page.locator("#stream-raw-all")).to_contain_text('"heading": "INT. SERVER ROOM')
+    expect(page.locator("#stream-saved")).to_be_hidden()
+    expect(page.get_by_role("button", name="Retry")).to_be_visible()
+    assert received[0]["type"] == "generate" and received[0]["personas"] == ["rogue-ai"]
+    assert watched.errors == []
+
+
+def test_parallel_scenes_arriving_out_of_order_are_placed_by_index(
+    app_server: AppServer, watched: Watched
+) -> None:
+    events = [
+        {"type": "accepted", "run_id": 8, "model": "offline", "max_tokens": 1024, "personas": ["rogue-ai"]},
+        {
+            "type": "outline",
+            "scenes": [{"index": i, "heading": h} for i, h in enumerate(["INT. A", "INT. B", "INT. C"])],
+        },
+        {"type": "scene_delta", "index": 2, "text": "third scene, being written"},
+        {"type": "scene", "index": 2, "scene": scene("INT. C", "Third.")},
+        {"type": "scene_delta", "index": 1, "text": "<img src=x onerror=alert('delta')>"},
+        {"type": "scene", "index": 0, "scene": scene("INT. A", "First.")},
+    ]
+    page = watched.page
+    start(page, app_server, lambda p: script_socket(p, events))
+    headings = page.locator("#stream-scenes .scene-heading")
+    expect(headings).to_have_text(["INT. A", "INT. B", "INT. C"])
+    # Scene 1 is still being written: its placeholder shows its raw text, as text.
+    pending = page.locator("#stream-scenes .scene-pending")
+    expect(pending).to_have_count(1)
+    expect(pending.locator(".raw")).to_have_text("<img src=x onerror=alert('delta')>")
+    expect(page.locator("#stream-scenes .sp-line")).to_have_text(["First.", "Third."])
+    assert page.locator("#stream img").count() == 0
+    assert watched.dialogs == [] and watched.errors == []

@@ -1,0 +1,290 @@
+"""Parallel mode against the fake Anthropic server: outline, fan-out, caching, faults, cancel, 429."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from stories.models import GenerationRun, ScreenplayVersion, Story
+from tests.fake_anthropic import FakeAnthropic, Reply
+from tests.fake_screenwriter import (
+    FakeScreenwriter,
+    scene_number,
+    screenplay_as_assembled,
+    screenplay_outline,
+)
+from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def _generate(writer: Any, **fields: Any) -> list[dict[str, Any]]:
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(mode="parallel", **fields))
+        return await ws_events(communicator, timeout=20)
+    finally:
+        await communicator.disconnect()
+
+
+def _scene_requests(fake: FakeAnthropic) -> list[Any]:
+    return [r for r in fake.requests if scene_number(r.body) is not None]
+
+
+async def _saved_content(story_id: int) -> dict[str, Any]:
+    version = await ScreenplayVersion.objects.aget(story_id=story_id)
+    return version.content
+
+
+async def test_outline_then_every_scene_assembled_in_outline_order_whatever_order_they_finish(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=4)
+    # The first scene is the slowest and the last the fastest: they finish in reverse order.
+    fake_anthropic.default = FakeScreenwriter(
+        expected,
+        tokens_per_second=4000,
+        chunk_chars=8,
+        scene_tokens_per_second={0: 150, 1: 300, 2: 800, 3: 4000},
+    )
+    events = await _generate(writer)
+    types = [event["type"] for event in events]
+    assert types[0] == "accepted" and types[-2:] == ["saved", "done"]
+    # The outline streams and is announced before any scene is written.
+    assert "outline_delta" in types
+    outline_at = types.index("outline")
+    assert outline_at < types.index("scene_delta")
+    assert [s["heading"] for s in events[outline_at]["scenes"]] == [s["heading"] for s in expected["scenes"]]
+    assert events[outline_at]["outline"] == screenplay_outline(expected)
+    # Scenes arrive as they finish, each with its index.
+    finished = [event["index"] for event in events if event["type"] == "scene"]
+    assert sorted(finished) == [0, 1, 2, 3] and finished[-1] == 0
+    for index in range(4):
+        streamed = "".join(e["text"] for e in events if e["type"] == "scene_delta" and e["index"] == index)
+        assert json.loads(streamed) == expected["scenes"][index]
+    # The saved screenplay is in outline order, and is what the scene events showed.
+    content = await _saved_content(events[-2]["story_id"])
+    assert content == screenplay_as_assembled(expected)
+    scene_events = {e["index"]: e["scene"] for e in events if e["type"] == "scene"}
+    assert content["scenes"] == [scene_events[i] for i in range(4)]
+    # One outline call, then one call per scene.
+    assert scene_number(fake_anthropic.requests[0].body) is None
+    assert sorted(scene_number(r.body) for r in fake_anthropic.requests[1:]) == [1, 2, 3, 4]
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.status == "succeeded" and run.mode == "parallel"
+    calls = run.details["calls"]
+    assert (calls[0]["task"], calls[0]["status"]) == ("outline", "ok")
+    assert sorted(c["index"] for c in calls if c["task"] == "scene") == [0, 1, 2, 3]
+    assert run.output_tokens == sum(c["output_tokens"] for c in calls)
+    assert run.details["first_scene_ms"] <= run.total_ms
+
+
+async def test_no_more_scene_calls_run_at_once_than_the_concurrency_setting(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_PARALLEL_CONCURRENCY = 2
+    expected = screenplay(scenes=6)
+    fake_anthropic.default = FakeScreenwriter(expected, ttft=0.15, tokens_per_second=3000, chunk_chars=16)
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done"
+    scenes = _scene_requests(fake_anthropic)
+    assert len(scenes) == 6
+    # Bounded, and really concurrent: the fake server saw two scene calls at once, never three.
+    assert max(r.active_at_arrival for r in scenes) == 2
+    assert fake_anthropic.max_active == 2
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.details["concurrency"] == {"configured": 2, "final": 2, "max_active": 2}
+
+
+async def test_every_call_marks_the_shared_prefix_for_caching_and_scene_calls_read_it(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake = fake_anthropic
+    fake.prompt_cache = True
+    fake.default = FakeScreenwriter(screenplay(scenes=5), ttft=0.05, tokens_per_second=4000)
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done"
+    bodies = [r.body for r in fake.requests]
+    assert len(bodies) == 6
+    # Instructions and personas: the same first two blocks in every call, the personas block marked.
+    for body in bodies:
+        assert body["system"][:2] == bodies[0]["system"][:2]
+        assert "cache_control" not in body["system"][0]
+        assert body["system"][1]["cache_control"] == {"type": "ephemeral"}
+        assert "<personas>" in body["system"][1]["text"]
+    # Scene calls add the plot and outline, also marked, identical across the fan-out.
+    for body in bodies[1:]:
+        assert body["system"][2] == bodies[1]["system"][2]
+        assert body["system"][2]["cache_control"] == {"type": "ephemeral"}
+        assert "<outline>" in body["system"][2]["text"]
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    calls = [c for c in run.details["calls"] if c["task"] == "scene"]
+    first = next(c for c in calls if c["index"] == 0)
+    rest = [c for c in calls if c["index"] != 0]
+    # The first scene reads the personas prefix the outline wrote and writes the outline on top;
+    # every other scene reads the whole prefix.
+    assert first["cache_read_tokens"] > 0 and first["cache_write_tokens"] > 0
+    assert all(c["cache_read_tokens"] > first["cache_read_tokens"] for c in rest)
+    assert all(c["cache_write_tokens"] == 0 for c in rest)
+    assert run.cache_read_tokens == sum(c.get("cache_read_tokens", 0) for c in run.details["calls"])
+    assert run.cache_write_tokens == sum(c.get("cache_write_tokens", 0) for c in run.details["calls"])
+    assert events[-1]["usage"]["cache_read_tokens"] == run.cache_read_tokens
+
+
+async def test_a_scene_that_fails_is_retried_on_its_own_and_the_screenplay_is_saved(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=3)
+    screenwriter = FakeScreenwriter(expected, tokens_per_second=4000, chunk_chars=8)
+    # Scene 2 drops its connection after some text has streamed, then succeeds.
+    screenwriter.fail_scene(1, Reply(text=json.dumps(expected["scenes"][1]), chunk_chars=8, drop_after=2))
+    fake_anthropic.default = screenwriter
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done"
+    retries = [e for e in events if e["type"] == "scene_retry"]
+    assert retries == [{"type": "scene_retry", "index": 1, "attempt": 1, "code": "llm_unavailable"}]
+    # Only scene 2 was asked for twice.
+    numbers = sorted(scene_number(r.body) for r in _scene_requests(fake_anthropic))
+    assert numbers == [1, 2, 2, 3]
+    assert await _saved_content(events[-2]["story_id"]) == screenplay_as_assembled(expected)
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    statuses = [(c["index"], c["attempt"], c["status"]) for c in run.details["calls"] if c["task"] == "scene"]
+    assert (1, 0, "llm_unavailable") in statuses and (1, 1, "ok") in statuses
+
+
+async def test_a_scene_that_keeps_failing_fails_the_generation_cancels_the_others_and_saves_nothing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_PARALLEL_SCENE_RETRIES = 1
+    expected = screenplay(scenes=4)
+    screenwriter = FakeScreenwriter(
+        expected, tokens_per_second=4000, scene_tokens_per_second={0: 20, 1: 20, 3: 20}, chunk_chars=8
+    )
+    screenwriter.always_fail[2] = Reply(status=500, error_type="api_error", error_message="boom")
+    fake_anthropic.default = screenwriter
+    events = await _generate(writer)
+    error = events[-1]
+    assert error["type"] == "error" and error["code"] == "llm_unavailable"
+    assert "scene 3 (INT. OFFICE 3 - NIGHT)" in error["message"]
+    assert "saved" not in [e["type"] for e in events]
+    assert await Story.objects.acount() == 0
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.status == "failed" and run.error_code == "llm_unavailable"
+    # Scene 3 was tried twice; the slow scenes still streaming were hung up on.
+    assert [scene_number(r.body) for r in _scene_requests(fake_anthropic)].count(3) == 2
+    others = [r for r in _scene_requests(fake_anthropic) if scene_number(r.body) != 3]
+    assert others and all(fake_anthropic.wait_for_disconnect(r, timeout=1.0) for r in others)
+
+
+async def test_cancel_mid_fan_out_hangs_up_every_scene_call_within_a_second(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.default = FakeScreenwriter(
+        screenplay(scenes=4), tokens_per_second=4000, scene_tokens_per_second=dict.fromkeys(range(4), 10.0)
+    )
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(mode="parallel"))
+        seen: set[int] = set()
+        while len(seen) < 4:
+            event = json.loads(await communicator.receive_from(timeout=10))
+            if event["type"] == "scene_delta":
+                seen.add(event["index"])
+            assert event["type"] not in ("error", "done")
+        await communicator.send_json_to({"type": "cancel"})
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert events[-1] == {"type": "cancelled"}
+    scenes = _scene_requests(fake_anthropic)
+    assert len(scenes) == 4
+    assert all(fake_anthropic.wait_for_disconnect(r, timeout=1.0) for r in scenes)
+    assert await Story.objects.acount() == 0
+    run = await GenerationRun.objects.alatest("created_at")
+    assert run.status == "cancelled"
+    assert {c["status"] for c in run.details["calls"] if c["task"] == "scene"} == {"cancelled"}
+
+
+async def test_a_rate_limited_scene_call_lowers_the_concurrency_instead_of_failing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_PARALLEL_CONCURRENCY = 4
+    expected = screenplay(scenes=6)
+    # The first scene is slow: the 429 on scene 2 comes while it still holds its slot.
+    screenwriter = FakeScreenwriter(
+        expected, ttft=0.1, tokens_per_second=2000, chunk_chars=16, scene_tokens_per_second={0: 200}
+    )
+    rate_limited = Reply(
+        status=429, error_type="rate_limit_error", error_message="slow down", headers={"retry-after": "0"}
+    )
+    screenwriter.fail_scene(1, rate_limited)
+    fake_anthropic.default = screenwriter
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done"
+    assert await _saved_content(events[-2]["story_id"]) == screenplay_as_assembled(expected)
+    assert {"type": "scene_retry", "index": 1, "attempt": 1, "code": "llm_rate_limited"} in events
+    requests = _scene_requests(fake_anthropic)
+    limited_at = next(i for i, r in enumerate(requests) if scene_number(r.body) == 2)
+    # Calls that started after the 429 (scene 2's retry and the scenes still waiting) ran two at a time.
+    later = [r for r in requests[limited_at + 1 :] if scene_number(r.body) in (2, 5, 6)]
+    assert len(later) == 3
+    assert max(r.active_at_arrival for r in later) <= 2
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.details["concurrency"]["configured"] == 4
+    assert run.details["concurrency"]["final"] == 2
+
+
+async def test_the_offline_model_writes_in_parallel_mode_too(writer: Any, cast: Any, offline: None) -> None:
+    events = await _generate(writer, plot="A statue goes missing. A lie is told. The fog lifts.")
+    types = [event["type"] for event in events]
+    assert types[-2:] == ["saved", "done"] and "outline" in types
+    outline = next(e for e in events if e["type"] == "outline")
+    content = await _saved_content(events[-2]["story_id"])
+    assert [s["heading"] for s in content["scenes"]] == [s["heading"] for s in outline["scenes"]]
+    assert len(content["scenes"]) == 3
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.mode == "parallel" and run.status == "succeeded"
+
+
+async def test_the_default_mode_comes_from_the_setting(
+    writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    settings.STORY_DEFAULT_MODE = "parallel"
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message())
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert "outline" in [e["type"] for e in events] and events[-1]["type"] == "done"
+    assert (await GenerationRun.objects.aget(pk=events[0]["run_id"])).mode == "parallel"
+
+
+def test_an_unknown_mode_is_refused() -> None:
+    from stories.generation.errors import GenerationError
+    from stories.generation.requests import generation_request_parse
+
+    with pytest.raises(GenerationError) as raised:
+        generation_request_parse({"plot": "p", "personas": ["a"], "mode": "turbo"})
+    assert raised.value.code == "invalid_request" and "mode" in raised.value.message
+    assert generation_request_parse({"plot": "p", "personas": ["a"], "mode": "parallel"}).mode == "parallel"
+
+
+async def test_closing_the_fan_out_leaves_no_task_behind(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.default = FakeScreenwriter(
+        screenplay(scenes=3), scene_tokens_per_second={0: 5, 1: 5, 2: 5}
+    )
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(mode="parallel"))
+        while json.loads(await communicator.receive_from(timeout=10))["type"] != "scene_delta":
+            pass
+    finally:
+        await communicator.disconnect()
+    await asyncio.sleep(0.1)
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("scene-")]
