@@ -12,7 +12,6 @@ and the ratio old / batch; it is printed and written to bench/results/personas.m
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.services import ROOT, daphne_running, postgres_ensure, redis_ensure
+from bench.harness import ROOT, daphne_running, personas_ensure, postgres_ensure, redis_ensure
 
 SIZES = (1, 5, 20, 50)
 REPEATS = int(os.environ.get("BENCH_REPEATS", "30"))
@@ -80,25 +79,10 @@ def _data_prepare() -> tuple[str, list[str]]:
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
-    from personas.models import PersonaConfig
-
     call_command("migrate", verbosity=0, interactive=False)
     user, _ = get_user_model().objects.get_or_create(username="bench-reader")
     token, _ = Token.objects.get_or_create(user=user)
-    demo = json.loads((ROOT / "personas" / "demo" / "personas.json").read_text("utf-8"))
-    names = []
-    for index in range(max(SIZES)):
-        entry = demo[index % len(demo)]
-        name = f"bench-{index:02d}-{entry['name']}"
-        PersonaConfig.objects.update_or_create(
-            name=name,
-            defaults={
-                "display_name": f"{entry['display_name']} {index}",
-                "config_data": entry["config_data"],
-            },
-        )
-        names.append(name)
-    return token.key, names
+    return token.key, personas_ensure(count=max(SIZES))
 
 
 def _measure(old: httpx.Client, new: httpx.Client, names: list[str]) -> dict[str, float]:

@@ -7,6 +7,7 @@ import importlib
 # One module per benchmark, each with a main() that prints its table and writes bench/results/.
 BENCHMARKS = [
     "bench.personas_contexts",
+    "bench.flow",
 ]
 
 

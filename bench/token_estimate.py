@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 
-from bench.services import ROOT
+from bench.harness import ROOT
 from personas.context import estimate_tokens, persona_context_text
 
 SAMPLES = {

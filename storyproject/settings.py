@@ -94,7 +94,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": envstr("CACHE_KEY_PREFIX", "story")},
+            "CONFIG": {
+                # redis-py 8 gives up on a read after 5 s by default, and channels_redis waits up to 5 s
+                # in BZPOPMIN on each receive: with the default, every WebSocket consumer died after 5
+                # quiet seconds (close 1011). A longer socket timeout still notices a dead Redis.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": envstr("CACHE_KEY_PREFIX", "story"),
+            },
         }
     }
 else:
