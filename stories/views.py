@@ -82,6 +82,7 @@ def _generator_context(*, story: Story | None) -> dict[str, Any]:
         "default_model": defaults.default_model,
         "lengths": selectors.generation_length_choices(),
         "default_max_tokens": defaults.default_max_tokens,
+        "default_mode": settings.STORY_DEFAULT_MODE,
         "max_plot_chars": settings.STORY_MAX_PLOT_CHARS,
         "max_title_chars": settings.STORY_MAX_TITLE_CHARS,
         "plot": story.plot if story is not None else "",

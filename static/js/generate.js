@@ -46,6 +46,7 @@
     title: byId("title"),
     model: byId("model"),
     maxTokens: byId("max-tokens"),
+    mode: byId("mode"),
     formError: byId("form-error"),
     generate: byId("generate"),
     stream: byId("stream"),
@@ -344,6 +345,7 @@
       personas: Array.from(selected.keys()),
       model: ui.model.value,
       max_tokens: Number(ui.maxTokens.value),
+      mode: ui.mode.value,
     };
     var title = ui.title.value.trim();
     if (title) {
