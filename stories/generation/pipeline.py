@@ -192,7 +192,8 @@ async def _generate(run: _Run) -> AsyncIterator[dict[str, Any]]:
     async with aclosing(writer) as events:
         async for event in events:
             yield event
-    async for event in _save(run, content):
+    finish = _save if request.save else _finish_unsaved
+    async for event in finish(run, content):
         yield event
 
 
@@ -368,6 +369,21 @@ def _with_characters(header: dict[str, Any], extra: Any) -> dict[str, Any]:
             characters.append(character)
             known.add(character.get("name"))
     return {**header, "characters": characters}
+
+
+async def _finish_unsaved(run: _Run, content: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """A run that saves nothing (``request.save`` False): checked like any, kept with its screenplay."""
+    screenplay_validate(content=content, persona_names=run.request.personas)
+    record = _record(run)
+    record.total_ms = run.elapsed_ms()
+    await database_sync_to_async(generation_run_finish)(
+        run_id=run.run_id,
+        status=GenerationRun.Status.SUCCEEDED,
+        record=record,
+        raw_text=json.dumps(content, ensure_ascii=False),
+    )
+    run.record = record
+    yield {"type": "done", "run_id": run.run_id, "timings": _timings(record), "usage": run.usage.as_dict()}
 
 
 async def _save(run: _Run, content: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
