@@ -7,11 +7,12 @@ served by the offline back-end whatever that setting says.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 
@@ -93,8 +94,15 @@ class GenerationBackend(abc.ABC):
     """Streams one model call. Raises GenerationError (with a protocol code) for every failure."""
 
     @abc.abstractmethod
-    def stream(self, call: ModelCall) -> AsyncIterator[BackendEvent]:
+    def stream(self, call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         """Yield TextDelta as text arrives, then exactly one CallFinished."""
+
+
+def backend_class_load() -> type[GenerationBackend]:
+    backend_class = import_string(settings.STORY_BACKEND)
+    if not (isinstance(backend_class, type) and issubclass(backend_class, GenerationBackend)):
+        raise ImproperlyConfigured(f"STORY_BACKEND {settings.STORY_BACKEND!r} is not a GenerationBackend")
+    return backend_class
 
 
 def backend_for_model(model: str) -> GenerationBackend:
@@ -102,5 +110,4 @@ def backend_for_model(model: str) -> GenerationBackend:
         from stories.generation.backends.offline import OfflineBackend
 
         return OfflineBackend()
-    backend_class = import_string(settings.STORY_BACKEND)
-    return backend_class()
+    return backend_class_load()()
