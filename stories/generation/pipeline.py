@@ -221,7 +221,9 @@ async def _write(
     backend = backend_for_model(run.model)
     header: dict[str, Any] = {}
     scenes: list[dict[str, Any]] = []
-    call_prompt, schema, budget = prompt, screenplay_schema(), run.max_tokens
+    # The first call too stays within the total output cap.
+    call_prompt, schema = prompt, screenplay_schema()
+    budget = min(run.max_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS)
     while True:
         parser = ScreenplayStreamParser()
         call = ModelCall(
