@@ -26,8 +26,9 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.utils.text import slugify
@@ -63,14 +64,17 @@ class PersonaImport:
     is_active: bool = True
 
 
-@dataclass(frozen=True)
-class PersonaFile:
-    """What ``persona_file`` needs from a persona (a ``PersonaConfig`` fits)."""
+class PersonaFile(Protocol):
+    """What the writers need from a persona (a ``PersonaConfig`` fits)."""
 
-    name: str
-    display_name: str
-    config_data: dict[str, Any]
-    is_active: bool = True
+    @property
+    def name(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def config_data(self) -> Any: ...
+    @property
+    def is_active(self) -> bool: ...
 
 
 # --- Reading ----------------------------------------------------------------------------------
@@ -339,7 +343,7 @@ def persona_file(persona: PersonaFile, *, kind: str) -> ExportedPersonaFile:
     return ExportedPersonaFile(persona.name + suffix, write(persona), content_type)
 
 
-def persona_files_zip(personas: list[PersonaFile], *, kind: str) -> bytes:
+def persona_files_zip(personas: Sequence[PersonaFile], *, kind: str) -> bytes:
     """Several personas as one zip archive of ``persona_file`` files."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -23,7 +23,6 @@ the context. Missing, empty and non-text values are skipped.
 from __future__ import annotations
 
 import bisect
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +45,8 @@ SHORTENED_MARKER = "[shortened]"
 _CLOSERS = "[\"'\u201d\u2019\u300d\u300f)\\]]*"
 _SENTENCE_END = re.compile(rf"[.!?\u2026]{_CLOSERS}(?=\s|$)|[\u3002\uff01\uff1f]{_CLOSERS}|\n")
 _WORD_END = re.compile(r"\S(?=\s)")
+_MIDDLE_CHARS = re.compile("[\u0080-\u2fff]")
+_WIDE_CHARS = re.compile("[^\x00-\u2fff]")
 
 
 def persona_context_text(config: Mapping[str, Any]) -> str:
@@ -74,13 +75,12 @@ def estimate_tokens(text: str) -> int:
     """
     if not text:
         return 0
-    middle = wide = 0
-    for ch in text:
-        if ord(ch) >= 0x3000:
-            wide += 1
-        elif ord(ch) > 127:
-            middle += 1
-    return math.ceil((len(text) - middle - wide) / 3.8 + middle * 0.6 + wide * 1.2)
+    # Counting with compiled patterns keeps this C-speed: it runs on every context built.
+    middle = 0 if text.isascii() else len(_MIDDLE_CHARS.findall(text))
+    wide = 0 if text.isascii() else len(_WIDE_CHARS.findall(text))
+    ascii_chars = len(text) - middle - wide
+    # In 190ths of a token (1/3.8 = 50/190, 0.6 = 114/190, 1.2 = 228/190): exact, no float rounding.
+    return -(-(50 * ascii_chars + 114 * middle + 228 * wide) // 190)
 
 
 def context_shorten(text: str, budget_tokens: int) -> tuple[str, bool]:

@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from stories import selectors, services
 from stories.generation.errors import GenerationError
 from stories.generation.pipeline import generation_run
+from stories.generation.regenerate import scene_regenerate_collect, scene_regenerate_request_parse
 from stories.generation.requests import GenerationRequest, generation_request_parse
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.serializers import (
@@ -239,3 +240,51 @@ def _generation_body(
 
 
 # --- End of generation -----------------------------------------------------------------------------
+
+
+# --- Parallel mode: rewrite one scene (issue 9) -----------------------------------------------------
+
+
+@extend_schema(
+    summary="Rewrite one scene of a version with the same context; save the result as a new version",
+    description=(
+        "Blocking. The scene is written the way parallel mode writes every scene: with the instructions, "
+        "the cast's persona contexts and an outline rebuilt from this version. `index` is the scene's "
+        "0-based position. The rest of the screenplay is kept as it is."
+    ),
+    tags=["generation"],
+    request=inline_serializer(
+        "SceneRegenerateRequest",
+        {
+            "instructions": drf_serializers.CharField(required=False, allow_blank=True),
+            "model": drf_serializers.CharField(required=False, allow_null=True),
+            "max_tokens": drf_serializers.IntegerField(required=False, allow_null=True),
+        },
+    ),
+    responses={
+        201: OpenApiResponse(description="The story, the new version, timings and usage."),
+        404: _NOT_FOUND,
+        **{code: _GENERATION_ERROR for code in (400, 401, 422, 429, 500, 502, 503, 504)},
+    },
+)
+class SceneRegenerateApi(APIView):
+    def post(self, request: Request, story_id: int, number: int, index: int) -> Response:
+        # Another user's story is a 404 here, as everywhere in the API.
+        story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+        body = request.data if hasattr(request.data, "keys") else {}
+        fields = {key: body.get(key) for key in body}
+        try:
+            regenerate = scene_regenerate_request_parse(
+                {**fields, "story_id": story.pk, "version": number, "index": index}
+            )
+        except GenerationError as error:
+            return _error_response(error.as_event())
+        events = async_to_sync(scene_regenerate_collect)(request=regenerate, user=request.user)
+        final = events[-1] if events else {"type": "error", "code": "llm_unavailable", "message": "no result"}
+        if final["type"] != "done":
+            return _error_response(final)
+        saved = next(event for event in events if event["type"] == "saved")
+        version = ScreenplayVersion.objects.select_related("story").get(
+            story_id=saved["story_id"], number=saved["version"]
+        )
+        return Response(_generation_body(version, saved, final), status=status.HTTP_201_CREATED)

@@ -21,6 +21,11 @@ urlpatterns = [
         ScreenplayVersionExportApi.as_view(),
         name="version-export",
     ),
+    path(
+        "stories/<int:story_id>/versions/<int:number>/scenes/<int:index>/regenerate/",
+        api.SceneRegenerateApi.as_view(),
+        name="scene-regenerate",
+    ),
     path("runs/", api.GenerationRunListApi.as_view(), name="run-list"),
     path("ai/generate-screenplay/", api.GenerateScreenplayView.as_view(), name="generate-screenplay"),
 ]

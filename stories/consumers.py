@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 from contextlib import aclosing, suppress
 from typing import Any
 
@@ -17,6 +18,7 @@ from django.conf import settings
 
 from stories.generation.errors import GenerationError
 from stories.generation.pipeline import generation_run
+from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
 
 logger = logging.getLogger(__name__)
@@ -70,15 +72,15 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             return
         fields = {key: value for key, value in message.items() if key != "type"}
         try:
-            request = generation_request_parse(fields)
+            events = _events_for(message["type"], fields, self.scope["user"])
         except GenerationError as error:
             await self.send_event(error.as_event())
             return
-        self.task = asyncio.create_task(self._run(request))
+        self.task = asyncio.create_task(self._run(events))
 
-    async def _run(self, request: Any) -> None:
+    async def _run(self, stream: AsyncIterator[dict[str, Any]]) -> None:
         try:
-            async with aclosing(generation_run(request=request, user=self.scope["user"])) as events:
+            async with aclosing(stream) as events:
                 async for event in events:
                     await self.send_event(event)
         except asyncio.CancelledError:
@@ -121,9 +123,18 @@ def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str,
         raise GenerationError("invalid_request", "the message is not valid JSON") from None
     if not isinstance(message, dict):
         raise GenerationError("invalid_request", "each message must be a JSON object with a type")
-    if message.get("type") not in ("generate", "cancel"):
-        raise GenerationError("invalid_request", "the message type must be 'generate' or 'cancel'")
+    if message.get("type") not in ("generate", "regenerate_scene", "cancel"):
+        raise GenerationError(
+            "invalid_request", "the message type must be 'generate', 'regenerate_scene' or 'cancel'"
+        )
     return message
+
+
+def _events_for(kind: str, fields: dict[str, Any], user: Any) -> AsyncIterator[dict[str, Any]]:
+    """The events of a generation, or of one scene's rewrite (parallel mode); parsing errors raise."""
+    if kind == "regenerate_scene":
+        return scene_regenerate_run(request=scene_regenerate_request_parse(fields), user=user)
+    return generation_run(request=generation_request_parse(fields), user=user)
 
 
 def _reject_constant(name: str) -> None:

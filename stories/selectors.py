@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
+from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.pricing import usage_cost_usd
 
@@ -95,10 +96,12 @@ def run_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Gen
 
 
 def generation_model_choices() -> list[tuple[str, str]]:
-    """(model id, label) pairs a writer may pick: the default first; the offline model named as such."""
-    models = [generation_settings_get().default_model, *settings.STORY_MODELS]
-    unique = list(dict.fromkeys(m for m in models if m))
-    return [(m, "offline model" if m == settings.OFFLINE_MODEL else m) for m in unique]
+    """(model id, label) pairs a writer may pick: exactly what a generation request accepts, the
+    default first, the offline model named as such."""
+    allowed = allowed_models()
+    default = generation_settings_get().default_model
+    ordered = [default, *allowed] if default in allowed else allowed
+    return [(m, "offline model" if m == settings.OFFLINE_MODEL else m) for m in dict.fromkeys(ordered)]
 
 
 def generation_length_choices() -> list[tuple[int, str]]:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
+from django.views.decorators.http import require_POST
 
 from stories import selectors
+from stories.generation.errors import GenerationError
+from stories.generation.regenerate import scene_regenerate_collect, scene_regenerate_request_parse
 from stories.models import ScreenplayVersion, Story
 from stories.screenplay_compare import screenplay_compare
 
@@ -20,6 +25,10 @@ STORIES_PER_PAGE = 20
 RUNS_PER_PAGE = 50
 EXPORT_FORMATS = [("fountain", "Fountain"), ("fdx", "Final Draft"), ("pdf", "PDF"), ("json", "JSON")]
 _MAX_VERSION_NUMBER = 1_000_000
+GENERATION_MODES = [
+    ("single", "One pass, scene by scene"),
+    ("parallel", "Outline first, then every scene at once"),
+]
 
 
 @login_required
@@ -56,6 +65,34 @@ def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: int) -> HttpResponse:
+    """The story page's "Rewrite this scene" form: rewrite it, then show the new version (or why not)."""
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    url = f"/stories/{story.pk}/"
+    try:
+        regenerate = scene_regenerate_request_parse(
+            {
+                "story_id": story.pk,
+                "version": number,
+                "index": index,
+                "instructions": request.POST.get("instructions", ""),
+            }
+        )
+    except GenerationError as error:
+        messages.error(request, error.message)
+        return redirect(f"{url}?version={number}")
+    events = async_to_sync(scene_regenerate_collect)(request=regenerate, user=request.user)
+    saved = next((event for event in events if event["type"] == "saved"), None)
+    if saved is None:
+        final = events[-1] if events else {}
+        messages.error(request, f"The scene could not be rewritten: {final.get('message', 'no result')}")
+        return redirect(f"{url}?version={number}")
+    messages.success(request, f"Scene {index + 1} rewritten: this is version {saved['version']}.")
+    return redirect(f"{url}?version={saved['version']}")
+
+
+@login_required
 def run_list(request: HttpRequest) -> HttpResponse:
     runs = selectors.run_list_for_user(user=request.user)
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
@@ -82,6 +119,8 @@ def _generator_context(*, story: Story | None) -> dict[str, Any]:
         "default_model": defaults.default_model,
         "lengths": selectors.generation_length_choices(),
         "default_max_tokens": defaults.default_max_tokens,
+        "modes": GENERATION_MODES,
+        "default_mode": settings.STORY_DEFAULT_MODE,
         "max_plot_chars": settings.STORY_MAX_PLOT_CHARS,
         "max_title_chars": settings.STORY_MAX_TITLE_CHARS,
         "plot": story.plot if story is not None else "",

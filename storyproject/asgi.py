@@ -11,15 +11,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storyproject.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.utils.module_loading import import_string  # noqa: E402
 
+from stories.generation.backends.base import backend_class_load  # noqa: E402
 from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
 
-# Load the model back-end now rather than in the first writer's generation: importing the anthropic
-# SDK takes seconds on a busy machine (bench/results/flow.md).
-import_string(settings.STORY_BACKEND)
+# Load the model back-end now: a wrong STORY_BACKEND fails at start-up, and the first writer does not
+# wait seconds for the SDK to import (bench/results/flow.md).
+backend_class_load()
 
 application = ProtocolTypeRouter(
     {

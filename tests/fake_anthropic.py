@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import select
 import socket
 import threading
@@ -96,6 +97,7 @@ class FakeAnthropic:
         default: Callable[[dict[str, Any]], Reply] | None = None,
         prompt_cache: bool = False,
         cache_min_tokens: int = 0,
+        port: int = 0,
     ):
         self.api_key = api_key
         self.default = default
@@ -109,7 +111,7 @@ class FakeAnthropic:
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-anthropic", daemon=True)
         self._thread.start()
@@ -388,3 +390,70 @@ def _block_text(block: dict[str, Any]) -> tuple[str, bool]:
 def screenplay_text(screenplay: dict[str, Any], *, fenced: bool = False) -> str:
     text = json.dumps(screenplay, indent=1)
     return f"```json\n{text}\n```" if fenced else text
+
+
+def screenplay_reply_for(
+    body: dict[str, Any], *, ttft: float = 0.0, tokens_per_second: float | None = None
+) -> Reply:
+    """A plausible reply to the app's own prompt: the offline model's screenplay for its plot and personas,
+    cut at max_tokens like a real model, and only the remaining scenes for a continuation."""
+    from html import unescape
+
+    from stories.generation.backends.base import Brief, CastMember
+    from stories.generation.backends.offline import offline_screenplay
+
+    system = "".join(block.get("text", "") for block in body.get("system", []) if isinstance(block, dict))
+    first = body["messages"][0]["content"]
+    plot = re.search(r"<plot>\n(.*?)\n</plot>", first, re.S)
+    title = re.search(r"<title>(.*?)</title>", first, re.S)
+    cast = tuple(
+        CastMember(name=unescape(name), display_name=unescape(display), context=unescape(context))
+        for name, display, context in re.findall(
+            r'<persona name="([^"]*)" display_name="([^"]*)">\n(.*?)\n</persona>', system, re.S
+        )
+    )
+    brief = Brief(
+        plot=unescape(plot.group(1)) if plot else "",
+        title=unescape(title.group(1)) if title else "",
+        cast=cast,
+    )
+    document: dict[str, Any] = offline_screenplay(brief)
+    if len(body["messages"]) > 1:
+        done = re.search(r"after scene (\d+)", body["messages"][-1]["content"])
+        document = {"scenes": document["scenes"][int(done.group(1)) if done else 0 :]}
+    text = json.dumps(document, indent=1)
+    limit = int(body.get("max_tokens", 4096)) * 4
+    return Reply(
+        text=text[:limit],
+        stop_reason="max_tokens" if len(text) > limit else "end_turn",
+        ttft=ttft,
+        tokens_per_second=tokens_per_second,
+    )
+
+
+def main() -> None:
+    """Serve until interrupted: ``python -m tests.fake_anthropic --port 8765`` (see README, Generation)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--key", default="sk-ant-fake-local")
+    parser.add_argument("--ttft", type=float, default=0.6, help="seconds before the first token")
+    parser.add_argument("--tokens-per-second", type=float, default=80.0)
+    args = parser.parse_args()
+    server = FakeAnthropic(
+        api_key=args.key,
+        port=args.port,
+        default=lambda body: screenplay_reply_for(
+            body, ttft=args.ttft, tokens_per_second=args.tokens_per_second
+        ),
+    )
+    print(f"fake Anthropic API on {server.base_url} (key {args.key}); Ctrl-C stops it", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()

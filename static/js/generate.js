@@ -45,6 +45,7 @@
     plotCount: byId("plot-count"),
     title: byId("title"),
     model: byId("model"),
+    mode: byId("mode"),
     maxTokens: byId("max-tokens"),
     formError: byId("form-error"),
     generate: byId("generate"),
@@ -345,6 +346,9 @@
       model: ui.model.value,
       max_tokens: Number(ui.maxTokens.value),
     };
+    if (ui.mode && ui.mode.value) {
+      request.mode = ui.mode.value;
+    }
     var title = ui.title.value.trim();
     if (title) {
       request.title = title;
@@ -487,6 +491,22 @@
         }
       });
       announce("Outline ready: " + scenes.length + " scenes.");
+      // The outline's raw text has served its purpose once its scenes have places.
+      ui.raw.replaceChildren();
+      ui.writing.hidden = true;
+    },
+    outline_delta: function (current, message) {
+      // Parallel mode: the outline streams into the "being written" pane like single mode's text.
+      handlers.delta(current, message);
+    },
+    scene_retry: function (current, message) {
+      // Parallel mode: one scene is written again; what it had streamed so far is dropped.
+      var node = ui.scenes.querySelector('[data-index="' + Number(message.index) + '"]');
+      var raw = node ? node.querySelector(".raw") : null;
+      if (raw) {
+        raw.replaceChildren();
+      }
+      announce("Scene " + (Number(message.index) + 1) + " is being written again.");
     },
     scene_delta: function (current, message) {
       var index = Number(message.index);

@@ -71,5 +71,5 @@ def _title_page(title_page: ET.Element, meta: ExportMeta) -> None:
 
 
 def _paragraph(parent: ET.Element, kind: str, text: str, **attributes: str) -> None:
-    paragraph = ET.SubElement(parent, "Paragraph", Type=kind, **attributes)
+    paragraph = ET.SubElement(parent, "Paragraph", attrib={"Type": kind, **attributes})
     ET.SubElement(paragraph, "Text").text = text

@@ -245,3 +245,14 @@ def test_the_admin_action_exports_one_file_or_a_zip(editor_client: Client, perso
     with zipfile.ZipFile(io.BytesIO(both.content)) as archive:
         assert sorted(archive.namelist()) == ["hero.json", "villain.json"]
         assert json.loads(archive.read("villain.json"))["name"] == "villain"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reimporting_a_card_replaces_the_cached_context() -> None:
+    (imported,) = persona_file_read(data=json.dumps(CARD_V2).encode())
+    persona_import(personas=[imported])
+    assert "salvage tug" in persona_contexts(names=["captain-vega"]).contexts[0].context
+    changed = {**CARD_V2, "data": {**CARD_V2["data"], "description": "Now she runs a noodle bar."}}
+    persona_import(personas=persona_file_read(data=json.dumps(changed).encode()))
+    (context,) = persona_contexts(names=["captain-vega"]).contexts
+    assert "noodle bar" in context.context and "salvage tug" not in context.context

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from personas.context import (
     SHORTENED_MARKER,
@@ -129,3 +134,19 @@ def test_a_first_sentence_longer_than_the_budget_is_cut_at_a_word() -> None:
 def test_shortening_needs_a_positive_budget() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         context_shorten("text", 0)
+
+
+@given(st.text(max_size=300))
+def test_token_estimate_equals_the_documented_rule_for_any_text(text: str) -> None:
+    weights = [
+        Fraction(12, 10) if ord(ch) >= 0x3000 else Fraction(6, 10) if ord(ch) > 127 else 1 / Fraction(38, 10)
+        for ch in text
+    ]
+    assert estimate_tokens(text) == math.ceil(sum(weights))
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab .!?\n京。")), max_size=400), st.integers(1, 80))
+def test_shortened_text_always_fits_the_budget(text: str, budget: int) -> None:
+    shortened, cut = context_shorten(text, budget)
+    assert estimate_tokens(shortened) <= budget or shortened == SHORTENED_MARKER
+    assert cut == (shortened != text)

@@ -7,9 +7,10 @@ from django.core.cache import cache
 from django.test import override_settings
 
 from personas import cache as context_cache
+from personas.cards import PersonaImport
 from personas.models import PersonaConfig
 from personas.selectors import PersonaContext, persona_contexts, persona_list
-from personas.services import personas_set_active
+from personas.services import persona_import, personas_set_active
 
 
 @pytest.fixture
@@ -203,3 +204,20 @@ def test_persona_list_shows_active_personas_matching_the_search(persona_factory:
     assert [p.name for p in persona_list(search=" sam ")] == ["noir-detective"]
     assert [p.name for p in persona_list(search="CAPTAIN")] == ["starship-captain"]
     assert [p.name for p in persona_list()] == ["starship-captain", "noir-detective"]
+
+
+@pytest.mark.django_db
+def test_an_import_is_served_right_after_it_commits(persona_factory: Any, committed: Any) -> None:
+    committed(lambda: persona_factory("hero", voice="Old voice."))
+    assert persona_contexts(names=["hero", "sidekick"]).missing == ["sidekick"]
+    committed(
+        lambda: persona_import(
+            personas=[
+                PersonaImport(name="hero", display_name="Hero", config_data={"voice": "Imported voice."}),
+                PersonaImport(name="sidekick", display_name="Sidekick", config_data={"voice": "Eager."}),
+            ]
+        )
+    )
+    result = persona_contexts(names=["hero", "sidekick"])
+    assert [c.context for c in result.contexts] == ["Voice: Imported voice.", "Voice: Eager."]
+    assert result.missing == []

@@ -215,3 +215,13 @@ def test_runs_page_lists_own_runs_with_timings_tokens_and_cost(
     assert "llm_timeout" in html and "420 ms" in html and "2.50 s" in html and "3.10 s" in html
     # 500 * $1/M + 100 * $5/M = $0.001.
     assert "$0.0010" in html
+
+
+def test_create_page_offers_only_models_a_request_accepts(logged_in: Client, settings: Any) -> None:
+    settings.STORY_MODEL = "claude-sonnet-4-5"
+    settings.STORY_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
+    html = logged_in.get("/stories/new/").content.decode()
+    assert '<option value="claude-sonnet-4-5" selected>claude-sonnet-4-5</option>' in html
+    assert '<option value="claude-haiku-4-5">claude-haiku-4-5</option>' in html
+    # The offline model is always accepted, and always named as such.
+    assert '<option value="offline">offline model</option>' in html

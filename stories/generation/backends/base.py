@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 
@@ -97,10 +98,16 @@ class GenerationBackend(abc.ABC):
         """Yield TextDelta as text arrives, then exactly one CallFinished."""
 
 
+def backend_class_load() -> type[GenerationBackend]:
+    backend_class = import_string(settings.STORY_BACKEND)
+    if not (isinstance(backend_class, type) and issubclass(backend_class, GenerationBackend)):
+        raise ImproperlyConfigured(f"STORY_BACKEND {settings.STORY_BACKEND!r} is not a GenerationBackend")
+    return backend_class
+
+
 def backend_for_model(model: str) -> GenerationBackend:
     if model == settings.OFFLINE_MODEL:
         from stories.generation.backends.offline import OfflineBackend
 
         return OfflineBackend()
-    backend_class = import_string(settings.STORY_BACKEND)
-    return backend_class()
+    return backend_class_load()()

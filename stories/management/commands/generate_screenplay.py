@@ -3,9 +3,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -69,7 +70,8 @@ class Command(BaseCommand):
             task = progress.add_task("Starting", total=None, status="")
             saved: dict[str, Any] | None = None
             # Read to the end ("done"): leaving the generator early would count the run as cancelled.
-            async with aclosing(generation_run(request=request, user=user)) as events:
+            run = cast(AsyncGenerator[dict[str, Any], None], generation_run(request=request, user=user))
+            async with aclosing(run) as events:
                 async for event in events:
                     saved = self._show(event, saved, fmt, progress, task)
         if saved is None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stories.models import GenerationRun, ScreenplayVersion, Story
-from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_reply_for, screenplay_text
 from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -191,3 +191,16 @@ async def test_fenced_json_is_accepted(writer: Any, cast: Any, fake_anthropic: F
     assert [e["scene"] for e in events if e["type"] == "scene"] == expected["scenes"]
     version = await ScreenplayVersion.objects.aget()
     assert version.content == expected
+
+
+async def test_the_fake_servers_default_reply_follows_the_apps_prompt_through_a_continuation(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # The reply the standalone fake server gives (README: "Trying the Anthropic back-end without a key").
+    fake_anthropic.default = screenplay_reply_for
+    events = await _generate(writer, max_tokens=256, plot="One. Two. Three. Four.")
+    assert events[-1]["type"] == "done"
+    version = await ScreenplayVersion.objects.aget()
+    assert [s["summary"] for s in version.content["scenes"]] == ["One.", "Two.", "Three.", "Four."]
+    assert {c["persona"] for c in version.content["characters"]} == {"noir-detective", "femme-fatale"}
+    assert len(fake_anthropic.requests) > 1

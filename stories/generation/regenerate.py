@@ -1,0 +1,159 @@
+"""Rewrite one scene of a saved screenplay version, with the same context, as a new version.
+
+The context is what parallel mode gives any scene call: the instructions, the cast's persona contexts,
+and an outline, here rebuilt from the saved version (its header and each scene's heading, summary and
+speakers). The run goes through the same pipeline (admission, run record, validation, atomic save), so
+the result is the version's content with that one scene replaced, saved as the story's next version.
+The socket (``regenerate_scene``), the API and the story page all call ``scene_regenerate_run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from stories.generation.errors import GenerationError
+from stories.generation.parallel import SceneEdit
+from stories.generation.pipeline import generation_run
+from stories.generation.requests import GenerationRequest, allowed_models
+from stories.models import ScreenplayVersion, Story
+
+_FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens"})
+_MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class SceneRegenerateRequest:
+    story_id: int
+    version: int
+    index: int
+    instructions: str = ""
+    model: str | None = None
+    max_tokens: int | None = None
+
+
+def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
+    """Validate an untrusted JSON object; raise GenerationError("invalid_request") naming the bad field.
+
+    ``index`` is the scene's 0-based position, as in the ``scene`` events.
+    """
+    if not isinstance(data, dict):
+        raise _invalid("the request must be a JSON object")
+    unknown = sorted(str(key)[:40] for key in data if key not in _FIELDS)
+    if unknown:
+        raise _invalid(f"unknown fields: {', '.join(unknown)}")
+    return SceneRegenerateRequest(
+        story_id=_int(data.get("story_id"), "story_id", 1, _MAX_ID),
+        version=_int(data.get("version"), "version", 1, _MAX_ID),
+        index=_int(data.get("index"), "index", 0, settings.STORY_PARALLEL_MAX_SCENES * 10),
+        instructions=_instructions(data.get("instructions", "")),
+        model=_model(data.get("model")),
+        max_tokens=None
+        if data.get("max_tokens") is None
+        else _int(
+            data.get("max_tokens"), "max_tokens", settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
+        ),
+    )
+
+
+async def scene_regenerate_run(
+    *, request: SceneRegenerateRequest, user: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """The protocol's events for rewriting one scene; ends with ``saved`` and ``done``, or an error."""
+    try:
+        generation, edit = await database_sync_to_async(_generation_for)(request, user.pk)
+    except GenerationError as error:
+        yield error.as_event()
+        return
+    async with aclosing(generation_run(request=generation, user=user, edit=edit)) as events:
+        async for event in events:
+            yield event
+
+
+async def scene_regenerate_collect(*, request: SceneRegenerateRequest, user: Any) -> list[dict[str, Any]]:
+    """Run a rewrite to its end for a blocking caller (API, page): only the closing events are kept."""
+    kept = []
+    async with aclosing(scene_regenerate_run(request=request, user=user)) as events:
+        async for event in events:
+            if event["type"] in ("saved", "done", "error", "cancelled"):
+                kept.append(event)
+    return kept
+
+
+def _generation_for(request: SceneRegenerateRequest, user_id: int) -> tuple[GenerationRequest, SceneEdit]:
+    story = Story.objects.filter(pk=request.story_id, owner_id=user_id).first()
+    if story is None:
+        raise GenerationError("forbidden", "that story does not exist or is not yours")
+    version = ScreenplayVersion.objects.filter(story=story, number=request.version).first()
+    if version is None:
+        raise _invalid(f"the story has no version {request.version}")
+    scenes = version.content.get("scenes") or []
+    if request.index >= len(scenes):
+        raise _invalid(
+            f"version {request.version} has {len(scenes)} scenes; index {request.index} is not one"
+        )
+    personas = [
+        character["persona"]
+        for character in version.content.get("characters", [])
+        if isinstance(character, dict) and character.get("persona")
+    ]
+    # The same model as the version, unless the writer asks for another or it is no longer offered.
+    model = request.model or (version.model if version.model in allowed_models() else None)
+    generation = GenerationRequest(
+        plot=story.plot,
+        personas=list(dict.fromkeys(personas)),
+        title=story.title,
+        story_id=story.pk,
+        model=model,
+        max_tokens=request.max_tokens or version.max_tokens,
+        mode="parallel",
+    )
+    edit = SceneEdit(
+        content=version.content,
+        version=version.number,
+        index=request.index,
+        instructions=request.instructions,
+    )
+    return generation, edit
+
+
+def _invalid(message: str) -> GenerationError:
+    return GenerationError("invalid_request", message)
+
+
+def _int(value: Any, name: str, minimum: int, maximum: int) -> int:
+    # bool is an int in Python; JSON true is not a number.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(f"{name} must be an integer")
+    if not minimum <= value <= maximum:
+        raise _invalid(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+def _instructions(value: Any) -> str:
+    limit = settings.STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS
+    if not isinstance(value, str):
+        raise _invalid("instructions must be a string")
+    if len(value) > limit:
+        raise _invalid(f"instructions are longer than {limit} characters")
+    if "\x00" in value:
+        raise _invalid("instructions contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid("instructions are not valid Unicode") from None
+    return value.strip()
+
+
+def _model(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    allowed = allowed_models()
+    if not isinstance(value, str) or value not in allowed:
+        raise _invalid(f"model must be one of: {', '.join(allowed)}")
+    return value

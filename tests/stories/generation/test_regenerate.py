@@ -1,0 +1,172 @@
+"""Rewriting one scene of a saved version: API, socket and story page; the result is a new version."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import Client
+from rest_framework.test import APIClient
+
+from stories.generation.validation import CastEntry
+from stories.models import GenerationRun, ScreenplayVersion
+from stories.services import ScreenplayDraft, screenplay_version_create
+from tests.fake_anthropic import FakeAnthropic
+from tests.fake_screenwriter import FakeScreenwriter, last_user_text
+from tests.stories.generation.conftest import MODEL, screenplay, ws_connect, ws_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _story_with_version(user: Any, *, model: str = MODEL) -> tuple[int, dict[str, Any]]:
+    content = screenplay(scenes=3)
+    version = screenplay_version_create(
+        user_id=user.pk,
+        draft=ScreenplayDraft(
+            title="The Falcon",
+            plot="A statue, a lie, a fog.",
+            content=content,
+            model=model,
+            max_tokens=2000,
+            cast=[
+                CastEntry(persona="noir-detective", character_name="SAM SPADE", order=0),
+                CastEntry(persona="femme-fatale", character_name="BRIGID", order=1),
+            ],
+        ),
+    )
+    return version.story_id, content
+
+
+def _rewritten() -> dict[str, Any]:
+    new = screenplay(scenes=3)
+    new["scenes"][1]["elements"] = [
+        {"type": "action", "text": "The rain stops."},
+        {"type": "dialogue", "character": "BRIGID", "text": "Now you see me."},
+    ]
+    return new
+
+
+def _expected_after_rewrite(old: dict[str, Any]) -> dict[str, Any]:
+    expected = copy.deepcopy(old)
+    expected["scenes"][1] = {
+        "heading": old["scenes"][1]["heading"],
+        # The outline rebuilt from the version takes a scene's first action as its summary.
+        "summary": "Rain on the window, take 2.",
+        "elements": _rewritten()["scenes"][1]["elements"],
+    }
+    return expected
+
+
+def test_the_api_rewrites_one_scene_and_saves_a_new_version(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    story_id, old = _story_with_version(writer)
+    fake_anthropic.default = FakeScreenwriter(_rewritten(), tokens_per_second=4000)
+    client = APIClient()
+    client.force_authenticate(writer)
+    response = client.post(
+        f"/api/stories/{story_id}/versions/1/scenes/1/regenerate/",
+        {"instructions": "Make it <rain> stop."},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["version"]["number"] == 2
+    versions = {v.number: v.content for v in ScreenplayVersion.objects.filter(story_id=story_id)}
+    assert versions[1] == old
+    assert versions[2] == _expected_after_rewrite(old)
+    # One call, for that scene, with the version's outline in the cached prefix and the instructions escaped.
+    (request,) = fake_anthropic.requests
+    assert "Step 2: write scene 2 of 3" in last_user_text(request.body)
+    assert "<instructions>\nMake it &lt;rain&gt; stop.\n</instructions>" in last_user_text(request.body)
+    outline_block = request.body["system"][2]
+    assert outline_block["cache_control"] == {"type": "ephemeral"}
+    assert all(scene["heading"] in outline_block["text"] for scene in old["scenes"])
+    assert request.body["model"] == MODEL
+    run = GenerationRun.objects.get(pk=response.json()["run_id"])
+    assert run.mode == "parallel" and run.status == "succeeded"
+    assert run.details["regenerated_scene"] == 1 and run.details["base_version"] == 1
+
+
+def test_the_api_refuses_another_writers_story_and_a_scene_that_does_not_exist(
+    writer: Any, other_writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    story_id, _ = _story_with_version(writer)
+    intruder = APIClient()
+    intruder.force_authenticate(other_writer)
+    assert intruder.post(f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/").status_code == 404
+    owner = APIClient()
+    owner.force_authenticate(writer)
+    missing = owner.post(f"/api/stories/{story_id}/versions/1/scenes/3/regenerate/", {}, format="json")
+    assert missing.status_code == 400 and missing.json()["code"] == "invalid_request"
+    assert "3 scenes" in missing.json()["message"]
+    too_long = owner.post(
+        f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/",
+        {"instructions": "x" * 2001},
+        format="json",
+    )
+    assert too_long.status_code == 400
+    assert APIClient().post(f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/").status_code in (
+        401,
+        403,
+    )
+    assert fake_anthropic.requests == []
+    assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
+
+
+async def test_the_socket_rewrites_one_scene_streaming_it_then_saves_a_new_version(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    story_id, old = await sync_to_async(_story_with_version)(writer)
+    fake_anthropic.default = FakeScreenwriter(_rewritten(), tokens_per_second=4000, chunk_chars=8)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(
+            {"type": "regenerate_scene", "story_id": story_id, "version": 1, "index": 1}
+        )
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    types = [event["type"] for event in events]
+    assert types[0] == "accepted" and types[-2:] == ["saved", "done"]
+    assert {e["index"] for e in events if e["type"] in ("scene_delta", "scene")} == {1}
+    streamed = "".join(e["text"] for e in events if e["type"] == "scene_delta")
+    assert json.loads(streamed) == _rewritten()["scenes"][1]
+    assert events[-2]["version"] == 2 and events[-2]["story_id"] == story_id
+    saved = await ScreenplayVersion.objects.aget(story_id=story_id, number=2)
+    assert saved.content == _expected_after_rewrite(old)
+
+
+async def test_the_socket_refuses_a_bad_rewrite_message(writer: Any, cast: Any, offline: None) -> None:
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(
+            {"type": "regenerate_scene", "story_id": 1, "version": "one", "index": 0}
+        )
+        event = json.loads(await communicator.receive_from())
+    finally:
+        await communicator.disconnect()
+    assert event["code"] == "invalid_request" and "version" in event["message"]
+
+
+def test_the_story_page_offers_a_rewrite_per_scene_and_shows_the_new_version(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    story_id, old = _story_with_version(writer, model="offline")
+    client = Client()
+    client.force_login(writer)
+    page = client.get(f"/stories/{story_id}/").content.decode()
+    assert page.count("Rewrite scene") == 3
+    form_action = f"/stories/{story_id}/versions/1/scenes/2/regenerate/"
+    assert f'action="{form_action}"' in page
+    response = client.post(form_action, {"instructions": "Make it <rain>."})
+    assert response.status_code == 302 and response["Location"] == f"/stories/{story_id}/?version=2"
+    new = ScreenplayVersion.objects.get(story_id=story_id, number=2).content
+    assert new["scenes"][:2] == old["scenes"][:2]
+    assert new["scenes"][2] != old["scenes"][2]
+    shown = client.get(response["Location"]).content.decode()
+    assert "Scene 3 rewritten: this is version 2." in shown
+    # The writer's words are in the new scene, escaped on the page.
+    assert "This time: Make it &lt;rain&gt;." in shown and "<rain>" not in shown
