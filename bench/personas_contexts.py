@@ -29,6 +29,7 @@ SIZES = (1, 5, 20, 50)
 REPEATS = int(os.environ.get("BENCH_REPEATS", "40"))
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/story_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
+_CHILD = "BENCH_PERSONAS_CHILD"
 RESULTS = ROOT / "bench" / "results" / "personas.md"
 SERVER_ENV = {
     "DATABASE_URL": DATABASE_URL,
@@ -46,7 +47,7 @@ def main() -> None:
     subprocess.run(
         [sys.executable, "-m", "bench.personas_contexts"],
         cwd=ROOT,
-        env={**os.environ, **SERVER_ENV, "DJANGO_SETTINGS_MODULE": "storyproject.settings"},
+        env={**os.environ, **SERVER_ENV, "DJANGO_SETTINGS_MODULE": "storyproject.settings", _CHILD: "1"},
         check=True,
     )
 
@@ -176,4 +177,8 @@ def _machine() -> str:
 
 
 if __name__ == "__main__":
-    _run()
+    # Run directly from a shell, the module sets up its child process like `make bench` does.
+    if os.environ.get(_CHILD) == "1":
+        _run()
+    else:
+        main()

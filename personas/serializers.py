@@ -45,7 +45,8 @@ class PersonaDetailSerializer(PersonaListSerializer):
 class PersonaContextSerializer(serializers.Serializer):
     name = serializers.CharField()
     display_name = serializers.CharField()
-    context = serializers.CharField(help_text="The text that goes into a prompt.")
+    # DRF's metaclass moves declared fields out of the class, so this does not shadow Field.context.
+    context = serializers.CharField(help_text="The text that goes into a prompt.")  # type: ignore[assignment]
     tokens = serializers.IntegerField(help_text="Estimated tokens (see README, 'Persona contexts').")
     shortened = serializers.BooleanField(help_text="True when cut to the token budget.")
 

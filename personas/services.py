@@ -55,14 +55,19 @@ def persona_contexts_forget(*, names: Iterable[str]) -> None:
 
 def persona_saved(*, persona: PersonaConfig, **_: Any) -> None:
     """Signal handler (``post_save``): forget the context under the old and the new name."""
-    original = getattr(persona, "_loaded_name", None)
-    persona_contexts_forget(names={persona.name, original} - {None})
+    persona_contexts_forget(names=_names_of(persona))
     persona._loaded_name = persona.name  # type: ignore[attr-defined]
 
 
 def persona_deleted(*, persona: PersonaConfig, **_: Any) -> None:
     """Signal handler (``post_delete``)."""
-    persona_contexts_forget(names={persona.name, getattr(persona, "_loaded_name", None)} - {None})
+    persona_contexts_forget(names=_names_of(persona))
+
+
+def _names_of(persona: PersonaConfig) -> set[str]:
+    # The current name and, after a rename, the name it was loaded with.
+    original = getattr(persona, "_loaded_name", None)
+    return {persona.name, original} if isinstance(original, str) else {persona.name}
 
 
 def persona_loaded(*, persona: PersonaConfig, **_: Any) -> None:

@@ -164,14 +164,14 @@ def generation_pace_get(*, model: str, max_tokens: int) -> GenerationPace:
             model=model, status=GenerationRun.Status.SUCCEEDED, llm_ms__gt=0, ttft_ms__isnull=False
         ).values_list("output_tokens", "llm_ms", "ttft_ms")[:_PACE_RUNS]
     )
-    writing_seconds = sum(max(llm - ttft, 1) for _, llm, ttft in rows) / 1000
+    writing_seconds = sum(max((llm or 0) - (ttft or 0), 1) for _, llm, ttft in rows) / 1000
     tokens = sum(out for out, _, _ in rows)
     if not rows or tokens <= 0:
         return _pace_default(model=model, max_tokens=max_tokens)
     return GenerationPace(
         tokens_per_second=max(tokens / writing_seconds, 1.0),
         expected_output_tokens=max(tokens // len(rows), 1),
-        ttft_seconds=sum(ttft for _, _, ttft in rows) / len(rows) / 1000,
+        ttft_seconds=sum(ttft or 0 for _, _, ttft in rows) / len(rows) / 1000,
     )
 
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
@@ -97,7 +97,7 @@ class _Run:
 
 async def generation_run(
     *, request: GenerationRequest, user: Any, edit: SceneEdit | None = None
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Run one generation for ``user``; yield the protocol's events (see the module docstring).
 
     With ``edit`` (parallel mode only) the run rewrites one scene of a saved version instead.
@@ -123,9 +123,9 @@ async def generation_run(
         raise
     except Exception:
         logger.exception("generation run %s failed unexpectedly", run.run_id)
-        error = GenerationError("llm_unavailable", f"the generation failed unexpectedly (run {run.run_id})")
-        await _run_close(run, GenerationRun.Status.FAILED, error)
-        yield error.as_event()
+        failure = GenerationError("llm_unavailable", f"the generation failed unexpectedly (run {run.run_id})")
+        await _run_close(run, GenerationRun.Status.FAILED, failure)
+        yield failure.as_event()
 
 
 async def _admission_check(*, user_id: int) -> None:
@@ -168,7 +168,7 @@ def _run_open(request: GenerationRequest, user_id: int, model: str, max_tokens: 
     )
 
 
-async def _generate(run: _Run) -> AsyncIterator[dict[str, Any]]:
+async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
     request = run.request
     yield {
         "type": "accepted",
@@ -222,12 +222,14 @@ async def _contexts(run: _Run) -> PersonaContexts:
 
 async def _write(
     run: _Run, prompt: Prompt, brief: Brief, content: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Stream model calls until the screenplay is complete, continuing after max_tokens; fill ``content``."""
     backend = backend_for_model(run.model)
     header: dict[str, Any] = {}
     scenes: list[dict[str, Any]] = []
-    call_prompt, schema, budget = prompt, screenplay_schema(), run.max_tokens
+    # The first call too stays within the total output cap.
+    call_prompt, schema = prompt, screenplay_schema()
+    budget = min(run.max_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS)
     while True:
         parser = ScreenplayStreamParser()
         call = ModelCall(
@@ -262,8 +264,8 @@ async def _write(
 
 
 async def _call(
-    run: _Run, stream: AsyncIterator[Any], parser: ScreenplayStreamParser, scenes_before: int
-) -> AsyncIterator[Any]:
+    run: _Run, stream: AsyncGenerator[Any, None], parser: ScreenplayStreamParser, scenes_before: int
+) -> AsyncGenerator[Any, None]:
     """One model call: forward text, scenes and progress; end with the call's CallFinished."""
     call_started = time.monotonic()
     run.texts.append("")
@@ -377,7 +379,7 @@ def _with_characters(header: dict[str, Any], extra: Any) -> dict[str, Any]:
     return {**header, "characters": characters}
 
 
-async def _save(run: _Run, content: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def _save(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     request = run.request
     cast = screenplay_validate(content=content, persona_names=request.personas)
     draft = ScreenplayDraft(

@@ -100,7 +100,7 @@ def prompt_build(*, contexts: Sequence[PersonaContextLike], plot: str, title: st
     instructions = _INSTRUCTIONS.format(
         shape=json.dumps(_EXAMPLE_SHAPE, indent=1), rules=rules.strip() or DEFAULT_FORMATTING_RULES
     )
-    system = [
+    system: list[dict[str, Any]] = [
         {"type": "text", "text": instructions},
         {"type": "text", "text": _personas_block(contexts), "cache_control": {"type": "ephemeral"}},
     ]

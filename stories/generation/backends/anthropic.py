@@ -16,7 +16,7 @@ import json
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from functools import cache
 from typing import Any
@@ -52,7 +52,7 @@ _BACKOFF_BASE_SECONDS = 0.5
 
 
 class AnthropicBackend(GenerationBackend):
-    async def stream(self, call: ModelCall) -> AsyncIterator[BackendEvent]:
+    async def stream(self, call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         attempt = 0
         while True:
             text_sent = False
@@ -133,7 +133,7 @@ def _prepared(schema: Any) -> Any:
     return result
 
 
-async def _attempt(call: ModelCall) -> AsyncIterator[BackendEvent]:
+async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
     usage, stop_reason, refusal, stopped = Usage(), "", "", False
     try:
         # The raw event stream: messages.stream() would also rebuild the whole message after every

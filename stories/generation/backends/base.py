@@ -7,7 +7,7 @@ served by the offline back-end whatever that setting says.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,7 @@ class GenerationBackend(abc.ABC):
     """Streams one model call. Raises GenerationError (with a protocol code) for every failure."""
 
     @abc.abstractmethod
-    def stream(self, call: ModelCall) -> AsyncIterator[BackendEvent]:
+    def stream(self, call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         """Yield TextDelta as text arrives, then exactly one CallFinished."""
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from django.conf import settings
@@ -53,7 +53,7 @@ _PARENTHETICALS = ["quietly", "beat", "to herself", "firmly", "smiling"]
 
 
 class OfflineBackend(GenerationBackend):
-    async def stream(self, call: ModelCall) -> AsyncIterator[BackendEvent]:
+    async def stream(self, call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         if call.task != "screenplay":
             # Parallel mode's outline and scene calls.
             from stories.generation.backends.offline_parallel import offline_part_stream

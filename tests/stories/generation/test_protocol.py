@@ -358,3 +358,50 @@ async def test_a_cancel_that_arrives_during_the_save_does_not_tear_it(
     assert run.status == "succeeded"
     assert await ScreenplayVersion.objects.filter(run=run).aexists()
     assert await StoryCast.objects.acount() == 2
+
+
+async def test_no_call_asks_for_more_than_the_total_output_cap(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_MAX_TOTAL_OUTPUT_TOKENS = 300
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay())))
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(max_tokens=1000))
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+    assert fake_anthropic.requests[0].body["max_tokens"] == 300
+
+
+async def test_the_estimate_comes_from_the_models_pace_in_recent_runs(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    for _ in range(3):
+        # 1000 tokens written in 10 s after a 1 s wait for the first token: 100 tokens a second.
+        await GenerationRun.objects.acreate(
+            user=writer,
+            model="claude-sonnet-4-6",
+            max_tokens=4096,
+            status="succeeded",
+            output_tokens=1000,
+            llm_ms=11_000,
+            ttft_ms=1000,
+        )
+    await GenerationRun.objects.acreate(
+        user=writer,
+        model="claude-3-5-haiku-latest",
+        max_tokens=4096,
+        status="succeeded",
+        output_tokens=10,
+        llm_ms=99_000,
+        ttft_ms=1000,
+    )
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay())))
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message())
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert events[0]["estimated_seconds"] == 11.0
