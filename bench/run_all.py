@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = [
     "bench.personas_contexts",
     "bench.flow",
+    "bench.parallel_mode",
 ]
 
 

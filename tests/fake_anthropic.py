@@ -313,6 +313,8 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         size = max(reply.chunk_chars, 1)
         pieces = [reply.text[i : i + size] for i in range(0, len(reply.text), size)]
         pause = size / 4 / reply.tokens_per_second if reply.tokens_per_second else 0.0
+        # An absolute schedule: a late delta (a busy machine) does not push every later one back.
+        started = time.monotonic()
         for sent, piece in enumerate(pieces):
             if reply.error_event_after == sent:
                 error = {
@@ -327,11 +329,13 @@ class _MessagesHandler(BaseHTTPRequestHandler):
                 raise _ClientGone
             if reply.stall_after == sent:
                 self._wait(reply.stall_seconds)
+                started += reply.stall_seconds
             self._event(
                 "content_block_delta",
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
             )
-            self._wait(pause)
+            if pause:
+                self._wait(started + (sent + 1) * pause - time.monotonic())
         return True
 
     def _event(self, name: str, data: dict[str, Any]) -> None:

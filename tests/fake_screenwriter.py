@@ -69,6 +69,8 @@ class FakeScreenwriter:
     ttft: float = 0.0
     tokens_per_second: float | None = None
     chunk_chars: int = 24
+    # None writes compact JSON, as structured outputs tend to; 1 is easier to read in a failing test.
+    indent: int | None = 1
     # Per scene index (0-based): a different pace, and replies (faults) used before the real scene.
     scene_tokens_per_second: dict[int, float] = field(default_factory=dict)
     faults: dict[int, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
@@ -83,10 +85,10 @@ class FakeScreenwriter:
     def __call__(self, body: dict[str, Any]) -> Reply:
         text = last_user_text(body)
         if "Step 1: write the outline" in text:
-            return self._reply(json.dumps(screenplay_outline(self.screenplay), indent=1))
+            return self._reply(json.dumps(screenplay_outline(self.screenplay), indent=self.indent))
         number = scene_number(body)
         if number is None:
-            return self._reply(json.dumps(self.screenplay, indent=1))
+            return self._reply(json.dumps(self.screenplay, indent=self.indent))
         index = number - 1
         with self._lock:
             if index in self.always_fail:
@@ -94,7 +96,7 @@ class FakeScreenwriter:
             if self.faults[index]:
                 return self.faults[index].popleft()
         scene = self.screenplay["scenes"][index]
-        return self._reply(json.dumps(scene, indent=1), self.scene_tokens_per_second.get(index))
+        return self._reply(json.dumps(scene, indent=self.indent), self.scene_tokens_per_second.get(index))
 
     def _reply(self, text: str, tokens_per_second: float | None = None) -> Reply:
         return Reply(

@@ -173,14 +173,17 @@ async def parallel_write(
         limiter=AdaptiveLimiter(settings.STORY_PARALLEL_CONCURRENCY),
     )
     scenes: dict[int, dict[str, Any]] = {}
-    async with aclosing(_fan_out(fan, indices, scenes)) as events:
-        async for event in events:
-            yield event
-    details["concurrency"] = {
-        "configured": settings.STORY_PARALLEL_CONCURRENCY,
-        "final": fan.limiter.limit,
-        "max_active": fan.limiter.max_active,
-    }
+    try:
+        async with aclosing(_fan_out(fan, indices, scenes)) as events:
+            async for event in events:
+                yield event
+    finally:
+        # Recorded whatever the outcome: a failed or cancelled run's concurrency matters as much.
+        details["concurrency"] = {
+            "configured": settings.STORY_PARALLEL_CONCURRENCY,
+            "final": fan.limiter.limit,
+            "max_active": fan.limiter.max_active,
+        }
     content.update(_assemble(outline, scenes, run.request.title, edit))
 
 

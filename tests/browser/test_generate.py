@@ -23,7 +23,11 @@ PLOT = "A detective and a starship captain must share one stolen map to get home
 OBSERVE_STREAM = """() => {
   const scenes = document.getElementById("stream-scenes");
   const progress = document.getElementById("stream-progress");
-  window.__stream = {firstScene: null, progress: []};
+  window.__stream = {firstScene: null, progress: [], mostPending: 0};
+  new MutationObserver(() => {
+    const pending = scenes.querySelectorAll(".scene-pending").length;
+    window.__stream.mostPending = Math.max(window.__stream.mostPending, pending);
+  }).observe(scenes, {childList: true, subtree: true});
   const sample = setInterval(() => {
     window.__stream.progress.push(progress.value);
     if (!document.getElementById("stream-saved").hidden) clearInterval(sample);
@@ -236,3 +240,30 @@ def test_a_refused_generation_shows_why_and_retry_resends_the_same_request(
     assert len(sent) == 2 and json.loads(sent[1]) == json.loads(sent[0])
     assert json.loads(sent[0])["personas"] == ["rogue-ai"]
     assert watched.errors == []
+
+
+def test_parallel_writing_shows_the_outline_then_fills_in_every_scene(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "mika", "Mika Sato")
+    pick_persona(page, "marlowe", "Sam Marlowe")
+    page.get_by_label("Plot").fill(
+        "A teenage hacker hires a detective. The job is a missing server. The server is in a church."
+        " The priest knows more than he says. Everyone meets at the docks at dawn."
+    )
+    page.get_by_label("Mode", exact=True).select_option("parallel")
+    generate(page)
+    expect(page.get_by_role("link", name="Open the story (version 1)")).to_be_visible()
+    stream = page.evaluate("window.__stream")
+    assert stream["mostPending"] >= 2, "the outline's scenes should show before they are written"
+    expect(page.locator("#stream-scenes .scene-pending")).to_have_count(0)
+    streamed = page.locator("#stream-scenes .scene-heading").all_inner_texts()
+    assert len(streamed) >= 3
+
+    page.get_by_role("link", name="Open the story (version 1)").click()
+    expect(page.locator(".version-heading")).to_contain_text("Version 1")
+    assert page.locator(".screenplay .scene-heading").all_inner_texts() == streamed
+    assert watched.dialogs == [] and watched.errors == []

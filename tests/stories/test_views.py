@@ -225,3 +225,9 @@ def test_create_page_offers_only_models_a_request_accepts(logged_in: Client, set
     assert '<option value="claude-haiku-4-5">claude-haiku-4-5</option>' in html
     # The offline model is always accepted, and always named as such.
     assert '<option value="offline">offline model</option>' in html
+
+
+def test_create_page_preselects_the_configured_writing_mode(logged_in: Client, settings: Any) -> None:
+    settings.STORY_DEFAULT_MODE = "parallel"
+    html = logged_in.get("/stories/new/").content.decode()
+    assert '<option value="parallel" selected>' in html and '<option value="single">' in html

@@ -42,6 +42,12 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="Default: the configured model.")
         parser.add_argument("--max-tokens", type=int, help="Per model call.")
         parser.add_argument(
+            "--mode",
+            choices=["single", "parallel"],
+            help="single: one streamed call; parallel: an outline, then every scene at once. "
+            "Default: the STORY_DEFAULT_MODE setting.",
+        )
+        parser.add_argument(
             "--user", default="writer", metavar="NAME", help="Owner of the story (default: writer)."
         )
         parser.add_argument("--format", choices=["fountain", "json"], default="fountain")
@@ -69,6 +75,9 @@ class Command(BaseCommand):
         with Progress(*columns, TextColumn("{task.fields[status]}"), console=console) as progress:
             task = progress.add_task("Starting", total=None, status="")
             saved: dict[str, Any] | None = None
+            # Parallel mode finishes scenes in any order; stdout gets them in screenplay order.
+            self._pending: dict[int, dict[str, Any]] = {}
+            self._next_scene = 0
             # Read to the end ("done"): leaving the generator early would count the run as cancelled.
             run = cast(AsyncGenerator[dict[str, Any], None], generation_run(request=request, user=user))
             async with aclosing(run) as events:
@@ -87,8 +96,12 @@ class Command(BaseCommand):
             about = f"about {event['estimated_seconds']:.0f} s"
             progress.update(task, description=f"Writing with {event['model_name']}", status=about)
         elif kind == "scene" and fmt == "fountain":
-            # Scenes are paragraphs apart, like the paragraphs inside them.
-            self.stdout.write(fountain_scenes(scenes=[event["scene"]]) + "\n", ending="")
+            self._pending[event["index"]] = event["scene"]
+            while self._next_scene in self._pending:
+                scene = self._pending.pop(self._next_scene)
+                self._next_scene += 1
+                # Scenes are paragraphs apart, like the paragraphs inside them.
+                self.stdout.write(fountain_scenes(scenes=[scene]) + "\n", ending="")
             self.stdout.flush()
         elif kind == "progress":
             eta = event.get("eta_seconds")
@@ -115,7 +128,13 @@ def _request(options: dict[str, Any]) -> GenerationRequest:
     if options["plot_file"] is not None:
         plot = _plot_file(options["plot_file"])
     data = {"plot": plot, "personas": options["personas"], "title": options["title"]}
-    for key, option in (("story_id", "story"), ("model", "model"), ("max_tokens", "max_tokens")):
+    options.setdefault("mode", None)
+    for key, option in (
+        ("story_id", "story"),
+        ("model", "model"),
+        ("max_tokens", "max_tokens"),
+        ("mode", "mode"),
+    ):
         if options[option] is not None:
             data[key] = options[option]
     try:

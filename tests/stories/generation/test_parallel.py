@@ -288,3 +288,26 @@ async def test_closing_the_fan_out_leaves_no_task_behind(
         await communicator.disconnect()
     await asyncio.sleep(0.1)
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("scene-")]
+
+
+def test_the_command_writes_parallel_scenes_to_stdout_in_screenplay_order(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    expected = screenplay(scenes=3)
+    fake_anthropic.default = FakeScreenwriter(
+        expected, tokens_per_second=4000, chunk_chars=8, scene_tokens_per_second={0: 200, 1: 400}
+    )
+    out, err = io.StringIO(), io.StringIO()
+    plot = ["--plot", "A statue, a lie, a fog.", "--persona", "noir-detective", "--persona", "femme-fatale"]
+    call_command("generate_screenplay", *plot, "--mode", "parallel", stdout=out, stderr=err)
+    headings = [line for line in out.getvalue().splitlines() if line.startswith("INT.")]
+    assert headings == [scene["heading"] for scene in expected["scenes"]]
+    run = GenerationRun.objects.get()
+    assert run.mode == "parallel" and run.status == "succeeded"
+    # The scenes did finish out of order: the first took longest.
+    took = {c["index"]: c["ms"] for c in run.details["calls"] if c["task"] == "scene"}
+    assert took[0] > took[1] > took[2]

@@ -1,0 +1,49 @@
+"""Parallel mode in Chromium: choose it, watch the outline and scenes fill in, then rewrite one scene."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+from tests.browser.test_generate import generate, pick_persona
+
+pytestmark = pytest.mark.browser
+
+PLOT = "A chef loses her sense of taste. An outlaw offers a cure. The town votes on the stew."
+
+
+def test_a_writer_generates_in_parallel_mode_then_rewrites_one_scene(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "nonna", "Nonna Lucia")
+    pick_persona(page, "outlaw", "Dusty")
+    page.get_by_label("Plot").fill(PLOT)
+    page.get_by_label("Writing mode").select_option("parallel")
+    generate(page)
+
+    # The outline gives every scene its place before it is written.
+    page.wait_for_function("() => window.__stream.firstScene !== null")
+    saved = page.get_by_role("link", name="Open the story (version 1)")
+    expect(saved).to_be_visible()
+    streamed = [h.strip() for h in page.locator("#stream-scenes .scene-heading").all_inner_texts()]
+    assert len(streamed) == 3 and page.locator("#stream-scenes .scene-pending").count() == 0
+    screenshot(page, "create-page-parallel")
+
+    saved.click()
+    expect(page.locator(".version-heading")).to_contain_text("Version 1")
+    shown = [h.strip() for h in page.locator(".screenplay .scene-heading").all_inner_texts()]
+    assert shown == streamed, "the saved screenplay keeps the outline's order"
+
+    page.get_by_text("Rewrite this scene").nth(1).click()
+    page.get_by_label("What should change?").nth(1).fill("Make it <quieter>.")
+    page.get_by_role("button", name="Rewrite scene 2 as a new version").click()
+    expect(page.locator(".version-heading")).to_contain_text("Version 2")
+    expect(page.locator(".messages")).to_contain_text("Scene 2 rewritten: this is version 2.")
+    expect(page.locator(".screenplay .scene").nth(1)).to_contain_text("This time: Make it <quieter>.")
+    assert [h.strip() for h in page.locator(".screenplay .scene-heading").all_inner_texts()] == shown
+    screenshot(page, "story-page-rewritten-scene")
+    assert watched.dialogs == [] and watched.errors == []
