@@ -12,7 +12,9 @@ from django.db import connection
 logger = logging.getLogger(__name__)
 
 STAMP_TIMEOUT = 7 * 24 * 3600
-ENTRY_TIMEOUT = 3600
+# Entries expire after ten minutes: should an invalidation fail (the cache unreachable just when an edit
+# commits; logged as an error), the stale entry cannot outlive this. A cold read costs one query.
+ENTRY_TIMEOUT = 600
 
 
 def stamp_key(name: str) -> str:

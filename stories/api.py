@@ -153,12 +153,15 @@ GENERATION_ERROR_STATUS = {
 }
 
 
+# A generation error carries code/message/retryable; a body DRF cannot parse or authenticate gets
+# DRF's own {"detail": ...}. Both shapes are documented as one object with optional fields.
 _GENERATION_ERROR = inline_serializer(
     "GenerationErrorBody",
     {
-        "code": drf_serializers.CharField(),
-        "message": drf_serializers.CharField(),
-        "retryable": drf_serializers.BooleanField(),
+        "code": drf_serializers.CharField(required=False),
+        "message": drf_serializers.CharField(required=False),
+        "retryable": drf_serializers.BooleanField(required=False),
+        "detail": drf_serializers.CharField(required=False),
     },
 )
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -55,6 +56,12 @@ from stories.services import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The database calls of concurrent generations run side by side in the loop's thread pool (each thread
+# takes its own pooled connection) rather than queueing on Channels' one thread-sensitive thread: with 50
+# generations starting together that queue alone added seconds (bench/results/flow.md). Every call is
+# self-contained (its own transaction, no thread-bound state), so the thread it runs on does not matter.
+_db = partial(database_sync_to_async, thread_sensitive=False)
 
 # At most this many progress events a second.
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -98,11 +105,11 @@ async def generation_run(
     started = time.monotonic()
     try:
         await _admission_check(user_id=user.pk)
-        model, max_tokens = await database_sync_to_async(_model_and_max_tokens)(request)
+        model, max_tokens = await _db(_model_and_max_tokens)(request)
     except GenerationError as error:
         yield error.as_event()
         return
-    run = await database_sync_to_async(_run_open)(request, user.pk, model, max_tokens, started)
+    run = await _db(_run_open)(request, user.pk, model, max_tokens, started)
     run.edit = edit
     try:
         async with aclosing(_generate(run)) as events:
@@ -126,7 +133,7 @@ async def _admission_check(*, user_id: int) -> None:
 
     Counted from GenerationRun rows (stories.limits), so they hold across sockets and processes.
     """
-    await database_sync_to_async(generation_admission_check)(user_id=user_id)
+    await _db(generation_admission_check)(user_id=user_id)
 
 
 def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:
@@ -174,7 +181,7 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
     }
     contexts = await _contexts(run)
     prompt_started = time.monotonic()
-    rules = (await database_sync_to_async(generation_settings_get)()).formatting_rules
+    rules = (await _db(generation_settings_get)()).formatting_rules
     prompt = prompt_build(contexts=contexts.contexts, plot=request.plot, title=request.title, rules=rules)
     brief = Brief(
         plot=request.plot,
@@ -192,17 +199,18 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
     async with aclosing(writer) as events:
         async for event in events:
             yield event
-    async for event in _save(run, content):
+    finish = _save if request.save else _finish_unsaved
+    async for event in finish(run, content):
         yield event
 
 
 async def _contexts(run: _Run) -> PersonaContexts:
     started = time.monotonic()
     if run.request.story_id is not None:
-        owned = await database_sync_to_async(story_owned)(story_id=run.request.story_id, user_id=run.user_id)
+        owned = await _db(story_owned)(story_id=run.request.story_id, user_id=run.user_id)
         if not owned:
             raise GenerationError("forbidden", "that story does not exist or is not yours")
-    contexts = await database_sync_to_async(persona_contexts)(names=run.request.personas)
+    contexts = await _db(persona_contexts)(names=run.request.personas)
     run.record.context_ms = _ms_since(started)
     if contexts.missing:
         raise GenerationError("unknown_personas", f"unknown personas: {', '.join(contexts.missing)}")
@@ -372,6 +380,21 @@ def _with_characters(header: dict[str, Any], extra: Any) -> dict[str, Any]:
     return {**header, "characters": characters}
 
 
+async def _finish_unsaved(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    """A run that saves nothing (``request.save`` False): checked like any, kept with its screenplay."""
+    screenplay_validate(content=content, persona_names=run.request.personas)
+    record = _record(run)
+    record.total_ms = run.elapsed_ms()
+    await database_sync_to_async(generation_run_finish)(
+        run_id=run.run_id,
+        status=GenerationRun.Status.SUCCEEDED,
+        record=record,
+        raw_text=json.dumps(content, ensure_ascii=False),
+    )
+    run.record = record
+    yield {"type": "done", "run_id": run.run_id, "timings": _timings(record), "usage": run.usage.as_dict()}
+
+
 async def _save(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     request = run.request
     cast = screenplay_validate(content=content, persona_names=request.personas)
@@ -387,9 +410,7 @@ async def _save(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, 
     record = _record(run)
     record.total_ms = run.elapsed_ms()
     save = asyncio.ensure_future(
-        database_sync_to_async(_version_save)(
-            user_id=run.user_id, draft=draft, run_id=run.run_id, record=record
-        )
+        _db(_version_save)(user_id=run.user_id, draft=draft, run_id=run.run_id, record=record)
     )
     try:
         version = await asyncio.shield(save)
@@ -440,7 +461,7 @@ def _timings(record: RunRecord) -> dict[str, int | None]:
 async def _run_close(run: _Run, status: str, error: GenerationError | None) -> None:
     record = _record(run)
     record.total_ms = run.elapsed_ms()
-    write = database_sync_to_async(generation_run_finish)(
+    write = _db(generation_run_finish)(
         run_id=run.run_id,
         status=status,
         record=record,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,13 +26,17 @@ class GenerationRequest:
     model: str | None = None
     max_tokens: int | None = None
     mode: str = "single"
+    # False: write and record the run, save no story (generate_screenplay --no-save). Never read from
+    # untrusted input: generation_request_parse leaves it True.
+    save: bool = True
 
 
 def generation_request_parse(data: object) -> GenerationRequest:
     """Validate an untrusted JSON object; raise GenerationError("invalid_request") naming the bad field."""
     if not isinstance(data, dict):
         raise _invalid("the request must be a JSON object")
-    unknown = sorted(str(key)[:40] for key in data if key not in _FIELDS)
+    # A key may hold a lone surrogate or control characters: escape them so the message stays sendable.
+    unknown = sorted(json.dumps(str(key)[:40])[1:-1] for key in data if key not in _FIELDS)
     if unknown:
         raise _invalid(f"unknown fields: {', '.join(unknown)}")
     return GenerationRequest(

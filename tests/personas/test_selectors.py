@@ -221,3 +221,31 @@ def test_an_import_is_served_right_after_it_commits(persona_factory: Any, commit
     result = persona_contexts(names=["hero", "sidekick"])
     assert [c.context for c in result.contexts] == ["Voice: Imported voice.", "Voice: Eager."]
     assert result.missing == []
+
+
+_UNREACHABLE_REDIS = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1: connections are refused
+        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+    }
+}
+
+
+@pytest.mark.django_db
+def test_a_cache_outage_falls_back_to_the_database(
+    persona_factory: Any, committed: Any, caplog: Any, django_assert_num_queries: Any
+) -> None:
+    with override_settings(CACHES=_UNREACHABLE_REDIS):
+        hero = committed(lambda: persona_factory("hero", voice="Calm."))
+        with django_assert_num_queries(1):
+            assert persona_contexts(names=["hero"]).contexts[0].context == "Voice: Calm."
+
+        def edit() -> None:
+            hero.config_data = {"voice": "Still calm."}
+            hero.save()
+
+        committed(edit)  # the after-commit invalidation fails, is logged, and the save stands
+        assert persona_contexts(names=["hero"]).contexts[0].context == "Voice: Still calm."
+    assert "could not invalidate the cached context of persona 'hero'" in caplog.text
+    assert "persona context cache unavailable" in caplog.text

@@ -1,0 +1,176 @@
+"""The generation WebSocket as an attacker and a careless client meet it: origin, auth and limits.
+
+Runs against the real ASGI application (storyproject.asgi) and the real consumer at /ws/generate/.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from stories.models import GenerationRun
+from storyproject.asgi import application
+from tests.stories.generation.conftest import generate_message, ws_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HOST = (b"host", b"testserver")
+
+
+def _cookie(user: Any) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+async def _open(headers: list[tuple[bytes, bytes]]) -> tuple[bool, WebsocketCommunicator]:
+    communicator = WebsocketCommunicator(application, "/ws/generate/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    return connected, communicator
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        pytest.param(b"https://evil.example", id="foreign"),
+        pytest.param(None, id="missing"),
+        pytest.param(b"null", id="null"),
+        pytest.param(b"http://testserver:8081", id="other-port"),
+        pytest.param(b"http://testserver.evil.example", id="lookalike"),
+    ],
+)
+async def test_a_cross_site_handshake_is_refused_even_with_a_valid_session(
+    writer: Any, origin: bytes | None
+) -> None:
+    headers = [HOST, (b"cookie", await sync_to_async(_cookie)(writer))]
+    if origin is not None:
+        headers.append((b"origin", origin))
+    connected, communicator = await _open(headers)
+    await communicator.disconnect()
+    assert connected is False
+
+
+async def test_a_same_origin_handshake_with_a_session_can_generate(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    headers = [HOST, (b"origin", b"http://testserver"), (b"cookie", await sync_to_async(_cookie)(writer))]
+    connected, communicator = await _open(headers)
+    try:
+        assert connected
+        await communicator.send_json_to(generate_message())
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_script_with_a_token_header_can_generate(writer: Any, cast: Any, offline: None) -> None:
+    key = (await Token.objects.acreate(user=writer)).key
+    headers = [HOST, (b"origin", b"http://testserver"), (b"authorization", f"Token {key}".encode())]
+    connected, communicator = await _open(headers)
+    try:
+        assert connected
+        await communicator.send_json_to(generate_message())
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert events[-1]["type"] == "done"
+    assert await GenerationRun.objects.filter(user=writer, status="succeeded").acount() == 1
+
+
+@pytest.mark.parametrize(
+    "authorization", [b"Token 0000000000000000000000000000000000000000", b"Token ", b"Bearer x"]
+)
+async def test_a_wrong_token_is_closed_as_unauthenticated(db: None, authorization: bytes) -> None:
+    headers = [HOST, (b"origin", b"http://testserver"), (b"authorization", authorization)]
+    _, communicator = await _open(headers)
+    try:
+        event = json.loads(await communicator.receive_from(timeout=5))
+        closed = await communicator.receive_output(timeout=5)
+    finally:
+        await communicator.disconnect()
+    assert (event["type"], event["code"]) == ("error", "unauthenticated")
+    assert closed["type"] == "websocket.close" and closed["code"] == 4401
+
+
+async def _session_socket(user: Any) -> WebsocketCommunicator:
+    headers = [HOST, (b"origin", b"http://testserver"), (b"cookie", await sync_to_async(_cookie)(user))]
+    connected, communicator = await _open(headers)
+    assert connected
+    return communicator
+
+
+async def test_two_generations_per_user_across_sockets_then_busy(
+    writer: Any, other_writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    settings.STORY_MAX_ACTIVE_PER_USER = 2
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 20  # slow enough that the first two are still streaming
+    sockets = [await _session_socket(writer) for _ in range(3)]
+    other = await _session_socket(other_writer)
+    try:
+        for communicator in sockets[:2]:
+            await communicator.send_json_to(generate_message())
+            assert json.loads(await communicator.receive_from(timeout=5))["type"] == "accepted"
+        await sockets[2].send_json_to(generate_message())
+        refused = (await ws_events(sockets[2]))[-1]
+        # Another writer is not held back by this one's generations.
+        await other.send_json_to(generate_message())
+        assert json.loads(await other.receive_from(timeout=5))["type"] == "accepted"
+    finally:
+        for communicator in [*sockets, other]:
+            await communicator.disconnect()
+    assert (refused["type"], refused["code"], refused["retryable"]) == ("error", "busy", True)
+    assert "at most 2 at a time" in refused["message"]
+    assert await GenerationRun.objects.filter(user=writer).acount() == 2
+
+
+async def test_the_hourly_limit_refuses_with_when_to_retry(
+    writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    settings.STORY_GENERATIONS_PER_HOUR = 2
+    communicator = await _session_socket(writer)
+    try:
+        for _ in range(2):
+            await communicator.send_json_to(generate_message())
+            assert (await ws_events(communicator))[-1]["type"] == "done"
+        await communicator.send_json_to(generate_message())
+        refused = (await ws_events(communicator))[-1]
+    finally:
+        await communicator.disconnect()
+    assert (refused["code"], refused["retryable"]) == ("rate_limited", True)
+    assert "Try again in 60 minutes" in refused["message"]
+    assert await GenerationRun.objects.filter(user=writer).acount() == 2
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type": "generate", "\\ud800": 1, "plot": "x", "personas": ["noir-detective"]}',
+        '{"type": "generate", "bad\\u0000key\\n": 1, "plot": "x", "personas": ["noir-detective"]}',
+    ],
+    ids=["surrogate-key", "control-key"],
+)
+async def test_a_hostile_field_name_gets_invalid_request_and_the_socket_stays_usable(
+    writer: Any, cast: Any, offline: None, frame: str
+) -> None:
+    # Found by the hypothesis test: the error named the unknown key verbatim, and a lone surrogate in
+    # it made the error frame itself unencodable.
+    communicator = await _session_socket(writer)
+    try:
+        await communicator.send_to(text_data=frame)
+        raw = await communicator.receive_from(timeout=5)
+        # daphne encodes every text frame as UTF-8; the in-memory communicator does not, so check here.
+        raw.encode("utf-8")
+        event = json.loads(raw)
+        assert (event["type"], event["code"]) == ("error", "invalid_request")
+        assert "unknown fields" in event["message"]
+        await communicator.send_json_to(generate_message())
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
