@@ -254,7 +254,7 @@ def test_parallel_writing_shows_the_outline_then_fills_in_every_scene(
         "A teenage hacker hires a detective. The job is a missing server. The server is in a church."
         " The priest knows more than he says. Everyone meets at the docks at dawn."
     )
-    page.get_by_label("Mode", exact=True).select_option("parallel")
+    page.get_by_label("Writing mode").select_option("parallel")
     generate(page)
     expect(page.get_by_role("link", name="Open the story (version 1)")).to_be_visible()
     stream = page.evaluate("window.__stream")
