@@ -84,7 +84,8 @@ REDIS_URL = envstr("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache, answering as an empty cache while Redis is down (storyproject/cache.py).
+            "BACKEND": "storyproject.cache.FailSoftRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": envstr("CACHE_KEY_PREFIX", "story"),
             "TIMEOUT": 3600,
