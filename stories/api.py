@@ -275,7 +275,7 @@ class SceneRegenerateApi(APIView):
     def post(self, request: Request, story_id: int, number: int, index: int) -> Response:
         # Another user's story is a 404 here, as everywhere in the API.
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-        body = request.data if hasattr(request.data, "keys") else {}
+        body: Any = request.data if hasattr(request.data, "keys") else {}
         fields = {key: body.get(key) for key in body}
         try:
             regenerate = scene_regenerate_request_parse(

@@ -83,7 +83,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
 
     async def _run(self, stream: AsyncIterator[dict[str, Any]]) -> None:
         try:
-            async with aclosing(stream) as events:
+            async with aclosing(stream) as events:  # type: ignore[type-var]
                 async for event in events:
                     await self.send_event(event)
         except asyncio.CancelledError:
