@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
@@ -16,6 +17,7 @@ from django.utils import timezone
 from personas.models import PersonaConfig
 from stories.generation.errors import GenerationError
 from stories.generation.validation import CastEntry
+from stories.limits import generation_admission_check
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.validation import text_clean_or_reject
 
@@ -98,6 +100,34 @@ def generation_run_start(
         max_tokens=max_tokens,
         persona_names=list(persona_names),
         status=GenerationRun.Status.STREAMING,
+    )
+
+
+@transaction.atomic
+def generation_run_admit(
+    *,
+    user_id: int,
+    model: str,
+    max_tokens: int,
+    persona_names: Sequence[str],
+    story_id: int | None,
+    mode: str = GenerationRun.Mode.SINGLE,
+) -> GenerationRun:
+    """Check the user's limits and open the run in one transaction, serialized per user.
+
+    The no-op UPDATE on the user's row locks it (a row lock on PostgreSQL, the write lock on SQLite)
+    until the run is created, so two processes admitting the same user cannot both squeeze past the
+    limit. Raises GenerationError "busy" or "rate_limited" (stories.limits).
+    """
+    get_user_model().objects.filter(pk=user_id).update(last_login=F("last_login"))
+    generation_admission_check(user_id=user_id)
+    return generation_run_start(
+        user_id=user_id,
+        model=model,
+        max_tokens=max_tokens,
+        persona_names=persona_names,
+        story_id=story_id,
+        mode=mode,
     )
 
 

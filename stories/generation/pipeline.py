@@ -51,8 +51,8 @@ from stories.selectors import GenerationPace, generation_pace_get, generation_se
 from stories.services import (
     RunRecord,
     ScreenplayDraft,
+    generation_run_admit,
     generation_run_finish,
-    generation_run_start,
     screenplay_version_create,
 )
 
@@ -110,7 +110,11 @@ async def generation_run(
     except GenerationError as error:
         yield error.as_event()
         return
-    run = await _db(_run_open)(request, user.pk, model, max_tokens, started)
+    try:
+        run = await _db(_run_open)(request, user.pk, model, max_tokens, started)
+    except GenerationError as error:
+        yield error.as_event()
+        return
     run.edit = edit
     try:
         async with aclosing(_generate(run)) as events:
@@ -149,7 +153,9 @@ def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:
 
 
 def _run_open(request: GenerationRequest, user_id: int, model: str, max_tokens: int, started: float) -> _Run:
-    run = generation_run_start(
+    # The limits are checked again with the run's creation, under a per-user lock: the check above
+    # refuses early, this one cannot be raced by another socket or process.
+    run = generation_run_admit(
         user_id=user_id,
         model=model,
         max_tokens=max_tokens,

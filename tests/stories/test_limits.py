@@ -1,17 +1,22 @@
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from io import StringIO
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
+from stories import services
 from stories.generation.errors import GenerationError
 from stories.limits import generation_admission_check
 from stories.models import GenerationRun
+from stories.services import generation_run_admit
 
 
 def _run(user: Any, *, status: str = "streaming", minutes_ago: float = 0) -> GenerationRun:
@@ -125,3 +130,43 @@ def test_recover_runs_can_leave_recent_runs_of_live_processes_alone(writer: Any)
     assert live.status == "streaming"
     with pytest.raises(CommandError):
         call_command("recover_runs", "--older-than", "-1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_admissions_of_one_user_cannot_exceed_the_limit(
+    writer: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several threads (separate database connections, like separate processes) admit the same user
+    # at once; the per-user lock in generation_run_admit lets exactly the allowed number through.
+    # (SQLite serializes these writers by itself; on PostgreSQL, without the lock, all four get in.)
+    settings.STORY_MAX_ACTIVE_PER_USER = 1
+    real_check = services.generation_admission_check
+
+    def slow_check(*, user_id: int) -> None:
+        # Widen the window between the check and the run's creation, where an unlocked race would slip.
+        real_check(user_id=user_id)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(services, "generation_admission_check", slow_check)
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def admit() -> None:
+        try:
+            barrier.wait(timeout=10)
+            generation_run_admit(
+                user_id=writer.pk, model="offline", max_tokens=1024, persona_names=[], story_id=None
+            )
+            outcomes.append("admitted")
+        except GenerationError as error:
+            outcomes.append(error.code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=admit) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == ["admitted", "busy", "busy", "busy"]
+    assert GenerationRun.objects.filter(user=writer, status="streaming").count() == 1
