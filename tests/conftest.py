@@ -36,6 +36,13 @@ def _clear_cache() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _single_mode_unless_chosen(settings: Any) -> None:
+    # A test that does not choose a mode gets single mode, whatever the deployment default: its
+    # scripted fake replies are one call each. Parallel mode's tests choose it (or set this setting).
+    settings.STORY_DEFAULT_MODE = "single"
+
+
 @pytest.fixture
 def user_factory(db: None) -> Any:
     def make(username: str = "writer", **extra: Any) -> Any:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.urls import NoReverseMatch, reverse
 
 from personas.selectors import PersonaContexts, persona_contexts
@@ -473,16 +473,26 @@ def _timings(record: RunRecord) -> dict[str, int | None]:
 async def _run_close(run: _Run, status: str, error: GenerationError | None) -> None:
     record = _record(run)
     record.total_ms = run.elapsed_ms()
+    record_text = "\n\n".join(text for text in run.texts if text)
     write = _db(generation_run_finish)(
         run_id=run.run_id,
         status=status,
         record=record,
         error_code=error.code if error else "",
         error_message=error.message if error else "",
-        raw_text="\n\n".join(text for text in run.texts if text),
+        raw_text=record_text,
     )
     # Shielded: a run that is being cancelled must still be recorded as such.
-    await asyncio.shield(asyncio.ensure_future(write))
+    try:
+        await asyncio.shield(asyncio.ensure_future(write))
+    except DatabaseError:
+        # The database is down (it may be why the save failed): the text paid for goes to the log.
+        logger.exception(
+            "generation run %s could not be recorded as %s; its model text follows:\n%s",
+            run.run_id,
+            status,
+            record_text,
+        )
     if error is not None:
         logger.info("generation run %s failed: %s %s", run.run_id, error.code, error.message)
 
