@@ -7,4 +7,4 @@ from rest_framework.authtoken.models import Token
 
 
 def api_token_get(*, user: AbstractBaseUser) -> Token | None:
-    return Token.objects.filter(user=user).first()
+    return Token.objects.filter(user_id=user.pk).first()

@@ -10,11 +10,11 @@ from rest_framework.authtoken.models import Token
 @transaction.atomic
 def api_token_create(*, user: AbstractBaseUser) -> Token:
     """A new token for ``user``; any previous token stops working at once."""
-    Token.objects.filter(user=user).delete()
-    return Token.objects.create(user=user)
+    Token.objects.filter(user_id=user.pk).delete()
+    return Token.objects.create(user_id=user.pk)
 
 
 def api_token_revoke(*, user: AbstractBaseUser) -> bool:
     """Delete the user's token; False when there was none."""
-    deleted, _ = Token.objects.filter(user=user).delete()
+    deleted, _ = Token.objects.filter(user_id=user.pk).delete()
     return deleted > 0

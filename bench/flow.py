@@ -273,6 +273,8 @@ def _new_env(fake: Fake) -> dict[str, str]:
         # The per-user limits would refuse a load test; the writers are many, and the limits raised.
         "STORY_MAX_ACTIVE_PER_USER": "1000",
         "STORY_GENERATIONS_PER_HOUR": "100000",
+        # This bench measures the single-pass flow; parallel mode has its own (bench/parallel_mode.py).
+        "STORY_DEFAULT_MODE": "single",
     }
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]

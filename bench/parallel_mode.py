@@ -255,7 +255,7 @@ def _report(measures: list[Measure], *, concurrency: int) -> str:
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores "
         f"(shared), Python {platform.python_version()}, with `python -m bench.parallel_mode`.",
         f"Fake model: TTFT {TTFT * 1000:.0f} ms, {TOKENS_PER_SECOND:.0f} output tokens/s, prompt cache "
-        f"on (min 1,024 tokens), cleared before each run. Model prices: {MODEL}. Default parallel "
+        f"on (min 1,024 tokens), a fresh server and cache for each run. Model prices: {MODEL}. Default parallel "
         f"concurrency: {concurrency}. One run per row (the fake's pacing is deterministic).",
         "",
         "| output tokens | mode | calls | wall s | first scene s | input | output | cache read | "

@@ -9,6 +9,7 @@ BENCHMARKS = [
     "bench.personas_contexts",
     "bench.flow",
     "bench.parallel_mode",
+    "bench.exports",
 ]
 
 

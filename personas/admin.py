@@ -23,7 +23,8 @@ from personas.schema import persona_config_errors
 
 class PersonaConfigForm(forms.ModelForm):
     config_data = forms.JSONField(
-        widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "style": "font-family: monospace"}),
+        # A class, not a style attribute: the Content-Security-Policy blocks inline styles.
+        widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "class": "persona-config-json"}),
         help_text="JSON object: description, summary, personality, voice, backstory, system_prompt, "
         "example_lines, tags, private, extensions. See README 'Persona configs'.",
     )
@@ -31,6 +32,9 @@ class PersonaConfigForm(forms.ModelForm):
     class Meta:
         model = PersonaConfig
         fields = ["name", "display_name", "is_active", "config_data"]
+
+    class Media:
+        css = {"all": ["css/admin-personas.css"]}
 
     def clean_config_data(self) -> Any:
         config = self.cleaned_data["config_data"]

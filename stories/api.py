@@ -7,9 +7,10 @@ objects are looked up through owner-filtered selectors, so they are 404, not 403
 from __future__ import annotations
 
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import async_to_sync
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import generics, status
@@ -52,9 +53,9 @@ class StoryListCreateApi(generics.ListCreateAPIView):
 
     def perform_create(self, serializer: BaseSerializer) -> None:
         data = serializer.validated_data
-        serializer.instance = services.story_create(
-            owner=self.request.user, title=data["title"], plot=data["plot"]
-        )
+        # IsAuthenticated has run: the user is a real account, never AnonymousUser.
+        owner = cast(AbstractBaseUser, self.request.user)
+        serializer.instance = services.story_create(owner=owner, title=data["title"], plot=data["plot"])
 
 
 @extend_schema_view(
@@ -82,7 +83,7 @@ class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
     def perform_update(self, serializer: BaseSerializer) -> None:
         data = serializer.validated_data
         serializer.instance = services.story_update(
-            story=serializer.instance, title=data.get("title"), plot=data.get("plot")
+            story=cast(Story, serializer.instance), title=data.get("title"), plot=data.get("plot")
         )
 
     def perform_destroy(self, instance: Story) -> None:
@@ -274,7 +275,7 @@ class SceneRegenerateApi(APIView):
     def post(self, request: Request, story_id: int, number: int, index: int) -> Response:
         # Another user's story is a 404 here, as everywhere in the API.
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-        body = request.data if hasattr(request.data, "keys") else {}
+        body: Any = request.data if hasattr(request.data, "keys") else {}
         fields = {key: body.get(key) for key in body}
         try:
             regenerate = scene_regenerate_request_parse(

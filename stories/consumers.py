@@ -29,6 +29,9 @@ _CANCEL_WAIT_SECONDS = 5.0
 
 
 class GenerateConsumer(AsyncWebsocketConsumer):
+    # No channel layer: nothing is sent to this consumer from outside its socket, and without one a
+    # Redis outage cannot break the socket (Channels would otherwise poll Redis for this channel).
+    channel_layer_alias = None  # type: ignore[assignment]
     task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -80,7 +83,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
 
     async def _run(self, stream: AsyncIterator[dict[str, Any]]) -> None:
         try:
-            async with aclosing(stream) as events:
+            async with aclosing(stream) as events:  # type: ignore[type-var]
                 async for event in events:
                     await self.send_event(event)
         except asyncio.CancelledError:

@@ -37,7 +37,9 @@ class StorableCharField(serializers.CharField):
 
 
 class StoryCastSerializer(serializers.ModelSerializer):
-    persona = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    persona: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True
+    )
 
     class Meta:
         model = StoryCast
@@ -57,7 +59,7 @@ class StorySerializer(serializers.ModelSerializer):
 
 
 class ScreenplayVersionSummarySerializer(serializers.ModelSerializer):
-    run = serializers.PrimaryKeyRelatedField(read_only=True)
+    run: serializers.PrimaryKeyRelatedField[Any] = serializers.PrimaryKeyRelatedField(read_only=True)
     title = serializers.SerializerMethodField()
     scene_count = serializers.SerializerMethodField()
 
@@ -93,6 +95,10 @@ class ScreenplayVersionSerializer(ScreenplayVersionSummarySerializer):
         fields = [*ScreenplayVersionSummarySerializer.Meta.fields, "content"]
 
 
+TIMING_FIELDS = ("context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms")
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
 class RunTimingsSerializer(serializers.Serializer):
     context_ms = serializers.IntegerField(allow_null=True)
     prompt_ms = serializers.IntegerField(allow_null=True)
@@ -110,7 +116,7 @@ class RunUsageSerializer(serializers.Serializer):
 
 
 class GenerationRunSerializer(serializers.ModelSerializer):
-    story = serializers.PrimaryKeyRelatedField(read_only=True)
+    story: serializers.PrimaryKeyRelatedField[Any] = serializers.PrimaryKeyRelatedField(read_only=True)
     version = serializers.SerializerMethodField()
     persona_names = serializers.ListField(child=serializers.CharField(), read_only=True)
     timings = serializers.SerializerMethodField()
@@ -143,8 +149,8 @@ class GenerationRunSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(RunTimingsSerializer)
     def get_timings(self, run: GenerationRun) -> dict[str, int | None]:
-        return {name: getattr(run, name) for name in RunTimingsSerializer().fields}
+        return {name: getattr(run, name) for name in TIMING_FIELDS}
 
     @extend_schema_field(RunUsageSerializer)
     def get_usage(self, run: GenerationRun) -> dict[str, int]:
-        return {name: getattr(run, name) for name in RunUsageSerializer().fields}
+        return {name: getattr(run, name) for name in USAGE_FIELDS}

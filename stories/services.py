@@ -23,7 +23,7 @@ from stories.validation import text_clean_or_reject
 def story_create(*, owner: AbstractBaseUser, title: str, plot: str) -> Story:
     """A story without versions yet; generations add them."""
     return Story.objects.create(
-        owner=owner,
+        owner_id=owner.pk,
         title=text_clean_or_reject(title, field="title"),
         plot=text_clean_or_reject(plot, field="plot"),
     )

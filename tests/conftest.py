@@ -22,11 +22,25 @@ connection_created.connect(_sqlite_without_fsync)
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # PBKDF2 at Django's production cost takes most of a second per user on a busy machine; tests
+    # check who may do what, not hashing strength. (The browser tests' server keeps the real hashers.)
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
     # The cache is real (Redis in the PostgreSQL pass); each test starts from an empty one.
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _single_mode_unless_chosen(settings: Any) -> None:
+    # A test that does not choose a mode gets single mode, whatever the deployment default: its
+    # scripted fake replies are one call each. Parallel mode's tests choose it (or set this setting).
+    settings.STORY_DEFAULT_MODE = "single"
 
 
 @pytest.fixture

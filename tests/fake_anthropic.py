@@ -254,7 +254,8 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         output_tokens = (
             reply.output_tokens if reply.output_tokens is not None else max(len(reply.text) // 4, 1)
         )
-        cache_read, cache_write, new_prefixes = reply.cache_read_tokens, reply.cache_write_tokens, []
+        new_prefixes: list[str] = []
+        cache_read, cache_write = reply.cache_read_tokens, reply.cache_write_tokens
         if self.server_state.prompt_cache and not (cache_read or cache_write):
             cache_read, cache_write, new_prefixes = self.server_state._cache_usage(record.body)
             if reply.input_tokens is None:

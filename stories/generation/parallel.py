@@ -24,7 +24,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -144,7 +144,7 @@ async def parallel_write(
     rules: str,
     content: dict[str, Any],
     edit: SceneEdit | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Yield the events of an outline and its scenes; fill ``content`` with the assembled screenplay."""
     backend = backend_for_model(run.model)
     details = run.record.details
@@ -201,7 +201,7 @@ async def _outline_write(
     brief: Brief,
     rules: str,
     holder: list[Outline],
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     prompt = parallel_prompt_outline(
         contexts=contexts, plot=run.request.plot, title=run.request.title, rules=rules, scenes_hint=None
     )
@@ -257,7 +257,7 @@ def _outline_from_text(run: _Run, text: str, finished: CallFinished) -> Outline:
 
 async def _fan_out(
     fan: _FanOut, indices: list[int], scenes: dict[int, dict[str, Any]]
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """Run every scene's task; yield their events as they come; fail at the first scene that fails."""
     tasks = [asyncio.create_task(_scene_task(fan, index), name=f"scene-{index}") for index in indices]
     remaining = set(indices)
@@ -297,8 +297,8 @@ async def _scene_task(fan: _FanOut, index: int) -> None:
         fan.queue.put_nowait(("failed", index, error))
     except Exception:
         logger.exception("run %s: scene %s failed unexpectedly", fan.run.run_id, index)
-        error = GenerationError("llm_unavailable", f"scene {index + 1} failed unexpectedly")
-        fan.queue.put_nowait(("failed", index, error))
+        unexpected = GenerationError("llm_unavailable", f"scene {index + 1} failed unexpectedly")
+        fan.queue.put_nowait(("failed", index, unexpected))
     else:
         fan.queue.put_nowait(("scene", index, scene))
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from html import escape
+from typing import Any
 
 from stories.generation.outline import Outline, OutlineScene
 from stories.generation.prompt import DEFAULT_FORMATTING_RULES, PersonaContextLike, Prompt
@@ -105,7 +106,7 @@ def parallel_prompt_scene(
     )
 
 
-def _shared_system(contexts: Sequence[PersonaContextLike], rules: str) -> list[dict[str, object]]:
+def _shared_system(contexts: Sequence[PersonaContextLike], rules: str) -> list[dict[str, Any]]:
     instructions = _INSTRUCTIONS.format(
         outline_shape=json.dumps(_OUTLINE_SHAPE, indent=1),
         scene_shape=json.dumps(_SCENE_SHAPE, indent=1),

@@ -12,14 +12,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError, connections
 from django.urls import NoReverseMatch, reverse
 
 from personas.selectors import PersonaContexts, persona_contexts
@@ -56,12 +56,24 @@ from stories.services import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
 
 # The database calls of concurrent generations run side by side in the loop's thread pool (each thread
 # takes its own pooled connection) rather than queueing on Channels' one thread-sensitive thread: with 50
 # generations starting together that queue alone added seconds (bench/results/flow.md). Every call is
 # self-contained (its own transaction, no thread-bound state), so the thread it runs on does not matter.
-_db = partial(database_sync_to_async, thread_sensitive=False)
+def _db(function: Callable[..., _T]) -> Callable[..., Awaitable[_T]]:
+    def call(*args: Any, **kwargs: Any) -> _T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            # Hand the connection back now: a pool thread may never run Django code again (its loop
+            # closes), and a connection it kept would be lost to PostgreSQL's pool until it ran dry.
+            connections.close_all()
+
+    return database_sync_to_async(call, thread_sensitive=False)
+
 
 # At most this many progress events a second.
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -199,7 +211,8 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
     async with aclosing(writer) as events:
         async for event in events:
             yield event
-    async for event in _save(run, content):
+    finish = _save if request.save else _finish_unsaved
+    async for event in finish(run, content):
         yield event
 
 
@@ -379,6 +392,21 @@ def _with_characters(header: dict[str, Any], extra: Any) -> dict[str, Any]:
     return {**header, "characters": characters}
 
 
+async def _finish_unsaved(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    """A run that saves nothing (``request.save`` False): checked like any, kept with its screenplay."""
+    screenplay_validate(content=content, persona_names=run.request.personas)
+    record = _record(run)
+    record.total_ms = run.elapsed_ms()
+    await database_sync_to_async(generation_run_finish)(
+        run_id=run.run_id,
+        status=GenerationRun.Status.SUCCEEDED,
+        record=record,
+        raw_text=json.dumps(content, ensure_ascii=False),
+    )
+    run.record = record
+    yield {"type": "done", "run_id": run.run_id, "timings": _timings(record), "usage": run.usage.as_dict()}
+
+
 async def _save(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     request = run.request
     cast = screenplay_validate(content=content, persona_names=request.personas)
@@ -445,16 +473,26 @@ def _timings(record: RunRecord) -> dict[str, int | None]:
 async def _run_close(run: _Run, status: str, error: GenerationError | None) -> None:
     record = _record(run)
     record.total_ms = run.elapsed_ms()
+    record_text = "\n\n".join(text for text in run.texts if text)
     write = _db(generation_run_finish)(
         run_id=run.run_id,
         status=status,
         record=record,
         error_code=error.code if error else "",
         error_message=error.message if error else "",
-        raw_text="\n\n".join(text for text in run.texts if text),
+        raw_text=record_text,
     )
     # Shielded: a run that is being cancelled must still be recorded as such.
-    await asyncio.shield(asyncio.ensure_future(write))
+    try:
+        await asyncio.shield(asyncio.ensure_future(write))
+    except DatabaseError:
+        # The database is down (it may be why the save failed): the text paid for goes to the log.
+        logger.exception(
+            "generation run %s could not be recorded as %s; its model text follows:\n%s",
+            run.run_id,
+            status,
+            record_text,
+        )
     if error is not None:
         logger.info("generation run %s failed: %s %s", run.run_id, error.code, error.message)
 

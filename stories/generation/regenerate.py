@@ -9,7 +9,7 @@ The socket (``regenerate_scene``), the API and the story page all call ``scene_r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -63,14 +63,15 @@ def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
 
 async def scene_regenerate_run(
     *, request: SceneRegenerateRequest, user: Any
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """The protocol's events for rewriting one scene; ends with ``saved`` and ``done``, or an error."""
     try:
         generation, edit = await database_sync_to_async(_generation_for)(request, user.pk)
     except GenerationError as error:
         yield error.as_event()
         return
-    async with aclosing(generation_run(request=generation, user=user, edit=edit)) as events:
+    stream = generation_run(request=generation, user=user, edit=edit)
+    async with aclosing(stream) as events:  # type: ignore[type-var]
         async for event in events:
             yield event
 

@@ -26,6 +26,9 @@ class GenerationRequest:
     model: str | None = None
     max_tokens: int | None = None
     mode: str = "single"
+    # False: write and record the run, save no story (generate_screenplay --no-save). Never read from
+    # untrusted input: generation_request_parse leaves it True.
+    save: bool = True
 
 
 def generation_request_parse(data: object) -> GenerationRequest:

@@ -71,6 +71,8 @@ def _server_env(database: Path) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="storyproject.settings",
         DJANGO_DEBUG="1",
         STORY_OFFLINE_TOKENS_PER_SECOND=os.environ.get("BROWSER_OFFLINE_TOKENS_PER_SECOND", "400"),
+        # The pages' tests watch single mode's stream; parallel mode's test picks it on the form.
+        STORY_DEFAULT_MODE="single",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -23,7 +23,10 @@ PLOT = "A detective and a starship captain must share one stolen map to get home
 OBSERVE_STREAM = """() => {
   const scenes = document.getElementById("stream-scenes");
   const progress = document.getElementById("stream-progress");
-  window.__stream = {firstScene: null, progress: [], mostPending: 0};
+  window.__stream = {firstScene: null, progress: [], mostPending: 0, announced: []};
+  const announcer = document.getElementById("announcer");
+  new MutationObserver(() => window.__stream.announced.push(announcer.textContent)).observe(
+    announcer, {childList: true, characterData: true, subtree: true});
   new MutationObserver(() => {
     const pending = scenes.querySelectorAll(".scene-pending").length;
     window.__stream.mostPending = Math.max(window.__stream.mostPending, pending);
@@ -107,6 +110,10 @@ def test_a_writer_generates_a_story_and_watches_it_stream(app_server: AppServer,
     moving = [value for value in samples if value > 0]
     assert len(set(moving)) >= 2 and moving == sorted(moving), f"progress did not move forward: {samples}"
     expect(page.locator("#stream-stats")).to_contain_text("Finished")
+    # Screen readers hear each scene as it is written, then the save.
+    announced = page.evaluate("window.__stream.announced")
+    assert f"Scene 1 written: {first['heading']}" in announced
+    assert "Saved as version 1." in announced
 
     saved.click()
     expect(page.get_by_role("heading", level=1)).to_have_text("The stolen map")
@@ -115,6 +122,11 @@ def test_a_writer_generates_a_story_and_watches_it_stream(app_server: AppServer,
     expect(cast).to_contain_text("Sam Marlowe")
     expect(cast).to_contain_text("Captain Imani Okafor")
     assert page.locator(".screenplay .scene").count() >= 1
+    version_row = page.locator("table.versions tbody tr")
+    expect(version_row).to_have_count(1)
+    expect(version_row).to_contain_text("offline model")
+    expect(version_row).to_contain_text("out")
+    expect(version_row).to_contain_text("$0.00")
     screenshot(page, "story-page")
     with page.expect_download() as download:
         page.get_by_role("link", name="Fountain").click()
@@ -254,7 +266,7 @@ def test_parallel_writing_shows_the_outline_then_fills_in_every_scene(
         "A teenage hacker hires a detective. The job is a missing server. The server is in a church."
         " The priest knows more than he says. Everyone meets at the docks at dawn."
     )
-    page.get_by_label("Mode", exact=True).select_option("parallel")
+    page.get_by_label("Writing mode").select_option("parallel")
     generate(page)
     expect(page.get_by_role("link", name="Open the story (version 1)")).to_be_visible()
     stream = page.evaluate("window.__stream")

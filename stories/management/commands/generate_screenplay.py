@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import AsyncGenerator
@@ -18,7 +19,7 @@ from stories.exports.fountain import fountain_scenes
 from stories.generation.errors import GenerationError
 from stories.generation.pipeline import generation_run
 from stories.generation.requests import GenerationRequest, generation_request_parse
-from stories.models import ScreenplayVersion
+from stories.models import GenerationRun, ScreenplayVersion
 
 # An error exit status per failure kind, so scripts can tell a bad request from an outage.
 EXIT_INVALID = 2
@@ -51,22 +52,34 @@ class Command(BaseCommand):
             "--user", default="writer", metavar="NAME", help="Owner of the story (default: writer)."
         )
         parser.add_argument("--format", choices=["fountain", "json"], default="fountain")
+        parser.add_argument(
+            "--no-save", action="store_true", help="Write and record the run, but save no story or version."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = _user(options["user"])
         request = _request(options)
         stderr: TextIO = getattr(self.stderr, "_out", sys.stderr)
         console = Console(file=stderr, highlight=False)
-        saved = asyncio.run(self._generate(request, user, options["format"], console))
-        version = ScreenplayVersion.objects.select_related("story").get(
-            story_id=saved["story_id"], number=saved["version"]
-        )
+        outcome = asyncio.run(self._generate(request, user, options["format"], console))
+        if outcome["type"] == "saved":
+            version = ScreenplayVersion.objects.select_related("story").get(
+                story_id=outcome["story_id"], number=outcome["version"]
+            )
+            content, where = (
+                version.content,
+                (
+                    f"Saved story {version.story_id} ({version.story.title!r}), "
+                    f"version {version.number}: {outcome['url']}"
+                ),
+            )
+        else:
+            # An unsaved run keeps its finished screenplay as its raw text (see the pipeline).
+            content = json.loads(GenerationRun.objects.get(pk=outcome["run_id"]).raw_text)
+            where = f"Not saved (--no-save); run {outcome['run_id']} recorded the timings and usage."
         if options["format"] == "json":
-            self.stdout.write(json.dumps(version.content, ensure_ascii=False, indent=2))
-        console.print(
-            f"Saved story {version.story_id} ({version.story.title!r}), version {version.number}: {saved['url']}",
-            markup=False,
-        )
+            self.stdout.write(json.dumps(content, ensure_ascii=False, indent=2))
+        console.print(where, markup=False)
 
     async def _generate(
         self, request: GenerationRequest, user: Any, fmt: str, console: Console
@@ -74,7 +87,7 @@ class Command(BaseCommand):
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
         with Progress(*columns, TextColumn("{task.fields[status]}"), console=console) as progress:
             task = progress.add_task("Starting", total=None, status="")
-            saved: dict[str, Any] | None = None
+            outcome: dict[str, Any] | None = None
             # Parallel mode finishes scenes in any order; stdout gets them in screenplay order.
             self._pending: dict[int, dict[str, Any]] = {}
             self._next_scene = 0
@@ -82,15 +95,15 @@ class Command(BaseCommand):
             run = cast(AsyncGenerator[dict[str, Any], None], generation_run(request=request, user=user))
             async with aclosing(run) as events:
                 async for event in events:
-                    saved = self._show(event, saved, fmt, progress, task)
-        if saved is None:
-            raise CommandError("the generation ended without saving anything", returncode=EXIT_FAILED)
-        return saved
+                    outcome = self._show(event, outcome, fmt, progress, task)
+        if outcome is None:
+            raise CommandError("the generation ended without a result", returncode=EXIT_FAILED)
+        return outcome
 
     def _show(
         self, event: dict[str, Any], saved: dict[str, Any] | None, fmt: str, progress: Progress, task: TaskID
     ) -> dict[str, Any] | None:
-        """Show one pipeline event; return the "saved" event once it has come."""
+        """Show one pipeline event; return the outcome so far: "saved", else "done" (an unsaved run)."""
         kind = event["type"]
         if kind == "accepted":
             about = f"about {event['estimated_seconds']:.0f} s"
@@ -107,8 +120,8 @@ class Command(BaseCommand):
             eta = event.get("eta_seconds")
             eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
             progress.update(task, status=f"{event['output_tokens']} tokens{eta_text}")
-        elif kind == "saved":
-            progress.update(task, description="Saved", total=1, completed=1)
+        elif kind == "saved" or (kind == "done" and saved is None):
+            progress.update(task, description=kind.capitalize(), total=1, completed=1)
             return event
         elif kind in ("error", "cancelled"):
             progress.stop()
@@ -127,7 +140,7 @@ def _request(options: dict[str, Any]) -> GenerationRequest:
     plot = options["plot"]
     if options["plot_file"] is not None:
         plot = _plot_file(options["plot_file"])
-    data = {"plot": plot, "personas": options["personas"], "title": options["title"]}
+    data: dict[str, Any] = {"plot": plot, "personas": options["personas"], "title": options["title"]}
     options.setdefault("mode", None)
     for key, option in (
         ("story_id", "story"),
@@ -138,9 +151,10 @@ def _request(options: dict[str, Any]) -> GenerationRequest:
         if options[option] is not None:
             data[key] = options[option]
     try:
-        return generation_request_parse(data)
+        request = generation_request_parse(data)
     except GenerationError as error:
         raise CommandError(f"{error.code}: {error.message}", returncode=EXIT_INVALID) from None
+    return dataclasses.replace(request, save=not options["no_save"])
 
 
 def _plot_file(path: Path) -> str:

@@ -62,6 +62,20 @@ def test_the_fake_server_run_prints_json_and_adds_a_version(
     assert "The fog lifts." in json.dumps(fake_anthropic.requests[-1].body)
 
 
+def test_no_save_prints_the_screenplay_records_the_run_and_saves_no_story(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=2)
+    fake_anthropic.script(Reply(text=screenplay_text(expected), tokens_per_second=4000, output_tokens=321))
+    out, err = _generate("--plot", "Fog.", *PERSONAS, "--no-save", "--format", "json")
+    assert json.loads(out) == expected
+    run = GenerationRun.objects.get()
+    assert f"Not saved (--no-save); run {run.pk}" in err
+    assert (run.status, run.story_id, run.output_tokens) == ("succeeded", None, 321)
+    assert run.total_ms is not None and run.save_ms is None
+    assert not Story.objects.exists() and not ScreenplayVersion.objects.exists()
+
+
 def test_a_model_failure_exits_non_zero_with_its_code_and_saves_nothing(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:

@@ -14,10 +14,11 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.test import Client
 from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
-from stories.models import GenerationRun
+from stories.models import GenerationRun, ScreenplayVersion, Story
 from storyproject.asgi import application
-from tests.stories.generation.conftest import generate_message, ws_events
+from tests.stories.generation.conftest import generate_message, screenplay, ws_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -174,3 +175,38 @@ async def test_a_hostile_field_name_gets_invalid_request_and_the_socket_stays_us
         assert (await ws_events(communicator))[-1]["type"] == "done"
     finally:
         await communicator.disconnect()
+
+
+def _own_story_with_version(user: Any) -> int:
+    story = Story.objects.create(owner=user, title="Mine", plot="A plot.", latest_version_number=1)
+    ScreenplayVersion.objects.create(story=story, number=1, content=screenplay(scenes=2), model="offline")
+    return story.pk
+
+
+def test_rewriting_a_scene_is_a_generation_under_the_same_hourly_limit(
+    writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    settings.STORY_GENERATIONS_PER_HOUR = 1
+    story_id = _own_story_with_version(writer)
+    GenerationRun.objects.create(user=writer, status="succeeded", model="offline", max_tokens=1024)
+    client = APIClient()
+    client.force_authenticate(writer)
+    response = client.post(f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/", {}, format="json")
+    assert response.status_code == 429
+    assert response.json()["code"] == "rate_limited"
+    assert "Try again in" in response.json()["message"]
+    assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
+
+
+def test_the_rewrite_form_of_another_writers_story_is_not_found(
+    writer: Any, other_writer: Any, cast: Any
+) -> None:
+    story_id = _own_story_with_version(writer)
+    url = f"/stories/{story_id}/versions/1/scenes/0/regenerate/"
+    intruder = Client()
+    intruder.force_login(other_writer)
+    assert intruder.post(url, {"instructions": "make it mine"}).status_code == 404
+    anonymous = Client().post(url, {"instructions": "x"})
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/")
+    assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
+    assert GenerationRun.objects.count() == 0

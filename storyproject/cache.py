@@ -1,0 +1,83 @@
+"""A Redis cache that degrades to "no cache" while Redis is unreachable, instead of failing requests.
+
+Everything the app caches (persona contexts, generation settings, paces) can be recomputed from the
+database, so a cache outage must cost speed, not generations. Django's RedisCache raises on a refused
+connection; this one logs a warning, answers as an empty cache would, and skips Redis for a few
+seconds (a small circuit breaker) so a dead server does not add a connect timeout to every call.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5.0
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _fail_soft(fallback: Callable[..., Any]) -> Callable[[_F], _F]:
+    """Run the cache operation unless Redis is known to be down; on a connection error, fall back."""
+
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: FailSoftRedisCache, *args: Any, **kwargs: Any) -> Any:
+            if time.monotonic() < self._down_until:
+                return fallback(*args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+                logger.warning(
+                    "cache unavailable, running without it for %ss: %s", RETRY_AFTER_SECONDS, error
+                )
+                return fallback(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _default(key: Any, default: Any = None, *args: Any, **kwargs: Any) -> Any:
+    return default
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _false(*args: Any, **kwargs: Any) -> bool:
+    return False
+
+
+def _empty(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {}
+
+
+def _all_failed(data: dict[str, Any], *args: Any, **kwargs: Any) -> list[str]:
+    return list(data)
+
+
+class FailSoftRedisCache(RedisCache):
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self._down_until = 0.0
+
+    get = _fail_soft(_default)(RedisCache.get)
+    set = _fail_soft(_nothing)(RedisCache.set)
+    add = _fail_soft(_false)(RedisCache.add)
+    touch = _fail_soft(_false)(RedisCache.touch)
+    delete = _fail_soft(_false)(RedisCache.delete)
+    has_key = _fail_soft(_false)(RedisCache.has_key)
+    get_many = _fail_soft(_empty)(RedisCache.get_many)
+    set_many = _fail_soft(_all_failed)(RedisCache.set_many)
+    delete_many = _fail_soft(_nothing)(RedisCache.delete_many)
+    clear = _fail_soft(_nothing)(RedisCache.clear)

@@ -1,0 +1,69 @@
+"""Redis down: the cache degrades to none and generations still complete (single process)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from django.core.cache import caches
+from django.test import override_settings
+
+from stories.models import GenerationRun
+from storyproject.cache import RETRY_AFTER_SECONDS
+from tests.stories.generation.conftest import generate_message, ws_connect, ws_events
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+DOWN = {
+    "default": {
+        "BACKEND": "storyproject.cache.FailSoftRedisCache",
+        "LOCATION": DEAD_REDIS,
+        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+    }
+}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_generation_completes_and_is_saved_while_redis_is_down(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    with override_settings(CACHES=DOWN):
+        communicator = await ws_connect(writer)
+        try:
+            await communicator.send_json_to(generate_message())
+            events = await ws_events(communicator)
+        finally:
+            await communicator.disconnect()
+    assert events[-1]["type"] == "done", events[-1]
+    assert await GenerationRun.objects.filter(user=writer, status="succeeded").acount() == 1
+
+
+@override_settings(CACHES=DOWN)
+def test_the_cache_answers_as_an_empty_one_and_skips_redis_for_a_while(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = caches["default"]
+    with caplog.at_level(logging.WARNING, logger="storyproject.cache"):
+        assert cache.get("k", "fallback") == "fallback"
+        cache.set("k", "v")
+        assert cache.get_many(["a", "b"]) == {}
+        assert cache.set_many({"a": 1}) == ["a"]
+        assert cache.add("k", 1) is False
+        cache.delete("k")
+    # One warning for the first failure; the circuit breaker then answers without trying Redis.
+    assert len(caplog.records) == 1
+    assert "cache unavailable" in caplog.records[0].getMessage()
+    assert cache._down_until > time.monotonic() + RETRY_AFTER_SECONDS - 1  # type: ignore[attr-defined]
+
+
+def test_with_redis_url_the_settings_use_the_fail_soft_cache() -> None:
+    env = {**os.environ, "REDIS_URL": DEAD_REDIS, "DJANGO_SETTINGS_MODULE": "storyproject.settings"}
+    script = "import django; django.setup(); from django.conf import settings; print(settings.CACHES['default']['BACKEND'])"
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "storyproject.cache.FailSoftRedisCache", result.stderr

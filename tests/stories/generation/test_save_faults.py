@@ -1,0 +1,75 @@
+"""The database failing during the save: the client gets save_failed, the model is never called again,
+and the text paid for survives: in the failed run when the database is back, in the log when it is not."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from django.db import OperationalError
+
+from stories.generation import pipeline
+from stories.models import GenerationRun, ScreenplayVersion, Story
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _database_down(*args: Any, **kwargs: Any) -> Any:
+    raise OperationalError("server closed the connection unexpectedly")
+
+
+async def _generate(writer: Any) -> list[dict[str, Any]]:
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message())
+        return await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_failed_save_is_save_failed_and_the_run_keeps_the_streamed_text(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = screenplay_text(screenplay(scenes=2))
+    fake_anthropic.script(Reply(text=text))
+    monkeypatch.setattr(pipeline, "screenplay_version_create", _database_down)
+    events = await _generate(writer)
+    assert events[-1] == {
+        "type": "error",
+        "code": "save_failed",
+        "message": "the screenplay could not be saved; please try again",
+        "retryable": events[-1]["retryable"],
+    }
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert (run.status, run.error_code) == ("failed", "save_failed")
+    assert run.raw_text == text
+    assert len(fake_anthropic.requests) == 1  # never called again
+    assert await Story.objects.acount() == 0 and await ScreenplayVersion.objects.acount() == 0
+
+
+async def test_with_the_database_still_down_the_text_goes_to_the_log(
+    writer: Any,
+    cast: Any,
+    fake_anthropic: FakeAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    text = screenplay_text(screenplay(scenes=2))
+    fake_anthropic.script(Reply(text=text))
+    monkeypatch.setattr(pipeline, "screenplay_version_create", _database_down)
+    monkeypatch.setattr(pipeline, "generation_run_finish", _database_down)
+    with caplog.at_level(logging.ERROR, logger="stories.generation.pipeline"):
+        events = await _generate(writer)
+    assert events[-1]["code"] == "save_failed"
+    run_id = events[0]["run_id"]
+    logged = [
+        r.getMessage()
+        for r in caplog.records
+        if f"generation run {run_id} could not be recorded" in r.getMessage()
+    ]
+    assert len(logged) == 1
+    assert text in logged[0]
+    assert len(fake_anthropic.requests) == 1
