@@ -90,9 +90,18 @@ def story_cast_list(*, story: Story) -> list[StoryCast]:
 
 
 def run_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[GenerationRun]:
+    # The raw model text and diagnostics of a run can be large and the list shows neither.
     return (
-        GenerationRun.objects.filter(user_id=user.pk).select_related("story").order_by("-created_at", "-id")
+        GenerationRun.objects.filter(user_id=_user_pk(user))
+        .select_related("story")
+        .defer("raw_text", "details")
+        .order_by("-created_at", "-id")
     )
+
+
+def _user_pk(user: AbstractBaseUser | AnonymousUser) -> int:
+    # Pages are login-only; were an anonymous user to get here, its pk (None) must match nothing.
+    return int(user.pk) if user.pk is not None else 0
 
 
 def generation_model_choices() -> list[tuple[str, str]]:

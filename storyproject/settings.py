@@ -192,7 +192,8 @@ ANTHROPIC_API_KEY = envstr("ANTHROPIC_API_KEY")
 # Also read by the SDK itself; passed to the client explicitly so that tests can point it elsewhere.
 ANTHROPIC_BASE_URL = envstr("ANTHROPIC_BASE_URL")
 OFFLINE_MODEL = "offline"
-STORY_MODEL = envstr("STORY_MODEL", "claude-sonnet-4-5" if ANTHROPIC_API_KEY else OFFLINE_MODEL)
+# claude-sonnet-4-5 is retired on 2026-11-30 (SDK 2.14); 4.6 is the current Sonnet.
+STORY_MODEL = envstr("STORY_MODEL", "claude-sonnet-4-6" if ANTHROPIC_API_KEY else OFFLINE_MODEL)
 STORY_MODELS = envlist(
     "STORY_MODELS",
     [STORY_MODEL] if STORY_MODEL != OFFLINE_MODEL else [],
@@ -228,6 +229,8 @@ STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS = 2000
 # Prices in dollars per million tokens: input, output, cache read, cache write.
 STORY_PRICES: dict[str, dict[str, float]] = {
     "claude-opus-4-5": {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25},
+    "claude-opus-4-6": {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25},
+    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
     "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
     "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.1, "cache_write": 1.25},
     OFFLINE_MODEL: {"input": 0.0, "output": 0.0, "cache_read": 0.0, "cache_write": 0.0},

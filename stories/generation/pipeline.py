@@ -12,15 +12,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.urls import NoReverseMatch, reverse
 
 from personas.selectors import PersonaContexts, persona_contexts
@@ -57,12 +56,24 @@ from stories.services import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
 
 # The database calls of concurrent generations run side by side in the loop's thread pool (each thread
 # takes its own pooled connection) rather than queueing on Channels' one thread-sensitive thread: with 50
 # generations starting together that queue alone added seconds (bench/results/flow.md). Every call is
 # self-contained (its own transaction, no thread-bound state), so the thread it runs on does not matter.
-_db = partial(database_sync_to_async, thread_sensitive=False)
+def _db(function: Callable[..., _T]) -> Callable[..., Awaitable[_T]]:
+    def call(*args: Any, **kwargs: Any) -> _T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            # Hand the connection back now: a pool thread may never run Django code again (its loop
+            # closes), and a connection it kept would be lost to PostgreSQL's pool until it ran dry.
+            connections.close_all()
+
+    return database_sync_to_async(call, thread_sensitive=False)
+
 
 # At most this many progress events a second.
 PROGRESS_INTERVAL_SECONDS = 0.25
