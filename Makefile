@@ -32,7 +32,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-test: $(STAMP) lint
+test: $(STAMP) lint typecheck
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest
 

@@ -131,7 +131,7 @@ class GenerationRunListApi(generics.ListAPIView):
     queryset = GenerationRun.objects.none()
 
     def get_queryset(self) -> QuerySet[GenerationRun]:
-        return selectors.generation_runs_for_user(user=self.request.user)
+        return selectors.run_list_for_user(user=self.request.user)
 
 
 # --- Generation: POST /api/ai/generate-screenplay/ (issue 4) ---------------------------------------

@@ -93,8 +93,8 @@ def run_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Gen
     # The raw model text and diagnostics of a run can be large and the list shows neither.
     return (
         GenerationRun.objects.filter(user_id=_user_pk(user))
-        .select_related("story")
-        .defer("raw_text", "details")
+        .select_related("story", "version")
+        .defer("raw_text", "details", "version__content")
         .order_by("-created_at", "-id")
     )
 
@@ -132,15 +132,6 @@ def generation_length_choices() -> list[tuple[int, str]]:
 def stories_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Story]:
     return Story.objects.filter(owner_id=user.pk).prefetch_related(
         Prefetch("cast", queryset=StoryCast.objects.select_related("persona"))
-    )
-
-
-def generation_runs_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[GenerationRun]:
-    return (
-        GenerationRun.objects.filter(user_id=user.pk)
-        .select_related("version")
-        .defer("raw_text", "details")
-        .order_by("-created_at", "-id")
     )
 
 
