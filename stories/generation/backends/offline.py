@@ -67,18 +67,26 @@ class OfflineBackend(GenerationBackend):
             if call.continue_after == 0
             else {"scenes": screenplay["scenes"][call.continue_after :]}
         )
-        text = json.dumps(document, ensure_ascii=False)
-        limit = call.max_tokens * CHARS_PER_TOKEN
-        truncated = len(text) > limit
-        text = text[:limit]
-        rate = settings.STORY_OFFLINE_TOKENS_PER_SECOND
-        for start in range(0, len(text), _DELTA_CHARS):
-            if rate:
-                await asyncio.sleep(_DELTA_CHARS / CHARS_PER_TOKEN / rate)
-            yield TextDelta(text[start : start + _DELTA_CHARS])
-        prompt_text = json.dumps([call.system, call.messages])
-        usage = Usage(input_tokens=token_estimate(prompt_text), output_tokens=token_estimate(text))
-        yield CallFinished(stop_reason="max_tokens" if truncated else "end_turn", usage=usage)
+        async for event in offline_document_stream(call, document):
+            yield event
+
+
+async def offline_document_stream(
+    call: ModelCall, document: dict[str, Any]
+) -> AsyncGenerator[BackendEvent, None]:
+    """Stream ``document`` as JSON text, paced like a model and cut at max_tokens like one."""
+    text = json.dumps(document, ensure_ascii=False)
+    limit = call.max_tokens * CHARS_PER_TOKEN
+    truncated = len(text) > limit
+    text = text[:limit]
+    rate = settings.STORY_OFFLINE_TOKENS_PER_SECOND
+    for start in range(0, len(text), _DELTA_CHARS):
+        if rate:
+            await asyncio.sleep(_DELTA_CHARS / CHARS_PER_TOKEN / rate)
+        yield TextDelta(text[start : start + _DELTA_CHARS])
+    prompt_text = json.dumps([call.system, call.messages])
+    usage = Usage(input_tokens=token_estimate(prompt_text), output_tokens=token_estimate(text))
+    yield CallFinished(stop_reason="max_tokens" if truncated else "end_turn", usage=usage)
 
 
 def offline_screenplay(brief: Brief) -> dict[str, Any]:

@@ -7,21 +7,15 @@ instructions change what the scene says. Same pacing and max_tokens behaviour as
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 import random
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from django.conf import settings
+from stories.generation.backends.base import BackendEvent, ModelCall
+from stories.generation.backends.offline import offline_document_stream, offline_screenplay
 
-from stories.generation.backends.base import BackendEvent, CallFinished, ModelCall, TextDelta, Usage
-from stories.generation.backends.offline import offline_screenplay
-from stories.generation.tokens import CHARS_PER_TOKEN, token_estimate
-
-_DELTA_CHARS = 12
 _OPENERS = [
     "We don't have long.",
     "You heard me.",
@@ -35,18 +29,8 @@ _PARENTHETICALS = ["quietly", "beat", "firmly", "smiling"]
 
 async def offline_part_stream(call: ModelCall) -> AsyncIterator[BackendEvent]:
     document = offline_outline(call) if call.task == "outline" else offline_scene(call)
-    text = json.dumps(document, ensure_ascii=False)
-    limit = call.max_tokens * CHARS_PER_TOKEN
-    truncated = len(text) > limit
-    text = text[:limit]
-    rate = settings.STORY_OFFLINE_TOKENS_PER_SECOND
-    for start in range(0, len(text), _DELTA_CHARS):
-        if rate:
-            await asyncio.sleep(_DELTA_CHARS / CHARS_PER_TOKEN / rate)
-        yield TextDelta(text[start : start + _DELTA_CHARS])
-    prompt_text = json.dumps([call.system, call.messages])
-    usage = Usage(input_tokens=token_estimate(prompt_text), output_tokens=token_estimate(text))
-    yield CallFinished(stop_reason="max_tokens" if truncated else "end_turn", usage=usage)
+    async for event in offline_document_stream(call, document):
+        yield event
 
 
 def offline_outline(call: ModelCall) -> dict[str, Any]:
