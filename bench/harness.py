@@ -133,13 +133,8 @@ def process_usage(pid: int) -> ProcessUsage:
     return ProcessUsage(cpu_seconds=cpu, peak_rss_mb=peak_kb / 1024)
 
 
-def machine_describe() -> list[str]:
-    """The machine and the versions, as Markdown list items; Django must be set up (PostgreSQL asked)."""
-    import daphne
-    import django
-    from django.db import connection
-
-    cpu = next(
+def cpu_model() -> str:
+    return next(
         (
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -147,6 +142,15 @@ def machine_describe() -> list[str]:
         ),
         platform.processor() or "unknown CPU",
     )
+
+
+def machine_describe() -> list[str]:
+    """The machine and the versions, as Markdown list items; Django must be set up (PostgreSQL asked)."""
+    import daphne
+    import django
+    from django.db import connection
+
+    cpu = cpu_model()
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         postgres = cursor.fetchone()[0]

@@ -19,11 +19,10 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
-from bench.harness import ROOT, daphne_running, personas_ensure, postgres_ensure, redis_ensure
+from bench.harness import ROOT, cpu_model, daphne_running, personas_ensure, postgres_ensure, redis_ensure
 
 SIZES = (1, 5, 20, 50)
 REPEATS = int(os.environ.get("BENCH_REPEATS", "40"))
@@ -156,14 +155,7 @@ def _report(rows: list[dict[str, float]]) -> str:
 
 
 def _machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown CPU",
-    )
+    cpu = cpu_model()
     from django.db import connection
 
     with connection.cursor() as cursor:
