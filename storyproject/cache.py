@@ -4,17 +4,27 @@ Everything the app caches (persona contexts, generation settings, paces) can be 
 database, so a cache outage must cost speed, not generations. Django's RedisCache raises on a refused
 connection; this one logs a warning, answers as an empty cache would, and skips Redis for a few
 seconds (a small circuit breaker) so a dead server does not add a connect timeout to every call.
+
+Django makes a cache object per thread and per request context, and its Redis client keeps its
+connection pool on that object: under ASGI every request opened a new Redis connection (a TCP
+handshake, a ``CLIENT SETINFO`` round trip, and redis-py reading its own version from the package
+metadata). Here the client, hence its thread-safe pool, and the circuit breaker's state are shared by
+every cache object of the process with the same servers and options.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from django.utils.functional import cached_property
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -30,12 +40,12 @@ def _fail_soft(fallback: Callable[..., Any]) -> Callable[[_F], _F]:
     def decorate(method: _F) -> _F:
         @functools.wraps(method)
         def wrapper(self: FailSoftRedisCache, *args: Any, **kwargs: Any) -> Any:
-            if time.monotonic() < self._down_until:
+            if time.monotonic() < self._shared.down_until:
                 return fallback(*args, **kwargs)
             try:
                 return method(self, *args, **kwargs)
             except (RedisConnectionError, RedisTimeoutError) as error:
-                self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+                self._shared.down_until = time.monotonic() + RETRY_AFTER_SECONDS
                 logger.warning(
                     "cache unavailable, running without it for %ss: %s", RETRY_AFTER_SECONDS, error
                 )
@@ -66,10 +76,34 @@ def _all_failed(data: dict[str, Any], *args: Any, **kwargs: Any) -> list[str]:
     return list(data)
 
 
+@dataclass
+class _Shared:
+    client: RedisCacheClient
+    down_until: float = 0.0  # Redis is skipped until then (time.monotonic())
+
+
+_shared: dict[tuple[tuple[str, ...], str], _Shared] = {}
+_shared_lock = threading.Lock()
+
+
 class FailSoftRedisCache(RedisCache):
-    def __init__(self, server: str, params: dict[str, Any]) -> None:
+    def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
         super().__init__(server, params)
-        self._down_until = 0.0
+        # As RedisCache reads its LOCATION and OPTIONS (its own copies are not in django-stubs).
+        self._shared_servers = re.split("[;,]", server) if isinstance(server, str) else list(server)
+        self._shared_options: dict[str, Any] = params.get("OPTIONS", {})
+
+    @cached_property
+    def _shared(self) -> _Shared:
+        key = (tuple(self._shared_servers), repr(sorted(self._shared_options.items())))
+        with _shared_lock:
+            if key not in _shared:
+                _shared[key] = _Shared(client=RedisCacheClient(self._shared_servers, **self._shared_options))
+            return _shared[key]
+
+    @cached_property
+    def _cache(self) -> RedisCacheClient:
+        return self._shared.client
 
     get = _fail_soft(_default)(RedisCache.get)
     set = _fail_soft(_nothing)(RedisCache.set)

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -18,13 +19,21 @@ from storyproject.cache import RETRY_AFTER_SECONDS
 from tests.stories.generation.conftest import generate_message, ws_connect, ws_events
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
-DOWN = {
-    "default": {
-        "BACKEND": "storyproject.cache.FailSoftRedisCache",
-        "LOCATION": DEAD_REDIS,
-        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+
+
+def _down(location: str = DEAD_REDIS) -> dict[str, Any]:
+    # The circuit breaker is shared by every cache object with the same location: a test that counts
+    # the breaker's warnings takes a location of its own, which no earlier test has tripped.
+    return {
+        "default": {
+            "BACKEND": "storyproject.cache.FailSoftRedisCache",
+            "LOCATION": location,
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
     }
-}
+
+
+DOWN = _down()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -42,7 +51,7 @@ async def test_a_generation_completes_and_is_saved_while_redis_is_down(
     assert await GenerationRun.objects.filter(user=writer, status="succeeded").acount() == 1
 
 
-@override_settings(CACHES=DOWN)
+@override_settings(CACHES=_down("redis://127.0.0.1:1/7"))
 def test_the_cache_answers_as_an_empty_one_and_skips_redis_for_a_while(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -57,7 +66,14 @@ def test_the_cache_answers_as_an_empty_one_and_skips_redis_for_a_while(
     # One warning for the first failure; the circuit breaker then answers without trying Redis.
     assert len(caplog.records) == 1
     assert "cache unavailable" in caplog.records[0].getMessage()
-    assert cache._down_until > time.monotonic() + RETRY_AFTER_SECONDS - 1  # type: ignore[attr-defined]
+    assert cache._shared.down_until > time.monotonic() + RETRY_AFTER_SECONDS - 1  # type: ignore[attr-defined]
+
+    # Django makes a cache object per thread and per request: the next one skips Redis too.
+    other = threading.Thread(target=lambda: caches["default"].get("k"))
+    with caplog.at_level(logging.WARNING, logger="storyproject.cache"):
+        other.start()
+        other.join()
+    assert len(caplog.records) == 1
 
 
 def test_with_redis_url_the_settings_use_the_fail_soft_cache() -> None:
