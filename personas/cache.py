@@ -2,41 +2,36 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable
 
-from django.core.cache import cache
 from django.db import connection
+
+from storyproject import stamped_cache
 
 logger = logging.getLogger(__name__)
 
-STAMP_TIMEOUT = 7 * 24 * 3600
+STAMP_TIMEOUT = stamped_cache.STAMP_TIMEOUT
 # Entries expire after ten minutes: should an invalidation fail (the cache unreachable just when an edit
 # commits; logged as an error), the stale entry cannot outlive this. A cold read costs one query.
 ENTRY_TIMEOUT = 600
 
 
 def stamp_key(name: str) -> str:
-    return f"persona-stamp:{_digest(name)}"
+    return f"persona-stamp:{stamped_cache.digest(name)}"
 
 
 def entry_key(name: str, budget: int) -> str:
     # The budget is part of the key so that changing the setting never serves old cuts.
-    return f"persona-context:{budget}:{_digest(name)}"
+    return f"persona-context:{budget}:{stamped_cache.digest(name)}"
 
 
 def stamps_bump(names: Iterable[str]) -> None:
     """Make every cached context of ``names`` unreachable; called after the edit commits."""
     names = list(names)
     for name in names:
-        try:
-            cache.incr(stamp_key(name))
-        except ValueError:
-            # No stamp: the next reader makes a fresh random one, which no old entry can match.
-            pass
-        except Exception:
-            logger.error("could not invalidate the cached context of persona %r", name, exc_info=True)
+        if not stamped_cache.stamp_bump(stamp_key(name)):
+            logger.error("could not invalidate the cached context of persona %r", name)
     _pending().difference_update(names)
 
 
@@ -59,8 +54,3 @@ def _pending() -> set[str]:
         pending = set()
         connection._persona_contexts_pending = pending  # type: ignore[attr-defined]
     return pending
-
-
-def _digest(name: str) -> str:
-    # Names are user input: hashing keeps keys short and free of spaces or control characters.
-    return hashlib.sha256(name.encode()).hexdigest()[:40]

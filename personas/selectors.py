@@ -22,21 +22,17 @@ Warm: one cache round trip, no query. Cold: that round trip, one query for every
 
 from __future__ import annotations
 
-import logging
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import Q, QuerySet
 
 from personas import cache as context_cache
 from personas.context import context_shorten, estimate_tokens, persona_context_text
 from personas.models import PersonaConfig
-
-logger = logging.getLogger(__name__)
+from storyproject import stamped_cache
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,7 @@ def persona_contexts(*, names: Sequence[str]) -> PersonaContexts:
         return PersonaContexts(contexts=[], missing=[], inactive=[])
     budget = settings.PERSONA_CONTEXT_TOKEN_BUDGET
     keys = {name: _keys(name, budget) for name in wanted}
-    found = _cache_get_many([key for pair in keys.values() for key in pair])
+    found = stamped_cache.get_many([key for pair in keys.values() for key in pair])
     entries: dict[str, dict[str, Any]] = {}
     stamps: dict[str, int] = {}
     # Names edited in this still-open transaction are read from the database: the cache has the
@@ -76,11 +72,11 @@ def persona_contexts(*, names: Sequence[str]) -> PersonaContexts:
         if name in pending:
             continue
         stamp_key, entry_key = keys[name]
-        stamp, entry = found.get(stamp_key), found.get(entry_key)
-        if stamp is not None and isinstance(entry, dict) and entry.get("stamp") == stamp:
+        entry = stamped_cache.entry_current(found, stamp_key, entry_key)
+        if entry is not None:
             entries[name] = entry
-        elif stamp is not None:
-            stamps[name] = stamp
+        elif found.get(stamp_key) is not None:
+            stamps[name] = found[stamp_key]
     misses = [name for name in wanted if name not in entries]
     if misses:
         entries.update(_entries_load(names=misses, stamps=stamps, budget=budget))
@@ -120,12 +116,10 @@ def _keys(name: str, budget: int) -> tuple[str, str]:
 
 
 def _entries_load(*, names: list[str], stamps: dict[str, int], budget: int) -> dict[str, dict[str, Any]]:
-    fresh = {name: secrets.randbits(62) for name in names if name not in stamps}
     # New stamps are written before the database is read: see the module docstring.
-    stored = _cache_set_many(
-        {context_cache.stamp_key(name): stamp for name, stamp in fresh.items()}, context_cache.STAMP_TIMEOUT
-    )
-    stamps = {**stamps, **(fresh if stored else {})}
+    unstamped = {context_cache.stamp_key(name): name for name in names if name not in stamps}
+    fresh = stamped_cache.stamps_fresh(unstamped)
+    stamps = {**stamps, **{unstamped[key]: stamp for key, stamp in fresh.items()}}
     # A name edited in this still-open transaction is read uncommitted: it must not reach the cache.
     for name in context_cache.pending_names() & set(stamps):
         del stamps[name]
@@ -136,7 +130,7 @@ def _entries_load(*, names: list[str], stamps: dict[str, int], budget: int) -> d
         for name, entry in entries.items()
         if entry["stamp"] is not None
     }
-    _cache_set_many(cacheable, context_cache.ENTRY_TIMEOUT)
+    stamped_cache.set_many(cacheable, context_cache.ENTRY_TIMEOUT)
     return entries
 
 
@@ -181,25 +175,6 @@ def _contexts_assemble(wanted: list[str], entries: dict[str, dict[str, Any]]) ->
                 )
             )
     return PersonaContexts(contexts=contexts, missing=missing, inactive=inactive)
-
-
-def _cache_get_many(keys: list[str]) -> dict[str, Any]:
-    # A cache outage costs speed, not correctness: the database answers alone.
-    try:
-        return cache.get_many(keys)
-    except Exception:
-        logger.warning("persona context cache unavailable for reading", exc_info=True)
-        return {}
-
-
-def _cache_set_many(values: dict[str, Any], timeout: int) -> bool:
-    if not values:
-        return True
-    try:
-        return not cache.set_many(values, timeout=timeout)
-    except Exception:
-        logger.warning("persona context cache unavailable for writing", exc_info=True)
-        return False
 
 
 def personas_for_export(*, names: Sequence[str] = ()) -> list[PersonaConfig]:

@@ -248,4 +248,4 @@ def test_a_cache_outage_falls_back_to_the_database(
         committed(edit)  # the after-commit invalidation fails, is logged, and the save stands
         assert persona_contexts(names=["hero"]).contexts[0].context == "Voice: Still calm."
     assert "could not invalidate the cached context of persona 'hero'" in caplog.text
-    assert "persona context cache unavailable" in caplog.text
+    assert "cache unavailable for reading" in caplog.text

@@ -1,0 +1,77 @@
+"""Cached entries that an edit makes unreachable the moment its transaction commits.
+
+The scheme (described in full in ``personas.selectors``, its first user): each cached thing has a
+*stamp*, a number that the writer increments after its edit commits, and an *entry* tagged with the
+stamp that was current before the database was read. An entry counts only while its tag equals the
+current stamp, so an entry built from a row read before an edit committed can never be served after
+it, whatever the interleaving. A missing stamp is replaced by a fresh random one before the read.
+
+These helpers hold the parts every user of the scheme shares; a cache outage costs speed, never
+correctness (reads answer as an empty cache, writes report failure and nothing is cached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+STAMP_TIMEOUT = 7 * 24 * 3600
+
+
+def digest(text: str) -> str:
+    """A short key part for user-supplied text: no spaces or control characters, bounded length."""
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def get_many(keys: list[str]) -> dict[str, Any]:
+    """Stamps and entries in one round trip; {} when the cache cannot be read."""
+    try:
+        return cache.get_many(keys)
+    except Exception:
+        logger.warning("cache unavailable for reading", exc_info=True)
+        return {}
+
+
+def set_many(values: dict[str, Any], timeout: int) -> bool:
+    """Write ``values`` in one round trip; False when nothing could be written."""
+    if not values:
+        return True
+    try:
+        return not cache.set_many(values, timeout=timeout)
+    except Exception:
+        logger.warning("cache unavailable for writing", exc_info=True)
+        return False
+
+
+def entry_current(found: dict[str, Any], stamp_key: str, entry_key: str) -> dict[str, Any] | None:
+    """The entry of ``found`` when its tag equals the current stamp, else None."""
+    stamp, entry = found.get(stamp_key), found.get(entry_key)
+    if stamp is not None and isinstance(entry, dict) and entry.get("stamp") == stamp:
+        return entry
+    return None
+
+
+def stamps_fresh(stamp_keys: Iterable[str]) -> dict[str, int]:
+    """New random stamps, written before the database is read; {} when they could not be written."""
+    fresh = {key: secrets.randbits(62) for key in stamp_keys}
+    return fresh if set_many(fresh, STAMP_TIMEOUT) else {}
+
+
+def stamp_bump(stamp_key: str) -> bool:
+    """Make every entry tagged with the current stamp unreachable; False when the cache refused."""
+    try:
+        cache.incr(stamp_key)
+    except ValueError:
+        # No stamp: the next reader makes a fresh random one, which no old entry can match.
+        pass
+    except Exception:
+        logger.error("could not bump the cache stamp %s", stamp_key, exc_info=True)
+        return False
+    return True
