@@ -16,8 +16,8 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from rest_framework.authtoken.models import Token
 
+from accounts.authentication import token_user
 from stories.ws_origin import SameOriginValidator
 
 _MAX_KEY_CHARS = 64
@@ -38,10 +38,10 @@ def token_key_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 @database_sync_to_async
 def _user_for_token(key: str) -> AbstractBaseUser | AnonymousUser:
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
+    user = token_user(key)
+    if user is None or not user.is_active:
         return AnonymousUser()
-    return token.user
+    return user
 
 
 class TokenAuthMiddleware(BaseMiddleware):
