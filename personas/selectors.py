@@ -136,7 +136,8 @@ def _entries_load(*, names: list[str], stamps: dict[str, int], budget: int) -> d
 
 def _personas_fetch(names: Iterable[str]) -> QuerySet[PersonaConfig]:
     fields = ["name", "display_name", "config_data", "is_active", "version"]
-    return PersonaConfig.objects.filter(name__in=list(names)).only(*fields)
+    # No ORDER BY: the rows are matched to the names asked, in their order, by the caller.
+    return PersonaConfig.objects.filter(name__in=list(names)).only(*fields).order_by()
 
 
 def _entry(persona: PersonaConfig | None, stamp: int | None, budget: int) -> dict[str, Any]:

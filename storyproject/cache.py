@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import redis
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.utils.functional import cached_property
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -76,6 +77,25 @@ def _all_failed(data: dict[str, Any], *args: Any, **kwargs: Any) -> list[str]:
     return list(data)
 
 
+class _ReusingClient(RedisCacheClient):
+    """Django's Redis client, with one ``redis.Redis`` per connection pool instead of one per call.
+
+    redis-py 8 fills a table of about two hundred response callbacks in every ``Redis()``; Django built
+    one for each cache operation. A ``Redis`` over a pool is safe to share between threads.
+    """
+
+    def __init__(self, servers: list[str], **options: Any) -> None:
+        super().__init__(servers, **options)
+        self._redis_by_pool: dict[int, Any] = {}
+
+    def get_client(self, key: Any = None, *, write: bool = False) -> Any:
+        pool = self._get_connection_pool(write)  # type: ignore[attr-defined]
+        client = self._redis_by_pool.get(id(pool))
+        if client is None:
+            client = self._redis_by_pool.setdefault(id(pool), redis.Redis(connection_pool=pool))
+        return client
+
+
 @dataclass
 class _Shared:
     client: RedisCacheClient
@@ -98,7 +118,7 @@ class FailSoftRedisCache(RedisCache):
         key = (tuple(self._shared_servers), repr(sorted(self._shared_options.items())))
         with _shared_lock:
             if key not in _shared:
-                _shared[key] = _Shared(client=RedisCacheClient(self._shared_servers, **self._shared_options))
+                _shared[key] = _Shared(client=_ReusingClient(self._shared_servers, **self._shared_options))
             return _shared[key]
 
     @cached_property

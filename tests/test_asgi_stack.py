@@ -56,19 +56,19 @@ def test_refusals_through_the_asgi_app_are_answered_and_logged(caplog: pytest.Lo
     assert any("Unauthorized: /api/personas/contexts/" in r.getMessage() for r in caplog.records)
 
 
-def test_cache_objects_of_every_thread_share_one_redis_connection_pool() -> None:
+def test_cache_objects_of_every_thread_share_one_redis_client_and_pool() -> None:
     # Redis runs on every machine of the project, CI's included (.ci/run starts it).
     url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     config = {"default": {"BACKEND": "storyproject.cache.FailSoftRedisCache", "LOCATION": url}}
     server = redis.Redis.from_url(url)
-    pools: list[Any] = []
+    clients: list[Any] = []
 
     def use_the_cache(index: int) -> None:
         # Django gives each thread (and each ASGI request) a cache object of its own.
         cache = caches["default"]
         cache.set(f"asgi-stack-test:{index}", index, 30)
         assert cache.get(f"asgi-stack-test:{index}") == index
-        pools.append(cache._cache._get_connection_pool(write=True))  # type: ignore[attr-defined]
+        clients.append(cache._cache.get_client(write=True))  # type: ignore[attr-defined]
 
     with override_settings(CACHES=config):
         use_the_cache(0)  # the process's pool exists from here on
@@ -78,6 +78,7 @@ def test_cache_objects_of_every_thread_share_one_redis_connection_pool() -> None
             thread.start()
             thread.join()
         opened = server.info("stats")["total_connections_received"] - before
-    assert len({id(pool) for pool in pools}) == 1
+    assert len({id(client) for client in clients}) == 1
+    assert len({id(client.connection_pool) for client in clients}) == 1
     # Twenty threads, each with a cache object: one connection reused, not twenty opened.
     assert opened <= 1, opened
