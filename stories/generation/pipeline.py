@@ -44,7 +44,6 @@ from stories.generation.requests import GenerationRequest, allowed_models
 from stories.generation.stream import ScreenplayStreamParser, screenplay_text_parse
 from stories.generation.tokens import token_estimate
 from stories.generation.validation import screenplay_validate
-from stories.limits import generation_admission_check
 from stories.models import GenerationRun
 from stories.selectors import GenerationPace, generation_pace_get, generation_settings_get, story_owned
 from stories.services import (
@@ -116,13 +115,7 @@ async def generation_run(
     """
     started = time.monotonic()
     try:
-        await _admission_check(user_id=user.pk)
-        model, max_tokens = await _db(_model_and_max_tokens)(request)
-    except GenerationError as error:
-        yield error.as_event()
-        return
-    try:
-        run = await _db(_run_open)(request, user.pk, model, max_tokens, started)
+        run = await _db(_run_open)(request, user.pk, started)
     except GenerationError as error:
         yield error.as_event()
         return
@@ -144,14 +137,6 @@ async def generation_run(
         yield failure.as_event()
 
 
-async def _admission_check(*, user_id: int) -> None:
-    """The per-user limits on concurrent and hourly generations, checked before anything costs money.
-
-    Counted from GenerationRun rows (stories.limits), so they hold across sockets and processes.
-    """
-    await _db(generation_admission_check)(user_id=user_id)
-
-
 def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:
     defaults = generation_settings_get()
     model = request.model or defaults.default_model
@@ -163,9 +148,14 @@ def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:
     return model, max_tokens
 
 
-def _run_open(request: GenerationRequest, user_id: int, model: str, max_tokens: int, started: float) -> _Run:
-    # The limits are checked again with the run's creation, under a per-user lock: the check above
-    # refuses early, this one cannot be raced by another socket or process.
+def _run_open(request: GenerationRequest, user_id: int, started: float) -> _Run:
+    """Admit the run and record it, in one trip to the thread pool (the prompt's inputs are the other).
+
+    The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
+    creation, under a per-user lock, so neither another socket nor another process can race them;
+    a refusal comes before anything costs money.
+    """
+    model, max_tokens = _model_and_max_tokens(request)
     run = generation_run_admit(
         user_id=user_id,
         model=model,
@@ -197,9 +187,8 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
         "personas": request.personas,
         "estimated_seconds": run.pace.estimated_seconds(),
     }
-    contexts = await _contexts(run)
+    contexts, rules = await _db(_prompt_inputs)(run)
     prompt_started = time.monotonic()
-    rules = (await _db(generation_settings_get)()).formatting_rules
     prompt = prompt_build(contexts=contexts.contexts, plot=request.plot, title=request.title, rules=rules)
     brief = Brief(
         plot=request.plot,
@@ -222,13 +211,14 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
         yield event
 
 
-async def _contexts(run: _Run) -> PersonaContexts:
+def _prompt_inputs(run: _Run) -> tuple[PersonaContexts, str]:
+    """The cast's contexts and the formatting rules, in one trip to the thread pool."""
     started = time.monotonic()
-    if run.request.story_id is not None:
-        owned = await _db(story_owned)(story_id=run.request.story_id, user_id=run.user_id)
-        if not owned:
-            raise GenerationError("forbidden", "that story does not exist or is not yours")
-    contexts = await _db(persona_contexts)(names=run.request.personas)
+    if run.request.story_id is not None and not story_owned(
+        story_id=run.request.story_id, user_id=run.user_id
+    ):
+        raise GenerationError("forbidden", "that story does not exist or is not yours")
+    contexts = persona_contexts(names=run.request.personas)
     run.record.context_ms = _ms_since(started)
     if contexts.missing:
         raise GenerationError("unknown_personas", f"unknown personas: {', '.join(contexts.missing)}")
@@ -236,7 +226,7 @@ async def _contexts(run: _Run) -> PersonaContexts:
         raise GenerationError(
             "unknown_personas", f"personas no longer available: {', '.join(contexts.inactive)}"
         )
-    return contexts
+    return contexts, generation_settings_get().formatting_rules
 
 
 async def _write(
