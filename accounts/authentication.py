@@ -93,7 +93,7 @@ def _user_fields(user: AbstractBaseUser | None) -> dict[str, Any] | None:
 
 
 def _user_build(fields: dict[str, Any]) -> AbstractBaseUser:
-    # from_db marks the fields left out (the password hash) as deferred: loaded only if read.
+    # from_db marks the fields left out (password, last_login) as deferred: loaded only if read.
     model = get_user_model()
     user: AbstractBaseUser = model.from_db(router.db_for_read(model), list(fields), list(fields.values()))
     return user
