@@ -4,14 +4,18 @@
 127.0.0.1 (started when down, as .ci/run does) and uses the `story_bench` database. Two daphne
 servers run the project: one with Django's cache turned off (bench/settings_nocache.py) for the old
 path, as the old app had no cache, and one with the Redis cache for the batch endpoint. For N = 1, 5,
-20 and 50 personas, each repetition times, in turn: N sequential GETs of
+20 and 50 personas, each repetition times three things: N sequential GETs of
 /api/personas/{name}/context/ (old), one GET of /api/personas/contexts/?names=... after deleting those
-personas' cache entries (batch, cold), and the same GET again (batch, warm). The table gives medians
-and the ratio old / batch; it is printed and written to bench/results/personas.md.
+personas' cache entries (batch, cold), and the same GET with the entries in the cache (batch, warm).
+Their order rotates through all six permutations (42 repetitions: each order 7 times), because on
+shared cores a request that follows another server's burst or an idle gap is slower, and a fixed order
+would always charge that to the same one. The table gives medians and the ratio old / batch; it is
+printed and written to bench/results/personas.md.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import statistics
@@ -25,7 +29,7 @@ import httpx
 from bench.harness import ROOT, cpu_model, daphne_running, personas_ensure, postgres_ensure, redis_ensure
 
 SIZES = (1, 5, 20, 50)
-REPEATS = int(os.environ.get("BENCH_REPEATS", "40"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "42"))
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/story_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
 _CHILD = "BENCH_PERSONAS_CHILD"
@@ -104,19 +108,23 @@ def _measure(old: httpx.Client, new: httpx.Client, names: list[str]) -> dict[str
     keys = [context_cache.stamp_key(n) for n in names]
     keys += [context_cache.entry_key(n, settings.PERSONA_CONTEXT_TOKEN_BUDGET) for n in names]
     _check(new.get("/api/personas/contexts/", params=query), len(names))
-    timings: dict[str, list[float]] = {"old": [], "cold": [], "warm": []}
-    for _ in range(REPEATS):
-        start = time.perf_counter()
+
+    def old_path() -> None:
         for name in names:
             old.get(f"/api/personas/{name}/context/").raise_for_status()
-        timings["old"].append(time.perf_counter() - start)
-        cache.delete_many(keys)  # the same Redis the server uses: its next read is cold
-        timings["cold"].append(
-            _timed(lambda: _check(new.get("/api/personas/contexts/", params=query), len(names)))
-        )
-        timings["warm"].append(
-            _timed(lambda: _check(new.get("/api/personas/contexts/", params=query), len(names)))
-        )
+
+    def batch() -> None:
+        _check(new.get("/api/personas/contexts/", params=query), len(names))
+
+    timings: dict[str, list[float]] = {"old": [], "cold": [], "warm": []}
+    # The order rotates: on shared cores a request right after another server's burst, or after an
+    # idle gap, is slower; in a fixed order (old, cold, warm) the cold read always paid for that.
+    orders = list(itertools.permutations(timings))
+    for repetition in range(REPEATS):
+        for kind in orders[repetition % len(orders)]:
+            if kind == "cold":
+                cache.delete_many(keys)  # the same Redis the server uses: its next read is cold
+            timings[kind].append(_timed(old_path if kind == "old" else batch))
     return {"n": len(names)} | {kind: statistics.median(values) * 1000 for kind, values in timings.items()}
 
 
@@ -141,7 +149,7 @@ def _report(rows: list[dict[str, float]]) -> str:
         f"- command: `make bench` (`python -m bench.personas_contexts`), {REPEATS} repetitions per N, medians",
         "- old: N sequential GETs of /api/personas/{name}/context/, cache off (dummy cache), keep-alive",
         "- batch: one GET of /api/personas/contexts/?names=..., Redis cache; cold = that persona's "
-        "cache entries deleted first",
+        "cache entries deleted first; the three timed in rotating order (all six permutations)",
         "",
         "| N | old path (ms) | batch cold (ms) | batch warm (ms) | old / batch cold | old / batch warm |",
         "|---:|---:|---:|---:|---:|---:|",
