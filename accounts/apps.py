@@ -11,11 +11,13 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self) -> None:
-        from rest_framework.authtoken.models import Token
+        from rest_framework.authtoken.models import Token, TokenProxy
 
         from accounts.authentication import token_changed, user_changed
 
-        # Any change to a token or its user, from any interface, reaches the cached token users.
-        post_save.connect(token_changed, sender=Token, dispatch_uid="token_saved")
-        post_delete.connect(token_changed, sender=Token, dispatch_uid="token_deleted")
+        # Any change to a token or its user, from any interface, reaches the cached token users. The
+        # admin edits tokens through DRF's TokenProxy, whose saves signal with the proxy as sender.
+        for model in (Token, TokenProxy):
+            post_save.connect(token_changed, sender=model, dispatch_uid=f"token_saved_{model.__name__}")
+            post_delete.connect(token_changed, sender=model, dispatch_uid=f"token_deleted_{model.__name__}")
         post_save.connect(user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="user_saved")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.test import Client
-from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.models import Token, TokenProxy
 
 from accounts import authentication
 from accounts.services import api_token_create, api_token_revoke
@@ -74,6 +74,18 @@ def test_a_deleted_user_is_refused_at_once(writer: Any) -> None:
     assert _get(key).status_code == 200
     writer.delete()
     assert _get(key).status_code == 401
+
+
+def test_a_token_given_to_another_user_in_the_admin_authenticates_that_user_at_once(
+    writer: Any, other_writer: Any
+) -> None:
+    key = api_token_create(user=writer).key
+    assert _get(key, "/api/stories/").status_code == 200
+    assert authentication.token_user(key) == writer  # cached
+    token = TokenProxy.objects.get(key=key)  # what DRF's token admin edits
+    token.user = other_writer
+    token.save()
+    assert authentication.token_user(key) == other_writer
 
 
 def test_an_unknown_token_is_refused_warm_and_cold(writer: Any) -> None:
