@@ -6,6 +6,9 @@ the persona contexts endpoint that one query cost more than the cached contexts 
 ``storyproject.stamped_cache``: a revoked or replaced token, a deactivated user or any other change to
 the user is refused or seen from the moment its transaction commits, never a cache timeout later.
 
+Only with a cache that every process shares (``STORY_CACHE_TOKEN_USERS``, on when ``REDIS_URL`` is
+set): a revocation committed by another process must reach this one's cache.
+
 What is cached: the user's fields except the password hash and the last login. The user built from
 the cache loads those from the database only if they are read, and saving it writes the loaded
 fields only. Nothing is cached while the database is read inside a transaction
@@ -18,6 +21,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, router, transaction
@@ -38,7 +42,10 @@ def token_user(key: str) -> AbstractBaseUser | None:
     """The user whose API token is ``key`` (active or not); None when no token has that key.
 
     Warm: one cache round trip and no query. Cold: that round trip, one query, one cache write.
+    Without STORY_CACHE_TOKEN_USERS (no shared cache), one query every time.
     """
+    if not settings.STORY_CACHE_TOKEN_USERS:
+        return _token_user_read(key)
     stamp_key, entry_key = _keys(key)
     found = stamped_cache.get_many([stamp_key, entry_key])
     entry = stamped_cache.entry_current(found, stamp_key, entry_key)
@@ -48,8 +55,7 @@ def token_user(key: str) -> AbstractBaseUser | None:
     if stamp is None:
         # Written before the database is read: see storyproject.stamped_cache.
         stamp = stamped_cache.stamps_fresh([stamp_key]).get(stamp_key)
-    token = Token.objects.select_related("user").filter(key=key).first()
-    user = token.user if token is not None else None
+    user = _token_user_read(key)
     if stamp is not None and not connection.in_atomic_block:
         stamped_cache.set_many({entry_key: {"stamp": stamp, "user": _user_fields(user)}}, ENTRY_TIMEOUT)
     return user
@@ -75,6 +81,11 @@ class CachedTokenAuthentication(TokenAuthentication):
         token._state.adding = False
         token._state.fields_cache["user"] = user
         return user, token
+
+
+def _token_user_read(key: str) -> AbstractBaseUser | None:
+    token = Token.objects.select_related("user").filter(key=key).first()
+    return token.user if token is not None else None
 
 
 def _keys(key: str) -> tuple[str, str]:

@@ -112,6 +112,9 @@ else:
         }
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# API tokens' users are cached (accounts/authentication.py) only in a cache every process shares: a
+# token revoked from another process (a shell, a second server) must not live on in a local one.
+STORY_CACHE_TOKEN_USERS = envbool("STORY_CACHE_TOKEN_USERS", bool(REDIS_URL))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

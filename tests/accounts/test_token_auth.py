@@ -20,6 +20,12 @@ BATCH = "/api/personas/contexts/"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _token_users_cached(settings: Any) -> None:
+    # On in deployments with Redis; the SQLite pass's local-memory cache is this process's own.
+    settings.STORY_CACHE_TOKEN_USERS = True
+
+
 def _get(key: str, path: str = "/api/stories/") -> Any:
     return Client().get(path, HTTP_AUTHORIZATION=f"Token {key}")
 
@@ -86,6 +92,17 @@ def test_a_token_given_to_another_user_in_the_admin_authenticates_that_user_at_o
     token.user = other_writer
     token.save()
     assert authentication.token_user(key) == other_writer
+
+
+def test_without_a_shared_cache_the_token_is_read_from_the_database_every_time(
+    writer: Any, settings: Any, django_assert_num_queries: Any
+) -> None:
+    settings.STORY_CACHE_TOKEN_USERS = False
+    key = api_token_create(user=writer).key
+    for _ in range(2):
+        with django_assert_num_queries(1):
+            assert authentication.token_user(key) == writer
+    assert cache.get(f"token-user:{stamped_cache.digest(key)}") is None
 
 
 def test_an_unknown_token_is_refused_warm_and_cold(writer: Any) -> None:
