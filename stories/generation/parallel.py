@@ -10,7 +10,8 @@ pipeline's. Here:
    alone and the rest wait for its first words: by then its prompt prefix (instructions, personas,
    outline) is in Anthropic's prompt cache, so every other call reads it instead of writing it again.
 3. A failed scene is retried on its own, a bounded number of times (``scene_retry`` tells the client
-   to clear that scene). A 429 halves the concurrency for the rest of the run instead of failing it.
+   to clear that scene). A 429 halves the concurrency instead of failing the run; successful calls
+   raise it again step by step (AdaptiveLimiter).
    A scene that still fails fails the generation, naming the scene; the other calls are cancelled.
    Closing this generator (cancel, disconnect) cancels every outstanding call at once.
 
@@ -76,22 +77,39 @@ class SceneEdit:
 
 
 class AdaptiveLimiter:
-    """A semaphore whose limit can drop while it is in use: a 429 halves it (never below one).
+    """A semaphore whose limit moves while it is in use (additive increase, multiplicative decrease).
 
+    A 429 halves the limit (never below one). Each time as many calls as the current limit have
+    succeeded since, counting only calls that started after the last 429, the limit grows by one, back
+    up to the configured concurrency: a brief rate limit does not slow the rest of a long run.
     The slot is given back synchronously, so even a task that is being cancelled returns it.
     """
 
     def __init__(self, limit: int) -> None:
-        self.limit = max(limit, 1)
+        self.ceiling = self.limit = max(limit, 1)
         self.active = 0
         self.max_active = 0
+        self._epoch = 0  # one more after every 429
+        self._successes = 0
         self._waiters: list[asyncio.Future[None]] = []
 
     def reduce(self) -> None:
         self.limit = max(self.limit // 2, 1)
+        self._epoch += 1
+        self._successes = 0
+
+    def succeeded(self, epoch: int) -> None:
+        """A call that held a slot taken in ``epoch`` (what ``slot()`` yielded) finished well."""
+        if epoch != self._epoch or self.limit >= self.ceiling:
+            return  # it started before the last 429: it says nothing about the lowered limit
+        self._successes += 1
+        if self._successes >= self.limit:
+            self.limit += 1
+            self._successes = 0
+            self._wake()
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self) -> AsyncIterator[int]:
         while self.active >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -104,14 +122,17 @@ class AdaptiveLimiter:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
-            yield
+            yield self._epoch
         finally:
             self.active -= 1
-            # Every waiter re-checks the (possibly lowered) limit; there are at most a few dozen.
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._waiters.clear()
+            self._wake()
+
+    def _wake(self) -> None:
+        # Every waiter re-checks the (possibly changed) limit; there are at most a few dozen.
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
 
 @dataclass
@@ -352,12 +373,14 @@ async def _scene_attempt(fan: _FanOut, index: int, *, attempt: int) -> dict[str,
     if index != fan.first_index:
         # Wait for the first scene's first words: its prompt prefix is cached by then.
         await fan.primed.wait()
-    async with fan.limiter.slot():
+    async with fan.limiter.slot() as epoch:
         try:
-            return await _scene_stream(fan, index, attempt)
+            scene = await _scene_stream(fan, index, attempt)
         finally:
             if index == fan.first_index:
                 fan.primed.set()
+        fan.limiter.succeeded(epoch)
+        return scene
 
 
 async def _scene_stream(fan: _FanOut, index: int, attempt: int) -> dict[str, Any]:

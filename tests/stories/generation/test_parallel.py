@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stories.generation.parallel import AdaptiveLimiter
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.fake_screenwriter import (
@@ -234,7 +235,46 @@ async def test_a_rate_limited_scene_call_lowers_the_concurrency_instead_of_faili
     assert max(r.active_at_arrival for r in later) <= 2
     run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
     assert run.details["concurrency"]["configured"] == 4
-    assert run.details["concurrency"]["final"] == 2
+    # Halved to 2 by the 429; two of the three calls started after it succeeded: back up to 3.
+    assert run.details["concurrency"]["final"] == 3
+
+
+async def test_the_limiter_climbs_back_after_a_429_one_step_per_window_of_successes() -> None:
+    limiter = AdaptiveLimiter(6)
+    async with limiter.slot() as before_the_429:
+        limiter.reduce()
+    assert limiter.limit == 3
+    limiter.succeeded(before_the_429)  # a call that started before the 429 proves nothing
+    assert limiter.limit == 3
+    for expected in (4, 5, 6):
+        for _ in range(limiter.limit):
+            async with limiter.slot() as epoch:
+                pass
+            limiter.succeeded(epoch)
+        assert limiter.limit == expected
+    for _ in range(20):
+        async with limiter.slot() as epoch:
+            pass
+        limiter.succeeded(epoch)
+    assert limiter.limit == 6  # never above the configured concurrency
+
+
+async def test_a_raised_limit_lets_a_waiting_call_start_at_once() -> None:
+    limiter = AdaptiveLimiter(2)
+    limiter.reduce()
+    started = asyncio.Event()
+
+    async def waiting_call() -> None:
+        async with limiter.slot():
+            started.set()
+
+    async with limiter.slot() as epoch:
+        waiter = asyncio.ensure_future(waiting_call())
+        await asyncio.sleep(0.05)
+        assert not started.is_set()  # limit 1, taken
+        limiter.succeeded(epoch)  # one success at limit 1: the limit is 2 again
+        await asyncio.wait_for(started.wait(), timeout=1)
+    await waiter
 
 
 async def test_the_offline_model_writes_in_parallel_mode_too(writer: Any, cast: Any, offline: None) -> None:
