@@ -152,6 +152,11 @@ class _FanOut:
     primed: asyncio.Event = field(default_factory=asyncio.Event)
     live: dict[int, str] = field(default_factory=dict)
     last_progress_at: float = 0.0
+    # The run's output cap, shared by the scene calls: what calls in flight may still write, how many
+    # scenes have no result yet, and how many of those have a call in flight.
+    reserved: int = 0
+    unfinished: int = 0
+    in_flight: int = 0
 
     def emit(self, index: int, event: dict[str, Any]) -> None:
         self.queue.put_nowait(("event", index, event))
@@ -192,6 +197,7 @@ async def parallel_write(
         instructions=edit.instructions if edit else "",
         first_index=indices[0],
         limiter=AdaptiveLimiter(settings.STORY_PARALLEL_CONCURRENCY),
+        unfinished=len(indices),
     )
     scenes: dict[int, dict[str, Any]] = {}
     try:
@@ -228,7 +234,7 @@ async def _outline_write(
     )
     call = ModelCall(
         model=run.model,
-        max_tokens=run.max_tokens,
+        max_tokens=min(run.max_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS),
         system=prompt.system,
         messages=prompt.messages,
         output_schema=outline_schema(),
@@ -333,6 +339,8 @@ async def _scene_write(fan: _FanOut, index: int) -> dict[str, Any]:
         try:
             return await _scene_attempt(fan, index, attempt=failures + rate_limits)
         except GenerationError as error:
+            if isinstance(error, OutputCapReached):
+                raise _scene_failed(fan.outline, index, error) from error
             if error.code == "llm_rate_limited" and rate_limits < settings.STORY_PARALLEL_RATE_LIMIT_RETRIES:
                 rate_limits += 1
                 fan.limiter.reduce()
@@ -375,15 +383,48 @@ async def _scene_attempt(fan: _FanOut, index: int, *, attempt: int) -> dict[str,
         await fan.primed.wait()
     async with fan.limiter.slot() as epoch:
         try:
-            scene = await _scene_stream(fan, index, attempt)
+            allowance = _output_allowance(fan, index)
+            fan.reserved += allowance
+            fan.in_flight += 1
+            try:
+                scene = await _scene_stream(fan, index, attempt, allowance)
+            finally:
+                # After the call's usage was added to the run (in _scene_stream).
+                fan.reserved -= allowance
+                fan.in_flight -= 1
         finally:
             if index == fan.first_index:
                 fan.primed.set()
+        fan.unfinished -= 1
         fan.limiter.succeeded(epoch)
         return scene
 
 
-async def _scene_stream(fan: _FanOut, index: int, attempt: int) -> dict[str, Any]:
+class OutputCapReached(GenerationError):
+    """The run's output cap leaves too little for a scene: retrying cannot help."""
+
+
+def _output_allowance(fan: _FanOut, index: int) -> int:
+    """This call's max_tokens: at most the run's, and at most a fair share of what the cap leaves.
+
+    ``STORY_MAX_TOTAL_OUTPUT_TOKENS`` bounds the whole run, outline, scenes and retries together, as it
+    bounds a single-pass run with its continuations: what finished calls wrote and what calls in flight
+    may still write are taken off, and the rest is shared by the scenes still waiting for a call.
+    """
+    cap = settings.STORY_MAX_TOTAL_OUTPUT_TOKENS
+    left = cap - fan.run.usage.output_tokens - fan.reserved
+    waiting = max(fan.unfinished - fan.in_flight, 1)
+    allowance = min(fan.run.max_tokens, left // waiting)
+    if allowance < settings.STORY_MIN_MAX_TOKENS:
+        raise OutputCapReached(
+            "invalid_output",
+            f"only {max(allowance, 0)} output tokens are left for it under the run's cap of {cap} "
+            "(STORY_MAX_TOTAL_OUTPUT_TOKENS); ask for fewer scenes or a shorter screenplay",
+        )
+    return allowance
+
+
+async def _scene_stream(fan: _FanOut, index: int, attempt: int, max_tokens: int) -> dict[str, Any]:
     run = fan.run
     prompt = parallel_prompt_scene(
         contexts=fan.contexts,
@@ -395,7 +436,7 @@ async def _scene_stream(fan: _FanOut, index: int, attempt: int) -> dict[str, Any
     )
     call = ModelCall(
         model=run.model,
-        max_tokens=run.max_tokens,
+        max_tokens=max_tokens,
         system=prompt.system,
         messages=prompt.messages,
         output_schema=scene_schema(),

@@ -351,3 +351,39 @@ def test_the_command_writes_parallel_scenes_to_stdout_in_screenplay_order(
     # The scenes did finish out of order: the first took longest.
     took = {c["index"]: c["ms"] for c in run.details["calls"] if c["task"] == "scene"}
     assert took[0] > took[1] > took[2]
+
+
+async def test_the_output_cap_bounds_the_whole_run_outline_and_scenes_together(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_MAX_TOTAL_OUTPUT_TOKENS = 3000
+    expected = screenplay(scenes=4)
+    fake_anthropic.default = FakeScreenwriter(expected, tokens_per_second=4000, chunk_chars=16)
+    events = await _generate(writer, max_tokens=4096)
+    assert events[-1]["type"] == "done"
+    assert await _saved_content(events[-2]["story_id"]) == screenplay_as_assembled(expected)
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    outline_tokens = run.details["calls"][0]["output_tokens"]
+    scene_limits = [r.body["max_tokens"] for r in _scene_requests(fake_anthropic)]
+    # The first scene starts alone: it may write a quarter of what the outline left. The others share
+    # what is left once it is under way (what it has not used comes back when it ends); none may
+    # write the run's whole max_tokens, and the run stays under the cap.
+    assert len(scene_limits) == 4
+    assert scene_limits[0] == (3000 - outline_tokens) // 4
+    assert max(scene_limits) < 4096
+    assert run.output_tokens <= 3000
+
+
+async def test_a_cap_too_small_for_the_scenes_fails_naming_it_and_saves_nothing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_MAX_TOTAL_OUTPUT_TOKENS = 800
+    settings.STORY_MIN_MAX_TOKENS = 256
+    fake_anthropic.default = FakeScreenwriter(screenplay(scenes=6), tokens_per_second=4000, chunk_chars=16)
+    events = await _generate(writer, max_tokens=4096)
+    error = events[-1]
+    assert error["type"] == "error" and error["code"] == "invalid_output"
+    assert "STORY_MAX_TOTAL_OUTPUT_TOKENS" in error["message"] and "nothing was saved" in error["message"]
+    assert not [e for e in events if e["type"] == "scene_retry"]  # retrying could not help
+    assert _scene_requests(fake_anthropic) == []
+    assert await Story.objects.acount() == 0
