@@ -37,12 +37,18 @@ def main() -> None:
     )
     seeded = _story(writer, title="<script>alert('title')</script>Seeded", persona=trickster)
     private = _story(intruder, title="Intruder's private story", persona=trickster)
+    # Its own story for the rewrite without JavaScript, so no other test sees a second version.
+    rewritable = _story(writer, title="A story to rewrite", persona=trickster)
     # A writer who already has as many generations streaming as allowed: the next one is refused as
     # "busy", a retryable error.
     busy = user_model.objects.create_user(username="busy-writer", password="busy-writer-pw-2026")
     for _ in range(settings.STORY_MAX_ACTIVE_PER_USER):
         GenerationRun.objects.create(user=busy, model="offline", max_tokens=1024, persona_names=["rogue-ai"])
-    print(json.dumps({"seeded_story": seeded.pk, "private_story": private.pk}))
+    print(
+        json.dumps(
+            {"seeded_story": seeded.pk, "private_story": private.pk, "rewritable_story": rewritable.pk}
+        )
+    )
 
 
 def _story(owner: object, *, title: str, persona: PersonaConfig) -> Story:

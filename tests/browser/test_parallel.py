@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, expect
 
 from tests.browser.conftest import AppServer, Watched, log_in, screenshot
 from tests.browser.test_generate import generate, pick_persona
@@ -38,12 +38,30 @@ def test_a_writer_generates_in_parallel_mode_then_rewrites_one_scene(
     shown = [h.strip() for h in page.locator(".screenplay .scene-heading").all_inner_texts()]
     assert shown == streamed, "the saved screenplay keeps the outline's order"
 
+    # The rewrite streams over the socket, then the page opens the new version.
+    frames: list[str] = []
+    page.on("websocket", lambda socket: socket.on("framereceived", lambda frame: frames.append(str(frame))))
     page.get_by_text("Rewrite this scene").nth(1).click()
     page.get_by_label("What should change?").nth(1).fill("Make it <quieter>.")
     page.get_by_role("button", name="Rewrite scene 2 as a new version").click()
+    expect(page.locator(".rewrite-status").nth(1)).to_contain_text("Rewriting scene 2")
     expect(page.locator(".version-heading")).to_contain_text("Version 2")
-    expect(page.locator(".messages")).to_contain_text("Scene 2 rewritten: this is version 2.")
+    assert any('"type": "scene_delta"' in frame for frame in frames), frames[:5]
+    assert any('"type": "saved"' in frame for frame in frames)
     expect(page.locator(".screenplay .scene").nth(1)).to_contain_text("This time: Make it <quieter>.")
     assert [h.strip() for h in page.locator(".screenplay .scene-heading").all_inner_texts()] == shown
     screenshot(page, "story-page-rewritten-scene")
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_without_javascript_the_rewrite_form_still_posts(app_server: AppServer, browser: Browser) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        log_in(page, app_server)
+        page.goto(app_server.url + f"/stories/{app_server.ids['rewritable_story']}/")
+        page.get_by_text("Rewrite this scene").first.click()
+        page.get_by_role("button", name="Rewrite scene 1 as a new version").click()
+        expect(page.locator(".messages")).to_contain_text("Scene 1 rewritten: this is version")
+    finally:
+        context.close()

@@ -1,0 +1,98 @@
+/*
+ * "Rewrite this scene" on the story page, over the /ws/generate/ WebSocket (the regenerate_scene
+ * message): the new scene streams in under its form, with a Cancel button, and once it is saved the
+ * page opens the new version. Without JavaScript or WebSocket the form posts as before.
+ *
+ * Text from the model and from the server is inserted with textContent only, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  if (!("WebSocket" in window)) {
+    return;
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("form.scene-rewrite-form"), function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      rewrite(form);
+    });
+  });
+
+  function rewrite(form) {
+    var button = form.querySelector("button[type=submit]");
+    var input = form.querySelector("input[name=instructions]");
+    var cancel = form.querySelector(".rewrite-cancel");
+    var status = form.querySelector(".rewrite-status");
+    var stream = form.querySelector(".rewrite-stream");
+    var request = {
+      type: "regenerate_scene",
+      story_id: Number(form.dataset.story),
+      version: Number(form.dataset.version),
+      index: Number(form.dataset.index),
+    };
+    if (input.value.trim()) {
+      request.instructions = input.value;
+    }
+    var scene = request.index + 1;
+    var finished = false;
+    var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    var socket = new WebSocket(scheme + "//" + window.location.host + form.dataset.wsPath);
+
+    function finish(text) {
+      finished = true;
+      status.textContent = text;
+      button.disabled = false;
+      input.disabled = false;
+      cancel.hidden = true;
+      if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
+        socket.close(1000);
+      }
+    }
+
+    button.disabled = true;
+    input.disabled = true;
+    cancel.hidden = false;
+    stream.textContent = "";
+    stream.hidden = false;
+    status.textContent = "Rewriting scene " + scene + "…";
+    cancel.onclick = function () {
+      if (socket.readyState === WebSocket.OPEN) {
+        socket.send(JSON.stringify({ type: "cancel" }));
+      }
+    };
+    socket.addEventListener("open", function () {
+      socket.send(JSON.stringify(request));
+    });
+    socket.addEventListener("message", function (event) {
+      var message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (error) {
+        return;
+      }
+      if (!message || typeof message !== "object" || finished) {
+        return;
+      }
+      if (message.type === "scene_delta" && typeof message.text === "string") {
+        stream.textContent += message.text;
+      } else if (message.type === "scene_retry") {
+        stream.textContent = "";
+        status.textContent = "Scene " + scene + ": trying again…";
+      } else if (message.type === "saved" && typeof message.version === "number") {
+        finished = true;
+        status.textContent = "Scene " + scene + " rewritten: this is version " + message.version + ". Opening it…";
+        window.location.assign(form.dataset.storyUrl + "?version=" + message.version);
+      } else if (message.type === "error") {
+        finish("The scene could not be rewritten: " + String(message.message || message.code || "an error"));
+      } else if (message.type === "cancelled") {
+        finish("Cancelled: nothing was saved.");
+      }
+    });
+    socket.addEventListener("close", function () {
+      if (!finished) {
+        finish("The connection closed before the scene was rewritten; nothing was saved.");
+      }
+    });
+  }
+})();
