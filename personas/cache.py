@@ -11,7 +11,6 @@ from storyproject import stamped_cache
 
 logger = logging.getLogger(__name__)
 
-STAMP_TIMEOUT = stamped_cache.STAMP_TIMEOUT
 # Entries expire after ten minutes: should an invalidation fail (the cache unreachable just when an edit
 # commits; logged as an error), the stale entry cannot outlive this. A cold read costs one query.
 ENTRY_TIMEOUT = 600

@@ -196,14 +196,19 @@ class GenerateScreenplayView(APIView):
         except GenerationError as error:
             return _error_response(error.as_event())
         events = async_to_sync(_events_collect)(generation, request.user)
-        final = events[-1] if events else {"type": "error", "code": "llm_unavailable", "message": "no result"}
-        if final["type"] != "done":
-            return _error_response(final)
-        saved = next(event for event in events if event["type"] == "saved")
-        version = ScreenplayVersion.objects.select_related("story").get(
-            story_id=saved["story_id"], number=saved["version"]
-        )
-        return Response(_generation_body(version, saved, final), status=status.HTTP_201_CREATED)
+        return _generation_response(events)
+
+
+def _generation_response(events: list[dict[str, Any]]) -> Response:
+    """201 with the story and its new version when the generation ended saved, else its error."""
+    final = events[-1] if events else {"type": "error", "code": "llm_unavailable", "message": "no result"}
+    if final["type"] != "done":
+        return _error_response(final)
+    saved = next(event for event in events if event["type"] == "saved")
+    version = ScreenplayVersion.objects.select_related("story").get(
+        story_id=saved["story_id"], number=saved["version"]
+    )
+    return Response(_generation_body(version, saved, final), status=status.HTTP_201_CREATED)
 
 
 async def _events_collect(generation: GenerationRequest, user: Any) -> list[dict[str, Any]]:
@@ -284,11 +289,4 @@ class SceneRegenerateApi(APIView):
         except GenerationError as error:
             return _error_response(error.as_event())
         events = async_to_sync(scene_regenerate_collect)(request=regenerate, user=request.user)
-        final = events[-1] if events else {"type": "error", "code": "llm_unavailable", "message": "no result"}
-        if final["type"] != "done":
-            return _error_response(final)
-        saved = next(event for event in events if event["type"] == "saved")
-        version = ScreenplayVersion.objects.select_related("story").get(
-            story_id=saved["story_id"], number=saved["version"]
-        )
-        return Response(_generation_body(version, saved, final), status=status.HTTP_201_CREATED)
+        return _generation_response(events)

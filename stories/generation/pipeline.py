@@ -45,7 +45,13 @@ from stories.generation.stream import ScreenplayStreamParser, screenplay_text_pa
 from stories.generation.tokens import token_estimate
 from stories.generation.validation import screenplay_validate
 from stories.models import GenerationRun
-from stories.selectors import GenerationPace, generation_pace_get, generation_settings_get, story_owned
+from stories.selectors import (
+    EffectiveGenerationSettings,
+    GenerationPace,
+    generation_pace_get,
+    generation_settings_get,
+    story_owned,
+)
 from stories.services import (
     RunRecord,
     ScreenplayDraft,
@@ -93,6 +99,7 @@ class _Run:
     max_tokens: int
     started: float
     pace: GenerationPace
+    rules: str  # the editors' formatting rules, read with the model defaults
     record: RunRecord = field(default_factory=RunRecord)
     usage: Usage = field(default_factory=Usage)
     texts: list[str] = field(default_factory=list)
@@ -137,8 +144,9 @@ async def generation_run(
         yield failure.as_event()
 
 
-def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:
-    defaults = generation_settings_get()
+def _model_and_max_tokens(
+    request: GenerationRequest, defaults: EffectiveGenerationSettings
+) -> tuple[str, int]:
     model = request.model or defaults.default_model
     if model not in allowed_models():
         # An editor's default that is no longer allowed falls back to the deployment's model.
@@ -149,13 +157,14 @@ def _model_and_max_tokens(request: GenerationRequest) -> tuple[str, int]:
 
 
 def _run_open(request: GenerationRequest, user_id: int, started: float) -> _Run:
-    """Admit the run and record it, in one trip to the thread pool (the prompt's inputs are the other).
+    """Admit the run and record it, in one trip to the thread pool (the cast's contexts are the other).
 
     The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
     creation, under a per-user lock, so neither another socket nor another process can race them;
     a refusal comes before anything costs money.
     """
-    model, max_tokens = _model_and_max_tokens(request)
+    defaults = generation_settings_get()
+    model, max_tokens = _model_and_max_tokens(request, defaults)
     run = generation_run_admit(
         user_id=user_id,
         model=model,
@@ -173,6 +182,7 @@ def _run_open(request: GenerationRequest, user_id: int, started: float) -> _Run:
         max_tokens=max_tokens,
         started=started,
         pace=pace,
+        rules=defaults.formatting_rules,
     )
 
 
@@ -187,7 +197,8 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
         "personas": request.personas,
         "estimated_seconds": run.pace.estimated_seconds(),
     }
-    contexts, rules = await _db(_prompt_inputs)(run)
+    contexts = await _db(_prompt_inputs)(run)
+    rules = run.rules
     prompt_started = time.monotonic()
     prompt = prompt_build(contexts=contexts.contexts, plot=request.plot, title=request.title, rules=rules)
     brief = Brief(
@@ -211,8 +222,8 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
         yield event
 
 
-def _prompt_inputs(run: _Run) -> tuple[PersonaContexts, str]:
-    """The cast's contexts and the formatting rules, in one trip to the thread pool."""
+def _prompt_inputs(run: _Run) -> PersonaContexts:
+    """The story check and the cast's contexts, in one trip to the thread pool."""
     started = time.monotonic()
     if run.request.story_id is not None and not story_owned(
         story_id=run.request.story_id, user_id=run.user_id
@@ -226,7 +237,7 @@ def _prompt_inputs(run: _Run) -> tuple[PersonaContexts, str]:
         raise GenerationError(
             "unknown_personas", f"personas no longer available: {', '.join(contexts.inactive)}"
         )
-    return contexts, generation_settings_get().formatting_rules
+    return contexts
 
 
 async def _write(

@@ -20,7 +20,7 @@ from django.conf import settings
 from stories.generation.errors import GenerationError
 from stories.generation.parallel import SceneEdit
 from stories.generation.pipeline import generation_run
-from stories.generation.requests import GenerationRequest, allowed_models
+from stories.generation.requests import GenerationRequest, allowed_models, int_parse, model_parse
 from stories.models import ScreenplayVersion, Story
 
 _FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens"})
@@ -48,14 +48,14 @@ def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
     if unknown:
         raise _invalid(f"unknown fields: {', '.join(unknown)}")
     return SceneRegenerateRequest(
-        story_id=_int(data.get("story_id"), "story_id", 1, _MAX_ID),
-        version=_int(data.get("version"), "version", 1, _MAX_ID),
-        index=_int(data.get("index"), "index", 0, settings.STORY_PARALLEL_MAX_SCENES * 10),
+        story_id=int_parse(data.get("story_id"), "story_id", 1, _MAX_ID),
+        version=int_parse(data.get("version"), "version", 1, _MAX_ID),
+        index=int_parse(data.get("index"), "index", 0, settings.STORY_PARALLEL_MAX_SCENES * 10),
         instructions=_instructions(data.get("instructions", "")),
-        model=_model(data.get("model")),
+        model=model_parse(data.get("model")),
         max_tokens=None
         if data.get("max_tokens") is None
-        else _int(
+        else int_parse(
             data.get("max_tokens"), "max_tokens", settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
         ),
     )
@@ -127,15 +127,6 @@ def _invalid(message: str) -> GenerationError:
     return GenerationError("invalid_request", message)
 
 
-def _int(value: Any, name: str, minimum: int, maximum: int) -> int:
-    # bool is an int in Python; JSON true is not a number.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(f"{name} must be an integer")
-    if not minimum <= value <= maximum:
-        raise _invalid(f"{name} must be between {minimum} and {maximum}")
-    return value
-
-
 def _instructions(value: Any) -> str:
     limit = settings.STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS
     if not isinstance(value, str):
@@ -149,12 +140,3 @@ def _instructions(value: Any) -> str:
     except UnicodeEncodeError:
         raise _invalid("instructions are not valid Unicode") from None
     return value.strip()
-
-
-def _model(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    allowed = allowed_models()
-    if not isinstance(value, str) or value not in allowed:
-        raise _invalid(f"model must be one of: {', '.join(allowed)}")
-    return value

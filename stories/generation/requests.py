@@ -44,7 +44,7 @@ def generation_request_parse(data: object) -> GenerationRequest:
         personas=_personas(data.get("personas")),
         title=_text(data.get("title", ""), "title", settings.STORY_MAX_TITLE_CHARS),
         story_id=_optional_int(data.get("story_id"), "story_id", 1, _MAX_ID),
-        model=_model(data.get("model")),
+        model=model_parse(data.get("model")),
         max_tokens=_optional_int(
             data.get("max_tokens"), "max_tokens", settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
         ),
@@ -101,9 +101,8 @@ def _personas(value: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _optional_int(value: Any, name: str, minimum: int, maximum: int) -> int | None:
-    if value is None:
-        return None
+def int_parse(value: Any, name: str, minimum: int, maximum: int) -> int:
+    """An integer field of an untrusted request, within [minimum, maximum]."""
     # bool is an int in Python; JSON true is not a number.
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(f"{name} must be an integer")
@@ -112,7 +111,12 @@ def _optional_int(value: Any, name: str, minimum: int, maximum: int) -> int | No
     return value
 
 
-def _model(value: Any) -> str | None:
+def _optional_int(value: Any, name: str, minimum: int, maximum: int) -> int | None:
+    return None if value is None else int_parse(value, name, minimum, maximum)
+
+
+def model_parse(value: Any) -> str | None:
+    """The ``model`` field of an untrusted request: one of allowed_models(), or None for the default."""
     if value is None or value == "":
         return None
     allowed = allowed_models()
