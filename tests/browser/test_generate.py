@@ -70,6 +70,20 @@ def generate(page: Page, *, button: str = "Generate") -> None:
     page.get_by_role("button", name=button).click()
 
 
+def generate_story(
+    page: Page, server: AppServer, *, personas: list[tuple[str, str]], plot: str, mode: str = ""
+) -> None:
+    """Log in as the writer, fill in the create page (personas as (search, display name)), Generate."""
+    log_in(page, server)
+    page.goto(server.url + "/stories/new/")
+    for search, display_name in personas:
+        pick_persona(page, search, display_name)
+    page.get_by_label("Plot").fill(plot)
+    if mode:
+        page.get_by_label("Writing mode").select_option(mode)
+    generate(page)
+
+
 def test_a_writer_generates_a_story_and_watches_it_stream(app_server: AppServer, watched: Watched) -> None:
     page = watched.page
     log_in(page, app_server)
@@ -138,12 +152,12 @@ def test_regenerating_makes_version_2_and_the_comparison_shows_both(
     app_server: AppServer, watched: Watched
 ) -> None:
     page = watched.page
-    log_in(page, app_server)
-    page.goto(app_server.url + "/stories/new/")
-    pick_persona(page, "nonna", "Nonna Lucia")
-    pick_persona(page, "outlaw", "Dusty")
-    page.get_by_label("Plot").fill("A grandmother and an outlaw run an inn where the stew is the only law.")
-    generate(page)
+    generate_story(
+        page,
+        app_server,
+        personas=[("nonna", "Nonna Lucia"), ("outlaw", "Dusty")],
+        plot="A grandmother and an outlaw run an inn where the stew is the only law.",
+    )
     persona_requests = count_requests(page, "/api/personas/")
     page.get_by_role("link", name="Open the story (version 1)").click()
     expect(page.locator(".version-heading")).to_contain_text("Version 1")
@@ -258,16 +272,14 @@ def test_parallel_writing_shows_the_outline_then_fills_in_every_scene(
     app_server: AppServer, watched: Watched
 ) -> None:
     page = watched.page
-    log_in(page, app_server)
-    page.goto(app_server.url + "/stories/new/")
-    pick_persona(page, "mika", "Mika Sato")
-    pick_persona(page, "marlowe", "Sam Marlowe")
-    page.get_by_label("Plot").fill(
-        "A teenage hacker hires a detective. The job is a missing server. The server is in a church."
-        " The priest knows more than he says. Everyone meets at the docks at dawn."
+    generate_story(
+        page,
+        app_server,
+        personas=[("mika", "Mika Sato"), ("marlowe", "Sam Marlowe")],
+        plot="A teenage hacker hires a detective. The job is a missing server. The server is in a church."
+        " The priest knows more than he says. Everyone meets at the docks at dawn.",
+        mode="parallel",
     )
-    page.get_by_label("Writing mode").select_option("parallel")
-    generate(page)
     expect(page.get_by_role("link", name="Open the story (version 1)")).to_be_visible()
     stream = page.evaluate("window.__stream")
     assert stream["mostPending"] >= 2, "the outline's scenes should show before they are written"

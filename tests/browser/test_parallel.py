@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.browser.conftest import AppServer, Watched, log_in, screenshot
-from tests.browser.test_generate import generate, pick_persona
+from tests.browser.test_generate import generate_story
 
 pytestmark = pytest.mark.browser
 
@@ -17,13 +17,9 @@ def test_a_writer_generates_in_parallel_mode_then_rewrites_one_scene(
     app_server: AppServer, watched: Watched
 ) -> None:
     page = watched.page
-    log_in(page, app_server)
-    page.goto(app_server.url + "/stories/new/")
-    pick_persona(page, "nonna", "Nonna Lucia")
-    pick_persona(page, "outlaw", "Dusty")
-    page.get_by_label("Plot").fill(PLOT)
-    page.get_by_label("Writing mode").select_option("parallel")
-    generate(page)
+    generate_story(
+        page, app_server, personas=[("nonna", "Nonna Lucia"), ("outlaw", "Dusty")], plot=PLOT, mode="parallel"
+    )
 
     # The outline gives every scene its place before it is written.
     page.wait_for_function("() => window.__stream.firstScene !== null")

@@ -103,6 +103,16 @@ async def ws_connect(user: Any | None) -> WebsocketCommunicator:
     return communicator
 
 
+async def ws_generate(user: Any, *, timeout: float = 10, **fields: Any) -> list[dict[str, Any]]:
+    """Connect as ``user``, send one generate message (generate_message with ``fields``), return its events."""
+    communicator = await ws_connect(user)
+    try:
+        await communicator.send_json_to(generate_message(**fields))
+        return await ws_events(communicator, timeout=timeout)
+    finally:
+        await communicator.disconnect()
+
+
 async def ws_events(communicator: WebsocketCommunicator, timeout: float = 10) -> list[dict[str, Any]]:
     """Every event up to and including the one that ends a generation."""
     events = []

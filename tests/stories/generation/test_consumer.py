@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 
 from stories.models import GenerationRun, ScreenplayVersion, StoryCast
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
-from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
+from tests.stories.generation.conftest import screenplay, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,12 +22,7 @@ def _saved_state(story_id: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
 async def test_the_offline_model_streams_scenes_then_saves_the_story(
     writer: Any, cast: Any, offline: None
 ) -> None:
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message(title="Fog"))
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer, title="Fog")
     types = [event["type"] for event in events]
     assert types[0] == "accepted" and types[-2:] == ["saved", "done"]
     assert events[0]["model_name"] == "offline model"
@@ -54,12 +49,7 @@ async def test_the_happy_path_streams_scenes_in_order_and_saves_what_was_streame
             cache_write_tokens=0,
         )
     )
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message())
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer)
     types = [event["type"] for event in events]
     assert types[0] == "accepted"
     assert "delta" in types and "progress" in types

@@ -17,18 +17,13 @@ from tests.fake_screenwriter import (
     screenplay_as_assembled,
     screenplay_outline,
 )
-from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
+from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def _generate(writer: Any, **fields: Any) -> list[dict[str, Any]]:
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message(mode="parallel", **fields))
-        return await ws_events(communicator, timeout=20)
-    finally:
-        await communicator.disconnect()
+    return await ws_generate(writer, timeout=20, **{"mode": "parallel", **fields})
 
 
 def _scene_requests(fake: FakeAnthropic) -> list[Any]:
@@ -293,12 +288,7 @@ async def test_the_default_mode_comes_from_the_setting(
     writer: Any, cast: Any, offline: None, settings: Any
 ) -> None:
     settings.STORY_DEFAULT_MODE = "parallel"
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message())
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer)
     assert "outline" in [e["type"] for e in events] and events[-1]["type"] == "done"
     assert (await GenerationRun.objects.aget(pk=events[0]["run_id"])).mode == "parallel"
 

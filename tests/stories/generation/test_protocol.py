@@ -14,7 +14,7 @@ from django.db.models.signals import post_save
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
-from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
+from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,12 +78,7 @@ async def test_max_tokens_truncation_is_continued_and_the_whole_screenplay_saved
         Reply(text=cut, stop_reason="max_tokens", output_tokens=300),
         Reply(text=json.dumps(rest), output_tokens=100),
     )
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message(max_tokens=300))
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer, max_tokens=300)
     assert events[-1]["type"] == "done"
     assert [e["index"] for e in events if e["type"] == "scene"] == [0, 1, 2]
     version = await ScreenplayVersion.objects.aget()
@@ -109,12 +104,7 @@ async def test_truncation_beyond_the_continuation_cap_saves_nothing(
     fake_anthropic.script(
         Reply(text=cut, stop_reason="max_tokens"), Reply(text=more, stop_reason="max_tokens")
     )
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message())
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer)
     assert events[-1]["code"] == "invalid_output"
     assert await ScreenplayVersion.objects.acount() == 0
     run = await GenerationRun.objects.aget()
@@ -125,12 +115,7 @@ async def test_truncation_beyond_the_continuation_cap_saves_nothing(
 async def test_the_offline_model_continues_after_max_tokens_too(
     writer: Any, cast: Any, offline: None
 ) -> None:
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message(max_tokens=256, plot="One. Two. Three. Four. Five."))
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer, max_tokens=256, plot="One. Two. Three. Four. Five.")
     assert events[-1]["type"] == "done"
     run = await GenerationRun.objects.aget()
     assert run.continuations >= 1
@@ -280,12 +265,7 @@ async def test_a_bad_message_gets_invalid_request_and_the_socket_stays_usable(
 async def test_unknown_personas_are_named_and_nothing_is_generated(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message(personas=["noir-detective", "nobody", "ghost"]))
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer, personas=["noir-detective", "nobody", "ghost"])
     assert events[-1]["code"] == "unknown_personas"
     assert "nobody, ghost" in events[-1]["message"]
     assert fake_anthropic.requests == []
@@ -315,12 +295,7 @@ async def test_progress_events_come_a_few_times_a_second_at_most(
     fake_anthropic.script(
         Reply(text=screenplay_text(screenplay(scenes=4)), tokens_per_second=400, chunk_chars=4)
     )
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message())
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer)
     progress = [e for e in events if e["type"] == "progress"]
     deltas = [e for e in events if e["type"] == "delta"]
     assert progress and len(progress) < len(deltas) / 10
@@ -398,10 +373,5 @@ async def test_the_estimate_comes_from_the_models_pace_in_recent_runs(
         ttft_ms=1000,
     )
     fake_anthropic.script(Reply(text=screenplay_text(screenplay())))
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message())
-        events = await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
+    events = await ws_generate(writer)
     assert events[0]["estimated_seconds"] == 11.0

@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from stories.models import GenerationRun
 from storyproject.cache import RETRY_AFTER_SECONDS
-from tests.stories.generation.conftest import generate_message, ws_connect, ws_events
+from tests.stories.generation.conftest import ws_generate
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
@@ -41,12 +41,7 @@ async def test_a_generation_completes_and_is_saved_while_redis_is_down(
     writer: Any, cast: Any, offline: None
 ) -> None:
     with override_settings(CACHES=DOWN):
-        communicator = await ws_connect(writer)
-        try:
-            await communicator.send_json_to(generate_message())
-            events = await ws_events(communicator)
-        finally:
-            await communicator.disconnect()
+        events = await ws_generate(writer)
     assert events[-1]["type"] == "done", events[-1]
     assert await GenerationRun.objects.filter(user=writer, status="succeeded").acount() == 1
 
