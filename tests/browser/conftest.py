@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from storyproject.env import envbool
+
 ROOT = Path(__file__).resolve().parents[2]
 # The README shows docs/screenshots/; a test run rewrites them only when asked, so `make test` leaves
 # the working tree clean: UPDATE_SCREENSHOTS=1 make test.
@@ -33,6 +35,10 @@ SCREENSHOTS = (
     else Path(tempfile.gettempdir()) / "story-screenshots"
 )
 CHROMIUM = "/usr/bin/chromium"
+# Without Chromium the browser tests skip with this line; CI sets STORY_REQUIRE_BROWSER=1 (.ci/run) so
+# that a machine without it fails instead: the pages must never go untested there.
+CHROMIUM_MISSING = "install Debian's chromium: apt-get install chromium"
+REQUIRE_BROWSER = "STORY_REQUIRE_BROWSER"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -99,8 +105,25 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     raise RuntimeError(f"daphne did not answer within 30 s:\n{log.read_text()}")
 
 
+def chromium_executable(*, path: str = CHROMIUM) -> str:
+    """``path`` when Chromium is there; else skip the test, or fail it when STORY_REQUIRE_BROWSER is on."""
+    if os.access(path, os.X_OK):
+        return path
+    reason = f"{path} not found: {CHROMIUM_MISSING}"
+    if envbool(REQUIRE_BROWSER, False):
+        pytest.fail(f"{reason} ({REQUIRE_BROWSER} is set, so the browser tests may not be skipped)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+def chromium() -> str:
+    # Session-scoped: checked once, and the skip (or failure) applies to every browser test.
+    return chromium_executable()
+
+
+@pytest.fixture(scope="session")
+def app_server(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    # Needs ``chromium`` so that a machine without it never starts the server for nothing.
     workdir = tmp_path_factory.mktemp("live-server")
     env = _server_env(workdir / "db.sqlite3")
     python = sys.executable
@@ -140,11 +163,11 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def browser(chromium: str) -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
 
 
 def _watch(page: Page) -> Watched:
