@@ -1,7 +1,7 @@
 """Settings for the screenplay studio, read from the environment.
 
 Every value comes from an environment variable with a safe development default, through the typed
-readers in ``storyproject.env`` that reject bad values. See the configuration table in README.md.
+readers in ``storyproject.env`` that reject bad values. Every setting is described in docs/configuration.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 /*
  * The generation form: persona picker with context previews, plot editor, and the live stream of a
- * screenplay over the /ws/generate/ WebSocket (protocol in shared/DESIGN.md).
+ * screenplay over the /ws/generate/ WebSocket (protocol in docs/protocol.md).
  *
  * Every piece of text that comes from a user, an editor or the model is inserted with textContent or
  * text nodes, never as HTML. Configuration arrives through the #generator-config json_script block, so

@@ -1,6 +1,6 @@
 """The screenplay as the writers read it: typed scenes and elements, and the text clean-up they share.
 
-A stored version follows ``shared/contract/screenplay.schema.json``, but exports must not fail on an
+A stored version follows ``stories/contract/screenplay.schema.json``, but exports must not fail on an
 older or hand-edited version: missing or mistyped fields are read as empty and unknown element types
 are skipped, so every export works from the same tolerant reading.
 """

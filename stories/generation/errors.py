@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# The codes of DESIGN.md's protocol; nothing else reaches a client.
+# The codes of the protocol (docs/protocol.md, "Error codes"); nothing else reaches a client.
 ERROR_CODES = frozenset(
     {
         "invalid_request",

@@ -1,7 +1,7 @@
 """One generation, start to finish, as the protocol's events.
 
 ``generation_run`` is what every interface runs (the WebSocket consumer, the REST view, the command).
-It yields the events of DESIGN.md's WebSocket protocol as dicts and leaves a GenerationRun whatever
+It yields the events of the WebSocket protocol (docs/protocol.md) as dicts and leaves a GenerationRun whatever
 happens. Closing or cancelling it closes the upstream model request at once; a cancel that arrives
 while the save is running lets the save finish (it is one transaction) and reports it.
 """

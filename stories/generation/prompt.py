@@ -81,7 +81,7 @@ class Prompt:
 
 @cache
 def screenplay_schema() -> dict[str, Any]:
-    """The contract every screenplay matches (a copy of shared/contract/screenplay.schema.json)."""
+    """The contract every screenplay matches: stories/contract/screenplay.schema.json."""
     return json.loads(_SCHEMA_PATH.read_text())
 
 

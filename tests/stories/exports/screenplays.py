@@ -1,4 +1,4 @@
-"""Hypothesis strategies: screenplays valid per shared/contract/screenplay.schema.json, full of text
+"""Hypothesis strategies: screenplays valid per stories/contract/screenplay.schema.json, full of text
 that means something in Fountain, XML or reportlab markup."""
 
 from __future__ import annotations

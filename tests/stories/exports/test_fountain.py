@@ -16,7 +16,7 @@ from stories.exports import ExportMeta
 from stories.exports.fountain import ZERO_WIDTH_SPACE, fountain_from_screenplay
 from tests.stories.exports.screenplays import screenplays
 
-# The repository's copy of shared/contract/screenplay.schema.json.
+# The screenplay contract every stored version follows.
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[3] / "stories" / "contract" / "screenplay.schema.json").read_text()
 )
