@@ -26,7 +26,7 @@ class PersonaConfigForm(forms.ModelForm):
         # A class, not a style attribute: the Content-Security-Policy blocks inline styles.
         widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "class": "persona-config-json"}),
         help_text="JSON object: description, summary, personality, voice, backstory, system_prompt, "
-        "example_lines, tags, private, extensions. See README 'Persona configs'.",
+        "example_lines, tags, private, extensions. See docs/personas.md, 'Persona configs'.",
     )
 
     class Meta:

@@ -4,7 +4,7 @@ Reading turns a file's bytes into ``PersonaImport`` values and raises ``CardErro
 an editor can act on; it writes nothing (``personas.services.persona_import`` does). Writing turns a
 persona into our JSON, a Character Card V2 JSON, or a V2 PNG.
 
-How card fields map onto a persona config (README, "Exports, cards and reports"):
+How card fields map onto a persona config (docs/personas.md, "Persona files and Character Cards"):
 
 - ``name`` is the display name; the persona's key is its slug (or the key we exported it with).
 - ``description``, ``personality``, ``scenario``, ``system_prompt`` and ``tags`` keep their names.

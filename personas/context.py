@@ -70,8 +70,8 @@ def estimate_tokens(text: str) -> int:
     """Estimated Claude tokens in ``text``, rounded up.
 
     The rule: one token per 3.8 ASCII characters, 0.6 per character from U+0080 to U+2FFF (accented
-    Latin, Greek, Cyrillic, ...) and 1.2 per character from U+3000 up (CJK, emoji). README
-    ("Performance") gives how far it is from a real BPE tokenizer on known texts.
+    Latin, Greek, Cyrillic, ...) and 1.2 per character from U+3000 up (CJK, emoji). docs/personas.md
+    ("Persona contexts") gives how far it is from a real BPE tokenizer on known texts.
     """
     if not text:
         return 0

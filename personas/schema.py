@@ -1,6 +1,6 @@
 """The persona config JSON schema: what editors may put in ``PersonaConfig.config_data``.
 
-Documented in README.md ("Persona configs"). The shape is nested and open: known fields are typed
+Documented in docs/personas.md ("Persona configs"). The shape is nested and open: known fields are typed
 and bounded, and ``extensions`` carries anything else (for example Character Card extensions) so that
 an import followed by an export loses nothing. Older flat shapes (``system_prompt`` at the top, a
 nested ``context`` object) are accepted so imported configs keep working.

@@ -186,7 +186,7 @@ def _pace_default(*, model: str, max_tokens: int) -> GenerationPace:
 
 # --- The generation report (manage.py generation_report) ----------------------------------------
 #
-# Definitions, also in README ("Exports, cards and reports"):
+# Definitions, also in docs/exports.md ("The generation report"):
 # - Stage figures come from succeeded runs that recorded the stage. The median of an even count is
 #   the mean of the two middle values; p95 is the nearest-rank percentile (the smallest recorded
 #   value with at least 95% of the values at or below it), so it is always a measured value.

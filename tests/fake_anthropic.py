@@ -437,7 +437,7 @@ def screenplay_reply_for(
 
 
 def main() -> None:
-    """Serve until interrupted: ``python -m tests.fake_anthropic --port 8765`` (see README, Generation)."""
+    """Serve until interrupted: ``python -m tests.fake_anthropic --port 8765`` (see docs/generation.md)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -27,7 +27,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from storyproject.env import envbool
 
 ROOT = Path(__file__).resolve().parents[2]
-# The README shows docs/screenshots/; a test run rewrites them only when asked, so `make test` leaves
+# docs/pages.md shows docs/screenshots/; a test run rewrites them only when asked, so `make test` leaves
 # the working tree clean: UPDATE_SCREENSHOTS=1 make test.
 SCREENSHOTS = (
     ROOT / "docs" / "screenshots"

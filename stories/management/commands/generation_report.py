@@ -25,7 +25,7 @@ _STAGE_LABELS = {
 class Command(BaseCommand):
     help = (
         "Measured generation timings per stage (count, median, p95, max, share of total), tokens and "
-        "cost per run, and the prompt cache hit rate, from recorded runs. Definitions: README."
+        "cost per run, and the prompt cache hit rate, from recorded runs. Definitions: docs/exports.md."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

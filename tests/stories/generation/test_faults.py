@@ -196,7 +196,7 @@ async def test_fenced_json_is_accepted(writer: Any, cast: Any, fake_anthropic: F
 async def test_the_fake_servers_default_reply_follows_the_apps_prompt_through_a_continuation(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    # The reply the standalone fake server gives (README: "Trying the Anthropic back-end without a key").
+    # The reply the standalone fake server gives (docs/generation.md: "Trying the Anthropic back-end without a key").
     fake_anthropic.default = screenplay_reply_for
     events = await _generate(writer, max_tokens=256, plot="One. Two. Three. Four.")
     assert events[-1]["type"] == "done"
