@@ -47,7 +47,7 @@ class PersonaContextSerializer(serializers.Serializer):
     display_name = serializers.CharField()
     # DRF's metaclass moves declared fields out of the class, so this does not shadow Field.context.
     context = serializers.CharField(help_text="The text that goes into a prompt.")  # type: ignore[assignment]
-    tokens = serializers.IntegerField(help_text="Estimated tokens (see docs/personas.md, 'Persona contexts').")
+    tokens = serializers.IntegerField(help_text="Estimated tokens (docs/personas.md).")
     shortened = serializers.BooleanField(help_text="True when cut to the token budget.")
 
 
