@@ -45,8 +45,8 @@ ADD = {"add_form", "add"}
 CHANGE = VIEW | {"change"}
 DELETE = {"delete_form", "delete", "action:delete_selected"}
 PERSONA_EXPORTS = {"action:export_ours", "action:export_card_json", "action:export_card_png"}
-PERSONA_ALL = CHANGE | ADD | DELETE | PERSONA_EXPORTS | {"import_form", "import", "action:activate"}
-PERSONA_ALL |= {"action:deactivate"}
+PERSONA_ACTIONS = PERSONA_EXPORTS | {"action:activate", "action:deactivate"}
+PERSONA_ALL = CHANGE | ADD | DELETE | PERSONA_ACTIONS | {"import_form", "import"}
 STORY_ALL = CHANGE | ADD | DELETE
 
 # What each staff role may do, per model; a role or operation not listed is refused. The anonymous
@@ -137,8 +137,8 @@ class Case:
     prepare: Callable[[World], None] = field(default=lambda world: None)
 
 
-def _staff(username: str, *codenames: str, **extra: Any) -> Any:
-    user = User.objects.create_user(username=username, password=PASSWORD, is_staff=True, **extra)
+def _staff(username: str, *codenames: str) -> Any:
+    user = User.objects.create_user(username=username, password=PASSWORD, is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
     return user
 
@@ -187,7 +187,9 @@ def _persona_inactive(world: World) -> None:
     PersonaConfig.objects.filter(pk=world.persona.pk).update(is_active=False)
 
 
-def _model_cases(*, add: dict[str, Any], change: dict[str, Any], prepare: Any = None) -> list[Case]:
+def _model_cases(
+    *, add: dict[str, Any], change: dict[str, Any], prepare: Callable[[World], None] | None = None
+) -> list[Case]:
     """The URLs every ModelAdmin has; ``prepare`` makes the object under test where the world has none."""
     kwargs = {"prepare": prepare} if prepare else {}
     return [
@@ -230,7 +232,10 @@ USER_CHANGE = {
 NEW_PASSWORD = {"password1": PASSWORD + "!", "password2": PASSWORD + "!", "usable_password": "true"}
 
 CASES: dict[str, list[Case]] = {
-    "auth.group": [*_model_cases(add={"name": "New group"}, change={"name": "Renamed"})],
+    "auth.group": [
+        *_model_cases(add={"name": "New group"}, change={"name": "Renamed"}),
+        _action("delete_selected"),
+    ],
     "auth.user": [
         *_model_cases(add={"username": "newcomer", **NEW_PASSWORD}, change=USER_CHANGE),
         Case("password_form", "{pk}/password/"),
@@ -263,8 +268,6 @@ CASES: dict[str, list[Case]] = {
         _action("delete_selected", prepare=_settings_row),
     ],
 }
-# The group admin has the same delete_selected action as every model with a delete permission.
-CASES["auth.group"].append(_action("delete_selected"))
 
 WATCHED: list[type[Model]] = [
     Group,
@@ -378,3 +381,38 @@ def _never_offered(model: str) -> set[str]:
     # The generation settings row cannot be deleted, so delete_selected is offered to no one; the case
     # stays in the matrix to prove a forged POST is refused.
     return {"action:delete_selected"} if model == "stories.generationsettings" else set()
+
+
+# --- The admin site's own pages -----------------------------------------------------------------------
+
+# An app's index page exists only for users who may use one of its models.
+APP_USERS = {
+    "auth": {"superuser"},
+    "authtoken": {"superuser"},
+    "personas": {"superuser", "editor", "viewer"},
+    "stories": {"superuser", "owner", "other"},
+}
+APPS = [f"/admin/{app}/" for app in APP_USERS]
+PERSONA_SEARCH = "/admin/autocomplete/?app_label=stories&model_name=storycast&field_name=persona&term=he"
+
+
+def _site_expected(role: str) -> dict[str, str]:
+    if role in ("anonymous", "writer"):
+        return dict.fromkeys(["/admin/", "/admin/jsi18n/", PERSONA_SEARCH, *APPS], "302 login")
+    expected = {"/admin/": "200", "/admin/jsi18n/": "200"}
+    expected |= {f"/admin/{app}/": "200" if role in users else "404" for app, users in APP_USERS.items()}
+    # The persona search behind the cast picker needs the persona view permission.
+    return expected | {PERSONA_SEARCH: "200" if role in APP_USERS["personas"] else "403"}
+
+
+def test_every_role_gets_the_expected_answer_on_the_admin_site_pages(world: World) -> None:
+    mismatches = []
+    for role in ROLES:
+        client = Client()
+        if role != "anonymous":
+            client.force_login(world.users[role])
+        for url, expected in _site_expected(role).items():
+            actual = _outcome(client.get(url), changed=False, list_url="")
+            if actual != expected:
+                mismatches.append(f"{role:9} {url:40} expected {expected!r}, got {actual!r}")
+    assert not mismatches, "\n".join(["", *mismatches])
