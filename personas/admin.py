@@ -51,6 +51,9 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "updated_at"]
     search_fields = ["name", "display_name"]
     readonly_fields = ["context_preview", "version", "created_at", "updated_at"]
+    # Each action names the permission it needs; Django offers (and runs) only the permitted ones.
+    # Activating changes rows, so it needs "change"; an export shows no more than the read-only change
+    # page shows anyone with "view" (the whole config, private part included), so "view" is enough.
     actions = ["activate", "deactivate", "export_ours", "export_card_json", "export_card_png"]
     change_list_template = "admin/personas/personaconfig/change_list.html"
 
@@ -71,25 +74,25 @@ class PersonaConfigAdmin(admin.ModelAdmin):
             mark_safe(linebreaks(context.context, autoescape=True)) if context.context else "(empty)",  # noqa: S308
         )
 
-    @admin.action(description="Activate selected personas")
+    @admin.action(permissions=["change"], description="Activate selected personas")
     def activate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> None:
         count = services.personas_set_active(queryset=queryset, active=True)
         self.message_user(request, f"{count} persona(s) activated.", messages.SUCCESS)
 
-    @admin.action(description="Deactivate selected personas")
+    @admin.action(permissions=["change"], description="Deactivate selected personas")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> None:
         count = services.personas_set_active(queryset=queryset, active=False)
         self.message_user(request, f"{count} persona(s) deactivated.", messages.SUCCESS)
 
-    @admin.action(description="Export selected personas (our JSON)")
+    @admin.action(permissions=["view"], description="Export selected personas (our JSON)")
     def export_ours(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:
         return _download(queryset, kind="ours")
 
-    @admin.action(description="Export selected personas (Character Card V2 JSON)")
+    @admin.action(permissions=["view"], description="Export selected personas (Character Card V2 JSON)")
     def export_card_json(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:
         return _download(queryset, kind="card-v2")
 
-    @admin.action(description="Export selected personas (Character Card V2 PNG)")
+    @admin.action(permissions=["view"], description="Export selected personas (Character Card V2 PNG)")
     def export_card_png(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:
         return _download(queryset, kind="card-v2-png")
 
@@ -97,9 +100,22 @@ class PersonaConfigAdmin(admin.ModelAdmin):
         view = self.admin_site.admin_view(self.import_view)
         return [path("import/", view, name="personas_personaconfig_import"), *super().get_urls()]
 
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        # An import creates new personas and overwrites those with the same name.
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "has_import_permission": self.has_import_permission(request),
+        }
+        return super().changelist_view(request, extra_context)
+
     def import_view(self, request: HttpRequest) -> HttpResponse:
         """Upload one persona file or card; a bad file is reported and changes nothing."""
-        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+        if not self.has_import_permission(request):
             raise PermissionDenied
         form = PersonaImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():

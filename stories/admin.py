@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db import transaction
 from django.db.models import QuerySet
@@ -10,7 +12,8 @@ from stories.selectors import generation_settings_forget
 
 
 class OwnStoriesMixin:
-    """Staff who are not superusers see only their own stories and runs in the admin."""
+    """Staff who are not superusers see only their own stories and runs in the admin, and what they
+    add is theirs: the owner is read-only for them, so they cannot file a story under another user."""
 
     owner_field = "owner"
 
@@ -19,6 +22,17 @@ class OwnStoriesMixin:
         if request.user.is_superuser:
             return queryset
         return queryset.filter(**{self.owner_field: request.user})
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        if request.user.is_superuser:
+            return fields
+        return [*fields, self.owner_field]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: object, change: bool) -> None:
+        if not change and not request.user.is_superuser:
+            setattr(obj, self.owner_field, request.user)
+        super().save_model(request, obj, form, change)  # type: ignore[misc]
 
 
 class ScreenplayVersionInline(admin.TabularInline):
@@ -85,7 +99,9 @@ class GenerationSettingsAdmin(admin.ModelAdmin):
     list_display = ["__str__", "default_model", "default_max_tokens", "updated_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return not GenerationSettings.objects.exists()
+        # The user's own add permission first: without it a staff user with no permissions at all
+        # could create the row that sets every writer's defaults and format rules.
+        return super().has_add_permission(request) and not GenerationSettings.objects.exists()
 
     def save_model(self, request: HttpRequest, obj: GenerationSettings, form: object, change: bool) -> None:
         super().save_model(request, obj, form, change)  # type: ignore[arg-type]

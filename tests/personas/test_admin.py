@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
 from personas.models import PersonaConfig
@@ -82,3 +82,40 @@ def test_deactivate_action_hides_personas_and_bumps_their_version(
     assert response.status_code == 302
     persona.refresh_from_db()
     assert (persona.is_active, persona.version) == (False, 2)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("action", ["deactivate", "activate"])
+def test_view_only_staff_cannot_run_the_activate_or_deactivate_actions(
+    user_factory: Any, persona_factory: Any, action: str
+) -> None:
+    viewer = user_factory("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_personaconfig"))
+    client = Client()
+    client.force_login(viewer)
+    persona = persona_factory("hero")
+    PersonaConfig.objects.filter(pk=persona.pk).update(is_active=action == "deactivate")
+    response = client.post(
+        "/admin/personas/personaconfig/", {"action": action, "_selected_action": [persona.pk]}
+    )
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert (persona.is_active, persona.version) == (action == "deactivate", 1)
+    listing = client.get(response["Location"]).content.decode()
+    assert "No action selected." in listing
+    assert f'value="{action}"' not in listing
+
+
+@pytest.mark.django_db
+def test_staff_who_may_add_but_not_change_personas_get_no_import_link_and_a_403(user_factory: Any) -> None:
+    # An import overwrites personas of the same name, so it needs the change permission too.
+    adder = user_factory("adder", is_staff=True)
+    adder.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_personaconfig", "add_personaconfig"])
+    )
+    client = Client()
+    client.force_login(adder)
+    listing = client.get("/admin/personas/personaconfig/").content.decode()
+    assert "Add persona" in listing
+    assert "Import personas" not in listing
+    assert client.get("/admin/personas/personaconfig/import/").status_code == 403

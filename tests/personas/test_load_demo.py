@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 
 from personas.models import PersonaConfig
@@ -27,3 +28,17 @@ def test_demo_personas_are_varied_and_include_non_latin_text() -> None:
     texts = [str(p.config_data) + p.display_name for p in PersonaConfig.objects.all()]
     assert any(any(ord(ch) > 0x3000 for ch in text) for text in texts)
     assert len({p.config_data.get("voice") for p in PersonaConfig.objects.all()}) >= 5
+
+
+@pytest.mark.django_db
+def test_the_demo_editor_may_manage_personas_and_nothing_else() -> None:
+    call_command("load_demo")
+    editor = get_user_model().objects.get(username="editor")
+    editor.user_permissions.add(Permission.objects.get(codename="add_generationsettings"))
+    editor.groups.add(Group.objects.create(name="Story admins"))
+    call_command("load_demo")
+    editor = get_user_model().objects.get(username="editor")  # a fresh object: permissions are cached
+    expected = {f"personas.{verb}_personaconfig" for verb in ("add", "change", "delete", "view")}
+    assert (editor.is_staff, editor.is_superuser) == (True, False)
+    assert editor.get_all_permissions() == expected
+    assert not get_user_model().objects.get(username="writer").get_all_permissions()

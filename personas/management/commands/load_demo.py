@@ -56,5 +56,7 @@ def _user_ensure(spec: dict[str, Any], *, editors_group: Any) -> None:
     user.is_staff = spec["staff"]
     user.is_superuser = spec["superuser"]
     user.save()
-    if spec["editor"]:
-        user.groups.add(editors_group)
+    # Like the flags above, the demo accounts' permissions are reset on every run: the editor gets the
+    # Editors group (personas only) and nothing else, whatever was granted to it since.
+    user.groups.set([editors_group] if spec["editor"] else [])
+    user.user_permissions.clear()

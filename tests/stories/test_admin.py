@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from stories.models import GenerationSettings, Story
+
+SETTINGS_ADD = "/admin/stories/generationsettings/add/"
+SETTINGS_POST = {"default_model": "", "default_max_tokens": "16000", "formatting_rules": "Obey the editor."}
+
+
+def _staff_client(user_factory: Any, *codenames: str) -> Client:
+    staff = user_factory("staffer", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "codenames", [(), ("view_personaconfig", "change_personaconfig", "add_personaconfig")]
+)
+def test_staff_without_the_add_permission_cannot_create_the_generation_settings(
+    user_factory: Any, codenames: tuple[str, ...]
+) -> None:
+    client = _staff_client(user_factory, *codenames)
+    assert client.get(SETTINGS_ADD).status_code == 403
+    assert client.post(SETTINGS_ADD, SETTINGS_POST).status_code == 403
+    assert not GenerationSettings.objects.exists()
+
+
+@pytest.mark.django_db
+def test_staff_with_the_add_permission_create_the_generation_settings_once(user_factory: Any) -> None:
+    client = _staff_client(user_factory, "add_generationsettings", "view_generationsettings")
+    assert client.post(SETTINGS_ADD, SETTINGS_POST).status_code == 302
+    assert GenerationSettings.objects.get().default_max_tokens == 16000
+    # The row is a singleton: a second one cannot be added, only the first changed.
+    assert client.get(SETTINGS_ADD).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_staff_author_adds_stories_only_for_themselves(user_factory: Any, other_writer: Any) -> None:
+    client = _staff_client(user_factory, "add_story", "view_story", "change_story")
+    response = client.post(
+        "/admin/stories/story/add/",
+        {
+            "title": "Mine",
+            "plot": "A plot.",
+            "owner": other_writer.pk,
+            "cast-TOTAL_FORMS": "0",
+            "cast-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302
+    assert Story.objects.get(title="Mine").owner.username == "staffer"
