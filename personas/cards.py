@@ -35,7 +35,7 @@ from django.utils.text import slugify
 from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
 from personas.schema import persona_config_errors
-from storyproject.untrusted_json import UntrustedJSONError, json_loads_untrusted
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 OURS_FORMAT = "screenplay-studio/persona"
 NAMESPACE = "screenplay_studio"

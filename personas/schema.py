@@ -15,7 +15,7 @@ import jsonschema
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from storyproject.untrusted_json import json_value_problem
+from storyproject.untrusted import json_value_problem
 
 _TEXT = {"type": "string", "maxLength": 20_000}
 _SHORT = {"type": "string", "maxLength": 500}

@@ -8,7 +8,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.fields import InvalidJSONInput, JSONString
 
-from storyproject.untrusted_json import UntrustedJSONError, json_loads_untrusted
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 
 class UntrustedJSONField(forms.JSONField):

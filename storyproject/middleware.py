@@ -1,19 +1,24 @@
-"""Content-Security-Policy on every response Django renders, with a fresh nonce per request.
+"""Project middleware: a Content-Security-Policy on every response, and a 400 for text no view can use.
 
-Templates put ``nonce="{{ request.csp_nonce }}"`` on the few inline <script>/<style> blocks they need;
+Content-Security-Policy: on every response Django renders, with a fresh nonce per request. Templates put ``nonce="{{ request.csp_nonce }}"`` on the few inline <script>/<style> blocks they need;
 everything else must come from our own origin. No CDN is allowed: static files, Swagger UI (from
 drf-spectacular-sidecar) and the admin are all served by the app itself.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.shortcuts import render
 from django.utils.decorators import sync_and_async_middleware
+from django.utils.deprecation import MiddlewareMixin
+
+from storyproject.untrusted import text_problem
 
 CSP_HEADER = "Content-Security-Policy"
 
@@ -68,3 +73,43 @@ def content_security_policy_middleware(
         return _apply(request, response)  # type: ignore[arg-type]
 
     return middleware
+
+
+class UnstorableTextMiddleware(MiddlewareMixin):
+    """Answer 400, naming the problem, when the URL, a cookie or a header holds NUL or a lone surrogate.
+
+    PostgreSQL refuses NUL in text, so ``/api/personas/a%00b/``, ``/?q=a%00b`` or a session cookie
+    ``"abcdefgh\\000"`` (an octal escape the cookie parser decodes) were 500s as soon as a view or the
+    session store queried with them. One check here, before any of them runs, instead of one per view.
+    """
+
+    def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
+        for where, text in _request_texts(request):
+            problem = text_problem(text)
+            if problem is not None:
+                return _bad_request(request, f"{where} {problem}.")
+        return None
+
+
+def _request_texts(request: HttpRequest) -> Iterator[tuple[str, str]]:
+    yield "The URL path", request.path
+    for key, values in request.GET.lists():
+        yield "A query parameter name", key
+        yield from ((f"The query parameter {_quoted(key)}", value) for value in values)
+    for name, value in request.COOKIES.items():
+        yield "A cookie name", name
+        yield f"The cookie {_quoted(name)}", value
+    for key, value in request.META.items():
+        if key.startswith("HTTP_") and isinstance(value, str):
+            yield f"The {key[5:].replace('_', '-').title()} header", value
+
+
+def _quoted(name: str) -> str:
+    # The name is untrusted too: ASCII escapes keep the message printable, whatever it holds.
+    return json.dumps(name[:40])
+
+
+def _bad_request(request: HttpRequest, message: str) -> HttpResponseBase:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message, "code": "invalid_characters"}, status=400)
+    return render(request, "bad_request.html", {"message": message}, status=400)

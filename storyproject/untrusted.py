@@ -1,4 +1,4 @@
-"""JSON from outside, parsed and checked so that a hostile value is an error naming the problem.
+"""Text and JSON from outside, checked so that a hostile value is an error naming the problem.
 
 Python's json module accepts what the database cannot store or cannot even parse without failing:
 NUL in strings and keys (PostgreSQL refuses it in jsonb), lone surrogates such as "\\ud800" (no codec
@@ -62,15 +62,21 @@ def json_value_problem(value: object) -> str | None:
     return None
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored or sent on (as a predicate: "contains ..."); None when it can."""
+    if "\x00" in text:
+        return "contains a NUL (\\u0000) character, which cannot be stored"
+    if _SURROGATE.search(text):
+        return "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode"
+    return None
+
+
 def _scalar_problem(item: object) -> str | None:
     if isinstance(item, str):
-        if "\x00" in item:
-            return "contains a NUL (\\u0000) character, which cannot be stored"
-        if _SURROGATE.search(item):
-            return "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode"
-    elif isinstance(item, float) and not math.isfinite(item):
+        return text_problem(item)
+    if isinstance(item, float) and not math.isfinite(item):
         return "holds a number that is not finite (NaN, Infinity, or beyond ±1.8e308)"
-    elif isinstance(item, int) and not isinstance(item, bool) and abs(item) >= _INT_LIMIT:
+    if isinstance(item, int) and not isinstance(item, bool) and abs(item) >= _INT_LIMIT:
         return f"holds an integer longer than {MAX_INT_DIGITS} digits"
     return None
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from storyproject.untrusted_json import UntrustedJSONError, json_loads_untrusted, json_value_problem
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted, json_value_problem
 
 
 def test_ordinary_json_is_parsed_unchanged() -> None:
