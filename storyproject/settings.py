@@ -156,6 +156,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 # JSON bodies sent to the API are bounded before they are read (storyproject/parsers.py): 413 past it.
 API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Any request body, chunked or not, is read by the ASGI handler up to this size (storyproject/handlers.py):
+# 413 past it. The default leaves room for a multipart upload's framing around a file at the upload limit.
+HTTP_MAX_BODY_BYTES = envint(
+    "HTTP_MAX_BODY_BYTES",
+    max(DATA_UPLOAD_MAX_MEMORY_SIZE, API_MAX_BODY_BYTES) + 65_536,
+    minimum=max(DATA_UPLOAD_MAX_MEMORY_SIZE, API_MAX_BODY_BYTES),
+)
 
 REST_FRAMEWORK = {
     # Token first, so an anonymous API request gets 401 with "WWW-Authenticate: Token".
