@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from channels.testing import WebsocketCommunicator
 from django.test import Client
 from rest_framework.authtoken.models import Token
+
+from storyproject.asgi import application
 
 
 @pytest.fixture
@@ -76,3 +79,21 @@ def test_ordinary_urls_are_untouched(signed_in: Client, persona_factory: Any) ->
     persona_factory("hero")
     assert signed_in.get("/api/personas/hero/context/?x=%C3%A9%0A").status_code == 200
     assert signed_in.get("/?q=caf%C3%A9").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("path", "cookie"),
+    [("/ws/generate/", b'sessionid="abcdefgh\\000ij"'), ("/ws/generate/?x=a%00b", b"")],
+    ids=["session-cookie", "query"],
+)
+async def test_nul_in_a_websocket_handshake_is_refused_not_a_crash(
+    path: str, cookie: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same check on the WebSocket stack: Channels' session middleware queried with the cookie.
+    headers = [(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000"), (b"cookie", cookie)]
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    await communicator.disconnect()
+    assert not connected
+    assert any("WebSocket handshake refused" in record.getMessage() for record in caplog.records)
