@@ -121,14 +121,10 @@ def test_the_api_refuses_a_body_that_is_not_a_json_object(
 ) -> None:
     # Issue 13 item 7: a list body was read as an empty object, so the scene was rewritten (201).
     story_id, _ = _story_with_version(writer)
-    fake_anthropic.default = FakeScreenwriter(_rewritten(), tokens_per_second=4000)
     client = APIClient()
     client.force_authenticate(writer)
-    response = client.post(
-        f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/",
-        '[{"instructions": "Faster."}]',
-        content_type="application/json",
-    )
+    url = f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/"
+    response = client.post(url, '[{"instructions": "Faster."}]', content_type="application/json")
     assert response.status_code == 400
     assert response.json() == {"detail": "The request body must be a JSON object ({...}), not a list."}
     assert fake_anthropic.requests == []
