@@ -1,15 +1,32 @@
-"""The account page: a writer creates, replaces and revokes the API token scripts use."""
+"""The login page, and the account page: a writer creates, replaces and revokes the API token scripts use."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import selectors, services
+from accounts.forms import ThrottledAuthenticationForm
+
+
+class ThrottledLoginView(LoginView):
+    """Django's login page with its throttled form; a lockout is answered 429 with Retry-After."""
+
+    authentication_form = ThrottledAuthenticationForm
+
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        refusal = getattr(form, "refusal", None)
+        if refusal is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(refusal.retry_after)
+        return response
 
 
 @never_cache

@@ -19,10 +19,11 @@ from personas import selectors, services
 from personas.cards import CardError, persona_file, persona_file_read, persona_files_zip
 from personas.models import PersonaConfig
 from personas.schema import persona_config_errors
+from storyproject.forms import UntrustedJSONField
 
 
 class PersonaConfigForm(forms.ModelForm):
-    config_data = forms.JSONField(
+    config_data = UntrustedJSONField(
         # A class, not a style attribute: the Content-Security-Policy blocks inline styles.
         widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "class": "persona-config-json"}),
         help_text="JSON object: description, summary, personality, voice, backstory, system_prompt, "

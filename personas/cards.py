@@ -35,6 +35,7 @@ from django.utils.text import slugify
 from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
 from personas.schema import persona_config_errors
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 OURS_FORMAT = "screenplay-studio/persona"
 NAMESPACE = "screenplay_studio"
@@ -103,13 +104,11 @@ def _label(filename: str) -> str:
 
 def _json_loads(data: bytes, filename: str) -> Any:
     try:
-        return json.loads(data.decode("utf-8-sig"))
+        return json_loads_untrusted(data.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise CardError(f"{_label(filename)}is neither a PNG nor UTF-8 JSON text.") from None
-    except json.JSONDecodeError as error:
-        raise CardError(f"{_label(filename)}is not valid JSON ({error}).") from None
-    except RecursionError:
-        raise CardError(f"{_label(filename)}is JSON nested too deeply to be a persona.") from None
+    except UntrustedJSONError as error:
+        raise CardError(f"{_label(filename)}is refused. {error}") from None
 
 
 def _png_card(data: bytes, filename: str) -> Any:

@@ -15,6 +15,8 @@ import jsonschema
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from storyproject.untrusted import json_value_problem
+
 _TEXT = {"type": "string", "maxLength": 20_000}
 _SHORT = {"type": "string", "maxLength": 500}
 
@@ -54,6 +56,10 @@ def persona_config_errors(config: object) -> list[str]:
     """Every problem with ``config``, as sentences an editor can act on; empty when valid."""
     if not isinstance(config, dict):
         return ["The config must be a JSON object ({...}), not " + type(config).__name__ + "."]
+    # Before the size: json.dumps itself fails on some of what this refuses (huge integers).
+    problem = json_value_problem(config)
+    if problem is not None:
+        return [problem]
     size = len(json.dumps(config, ensure_ascii=False).encode())
     limit = settings.PERSONA_CONFIG_MAX_BYTES
     if size > limit:

@@ -19,6 +19,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from accounts.authentication import token_user
 from stories.ws_origin import SameOriginValidator
+from storyproject.middleware import UnstorableTextGuard
 
 _MAX_KEY_CHARS = 64
 
@@ -61,5 +62,6 @@ def TokenOrSessionAuthMiddlewareStack(inner: Any) -> Any:
 
 
 def websocket_stack(inner: Any) -> Any:
-    """What every WebSocket route sits behind: same-origin check, then token or session auth."""
-    return SameOriginValidator(TokenOrSessionAuthMiddlewareStack(inner))
+    """What every WebSocket route sits behind: text check, same-origin check, then token or session auth."""
+    # The text check first: the session middleware queries the database with the cookie.
+    return UnstorableTextGuard(SameOriginValidator(TokenOrSessionAuthMiddlewareStack(inner)))

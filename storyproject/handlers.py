@@ -9,13 +9,27 @@ for the view: about a dozen per request (an anonymous 401 through daphne took 2.
 handler loads the chain in sync mode, as the WSGI handler does, and enters it once, on the request's
 thread-sensitive worker thread. Reading the body and sending the response stay asynchronous, and the
 WebSocket side (Channels) is untouched.
+
+Request bodies are bounded here too. Django's handler spools the whole body, whatever its size, and
+a body sent with ``Transfer-Encoding: chunked`` reaches the app with no Content-Length, which DRF and
+Django's multipart parser read as "no body": a chunked JSON request was answered as if it were empty.
+This handler reads at most ``HTTP_MAX_BODY_BYTES`` (413 past it, or at once when a Content-Length
+says so) and gives a body that came without a Content-Length the one it turned out to have.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Mapping
+from typing import IO, Any
+
 from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpRequest, HttpResponseBase
+from django.conf import settings
+from django.core.exceptions import RequestAborted, RequestDataTooBig
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+
+Scope = Mapping[str, Any]
 
 
 class SyncStackASGIHandler(ASGIHandler):
@@ -24,3 +38,70 @@ class SyncStackASGIHandler(ASGIHandler):
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            if _declared_length(scope) > settings.HTTP_MAX_BODY_BYTES:
+                raise RequestDataTooBig
+            await super().handle(scope, receive, send)
+        except RequestDataTooBig:
+            await self.send_response(_too_large(), send)
+
+    async def read_body(self, receive: Any) -> IO[bytes]:
+        """Django's ``read_body``, raising ``RequestDataTooBig`` once the body passes the limit."""
+        limit = settings.HTTP_MAX_BODY_BYTES
+        # Not a context manager: the file outlives this method (the request reads it, then closes it).
+        body_file = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                body_file.close()
+                raise RequestAborted
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                body_file.close()
+                raise RequestDataTooBig
+            body_file.write(chunk)
+            if not message.get("more_body", False):
+                break
+        body_file.seek(0)
+        return body_file
+
+    def create_request(
+        self, scope: Scope, body_file: IO[bytes]
+    ) -> tuple[ASGIRequest, None] | tuple[None, HttpResponseBase]:
+        return super().create_request(_with_content_length(scope, body_file), body_file)
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0  # Django reads an unparsable Content-Length as none as well
+    return 0
+
+
+def _with_content_length(scope: Scope, body_file: IO[bytes]) -> Scope:
+    """The scope, with a Content-Length header giving the body's size when the client sent none."""
+    if any(name.lower() == b"content-length" for name, _ in scope.get("headers", [])):
+        return scope
+    size = body_file.seek(0, 2)
+    body_file.seek(0)
+    if not size:
+        return scope
+    return {**scope, "headers": [*scope.get("headers", []), (b"content-length", str(size).encode())]}
+
+
+def _too_large() -> HttpResponse:
+    limit = settings.HTTP_MAX_BODY_BYTES
+    return HttpResponse(
+        f"413 Payload too large: the request body is larger than {limit} bytes.\n",
+        status=413,
+        content_type="text/plain; charset=utf-8",
+    )

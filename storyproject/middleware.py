@@ -1,21 +1,31 @@
-"""Content-Security-Policy on every response Django renders, with a fresh nonce per request.
+"""Project middleware: a Content-Security-Policy on every response, and a 400 for text no view can use.
 
-Templates put ``nonce="{{ request.csp_nonce }}"`` on the few inline <script>/<style> blocks they need;
+Content-Security-Policy: on every response Django renders, with a fresh nonce per request. Templates put ``nonce="{{ request.csp_nonce }}"`` on the few inline <script>/<style> blocks they need;
 everything else must come from our own origin. No CDN is allowed: static files, Swagger UI (from
 drf-spectacular-sidecar) and the admin are all served by the app itself.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction
+from channels.security.websocket import WebsocketDenier
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict
+from django.http.cookie import parse_cookie
+from django.shortcuts import render
 from django.utils.decorators import sync_and_async_middleware
+from django.utils.deprecation import MiddlewareMixin
+
+from storyproject.untrusted import text_problem
 
 CSP_HEADER = "Content-Security-Policy"
+logger = logging.getLogger(__name__)
 
 
 def csp_policy(*, nonce: str, host: str | None) -> str:
@@ -68,3 +78,80 @@ def content_security_policy_middleware(
         return _apply(request, response)  # type: ignore[arg-type]
 
     return middleware
+
+
+class UnstorableTextMiddleware(MiddlewareMixin):
+    """Answer 400, naming the problem, when the URL, a cookie or a header holds NUL or a lone surrogate.
+
+    PostgreSQL refuses NUL in text, so ``/api/personas/a%00b/``, ``/?q=a%00b`` or a session cookie
+    ``"abcdefgh\\000"`` (an octal escape the cookie parser decodes) were 500s as soon as a view or the
+    session store queried with them. One check here, before any of them runs, instead of one per view.
+    """
+
+    def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
+        problem = unstorable_text_problem(
+            path=request.path, query=request.GET, cookies=request.COOKIES, headers=request.headers.items()
+        )
+        return None if problem is None else _bad_request(request, problem)
+
+
+class UnstorableTextGuard:
+    """The WebSocket side of ``UnstorableTextMiddleware``: such a handshake is refused (403), not a crash.
+
+    Channels' session middleware queried the database with a NUL-holding session cookie too.
+    """
+
+    def __init__(self, application: Any) -> None:
+        self.application = application
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope.get("headers", [])
+        ]
+        cookie = ",".join(value for name, value in headers if name.lower() == "cookie")
+        problem = unstorable_text_problem(
+            path=scope.get("path", ""),
+            query=QueryDict(scope.get("query_string", b"")),
+            cookies=parse_cookie(cookie),
+            headers=headers,
+        )
+        if problem is not None:
+            logger.warning("WebSocket handshake refused: %s", problem)
+            return await WebsocketDenier()(scope, receive, send)
+        return await self.application(scope, receive, send)
+
+
+def unstorable_text_problem(
+    *, path: str, query: QueryDict, cookies: Mapping[str, str], headers: Iterable[tuple[str, str]]
+) -> str | None:
+    """The first problem with the texts of a request or handshake, as a sentence; None when there is none."""
+    for where, text in _texts(path, query, cookies, headers):
+        problem = text_problem(text)
+        if problem is not None:
+            return f"{where} {problem}."
+    return None
+
+
+def _texts(
+    path: str, query: QueryDict, cookies: Mapping[str, str], headers: Iterable[tuple[str, str]]
+) -> Iterator[tuple[str, str]]:
+    yield "The URL path", path
+    for key, values in query.lists():
+        yield "A query parameter name", key
+        yield from ((f"The query parameter {_quoted(key)}", value) for value in values)
+    for name, value in cookies.items():
+        yield "A cookie name", name
+        yield f"The cookie {_quoted(name)}", value
+    for name, value in headers:
+        yield f"The {name.title()} header", value
+
+
+def _quoted(name: str) -> str:
+    # The name is untrusted too: ASCII escapes keep the message printable, whatever it holds.
+    return json.dumps(name[:40])
+
+
+def _bad_request(request: HttpRequest, message: str) -> HttpResponseBase:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message, "code": "invalid_characters"}, status=400)
+    return render(request, "bad_request.html", {"message": message}, status=400)

@@ -1,8 +1,12 @@
-"""A JSON parser that refuses oversized bodies before reading them whole.
+"""A JSON parser that refuses oversized bodies before reading them whole, and bodies that are not objects.
 
 DRF's JSONParser reads the request stream to the end whatever its size (Django's
 DATA_UPLOAD_MAX_MEMORY_SIZE only guards ``request.body`` and form parsing). This one reads at most
 the limit plus one byte and answers 413 past it, whether or not the client sent a Content-Length.
+
+Every JSON body this API takes is an object. A view reading fields from ``request.data`` with
+``.get`` treated a list body as an empty object (the scene rewrite answered 201 to ``[1, 2]``), so
+the parser refuses any other top-level value with a 400, once for every endpoint.
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ class BoundedJSONParser(JSONParser):
         if not body:
             raise ParseError("The request body is empty; send a JSON object.")
         try:
-            return super().parse(io.BytesIO(body), media_type, parser_context)
+            data = super().parse(io.BytesIO(body), media_type, parser_context)
         except RecursionError:
             # json.loads recurses once per nesting level; a deeply nested body must be a 400, not a 500.
             raise ParseError("JSON parse error - the body is nested too deeply.") from None
+        if not isinstance(data, dict):
+            raise ParseError(f"The request body must be a JSON object ({{...}}), not {_json_type(data)}.")
+        return data
+
+
+_JSON_TYPES = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), "null")

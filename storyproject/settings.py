@@ -48,6 +48,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "storyproject.middleware.content_security_policy_middleware",
+    # Before the session and every view: NUL in the URL, a cookie or a header is a 400, not a 500.
+    "storyproject.middleware.UnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -123,6 +125,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Login throttling (accounts/throttle.py): this many failures within LOGIN_LOCKOUT_SECONDS lock the
+# account, or the client address, for LOGIN_LOCKOUT_SECONDS. An address's limit is higher: several
+# people may share one (an office behind NAT).
+LOGIN_FAILURES_PER_ACCOUNT = envint("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+LOGIN_FAILURES_PER_ADDRESS = envint("LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
+LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900, minimum=1, maximum=86_400)
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -148,6 +156,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 # JSON bodies sent to the API are bounded before they are read (storyproject/parsers.py): 413 past it.
 API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Any request body, chunked or not, is read by the ASGI handler up to this size (storyproject/handlers.py):
+# 413 past it. The default leaves room for a multipart upload's framing around a file at the upload limit.
+HTTP_MAX_BODY_BYTES = envint(
+    "HTTP_MAX_BODY_BYTES",
+    max(DATA_UPLOAD_MAX_MEMORY_SIZE, API_MAX_BODY_BYTES) + 65_536,
+    minimum=max(DATA_UPLOAD_MAX_MEMORY_SIZE, API_MAX_BODY_BYTES),
+)
 
 REST_FRAMEWORK = {
     # Token first, so an anonymous API request gets 401 with "WWW-Authenticate: Token".

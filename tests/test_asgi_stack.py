@@ -14,7 +14,9 @@ import pytest
 import redis
 from django.core.cache import caches
 from django.test import override_settings
+from rest_framework.authtoken.models import Token
 
+from stories.models import Story
 from storyproject.asgi import django_asgi_app
 from storyproject.middleware import CSP_HEADER
 
@@ -82,3 +84,70 @@ def test_cache_objects_of_every_thread_share_one_redis_client_and_pool() -> None
     assert len({id(client.connection_pool) for client in clients}) == 1
     # Twenty threads, each with a cache object: one connection reused, not twenty opened.
     assert opened <= 1, opened
+
+
+def _asgi_post(path: str, chunks: list[bytes], token: str) -> httpx.Response:
+    """POST through the ASGI app; a list of chunks is sent as daphne passes a chunked body on."""
+
+    async def body() -> Any:
+        for chunk in chunks:
+            yield chunk
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=django_asgi_app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+            return await client.post(path, content=body(), headers=headers)
+
+    return asyncio.run(post())
+
+
+@pytest.fixture
+def token(user_factory: Any) -> str:
+    return str(Token.objects.create(user=user_factory("chunker")).key)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_json_body_is_read(token: str) -> None:
+    # Issue 13 item 7: with no Content-Length the body was read as empty (400: title is required).
+    chunks = [b'{"title": "Chunked", ', b'"plot": "A body in ', b'three pieces."}']
+    response = _asgi_post("/api/stories/", chunks, token)
+    assert response.status_code == 201, response.text
+    story = Story.objects.get()
+    assert (story.title, story.plot) == ("Chunked", "A body in three pieces.")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_past_the_limit_is_refused_with_413(token: str, settings: Any) -> None:
+    settings.HTTP_MAX_BODY_BYTES = 4096
+    chunks = [b'{"title": "Big", "plot": "', b"p" * 3000, b"p" * 3000, b'"}']
+    response = _asgi_post("/api/stories/", chunks, token)
+    assert response.status_code == 413
+    assert "larger than 4096 bytes" in response.text
+    assert not Story.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_declared_length_past_the_limit_is_refused_before_the_body_is_read(settings: Any) -> None:
+    settings.HTTP_MAX_BODY_BYTES = 4096
+    received: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append("body")
+        return {"type": "http.request", "body": b"x" * 5000, "more_body": False}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/stories/",
+        "query_string": b"",
+        "headers": [(b"content-length", b"5000"), (b"content-type", b"application/json")],
+    }
+    asyncio.run(django_asgi_app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert received == []

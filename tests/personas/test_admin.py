@@ -39,8 +39,16 @@ def test_an_editor_can_add_a_persona_with_a_valid_config(editor_client: Client) 
     [
         ('{"tags": "noir"}', "tags: &#x27;noir&#x27; is not of type &#x27;array&#x27;"),
         ('["a list"]', "must be a JSON object"),
-        ("{not json", "Enter a valid JSON"),
+        ("{not json", "is not valid JSON"),
         ('{"voice": 7}', "voice: 7 is not of type &#x27;string&#x27;"),
+        # Issue 13 item 5: each of these was a 500 (on SQLite, PostgreSQL or both).
+        ('{"description": "a\\u0000b"}', "description: contains a NUL (\\u0000) character"),
+        ('{"description": "\\ud800"}', "description: contains an unpaired UTF-16 surrogate"),
+        ('{"x": 1e400}', "x: holds a number that is not finite"),
+        ('{"x": NaN}', "x: holds a number that is not finite"),
+        ('{"x": ' + "9" * 5000 + "}", "holds an integer longer than 64 digits"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 32 levels"),
+        ('{"a": ' * 40 + "1" + "}" * 40, "nested deeper than 32 levels"),
     ],
 )
 def test_a_bad_config_gets_a_clear_error_and_is_not_saved(

@@ -139,7 +139,12 @@ def test_a_name_without_latin_letters_gets_a_stable_key() -> None:
         (b"[1, 2]", "without a 'config_data' object"),
         (b'{"spec": "chara_card_v2", "data": {"description": "no name"}}', "has no name"),
         (b'{"name": "x", "config_data": {"tags": "noir"}}', "tags: 'noir' is not of type 'array'"),
-        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32 levels"),
+        # Each of these reached the database (or json.loads' own ValueError) and was a 500 on import.
+        (b'{"name": "x", "config_data": {"voice": "a\\u0000b"}}', "config_data/voice: contains a NUL"),
+        (b'{"name": "x", "config_data": {"voice": "\\ud800"}}', "unpaired UTF-16 surrogate"),
+        (b'{"name": "x", "config_data": {"x": 1e400}}', "config_data/x: holds a number that is not finite"),
+        (b'{"name": "x", "config_data": {"x": ' + b"9" * 5000 + b"}}", "integer longer than 64 digits"),
         (card_png({}), "PNG without a character card"),
         (card_png({"chara": b"not json"}), "is not valid JSON"),
         (b"\x89PNG\r\n\x1a\n" + b"garbage", "not a readable PNG"),
@@ -209,7 +214,7 @@ def test_the_admin_imports_a_card_png_and_links_the_page(editor_client: Client) 
 @pytest.mark.parametrize(
     ("name", "data", "message"),
     [
-        ("story.txt", b"just text", "story.txt is not valid JSON"),
+        ("story.txt", b"just text", "story.txt is refused. The text is not valid JSON"),
         ("plain.png", card_png({}), "plain.png is a PNG without a character card"),
         ("big.json", b" " * 3000, "The file is 3000 bytes; the limit is 2048 bytes."),
     ],

@@ -116,6 +116,21 @@ def test_the_api_refuses_another_writers_story_and_a_scene_that_does_not_exist(
     assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
 
 
+def test_the_api_refuses_a_body_that_is_not_a_json_object(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Issue 13 item 7: a list body was read as an empty object, so the scene was rewritten (201).
+    story_id, _ = _story_with_version(writer)
+    client = APIClient()
+    client.force_authenticate(writer)
+    url = f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/"
+    response = client.post(url, '[{"instructions": "Faster."}]', content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The request body must be a JSON object ({...}), not a list."}
+    assert fake_anthropic.requests == []
+    assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
+
+
 async def test_the_socket_rewrites_one_scene_streaming_it_then_saves_a_new_version(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:

@@ -1,0 +1,93 @@
+"""Text and JSON from outside, checked so that a hostile value is an error naming the problem.
+
+Python's json module accepts what the database cannot store or cannot even parse without failing:
+NUL in strings and keys (PostgreSQL refuses it in jsonb), lone surrogates such as "\\ud800" (no codec
+encodes them), NaN, Infinity and 1e400 (parsed as inf; ``json.dumps`` writes "Infinity", which is not
+JSON and which PostgreSQL refuses), integers past 4,300 digits (CPython's int max str digits: a
+``ValueError``, not a ``JSONDecodeError``) and deep nesting (a ``RecursionError``). Each of those was a
+500 in the admin; every boundary that takes JSON text from outside parses it with
+``json_loads_untrusted``, and ``json_value_problem`` checks values built some other way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+MAX_DEPTH = 32
+# Far more than any persona or request needs (2**63 has 19 digits), far below CPython's 4,300.
+MAX_INT_DIGITS = 64
+_INT_LIMIT = 10**MAX_INT_DIGITS
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class UntrustedJSONError(ValueError):
+    """The text is not JSON we accept. The message names the problem and where, never the value."""
+
+
+def json_loads_untrusted(text: str | bytes) -> object:
+    """Parse ``text``; raise ``UntrustedJSONError`` for invalid JSON or a value we cannot store."""
+    try:
+        value = json.loads(text, parse_int=_int_parse)
+    except RecursionError:
+        raise UntrustedJSONError(f"The JSON is nested deeper than {MAX_DEPTH} levels.") from None
+    except json.JSONDecodeError as error:
+        raise UntrustedJSONError(
+            f"The text is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
+        ) from None
+    except UnicodeDecodeError:
+        raise UntrustedJSONError("The JSON is not UTF-8 text.") from None
+    problem = json_value_problem(value)
+    if problem is not None:
+        raise UntrustedJSONError(problem)
+    return value
+
+
+def json_value_problem(value: object) -> str | None:
+    """Why a JSON-like value cannot be stored, naming where in it; None when it can."""
+    stack: list[tuple[object, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return f"The JSON is nested deeper than {MAX_DEPTH} levels."
+        problem = _scalar_problem(item)
+        if problem is not None:
+            return f"{_where(path)}: {problem}"
+        if isinstance(item, dict):
+            stack.extend((key, (*path, "(a key)")) for key in item)
+            stack.extend((child, (*path, str(key))) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, (*path, str(index))) for index, child in enumerate(item))
+    return None
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored or sent on (as a predicate: "contains ..."); None when it can."""
+    if "\x00" in text:
+        return "contains a NUL (\\u0000) character, which cannot be stored"
+    if _SURROGATE.search(text):
+        return "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode"
+    return None
+
+
+def _scalar_problem(item: object) -> str | None:
+    if isinstance(item, str):
+        return text_problem(item)
+    if isinstance(item, float) and not math.isfinite(item):
+        return "holds a number that is not finite (NaN, Infinity, or beyond ±1.8e308)"
+    if isinstance(item, int) and not isinstance(item, bool) and abs(item) >= _INT_LIMIT:
+        return f"holds an integer longer than {MAX_INT_DIGITS} digits"
+    return None
+
+
+def _int_parse(digits: str) -> int:
+    # Checked before int() converts it: past 4,300 digits int() raises, and long before that it is slow.
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise UntrustedJSONError(f"The JSON holds an integer longer than {MAX_INT_DIGITS} digits.")
+    return int(digits)
+
+
+def _where(path: tuple[str, ...]) -> str:
+    # Keys are untrusted too: escaped (json.dumps' ASCII escapes) and cut, so the message stays printable.
+    return "/".join(json.dumps(part[:40])[1:-1] for part in path) or "(top level)"

@@ -1,0 +1,76 @@
+"""Login throttling: repeated failures lock an account and an address, with a clear message (issue 13)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def _login(username: str, password: str, *, address: str = "10.0.0.1", url: str = "/accounts/login/") -> Any:
+    client = Client(REMOTE_ADDR=address)
+    response = client.post(url, {"username": username, "password": password})
+    response.client_signed_in = "_auth_user_id" in client.session
+    return response
+
+
+@pytest.fixture(autouse=True)
+def _limits(settings: Any) -> None:
+    settings.LOGIN_FAILURES_PER_ACCOUNT = 3
+    settings.LOGIN_FAILURES_PER_ADDRESS = 5
+    settings.LOGIN_LOCKOUT_SECONDS = 900
+
+
+def test_failures_lock_the_account_even_for_the_right_password(writer: Any, user_factory: Any) -> None:
+    for index in range(3):
+        assert _login("writer", "wrong", address=f"10.0.1.{index}").status_code == 200
+    refused = _login("writer", "pw-writer", address="10.0.2.1")
+    assert refused.status_code == 429
+    assert not refused.client_signed_in
+    assert "Too many failed logins for this account. Try again in 15 minutes." in refused.content.decode()
+    assert 890 <= int(refused["Retry-After"]) <= 900
+    # Another account from the same address is not affected, and the count ignores case.
+    user_factory("other")
+    assert _login("other", "pw-other", address="10.0.2.1").client_signed_in
+    assert _login("WRITER", "pw-writer", address="10.0.3.1").status_code == 429
+
+
+def test_failures_lock_the_address_for_every_account(writer: Any) -> None:
+    for index in range(5):
+        assert _login(f"nobody-{index}", "guess").status_code == 200
+    refused = _login("writer", "pw-writer")
+    assert refused.status_code == 429
+    assert not refused.client_signed_in
+    assert "Too many failed logins for your network address." in refused.content.decode()
+    assert _login("writer", "pw-writer", address="10.9.9.9").client_signed_in
+
+
+def test_a_successful_login_clears_the_accounts_count(writer: Any) -> None:
+    for _ in range(2):
+        _login("writer", "wrong", address="10.0.4.1")
+    assert _login("writer", "pw-writer", address="10.0.4.2").client_signed_in
+    for _ in range(2):
+        _login("writer", "wrong", address="10.0.4.3")
+    assert _login("writer", "pw-writer", address="10.0.4.4").client_signed_in
+
+
+def test_the_lockout_ends_when_its_time_has_passed(writer: Any, settings: Any) -> None:
+    settings.LOGIN_LOCKOUT_SECONDS = 1
+    for _ in range(3):
+        _login("writer", "wrong")
+    assert _login("writer", "pw-writer").status_code == 429
+    time.sleep(1.2)
+    assert _login("writer", "pw-writer").client_signed_in
+
+
+def test_the_admin_login_takes_the_same_throttle(user_factory: Any) -> None:
+    user_factory("boss", is_staff=True)
+    for _ in range(3):
+        assert _login("boss", "wrong", url="/admin/login/").status_code == 200
+    refused = _login("boss", "pw-boss", url="/admin/login/")
+    assert not refused.client_signed_in
+    assert "Too many failed logins for this account." in refused.content.decode()
