@@ -99,7 +99,7 @@ async def test_a_wrong_api_key_is_reported_without_showing_it(
 ) -> None:
     settings.ANTHROPIC_API_KEY = "sk-ant-wrong-key"
     events = await _generate(writer)
-    assert events[-1]["code"] == "llm_unavailable"
+    assert (events[-1]["code"], events[-1]["retryable"]) == ("llm_config", False)
     assert "sk-ant" not in json.dumps(events)
 
 
