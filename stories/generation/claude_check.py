@@ -16,6 +16,7 @@ from stories.generation.backends.anthropic import AnthropicBackend
 from stories.generation.backends.base import Brief, CallFinished, ModelCall, Usage
 from stories.generation.errors import GenerationError
 from stories.generation.models_registry import model_get
+from stories.generation.tokens import CHARS_PER_TOKEN
 
 _SCHEMA = {
     "type": "object",
@@ -23,9 +24,6 @@ _SCHEMA = {
     "required": ["ok"],
     "additionalProperties": False,
 }
-# Four characters a token on the 4.x tokenizer; the 5.x one counts more tokens for the same text, so
-# this is over the minimum on both.
-_CHARS_PER_TOKEN = 4
 _MAX_TOKENS = 64
 
 
@@ -88,7 +86,9 @@ def _check_call(model: str) -> ModelCall:
     # A fresh prefix each run, so the first request writes the cache even if a check ran minutes ago.
     nonce = f"Check {uuid.uuid4().hex}. "
     filler = "This line only makes the cached prefix long enough to be cached. "
-    padding = nonce + filler * (minimum * _CHARS_PER_TOKEN // len(filler) + 2)
+    # Four characters a token is the 4.x tokenizer's rate; the 5.x one counts more tokens for the
+    # same text, so the padding is over the minimum on both.
+    padding = nonce + filler * (minimum * CHARS_PER_TOKEN // len(filler) + 2)
     return ModelCall(
         model=model,
         max_tokens=_MAX_TOKENS,

@@ -241,13 +241,11 @@ def _transient_error(error: anthropic.APIStatusError, kind: str, status: int, de
         code, what = "llm_rate_limited", "the model's rate limit was reached"
     else:
         code, what = "llm_unavailable", "the model is unavailable"
+    told_not_to = error.response.headers.get("x-should-retry") == "false"
     retryable = status in _RETRYABLE_STATUS or (status == 200 and kind in _RETRYABLE_TYPES)
-    if error.response.headers.get("x-should-retry") == "false":
-        retryable = False
-    if not retryable:
-        return GenerationError(
-            code, f"{what}; the provider says retrying will not help", operator_detail=detail
-        )
+    if told_not_to or not retryable:
+        why = "the provider says retrying will not help" if told_not_to else "retrying will not help"
+        return GenerationError(code, f"{what}; {why}", operator_detail=detail)
     return GenerationError(
         code,
         f"{what}; please try again shortly",
