@@ -155,6 +155,8 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         stream = await anthropic_client().messages.create(**_request(call), stream=True)
         async with stream:
             async for event in stream:
+                # Only text is screenplay: a thinking block's thinking_delta and signature_delta (and a
+                # redacted_thinking block) are dropped here; their tokens are in the output usage.
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
                     yield TextDelta(event.delta.text)
                 elif event.type == "message_start":
