@@ -48,6 +48,7 @@ from bench.harness import (
 )
 from bench.screenplays import marker, screenplay_build
 from bench.ws_client import Generation, ws_generate, ws_open
+from stories.generation.models_registry import DEFAULT_MODEL
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/story_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
@@ -70,7 +71,7 @@ RESULTS = ROOT / "bench" / "results" / "flow.md"
 FIGURES: dict[str, Any] = {}
 CLIENT_LAGS: list[float] = []
 LAG_NOTES: list[str] = []
-MODEL = "claude-sonnet-4-5"
+MODEL = DEFAULT_MODEL
 SECRET_KEY = "bench-only-secret-key-not-used-anywhere-else"
 SERVER_ENV = {
     "DATABASE_URL": DATABASE_URL,

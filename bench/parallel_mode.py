@@ -10,7 +10,7 @@ cache writes and the server's threads do not compete with the pipeline for the i
 
 For screenplays of about 1,000, 4,000 and 8,000 output tokens it reports, per mode: wall time to
 `done`, time to the first complete scene, input/output/cache tokens as the server reported them, and
-dollars from settings.STORY_PRICES. Parallel mode runs with the screenplay cut into 6 and into 12 scenes
+dollars from the model registry (stories/generation/models_registry.py). Parallel mode runs with the screenplay cut into 6 and into 12 scenes
 at the default concurrency of 6 (one wave of scene calls, and two), and with BENCH_PARALLEL_ALL=1 also
 12 scenes 12 at once.
 Results: bench/results/parallel.md.
@@ -32,9 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stories.generation.models_registry import DEFAULT_MODEL, MODELS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "parallel.md"
-MODEL = "claude-sonnet-4-5"
+MODEL = DEFAULT_MODEL
 SIZES = (1000, 4000, 8000)
 SCENE_COUNTS = (6, 12)
 TTFT = float(os.environ.get("BENCH_TTFT", "0.8"))
@@ -178,7 +180,9 @@ def _serve_fake(connection: Any, screenplay: dict[str, Any], pace: bool) -> None
         chunk_chars=24,
         indent=None,
     )
-    fake = FakeAnthropic(api_key=FAKE_KEY, default=writer, prompt_cache=True, cache_min_tokens=1024)
+    fake = FakeAnthropic(
+        api_key=FAKE_KEY, default=writer, prompt_cache=True, cache_min_tokens=MODELS[MODEL].min_cache_tokens
+    )
     connection.send(fake.base_url)
     connection.recv()
     connection.send(len(fake.requests))

@@ -2,11 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from stories.generation.models_registry import model_get
+from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.selectors import generation_settings_forget
 
@@ -94,8 +98,35 @@ class GenerationRunAdmin(OwnStoriesMixin, admin.ModelAdmin):
         return False
 
 
+def default_model_choices() -> list[tuple[str, str]]:
+    """The models an editor may make the default: the ones a writer may pick, named as the registry
+    names them; empty keeps the STORY_MODEL setting."""
+    labels = [
+        (model, "Offline model" if model == settings.OFFLINE_MODEL else _model_label(model))
+        for model in allowed_models()
+    ]
+    return [("", f"The STORY_MODEL setting ({settings.STORY_MODEL})"), *labels]
+
+
+def _model_label(model_id: str) -> str:
+    model = model_get(model_id)
+    return f"{model.label} ({model_id})" if model else model_id
+
+
+class GenerationSettingsForm(forms.ModelForm):
+    # A choice, not free text: a retired or misspelt model is refused here, not on every generation.
+    default_model = forms.ChoiceField(
+        choices=default_model_choices, required=False, help_text="Empty: the STORY_MODEL setting."
+    )
+
+    class Meta:
+        model = GenerationSettings
+        fields = ["default_model", "default_max_tokens", "formatting_rules"]
+
+
 @admin.register(GenerationSettings)
 class GenerationSettingsAdmin(admin.ModelAdmin):
+    form = GenerationSettingsForm
     list_display = ["__str__", "default_model", "default_max_tokens", "updated_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

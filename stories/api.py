@@ -147,6 +147,9 @@ GENERATION_ERROR_STATUS = {
     "llm_overloaded": status.HTTP_503_SERVICE_UNAVAILABLE,
     "llm_rate_limited": status.HTTP_503_SERVICE_UNAVAILABLE,
     "llm_unavailable": status.HTTP_502_BAD_GATEWAY,
+    # Neither is the writer's doing nor cured by retrying: the service is down until an operator acts.
+    "llm_quota": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "llm_config": status.HTTP_502_BAD_GATEWAY,
     "llm_timeout": status.HTTP_504_GATEWAY_TIMEOUT,
     "llm_refused": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "invalid_output": status.HTTP_502_BAD_GATEWAY,

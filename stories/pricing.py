@@ -1,10 +1,12 @@
-"""What a model call cost, from token usage and the per-model prices in ``settings.STORY_PRICES``."""
+"""What a model call cost, from token usage and the per-model prices in the model registry."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 from django.conf import settings
+
+from stories.generation.models_registry import model_get
 
 _PER_MILLION = Decimal(1_000_000)
 
@@ -17,15 +19,17 @@ def usage_cost_usd(
     cache_read_tokens: int = 0,
     cache_write_tokens: int = 0,
 ) -> Decimal | None:
-    """The cost in dollars, or None for a model with no configured price (unknown, not free)."""
-    prices = settings.STORY_PRICES.get(model)
+    """The cost in dollars, or None for a model with no known price (unknown, not free)."""
+    if model == settings.OFFLINE_MODEL:
+        return Decimal(0)
+    prices = model_get(model)
     if prices is None:
         return None
-    # Decimal from str keeps the configured prices exact (0.3 stays 0.3, not 0.299999...).
+    # Output tokens include any thinking tokens: the API bills them as output.
     total = (
-        input_tokens * Decimal(str(prices["input"]))
-        + output_tokens * Decimal(str(prices["output"]))
-        + cache_read_tokens * Decimal(str(prices["cache_read"]))
-        + cache_write_tokens * Decimal(str(prices["cache_write"]))
+        input_tokens * prices.input
+        + output_tokens * prices.output
+        + cache_read_tokens * prices.cache_read
+        + cache_write_tokens * prices.cache_write
     )
     return total / _PER_MILLION

@@ -193,7 +193,7 @@ def _pace_default(*, model: str, max_tokens: int) -> GenerationPace:
 # - A stage's share is the sum of that stage over the sum of total_ms, over the runs that recorded
 #   both. Time to first token is part of the model time, so the shares do not add up to 100%.
 # - Tokens and cost cover every finished run (failed and cancelled runs are paid for too), priced
-#   with settings.STORY_PRICES; runs of a model without a price are counted as unpriced.
+#   with the model registry's prices; runs of a model without a price are counted as unpriced.
 # - Cache hit rate = cache_read / (cache_read + cache_write + input): the share of prompt tokens
 #   served from Anthropic's prompt cache (input_tokens counts only the uncached ones).
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from stories.generation import models_registry
 from storyproject.env import database_from_url, envbool, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -210,12 +211,21 @@ ANTHROPIC_API_KEY = envstr("ANTHROPIC_API_KEY")
 # Also read by the SDK itself; passed to the client explicitly so that tests can point it elsewhere.
 ANTHROPIC_BASE_URL = envstr("ANTHROPIC_BASE_URL")
 OFFLINE_MODEL = "offline"
-# claude-sonnet-4-5 is retired on 2026-11-30 (SDK 2.14); 4.6 is the current Sonnet.
-STORY_MODEL = envstr("STORY_MODEL", "claude-sonnet-4-6" if ANTHROPIC_API_KEY else OFFLINE_MODEL)
+# Models, prices and retirement dates live in stories/generation/models_registry.py; a model it does
+# not know, or one retiring within a week, stops the process here rather than failing every call.
+STORY_MODEL = envstr("STORY_MODEL", models_registry.DEFAULT_MODEL if ANTHROPIC_API_KEY else OFFLINE_MODEL)
 STORY_MODELS = envlist(
     "STORY_MODELS",
     [STORY_MODEL] if STORY_MODEL != OFFLINE_MODEL else [],
 )
+if refusal := models_registry.settings_refusal(
+    default=STORY_MODEL, models=STORY_MODELS, offline=OFFLINE_MODEL
+):
+    raise ImproperlyConfigured(refusal)
+# Thinking for writing calls: 0 (the default) turns it off wherever the model allows; N > 0 lets the
+# model think with a budget of N tokens (at least 1,024), added to each call's max_tokens so that
+# thinking never eats into the screenplay. Thinking tokens are billed as output.
+STORY_THINKING_BUDGET_TOKENS = envint("STORY_THINKING_BUDGET_TOKENS", 0, minimum=0, maximum=32_000)
 STORY_MAX_TOKENS = envint("STORY_MAX_TOKENS", 4096, minimum=256, maximum=64_000)
 STORY_BACKEND = envstr(
     "STORY_BACKEND",
@@ -243,16 +253,6 @@ STORY_PARALLEL_SCENE_RETRIES = envint("STORY_PARALLEL_SCENE_RETRIES", 2, minimum
 # Rate-limit (429) retries for one scene; each also halves the fan-out's concurrency.
 STORY_PARALLEL_RATE_LIMIT_RETRIES = envint("STORY_PARALLEL_RATE_LIMIT_RETRIES", 4, minimum=0, maximum=10)
 STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS = 2000
-
-# Prices in dollars per million tokens: input, output, cache read, cache write.
-STORY_PRICES: dict[str, dict[str, float]] = {
-    "claude-opus-4-5": {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25},
-    "claude-opus-4-6": {"input": 5.0, "output": 25.0, "cache_read": 0.5, "cache_write": 6.25},
-    "claude-sonnet-4-6": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
-    "claude-sonnet-4-5": {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75},
-    "claude-haiku-4-5": {"input": 1.0, "output": 5.0, "cache_read": 0.1, "cache_write": 1.25},
-    OFFLINE_MODEL: {"input": 0.0, "output": 0.0, "cache_read": 0.0, "cache_write": 0.0},
-}
 
 # --- Limits (each gives a clear error when exceeded) ------------------------------------------
 PERSONA_CONTEXT_TOKEN_BUDGET = envint("PERSONA_CONTEXT_TOKEN_BUDGET", 600, minimum=50)

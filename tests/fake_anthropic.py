@@ -48,6 +48,12 @@ class Reply:
     status: int = 200
     error_type: str = ""
     error_message: str = ""
+    # An error's ``error.details.error_code`` (e.g. "enforced_spend_limit_reached"), and its
+    # ``x-should-retry`` header: None sends what the API sends for the status (see error_headers).
+    error_code: str = ""
+    should_retry: bool | None = None
+    # Thinking sent before the text when the request asks for it (or the model thinks by default).
+    thinking_text: str = "The detective should enter first; the liar second."
     headers: dict[str, str] = field(default_factory=dict)
     stop_reason: str = "end_turn"
     refusal_explanation: str | None = None
@@ -108,6 +114,7 @@ class FakeAnthropic:
         self.active = 0
         self.max_active = 0
         self.replies: deque[Reply] = deque()
+        self.request_count = 0
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -197,6 +204,9 @@ class _MessagesHandler(BaseHTTPRequestHandler):
                 Reply(status=401, error_type="authentication_error", error_message="invalid x-api-key")
             )
             return
+        with fake._lock:
+            fake.request_count += 1
+            self.request_id = f"req_fake_{fake.request_count:06d}"
         record = RecordedRequest(
             path=self.path,
             headers={k.lower(): v for k, v in self.headers.items()},
@@ -222,17 +232,12 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             fake._release(record)
 
     def _error(self, reply: Reply) -> None:
-        body = json.dumps(
-            {
-                "type": "error",
-                "error": {"type": reply.error_type or "api_error", "message": reply.error_message or "error"},
-            }
-        ).encode()
+        request_id = getattr(self, "request_id", "req_fake_unrecorded")
+        body = json.dumps(error_body(reply, request_id)).encode()
         self.send_response(reply.status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
-        self.send_header("request-id", "req_fake")
-        for name, value in reply.headers.items():
+        for name, value in {**error_headers(reply, request_id), **reply.headers}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -242,7 +247,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
-        self.send_header("request-id", "req_fake")
+        self.send_header("request-id", self.request_id)
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
@@ -254,6 +259,10 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         output_tokens = (
             reply.output_tokens if reply.output_tokens is not None else max(len(reply.text) // 4, 1)
         )
+        thinking = reply.thinking_text if thinking_requested(record.body) else ""
+        if reply.output_tokens is None:
+            # Like the API: thinking tokens are output tokens.
+            output_tokens += len(thinking) // 4
         new_prefixes: list[str] = []
         cache_read, cache_write = reply.cache_read_tokens, reply.cache_write_tokens
         if self.server_state.prompt_cache and not (cache_read or cache_write):
@@ -278,18 +287,23 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             "usage": usage,
         }
         self._event("message_start", {"type": "message_start", "message": message})
+        text_index = self._thinking_block(thinking)
         self._event(
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": text_index,
+                "content_block": {"type": "text", "text": ""},
+            },
         )
         self._event("ping", {"type": "ping"})
         self._wait(reply.ttft)
         # A prefix written to the cache is readable once its reply has begun.
         self.server_state._cache_store(new_prefixes)
-        if not self._deltas(reply):
+        if not self._deltas(reply, text_index):
             self._end_chunks()
             return
-        self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        self._event("content_block_stop", {"type": "content_block_stop", "index": text_index})
         delta: dict[str, Any] = {"stop_reason": reply.stop_reason, "stop_sequence": None}
         if reply.stop_reason == "refusal":
             delta["stop_details"] = {
@@ -309,7 +323,25 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self._event("message_stop", {"type": "message_stop"})
         self._end_chunks()
 
-    def _deltas(self, reply: Reply) -> bool:
+    def _thinking_block(self, thinking: str) -> int:
+        """A thinking block at index 0, as the API streams one (RawContentBlockStartEvent with a
+        ThinkingBlock, then ThinkingDelta and SignatureDelta events, anthropic 2.14 types/); returns
+        the index of the text block that follows."""
+        if not thinking:
+            return 0
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        self._event(
+            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": start}
+        )
+        for piece in (thinking[: len(thinking) // 2], thinking[len(thinking) // 2 :]):
+            delta = {"type": "thinking_delta", "thinking": piece}
+            self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        signature = {"type": "signature_delta", "signature": "fake-signature-" + "0" * 16}
+        self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signature})
+        self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        return 1
+
+    def _deltas(self, reply: Reply, index: int = 0) -> bool:
         """Send the text; False when a scripted fault ended the stream early."""
         size = max(reply.chunk_chars, 1)
         pieces = [reply.text[i : i + size] for i in range(0, len(reply.text), size)]
@@ -333,7 +365,11 @@ class _MessagesHandler(BaseHTTPRequestHandler):
                 started += reply.stall_seconds
             self._event(
                 "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
             )
             if pause:
                 self._wait(started + (sent + 1) * pause - time.monotonic())
@@ -357,6 +393,58 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             readable, _, _ = select.select([self.connection], [], [], min(remaining, 0.05))
             if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
                 raise _ClientGone
+
+
+def error_body(reply: Reply, request_id: str) -> dict[str, Any]:
+    """The API's error body (the SDK's types/shared/error_response.py: ErrorResponse), with
+    ``error.details.error_code`` where the reply names one (read as APIStatusError.error_code)."""
+    error: dict[str, Any] = {
+        "type": reply.error_type or "api_error",
+        "message": reply.error_message or "error",
+    }
+    if reply.error_code:
+        error["details"] = {"error_code": reply.error_code}
+    return {"type": "error", "error": error, "request_id": request_id}
+
+
+# Statuses the SDK itself retries (_base_client.py, _should_retry), and so the API marks retryable.
+_RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def error_headers(reply: Reply, request_id: str) -> dict[str, str]:
+    """``request-id``, ``x-should-retry`` (which the SDK's _should_retry obeys before the status) and,
+    on a 429, ``retry-after`` and the ``anthropic-ratelimit-*`` headers of the rate-limits docs."""
+    retry = reply.should_retry
+    if retry is None:
+        retry = reply.status in _RETRYABLE_STATUSES or reply.status >= 500
+    headers = {"request-id": request_id, "x-should-retry": "true" if retry else "false"}
+    if reply.status == 429:
+        headers.update(
+            {
+                "retry-after": "1",
+                "anthropic-ratelimit-requests-limit": "50",
+                "anthropic-ratelimit-requests-remaining": "0",
+                "anthropic-ratelimit-requests-reset": "2026-11-26T00:00:01Z",
+                "anthropic-ratelimit-input-tokens-limit": "30000",
+                "anthropic-ratelimit-input-tokens-remaining": "0",
+                "anthropic-ratelimit-input-tokens-reset": "2026-11-26T00:00:01Z",
+                "anthropic-ratelimit-output-tokens-limit": "8000",
+                "anthropic-ratelimit-output-tokens-remaining": "8000",
+                "anthropic-ratelimit-output-tokens-reset": "2026-11-26T00:00:01Z",
+            }
+        )
+    return headers
+
+
+def thinking_requested(body: dict[str, Any]) -> bool:
+    """Whether the model would think: asked to, or, asked nothing, a model that thinks by default."""
+    from stories.generation.models_registry import model_get
+
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict):
+        return thinking.get("type") in ("enabled", "adaptive")
+    model = model_get(str(body.get("model", "")))
+    return model is not None and model.thinks_by_default
 
 
 def prompt_cache_breakpoints(body: dict[str, Any]) -> list[tuple[str, int]]:

@@ -14,6 +14,11 @@ ERROR_CODES = frozenset(
         "llm_overloaded",
         "llm_rate_limited",
         "llm_unavailable",
+        # Not retryable, and not the writer's doing: an operator must act (see AnthropicBackend).
+        # llm_quota: a spend limit or billing problem with the provider account.
+        "llm_quota",
+        # llm_config: the key, its permissions or the configured model is wrong.
+        "llm_config",
         "llm_timeout",
         "llm_refused",
         "invalid_output",
@@ -26,7 +31,13 @@ class GenerationError(Exception):
     """A failure a client is told about: a protocol code, a message for people, and whether to retry."""
 
     def __init__(
-        self, code: str, message: str, *, retryable: bool = False, retry_after: float | None = None
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        operator_detail: str = "",
     ) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown generation error code {code!r}")
@@ -35,6 +46,8 @@ class GenerationError(Exception):
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
+        # For the operator's log only (the provider's status, error code and request id); never sent.
+        self.operator_detail = operator_detail
 
     def as_event(self) -> dict[str, object]:
         """The protocol's `error` message."""

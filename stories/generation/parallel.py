@@ -341,6 +341,9 @@ async def _scene_write(fan: _FanOut, index: int) -> dict[str, Any]:
         except GenerationError as error:
             if isinstance(error, OutputCapReached):
                 raise _scene_failed(fan.outline, index, error) from error
+            if not error.retryable and error.code != "invalid_output":
+                # A spend limit, a bad key, an invalid request, x-should-retry: false: never again.
+                raise _scene_failed(fan.outline, index, error) from error
             if error.code == "llm_rate_limited" and rate_limits < settings.STORY_PARALLEL_RATE_LIMIT_RETRIES:
                 rate_limits += 1
                 fan.limiter.reduce()
@@ -367,6 +370,7 @@ def _scene_failed(outline: Outline, index: int, error: GenerationError) -> Gener
         f"scene {index + 1} ({heading[:80]}) failed: {error.message}; nothing was saved",
         retryable=error.retryable,
         retry_after=error.retry_after,
+        operator_detail=error.operator_detail,
     )
 
 

@@ -501,7 +501,17 @@ async def _run_close(run: _Run, status: str, error: GenerationError | None) -> N
             record_text,
         )
     if error is not None:
-        logger.info("generation run %s failed: %s %s", run.run_id, error.code, error.message)
+        _failure_log(run.run_id, error)
+
+
+# The codes an operator has to act on (a spend limit, a key, a model): logged as errors, once a run.
+_OPERATOR_CODES = frozenset({"llm_quota", "llm_config"})
+
+
+def _failure_log(run_id: object, error: GenerationError) -> None:
+    level = logging.ERROR if error.code in _OPERATOR_CODES else logging.INFO
+    detail = f" ({error.operator_detail})" if error.operator_detail else ""
+    logger.log(level, "generation run %s failed: %s %s%s", run_id, error.code, error.message, detail)
 
 
 def _story_url(story_id: int) -> str:

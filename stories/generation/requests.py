@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from stories.generation.errors import GenerationError
+from stories.generation.models_registry import model_refusal
 
 _FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})
 _PERSONA_NAME = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
@@ -53,8 +54,11 @@ def generation_request_parse(data: object) -> GenerationRequest:
 
 
 def allowed_models() -> list[str]:
-    """The models a writer may pick: the configured ones, and always the offline model."""
-    return [*dict.fromkeys([*settings.STORY_MODELS, settings.OFFLINE_MODEL])]
+    """The models a writer may pick: the configured ones the registry still allows, and always the
+    offline model. Start-up refuses a configured model the registry does not allow; one that reaches
+    its retirement while the process runs drops out here."""
+    usable = [model for model in settings.STORY_MODELS if model_refusal(model) is None]
+    return [*dict.fromkeys([*usable, settings.OFFLINE_MODEL])]
 
 
 def _invalid(message: str) -> GenerationError:

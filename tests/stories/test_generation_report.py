@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from stories.models import GenerationRun
 
-SONNET = "claude-sonnet-4-5"
+SONNET = "claude-sonnet-5-5"
 
 
 def _run(user: Any, **fields: Any) -> GenerationRun:
@@ -83,9 +83,9 @@ def test_tokens_cost_and_cache_hit_rate_cover_every_finished_run(runs: None) -> 
         "cache_write_tokens": 3_000,
     }
     assert report["tokens_per_run"]["output_tokens"] == pytest.approx(10_000 / 21)
-    # Sonnet: $3 input, $15 output, $0.30 cache read, $3.75 cache write per million tokens.
-    assert report["cost_usd"] == pytest.approx(20 * 0.0114 + 0.01425)
-    assert report["cost_per_run_usd"] == pytest.approx((20 * 0.0114 + 0.01425) / 21)
+    # Sonnet 5.5: $2 input, $10 output, $0.10 cache read, $2.50 cache write per million tokens.
+    assert report["cost_usd"] == pytest.approx(20 * 0.0073 + 0.0095)
+    assert report["cost_per_run_usd"] == pytest.approx((20 * 0.0073 + 0.0095) / 21)
     assert report["cache_hit_rate"] == pytest.approx(60_000 / 84_000)
 
 
@@ -103,14 +103,14 @@ def test_the_table_shows_each_stage_and_the_hit_rate(runs: None) -> None:
 
 @pytest.mark.django_db
 def test_since_and_model_select_the_runs(writer: Any) -> None:
-    old = _run(writer, total_ms=5000, model="claude-haiku-4-5")
+    old = _run(writer, total_ms=5000, model="claude-haiku-5-5")
     GenerationRun.objects.filter(pk=old.pk).update(created_at=datetime(2026, 1, 1, tzinfo=UTC))
     _run(writer, total_ms=100, model="mystery-model", output_tokens=7)
     assert _report("--since", "2026-02-01")["runs"] == 1
     assert _report("--since", "2025-12-31T23:00")["runs"] == 2
     mystery = _report("--model", "mystery-model")
     assert (mystery["runs"], mystery["unpriced_runs"], mystery["cost_usd"]) == (1, 1, None)
-    assert _report("--model", "claude-haiku-4-5")["stages"][-1]["max_ms"] == 5000
+    assert _report("--model", "claude-haiku-5-5")["stages"][-1]["max_ms"] == 5000
 
 
 @pytest.mark.django_db

@@ -45,13 +45,13 @@ def story_with_versions(owner: Any, *contents: dict[str, Any], title: str = "The
             user=owner,
             story=story,
             status="succeeded",
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-5-5",
             max_tokens=4096,
             input_tokens=1000,
             output_tokens=2000,
         )
         ScreenplayVersion.objects.create(
-            story=story, number=number, content=content, model="claude-sonnet-4-5", run=run
+            story=story, number=number, content=content, model="claude-sonnet-5-5", run=run
         )
     story.latest_version_number = len(contents)
     story.save()
@@ -125,8 +125,8 @@ def test_story_page_renders_the_latest_version_as_a_screenplay_with_cast_and_cos
     assert '<p class="sp-parenthetical">(quietly)</p>' in html
     assert '<p class="sp-transition">CUT TO:</p>' in html
     assert "Anna Vale" in html and "ANNA" in html
-    # 1000 input tokens at $3/M + 2000 output at $15/M = $0.033.
-    assert "$0.0330" in html
+    # 1000 input tokens at $2/M + 2000 output at $10/M = $0.022 (Sonnet 5.5).
+    assert "$0.0220" in html
     assert "1000 in / 2000 out" in html
     for fmt in ["fountain", "fdx", "pdf", "json"]:
         assert f'href="/api/stories/{story.pk}/versions/2/export/?format={fmt}"' in html
@@ -183,11 +183,11 @@ def test_create_page_offers_configured_models_lengths_and_the_plot_limit(
     logged_in: Client, settings: Any
 ) -> None:
     settings.STORY_MODEL = "offline"
-    settings.STORY_MODELS = ["claude-haiku-4-5"]
+    settings.STORY_MODELS = ["claude-haiku-5-5"]
     settings.STORY_MAX_PLOT_CHARS = 5000
     html = logged_in.get("/stories/new/").content.decode()
     assert '<option value="offline" selected>offline model</option>' in html
-    assert '<option value="claude-haiku-4-5">claude-haiku-4-5</option>' in html
+    assert '<option value="claude-haiku-5-5">claude-haiku-5-5</option>' in html
     assert 'maxlength="5000"' in html
     assert 'id="generator-config"' in html and "<script src=" in html
     # No inline script: the page's only executable script is the static file.
@@ -200,7 +200,7 @@ def test_runs_page_lists_own_runs_with_timings_tokens_and_cost(
     GenerationRun.objects.create(
         user=writer,
         status="failed",
-        model="claude-haiku-4-5",
+        model="claude-haiku-5-5",
         max_tokens=1024,
         ttft_ms=420,
         llm_ms=2500,
@@ -213,16 +213,16 @@ def test_runs_page_lists_own_runs_with_timings_tokens_and_cost(
     html = logged_in.get("/runs/").content.decode()
     assert html.count('<tr class="run-') == 1
     assert "llm_timeout" in html and "420 ms" in html and "2.50 s" in html and "3.10 s" in html
-    # 500 * $1/M + 100 * $5/M = $0.001.
-    assert "$0.0010" in html
+    # 500 * $0.10/M + 100 * $0.50/M = $0.0001 (Haiku 5.5).
+    assert "$0.0001" in html
 
 
 def test_create_page_offers_only_models_a_request_accepts(logged_in: Client, settings: Any) -> None:
-    settings.STORY_MODEL = "claude-sonnet-4-5"
-    settings.STORY_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5"]
+    settings.STORY_MODEL = "claude-sonnet-5-5"
+    settings.STORY_MODELS = ["claude-sonnet-5-5", "claude-haiku-5-5"]
     html = logged_in.get("/stories/new/").content.decode()
-    assert '<option value="claude-sonnet-4-5" selected>claude-sonnet-4-5</option>' in html
-    assert '<option value="claude-haiku-4-5">claude-haiku-4-5</option>' in html
+    assert '<option value="claude-sonnet-5-5" selected>claude-sonnet-5-5</option>' in html
+    assert '<option value="claude-haiku-5-5">claude-haiku-5-5</option>' in html
     # The offline model is always accepted, and always named as such.
     assert '<option value="offline">offline model</option>' in html
 

@@ -6,6 +6,14 @@ backoff, honour ``retry-after`` up to ``STORY_LLM_RETRY_AFTER_CAP_SECONDS``, and
 has been passed on (text a writer has seen cannot be taken back). Every failure, including an
 ``error`` event mid-stream (an APIStatusError with status 200) and a dropped connection or idle read
 timeout (httpx2's own exceptions), becomes a GenerationError with a protocol code.
+
+Never retried, whatever the status: a spend limit or billing error (``llm_quota``), a rejected key or a
+model the account cannot use (``llm_config``), a request the API calls invalid (also mid-stream), and
+any response that says ``x-should-retry: false`` (the SDK's ``_should_retry`` obeys that header first,
+before the status; so do we).
+
+Thinking is set on every call (``models_registry.thinking_param``); thinking blocks in the stream are
+never passed on as text, and their tokens arrive in the output usage like any other output.
 """
 
 from __future__ import annotations
@@ -35,19 +43,24 @@ from stories.generation.backends.base import (
     Usage,
 )
 from stories.generation.errors import GenerationError
+from stories.generation.models_registry import supports_structured_output, thinking_param
 
 _clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[str, str], anthropic.AsyncAnthropic]
 ] = weakref.WeakKeyDictionary()
-# Models older than structured outputs: they get the schema in the prompt only.
-_NO_STRUCTURED_OUTPUT_PREFIXES = (
-    "claude-3",
-    "claude-2",
-    "claude-instant",
-    "claude-sonnet-4-0",
-    "claude-opus-4-0",
-)
 _RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# An error event mid-stream has status 200; these types are worth another try, the others are not.
+_RETRYABLE_TYPES = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
+# ``error.details.error_code`` values (the SDK's APIStatusError.error_code; anthropic 2.14
+# types/shared/*_spend_limit_reached_error_details.py) of a 429 that waiting does not cure: the SDK
+# raises them as a RateLimitError, but the account may not spend until someone raises the limit.
+_SPEND_LIMIT_CODES = frozenset(
+    {
+        "enforced_spend_limit_reached",
+        "contract_spend_limit_reached",
+        "linked_organization_spend_limit_reached",
+    }
+)
 _BACKOFF_BASE_SECONDS = 0.5
 
 
@@ -84,9 +97,12 @@ def anthropic_client() -> anthropic.AsyncAnthropic:
 
 
 def _request(call: ModelCall) -> dict[str, Any]:
+    # Thinking set explicitly: the 5.x models think by default and their thinking counts toward
+    # max_tokens (MessageCreateParams.thinking, anthropic 2.14 types/thinking_config_param.py).
+    thinking, reserve = thinking_param(call.model, budget_tokens=settings.STORY_THINKING_BUDGET_TOKENS)
     params: dict[str, Any] = {
         "model": call.model,
-        "max_tokens": call.max_tokens,
+        "max_tokens": call.max_tokens + reserve,
         "system": call.system,
         "messages": call.messages,
         "timeout": httpx2.Timeout(
@@ -97,15 +113,13 @@ def _request(call: ModelCall) -> dict[str, Any]:
             pool=settings.STORY_LLM_CONNECT_TIMEOUT_SECONDS,
         ),
     }
+    if thinking is not None:
+        params["thinking"] = thinking
     if supports_structured_output(call.model):
         params["output_config"] = {
             "format": {"type": "json_schema", "schema": api_schema(call.output_schema)}
         }
     return params
-
-
-def supports_structured_output(model: str) -> bool:
-    return not model.startswith(_NO_STRUCTURED_OUTPUT_PREFIXES)
 
 
 def api_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +155,8 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         stream = await anthropic_client().messages.create(**_request(call), stream=True)
         async with stream:
             async for event in stream:
+                # Only text is screenplay: a thinking block's thinking_delta and signature_delta (and a
+                # redacted_thinking block) are dropped here; their tokens are in the output usage.
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
                     yield TextDelta(event.delta.text)
                 elif event.type == "message_start":
@@ -190,35 +206,68 @@ def _refusal_text(delta: Any) -> str:
 
 def _status_error(error: anthropic.APIStatusError) -> GenerationError:
     """An HTTP error status, or an ``error`` event mid-stream (status 200, the type in the body)."""
-    kind = error.type or ""
-    status = error.status_code
-    retry_after = _retry_after_seconds(error.response.headers) if status != 200 else None
+    kind, status = error.type or "", error.status_code
+    detail = _operator_detail(error)
+    if status == 402 or kind == "billing_error" or error.error_code in _SPEND_LIMIT_CODES:
+        return GenerationError(
+            "llm_quota",
+            "the model provider's spending limit for this service has been reached; retrying will not "
+            "help until an operator raises it",
+            operator_detail=detail,
+        )
+    if status in (401, 403) or kind in ("authentication_error", "permission_error"):
+        return GenerationError(
+            "llm_config", "the model provider rejected this service's API key", operator_detail=detail
+        )
+    if status == 404 or kind == "not_found_error":
+        return GenerationError(
+            "llm_config",
+            "the configured model is not available to this service's account",
+            operator_detail=detail,
+        )
+    if status in (400, 413, 422) or kind == "invalid_request_error":
+        api_detail = (error.api_message or "")[:300]
+        return GenerationError(
+            "invalid_request",
+            f"the model provider rejected the request: {api_detail}",
+            operator_detail=detail,
+        )
+    return _transient_error(error, kind, status, detail)
+
+
+def _transient_error(error: anthropic.APIStatusError, kind: str, status: int, detail: str) -> GenerationError:
+    """Overloaded, rate-limited or down: retryable unless the response says ``x-should-retry: false``."""
     if status == 529 or kind == "overloaded_error":
-        return GenerationError(
-            "llm_overloaded",
-            "the model is overloaded; please try again shortly",
-            retryable=True,
-            retry_after=retry_after,
-        )
-    if status == 429 or kind == "rate_limit_error":
-        return GenerationError(
-            "llm_rate_limited",
-            "the model's rate limit was reached; please try again shortly",
-            retryable=True,
-            retry_after=retry_after,
-        )
-    if status in (401, 403):
-        return GenerationError("llm_unavailable", "the model provider rejected the configured API key")
-    if status in (400, 404, 413, 422):
-        detail = (error.api_message or "")[:300]
-        return GenerationError("invalid_request", f"the model provider rejected the request: {detail}")
-    retryable = status in _RETRYABLE_STATUS or status == 200
+        code, what = "llm_overloaded", "the model is overloaded"
+    elif status == 429 or kind == "rate_limit_error":
+        code, what = "llm_rate_limited", "the model's rate limit was reached"
+    else:
+        code, what = "llm_unavailable", "the model is unavailable"
+    told_not_to = error.response.headers.get("x-should-retry") == "false"
+    retryable = status in _RETRYABLE_STATUS or (status == 200 and kind in _RETRYABLE_TYPES)
+    if told_not_to or not retryable:
+        why = "the provider says retrying will not help" if told_not_to else "retrying will not help"
+        return GenerationError(code, f"{what}; {why}", operator_detail=detail)
     return GenerationError(
-        "llm_unavailable",
-        "the model is unavailable; please try again",
-        retryable=retryable,
-        retry_after=retry_after,
+        code,
+        f"{what}; please try again shortly",
+        retryable=True,
+        retry_after=_retry_after_seconds(error.response.headers) if status != 200 else None,
+        operator_detail=detail,
     )
+
+
+def _operator_detail(error: anthropic.APIStatusError) -> str:
+    """What an operator needs to find the failure with Anthropic; never shown to a writer."""
+    parts = [
+        f"status {error.status_code}",
+        f"type {error.type or '-'}",
+        f"error_code {error.error_code or '-'}",
+        f"request-id {error.request_id or '-'}",
+    ]
+    if error.response.headers.get("x-should-retry"):
+        parts.append(f"x-should-retry {error.response.headers['x-should-retry']}")
+    return ", ".join(parts)
 
 
 def _retry_after_seconds(headers: Any) -> float | None:

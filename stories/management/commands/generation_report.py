@@ -78,7 +78,7 @@ def _table(report: GenerationReport) -> list[str]:
     lines.append(f"Cost: {_dollars(report.cost_usd)} in all, {_dollars(report.cost_per_run_usd)} per run")
     if report.unpriced_runs:
         lines.append(
-            f"  {report.unpriced_runs} run(s) of models without a price in STORY_PRICES are not counted"
+            f"  {report.unpriced_runs} run(s) of models without a price in the model registry are not counted"
         )
     lines.append(f"Prompt cache hit rate: {_percent(report.cache_hit_rate)}")
     return lines

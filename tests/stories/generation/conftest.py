@@ -10,10 +10,11 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.test import Client
 
+from stories.generation.models_registry import DEFAULT_MODEL
 from storyproject.asgi import application
 from tests.fake_anthropic import FakeAnthropic
 
-MODEL = "claude-sonnet-4-6"
+MODEL = DEFAULT_MODEL
 TERMINAL = {"done", "error", "cancelled"}
 
 
@@ -25,7 +26,7 @@ def fake_anthropic(settings: Any) -> Iterator[FakeAnthropic]:
     settings.ANTHROPIC_BASE_URL = server.base_url
     settings.STORY_BACKEND = "stories.generation.backends.anthropic.AnthropicBackend"
     settings.STORY_MODEL = MODEL
-    settings.STORY_MODELS = [MODEL, "claude-3-5-haiku-latest"]
+    settings.STORY_MODELS = [MODEL, "claude-haiku-5-5"]
     settings.STORY_LLM_READ_TIMEOUT_SECONDS = 1
     settings.STORY_LLM_CONNECT_TIMEOUT_SECONDS = 2
     yield server

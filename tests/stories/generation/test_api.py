@@ -86,6 +86,14 @@ def test_bad_requests_are_400_with_a_code(
         (Reply(text='{"title": "x", "scenes": [', stall_after=1, chunk_chars=5), 504, "llm_timeout"),
         (Reply(text="", stop_reason="refusal"), 422, "llm_refused"),
         (Reply(text="not json at all"), 502, "invalid_output"),
+        (Reply(status=402, error_type="billing_error"), 503, "llm_quota"),
+        (
+            Reply(status=429, error_type="rate_limit_error", error_code="contract_spend_limit_reached"),
+            503,
+            "llm_quota",
+        ),
+        (Reply(status=401, error_type="authentication_error"), 502, "llm_config"),
+        (Reply(status=404, error_type="not_found_error"), 502, "llm_config"),
     ],
 )
 def test_upstream_failures_get_a_fitting_status(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -99,7 +100,7 @@ async def test_a_wrong_api_key_is_reported_without_showing_it(
 ) -> None:
     settings.ANTHROPIC_API_KEY = "sk-ant-wrong-key"
     events = await _generate(writer)
-    assert events[-1]["code"] == "llm_unavailable"
+    assert (events[-1]["code"], events[-1]["retryable"]) == ("llm_config", False)
     assert "sk-ant" not in json.dumps(events)
 
 
@@ -204,3 +205,131 @@ async def test_the_fake_servers_default_reply_follows_the_apps_prompt_through_a_
     assert [s["summary"] for s in version.content["scenes"]] == ["One.", "Two.", "Three.", "Four."]
     assert {c["persona"] for c in version.content["characters"]} == {"noir-detective", "femme-fatale"}
     assert len(fake_anthropic.requests) > 1
+
+
+# --- Errors that must not be retried (issue 15, item 3) ------------------------------------------
+
+
+def _operator_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+async def _generate_once_and_fail(
+    writer: Any, fake: FakeAnthropic, caplog: pytest.LogCaptureFixture, reply: Reply, code: str
+) -> dict[str, Any]:
+    """Script ``reply`` three times: however many the app sends, only the first may arrive."""
+    fake.script(reply, reply, reply)
+    with caplog.at_level(logging.INFO):
+        events = await _generate(writer)
+    assert len(fake.requests) == 1
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", code, False)
+    assert "try again" not in error["message"]
+    await _nothing_saved_but_a_failed_run(code)
+    return error
+
+
+@pytest.mark.parametrize("error_code", ["enforced_spend_limit_reached", "contract_spend_limit_reached"])
+async def test_a_spend_limit_429_is_not_retried_and_tells_the_writer_an_operator_must_act(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture, error_code: str
+) -> None:
+    # The SDK raises these as RateLimitError and the response even says x-should-retry: true (the
+    # fake's default for a 429): only error.details.error_code tells them apart.
+    reply = Reply(
+        status=429,
+        error_type="rate_limit_error",
+        error_message="You have reached your specified API usage limits.",
+        error_code=error_code,
+        headers=FAST,
+    )
+    error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "llm_quota")
+    assert "spending limit" in error["message"] and "retry_after" not in error
+    [line] = _operator_lines(caplog)
+    assert error_code in line and "request-id req_fake_000001" in line and "llm_quota" in line
+
+
+async def test_a_402_billing_error_is_llm_quota_not_retried(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    reply = Reply(status=402, error_type="billing_error", error_message="Your credit balance is too low.")
+    error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "llm_quota")
+    assert "unavailable" not in error["message"]
+    [line] = _operator_lines(caplog)
+    assert "status 402" in line and "billing_error" in line
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "words"),
+    [
+        (401, "authentication_error", "API key"),
+        (403, "permission_error", "API key"),
+        (404, "not_found_error", "model is not available"),
+    ],
+)
+async def test_a_rejected_key_or_unknown_model_is_llm_config_not_retried(
+    writer: Any,
+    cast: Any,
+    fake_anthropic: FakeAnthropic,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    error_type: str,
+    words: str,
+) -> None:
+    reply = Reply(status=status, error_type=error_type, error_message="model: claude-nonesuch")
+    error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "llm_config")
+    assert words in error["message"]
+    [line] = _operator_lines(caplog)
+    assert f"status {status}" in line and "llm_config" in line and "request-id req_fake_" in line
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "code"),
+    [(529, "overloaded_error", "llm_overloaded"), (429, "rate_limit_error", "llm_rate_limited")],
+)
+async def test_x_should_retry_false_is_obeyed_whatever_the_status(
+    writer: Any,
+    cast: Any,
+    fake_anthropic: FakeAnthropic,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    error_type: str,
+    code: str,
+) -> None:
+    reply = Reply(status=status, error_type=error_type, should_retry=False, headers=FAST)
+    error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, code)
+    assert "retrying will not help" in error["message"]
+
+
+async def test_an_invalid_request_error_mid_stream_is_not_retried(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An `error` event before any text: nothing reached the writer, yet a retry would fail the same way.
+    reply = _good_reply(error_event_after=0, error_event_type="invalid_request_error")
+    await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "invalid_request")
+
+
+async def test_an_overloaded_error_mid_stream_before_any_text_is_still_retried(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(
+        _good_reply(error_event_after=0, error_event_type="overloaded_error"), _good_reply()
+    )
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done" and len(fake_anthropic.requests) == 2
+
+
+async def test_the_fake_sends_the_apis_error_body_and_headers(fake_anthropic: FakeAnthropic) -> None:
+    import httpx2
+
+    fake_anthropic.script(Reply(status=429, error_type="rate_limit_error", error_code="ramp_limit_exceeded"))
+    async with httpx2.AsyncClient() as client:
+        response = await client.post(
+            f"{fake_anthropic.base_url}/v1/messages",
+            headers={"authorization": f"Bearer {fake_anthropic.api_key}"},
+            json={"model": "claude-sonnet-5-5", "max_tokens": 10, "messages": []},
+        )
+    body = response.json()
+    assert body["error"]["details"] == {"error_code": "ramp_limit_exceeded"}
+    assert body["request_id"] == response.headers["request-id"] == "req_fake_000001"
+    assert response.headers["x-should-retry"] == "true" and response.headers["retry-after"] == "1"
+    assert response.headers["anthropic-ratelimit-requests-remaining"] == "0"

@@ -377,3 +377,30 @@ async def test_a_cap_too_small_for_the_scenes_fails_naming_it_and_saves_nothing(
     assert not [e for e in events if e["type"] == "scene_retry"]  # retrying could not help
     assert _scene_requests(fake_anthropic) == []
     assert await Story.objects.acount() == 0
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (
+            Reply(status=429, error_type="rate_limit_error", error_code="enforced_spend_limit_reached"),
+            "llm_quota",
+        ),
+        (Reply(status=429, error_type="rate_limit_error", should_retry=False), "llm_rate_limited"),
+    ],
+    ids=["spend-limit", "x-should-retry-false"],
+)
+async def test_a_scene_error_that_must_not_be_retried_fails_at_once(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, reply: Reply, code: str
+) -> None:
+    # The rate-limit loop used to retry any llm_rate_limited scene up to four times.
+    expected = screenplay(scenes=3)
+    screenwriter = FakeScreenwriter(expected, tokens_per_second=4000, chunk_chars=8)
+    screenwriter.always_fail[1] = reply
+    fake_anthropic.default = screenwriter
+    events = await _generate(writer)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", code, False)
+    assert not [e for e in events if e["type"] == "scene_retry"]
+    assert [scene_number(r.body) for r in _scene_requests(fake_anthropic)].count(2) == 1
+    assert await Story.objects.acount() == 0

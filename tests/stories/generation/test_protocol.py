@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import threading
@@ -12,6 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db.models.signals import post_save
 
+from stories.generation import models_registry
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events, ws_generate
@@ -53,12 +55,16 @@ async def test_the_request_carries_the_contexts_the_plot_and_cache_control_on_th
 
 
 async def test_a_model_without_structured_outputs_gets_the_shape_in_the_prompt_only(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Every model in the registry takes structured outputs today; the prompt-only path stays for one
+    # that does not, which the registry says (and nothing else decides).
+    without = dataclasses.replace(models_registry.MODELS["claude-haiku-5-5"], structured_outputs=False)
+    monkeypatch.setitem(models_registry.MODELS, "claude-haiku-5-5", without)
     fake_anthropic.script(Reply(text=screenplay_text(screenplay(), fenced=True)))
     communicator = await ws_connect(writer)
     try:
-        await communicator.send_json_to(generate_message(model="claude-3-5-haiku-latest"))
+        await communicator.send_json_to(generate_message(model="claude-haiku-5-5"))
         assert (await ws_events(communicator))[-1]["type"] == "done"
     finally:
         await communicator.disconnect()
@@ -356,7 +362,7 @@ async def test_the_estimate_comes_from_the_models_pace_in_recent_runs(
         # 1000 tokens written in 10 s after a 1 s wait for the first token: 100 tokens a second.
         await GenerationRun.objects.acreate(
             user=writer,
-            model="claude-sonnet-4-6",
+            model="claude-sonnet-5-5",
             max_tokens=4096,
             status="succeeded",
             output_tokens=1000,
@@ -365,7 +371,7 @@ async def test_the_estimate_comes_from_the_models_pace_in_recent_runs(
         )
     await GenerationRun.objects.acreate(
         user=writer,
-        model="claude-3-5-haiku-latest",
+        model="claude-haiku-5-5",
         max_tokens=4096,
         status="succeeded",
         output_tokens=10,

@@ -13,13 +13,13 @@ def _parse(**fields: Any) -> GenerationRequest:
 
 
 def test_a_valid_request_is_parsed_trimmed_and_deduplicated(settings: Any) -> None:
-    settings.STORY_MODELS = ["claude-sonnet-4-6"]
+    settings.STORY_MODELS = ["claude-sonnet-5-5"]
     request = _parse(
         plot="  A plot.  ",
         personas=["hero", "villain", "hero"],
         title=" T ",
         max_tokens=1000,
-        model="claude-sonnet-4-6",
+        model="claude-sonnet-5-5",
         story_id=3,
     )
     assert request == GenerationRequest(
@@ -27,13 +27,13 @@ def test_a_valid_request_is_parsed_trimmed_and_deduplicated(settings: Any) -> No
         personas=["hero", "villain"],
         title="T",
         story_id=3,
-        model="claude-sonnet-4-6",
+        model="claude-sonnet-5-5",
         max_tokens=1000,
     )
 
 
 def test_the_offline_model_is_always_allowed(settings: Any) -> None:
-    settings.STORY_MODELS = ["claude-sonnet-4-6"]
+    settings.STORY_MODELS = ["claude-sonnet-5-5"]
     assert _parse(model="offline").model == "offline"
 
 

@@ -1,0 +1,115 @@
+"""One tiny check per model against the real API, through the same back-end generations use.
+
+Each model gets two identical streaming requests with structured output and a system prompt marked
+for caching that is just over the model's minimum cacheable length: the first must write the cache,
+the second read it. A failure becomes one line with its protocol code and the provider's detail.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from stories.generation.backends.anthropic import AnthropicBackend
+from stories.generation.backends.base import Brief, CallFinished, ModelCall, Usage
+from stories.generation.errors import GenerationError
+from stories.generation.models_registry import model_get
+from stories.generation.tokens import CHARS_PER_TOKEN
+
+_SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+    "additionalProperties": False,
+}
+_MAX_TOKENS = 64
+
+
+@dataclass
+class CallResult:
+    ms: int
+    ttft_ms: int | None
+    text: str
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    model: str
+    ok: bool
+    summary: str
+
+
+async def models_check(*, models: list[str]) -> list[ModelCheck]:
+    """Check each model in turn (in turn: a check must not trip the account's rate limits)."""
+    return [await _model_check(model) for model in models]
+
+
+async def _model_check(model: str) -> ModelCheck:
+    call = _check_call(model)
+    try:
+        first = await _call(call)
+        second = await _call(call)
+    except GenerationError as error:
+        detail = f" ({error.operator_detail})" if error.operator_detail else ""
+        return ModelCheck(model, False, f"{error.code}: {error.message}{detail}")
+    problems = _problems(first, second)
+    summary = (
+        f"first {first.ms} ms (first token {first.ttft_ms} ms, cache write "
+        f"{first.usage.cache_write_tokens} tokens), second {second.ms} ms (cache read "
+        f"{second.usage.cache_read_tokens} tokens)"
+    )
+    return ModelCheck(model, not problems, "; ".join([*problems, summary]))
+
+
+def _problems(first: CallResult, second: CallResult) -> list[str]:
+    problems = []
+    for name, result in (("first", first), ("second", second)):
+        try:
+            reply = json.loads(result.text)
+        except ValueError:
+            reply = None
+        if reply != {"ok": True}:
+            problems.append(f"structured output: the {name} reply was {result.text[:80]!r}")
+    if first.usage.cache_write_tokens == 0:
+        problems.append("prompt cache: the first request wrote nothing to the cache")
+    if second.usage.cache_read_tokens == 0:
+        problems.append("prompt cache: the second request read nothing from the cache")
+    return problems
+
+
+def _check_call(model: str) -> ModelCall:
+    registered = model_get(model)
+    minimum = registered.min_cache_tokens if registered else 1024
+    # A fresh prefix each run, so the first request writes the cache even if a check ran minutes ago.
+    nonce = f"Check {uuid.uuid4().hex}. "
+    filler = "This line only makes the cached prefix long enough to be cached. "
+    # Four characters a token is the 4.x tokenizer's rate; the 5.x one counts more tokens for the
+    # same text, so the padding is over the minimum on both.
+    padding = nonce + filler * (minimum * CHARS_PER_TOKEN // len(filler) + 2)
+    return ModelCall(
+        model=model,
+        max_tokens=_MAX_TOKENS,
+        system=[{"type": "text", "text": padding, "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": 'Answer with the JSON object {"ok": true} and nothing else.'}],
+        output_schema=_SCHEMA,
+        brief=Brief(plot="", title="", cast=()),
+        max_retries=0,
+    )
+
+
+async def _call(call: ModelCall) -> CallResult:
+    started = time.monotonic()
+    ttft_ms: int | None = None
+    texts: list[str] = []
+    usage = Usage()
+    async for event in AnthropicBackend().stream(call):
+        if isinstance(event, CallFinished):
+            usage = event.usage
+            continue
+        if ttft_ms is None:
+            ttft_ms = int((time.monotonic() - started) * 1000)
+        texts.append(event.text)
+    return CallResult(int((time.monotonic() - started) * 1000), ttft_ms, "".join(texts), usage)

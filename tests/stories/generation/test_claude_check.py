@@ -1,0 +1,80 @@
+"""manage.py claude_check against the fake API, as an operator with a key runs it."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.fake_anthropic import FakeAnthropic, Reply
+
+OK = '{"ok": true}'
+
+
+def _check(*args: str) -> str:
+    out = io.StringIO()
+    call_command("claude_check", *args, stdout=out, no_color=True)
+    return out.getvalue()
+
+
+@pytest.fixture
+def cached_fake(fake_anthropic: FakeAnthropic) -> FakeAnthropic:
+    # Like the API: a prefix marked cache_control is written once, then read.
+    fake_anthropic.prompt_cache = True
+    fake_anthropic.cache_min_tokens = 512
+    return fake_anthropic
+
+
+def test_each_configured_model_gets_a_streamed_structured_cached_request_pair(
+    cached_fake: FakeAnthropic,
+) -> None:
+    cached_fake.script(*[Reply(text=OK) for _ in range(4)])
+    lines = _check().splitlines()
+    assert [line.split()[:2] for line in lines] == [["claude-sonnet-5-5", "OK"], ["claude-haiku-5-5", "OK"]]
+    assert all("cache write" in line and "cache read" in line and " ms" in line for line in lines)
+    bodies = [request.body for request in cached_fake.requests]
+    assert [body["model"] for body in bodies] == ["claude-sonnet-5-5"] * 2 + ["claude-haiku-5-5"] * 2
+    assert all(body["stream"] and body["output_config"]["format"]["type"] == "json_schema" for body in bodies)
+    assert all(body["system"][0]["cache_control"] == {"type": "ephemeral"} for body in bodies)
+    # The second request of each pair repeats the first, so that it reads what the first wrote.
+    assert json.dumps(bodies[0]["system"]) == json.dumps(bodies[1]["system"])
+    assert "cache read 0 tokens" not in lines[0] and "cache write 0 tokens" not in lines[0]
+
+
+def test_a_failing_model_gets_a_clear_line_and_the_command_fails(cached_fake: FakeAnthropic) -> None:
+    cached_fake.script(
+        Reply(status=404, error_type="not_found_error", error_message="model: claude-haiku-5-5"),
+        Reply(text=OK),
+        Reply(text=OK),
+    )
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 of 2 model"):
+        call_command("claude_check", stdout=out, no_color=True)
+    sonnet, haiku = out.getvalue().splitlines()
+    assert sonnet.startswith("claude-sonnet-5-5  FAILED  llm_config: the configured model is not available")
+    assert "status 404" in sonnet and "request-id req_fake_000001" in sonnet
+    assert haiku.startswith("claude-haiku-5-5  OK")
+    # Not retried: one request for the failed model, two for the other.
+    assert len(cached_fake.requests) == 3
+
+
+def test_a_model_whose_cache_is_not_read_is_reported(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script(*[Reply(text=OK) for _ in range(2)])
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("claude_check", "--model", "claude-sonnet-5-5", stdout=out, no_color=True)
+    assert "FAILED  prompt cache: the first request wrote nothing" in out.getvalue()
+
+
+def test_without_a_key_or_with_a_retired_model_nothing_is_sent(
+    fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    with pytest.raises(CommandError, match="retires on 2026-11-30"):
+        _check("--model", "claude-sonnet-4-5")
+    settings.ANTHROPIC_API_KEY = ""
+    with pytest.raises(CommandError, match="ANTHROPIC_API_KEY is not set"):
+        _check()
+    assert fake_anthropic.requests == []

@@ -1,0 +1,84 @@
+"""Thinking is set on every call; a thinking block in the stream never reaches the screenplay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stories.models import GenerationRun, ScreenplayVersion
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.stories.generation.conftest import screenplay, ws_generate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+THOUGHT = "SECRET PLAN: open on the rain, then the lie. " * 8
+
+
+def _reply() -> Reply:
+    return Reply(text=screenplay_text(screenplay(scenes=2)), thinking_text=THOUGHT)
+
+
+def _streamed(events: list[dict[str, Any]]) -> str:
+    return "".join(event["text"] for event in events if event["type"] == "delta")
+
+
+async def test_writing_calls_turn_thinking_off_by_default(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Sonnet 5.5 would think unasked (and rejects "disabled"): "between_tools" keeps it from thinking.
+    fake_anthropic.script(_reply())
+    events = await ws_generate(writer, max_tokens=2048)
+    assert events[-1]["type"] == "done"
+    body = fake_anthropic.requests[0].body
+    assert (body["model"], body["thinking"], body["max_tokens"]) == (
+        "claude-sonnet-5-5",
+        {"type": "between_tools"},
+        2048,
+    )
+
+
+async def test_with_a_thinking_budget_the_thoughts_are_paid_for_but_never_shown_or_saved(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_THINKING_BUDGET_TOKENS = 2048
+    fake_anthropic.script(_reply())
+    events = await ws_generate(writer, max_tokens=2048)
+    assert events[-1]["type"] == "done"
+    body = fake_anthropic.requests[0].body
+    # The budget is added to max_tokens: thinking tokens count toward it.
+    assert (body["thinking"], body["max_tokens"]) == ({"type": "adaptive"}, 2048 + 2048)
+    text = screenplay_text(screenplay(scenes=2))
+    assert _streamed(events) == text and "SECRET PLAN" not in str(events)
+    version = await ScreenplayVersion.objects.aget()
+    assert "SECRET PLAN" not in str(version.content)
+    run = await GenerationRun.objects.aget()
+    # The fake counts four characters a token; the thinking's tokens are billed as output.
+    assert run.output_tokens == len(text) // 4 + len(THOUGHT) // 4
+    assert "SECRET PLAN" not in run.raw_text
+
+
+async def test_a_model_that_always_thinks_gets_room_for_it_and_its_thoughts_stay_hidden(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_MODELS = ["claude-opus-5-5"]
+    fake_anthropic.script(_reply())
+    events = await ws_generate(writer, model="claude-opus-5-5", max_tokens=2048)
+    assert events[-1]["type"] == "done"
+    body = fake_anthropic.requests[0].body
+    # "disabled" is a 400 on Opus 5.5: nothing is sent, and 1,024 tokens are kept for its thinking.
+    assert "thinking" not in body and body["max_tokens"] == 2048 + 1024
+    assert "SECRET PLAN" not in _streamed(events)
+
+
+async def test_a_manual_thinking_model_gets_a_budget(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_MODELS = ["claude-haiku-4-5"]
+    settings.STORY_THINKING_BUDGET_TOKENS = 1500
+    fake_anthropic.script(_reply())
+    events = await ws_generate(writer, model="claude-haiku-4-5", max_tokens=2048)
+    assert events[-1]["type"] == "done"
+    body = fake_anthropic.requests[0].body
+    assert (body["thinking"], body["max_tokens"]) == ({"type": "enabled", "budget_tokens": 1500}, 3548)
+    assert "SECRET PLAN" not in _streamed(events)
