@@ -63,6 +63,14 @@ def scene_number(body: dict[str, Any]) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def step_reply(body: dict[str, Any], part: str, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` as a parallel-mode step reply when the request's schema asks for one, else as it is."""
+    schema = ((body.get("output_config") or {}).get("format") or {}).get("schema") or {}
+    if set(schema.get("properties", {})) != {"outline", "scene"}:
+        return document
+    return {"outline": None, "scene": None, part: document}
+
+
 @dataclass
 class FakeScreenwriter:
     screenplay: dict[str, Any]
@@ -85,7 +93,8 @@ class FakeScreenwriter:
     def __call__(self, body: dict[str, Any]) -> Reply:
         text = last_user_text(body)
         if "Step 1: write the outline" in text:
-            return self._reply(json.dumps(screenplay_outline(self.screenplay), indent=self.indent))
+            outline = step_reply(body, "outline", screenplay_outline(self.screenplay))
+            return self._reply(json.dumps(outline, indent=self.indent))
         number = scene_number(body)
         if number is None:
             return self._reply(json.dumps(self.screenplay, indent=self.indent))
@@ -95,7 +104,7 @@ class FakeScreenwriter:
                 return self.always_fail[index]
             if self.faults[index]:
                 return self.faults[index].popleft()
-        scene = self.screenplay["scenes"][index]
+        scene = step_reply(body, "scene", self.screenplay["scenes"][index])
         return self._reply(json.dumps(scene, indent=self.indent), self.scene_tokens_per_second.get(index))
 
     def _reply(self, text: str, tokens_per_second: float | None = None) -> Reply:

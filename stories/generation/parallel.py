@@ -8,7 +8,8 @@ pipeline's. Here:
 2. One call per scene, at most ``STORY_PARALLEL_CONCURRENCY`` at a time (``scene_delta`` and ``scene``
    events carrying the scene's index, in whatever order the scenes finish). The first scene starts
    alone and the rest wait for its first words: by then its prompt prefix (instructions, personas,
-   outline) is in Anthropic's prompt cache, so every other call reads it instead of writing it again.
+   outline) is in Anthropic's prompt cache, when it is long enough to be cached at all
+   (stories.generation.cache_rules), so every other call reads it instead of writing it again.
 3. A failed scene is retried on its own, a bounded number of times (``scene_retry`` tells the client
    to clear that scene). A 429 halves the concurrency instead of failing the run; successful calls
    raise it again step by step (AdaptiveLimiter).
@@ -45,9 +46,9 @@ from stories.generation.outline import (
     Outline,
     outline_from_screenplay,
     outline_parse,
-    outline_schema,
+    parallel_step_schema,
     scene_check,
-    scene_schema,
+    step_part,
 )
 from stories.generation.parallel_prompt import parallel_prompt_outline, parallel_prompt_scene
 from stories.generation.prompt import PersonaContextLike
@@ -230,14 +231,19 @@ async def _outline_write(
     holder: list[Outline],
 ) -> AsyncGenerator[dict[str, Any], None]:
     prompt = parallel_prompt_outline(
-        contexts=contexts, plot=run.request.plot, title=run.request.title, rules=rules, scenes_hint=None
+        contexts=contexts,
+        plot=run.request.plot,
+        title=run.request.title,
+        rules=rules,
+        scenes_hint=None,
+        model=run.model,
     )
     call = ModelCall(
         model=run.model,
         max_tokens=min(run.max_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS),
         system=prompt.system,
         messages=prompt.messages,
-        output_schema=outline_schema(),
+        output_schema=parallel_step_schema(),
         brief=brief,
         task="outline",
     )
@@ -273,7 +279,7 @@ def _outline_from_text(run: _Run, text: str, finished: CallFinished) -> Outline:
             "invalid_output", "the outline did not fit in max_tokens; raise max_tokens or shorten the plot"
         )
     try:
-        document = screenplay_text_parse(text)
+        document = step_part(document=screenplay_text_parse(text), part="outline")
     except ValueError as error:
         raise GenerationError("invalid_output", f"the model's outline is not valid JSON: {error}") from None
     return outline_parse(document=document, persona_names=run.request.personas)
@@ -433,13 +439,14 @@ async def _scene_stream(fan: _FanOut, index: int, attempt: int, max_tokens: int)
         outline=fan.outline,
         index=index,
         instructions=fan.instructions,
+        model=run.model,
     )
     call = ModelCall(
         model=run.model,
         max_tokens=max_tokens,
         system=prompt.system,
         messages=prompt.messages,
-        output_schema=scene_schema(),
+        output_schema=parallel_step_schema(),
         brief=fan.brief,
         task="scene",
         scene_index=index,
@@ -480,7 +487,7 @@ def _scene_from_text(fan: _FanOut, index: int, text: str, finished: CallFinished
     if finished.stop_reason == "max_tokens":
         raise GenerationError("invalid_output", f"scene {index + 1} did not fit in max_tokens")
     try:
-        document = screenplay_text_parse(text)
+        document = step_part(document=screenplay_text_parse(text), part="scene")
     except ValueError as error:
         raise GenerationError("invalid_output", f"scene {index + 1} is not valid JSON: {error}") from None
     return scene_check(document=document, outline=fan.outline, index=index)
