@@ -42,7 +42,7 @@ from stories.generation.prompt import (
     prompt_continue,
 )
 from stories.generation.requests import GenerationRequest, allowed_models
-from stories.generation.stream import ScreenplayStreamParser, screenplay_text_parse
+from stories.generation.stream import ScreenplayStreamParser, characters_merge, screenplay_text_parse
 from stories.generation.tokens import token_estimate
 from stories.generation.validation import screenplay_validate
 from stories.models import GenerationRun
@@ -396,13 +396,7 @@ def _complete(
 
 
 def _with_characters(header: dict[str, Any], extra: Any) -> dict[str, Any]:
-    characters = list(header.get("characters", []))
-    known = {c.get("name") for c in characters if isinstance(c, dict)}
-    for character in extra if isinstance(extra, list) else []:
-        if isinstance(character, dict) and character.get("name") not in known:
-            characters.append(character)
-            known.add(character.get("name"))
-    return {**header, "characters": characters}
+    return {**header, "characters": characters_merge(header.get("characters", []), extra)}
 
 
 async def _finish_unsaved(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:

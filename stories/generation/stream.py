@@ -155,6 +155,17 @@ class ScreenplayStreamParser:
             self._fields[self._member_key] = jiter.from_json(text.encode())
 
 
+def characters_merge(characters: Any, extra: Any) -> list[Any]:
+    """``characters`` followed by those of ``extra`` with a name not seen yet (a later part's cast)."""
+    merged = list(characters) if isinstance(characters, list) else []
+    known = {c.get("name") for c in merged if isinstance(c, dict)}
+    for character in extra if isinstance(extra, list) else []:
+        if isinstance(character, dict) and character.get("name") not in known:
+            merged.append(character)
+            known.add(character.get("name"))
+    return merged
+
+
 def screenplay_text_parse(text: str) -> dict[str, Any]:
     """Parse a finished reply: the JSON object in it, tolerating a code fence or words around it."""
     start, end = text.find("{"), text.rfind("}")

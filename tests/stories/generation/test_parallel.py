@@ -376,3 +376,32 @@ async def test_a_cap_too_small_for_the_scenes_fails_naming_it_and_saves_nothing(
     assert not [e for e in events if e["type"] == "scene_retry"]  # retrying could not help
     assert _scene_requests(fake_anthropic) == []
     assert await Story.objects.acount() == 0
+
+
+async def test_an_outline_and_a_scene_cut_at_max_tokens_are_continued_and_the_screenplay_saved(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=6)
+    # Scene 3 is far longer than max_tokens; the outline of six scenes is longer too.
+    expected["scenes"][2]["elements"] += [
+        {
+            "type": "action",
+            "text": f"The rain keeps falling on the office window, hour {n}, and nobody moves.",
+        }
+        for n in range(12)
+    ]
+    screenwriter = FakeScreenwriter(expected, tokens_per_second=4000, cut_at_max_tokens=True)
+    fake_anthropic.default = screenwriter
+    events = await _generate(writer, max_tokens=256)
+    assert events[-1]["type"] == "done", events[-1]
+    assert await _saved_content(events[-2]["story_id"]) == screenplay_as_assembled(expected)
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    stops = [(c["task"], c["index"], c["stop_reason"]) for c in run.details["calls"]]
+    assert stops[0] == ("outline", None, "max_tokens") and ("scene", 2, "max_tokens") in stops
+    assert run.continuations >= 2
+    # The outline's continuation was handed the cast with the entries kept, and asked for the rest.
+    outline_more = next(r.body for r in fake_anthropic.requests if len(r.body["messages"]) == 3)
+    kept = json.loads(outline_more["messages"][1]["content"])["outline"]
+    assert [c["name"] for c in kept["characters"]] == ["SAM SPADE", "BRIGID"]
+    assert f"after {len(kept['scenes'])} complete scene entries" in outline_more["messages"][2]["content"]
+    assert outline_more["output_config"] == fake_anthropic.requests[0].body["output_config"]
