@@ -283,6 +283,20 @@ async def test_the_offline_model_writes_in_parallel_mode_too(writer: Any, cast: 
     assert run.mode == "parallel" and run.status == "succeeded"
 
 
+async def test_the_offline_model_continues_a_cut_off_outline_in_parallel_mode(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    plot = " ".join(f"Clue number {n} turns up in the fog." for n in range(12))
+    events = await _generate(writer, plot=plot, max_tokens=256)
+    assert events[-1]["type"] == "done", events[-1]
+    content = await _saved_content(events[-2]["story_id"])
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.details["calls"][0]["stop_reason"] == "max_tokens" and run.continuations >= 1
+    # Each plot beat's scene once, in order, however many calls the outline took.
+    beats = [f"Clue number {n} turns up in the fog." for n in range(12)]
+    assert [s["summary"] for s in content["scenes"]] == beats
+
+
 async def test_the_default_mode_comes_from_the_setting(
     writer: Any, cast: Any, offline: None, settings: Any
 ) -> None:
