@@ -417,7 +417,7 @@ def _backoff_seconds(attempt: int, retry_after: float | None) -> float:
 
 async def _scene_attempt(fan: _FanOut, index: int, *, attempt: int) -> dict[str, Any]:
     if index != fan.first_index:
-        # Wait for the first scene's first words: its prompt prefix is cached by then.
+        # Wait for the first scene's first words: its prompt prefix is cached by then (if long enough).
         await fan.primed.wait()
     async with fan.limiter.slot() as epoch:
         try:
