@@ -65,7 +65,8 @@ def cache_breakpoints_mark(*, model: str, blocks: list[dict[str, Any]]) -> list[
         if block.get("cache_control") and tokens >= floor:
             marked[-1]["cache_control"] = EPHEMERAL
     marks = [i for i, block in enumerate(marked) if "cache_control" in block]
-    for index in marks[: -(MAX_BREAKPOINTS - 1)] if len(marks) > MAX_BREAKPOINTS - 1 else []:
+    # Over the limit, the longest prefixes keep their marks: they save the most.
+    for index in marks[: max(len(marks) - (MAX_BREAKPOINTS - 1), 0)]:
         del marked[index]["cache_control"]
     return marked
 
