@@ -3,8 +3,8 @@
 `make bench` runs it (or `python -m bench.parallel_mode`). In a child process with its own SQLite file
 database, it runs the real pipeline (stories.generation.pipeline.generation_run) in-process against
 tests/fake_anthropic.py through the real SDK, with the fake model paced like Claude: TTFT 800 ms, then
-60 output tokens a second (four characters a token), and the fake server's prompt cache on (a prefix
-marked cache_control is written once, then read; no prefix under 1,024 tokens is cached, as for Sonnet).
+60 output tokens a second, and the fake server's prompt cache on (a prefix marked cache_control is
+written once, then read; no prefix under the model's minimum, 1,024 tokens for Sonnet, is cached).
 The fake server runs in a process of its own, started afresh for each run, so each run pays its own
 cache writes and the server's threads do not compete with the pipeline for the interpreter.
 

@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
+from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.pricing import usage_cost_usd
@@ -275,5 +276,8 @@ def _report_cost(rows: list[dict[str, Any]]) -> tuple[Decimal, int]:
 
 
 def _cache_hit_rate(tokens: dict[str, int]) -> float | None:
-    prompt = tokens["cache_read_tokens"] + tokens["cache_write_tokens"] + tokens["input_tokens"]
-    return tokens["cache_read_tokens"] / prompt if prompt else None
+    return cache_hit_rate(
+        cache_read=tokens["cache_read_tokens"],
+        cache_write=tokens["cache_write_tokens"],
+        input_tokens=tokens["input_tokens"],
+    )

@@ -8,12 +8,18 @@ its status and ``retry-after``/``retry-after-ms`` headers. A scripted reply can 
 event mid-stream, stall, or drop the connection. Every request is recorded with its body, and the server
 notes when a client goes away before the reply ends.
 
+Like the API, it honours ``output_config`` (structured outputs): a request whose JSON schema uses what
+structured outputs reject gets a 400, and a JSON reply is sent with its keys in the order the model
+writes them, required properties first (in schema order), then optional ones. Token counts come from
+the text (``token_count``), and a Reply with ``cut_at_max_tokens`` stops at the request's max_tokens.
+
 Two optional behaviours serve the parallel mode's tests and benchmark: the server counts the requests in
 flight at once (``max_active``, and ``active_at_arrival`` on each request), and with
-``prompt_cache=True`` it answers like Anthropic's prompt cache: a prefix ending at a block marked
-``cache_control`` is written to the cache (``cache_creation_input_tokens``) the first time, becomes
-readable once that reply has started streaming, and is read (``cache_read_input_tokens``) by every later
-request that repeats it. A Reply's explicit cache counts still win over the simulation.
+``prompt_cache=True`` it answers like Anthropic's prompt cache (``prompt_cache_breakpoints``): a prefix
+ending at a block marked ``cache_control``, at least the model's minimum long, is written to the cache
+(``cache_creation_input_tokens``) the first time, becomes readable once that reply has started
+streaming, and is read (``cache_read_input_tokens``) for five minutes after its last use by every
+request that repeats it, output format included. A Reply's explicit cache counts still win.
 
 Usage::
 
@@ -26,6 +32,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -57,7 +64,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     stop_reason: str = "end_turn"
     refusal_explanation: str | None = None
-    # Usage: None means an estimate from the request and the text (four characters a token).
+    # Usage: None means a count from the request and the text (token_count).
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int = 0
@@ -72,6 +79,8 @@ class Reply:
     drop_after: int | None = None
     stall_after: int | None = None
     stall_seconds: float = 30.0
+    # Stop at the request's max_tokens (stop_reason "max_tokens") when the text is longer, like a model.
+    cut_at_max_tokens: bool = False
 
 
 @dataclass
@@ -102,15 +111,18 @@ class FakeAnthropic:
         api_key: str = "sk-ant-fake-test-key",
         default: Callable[[dict[str, Any]], Reply] | None = None,
         prompt_cache: bool = False,
-        cache_min_tokens: int = 0,
+        cache_min_tokens: int | None = None,
         port: int = 0,
     ):
         self.api_key = api_key
         self.default = default
         self.prompt_cache = prompt_cache
-        # Anthropic caches no prefix shorter than a model-dependent minimum (1,024 tokens for Sonnet).
+        # Anthropic caches no prefix shorter than a model-dependent minimum; None: the model's own.
         self.cache_min_tokens = cache_min_tokens
-        self.cached_prefixes: set[str] = set()
+        # Cached prefix key -> when it expires (clock()); a hit pushes it back by cache_ttl_seconds.
+        self.cache_entries: dict[str, float] = {}
+        self.cache_ttl_seconds = 300.0
+        self.clock: Callable[[], float] = time.monotonic
         self.active = 0
         self.max_active = 0
         self.replies: deque[Reply] = deque()
@@ -153,20 +165,32 @@ class FakeAnthropic:
                 self.active -= 1
 
     def _cache_usage(self, body: dict[str, Any]) -> tuple[int, int, list[str]]:
-        """(cache read tokens, cache write tokens, prefixes to store) for a request's breakpoints."""
-        breakpoints = prompt_cache_breakpoints(body)
-        eligible = [(key, tokens) for key, tokens in breakpoints if tokens >= self.cache_min_tokens]
+        """(cache read tokens, cache write tokens, prefixes to store) for a request's breakpoints.
+
+        The longest live prefix is read (and its lifetime renewed); what the last breakpoint adds on top
+        is written. Prefixes under the minimum are neither: the API silently does not cache them.
+        """
+        from stories.generation.cache_rules import min_cacheable_tokens
+
+        minimum = self.cache_min_tokens
+        if minimum is None:
+            minimum = min_cacheable_tokens(str(body.get("model", "")))
+        eligible = [(key, tokens) for key, tokens in prompt_cache_breakpoints(body) if tokens >= minimum]
         if not eligible:
             return 0, 0, []
+        now = self.clock()
         with self._lock:
-            hits = [tokens for key, tokens in eligible if key in self.cached_prefixes]
-        read = max(hits, default=0)
-        longest = eligible[-1][1]
-        return read, max(longest - read, 0), [key for key, _ in eligible]
+            hits = [(key, tokens) for key, tokens in eligible if self.cache_entries.get(key, 0.0) > now]
+            for key, _ in hits:
+                self.cache_entries[key] = now + self.cache_ttl_seconds
+        read = max((tokens for _, tokens in hits), default=0)
+        return read, max(eligible[-1][1] - read, 0), [key for key, _ in eligible]
 
     def _cache_store(self, keys: list[str]) -> None:
+        expires = self.clock() + self.cache_ttl_seconds
         with self._lock:
-            self.cached_prefixes.update(keys)
+            for key in keys:
+                self.cache_entries[key] = max(self.cache_entries.get(key, 0.0), expires)
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         with self._lock:
@@ -219,7 +243,12 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             fake.max_active = max(fake.max_active, fake.active)
             record.active_at_arrival = fake.active
         try:
-            reply = fake._next_reply(record.body)
+            problem = request_problem(record.body)
+            reply = (
+                Reply(status=400, error_type="invalid_request_error", error_message=problem)
+                if problem
+                else reply_shaped(fake._next_reply(record.body), record.body)
+            )
             if reply.status != 200:
                 self._error(reply)
             else:
@@ -251,18 +280,14 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        input_tokens = (
-            reply.input_tokens
-            if reply.input_tokens is not None
-            else max(len(json.dumps(record.body)) // 4, 1)
-        )
+        input_tokens = reply.input_tokens if reply.input_tokens is not None else prompt_tokens(record.body)
         output_tokens = (
-            reply.output_tokens if reply.output_tokens is not None else max(len(reply.text) // 4, 1)
+            reply.output_tokens if reply.output_tokens is not None else max(token_count(reply.text), 1)
         )
         thinking = reply.thinking_text if thinking_requested(record.body) else ""
         if reply.output_tokens is None:
             # Like the API: thinking tokens are output tokens.
-            output_tokens += len(thinking) // 4
+            output_tokens += token_count(thinking)
         new_prefixes: list[str] = []
         cache_read, cache_write = reply.cache_read_tokens, reply.cache_write_tokens
         if self.server_state.prompt_cache and not (cache_read or cache_write):
@@ -447,37 +472,225 @@ def thinking_requested(body: dict[str, Any]) -> bool:
     return model is not None and model.thinks_by_default
 
 
-def prompt_cache_breakpoints(body: dict[str, Any]) -> list[tuple[str, int]]:
-    """Each prefix that ends at a block marked cache_control: (a key for it, its tokens), shortest first.
+# --- Tokens, structured outputs and the prompt cache, as the API documents them -------------------
 
-    The order is the API's: tools, then system, then messages; the model is part of every key.
+_WORD = re.compile(r"[^\W\d_]+")
+_DIGITS = re.compile(r"\d{1,3}")
+_SYMBOLS = re.compile(r"[^\w\s]+")
+
+
+def token_count(text: str) -> int:
+    """Tokens in ``text``, counted the way Claude's tokenizer roughly does rather than four characters each.
+
+    Chosen rule: a word is 1.3 tokens (long and rare words split), a group of up to three digits is
+    one, and a run of punctuation is one token per two characters (JSON's ``": "`` and ``"},{"`` merge
+    into few tokens); whitespace is free. English prose comes out near four characters a token; JSON,
+    with its quotes and braces, costs more, as it does with the real tokenizer.
     """
-    blocks: list[tuple[str, bool]] = []
-    for tool in body.get("tools") or []:
-        blocks.append((json.dumps(tool, sort_keys=True), "cache_control" in tool))
+    words = len(_WORD.findall(text))
+    symbols = sum((len(run) + 1) // 2 for run in _SYMBOLS.findall(text))
+    return round(words * 1.3) + len(_DIGITS.findall(text)) + symbols
+
+
+def _block_key_and_text(block: dict[str, Any]) -> tuple[str, str]:
+    """A block as the cache compares it (everything but its marker), and the text its tokens count."""
+    key = json.dumps({k: v for k, v in block.items() if k != "cache_control"}, sort_keys=True)
+    return key, str(block.get("text", "")) if block.get("type") == "text" else key
+
+
+def _prompt_blocks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(key text, counted text, marked) for every block, in the cache's order: tools, system, messages."""
+    blocks: list[tuple[str, str, bool]] = []
     system = body.get("system") or []
-    for block in [{"type": "text", "text": system}] if isinstance(system, str) else system:
-        blocks.append(_block_text(block))
+    tagged = [("tool", tool) for tool in body.get("tools") or []]
+    tagged += [
+        ("system", b) for b in ([{"type": "text", "text": system}] if isinstance(system, str) else system)
+    ]
     for message in body.get("messages") or []:
         content = message.get("content")
         items = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
-        for block in items:
-            text, marked = _block_text(block)
-            blocks.append((f"{message.get('role')}:{text}", marked))
+        tagged += [(str(message.get("role")), block) for block in items]
+    for role, block in tagged:
+        key, text = _block_key_and_text(block)
+        blocks.append((f"{role}:{key}", text, "cache_control" in block))
+    return blocks
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """The input tokens of a request: every tool, system and message block (the schema is not counted)."""
+    return max(sum(token_count(text) for _, text, _ in _prompt_blocks(body)), 1)
+
+
+def prompt_cache_breakpoints(body: dict[str, Any]) -> list[tuple[str, int]]:
+    """Each prefix that ends at a block marked cache_control: (a key for it, its tokens), shortest first.
+
+    As https://platform.claude.com/docs/en/build-with-claude/prompt-caching describes it: the prefix
+    runs tools, then system, then messages, and a hit needs it identical up to the breakpoint. The model
+    and the output format are part of every key, because a different ``output_config.format`` misses
+    the cache (structured-outputs page; on Bedrock a changed schema alone misses it too). The API's
+    20-block lookback before a breakpoint is not modelled: only the marked prefixes are looked up.
+    """
+    output_format = json.dumps((body.get("output_config") or {}).get("format"), sort_keys=True)
+    prefix = f"{body.get('model', '')}\x00{output_format}"
     result: list[tuple[str, int]] = []
-    prefix = str(body.get("model", ""))
-    chars = 0
-    for text, marked in blocks:
-        prefix += "\x00" + text
-        chars += len(text)
+    tokens = 0
+    for key_text, text, marked in _prompt_blocks(body):
+        prefix += "\x00" + key_text
+        tokens += token_count(text)
         if marked:
-            result.append((hashlib.sha256(prefix.encode()).hexdigest(), max(chars // 4, 1)))
+            result.append((hashlib.sha256(prefix.encode()).hexdigest(), max(tokens, 1)))
     return result
 
 
-def _block_text(block: dict[str, Any]) -> tuple[str, bool]:
-    plain = {key: value for key, value in block.items() if key != "cache_control"}
-    return json.dumps(plain, sort_keys=True), "cache_control" in block
+MAX_CACHE_BREAKPOINTS = 4
+# Keywords structured outputs reject (https://platform.claude.com/docs/en/build-with-claude/structured-outputs,
+# "JSON Schema limitations"): numeric and string-length bounds, maxItems and minItems other than 0 or 1,
+# and the applicators beyond anyOf/allOf (the SDK's transform_schema rewrites oneOf as anyOf for this reason).
+_UNSUPPORTED_KEYWORDS = frozenset(
+    {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength"}
+    | {"maxItems", "uniqueItems", "contains", "prefixItems", "oneOf", "not", "if", "then", "else"}
+    | {"patternProperties", "propertyNames", "minProperties", "maxProperties", "dependentRequired"}
+)
+# Across a request's strict schemas: at most 24 optional properties and 16 using anyOf or a type list.
+_MAX_OPTIONAL = 24
+_MAX_UNIONS = 16
+
+
+def request_problem(body: dict[str, Any]) -> str:
+    """Why the API would answer 400 to this request's cache markers or output format; "" when it would not."""
+    marks = sum(marked for _, _, marked in _prompt_blocks(body))
+    if marks > MAX_CACHE_BREAKPOINTS:
+        return (
+            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {marks}."
+        )
+    output_format = (body.get("output_config") or {}).get("format")
+    if not output_format:
+        return ""
+    if output_format.get("type") != "json_schema" or not isinstance(output_format.get("schema"), dict):
+        return "output_config.format: only type json_schema with a schema object is supported"
+    counts = {"optional": 0, "unions": 0}
+    problem = _schema_problem(output_format["schema"], "output_config.format.schema", counts)
+    if not problem and counts["optional"] > _MAX_OPTIONAL:
+        problem = (
+            f"output_config.format.schema: {counts['optional']} optional properties; at most {_MAX_OPTIONAL}"
+        )
+    if not problem and counts["unions"] > _MAX_UNIONS:
+        problem = f"output_config.format.schema: {counts['unions']} anyOf or type-list properties; at most {_MAX_UNIONS}"
+    return problem
+
+
+def _schema_problem(schema: Any, where: str, counts: dict[str, int]) -> str:
+    if not isinstance(schema, dict):
+        return f"{where}: a schema must be an object"
+    unsupported = sorted(_UNSUPPORTED_KEYWORDS & set(schema))
+    if unsupported:
+        return f"{where}: '{unsupported[0]}' is not supported for structured outputs"
+    if schema.get("minItems", 0) not in (0, 1):
+        return f"{where}: minItems must be 0 or 1"
+    if isinstance(schema.get("$ref"), str) and not schema["$ref"].startswith("#"):
+        return f"{where}: external $ref is not supported"
+    if "anyOf" in schema or isinstance(schema.get("type"), list):
+        counts["unions"] += 1
+    if schema.get("type") == "object" or "properties" in schema:
+        if schema.get("additionalProperties") is not False:
+            return f"{where}: additionalProperties must be set to false for object types"
+        required = set(schema.get("required", []))
+        counts["optional"] += sum(name not in required for name in schema.get("properties", {}))
+    for name, child in _subschemas(schema):
+        problem = _schema_problem(child, f"{where}.{name}", counts)
+        if problem:
+            return problem
+    return ""
+
+
+def _subschemas(schema: dict[str, Any]) -> list[tuple[str, Any]]:
+    children: list[tuple[str, Any]] = [
+        (f"properties.{k}", v) for k, v in schema.get("properties", {}).items()
+    ]
+    if "items" in schema:
+        children.append(("items", schema["items"]))
+    for keyword in ("anyOf", "allOf"):
+        children += [(f"{keyword}[{i}]", v) for i, v in enumerate(schema.get(keyword, []))]
+    children += [(f"$defs.{k}", v) for k, v in schema.get("$defs", {}).items()]
+    return children
+
+
+def schema_order(value: Any, schema: Any) -> Any:
+    """``value`` with its object keys in the order structured outputs write them.
+
+    Required properties come first, then optional ones, each in the schema's property order (the
+    structured-outputs page, "property ordering"); keys the schema does not know keep their place last.
+    """
+    schema = _variant(value, schema)
+    if isinstance(value, list):
+        return [schema_order(item, schema.get("items", {})) for item in value]
+    if not isinstance(value, dict):
+        return value
+    properties = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    order = [k for k in properties if k in required] + [k for k in properties if k not in required]
+    keys = [k for k in order if k in value] + [k for k in value if k not in properties]
+    return {key: schema_order(value[key], properties.get(key, {})) for key in keys}
+
+
+def _variant(value: Any, schema: Any) -> dict[str, Any]:
+    """The anyOf branch a value was written under: the first whose type, and for an object keys, fit."""
+    if not isinstance(schema, dict):
+        return {}
+    variants = schema.get("anyOf")
+    if not isinstance(variants, list):
+        return schema
+    for variant in variants:
+        if isinstance(variant, dict) and _fits(value, variant):
+            return _variant(value, variant)
+    return {}
+
+
+def _fits(value: Any, schema: dict[str, Any]) -> bool:
+    wanted = {dict: "object", list: "array", type(None): "null"}.get(type(value))
+    if "anyOf" in schema:
+        return True
+    if wanted is None:
+        return schema.get("type") not in ("object", "array", "null")
+    if wanted != "object":
+        return schema.get("type") == wanted
+    properties = schema.get("properties", {})
+    constants = {k: v["const"] for k, v in properties.items() if isinstance(v, dict) and "const" in v}
+    return set(value) <= set(properties) and all(value.get(k) == c for k, c in constants.items())
+
+
+def reply_shaped(reply: Reply, body: dict[str, Any]) -> Reply:
+    """The reply as the API would send it: keys in structured-output order, cut at max_tokens if asked."""
+    if reply.status != 200:
+        return reply
+    text, stop_reason = reply.text, reply.stop_reason
+    output_format = (body.get("output_config") or {}).get("format") or {}
+    if isinstance(output_format.get("schema"), dict):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        if document is not None:
+            indent = 1 if "\n" in text.strip() else None
+            text = json.dumps(schema_order(document, output_format["schema"]), indent=indent)
+    if reply.cut_at_max_tokens:
+        text, cut = _cut_to_tokens(text, int(body.get("max_tokens", 4096)))
+        stop_reason = "max_tokens" if cut else stop_reason
+    return dataclasses.replace(reply, text=text, stop_reason=stop_reason)
+
+
+def _cut_to_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
+    """The longest start of ``text`` within ``max_tokens`` (token_count), and whether it was cut."""
+    if token_count(text) <= max_tokens:
+        return text, False
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if token_count(text[:middle]) <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low], True
 
 
 def screenplay_text(screenplay: dict[str, Any], *, fenced: bool = False) -> str:
@@ -489,7 +702,7 @@ def screenplay_reply_for(
     body: dict[str, Any], *, ttft: float = 0.0, tokens_per_second: float | None = None
 ) -> Reply:
     """A plausible reply to the app's own prompt: the offline model's screenplay for its plot and personas,
-    cut at max_tokens like a real model, and only the remaining scenes for a continuation."""
+    cut at max_tokens like a real model (by the fake), and only the remaining scenes for a continuation."""
     from html import unescape
 
     from stories.generation.backends.base import Brief, CastMember
@@ -512,13 +725,12 @@ def screenplay_reply_for(
     )
     document: dict[str, Any] = offline_screenplay(brief)
     if len(body["messages"]) > 1:
+        # A continuation repeats the header (our continuation schema requires it) with the later scenes.
         done = re.search(r"after scene (\d+)", body["messages"][-1]["content"])
-        document = {"scenes": document["scenes"][int(done.group(1)) if done else 0 :]}
-    text = json.dumps(document, indent=1)
-    limit = int(body.get("max_tokens", 4096)) * 4
+        document = {**document, "scenes": document["scenes"][int(done.group(1)) if done else 0 :]}
     return Reply(
-        text=text[:limit],
-        stop_reason="max_tokens" if len(text) > limit else "end_turn",
+        text=json.dumps(document, indent=1),
+        cut_at_max_tokens=True,
         ttft=ttft,
         tokens_per_second=tokens_per_second,
     )

@@ -18,6 +18,8 @@ from typing import Any
 from tests.fake_anthropic import Reply
 
 _SCENE_STEP = re.compile(r"Step 2: write scene (\d+) of (\d+)")
+# A continuation of a step the output limit cut off (stories.generation.parallel_continue).
+_CUT = re.compile(r"after (\d+) complete (?:scene entries|elements)")
 
 
 def screenplay_outline(screenplay: dict[str, Any]) -> dict[str, Any]:
@@ -57,10 +59,23 @@ def last_user_text(body: dict[str, Any]) -> str:
     return "".join(block.get("text", "") for block in content)
 
 
+def first_user_text(body: dict[str, Any]) -> str:
+    content = body["messages"][0]["content"]
+    return content if isinstance(content, str) else "".join(block.get("text", "") for block in content)
+
+
 def scene_number(body: dict[str, Any]) -> int | None:
-    """The 1-based scene a request asks for, or None for any other step."""
-    match = _SCENE_STEP.search(last_user_text(body))
+    """The 1-based scene a request asks for (a continuation of it too), or None for any other step."""
+    match = _SCENE_STEP.search(first_user_text(body))
     return int(match.group(1)) if match else None
+
+
+def step_reply(body: dict[str, Any], part: str, document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` as a parallel-mode step reply when the request's schema asks for one, else as it is."""
+    schema = ((body.get("output_config") or {}).get("format") or {}).get("schema") or {}
+    if set(schema.get("properties", {})) != {"outline", "scene"}:
+        return document
+    return {"outline": None, "scene": None, part: document}
 
 
 @dataclass
@@ -76,6 +91,8 @@ class FakeScreenwriter:
     faults: dict[int, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
     # A scene index whose every request fails with this reply.
     always_fail: dict[int, Reply] = field(default_factory=dict)
+    # Stop at the request's max_tokens like a model (the fake server cuts the text).
+    cut_at_max_tokens: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_scene(self, index: int, *replies: Reply) -> None:
@@ -83,9 +100,12 @@ class FakeScreenwriter:
             self.faults[index].extend(replies)
 
     def __call__(self, body: dict[str, Any]) -> Reply:
-        text = last_user_text(body)
-        if "Step 1: write the outline" in text:
-            return self._reply(json.dumps(screenplay_outline(self.screenplay), indent=self.indent))
+        cut = _CUT.search(last_user_text(body)) if len(body["messages"]) > 1 else None
+        done = int(cut.group(1)) if cut else 0
+        if "Step 1: write the outline" in first_user_text(body):
+            outline = screenplay_outline(self.screenplay)
+            outline["scenes"] = outline["scenes"][done:]
+            return self._reply(json.dumps(step_reply(body, "outline", outline), indent=self.indent))
         number = scene_number(body)
         if number is None:
             return self._reply(json.dumps(self.screenplay, indent=self.indent))
@@ -95,8 +115,10 @@ class FakeScreenwriter:
                 return self.always_fail[index]
             if self.faults[index]:
                 return self.faults[index].popleft()
-        scene = self.screenplay["scenes"][index]
-        return self._reply(json.dumps(scene, indent=self.indent), self.scene_tokens_per_second.get(index))
+        scene = dict(self.screenplay["scenes"][index])
+        scene["elements"] = scene["elements"][done:]
+        text = json.dumps(step_reply(body, "scene", scene), indent=self.indent)
+        return self._reply(text, self.scene_tokens_per_second.get(index))
 
     def _reply(self, text: str, tokens_per_second: float | None = None) -> Reply:
         return Reply(
@@ -104,4 +126,5 @@ class FakeScreenwriter:
             ttft=self.ttft,
             tokens_per_second=tokens_per_second or self.tokens_per_second,
             chunk_chars=self.chunk_chars,
+            cut_at_max_tokens=self.cut_at_max_tokens,
         )

@@ -16,7 +16,7 @@ from django.conf import settings
 from jsonschema import Draft202012Validator
 
 from stories.generation.errors import GenerationError
-from stories.generation.prompt import screenplay_schema
+from stories.generation.prompt import schema_require_all, screenplay_schema
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,36 @@ def outline_schema() -> dict[str, Any]:
 def scene_schema() -> dict[str, Any]:
     """What a scene call replies: one scene of the contract."""
     return screenplay_schema()["properties"]["scenes"]["items"]
+
+
+@cache
+def parallel_step_schema() -> dict[str, Any]:
+    """What every call of parallel mode replies, outline and scene calls alike: one of the two, the other null.
+
+    One schema for both steps because a different ``output_config.format`` misses the prompt cache (the
+    structured-outputs page: changing the format invalidates the cache; on Bedrock, a changed schema
+    alone misses it), and the scene calls should read the prefix the outline call wrote. Every field is
+    required, so the model writes them in the order we need (cache_rules and prompt.schema_require_all).
+    """
+    return {
+        "type": "object",
+        "required": ["outline", "scene"],
+        "additionalProperties": False,
+        "properties": {
+            "outline": {"anyOf": [schema_require_all(outline_schema()), {"type": "null"}]},
+            "scene": {"anyOf": [schema_require_all(scene_schema()), {"type": "null"}]},
+        },
+    }
+
+
+def step_part(*, document: Any, part: str) -> Any:
+    """The outline or the scene of a step reply (``{"outline": ..., "scene": ...}``).
+
+    A bare outline or scene (the offline back-end, or a model that ignored the wrapper) is taken as is.
+    """
+    if isinstance(document, dict) and document and set(document) <= {"outline", "scene"}:
+        return document.get(part)
+    return document
 
 
 @cache

@@ -8,7 +8,8 @@ pipeline's. Here:
 2. One call per scene, at most ``STORY_PARALLEL_CONCURRENCY`` at a time (``scene_delta`` and ``scene``
    events carrying the scene's index, in whatever order the scenes finish). The first scene starts
    alone and the rest wait for its first words: by then its prompt prefix (instructions, personas,
-   outline) is in Anthropic's prompt cache, so every other call reads it instead of writing it again.
+   outline) is in Anthropic's prompt cache, when it is long enough to be cached at all
+   (stories.generation.cache_rules), so every other call reads it instead of writing it again.
 3. A failed scene is retried on its own, a bounded number of times (``scene_retry`` tells the client
    to clear that scene). A 429 halves the concurrency instead of failing the run; successful calls
    raise it again step by step (AdaptiveLimiter).
@@ -45,12 +46,13 @@ from stories.generation.outline import (
     Outline,
     outline_from_screenplay,
     outline_parse,
-    outline_schema,
+    parallel_step_schema,
     scene_check,
-    scene_schema,
+    step_part,
 )
+from stories.generation.parallel_continue import part_continue_prompt, part_merge, part_stitch
 from stories.generation.parallel_prompt import parallel_prompt_outline, parallel_prompt_scene
-from stories.generation.prompt import PersonaContextLike
+from stories.generation.prompt import PersonaContextLike, Prompt
 from stories.generation.stream import screenplay_text_parse
 from stories.generation.tokens import token_estimate
 
@@ -230,17 +232,55 @@ async def _outline_write(
     holder: list[Outline],
 ) -> AsyncGenerator[dict[str, Any], None]:
     prompt = parallel_prompt_outline(
-        contexts=contexts, plot=run.request.plot, title=run.request.title, rules=rules, scenes_hint=None
-    )
-    call = ModelCall(
+        contexts=contexts,
+        plot=run.request.plot,
+        title=run.request.title,
+        rules=rules,
+        scenes_hint=None,
         model=run.model,
-        max_tokens=min(run.max_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS),
-        system=prompt.system,
-        messages=prompt.messages,
-        output_schema=outline_schema(),
-        brief=brief,
-        task="outline",
     )
+    sofar: dict[str, Any] | None = None
+    call_prompt = prompt
+    while True:
+        call = ModelCall(
+            model=run.model,
+            max_tokens=_outline_budget(run, continuation=sofar is not None),
+            system=call_prompt.system,
+            messages=call_prompt.messages,
+            output_schema=parallel_step_schema(),
+            brief=brief,
+            task="outline",
+            continue_after=len(sofar["scenes"]) if sofar else 0,
+        )
+        result: list[tuple[str, CallFinished]] = []
+        async with aclosing(_outline_call(run, backend, call, result)) as events:
+            async for event in events:
+                yield event
+        text, finished = result[0]
+        if finished.stop_reason != "max_tokens":
+            holder.append(_outline_from_text(run, text, sofar))
+            return
+        run.record.continuations += 1
+        sofar = part_stitch(sofar, text, part="outline")
+        call_prompt = part_continue_prompt(prompt=prompt, sofar=sofar, part="outline")
+
+
+def _outline_budget(run: _Run, *, continuation: bool) -> int:
+    """The outline call's max_tokens; a continuation only within the run's limits, like single mode's."""
+    used, cap = run.usage.output_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS
+    if continuation and (run.record.continuations > settings.STORY_MAX_CONTINUATIONS or used >= cap):
+        raise GenerationError(
+            "invalid_output",
+            f"the outline did not fit in {used} output tokens and {run.record.continuations - 1} "
+            "continuations; raise max_tokens or shorten the plot",
+        )
+    return max(min(run.max_tokens, cap - used), 1)
+
+
+async def _outline_call(
+    run: _Run, backend: GenerationBackend, call: ModelCall, result: list[tuple[str, CallFinished]]
+) -> AsyncGenerator[dict[str, Any], None]:
+    """One outline call: stream its text as outline_delta events; put its text and finish in ``result``."""
     log = _call_log(run, task="outline", index=None, attempt=0)
     started = time.monotonic()
     texts: list[str] = []
@@ -264,18 +304,16 @@ async def _outline_write(
     finally:
         _call_close(run, log, started, finished, "".join(texts))
     assert finished is not None
-    holder.append(_outline_from_text(run, "".join(texts), finished))
+    result.append(("".join(texts), finished))
 
 
-def _outline_from_text(run: _Run, text: str, finished: CallFinished) -> Outline:
-    if finished.stop_reason == "max_tokens":
-        raise GenerationError(
-            "invalid_output", "the outline did not fit in max_tokens; raise max_tokens or shorten the plot"
-        )
+def _outline_from_text(run: _Run, text: str, sofar: dict[str, Any] | None) -> Outline:
     try:
-        document = screenplay_text_parse(text)
+        document = step_part(document=screenplay_text_parse(text), part="outline")
     except ValueError as error:
         raise GenerationError("invalid_output", f"the model's outline is not valid JSON: {error}") from None
+    if sofar is not None:
+        document = part_merge(sofar, document, part="outline")
     return outline_parse(document=document, persona_names=run.request.personas)
 
 
@@ -383,7 +421,7 @@ def _backoff_seconds(attempt: int, retry_after: float | None) -> float:
 
 async def _scene_attempt(fan: _FanOut, index: int, *, attempt: int) -> dict[str, Any]:
     if index != fan.first_index:
-        # Wait for the first scene's first words: its prompt prefix is cached by then.
+        # Wait for the first scene's first words: its prompt prefix is cached by then (if long enough).
         await fan.primed.wait()
     async with fan.limiter.slot() as epoch:
         try:
@@ -429,6 +467,7 @@ def _output_allowance(fan: _FanOut, index: int) -> int:
 
 
 async def _scene_stream(fan: _FanOut, index: int, attempt: int, max_tokens: int) -> dict[str, Any]:
+    """One scene: its call, and continuations while the output limit cuts it off (parallel_continue)."""
     run = fan.run
     prompt = parallel_prompt_scene(
         contexts=fan.contexts,
@@ -437,18 +476,56 @@ async def _scene_stream(fan: _FanOut, index: int, attempt: int, max_tokens: int)
         outline=fan.outline,
         index=index,
         instructions=fan.instructions,
+        model=run.model,
     )
+    call_prompt, budget, sofar = prompt, max_tokens, None
+    continuations = 0
+    while True:
+        kept = len(sofar["elements"]) if sofar else 0
+        text, finished = await _scene_call(fan, index, attempt, call_prompt, budget, kept)
+        if finished.stop_reason != "max_tokens":
+            fan.live.pop(index, None)
+            return _scene_from_text(fan, index, text, sofar)
+        if continuations >= settings.STORY_MAX_CONTINUATIONS:
+            raise GenerationError(
+                "invalid_output",
+                f"scene {index + 1} did not fit in max_tokens and {continuations} continuations",
+            )
+        sofar = part_stitch(sofar, text, part="scene")
+        continuations += 1
+        run.record.continuations += 1
+        budget = _scene_continuation_budget(fan, max_tokens)
+        call_prompt = part_continue_prompt(prompt=prompt, sofar=sofar, part="scene")
+
+
+def _scene_continuation_budget(fan: _FanOut, reserved: int) -> int:
+    """What the run's cap leaves a scene's continuation: its own reservation is spent, the others' are not."""
+    cap = settings.STORY_MAX_TOTAL_OUTPUT_TOKENS
+    left = cap - fan.run.usage.output_tokens - (fan.reserved - reserved)
+    allowance = min(reserved, left)
+    if allowance < settings.STORY_MIN_MAX_TOKENS:
+        raise OutputCapReached(
+            "invalid_output", f"only {max(allowance, 0)} output tokens are left under the run's cap of {cap}"
+        )
+    return allowance
+
+
+async def _scene_call(
+    fan: _FanOut, index: int, attempt: int, prompt: Prompt, max_tokens: int, kept: int
+) -> tuple[str, CallFinished]:
+    run = fan.run
     call = ModelCall(
         model=run.model,
         max_tokens=max_tokens,
         system=prompt.system,
         messages=prompt.messages,
-        output_schema=scene_schema(),
+        output_schema=parallel_step_schema(),
         brief=fan.brief,
         task="scene",
         scene_index=index,
         outline=fan.outline.as_dict(),
         instructions=fan.instructions,
+        continue_after=kept,
         # Retries are ours (per scene, and a 429 lowers the concurrency), not the back-end's.
         max_retries=0,
     )
@@ -476,17 +553,16 @@ async def _scene_stream(fan: _FanOut, index: int, attempt: int, max_tokens: int)
     finally:
         _call_close(run, log, started, finished, "".join(texts))
     assert finished is not None
-    fan.live.pop(index, None)
-    return _scene_from_text(fan, index, "".join(texts), finished)
+    return "".join(texts), finished
 
 
-def _scene_from_text(fan: _FanOut, index: int, text: str, finished: CallFinished) -> dict[str, Any]:
-    if finished.stop_reason == "max_tokens":
-        raise GenerationError("invalid_output", f"scene {index + 1} did not fit in max_tokens")
+def _scene_from_text(fan: _FanOut, index: int, text: str, sofar: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        document = screenplay_text_parse(text)
+        document = step_part(document=screenplay_text_parse(text), part="scene")
     except ValueError as error:
         raise GenerationError("invalid_output", f"scene {index + 1} is not valid JSON: {error}") from None
+    if sofar is not None:
+        document = part_merge(sofar, document, part="scene")
     return scene_check(document=document, outline=fan.outline, index=index)
 
 

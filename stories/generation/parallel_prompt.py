@@ -1,10 +1,13 @@
 """Prompts of parallel mode: one outline call, then one call per scene, sharing one cached prefix.
 
 Every call's system prompt starts with the same two blocks (the instructions for both steps, then the
-personas, marked ``cache_control``); a scene call adds a third, the plot and the outline, also marked.
-So the outline call writes the first prefix to Anthropic's prompt cache, the first scene call reads it
-and writes the outline on top, and every other scene call reads all of it. What differs between calls
-(which step, which scene) is in the user turn, after the cached prefix.
+personas); a scene call adds a third, the plot and the outline. Every call also sends the same output
+schema (outline.parallel_step_schema), since a different format would miss the cache. A block is marked
+``cache_control`` only when the prefix up to it may reach the model's minimum (cache_rules): then the
+outline call writes the personas prefix, the first scene call reads it and writes the outline on top,
+and every other scene call reads all of it. With short personas only the outline prefix is long enough,
+and the scene calls after the first are the ones that read it. What differs between calls (which step,
+which scene) is in the user turn, after the cached prefix.
 """
 
 from __future__ import annotations
@@ -14,18 +17,18 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from stories.generation.cache_rules import EPHEMERAL, cache_breakpoints_mark
 from stories.generation.outline import Outline, OutlineScene
 from stories.generation.prompt import DEFAULT_FORMATTING_RULES, PersonaContextLike, Prompt
 from stories.generation.prompt import _personas_block as personas_block  # the same escaping as single mode
-
-_CACHED = {"type": "ephemeral"}
 
 _INSTRUCTIONS = """\
 You are a professional screenwriter. You write a screenplay in two steps, for the plot the user gives, \
 casting the personas described below. First you write an outline of the whole screenplay; then each \
 scene is written on its own, from that outline. The user's message says which step to do now.
 
-Reply with one JSON object and nothing else: no Markdown, no commentary.
+Reply with one JSON object and nothing else: no Markdown, no commentary. In step 1 it is \
+{{"outline": <the outline>, "scene": null}}; in step 2, {{"outline": null, "scene": <the scene>}}.
 
 The outline's shape:
 {outline_shape}
@@ -73,7 +76,13 @@ _SCENE_SHAPE = {
 
 
 def parallel_prompt_outline(
-    *, contexts: Sequence[PersonaContextLike], plot: str, title: str, rules: str, scenes_hint: int | None
+    *,
+    contexts: Sequence[PersonaContextLike],
+    plot: str,
+    title: str,
+    rules: str,
+    scenes_hint: int | None,
+    model: str,
 ) -> Prompt:
     """The outline call: the shared prefix, then the plot and the request for an outline."""
     parts = [f"<plot>\n{escape(plot, quote=False)}\n</plot>"]
@@ -82,9 +91,8 @@ def parallel_prompt_outline(
     if scenes_hint:
         parts.append(f"Plan about {scenes_hint} scenes.")
     parts.append("Step 1: write the outline now, as the JSON object only.")
-    return Prompt(
-        system=_shared_system(contexts, rules), messages=[{"role": "user", "content": "\n".join(parts)}]
-    )
+    system = cache_breakpoints_mark(model=model, blocks=_shared_system(contexts, rules))
+    return Prompt(system=system, messages=[{"role": "user", "content": "\n".join(parts)}])
 
 
 def parallel_prompt_scene(
@@ -94,13 +102,15 @@ def parallel_prompt_scene(
     rules: str,
     outline: Outline,
     index: int,
+    model: str,
     instructions: str = "",
 ) -> Prompt:
-    """One scene's call: the shared prefix and the outline (cached), then which scene to write."""
-    system = [
+    """One scene's call: the shared prefix and the outline (cached when long enough), then which scene."""
+    blocks = [
         *_shared_system(contexts, rules),
-        {"type": "text", "text": _outline_block(plot, outline), "cache_control": _CACHED},
+        {"type": "text", "text": _outline_block(plot, outline), "cache_control": EPHEMERAL},
     ]
+    system = cache_breakpoints_mark(model=model, blocks=blocks)
     return Prompt(
         system=system, messages=[{"role": "user", "content": _scene_ask(outline, index, instructions)}]
     )
@@ -114,7 +124,7 @@ def _shared_system(contexts: Sequence[PersonaContextLike], rules: str) -> list[d
     )
     return [
         {"type": "text", "text": instructions},
-        {"type": "text", "text": personas_block(contexts), "cache_control": _CACHED},
+        {"type": "text", "text": personas_block(contexts), "cache_control": EPHEMERAL},
     ]
 
 

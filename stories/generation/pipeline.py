@@ -31,17 +31,18 @@ from stories.generation.backends.base import (
     Usage,
     backend_for_model,
 )
+from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.errors import GenerationError
 from stories.generation.parallel import SceneEdit, parallel_write
 from stories.generation.prompt import (
     Prompt,
     continuation_schema,
+    model_screenplay_schema,
     prompt_build,
     prompt_continue,
-    screenplay_schema,
 )
 from stories.generation.requests import GenerationRequest, allowed_models
-from stories.generation.stream import ScreenplayStreamParser, screenplay_text_parse
+from stories.generation.stream import ScreenplayStreamParser, characters_merge, screenplay_text_parse
 from stories.generation.tokens import token_estimate
 from stories.generation.validation import screenplay_validate
 from stories.models import GenerationRun
@@ -200,7 +201,9 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
     contexts = await _db(_prompt_inputs)(run)
     rules = run.rules
     prompt_started = time.monotonic()
-    prompt = prompt_build(contexts=contexts.contexts, plot=request.plot, title=request.title, rules=rules)
+    prompt = prompt_build(
+        contexts=contexts.contexts, plot=request.plot, title=request.title, rules=rules, model=run.model
+    )
     brief = Brief(
         plot=request.plot,
         title=request.title,
@@ -248,7 +251,7 @@ async def _write(
     header: dict[str, Any] = {}
     scenes: list[dict[str, Any]] = []
     # The first call too stays within the total output cap.
-    call_prompt, schema = prompt, screenplay_schema()
+    call_prompt, schema = prompt, model_screenplay_schema()
     budget = min(run.max_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS)
     while True:
         parser = ScreenplayStreamParser()
@@ -337,18 +340,24 @@ def _progress(run: _Run) -> dict[str, Any] | None:
 def _stitch(
     header: dict[str, Any], scenes: list[dict[str, Any]], parser: ScreenplayStreamParser
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Keep what a call cut off at max_tokens completed: its header (first call) and its whole scenes."""
-    if not parser.header_complete:
+    """Keep what a call cut off at max_tokens completed: its header fields and its whole scenes.
+
+    The first call's title and logline stand; characters from every part are merged, in whichever
+    order the model wrote the keys (a cut before the cast leaves it to the continuation, which repeats it).
+    """
+    if not parser.scenes_started:
         raise GenerationError(
             "invalid_output",
             "the output limit cut the screenplay off before its first scene; raise max_tokens",
         )
-    part = parser.header()
-    if not header:
-        header = {key: value for key, value in part.items() if key != "scenes"}
-    else:
-        header = _with_characters(header, part.get("characters", []))
-    return header, [*scenes, *parser.scenes]
+    return _header_merge(header, parser.header()), [*scenes, *parser.scenes]
+
+
+def _header_merge(header: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """The header so far with a later part's: its own fields win, characters are merged by name."""
+    merged = {key: value for key, value in part.items() if key not in ("scenes", "characters")}
+    merged.update({key: value for key, value in header.items() if key != "characters"})
+    return _with_characters({**merged, "characters": header.get("characters", [])}, part.get("characters"))
 
 
 def _continuation_budget(run: _Run, *, parser: ScreenplayStreamParser) -> int:
@@ -377,26 +386,17 @@ def _complete(
         document = screenplay_text_parse(parser.text)
     except ValueError as error:
         raise GenerationError("invalid_output", f"the model's reply is not valid JSON: {error}") from None
-    if header:
-        # The end of a continued screenplay: the first part's header, every part's scenes.
+    if header or scenes:
+        # The end of a continued screenplay: the earlier parts' header, every part's scenes.
         new_scenes = document.get("scenes")
         if not isinstance(new_scenes, list):
             raise GenerationError("invalid_output", "the continuation holds no scenes")
-        document = {
-            **_with_characters(header, document.get("characters", [])),
-            "scenes": [*scenes, *new_scenes],
-        }
+        document = {**_header_merge(header, document), "scenes": [*scenes, *new_scenes]}
     content.update(document)
 
 
 def _with_characters(header: dict[str, Any], extra: Any) -> dict[str, Any]:
-    characters = list(header.get("characters", []))
-    known = {c.get("name") for c in characters if isinstance(c, dict)}
-    for character in extra if isinstance(extra, list) else []:
-        if isinstance(character, dict) and character.get("name") not in known:
-            characters.append(character)
-            known.add(character.get("name"))
-    return {**header, "characters": characters}
+    return {**header, "characters": characters_merge(header.get("characters", []), extra)}
 
 
 async def _finish_unsaved(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
@@ -464,10 +464,17 @@ def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: 
 def _record(run: _Run) -> RunRecord:
     record = run.record
     record.usage = run.usage.as_dict()
+    usage = run.usage
+    hit_rate = cache_hit_rate(
+        cache_read=usage.cache_read_tokens,
+        cache_write=usage.cache_write_tokens,
+        input_tokens=usage.input_tokens,
+    )
     record.details = {
         **record.details,
         "model_name": model_display_name(run.model),
         "streamed_chars": run.streamed_chars,
+        "cache_hit_rate": None if hit_rate is None else round(hit_rate, 3),
     }
     return record
 

@@ -1,8 +1,11 @@
 """The prompt: stable parts first (instructions, format rules, the personas), then the plot.
 
-The system prompt's last block carries ``cache_control``, so a second generation with the same personas
-and rules reads that prefix from Anthropic's prompt cache. Plot and persona text are user data: they
-are escaped and wrapped in tags, and the instructions say never to follow instructions inside them.
+The system prompt (instructions, then personas) is the same for every call of a generation and for the
+next generation with the same cast and rules, and a continuation sends the same output schema, so all of
+them can share one cached prefix. Its last block is marked ``cache_control`` only when that prefix may
+reach the model's minimum (stories.generation.cache_rules): with one or two short personas it usually
+does not, and nothing is cached. Plot and persona text are user data: they are escaped and wrapped in
+tags, and the instructions say never to follow instructions inside them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from functools import cache
 from html import escape
 from pathlib import Path
 from typing import Any, Protocol
+
+from stories.generation.cache_rules import EPHEMERAL, cache_breakpoints_mark
 
 _SCHEMA_PATH = Path(__file__).resolve().parent.parent / "contract" / "screenplay.schema.json"
 
@@ -37,7 +42,7 @@ Rules for the JSON:
 - "characters" lists every speaking character once. For a character played by one of the personas, \
 set "persona" to that persona's name attribute; otherwise set it to null.
 - Every dialogue "character" must be exactly one of the "characters" names.
-- Each scene has a "heading", an optional one-sentence "summary" and its "elements" in order.
+- Each scene has a "heading", a one-sentence "summary" and its "elements" in order.
 
 Screenplay format rules:
 {rules}
@@ -85,25 +90,58 @@ def screenplay_schema() -> dict[str, Any]:
     return json.loads(_SCHEMA_PATH.read_text())
 
 
+# Optional even in what the model is asked for: most lines have no acting note.
+_OPTIONAL_FIELDS = frozenset({"parenthetical"})
+
+
+def schema_require_all(schema: Any, *, optional: frozenset[str] = _OPTIONAL_FIELDS) -> Any:
+    """``schema`` with every property of every object required, except ``optional`` ones.
+
+    Structured outputs write required properties first, then optional ones (the structured-outputs
+    page, https://platform.claude.com/docs/en/build-with-claude/structured-outputs, "property
+    ordering"), each group in schema order. So a schema sent to the API requires what we need early
+    (title, logline, characters, then scenes; heading and summary before a scene's elements) and the
+    reply comes in that order. The storage contract keeps its own, looser ``required``.
+    """
+    if isinstance(schema, list):
+        return [schema_require_all(item, optional=optional) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: schema_require_all(value, optional=optional) for key, value in schema.items()}
+    if isinstance(schema.get("properties"), dict):
+        result["properties"] = {
+            name: schema_require_all(value, optional=optional) for name, value in schema["properties"].items()
+        }
+        result["required"] = [name for name in schema["properties"] if name not in optional]
+    return result
+
+
+@cache
+def model_screenplay_schema() -> dict[str, Any]:
+    """What a single-pass call asks the model for: the contract, every field required, in order."""
+    return schema_require_all(screenplay_schema())  # type: ignore[no-any-return]
+
+
 def continuation_schema() -> dict[str, Any]:
-    """What a continuation replies: the further scenes, and any new speaking characters."""
-    properties = screenplay_schema()["properties"]
-    return {
-        "type": "object",
-        "required": ["scenes"],
-        "additionalProperties": False,
-        "properties": {"characters": properties["characters"], "scenes": properties["scenes"]},
-    }
+    """What a continuation replies: the same object as the first call (so the cached prefix still holds).
+
+    It repeats the title, logline and every character, so a continuation always carries the cast, and
+    holds in "scenes" only the scenes after the cut.
+    """
+    return model_screenplay_schema()
 
 
-def prompt_build(*, contexts: Sequence[PersonaContextLike], plot: str, title: str, rules: str) -> Prompt:
+def prompt_build(
+    *, contexts: Sequence[PersonaContextLike], plot: str, title: str, rules: str, model: str
+) -> Prompt:
     instructions = _INSTRUCTIONS.format(
         shape=json.dumps(_EXAMPLE_SHAPE, indent=1), rules=rules.strip() or DEFAULT_FORMATTING_RULES
     )
-    system: list[dict[str, Any]] = [
+    blocks: list[dict[str, Any]] = [
         {"type": "text", "text": instructions},
-        {"type": "text", "text": _personas_block(contexts), "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": _personas_block(contexts), "cache_control": EPHEMERAL},
     ]
+    system = cache_breakpoints_mark(model=model, blocks=blocks)
     return Prompt(system=system, messages=[{"role": "user", "content": _plot_block(plot, title)}])
 
 
@@ -111,14 +149,15 @@ def prompt_continue(*, prompt: Prompt, partial_text: str, scenes_done: int, last
     """The prompt for the next part after a reply cut off at max_tokens.
 
     The reply so far goes back as a finished assistant turn and a user turn asks for the rest: newer
-    models reject a prefilled (unfinished) assistant turn, so there is no prefill.
+    models reject a prefilled (unfinished) assistant turn, so there is no prefill. The system prompt and
+    output schema are the first call's, so the cached prefix (if any) is read again.
     """
     where = f'after scene {scenes_done} ("{last_heading}")' if scenes_done else "before the first scene"
     ask = (
-        f"Your screenplay was cut off by the output limit {where}. Continue it: reply with one JSON "
-        'object {"scenes": [...]} holding only the scenes that come after that point, until the story '
-        'ends. If a new speaking character appears, also give "characters" with only the new ones. '
-        "Reply with the JSON object only."
+        f"Your screenplay was cut off by the output limit {where}. Continue it: reply with the whole "
+        "JSON object again, with the same title and logline, every speaking character (those so far and "
+        'any new ones) in "characters", and in "scenes" only the scenes that come after that point, '
+        "until the story ends. Reply with the JSON object only."
     )
     messages = [
         prompt.messages[0],

@@ -2,11 +2,15 @@
 
 The model writes one JSON object (sometimes inside a Markdown code fence). Each delta is scanned once,
 character by character, tracking strings and bracket depth; when a scene object inside the top-level
-"scenes" array closes, only that scene's text is parsed (with jiter). Nothing is re-parsed per delta.
+"scenes" array closes, only that scene's text is parsed (with jiter), and so is each other top-level
+member (title, logline, characters) when it ends, wherever it comes: before the scenes (as our schema's
+order asks) or after them (a model without structured outputs may put them anywhere). Nothing is
+re-parsed per delta.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jiter
@@ -25,10 +29,15 @@ class ScreenplayStreamParser:
         self._expect_key = False
         self._string: list[str] | None = None
         self._key = ""
-        self._header: list[str] = []
+        # The text of the top-level member being read (not "scenes"), and the members read so far.
+        self._member: list[str] | None = None
+        self._member_key = ""
+        self._fields: dict[str, Any] = {}
         self._scenes_depth: int | None = None
         self._scene: list[str] | None = None
-        self.header_complete = False
+        # True once the "scenes" array has begun; _in_scenes until it ends.
+        self.scenes_started = False
+        self._in_scenes = False
         self.scenes: list[dict[str, Any]] = []
         # Text up to the end of the last complete scene: what a continuation hands back to the model.
         self.complete_prefix_length = 0
@@ -52,14 +61,8 @@ class ScreenplayStreamParser:
         return found
 
     def header(self) -> dict[str, Any]:
-        """Everything before the scenes (title, logline, characters), once the scenes array has begun."""
-        if not self.header_complete:
-            return {}
-        try:
-            parsed = jiter.from_json(("".join(self._header) + "[]}").encode())
-        except ValueError:
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
+        """The top-level members other than the scenes (title, logline, characters) complete so far."""
+        return dict(self._fields)
 
     def _scan(self, char: str) -> dict[str, Any] | None:
         if not self._started:
@@ -67,7 +70,6 @@ class ScreenplayStreamParser:
                 self._started = True
                 self._stack.append("{")
                 self._expect_key = True
-                self._header.append(char)
             return None
         self._capture(char)
         if self._in_string:
@@ -76,8 +78,8 @@ class ScreenplayStreamParser:
         return self._scan_structure(char)
 
     def _capture(self, char: str) -> None:
-        if not self.header_complete:
-            self._header.append(char)
+        if self._member is not None:
+            self._member.append(char)
         if self._scene is not None:
             self._scene.append(char)
 
@@ -102,8 +104,11 @@ class ScreenplayStreamParser:
             self._string = [] if len(self._stack) == 1 and self._expect_key else None
         elif char == ":" and len(self._stack) == 1:
             self._expect_key = False
+            if self._key != "scenes":
+                self._member, self._member_key = [], self._key
         elif char == "," and len(self._stack) == 1:
             self._expect_key = True
+            self._member_end()
         elif char in "{[":
             self._open(char)
         elif char in "}]":
@@ -113,20 +118,20 @@ class ScreenplayStreamParser:
     def _open(self, char: str) -> None:
         if char == "[" and len(self._stack) == 1 and self._key == "scenes" and self._scenes_depth is None:
             self._scenes_depth = 2
-            self.header_complete = True
-            # The header ends just before this bracket; header() closes it with "[]}".
-            self._header.pop()
+            self.scenes_started = self._in_scenes = True
             self.complete_prefix_length = self._length
-        elif char == "{" and self._scenes_depth is not None and len(self._stack) == self._scenes_depth:
+        elif char == "{" and self._in_scenes and len(self._stack) == self._scenes_depth:
             self._scene = ["{"]
         self._stack.append(char)
 
     def _close(self) -> dict[str, Any] | None:
         if not self._stack:
             return None
-        self._stack.pop()
+        if self._stack.pop() == "[" and len(self._stack) == 1:
+            self._in_scenes = False  # the top-level array that closed is "scenes" or another member's
         if not self._stack:
             self._finished = True
+            self._member_end()
             return None
         if self._scene is None or len(self._stack) != self._scenes_depth:
             return None
@@ -140,6 +145,25 @@ class ScreenplayStreamParser:
         self.scenes.append(scene)
         self.complete_prefix_length = self._length
         return scene
+
+    def _member_end(self) -> None:
+        """A top-level member ended at the "," or "}" just captured: keep its value if it parses."""
+        if self._member is None:
+            return
+        text, self._member = "".join(self._member[:-1]).strip(), None
+        with contextlib.suppress(ValueError):
+            self._fields[self._member_key] = jiter.from_json(text.encode())
+
+
+def characters_merge(characters: Any, extra: Any) -> list[Any]:
+    """``characters`` followed by those of ``extra`` with a name not seen yet (a later part's cast)."""
+    merged = list(characters) if isinstance(characters, list) else []
+    known = {c.get("name") for c in merged if isinstance(c, dict)}
+    for character in extra if isinstance(extra, list) else []:
+        if isinstance(character, dict) and character.get("name") not in known:
+            merged.append(character)
+            known.add(character.get("name"))
+    return merged
 
 
 def screenplay_text_parse(text: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from decimal import Decimal
 from django import template
 from django.conf import settings
 
+from stories.generation.cache_rules import cache_hit_rate
 from stories.models import GenerationRun
 from stories.pricing import usage_cost_usd
 
@@ -33,6 +34,15 @@ def run_cost(run: GenerationRun | None) -> Decimal | None:
         cache_read_tokens=run.cache_read_tokens,
         cache_write_tokens=run.cache_write_tokens,
     )
+
+
+@register.filter
+def run_cache_hit(run: GenerationRun) -> str:
+    """The share of the run's prompt tokens read from the prompt cache, or a dash with no prompt tokens."""
+    rate = cache_hit_rate(
+        cache_read=run.cache_read_tokens, cache_write=run.cache_write_tokens, input_tokens=run.input_tokens
+    )
+    return "—" if rate is None else f"{rate:.0%}"
 
 
 @register.filter

@@ -215,6 +215,23 @@ def test_runs_page_lists_own_runs_with_timings_tokens_and_cost(
     assert "llm_timeout" in html and "420 ms" in html and "2.50 s" in html and "3.10 s" in html
     # 500 * $0.10/M + 100 * $0.50/M = $0.0001 (Haiku 5.5).
     assert "$0.0001" in html
+    # No cache read or written: a hit rate of 0 of 500 prompt tokens.
+    assert "0 / 0 (0%)" in html
+
+
+def test_runs_page_shows_the_prompt_cache_hit_rate(logged_in: Client, writer: Any) -> None:
+    GenerationRun.objects.create(
+        user=writer,
+        status="succeeded",
+        model="claude-sonnet-4-6",
+        max_tokens=4096,
+        input_tokens=100,
+        cache_read_tokens=1800,
+        cache_write_tokens=100,
+    )
+    html = logged_in.get("/runs/").content.decode()
+    # 1,800 read of 2,000 prompt tokens.
+    assert "1800 / 100 (90%)" in html
 
 
 def test_create_page_offers_only_models_a_request_accepts(logged_in: Client, settings: Any) -> None:

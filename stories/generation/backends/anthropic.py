@@ -124,7 +124,8 @@ def _request(call: ModelCall) -> dict[str, Any]:
 
 def api_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The contract in the subset of JSON Schema that structured outputs accept (the SDK's transform)."""
-    # Key order is kept: the model writes properties in schema order (title first, scenes last).
+    # Key order is kept: the model writes required properties first, then optional ones, each in schema
+    # order, so the schemas we send require every field we need early (prompt.schema_require_all).
     return json.loads(_api_schema_text(json.dumps(schema)))
 
 

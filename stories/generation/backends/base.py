@@ -41,7 +41,8 @@ class ModelCall:
     # The JSON schema the reply must match: the screenplay, or {"scenes": [...]} for a continuation.
     output_schema: dict[str, Any]
     brief: Brief
-    # Scenes already written by earlier calls; 0 for the first call.
+    # Items already kept from earlier calls cut off at max_tokens; 0 for the first call. Scenes in single
+    # mode; in parallel mode an outline's scene entries or a scene's elements.
     continue_after: int = 0
     # Parallel mode (stories.generation.parallel): what this call writes, "screenplay" (the whole of it),
     # "outline" or "scene"; for a scene, its index in the outline, the outline itself and any

@@ -29,6 +29,10 @@ _PARENTHETICALS = ["quietly", "beat", "firmly", "smiling"]
 
 async def offline_part_stream(call: ModelCall) -> AsyncIterator[BackendEvent]:
     document = offline_outline(call) if call.task == "outline" else offline_scene(call)
+    if call.continue_after:
+        # A continuation after max_tokens: the same header, only the items not yet kept.
+        items = "scenes" if call.task == "outline" else "elements"
+        document = {**document, items: document[items][call.continue_after :]}
     async for event in offline_document_stream(call, document):
         yield event
 

@@ -65,11 +65,12 @@ def screenplay(scenes: int = 3, *, speakers: tuple[str, str] = ("SAM SPADE", "BR
                 "elements": [
                     {"type": "action", "text": f"Rain on the window, take {n}."},
                     {"type": "dialogue", "character": speakers[0], "text": f"Line {n}."},
+                    # In the order structured outputs write it: the optional parenthetical last.
                     {
                         "type": "dialogue",
                         "character": speakers[1],
-                        "parenthetical": "softly",
                         "text": f"Reply {n}.",
+                        "parenthetical": "softly",
                     },
                 ],
             }

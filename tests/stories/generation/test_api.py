@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from stories.models import GenerationRun, ScreenplayVersion, StoryCast
-from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text, token_count
 from tests.stories.generation.conftest import generate_message, screenplay
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +41,7 @@ def test_it_generates_saves_and_returns_the_story_and_version(
     version = ScreenplayVersion.objects.get()
     assert version.content == expected and version.run_id == data["run_id"]
     assert StoryCast.objects.filter(story=version.story).count() == 2
-    assert data["usage"]["output_tokens"] == len(screenplay_text(expected)) // 4
+    assert data["usage"]["output_tokens"] == token_count(screenplay_text(expected))
     assert set(data["timings"]) == {"context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms"}
 
 

@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from stories.models import GenerationRun, ScreenplayVersion, StoryCast
-from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text, token_count
 from tests.stories.generation.conftest import screenplay, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,6 +64,6 @@ async def test_the_happy_path_streams_scenes_in_order_and_saves_what_was_streame
     assert run.status == "succeeded" and run.story_id == events[-2]["story_id"]
     for timing in ("context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms"):
         assert getattr(run, timing) is not None, timing
-    assert run.output_tokens == len(screenplay_text(expected)) // 4
+    assert run.output_tokens == token_count(screenplay_text(expected))
     assert run.input_tokens > 0 and run.cache_read_tokens == 900
     assert events[-1]["usage"]["cache_read_tokens"] == 900

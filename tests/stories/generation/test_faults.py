@@ -199,7 +199,8 @@ async def test_the_fake_servers_default_reply_follows_the_apps_prompt_through_a_
 ) -> None:
     # The reply the standalone fake server gives (docs/generation.md: "Trying the Anthropic back-end without a key").
     fake_anthropic.default = screenplay_reply_for
-    events = await _generate(writer, max_tokens=256, plot="One. Two. Three. Four.")
+    # 300: each continuation repeats the header (about 75 tokens) before its scenes.
+    events = await _generate(writer, max_tokens=300, plot="One. Two. Three. Four.")
     assert events[-1]["type"] == "done"
     version = await ScreenplayVersion.objects.aget()
     assert [s["summary"] for s in version.content["scenes"]] == ["One.", "Two.", "Three.", "Four."]

@@ -60,7 +60,8 @@ async def test_outline_then_every_scene_assembled_in_outline_order_whatever_orde
     assert sorted(finished) == [0, 1, 2, 3] and finished[-1] == 0
     for index in range(4):
         streamed = "".join(e["text"] for e in events if e["type"] == "scene_delta" and e["index"] == index)
-        assert json.loads(streamed) == expected["scenes"][index]
+        # Every call sends the same schema (one cached prefix): the scene comes wrapped in a step reply.
+        assert json.loads(streamed) == {"outline": None, "scene": expected["scenes"][index]}
     # The saved screenplay is in outline order, and is what the scene events showed.
     content = await _saved_content(events[-2]["story_id"])
     assert content == screenplay_as_assembled(expected)
@@ -95,23 +96,25 @@ async def test_no_more_scene_calls_run_at_once_than_the_concurrency_setting(
     assert run.details["concurrency"] == {"configured": 2, "final": 2, "max_active": 2}
 
 
-async def test_every_call_marks_the_shared_prefix_for_caching_and_scene_calls_read_it(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+async def test_with_short_personas_only_the_outline_prefix_is_marked_and_later_scenes_read_it(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
+    # Sonnet 4.6 caches prefixes from 1,024 tokens (the 5.x models from 512, where even the
+    # instructions and personas alone would pass).
+    settings.STORY_MODELS = [*settings.STORY_MODELS, "claude-sonnet-4-6"]
     fake = fake_anthropic
     fake.prompt_cache = True
     fake.default = FakeScreenwriter(screenplay(scenes=5), ttft=0.05, tokens_per_second=4000)
-    events = await _generate(writer)
+    events = await _generate(writer, model="claude-sonnet-4-6")
     assert events[-1]["type"] == "done"
     bodies = [r.body for r in fake.requests]
     assert len(bodies) == 6
-    # Instructions and personas: the same first two blocks in every call, the personas block marked.
+    # Instructions and personas: the same first two blocks in every call, too short to be worth a mark.
     for body in bodies:
         assert body["system"][:2] == bodies[0]["system"][:2]
-        assert "cache_control" not in body["system"][0]
-        assert body["system"][1]["cache_control"] == {"type": "ephemeral"}
-        assert "<personas>" in body["system"][1]["text"]
-    # Scene calls add the plot and outline, also marked, identical across the fan-out.
+        assert all("cache_control" not in block for block in body["system"][:2])
+    # Scene calls add the plot and outline, identical across the fan-out and marked: with it the
+    # prefix passes Sonnet's minimum.
     for body in bodies[1:]:
         assert body["system"][2] == bodies[1]["system"][2]
         assert body["system"][2]["cache_control"] == {"type": "ephemeral"}
@@ -120,10 +123,9 @@ async def test_every_call_marks_the_shared_prefix_for_caching_and_scene_calls_re
     calls = [c for c in run.details["calls"] if c["task"] == "scene"]
     first = next(c for c in calls if c["index"] == 0)
     rest = [c for c in calls if c["index"] != 0]
-    # The first scene reads the personas prefix the outline wrote and writes the outline on top;
-    # every other scene reads the whole prefix.
-    assert first["cache_read_tokens"] > 0 and first["cache_write_tokens"] > 0
-    assert all(c["cache_read_tokens"] > first["cache_read_tokens"] for c in rest)
+    # The first scene writes the prefix; every other scene reads it.
+    assert first["cache_read_tokens"] == 0 and first["cache_write_tokens"] > 0
+    assert all(c["cache_read_tokens"] == first["cache_write_tokens"] for c in rest)
     assert all(c["cache_write_tokens"] == 0 for c in rest)
     assert run.cache_read_tokens == sum(c.get("cache_read_tokens", 0) for c in run.details["calls"])
     assert run.cache_write_tokens == sum(c.get("cache_write_tokens", 0) for c in run.details["calls"])
@@ -284,6 +286,20 @@ async def test_the_offline_model_writes_in_parallel_mode_too(writer: Any, cast: 
     assert run.mode == "parallel" and run.status == "succeeded"
 
 
+async def test_the_offline_model_continues_a_cut_off_outline_in_parallel_mode(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    plot = " ".join(f"Clue number {n} turns up in the fog." for n in range(12))
+    events = await _generate(writer, plot=plot, max_tokens=256)
+    assert events[-1]["type"] == "done", events[-1]
+    content = await _saved_content(events[-2]["story_id"])
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.details["calls"][0]["stop_reason"] == "max_tokens" and run.continuations >= 1
+    # Each plot beat's scene once, in order, however many calls the outline took.
+    beats = [f"Clue number {n} turns up in the fog." for n in range(12)]
+    assert [s["summary"] for s in content["scenes"]] == beats
+
+
 async def test_the_default_mode_comes_from_the_setting(
     writer: Any, cast: Any, offline: None, settings: Any
 ) -> None:
@@ -404,3 +420,32 @@ async def test_a_scene_error_that_must_not_be_retried_fails_at_once(
     assert not [e for e in events if e["type"] == "scene_retry"]
     assert [scene_number(r.body) for r in _scene_requests(fake_anthropic)].count(2) == 1
     assert await Story.objects.acount() == 0
+
+
+async def test_an_outline_and_a_scene_cut_at_max_tokens_are_continued_and_the_screenplay_saved(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=6)
+    # Scene 3 is far longer than max_tokens; the outline of six scenes is longer too.
+    expected["scenes"][2]["elements"] += [
+        {
+            "type": "action",
+            "text": f"The rain keeps falling on the office window, hour {n}, and nobody moves.",
+        }
+        for n in range(12)
+    ]
+    screenwriter = FakeScreenwriter(expected, tokens_per_second=4000, cut_at_max_tokens=True)
+    fake_anthropic.default = screenwriter
+    events = await _generate(writer, max_tokens=256)
+    assert events[-1]["type"] == "done", events[-1]
+    assert await _saved_content(events[-2]["story_id"]) == screenplay_as_assembled(expected)
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    stops = [(c["task"], c["index"], c["stop_reason"]) for c in run.details["calls"]]
+    assert stops[0] == ("outline", None, "max_tokens") and ("scene", 2, "max_tokens") in stops
+    assert run.continuations >= 2
+    # The outline's continuation was handed the cast with the entries kept, and asked for the rest.
+    outline_more = next(r.body for r in fake_anthropic.requests if len(r.body["messages"]) == 3)
+    kept = json.loads(outline_more["messages"][1]["content"])["outline"]
+    assert [c["name"] for c in kept["characters"]] == ["SAM SPADE", "BRIGID"]
+    assert f"after {len(kept['scenes'])} complete scene entries" in outline_more["messages"][2]["content"]
+    assert outline_more["output_config"] == fake_anthropic.requests[0].body["output_config"]

@@ -148,7 +148,7 @@ async def test_the_socket_rewrites_one_scene_streaming_it_then_saves_a_new_versi
     assert types[0] == "accepted" and types[-2:] == ["saved", "done"]
     assert {e["index"] for e in events if e["type"] in ("scene_delta", "scene")} == {1}
     streamed = "".join(e["text"] for e in events if e["type"] == "scene_delta")
-    assert json.loads(streamed) == _rewritten()["scenes"][1]
+    assert json.loads(streamed) == {"outline": None, "scene": _rewritten()["scenes"][1]}
     assert events[-2]["version"] == 2 and events[-2]["story_id"] == story_id
     saved = await ScreenplayVersion.objects.aget(story_id=story_id, number=2)
     assert saved.content == _expected_after_rewrite(old)

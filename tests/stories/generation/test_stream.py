@@ -39,7 +39,6 @@ def test_each_scene_is_found_once_and_whole_whatever_the_delta_size(size: int) -
         "title": "The {Brace} Affair",
         "logline": 'A "quoted" } trick',
         "characters": [{"name": "MARA", "persona": "mara"}],
-        "scenes": [],
     }
 
 
@@ -70,3 +69,16 @@ def test_a_finished_reply_is_parsed_through_a_code_fence_and_words_around_it() -
 def test_a_reply_without_a_whole_json_object_is_rejected(text: str) -> None:
     with pytest.raises(ValueError):
         screenplay_text_parse(text)
+
+
+def test_the_header_is_read_whichever_order_the_keys_come_in() -> None:
+    # A model without structured outputs may write the cast after the scenes.
+    reordered = {"title": SCREENPLAY["title"], "scenes": SCREENPLAY["scenes"]}
+    reordered |= {"logline": SCREENPLAY["logline"], "characters": SCREENPLAY["characters"]}
+    text = json.dumps(reordered)
+    parser = ScreenplayStreamParser()
+    parser.feed(text[: text.index('"characters"')])
+    assert parser.header() == {"title": SCREENPLAY["title"], "logline": SCREENPLAY["logline"]}
+    parser.feed(text[text.index('"characters"') :])
+    assert parser.scenes == SCREENPLAY["scenes"]
+    assert parser.header() == {k: SCREENPLAY[k] for k in ("title", "logline", "characters")}

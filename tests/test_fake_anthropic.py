@@ -1,0 +1,125 @@
+"""The fake Anthropic server keeps the API's rules the app depends on, checked through the real SDK."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import pytest
+
+from stories.generation.backends.anthropic import api_schema
+from stories.generation.outline import parallel_step_schema
+from stories.generation.prompt import model_screenplay_schema
+from tests.fake_anthropic import FakeAnthropic, Reply, request_problem, token_count
+
+MODEL = "claude-sonnet-4-6"
+_LONG = " ".join(
+    f"Rule {n}: the detective never trusts the client, and the rain never stops." for n in range(100)
+)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic(prompt_cache=True, default=lambda body: Reply(text='{"b": 1, "a": 2}'))
+    yield server
+    server.close()
+
+
+def _send(fake: FakeAnthropic, **params: Any) -> tuple[str, dict[str, int]]:
+    client = anthropic.Anthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
+    body = {"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": "Go."}], **params}
+    text, usage = "", {}
+    with client.messages.create(**body, stream=True) as stream:
+        for event in stream:
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text += event.delta.text
+            elif event.type == "message_delta":
+                usage = event.usage.model_dump()
+    return text, usage
+
+
+def _cached_system(text: str = _LONG) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+
+
+def _format(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"format": {"type": "json_schema", "schema": schema}}
+
+
+_AB = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["a"],
+    "properties": {"b": {"type": "integer"}, "a": {"type": "integer"}},
+}
+
+
+def test_a_structured_reply_comes_required_properties_first(fake: FakeAnthropic) -> None:
+    text, _ = _send(fake, output_config=_format(_AB))
+    assert list(json.loads(text)) == ["a", "b"]
+    text, _ = _send(fake)
+    assert list(json.loads(text)) == ["b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"additionalProperties": True}, "additionalProperties must be set to false"),
+        ({"properties": {"a": {"type": "string", "minLength": 1}}}, "'minLength' is not supported"),
+        ({"properties": {"a": {"type": "array", "minItems": 2}}}, "minItems must be 0 or 1"),
+    ],
+)
+def test_a_schema_structured_outputs_reject_gets_a_400(
+    fake: FakeAnthropic, change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(anthropic.BadRequestError, match=message):
+        _send(fake, output_config=_format({**_AB, **change}))
+
+
+def test_the_schemas_the_app_sends_are_accepted() -> None:
+    for schema in (model_screenplay_schema(), parallel_step_schema()):
+        body = {"output_config": _format(api_schema(schema))}
+        assert request_problem(body) == ""
+    # The storage contract itself would not be: it has bounds structured outputs reject.
+    assert "not supported" in request_problem({"output_config": _format(model_screenplay_schema())})
+
+
+def test_more_than_four_cache_breakpoints_get_a_400(fake: FakeAnthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="A maximum of 4 blocks"):
+        _send(fake, system=_cached_system() * 5)
+
+
+def test_a_prefix_is_read_for_five_minutes_after_its_last_use(fake: FakeAnthropic) -> None:
+    now = [1000.0]
+    fake.clock = lambda: now[0]
+    _, usage = _send(fake, system=_cached_system())
+    written = usage["cache_creation_input_tokens"]
+    assert written > 1024 and usage["cache_read_input_tokens"] == 0
+    for _ in range(2):
+        now[0] += 299  # each read renews the five minutes
+        _, usage = _send(fake, system=_cached_system())
+        assert (usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (written, 0)
+    now[0] += 301
+    _, usage = _send(fake, system=_cached_system())
+    assert (usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (0, written)
+
+
+def test_a_different_output_format_or_a_prefix_under_the_minimum_is_not_read(fake: FakeAnthropic) -> None:
+    _send(fake, system=_cached_system(), output_config=_format(_AB))
+    _, usage = _send(fake, system=_cached_system())
+    assert usage["cache_read_input_tokens"] == 0
+    short = _LONG[:2000]  # about 500 tokens: under Sonnet's 1,024
+    for _ in range(2):
+        _, usage = _send(fake, system=_cached_system(short))
+    assert (usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (0, 0)
+    assert usage["input_tokens"] == token_count(short) + token_count("Go.")
+
+
+def test_tokens_are_counted_from_words_and_punctuation_not_characters() -> None:
+    prose = "The detective walked slowly through the rain, thinking about the statue and the lie."
+    assert abs(token_count(prose) - len(prose) / 4) <= 0.25 * len(prose) / 4
+    # JSON costs more per character than prose, as it does with the real tokenizer.
+    data = json.dumps({"a": [1, 2, 3], "b": {"c": None}})
+    assert token_count(data) > len(data) / 4
