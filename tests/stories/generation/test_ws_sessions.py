@@ -167,36 +167,31 @@ async def _streaming(signed: Signed, settings: Any) -> WebsocketCommunicator:
     return communicator
 
 
-async def test_a_message_after_a_logout_cancels_the_running_generation_then_closes(
-    writer: Any, cast: Any, offline: None, check_cached: bool, settings: Any
+@pytest.mark.parametrize(
+    ("how", "noticed_by"),
+    [
+        pytest.param("session-logout", "message", id="logout-then-a-message"),
+        # No message arrives: the socket's periodic check finds the revocation.
+        pytest.param("token-revoked", "watch", id="token-revoked-idle"),
+    ],
+)
+async def test_a_revocation_cancels_the_running_generation_then_closes(
+    writer: Any,
+    cast: Any,
+    offline: None,
+    check_cached: bool,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    noticed_by: str,
 ) -> None:
-    signed = await sync_to_async(_signed)("session-logout", writer)
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2 if noticed_by == "watch" else 3600)
+    signed = await sync_to_async(_signed)(how, writer)
     communicator = await _streaming(signed, settings)
     try:
         await sync_to_async(signed.revoke)()
-        await communicator.send_json_to({"type": "cancel"})
-        events, code = await _until_closed(communicator)
-    finally:
-        await communicator.disconnect()
-    assert [e["type"] for e in events if e["type"] not in ("delta", "scene", "progress")] == [
-        "cancelled",
-        "error",
-    ]
-    assert (events[-1]["code"], code) == ("unauthenticated", 4401)
-    run = await GenerationRun.objects.aget()
-    assert run.status == "cancelled"
-    assert await Story.objects.acount() == 0
-
-
-async def test_an_idle_socket_is_closed_soon_after_its_token_is_revoked(
-    writer: Any, cast: Any, offline: None, check_cached: bool, settings: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # No message arrives: the socket's periodic check finds the revocation and stops the generation.
-    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2)
-    signed = await sync_to_async(_signed)("token-revoked", writer)
-    communicator = await _streaming(signed, settings)
-    try:
-        await sync_to_async(signed.revoke)()
+        if noticed_by == "message":
+            await communicator.send_json_to({"type": "cancel"})
         events, code = await _until_closed(communicator, timeout=5)
     finally:
         await communicator.disconnect()
