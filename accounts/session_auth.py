@@ -33,6 +33,7 @@ from django.contrib.auth import (
 )
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils.crypto import constant_time_compare
@@ -76,8 +77,13 @@ def user_sessions_changed(sender: type, instance: Any, update_fields: Any = None
 
 
 def _cacheable() -> bool:
-    engine = import_module(settings.SESSION_ENGINE)
-    return bool(settings.STORY_CACHE_TOKEN_USERS) and issubclass(engine.SessionStore, DatabaseSessionStore)
+    # Only rows of django.contrib.sessions' Session send the signals (accounts/apps.py) that forget a check.
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    return (
+        bool(settings.STORY_CACHE_TOKEN_USERS)
+        and issubclass(store, DatabaseSessionStore)
+        and store.get_model_class() is Session
+    )
 
 
 def _session_user_id(session_key: str) -> Any | None:

@@ -126,3 +126,16 @@ def test_a_token_credential_follows_the_token(writer: Any) -> None:
     assert credential_current(credential=credential)
     api_token_revoke(user=writer)
     assert not credential_current(credential=credential)
+
+
+def test_a_session_engine_without_signals_is_read_every_time(
+    writer: Any, settings: Any, django_assert_num_queries: Any
+) -> None:
+    # The cache session engine keeps no rows, so nothing would forget a cached check at logout.
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    client, credential = _signed_in(writer)
+    assert credential_current(credential=credential)
+    with django_assert_num_queries(1):  # the user; the session is in the cache
+        assert credential_current(credential=credential)
+    client.post("/accounts/logout/")
+    assert not credential_current(credential=credential)
