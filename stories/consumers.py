@@ -1,7 +1,10 @@
 """The WebSocket interface of generation: ``/ws/generate/``. Parses messages, runs the pipeline, sends its events.
 
 One generation at a time per connection; it runs as its own task so that ``cancel`` (and a
-disconnect) are handled while it streams.
+disconnect) are handled while it streams. The socket's credential is asked again before every message
+and every 30 seconds (``stories.ws_sessions``): once it is revoked, a running generation is cancelled
+(the run is recorded ``cancelled``), the client gets ``error unauthenticated`` and the socket is closed
+with 4401. A user past ``STORY_WS_MAX_SOCKETS_PER_USER`` open sockets gets ``error busy`` and 4429.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from stories import ws_sessions
 from stories.generation.errors import GenerationError
 from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
+from stories.ws_sessions import SocketSession, socket_session_check, socket_session_close, socket_session_open
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_MANY_SOCKETS = 4429
+_CLOSE_CODES = {"unauthenticated": CLOSE_UNAUTHENTICATED, "busy": CLOSE_TOO_MANY_SOCKETS}
 # How long a disconnect waits for the cancelled generation to record itself.
 _CANCEL_WAIT_SECONDS = 5.0
 
@@ -33,24 +40,34 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     # Redis outage cannot break the socket (Channels would otherwise poll Redis for this channel).
     channel_layer_alias = None  # type: ignore[assignment]
     task: asyncio.Task[None] | None = None
+    session: SocketSession | None = None
+    # Why the socket was closed; messages still in flight get the same error.
+    refusal: GenerationError | None = None
+    watch: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
+        # Accepted first, so that a refused client learns why (a refused handshake carries no reason).
         await self.accept()
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            error = GenerationError("unauthenticated", "sign in to generate screenplays")
-            await self.send_event(error.as_event())
-            await self.close(code=CLOSE_UNAUTHENTICATED, reason="unauthenticated")
+        try:
+            self.session = await socket_session_open(scope=self.scope)
+        except GenerationError as error:
+            await self._refuse(error)
+            return
+        self.watch = asyncio.create_task(self._watch())
 
     async def disconnect(self, code: int) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
         await self._stop(wait=True)
+        if self.session is not None:
+            await socket_session_close(session=self.session)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.send_event(
-                GenerationError("unauthenticated", "sign in to generate screenplays").as_event()
-            )
+        if self.refusal is not None or self.session is None:
+            await self.send_event((self.refusal or _signed_out_error()).as_event())
+            return
+        if not await socket_session_check(session=self.session):
+            await self._signed_out()
             return
         try:
             message = _message_parse(text_data, bytes_data)
@@ -64,6 +81,34 @@ class GenerateConsumer(AsyncWebsocketConsumer):
 
     async def send_event(self, event: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(event, ensure_ascii=False))
+
+    async def _watch(self) -> None:
+        """While the socket is open: keep its slot, and close it once its credential no longer holds."""
+        assert self.session is not None
+        while True:
+            await asyncio.sleep(ws_sessions.WATCH_SECONDS)
+            try:
+                current = await socket_session_check(session=self.session, refresh=True)
+            except Exception:
+                # The database or cache failing: the next message asks again, and so does the next tick.
+                logger.warning("could not check an open socket's credential", exc_info=True)
+                continue
+            if not current:
+                await self._signed_out()
+                return
+
+    async def _signed_out(self) -> None:
+        # The generation is stopped first, so it is recorded cancelled and nothing is saved for a
+        # credential that no longer holds; the client sees `cancelled`, then the error, then the close.
+        await self._stop(wait=True)
+        await self._refuse(_signed_out_error())
+
+    async def _refuse(self, error: GenerationError) -> None:
+        if self.refusal is not None:
+            return
+        self.refusal = error
+        await self.send_event(error.as_event())
+        await self.close(code=_CLOSE_CODES[error.code], reason=error.code)
 
     async def _generate(self, message: dict[str, Any]) -> None:
         if self.task is not None and not self.task.done():
@@ -111,6 +156,13 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if wait:
             with suppress(asyncio.CancelledError, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), timeout=_CANCEL_WAIT_SECONDS)
+
+
+def _signed_out_error() -> GenerationError:
+    return GenerationError(
+        "unauthenticated",
+        "this connection's sign-in no longer holds (logged out, token revoked or account changed)",
+    )
 
 
 def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:

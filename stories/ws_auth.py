@@ -5,10 +5,15 @@ Scripts cannot send a session cookie conveniently, so the socket also accepts th
 wrong makes the connection anonymous (the consumer then closes it as unauthenticated) instead of
 falling back to the cookie: explicit bad credentials must never be silently replaced by others.
 Browsers cannot set this header on a WebSocket, so it adds no cross-site risk.
+
+The handshake's credential is kept (``socket_credential``) and asked again while the socket is open
+(``credential_current``): a revoked or replaced token, a logged-out session, a changed password or a
+deactivated user stops an open socket too, not only new ones.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from channels.auth import AuthMiddlewareStack
@@ -18,6 +23,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
 from accounts.authentication import token_user
+from accounts.session_auth import session_user_current
 from stories.ws_origin import SameOriginValidator
 from storyproject.middleware import UnstorableTextGuard
 
@@ -54,6 +60,41 @@ class TokenAuthMiddleware(BaseMiddleware):
             user = await _user_for_token(key) if key else AnonymousUser()
             scope = dict(scope, user=user)
         return await super().__call__(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class SocketCredential:
+    """What signed a socket in: an API token's key, or the key of the session Channels read."""
+
+    user_id: Any
+    token_key: str | None = None
+    session_key: str | None = None
+
+
+def socket_credential(scope: dict[str, Any]) -> SocketCredential | None:
+    """The credential that authenticated the handshake; None for an anonymous socket.
+
+    The middleware's rule: a token header, when present, is the credential, whatever the cookie says.
+    """
+    user = scope.get("user")
+    if user is None or not user.is_authenticated:
+        return None
+    key = token_key_from_headers(scope.get("headers", []))
+    if key:
+        return SocketCredential(user_id=user.pk, token_key=key)
+    session = scope.get("session")
+    session_key = session.session_key if session is not None else None
+    return SocketCredential(user_id=user.pk, session_key=session_key) if session_key else None
+
+
+def credential_current(*, credential: SocketCredential) -> bool:
+    """Whether the credential still signs in its user, active (sync). Warm, from the cache: no query."""
+    if credential.token_key is not None:
+        user = token_user(credential.token_key)
+        return user is not None and user.is_active and user.pk == credential.user_id
+    if credential.session_key is None:
+        return False
+    return session_user_current(session_key=credential.session_key, user_id=credential.user_id)
 
 
 def TokenOrSessionAuthMiddlewareStack(inner: Any) -> Any:

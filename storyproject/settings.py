@@ -266,6 +266,9 @@ STORY_MAX_MAX_TOKENS = envint("STORY_MAX_MAX_TOKENS", 16_000, minimum=256)
 STORY_MAX_TOTAL_OUTPUT_TOKENS = envint("STORY_MAX_TOTAL_OUTPUT_TOKENS", 32_000, minimum=256)
 STORY_MAX_CONTINUATIONS = envint("STORY_MAX_CONTINUATIONS", 4, minimum=0)
 STORY_WS_MAX_MESSAGE_BYTES = envint("STORY_WS_MAX_MESSAGE_BYTES", 65_536, minimum=1024)
+# Open /ws/generate/ sockets per user, counted across processes when the cache is Redis (per process
+# otherwise): the create page opens one per generation, so 8 leaves room for several tabs and scripts.
+STORY_WS_MAX_SOCKETS_PER_USER = envint("STORY_WS_MAX_SOCKETS_PER_USER", 8, minimum=1, maximum=1000)
 STORY_MAX_ACTIVE_PER_USER = envint("STORY_MAX_ACTIVE_PER_USER", 2, minimum=1)
 STORY_GENERATIONS_PER_HOUR = envint("STORY_GENERATIONS_PER_HOUR", 30, minimum=1)
 # A run still "streaming" after this long was left by a crashed process: it no longer counts as

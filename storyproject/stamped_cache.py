@@ -58,6 +58,27 @@ def entry_current(found: dict[str, Any], stamp_key: str, entry_key: str) -> dict
     return None
 
 
+def entry_current_all(found: dict[str, Any], stamp_keys: list[str], entry_key: str) -> dict[str, Any] | None:
+    """The entry of ``found`` when its tag lists the current stamps of all ``stamp_keys``, else None.
+
+    For an entry that depends on several things (a session and its user): an edit to any one of them
+    makes it unreachable.
+    """
+    stamps, entry = [found.get(key) for key in stamp_keys], found.get(entry_key)
+    if None not in stamps and isinstance(entry, dict) and entry.get("stamp") == stamps:
+        return entry
+    return None
+
+
+def stamps_or_fresh(found: dict[str, Any], stamp_keys: list[str]) -> list[int] | None:
+    """The stamps of ``stamp_keys``, missing ones replaced by fresh ones; None when those could not be written."""
+    missing = [key for key in stamp_keys if found.get(key) is None]
+    fresh = stamps_fresh(missing) if missing else {}
+    if len(fresh) < len(missing):
+        return None
+    return [fresh[key] if key in fresh else found[key] for key in stamp_keys]
+
+
 def stamps_fresh(stamp_keys: Iterable[str]) -> dict[str, int]:
     """New random stamps, written before the database is read; {} when they could not be written."""
     fresh = {key: secrets.randbits(62) for key in stamp_keys}

@@ -1,0 +1,95 @@
+"""The standing of an open ``/ws/generate/`` socket: its credential, asked again, and its place under a cap.
+
+**Credential.** The handshake's token or session (``stories.ws_auth.socket_credential``) is asked again
+before every message and every ``WATCH_SECONDS`` while the socket is open; the answer is cached and
+forgotten when the credential changes (``accounts.authentication``, ``accounts.session_auth``), so a warm
+check costs no query. The consumer closes a socket whose credential no longer holds with 4401.
+
+**Cap.** A user holds at most ``STORY_WS_MAX_SOCKETS_PER_USER`` sockets open. Each open socket holds one
+of its user's numbered slots, a cache key taken with ``cache.add`` (``SET NX`` on Redis: two sockets
+cannot take the same slot), so the count holds across processes when the cache is shared and per process
+with the local-memory cache. A slot lives ``SLOT_SECONDS`` past its last refresh (one every
+``WATCH_SECONDS`` while the socket is open) and is deleted when the socket closes, so a process that dies
+without closing its sockets frees their slots within ``SLOT_SECONDS``. When slots look free but none can
+be taken (other sockets took them in the same instant, or the cache is down), the socket is admitted
+without one: the cap bounds cost, not exact accounting, and a cache outage must not lock writers out.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+
+from stories.generation.errors import GenerationError
+from stories.ws_auth import SocketCredential, credential_current, socket_credential
+
+logger = logging.getLogger(__name__)
+
+SLOT_SECONDS = 90
+WATCH_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class SocketSession:
+    credential: SocketCredential
+    slot_key: str | None  # None: admitted without a slot (see the module's docstring)
+    slot_owner: str  # a random value, so a socket frees or refreshes only its own slot
+
+
+@database_sync_to_async
+def socket_session_open(*, scope: dict[str, Any]) -> SocketSession:
+    """The standing of a new socket; GenerationError "unauthenticated", or "busy" past the cap."""
+    credential = socket_credential(scope)
+    if credential is None:
+        raise GenerationError("unauthenticated", "sign in to generate screenplays")
+    owner = secrets.token_hex(8)
+    slot_key = _slot_take(user_id=credential.user_id, owner=owner)
+    return SocketSession(credential=credential, slot_key=slot_key, slot_owner=owner)
+
+
+@database_sync_to_async
+def socket_session_check(*, session: SocketSession, refresh: bool = False) -> bool:
+    """Whether the socket's credential still holds; with ``refresh``, its slot is kept too."""
+    if refresh:
+        _slot_refresh(session)
+    return credential_current(credential=session.credential)
+
+
+@database_sync_to_async
+def socket_session_close(*, session: SocketSession) -> None:
+    """Free the socket's slot."""
+    if session.slot_key is not None and cache.get(session.slot_key) == session.slot_owner:
+        cache.delete(session.slot_key)
+
+
+def _slot_take(*, user_id: Any, owner: str) -> str | None:
+    keys = [f"ws-slot:{user_id}:{number}" for number in range(settings.STORY_WS_MAX_SOCKETS_PER_USER)]
+    held = cache.get_many(keys)
+    free = [key for key in keys if key not in held]
+    if not free:
+        raise GenerationError(
+            "busy",
+            f"at most {len(keys)} connections per user may be open at once; close one and try again",
+            retryable=True,
+        )
+    for key in free:
+        if cache.add(key, owner, SLOT_SECONDS):
+            return key
+    logger.warning("no free socket slot could be taken for user %s; admitted without one", user_id)
+    return None
+
+
+def _slot_refresh(session: SocketSession) -> None:
+    if session.slot_key is None:
+        return
+    if cache.get(session.slot_key) == session.slot_owner:
+        cache.touch(session.slot_key, SLOT_SECONDS)
+    else:
+        # It expired (a stalled process, a cache restart): take it back unless another socket has.
+        cache.add(session.slot_key, session.slot_owner, SLOT_SECONDS)

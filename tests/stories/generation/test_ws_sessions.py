@@ -1,0 +1,304 @@
+"""An open /ws/generate/ socket after its credential is revoked, and the cap on open sockets per user.
+
+Runs against the real ASGI application (storyproject.asgi) and the real consumer, with the credential
+check cached (STORY_CACHE_TOKEN_USERS on: Redis in the PostgreSQL pass, this process's memory in the
+SQLite pass) and not cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from django.test import Client
+
+from accounts.services import api_token_create, api_token_revoke
+from stories import ws_sessions
+from stories.models import GenerationRun, Story
+from storyproject.asgi import application
+from tests.stories.generation.conftest import generate_message, ws_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = [(b"host", b"testserver"), (b"origin", b"http://testserver")]
+
+
+@dataclass
+class Signed:
+    """A way of signing a socket in, and a change made elsewhere that must end it."""
+
+    headers: list[tuple[bytes, bytes]]
+    revoke: Callable[[], Any]
+
+
+def _session(user: Any) -> tuple[Client, list[tuple[bytes, bytes]]]:
+    client = Client()
+    client.force_login(user)
+    cookie = (
+        f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}"
+    )
+    return client, [*ORIGIN, (b"cookie", cookie.encode())]
+
+
+def _token(user: Any) -> list[tuple[bytes, bytes]]:
+    return [*ORIGIN, (b"authorization", f"Token {api_token_create(user=user).key}".encode())]
+
+
+def _deactivate(user: Any) -> None:
+    user.is_active = False
+    user.save()  # as the admin does
+
+
+def _password_change(user: Any) -> None:
+    user.set_password("a-new-password")
+    user.save()
+
+
+def _signed(how: str, user: Any) -> Signed:
+    """Set up in the database thread (the test client and the services are synchronous)."""
+    if how.startswith("token"):
+        headers = _token(user)
+        revoke = {
+            "token-revoked": lambda: api_token_revoke(user=user),
+            "token-replaced": lambda: api_token_create(user=user),
+            "token-user-deactivated": lambda: _deactivate(user),
+        }[how]
+        return Signed(headers, revoke)
+    client, headers = _session(user)
+    revoke = {
+        "session-logout": lambda: client.post("/accounts/logout/"),
+        "session-password-changed": lambda: _password_change(user),
+        "session-user-deactivated": lambda: _deactivate(user),
+        "session-user-deleted": user.delete,
+    }[how]
+    return Signed(headers, revoke)
+
+
+REVOCATIONS = [
+    "token-revoked",
+    "token-replaced",
+    "token-user-deactivated",
+    "session-logout",
+    "session-password-changed",
+    "session-user-deactivated",
+    "session-user-deleted",
+]
+
+
+@pytest.fixture(params=[True, False], ids=["cached", "uncached"])
+def check_cached(request: pytest.FixtureRequest, settings: Any) -> bool:
+    settings.STORY_CACHE_TOKEN_USERS = request.param
+    return bool(request.param)
+
+
+async def _open(headers: list[tuple[bytes, bytes]]) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, "/ws/generate/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator
+
+
+async def _until_closed(
+    communicator: WebsocketCommunicator, timeout: float = 10
+) -> tuple[list[dict[str, Any]], int]:
+    """Every event the server sends, up to its close frame; and the close code."""
+    events = []
+    while True:
+        output = await communicator.receive_output(timeout=timeout)
+        if output["type"] == "websocket.close":
+            return events, output["code"]
+        events.append(json.loads(output["text"]))
+
+
+@pytest.mark.parametrize("how", REVOCATIONS)
+async def test_a_revoked_credential_ends_the_open_socket_at_its_next_message(
+    writer: Any, cast: Any, offline: None, check_cached: bool, how: str
+) -> None:
+    signed = await sync_to_async(_signed)(how, writer)
+    communicator = await _open(signed.headers)
+    try:
+        await communicator.send_json_to(generate_message())
+        assert (await ws_events(communicator))[-1]["type"] == "done"  # and the check is now cached
+        await sync_to_async(signed.revoke)()
+        await communicator.send_json_to(generate_message())
+        events, code = await _until_closed(communicator)
+    finally:
+        await communicator.disconnect()
+    assert [(e["type"], e["code"]) for e in events] == [("error", "unauthenticated")]
+    assert "no longer holds" in events[0]["message"]
+    assert code == 4401
+    assert await GenerationRun.objects.acount() == (0 if how == "session-user-deleted" else 1)
+
+
+async def test_the_socket_keeps_working_while_its_credential_holds(
+    writer: Any, other_writer: Any, cast: Any, offline: None, check_cached: bool
+) -> None:
+    # Changes that do not touch this socket's credential: another writer's logout and token, a
+    # new session of the same writer (last_login is saved), an edit of the writer's name.
+    signed = await sync_to_async(_signed)("session-logout", writer)
+    other = await sync_to_async(_signed)("session-logout", other_writer)
+    communicator = await _open(signed.headers)
+    try:
+        for change in (other.revoke, lambda: api_token_create(user=other_writer), lambda: _session(writer)):
+            await sync_to_async(change)()
+            await communicator.send_json_to(generate_message())
+            assert (await ws_events(communicator))[-1]["type"] == "done"
+        writer.first_name = "Ada"
+        await sync_to_async(writer.save)()
+        await communicator.send_json_to(generate_message())
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+    assert await GenerationRun.objects.filter(status="succeeded").acount() == 4
+
+
+async def _streaming(signed: Signed, settings: Any) -> WebsocketCommunicator:
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 20  # slow: still streaming when the credential goes
+    communicator = await _open(signed.headers)
+    await communicator.send_json_to(generate_message())
+    assert json.loads(await communicator.receive_from(timeout=5))["type"] == "accepted"
+    return communicator
+
+
+@pytest.mark.parametrize(
+    ("how", "noticed_by"),
+    [
+        pytest.param("session-logout", "message", id="logout-then-a-message"),
+        # No message arrives: the socket's periodic check finds the revocation.
+        pytest.param("token-revoked", "watch", id="token-revoked-idle"),
+    ],
+)
+async def test_a_revocation_cancels_the_running_generation_then_closes(
+    writer: Any,
+    cast: Any,
+    offline: None,
+    check_cached: bool,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    noticed_by: str,
+) -> None:
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2 if noticed_by == "watch" else 3600)
+    signed = await sync_to_async(_signed)(how, writer)
+    communicator = await _streaming(signed, settings)
+    try:
+        await sync_to_async(signed.revoke)()
+        if noticed_by == "message":
+            await communicator.send_json_to({"type": "cancel"})
+        events, code = await _until_closed(communicator, timeout=5)
+    finally:
+        await communicator.disconnect()
+    assert [e["type"] for e in events if e["type"] not in ("delta", "scene", "progress")] == [
+        "cancelled",
+        "error",
+    ]
+    assert (events[-1]["code"], code) == ("unauthenticated", 4401)
+    assert (await GenerationRun.objects.aget()).status == "cancelled"
+    assert await Story.objects.acount() == 0
+
+
+# --- The cap on open sockets per user ----------------------------------------------------------
+
+
+async def _refusal(headers: list[tuple[bytes, bytes]]) -> tuple[list[dict[str, Any]], int]:
+    communicator = await _open(headers)
+    try:
+        return await _until_closed(communicator, timeout=5)
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_socket_past_the_per_user_cap_is_refused_with_busy_and_4429(
+    writer: Any, other_writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 2
+    _, session = await sync_to_async(_session)(writer)
+    token = await sync_to_async(_token)(writer)
+    _, other = await sync_to_async(_session)(other_writer)
+    sockets = [await _open(session), await _open(token)]  # a session and a token count alike
+    try:
+        events, code = await _refusal(session)
+        # Another writer is not held back by this one's sockets.
+        others = await _open(other)
+        sockets.append(others)
+        await others.send_json_to(generate_message())
+        assert (await ws_events(others))[-1]["type"] == "done"
+        # Closing one frees its place at once.
+        await sockets.pop(0).disconnect()
+        again = await _open(session)
+        sockets.append(again)
+        await again.send_json_to(generate_message())
+        assert (await ws_events(again))[-1]["type"] == "done"
+    finally:
+        for communicator in sockets:
+            await communicator.disconnect()
+    assert [(e["type"], e["code"], e["retryable"]) for e in events] == [("error", "busy", True)]
+    assert "at most 2 connections per user" in events[0]["message"]
+    assert code == 4429
+
+
+async def test_an_open_socket_keeps_its_place_past_the_slot_lifetime(
+    writer: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 1
+    monkeypatch.setattr(ws_sessions, "SLOT_SECONDS", 1)
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2)
+    _, session = await sync_to_async(_session)(writer)
+    first = await _open(session)
+    try:
+        await asyncio.sleep(1.6)  # past the slot's lifetime: only the refreshes keep it
+        events, code = await _refusal(session)
+    finally:
+        await first.disconnect()
+    assert (events[0]["code"], code) == ("busy", 4429)
+
+
+async def test_places_left_by_a_crashed_process_expire(
+    writer: Any, cast: Any, offline: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 1
+    monkeypatch.setattr(ws_sessions, "SLOT_SECONDS", 1)
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 3600)  # the dead socket never refreshes
+    _, session = await sync_to_async(_session)(writer)
+    crashed = await _open(session)
+    await crashed.send_to(text_data="{}")  # answered: the socket is open and idle
+    assert json.loads(await crashed.receive_from(timeout=5))["code"] == "invalid_request"
+    crashed.future.cancel()  # the consumer stops without its disconnect handler, as in a crash
+    events, _ = await _refusal(session)
+    assert events[0]["code"] == "busy"
+    await asyncio.sleep(1.2)
+    communicator = await _open(session)
+    try:
+        await communicator.send_json_to(generate_message())
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+
+
+async def test_sockets_are_admitted_while_the_cache_is_down(
+    writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 1
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "storyproject.cache.FailSoftRedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    _, session = await sync_to_async(_session)(writer)
+    sockets = [await _open(session), await _open(session)]
+    try:
+        for communicator in sockets:
+            await communicator.send_json_to(generate_message())
+            assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        for communicator in sockets:
+            await communicator.disconnect()
