@@ -57,6 +57,7 @@ from stories.services import (
     ScreenplayDraft,
     generation_run_admit,
     generation_run_finish,
+    generation_run_release,
     screenplay_version_create,
 )
 
@@ -122,11 +123,21 @@ async def generation_run(
     """
     started = time.monotonic()
     try:
-        run = await _db(_run_open)(request, user.pk, started)
+        run = await _run_admit(request, user.pk, started)
     except GenerationError as error:
         yield error.as_event()
         return
     run.edit = edit
+    try:
+        async with aclosing(_run_events(run)) as events:
+            async for event in events:
+                yield event
+    finally:
+        generation_run_release(run_id=run.run_id)
+
+
+async def _run_events(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
+    """The run's events after admission; every way out closes the run (cancellation included)."""
     try:
         async with aclosing(_generate(run)) as events:
             async for event in events:
@@ -144,6 +155,36 @@ async def generation_run(
         yield failure.as_event()
 
 
+async def _run_admit(request: GenerationRequest, user_id: int, started: float) -> _Run:
+    """Admit and record the run (``_run_open``); a cancel that arrives meanwhile finds it closed.
+
+    The admission runs in a worker thread, which a cancel cannot stop: left alone, it would commit a
+    ``streaming`` run after the cancel, one that nothing runs or closes and that counts against the
+    writer's limits (issue 13). So the wait is shielded, and a cancelled wait sees the admission
+    through, closes its run as cancelled, and only then passes the cancel on.
+    """
+    admission = asyncio.ensure_future(_db(_run_open)(request, user_id, started))
+    try:
+        return await asyncio.shield(admission)
+    except asyncio.CancelledError:
+        run = await _admission_outcome(admission)
+        if run is not None:
+            await _run_close(run, GenerationRun.Status.CANCELLED, None)
+            generation_run_release(run_id=run.run_id)
+        raise
+
+
+async def _admission_outcome(admission: asyncio.Future[_Run]) -> _Run | None:
+    """The admitted run, or None if the admission was refused; further cancels wait for it too."""
+    while True:
+        try:
+            return await asyncio.shield(admission)
+        except asyncio.CancelledError:
+            continue  # another cancel (a disconnect after ``cancel``): the thread still has to finish
+        except Exception:
+            return None  # refused or failed: no run was recorded
+
+
 def _model_and_max_tokens(
     request: GenerationRequest, defaults: EffectiveGenerationSettings
 ) -> tuple[str, int]:
@@ -157,12 +198,16 @@ def _model_and_max_tokens(
 
 
 def _run_open(request: GenerationRequest, user_id: int, started: float) -> _Run:
-    """Admit the run and record it, in one trip to the thread pool (the cast's contexts are the other).
+    """Check the story, admit the run and record it, in one trip to the thread pool (the cast's
+    contexts are the other).
 
     The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
     creation, under a per-user lock, so neither another socket nor another process can race them;
     a refusal comes before anything costs money.
     """
+    if request.story_id is not None and not story_owned(story_id=request.story_id, user_id=user_id):
+        # Before admission: a story that is not the writer's costs no run and no hourly slot.
+        raise GenerationError("forbidden", "that story does not exist or is not yours")
     defaults = generation_settings_get()
     model, max_tokens = _model_and_max_tokens(request, defaults)
     run = generation_run_admit(
@@ -223,12 +268,8 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
 
 
 def _prompt_inputs(run: _Run) -> PersonaContexts:
-    """The story check and the cast's contexts, in one trip to the thread pool."""
+    """The cast's contexts (the story was checked at admission; the save checks it again)."""
     started = time.monotonic()
-    if run.request.story_id is not None and not story_owned(
-        story_id=run.request.story_id, user_id=run.user_id
-    ):
-        raise GenerationError("forbidden", "that story does not exist or is not yours")
     contexts = persona_contexts(names=run.request.personas)
     run.record.context_ms = _ms_since(started)
     if contexts.missing:
