@@ -65,6 +65,8 @@ class RunRecord:
     save_ms: int | None = None
     total_ms: int | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    # Some call was cut off before its final usage, so its output tokens were estimated.
+    usage_estimated: bool = False
     continuations: int = 0
     stop_reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +80,7 @@ class RunRecord:
             "save_ms": self.save_ms,
             "total_ms": self.total_ms,
             "continuations": self.continuations,
+            "usage_estimated": self.usage_estimated,
             "stop_reason": self.stop_reason[:40],
             "details": self.details,
             **self.usage,

@@ -29,7 +29,9 @@ from stories.generation.backends.base import (
     CastMember,
     ModelCall,
     Usage,
+    UsageReport,
     backend_for_model,
+    cut_call_usage,
 )
 from stories.generation.errors import GenerationError
 from stories.generation.parallel import SceneEdit, parallel_write
@@ -109,9 +111,18 @@ class _Run:
     streamed_chars: int = 0
     # Parallel mode's rewrite of one scene of a saved version (stories.generation.parallel).
     edit: SceneEdit | None = None
+    # Some call was cut off before its final usage: its output tokens are an estimate.
+    usage_estimated: bool = False
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
+
+    def add_cut_call(self, report: UsageReport | None, text: str) -> tuple[Usage, bool]:
+        """Count a call that ended without CallFinished; return its usage and whether it is estimated."""
+        usage, estimated = cut_call_usage(report, text)
+        self.usage.add(usage)
+        self.usage_estimated = self.usage_estimated or estimated
+        return usage, estimated
 
 
 async def generation_run(
@@ -330,10 +341,16 @@ async def _call(
     """One model call: forward text, scenes and progress; end with the call's CallFinished."""
     call_started = time.monotonic()
     run.texts.append("")
+    report: UsageReport | None = None
+    finished = False
     try:
         async with aclosing(stream) as upstream:  # type: ignore[type-var]
             async for item in upstream:
+                if isinstance(item, UsageReport):
+                    report = item
+                    continue
                 if isinstance(item, CallFinished):
+                    finished = True
                     run.usage.add(item.usage)
                     run.record.stop_reason = item.stop_reason
                     yield item
@@ -353,6 +370,9 @@ async def _call(
                     yield progress
     finally:
         run.record.llm_ms = (run.record.llm_ms or 0) + _ms_since(call_started)
+        if not finished:
+            # Cancelled, dropped or failed mid-stream: the call was billed all the same.
+            run.add_cut_call(report, run.texts[-1])
 
 
 def _progress(run: _Run) -> dict[str, Any] | None:
@@ -505,6 +525,7 @@ def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: 
 def _record(run: _Run) -> RunRecord:
     record = run.record
     record.usage = run.usage.as_dict()
+    record.usage_estimated = run.usage_estimated
     record.details = {
         **record.details,
         "model_name": model_display_name(run.model),

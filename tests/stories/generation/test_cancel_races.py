@@ -92,7 +92,9 @@ async def test_regenerate_scene_and_cancel_in_one_burst_twice_closes_both_runs(
     assert (await _accepted_now(writer))["type"] == "accepted"
 
 
-async def test_generate_and_close_at_once_twice_closes_both_runs(writer: Any, cast: Any, offline: None) -> None:
+async def test_generate_and_close_at_once_twice_closes_both_runs(
+    writer: Any, cast: Any, offline: None
+) -> None:
     for _ in range(2):
         communicator = await ws_connect(writer)
         await communicator.send_json_to(generate_message())
