@@ -178,22 +178,34 @@ async def _run_admit(request: GenerationRequest, user_id: int, started: float) -
     try:
         return await asyncio.shield(admission)
     except asyncio.CancelledError:
-        run = await _admission_outcome(admission)
-        if run is not None:
-            await _run_close(run, GenerationRun.Status.CANCELLED, None)
-            generation_run_release(run_id=run.run_id)
+        await _admitted_run_cancel(admission)
         raise
 
 
-async def _admission_outcome(admission: asyncio.Future[_Run]) -> _Run | None:
-    """The admitted run, or None if the admission was refused; further cancels wait for it too."""
+async def _admitted_run_cancel(admission: asyncio.Future[_Run]) -> None:
+    """Close as cancelled the run that a cancelled admission recorded after all, if it did."""
+    try:
+        run = await _seen_through(admission)
+    except Exception:
+        return  # refused or failed: no run was recorded
+    try:
+        await _run_close(run, GenerationRun.Status.CANCELLED, None)
+    finally:
+        generation_run_release(run_id=run.run_id)
+
+
+async def _seen_through(work: asyncio.Future[_T]) -> _T:
+    """The result of work in a worker thread, which no cancel can stop, waited for through every cancel.
+
+    A cancel often comes twice (``cancel``, then the socket's disconnect); each is absorbed here, so
+    what the thread did (a run admitted, a version saved) is known and recorded as it is.
+    """
     while True:
         try:
-            return await asyncio.shield(admission)
+            return await asyncio.shield(work)
         except asyncio.CancelledError:
-            continue  # another cancel (a disconnect after ``cancel``): the thread still has to finish
-        except Exception:
-            return None  # refused or failed: no run was recorded
+            if work.cancelled():
+                raise
 
 
 def _model_and_max_tokens(
@@ -497,9 +509,9 @@ async def _save(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, 
     except asyncio.CancelledError:
         # The save is one transaction already under way: let it finish rather than tear it, and
         # report what was saved. The cancel arrived too late to stop anything.
-        version = await save
+        version = await _seen_through(save)
         task = asyncio.current_task()
-        if task is not None:
+        while task is not None and task.cancelling():
             task.uncancel()
     run.record = record
     yield {
@@ -551,9 +563,9 @@ async def _run_close(run: _Run, status: str, error: GenerationError | None) -> N
         error_message=error.message if error else "",
         raw_text=record_text,
     )
-    # Shielded: a run that is being cancelled must still be recorded as such.
+    # Seen through: a run that is being cancelled (maybe twice) must still be recorded as such.
     try:
-        await asyncio.shield(asyncio.ensure_future(write))
+        await _seen_through(asyncio.ensure_future(write))
     except DatabaseError:
         # The database is down (it may be why the save failed): the text paid for goes to the log.
         logger.exception(

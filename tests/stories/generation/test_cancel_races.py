@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db.models.signals import post_save
 
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.services import generation_run_admit, generation_run_release
@@ -98,7 +100,7 @@ async def test_generate_and_close_at_once_twice_closes_both_runs(
     for _ in range(2):
         communicator = await ws_connect(writer)
         await communicator.send_json_to(generate_message())
-        await communicator.disconnect()
+        await communicator.disconnect(timeout=5)
     assert await _runs_left_open() == []
     assert (await _accepted_now(writer))["type"] == "accepted"
 
@@ -172,11 +174,44 @@ async def test_stress_generate_then_cancel_or_close_at_every_offset_leaves_no_ru
     finally:
         await communicator.disconnect()
     for iteration in range(25):
+        # A disconnect waits for the cancelled run to close itself; a busy machine can take over the
+        # communicator's default second for that.
         closing = await ws_connect(writer)
         await closing.send_json_to(generate_message())
         await asyncio.sleep(OFFSETS_SECONDS[iteration % len(OFFSETS_SECONDS)])
-        await closing.disconnect()
+        await closing.disconnect(timeout=5)
     assert await _runs_left_open() == []
     assert await GenerationRun.objects.exclude(status="cancelled").acount() == 0
     assert await GenerationRun.objects.acount() == 125
     assert (await _accepted_now(writer))["type"] == "accepted"
+
+
+async def test_a_cancel_then_a_disconnect_during_the_save_leave_the_saved_run_succeeded(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    in_save, release = threading.Event(), threading.Event()
+
+    def hold_the_save(sender: Any, **kwargs: Any) -> None:
+        # Inside the save's transaction, in its worker thread: the cancel and the disconnect land meanwhile.
+        in_save.set()
+        release.wait(5)
+
+    post_save.connect(hold_the_save, sender=ScreenplayVersion, weak=False)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message())
+        assert await sync_to_async(in_save.wait, thread_sensitive=False)(10)
+        await communicator.send_json_to({"type": "cancel"})
+        await asyncio.sleep(0.1)
+        closing = asyncio.create_task(communicator.disconnect(timeout=5))
+        await asyncio.sleep(0.2)
+        release.set()
+        await closing
+    finally:
+        post_save.disconnect(hold_the_save, sender=ScreenplayVersion)
+        release.set()
+    assert await _runs_left_open() == []
+    run = await GenerationRun.objects.aget()
+    # The version was saved with its run: the run says so, not "cancelled".
+    assert run.status == "succeeded"
+    assert await ScreenplayVersion.objects.filter(run=run).aexists()
