@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db.models.signals import post_save
 
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.services import generation_run_admit, generation_run_release
-from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
+from tests.stories.generation.conftest import (
+    SaveHold,
+    generate_message,
+    screenplay,
+    ws_connect,
+    ws_events,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -187,29 +191,17 @@ async def test_stress_generate_then_cancel_or_close_at_every_offset_leaves_no_ru
 
 
 async def test_a_cancel_then_a_disconnect_during_the_save_leave_the_saved_run_succeeded(
-    writer: Any, cast: Any, offline: None
+    writer: Any, cast: Any, offline: None, save_hold: SaveHold
 ) -> None:
-    in_save, release = threading.Event(), threading.Event()
-
-    def hold_the_save(sender: Any, **kwargs: Any) -> None:
-        # Inside the save's transaction, in its worker thread: the cancel and the disconnect land meanwhile.
-        in_save.set()
-        release.wait(5)
-
-    post_save.connect(hold_the_save, sender=ScreenplayVersion, weak=False)
     communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message())
-        assert await sync_to_async(in_save.wait, thread_sensitive=False)(10)
-        await communicator.send_json_to({"type": "cancel"})
-        await asyncio.sleep(0.1)
-        closing = asyncio.create_task(communicator.disconnect(timeout=5))
-        await asyncio.sleep(0.2)
-        release.set()
-        await closing
-    finally:
-        post_save.disconnect(hold_the_save, sender=ScreenplayVersion)
-        release.set()
+    await communicator.send_json_to(generate_message())
+    assert await save_hold.reached()
+    await communicator.send_json_to({"type": "cancel"})
+    await asyncio.sleep(0.1)
+    closing = asyncio.create_task(communicator.disconnect(timeout=5))
+    await asyncio.sleep(0.2)
+    save_hold.release()
+    await closing
     assert await _runs_left_open() == []
     run = await GenerationRun.objects.aget()
     # The version was saved with its run: the run says so, not "cancelled".
