@@ -113,7 +113,7 @@ async def test_a_parallel_run_closed_mid_fan_out_counts_every_cut_call(
     assert sum(call["output_tokens"] for call in scenes) > 0
 
 
-def test_the_report_and_the_runs_page_say_which_runs_are_estimated(client: Any, writer: Any) -> None:
+def test_the_report_the_runs_page_and_the_api_say_which_runs_are_estimated(client: Any, writer: Any) -> None:
     for estimated in (True, False):
         GenerationRun.objects.create(
             user=writer,
@@ -134,3 +134,5 @@ def test_the_report_and_the_runs_page_say_which_runs_are_estimated(client: Any, 
     client.force_login(writer)
     html = client.get("/runs/").content.decode()
     assert html.count("~400") == 1 and "1000 / 400" in html
+    listed = client.get("/api/runs/").json()["results"]
+    assert sorted(run["usage_estimated"] for run in listed) == [False, True]
