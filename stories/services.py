@@ -95,6 +95,7 @@ def generation_run_start(
     persona_names: Sequence[str],
     story_id: int | None,
     mode: str = GenerationRun.Mode.SINGLE,
+    details: dict[str, Any] | None = None,
 ) -> GenerationRun:
     return GenerationRun.objects.create(
         user_id=user_id,
@@ -104,7 +105,7 @@ def generation_run_start(
         max_tokens=max_tokens,
         persona_names=list(persona_names),
         status=GenerationRun.Status.STREAMING,
-        details={"process": _PROCESS},
+        details=details or {},
     )
 
 
@@ -136,6 +137,7 @@ def generation_run_admit(
         persona_names=persona_names,
         story_id=story_id,
         mode=mode,
+        details={"process": _PROCESS},
     )
     # Registered before the commit: an admission waiting on the user's lock sees the run as running.
     _running_here.add(run.pk)
