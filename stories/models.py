@@ -82,6 +82,9 @@ class GenerationRun(models.Model):
     output_tokens = models.PositiveIntegerField(default=0)
     cache_read_tokens = models.PositiveIntegerField(default=0)
     cache_write_tokens = models.PositiveIntegerField(default=0)
+    # True when a call was cut off (cancelled, dropped) before the provider's final usage: its
+    # output tokens are estimated from the text received (stories.generation.backends.base).
+    usage_estimated = models.BooleanField(default=False)
     continuations = models.PositiveIntegerField(default=0)
     stop_reason = models.CharField(max_length=40, blank=True)
     error_code = models.CharField(max_length=40, blank=True)

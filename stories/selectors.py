@@ -194,7 +194,9 @@ def _pace_default(*, model: str, max_tokens: int) -> GenerationPace:
 # - A stage's share is the sum of that stage over the sum of total_ms, over the runs that recorded
 #   both. Time to first token is part of the model time, so the shares do not add up to 100%.
 # - Tokens and cost cover every finished run (failed and cancelled runs are paid for too), priced
-#   with the model registry's prices; runs of a model without a price are counted as unpriced.
+#   with the model registry's prices; runs of a model without a price are counted as unpriced. A run cut
+#   off before the provider's final usage counts its output tokens as estimated from the text it
+#   received (GenerationRun.usage_estimated); the report says how many runs that is.
 # - Cache hit rate = cache_read / (cache_read + cache_write + input): the share of prompt tokens
 #   served from Anthropic's prompt cache (input_tokens counts only the uncached ones).
 
@@ -223,6 +225,7 @@ class GenerationReport:
     cost_per_run_usd: Decimal | None
     unpriced_runs: int
     cache_hit_rate: float | None
+    estimated_runs: int  # runs whose output tokens are partly an estimate (cut off mid-stream)
 
 
 def generation_report_get(*, since: datetime | None = None, model: str | None = None) -> GenerationReport:
@@ -232,7 +235,7 @@ def generation_report_get(*, since: datetime | None = None, model: str | None = 
         runs = runs.filter(created_at__gte=since)
     if model:
         runs = runs.filter(model=model)
-    rows = list(runs.values("status", "model", *REPORT_STAGES, *_USAGE_FIELDS))
+    rows = list(runs.values("status", "model", "usage_estimated", *REPORT_STAGES, *_USAGE_FIELDS))
     succeeded = [row for row in rows if row["status"] == GenerationRun.Status.SUCCEEDED]
     tokens = {field: sum(row[field] for row in rows) for field in _USAGE_FIELDS}
     cost, unpriced = _report_cost(rows)
@@ -247,6 +250,7 @@ def generation_report_get(*, since: datetime | None = None, model: str | None = 
         cost_per_run_usd=cost / priced if priced else None,
         unpriced_runs=unpriced,
         cache_hit_rate=_cache_hit_rate(tokens),
+        estimated_runs=sum(1 for row in rows if row["usage_estimated"]),
     )
 
 

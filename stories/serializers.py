@@ -135,6 +135,7 @@ class GenerationRunSerializer(serializers.ModelSerializer):
             "persona_names",
             "timings",
             "usage",
+            "usage_estimated",
             "continuations",
             "stop_reason",
             "error_code",

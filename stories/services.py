@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -64,6 +65,8 @@ class RunRecord:
     save_ms: int | None = None
     total_ms: int | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    # Some call was cut off before its final usage, so its output tokens were estimated.
+    usage_estimated: bool = False
     continuations: int = 0
     stop_reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +80,7 @@ class RunRecord:
             "save_ms": self.save_ms,
             "total_ms": self.total_ms,
             "continuations": self.continuations,
+            "usage_estimated": self.usage_estimated,
             "stop_reason": self.stop_reason[:40],
             "details": self.details,
             **self.usage,
@@ -91,6 +95,7 @@ def generation_run_start(
     persona_names: Sequence[str],
     story_id: int | None,
     mode: str = GenerationRun.Mode.SINGLE,
+    details: dict[str, Any] | None = None,
 ) -> GenerationRun:
     return GenerationRun.objects.create(
         user_id=user_id,
@@ -100,6 +105,7 @@ def generation_run_start(
         max_tokens=max_tokens,
         persona_names=list(persona_names),
         status=GenerationRun.Status.STREAMING,
+        details=details or {},
     )
 
 
@@ -118,17 +124,29 @@ def generation_run_admit(
     The no-op UPDATE on the user's row locks it (a row lock on PostgreSQL, the write lock on SQLite)
     until the run is created, so two processes admitting the same user cannot both squeeze past the
     limit. Raises GenerationError "busy" or "rate_limited" (stories.limits).
+
+    The caller runs the run it gets and calls ``generation_run_release`` once the run is closed.
     """
     get_user_model().objects.filter(pk=user_id).update(last_login=F("last_login"))
+    _orphans_close(user_id=user_id)
     generation_admission_check(user_id=user_id)
-    return generation_run_start(
+    run = generation_run_start(
         user_id=user_id,
         model=model,
         max_tokens=max_tokens,
         persona_names=persona_names,
         story_id=story_id,
         mode=mode,
+        details={"process": _PROCESS},
     )
+    # Registered before the commit: an admission waiting on the user's lock sees the run as running.
+    _running_here.add(run.pk)
+    return run
+
+
+def generation_run_release(*, run_id: int) -> None:
+    """This process no longer runs ``run_id`` (it is closed, or nothing more can be done to close it)."""
+    _running_here.discard(run_id)
 
 
 def generation_run_finish(
@@ -232,10 +250,35 @@ def _run_succeed(*, run_id: int, story: Story, record: RunRecord, started: float
     )
 
 
-# --- Runs left behind by a stopped server --------------------------------------------------------
+# --- Runs left behind by a stopped server, or by this one -----------------------------------------
 
 INTERRUPTED_CODE = "interrupted"
 INTERRUPTED_MESSAGE = "The server stopped before this generation finished; nothing was saved."
+ORPHANED_MESSAGE = "This generation stopped without being recorded as finished; nothing was saved."
+
+# The safety net behind the pipeline's own closing of runs: this server process's runs that it still
+# runs. A `streaming` run that this process admitted but no longer runs (a bug, or a close that failed
+# while the database was down) is closed at its user's next admission instead of counting as active
+# for STORY_STREAMING_STALE_SECONDS. Runs of other processes are left to that cutoff and to
+# recover_runs: nothing here says whether another process is alive (that would be a lease, issue 16).
+_PROCESS = uuid.uuid4().hex
+_running_here: set[int] = set()
+
+
+def _orphans_close(*, user_id: int) -> None:
+    streaming = GenerationRun.objects.filter(user_id=user_id, status=GenerationRun.Status.STREAMING)
+    orphans = [
+        pk
+        for pk, details in streaming.values_list("id", "details")
+        if isinstance(details, dict) and details.get("process") == _PROCESS and pk not in _running_here
+    ]
+    if orphans:
+        streaming.filter(pk__in=orphans).update(
+            status=GenerationRun.Status.FAILED,
+            error_code=INTERRUPTED_CODE,
+            error_message=ORPHANED_MESSAGE,
+            finished_at=timezone.now(),
+        )
 
 
 def generation_runs_recover(*, older_than_seconds: int = 0) -> int:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from stories.generation.backends.anthropic import AnthropicBackend
-from stories.generation.backends.base import Brief, CallFinished, ModelCall, Usage
+from stories.generation.backends.base import Brief, CallFinished, ModelCall, Usage, UsageReport
 from stories.generation.errors import GenerationError
 from stories.generation.models_registry import model_get
 from stories.generation.tokens import CHARS_PER_TOKEN
@@ -108,6 +108,9 @@ async def _call(call: ModelCall) -> CallResult:
     async for event in AnthropicBackend().stream(call):
         if isinstance(event, CallFinished):
             usage = event.usage
+            continue
+        if isinstance(event, UsageReport):
+            # Interim counts; the CallFinished that ends the call carries the totals.
             continue
         if ttft_ms is None:
             ttft_ms = int((time.monotonic() - started) * 1000)

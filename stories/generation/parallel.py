@@ -39,6 +39,7 @@ from stories.generation.backends.base import (
     GenerationBackend,
     ModelCall,
     Usage,
+    UsageReport,
     backend_for_model,
 )
 from stories.generation.errors import GenerationError
@@ -285,9 +286,13 @@ async def _outline_call(
     started = time.monotonic()
     texts: list[str] = []
     finished: CallFinished | None = None
+    report: UsageReport | None = None
     try:
         async with aclosing(backend.stream(call)) as upstream:  # type: ignore[type-var]
             async for item in upstream:
+                if isinstance(item, UsageReport):
+                    report = item
+                    continue
                 if isinstance(item, CallFinished):
                     finished = item
                     continue
@@ -302,7 +307,7 @@ async def _outline_call(
         log["status"] = error.code
         raise
     finally:
-        _call_close(run, log, started, finished, "".join(texts))
+        _call_close(run, log, started, (finished or report), "".join(texts))
     assert finished is not None
     result.append(("".join(texts), finished))
 
@@ -533,9 +538,13 @@ async def _scene_call(
     started = time.monotonic()
     texts: list[str] = []
     finished: CallFinished | None = None
+    report: UsageReport | None = None
     try:
         async with aclosing(fan.backend.stream(call)) as upstream:  # type: ignore[type-var]
             async for item in upstream:
+                if isinstance(item, UsageReport):
+                    report = item
+                    continue
                 if isinstance(item, CallFinished):
                     finished = item
                     continue
@@ -551,7 +560,7 @@ async def _scene_call(
         log["status"] = error.code
         raise
     finally:
-        _call_close(run, log, started, finished, "".join(texts))
+        _call_close(run, log, started, (finished or report), "".join(texts))
     assert finished is not None
     return "".join(texts), finished
 
@@ -576,23 +585,27 @@ def _call_log(run: _Run, *, task: str, index: int | None, attempt: int) -> dict[
 
 
 def _call_close(
-    run: _Run, log: dict[str, Any], started: float, finished: CallFinished | None, text: str
+    run: _Run, log: dict[str, Any], started: float, end: CallFinished | UsageReport | None, text: str
 ) -> None:
-    """Record one call's outcome and usage; runs on success, failure and cancellation alike."""
+    """Record one call's outcome and usage; runs on success, failure and cancellation alike.
+
+    ``end`` is the call's CallFinished, or for a call cut off before it, its last UsageReport if any.
+    """
     log["ms"] = _ms_since(started)
     if text:
         run.texts.append(text)
-    if finished is None:
+    if not isinstance(end, CallFinished):
         if log["status"] == "streaming":
             log["status"] = "cancelled"
-        # Usage arrives with the end of a stream; for a cut-off call, only an estimate of its output.
-        log["output_tokens_estimate"] = token_estimate(text)
+        # Billed all the same: what the API reported so far, the output estimated unless final.
+        cut, estimated = run.add_cut_call(end, text)
+        log.update(cut.as_dict(), usage_estimated=estimated)
         return
-    usage: Usage = finished.usage
+    usage: Usage = end.usage
     run.usage.add(usage)
-    run.record.stop_reason = finished.stop_reason
+    run.record.stop_reason = end.stop_reason
     log.update(usage.as_dict())
-    log["stop_reason"] = finished.stop_reason
+    log["stop_reason"] = end.stop_reason
     if log["status"] == "streaming":
         log["status"] = "ok"
 

@@ -29,7 +29,9 @@ from stories.generation.backends.base import (
     CastMember,
     ModelCall,
     Usage,
+    UsageReport,
     backend_for_model,
+    cut_call_usage,
 )
 from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.errors import GenerationError
@@ -58,6 +60,7 @@ from stories.services import (
     ScreenplayDraft,
     generation_run_admit,
     generation_run_finish,
+    generation_run_release,
     screenplay_version_create,
 )
 
@@ -109,9 +112,18 @@ class _Run:
     streamed_chars: int = 0
     # Parallel mode's rewrite of one scene of a saved version (stories.generation.parallel).
     edit: SceneEdit | None = None
+    # Some call was cut off before its final usage: its output tokens are an estimate.
+    usage_estimated: bool = False
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
+
+    def add_cut_call(self, report: UsageReport | None, text: str) -> tuple[Usage, bool]:
+        """Count a call that ended without CallFinished; return its usage and whether it is estimated."""
+        usage, estimated = cut_call_usage(report, text)
+        self.usage.add(usage)
+        self.usage_estimated = self.usage_estimated or estimated
+        return usage, estimated
 
 
 async def generation_run(
@@ -123,11 +135,21 @@ async def generation_run(
     """
     started = time.monotonic()
     try:
-        run = await _db(_run_open)(request, user.pk, started)
+        run = await _run_admit(request, user.pk, started)
     except GenerationError as error:
         yield error.as_event()
         return
     run.edit = edit
+    try:
+        async with aclosing(_run_events(run)) as events:
+            async for event in events:
+                yield event
+    finally:
+        generation_run_release(run_id=run.run_id)
+
+
+async def _run_events(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
+    """The run's events after admission; every way out closes the run (cancellation included)."""
     try:
         async with aclosing(_generate(run)) as events:
             async for event in events:
@@ -145,6 +167,48 @@ async def generation_run(
         yield failure.as_event()
 
 
+async def _run_admit(request: GenerationRequest, user_id: int, started: float) -> _Run:
+    """Admit and record the run (``_run_open``); a cancel that arrives meanwhile finds it closed.
+
+    The admission runs in a worker thread, which a cancel cannot stop: left alone, it would commit a
+    ``streaming`` run after the cancel, one that nothing runs or closes and that counts against the
+    writer's limits (issue 13). So the wait is shielded, and a cancelled wait sees the admission
+    through, closes its run as cancelled, and only then passes the cancel on.
+    """
+    admission = asyncio.ensure_future(_db(_run_open)(request, user_id, started))
+    try:
+        return await asyncio.shield(admission)
+    except asyncio.CancelledError:
+        await _admitted_run_cancel(admission)
+        raise
+
+
+async def _admitted_run_cancel(admission: asyncio.Future[_Run]) -> None:
+    """Close as cancelled the run that a cancelled admission recorded after all, if it did."""
+    try:
+        run = await _seen_through(admission)
+    except Exception:
+        return  # refused or failed: no run was recorded
+    try:
+        await _run_close(run, GenerationRun.Status.CANCELLED, None)
+    finally:
+        generation_run_release(run_id=run.run_id)
+
+
+async def _seen_through(work: asyncio.Future[_T]) -> _T:
+    """The result of work in a worker thread, which no cancel can stop, waited for through every cancel.
+
+    A cancel often comes twice (``cancel``, then the socket's disconnect); each is absorbed here, so
+    what the thread did (a run admitted, a version saved) is known and recorded as it is.
+    """
+    while True:
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if work.cancelled():
+                raise
+
+
 def _model_and_max_tokens(
     request: GenerationRequest, defaults: EffectiveGenerationSettings
 ) -> tuple[str, int]:
@@ -158,12 +222,16 @@ def _model_and_max_tokens(
 
 
 def _run_open(request: GenerationRequest, user_id: int, started: float) -> _Run:
-    """Admit the run and record it, in one trip to the thread pool (the cast's contexts are the other).
+    """Check the story, admit the run and record it, in one trip to the thread pool (the cast's
+    contexts are the other).
 
     The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
     creation, under a per-user lock, so neither another socket nor another process can race them;
     a refusal comes before anything costs money.
     """
+    if request.story_id is not None and not story_owned(story_id=request.story_id, user_id=user_id):
+        # Before admission: a story that is not the writer's costs no run and no hourly slot.
+        raise GenerationError("forbidden", "that story does not exist or is not yours")
     defaults = generation_settings_get()
     model, max_tokens = _model_and_max_tokens(request, defaults)
     run = generation_run_admit(
@@ -226,12 +294,8 @@ async def _generate(run: _Run) -> AsyncGenerator[dict[str, Any], None]:
 
 
 def _prompt_inputs(run: _Run) -> PersonaContexts:
-    """The story check and the cast's contexts, in one trip to the thread pool."""
+    """The cast's contexts (the story was checked at admission; the save checks it again)."""
     started = time.monotonic()
-    if run.request.story_id is not None and not story_owned(
-        story_id=run.request.story_id, user_id=run.user_id
-    ):
-        raise GenerationError("forbidden", "that story does not exist or is not yours")
     contexts = persona_contexts(names=run.request.personas)
     run.record.context_ms = _ms_since(started)
     if contexts.missing:
@@ -292,10 +356,16 @@ async def _call(
     """One model call: forward text, scenes and progress; end with the call's CallFinished."""
     call_started = time.monotonic()
     run.texts.append("")
+    report: UsageReport | None = None
+    finished = False
     try:
         async with aclosing(stream) as upstream:  # type: ignore[type-var]
             async for item in upstream:
+                if isinstance(item, UsageReport):
+                    report = item
+                    continue
                 if isinstance(item, CallFinished):
+                    finished = True
                     run.usage.add(item.usage)
                     run.record.stop_reason = item.stop_reason
                     yield item
@@ -315,6 +385,9 @@ async def _call(
                     yield progress
     finally:
         run.record.llm_ms = (run.record.llm_ms or 0) + _ms_since(call_started)
+        if not finished:
+            # Cancelled, dropped or failed mid-stream: the call was billed all the same.
+            run.add_cut_call(report, run.texts[-1])
 
 
 def _progress(run: _Run) -> dict[str, Any] | None:
@@ -436,9 +509,9 @@ async def _save(run: _Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, 
     except asyncio.CancelledError:
         # The save is one transaction already under way: let it finish rather than tear it, and
         # report what was saved. The cancel arrived too late to stop anything.
-        version = await save
+        version = await _seen_through(save)
         task = asyncio.current_task()
-        if task is not None:
+        while task is not None and task.cancelling():
             task.uncancel()
     run.record = record
     yield {
@@ -464,6 +537,7 @@ def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: 
 def _record(run: _Run) -> RunRecord:
     record = run.record
     record.usage = run.usage.as_dict()
+    record.usage_estimated = run.usage_estimated
     usage = run.usage
     hit_rate = cache_hit_rate(
         cache_read=usage.cache_read_tokens,
@@ -496,9 +570,9 @@ async def _run_close(run: _Run, status: str, error: GenerationError | None) -> N
         error_message=error.message if error else "",
         raw_text=record_text,
     )
-    # Shielded: a run that is being cancelled must still be recorded as such.
+    # Seen through: a run that is being cancelled (maybe twice) must still be recorded as such.
     try:
-        await asyncio.shield(asyncio.ensure_future(write))
+        await _seen_through(asyncio.ensure_future(write))
     except DatabaseError:
         # The database is down (it may be why the save failed): the text paid for goes to the log.
         logger.exception(

@@ -111,6 +111,7 @@ def test_runs_list_the_users_runs_with_timings_and_usage(
         "cache_read_tokens": 0,
         "cache_write_tokens": 0,
     }
+    assert newest["usage_estimated"] is False
     assert "raw_text" not in newest
 
 

@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -41,6 +42,7 @@ from stories.generation.backends.base import (
     ModelCall,
     TextDelta,
     Usage,
+    UsageReport,
 )
 from stories.generation.errors import GenerationError
 from stories.generation.models_registry import supports_structured_output, thinking_param
@@ -162,8 +164,12 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
                     yield TextDelta(event.delta.text)
                 elif event.type == "message_start":
                     _usage_update(usage, event.message.usage)
+                    yield UsageReport(replace(usage))
                 elif event.type == "message_delta":
                     _usage_update(usage, event.usage)
+                    # Its output_tokens is "the cumulative number of output tokens which were used"
+                    # (the SDK's MessageDeltaUsage): with it, the call's usage is complete.
+                    yield UsageReport(replace(usage), final=True)
                     stop_reason = event.delta.stop_reason or ""
                     refusal = _refusal_text(event.delta)
                 elif event.type == "message_stop":

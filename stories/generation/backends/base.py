@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
+
+from stories.generation.tokens import token_estimate
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,38 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class UsageReport:
+    """The usage the provider has reported so far for this call, cumulative.
+
+    ``final`` once the output count is the call's total. A back-end sends these as the counts arrive,
+    so a call that is cut off (cancelled, dropped) before CallFinished still has what it was billed.
+    """
+
+    usage: Usage
+    final: bool = False
+
+
+@dataclass(frozen=True)
 class CallFinished:
     stop_reason: str
     usage: Usage = field(default_factory=Usage)
 
 
-BackendEvent = TextDelta | CallFinished
+BackendEvent = TextDelta | UsageReport | CallFinished
+
+
+def cut_call_usage(report: UsageReport | None, text: str) -> tuple[Usage, bool]:
+    """The usage of a call that ended without CallFinished, and whether it is an estimate.
+
+    What the provider reported last is kept as it is. Unless that report was final, the output tokens
+    are estimated from the text received (the provider's count so far, if higher): a stream cut before
+    its final usage was still billed for what it wrote.
+    """
+    usage = replace(report.usage) if report is not None else Usage()
+    if report is not None and report.final:
+        return usage, False
+    usage.output_tokens = max(usage.output_tokens, token_estimate(text))
+    return usage, bool(text) or report is not None
 
 
 class GenerationBackend(abc.ABC):
@@ -96,7 +124,7 @@ class GenerationBackend(abc.ABC):
 
     @abc.abstractmethod
     def stream(self, call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
-        """Yield TextDelta as text arrives, then exactly one CallFinished."""
+        """Yield TextDelta as text arrives (and UsageReport as usage does), then exactly one CallFinished."""
 
 
 def backend_class_load() -> type[GenerationBackend]:

@@ -80,6 +80,11 @@ def _table(report: GenerationReport) -> list[str]:
         lines.append(
             f"  {report.unpriced_runs} run(s) of models without a price in the model registry are not counted"
         )
+    if report.estimated_runs:
+        lines.append(
+            f"  {report.estimated_runs} run(s) were cut off before the final usage: "
+            "their output tokens are estimated from the text received"
+        )
     lines.append(f"Prompt cache hit rate: {_percent(report.cache_hit_rate)}")
     return lines
 

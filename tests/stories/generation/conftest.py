@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -8,9 +9,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.db.models.signals import post_save
 from django.test import Client
 
 from stories.generation.models_registry import DEFAULT_MODEL
+from stories.models import ScreenplayVersion
 from storyproject.asgi import application
 from tests.fake_anthropic import FakeAnthropic
 
@@ -39,6 +42,34 @@ def offline(settings: Any) -> None:
     settings.STORY_MODEL = settings.OFFLINE_MODEL
     settings.STORY_MODELS = []
     settings.STORY_OFFLINE_TOKENS_PER_SECOND = 0
+
+
+class SaveHold:
+    """Holds each screenplay save inside its transaction, in its worker thread, until released."""
+
+    def __init__(self) -> None:
+        self.in_save = threading.Event()
+        self.released = threading.Event()
+
+    def hold(self, sender: Any, **kwargs: Any) -> None:
+        self.in_save.set()
+        self.released.wait(5)
+
+    async def reached(self, timeout: float = 10) -> bool:
+        return await sync_to_async(self.in_save.wait, thread_sensitive=False)(timeout)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+@pytest.fixture
+def save_hold() -> Iterator[SaveHold]:
+    """A SaveHold on every ScreenplayVersion save: what a cancel or a disconnect lands on meanwhile."""
+    held = SaveHold()
+    post_save.connect(held.hold, sender=ScreenplayVersion, weak=False)
+    yield held
+    post_save.disconnect(held.hold, sender=ScreenplayVersion)
+    held.release()
 
 
 @pytest.fixture
