@@ -118,7 +118,7 @@ def test_the_report_the_runs_page_and_the_api_say_which_runs_are_estimated(clien
         GenerationRun.objects.create(
             user=writer,
             status="cancelled",
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-5-5",
             max_tokens=1024,
             input_tokens=1000,
             output_tokens=400,
