@@ -110,7 +110,7 @@ class GenerationRun(models.Model):
 class ScreenplayVersion(models.Model):
     story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
-    content = models.JSONField(help_text="A screenplay matching shared/contract/screenplay.schema.json.")
+    content = models.JSONField(help_text="A screenplay matching stories/contract/screenplay.schema.json.")
     model = models.CharField(max_length=100, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
     run = models.OneToOneField(

@@ -421,7 +421,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
 
 
 def error_body(reply: Reply, request_id: str) -> dict[str, Any]:
-    """The API's error body (the SDK's types/shared/error_response.py: ErrorResponse), with
+    """The API's error body (the SDK's anthropic.types.shared.error_response.ErrorResponse), with
     ``error.details.error_code`` where the reply names one (read as APIStatusError.error_code)."""
     error: dict[str, Any] = {
         "type": reply.error_type or "api_error",

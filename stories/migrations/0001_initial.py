@@ -84,7 +84,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('number', models.PositiveIntegerField()),
-                ('content', models.JSONField(help_text='A screenplay matching shared/contract/screenplay.schema.json.')),
+                ('content', models.JSONField(help_text='A screenplay matching stories/contract/screenplay.schema.json.')),
                 ('model', models.CharField(blank=True, max_length=100)),
                 ('max_tokens', models.PositiveIntegerField(blank=True, null=True)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),

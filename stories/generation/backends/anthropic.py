@@ -54,7 +54,7 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # An error event mid-stream has status 200; these types are worth another try, the others are not.
 _RETRYABLE_TYPES = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
 # ``error.details.error_code`` values (the SDK's APIStatusError.error_code; anthropic 2.14
-# types/shared/*_spend_limit_reached_error_details.py) of a 429 that waiting does not cure: the SDK
+# anthropic.types.shared.*_spend_limit_reached_error_details) of a 429 that waiting does not cure: the SDK
 # raises them as a RateLimitError, but the account may not spend until someone raises the limit.
 _SPEND_LIMIT_CODES = frozenset(
     {
