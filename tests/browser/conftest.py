@@ -162,8 +162,11 @@ def app_server(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium: str) -> Iterator[Browser]:
+    # Package-scoped: Playwright's sync API marks its event loop as running in this thread between
+    # calls, so while it lives, asyncio.run() (the management commands) fails in every later test.
+    # It is closed when the last browser test is done.
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         yield launched
