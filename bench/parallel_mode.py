@@ -4,7 +4,7 @@
 database, it runs the real pipeline (stories.generation.pipeline.generation_run) in-process against
 tests/fake_anthropic.py through the real SDK, with the fake model paced like Claude: TTFT 800 ms, then
 60 output tokens a second, and the fake server's prompt cache on (a prefix marked cache_control is
-written once, then read; no prefix under the model's minimum, 1,024 tokens for Sonnet, is cached).
+written once, then read; no prefix under the model's minimum, from the model registry, is cached).
 The fake server runs in a process of its own, started afresh for each run, so each run pays its own
 cache writes and the server's threads do not compete with the pipeline for the interpreter.
 
@@ -264,7 +264,7 @@ def _report(measures: list[Measure], *, concurrency: int) -> str:
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores "
         f"(shared), Python {platform.python_version()}, with `python -m bench.parallel_mode`.",
         f"Fake model: TTFT {TTFT * 1000:.0f} ms, {TOKENS_PER_SECOND:.0f} output tokens/s, prompt cache "
-        f"on (min 1,024 tokens), a fresh server and cache for each run. Model prices: {MODEL}. Default parallel "
+        f"on (min {MODELS[MODEL].min_cache_tokens:,} tokens), a fresh server and cache for each run. Model prices: {MODEL}. Default parallel "
         f"concurrency: {concurrency}. One run per row (the fake's pacing is deterministic).",
         "",
         "| output tokens | mode | calls | wall s | first scene s | input | output | cache read | "
