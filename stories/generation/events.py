@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, Literal, TypedDict, cast
 
 from stories.errors import ERROR_CODES, ErrorCode, GenerationCancelled, GenerationError
 
@@ -68,14 +68,18 @@ class SceneRetryEvent(TypedDict):
     code: ErrorCode
 
 
-class ProgressEvent(TypedDict):
+class _ProgressFields(TypedDict):
     type: Literal["progress"]
     output_tokens: int
     elapsed_ms: int
     eta_seconds: float
-    # Parallel mode and rewrites only.
-    scenes_done: NotRequired[int]
-    scenes_total: NotRequired[int]
+
+
+class ProgressEvent(_ProgressFields, total=False):
+    # Parallel mode and rewrites only. (A base class rather than NotRequired, which the runtime does
+    # not see under `from __future__ import annotations` on Python 3.11.)
+    scenes_done: int
+    scenes_total: int
 
 
 class SavedEvent(TypedDict):
@@ -93,13 +97,16 @@ class DoneEvent(TypedDict):
     usage: dict[str, int]
 
 
-class ErrorEvent(TypedDict):
+class _ErrorFields(TypedDict):
     type: Literal["error"]
     code: ErrorCode
     message: str
     retryable: bool
+
+
+class ErrorEvent(_ErrorFields, total=False):
     # Whole seconds, only when known.
-    retry_after: NotRequired[int]
+    retry_after: int
 
 
 class CancelledEvent(TypedDict):
