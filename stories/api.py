@@ -136,7 +136,7 @@ class GenerationRunListApi(generics.ListAPIView):
 # --- Generation: POST /api/ai/generate-screenplay/ (issue 4) ---------------------------------------
 # The old app's blocking endpoint, kept: the same pipeline as the WebSocket, collected to its end.
 
-# A generation error carries code/message/retryable; a body DRF cannot parse or authenticate gets
+# A generation error (stories.exception_handlers) carries code/message/retryable/retry_after; a body DRF cannot parse or authenticate gets
 # DRF's own {"detail": ...}. Both shapes are documented as one object with optional fields.
 _GENERATION_ERROR = inline_serializer(
     "GenerationErrorBody",
@@ -144,6 +144,7 @@ _GENERATION_ERROR = inline_serializer(
         "code": drf_serializers.CharField(required=False),
         "message": drf_serializers.CharField(required=False),
         "retryable": drf_serializers.BooleanField(required=False),
+        "retry_after": drf_serializers.IntegerField(required=False),
         "detail": drf_serializers.CharField(required=False),
     },
 )
