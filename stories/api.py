@@ -134,10 +134,11 @@ class GenerationRunListApi(generics.ListAPIView):
 
 
 # --- Generation: POST /api/ai/generate-screenplay/ (issue 4) ---------------------------------------
-# The old app's blocking endpoint, kept: the same pipeline as the WebSocket, collected to its end.
+# The old app's blocking endpoint, kept: the same pipeline as the WebSocket, folded to its end.
 
-# A generation error (stories.exception_handlers) carries code/message/retryable/retry_after; a body DRF cannot parse or authenticate gets
-# DRF's own {"detail": ...}. Both shapes are documented as one object with optional fields.
+# A generation error (stories.exception_handlers) carries code/message/retryable/retry_after; a body
+# DRF cannot parse or authenticate gets DRF's own {"detail": ...}. Both shapes are documented as one
+# object with optional fields.
 _GENERATION_ERROR = inline_serializer(
     "GenerationErrorBody",
     {
