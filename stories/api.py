@@ -6,7 +6,6 @@ objects are looked up through owner-filtered selectors, so they are 404, not 403
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from typing import Any, cast
 
 from asgiref.sync import async_to_sync
@@ -21,10 +20,10 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
 from stories import selectors, services
-from stories.generation.errors import GenerationError
+from stories.generation.events import DoneEvent, RunOutcome, SavedEvent, events_fold
 from stories.generation.pipeline import generation_run
-from stories.generation.regenerate import scene_regenerate_collect, scene_regenerate_request_parse
-from stories.generation.requests import GenerationRequest, generation_request_parse
+from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
+from stories.generation.requests import generation_request_parse
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.serializers import (
     GenerationRunSerializer,
@@ -135,36 +134,18 @@ class GenerationRunListApi(generics.ListAPIView):
 
 
 # --- Generation: POST /api/ai/generate-screenplay/ (issue 4) ---------------------------------------
-# The old app's blocking endpoint, kept: the same pipeline as the WebSocket, collected to its end.
+# The old app's blocking endpoint, kept: the same pipeline as the WebSocket, folded to its end.
 
-GENERATION_ERROR_STATUS = {
-    "invalid_request": status.HTTP_400_BAD_REQUEST,
-    "unknown_personas": status.HTTP_400_BAD_REQUEST,
-    "unauthenticated": status.HTTP_401_UNAUTHORIZED,
-    "forbidden": status.HTTP_403_FORBIDDEN,
-    "rate_limited": status.HTTP_429_TOO_MANY_REQUESTS,
-    "busy": status.HTTP_429_TOO_MANY_REQUESTS,
-    "llm_overloaded": status.HTTP_503_SERVICE_UNAVAILABLE,
-    "llm_rate_limited": status.HTTP_503_SERVICE_UNAVAILABLE,
-    "llm_unavailable": status.HTTP_502_BAD_GATEWAY,
-    # Neither is the writer's doing nor cured by retrying: the service is down until an operator acts.
-    "llm_quota": status.HTTP_503_SERVICE_UNAVAILABLE,
-    "llm_config": status.HTTP_502_BAD_GATEWAY,
-    "llm_timeout": status.HTTP_504_GATEWAY_TIMEOUT,
-    "llm_refused": status.HTTP_422_UNPROCESSABLE_ENTITY,
-    "invalid_output": status.HTTP_502_BAD_GATEWAY,
-    "save_failed": status.HTTP_500_INTERNAL_SERVER_ERROR,
-}
-
-
-# A generation error carries code/message/retryable; a body DRF cannot parse or authenticate gets
-# DRF's own {"detail": ...}. Both shapes are documented as one object with optional fields.
+# A generation error (stories.exception_handlers) carries code/message/retryable/retry_after; a body
+# DRF cannot parse or authenticate gets DRF's own {"detail": ...}. Both shapes are documented as one
+# object with optional fields.
 _GENERATION_ERROR = inline_serializer(
     "GenerationErrorBody",
     {
         "code": drf_serializers.CharField(required=False),
         "message": drf_serializers.CharField(required=False),
         "retryable": drf_serializers.BooleanField(required=False),
+        "retry_after": drf_serializers.IntegerField(required=False),
         "detail": drf_serializers.CharField(required=False),
     },
 )
@@ -194,47 +175,21 @@ class GenerateScreenplayView(APIView):
     """Generate a screenplay, save it, and return the story and its new version (blocking)."""
 
     def post(self, request: Request) -> Response:
-        try:
-            generation = generation_request_parse(request.data)
-        except GenerationError as error:
-            return _error_response(error.as_event())
-        events = async_to_sync(_events_collect)(generation, request.user)
-        return _generation_response(events)
+        # A GenerationError (a bad request, a refusal, a failed run) is answered by
+        # stories.exception_handlers with its code's status.
+        generation = generation_request_parse(request.data)
+        outcome = async_to_sync(events_fold)(generation_run(request=generation, user=request.user))
+        return _generation_response(outcome)
 
 
-def _generation_response(events: list[dict[str, Any]]) -> Response:
-    """201 with the story and its new version when the generation ended saved, else its error."""
-    final = events[-1] if events else {"type": "error", "code": "llm_unavailable", "message": "no result"}
-    if final["type"] != "done":
-        return _error_response(final)
-    saved = next(event for event in events if event["type"] == "saved")
-    version = ScreenplayVersion.objects.select_related("story").get(
-        story_id=saved["story_id"], number=saved["version"]
-    )
-    return Response(_generation_body(version, saved, final), status=status.HTTP_201_CREATED)
+def _generation_response(outcome: RunOutcome) -> Response:
+    """201 with the story and the version the run saved."""
+    saved = outcome.saved_event()
+    version = selectors.story_version_saved_get(story_id=saved["story_id"], number=saved["version"])
+    return Response(_generation_body(version, saved, outcome.done), status=status.HTTP_201_CREATED)
 
 
-async def _events_collect(generation: GenerationRequest, user: Any) -> list[dict[str, Any]]:
-    # Deltas and progress matter only to a streaming client; keep the rest.
-    kept = []
-    async with aclosing(generation_run(request=generation, user=user)) as events:
-        async for event in events:
-            if event["type"] not in ("delta", "progress"):
-                kept.append(event)
-    return kept
-
-
-def _error_response(event: dict[str, Any]) -> Response:
-    body = {key: event[key] for key in ("code", "message", "retryable", "retry_after") if key in event}
-    response = Response(body, status=GENERATION_ERROR_STATUS.get(body.get("code", ""), 500))
-    if "retry_after" in body:
-        response["Retry-After"] = str(body["retry_after"])
-    return response
-
-
-def _generation_body(
-    version: ScreenplayVersion, saved: dict[str, Any], done: dict[str, Any]
-) -> dict[str, Any]:
+def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEvent) -> dict[str, Any]:
     story = version.story
     return {
         "run_id": saved["run_id"],
@@ -285,11 +240,8 @@ class SceneRegenerateApi(APIView):
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
         body: Any = request.data if hasattr(request.data, "keys") else {}
         fields = {key: body.get(key) for key in body}
-        try:
-            regenerate = scene_regenerate_request_parse(
-                {**fields, "story_id": story.pk, "version": number, "index": index}
-            )
-        except GenerationError as error:
-            return _error_response(error.as_event())
-        events = async_to_sync(scene_regenerate_collect)(request=regenerate, user=request.user)
-        return _generation_response(events)
+        regenerate = scene_regenerate_request_parse(
+            {**fields, "story_id": story.pk, "version": number, "index": index}
+        )
+        outcome = async_to_sync(events_fold)(scene_regenerate_run(request=regenerate, user=request.user))
+        return _generation_response(outcome)

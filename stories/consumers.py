@@ -20,7 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from stories import ws_sessions
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse

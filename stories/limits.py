@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.models import GenerationRun
 
 _HOUR = timedelta(hours=1)

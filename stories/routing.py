@@ -4,6 +4,9 @@ from django.urls import URLPattern, path
 
 from stories.consumers import GenerateConsumer
 
+# Django's reverse() does not see Channels' routes: pages get the socket's path from here.
+GENERATE_WS_PATH = "/ws/generate/"
+
 websocket_urlpatterns: list[URLPattern] = [
-    path("ws/generate/", GenerateConsumer.as_asgi()),  # type: ignore[arg-type]
+    path(GENERATE_WS_PATH.removeprefix("/"), GenerateConsumer.as_asgi()),  # type: ignore[arg-type]
 ]

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
@@ -141,6 +142,29 @@ def stories_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Stor
 
 def story_owned(*, story_id: int, user_id: int) -> bool:
     return Story.objects.filter(pk=story_id, owner_id=user_id).exists()
+
+
+def story_find_for_user(*, story_id: int, user_id: int) -> Story | None:
+    """One of the user's stories, or None (a rewrite answers ``forbidden``, not 404)."""
+    return Story.objects.filter(pk=story_id, owner_id=user_id).first()
+
+
+def story_version_find(*, story: Story, number: int) -> ScreenplayVersion | None:
+    return ScreenplayVersion.objects.filter(story=story, number=number).first()
+
+
+def story_version_saved_get(*, story_id: int, number: int) -> ScreenplayVersion:
+    """The version a run has just saved (its ``saved`` event names it), with its story."""
+    return ScreenplayVersion.objects.select_related("story").get(story_id=story_id, number=number)
+
+
+def run_get(*, run_id: int) -> GenerationRun:
+    return GenerationRun.objects.get(pk=run_id)
+
+
+def user_active_get(*, username: str) -> AbstractBaseUser | None:
+    """The active account a command acts for, or None."""
+    return get_user_model().objects.filter(username=username, is_active=True).first()
 
 
 @dataclass(frozen=True)

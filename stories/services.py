@@ -16,7 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from personas.models import PersonaConfig
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.validation import CastEntry
 from stories.limits import generation_admission_check
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast

@@ -12,13 +12,15 @@ from django.core.exceptions import BadRequest
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import Resolver404, resolve
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from stories import selectors
-from stories.generation.errors import GenerationError
-from stories.generation.regenerate import scene_regenerate_collect, scene_regenerate_request_parse
+from stories.errors import GenerationError
+from stories.generation.events import events_fold
+from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.models import ScreenplayVersion, Story
+from stories.routing import GENERATE_WS_PATH
 from stories.screenplay_compare import screenplay_compare
 
 STORIES_PER_PAGE = 20
@@ -69,7 +71,7 @@ def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
 def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: int) -> HttpResponse:
     """The story page's "Rewrite this scene" form: rewrite it, then show the new version (or why not)."""
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-    url = f"/stories/{story.pk}/"
+    url = reverse("stories:story-detail", args=[story.pk])
     try:
         regenerate = scene_regenerate_request_parse(
             {
@@ -82,11 +84,11 @@ def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: in
     except GenerationError as error:
         messages.error(request, error.message)
         return redirect(f"{url}?version={number}")
-    events = async_to_sync(scene_regenerate_collect)(request=regenerate, user=request.user)
-    saved = next((event for event in events if event["type"] == "saved"), None)
-    if saved is None:
-        final = events[-1] if events else {}
-        messages.error(request, f"The scene could not be rewritten: {final.get('message', 'no result')}")
+    try:
+        outcome = async_to_sync(events_fold)(scene_regenerate_run(request=regenerate, user=request.user))
+        saved = outcome.saved_event()
+    except GenerationError as error:
+        messages.error(request, f"The scene could not be rewritten: {error.message}")
         return redirect(f"{url}?version={number}")
     messages.success(request, f"Scene {index + 1} rewritten: this is version {saved['version']}.")
     return redirect(f"{url}?version={saved['version']}")
@@ -104,9 +106,9 @@ def _generator_context(*, story: Story | None) -> dict[str, Any]:
     defaults = selectors.generation_settings_get()
     cast = selectors.story_cast_list(story=story) if story is not None else []
     config = {
-        "wsPath": "/ws/generate/",
-        "personasUrl": "/api/personas/",
-        "contextsUrl": "/api/personas/contexts/",
+        "wsPath": GENERATE_WS_PATH,
+        "personasUrl": reverse("personas:list"),
+        "contextsUrl": reverse("personas:contexts"),
         "maxPersonas": settings.STORY_MAX_PERSONAS,
         "storyId": story.pk if story is not None else None,
         "initialPersonas": [
@@ -160,10 +162,5 @@ def _comparison(*, story: Story, numbers: tuple[int, int]) -> dict[str, Any]:
 
 
 def _export_links(*, story: Story, version: ScreenplayVersion) -> list[tuple[str, str]]:
-    """Export links, shown only once the export endpoint exists (it is built separately)."""
-    base = f"/api/stories/{story.pk}/versions/{version.number}/export/"
-    try:
-        resolve(base)
-    except Resolver404:
-        return []
+    base = reverse("stories-api:version-export", args=[story.pk, version.number])
     return [(f"{base}?format={fmt}", label) for fmt, label in EXPORT_FORMATS]

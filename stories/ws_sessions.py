@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.ws_auth import SocketCredential, credential_current, socket_credential
 
 logger = logging.getLogger(__name__)

@@ -180,6 +180,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # A GenerationError raised by a view becomes its code's status and body; the rest is DRF's.
+    "EXCEPTION_HANDLER": "stories.exception_handlers.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Screenplay studio API",

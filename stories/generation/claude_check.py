@@ -12,9 +12,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from stories.errors import GenerationError
 from stories.generation.backends.anthropic import AnthropicBackend
 from stories.generation.backends.base import Brief, CallFinished, ModelCall, Usage, UsageReport
-from stories.generation.errors import GenerationError
 from stories.generation.models_registry import model_get
 from stories.generation.tokens import CHARS_PER_TOKEN
 

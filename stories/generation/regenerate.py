@@ -4,7 +4,8 @@ The context is what parallel mode gives any scene call: the instructions, the ca
 and an outline, here rebuilt from the saved version (its header and each scene's heading, summary and
 speakers). The run goes through the same pipeline (admission, run record, validation, atomic save), so
 the result is the version's content with that one scene replaced, saved as the story's next version.
-The socket (``regenerate_scene``), the API and the story page all call ``scene_regenerate_run``.
+The socket (``regenerate_scene``), the API and the story page all call ``scene_regenerate_run``; the
+blocking ones read its events with ``stories.generation.events.events_fold``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.parallel import SceneEdit
 from stories.generation.pipeline import generation_run
 from stories.generation.requests import GenerationRequest, allowed_models, int_parse, model_parse
-from stories.models import ScreenplayVersion, Story
+from stories.selectors import story_find_for_user, story_version_find
 
 _FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens"})
 _MAX_ID = 2**63 - 1
@@ -76,21 +77,11 @@ async def scene_regenerate_run(
             yield event
 
 
-async def scene_regenerate_collect(*, request: SceneRegenerateRequest, user: Any) -> list[dict[str, Any]]:
-    """Run a rewrite to its end for a blocking caller (API, page): only the closing events are kept."""
-    kept = []
-    async with aclosing(scene_regenerate_run(request=request, user=user)) as events:
-        async for event in events:
-            if event["type"] in ("saved", "done", "error", "cancelled"):
-                kept.append(event)
-    return kept
-
-
 def _generation_for(request: SceneRegenerateRequest, user_id: int) -> tuple[GenerationRequest, SceneEdit]:
-    story = Story.objects.filter(pk=request.story_id, owner_id=user_id).first()
+    story = story_find_for_user(story_id=request.story_id, user_id=user_id)
     if story is None:
         raise GenerationError("forbidden", "that story does not exist or is not yours")
-    version = ScreenplayVersion.objects.filter(story=story, number=request.version).first()
+    version = story_version_find(story=story, number=request.version)
     if version is None:
         raise _invalid(f"the story has no version {request.version}")
     scenes = version.content.get("scenes") or []

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.models_registry import model_refusal
 
 _FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})

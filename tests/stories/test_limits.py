@@ -13,7 +13,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from stories import services
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.limits import generation_admission_check
 from stories.models import GenerationRun
 from stories.services import generation_run_admit

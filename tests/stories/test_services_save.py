@@ -10,7 +10,7 @@ import pytest
 from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.validation import CastEntry
 from stories.models import ScreenplayVersion, Story, StoryCast
 from stories.services import ScreenplayDraft, screenplay_version_create

@@ -4,22 +4,20 @@ import asyncio
 import dataclasses
 import json
 import sys
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from stories import selectors
+from stories.errors import GenerationCancelled, GenerationError
 from stories.exports.fountain import fountain_scenes
-from stories.generation.errors import GenerationError
+from stories.generation.events import Event, RunOutcome, events_fold
 from stories.generation.pipeline import generation_run
 from stories.generation.requests import GenerationRequest, generation_request_parse
-from stories.models import GenerationRun, ScreenplayVersion
 
 # An error exit status per failure kind, so scripts can tell a bad request from an outage.
 EXIT_INVALID = 2
@@ -62,53 +60,49 @@ class Command(BaseCommand):
         stderr: TextIO = getattr(self.stderr, "_out", sys.stderr)
         console = Console(file=stderr, highlight=False)
         outcome = asyncio.run(self._generate(request, user, options["format"], console))
-        if outcome["type"] == "saved":
-            version = ScreenplayVersion.objects.select_related("story").get(
-                story_id=outcome["story_id"], number=outcome["version"]
-            )
-            content, where = (
-                version.content,
-                (
-                    f"Saved story {version.story_id} ({version.story.title!r}), "
-                    f"version {version.number}: {outcome['url']}"
-                ),
+        if outcome.saved is not None:
+            saved = outcome.saved
+            version = selectors.story_version_saved_get(story_id=saved["story_id"], number=saved["version"])
+            content = version.content
+            where = (
+                f"Saved story {version.story_id} ({version.story.title!r}), "
+                f"version {version.number}: {saved['url']}"
             )
         else:
             # An unsaved run keeps its finished screenplay as its raw text (see the pipeline).
-            content = json.loads(GenerationRun.objects.get(pk=outcome["run_id"]).raw_text)
-            where = f"Not saved (--no-save); run {outcome['run_id']} recorded the timings and usage."
+            content = json.loads(selectors.run_get(run_id=outcome.run_id).raw_text)
+            where = f"Not saved (--no-save); run {outcome.run_id} recorded the timings and usage."
         if options["format"] == "json":
             self.stdout.write(json.dumps(content, ensure_ascii=False, indent=2))
         console.print(where, markup=False)
 
     async def _generate(
         self, request: GenerationRequest, user: Any, fmt: str, console: Console
-    ) -> dict[str, Any]:
+    ) -> RunOutcome:
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
         with Progress(*columns, TextColumn("{task.fields[status]}"), console=console) as progress:
             task = progress.add_task("Starting", total=None, status="")
-            outcome: dict[str, Any] | None = None
             # Parallel mode finishes scenes in any order; stdout gets them in screenplay order.
             self._pending: dict[int, dict[str, Any]] = {}
             self._next_scene = 0
-            # Read to the end ("done"): leaving the generator early would count the run as cancelled.
-            run = cast(AsyncGenerator[dict[str, Any], None], generation_run(request=request, user=user))
-            async with aclosing(run) as events:
-                async for event in events:
-                    outcome = self._show(event, outcome, fmt, progress, task)
-        if outcome is None:
-            raise CommandError("the generation ended without a result", returncode=EXIT_FAILED)
+            try:
+                outcome = await events_fold(
+                    generation_run(request=request, user=user),
+                    on_event=lambda event: self._show(event, fmt, progress, task),
+                )
+            except GenerationError as error:
+                raise _failure(error) from None
+            except GenerationCancelled:
+                raise CommandError("cancelled: nothing was saved", returncode=EXIT_FAILED) from None
+            progress.update(task, description="Saved" if outcome.saved else "Done", total=1, completed=1)
         return outcome
 
-    def _show(
-        self, event: dict[str, Any], saved: dict[str, Any] | None, fmt: str, progress: Progress, task: TaskID
-    ) -> dict[str, Any] | None:
-        """Show one pipeline event; return the outcome so far: "saved", else "done" (an unsaved run)."""
-        kind = event["type"]
-        if kind == "accepted":
+    def _show(self, event: Event, fmt: str, progress: Progress, task: TaskID) -> None:
+        """Show one event as it arrives: the model's name and ETA, each scene in order, progress."""
+        if event["type"] == "accepted":
             about = f"about {event['estimated_seconds']:.0f} s"
             progress.update(task, description=f"Writing with {event['model_name']}", status=about)
-        elif kind == "scene" and fmt == "fountain":
+        elif event["type"] == "scene" and fmt == "fountain":
             self._pending[event["index"]] = event["scene"]
             while self._next_scene in self._pending:
                 scene = self._pending.pop(self._next_scene)
@@ -116,21 +110,14 @@ class Command(BaseCommand):
                 # Scenes are paragraphs apart, like the paragraphs inside them.
                 self.stdout.write(fountain_scenes(scenes=[scene]) + "\n", ending="")
             self.stdout.flush()
-        elif kind == "progress":
+        elif event["type"] == "progress":
             eta = event.get("eta_seconds")
             eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
             progress.update(task, status=f"{event['output_tokens']} tokens{eta_text}")
-        elif kind == "saved" or (kind == "done" and saved is None):
-            progress.update(task, description=kind.capitalize(), total=1, completed=1)
-            return event
-        elif kind in ("error", "cancelled"):
-            progress.stop()
-            _fail(event)
-        return saved
 
 
 def _user(username: str) -> Any:
-    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    user = selectors.user_active_get(username=username)
     if user is None:
         raise CommandError(f"No active user named {username!r}; pass --user NAME.", returncode=EXIT_INVALID)
     return user
@@ -167,11 +154,7 @@ def _plot_file(path: Path) -> str:
         raise CommandError(f"Cannot read {path}: {error.strerror}.", returncode=EXIT_INVALID) from None
 
 
-def _fail(event: dict[str, Any]) -> None:
-    if event["type"] == "cancelled":
-        raise CommandError("cancelled: nothing was saved", returncode=EXIT_FAILED)
-    code = (
-        EXIT_INVALID if event["code"] in ("invalid_request", "unknown_personas", "forbidden") else EXIT_FAILED
-    )
-    retry = " (you can retry)" if event.get("retryable") else ""
-    raise CommandError(f"{event['code']}: {event['message']}{retry}", returncode=code)
+def _failure(error: GenerationError) -> CommandError:
+    code = EXIT_INVALID if error.code in ("invalid_request", "unknown_personas", "forbidden") else EXIT_FAILED
+    retry = " (you can retry)" if error.retryable else ""
+    return CommandError(f"{error.code}: {error.message}{retry}", returncode=code)

@@ -310,7 +310,7 @@ async def test_the_default_mode_comes_from_the_setting(
 
 
 def test_an_unknown_mode_is_refused() -> None:
-    from stories.generation.errors import GenerationError
+    from stories.errors import GenerationError
     from stories.generation.requests import generation_request_parse
 
     with pytest.raises(GenerationError) as raised:

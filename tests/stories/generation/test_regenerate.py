@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 from rest_framework.test import APIClient
 
+from personas.models import PersonaConfig
 from stories.generation.validation import CastEntry
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.services import ScreenplayDraft, screenplay_version_create
@@ -185,3 +186,21 @@ def test_the_story_page_offers_a_rewrite_per_scene_and_shows_the_new_version(
     assert "Scene 3 rewritten: this is version 2." in shown
     # The writer's words are in the new scene, escaped on the page.
     assert "This time: Make it &lt;rain&gt;." in shown and "<rain>" not in shown
+
+
+def test_a_failed_rewrite_on_the_story_page_says_why_and_saves_nothing(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    story_id, _ = _story_with_version(writer, model="offline")
+    PersonaConfig.objects.filter(name="femme-fatale").update(is_active=False)
+    client = Client()
+    client.force_login(writer)
+    page = client.get(f"/stories/{story_id}/").content.decode()
+    # The rewrite form's socket path comes from the server, as the create page's does.
+    assert page.count('data-ws-path="/ws/generate/"') == 3
+    response = client.post(f"/stories/{story_id}/versions/1/scenes/0/regenerate/")
+    assert response.status_code == 302 and response["Location"] == f"/stories/{story_id}/?version=1"
+    shown = client.get(response["Location"]).content.decode()
+    assert "The scene could not be rewritten: personas no longer available: femme-fatale" in shown
+    assert not ScreenplayVersion.objects.filter(story_id=story_id, number=2).exists()
+    assert GenerationRun.objects.get().error_code == "unknown_personas"

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.requests import GenerationRequest, allowed_models, generation_request_parse
 from stories.validation import text_problem
 

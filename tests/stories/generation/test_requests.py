@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.requests import GenerationRequest, generation_request_parse
 
 

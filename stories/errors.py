@@ -1,0 +1,83 @@
+"""The one exception every generation failure becomes, with the error codes of the protocol.
+
+It lives outside ``stories.generation`` so that services, selectors and interfaces can raise and
+catch it without importing the generation package. The codes are documented in docs/protocol.md
+("Error codes"); their HTTP statuses are set once, in ``stories.exception_handlers``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+ErrorCode = Literal[
+    "invalid_request",
+    "unknown_personas",
+    "unauthenticated",
+    "forbidden",
+    "rate_limited",
+    "busy",
+    "llm_overloaded",
+    "llm_rate_limited",
+    "llm_unavailable",
+    # Not retryable, and not the writer's doing: an operator must act (see AnthropicBackend).
+    # llm_quota: a spend limit or billing problem with the provider account.
+    "llm_quota",
+    # llm_config: the key, its permissions or the configured model is wrong.
+    "llm_config",
+    "llm_timeout",
+    "llm_refused",
+    "invalid_output",
+    "save_failed",
+]
+
+# The codes of the protocol; nothing else reaches a client.
+ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
+
+
+class GenerationError(Exception):
+    """A failure a client is told about: a protocol code, a message for people, and whether to retry."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        operator_detail: str = "",
+    ) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown generation error code {code!r}")
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        # For the operator's log only (the provider's status, error code and request id); never sent.
+        self.operator_detail = operator_detail
+
+    def as_event(self) -> dict[str, Any]:
+        """The protocol's ``error`` event (``stories.generation.events.ErrorEvent``)."""
+        event: dict[str, Any] = {
+            "type": "error",
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.retry_after is not None:
+            event["retry_after"] = max(round(self.retry_after), 0)
+        return event
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> GenerationError:
+        """The error an ``error`` event stands for, so a blocking caller can raise what it received."""
+        return cls(
+            event["code"],
+            event["message"],
+            retryable=bool(event.get("retryable")),
+            retry_after=event.get("retry_after"),
+        )
+
+
+class GenerationCancelled(Exception):
+    """A run that stopped on a ``cancelled`` event: nothing was saved."""

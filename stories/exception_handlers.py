@@ -1,0 +1,49 @@
+"""The one place a GenerationError becomes an HTTP response (REST_FRAMEWORK["EXCEPTION_HANDLER"]).
+
+Views and services raise; this handler picks the status for the code, sends the error's fields as the
+body and ``retry_after`` also as a ``Retry-After`` header. Everything else is DRF's own handling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from stories.errors import GenerationError
+
+# The REST status of every code of stories.errors.ERROR_CODES (the table in docs/protocol.md).
+GENERATION_ERROR_STATUS = {
+    "invalid_request": status.HTTP_400_BAD_REQUEST,
+    "unknown_personas": status.HTTP_400_BAD_REQUEST,
+    "unauthenticated": status.HTTP_401_UNAUTHORIZED,
+    "forbidden": status.HTTP_403_FORBIDDEN,
+    "rate_limited": status.HTTP_429_TOO_MANY_REQUESTS,
+    "busy": status.HTTP_429_TOO_MANY_REQUESTS,
+    "llm_overloaded": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "llm_rate_limited": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "llm_unavailable": status.HTTP_502_BAD_GATEWAY,
+    # Neither is the writer's doing nor cured by retrying: the service is down until an operator acts.
+    "llm_quota": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "llm_config": status.HTTP_502_BAD_GATEWAY,
+    "llm_timeout": status.HTTP_504_GATEWAY_TIMEOUT,
+    "llm_refused": status.HTTP_422_UNPROCESSABLE_ENTITY,
+    "invalid_output": status.HTTP_502_BAD_GATEWAY,
+    "save_failed": status.HTTP_500_INTERNAL_SERVER_ERROR,
+}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, GenerationError):
+        return generation_error_response(exc)
+    return drf_exception_handler(exc, context)
+
+
+def generation_error_response(error: GenerationError) -> Response:
+    body = {key: value for key, value in error.as_event().items() if key != "type"}
+    response = Response(body, status=GENERATION_ERROR_STATUS[error.code])
+    if "retry_after" in body:
+        response["Retry-After"] = str(body["retry_after"])
+    return response
