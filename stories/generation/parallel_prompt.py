@@ -19,8 +19,7 @@ from typing import Any
 
 from stories.generation.cache_rules import EPHEMERAL, cache_breakpoints_mark
 from stories.generation.outline import Outline, OutlineScene
-from stories.generation.prompt import DEFAULT_FORMATTING_RULES, PersonaContextLike, Prompt
-from stories.generation.prompt import _personas_block as personas_block  # the same escaping as single mode
+from stories.generation.prompt import DEFAULT_FORMATTING_RULES, PersonaContextLike, Prompt, personas_block
 
 _INSTRUCTIONS = """\
 You are a professional screenwriter. You write a screenplay in two steps, for the plot the user gives, \

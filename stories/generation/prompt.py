@@ -139,7 +139,7 @@ def prompt_build(
     )
     blocks: list[dict[str, Any]] = [
         {"type": "text", "text": instructions},
-        {"type": "text", "text": _personas_block(contexts), "cache_control": EPHEMERAL},
+        {"type": "text", "text": personas_block(contexts), "cache_control": EPHEMERAL},
     ]
     system = cache_breakpoints_mark(model=model, blocks=blocks)
     return Prompt(system=system, messages=[{"role": "user", "content": _plot_block(plot, title)}])
@@ -167,7 +167,8 @@ def prompt_continue(*, prompt: Prompt, partial_text: str, scenes_done: int, last
     return Prompt(system=prompt.system, messages=messages)
 
 
-def _personas_block(contexts: Sequence[PersonaContextLike]) -> str:
+def personas_block(contexts: Sequence[PersonaContextLike]) -> str:
+    """The cast's persona contexts as escaped <persona> blocks; both modes' prompts use the same."""
     parts = ["<personas>"]
     for persona in contexts:
         parts.append(

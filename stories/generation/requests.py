@@ -53,6 +53,11 @@ def generation_request_parse(data: object) -> GenerationRequest:
     )
 
 
+def model_label(model: str) -> str:
+    """A model as people see it: the built-in offline model is never passed off as an AI."""
+    return "offline model" if model == settings.OFFLINE_MODEL else model
+
+
 def allowed_models() -> list[str]:
     """The models a writer may pick: the configured ones the registry still allows, and always the
     offline model. Start-up refuses a configured model the registry does not allow; one that reaches

@@ -1,7 +1,6 @@
-"""The interface every model back-end implements, and the setting that picks one.
+"""The interface every model back-end implements: what a call is, what its stream yields.
 
-Like Django's mail back-ends: ``STORY_BACKEND`` is a dotted path to a class; the offline model is always
-served by the offline back-end whatever that setting says.
+It names no implementation; backends.registry picks the back-end for a model.
 """
 
 from __future__ import annotations
@@ -10,10 +9,6 @@ import abc
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
 
 from stories.generation.tokens import token_estimate
 
@@ -125,18 +120,3 @@ class GenerationBackend(abc.ABC):
     @abc.abstractmethod
     def stream(self, call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         """Yield TextDelta as text arrives (and UsageReport as usage does), then exactly one CallFinished."""
-
-
-def backend_class_load() -> type[GenerationBackend]:
-    backend_class = import_string(settings.STORY_BACKEND)
-    if not (isinstance(backend_class, type) and issubclass(backend_class, GenerationBackend)):
-        raise ImproperlyConfigured(f"STORY_BACKEND {settings.STORY_BACKEND!r} is not a GenerationBackend")
-    return backend_class
-
-
-def backend_for_model(model: str) -> GenerationBackend:
-    if model == settings.OFFLINE_MODEL:
-        from stories.generation.backends.offline import OfflineBackend
-
-        return OfflineBackend()
-    return backend_class_load()()

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from stories.generation.backends.base import BackendEvent, ModelCall
-from stories.generation.backends.offline import offline_document_stream, offline_screenplay
+from stories.generation.backends.offline_screenplay import offline_document_stream, offline_screenplay
 
 _OPENERS = [
     "We don't have long.",
