@@ -35,14 +35,13 @@ from stories.generation.outline import (
     outline_from_screenplay,
     outline_parse,
     parallel_step_schema,
-    step_part,
 )
-from stories.generation.parallel_continue import part_continue_prompt, part_merge, part_stitch
+from stories.generation.parallel_continue import part_continue_prompt, part_parse, part_stitch
 from stories.generation.parallel_prompt import parallel_prompt_outline
 from stories.generation.parallel_scenes import FanOut, scenes_write
 from stories.generation.prompt import PersonaContextLike
 from stories.generation.run import CallResult, Run, call_log, call_text
-from stories.generation.stream import screenplay_text_parse
+from stories.models import GenerationRun
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ async def parallel_write(
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Yield the events of an outline and its scenes; fill ``content`` with the assembled screenplay."""
     details = run.record.details
-    details.update({"mode": "parallel", "calls": []})
+    details.update({"mode": GenerationRun.Mode.PARALLEL.value, "calls": []})
     if edit is None:
         holder: list[Outline] = []
         async with aclosing(_outline_write(run, contexts, brief, holder)) as events:
@@ -165,12 +164,7 @@ def _outline_budget(run: Run, *, continuation: bool) -> int:
 
 
 def _outline_from_text(run: Run, text: str, sofar: dict[str, Any] | None) -> Outline:
-    try:
-        document = step_part(document=screenplay_text_parse(text), part="outline")
-    except ValueError as error:
-        raise GenerationError("invalid_output", f"the model's outline is not valid JSON: {error}") from None
-    if sofar is not None:
-        document = part_merge(sofar, document, part="outline")
+    document = part_parse(text, part="outline", sofar=sofar, what="the model's outline")
     return outline_parse(document=document, persona_names=run.request.personas)
 
 

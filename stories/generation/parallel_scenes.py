@@ -23,12 +23,11 @@ from stories.generation.backends.base import Brief, CallFinished, ModelCall
 from stories.generation.backends.registry import backend_for_model
 from stories.generation.errors import GenerationError
 from stories.generation.limiter import AdaptiveLimiter
-from stories.generation.outline import Outline, parallel_step_schema, scene_check, step_part
-from stories.generation.parallel_continue import part_continue_prompt, part_merge, part_stitch
+from stories.generation.outline import Outline, parallel_step_schema, scene_check
+from stories.generation.parallel_continue import part_continue_prompt, part_parse, part_stitch
 from stories.generation.parallel_prompt import parallel_prompt_scene
 from stories.generation.prompt import PersonaContextLike, Prompt
 from stories.generation.run import CallResult, Run, backoff_seconds, call_log, call_text
-from stories.generation.stream import screenplay_text_parse
 from stories.generation.tokens import token_estimate
 
 logger = logging.getLogger(__name__)
@@ -268,12 +267,7 @@ async def _scene_call(
 
 
 def _scene_from_text(fan: FanOut, index: int, text: str, sofar: dict[str, Any] | None) -> dict[str, Any]:
-    try:
-        document = step_part(document=screenplay_text_parse(text), part="scene")
-    except ValueError as error:
-        raise GenerationError("invalid_output", f"scene {index + 1} is not valid JSON: {error}") from None
-    if sofar is not None:
-        document = part_merge(sofar, document, part="scene")
+    document = part_parse(text, part="scene", sofar=sofar, what=f"scene {index + 1}")
     return scene_check(document=document, outline=fan.outline, index=index)
 
 

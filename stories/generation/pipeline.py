@@ -24,7 +24,6 @@ from django.urls import NoReverseMatch, reverse
 
 from personas.selectors import PersonaContexts, persona_contexts
 from stories.generation.backends.base import Brief, CastMember
-from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.errors import GenerationError
 from stories.generation.parallel import SceneEdit, parallel_write
 from stories.generation.requests import GenerationRequest, allowed_models, model_label
@@ -245,16 +244,14 @@ def _prompt_inputs(run: Run) -> PersonaContexts:
 async def _finish_unsaved(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     """A run that saves nothing (``request.save`` False): checked like any, kept with its screenplay."""
     screenplay_validate(content=content, persona_names=run.request.personas)
-    record = _record(run)
-    record.total_ms = run.elapsed_ms()
+    record = run.record_final()
     await database_sync_to_async(generation_run_finish)(
         run_id=run.run_id,
         status=GenerationRun.Status.SUCCEEDED,
         record=record,
         raw_text=json.dumps(content, ensure_ascii=False),
     )
-    run.record = record
-    yield {"type": "done", "run_id": run.run_id, "timings": _timings(record), "usage": run.usage.as_dict()}
+    yield run.done_event()
 
 
 async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
@@ -269,8 +266,7 @@ async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, A
         cast=cast,
         story_id=request.story_id,
     )
-    record = _record(run)
-    record.total_ms = run.elapsed_ms()
+    record = run.record_final()
     save = asyncio.ensure_future(
         _db(_version_save)(user_id=run.user_id, draft=draft, run_id=run.run_id, record=record)
     )
@@ -283,7 +279,6 @@ async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, A
         task = asyncio.current_task()
         while task is not None and task.cancelling():
             task.uncancel()
-    run.record = record
     yield {
         "type": "saved",
         "run_id": run.run_id,
@@ -291,7 +286,7 @@ async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, A
         "version": version.number,
         "url": _story_url(version.story_id),
     }
-    yield {"type": "done", "run_id": run.run_id, "timings": _timings(record), "usage": run.usage.as_dict()}
+    yield run.done_event()
 
 
 def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: RunRecord) -> Any:
@@ -304,33 +299,8 @@ def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: 
         raise GenerationError("save_failed", "the screenplay could not be saved; please try again") from error
 
 
-def _record(run: Run) -> RunRecord:
-    record = run.record
-    record.usage = run.usage.as_dict()
-    record.usage_estimated = run.usage_estimated
-    usage = run.usage
-    hit_rate = cache_hit_rate(
-        cache_read=usage.cache_read_tokens,
-        cache_write=usage.cache_write_tokens,
-        input_tokens=usage.input_tokens,
-    )
-    record.details = {
-        **record.details,
-        "model_name": model_label(run.model),
-        "streamed_chars": run.streamed_chars,
-        "cache_hit_rate": None if hit_rate is None else round(hit_rate, 3),
-    }
-    return record
-
-
-def _timings(record: RunRecord) -> dict[str, int | None]:
-    names = ("context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms")
-    return {name: getattr(record, name) for name in names}
-
-
 async def _run_close(run: Run, status: str, error: GenerationError | None) -> None:
-    record = _record(run)
-    record.total_ms = run.elapsed_ms()
+    record = run.record_final()
     record_text = "\n\n".join(text for text in run.texts if text)
     write = _db(generation_run_finish)(
         run_id=run.run_id,

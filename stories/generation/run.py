@@ -26,9 +26,10 @@ from stories.generation.backends.base import (
     UsageReport,
     cut_call_usage,
 )
+from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.errors import GenerationError
 from stories.generation.prompt import PersonaContextLike, Prompt
-from stories.generation.requests import GenerationRequest
+from stories.generation.requests import GenerationRequest, model_label
 from stories.selectors import GenerationPace
 from stories.services import RunRecord
 
@@ -86,6 +87,30 @@ class Run:
         if self.record.prompt_ms is None:
             self.record.prompt_ms = ms_since(started)
         return prompt
+
+    def record_final(self) -> RunRecord:
+        """The run's record with its usage and totals, ready to be written; kept as ``self.record``."""
+        record, usage = self.record, self.usage
+        record.usage = usage.as_dict()
+        record.usage_estimated = self.usage_estimated
+        record.total_ms = self.elapsed_ms()
+        hit_rate = cache_hit_rate(
+            cache_read=usage.cache_read_tokens,
+            cache_write=usage.cache_write_tokens,
+            input_tokens=usage.input_tokens,
+        )
+        record.details = {
+            **record.details,
+            "model_name": model_label(self.model),
+            "streamed_chars": self.streamed_chars,
+            "cache_hit_rate": None if hit_rate is None else round(hit_rate, 3),
+        }
+        return record
+
+    def done_event(self) -> dict[str, Any]:
+        names = ("context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms")
+        timings = {name: getattr(self.record, name) for name in names}
+        return {"type": "done", "run_id": self.run_id, "timings": timings, "usage": self.usage.as_dict()}
 
     def progress(
         self, *, live_tokens: int, remaining_tokens: float, streams: int = 1, **extra: Any
