@@ -16,7 +16,7 @@ from stories.generation.backends.anthropic import AnthropicBackend
 from stories.generation.backends.base import Brief, CallFinished, ModelCall, Usage, UsageReport
 from stories.generation.errors import GenerationError
 from stories.generation.models_registry import model_get
-from stories.generation.tokens import CHARS_PER_TOKEN
+from storyproject.tokens import token_estimate
 
 _SCHEMA = {
     "type": "object",
@@ -86,9 +86,9 @@ def _check_call(model: str) -> ModelCall:
     # A fresh prefix each run, so the first request writes the cache even if a check ran minutes ago.
     nonce = f"Check {uuid.uuid4().hex}. "
     filler = "This line only makes the cached prefix long enough to be cached. "
-    # Four characters a token is the 4.x tokenizer's rate; the 5.x one counts more tokens for the
-    # same text, so the padding is over the minimum on both.
-    padding = nonce + filler * (minimum * CHARS_PER_TOKEN // len(filler) + 2)
+    # A quarter over the minimum by our estimate (3.8 characters a token): the 4.x tokenizer counts
+    # about four, the 5.x one more tokens for the same text, so the padding is over it on both.
+    padding = nonce + filler * (minimum * 5 // 4 // token_estimate(filler) + 2)
     return ModelCall(
         model=model,
         max_tokens=_MAX_TOKENS,

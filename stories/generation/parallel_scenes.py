@@ -28,7 +28,7 @@ from stories.generation.parallel_continue import part_continue_prompt, part_pars
 from stories.generation.parallel_prompt import parallel_prompt_scene
 from stories.generation.prompt import PersonaContextLike, Prompt
 from stories.generation.run import CallResult, Run, backoff_seconds, call_log, call_text
-from stories.generation.tokens import token_estimate
+from storyproject.tokens import token_estimate
 
 logger = logging.getLogger(__name__)
 

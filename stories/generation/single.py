@@ -27,7 +27,7 @@ from stories.generation.prompt import (
 )
 from stories.generation.run import CallResult, Run, call_text
 from stories.generation.stream import ScreenplayStreamParser, characters_merge, screenplay_text_parse
-from stories.generation.tokens import token_estimate
+from storyproject.tokens import token_estimate
 
 
 async def single_write(

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stories.generation.tokens import token_estimate
+from storyproject.tokens import token_estimate
 
 
 @dataclass(frozen=True)

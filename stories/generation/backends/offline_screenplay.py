@@ -25,7 +25,7 @@ from stories.generation.backends.base import (
     TextDelta,
     Usage,
 )
-from stories.generation.tokens import CHARS_PER_TOKEN, token_estimate
+from storyproject.tokens import text_within_tokens, token_estimate
 
 _DELTA_CHARS = 12
 _PLACES = [
@@ -54,15 +54,15 @@ async def offline_document_stream(
     call: ModelCall, document: dict[str, Any]
 ) -> AsyncGenerator[BackendEvent, None]:
     """Stream ``document`` as JSON text, paced like a model and cut at max_tokens like one."""
-    text = json.dumps(document, ensure_ascii=False)
-    limit = call.max_tokens * CHARS_PER_TOKEN
-    truncated = len(text) > limit
-    text = text[:limit]
+    whole = json.dumps(document, ensure_ascii=False)
+    text = text_within_tokens(whole, call.max_tokens)
+    truncated = len(text) < len(whole)
     rate = settings.STORY_OFFLINE_TOKENS_PER_SECOND
     for start in range(0, len(text), _DELTA_CHARS):
+        delta = text[start : start + _DELTA_CHARS]
         if rate:
-            await asyncio.sleep(_DELTA_CHARS / CHARS_PER_TOKEN / rate)
-        yield TextDelta(text[start : start + _DELTA_CHARS])
+            await asyncio.sleep(token_estimate(delta) / rate)
+        yield TextDelta(delta)
     prompt_text = json.dumps([call.system, call.messages])
     usage = Usage(input_tokens=token_estimate(prompt_text), output_tokens=token_estimate(text))
     yield CallFinished(stop_reason="max_tokens" if truncated else "end_turn", usage=usage)
