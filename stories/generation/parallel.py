@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -131,9 +131,7 @@ async def _outline_write(
             system=call_prompt.system,
             messages=call_prompt.messages,
             output_schema=parallel_step_schema(),
-            brief=brief,
-            task="outline",
-            continue_after=len(sofar["scenes"]) if sofar else 0,
+            brief=replace(brief, task="outline", continue_after=len(sofar["scenes"]) if sofar else 0),
         )
         result = CallResult()
         log = call_log(run, task="outline", index=None, attempt=0)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -245,12 +245,14 @@ async def _scene_call(
         system=prompt.system,
         messages=prompt.messages,
         output_schema=parallel_step_schema(),
-        brief=fan.brief,
-        task="scene",
-        scene_index=index,
-        outline=fan.outline.as_dict(),
-        instructions=fan.instructions,
-        continue_after=kept,
+        brief=replace(
+            fan.brief,
+            task="scene",
+            scene_index=index,
+            outline=fan.outline.as_dict(),
+            instructions=fan.instructions,
+            continue_after=kept,
+        ),
         # Retries are ours (per scene, and a 429 lowers the concurrency), not the back-end's.
         max_retries=0,
     )

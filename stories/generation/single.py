@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -53,8 +54,7 @@ async def single_write(
             system=call_prompt.system,
             messages=call_prompt.messages,
             output_schema=schema,
-            brief=brief,
-            continue_after=len(scenes),
+            brief=replace(brief, continue_after=len(scenes)),
         )
         result = CallResult()
         async with aclosing(_call_events(run, call, result, parser, len(scenes))) as events:

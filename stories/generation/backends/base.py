@@ -22,11 +22,23 @@ class CastMember:
 
 @dataclass(frozen=True)
 class Brief:
-    """The request in plain fields, for back-ends that write without a model (the offline one)."""
+    """What a call writes, in plain fields, for back-ends that write without a model (the offline one).
+
+    A model reads the prompt instead; nothing here reaches it.
+    """
 
     plot: str
     title: str
     cast: tuple[CastMember, ...]
+    # "screenplay" (the whole of it), or parallel mode's "outline" or "scene"; for a scene, its index
+    # in the outline, the outline itself and any instructions for rewriting it.
+    task: str = "screenplay"
+    scene_index: int = 0
+    outline: dict[str, Any] | None = None
+    instructions: str = ""
+    # Items already kept from earlier calls cut off at max_tokens; 0 for the first call. Scenes in single
+    # mode; in parallel mode an outline's scene entries or a scene's elements.
+    continue_after: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,16 +50,6 @@ class ModelCall:
     # The JSON schema the reply must match: the screenplay, or {"scenes": [...]} for a continuation.
     output_schema: dict[str, Any]
     brief: Brief
-    # Items already kept from earlier calls cut off at max_tokens; 0 for the first call. Scenes in single
-    # mode; in parallel mode an outline's scene entries or a scene's elements.
-    continue_after: int = 0
-    # Parallel mode (stories.generation.parallel): what this call writes, "screenplay" (the whole of it),
-    # "outline" or "scene"; for a scene, its index in the outline, the outline itself and any
-    # instructions for rewriting it. The offline back-end writes from these; a model reads the prompt.
-    task: str = "screenplay"
-    scene_index: int = 0
-    outline: dict[str, Any] | None = None
-    instructions: str = ""
     # None: the back-end's own bounded retries. 0 for a caller that retries by itself.
     max_retries: int | None = None
 

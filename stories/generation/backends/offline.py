@@ -17,16 +17,17 @@ from stories.generation.backends.offline_screenplay import offline_document_stre
 
 class OfflineBackend(GenerationBackend):
     async def stream(self, call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
-        if call.task != "screenplay":
+        brief = call.brief
+        if brief.task != "screenplay":
             # Parallel mode's outline and scene calls.
             async for event in offline_part_stream(call):
                 yield event
             return
-        screenplay = offline_screenplay(call.brief)
+        screenplay = offline_screenplay(brief)
         document: dict[str, Any] = (
             screenplay
-            if call.continue_after == 0
-            else {"scenes": screenplay["scenes"][call.continue_after :]}
+            if brief.continue_after == 0
+            else {"scenes": screenplay["scenes"][brief.continue_after :]}
         )
         async for event in offline_document_stream(call, document):
             yield event
