@@ -136,7 +136,7 @@ def stories_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Stor
     )
 
 
-# --- Generation (issue 4) ----------------------------------------------------------------------
+# --- Generation ------------------------------------------------------------------------------
 
 
 def story_owned(*, story_id: int, user_id: int) -> bool:

@@ -1,6 +1,6 @@
 """Parallel mode's answer to a step cut off at max_tokens: keep its whole items and ask for the rest.
 
-Like single mode's continuation (pipeline._write), the reply so far goes back as a finished assistant
+Like single mode's continuation (stories.generation.single), the reply so far goes back as a finished assistant
 turn, with the same system prompt and output schema (so the cached prefix still holds), and a user turn
 asks for the step object again: the same header (title, logline and cast; or a scene's heading and
 summary) and only the items after those already kept (outline entries, or a scene's elements). The

@@ -118,7 +118,7 @@ async def _run_admit(request: GenerationRequest, user_id: int, started: float) -
 
     The admission runs in a worker thread, which a cancel cannot stop: left alone, it would commit a
     ``streaming`` run after the cancel, one that nothing runs or closes and that counts against the
-    writer's limits (issue 13). So the wait is shielded, and a cancelled wait sees the admission
+    writer's limits. So the wait is shielded, and a cancelled wait sees the admission
     through, closes its run as cancelled, and only then passes the cancel on.
     """
     admission = asyncio.ensure_future(_db(_run_open)(request, user_id, started))

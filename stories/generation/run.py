@@ -141,12 +141,18 @@ class Run:
 
 @dataclass
 class CallResult:
-    """What one model call left: its text, its CallFinished (None if cut off) and its timings."""
+    """What one model call left: its text, its CallFinished (None if cut off), usage and timings."""
 
     text: str = ""
     finished: CallFinished | None = None
+    # The last usage the provider reported before the call ended (for a call cut off).
+    report: UsageReport | None = None
     ttft_ms: int | None = None
     ms: int = 0
+
+    @property
+    def usage(self) -> Usage:
+        return self.finished.usage if self.finished is not None else Usage()
 
 
 class Writer(Protocol):
@@ -169,6 +175,28 @@ def call_log(run: Run, *, task: str, index: int | None, attempt: int) -> dict[st
     return log
 
 
+async def call_stream(
+    backend: GenerationBackend, call: ModelCall, result: CallResult
+) -> AsyncGenerator[str, None]:
+    """The one model-call loop: yield the call's text as it comes; fill ``result`` however it ends."""
+    started = time.monotonic()
+    pieces: list[str] = []
+    try:
+        async with aclosing(backend.stream(call)) as upstream:  # type: ignore[type-var]
+            async for item in upstream:
+                if isinstance(item, UsageReport):
+                    result.report = item
+                elif isinstance(item, CallFinished):
+                    result.finished = item
+                else:
+                    if result.ttft_ms is None:
+                        result.ttft_ms = ms_since(started)
+                    pieces.append(item.text)
+                    yield item.text
+    finally:
+        result.text, result.ms = "".join(pieces), ms_since(started)
+
+
 async def call_text(
     run: Run,
     backend: GenerationBackend,
@@ -176,50 +204,33 @@ async def call_text(
     result: CallResult,
     log: dict[str, Any] | None = None,
 ) -> AsyncGenerator[str, None]:
-    """Stream one model call's text; fill ``result``; add the call's usage to the run (and ``log``).
-
-    The usage is recorded on success, failure and cancellation alike: a call cut off before its
+    """``call_stream`` within a run: TTFT, streamed characters, and the call's usage added to the run
+    (and to ``log``) on success, failure and cancellation alike: a call cut off before its
     CallFinished was billed all the same (backends.base.cut_call_usage).
     """
-    started = time.monotonic()
-    report: UsageReport | None = None
-    pieces: list[str] = []
     try:
-        async with aclosing(backend.stream(call)) as upstream:  # type: ignore[type-var]
-            async for item in upstream:
-                if isinstance(item, UsageReport):
-                    report = item
-                elif isinstance(item, CallFinished):
-                    result.finished = item
-                else:
-                    if not pieces:
-                        _first_token(run, result, started)
-                    pieces.append(item.text)
-                    run.streamed_chars += len(item.text)
-                    yield item.text
+        async with aclosing(call_stream(backend, call, result)) as texts:
+            async for text in texts:
+                if run.first_token_at is None:
+                    run.first_token_at = time.monotonic()
+                    run.record.ttft_ms = result.ttft_ms
+                run.streamed_chars += len(text)
+                yield text
     except GenerationError as error:
         if log is not None:
             log["status"] = error.code
         raise
     finally:
-        result.text, result.ms = "".join(pieces), ms_since(started)
-        _call_close(run, result, report, log)
+        _call_close(run, result, log)
 
 
-def _first_token(run: Run, result: CallResult, started: float) -> None:
-    result.ttft_ms = ms_since(started)
-    if run.first_token_at is None:
-        run.first_token_at = time.monotonic()
-        run.record.ttft_ms = result.ttft_ms
-
-
-def _call_close(run: Run, result: CallResult, report: UsageReport | None, log: dict[str, Any] | None) -> None:
+def _call_close(run: Run, result: CallResult, log: dict[str, Any] | None) -> None:
     if result.text:
         run.texts.append(result.text)
     end = result.finished
     if end is None:
         # Cancelled, dropped or failed mid-stream: what the API reported so far, the output estimated.
-        usage, estimated = cut_call_usage(report, result.text)
+        usage, estimated = cut_call_usage(result.report, result.text)
         run.usage_estimated = run.usage_estimated or estimated
         outcome: dict[str, Any] = {**usage.as_dict(), "usage_estimated": estimated}
     else:
