@@ -27,11 +27,14 @@ from stories.generation.outline import Outline, parallel_step_schema, scene_chec
 from stories.generation.parallel_continue import part_continue_prompt, part_parse, part_stitch
 from stories.generation.parallel_prompt import parallel_prompt_scene
 from stories.generation.prompt import PersonaContextLike, Prompt
-from stories.generation.run import CallResult, Run, backoff_seconds, call_log, call_text
+from stories.generation.retry import backoff_seconds
+from stories.generation.run import CallResult, Run, call_log, call_text
 from storyproject.tokens import token_estimate
 
 logger = logging.getLogger(__name__)
 
+# A scene's retry waits at most this long, whatever retry-after says: the other scenes are waiting.
+_BACKOFF_CAP_SECONDS = 10.0
 # How long closing the fan-out waits for its cancelled calls to hang up.
 _CANCEL_WAIT_SECONDS = 1.0
 
@@ -135,7 +138,9 @@ async def _scene_write(fan: FanOut, index: int) -> dict[str, Any]:
             fan.live.pop(index, None)
             logger.info("run %s: scene %s attempt %s failed: %s", fan.run.run_id, index, attempt, error)
             fan.emit(index, {"type": "scene_retry", "index": index, "attempt": attempt, "code": error.code})
-            await asyncio.sleep(backoff_seconds(attempt - 1, error.retry_after))
+            await asyncio.sleep(
+                backoff_seconds(attempt - 1, error.retry_after, cap_seconds=_BACKOFF_CAP_SECONDS)
+            )
 
 
 def _worth_retrying(error: GenerationError) -> bool:

@@ -1,4 +1,4 @@
-"""The run core: one run's state, the one model-call loop, progress and retry back-off.
+"""The run core: one run's state, the one model-call loop, progress.
 
 Every writing strategy (``single``: one streamed screenplay with continuations; ``parallel``: an
 outline, then the scenes side by side) streams its model calls through ``call_text`` and reports
@@ -8,7 +8,6 @@ the same way in every mode. The pipeline (stories.generation.pipeline) owns admi
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
@@ -35,20 +34,10 @@ from stories.services import RunRecord
 
 # At most this many progress events a second.
 PROGRESS_INTERVAL_SECONDS = 0.25
-_BACKOFF_BASE_SECONDS = 0.5
-_BACKOFF_CAP_SECONDS = 10.0
 
 
 def ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
-
-
-def backoff_seconds(attempt: int, retry_after: float | None) -> float:
-    """How long to wait before retry ``attempt`` (0 first): the server's Retry-After, else jittered doubling."""
-    cap = min(float(settings.STORY_LLM_RETRY_AFTER_CAP_SECONDS), _BACKOFF_CAP_SECONDS)
-    if retry_after is not None and retry_after >= 0:
-        return min(retry_after, cap)
-    return min(_BACKOFF_BASE_SECONDS * 2**attempt, cap) * random.uniform(0.75, 1.25)
 
 
 @dataclass
