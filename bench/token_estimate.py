@@ -1,4 +1,4 @@
-"""How close personas.context.estimate_tokens is to a real BPE tokenizer, on known texts.
+"""How close storyproject.tokens.token_estimate is to a real BPE tokenizer, on known texts.
 
 Claude's current tokenizer is not published. The reference here is the BPE that the
 `anthropic-tokenizer` package embeds (65,000 tokens, Claude's earlier published vocabulary), so the
@@ -15,7 +15,8 @@ import json
 import statistics
 
 from bench.harness import ROOT
-from personas.context import estimate_tokens, persona_context_text
+from personas.context import persona_context_text
+from storyproject.tokens import token_estimate
 
 SAMPLES = {
     "French prose": "Il était une fois, dans une petite ville au bord de la mer, un vieux pêcheur qui n'avait "
@@ -42,7 +43,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     errors = []
     for label, text in texts.items():
-        real, estimate = count_tokens(text), estimate_tokens(text)
+        real, estimate = count_tokens(text), token_estimate(text)
         errors.append((estimate - real) / real * 100)
         print(f"| {label} | {len(text)} | {real} | {estimate} | {errors[-1]:+.1f}% |")
     print(

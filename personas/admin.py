@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -169,7 +168,3 @@ def _download(queryset: QuerySet[PersonaConfig], *, kind: str) -> HttpResponse:
         filename = f"personas-{kind}.zip"
     response["Content-Disposition"] = content_disposition_header(True, filename)
     return response
-
-
-def pretty_json(value: object) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)

@@ -30,9 +30,10 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from personas import cache as context_cache
-from personas.context import context_shorten, estimate_tokens, persona_context_text
+from personas.context import context_shorten, persona_context_text
 from personas.models import PersonaConfig
 from storyproject import stamped_cache
+from storyproject.tokens import token_estimate
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def persona_context_build(*, persona: PersonaConfig, budget: int | None = None) 
         name=persona.name,
         display_name=persona.display_name,
         context=text,
-        tokens=estimate_tokens(text),
+        tokens=token_estimate(text),
         shortened=shortened,
         version=persona.version,
     )

@@ -19,7 +19,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from stories.generation.cache_rules import cache_hit_rate
-from stories.generation.requests import allowed_models
+from stories.generation.requests import allowed_models, model_label
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.pricing import usage_cost_usd
 
@@ -112,7 +112,7 @@ def generation_model_choices() -> list[tuple[str, str]]:
     allowed = allowed_models()
     default = generation_settings_get().default_model
     ordered = [default, *allowed] if default in allowed else allowed
-    return [(m, "offline model" if m == settings.OFFLINE_MODEL else m) for m in dict.fromkeys(ordered)]
+    return [(m, model_label(m)) for m in dict.fromkeys(ordered)]
 
 
 def generation_length_choices() -> list[tuple[int, str]]:
@@ -137,7 +137,7 @@ def stories_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Stor
     )
 
 
-# --- Generation (issue 4) ----------------------------------------------------------------------
+# --- Generation ------------------------------------------------------------------------------
 
 
 def story_owned(*, story_id: int, user_id: int) -> bool:

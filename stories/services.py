@@ -51,7 +51,7 @@ def story_delete(*, story: Story) -> None:
     story.delete()
 
 
-# --- Generation: the run record and the one atomic save (issue 4) ---------------------------
+# --- Generation: the run record and the one atomic save ------------------------------------
 
 
 @dataclass

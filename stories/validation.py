@@ -7,24 +7,13 @@ boundary that accepts text from outside runs it through here first and gives the
 
 from __future__ import annotations
 
-import re
-
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# The one NUL and lone-surrogate check (storyproject.untrusted), used here for every stored text.
+from storyproject.untrusted import text_problem
 
-NUL_MESSAGE = "must not contain NUL (\\u0000) characters"
-SURROGATE_MESSAGE = "must not contain unpaired UTF-16 surrogates (\\ud800-\\udfff)"
-
-
-def text_problem(value: str) -> str | None:
-    """Why ``value`` cannot be stored, or None when it can."""
-    if "\x00" in value:
-        return NUL_MESSAGE
-    if _SURROGATE.search(value):
-        return SURROGATE_MESSAGE
-    return None
+__all__ = ["StorableTextValidator", "json_problem", "text_clean_or_reject", "text_problem"]
 
 
 def text_clean_or_reject(value: str, *, field: str = "text") -> str:

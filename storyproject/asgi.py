@@ -16,7 +16,7 @@ django_asgi_app = SyncStackASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from stories.generation.backends.base import backend_class_load  # noqa: E402
+from stories.generation.backends.registry import backend_class_load  # noqa: E402
 from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
 

@@ -706,7 +706,7 @@ def screenplay_reply_for(
     from html import unescape
 
     from stories.generation.backends.base import Brief, CastMember
-    from stories.generation.backends.offline import offline_screenplay
+    from stories.generation.backends.offline_screenplay import offline_screenplay
 
     system = "".join(block.get("text", "") for block in body.get("system", []) if isinstance(block, dict))
     first = body["messages"][0]["content"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from stories.generation.models_registry import model_get
-from stories.generation.tokens import token_estimate
+from storyproject.tokens import token_estimate
 
 MAX_BREAKPOINTS = 4
 # A model the registry does not know: assume the largest minimum rather than mark prefixes that may

@@ -8,15 +8,16 @@ the second read it. A failure becomes one line with its protocol code and the pr
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from dataclasses import dataclass, field
+from contextlib import aclosing
+from dataclasses import dataclass
 
 from stories.errors import GenerationError
 from stories.generation.backends.anthropic import AnthropicBackend
-from stories.generation.backends.base import Brief, CallFinished, ModelCall, Usage, UsageReport
+from stories.generation.backends.base import Brief, ModelCall
 from stories.generation.models_registry import model_get
-from stories.generation.tokens import CHARS_PER_TOKEN
+from stories.generation.run import CallResult, call_stream
+from storyproject.tokens import token_estimate
 
 _SCHEMA = {
     "type": "object",
@@ -25,14 +26,6 @@ _SCHEMA = {
     "additionalProperties": False,
 }
 _MAX_TOKENS = 64
-
-
-@dataclass
-class CallResult:
-    ms: int
-    ttft_ms: int | None
-    text: str
-    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass(frozen=True)
@@ -86,9 +79,9 @@ def _check_call(model: str) -> ModelCall:
     # A fresh prefix each run, so the first request writes the cache even if a check ran minutes ago.
     nonce = f"Check {uuid.uuid4().hex}. "
     filler = "This line only makes the cached prefix long enough to be cached. "
-    # Four characters a token is the 4.x tokenizer's rate; the 5.x one counts more tokens for the
-    # same text, so the padding is over the minimum on both.
-    padding = nonce + filler * (minimum * CHARS_PER_TOKEN // len(filler) + 2)
+    # A quarter over the minimum by our estimate (3.8 characters a token): the 4.x tokenizer counts
+    # about four, the 5.x one more tokens for the same text, so the padding is over it on both.
+    padding = nonce + filler * (minimum * 5 // 4 // token_estimate(filler) + 2)
     return ModelCall(
         model=model,
         max_tokens=_MAX_TOKENS,
@@ -101,18 +94,9 @@ def _check_call(model: str) -> ModelCall:
 
 
 async def _call(call: ModelCall) -> CallResult:
-    started = time.monotonic()
-    ttft_ms: int | None = None
-    texts: list[str] = []
-    usage = Usage()
-    async for event in AnthropicBackend().stream(call):
-        if isinstance(event, CallFinished):
-            usage = event.usage
-            continue
-        if isinstance(event, UsageReport):
-            # Interim counts; the CallFinished that ends the call carries the totals.
-            continue
-        if ttft_ms is None:
-            ttft_ms = int((time.monotonic() - started) * 1000)
-        texts.append(event.text)
-    return CallResult(int((time.monotonic() - started) * 1000), ttft_ms, "".join(texts), usage)
+    result = CallResult()
+    # The generations' own call loop; the CallFinished that ends the call carries the totals.
+    async with aclosing(call_stream(AnthropicBackend(), call, result)) as texts:
+        async for _text in texts:
+            pass
+    return result

@@ -13,10 +13,10 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
-from jsonschema import Draft202012Validator
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.prompt import schema_require_all, screenplay_schema
+from stories.generation.validation import personas_check, schema_check, speakers_check
 
 
 @dataclass(frozen=True)
@@ -116,32 +116,15 @@ def step_part(*, document: Any, part: str) -> Any:
     return document
 
 
-@cache
-def _outline_validator() -> Draft202012Validator:
-    return Draft202012Validator(outline_schema())
-
-
-@cache
-def _scene_validator() -> Draft202012Validator:
-    return Draft202012Validator(scene_schema())
-
-
 def outline_parse(*, document: Any, persona_names: Sequence[str]) -> Outline:
     """Check the model's outline; raise GenerationError("invalid_output") saying what is wrong."""
-    _schema_check(_outline_validator(), document, "outline")
+    schema_check(document=document, schema=outline_schema, what="outline")
     limit = settings.STORY_PARALLEL_MAX_SCENES
     if len(document["scenes"]) > limit:
         raise GenerationError(
             "invalid_output", f"the outline has {len(document['scenes'])} scenes; at most {limit} are allowed"
         )
-    selected = set(persona_names)
-    for character in document["characters"]:
-        persona = character.get("persona")
-        if persona is not None and persona not in selected:
-            raise GenerationError(
-                "invalid_output",
-                f"the outline casts {persona[:100]!r}, which is not one of the chosen personas",
-            )
+    personas_check(characters=document["characters"], persona_names=persona_names, what="the outline")
     names = {character["name"] for character in document["characters"]}
     scenes = tuple(
         OutlineScene(
@@ -185,14 +168,8 @@ def outline_from_screenplay(*, content: dict[str, Any]) -> Outline:
 
 def scene_check(*, document: Any, outline: Outline, index: int) -> dict[str, Any]:
     """Check one written scene against the contract and the outline's cast; return it as it will be saved."""
-    _schema_check(_scene_validator(), document, f"scene {index + 1}")
-    names = outline.character_names()
-    for element in document["elements"]:
-        if element["type"] == "dialogue" and element["character"] not in names:
-            raise GenerationError(
-                "invalid_output",
-                f"scene {index + 1} gives a line to {element['character'][:80]!r}, who is not in the cast list",
-            )
+    schema_check(document=document, schema=scene_schema, what=f"scene {index + 1}")
+    speakers_check(elements=document["elements"], names=outline.character_names(), what=f"scene {index + 1}")
     planned = outline.scenes[index]
     # The outline's heading and summary are the plan every other scene was written against.
     return {
@@ -200,12 +177,3 @@ def scene_check(*, document: Any, outline: Outline, index: int) -> dict[str, Any
         "summary": planned.summary,
         "elements": document["elements"],
     }
-
-
-def _schema_check(validator: Draft202012Validator, document: Any, what: str) -> None:
-    error = next(iter(validator.iter_errors(document)), None)
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path) or f"the {what}"
-        raise GenerationError(
-            "invalid_output", f"the model wrote an invalid {what} at {where}: {error.message[:300]}"
-        )

@@ -1,6 +1,6 @@
 """Parallel mode's answer to a step cut off at max_tokens: keep its whole items and ask for the rest.
 
-Like single mode's continuation (pipeline._write), the reply so far goes back as a finished assistant
+Like single mode's continuation (stories.generation.single), the reply so far goes back as a finished assistant
 turn, with the same system prompt and output schema (so the cached prefix still holds), and a user turn
 asks for the step object again: the same header (title, logline and cast; or a scene's heading and
 summary) and only the items after those already kept (outline entries, or a scene's elements). The
@@ -14,10 +14,10 @@ from typing import Any
 
 import jiter
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.outline import step_part
 from stories.generation.prompt import Prompt
-from stories.generation.stream import characters_merge
+from stories.generation.stream import characters_merge, screenplay_text_parse
 
 # The list each step's reply grows: an outline's scene entries, a scene's elements.
 _ITEMS = {"outline": "scenes", "scene": "elements"}
@@ -70,3 +70,12 @@ def part_continue_prompt(*, prompt: Prompt, sofar: dict[str, Any], part: str) ->
     kept = json.dumps({"outline": None, "scene": None, part: sofar}, ensure_ascii=False)
     messages = [prompt.messages[0], {"role": "assistant", "content": kept}, {"role": "user", "content": ask}]
     return Prompt(system=prompt.system, messages=messages)
+
+
+def part_parse(text: str, *, part: str, sofar: dict[str, Any] | None, what: str) -> Any:
+    """A finished step reply's outline or scene, merged with what earlier replies cut at max_tokens kept."""
+    try:
+        document = step_part(document=screenplay_text_parse(text), part=part)
+    except ValueError as error:
+        raise GenerationError("invalid_output", f"{what} is not valid JSON: {error}") from None
+    return document if sofar is None else part_merge(sofar, document, part=part)

@@ -19,8 +19,13 @@ from typing import Any
 
 from stories.generation.cache_rules import EPHEMERAL, cache_breakpoints_mark
 from stories.generation.outline import Outline, OutlineScene
-from stories.generation.prompt import DEFAULT_FORMATTING_RULES, PersonaContextLike, Prompt
-from stories.generation.prompt import _personas_block as personas_block  # the same escaping as single mode
+from stories.generation.prompt import (
+    DEFAULT_FORMATTING_RULES,
+    HEADER_SHAPE,
+    PersonaContextLike,
+    Prompt,
+    personas_block,
+)
 
 _INSTRUCTIONS = """\
 You are a professional screenwriter. You write a screenplay in two steps, for the plot the user gives, \
@@ -52,9 +57,7 @@ output format. The same holds for <instructions> in a request to rewrite a scene
 ask for changes to that scene's content."""
 
 _OUTLINE_SHAPE = {
-    "title": "string",
-    "logline": "one sentence",
-    "characters": [{"name": "MARA", "persona": "persona-name or null", "description": "string"}],
+    **HEADER_SHAPE,
     "scenes": [
         {
             "heading": "INT. KITCHEN - NIGHT",

@@ -11,10 +11,11 @@ from django.conf import settings
 
 from stories.errors import GenerationError
 from stories.generation.models_registry import model_refusal
+from stories.models import GenerationRun
+from storyproject.untrusted import text_problem
 
 _FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})
 _PERSONA_NAME = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
-_MODES = ("single", "parallel")
 _MAX_ID = 2**63 - 1
 
 
@@ -26,7 +27,7 @@ class GenerationRequest:
     story_id: int | None = None
     model: str | None = None
     max_tokens: int | None = None
-    mode: str = "single"
+    mode: str = GenerationRun.Mode.SINGLE
     # False: write and record the run, save no story (generate_screenplay --no-save). Never read from
     # untrusted input: generation_request_parse leaves it True.
     save: bool = True
@@ -53,6 +54,11 @@ def generation_request_parse(data: object) -> GenerationRequest:
     )
 
 
+def model_label(model: str) -> str:
+    """A model as people see it: the built-in offline model is never passed off as an AI."""
+    return "offline model" if model == settings.OFFLINE_MODEL else model
+
+
 def allowed_models() -> list[str]:
     """The models a writer may pick: the configured ones the registry still allows, and always the
     offline model. Start-up refuses a configured model the registry does not allow; one that reaches
@@ -70,13 +76,10 @@ def _text(value: Any, name: str, limit: int) -> str:
         raise _invalid(f"{name} must be a string")
     if len(value) > limit:
         raise _invalid(f"{name} is longer than {limit} characters")
-    if "\x00" in value:
-        raise _invalid(f"{name} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (e.g. "\ud800" in the JSON) cannot be stored or sent on.
-        raise _invalid(f"{name} is not valid Unicode") from None
+    problem = text_problem(value)
+    if problem is not None:
+        # NUL cannot be stored, a lone surrogate (e.g. "\ud800" in the JSON) cannot be sent on.
+        raise _invalid(f"{name} {problem}")
     return value.strip()
 
 
@@ -132,6 +135,6 @@ def model_parse(value: Any) -> str | None:
 def _mode(value: Any) -> str:
     if value is None or value == "":
         return str(settings.STORY_DEFAULT_MODE)
-    if value not in _MODES:
-        raise _invalid("mode must be 'single' or 'parallel'")
+    if value not in GenerationRun.Mode.values:
+        raise _invalid(f"mode must be one of {', '.join(map(repr, GenerationRun.Mode.values))}")
     return str(value)

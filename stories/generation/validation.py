@@ -1,15 +1,20 @@
-"""Checking a finished screenplay against the contract before it may be saved."""
+"""The contract check: what the model wrote against the schema, its cast and the chosen personas.
+
+One place for every mode: a whole screenplay (``screenplay_validate``, before any save), parallel
+mode's outline and each of its scenes (stories.generation.outline). Every failure is a
+GenerationError("invalid_output") that says where.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from stories.generation.errors import GenerationError
+from stories.errors import GenerationError
 from stories.generation.prompt import screenplay_schema
 
 
@@ -21,41 +26,57 @@ class CastEntry:
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(screenplay_schema())
+def _validator(schema: Callable[[], dict[str, Any]]) -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+def schema_check(*, document: Any, schema: Callable[[], dict[str, Any]], what: str) -> None:
+    """Raise unless ``document`` matches ``schema()``, naming the first place it does not."""
+    error = next(iter(_validator(schema).iter_errors(document)), None)
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or f"the {what}"
+        raise GenerationError(
+            "invalid_output", f"the model wrote an invalid {what} at {where}: {error.message[:300]}"
+        )
+
+
+def speakers_check(*, elements: Iterable[dict[str, Any]], names: set[str], what: str) -> None:
+    """Raise if a line of dialogue goes to a character who is not in the cast list."""
+    for element in elements:
+        if element["type"] == "dialogue" and element["character"] not in names:
+            raise GenerationError(
+                "invalid_output",
+                f"{what} gives a line to {element['character'][:80]!r}, who is not in the cast list",
+            )
+
+
+def personas_check(*, characters: Iterable[dict[str, Any]], persona_names: Sequence[str], what: str) -> None:
+    """Raise if a character is played by a persona the writer did not choose."""
+    selected = set(persona_names)
+    for character in characters:
+        persona = character.get("persona")
+        if persona is not None and persona not in selected:
+            raise GenerationError(
+                "invalid_output", f"{what} casts {persona[:100]!r}, which is not one of the chosen personas"
+            )
 
 
 def screenplay_validate(*, content: Any, persona_names: Sequence[str]) -> list[CastEntry]:
     """Raise GenerationError("invalid_output") unless ``content`` is a screenplay we can save; return its cast."""
-    error = next(iter(_validator().iter_errors(content)), None)
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path) or "the screenplay"
-        raise GenerationError(
-            "invalid_output", f"the model wrote an invalid screenplay at {where}: {error.message[:300]}"
-        )
-    names = {character["name"] for character in content.get("characters", [])}
+    schema_check(document=content, schema=screenplay_schema, what="screenplay")
+    characters = content.get("characters", [])
+    names = {character["name"] for character in characters}
     for scene in content["scenes"]:
-        for element in scene["elements"]:
-            if element["type"] == "dialogue" and element["character"] not in names:
-                raise GenerationError(
-                    "invalid_output",
-                    f"the model gave a line to {element['character'][:80]!r}, who is not in the cast list",
-                )
-    return _cast(content.get("characters", []), persona_names)
+        speakers_check(elements=scene["elements"], names=names, what="the screenplay")
+    personas_check(characters=characters, persona_names=persona_names, what="the screenplay")
+    return _cast(characters, persona_names)
 
 
 def _cast(characters: list[dict[str, Any]], persona_names: Sequence[str]) -> list[CastEntry]:
     """One cast member per selected persona that plays a part, in the order the personas were chosen."""
-    selected = set(persona_names)
     played: dict[str, str] = {}
     for character in characters:
-        persona = character.get("persona")
-        if persona is None:
-            continue
-        if persona not in selected:
-            raise GenerationError(
-                "invalid_output", f"the model cast {persona[:100]!r}, which is not one of the chosen personas"
-            )
-        played.setdefault(persona, character["name"])
+        if character.get("persona") is not None:
+            played.setdefault(character["persona"], character["name"])
     ordered = [name for name in persona_names if name in played]
     return [CastEntry(persona=name, character_name=played[name], order=i) for i, name in enumerate(ordered)]

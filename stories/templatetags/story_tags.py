@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django import template
-from django.conf import settings
 
 from stories.generation.cache_rules import cache_hit_rate
+from stories.generation.requests import model_label
 from stories.models import GenerationRun
 from stories.pricing import usage_cost_usd
 
@@ -63,7 +63,5 @@ def ms(value: int | None) -> str:
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value} ms"
 
 
-@register.filter
-def model_label(model: str) -> str:
-    """Models as people see them: the built-in offline model is never passed off as an AI."""
-    return "offline model" if model == settings.OFFLINE_MODEL else model
+# Models as people see them: the built-in offline model is never passed off as an AI.
+register.filter("model_label", model_label)

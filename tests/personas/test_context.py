@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from personas.context import (
     SHORTENED_MARKER,
     context_shorten,
-    estimate_tokens,
     persona_context_text,
     persona_summary,
+    token_estimate,
 )
 
 FULL = {
@@ -99,7 +99,7 @@ def test_summary_falls_back_to_the_first_sentence() -> None:
     ],
 )
 def test_token_estimate_follows_the_documented_rule(text: str, expected: int) -> None:
-    assert estimate_tokens(text) == expected
+    assert token_estimate(text) == expected
 
 
 def test_text_within_budget_is_not_shortened() -> None:
@@ -108,11 +108,11 @@ def test_text_within_budget_is_not_shortened() -> None:
 
 def test_shortening_cuts_at_the_last_sentence_boundary_that_fits() -> None:
     text = "First sentence here. Second sentence here! Third one is a much longer sentence, it goes on."
-    budget = estimate_tokens("First sentence here. Second sentence here! " + SHORTENED_MARKER)
+    budget = token_estimate("First sentence here. Second sentence here! " + SHORTENED_MARKER)
     shortened, cut = context_shorten(text, budget)
     assert cut
     assert shortened == "First sentence here. Second sentence here! [shortened]"
-    assert estimate_tokens(shortened) <= budget
+    assert token_estimate(shortened) <= budget
 
 
 def test_shortening_handles_cjk_sentence_ends_and_line_breaks() -> None:
@@ -128,7 +128,7 @@ def test_a_first_sentence_longer_than_the_budget_is_cut_at_a_word() -> None:
     assert cut
     assert shortened.endswith(" [shortened]")
     assert shortened.split(" [")[0] in "alpha beta gamma delta epsilon zeta eta theta iota kappa."
-    assert estimate_tokens(shortened) <= 8
+    assert token_estimate(shortened) <= 8
 
 
 def test_shortening_needs_a_positive_budget() -> None:
@@ -142,11 +142,11 @@ def test_token_estimate_equals_the_documented_rule_for_any_text(text: str) -> No
         Fraction(12, 10) if ord(ch) >= 0x3000 else Fraction(6, 10) if ord(ch) > 127 else 1 / Fraction(38, 10)
         for ch in text
     ]
-    assert estimate_tokens(text) == math.ceil(sum(weights))
+    assert token_estimate(text) == math.ceil(sum(weights))
 
 
 @given(st.text(alphabet=st.sampled_from(list("ab .!?\n京。")), max_size=400), st.integers(1, 80))
 def test_shortened_text_always_fits_the_budget(text: str, budget: int) -> None:
     shortened, cut = context_shorten(text, budget)
-    assert estimate_tokens(shortened) <= budget or shortened == SHORTENED_MARKER
+    assert token_estimate(shortened) <= budget or shortened == SHORTENED_MARKER
     assert cut == (shortened != text)

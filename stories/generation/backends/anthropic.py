@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import random
 import time
 import weakref
 from collections.abc import AsyncGenerator
@@ -35,6 +34,7 @@ import httpx2
 from anthropic.lib._parse._transform import transform_schema
 from django.conf import settings
 
+from stories.errors import GenerationError
 from stories.generation.backends.base import (
     BackendEvent,
     CallFinished,
@@ -44,8 +44,8 @@ from stories.generation.backends.base import (
     Usage,
     UsageReport,
 )
-from stories.generation.errors import GenerationError
 from stories.generation.models_registry import supports_structured_output, thinking_param
+from stories.generation.retry import backoff_seconds
 
 _clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[str, str], anthropic.AsyncAnthropic]
@@ -63,7 +63,6 @@ _SPEND_LIMIT_CODES = frozenset(
         "linked_organization_spend_limit_reached",
     }
 )
-_BACKOFF_BASE_SECONDS = 0.5
 
 
 class AnthropicBackend(GenerationBackend):
@@ -82,7 +81,7 @@ class AnthropicBackend(GenerationBackend):
                 retries = settings.STORY_LLM_MAX_RETRIES if call.max_retries is None else call.max_retries
                 if text_sent or not error.retryable or attempt >= retries:
                     raise
-                await asyncio.sleep(_backoff_seconds(attempt, error.retry_after))
+                await asyncio.sleep(backoff_seconds(attempt, error.retry_after))
                 attempt += 1
 
 
@@ -290,11 +289,3 @@ def _retry_after_seconds(headers: Any) -> float | None:
         pass
     parsed = email.utils.parsedate_tz(raw) if raw else None
     return float(email.utils.mktime_tz(parsed) - time.time()) if parsed else None
-
-
-def _backoff_seconds(attempt: int, retry_after: float | None) -> float:
-    """Exponential backoff with jitter; the server's retry-after, when given, up to our cap."""
-    cap = float(settings.STORY_LLM_RETRY_AFTER_CAP_SECONDS)
-    if retry_after is not None and retry_after >= 0:
-        return min(retry_after, cap)
-    return min(_BACKOFF_BASE_SECONDS * 2**attempt, cap) * random.uniform(0.75, 1.25)

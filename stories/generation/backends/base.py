@@ -1,7 +1,6 @@
-"""The interface every model back-end implements, and the setting that picks one.
+"""The interface every model back-end implements: what a call is, what its stream yields.
 
-Like Django's mail back-ends: ``STORY_BACKEND`` is a dotted path to a class; the offline model is always
-served by the offline back-end whatever that setting says.
+It names no implementation; backends.registry picks the back-end for a model.
 """
 
 from __future__ import annotations
@@ -11,11 +10,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
-
-from stories.generation.tokens import token_estimate
+from storyproject.tokens import token_estimate
 
 
 @dataclass(frozen=True)
@@ -27,11 +22,23 @@ class CastMember:
 
 @dataclass(frozen=True)
 class Brief:
-    """The request in plain fields, for back-ends that write without a model (the offline one)."""
+    """What a call writes, in plain fields, for back-ends that write without a model (the offline one).
+
+    A model reads the prompt instead; nothing here reaches it.
+    """
 
     plot: str
     title: str
     cast: tuple[CastMember, ...]
+    # "screenplay" (the whole of it), or parallel mode's "outline" or "scene"; for a scene, its index
+    # in the outline, the outline itself and any instructions for rewriting it.
+    task: str = "screenplay"
+    scene_index: int = 0
+    outline: dict[str, Any] | None = None
+    instructions: str = ""
+    # Items already kept from earlier calls cut off at max_tokens; 0 for the first call. Scenes in single
+    # mode; in parallel mode an outline's scene entries or a scene's elements.
+    continue_after: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,16 +50,6 @@ class ModelCall:
     # The JSON schema the reply must match: the screenplay, or {"scenes": [...]} for a continuation.
     output_schema: dict[str, Any]
     brief: Brief
-    # Items already kept from earlier calls cut off at max_tokens; 0 for the first call. Scenes in single
-    # mode; in parallel mode an outline's scene entries or a scene's elements.
-    continue_after: int = 0
-    # Parallel mode (stories.generation.parallel): what this call writes, "screenplay" (the whole of it),
-    # "outline" or "scene"; for a scene, its index in the outline, the outline itself and any
-    # instructions for rewriting it. The offline back-end writes from these; a model reads the prompt.
-    task: str = "screenplay"
-    scene_index: int = 0
-    outline: dict[str, Any] | None = None
-    instructions: str = ""
     # None: the back-end's own bounded retries. 0 for a caller that retries by itself.
     max_retries: int | None = None
 
@@ -125,18 +122,3 @@ class GenerationBackend(abc.ABC):
     @abc.abstractmethod
     def stream(self, call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         """Yield TextDelta as text arrives (and UsageReport as usage does), then exactly one CallFinished."""
-
-
-def backend_class_load() -> type[GenerationBackend]:
-    backend_class = import_string(settings.STORY_BACKEND)
-    if not (isinstance(backend_class, type) and issubclass(backend_class, GenerationBackend)):
-        raise ImproperlyConfigured(f"STORY_BACKEND {settings.STORY_BACKEND!r} is not a GenerationBackend")
-    return backend_class
-
-
-def backend_for_model(model: str) -> GenerationBackend:
-    if model == settings.OFFLINE_MODEL:
-        from stories.generation.backends.offline import OfflineBackend
-
-        return OfflineBackend()
-    return backend_class_load()()

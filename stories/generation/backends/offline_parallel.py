@@ -13,8 +13,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from stories.generation.backends.base import BackendEvent, ModelCall
-from stories.generation.backends.offline import offline_document_stream, offline_screenplay
+from stories.generation.backends.base import BackendEvent, Brief, ModelCall
+from stories.generation.backends.offline_screenplay import offline_document_stream, offline_screenplay
 
 _OPENERS = [
     "We don't have long.",
@@ -28,17 +28,18 @@ _PARENTHETICALS = ["quietly", "beat", "firmly", "smiling"]
 
 
 async def offline_part_stream(call: ModelCall) -> AsyncIterator[BackendEvent]:
-    document = offline_outline(call) if call.task == "outline" else offline_scene(call)
-    if call.continue_after:
+    brief = call.brief
+    document = offline_outline(brief) if brief.task == "outline" else offline_scene(brief)
+    if brief.continue_after:
         # A continuation after max_tokens: the same header, only the items not yet kept.
-        items = "scenes" if call.task == "outline" else "elements"
-        document = {**document, items: document[items][call.continue_after :]}
+        items = "scenes" if brief.task == "outline" else "elements"
+        document = {**document, items: document[items][brief.continue_after :]}
     async for event in offline_document_stream(call, document):
         yield event
 
 
-def offline_outline(call: ModelCall) -> dict[str, Any]:
-    screenplay = offline_screenplay(call.brief)
+def offline_outline(brief: Brief) -> dict[str, Any]:
+    screenplay = offline_screenplay(brief)
     scenes = []
     for scene in screenplay["scenes"]:
         speakers = [e["character"] for e in scene["elements"] if e["type"] == "dialogue"]
@@ -58,24 +59,24 @@ def offline_outline(call: ModelCall) -> dict[str, Any]:
     }
 
 
-def offline_scene(call: ModelCall) -> dict[str, Any]:
-    outline = call.outline or {"characters": [], "scenes": [{"heading": "INT. ROOM - DAY", "summary": ""}]}
-    planned = outline["scenes"][call.scene_index]
-    seed = hashlib.sha256(f"{call.scene_index}\n{planned}\n{call.instructions}".encode()).hexdigest()
+def offline_scene(brief: Brief) -> dict[str, Any]:
+    outline = brief.outline or {"characters": [], "scenes": [{"heading": "INT. ROOM - DAY", "summary": ""}]}
+    planned = outline["scenes"][brief.scene_index]
+    seed = hashlib.sha256(f"{brief.scene_index}\n{planned}\n{brief.instructions}".encode()).hexdigest()
     rng = random.Random(seed)
     names = [c["name"] for c in outline["characters"]]
     speakers = [name for name in planned.get("characters", []) if name in names] or names
     summary = planned.get("summary") or planned["heading"]
     elements: list[dict[str, Any]] = [{"type": "action", "text": summary[:5000]}]
-    if call.instructions:
-        elements.append({"type": "action", "text": f"This time: {call.instructions[:4000]}"})
+    if brief.instructions:
+        elements.append({"type": "action", "text": f"This time: {brief.instructions[:4000]}"})
     for turn in range(min(4, 2 * len(speakers))):
         line: dict[str, Any] = {"type": "dialogue", "character": speakers[turn % len(speakers)]}
         if rng.random() < 0.25:
             line["parenthetical"] = rng.choice(_PARENTHETICALS)
         line["text"] = f"{rng.choice(_OPENERS)} {_idea(rng, summary)}"
         elements.append(line)
-    if call.scene_index == len(outline["scenes"]) - 1:
+    if brief.scene_index == len(outline["scenes"]) - 1:
         elements.append({"type": "transition", "text": "FADE OUT."})
     return {"heading": planned["heading"], "summary": summary[:1000], "elements": elements}
 

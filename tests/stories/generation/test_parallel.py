@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stories.generation.parallel import AdaptiveLimiter
+from stories.generation.limiter import AdaptiveLimiter
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.fake_screenwriter import (

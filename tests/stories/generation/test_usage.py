@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from stories.generation.tokens import token_estimate
 from stories.models import GenerationRun
+from storyproject.tokens import token_estimate
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.fake_screenwriter import FakeScreenwriter
 from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events, ws_generate
