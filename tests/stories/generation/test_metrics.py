@@ -11,9 +11,11 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from stories.metrics import retried_errors
-from tests.fake_anthropic import FakeAnthropic, Reply
-from tests.stories.generation.conftest import MODEL, generate_message, ws_connect, ws_generate
+from stories.metrics import TOKEN_KINDS, retried_errors
+from stories.models import GenerationRun
+from stories.pricing import usage_cost_usd
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.stories.generation.conftest import MODEL, generate_message, screenplay, ws_connect, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TOKEN = "metrics-token-0123456789abcdef"
@@ -109,7 +111,7 @@ def test_a_generation_moves_the_counters_histograms_and_tokens(
     assert value(after, "story_generations_active") == 0
 
 
-def test_a_failed_generation_is_counted_as_failed_with_its_cost(
+def test_a_failed_generation_is_counted_as_failed(
     metrics_on: None, settings: Any, writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
     settings.STORY_LLM_MAX_RETRIES = 0
@@ -125,6 +127,31 @@ def test_a_failed_generation_is_counted_as_failed_with_its_cost(
     assert value(after, "story_generations_total", status="succeeded", model=MODEL, mode="single") == value(
         before, "story_generations_total", status="succeeded", model=MODEL, mode="single"
     )
+
+
+def test_a_claude_run_adds_its_tokens_and_cost_at_the_registry_prices(
+    metrics_on: None, writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=2))))
+    before = scrape()
+    response = _generate(writer)
+    assert response.status_code == 201, response.content
+    after = scrape()
+    run = GenerationRun.objects.get()
+    usage = {kind: getattr(run, kind) for kind in TOKEN_KINDS}
+    expected = usage_cost_usd(model=MODEL, **usage)
+    assert expected is not None and expected > 0
+    cost = "story_generation_cost_usd_total"
+    assert value(after, cost, model=MODEL) - value(before, cost, model=MODEL) == pytest.approx(
+        float(expected)
+    )
+    tokens = "story_generation_tokens_total"
+    for kind, count in usage.items():
+        label = kind.removesuffix("_tokens")
+        assert (
+            value(after, tokens, model=MODEL, kind=label) - value(before, tokens, model=MODEL, kind=label)
+            == count
+        )
 
 
 async def test_open_sockets_and_active_runs_are_gauges(
