@@ -6,7 +6,7 @@ import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
 from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.requests import allowed_models, model_label
@@ -207,6 +208,27 @@ def _pace_default(*, model: str, max_tokens: int) -> GenerationPace:
     return GenerationPace(
         tokens_per_second=float(rate), expected_output_tokens=min(max_tokens, 2500), ttft_seconds=1.0
     )
+
+
+# --- Metrics (stories/metrics.py) ----------------------------------------------------------------
+
+_MEASURE_FIELDS = (
+    "status", "model", "mode", "context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "details",
+)  # fmt: skip
+
+
+def generation_run_measures(*, run_id: int) -> GenerationRun | None:
+    """A run's outcome, model, mode, timings, usage and details, without its text."""
+    return GenerationRun.objects.filter(pk=run_id).only(*_MEASURE_FIELDS).first()
+
+
+def generation_runs_active_count() -> int:
+    """Runs streaming now; a run older than STORY_STREAMING_STALE_SECONDS was left by a crash (limits.py)."""
+    fresh_since = timezone.now() - timedelta(seconds=settings.STORY_STREAMING_STALE_SECONDS)
+    return GenerationRun.objects.filter(
+        status=GenerationRun.Status.STREAMING, created_at__gte=fresh_since
+    ).count()
 
 
 # --- The generation report (manage.py generation_report) ----------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from personas.models import PersonaConfig
 from stories.errors import GenerationError
 from stories.generation.validation import CastEntry
 from stories.limits import generation_admission_check
+from stories.metrics import generation_run_observe
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.validation import text_clean_or_reject
 
@@ -167,6 +169,12 @@ def generation_run_finish(
         finished_at=timezone.now(),
         **record.fields(),
     )
+    _run_observe_after_commit(run_id=run_id)
+
+
+def _run_observe_after_commit(*, run_id: int) -> None:
+    # After the commit: a save that rolls back is counted once, by the failure that follows it.
+    transaction.on_commit(functools.partial(generation_run_observe, run_id=run_id), robust=True)
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,7 @@ def _run_succeed(*, run_id: int, story: Story, record: RunRecord, started: float
     GenerationRun.objects.filter(pk=run_id).update(
         status=GenerationRun.Status.SUCCEEDED, story=story, finished_at=timezone.now(), **record.fields()
     )
+    _run_observe_after_commit(run_id=run_id)
 
 
 # --- Runs left behind by a stopped server, or by this one -----------------------------------------

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from stories.errors import GenerationError
+from stories.metrics import socket_closed, socket_opened
 from stories.ws_auth import SocketCredential, credential_current, socket_credential
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def socket_session_open(*, scope: dict[str, Any]) -> SocketSession:
         raise GenerationError("unauthenticated", "sign in to generate screenplays")
     owner = secrets.token_hex(8)
     slot_key = _slot_take(user_id=credential.user_id, owner=owner)
+    socket_opened()
     return SocketSession(credential=credential, slot_key=slot_key, slot_owner=owner)
 
 
@@ -64,6 +66,7 @@ def socket_session_check(*, session: SocketSession, refresh: bool = False) -> bo
 @database_sync_to_async
 def socket_session_close(*, session: SocketSession) -> None:
     """Free the socket's slot."""
+    socket_closed()
     if session.slot_key is not None and cache.get(session.slot_key) == session.slot_owner:
         cache.delete(session.slot_key)
 

@@ -6,6 +6,7 @@ deployment stops the process at start-up instead of surfacing as odd behaviour l
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from urllib.parse import ParseResult, parse_qs, unquote, urlparse
 
@@ -51,6 +52,19 @@ def envlist(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def envnetworks(name: str) -> list[str]:
+    """A comma-separated list of IP networks (``10.0.0.0/8``, ``::1``), each checked and normalized."""
+    networks = []
+    for item in envlist(name, []):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list IP networks such as 10.0.0.0/8; got {item!r}"
+            ) from None
+    return networks
 
 
 def database_from_url(url: str, *, base_dir: str) -> dict[str, object]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from stories.generation import models_registry
-from storyproject.env import database_from_url, envbool, envint, envlist, envstr
+from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -276,6 +276,17 @@ STORY_GENERATIONS_PER_HOUR = envint("STORY_GENERATIONS_PER_HOUR", 30, minimum=1)
 # A run still "streaming" after this long was left by a crashed process: it no longer counts as
 # active, so a crash never locks a writer out (longer than any generation the limits above allow).
 STORY_STREAMING_STALE_SECONDS = envint("STORY_STREAMING_STALE_SECONDS", 1800, minimum=60)
+
+# --- Operations: /healthz, /readyz and /metrics (storyproject/health.py, docs/operations.md) ------
+# /metrics is off (404) unless one of these is set. With a token, a scrape must send
+# "Authorization: Bearer <token>"; with networks, it must come from one of them (the address daphne
+# sees: a reverse proxy's, unless the scraper reaches the app directly). With both, both must hold.
+METRICS_TOKEN = envstr("METRICS_TOKEN")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 16`)")
+METRICS_ALLOWED_NETWORKS = envnetworks("METRICS_ALLOWED_NETWORKS")
+# Probes and load balancers speak plain HTTP to the app: the HTTPS redirect would fail their checks.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 LOGGING = {
     "version": 1,

@@ -7,11 +7,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from accounts.forms import ThrottledAdminAuthenticationForm
 from accounts.views import ThrottledLoginView
+from storyproject import health
 
 # The admin's login takes the same throttle as the site's (accounts/throttle.py).
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
+    # For probes and Prometheus (storyproject/health.py): no login, no session.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
-from storyproject.env import database_from_url, envbool, envint, envlist
+from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks
 
 
 @pytest.mark.parametrize("raw", ["maybe", "2", "yes please"])
@@ -41,6 +44,14 @@ def test_envlist_splits_and_trims(monkeypatch: pytest.MonkeyPatch) -> None:
     assert envlist("HOSTS", []) == ["a.example", "b.example"]
 
 
+def test_envnetworks_normalizes_networks_and_rejects_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETS", "10.1.2.3/8, ::1 ,192.168.0.7")
+    assert envnetworks("NETS") == ["10.0.0.0/8", "::1/128", "192.168.0.7/32"]
+    monkeypatch.setenv("NETS", "10.0.0.0/8,intranet")
+    with pytest.raises(ImproperlyConfigured, match="'intranet'"):
+        envnetworks("NETS")
+
+
 def test_database_url_reads_postgres_with_pool() -> None:
     db = database_from_url("postgres://me:p%40ss@db.local:6543/story", base_dir="/srv")
     assert db["ENGINE"] == "django.db.backends.postgresql"
@@ -65,19 +76,25 @@ def test_database_url_rejects_unknown_schemes_and_missing_names(url: str) -> Non
         database_from_url(url, base_dir="/srv")
 
 
-def test_settings_refuse_to_start_without_a_secret_key_when_debug_is_off() -> None:
-    import subprocess
-    import sys
-
+def _settings_refusal(**environ: str) -> str:
+    """What django.setup() prints when it refuses the environment, in a fresh process."""
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
-        env={"DJANGO_SETTINGS_MODULE": "storyproject.settings", "DJANGO_DEBUG": "0", "PATH": ""},
+        env={"DJANGO_SETTINGS_MODULE": "storyproject.settings", "PATH": "", **environ},
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY is required" in result.stderr
+    return result.stderr
+
+
+def test_settings_refuse_to_start_without_a_secret_key_when_debug_is_off() -> None:
+    assert "DJANGO_SECRET_KEY is required" in _settings_refusal(DJANGO_DEBUG="0")
+
+
+def test_settings_refuse_a_short_metrics_token() -> None:
+    assert "METRICS_TOKEN must be at least 16 characters" in _settings_refusal(METRICS_TOKEN="short")
 
 
 def test_manage_check_is_clean(capsys: pytest.CaptureFixture[str]) -> None:

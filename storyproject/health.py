@@ -1,0 +1,140 @@
+"""``/healthz``, ``/readyz`` and ``/metrics``: what a process supervisor, a load balancer and Prometheus ask.
+
+``/healthz`` says the process answers HTTP; it touches nothing else, so a database outage does not get
+every process restarted. ``/readyz`` says whether this process can serve writers: the database answers,
+its migrations are all applied, Redis answers when ``REDIS_URL`` is set, and a model back-end is usable.
+A failure is a 503 that names the dependency and nothing more: no host, URL, exception text or secret
+(those go to the log). Both are unauthenticated, use no session, and are exempt from the HTTPS redirect.
+
+``/metrics`` is the Prometheus exposition of ``stories.metrics``, off (404) unless ``METRICS_TOKEN`` or
+``METRICS_ALLOWED_NETWORKS`` is set. See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Callable
+
+import redis
+from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from stories.generation.backends.base import backend_class_load
+from stories.metrics import metrics_enabled, metrics_exposition
+
+logger = logging.getLogger(__name__)
+
+# Applied migrations stay applied: once seen complete, the plan (which reads every migration file,
+# tens of milliseconds) is not computed again by this process.
+_migrated = False
+
+
+@require_safe
+@never_cache
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+@require_safe
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """200 or 503 with ``{"status", "checks": {name: "ok" | "failed" | "not checked"}, "failed": [names]}``."""
+    checks: dict[str, str] = {}
+    for name, check in _CHECKS.items():
+        needed = _NEEDS.get(name)
+        if needed is not None and checks[needed] != "ok":
+            checks[name] = "not checked"
+        else:
+            checks[name] = "ok" if _passes(name, check) else "failed"
+    failed = [name for name, outcome in checks.items() if outcome == "failed"]
+    body = {"status": "unavailable" if failed else "ok", "checks": checks, "failed": failed}
+    return JsonResponse(body, status=503 if failed else 200)
+
+
+def _passes(name: str, check: Callable[[], bool]) -> bool:
+    try:
+        if check():
+            return True
+        logger.warning("readiness: %s is not ready", name)
+    except Exception:
+        logger.warning("readiness: %s check failed", name, exc_info=True)
+    return False
+
+
+def _database() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone() == (1,)
+
+
+def _migrations() -> bool:
+    global _migrated
+    if not _migrated:
+        executor = MigrationExecutor(connection)
+        _migrated = not executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return _migrated
+
+
+def _redis() -> bool:
+    if not settings.REDIS_URL:
+        return True  # Not configured: the local-memory cache and channel layer need nothing.
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def _model() -> bool:
+    backend_class_load()
+    # Every model but the offline one is a Claude model (models_registry): it needs the key.
+    return settings.STORY_MODEL == settings.OFFLINE_MODEL or bool(settings.ANTHROPIC_API_KEY)
+
+
+_CHECKS: dict[str, Callable[[], bool]] = {
+    "database": _database,
+    "migrations": _migrations,
+    "redis": _redis,
+    "model": _model,
+}
+# Whether migrations are applied cannot be known without the database.
+_NEEDS = {"migrations": "database"}
+
+
+@require_safe
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    if not metrics_enabled():
+        raise Http404
+    if settings.METRICS_ALLOWED_NETWORKS and not _address_allowed(request.META.get("REMOTE_ADDR", "")):
+        return HttpResponse(
+            "Metrics are not served to this address.\n", status=403, content_type="text/plain"
+        )
+    if settings.METRICS_TOKEN and not _bearer_matches(request.headers.get("Authorization", "")):
+        response = HttpResponse("A valid bearer token is required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(metrics_exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _address_allowed(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network) for network in settings.METRICS_ALLOWED_NETWORKS)
+
+
+def _bearer_matches(header: str) -> bool:
+    scheme, _, token = header.partition(" ")
+    # Compared in constant time, so the response time does not reveal how much of a guess was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), settings.METRICS_TOKEN.encode()
+    )

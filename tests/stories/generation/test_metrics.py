@@ -1,0 +1,199 @@
+"""/metrics as Prometheus meets it: refused without its token or from the wrong network, and its
+counters moving after real generations (the offline back-end, and the real SDK against the fake API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
+
+from stories.metrics import TOKEN_KINDS, retried_errors
+from stories.models import GenerationRun
+from stories.pricing import usage_cost_usd
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.stories.generation.conftest import MODEL, generate_message, screenplay, ws_connect, ws_generate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TOKEN = "metrics-token-0123456789abcdef"
+GENERATE = "/api/ai/generate-screenplay/"
+
+
+@pytest.fixture
+def metrics_on(settings: Any) -> None:
+    settings.METRICS_TOKEN = TOKEN
+
+
+def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, by name and sorted labels."""
+    response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def _generate(api_user: Any) -> Any:
+    client = APIClient()
+    client.force_authenticate(api_user)
+    body = generate_message()
+    del body["type"]
+    return client.post(GENERATE, body, format="json")
+
+
+def test_metrics_are_not_found_while_no_token_or_network_is_set(settings: Any) -> None:
+    settings.METRICS_TOKEN = ""
+    settings.METRICS_ALLOWED_NETWORKS = []
+    assert Client().get("/metrics").status_code == 404
+    assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer anything").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong-token-0123456789", f"Token {TOKEN}", TOKEN, "Bearer "]
+)
+def test_metrics_are_refused_without_the_bearer_token(metrics_on: None, header: str | None) -> None:
+    extra = {} if header is None else {"HTTP_AUTHORIZATION": header}
+    response = Client().get("/metrics", **extra)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert b"story_generations" not in response.content
+
+
+def test_metrics_are_refused_outside_the_allowed_networks(settings: Any) -> None:
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+    assert Client(REMOTE_ADDR="192.168.1.5").get("/metrics").status_code == 403
+    assert Client(REMOTE_ADDR="10.1.2.3").get("/metrics").status_code == 200
+    # With a token as well, both must hold.
+    settings.METRICS_TOKEN = TOKEN
+    assert Client(REMOTE_ADDR="10.1.2.3").get("/metrics").status_code == 401
+    assert (
+        Client(REMOTE_ADDR="192.168.1.5").get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code
+        == 403
+    )
+
+
+def test_a_generation_moves_the_counters_histograms_and_tokens(
+    metrics_on: None, writer: Any, cast: Any, offline: None
+) -> None:
+    before = scrape()
+    response = _generate(writer)
+    assert response.status_code == 201, response.content
+    after = scrape()
+    labels = {"status": "succeeded", "model": "offline", "mode": "single"}
+    assert (
+        value(after, "story_generations_total", **labels)
+        == value(before, "story_generations_total", **labels) + 1
+    )
+    for stage in ("context", "prompt", "ttft", "llm", "save", "total"):
+        count = "story_generation_stage_seconds_count"
+        assert (
+            value(after, count, stage=stage, mode="single")
+            == value(before, count, stage=stage, mode="single") + 1
+        )
+    output = response.json()["usage"]["output_tokens"]
+    tokens = "story_generation_tokens_total"
+    assert output > 0
+    assert (
+        value(after, tokens, model="offline", kind="output")
+        - value(before, tokens, model="offline", kind="output")
+        == output
+    )
+    assert value(after, "story_generations_active") == 0
+
+
+def test_a_failed_generation_is_counted_as_failed(
+    metrics_on: None, settings: Any, writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    settings.STORY_LLM_MAX_RETRIES = 0
+    fake_anthropic.script(Reply(status=529, error_type="overloaded_error", headers={"retry-after-ms": "1"}))
+    before = scrape()
+    assert _generate(writer).status_code == 503
+    after = scrape()
+    labels = {"status": "failed", "model": MODEL, "mode": "single"}
+    assert (
+        value(after, "story_generations_total", **labels)
+        == value(before, "story_generations_total", **labels) + 1
+    )
+    assert value(after, "story_generations_total", status="succeeded", model=MODEL, mode="single") == value(
+        before, "story_generations_total", status="succeeded", model=MODEL, mode="single"
+    )
+
+
+def test_a_claude_run_adds_its_tokens_and_cost_at_the_registry_prices(
+    metrics_on: None, writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=2))))
+    before = scrape()
+    response = _generate(writer)
+    assert response.status_code == 201, response.content
+    after = scrape()
+    run = GenerationRun.objects.get()
+    usage = {kind: getattr(run, kind) for kind in TOKEN_KINDS}
+    expected = usage_cost_usd(model=MODEL, **usage)
+    assert expected is not None and expected > 0
+    cost = "story_generation_cost_usd_total"
+    assert value(after, cost, model=MODEL) - value(before, cost, model=MODEL) == pytest.approx(
+        float(expected)
+    )
+    tokens = "story_generation_tokens_total"
+    for kind, count in usage.items():
+        label = kind.removesuffix("_tokens")
+        assert (
+            value(after, tokens, model=MODEL, kind=label) - value(before, tokens, model=MODEL, kind=label)
+            == count
+        )
+
+
+async def test_open_sockets_and_active_runs_are_gauges(
+    metrics_on: None, writer: Any, cast: Any, offline: None
+) -> None:
+    before = await sync_to_async(scrape)()
+    communicator = await ws_connect(writer)
+    try:
+        during = await sync_to_async(scrape)()
+        assert value(during, "story_websockets_open") == value(before, "story_websockets_open") + 1
+    finally:
+        await communicator.disconnect()
+    after = await sync_to_async(scrape)()
+    assert value(after, "story_websockets_open") == value(before, "story_websockets_open")
+
+
+async def test_a_streaming_run_is_active_until_it_finishes(
+    metrics_on: None, settings: Any, writer: Any, cast: Any, offline: None
+) -> None:
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 200
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message())
+        await communicator.receive_from(timeout=10)  # the run has started
+        assert value(await sync_to_async(scrape)(), "story_generations_active") == 1
+        await communicator.send_json_to({"type": "cancel"})
+    finally:
+        await communicator.disconnect()
+    await ws_generate(writer)  # a run that finishes, so the cancelled one has surely been closed
+    samples = await sync_to_async(scrape)()
+    assert value(samples, "story_generations_active") == 0
+    assert value(samples, "story_generations_total", status="cancelled", model="offline", mode="single") >= 1
+
+
+def test_retried_errors_are_the_failed_calls_followed_by_another_attempt() -> None:
+    calls = [
+        {"task": "outline", "index": None, "attempt": 0, "status": "ok"},
+        {"task": "scene", "index": 0, "attempt": 0, "status": "llm_overloaded"},
+        {"task": "scene", "index": 0, "attempt": 1, "status": "invalid_output"},
+        {"task": "scene", "index": 0, "attempt": 2, "status": "ok"},
+        {"task": "scene", "index": 1, "attempt": 0, "status": "llm_rate_limited"},
+        {"task": "scene", "index": 1, "attempt": 1, "status": "llm_unavailable"},  # the last try: not retried
+        {"task": "scene", "index": 2, "attempt": 0, "status": "cancelled"},
+    ]
+    assert retried_errors(calls=calls) == ["llm_overloaded", "invalid_output", "llm_rate_limited"]
