@@ -26,7 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from stories.generation.backends.base import backend_class_load
+from stories.generation.backends.registry import backend_class_load
 from stories.metrics import metrics_enabled, metrics_exposition
 
 logger = logging.getLogger(__name__)
