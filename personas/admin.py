@@ -17,32 +17,8 @@ from django.utils.safestring import mark_safe
 
 from personas import selectors, services
 from personas.cards import CardError, persona_file, persona_file_read, persona_files_zip
+from personas.forms import PersonaConfigForm
 from personas.models import PersonaConfig
-from personas.schema import persona_config_errors
-from storyproject.forms import UntrustedJSONField
-
-
-class PersonaConfigForm(forms.ModelForm):
-    config_data = UntrustedJSONField(
-        # A class, not a style attribute: the Content-Security-Policy blocks inline styles.
-        widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "class": "persona-config-json"}),
-        help_text="JSON object: description, summary, personality, voice, backstory, system_prompt, "
-        "example_lines, tags, private, extensions. See docs/personas.md, 'Persona configs'.",
-    )
-
-    class Meta:
-        model = PersonaConfig
-        fields = ["name", "display_name", "is_active", "config_data"]
-
-    class Media:
-        css = {"all": ["css/admin-personas.css"]}
-
-    def clean_config_data(self) -> Any:
-        config = self.cleaned_data["config_data"]
-        errors = persona_config_errors(config)
-        if errors:
-            raise forms.ValidationError(["The persona config is not valid:", *errors])
-        return config
 
 
 @admin.register(PersonaConfig)
@@ -52,6 +28,26 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "updated_at"]
     search_fields = ["name", "display_name"]
     readonly_fields = ["context_preview", "version", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "display_name", "is_active"]}),
+        (
+            "What the model gets (in this order)",
+            {
+                "fields": [
+                    "system_prompt",
+                    "description",
+                    "personality",
+                    "voice",
+                    "example_lines",
+                    "scenario",
+                    "backstory",
+                ]
+            },
+        ),
+        ("For editors only", {"fields": ["summary", "tags"]}),
+        ("Advanced", {"classes": ["collapse"], "fields": ["private", "extensions", "config_data"]}),
+        ("Context preview", {"fields": ["context_preview", "version", "created_at", "updated_at"]}),
+    ]
     # Each action names the permission it needs; Django offers (and runs) only the permitted ones.
     # Activating changes rows, so it needs "change"; an export shows no more than the read-only change
     # page shows anyone with "view" (the whole config, private part included), so "view" is enough.

@@ -211,7 +211,9 @@ def _action(name: str, **kwargs: Any) -> Case:
 
 
 def _persona_post(name: str) -> dict[str, Any]:
-    return {"name": name, "display_name": "Someone", "is_active": "on", "config_data": '{"voice": "Gravel."}'}
+    # As a browser posts the persona form: the per-part fields and the raw JSON (see personas/forms.py).
+    config = {"voice": "Gravel.", "config_data": '{"voice": "Gravel."}'}
+    return {"name": name, "display_name": "Someone", "is_active": "on", **config}
 
 
 def _persona_file() -> dict[str, Any]:

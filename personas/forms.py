@@ -1,0 +1,203 @@
+"""The persona editor's form: a field per part of the config, with the raw JSON kept for power users.
+
+How a save builds ``config_data``: it starts from the raw JSON field (rendered from the stored config,
+so keys the form has no field for, the older nested ``context`` and anything else are kept untouched),
+then applies each per-part field *that the editor changed*. A part left as it was rendered is not
+rewritten, so its stored value (key order, spacing, lines with commas) survives byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.forms.fields import InvalidJSONInput
+
+from personas.models import PersonaConfig
+from personas.schema import persona_config_errors
+from storyproject.forms import UntrustedJSONField
+
+_SENT = "Reaches the model, in the context paragraph"
+
+
+@dataclass(frozen=True)
+class _Part:
+    """How one config key is shown in its form field, and how the field's text goes back."""
+
+    show: Callable[[object], object]
+    store: Callable[[Any], object]  # None: the key is removed
+
+
+def _text_show(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _text_store(text: str) -> str | None:
+    return text if text.strip() else None
+
+
+def _lines_show(value: object) -> str:
+    return "\n".join(item for item in value if isinstance(item, str)) if isinstance(value, list) else ""
+
+
+def _lines_store(text: str) -> list[str] | None:
+    return [line.strip() for line in text.split("\n") if line.strip()] or None
+
+
+def _tags_show(value: object) -> str:
+    return ", ".join(item for item in value if isinstance(item, str)) if isinstance(value, list) else ""
+
+
+def _tags_store(text: str) -> list[str] | None:
+    return [tag.strip() for tag in text.split(",") if tag.strip()] or None
+
+
+def _object_show(value: object) -> object:
+    return value if isinstance(value, dict) else None
+
+
+def _object_store(value: object) -> object:
+    return value or None
+
+
+_TEXT = _Part(_text_show, _text_store)
+PARTS: dict[str, _Part] = {
+    **dict.fromkeys(
+        ["summary", "system_prompt", "description", "personality", "voice", "scenario", "backstory"], _TEXT
+    ),
+    "example_lines": _Part(_lines_show, _lines_store),
+    "tags": _Part(_tags_show, _tags_store),
+    "private": _Part(_object_show, _object_store),
+    "extensions": _Part(_object_show, _object_store),
+}
+
+
+class PersonaTextField(forms.CharField):
+    """Text as typed (not stripped), with the browser's CRLF line ends read as LF."""
+
+    def __init__(self, *, rows: int = 4, **kwargs: Any) -> None:
+        widget = forms.Textarea(attrs={"rows": rows, "cols": 100})
+        super().__init__(required=False, strip=False, widget=widget, max_length=20_000, **kwargs)
+
+    def to_python(self, value: Any) -> str:
+        return str(super().to_python(value)).replace("\r\n", "\n")
+
+
+class PrettyJSONField(UntrustedJSONField):
+    """``UntrustedJSONField`` shown indented, non-ASCII text as itself, so editors can read it."""
+
+    def prepare_value(self, value: Any) -> str:
+        if isinstance(value, InvalidJSONInput):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _json_widget(rows: int) -> forms.Textarea:
+    # A class, not a style attribute: the Content-Security-Policy blocks inline styles.
+    return forms.Textarea(attrs={"rows": rows, "cols": 100, "class": "persona-config-json"})
+
+
+class PersonaConfigForm(forms.ModelForm):
+    summary = PersonaTextField(
+        rows=1, help_text="One line shown in persona pickers and lists. Never sent to the model."
+    )
+    system_prompt = PersonaTextField(
+        help_text=f"How the model should play this persona. {_SENT} 'Instructions:', first, so it is "
+        "the last text cut when the context is over the token budget."
+    )
+    description = PersonaTextField(help_text=f"Who the persona is. {_SENT} 'Description:'.")
+    personality = PersonaTextField(help_text=f"Temperament, habits, wants. {_SENT} 'Personality:'.")
+    voice = PersonaTextField(help_text=f"How the persona speaks: rhythm, vocabulary, tics. {_SENT} 'Voice:'.")
+    example_lines = PersonaTextField(
+        rows=6,
+        help_text="Lines of dialogue in the persona's voice, one per line (blank lines are dropped). "
+        f"{_SENT} 'Example lines:', one bullet each.",
+    )
+    scenario = PersonaTextField(
+        help_text=f"The situation the persona is usually found in. {_SENT} 'Scenario:', near the end: "
+        "cut before anything but the backstory."
+    )
+    backstory = PersonaTextField(
+        rows=6,
+        help_text=f"Where the persona comes from. {_SENT} 'Backstory:', last, so it is the first text "
+        "cut when the context is over the token budget.",
+    )
+    tags = forms.CharField(
+        required=False,
+        max_length=3_000,
+        help_text="Comma-separated labels for finding personas, e.g. noir, detective. Never sent to the model.",
+    )
+    private = PrettyJSONField(
+        required=False,
+        widget=_json_widget(6),
+        help_text="A JSON object kept with the persona (creator, notes, card version). Never sent to the "
+        "model, nor shown by the API.",
+    )
+    extensions = PrettyJSONField(
+        required=False,
+        widget=_json_widget(6),
+        help_text="A JSON object for anything else, e.g. Character Card extensions, kept so an export "
+        "loses nothing. Never sent to the model.",
+    )
+    config_data = PrettyJSONField(
+        required=False,  # "{}" is empty to Django; the parts above may fill it.
+        label="Raw JSON",
+        widget=_json_widget(16),
+        help_text="The whole config as JSON, for power users. Keys without a field above are kept here "
+        "untouched; where you change both a field above and its key here, the field above wins. "
+        "See docs/personas.md, 'Persona configs'.",
+    )
+
+    class Meta:
+        model = PersonaConfig
+        fields = ["name", "display_name", "is_active", "config_data"]
+
+    class Media:
+        css = {"all": ["css/admin-personas.css"]}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stored = self.instance.config_data if isinstance(self.instance.config_data, dict) else {}
+        for key, part in PARTS.items():
+            self.fields[key].initial = part.show(stored.get(key))
+
+    def clean_tags(self) -> str:
+        return str(self.cleaned_data["tags"]).replace("\r\n", "\n")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or self.cleaned_data
+        if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
+            return cleaned
+        raw = {} if cleaned["config_data"] is None else cleaned["config_data"]
+        config = config_merge(raw=raw, edits=self._edited_parts())
+        errors = persona_config_errors(config)
+        if errors:
+            self.add_error("config_data", ["The persona config is not valid:", *errors])
+        else:
+            cleaned["config_data"] = config
+        return cleaned
+
+    def _edited_parts(self) -> dict[str, object]:
+        # A part counts as edited when its value differs from the one the page was rendered with.
+        edited = {}
+        for key, part in PARTS.items():
+            value = self.cleaned_data.get(key)
+            if value != self.fields[key].initial:
+                edited[key] = part.store(value)
+        return edited
+
+
+def config_merge(*, raw: object, edits: dict[str, object]) -> object:
+    """``raw`` with each edited part set (or removed when it is None); a non-object ``raw`` as is."""
+    if not isinstance(raw, dict):
+        return raw  # persona_config_errors names the problem.
+    config = dict(raw)
+    for key, value in edits.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    return config
