@@ -29,7 +29,7 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     search_fields = ["name", "display_name"]
     readonly_fields = ["context_preview", "version", "created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["name", "display_name", "is_active"]}),
+        (None, {"fields": ["name", "display_name", "is_active", "loaded_version"]}),
         (
             "What the model gets (in this order)",
             {

@@ -16,6 +16,7 @@ from typing import Any
 from django import forms
 from django.forms.fields import InvalidJSONInput
 
+from personas import services
 from personas.models import PersonaConfig
 from personas.schema import persona_config_errors
 from storyproject.forms import UntrustedJSONField
@@ -151,6 +152,9 @@ class PersonaConfigForm(forms.ModelForm):
         "See docs/personas.md, 'Persona configs'.",
     )
 
+    # The version this page was rendered from: a save from an older one is refused (see _version_check).
+    loaded_version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
     class Meta:
         model = PersonaConfig
         fields = ["name", "display_name", "is_active", "config_data"]
@@ -163,12 +167,16 @@ class PersonaConfigForm(forms.ModelForm):
         stored = self.instance.config_data if isinstance(self.instance.config_data, dict) else {}
         for key, part in PARTS.items():
             self.fields[key].initial = part.show(stored.get(key))
+        if self.instance.pk is not None:
+            self.fields["loaded_version"].initial = self.instance.version
+            self.fields["loaded_version"].required = True
 
     def clean_tags(self) -> str:
         return str(self.cleaned_data["tags"]).replace("\r\n", "\n")
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or self.cleaned_data
+        self._version_check(cleaned.get("loaded_version"))
         if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
             return cleaned
         raw = {} if cleaned["config_data"] is None else cleaned["config_data"]
@@ -179,6 +187,20 @@ class PersonaConfigForm(forms.ModelForm):
         else:
             cleaned["config_data"] = config
         return cleaned
+
+    def _version_check(self, loaded: int | None) -> None:
+        # Optimistic concurrency: the row stays locked from this check to the save (the admin saves in
+        # one transaction), so two editors who loaded the same version cannot both get through.
+        if self.instance.pk is None or loaded is None:
+            return
+        current = services.persona_version_lock(persona_pk=self.instance.pk)
+        if current is not None and current != loaded:
+            raise forms.ValidationError(
+                f"Another editor saved this persona after you opened it (you opened version {loaded}; "
+                f"it is now version {current}). Nothing was saved. Your edits are still below: copy what "
+                "you need, open the persona again to see their changes, and make yours there.",
+                code="stale",
+            )
 
     def _edited_parts(self) -> dict[str, object]:
         # A part counts as edited when its value differs from the one the page was rendered with.

@@ -212,7 +212,8 @@ def _action(name: str, **kwargs: Any) -> Case:
 
 def _persona_post(name: str) -> dict[str, Any]:
     # As a browser posts the persona form: the per-part fields and the raw JSON (see personas/forms.py).
-    config = {"voice": "Gravel.", "config_data": '{"voice": "Gravel."}'}
+    # loaded_version: the version the change page was rendered from (optimistic concurrency).
+    config = {"voice": "Gravel.", "config_data": '{"voice": "Gravel."}', "loaded_version": "1"}
     return {"name": name, "display_name": "Someone", "is_active": "on", **config}
 
 
