@@ -7,7 +7,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -21,15 +21,44 @@ from personas.forms import PersonaConfigForm
 from personas.models import PersonaConfig
 
 
+class UsageFilter(admin.SimpleListFilter):
+    title = "usage"
+    parameter_name = "usage"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("unused", "Cast in no story"), ("used", "Cast in a story")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> QuerySet[PersonaConfig]:
+        # The admin's queryset carries the story_count annotation (PersonaConfigAdmin.get_queryset).
+        if self.value() == "unused":
+            return queryset.filter(Q(story_count=0))
+        if self.value() == "used":
+            return queryset.filter(Q(story_count__gt=0))
+        return queryset
+
+
+def _in_use(persona: PersonaConfig) -> str:
+    """What an editor is told about a persona that stories cast: how many, never which."""
+    count = persona.story_count  # type: ignore[attr-defined]
+    if not count:
+        return ""
+    stories = "story casts" if count == 1 else "stories cast"
+    return f"{persona}: {count} {stories} it; generating them fails while it is inactive or missing."
+
+
+def _as_queryset(objs: Any) -> QuerySet[PersonaConfig]:
+    return PersonaConfig.objects.filter(pk__in=[obj.pk for obj in objs])
+
+
 @admin.register(PersonaConfig)
 class PersonaConfigAdmin(admin.ModelAdmin):
     form = PersonaConfigForm
-    list_display = ["display_name", "name", "is_active", "version", "updated_at"]
-    list_filter = ["is_active", "updated_at"]
+    list_display = ["display_name", "name", "is_active", "story_count", "last_used", "version", "updated_at"]
+    list_filter = ["is_active", "updated_at", UsageFilter]
     search_fields = ["name", "display_name"]
     readonly_fields = ["context_preview", "version", "created_at", "updated_at"]
     fieldsets = [
-        (None, {"fields": ["name", "display_name", "is_active", "loaded_version"]}),
+        (None, {"fields": ["name", "display_name", "is_active", "deactivate_anyway", "loaded_version"]}),
         (
             "What the model gets (in this order)",
             {
@@ -54,6 +83,28 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     actions = ["activate", "deactivate", "export_ours", "export_card_json", "export_card_png"]
     change_list_template = "admin/personas/personaconfig/change_list.html"
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PersonaConfig]:
+        return selectors.personas_with_usage(queryset=super().get_queryset(request))
+
+    @admin.display(description="Stories", ordering="story_count")
+    def story_count(self, persona: PersonaConfig) -> int:
+        # A count only: the stories belong to their writers, whom editors do not see.
+        return persona.story_count  # type: ignore[attr-defined]
+
+    @admin.display(description="Last used", ordering="last_used", empty_value="never")
+    def last_used(self, persona: PersonaConfig) -> Any:
+        return persona.last_used  # type: ignore[attr-defined]
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
+        # Cast personas are protected (StoryCast.persona is PROTECT). Django would list the cast rows,
+        # which name writers' characters; editors see a count and what to do instead.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if protected:
+            protected = [
+                _in_use(persona) for persona in selectors.personas_with_usage(queryset=_as_queryset(objs))
+            ]
+        return deleted, counts, perms_needed, [line for line in protected if line]
+
     @admin.display(description="Context preview")
     def context_preview(self, persona: PersonaConfig) -> str:
         """The saved config's prompt context as generation will use it, with its token estimate."""
@@ -77,9 +128,26 @@ class PersonaConfigAdmin(admin.ModelAdmin):
         self.message_user(request, f"{count} persona(s) activated.", messages.SUCCESS)
 
     @admin.action(permissions=["change"], description="Deactivate selected personas")
-    def deactivate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> None:
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse | None:
+        # Personas that stories cast need a second, informed click: generating those stories fails.
+        used = [p for p in selectors.personas_with_usage(queryset=queryset) if p.story_count]  # type: ignore[attr-defined]
+        if used and request.POST.get("confirm_deactivate") != "yes":
+            return self._deactivate_confirm(request, queryset, used)
         count = services.personas_set_active(queryset=queryset, active=False)
         self.message_user(request, f"{count} persona(s) deactivated.", messages.SUCCESS)
+        return None
+
+    def _deactivate_confirm(
+        self, request: HttpRequest, queryset: QuerySet[PersonaConfig], used: list[PersonaConfig]
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Deactivate personas that stories use?",
+            "used": [_in_use(persona) for persona in used],
+            "selected": [persona.pk for persona in queryset],
+        }
+        return TemplateResponse(request, "admin/personas/personaconfig/deactivate_confirm.html", context)
 
     @admin.action(permissions=["view"], description="Export selected personas (our JSON)")
     def export_ours(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:

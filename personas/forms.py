@@ -16,7 +16,7 @@ from typing import Any
 from django import forms
 from django.forms.fields import InvalidJSONInput
 
-from personas import services
+from personas import selectors, services
 from personas.models import PersonaConfig
 from personas.schema import persona_config_errors
 from storyproject.forms import UntrustedJSONField
@@ -152,6 +152,11 @@ class PersonaConfigForm(forms.ModelForm):
         "See docs/personas.md, 'Persona configs'.",
     )
 
+    deactivate_anyway = forms.BooleanField(
+        required=False,
+        help_text="Needed to deactivate a persona that stories cast: generating those stories fails while "
+        "it is inactive.",
+    )
     # The version this page was rendered from: a save from an older one is refused (see _version_check).
     loaded_version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
@@ -177,6 +182,7 @@ class PersonaConfigForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or self.cleaned_data
         self._version_check(cleaned.get("loaded_version"))
+        self._deactivation_check(cleaned)
         if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
             return cleaned
         raw = {} if cleaned["config_data"] is None else cleaned["config_data"]
@@ -200,6 +206,18 @@ class PersonaConfigForm(forms.ModelForm):
                 f"it is now version {current}). Nothing was saved. Your edits are still below: copy what "
                 "you need, open the persona again to see their changes, and make yours there.",
                 code="stale",
+            )
+
+    def _deactivation_check(self, cleaned: dict[str, Any]) -> None:
+        was_active = self.instance.pk is not None and self.initial.get("is_active")
+        if not was_active or cleaned.get("is_active", True) or cleaned.get("deactivate_anyway"):
+            return
+        count = selectors.persona_story_count(persona_pk=self.instance.pk)
+        if count:
+            self.add_error(
+                "is_active",
+                f"{count} {'story casts' if count == 1 else 'stories cast'} this persona; generating them "
+                "fails while it is inactive. Tick 'Deactivate anyway' to confirm.",
             )
 
     def _edited_parts(self) -> dict[str, object]:
