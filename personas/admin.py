@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, linebreaks
@@ -46,8 +46,16 @@ def _in_use(persona: PersonaConfig) -> str:
     return f"{persona}: {count} {stories} it; generating them fails while it is inactive or missing."
 
 
-def _as_queryset(objs: Any) -> QuerySet[PersonaConfig]:
-    return PersonaConfig.objects.filter(pk__in=[obj.pk for obj in objs])
+def _preview(config: object) -> dict[str, Any]:
+    full = selectors.persona_context_build(persona=PersonaConfig(config_data=config), budget=10**9)
+    sent = selectors.persona_context_build(persona=PersonaConfig(config_data=config))
+    return {
+        "context": sent.context,
+        "tokens": sent.tokens,
+        "full_tokens": full.tokens,  # before shortening: how far over the budget the editor is
+        "budget": settings.PERSONA_CONTEXT_TOKEN_BUDGET,
+        "shortened": sent.shortened,
+    }
 
 
 @admin.register(PersonaConfig)
@@ -56,7 +64,7 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     list_display = ["display_name", "name", "is_active", "story_count", "last_used", "version", "updated_at"]
     list_filter = ["is_active", "updated_at", UsageFilter]
     search_fields = ["name", "display_name"]
-    readonly_fields = ["context_preview", "version", "created_at", "updated_at"]
+    readonly_fields = ["live_preview", "context_preview", "version", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "display_name", "is_active", "deactivate_anyway", "loaded_version"]}),
         (
@@ -73,6 +81,7 @@ class PersonaConfigAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Live preview of the context (not saved)", {"fields": ["live_preview"]}),
         ("For editors only", {"fields": ["summary", "tags"]}),
         ("Advanced", {"classes": ["collapse"], "fields": ["private", "extensions", "config_data"]}),
         ("Context preview", {"fields": ["context_preview", "version", "created_at", "updated_at"]}),
@@ -84,7 +93,10 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     change_list_template = "admin/personas/personaconfig/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PersonaConfig]:
-        return selectors.personas_with_usage(queryset=super().get_queryset(request))
+        # Every admin read of personas (the list, its actions, the delete pages) carries the usage counts.
+        # A GROUP BY query drops Meta.ordering, so the order is given again (the autocomplete pages it).
+        queryset = selectors.personas_with_usage(queryset=super().get_queryset(request))
+        return queryset.order_by("display_name", "name")  # as PersonaConfig.Meta.ordering
 
     @admin.display(description="Stories", ordering="story_count")
     def story_count(self, persona: PersonaConfig) -> int:
@@ -100,10 +112,22 @@ class PersonaConfigAdmin(admin.ModelAdmin):
         # which name writers' characters; editors see a count and what to do instead.
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         if protected:
-            protected = [
-                _in_use(persona) for persona in selectors.personas_with_usage(queryset=_as_queryset(objs))
-            ]
+            protected = [_in_use(persona) for persona in objs]
         return deleted, counts, perms_needed, [line for line in protected if line]
+
+    @admin.display(description="As you type")
+    def live_preview(self, persona: PersonaConfig) -> str:
+        """Where static/js/persona-preview.js shows the context of the form's current values."""
+        return format_html(
+            '<div class="persona-live-preview" data-url="{}" data-persona-id="{}">'
+            '<p class="persona-live-status">Change a field above: the context it would give appears here '
+            "before you save.</p>"
+            '<meter class="persona-live-meter" min="0" max="{}" value="0"></meter>'
+            '<div class="persona-context persona-live-context"></div></div>',
+            reverse("admin:personas_personaconfig_preview"),
+            persona.pk or "",
+            settings.PERSONA_CONTEXT_TOKEN_BUDGET,
+        )
 
     @admin.display(description="Context preview")
     def context_preview(self, persona: PersonaConfig) -> str:
@@ -130,7 +154,7 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     @admin.action(permissions=["change"], description="Deactivate selected personas")
     def deactivate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse | None:
         # Personas that stories cast need a second, informed click: generating those stories fails.
-        used = [p for p in selectors.personas_with_usage(queryset=queryset) if p.story_count]  # type: ignore[attr-defined]
+        used = [persona for persona in queryset if persona.story_count]  # type: ignore[attr-defined]
         if used and request.POST.get("confirm_deactivate") != "yes":
             return self._deactivate_confirm(request, queryset, used)
         count = services.personas_set_active(queryset=queryset, active=False)
@@ -163,7 +187,28 @@ class PersonaConfigAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.import_view)
-        return [path("import/", view, name="personas_personaconfig_import"), *super().get_urls()]
+        preview = self.admin_site.admin_view(self.preview_view)
+        return [
+            path("import/", view, name="personas_personaconfig_import"),
+            path("preview/", preview, name="personas_personaconfig_preview"),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request: HttpRequest) -> HttpResponse:
+        """The context the form's current values would give, as JSON, for the editor's live preview.
+
+        POST (the form's own fields, CSRF token included), so long texts fit and nothing is cached.
+        Anyone who may view personas may preview; nothing is saved.
+        """
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        persona = self.get_object(request, request.POST.get("persona_id", "")) or PersonaConfig()
+        config, problems = PersonaConfigForm(request.POST, instance=persona).config_preview()
+        if problems:
+            return JsonResponse({"errors": problems}, status=400)
+        return JsonResponse(_preview(config))
 
     def has_import_permission(self, request: HttpRequest) -> bool:
         # An import creates new personas and overwrites those with the same name.

@@ -79,8 +79,8 @@ PARTS: dict[str, _Part] = {
 class PersonaTextField(forms.CharField):
     """Text as typed (not stripped), with the browser's CRLF line ends read as LF."""
 
-    def __init__(self, *, rows: int = 4, **kwargs: Any) -> None:
-        widget = forms.Textarea(attrs={"rows": rows, "cols": 100})
+    def __init__(self, *, rows: int = 4, widget: forms.Widget | None = None, **kwargs: Any) -> None:
+        widget = widget or forms.Textarea(attrs={"rows": rows, "cols": 100})
         super().__init__(required=False, strip=False, widget=widget, max_length=20_000, **kwargs)
 
     def to_python(self, value: Any) -> str:
@@ -126,9 +126,8 @@ class PersonaConfigForm(forms.ModelForm):
         help_text=f"Where the persona comes from. {_SENT} 'Backstory:', last, so it is the first text "
         "cut when the context is over the token budget.",
     )
-    tags = forms.CharField(
-        required=False,
-        max_length=3_000,
+    tags = PersonaTextField(
+        widget=forms.TextInput(attrs={"size": 80}),
         help_text="Comma-separated labels for finding personas, e.g. noir, detective. Never sent to the model.",
     )
     private = PrettyJSONField(
@@ -166,6 +165,7 @@ class PersonaConfigForm(forms.ModelForm):
 
     class Media:
         css = {"all": ["css/admin-personas.css"]}
+        js = ["js/persona-preview.js"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -176,17 +176,13 @@ class PersonaConfigForm(forms.ModelForm):
             self.fields["loaded_version"].initial = self.instance.version
             self.fields["loaded_version"].required = True
 
-    def clean_tags(self) -> str:
-        return str(self.cleaned_data["tags"]).replace("\r\n", "\n")
-
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or self.cleaned_data
         self._version_check(cleaned.get("loaded_version"))
         self._deactivation_check(cleaned)
         if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
             return cleaned
-        raw = {} if cleaned["config_data"] is None else cleaned["config_data"]
-        config = config_merge(raw=raw, edits=self._edited_parts())
+        config = self._config_built(cleaned)
         errors = persona_config_errors(config)
         if errors:
             self.add_error("config_data", ["The persona config is not valid:", *errors])
@@ -220,11 +216,34 @@ class PersonaConfigForm(forms.ModelForm):
                 "fails while it is inactive. Tick 'Deactivate anyway' to confirm.",
             )
 
-    def _edited_parts(self) -> dict[str, object]:
+    def config_preview(self) -> tuple[object, list[str]]:
+        """The config a save of the bound data would store, and what is wrong with it (the live preview).
+
+        Only the config's fields are cleaned: the name, the version and the rest do not change the context.
+        """
+        values, problems = {}, []
+        for name in [*PARTS, "config_data"]:
+            field = self.fields[name]
+            try:
+                values[name] = field.clean(
+                    field.widget.value_from_datadict(self.data, self.files, self.add_prefix(name))
+                )
+            except forms.ValidationError as error:
+                problems += [f"{self[name].label}: {message}" for message in error.messages]
+        if problems:
+            return None, problems
+        config = self._config_built(values)
+        return config, persona_config_errors(config)
+
+    def _config_built(self, values: dict[str, Any]) -> object:
+        raw = {} if values["config_data"] is None else values["config_data"]
+        return config_merge(raw=raw, edits=self._edited_parts(values))
+
+    def _edited_parts(self, values: dict[str, Any]) -> dict[str, object]:
         # A part counts as edited when its value differs from the one the page was rendered with.
         edited = {}
         for key, part in PARTS.items():
-            value = self.cleaned_data.get(key)
+            value = values.get(key)
             if value != self.fields[key].initial:
                 edited[key] = part.store(value)
         return edited
