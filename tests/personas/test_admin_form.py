@@ -6,11 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client
 
 from personas.models import PersonaConfig
-from personas.services import EDITORS_GROUP
 
 CONFIG: dict[str, Any] = {
     "voice": "Gravel.",
@@ -24,15 +22,6 @@ CONFIG: dict[str, Any] = {
     "z_last": "Ünknown top-level key",
 }
 KEPT = ["description", "tags", "example_lines", "private", "extensions", "x_custom", "context", "z_last"]
-
-
-@pytest.fixture
-def editor_client(user_factory: Any) -> Client:
-    editor = user_factory("ed", is_staff=True)
-    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
-    client = Client()
-    client.force_login(editor)
-    return client
 
 
 def _change_url(persona: PersonaConfig) -> str:

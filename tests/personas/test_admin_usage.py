@@ -5,24 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client
 
 from personas.models import PersonaConfig
-from personas.services import EDITORS_GROUP
 from stories.models import Story, StoryCast
 
 LIST = "/admin/personas/personaconfig/"
 SECRET = "Writers-Secret-Character"
-
-
-@pytest.fixture
-def editor_client(user_factory: Any) -> Client:
-    editor = user_factory("ed", is_staff=True)
-    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
-    client = Client()
-    client.force_login(editor)
-    return client
 
 
 def _cast(persona: PersonaConfig, stories: int, owner: Any) -> None:
