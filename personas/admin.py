@@ -6,8 +6,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, linebreaks
@@ -16,46 +16,117 @@ from django.utils.safestring import mark_safe
 
 from personas import selectors, services
 from personas.cards import CardError, persona_file, persona_file_read, persona_files_zip
+from personas.forms import PersonaConfigForm
 from personas.models import PersonaConfig
-from personas.schema import persona_config_errors
-from storyproject.forms import UntrustedJSONField
 
 
-class PersonaConfigForm(forms.ModelForm):
-    config_data = UntrustedJSONField(
-        # A class, not a style attribute: the Content-Security-Policy blocks inline styles.
-        widget=forms.Textarea(attrs={"rows": 24, "cols": 100, "class": "persona-config-json"}),
-        help_text="JSON object: description, summary, personality, voice, backstory, system_prompt, "
-        "example_lines, tags, private, extensions. See docs/personas.md, 'Persona configs'.",
-    )
+class UsageFilter(admin.SimpleListFilter):
+    title = "usage"
+    parameter_name = "usage"
 
-    class Meta:
-        model = PersonaConfig
-        fields = ["name", "display_name", "is_active", "config_data"]
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("unused", "Cast in no story"), ("used", "Cast in a story")]
 
-    class Media:
-        css = {"all": ["css/admin-personas.css"]}
+    def queryset(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> QuerySet[PersonaConfig]:
+        # The admin's queryset carries the story_count annotation (PersonaConfigAdmin.get_queryset).
+        if self.value() == "unused":
+            return queryset.filter(Q(story_count=0))
+        if self.value() == "used":
+            return queryset.filter(Q(story_count__gt=0))
+        return queryset
 
-    def clean_config_data(self) -> Any:
-        config = self.cleaned_data["config_data"]
-        errors = persona_config_errors(config)
-        if errors:
-            raise forms.ValidationError(["The persona config is not valid:", *errors])
-        return config
+
+def _in_use(persona: PersonaConfig) -> str:
+    """What an editor is told about a persona that stories cast: how many, never which."""
+    count = persona.story_count  # type: ignore[attr-defined]
+    if not count:
+        return ""
+    stories = "story casts" if count == 1 else "stories cast"
+    return f"{persona}: {count} {stories} it; generating them fails while it is inactive or missing."
+
+
+def _preview(config: object) -> dict[str, Any]:
+    full = selectors.persona_context_build(persona=PersonaConfig(config_data=config), budget=10**9)
+    sent = selectors.persona_context_build(persona=PersonaConfig(config_data=config))
+    return {
+        "context": sent.context,
+        "tokens": sent.tokens,
+        "full_tokens": full.tokens,  # before shortening: how far over the budget the editor is
+        "budget": settings.PERSONA_CONTEXT_TOKEN_BUDGET,
+        "shortened": sent.shortened,
+    }
 
 
 @admin.register(PersonaConfig)
 class PersonaConfigAdmin(admin.ModelAdmin):
     form = PersonaConfigForm
-    list_display = ["display_name", "name", "is_active", "version", "updated_at"]
-    list_filter = ["is_active", "updated_at"]
+    list_display = ["display_name", "name", "is_active", "story_count", "last_used", "version", "updated_at"]
+    list_filter = ["is_active", "updated_at", UsageFilter]
     search_fields = ["name", "display_name"]
-    readonly_fields = ["context_preview", "version", "created_at", "updated_at"]
+    readonly_fields = ["live_preview", "context_preview", "version", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "display_name", "is_active", "deactivate_anyway", "loaded_version"]}),
+        (
+            "What the model gets (in this order)",
+            {
+                "fields": [
+                    "system_prompt",
+                    "description",
+                    "personality",
+                    "voice",
+                    "example_lines",
+                    "scenario",
+                    "backstory",
+                ]
+            },
+        ),
+        ("Live preview of the context (not saved)", {"fields": ["live_preview"]}),
+        ("For editors only", {"fields": ["summary", "tags"]}),
+        ("Advanced", {"classes": ["collapse"], "fields": ["private", "extensions", "config_data"]}),
+        ("Context preview", {"fields": ["context_preview", "version", "created_at", "updated_at"]}),
+    ]
     # Each action names the permission it needs; Django offers (and runs) only the permitted ones.
     # Activating changes rows, so it needs "change"; an export shows no more than the read-only change
     # page shows anyone with "view" (the whole config, private part included), so "view" is enough.
     actions = ["activate", "deactivate", "export_ours", "export_card_json", "export_card_png"]
     change_list_template = "admin/personas/personaconfig/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PersonaConfig]:
+        # Every admin read of personas (the list, its actions, the delete pages) carries the usage counts.
+        # A GROUP BY query drops Meta.ordering, so the order is given again (the autocomplete pages it).
+        queryset = selectors.personas_with_usage(queryset=super().get_queryset(request))
+        return queryset.order_by("display_name", "name")  # as PersonaConfig.Meta.ordering
+
+    @admin.display(description="Stories", ordering="story_count")
+    def story_count(self, persona: PersonaConfig) -> int:
+        # A count only: the stories belong to their writers, whom editors do not see.
+        return persona.story_count  # type: ignore[attr-defined]
+
+    @admin.display(description="Last used", ordering="last_used", empty_value="never")
+    def last_used(self, persona: PersonaConfig) -> Any:
+        return persona.last_used  # type: ignore[attr-defined]
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
+        # Cast personas are protected (StoryCast.persona is PROTECT). Django would list the cast rows,
+        # which name writers' characters; editors see a count and what to do instead.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if protected:
+            protected = [_in_use(persona) for persona in objs]
+        return deleted, counts, perms_needed, [line for line in protected if line]
+
+    @admin.display(description="As you type")
+    def live_preview(self, persona: PersonaConfig) -> str:
+        """Where static/js/persona-preview.js shows the context of the form's current values."""
+        return format_html(
+            '<div class="persona-live-preview" data-url="{}" data-persona-id="{}">'
+            '<p class="persona-live-status">Change a field above: the context it would give appears here '
+            "before you save.</p>"
+            '<meter class="persona-live-meter" min="0" max="{}" value="0"></meter>'
+            '<div class="persona-context persona-live-context"></div></div>',
+            reverse("admin:personas_personaconfig_preview"),
+            persona.pk or "",
+            settings.PERSONA_CONTEXT_TOKEN_BUDGET,
+        )
 
     @admin.display(description="Context preview")
     def context_preview(self, persona: PersonaConfig) -> str:
@@ -80,9 +151,26 @@ class PersonaConfigAdmin(admin.ModelAdmin):
         self.message_user(request, f"{count} persona(s) activated.", messages.SUCCESS)
 
     @admin.action(permissions=["change"], description="Deactivate selected personas")
-    def deactivate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> None:
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse | None:
+        # Personas that stories cast need a second, informed click: generating those stories fails.
+        used = [persona for persona in queryset if persona.story_count]  # type: ignore[attr-defined]
+        if used and request.POST.get("confirm_deactivate") != "yes":
+            return self._deactivate_confirm(request, queryset, used)
         count = services.personas_set_active(queryset=queryset, active=False)
         self.message_user(request, f"{count} persona(s) deactivated.", messages.SUCCESS)
+        return None
+
+    def _deactivate_confirm(
+        self, request: HttpRequest, queryset: QuerySet[PersonaConfig], used: list[PersonaConfig]
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Deactivate personas that stories use?",
+            "used": [_in_use(persona) for persona in used],
+            "selected": [persona.pk for persona in queryset],
+        }
+        return TemplateResponse(request, "admin/personas/personaconfig/deactivate_confirm.html", context)
 
     @admin.action(permissions=["view"], description="Export selected personas (our JSON)")
     def export_ours(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:
@@ -98,7 +186,28 @@ class PersonaConfigAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.import_view)
-        return [path("import/", view, name="personas_personaconfig_import"), *super().get_urls()]
+        preview = self.admin_site.admin_view(self.preview_view)
+        return [
+            path("import/", view, name="personas_personaconfig_import"),
+            path("preview/", preview, name="personas_personaconfig_preview"),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request: HttpRequest) -> HttpResponse:
+        """The context the form's current values would give, as JSON, for the editor's live preview.
+
+        POST (the form's own fields, CSRF token included), so long texts fit and nothing is cached.
+        Anyone who may view personas may preview; nothing is saved.
+        """
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        persona = self.get_object(request, request.POST.get("persona_id", "")) or PersonaConfig()
+        config, problems = PersonaConfigForm(request.POST, instance=persona).config_preview()
+        if problems:
+            return JsonResponse({"errors": problems}, status=400)
+        return JsonResponse(_preview(config))
 
     def has_import_permission(self, request: HttpRequest) -> bool:
         # An import creates new personas and overwrites those with the same name.

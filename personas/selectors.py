@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 
 from personas import cache as context_cache
 from personas.context import context_shorten, persona_context_text
@@ -105,6 +105,21 @@ def persona_list(*, search: str = "") -> QuerySet[PersonaConfig]:
     if search:
         queryset = queryset.filter(Q(name__icontains=search) | Q(display_name__icontains=search))
     return queryset
+
+
+def personas_with_usage(*, queryset: QuerySet[PersonaConfig]) -> QuerySet[PersonaConfig]:
+    """``queryset`` with ``story_count`` (stories that cast each persona) and ``last_used`` (the latest
+    change to one of those stories; a generated version counts), in the same single query.
+
+    Counts and dates only: nothing about the stories themselves, which belong to their writers.
+    """
+    # A persona is cast at most once per story (cast_unique_persona), so counting castings counts stories.
+    return queryset.annotate(story_count=Count("castings"), last_used=Max("castings__story__updated_at"))
+
+
+def persona_story_count(*, persona_pk: int) -> int:
+    """How many stories cast the persona."""
+    return int(PersonaConfig.objects.filter(pk=persona_pk).aggregate(count=Count("castings"))["count"])
 
 
 def persona_get(*, name: str) -> PersonaConfig | None:

@@ -44,6 +44,14 @@ def personas_set_active(*, queryset: QuerySet[PersonaConfig], active: bool) -> i
     return count
 
 
+def persona_version_lock(*, persona_pk: int) -> int | None:
+    """The stored version of a persona (None once deleted), its row locked until the caller's
+    transaction ends, so that the save which follows a version check cannot race another one."""
+    with transaction.atomic():
+        rows = PersonaConfig.objects.select_for_update().filter(pk=persona_pk)
+        return rows.values_list("version", flat=True).first()
+
+
 def persona_contexts_forget(*, names: Iterable[str]) -> None:
     """Invalidate the cached contexts of ``names`` once the current transaction commits."""
     names = set(names)

@@ -3,20 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from personas.models import PersonaConfig
-from personas.services import EDITORS_GROUP
-
-
-@pytest.fixture
-def editor_client(user_factory: Any) -> Client:
-    editor = user_factory("ed", is_staff=True)
-    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
-    client = Client()
-    client.force_login(editor)
-    return client
 
 
 def _post_persona(client: Client, config: str, name: str = "new-one") -> Any:

@@ -3,19 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.test import Client, override_settings
-
-from personas.services import EDITORS_GROUP
-
-
-@pytest.fixture
-def editor_client(user_factory: Any) -> Client:
-    editor = user_factory("ed", is_staff=True)
-    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
-    client = Client()
-    client.force_login(editor)
-    return client
 
 
 @pytest.mark.django_db

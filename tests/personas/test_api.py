@@ -266,7 +266,15 @@ def test_an_admin_save_is_served_by_the_next_batch_read(persona_factory: Any, us
     admin.force_login(editor)
     response = admin.post(
         f"/admin/personas/personaconfig/{persona.pk}/change/",
-        {"name": "hero", "display_name": "Hero", "is_active": "on", "config_data": '{"voice": "New voice."}'},
+        # As the per-part form posts it (personas/forms.py): the voice field, the raw JSON, the version.
+        {
+            "name": "hero",
+            "display_name": "Hero",
+            "is_active": "on",
+            "voice": "New voice.",
+            "config_data": '{"voice": "New voice."}',
+            "loaded_version": "1",
+        },
     )
     assert response.status_code == 302
     context = api.get(BATCH, {"names": "hero"}).json()["contexts"][0]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
@@ -18,7 +17,7 @@ from PIL import Image, PngImagePlugin
 from personas.cards import CardError, persona_file_read
 from personas.models import PersonaConfig
 from personas.selectors import persona_contexts
-from personas.services import EDITORS_GROUP, persona_import
+from personas.services import persona_import
 
 EXTENSIONS = {
     "depth_prompt": {"prompt": "Stay in character.", "depth": 4},
@@ -185,15 +184,6 @@ def test_export_refuses_unknown_names_and_writes_ours(tmp_path: Path, persona_fa
 
 
 # --- Admin ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def editor_client(user_factory: Any) -> Client:
-    editor = user_factory("ed", is_staff=True)
-    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
-    client = Client()
-    client.force_login(editor)
-    return client
 
 
 def _upload(client: Client, name: str, data: bytes) -> Any:

@@ -46,7 +46,9 @@ CHANGE = VIEW | {"change"}
 DELETE = {"delete_form", "delete", "action:delete_selected"}
 PERSONA_EXPORTS = {"action:export_ours", "action:export_card_json", "action:export_card_png"}
 PERSONA_ACTIONS = PERSONA_EXPORTS | {"action:activate", "action:deactivate"}
-PERSONA_ALL = CHANGE | ADD | DELETE | PERSONA_ACTIONS | {"import_form", "import"}
+# The live context preview (a POST answering JSON, saving nothing) is for anyone who may view personas.
+PERSONA_PREVIEW = {"preview"}
+PERSONA_ALL = CHANGE | ADD | DELETE | PERSONA_ACTIONS | PERSONA_PREVIEW | {"import_form", "import"}
 STORY_ALL = CHANGE | ADD | DELETE
 
 # What each staff role may do, per model; a role or operation not listed is refused. The anonymous
@@ -58,7 +60,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     "personas.personaconfig": {
         "superuser": PERSONA_ALL,
         "editor": PERSONA_ALL,
-        "viewer": VIEW | PERSONA_EXPORTS,
+        "viewer": VIEW | PERSONA_EXPORTS | PERSONA_PREVIEW,
     },
     "stories.story": {"superuser": STORY_ALL, "owner": STORY_ALL, "other": {"changelist", "add_form", "add"}},
     # Runs are measurements: nobody adds or edits one in the admin.
@@ -211,7 +213,10 @@ def _action(name: str, **kwargs: Any) -> Case:
 
 
 def _persona_post(name: str) -> dict[str, Any]:
-    return {"name": name, "display_name": "Someone", "is_active": "on", "config_data": '{"voice": "Gravel."}'}
+    # As a browser posts the persona form: the per-part fields and the raw JSON (see personas/forms.py).
+    # loaded_version: the version the change page was rendered from (optimistic concurrency).
+    config = {"voice": "Gravel.", "config_data": '{"voice": "Gravel."}', "loaded_version": "1"}
+    return {"name": name, "display_name": "Someone", "is_active": "on", **config}
 
 
 def _persona_file() -> dict[str, Any]:
@@ -247,6 +252,7 @@ CASES: dict[str, list[Case]] = {
         *_model_cases(add=_persona_post("newcomer"), change=_persona_post("hero")),
         Case("import_form", "import/"),
         Case("import", "import/", {"file": None}),
+        Case("preview", "preview/", {"persona_id": "{pk}", "voice": "Typed.", "config_data": "{}"}),
         _action("activate", prepare=_persona_inactive),
         _action("deactivate"),
         *(

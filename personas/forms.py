@@ -1,0 +1,262 @@
+"""The persona editor's form: a field per part of the config, with the raw JSON kept for power users.
+
+How a save builds ``config_data``: it starts from the raw JSON field (rendered from the stored config,
+so keys the form has no field for, the older nested ``context`` and anything else are kept untouched),
+then applies each per-part field *that the editor changed*. A part left as it was rendered is not
+rewritten, so its stored value (key order, spacing, lines with commas) survives byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.forms.fields import InvalidJSONInput
+
+from personas import selectors, services
+from personas.models import PersonaConfig
+from personas.schema import persona_config_errors
+from storyproject.forms import UntrustedJSONField
+
+_SENT = "Reaches the model, in the context paragraph"
+
+
+@dataclass(frozen=True)
+class _Part:
+    """How one config key is shown in its form field, and how the field's text goes back."""
+
+    show: Callable[[object], object]
+    store: Callable[[Any], object]  # None: the key is removed
+
+
+def _text_show(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _text_store(text: str) -> str | None:
+    return text if text.strip() else None
+
+
+def _lines_show(value: object) -> str:
+    return "\n".join(item for item in value if isinstance(item, str)) if isinstance(value, list) else ""
+
+
+def _lines_store(text: str) -> list[str] | None:
+    return [line.strip() for line in text.split("\n") if line.strip()] or None
+
+
+def _tags_show(value: object) -> str:
+    return ", ".join(item for item in value if isinstance(item, str)) if isinstance(value, list) else ""
+
+
+def _tags_store(text: str) -> list[str] | None:
+    return [tag.strip() for tag in text.split(",") if tag.strip()] or None
+
+
+def _object_show(value: object) -> object:
+    return value if isinstance(value, dict) else None
+
+
+def _object_store(value: object) -> object:
+    return value or None
+
+
+_TEXT = _Part(_text_show, _text_store)
+PARTS: dict[str, _Part] = {
+    **dict.fromkeys(
+        ["summary", "system_prompt", "description", "personality", "voice", "scenario", "backstory"], _TEXT
+    ),
+    "example_lines": _Part(_lines_show, _lines_store),
+    "tags": _Part(_tags_show, _tags_store),
+    "private": _Part(_object_show, _object_store),
+    "extensions": _Part(_object_show, _object_store),
+}
+
+
+class PersonaTextField(forms.CharField):
+    """Text as typed (not stripped), with the browser's CRLF line ends read as LF."""
+
+    def __init__(self, *, rows: int = 4, widget: forms.Widget | None = None, **kwargs: Any) -> None:
+        widget = widget or forms.Textarea(attrs={"rows": rows, "cols": 100})
+        super().__init__(required=False, strip=False, widget=widget, max_length=20_000, **kwargs)
+
+    def to_python(self, value: Any) -> str:
+        return str(super().to_python(value)).replace("\r\n", "\n")
+
+
+class PrettyJSONField(UntrustedJSONField):
+    """``UntrustedJSONField`` shown indented, non-ASCII text as itself, so editors can read it."""
+
+    def prepare_value(self, value: Any) -> str:
+        if isinstance(value, InvalidJSONInput):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _json_widget(rows: int) -> forms.Textarea:
+    # A class, not a style attribute: the Content-Security-Policy blocks inline styles.
+    return forms.Textarea(attrs={"rows": rows, "cols": 100, "class": "persona-config-json"})
+
+
+class PersonaConfigForm(forms.ModelForm):
+    summary = PersonaTextField(
+        rows=1, help_text="One line shown in persona pickers and lists. Never sent to the model."
+    )
+    system_prompt = PersonaTextField(
+        help_text=f"How the model should play this persona. {_SENT} 'Instructions:', first, so it is "
+        "the last text cut when the context is over the token budget."
+    )
+    description = PersonaTextField(help_text=f"Who the persona is. {_SENT} 'Description:'.")
+    personality = PersonaTextField(help_text=f"Temperament, habits, wants. {_SENT} 'Personality:'.")
+    voice = PersonaTextField(help_text=f"How the persona speaks: rhythm, vocabulary, tics. {_SENT} 'Voice:'.")
+    example_lines = PersonaTextField(
+        rows=6,
+        help_text="Lines of dialogue in the persona's voice, one per line (blank lines are dropped). "
+        f"{_SENT} 'Example lines:', one bullet each.",
+    )
+    scenario = PersonaTextField(
+        help_text=f"The situation the persona is usually found in. {_SENT} 'Scenario:', near the end: "
+        "cut before anything but the backstory."
+    )
+    backstory = PersonaTextField(
+        rows=6,
+        help_text=f"Where the persona comes from. {_SENT} 'Backstory:', last, so it is the first text "
+        "cut when the context is over the token budget.",
+    )
+    tags = PersonaTextField(
+        widget=forms.TextInput(attrs={"size": 80}),
+        help_text="Comma-separated labels for finding personas, e.g. noir, detective. Never sent to the model.",
+    )
+    private = PrettyJSONField(
+        required=False,
+        widget=_json_widget(6),
+        help_text="A JSON object kept with the persona (creator, notes, card version). Never sent to the "
+        "model, nor shown by the API.",
+    )
+    extensions = PrettyJSONField(
+        required=False,
+        widget=_json_widget(6),
+        help_text="A JSON object for anything else, e.g. Character Card extensions, kept so an export "
+        "loses nothing. Never sent to the model.",
+    )
+    config_data = PrettyJSONField(
+        required=False,  # "{}" is empty to Django; the parts above may fill it.
+        label="Raw JSON",
+        widget=_json_widget(16),
+        help_text="The whole config as JSON, for power users. Keys without a field above are kept here "
+        "untouched; where you change both a field above and its key here, the field above wins. "
+        "See docs/personas.md, 'Persona configs'.",
+    )
+
+    deactivate_anyway = forms.BooleanField(
+        required=False,
+        help_text="Needed to deactivate a persona that stories cast: generating those stories fails while "
+        "it is inactive.",
+    )
+    # The version this page was rendered from: a save from an older one is refused (see _version_check).
+    loaded_version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    class Meta:
+        model = PersonaConfig
+        fields = ["name", "display_name", "is_active", "config_data"]
+
+    class Media:
+        css = {"all": ["css/admin-personas.css"]}
+        js = ["js/persona-preview.js"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stored = self.instance.config_data if isinstance(self.instance.config_data, dict) else {}
+        for key, part in PARTS.items():
+            self.fields[key].initial = part.show(stored.get(key))
+        if self.instance.pk is not None:
+            self.fields["loaded_version"].initial = self.instance.version
+            self.fields["loaded_version"].required = True
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or self.cleaned_data
+        self._version_check(cleaned.get("loaded_version"))
+        self._deactivation_check(cleaned)
+        if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
+            return cleaned
+        config = self._config_built(cleaned)
+        errors = persona_config_errors(config)
+        if errors:
+            self.add_error("config_data", ["The persona config is not valid:", *errors])
+        else:
+            cleaned["config_data"] = config
+        return cleaned
+
+    def _version_check(self, loaded: int | None) -> None:
+        # Optimistic concurrency: the row stays locked from this check to the save (the admin saves in
+        # one transaction), so two editors who loaded the same version cannot both get through.
+        if self.instance.pk is None or loaded is None:
+            return
+        current = services.persona_version_lock(persona_pk=self.instance.pk)
+        if current is not None and current != loaded:
+            raise forms.ValidationError(
+                f"Another editor saved this persona after you opened it (you opened version {loaded}; "
+                f"it is now version {current}). Nothing was saved. Your edits are still below: copy what "
+                "you need, open the persona again to see their changes, and make yours there.",
+                code="stale",
+            )
+
+    def _deactivation_check(self, cleaned: dict[str, Any]) -> None:
+        was_active = self.instance.pk is not None and self.initial.get("is_active")
+        if not was_active or cleaned.get("is_active", True) or cleaned.get("deactivate_anyway"):
+            return
+        count = selectors.persona_story_count(persona_pk=self.instance.pk)
+        if count:
+            self.add_error(
+                "is_active",
+                f"{count} {'story casts' if count == 1 else 'stories cast'} this persona; generating them "
+                "fails while it is inactive. Tick 'Deactivate anyway' to confirm.",
+            )
+
+    def config_preview(self) -> tuple[object, list[str]]:
+        """The config a save of the bound data would store, and what is wrong with it (the live preview).
+
+        Only the config's fields are cleaned: the name, the version and the rest do not change the context.
+        """
+        values, problems = {}, []
+        for name in [*PARTS, "config_data"]:
+            field = self.fields[name]
+            try:
+                values[name] = field.clean(
+                    field.widget.value_from_datadict(self.data, self.files, self.add_prefix(name))
+                )
+            except forms.ValidationError as error:
+                problems += [f"{self[name].label}: {message}" for message in error.messages]
+        if problems:
+            return None, problems
+        config = self._config_built(values)
+        return config, persona_config_errors(config)
+
+    def _config_built(self, values: dict[str, Any]) -> object:
+        raw = {} if values["config_data"] is None else values["config_data"]
+        return config_merge(raw=raw, edits=self._edited_parts(values))
+
+    def _edited_parts(self, values: dict[str, Any]) -> dict[str, object]:
+        # A part counts as edited when its value differs from the one the page was rendered with.
+        edited = {}
+        for key, part in PARTS.items():
+            value = values.get(key)
+            if value != self.fields[key].initial:
+                edited[key] = part.store(value)
+        return edited
+
+
+def config_merge(*, raw: object, edits: dict[str, object]) -> object:
+    """``raw`` with each edited part set (or removed when it is None); a non-object ``raw`` as is."""
+    if not isinstance(raw, dict):
+        return raw  # persona_config_errors names the problem.
+    config = dict(raw)
+    for key, value in edits.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    return config

@@ -1,0 +1,79 @@
+/*
+ * The persona editor's live context preview in the admin: as the editor types, the form's current
+ * values are posted (debounced; an older request still under way is cancelled) to the admin's preview
+ * view, which answers with the exact context the model would get, its token estimate and whether it
+ * was shortened. Nothing is saved. Loaded as a file (the Content-Security-Policy allows no inline
+ * script); text from the server is inserted with textContent only, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  var DELAY_MS = 400;
+
+  function start() {
+    var box = document.querySelector(".persona-live-preview");
+    var form = box && box.closest("form");
+    if (!form || !window.fetch) {
+      return; // A read-only page has no form to preview.
+    }
+    var status = box.querySelector(".persona-live-status");
+    var meter = box.querySelector(".persona-live-meter");
+    var output = box.querySelector(".persona-live-context");
+    var timer = null;
+    var pending = null;
+
+    function show(answer) {
+      output.textContent = answer.context || "(empty)";
+      meter.max = answer.budget;
+      meter.high = answer.budget * 0.9;
+      meter.optimum = 0;
+      meter.value = Math.min(answer.full_tokens, answer.budget);
+      var text = "About " + answer.tokens + " of " + answer.budget + " tokens (estimate).";
+      if (answer.shortened) {
+        text += " Over the budget (" + answer.full_tokens + " tokens): the end was cut, marked [shortened].";
+      }
+      status.textContent = text;
+    }
+
+    function fail(message) {
+      status.textContent = message;
+      output.textContent = "";
+      meter.value = 0;
+    }
+
+    function update() {
+      var data = new FormData(form);
+      data.set("persona_id", box.dataset.personaId || "");
+      if (pending) {
+        pending.abort();
+      }
+      pending = new AbortController();
+      fetch(box.dataset.url, { method: "POST", body: data, credentials: "same-origin", signal: pending.signal })
+        .then(function (response) {
+          return response.json().then(function (answer) {
+            if (response.ok) {
+              show(answer);
+            } else {
+              fail((answer.errors || ["The preview is unavailable."]).join(" "));
+            }
+          });
+        })
+        .catch(function (error) {
+          if (error.name !== "AbortError") {
+            fail("The preview is unavailable (" + error.message + ").");
+          }
+        });
+    }
+
+    form.addEventListener("input", function () {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(update, DELAY_MS);
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,80 @@
+"""The persona editor in Chromium (issue 18): the live context preview follows what the editor types,
+before anything is saved, under the Content-Security-Policy; a save reaches the next context read, and
+a second editor's stale save is refused."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import AppServer, Watched
+
+pytestmark = pytest.mark.browser
+
+EDITOR = ("editor", "editor-demo-2026")
+ADMIN = ("admin", "admin-demo-2026")
+
+
+def _admin_log_in(page: Page, server: AppServer, credentials: tuple[str, str]) -> None:
+    page.goto(server.url + "/admin/login/")
+    page.get_by_label("Username").fill(credentials[0])
+    page.get_by_label("Password").fill(credentials[1])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Site administration")).to_be_visible()
+
+
+def _open_persona(page: Page, server: AppServer, name: str) -> None:
+    page.goto(server.url + f"/admin/personas/personaconfig/?q={name}")
+    page.locator("#result_list tbody th a").first.click()
+
+
+def test_typing_in_the_voice_field_updates_the_live_preview_before_saving(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    _admin_log_in(page, app_server, EDITOR)
+    _open_persona(page, app_server, "noir-detective")
+    live = page.locator(".persona-live-context")
+    expect(live).to_have_text("")
+    page.locator("textarea[name=voice]").fill("")
+    page.locator("textarea[name=voice]").press_sequentially("Whispers only, in the rain.")
+    expect(live).to_contain_text("Voice: Whispers only, in the rain.")
+    expect(page.locator(".persona-live-status")).to_contain_text("tokens (estimate).")
+    assert float(page.locator(".persona-live-meter").evaluate("meter => meter.value")) > 0
+    # Not saved: the saved context below still has the old voice.
+    expect(page.locator(".field-context_preview .persona-context")).not_to_contain_text("Whispers only")
+    assert violations == []
+    assert watched.errors == []
+
+
+def test_a_save_reaches_the_next_context_read_and_a_second_editors_stale_save_is_refused(
+    app_server: AppServer, watched: Watched, browser: Browser
+) -> None:
+    # teen-hacker: a persona no other browser test reads.
+    first = watched.page
+    second_context = browser.new_context(viewport={"width": 1280, "height": 900})
+    second = second_context.new_page()
+    try:
+        _admin_log_in(first, app_server, EDITOR)
+        _admin_log_in(second, app_server, ADMIN)
+        _open_persona(first, app_server, "teen-hacker")
+        _open_persona(second, app_server, "teen-hacker")
+        first.locator("textarea[name=voice]").fill("Types in lowercase, talks in memes.")
+        first.get_by_role("button", name="Save", exact=True).click()
+        expect(first.locator(".messagelist .success")).to_contain_text("was changed successfully")
+        first.goto(app_server.url + "/api/personas/contexts/?names=teen-hacker")
+        expect(first.locator("body")).to_contain_text("Voice: Types in lowercase, talks in memes.")
+        second.locator("textarea[name=voice]").fill("Speaks only in riddles.")
+        second.get_by_role("button", name="Save", exact=True).click()
+        expect(second.locator(".errornote, .errorlist").first).to_be_visible()
+        expect(second.locator("body")).to_contain_text(
+            "Another editor saved this persona after you opened it"
+        )
+        expect(second.locator("textarea[name=voice]")).to_have_value("Speaks only in riddles.")
+        first.goto(app_server.url + "/api/personas/contexts/?names=teen-hacker")
+        expect(first.locator("body")).to_contain_text("Voice: Types in lowercase, talks in memes.")
+        assert watched.errors == []
+    finally:
+        second_context.close()

@@ -1,0 +1,154 @@
+"""The persona editor's per-part form (issue 18), used through the admin pages as a browser would."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from personas.models import PersonaConfig
+
+CONFIG: dict[str, Any] = {
+    "voice": "Gravel.",
+    "description": "Ein müder Detektiv aus Köln. 東京にも行った。",
+    "tags": ["noir", "détective"],
+    "example_lines": ["Ça suffit, hein.", "Rain again, of course."],
+    "private": {"creator": "Zoë", "notes": ["ne pas oublier", {"深い": [1, 2.5, None]}]},
+    "extensions": {"depth_prompt": {"prompt": "«Toujours»", "depth": 4}, "talkativeness": "0.5", "x": []},
+    "x_custom": {"nested": {"emoji": "🕵️", "list": [True, False]}},
+    "context": {"voice": "older shape, kept as is"},
+    "z_last": "Ünknown top-level key",
+}
+KEPT = ["description", "tags", "example_lines", "private", "extensions", "x_custom", "context", "z_last"]
+
+
+def _change_url(persona: PersonaConfig) -> str:
+    return f"/admin/personas/personaconfig/{persona.pk}/change/"
+
+
+def _as_browser_posts(client: Client, url: str, **changes: str) -> dict[str, Any]:
+    """The form's fields as the page renders them, sent back the way a browser does (CRLF line ends)."""
+    form = client.get(url).context["adminform"].form
+    data = {}
+    for field in form:
+        value = field.value()
+        if isinstance(value, bool):
+            if value:
+                data[field.html_name] = "on"
+            continue
+        data[field.html_name] = "" if value is None else str(value).replace("\n", "\r\n")
+    return {**data, **changes}
+
+
+def _dumped(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@pytest.mark.django_db
+def test_unknown_keys_extensions_and_non_ascii_text_survive_a_form_save_byte_for_byte(
+    editor_client: Client,
+) -> None:
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    persona.refresh_from_db()
+    before = persona.config_data
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, voice="Gravel, now softer."))
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data["voice"] == "Gravel, now softer."
+    for key in KEPT:
+        assert _dumped(persona.config_data[key]) == _dumped(before[key]), key
+    assert list(persona.config_data) == list(before)
+
+
+@pytest.mark.django_db
+def test_each_part_has_its_own_field_showing_the_stored_value(editor_client: Client) -> None:
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    form = editor_client.get(_change_url(persona)).context["adminform"].form
+    assert form["voice"].value() == "Gravel."
+    assert form["tags"].value() == "noir, détective"
+    assert form["example_lines"].value() == "Ça suffit, hein.\nRain again, of course."
+    # Pretty-printed (indented), non-ASCII shown as itself; PostgreSQL's jsonb orders keys its own way.
+    assert '\n    "prompt": "«Toujours»"' in form["extensions"].value()
+    assert '\n  "z_last": "Ünknown top-level key"' in form["config_data"].value()
+
+
+@pytest.mark.django_db
+def test_the_help_texts_say_which_parts_reach_the_model(editor_client: Client) -> None:
+    page = editor_client.get("/admin/personas/personaconfig/add/").content.decode()
+    form = editor_client.get("/admin/personas/personaconfig/add/").context["adminform"].form
+    for name in [
+        "system_prompt",
+        "description",
+        "personality",
+        "voice",
+        "example_lines",
+        "scenario",
+        "backstory",
+    ]:
+        assert "Reaches the model" in form.fields[name].help_text, name
+    for name in ["summary", "tags", "private", "extensions"]:
+        assert "Never sent to the model" in form.fields[name].help_text, name
+    assert "Advanced" in page
+
+
+@pytest.mark.django_db
+def test_tags_and_example_lines_are_typed_as_text_and_stored_as_lists(editor_client: Client) -> None:
+    response = editor_client.post(
+        "/admin/personas/personaconfig/add/",
+        {
+            "name": "new-one",
+            "display_name": "New One",
+            "is_active": "on",
+            "voice": "Quiet.\r\nVery quiet.",
+            "tags": " noir,  detective ,,",
+            "example_lines": "First line.\r\n\r\n  Second line.  \r\n",
+            "extensions": '{"mine": {"deep": "ß"}}',
+            "config_data": "{}",
+        },
+    )
+    assert response.status_code == 302
+    assert PersonaConfig.objects.get(name="new-one").config_data == {
+        "voice": "Quiet.\nVery quiet.",
+        "tags": ["noir", "detective"],
+        "example_lines": ["First line.", "Second line."],
+        "extensions": {"mine": {"deep": "ß"}},
+    }
+
+
+@pytest.mark.django_db
+def test_clearing_a_field_removes_its_key_and_raw_json_edits_still_work(editor_client: Client) -> None:
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    url = _change_url(persona)
+    raw = json.dumps({**CONFIG, "added_in_raw": 1})
+    data = _as_browser_posts(editor_client, url, tags="", config_data=raw)
+    assert editor_client.post(url, data).status_code == 302
+    persona.refresh_from_db()
+    assert "tags" not in persona.config_data
+    assert persona.config_data["added_in_raw"] == 1
+    assert persona.config_data["voice"] == "Gravel."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("private", "{not json", "is not valid JSON"),
+        ("private", '["a list"]', "private: [&#x27;a list&#x27;] is not of type &#x27;object&#x27;"),
+        ("extensions", '{"x": 1e400}', "holds a number that is not finite"),
+        ("summary", "s" * 501, "summary: &#x27;sss"),
+        ("voice", "a\x00b", "Null characters are not allowed."),
+    ],
+)
+def test_a_bad_part_is_a_form_error_and_nothing_is_saved(
+    editor_client: Client, field: str, value: str, message: str
+) -> None:
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, **{field: value}))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    persona.refresh_from_db()
+    assert (persona.config_data, persona.version) == (CONFIG, 1)

@@ -1,0 +1,112 @@
+"""Usage in the persona list (issue 18): story counts, last use, the unused filter, and warnings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from personas.models import PersonaConfig
+from stories.models import Story, StoryCast
+
+LIST = "/admin/personas/personaconfig/"
+SECRET = "Writers-Secret-Character"
+
+
+def _cast(persona: PersonaConfig, stories: int, owner: Any) -> None:
+    for number in range(stories):
+        story = Story.objects.create(owner=owner, title=f"Private title {persona.name} {number}", plot="P.")
+        StoryCast.objects.create(story=story, persona=persona, character_name=SECRET)
+
+
+def _personas(count: int, owner: Any) -> list[PersonaConfig]:
+    personas = PersonaConfig.objects.bulk_create(
+        PersonaConfig(name=f"p-{n:03}", display_name=f"P {n:03}", config_data={"voice": "V."})
+        for n in range(count)
+    )
+    for persona in personas[::2]:
+        _cast(persona, 2, owner)
+    return personas
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("count", [30, 60])
+def test_the_list_with_usage_takes_the_same_number_of_queries_however_many_personas(
+    editor_client: Client, writer: Any, count: int, django_assert_num_queries: Any
+) -> None:
+    _personas(count, writer)
+    # Session, user, its own and its groups' permissions, the filtered and total counts, one page.
+    with django_assert_num_queries(7):
+        page = editor_client.get(LIST).content.decode()
+    assert page.count('<td class="field-story_count">2</td>') == count // 2
+    assert page.count('<td class="field-story_count">0</td>') == count // 2
+
+
+@pytest.mark.django_db
+def test_the_list_shows_counts_and_last_use_never_the_writers_stories(
+    editor_client: Client, writer: Any, persona_factory: Any
+) -> None:
+    used, unused = persona_factory("used"), persona_factory("unused")
+    _cast(used, 3, writer)
+    page = editor_client.get(LIST).content.decode()
+    assert '<td class="field-story_count">3</td>' in page
+    assert '<td class="field-last_used">never</td>' in page
+    assert SECRET not in page and "Private title" not in page
+    unused_only = editor_client.get(LIST + "?usage=unused").content.decode()
+    assert f"/{unused.pk}/change/" in unused_only and f"/{used.pk}/change/" not in unused_only
+    used_only = editor_client.get(LIST + "?usage=used").content.decode()
+    assert f"/{used.pk}/change/" in used_only and f"/{unused.pk}/change/" not in used_only
+
+
+@pytest.mark.django_db
+def test_deactivating_a_used_persona_asks_first_with_counts_only(
+    editor_client: Client, writer: Any, persona_factory: Any
+) -> None:
+    used = persona_factory("used")
+    _cast(used, 2, writer)
+    response = editor_client.post(LIST, {"action": "deactivate", "_selected_action": [used.pk]})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Used (used): 2 stories cast it" in page
+    assert SECRET not in page and "Private title" not in page
+    assert PersonaConfig.objects.get(pk=used.pk).is_active
+    confirmed = {"action": "deactivate", "_selected_action": [used.pk], "confirm_deactivate": "yes"}
+    assert editor_client.post(LIST, confirmed).status_code == 302
+    assert not PersonaConfig.objects.get(pk=used.pk).is_active
+
+
+@pytest.mark.django_db
+def test_unticking_active_on_a_used_persona_needs_deactivate_anyway(
+    editor_client: Client, writer: Any, persona_factory: Any
+) -> None:
+    used = persona_factory("used", voice="Plain.")
+    _cast(used, 1, writer)
+    url = f"/admin/personas/personaconfig/{used.pk}/change/"
+    data = {"name": "used", "display_name": "Used", "voice": "Plain.", "loaded_version": "1"}
+    data["config_data"] = '{"voice": "Plain."}'
+    response = editor_client.post(url, data)
+    assert (
+        "1 story casts this persona; generating them fails while it is inactive." in response.content.decode()
+    )
+    assert PersonaConfig.objects.get(pk=used.pk).is_active
+    assert editor_client.post(url, {**data, "deactivate_anyway": "on"}).status_code == 302
+    assert not PersonaConfig.objects.get(pk=used.pk).is_active
+
+
+@pytest.mark.django_db
+def test_deleting_a_used_persona_is_refused_with_a_count_not_the_writers_cast(
+    editor_client: Client, writer: Any, persona_factory: Any
+) -> None:
+    used = persona_factory("used")
+    _cast(used, 2, writer)
+    url = f"/admin/personas/personaconfig/{used.pk}/delete/"
+    page = editor_client.get(url).content.decode()
+    assert "Used (used): 2 stories cast it" in page
+    assert SECRET not in page
+    editor_client.post(url, {"post": "yes"})
+    bulk = editor_client.post(
+        LIST, {"action": "delete_selected", "_selected_action": [used.pk]}
+    ).content.decode()
+    assert "Used (used): 2 stories cast it" in bulk and SECRET not in bulk
+    assert PersonaConfig.objects.filter(pk=used.pk).exists()
