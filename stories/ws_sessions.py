@@ -22,13 +22,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
 from stories.errors import GenerationError
 from stories.metrics import socket_closed, socket_opened
 from stories.ws_auth import SocketCredential, credential_current, socket_credential
+from storyproject.db import db_call
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class SocketSession:
     slot_owner: str  # a random value, so a socket frees or refreshes only its own slot
 
 
-@database_sync_to_async
+@db_call
 def socket_session_open(*, scope: dict[str, Any]) -> SocketSession:
     """The standing of a new socket; GenerationError "unauthenticated", or "busy" past the cap."""
     credential = socket_credential(scope)
@@ -55,7 +55,7 @@ def socket_session_open(*, scope: dict[str, Any]) -> SocketSession:
     return SocketSession(credential=credential, slot_key=slot_key, slot_owner=owner)
 
 
-@database_sync_to_async
+@db_call
 def socket_session_check(*, session: SocketSession, refresh: bool = False) -> bool:
     """Whether the socket's credential still holds; with ``refresh``, its slot is kept too."""
     if refresh:
@@ -63,7 +63,7 @@ def socket_session_check(*, session: SocketSession, refresh: bool = False) -> bo
     return credential_current(credential=session.credential)
 
 
-@database_sync_to_async
+@db_call
 def socket_session_close(*, session: SocketSession) -> None:
     """Free the socket's slot."""
     socket_closed()

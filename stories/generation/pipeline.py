@@ -13,13 +13,12 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
 from django.urls import NoReverseMatch, reverse
 
 from personas.selectors import PersonaContexts, persona_contexts
@@ -45,25 +44,10 @@ from stories.services import (
     generation_run_release,
     screenplay_version_create,
 )
+from storyproject.db import db_call
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-# The database calls of concurrent generations run side by side in the loop's thread pool (each thread
-# takes its own pooled connection) rather than queueing on Channels' one thread-sensitive thread: with 50
-# generations starting together that queue alone added seconds (bench/results/flow.md). Every call is
-# self-contained (its own transaction, no thread-bound state), so the thread it runs on does not matter.
-def _db(function: Callable[..., _T]) -> Callable[..., Awaitable[_T]]:
-    def call(*args: Any, **kwargs: Any) -> _T:
-        try:
-            return function(*args, **kwargs)
-        finally:
-            # Hand the connection back now: a pool thread may never run Django code again (its loop
-            # closes), and a connection it kept would be lost to PostgreSQL's pool until it ran dry.
-            connections.close_all()
-
-    return database_sync_to_async(call, thread_sensitive=False)
 
 
 async def generation_run(
@@ -121,7 +105,7 @@ async def _run_admit(request: GenerationRequest, user_id: int, started: float) -
     writer's limits. So the wait is shielded, and a cancelled wait sees the admission
     through, closes its run as cancelled, and only then passes the cancel on.
     """
-    admission = asyncio.ensure_future(_db(_run_open)(request, user_id, started))
+    admission = asyncio.ensure_future(db_call(_run_open)(request, user_id, started))
     try:
         return await asyncio.shield(admission)
     except asyncio.CancelledError:
@@ -212,7 +196,7 @@ async def _generate(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any], 
         "personas": request.personas,
         "estimated_seconds": run.pace.estimated_seconds(),
     }
-    contexts = (await _db(_prompt_inputs)(run)).contexts
+    contexts = (await db_call(_prompt_inputs)(run)).contexts
     brief = Brief(
         plot=request.plot,
         title=request.title,
@@ -245,7 +229,7 @@ async def _finish_unsaved(run: Run, content: dict[str, Any]) -> AsyncGenerator[d
     """A run that saves nothing (``request.save`` False): checked like any, kept with its screenplay."""
     screenplay_validate(content=content, persona_names=run.request.personas)
     record = run.record_final()
-    await database_sync_to_async(generation_run_finish)(
+    await db_call(generation_run_finish)(
         run_id=run.run_id,
         status=GenerationRun.Status.SUCCEEDED,
         record=record,
@@ -268,7 +252,7 @@ async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, A
     )
     record = run.record_final()
     save = asyncio.ensure_future(
-        _db(_version_save)(user_id=run.user_id, draft=draft, run_id=run.run_id, record=record)
+        db_call(_version_save)(user_id=run.user_id, draft=draft, run_id=run.run_id, record=record)
     )
     try:
         version = await asyncio.shield(save)
@@ -302,7 +286,7 @@ def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: 
 async def _run_close(run: Run, status: str, error: GenerationError | None) -> None:
     record = run.record_final()
     record_text = "\n\n".join(text for text in run.texts if text)
-    write = _db(generation_run_finish)(
+    write = db_call(generation_run_finish)(
         run_id=run.run_id,
         status=status,
         record=record,
