@@ -77,8 +77,9 @@ def test_each_part_has_its_own_field_showing_the_stored_value(editor_client: Cli
 
 @pytest.mark.django_db
 def test_the_help_texts_say_which_parts_reach_the_model(editor_client: Client) -> None:
-    page = editor_client.get("/admin/personas/personaconfig/add/").content.decode()
-    form = editor_client.get("/admin/personas/personaconfig/add/").context["adminform"].form
+    response = editor_client.get("/admin/personas/personaconfig/add/")
+    page = response.content.decode()
+    form = response.context["adminform"].form
     for name in [
         "system_prompt",
         "description",
