@@ -219,13 +219,22 @@ class PersonaConfigAdmin(VersionAdmin):
         return _download(queryset, kind="card-v2-png")
 
     def get_urls(self) -> list[URLPattern]:
-        # VersionAdmin adds recover/, recover/<id>/ and <pk>/history/<id>/; the views are overridden below.
-        view = self.admin_site.admin_view(self.import_view)
-        preview = self.admin_site.admin_view(self.preview_view)
+        # VersionAdmin's own URLs (recover/, recover/<id>/, <pk>/history/<id>/) are given here as paths
+        # to the views below, before the admin's "<pk>/" patterns would take them.
+        def view(method: Any) -> Any:
+            return self.admin_site.admin_view(method)
+
         return [
-            path("import/", view, name="personas_personaconfig_import"),
-            path("preview/", preview, name="personas_personaconfig_preview"),
-            *super().get_urls(),
+            path("import/", view(self.import_view), name="personas_personaconfig_import"),
+            path("preview/", view(self.preview_view), name="personas_personaconfig_preview"),
+            path("recover/", view(self.recoverlist_view), name="personas_personaconfig_recoverlist"),
+            path("recover/<int:version_id>/", view(self.recover_view), name="personas_personaconfig_recover"),
+            path(
+                "<path:object_id>/history/<int:version_id>/",
+                view(self.revision_view),
+                name="personas_personaconfig_revision",
+            ),
+            *admin.ModelAdmin.get_urls(self),
         ]
 
     def preview_view(self, request: HttpRequest) -> HttpResponse:
@@ -282,7 +291,7 @@ class PersonaConfigAdmin(VersionAdmin):
         form = PersonaImportConfirmForm(request.POST)
         try:
             if not form.is_valid():
-                raise ValidationError(form.errors["payload"])
+                raise ValidationError(list(form.errors["payload"]))
             results = services.persona_import(
                 personas=form.cleaned_data["personas"],
                 user=request.user,

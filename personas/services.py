@@ -205,7 +205,8 @@ def persona_recover(*, version: Version, user: User) -> PersonaConfig:
         is_active=fields["is_active"],
         version=highest + 1,
     )
-    persona.full_clean(validate_unique=True)
+    # The fields were valid when stored; what may have changed since is whether the key is free.
+    persona.validate_unique()
     with _revision(user=user, comment="Recovered after deletion."):
         persona.save(force_insert=True)
     return persona
