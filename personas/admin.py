@@ -263,8 +263,24 @@ class PersonaConfigAdmin(VersionAdmin):
         extra_context = {
             **(extra_context or {}),
             "has_import_permission": self.has_import_permission(request),
+            "has_change_permission": self.has_change_permission(request),  # reversion's "Recover" link
         }
-        return super().changelist_view(request, extra_context)
+        # Not VersionAdmin's, which runs the actions inside one revision block: each action's service
+        # makes its own revisions, and a deletion's must be saved before the rows go (services).
+        return admin.ModelAdmin.changelist_view(self, request, extra_context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if request.method == "POST" and self.has_change_permission(request):
+            # A persona saved so far outside any revision gets its current state recorded first, in a
+            # revision of its own, so that the edit about to be saved can be reverted.
+            services.persona_history_start(persona_pks=[unquote(object_id)])
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         """Upload a persona file or card, see what it would create or change, then confirm: a bad

@@ -56,12 +56,29 @@ def _revision(*, user: User, comment: str) -> Iterator[None]:
         yield
 
 
+def persona_history_start(*, persona_pks: Iterable[int | str]) -> None:
+    """Record, as a revision, the current state of each persona that has none yet (one saved before
+    django-reversion, or from the shell), so the edit about to be made has a state to revert to."""
+    pks = {str(pk) for pk in persona_pks}
+    known = Version.objects.get_for_model(PersonaConfig).filter(object_id__in=pks).values_list("object_id")
+    missing = pks - {object_id for (object_id,) in known}
+    personas = list(PersonaConfig.objects.filter(pk__in=[pk for pk in missing if pk.isdigit()]))
+    if not personas:
+        return
+    with _revision(user=None, comment="As it was before its history began."):
+        for persona in personas:
+            reversion.add_to_revision(persona)
+
+
 @transaction.atomic
 def personas_set_active(*, queryset: QuerySet[PersonaConfig], active: bool, user: User = None) -> int:
     """Activate or deactivate personas; a changed persona gets a new version like any edit, and one
     revision records them all (``update()`` sends no signal, so they are added to it explicitly)."""
     changed = queryset.exclude(is_active=active)
     names = list(changed.values_list("name", flat=True))
+    persona_history_start(
+        persona_pks=PersonaConfig.objects.filter(name__in=names).values_list("pk", flat=True)
+    )
     with _revision(user=user, comment="Activated." if active else "Deactivated."):
         count = PersonaConfig.objects.filter(name__in=names).update(
             is_active=active, version=F("version") + 1
@@ -130,6 +147,9 @@ def persona_import(
     preview refuses the whole import. Each save bumps the persona's version and, through the save
     signal, invalidates its cached context after the commit like any other edit.
     """
+    personas = list(personas)
+    existing = PersonaConfig.objects.filter(name__in=[imported.name for imported in personas])
+    persona_history_start(persona_pks=existing.values_list("pk", flat=True))
     results = []
     with _revision(user=user, comment=f"Imported from {source}." if source else "Imported."):
         for imported in personas:

@@ -154,20 +154,52 @@ def test_recovering_needs_the_add_permission(
 
 
 @pytest.mark.django_db
-def test_bulk_deactivation_is_one_revision_naming_the_editor(
+def test_bulk_deactivation_is_one_revision_naming_the_editor_after_the_state_before_it(
     editor_client: Client, persona_factory: Any
 ) -> None:
-    a, b = persona_factory("alpha"), persona_factory("beta")
+    a, b = persona_factory("alpha"), persona_factory("beta")  # saved outside any revision
     response = editor_client.post(ROOT, {"action": "deactivate", "_selected_action": [a.pk, b.pk]})
     assert response.status_code == 302
-    (revision_a,) = _revisions(a)
-    (revision_b,) = _revisions(b)
-    assert revision_a.revision_id == revision_b.revision_id
+    start_a, revision_a = _revisions(a)
+    start_b, revision_b = _revisions(b)
+    assert start_a.revision.get_comment() == "As it was before its history began."
+    assert (start_a.field_dict["is_active"], start_a.field_dict["version"]) == (True, 1)
+    assert revision_a.revision_id == revision_b.revision_id != start_a.revision_id
     assert revision_a.revision.get_comment() == "Deactivated."
     assert revision_a.revision.user.username == "ed"
     assert (revision_a.field_dict["is_active"], revision_a.field_dict["version"]) == (False, 2)
     personas_set_active(queryset=PersonaConfig.objects.filter(pk=a.pk), active=True)  # a command: no user
     assert _revisions(a)[-1].revision.user is None and _revisions(a)[-1].field_dict["is_active"] is True
+
+
+@pytest.mark.django_db
+def test_the_first_admin_edit_of_a_persona_saved_outside_a_revision_can_be_reverted(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    persona = persona_factory("hero", voice="Shell voice.")
+    _save(editor_client, persona, voice="Admin voice.")
+    before, after = _revisions(persona)
+    assert before.field_dict["config_data"] == {"voice": "Shell voice."}
+    assert after.field_dict["config_data"] == {"voice": "Admin voice."}
+    editor_client.post(f"{ROOT}{persona.pk}/history/{before.pk}/", {"loaded_version": "2"})
+    assert PersonaConfig.objects.get(pk=persona.pk).config_data == {"voice": "Shell voice."}
+
+
+@pytest.mark.django_db
+def test_personas_deleted_by_the_bulk_action_can_be_recovered(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    a, b = persona_factory("alpha"), persona_factory("beta")
+    response = editor_client.post(
+        ROOT, {"action": "delete_selected", "_selected_action": [a.pk, b.pk], "post": "yes"}
+    )
+    assert response.status_code == 302 and not PersonaConfig.objects.exists()
+    deleted = Version.objects.get_deleted(PersonaConfig)
+    assert sorted(version.object_repr for version in deleted) == ["Alpha (alpha)", "Beta (beta)"]
+    assert all(version.revision.user.username == "ed" for version in deleted)
+    for version in deleted:
+        editor_client.post(f"{ROOT}recover/{version.pk}/")
+    assert sorted(PersonaConfig.objects.values_list("name", flat=True)) == ["alpha", "beta"]
 
 
 @pytest.mark.django_db

@@ -71,11 +71,14 @@ def test_confirming_writes_the_changes_as_one_revision_and_leaves_unchanged_pers
     )
     versions = {p.name: p.version for p in PersonaConfig.objects.all()}
     assert versions == {"same": 1, "changed": 2, "fresh": 1}
-    revisions = {v.revision_id for v in Version.objects.all()}
-    assert len(revisions) == 1
-    (version,) = Version.objects.filter(object_repr="Changed (changed)")
-    assert version.revision.get_comment() == "Imported from batch.json."
-    assert version.revision.user.username == "ed"
+    # The stored personas had no revision yet: their state before the import is recorded first.
+    imported = Version.objects.filter(revision__comment="Imported from batch.json.")
+    assert sorted(v.object_repr for v in imported) == ["Changed (changed)", "Fresh (fresh)"]
+    assert {v.revision.user.username for v in imported} == {"ed"}
+    (before,) = Version.objects.filter(
+        revision__comment="As it was before its history began.", object_repr="Changed (changed)"
+    )
+    assert before.field_dict["config_data"] == {"voice": "Old words here.", "backstory": "Born at sea."}
 
 
 @pytest.mark.django_db
