@@ -30,7 +30,8 @@ PART_LABELS = {
 # Above this many words on either side, a changed part is shown whole (old, then new) rather than
 # matched word by word: difflib's matching is quadratic in the worst case.
 WORD_DIFF_MAX_WORDS = 5_000
-_WORDS = re.compile(r"\s+|[^\s]+")
+# A word with the spaces after it is one unit, so two edits are never split by a shared space.
+_WORDS = re.compile(r"^\s+|\S+\s*")
 
 
 @dataclass(frozen=True)

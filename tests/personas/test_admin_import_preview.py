@@ -50,7 +50,7 @@ def test_the_preview_says_new_updated_or_unchanged_with_the_changed_parts_and_wr
     page = response.content.decode()
     assert response.status_code == 200
     assert _statuses(page) == {"same": "unchanged", "changed": "updated", "fresh": "new"}
-    assert "<del>Old</del><ins>New</ins>" in page.replace("\n", "")
+    assert "<del>Old </del><ins>New </ins><span>words here.</span>" in page
     assert "Backstory" not in page.split("(changed)")[1].split("(fresh)")[0]  # unchanged part not listed
     assert list(PersonaConfig.objects.order_by("pk").values()) == before
     assert not Version.objects.exists()
