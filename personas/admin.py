@@ -26,6 +26,7 @@ from reversion.models import Version
 
 from personas import selectors, services
 from personas.cards import persona_file, persona_files_zip
+from personas.context import SHORTENED_MARKER
 from personas.forms import PersonaConfigForm, PersonaImportConfirmForm, PersonaImportForm, import_payload
 from personas.history import state_changes
 from personas.models import PersonaConfig
@@ -59,8 +60,11 @@ def _in_use(persona: PersonaConfig) -> str:
 def _preview(config: object) -> dict[str, Any]:
     full = selectors.persona_context_build(persona=PersonaConfig(config_data=config), budget=10**9)
     sent = selectors.persona_context_build(persona=PersonaConfig(config_data=config))
+    # Where it is shortened: the model gets the text up to the cut (then "[shortened]"); "cut" is the rest.
+    kept = sent.context.removesuffix(SHORTENED_MARKER).rstrip() if sent.shortened else sent.context
     return {
         "context": sent.context,
+        "cut": full.context[len(kept) :] if sent.shortened else "",
         "tokens": sent.tokens,
         "full_tokens": full.tokens,  # before shortening: how far over the budget the editor is
         "budget": settings.PERSONA_CONTEXT_TOKEN_BUDGET,

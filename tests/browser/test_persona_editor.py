@@ -43,6 +43,10 @@ def test_typing_in_the_voice_field_updates_the_live_preview_before_saving(
     expect(live).to_contain_text("Voice: Whispers only, in the rain.")
     expect(page.locator(".persona-live-status")).to_contain_text("tokens (estimate).")
     assert float(page.locator(".persona-live-meter").evaluate("meter => meter.value")) > 0
+    # Over the budget: where it is cut shows, the text the model would not get struck through.
+    page.locator("textarea[name=backstory]").fill("He remembers every rainy night. " * 120)
+    expect(page.locator(".persona-live-cut")).to_contain_text("He remembers every rainy night.")
+    expect(live).to_contain_text("[shortened]")
     # Not saved: the saved context below still has the old voice.
     expect(page.locator(".field-context_preview .persona-context")).not_to_contain_text("Whispers only")
     assert violations == []
