@@ -2,21 +2,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html, linebreaks
+from django.utils.html import format_html, format_html_join, linebreaks
 from django.utils.http import content_disposition_header
 from django.utils.safestring import mark_safe
+from django.utils.text import capfirst
+from reversion.admin import VersionAdmin
+from reversion.models import Version
 
 from personas import selectors, services
-from personas.cards import CardError, persona_file, persona_file_read, persona_files_zip
-from personas.forms import PersonaConfigForm
+from personas.cards import persona_file, persona_files_zip
+from personas.context import SHORTENED_MARKER
+from personas.forms import PersonaConfigForm, PersonaImportConfirmForm, PersonaImportForm, import_payload
+from personas.history import state_changes
 from personas.models import PersonaConfig
 
 
@@ -48,8 +60,11 @@ def _in_use(persona: PersonaConfig) -> str:
 def _preview(config: object) -> dict[str, Any]:
     full = selectors.persona_context_build(persona=PersonaConfig(config_data=config), budget=10**9)
     sent = selectors.persona_context_build(persona=PersonaConfig(config_data=config))
+    # Where it is shortened: the model gets the text up to the cut (then "[shortened]"); "cut" is the rest.
+    kept = sent.context.removesuffix(SHORTENED_MARKER).rstrip() if sent.shortened else sent.context
     return {
         "context": sent.context,
+        "cut": full.context[len(kept) :] if sent.shortened else "",
         "tokens": sent.tokens,
         "full_tokens": full.tokens,  # before shortening: how far over the budget the editor is
         "budget": settings.PERSONA_CONTEXT_TOKEN_BUDGET,
@@ -58,7 +73,11 @@ def _preview(config: object) -> dict[str, Any]:
 
 
 @admin.register(PersonaConfig)
-class PersonaConfigAdmin(admin.ModelAdmin):
+class PersonaConfigAdmin(VersionAdmin):
+    """The persona editor. django-reversion's ``VersionAdmin`` wraps the add, change and list views
+    (actions included) in a revision with the editor's name; history, revert and recover are our own
+    views on its revisions (see docs/personas.md, "History and revert")."""
+
     form = PersonaConfigForm
     list_display = ["display_name", "name", "is_active", "story_count", "last_used", "version", "updated_at"]
     list_filter = ["is_active", "updated_at", UsageFilter]
@@ -88,7 +107,8 @@ class PersonaConfigAdmin(admin.ModelAdmin):
     # Each action names the permission it needs; Django offers (and runs) only the permitted ones.
     # Activating changes rows, so it needs "change"; an export shows no more than the read-only change
     # page shows anyone with "view" (the whole config, private part included), so "view" is enough.
-    actions = ["activate", "deactivate", "export_ours", "export_card_json", "export_card_png"]
+    # Duplicating adds personas, so it needs "add".
+    actions = ["activate", "deactivate", "duplicate", "export_ours", "export_card_json", "export_card_png"]
     change_list_template = "admin/personas/personaconfig/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PersonaConfig]:
@@ -147,7 +167,7 @@ class PersonaConfigAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["change"], description="Activate selected personas")
     def activate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> None:
-        count = services.personas_set_active(queryset=queryset, active=True)
+        count = services.personas_set_active(queryset=queryset, active=True, user=request.user)
         self.message_user(request, f"{count} persona(s) activated.", messages.SUCCESS)
 
     @admin.action(permissions=["change"], description="Deactivate selected personas")
@@ -156,7 +176,7 @@ class PersonaConfigAdmin(admin.ModelAdmin):
         used = [persona for persona in queryset if persona.story_count]  # type: ignore[attr-defined]
         if used and request.POST.get("confirm_deactivate") != "yes":
             return self._deactivate_confirm(request, queryset, used)
-        count = services.personas_set_active(queryset=queryset, active=False)
+        count = services.personas_set_active(queryset=queryset, active=False, user=request.user)
         self.message_user(request, f"{count} persona(s) deactivated.", messages.SUCCESS)
         return None
 
@@ -172,6 +192,24 @@ class PersonaConfigAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/personas/personaconfig/deactivate_confirm.html", context)
 
+    @admin.action(permissions=["add"], description="Duplicate selected personas (as inactive copies)")
+    def duplicate(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> None:
+        copies = services.personas_duplicate(personas=queryset, user=request.user)
+        links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((reverse("admin:personas_personaconfig_change", args=[c.pk]), c.name) for c in copies),
+        )
+        self.message_user(
+            request, format_html("{} inactive cop(ies) made: {}.", len(copies), links), messages.SUCCESS
+        )
+
+    def delete_model(self, request: HttpRequest, obj: PersonaConfig) -> None:
+        services.personas_delete(personas=[obj], user=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> None:
+        services.personas_delete(personas=queryset, user=request.user)
+
     @admin.action(permissions=["view"], description="Export selected personas (our JSON)")
     def export_ours(self, request: HttpRequest, queryset: QuerySet[PersonaConfig]) -> HttpResponse:
         return _download(queryset, kind="ours")
@@ -185,12 +223,22 @@ class PersonaConfigAdmin(admin.ModelAdmin):
         return _download(queryset, kind="card-v2-png")
 
     def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view(self.import_view)
-        preview = self.admin_site.admin_view(self.preview_view)
+        # VersionAdmin's own URLs (recover/, recover/<id>/, <pk>/history/<id>/) are given here as paths
+        # to the views below, before the admin's "<pk>/" patterns would take them.
+        def view(method: Any) -> Any:
+            return self.admin_site.admin_view(method)
+
         return [
-            path("import/", view, name="personas_personaconfig_import"),
-            path("preview/", preview, name="personas_personaconfig_preview"),
-            *super().get_urls(),
+            path("import/", view(self.import_view), name="personas_personaconfig_import"),
+            path("preview/", view(self.preview_view), name="personas_personaconfig_preview"),
+            path("recover/", view(self.recoverlist_view), name="personas_personaconfig_recoverlist"),
+            path("recover/<int:version_id>/", view(self.recover_view), name="personas_personaconfig_recover"),
+            path(
+                "<path:object_id>/history/<int:version_id>/",
+                view(self.revision_view),
+                name="personas_personaconfig_revision",
+            ),
+            *admin.ModelAdmin.get_urls(self),
         ]
 
     def preview_view(self, request: HttpRequest) -> HttpResponse:
@@ -219,50 +267,180 @@ class PersonaConfigAdmin(admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "has_import_permission": self.has_import_permission(request),
+            "has_change_permission": self.has_change_permission(request),  # reversion's "Recover" link
         }
-        return super().changelist_view(request, extra_context)
+        # Not VersionAdmin's, which runs the actions inside one revision block: each action's service
+        # makes its own revisions, and a deletion's must be saved before the rows go (services).
+        return admin.ModelAdmin.changelist_view(self, request, extra_context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if request.method == "POST" and self.has_change_permission(request):
+            # A persona saved so far outside any revision gets its current state recorded first, in a
+            # revision of its own, so that the edit about to be saved can be reverted.
+            services.persona_history_start(persona_pks=[unquote(object_id)])
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
-        """Upload one persona file or card; a bad file is reported and changes nothing."""
+        """Upload a persona file or card, see what it would create or change, then confirm: a bad
+        file is reported and changes nothing; the confirmed import is one transaction and one revision."""
         if not self.has_import_permission(request):
             raise PermissionDenied
+        if request.method == "POST" and "payload" in request.POST:
+            return self._import_confirm(request)
         form = PersonaImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
-            try:
-                results = services.persona_import(personas=form.cleaned_data["personas"])
-            except ValidationError as error:
-                form.add_error("file", error.messages)
-            else:
-                names = ", ".join(
-                    f"{p.name} ({'created' if created else 'updated'})" for p, created in results
-                )
-                self.message_user(request, f"Imported {len(results)} persona(s): {names}.", messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:personas_personaconfig_changelist"))
+            return self._import_preview(request, form)
+        return self._page(request, "import.html", "Import personas", form=form)
+
+    def _import_preview(self, request: HttpRequest, form: PersonaImportForm) -> HttpResponse:
+        imported = form.cleaned_data["personas"]
+        plans = selectors.persona_import_plan(personas=imported)
+        source = form.cleaned_data["file"].name
+        payload = import_payload(personas=imported, plans=plans, source=source)
+        writes = [plan for plan in plans if plan.status != "unchanged"]
+        title = f"Import {source}: what it would change"
+        return self._page(request, "import_preview.html", title, plans=plans, writes=writes, payload=payload)
+
+    def _import_confirm(self, request: HttpRequest) -> HttpResponse:
+        form = PersonaImportConfirmForm(request.POST)
+        try:
+            if not form.is_valid():
+                raise ValidationError(list(form.errors["payload"]))
+            results = services.persona_import(
+                personas=form.cleaned_data["personas"],
+                user=request.user,
+                source=form.cleaned_data["source"],
+                expected_versions=form.cleaned_data["versions"],
+            )
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:personas_personaconfig_import"))
+        names = ", ".join(f"{persona.name} ({status})" for persona, status in results)
+        self.message_user(request, f"Imported {len(results)} persona(s): {names}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:personas_personaconfig_changelist"))
+
+    def _page(self, request: HttpRequest, template: str, title: str, **context: Any) -> TemplateResponse:
+        """One of this admin's own pages, in the admin's frame (templates/admin/personas/personaconfig/)."""
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": "Import personas",
-            "form": form,
+            "title": title,
+            "module_name": str(capfirst(self.model._meta.verbose_name_plural)),
             "limit": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+            **context,
         }
-        return TemplateResponse(request, "admin/personas/personaconfig/import.html", context)
+        return TemplateResponse(request, f"admin/personas/personaconfig/{template}", context)
 
+    # --- History, revert and recover (django-reversion's revisions) ----------------------------------
 
-class PersonaImportForm(forms.Form):
-    file = forms.FileField(
-        help_text="Our persona JSON (one persona or a list), or a Character Card V1, V2 or V3 as JSON or PNG."
-    )
+    def _persona_viewable(self, request: HttpRequest, object_id: str) -> PersonaConfig:
+        persona = self.get_object(request, unquote(object_id))
+        if persona is None:
+            raise Http404("No persona with that id.")
+        if not self.has_view_or_change_permission(request, persona):
+            raise PermissionDenied
+        return persona
 
-    def clean_file(self) -> Any:
-        upload = self.cleaned_data["file"]
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if upload.size > limit:
-            raise forms.ValidationError(f"The file is {upload.size} bytes; the limit is {limit} bytes.")
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Every revision, newest first: who, when, the comment, and its changes part by part.
+        Anyone who may view the persona may see its history (it shows nothing the read-only page hides
+        but the editors' names); reverting needs the change permission."""
+        persona = self._persona_viewable(request, object_id)
+        revisions, more = selectors.persona_history(persona_pk=persona.pk)
+        return self._page(
+            request,
+            "object_history.html",
+            f"History of {persona}",
+            object=persona,
+            revisions=revisions,
+            more=more,
+            shown=selectors.HISTORY_MAX_REVISIONS,
+            has_change_permission=self.has_change_permission(request, persona),
+        )
+
+    def revision_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        version_id: str,
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """One revision, what reverting to it would change; POST reverts (change permission)."""
+        persona = self._persona_viewable(request, object_id)
+        version = selectors.persona_version_get(persona_pk=persona.pk, version_id=version_id)
+        if version is None:
+            raise Http404("No such revision of this persona.")
+        if request.method == "POST":
+            return self._revert(request, persona, version)
+        # is_active is not reverted (see services.persona_revert), so it is left out of what changes.
+        current = selectors.persona_current_state(persona=persona)
+        target = selectors.version_state(version=version)
+        changes = state_changes(before=current, after={**target, "Active": current["Active"]})
+        return self._page(
+            request,
+            "revision.html",
+            f"Revision of {persona}",
+            object=persona,
+            version=version,
+            changes=changes,
+            can_revert=self.has_change_permission(request, persona),
+        )
+
+    def _revert(self, request: HttpRequest, persona: PersonaConfig, version: Version) -> HttpResponse:
+        if not self.has_change_permission(request, persona):
+            raise PermissionDenied
+        loaded = request.POST.get("loaded_version", "")
         try:
-            self.cleaned_data["personas"] = persona_file_read(data=upload.read(), filename=upload.name)
-        except CardError as error:
-            raise forms.ValidationError(str(error)) from None
-        return upload
+            if not loaded.isdigit():
+                raise ValidationError("The form is incomplete; open the revision again.")
+            services.persona_revert(
+                persona_pk=persona.pk, version=version, loaded_version=int(loaded), user=request.user
+            )
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return HttpResponseRedirect(request.path)
+        self.message_user(
+            request, f"{persona.display_name} was reverted to the chosen revision.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:personas_personaconfig_change", args=[persona.pk]))
+
+    def recoverlist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """Deleted personas that can be brought back: recovering adds a persona, so "add" is needed."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        deleted = selectors.personas_deleted()
+        return self._page(request, "recover_list.html", "Recover deleted personas", deleted=deleted)
+
+    def recover_view(
+        self, request: HttpRequest, version_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        version = selectors.persona_deleted_version_get(version_id=version_id)
+        if version is None:
+            raise Http404("No deleted persona with that revision.")
+        if request.method != "POST":
+            changes = state_changes(before=None, after=selectors.version_state(version=version))
+            return self._page(
+                request, "recover.html", f"Recover {version.object_repr}", version=version, changes=changes
+            )
+        try:
+            persona = services.persona_recover(version=version, user=request.user)
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:personas_personaconfig_recoverlist"))
+        self.message_user(request, f"{persona} was recovered.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:personas_personaconfig_change", args=[persona.pk]))
 
 
 def _download(queryset: QuerySet[PersonaConfig], *, kind: str) -> HttpResponse:

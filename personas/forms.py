@@ -8,15 +8,19 @@ rewritten, so its stored value (key order, spacing, lines with commas) survives 
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.core import signing
 from django.forms.fields import InvalidJSONInput
 
 from personas import selectors, services
+from personas.cards import CardError, PersonaImport, persona_file_read
 from personas.models import PersonaConfig
 from personas.schema import persona_config_errors
 from storyproject.forms import UntrustedJSONField
@@ -260,3 +264,59 @@ def config_merge(*, raw: object, edits: dict[str, object]) -> object:
         else:
             config[key] = value
     return config
+
+
+# --- The card import: upload, preview, confirm ------------------------------------------------------
+
+
+class PersonaImportForm(forms.Form):
+    file = forms.FileField(
+        help_text="Our persona JSON (one persona or a list), or a Character Card V1, V2 or V3 as JSON or PNG."
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if upload.size > limit:
+            raise forms.ValidationError(f"The file is {upload.size} bytes; the limit is {limit} bytes.")
+        try:
+            self.cleaned_data["personas"] = persona_file_read(data=upload.read(), filename=upload.name)
+        except CardError as error:
+            raise forms.ValidationError(str(error)) from None
+        return upload
+
+
+# The preview page carries what it showed to the confirming POST, signed (so the import written is the
+# one previewed, read and checked once) and compressed; a preview older than this must be made again.
+IMPORT_PREVIEW_MAX_AGE = 3600
+_IMPORT_SALT = "personas.import-preview"
+
+
+def import_payload(
+    *, personas: Sequence[PersonaImport], plans: Sequence[selectors.ImportPlan], source: str
+) -> str:
+    data = {
+        "source": source,
+        "personas": [dataclasses.asdict(persona) for persona in personas],
+        "versions": {plan.name: plan.version for plan in plans},
+    }
+    return signing.dumps(data, salt=_IMPORT_SALT, compress=True)
+
+
+class PersonaImportConfirmForm(forms.Form):
+    payload = forms.CharField(widget=forms.HiddenInput, strip=False)
+
+    def clean_payload(self) -> str:
+        payload = self.cleaned_data["payload"]
+        try:
+            data = signing.loads(payload, salt=_IMPORT_SALT, max_age=IMPORT_PREVIEW_MAX_AGE)
+        except signing.SignatureExpired:
+            raise forms.ValidationError(
+                "The preview is more than an hour old: upload the file again."
+            ) from None
+        except signing.BadSignature:
+            raise forms.ValidationError("The preview cannot be read: upload the file again.") from None
+        self.cleaned_data["personas"] = [PersonaImport(**persona) for persona in data["personas"]]
+        self.cleaned_data["versions"] = data["versions"]
+        self.cleaned_data["source"] = data["source"]
+        return payload

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import reversion
 from django.db import models
 
 from personas.schema import validate_persona_config
 
 
+# Every save inside a revision block (the admin's views, personas.services) is kept as a revision.
+@reversion.register()
 class PersonaConfig(models.Model):
     """A character that editors maintain: its voice, backstory and prompt text, as nested JSON."""
 
@@ -29,8 +32,14 @@ class PersonaConfig(models.Model):
 
     def save(self, *args: object, **kwargs: object) -> None:
         # Every save is an edit: a new version makes every cached context of the old one unreachable.
-        if self.pk is not None:
+        # A row loaded from the database is bumped; a new one (even with a given pk, as a recovered
+        # persona is) is inserted with the version it was given.
+        if not self._state.adding:
             self.version = models.F("version") + 1  # type: ignore[assignment]
         super().save(*args, **kwargs)  # type: ignore[arg-type]
         if self.pk is not None and not isinstance(self.version, int):
             self.refresh_from_db(fields=["version"])
+            # django-reversion serialised the row in post_save, while ``version`` was still the F()
+            # expression; serialised again here with the number (the later copy replaces the first).
+            if reversion.is_active():
+                reversion.add_to_revision(self)

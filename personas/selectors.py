@@ -28,9 +28,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet
+from reversion.models import Version
 
 from personas import cache as context_cache
+from personas.cards import PersonaImport
 from personas.context import context_shorten, persona_context_text
+from personas.history import FieldChange, persona_state, state_changes
 from personas.models import PersonaConfig
 from storyproject import stamped_cache
 from storyproject.tokens import token_estimate
@@ -200,3 +203,104 @@ def personas_for_export(*, names: Sequence[str] = ()) -> list[PersonaConfig]:
     if names:
         personas = personas.filter(name__in=set(names))
     return list(personas)
+
+
+# --- History (django-reversion's revisions) and the import preview ------------------------------------
+
+# The history page shows this many latest revisions, each diffed against the one before it.
+HISTORY_MAX_REVISIONS = 200
+
+
+@dataclass(frozen=True)
+class PersonaRevision:
+    version: Version  # django-reversion's row: its id, and its revision's date, user and comment
+    persona_version: int | None  # the persona's own version number in this revision
+    changes: list[FieldChange]  # against the revision before it (everything, for the first)
+
+
+def persona_history(*, persona_pk: int | str) -> tuple[list[PersonaRevision], bool]:
+    """The persona's latest revisions, newest first, each with what it changed; and whether older
+    revisions exist beyond ``HISTORY_MAX_REVISIONS``."""
+    versions = list(persona_versions(persona_pk=persona_pk).order_by("-pk")[: HISTORY_MAX_REVISIONS + 1])
+    more = len(versions) > HISTORY_MAX_REVISIONS
+    versions = versions[::-1][1:] if more else versions[::-1]  # oldest first; the extra one is dropped
+    revisions, before = [], None
+    for version in versions:
+        state = version_state(version=version)
+        changes = state_changes(before=before, after=state)
+        revisions.append(PersonaRevision(version, version.field_dict.get("version"), changes))
+        before = state
+    return revisions[::-1], more
+
+
+def persona_versions(*, persona_pk: int | str) -> QuerySet[Version]:
+    return Version.objects.get_for_object_reference(PersonaConfig, str(persona_pk)).select_related(
+        "revision", "revision__user"
+    )
+
+
+def persona_version_get(*, persona_pk: int | str, version_id: int | str) -> Version | None:
+    """One revision of the persona (None when that id is not one of its revisions)."""
+    return persona_versions(persona_pk=persona_pk).filter(pk=version_id).first()
+
+
+def persona_deleted_version_get(*, version_id: int | str) -> Version | None:
+    """The last revision of a persona that no longer exists (what "recover" brings back), or None."""
+    return Version.objects.get_deleted(PersonaConfig).select_related("revision").filter(pk=version_id).first()
+
+
+def personas_deleted() -> QuerySet[Version]:
+    """The last revision of each deleted persona, most recently deleted first."""
+    return (
+        Version.objects.get_deleted(PersonaConfig)
+        .select_related("revision")
+        .order_by("-revision__date_created")
+    )
+
+
+def version_state(*, version: Version) -> dict[str, str]:
+    fields = version.field_dict
+    return persona_state(
+        name=fields.get("name", ""),
+        display_name=fields.get("display_name", ""),
+        is_active=bool(fields.get("is_active")),
+        config_data=fields.get("config_data"),
+    )
+
+
+def persona_current_state(*, persona: PersonaConfig) -> dict[str, str]:
+    return persona_state(
+        name=persona.name,
+        display_name=persona.display_name,
+        is_active=persona.is_active,
+        config_data=persona.config_data,
+    )
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    name: str
+    display_name: str
+    status: str  # "new", "updated" or "unchanged"
+    changes: list[FieldChange]
+    version: int | None  # the stored persona's version the plan was made from (None: new)
+
+
+def persona_import_plan(*, personas: Sequence[PersonaImport]) -> list[ImportPlan]:
+    """What importing ``personas`` would do to each, against the stored personas: one query."""
+    stored = {p.name: p for p in PersonaConfig.objects.filter(name__in=[i.name for i in personas])}
+    plans = []
+    for imported in personas:
+        persona = stored.get(imported.name)
+        after = persona_state(
+            name=imported.name,
+            display_name=imported.display_name,
+            is_active=imported.is_active,
+            config_data=imported.config_data,
+        )
+        before = persona_current_state(persona=persona) if persona is not None else None
+        changes = state_changes(before=before, after=after)
+        status = "new" if persona is None else ("updated" if changes else "unchanged")
+        version = persona.version if persona is not None else None
+        plans.append(ImportPlan(imported.name, imported.display_name, status, changes, version))
+    return plans

@@ -9,13 +9,19 @@ bulk ``update()`` calls, which send no signals, invalidate explicitly here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from django.contrib.auth.models import Group, Permission
+import reversion
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, Permission
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, QuerySet
+from django.utils import timezone
+from reversion.models import Version
 
 from personas import cache as context_cache
 from personas.cards import PersonaImport
@@ -34,12 +40,51 @@ def editors_group_ensure() -> Group:
     return group
 
 
+User = AbstractBaseUser | AnonymousUser | None
+
+
+@contextmanager
+def _revision(*, user: User, comment: str) -> Iterator[None]:
+    """A django-reversion revision (one transaction) of every persona saved or added inside it.
+
+    Nested in another revision block (the admin wraps its views in one), both make one revision.
+    """
+    with reversion.create_revision():
+        if user is not None and user.is_authenticated:
+            reversion.set_user(user)
+        reversion.set_comment(comment)
+        yield
+
+
+def persona_history_start(*, persona_pks: Iterable[int | str]) -> None:
+    """Record, as a revision, the current state of each persona that has none yet (one saved before
+    django-reversion, or from the shell), so the edit about to be made has a state to revert to."""
+    pks = {str(pk) for pk in persona_pks}
+    known = Version.objects.get_for_model(PersonaConfig).filter(object_id__in=pks).values_list("object_id")
+    missing = pks - {object_id for (object_id,) in known}
+    personas = list(PersonaConfig.objects.filter(pk__in=[pk for pk in missing if pk.isdigit()]))
+    if not personas:
+        return
+    with _revision(user=None, comment="As it was before its history began."):
+        for persona in personas:
+            reversion.add_to_revision(persona)
+
+
 @transaction.atomic
-def personas_set_active(*, queryset: QuerySet[PersonaConfig], active: bool) -> int:
-    """Activate or deactivate personas; a changed persona gets a new version like any edit."""
+def personas_set_active(*, queryset: QuerySet[PersonaConfig], active: bool, user: User = None) -> int:
+    """Activate or deactivate personas; a changed persona gets a new version like any edit, and one
+    revision records them all (``update()`` sends no signal, so they are added to it explicitly)."""
     changed = queryset.exclude(is_active=active)
     names = list(changed.values_list("name", flat=True))
-    count = PersonaConfig.objects.filter(name__in=names).update(is_active=active, version=F("version") + 1)
+    persona_history_start(
+        persona_pks=PersonaConfig.objects.filter(name__in=names).values_list("pk", flat=True)
+    )
+    with _revision(user=user, comment="Activated." if active else "Deactivated."):
+        count = PersonaConfig.objects.filter(name__in=names).update(
+            is_active=active, version=F("version") + 1
+        )
+        for persona in PersonaConfig.objects.filter(name__in=names):
+            reversion.add_to_revision(persona)
     persona_contexts_forget(names=names)
     return count
 
@@ -87,21 +132,142 @@ def persona_loaded(*, persona: PersonaConfig, **_: Any) -> None:
 
 
 @transaction.atomic
-def persona_import(*, personas: Iterable[PersonaImport]) -> list[tuple[PersonaConfig, bool]]:
-    """Create or update each persona by name, all in one transaction: every file lands, or none.
+def persona_import(
+    *,
+    personas: Iterable[PersonaImport],
+    user: User = None,
+    source: str = "",
+    expected_versions: dict[str, int | None] | None = None,
+) -> list[tuple[PersonaConfig, str]]:
+    """Create or update each persona by name, all in one transaction and one revision: every file
+    lands, or none. A persona the file does not change is left as it is (no new version).
 
-    Returns (persona, created) pairs. Each save bumps the persona's version and, through the save
+    Returns (persona, "created" | "updated" | "unchanged") pairs. With ``expected_versions`` (name →
+    the version the editor's preview was made from, None for a new name), a persona changed since the
+    preview refuses the whole import. Each save bumps the persona's version and, through the save
     signal, invalidates its cached context after the commit like any other edit.
     """
+    personas = list(personas)
+    existing = PersonaConfig.objects.filter(name__in=[imported.name for imported in personas])
+    persona_history_start(persona_pks=existing.values_list("pk", flat=True))
     results = []
-    for imported in personas:
-        persona = PersonaConfig.objects.select_for_update().filter(name=imported.name).first()
-        created = persona is None
-        persona = persona or PersonaConfig(name=imported.name)
-        persona.display_name = imported.display_name
-        persona.config_data = imported.config_data
-        persona.is_active = imported.is_active
-        persona.full_clean()
-        persona.save()
-        results.append((persona, created))
+    with _revision(user=user, comment=f"Imported from {source}." if source else "Imported."):
+        for imported in personas:
+            persona = PersonaConfig.objects.select_for_update().filter(name=imported.name).first()
+            if expected_versions is not None:
+                _import_version_check(imported.name, persona, expected_versions.get(imported.name))
+            results.append(_import_one(imported, persona))
     return results
+
+
+def _import_version_check(name: str, persona: PersonaConfig | None, expected: int | None) -> None:
+    current = persona.version if persona is not None else None
+    if current != expected:
+        raise ValidationError(
+            f"{name} was changed by someone else after the preview was made; nothing was imported. "
+            "Upload the file again to see what it would change now."
+        )
+
+
+def _import_one(imported: PersonaImport, persona: PersonaConfig | None) -> tuple[PersonaConfig, str]:
+    status = "created" if persona is None else "updated"
+    persona = persona or PersonaConfig(name=imported.name)
+    wanted = (imported.display_name, imported.config_data, imported.is_active)
+    if status == "updated" and (persona.display_name, persona.config_data, persona.is_active) == wanted:
+        return persona, "unchanged"
+    persona.display_name, persona.config_data, persona.is_active = wanted
+    persona.full_clean()
+    persona.save()
+    return persona, status
+
+
+# --- History: revert, recover, duplicate, delete (django-reversion keeps the revisions) -------------
+
+
+@transaction.atomic
+def persona_revert(*, persona_pk: int, version: Version, loaded_version: int, user: User) -> PersonaConfig:
+    """Put back the key, display name and config a revision holds, as a new edit (a new version, a new
+    revision, the cached context forgotten on commit). ``is_active`` is left as it is: (de)activation
+    has its own actions and warnings. Refused when the persona changed since ``loaded_version``."""
+    current = persona_version_lock(persona_pk=persona_pk)
+    if current != loaded_version:
+        raise ValidationError(
+            f"The persona changed after you opened this page (you opened version {loaded_version}; it is "
+            f"now {'deleted' if current is None else f'version {current}'}). Nothing was reverted.",
+            code="stale",
+        )
+    fields = version.field_dict
+    persona = PersonaConfig.objects.get(pk=persona_pk)
+    persona.name, persona.display_name = fields["name"], fields["display_name"]
+    persona.config_data = fields["config_data"]
+    # The config was valid when stored (an empty one too, which "blank" would refuse); the key may
+    # have been taken since.
+    persona.full_clean(exclude=["config_data"])
+    when = timezone.localtime(version.revision.date_created).strftime("%Y-%m-%d %H:%M:%S")
+    with _revision(user=user, comment=f"Reverted to the revision of {when} (version {fields['version']})."):
+        persona.save()
+    return persona
+
+
+@transaction.atomic
+def persona_recover(*, version: Version, user: User) -> PersonaConfig:
+    """Bring a deleted persona back, with its id (so its history continues) and the revision's fields.
+
+    Its version is one above any it ever had, so no cached context or ETag of it can match."""
+    if PersonaConfig.objects.filter(pk=version.object_id).exists():
+        raise ValidationError("This persona exists: it was recovered already.")
+    every = Version.objects.get_for_object_reference(PersonaConfig, version.object_id)
+    highest = max(int(old.field_dict.get("version") or 0) for old in every)
+    fields = version.field_dict
+    persona = PersonaConfig(
+        pk=int(version.object_id),
+        name=fields["name"],
+        display_name=fields["display_name"],
+        config_data=fields["config_data"],
+        is_active=fields["is_active"],
+        version=highest + 1,
+    )
+    # The fields were valid when stored; what may have changed since is whether the key is free.
+    persona.validate_unique()
+    with _revision(user=user, comment="Recovered after deletion."):
+        persona.save(force_insert=True)
+    return persona
+
+
+@transaction.atomic
+def personas_duplicate(*, personas: Iterable[PersonaConfig], user: User) -> list[PersonaConfig]:
+    """An inactive copy of each persona under a fresh key (``<key>-copy``, ``-copy-2``...), one revision."""
+    copies = []
+    with _revision(user=user, comment="Duplicated."):
+        for persona in personas:
+            duplicate = PersonaConfig(
+                name=_copy_name(persona.name),
+                display_name=f"{persona.display_name} (copy)"[:200],
+                config_data=copy.deepcopy(persona.config_data),
+                is_active=False,
+            )
+            duplicate.full_clean(exclude=["config_data"])  # a copy of a stored config
+            duplicate.save()
+            copies.append(duplicate)
+    return copies
+
+
+def _copy_name(name: str) -> str:
+    # Keys are at most 100 characters; room is kept for "-copy-NNNN".
+    stem = f"{name[:85]}-copy"
+    taken = set(PersonaConfig.objects.filter(name__startswith=stem).values_list("name", flat=True))
+    candidates = (stem if number == 1 else f"{stem}-{number}" for number in range(1, len(taken) + 2))
+    return next(candidate for candidate in candidates if candidate not in taken)
+
+
+@transaction.atomic
+def personas_delete(*, personas: Iterable[PersonaConfig], user: User) -> None:
+    """Delete personas, first recording their last state as a revision so they can be recovered.
+
+    The revision is saved before the rows go: django-reversion keeps only versions of rows that exist
+    when the revision block ends."""
+    personas = list(personas)
+    with _revision(user=user, comment="Deleted."):
+        for persona in personas:
+            reversion.add_to_revision(persona)
+    PersonaConfig.objects.filter(pk__in=[persona.pk for persona in personas]).delete()

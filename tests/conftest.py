@@ -37,6 +37,19 @@ def _clear_cache() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _no_pending_persona_edits() -> Iterator[None]:
+    # Persona edits mark their names "pending" on the connection until their transaction commits
+    # (personas.cache). A test's transaction is rolled back, never committed, and outside tests the
+    # mark is dropped once no transaction is open, which inside a test never happens: so each test
+    # starts and ends without marks, as a request does.
+    from personas.cache import pending_names
+
+    pending_names().clear()
+    yield
+    pending_names().clear()
+
+
+@pytest.fixture(autouse=True)
 def _single_mode_unless_chosen(settings: Any) -> None:
     # A test that does not choose a mode gets single mode, whatever the deployment default: its
     # scripted fake replies are one call each. Parallel mode's tests choose it (or set this setting).

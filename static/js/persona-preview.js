@@ -2,7 +2,7 @@
  * The persona editor's live context preview in the admin: as the editor types, the form's current
  * values are posted (debounced; an older request still under way is cancelled) to the admin's preview
  * view, which answers with the exact context the model would get, its token estimate and whether it
- * was shortened. Nothing is saved. Loaded as a file (the Content-Security-Policy allows no inline
+ * was shortened, with the text cut off shown struck through after it. Nothing is saved. Loaded as a file (the Content-Security-Policy allows no inline
  * script); text from the server is inserted with textContent only, never as HTML.
  */
 (function () {
@@ -24,13 +24,21 @@
 
     function show(answer) {
       output.textContent = answer.context || "(empty)";
+      if (answer.cut) {
+        // Where the context is shortened: what follows the cut, which the model does not get.
+        var cut = document.createElement("del");
+        cut.className = "persona-live-cut";
+        cut.title = "Cut: over the token budget; the model does not get this.";
+        cut.textContent = answer.cut;
+        output.appendChild(cut);
+      }
       meter.max = answer.budget;
       meter.high = answer.budget * 0.9;
       meter.optimum = 0;
       meter.value = Math.min(answer.full_tokens, answer.budget);
       var text = "About " + answer.tokens + " of " + answer.budget + " tokens (estimate).";
       if (answer.shortened) {
-        text += " Over the budget (" + answer.full_tokens + " tokens): the end was cut, marked [shortened].";
+        text += " Over the budget (" + answer.full_tokens + " tokens): the end was cut, marked [shortened]; the struck-through text after it is what the model does not get.";
       }
       status.textContent = text;
     }

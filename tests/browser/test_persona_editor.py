@@ -43,6 +43,10 @@ def test_typing_in_the_voice_field_updates_the_live_preview_before_saving(
     expect(live).to_contain_text("Voice: Whispers only, in the rain.")
     expect(page.locator(".persona-live-status")).to_contain_text("tokens (estimate).")
     assert float(page.locator(".persona-live-meter").evaluate("meter => meter.value")) > 0
+    # Over the budget: where it is cut shows, the text the model would not get struck through.
+    page.locator("textarea[name=backstory]").fill("He remembers every rainy night. " * 120)
+    expect(page.locator(".persona-live-cut")).to_contain_text("He remembers every rainy night.")
+    expect(live).to_contain_text("[shortened]")
     # Not saved: the saved context below still has the old voice.
     expect(page.locator(".field-context_preview .persona-context")).not_to_contain_text("Whispers only")
     assert violations == []
@@ -78,3 +82,47 @@ def test_a_save_reaches_the_next_context_read_and_a_second_editors_stale_save_is
         assert watched.errors == []
     finally:
         second_context.close()
+
+
+def _context_read(page: Page, server: AppServer, name: str) -> str:
+    """The batch context read the writer's generation uses (GET /api/personas/contexts/), as JSON."""
+    answer = page.request.get(
+        server.url + f"/api/personas/contexts/?names={name}", headers={"Accept": "application/json"}
+    )
+    assert answer.ok, answer.text()
+    (context,) = answer.json()["contexts"]
+    return str(context["context"])
+
+
+def test_a_voice_change_is_previewed_saved_served_shown_as_a_diff_and_reverted(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # kyoto-poet: a persona no other browser test reads. load_demo started its history.
+    page = watched.page
+    _admin_log_in(page, app_server, EDITOR)
+    _open_persona(page, app_server, "kyoto-poet")
+    old_voice = page.locator("textarea[name=voice]").input_value()
+    assert "Voice: " + old_voice in _context_read(page, app_server, "kyoto-poet")
+    page.locator("textarea[name=voice]").fill("Counts syllables aloud, always seventeen.")
+    expect(page.locator(".persona-live-context")).to_contain_text(
+        "Voice: Counts syllables aloud, always seventeen."
+    )
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("was changed successfully")
+    assert "Voice: Counts syllables aloud, always seventeen." in _context_read(page, app_server, "kyoto-poet")
+
+    page.get_by_role("link", name="History").click()
+    latest = page.locator(".persona-revision").first
+    expect(latest).to_contain_text("by editor")
+    voice_row = latest.locator("tr", has=page.locator("th", has_text="Voice"))
+    expect(voice_row.locator("del")).to_have_text(old_voice)
+    expect(voice_row.locator("ins")).to_have_text("Counts syllables aloud, always seventeen.")
+    page.locator(".persona-revision", has_text="Loaded from the demo file.").locator("h2 a").click()
+    expect(page.locator(".persona-diff")).to_contain_text("Voice")
+    page.get_by_role("button", name="Revert to this revision").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("was reverted to the chosen revision")
+    expect(page.locator("textarea[name=voice]")).to_have_value(old_voice)
+    # The cache served the saved text above; the revert is served by the very next read.
+    context = _context_read(page, app_server, "kyoto-poet")
+    assert "Voice: " + old_voice in context and "syllables" not in context
+    assert watched.errors == []

@@ -29,6 +29,7 @@ def test_the_preview_answers_the_exact_context_of_unsaved_values_and_saves_nothi
     answer = editor_client.post(PREVIEW, data).json()
     assert answer == {
         "context": "Description: A hero.\n\nVoice: Gravel, typed but not saved.\n\nExample lines:\n- One.\n- Two.",
+        "cut": "",
         "tokens": 23,  # 87 ASCII characters / 3.8, rounded up
         "full_tokens": 23,
         "budget": 600,
@@ -50,6 +51,10 @@ def test_the_preview_says_when_and_by_how_much_the_context_is_over_the_budget(ed
     answer = editor_client.post(PREVIEW, {"backstory": "He talks a lot. " * 30, "config_data": "{}"}).json()
     assert answer["shortened"] is True
     assert answer["context"].endswith("[shortened]")
+    # The cut: the model gets the text before it; the rest is what the preview shows struck through.
+    kept = answer["context"].removesuffix(" [shortened]")
+    assert kept.endswith("a lot.") and answer["cut"].startswith(" He talks")
+    assert "Backstory: " + ("He talks a lot. " * 30).strip() == kept + answer["cut"]
     assert answer["tokens"] <= 40 < answer["full_tokens"]
     assert answer["budget"] == 40
 

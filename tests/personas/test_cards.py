@@ -190,11 +190,18 @@ def _upload(client: Client, name: str, data: bytes) -> Any:
     return client.post("/admin/personas/personaconfig/import/", {"file": SimpleUploadedFile(name, data)})
 
 
+def _confirm(client: Client, preview: Any) -> Any:
+    """The preview page's "Import" button: its form posts back the signed payload."""
+    return client.post("/admin/personas/personaconfig/import/", {"payload": preview.context["payload"]})
+
+
 @pytest.mark.django_db
 def test_the_admin_imports_a_card_png_and_links_the_page(editor_client: Client) -> None:
     assert "Import personas" in editor_client.get("/admin/personas/personaconfig/").content.decode()
     assert editor_client.get("/admin/personas/personaconfig/import/").status_code == 200
-    response = _upload(editor_client, "vega.png", card_png({"chara": json.dumps(CARD_V2).encode()}))
+    preview = _upload(editor_client, "vega.png", card_png({"chara": json.dumps(CARD_V2).encode()}))
+    assert preview.status_code == 200 and not PersonaConfig.objects.exists()
+    response = _confirm(editor_client, preview)
     assert response.status_code == 302
     assert "captain-vega (created)" in editor_client.get(response["Location"]).content.decode()
     assert PersonaConfig.objects.get(name="captain-vega").config_data["extensions"] == EXTENSIONS

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import reversion
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
@@ -28,9 +29,13 @@ from django.db.models import Model
 from django.test import Client, RequestFactory
 from django.urls import resolve
 from rest_framework.authtoken.models import Token
+from reversion.models import Version
 
+from personas.cards import PersonaImport
+from personas.forms import import_payload
 from personas.models import PersonaConfig
-from personas.services import EDITORS_GROUP
+from personas.selectors import ImportPlan, persona_versions
+from personas.services import EDITORS_GROUP, personas_delete
 from stories.models import GenerationRun, GenerationSettings, Story, StoryCast
 
 User = get_user_model()
@@ -45,10 +50,16 @@ ADD = {"add_form", "add"}
 CHANGE = VIEW | {"change"}
 DELETE = {"delete_form", "delete", "action:delete_selected"}
 PERSONA_EXPORTS = {"action:export_ours", "action:export_card_json", "action:export_card_png"}
-PERSONA_ACTIONS = PERSONA_EXPORTS | {"action:activate", "action:deactivate"}
-# The live context preview (a POST answering JSON, saving nothing) is for anyone who may view personas.
-PERSONA_PREVIEW = {"preview"}
-PERSONA_ALL = CHANGE | ADD | DELETE | PERSONA_ACTIONS | PERSONA_PREVIEW | {"import_form", "import"}
+PERSONA_ACTIONS = PERSONA_EXPORTS | {"action:activate", "action:deactivate", "action:duplicate"}
+# The live context preview (a POST answering JSON, saving nothing) and one revision of the history (what
+# reverting to it would change) are for anyone who may view personas; reverting needs "change",
+# recovering a deleted persona "add", importing both (upload and preview, then confirm).
+PERSONA_READ = {"preview", "revision"}
+PERSONA_IMPORT = {"import_form", "import", "import_confirm"}
+PERSONA_RECOVER = {"recoverlist", "recover_form", "recover"}
+PERSONA_ALL = (
+    CHANGE | ADD | DELETE | PERSONA_ACTIONS | PERSONA_READ | PERSONA_IMPORT | PERSONA_RECOVER | {"revert"}
+)
 STORY_ALL = CHANGE | ADD | DELETE
 
 # What each staff role may do, per model; a role or operation not listed is refused. The anonymous
@@ -60,7 +71,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     "personas.personaconfig": {
         "superuser": PERSONA_ALL,
         "editor": PERSONA_ALL,
-        "viewer": VIEW | PERSONA_EXPORTS | PERSONA_PREVIEW,
+        "viewer": VIEW | PERSONA_EXPORTS | PERSONA_READ,
     },
     "stories.story": {"superuser": STORY_ALL, "owner": STORY_ALL, "other": {"changelist", "add_form", "add"}},
     # Runs are measurements: nobody adds or edits one in the admin.
@@ -75,7 +86,8 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
 OWN_ROWS = {"stories.story", "stories.generationrun"}
 OBJECT_OPS = {"view", "change", "delete_form", "delete", "history"}
 SUCCESS = {"add": "302 list changed", "change": "302 list changed", "delete": "302 list changed"}
-SUCCESS |= {"import": "302 list changed", "password": "302 change changed", "redirect": "302 change"}
+SUCCESS |= {"import_confirm": "302 list changed", "password": "302 change changed", "redirect": "302 change"}
+SUCCESS |= {"revert": "302 change changed", "recover": "302 change changed"}
 # Where Django's answer differs from the general rule above, and why.
 SPECIAL = {
     # The user admin continues to the new user's page to set its details.
@@ -129,6 +141,8 @@ class World:
     group: Group
     story: Story
     run: GenerationRun
+    revision: int  # a django-reversion Version of ``persona``
+    deleted: int  # the last Version of a deleted persona, to recover
 
 
 @dataclass(frozen=True)
@@ -164,9 +178,16 @@ def world(db: None) -> World:
     Token.objects.create(user=bystander)
     story = Story.objects.create(owner=users["owner"], title="Owner's story", plot="A plot.")
     run = GenerationRun.objects.create(user=users["owner"], story=story, model="offline", max_tokens=1024)
-    persona = PersonaConfig.objects.create(name="hero", display_name="Hero", config_data={"voice": "Plain."})
+    with reversion.create_revision():
+        persona = PersonaConfig.objects.create(
+            name="hero", display_name="Hero", config_data={"voice": "Plain."}
+        )
+        ghost = PersonaConfig.objects.create(name="ghost", display_name="Ghost", config_data={})
+    personas_delete(personas=[ghost], user=None)
+    (deleted,) = Version.objects.get_deleted(PersonaConfig)
+    revision = persona_versions(persona_pk=persona.pk).get().pk
     group = Group.objects.create(name="Story admins")
-    return World(users, bystander, persona, group, story, run)
+    return World(users, bystander, persona, group, story, run, revision, deleted.pk)
 
 
 def _pk(model: str, world: World) -> Any:
@@ -224,6 +245,13 @@ def _persona_file() -> dict[str, Any]:
     return {"file": SimpleUploadedFile("imported.json", data)}
 
 
+def _import_payload() -> str:
+    # What the import preview page posts back to confirm (see personas.forms.import_payload).
+    imported = PersonaImport(name="imported", display_name="Imported", config_data={"voice": "Soft."})
+    plan = ImportPlan(name="imported", display_name="Imported", status="new", changes=[], version=None)
+    return import_payload(personas=[imported], plans=[plan], source="imported.json")
+
+
 SETTINGS_POST = {"default_model": "", "default_max_tokens": "16000", "formatting_rules": "Obey."}
 STORY_FORMSETS = {
     f"{prefix}-{name}": "0" for prefix in ("cast", "versions") for name in ("TOTAL_FORMS", "INITIAL_FORMS")
@@ -251,13 +279,19 @@ CASES: dict[str, list[Case]] = {
     "personas.personaconfig": [
         *_model_cases(add=_persona_post("newcomer"), change=_persona_post("hero")),
         Case("import_form", "import/"),
-        Case("import", "import/", {"file": None}),
+        Case("import", "import/", {"file": None}),  # answers the preview of what it would write
+        Case("import_confirm", "import/", {"payload": "{payload}"}),
         Case("preview", "preview/", {"persona_id": "{pk}", "voice": "Typed.", "config_data": "{}"}),
+        Case("revision", "{pk}/history/{revision}/"),
+        Case("revert", "{pk}/history/{revision}/", {"loaded_version": "1"}),
+        Case("recoverlist", "recover/"),
+        Case("recover_form", "recover/{deleted}/"),
+        Case("recover", "recover/{deleted}/", {"post": "yes"}),
         _action("activate", prepare=_persona_inactive),
         _action("deactivate"),
         *(
             _action(name)
-            for name in ("export_ours", "export_card_json", "export_card_png", "delete_selected")
+            for name in ("duplicate", "export_ours", "export_card_json", "export_card_png", "delete_selected")
         ),
     ],
     "stories.story": [
@@ -294,13 +328,14 @@ def _snapshot() -> list[list[dict[str, Any]]]:
 
 def _url(model: str, case: Case, world: World) -> str:
     app_label, model_name = model.split(".")
-    return f"/admin/{app_label}/{model_name}/" + case.path.format(pk=_pk(model, world))
+    path = case.path.format(pk=_pk(model, world), revision=world.revision, deleted=world.deleted)
+    return f"/admin/{app_label}/{model_name}/" + path
 
 
 def _data(model: str, case: Case, world: World) -> dict[str, Any]:
     if case.data and "file" in case.data:
         return _persona_file()  # a new upload each time: a request reads it to the end
-    fill = {"{pk}": _pk(model, world), "{writer}": world.users["writer"].pk}
+    fill = {"{pk}": _pk(model, world), "{writer}": world.users["writer"].pk, "{payload}": _import_payload()}
     return {key: _filled(value, fill) for key, value in (case.data or {}).items()}
 
 

@@ -23,13 +23,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         personas = [persona for path in options["paths"] for persona in _read(path)]
         try:
-            results = persona_import(personas=personas)
+            results = persona_import(personas=personas, source=", ".join(map(str, options["paths"])))
         except ValidationError as error:
             raise CommandError(f"Nothing imported: {'; '.join(error.messages)}") from None
-        for persona, created in results:
-            self.stdout.write(
-                f"{'created' if created else 'updated'} {persona.name} ({persona.display_name})"
-            )
+        for persona, status in results:
+            self.stdout.write(f"{status} {persona.name} ({persona.display_name})")
         self.stdout.write(f"{len(results)} persona(s) imported.")
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import reversion
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -32,7 +33,10 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
-        created = sum(_persona_ensure(entry) for entry in json.loads(DEMO_FILE.read_text("utf-8")))
+        # The personas it creates start their history (django-reversion) with this revision.
+        with reversion.create_revision():
+            reversion.set_comment("Loaded from the demo file.")
+            created = sum(_persona_ensure(entry) for entry in json.loads(DEMO_FILE.read_text("utf-8")))
         editors = editors_group_ensure()
         for spec in DEMO_USERS:
             _user_ensure(spec, editors_group=editors)

@@ -1,0 +1,234 @@
+"""History, revert, recover and duplicate in the persona admin (issue 18), on django-reversion's revisions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from reversion.models import Version
+
+from personas.models import PersonaConfig
+from personas.selectors import persona_contexts
+from personas.services import personas_set_active
+
+ROOT = "/admin/personas/personaconfig/"
+
+
+def _form(client: Client, persona: PersonaConfig) -> dict[str, Any]:
+    """The change form as the page rendered it, ready to post back."""
+    form = client.get(f"{ROOT}{persona.pk}/change/").context["adminform"].form
+    data = {field.html_name: field.value() for field in form}
+    return {key: ("on" if v is True else v) for key, v in data.items() if v not in (None, False)}
+
+
+def _save(client: Client, persona: PersonaConfig, **changes: str) -> None:
+    response = client.post(f"{ROOT}{persona.pk}/change/", {**_form(client, persona), **changes})
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+
+def _revisions(persona: PersonaConfig) -> list[Version]:
+    return list(Version.objects.get_for_object(persona).select_related("revision__user").order_by("pk"))
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html))
+
+
+@pytest.fixture
+def hero(editor_client: Client) -> PersonaConfig:
+    """A persona added through the admin (its first revision) and then edited once (its second)."""
+    response = editor_client.post(
+        f"{ROOT}add/",
+        {
+            "name": "hero",
+            "display_name": "Hero",
+            "is_active": "on",
+            "voice": "Quiet and slow.",
+            "config_data": "{}",
+        },
+    )
+    assert response.status_code == 302
+    persona = PersonaConfig.objects.get(name="hero")
+    _save(editor_client, persona, voice="Loud and fast.")
+    return PersonaConfig.objects.get(name="hero")
+
+
+@pytest.mark.django_db
+def test_every_admin_save_is_a_revision_with_who_and_the_history_shows_a_word_diff_per_part(
+    editor_client: Client, hero: PersonaConfig
+) -> None:
+    revisions = _revisions(hero)
+    assert [r.revision.user.username for r in revisions] == ["ed", "ed"]
+    assert [r.field_dict["version"] for r in revisions] == [1, 2]
+    page = editor_client.get(f"{ROOT}{hero.pk}/history/").content.decode()
+    assert '<th scope="row">Voice</th>' in page
+    assert "<del>Quiet </del><ins>Loud </ins><span>and </span><del>slow.</del><ins>fast.</ins>" in page
+    assert "by ed, version 2" in _text(page)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revert_brings_the_old_text_back_as_a_new_version_served_by_the_next_context_read(
+    editor_client: Client, hero: PersonaConfig
+) -> None:
+    assert persona_contexts(names=["hero"]).contexts[0].context == "Voice: Loud and fast."  # now cached
+    first = _revisions(hero)[0]
+    url = f"{ROOT}{hero.pk}/history/{first.pk}/"
+    page = editor_client.get(url).content.decode()
+    assert "<del>Loud </del><ins>Quiet </ins>" in page  # from now to then
+    response = editor_client.post(url, {"loaded_version": "2"})
+    assert response.status_code == 302 and response["Location"].endswith(f"{hero.pk}/change/")
+    reverted = PersonaConfig.objects.get(pk=hero.pk)
+    assert (reverted.config_data, reverted.version) == ({"voice": "Quiet and slow."}, 3)
+    assert persona_contexts(names=["hero"]).contexts[0].context == "Voice: Quiet and slow."
+    last = _revisions(hero)[-1]
+    assert last.revision.user.username == "ed"
+    assert last.revision.get_comment().startswith("Reverted to the revision of")
+
+
+@pytest.mark.django_db
+def test_a_revert_from_a_stale_page_is_refused_and_changes_nothing(
+    editor_client: Client, hero: PersonaConfig
+) -> None:
+    first = _revisions(hero)[0]
+    url = f"{ROOT}{hero.pk}/history/{first.pk}/"
+    response = editor_client.post(url, {"loaded_version": "1"}, follow=True)
+    assert "The persona changed after you opened this page" in response.content.decode()
+    assert PersonaConfig.objects.get(pk=hero.pk).config_data == {"voice": "Loud and fast."}
+
+
+@pytest.mark.django_db
+def test_view_only_staff_see_the_history_and_a_revision_but_cannot_revert(
+    user_factory: Any, hero: PersonaConfig
+) -> None:
+    viewer = user_factory("vera", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_personaconfig"))
+    client = Client()
+    client.force_login(viewer)
+    first = _revisions(hero)[0]
+    assert client.get(f"{ROOT}{hero.pk}/history/").status_code == 200
+    page = client.get(f"{ROOT}{hero.pk}/history/{first.pk}/").content.decode()
+    assert "Revert to this revision" not in page
+    assert client.post(f"{ROOT}{hero.pk}/history/{first.pk}/", {"loaded_version": "2"}).status_code == 403
+    assert PersonaConfig.objects.get(pk=hero.pk).version == 2
+
+
+@pytest.mark.django_db
+def test_a_deleted_persona_is_recovered_with_its_history_and_a_higher_version(
+    editor_client: Client, hero: PersonaConfig
+) -> None:
+    assert editor_client.post(f"{ROOT}{hero.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not PersonaConfig.objects.filter(pk=hero.pk).exists()
+    listing = editor_client.get(f"{ROOT}recover/").content.decode()
+    (deleted,) = Version.objects.get_deleted(PersonaConfig)
+    assert f"{ROOT}recover/{deleted.pk}/" in listing and "Hero (hero)" in listing
+    assert "Loud and fast." in editor_client.get(f"{ROOT}recover/{deleted.pk}/").content.decode()
+    response = editor_client.post(f"{ROOT}recover/{deleted.pk}/")
+    assert response.status_code == 302 and response["Location"].endswith(f"{hero.pk}/change/")
+    recovered = PersonaConfig.objects.get(pk=hero.pk)
+    assert (recovered.config_data, recovered.version) == ({"voice": "Loud and fast."}, 3)
+    comments = [r.revision.get_comment() for r in _revisions(recovered)]
+    assert comments[-2:] == ["Deleted.", "Recovered after deletion."]
+    # Recovering twice is refused with a message: it exists again.
+    again = editor_client.post(f"{ROOT}recover/{deleted.pk}/", follow=True)
+    assert again.status_code == 404
+
+
+@pytest.mark.django_db
+def test_recovering_needs_the_add_permission(
+    user_factory: Any, editor_client: Client, hero: PersonaConfig
+) -> None:
+    editor_client.post(f"{ROOT}{hero.pk}/delete/", {"post": "yes"})
+    (deleted,) = Version.objects.get_deleted(PersonaConfig)
+    changer = user_factory("chang", is_staff=True)
+    changer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_personaconfig", "change_personaconfig"])
+    )
+    client = Client()
+    client.force_login(changer)
+    assert client.get(f"{ROOT}recover/").status_code == 403
+    assert client.post(f"{ROOT}recover/{deleted.pk}/").status_code == 403
+    assert not PersonaConfig.objects.filter(pk=hero.pk).exists()
+
+
+@pytest.mark.django_db
+def test_bulk_deactivation_is_one_revision_naming_the_editor_after_the_state_before_it(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    a, b = persona_factory("alpha"), persona_factory("beta")  # saved outside any revision
+    response = editor_client.post(ROOT, {"action": "deactivate", "_selected_action": [a.pk, b.pk]})
+    assert response.status_code == 302
+    start_a, revision_a = _revisions(a)
+    _, revision_b = _revisions(b)
+    assert start_a.revision.get_comment() == "As it was before its history began."
+    assert (start_a.field_dict["is_active"], start_a.field_dict["version"]) == (True, 1)
+    assert revision_a.revision_id == revision_b.revision_id != start_a.revision_id
+    assert revision_a.revision.get_comment() == "Deactivated."
+    assert revision_a.revision.user.username == "ed"
+    assert (revision_a.field_dict["is_active"], revision_a.field_dict["version"]) == (False, 2)
+    personas_set_active(queryset=PersonaConfig.objects.filter(pk=a.pk), active=True)  # a command: no user
+    assert _revisions(a)[-1].revision.user is None and _revisions(a)[-1].field_dict["is_active"] is True
+
+
+@pytest.mark.django_db
+def test_the_first_admin_edit_of_a_persona_saved_outside_a_revision_can_be_reverted(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    persona = persona_factory("hero", voice="Shell voice.")
+    _save(editor_client, persona, voice="Admin voice.")
+    before, after = _revisions(persona)
+    assert before.field_dict["config_data"] == {"voice": "Shell voice."}
+    assert after.field_dict["config_data"] == {"voice": "Admin voice."}
+    editor_client.post(f"{ROOT}{persona.pk}/history/{before.pk}/", {"loaded_version": "2"})
+    assert PersonaConfig.objects.get(pk=persona.pk).config_data == {"voice": "Shell voice."}
+
+
+@pytest.mark.django_db
+def test_personas_deleted_by_the_bulk_action_can_be_recovered(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    a, b = persona_factory("alpha"), persona_factory("beta")
+    response = editor_client.post(
+        ROOT, {"action": "delete_selected", "_selected_action": [a.pk, b.pk], "post": "yes"}
+    )
+    assert response.status_code == 302 and not PersonaConfig.objects.exists()
+    deleted = Version.objects.get_deleted(PersonaConfig)
+    assert sorted(version.object_repr for version in deleted) == ["Alpha (alpha)", "Beta (beta)"]
+    assert all(version.revision.user.username == "ed" for version in deleted)
+    for version in deleted:
+        editor_client.post(f"{ROOT}recover/{version.pk}/")
+    assert sorted(PersonaConfig.objects.values_list("name", flat=True)) == ["alpha", "beta"]
+
+
+@pytest.mark.django_db
+def test_duplicate_makes_an_inactive_copy_under_a_fresh_key(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    original = persona_factory("hero", voice="Gravel, ünïcode.")
+    for _ in range(2):
+        response = editor_client.post(
+            ROOT, {"action": "duplicate", "_selected_action": [original.pk]}, follow=True
+        )
+        assert "inactive cop(ies) made" in response.content.decode()
+    copies = PersonaConfig.objects.filter(name__startswith="hero-copy").order_by("pk")
+    assert [(c.name, c.display_name, c.is_active) for c in copies] == [
+        ("hero-copy", "Hero (copy)", False),
+        ("hero-copy-2", "Hero (copy)", False),
+    ]
+    assert all(c.config_data == original.config_data for c in copies)
+    assert _revisions(copies[0])[0].revision.get_comment() == "Duplicated."
+
+
+@pytest.mark.django_db
+def test_duplicating_needs_the_add_permission(user_factory: Any, persona_factory: Any) -> None:
+    original = persona_factory("hero")
+    changer = user_factory("chang", is_staff=True)
+    changer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_personaconfig", "change_personaconfig"])
+    )
+    client = Client()
+    client.force_login(changer)
+    client.post(ROOT, {"action": "duplicate", "_selected_action": [original.pk]})
+    assert PersonaConfig.objects.count() == 1

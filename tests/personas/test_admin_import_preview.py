@@ -1,0 +1,104 @@
+"""The card import's preview (issue 18): what an upload would create or change, per persona and per part,
+before anything is written; confirming writes it in one transaction, as one revision."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from reversion.models import Version
+
+from personas.models import PersonaConfig
+
+IMPORT = "/admin/personas/personaconfig/import/"
+
+
+def _file(*personas: dict[str, Any]) -> SimpleUploadedFile:
+    return SimpleUploadedFile("batch.json", json.dumps(list(personas)).encode())
+
+
+def _ours(name: str, **config: Any) -> dict[str, Any]:
+    return {"name": name, "display_name": name.title(), "config_data": config}
+
+
+def _statuses(page: str) -> dict[str, str]:
+    found = re.findall(r"\((\w[\w-]*)\): <span class=\"persona-import-status\">(\w+)</span>", page)
+    return dict(found)
+
+
+@pytest.fixture
+def stored(persona_factory: Any) -> None:
+    persona_factory("same", voice="Calm.")
+    persona_factory("changed", voice="Old words here.", backstory="Born at sea.")
+
+
+@pytest.mark.django_db
+def test_the_preview_says_new_updated_or_unchanged_with_the_changed_parts_and_writes_nothing(
+    editor_client: Client, stored: None
+) -> None:
+    before = list(PersonaConfig.objects.order_by("pk").values())
+    upload = _file(
+        _ours("same", voice="Calm."),
+        _ours("changed", voice="New words here.", backstory="Born at sea."),
+        _ours("fresh", voice="Bright."),
+    )
+    response = editor_client.post(IMPORT, {"file": upload})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert _statuses(page) == {"same": "unchanged", "changed": "updated", "fresh": "new"}
+    assert "<del>Old </del><ins>New </ins><span>words here.</span>" in page
+    assert "Backstory" not in page.split("(changed)")[1].split("(fresh)")[0]  # unchanged part not listed
+    assert list(PersonaConfig.objects.order_by("pk").values()) == before
+    assert not Version.objects.exists()
+
+
+@pytest.mark.django_db
+def test_confirming_writes_the_changes_as_one_revision_and_leaves_unchanged_personas_alone(
+    editor_client: Client, stored: None
+) -> None:
+    upload = _file(
+        _ours("same", voice="Calm."), _ours("changed", voice="New."), _ours("fresh", voice="Bright.")
+    )
+    payload = editor_client.post(IMPORT, {"file": upload}).context["payload"]
+    response = editor_client.post(IMPORT, {"payload": payload}, follow=True)
+    assert (
+        "Imported 3 persona(s): same (unchanged), changed (updated), fresh (created)."
+        in response.content.decode()
+    )
+    versions = {p.name: p.version for p in PersonaConfig.objects.all()}
+    assert versions == {"same": 1, "changed": 2, "fresh": 1}
+    # The stored personas had no revision yet: their state before the import is recorded first.
+    imported = Version.objects.filter(revision__comment="Imported from batch.json.")
+    assert sorted(v.object_repr for v in imported) == ["Changed (changed)", "Fresh (fresh)"]
+    assert {v.revision.user.username for v in imported} == {"ed"}
+    (before,) = Version.objects.filter(
+        revision__comment="As it was before its history began.", object_repr="Changed (changed)"
+    )
+    assert before.field_dict["config_data"] == {"voice": "Old words here.", "backstory": "Born at sea."}
+
+
+@pytest.mark.django_db
+def test_a_persona_changed_after_the_preview_refuses_the_whole_import(
+    editor_client: Client, stored: None
+) -> None:
+    upload = _file(_ours("changed", voice="New."), _ours("fresh", voice="Bright."))
+    payload = editor_client.post(IMPORT, {"file": upload}).context["payload"]
+    changed = PersonaConfig.objects.get(name="changed")
+    changed.config_data = {"voice": "Someone else's edit."}
+    changed.save()
+    response = editor_client.post(IMPORT, {"payload": payload}, follow=True)
+    assert "Changed was changed by someone else after the preview was made" in response.content.decode()
+    assert PersonaConfig.objects.get(name="changed").config_data == {"voice": "Someone else's edit."}
+    assert not PersonaConfig.objects.filter(name="fresh").exists()
+
+
+@pytest.mark.django_db
+def test_an_altered_preview_is_refused(editor_client: Client, stored: None) -> None:
+    payload = editor_client.post(IMPORT, {"file": _file(_ours("fresh", voice="Bright."))}).context["payload"]
+    response = editor_client.post(IMPORT, {"payload": payload[:-3] + "xyz"}, follow=True)
+    assert "The preview cannot be read: upload the file again." in response.content.decode()
+    assert not PersonaConfig.objects.filter(name="fresh").exists()
