@@ -154,6 +154,10 @@ def story_version_find(*, story: Story, number: int) -> ScreenplayVersion | None
     return ScreenplayVersion.objects.filter(story=story, number=number).first()
 
 
+def story_version_latest(*, story: Story) -> ScreenplayVersion | None:
+    return story.versions.order_by("-number").first()
+
+
 def story_version_saved_get(*, story_id: int, number: int) -> ScreenplayVersion:
     """The version a run has just saved (its ``saved`` event names it), with its story."""
     return ScreenplayVersion.objects.select_related("story").get(story_id=story_id, number=number)
