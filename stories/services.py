@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
@@ -19,11 +20,10 @@ from django.utils import timezone
 from personas.models import PersonaConfig
 from stories.errors import GenerationError
 from stories.generation.validation import CastEntry, cast_entries, screenplay_validate
-from stories.imports import screenplay_import
 from stories.limits import generation_admission_check
 from stories.metrics import generation_run_observe
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.selectors import story_version_find, story_version_latest
+from stories.selectors import screenplay_fountain_for_story, story_version_find
 from stories.validation import json_problem, text_clean_or_reject
 
 
@@ -293,24 +293,8 @@ def screenplay_version_write_fountain(
     *, user_id: int, story: Story, fountain: str, base_version: int | None = None
 ) -> ScreenplayVersion:
     """Save Fountain text as the next version; its characters keep the personas of the version edited."""
-    content = screenplay_import(data=fountain, fmt="fountain")
-    base = story_version_find(story=story, number=base_version) if base_version else None
-    base = base or story_version_latest(story=story)
-    if base is not None:
-        content["characters"] = characters_carried_over(parsed=content, base=base.content)
+    content = screenplay_fountain_for_story(story=story, fountain=fountain, base_version=base_version)
     return screenplay_version_write(user_id=user_id, story=story, content=content, base_version=base_version)
-
-
-def characters_carried_over(*, parsed: dict[str, Any], base: object) -> list[dict[str, Any]]:
-    """The base version's characters (personas, descriptions) first, then new speakers without a persona.
-
-    Fountain has no character list, so an edit would otherwise drop every persona and description.
-    """
-    kept = (
-        [c for c in (base.get("characters") or []) if isinstance(c, dict)] if isinstance(base, dict) else []
-    )
-    known = {c.get("name") for c in kept}
-    return kept + [c for c in parsed["characters"] if c["name"] not in known]
 
 
 def screenplay_version_restore(*, user_id: int, story: Story, number: int) -> ScreenplayVersion:
@@ -348,6 +332,12 @@ def story_import(
     ``cast`` maps character names to a persona name (or None: no persona); names not in it keep what
     the content says. The plot is the logline, which is what the title page says the story is about.
     """
+    scenes = content.get("scenes") if isinstance(content, dict) else None
+    if isinstance(scenes, list) and len(scenes) > settings.STORY_IMPORT_MAX_SCENES:
+        raise GenerationError(
+            "invalid_request",
+            f"more than {settings.STORY_IMPORT_MAX_SCENES} scenes (STORY_IMPORT_MAX_SCENES)",
+        )
     if isinstance(content, dict) and cast:
         content = {**content, "characters": [_recast(c, cast) for c in content.get("characters") or []]}
     draft = _writer_draft(content=content, story_id=None, origin=Origin.IMPORTED, based_on=None)

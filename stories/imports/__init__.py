@@ -26,6 +26,7 @@ IMPORT_EXTENSIONS: dict[str, ImportFormat] = {
 __all__ = [
     "IMPORT_EXTENSIONS",
     "ScreenplayImportError",
+    "characters_carried_over",
     "import_format_for",
     "screenplay_from_fdx",
     "screenplay_from_fountain",
@@ -66,3 +67,14 @@ def _text(data: bytes | str) -> str:
         raise ScreenplayImportError(
             f"the file is not UTF-8 text (byte {error.start} cannot be read)"
         ) from None
+
+
+def characters_carried_over(*, parsed: dict[str, Any], base: object) -> list[dict[str, Any]]:
+    """The base version's characters (personas, descriptions) first, then new speakers without a persona.
+
+    Fountain has no character list, so an edit would otherwise drop every persona and description.
+    """
+    characters = base.get("characters") if isinstance(base, dict) else None
+    kept = [c for c in characters if isinstance(c, dict)] if isinstance(characters, list) else []
+    known = {c.get("name") for c in kept}
+    return kept + [c for c in parsed["characters"] if c["name"] not in known]
