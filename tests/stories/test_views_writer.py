@@ -14,7 +14,7 @@ from tests.stories.test_api_writer import SCREENPLAY
 
 pytestmark = pytest.mark.django_db
 
-XSS = '<img src=x onerror=alert(1)>'
+XSS = "<img src=x onerror=alert(1)>"
 
 
 @pytest.fixture
@@ -40,7 +40,9 @@ def test_the_editor_opens_a_version_as_fountain(logged_in: Client, story: Story)
 def test_the_preview_renders_like_the_story_page_and_escapes(logged_in: Client, story: Story) -> None:
     text = f"Title: T\n\nINT. ROOM - DAY\n\nMAX\n{XSS}\n"
     response = logged_in.post(
-        f"/stories/{story.pk}/preview/", json.dumps({"fountain": text, "base_version": 1}), content_type="application/json"
+        f"/stories/{story.pk}/preview/",
+        json.dumps({"fountain": text, "base_version": 1}),
+        content_type="application/json",
     )
     assert response.status_code == 200
     html = response.json()["html"]
@@ -52,15 +54,21 @@ def test_the_preview_renders_like_the_story_page_and_escapes(logged_in: Client, 
 
 def test_the_preview_names_the_line_it_cannot_read(logged_in: Client, story: Story) -> None:
     text = "Title: T\n\nINT. ROOM - DAY\n\n" + "x" * 5001 + "\n"
-    response = logged_in.post(f"/stories/{story.pk}/preview/", json.dumps({"fountain": text}), content_type="application/json")
+    response = logged_in.post(
+        f"/stories/{story.pk}/preview/", json.dumps({"fountain": text}), content_type="application/json"
+    )
     assert response.status_code == 400
     assert response.json()["error"].startswith("line 5: this action is longer than 5000 characters")
 
 
-def test_another_writer_cannot_edit_preview_restore_or_diff(client: Client, other_writer: Any, story: Story) -> None:
+def test_another_writer_cannot_edit_preview_restore_or_diff(
+    client: Client, other_writer: Any, story: Story
+) -> None:
     client.force_login(other_writer)
     assert client.get(f"/stories/{story.pk}/versions/1/edit/").status_code == 404
-    assert client.post(f"/stories/{story.pk}/preview/", "{}", content_type="application/json").status_code == 404
+    assert (
+        client.post(f"/stories/{story.pk}/preview/", "{}", content_type="application/json").status_code == 404
+    )
     assert client.post(f"/stories/{story.pk}/versions/1/restore/").status_code == 404
     assert client.get(f"/stories/{story.pk}/diff/?from=1&to=1").status_code == 404
     assert story.versions.count() == 1
@@ -76,7 +84,9 @@ def test_restore_from_the_page_makes_a_new_version(logged_in: Client, story: Sto
     assert "Restored by the writer (from v1)" in response.content.decode()
 
 
-def test_the_diff_page_marks_the_changed_line_and_folds_unchanged_scenes(logged_in: Client, story: Story) -> None:
+def test_the_diff_page_marks_the_changed_line_and_folds_unchanged_scenes(
+    logged_in: Client, story: Story
+) -> None:
     changed = json.loads(json.dumps(SCREENPLAY))
     changed["scenes"][0]["elements"][1]["text"] = f"Later. {XSS}"
     ScreenplayVersion.objects.create(story=story, number=2, content=changed)
@@ -102,8 +112,14 @@ def test_import_upload_then_confirm_the_cast(logged_in: Client, persona_factory:
     page = logged_in.post("/stories/import/", {"file": upload}).content.decode()
     assert '<option value="max-payne" selected>' in page and '<option value="june-b" selected>' in page
     content = page.split('name="content" value="')[1].split('"')[0]
-    posted = {"content": json.loads(content.replace("&quot;", '"')), "persona-0": "max-payne", "persona-1": ""}
-    response = logged_in.post("/stories/import/confirm/", {**posted, "content": json.dumps(posted["content"])})
+    posted = {
+        "content": json.loads(content.replace("&quot;", '"')),
+        "persona-0": "max-payne",
+        "persona-1": "",
+    }
+    response = logged_in.post(
+        "/stories/import/confirm/", {**posted, "content": json.dumps(posted["content"])}
+    )
     story = Story.objects.get(title="Vault")
     assert response.url == f"/stories/{story.pk}/"
     assert story.plot == "A crew robs a vault."
