@@ -30,15 +30,20 @@ class SceneDiff(TypedDict):
     lines: list[DiffLine]  # empty for an unchanged scene
 
 
-def screenplay_diff(*, old: object, new: object) -> list[SceneDiff]:
-    """Every scene of either version, in order, with its line changes."""
+def screenplay_diff(*, old: object, new: object, unchanged_lines: bool = False) -> list[SceneDiff]:
+    """Every scene of either version, in order, with its line changes.
+
+    An unchanged scene has no lines unless ``unchanged_lines`` (the diff page shows them folded).
+    """
     return [
         SceneDiff(
             status=row.status,
             heading=str((row.right or row.left or {}).get("heading", "")),
             from_scene=row.left_number,
             to_scene=row.right_number,
-            lines=[] if row.status == "same" else _line_diff(scene_lines(row.left), scene_lines(row.right)),
+            lines=[]
+            if row.status == "same" and not unchanged_lines
+            else _line_diff(scene_lines(row.left), scene_lines(row.right)),
         )
         for row in screenplay_compare(left=old, right=new)
     ]

@@ -77,6 +77,9 @@ class _Reader:
 
     def read(self, paragraphs: list[ET.Element]) -> None:
         for number, paragraph in enumerate(paragraphs, start=1):
+            if paragraph.find(".//Paragraph") is not None:
+                # A wrapper (Final Draft's dual dialogue): its own paragraphs come next in the walk.
+                continue
             self.paragraph(paragraph.get("Type", ""), _text(paragraph), where=f"paragraph {number}")
         self.flush()
 
