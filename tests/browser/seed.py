@@ -73,7 +73,12 @@ PLAIN_SCREENPLAY = {
             "elements": [
                 {"type": "action", "text": "Steam rises from a pot."},
                 {"type": "dialogue", "character": "NONNA LUCIA", "text": "Eat, before it gets cold."},
-                {"type": "dialogue", "character": "HALCYON", "parenthetical": "grinning", "text": "Yes, Nonna."},
+                {
+                    "type": "dialogue",
+                    "character": "HALCYON",
+                    "parenthetical": "grinning",
+                    "text": "Yes, Nonna.",
+                },
             ],
         },
         {
@@ -89,7 +94,9 @@ def _plain_story(owner: object, *, title: str) -> Story:
     ScreenplayVersion.objects.create(story=story, number=1, content=PLAIN_SCREENPLAY, model="offline")
     for order, name in enumerate(["grandmother-chef", "rogue-ai"]):
         persona = PersonaConfig.objects.get(name=name)
-        StoryCast.objects.create(story=story, persona=persona, character_name=["NONNA LUCIA", "HALCYON"][order], order=order)
+        StoryCast.objects.create(
+            story=story, persona=persona, character_name=["NONNA LUCIA", "HALCYON"][order], order=order
+        )
     return story
 
 

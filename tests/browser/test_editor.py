@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import CHROMIUM_ARGS, AppServer, Watched, log_in, screenshot
+from tests.browser.conftest import AppServer, Watched, log_in, screenshot
 
 pytestmark = pytest.mark.browser
 
