@@ -180,11 +180,7 @@ class VersionWriteSerializer(serializers.Serializer):
     base_version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if ("content" in attrs) == ("fountain" in attrs):
-            raise serializers.ValidationError(
-                "Send exactly one of content (screenplay JSON) or fountain (text)."
-            )
-        return attrs
+        return _exactly_one(attrs, "content (screenplay JSON)", "fountain (text)")
 
 
 class StoryImportSerializer(serializers.Serializer):
@@ -197,11 +193,14 @@ class StoryImportSerializer(serializers.Serializer):
     cast = serializers.DictField(child=serializers.CharField(allow_null=True, max_length=100), required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if ("file" in attrs) == ("fountain" in attrs):
-            raise serializers.ValidationError(
-                "Send exactly one of file (.fountain or .fdx) or fountain (text)."
-            )
-        return attrs
+        return _exactly_one(attrs, "file (.fountain or .fdx)", "fountain (text)")
+
+
+def _exactly_one(attrs: dict[str, Any], first: str, second: str) -> dict[str, Any]:
+    # Each label starts with its field's name: "content (screenplay JSON)" is the field "content".
+    if (first.split()[0] in attrs) == (second.split()[0] in attrs):
+        raise serializers.ValidationError(f"Send exactly one of {first} or {second}.")
+    return attrs
 
 
 class PersonaMatchSerializer(serializers.Serializer):

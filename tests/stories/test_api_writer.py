@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.test import APIClient
 
 from stories.exports import ExportMeta
 from stories.exports.fdx import fdx_from_screenplay
 from stories.exports.fountain import fountain_from_screenplay
 from stories.models import ScreenplayVersion, Story, StoryCast
 from stories.services import screenplay_version_write
+from tests.stories.test_api import client_for
 
 SCREENPLAY = {
     "title": "The Heist",
@@ -30,13 +30,6 @@ SCREENPLAY = {
         {"heading": "EXT. ROOF - DAWN", "elements": [{"type": "action", "text": "Sirens."}]},
     ],
 }
-
-
-def client_for(user: Any) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

@@ -25,22 +25,22 @@ def _with_logline(draw: Any) -> dict[str, Any]:
     return screenplay
 
 
+def _round_trip(screenplay: dict[str, Any], export: Any, read: Any, normal: Any) -> None:
+    imported = read(export(content=screenplay, meta=ExportMeta(title=screenplay["title"])))
+    assert imported == normal(screenplay)
+    schema_check(document=imported, schema=screenplay_schema, what="screenplay")
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_with_logline())
 def test_fountain_export_then_import_is_the_same_screenplay(screenplay: dict[str, Any]) -> None:
-    text = fountain_from_screenplay(content=screenplay, meta=ExportMeta(title=screenplay["title"]))
-    imported = screenplay_from_fountain(text)
-    assert imported == fountain_normal(screenplay)
-    schema_check(document=imported, schema=screenplay_schema, what="screenplay")
+    _round_trip(screenplay, fountain_from_screenplay, screenplay_from_fountain, fountain_normal)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(screenplays())
 def test_fdx_export_then_import_is_the_same_screenplay(screenplay: dict[str, Any]) -> None:
-    data = fdx_from_screenplay(content=screenplay, meta=ExportMeta(title=screenplay["title"]))
-    imported = screenplay_from_fdx(data)
-    assert imported == fdx_normal(screenplay)
-    schema_check(document=imported, schema=screenplay_schema, what="screenplay")
+    _round_trip(screenplay, fdx_from_screenplay, screenplay_from_fdx, fdx_normal)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
