@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from stories.errors import GenerationError
 from stories.exports import ExportMeta
 from stories.exports.fdx import fdx_from_screenplay
 from stories.exports.fountain import fountain_from_screenplay
+from stories.generation.validation import screenplay_validate
 from stories.models import ScreenplayVersion, Story, StoryCast
 from stories.services import screenplay_version_write
 from tests.stories.test_api import client_for
@@ -286,3 +288,19 @@ def test_a_writers_save_is_one_transaction_with_a_constant_number_of_queries(
         )
     assert version.number == 2
     assert story.cast.count() == personas
+
+
+def test_a_generation_may_still_cast_only_the_chosen_personas_while_a_writer_may_cast_any_active_one(
+    writer: Any, story: Story, persona_factory: Any
+) -> None:
+    persona_factory("villain")
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"].append({"name": "VERA", "persona": "villain"})
+    content["characters"].append({"name": "EXTRA", "persona": None})
+    with pytest.raises(GenerationError) as refused:
+        screenplay_validate(content=content, persona_names=["hero"])
+    assert refused.value.code == "invalid_output"
+    assert "'villain', which is not one of the chosen personas" in refused.value.message
+    version = screenplay_version_write(user_id=writer.pk, story=story, content=content)
+    assert sorted(story.cast.values_list("persona__name", flat=True)) == ["hero", "villain"]
+    assert version.content["characters"][2] == {"name": "EXTRA", "persona": None}
