@@ -28,6 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet
+from django.db.models.functions import Lower
 from reversion.models import Version
 
 from personas import cache as context_cache
@@ -304,3 +305,24 @@ def persona_import_plan(*, personas: Sequence[PersonaImport]) -> list[ImportPlan
         version = persona.version if persona is not None else None
         plans.append(ImportPlan(imported.name, imported.display_name, status, changes, version))
     return plans
+
+
+def persona_matches(*, names: Sequence[str]) -> dict[str, PersonaConfig | None]:
+    """For each character name, the active persona it names, by display name or key, ignoring case.
+
+    A cue's extension is ignored ("BOB (V.O.)" matches Bob). One query, bounded by the names asked for.
+    """
+    keys = {name: name.split("(", 1)[0].strip().lower() for name in names}
+    wanted = sorted({key for key in keys.values() if key})
+    if not wanted:
+        return dict.fromkeys(names)
+    candidates = PersonaConfig.objects.filter(is_active=True).annotate(
+        key=Lower("name"), shown=Lower("display_name")
+    )
+    found: dict[str, PersonaConfig] = {}
+    for persona in candidates.filter(Q(key__in=wanted) | Q(shown__in=wanted)).order_by(
+        "display_name", "name"
+    ):
+        found.setdefault(persona.display_name.lower(), persona)
+        found.setdefault(persona.name.lower(), persona)
+    return {name: found.get(key) for name, key in keys.items()}

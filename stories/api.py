@@ -9,31 +9,63 @@ from __future__ import annotations
 from typing import Any, cast
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import generics, status
 from rest_framework import serializers as drf_serializers
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
+from personas.selectors import persona_matches
 from stories import selectors, services
+from stories.errors import GenerationError
 from stories.generation.events import DoneEvent, RunOutcome, SavedEvent, events_fold
 from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
+from stories.imports import ScreenplayImportError, import_format_for, screenplay_import
 from stories.models import GenerationRun, ScreenplayVersion, Story
+from stories.screenplay_diff import screenplay_diff
+from stories.screenplay_stats import screenplay_stats
 from stories.serializers import (
     GenerationRunSerializer,
+    PersonaMatchSerializer,
+    ScreenplayDiffSerializer,
+    ScreenplayStatsSerializer,
     ScreenplayVersionSerializer,
     ScreenplayVersionSummarySerializer,
+    StoryImportSerializer,
     StorySerializer,
+    VersionWriteSerializer,
 )
+from storyproject.parsers import BoundedJSONParser
 
 _NOT_FOUND = OpenApiResponse(description="No such object among yours.")
 _BAD_REQUEST = OpenApiResponse(description="Invalid input; the body names each field's problem.")
+# A generation error (stories.exception_handlers) carries code/message/retryable/retry_after; a body
+# DRF cannot parse or authenticate gets DRF's own {"detail": ...}. Both shapes are documented as one
+# object with optional fields.
+_GENERATION_ERROR = inline_serializer(
+    "GenerationErrorBody",
+    {
+        "code": drf_serializers.CharField(required=False),
+        "message": drf_serializers.CharField(required=False),
+        "retryable": drf_serializers.BooleanField(required=False),
+        "retry_after": drf_serializers.IntegerField(required=False),
+        "detail": drf_serializers.CharField(required=False),
+    },
+)
 
 
 @extend_schema_view(
@@ -94,10 +126,29 @@ def _own_story(view: generics.GenericAPIView) -> Story:
     return selectors.story_get_for_user(user=view.request.user, story_id=view.kwargs["story_id"])
 
 
-@extend_schema(
-    summary="A story's screenplay versions, newest first",
-    tags=["versions"],
-    responses={200: ScreenplayVersionSummarySerializer(many=True), 404: _NOT_FOUND},
+@extend_schema_view(
+    get=extend_schema(
+        summary="A story's screenplay versions, newest first",
+        tags=["versions"],
+        responses={200: ScreenplayVersionSummarySerializer(many=True), 404: _NOT_FOUND},
+    ),
+    post=extend_schema(
+        summary="Save the writer's own screenplay (JSON or Fountain) as the next version",
+        description=(
+            "No model, no run, no cost: the version's `origin` is `edited`. With `base_version`, the save "
+            "fails with 409 (`version_conflict`, nothing saved) when a newer version than that one exists. "
+            "Fountain is parsed with screenplain; an error names the line. A Fountain edit keeps the "
+            "characters (personas, descriptions) of the version it started from."
+        ),
+        tags=["versions"],
+        request=VersionWriteSerializer,
+        responses={
+            201: ScreenplayVersionSerializer,
+            400: _GENERATION_ERROR,
+            404: _NOT_FOUND,
+            409: _GENERATION_ERROR,
+        },
+    ),
 )
 class StoryVersionListApi(generics.ListAPIView):
     serializer_class = ScreenplayVersionSummarySerializer
@@ -107,6 +158,27 @@ class StoryVersionListApi(generics.ListAPIView):
         if getattr(self, "swagger_fake_view", False):
             return []
         return selectors.story_versions_list(story=_own_story(self))
+
+    def post(self, request: Request, story_id: int) -> Response:
+        story = _own_story(self)
+        body = VersionWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if "fountain" in data:
+            version = services.screenplay_version_write_fountain(
+                user_id=_user_id(request),
+                story=story,
+                fountain=data["fountain"],
+                base_version=data.get("base_version"),
+            )
+        else:
+            version = services.screenplay_version_write(
+                user_id=_user_id(request),
+                story=story,
+                content=data["content"],
+                base_version=data.get("base_version"),
+            )
+        return Response(ScreenplayVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema(
@@ -135,20 +207,6 @@ class GenerationRunListApi(generics.ListAPIView):
 
 # --- Generation: POST /api/ai/generate-screenplay/ (issue 4) ---------------------------------------
 # The old app's blocking endpoint, kept: the same pipeline as the WebSocket, folded to its end.
-
-# A generation error (stories.exception_handlers) carries code/message/retryable/retry_after; a body
-# DRF cannot parse or authenticate gets DRF's own {"detail": ...}. Both shapes are documented as one
-# object with optional fields.
-_GENERATION_ERROR = inline_serializer(
-    "GenerationErrorBody",
-    {
-        "code": drf_serializers.CharField(required=False),
-        "message": drf_serializers.CharField(required=False),
-        "retryable": drf_serializers.BooleanField(required=False),
-        "retry_after": drf_serializers.IntegerField(required=False),
-        "detail": drf_serializers.CharField(required=False),
-    },
-)
 
 
 @extend_schema(
@@ -245,3 +303,140 @@ class SceneRegenerateApi(APIView):
         )
         outcome = async_to_sync(events_fold)(scene_regenerate_run(request=regenerate, user=request.user))
         return _generation_response(outcome)
+
+
+# --- The writer's own versions: restore, diff, import, stats (issue 17) ---------------------------------
+
+
+@extend_schema(
+    summary="Make version n the current one: a new version with its content (history stays append-only)",
+    tags=["versions"],
+    request=None,
+    responses={201: ScreenplayVersionSerializer, 400: _GENERATION_ERROR, 404: _NOT_FOUND},
+)
+class StoryVersionRestoreApi(APIView):
+    def post(self, request: Request, story_id: int, number: int) -> Response:
+        story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+        selectors.story_version_get(story=story, number=number)
+        version = services.screenplay_version_restore(user_id=_user_id(request), story=story, number=number)
+        return Response(ScreenplayVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(
+    summary="Line changes between two versions, scenes paired by heading",
+    description=(
+        "Every scene of either version in order: `same` (no lines), `changed`, `added` or `removed`, with "
+        "its lines marked `equal`, `delete` (only in `from`) or `insert` (only in `to`). Dialogue lines "
+        "read `NAME: line`."
+    ),
+    tags=["versions"],
+    parameters=[
+        OpenApiParameter("from", int, required=True, description="The older version's number"),
+        OpenApiParameter("to", int, required=True, description="The newer version's number"),
+    ],
+    responses={200: ScreenplayDiffSerializer, 400: _GENERATION_ERROR, 404: _NOT_FOUND},
+)
+class StoryDiffApi(APIView):
+    def get(self, request: Request, story_id: int) -> Response:
+        story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+        numbers = [_query_number(request, key) for key in ("from", "to")]
+        old, new = (selectors.story_version_get(story=story, number=n) for n in numbers)
+        body = {
+            "from_version": old.number,
+            "to_version": new.number,
+            "scenes": screenplay_diff(old=old.content, new=new.content),
+        }
+        return Response(body)
+
+
+def _query_number(request: Request, key: str) -> int:
+    raw = request.query_params.get(key, "").strip()
+    if not raw.isdecimal() or not 0 < int(raw) < 2**31:
+        raise GenerationError("invalid_request", f"{key} must be a version number, like ?from=1&to=2")
+    return int(raw)
+
+
+@extend_schema(
+    summary="A version's shape: estimated pages, scenes, and each character's lines, words and scenes",
+    description=(
+        "Pages are estimated from the industry layout (about 55 printed lines a page; action wrapped at 60 "
+        "characters, dialogue at 35), not counted in the PDF. `lines` counts speeches."
+    ),
+    tags=["versions"],
+    responses={200: ScreenplayStatsSerializer, 404: _NOT_FOUND},
+)
+class StoryVersionStatsApi(APIView):
+    def get(self, request: Request, story_id: int, number: int) -> Response:
+        story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+        version = selectors.story_version_get(story=story, number=number)
+        return Response(screenplay_stats(version.content).as_json())
+
+
+@extend_schema(
+    summary="Create a story from a Fountain or Final Draft (FDX) screenplay",
+    description=(
+        "Multipart `file` (.fountain or .fdx) or JSON `fountain` text. The title page gives the title and "
+        "logline (the story's plot). Answers with the story, its version 1 (`origin` `imported`) and, for "
+        "each character, the active persona whose display name or key matches its name (case-insensitive), "
+        "or null. Send `cast` ({name: persona key or null}) to cast them in version 1; otherwise version 1 "
+        "has no personas and the writer confirms the cast in a new version. Limits: "
+        "STORY_IMPORT_MAX_BYTES, STORY_IMPORT_MAX_SCENES."
+    ),
+    tags=["stories"],
+    request={"multipart/form-data": StoryImportSerializer, "application/json": StoryImportSerializer},
+    responses={
+        201: inline_serializer(
+            "StoryImportResponse",
+            {
+                "story": StorySerializer(),
+                "version": ScreenplayVersionSerializer(),
+                "matches": PersonaMatchSerializer(many=True),
+            },
+        ),
+        400: _GENERATION_ERROR,
+    },
+)
+class StoryImportApi(APIView):
+    parser_classes = [BoundedJSONParser, MultiPartParser]
+
+    def post(self, request: Request) -> Response:
+        body = StoryImportSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        content = _imported_content(data)
+        version = services.story_import(user_id=_user_id(request), content=content, cast=data.get("cast"))
+        names = [c["name"] for c in version.content.get("characters", [])]
+        matches = [
+            {
+                "character": name,
+                "persona": p.name if p else None,
+                "display_name": p.display_name if p else None,
+            }
+            for name, p in persona_matches(names=names).items()
+        ]
+        story = selectors.story_get_for_user(user=request.user, story_id=version.story_id)
+        return Response(
+            {
+                "story": StorySerializer(story).data,
+                "version": ScreenplayVersionSerializer(version).data,
+                "matches": matches,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+def _imported_content(data: dict[str, Any]) -> dict[str, Any]:
+    if "fountain" in data:
+        return screenplay_import(data=data["fountain"], fmt="fountain")
+    upload = data["file"]
+    fmt = import_format_for(upload.name or "")
+    if upload.size > settings.STORY_IMPORT_MAX_BYTES:
+        raise ScreenplayImportError(
+            f"the file is {upload.size} bytes; the limit is {settings.STORY_IMPORT_MAX_BYTES} (STORY_IMPORT_MAX_BYTES)"
+        )
+    return screenplay_import(data=upload.read(), fmt=fmt)
+
+
+def _user_id(request: Request) -> int:
+    # IsAuthenticated has run: the user is a saved account with a primary key.
+    return int(request.user.pk or 0)

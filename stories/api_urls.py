@@ -9,12 +9,24 @@ app_name = "stories-api"
 
 urlpatterns = [
     path("stories/", api.StoryListCreateApi.as_view(), name="story-list"),
+    path("stories/import/", api.StoryImportApi.as_view(), name="story-import"),
     path("stories/<int:pk>/", api.StoryDetailApi.as_view(), name="story-detail"),
+    path("stories/<int:story_id>/diff/", api.StoryDiffApi.as_view(), name="story-diff"),
     path("stories/<int:story_id>/versions/", api.StoryVersionListApi.as_view(), name="version-list"),
     path(
         "stories/<int:story_id>/versions/<int:number>/",
         api.StoryVersionDetailApi.as_view(),
         name="version-detail",
+    ),
+    path(
+        "stories/<int:story_id>/versions/<int:number>/restore/",
+        api.StoryVersionRestoreApi.as_view(),
+        name="version-restore",
+    ),
+    path(
+        "stories/<int:story_id>/versions/<int:number>/stats/",
+        api.StoryVersionStatsApi.as_view(),
+        name="version-stats",
     ),
     path(
         "stories/<int:story_id>/versions/<int:number>/export/",

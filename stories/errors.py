@@ -28,6 +28,8 @@ ErrorCode = Literal[
     "llm_refused",
     "invalid_output",
     "save_failed",
+    # REST only: a writer's version based on one that is no longer the latest (nothing was saved).
+    "version_conflict",
 ]
 
 # The codes of the protocol; nothing else reaches a client.

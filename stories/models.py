@@ -108,9 +108,20 @@ class GenerationRun(models.Model):
 
 
 class ScreenplayVersion(models.Model):
+    class Origin(models.TextChoices):
+        # Written by a model: it has a model, usually a run, and a cost.
+        GENERATED = "generated"
+        # Written by the writer: no model, no run, no cost.
+        EDITED = "edited", "edited by the writer"
+        RESTORED = "restored", "restored by the writer"
+        IMPORTED = "imported", "imported by the writer"
+
     story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     content = models.JSONField(help_text="A screenplay matching stories/contract/screenplay.schema.json.")
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.GENERATED)
+    # The version an edit started from, or the one a restore copied; None for the rest.
+    based_on = models.PositiveIntegerField(null=True, blank=True)
     model = models.CharField(max_length=100, blank=True)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
     run = models.OneToOneField(

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.requests import allowed_models, model_label
+from stories.imports import characters_carried_over, screenplay_import
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.pricing import usage_cost_usd
 
@@ -152,6 +153,23 @@ def story_find_for_user(*, story_id: int, user_id: int) -> Story | None:
 
 def story_version_find(*, story: Story, number: int) -> ScreenplayVersion | None:
     return ScreenplayVersion.objects.filter(story=story, number=number).first()
+
+
+def story_version_latest(*, story: Story) -> ScreenplayVersion | None:
+    return story.versions.order_by("-number").first()
+
+
+def screenplay_fountain_for_story(*, story: Story, fountain: str, base_version: int | None) -> dict[str, Any]:
+    """Fountain text read into the contract, with the characters of the version it was edited from.
+
+    The editor's preview and its save both read the text through here, so they always agree.
+    """
+    content = screenplay_import(data=fountain, fmt="fountain")
+    base = story_version_find(story=story, number=base_version) if base_version else None
+    base = base or story_version_latest(story=story)
+    if base is not None:
+        content["characters"] = characters_carried_over(parsed=content, base=base.content)
+    return content
 
 
 def story_version_saved_get(*, story_id: int, number: int) -> ScreenplayVersion:

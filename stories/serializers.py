@@ -65,7 +65,17 @@ class ScreenplayVersionSummarySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ScreenplayVersion
-        fields = ["number", "title", "scene_count", "model", "max_tokens", "run", "created_at"]
+        fields = [
+            "number",
+            "title",
+            "scene_count",
+            "model",
+            "max_tokens",
+            "run",
+            "origin",
+            "based_on",
+            "created_at",
+        ]
 
     def get_title(self, version: ScreenplayVersion) -> str:
         content = version.content if isinstance(version.content, dict) else {}
@@ -155,3 +165,77 @@ class GenerationRunSerializer(serializers.ModelSerializer):
     @extend_schema_field(RunUsageSerializer)
     def get_usage(self, run: GenerationRun) -> dict[str, int]:
         return {name: getattr(run, name) for name in USAGE_FIELDS}
+
+
+# --- The writer's own versions (issue 17) ------------------------------------------------------------
+
+
+class VersionWriteSerializer(serializers.Serializer):
+    """Exactly one of ``content`` (the contract's JSON) or ``fountain`` (text); ``base_version`` optional."""
+
+    content = ScreenplayContentField(required=False)
+    fountain = StorableCharField(
+        label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
+    )
+    base_version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return _exactly_one(attrs, "content (screenplay JSON)", "fountain (text)")
+
+
+class StoryImportSerializer(serializers.Serializer):
+    """A ``file`` (.fountain or .fdx, multipart) or pasted ``fountain``; ``cast`` maps names to personas."""
+
+    file = serializers.FileField(required=False)
+    fountain = StorableCharField(
+        label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
+    )
+    cast = serializers.DictField(child=serializers.CharField(allow_null=True, max_length=100), required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return _exactly_one(attrs, "file (.fountain or .fdx)", "fountain (text)")
+
+
+def _exactly_one(attrs: dict[str, Any], first: str, second: str) -> dict[str, Any]:
+    # Each label starts with its field's name: "content (screenplay JSON)" is the field "content".
+    if (first.split()[0] in attrs) == (second.split()[0] in attrs):
+        raise serializers.ValidationError(f"Send exactly one of {first} or {second}.")
+    return attrs
+
+
+class PersonaMatchSerializer(serializers.Serializer):
+    character = serializers.CharField()
+    persona = serializers.CharField(allow_null=True, help_text="The persona's key (name), or null: no match.")
+    display_name = serializers.CharField(allow_null=True)
+
+
+class DiffLineSerializer(serializers.Serializer):
+    op = serializers.ChoiceField(choices=["equal", "delete", "insert"])
+    text = serializers.CharField()
+
+
+class SceneDiffSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["same", "changed", "added", "removed"])
+    heading = serializers.CharField()
+    from_scene = serializers.IntegerField(allow_null=True)
+    to_scene = serializers.IntegerField(allow_null=True)
+    lines = DiffLineSerializer(many=True)
+
+
+class ScreenplayDiffSerializer(serializers.Serializer):
+    from_version = serializers.IntegerField()
+    to_version = serializers.IntegerField()
+    scenes = SceneDiffSerializer(many=True)
+
+
+class CharacterStatsSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    lines = serializers.IntegerField(help_text="Speeches (dialogue elements).")
+    words = serializers.IntegerField()
+    scenes = serializers.IntegerField(help_text="Scenes the character speaks in.")
+
+
+class ScreenplayStatsSerializer(serializers.Serializer):
+    pages = serializers.FloatField(help_text="Estimated from the industry layout: about 55 lines a page.")
+    scenes = serializers.IntegerField()
+    characters = CharacterStatsSerializer(many=True)

@@ -6,10 +6,11 @@ import functools
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
@@ -18,11 +19,12 @@ from django.utils import timezone
 
 from personas.models import PersonaConfig
 from stories.errors import GenerationError
-from stories.generation.validation import CastEntry
+from stories.generation.validation import CastEntry, cast_entries, screenplay_validate
 from stories.limits import generation_admission_check
 from stories.metrics import generation_run_observe
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.validation import text_clean_or_reject
+from stories.selectors import screenplay_fountain_for_story, story_version_find
+from stories.validation import json_problem, text_clean_or_reject
 
 
 def story_create(*, owner: AbstractBaseUser, title: str, plot: str) -> Story:
@@ -185,9 +187,14 @@ class ScreenplayDraft:
     plot: str
     content: dict[str, Any]
     model: str
-    max_tokens: int
+    max_tokens: int | None
     cast: Sequence[CastEntry]
     story_id: int | None = None
+    origin: str = ScreenplayVersion.Origin.GENERATED
+    based_on: int | None = None
+    # The version a writer's edit started from: saving fails with "version_conflict" if it is no
+    # longer the latest (another tab, a generation saved since).
+    base_version: int | None = None
 
 
 @transaction.atomic
@@ -202,6 +209,13 @@ def screenplay_version_create(
     """
     started = time.monotonic()
     story, number = _story_next_number(user_id=user_id, draft=draft)
+    if draft.base_version is not None and number != draft.base_version + 1:
+        # Raised inside the transaction: the number handed out above is rolled back with it.
+        raise GenerationError(
+            "version_conflict",
+            f"version {number - 1} was saved after version {draft.base_version}, which this edit started "
+            "from; nothing was saved",
+        )
     version = ScreenplayVersion.objects.create(
         story=story,
         number=number,
@@ -209,6 +223,8 @@ def screenplay_version_create(
         model=draft.model,
         max_tokens=draft.max_tokens,
         run_id=run_id,
+        origin=draft.origin,
+        based_on=draft.based_on,
     )
     _cast_replace(story=story, cast=draft.cast, fresh=draft.story_id is None)
     if run_id is not None:
@@ -257,6 +273,118 @@ def _run_succeed(*, run_id: int, story: Story, record: RunRecord, started: float
         status=GenerationRun.Status.SUCCEEDED, story=story, finished_at=timezone.now(), **record.fields()
     )
     _run_observe_after_commit(run_id=run_id)
+
+
+# --- The writer's own versions: edited, restored, imported (issue 17) ------------------------------
+# They go through the same one-transaction save as a generation, without a model, a run or a cost.
+
+Origin = ScreenplayVersion.Origin
+
+
+def screenplay_version_write(
+    *, user_id: int, story: Story, content: Any, base_version: int | None = None
+) -> ScreenplayVersion:
+    """Save the writer's screenplay JSON as the story's next version (409 "version_conflict" if stale)."""
+    draft = _writer_draft(content=content, story_id=story.pk, origin=Origin.EDITED, based_on=base_version)
+    return screenplay_version_create(user_id=user_id, draft=replace(draft, base_version=base_version))
+
+
+def screenplay_version_write_fountain(
+    *, user_id: int, story: Story, fountain: str, base_version: int | None = None
+) -> ScreenplayVersion:
+    """Save Fountain text as the next version; its characters keep the personas of the version edited."""
+    content = screenplay_fountain_for_story(story=story, fountain=fountain, base_version=base_version)
+    return screenplay_version_write(user_id=user_id, story=story, content=content, base_version=base_version)
+
+
+def screenplay_version_restore(*, user_id: int, story: Story, number: int) -> ScreenplayVersion:
+    """A new version with version ``number``'s content: history stays append-only.
+
+    The old content is saved as it was; personas deactivated since simply leave the cast.
+    """
+    old = story_version_find(story=story, number=number)
+    if old is None:
+        raise GenerationError("invalid_request", f"the story has no version {number}")
+    named = _personas_named(old.content)
+    active = PersonaConfig.objects.filter(name__in=named, is_active=True).values_list("name", flat=True)
+    characters = old.content.get("characters") if isinstance(old.content, dict) else None
+    draft = ScreenplayDraft(
+        title="",
+        plot="",
+        content=old.content,
+        model="",
+        max_tokens=None,
+        cast=cast_entries(
+            characters if isinstance(characters, list) else [], [n for n in named if n in set(active)]
+        ),
+        story_id=story.pk,
+        origin=Origin.RESTORED,
+        based_on=number,
+    )
+    return screenplay_version_create(user_id=user_id, draft=draft)
+
+
+def story_import(
+    *, user_id: int, content: Any, cast: dict[str, str | None] | None = None
+) -> ScreenplayVersion:
+    """A new story whose version 1 is an imported screenplay, cast as the writer confirmed.
+
+    ``cast`` maps character names to a persona name (or None: no persona); names not in it keep what
+    the content says. The plot is the logline, which is what the title page says the story is about.
+    """
+    scenes = content.get("scenes") if isinstance(content, dict) else None
+    if isinstance(scenes, list) and len(scenes) > settings.STORY_IMPORT_MAX_SCENES:
+        raise GenerationError(
+            "invalid_request",
+            f"more than {settings.STORY_IMPORT_MAX_SCENES} scenes (STORY_IMPORT_MAX_SCENES)",
+        )
+    if isinstance(content, dict) and cast:
+        content = {**content, "characters": [_recast(c, cast) for c in content.get("characters") or []]}
+    draft = _writer_draft(content=content, story_id=None, origin=Origin.IMPORTED, based_on=None)
+    title = str(content.get("title") or "Untitled")
+    plot = str(content.get("logline") or f"Imported screenplay: {title}")
+    return screenplay_version_create(user_id=user_id, draft=replace(draft, title=title, plot=plot))
+
+
+def _recast(character: Any, cast: dict[str, str | None]) -> Any:
+    if not isinstance(character, dict) or character.get("name") not in cast:
+        return character
+    persona = cast[character["name"]]
+    rest = {key: value for key, value in character.items() if key != "persona"}
+    return {**rest, "persona": persona} if persona else rest
+
+
+def _writer_draft(
+    *, content: Any, story_id: int | None, origin: str, based_on: int | None
+) -> ScreenplayDraft:
+    """Check a writer's screenplay like a model's, except that any active persona may play a part."""
+    problem = json_problem(content)
+    if problem is not None:
+        raise GenerationError("invalid_request", f"content {problem}")
+    named = _personas_named(content)
+    active = set(PersonaConfig.objects.filter(name__in=named, is_active=True).values_list("name", flat=True))
+    cast = screenplay_validate(
+        content=content, persona_names=[n for n in named if n in active], code="invalid_request"
+    )
+    return ScreenplayDraft(
+        title="",
+        plot="",
+        content=content,
+        model="",
+        max_tokens=None,
+        cast=cast,
+        story_id=story_id,
+        origin=origin,
+        based_on=based_on,
+    )
+
+
+def _personas_named(content: Any) -> list[str]:
+    characters = content.get("characters") if isinstance(content, dict) else None
+    if not isinstance(characters, list):
+        return []
+    names = [c.get("persona") for c in characters if isinstance(c, dict)]
+    return list(dict.fromkeys(name for name in names if isinstance(name, str)))
 
 
 # --- Runs left behind by a stopped server, or by this one -----------------------------------------

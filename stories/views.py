@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -10,18 +11,26 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from stories import selectors
+from personas.selectors import persona_list, persona_matches
+from stories import selectors, services
 from stories.errors import GenerationError
+from stories.exports import ExportMeta
+from stories.exports.fountain import fountain_from_screenplay
 from stories.generation.events import events_fold
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
+from stories.imports import IMPORT_EXTENSIONS, ScreenplayImportError, import_format_for, screenplay_import
 from stories.models import ScreenplayVersion, Story
 from stories.routing import GENERATE_WS_PATH
 from stories.screenplay_compare import screenplay_compare
+from stories.screenplay_diff import screenplay_diff
+from stories.screenplay_stats import screenplay_stats
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 STORIES_PER_PAGE = 20
 RUNS_PER_PAGE = 50
@@ -63,6 +72,7 @@ def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
         context["version"] = _version_shown(story=story, versions=versions, raw=request.GET.get("version"))
     if context.get("version") is not None:
         context["exports"] = _export_links(story=story, version=context["version"])
+        context["stats"] = screenplay_stats(context["version"].content)
     return render(request, "stories/story_detail.html", context)
 
 
@@ -164,3 +174,154 @@ def _comparison(*, story: Story, numbers: tuple[int, int]) -> dict[str, Any]:
 def _export_links(*, story: Story, version: ScreenplayVersion) -> list[tuple[str, str]]:
     base = reverse("stories-api:version-export", args=[story.pk, version.number])
     return [(f"{base}?format={fmt}", label) for fmt, label in EXPORT_FORMATS]
+
+
+# --- The writer's own versions: edit, preview, restore, diff, import (issue 17) ------------------------
+
+
+@login_required
+def story_edit(request: HttpRequest, story_id: int, number: int) -> HttpResponse:
+    """The editor: version ``number`` as Fountain, a live preview, and a save through the API."""
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    version = selectors.story_version_get(story=story, number=number)
+    fountain = fountain_from_screenplay(
+        content=version.content, meta=ExportMeta(title=str(version.content.get("title") or story.title))
+    )
+    config = {
+        "storyId": story.pk,
+        "baseVersion": version.number,
+        "latestVersion": story.latest_version_number,
+        "previewUrl": reverse("stories:story-preview", args=[story.pk]),
+        "saveUrl": reverse("stories-api:version-list", args=[story.pk]),
+        "storyUrl": reverse("stories:story-detail", args=[story.pk]),
+        "latestEditUrl": reverse("stories:story-edit-latest", args=[story.pk]),
+    }
+    context = {"story": story, "version": version, "fountain": fountain, "config": config}
+    return render(request, "stories/story_edit.html", context)
+
+
+@login_required
+def story_edit_latest(request: HttpRequest, story_id: int) -> HttpResponse:
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    latest = selectors.story_version_latest(story=story)
+    if latest is None:
+        raise Http404("This story has no version to edit.")
+    return redirect("stories:story-edit", story.pk, latest.number)
+
+
+@login_required
+@require_POST
+def story_preview(request: HttpRequest, story_id: int) -> HttpResponse:
+    """The editor's preview: Fountain read exactly as a save reads it, rendered by the story page's template."""
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    try:
+        body = json_loads_untrusted(request.body)
+        fountain = body.get("fountain") if isinstance(body, dict) else None
+        base = body.get("base_version") if isinstance(body, dict) else None
+        if not isinstance(fountain, str) or not (base is None or (isinstance(base, int) and base > 0)):
+            raise GenerationError("invalid_request", 'send {"fountain": "...", "base_version": n}')
+        content = selectors.screenplay_fountain_for_story(story=story, fountain=fountain, base_version=base)
+    except UntrustedJSONError as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    except GenerationError as error:
+        return JsonResponse({"error": error.message}, status=400)
+    html = render_to_string("stories/_screenplay.html", {"content": content}, request=request)
+    return JsonResponse({"html": html, "scenes": len(content["scenes"])})
+
+
+@login_required
+@require_POST
+def version_restore(request: HttpRequest, story_id: int, number: int) -> HttpResponse:
+    """ "Make this the current version": a new version with this one's content."""
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    selectors.story_version_get(story=story, number=number)
+    version = services.screenplay_version_restore(
+        user_id=int(request.user.pk or 0), story=story, number=number
+    )
+    messages.success(request, f"Version {number} restored: this is version {version.number}.")
+    return redirect(f"{reverse('stories:story-detail', args=[story.pk])}?version={version.number}")
+
+
+@login_required
+def story_diff(request: HttpRequest, story_id: int) -> HttpResponse:
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    old = selectors.story_version_get(story=story, number=_version_number(request.GET.get("from", "")))
+    new = selectors.story_version_get(story=story, number=_version_number(request.GET.get("to", "")))
+    scenes = screenplay_diff(old=old.content, new=new.content, unchanged_lines=True)
+    context = {"story": story, "old": old, "new": new, "scenes": scenes}
+    return render(request, "stories/story_diff.html", context)
+
+
+@login_required
+def story_import(request: HttpRequest) -> HttpResponse:
+    """Upload or paste a screenplay; a readable one goes on to the cast confirmation."""
+    if request.method != "POST":
+        return render(request, "stories/story_import.html", _import_limits())
+    try:
+        content = _import_posted(request)
+    except GenerationError as error:
+        context = {**_import_limits(), "error": error.message, "pasted": request.POST.get("fountain", "")}
+        return render(request, "stories/story_import.html", context, status=400)
+    return _import_confirmation(request, content=content)
+
+
+@login_required
+@require_POST
+def story_import_confirm(request: HttpRequest) -> HttpResponse:
+    """Save the imported screenplay as a new story, cast as the writer chose on the confirmation step."""
+    try:
+        content = json_loads_untrusted(request.POST.get("content", ""))
+        names = [c.get("name") for c in content.get("characters", [])] if isinstance(content, dict) else []
+        cast = {str(name): request.POST.get(f"persona-{i}") or None for i, name in enumerate(names)}
+        version = services.story_import(user_id=int(request.user.pk or 0), content=content, cast=cast)
+    except (UntrustedJSONError, AttributeError):
+        raise BadRequest("The imported screenplay was not sent back intact; import the file again.") from None
+    except GenerationError as error:
+        messages.error(request, f"The screenplay could not be saved: {error.message}")
+        return _import_confirmation(request, content=content, status=400)
+    messages.success(
+        request, "Imported: this is version 1. Every tool works on it, from rewriting a scene on."
+    )
+    return redirect("stories:story-detail", version.story_id)
+
+
+def _import_posted(request: HttpRequest) -> dict[str, Any]:
+    upload = request.FILES.get("file")
+    if upload is not None:
+        if (upload.size or 0) > settings.STORY_IMPORT_MAX_BYTES:
+            raise ScreenplayImportError(f"the file is larger than {settings.STORY_IMPORT_MAX_BYTES} bytes")
+        return screenplay_import(data=upload.read(), fmt=import_format_for(upload.name or ""))
+    pasted = request.POST.get("fountain", "")
+    if not pasted.strip():
+        raise ScreenplayImportError("choose a .fountain or .fdx file, or paste Fountain text")
+    return screenplay_import(data=pasted, fmt="fountain")
+
+
+def _import_confirmation(request: HttpRequest, *, content: Any, status: int = 200) -> HttpResponse:
+    characters = content.get("characters", []) if isinstance(content, dict) else []
+    names = [str(c.get("name", "")) for c in characters if isinstance(c, dict)]
+    matches = persona_matches(names=names)
+    rows = [
+        {
+            "index": i,
+            "name": name,
+            "chosen": (c.get("persona") or (m.name if (m := matches.get(name)) else "")),
+        }
+        for i, (name, c) in enumerate(zip(names, characters, strict=True))
+    ]
+    context = {
+        "content": content,
+        "content_json": json.dumps(content, ensure_ascii=False),
+        "rows": rows,
+        "personas": persona_list(),
+        "stats": screenplay_stats(content),
+    }
+    return render(request, "stories/story_import_confirm.html", context, status=status)
+
+
+def _import_limits() -> dict[str, Any]:
+    return {
+        "max_bytes": settings.STORY_IMPORT_MAX_BYTES,
+        "max_scenes": settings.STORY_IMPORT_MAX_SCENES,
+        "accept": ",".join(IMPORT_EXTENSIONS),
+    }

@@ -256,6 +256,10 @@ STORY_PARALLEL_SCENE_RETRIES = envint("STORY_PARALLEL_SCENE_RETRIES", 2, minimum
 # Rate-limit (429) retries for one scene; each also halves the fan-out's concurrency.
 STORY_PARALLEL_RATE_LIMIT_RETRIES = envint("STORY_PARALLEL_RATE_LIMIT_RETRIES", 4, minimum=0, maximum=10)
 STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS = 2000
+# Importing Fountain or Final Draft (stories/imports/, docs/exports.md): the largest file (an FDX of a
+# feature film is 0.5-1.5 MB; its Fountain a tenth of that) and the most scenes (features run 40-200).
+STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 2_000_000, minimum=10_000, maximum=2_500_000)
+STORY_IMPORT_MAX_SCENES = envint("STORY_IMPORT_MAX_SCENES", 300, minimum=1, maximum=2000)
 
 # --- Limits (each gives a clear error when exceeded) ------------------------------------------
 PERSONA_CONTEXT_TOKEN_BUDGET = envint("PERSONA_CONTEXT_TOKEN_BUDGET", 600, minimum=50)

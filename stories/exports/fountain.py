@@ -35,7 +35,8 @@ _LINE_MARKERS = ("!", "=", "#", "~", ">", "(")
 
 def fountain_from_screenplay(*, content: object, meta: ExportMeta) -> str:
     """The screenplay as Fountain text: a title page, then every scene, paragraphs blank-line separated."""
-    paragraphs = [_title_page(meta)]
+    logline = content.get("logline") if isinstance(content, dict) else None
+    paragraphs = [_title_page(meta, logline if isinstance(logline, str) else "")]
     for scene in screenplay_scenes(content):
         paragraphs.extend(_scene(scene))
     return "\n\n".join(paragraphs) + "\n"
@@ -47,8 +48,11 @@ def fountain_scenes(*, scenes: list[object]) -> str:
     return "\n\n".join(paragraphs) + "\n"
 
 
-def _title_page(meta: ExportMeta) -> str:
+def _title_page(meta: ExportMeta, logline: str) -> str:
     lines = [f"Title: {_inline(one_line(meta.title)) or 'Untitled'}"]
+    if _inline(one_line(logline)):
+        # Not one of Fountain's documented keys, which allow others; our importer reads it back.
+        lines.append(f"Logline: {_inline(one_line(logline))}")
     author = _inline(one_line(meta.author))
     if author:
         lines.append(f"Credit: {_inline(one_line(meta.credit)) or 'Written by'}")

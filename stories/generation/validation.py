@@ -30,49 +30,72 @@ def _validator(schema: Callable[[], dict[str, Any]]) -> Draft202012Validator:
     return Draft202012Validator(schema())
 
 
-def schema_check(*, document: Any, schema: Callable[[], dict[str, Any]], what: str) -> None:
-    """Raise unless ``document`` matches ``schema()``, naming the first place it does not."""
+def schema_check(
+    *, document: Any, schema: Callable[[], dict[str, Any]], what: str, code: str = "invalid_output"
+) -> None:
+    """Raise unless ``document`` matches ``schema()``, naming the first place it does not.
+
+    ``code`` is "invalid_output" for what a model wrote, "invalid_request" for what a writer sent.
+    """
     error = next(iter(_validator(schema).iter_errors(document)), None)
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or f"the {what}"
-        raise GenerationError(
-            "invalid_output", f"the model wrote an invalid {what} at {where}: {error.message[:300]}"
-        )
+        author = "the model wrote" if code == "invalid_output" else "this is"
+        raise GenerationError(code, f"{author} an invalid {what} at {where}: {error.message[:300]}")
 
 
-def speakers_check(*, elements: Iterable[dict[str, Any]], names: set[str], what: str) -> None:
+def speakers_check(
+    *, elements: Iterable[dict[str, Any]], names: set[str], what: str, code: str = "invalid_output"
+) -> None:
     """Raise if a line of dialogue goes to a character who is not in the cast list."""
     for element in elements:
         if element["type"] == "dialogue" and element["character"] not in names:
             raise GenerationError(
-                "invalid_output",
+                code,
                 f"{what} gives a line to {element['character'][:80]!r}, who is not in the cast list",
             )
 
 
-def personas_check(*, characters: Iterable[dict[str, Any]], persona_names: Sequence[str], what: str) -> None:
-    """Raise if a character is played by a persona the writer did not choose."""
+def personas_check(
+    *,
+    characters: Iterable[dict[str, Any]],
+    persona_names: Sequence[str],
+    what: str,
+    code: str = "invalid_output",
+    chosen: str = "chosen personas",
+) -> None:
+    """Raise if a character is played by a persona the writer did not choose.
+
+    A character without a persona (``persona`` missing or null: one a writer added by hand) passes.
+    """
     selected = set(persona_names)
     for character in characters:
         persona = character.get("persona")
         if persona is not None and persona not in selected:
-            raise GenerationError(
-                "invalid_output", f"{what} casts {persona[:100]!r}, which is not one of the chosen personas"
-            )
+            raise GenerationError(code, f"{what} casts {persona[:100]!r}, which is not one of the {chosen}")
 
 
-def screenplay_validate(*, content: Any, persona_names: Sequence[str]) -> list[CastEntry]:
-    """Raise GenerationError("invalid_output") unless ``content`` is a screenplay we can save; return its cast."""
-    schema_check(document=content, schema=screenplay_schema, what="screenplay")
+def screenplay_validate(
+    *, content: Any, persona_names: Sequence[str], code: str = "invalid_output"
+) -> list[CastEntry]:
+    """Raise GenerationError(code) unless ``content`` is a screenplay we can save; return its cast.
+
+    For a generation, ``persona_names`` are the personas the writer chose and the model may cast only
+    those; for a writer's own version (``code="invalid_request"``), the active personas it names.
+    """
+    schema_check(document=content, schema=screenplay_schema, what="screenplay", code=code)
     characters = content.get("characters", [])
     names = {character["name"] for character in characters}
     for scene in content["scenes"]:
-        speakers_check(elements=scene["elements"], names=names, what="the screenplay")
-    personas_check(characters=characters, persona_names=persona_names, what="the screenplay")
-    return _cast(characters, persona_names)
+        speakers_check(elements=scene["elements"], names=names, what="the screenplay", code=code)
+    chosen = "chosen personas" if code == "invalid_output" else "active personas"
+    personas_check(
+        characters=characters, persona_names=persona_names, what="the screenplay", code=code, chosen=chosen
+    )
+    return cast_entries(characters, persona_names)
 
 
-def _cast(characters: list[dict[str, Any]], persona_names: Sequence[str]) -> list[CastEntry]:
+def cast_entries(characters: list[dict[str, Any]], persona_names: Sequence[str]) -> list[CastEntry]:
     """One cast member per selected persona that plays a part, in the order the personas were chosen."""
     played: dict[str, str] = {}
     for character in characters:

@@ -65,3 +65,11 @@ def ms(value: int | None) -> str:
 
 # Models as people see them: the built-in offline model is never passed off as an AI.
 register.filter("model_label", model_label)
+
+
+@register.filter
+def share(value: int, most: int) -> int:
+    """``value`` as a whole percentage of ``most`` (0 to 100), for a bar's width."""
+    if not most:
+        return 0
+    return max(0, min(100, round(100 * value / most)))

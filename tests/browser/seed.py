@@ -44,11 +44,60 @@ def main() -> None:
     busy = user_model.objects.create_user(username="busy-writer", password="busy-writer-pw-2026")
     for _ in range(settings.STORY_MAX_ACTIVE_PER_USER):
         GenerationRun.objects.create(user=busy, model="offline", max_tokens=1024, persona_names=["rogue-ai"])
+    # The editor's tests (test_editor.py): one story each, so their versions do not mix.
+    editable = _plain_story(writer, title="A story to edit")
+    conflicted = _plain_story(writer, title="A story edited twice")
     print(
         json.dumps(
-            {"seeded_story": seeded.pk, "private_story": private.pk, "rewritable_story": rewritable.pk}
+            {
+                "seeded_story": seeded.pk,
+                "private_story": private.pk,
+                "rewritable_story": rewritable.pk,
+                "editable_story": editable.pk,
+                "conflict_story": conflicted.pk,
+            }
         )
     )
+
+
+PLAIN_SCREENPLAY = {
+    "title": "Soup",
+    "logline": "A grandmother waits for an outlaw.",
+    "characters": [
+        {"name": "NONNA LUCIA", "persona": "grandmother-chef", "description": "Keeps the kitchen."},
+        {"name": "HALCYON", "persona": "rogue-ai"},
+    ],
+    "scenes": [
+        {
+            "heading": "INT. KITCHEN - NIGHT",
+            "elements": [
+                {"type": "action", "text": "Steam rises from a pot."},
+                {"type": "dialogue", "character": "NONNA LUCIA", "text": "Eat, before it gets cold."},
+                {
+                    "type": "dialogue",
+                    "character": "HALCYON",
+                    "parenthetical": "grinning",
+                    "text": "Yes, Nonna.",
+                },
+            ],
+        },
+        {
+            "heading": "EXT. PORCH - DAWN",
+            "elements": [{"type": "dialogue", "character": "HALCYON", "text": "I'll be back by noon."}],
+        },
+    ],
+}
+
+
+def _plain_story(owner: object, *, title: str) -> Story:
+    story = Story.objects.create(owner=owner, title=title, plot="Soup.", latest_version_number=1)
+    ScreenplayVersion.objects.create(story=story, number=1, content=PLAIN_SCREENPLAY, model="offline")
+    for order, name in enumerate(["grandmother-chef", "rogue-ai"]):
+        persona = PersonaConfig.objects.get(name=name)
+        StoryCast.objects.create(
+            story=story, persona=persona, character_name=["NONNA LUCIA", "HALCYON"][order], order=order
+        )
+    return story
 
 
 def _story(owner: object, *, title: str, persona: PersonaConfig) -> Story:

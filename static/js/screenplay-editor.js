@@ -1,0 +1,190 @@
+/*
+ * The screenplay editor: Fountain on the left, the story page's rendering on the right.
+ *
+ * The preview is the server's: the text is posted (debounced) to the story's preview endpoint, which
+ * reads it exactly as a save does and renders it with the story page's own template, escaped there;
+ * this script only places that HTML. Errors (which name the line) are shown with textContent.
+ * Saving posts to the REST API with the version the editor opened as base_version: a 409 means
+ * another version was saved since, and the writer chooses to save anyway or to reload; the text stays.
+ * Unsaved text is kept in localStorage per story and starting version, so a reload loses nothing, and
+ * leaving the page with unsaved changes asks first.
+ */
+(function () {
+  "use strict";
+
+  var configNode = document.getElementById("editor-config");
+  var form = document.getElementById("editor");
+  if (!configNode || !form) {
+    return;
+  }
+  var config = JSON.parse(configNode.textContent);
+  var textarea = document.getElementById("fountain");
+  var preview = document.getElementById("preview");
+  var previewStatus = form.querySelector(".preview-status");
+  var errorBox = form.querySelector(".editor-error");
+  var conflict = form.querySelector(".editor-conflict");
+  var draftNote = form.querySelector(".draft-note");
+  var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  var original = textarea.value;
+  var draftKey = "screenplay-draft:" + config.storyId + ":" + config.baseVersion;
+  var previewTimer = null;
+  var draftTimer = null;
+  var previewSeq = 0;
+  var leaving = false;
+
+  function dirty() {
+    return textarea.value !== original;
+  }
+
+  function post(url, body) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
+      body: JSON.stringify(body),
+    }).then(function (response) {
+      return response.json().then(
+        function (data) { return { status: response.status, data: data }; },
+        function () { return { status: response.status, data: {} }; }
+      );
+    });
+  }
+
+  function showError(message) {
+    errorBox.textContent = message;
+    errorBox.hidden = !message;
+  }
+
+  function refreshPreview() {
+    var seq = ++previewSeq;
+    preview.classList.add("stale");
+    previewStatus.textContent = "Updating…";
+    post(config.previewUrl, { fountain: textarea.value, base_version: config.baseVersion }).then(
+      function (result) {
+        if (seq !== previewSeq) {
+          return; // A newer preview is on its way.
+        }
+        preview.classList.remove("stale");
+        if (result.status === 200) {
+          preview.innerHTML = result.data.html; // Rendered and escaped by the server's template.
+          previewStatus.textContent = "Up to date";
+          showError("");
+        } else {
+          previewStatus.textContent = "Not updated";
+          showError(result.data.error || result.data.detail || "The preview could not be made.");
+        }
+      },
+      function () {
+        if (seq === previewSeq) {
+          previewStatus.textContent = "Offline: the preview could not be updated";
+        }
+      }
+    );
+  }
+
+  function storeDraft() {
+    try {
+      if (dirty()) {
+        localStorage.setItem(draftKey, JSON.stringify({ text: textarea.value, at: Date.now() }));
+      } else {
+        localStorage.removeItem(draftKey);
+      }
+    } catch (e) {
+      // Storage full or disabled: the editor still works, only reload recovery is lost.
+    }
+  }
+
+  function forgetDraft() {
+    try {
+      localStorage.removeItem(draftKey);
+    } catch (e) {
+      // Nothing to forget.
+    }
+  }
+
+  function restoreDraft() {
+    var saved = null;
+    try {
+      saved = JSON.parse(localStorage.getItem(draftKey) || "null");
+    } catch (e) {
+      saved = null;
+    }
+    if (saved && typeof saved.text === "string" && saved.text !== original) {
+      textarea.value = saved.text;
+      draftNote.hidden = false;
+      refreshPreview();
+    }
+  }
+
+  function save(withBase) {
+    var body = { fountain: textarea.value };
+    if (withBase) {
+      body.base_version = config.baseVersion;
+    }
+    var button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    showError("");
+    post(config.saveUrl, body).then(
+      function (result) {
+        button.disabled = false;
+        if (result.status === 201) {
+          forgetDraft();
+          leaving = true;
+          window.location.assign(config.storyUrl + "?version=" + result.data.number);
+        } else if (result.status === 409) {
+          conflict.querySelector(".conflict-message").textContent =
+            "Another version was saved since this editor opened: " + (result.data.message || "") + ".";
+          conflict.hidden = false;
+          conflict.querySelector(".conflict-save").focus();
+        } else {
+          showError(result.data.message || result.data.detail || "The version could not be saved.");
+        }
+      },
+      function () {
+        button.disabled = false;
+        showError("The server could not be reached; your text is kept here and in this browser.");
+      }
+    );
+  }
+
+  textarea.addEventListener("input", function () {
+    clearTimeout(previewTimer);
+    clearTimeout(draftTimer);
+    previewTimer = setTimeout(refreshPreview, 400);
+    draftTimer = setTimeout(storeDraft, 300);
+  });
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    storeDraft();
+    save(true);
+  });
+
+  conflict.querySelector(".conflict-save").addEventListener("click", function () {
+    conflict.hidden = true;
+    save(false);
+  });
+
+  conflict.querySelector(".conflict-reload").addEventListener("click", function () {
+    forgetDraft();
+    leaving = true;
+    window.location.assign(config.latestEditUrl);
+  });
+
+  draftNote.querySelector(".draft-discard").addEventListener("click", function () {
+    forgetDraft();
+    textarea.value = original;
+    draftNote.hidden = true;
+    refreshPreview();
+  });
+
+  window.addEventListener("beforeunload", function (event) {
+    if (!leaving && dirty()) {
+      storeDraft();
+      event.preventDefault();
+      event.returnValue = "";
+    }
+  });
+
+  restoreDraft();
+})();

@@ -1,0 +1,80 @@
+"""Imports of a screenplay from Fountain or Final Draft (FDX) into the contract's JSON.
+
+``screenplay_import`` is the one entry point: bytes (an upload) or text (pasted Fountain) in, the
+contract's JSON out, or a ``ScreenplayImportError`` that says what is wrong and where. Limits
+(``STORY_IMPORT_MAX_BYTES``, ``STORY_IMPORT_MAX_SCENES``) are read at call time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from django.conf import settings
+
+from stories.imports.builder import ScreenplayImportError
+from stories.imports.fdx import screenplay_from_fdx
+from stories.imports.fountain import screenplay_from_fountain
+
+ImportFormat = Literal["fountain", "fdx"]
+IMPORT_EXTENSIONS: dict[str, ImportFormat] = {
+    ".fountain": "fountain",
+    ".spmd": "fountain",
+    ".txt": "fountain",
+    ".fdx": "fdx",
+}
+
+__all__ = [
+    "IMPORT_EXTENSIONS",
+    "ScreenplayImportError",
+    "characters_carried_over",
+    "import_format_for",
+    "screenplay_from_fdx",
+    "screenplay_from_fountain",
+    "screenplay_import",
+]
+
+
+def import_format_for(filename: str) -> ImportFormat:
+    """The format a file name says; a name we do not read is refused naming the ones we do."""
+    lowered = filename.lower()
+    for extension, fmt in IMPORT_EXTENSIONS.items():
+        if lowered.endswith(extension):
+            return fmt
+    raise ScreenplayImportError(
+        f"{filename[:80]!r} is not a file we can import; use one of: {', '.join(IMPORT_EXTENSIONS)}"
+    )
+
+
+def screenplay_import(*, data: bytes | str, fmt: ImportFormat) -> dict[str, Any]:
+    """The contract JSON for a Fountain or FDX document, within the size and scene limits."""
+    size = len(data.encode() if isinstance(data, str) else data)
+    limit = settings.STORY_IMPORT_MAX_BYTES
+    if size > limit:
+        raise ScreenplayImportError(
+            f"the file is {size} bytes; the limit is {limit} (STORY_IMPORT_MAX_BYTES)"
+        )
+    if fmt == "fdx":
+        return screenplay_from_fdx(data.encode() if isinstance(data, str) else data)
+    return screenplay_from_fountain(_text(data))
+
+
+def _text(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ScreenplayImportError(
+            f"the file is not UTF-8 text (byte {error.start} cannot be read)"
+        ) from None
+
+
+def characters_carried_over(*, parsed: dict[str, Any], base: object) -> list[dict[str, Any]]:
+    """The base version's characters (personas, descriptions) first, then new speakers without a persona.
+
+    Fountain has no character list, so an edit would otherwise drop every persona and description.
+    """
+    characters = base.get("characters") if isinstance(base, dict) else None
+    kept = [c for c in characters if isinstance(c, dict)] if isinstance(characters, list) else []
+    known = {c.get("name") for c in kept}
+    return kept + [c for c in parsed["characters"] if c["name"] not in known]

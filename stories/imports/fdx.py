@@ -1,0 +1,126 @@
+"""Final Draft XML (FDX) into the screenplay contract, parsed with defusedxml.
+
+defusedxml refuses a document type declaration, entities and external references, so a hostile file
+cannot expand into gigabytes or read local files. A paragraph's text is the text of all its ``Text``
+runs (Final Draft splits a paragraph into runs at every change of style). FDX has no line numbers we
+can rely on, so errors name the paragraph (its position in the script, counting from 1).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from stories.exports.fdx import CHARACTER, DIALOGUE, PARENTHETICAL, SCENE_HEADING, TRANSITION
+from stories.imports.builder import (
+    ScreenplayBuilder,
+    ScreenplayImportError,
+    one_line,
+    parenthetical_inner,
+    text_block,
+)
+
+
+def screenplay_from_fdx(data: bytes) -> dict[str, Any]:
+    """The contract JSON for an FDX document; raises ScreenplayImportError naming the paragraph."""
+    root = _root(data)
+    builder = ScreenplayBuilder()
+    _title(root, builder)
+    body = root.find("Content")
+    paragraphs = list(body.iter("Paragraph")) if body is not None else []
+    _Reader(builder).read(paragraphs)
+    return builder.content()
+
+
+def _root(data: bytes) -> ET.Element:
+    try:
+        root = fromstring(data, forbid_dtd=True)
+    except ET.ParseError as error:
+        line, column = error.position
+        raise ScreenplayImportError(
+            f"this is not well-formed XML (column {column})", where=f"line {line}"
+        ) from None
+    except DefusedXmlException:
+        raise ScreenplayImportError("the file declares a DTD or entities, which are refused") from None
+    if root.tag != "FinalDraft":
+        raise ScreenplayImportError(
+            f"this is XML but not a Final Draft document (its root is <{root.tag[:40]}>)"
+        )
+    return root
+
+
+def _title(root: ET.Element, builder: ScreenplayBuilder) -> None:
+    # Our exporter (and Final Draft's default title page) puts the title in the first non-empty paragraph.
+    for paragraph in root.iterfind("TitlePage/Content/Paragraph"):
+        title = one_line(_text(paragraph))
+        if title:
+            builder.set_title(title, where="the title page")
+            return
+
+
+def _text(paragraph: ET.Element) -> str:
+    return "".join("".join(run.itertext()) for run in paragraph.iter("Text"))
+
+
+class _Reader:
+    """Walks the script's paragraphs, grouping a Character with the Parenthetical and Dialogue after it."""
+
+    def __init__(self, builder: ScreenplayBuilder) -> None:
+        self.builder = builder
+        self.character = ""
+        self.parenthetical = ""
+        self.words: list[str] = []
+        self.where = ""
+
+    def read(self, paragraphs: list[ET.Element]) -> None:
+        for number, paragraph in enumerate(paragraphs, start=1):
+            if paragraph.find(".//Paragraph") is not None:
+                # A wrapper (Final Draft's dual dialogue): its own paragraphs come next in the walk.
+                continue
+            self.paragraph(paragraph.get("Type", ""), _text(paragraph), where=f"paragraph {number}")
+        self.flush()
+
+    def paragraph(self, kind: str, text: str, *, where: str) -> None:
+        if kind in (PARENTHETICAL, DIALOGUE) and self.character:
+            self.speech_part(kind, text, where)
+            return
+        self.flush()
+        if kind == SCENE_HEADING:
+            self.builder.heading(one_line(text), where=where)
+        elif kind == CHARACTER:
+            self.character, self.where = one_line(text), where
+            if not self.character:
+                raise ScreenplayImportError("a Character paragraph is empty", where=where)
+        elif kind == TRANSITION:
+            self.builder.action(one_line(text), where=where, kind="transition")
+        else:
+            # Action, General, Shot and any other type: one action each, so no text is lost.
+            self.builder.action(text_block(text.splitlines()), where=where)
+
+    def speech_part(self, kind: str, text: str, where: str) -> None:
+        if kind == PARENTHETICAL:
+            if self.words:
+                self.speech_flush()
+            self.parenthetical = " ".join(filter(None, [self.parenthetical, one_line(text)]))
+        else:
+            self.words.extend(text.splitlines() or [""])
+
+    def flush(self) -> None:
+        if self.character:
+            self.speech_flush()
+            self.character = ""
+
+    def speech_flush(self) -> None:
+        self.builder.dialogue(
+            character=self.character,
+            parenthetical=parenthetical_inner(self.parenthetical),
+            text=text_block(self.words),
+            where=self.where,
+        )
+        self.parenthetical, self.words = "", []
+
+
+__all__ = ["screenplay_from_fdx"]

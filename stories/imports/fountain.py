@@ -1,0 +1,147 @@
+"""Fountain text (https://fountain.io/syntax) into the screenplay contract, read with screenplain.
+
+screenplain decides what every paragraph is, exactly as it does for our own exports and the PDF, so
+what a writer sees in the editor's preview is what a Fountain reader sees. This module only feeds
+screenplain's paragraphs to the builder one at a time, to know the line each one starts on, and turns
+its rich text back into the text the exporter wrote: the zero-width spaces the exporter puts where
+Fountain has no escape are removed, ``\\*`` is a literal star, and emphasis a writer typed stays as
+its markers (``*italic*``, ``**bold**``, ``_underline_``), which the exporter writes back escaped.
+
+What Fountain cannot express is listed in docs/exports.md ("Importing").
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from screenplain import types
+from screenplain.parsers.fountain import InputParagraph, boneyard_re, note_re, parse_title_page
+from screenplain.richstring import Bold, Italic, RichString, Underline, parse_emphasis
+
+from stories.imports.builder import (
+    ScreenplayBuilder,
+    ScreenplayImportError,
+    one_line,
+    parenthetical_inner,
+    text_block,
+)
+
+_LINE_BREAK = re.compile("\r\n|\n|\r")
+_MARKERS = ((Bold, "**"), (Italic, "*"), (Underline, "_"))
+
+
+def screenplay_from_fountain(text: str) -> dict[str, Any]:
+    """The contract JSON for Fountain ``text``; raises ScreenplayImportError naming the line."""
+    # A boneyard comment becomes as many line breaks as it held, so later line numbers stay true.
+    text = boneyard_re.sub(lambda match: "\n" * match.group(0).count("\n"), text)
+    lines = [line.expandtabs(4) for line in _LINE_BREAK.split(text)]
+    builder = ScreenplayBuilder()
+    body_start = _title_page(lines, builder)
+    for paragraph, line_number in _paragraphs(lines, body_start):
+        _add(builder, paragraph, where=f"line {line_number}")
+    return builder.content()
+
+
+def _title_page(lines: list[str], builder: ScreenplayBuilder) -> int:
+    """Read a leading title page into the builder; return the index of the body's first line."""
+    head = list(itertools.takewhile(lambda line: line != "", lines))
+    title_page = parse_title_page(head)
+    if not title_page:
+        return 0
+    if "Title" in title_page:
+        builder.set_title(
+            one_line(" ".join(_plain_text(value) for value in title_page["Title"])), where="line 1"
+        )
+    if "Logline" in title_page:
+        builder.set_logline(
+            one_line(" ".join(_plain_text(value) for value in title_page["Logline"])), where="the title page"
+        )
+    return len(head)
+
+
+def _paragraphs(lines: list[str], start: int) -> Iterator[tuple[object, int]]:
+    """screenplain's paragraphs with the line each starts on, built the way its ``parse_body`` builds them."""
+    paragraphs: list[Any] = []
+    starts: dict[int, int] = {}
+    numbered = enumerate(lines[start:], start=start + 1)
+    for blank, group in itertools.groupby(numbered, lambda item: item[1] in ("", " ")):
+        if blank:
+            continue
+        block = list(group)
+        as_string = note_re.sub("", "\n".join(line for _number, line in block))
+        if as_string in ("", " "):
+            continue
+        count = len(paragraphs)
+        InputParagraph(as_string.split("\n")).update_list(paragraphs)
+        # A paragraph may add one, add several (sections), or change the previous one (a synopsis, a
+        # dual dialogue): whatever is new or changed is reported once, with this line.
+        for paragraph in paragraphs[max(count - 1, 0) :]:
+            starts.setdefault(id(paragraph), block[0][0])
+    for paragraph in paragraphs:
+        yield paragraph, starts[id(paragraph)]
+
+
+def _add(builder: ScreenplayBuilder, paragraph: object, *, where: str) -> None:
+    if isinstance(paragraph, types.Slug):
+        builder.heading(one_line(_plain(paragraph.line)), where=where)
+        if paragraph.synopsis:
+            builder.summary(one_line(_plain_text(paragraph.synopsis)), where=where)
+    elif isinstance(paragraph, types.Action):
+        builder.action(text_block([_plain(line) for line in paragraph.lines]), where=where)
+    elif isinstance(paragraph, types.Transition):
+        builder.action(one_line(_plain(paragraph.line)), where=where, kind="transition")
+    elif isinstance(paragraph, types.DualDialog):
+        _dialog(builder, paragraph.left, where=where)
+        _dialog(builder, paragraph.right, where=where)
+    elif isinstance(paragraph, types.Dialog):
+        _dialog(builder, paragraph, where=where)
+    # Sections and page breaks shape an outline or a printout, not the screenplay: left out.
+
+
+def _dialog(builder: ScreenplayBuilder, dialog: types.Dialog, *, where: str) -> None:
+    """One speech per parenthetical: a direction in the middle of a speech starts a new element."""
+    character = one_line(_plain(dialog.character))
+    parenthetical: list[str] = []
+    words: list[str] = []
+    for is_parenthetical, line in dialog.blocks:
+        text = _plain(line)
+        if is_parenthetical and words:
+            _speech(builder, character, parenthetical, words, where)
+            parenthetical, words = [], []
+        (parenthetical if is_parenthetical else words).append(text)
+    if parenthetical or words:
+        _speech(builder, character, parenthetical, words, where)
+
+
+def _speech(
+    builder: ScreenplayBuilder, character: str, parenthetical: list[str], words: list[str], where: str
+) -> None:
+    builder.dialogue(
+        character=character,
+        parenthetical=parenthetical_inner(" ".join(parenthetical)),
+        text=text_block(words),
+        where=where,
+    )
+
+
+def _plain(rich: RichString) -> str:
+    """The text a writer typed: emphasis written back as its Fountain markers."""
+    parts = []
+    for segment in rich.segments:
+        text = segment.text
+        for style, marker in _MARKERS:
+            if style in segment.styles:
+                text = f"{marker}{text}{marker}"
+        parts.append(text)
+    return "".join(parts)
+
+
+def _plain_text(value: str) -> str:
+    # Title page values and synopses are raw strings in screenplain: unescape the stars ourselves.
+    return _plain(parse_emphasis(value))
+
+
+__all__ = ["ScreenplayImportError", "screenplay_from_fountain"]

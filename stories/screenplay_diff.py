@@ -1,0 +1,77 @@
+"""Line-by-line differences between two screenplay versions, scenes paired by heading.
+
+Scenes are paired by ``screenplay_compare`` (on their slug lines, so an inserted scene does not shift
+every later one); inside a changed pair, each scene is written as the lines a reader sees (the heading,
+each line of action, each line of dialogue prefixed by its speaker, parentheticals, transitions) and
+``difflib`` marks the lines deleted from the older version and inserted in the newer one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal, TypedDict
+
+from stories.exports.screenplay import screenplay_scenes as typed_scenes
+from stories.screenplay_compare import SceneStatus, screenplay_compare
+
+LineOp = Literal["equal", "delete", "insert"]
+
+
+class DiffLine(TypedDict):
+    op: LineOp
+    text: str
+
+
+class SceneDiff(TypedDict):
+    status: SceneStatus
+    heading: str
+    from_scene: int | None  # 1-based position in the older version
+    to_scene: int | None
+    lines: list[DiffLine]  # empty for an unchanged scene
+
+
+def screenplay_diff(*, old: object, new: object, unchanged_lines: bool = False) -> list[SceneDiff]:
+    """Every scene of either version, in order, with its line changes.
+
+    An unchanged scene has no lines unless ``unchanged_lines`` (the diff page shows them folded).
+    """
+    return [
+        SceneDiff(
+            status=row.status,
+            heading=str((row.right or row.left or {}).get("heading", "")),
+            from_scene=row.left_number,
+            to_scene=row.right_number,
+            lines=[]
+            if row.status == "same" and not unchanged_lines
+            else _line_diff(scene_lines(row.left), scene_lines(row.right)),
+        )
+        for row in screenplay_compare(left=old, right=new)
+    ]
+
+
+def scene_lines(scene: dict[str, Any] | None) -> list[str]:
+    """A scene as the lines a reader sees, one string per printed line."""
+    if scene is None:
+        return []
+    typed = typed_scenes({"scenes": [scene]})[0]
+    lines = [typed.heading]
+    for element in typed.elements:
+        if element.kind == "dialogue":
+            if element.parenthetical:
+                lines.append(f"{element.character} ({element.parenthetical.strip('()')})")
+            lines.extend(f"{element.character}: {line}" for line in element.text.splitlines() if line.strip())
+        else:
+            lines.extend(line for line in element.text.splitlines() if line.strip())
+    return lines
+
+
+def _line_diff(old: list[str], new: list[str]) -> list[DiffLine]:
+    result: list[DiffLine] = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            result.extend(DiffLine(op="equal", text=line) for line in old[i1:i2])
+            continue
+        result.extend(DiffLine(op="delete", text=line) for line in old[i1:i2])
+        result.extend(DiffLine(op="insert", text=line) for line in new[j1:j2])
+    return result

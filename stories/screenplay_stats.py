@@ -1,0 +1,81 @@
+"""The shape of a screenplay: an estimated page count, scenes, and what each character says.
+
+Pages are estimated the way screenwriters do from the industry layout (Courier 12 pt, US letter): about
+55 printed lines a page, action ~60 characters wide, dialogue ~35, parentheticals ~25, a blank line
+between paragraphs and before each scene heading. It is an estimate (the PDF export's own count may
+differ by a page or two on a feature), cheap enough to show on every story page.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+
+from stories.exports.screenplay import Element, Scene, screenplay_scenes, text_lines
+
+LINES_PER_PAGE = 55
+ACTION_WIDTH = 60
+DIALOGUE_WIDTH = 35
+PARENTHETICAL_WIDTH = 25
+
+
+@dataclass
+class CharacterStats:
+    name: str
+    lines: int = 0  # speeches: each dialogue element, as a script breakdown counts them
+    words: int = 0
+    scenes: int = 0
+    _scenes_seen: set[int] = field(default_factory=set, repr=False)
+
+
+@dataclass(frozen=True)
+class ScreenplayStats:
+    pages: float
+    scenes: int
+    characters: list[CharacterStats]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "pages": self.pages,
+            "scenes": self.scenes,
+            "characters": [
+                {"name": c.name, "lines": c.lines, "words": c.words, "scenes": c.scenes}
+                for c in self.characters
+            ],
+        }
+
+
+def screenplay_stats(content: object) -> ScreenplayStats:
+    """Pages (one decimal), scene count, and per speaking character their speeches, words and scenes."""
+    scenes = screenplay_scenes(content)
+    printed = 0
+    speakers: dict[str, CharacterStats] = {}
+    for index, scene in enumerate(scenes):
+        printed += _scene_lines(scene)
+        for element in scene.elements:
+            if element.kind == "dialogue":
+                stats = speakers.setdefault(element.character, CharacterStats(name=element.character))
+                stats.lines += 1
+                stats.words += len(element.text.split())
+                stats._scenes_seen.add(index)
+    for stats in speakers.values():
+        stats.scenes = len(stats._scenes_seen)
+    ranked = sorted(speakers.values(), key=lambda c: (-c.words, c.name))
+    return ScreenplayStats(pages=round(printed / LINES_PER_PAGE, 1), scenes=len(scenes), characters=ranked)
+
+
+def _scene_lines(scene: Scene) -> int:
+    # The heading and the blank line before it, then each element and its blank line.
+    return 2 + sum(_element_lines(element) + 1 for element in scene.elements)
+
+
+def _element_lines(element: Element) -> int:
+    if element.kind == "dialogue":
+        cue = 1
+        parenthetical = _wrapped(element.parenthetical, PARENTHETICAL_WIDTH) if element.parenthetical else 0
+        return cue + parenthetical + _wrapped(element.text, DIALOGUE_WIDTH)
+    return _wrapped(element.text, ACTION_WIDTH)
+
+
+def _wrapped(text: str, width: int) -> int:
+    return sum(max(1, len(textwrap.wrap(line, width))) for line in text_lines(text)) or 1

@@ -1,0 +1,180 @@
+"""The writer's own versions in Chromium: edit a line, preview, save, diff, restore, conflicts, import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+
+pytestmark = pytest.mark.browser
+
+OLD_LINE = "Eat, before it gets cold."
+NEW_LINE = "Eat, the soup is <getting> cold."
+
+
+def _api_content(page: Page, story: int, number: int) -> Any:
+    return page.evaluate(
+        "async ([s, n]) => (await (await fetch(`/api/stories/${s}/versions/${n}/`)).json()).content",
+        [story, number],
+    )
+
+
+def test_edit_one_line_preview_save_then_diff_and_restore(app_server: AppServer, watched: Watched) -> None:
+    page = watched.page
+    story = app_server.ids["editable_story"]
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{story}/")
+    page.get_by_role("link", name="Edit", exact=True).click()
+    editor = page.get_by_label("Fountain")
+    assert OLD_LINE in editor.input_value()
+
+    editor.fill(editor.input_value().replace(OLD_LINE, NEW_LINE))
+    expect(page.locator("#preview .sp-line").first).to_have_text(NEW_LINE)
+    expect(page.locator(".preview-status")).to_have_text("Up to date")
+    screenshot(page, "editor")
+    page.get_by_role("button", name="Save as a new version").click()
+    page.wait_for_url(f"**/stories/{story}/?version=2")
+    expect(page.locator(".version-heading")).to_contain_text("Edited by the writer (from v1)")
+    expect(page.locator(".screenplay .sp-line").first).to_have_text(NEW_LINE)
+
+    # The diff from the versions list shows exactly that line, and folds the unchanged scene.
+    page.get_by_role("link", name="Diff with v2").click()
+    assert page.locator(".diff-lines .diff-del").all_text_contents() == [f"Deleted: NONNA LUCIA: {OLD_LINE}"]
+    assert page.locator(".diff-lines .diff-ins").all_text_contents() == [f"Inserted: NONNA LUCIA: {NEW_LINE}"]
+    expect(page.locator("details.diff-same summary")).to_have_text("Unchanged: EXT. PORCH - DAWN")
+    expect(page.locator("details.diff-same .diff-lines")).to_be_hidden()
+    screenshot(page, "diff-page")
+
+    # Restoring version 1 makes version 3, equal to version 1.
+    page.goto(f"{app_server.url}/stories/{story}/?version=1")
+    page.get_by_role("button", name="Make this the current version").click()
+    page.wait_for_url(f"**/stories/{story}/?version=3")
+    expect(page.locator(".version-heading")).to_contain_text("Restored by the writer (from v1)")
+    assert _api_content(page, story, 3) == _api_content(page, story, 1)
+    expect(page.locator(".stats")).to_contain_text("2 scenes")
+    assert page.locator(".stats svg rect").count() == 2
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_conflicting_edit_is_not_lost(app_server: AppServer, browser: Browser) -> None:
+    story = app_server.ids["conflict_story"]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    dialogs: list[str] = []
+    errors: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        dialogs.append(dialog.type)
+        dialog.accept()
+
+    try:
+        mine, theirs = context.new_page(), context.new_page()
+        for page in (mine, theirs):
+            page.on("dialog", accept)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+        log_in(mine, app_server)
+        mine.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
+        theirs.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
+        text = mine.get_by_label("Fountain").input_value().replace("Yes, Nonna.", "Mine: yes, Nonna.")
+        mine.get_by_label("Fountain").fill(text)
+        expect(mine.locator(".preview-status")).to_have_text("Up to date")
+
+        # Another tab saves first.
+        other = theirs.get_by_label("Fountain")
+        other.fill(other.input_value().replace("I'll be back by noon.", "Theirs: back by noon."))
+        theirs.get_by_role("button", name="Save as a new version").click()
+        theirs.wait_for_url(f"**/stories/{story}/?version=2")
+
+        mine.get_by_role("button", name="Save as a new version").click()
+        expect(mine.locator(".editor-conflict")).to_be_visible()
+        expect(mine.locator(".conflict-message")).to_contain_text("version 2 was saved after version 1")
+        assert mine.get_by_label("Fountain").input_value() == text
+
+        # A reload (leaving asks first; accepted here) brings the draft back.
+        mine.reload()
+        expect(mine.locator(".draft-note")).to_be_visible()
+        assert mine.get_by_label("Fountain").input_value() == text
+        assert "beforeunload" in dialogs
+
+        mine.get_by_role("button", name="Save as a new version").click()
+        mine.get_by_role("button", name="Save as a new version anyway").click()
+        mine.wait_for_url(f"**/stories/{story}/?version=3")
+        expect(mine.locator("article.screenplay")).to_contain_text("Mine: yes, Nonna.")
+        # Saved: the draft is gone, so the editor opens clean.
+        mine.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
+        expect(mine.locator(".draft-note")).to_be_hidden()
+        assert errors == []
+    finally:
+        context.close()
+
+
+FOUNTAIN = """Title: The Long Table
+Logline: A family dinner runs late.
+
+INT. DINING ROOM - NIGHT
+
+Plates everywhere.
+
+NONNA LUCIA
+Sit. Everyone sits.
+
+HALCYON
+(hat in hand)
+I can't stay.
+
+STRANGER
+Is this the right house?
+
+EXT. DRIVEWAY - NIGHT
+
+Headlights sweep the gravel.
+
+HALCYON
+Told you I couldn't stay.
+"""
+
+
+def test_import_a_fountain_file_confirm_the_cast_and_rewrite_a_scene(
+    app_server: AppServer, watched: Watched, tmp_path: Path
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.get_by_role("link", name="Import a screenplay").click()
+    script = tmp_path / "long-table.fountain"
+    script.write_text(FOUNTAIN)
+    page.get_by_label("File").set_input_files(str(script))
+    page.get_by_role("button", name="Read the screenplay").click()
+
+    expect(page.get_by_role("heading", level=1)).to_contain_text("The Long Table")
+    expect(page.get_by_label("NONNA LUCIA")).to_have_value("grandmother-chef")
+    expect(page.get_by_label("HALCYON")).to_have_value("rogue-ai")
+    expect(page.get_by_label("STRANGER")).to_have_value("")
+    page.get_by_label("HALCYON").select_option("")
+    screenshot(page, "import-confirm")
+    page.get_by_role("button", name="Create the story").click()
+
+    expect(page.locator(".version-heading")).to_contain_text("Imported by the writer")
+    expect(page.locator(".cast")).to_contain_text("NONNA LUCIA played by Nonna Lucia")
+    assert page.locator(".cast li").count() == 1
+    assert [h.strip() for h in page.locator(".screenplay .scene-heading").all_inner_texts()] == [
+        "INT. DINING ROOM - NIGHT",
+        "EXT. DRIVEWAY - NIGHT",
+    ]
+    story = int(page.url.rstrip("/").split("/")[-1])
+    characters = _api_content(page, story, 1)["characters"]
+    assert json.dumps(characters) == json.dumps(
+        [{"name": "NONNA LUCIA", "persona": "grandmother-chef"}, {"name": "HALCYON"}, {"name": "STRANGER"}]
+    )
+
+    # Every tool works on it: the model (the offline back-end) rewrites its first scene.
+    page.get_by_text("Rewrite this scene").first.click()
+    page.get_by_role("button", name="Rewrite scene 1 as a new version").click()
+    expect(page.locator(".version-heading")).to_contain_text("Version 2", timeout=30_000)
+    headings = [h.strip() for h in page.locator(".screenplay .scene-heading").all_inner_texts()]
+    assert headings[1] == "EXT. DRIVEWAY - NIGHT" and len(headings) == 2
+    assert watched.dialogs == [] and watched.errors == []

@@ -1,0 +1,112 @@
+"""Public sample screenplays (tests/data/screenplays/README.md) import with the right scenes and cast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stories.generation.prompt import screenplay_schema
+from stories.generation.validation import schema_check
+from stories.imports import ScreenplayImportError, screenplay_from_fdx, screenplay_from_fountain
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "screenplays"
+
+
+def test_the_library_freak_out_has_its_three_scenes_and_nine_speakers() -> None:
+    content = screenplay_from_fountain((DATA / "the-library-freak-out.fountain").read_text())
+    schema_check(document=content, schema=screenplay_schema, what="screenplay")
+    assert content["title"] == "THE LIBRARY FREAK-OUT"
+    assert [scene["heading"] for scene in content["scenes"]] == [
+        "EXT. LIBRARY--DAY",
+        "INT. LIBRARY--DAY",
+        "EXT. LIBRARY--DAY",
+    ]
+    assert [c["name"] for c in content["characters"]] == [
+        "CHALF",
+        "NAR",
+        "YOR",
+        "CHARYA",
+        "PATRON ONE",
+        "PATRON TWO",
+        "PATRONS THREE AND FOUR",
+        "THRAIN",
+        "PATRON FIVE",
+    ]
+    first = content["scenes"][0]["elements"]
+    # What comes before the first heading (a note, FADE IN:) opens the first scene; nothing is lost.
+    assert first[0]["text"].startswith("**Note: the production values")
+    assert first[1] == {"type": "transition", "text": "FADE IN:"}
+    speeches = [e for s in content["scenes"] for e in s["elements"] if e["type"] == "dialogue"]
+    assert len(speeches) == 51
+    assert {
+        "type": "dialogue",
+        "character": "NAR",
+        "parenthetical": "sings",
+        "text": (
+            "Neema-sasim neema-sah\nNEEEE-ma-sasim neemasasim,\nNeema-sasim neema-sah\nNEEEE-ma-sasim neemasasim--"
+        ),
+    } in speeches
+    assert content["scenes"][-1]["elements"][-2:] == [
+        {"type": "transition", "text": "FADE OUT:"},
+        {"type": "action", "text": "THE END"},
+    ]
+
+
+def test_screenplains_sample_reads_the_same_from_fountain_and_fdx() -> None:
+    fountain = screenplay_from_fountain((DATA / "screenplain-simple.fountain").read_text())
+    fdx = screenplay_from_fdx((DATA / "screenplain-simple.fdx").read_bytes())
+    assert fountain == fdx
+    assert [c["name"] for c in fdx["characters"]] == ["GUY", "GURL"]
+    assert len(fdx["scenes"]) == 1
+    assert fdx["scenes"][0]["elements"][3]["text"] == "Nothing much.\nJust thinking.\nAnd you?"
+
+
+def test_a_final_draft_shaped_file_keeps_styled_runs_dual_dialogue_and_directions() -> None:
+    content = screenplay_from_fdx((DATA / "night-shift.fdx").read_bytes())
+    schema_check(document=content, schema=screenplay_schema, what="screenplay")
+    assert content["title"] == "Night Shift"
+    assert [s["heading"] for s in content["scenes"]] == [
+        "INT. NIGHT BUS - MOVING - NIGHT",
+        "EXT. HOSPITAL LOADING DOCK - CONTINUOUS",
+    ]
+    assert [c["name"] for c in content["characters"]] == ["ODILE", "DRIVER (O.S.)", "THEO"]
+    bus, dock = (s["elements"] for s in content["scenes"])
+    assert (
+        bus[1]["text"]
+        == "Rain streaks the windows. The bus is empty but for ODILE (60s, a nurse in scrubs) and the driver."
+    )
+    # A direction in the middle of a speech starts a new element for the same character.
+    assert bus[2:4] == [
+        {
+            "type": "dialogue",
+            "character": "ODILE",
+            "parenthetical": "to the driver",
+            "text": "You missed my stop.",
+        },
+        {"type": "dialogue", "character": "ODILE", "parenthetical": "beat", "text": "Again."},
+    ]
+    assert [e.get("character") for e in dock if e["type"] == "dialogue"] == ["THEO", "ODILE"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "xxxxxxxxxx"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+        b"<FinalDraft><Content><Paragraph Type='Action'><Text>&b;</Text></Paragraph></Content></FinalDraft>",
+        b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b"<FinalDraft><Content><Paragraph Type='Action'><Text>&x;</Text></Paragraph></Content></FinalDraft>",
+    ],
+)
+def test_fdx_with_entities_is_refused(document: bytes) -> None:
+    with pytest.raises(ScreenplayImportError, match="DTD or entities"):
+        screenplay_from_fdx(document)
+
+
+def test_fountain_errors_name_the_line() -> None:
+    with pytest.raises(ScreenplayImportError) as long_name:
+        screenplay_from_fountain("INT. A - DAY\n\nText.\n\n" + "B" * 81 + "\nHello.\n")
+    assert long_name.value.message == "line 5: a character name is longer than 80 characters (81)"
+    with pytest.raises(ScreenplayImportError) as nul:
+        screenplay_from_fountain("Title: x\n\n.HEAD\x00ING\n")
+    assert nul.value.message.startswith("line 3: a scene heading contains a NUL")

@@ -1,0 +1,306 @@
+"""The writer's own versions through the API: edit (JSON or Fountain), conflicts, restore, diff, stats, import."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from stories.errors import GenerationError
+from stories.exports import ExportMeta
+from stories.exports.fdx import fdx_from_screenplay
+from stories.exports.fountain import fountain_from_screenplay
+from stories.generation.validation import screenplay_validate
+from stories.models import ScreenplayVersion, Story, StoryCast
+from stories.services import screenplay_version_write
+from tests.stories.test_api import client_for
+
+SCREENPLAY = {
+    "title": "The Heist",
+    "logline": "A crew robs a vault.",
+    "characters": [{"name": "MAX", "persona": "hero", "description": "The planner."}],
+    "scenes": [
+        {
+            "heading": "INT. VAULT - NIGHT",
+            "elements": [
+                {"type": "action", "text": "The door swings open."},
+                {"type": "dialogue", "character": "MAX", "text": "Now."},
+            ],
+        },
+        {"heading": "EXT. ROOF - DAWN", "elements": [{"type": "action", "text": "Sirens."}]},
+    ],
+}
+
+
+@pytest.fixture
+def story(writer: Any, persona_factory: Any) -> Story:
+    story = Story.objects.create(
+        owner=writer, title="The Heist", plot="A crew robs a vault.", latest_version_number=1
+    )
+    StoryCast.objects.create(story=story, persona=persona_factory("hero"), character_name="MAX", order=0)
+    ScreenplayVersion.objects.create(
+        story=story, number=1, content=SCREENPLAY, model="offline", max_tokens=1024
+    )
+    return story
+
+
+def _fountain(content: dict[str, Any]) -> str:
+    return fountain_from_screenplay(content=content, meta=ExportMeta(title=content["title"]))
+
+
+def _versions(story: Story) -> str:
+    return f"/api/stories/{story.pk}/versions/"
+
+
+def test_a_fountain_edit_of_one_line_is_a_new_version_written_by_the_writer(
+    writer: Any, story: Story
+) -> None:
+    text = _fountain(SCREENPLAY).replace("Now.", "Not yet.")
+    response = client_for(writer).post(_versions(story), {"fountain": text, "base_version": 1}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["number"], body["origin"], body["based_on"], body["model"], body["run"]) == (
+        2,
+        "edited",
+        1,
+        "",
+        None,
+    )
+    assert body["content"]["scenes"][0]["elements"][1] == {
+        "type": "dialogue",
+        "character": "MAX",
+        "text": "Not yet.",
+    }
+    # Fountain has no character list: the edited version keeps the persona and description.
+    assert body["content"]["characters"] == SCREENPLAY["characters"]
+    assert body["content"]["logline"] == SCREENPLAY["logline"]
+    assert list(story.cast.values_list("character_name", flat=True)) == ["MAX"]
+
+
+def test_a_new_speaker_without_a_persona_is_allowed(writer: Any, story: Story) -> None:
+    text = _fountain(SCREENPLAY) + "\nJUNE\nWho's there?\n"
+    response = client_for(writer).post(_versions(story), {"fountain": text}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["content"]["characters"][1] == {"name": "JUNE"}
+
+
+def test_a_json_edit_must_give_every_line_to_a_character(writer: Any, story: Story) -> None:
+    content = copy.deepcopy(SCREENPLAY)
+    content["scenes"][1]["elements"].append({"type": "dialogue", "character": "GHOST", "text": "Boo."})
+    response = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert response.status_code == 400
+    assert "GHOST" in response.json()["message"]
+    assert story.versions.count() == 1
+
+
+def test_a_json_edit_may_not_cast_an_unknown_persona(writer: Any, story: Story) -> None:
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"][0]["persona"] = "nobody"
+    response = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert response.status_code == 400
+    assert "not one of the active personas" in response.json()["message"]
+
+
+def test_a_save_based_on_an_old_version_is_a_409_and_saves_nothing(writer: Any, story: Story) -> None:
+    client = client_for(writer)
+    assert (
+        client.post(_versions(story), {"content": SCREENPLAY, "base_version": 1}, format="json").status_code
+        == 201
+    )
+    stale = client.post(_versions(story), {"content": SCREENPLAY, "base_version": 1}, format="json")
+    assert stale.status_code == 409
+    assert stale.json()["code"] == "version_conflict"
+    story.refresh_from_db()
+    assert (story.versions.count(), story.latest_version_number) == (2, 2)
+    # Without base_version the writer saves anyway.
+    assert client.post(_versions(story), {"content": SCREENPLAY}, format="json").json()["number"] == 3
+
+
+def test_fountain_that_cannot_be_read_names_the_line(writer: Any, story: Story) -> None:
+    text = "Title: X\n\nINT. ROOM - DAY\n\n" + "A" * 10 + "\n\n" + ("word " * 1200) + "\n"
+    response = client_for(writer).post(_versions(story), {"fountain": text}, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("line 7: this action is longer than 5000 characters")
+    no_heading = client_for(writer).post(_versions(story), {"fountain": "Just a note.\n"}, format="json")
+    assert "no scene heading" in no_heading.json()["message"]
+
+
+def test_exactly_one_of_content_or_fountain(writer: Any, story: Story) -> None:
+    both = client_for(writer).post(_versions(story), {"content": SCREENPLAY, "fountain": "x"}, format="json")
+    assert both.status_code == 400
+    assert client_for(writer).post(_versions(story), {}, format="json").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "path", ["versions/", "versions/1/restore/", "diff/?from=1&to=1", "versions/1/stats/"]
+)
+def test_only_the_owner_reaches_the_writer_endpoints(other_writer: Any, story: Story, path: str) -> None:
+    url = f"/api/stories/{story.pk}/{path}"
+    send = (
+        (lambda c: c.get(url))
+        if "diff" in path or "stats" in path
+        else (lambda c: c.post(url, {"content": SCREENPLAY}, format="json"))
+    )
+    assert send(client_for(other_writer)).status_code == 404
+    assert send(client_for(None)).status_code == 401
+    assert story.versions.count() == 1
+
+
+def test_restore_makes_a_new_version_with_the_old_content(writer: Any, story: Story) -> None:
+    client = client_for(writer)
+    edited = copy.deepcopy(SCREENPLAY)
+    edited["scenes"].pop()
+    client.post(_versions(story), {"content": edited}, format="json")
+    response = client.post(f"/api/stories/{story.pk}/versions/1/restore/")
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["number"], body["origin"], body["based_on"]) == (3, "restored", 1)
+    assert body["content"] == SCREENPLAY
+    assert client.post(f"/api/stories/{story.pk}/versions/9/restore/").status_code == 404
+
+
+def test_diff_pairs_scenes_and_marks_the_changed_line(writer: Any, story: Story) -> None:
+    client = client_for(writer)
+    text = _fountain(SCREENPLAY).replace("Now.", "Not yet.")
+    client.post(_versions(story), {"fountain": text}, format="json")
+    body = client.get(f"/api/stories/{story.pk}/diff/?from=1&to=2").json()
+    assert [s["status"] for s in body["scenes"]] == ["changed", "same"]
+    changes = [line for line in body["scenes"][0]["lines"] if line["op"] != "equal"]
+    assert changes == [{"op": "delete", "text": "MAX: Now."}, {"op": "insert", "text": "MAX: Not yet."}]
+    assert client.get(f"/api/stories/{story.pk}/diff/?from=1").status_code == 400
+    assert client.get(f"/api/stories/{story.pk}/diff/?from=1&to=7").status_code == 404
+
+
+def test_stats_count_pages_scenes_and_each_characters_lines(writer: Any, story: Story) -> None:
+    body = client_for(writer).get(f"/api/stories/{story.pk}/versions/1/stats/").json()
+    assert body["scenes"] == 2
+    assert body["characters"] == [{"name": "MAX", "lines": 1, "words": 1, "scenes": 1}]
+    assert 0 < body["pages"] < 1
+
+
+def test_import_fountain_creates_a_story_with_version_1_and_persona_matches(
+    writer: Any, persona_factory: Any
+) -> None:
+    persona_factory("max-payne", display_name="Max")
+    retired = persona_factory("june", display_name="June")
+    retired.is_active = False
+    retired.save()
+    text = _fountain(SCREENPLAY) + "\nJUNE\nWho's there?\n"
+    response = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["story"]["title"], body["story"]["plot"]) == ("The Heist", "A crew robs a vault.")
+    assert (body["version"]["number"], body["version"]["origin"]) == (1, "imported")
+    assert body["matches"] == [
+        {"character": "MAX", "persona": "max-payne", "display_name": "Max"},
+        {"character": "JUNE", "persona": None, "display_name": None},
+    ]
+    assert body["story"]["cast"] == []
+
+
+def test_import_with_a_cast_casts_version_1(writer: Any, persona_factory: Any) -> None:
+    persona_factory("max-payne", display_name="Max")
+    upload = SimpleUploadedFile(
+        "heist.fdx", fdx_from_screenplay(content=SCREENPLAY, meta=ExportMeta(title="The Heist"))
+    )
+    story_response = client_for(writer).post("/api/stories/import/", {"file": upload}, format="multipart")
+    assert story_response.status_code == 201, story_response.json()
+    assert story_response.json()["version"]["content"]["scenes"] == SCREENPLAY["scenes"]
+    json_import = client_for(writer).post(
+        "/api/stories/import/",
+        {"fountain": _fountain(SCREENPLAY), "cast": {"MAX": "max-payne"}},
+        format="json",
+    )
+    assert json_import.json()["version"]["content"]["characters"][0]["persona"] == "max-payne"
+    assert json_import.json()["story"]["cast"][0]["persona"] == "max-payne"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("notes.pdf", b"%PDF-1.4", "not a file we can import"),
+        ("a.fdx", b"<html></html>", "not a Final Draft document"),
+        ("a.fdx", b"<FinalDraft><Content>", "not well-formed XML"),
+        ("a.fdx", b'<!DOCTYPE x [<!ENTITY a "aaaa">]><FinalDraft>&a;</FinalDraft>', "DTD or entities"),
+        ("a.fountain", b"\xff\xfe\x00", "not UTF-8"),
+        ("a.fountain", b"Dear diary,\n\ntoday nothing happened.\n", "no scene heading"),
+    ],
+)
+def test_a_file_that_is_not_a_screenplay_is_a_clear_400(
+    writer: Any, name: str, data: bytes, message: str
+) -> None:
+    upload = SimpleUploadedFile(name, data)
+    response = client_for(writer).post("/api/stories/import/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+    assert not Story.objects.exists()
+
+
+def test_import_limits_size_and_scenes(writer: Any, settings: Any) -> None:
+    settings.STORY_IMPORT_MAX_SCENES = 2
+    text = "".join(f"INT. ROOM {n} - DAY\n\nAction.\n\n" for n in range(3))
+    response = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"] == "line 9: more than 2 scenes (STORY_IMPORT_MAX_SCENES)"
+    settings.STORY_IMPORT_MAX_BYTES = 10_000
+    upload = SimpleUploadedFile("big.fountain", b"INT. A - DAY\n\n" + b"x" * 10_001)
+    response = client_for(writer).post("/api/stories/import/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert "STORY_IMPORT_MAX_BYTES" in response.json()["message"]
+
+
+def _big(scenes: int, personas: int) -> dict[str, Any]:
+    names = [f"CHARACTER {n}" for n in range(scenes)]
+    characters = [
+        {"name": name, "persona": f"p{n}"} if n < personas else {"name": name} for n, name in enumerate(names)
+    ]
+    return {
+        "title": "Big",
+        "characters": characters,
+        "scenes": [
+            {
+                "heading": f"INT. ROOM {n} - DAY",
+                "elements": [{"type": "dialogue", "character": names[n], "text": "Hi."}],
+            }
+            for n in range(scenes)
+        ],
+    }
+
+
+@pytest.mark.parametrize(("scenes", "personas"), [(1, 1), (40, 10)])
+def test_a_writers_save_is_one_transaction_with_a_constant_number_of_queries(
+    writer: Any,
+    story: Story,
+    persona_factory: Any,
+    scenes: int,
+    personas: int,
+    django_assert_num_queries: Any,
+) -> None:
+    for n in range(personas):
+        persona_factory(f"p{n}")
+    # The personas named, then in one transaction (a savepoint inside the test's own): the story's
+    # number, the story, the version, the cast's personas, the departing cast members, the cast.
+    with django_assert_num_queries(9):
+        version = screenplay_version_write(
+            user_id=writer.pk, story=story, content=_big(scenes, personas), base_version=1
+        )
+    assert version.number == 2
+    assert story.cast.count() == personas
+
+
+def test_a_generation_may_still_cast_only_the_chosen_personas_while_a_writer_may_cast_any_active_one(
+    writer: Any, story: Story, persona_factory: Any
+) -> None:
+    persona_factory("villain")
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"].append({"name": "VERA", "persona": "villain"})
+    content["characters"].append({"name": "EXTRA", "persona": None})
+    with pytest.raises(GenerationError) as refused:
+        screenplay_validate(content=content, persona_names=["hero"])
+    assert refused.value.code == "invalid_output"
+    assert "'villain', which is not one of the chosen personas" in refused.value.message
+    version = screenplay_version_write(user_id=writer.pk, story=story, content=content)
+    assert sorted(story.cast.values_list("persona__name", flat=True)) == ["hero", "villain"]
+    assert version.content["characters"][2] == {"name": "EXTRA", "persona": None}

@@ -1,0 +1,44 @@
+"""The screenplay's shape: the page estimate follows the industry layout; characters are counted per speech."""
+
+from __future__ import annotations
+
+from stories.screenplay_stats import screenplay_stats
+
+
+def _scene(*elements: dict[str, str]) -> dict[str, object]:
+    return {"heading": "INT. ROOM - DAY", "elements": list(elements)}
+
+
+def test_fifty_five_printed_lines_make_one_page() -> None:
+    # A heading and its blank line (2), 52 lines of action and the blank line after it (53).
+    action = {"type": "action", "text": "\n".join(["He waits."] * 52)}
+    assert screenplay_stats({"scenes": [_scene(action)]}).pages == 1.0
+
+
+def test_dialogue_wraps_at_35_characters_and_action_at_60() -> None:
+    long_line = " ".join(["word"] * 14)  # 69 characters: two lines of dialogue, two of action
+    speech = {"type": "dialogue", "character": "ANA", "parenthetical": "softly", "text": long_line}
+    action = {"type": "action", "text": long_line}
+    # 2 (heading) + cue 1 + parenthetical 1 + 2 lines + 1 blank, then 2 lines + 1 blank = 10 lines.
+    assert screenplay_stats({"scenes": [_scene(speech, action)]}).pages == round(10 / 55, 1)
+
+
+def test_each_character_counts_speeches_words_and_scenes_most_words_first() -> None:
+    scenes = [
+        _scene(
+            {"type": "dialogue", "character": "BO", "text": "One two."},
+            {"type": "dialogue", "character": "ANA", "text": "One two three."},
+            {"type": "dialogue", "character": "BO", "text": "Three."},
+        ),
+        _scene({"type": "dialogue", "character": "ANA", "text": "Four five."}),
+    ]
+    stats = screenplay_stats({"scenes": scenes}).as_json()
+    assert stats["scenes"] == 2
+    assert stats["characters"] == [
+        {"name": "ANA", "lines": 2, "words": 5, "scenes": 2},
+        {"name": "BO", "lines": 2, "words": 3, "scenes": 1},
+    ]
+
+
+def test_a_stored_version_that_is_not_a_screenplay_has_no_shape() -> None:
+    assert screenplay_stats(None).as_json() == {"pages": 0.0, "scenes": 0, "characters": []}

@@ -1,0 +1,140 @@
+"""The writer's editor, preview, restore, diff, import and stats pages through Django's test client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from stories.models import ScreenplayVersion, Story
+from tests.stories.test_api_writer import SCREENPLAY
+
+pytestmark = pytest.mark.django_db
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def logged_in(client: Client, writer: Any) -> Client:
+    client.force_login(writer)
+    return client
+
+
+@pytest.fixture
+def story(writer: Any) -> Story:
+    story = Story.objects.create(owner=writer, title="The Heist", plot="A vault.", latest_version_number=1)
+    ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY, model="offline")
+    return story
+
+
+def test_the_editor_opens_a_version_as_fountain(logged_in: Client, story: Story) -> None:
+    page = logged_in.get(f"/stories/{story.pk}/versions/1/edit/").content.decode()
+    assert "Title: The Heist" in page and "INT. VAULT - NIGHT\n\nThe door swings open." in page
+    assert "js/screenplay-editor.js" in page
+    assert logged_in.get(f"/stories/{story.pk}/edit/").url == f"/stories/{story.pk}/versions/1/edit/"
+
+
+def test_the_preview_renders_like_the_story_page_and_escapes(logged_in: Client, story: Story) -> None:
+    text = f"Title: T\n\nINT. ROOM - DAY\n\nMAX\n{XSS}\n"
+    response = logged_in.post(
+        f"/stories/{story.pk}/preview/",
+        json.dumps({"fountain": text, "base_version": 1}),
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    html = response.json()["html"]
+    assert '<p class="sp-line">&lt;img src=x onerror=alert(1)&gt;</p>' in html
+    assert "<img" not in html
+    # The characters of the version edited are kept, as a save keeps them.
+    assert "The planner." in html
+
+
+def test_the_preview_names_the_line_it_cannot_read(logged_in: Client, story: Story) -> None:
+    text = "Title: T\n\nINT. ROOM - DAY\n\n" + "x" * 5001 + "\n"
+    response = logged_in.post(
+        f"/stories/{story.pk}/preview/", json.dumps({"fountain": text}), content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("line 5: this action is longer than 5000 characters")
+
+
+def test_another_writer_cannot_edit_preview_restore_or_diff(
+    client: Client, other_writer: Any, story: Story
+) -> None:
+    client.force_login(other_writer)
+    assert client.get(f"/stories/{story.pk}/versions/1/edit/").status_code == 404
+    assert (
+        client.post(f"/stories/{story.pk}/preview/", "{}", content_type="application/json").status_code == 404
+    )
+    assert client.post(f"/stories/{story.pk}/versions/1/restore/").status_code == 404
+    assert client.get(f"/stories/{story.pk}/diff/?from=1&to=1").status_code == 404
+    assert story.versions.count() == 1
+
+
+def test_restore_from_the_page_makes_a_new_version(logged_in: Client, story: Story) -> None:
+    ScreenplayVersion.objects.create(story=story, number=2, content={**SCREENPLAY, "title": "Other"})
+    Story.objects.filter(pk=story.pk).update(latest_version_number=2)
+    response = logged_in.post(f"/stories/{story.pk}/versions/1/restore/", follow=True)
+    assert response.redirect_chain[-1][0] == f"/stories/{story.pk}/?version=3"
+    assert "Version 1 restored: this is version 3." in response.content.decode()
+    assert story.versions.get(number=3).content == SCREENPLAY
+    assert "Restored by the writer (from v1)" in response.content.decode()
+
+
+def test_the_diff_page_marks_the_changed_line_and_folds_unchanged_scenes(
+    logged_in: Client, story: Story
+) -> None:
+    changed = json.loads(json.dumps(SCREENPLAY))
+    changed["scenes"][0]["elements"][1]["text"] = f"Later. {XSS}"
+    ScreenplayVersion.objects.create(story=story, number=2, content=changed)
+    page = logged_in.get(f"/stories/{story.pk}/diff/?from=1&to=2").content.decode()
+    assert '<del class="diff-del"><span class="visually-hidden">Deleted: </span>MAX: Now.</del>' in page
+    assert "MAX: Later. &lt;img src=x onerror=alert(1)&gt;</ins>" in page
+    assert '<details class="diff-scene diff-same">' in page and "Unchanged: EXT. ROOF - DAWN" in page
+    assert logged_in.get(f"/stories/{story.pk}/diff/?from=x&to=2").status_code == 400
+
+
+def test_the_story_page_shows_the_shape_and_the_edit_link(logged_in: Client, story: Story) -> None:
+    page = logged_in.get(f"/stories/{story.pk}/").content.decode()
+    assert f'href="/stories/{story.pk}/versions/1/edit/">Edit</a>' in page
+    assert "2</strong> scenes" in page
+    assert '<rect width="100" height="10"></rect>' in page
+
+
+def test_import_upload_then_confirm_the_cast(logged_in: Client, persona_factory: Any) -> None:
+    persona_factory("max-payne", display_name="Max")
+    persona_factory("june-b", display_name="June")
+    text = "Title: Vault\nLogline: A crew robs a vault.\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n\nJUNE\nWait.\n"
+    upload = SimpleUploadedFile("vault.fountain", text.encode())
+    page = logged_in.post("/stories/import/", {"file": upload}).content.decode()
+    assert '<option value="max-payne" selected>' in page and '<option value="june-b" selected>' in page
+    content = page.split('name="content" value="')[1].split('"')[0]
+    posted = {
+        "content": json.loads(content.replace("&quot;", '"')),
+        "persona-0": "max-payne",
+        "persona-1": "",
+    }
+    response = logged_in.post(
+        "/stories/import/confirm/", {**posted, "content": json.dumps(posted["content"])}
+    )
+    story = Story.objects.get(title="Vault")
+    assert response.url == f"/stories/{story.pk}/"
+    assert story.plot == "A crew robs a vault."
+    version = story.versions.get()
+    assert (version.origin, version.content["characters"]) == (
+        "imported",
+        [{"name": "MAX", "persona": "max-payne"}, {"name": "JUNE"}],
+    )
+    assert list(story.cast.values_list("persona__name", flat=True)) == ["max-payne"]
+
+
+def test_import_of_something_else_is_a_form_error(logged_in: Client) -> None:
+    response = logged_in.post("/stories/import/", {"fountain": "Hello there.\n"})
+    assert response.status_code == 400
+    assert "no scene heading" in response.content.decode()
+    assert not Story.objects.exists()
+    tampered = logged_in.post("/stories/import/confirm/", {"content": "{not json"})
+    assert tampered.status_code == 400
