@@ -28,6 +28,9 @@ ErrorCode = Literal[
     "llm_refused",
     "invalid_output",
     "save_failed",
+    # The process running the run stopped (or lost its lease) and the run could not be resumed from
+    # its checkpoint (docs/generation.md, "Leases, checkpoints and resume").
+    "interrupted",
 ]
 
 # The codes of the protocol; nothing else reaches a client.
