@@ -158,6 +158,14 @@ def orphans_watch_start() -> bool:
     return True
 
 
+async def orphans_watch_stop() -> None:
+    """Stop this process's orphan watcher (the resumes it started run on to their end)."""
+    for task in _watcher:
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+    _watcher.clear()
+
+
 async def _orphans_watch() -> None:
     """Every lease period: one indexed query for orphaned runs, and a resume for each one found."""
     while True:

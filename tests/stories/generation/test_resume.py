@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from stories.generation.checkpoint import checkpoint_request
 from stories.generation.requests import GenerationRequest
-from stories.generation.resume import orphans_watch_start, run_resume
+from stories.generation.resume import orphans_watch_start, orphans_watch_stop, run_resume
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.services import (
     RUN_LEASE_OWNER,
@@ -239,10 +239,13 @@ async def test_a_server_process_finds_and_resumes_orphans_on_its_own(
     work = {"outline": screenplay_outline(expected), "scenes": {}}
     run = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
     assert orphans_watch_start()
-    assert not orphans_watch_start()  # one watcher a process
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        if (await GenerationRun.objects.aget(pk=run.pk)).status != "streaming":
-            break
+    try:
+        assert not orphans_watch_start()  # one watcher a process
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if (await GenerationRun.objects.aget(pk=run.pk)).status != "streaming":
+                break
+    finally:
+        await orphans_watch_stop()
     assert (await GenerationRun.objects.aget(pk=run.pk)).status == "succeeded"
     assert sorted(scene_number(r.body) or 0 for r in fake_anthropic.requests) == [1, 2]
