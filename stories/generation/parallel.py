@@ -18,8 +18,9 @@ Every call, retries included, is recorded in ``GenerationRun.details["calls"]`` 
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
@@ -105,6 +106,7 @@ async def _scenes_events(
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The scene calls' events; each finished scene is checkpointed before its ``scene`` event goes out."""
     fan = FanOut(
+        scene_done=None if edit else _scene_checkpointer(run, outline, scenes),
         run=run,
         contexts=contexts,
         brief=brief,
@@ -117,8 +119,6 @@ async def _scenes_events(
     try:
         async with aclosing(scenes_write(fan, indices, scenes)) as events:
             async for event in events:
-                if event["type"] == "scene" and edit is None:
-                    await _checkpoint(run, outline, scenes)
                 yield event
     finally:
         # Recorded whatever the outcome: a failed or cancelled run's concurrency matters as much.
@@ -127,6 +127,21 @@ async def _scenes_events(
             "final": fan.limiter.limit,
             "max_active": fan.limiter.max_active,
         }
+
+
+def _scene_checkpointer(
+    run: Run, outline: Outline, kept: dict[int, dict[str, Any]]
+) -> Callable[[int, dict[str, Any]], Awaitable[None]]:
+    """Checkpoint each finished scene with every scene finished so far, one write at a time (the last
+    write always holds them all, whatever order the scene tasks get the lock in)."""
+    finished, lock = dict(kept), asyncio.Lock()
+
+    async def scene_done(index: int, scene: dict[str, Any]) -> None:
+        finished[index] = scene
+        async with lock:
+            await _checkpoint(run, outline, finished)
+
+    return scene_done
 
 
 async def _checkpoint(run: Run, outline: Outline, scenes: dict[int, dict[str, Any]]) -> None:

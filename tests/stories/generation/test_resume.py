@@ -19,6 +19,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from stories.generation.checkpoint import checkpoint_request
+from stories.generation.events import ResumedEvent
 from stories.generation.requests import GenerationRequest
 from stories.generation.resume import orphans_watch_start, orphans_watch_stop, run_resume
 from stories.models import GenerationRun, ScreenplayVersion
@@ -63,7 +64,10 @@ def _orphan(user: Any, *, mode: str, work: dict[str, Any], expired: bool = True)
 
 async def _resume(run_id: int) -> list[dict[str, Any]]:
     async with aclosing(run_resume(run_id=run_id)) as events:
-        return [event async for event in events]
+        received = [event async for event in events]
+    # `resumed` has exactly the keys of its TypedDict (the protocol as code).
+    assert set(received[0]) == ResumedEvent.__required_keys__, received[0]
+    return received
 
 
 async def test_a_parallel_run_resumes_writing_only_its_missing_scenes(
