@@ -110,11 +110,34 @@ class Daphne:
                 self.kill()
 
 
+@dataclasses.dataclass
+class Servers:
+    """The server processes of one test (stopped at its end) and what they share."""
+
+    env: dict[str, str]
+    logs: Path
+    token: str
+    started: list[Daphne] = dataclasses.field(default_factory=list)
+
+    def start(self) -> Daphne:
+        daphne = Daphne(self.env, self.logs / f"daphne-{len(self.started) + 1}.log")
+        self.started.append(daphne)
+        return daphne
+
+    def killed_after(self, scenes: int, **fields: Any) -> GenerationRun:
+        """Start a generation in a new process, and SIGKILL it once ``scenes`` scenes are checkpointed."""
+        first = self.start()
+        _generate_in_background(first.url, self.token, **fields)
+        run = _checkpointed_scenes(scenes)
+        first.kill()
+        return run
+
+
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Daphne]]:
-    started: list[Daphne] = []
+def servers(server_env: dict[str, str], tmp_path: Path, writer: Any) -> Iterator[Servers]:
+    started = Servers(env=server_env, logs=tmp_path, token=Token.objects.create(user=writer).key)
     yield started
-    for daphne in started:
+    for daphne in started.started:
         daphne.stop()
 
 
@@ -160,12 +183,7 @@ def _finished(run_id: int, seconds: float = 60) -> GenerationRun:
 
 
 def test_a_parallel_run_killed_after_k_scenes_is_finished_by_a_new_process_writing_only_the_rest(
-    writer: Any,
-    cast: Any,
-    fake_anthropic: FakeAnthropic,
-    server_env: dict[str, str],
-    servers: list[Daphne],
-    tmp_path: Path,
+    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
 ) -> None:
     expected = screenplay(scenes=4)
     fake = FakeScreenwriter(expected)
@@ -180,16 +198,11 @@ def test_a_parallel_run_killed_after_k_scenes_is_finished_by_a_new_process_writi
             ),
         )
     fake_anthropic.default = fake
-    token = Token.objects.create(user=writer).key
-    first = Daphne(server_env, tmp_path / "daphne-1.log")
-    servers.append(first)
-    _generate_in_background(first.url, token, mode="parallel")
-    run = _checkpointed_scenes(2)
-    first.kill()
+    run = servers.killed_after(2, mode="parallel")
     asked_before = len(fake_anthropic.requests)
     assert sorted(scene_number(r.body) or 0 for r in fake_anthropic.requests) == [0, 1, 2, 3, 4]
 
-    servers.append(Daphne(server_env, tmp_path / "daphne-2.log"))
+    servers.start()
     finished = _finished(run.pk)
 
     assert finished.status == "succeeded", finished.error_message
@@ -223,28 +236,18 @@ def _stalling_after_scenes(document: dict[str, Any], scenes: int) -> Callable[[d
 
 
 def test_a_single_mode_run_killed_after_k_scenes_is_continued_by_recover_runs(
-    writer: Any,
-    cast: Any,
-    fake_anthropic: FakeAnthropic,
-    server_env: dict[str, str],
-    servers: list[Daphne],
-    tmp_path: Path,
+    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
 ) -> None:
     expected = screenplay(scenes=3)
     fake_anthropic.default = _stalling_after_scenes(expected, 2)
-    token = Token.objects.create(user=writer).key
-    first = Daphne(server_env, tmp_path / "daphne.log")
-    servers.append(first)
-    _generate_in_background(first.url, token, mode="single")
-    run = _checkpointed_scenes(2)
-    first.kill()
+    run = servers.killed_after(2, mode="single")
     assert len(fake_anthropic.requests) == 1
     time.sleep(1.2)  # the one-second lease runs out
 
     recovered = subprocess.run(
         [sys.executable, "manage.py", "recover_runs"],
         cwd=ROOT,
-        env=server_env,
+        env=servers.env,
         capture_output=True,
         text=True,
         timeout=120,
