@@ -352,6 +352,10 @@ def generation_run_claim(*, run_id: int, lease_owner: str) -> GenerationRun | No
     The claim is one UPDATE whose WHERE says the lease has expired, so of several processes that find
     the same orphan only one gets it, and a run whose process is alive is never taken.
     """
+    if run_id in _running_here:
+        # This process runs it and let its lease lapse (a stalled loop): it carries on, under its own
+        # lease owner, and a second copy here could not be told apart from it.
+        return None
     now = timezone.now()
     orphaned = GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.STREAMING).filter(
         Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
