@@ -25,8 +25,10 @@ from stories.generation.resume import orphans_watch_start, orphans_watch_stop, r
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.services import (
     RUN_LEASE_OWNER,
+    generation_run_admit,
     generation_run_claim,
     generation_run_lease_renew,
+    generation_run_release,
 )
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.fake_screenwriter import (
@@ -183,6 +185,20 @@ def test_a_renewal_never_takes_a_run_and_a_live_lease_is_never_claimed(writer: A
     assert generation_run_claim(run_id=dead.pk, lease_owner="another:1:x") is None
     assert generation_run_lease_renew(run_id=dead.pk, lease_owner=RUN_LEASE_OWNER)
     assert not generation_run_lease_renew(run_id=dead.pk, lease_owner=DEAD)
+
+
+def test_a_run_this_process_runs_is_not_taken_over_by_it_when_its_lease_lapses(writer: Any) -> None:
+    run = generation_run_admit(
+        user_id=writer.pk, model=MODEL, max_tokens=1024, persona_names=PERSONAS, story_id=None
+    )
+    GenerationRun.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=5))
+    # A stalled loop let the lease lapse: the run goes on here, so this process's watcher leaves it.
+    assert generation_run_claim(run_id=run.pk, lease_owner=RUN_LEASE_OWNER) is None
+    assert generation_run_lease_renew(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+    generation_run_release(run_id=run.pk)
+    GenerationRun.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=5))
+    assert generation_run_claim(run_id=run.pk, lease_owner=RUN_LEASE_OWNER) is not None
+    generation_run_release(run_id=run.pk)
 
 
 async def test_a_run_that_lost_its_lease_stops_and_writes_nothing(
