@@ -30,6 +30,9 @@ ErrorCode = Literal[
     "save_failed",
     # REST only: a writer's version based on one that is no longer the latest (nothing was saved).
     "version_conflict",
+    # The process running the run stopped (or lost its lease) and the run could not be resumed from
+    # its checkpoint (docs/generation.md, "Leases, checkpoints and resume").
+    "interrupted",
 ]
 
 # The codes of the protocol; nothing else reaches a client.

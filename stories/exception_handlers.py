@@ -33,6 +33,7 @@ GENERATION_ERROR_STATUS = {
     "invalid_output": status.HTTP_502_BAD_GATEWAY,
     "save_failed": status.HTTP_500_INTERNAL_SERVER_ERROR,
     "version_conflict": status.HTTP_409_CONFLICT,
+    "interrupted": status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 

@@ -92,6 +92,15 @@ class GenerationRun(models.Model):
     # A failed run keeps the model text it received, so nothing paid for is lost.
     raw_text = models.TextField(blank=True)
     details = models.JSONField(default=dict, blank=True, help_text="Per-call usage and other diagnostics.")
+    # The lease of a running run (docs/generation.md, "Leases, checkpoints and resume"): the process
+    # that runs it ("host:pid:random") renews lease_expires_at every third of STORY_RUN_LEASE_SECONDS;
+    # a "streaming" run whose lease has expired is orphaned, and any process may claim it and resume it.
+    lease_owner = models.CharField(max_length=120, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # What a resumed run needs: its request, and the finished work so far (the outline and finished
+    # scenes in parallel mode, the complete scenes in single mode) with the usage it cost.
+    # Emptied when the run ends (the version, or raw_text, keeps the text).
+    checkpoint = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -101,6 +110,8 @@ class GenerationRun(models.Model):
             models.Index(fields=["user", "-created_at"], name="run_user_recent"),
             models.Index(fields=["-created_at"], name="run_recent"),
             models.Index(fields=["status", "created_at"], name="run_status"),
+            # The orphan scan: streaming runs whose lease has expired (one indexed range query).
+            models.Index(fields=["status", "lease_expires_at"], name="run_lease"),
         ]
 
     def __str__(self) -> str:

@@ -241,6 +241,18 @@ def generation_run_measures(*, run_id: int) -> GenerationRun | None:
     return GenerationRun.objects.filter(pk=run_id).only(*_MEASURE_FIELDS).first()
 
 
+def generation_runs_orphaned(*, limit: int = 100) -> list[int]:
+    """Runs still ``streaming`` whose lease has expired (their process died): the longest-dead first.
+
+    One range query on the run_lease index (status, lease_expires_at). A run with no lease at all was
+    started before leases existed (or by a benchmark) and counts as orphaned too.
+    """
+    orphaned = GenerationRun.objects.filter(status=GenerationRun.Status.STREAMING).filter(
+        Q(lease_expires_at__lt=timezone.now()) | Q(lease_expires_at__isnull=True)
+    )
+    return list(orphaned.order_by("lease_expires_at", "id").values_list("id", flat=True)[:limit])
+
+
 def generation_runs_active_count() -> int:
     """Runs streaming now; a run older than STORY_STREAMING_STALE_SECONDS was left by a crash (limits.py)."""
     fresh_since = timezone.now() - timedelta(seconds=settings.STORY_STREAMING_STALE_SECONDS)

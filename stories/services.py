@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -14,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from personas.models import PersonaConfig
@@ -100,7 +102,10 @@ def generation_run_start(
     story_id: int | None,
     mode: str = GenerationRun.Mode.SINGLE,
     details: dict[str, Any] | None = None,
+    lease_owner: str = "",
+    checkpoint: dict[str, Any] | None = None,
 ) -> GenerationRun:
+    """A ``streaming`` run; with ``lease_owner``, held by that process under a fresh lease."""
     return GenerationRun.objects.create(
         user_id=user_id,
         story_id=story_id,
@@ -110,6 +115,9 @@ def generation_run_start(
         persona_names=list(persona_names),
         status=GenerationRun.Status.STREAMING,
         details=details or {},
+        lease_owner=lease_owner,
+        lease_expires_at=_lease_until() if lease_owner else None,
+        checkpoint=checkpoint or {},
     )
 
 
@@ -122,6 +130,7 @@ def generation_run_admit(
     persona_names: Sequence[str],
     story_id: int | None,
     mode: str = GenerationRun.Mode.SINGLE,
+    checkpoint: dict[str, Any] | None = None,
 ) -> GenerationRun:
     """Check the user's limits and open the run in one transaction, serialized per user.
 
@@ -129,7 +138,9 @@ def generation_run_admit(
     until the run is created, so two processes admitting the same user cannot both squeeze past the
     limit. Raises GenerationError "busy" or "rate_limited" (stories.limits).
 
-    The caller runs the run it gets and calls ``generation_run_release`` once the run is closed.
+    The run is leased to this process (RUN_LEASE_OWNER); ``checkpoint`` is what a resume will need
+    (the request). The caller runs the run it gets, keeps its lease, and calls
+    ``generation_run_release`` once the run is closed.
     """
     get_user_model().objects.filter(pk=user_id).update(last_login=F("last_login"))
     _orphans_close(user_id=user_id)
@@ -141,7 +152,8 @@ def generation_run_admit(
         persona_names=persona_names,
         story_id=story_id,
         mode=mode,
-        details={"process": _PROCESS},
+        lease_owner=RUN_LEASE_OWNER,
+        checkpoint=checkpoint,
     )
     # Registered before the commit: an admission waiting on the user's lock sees the run as running.
     _running_here.add(run.pk)
@@ -161,17 +173,30 @@ def generation_run_finish(
     error_code: str = "",
     error_message: str = "",
     raw_text: str = "",
-) -> None:
-    """Close a run that saved nothing (failed or cancelled); it keeps the text it paid for."""
-    GenerationRun.objects.filter(pk=run_id).update(
+    lease_owner: str | None = None,
+) -> bool:
+    """Close a run that saved nothing (failed or cancelled); it keeps the text it paid for.
+
+    With ``lease_owner``, only while that process still holds the run: a process that lost its lease
+    (another took the run over) writes nothing. Returns whether the run was closed.
+    """
+    closed = _runs_held(run_id=run_id, lease_owner=lease_owner).update(
         status=status,
         error_code=error_code[:40],
         error_message=error_message[:2000],
         raw_text=raw_text,
         finished_at=timezone.now(),
+        **_LEASE_ENDED,
         **record.fields(),
     )
-    _run_observe_after_commit(run_id=run_id)
+    if closed:
+        _run_observe_after_commit(run_id=run_id)
+    return bool(closed)
+
+
+def _runs_held(*, run_id: int, lease_owner: str | None) -> Any:
+    runs = GenerationRun.objects.filter(pk=run_id)
+    return runs if lease_owner is None else runs.filter(lease_owner=lease_owner)
 
 
 def _run_observe_after_commit(*, run_id: int) -> None:
@@ -199,13 +224,20 @@ class ScreenplayDraft:
 
 @transaction.atomic
 def screenplay_version_create(
-    *, user_id: int, draft: ScreenplayDraft, run_id: int | None = None, record: RunRecord | None = None
+    *,
+    user_id: int,
+    draft: ScreenplayDraft,
+    run_id: int | None = None,
+    record: RunRecord | None = None,
+    lease_owner: str | None = None,
 ) -> ScreenplayVersion:
     """Save the story (new, or the user's own), its next version, its cast and the run, all or nothing.
 
     The same handful of queries whatever the number of scenes and cast members. The version number comes
     from one UPDATE ... SET latest_version_number = latest_version_number + 1, whose row lock makes
     concurrent saves of one story queue up and get distinct, contiguous numbers.
+    With ``lease_owner`` the save rolls back unless that process still holds the run: a run taken over
+    by another process is saved once, by the process that holds it.
     """
     started = time.monotonic()
     story, number = _story_next_number(user_id=user_id, draft=draft)
@@ -228,7 +260,9 @@ def screenplay_version_create(
     )
     _cast_replace(story=story, cast=draft.cast, fresh=draft.story_id is None)
     if run_id is not None:
-        _run_succeed(run_id=run_id, story=story, record=record or RunRecord(), started=started)
+        _run_succeed(
+            run_id=run_id, story=story, record=record or RunRecord(), started=started, lease_owner=lease_owner
+        )
     return version
 
 
@@ -264,14 +298,23 @@ def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> No
     )
 
 
-def _run_succeed(*, run_id: int, story: Story, record: RunRecord, started: float) -> None:
+def _run_succeed(
+    *, run_id: int, story: Story, record: RunRecord, started: float, lease_owner: str | None
+) -> None:
     # The run update is the transaction's last statement, so save_ms covers the rest of the save.
     record.save_ms = int((time.monotonic() - started) * 1000)
     if record.total_ms is not None:
         record.total_ms += record.save_ms
-    GenerationRun.objects.filter(pk=run_id).update(
-        status=GenerationRun.Status.SUCCEEDED, story=story, finished_at=timezone.now(), **record.fields()
+    updated = _runs_held(run_id=run_id, lease_owner=lease_owner).update(
+        status=GenerationRun.Status.SUCCEEDED,
+        story=story,
+        finished_at=timezone.now(),
+        **_LEASE_ENDED,
+        **record.fields(),
     )
+    if not updated:
+        # Raised inside the transaction: the version and cast roll back with it.
+        raise GenerationError("interrupted", "another server process took this run over; it saves it")
     _run_observe_after_commit(run_id=run_id)
 
 
@@ -388,50 +431,91 @@ def _personas_named(content: Any) -> list[str]:
 
 
 # --- Runs left behind by a stopped server, or by this one -----------------------------------------
+# --- Leases and checkpoints: a killed process loses no finished work ----------------------------
+# docs/generation.md, "Leases, checkpoints and resume". Every write a process makes to a run it runs
+# (renewal, checkpoint, close, save) holds only while it still owns the lease, so a run taken over
+# by another process is finished and saved once, by that process.
 
 INTERRUPTED_CODE = "interrupted"
 INTERRUPTED_MESSAGE = "The server stopped before this generation finished; nothing was saved."
 ORPHANED_MESSAGE = "This generation stopped without being recorded as finished; nothing was saved."
 
+# This process, as a lease holder: host, pid and a random part (a pid is reused after a restart).
+RUN_LEASE_OWNER = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+# What a finished run keeps of its lease and checkpoint: nothing (the version or raw_text has the text).
+_LEASE_ENDED: dict[str, Any] = {"lease_owner": "", "lease_expires_at": None, "checkpoint": {}}
 # The safety net behind the pipeline's own closing of runs: this server process's runs that it still
-# runs. A `streaming` run that this process admitted but no longer runs (a bug, or a close that failed
-# while the database was down) is closed at its user's next admission instead of counting as active
-# for STORY_STREAMING_STALE_SECONDS. Runs of other processes are left to that cutoff and to
-# recover_runs: nothing here says whether another process is alive (that would be a lease, issue 16).
-_PROCESS = uuid.uuid4().hex
+# runs. A `streaming` run that this process holds but no longer runs (a bug, or a close that failed
+# while the database was down) is closed at its user's next admission instead of counting as active.
 _running_here: set[int] = set()
 
 
+def _lease_until() -> Any:
+    return timezone.now() + timedelta(seconds=settings.STORY_RUN_LEASE_SECONDS)
+
+
+def _runs_leased(*, run_id: int, lease_owner: str) -> Any:
+    return GenerationRun.objects.filter(
+        pk=run_id, status=GenerationRun.Status.STREAMING, lease_owner=lease_owner
+    )
+
+
+def generation_run_lease_renew(*, run_id: int, lease_owner: str) -> bool:
+    """Push the lease of a run this process holds one period further; False if it no longer holds it.
+
+    One UPDATE ... WHERE lease_owner = this process: a renewal never takes a run from another process.
+    """
+    return bool(_runs_leased(run_id=run_id, lease_owner=lease_owner).update(lease_expires_at=_lease_until()))
+
+
+def generation_run_checkpoint(*, run_id: int, lease_owner: str, checkpoint: dict[str, Any]) -> bool:
+    """Store a run's finished work (and renew its lease), in one UPDATE; False if it is no longer held."""
+    held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
+    return bool(held.update(checkpoint=checkpoint, lease_expires_at=_lease_until()))
+
+
+def generation_run_claim(*, run_id: int, lease_owner: str) -> GenerationRun | None:
+    """Take over an orphaned run (streaming, its lease expired); None if it is not orphaned (any more).
+
+    The claim is one UPDATE whose WHERE says the lease has expired, so of several processes that find
+    the same orphan only one gets it, and a run whose process is alive is never taken.
+    """
+    if run_id in _running_here:
+        # This process runs it and let its lease lapse (a stalled loop): it carries on, under its own
+        # lease owner, and a second copy here could not be told apart from it.
+        return None
+    now = timezone.now()
+    orphaned = GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.STREAMING).filter(
+        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
+    )
+    if not orphaned.update(lease_owner=lease_owner, lease_expires_at=_lease_until()):
+        return None
+    _running_here.add(run_id)
+    return GenerationRun.objects.get(pk=run_id)
+
+
+def generation_run_interrupt(*, run_id: int, lease_owner: str, message: str = INTERRUPTED_MESSAGE) -> bool:
+    """Close a claimed run that cannot be resumed as failed, error_code "interrupted"."""
+    closed = _runs_leased(run_id=run_id, lease_owner=lease_owner).update(
+        status=GenerationRun.Status.FAILED,
+        error_code=INTERRUPTED_CODE,
+        error_message=message[:2000],
+        finished_at=timezone.now(),
+        **_LEASE_ENDED,
+    )
+    return bool(closed)
+
+
 def _orphans_close(*, user_id: int) -> None:
-    streaming = GenerationRun.objects.filter(user_id=user_id, status=GenerationRun.Status.STREAMING)
-    orphans = [
-        pk
-        for pk, details in streaming.values_list("id", "details")
-        if isinstance(details, dict) and details.get("process") == _PROCESS and pk not in _running_here
-    ]
+    streaming = GenerationRun.objects.filter(
+        user_id=user_id, status=GenerationRun.Status.STREAMING, lease_owner=RUN_LEASE_OWNER
+    )
+    orphans = [pk for pk in streaming.values_list("id", flat=True) if pk not in _running_here]
     if orphans:
         streaming.filter(pk__in=orphans).update(
             status=GenerationRun.Status.FAILED,
             error_code=INTERRUPTED_CODE,
             error_message=ORPHANED_MESSAGE,
             finished_at=timezone.now(),
+            **_LEASE_ENDED,
         )
-
-
-def generation_runs_recover(*, older_than_seconds: int = 0) -> int:
-    """Mark runs still ``streaming`` as failed with error_code "interrupted"; return how many.
-
-    Run at start-up (``manage.py recover_runs``, called by ``make run`` before daphne): a process
-    that was stopped mid-generation leaves its runs in ``streaming`` forever otherwise. With several
-    server processes, pass ``older_than_seconds`` so the runs of processes still alive are left alone.
-    "interrupted" is not one of the WebSocket error codes on purpose: no client is waiting for these
-    runs, and the run list and generation_report should tell a crash apart from a provider outage.
-    """
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=older_than_seconds)
-    return GenerationRun.objects.filter(status=GenerationRun.Status.STREAMING, created_at__lte=cutoff).update(
-        status=GenerationRun.Status.FAILED,
-        error_code=INTERRUPTED_CODE,
-        error_message=INTERRUPTED_MESSAGE,
-        finished_at=now,
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import django
 
@@ -17,6 +18,7 @@ django_asgi_app = SyncStackASGIHandler()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from stories.generation.backends.registry import backend_class_load  # noqa: E402
+from stories.generation.resume import orphans_watch_start  # noqa: E402
 from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
 
@@ -24,10 +26,25 @@ from stories.ws_auth import websocket_stack  # noqa: E402
 # wait seconds for the SDK to import (bench/results/flow.md).
 backend_class_load()
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Same-origin check (cross-site WebSocket hijacking), then session cookie or token auth.
         "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
     }
 )
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The router, with this process's orphaned-run watcher started on the first connection.
+
+    daphne speaks no ASGI lifespan, so the first request (a probe, a page) is the earliest moment the
+    server's event loop runs app code. Starting it costs one check per connection after that.
+    """
+    if not _watch_started:
+        _watch_started.append(orphans_watch_start())
+    await router(scope, receive, send)
+
+
+# Set once the watcher was started or found turned off (STORY_RUN_RECOVERY, read at the first request).
+_watch_started: list[bool] = []

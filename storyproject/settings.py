@@ -281,6 +281,12 @@ STORY_GENERATIONS_PER_HOUR = envint("STORY_GENERATIONS_PER_HOUR", 30, minimum=1)
 # A run still "streaming" after this long was left by a crashed process: it no longer counts as
 # active, so a crash never locks a writer out (longer than any generation the limits above allow).
 STORY_STREAMING_STALE_SECONDS = envint("STORY_STREAMING_STALE_SECONDS", 1800, minimum=60)
+# A running run's lease (docs/generation.md, "Leases, checkpoints and resume"): its process renews it
+# every third of this; a run whose lease has run out for this long is orphaned and may be resumed.
+STORY_RUN_LEASE_SECONDS = envint("STORY_RUN_LEASE_SECONDS", 15, minimum=1, maximum=600)
+# Whether a server process looks for orphaned runs (every lease period, from its first request) and
+# resumes them. The test suite turns it off (tests/conftest.py); its daphne subprocesses keep it on.
+STORY_RUN_RECOVERY = envbool("STORY_RUN_RECOVERY", True)
 
 # --- Operations: /healthz, /readyz and /metrics (storyproject/health.py, docs/operations.md) ------
 # /metrics is off (404) unless one of these is set. With a token, a scrape must send

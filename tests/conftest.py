@@ -56,6 +56,14 @@ def _single_mode_unless_chosen(settings: Any) -> None:
     settings.STORY_DEFAULT_MODE = "single"
 
 
+@pytest.fixture(autouse=True)
+def _no_orphan_watcher(settings: Any) -> None:
+    # A server process resumes orphaned runs in the background (stories.generation.resume); in the
+    # suite's own process that would race the tests' runs. Its tests start it themselves, and the
+    # daphne subprocesses of the resume tests keep it on.
+    settings.STORY_RUN_RECOVERY = False
+
+
 @pytest.fixture
 def user_factory(db: None) -> Any:
     def make(username: str = "writer", **extra: Any) -> Any:

@@ -28,6 +28,24 @@ class AcceptedEvent(TypedDict):
     estimated_seconds: float
 
 
+class KeptScene(TypedDict):
+    index: int
+    scene: dict[str, Any]
+
+
+class ResumedEvent(TypedDict):
+    type: Literal["resumed"]
+    run_id: int
+    mode: str
+    model: str
+    model_name: str
+    max_tokens: int
+    personas: list[str]
+    # Parallel mode: the outline (null in single mode). Both: the scenes kept from the checkpoint.
+    outline: dict[str, Any] | None
+    scenes: list[KeptScene]
+
+
 class DeltaEvent(TypedDict):
     type: Literal["delta"]
     text: str
@@ -115,6 +133,7 @@ class CancelledEvent(TypedDict):
 
 Event = (
     AcceptedEvent
+    | ResumedEvent
     | DeltaEvent
     | OutlineDeltaEvent
     | OutlineEvent
@@ -131,6 +150,7 @@ Event = (
 # Each event's type name and its TypedDict, in the order docs/protocol.md lists them.
 EVENT_TYPES: dict[str, type] = {
     "accepted": AcceptedEvent,
+    "resumed": ResumedEvent,
     "delta": DeltaEvent,
     "outline_delta": OutlineDeltaEvent,
     "outline": OutlineEvent,

@@ -18,8 +18,9 @@ Every call, retries included, is recorded in ``GenerationRun.details["calls"]`` 
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +30,7 @@ from django.conf import settings
 from stories.errors import GenerationError
 from stories.generation.backends.base import Brief, ModelCall
 from stories.generation.backends.registry import backend_for_model
+from stories.generation.checkpoint import ResumePoint, checkpoint_save
 from stories.generation.limiter import AdaptiveLimiter
 from stories.generation.outline import (
     Outline,
@@ -61,22 +63,50 @@ async def parallel_write(
     brief: Brief,
     content: dict[str, Any],
     edit: SceneEdit | None = None,
+    resume: ResumePoint | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """Yield the events of an outline and its scenes; fill ``content`` with the assembled screenplay."""
+    """Yield the events of an outline and its scenes; fill ``content`` with the assembled screenplay.
+
+    With ``resume`` (a run taken over from a dead process) the checkpointed outline and scenes are
+    kept and only the missing scenes are written; the ``resumed`` event has announced them already.
+    """
     details = run.record.details
-    details.update({"mode": GenerationRun.Mode.PARALLEL.value, "calls": []})
-    if edit is None:
+    details.update({"mode": GenerationRun.Mode.PARALLEL.value, "calls": details.get("calls", [])})
+    if edit is not None:
+        outline = outline_from_screenplay(content=edit.content)
+        details.update(regenerated_scene=edit.index, base_version=edit.version)
+    elif resume is not None:
+        outline = outline_parse(document=resume.outline, persona_names=run.request.personas)
+    else:
         holder: list[Outline] = []
         async with aclosing(_outline_write(run, contexts, brief, holder)) as events:
             async for event in events:
                 yield event
         outline = holder[0]
-    else:
-        outline = outline_from_screenplay(content=edit.content)
-        details.update(regenerated_scene=edit.index, base_version=edit.version)
-    yield {"type": "outline", "outline": outline.as_dict(), "scenes": _placeholders(outline)}
-    indices = list(range(len(outline.scenes))) if edit is None else [edit.index]
+        await _checkpoint(run, outline, {})
+    if resume is None:
+        yield {"type": "outline", "outline": outline.as_dict(), "scenes": _placeholders(outline)}
+    scenes: dict[int, dict[str, Any]] = dict(resume.scenes) if resume else {}
+    indices = [edit.index] if edit else [i for i in range(len(outline.scenes)) if i not in scenes]
+    if indices:
+        async with aclosing(_scenes_events(run, contexts, brief, outline, edit, indices, scenes)) as events:
+            async for event in events:
+                yield event
+    content.update(_assemble(outline, scenes, run.request.title, edit))
+
+
+async def _scenes_events(
+    run: Run,
+    contexts: Sequence[PersonaContextLike],
+    brief: Brief,
+    outline: Outline,
+    edit: SceneEdit | None,
+    indices: list[int],
+    scenes: dict[int, dict[str, Any]],
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The scene calls' events; each finished scene is checkpointed before its ``scene`` event goes out."""
     fan = FanOut(
+        scene_done=None if edit else _scene_checkpointer(run, outline, scenes),
         run=run,
         contexts=contexts,
         brief=brief,
@@ -86,19 +116,37 @@ async def parallel_write(
         limiter=AdaptiveLimiter(settings.STORY_PARALLEL_CONCURRENCY),
         unfinished=len(indices),
     )
-    scenes: dict[int, dict[str, Any]] = {}
     try:
         async with aclosing(scenes_write(fan, indices, scenes)) as events:
             async for event in events:
                 yield event
     finally:
         # Recorded whatever the outcome: a failed or cancelled run's concurrency matters as much.
-        details["concurrency"] = {
+        run.record.details["concurrency"] = {
             "configured": settings.STORY_PARALLEL_CONCURRENCY,
             "final": fan.limiter.limit,
             "max_active": fan.limiter.max_active,
         }
-    content.update(_assemble(outline, scenes, run.request.title, edit))
+
+
+def _scene_checkpointer(
+    run: Run, outline: Outline, kept: dict[int, dict[str, Any]]
+) -> Callable[[int, dict[str, Any]], Awaitable[None]]:
+    """Checkpoint each finished scene with every scene finished so far, one write at a time (the last
+    write always holds them all, whatever order the scene tasks get the lock in)."""
+    finished, lock = dict(kept), asyncio.Lock()
+
+    async def scene_done(index: int, scene: dict[str, Any]) -> None:
+        finished[index] = scene
+        async with lock:
+            await _checkpoint(run, outline, finished)
+
+    return scene_done
+
+
+async def _checkpoint(run: Run, outline: Outline, scenes: dict[int, dict[str, Any]]) -> None:
+    work = {"outline": outline.as_dict(), "scenes": {str(index): scene for index, scene in scenes.items()}}
+    await checkpoint_save(run, work)
 
 
 def _placeholders(outline: Outline) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -58,6 +58,9 @@ class FanOut:
     reserved: int = 0
     unfinished: int = 0
     in_flight: int = 0
+    # Called with each finished scene before its ``scene`` event is queued (the run's checkpoint), in
+    # the scene's own task: the events of the other scenes flow on meanwhile.
+    scene_done: Callable[[int, dict[str, Any]], Awaitable[None]] | None = None
 
     def emit(self, index: int, event: dict[str, Any]) -> None:
         self.queue.put_nowait(("event", index, event))
@@ -105,6 +108,8 @@ async def _scene_task(fan: FanOut, index: int) -> None:
     """One scene, retries included; its outcome goes to the queue (a task's exception would be lost)."""
     try:
         scene = await _scene_write(fan, index)
+        if fan.scene_done is not None:
+            await fan.scene_done(index, scene)
     except GenerationError as error:
         fan.queue.put_nowait(("failed", index, error))
     except Exception:

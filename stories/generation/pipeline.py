@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
-from django.urls import NoReverseMatch, reverse
 
 from personas.selectors import PersonaContexts, persona_contexts
 from stories.errors import GenerationError
 from stories.generation.backends.base import Brief, CastMember
+from stories.generation.checkpoint import checkpoint_request, lease_kept
+from stories.generation.finish import run_finish, seen_through
 from stories.generation.parallel import SceneEdit, parallel_write
 from stories.generation.requests import GenerationRequest, allowed_models, model_label
 from stories.generation.run import Run, Writer, ms_since
 from stories.generation.single import single_write
-from stories.generation.validation import screenplay_validate
 from stories.models import GenerationRun
 from stories.selectors import (
     EffectiveGenerationSettings,
@@ -37,17 +36,14 @@ from stories.selectors import (
     story_owned,
 )
 from stories.services import (
-    RunRecord,
-    ScreenplayDraft,
+    RUN_LEASE_OWNER,
     generation_run_admit,
     generation_run_finish,
     generation_run_release,
-    screenplay_version_create,
 )
 from storyproject.db import db_call
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 
 async def generation_run(
@@ -59,12 +55,12 @@ async def generation_run(
     """
     started = time.monotonic()
     try:
-        run = await _run_admit(request, user.pk, started)
+        run = await _run_admit(request, user.pk, started, resumable=edit is None)
     except GenerationError as error:
         yield error.as_event()
         return
     try:
-        async with aclosing(_run_events(run, _writer(request, edit))) as events:
+        async with aclosing(run_events(run, _writer(request, edit), opening=_accepted(run))) as events:
             async for event in events:
                 yield event
     finally:
@@ -78,10 +74,23 @@ def _writer(request: GenerationRequest, edit: SceneEdit | None) -> Writer:
     return single_write
 
 
-async def _run_events(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any], None]:
-    """The run's events after admission; every way out closes the run (cancellation included)."""
+async def run_events(
+    run: Run, writer: Writer, *, opening: dict[str, Any]
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The events of a run this process holds, ``opening`` first (``accepted``, or ``resumed`` for a run
+    taken over: stories.generation.resume); its lease is renewed meanwhile, and every way out closes
+    the run (cancellation included).
+    """
+    async with lease_kept(run), aclosing(_run_events(run, writer, opening)) as events:
+        async for event in events:
+            yield event
+
+
+async def _run_events(
+    run: Run, writer: Writer, opening: dict[str, Any]
+) -> AsyncGenerator[dict[str, Any], None]:
     try:
-        async with aclosing(_generate(run, writer)) as events:
+        async with aclosing(_generate(run, writer, opening)) as events:
             async for event in events:
                 yield event
     except GenerationError as error:
@@ -97,7 +106,7 @@ async def _run_events(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any]
         yield failure.as_event()
 
 
-async def _run_admit(request: GenerationRequest, user_id: int, started: float) -> Run:
+async def _run_admit(request: GenerationRequest, user_id: int, started: float, *, resumable: bool) -> Run:
     """Admit and record the run (``_run_open``); a cancel that arrives meanwhile finds it closed.
 
     The admission runs in a worker thread, which a cancel cannot stop: left alone, it would commit a
@@ -105,7 +114,7 @@ async def _run_admit(request: GenerationRequest, user_id: int, started: float) -
     writer's limits. So the wait is shielded, and a cancelled wait sees the admission
     through, closes its run as cancelled, and only then passes the cancel on.
     """
-    admission = asyncio.ensure_future(db_call(_run_open)(request, user_id, started))
+    admission = asyncio.ensure_future(db_call(_run_open)(request, user_id, started, resumable))
     try:
         return await asyncio.shield(admission)
     except asyncio.CancelledError:
@@ -116,27 +125,13 @@ async def _run_admit(request: GenerationRequest, user_id: int, started: float) -
 async def _admitted_run_cancel(admission: asyncio.Future[Run]) -> None:
     """Close as cancelled the run that a cancelled admission recorded after all, if it did."""
     try:
-        run = await _seen_through(admission)
+        run = await seen_through(admission)
     except Exception:
         return  # refused or failed: no run was recorded
     try:
         await _run_close(run, GenerationRun.Status.CANCELLED, None)
     finally:
         generation_run_release(run_id=run.run_id)
-
-
-async def _seen_through(work: asyncio.Future[_T]) -> _T:
-    """The result of work in a worker thread, which no cancel can stop, waited for through every cancel.
-
-    A cancel often comes twice (``cancel``, then the socket's disconnect); each is absorbed here, so
-    what the thread did (a run admitted, a version saved) is known and recorded as it is.
-    """
-    while True:
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            if work.cancelled():
-                raise
 
 
 def _model_and_max_tokens(
@@ -151,13 +146,14 @@ def _model_and_max_tokens(
     return model, max_tokens
 
 
-def _run_open(request: GenerationRequest, user_id: int, started: float) -> Run:
+def _run_open(request: GenerationRequest, user_id: int, started: float, resumable: bool) -> Run:
     """Check the story, admit the run and record it, in one trip to the thread pool (the cast's
     contexts are the other).
 
     The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
     creation, under a per-user lock, so neither another socket nor another process can race them;
-    a refusal comes before anything costs money.
+    a refusal comes before anything costs money. The run is leased to this process, with its request
+    recorded for a resume (not a scene rewrite's: that is one call, nothing to keep).
     """
     if request.story_id is not None and not story_owned(story_id=request.story_id, user_id=user_id):
         # Before admission: a story that is not the writer's costs no run and no hourly slot.
@@ -171,6 +167,7 @@ def _run_open(request: GenerationRequest, user_id: int, started: float) -> Run:
         persona_names=request.personas,
         story_id=None,
         mode=request.mode,
+        checkpoint=checkpoint_request(request) if resumable else None,
     )
     pace = generation_pace_get(model=model, max_tokens=max_tokens)
     return Run(
@@ -182,20 +179,27 @@ def _run_open(request: GenerationRequest, user_id: int, started: float) -> Run:
         started=started,
         pace=pace,
         rules=defaults.formatting_rules,
+        lease_owner=RUN_LEASE_OWNER,
     )
 
 
-async def _generate(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any], None]:
-    request = run.request
-    yield {
+def _accepted(run: Run) -> dict[str, Any]:
+    return {
         "type": "accepted",
         "run_id": run.run_id,
         "model": run.model,
         "model_name": model_label(run.model),
         "max_tokens": run.max_tokens,
-        "personas": request.personas,
+        "personas": run.request.personas,
         "estimated_seconds": run.pace.estimated_seconds(),
     }
+
+
+async def _generate(
+    run: Run, writer: Writer, opening: dict[str, Any]
+) -> AsyncGenerator[dict[str, Any], None]:
+    request = run.request
+    yield opening
     contexts = (await db_call(_prompt_inputs)(run)).contexts
     brief = Brief(
         plot=request.plot,
@@ -206,8 +210,7 @@ async def _generate(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any], 
     async with aclosing(writer(run, contexts=contexts, brief=brief, content=content)) as events:
         async for event in events:
             yield event
-    finish = _save if request.save else _finish_unsaved
-    async for event in finish(run, content):
+    async for event in run_finish(run, content):
         yield event
 
 
@@ -225,64 +228,6 @@ def _prompt_inputs(run: Run) -> PersonaContexts:
     return contexts
 
 
-async def _finish_unsaved(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-    """A run that saves nothing (``request.save`` False): checked like any, kept with its screenplay."""
-    screenplay_validate(content=content, persona_names=run.request.personas)
-    record = run.record_final()
-    await db_call(generation_run_finish)(
-        run_id=run.run_id,
-        status=GenerationRun.Status.SUCCEEDED,
-        record=record,
-        raw_text=json.dumps(content, ensure_ascii=False),
-    )
-    yield run.done_event()
-
-
-async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-    request = run.request
-    cast = screenplay_validate(content=content, persona_names=request.personas)
-    draft = ScreenplayDraft(
-        title=request.title,
-        plot=request.plot,
-        content=content,
-        model=run.model,
-        max_tokens=run.max_tokens,
-        cast=cast,
-        story_id=request.story_id,
-    )
-    record = run.record_final()
-    save = asyncio.ensure_future(
-        db_call(_version_save)(user_id=run.user_id, draft=draft, run_id=run.run_id, record=record)
-    )
-    try:
-        version = await asyncio.shield(save)
-    except asyncio.CancelledError:
-        # The save is one transaction already under way: let it finish rather than tear it, and
-        # report what was saved. The cancel arrived too late to stop anything.
-        version = await _seen_through(save)
-        task = asyncio.current_task()
-        while task is not None and task.cancelling():
-            task.uncancel()
-    yield {
-        "type": "saved",
-        "run_id": run.run_id,
-        "story_id": version.story_id,
-        "version": version.number,
-        "url": _story_url(version.story_id),
-    }
-    yield run.done_event()
-
-
-def _version_save(*, user_id: int, draft: ScreenplayDraft, run_id: int, record: RunRecord) -> Any:
-    try:
-        return screenplay_version_create(user_id=user_id, draft=draft, run_id=run_id, record=record)
-    except GenerationError:
-        raise
-    except Exception as error:
-        logger.exception("saving run %s failed", run_id)
-        raise GenerationError("save_failed", "the screenplay could not be saved; please try again") from error
-
-
 async def _run_close(run: Run, status: str, error: GenerationError | None) -> None:
     record = run.record_final()
     record_text = "\n\n".join(text for text in run.texts if text)
@@ -293,10 +238,11 @@ async def _run_close(run: Run, status: str, error: GenerationError | None) -> No
         error_code=error.code if error else "",
         error_message=error.message if error else "",
         raw_text=record_text,
+        lease_owner=run.lease_owner or None,
     )
     # Seen through: a run that is being cancelled (maybe twice) must still be recorded as such.
     try:
-        await _seen_through(asyncio.ensure_future(write))
+        await seen_through(asyncio.ensure_future(write))
     except DatabaseError:
         # The database is down (it may be why the save failed): the text paid for goes to the log.
         logger.exception(
@@ -317,10 +263,3 @@ def _failure_log(run_id: object, error: GenerationError) -> None:
     level = logging.ERROR if error.code in _OPERATOR_CODES else logging.INFO
     detail = f" ({error.operator_detail})" if error.operator_detail else ""
     logger.log(level, "generation run %s failed: %s %s%s", run_id, error.code, error.message, detail)
-
-
-def _story_url(story_id: int) -> str:
-    try:
-        return reverse("stories:story-detail", args=[story_id])
-    except NoReverseMatch:
-        return f"/stories/{story_id}/"

@@ -61,6 +61,9 @@ class Run:
     streamed_chars: int = 0
     # Some call was cut off before its final usage: its output tokens are an estimate.
     usage_estimated: bool = False
+    # The process holding the run's lease (stories.services.RUN_LEASE_OWNER); "" for a run held by none,
+    # which writes no checkpoints (stories.generation.checkpoint).
+    lease_owner: str = ""
 
     def elapsed_ms(self) -> int:
         return ms_since(self.started)

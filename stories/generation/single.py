@@ -16,8 +16,9 @@ from typing import Any
 from django.conf import settings
 
 from stories.errors import GenerationError
-from stories.generation.backends.base import Brief, ModelCall
+from stories.generation.backends.base import Brief, ModelCall, cut_call_usage
 from stories.generation.backends.registry import backend_for_model
+from stories.generation.checkpoint import ResumePoint, checkpoint_save
 from stories.generation.prompt import (
     PersonaContextLike,
     Prompt,
@@ -32,20 +33,33 @@ from storyproject.tokens import token_estimate
 
 
 async def single_write(
-    run: Run, *, contexts: Sequence[PersonaContextLike], brief: Brief, content: dict[str, Any]
+    run: Run,
+    *,
+    contexts: Sequence[PersonaContextLike],
+    brief: Brief,
+    content: dict[str, Any],
+    resume: ResumePoint | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """Stream model calls until the screenplay is complete, continuing after max_tokens; fill ``content``."""
+    """Stream model calls until the screenplay is complete, continuing after max_tokens; fill ``content``.
+
+    With ``resume`` (a run taken over from a dead process) the first call is a continuation after the
+    checkpoint's last complete scene, exactly as after a call cut off at max_tokens.
+    """
     request = run.request
     prompt = run.prompt_timed(
         lambda: prompt_build(
             contexts=contexts, plot=request.plot, title=request.title, rules=run.rules, model=run.model
         )
     )
-    header: dict[str, Any] = {}
-    scenes: list[dict[str, Any]] = []
+    header: dict[str, Any] = dict(resume.header) if resume else {}
+    scenes: list[dict[str, Any]] = [resume.scenes[i] for i in sorted(resume.scenes)] if resume else []
     # The first call too stays within the total output cap.
     call_prompt, schema = prompt, model_screenplay_schema()
     budget = min(run.max_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS)
+    if scenes:
+        budget = _continuation_budget(run, parser=None)
+        run.record.continuations += 1
+        call_prompt, schema = _continuation(prompt, header, scenes), continuation_schema()
     while True:
         parser = ScreenplayStreamParser()
         call = ModelCall(
@@ -57,7 +71,7 @@ async def single_write(
             brief=replace(brief, continue_after=len(scenes)),
         )
         result = CallResult()
-        async with aclosing(_call_events(run, call, result, parser, len(scenes))) as events:
+        async with aclosing(_call_events(run, call, result, parser, (header, scenes))) as events:
             async for event in events:
                 yield event
         assert result.finished is not None
@@ -71,17 +85,32 @@ async def single_write(
 
 
 async def _call_events(
-    run: Run, call: ModelCall, result: CallResult, parser: ScreenplayStreamParser, scenes_before: int
+    run: Run,
+    call: ModelCall,
+    result: CallResult,
+    parser: ScreenplayStreamParser,
+    before: tuple[dict[str, Any], list[dict[str, Any]]],
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """One model call's events: its text, the scenes as they complete, and progress."""
+    """One model call's events: its text, the scenes as they complete, and progress.
+
+    ``before`` is the header and scenes that earlier calls completed. Scenes are checkpointed before
+    their ``scene`` events go out (stories.generation.checkpoint).
+    """
     live = ""
+    header, scenes_before = before
     try:
         async with aclosing(call_text(run, backend_for_model(run.model), call, result)) as texts:
             async for text in texts:
                 live += text
                 yield {"type": "delta", "text": text}
                 found = parser.feed(text)
-                first = scenes_before + len(parser.scenes) - len(found)
+                if found:
+                    work = {
+                        "header": _header_merge(header, parser.header()),
+                        "scenes": [*scenes_before, *parser.scenes],
+                    }
+                    await _checkpoint(run, work, result, live)
+                first = len(scenes_before) + len(parser.scenes) - len(found)
                 for offset, scene in enumerate(found):
                     yield {"type": "scene", "index": first + offset, "scene": scene}
                 progress = _progress(run, live)
@@ -89,6 +118,12 @@ async def _call_events(
                     yield progress
     finally:
         run.record.llm_ms = (run.record.llm_ms or 0) + result.ms
+
+
+async def _checkpoint(run: Run, work: dict[str, Any], result: CallResult, live: str) -> None:
+    # The call is still streaming: what it has cost so far is estimated from the text it sent.
+    in_flight, _ = cut_call_usage(result.report, live)
+    await checkpoint_save(run, work, in_flight=in_flight)
 
 
 def _progress(run: Run, live: str) -> dict[str, Any] | None:
@@ -129,7 +164,8 @@ def _header_merge(header: dict[str, Any], part: dict[str, Any]) -> dict[str, Any
     return {**merged, "characters": characters}
 
 
-def _continuation_budget(run: Run, *, parser: ScreenplayStreamParser) -> int:
+def _continuation_budget(run: Run, *, parser: ScreenplayStreamParser | None) -> int:
+    """The next continuation's max_tokens (``parser`` None: a resume's, after a checkpoint)."""
     used = run.usage.output_tokens
     if run.record.continuations >= settings.STORY_MAX_CONTINUATIONS or run.output_left() <= 0:
         raise GenerationError(
@@ -137,7 +173,7 @@ def _continuation_budget(run: Run, *, parser: ScreenplayStreamParser) -> int:
             f"the screenplay did not fit in {used} output tokens and "
             f"{run.record.continuations} continuations; nothing was saved",
         )
-    if run.record.continuations and not parser.scenes:
+    if run.record.continuations and parser is not None and not parser.scenes:
         raise GenerationError(
             "invalid_output", "a continuation could not fit a single scene in max_tokens; raise max_tokens"
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import django
@@ -17,6 +18,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from personas.models import PersonaConfig  # noqa: E402
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast  # noqa: E402
@@ -40,10 +42,14 @@ def main() -> None:
     # Its own story for the rewrite without JavaScript, so no other test sees a second version.
     rewritable = _story(writer, title="A story to rewrite", persona=trickster)
     # A writer who already has as many generations streaming as allowed: the next one is refused as
-    # "busy", a retryable error.
+    # "busy", a retryable error. They run in another process, alive: it holds their leases (an expired
+    # lease would make them orphans, which the server resumes or closes).
     busy = user_model.objects.create_user(username="busy-writer", password="busy-writer-pw-2026")
+    alive = {"lease_owner": "another-server:1:seeded", "lease_expires_at": timezone.now() + timedelta(days=1)}
     for _ in range(settings.STORY_MAX_ACTIVE_PER_USER):
-        GenerationRun.objects.create(user=busy, model="offline", max_tokens=1024, persona_names=["rogue-ai"])
+        GenerationRun.objects.create(
+            user=busy, model="offline", max_tokens=1024, persona_names=["rogue-ai"], **alive
+        )
     # The editor's tests (test_editor.py): one story each, so their versions do not mix.
     editable = _plain_story(writer, title="A story to edit")
     conflicted = _plain_story(writer, title="A story edited twice")

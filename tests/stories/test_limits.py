@@ -3,11 +3,9 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
-from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
@@ -103,33 +101,6 @@ def test_over_the_limit_the_retry_waits_for_enough_runs_to_leave_the_hour(writer
 def test_the_limits_hold_when_redis_is_unreachable(writer: Any) -> None:
     _run(writer)
     assert _refusal(writer).code == "busy"
-
-
-def test_recover_runs_marks_runs_left_streaming_as_interrupted(writer: Any) -> None:
-    stuck = _run(writer, minutes_ago=3)
-    done = _run(writer, status="succeeded", minutes_ago=3)
-    out = StringIO()
-    call_command("recover_runs", stdout=out)
-    assert "1 interrupted run(s) marked failed." in out.getvalue()
-    stuck.refresh_from_db()
-    done.refresh_from_db()
-    assert stuck.status == "failed"
-    assert stuck.error_code == "interrupted"
-    assert "server stopped" in stuck.error_message
-    assert stuck.finished_at is not None
-    assert done.status == "succeeded"
-
-
-def test_recover_runs_can_leave_recent_runs_of_live_processes_alone(writer: Any) -> None:
-    old = _run(writer, minutes_ago=45)
-    live = _run(writer, minutes_ago=1)
-    call_command("recover_runs", "--older-than", "1800", stdout=StringIO())
-    old.refresh_from_db()
-    live.refresh_from_db()
-    assert old.status == "failed"
-    assert live.status == "streaming"
-    with pytest.raises(CommandError):
-        call_command("recover_runs", "--older-than", "-1")
 
 
 @pytest.mark.django_db(transaction=True)

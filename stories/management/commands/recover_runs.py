@@ -1,31 +1,38 @@
-"""Mark generation runs left in "streaming" by a stopped server as failed ("interrupted")."""
+"""Resume the generation runs a stopped server left behind; mark failed only what cannot be resumed."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from stories.services import generation_runs_recover
+from stories.generation.resume import runs_resume_drain
+from stories.selectors import generation_runs_orphaned
 
 
 class Command(BaseCommand):
     help = (
-        "Mark runs still 'streaming' as failed with error_code 'interrupted'. Run it before starting the "
-        "server; with several server processes, pass --older-than so live runs are left alone."
+        "Resume every orphaned run (still 'streaming', its lease expired: its process died) to its end, "
+        "here: finished scenes are kept and only the rest is written. A run with nothing to resume "
+        "from is marked failed with error_code 'interrupted'. Runs whose process is alive are left alone."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--older-than",
+            "--limit",
             type=int,
-            default=0,
-            metavar="SECONDS",
-            help="only runs started at least this many seconds ago (default 0: all of them)",
+            default=100,
+            metavar="N",
+            help="resume at most this many runs, side by side (default 100)",
         )
 
-    def handle(self, *args: Any, older_than: int, **options: Any) -> None:
-        if older_than < 0:
-            raise CommandError("--older-than must be 0 or more seconds")
-        count = generation_runs_recover(older_than_seconds=older_than)
-        self.stdout.write(f"{count} interrupted run(s) marked failed.")
+    def handle(self, *args: Any, limit: int, **options: Any) -> None:
+        run_ids = generation_runs_orphaned(limit=max(limit, 1))
+        counts = asyncio.run(runs_resume_drain(run_ids=run_ids)) if run_ids else {}
+        finished, failed = counts.get("finished", 0), counts.get("failed", 0)
+        self.stdout.write(
+            f"{len(run_ids)} orphaned run(s): {finished} resumed and finished, {failed} failed "
+            f"(nothing to resume from, or the resume failed), {counts.get('skipped', 0)} taken by "
+            "another process."
+        )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 
-from stories.generation import pipeline
+from stories.generation import finish, pipeline
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
@@ -35,7 +35,7 @@ async def test_a_failed_save_is_save_failed_and_the_run_keeps_the_streamed_text(
 ) -> None:
     text = screenplay_text(screenplay(scenes=2))
     fake_anthropic.script(Reply(text=text))
-    monkeypatch.setattr(pipeline, "screenplay_version_create", _database_down)
+    monkeypatch.setattr(finish, "screenplay_version_create", _database_down)
     events = await _generate(writer)
     assert events[-1] == {
         "type": "error",
@@ -59,7 +59,7 @@ async def test_with_the_database_still_down_the_text_goes_to_the_log(
 ) -> None:
     text = screenplay_text(screenplay(scenes=2))
     fake_anthropic.script(Reply(text=text))
-    monkeypatch.setattr(pipeline, "screenplay_version_create", _database_down)
+    monkeypatch.setattr(finish, "screenplay_version_create", _database_down)
     monkeypatch.setattr(pipeline, "generation_run_finish", _database_down)
     with caplog.at_level(logging.ERROR, logger="stories.generation.pipeline"):
         events = await _generate(writer)

@@ -1,0 +1,181 @@
+"""Resuming a run whose process died: take it over, keep its finished work, write only the rest.
+
+A ``streaming`` run whose lease has expired (stories.generation.checkpoint) is orphaned. ``run_resume``
+claims it (one UPDATE that only succeeds while the lease is expired, so one process gets it) and
+finishes it under the same run id, as protocol events, ``resumed`` first: parallel mode writes only the
+scenes missing from the checkpoint (never the outline or a finished scene again); single mode continues
+after the last complete scene with the continuation prompt. The screenplay is then checked and saved in
+the one-transaction save, as any run's. A run with nothing to resume from is closed as failed,
+``interrupted``.
+
+Two callers: ``manage.py recover_runs`` (at start-up, to completion) and ``orphans_watch``, which a
+server process starts on its first request (storyproject.asgi) and which looks for orphans every
+lease period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from stories.generation.checkpoint import NotResumable, ResumePoint, resume_point
+from stories.generation.parallel import parallel_write
+from stories.generation.pipeline import run_events
+from stories.generation.requests import model_label
+from stories.generation.run import Run, Writer
+from stories.generation.single import single_write
+from stories.models import GenerationRun
+from stories.selectors import generation_pace_get, generation_runs_orphaned, generation_settings_get
+from stories.services import (
+    INTERRUPTED_MESSAGE,
+    RUN_LEASE_OWNER,
+    generation_run_claim,
+    generation_run_interrupt,
+    generation_run_release,
+)
+from storyproject.db import db_call
+
+logger = logging.getLogger(__name__)
+
+
+async def run_resume(*, run_id: int) -> AsyncGenerator[dict[str, Any], None]:
+    """Take over the orphaned run ``run_id`` and finish it; yield its events, ``resumed`` first.
+
+    Yields nothing when the run is not orphaned (it ended, or its process is alive and renewing its
+    lease). A run that cannot be resumed is closed as failed "interrupted", and the one event is an
+    ``error`` with that code.
+    """
+    claim = await db_call(_run_claim)(run_id)
+    if claim is None:
+        return
+    if isinstance(claim, NotResumable):
+        yield {"type": "error", "code": "interrupted", "message": INTERRUPTED_MESSAGE, "retryable": True}
+        return
+    run, point = claim
+    try:
+        async with aclosing(run_events(run, _writer(point), opening=_resumed(run, point))) as events:
+            async for event in events:
+                yield event
+    finally:
+        generation_run_release(run_id=run.run_id)
+
+
+def _run_claim(run_id: int) -> tuple[Run, ResumePoint] | NotResumable | None:
+    """Claim the run; read its checkpoint back, or close it as interrupted when it holds nothing to resume."""
+    row = generation_run_claim(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
+    if row is None:
+        return None
+    try:
+        point = resume_point(checkpoint=row.checkpoint, mode=row.mode)
+    except NotResumable as why:
+        logger.info("run %s cannot be resumed: %s", run_id, why)
+        generation_run_interrupt(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
+        generation_run_release(run_id=run_id)
+        return why
+    run = Run(
+        run_id=row.pk,
+        request=point.request,
+        user_id=row.user_id,
+        model=row.model,
+        max_tokens=row.max_tokens,
+        # The run's clock goes on from where the dead process left it.
+        started=time.monotonic() - point.elapsed_ms / 1000,
+        pace=generation_pace_get(model=row.model, max_tokens=row.max_tokens),
+        rules=generation_settings_get().formatting_rules,
+        lease_owner=RUN_LEASE_OWNER,
+    )
+    point.restore(run)
+    run.record.details["resumed"] = {"scenes_kept": len(point.scenes), "elapsed_ms": point.elapsed_ms}
+    logger.info("run %s resumed with %s finished scene(s)", run_id, len(point.scenes))
+    return run, point
+
+
+def _writer(point: ResumePoint) -> Writer:
+    if point.mode == GenerationRun.Mode.PARALLEL:
+        return functools.partial(parallel_write, resume=point)
+    return functools.partial(single_write, resume=point)
+
+
+def _resumed(run: Run, point: ResumePoint) -> dict[str, Any]:
+    """The ``resumed`` event: enough for a client that saw nothing before to draw the run so far."""
+    return {
+        "type": "resumed",
+        "run_id": run.run_id,
+        "mode": point.mode,
+        "model": run.model,
+        "model_name": model_label(run.model),
+        "max_tokens": run.max_tokens,
+        "personas": point.request.personas,
+        "outline": point.outline,
+        "scenes": [{"index": index, "scene": point.scenes[index]} for index in sorted(point.scenes)],
+    }
+
+
+async def runs_resume_drain(*, run_ids: list[int]) -> dict[str, int]:
+    """Resume these runs side by side, each to its end; count how they ended ("saved", "failed", ...).
+
+    Until an event log keeps resumed runs' events for clients to attach to, they are read and dropped:
+    what matters is the saved version (or the failed run's record).
+    """
+    outcomes = await asyncio.gather(*(_resume_drained(run_id) for run_id in run_ids))
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+async def _resume_drained(run_id: int) -> str:
+    outcome = "skipped"  # not orphaned after all: another process claimed it first
+    try:
+        async with aclosing(run_resume(run_id=run_id)) as events:
+            async for event in events:
+                if event["type"] in ("done", "error", "cancelled"):
+                    outcome = {"done": "finished", "error": "failed"}.get(event["type"], "cancelled")
+    except Exception:
+        logger.exception("resuming run %s failed unexpectedly", run_id)
+        return "failed"
+    return outcome
+
+
+# The watcher and the resumes it started, kept so that they are not garbage-collected while they run.
+_watcher: list[asyncio.Task[None]] = []
+_resuming: set[asyncio.Task[str]] = set()
+
+
+def orphans_watch_start() -> bool:
+    """Start this process's orphan watcher on the running loop, once; False when it is off or running."""
+    if not settings.STORY_RUN_RECOVERY or (_watcher and not _watcher[0].done()):
+        return False
+    _watcher[:] = [asyncio.get_running_loop().create_task(_orphans_watch(), name="orphans-watch")]
+    return True
+
+
+async def orphans_watch_stop() -> None:
+    """Stop this process's orphan watcher (the resumes it started run on to their end)."""
+    for task in _watcher:
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+    _watcher.clear()
+
+
+async def _orphans_watch() -> None:
+    """Every lease period: one indexed query for orphaned runs, and a resume for each one found."""
+    while True:
+        try:
+            run_ids = await db_call(generation_runs_orphaned)()
+        except DatabaseError:
+            logger.warning("the orphaned-run scan failed; trying again next period", exc_info=True)
+            run_ids = []
+        for run_id in run_ids:
+            task = asyncio.create_task(_resume_drained(run_id), name=f"resume-{run_id}")
+            _resuming.add(task)
+            task.add_done_callback(_resuming.discard)
+        await asyncio.sleep(settings.STORY_RUN_LEASE_SECONDS)

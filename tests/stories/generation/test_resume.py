@@ -1,0 +1,271 @@
+"""Leases, checkpoints and resume in one process: a run taken over from a dead process keeps its work.
+
+The dead process is played by a run row left ``streaming`` with an expired lease and a checkpoint, as
+a killed process leaves it; tests/stories/generation/test_resume_killed.py kills real daphne processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import aclosing
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
+from django.utils import timezone
+
+from stories.generation.checkpoint import checkpoint_request
+from stories.generation.events import ResumedEvent
+from stories.generation.requests import GenerationRequest
+from stories.generation.resume import orphans_watch_start, orphans_watch_stop, run_resume
+from stories.models import GenerationRun, ScreenplayVersion
+from stories.services import (
+    RUN_LEASE_OWNER,
+    generation_run_admit,
+    generation_run_claim,
+    generation_run_lease_renew,
+    generation_run_release,
+)
+from tests.fake_anthropic import FakeAnthropic, Reply
+from tests.fake_screenwriter import (
+    FakeScreenwriter,
+    scene_number,
+    screenplay_as_assembled,
+    screenplay_outline,
+)
+from tests.stories.generation.conftest import MODEL, generate_message, screenplay, ws_connect, ws_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PERSONAS = ["noir-detective", "femme-fatale"]
+DEAD = "dead-host:4242:0123456789ab"
+SPENT = {"input_tokens": 900, "output_tokens": 700, "cache_read_tokens": 0, "cache_write_tokens": 0}
+
+
+def _orphan(user: Any, *, mode: str, work: dict[str, Any], expired: bool = True) -> GenerationRun:
+    """A run as a killed process leaves it: streaming, its lease expired (or not), its checkpoint."""
+    request = GenerationRequest(plot="A statue, a lie, a fog.", personas=PERSONAS, mode=mode)
+    checkpoint = {**checkpoint_request(request), **work, "usage": SPENT, "elapsed_ms": 4000, "calls": []}
+    seconds = -5 if expired else 60
+    return GenerationRun.objects.create(
+        user=user,
+        status="streaming",
+        mode=mode,
+        model=MODEL,
+        max_tokens=4096,
+        persona_names=PERSONAS,
+        lease_owner=DEAD,
+        lease_expires_at=timezone.now() + timedelta(seconds=seconds),
+        checkpoint=checkpoint,
+    )
+
+
+async def _resume(run_id: int) -> list[dict[str, Any]]:
+    async with aclosing(run_resume(run_id=run_id)) as events:
+        received = [event async for event in events]
+    # `resumed` has exactly the keys of its TypedDict (the protocol as code).
+    assert set(received[0]) == ResumedEvent.__required_keys__, received[0]
+    return received
+
+
+async def test_a_parallel_run_resumes_writing_only_its_missing_scenes(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=4)
+    assembled = screenplay_as_assembled(expected)
+    fake_anthropic.default = FakeScreenwriter(expected)
+    kept = {"0": assembled["scenes"][0], "2": assembled["scenes"][2]}
+    work = {"outline": screenplay_outline(expected), "scenes": kept}
+    run = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
+    events = await _resume(run.pk)
+    assert events[0]["type"] == "resumed" and events[0]["run_id"] == run.pk
+    assert [s["index"] for s in events[0]["scenes"]] == [0, 2]
+    assert events[0]["outline"]["scenes"][1]["heading"] == expected["scenes"][1]["heading"]
+    assert [e["type"] for e in events[-2:]] == ["saved", "done"]
+    # The model was asked for scenes 2 and 4 only (1-based): no outline, no finished scene again.
+    assert sorted(scene_number(r.body) or 0 for r in fake_anthropic.requests) == [2, 4]
+    version = await ScreenplayVersion.objects.aget(run_id=run.pk)
+    assert version.content == assembled
+    finished = await GenerationRun.objects.aget(pk=run.pk)
+    assert (finished.status, finished.lease_owner, finished.checkpoint) == ("succeeded", "", {})
+    # The record counts what the dead process paid for, too.
+    assert finished.output_tokens > SPENT["output_tokens"] and finished.input_tokens > SPENT["input_tokens"]
+    assert finished.details["resumed"]["scenes_kept"] == 2
+
+
+async def test_a_single_mode_run_continues_after_its_last_complete_scene(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=3)
+    header = {key: expected[key] for key in ("title", "logline", "characters")}
+    fake_anthropic.script(Reply(text=json.dumps({**header, "scenes": expected["scenes"][2:]})))
+    work = {"header": header, "scenes": expected["scenes"][:2]}
+    run = await sync_to_async(_orphan)(writer, mode="single", work=work)
+    events = await _resume(run.pk)
+    assert events[0]["type"] == "resumed" and len(events[0]["scenes"]) == 2
+    assert [e["type"] for e in events[-2:]] == ["saved", "done"]
+    [request] = fake_anthropic.requests
+    # One continuation: the two scenes go back as the reply so far, the model is asked for the rest.
+    assert 'after scene 2 ("INT. OFFICE 2 - NIGHT")' in request.body["messages"][-1]["content"]
+    assert "Line 2." in request.body["messages"][1]["content"]
+    version = await ScreenplayVersion.objects.aget(run_id=run.pk)
+    assert version.content["scenes"] == expected["scenes"]
+    finished = await GenerationRun.objects.aget(pk=run.pk)
+    assert finished.continuations == 1 and finished.output_tokens > SPENT["output_tokens"]
+
+
+async def test_a_scene_the_client_saw_is_in_the_checkpoint_and_usage_is_kept_with_it(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=3)
+    # Scene 3 stalls: the run is caught with scenes 1 and 2 done, as a process killed then would leave it.
+    writer_fake = FakeScreenwriter(expected)
+    writer_fake.fail_scene(2, Reply(text='{"scene": {', stall_after=1, stall_seconds=3))
+    fake_anthropic.default = writer_fake
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(mode="parallel"))
+        seen: set[int] = set()
+        while len(seen) < 2:
+            event = json.loads(await communicator.receive_from(timeout=10))
+            if event["type"] == "scene":
+                seen.add(event["index"])
+        run = await GenerationRun.objects.aget()
+        assert run.lease_owner == RUN_LEASE_OWNER and run.lease_expires_at > timezone.now()
+        assert set(run.checkpoint["scenes"]) == {"0", "1"}
+        assert run.checkpoint["outline"]["scenes"][2]["heading"] == "INT. OFFICE 3 - NIGHT"
+        assert run.checkpoint["usage"]["output_tokens"] > 0
+        assert run.checkpoint["request"]["plot"] == "A statue, a lie, a fog."
+        await communicator.send_json_to({"type": "cancel"})
+        await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+
+
+async def test_the_lease_is_renewed_while_the_run_streams_and_let_go_when_it_ends(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_RUN_LEASE_SECONDS = 1
+    settings.STORY_LLM_READ_TIMEOUT_SECONDS = 5
+    fake_anthropic.script(Reply(text=json.dumps(screenplay(scenes=2)), ttft=2.5))
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message())
+        assert json.loads(await communicator.receive_from(timeout=10))["type"] == "accepted"
+        expiries = []
+        for _ in range(4):
+            await asyncio.sleep(0.5)
+            run = await GenerationRun.objects.aget()
+            expiries.append(run.lease_expires_at)
+            # Renewed every third of a second-long lease: never lapses while the run is alive.
+            assert run.lease_expires_at > timezone.now(), expiries
+        assert expiries[-1] > expiries[0]
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+    run = await GenerationRun.objects.aget()
+    assert (run.status, run.lease_owner, run.lease_expires_at, run.checkpoint) == ("succeeded", "", None, {})
+
+
+def test_a_renewal_never_takes_a_run_and_a_live_lease_is_never_claimed(writer: Any) -> None:
+    alive = _orphan(writer, mode="single", work={}, expired=False)
+    assert not generation_run_lease_renew(run_id=alive.pk, lease_owner=RUN_LEASE_OWNER)
+    assert generation_run_claim(run_id=alive.pk, lease_owner=RUN_LEASE_OWNER) is None
+    alive.refresh_from_db()
+    assert alive.lease_owner == DEAD
+    dead = _orphan(writer, mode="single", work={})
+    assert not generation_run_lease_renew(run_id=dead.pk, lease_owner=RUN_LEASE_OWNER)
+    claimed = generation_run_claim(run_id=dead.pk, lease_owner=RUN_LEASE_OWNER)
+    assert claimed is not None and claimed.lease_owner == RUN_LEASE_OWNER
+    # Claimed once: its lease is alive again, so a second process finds nothing to take.
+    assert generation_run_claim(run_id=dead.pk, lease_owner="another:1:x") is None
+    assert generation_run_lease_renew(run_id=dead.pk, lease_owner=RUN_LEASE_OWNER)
+    assert not generation_run_lease_renew(run_id=dead.pk, lease_owner=DEAD)
+
+
+def test_a_run_this_process_runs_is_not_taken_over_by_it_when_its_lease_lapses(writer: Any) -> None:
+    run = generation_run_admit(
+        user_id=writer.pk, model=MODEL, max_tokens=1024, persona_names=PERSONAS, story_id=None
+    )
+    GenerationRun.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=5))
+    # A stalled loop let the lease lapse: the run goes on here, so this process's watcher leaves it.
+    assert generation_run_claim(run_id=run.pk, lease_owner=RUN_LEASE_OWNER) is None
+    assert generation_run_lease_renew(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+    generation_run_release(run_id=run.pk)
+    GenerationRun.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=5))
+    assert generation_run_claim(run_id=run.pk, lease_owner=RUN_LEASE_OWNER) is not None
+    generation_run_release(run_id=run.pk)
+
+
+async def test_a_run_that_lost_its_lease_stops_and_writes_nothing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=3)
+    fake_anthropic.default = FakeScreenwriter(expected, tokens_per_second=200)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(mode="parallel"))
+        while json.loads(await communicator.receive_from(timeout=10))["type"] != "outline":
+            pass
+        # Another process took the run over (this one had stalled past its lease).
+        await GenerationRun.objects.aupdate(lease_owner="another:1:x")
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert (events[-1]["type"], events[-1]["code"]) == ("error", "interrupted")
+    run = await GenerationRun.objects.aget()
+    # Still the new holder's to finish: this process neither closed it nor saved a version.
+    assert (run.status, run.lease_owner) == ("streaming", "another:1:x")
+    assert not await ScreenplayVersion.objects.aexists()
+
+
+def test_recover_runs_resumes_orphans_and_marks_failed_only_what_cannot_be_resumed(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=2)
+    assembled = screenplay_as_assembled(expected)
+    fake_anthropic.default = FakeScreenwriter(expected)
+    work = {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+    resumable = _orphan(writer, mode="parallel", work=work)
+    no_outline = _orphan(writer, mode="parallel", work={})
+    legacy = GenerationRun.objects.create(user=writer, status="streaming", model=MODEL, max_tokens=1024)
+    alive = _orphan(writer, mode="parallel", work=work, expired=False)
+    done = GenerationRun.objects.create(user=writer, status="succeeded", model=MODEL, max_tokens=1024)
+    out = StringIO()
+    call_command("recover_runs", stdout=out)
+    assert "3 orphaned run(s): 1 resumed and finished, 2 failed" in out.getvalue()
+    runs = {run.pk: run for run in GenerationRun.objects.all()}
+    assert runs[resumable.pk].status == "succeeded"
+    assert ScreenplayVersion.objects.get(run_id=resumable.pk).content == assembled
+    for failed in (no_outline, legacy):
+        assert (runs[failed.pk].status, runs[failed.pk].error_code) == ("failed", "interrupted")
+        assert "server stopped" in runs[failed.pk].error_message and runs[failed.pk].finished_at
+    assert (runs[alive.pk].status, runs[alive.pk].lease_owner) == ("streaming", DEAD)
+    assert runs[done.pk].status == "succeeded"
+    assert [scene_number(r.body) for r in fake_anthropic.requests] == [2]
+
+
+async def test_a_server_process_finds_and_resumes_orphans_on_its_own(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_RUN_RECOVERY = True
+    settings.STORY_RUN_LEASE_SECONDS = 1
+    expected = screenplay(scenes=2)
+    fake_anthropic.default = FakeScreenwriter(expected)
+    work = {"outline": screenplay_outline(expected), "scenes": {}}
+    run = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
+    assert orphans_watch_start()
+    try:
+        assert not orphans_watch_start()  # one watcher a process
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if (await GenerationRun.objects.aget(pk=run.pk)).status != "streaming":
+                break
+    finally:
+        await orphans_watch_stop()
+    assert (await GenerationRun.objects.aget(pk=run.pk)).status == "succeeded"
+    assert sorted(scene_number(r.body) or 0 for r in fake_anthropic.requests) == [1, 2]
