@@ -288,6 +288,13 @@ METRICS_ALLOWED_NETWORKS = envnetworks("METRICS_ALLOWED_NETWORKS")
 # Probes and load balancers speak plain HTTP to the app: the HTTPS redirect would fail their checks.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
+# `make serve` (storyproject/serve.py): how long a stopping server process waits for the generations
+# it is running to finish before it closes them (they are then recorded as interrupted).
+SERVE_GRACEFUL_SECONDS = envint("SERVE_GRACEFUL_SECONDS", 300, minimum=0, maximum=3600)
+# System checks an operator has decided to accept (`make serve` refuses to start on any warning of
+# `manage.py check --deploy`), e.g. security.W004 where TLS and HSTS are another component's job.
+SILENCED_SYSTEM_CHECKS = envlist("DJANGO_SILENCED_SYSTEM_CHECKS", [])
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
