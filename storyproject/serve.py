@@ -143,6 +143,11 @@ class Supervisor:
         return self._stop()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            # A second signal: pass it on; a process that gets its second stops without waiting.
+            for slot in self._slots:
+                if slot.process.poll() is None:
+                    slot.process.send_signal(signal.SIGTERM)
         self._stopping = True
 
     def _start(self) -> subprocess.Popen[bytes]:
@@ -156,7 +161,9 @@ class Supervisor:
             *self.daphne_options,
             "storyproject.asgi:application",
         ]
-        return subprocess.Popen(command, pass_fds=(fd,), cwd=_ROOT)  # noqa: S603 (our own fixed command)
+        # A session of its own: Ctrl-C in a terminal reaches the supervisor only, which stops the
+        # processes gracefully; given to the whole process group it would count as their first signal.
+        return subprocess.Popen(command, pass_fds=(fd,), cwd=_ROOT, start_new_session=True)  # noqa: S603
 
     def _restart_dead(self) -> bool:
         """Start again every process that exited; False when one keeps failing at start."""
