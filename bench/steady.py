@@ -15,8 +15,9 @@ system, every server process) over the whole measured run divided by the output 
 streamed in it, and each process's peak RSS.
 
 `make bench` runs K=200 on one daphne process and K=400 on two processes under `make serve`'s
-supervisor (storyproject/serve.py), 60 s each; ``--streams``, ``--seconds`` and ``--processes`` run one
-configuration (BENCH_DATABASE_URL, BENCH_REDIS_URL as in bench.flow). Results: bench/results/steady.md.
+supervisor (storyproject/serve.py), 60 s each; ``--streams K --seconds S --processes 1,2`` runs K
+streams on each process count given (BENCH_DATABASE_URL, BENCH_REDIS_URL as in bench.flow). Results:
+bench/results/steady.md.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ DEFAULT_SECONDS = 60.0
 _CHILD = "BENCH_STEADY_CHILD"
 # `make serve` refuses a configuration that fails `check --deploy`; the bench speaks plain HTTP.
 _NO_TLS_CHECKS = "security.W004,security.W008,security.W012,security.W016"
+# bench.flow's key is too short for `check --deploy`; the bench and its servers share this one (the
+# sessions the bench signs in must be readable by the servers). A benchmark key, secret of nothing.
+_SECRET_KEY = "bench-steady-only-key-0123456789-abcdefghijklmnopqrstuvwxyz-not-a-secret"
 
 
 @dataclass
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     if problem := redis_reachable(REDIS_URL):
         raise SystemExit(f"bench.steady needs Redis (the channel layer of several processes): {problem}")
     env = {**os.environ, **SERVER_ENV, "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL, _CHILD: "1"}
+    env["DJANGO_SECRET_KEY"] = _SECRET_KEY
     subprocess.run([sys.executable, "-m", "bench.steady", *_argv(options)], cwd=ROOT, env=env, check=True)
 
 
@@ -93,15 +98,23 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.steady", description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, help="streams open at any moment (default: 200, then 400)")
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="how long to keep them open")
-    parser.add_argument("--processes", type=int, default=1, help="server processes (2+: under make serve)")
+    parser.add_argument(
+        "--processes", default="1", help="server processes, or several runs: 1,2 (2+: under make serve)"
+    )
     options = parser.parse_args(argv)
     if options.streams is not None and not 1 <= options.streams <= 1000:
         parser.error("--streams must be between 1 and 1000")
+    try:
+        options.process_counts = [int(count) for count in options.processes.split(",")]
+    except ValueError:
+        parser.error("--processes must be a number or a comma-separated list of numbers")
+    if not all(1 <= count <= 16 for count in options.process_counts):
+        parser.error("--processes must be between 1 and 16")
     return options
 
 
 def _argv(options: argparse.Namespace) -> list[str]:
-    argv = ["--seconds", str(options.seconds), "--processes", str(options.processes)]
+    argv = ["--seconds", f"{options.seconds:g}", "--processes", options.processes]
     return argv + (["--streams", str(options.streams)] if options.streams is not None else [])
 
 
@@ -109,7 +122,10 @@ def _run(options: argparse.Namespace) -> None:
     import django
 
     django.setup()
-    configs = [(options.streams, options.processes)] if options.streams else list(DEFAULT_CONFIGS)
+    if options.streams:
+        configs = [(options.streams, count) for count in options.process_counts]
+    else:
+        configs = list(DEFAULT_CONFIGS)
     names, sessions = _data_prepare(max(streams for streams, _ in configs))
     lines = [
         "# Steady state: K generations streaming at any moment",
@@ -176,6 +192,7 @@ def _server_env(fake: Fake) -> dict[str, str]:
         "STORY_MAX_ACTIVE_PER_USER": "1000",
         "STORY_GENERATIONS_PER_HOUR": "100000",
         "DJANGO_SILENCED_SYSTEM_CHECKS": _NO_TLS_CHECKS,
+        "DJANGO_SECRET_KEY": _SECRET_KEY,
     }
 
 
@@ -191,7 +208,7 @@ def _servers(env: dict[str, str], processes: int) -> Iterator[tuple[str, list[in
     supervisor = subprocess.Popen([*command, "-v", "0"], cwd=ROOT, env={**os.environ, **env})
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: len(_children(supervisor.pid)) == processes and _answers(base))
+        _wait(lambda: len(_children(supervisor.pid)) == processes and _answers(base), supervisor)
         yield base, _children(supervisor.pid)
     finally:
         supervisor.terminate()
@@ -213,9 +230,11 @@ def _answers(base: str) -> bool:
         return False
 
 
-def _wait(ready: object, timeout: float = 180) -> None:
+def _wait(ready: object, supervisor: subprocess.Popen[bytes], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if supervisor.poll() is not None:
+            raise RuntimeError(f"make serve's supervisor exited with code {supervisor.returncode}")
         if ready():  # type: ignore[operator]
             return
         time.sleep(0.3)
