@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from bench.flow import (
+    DATABASE_URL,
     LINES,
     LOAD_PERSONAS,
     MODEL,
+    REDIS_URL,
     SCENES,
     SERVER_ENV,
     TOKENS_PER_SECOND,
@@ -60,8 +62,6 @@ from bench.harness import (
 from bench.screenplays import marker
 from bench.ws_client import Generation, ws_generate, ws_open
 
-DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/story_bench")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/1")
 RESULTS = ROOT / "bench" / "results" / "steady.md"
 # `make bench`: (streams, server processes); 60 s each.
 DEFAULT_CONFIGS = ((200, 1), (400, 2))
