@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -115,6 +116,14 @@ def test_serve_starts_the_configured_processes_that_each_answer_and_stops_cleanl
         finally:
             for pid in others:
                 os.kill(pid, signal.SIGCONT)
+
+    # Static files were collected: pages name them by their hashed names, and those are served.
+    https = {"X-Forwarded-Proto": "https"}  # as the reverse proxy says; DJANGO_SECURE_SSL is on
+    page = httpx.get(served.base + "/accounts/login/", headers=https, timeout=10)
+    assert page.status_code == 200
+    stylesheet = re.search(r"/static/css/app\.[0-9a-f]{12}\.css", page.text)
+    assert stylesheet is not None, page.text[:500]
+    assert httpx.get(served.base + stylesheet.group(0), headers=https, timeout=10).status_code == 200
 
     served.process.send_signal(signal.SIGTERM)
     output, _ = served.process.communicate(timeout=60)
