@@ -10,6 +10,9 @@ only then does daphne stop (and close the sockets that stay open). A second sign
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 import signal
 import sys
 import time
@@ -23,6 +26,8 @@ from twisted.internet import reactor
 
 # How often a draining process looks whether its work is done.
 _DRAIN_POLL_SECONDS = 0.2
+# prctl(2): the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 class DrainingServer(Server):
@@ -85,5 +90,20 @@ class DrainingCommandLine(CommandLineInterface):
     server_class = DrainingServer
 
 
+def _stop_with_the_supervisor() -> None:
+    """Ask Linux for a SIGTERM (a graceful stop) when the supervisor dies, even by SIGKILL.
+
+    Without it a killed supervisor leaves its processes serving on, unsupervised, holding the port.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    supervisor = os.getppid()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request was made
+        sys.exit(0)
+
+
 if __name__ == "__main__":
+    _stop_with_the_supervisor()
     DrainingCommandLine().run(sys.argv[1:])

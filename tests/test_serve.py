@@ -96,8 +96,12 @@ def serve(tmp_path: Path) -> Iterator[object]:
     yield start
     for served in started:
         if served.process.poll() is None:
-            served.process.kill()
-            served.process.wait()
+            served.process.terminate()  # a graceful stop, which takes its processes with it
+            try:
+                served.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                served.process.kill()  # its processes get a SIGTERM from the kernel (serve_worker)
+                served.process.wait()
 
 
 def test_serve_starts_the_configured_processes_that_each_answer_and_stops_cleanly_on_sigterm(
@@ -139,6 +143,15 @@ def test_serve_restarts_a_process_that_dies(serve: object) -> None:
     os.kill(first, signal.SIGKILL)
     _wait_for(lambda: _children(served.process.pid) not in ([], [first]), 60, "a new process started")
     _wait_for(lambda: _healthz(served.base) == 200, 120, "the new process answered")
+
+
+def test_the_processes_stop_when_the_supervisor_is_killed(serve: object) -> None:
+    served: Served = serve(2)  # type: ignore[operator]
+    workers = _children(served.process.pid)
+    served.process.kill()
+    served.process.wait()
+    # Each gets a SIGTERM from the kernel (prctl PR_SET_PDEATHSIG), drains nothing, and exits.
+    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 60, "the processes stopped")
 
 
 @pytest.mark.parametrize(
