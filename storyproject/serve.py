@@ -42,13 +42,23 @@ class ServeRefused(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    options, daphne_options = _arguments(argv)
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        options, daphne_options = _arguments(argv)
+    except ImproperlyConfigured as error:  # SERVE_PROCESSES or PORT unusable
+        print(f"serve: refusing to start: {error}", file=sys.stderr)
+        return 2
     try:
         graceful = _prepare()
     except ServeRefused as refusal:
         print(f"serve: refusing to start: {refusal}", file=sys.stderr)
         return 2
-    listener = _listen(options.host, options.port)
+    try:
+        listener = _listen(options.host, options.port)
+    except OSError as error:  # the port is taken, or the host is not an IPv4 address of this machine
+        print(f"serve: cannot listen on {options.host}:{options.port}: {error}", file=sys.stderr)
+        return 2
     supervisor = Supervisor(
         listener=listener, processes=options.processes, daphne_options=daphne_options, graceful=graceful
     )
