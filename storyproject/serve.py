@@ -46,14 +46,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options, daphne_options = _arguments(argv)
-    except ImproperlyConfigured as error:  # SERVE_PROCESSES or PORT unusable
+        graceful = graceful_seconds()
+    except ImproperlyConfigured as error:  # SERVE_PROCESSES, SERVE_GRACEFUL_SECONDS or PORT unusable
         print(f"serve: refusing to start: {error}", file=sys.stderr)
         return 2
-    try:
-        graceful = _prepare()
-    except ServeRefused as refusal:
-        print(f"serve: refusing to start: {refusal}", file=sys.stderr)
-        return 2
+    # Off unless the operator set it (then the preparation refuses): for the preparation and every
+    # process, which inherit this environment.
+    os.environ.setdefault("DJANGO_DEBUG", "0")
+    if options.prepare_only:
+        return _prepare_here()
+    # In a child: the checks, collectstatic and migrate load all of Django, which the supervisor, a
+    # loop that only watches its processes, would otherwise hold for its whole life (~150 MB).
+    prepared = subprocess.run([sys.executable, "-m", "storyproject.serve", "--prepare-only"], cwd=_ROOT)
+    if prepared.returncode != 0:
+        return prepared.returncode
     try:
         listener = _listen(options.host, options.port)
     except OSError as error:  # the port is taken, or the host is not an IPv4 address of this machine
@@ -63,6 +69,22 @@ def main(argv: list[str] | None = None) -> int:
         listener=listener, processes=options.processes, daphne_options=daphne_options, graceful=graceful
     )
     return supervisor.run()
+
+
+def graceful_seconds() -> int:
+    """``SERVE_GRACEFUL_SECONDS``, read here and by the settings (the supervisor has no settings)."""
+    from storyproject.env import envint
+
+    return envint("SERVE_GRACEFUL_SECONDS", 300, minimum=0, maximum=3600)
+
+
+def _prepare_here() -> int:
+    try:
+        _prepare()
+    except ServeRefused as refusal:
+        print(f"serve: refusing to start: {refusal}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -77,16 +99,16 @@ def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         default=envint("SERVE_PROCESSES", os.cpu_count() or 1, minimum=1, maximum=64),
         help="daphne processes (SERVE_PROCESSES, default: the number of cores)",
     )
+    parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     options, daphne_options = parser.parse_known_args(argv)
     if not 1 <= options.processes <= 64:
         parser.error("--processes must be between 1 and 64")
     return options, daphne_options
 
 
-def _prepare() -> float:
-    """Check the settings, collect static files, migrate, recover runs; return the graceful period."""
+def _prepare() -> None:
+    """Check the settings, collect static files, migrate, recover runs (``--prepare-only``)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storyproject.settings")
-    os.environ.setdefault("DJANGO_DEBUG", "0")
     import django
     from django.core.exceptions import ImproperlyConfigured
 
@@ -111,7 +133,6 @@ def _prepare() -> float:
     # Before any process serves: every run still "streaming" belongs to a server that is gone.
     call_command("recover_runs")
     connections.close_all()
-    return float(settings.SERVE_GRACEFUL_SECONDS)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -137,7 +158,7 @@ class Supervisor:
     listener: socket.socket
     processes: int
     daphne_options: list[str]
-    graceful: float
+    graceful: int
     _slots: list[_Slot] = field(default_factory=list)
     _stopping: bool = False
 

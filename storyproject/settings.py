@@ -12,6 +12,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from stories.generation import models_registry
+from storyproject import serve
 from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -290,7 +291,7 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 # `make serve` (storyproject/serve.py): how long a stopping server process waits for the generations
 # it is running to finish before it closes them (they are then recorded as interrupted).
-SERVE_GRACEFUL_SECONDS = envint("SERVE_GRACEFUL_SECONDS", 300, minimum=0, maximum=3600)
+SERVE_GRACEFUL_SECONDS = serve.graceful_seconds()
 # System checks an operator has decided to accept (`make serve` refuses to start on any warning of
 # `manage.py check --deploy`), e.g. security.W004 where TLS and HSTS are another component's job.
 SILENCED_SYSTEM_CHECKS = envlist("DJANGO_SILENCED_SYSTEM_CHECKS", [])

@@ -155,21 +155,24 @@ def test_the_processes_stop_when_the_supervisor_is_killed(serve: object) -> None
 
 
 @pytest.mark.parametrize(
-    ("secret_key", "said"),
+    ("overrides", "said"),
     [
-        (None, "refusing to start: DJANGO_SECRET_KEY is required"),
+        ({"DJANGO_SECRET_KEY": None}, "refusing to start: DJANGO_SECRET_KEY is required"),
         # `check --deploy` warns about a short key; make serve takes a warning as a refusal.
-        ("short", "security.W009"),
+        ({"DJANGO_SECRET_KEY": "short"}, "security.W009"),
+        ({"DJANGO_DEBUG": "1"}, "refusing to start: DJANGO_DEBUG is on"),
+        ({"SERVE_PROCESSES": "many"}, "refusing to start: SERVE_PROCESSES must be an integer"),
     ],
 )
 def test_serve_refuses_an_unsafe_configuration_with_a_clear_message(
-    tmp_path: Path, secret_key: str | None, said: str
+    tmp_path: Path, overrides: dict[str, str | None], said: str
 ) -> None:
     env = _server_env(tmp_path)
-    if secret_key is None:
-        del env["DJANGO_SECRET_KEY"]
-    else:
-        env["DJANGO_SECRET_KEY"] = secret_key
+    for name, value in overrides.items():
+        if value is None:
+            del env[name]
+        else:
+            env[name] = value
     result = subprocess.run(
         [sys.executable, "-m", "storyproject.serve", "--port", str(_free_port())],
         cwd=ROOT,
