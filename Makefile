@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run serve test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: $(STAMP)
 	@echo "  Admin: admin / admin-demo-2026 at http://$(HOST):$(PORT)/admin/"
 	@echo ""
 	$(BIN)/daphne -b $(HOST) -p $(PORT) storyproject.asgi:application
+
+# Production: settings checked, static files collected, migrations applied, interrupted runs recovered,
+# then SERVE_PROCESSES daphne processes (default: one per core) on one port (docs/operations.md).
+serve: $(STAMP)
+	$(BIN)/python -m storyproject.serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

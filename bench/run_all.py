@@ -8,6 +8,8 @@ import importlib
 BENCHMARKS = [
     "bench.personas_contexts",
     "bench.flow",
+    # K=200 on one process, then K=400 on two under `make serve`'s supervisor, 60 s each.
+    "bench.steady",
     "bench.parallel_mode",
     "bench.exports",
 ]

@@ -2,7 +2,7 @@
 
 The context cache
 -----------------
-Each persona name has two cache entries, fetched together in one ``get_many`` round trip:
+Each persona name has two cache entries, fetched together in one round trip (``get_many_stamped``):
 
 - a *stamp* (``persona-stamp:<name>``): a number that ``personas.services`` increments after every
   committed edit, deletion, activation change or import of that name;
@@ -16,8 +16,9 @@ committed can never match the stamp that follows that edit: stale contexts are n
 the interleaving of readers and writers. A missing stamp (first read, eviction, flush) is replaced by
 a fresh random one before the database is read, so old entries cannot match it either.
 
-Warm: one cache round trip, no query. Cold: that round trip, one query for every name missed
-(``name IN (...)``, never a scan of all personas), and one ``set_many``.
+Warm: one cache round trip, no query. Cold: that same round trip (on Redis a Lua script makes the
+missing stamps and reads stamps and entries at once), one query for every name missed (``name IN
+(...)``, never a scan of all personas), and one ``set_many``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def persona_contexts(*, names: Sequence[str]) -> PersonaContexts:
         return PersonaContexts(contexts=[], missing=[], inactive=[])
     budget = settings.PERSONA_CONTEXT_TOKEN_BUDGET
     keys = {name: _keys(name, budget) for name in wanted}
-    found = stamped_cache.get_many([key for pair in keys.values() for key in pair])
+    # Missing stamps are made fresh in the same round trip, before the database is read.
+    found = stamped_cache.get_many_stamped(
+        [key for pair in keys.values() for key in pair], [stamp for stamp, _ in keys.values()]
+    )
     entries: dict[str, dict[str, Any]] = {}
     stamps: dict[str, int] = {}
     # Names edited in this still-open transaction are read from the database: the cache has the
@@ -136,10 +140,9 @@ def _keys(name: str, budget: int) -> tuple[str, str]:
 
 
 def _entries_load(*, names: list[str], stamps: dict[str, int], budget: int) -> dict[str, dict[str, Any]]:
-    # New stamps are written before the database is read: see the module docstring.
-    unstamped = {context_cache.stamp_key(name): name for name in names if name not in stamps}
-    fresh = stamped_cache.stamps_fresh(unstamped)
-    stamps = {**stamps, **{unstamped[key]: stamp for key, stamp in fresh.items()}}
+    # ``stamps`` were current before the database is read (get_many_stamped made the missing ones); a
+    # name without one (the cache refused the write) is read but not cached.
+    stamps = dict(stamps)
     # A name edited in this still-open transaction is read uncommitted: it must not reach the cache.
     for name in context_cache.pending_names() & set(stamps):
         del stamps[name]

@@ -165,6 +165,11 @@ def generation_run_release(*, run_id: int) -> None:
     _running_here.discard(run_id)
 
 
+def generation_runs_running_here() -> int:
+    """How many runs this process is running now (``make serve``'s worker waits for none before it stops)."""
+    return len(_running_here)
+
+
 def generation_run_finish(
     *,
     run_id: int,

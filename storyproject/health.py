@@ -45,27 +45,34 @@ def healthz(request: HttpRequest) -> HttpResponse:
 @require_safe
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
-    """200 or 503 with ``{"status", "checks": {name: "ok" | "failed" | "not checked"}, "failed": [names]}``."""
+    """200 or 503 with ``{"status", "checks": {name: outcome}, "failed": [names]}``.
+
+    An outcome is "ok", "failed", "not checked" (a check it needs failed) or "not configured" (Redis
+    without ``REDIS_URL``: nothing to be ready, and "ok" would claim a Redis that is not there).
+    """
     checks: dict[str, str] = {}
     for name, check in _CHECKS.items():
         needed = _NEEDS.get(name)
         if needed is not None and checks[needed] != "ok":
             checks[name] = "not checked"
         else:
-            checks[name] = "ok" if _passes(name, check) else "failed"
+            checks[name] = _outcome(name, check)
     failed = [name for name, outcome in checks.items() if outcome == "failed"]
     body = {"status": "unavailable" if failed else "ok", "checks": checks, "failed": failed}
     return JsonResponse(body, status=503 if failed else 200)
 
 
-def _passes(name: str, check: Callable[[], bool]) -> bool:
+def _outcome(name: str, check: Callable[[], bool | None]) -> str:
     try:
-        if check():
-            return True
+        passed = check()
+        if passed is None:
+            return "not configured"
+        if passed:
+            return "ok"
         logger.warning("readiness: %s is not ready", name)
     except Exception:
         logger.warning("readiness: %s check failed", name, exc_info=True)
-    return False
+    return "failed"
 
 
 def _database() -> bool:
@@ -82,9 +89,9 @@ def _migrations() -> bool:
     return _migrated
 
 
-def _redis() -> bool:
+def _redis() -> bool | None:
     if not settings.REDIS_URL:
-        return True  # Not configured: the local-memory cache and channel layer need nothing.
+        return None  # The local-memory cache and channel layer need nothing.
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(client.ping())
@@ -98,7 +105,7 @@ def _model() -> bool:
     return settings.STORY_MODEL == settings.OFFLINE_MODEL or bool(settings.ANTHROPIC_API_KEY)
 
 
-_CHECKS: dict[str, Callable[[], bool]] = {
+_CHECKS: dict[str, Callable[[], bool | None]] = {
     "database": _database,
     "migrations": _migrations,
     "redis": _redis,

@@ -12,6 +12,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from stories.generation import models_registry
+from storyproject import serve
 from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -299,11 +300,25 @@ METRICS_ALLOWED_NETWORKS = envnetworks("METRICS_ALLOWED_NETWORKS")
 # Probes and load balancers speak plain HTTP to the app: the HTTPS redirect would fail their checks.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
+# `make serve` (storyproject/serve.py): how long a stopping server process waits for the generations
+# it is running to finish before it closes them (they are then recorded as interrupted).
+SERVE_GRACEFUL_SECONDS = serve.graceful_seconds()
+# System checks an operator has decided to accept (`make serve` refuses to start on any warning of
+# `manage.py check --deploy`), e.g. security.W004 where TLS and HSTS are another component's job.
+SILENCED_SYSTEM_CHECKS = envlist("DJANGO_SILENCED_SYSTEM_CHECKS", [])
+
+# "plain" lines, or "json": one object per line with the run id of a generation (storyproject/logs.py).
+LOG_FORMAT = envstr("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "storyproject.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": envstr("DJANGO_LOG_LEVEL", "INFO")},
     "loggers": {
         # The SDK's debug logging prints request headers; it stays at WARNING whatever the root says.

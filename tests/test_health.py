@@ -42,14 +42,25 @@ def test_healthz_answers_without_touching_the_database_even_with_a_session_cooki
 
 
 @pytest.mark.django_db
-def test_readyz_is_200_when_every_dependency_answers() -> None:
+def test_readyz_is_200_when_every_dependency_answers(settings: Any) -> None:
     status, body, _ = _ready()
     assert status == 200, body
+    # Redis is asked only where the suite runs with it (the PostgreSQL + Redis pass).
+    redis = "ok" if settings.REDIS_URL else "not configured"
     assert body == {
         "status": "ok",
-        "checks": {"database": "ok", "migrations": "ok", "redis": "ok", "model": "ok"},
+        "checks": {"database": "ok", "migrations": "ok", "redis": redis, "model": "ok"},
         "failed": [],
     }
+
+
+@pytest.mark.django_db
+def test_readyz_says_redis_is_not_configured_rather_than_ok_without_redis_url(settings: Any) -> None:
+    settings.REDIS_URL = ""
+    status, body, _ = _ready()
+    assert status == 200, body
+    assert body["checks"]["redis"] == "not configured"
+    assert body["failed"] == []
 
 
 @pytest.mark.django_db

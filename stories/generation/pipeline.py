@@ -42,6 +42,7 @@ from stories.services import (
     generation_run_release,
 )
 from storyproject.db import db_call
+from storyproject.logs import run_log_context_bind, run_log_context_release
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +60,14 @@ async def generation_run(
     except GenerationError as error:
         yield error.as_event()
         return
+    logged_before = run_log_context_bind(run_id=run.run_id)  # every line logged in this run names it
     try:
         async with aclosing(run_events(run, _writer(request, edit), opening=_accepted(run))) as events:
             async for event in events:
                 yield event
     finally:
         generation_run_release(run_id=run.run_id)
+        run_log_context_release(logged_before)
 
 
 def _writer(request: GenerationRequest, edit: SceneEdit | None) -> Writer:
