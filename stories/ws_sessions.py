@@ -47,7 +47,9 @@ class SocketSession:
 def socket_session_open(*, scope: dict[str, Any]) -> SocketSession:
     """The standing of a new socket; GenerationError "unauthenticated", or "busy" past the cap."""
     credential = socket_credential(scope)
-    if credential is None:
+    # Asked once here as well: the answer is then cached (see the module's docstring), so the check
+    # before the first message, the writer's click on Generate, is the warm one.
+    if credential is None or not credential_current(credential=credential):
         raise GenerationError("unauthenticated", "sign in to generate screenplays")
     owner = secrets.token_hex(8)
     slot_key = _slot_take(user_id=credential.user_id, owner=owner)

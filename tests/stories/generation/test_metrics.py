@@ -3,6 +3,7 @@ counters moving after real generations (the offline back-end, and the real SDK a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -157,15 +158,24 @@ def test_a_claude_run_adds_its_tokens_and_cost_at_the_registry_prices(
 async def test_open_sockets_and_active_runs_are_gauges(
     metrics_on: None, writer: Any, cast: Any, offline: None
 ) -> None:
-    before = await sync_to_async(scrape)()
+    before = value(await sync_to_async(scrape)(), "story_websockets_open")
     communicator = await ws_connect(writer)
     try:
-        during = await sync_to_async(scrape)()
-        assert value(during, "story_websockets_open") == value(before, "story_websockets_open") + 1
+        # The socket is accepted before its standing is read and counted: the gauge follows at once.
+        assert await _gauge_reaches("story_websockets_open", before + 1)
     finally:
         await communicator.disconnect()
-    after = await sync_to_async(scrape)()
-    assert value(after, "story_websockets_open") == value(before, "story_websockets_open")
+    assert await _gauge_reaches("story_websockets_open", before)
+
+
+async def _gauge_reaches(name: str, expected: float, timeout: float = 5.0) -> bool:
+    """Whether the scraped gauge ``name`` shows ``expected`` within ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while value(await sync_to_async(scrape)(), name) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 async def test_a_streaming_run_is_active_until_it_finishes(

@@ -17,11 +17,15 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.core.cache import cache
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from accounts.services import api_token_create, api_token_revoke
 from stories import ws_sessions
 from stories.models import GenerationRun, Story
+from stories.ws_auth import SocketCredential, credential_current
 from storyproject.asgi import application
 from tests.stories.generation.conftest import generate_message, ws_events
 
@@ -302,3 +306,37 @@ async def test_sockets_are_admitted_while_the_cache_is_down(
     finally:
         for communicator in sockets:
             await communicator.disconnect()
+
+
+def _credential_of(headers: list[tuple[bytes, bytes]], user: Any) -> SocketCredential:
+    named = dict(headers)
+    if b"authorization" in named:
+        return SocketCredential(user_id=user.pk, token_key=named[b"authorization"].decode().split()[1])
+    return SocketCredential(user_id=user.pk, session_key=named[b"cookie"].decode().partition("=")[2])
+
+
+def _checked_without_query(credential: SocketCredential) -> bool:
+    with CaptureQueriesContext(connection) as queries:
+        current = credential_current(credential=credential)
+    return current and not queries.captured_queries
+
+
+@pytest.mark.parametrize("how", ["token", "session"])
+async def test_the_handshake_warms_the_check_so_the_first_message_makes_no_query(
+    writer: Any, settings: Any, how: str
+) -> None:
+    # The first message is the writer's click on Generate: its credential check is the cached one.
+    settings.STORY_CACHE_TOKEN_USERS = True
+    headers = await sync_to_async(_token if how == "token" else lambda user: _session(user)[1])(writer)
+    communicator = await _open(headers)
+    credential = _credential_of(headers, writer)
+    try:
+        # The socket is accepted before its standing is read: wait, with no message, until it holds
+        # its slot (taken once the credential was read), then check once.
+        for _ in range(50):
+            if await sync_to_async(cache.get)(f"ws-slot:{writer.pk}:0") is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert await sync_to_async(_checked_without_query)(credential)
+    finally:
+        await communicator.disconnect()
