@@ -25,6 +25,7 @@ from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
 from stories.models import GenerationRun, ScreenplayVersion, Story
+from stories.runs.follow import run_events
 from stories.serializers import (
     GenerationRunSerializer,
     ScreenplayVersionSerializer,
@@ -178,7 +179,9 @@ class GenerateScreenplayView(APIView):
         # A GenerationError (a bad request, a refusal, a failed run) is answered by
         # stories.exception_handlers with its code's status.
         generation = generation_request_parse(request.data)
-        outcome = async_to_sync(events_fold)(generation_run(request=generation, user=request.user))
+        outcome = async_to_sync(events_fold)(
+            run_events(generation_run(request=generation, user=request.user))
+        )
         return _generation_response(outcome)
 
 
@@ -243,5 +246,7 @@ class SceneRegenerateApi(APIView):
         regenerate = scene_regenerate_request_parse(
             {**fields, "story_id": story.pk, "version": number, "index": index}
         )
-        outcome = async_to_sync(events_fold)(scene_regenerate_run(request=regenerate, user=request.user))
+        outcome = async_to_sync(events_fold)(
+            run_events(scene_regenerate_run(request=regenerate, user=request.user))
+        )
         return _generation_response(outcome)

@@ -28,6 +28,8 @@ ErrorCode = Literal[
     "llm_refused",
     "invalid_output",
     "save_failed",
+    # An attach or cancel of a run that does not exist or is not the writer's (nothing else is revealed).
+    "not_found",
 ]
 
 # The codes of the protocol; nothing else reaches a client.

@@ -32,6 +32,7 @@ GENERATION_ERROR_STATUS = {
     "llm_refused": status.HTTP_422_UNPROCESSABLE_ENTITY,
     "invalid_output": status.HTTP_502_BAD_GATEWAY,
     "save_failed": status.HTTP_500_INTERNAL_SERVER_ERROR,
+    "not_found": status.HTTP_404_NOT_FOUND,
 }
 
 

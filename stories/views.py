@@ -21,6 +21,7 @@ from stories.generation.events import events_fold
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.models import ScreenplayVersion, Story
 from stories.routing import GENERATE_WS_PATH
+from stories.runs.follow import run_events
 from stories.screenplay_compare import screenplay_compare
 
 STORIES_PER_PAGE = 20
@@ -85,7 +86,9 @@ def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: in
         messages.error(request, error.message)
         return redirect(f"{url}?version={number}")
     try:
-        outcome = async_to_sync(events_fold)(scene_regenerate_run(request=regenerate, user=request.user))
+        outcome = async_to_sync(events_fold)(
+            run_events(scene_regenerate_run(request=regenerate, user=request.user))
+        )
         saved = outcome.saved_event()
     except GenerationError as error:
         messages.error(request, f"The scene could not be rewritten: {error.message}")

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from stories.errors import ERROR_CODES, GenerationCancelled, GenerationError
 from stories.exception_handlers import GENERATION_ERROR_STATUS
-from stories.generation.events import EVENT_TYPES, events_fold
+from stories.generation.events import ADDRESS_KEYS, EVENT_TYPES, events_fold
 from stories.models import ScreenplayVersion
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.fake_screenwriter import FakeScreenwriter
@@ -84,8 +84,11 @@ def test_a_blocking_30_scene_parallel_run_keeps_no_streamed_deltas(
 
 def _check_shape(event: dict[str, Any]) -> None:
     shape: Any = EVENT_TYPES[event["type"]]
-    keys = set(event)
-    assert shape.__required_keys__ <= keys <= shape.__required_keys__ | shape.__optional_keys__, event
+    # Every event of a run has its address; a refusal before any run has none.
+    assert "seq" in event or event["type"] == "error", event
+    shape_keys = shape.__required_keys__ | shape.__optional_keys__
+    keys = set(event) - (ADDRESS_KEYS - shape_keys)
+    assert shape.__required_keys__ <= keys <= shape_keys, event
     if event["type"] in ("error", "scene_retry"):
         assert event["code"] in ERROR_CODES
 

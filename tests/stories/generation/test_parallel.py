@@ -196,7 +196,7 @@ async def test_cancel_mid_fan_out_hangs_up_every_scene_call_within_a_second(
         events = await ws_events(communicator)
     finally:
         await communicator.disconnect()
-    assert events[-1] == {"type": "cancelled"}
+    assert events[-1]["type"] == "cancelled"
     scenes = _scene_requests(fake_anthropic)
     assert len(scenes) == 4
     assert all(fake_anthropic.wait_for_disconnect(r, timeout=1.0) for r in scenes)

@@ -62,7 +62,7 @@ async def test_a_run_cancelled_mid_stream_records_its_input_tokens_and_an_output
     try:
         await communicator.send_json_to(generate_message())
         await _deltas_then(communicator, {"type": "cancel"})
-        assert (await ws_events(communicator))[-1] == {"type": "cancelled"}
+        assert (await ws_events(communicator))[-1]["type"] == "cancelled"
     finally:
         await communicator.disconnect()
     run = await GenerationRun.objects.aget()

@@ -1,0 +1,171 @@
+"""The runner: drives one run's events into the log, as a task this process owns, not a socket.
+
+``run_start`` takes a run's events (``stories.generation.pipeline.generation_run`` or a scene rewrite),
+starts driving them in a task of its own and returns once the run is admitted (its ``accepted`` is in
+the log) or refused (the refusal, which belongs to no run, is returned instead). From then on the run
+goes on whoever follows it or leaves; it ends with ``done``, ``error`` or ``cancelled`` in the log.
+It stops early only when cancelled (``run_cancel``, from any process through the log) or, with
+STORY_RUN_DETACHED_TIMEOUT_SECONDS, when nobody has followed it that long; either way the pipeline
+records it ``cancelled`` and closes the upstream request at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from stories.errors import GenerationError
+from stories.runs.log import TERMINAL, RunEventLog
+from stories.runs.store import run_event_log
+
+logger = logging.getLogger(__name__)
+
+# How often a running run looks for a cancel sent from another process, and for followers.
+WATCH_SECONDS = 0.25
+
+# The runs this process drives, by id: a cancel here stops them at once. Also the tasks' only strong
+# references (the event loop keeps weak ones).
+_running: dict[int, asyncio.Task[None]] = {}
+_starting: set[asyncio.Task[None]] = set()
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """A started run's id, or the refusal (an ``error`` event of no run) when none was admitted."""
+
+    run_id: int | None = None
+    refusal: dict[str, Any] | None = None
+
+
+async def run_start(events: AsyncGenerator[dict[str, Any], None]) -> RunStart:
+    """Drive ``events`` in a task of this process; return once the run is admitted or refused."""
+    started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(_drive(events, started, run_event_log()))
+    _starting.add(task)
+    task.add_done_callback(_starting.discard)
+    # Shielded: a caller that goes away meanwhile leaves the run to go on.
+    return await asyncio.shield(started)
+
+
+async def run_cancel(*, run_id: int) -> None:
+    """Cancel the run wherever it runs: here at once, elsewhere within WATCH_SECONDS."""
+    task = _running.get(run_id)
+    if task is not None:
+        task.cancel()
+    await run_event_log().cancel_request(run_id)
+
+
+def run_is_local(*, run_id: int) -> bool:
+    return run_id in _running
+
+
+async def _drive(
+    events: AsyncGenerator[dict[str, Any], None], started: asyncio.Future[RunStart], log: RunEventLog
+) -> None:
+    driven = _Driven(log=log, started=started)
+    try:
+        async with aclosing(events) as stream:
+            async for event in stream:
+                await driven.take(event)
+    except asyncio.CancelledError:
+        await driven.end({"type": "cancelled"})
+    except Exception:
+        logger.exception("generation run %s failed unexpectedly", driven.run_id)
+        await driven.end(GenerationError("llm_unavailable", "the generation failed unexpectedly").as_event())
+    finally:
+        await driven.close()
+
+
+@dataclass
+class _Driven:
+    """One run as its runner sees it: admitted or not, ended or not, watched by a companion task."""
+
+    log: RunEventLog
+    started: asyncio.Future[RunStart]
+    run_id: int | None = None
+    ended: bool = False
+    watch: asyncio.Task[None] | None = None
+
+    async def take(self, event: dict[str, Any]) -> None:
+        if self.run_id is None:
+            await self._first(event)
+        else:
+            await self._append(event)
+
+    async def _first(self, event: dict[str, Any]) -> None:
+        if event["type"] != "accepted":
+            # Refused before admission (busy, rate limited, a bad story...): no run, no log.
+            self._answer(RunStart(refusal=event))
+            return
+        run_id = self.run_id = int(event["run_id"])
+        task = asyncio.current_task()
+        assert task is not None
+        _running[run_id] = task
+        await self.log.open(run_id)
+        await self._append(event)
+        self.watch = asyncio.create_task(_watch(run_id, task, self.log))
+        self._answer(RunStart(run_id=run_id))
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        assert self.run_id is not None
+        await self.log.append(self.run_id, event)
+        self.ended = event["type"] in TERMINAL
+
+    async def end(self, terminal: dict[str, Any]) -> None:
+        """Close the run with ``terminal`` unless it ended already (a refusal has no run to close)."""
+        if self.run_id is None:
+            self._answer(RunStart(refusal=terminal))
+        elif not self.ended:
+            await self._append(terminal)
+
+    async def close(self) -> None:
+        if self.run_id is not None and not self.ended:
+            await self._append(
+                GenerationError("llm_unavailable", "the generation ended without a result").as_event()
+            )
+        if self.run_id is not None:
+            self._answer(RunStart(run_id=self.run_id))
+            _running.pop(self.run_id, None)
+        else:
+            self._answer(RunStart(refusal={"type": "cancelled"}))
+        if self.watch is not None:
+            self.watch.cancel()
+
+    def _answer(self, start: RunStart) -> None:
+        if not self.started.done():
+            self.started.set_result(start)
+
+
+async def _watch(run_id: int, task: asyncio.Task[None], log: RunEventLog) -> None:
+    """Cancel the run when a cancel arrives from elsewhere, or when nobody has followed it too long."""
+    while not task.done():
+        await asyncio.sleep(WATCH_SECONDS)
+        try:
+            reason = await _stop_reason(run_id, log)
+        except Exception:
+            logger.warning("run %s: could not check for a cancel", run_id, exc_info=True)
+            continue
+        if reason:
+            logger.info("run %s cancelled: %s", run_id, reason)
+            task.cancel()
+            return
+
+
+async def _stop_reason(run_id: int, log: RunEventLog) -> str:
+    if await log.cancel_requested(run_id):
+        return "a cancel was asked"
+    timeout = settings.STORY_RUN_DETACHED_TIMEOUT_SECONDS
+    if timeout and not await log.followed_within(run_id, timeout):
+        return f"nobody followed it for {timeout} s"
+    return ""
+
+
+def running_ids() -> list[int]:
+    """The ids of the runs this process drives now."""
+    return list(_running)

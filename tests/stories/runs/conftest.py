@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from tests.stories.generation.conftest import cast, fake_anthropic, offline  # noqa: F401
