@@ -36,6 +36,9 @@ class RunEventLog(Protocol):
 
     async def exists(self, run_id: int) -> bool: ...
 
+    async def ended(self, run_id: int) -> bool:
+        """Whether the log holds the run's terminal event."""
+
     async def last_seq(self, run_id: int) -> int:
         """The seq of the run's last event, 0 when it has none."""
 

@@ -137,7 +137,7 @@ class MemoryRunEventLog:
         run = self.runs.get(run_id)
         return run is not None and time.monotonic() - run.seen_at < seconds
 
-    def ended(self, run_id: int) -> bool:
+    async def ended(self, run_id: int) -> bool:
         run = self.runs.get(run_id)
         return run is not None and run.ended_at is not None
 

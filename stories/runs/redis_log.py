@@ -129,6 +129,12 @@ class RedisRunEventLog:
     async def exists(self, run_id: int) -> bool:
         return await self.local.exists(run_id) or bool(await _client().exists(run_key(run_id, "events")))
 
+    async def ended(self, run_id: int) -> bool:
+        if await self.local.exists(run_id):
+            return await self.local.ended(run_id)
+        last: Any = await _client().xrevrange(run_key(run_id, "events"), count=1)
+        return bool(last) and _decode(last)[0]["type"] in TERMINAL
+
     async def last_seq(self, run_id: int) -> int:
         if await self.local.exists(run_id):
             return await self.local.last_seq(run_id)

@@ -57,7 +57,12 @@ async def run_cancel(*, run_id: int) -> None:
     """Cancel the run wherever it runs: here at once, elsewhere within WATCH_SECONDS."""
     task = _running.get(run_id)
     if task is not None:
-        task.cancel()
+        loop = task.get_loop()
+        if loop is asyncio.get_running_loop():
+            task.cancel()
+        else:
+            # Asked from another thread's loop (a blocking view's): cancelled on its own loop.
+            loop.call_soon_threadsafe(task.cancel)
     await run_event_log().cancel_request(run_id)
 
 
