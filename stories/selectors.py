@@ -169,6 +169,12 @@ def run_find_for_user(*, run_id: int, user_id: int) -> GenerationRun | None:
     return GenerationRun.objects.filter(pk=run_id, user_id=user_id).only("pk", "status").first()
 
 
+def story_runs_writing(*, story: Story) -> list[int]:
+    """The ids of the runs writing a new version of ``story`` now."""
+    runs = GenerationRun.objects.filter(story=story, status=GenerationRun.Status.STREAMING)
+    return list(runs.order_by("created_at").values_list("pk", flat=True))
+
+
 def run_final_events(*, run_id: int) -> list[dict[str, Any]] | None:
     """How a finished run ended, as the events that ended it (rebuilt, ``seq`` null); None while it runs.
 

@@ -56,6 +56,7 @@ def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
         "versions": versions,
         "cast": selectors.story_cast_list(story=story),
         "generator": _generator_context(story=story),
+        "writing_runs": selectors.story_runs_writing(story=story),
     }
     compare = _version_pair(request.GET.get("compare"))
     if compare is not None:

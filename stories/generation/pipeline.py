@@ -169,7 +169,8 @@ def _run_open(request: GenerationRequest, user_id: int, started: float) -> Run:
         model=model,
         max_tokens=max_tokens,
         persona_names=request.personas,
-        story_id=None,
+        # Known from the start (checked above), so the story page can say a version is being written.
+        story_id=request.story_id,
         mode=request.mode,
     )
     pace = generation_pace_get(model=model, max_tokens=max_tokens)

@@ -60,10 +60,13 @@ def _traced_peak(api: APIClient, fake: FakeAnthropic, expected: dict[str, Any], 
 
 
 def test_a_blocking_30_scene_parallel_run_keeps_no_streamed_deltas(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
     api = APIClient()
     api.force_authenticate(writer)
+    # The run's event log keeps events for replay, up to this bound per run: what is measured here is
+    # what the blocking endpoint keeps beyond that (nothing).
+    settings.STORY_RUN_EVENTS_MAX = 500
     # A first run imports and warms up what every run needs (the SDK, its HTTP client), untraced.
     fake_anthropic.default = FakeScreenwriter(screenplay(scenes=1))
     assert api.post(URL, _body(), format="json").status_code == 201

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ class Servers:
     urls: tuple[str, str]
     token: str
     fake: FakeAnthropic
+    env: dict[str, str]
 
 
 def _env(database: Path, fake: FakeAnthropic) -> dict[str, str]:
@@ -92,7 +94,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     try:
         second = daphne_start(env=env, log=workdir / "daphne-b.log")
         try:
-            yield Servers(urls=(first[0], second[0]), token=token, fake=fake)
+            yield Servers(urls=(first[0], second[0]), token=token, fake=fake, env=env)
         finally:
             daphne_stop(second[1])
     finally:
@@ -194,3 +196,65 @@ async def _sse_read(
                     break
             fields = {}
     return messages
+
+
+# --- The command: Ctrl-C cancels, --detach leaves the run going, --attach follows it from elsewhere ---
+
+PERSONAS = ["--persona", "noir-detective", "--persona", "femme-fatale"]
+
+
+def _command(servers: Servers, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "generate_screenplay", "--plot", "Fog.", *args],
+        cwd=ROOT,
+        env=servers.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def _run_status(servers: Servers, run_id: int) -> str:
+    async with httpx.AsyncClient(headers={"Authorization": f"Token {servers.token}"}) as client:
+        runs = (await client.get(f"{servers.urls[0]}/api/runs/")).json()["results"]
+    return str(next(run["status"] for run in runs if run["id"] == run_id))
+
+
+async def test_ctrl_c_cancels_the_commands_run_and_closes_the_upstream(servers: Servers) -> None:
+    _slow(servers, tokens_per_second=20)
+    requests_before = len(servers.fake.requests)
+    command = _command(servers, *PERSONAS)
+    deadline = time.monotonic() + 30
+    while len(servers.fake.requests) == requests_before:
+        assert time.monotonic() < deadline and command.poll() is None, command.stderr
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    command.send_signal(signal.SIGINT)
+    _, err = await asyncio.to_thread(command.communicate, timeout=20)
+    assert command.returncode == 1, err
+    assert "cancelled" in err
+    upstream = servers.fake.requests[requests_before]
+    assert await asyncio.to_thread(servers.fake.wait_for_disconnect, upstream, 1.0)
+
+
+async def test_detach_prints_the_run_and_attach_from_another_process_follows_it_to_the_save(
+    servers: Servers,
+) -> None:
+    _slow(servers, tokens_per_second=150)
+    detach = _command(servers, *PERSONAS, "--detach")
+    out, err = await asyncio.to_thread(detach.communicate, timeout=60)
+    assert detach.returncode == 0, err
+    run_id = int(out.strip())
+    attach = subprocess.Popen(
+        [sys.executable, "manage.py", "generate_screenplay", "--attach", str(run_id), "--format", "json"],
+        cwd=ROOT,
+        env=servers.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = await asyncio.to_thread(attach.communicate, timeout=60)
+    assert attach.returncode == 0, err
+    assert json.loads(out)["scenes"] == screenplay(scenes=4)["scenes"]
+    assert "Saved story" in err
+    assert await _run_status(servers, run_id) == "succeeded"
