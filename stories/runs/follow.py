@@ -13,7 +13,7 @@ from contextlib import aclosing
 from typing import Any
 
 from stories.runs.log import TERMINAL
-from stories.runs.runner import run_start
+from stories.runs.runner import run_settled, run_start
 from stories.runs.store import run_event_log
 from stories.selectors import run_final_events, run_find_for_user
 from storyproject.db import db_call
@@ -61,4 +61,6 @@ async def run_events(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGener
         return
     async with aclosing(run_events_follow(run_id=start.run_id)) as followed:
         async for event in followed:
+            if event["type"] in TERMINAL:
+                await run_settled(run_id=start.run_id)
             yield event

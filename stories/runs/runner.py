@@ -70,6 +70,18 @@ def run_is_local(*, run_id: int) -> bool:
     return run_id in _running
 
 
+async def run_settled(*, run_id: int) -> None:
+    """Wait until this process's runner of ``run_id`` (if any) is done, its terminal event included.
+
+    A blocking caller that has read the terminal event waits for this before its event loop may end:
+    the runner may still be writing that event, and a loop closing under it would cancel the run's
+    last steps (and record a finished run as cancelled).
+    """
+    task = _running.get(run_id)
+    if task is not None and task is not asyncio.current_task():
+        await asyncio.shield(task)
+
+
 async def _drive(
     events: AsyncGenerator[dict[str, Any], None], started: asyncio.Future[RunStart], log: RunEventLog
 ) -> None:

@@ -22,7 +22,7 @@ from stories.generation.pipeline import generation_run
 from stories.generation.requests import GenerationRequest, generation_request_parse
 from stories.runs.detach import run_cancel_and_wait, run_detach
 from stories.runs.follow import run_events, run_events_follow, run_owned
-from stories.runs.runner import run_start
+from stories.runs.runner import run_settled, run_start
 
 # An error exit status per failure kind, so scripts can tell a bad request from an outage.
 EXIT_INVALID = 2
@@ -149,6 +149,7 @@ class Command(BaseCommand):
         self.stdout.flush()
         async for _event in run_events_follow(run_id=start.run_id):
             pass
+        await run_settled(run_id=start.run_id)
 
     async def _follow(
         self, events: AsyncGenerator[dict[str, Any], None], fmt: str, console: Console
