@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from storyproject.env import envbool
-from tests.live_server import daphne_start, daphne_stop
+from tests.live_server import daphne_start, daphne_stop, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 # docs/pages.md shows docs/screenshots/; a test run rewrites them only when asked, so `make test` leaves
@@ -65,21 +65,12 @@ class Watched:
 
 
 def _server_env(database: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ANTHROPIC_", "STORY_", "REDIS_", "DATABASE_", "CACHE_"))
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{database}",
-        DJANGO_SETTINGS_MODULE="storyproject.settings",
-        DJANGO_DEBUG="1",
+    return server_env(
+        database=database,
         STORY_OFFLINE_TOKENS_PER_SECOND=os.environ.get("BROWSER_OFFLINE_TOKENS_PER_SECOND", "400"),
         # The pages' tests watch single mode's stream; parallel mode's test picks it on the form.
         STORY_DEFAULT_MODE="single",
-        PYTHONUNBUFFERED="1",
     )
-    return env
 
 
 def chromium_executable(*, path: str = CHROMIUM) -> str:

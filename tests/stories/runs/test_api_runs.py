@@ -11,7 +11,8 @@ from rest_framework.test import APIClient
 
 from stories.models import GenerationRun, ScreenplayVersion
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
-from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
+from tests.stories.generation.conftest import screenplay, ws_connect, ws_events
+from tests.stories.runs.conftest import run_streaming, script_slow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,22 +104,16 @@ def test_cancelling_a_finished_run_changes_nothing(writer: Any, cast: Any, offli
 async def test_the_cancel_endpoint_stops_a_running_run_and_its_upstream_within_a_second(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    fake_anthropic.script(
-        Reply(text=screenplay_text(screenplay(scenes=4)), tokens_per_second=20, chunk_chars=16)
-    )
-    communicator = await ws_connect(writer)
+    script_slow(fake_anthropic, tokens_per_second=20)
+    communicator, run_id = await run_streaming(writer)
     try:
-        await communicator.send_json_to(generate_message())
-        run_id = json.loads(await communicator.receive_from(timeout=10))["run_id"]
-        while json.loads(await communicator.receive_from(timeout=10))["type"] != "delta":
-            pass
         response = await sync_to_async(_client(writer).post)(f"/api/runs/{run_id}/cancel/")
         assert (response.status_code, response.json()["status"]) == (202, "cancelling")
         assert (await ws_events(communicator))[-1]["type"] == "cancelled"
         gone = await sync_to_async(fake_anthropic.wait_for_disconnect)(fake_anthropic.requests[0], 1.0)
-        assert gone
     finally:
         await communicator.disconnect()
+    assert gone, "the fake server still had the connection a second after the cancel"
 
 
 async def test_wait_false_answers_202_with_the_run_and_the_run_goes_on_to_be_saved(

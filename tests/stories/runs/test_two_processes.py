@@ -25,9 +25,10 @@ import pytest
 import websockets
 
 from stories.generation.models_registry import DEFAULT_MODEL
-from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
-from tests.live_server import ROOT, daphne_start, daphne_stop
+from tests.fake_anthropic import FakeAnthropic
+from tests.live_server import ROOT, daphne_start, daphne_stop, server_env
 from tests.stories.generation.conftest import TERMINAL, generate_message, screenplay
+from tests.stories.runs.conftest import script_slow
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
@@ -51,15 +52,8 @@ class Servers:
 
 
 def _env(database: Path, fake: FakeAnthropic) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ANTHROPIC_", "STORY_", "REDIS_", "DATABASE_", "CACHE_"))
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{database}",
-        DJANGO_SETTINGS_MODULE="storyproject.settings",
-        DJANGO_DEBUG="1",
+    return server_env(
+        database=database,
         REDIS_URL=REDIS_URL,
         # Its own keys: nothing another test run left in this Redis database is seen.
         CACHE_KEY_PREFIX=f"test-runs-{uuid.uuid4().hex[:12]}",
@@ -69,9 +63,7 @@ def _env(database: Path, fake: FakeAnthropic) -> dict[str, str]:
         STORY_MODEL=DEFAULT_MODEL,
         STORY_MODELS=DEFAULT_MODEL,
         STORY_DEFAULT_MODE="single",
-        PYTHONUNBUFFERED="1",
     )
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +116,7 @@ def _ended(events: list[dict[str, Any]]) -> bool:
 
 
 def _slow(servers: Servers, tokens_per_second: float) -> None:
-    text = screenplay_text(screenplay(scenes=4))
-    servers.fake.script(Reply(text=text, tokens_per_second=tokens_per_second, chunk_chars=16))
+    script_slow(servers.fake, tokens_per_second)
 
 
 async def test_a_run_started_on_one_process_is_watched_and_cancelled_from_the_other(servers: Servers) -> None:

@@ -20,15 +20,10 @@ from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs import memory_log
 from stories.runs.redis_log import run_key
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
-from tests.stories.generation.conftest import TERMINAL, generate_message, screenplay, ws_connect, ws_events
+from tests.stories.generation.conftest import TERMINAL, generate_message, ws_connect, ws_events, ws_generate
+from tests.stories.runs.conftest import first_answer, run_streaming, screenplay, script_slow
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _slow(fake_anthropic: FakeAnthropic, tokens_per_second: float = 150) -> None:
-    fake_anthropic.script(
-        Reply(text=screenplay_text(screenplay(scenes=4)), tokens_per_second=tokens_per_second, chunk_chars=16)
-    )
 
 
 async def _until(communicator: WebsocketCommunicator, kind: str) -> list[dict[str, Any]]:
@@ -54,7 +49,7 @@ async def _finished(run_id: int, timeout: float = 20) -> GenerationRun:
 async def test_a_writer_who_leaves_after_the_first_scene_gets_the_rest_on_attach_and_one_version_is_saved(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    _slow(fake_anthropic)
+    script_slow(fake_anthropic)
     first = await ws_connect(writer)
     await first.send_json_to(generate_message())
     before = await _until(first, "scene")
@@ -83,7 +78,7 @@ async def test_a_writer_who_leaves_after_the_first_scene_gets_the_rest_on_attach
 async def test_two_sockets_on_one_run_get_the_same_events(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    _slow(fake_anthropic)
+    script_slow(fake_anthropic)
     starter, watcher = await ws_connect(writer), await ws_connect(writer)
     try:
         await starter.send_json_to(generate_message())
@@ -101,11 +96,10 @@ async def test_two_sockets_on_one_run_get_the_same_events(
 async def test_a_cancel_from_another_socket_stops_the_upstream_within_a_second(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    _slow(fake_anthropic, tokens_per_second=20)
-    starter, other = await ws_connect(writer), await ws_connect(writer)
+    script_slow(fake_anthropic, tokens_per_second=20)
+    starter, run_id = await run_streaming(writer)
+    other = await ws_connect(writer)
     try:
-        await starter.send_json_to(generate_message())
-        run_id = (await _until(starter, "delta"))[0]["run_id"]
         await other.send_json_to({"type": "cancel", "run_id": run_id})
         rest = await ws_events(starter)
         gone = await sync_to_async(fake_anthropic.wait_for_disconnect)(fake_anthropic.requests[0], 1.0)
@@ -141,7 +135,7 @@ async def test_attaching_to_a_finished_run_replays_it_whole(
 async def test_after_the_log_expired_an_attach_gets_the_runs_end_from_the_database(
     writer: Any, cast: Any, offline: None, settings: Any
 ) -> None:
-    events = await _generate_offline(writer)
+    events = await ws_generate(writer)
     run_id = events[0]["run_id"]
     await _log_expires(run_id, settings)
     communicator = await ws_connect(writer)
@@ -152,15 +146,6 @@ async def test_after_the_log_expired_an_attach_gets_the_runs_end_from_the_databa
         await communicator.disconnect()
     saved = next(e for e in events if e["type"] == "saved")
     assert end == [{**saved, "seq": None}, {**events[-1], "seq": None}]
-
-
-async def _generate_offline(writer: Any) -> list[dict[str, Any]]:
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(generate_message())
-        return await ws_events(communicator)
-    finally:
-        await communicator.disconnect()
 
 
 async def _log_expires(run_id: int, settings: Any) -> None:
@@ -182,13 +167,7 @@ async def _log_expires(run_id: int, settings: Any) -> None:
 async def test_an_unknown_run_is_not_found_and_nothing_else(
     writer: Any, db: None, message: dict[str, Any]
 ) -> None:
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(message)
-        event = json.loads(await communicator.receive_from(timeout=5))
-        assert await communicator.receive_nothing(timeout=0.3)
-    finally:
-        await communicator.disconnect()
+    event = await first_answer(writer, message, then_nothing=True)
     assert (event["type"], event["code"]) == ("error", "not_found")
     assert "seq" not in event and "run_id" not in event
 
@@ -196,7 +175,7 @@ async def test_an_unknown_run_is_not_found_and_nothing_else(
 async def test_another_writers_run_is_not_found_to_attach_or_cancel(
     writer: Any, other_writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    _slow(fake_anthropic, tokens_per_second=40)
+    script_slow(fake_anthropic, tokens_per_second=40)
     owner, intruder = await ws_connect(writer), await ws_connect(other_writer)
     try:
         await owner.send_json_to(generate_message())
@@ -232,12 +211,7 @@ async def test_another_writers_run_is_not_found_to_attach_or_cancel(
 async def test_bad_attach_and_cancel_fields_are_invalid_requests(
     writer: Any, db: None, message: dict[str, Any]
 ) -> None:
-    communicator = await ws_connect(writer)
-    try:
-        await communicator.send_json_to(message)
-        event = json.loads(await communicator.receive_from(timeout=5))
-    finally:
-        await communicator.disconnect()
+    event = await first_answer(writer, message)
     assert (event["type"], event["code"]) == ("error", "invalid_request")
 
 
@@ -245,10 +219,8 @@ async def test_a_run_nobody_follows_past_the_detached_timeout_is_cancelled_and_r
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
     settings.STORY_RUN_DETACHED_TIMEOUT_SECONDS = 1
-    _slow(fake_anthropic, tokens_per_second=20)
-    communicator = await ws_connect(writer)
-    await communicator.send_json_to(generate_message())
-    run_id = (await _until(communicator, "delta"))[0]["run_id"]
+    script_slow(fake_anthropic, tokens_per_second=20)
+    communicator, run_id = await run_streaming(writer)
     await communicator.disconnect()
     gone = await sync_to_async(fake_anthropic.wait_for_disconnect)(fake_anthropic.requests[0], 4.0)
     assert gone, "the unfollowed run kept its upstream request"
