@@ -30,6 +30,7 @@ from stories.generation.regenerate import scene_regenerate_request_parse, scene_
 from stories.generation.requests import generation_request_parse
 from stories.runs.addresses import attach_parse, cancel_parse
 from stories.runs.follow import run_events_follow, run_owned
+from stories.runs.log import TERMINAL
 from stories.runs.runner import run_cancel, run_start
 from stories.ws_sessions import SocketSession, socket_session_check, socket_session_close, socket_session_open
 
@@ -52,6 +53,9 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     run_id: int | None = None
     # A cancel that came while the run was still being admitted: applied once its id is known.
     cancel_pending = False
+    # Set before the run's last event (or its refusal) is sent: the client may start the next one at
+    # once, before the following task has quite finished.
+    ended = False
     session: SocketSession | None = None
     # Why the socket was closed; messages still in flight get the same error.
     refusal: GenerationError | None = None
@@ -140,7 +144,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         await self.close(code=_CLOSE_CODES[error.code], reason=error.code)
 
     def _following(self) -> bool:
-        return self.task is not None and not self.task.done()
+        return self.task is not None and not self.task.done() and not self.ended
 
     def _generate(self, kind: str, fields: dict[str, Any]) -> None:
         if self._following():
@@ -148,13 +152,14 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 "busy", "a generation is already running on this connection", retryable=True
             )
         events = _events_for(kind, fields, self.scope["user"])
-        self.run_id, self.cancel_pending = None, False
+        self.run_id, self.cancel_pending, self.ended = None, False, False
         self.task = asyncio.create_task(self._start(events))
 
     async def _start(self, events: AsyncGenerator[dict[str, Any], None]) -> None:
         start = await run_start(events)
         if start.run_id is None:
             assert start.refusal is not None
+            self.ended = True
             await self.send_event(start.refusal)
             return
         self.run_id = start.run_id
@@ -168,15 +173,17 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if self.task is not None:
             # Following another run: stop following it (it goes on).
             self.task.cancel()
-        self.run_id, self.cancel_pending = run_id, False
+        self.run_id, self.cancel_pending, self.ended = run_id, False, False
         self.task = asyncio.create_task(self._follow(run_id, after))
 
     async def _follow(self, run_id: int, after: int) -> None:
         try:
             async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
                 async for event in events:
+                    self.ended = event["type"] in TERMINAL
                     await self.send_event(event)
         except Exception:
+            self.ended = True
             logger.exception("following run %s on a WebSocket failed", run_id)
             error = GenerationError("llm_unavailable", "the run's events could not be read", retryable=True)
             with suppress(Exception):
