@@ -67,6 +67,11 @@ class MemoryRunEventLog:
 
     async def open(self, run_id: int, *, last_seq: int = 0) -> None:
         self._sweep()
+        kept = self.runs.get(run_id)
+        if last_seq and kept is not None and kept.last_seq == last_seq:
+            # Resumed here: the events kept so far stay replayable.
+            kept.ended_at, kept.cancel = None, False
+            return
         self.runs[run_id] = _Run(base=last_seq)
 
     async def append(self, run_id: int, event: dict[str, Any]) -> int:

@@ -53,6 +53,20 @@ async def run_start(events: AsyncGenerator[dict[str, Any], None]) -> RunStart:
     return await asyncio.shield(started)
 
 
+async def run_resume(*, run_id: int, events: AsyncGenerator[dict[str, Any], None]) -> None:
+    """Drive, in this process, the rest of a run that started elsewhere (a process that died).
+
+    The run's log goes on after its last seq: the sequence a client follows has no gap and no repeat.
+    For resuming runs after a killed process (issue 16 part B); returns once the task is started.
+    """
+    log = run_event_log()
+    await log.open(run_id, last_seq=await log.last_seq(run_id))
+    started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(_drive(events, started, log, run_id=run_id))
+    _running[run_id] = task
+    await asyncio.shield(started)
+
+
 async def run_cancel(*, run_id: int) -> None:
     """Cancel the run wherever it runs: here at once, elsewhere within WATCH_SECONDS."""
     task = _running.get(run_id)
@@ -83,9 +97,14 @@ async def run_settled(*, run_id: int) -> None:
 
 
 async def _drive(
-    events: AsyncGenerator[dict[str, Any], None], started: asyncio.Future[RunStart], log: RunEventLog
+    events: AsyncGenerator[dict[str, Any], None],
+    started: asyncio.Future[RunStart],
+    log: RunEventLog,
+    run_id: int | None = None,
 ) -> None:
     driven = _Driven(log=log, started=started)
+    if run_id is not None:
+        driven.adopt(run_id)
     try:
         async with aclosing(events) as stream:
             async for event in stream:
@@ -114,6 +133,14 @@ class _Driven:
             await self._first(event)
         else:
             await self._append(event)
+
+    def adopt(self, run_id: int) -> None:
+        """Drive a run whose log is already open (a resumed run): every event is appended."""
+        self.run_id = run_id
+        task = asyncio.current_task()
+        assert task is not None
+        self.watch = asyncio.create_task(_watch(run_id, task, self.log))
+        self._answer(RunStart(run_id=run_id))
 
     async def _first(self, event: dict[str, Any]) -> None:
         if event["type"] != "accepted":
