@@ -2,7 +2,7 @@
 
 One stream per run, ``<prefix>:run:<id>:events``, whose entry ids are ``0-<seq>``: an XREAD from
 ``0-<after>`` is exactly "the events after ``after``", first the kept ones, then, blocking, the live
-ones. Each XADD trims the stream to STORY_RUN_EVENTS_MAX and sets its expiry (the retention after the
+ones. Every write trims the stream to STORY_RUN_EVENTS_MAX and sets its expiry (the retention after the
 terminal event; while the run goes on, the retention plus STORY_STREAMING_STALE_SECONDS, so the log of
 a run whose process died does not stay forever). A cancel is a key, ``<prefix>:run:<id>:cancel``, which
 the runner's process polls (``stories.runs.runner``); a follower refreshes ``<prefix>:run:<id>:seen``.
@@ -20,6 +20,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 # How long one XREAD waits for a live event before the follower checks the stream still exists.
 _BLOCK_MS = 1000
 _READ_COUNT = 1000
+# At most this many events go in one pipelined write.
+_WRITE_BATCH = 500
 # A follower refreshes its "seen" key at most this often.
 _TOUCH_SECONDS = 1.0
 
@@ -62,9 +65,26 @@ def _decode(entries: Any) -> list[dict[str, Any]]:
     return [json.loads(fields[b"e"]) for _, fields in entries]
 
 
+@dataclass
+class _Pending:
+    """An event waiting to be written to its stream."""
+
+    run_id: int
+    seq: int
+    data: str
+    terminal: bool
+
+
 class RedisRunEventLog:
+    """Writes go through one writer task per log: the runner never waits for Redis on an event (a
+    round trip each would hold the run back when the model streams fast); the writer sends everything
+    pending in one pipelined round trip, in order, and the terminal event's append waits for it, so
+    the stream is complete before the run is over. A cancelled runner does not cut a write short."""
+
     def __init__(self, *, local: MemoryRunEventLog) -> None:
         self.local = local
+        self.pending: list[_Pending] = []
+        self.writer: asyncio.Task[None] | None = None
 
     async def open(self, run_id: int, *, last_seq: int = 0) -> None:
         await self.local.open(run_id, last_seq=last_seq)
@@ -75,19 +95,32 @@ class RedisRunEventLog:
     async def append(self, run_id: int, event: dict[str, Any]) -> int:
         stamped = self.local.append_now(run_id, event)
         seq: int = stamped["seq"]
-        ttl = retention_seconds()
-        if event["type"] not in TERMINAL:
-            ttl += settings.STORY_STREAMING_STALE_SECONDS
-        key = run_key(run_id, "events")
-        pipe = _client().pipeline(transaction=False)
-        pipe.xadd(key, {"e": json.dumps(stamped, ensure_ascii=False)}, id=f"0-{seq}")
-        pipe.xtrim(key, maxlen=settings.STORY_RUN_EVENTS_MAX, approximate=True)
-        pipe.expire(key, ttl)
-        try:
-            await pipe.execute()
-        except RedisError:
-            logger.warning("run %s: event %s not written to Redis", run_id, seq, exc_info=True)
+        terminal = event["type"] in TERMINAL
+        self.pending.append(_Pending(run_id, seq, json.dumps(stamped, ensure_ascii=False), terminal))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write())
+        if terminal or len(self.pending) >= _WRITE_BATCH:
+            # The end waits for the stream to be complete; a full batch holds the runner back until it
+            # is written, so what waits in memory stays bounded. Shielded: a cancel of the runner
+            # meanwhile does not cut the write short.
+            await asyncio.shield(self.writer)
         return seq
+
+    async def _write(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending[:_WRITE_BATCH], self.pending[_WRITE_BATCH:]
+            pipe = _client().pipeline(transaction=False)
+            for item in batch:
+                pipe.xadd(run_key(item.run_id, "events"), {"e": item.data}, id=f"0-{item.seq}")
+            for run_id, terminal in {(item.run_id, item.terminal) for item in batch}:
+                key = run_key(run_id, "events")
+                pipe.xtrim(key, maxlen=settings.STORY_RUN_EVENTS_MAX, approximate=True)
+                stale = 0 if terminal else settings.STORY_STREAMING_STALE_SECONDS
+                pipe.expire(key, retention_seconds() + stale)
+            try:
+                await pipe.execute()
+            except RedisError:
+                logger.warning("%s run events not written to Redis", len(batch), exc_info=True)
 
     async def read(self, run_id: int, after: int) -> list[dict[str, Any]]:
         if await self.local.exists(run_id):
