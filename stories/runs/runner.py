@@ -29,10 +29,10 @@ logger = logging.getLogger(__name__)
 # How often a running run looks for a cancel sent from another process, and for followers.
 WATCH_SECONDS = 0.25
 
-# The runs this process drives, by id: a cancel here stops them at once. Also the tasks' only strong
-# references (the event loop keeps weak ones).
+# The runs this process drives, by id: a cancel here stops them at once.
 _running: dict[int, asyncio.Task[None]] = {}
-_starting: set[asyncio.Task[None]] = set()
+# Every runner task until it is done: the event loop keeps only weak references to tasks.
+_tasks: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,7 @@ class RunStart:
 async def run_start(events: AsyncGenerator[dict[str, Any], None]) -> RunStart:
     """Drive ``events`` in a task of this process; return once the run is admitted or refused."""
     started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(_drive(events, started, run_event_log()))
-    _starting.add(task)
-    task.add_done_callback(_starting.discard)
+    _keep(asyncio.create_task(_drive(events, started, run_event_log())))
     # Shielded: a caller that goes away meanwhile leaves the run to go on.
     return await asyncio.shield(started)
 
@@ -62,9 +60,14 @@ async def run_resume(*, run_id: int, events: AsyncGenerator[dict[str, Any], None
     log = run_event_log()
     await log.open(run_id, last_seq=await log.last_seq(run_id))
     started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(_drive(events, started, log, run_id=run_id))
-    _running[run_id] = task
+    _running[run_id] = _keep(asyncio.create_task(_drive(events, started, log, run_id=run_id)))
     await asyncio.shield(started)
+
+
+def _keep(task: asyncio.Task[None]) -> asyncio.Task[None]:
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
 
 
 async def run_cancel(*, run_id: int) -> None:
