@@ -11,6 +11,7 @@ BENCHMARKS = [
     "bench.parallel_mode",
     "bench.exports",
     "bench.run_log",
+    "bench.run_replay",
 ]
 
 
