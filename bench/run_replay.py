@@ -84,16 +84,12 @@ async def _until_terminal(socket: object):  # type: ignore[no-untyped-def]
 def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         env = _env(Path(workdir) / "db.sqlite3")
-        python = sys.executable
-        subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        seeded = subprocess.run(
-            [python, "manage.py", "shell", "-c", _SEED],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
+        # Migrated and seeded in one process: the database is a new file.
+        script = (
+            "from django.core.management import call_command\ncall_command('migrate', verbosity=0)\n" + _SEED
         )
+        command = [sys.executable, "manage.py", "shell", "-c", script]
+        seeded = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
         token = seeded.stdout.strip().splitlines()[-1]
         with daphne_running(env=env) as base:
             events, tokens, timings = asyncio.run(_measure(base, token))
