@@ -12,6 +12,8 @@ BENCHMARKS = [
     "bench.steady",
     "bench.parallel_mode",
     "bench.exports",
+    "bench.run_log",
+    "bench.run_replay",
 ]
 
 

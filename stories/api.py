@@ -6,12 +6,16 @@ objects are looked up through owner-filtered selectors, so they are 404, not 403
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -21,7 +25,9 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, status
 from rest_framework import serializers as drf_serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -36,6 +42,9 @@ from stories.generation.regenerate import scene_regenerate_request_parse, scene_
 from stories.generation.requests import generation_request_parse
 from stories.imports import ScreenplayImportError, import_format_for, screenplay_import
 from stories.models import GenerationRun, ScreenplayVersion, Story
+from stories.runs.follow import run_events
+from stories.runs.runner import RunStart, run_cancel, run_start
+from stories.runs.sse import run_has_more, run_sse_stream, sse_after
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import (
@@ -209,8 +218,18 @@ class GenerationRunListApi(generics.ListAPIView):
 # The old app's blocking endpoint, kept: the same pipeline as the WebSocket, folded to its end.
 
 
+_RUN_STARTED = inline_serializer(
+    "RunStarted",
+    {
+        "run_id": drf_serializers.IntegerField(),
+        "events_url": drf_serializers.CharField(),
+        "cancel_url": drf_serializers.CharField(),
+    },
+)
+
+
 @extend_schema(
-    summary="Generate a screenplay, save it, return the story and its new version (blocking)",
+    summary="Generate a screenplay and save it: blocking (201), or started in the background (202)",
     tags=["generation"],
     request=inline_serializer(
         "GenerateScreenplayRequest",
@@ -222,10 +241,16 @@ class GenerationRunListApi(generics.ListAPIView):
             "model": drf_serializers.CharField(required=False, allow_null=True),
             "max_tokens": drf_serializers.IntegerField(required=False, allow_null=True),
             "mode": drf_serializers.ChoiceField(choices=["single", "parallel"], required=False),
+            "wait": drf_serializers.BooleanField(required=False, default=True),
         },
     ),
     responses={
         201: OpenApiResponse(description="The story (id, title, plot, url), the version, timings and usage."),
+        202: OpenApiResponse(
+            _RUN_STARTED,
+            description='With `"wait": false`: the run started and goes on without this request. Follow it '
+            "at `events_url` (Server-Sent Events, or `attach` on the WebSocket); `Location` is the same URL.",
+        ),
         **{code: _GENERATION_ERROR for code in (400, 401, 403, 422, 429, 500, 502, 503, 504)},
     },
 )
@@ -235,9 +260,41 @@ class GenerateScreenplayView(APIView):
     def post(self, request: Request) -> Response:
         # A GenerationError (a bad request, a refusal, a failed run) is answered by
         # stories.exception_handlers with its code's status.
-        generation = generation_request_parse(request.data)
-        outcome = async_to_sync(events_fold)(generation_run(request=generation, user=request.user))
+        fields, wait = _wait_split(request.data)
+        generation = generation_request_parse(fields)
+        events = generation_run(request=generation, user=request.user)
+        if not wait:
+            return _run_accepted(async_to_sync(run_start)(events))
+        outcome = async_to_sync(events_fold)(run_events(events))
         return _generation_response(outcome)
+
+
+def _wait_split(data: Any) -> tuple[Any, bool]:
+    """The request without ``wait``, and ``wait`` (true unless the client says false)."""
+    if not isinstance(data, dict) or "wait" not in data:
+        return data, True
+    fields = {key: value for key, value in data.items() if key != "wait"}
+    if not isinstance(data["wait"], bool):
+        raise GenerationError("invalid_request", "wait must be true or false")
+    return fields, data["wait"]
+
+
+def _run_accepted(start: RunStart) -> Response:
+    """202 with the started run's id and where to follow it (or the refusal's error)."""
+    if start.run_id is None:
+        assert start.refusal is not None
+        raise GenerationError.from_event(start.refusal)
+    urls = _run_urls(start.run_id)
+    response = Response({"run_id": start.run_id, **urls}, status=status.HTTP_202_ACCEPTED)
+    response["Location"] = urls["events_url"]
+    return response
+
+
+def _run_urls(run_id: int) -> dict[str, str]:
+    return {
+        "events_url": reverse("stories-api:run-events", args=[run_id]),
+        "cancel_url": reverse("stories-api:run-cancel", args=[run_id]),
+    }
 
 
 def _generation_response(outcome: RunOutcome) -> Response:
@@ -301,7 +358,9 @@ class SceneRegenerateApi(APIView):
         regenerate = scene_regenerate_request_parse(
             {**fields, "story_id": story.pk, "version": number, "index": index}
         )
-        outcome = async_to_sync(events_fold)(scene_regenerate_run(request=regenerate, user=request.user))
+        outcome = async_to_sync(events_fold)(
+            run_events(scene_regenerate_run(request=regenerate, user=request.user))
+        )
         return _generation_response(outcome)
 
 
@@ -440,3 +499,94 @@ def _imported_content(data: dict[str, Any]) -> dict[str, Any]:
 def _user_id(request: Request) -> int:
     # IsAuthenticated has run: the user is a saved account with a primary key.
     return int(request.user.pk or 0)
+
+
+# --- Durable runs: follow and cancel (issue 16) ------------------------------------------------------
+
+
+class EventStreamRenderer(BaseRenderer):
+    """``text/event-stream``, so that an EventSource's Accept header is acceptable; errors stay JSON."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        return json.dumps(data).encode() if data is not None else b""
+
+
+def _own_run(request: Request, run_id: int) -> GenerationRun:
+    run = selectors.run_find_for_user(run_id=run_id, user_id=int(request.user.pk or 0))
+    if run is None:
+        raise NotFound("No such run among yours.")
+    return run
+
+
+@extend_schema(
+    summary="Follow a run's events as Server-Sent Events",
+    description=(
+        "Every event with `seq` greater than `after` (or the `Last-Event-ID` header, which wins), then "
+        "the live ones, ending with the terminal event (`done`, `error` or `cancelled`). Each message's "
+        "`id:` is the event's seq and its `data:` the event's JSON, as on the WebSocket "
+        "(docs/protocol.md). An EventSource resumes by itself; `curl -N` shows the stream. 204 once the "
+        "client has the terminal event. After the retention, a finished run's end comes from the database "
+        "with `seq` null and `id: end`."
+    ),
+    tags=["generation"],
+    parameters=[
+        OpenApiParameter("after", int, OpenApiParameter.QUERY, description="The last seq the client has."),
+        OpenApiParameter(
+            "Last-Event-ID", str, OpenApiParameter.HEADER, description="Sent by EventSource on a reconnect."
+        ),
+    ],
+    responses={
+        (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="The events, as SSE."),
+        204: OpenApiResponse(description="The client already has the run's terminal event."),
+        400: _GENERATION_ERROR,
+        404: _NOT_FOUND,
+    },
+)
+class RunEventsApi(APIView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def get(self, request: Request, run_id: int) -> HttpResponseBase:
+        run = _own_run(request, run_id)
+        after = sse_after(
+            query=request.query_params.get("after"), last_event_id=request.headers.get("Last-Event-ID")
+        )
+        if after is None or not async_to_sync(run_has_more)(run_id=run.pk, after=after):
+            return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+        response = StreamingHttpResponse(
+            run_sse_stream(run_id=run.pk, after=after), content_type="text/event-stream; charset=utf-8"
+        )
+        response["Cache-Control"] = "no-cache"
+        # A reverse proxy (nginx) passes each event on at once instead of buffering the stream.
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+@extend_schema(
+    summary="Cancel a run, wherever it runs",
+    description=(
+        "The run stops within a second, in whatever server process runs it, and is recorded `cancelled`; "
+        "its followers get `cancelled`. A run that has already ended is left as it is (200 with its status)."
+    ),
+    tags=["generation"],
+    request=None,
+    responses={
+        202: inline_serializer(
+            "RunCancelling", {"run_id": drf_serializers.IntegerField(), "status": drf_serializers.CharField()}
+        ),
+        200: OpenApiResponse(description="The run had already ended: its status."),
+        404: _NOT_FOUND,
+    },
+)
+class RunCancelApi(APIView):
+    def post(self, request: Request, run_id: int) -> Response:
+        run = _own_run(request, run_id)
+        if run.status != GenerationRun.Status.STREAMING:
+            return Response({"run_id": run.pk, "status": run.status})
+        async_to_sync(run_cancel)(run_id=run.pk)
+        return Response({"run_id": run.pk, "status": "cancelling"}, status=status.HTTP_202_ACCEPTED)

@@ -1,10 +1,14 @@
-"""The WebSocket interface of generation: ``/ws/generate/``. Parses messages, runs the pipeline, sends its events.
+"""The WebSocket interface of generation: ``/ws/generate/``. Parses messages, starts and follows runs.
 
-One generation at a time per connection; it runs as its own task so that ``cancel`` (and a
-disconnect) are handled while it streams. The socket's credential is asked again before every message
-and every 30 seconds (``stories.ws_sessions``): once it is revoked, a running generation is cancelled
-(the run is recorded ``cancelled``), the client gets ``error unauthenticated`` and the socket is closed
-with 4401. A user past ``STORY_WS_MAX_SOCKETS_PER_USER`` open sockets gets ``error busy`` and 4429.
+A ``generate`` (or ``regenerate_scene``) starts a run that this process drives on its own
+(``stories.runs.runner``); the socket only follows the run's event log, so a disconnect leaves the run
+to go on and be saved. ``attach`` follows any of the writer's runs from a seq on (a reload, a second
+tab, a dropped network); ``cancel`` stops the socket's run, or any of the writer's runs by id, in
+whatever process runs it. One run is followed at a time per connection. The socket's credential is
+asked again before every message and every 30 seconds (``stories.ws_sessions``): once it is revoked,
+the run the socket follows is cancelled (recorded ``cancelled``), the client gets ``error
+unauthenticated`` and the socket is closed with 4401. A user past ``STORY_WS_MAX_SOCKETS_PER_USER``
+open sockets gets ``error busy`` and 4429.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing, suppress
 from typing import Any
 
@@ -24,6 +28,10 @@ from stories.errors import GenerationError
 from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
+from stories.runs.addresses import attach_parse, cancel_parse
+from stories.runs.follow import run_events_follow, run_owned
+from stories.runs.log import TERMINAL
+from stories.runs.runner import run_cancel, run_start
 from stories.ws_sessions import SocketSession, socket_session_check, socket_session_close, socket_session_open
 
 logger = logging.getLogger(__name__)
@@ -31,15 +39,23 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY_SOCKETS = 4429
 _CLOSE_CODES = {"unauthenticated": CLOSE_UNAUTHENTICATED, "busy": CLOSE_TOO_MANY_SOCKETS}
-# How long a disconnect waits for the cancelled generation to record itself.
+# How long a signed-out socket waits for its cancelled run's ``cancelled`` before it is closed.
 _CANCEL_WAIT_SECONDS = 5.0
+_MESSAGE_TYPES = ("generate", "regenerate_scene", "cancel", "attach")
 
 
 class GenerateConsumer(AsyncWebsocketConsumer):
     # No channel layer: nothing is sent to this consumer from outside its socket, and without one a
     # Redis outage cannot break the socket (Channels would otherwise poll Redis for this channel).
     channel_layer_alias = None  # type: ignore[assignment]
+    # The task following the socket's run (started here, or attached), and that run's id once known.
     task: asyncio.Task[None] | None = None
+    run_id: int | None = None
+    # A cancel that came while the run was still being admitted: applied once its id is known.
+    cancel_pending = False
+    # Set before the run's last event (or its refusal) is sent: the client may start the next one at
+    # once, before the following task has quite finished.
+    ended = False
     session: SocketSession | None = None
     # Why the socket was closed; messages still in flight get the same error.
     refusal: GenerationError | None = None
@@ -58,7 +74,9 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.watch is not None:
             self.watch.cancel()
-        await self._stop(wait=True)
+        # Only the following stops: the run goes on, and any socket may attach to it again.
+        if self.task is not None:
+            self.task.cancel()
         if self.session is not None:
             await socket_session_close(session=self.session)
 
@@ -74,10 +92,21 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         except GenerationError as error:
             await self.send_event(error.as_event())
             return
-        if message["type"] == "cancel":
-            await self._cancel()
+        kind = message.pop("type")
+        try:
+            await self._handle(kind, message)
+        except GenerationError as error:
+            await self.send_event(error.as_event())
+
+    async def _handle(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "cancel":
+            await self._cancel(cancel_parse(fields).run_id)
+        elif kind == "attach":
+            address = attach_parse(fields)
+            assert address.run_id is not None
+            await self._attach(address.run_id, address.after)
         else:
-            await self._generate(message)
+            self._generate(kind, fields)
 
     async def send_event(self, event: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(event, ensure_ascii=False))
@@ -98,9 +127,13 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 return
 
     async def _signed_out(self) -> None:
-        # The generation is stopped first, so it is recorded cancelled and nothing is saved for a
-        # credential that no longer holds; the client sees `cancelled`, then the error, then the close.
-        await self._stop(wait=True)
+        # The run is stopped first, so it is recorded cancelled and nothing is saved for a credential
+        # that no longer holds; the client sees `cancelled`, then the error, then the close.
+        task = self.task
+        if task is not None and not task.done():
+            await self._cancel(None)
+            with suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=_CANCEL_WAIT_SECONDS)
         await self._refuse(_signed_out_error())
 
     async def _refuse(self, error: GenerationError) -> None:
@@ -110,52 +143,71 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         await self.send_event(error.as_event())
         await self.close(code=_CLOSE_CODES[error.code], reason=error.code)
 
-    async def _generate(self, message: dict[str, Any]) -> None:
-        if self.task is not None and not self.task.done():
-            await self.send_event(
-                GenerationError(
-                    "busy", "a generation is already running on this connection", retryable=True
-                ).as_event()
-            )
-            return
-        fields = {key: value for key, value in message.items() if key != "type"}
-        try:
-            events = _events_for(message["type"], fields, self.scope["user"])
-        except GenerationError as error:
-            await self.send_event(error.as_event())
-            return
-        self.task = asyncio.create_task(self._run(events))
+    def _following(self) -> bool:
+        return self.task is not None and not self.task.done() and not self.ended
 
-    async def _run(self, stream: AsyncIterator[dict[str, Any]]) -> None:
+    def _generate(self, kind: str, fields: dict[str, Any]) -> None:
+        if self._following():
+            raise GenerationError(
+                "busy", "a generation is already running on this connection", retryable=True
+            )
+        events = _events_for(kind, fields, self.scope["user"])
+        self.run_id, self.cancel_pending, self.ended = None, False, False
+        self.task = asyncio.create_task(self._start(events))
+
+    async def _start(self, events: AsyncGenerator[dict[str, Any], None]) -> None:
+        start = await run_start(events)
+        if start.run_id is None:
+            assert start.refusal is not None
+            self.ended = True
+            await self.send_event(start.refusal)
+            return
+        self.run_id = start.run_id
+        if self.cancel_pending:
+            await run_cancel(run_id=start.run_id)
+        await self._follow(start.run_id, 0)
+
+    async def _attach(self, run_id: int, after: int) -> None:
+        if not await run_owned(run_id=run_id, user_id=self.scope["user"].pk):
+            raise _not_found()
+        if self.task is not None:
+            # Following another run: stop following it (it goes on).
+            self.task.cancel()
+        self.run_id, self.cancel_pending, self.ended = run_id, False, False
+        self.task = asyncio.create_task(self._follow(run_id, after))
+
+    async def _follow(self, run_id: int, after: int) -> None:
         try:
-            async with aclosing(stream) as events:  # type: ignore[type-var]
+            async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
                 async for event in events:
+                    self.ended = event["type"] in TERMINAL
                     await self.send_event(event)
-        except asyncio.CancelledError:
-            with suppress(Exception):
-                await self.send_event({"type": "cancelled"})
-            raise
         except Exception:
-            logger.exception("generation on a WebSocket failed")
-            error = GenerationError("llm_unavailable", "the generation failed unexpectedly", retryable=True)
+            self.ended = True
+            logger.exception("following run %s on a WebSocket failed", run_id)
+            error = GenerationError("llm_unavailable", "the run's events could not be read", retryable=True)
             with suppress(Exception):
                 await self.send_event(error.as_event())
 
-    async def _cancel(self) -> None:
-        if self.task is None or self.task.done():
-            await self.send_event(GenerationError("invalid_request", "no generation is running").as_event())
+    async def _cancel(self, run_id: int | None) -> None:
+        if run_id is None:
+            await self._cancel_own()
             return
-        await self._stop(wait=False)
+        if not await run_owned(run_id=run_id, user_id=self.scope["user"].pk):
+            raise _not_found()
+        await run_cancel(run_id=run_id)
 
-    async def _stop(self, *, wait: bool) -> None:
-        task = self.task
-        if task is None or task.done():
+    async def _cancel_own(self) -> None:
+        if not self._following():
+            raise GenerationError("invalid_request", "no generation is running")
+        if self.run_id is None:
+            self.cancel_pending = True  # still being admitted: cancelled as soon as it has an id
             return
-        # Cancelling the task closes the upstream request at once; see stories.generation.pipeline.
-        task.cancel()
-        if wait:
-            with suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=_CANCEL_WAIT_SECONDS)
+        await run_cancel(run_id=self.run_id)
+
+
+def _not_found() -> GenerationError:
+    return GenerationError("not_found", "no such run among yours")
 
 
 def _signed_out_error() -> GenerationError:
@@ -178,14 +230,14 @@ def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str,
         raise GenerationError("invalid_request", "the message is not valid JSON") from None
     if not isinstance(message, dict):
         raise GenerationError("invalid_request", "each message must be a JSON object with a type")
-    if message.get("type") not in ("generate", "regenerate_scene", "cancel"):
+    if message.get("type") not in _MESSAGE_TYPES:
         raise GenerationError(
-            "invalid_request", "the message type must be 'generate', 'regenerate_scene' or 'cancel'"
+            "invalid_request", "the message type must be 'generate', 'regenerate_scene', 'cancel' or 'attach'"
         )
     return message
 
 
-def _events_for(kind: str, fields: dict[str, Any], user: Any) -> AsyncIterator[dict[str, Any]]:
+def _events_for(kind: str, fields: dict[str, Any], user: Any) -> AsyncGenerator[dict[str, Any], None]:
     """The events of a generation, or of one scene's rewrite (parallel mode); parsing errors raise."""
     if kind == "regenerate_scene":
         return scene_regenerate_run(request=scene_regenerate_request_parse(fields), user=user)

@@ -33,6 +33,8 @@ ErrorCode = Literal[
     # The process running the run stopped (or lost its lease) and the run could not be resumed from
     # its checkpoint (docs/generation.md, "Leases, checkpoints and resume").
     "interrupted",
+    # An attach or cancel of a run that does not exist or is not the writer's (nothing else is revealed).
+    "not_found",
 ]
 
 # The codes of the protocol; nothing else reaches a client.

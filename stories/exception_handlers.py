@@ -34,6 +34,7 @@ GENERATION_ERROR_STATUS = {
     "save_failed": status.HTTP_500_INTERNAL_SERVER_ERROR,
     "version_conflict": status.HTTP_409_CONFLICT,
     "interrupted": status.HTTP_503_SERVICE_UNAVAILABLE,
+    "not_found": status.HTTP_404_NOT_FOUND,
 }
 
 

@@ -17,6 +17,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils import timezone
 
 from stories.generation.cache_rules import cache_hit_rate
@@ -179,6 +180,59 @@ def story_version_saved_get(*, story_id: int, number: int) -> ScreenplayVersion:
 
 def run_get(*, run_id: int) -> GenerationRun:
     return GenerationRun.objects.get(pk=run_id)
+
+
+def run_find_for_user(*, run_id: int, user_id: int) -> GenerationRun | None:
+    """The writer's run, or None for another's or an unknown one (which are told apart to nobody)."""
+    return GenerationRun.objects.filter(pk=run_id, user_id=user_id).only("pk", "status").first()
+
+
+def story_runs_writing(*, story: Story) -> list[int]:
+    """The ids of the runs writing a new version of ``story`` now."""
+    runs = GenerationRun.objects.filter(story=story, status=GenerationRun.Status.STREAMING)
+    return list(runs.order_by("created_at").values_list("pk", flat=True))
+
+
+def run_final_events(*, run_id: int) -> list[dict[str, Any]] | None:
+    """How a finished run ended, as the events that ended it (rebuilt, ``seq`` null); None while it runs.
+
+    For an attach after the run's event log has expired (stories.runs.follow).
+    """
+    run = GenerationRun.objects.filter(pk=run_id).select_related("version").first()
+    if run is None or run.status == GenerationRun.Status.STREAMING:
+        return None
+    address = {"run_id": run.pk, "seq": None}
+    if run.status == GenerationRun.Status.CANCELLED:
+        return [{"type": "cancelled", **address}]
+    if run.status == GenerationRun.Status.FAILED:
+        error = {
+            "code": run.error_code or "llm_unavailable",
+            "message": run.error_message,
+            "retryable": False,
+        }
+        return [{"type": "error", **error, **address}]
+    return [
+        *_saved_events(run, address),
+        {"type": "done", "timings": _run_timings(run), "usage": _run_usage(run), **address},
+    ]
+
+
+def _saved_events(run: GenerationRun, address: dict[str, Any]) -> list[dict[str, Any]]:
+    version = getattr(run, "version", None)
+    if version is None:
+        return []  # a run that saved nothing (--no-save)
+    url = reverse("stories:story-detail", args=[version.story_id])
+    return [{"type": "saved", "story_id": version.story_id, "version": version.number, "url": url, **address}]
+
+
+def _run_timings(run: GenerationRun) -> dict[str, int | None]:
+    names = ("context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms")
+    return {name: getattr(run, name) for name in names}
+
+
+def _run_usage(run: GenerationRun) -> dict[str, int]:
+    names = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    return {name: getattr(run, name) for name in names}
 
 
 def user_active_get(*, username: str) -> AbstractBaseUser | None:

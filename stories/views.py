@@ -27,6 +27,7 @@ from stories.generation.regenerate import scene_regenerate_request_parse, scene_
 from stories.imports import IMPORT_EXTENSIONS, ScreenplayImportError, import_format_for, screenplay_import
 from stories.models import ScreenplayVersion, Story
 from stories.routing import GENERATE_WS_PATH
+from stories.runs.follow import run_events
 from stories.screenplay_compare import screenplay_compare
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
@@ -64,6 +65,7 @@ def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
         "versions": versions,
         "cast": selectors.story_cast_list(story=story),
         "generator": _generator_context(story=story),
+        "writing_runs": selectors.story_runs_writing(story=story),
     }
     compare = _version_pair(request.GET.get("compare"))
     if compare is not None:
@@ -95,7 +97,9 @@ def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: in
         messages.error(request, error.message)
         return redirect(f"{url}?version={number}")
     try:
-        outcome = async_to_sync(events_fold)(scene_regenerate_run(request=regenerate, user=request.user))
+        outcome = async_to_sync(events_fold)(
+            run_events(scene_regenerate_run(request=regenerate, user=request.user))
+        )
         saved = outcome.saved_event()
     except GenerationError as error:
         messages.error(request, f"The scene could not be rewritten: {error.message}")

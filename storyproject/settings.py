@@ -289,6 +289,21 @@ STORY_RUN_LEASE_SECONDS = envint("STORY_RUN_LEASE_SECONDS", 15, minimum=1, maxim
 # resumes them. The test suite turns it off (tests/conftest.py); its daphne subprocesses keep it on.
 STORY_RUN_RECOVERY = envbool("STORY_RUN_RECOVERY", True)
 
+# --- Durable runs: the per-run event log (stories/runs/, docs/generation.md) ---------------------
+# A finished run's events stay replayable this long (in Redis with REDIS_URL, else in this process);
+# after that an attach gets the run's final state from the database.
+STORY_RUN_EVENTS_RETENTION_SECONDS = envint(
+    "STORY_RUN_EVENTS_RETENTION_SECONDS", 3600, minimum=10, maximum=7 * 86_400
+)
+# At most this many events are kept per run (the oldest go first). A 16,000-token single run sends
+# about 4,000 events (one per streamed chunk), a 30-scene parallel run about as many.
+STORY_RUN_EVENTS_MAX = envint("STORY_RUN_EVENTS_MAX", 20_000, minimum=100, maximum=1_000_000)
+# A run nobody follows (no socket, no SSE stream, no blocking caller) for this long is cancelled and
+# recorded as such; 0 (the default) lets it run to completion.
+STORY_RUN_DETACHED_TIMEOUT_SECONDS = envint(
+    "STORY_RUN_DETACHED_TIMEOUT_SECONDS", 0, minimum=0, maximum=86_400
+)
+
 # --- Operations: /healthz, /readyz and /metrics (storyproject/health.py, docs/operations.md) ------
 # /metrics is off (404) unless one of these is set. With a token, a scrape must send
 # "Authorization: Bearer <token>"; with networks, it must come from one of them (the address daphne

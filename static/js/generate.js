@@ -2,6 +2,11 @@
  * The generation form: persona picker with context previews, plot editor, and the live stream of a
  * screenplay over the /ws/generate/ WebSocket (protocol in docs/protocol.md).
  *
+ * A run outlives the socket (docs/protocol.md, "Runs and their addresses"): once accepted, the run's id
+ * goes into the address bar (?run=<id>), so a reload attaches to it again and redraws every event so
+ * far; a dropped socket reconnects by itself with backoff and attaches after the last seq it showed.
+ * Events carry their seq, and one already shown is never drawn twice.
+ *
  * Every piece of text that comes from a user, an editor or the model is inserted with textContent or
  * text nodes, never as HTML. Configuration arrives through the #generator-config json_script block, so
  * the page needs no inline script (the Content-Security-Policy forbids them).
@@ -392,29 +397,63 @@
     announceAlert("");
   }
 
+  // Reconnection after a drop: waits of 0.5 s doubling up to 8 s, at most RECONNECT_TRIES in a row.
+  var RECONNECT_FIRST_MS = 500;
+  var RECONNECT_MAX_MS = 8000;
+  var RECONNECT_TRIES = 8;
+
   function runStart(request) {
+    runOpen({ type: "request", request: request });
+  }
+
+  function runAttach(runId) {
+    runOpen({ type: "attach", runId: runId });
+  }
+
+  function runOpen(start) {
     streamReset();
     ui.generate.disabled = true;
-    var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    var socket = new WebSocket(scheme + "//" + window.location.host + config.wsPath);
     var current = {
-      socket: socket,
-      request: request,
+      socket: null,
+      request: start.request || null,
+      runId: start.runId || null,
+      lastSeq: 0,
+      tries: 0,
+      cancelAsked: false,
       finished: false,
       startedAt: performance.now(),
-      maxTokens: request.max_tokens,
+      maxTokens: start.request ? start.request.max_tokens : 0,
       outputTokens: 0,
       etaSeconds: null,
       sceneCount: 0,
       ticker: null,
     };
     run = current;
+    socketOpen(current);
+    current.ticker = window.setInterval(function () {
+      statsRender(current);
+    }, 250);
+    ui.stream.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
+  function socketOpen(current) {
+    var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    var socket = new WebSocket(scheme + "//" + window.location.host + config.wsPath);
+    current.socket = socket;
     socket.addEventListener("open", function () {
-      socket.send(JSON.stringify(request));
-      ui.stats.textContent = "Waiting for the first words…";
+      if (current.runId) {
+        // A reload, a reconnect: everything after the last event shown, then the live ones.
+        socket.send(JSON.stringify({ type: "attach", run_id: current.runId, after: current.lastSeq }));
+        if (current.cancelAsked) {
+          socket.send(JSON.stringify({ type: "cancel", run_id: current.runId }));
+        }
+      } else {
+        socket.send(JSON.stringify(current.request));
+      }
+      ui.stats.textContent = current.lastSeq ? "Reconnected." : "Waiting for the first words…";
     });
     socket.addEventListener("message", function (event) {
-      if (run !== current) {
+      if (run !== current || current.socket !== socket) {
         return;
       }
       var message;
@@ -424,21 +463,62 @@
         return;
       }
       if (message && typeof message === "object") {
-        eventHandle(current, message);
+        current.tries = 0;
+        eventReceive(current, message);
       }
     });
     socket.addEventListener("close", function () {
-      if (run === current && !current.finished) {
-        errorShow(current, {
-          message: "The connection to the server closed before the screenplay was finished.",
-          retryable: true,
-        });
+      if (run === current && current.socket === socket && !current.finished) {
+        socketLost(current);
       }
     });
-    current.ticker = window.setInterval(function () {
-      statsRender(current);
-    }, 250);
-    ui.stream.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
+  function socketLost(current) {
+    if (!current.runId || current.tries >= RECONNECT_TRIES) {
+      // Not accepted yet (nothing to attach to), or the server stays away.
+      errorShow(current, {
+        message: "The connection to the server closed before the screenplay was finished.",
+        retryable: !current.runId,
+      });
+      return;
+    }
+    var wait = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * Math.pow(2, current.tries));
+    current.tries += 1;
+    ui.stats.textContent = "Connection lost; reconnecting in " + Math.round(wait / 100) / 10 + " s…";
+    window.setTimeout(function () {
+      if (run === current && !current.finished) {
+        socketOpen(current);
+      }
+    }, wait);
+  }
+
+  function eventReceive(current, message) {
+    if (typeof message.seq === "number") {
+      if (message.seq <= current.lastSeq) {
+        return; // already shown (a replay overlapping what this page has)
+      }
+      current.lastSeq = message.seq;
+    }
+    if (message.type === "accepted" && typeof message.run_id === "number" && !current.runId) {
+      current.runId = message.run_id;
+      runAddressShow(message.run_id);
+    }
+    if (message.type === "error" && message.code === "not_found") {
+      runAddressShow(null);
+    }
+    eventHandle(current, message);
+  }
+
+  function runAddressShow(runId) {
+    // The run goes into the address bar (replaceState: no new history entry), so a reload attaches.
+    var url = new URL(window.location.href);
+    if (runId) {
+      url.searchParams.set("run", String(runId));
+    } else {
+      url.searchParams.delete("run");
+    }
+    window.history.replaceState(null, "", url.toString());
   }
 
   function runFinish(current) {
@@ -581,14 +661,14 @@
       ui.rawDetails.open = ui.rawAll.textContent.length > 0;
     }
     ui.errorMessage.textContent = text;
-    ui.retry.hidden = message.retryable !== true;
+    ui.retry.hidden = message.retryable !== true || !current.request;
     ui.error.hidden = false;
     statsRender(current, "Stopped");
     announceAlert(text);
   }
 
   ui.retry.addEventListener("click", function () {
-    if (run && run.finished) {
+    if (run && run.finished && run.request) {
       runStart(run.request);
     }
   });
@@ -600,15 +680,12 @@
     var current = run;
     ui.cancel.disabled = true;
     ui.stats.textContent = "Cancelling…";
+    // Closing the socket no longer stops a run: the cancel is sent now, or on the reconnect.
+    current.cancelAsked = true;
     if (current.socket.readyState === WebSocket.OPEN) {
-      current.socket.send(JSON.stringify({ type: "cancel" }));
+      var cancel = current.runId ? { type: "cancel", run_id: current.runId } : { type: "cancel" };
+      current.socket.send(JSON.stringify(cancel));
     }
-    // If the server never confirms, closing the socket stops the generation all the same.
-    window.setTimeout(function () {
-      if (run === current && !current.finished) {
-        handlers.cancelled(current);
-      }
-    }, 5000);
   });
 
   function statsRender(current, label) {
@@ -717,5 +794,14 @@
     });
   } else {
     pickerStart();
+  }
+
+  // A run in the address bar (a reload, a link from the runs or story page): watch it.
+  var runInUrl = new URLSearchParams(window.location.search).get("run");
+  if (runInUrl && /^[1-9][0-9]{0,17}$/.test(runInUrl)) {
+    if (folded) {
+      folded.open = true;
+    }
+    runAttach(Number(runInUrl));
   }
 })();

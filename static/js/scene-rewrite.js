@@ -91,7 +91,8 @@
     });
     socket.addEventListener("close", function () {
       if (!finished) {
-        finish("The connection closed before the scene was rewritten; nothing was saved.");
+        // The rewrite is a run of its own: it goes on without this page and is saved (issue 16).
+        finish("The connection closed; the rewrite goes on without this page. Reload to see the new version.");
       }
     });
   }

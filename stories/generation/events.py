@@ -164,6 +164,11 @@ EVENT_TYPES: dict[str, type] = {
     "cancelled": CancelledEvent,
 }
 
+# The address every event of a run carries as a client receives it (added by the run's event log,
+# stories.runs): its run and its place in the run's sequence (null for an end rebuilt from the
+# database after the log expired). An error refusing a request before any run exists has neither.
+ADDRESS_KEYS = frozenset({"run_id", "seq"})
+
 # What a blocking caller keeps: how the run ended. Everything else is dropped as it arrives.
 _ENDINGS = frozenset({"saved", "done", "error", "cancelled"})
 

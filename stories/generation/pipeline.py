@@ -168,7 +168,8 @@ def _run_open(request: GenerationRequest, user_id: int, started: float, resumabl
         model=model,
         max_tokens=max_tokens,
         persona_names=request.personas,
-        story_id=None,
+        # Known from the start (checked above), so the story page can say a version is being written.
+        story_id=request.story_id,
         mode=request.mode,
         checkpoint=checkpoint_request(request) if resumable else None,
     )

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from storyproject.env import envbool
+from tests.live_server import daphne_start, daphne_stop, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 # docs/pages.md shows docs/screenshots/; a test run rewrites them only when asked, so `make test` leaves
@@ -67,42 +64,13 @@ class Watched:
     errors: list[str] = field(default_factory=list)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _server_env(database: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ANTHROPIC_", "STORY_", "REDIS_", "DATABASE_", "CACHE_"))
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{database}",
-        DJANGO_SETTINGS_MODULE="storyproject.settings",
-        DJANGO_DEBUG="1",
+    return server_env(
+        database=database,
         STORY_OFFLINE_TOKENS_PER_SECOND=os.environ.get("BROWSER_OFFLINE_TOKENS_PER_SECOND", "400"),
         # The pages' tests watch single mode's stream; parallel mode's test picks it on the form.
         STORY_DEFAULT_MODE="single",
-        PYTHONUNBUFFERED="1",
     )
-    return env
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url + "/accounts/login/", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    raise RuntimeError(f"daphne did not answer within 30 s:\n{log.read_text()}")
 
 
 def chromium_executable(*, path: str = CHROMIUM) -> str:
@@ -132,34 +100,11 @@ def app_server(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         [python, "tests/browser/seed.py"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
     )
     ids = json.loads(seeded.stdout.strip().splitlines()[-1])
-    port = _free_port()
-    log = workdir / "daphne.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(Path(python).with_name("daphne")),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "storyproject.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    url, process = daphne_start(env=env, log=workdir / "daphne.log")
     try:
-        _wait_until_up(url, process, log)
-        yield AppServer(url=url, ids=ids, log=log)
+        yield AppServer(url=url, ids=ids, log=workdir / "daphne.log")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        daphne_stop(process)
 
 
 @pytest.fixture(scope="package")

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
 import sys
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -18,6 +20,9 @@ from stories.exports.fountain import fountain_scenes
 from stories.generation.events import Event, RunOutcome, events_fold
 from stories.generation.pipeline import generation_run
 from stories.generation.requests import GenerationRequest, generation_request_parse
+from stories.runs.detach import run_cancel_and_wait, run_detach
+from stories.runs.follow import run_events, run_events_follow, run_owned
+from stories.runs.runner import run_settled, run_start
 
 # An error exit status per failure kind, so scripts can tell a bad request from an outage.
 EXIT_INVALID = 2
@@ -25,17 +30,23 @@ EXIT_FAILED = 1
 
 
 class Command(BaseCommand):
+    # The run followed, and the seq of its last event seen (for a Ctrl-C's cancel).
+    _run_id: int | None = None
+    _last_seq = 0
+
     help = (
         "Generate a screenplay with the same pipeline as the web page: the screenplay goes to stdout "
         "as it is written (Fountain scene by scene, or the final JSON), progress with tokens and ETA "
-        "to stderr. Saves a new story, or a new version of --story."
+        "to stderr. Saves a new story, or a new version of --story. Ctrl-C cancels the run; --detach "
+        "leaves it running in the background and prints its id; --attach ID follows a run."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        plot = parser.add_mutually_exclusive_group(required=True)
+        # --plot (or --plot-file) and --persona are required unless --attach is given (checked in handle).
+        plot = parser.add_mutually_exclusive_group()
         plot.add_argument("--plot", metavar="TEXT")
         plot.add_argument("--plot-file", type=Path, metavar="PATH")
-        parser.add_argument("--persona", action="append", required=True, metavar="NAME", dest="personas")
+        parser.add_argument("--persona", action="append", metavar="NAME", dest="personas")
         parser.add_argument("--title", default="")
         parser.add_argument("--story", type=int, metavar="ID", help="Add a version to this story of yours.")
         parser.add_argument("--model", help="Default: the configured model.")
@@ -53,13 +64,42 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-save", action="store_true", help="Write and record the run, but save no story or version."
         )
+        parser.add_argument(
+            "--detach",
+            action="store_true",
+            help="Start the run in a background process, print its id and exit (follow it with --attach).",
+        )
+        parser.add_argument(
+            "--attach",
+            type=int,
+            metavar="ID",
+            help="Follow run ID of --user from its start (across processes with REDIS_URL; without it, "
+            "runs of this process only, or a finished run's end).",
+        )
+        # The background process of --detach: prints the run's id as its first line, nothing else.
+        parser.add_argument("--detached-run", action="store_true", help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = _user(options["user"])
-        request = _request(options)
         stderr: TextIO = getattr(self.stderr, "_out", sys.stderr)
         console = Console(file=stderr, highlight=False)
-        outcome = asyncio.run(self._generate(request, user, options["format"], console))
+        if options["attach"] is not None:
+            self._report(
+                asyncio.run(self._attach(options["attach"], user, options["format"], console)),
+                options,
+                console,
+            )
+            return
+        request = _request(options)
+        if options["detach"]:
+            self.stdout.write(str(run_detach(options)))
+            return
+        if options["detached_run"]:
+            asyncio.run(self._detached(request, user))
+            return
+        self._report(asyncio.run(self._generate(request, user, options["format"], console)), options, console)
+
+    def _report(self, outcome: RunOutcome, options: dict[str, Any], console: Console) -> None:
         if outcome.saved is not None:
             saved = outcome.saved
             version = selectors.story_version_saved_get(story_id=saved["story_id"], number=saved["version"])
@@ -79,6 +119,41 @@ class Command(BaseCommand):
     async def _generate(
         self, request: GenerationRequest, user: Any, fmt: str, console: Console
     ) -> RunOutcome:
+        try:
+            return await self._follow(run_events(generation_run(request=request, user=user)), fmt, console)
+        except asyncio.CancelledError:
+            # Ctrl-C: the run is this command's, so it stops (recorded cancelled) before the exit.
+            if self._run_id is not None:
+                await run_cancel_and_wait(run_id=self._run_id, after=self._last_seq)
+            raise CommandError("cancelled (Ctrl-C): nothing was saved", returncode=EXIT_FAILED) from None
+
+    async def _attach(self, run_id: int, user: Any, fmt: str, console: Console) -> RunOutcome:
+        if not await run_owned(run_id=run_id, user_id=user.pk):
+            raise CommandError(f"No run {run_id} of {user.username!r}.", returncode=EXIT_INVALID)
+        try:
+            return await self._follow(run_events_follow(run_id=run_id), fmt, console)
+        except asyncio.CancelledError:
+            raise CommandError(
+                f"stopped following run {run_id}; it goes on (cancel it from the page or the API)",
+                returncode=EXIT_FAILED,
+            ) from None
+
+    async def _detached(self, request: GenerationRequest, user: Any) -> None:
+        """The background process of --detach: start the run, hand its id over, see it to its end."""
+        start = await run_start(generation_run(request=request, user=user))
+        if start.run_id is None:
+            refusal = start.refusal or {}
+            self.stdout.write(f"error {refusal.get('code')}: {refusal.get('message')}")
+            return
+        self.stdout.write(str(start.run_id))
+        self.stdout.flush()
+        async for _event in run_events_follow(run_id=start.run_id):
+            pass
+        await run_settled(run_id=start.run_id)
+
+    async def _follow(
+        self, events: AsyncGenerator[dict[str, Any], None], fmt: str, console: Console
+    ) -> RunOutcome:
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
         with Progress(*columns, TextColumn("{task.fields[status]}"), console=console) as progress:
             task = progress.add_task("Starting", total=None, status="")
@@ -87,8 +162,7 @@ class Command(BaseCommand):
             self._next_scene = 0
             try:
                 outcome = await events_fold(
-                    generation_run(request=request, user=user),
-                    on_event=lambda event: self._show(event, fmt, progress, task),
+                    events, on_event=lambda event: self._show(event, fmt, progress, task)
                 )
             except GenerationError as error:
                 raise _failure(error) from None
@@ -99,7 +173,10 @@ class Command(BaseCommand):
 
     def _show(self, event: Event, fmt: str, progress: Progress, task: TaskID) -> None:
         """Show one event as it arrives: the model's name and ETA, each scene in order, progress."""
+        seq = cast(dict[str, Any], event).get("seq")
+        self._last_seq = seq if isinstance(seq, int) else self._last_seq
         if event["type"] == "accepted":
+            self._run_id = event["run_id"]
             about = f"about {event['estimated_seconds']:.0f} s"
             progress.update(task, description=f"Writing with {event['model_name']}", status=about)
         elif event["type"] == "scene" and fmt == "fountain":
@@ -124,6 +201,11 @@ def _user(username: str) -> Any:
 
 
 def _request(options: dict[str, Any]) -> GenerationRequest:
+    if (options["plot"] is None and options["plot_file"] is None) or not options["personas"]:
+        raise CommandError(
+            "Give --plot (or --plot-file) and at least one --persona, or --attach ID.",
+            returncode=EXIT_INVALID,
+        )
     plot = options["plot"]
     if options["plot_file"] is not None:
         plot = _plot_file(options["plot_file"])

@@ -154,3 +154,11 @@ async def ws_events(communicator: WebsocketCommunicator, timeout: float = 10) ->
         events.append(event)
         if event["type"] in TERMINAL:
             return events
+
+
+def unaddressed(event: dict[str, Any]) -> dict[str, Any]:
+    """An event without the address the run's log gives it (``seq``, and ``run_id`` where only it adds one)."""
+    kept = {key: value for key, value in event.items() if key != "seq"}
+    if event["type"] not in ("accepted", "saved", "done"):
+        kept.pop("run_id", None)
+    return kept

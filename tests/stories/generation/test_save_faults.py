@@ -12,7 +12,7 @@ from django.db import OperationalError
 from stories.generation import finish, pipeline
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
-from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
+from tests.stories.generation.conftest import generate_message, screenplay, unaddressed, ws_connect, ws_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +37,7 @@ async def test_a_failed_save_is_save_failed_and_the_run_keeps_the_streamed_text(
     fake_anthropic.script(Reply(text=text))
     monkeypatch.setattr(finish, "screenplay_version_create", _database_down)
     events = await _generate(writer)
-    assert events[-1] == {
+    assert unaddressed(events[-1]) == {
         "type": "error",
         "code": "save_failed",
         "message": "the screenplay could not be saved; please try again",

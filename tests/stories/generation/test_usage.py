@@ -62,7 +62,7 @@ async def test_a_run_cancelled_mid_stream_records_its_input_tokens_and_an_output
     try:
         await communicator.send_json_to(generate_message())
         await _deltas_then(communicator, {"type": "cancel"})
-        assert (await ws_events(communicator))[-1] == {"type": "cancelled"}
+        assert (await ws_events(communicator))[-1]["type"] == "cancelled"
     finally:
         await communicator.disconnect()
     run = await GenerationRun.objects.aget()
@@ -101,7 +101,9 @@ async def test_a_parallel_run_closed_mid_fan_out_counts_every_cut_call(
     )
     communicator = await ws_connect(writer)
     await communicator.send_json_to(generate_message(mode="parallel"))
-    await _deltas_then(communicator, None, deltas=6)
+    # A cancel closes the fan-out (a disconnect no longer does: the run would go on, issue 16).
+    await _deltas_then(communicator, {"type": "cancel"}, deltas=6)
+    await communicator.disconnect()
     run = await _closed_run()
     assert run.status == "cancelled" and run.usage_estimated
     scenes = [call for call in run.details["calls"] if call["task"] == "scene"]

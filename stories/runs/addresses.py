@@ -1,0 +1,46 @@
+"""The client's run addresses: ``attach`` and ``cancel`` messages, the SSE ``after``, checked strictly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stories.errors import GenerationError
+from stories.generation.requests import int_parse
+
+MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class RunAddress:
+    """A run, and the last seq the client already has (0: none)."""
+
+    run_id: int | None
+    after: int = 0
+
+
+def attach_parse(fields: dict[str, Any]) -> RunAddress:
+    """``{"run_id": N, "after": S}``: run_id required, after optional (0)."""
+    _only(fields, {"run_id", "after"})
+    if "run_id" not in fields:
+        raise GenerationError("invalid_request", "attach needs a run_id")
+    return RunAddress(
+        run_id=int_parse(fields["run_id"], "run_id", 1, MAX_ID), after=after_parse(fields.get("after", 0))
+    )
+
+
+def cancel_parse(fields: dict[str, Any]) -> RunAddress:
+    """``{"run_id": N}`` or nothing (the socket's own run)."""
+    _only(fields, {"run_id"})
+    run_id = fields.get("run_id")
+    return RunAddress(run_id=None if run_id is None else int_parse(run_id, "run_id", 1, MAX_ID))
+
+
+def after_parse(value: Any) -> int:
+    return int_parse(value, "after", 0, MAX_ID)
+
+
+def _only(fields: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(str(key)[:40] for key in fields if key not in allowed)
+    if unknown:
+        raise GenerationError("invalid_request", f"unknown fields: {', '.join(unknown)}")

@@ -1,0 +1,165 @@
+"""The run event log in this process's memory: the embedded default, and Redis's local mirror.
+
+Appending is a list append and a wake-up of the followers waiting on the run: no I/O, no copy. A run's
+events are kept after its end for STORY_RUN_EVENTS_RETENTION_SECONDS (swept when a run opens), at most
+STORY_RUN_EVENTS_MAX of them (the oldest dropped first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from stories.runs.log import TERMINAL, retention_seconds
+
+# How often a waiting follower wakes with nothing new, to say it is still there (touch).
+_WAKE_SECONDS = 1.0
+# With Redis, how long this process keeps its own copy of a finished run's events.
+_MIRROR_KEEP_SECONDS = 120
+
+
+@dataclass
+class _Run:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # The seq of events[0] minus one: events dropped from the front past STORY_RUN_EVENTS_MAX.
+    base: int = 0
+    ended_at: float | None = None
+    seen_at: float = field(default_factory=time.monotonic)
+    cancel: bool = False
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    @property
+    def last_seq(self) -> int:
+        return self.base + len(self.events)
+
+    def after(self, seq: int) -> list[dict[str, Any]]:
+        return self.events[max(seq - self.base, 0) :]
+
+    def wake(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            _wake(waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if waiter.done():
+        return
+    loop = waiter.get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is running:
+        waiter.set_result(None)
+    elif not loop.is_closed():
+        # A follower on another thread's loop (a blocking view's): wake it there.
+        loop.call_soon_threadsafe(_wake, waiter)
+
+
+class MemoryRunEventLog:
+    def __init__(self) -> None:
+        self.runs: dict[int, _Run] = {}
+
+    async def open(self, run_id: int, *, last_seq: int = 0) -> None:
+        self._sweep()
+        kept = self.runs.get(run_id)
+        if last_seq and kept is not None and kept.last_seq == last_seq:
+            # Resumed here: the events kept so far stay replayable.
+            kept.ended_at, kept.cancel = None, False
+            return
+        self.runs[run_id] = _Run(base=last_seq)
+
+    async def append(self, run_id: int, event: dict[str, Any]) -> int:
+        return self.append_now(run_id, event)["seq"]
+
+    def append_now(self, run_id: int, event: dict[str, Any]) -> dict[str, Any]:
+        """``append`` without awaiting: the event as kept, with its address."""
+        run = self.runs.get(run_id)
+        if run is None:
+            run = self.runs[run_id] = _Run()
+        stamped = {**event, "run_id": run_id, "seq": run.last_seq + 1}
+        run.events.append(stamped)
+        limit = settings.STORY_RUN_EVENTS_MAX
+        if len(run.events) > limit:
+            # Drop a tenth at once, so the list is not shifted on every event past the bound.
+            dropped = len(run.events) - limit + limit // 10
+            del run.events[:dropped]
+            run.base += dropped
+        if event["type"] in TERMINAL:
+            run.ended_at = time.monotonic()
+        run.wake()
+        return stamped
+
+    async def read(self, run_id: int, after: int) -> list[dict[str, Any]]:
+        run = self.runs.get(run_id)
+        return [] if run is None else run.after(after)
+
+    async def follow(self, run_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
+        while (run := self.runs.get(run_id)) is not None:
+            run.seen_at = time.monotonic()
+            for event in run.after(after):
+                yield event
+                after = event["seq"]
+                if event["type"] in TERMINAL:
+                    return
+            if run.ended_at is not None:
+                return  # ended, and the terminal event was dropped by the bound
+            waiter = asyncio.get_running_loop().create_future()
+            run.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, timeout=_WAKE_SECONDS)
+            except TimeoutError:
+                if waiter in run.waiters:
+                    run.waiters.remove(waiter)
+
+    async def exists(self, run_id: int) -> bool:
+        return run_id in self.runs
+
+    async def last_seq(self, run_id: int) -> int:
+        run = self.runs.get(run_id)
+        return 0 if run is None else run.last_seq
+
+    async def cancel_request(self, run_id: int) -> None:
+        run = self.runs.get(run_id)
+        if run is not None:
+            run.cancel = True
+
+    async def cancel_requested(self, run_id: int) -> bool:
+        run = self.runs.get(run_id)
+        return run is not None and run.cancel
+
+    async def touch(self, run_id: int) -> None:
+        run = self.runs.get(run_id)
+        if run is not None:
+            run.seen_at = time.monotonic()
+
+    async def followed_within(self, run_id: int, seconds: float) -> bool:
+        run = self.runs.get(run_id)
+        return run is not None and time.monotonic() - run.seen_at < seconds
+
+    async def ended(self, run_id: int) -> bool:
+        run = self.runs.get(run_id)
+        return run is not None and run.ended_at is not None
+
+    def _sweep(self) -> None:
+        keep = retention_seconds()
+        if settings.REDIS_URL:
+            # Only a mirror for this process's followers: Redis keeps the events for everybody.
+            keep = min(keep, _MIRROR_KEEP_SECONDS)
+        now = time.monotonic()
+        stale = [
+            run_id
+            for run_id, run in self.runs.items()
+            if run.ended_at is not None and now - run.ended_at > keep
+        ]
+        for run_id in stale:
+            del self.runs[run_id]
+
+
+# This process's log (a process holds one, whatever the event loops its threads run).
+LOG = MemoryRunEventLog()

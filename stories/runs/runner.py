@@ -1,0 +1,218 @@
+"""The runner: drives one run's events into the log, as a task this process owns, not a socket.
+
+``run_start`` takes a run's events (``stories.generation.pipeline.generation_run`` or a scene rewrite),
+starts driving them in a task of its own and returns once the run is admitted (its ``accepted`` is in
+the log) or refused (the refusal, which belongs to no run, is returned instead). From then on the run
+goes on whoever follows it or leaves; it ends with ``done``, ``error`` or ``cancelled`` in the log.
+It stops early only when cancelled (``run_cancel``, from any process through the log) or, with
+STORY_RUN_DETACHED_TIMEOUT_SECONDS, when nobody has followed it that long; either way the pipeline
+records it ``cancelled`` and closes the upstream request at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from stories.errors import GenerationError
+from stories.runs.log import TERMINAL, RunEventLog
+from stories.runs.store import run_event_log
+
+logger = logging.getLogger(__name__)
+
+# How often a running run looks for a cancel sent from another process, and for followers.
+WATCH_SECONDS = 0.25
+
+# The runs this process drives, by id: a cancel here stops them at once.
+_running: dict[int, asyncio.Task[None]] = {}
+# Every runner task until it is done: the event loop keeps only weak references to tasks.
+_tasks: set[asyncio.Task[None]] = set()
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """A started run's id, or the refusal (an ``error`` event of no run) when none was admitted."""
+
+    run_id: int | None = None
+    refusal: dict[str, Any] | None = None
+
+
+async def run_start(events: AsyncGenerator[dict[str, Any], None]) -> RunStart:
+    """Drive ``events`` in a task of this process; return once the run is admitted or refused."""
+    started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
+    _keep(asyncio.create_task(_drive(events, started, run_event_log())))
+    # Shielded: a caller that goes away meanwhile leaves the run to go on.
+    return await asyncio.shield(started)
+
+
+async def run_resume(*, run_id: int, events: AsyncGenerator[dict[str, Any], None]) -> None:
+    """Drive, in this process, the rest of a run that started elsewhere (a process that died).
+
+    The run's log goes on after its last seq: the sequence a client follows has no gap and no repeat.
+    For resuming runs after a killed process (issue 16 part B); returns once the task is started.
+    """
+    log = run_event_log()
+    await log.open(run_id, last_seq=await log.last_seq(run_id))
+    started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
+    _running[run_id] = _keep(asyncio.create_task(_drive(events, started, log, run_id=run_id)))
+    await asyncio.shield(started)
+
+
+def _keep(task: asyncio.Task[None]) -> asyncio.Task[None]:
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
+async def run_cancel(*, run_id: int) -> None:
+    """Cancel the run wherever it runs: here at once, elsewhere within WATCH_SECONDS."""
+    task = _running.get(run_id)
+    if task is not None:
+        loop = task.get_loop()
+        if loop is asyncio.get_running_loop():
+            task.cancel()
+        else:
+            # Asked from another thread's loop (a blocking view's): cancelled on its own loop.
+            loop.call_soon_threadsafe(task.cancel)
+    await run_event_log().cancel_request(run_id)
+
+
+def run_is_local(*, run_id: int) -> bool:
+    return run_id in _running
+
+
+async def run_settled(*, run_id: int) -> None:
+    """Wait until this process's runner of ``run_id`` (if any) is done, its terminal event included.
+
+    A blocking caller that has read the terminal event waits for this before its event loop may end:
+    the runner may still be writing that event, and a loop closing under it would cancel the run's
+    last steps (and record a finished run as cancelled).
+    """
+    task = _running.get(run_id)
+    if task is not None and task is not asyncio.current_task():
+        await asyncio.shield(task)
+
+
+async def _drive(
+    events: AsyncGenerator[dict[str, Any], None],
+    started: asyncio.Future[RunStart],
+    log: RunEventLog,
+    run_id: int | None = None,
+) -> None:
+    driven = _Driven(log=log, started=started)
+    if run_id is not None:
+        driven.adopt(run_id)
+    try:
+        async with aclosing(events) as stream:
+            async for event in stream:
+                await driven.take(event)
+    except asyncio.CancelledError:
+        await driven.end({"type": "cancelled"})
+    except Exception:
+        logger.exception("generation run %s failed unexpectedly", driven.run_id)
+        await driven.end(GenerationError("llm_unavailable", "the generation failed unexpectedly").as_event())
+    finally:
+        await driven.close()
+
+
+@dataclass
+class _Driven:
+    """One run as its runner sees it: admitted or not, ended or not, watched by a companion task."""
+
+    log: RunEventLog
+    started: asyncio.Future[RunStart]
+    run_id: int | None = None
+    ended: bool = False
+    watch: asyncio.Task[None] | None = None
+
+    async def take(self, event: dict[str, Any]) -> None:
+        if self.run_id is None:
+            await self._first(event)
+        else:
+            await self._append(event)
+
+    def adopt(self, run_id: int) -> None:
+        """Drive a run whose log is already open (a resumed run): every event is appended."""
+        self.run_id = run_id
+        task = asyncio.current_task()
+        assert task is not None
+        self.watch = asyncio.create_task(_watch(run_id, task, self.log))
+        self._answer(RunStart(run_id=run_id))
+
+    async def _first(self, event: dict[str, Any]) -> None:
+        if event["type"] != "accepted":
+            # Refused before admission (busy, rate limited, a bad story...): no run, no log.
+            self._answer(RunStart(refusal=event))
+            return
+        run_id = self.run_id = int(event["run_id"])
+        task = asyncio.current_task()
+        assert task is not None
+        _running[run_id] = task
+        await self.log.open(run_id)
+        await self._append(event)
+        self.watch = asyncio.create_task(_watch(run_id, task, self.log))
+        self._answer(RunStart(run_id=run_id))
+
+    async def _append(self, event: dict[str, Any]) -> None:
+        assert self.run_id is not None
+        await self.log.append(self.run_id, event)
+        self.ended = event["type"] in TERMINAL
+
+    async def end(self, terminal: dict[str, Any]) -> None:
+        """Close the run with ``terminal`` unless it ended already (a refusal has no run to close)."""
+        if self.run_id is None:
+            self._answer(RunStart(refusal=terminal))
+        elif not self.ended:
+            await self._append(terminal)
+
+    async def close(self) -> None:
+        if self.run_id is not None and not self.ended:
+            await self._append(
+                GenerationError("llm_unavailable", "the generation ended without a result").as_event()
+            )
+        if self.run_id is not None:
+            self._answer(RunStart(run_id=self.run_id))
+            _running.pop(self.run_id, None)
+        else:
+            self._answer(RunStart(refusal={"type": "cancelled"}))
+        if self.watch is not None:
+            self.watch.cancel()
+
+    def _answer(self, start: RunStart) -> None:
+        if not self.started.done():
+            self.started.set_result(start)
+
+
+async def _watch(run_id: int, task: asyncio.Task[None], log: RunEventLog) -> None:
+    """Cancel the run when a cancel arrives from elsewhere, or when nobody has followed it too long."""
+    while not task.done():
+        await asyncio.sleep(WATCH_SECONDS)
+        try:
+            reason = await _stop_reason(run_id, log)
+        except Exception:
+            logger.warning("run %s: could not check for a cancel", run_id, exc_info=True)
+            continue
+        if reason:
+            logger.info("run %s cancelled: %s", run_id, reason)
+            task.cancel()
+            return
+
+
+async def _stop_reason(run_id: int, log: RunEventLog) -> str:
+    if await log.cancel_requested(run_id):
+        return "a cancel was asked"
+    timeout = settings.STORY_RUN_DETACHED_TIMEOUT_SECONDS
+    if timeout and not await log.followed_within(run_id, timeout):
+        return f"nobody followed it for {timeout} s"
+    return ""
+
+
+def running_ids() -> list[int]:
+    """The ids of the runs this process drives now."""
+    return list(_running)

@@ -1,0 +1,58 @@
+"""A run's events as Server-Sent Events, for ``GET /api/runs/{id}/events/`` (EventSource, ``curl -N``).
+
+Each event is one SSE message: ``id:`` its seq, ``data:`` its JSON (the ``type`` is inside, so an
+EventSource's ``onmessage`` sees every event). A browser's EventSource reconnects by itself when the
+stream ends or drops and sends the last id as ``Last-Event-ID``; the stream goes on from there. Once
+the client has the terminal event, the answer is 204, which tells EventSource to stop reconnecting.
+An end rebuilt from the database (its seq unknown) has the id ``end``, which is also answered 204.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+from stories.errors import GenerationError
+from stories.runs.addresses import MAX_ID
+from stories.runs.follow import run_events_follow
+from stories.runs.store import run_event_log
+
+END_ID = "end"
+# How long EventSource waits before reconnecting after a drop.
+_RETRY_MS = 2000
+
+
+def sse_after(*, query: str | None, last_event_id: str | None) -> int | None:
+    """The seq to follow from: ``Last-Event-ID`` (a reconnect) wins over ``?after=``; None for ``end``."""
+    raw = last_event_id if last_event_id not in (None, "") else query
+    if raw is None or raw == "":
+        return 0
+    if raw == END_ID:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_ID:
+        raise GenerationError("invalid_request", "after and Last-Event-ID must be a seq (a whole number)")
+    return int(raw)
+
+
+async def run_has_more(*, run_id: int, after: int) -> bool:
+    """False once the client has the run's terminal event (its log ended at or before ``after``)."""
+    log = run_event_log()
+    if not await log.exists(run_id) or not await log.ended(run_id):
+        return True
+    return await log.last_seq(run_id) > after
+
+
+async def run_sse_stream(*, run_id: int, after: int) -> AsyncGenerator[bytes, None]:
+    yield f"retry: {_RETRY_MS}\n\n".encode()
+    async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
+        async for event in events:
+            yield sse_message(event)
+
+
+def sse_message(event: dict[str, Any]) -> bytes:
+    seq = event.get("seq")
+    # JSON never holds a raw newline, so the data is one line.
+    data = json.dumps(event, ensure_ascii=False)
+    return f"id: {END_ID if seq is None else seq}\ndata: {data}\n\n".encode()

@@ -1,0 +1,89 @@
+"""A run outlives the page's socket (issue 16): a reload re-attaches, a cut socket resumes by itself.
+
+The live server runs the offline model; the runs are long (the longest length) so that there is a
+middle to reload in and to cut the socket in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, WebSocketRoute, expect
+
+from tests.browser.conftest import AppServer, Watched, log_in
+from tests.browser.test_generate import generate, pick_persona
+
+pytestmark = pytest.mark.browser
+
+LONG_PLOT = " ".join(
+    f"On floor {n} the lift stops and the building's AI tells the tenants a story instead." for n in range(12)
+)
+
+
+def _start_long_run(page: Page, server: AppServer) -> None:
+    log_in(page, server)
+    page.goto(server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill(LONG_PLOT)
+    page.get_by_label("Length").select_option(index=page.get_by_label("Length").locator("option").count() - 1)
+    generate(page)
+
+
+def _scene_indexes(page: Page) -> list[str]:
+    return page.locator("#stream-scenes > .scene").evaluate_all("nodes => nodes.map(n => n.dataset.index)")
+
+
+def test_a_reload_mid_generation_redraws_the_scenes_so_far_and_follows_to_the_save(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    _start_long_run(page, app_server)
+    expect(page.locator("#stream-scenes .scene").first).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/stories/new/\?run=\d+$"))
+    run_id = page.url.rsplit("=", 1)[1]
+    shown = len(_scene_indexes(page))
+
+    page.reload()
+    # The scenes written so far are drawn again from the run's log, then the run goes on live.
+    expect(page.locator("#stream-scenes .scene").nth(shown - 1)).to_be_visible()
+    expect(page.locator("#stream-saved")).to_be_visible(timeout=60_000)
+    expect(page.locator("#saved-link")).to_have_attribute("href", re.compile(r"^/stories/\d+/$"))
+    indexes = _scene_indexes(page)
+    assert indexes == [str(n) for n in range(len(indexes))], "a scene is missing or drawn twice"
+    assert len(indexes) > shown
+    assert page.url.endswith(f"?run={run_id}")
+    page.goto(app_server.url + "/runs/")
+    row = page.locator("tbody tr", has_text=f"#{run_id}")
+    expect(row.locator(".status")).to_have_text("Succeeded")
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_cut_socket_reconnects_by_itself_and_resumes_after_its_last_event(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    sockets: list[WebSocketRoute] = []
+    sent: list[dict[str, Any]] = []
+
+    def through(socket: WebSocketRoute) -> None:
+        # A transparent proxy to the real server, which the test can cut from the page's side.
+        server = socket.connect_to_server()
+        socket.on_message(lambda message: (sent.append(json.loads(message)), server.send(message)))
+        sockets.append(socket)
+
+    page.route_web_socket("**/ws/generate/", through)
+    _start_long_run(page, app_server)
+    expect(page.locator("#stream-scenes .scene").first).to_be_visible()
+    sockets[0].close(code=4000, reason="network dropped")
+
+    expect(page.locator("#stream-saved")).to_be_visible(timeout=60_000)
+    assert len(sockets) >= 2, "the page did not reconnect"
+    attach = next(message for message in sent if message["type"] == "attach")
+    assert attach["after"] > 0 and isinstance(attach["run_id"], int)
+    indexes = _scene_indexes(page)
+    assert indexes == [str(n) for n in range(len(indexes))], "a scene is missing or drawn twice"
+    assert [m["type"] for m in sent].count("generate") == 1
+    assert watched.dialogs == [] and watched.errors == []

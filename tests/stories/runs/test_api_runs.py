@@ -1,0 +1,157 @@
+"""The REST side of durable runs: SSE with resume, cancel, and ``"wait": false`` (issue 16)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from rest_framework.test import APIClient
+
+from stories.models import GenerationRun, ScreenplayVersion
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.stories.generation.conftest import screenplay, ws_connect, ws_events
+from tests.stories.runs.conftest import run_streaming, script_slow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PLOT = {"plot": "A statue, a lie, a fog.", "personas": ["noir-detective", "femme-fatale"]}
+
+
+def _client(user: Any | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
+
+
+def _sse(response: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The (id, event) of every SSE message of a streamed response."""
+    body = async_to_sync(_read)(response.streaming_content).decode()
+    messages = []
+    for block in body.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "data" in fields:
+            messages.append((fields["id"], json.loads(fields["data"])))
+    return messages
+
+
+async def _read(content: Any) -> bytes:
+    return b"".join([chunk async for chunk in content])
+
+
+def _finished_run(user: Any) -> int:
+    response = _client(user).post("/api/ai/generate-screenplay/", PLOT, format="json")
+    assert response.status_code == 201, response.content
+    return int(response.json()["run_id"])
+
+
+def test_a_finished_runs_events_replay_as_sse_with_their_seq_as_id(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    run_id = _finished_run(writer)
+    response = _client(writer).get(f"/api/runs/{run_id}/events/", HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/event-stream")
+    messages = _sse(response)
+    assert [int(id_) for id_, _ in messages] == list(range(1, len(messages) + 1))
+    assert all(event["seq"] == int(id_) and event["run_id"] == run_id for id_, event in messages)
+    assert messages[0][1]["type"] == "accepted"
+    assert [event["type"] for _, event in messages][-2:] == ["saved", "done"]
+
+
+def test_last_event_id_resumes_after_it_and_wins_over_after(writer: Any, cast: Any, offline: None) -> None:
+    run_id = _finished_run(writer)
+    client = _client(writer)
+    whole = _sse(client.get(f"/api/runs/{run_id}/events/"))
+    resumed = _sse(client.get(f"/api/runs/{run_id}/events/?after=1", HTTP_LAST_EVENT_ID="3"))
+    assert resumed == whole[3:]
+    assert _sse(client.get(f"/api/runs/{run_id}/events/?after=2")) == whole[2:]
+    # The client has the terminal event: 204, so an EventSource stops reconnecting.
+    last = whole[-1][0]
+    assert client.get(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID=last).status_code == 204
+
+
+@pytest.mark.parametrize("after", ["-1", "x", "1.5", "99999999999999999999", "\u0661"])
+def test_a_bad_after_is_a_400(writer: Any, cast: Any, offline: None, after: str) -> None:
+    run_id = _finished_run(writer)
+    response = _client(writer).get(f"/api/runs/{run_id}/events/", {"after": after})
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_request"
+
+
+def test_another_writers_or_an_unknown_run_is_404_and_anonymous_is_refused(
+    writer: Any, other_writer: Any, cast: Any, offline: None
+) -> None:
+    run_id = _finished_run(writer)
+    intruder = _client(other_writer)
+    for url in (f"/api/runs/{run_id}/events/", "/api/runs/999999/events/"):
+        assert intruder.get(url).status_code == 404
+    for url in (f"/api/runs/{run_id}/cancel/", "/api/runs/999999/cancel/"):
+        assert intruder.post(url).status_code == 404
+    assert _client(None).get(f"/api/runs/{run_id}/events/").status_code in (401, 403)
+    assert _client(None).post(f"/api/runs/{run_id}/cancel/").status_code in (401, 403)
+    assert (GenerationRun.objects.get(pk=run_id)).status == "succeeded"
+
+
+def test_cancelling_a_finished_run_changes_nothing(writer: Any, cast: Any, offline: None) -> None:
+    run_id = _finished_run(writer)
+    response = _client(writer).post(f"/api/runs/{run_id}/cancel/")
+    assert (response.status_code, response.json()) == (200, {"run_id": run_id, "status": "succeeded"})
+
+
+async def test_the_cancel_endpoint_stops_a_running_run_and_its_upstream_within_a_second(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    script_slow(fake_anthropic, tokens_per_second=20)
+    communicator, run_id = await run_streaming(writer)
+    try:
+        response = await sync_to_async(_client(writer).post)(f"/api/runs/{run_id}/cancel/")
+        assert (response.status_code, response.json()["status"]) == (202, "cancelling")
+        assert (await ws_events(communicator))[-1]["type"] == "cancelled"
+        gone = await sync_to_async(fake_anthropic.wait_for_disconnect)(fake_anthropic.requests[0], 1.0)
+    finally:
+        await communicator.disconnect()
+    assert gone, "the fake server still had the connection a second after the cancel"
+
+
+async def test_wait_false_answers_202_with_the_run_and_the_run_goes_on_to_be_saved(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=2)), tokens_per_second=400))
+    response = await sync_to_async(_client(writer).post)(
+        "/api/ai/generate-screenplay/", {**PLOT, "wait": False}, format="json"
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    run_id = body["run_id"]
+    assert body["events_url"] == f"/api/runs/{run_id}/events/" == response["Location"]
+    assert body["cancel_url"] == f"/api/runs/{run_id}/cancel/"
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "attach", "run_id": run_id})
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "done"
+    assert await ScreenplayVersion.objects.filter(run_id=run_id).aexists()
+
+
+@pytest.mark.parametrize("wait", ["false", 0, None])
+def test_wait_must_be_a_boolean(writer: Any, cast: Any, offline: None, wait: Any) -> None:
+    response = _client(writer).post("/api/ai/generate-screenplay/", {**PLOT, "wait": wait}, format="json")
+    assert response.status_code == 400
+    assert "wait" in response.json()["message"]
+    assert not GenerationRun.objects.exists()
+
+
+def test_the_openapi_schema_documents_the_run_endpoints(writer: Any) -> None:
+    schema = _client(writer).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    events = schema["paths"]["/api/runs/{run_id}/events/"]["get"]
+    assert "text/event-stream" in events["responses"]["200"]["content"]
+    assert {p["name"] for p in events["parameters"]} >= {"after", "Last-Event-ID"}
+    assert "202" in schema["paths"]["/api/runs/{run_id}/cancel/"]["post"]["responses"]
+    generate = schema["paths"]["/api/ai/generate-screenplay/"]["post"]
+    assert "202" in generate["responses"]

@@ -1,0 +1,227 @@
+"""Runs detached from sockets (issue 16): leave, come back, watch from two places, cancel from another.
+
+Against the real ASGI application and consumer, the real SDK and the fake Anthropic server. The runs'
+event log is the deployment's: this process's memory, or Redis (with its local mirror) in the
+PostgreSQL + Redis pass; tests/stories/runs/test_two_processes.py reads it from another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from redis.asyncio import Redis
+
+from stories.models import GenerationRun, ScreenplayVersion
+from stories.runs import memory_log
+from stories.runs.redis_log import run_key
+from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.stories.generation.conftest import TERMINAL, generate_message, ws_connect, ws_events, ws_generate
+from tests.stories.runs.conftest import first_answer, run_streaming, screenplay, script_slow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def _until(communicator: WebsocketCommunicator, kind: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    while not events or events[-1]["type"] != kind:
+        events.append(json.loads(await communicator.receive_from(timeout=10)))
+        assert events[-1]["type"] not in TERMINAL or kind in TERMINAL, events[-1]
+    return events
+
+
+def _seqs(events: list[dict[str, Any]]) -> list[int]:
+    return [event["seq"] for event in events]
+
+
+async def _finished(run_id: int, timeout: float = 20) -> GenerationRun:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (run := await GenerationRun.objects.aget(pk=run_id)).status == "streaming":
+        assert asyncio.get_running_loop().time() < deadline, "the run did not finish"
+        await asyncio.sleep(0.05)
+    return run
+
+
+async def test_a_writer_who_leaves_after_the_first_scene_gets_the_rest_on_attach_and_one_version_is_saved(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    script_slow(fake_anthropic)
+    first = await ws_connect(writer)
+    await first.send_json_to(generate_message())
+    before = await _until(first, "scene")
+    await first.disconnect()
+    run_id, last = before[0]["run_id"], before[-1]["seq"]
+    assert _seqs(before) == list(range(1, last + 1))
+    assert all(event["run_id"] == run_id for event in before)
+
+    second = await ws_connect(writer)
+    try:
+        await second.send_json_to({"type": "attach", "run_id": run_id, "after": last})
+        after = await ws_events(second)
+    finally:
+        await second.disconnect()
+    # No gap, no duplicate: the two halves are one run's sequence.
+    assert _seqs(after) == list(range(last + 1, last + 1 + len(after)))
+    assert [e["type"] for e in after][-2:] == ["saved", "done"]
+    scenes = [e["index"] for e in [*before, *after] if e["type"] == "scene"]
+    assert scenes == [0, 1, 2, 3]
+    assert (await _finished(run_id)).status == "succeeded"
+    assert await ScreenplayVersion.objects.acount() == 1
+    # The fake saw one generation: one call, never asked again.
+    assert len(fake_anthropic.requests) == 1
+
+
+async def test_two_sockets_on_one_run_get_the_same_events(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    script_slow(fake_anthropic)
+    starter, watcher = await ws_connect(writer), await ws_connect(writer)
+    try:
+        await starter.send_json_to(generate_message())
+        accepted = json.loads(await starter.receive_from(timeout=10))
+        await watcher.send_json_to({"type": "attach", "run_id": accepted["run_id"], "after": 0})
+        started = [accepted, *await ws_events(starter)]
+        watched = await ws_events(watcher)
+    finally:
+        await starter.disconnect()
+        await watcher.disconnect()
+    assert watched == started
+    assert started[-1]["type"] == "done"
+
+
+async def test_a_cancel_from_another_socket_stops_the_upstream_within_a_second(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    script_slow(fake_anthropic, tokens_per_second=20)
+    starter, run_id = await run_streaming(writer)
+    other = await ws_connect(writer)
+    try:
+        await other.send_json_to({"type": "cancel", "run_id": run_id})
+        rest = await ws_events(starter)
+        gone = await sync_to_async(fake_anthropic.wait_for_disconnect)(fake_anthropic.requests[0], 1.0)
+        assert gone, "the fake server still had the connection a second after the cancel"
+        assert await other.receive_nothing(timeout=0.2)
+    finally:
+        await starter.disconnect()
+        await other.disconnect()
+    assert rest[-1]["type"] == "cancelled" and rest[-1]["run_id"] == run_id
+    assert (await _finished(run_id)).status == "cancelled"
+    assert await ScreenplayVersion.objects.acount() == 0
+
+
+async def test_attaching_to_a_finished_run_replays_it_whole(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=2))))
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message())
+        original = await ws_events(communicator)
+        run_id = original[0]["run_id"]
+        await communicator.send_json_to({"type": "attach", "run_id": run_id})
+        replayed = await ws_events(communicator)
+        await communicator.send_json_to({"type": "attach", "run_id": run_id, "after": original[-1]["seq"]})
+        # The client has everything already: nothing comes.
+        assert await communicator.receive_nothing(timeout=0.5)
+    finally:
+        await communicator.disconnect()
+    assert replayed == original
+
+
+async def test_after_the_log_expired_an_attach_gets_the_runs_end_from_the_database(
+    writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    events = await ws_generate(writer)
+    run_id = events[0]["run_id"]
+    await _log_expires(run_id, settings)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "attach", "run_id": run_id, "after": 3})
+        end = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    saved = next(e for e in events if e["type"] == "saved")
+    assert end == [{**saved, "seq": None}, {**events[-1], "seq": None}]
+
+
+async def _log_expires(run_id: int, settings: Any) -> None:
+    """What the retention does to a run's log, now rather than in an hour."""
+    memory_log.LOG.runs.pop(run_id, None)
+    if settings.REDIS_URL:
+        client = Redis.from_url(settings.REDIS_URL)
+        await client.delete(run_key(run_id, "events"))
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param({"type": "attach", "run_id": 999_999}, id="unknown"),
+        pytest.param({"type": "cancel", "run_id": 999_999}, id="cancel-unknown"),
+    ],
+)
+async def test_an_unknown_run_is_not_found_and_nothing_else(
+    writer: Any, db: None, message: dict[str, Any]
+) -> None:
+    event = await first_answer(writer, message, then_nothing=True)
+    assert (event["type"], event["code"]) == ("error", "not_found")
+    assert "seq" not in event and "run_id" not in event
+
+
+async def test_another_writers_run_is_not_found_to_attach_or_cancel(
+    writer: Any, other_writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    script_slow(fake_anthropic, tokens_per_second=40)
+    owner, intruder = await ws_connect(writer), await ws_connect(other_writer)
+    try:
+        await owner.send_json_to(generate_message())
+        run_id = json.loads(await owner.receive_from(timeout=10))["run_id"]
+        answers = []
+        for message in ({"type": "attach", "run_id": run_id}, {"type": "cancel", "run_id": run_id}):
+            await intruder.send_json_to(message)
+            answers.append(json.loads(await intruder.receive_from(timeout=5)))
+        assert await intruder.receive_nothing(timeout=0.3)
+        await owner.send_json_to({"type": "cancel"})
+        assert (await ws_events(owner))[-1]["type"] == "cancelled"
+    finally:
+        await owner.disconnect()
+        await intruder.disconnect()
+    assert [(a["type"], a["code"]) for a in answers] == [("error", "not_found")] * 2
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "attach"},
+        {"type": "attach", "run_id": "7"},
+        {"type": "attach", "run_id": 0},
+        {"type": "attach", "run_id": True},
+        {"type": "attach", "run_id": 2**63},
+        {"type": "attach", "run_id": 7, "after": -1},
+        {"type": "attach", "run_id": 7, "after": 1.5},
+        {"type": "attach", "run_id": 7, "since": 3},
+        {"type": "cancel", "run_id": None, "force": True},
+        {"type": "cancel", "run_id": [7]},
+    ],
+)
+async def test_bad_attach_and_cancel_fields_are_invalid_requests(
+    writer: Any, db: None, message: dict[str, Any]
+) -> None:
+    event = await first_answer(writer, message)
+    assert (event["type"], event["code"]) == ("error", "invalid_request")
+
+
+async def test_a_run_nobody_follows_past_the_detached_timeout_is_cancelled_and_recorded(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_RUN_DETACHED_TIMEOUT_SECONDS = 1
+    script_slow(fake_anthropic, tokens_per_second=20)
+    communicator, run_id = await run_streaming(writer)
+    await communicator.disconnect()
+    gone = await sync_to_async(fake_anthropic.wait_for_disconnect)(fake_anthropic.requests[0], 4.0)
+    assert gone, "the unfollowed run kept its upstream request"
+    assert (await _finished(run_id)).status == "cancelled"
