@@ -544,6 +544,25 @@
       announce("Writing has started.");
       statsRender(current);
     },
+    resumed: function (current, message) {
+      // The server process running this run stopped; another took it over from its last checkpoint.
+      // The event holds the outline and every finished scene: a page that saw nothing draws them now.
+      if (typeof message.max_tokens === "number") {
+        current.maxTokens = message.max_tokens;
+      }
+      var outline = message.outline && typeof message.outline === "object" ? message.outline : null;
+      if (outline && Array.isArray(outline.scenes) && outline.scenes.length) {
+        handlers.outline(current, { scenes: outline.scenes });
+      }
+      (Array.isArray(message.scenes) ? message.scenes : []).forEach(function (item) {
+        if (item && typeof item.index === "number" && item.scene && typeof item.scene === "object") {
+          sceneShow(item.index, sceneBuild(item.scene));
+        }
+      });
+      // Text of a scene that was being written when the process stopped is written again.
+      ui.raw.replaceChildren();
+      announce("The writing was interrupted on the server and goes on from the last finished scene.");
+    },
     delta: function (current, message) {
       var text = asText(message.text);
       ui.rawAll.appendChild(document.createTextNode(text));

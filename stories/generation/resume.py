@@ -33,6 +33,9 @@ from stories.generation.requests import model_label
 from stories.generation.run import Run, Writer
 from stories.generation.single import single_write
 from stories.models import GenerationRun
+from stories.runs.runner import run_resume as run_logged_resume
+from stories.runs.runner import run_settled
+from stories.runs.store import run_event_log
 from stories.selectors import generation_pace_get, generation_runs_orphaned, generation_settings_get
 from stories.services import (
     INTERRUPTED_MESSAGE,
@@ -56,6 +59,14 @@ async def run_resume(*, run_id: int) -> AsyncGenerator[dict[str, Any], None]:
     claim = await db_call(_run_claim)(run_id)
     if claim is None:
         return
+    async with aclosing(_claimed_events(claim)) as events:
+        async for event in events:
+            yield event
+
+
+async def _claimed_events(
+    claim: tuple[Run, ResumePoint] | NotResumable,
+) -> AsyncGenerator[dict[str, Any], None]:
     if isinstance(claim, NotResumable):
         yield {"type": "error", "code": "interrupted", "message": INTERRUPTED_MESSAGE, "retryable": True}
         return
@@ -120,29 +131,34 @@ def _resumed(run: Run, point: ResumePoint) -> dict[str, Any]:
 
 
 async def runs_resume_drain(*, run_ids: list[int]) -> dict[str, int]:
-    """Resume these runs side by side, each to its end; count how they ended ("saved", "failed", ...).
-
-    Until an event log keeps resumed runs' events for clients to attach to, they are read and dropped:
-    what matters is the saved version (or the failed run's record).
-    """
-    outcomes = await asyncio.gather(*(_resume_drained(run_id) for run_id in run_ids))
+    """Resume these runs side by side, each to its end; count how they ended ("finished", "failed", ...)."""
+    outcomes = await asyncio.gather(*(_resume_logged(run_id) for run_id in run_ids))
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
 
 
-async def _resume_drained(run_id: int) -> str:
-    outcome = "skipped"  # not orphaned after all: another process claimed it first
+async def _resume_logged(run_id: int) -> str:
+    """Claim the run and drive the rest of it through the runner, into the run's event log.
+
+    The log goes on after the run's last seq (with Redis, the stream the dead process wrote), so a
+    client attached to the run sees ``resumed`` and the rest with no gap and no repeat. Claimed first:
+    a run another process claimed is left to it, its log untouched.
+    """
     try:
-        async with aclosing(run_resume(run_id=run_id)) as events:
-            async for event in events:
-                if event["type"] in ("done", "error", "cancelled"):
-                    outcome = {"done": "finished", "error": "failed"}.get(event["type"], "cancelled")
+        claim = await db_call(_run_claim)(run_id)
+        if claim is None:
+            return "skipped"  # not orphaned after all: another process claimed it first
+        await run_logged_resume(run_id=run_id, events=_claimed_events(claim))
+        await run_settled(run_id=run_id)
+        log = run_event_log()
+        last = await log.read(run_id, max(0, await log.last_seq(run_id) - 1))
     except Exception:
         logger.exception("resuming run %s failed unexpectedly", run_id)
         return "failed"
-    return outcome
+    ending = last[-1]["type"] if last else ""
+    return {"done": "finished", "error": "failed", "cancelled": "cancelled"}.get(ending, "failed")
 
 
 # The watcher and the resumes it started, kept so that they are not garbage-collected while they run.
@@ -175,7 +191,7 @@ async def _orphans_watch() -> None:
             logger.warning("the orphaned-run scan failed; trying again next period", exc_info=True)
             run_ids = []
         for run_id in run_ids:
-            task = asyncio.create_task(_resume_drained(run_id), name=f"resume-{run_id}")
+            task = asyncio.create_task(_resume_logged(run_id), name=f"resume-{run_id}")
             _resuming.add(task)
             task.add_done_callback(_resuming.discard)
         await asyncio.sleep(settings.STORY_RUN_LEASE_SECONDS)

@@ -21,8 +21,10 @@ from django.utils import timezone
 from stories.generation.checkpoint import checkpoint_request
 from stories.generation.events import ResumedEvent
 from stories.generation.requests import GenerationRequest
-from stories.generation.resume import orphans_watch_start, orphans_watch_stop, run_resume
+from stories.generation.resume import orphans_watch_start, orphans_watch_stop, run_resume, runs_resume_drain
 from stories.models import GenerationRun, ScreenplayVersion
+from stories.runs.follow import run_events_follow
+from stories.runs.store import run_event_log
 from stories.services import (
     RUN_LEASE_OWNER,
     generation_run_admit,
@@ -269,3 +271,31 @@ async def test_a_server_process_finds_and_resumes_orphans_on_its_own(
         await orphans_watch_stop()
     assert (await GenerationRun.objects.aget(pk=run.pk)).status == "succeeded"
     assert sorted(scene_number(r.body) or 0 for r in fake_anthropic.requests) == [1, 2]
+
+
+async def test_a_resumed_run_goes_on_in_its_event_log_after_the_last_seq_a_client_saw(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    """The log the dead process wrote (Redis keeps it; here this process's log plays that part) goes
+    on with `resumed` and the missing scene: a follower that re-attaches with `after` misses nothing."""
+    expected = screenplay(scenes=2)
+    assembled = screenplay_as_assembled(expected)
+    fake_anthropic.default = FakeScreenwriter(expected)
+    work = {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+    orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
+    log = run_event_log()
+    await log.open(orphan.pk)
+    for event in ({"type": "accepted"}, {"type": "outline"}, {"type": "scene", "index": 0}):
+        await log.append(orphan.pk, {**event, "run_id": orphan.pk})
+    follower = asyncio.ensure_future(_followed(orphan.pk, after=3))
+    assert await runs_resume_drain(run_ids=[orphan.pk]) == {"finished": 1}
+    events = await asyncio.wait_for(follower, timeout=10)
+    assert [event["seq"] for event in events] == list(range(4, 4 + len(events)))
+    assert events[0]["type"] == "resumed" and events[0]["scenes"][0]["index"] == 0
+    assert [e["index"] for e in events if e["type"] == "scene"] == [1]
+    assert [e["type"] for e in events[-2:]] == ["saved", "done"]
+
+
+async def _followed(run_id: int, *, after: int) -> list[dict[str, Any]]:
+    async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
+        return [event async for event in events]
