@@ -10,6 +10,7 @@ BENCHMARKS = [
     "bench.flow",
     "bench.parallel_mode",
     "bench.exports",
+    "bench.stream_cpu",
 ]
 
 
