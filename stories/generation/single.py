@@ -74,17 +74,16 @@ async def _call_events(
     run: Run, call: ModelCall, result: CallResult, parser: ScreenplayStreamParser, scenes_before: int
 ) -> AsyncGenerator[dict[str, Any], None]:
     """One model call's events: its text, the scenes as they complete, and progress."""
-    live = ""
     try:
         async with aclosing(call_text(run, backend_for_model(run.model), call, result)) as texts:
             async for text in texts:
-                live += text
                 yield {"type": "delta", "text": text}
                 found = parser.feed(text)
                 first = scenes_before + len(parser.scenes) - len(found)
                 for offset, scene in enumerate(found):
                     yield {"type": "scene", "index": first + offset, "scene": scene}
-                progress = _progress(run, live)
+                # The estimate reads the call's whole text: only when a progress event is due.
+                progress = _progress(run, parser.text) if run.progress_due() else None
                 if progress is not None:
                     yield progress
     finally:
