@@ -178,7 +178,9 @@ class GenerateScreenplayView(APIView):
         # A GenerationError (a bad request, a refusal, a failed run) is answered by
         # stories.exception_handlers with its code's status.
         generation = generation_request_parse(request.data)
-        outcome = async_to_sync(events_fold)(generation_run(request=generation, user=request.user))
+        # Blocking: no text is shown as it streams, so none is merged either (generation.coalesce).
+        run = generation_run(request=generation, user=request.user, coalesce=False)
+        outcome = async_to_sync(events_fold)(run)
         return _generation_response(outcome)
 
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -24,6 +24,7 @@ from django.urls import NoReverseMatch, reverse
 from personas.selectors import PersonaContexts, persona_contexts
 from stories.errors import GenerationError
 from stories.generation.backends.base import Brief, CastMember
+from stories.generation.coalesce import seen_through, text_coalesced
 from stories.generation.parallel import SceneEdit, parallel_write
 from stories.generation.requests import GenerationRequest, allowed_models, model_label
 from stories.generation.run import Run, Writer, ms_since
@@ -47,15 +48,16 @@ from stories.services import (
 from storyproject.db import db_call
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 
 async def generation_run(
-    *, request: GenerationRequest, user: Any, edit: SceneEdit | None = None
+    *, request: GenerationRequest, user: Any, edit: SceneEdit | None = None, coalesce: bool = True
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Run one generation for ``user``; yield the protocol's events (see the module docstring).
 
-    With ``edit`` (parallel mode only) the run rewrites one scene of a saved version instead.
+    With ``edit`` (parallel mode only) the run rewrites one scene of a saved version instead. Text
+    events are merged (generation.coalesce, ``STORY_STREAM_COALESCE_MS``) unless ``coalesce`` is False:
+    for a caller that shows no text as it streams, merging would cost for nothing.
     """
     started = time.monotonic()
     try:
@@ -64,7 +66,10 @@ async def generation_run(
         yield error.as_event()
         return
     try:
-        async with aclosing(_run_events(run, _writer(request, edit))) as events:
+        # Text merged where the events are made, so every interface (and what records them) gets fewer.
+        interval_ms = settings.STORY_STREAM_COALESCE_MS if coalesce else 0
+        merged = text_coalesced(_run_events(run, _writer(request, edit)), interval_ms=interval_ms)
+        async with aclosing(merged) as events:
             async for event in events:
                 yield event
     finally:
@@ -116,27 +121,13 @@ async def _run_admit(request: GenerationRequest, user_id: int, started: float) -
 async def _admitted_run_cancel(admission: asyncio.Future[Run]) -> None:
     """Close as cancelled the run that a cancelled admission recorded after all, if it did."""
     try:
-        run = await _seen_through(admission)
+        run = await seen_through(admission)
     except Exception:
         return  # refused or failed: no run was recorded
     try:
         await _run_close(run, GenerationRun.Status.CANCELLED, None)
     finally:
         generation_run_release(run_id=run.run_id)
-
-
-async def _seen_through(work: asyncio.Future[_T]) -> _T:
-    """The result of work in a worker thread, which no cancel can stop, waited for through every cancel.
-
-    A cancel often comes twice (``cancel``, then the socket's disconnect); each is absorbed here, so
-    what the thread did (a run admitted, a version saved) is known and recorded as it is.
-    """
-    while True:
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            if work.cancelled():
-                raise
 
 
 def _model_and_max_tokens(
@@ -259,7 +250,7 @@ async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, A
     except asyncio.CancelledError:
         # The save is one transaction already under way: let it finish rather than tear it, and
         # report what was saved. The cancel arrived too late to stop anything.
-        version = await _seen_through(save)
+        version = await seen_through(save)
         task = asyncio.current_task()
         while task is not None and task.cancelling():
             task.uncancel()
@@ -296,7 +287,7 @@ async def _run_close(run: Run, status: str, error: GenerationError | None) -> No
     )
     # Seen through: a run that is being cancelled (maybe twice) must still be recorded as such.
     try:
-        await _seen_through(asyncio.ensure_future(write))
+        await seen_through(asyncio.ensure_future(write))
     except DatabaseError:
         # The database is down (it may be why the save failed): the text paid for goes to the log.
         logger.exception(
