@@ -271,21 +271,38 @@ def _figures(phases: list[Phase]) -> dict[str, float]:
     }
 
 
+# Where a sample's own frame is, by the path in it: the first area that matches.
+_AREAS = (
+    ("SDK: SSE decoding, pydantic models", ("anthropic/", "pydantic")),
+    ("upstream HTTP (httpx2, httpcore2, anyio, h11)", ("httpx", "httpcore", "anyio/", "h11/", "sniffio")),
+    ("WebSocket out (twisted, autobahn, daphne)", ("twisted/", "autobahn/", "daphne/", "txaio")),
+    ("Channels, asgiref, Django", ("channels/", "asgiref/", "django/")),
+    ("the project (stories, personas, storyproject)", ("stories/", "personas/", "storyproject/")),
+    ("database (psycopg)", ("psycopg",)),
+    ("thread pool", ("concurrent/futures", "threading.py")),
+    ("JSON", ("json/", "jiter")),
+    ("event loop (asyncio, selectors)", ("asyncio/", "selectors.py")),
+)
+
+
 def _profile_top(path: Path) -> list[str]:
-    """The functions where daphne spent its samples (own time), from py-spy's raw (collapsed) output."""
+    """Where daphne spent its samples, by area and by function (own time), from py-spy's raw output."""
     if not path.exists():
         return ["(py-spy wrote no profile)"]
     own: collections.Counter[str] = collections.Counter()
-    total = 0
+    areas: collections.Counter[str] = collections.Counter()
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         leaf = stack.rsplit(";", 1)[-1]
-        own[leaf.replace(str(ROOT.parent), "").replace(sys.prefix, "<venv>")] += int(count)
-        total += int(count)
+        own[leaf] += int(count)
+        areas[next((name for name, marks in _AREAS if any(m in leaf for m in marks)), "other")] += int(count)
+    total = max(sum(own.values()), 1)
     return [
-        f"{count * 100 / max(total, 1):5.1f}%  {frame}" for frame, count in own.most_common(PROFILE_LINES)
+        *(f"{count * 100 / total:5.1f}%  {area}" for area, count in areas.most_common()),
+        "",
+        *(f"{count * 100 / total:5.1f}%  {frame}" for frame, count in own.most_common(PROFILE_LINES)),
     ]
 
 
@@ -295,7 +312,9 @@ def _profiles(profiles: dict[str, list[str]]) -> list[str]:
         "",
         "`py-spy record --format raw --nonblocking --rate 200 --pid <daphne>` during the "
         f"{CONCURRENT}-at-once long phase; the top {PROFILE_LINES} functions by samples in the function "
-        "itself (idle samples included: the event loop waiting in select).",
+        "itself, after the same samples summed by area (the library the function is in). py-spy leaves "
+        "out idle threads but not the event loop's wait in select; `untilConcludes` is twisted writing to "
+        "a socket (the WebSocket frames).",
         "",
     ]
     for label, top in profiles.items():

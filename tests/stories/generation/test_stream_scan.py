@@ -9,6 +9,7 @@ character at a time (tests/stories/generation/stream_reference.py, the parser of
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -24,9 +25,7 @@ hostile = st.text(alphabet=st.sampled_from('ab {}[]",:\\/\n\tÉ🎬'), max_size=
 scene = st.fixed_dictionaries(
     {
         "heading": hostile,
-        "elements": st.lists(
-            st.fixed_dictionaries({"type": st.just("action"), "text": hostile}), max_size=3
-        ),
+        "elements": st.lists(st.fixed_dictionaries({"type": st.just("action"), "text": hostile}), max_size=3),
     }
 )
 screenplay = st.fixed_dictionaries(
@@ -59,7 +58,7 @@ def chunked(draw: Any) -> tuple[str, list[str]]:
     text = draw(replies())
     cuts = sorted(draw(st.lists(st.integers(min_value=0, max_value=len(text)), max_size=12)))
     bounds = [0, *cuts, len(text)]
-    return text, [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return text, [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _reference(chunks: list[str]) -> tuple[ReferenceParser, list[list[dict[str, Any]]]]:
