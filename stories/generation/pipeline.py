@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -61,14 +62,16 @@ async def generation_run(
     """
     started = time.monotonic()
     try:
-        run = await _run_admit(request, user.pk, started)
+        admitted = await _run_admit(request, user.pk, started)
     except GenerationError as error:
         yield error.as_event()
         return
+    run = admitted.run
     try:
         # Text merged where the events are made, so every interface (and what records them) gets fewer.
         interval_ms = settings.STORY_STREAM_COALESCE_MS if coalesce else 0
-        merged = text_coalesced(_run_events(run, _writer(request, edit)), interval_ms=interval_ms)
+        events = _run_events(run, _writer(request, edit), admitted.contexts)
+        merged = text_coalesced(events, interval_ms=interval_ms)
         async with aclosing(merged) as events:
             async for event in events:
                 yield event
@@ -83,10 +86,21 @@ def _writer(request: GenerationRequest, edit: SceneEdit | None) -> Writer:
     return single_write
 
 
-async def _run_events(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any], None]:
+@dataclass(frozen=True)
+class _Admitted:
+    """A run admitted, with its cast's contexts read in the same trip to the thread pool, or the error
+    that reading them raised (it fails the run after ``accepted``, as the run's own failure)."""
+
+    run: Run
+    contexts: PersonaContexts | Exception
+
+
+async def _run_events(
+    run: Run, writer: Writer, contexts: PersonaContexts | Exception
+) -> AsyncGenerator[dict[str, Any], None]:
     """The run's events after admission; every way out closes the run (cancellation included)."""
     try:
-        async with aclosing(_generate(run, writer)) as events:
+        async with aclosing(_generate(run, writer, contexts)) as events:
             async for event in events:
                 yield event
     except GenerationError as error:
@@ -102,7 +116,7 @@ async def _run_events(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any]
         yield failure.as_event()
 
 
-async def _run_admit(request: GenerationRequest, user_id: int, started: float) -> Run:
+async def _run_admit(request: GenerationRequest, user_id: int, started: float) -> _Admitted:
     """Admit and record the run (``_run_open``); a cancel that arrives meanwhile finds it closed.
 
     The admission runs in a worker thread, which a cancel cannot stop: left alone, it would commit a
@@ -118,10 +132,10 @@ async def _run_admit(request: GenerationRequest, user_id: int, started: float) -
         raise
 
 
-async def _admitted_run_cancel(admission: asyncio.Future[Run]) -> None:
+async def _admitted_run_cancel(admission: asyncio.Future[_Admitted]) -> None:
     """Close as cancelled the run that a cancelled admission recorded after all, if it did."""
     try:
-        run = await seen_through(admission)
+        run = (await seen_through(admission)).run
     except Exception:
         return  # refused or failed: no run was recorded
     try:
@@ -142,9 +156,9 @@ def _model_and_max_tokens(
     return model, max_tokens
 
 
-def _run_open(request: GenerationRequest, user_id: int, started: float) -> Run:
-    """Check the story, admit the run and record it, in one trip to the thread pool (the cast's
-    contexts are the other).
+def _run_open(request: GenerationRequest, user_id: int, started: float) -> _Admitted:
+    """Check the story, admit the run, record it and read the cast's contexts, in the one trip to the
+    thread pool before the model call.
 
     The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
     creation, under a per-user lock, so neither another socket nor another process can race them;
@@ -164,7 +178,7 @@ def _run_open(request: GenerationRequest, user_id: int, started: float) -> Run:
         mode=request.mode,
     )
     pace = generation_pace_get(model=model, max_tokens=max_tokens)
-    return Run(
+    admitted = Run(
         run_id=run.pk,
         request=request,
         user_id=user_id,
@@ -174,9 +188,12 @@ def _run_open(request: GenerationRequest, user_id: int, started: float) -> Run:
         pace=pace,
         rules=defaults.formatting_rules,
     )
+    return _Admitted(run=admitted, contexts=_contexts_read(admitted))
 
 
-async def _generate(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any], None]:
+async def _generate(
+    run: Run, writer: Writer, inputs: PersonaContexts | Exception
+) -> AsyncGenerator[dict[str, Any], None]:
     request = run.request
     yield {
         "type": "accepted",
@@ -187,7 +204,7 @@ async def _generate(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any], 
         "personas": request.personas,
         "estimated_seconds": run.pace.estimated_seconds(),
     }
-    contexts = (await db_call(_prompt_inputs)(run)).contexts
+    contexts = _contexts_checked(inputs).contexts
     brief = Brief(
         plot=request.plot,
         title=request.title,
@@ -202,11 +219,21 @@ async def _generate(run: Run, writer: Writer) -> AsyncGenerator[dict[str, Any], 
         yield event
 
 
-def _prompt_inputs(run: Run) -> PersonaContexts:
-    """The cast's contexts (the story was checked at admission; the save checks it again)."""
+def _contexts_read(run: Run) -> PersonaContexts | Exception:
+    """The cast's contexts, read right after admission (the story was checked then; the save checks it
+    again), or the error reading them raised, kept to fail the admitted run (``_contexts_checked``)."""
     started = time.monotonic()
-    contexts = persona_contexts(names=run.request.personas)
+    try:
+        contexts = persona_contexts(names=run.request.personas)
+    except Exception as error:  # the run is recorded already: it must come back to be closed
+        return error
     run.record.context_ms = ms_since(started)
+    return contexts
+
+
+def _contexts_checked(contexts: PersonaContexts | Exception) -> PersonaContexts:
+    if isinstance(contexts, Exception):
+        raise contexts
     if contexts.missing:
         raise GenerationError("unknown_personas", f"unknown personas: {', '.join(contexts.missing)}")
     if contexts.inactive:
