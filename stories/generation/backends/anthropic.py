@@ -44,6 +44,7 @@ from stories.generation.backends.base import (
     Usage,
     UsageReport,
 )
+from stories.generation.backends.read_pacing import PacedBody
 from stories.generation.models_registry import supports_structured_output, thinking_param
 from stories.generation.retry import backoff_seconds
 
@@ -208,6 +209,11 @@ async def _raw_events(call: ModelCall) -> AsyncGenerator[dict[str, Any], None]:
     async with anthropic_client().messages.with_streaming_response.create(
         **_request(call), stream=True
     ) as response:
+        body = response.http_response
+        if settings.STORY_STREAM_COALESCE_MS and isinstance(body.stream, httpx2.AsyncByteStream):
+            # The body read in bursts (read_pacing): httpx2's Response reads whatever byte stream its
+            # ``stream`` attribute holds (aiter_raw), which the SDK's AsyncStream then decodes.
+            body.stream = PacedBody(body.stream, interval_ms=settings.STORY_STREAM_COALESCE_MS)
         stream = await response.parse(to=anthropic.AsyncStream[object])
         async with stream:
             async for event in stream:
