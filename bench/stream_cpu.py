@@ -30,22 +30,16 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.flow import SERVER_ENV, Fake, fake_server
-from bench.harness import (
-    ROOT,
-    daphne_process,
-    machine_describe,
-    personas_ensure,
-    postgres_ensure,
-    process_usage,
-)
+from bench import harness
+from bench.flow import DATABASE_URL, SERVER_ENV, Fake, fake_server
 from bench.screenplays import marker
 from bench.ws_client import Generation, ws_generate, ws_open
 from stories.generation.models_registry import DEFAULT_MODEL
 
-DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/story_bench")
 BEFORE_COMMIT = os.environ.get("BENCH_BEFORE_COMMIT", "2510543")
-BEFORE_ROOT = Path(os.environ.get("BENCH_BEFORE_ROOT", str(ROOT.parent / f"{ROOT.name}-before")))
+BEFORE_ROOT = Path(
+    os.environ.get("BENCH_BEFORE_ROOT", str(harness.ROOT.parent / f"{harness.ROOT.name}-before"))
+)
 TTFT_MS = float(os.environ.get("BENCH_STREAM_TTFT_MS", "200"))
 TOKENS_PER_SECOND = float(os.environ.get("BENCH_STREAM_TOKENS_PER_SECOND", "120"))
 CHUNK_CHARS = int(os.environ.get("BENCH_CHUNK_CHARS", "12"))
@@ -54,19 +48,21 @@ CONCURRENT = int(os.environ.get("BENCH_STREAM_CONCURRENT", "20"))
 LONG_SCENES, SHORT_SCENES, LINES, PERSONAS = 8, 1, 4, 3
 PROFILE_LINES = 15
 _SPY_OPTIONS = ("--format", "raw", "--nonblocking", "--rate", "200", "--output")
-RESULTS = ROOT / "bench" / "results" / "stream_cpu.md"
+RESULTS = harness.ROOT / "bench" / "results" / "stream_cpu.md"
 
 
 def main() -> None:
     """Make sure of PostgreSQL and the before checkout, then measure in a child process (its own Django)."""
-    postgres_ensure(DATABASE_URL)
+    harness.postgres_ensure(DATABASE_URL)
     if not (BEFORE_ROOT / "manage.py").exists():
         subprocess.run(
-            ["git", "worktree", "add", "--detach", str(BEFORE_ROOT), BEFORE_COMMIT], cwd=ROOT, check=True
+            ["git", "worktree", "add", "--detach", str(BEFORE_ROOT), BEFORE_COMMIT],
+            cwd=harness.ROOT,
+            check=True,
         )
     env = {**os.environ, **SERVER_ENV, "DATABASE_URL": DATABASE_URL, "BENCH_STREAM_CHILD": "1"}
     env.pop("REDIS_URL", None)
-    subprocess.run([sys.executable, "-m", "bench.stream_cpu"], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "bench.stream_cpu"], cwd=harness.ROOT, env=env, check=True)
 
 
 @dataclass
@@ -90,7 +86,7 @@ def _run() -> None:
     lines = [
         "# CPU per streamed output token in the daphne process: before and after",
         "",
-        *machine_describe(),
+        *harness.machine_describe(),
     ]
     lines += [
         f"- before: commit {BEFORE_COMMIT} (main before the streaming work), served from {BEFORE_ROOT}; "
@@ -105,14 +101,14 @@ def _run() -> None:
     results: dict[str, list[Phase]] = {}
     profiles: dict[str, list[str]] = {}
     with fake_server(ttft_ms=TTFT_MS, tokens_per_second=TOKENS_PER_SECOND, chunk_chars=CHUNK_CHARS) as fake:
-        for label, root in (("before", BEFORE_ROOT), ("after", ROOT)):
+        for label, root in (("before", BEFORE_ROOT), ("after", harness.ROOT)):
             results[label], profiles[label] = _variant(root, fake, sessions, personas)
             print(label, results[label], flush=True)
     lines += _table(results) + _profiles(profiles)
     lines.append(f"Load average at the end (1, 5, 15 min): {_load()}.")
     RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines), flush=True)
-    print(f"Written to {RESULTS.relative_to(ROOT)}")
+    print(f"Written to {RESULTS.relative_to(harness.ROOT)}")
 
 
 def _writers_prepare() -> tuple[list[str], list[str]]:
@@ -130,7 +126,7 @@ def _writers_prepare() -> tuple[list[str], list[str]]:
         client = Client()
         client.force_login(get_user_model().objects.get_or_create(username=f"bench-stream-{index:03d}")[0])
         sessions.append(client.cookies["sessionid"].value)
-    return sessions, personas_ensure(count=PERSONAS)
+    return sessions, harness.personas_ensure(count=PERSONAS)
 
 
 def _variant(
@@ -145,7 +141,10 @@ def _variant(
         "STORY_GENERATIONS_PER_HOUR": "100000",
         "STORY_DEFAULT_MODE": "single",
     }
-    with daphne_process(env={**SERVER_ENV, "DATABASE_URL": DATABASE_URL, **env}, root=root) as (base, pid):
+    with harness.daphne_process(env={**SERVER_ENV, "DATABASE_URL": DATABASE_URL, **env}, root=root) as (
+        base,
+        pid,
+    ):
         asyncio.run(_generations(base, sessions[:1], personas, LONG_SCENES))  # warm-up
         target = Target(fake=fake, pid=pid, base=base, personas=personas)
         phases = [
@@ -157,7 +156,7 @@ def _variant(
                 at_once=False,
             )
         ]
-        profile = ROOT / "bench" / "results" / f".stream_cpu_{root.name}.txt"
+        profile = harness.ROOT / "bench" / "results" / f".stream_cpu_{root.name}.txt"
         spy = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "py-spy"),
@@ -196,12 +195,12 @@ class Target:
 def _phase(name: str, target: Target, sessions: list[str], *, scenes: int, at_once: bool) -> Phase:
     fake, base, personas = target.fake, target.base, target.personas
     fake.clear()
-    before = process_usage(target.pid).cpu_seconds
+    before = harness.process_usage(target.pid).cpu_seconds
     if at_once:
         generations = asyncio.run(_generations(base, sessions, personas, scenes))
     else:
         generations = [asyncio.run(_generations(base, [s], personas, scenes))[0] for s in sessions]
-    cpu = process_usage(target.pid).cpu_seconds - before
+    cpu = harness.process_usage(target.pid).cpu_seconds - before
     records = fake.records()
     return Phase(
         name=name,

@@ -3,8 +3,8 @@
 hypothesis writes screenplays with hostile strings (quotes, backslashes, braces and brackets inside
 them), cuts them anywhere (a reply cut off by max_tokens), wraps them in fences and words, or writes
 plain structural noise, and splits the text into arbitrary deltas; the new parser must return the same
-scenes at the same deltas, the same header and the same complete prefix as the old one fed one
-character at a time (tests/stories/generation/stream_reference.py, the parser of commit 2510543).
+scenes at the same deltas, the same header and the same complete prefix as the old rules applied one
+character at a time (tests/stories/generation/stream_reference.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from stories.generation.stream import ScreenplayStreamParser
-from tests.stories.generation.stream_reference import ReferenceParser
+from tests.stories.generation.stream_reference import reference_scan
 
 # Strings a model (or a writer's plot echoed back) may put in any field.
 hostile = st.text(alphabet=st.sampled_from('ab {}[]",:\\/\n\tÉ🎬'), max_size=12)
@@ -61,26 +61,22 @@ def chunked(draw: Any) -> tuple[str, list[str]]:
     return text, [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def _reference(chunks: list[str]) -> tuple[ReferenceParser, list[list[dict[str, Any]]]]:
-    """The old parser, fed one character at a time; the scenes found within each chunk."""
-    parser = ReferenceParser()
-    found = []
-    for chunk in chunks:
-        found.append([scene for char in chunk for scene in parser.feed(char)])
-    return parser, found
-
-
 @hypothesis_settings(
     max_examples=600, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
 )
 @given(case=chunked())
 def test_the_jumping_scan_finds_what_the_character_scan_found(case: tuple[str, list[str]]) -> None:
     text, chunks = case
-    reference, expected = _reference(chunks)
+    reference = reference_scan(text)
     parser = ScreenplayStreamParser()
-    assert [parser.feed(chunk) for chunk in chunks] == expected
-    assert parser.scenes == reference.scenes
-    assert parser.header() == reference.header()
+    start = 0
+    for chunk in chunks:
+        # Each scene comes back from the feed of the delta holding its closing brace.
+        expected = [scene for at, scene in reference.scenes if start <= at < start + len(chunk)]
+        assert parser.feed(chunk) == expected
+        start += len(chunk)
+    assert parser.scenes == [scene for _, scene in reference.scenes]
+    assert parser.header() == reference.header
     assert parser.complete_prefix_length == reference.complete_prefix_length
     assert parser.scenes_started == reference.scenes_started
     assert parser.text == text
