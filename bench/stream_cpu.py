@@ -47,7 +47,7 @@ SEQUENTIAL = int(os.environ.get("BENCH_STREAM_SEQUENTIAL", "2"))
 CONCURRENT = int(os.environ.get("BENCH_STREAM_CONCURRENT", "20"))
 LONG_SCENES, SHORT_SCENES, LINES, PERSONAS = 8, 1, 4, 3
 PROFILE_LINES = 15
-_SPY_OPTIONS = ("--format", "raw", "--nonblocking", "--rate", "200", "--output")
+_SPY_OPTIONS = ("--format", "raw", "--gil", "--nonblocking", "--rate", "200", "--output")
 RESULTS = harness.ROOT / "bench" / "results" / "stream_cpu.md"
 
 
@@ -71,6 +71,7 @@ class Phase:
     generations: int
     errors: int
     cpu_seconds: float
+    split: tuple[float, float, float]  # user, system, the event loop's thread (user + system)
     tokens: int
     delta_frames: int
 
@@ -178,6 +179,8 @@ def _variant(
         name = f"{CONCURRENT} at once, {SHORT_SCENES} scene"
         phases.append(_phase(name, target, sessions, scenes=SHORT_SCENES, at_once=True))
     top = _profile_top(profile)
+    if os.environ.get("BENCH_STREAM_KEEP_PROFILES"):
+        profile.rename(Path(os.environ["BENCH_STREAM_KEEP_PROFILES"]) / profile.name.lstrip("."))
     profile.unlink(missing_ok=True)
     return phases, top
 
@@ -195,21 +198,35 @@ class Target:
 def _phase(name: str, target: Target, sessions: list[str], *, scenes: int, at_once: bool) -> Phase:
     fake, base, personas = target.fake, target.base, target.personas
     fake.clear()
-    before = harness.process_usage(target.pid).cpu_seconds
+    before, split_before = harness.process_usage(target.pid).cpu_seconds, _cpu_split(target.pid)
     if at_once:
         generations = asyncio.run(_generations(base, sessions, personas, scenes))
     else:
         generations = [asyncio.run(_generations(base, [s], personas, scenes))[0] for s in sessions]
     cpu = harness.process_usage(target.pid).cpu_seconds - before
+    split = tuple(b - a for a, b in zip(split_before, _cpu_split(target.pid), strict=True))
     records = fake.records()
     return Phase(
         name=name,
         generations=len(generations),
         errors=sum(1 for g in generations if g.error or g.done_at is None),
         cpu_seconds=cpu,
+        split=(split[0], split[1], split[2]),
         tokens=sum(record["output_tokens"] for record in records.values()),
         delta_frames=sum(g.delta_frames for g in generations),
     )
+
+
+def _cpu_split(pid: int) -> tuple[float, float, float]:
+    """User and system CPU seconds of the process, and the CPU seconds of its main (event loop) thread."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def times(path: str) -> tuple[float, float]:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+    user, system = times(f"/proc/{pid}/stat")
+    return user, system, sum(times(f"/proc/{pid}/task/{pid}/stat"))
 
 
 async def _generations(base: str, sessions: list[str], personas: list[str], scenes: int) -> list[Generation]:
@@ -239,15 +256,16 @@ def _table(results: dict[str, list[Phase]]) -> list[str]:
         "in it. Marginal: (long - short phase CPU) / (long - short phase tokens), both at "
         f"{CONCURRENT} at once: what one more streamed token costs.",
         "",
-        "| phase | variant | generations | errors | CPU (s) | output tokens | `delta` frames "
-        "| CPU ms / 1,000 tokens |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| phase | variant | generations | errors | CPU (s) | user / system / event-loop thread (s) "
+        "| output tokens | `delta` frames | CPU ms / 1,000 tokens |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for index, phase in enumerate(results["before"]):
         for label in ("before", "after"):
             p = results[label][index]
             lines.append(
-                f"| {phase.name} | {label} | {p.generations} | {p.errors} | {p.cpu_seconds:.2f} | {p.tokens} "
+                f"| {phase.name} | {label} | {p.generations} | {p.errors} | {p.cpu_seconds:.2f} "
+                f"| {' / '.join(f'{value:.2f}' for value in p.split)} | {p.tokens} "
                 f"| {p.delta_frames} | {p.ms_per_kilotoken():.0f} |"
             )
     lines += ["", "| figure | before | after | before / after |", "|---|---:|---:|---:|"]
@@ -309,11 +327,11 @@ def _profiles(profiles: dict[str, list[str]]) -> list[str]:
     lines = [
         "## Profiles (py-spy, own time, the long phase at once)",
         "",
-        "`py-spy record --format raw --nonblocking --rate 200 --pid <daphne>` during the "
+        "`py-spy record --format raw --gil --nonblocking --rate 200 --pid <daphne>` during the "
         f"{CONCURRENT}-at-once long phase; the top {PROFILE_LINES} functions by samples in the function "
-        "itself, after the same samples summed by area (the library the function is in). py-spy leaves "
-        "out idle threads but not the event loop's wait in select; `untilConcludes` is twisted writing to "
-        "a socket (the WebSocket frames).",
+        "itself, after the same samples summed by area (the library the function is in). `--gil`: only "
+        "samples holding the GIL, so Python at work, not the event loop waiting in select; "
+        "`untilConcludes` is twisted writing to a socket (the WebSocket frames).",
         "",
     ]
     for label, top in profiles.items():

@@ -11,15 +11,17 @@ events of a run (``pipeline.generation_run``) so that every interface gets fewer
 - any other event (``scene``, ``progress``, ``saved``, an error...) first sends the text waiting, so
   the order of text and structure is kept; so does the end of the run.
 
-Text waits at most one interval. The upstream keeps running while text waits: its next step runs as a
-task, so a model that stalls does not hold back text already received; a cancel reaches that step
-exactly as it would have reached the upstream directly (and a cancel the upstream absorbs, as a save
-under way does, is absorbed here too).
+Text waits at most one interval. The upstream is read by one task of its own (``_Feed``), so a model
+that stalls does not hold back text already received; a cancel reaches the upstream exactly as it would
+have directly (and a cancel the upstream absorbs, as a save under way does, is absorbed here too). One
+task for the run, not one per event: a task and a timer per event cost about what the merged frames
+saved (bench/results/stream_cpu.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncGenerator
 from contextlib import suppress
@@ -28,8 +30,9 @@ from typing import Any, TypeVar
 _T = TypeVar("_T")
 Event = dict[str, Any]
 TEXT_EVENTS = frozenset({"delta", "outline_delta", "scene_delta"})
-# What _next gives at the end of the upstream (a StopAsyncIteration cannot cross a task's result).
+# What follows the upstream's last event in the queue, however it ended.
 _END: Event = {"type": "_end"}
+_AHEAD = 16
 
 
 async def seen_through(work: asyncio.Future[_T]) -> _T:
@@ -79,23 +82,22 @@ async def text_coalesced(
             yield event
         return
     interval = interval_ms / 1000
+    feed = _Feed(events)
     pending = _Pending()
     last_sent = -interval
-    step: asyncio.Future[Event] | None = None
     try:
         while True:
-            if step is None:
-                step = asyncio.ensure_future(_next(events)) if pending.streams else None
-            if step is not None:
-                due = last_sent + interval - time.monotonic()
-                if not await _within(step, due if pending.streams else None):
+            if not feed.queue:
+                # Nothing to read: wait for the upstream, or for the end of the interval if text waits.
+                due = last_sent + interval - time.monotonic() if pending.streams else None
+                if due is not None and (due <= 0 or not await feed.wait(due)):
                     for merged in pending.drain():
                         yield merged
                     last_sent = time.monotonic()
                     continue
-                event, step = step.result(), None
-            else:
-                event = await _next(events)
+                if not feed.queue:
+                    await feed.wait(None)
+            event = feed.take()
             if event is _END:
                 break
             if event["type"] in TEXT_EVENTS:
@@ -110,49 +112,80 @@ async def text_coalesced(
             yield event
         for merged in pending.drain():
             yield merged
+        feed.pump.result()  # the upstream's own error, after the text it sent before it
     finally:
-        if step is not None:
-            # Closed while the upstream's next step runs: that step is cancelled and seen to its end
-            # (whatever it brings is dropped, an error retrieved), then the upstream is closed.
-            step.cancel()
-            await _settled(step)
-            if not step.cancelled():
-                step.exception()
-        await events.aclose()
+        await feed.close()
 
 
-async def _next(events: AsyncGenerator[Event, None]) -> Event:
-    try:
-        return await events.__anext__()
-    except StopAsyncIteration:
-        return _END
+class _Feed:
+    """The upstream, read by a task of its own into a queue, so the reader can wait with a deadline.
 
-
-async def _within(step: asyncio.Future[Event], timeout: float | None) -> bool:
-    """Whether ``step`` finished within ``timeout`` seconds (None: however long it takes).
-
-    A cancel of this task is passed on to the step, as if the upstream ran here, and its outcome
-    awaited: a cancelled step cancels this task; one that ended otherwise (its cancel absorbed, as a
-    save under way absorbs it) is this task's result too, the cancel withdrawn.
+    One task for the whole run (not one per event): the upstream's events are appended as they come;
+    ``_END`` follows the last, however the upstream ended. The upstream runs at most ``_AHEAD`` events
+    ahead of the reader, so a cancel still finds it where the reader is (a model streaming in bursts
+    never waits for that; an unpaced one would otherwise run to the save before a cancel came).
     """
-    try:
-        done, _ = await asyncio.wait({step}, timeout=max(timeout, 0) if timeout is not None else None)
-    except asyncio.CancelledError:
-        if not step.cancel():
-            raise  # the step had ended already: the cancel is this task's alone
-        await _settled(step)
-        # Any ending but a cancelled step (an error too: step.result() raises it to the caller) means
-        # the upstream absorbed the cancel.
-        if step.cancelled():
-            raise
-        task = asyncio.current_task()
-        while task is not None and task.cancelling():
-            task.uncancel()
+
+    def __init__(self, events: AsyncGenerator[Event, None]) -> None:
+        self.events = events
+        self.queue: collections.deque[Event] = collections.deque()
+        self.ready = asyncio.Event()
+        self.room = asyncio.Event()
+        self.pump = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for event in self.events:
+                self.queue.append(event)
+                self.ready.set()
+                if len(self.queue) >= _AHEAD:
+                    self.room.clear()
+                    await self.room.wait()
+        finally:
+            self.queue.append(_END)
+            self.ready.set()
+
+    def take(self) -> Event:
+        if not self.room.is_set():
+            self.room.set()
+        return self.queue.popleft()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Whether an event came within ``timeout`` seconds (None: however long it takes).
+
+        A cancel of this task is passed on to the upstream, as if it ran here, and its outcome
+        awaited: an upstream that ends cancelled cancels this task; one that absorbs the cancel (as a
+        save under way does) goes on, its remaining events read as usual, the cancel withdrawn.
+        """
+        self.ready.clear()
+        if self.queue:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self.ready.wait()
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if not self.pump.cancel():
+                raise  # the upstream had ended already: the cancel is this task's alone
+            await _settled(self.pump)
+            if self.pump.cancelled():
+                raise
+            task = asyncio.current_task()
+            while task is not None and task.cancelling():
+                task.uncancel()
         return True
-    return bool(done)
+
+    async def close(self) -> None:
+        """Stop the upstream where it is (its step cancelled and seen to its end), then close it."""
+        self.pump.cancel()
+        await _settled(self.pump)
+        if not self.pump.cancelled():
+            self.pump.exception()  # retrieved: raised by text_coalesced if it got that far
+        await self.events.aclose()
 
 
-async def _settled(step: asyncio.Future[Event]) -> None:
+async def _settled(step: asyncio.Future[Any]) -> None:
     """Wait until ``step`` is done, through every cancel of this task (``cancelling()`` keeps count)."""
     while not step.done():
         with suppress(asyncio.CancelledError):
