@@ -241,17 +241,19 @@ class Fake:
 
 
 @contextmanager
-def fake_server():  # type: ignore[no-untyped-def]
+def fake_server(  # type: ignore[no-untyped-def]
+    *, ttft_ms: float = TTFT_MS, tokens_per_second: float = TOKENS_PER_SECOND, chunk_chars: int = CHUNK_CHARS
+):
     command = [
         sys.executable,
         "-m",
         "bench.fake_server",
         "--ttft-ms",
-        str(TTFT_MS),
+        str(ttft_ms),
         "--tokens-per-second",
-        str(TOKENS_PER_SECOND),
+        str(tokens_per_second),
         "--chunk-chars",
-        str(CHUNK_CHARS),
+        str(chunk_chars),
     ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -94,11 +94,14 @@ def daphne_running(*, env: Mapping[str, str]) -> Iterator[str]:
 
 
 @contextmanager
-def daphne_process(*, env: Mapping[str, str]) -> Iterator[tuple[str, int]]:
-    """As daphne_running, yielding (base URL, process id) for the benchmarks that watch the process."""
+def daphne_process(*, env: Mapping[str, str], root: Path = ROOT) -> Iterator[tuple[str, int]]:
+    """As daphne_running, yielding (base URL, process id) for the benchmarks that watch the process.
+
+    ``root`` is the checkout daphne serves (another commit's git worktree, for a before/after figure).
+    """
     port = free_port()
     command = ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "storyproject.asgi:application"]
-    process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env={**os.environ, **env})
+    process = subprocess.Popen([sys.executable, *command], cwd=root, env={**os.environ, **env})
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: _answers(base), timeout=60)

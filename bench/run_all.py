@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench.exports",
     "bench.run_log",
     "bench.run_replay",
+    "bench.stream_cpu",
 ]
 
 

@@ -29,6 +29,8 @@ class Generation:
     first_scene_at: float | None = None
     done_at: float | None = None
     error: str = ""
+    frames: int = 0  # WebSocket messages received
+    delta_frames: int = 0  # of which `delta` events
 
 
 async def ws_open(*, base: str, session_cookie: str) -> ClientConnection:
@@ -54,8 +56,10 @@ async def ws_generate(
         async with asyncio.timeout(timeout):
             async for raw in socket:
                 now = time.monotonic()
+                generation.frames += 1
                 text = raw if isinstance(raw, str) else raw.decode()
                 if text.startswith(_DELTA):
+                    generation.delta_frames += 1
                     if generation.first_delta_at is None:
                         generation.first_delta_at = now
                     continue

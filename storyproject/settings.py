@@ -243,6 +243,11 @@ STORY_LLM_MAX_RETRIES = envint("STORY_LLM_MAX_RETRIES", 2, minimum=0, maximum=5)
 STORY_LLM_RETRY_AFTER_CAP_SECONDS = envint("STORY_LLM_RETRY_AFTER_CAP_SECONDS", 10, minimum=0)
 STORY_LLM_CONNECT_TIMEOUT_SECONDS = envint("STORY_LLM_CONNECT_TIMEOUT_SECONDS", 10, minimum=1)
 STORY_LLM_READ_TIMEOUT_SECONDS = envint("STORY_LLM_READ_TIMEOUT_SECONDS", 60, minimum=1)
+# Text deltas of a run merged into at most one event per this many ms (0: every model chunk its own
+# event); the first of a run, and one after a pause this long, go out at once (generation/coalesce.py).
+STORY_STREAM_COALESCE_MS = envint("STORY_STREAM_COALESCE_MS", 40, minimum=0, maximum=1000)
+# Reading the model's body in bursts (backends/read_pacing.py): 0 (off) keeps a finished scene on time.
+STORY_STREAM_PACED_READ_MS = envint("STORY_STREAM_PACED_READ_MS", 0, minimum=0, maximum=1000)
 STORY_PARALLEL_CONCURRENCY = envint("STORY_PARALLEL_CONCURRENCY", 6, minimum=1, maximum=32)
 # The mode of a request that names none: "single" (one streamed call) or "parallel" (an outline, then
 # every scene at once). Parallel by measurement (bench/results/parallel.md): for 4,000 output tokens it

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +24,7 @@ from personas.selectors import PersonaContexts, persona_contexts
 from stories.errors import GenerationError
 from stories.generation.backends.base import Brief, CastMember
 from stories.generation.checkpoint import checkpoint_request, lease_kept
+from stories.generation.coalesce import text_coalesced
 from stories.generation.finish import run_finish, seen_through
 from stories.generation.parallel import SceneEdit, parallel_write
 from stories.generation.requests import GenerationRequest, allowed_models, model_label
@@ -48,22 +50,28 @@ logger = logging.getLogger(__name__)
 
 
 async def generation_run(
-    *, request: GenerationRequest, user: Any, edit: SceneEdit | None = None
+    *, request: GenerationRequest, user: Any, edit: SceneEdit | None = None, coalesce: bool = True
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Run one generation for ``user``; yield the protocol's events (see the module docstring).
 
-    With ``edit`` (parallel mode only) the run rewrites one scene of a saved version instead.
+    With ``edit`` (parallel mode only) the run rewrites one scene of a saved version instead. Text
+    events are merged (generation.coalesce, ``STORY_STREAM_COALESCE_MS``) unless ``coalesce`` is False:
+    for a caller that shows no text as it streams, merging would cost for nothing.
     """
     started = time.monotonic()
     try:
-        run = await _run_admit(request, user.pk, started, resumable=edit is None)
+        admitted = await _run_admit(request, user.pk, started, resumable=edit is None)
     except GenerationError as error:
         yield error.as_event()
         return
+    run = admitted.run
     logged_before = run_log_context_bind(run_id=run.run_id)  # every line logged in this run names it
     try:
-        async with aclosing(run_events(run, _writer(request, edit), opening=_accepted(run))) as events:
-            async for event in events:
+        events = run_events(run, _writer(request, edit), opening=_accepted(run), contexts=admitted.contexts)
+        # Text merged where the events are made, so every interface (and the run's log) gets fewer.
+        interval_ms = settings.STORY_STREAM_COALESCE_MS if coalesce else 0
+        async with aclosing(text_coalesced(events, interval_ms=interval_ms)) as merged:
+            async for event in merged:
                 yield event
     finally:
         generation_run_release(run_id=run.run_id)
@@ -77,23 +85,32 @@ def _writer(request: GenerationRequest, edit: SceneEdit | None) -> Writer:
     return single_write
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """A run admitted, with its cast's contexts read in the same trip to the thread pool, or the error
+    that reading them raised (it fails the run after ``accepted``, as the run's own failure)."""
+
+    run: Run
+    contexts: PersonaContexts | Exception
+
+
 async def run_events(
-    run: Run, writer: Writer, *, opening: dict[str, Any]
+    run: Run, writer: Writer, *, opening: dict[str, Any], contexts: PersonaContexts | Exception | None = None
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The events of a run this process holds, ``opening`` first (``accepted``, or ``resumed`` for a run
     taken over: stories.generation.resume); its lease is renewed meanwhile, and every way out closes
-    the run (cancellation included).
+    the run (cancellation included). ``contexts``: the cast's, when admission read them already.
     """
-    async with lease_kept(run), aclosing(_run_events(run, writer, opening)) as events:
+    async with lease_kept(run), aclosing(_run_events(run, writer, opening, contexts)) as events:
         async for event in events:
             yield event
 
 
 async def _run_events(
-    run: Run, writer: Writer, opening: dict[str, Any]
+    run: Run, writer: Writer, opening: dict[str, Any], contexts: PersonaContexts | Exception | None
 ) -> AsyncGenerator[dict[str, Any], None]:
     try:
-        async with aclosing(_generate(run, writer, opening)) as events:
+        async with aclosing(_generate(run, writer, opening, contexts)) as events:
             async for event in events:
                 yield event
     except GenerationError as error:
@@ -109,7 +126,9 @@ async def _run_events(
         yield failure.as_event()
 
 
-async def _run_admit(request: GenerationRequest, user_id: int, started: float, *, resumable: bool) -> Run:
+async def _run_admit(
+    request: GenerationRequest, user_id: int, started: float, *, resumable: bool
+) -> _Admitted:
     """Admit and record the run (``_run_open``); a cancel that arrives meanwhile finds it closed.
 
     The admission runs in a worker thread, which a cancel cannot stop: left alone, it would commit a
@@ -125,10 +144,10 @@ async def _run_admit(request: GenerationRequest, user_id: int, started: float, *
         raise
 
 
-async def _admitted_run_cancel(admission: asyncio.Future[Run]) -> None:
+async def _admitted_run_cancel(admission: asyncio.Future[_Admitted]) -> None:
     """Close as cancelled the run that a cancelled admission recorded after all, if it did."""
     try:
-        run = await seen_through(admission)
+        run = (await seen_through(admission)).run
     except Exception:
         return  # refused or failed: no run was recorded
     try:
@@ -149,9 +168,9 @@ def _model_and_max_tokens(
     return model, max_tokens
 
 
-def _run_open(request: GenerationRequest, user_id: int, started: float, resumable: bool) -> Run:
-    """Check the story, admit the run and record it, in one trip to the thread pool (the cast's
-    contexts are the other).
+def _run_open(request: GenerationRequest, user_id: int, started: float, resumable: bool) -> _Admitted:
+    """Check the story, admit the run, record it and read the cast's contexts, in the one trip to the
+    thread pool before the model call.
 
     The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
     creation, under a per-user lock, so neither another socket nor another process can race them;
@@ -174,7 +193,7 @@ def _run_open(request: GenerationRequest, user_id: int, started: float, resumabl
         checkpoint=checkpoint_request(request) if resumable else None,
     )
     pace = generation_pace_get(model=model, max_tokens=max_tokens)
-    return Run(
+    admitted = Run(
         run_id=run.pk,
         request=request,
         user_id=user_id,
@@ -185,6 +204,7 @@ def _run_open(request: GenerationRequest, user_id: int, started: float, resumabl
         rules=defaults.formatting_rules,
         lease_owner=RUN_LEASE_OWNER,
     )
+    return _Admitted(run=admitted, contexts=_contexts_read(admitted))
 
 
 def _accepted(run: Run) -> dict[str, Any]:
@@ -200,11 +220,13 @@ def _accepted(run: Run) -> dict[str, Any]:
 
 
 async def _generate(
-    run: Run, writer: Writer, opening: dict[str, Any]
+    run: Run, writer: Writer, opening: dict[str, Any], inputs: PersonaContexts | Exception | None
 ) -> AsyncGenerator[dict[str, Any], None]:
     request = run.request
     yield opening
-    contexts = (await db_call(_prompt_inputs)(run)).contexts
+    if inputs is None:  # a resumed run: its contexts are read now
+        inputs = await db_call(_contexts_read)(run)
+    contexts = _contexts_checked(inputs).contexts
     brief = Brief(
         plot=request.plot,
         title=request.title,
@@ -218,11 +240,21 @@ async def _generate(
         yield event
 
 
-def _prompt_inputs(run: Run) -> PersonaContexts:
-    """The cast's contexts (the story was checked at admission; the save checks it again)."""
+def _contexts_read(run: Run) -> PersonaContexts | Exception:
+    """The cast's contexts, read right after admission (the story was checked then; the save checks it
+    again), or the error reading them raised, kept to fail the admitted run (``_contexts_checked``)."""
     started = time.monotonic()
-    contexts = persona_contexts(names=run.request.personas)
+    try:
+        contexts = persona_contexts(names=run.request.personas)
+    except Exception as error:  # the run is recorded already: it must come back to be closed
+        return error
     run.record.context_ms = ms_since(started)
+    return contexts
+
+
+def _contexts_checked(contexts: PersonaContexts | Exception) -> PersonaContexts:
+    if isinstance(contexts, Exception):
+        raise contexts
     if contexts.missing:
         raise GenerationError("unknown_personas", f"unknown personas: {', '.join(contexts.missing)}")
     if contexts.inactive:

@@ -104,6 +104,10 @@ class Run:
         timings = {name: getattr(self.record, name) for name in names}
         return {"type": "done", "run_id": self.run_id, "timings": timings, "usage": self.usage.as_dict()}
 
+    def progress_due(self) -> bool:
+        """Whether ``progress`` would give an event now (to skip the work of one that would not)."""
+        return time.monotonic() - self.last_progress_at >= PROGRESS_INTERVAL_SECONDS
+
     def progress(
         self, *, live_tokens: int, remaining_tokens: float, streams: int = 1, **extra: Any
     ) -> dict[str, Any] | None:
@@ -112,10 +116,9 @@ class Run:
         ``live_tokens`` is the estimated output of calls still streaming; ``streams`` how many calls
         write side by side, each at the model's pace.
         """
-        now = time.monotonic()
-        if now - self.last_progress_at < PROGRESS_INTERVAL_SECONDS:
+        if not self.progress_due():
             return None
-        self.last_progress_at = now
+        now = self.last_progress_at = time.monotonic()
         output_tokens = self.usage.output_tokens + live_tokens
         rate = self.pace.tokens_per_second
         writing = now - (self.first_token_at or now)

@@ -96,12 +96,10 @@ async def _call_events(
     ``before`` is the header and scenes that earlier calls completed. Scenes are checkpointed before
     their ``scene`` events go out (stories.generation.checkpoint).
     """
-    live = ""
     header, scenes_before = before
     try:
         async with aclosing(call_text(run, backend_for_model(run.model), call, result)) as texts:
             async for text in texts:
-                live += text
                 yield {"type": "delta", "text": text}
                 found = parser.feed(text)
                 if found:
@@ -109,11 +107,12 @@ async def _call_events(
                         "header": _header_merge(header, parser.header()),
                         "scenes": [*scenes_before, *parser.scenes],
                     }
-                    await _checkpoint(run, work, result, live)
+                    await _checkpoint(run, work, result, parser.text)
                 first = len(scenes_before) + len(parser.scenes) - len(found)
                 for offset, scene in enumerate(found):
                     yield {"type": "scene", "index": first + offset, "scene": scene}
-                progress = _progress(run, live)
+                # The estimate reads the call's whole text: only when a progress event is due.
+                progress = _progress(run, parser.text) if run.progress_due() else None
                 if progress is not None:
                     yield progress
     finally:

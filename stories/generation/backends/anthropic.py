@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx2
@@ -44,6 +44,7 @@ from stories.generation.backends.base import (
     Usage,
     UsageReport,
 )
+from stories.generation.backends.read_pacing import PacedBody
 from stories.generation.models_registry import supports_structured_output, thinking_param
 from stories.generation.retry import backoff_seconds
 
@@ -152,26 +153,26 @@ def _prepared(schema: Any) -> Any:
 async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
     usage, stop_reason, refusal, stopped = Usage(), "", "", False
     try:
-        # The raw event stream: messages.stream() would also rebuild the whole message after every
-        # delta and emit a second event for each, a third of the SDK's CPU time per delta, all unused.
-        stream = await anthropic_client().messages.create(**_request(call), stream=True)
-        async with stream:
-            async for event in stream:
+        async with aclosing(_raw_events(call)) as events:
+            async for event in events:
+                kind = event.get("type")
                 # Only text is screenplay: a thinking block's thinking_delta and signature_delta (and a
                 # redacted_thinking block) are dropped here; their tokens are in the output usage.
-                if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    yield TextDelta(event.delta.text)
-                elif event.type == "message_start":
-                    _usage_update(usage, event.message.usage)
+                if kind == "content_block_delta":
+                    delta = event["delta"]
+                    if delta.get("type") == "text_delta":
+                        yield TextDelta(delta["text"])
+                elif kind == "message_start":
+                    _usage_update(usage, event["message"].get("usage"))
                     yield UsageReport(replace(usage))
-                elif event.type == "message_delta":
-                    _usage_update(usage, event.usage)
+                elif kind == "message_delta":
+                    _usage_update(usage, event.get("usage"))
                     # Its output_tokens is "the cumulative number of output tokens which were used"
                     # (the SDK's MessageDeltaUsage): with it, the call's usage is complete.
                     yield UsageReport(replace(usage), final=True)
-                    stop_reason = event.delta.stop_reason or ""
-                    refusal = _refusal_text(event.delta)
-                elif event.type == "message_stop":
+                    stop_reason = event["delta"].get("stop_reason") or ""
+                    refusal = _refusal_text(event["delta"])
+                elif kind == "message_stop":
                     stopped = True
     except anthropic.APIStatusError as error:
         raise _status_error(error) from error
@@ -192,21 +193,52 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
     yield CallFinished(stop_reason=stop_reason, usage=usage)
 
 
-def _usage_update(usage: Usage, reported: Any) -> None:
-    # Counts on message_delta are cumulative; ones it leaves out keep their message_start value.
-    if getattr(reported, "input_tokens", None) is not None:
-        usage.input_tokens = reported.input_tokens
-    if getattr(reported, "output_tokens", None) is not None:
-        usage.output_tokens = reported.output_tokens
-    if getattr(reported, "cache_read_input_tokens", None) is not None:
-        usage.cache_read_tokens = reported.cache_read_input_tokens
-    if getattr(reported, "cache_creation_input_tokens", None) is not None:
-        usage.cache_write_tokens = reported.cache_creation_input_tokens
+async def _raw_events(call: ModelCall) -> AsyncGenerator[dict[str, Any], None]:
+    """The call's stream events as the JSON objects the API sent, without a pydantic model per event.
+
+    The SDK still makes the request (auth, headers, timeouts, an HTTP error status raised as its
+    APIStatusError) and decodes the stream: ``with_streaming_response`` hands back the response unread,
+    and ``parse(to=AsyncStream[object])`` (anthropic 2.14 _response.py ``_parse``: a custom stream class
+    for an SSE response) gives the SDK's own AsyncStream, whose ``__stream__`` (_streaming.py) skips
+    ``ping`` events, raises an ``event: error`` mid-stream as an APIStatusError with the response's
+    status (200), and returns each event's ``json.loads``-ed data untouched because its type is
+    ``object`` (_base_client.py ``_process_response_data``: ``if cast_to is object: return data``).
+    Building RawMessageStreamEvent models was half of daphne's CPU time per streamed token (issue 19).
+    Not ``messages.stream()``: it also rebuilds the whole message after every delta.
+    """
+    async with anthropic_client().messages.with_streaming_response.create(
+        **_request(call), stream=True
+    ) as response:
+        body = response.http_response
+        if settings.STORY_STREAM_PACED_READ_MS and isinstance(body.stream, httpx2.AsyncByteStream):
+            # The body read in bursts (read_pacing): httpx2's Response reads whatever byte stream its
+            # ``stream`` attribute holds (aiter_raw), which the SDK's AsyncStream then decodes. Off by
+            # default: a scene that ends during a pause reaches the writer up to the interval later.
+            body.stream = PacedBody(body.stream, interval_ms=settings.STORY_STREAM_PACED_READ_MS)
+        stream = await response.parse(to=anthropic.AsyncStream[object])
+        async with stream:
+            async for event in stream:
+                yield cast(dict[str, Any], event)
 
 
-def _refusal_text(delta: Any) -> str:
-    details = getattr(delta, "stop_details", None)
-    explanation = getattr(details, "explanation", None)
+def _usage_update(usage: Usage, reported: dict[str, Any] | None) -> None:
+    # Counts on message_delta are cumulative; ones it leaves out (or sends as null) keep their
+    # message_start value (the SDK's MessageDeltaUsage: every count Optional).
+    if not reported:
+        return
+    if reported.get("input_tokens") is not None:
+        usage.input_tokens = reported["input_tokens"]
+    if reported.get("output_tokens") is not None:
+        usage.output_tokens = reported["output_tokens"]
+    if reported.get("cache_read_input_tokens") is not None:
+        usage.cache_read_tokens = reported["cache_read_input_tokens"]
+    if reported.get("cache_creation_input_tokens") is not None:
+        usage.cache_write_tokens = reported["cache_creation_input_tokens"]
+
+
+def _refusal_text(delta: dict[str, Any]) -> str:
+    details = delta.get("stop_details")
+    explanation = details.get("explanation") if isinstance(details, dict) else None
     return f"the model declined to write this screenplay: {explanation}" if explanation else ""
 
 

@@ -73,3 +73,17 @@ async def test_with_the_database_still_down_the_text_goes_to_the_log(
     assert len(logged) == 1
     assert text in logged[0]
     assert len(fake_anthropic.requests) == 1
+
+
+async def test_the_database_failing_on_the_cast_after_admission_fails_the_run_without_a_model_call(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The contexts are read in the admission's trip to the thread pool, after the run is recorded:
+    # the run must still come back to be closed, not be left streaming.
+    monkeypatch.setattr(pipeline, "persona_contexts", _database_down)
+    events = await _generate(writer)
+    assert [event["type"] for event in events] == ["accepted", "error"]
+    assert events[-1]["code"] == "llm_unavailable"
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.status == "failed"
+    assert fake_anthropic.requests == []

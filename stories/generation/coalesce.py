@@ -1,0 +1,176 @@
+"""Fewer text events: a run's text deltas merged into at most one event per ``STORY_STREAM_COALESCE_MS``.
+
+A model streams text a few tokens at a time; passed on one by one, each chunk costs a WebSocket frame
+(and an event-log entry, a JSON encoding, a trip through the ASGI stack). ``text_coalesced`` wraps the
+events of a run (``pipeline.generation_run``) so that every interface gets fewer of them:
+
+- a text event (``delta``, ``outline_delta``, ``scene_delta``) that comes when none was sent for the
+  interval goes out at once: the first of a run is never delayed, and neither is one after a pause;
+- one that comes sooner waits, with any others, until the interval since the last one sent is over,
+  then goes out merged with them, one event per stream (a ``scene_delta`` per scene index), in order;
+- any other event (``scene``, ``progress``, ``saved``, an error...) first sends the text waiting, so
+  the order of text and structure is kept; so does the end of the run.
+
+Text waits at most one interval. The upstream is read by one task of its own (``_Feed``), so a model
+that stalls does not hold back text already received; a cancel reaches the upstream exactly as it would
+have directly (and a cancel the upstream absorbs, as a save under way does, is absorbed here too). One
+task for the run, not one per event: a task and a timer per event cost about what the merged frames
+saved (bench/results/stream_cpu.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncGenerator
+from contextlib import suppress
+from typing import Any
+
+Event = dict[str, Any]
+TEXT_EVENTS = frozenset({"delta", "outline_delta", "scene_delta"})
+# What follows the upstream's last event in the queue, however it ended.
+_END: Event = {"type": "_end"}
+_AHEAD = 16
+
+
+class _Pending:
+    """Text waiting to go out, one entry per stream (event type and scene index), in arrival order."""
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[str, Any], tuple[Event, list[str]]] = {}
+
+    def add(self, event: Event) -> None:
+        key = (event["type"], event.get("index"))
+        entry = self.streams.get(key)
+        if entry is None:
+            self.streams[key] = (event, [event["text"]])
+        else:
+            entry[1].append(event["text"])
+
+    def drain(self) -> list[Event]:
+        events = [
+            first if len(texts) == 1 else {**first, "text": "".join(texts)}
+            for first, texts in self.streams.values()
+        ]
+        self.streams.clear()
+        return events
+
+
+async def text_coalesced(
+    events: AsyncGenerator[Event, None], *, interval_ms: int
+) -> AsyncGenerator[Event, None]:
+    """``events`` with their text merged as the module docstring says; closing this closes ``events``."""
+    if interval_ms <= 0:
+        async for event in events:
+            yield event
+        return
+    interval = interval_ms / 1000
+    feed = _Feed(events)
+    pending = _Pending()
+    last_sent = -interval
+    try:
+        while True:
+            if not feed.queue:
+                # Nothing to read: wait for the upstream, or for the end of the interval if text waits.
+                due = last_sent + interval - time.monotonic() if pending.streams else None
+                if due is not None and (due <= 0 or not await feed.wait(due)):
+                    for merged in pending.drain():
+                        yield merged
+                    last_sent = time.monotonic()
+                    continue
+                if not feed.queue:
+                    await feed.wait(None)
+            event = feed.take()
+            if event is _END:
+                break
+            if event["type"] in TEXT_EVENTS:
+                if pending.streams or time.monotonic() - last_sent < interval:
+                    pending.add(event)
+                    continue
+                last_sent = time.monotonic()
+                yield event
+                continue
+            for merged in pending.drain():
+                yield merged
+            yield event
+        for merged in pending.drain():
+            yield merged
+        feed.pump.result()  # the upstream's own error, after the text it sent before it
+    finally:
+        await feed.close()
+
+
+class _Feed:
+    """The upstream, read by a task of its own into a queue, so the reader can wait with a deadline.
+
+    One task for the whole run (not one per event): the upstream's events are appended as they come;
+    ``_END`` follows the last, however the upstream ended. The upstream runs at most ``_AHEAD`` events
+    ahead of the reader, so a cancel still finds it where the reader is (a model streaming in bursts
+    never waits for that; an unpaced one would otherwise run to the save before a cancel came).
+    """
+
+    def __init__(self, events: AsyncGenerator[Event, None]) -> None:
+        self.events = events
+        self.queue: collections.deque[Event] = collections.deque()
+        self.ready = asyncio.Event()
+        self.room = asyncio.Event()
+        self.pump = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for event in self.events:
+                self.queue.append(event)
+                self.ready.set()
+                if len(self.queue) >= _AHEAD:
+                    self.room.clear()
+                    await self.room.wait()
+        finally:
+            self.queue.append(_END)
+            self.ready.set()
+
+    def take(self) -> Event:
+        if not self.room.is_set():
+            self.room.set()
+        return self.queue.popleft()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Whether an event came within ``timeout`` seconds (None: however long it takes).
+
+        A cancel of this task is passed on to the upstream, as if it ran here, and its outcome
+        awaited: an upstream that ends cancelled cancels this task; one that absorbs the cancel (as a
+        save under way does) goes on, its remaining events read as usual, the cancel withdrawn.
+        """
+        self.ready.clear()
+        if self.queue:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self.ready.wait()
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if not self.pump.cancel():
+                raise  # the upstream had ended already: the cancel is this task's alone
+            await _settled(self.pump)
+            if self.pump.cancelled():
+                raise
+            task = asyncio.current_task()
+            while task is not None and task.cancelling():
+                task.uncancel()
+        return True
+
+    async def close(self) -> None:
+        """Stop the upstream where it is (its step cancelled and seen to its end), then close it."""
+        self.pump.cancel()
+        await _settled(self.pump)
+        if not self.pump.cancelled():
+            self.pump.exception()  # retrieved: raised by text_coalesced if it got that far
+        await self.events.aclose()
+
+
+async def _settled(step: asyncio.Future[Any]) -> None:
+    """Wait until ``step`` is done, through every cancel of this task (``cancelling()`` keeps count)."""
+    while not step.done():
+        with suppress(asyncio.CancelledError):
+            await asyncio.wait({step})

@@ -1,0 +1,62 @@
+"""The model's body read in bursts (stories.generation.backends.read_pacing): what is read, and when."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx2
+
+from stories.generation.backends.read_pacing import PacedBody
+
+
+class _Network(httpx2.AsyncByteStream):
+    """Chunks as a socket would give them: each once its time (seconds from the first read) has come,
+    at once if that time has passed (the kernel kept it)."""
+
+    def __init__(self, script: list[tuple[float, bytes]]) -> None:
+        self.script = script
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        started = time.monotonic()
+        for at, chunk in self.script:
+            wait = started + at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            yield chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def _read(body: PacedBody) -> list[tuple[float, bytes]]:
+    started = time.monotonic()
+    return [(time.monotonic() - started, chunk) async for chunk in body]
+
+
+async def test_a_chunk_that_waited_goes_on_at_once_and_the_next_read_comes_an_interval_later() -> None:
+    network = _Network([(0.05, b"first"), (0.06, b"second"), (0.07, b"third")])
+    out = await _read(PacedBody(network, interval_ms=40))
+    assert [chunk for _, chunk in out] == [b"first", b"second", b"third"]
+    (first, _), (second, _), (third, _) = out
+    assert first < 0.08
+    assert second - first >= 0.04  # the pause, while the network buffers "second" and "third"
+    assert third - second < 0.01  # data already there is read through without another pause
+
+
+async def test_a_steady_stream_is_not_slowed_down() -> None:
+    # 100 chunks 5 ms apart: every read waits, but at most one pause per 40 ms.
+    network = _Network([(0.005 * (index + 1), b"x") for index in range(100)])
+    out = await _read(PacedBody(network, interval_ms=40))
+    assert len(out) == 100
+    # The last chunk comes at 0.5 s: it is read at most one interval later (not after 100 pauses).
+    assert out[-1][0] < 0.5 + 0.04 + 0.1
+
+
+async def test_closing_the_body_closes_the_network_stream() -> None:
+    network = _Network([(0.0, b"a")])
+    body = PacedBody(network, interval_ms=40)
+    await body.aclose()
+    assert network.closed
