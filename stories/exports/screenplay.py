@@ -57,8 +57,12 @@ def text_lines(text: str) -> list[str]:
 
 
 def one_line(text: str) -> str:
-    """``text`` on a single line: every run of whitespace (newlines included) becomes one space."""
-    return " ".join(_INVISIBLE.sub("", text).split())
+    """``text`` on a single line: every run of whitespace (newlines included) becomes one space.
+
+    Zero-width spaces go too: invisible, and not whitespace to ``split``, one next to a space would keep
+    that space at a name's end ("INT. " + U+200B), where a reader keeps it and the name no longer matches.
+    """
+    return " ".join(_INVISIBLE.sub("", text).replace("\u200b", "").split())
 
 
 def text_paragraphs(text: str) -> list[list[str]]:

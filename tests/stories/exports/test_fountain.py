@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from screenplain import types
 from screenplain.parsers.fountain import parse
 from screenplain.richstring import Bold, Italic, RichString, Underline
@@ -55,6 +55,16 @@ def _structure(screenplay: dict[str, Any]) -> list[str]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(screenplays())
+# Found by hypothesis: a name ending in a space and a zero-width space kept the space when read back.
+@example(
+    screenplay={
+        "title": "INT. ",
+        "characters": [{"name": "INT. "}, {"name": "INT. \u200b"}],
+        "scenes": [
+            {"heading": "INT. ", "elements": [{"type": "dialogue", "character": "INT. \u200b", "text": "x"}]}
+        ],
+    }
+)
 def test_hostile_screenplays_read_back_with_the_same_structure(screenplay: dict[str, Any]) -> None:
     jsonschema.validate(screenplay, SCHEMA)
     parsed = _read(screenplay, author="Ann Writer")
