@@ -37,6 +37,10 @@ _BLOCK_MS = 1000
 _READ_COUNT = 1000
 # At most this many events go in one pipelined write.
 _WRITE_BATCH = 500
+# Connections per process (followers of another process's run hold one through each blocking XREAD),
+# and how long a command waits for one when all are busy.
+_MAX_CONNECTIONS = 500
+_POOL_WAIT_SECONDS = 10
 # A follower refreshes its "seen" key at most this often.
 _TOUCH_SECONDS = 1.0
 
@@ -48,9 +52,18 @@ def _client() -> redis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = redis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=_BLOCK_MS / 1000 + 5
+        # A blocking pool: past its size a command waits for a free connection instead of failing.
+        # redis-py's default pool raises MaxConnectionsError past 100 connections, which 200 runs
+        # polling for a cancel on a busy loop reached (bench.flow, 200 concurrent): the polls failed,
+        # and so would a batch of events written meanwhile (other processes would never see it).
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=_POOL_WAIT_SECONDS,
+            socket_connect_timeout=2,
+            socket_timeout=_BLOCK_MS / 1000 + 5,
         )
+        client = redis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 

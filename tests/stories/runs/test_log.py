@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import pytest
 
+from stories.runs import redis_log
 from stories.runs.log import RunEventLog
 from stories.runs.memory_log import MemoryRunEventLog
 from stories.runs.redis_log import RedisRunEventLog
@@ -88,3 +90,17 @@ async def test_a_resumed_run_goes_on_after_its_last_seq(settings: Any) -> None:
         ("scene", 3),
         ("done", 4),
     ]
+
+
+async def test_more_runs_at_once_than_the_connection_pool_holds_wait_for_a_connection(
+    log: RunEventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 200 runs polling for a cancel on a busy loop outgrew redis-py's default pool (100), whose
+    # MaxConnectionsError failed runs (bench.flow, 200 concurrent); here 150 calls share 4 connections.
+    monkeypatch.setattr(redis_log, "_MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(redis_log, "_clients", weakref.WeakKeyDictionary())
+    await log.open(21)
+    asked = await asyncio.gather(*(log.cancel_requested(21 + n) for n in range(150)))
+    assert asked == [False] * 150
+    await log.cancel_request(21)
+    assert await log.cancel_requested(21)
