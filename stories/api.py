@@ -262,7 +262,9 @@ class GenerateScreenplayView(APIView):
         # stories.exception_handlers with its code's status.
         fields, wait = _wait_split(request.data)
         generation = generation_request_parse(fields)
-        events = generation_run(request=generation, user=request.user)
+        # Blocking: nobody sees text as it streams (the fold drops it), so none is merged; merged text
+        # events would only make the run's log hold more text (generation.coalesce).
+        events = generation_run(request=generation, user=request.user, coalesce=not wait)
         if not wait:
             return _run_accepted(async_to_sync(run_start)(events))
         outcome = async_to_sync(events_fold)(run_events(events))
