@@ -219,6 +219,17 @@ async def _refusal(headers: list[tuple[bytes, bytes]]) -> tuple[list[dict[str, A
         await communicator.disconnect()
 
 
+async def _slots_taken(user_id: int, count: int) -> None:
+    """Wait until ``count`` sockets of the user hold their places: a socket is accepted first, and
+    takes its place (after reading its credential) a moment later."""
+    keys = [f"ws-slot:{user_id}:{number}" for number in range(count)]
+    for _ in range(100):
+        if len(await sync_to_async(cache.get_many)(keys)) == count:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{count} sockets did not take their places")
+
+
 async def test_a_socket_past_the_per_user_cap_is_refused_with_busy_and_4429(
     writer: Any, other_writer: Any, cast: Any, offline: None, settings: Any
 ) -> None:
@@ -228,6 +239,7 @@ async def test_a_socket_past_the_per_user_cap_is_refused_with_busy_and_4429(
     _, other = await sync_to_async(_session)(other_writer)
     sockets = [await _open(session), await _open(token)]  # a session and a token count alike
     try:
+        await _slots_taken(writer.pk, 2)
         events, code = await _refusal(session)
         # Another writer is not held back by this one's sockets.
         others = await _open(other)
