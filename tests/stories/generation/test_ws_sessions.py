@@ -343,12 +343,9 @@ async def test_the_handshake_warms_the_check_so_the_first_message_makes_no_query
     communicator = await _open(headers)
     credential = _credential_of(headers, writer)
     try:
-        # The socket is accepted before its standing is read: wait, with no message, until it holds
-        # its slot (taken once the credential was read), then check once.
-        for _ in range(50):
-            if await sync_to_async(cache.get)(f"ws-slot:{writer.pk}:0") is not None:
-                break
-            await asyncio.sleep(0.05)
+        # Wait, with no message, until the socket holds its place (taken once the credential was
+        # read), then check once.
+        await _slots_taken(writer.pk, 1)
         assert await sync_to_async(_checked_without_query)(credential)
     finally:
         await communicator.disconnect()
