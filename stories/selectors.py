@@ -307,6 +307,12 @@ def generation_runs_orphaned(*, limit: int = 100) -> list[int]:
     return list(orphaned.order_by("lease_expires_at", "id").values_list("id", flat=True)[:limit])
 
 
+def generation_run_taken_over(*, run_id: int, lease_owner: str) -> bool:
+    """Whether the run still streams under another process's lease (not merely ended meanwhile)."""
+    streaming = GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.STREAMING)
+    return streaming.exclude(lease_owner=lease_owner).exists()
+
+
 def generation_runs_active_count() -> int:
     """Runs streaming now; a run older than STORY_STREAMING_STALE_SECONDS was left by a crash (limits.py)."""
     fresh_since = timezone.now() - timedelta(seconds=settings.STORY_STREAMING_STALE_SECONDS)

@@ -29,6 +29,7 @@ from stories.generation.backends.base import Usage
 from stories.generation.requests import GenerationRequest
 from stories.generation.run import Run
 from stories.models import GenerationRun
+from stories.selectors import generation_run_taken_over
 from stories.services import generation_run_checkpoint, generation_run_lease_renew
 from storyproject.db import db_call
 
@@ -60,9 +61,11 @@ async def _lease_renew(run: Run) -> None:
             logger.warning("run %s: its lease could not be renewed", run.run_id, exc_info=True)
             continue
         if not held:
-            # Another process took the run over (this one stalled past its lease): the next checkpoint
-            # or the save finds out and stops; renewing could not get it back.
-            logger.warning("run %s: its lease is lost to another process", run.run_id)
+            # Ended meanwhile (saved or closed while this renewal waited for a database thread, as 200
+            # runs at once made happen in bench.flow), or taken over by another process (this one
+            # stalled past its lease): then the next checkpoint or the save finds out and stops.
+            if await db_call(generation_run_taken_over)(run_id=run.run_id, lease_owner=run.lease_owner):
+                logger.warning("run %s: its lease is lost to another process", run.run_id)
             return
 
 

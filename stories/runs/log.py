@@ -45,12 +45,14 @@ class RunEventLog(Protocol):
     async def cancel_request(self, run_id: int) -> None:
         """Ask the process that runs ``run_id`` to cancel it."""
 
-    async def cancel_requested(self, run_id: int) -> bool: ...
+    async def cancels_requested(self, run_ids: list[int]) -> set[int]:
+        """Which of ``run_ids`` a cancel was asked for (all in one round trip)."""
 
     async def touch(self, run_id: int) -> None:
         """Record that somebody follows the run now (for STORY_RUN_DETACHED_TIMEOUT_SECONDS)."""
 
-    async def followed_within(self, run_id: int, seconds: float) -> bool: ...
+    async def followed_within(self, run_ids: list[int], seconds: float) -> set[int]:
+        """Which of ``run_ids`` somebody followed in the last ``seconds`` (all in one round trip)."""
 
 
 def retention_seconds() -> int:

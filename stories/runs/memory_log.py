@@ -129,18 +129,19 @@ class MemoryRunEventLog:
         if run is not None:
             run.cancel = True
 
-    async def cancel_requested(self, run_id: int) -> bool:
-        run = self.runs.get(run_id)
-        return run is not None and run.cancel
+    async def cancels_requested(self, run_ids: list[int]) -> set[int]:
+        return {run_id for run_id in run_ids if (run := self.runs.get(run_id)) is not None and run.cancel}
 
     async def touch(self, run_id: int) -> None:
         run = self.runs.get(run_id)
         if run is not None:
             run.seen_at = time.monotonic()
 
-    async def followed_within(self, run_id: int, seconds: float) -> bool:
-        run = self.runs.get(run_id)
-        return run is not None and time.monotonic() - run.seen_at < seconds
+    async def followed_within(self, run_ids: list[int], seconds: float) -> set[int]:
+        since = time.monotonic() - seconds
+        return {
+            run_id for run_id in run_ids if (run := self.runs.get(run_id)) is not None and run.seen_at > since
+        }
 
     async def ended(self, run_id: int) -> bool:
         run = self.runs.get(run_id)

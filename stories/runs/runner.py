@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ WATCH_SECONDS = 0.25
 _running: dict[int, asyncio.Task[None]] = {}
 # Every runner task until it is done: the event loop keeps only weak references to tasks.
 _tasks: set[asyncio.Task[None]] = set()
+# Per event loop (daphne has one; a blocking view runs its own): the runs its watcher looks after, and
+# the watcher.
+_watched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Task[None]]] = (
+    weakref.WeakKeyDictionary()
+)
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)
@@ -123,13 +132,12 @@ async def _drive(
 
 @dataclass
 class _Driven:
-    """One run as its runner sees it: admitted or not, ended or not, watched by a companion task."""
+    """One run as its runner sees it: admitted or not, ended or not (its loop's watcher looks after it)."""
 
     log: RunEventLog
     started: asyncio.Future[RunStart]
     run_id: int | None = None
     ended: bool = False
-    watch: asyncio.Task[None] | None = None
 
     async def take(self, event: dict[str, Any]) -> None:
         if self.run_id is None:
@@ -142,7 +150,7 @@ class _Driven:
         self.run_id = run_id
         task = asyncio.current_task()
         assert task is not None
-        self.watch = asyncio.create_task(_watch(run_id, task, self.log))
+        _watch_start(run_id, task, self.log)
         self._answer(RunStart(run_id=run_id))
 
     async def _first(self, event: dict[str, Any]) -> None:
@@ -156,7 +164,7 @@ class _Driven:
         _running[run_id] = task
         await self.log.open(run_id)
         await self._append(event)
-        self.watch = asyncio.create_task(_watch(run_id, task, self.log))
+        _watch_start(run_id, task, self.log)
         self._answer(RunStart(run_id=run_id))
 
     async def _append(self, event: dict[str, Any]) -> None:
@@ -181,36 +189,56 @@ class _Driven:
             _running.pop(self.run_id, None)
         else:
             self._answer(RunStart(refusal={"type": "cancelled"}))
-        if self.watch is not None:
-            self.watch.cancel()
 
     def _answer(self, start: RunStart) -> None:
         if not self.started.done():
             self.started.set_result(start)
 
 
-async def _watch(run_id: int, task: asyncio.Task[None], log: RunEventLog) -> None:
-    """Cancel the run when a cancel arrives from elsewhere, or when nobody has followed it too long."""
-    while not task.done():
+def _watch_start(run_id: int, task: asyncio.Task[None], log: RunEventLog) -> None:
+    """Have this event loop's watcher look after ``run_id`` (started when its first run needs it)."""
+    loop = asyncio.get_running_loop()
+    watched = _watched.setdefault(loop, {})
+    watched[run_id] = task
+    watcher = _watchers.get(loop)
+    if watcher is None or watcher.done():
+        _watchers[loop] = _keep(asyncio.create_task(_watch(watched, log)))
+
+
+async def _watch(watched: dict[int, asyncio.Task[None]], log: RunEventLog) -> None:
+    """Cancel this loop's runs when a cancel arrives from elsewhere, or nobody has followed one too long.
+
+    One watcher per event loop asks about all its runs at once (one Redis round trip every WATCH_SECONDS,
+    whatever the number of runs): a poll per run made 200 runs' polls 800 round trips a second, and, as
+    they came due together, 200 connections opened at once (bench.flow, 200 concurrent).
+    """
+    while watched:
         await asyncio.sleep(WATCH_SECONDS)
+        for run_id in [run_id for run_id, task in watched.items() if task.done()]:
+            del watched[run_id]
         try:
-            reason = await _stop_reason(run_id, log)
+            stops = await _stop_reasons(list(watched), log)
         except Exception:
-            logger.warning("run %s: could not check for a cancel", run_id, exc_info=True)
+            logger.warning("could not check %s runs for a cancel", len(watched), exc_info=True)
             continue
-        if reason:
-            logger.info("run %s cancelled: %s", run_id, reason)
-            task.cancel()
-            return
+        for run_id, reason in stops.items():
+            task = watched.pop(run_id, None)
+            if task is not None and not task.done():
+                logger.info("run %s cancelled: %s", run_id, reason)
+                task.cancel()
 
 
-async def _stop_reason(run_id: int, log: RunEventLog) -> str:
-    if await log.cancel_requested(run_id):
-        return "a cancel was asked"
+async def _stop_reasons(run_ids: list[int], log: RunEventLog) -> dict[int, str]:
+    if not run_ids:
+        return {}
+    stops = dict.fromkeys(await log.cancels_requested(run_ids), "a cancel was asked")
     timeout = settings.STORY_RUN_DETACHED_TIMEOUT_SECONDS
-    if timeout and not await log.followed_within(run_id, timeout):
-        return f"nobody followed it for {timeout} s"
-    return ""
+    if timeout:
+        followed = await log.followed_within([i for i in run_ids if i not in stops], timeout)
+        for run_id in run_ids:
+            if run_id not in stops and run_id not in followed:
+                stops[run_id] = f"nobody followed it for {timeout} s"
+    return stops
 
 
 def running_ids() -> list[int]:

@@ -25,6 +25,7 @@ from stories.generation.resume import orphans_watch_start, orphans_watch_stop, r
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs.follow import run_events_follow
 from stories.runs.store import run_event_log
+from stories.selectors import generation_run_taken_over
 from stories.services import (
     RUN_LEASE_OWNER,
     generation_run_admit,
@@ -299,3 +300,19 @@ async def test_a_resumed_run_goes_on_in_its_event_log_after_the_last_seq_a_clien
 async def _followed(run_id: int, *, after: int) -> list[dict[str, Any]]:
     async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
         return [event async for event in events]
+
+
+def test_a_renewal_that_finds_the_run_ended_is_not_taken_for_a_lost_lease(writer: Any) -> None:
+    # 200 runs at once: a renewal waiting for a database thread found its run saved meanwhile, and the
+    # log said "its lease is lost to another process" (bench.flow); only a run streaming under another
+    # owner is lost.
+    run = generation_run_admit(
+        user_id=writer.pk, model=MODEL, max_tokens=1024, persona_names=PERSONAS, story_id=None
+    )
+    assert not generation_run_taken_over(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+    GenerationRun.objects.filter(pk=run.pk).update(lease_owner=DEAD)
+    assert generation_run_taken_over(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+    generation_run_release(run_id=run.pk)
+    GenerationRun.objects.filter(pk=run.pk).update(status="succeeded", lease_owner="")
+    assert not generation_run_lease_renew(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+    assert not generation_run_taken_over(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)

@@ -10,8 +10,9 @@ from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as redis
 
-from stories.runs import redis_log
+from stories.runs import redis_conn, redis_log
 from stories.runs.log import RunEventLog
 from stories.runs.memory_log import MemoryRunEventLog
 from stories.runs.redis_log import RedisRunEventLog
@@ -97,10 +98,28 @@ async def test_more_runs_at_once_than_the_connection_pool_holds_wait_for_a_conne
 ) -> None:
     # 200 runs polling for a cancel on a busy loop outgrew redis-py's default pool (100), whose
     # MaxConnectionsError failed runs (bench.flow, 200 concurrent); here 150 calls share 4 connections.
-    monkeypatch.setattr(redis_log, "_MAX_CONNECTIONS", 4)
-    monkeypatch.setattr(redis_log, "_clients", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(redis_conn, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(redis_conn, "clients", weakref.WeakKeyDictionary())
     await log.open(21)
-    asked = await asyncio.gather(*(log.cancel_requested(21 + n) for n in range(150)))
-    assert asked == [False] * 150
+    found = await asyncio.gather(*(log.last_seq(21 + n) for n in range(150)))
+    assert found == [0] * 150
     await log.cancel_request(21)
-    assert await log.cancel_requested(21)
+    assert await log.cancels_requested([21]) == {21}
+
+
+async def test_cancels_and_followers_are_asked_about_for_many_runs_at_once(log: RunEventLog) -> None:
+    for run_id in (31, 32, 33):
+        await log.open(run_id)
+    await log.cancel_request(32)
+    # 34 runs elsewhere: only its cancel key says it was cancelled.
+    if isinstance(log, redis_log.RedisRunEventLog):
+        other_process = redis.Redis.from_url(REDIS_URL)
+        await other_process.set(redis_log.run_key(34, "cancel"), b"1", ex=60)
+        await other_process.aclose()
+        expected = {32, 34}
+    else:
+        expected = {32}
+    assert await log.cancels_requested([31, 32, 33, 34]) == expected
+    await log.touch(33)
+    assert 33 in await log.followed_within([31, 33, 35], 60)
+    assert 35 not in await log.followed_within([31, 33, 35], 60)
