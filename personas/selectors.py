@@ -18,13 +18,15 @@ a fresh random one before the database is read, so old entries cannot match it e
 
 Warm: one cache round trip, no query. Cold: that same round trip (on Redis a Lua script makes the
 missing stamps and reads stamps and entries at once), one query for every name missed (``name IN
-(...)``, never a scan of all personas), and one ``set_many``.
+(...)``, never a scan of all personas, rows read as tuples), and one ``set_many`` (one Redis command),
+which under the ASGI handler runs after the response is sent (``storyproject.after_response``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +40,7 @@ from personas.context import context_shorten, persona_context_text
 from personas.history import FieldChange, persona_state, state_changes
 from personas.models import PersonaConfig
 from storyproject import stamped_cache
+from storyproject.after_response import after_response
 from storyproject.tokens import token_estimate
 
 
@@ -151,7 +154,10 @@ def _entries_load(
     rows = _rows_fetch(names)
     entries = {name: _entry(rows.get(name), stamps.get(name), budget) for name in names}
     cacheable = {keys[name][1]: entry for name, entry in entries.items() if entry["stamp"] is not None}
-    stamped_cache.set_many(cacheable, context_cache.ENTRY_TIMEOUT)
+    if cacheable:
+        # The answer does not wait for the write: an entry counts only while its tag is the current
+        # stamp, however late it lands (storyproject.after_response).
+        after_response(partial(stamped_cache.set_many, cacheable, context_cache.ENTRY_TIMEOUT))
     return entries
 
 
