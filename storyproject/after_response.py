@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,13 @@ def after_response(work: Callable[[], object]) -> None:
         work()
 
 
-def queue_open() -> AfterResponse:
-    """Start a request's queue (the ASGI handler, before the view; the view's thread sees it)."""
+@contextmanager
+def collected() -> Iterator[AfterResponse]:
+    """A request's queue, current within the block (the ASGI handler; the view's thread sees it through
+    the context ``sync_to_async`` copies). Draining it is the caller's job, inside the block."""
     queue = AfterResponse()
-    _current.set(queue)
-    return queue
+    token = _current.set(queue)
+    try:
+        yield queue
+    finally:
+        _current.reset(token)

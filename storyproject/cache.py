@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -97,11 +97,12 @@ class _ReusingClient(RedisCacheClient):
             client = self._redis_by_pool.setdefault(id(pool), redis.Redis(connection_pool=pool))
         return client
 
-    def set_many(self, data: dict[str, Any], timeout: int | None) -> None:
+    def set_many(self, data: Mapping[Any, Any], timeout: Any) -> None:
         # Django sends MULTI, MSET, one EXPIRE per key and EXEC: for the 50 entries of a cold persona batch,
         # packing and parsing those 53 commands cost more than the round trip. One script does the same
-        # (atomically, as the transaction did) in one command. No timeout, or 0 (delete): Django's way.
-        if not timeout:
+        # (atomically, as the transaction did) in one command. No timeout (None), or 0 (which deletes):
+        # Django's way. RedisCache gives this client a number of seconds or None (get_backend_timeout).
+        if not isinstance(timeout, int) or timeout <= 0:
             super().set_many(data, timeout)
             return
         client = self.get_client(None, write=True)
