@@ -51,9 +51,22 @@ _WORD_END = re.compile(r"\S(?=\s)")
 
 def persona_context_text(config: Mapping[str, Any]) -> str:
     """The prompt context of a persona config, as documented in this module's docstring."""
-    fields = _merged_fields(config)
-    paragraphs = [_paragraph(label, fields.get(key)) for key, label in CONTEXT_FIELDS]
-    return "\n\n".join(p for p in paragraphs if p)
+    # As ``_merged_fields`` then one paragraph per field, without copying the config or cleaning each
+    # text twice: this runs for every persona of a cold batch read. A top-level field with content wins
+    # (it has content exactly when its paragraph is not empty); else the older nested shape's.
+    nested = config.get("context")
+    if isinstance(nested, str):
+        nested = {"description": nested}
+    elif not isinstance(nested, Mapping):
+        nested = None
+    paragraphs = []
+    for key, label in CONTEXT_FIELDS:
+        paragraph = _paragraph(label, config.get(key))
+        if not paragraph and nested is not None:
+            paragraph = _paragraph(label, nested.get(key))
+        if paragraph:
+            paragraphs.append(paragraph)
+    return "\n\n".join(paragraphs)
 
 
 def persona_summary(config: Mapping[str, Any]) -> str:
@@ -106,7 +119,7 @@ def _text(value: object) -> str:
 
 def _paragraph(label: str, value: object) -> str:
     if isinstance(value, list):
-        lines = [f"- {_text(item)}" for item in value if _text(item)]
+        lines = [f"- {text}" for text in map(_text, value) if text]
         return f"{label}:\n" + "\n".join(lines) if lines else ""
     text = _text(value)
     return f"{label}: {text}" if text else ""

@@ -15,6 +15,9 @@ a body sent with ``Transfer-Encoding: chunked`` reaches the app with no Content-
 Django's multipart parser read as "no body": a chunked JSON request was answered as if it were empty.
 This handler reads at most ``HTTP_MAX_BODY_BYTES`` (413 past it, or at once when a Content-Length
 says so) and gives a body that came without a Content-Length the one it turned out to have.
+
+Work a view put off with ``storyproject.after_response`` (a cold persona batch's cache write) runs here
+once the response is handed to the server, on the request's worker thread.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
+from storyproject import after_response
+
 Scope = Mapping[str, Any]
 
 
@@ -40,12 +45,22 @@ class SyncStackASGIHandler(ASGIHandler):
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        try:
-            if _declared_length(scope) > settings.HTTP_MAX_BODY_BYTES:
-                raise RequestDataTooBig
-            await super().handle(scope, receive, send)
-        except RequestDataTooBig:
-            await self.send_response(_too_large(), send)
+        # Work the view put off until its response is sent (storyproject.after_response): the view's
+        # thread sees this queue through the context sync_to_async copies.
+        with after_response.collected() as queue:
+            try:
+                if _declared_length(scope) > settings.HTTP_MAX_BODY_BYTES:
+                    raise RequestDataTooBig
+                await super().handle(scope, receive, send)
+            except RequestDataTooBig:
+                await self.send_response(_too_large(), send)
+            finally:
+                # Django's handle() returns once the response is handed to the server and closed;
+                # awaiting the worker thread lets the event loop write it out meanwhile.
+                if queue.pending:
+                    await sync_to_async(queue.drain, thread_sensitive=True)()
+                else:
+                    queue.drain()
 
     async def read_body(self, receive: Any) -> IO[bytes]:
         """Django's ``read_body``, raising ``RequestDataTooBig`` once the body passes the limit."""

@@ -15,11 +15,12 @@ import redis
 from django.core.cache import cache
 from django.test import override_settings
 from redis.connection import Connection
+from rest_framework.test import APIClient
 
 from personas import cache as context_cache
 from personas.models import PersonaConfig
 from personas.selectors import persona_contexts
-from storyproject import stamped_cache
+from storyproject import after_response, stamped_cache
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 BACKENDS = {
@@ -140,3 +141,71 @@ def test_the_stamps_get_their_timeout_on_redis() -> None:
         ttl = redis.Redis.from_url(REDIS_URL).ttl(cache.make_key("rt-stamp:ttl"))
         cache.delete("rt-stamp:ttl")
     assert stamped_cache.STAMP_TIMEOUT - 60 < ttl <= stamped_cache.STAMP_TIMEOUT
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("count", [1, 5, 50])
+def test_a_cold_batch_costs_the_same_query_and_round_trips_at_any_size(
+    count: int,
+    persona_factory: Any,
+    django_capture_on_commit_callbacks: Any,
+    round_trips: list[int],
+    django_assert_num_queries: Any,
+    writer: Any,
+) -> None:
+    names = [f"rt-n-{i}" for i in range(count)]
+    with django_capture_on_commit_callbacks(execute=True):
+        for name in names:
+            persona_factory(name)
+    api = APIClient()
+    api.force_authenticate(writer)  # no token: the round trips counted are the contexts' own
+    with override_settings(CACHES={"default": BACKENDS["redis"]}):
+        cache.clear()
+        persona_contexts(names=["rt-warm-up"])  # loads both scripts into this Redis, once
+        cache.clear()
+        round_trips[0] = 0
+        with django_assert_num_queries(1):
+            cold = api.get("/api/personas/contexts/", {"names": ",".join(names)})
+        # The script making the stamps and reading everything, then one command writing every entry.
+        assert round_trips[0] == 2
+        round_trips[0] = 0
+        with django_assert_num_queries(0):
+            warm = api.get("/api/personas/contexts/", {"names": ",".join(names)})
+        assert round_trips[0] == 1
+        cache.clear()
+    assert [c["name"] for c in cold.json()["contexts"]] == names
+    assert warm.content == cold.content and warm["ETag"] == cold["ETag"]
+
+
+@pytest.mark.django_db
+def test_an_entry_written_late_after_an_edit_is_never_served(
+    each_cache: str, five: list[str], django_capture_on_commit_callbacks: Any
+) -> None:
+    # Under the ASGI handler a cold read writes its entries after the response: an edit can commit
+    # (and bump the stamp) before that write lands. The old text must not come back.
+    with after_response.collected() as queue:
+        assert "rt-3 is brave." in persona_contexts(names=five).contexts[3].context
+        persona = PersonaConfig.objects.get(name="rt-3")
+        persona.config_data = {"personality": "Edited meanwhile."}
+        with django_capture_on_commit_callbacks(execute=True):
+            persona.save()
+        assert queue.pending  # the first read's entries, built before the edit
+        queue.drain()
+    assert "Edited meanwhile." in persona_contexts(names=five).contexts[3].context
+
+
+def test_the_entries_script_sets_values_and_timeouts_like_django() -> None:
+    with override_settings(CACHES={"default": BACKENDS["redis"]}):
+        cache.set_many({"rt-many:a": {"x": 1}, "rt-many:b": 7}, timeout=120)
+        cache.set_many({"rt-many:c": "forever"}, timeout=None)
+        client = redis.Redis.from_url(REDIS_URL)
+        assert cache.get_many(["rt-many:a", "rt-many:b", "rt-many:c"]) == {
+            "rt-many:a": {"x": 1},
+            "rt-many:b": 7,
+            "rt-many:c": "forever",
+        }
+        assert 60 < client.ttl(cache.make_key("rt-many:a")) <= 120
+        assert client.ttl(cache.make_key("rt-many:c")) == -1  # no expiry
+        cache.set_many({"rt-many:a": 1}, timeout=0)  # 0 deletes, as in Django
+        assert cache.get("rt-many:a") is None
+        cache.delete_many(["rt-many:a", "rt-many:b", "rt-many:c"])
