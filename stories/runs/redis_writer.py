@@ -58,24 +58,36 @@ class _Writer:
     urgent: bool = False
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.pending:
-            if not self.urgent:
-                self.wake = loop.create_future()
-                timer = loop.call_later(WRITE_INTERVAL_SECONDS, _settle, self.wake)
-                await self.wake
-                timer.cancel()
-            self.urgent = False
-            batch, self.pending = self.pending[:WRITE_BATCH], self.pending[WRITE_BATCH:]
+        batch: list[_Pending] = []
+        try:
+            while self.pending:
+                await self._gather()
+                batch, self.pending = self.pending[:WRITE_BATCH], self.pending[WRITE_BATCH:]
+                try:
+                    await self._send(batch)
+                except Exception:
+                    # Redis down or slow: the run goes on (its own process's followers read it in
+                    # memory); other processes miss these events.
+                    logger.warning("%s run events not written to Redis", len(batch), exc_info=True)
+                _settle_all(batch)
+                batch = []
+        finally:
+            # Cancelled (the event loop is closing: asyncio.run cancels every task): nobody may wait
+            # for a write that will not come (a cancelled run's terminal event waited for ever).
+            _settle_all(batch)
+            _settle_all(self.pending)
+
+    async def _gather(self) -> None:
+        """Let events gather for WRITE_INTERVAL_SECONDS, unless one is urgent."""
+        if not self.urgent:
+            loop = asyncio.get_running_loop()
+            self.wake = loop.create_future()
+            timer = loop.call_later(WRITE_INTERVAL_SECONDS, _settle, self.wake)
             try:
-                await self._send(batch)
-            except Exception:
-                # Redis down or slow: the run goes on (its own process's followers read it in memory);
-                # other processes miss these events.
-                logger.warning("%s run events not written to Redis", len(batch), exc_info=True)
-            for item in batch:
-                if item.written is not None:
-                    _settle(item.written)
+                await self.wake
+            finally:
+                timer.cancel()
+        self.urgent = False
 
     async def _send(self, batch: list[_Pending]) -> None:
         pipe = redis_client().pipeline(transaction=False)
@@ -103,6 +115,12 @@ class _Writer:
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _settle_all(items: list[_Pending]) -> None:
+    for item in items:
+        if item.written is not None:
+            _settle(item.written)
 
 
 _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writer] = weakref.WeakKeyDictionary()

@@ -123,3 +123,17 @@ async def test_cancels_and_followers_are_asked_about_for_many_runs_at_once(log: 
     await log.touch(33)
     assert 33 in await log.followed_within([31, 33, 35], 60)
     assert 35 not in await log.followed_within([31, 33, 35], 60)
+
+
+async def test_a_terminal_append_never_waits_for_a_writer_that_was_cancelled(log: RunEventLog) -> None:
+    # Ctrl-C on `generate_screenplay`: asyncio.run cancels every task, the log's writer and the runner
+    # alike; the runner's `cancelled` then waited for a write the cancelled writer would never make, and
+    # the command hung instead of exiting.
+    await log.open(41)
+    await log.append(41, {"type": "delta", "text": "x"})
+    appending = asyncio.create_task(log.append(41, {"type": "cancelled"}))
+    await asyncio.sleep(0)  # the append waits for its write
+    for task in asyncio.all_tasks():
+        if task not in (appending, asyncio.current_task()):
+            task.cancel()
+    assert await asyncio.wait_for(appending, timeout=5) == 2
