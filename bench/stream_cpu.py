@@ -4,8 +4,9 @@
 Real parts: daphne serving the project on PostgreSQL (in-memory channel layer: one process), the real
 anthropic SDK inside daphne talking to bench/fake_server.py. "before" is daphne serving a git worktree of
 the commit before issue 19's streaming work (BENCH_BEFORE_COMMIT, checked out at BENCH_BEFORE_ROOT when
-missing); "after" is this checkout. Both run in the same invocation, against the same fake and database,
-one after the other.
+missing); "after" is this checkout. Both run in the same invocation, against the same fake and PostgreSQL server,
+one after the other; "before" on a copy of the database migrated back to its own schema (it cannot write
+the columns added since).
 
 Per variant: one warm-up generation (not counted), then three phases, each read as daphne's user+system
 CPU time from /proc around it: ``SEQUENTIAL`` long generations one at a time, ``CONCURRENT`` long ones
@@ -29,6 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from bench import harness
 from bench.flow import DATABASE_URL, SERVER_ENV, Fake, fake_server
@@ -84,6 +86,7 @@ def _run() -> None:
 
     django.setup()
     sessions, personas = _writers_prepare()
+    databases = {"before": _before_database(), "after": DATABASE_URL}
     lines = [
         "# CPU per streamed output token in the daphne process: before and after",
         "",
@@ -91,7 +94,8 @@ def _run() -> None:
     ]
     lines += [
         f"- before: commit {BEFORE_COMMIT} (main before the streaming work), served from {BEFORE_ROOT}; "
-        "after: this checkout; same run, same fake, same database",
+        "after: this checkout; same run, same fake, same PostgreSQL (before on a copy of the database at its "
+        "own schema)",
         f"- model: bench/fake_server.py, TTFT {TTFT_MS:.0f} ms, {TOKENS_PER_SECOND:.0f} tokens/s, text deltas "
         f"of {CHUNK_CHARS} characters (about 3 tokens); the real anthropic SDK inside daphne",
         "- command: `make bench` (`python -m bench.stream_cpu`)",
@@ -103,7 +107,7 @@ def _run() -> None:
     profiles: dict[str, list[str]] = {}
     with fake_server(ttft_ms=TTFT_MS, tokens_per_second=TOKENS_PER_SECOND, chunk_chars=CHUNK_CHARS) as fake:
         for label, root in (("before", BEFORE_ROOT), ("after", harness.ROOT)):
-            results[label], profiles[label] = _variant(root, fake, sessions, personas)
+            results[label], profiles[label] = _variant(root, fake, sessions, personas, databases[label])
             print(label, results[label], flush=True)
     lines += _table(results) + _profiles(profiles)
     lines.append(f"Load average at the end (1, 5, 15 min): {_load()}.")
@@ -130,8 +134,50 @@ def _writers_prepare() -> tuple[list[str], list[str]]:
     return sessions, harness.personas_ensure(count=PERSONAS)
 
 
+def _before_database() -> str:
+    """A copy of the prepared database (writers, sessions, personas) at the before checkout's schema.
+
+    The before code does not know the columns added since (``checkpoint``, ``origin``...), which have
+    no default in the database, so it cannot insert into the tables as they are now. The copy is
+    migrated back, by this checkout's migrations, to the last migration of each app the before
+    checkout has.
+    """
+    from django.db import connections
+
+    # A template database must have no other connection: this process's pooled ones closed too.
+    connections.close_all()
+    close_pool = getattr(connections["default"], "close_pool", None)  # PostgreSQL's backend has one
+    if close_pool is not None:
+        close_pool()
+    parsed = urlparse(DATABASE_URL)
+    name = parsed.path.lstrip("/")
+    copy = f"{name}_before"
+    psql = ["psql", "-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 5432)]
+    psql += ["-U", parsed.username or "postgres", "-q", "-c"]
+    subprocess.run([*psql, f'DROP DATABASE IF EXISTS "{copy}"'], check=True, capture_output=True)
+    for attempt in range(20):
+        # A connection just closed may take a moment to leave the server, and a template in use fails.
+        made = subprocess.run([*psql, f'CREATE DATABASE "{copy}" TEMPLATE "{name}"'], capture_output=True)
+        if made.returncode == 0:
+            break
+        if attempt == 19:
+            raise RuntimeError(f"could not copy the database: {made.stderr.decode()[:300]}")
+        time.sleep(0.5)
+    url = parsed._replace(path=f"/{copy}").geturl()
+    for folder in sorted(BEFORE_ROOT.glob("*/migrations")):
+        last = max((path.stem for path in folder.glob("[0-9]*.py")), default=None)
+        if last is not None:
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "-v", "0", folder.parent.name, last],
+                cwd=harness.ROOT,
+                env={**os.environ, "DATABASE_URL": url},
+                check=True,
+            )
+    return url
+
+
 def _variant(
-    root: Path, fake: Fake, sessions: list[str], personas: list[str]
+    root: Path, fake: Fake, sessions: list[str], personas: list[str], database_url: str
 ) -> tuple[list[Phase], list[str]]:
     env = {
         "ANTHROPIC_API_KEY": "sk-ant-bench-fake-key",
@@ -142,7 +188,7 @@ def _variant(
         "STORY_GENERATIONS_PER_HOUR": "100000",
         "STORY_DEFAULT_MODE": "single",
     }
-    with harness.daphne_process(env={**SERVER_ENV, "DATABASE_URL": DATABASE_URL, **env}, root=root) as (
+    with harness.daphne_process(env={**SERVER_ENV, "DATABASE_URL": database_url, **env}, root=root) as (
         base,
         pid,
     ):

@@ -81,6 +81,15 @@ class Reply:
     stall_seconds: float = 30.0
     # Stop at the request's max_tokens (stop_reason "max_tokens") when the text is longer, like a model.
     cut_at_max_tokens: bool = False
+    # How the events go on the wire (what an SSE decoder must read whatever the framing): the line end
+    # ("\n", "\r\n" or "\r"), each event written in three parts (split inside its lines), the whole
+    # reply in one part, the data spread over several ``data:`` lines, and a comment and an event of a
+    # type the app does not know before the text.
+    sse_newline: str = "\n"
+    sse_split: bool = False
+    sse_one_part: bool = False
+    sse_multiline_data: bool = False
+    sse_unknown_event: bool = False
 
 
 @dataclass
@@ -272,6 +281,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream(self, reply: Reply, record: RecordedRequest) -> None:
+        self.wire, self.held = reply, b""
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
@@ -322,6 +332,8 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             },
         )
         self._event("ping", {"type": "ping"})
+        if reply.sse_unknown_event:
+            self._event("content_block_note", {"type": "content_block_note", "index": text_index})
         self._wait(reply.ttft)
         # A prefix written to the cache is readable once its reply has begun.
         self.server_state._cache_store(new_prefixes)
@@ -401,11 +413,35 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         return True
 
     def _event(self, name: str, data: dict[str, Any]) -> None:
-        payload = f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        wire: Reply | None = getattr(self, "wire", None)
+        if wire is None:
+            self._part(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+            return
+        end = wire.sse_newline
+        lines = [f"event: {name}"]
+        if wire.sse_unknown_event:
+            lines.insert(0, ": a comment, which a client ignores")
+        data_text = json.dumps(data, indent=1) if wire.sse_multiline_data else json.dumps(data)
+        lines += [f"data: {line}" for line in data_text.split("\n")]
+        payload = (end.join(lines) + end + end).encode()
+        if wire.sse_one_part:
+            self.held += payload
+        elif wire.sse_split:
+            third = max(len(payload) // 3, 1)
+            for start in range(0, len(payload), third):
+                self._part(payload[start : start + third])
+        else:
+            self._part(payload)
+
+    def _part(self, payload: bytes) -> None:
+        """One part of the chunked body, sent at once."""
         self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
         self.wfile.flush()
 
     def _end_chunks(self) -> None:
+        if getattr(self, "held", b""):
+            self._part(self.held)
+            self.held = b""
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 

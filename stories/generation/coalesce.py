@@ -15,7 +15,9 @@ Text waits at most one interval. The upstream is read by one task of its own (``
 that stalls does not hold back text already received; a cancel reaches the upstream exactly as it would
 have directly (and a cancel the upstream absorbs, as a save under way does, is absorbed here too). One
 task for the run, not one per event: a task and a timer per event cost about what the merged frames
-saved (bench/results/stream_cpu.md).
+saved (bench/results/stream_cpu.md). While text waits for its interval to end, more text does not wake
+the reader (only another event, or a full queue, does): it is taken from the queue when the interval
+ends, so a model chunk costs the reader nothing but a queue append.
 """
 
 from __future__ import annotations
@@ -72,9 +74,11 @@ async def text_coalesced(
     try:
         while True:
             if not feed.queue:
-                # Nothing to read: wait for the upstream, or for the end of the interval if text waits.
+                # Nothing to read: wait for the upstream, or for the end of the interval if text waits
+                # (then more text does not wake this task: it is taken when the interval is over).
                 due = last_sent + interval - time.monotonic() if pending.streams else None
-                if due is not None and (due <= 0 or not await feed.wait(due)):
+                if due is not None and (due <= 0 or not await feed.wait(due, quiet_text=True)):
+                    feed.text_into(pending)
                     for merged in pending.drain():
                         yield merged
                     last_sent = time.monotonic()
@@ -115,13 +119,16 @@ class _Feed:
         self.queue: collections.deque[Event] = collections.deque()
         self.ready = asyncio.Event()
         self.room = asyncio.Event()
+        # The reader waits for the end of an interval with text waiting: more text need not wake it.
+        self.quiet_text = False
         self.pump = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
         try:
             async for event in self.events:
                 self.queue.append(event)
-                self.ready.set()
+                if not self.quiet_text or event["type"] not in TEXT_EVENTS or len(self.queue) >= _AHEAD:
+                    self.ready.set()
                 if len(self.queue) >= _AHEAD:
                     self.room.clear()
                     await self.room.wait()
@@ -134,8 +141,15 @@ class _Feed:
             self.room.set()
         return self.queue.popleft()
 
-    async def wait(self, timeout: float | None) -> bool:
-        """Whether an event came within ``timeout`` seconds (None: however long it takes).
+    def text_into(self, pending: _Pending) -> None:
+        """Move the text events at the head of the queue into ``pending``."""
+        queue = self.queue
+        while queue and queue[0]["type"] in TEXT_EVENTS:
+            pending.add(self.take())
+
+    async def wait(self, timeout: float | None, *, quiet_text: bool = False) -> bool:
+        """Whether an event came within ``timeout`` seconds (None: however long it takes); with
+        ``quiet_text``, an event other than text (or a full queue): text is left in the queue.
 
         A cancel of this task is passed on to the upstream, as if it ran here, and its outcome
         awaited: an upstream that ends cancelled cancels this task; one that absorbs the cancel (as a
@@ -144,6 +158,7 @@ class _Feed:
         self.ready.clear()
         if self.queue:
             return True
+        self.quiet_text = quiet_text
         try:
             async with asyncio.timeout(timeout):
                 await self.ready.wait()
@@ -158,6 +173,8 @@ class _Feed:
             task = asyncio.current_task()
             while task is not None and task.cancelling():
                 task.uncancel()
+        finally:
+            self.quiet_text = False
         return True
 
     async def close(self) -> None:

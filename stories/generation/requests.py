@@ -15,7 +15,7 @@ from stories.models import GenerationRun
 from storyproject.untrusted import text_problem
 
 _FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})
-_PERSONA_NAME = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
+_PERSONA_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 _MAX_ID = 2**63 - 1
 
 
@@ -100,7 +100,7 @@ def _personas(value: Any) -> list[str]:
         raise _invalid(f"at most {limit} personas may take part")
     names: list[str] = []
     for item in value:
-        if not isinstance(item, str) or not _PERSONA_NAME.match(item):
+        if not isinstance(item, str) or not _PERSONA_NAME.fullmatch(item):
             raise _invalid("each persona must be a persona name (letters, digits, '-' and '_')")
         names.append(item)
     if not names:

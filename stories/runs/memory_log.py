@@ -31,7 +31,7 @@ class _Run:
     ended_at: float | None = None
     seen_at: float = field(default_factory=time.monotonic)
     cancel: bool = False
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    waiters: list[asyncio.Future[bool]] = field(default_factory=list)
 
     @property
     def last_seq(self) -> int:
@@ -46,7 +46,7 @@ class _Run:
             _wake(waiter)
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
+def _wake(waiter: asyncio.Future[bool]) -> None:
     if waiter.done():
         return
     loop = waiter.get_loop()
@@ -55,10 +55,16 @@ def _wake(waiter: asyncio.Future[None]) -> None:
     except RuntimeError:
         running = None
     if loop is running:
-        waiter.set_result(None)
+        waiter.set_result(True)
     elif not loop.is_closed():
         # A follower on another thread's loop (a blocking view's): wake it there.
         loop.call_soon_threadsafe(_wake, waiter)
+
+
+def _wake_quiet(waiter: asyncio.Future[bool]) -> None:
+    """The end of a follower's wait with nothing new."""
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class MemoryRunEventLog:
@@ -109,13 +115,18 @@ class MemoryRunEventLog:
                     return
             if run.ended_at is not None:
                 return  # ended, and the terminal event was dropped by the bound
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
             run.waiters.append(waiter)
+            # A timer that ends the wait, rather than asyncio.wait_for (a task switch and a second
+            # future for every event followed): the run wakes the waiter, or the timer does.
+            timer = loop.call_later(_WAKE_SECONDS, _wake_quiet, waiter)
             try:
-                await asyncio.wait_for(waiter, timeout=_WAKE_SECONDS)
-            except TimeoutError:
-                if waiter in run.waiters:
-                    run.waiters.remove(waiter)
+                woken = await waiter
+            finally:
+                timer.cancel()
+            if not woken and waiter in run.waiters:
+                run.waiters.remove(waiter)
 
     async def exists(self, run_id: int) -> bool:
         return run_id in self.runs

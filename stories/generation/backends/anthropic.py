@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 import anthropic
 import httpx2
@@ -44,7 +44,9 @@ from stories.generation.backends.base import (
     Usage,
     UsageReport,
 )
+from stories.generation.backends.network import model_http_client
 from stories.generation.backends.read_pacing import PacedBody
+from stories.generation.backends.sse import stream_events
 from stories.generation.models_registry import supports_structured_output, thinking_param
 from stories.generation.retry import backoff_seconds
 
@@ -94,7 +96,9 @@ def anthropic_client() -> anthropic.AsyncAnthropic:
     if key not in clients:
         if not key[0]:
             raise GenerationError("llm_unavailable", "ANTHROPIC_API_KEY is not set; use the offline model")
-        clients[key] = anthropic.AsyncAnthropic(api_key=key[0], base_url=key[1] or None, max_retries=0)
+        clients[key] = anthropic.AsyncAnthropic(
+            api_key=key[0], base_url=key[1] or None, max_retries=0, http_client=model_http_client()
+        )
     return clients[key]
 
 
@@ -197,28 +201,24 @@ async def _raw_events(call: ModelCall) -> AsyncGenerator[dict[str, Any], None]:
     """The call's stream events as the JSON objects the API sent, without a pydantic model per event.
 
     The SDK still makes the request (auth, headers, timeouts, an HTTP error status raised as its
-    APIStatusError) and decodes the stream: ``with_streaming_response`` hands back the response unread,
-    and ``parse(to=AsyncStream[object])`` (anthropic 2.14 _response.py ``_parse``: a custom stream class
-    for an SSE response) gives the SDK's own AsyncStream, whose ``__stream__`` (_streaming.py) skips
-    ``ping`` events, raises an ``event: error`` mid-stream as an APIStatusError with the response's
-    status (200), and returns each event's ``json.loads``-ed data untouched because its type is
-    ``object`` (_base_client.py ``_process_response_data``: ``if cast_to is object: return data``).
-    Building RawMessageStreamEvent models was half of daphne's CPU time per streamed token (issue 19).
-    Not ``messages.stream()``: it also rebuilds the whole message after every delta.
+    APIStatusError): ``with_streaming_response`` hands back the response unread (anthropic 2.14
+    _response.py). Its body is decoded by ``sse.stream_events`` in one pass per read, by the rules of
+    the SDK's own decoder (``event: error`` raised by the SDK itself): the SDK's line-by-line decoder
+    and the pydantic model it built per event were most of daphne's CPU time per streamed token that
+    was not the HTTP client's (issue 19). Not ``messages.stream()``: it also rebuilds the whole message
+    after every delta.
     """
-    async with anthropic_client().messages.with_streaming_response.create(
-        **_request(call), stream=True
-    ) as response:
+    client = anthropic_client()
+    async with client.messages.with_streaming_response.create(**_request(call), stream=True) as response:
         body = response.http_response
         if settings.STORY_STREAM_PACED_READ_MS and isinstance(body.stream, httpx2.AsyncByteStream):
             # The body read in bursts (read_pacing): httpx2's Response reads whatever byte stream its
-            # ``stream`` attribute holds (aiter_raw), which the SDK's AsyncStream then decodes. Off by
-            # default: a scene that ends during a pause reaches the writer up to the interval later.
+            # ``stream`` attribute holds (aiter_raw). Off by default: a scene that ends during a pause
+            # reaches the writer up to the interval later.
             body.stream = PacedBody(body.stream, interval_ms=settings.STORY_STREAM_PACED_READ_MS)
-        stream = await response.parse(to=anthropic.AsyncStream[object])
-        async with stream:
-            async for event in stream:
-                yield cast(dict[str, Any], event)
+        async with aclosing(stream_events(body, client)) as events:
+            async for event in events:
+                yield event
 
 
 def _usage_update(usage: Usage, reported: dict[str, Any] | None) -> None:

@@ -61,6 +61,14 @@ async def test_the_first_delta_goes_at_once_and_a_stalled_model_does_not_hold_te
     assert log == ["finished"]
 
 
+async def test_all_the_text_that_came_during_an_interval_goes_out_together_when_it_ends() -> None:
+    script = [_delta("a"), 0.02, _delta("b"), 0.02, _delta("c"), 0.02, _delta("d"), 0.6, _delta("e")]
+    out = await _timed(text_coalesced(_scripted(script, []), interval_ms=200))
+    assert [event["text"] for _, event in out] == ["a", "bcd", "e"]
+    # "bcd" at the end of the interval that "a" opened, none of it held for a further interval.
+    assert 0.15 < out[1][0] < 0.4
+
+
 async def test_any_other_event_sends_the_waiting_text_first_so_the_order_is_kept() -> None:
     scene = {"type": "scene", "index": 0, "scene": {"heading": "INT. ROOM"}}
     script = [_delta("a"), _delta("b"), _delta("c"), scene, _delta("d"), {"type": "done"}]

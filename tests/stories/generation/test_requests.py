@@ -47,6 +47,7 @@ def test_the_offline_model_is_always_allowed(settings: Any) -> None:
         ({"title": "t" * 201}, "title is longer than 200"),
         ({"personas": [f"p{n}" for n in range(13)]}, "at most 12 personas"),
         ({"personas": ["has space"]}, "persona name"),
+        ({"personas": ["hero\n"]}, "persona name"),
         ({"personas": [7]}, "persona name"),
         ({"max_tokens": 255}, "between 256 and 16000"),
         ({"max_tokens": 16_001}, "between 256 and 16000"),
