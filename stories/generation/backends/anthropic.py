@@ -44,7 +44,6 @@ from stories.generation.backends.base import (
     Usage,
     UsageReport,
 )
-from stories.generation.backends.network import model_http_client
 from stories.generation.backends.read_pacing import PacedBody
 from stories.generation.backends.sse import stream_events
 from stories.generation.models_registry import supports_structured_output, thinking_param
@@ -96,9 +95,7 @@ def anthropic_client() -> anthropic.AsyncAnthropic:
     if key not in clients:
         if not key[0]:
             raise GenerationError("llm_unavailable", "ANTHROPIC_API_KEY is not set; use the offline model")
-        clients[key] = anthropic.AsyncAnthropic(
-            api_key=key[0], base_url=key[1] or None, max_retries=0, http_client=model_http_client()
-        )
+        clients[key] = anthropic.AsyncAnthropic(api_key=key[0], base_url=key[1] or None, max_retries=0)
     return clients[key]
 
 
