@@ -15,7 +15,6 @@ BENCHMARKS = [
     "bench.run_log",
     "bench.run_replay",
     "bench.stream_cpu",
-    "bench.http_read_cpu",
 ]
 
 
