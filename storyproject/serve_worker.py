@@ -1,7 +1,8 @@
 """One server process of ``make serve``: daphne's command line, with a graceful stop.
 
-Started by ``storyproject.serve`` as ``python -m storyproject.serve_worker --fd N [daphne options]
-storyproject.asgi:application``; it takes every daphne option. Plain daphne stops on SIGTERM at once and
+Started by ``storyproject.serve`` as ``python -m storyproject.serve_worker --endpoint
+fd:fileno=N:domain=INET6 [daphne options] storyproject.asgi:application``; it takes every daphne option.
+The inherited socket is adopted here with its family (daphne's own ``--fd`` takes every socket for IPv4). Plain daphne stops on SIGTERM at once and
 cancels every running application, so a writer's generation would end half-written. Here SIGTERM (or
 SIGINT) first closes the listening socket, so the other processes take the new connections, then waits
 until this process runs no generation and answers no HTTP request, up to ``SERVE_GRACEFUL_SECONDS``;
@@ -13,7 +14,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 import signal
+import socket
+import stat
 import sys
 import time
 from types import FrameType
@@ -22,16 +26,22 @@ from typing import Any
 from daphne.cli import CommandLineInterface
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, unix
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 
 # How often a draining process looks whether its work is done.
 _DRAIN_POLL_SECONDS = 0.2
 # prctl(2): the signal this process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
+# The supervisor's listening socket, as it names it: descriptor and address family (Twisted's names).
+# daphne's own "fd:" endpoint would hand Twisted a string for the family, which it does not take.
+_INHERITED = re.compile(r"fd:fileno=(\d+):domain=(INET|INET6|UNIX)")
 
 
 class DrainingServer(Server):
     """daphne's Server that stops accepting on a signal and stops once its work is done."""
+
+    endpoints: list[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Our handlers, not Twisted's (which stop the reactor at once).
@@ -39,11 +49,26 @@ class DrainingServer(Server):
         super().__init__(*args, **kwargs)
         self._ports: list[Any] = []
         self._drain_deadline: float | None = None
+        self._inherited = [match for ep in self.endpoints if (match := _INHERITED.fullmatch(str(ep)))]
+        self.endpoints = [ep for ep in self.endpoints if not _INHERITED.fullmatch(str(ep))]
 
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        reactor.callWhenRunning(self._inherited_listen)  # type: ignore[attr-defined]
         super().run()
+
+    def _inherited_listen(self) -> None:
+        """Listen on the supervisor's sockets, each adopted with its own address family."""
+        for match in self._inherited:
+            fd, family = int(match[1]), getattr(socket, f"AF_{match[2]}")
+            if family == socket.AF_UNIX:
+                listening = defer.maybeDeferred(_unix_adopt, fd, self.http_factory)
+            else:
+                listening = AdoptedStreamServerEndpoint(reactor, fd, family).listen(self.http_factory)
+            listening.addCallback(self.listen_success)
+            listening.addErrback(self.listen_error)
+            self.listeners.append(listening)
 
     def listen_success(self, port: Any) -> None:
         # Twisted listens on a duplicate of the inherited descriptor and closes the original
@@ -84,6 +109,16 @@ class DrainingServer(Server):
             and not instance.done()
             for protocol, details in self.connections.items()
         )
+
+
+def _unix_adopt(fd: int, factory: Any) -> Any:
+    """A Unix socket adopted as it is. Twisted's adoption (reactor.adoptStreamPort) makes the socket
+    file world-writable (unix.Port's default mode, 0o666); the supervisor chose its mode (0o660)."""
+    port = unix.Port._fromListeningDescriptor(reactor, fd, factory)
+    with socket.socket(fileno=os.dup(fd)) as inherited:
+        port.mode = stat.S_IMODE(os.stat(inherited.getsockname()).st_mode)
+    port.startListening()
+    return port
 
 
 class DrainingCommandLine(CommandLineInterface):
