@@ -5,20 +5,26 @@ fd:fileno=N:domain=INET6 [daphne options] storyproject.asgi:application``; it ta
 The inherited socket is adopted here with its family (daphne's own ``--fd`` takes every socket for IPv4). Plain daphne stops on SIGTERM at once and
 cancels every running application, so a writer's generation would end half-written. Here SIGTERM (or
 SIGINT) first closes the listening socket, so the other processes take the new connections, then waits
-until this process runs no generation and answers no HTTP request, up to ``SERVE_GRACEFUL_SECONDS``;
-only then does daphne stop (and close the sockets that stay open). A second signal stops at once.
+until this process runs no generation and answers no HTTP request, up to ``SERVE_GRACEFUL_SECONDS``.
+The runs still going then are handed to another process (stories.generation.handover: their leases
+released, for a surviving process or the next start to resume them under the same id), or cancelled
+when they cannot be resumed; only then does daphne stop (and close the sockets that stay open). A
+draining process resumes no orphaned run itself. A second signal stops at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
+import logging
 import os
 import re
 import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from types import FrameType
 from typing import Any
@@ -29,8 +35,14 @@ from daphne.server import Server
 from twisted.internet import defer, reactor, unix
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 
+logger = logging.getLogger("storyproject.serve")
+
 # How often a draining process looks whether its work is done.
 _DRAIN_POLL_SECONDS = 0.2
+# How long the hand-over of the runs left at the deadline may take before the process stops anyway.
+_HAND_OVER_SECONDS = 30.0
+# How long a stopped process waits for its threads before it exits without them.
+_EXIT_SECONDS = 5.0
 # prctl(2): the signal this process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
 # The supervisor's listening socket, as it names it: descriptor and address family (Twisted's names).
@@ -85,17 +97,38 @@ class DrainingServer(Server):
             return
         from django.conf import settings
 
+        from stories.generation.resume import orphans_watch_stop
+
         self._drain_deadline = time.monotonic() + settings.SERVE_GRACEFUL_SECONDS
         for port in self._ports:
             port.stopListening()
+        # A stopping process takes on no orphaned run (it would have to hand it over again).
+        _keep(asyncio.ensure_future(orphans_watch_stop()))
         self._drain_check()
 
     def _drain_check(self) -> None:
         assert self._drain_deadline is not None
-        if not self._busy() or time.monotonic() >= self._drain_deadline:
+        if not self._busy():
             self.stop()
-            return
-        reactor.callLater(_DRAIN_POLL_SECONDS, self._drain_check)  # type: ignore[arg-type]
+        elif time.monotonic() >= self._drain_deadline:
+            self._hand_over()
+        else:
+            reactor.callLater(_DRAIN_POLL_SECONDS, self._drain_check)  # type: ignore[arg-type]
+
+    def _hand_over(self) -> None:
+        """Past the graceful period: hand the runs still going to another process, then stop."""
+        from stories.generation.handover import runs_hand_over
+
+        handing = asyncio.ensure_future(asyncio.wait_for(runs_hand_over(), _HAND_OVER_SECONDS))
+        _keep(handing)
+        handing.add_done_callback(self._handed_over)
+
+    def _handed_over(self, handing: asyncio.Future[dict[str, int]]) -> None:
+        if handing.cancelled() or handing.exception() is not None:
+            logger.error("the runs could not all be handed over", exc_info=handing.exception())
+        else:
+            logger.info("graceful period over; runs still going: %s", handing.result() or "none")
+        self.stop()
 
     def _busy(self) -> bool:
         from stories.services import generation_runs_running_here
@@ -121,6 +154,15 @@ def _unix_adopt(fd: int, factory: Any) -> Any:
     return port
 
 
+# Tasks started from the reactor's callbacks, kept until done: the event loop holds them weakly.
+_tasks: set[asyncio.Future[Any]] = set()
+
+
+def _keep(task: asyncio.Future[Any]) -> None:
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
 class DrainingCommandLine(CommandLineInterface):
     server_class = DrainingServer
 
@@ -139,6 +181,19 @@ def _stop_with_the_supervisor() -> None:
         sys.exit(0)
 
 
+def _exit_even_if_threads_wait() -> None:
+    """Exit within _EXIT_SECONDS once daphne has stopped, whatever threads still wait.
+
+    A thread of a blocking view waits on the event loop for a run's events (a run handed over, or
+    followed from another process without Redis); with the loop stopped it would wait forever, and
+    Python waits for such threads before it exits.
+    """
+    timer = threading.Timer(_EXIT_SECONDS, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
+
+
 if __name__ == "__main__":
     _stop_with_the_supervisor()
     DrainingCommandLine().run(sys.argv[1:])
+    _exit_even_if_threads_wait()

@@ -68,9 +68,17 @@ def _client() -> redis.Redis:
     return client
 
 
+def redis_client() -> redis.Redis:
+    """This event loop's client of the runs' Redis (REDIS_URL), shared with the run event logs."""
+    return _client()
+
+
+def key_prefix() -> str:
+    return str(settings.CACHES["default"].get("KEY_PREFIX") or "story")
+
+
 def run_key(run_id: int, part: str) -> str:
-    prefix = settings.CACHES["default"].get("KEY_PREFIX") or "story"
-    return f"{prefix}:run:{run_id}:{part}"
+    return f"{key_prefix()}:run:{run_id}:{part}"
 
 
 def _decode(entries: Any) -> list[dict[str, Any]]:
@@ -118,6 +126,13 @@ class RedisRunEventLog:
             # meanwhile does not cut the write short.
             await asyncio.shield(self.writer)
         return seq
+
+    async def flush(self) -> None:
+        if self.writer is not None:
+            await asyncio.shield(self.writer)
+
+    def forget(self, run_id: int) -> None:
+        self.local.forget(run_id)
 
     async def _write(self) -> None:
         while self.pending:
