@@ -350,3 +350,24 @@ def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_foll
     assert sorted(scene_number(r.body) or 0 for r in later) == [3, 4]
     assert f"run {run.pk} handed over" in stopping.log.read_text()
     assert f"run {run.pk} resumed with 2 finished scene(s)" in other.log.read_text()
+
+
+def test_a_run_that_cannot_be_resumed_is_cancelled_when_a_graceful_stop_runs_out(
+    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
+) -> None:
+    # Single mode, stalled before its first scene is complete: nothing another process could resume.
+    fake_anthropic.default = _stalling_after_scenes(screenplay(scenes=3), 0)
+    servers.env.update(SERVE_GRACEFUL_SECONDS="1")
+    stopping = servers.start(graceful=True)
+    _generate_in_background(stopping.url, servers.token, mode="single")
+    _until(lambda: fake_anthropic.requests, 30, lambda: "the model was not asked")
+    run = _until(lambda: GenerationRun.objects.filter(status="streaming").first(), 30, lambda: "no run")
+
+    stopping.process.send_signal(signal.SIGTERM)
+
+    assert stopping.process.wait(30) == 0, stopping.log.read_text()
+    cancelled = GenerationRun.objects.get(pk=run.pk)
+    assert cancelled.status == "cancelled"
+    assert cancelled.lease_owner == "" and cancelled.checkpoint == {}
+    assert len(fake_anthropic.requests) == 1
+    assert f"run {run.pk} cannot be handed over" in stopping.log.read_text()
