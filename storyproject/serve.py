@@ -38,8 +38,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 # _MAX_FAILED_STARTS in a row the supervisor gives up rather than restart it in a tight loop.
 _FAILED_START_SECONDS = 10.0
 _MAX_FAILED_STARTS = 5
-# Beyond the graceful period: how long a process has to exit after its generations are closed.
-_EXIT_MARGIN_SECONDS = 15.0
+# Beyond the graceful period: how long a process has to hand its generations over or close them, and
+# exit (storyproject.serve_worker: up to 10 s for the hand-over, 5 s for its threads).
+_EXIT_MARGIN_SECONDS = 20.0
 
 
 class ServeRefused(Exception):

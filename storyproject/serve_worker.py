@@ -40,7 +40,8 @@ logger = logging.getLogger("storyproject.serve")
 # How often a draining process looks whether its work is done.
 _DRAIN_POLL_SECONDS = 0.2
 # How long the hand-over of the runs left at the deadline may take before the process stops anyway.
-_HAND_OVER_SECONDS = 30.0
+# (Within the supervisor's margin, storyproject.serve._EXIT_MARGIN_SECONDS, with _EXIT_SECONDS.)
+_HAND_OVER_SECONDS = 10.0
 # How long a stopped process waits for its threads before it exits without them.
 _EXIT_SECONDS = 5.0
 # prctl(2): the signal this process gets when its parent dies.
@@ -124,8 +125,9 @@ class DrainingServer(Server):
         handing.add_done_callback(self._handed_over)
 
     def _handed_over(self, handing: asyncio.Future[dict[str, int]]) -> None:
-        if handing.cancelled() or handing.exception() is not None:
-            logger.error("the runs could not all be handed over", exc_info=handing.exception())
+        error = None if handing.cancelled() else handing.exception()
+        if handing.cancelled() or error is not None:
+            logger.error("the runs could not all be handed over in time", exc_info=error)
         else:
             logger.info("graceful period over; runs still going: %s", handing.result() or "none")
         self.stop()

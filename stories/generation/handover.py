@@ -88,4 +88,6 @@ async def _settled(run_id: int, outcome: str) -> str:
         await asyncio.wait_for(run_settled(run_id=run_id), _SETTLE_SECONDS)
     except TimeoutError:
         logger.warning("run %s did not end within %s s of the stop", run_id, _SETTLE_SECONDS)
+    except Exception:  # a run on another event loop cannot be awaited from this one
+        logger.warning("run %s: could not wait for its end", run_id, exc_info=True)
     return outcome

@@ -255,10 +255,11 @@ async def run_held(*, run_id: int) -> AsyncIterator[RunHold | None]:
     Within the block no event of the run is written to its log, and every one written before is where
     other processes read it (the log is flushed). When the block called ``drop()``, the run's task is
     then cancelled and nothing more of it reaches the log, not even a terminal event; otherwise its
-    events go on. None: the run is not driven here, or is over.
+    events go on. None: the run is not driven here (on this event loop), or is over.
     """
     driven, task = _driving.get(run_id), _running.get(run_id)
-    if driven is None or task is None or driven.ended:
+    if driven is None or task is None or driven.ended or task.get_loop() is not asyncio.get_running_loop():
+        # (A run on another thread's loop, a blocking view's outside daphne, is not held from here.)
         yield None
         return
     driven.flowing.clear()
