@@ -479,6 +479,19 @@ def generation_run_checkpoint(*, run_id: int, lease_owner: str, checkpoint: dict
     return bool(held.update(checkpoint=checkpoint, lease_expires_at=_lease_until()))
 
 
+def generation_run_lease_release(*, run_id: int, lease_owner: str) -> bool:
+    """Give up a run this process holds without closing it: it is orphaned at once, for another process
+    to resume (a graceful stop's hand-over); False if it is no longer held (it ended, or was taken).
+
+    One UPDATE ... WHERE lease_owner = this process and the run still streaming: from then on every
+    write this process would make to the run (checkpoint, close, save) finds it no longer held.
+    """
+    released = _runs_leased(run_id=run_id, lease_owner=lease_owner).update(
+        lease_owner="", lease_expires_at=timezone.now()
+    )
+    return bool(released)
+
+
 def generation_run_claim(*, run_id: int, lease_owner: str) -> GenerationRun | None:
     """Take over an orphaned run (streaming, its lease expired); None if it is not orphaned (any more).
 

@@ -3,27 +3,33 @@
 ``python -m storyproject.serve [--host H] [--port P] [--processes N] [daphne options...]`` refuses an
 unsafe configuration (``DJANGO_DEBUG`` on, a missing or weak ``DJANGO_SECRET_KEY``, any warning of
 ``manage.py check --deploy``), collects the static files, applies migrations, marks runs left by a
-stopped server as interrupted, then binds the listening socket once and starts N daphne processes
+stopped server as interrupted, then binds the listening socket once (an IPv4 or IPv6 address, or a Unix
+socket: ``--host unix:/run/story/story.sock``) and starts N daphne processes
 (``storyproject.serve_worker``, daphne's own command line) that inherit it: the kernel hands each new
 connection to whichever process accepts first. A process that dies is started again. SIGTERM or SIGINT
 stops them gracefully: each stops accepting and waits for the generations it runs, up to
-``SERVE_GRACEFUL_SECONDS``. Options this module does not know go to every daphne process
+``SERVE_GRACEFUL_SECONDS``, then hands the resumable ones to another process (storyproject.serve_worker).
+Options this module does not know go to every daphne process
 (``--proxy-headers``, ``--access-log``, ``-v``). See docs/operations.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+
+from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger("storyproject.serve")
 _ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +38,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 # _MAX_FAILED_STARTS in a row the supervisor gives up rather than restart it in a tight loop.
 _FAILED_START_SECONDS = 10.0
 _MAX_FAILED_STARTS = 5
-# Beyond the graceful period: how long a process has to exit after its generations are closed.
-_EXIT_MARGIN_SECONDS = 15.0
+# Beyond the graceful period: how long a process has to hand its generations over or close them, and
+# exit (storyproject.serve_worker: up to 10 s for the hand-over, 5 s for its threads).
+_EXIT_MARGIN_SECONDS = 20.0
 
 
 class ServeRefused(Exception):
@@ -42,12 +49,11 @@ class ServeRefused(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from django.core.exceptions import ImproperlyConfigured
-
     try:
         options, daphne_options = _arguments(argv)
         graceful = graceful_seconds()
-    except ImproperlyConfigured as error:  # SERVE_PROCESSES, SERVE_GRACEFUL_SECONDS or PORT unusable
+        address = serve_address(options.host, options.port)
+    except ImproperlyConfigured as error:  # HOST, PORT, SERVE_PROCESSES or SERVE_GRACEFUL_SECONDS unusable
         print(f"serve: refusing to start: {error}", file=sys.stderr)
         return 2
     # Off unless the operator set it (then the preparation refuses): for the preparation and every
@@ -61,14 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     if prepared.returncode != 0:
         return prepared.returncode
     try:
-        listener = _listen(options.host, options.port)
-    except OSError as error:  # the port is taken, or the host is not an IPv4 address of this machine
-        print(f"serve: cannot listen on {options.host}:{options.port}: {error}", file=sys.stderr)
+        listener = address.listen()
+    except (
+        OSError,
+        ImproperlyConfigured,
+    ) as error:  # the port or path is taken, the address not this machine's
+        print(f"serve: cannot listen on {address}: {error}", file=sys.stderr)
         return 2
     supervisor = Supervisor(
-        listener=listener, processes=options.processes, daphne_options=daphne_options, graceful=graceful
+        listener=listener,
+        domain=address.domain,
+        processes=options.processes,
+        daphne_options=daphne_options,
+        graceful=graceful,
     )
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    finally:
+        address.remove()
 
 
 def graceful_seconds() -> int:
@@ -91,7 +107,11 @@ def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     from storyproject.env import envint
 
     parser = argparse.ArgumentParser(prog="python -m storyproject.serve", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="IPv4 address to bind")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("HOST", "127.0.0.1"),
+        help="IPv4 or IPv6 address to bind (:: is dual-stack where the system allows), or unix:/path/to.sock",
+    )
     parser.add_argument("--port", type=int, default=envint("PORT", 8000, minimum=0, maximum=65535))
     parser.add_argument(
         "--processes",
@@ -110,7 +130,6 @@ def _prepare() -> None:
     """Check the settings, collect static files, migrate, recover runs (``--prepare-only``)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storyproject.settings")
     import django
-    from django.core.exceptions import ImproperlyConfigured
 
     try:
         django.setup()
@@ -135,13 +154,122 @@ def _prepare() -> None:
     connections.close_all()
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    listener = socket.create_server((host, port), family=socket.AF_INET, backlog=1024)
-    # Twisted adopts the descriptor as it is and needs it non-blocking (tcp.Port._fromListeningDescriptor).
-    listener.setblocking(False)
-    listener.set_inheritable(True)
-    logger.info("listening on http://%s:%d/", *listener.getsockname()[:2])
-    return listener
+# Whoever runs the server and its group (a reverse proxy's user added to it) may connect; nobody else.
+UNIX_SOCKET_MODE = 0o660
+
+
+@dataclass(frozen=True)
+class ServeAddress:
+    """Where ``make serve`` listens: an IP address and port, or a Unix socket's path (``unix:/path``)."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def domain(self) -> str:
+        """The address family as Twisted names it in an ``fd:`` endpoint (INET, INET6, UNIX)."""
+        if self.path:
+            return "UNIX"
+        return "INET6" if ipaddress.ip_address(self.host).version == 6 else "INET"
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"unix:{self.path}"
+        return f"[{self.host}]:{self.port}" if self.domain == "INET6" else f"{self.host}:{self.port}"
+
+    def listen(self) -> socket.socket:
+        listener = self._unix_listen() if self.path else self._tcp_listen()
+        # Twisted adopts the descriptor as it is and needs it non-blocking (tcp.Port._fromListeningDescriptor).
+        listener.setblocking(False)
+        listener.set_inheritable(True)
+        return listener
+
+    def _tcp_listen(self) -> socket.socket:
+        if self.domain == "INET":
+            listener = socket.create_server((self.host, self.port), family=socket.AF_INET, backlog=1024)
+        else:
+            # "::" also takes IPv4 connections where the system allows it (IPV6_V6ONLY off); an IPv6
+            # address of this machine takes IPv6 only.
+            dualstack = self.host == "::" and socket.has_dualstack_ipv6()
+            listener = socket.create_server(
+                (self.host, self.port), family=socket.AF_INET6, backlog=1024, dualstack_ipv6=dualstack
+            )
+        host, port = listener.getsockname()[:2]
+        bound = f"[{host}]" if ":" in host else host
+        logger.info("listening on http://%s:%d/", bound, port)
+        return listener
+
+    def _unix_listen(self) -> socket.socket:
+        path = Path(self.path)
+        _unix_path_check(path)  # again: the preparation took a while
+        if path.is_socket():
+            path.unlink()  # left by a server that did not stop cleanly
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            os.chmod(path, UNIX_SOCKET_MODE)
+            listener.listen(1024)
+        except OSError:
+            listener.close()
+            raise
+        logger.info("listening on unix:%s", path)
+        return listener
+
+    def remove(self) -> None:
+        """Remove the Unix socket's file once nothing serves on it (nothing for an IP address)."""
+        if self.path:
+            Path(self.path).unlink(missing_ok=True)
+
+
+def _unix_path_check(path: Path) -> None:
+    """Refuse a path that holds something else than a socket, or a socket a server answers on."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise ImproperlyConfigured(f"{path} exists and is not a socket; refusing to replace it")
+    if _unix_answers(path):
+        raise ImproperlyConfigured(f"{path} is in use by a running server")
+
+
+def _unix_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def serve_address(host: str, port: int) -> ServeAddress:
+    """``--host``/``HOST`` checked: an IPv4 or IPv6 address (brackets allowed), or ``unix:`` and a path."""
+    host = host.strip()
+    if host.startswith("unix:"):
+        path = host.removeprefix("unix:")
+        if not path.startswith("/"):
+            raise ImproperlyConfigured(
+                f"HOST unix: needs an absolute path, e.g. unix:/run/story/story.sock; got {host!r}"
+            )
+        # sockaddr_un holds 108 bytes with the terminating NUL (unix(7)).
+        if len(os.fsencode(path)) > 107:
+            raise ImproperlyConfigured(f"HOST unix: path is longer than 107 bytes: {path!r}")
+        if not Path(path).parent.is_dir():
+            raise ImproperlyConfigured(f"HOST unix: the directory {Path(path).parent} does not exist")
+        _unix_path_check(Path(path))
+        return ServeAddress(path=path)
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(literal)
+    except ValueError:
+        raise ImproperlyConfigured(
+            "HOST must be an IPv4 address (127.0.0.1, 0.0.0.0), an IPv6 address (::1, ::) or "
+            f"unix:/absolute/path.sock; got {host!r}"
+        ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise ImproperlyConfigured(
+            f"HOST: an IPv6 address with a zone (%{address.scope_id}) is not supported"
+        )
+    return ServeAddress(host=str(address), port=port)
 
 
 @dataclass
@@ -156,6 +284,7 @@ class Supervisor:
     """Starts ``processes`` workers on ``listener``, restarts those that die, stops them on a signal."""
 
     listener: socket.socket
+    domain: str
     processes: int
     daphne_options: list[str]
     graceful: int
@@ -187,8 +316,9 @@ class Supervisor:
             sys.executable,
             "-m",
             "storyproject.serve_worker",
-            "--fd",
-            str(fd),
+            # daphne's --fd adopts the socket as IPv4; an endpoint names its family.
+            "--endpoint",
+            f"fd:fileno={fd}:domain={self.domain}",
             *self.daphne_options,
             "storyproject.asgi:application",
         ]

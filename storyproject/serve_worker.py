@@ -1,20 +1,30 @@
 """One server process of ``make serve``: daphne's command line, with a graceful stop.
 
-Started by ``storyproject.serve`` as ``python -m storyproject.serve_worker --fd N [daphne options]
-storyproject.asgi:application``; it takes every daphne option. Plain daphne stops on SIGTERM at once and
+Started by ``storyproject.serve`` as ``python -m storyproject.serve_worker --endpoint
+fd:fileno=N:domain=INET6 [daphne options] storyproject.asgi:application``; it takes every daphne option.
+The inherited socket is adopted here with its family (daphne's own ``--fd`` takes every socket for IPv4). Plain daphne stops on SIGTERM at once and
 cancels every running application, so a writer's generation would end half-written. Here SIGTERM (or
 SIGINT) first closes the listening socket, so the other processes take the new connections, then waits
-until this process runs no generation and answers no HTTP request, up to ``SERVE_GRACEFUL_SECONDS``;
-only then does daphne stop (and close the sockets that stay open). A second signal stops at once.
+until this process runs no generation and answers no HTTP request, up to ``SERVE_GRACEFUL_SECONDS``.
+The runs still going then are handed to another process (stories.generation.handover: their leases
+released, for a surviving process or the next start to resume them under the same id), or cancelled
+when they cannot be resumed; only then does daphne stop (and close the sockets that stay open). A
+draining process resumes no orphaned run itself. A second signal stops at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
+import logging
 import os
+import re
 import signal
+import socket
+import stat
 import sys
+import threading
 import time
 from types import FrameType
 from typing import Any
@@ -22,16 +32,29 @@ from typing import Any
 from daphne.cli import CommandLineInterface
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, unix
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+logger = logging.getLogger("storyproject.serve")
 
 # How often a draining process looks whether its work is done.
 _DRAIN_POLL_SECONDS = 0.2
+# How long the hand-over of the runs left at the deadline may take before the process stops anyway.
+# (Within the supervisor's margin, storyproject.serve._EXIT_MARGIN_SECONDS, with _EXIT_SECONDS.)
+_HAND_OVER_SECONDS = 10.0
+# How long a stopped process waits for its threads before it exits without them.
+_EXIT_SECONDS = 5.0
 # prctl(2): the signal this process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
+# The supervisor's listening socket, as it names it: descriptor and address family (Twisted's names).
+# daphne's own "fd:" endpoint would hand Twisted a string for the family, which it does not take.
+_INHERITED = re.compile(r"fd:fileno=(\d+):domain=(INET|INET6|UNIX)")
 
 
 class DrainingServer(Server):
     """daphne's Server that stops accepting on a signal and stops once its work is done."""
+
+    endpoints: list[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Our handlers, not Twisted's (which stop the reactor at once).
@@ -39,11 +62,26 @@ class DrainingServer(Server):
         super().__init__(*args, **kwargs)
         self._ports: list[Any] = []
         self._drain_deadline: float | None = None
+        self._inherited = [match for ep in self.endpoints if (match := _INHERITED.fullmatch(str(ep)))]
+        self.endpoints = [ep for ep in self.endpoints if not _INHERITED.fullmatch(str(ep))]
 
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        reactor.callWhenRunning(self._inherited_listen)  # type: ignore[attr-defined]
         super().run()
+
+    def _inherited_listen(self) -> None:
+        """Listen on the supervisor's sockets, each adopted with its own address family."""
+        for match in self._inherited:
+            fd, family = int(match[1]), getattr(socket, f"AF_{match[2]}")
+            if family == socket.AF_UNIX:
+                listening = defer.maybeDeferred(_unix_adopt, fd, self.http_factory)
+            else:
+                listening = AdoptedStreamServerEndpoint(reactor, fd, family).listen(self.http_factory)
+            listening.addCallback(self.listen_success)
+            listening.addErrback(self.listen_error)
+            self.listeners.append(listening)
 
     def listen_success(self, port: Any) -> None:
         # Twisted listens on a duplicate of the inherited descriptor and closes the original
@@ -60,17 +98,39 @@ class DrainingServer(Server):
             return
         from django.conf import settings
 
+        from stories.generation.resume import orphans_watch_stop
+
         self._drain_deadline = time.monotonic() + settings.SERVE_GRACEFUL_SECONDS
         for port in self._ports:
             port.stopListening()
+        # A stopping process takes on no orphaned run (it would have to hand it over again).
+        _keep(asyncio.ensure_future(orphans_watch_stop()))
         self._drain_check()
 
     def _drain_check(self) -> None:
         assert self._drain_deadline is not None
-        if not self._busy() or time.monotonic() >= self._drain_deadline:
+        if not self._busy():
             self.stop()
-            return
-        reactor.callLater(_DRAIN_POLL_SECONDS, self._drain_check)  # type: ignore[arg-type]
+        elif time.monotonic() >= self._drain_deadline:
+            self._hand_over()
+        else:
+            reactor.callLater(_DRAIN_POLL_SECONDS, self._drain_check)  # type: ignore[arg-type]
+
+    def _hand_over(self) -> None:
+        """Past the graceful period: hand the runs still going to another process, then stop."""
+        from stories.generation.handover import runs_hand_over
+
+        handing = asyncio.ensure_future(asyncio.wait_for(runs_hand_over(), _HAND_OVER_SECONDS))
+        _keep(handing)
+        handing.add_done_callback(self._handed_over)
+
+    def _handed_over(self, handing: asyncio.Future[dict[str, int]]) -> None:
+        error = None if handing.cancelled() else handing.exception()
+        if handing.cancelled() or error is not None:
+            logger.error("the runs could not all be handed over in time", exc_info=error)
+        else:
+            logger.info("graceful period over; runs still going: %s", handing.result() or "none")
+        self.stop()
 
     def _busy(self) -> bool:
         from stories.services import generation_runs_running_here
@@ -84,6 +144,25 @@ class DrainingServer(Server):
             and not instance.done()
             for protocol, details in self.connections.items()
         )
+
+
+def _unix_adopt(fd: int, factory: Any) -> Any:
+    """A Unix socket adopted as it is. Twisted's adoption (reactor.adoptStreamPort) makes the socket
+    file world-writable (unix.Port's default mode, 0o666); the supervisor chose its mode (0o660)."""
+    port = unix.Port._fromListeningDescriptor(reactor, fd, factory)
+    with socket.socket(fileno=os.dup(fd)) as inherited:
+        port.mode = stat.S_IMODE(os.stat(inherited.getsockname()).st_mode)
+    port.startListening()
+    return port
+
+
+# Tasks started from the reactor's callbacks, kept until done: the event loop holds them weakly.
+_tasks: set[asyncio.Future[Any]] = set()
+
+
+def _keep(task: asyncio.Future[Any]) -> None:
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 class DrainingCommandLine(CommandLineInterface):
@@ -104,6 +183,19 @@ def _stop_with_the_supervisor() -> None:
         sys.exit(0)
 
 
+def _exit_even_if_threads_wait() -> None:
+    """Exit within _EXIT_SECONDS once daphne has stopped, whatever threads still wait.
+
+    A thread of a blocking view waits on the event loop for a run's events (a run handed over, or
+    followed from another process without Redis); with the loop stopped it would wait forever, and
+    Python waits for such threads before it exits.
+    """
+    timer = threading.Timer(_EXIT_SECONDS, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
+
+
 if __name__ == "__main__":
     _stop_with_the_supervisor()
     DrainingCommandLine().run(sys.argv[1:])
+    _exit_even_if_threads_wait()

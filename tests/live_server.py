@@ -15,6 +15,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def redis_url() -> str:
+    """The Redis of the tests that need one across processes: the suite's, else the local default."""
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

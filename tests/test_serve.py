@@ -32,12 +32,23 @@ class Served:
     process: subprocess.Popen[str]
     base: str
     env: dict[str, str]
+    # Set when it serves on a Unix socket: the path clients connect to.
+    unix_socket: str = ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
 def _server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -58,9 +69,10 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def _healthz(base: str) -> int:
+def _healthz(base: str, unix_socket: str = "") -> int:
     # A fresh connection each time: the kernel hands it to one process.
-    with httpx.Client(timeout=5) as client:
+    transport = httpx.HTTPTransport(uds=unix_socket) if unix_socket else None
+    with httpx.Client(timeout=5, transport=transport) as client:
         return client.get(base + "/healthz").status_code
 
 
@@ -80,17 +92,23 @@ def _wait_for(ready: object, timeout: float, what: str) -> None:
 def serve(tmp_path: Path) -> Iterator[object]:
     started: list[Served] = []
 
-    def start(processes: int, **extra: str) -> Served:
-        port = _free_port()
+    def start(processes: int, host: str = "127.0.0.1", **extra: str) -> Served:
         env = _server_env(tmp_path, SERVE_PROCESSES=str(processes), **extra)
-        command = [sys.executable, "-m", "storyproject.serve", "--port", str(port), "-v", "0"]
+        if host.startswith("unix:"):
+            port, base, unix_socket = 0, "http://localhost", host.removeprefix("unix:")
+        else:
+            port, unix_socket = _free_port(host), ""
+            # A wildcard address is reached over the loopback of its family.
+            loopback = {"::": "::1", "0.0.0.0": "127.0.0.1"}.get(host, host)
+            base = f"http://[{loopback}]:{port}" if ":" in loopback else f"http://{loopback}:{port}"
+        command = [sys.executable, "-m", "storyproject.serve", "--host", host, "--port", str(port), "-v", "0"]
         process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        served = Served(process=process, base=f"http://127.0.0.1:{port}", env=env)
+        served = Served(process=process, base=base, env=env, unix_socket=unix_socket)
         started.append(served)
         _wait_for(lambda: len(_children(process.pid)) == processes, 120, "the processes started")
-        _wait_for(lambda: _healthz(served.base) == 200, 120, "/healthz answered")
+        _wait_for(lambda: _healthz(served.base, unix_socket) == 200, 120, "/healthz answered")
         return served
 
     yield start
@@ -109,17 +127,7 @@ def test_serve_starts_the_configured_processes_that_each_answer_and_stops_cleanl
 ) -> None:
     served: Served = serve(2)  # type: ignore[operator]
     workers = _children(served.process.pid)
-    assert len(set(workers)) == 2
-    for answering in workers:
-        # Freeze every other process: only this one can accept the connection.
-        others = [pid for pid in workers if pid != answering]
-        for pid in others:
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            assert _healthz(served.base) == 200
-        finally:
-            for pid in others:
-                os.kill(pid, signal.SIGCONT)
+    _each_process_answers(served)
 
     # Static files were collected: pages name them by their hashed names, and those are served.
     https = {"X-Forwarded-Proto": "https"}  # as the reverse proxy says; DJANGO_SECURE_SSL is on
@@ -135,6 +143,95 @@ def test_serve_starts_the_configured_processes_that_each_answer_and_stops_cleanl
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     with pytest.raises(httpx.ConnectError):
         _healthz(served.base)
+
+
+def _each_process_answers(served: Served) -> None:
+    """Freeze all processes but one, in turn: each answers /healthz on the served address alone."""
+    workers = _children(served.process.pid)
+    assert len(set(workers)) == 2
+    for answering in workers:
+        others = [pid for pid in workers if pid != answering]
+        for pid in others:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            assert _healthz(served.base, served.unix_socket) == 200
+        finally:
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+
+
+def _stopped_cleanly(served: Served) -> None:
+    served.process.send_signal(signal.SIGTERM)
+    output, _ = served.process.communicate(timeout=60)
+    assert served.process.returncode == 0, output
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1) to serve on")
+def test_serve_on_ipv6_answers_on_every_process_over_ipv6_loopback_and_ipv4_where_dual_stack(
+    serve: object,
+) -> None:
+    served: Served = serve(2, host="::")  # type: ignore[operator]
+    port = served.base.rsplit(":", 1)[1]
+    assert served.base == f"http://[::1]:{port}"
+    _each_process_answers(served)
+    if socket.has_dualstack_ipv6():  # "::" takes IPv4 connections too (Linux: IPV6_V6ONLY off)
+        assert _healthz(f"http://127.0.0.1:{port}") == 200
+    _stopped_cleanly(served)
+
+
+def test_serve_on_a_unix_socket_answers_on_every_process_and_guards_the_path(
+    serve: object, tmp_path: Path
+) -> None:
+    path = tmp_path / "story.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))  # left by a server that was killed: bound, nobody listening; replaced
+    served: Served = serve(2, host=f"unix:{path}")  # type: ignore[operator]
+    assert path.is_socket()
+    # Whoever runs the server and its group (a reverse proxy added to it) may connect; nobody else.
+    assert path.stat().st_mode & 0o777 == 0o660
+    _each_process_answers(served)
+    env = _server_env(tmp_path)
+    assert f"refusing to start: {path} is in use by a running server" in _serve_refusal(env, f"unix:{path}")
+    _stopped_cleanly(served)
+    assert not path.exists()
+
+    path.write_text("not a socket")
+    refused = _serve_refusal(env, f"unix:{path}")
+    assert f"refusing to start: {path} exists and is not a socket; refusing to replace it" in refused
+    assert path.read_text() == "not a socket"
+
+
+def _serve_refusal(env: dict[str, str], host: str) -> str:
+    """Start the server on ``host``, which it must refuse (exit 2, no traceback); what it said."""
+    result = subprocess.run(
+        [sys.executable, "-m", "storyproject.serve", "--host", host, "--port", str(_free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        (
+            "localhost",
+            "HOST must be an IPv4 address (127.0.0.1, 0.0.0.0), an IPv6 address (::1, ::) or unix:",
+        ),
+        ("unix:relative.sock", "HOST unix: needs an absolute path"),
+        ("unix:/no/such/directory/story.sock", "HOST unix: the directory /no/such/directory does not exist"),
+    ],
+)
+def test_serve_refuses_a_bind_address_it_cannot_use_with_a_clear_message(
+    tmp_path: Path, host: str, said: str
+) -> None:
+    refused = _serve_refusal(_server_env(tmp_path), host)
+    assert f"serve: refusing to start: {said}" in refused
 
 
 def test_serve_restarts_a_process_that_dies(serve: object) -> None:

@@ -10,7 +10,7 @@ the one-transaction save, as any run's. A run with nothing to resume from is clo
 
 Two callers: ``manage.py recover_runs`` (at start-up, to completion) and ``orphans_watch``, which a
 server process starts on its first request (storyproject.asgi) and which looks for orphans every
-lease period.
+lease period, and at once when a stopping process announces runs it handed over (stories.runs.orphans).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from stories.generation.requests import model_label
 from stories.generation.run import Run, Writer
 from stories.generation.single import single_write
 from stories.models import GenerationRun
+from stories.runs.orphans import orphans_wait
 from stories.runs.runner import run_resume as run_logged_resume
 from stories.runs.runner import run_settled
 from stories.runs.store import run_event_log
@@ -194,4 +195,5 @@ async def _orphans_watch() -> None:
             task = asyncio.create_task(_resume_logged(run_id), name=f"resume-{run_id}")
             _resuming.add(task)
             task.add_done_callback(_resuming.discard)
-        await asyncio.sleep(settings.STORY_RUN_LEASE_SECONDS)
+        # Sooner when a stopping process hands its runs over (stories.runs.orphans, with Redis).
+        await orphans_wait(settings.STORY_RUN_LEASE_SECONDS)

@@ -27,6 +27,13 @@ class RunEventLog(Protocol):
     async def append(self, run_id: int, event: dict[str, Any]) -> int:
         """Add the event with its ``run_id`` and next ``seq``; return the seq."""
 
+    async def flush(self) -> None:
+        """Wait until every event appended so far is where other processes read it."""
+
+    def forget(self, run_id: int) -> None:
+        """This process no longer writes the run (another process goes on with it): drop what it
+        keeps of it, which ends the run's followers here (no terminal event)."""
+
     async def read(self, run_id: int, after: int) -> list[dict[str, Any]]:
         """The kept events with ``seq > after``, in order."""
 

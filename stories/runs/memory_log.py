@@ -83,6 +83,14 @@ class MemoryRunEventLog:
     async def append(self, run_id: int, event: dict[str, Any]) -> int:
         return self.append_now(run_id, event)["seq"]
 
+    async def flush(self) -> None:
+        """Nothing to wait for: no other process reads this log."""
+
+    def forget(self, run_id: int) -> None:
+        run = self.runs.pop(run_id, None)
+        if run is not None:
+            run.wake()
+
     def append_now(self, run_id: int, event: dict[str, Any]) -> dict[str, Any]:
         """``append`` without awaiting: the event as kept, with its address."""
         run = self.runs.get(run_id)

@@ -20,6 +20,7 @@ clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.Redis] = wea
 
 
 def redis_client() -> redis.Redis:
+    """This event loop's client of the runs' Redis (REDIS_URL), shared by the run event logs."""
     loop = asyncio.get_running_loop()
     client = clients.get(loop)
     if client is None:
@@ -39,6 +40,9 @@ def redis_client() -> redis.Redis:
     return client
 
 
+def key_prefix() -> str:
+    return str(settings.CACHES["default"].get("KEY_PREFIX") or "story")
+
+
 def run_key(run_id: int, part: str) -> str:
-    prefix = settings.CACHES["default"].get("KEY_PREFIX") or "story"
-    return f"{prefix}:run:{run_id}:{part}"
+    return f"{key_prefix()}:run:{run_id}:{part}"

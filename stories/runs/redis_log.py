@@ -23,7 +23,7 @@ from django.conf import settings
 from stories.runs.log import TERMINAL, retention_seconds
 from stories.runs.memory_log import MemoryRunEventLog
 from stories.runs.redis_conn import BLOCK_MS, redis_client, run_key
-from stories.runs.redis_writer import event_queue, stream_fresh
+from stories.runs.redis_writer import event_queue, stream_fresh, writes_flush
 
 __all__ = ["RedisRunEventLog", "run_key"]
 
@@ -56,6 +56,12 @@ class RedisRunEventLog:
         data = json.dumps(stamped, ensure_ascii=False)
         await event_queue(run_id=run_id, seq=seq, data=data, terminal=event["type"] in TERMINAL)
         return seq
+
+    async def flush(self) -> None:
+        await writes_flush()
+
+    def forget(self, run_id: int) -> None:
+        self.local.forget(run_id)
 
     async def read(self, run_id: int, after: int) -> list[dict[str, Any]]:
         if await self.local.exists(run_id):

@@ -56,6 +56,8 @@ class _Writer:
     expiry_set: dict[int, float] = field(default_factory=dict)
     wake: asyncio.Future[None] | None = None
     urgent: bool = False
+    # Waiting for everything queued so far to be written (writes_flush).
+    flushes: list[asyncio.Future[None]] = field(default_factory=list)
 
     async def run(self) -> None:
         batch: list[_Pending] = []
@@ -71,11 +73,19 @@ class _Writer:
                     logger.warning("%s run events not written to Redis", len(batch), exc_info=True)
                 _settle_all(batch)
                 batch = []
+                if not self.pending:
+                    self._flushed()
         finally:
             # Cancelled (the event loop is closing: asyncio.run cancels every task): nobody may wait
             # for a write that will not come (a cancelled run's terminal event waited for ever).
             _settle_all(batch)
             _settle_all(self.pending)
+            self._flushed()
+
+    def _flushed(self) -> None:
+        flushes, self.flushes = self.flushes, []
+        for future in flushes:
+            _settle(future)
 
     async def _gather(self) -> None:
         """Let events gather for WRITE_INTERVAL_SECONDS, unless one is urgent."""
@@ -139,6 +149,26 @@ def stream_fresh(run_id: int) -> None:
     _writer().fresh.add(run_id)
 
 
+def _urge(writer: _Writer) -> None:
+    writer.urgent = True
+    if writer.wake is not None:
+        _settle(writer.wake)
+
+
+async def writes_flush() -> None:
+    """Wait until every event this event loop queued so far is written (a run handed to another
+    process: what it wrote must be there for the process that goes on with it)."""
+    writer = _writer()
+    if writer.task is None or writer.task.done():
+        if not writer.pending:
+            return
+        writer.task = asyncio.create_task(writer.run())
+    flushed = asyncio.get_running_loop().create_future()
+    writer.flushes.append(flushed)
+    _urge(writer)
+    await asyncio.shield(flushed)
+
+
 async def event_queue(*, run_id: int, seq: int, data: str, terminal: bool) -> None:
     """Queue a run's event for its stream; wait only for a terminal event, or when too many wait."""
     writer = _writer()
@@ -148,8 +178,6 @@ async def event_queue(*, run_id: int, seq: int, data: str, terminal: bool) -> No
         writer.task = asyncio.create_task(writer.run())
     if terminal or len(writer.pending) >= WRITE_BATCH:
         item.written = asyncio.get_running_loop().create_future()
-        writer.urgent = True
-        if writer.wake is not None:
-            _settle(writer.wake)
+        _urge(writer)
         # Shielded: a cancel of the runner meanwhile does not cut the write short.
         await asyncio.shield(item.written)

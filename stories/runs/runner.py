@@ -6,7 +6,9 @@ the log) or refused (the refusal, which belongs to no run, is returned instead).
 goes on whoever follows it or leaves; it ends with ``done``, ``error`` or ``cancelled`` in the log.
 It stops early only when cancelled (``run_cancel``, from any process through the log) or, with
 STORY_RUN_DETACHED_TIMEOUT_SECONDS, when nobody has followed it that long; either way the pipeline
-records it ``cancelled`` and closes the upstream request at once.
+records it ``cancelled`` and closes the upstream request at once. A stopping server process may
+instead hand a run to another process (``run_held``, stories.generation.handover): its task stops and
+writes nothing more to the log, so the process that resumes the run goes on after its last seq.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +34,8 @@ WATCH_SECONDS = 0.25
 
 # The runs this process drives, by id: a cancel here stops them at once.
 _running: dict[int, asyncio.Task[None]] = {}
+# The same runs as their runners see them (what a hand-over holds).
+_driving: dict[int, _Driven] = {}
 # Every runner task until it is done: the event loop keeps only weak references to tasks.
 _tasks: set[asyncio.Task[None]] = set()
 # Per event loop (daphne has one; a blocking view runs its own): the runs its watcher looks after, and
@@ -42,6 +46,8 @@ _watched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
     weakref.WeakKeyDictionary()
 )
+# How long a run given to another process has to stop here (its close writes nothing any more).
+_DROP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,12 @@ class _Driven:
     started: asyncio.Future[RunStart]
     run_id: int | None = None
     ended: bool = False
+    # Cleared while a hand-over holds the run's events (run_held); dropped once another process has it.
+    flowing: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: bool = False
+
+    def __post_init__(self) -> None:
+        self.flowing.set()
 
     async def take(self, event: dict[str, Any]) -> None:
         if self.run_id is None:
@@ -148,6 +160,7 @@ class _Driven:
     def adopt(self, run_id: int) -> None:
         """Drive a run whose log is already open (a resumed run): every event is appended."""
         self.run_id = run_id
+        _driving[run_id] = self
         task = asyncio.current_task()
         assert task is not None
         _watch_start(run_id, task, self.log)
@@ -162,6 +175,7 @@ class _Driven:
         task = asyncio.current_task()
         assert task is not None
         _running[run_id] = task
+        _driving[run_id] = self
         await self.log.open(run_id)
         await self._append(event)
         _watch_start(run_id, task, self.log)
@@ -169,6 +183,10 @@ class _Driven:
 
     async def _append(self, event: dict[str, Any]) -> None:
         assert self.run_id is not None
+        if not self.flowing.is_set():
+            await self.flowing.wait()
+        if self.dropped:
+            return  # another process goes on with the run and its log
         await self.log.append(self.run_id, event)
         self.ended = event["type"] in TERMINAL
 
@@ -187,6 +205,7 @@ class _Driven:
         if self.run_id is not None:
             self._answer(RunStart(run_id=self.run_id))
             _running.pop(self.run_id, None)
+            _driving.pop(self.run_id, None)
         else:
             self._answer(RunStart(refusal={"type": "cancelled"}))
 
@@ -244,3 +263,40 @@ async def _stop_reasons(run_ids: list[int], log: RunEventLog) -> dict[int, str]:
 def running_ids() -> list[int]:
     """The ids of the runs this process drives now."""
     return list(_running)
+
+
+class RunHold:
+    """A run of this process whose events are held (``run_held``)."""
+
+    def __init__(self, driven: _Driven) -> None:
+        self._driven = driven
+
+    def drop(self) -> None:
+        """Another process takes the run on: stop it here, writing nothing more to its log."""
+        self._driven.dropped = True
+
+
+@asynccontextmanager
+async def run_held(*, run_id: int) -> AsyncIterator[RunHold | None]:
+    """Hold the events of a run this process drives, for a hand-over to another process.
+
+    Within the block no event of the run is written to its log, and every one written before is where
+    other processes read it (the log is flushed). When the block called ``drop()``, the run's task is
+    then cancelled and nothing more of it reaches the log, not even a terminal event; otherwise its
+    events go on. None: the run is not driven here (on this event loop), or is over.
+    """
+    driven, task = _driving.get(run_id), _running.get(run_id)
+    if driven is None or task is None or driven.ended or task.get_loop() is not asyncio.get_running_loop():
+        # (A run on another thread's loop, a blocking view's outside daphne, is not held from here.)
+        yield None
+        return
+    driven.flowing.clear()
+    try:
+        await driven.log.flush()
+        yield RunHold(driven)
+    finally:
+        driven.flowing.set()
+        if driven.dropped:
+            task.cancel()
+            await asyncio.wait([task], timeout=_DROP_SECONDS)
+            driven.log.forget(run_id)

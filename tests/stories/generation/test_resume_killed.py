@@ -1,14 +1,17 @@
-"""A killed server process loses no finished work: real daphne processes, SIGKILL, and a resume.
+"""A killed or stopped server process loses no finished work: real daphne processes, and a resume.
 
 A daphne subprocess runs a generation against the fake Anthropic server (in this process, so it sees
 every request of both server processes); the test kills it with SIGKILL once k of n scenes are done,
 then starts a new daphne process (parallel mode) or runs ``manage.py recover_runs`` (single mode).
-The run completes under the same id and the fake is asked only for what was missing. The subprocesses
+The run completes under the same id and the fake is asked only for what was missing. The last test
+stops a ``make serve`` process (storyproject.serve_worker) gracefully instead, past its grace period:
+it hands its run to the other process (Redis carries the run's log between them). The subprocesses
 use the suite's own test database (SQLite file or PostgreSQL), so this runs on both.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -20,12 +23,14 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 from django.conf import settings as django_settings
 from rest_framework.authtoken.models import Token
 
@@ -38,7 +43,8 @@ from tests.fake_screenwriter import (
     scene_number,
     screenplay_as_assembled,
 )
-from tests.stories.generation.conftest import MODEL, generate_message, screenplay
+from tests.live_server import redis_url
+from tests.stories.generation.conftest import MODEL, TERMINAL, generate_message, screenplay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,15 +79,20 @@ def server_env(fake_anthropic: FakeAnthropic) -> dict[str, str]:
 
 
 class Daphne:
-    """One daphne process serving the app; ``kill`` sends SIGKILL, as the OOM killer would."""
+    """One daphne process serving the app; ``kill`` sends SIGKILL, as the OOM killer would.
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    With ``graceful``, one of ``make serve``'s processes (storyproject.serve_worker, daphne's command
+    line with a graceful stop), which SIGTERM (``terminate``) drains and then hands its runs over.
+    """
+
+    def __init__(self, env: dict[str, str], log: Path, *, graceful: bool = False) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
         self.log = log
         with log.open("ab") as out:
-            command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+            module = "storyproject.serve_worker" if graceful else "daphne"
+            command = [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(self.port)]
             self.process = subprocess.Popen(
                 [*command, "storyproject.asgi:application"], cwd=ROOT, env=env, stdout=out, stderr=out
             )
@@ -119,8 +130,8 @@ class Servers:
     token: str
     started: list[Daphne] = dataclasses.field(default_factory=list)
 
-    def start(self) -> Daphne:
-        daphne = Daphne(self.env, self.logs / f"daphne-{len(self.started) + 1}.log")
+    def start(self, *, graceful: bool = False) -> Daphne:
+        daphne = Daphne(self.env, self.logs / f"daphne-{len(self.started) + 1}.log", graceful=graceful)
         self.started.append(daphne)
         return daphne
 
@@ -262,3 +273,101 @@ def test_a_single_mode_run_killed_after_k_scenes_is_continued_by_recover_runs(
     [continuation] = fake_anthropic.requests[1:]
     assert 'after scene 2 ("INT. OFFICE 2 - NIGHT")' in continuation.body["messages"][-1]["content"]
     assert finished.continuations == 1 and finished.usage_estimated
+
+
+async def _follow(url: str, token: str, run_id: int, seen: list[dict[str, Any]]) -> None:
+    """Attach to the run over ``url``'s WebSocket and collect its events into ``seen`` to its end."""
+    async with websockets.connect(
+        url.replace("http://", "ws://") + "/ws/generate/",
+        origin=url,  # type: ignore[arg-type]
+        additional_headers={"Authorization": f"Token {token}"},
+        open_timeout=30,
+    ) as follower:
+        await follower.send(json.dumps({"type": "attach", "run_id": run_id, "after": 0}))
+        async with asyncio.timeout(120):
+            async for raw in follower:
+                seen.append(json.loads(raw))
+                if seen[-1]["type"] in TERMINAL:
+                    return
+
+
+def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_followed_to_the_end(
+    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
+) -> None:
+    expected = screenplay(scenes=4)
+    fake = FakeScreenwriter(expected)
+    for index in (2, 3):
+        # In the stopping process scenes 3 and 4 never finish: they stall after their first words.
+        fake.fail_scene(
+            index,
+            Reply(
+                text=json.dumps({"outline": None, "scene": expected["scenes"][index]}),
+                stall_after=1,
+                stall_seconds=STALL,
+            ),
+        )
+    fake_anthropic.default = fake
+    lease = 60  # a resume within a lease period can only come from the hand-over
+    servers.env.update(
+        REDIS_URL=redis_url(),
+        CACHE_KEY_PREFIX=f"test-handover-{uuid.uuid4().hex[:12]}",
+        STORY_RUN_LEASE_SECONDS=str(lease),
+        SERVE_GRACEFUL_SECONDS="1",
+    )
+    stopping, other = servers.start(graceful=True), servers.start(graceful=True)
+    _generate_in_background(stopping.url, servers.token, mode="parallel")
+    run = _checkpointed_scenes(2)
+    asked_before = len(fake_anthropic.requests)
+
+    seen: list[dict[str, Any]] = []
+    follower = threading.Thread(target=asyncio.run, args=(_follow(other.url, servers.token, run.pk, seen),))
+    follower.start()
+    _until(lambda: any(event["type"] == "scene" for event in seen), 30, lambda: f"nothing followed: {seen}")
+    stopping.process.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert stopping.process.wait(30) == 0, stopping.log.read_text()
+    follower.join(120)
+
+    kinds = [event["type"] for event in seen]
+    assert kinds[-2:] == ["saved", "done"], kinds
+    # One sequence across both processes: no gap, no repeat, "resumed" once, after the stopping
+    # process's last event, which was no terminal event.
+    assert [event["seq"] for event in seen] == list(range(1, len(seen) + 1))
+    assert kinds.count("resumed") == 1 and kinds.count("accepted") == 1
+    resumed = kinds.index("resumed")
+    assert kinds[resumed - 1] not in TERMINAL
+    assert [s["index"] for s in seen[resumed]["scenes"]] == [0, 1]
+    assert seen[-1]["run_id"] == run.pk
+    # Resumed at once (the lease was released, the other process told), not a lease period later.
+    finished = _finished(run.pk)
+    assert time.monotonic() - stopped_at < lease / 2
+    assert finished.status == "succeeded", finished.error_message
+    assert finished.details["resumed"]["scenes_kept"] == 2
+    assert GenerationRun.objects.count() == 1 and ScreenplayVersion.objects.count() == 1
+    assert ScreenplayVersion.objects.get(run_id=run.pk).content == screenplay_as_assembled(expected)
+    # The other process wrote only the two missing scenes; the stopping one recorded nothing.
+    later = fake_anthropic.requests[asked_before:]
+    assert sorted(scene_number(r.body) or 0 for r in later) == [3, 4]
+    assert f"run {run.pk} handed over" in stopping.log.read_text()
+    assert f"run {run.pk} resumed with 2 finished scene(s)" in other.log.read_text()
+
+
+def test_a_run_that_cannot_be_resumed_is_cancelled_when_a_graceful_stop_runs_out(
+    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
+) -> None:
+    # Single mode, stalled before its first scene is complete: nothing another process could resume.
+    fake_anthropic.default = _stalling_after_scenes(screenplay(scenes=3), 0)
+    servers.env.update(SERVE_GRACEFUL_SECONDS="1")
+    stopping = servers.start(graceful=True)
+    _generate_in_background(stopping.url, servers.token, mode="single")
+    _until(lambda: fake_anthropic.requests, 30, lambda: "the model was not asked")
+    run = _until(lambda: GenerationRun.objects.filter(status="streaming").first(), 30, lambda: "no run")
+
+    stopping.process.send_signal(signal.SIGTERM)
+
+    assert stopping.process.wait(30) == 0, stopping.log.read_text()
+    cancelled = GenerationRun.objects.get(pk=run.pk)
+    assert cancelled.status == "cancelled"
+    assert cancelled.lease_owner == "" and cancelled.checkpoint == {}
+    assert len(fake_anthropic.requests) == 1
+    assert f"run {run.pk} cannot be handed over" in stopping.log.read_text()

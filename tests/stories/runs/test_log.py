@@ -137,3 +137,13 @@ async def test_a_terminal_append_never_waits_for_a_writer_that_was_cancelled(log
         if task not in (appending, asyncio.current_task()):
             task.cancel()
     assert await asyncio.wait_for(appending, timeout=5) == 2
+
+
+async def test_a_flush_returns_once_other_processes_can_read_every_event(log: RunEventLog) -> None:
+    # A run handed to another process (make serve's graceful stop): what it wrote must be readable there.
+    await log.open(51)
+    for n in range(3):
+        await log.append(51, {"type": "delta", "text": str(n)})
+    await log.flush()
+    elsewhere = RedisRunEventLog(local=MemoryRunEventLog()) if isinstance(log, RedisRunEventLog) else log
+    assert [event["text"] for event in await elsewhere.read(51, 0)] == ["0", "1", "2"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,11 +25,11 @@ import websockets
 
 from stories.generation.models_registry import DEFAULT_MODEL
 from tests.fake_anthropic import FakeAnthropic
-from tests.live_server import ROOT, daphne_start, daphne_stop, server_env
+from tests.live_server import ROOT, daphne_start, daphne_stop, redis_url, server_env
 from tests.stories.generation.conftest import TERMINAL, generate_message, screenplay
 from tests.stories.runs.conftest import script_slow
 
-REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+REDIS_URL = redis_url()
 
 _SEED = """
 from django.contrib.auth import get_user_model
