@@ -114,8 +114,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _argv(options: argparse.Namespace) -> list[str]:
-    argv = ["--seconds", f"{options.seconds:g}", "--processes", options.processes]
-    return argv + (["--streams", str(options.streams)] if options.streams is not None else [])
+    """The command line that reproduces this run (without --streams, --processes is not used)."""
+    argv = ["--seconds", f"{options.seconds:g}"]
+    if options.streams is None:
+        return argv
+    return [*argv, "--processes", options.processes, "--streams", str(options.streams)]
 
 
 def _run(options: argparse.Namespace) -> None:
