@@ -94,19 +94,24 @@ async def stream_events(
     buffer = SSEBuffer()
     async for chunk in response.aiter_bytes():
         for block in buffer.feed(chunk):
-            name, data = _name_and_data(block)
-            if name is not None and name != "ping":
-                if name == "error":
-                    await error_raise(response, client, block)
-                if data:
-                    yield json.loads(data)
+            if (data := await _block_data(block, response, client)) is not None:
+                yield data
     for block in buffer.flush():
-        name, data = _name_and_data(block)
-        if name is not None and name != "ping":
-            if name == "error":
-                await error_raise(response, client, block)
-            if data:
-                yield json.loads(data)
+        if (data := await _block_data(block, response, client)) is not None:
+            yield data
+
+
+async def _block_data(
+    block: bytes, response: httpx2.Response, client: anthropic.AsyncAnthropic
+) -> dict[str, Any] | None:
+    """One event's data, None for what the SDK skips (pings, events without a name or data);
+    an ``error`` event raises what the SDK raises."""
+    name, data = _name_and_data(block)
+    if name is None or name == "ping":
+        return None
+    if name == "error":
+        await error_raise(response, client, block)
+    return json.loads(data) if data else None
 
 
 def _name_and_data(block: bytes) -> tuple[str | None, str]:

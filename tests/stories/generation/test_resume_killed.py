@@ -193,13 +193,12 @@ def _finished(run_id: int, seconds: float = 60) -> GenerationRun:
     return _until(check, seconds, lambda: f"run {run_id} is still streaming")
 
 
-def test_a_parallel_run_killed_after_k_scenes_is_finished_by_a_new_process_writing_only_the_rest(
-    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
-) -> None:
+def _scenes_3_and_4_stalling(fake_anthropic: FakeAnthropic) -> dict[str, Any]:
+    """A four-scene screenplay whose scenes 3 and 4 never finish in the first process (they stall after
+    their first words); a process that takes the run over writes them in full."""
     expected = screenplay(scenes=4)
     fake = FakeScreenwriter(expected)
     for index in (2, 3):
-        # In the first process scenes 3 and 4 never finish: they stall after their first words.
         fake.fail_scene(
             index,
             Reply(
@@ -209,6 +208,13 @@ def test_a_parallel_run_killed_after_k_scenes_is_finished_by_a_new_process_writi
             ),
         )
     fake_anthropic.default = fake
+    return expected
+
+
+def test_a_parallel_run_killed_after_k_scenes_is_finished_by_a_new_process_writing_only_the_rest(
+    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
+) -> None:
+    expected = _scenes_3_and_4_stalling(fake_anthropic)
     run = servers.killed_after(2, mode="parallel")
     asked_before = len(fake_anthropic.requests)
     assert sorted(scene_number(r.body) or 0 for r in fake_anthropic.requests) == [0, 1, 2, 3, 4]
@@ -294,19 +300,7 @@ async def _follow(url: str, token: str, run_id: int, seen: list[dict[str, Any]])
 def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_followed_to_the_end(
     cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
 ) -> None:
-    expected = screenplay(scenes=4)
-    fake = FakeScreenwriter(expected)
-    for index in (2, 3):
-        # In the stopping process scenes 3 and 4 never finish: they stall after their first words.
-        fake.fail_scene(
-            index,
-            Reply(
-                text=json.dumps({"outline": None, "scene": expected["scenes"][index]}),
-                stall_after=1,
-                stall_seconds=STALL,
-            ),
-        )
-    fake_anthropic.default = fake
+    expected = _scenes_3_and_4_stalling(fake_anthropic)
     lease = 60  # a resume within a lease period can only come from the hand-over
     servers.env.update(
         REDIS_URL=redis_url(),
