@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from django.db import connections
+from django.db import connection, connections, transaction
 
 _T = TypeVar("_T")
 
@@ -26,3 +27,26 @@ def db_call(function: Callable[..., _T]) -> Callable[..., Awaitable[_T]]:
             connections.close_all()
 
     return database_sync_to_async(call, thread_sensitive=False)
+
+
+@contextmanager
+def commit_unflushed() -> Iterator[None]:
+    """A transaction whose COMMIT does not wait for PostgreSQL to flush its WAL to disk.
+
+    For writes that a running generation makes on its way (a checkpoint before its ``scene`` event, a
+    lease renewal): the flush is the larger part of a small transaction (0.5-6.5 ms on the machines of
+    bench/results/flow.md's floor line, against a 0.07-0.4 ms round trip), and the checkpoint sits
+    between the model writing a scene and the writer seeing it. PostgreSQL's asynchronous commit
+    ("Asynchronous Commit", Reliability and the Write-Ahead Log; the ``synchronous_commit`` setting):
+    the commit is visible to every session at once and survives this process dying; only a crash of
+    the database server itself within three times ``wal_writer_delay`` (600 ms by default) may lose
+    it, as if it had been rolled back (no inconsistency). For a checkpoint that means a resumed run
+    writes a scene again that a client may have seen; the ``resumed`` event then redraws it. ``SET
+    LOCAL`` ends with the transaction: the connection's later transactions commit as usual. Other
+    databases (SQLite) commit as usual.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield

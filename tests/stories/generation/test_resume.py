@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from stories.generation.checkpoint import checkpoint_request
@@ -29,6 +31,7 @@ from stories.selectors import generation_run_taken_over
 from stories.services import (
     RUN_LEASE_OWNER,
     generation_run_admit,
+    generation_run_checkpoint,
     generation_run_claim,
     generation_run_lease_renew,
     generation_run_release,
@@ -316,3 +319,23 @@ def test_a_renewal_that_finds_the_run_ended_is_not_taken_for_a_lost_lease(writer
     GenerationRun.objects.filter(pk=run.pk).update(status="succeeded", lease_owner="")
     assert not generation_run_lease_renew(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
     assert not generation_run_taken_over(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_checkpoint_commits_without_waiting_for_the_disk_and_only_itself(writer: Any) -> None:
+    run = generation_run_admit(
+        user_id=writer.pk, model=MODEL, max_tokens=1024, persona_names=PERSONAS, story_id=None
+    )
+    with CaptureQueriesContext(connection) as queries:
+        assert generation_run_checkpoint(run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint={"x": 1})
+    asked = [query["sql"] for query in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        assert "SET LOCAL synchronous_commit TO OFF" in asked
+        # The setting ended with the checkpoint's transaction: this connection's next ones flush.
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+    else:
+        assert not [sql for sql in asked if "synchronous_commit" in sql]
+    assert GenerationRun.objects.get(pk=run.pk).checkpoint == {"x": 1}
+    generation_run_release(run_id=run.pk)
