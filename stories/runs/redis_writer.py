@@ -101,6 +101,7 @@ class _Writer:
 
     async def _send(self, batch: list[_Pending]) -> None:
         pipe = redis_client().pipeline(transaction=False)
+        # Each run in the batch, with whether it ends in it (a terminal event is always a run's last).
         runs = {item.run_id: item.terminal for item in batch}
         for run_id in runs.keys() & self.fresh:
             pipe.delete(run_key(run_id, "events"), run_key(run_id, "cancel"))
@@ -109,8 +110,7 @@ class _Writer:
         for item in batch:
             pipe.xadd(run_key(item.run_id, "events"), {"e": item.data}, id=f"0-{item.seq}", maxlen=limit)
         now = time.monotonic()
-        for run_id in runs:
-            ended = any(item.terminal for item in batch if item.run_id == run_id)
+        for run_id, ended in runs.items():
             if ended or now - self.expiry_set.get(run_id, -EXPIRY_REFRESH_SECONDS) >= EXPIRY_REFRESH_SECONDS:
                 # While the run goes on, the retention plus STORY_STREAMING_STALE_SECONDS, so the log of a
                 # run whose process died does not stay forever; after its end, the retention.
