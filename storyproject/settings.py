@@ -248,6 +248,10 @@ STORY_LLM_READ_TIMEOUT_SECONDS = envint("STORY_LLM_READ_TIMEOUT_SECONDS", 60, mi
 STORY_STREAM_COALESCE_MS = envint("STORY_STREAM_COALESCE_MS", 40, minimum=0, maximum=1000)
 # Reading the model's body in bursts (backends/read_pacing.py): 0 (off) keeps a finished scene on time.
 STORY_STREAM_PACED_READ_MS = envint("STORY_STREAM_PACED_READ_MS", 0, minimum=0, maximum=1000)
+# A server process's interpreter (storyproject/runtime.py): how long a thread keeps the GIL when
+# another waits (Python's default is 5 ms), and the garbage collector's first threshold (default 700).
+STORY_GIL_SWITCH_INTERVAL_MS = envint("STORY_GIL_SWITCH_INTERVAL_MS", 1, minimum=1, maximum=100)
+STORY_GC_THRESHOLD = envint("STORY_GC_THRESHOLD", 50_000, minimum=100, maximum=10_000_000)
 STORY_PARALLEL_CONCURRENCY = envint("STORY_PARALLEL_CONCURRENCY", 6, minimum=1, maximum=32)
 # The mode of a request that names none: "single" (one streamed call) or "parallel" (an outline, then
 # every scene at once). Parallel by measurement (bench/results/parallel.md): for 4,000 output tokens it
