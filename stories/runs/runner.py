@@ -32,9 +32,8 @@ logger = logging.getLogger(__name__)
 # How often a running run looks for a cancel sent from another process, and for followers.
 WATCH_SECONDS = 0.25
 
-# The runs this process drives, by id: a cancel here stops them at once.
-_running: dict[int, asyncio.Task[None]] = {}
-# The same runs as their runners see them (what a hand-over holds).
+# The runs this process drives, by id, as their runners see them: a cancel here stops their task at
+# once, a hand-over holds their events.
 _driving: dict[int, _Driven] = {}
 # Every runner task until it is done: the event loop keeps only weak references to tasks.
 _tasks: set[asyncio.Task[None]] = set()
@@ -61,7 +60,7 @@ class RunStart:
 async def run_start(events: AsyncGenerator[dict[str, Any], None]) -> RunStart:
     """Drive ``events`` in a task of this process; return once the run is admitted or refused."""
     started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
-    _keep(asyncio.create_task(_drive(events, started, run_event_log())))
+    _keep(asyncio.create_task(_drive(events, _Driven(log=run_event_log(), started=started))))
     # Shielded: a caller that goes away meanwhile leaves the run to go on.
     return await asyncio.shield(started)
 
@@ -75,7 +74,10 @@ async def run_resume(*, run_id: int, events: AsyncGenerator[dict[str, Any], None
     log = run_event_log()
     await log.open(run_id, last_seq=await log.last_seq(run_id))
     started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
-    _running[run_id] = _keep(asyncio.create_task(_drive(events, started, log, run_id=run_id)))
+    driven = _Driven(log=log, started=started, run_id=run_id)
+    # Registered before its task first runs: a cancel from now on finds it.
+    _driving[run_id] = driven
+    driven.task = _keep(asyncio.create_task(_drive(events, driven)))
     await asyncio.shield(started)
 
 
@@ -87,7 +89,7 @@ def _keep(task: asyncio.Task[None]) -> asyncio.Task[None]:
 
 async def run_cancel(*, run_id: int) -> None:
     """Cancel the run wherever it runs: here at once, elsewhere within WATCH_SECONDS."""
-    task = _running.get(run_id)
+    task = _task(run_id)
     if task is not None:
         loop = task.get_loop()
         if loop is asyncio.get_running_loop():
@@ -99,7 +101,12 @@ async def run_cancel(*, run_id: int) -> None:
 
 
 def run_is_local(*, run_id: int) -> bool:
-    return run_id in _running
+    return run_id in _driving
+
+
+def _task(run_id: int) -> asyncio.Task[None] | None:
+    driven = _driving.get(run_id)
+    return None if driven is None else driven.task
 
 
 async def run_settled(*, run_id: int) -> None:
@@ -109,20 +116,14 @@ async def run_settled(*, run_id: int) -> None:
     the runner may still be writing that event, and a loop closing under it would cancel the run's
     last steps (and record a finished run as cancelled).
     """
-    task = _running.get(run_id)
+    task = _task(run_id)
     if task is not None and task is not asyncio.current_task():
         await asyncio.shield(task)
 
 
-async def _drive(
-    events: AsyncGenerator[dict[str, Any], None],
-    started: asyncio.Future[RunStart],
-    log: RunEventLog,
-    run_id: int | None = None,
-) -> None:
-    driven = _Driven(log=log, started=started)
-    if run_id is not None:
-        driven.adopt(run_id)
+async def _drive(events: AsyncGenerator[dict[str, Any], None], driven: _Driven) -> None:
+    if driven.run_id is not None:
+        driven.adopt()
     try:
         async with aclosing(events) as stream:
             async for event in stream:
@@ -142,7 +143,9 @@ class _Driven:
 
     log: RunEventLog
     started: asyncio.Future[RunStart]
+    # Known from the start for a resumed run, from its ``accepted`` event for a new one.
     run_id: int | None = None
+    task: asyncio.Task[None] | None = None
     ended: bool = False
     # Cleared while a hand-over holds the run's events (run_held); dropped once another process has it.
     flowing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -157,14 +160,11 @@ class _Driven:
         else:
             await self._append(event)
 
-    def adopt(self, run_id: int) -> None:
+    def adopt(self) -> None:
         """Drive a run whose log is already open (a resumed run): every event is appended."""
-        self.run_id = run_id
-        _driving[run_id] = self
-        task = asyncio.current_task()
-        assert task is not None
-        _watch_start(run_id, task, self.log)
-        self._answer(RunStart(run_id=run_id))
+        assert self.run_id is not None and self.task is not None
+        _watch_start(self.run_id, self.task, self.log)
+        self._answer(RunStart(run_id=self.run_id))
 
     async def _first(self, event: dict[str, Any]) -> None:
         if event["type"] != "accepted":
@@ -172,13 +172,12 @@ class _Driven:
             self._answer(RunStart(refusal=event))
             return
         run_id = self.run_id = int(event["run_id"])
-        task = asyncio.current_task()
-        assert task is not None
-        _running[run_id] = task
+        self.task = asyncio.current_task()
+        assert self.task is not None
         _driving[run_id] = self
         await self.log.open(run_id)
         await self._append(event)
-        _watch_start(run_id, task, self.log)
+        _watch_start(run_id, self.task, self.log)
         self._answer(RunStart(run_id=run_id))
 
     async def _append(self, event: dict[str, Any]) -> None:
@@ -204,7 +203,6 @@ class _Driven:
             )
         if self.run_id is not None:
             self._answer(RunStart(run_id=self.run_id))
-            _running.pop(self.run_id, None)
             _driving.pop(self.run_id, None)
         else:
             self._answer(RunStart(refusal={"type": "cancelled"}))
@@ -262,7 +260,7 @@ async def _stop_reasons(run_ids: list[int], log: RunEventLog) -> dict[int, str]:
 
 def running_ids() -> list[int]:
     """The ids of the runs this process drives now."""
-    return list(_running)
+    return list(_driving)
 
 
 class RunHold:
@@ -285,7 +283,8 @@ async def run_held(*, run_id: int) -> AsyncIterator[RunHold | None]:
     then cancelled and nothing more of it reaches the log, not even a terminal event; otherwise its
     events go on. None: the run is not driven here (on this event loop), or is over.
     """
-    driven, task = _driving.get(run_id), _running.get(run_id)
+    driven = _driving.get(run_id)
+    task = None if driven is None else driven.task
     if driven is None or task is None or driven.ended or task.get_loop() is not asyncio.get_running_loop():
         # (A run on another thread's loop, a blocking view's outside daphne, is not held from here.)
         yield None
