@@ -141,6 +141,39 @@ async def test_a_revoked_credential_ends_the_open_socket_at_its_next_message(
     assert await GenerationRun.objects.acount() == (0 if how == "session-user-deleted" else 1)
 
 
+# Whatever the message (a generate refused for its fields, an unknown type), the credential is asked
+# before anything is done.
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "generate", "personas": [], "plot": ""},
+        {"type": "cancel"},
+        {"type": "attach", "run_id": 1},
+        {"type": "regenerate_scene", "story_id": 1, "version": 1, "index": 0},
+        {"type": "no such type"},
+    ],
+    ids=["invalid-generate", "cancel", "attach", "regenerate", "unknown"],
+)
+async def test_every_kind_of_message_on_a_revoked_socket_is_refused_and_closes_it(
+    writer: Any, cast: Any, offline: None, message: dict[str, Any]
+) -> None:
+    signed = await sync_to_async(_signed)("token-revoked", writer)
+    communicator = await _open(signed.headers)
+    try:
+        # Answered once the socket's standing is known (the handshake's own check is done).
+        await communicator.send_json_to({"type": "attach", "run_id": 999999})
+        assert (await communicator.receive_json_from(timeout=5))["code"] == "not_found"
+        await sync_to_async(signed.revoke)()
+        await communicator.send_json_to(message)
+        events, code = await _until_closed(communicator)
+    finally:
+        await communicator.disconnect()
+    assert [(e["type"], e["code"]) for e in events] == [("error", "unauthenticated")]
+    assert "no longer holds" in events[0]["message"]
+    assert code == 4401
+    assert await GenerationRun.objects.acount() == 0
+
+
 async def test_the_socket_keeps_working_while_its_credential_holds(
     writer: Any, other_writer: Any, cast: Any, offline: None, check_cached: bool
 ) -> None:
