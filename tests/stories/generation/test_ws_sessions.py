@@ -127,18 +127,25 @@ async def test_a_revoked_credential_ends_the_open_socket_at_its_next_message(
 ) -> None:
     signed = await sync_to_async(_signed)(how, writer)
     communicator = await _open(signed.headers)
+    await communicator.send_json_to(generate_message())
+    assert (await ws_events(communicator))[-1]["type"] == "done"  # and the check is now cached
+    await _signed_out_after(communicator, signed, generate_message())
+    assert await GenerationRun.objects.acount() == (0 if how == "session-user-deleted" else 1)
+
+
+async def _signed_out_after(
+    communicator: WebsocketCommunicator, signed: Signed, message: dict[str, Any]
+) -> None:
+    """Revoke the socket's credential, send ``message``: the server answers unauthenticated and closes."""
     try:
-        await communicator.send_json_to(generate_message())
-        assert (await ws_events(communicator))[-1]["type"] == "done"  # and the check is now cached
         await sync_to_async(signed.revoke)()
-        await communicator.send_json_to(generate_message())
+        await communicator.send_json_to(message)
         events, code = await _until_closed(communicator)
     finally:
         await communicator.disconnect()
     assert [(e["type"], e["code"]) for e in events] == [("error", "unauthenticated")]
     assert "no longer holds" in events[0]["message"]
     assert code == 4401
-    assert await GenerationRun.objects.acount() == (0 if how == "session-user-deleted" else 1)
 
 
 # Whatever the message (a generate refused for its fields, an unknown type), the credential is asked
@@ -159,18 +166,10 @@ async def test_every_kind_of_message_on_a_revoked_socket_is_refused_and_closes_i
 ) -> None:
     signed = await sync_to_async(_signed)("token-revoked", writer)
     communicator = await _open(signed.headers)
-    try:
-        # Answered once the socket's standing is known (the handshake's own check is done).
-        await communicator.send_json_to({"type": "attach", "run_id": 999999})
-        assert (await communicator.receive_json_from(timeout=5))["code"] == "not_found"
-        await sync_to_async(signed.revoke)()
-        await communicator.send_json_to(message)
-        events, code = await _until_closed(communicator)
-    finally:
-        await communicator.disconnect()
-    assert [(e["type"], e["code"]) for e in events] == [("error", "unauthenticated")]
-    assert "no longer holds" in events[0]["message"]
-    assert code == 4401
+    # Answered once the socket's standing is known (the handshake's own check is done).
+    await communicator.send_json_to({"type": "attach", "run_id": 999999})
+    assert (await communicator.receive_json_from(timeout=5))["code"] == "not_found"
+    await _signed_out_after(communicator, signed, message)
     assert await GenerationRun.objects.acount() == 0
 
 
