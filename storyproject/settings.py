@@ -246,8 +246,10 @@ STORY_LLM_READ_TIMEOUT_SECONDS = envint("STORY_LLM_READ_TIMEOUT_SECONDS", 60, mi
 # Text deltas of a run merged into at most one event per this many ms (0: every model chunk its own
 # event); the first of a run, and one after a pause this long, go out at once (generation/coalesce.py).
 STORY_STREAM_COALESCE_MS = envint("STORY_STREAM_COALESCE_MS", 40, minimum=0, maximum=1000)
-# Reading the model's body in bursts (backends/read_pacing.py): 0 (off) keeps a finished scene on time.
-STORY_STREAM_PACED_READ_MS = envint("STORY_STREAM_PACED_READ_MS", 0, minimum=0, maximum=1000)
+# Reading the model's body in bursts (backends/read_pacing.py) while at least _STREAMS model streams
+# are open in the process: less CPU per token, text and scenes up to two intervals later. 0: never.
+STORY_STREAM_PACED_READ_MS = envint("STORY_STREAM_PACED_READ_MS", 100, minimum=0, maximum=1000)
+STORY_STREAM_PACED_READ_STREAMS = envint("STORY_STREAM_PACED_READ_STREAMS", 8, minimum=1, maximum=100_000)
 # A server process's interpreter (storyproject/runtime.py): how long a thread keeps the GIL when
 # another waits (Python's default is 5 ms), and the garbage collector's first threshold (default 700).
 STORY_GIL_SWITCH_INTERVAL_MS = envint("STORY_GIL_SWITCH_INTERVAL_MS", 1, minimum=1, maximum=100)

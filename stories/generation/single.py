@@ -100,17 +100,27 @@ async def _call_events(
     try:
         async with aclosing(call_text(run, backend_for_model(run.model), call, result)) as texts:
             async for text in texts:
-                yield {"type": "delta", "text": text}
                 found = parser.feed(text)
-                if found:
-                    work = {
-                        "header": _header_merge(header, parser.header()),
-                        "scenes": [*scenes_before, *parser.scenes],
-                    }
-                    await _checkpoint(run, work, result, parser.text)
-                first = len(scenes_before) + len(parser.scenes) - len(found)
-                for offset, scene in enumerate(found):
-                    yield {"type": "scene", "index": first + offset, "scene": scene}
+                if not found:
+                    yield {"type": "delta", "text": text}
+                else:
+                    first = len(scenes_before) + len(parser.scenes) - len(found)
+                    # A delta may hold the ends of several scenes (the text of one network read): each
+                    # scene goes out right after the text that closes it, before any that follows, and
+                    # all of them once checkpointed.
+                    cut = 0
+                    for offset, (scene, end) in enumerate(zip(found, parser.found_ends, strict=True)):
+                        yield {"type": "delta", "text": text[cut:end]}
+                        if not offset:
+                            work = {
+                                "header": _header_merge(header, parser.header()),
+                                "scenes": [*scenes_before, *parser.scenes],
+                            }
+                            await _checkpoint(run, work, result, parser.text)
+                        yield {"type": "scene", "index": first + offset, "scene": scene}
+                        cut = end
+                    if cut < len(text):
+                        yield {"type": "delta", "text": text[cut:]}
                 # The estimate reads the call's whole text: only when a progress event is due.
                 progress = _progress(run, parser.text) if run.progress_due() else None
                 if progress is not None:

@@ -55,6 +55,8 @@ class ScreenplayStreamParser:
         self.scenes: list[dict[str, Any]] = []
         # Text up to the end of the last complete scene: what a continuation hands back to the model.
         self.complete_prefix_length = 0
+        # Where in the last delta fed each scene it completed ends (the index after its closing brace).
+        self.found_ends: list[int] = []
         self._length = 0
 
     @property
@@ -66,6 +68,7 @@ class ScreenplayStreamParser:
         self._chunks.append(delta)
         base = self._length
         self._length += len(delta)
+        self.found_ends = []
         if self._finished or not delta:
             return []
         self._tail.append(delta)
@@ -84,6 +87,7 @@ class ScreenplayStreamParser:
                 scene = self._scan_structure(delta[index - 1], base + index - 1)
                 if scene is not None:
                     found.append(scene)
+                    self.found_ends.append(index)
         self._tail_trim()
         return found
 

@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -44,6 +44,7 @@ from stories.generation.backends.base import (
     Usage,
     UsageReport,
 )
+from stories.generation.backends.read_ahead import in_batches
 from stories.generation.backends.read_pacing import PacedBody
 from stories.generation.backends.sse import stream_events
 from stories.generation.models_registry import supports_structured_output, thinking_param
@@ -152,29 +153,28 @@ def _prepared(schema: Any) -> Any:
 
 
 async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
-    usage, stop_reason, refusal, stopped = Usage(), "", "", False
+    usage, ending = Usage(), _Ending()
     try:
-        async with aclosing(_raw_events(call)) as events:
-            async for event in events:
-                kind = event.get("type")
-                # Only text is screenplay: a thinking block's thinking_delta and signature_delta (and a
-                # redacted_thinking block) are dropped here; their tokens are in the output usage.
-                if kind == "content_block_delta":
-                    delta = event["delta"]
-                    if delta.get("type") == "text_delta":
-                        yield TextDelta(delta["text"])
-                elif kind == "message_start":
-                    _usage_update(usage, event["message"].get("usage"))
-                    yield UsageReport(replace(usage))
-                elif kind == "message_delta":
-                    _usage_update(usage, event.get("usage"))
-                    # Its output_tokens is "the cumulative number of output tokens which were used"
-                    # (the SDK's MessageDeltaUsage): with it, the call's usage is complete.
-                    yield UsageReport(replace(usage), final=True)
-                    stop_reason = event["delta"].get("stop_reason") or ""
-                    refusal = _refusal_text(event["delta"])
-                elif kind == "message_stop":
-                    stopped = True
+        # The events of one network read come together (read_ahead), their text as one delta.
+        async with aclosing(in_batches(_raw_events(call))) as batches:
+            async for batch in batches:
+                text: list[str] = []
+                for event in batch:
+                    delta = event.get("delta") if event.get("type") == "content_block_delta" else None
+                    # Only text is screenplay: a thinking block's thinking_delta and signature_delta (and
+                    # a redacted_thinking block) are dropped here; their tokens are in the output usage.
+                    if delta is not None:
+                        if delta.get("type") == "text_delta":
+                            text.append(delta["text"])
+                        continue
+                    report = _usage_event(event, usage, ending)
+                    if report is not None:
+                        if text:  # the text before it goes first
+                            yield TextDelta("".join(text))
+                            text = []
+                        yield report
+                if text:
+                    yield TextDelta("".join(text))
     except anthropic.APIStatusError as error:
         raise _status_error(error) from error
     except (anthropic.APITimeoutError, httpx2.TimeoutException):
@@ -185,13 +185,40 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         raise GenerationError(
             "llm_unavailable", "the connection to the model was lost; please try again", retryable=True
         ) from None
-    if not stopped:
+    if not ending.stopped:
         raise GenerationError(
             "llm_unavailable", "the model's stream ended early; please try again", retryable=True
         )
-    if stop_reason == "refusal":
-        raise GenerationError("llm_refused", refusal or "the model declined to write this screenplay")
-    yield CallFinished(stop_reason=stop_reason, usage=usage)
+    if ending.stop_reason == "refusal":
+        raise GenerationError("llm_refused", ending.refusal or "the model declined to write this screenplay")
+    yield CallFinished(stop_reason=ending.stop_reason, usage=usage)
+
+
+@dataclass
+class _Ending:
+    """How a call ended, as its last events said: ``message_delta``'s stop reason, ``message_stop``."""
+
+    stop_reason: str = ""
+    refusal: str = ""
+    stopped: bool = False
+
+
+def _usage_event(event: dict[str, Any], usage: Usage, ending: _Ending) -> UsageReport | None:
+    """What an event other than a content delta tells: usage (reported), the stop reason, the end."""
+    kind = event.get("type")
+    if kind == "message_start":
+        _usage_update(usage, event["message"].get("usage"))
+        return UsageReport(replace(usage))
+    if kind == "message_delta":
+        _usage_update(usage, event.get("usage"))
+        ending.stop_reason = event["delta"].get("stop_reason") or ""
+        ending.refusal = _refusal_text(event["delta"])
+        # Its output_tokens is "the cumulative number of output tokens which were used" (the SDK's
+        # MessageDeltaUsage): with it, the call's usage is complete.
+        return UsageReport(replace(usage), final=True)
+    if kind == "message_stop":
+        ending.stopped = True
+    return None
 
 
 async def _raw_events(call: ModelCall) -> AsyncGenerator[dict[str, Any], None]:
@@ -209,10 +236,13 @@ async def _raw_events(call: ModelCall) -> AsyncGenerator[dict[str, Any], None]:
     async with client.messages.with_streaming_response.create(**_request(call), stream=True) as response:
         body = response.http_response
         if settings.STORY_STREAM_PACED_READ_MS and isinstance(body.stream, httpx2.AsyncByteStream):
-            # The body read in bursts (read_pacing): httpx2's Response reads whatever byte stream its
-            # ``stream`` attribute holds (aiter_raw). Off by default: a scene that ends during a pause
-            # reaches the writer up to the interval later.
-            body.stream = PacedBody(body.stream, interval_ms=settings.STORY_STREAM_PACED_READ_MS)
+            # The body read in bursts while the process is busy (read_pacing): httpx2's Response reads
+            # whatever byte stream its ``stream`` attribute holds (aiter_raw).
+            body.stream = PacedBody(
+                body.stream,
+                interval_ms=settings.STORY_STREAM_PACED_READ_MS,
+                from_streams=settings.STORY_STREAM_PACED_READ_STREAMS,
+            )
         async with aclosing(stream_events(body, client)) as events:
             async for event in events:
                 yield event

@@ -1,56 +1,73 @@
-"""A model's response body read in bursts: fewer wake-ups per streamed token.
+"""A model's response body read in bursts when the process is busy: fewer network reads per token.
 
-The API sends each stream event as soon as it has it, so a body read as it arrives costs a wake-up of
-the event loop, a socket read and a trip through the HTTP stack (httpcore, h11, anyio) for every few
-tokens: after the WebSocket frames (generation.coalesce), the larger part of daphne's CPU time per
-token (bench/results/stream_cpu.md). ``PacedBody`` wraps the body (an ``httpx2.AsyncByteStream``,
-what ``Response.stream`` holds): after a read that had to wait for the network, it pauses for the
-interval before reading again. Meanwhile the kernel keeps what arrives (anyio pauses reading between
-receives), and the next read takes all of it at once: one wake-up for the interval's events.
+The API sends each stream event as soon as it has it, so a body read as it arrives costs, for every
+few tokens, a wake-up of the event loop and a trip through the HTTP client's read (anyio's receive with
+its cancel scope, the transport's pause and resume, h11): about half of daphne's CPU time per streamed
+token at 120 tokens/s (bench/results/stream_cpu.md). ``PacedBody`` wraps the body (an
+``httpx2.AsyncByteStream``, what ``Response.stream`` holds): after a read that went to the network, it
+pauses for the interval before reading again. Meanwhile the kernel keeps what arrives (anyio pauses
+reading between receives), and the next read takes all of it at once; the back-end's read-ahead
+(read_ahead) then hands those events on as one batch, their text as one delta.
 
-What waits: at most one interval (``STORY_STREAM_PACED_READ_MS``, off by default: a scene that ends
-during a pause reaches the writer that much later). What does not: the first read, and a read right after a wait, so the first
-text of a call goes on at once; and a read that finds data waiting (a burst is read through). At most
-one pause per interval, so however the reads are timed, the body is read at least half the time, far
-faster than any model writes. Timeouts are unchanged: the idle-read timeout applies to each read.
+A read "went to the network" when the event loop ran while it waited (a callback scheduled before it
+ran before it returned); the events h11 already holds from an earlier read come without that and are
+read through without a pause. A model faster than the pace is never slowed down: each read takes
+everything buffered.
+
+When: only while at least ``STORY_STREAM_PACED_READ_STREAMS`` model streams are open in this process.
+A process with few streams has CPU to spare and reads each event as it comes; a busy one trades
+latency for CPU. What waits then: text and a finished scene, up to two intervals (one in the kernel,
+one behind the first event of the read that took it), and the end of the call up to one. What does
+not: the first text of a call (its read waited for the model: it goes on at once). Timeouts are
+unchanged: the idle-read timeout applies to each read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import httpx2
 
-# A read that took this long waited for the network (one served from a buffer takes microseconds).
-_WAITED_SECONDS = 0.002
+# The model streams this process has open through a PacedBody (all on daphne's one event loop, or a
+# blocking view's own: a count, not a lock).
+_open = 0
 
 
 class PacedBody(httpx2.AsyncByteStream):
-    def __init__(self, inner: httpx2.AsyncByteStream, *, interval_ms: int) -> None:
+    def __init__(self, inner: httpx2.AsyncByteStream, *, interval_ms: int, from_streams: int) -> None:
         self._inner = inner
         self._interval = interval_ms / 1000
+        self._from_streams = from_streams
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        global _open
         chunks = self._inner.__aiter__()
-        paused_until = -self._interval
+        loop = asyncio.get_running_loop()
+        _open += 1
         try:
             while True:
-                asked = time.monotonic()
+                ran = [False]
+                mark = loop.call_soon(ran.__setitem__, 0, True)
                 try:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     return
-                waited = time.monotonic() - asked >= _WAITED_SECONDS
+                finally:
+                    mark.cancel()
                 yield chunk
-                if waited and time.monotonic() - paused_until >= self._interval:
+                if ran[0] and _open >= self._from_streams:
                     await asyncio.sleep(self._interval)
-                    paused_until = time.monotonic()
         finally:
+            _open -= 1
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def paced_streams() -> int:
+    """How many model streams are open through a PacedBody in this process now."""
+    return _open

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx2
 
-from stories.generation.backends.read_pacing import PacedBody
+from stories.generation.backends.read_pacing import PacedBody, paced_streams
 
 
 class _Network(httpx2.AsyncByteStream):
@@ -38,7 +38,7 @@ async def _read(body: PacedBody) -> list[tuple[float, bytes]]:
 
 async def test_a_chunk_that_waited_goes_on_at_once_and_the_next_read_comes_an_interval_later() -> None:
     network = _Network([(0.05, b"first"), (0.06, b"second"), (0.07, b"third")])
-    out = await _read(PacedBody(network, interval_ms=40))
+    out = await _read(PacedBody(network, interval_ms=40, from_streams=1))
     assert [chunk for _, chunk in out] == [b"first", b"second", b"third"]
     (first, _), (second, _), (third, _) = out
     assert first < 0.08
@@ -49,7 +49,7 @@ async def test_a_chunk_that_waited_goes_on_at_once_and_the_next_read_comes_an_in
 async def test_a_steady_stream_is_not_slowed_down() -> None:
     # 100 chunks 5 ms apart: every read waits, but at most one pause per 40 ms.
     network = _Network([(0.005 * (index + 1), b"x") for index in range(100)])
-    out = await _read(PacedBody(network, interval_ms=40))
+    out = await _read(PacedBody(network, interval_ms=40, from_streams=1))
     assert len(out) == 100
     # The last chunk comes at 0.5 s: it is read at most one interval later (not after 100 pauses).
     assert out[-1][0] < 0.5 + 0.04 + 0.1
@@ -57,6 +57,26 @@ async def test_a_steady_stream_is_not_slowed_down() -> None:
 
 async def test_closing_the_body_closes_the_network_stream() -> None:
     network = _Network([(0.0, b"a")])
-    body = PacedBody(network, interval_ms=40)
+    body = PacedBody(network, interval_ms=40, from_streams=1)
     await body.aclose()
     assert network.closed
+
+
+async def test_a_process_with_fewer_streams_than_the_threshold_reads_each_chunk_as_it_comes() -> None:
+    network = _Network([(0.05, b"first"), (0.06, b"second"), (0.07, b"third")])
+    out = await _read(PacedBody(network, interval_ms=40, from_streams=2))
+    (first, _), (second, _), (third, _) = out
+    assert second - first < 0.03 and third - second < 0.03  # no pause: one stream is open, not two
+
+
+async def test_a_second_open_stream_turns_the_pauses_on_and_each_stream_counts_until_it_ends() -> None:
+    slow = _Network([(0.05, b"a"), (0.06, b"b")])
+    other = _Network([(0.3, b"z")])
+    fast_then_paced = PacedBody(slow, interval_ms=40, from_streams=2)
+    waiting = asyncio.ensure_future(_read(PacedBody(other, interval_ms=40, from_streams=2)))
+    await asyncio.sleep(0.01)
+    assert paced_streams() == 1
+    out = await _read(fast_then_paced)
+    assert out[1][0] - out[0][0] >= 0.04  # two streams open: the pause after "a"
+    await waiting
+    assert paced_streams() == 0

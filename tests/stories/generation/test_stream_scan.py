@@ -88,3 +88,13 @@ def test_a_scene_split_inside_an_escape_is_still_found_whole() -> None:
     parser = ScreenplayStreamParser()
     found = [*parser.feed(text[: escape + 1]), *parser.feed(text[escape + 1 :])]
     assert found == [{"heading": 'say \\"}{"', "elements": []}]
+
+
+def test_a_delta_that_ends_two_scenes_says_where_each_ends() -> None:
+    parser = ScreenplayStreamParser()
+    parser.feed('{"title": "T", "scenes": [{"heading": "A"')
+    delta = '}, {"heading": "B"}, {"heading'
+    found = parser.feed(delta)
+    assert found == [{"heading": "A"}, {"heading": "B"}]
+    assert [delta[:end] for end in parser.found_ends] == ["}", '}, {"heading": "B"}']
+    assert parser.feed('": "C"') == [] and parser.found_ends == []

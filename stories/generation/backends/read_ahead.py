@@ -1,0 +1,65 @@
+"""A model's stream events read by a task of their own and handed on in batches: one trip up the
+pipeline per read of the network, not one per event.
+
+Every event the API streams went up a dozen async generators (back-end, call, writer, pipeline) and
+through the scene scan one at a time. ``in_batches`` reads its source in a task of its own and gives,
+at each step, every event that has arrived since the last: the events of one network read (the API
+sends one event per HTTP chunk, so a read that finds several buffered still yields them one by one
+from the HTTP client) reach the reader together, and the Anthropic back-end merges their text into
+one delta. A read that finds one event gives a batch of one: what it costs then is a task wake-up.
+
+Order and errors are kept: the source's events come out in order, and an error it raises comes after
+the events it sent before it. Closing or cancelling the reader cancels the reading task and waits for
+it (an HTTP read in flight is stopped there), then closes the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import suppress
+from typing import Generic, TypeVar
+
+_T = TypeVar("_T")
+
+
+async def in_batches(source: AsyncGenerator[_T, None]) -> AsyncGenerator[list[_T], None]:
+    """``source``'s items, as lists of those that arrived while the reader was away (none empty)."""
+    reading = _Reading(source)
+    try:
+        while True:
+            if reading.items:
+                batch, reading.items = reading.items, []
+                yield batch
+            elif reading.task.done():
+                reading.task.result()  # the source's error, after the items before it
+                return
+            else:
+                reading.arrived.clear()
+                await reading.arrived.wait()
+    finally:
+        reading.task.cancel()
+        while not reading.task.done():  # seen to its end, through any cancel of this task
+            with suppress(asyncio.CancelledError):
+                await asyncio.wait({reading.task})
+        if not reading.task.cancelled():
+            reading.task.exception()  # retrieved: raised above when the reader got that far
+        await source.aclose()
+
+
+class _Reading(Generic[_T]):
+    """The source, read to its end by a task: items appended, ``arrived`` set for each."""
+
+    def __init__(self, source: AsyncGenerator[_T, None]) -> None:
+        self.source = source
+        self.items: list[_T] = []
+        self.arrived = asyncio.Event()
+        self.task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for item in self.source:
+                self.items.append(item)
+                self.arrived.set()  # wakes the reader once, however many items come before it runs
+        finally:
+            self.arrived.set()
