@@ -11,7 +11,8 @@ events of a run (``pipeline.generation_run``) so that every interface gets fewer
 - any other event (``scene``, ``progress``, ``saved``, an error...) first sends the text waiting, so
   the order of text and structure is kept; so does the end of the run.
 
-Text waits at most one interval. The upstream is read by one task of its own (``_Feed``), so a model
+Text waits at most one interval (while the process paces its model reads, backends/read_pacing, the
+longer of this interval and that pace). The upstream is read by one task of its own (``_Feed``), so a model
 that stalls does not hold back text already received; a cancel reaches the upstream exactly as it would
 have directly (and a cancel the upstream absorbs, as a save under way does, is absorbed here too). One
 task for the run, not one per event: a task and a timer per event cost about what the merged frames
@@ -28,6 +29,8 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import suppress
 from typing import Any
+
+from stories.generation.backends.read_pacing import paced_interval_seconds
 
 Event = dict[str, Any]
 TEXT_EVENTS = frozenset({"delta", "outline_delta", "scene_delta"})
@@ -67,12 +70,15 @@ async def text_coalesced(
         async for event in events:
             yield event
         return
-    interval = interval_ms / 1000
+    base = interval_ms / 1000
     feed = _Feed(events)
     pending = _Pending()
-    last_sent = -interval
+    last_sent = -base
     try:
         while True:
+            # While the process reads its model streams in bursts, text goes out at that pace: a
+            # shorter interval would only split each read's text in two frames.
+            interval = max(base, paced_interval_seconds())
             if not feed.queue:
                 # Nothing to read: wait for the upstream, or for the end of the interval if text waits
                 # (then more text does not wake this task: it is taken when the interval is over).

@@ -28,6 +28,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx2
+from django.conf import settings
 
 # The model streams this process has open through a PacedBody (all on daphne's one event loop, or a
 # blocking view's own: a count, not a lock).
@@ -66,6 +67,12 @@ class PacedBody(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def paced_interval_seconds() -> float:
+    """The pause between reads while this process paces its model streams now, else 0."""
+    interval_ms = settings.STORY_STREAM_PACED_READ_MS
+    return interval_ms / 1000 if interval_ms and _open >= settings.STORY_STREAM_PACED_READ_STREAMS else 0.0
 
 
 def paced_streams() -> int:
