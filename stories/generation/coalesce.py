@@ -123,7 +123,8 @@ class _Feed:
     def __init__(self, events: AsyncGenerator[Event, None]) -> None:
         self.events = events
         self.queue: collections.deque[Event] = collections.deque()
-        self.ready = asyncio.Event()
+        # What the reader awaits while the queue is empty (None when it is not waiting).
+        self.waiter: asyncio.Future[bool] | None = None
         self.room = asyncio.Event()
         # The reader waits for the end of an interval with text waiting: more text need not wake it.
         self.quiet_text = False
@@ -134,13 +135,18 @@ class _Feed:
             async for event in self.events:
                 self.queue.append(event)
                 if not self.quiet_text or event["type"] not in TEXT_EVENTS or len(self.queue) >= _AHEAD:
-                    self.ready.set()
+                    self._wake()
                 if len(self.queue) >= _AHEAD:
                     self.room.clear()
                     await self.room.wait()
         finally:
             self.queue.append(_END)
-            self.ready.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
 
     def take(self) -> Event:
         if not self.room.is_set():
@@ -161,15 +167,16 @@ class _Feed:
         awaited: an upstream that ends cancelled cancels this task; one that absorbs the cancel (as a
         save under way does) goes on, its remaining events read as usual, the cancel withdrawn.
         """
-        self.ready.clear()
         if self.queue:
             return True
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
+        # A timer that ends the wait (not asyncio.timeout, which cancels the task and raises at every
+        # interval's end: a frame's worth of exception handling for every merged frame).
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
         self.quiet_text = quiet_text
         try:
-            async with asyncio.timeout(timeout):
-                await self.ready.wait()
-        except TimeoutError:
-            return False
+            return await waiter
         except asyncio.CancelledError:
             if not self.pump.cancel():
                 raise  # the upstream had ended already: the cancel is this task's alone
@@ -181,6 +188,9 @@ class _Feed:
                 task.uncancel()
         finally:
             self.quiet_text = False
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
         return True
 
     async def close(self) -> None:
@@ -190,6 +200,11 @@ class _Feed:
         if not self.pump.cancelled():
             self.pump.exception()  # retrieved: raised by text_coalesced if it got that far
         await self.events.aclose()
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 async def _settled(step: asyncio.Future[Any]) -> None:

@@ -25,14 +25,16 @@ unchanged: the idle-read timeout applies to each read.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 import httpx2
 from django.conf import settings
 
-# The model streams this process has open through a PacedBody (all on daphne's one event loop, or a
-# blocking view's own: a count, not a lock).
+# The model streams this process has open through a PacedBody: on daphne's event loop, and on the
+# loops of blocking views' threads (hence the lock; taken once per stream, not per read).
 _open = 0
+_open_lock = threading.Lock()
 
 
 class PacedBody(httpx2.AsyncByteStream):
@@ -42,10 +44,9 @@ class PacedBody(httpx2.AsyncByteStream):
         self._from_streams = from_streams
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        global _open
         chunks = self._inner.__aiter__()
         loop = asyncio.get_running_loop()
-        _open += 1
+        _opened(1)
         try:
             while True:
                 ran = [False]
@@ -60,13 +61,19 @@ class PacedBody(httpx2.AsyncByteStream):
                 if ran[0] and _open >= self._from_streams:
                     await asyncio.sleep(self._interval)
         finally:
-            _open -= 1
+            _opened(-1)
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _opened(change: int) -> None:
+    global _open
+    with _open_lock:
+        _open += change
 
 
 def paced_interval_seconds() -> float:
