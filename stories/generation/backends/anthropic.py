@@ -235,16 +235,21 @@ async def _raw_events(call: ModelCall) -> AsyncGenerator[dict[str, Any], None]:
     client = anthropic_client()
     async with client.messages.with_streaming_response.create(**_request(call), stream=True) as response:
         body = response.http_response
+        paced = None
         if settings.STORY_STREAM_PACED_READ_MS and isinstance(body.stream, httpx2.AsyncByteStream):
             # The body read in bursts while the process is busy (read_pacing): httpx2's Response reads
             # whatever byte stream its ``stream`` attribute holds (aiter_raw).
-            body.stream = PacedBody(
+            paced = body.stream = PacedBody(
                 body.stream,
                 interval_ms=settings.STORY_STREAM_PACED_READ_MS,
                 from_streams=settings.STORY_STREAM_PACED_READ_STREAMS,
             )
         async with aclosing(stream_events(body, client)) as events:
             async for event in events:
+                if paced is not None and event.get("type") == "message_delta":
+                    # Only more message_delta events and a message_stop follow (the event flow of
+                    # Anthropic's streaming docs, "Streaming Messages"): the rest is read at once.
+                    paced.stop_pausing()
                 yield event
 
 

@@ -17,7 +17,8 @@ everything buffered.
 When: only while at least ``STORY_STREAM_PACED_READ_STREAMS`` model streams are open in this process.
 A process with few streams has CPU to spare and reads each event as it comes; a busy one trades
 latency for CPU. What waits then: text and a finished scene, up to two intervals (one in the kernel,
-one behind the first event of the read that took it), and the end of the call up to one. What does
+one behind the first event of the read that took it), and the end of the call up to one (once the
+back-end has its ``message_delta``, it stops the pauses: ``stop_pausing``). What does
 not: the first text of a call (its read waited for the model: it goes on at once). Timeouts are
 unchanged: the idle-read timeout applies to each read.
 """
@@ -58,13 +59,17 @@ class PacedBody(httpx2.AsyncByteStream):
                 finally:
                     mark.cancel()
                 yield chunk
-                if ran[0] and _open >= self._from_streams:
+                if ran[0] and self._interval and _open >= self._from_streams:
                     await asyncio.sleep(self._interval)
         finally:
             _opened(-1)
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
+
+    def stop_pausing(self) -> None:
+        """Read the rest as it comes (the call is ending: a pause would only hold its end back)."""
+        self._interval = 0.0
 
     async def aclose(self) -> None:
         await self._inner.aclose()

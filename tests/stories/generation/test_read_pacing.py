@@ -80,3 +80,15 @@ async def test_a_second_open_stream_turns_the_pauses_on_and_each_stream_counts_u
     assert out[1][0] - out[0][0] >= 0.04  # two streams open: the pause after "a"
     await waiting
     assert paced_streams() == 0
+
+
+async def test_once_told_to_stop_pausing_the_rest_is_read_as_it_comes() -> None:
+    network = _Network([(0.05, b"message_delta"), (0.06, b"message_stop")])
+    body = PacedBody(network, interval_ms=200, from_streams=1)
+    started = time.monotonic()
+    out = []
+    async for chunk in body:
+        out.append((time.monotonic() - started, chunk))
+        body.stop_pausing()
+    assert [chunk for _, chunk in out] == [b"message_delta", b"message_stop"]
+    assert out[1][0] < 0.15  # not held back by the 200 ms pause
