@@ -27,10 +27,10 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncGenerator
-from contextlib import suppress
 from typing import Any
 
 from stories.generation.backends.read_pacing import paced_interval_seconds
+from stories.generation.tasks import reader_stop, settled
 
 Event = dict[str, Any]
 TEXT_EVENTS = frozenset({"delta", "outline_delta", "scene_delta"})
@@ -180,7 +180,7 @@ class _Feed:
         except asyncio.CancelledError:
             if not self.pump.cancel():
                 raise  # the upstream had ended already: the cancel is this task's alone
-            await _settled(self.pump)
+            await settled(self.pump)
             if self.pump.cancelled():
                 raise
             task = asyncio.current_task()
@@ -195,20 +195,9 @@ class _Feed:
 
     async def close(self) -> None:
         """Stop the upstream where it is (its step cancelled and seen to its end), then close it."""
-        self.pump.cancel()
-        await _settled(self.pump)
-        if not self.pump.cancelled():
-            self.pump.exception()  # retrieved: raised by text_coalesced if it got that far
-        await self.events.aclose()
+        await reader_stop(self.pump, self.events)
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:
     if not waiter.done():
         waiter.set_result(False)
-
-
-async def _settled(step: asyncio.Future[Any]) -> None:
-    """Wait until ``step`` is done, through every cancel of this task (``cancelling()`` keeps count)."""
-    while not step.done():
-        with suppress(asyncio.CancelledError):
-            await asyncio.wait({step})

@@ -247,8 +247,11 @@ async def _raw_events(call: ModelCall) -> AsyncGenerator[dict[str, Any], None]:
         async with aclosing(stream_events(body, client)) as events:
             async for event in events:
                 if paced is not None and event.get("type") == "message_delta":
-                    # Only more message_delta events and a message_stop follow (the event flow of
-                    # Anthropic's streaming docs, "Streaming Messages"): the rest is read at once.
+                    # Only more message_delta events and a message_stop follow: the event flow of
+                    # Anthropic's "Streaming Messages" docs (build-with-claude/streaming, "Event types":
+                    # content blocks, then one or more message_delta, then a final message_stop), the
+                    # order the SDK's MessageStream accumulates (anthropic 2.14 lib/streaming/_messages.py)
+                    # and tests/fake_anthropic.py sends. A ping meanwhile is read at once too: harmless.
                     paced.stop_pausing()
                 yield event
 

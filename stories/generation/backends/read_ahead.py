@@ -3,9 +3,9 @@ pipeline per read of the network, not one per event.
 
 Every event the API streams went up a dozen async generators (back-end, call, writer, pipeline) and
 through the scene scan one at a time. ``in_batches`` reads its source in a task of its own and gives,
-at each step, every event that has arrived since the last: the events of one network read (the API
-sends one event per HTTP chunk, so a read that finds several buffered still yields them one by one
-from the HTTP client) reach the reader together, and the Anthropic back-end merges their text into
+at each step, every event that has arrived since the last: the events of one network read (a server
+that flushes each event as it has it sends one chunked-encoding part per event, as the fake server
+does, and the HTTP client yields a read's parts one by one) reach the reader together, and the Anthropic back-end merges their text into
 one delta. A read that finds one event gives a batch of one: what it costs then is a task wake-up.
 
 Order and errors are kept: the source's events come out in order, and an error it raises comes after
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from contextlib import suppress
 from typing import Generic, TypeVar
+
+from stories.generation.tasks import reader_stop
 
 _T = TypeVar("_T")
 
@@ -38,13 +39,7 @@ async def in_batches(source: AsyncGenerator[_T, None]) -> AsyncGenerator[list[_T
                 reading.arrived.clear()
                 await reading.arrived.wait()
     finally:
-        reading.task.cancel()
-        while not reading.task.done():  # seen to its end, through any cancel of this task
-            with suppress(asyncio.CancelledError):
-                await asyncio.wait({reading.task})
-        if not reading.task.cancelled():
-            reading.task.exception()  # retrieved: raised above when the reader got that far
-        await source.aclose()
+        await reader_stop(reading.task, source)
 
 
 class _Reading(Generic[_T]):
