@@ -8,7 +8,7 @@ from contextlib import aclosing
 
 import pytest
 
-from stories.generation.backends.read_ahead import in_batches
+from stories.generation.backends.read_ahead import AHEAD, in_batches
 
 
 async def _source(script: list[object], log: list[str]) -> AsyncGenerator[str, None]:
@@ -60,3 +60,20 @@ async def test_a_cancel_of_the_reader_reaches_the_source() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert log == ["closed"]
+
+
+async def test_a_source_faster_than_its_reader_is_read_at_most_a_bound_ahead() -> None:
+    produced: list[int] = []
+
+    async def endless() -> AsyncGenerator[int, None]:
+        for number in range(100_000):
+            produced.append(number)
+            yield number
+
+    async with aclosing(in_batches(endless())) as batches:
+        first = await anext(batches)
+        await asyncio.sleep(0.05)  # the reader is away: the source must not run on to its end
+        assert len(first) <= AHEAD
+        assert len(produced) <= 2 * AHEAD + 1
+        second = await anext(batches)
+    assert first + second == list(range(len(first) + len(second)))
