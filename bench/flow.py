@@ -151,6 +151,10 @@ def _targets() -> list[str]:
             "first model token to the client within 10 ms (p95, one stream)",
             verdict(figures.get("1x1 lag p95", math.inf), 10),
         ),
+        (
+            "first scene on screen within 10 ms of the model writing it (p95, one stream)",
+            verdict(figures.get("1x1 scene lag p95", math.inf), 10),
+        ),
         ("overhead ≤ 30 ms (p95, one stream)", verdict(figures.get("1x1 overhead p95", math.inf), 30)),
         (
             "overhead ≤ 100 ms (p95, 200 concurrent, one process)",
@@ -296,16 +300,19 @@ def _daphne_sections(setup: Setup, fake: Fake, redis_problem: str) -> tuple[list
         "",
         "Per generation: **overhead** = client's send-to-`done` time minus the model's stream time seen by "
         "the fake server; **first token lag** = client's first `delta` minus the fake's first text "
-        "written; **before model** = send to the fake receiving the request (admission, run row, contexts, "
-        "prompt, SDK); **after model** = stream end to `done` (parse, validation, save); **first scene "
-        "beyond model** = client's time to first `scene` minus the model's time to write the first scene. "
+        "written; **first scene lag** = client's first `scene` minus the fake's writing of the text that ends "
+        "the first scene (both CLOCK_MONOTONIC); **before model** = send to the fake receiving the "
+        "request (admission, run row, contexts, prompt, SDK); **after model** = stream end to `done` (parse, "
+        "validation, save); **first scene beyond model** = client's time from send to first `scene` minus "
+        "the model's time from request to the first scene's end (so it includes before model). "
         f"Each generation: {LOAD_PERSONAS} personas, {SCENES} scenes. All clients connect first, then "
         "send `generate` at the same instant (a burst). CPU is daphne's user+system time over the level's "
         "wall time; peak RSS is VmHWM (since the process started). ms: p50 / p95 / max.",
         "",
-        "| concurrent | daphne processes | generations | errors | overhead | first token lag | before model "
-        "| after model | first scene beyond model | daphne CPU | peak RSS (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| concurrent | daphne processes | generations | errors | overhead | first token lag "
+        "| first scene lag | before model | after model | first scene beyond model | daphne CPU "
+        "| peak RSS (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     with daphne_process(env=new_env) as (base, pid):
         load_notes.append(_cold_note(setup, fake, base))
@@ -313,7 +320,7 @@ def _daphne_sections(setup: Setup, fake: Fake, redis_problem: str) -> tuple[list
             load.append(_level_row(setup, fake, [(base, pid)], concurrency, rounds))
             print(load[-1], flush=True)
     if redis_problem:
-        load.append(f"| 200 | 2 | - | - | not run: {redis_problem} |||||||")
+        load.append(f"| 200 | 2 | - | - | not run: {redis_problem} ||||||||")
     else:
         with daphne_process(env=new_env) as first, daphne_process(env=new_env) as second:
             for server_base, _ in (first, second):
@@ -463,6 +470,7 @@ def _level_row(
     samples: dict[str, list[float]] = {
         "overhead": [],
         "lag": [],
+        "scene lag": [],
         "before": [],
         "after": [],
         "scene": [],
@@ -473,6 +481,8 @@ def _level_row(
             ((g.done_at - g.sent_at) - (record["ended_at"] - record["received_at"])) * 1000  # type: ignore[operator]
         )
         samples["lag"].append((g.first_delta_at - record["first_token_at"]) * 1000)  # type: ignore[operator]
+        scene_lag = g.first_scene_at - record["first_scene_at"]  # type: ignore[operator]
+        samples["scene lag"].append(scene_lag * 1000)
         samples["before"].append((record["received_at"] - g.sent_at) * 1000)
         samples["after"].append((g.done_at - record["ended_at"]) * 1000)  # type: ignore[operator]
         samples["scene"].append(
@@ -494,10 +504,10 @@ def _level_row(
         f"{_spread(late)} ms later than its TTFT; both are part of the figures above."
     )
     key = f"{concurrency}x{len(servers)}"
-    for name in ("overhead", "lag", "scene"):
+    for name in ("overhead", "lag", "scene lag", "scene"):
         FIGURES[f"{key} {name} p95"] = _rank(sorted(samples[name]), 0.95) if samples[name] else math.inf
     FIGURES[f"{key} errors"] = errors
-    cells = [_spread(samples[key]) for key in ("overhead", "lag", "before", "after", "scene")]
+    cells = [_spread(samples[key]) for key in ("overhead", "lag", "scene lag", "before", "after", "scene")]
     return (
         f"| {concurrency} | {len(servers)} | {len(generations)} | {errors} | {' | '.join(cells)} "
         f"| {cpu:.1f} s ({cpu / wall * 100:.0f}% of a core, {cpu * 1000 / max(len(generations), 1):.0f} ms "

@@ -28,7 +28,9 @@ from bench.flow import REDIS_URL, SERVER_ENV
 from bench.harness import postgres_ensure, redis_reachable
 
 _CHILD = "BENCH_FLOW_REPEAT_LEVELS"
-_FIGURES = ("overhead", "lag", "before", "after", "scene")
+_FIGURES = ("overhead", "lag", "scene lag", "before", "after", "scene")
+# An older checkout's bench.flow, before its first scene lag column.
+_FIGURES_BEFORE = ("overhead", "lag", "before", "after", "scene")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,8 +113,8 @@ def _tables(runs: list[dict[str, Any]], checkouts: list[str]) -> str:
         lines += [
             f"\n### {level} at once\n",
             "| checkout | runs | CPU ms a generation | overhead p50 | overhead p95 | before model p50 "
-            "| after model p50 | first scene beyond model p50 |",
-            "|---|---:|---|---|---|---|---|---|",
+            "| after model p50 | first scene beyond model p50 | first scene lag p95 |",
+            "|---|---:|---|---|---|---|---|---|---|",
         ]
         for checkout in checkouts:
             mine = [run for run in runs if run["checkout"] == checkout and run["level"] == level]
@@ -123,14 +125,18 @@ def _tables(runs: list[dict[str, Any]], checkouts: list[str]) -> str:
             cells.append(_spread([f["overhead"][0] for f in figures]))
             cells.append(_spread([f["overhead"][1] for f in figures]))
             cells += [_spread([f[name][0] for f in figures]) for name in ("before", "after", "scene")]
+            lags = [f["scene lag"][1] for f in figures if "scene lag" in f]
+            cells.append(_spread(lags) if lags else "-")
             lines.append(f"| {checkout} | {len(mine)} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
 def _figures(row: str) -> dict[str, list[float]]:
-    """bench.flow's level row: its five p50 / p95 / max cells, after concurrency, processes, runs, errors."""
-    cells = [cell.strip() for cell in row.strip("|").split("|")][4:9]
-    return {name: [float(x) for x in cell.split(" / ")] for name, cell in zip(_FIGURES, cells, strict=True)}
+    """bench.flow's level row: its p50 / p95 / max cells, after concurrency, processes, runs, errors and
+    before CPU and RSS."""
+    cells = [cell.strip() for cell in row.strip("|").split("|")][4:-2]
+    names = _FIGURES if len(cells) == len(_FIGURES) else _FIGURES_BEFORE
+    return {name: [float(x) for x in cell.split(" / ")] for name, cell in zip(names, cells, strict=True)}
 
 
 def _spread(values: list[float]) -> str:

@@ -9,10 +9,11 @@ after the ramp (the first generation length) and before the end; the open-stream
 every half second over that window.
 
 Per generation: **overhead** = send to `done` minus the model's own stream time; **first token lag** =
-client's first `delta` minus the model's first text; **first scene beyond model** = client's first
-`scene` minus the model's own time to its first scene (all as in bench.flow). Server: CPU (user +
-system, every server process) over the whole measured run divided by the output tokens the model
-streamed in it, and each process's peak RSS.
+client's first `delta` minus the model's first text; **first scene lag** = client's first `scene`
+minus the model's writing of the text that ends it; **first scene beyond model** = client's time from
+send to first `scene` minus the model's own time to its first scene (all as in bench.flow). Server:
+CPU (user + system, every server process) over the whole measured run divided by the output tokens
+the model streamed in it, and each process's peak RSS.
 
 `make bench` runs K=200 on one daphne process and K=400 on two processes under `make serve`'s
 supervisor (storyproject/serve.py), 60 s each; ``--streams K --seconds S --processes 1,2`` runs K
@@ -144,9 +145,9 @@ def _run(options: argparse.Namespace) -> None:
         "streamed in it.",
         "",
         "| streams (K) | processes | seconds | open streams (mean / min) | generations | errors | overhead "
-        "| first token lag | first scene beyond model | CPU per token (ms) | CPU (% of a core) "
-        "| peak RSS (MB) |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| first token lag | first scene lag | first scene beyond model | CPU per token (ms) "
+        "| CPU (% of a core) | peak RSS (MB) |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes: list[str] = []
     with fake_server() as fake:
@@ -271,7 +272,8 @@ def _configuration(
     row = (
         f"| {streams} | {processes} | {seconds:.0f} | {sum(open_streams) / len(open_streams):.0f} / "
         f"{min(open_streams)} | {len(steady)} | {len(steady) - len(ok)} | {_spread(samples['overhead'])} "
-        f"| {_spread(samples['lag'])} | {_spread(samples['scene'])} | {cpu * 1000 / max(tokens, 1):.2f} "
+        f"| {_spread(samples['lag'])} | {_spread(samples['scene lag'])} | {_spread(samples['scene'])} "
+        f"| {cpu * 1000 / max(tokens, 1):.2f} "
         f"| {cpu / wall * 100:.0f}% | {rss} |"
     )
     first_error = next((g.error for g in generations if g.error), "none")
@@ -284,7 +286,7 @@ def _configuration(
 
 
 def _samples(ok: list[Generation], records: dict[str, dict[str, float]]) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {"overhead": [], "lag": [], "scene": []}
+    samples: dict[str, list[float]] = {"overhead": [], "lag": [], "scene lag": [], "scene": []}
     for g in ok:
         record = records[g.run_id]
         model = record["ended_at"] - record["received_at"]
@@ -292,6 +294,7 @@ def _samples(ok: list[Generation], records: dict[str, dict[str, float]]) -> dict
         if g.first_delta_at is not None and record["first_token_at"] is not None:
             samples["lag"].append((g.first_delta_at - record["first_token_at"]) * 1000)
         if g.first_scene_at is not None and record["first_scene_at"] is not None:
+            samples["scene lag"].append((g.first_scene_at - record["first_scene_at"]) * 1000)
             model_scene = record["first_scene_at"] - record["received_at"]
             samples["scene"].append((g.first_scene_at - g.sent_at - model_scene) * 1000)
     return samples
