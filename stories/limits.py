@@ -4,16 +4,19 @@ Both counts come from GenerationRun rows, so they hold across sockets and server
 not depend on Redis. A run stuck in ``streaming`` longer than STORY_STREAMING_STALE_SECONDS was left
 by a crashed process; it does not count as active, so a crash never locks a writer out.
 
-The check and the creation of the run are two statements: two requests racing within milliseconds
-could both be admitted. The limits bound cost and abuse, not exact accounting, so that is accepted.
+Both counts come from one query (``admission_counts``). ``stories.services.generation_run_admit``
+reads them under a per-user lock and creates the run before releasing it, so two admissions racing
+for the last place cannot both get it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from stories.errors import GenerationError
@@ -22,45 +25,71 @@ from stories.models import GenerationRun
 _HOUR = timedelta(hours=1)
 
 
+@dataclass(frozen=True)
+class AdmissionCounts:
+    """A user's runs as admission sees them, counted in one query."""
+
+    active: int  # streaming and started within STORY_STREAMING_STALE_SECONDS
+    recent: int  # started within the last hour, whatever their status
+    leased_here: int  # streaming and leased to the ``lease_owner`` asked about, whatever their age
+
+
 def generation_admission_check(*, user_id: int) -> None:
     """Raise GenerationError "busy" or "rate_limited" (retryable, with ``retry_after`` seconds)
     when the user may not start another generation now."""
     now = timezone.now()
-    _check_active(user_id=user_id, now=now)
-    _check_hourly(user_id=user_id, now=now)
+    admission_check(user_id=user_id, now=now, counts=admission_counts(user_id=user_id, now=now))
 
 
-def _check_active(*, user_id: int, now: datetime) -> None:
-    limit = settings.STORY_MAX_ACTIVE_PER_USER
+def admission_counts(*, user_id: int, now: datetime, lease_owner: str = "") -> AdmissionCounts:
+    """The user's active, last-hour and (with ``lease_owner``) leased-there runs, in one query."""
     fresh_since = now - timedelta(seconds=settings.STORY_STREAMING_STALE_SECONDS)
-    active = GenerationRun.objects.filter(
-        user_id=user_id, status=GenerationRun.Status.STREAMING, created_at__gte=fresh_since
-    ).count()
-    if active >= limit:
+    hour_ago = now - _HOUR
+    streaming = Q(status=GenerationRun.Status.STREAMING)
+    counted = Q(created_at__gte=min(fresh_since, hour_ago))
+    leased = streaming & Q(lease_owner=lease_owner)
+    if lease_owner:
+        counted |= leased
+    counts = (
+        GenerationRun.objects.filter(user_id=user_id)
+        .filter(counted)
+        .aggregate(
+            active=Count("pk", filter=streaming & Q(created_at__gte=fresh_since)),
+            recent=Count("pk", filter=Q(created_at__gt=hour_ago)),
+            leased_here=Count("pk", filter=leased),
+        )
+    )
+    return AdmissionCounts(
+        active=counts["active"],
+        recent=counts["recent"],
+        leased_here=counts["leased_here"] if lease_owner else 0,
+    )
+
+
+def admission_check(*, user_id: int, now: datetime, counts: AdmissionCounts) -> None:
+    """``generation_admission_check`` on counts already read; a refusal of the hourly limit reads the
+    run whose leaving the hour opens room (one more query, only then)."""
+    limit = settings.STORY_MAX_ACTIVE_PER_USER
+    if counts.active >= limit:
         raise GenerationError(
             "busy",
-            f"You already have {active} generation(s) running (at most {limit} at a time). "
+            f"You already have {counts.active} generation(s) running (at most {limit} at a time). "
             "Wait for one to finish or cancel it, then try again.",
             retryable=True,
             retry_after=5,
         )
-
-
-def _check_hourly(*, user_id: int, now: datetime) -> None:
     limit = settings.STORY_GENERATIONS_PER_HOUR
-    recent = list(
-        GenerationRun.objects.filter(user_id=user_id, created_at__gt=now - _HOUR)
-        .order_by("created_at")
-        .values_list("created_at", flat=True)
-    )
-    if len(recent) < limit:
+    if counts.recent < limit:
         return
     # Room opens when enough of the oldest runs leave the window to bring the count below the limit.
-    frees_at = recent[len(recent) - limit] + _HOUR
+    recent = GenerationRun.objects.filter(user_id=user_id, created_at__gt=now - _HOUR).order_by("created_at")
+    offset = counts.recent - limit
+    oldest = list(recent.values_list("created_at", flat=True)[offset : offset + 1])
+    frees_at = (oldest[0] if oldest else now) + _HOUR
     retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
     raise GenerationError(
         "rate_limited",
-        f"You have started {len(recent)} generations in the last hour (at most {limit}). "
+        f"You have started {counts.recent} generations in the last hour (at most {limit}). "
         f"Try again in {_spoken_duration(retry_after)} (retry_after={retry_after} seconds).",
         retryable=True,
         retry_after=retry_after,

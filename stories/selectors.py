@@ -253,10 +253,26 @@ class GenerationPace:
 
 
 _PACE_RUNS = 20
+_PACE_SECONDS = 60
 
 
 def generation_pace_get(*, model: str, max_tokens: int) -> GenerationPace:
-    """The observed pace of the model's last successful runs (one query); a default before any run."""
+    """The observed pace of the model's last successful runs; a default before any run.
+
+    One query, whose answer is cached for ``_PACE_SECONDS``: it only sets the ETA a writer sees, and
+    every admission asks for it.
+    """
+    key = f"generation-pace:v1:{model}"
+    cached = cache.get(key)
+    if isinstance(cached, GenerationPace):
+        return cached
+    if cached is None:
+        cached = _pace_observed(model=model)
+        cache.set(key, cached or "none", timeout=_PACE_SECONDS)
+    return cached if isinstance(cached, GenerationPace) else _pace_default(model=model, max_tokens=max_tokens)
+
+
+def _pace_observed(*, model: str) -> GenerationPace | None:
     rows = list(
         GenerationRun.objects.filter(
             model=model, status=GenerationRun.Status.SUCCEEDED, llm_ms__gt=0, ttft_ms__isnull=False
@@ -265,7 +281,7 @@ def generation_pace_get(*, model: str, max_tokens: int) -> GenerationPace:
     writing_seconds = sum(max((llm or 0) - (ttft or 0), 1) for _, llm, ttft in rows) / 1000
     tokens = sum(out for out, _, _ in rows)
     if not rows or tokens <= 0:
-        return _pace_default(model=model, max_tokens=max_tokens)
+        return None
     return GenerationPace(
         tokens_per_second=max(tokens / writing_seconds, 1.0),
         expected_output_tokens=max(tokens // len(rows), 1),

@@ -22,7 +22,7 @@ from django.utils import timezone
 from personas.models import PersonaConfig
 from stories.errors import GenerationError
 from stories.generation.validation import CastEntry, cast_entries, screenplay_validate
-from stories.limits import generation_admission_check
+from stories.limits import admission_check, admission_counts
 from stories.metrics import generation_run_observe
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.selectors import screenplay_fountain_for_story, story_version_find
@@ -144,8 +144,13 @@ def generation_run_admit(
     ``generation_run_release`` once the run is closed.
     """
     get_user_model().objects.filter(pk=user_id).update(last_login=F("last_login"))
-    _orphans_close(user_id=user_id)
-    generation_admission_check(user_id=user_id)
+    now = timezone.now()
+    counts = admission_counts(user_id=user_id, now=now, lease_owner=RUN_LEASE_OWNER)
+    if counts.leased_here > list(_running_here.values()).count(user_id):
+        # Rare: a run of this user that this process holds but no longer runs (see _running_here).
+        _orphans_close(user_id=user_id)
+        counts = admission_counts(user_id=user_id, now=now, lease_owner=RUN_LEASE_OWNER)
+    admission_check(user_id=user_id, now=now, counts=counts)
     run = generation_run_start(
         user_id=user_id,
         model=model,
@@ -157,13 +162,13 @@ def generation_run_admit(
         checkpoint=checkpoint,
     )
     # Registered before the commit: an admission waiting on the user's lock sees the run as running.
-    _running_here.add(run.pk)
+    _running_here[run.pk] = user_id
     return run
 
 
 def generation_run_release(*, run_id: int) -> None:
     """This process no longer runs ``run_id`` (it is closed, or nothing more can be done to close it)."""
-    _running_here.discard(run_id)
+    _running_here.pop(run_id, None)
 
 
 def generation_runs_running_here() -> int:
@@ -453,7 +458,8 @@ _LEASE_ENDED: dict[str, Any] = {"lease_owner": "", "lease_expires_at": None, "ch
 # The safety net behind the pipeline's own closing of runs: this server process's runs that it still
 # runs. A `streaming` run that this process holds but no longer runs (a bug, or a close that failed
 # while the database was down) is closed at its user's next admission instead of counting as active.
-_running_here: set[int] = set()
+# Run id: its user's id.
+_running_here: dict[int, int] = {}
 
 
 def _lease_until() -> Any:
@@ -512,8 +518,9 @@ def generation_run_claim(*, run_id: int, lease_owner: str) -> GenerationRun | No
     )
     if not orphaned.update(lease_owner=lease_owner, lease_expires_at=_lease_until()):
         return None
-    _running_here.add(run_id)
-    return GenerationRun.objects.get(pk=run_id)
+    claimed = GenerationRun.objects.get(pk=run_id)
+    _running_here[run_id] = claimed.user_id
+    return claimed
 
 
 def generation_run_interrupt(*, run_id: int, lease_owner: str, message: str = INTERRUPTED_MESSAGE) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from stories import services
@@ -111,14 +112,14 @@ def test_racing_admissions_of_one_user_cannot_exceed_the_limit(
     # at once; the per-user lock in generation_run_admit lets exactly the allowed number through.
     # (SQLite serializes these writers by itself; on PostgreSQL, without the lock, all four get in.)
     settings.STORY_MAX_ACTIVE_PER_USER = 1
-    real_check = services.generation_admission_check
+    real_check = services.admission_check
 
-    def slow_check(*, user_id: int) -> None:
+    def slow_check(**arguments: Any) -> None:
         # Widen the window between the check and the run's creation, where an unlocked race would slip.
-        real_check(user_id=user_id)
+        real_check(**arguments)
         time.sleep(0.3)
 
-    monkeypatch.setattr(services, "generation_admission_check", slow_check)
+    monkeypatch.setattr(services, "admission_check", slow_check)
     barrier = threading.Barrier(4)
     outcomes: list[str] = []
 
@@ -141,3 +142,27 @@ def test_racing_admissions_of_one_user_cannot_exceed_the_limit(
         thread.join(timeout=30)
     assert sorted(outcomes) == ["admitted", "busy", "busy", "busy"]
     assert GenerationRun.objects.filter(user=writer, status="streaming").count() == 1
+
+
+@override_settings(STORY_GENERATIONS_PER_HOUR=50, STORY_MAX_ACTIVE_PER_USER=5)
+def test_admission_reads_the_writers_runs_once_however_many_there_are(writer: Any) -> None:
+    def admission_queries() -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            run = generation_run_admit(
+                user_id=writer.pk, model="offline", max_tokens=1024, persona_names=[], story_id=None
+            )
+        services.generation_run_release(run_id=run.pk)
+        GenerationRun.objects.filter(pk=run.pk).update(status="succeeded")
+        return [query["sql"] for query in queries.captured_queries]
+
+    first = admission_queries()
+    for minutes in range(20):
+        _run(writer, status="succeeded", minutes_ago=minutes)
+    _run(writer, minutes_ago=1)
+    later = admission_queries()
+    assert len(later) == len(first)
+    reads = [sql for sql in later if sql.startswith("SELECT") and "stories_generationrun" in sql]
+    assert len(reads) == 1
+    # The one read still counts every run of the hour: 23 of them, the two admitted here included.
+    with override_settings(STORY_GENERATIONS_PER_HOUR=23):
+        assert _refusal(writer).code == "rate_limited"
