@@ -27,7 +27,7 @@ from stories.metrics import generation_run_observe
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.selectors import screenplay_fountain_for_story, story_version_find
 from stories.validation import json_problem, text_clean_or_reject
-from storyproject.db import commit_unflushed
+from storyproject.db import update_unflushed
 
 
 def story_create(*, owner: AbstractBaseUser, title: str, plot: str) -> Story:
@@ -477,16 +477,14 @@ def generation_run_lease_renew(*, run_id: int, lease_owner: str) -> bool:
 
     One UPDATE ... WHERE lease_owner = this process: a renewal never takes a run from another process.
     """
-    with commit_unflushed():
-        held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
-        return bool(held.update(lease_expires_at=_lease_until()))
+    held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
+    return bool(update_unflushed(held, lease_expires_at=_lease_until()))
 
 
 def generation_run_checkpoint(*, run_id: int, lease_owner: str, checkpoint: dict[str, Any]) -> bool:
     """Store a run's finished work (and renew its lease), in one UPDATE; False if it is no longer held."""
-    with commit_unflushed():
-        held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
-        return bool(held.update(checkpoint=checkpoint, lease_expires_at=_lease_until()))
+    held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
+    return bool(update_unflushed(held, checkpoint=checkpoint, lease_expires_at=_lease_until()))
 
 
 def generation_run_lease_release(*, run_id: int, lease_owner: str) -> bool:

@@ -330,12 +330,18 @@ def test_a_checkpoint_commits_without_waiting_for_the_disk_and_only_itself(write
         assert generation_run_checkpoint(run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint={"x": 1})
     asked = [query["sql"] for query in queries.captured_queries]
     if connection.vendor == "postgresql":
-        assert "SET LOCAL synchronous_commit TO OFF" in asked
+        # One round trip: the setting and the UPDATE as one query, which is its own transaction.
+        assert len(asked) == 1 and asked[0].startswith("SET LOCAL synchronous_commit TO OFF; UPDATE ")
         # The setting ended with the checkpoint's transaction: this connection's next ones flush.
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"
     else:
         assert not [sql for sql in asked if "synchronous_commit" in sql]
+    assert GenerationRun.objects.get(pk=run.pk).checkpoint == {"x": 1}
+    # The count of rows it updated is the UPDATE's: a process that no longer holds the run writes nothing.
+    assert not generation_run_checkpoint(run_id=run.pk, lease_owner=DEAD, checkpoint={"y": 2})
+    assert not generation_run_lease_renew(run_id=run.pk, lease_owner=DEAD)
+    assert generation_run_lease_renew(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
     assert GenerationRun.objects.get(pk=run.pk).checkpoint == {"x": 1}
     generation_run_release(run_id=run.pk)
