@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
-from django.db import connections, transaction
+from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
 
@@ -48,20 +48,21 @@ def update_unflushed(queryset: QuerySet[Any], **fields: Any) -> int:
     UPDATE ...`` as one simple-protocol query (Django's psycopg cursors bind parameters on the client),
     which PostgreSQL runs as one implicit transaction ("Multiple Statements in a Simple Query", Frontend/
     Backend Protocol), so the setting holds for its commit and ends with it. Inside a transaction (a
-    caller's, or a test's) and on other databases (SQLite, which commits as usual), the update runs in
-    a transaction of its own, as ``QuerySet.update`` does.
+    caller's, or a test's) the update runs in a savepoint of it, with the setting for that whole
+    transaction; on other databases (SQLite, which commits as usual), in a transaction of its own.
     """
-    database = connections[queryset.db]
+    using = router.db_for_write(queryset.model)  # as QuerySet.update's (for_write) database
+    database = connections[using]
     if database.vendor != "postgresql" or database.in_atomic_block:
-        with transaction.atomic(using=queryset.db):
+        with transaction.atomic(using=using):
             if database.vendor == "postgresql":
                 with database.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            return queryset.update(**fields)
+            return queryset.using(using).update(**fields)
     # QuerySet.update's own steps, with the statement sent behind the setting instead of alone.
     query: UpdateQuery = queryset.query.chain(UpdateQuery)  # type: ignore[assignment]
     query.add_update_values(fields)
-    statement, parameters = query.get_compiler(queryset.db).as_sql()
+    statement, parameters = query.get_compiler(using).as_sql()
     with database.cursor() as cursor:
         cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {statement}", parameters)
         cursor.nextset()  # past the SET's result, to the UPDATE's
