@@ -53,7 +53,9 @@ def update_unflushed(queryset: QuerySet[Any], **fields: Any) -> int:
     """
     using = router.db_for_write(queryset.model)  # as QuerySet.update's (for_write) database
     database = connections[using]
-    if database.vendor != "postgresql" or database.in_atomic_block:
+    # Server-side binding (an OPTIONS switch) sends the extended protocol, one statement per query.
+    client_side = database.settings_dict["OPTIONS"].get("server_side_binding") is not True
+    if database.vendor != "postgresql" or database.in_atomic_block or not client_side:
         with transaction.atomic(using=using):
             if database.vendor == "postgresql":
                 with database.cursor() as cursor:
