@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.cache import cache
 
 from stories.generation import models_registry
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
+from stories.selectors import generation_pace_get
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import (
     SaveHold,
@@ -396,3 +398,34 @@ async def test_the_estimate_comes_from_the_models_pace_in_recent_runs(
     fake_anthropic.script(Reply(text=screenplay_text(screenplay())))
     events = await ws_generate(writer)
     assert events[0]["estimated_seconds"] == 11.0
+
+
+def test_the_models_pace_is_read_once_a_minute_not_at_every_admission(
+    writer: Any, django_assert_num_queries: Any
+) -> None:
+    def run(output_tokens: int, llm_ms: int) -> None:
+        GenerationRun.objects.create(
+            user=writer,
+            model="claude-sonnet-5-5",
+            max_tokens=4096,
+            status="succeeded",
+            output_tokens=output_tokens,
+            llm_ms=llm_ms,
+            ttft_ms=1000,
+        )
+
+    run(1000, 11_000)
+    with django_assert_num_queries(1):
+        first = generation_pace_get(model="claude-sonnet-5-5", max_tokens=4096)
+    assert first.estimated_seconds() == 11.0
+    # A run finished since counts from the next read of the pace, within the minute.
+    run(1000, 2_000)
+    with django_assert_num_queries(0):
+        assert generation_pace_get(model="claude-sonnet-5-5", max_tokens=4096) == first
+    cache.clear()  # as when the minute is over
+    assert generation_pace_get(model="claude-sonnet-5-5", max_tokens=4096).estimated_seconds() < 11.0
+    # A model without runs: the default, remembered too.
+    with django_assert_num_queries(1):
+        generation_pace_get(model="claude-haiku-5-5", max_tokens=4096)
+    with django_assert_num_queries(0):
+        generation_pace_get(model="claude-haiku-5-5", max_tokens=4096)
