@@ -300,8 +300,8 @@ def _daphne_sections(setup: Setup, fake: Fake, redis_problem: str) -> tuple[list
         "",
         "Per generation: **overhead** = client's send-to-`done` time minus the model's stream time seen by "
         "the fake server; **first token lag** = client's first `delta` minus the fake's first text "
-        "written; **first scene lag** = client's first `scene` minus the fake's writing of the text that ends "
-        "the first scene (both CLOCK_MONOTONIC); **before model** = send to the fake receiving the "
+        "written; **first scene lag** = client's first `scene` minus the fake's writing of the text that "
+        "ends the first scene (both CLOCK_MONOTONIC); **before model** = send to the fake receiving the "
         "request (admission, run row, contexts, prompt, SDK); **after model** = stream end to `done` (parse, "
         "validation, save); **first scene beyond model** = client's time from send to first `scene` minus "
         "the model's time from request to the first scene's end (so it includes before model). "

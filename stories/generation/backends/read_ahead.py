@@ -5,13 +5,14 @@ Every event the API streams went up a dozen async generators (back-end, call, wr
 through the scene scan one at a time. ``in_batches`` reads its source in a task of its own and gives,
 at each step, every event that has arrived since the last: the events of one network read (a server
 that flushes each event as it has it sends one chunked-encoding part per event, as the fake server
-does, and the HTTP client yields a read's parts one by one) reach the reader together, and the Anthropic back-end merges their text into
-one delta. A read that finds one event gives a batch of one: what it costs then is a task wake-up.
+does, and the HTTP client yields a read's parts one by one) reach the reader together, and the
+Anthropic back-end merges their text into one delta. A read that finds one event gives a batch of
+one: what it costs then is a task wake-up.
 
 The task reads at most ``AHEAD`` events ahead of the reader (then waits for it to take them): a source
 faster than its reader is held back, as it was when the reader pulled each event itself, rather than
-read into memory whole. Order and errors are kept: the source's events come out in order, and an error it raises comes after
-the events it sent before it. Closing or cancelling the reader cancels the reading task and waits for
+read into memory whole. Order and errors are kept: the source's events come out in order, and an
+error it raises comes after the events it sent before it. Closing or cancelling the reader cancels the reading task and waits for
 it (an HTTP read in flight is stopped there), then closes the source.
 """
 
