@@ -314,8 +314,9 @@ def generation_run_measures(*, run_id: int) -> GenerationRun | None:
 def generation_runs_orphaned(*, limit: int = 100) -> list[int]:
     """Runs still ``streaming`` whose lease has expired (their process died): the longest-dead first.
 
-    One range query on the run_lease index (status, lease_expires_at). A run with no lease at all was
-    started before leases existed (or by a benchmark) and counts as orphaned too.
+    One query on the run_streaming partial index: the streaming runs (a few hundred at most), those
+    whose lease has expired kept. A run with no lease at all was started before leases existed (or by
+    a benchmark) and counts as orphaned too.
     """
     orphaned = GenerationRun.objects.filter(status=GenerationRun.Status.STREAMING).filter(
         Q(lease_expires_at__lt=timezone.now()) | Q(lease_expires_at__isnull=True)

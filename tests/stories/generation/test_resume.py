@@ -27,7 +27,7 @@ from stories.generation.resume import orphans_watch_start, orphans_watch_stop, r
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs.follow import run_events_follow
 from stories.runs.store import run_event_log
-from stories.selectors import generation_run_taken_over
+from stories.selectors import generation_run_taken_over, generation_runs_orphaned
 from stories.services import (
     RUN_LEASE_OWNER,
     generation_run_admit,
@@ -345,3 +345,40 @@ def test_a_checkpoint_commits_without_waiting_for_the_disk_and_only_itself(write
     assert generation_run_lease_renew(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
     assert GenerationRun.objects.get(pk=run.pk).checkpoint == {"x": 1}
     generation_run_release(run_id=run.pk)
+
+
+def test_renewals_and_checkpoints_add_no_index_entries_and_orphans_are_still_found(writer: Any) -> None:
+    # A running generation updates its row at every renewal and checkpoint. On PostgreSQL those are HOT
+    # updates (no index touched: the table and its indexes do not bloat under load) only while the
+    # columns they change are in no index and the page has room (migration 0005).
+    run = generation_run_admit(
+        user_id=writer.pk, model=MODEL, max_tokens=1024, persona_names=PERSONAS, story_id=None
+    )
+    before = _updates_this_transaction()
+    for scene in range(10):
+        assert generation_run_lease_renew(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+        work = {
+            "scenes": [{"heading": f"INT. ROOM {n} - DAY", "text": "A line. " * 20} for n in range(scene)]
+        }
+        assert generation_run_checkpoint(run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint=work)
+    updates, hot = (after - first for after, first in zip(_updates_this_transaction(), before, strict=True))
+    if connection.vendor == "postgresql":  # CI runs the suite on both databases
+        assert (updates, hot) == (20, 20)
+    assert GenerationRun.objects.get(pk=run.pk).checkpoint == work
+    # The orphan scan still finds a streaming run whose lease has expired, by the partial index's rows.
+    GenerationRun.objects.filter(pk=run.pk).update(lease_owner=DEAD, lease_expires_at=timezone.now())
+    assert run.pk in generation_runs_orphaned()
+    generation_run_release(run_id=run.pk)
+
+
+def _updates_this_transaction() -> tuple[int, int]:
+    """PostgreSQL's counts of this transaction's updates of the runs table: all, and HOT ones."""
+    if connection.vendor != "postgresql":
+        return (0, 0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relid = %s::regclass",
+            [GenerationRun._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else (0, 0)
