@@ -401,7 +401,9 @@ def story_import(
 
 
 def _recast(character: Any, cast: dict[str, str | None]) -> Any:
-    if not isinstance(character, dict) or character.get("name") not in cast:
+    if not isinstance(character, dict) or not isinstance(character.get("name"), str):
+        return character  # the contract check that follows names what is wrong with it
+    if character["name"] not in cast:
         return character
     persona = cast[character["name"]]
     rest = {key: value for key, value in character.items() if key != "persona"}

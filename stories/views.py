@@ -23,7 +23,9 @@ from stories.errors import GenerationError
 from stories.exports import ExportMeta
 from stories.exports.fountain import fountain_from_screenplay
 from stories.generation.events import events_fold
+from stories.generation.prompt import screenplay_schema
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
+from stories.generation.validation import schema_check
 from stories.imports import IMPORT_EXTENSIONS, ScreenplayImportError, import_format_for, screenplay_import
 from stories.models import ScreenplayVersion, Story
 from stories.routing import GENERATE_WS_PATH
@@ -274,12 +276,16 @@ def story_import(request: HttpRequest) -> HttpResponse:
 def story_import_confirm(request: HttpRequest) -> HttpResponse:
     """Save the imported screenplay as a new story, cast as the writer chose on the confirmation step."""
     try:
-        content = json_loads_untrusted(request.POST.get("content", ""))
-        names = [c.get("name") for c in content.get("characters", [])] if isinstance(content, dict) else []
-        cast = {str(name): request.POST.get(f"persona-{i}") or None for i, name in enumerate(names)}
-        version = services.story_import(user_id=int(request.user.pk or 0), content=content, cast=cast)
-    except (UntrustedJSONError, AttributeError):
+        content: Any = json_loads_untrusted(request.POST.get("content", ""))
+        # The page sent back what the import made, a screenplay by the contract: anything else was
+        # changed on the way, and the confirmation page cannot be shown again for it.
+        schema_check(document=content, schema=screenplay_schema, what="screenplay", code="invalid_request")
+    except (UntrustedJSONError, GenerationError):
         raise BadRequest("The imported screenplay was not sent back intact; import the file again.") from None
+    names = [character["name"] for character in content.get("characters", [])]
+    cast = {name: request.POST.get(f"persona-{i}") or None for i, name in enumerate(names)}
+    try:
+        version = services.story_import(user_id=int(request.user.pk or 0), content=content, cast=cast)
     except GenerationError as error:
         messages.error(request, f"The screenplay could not be saved: {error.message}")
         return _import_confirmation(request, content=content, status=400)

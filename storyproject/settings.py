@@ -58,6 +58,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Staff filtering an admin list by an invalid regular expression: a 400, not a database error.
+    "storyproject.middleware.AdminRegexFilterMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

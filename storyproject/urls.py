@@ -2,15 +2,31 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import BadRequest
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.forms import ThrottledAdminAuthenticationForm
 from accounts.views import ThrottledLoginView
 from storyproject import health
+from storyproject.middleware import bad_request_response
 
 # The admin's login takes the same throttle as the site's (accounts/throttle.py).
 admin.site.login_form = ThrottledAdminAuthenticationForm
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    """Django's 400 (handler400), with the message a view raised ``BadRequest`` with: what to fix.
+
+    Other causes (a ``SuspiciousOperation`` such as a disallowed host) keep a plain message: theirs can
+    name the server's configuration.
+    """
+    said = str(exception) if type(exception) is BadRequest else ""
+    return bad_request_response(request, said or "The request could not be understood.")
+
+
+handler400 = bad_request
 
 urlpatterns = [
     # For probes and Prometheus (storyproject/health.py): no login, no session.

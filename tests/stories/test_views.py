@@ -137,7 +137,14 @@ def test_story_page_shows_any_version_and_404s_for_a_missing_one(logged_in: Clie
     html = logged_in.get(f"/stories/{story.pk}/?version=1").content.decode()
     assert "INT. OLD ROOM" in html and "INT. NEW ROOM" not in html
     assert logged_in.get(f"/stories/{story.pk}/?version=9").status_code == 404
-    assert logged_in.get(f"/stories/{story.pk}/?version=abc").status_code == 400
+    refused = logged_in.get(f"/stories/{story.pk}/?version=<b>abc")
+    # The page says what was wrong, escaped; a host outside ALLOWED_HOSTS gets no such detail.
+    assert refused.status_code == 400
+    assert "&#x27;&lt;b&gt;abc&#x27; is not a version number." in refused.content.decode()
+    foreign = logged_in.get("/", HTTP_HOST="evil.example")
+    assert foreign.status_code == 400
+    assert "The request could not be understood." in foreign.content.decode()
+    assert "ALLOWED_HOSTS" not in foreign.content.decode()
 
 
 def test_other_users_stories_are_404(client: Client, writer: Any, other_writer: Any) -> None:

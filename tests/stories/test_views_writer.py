@@ -136,5 +136,15 @@ def test_import_of_something_else_is_a_form_error(logged_in: Client) -> None:
     assert response.status_code == 400
     assert "no scene heading" in response.content.decode()
     assert not Story.objects.exists()
-    tampered = logged_in.post("/stories/import/confirm/", {"content": "{not json"})
-    assert tampered.status_code == 400
+    # What the confirmation page sends back was changed on the way: refused, nothing saved.
+    tampered = [
+        "{not json",
+        json.dumps({"characters": None}),
+        json.dumps({"title": "T", "characters": [{"name": ["A"]}], "scenes": []}),
+        json.dumps(["not", "a", "screenplay"]),
+    ]
+    for content in tampered:
+        response = logged_in.post("/stories/import/confirm/", {"content": content, "persona-0": "x"})
+        assert response.status_code == 400, content
+        assert "not sent back intact" in response.content.decode()
+    assert not Story.objects.exists()

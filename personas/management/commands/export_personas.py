@@ -28,9 +28,13 @@ class Command(BaseCommand):
             raise CommandError(f"No persona named: {', '.join(missing)}. Nothing exported.")
         kind = "card-v2-png" if options["png"] else options["format"]
         out: Path = options["out"]
-        out.mkdir(parents=True, exist_ok=True)
-        for persona in found:
-            exported = persona_file(persona, kind=kind)
-            (out / exported.filename).write_bytes(exported.data)
-            self.stdout.write(str(out / exported.filename))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for persona in found:
+                exported = persona_file(persona, kind=kind)
+                (out / exported.filename).write_bytes(exported.data)
+                self.stdout.write(str(out / exported.filename))
+        except OSError as error:
+            # Not a directory, no permission, a full disk: said in one line, whatever was written kept.
+            raise CommandError(f"Could not write to {out}: {error.strerror or error}.") from None
         self.stdout.write(f"{len(found)} persona(s) exported.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from typing import Any
 
@@ -9,6 +10,18 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from stories.generation.resume import runs_resume_drain
 from stories.selectors import generation_runs_orphaned
+
+MAX_LIMIT = 10_000
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}")
+    return value
 
 
 class Command(BaseCommand):
@@ -21,14 +34,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--limit",
-            type=int,
+            type=_limit,
             default=100,
             metavar="N",
-            help="resume at most this many runs, side by side (default 100)",
+            help=f"resume at most this many runs, side by side (default 100, at most {MAX_LIMIT})",
         )
 
     def handle(self, *args: Any, limit: int, **options: Any) -> None:
-        run_ids = generation_runs_orphaned(limit=max(limit, 1))
+        run_ids = generation_runs_orphaned(limit=limit)
         counts = asyncio.run(runs_resume_drain(run_ids=run_ids)) if run_ids else {}
         finished, failed = counts.get("finished", 0), counts.get("failed", 0)
         self.stdout.write(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -242,6 +243,10 @@ def test_recover_runs_resumes_orphans_and_marks_failed_only_what_cannot_be_resum
     alive = _orphan(writer, mode="parallel", work=work, expired=False)
     done = GenerationRun.objects.create(user=writer, status="succeeded", model=MODEL, max_tokens=1024)
     out = StringIO()
+    for limit in ("99999999999999999999", "-1", "0", "abc"):
+        with pytest.raises(CommandError, match="--limit"):
+            call_command("recover_runs", "--limit", limit, stdout=out)
+    assert GenerationRun.objects.filter(status="streaming").count() == 4  # nothing touched
     call_command("recover_runs", stdout=out)
     assert "3 orphaned run(s): 1 resumed and finished, 2 failed" in out.getvalue()
     runs = {run.pk: run for run in GenerationRun.objects.all()}
