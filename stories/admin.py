@@ -113,15 +113,39 @@ def _model_label(model_id: str) -> str:
     return f"{model.label} ({model_id})" if model else model_id
 
 
+FORMATTING_RULES_MAX_CHARS = 20_000
+
+
 class GenerationSettingsForm(forms.ModelForm):
     # A choice, not free text: a retired or misspelt model is refused here, not on every generation.
     default_model = forms.ChoiceField(
         choices=default_model_choices, required=False, help_text="Empty: the STORY_MODEL setting."
     )
 
+    # The rules go into every system prompt: a bound, as a writer's plot has one.
+    formatting_rules = forms.CharField(
+        required=False,
+        max_length=FORMATTING_RULES_MAX_CHARS,
+        widget=forms.Textarea,
+        strip=False,
+        help_text="Screenplay format rules added to the system prompt. Empty: the built-in rules.",
+    )
+
     class Meta:
         model = GenerationSettings
         fields = ["default_model", "default_max_tokens", "formatting_rules"]
+
+    def clean_default_max_tokens(self) -> int | None:
+        # A run takes the default within the bounds a writer's request has: a value outside them was
+        # saved here and then silently clamped on every run.
+        value: int | None = self.cleaned_data["default_max_tokens"]
+        low, high = settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
+        if value is not None and not low <= value <= high:
+            raise forms.ValidationError(
+                f"Between {low} and {high} (STORY_MIN_MAX_TOKENS and STORY_MAX_MAX_TOKENS), the bounds "
+                "of a writer's own max_tokens."
+            )
+        return value
 
 
 @admin.register(GenerationSettings)

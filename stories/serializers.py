@@ -7,9 +7,11 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.utils import html
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.validation import StorableTextValidator
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 
 class StorableCharField(serializers.CharField):
@@ -34,6 +36,27 @@ class StorableCharField(serializers.CharField):
                     code="max_length",
                 )
         return value
+
+
+class FormJSONDictField(serializers.DictField):
+    """A dict, which a multipart form may also send as one field holding a JSON object
+    (``cast={"BOB": "starship-captain"}``), besides DRF's one field per key (``cast.BOB=...``).
+
+    DRF reads only the second from a form, so a JSON one was dropped without a word.
+    """
+
+    def get_value(self, dictionary: Any) -> Any:
+        if html.is_html_input(dictionary) and self.field_name in dictionary:
+            return dictionary.get(self.field_name)  # the raw text: parsed below
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data: Any) -> dict[Any, Any]:
+        if isinstance(data, str):
+            try:
+                data = json_loads_untrusted(data)
+            except UntrustedJSONError as error:
+                raise serializers.ValidationError(f"Send a JSON object: {error}", code="invalid") from None
+        return super().to_internal_value(data)
 
 
 class StoryCastSerializer(serializers.ModelSerializer):
@@ -190,7 +213,7 @@ class StoryImportSerializer(serializers.Serializer):
     fountain = StorableCharField(
         label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
     )
-    cast = serializers.DictField(child=serializers.CharField(allow_null=True, max_length=100), required=False)
+    cast = FormJSONDictField(child=serializers.CharField(allow_null=True, max_length=100), required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         return _exactly_one(attrs, "file (.fountain or .fdx)", "fountain (text)")

@@ -386,14 +386,18 @@ def story_import(
     ``cast`` maps character names to a persona name (or None: no persona); names not in it keep what
     the content says. The plot is the logline, which is what the title page says the story is about.
     """
-    scenes = content.get("scenes") if isinstance(content, dict) else None
-    if isinstance(scenes, list) and len(scenes) > settings.STORY_IMPORT_MAX_SCENES:
-        raise GenerationError(
-            "invalid_request",
-            f"more than {settings.STORY_IMPORT_MAX_SCENES} scenes (STORY_IMPORT_MAX_SCENES)",
-        )
+    _scenes_bound(content)
     if isinstance(content, dict) and cast:
-        content = {**content, "characters": [_recast(c, cast) for c in content.get("characters") or []]}
+        characters = content.get("characters") or []
+        named = {c.get("name") for c in characters if isinstance(c, dict)}
+        strangers = [name for name in cast if name not in named]
+        if strangers:
+            raise GenerationError(
+                "invalid_request",
+                f"the cast names {', '.join(repr(n[:80]) for n in strangers[:5])}, not a character of "
+                "the screenplay",
+            )
+        content = {**content, "characters": [_recast(c, cast) for c in characters]}
     draft = _writer_draft(content=content, story_id=None, origin=Origin.IMPORTED, based_on=None)
     title = str(content.get("title") or "Untitled")
     plot = str(content.get("logline") or f"Imported screenplay: {title}")
@@ -410,10 +414,21 @@ def _recast(character: Any, cast: dict[str, str | None]) -> Any:
     return {**rest, "persona": persona} if persona else rest
 
 
+def _scenes_bound(content: Any) -> None:
+    """A writer's version (edited or imported, as JSON or Fountain) has at most STORY_IMPORT_MAX_SCENES."""
+    scenes = content.get("scenes") if isinstance(content, dict) else None
+    if isinstance(scenes, list) and len(scenes) > settings.STORY_IMPORT_MAX_SCENES:
+        raise GenerationError(
+            "invalid_request",
+            f"more than {settings.STORY_IMPORT_MAX_SCENES} scenes (STORY_IMPORT_MAX_SCENES)",
+        )
+
+
 def _writer_draft(
     *, content: Any, story_id: int | None, origin: str, based_on: int | None
 ) -> ScreenplayDraft:
     """Check a writer's screenplay like a model's, except that any active persona may play a part."""
+    _scenes_bound(content)
     problem = json_problem(content)
     if problem is not None:
         raise GenerationError("invalid_request", f"content {problem}")

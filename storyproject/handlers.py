@@ -30,7 +30,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
 from storyproject import after_response
 
@@ -53,7 +53,7 @@ class SyncStackASGIHandler(ASGIHandler):
                     raise RequestDataTooBig
                 await super().handle(scope, receive, send)
             except RequestDataTooBig:
-                await self.send_response(_too_large(), send)
+                await self.send_response(_too_large(scope), send)
             finally:
                 # Django's handle() returns once the response is handed to the server and closed;
                 # awaiting the worker thread lets the event loop write it out meanwhile.
@@ -113,10 +113,24 @@ def _with_content_length(scope: Scope, body_file: IO[bytes]) -> Scope:
     return {**scope, "headers": [*scope.get("headers", []), (b"content-length", str(size).encode())]}
 
 
-def _too_large() -> HttpResponse:
-    limit = settings.HTTP_MAX_BODY_BYTES
-    return HttpResponse(
-        f"413 Payload too large: the request body is larger than {limit} bytes.\n",
-        status=413,
-        content_type="text/plain; charset=utf-8",
-    )
+def _too_large(scope: Scope) -> HttpResponse:
+    """The 413 for a body past ``HTTP_MAX_BODY_BYTES``: DRF's ``{"detail": ...}`` under /api/ (as for
+    a body past ``API_MAX_BODY_BYTES``), text elsewhere.
+
+    It is sent before any middleware runs, so it carries by hand the headers they give every response
+    (SecurityMiddleware, XFrameOptionsMiddleware, the project's CSP, stricter here: it has no content).
+    """
+    message = f"The request body is larger than {settings.HTTP_MAX_BODY_BYTES} bytes."
+    response: HttpResponse
+    if str(scope.get("path", "")).startswith("/api/"):
+        response = JsonResponse({"detail": message}, status=413)
+    else:
+        response = HttpResponse(f"413 Payload too large: {message}\n", status=413, content_type="text/plain")
+    response["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+    response["X-Frame-Options"] = "DENY"
+    response["X-Content-Type-Options"] = "nosniff"
+    if settings.SECURE_REFERRER_POLICY:
+        response["Referrer-Policy"] = settings.SECURE_REFERRER_POLICY
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        response["Cross-Origin-Opener-Policy"] = settings.SECURE_CROSS_ORIGIN_OPENER_POLICY
+    return response

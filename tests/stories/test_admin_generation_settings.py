@@ -49,3 +49,22 @@ def test_a_configured_model_that_has_retired_is_not_offered(editor: Client, sett
     html = editor.get(URL).content.decode()
     assert 'value="claude-sonnet-4-5"' not in html
     assert 'value="claude-sonnet-5-5"' in html
+
+
+def test_a_default_max_tokens_a_run_would_not_use_and_overlong_rules_are_form_errors(
+    editor: Client, settings: Any
+) -> None:
+    settings.STORY_MAX_MAX_TOKENS = 16_000
+    form = {"default_model": "", "formatting_rules": ""}
+    response = editor.post(URL, {**form, "default_max_tokens": "64000"})
+    assert response.status_code == 200
+    assert "Between 256 and 16000" in response.content.decode()
+    response = editor.post(URL, {**form, "default_max_tokens": "", "formatting_rules": "x" * 20_001})
+    assert response.status_code == 200
+    assert "Ensure this value has at most 20000 characters" in response.content.decode()
+    assert not GenerationSettings.objects.exists()
+    assert (
+        editor.post(URL, {**form, "default_max_tokens": "16000", "formatting_rules": "Obey."}).status_code
+        == 302
+    )
+    assert GenerationSettings.objects.get().default_max_tokens == 16_000

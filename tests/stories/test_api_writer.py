@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -93,6 +94,19 @@ def test_a_json_edit_must_give_every_line_to_a_character(writer: Any, story: Sto
     assert response.status_code == 400
     assert "GHOST" in response.json()["message"]
     assert story.versions.count() == 1
+
+
+def test_a_json_edit_has_the_scene_bound_of_a_fountain_one(writer: Any, story: Story, settings: Any) -> None:
+    settings.STORY_IMPORT_MAX_SCENES = 3
+    content = copy.deepcopy(SCREENPLAY)
+    content["scenes"] = [copy.deepcopy(SCREENPLAY["scenes"][0]) for _ in range(4)]
+    response = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert (response.status_code, response.json()["message"]) == (
+        400,
+        "more than 3 scenes (STORY_IMPORT_MAX_SCENES)",
+    )
+    content["scenes"] = content["scenes"][:3]
+    assert client_for(writer).post(_versions(story), {"content": content}, format="json").status_code == 201
 
 
 def test_a_json_edit_may_not_cast_an_unknown_persona(writer: Any, story: Story) -> None:
@@ -215,6 +229,34 @@ def test_import_with_a_cast_casts_version_1(writer: Any, persona_factory: Any) -
     )
     assert json_import.json()["version"]["content"]["characters"][0]["persona"] == "max-payne"
     assert json_import.json()["story"]["cast"][0]["persona"] == "max-payne"
+    # A multipart form sends the cast as one JSON field (the docs' form) or DRF's one field per name.
+    for cast in ({"cast": json.dumps({"MAX": "max-payne"})}, {"cast.MAX": "max-payne"}):
+        upload = SimpleUploadedFile("heist.fountain", _fountain(SCREENPLAY).encode())
+        form = client_for(writer).post("/api/stories/import/", {"file": upload, **cast}, format="multipart")
+        assert form.status_code == 201, form.json()
+        assert form.json()["story"]["cast"][0]["persona"] == "max-payne"
+
+
+@pytest.mark.parametrize(
+    ("cast", "message"),
+    [
+        ('{"MAX": ', "Send a JSON object"),
+        ('["MAX"]', "Expected a dictionary"),
+        ('{"MAX": "nobody-of-that-name"}', "nobody-of-that-name"),
+        ('{"BOB": "max-payne"}', "the cast names 'BOB', not a character of the screenplay"),
+    ],
+)
+def test_an_import_cast_that_cannot_be_applied_is_a_400(
+    writer: Any, persona_factory: Any, cast: str, message: str
+) -> None:
+    persona_factory("max-payne", display_name="Max")
+    upload = SimpleUploadedFile("heist.fountain", _fountain(SCREENPLAY).encode())
+    response = client_for(writer).post(
+        "/api/stories/import/", {"file": upload, "cast": cast}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert message in json.dumps(response.json())
+    assert not Story.objects.exists()
 
 
 @pytest.mark.parametrize(
