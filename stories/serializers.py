@@ -38,6 +38,10 @@ class StorableCharField(serializers.CharField):
         return value
 
 
+class _FormText(str):
+    """A form field's text, as opposed to a string in a JSON body."""
+
+
 class FormJSONDictField(serializers.DictField):
     """A dict, which a multipart form may also send as one field holding a JSON object
     (``cast={"BOB": "starship-captain"}``), besides DRF's one field per key (``cast.BOB=...``).
@@ -47,11 +51,11 @@ class FormJSONDictField(serializers.DictField):
 
     def get_value(self, dictionary: Any) -> Any:
         if html.is_html_input(dictionary) and self.field_name in dictionary:
-            return dictionary.get(self.field_name)  # the raw text: parsed below
+            return _FormText(dictionary.get(self.field_name))  # parsed below; a JSON body's string is not
         return super().get_value(dictionary)
 
     def to_internal_value(self, data: Any) -> dict[Any, Any]:
-        if isinstance(data, str):
+        if isinstance(data, _FormText):
             try:
                 data = json_loads_untrusted(data)
             except UntrustedJSONError as error:

@@ -257,6 +257,9 @@ def test_an_import_cast_that_cannot_be_applied_is_a_400(
     assert response.status_code == 400
     assert message in json.dumps(response.json())
     assert not Story.objects.exists()
+    # In a JSON body the cast is an object: a string holding JSON is not read as one.
+    body = {"fountain": _fountain(SCREENPLAY), "cast": '{"MAX": "max-payne"}'}
+    assert client_for(writer).post("/api/stories/import/", body, format="json").status_code == 400
 
 
 @pytest.mark.parametrize(
