@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils import html
@@ -24,6 +25,8 @@ class StorableCharField(serializers.CharField):
     def __init__(self, *, max_length_setting: str | None = None, **kwargs: Any) -> None:
         self.max_length_setting = max_length_setting
         super().__init__(**kwargs)
+        # Ours names the field and covers NUL too: DRF's own NUL check would say it a second time.
+        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
         self.validators.append(StorableTextValidator(field=kwargs.get("label") or "text"))
 
     def to_internal_value(self, data: Any) -> str:

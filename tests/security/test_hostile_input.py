@@ -6,6 +6,7 @@ which runs these same tests.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -72,6 +73,16 @@ def test_nul_in_an_api_token_is_a_400() -> None:
     response = Client().get("/api/stories/", HTTP_AUTHORIZATION="Token ab\x00cd")
     assert response.status_code == 400
     assert response.json()["detail"].startswith("The Authorization header contains a NUL")
+
+
+@pytest.mark.django_db
+def test_nul_in_a_json_text_field_is_one_400_naming_the_field(signed_in: Client) -> None:
+    response = signed_in.post(
+        "/api/stories/import/", {"fountain": "INT. A\x00"}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert json.dumps(response.json()).count("NUL") == 1
+    assert "fountain contains a NUL" in json.dumps(response.json())
 
 
 @pytest.mark.django_db
