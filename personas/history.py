@@ -13,6 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from storyproject.diffs import DiffBudget
+
 # The config's parts in the order the editor's form shows them; keys outside this list follow, by name.
 PART_LABELS = {
     "system_prompt": "Instructions (system_prompt)",
@@ -27,9 +29,6 @@ PART_LABELS = {
     "private": "Private",
     "extensions": "Extensions",
 }
-# Above this many words on either side, a changed part is shown whole (old, then new) rather than
-# matched word by word: difflib's matching is quadratic in the worst case.
-WORD_DIFF_MAX_WORDS = 5_000
 # A word with the spaces after it is one unit, so two edits are never split by a shared space.
 _WORDS = re.compile(r"^\s+|\S+\s*")
 
@@ -59,12 +58,19 @@ def persona_state(*, name: str, display_name: str, is_active: bool, config_data:
     return state
 
 
-def state_changes(*, before: dict[str, str] | None, after: dict[str, str]) -> list[FieldChange]:
-    """The parts that differ between ``before`` (None: nothing before) and ``after``, with word diffs."""
+def state_changes(
+    *, before: dict[str, str] | None, after: dict[str, str], budget: DiffBudget | None = None
+) -> list[FieldChange]:
+    """The parts that differ between ``before`` (None: nothing before) and ``after``, with word diffs.
+
+    ``budget``: what the page's word diffs may still spend (``storyproject.diffs``), shared by the
+    callers that diff many states for one page; past it, a changed part is shown whole, old then new.
+    """
     before = before or {}
+    budget = budget or DiffBudget()
     labels = [*after, *(label for label in before if label not in after)]
     return [
-        FieldChange(label=label, segments=_segments(before.get(label, ""), after.get(label, "")))
+        FieldChange(label=label, segments=_segments(before.get(label, ""), after.get(label, ""), budget))
         for label in labels
         if before.get(label) != after.get(label)
     ]
@@ -86,9 +92,9 @@ def _json_text(value: object) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def _segments(old: str, new: str) -> list[Segment]:
+def _segments(old: str, new: str, budget: DiffBudget) -> list[Segment]:
     old_words, new_words = _WORDS.findall(old), _WORDS.findall(new)
-    if max(len(old_words), len(new_words)) > WORD_DIFF_MAX_WORDS:
+    if not budget.spend(old_words, new_words):
         return [segment for segment in (Segment("del", old), Segment("ins", new)) if segment.text]
     matcher = difflib.SequenceMatcher(None, old_words, new_words, autojunk=False)
     segments: list[Segment] = []

@@ -41,6 +41,7 @@ from personas.history import FieldChange, persona_state, state_changes
 from personas.models import PersonaConfig
 from storyproject import stamped_cache
 from storyproject.after_response import after_response
+from storyproject.diffs import DiffBudget
 from storyproject.tokens import token_estimate
 
 
@@ -244,10 +245,10 @@ def persona_history(*, persona_pk: int | str) -> tuple[list[PersonaRevision], bo
     versions = list(persona_versions(persona_pk=persona_pk).order_by("-pk")[: HISTORY_MAX_REVISIONS + 1])
     more = len(versions) > HISTORY_MAX_REVISIONS
     versions = versions[::-1][1:] if more else versions[::-1]  # oldest first; the extra one is dropped
-    revisions, before = [], None
+    revisions, before, budget = [], None, DiffBudget()
     for version in versions:
         state = version_state(version=version)
-        changes = state_changes(before=before, after=state)
+        changes = state_changes(before=before, after=state, budget=budget)
         revisions.append(PersonaRevision(version, version.field_dict.get("version"), changes))
         before = state
     return revisions[::-1], more
@@ -309,7 +310,7 @@ class ImportPlan:
 def persona_import_plan(*, personas: Sequence[PersonaImport]) -> list[ImportPlan]:
     """What importing ``personas`` would do to each, against the stored personas: one query."""
     stored = {p.name: p for p in PersonaConfig.objects.filter(name__in=[i.name for i in personas])}
-    plans = []
+    plans, budget = [], DiffBudget()
     for imported in personas:
         persona = stored.get(imported.name)
         after = persona_state(
@@ -319,7 +320,7 @@ def persona_import_plan(*, personas: Sequence[PersonaImport]) -> list[ImportPlan
             config_data=imported.config_data,
         )
         before = persona_current_state(persona=persona) if persona is not None else None
-        changes = state_changes(before=before, after=after)
+        changes = state_changes(before=before, after=after, budget=budget)
         status = "new" if persona is None else ("updated" if changes else "unchanged")
         version = persona.version if persona is not None else None
         plans.append(ImportPlan(imported.name, imported.display_name, status, changes, version))

@@ -4,6 +4,9 @@ Scenes are paired by ``screenplay_compare`` (on their slug lines, so an inserted
 every later one); inside a changed pair, each scene is written as the lines a reader sees (the heading,
 each line of action, each line of dialogue prefixed by its speaker, parentheticals, transitions) and
 ``difflib`` marks the lines deleted from the older version and inserted in the newer one.
+
+What ``difflib`` may spend is bounded (``storyproject.diffs``): past the bound, a changed scene is shown as
+its old lines deleted and its new ones inserted, still true, less precise.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, Literal, TypedDict
 
 from stories.exports.screenplay import screenplay_scenes as typed_scenes
 from stories.screenplay_compare import SceneStatus, screenplay_compare
+from storyproject.diffs import DiffBudget
 
 LineOp = Literal["equal", "delete", "insert"]
 
@@ -35,6 +39,7 @@ def screenplay_diff(*, old: object, new: object, unchanged_lines: bool = False) 
 
     An unchanged scene has no lines unless ``unchanged_lines`` (the diff page shows them folded).
     """
+    budget = DiffBudget()
     return [
         SceneDiff(
             status=row.status,
@@ -43,7 +48,7 @@ def screenplay_diff(*, old: object, new: object, unchanged_lines: bool = False) 
             to_scene=row.right_number,
             lines=[]
             if row.status == "same" and not unchanged_lines
-            else _line_diff(scene_lines(row.left), scene_lines(row.right)),
+            else _line_diff(scene_lines(row.left), scene_lines(row.right), budget),
         )
         for row in screenplay_compare(left=old, right=new)
     ]
@@ -65,7 +70,13 @@ def scene_lines(scene: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _line_diff(old: list[str], new: list[str]) -> list[DiffLine]:
+def _line_diff(old: list[str], new: list[str], budget: DiffBudget) -> list[DiffLine]:
+    if old == new:
+        return [DiffLine(op="equal", text=line) for line in old]
+    if not budget.spend(old, new):
+        return [DiffLine(op="delete", text=line) for line in old] + [
+            DiffLine(op="insert", text=line) for line in new
+        ]
     result: list[DiffLine] = []
     matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():

@@ -328,3 +328,21 @@ def test_serve_lets_a_running_generation_finish_after_sigterm(serve: object) -> 
     assert "scene" in seen
     output, _ = served.process.communicate(timeout=60)
     assert served.process.returncode == 0, output
+
+
+def test_the_documented_systemd_unit_keeps_to_systemd_syntax() -> None:
+    # systemd takes a comment only on a line of its own: "KillMode=mixed  # ..." was read as the kill
+    # mode "mixed  # ...", refused, and the unit fell back to SIGTERM for every process at once
+    # (systemd.syntax(7): lines starting with "#" or ";" are comments; no comment after a value).
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    unit = text.split("# /etc/systemd/system/screenplay-studio.service\n", 1)[1].split("```", 1)[0]
+    settings = {}
+    for line in unit.splitlines():
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        assert "#" not in value, line
+        settings[key] = value
+    assert settings["KillMode"] == "mixed"
+    assert int(settings["TimeoutStopSec"]) > 300  # SERVE_GRACEFUL_SECONDS' default, plus a margin
+    assert settings["ExecStart"].split()[1:3] == ["-m", "storyproject.serve"]

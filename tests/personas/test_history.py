@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from personas.history import WORD_DIFF_MAX_WORDS, Segment, persona_state, state_changes
+from personas.history import Segment, persona_state, state_changes
 
 
 def _state(config: object, **fields: object) -> dict[str, str]:
@@ -33,16 +33,28 @@ def test_only_changed_parts_are_listed_with_removed_and_added_parts() -> None:
     assert changes["Backstory"] == [Segment("del", "Sea.")]
 
 
-def test_a_first_state_is_all_additions_and_a_huge_part_is_shown_whole() -> None:
+def test_a_first_state_is_all_additions_and_a_part_with_nothing_in_common_is_replaced() -> None:
     assert [c.label for c in state_changes(before=None, after=_state({"voice": "V."}))] == [
         "Key",
         "Display name",
         "Active",
         "Voice",
     ]
-    old, new = "a " * (WORD_DIFF_MAX_WORDS + 1), "b " * 3
+    old, new = "a " * 5001, "b " * 3
     (change,) = state_changes(before=_state({"voice": old}), after=_state({"voice": new}))
     assert change.segments == [Segment("del", old), Segment("ins", new)]
+
+
+def test_a_part_of_many_repeated_words_is_shown_whole_rather_than_matched_word_by_word() -> None:
+    # 1,500 copies of a word against 750 of "a b": matching them word by word took 44 s on one preview.
+    old, new = "a " * 1500, "a b " * 750
+    (change,) = state_changes(before=_state({"voice": old}), after=_state({"voice": new}))
+    assert change.segments == [Segment("del", old), Segment("ins", new)]
+    # An ordinary edit of a long part is still matched word by word.
+    text = " ".join(f"word{n}" for n in range(1500))
+    (change,) = state_changes(before=_state({"voice": text}), after=_state({"voice": text + " more"}))
+    assert [segment.op for segment in change.segments] == ["same", "del", "ins"]  # the last word: "word1499"
+    assert change.segments[0].text.startswith("word0 word1 ") and change.segments[2].text == "word1499 more"
 
 
 def test_a_config_that_is_not_an_object_is_shown_as_raw_json() -> None:
