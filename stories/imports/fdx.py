@@ -4,10 +4,17 @@ defusedxml refuses a document type declaration, entities and external references
 cannot expand into gigabytes or read local files. A paragraph's text is the text of all its ``Text``
 runs (Final Draft splits a paragraph into runs at every change of style). FDX has no line numbers we
 can rely on, so errors name the paragraph (its position in the script, counting from 1).
+
+expat, under defusedxml, reads UTF-8, UTF-16, ISO-8859-1 and ASCII itself, and no multi-byte encoding
+declared in the XML declaration (Shift_JIS, EUC-JP, Big5, GB2312: what Final Draft files written in
+Japan, Taiwan or China may use). Those are decoded here into UTF-8 first; an encoding Python does not
+know, or bytes that are not in it, are an import error that names it.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -35,9 +42,36 @@ def screenplay_from_fdx(data: bytes) -> dict[str, Any]:
     return builder.content()
 
 
+# The XML declaration's encoding, where the file starts with one in an ASCII-compatible encoding.
+_DECLARED = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*["']([^"']{1,40})["']""")
+_EXPAT_READS = frozenset({"utf-8", "utf-16", "iso8859-1", "ascii"})  # codecs.lookup(...).name
+
+
+def _expat_readable(data: bytes) -> bytes:
+    """``data``, or its text in UTF-8 when it declares an encoding expat cannot read itself."""
+    declared = _DECLARED.match(data)
+    if declared is None:
+        return data
+    name = declared.group(1).decode("ascii", "replace")
+    try:
+        codec = codecs.lookup(name)
+    except LookupError:
+        raise ScreenplayImportError(f"the file declares an encoding we do not know ({name[:40]})") from None
+    if codec.name in _EXPAT_READS:
+        return data
+    try:
+        text = data.decode(codec.name)
+    except (LookupError, UnicodeError, ValueError):  # not a text encoding (rot13, zlib), or not in it
+        raise ScreenplayImportError(
+            f"the file is not readable as the encoding it declares ({name[:40]})"
+        ) from None
+    # The first "encoding=" is the declaration's: it now says what the bytes are.
+    return re.sub(r"""(encoding\s*=\s*["'])[^"']*""", r"\1UTF-8", text.lstrip("\ufeff"), count=1).encode()
+
+
 def _root(data: bytes) -> ET.Element:
     try:
-        root = fromstring(data, forbid_dtd=True)
+        root = fromstring(_expat_readable(data), forbid_dtd=True)
     except ET.ParseError as error:
         line, column = error.position
         raise ScreenplayImportError(
@@ -45,6 +79,8 @@ def _root(data: bytes) -> ET.Element:
         ) from None
     except DefusedXmlException:
         raise ScreenplayImportError("the file declares a DTD or entities, which are refused") from None
+    except (LookupError, ValueError):  # an encoding expat refuses that the check above did not see
+        raise ScreenplayImportError("the file's text encoding cannot be read; save it as UTF-8") from None
     if root.tag != "FinalDraft":
         raise ScreenplayImportError(
             f"this is XML but not a Final Draft document (its root is <{root.tag[:40]}>)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,37 @@ def test_a_final_draft_shaped_file_keeps_styled_runs_dual_dialogue_and_direction
 def test_fdx_with_entities_is_refused(document: bytes) -> None:
     with pytest.raises(ScreenplayImportError, match="DTD or entities"):
         screenplay_from_fdx(document)
+
+
+_FDX_BODY = (
+    '<FinalDraft><Content><Paragraph Type="Scene Heading"><Text>INT. 東京 - 夜</Text></Paragraph>'
+    '<Paragraph Type="Action"><Text>雨が降る。</Text></Paragraph></Content></FinalDraft>'
+)
+
+
+@pytest.mark.parametrize("encoding", ["shift_jis", "euc-jp", "big5", "utf-8"])
+def test_fdx_in_a_declared_multi_byte_encoding_is_read(encoding: str) -> None:
+    # expat reads none of these but UTF-8 itself ("multi-byte encodings are not supported": a 500).
+    data = f'<?xml version="1.0" encoding="{encoding}"?>'.encode() + _FDX_BODY.encode(encoding)
+    content = screenplay_from_fdx(data)
+    assert content["scenes"] == [
+        {"heading": "INT. 東京 - 夜", "elements": [{"type": "action", "text": "雨が降る。"}]}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [
+        ("x-nope", "declares an encoding we do not know (x-nope)"),
+        ("rot13", "not readable as the encoding it declares (rot13)"),
+        ("zlib", "not readable as the encoding it declares (zlib)"),
+        ("utf-32", "not readable as the encoding it declares (utf-32)"),
+    ],
+)
+def test_fdx_in_an_encoding_that_cannot_be_read_is_refused_by_name(encoding: str, message: str) -> None:
+    data = f'<?xml version="1.0" encoding="{encoding}"?><FinalDraft><Content/></FinalDraft>'.encode()
+    with pytest.raises(ScreenplayImportError, match=re.escape(message)):
+        screenplay_from_fdx(data)
 
 
 def test_fountain_errors_name_the_line() -> None:
