@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -144,8 +145,15 @@ class _ActiveRunsCollector(Collector):
         yield self._family()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            active = generation_runs_active_count()
+        except DatabaseError as error:
+            # The database down: every other metric is still served (a scrape is how an operator
+            # sees the outage's effects); this one is left out rather than reported as 0.
+            logger.warning("story_generations_active left out of a scrape: the database failed (%s)", error)
+            return
         family = self._family()
-        family.add_metric([], generation_runs_active_count())
+        family.add_metric([], active)
         yield family
 
     def _family(self) -> GaugeMetricFamily:

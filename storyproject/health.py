@@ -23,6 +23,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -36,12 +37,14 @@ logger = logging.getLogger(__name__)
 _migrated = False
 
 
+@csrf_exempt  # a probe's wrong method is a 405, not the CSRF failure page
 @require_safe
 @never_cache
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain")
 
 
+@csrf_exempt
 @require_safe
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
@@ -115,6 +118,7 @@ _CHECKS: dict[str, Callable[[], bool | None]] = {
 _NEEDS = {"migrations": "database"}
 
 
+@csrf_exempt
 @require_safe
 @never_cache
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -154,6 +154,19 @@ def test_the_database_down_is_a_503_naming_it_without_its_name_or_host(database_
         assert secret not in text
 
 
+@pytest.mark.django_db(transaction=True)
+def test_metrics_are_served_with_the_database_down_leaving_out_only_the_active_runs(
+    database_gone: None, settings: Any
+) -> None:
+    settings.METRICS_TOKEN = "metrics-token-0123456789abcdef"
+    response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer metrics-token-0123456789abcdef")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "story_websockets_open" in text and "story_generations_total" in text
+    assert "story_generations_active" not in text
+
+
 @pytest.mark.django_db
-def test_readyz_refuses_writes() -> None:
-    assert Client().post("/readyz").status_code == 405
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_probes_refuse_writes_with_405_not_a_csrf_page(path: str) -> None:
+    assert Client(enforce_csrf_checks=True).post(path).status_code == 405
