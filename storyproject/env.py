@@ -67,6 +67,29 @@ def envnetworks(name: str) -> list[str]:
     return networks
 
 
+def redis_url(name: str) -> str:
+    """A Redis URL from the environment ("" when unset), checked as redis-py will read it: a
+    ``redis://``, ``rediss://`` or ``unix://`` URL, and a database number when the path names one."""
+    url = envstr(name)
+    if not url:
+        return ""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise ImproperlyConfigured(
+            f"{name} must start with redis://, rediss:// or unix://; got scheme {parsed.scheme!r}"
+        )
+    try:
+        parsed.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}'s port must be a number from 1 to 65535") from None
+    database = parsed.path.lstrip("/") if parsed.scheme != "unix" else ""
+    if database and not database.isdigit():
+        raise ImproperlyConfigured(
+            f"{name}'s path must be a database number, such as /0; got /{database[:20]}"
+        )
+    return url
+
+
 def database_from_url(url: str, *, base_dir: str) -> dict[str, object]:
     """Turn ``DATABASE_URL`` into a ``DATABASES['default']`` entry (SQLite or PostgreSQL)."""
     parsed = urlparse(url)
@@ -94,19 +117,34 @@ def database_from_url(url: str, *, base_dir: str) -> dict[str, object]:
     )
 
 
+# libpq's sslmode values (PostgreSQL docs, "Connection Strings", sslmode).
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _postgres_from_url(parsed: ParseResult) -> dict[str, object]:
     name = unquote(parsed.path.lstrip("/"))
     if not name:
         raise ImproperlyConfigured("DATABASE_URL for PostgreSQL needs a database name")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ImproperlyConfigured("DATABASE_URL's port must be a number from 1 to 65535") from None
     query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-    pool_max = int(query.pop("pool_max", "20"))
+    raw_pool_max = query.pop("pool_max", "20")
+    if not raw_pool_max.isdigit() or not 1 <= int(raw_pool_max) <= 1000:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL's pool_max must be a number from 1 to 1000; got {raw_pool_max!r}"
+        )
+    if "sslmode" in query and query["sslmode"] not in _SSLMODES:
+        raise ImproperlyConfigured(f"DATABASE_URL's sslmode must be one of {', '.join(_SSLMODES)}")
+    pool_max = int(raw_pool_max)
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": name,
         "USER": unquote(parsed.username or ""),
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": parsed.hostname or "",
-        "PORT": str(parsed.port or ""),
+        "PORT": str(port or ""),
         # psycopg 3's pool: connections are reused across requests and async-to-sync threads.
         "OPTIONS": {"pool": {"min_size": 1, "max_size": pool_max, "timeout": 10}, **query},
         "CONN_MAX_AGE": 0,

@@ -61,11 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DJANGO_DEBUG", "0")
     if options.prepare_only:
         return _prepare_here()
-    # In a child: the checks, collectstatic and migrate load all of Django, which the supervisor, a
-    # loop that only watches its processes, would otherwise hold for its whole life (~150 MB).
-    prepared = subprocess.run([sys.executable, "-m", "storyproject.serve", "--prepare-only"], cwd=_ROOT)
-    if prepared.returncode != 0:
-        return prepared.returncode
+    # The address first: a port already taken is said at once, not after the migrations and the
+    # recovery of interrupted runs (which can take minutes). Until the processes start, connections
+    # wait in the listening socket's backlog.
     try:
         listener = address.listen()
     except (
@@ -74,16 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     ) as error:  # the port or path is taken, the address not this machine's
         print(f"serve: cannot listen on {address}: {error}", file=sys.stderr)
         return 2
-    supervisor = Supervisor(
-        listener=listener,
-        domain=address.domain,
-        processes=options.processes,
-        daphne_options=daphne_options,
-        graceful=graceful,
-    )
     try:
+        # In a child: the checks, collectstatic and migrate load all of Django, which the supervisor,
+        # a loop that only watches its processes, would otherwise hold for its whole life (~150 MB).
+        prepared = subprocess.run([sys.executable, "-m", "storyproject.serve", "--prepare-only"], cwd=_ROOT)
+        if prepared.returncode != 0:
+            return prepared.returncode
+        supervisor = Supervisor(
+            listener=listener,
+            domain=address.domain,
+            processes=options.processes,
+            daphne_options=daphne_options,
+            graceful=graceful,
+        )
         return supervisor.run()
     finally:
+        listener.close()
         address.remove()
 
 
@@ -95,10 +99,16 @@ def graceful_seconds() -> int:
 
 
 def _prepare_here() -> int:
+    from django.db import Error as DatabaseError
+
     try:
         _prepare()
     except ServeRefused as refusal:
         print(f"serve: refusing to start: {refusal}", file=sys.stderr)
+        return 2
+    except DatabaseError as error:  # unreachable, refused the credentials, no such database
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"serve: refusing to start: the database (DATABASE_URL) failed: {reason}", file=sys.stderr)
         return 2
     return 0
 

@@ -13,7 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from stories.generation import models_registry
 from storyproject import serve
-from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, envstr
+from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, envstr, redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,10 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = envstr("REDIS_URL")
+REDIS_URL = redis_url("REDIS_URL")
+# prometheus-client's multiprocess mode writes its files there from the first metric on.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not os.path.isdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]):
+    raise ImproperlyConfigured("PROMETHEUS_MULTIPROC_DIR must name an existing directory")
 if REDIS_URL:
     CACHES = {
         "default": {

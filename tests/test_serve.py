@@ -234,6 +234,25 @@ def test_serve_refuses_a_bind_address_it_cannot_use_with_a_clear_message(
     assert f"serve: refusing to start: {said}" in refused
 
 
+def test_serve_says_a_taken_port_before_it_prepares_anything(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = _server_env(tmp_path)
+        result = subprocess.run(
+            [sys.executable, "-m", "storyproject.serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert f"serve: cannot listen on 127.0.0.1:{port}" in result.stderr
+    # Nothing was prepared: no migration ran, no database file was made.
+    assert "Applying" not in result.stdout + result.stderr
+    assert not list(tmp_path.glob("*.sqlite3"))
+
+
 def test_serve_restarts_a_process_that_dies(serve: object) -> None:
     served: Served = serve(1)  # type: ignore[operator]
     [first] = _children(served.process.pid)
@@ -259,6 +278,12 @@ def test_the_processes_stop_when_the_supervisor_is_killed(serve: object) -> None
         ({"DJANGO_SECRET_KEY": "short"}, "security.W009"),
         ({"DJANGO_DEBUG": "1"}, "refusing to start: DJANGO_DEBUG is on"),
         ({"SERVE_PROCESSES": "many"}, "refusing to start: SERVE_PROCESSES must be an integer"),
+        # A database that is not there: one line, not the pool's traceback.
+        (
+            {"DATABASE_URL": "postgres://postgres@127.0.0.1:1/story_nowhere?connect_timeout=2"},
+            "refusing to start: the database (DATABASE_URL) failed: ",
+        ),
+        ({"REDIS_URL": "http://127.0.0.1:6379/0"}, "REDIS_URL must start with redis://"),
     ],
 )
 def test_serve_refuses_an_unsafe_configuration_with_a_clear_message(

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
-from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks
+from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, redis_url
 
 
 @pytest.mark.parametrize("raw", ["maybe", "2", "yes please"])
@@ -70,10 +71,45 @@ def test_database_url_reads_relative_and_absolute_sqlite() -> None:
     assert database_from_url("sqlite:////tmp/x.db", base_dir="/srv")["NAME"] == "/tmp/x.db"
 
 
-@pytest.mark.parametrize("url", ["mysql://root@localhost/x", "postgres://localhost/", "sqlite://"])
-def test_database_url_rejects_unknown_schemes_and_missing_names(url: str) -> None:
-    with pytest.raises(ImproperlyConfigured):
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://root@localhost/x", "must start with sqlite:// or postgres://"),
+        ("postgres://localhost/", "needs a database name"),
+        ("sqlite://", "needs a file path"),
+        ("postgres://localhost:99999/x", "port must be a number from 1 to 65535"),
+        ("postgres://localhost/x?pool_max=abc", "pool_max must be a number from 1 to 1000"),
+        ("postgres://localhost/x?pool_max=0", "pool_max must be a number from 1 to 1000"),
+        ("postgres://localhost/x?sslmode=bogus", "sslmode must be one of disable, allow, prefer"),
+    ],
+)
+def test_database_url_rejects_what_would_fail_later_with_a_clear_message(url: str, message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=message):
         database_from_url(url, base_dir="/srv")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:6379/7", "REDIS_URL must start with redis://, rediss:// or unix://"),
+        ("redis://127.0.0.1:6379/abc", "REDIS_URL's path must be a database number"),
+        ("redis://127.0.0.1:70000/0", "REDIS_URL's port must be a number from 1 to 65535"),
+    ],
+)
+def test_settings_refuse_a_redis_url_redis_py_cannot_use(url: str, message: str) -> None:
+    # It passed start-up, and every generation then failed with "the generation failed unexpectedly".
+    assert message in _settings_refusal(REDIS_URL=url)
+
+
+def test_redis_url_takes_what_redis_py_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache.local:6380", "unix:///run/redis.sock?db=2"):
+        monkeypatch.setenv("REDIS_URL", url)
+        assert redis_url("REDIS_URL") == url
+
+
+def test_settings_refuse_a_missing_prometheus_multiprocess_directory(tmp_path: Path) -> None:
+    refusal = _settings_refusal(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing"))
+    assert "PROMETHEUS_MULTIPROC_DIR must name an existing directory" in refusal
 
 
 def _settings_refusal(**environ: str) -> str:
