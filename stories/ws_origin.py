@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import validate_host
+
+from storyproject.middleware import websocket_refuse
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -73,5 +74,5 @@ class SameOriginValidator:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "websocket" and not origin_allowed(scope.get("headers", [])):
-            return await WebsocketDenier()(scope, receive, send)
+            return await websocket_refuse(scope, receive, send)
         return await self.application(scope, receive, send)

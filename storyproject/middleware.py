@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
-from channels.security.websocket import WebsocketDenier
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict
 from django.http.cookie import parse_cookie
@@ -137,8 +136,21 @@ class UnstorableTextGuard:
         )
         if problem is not None:
             logger.warning("WebSocket handshake refused: %s", problem)
-            return await WebsocketDenier()(scope, receive, send)
+            return await websocket_refuse(scope, receive, send)
         return await self.application(scope, receive, send)
+
+
+async def websocket_refuse(scope: Mapping[str, Any], receive: Any, send: Any) -> None:
+    """Refuse a WebSocket handshake (the server answers 403) and end at once.
+
+    A ``websocket.close`` in answer to ``websocket.connect`` rejects the connection (ASGI spec,
+    "WebSocket", Close). Channels' ``WebsocketDenier`` is a consumer: it then waited for a disconnect
+    that a refused handshake never sends, on the channel layer too, until daphne killed it 10 s later
+    ("took too long to shut down and was killed"), for every refused cross-origin socket.
+    """
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close"})
 
 
 def unstorable_text_problem(

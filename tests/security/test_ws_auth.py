@@ -6,6 +6,7 @@ The generation consumer has its own tests; these pin the stack every WebSocket r
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -66,6 +67,17 @@ SAME = [(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000")]
 async def test_a_cross_site_or_originless_handshake_is_refused(headers: list[tuple[bytes, bytes]]) -> None:
     connected, _ = await _connect(headers)
     assert connected is False
+
+
+async def test_a_refused_handshake_ends_its_application_at_once() -> None:
+    # Channels' WebsocketDenier waited for a disconnect a refused handshake never sends (with Redis,
+    # on the channel layer too) until daphne killed it 10 s later, for every refused socket.
+    headers = [(b"host", b"127.0.0.1:8000"), (b"origin", b"https://evil.example")]
+    communicator = WebsocketCommunicator(APP, "/ws/whoami/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected is False
+    await asyncio.wait_for(asyncio.shield(communicator.future), timeout=1)
+    assert communicator.future.exception() is None
 
 
 @pytest.mark.parametrize(
