@@ -6,12 +6,15 @@ The pipeline binds the run id to the running task's context when a run is admitt
 carries ``run_id``. One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``,
 ``message``, ``run_id`` when there is one, ``exception`` when there is one. Five fields and ``json.dumps``
 need no dependency.
+
+``RepeatedFailure`` keeps a dependency's outage from flooding the log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -47,3 +50,44 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class RepeatedFailure:
+    """The log of something that fails again and again while a dependency is down (Redis).
+
+    One warning with its traceback when it starts failing, then one line a minute saying how many times
+    it failed since, and one when it works again. Logged at every attempt, a Redis outage wrote a
+    traceback every 110 ms per process (the run events' writer), and more from the cancel watcher and
+    the orphan announcements.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, *, every_seconds: float = 60.0) -> None:
+        self.logger = logger
+        self.what = what
+        self.every = every_seconds
+        self.failures = 0
+        self.since = 0.0
+        self.last_said = 0.0
+
+    def failed(self, detail: str = "") -> None:
+        """Call in the ``except`` block (the first time, its exception is logged)."""
+        now = time.monotonic()
+        self.failures += 1
+        if self.failures == 1:
+            self.since = self.last_said = now
+            self.logger.warning("%s failed%s", self.what, f" ({detail})" if detail else "", exc_info=True)
+        elif now - self.last_said >= self.every:
+            self.last_said = now
+            self.logger.warning(
+                "%s still failing: %d times in the last %.0f s", self.what, self.failures, now - self.since
+            )
+
+    def succeeded(self) -> None:
+        if self.failures:
+            self.logger.warning(
+                "%s works again, after %d failures in %.0f s",
+                self.what,
+                self.failures,
+                time.monotonic() - self.since,
+            )
+            self.failures = 0

@@ -19,8 +19,10 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from stories.runs.redis_conn import key_prefix, redis_client
+from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
+_ANNOUNCEMENTS = RepeatedFailure(logger, "waiting for orphaned-run announcements")
 
 # One wait on the channel at most this long, so that a connection that died is noticed.
 _WAIT_SLICE_SECONDS = 5.0
@@ -49,9 +51,10 @@ async def orphans_wait(seconds: float) -> None:
     if settings.REDIS_URL:
         try:
             await _announcement(deadline)
+            _ANNOUNCEMENTS.succeeded()
             return
         except RedisError:
-            logger.warning("waiting for orphaned-run announcements failed", exc_info=True)
+            _ANNOUNCEMENTS.failed()
             _subscriptions.pop(asyncio.get_running_loop(), None)
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 

@@ -24,8 +24,11 @@ from django.conf import settings
 
 from stories.runs.log import retention_seconds
 from stories.runs.redis_conn import redis_client, run_key
+from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
+# Per process: an outage is said once, then once a minute (storyproject.logs.RepeatedFailure).
+_WRITES = RepeatedFailure(logger, "writing run events to Redis")
 
 WRITE_INTERVAL_SECONDS = 0.1
 # At most this many events go in one pipelined write; a runner that finds this many waiting waits for
@@ -70,7 +73,9 @@ class _Writer:
                 except Exception:
                     # Redis down or slow: the run goes on (its own process's followers read it in
                     # memory); other processes miss these events.
-                    logger.warning("%s run events not written to Redis", len(batch), exc_info=True)
+                    _WRITES.failed(f"{len(batch)} events not written")
+                else:
+                    _WRITES.succeeded()
                 _settle_all(batch)
                 batch = []
                 if not self.pending:

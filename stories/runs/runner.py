@@ -26,8 +26,10 @@ from django.conf import settings
 from stories.errors import GenerationError
 from stories.runs.log import TERMINAL, RunEventLog
 from stories.runs.store import run_event_log
+from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
+_CANCEL_CHECKS = RepeatedFailure(logger, "checking this process's runs for a cancel")
 
 # How often a running run looks for a cancel sent from another process, and for followers.
 WATCH_SECONDS = 0.25
@@ -236,8 +238,9 @@ async def _watch(watched: dict[int, asyncio.Task[None]], log: RunEventLog) -> No
         try:
             stops = await _stop_reasons(list(watched), log)
         except Exception:
-            logger.warning("could not check %s runs for a cancel", len(watched), exc_info=True)
+            _CANCEL_CHECKS.failed(f"{len(watched)} runs")
             continue
+        _CANCEL_CHECKS.succeeded()
         for run_id, reason in stops.items():
             task = watched.pop(run_id, None)
             if task is not None and not task.done():

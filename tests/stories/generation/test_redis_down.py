@@ -15,6 +15,7 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from stories.models import GenerationRun
+from storyproject import logs
 from storyproject.cache import RETRY_AFTER_SECONDS
 from tests.stories.generation.conftest import ws_generate
 
@@ -78,3 +79,33 @@ def test_with_redis_url_the_settings_use_the_fail_soft_cache() -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "storyproject.cache.FailSoftRedisCache", result.stderr
+
+
+def test_an_outage_is_logged_once_then_once_a_minute_then_its_end(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run events' writer and the cancel watcher log through it: they wrote a traceback at every
+    # attempt, every 110 ms and 250 ms per process, for as long as Redis was down.
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    failure = logs.RepeatedFailure(logging.getLogger("tests.outage"), "writing run events to Redis")
+    with caplog.at_level(logging.WARNING, logger="tests.outage"):
+        for _ in range(500):  # 50 s of attempts every 0.1 s
+            try:
+                raise ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+            except ConnectionError:
+                failure.failed("3 events not written")
+            clock[0] += 0.1
+        clock[0] += 10.5
+        try:
+            raise ConnectionError("still down")
+        except ConnectionError:
+            failure.failed()
+        failure.succeeded()
+        failure.succeeded()
+    said = [(record.getMessage(), record.exc_info is not None) for record in caplog.records]
+    assert said == [
+        ("writing run events to Redis failed (3 events not written)", True),
+        ("writing run events to Redis still failing: 501 times in the last 60 s", False),
+        ("writing run events to Redis works again, after 501 failures in 60 s", False),
+    ]
