@@ -275,7 +275,8 @@ STORY_PARALLEL_RATE_LIMIT_RETRIES = envint("STORY_PARALLEL_RATE_LIMIT_RETRIES", 
 STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS = 2000
 # Importing Fountain or Final Draft (stories/imports/, docs/exports.md): the largest file (an FDX of a
 # feature film is 0.5-1.5 MB; its Fountain a tenth of that) and the most scenes (features run 40-200).
-STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 2_000_000, minimum=10_000, maximum=2_500_000)
+# Under API_MAX_BODY_BYTES: the editor saves the text as JSON ({"fountain": ...}), a little larger.
+STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 1_000_000, minimum=10_000, maximum=2_500_000)
 STORY_IMPORT_MAX_SCENES = envint("STORY_IMPORT_MAX_SCENES", 300, minimum=1, maximum=2000)
 
 # --- Limits (each gives a clear error when exceeded) ------------------------------------------
