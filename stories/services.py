@@ -7,7 +7,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from stories.generation.validation import CastEntry, cast_entries, screenplay_va
 from stories.limits import admission_check, admission_counts
 from stories.metrics import generation_run_observe
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.selectors import screenplay_fountain_for_story, story_version_find
+from stories.selectors import screenplay_fountain_for_story, story_version_find, story_version_latest
 from stories.validation import json_problem, text_clean_or_reject
 from storyproject.db import update_unflushed
 
@@ -252,6 +252,8 @@ def screenplay_version_create(
     """
     started = time.monotonic()
     story, number = _story_next_number(user_id=user_id, draft=draft)
+    if draft.base_version is not None and draft.base_version >= number:
+        raise GenerationError("invalid_request", f"the story has no version {draft.base_version}")
     if draft.base_version is not None and number != draft.base_version + 1:
         # Raised inside the transaction: the number handed out above is rolled back with it.
         raise GenerationError(
@@ -338,8 +340,24 @@ Origin = ScreenplayVersion.Origin
 def screenplay_version_write(
     *, user_id: int, story: Story, content: Any, base_version: int | None = None
 ) -> ScreenplayVersion:
-    """Save the writer's screenplay JSON as the story's next version (409 "version_conflict" if stale)."""
-    draft = _writer_draft(content=content, story_id=story.pk, origin=Origin.EDITED, based_on=base_version)
+    """Save the writer's screenplay JSON as the story's next version (409 "version_conflict" if stale).
+
+    A persona the edited version cast and an editor has deactivated since may stay in the content, as
+    a restore keeps it: the writer did not choose it now. It leaves the story's cast; a persona the
+    edit names anew must be active.
+    """
+
+    def carried() -> set[str]:  # read only when the edit names a persona that is not active
+        edited = (
+            story_version_find(story=story, number=base_version)
+            if base_version is not None
+            else story_version_latest(story=story)
+        )
+        return set(_personas_named(edited.content)) if edited is not None else set()
+
+    draft = _writer_draft(
+        content=content, story_id=story.pk, origin=Origin.EDITED, based_on=base_version, carried=carried
+    )
     return screenplay_version_create(user_id=user_id, draft=replace(draft, base_version=base_version))
 
 
@@ -425,18 +443,26 @@ def _scenes_bound(content: Any) -> None:
 
 
 def _writer_draft(
-    *, content: Any, story_id: int | None, origin: str, based_on: int | None
+    *,
+    content: Any,
+    story_id: int | None,
+    origin: str,
+    based_on: int | None,
+    carried: Callable[[], set[str]] | None = None,
 ) -> ScreenplayDraft:
-    """Check a writer's screenplay like a model's, except that any active persona may play a part."""
+    """Check a writer's screenplay like a model's, except that any active persona may play a part,
+    and one ``carried()`` over from the version edited may stay (out of the cast if it is inactive)."""
     _scenes_bound(content)
     problem = json_problem(content)
     if problem is not None:
         raise GenerationError("invalid_request", f"content {problem}")
     named = _personas_named(content)
     active = set(PersonaConfig.objects.filter(name__in=named, is_active=True).values_list("name", flat=True))
-    cast = screenplay_validate(
-        content=content, persona_names=[n for n in named if n in active], code="invalid_request"
+    allowed = active | (carried() if carried is not None and not active.issuperset(named) else set())
+    screenplay_validate(
+        content=content, persona_names=[n for n in named if n in allowed], code="invalid_request"
     )
+    cast = cast_entries(content.get("characters", []), [n for n in named if n in active])
     return ScreenplayDraft(
         title="",
         plot="",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from personas.models import PersonaConfig
 from stories.errors import GenerationError
 from stories.exports import ExportMeta
 from stories.exports.fdx import fdx_from_screenplay
@@ -130,6 +131,31 @@ def test_a_save_based_on_an_old_version_is_a_409_and_saves_nothing(writer: Any, 
     assert (story.versions.count(), story.latest_version_number) == (2, 2)
     # Without base_version the writer saves anyway.
     assert client.post(_versions(story), {"content": SCREENPLAY}, format="json").json()["number"] == 3
+    # A version the story never had is not a conflict: it is not there.
+    beyond = client.post(_versions(story), {"content": SCREENPLAY, "base_version": 99}, format="json")
+    assert (beyond.status_code, beyond.json()["message"]) == (400, "the story has no version 99")
+    assert story.versions.count() == 3
+
+
+def test_an_edit_keeps_a_persona_deactivated_since_the_version_it_edits_out_of_the_cast(
+    writer: Any, story: Story, persona_factory: Any
+) -> None:
+    # The editor carries the cast of the version edited over: the writer could not save at all once an
+    # editor had deactivated one of its personas (a restore already kept it).
+    PersonaConfig.objects.filter(name="hero").update(is_active=False)
+    text = _fountain(SCREENPLAY).replace("Now.", "Not yet.")
+    response = client_for(writer).post(_versions(story), {"fountain": text, "base_version": 1}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["content"]["characters"][0]["persona"] == "hero"
+    assert not story.cast.exists()
+    # Naming an inactive persona anew is still refused.
+    persona_factory("retired")
+    PersonaConfig.objects.filter(name="retired").update(is_active=False)
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"].append({"name": "JUNE", "persona": "retired"})
+    refused = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert refused.status_code == 400
+    assert "'retired', which is not one of the active personas" in refused.json()["message"]
 
 
 def test_fountain_that_cannot_be_read_names_the_line(writer: Any, story: Story) -> None:
