@@ -92,7 +92,15 @@ def persona_file_read(*, data: bytes, filename: str = "") -> list[PersonaImport]
     if isinstance(parsed, list):
         if not parsed:
             raise CardError(f"{_label(filename)}is an empty list: no persona to import.")
-        return [_from_ours(item, filename) for item in parsed]
+        personas = [_from_ours(item, filename) for item in parsed]
+        keys = [persona.name for persona in personas]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise CardError(
+                f"{_label(filename)}has more than one persona with the key {', '.join(map(repr, twice[:5]))}; "
+                "each key names one persona."
+            )
+        return personas
     if isinstance(parsed, dict) and "config_data" in parsed:
         return [_from_ours(parsed, filename)]
     return [_from_card(parsed, filename)]

@@ -148,6 +148,10 @@ def persona_import(
     signal, invalidates its cached context after the commit like any other edit.
     """
     personas = list(personas)
+    twice = sorted({p.name for p in personas if sum(q.name == p.name for q in personas) > 1})
+    if twice:
+        # The second would overwrite the first, in one import: said instead of done.
+        raise ValidationError(f"more than one persona has the key {', '.join(map(repr, twice[:5]))}")
     existing = PersonaConfig.objects.filter(name__in=[imported.name for imported in personas])
     persona_history_start(persona_pks=existing.values_list("pk", flat=True))
     results = []

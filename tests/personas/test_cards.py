@@ -161,6 +161,24 @@ def test_an_oversized_file_is_refused_before_it_is_read() -> None:
 
 
 @pytest.mark.django_db
+def test_one_key_twice_in_an_import_is_refused_not_overwritten(tmp_path: Path) -> None:
+    # The second persona overwrote the first ("created twin", "updated twin"); the admin's preview
+    # showed two new rows and its confirmation then failed with a false "changed by someone else".
+    twins = [
+        {"name": "twin", "display_name": "Twin A", "config_data": {"voice": "A."}},
+        {"name": "twin", "display_name": "Twin B", "config_data": {"voice": "B."}},
+    ]
+    with pytest.raises(CardError, match="has more than one persona with the key 'twin'"):
+        persona_file_read(data=json.dumps(twins).encode(), filename="twins.json")
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps(twins[0]))
+    second.write_text(json.dumps(twins[1]))
+    with pytest.raises(CommandError, match="Nothing imported: more than one persona has the key 'twin'"):
+        call_command("import_personas", str(first), str(second), stdout=io.StringIO())
+    assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
 def test_import_of_several_files_changes_nothing_when_one_is_bad(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.json", tmp_path / "bad.png"
     good.write_text(json.dumps(CARD_V2))
