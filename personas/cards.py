@@ -136,11 +136,15 @@ def _png_text_chunks(data: bytes, filename: str) -> dict[str, str]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            if width * height <= PNG_MAX_PIXELS:
+            # Reading the text chunks decodes every frame of an animated PNG (Pillow's PngImageFile.text
+            # loads the image, seeking to its last frame): its frames count too (acTL, read at open).
+            frames = getattr(image, "n_frames", 1)
+            if width * height * frames <= PNG_MAX_PIXELS:
                 return dict(image.text)  # type: ignore[attr-defined]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CardError(f"{_label(filename)}is not a readable PNG image ({error}).") from None
-    raise CardError(f"{_label(filename)}is a {width}x{height} image; a card is at most 4096x4096 pixels.")
+    size = f"{width}x{height} image" + (f" of {frames} frames" if frames > 1 else "")
+    raise CardError(f"{_label(filename)}is a {size}; a card is at most 4096x4096 pixels, all frames counted.")
 
 
 def _from_ours(raw: object, filename: str) -> PersonaImport:

@@ -154,6 +154,23 @@ def test_bad_files_are_refused_with_a_clear_error(data: bytes, message: str) -> 
         persona_file_read(data=data, filename="upload")
 
 
+def _animated_card(frames: int, size: tuple[int, int]) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("chara", base64.b64encode(json.dumps(CARD_V2).encode()).decode())
+    images = [Image.new("RGB", size, (n, 0, 0)) for n in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "PNG", save_all=True, append_images=images[1:], pnginfo=info)
+    return buffer.getvalue()
+
+
+def test_an_animated_card_counts_every_frame_against_the_pixel_bound() -> None:
+    # Reading its text decodes every frame: 40 frames of 4096x4096 took 12 s and 200 MB per upload.
+    with pytest.raises(CardError, match="is a 2048x2048 image of 5 frames; a card is at most 4096x4096"):
+        persona_file_read(data=_animated_card(5, (2048, 2048)), filename="upload")
+    [persona] = persona_file_read(data=_animated_card(3, (64, 64)), filename="small.png")
+    assert persona.display_name == CARD_V2["data"]["name"]
+
+
 @override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048)
 def test_an_oversized_file_is_refused_before_it_is_read() -> None:
     with pytest.raises(CardError, match="The file is 4096 bytes; the limit is 2048 bytes"):
