@@ -36,8 +36,12 @@ from stories.models import GenerationRun
 from stories.runs.orphans import orphans_wait
 from stories.runs.runner import run_resume as run_logged_resume
 from stories.runs.runner import run_settled
-from stories.runs.store import run_event_log
-from stories.selectors import generation_pace_get, generation_runs_orphaned, generation_settings_get
+from stories.selectors import (
+    generation_pace_get,
+    generation_run_measures,
+    generation_runs_orphaned,
+    generation_settings_get,
+)
 from stories.services import (
     INTERRUPTED_MESSAGE,
     RUN_LEASE_OWNER,
@@ -153,13 +157,13 @@ async def _resume_logged(run_id: int) -> str:
             return "skipped"  # not orphaned after all: another process claimed it first
         await run_logged_resume(run_id=run_id, events=_claimed_events(claim))
         await run_settled(run_id=run_id)
-        log = run_event_log()
-        last = await log.read(run_id, max(0, await log.last_seq(run_id) - 1))
+        # How it ended, as the database says (its log may be in a Redis that is down).
+        ended = await db_call(generation_run_measures)(run_id=run_id)
     except Exception:
         logger.exception("resuming run %s failed unexpectedly", run_id)
         return "failed"
-    ending = last[-1]["type"] if last else ""
-    return {"done": "finished", "error": "failed", "cancelled": "cancelled"}.get(ending, "failed")
+    status = ended.status if ended is not None else ""
+    return {"succeeded": "finished", "failed": "failed", "cancelled": "cancelled"}.get(status, "failed")
 
 
 # The watcher and the resumes it started, kept so that they are not garbage-collected while they run.

@@ -29,6 +29,9 @@ from stories.runs.store import run_event_log
 from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
+# Where a resumed run's log goes on when the dead process's could not be read (a run writes a few
+# thousand events).
+SEQ_AFTER_UNREAD = 10_000_000
 _CANCEL_CHECKS = RepeatedFailure(logger, "checking this process's runs for a cancel")
 
 # How often a running run looks for a cancel sent from another process, and for followers.
@@ -74,7 +77,15 @@ async def run_resume(*, run_id: int, events: AsyncGenerator[dict[str, Any], None
     For resuming runs after a killed process (issue 16 part B); returns once the task is started.
     """
     log = run_event_log()
-    await log.open(run_id, last_seq=await log.last_seq(run_id))
+    try:
+        last_seq = await log.last_seq(run_id)
+    except Exception:
+        # Redis down: what the dead process wrote cannot be read, and the run is resumed all the same
+        # (Redis only speeds things up). Its log goes on far past anything a run writes, so that once
+        # Redis is back its events follow the old ones (a client following it sees a jump, no repeat).
+        last_seq = SEQ_AFTER_UNREAD
+        logger.warning("run %s: its event log could not be read; it goes on after seq %s", run_id, last_seq)
+    await log.open(run_id, last_seq=last_seq)
     started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
     driven = _Driven(log=log, started=started, run_id=run_id)
     # Registered before its task first runs: a cancel from now on finds it.

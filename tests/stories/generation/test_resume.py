@@ -260,6 +260,25 @@ def test_recover_runs_resumes_orphans_and_marks_failed_only_what_cannot_be_resum
     assert [scene_number(r.body) for r in fake_anthropic.requests] == [2]
 
 
+def test_recover_runs_resumes_with_redis_down_and_counts_what_the_database_says(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # The dead process's event log is in Redis, which is down: the run was claimed, then failed on
+    # reading the log's last seq; it stayed streaming under a fresh lease and was counted "failed".
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    expected = screenplay(scenes=2)
+    assembled = screenplay_as_assembled(expected)
+    fake_anthropic.default = FakeScreenwriter(expected)
+    work = {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+    resumable = _orphan(writer, mode="parallel", work=work)
+    out = StringIO()
+    call_command("recover_runs", stdout=out)
+    assert "1 orphaned run(s): 1 resumed and finished, 0 failed" in out.getvalue()
+    resumable.refresh_from_db()
+    assert resumable.status == "succeeded"
+    assert ScreenplayVersion.objects.get(run_id=resumable.pk).content == assembled
+
+
 async def test_a_server_process_finds_and_resumes_orphans_on_its_own(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
