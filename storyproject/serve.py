@@ -49,6 +49,12 @@ class ServeRefused(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if os.environ.get("LOG_FORMAT", "").strip() == "json":
+        # The supervisor's own lines (listening, a process restarted, stopping) as the processes' are.
+        from storyproject.logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     try:
         options, daphne_options = _arguments(argv)
         graceful = graceful_seconds()

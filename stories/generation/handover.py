@@ -34,6 +34,7 @@ from stories.runs.runner import run_cancel, run_held, run_settled, running_ids
 from stories.selectors import run_get
 from stories.services import RUN_LEASE_OWNER, generation_run_lease_release
 from storyproject.db import db_call
+from storyproject.logs import run_log_context_bind
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ async def runs_hand_over() -> dict[str, int]:
 
 
 async def _hand_over(run_id: int) -> str:
+    run_log_context_bind(run_id=run_id)  # a task of its own (gather): its lines carry the run's id
     try:
         run = await db_call(run_get)(run_id=run_id)
     except ObjectDoesNotExist:

@@ -50,6 +50,7 @@ from stories.services import (
     generation_run_release,
 )
 from storyproject.db import db_call
+from storyproject.logs import run_log_context_bind
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ async def _resume_logged(run_id: int) -> str:
     client attached to the run sees ``resumed`` and the rest with no gap and no repeat. Claimed first:
     a run another process claimed is left to it, its log untouched.
     """
+    run_log_context_bind(run_id=run_id)  # a task of its own (gather, create_task): its lines carry the id
     try:
         claim = await db_call(_run_claim)(run_id)
         if claim is None:

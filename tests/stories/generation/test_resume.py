@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from contextlib import aclosing
 from datetime import timedelta
 from io import StringIO
@@ -37,6 +38,7 @@ from stories.services import (
     generation_run_lease_renew,
     generation_run_release,
 )
+from storyproject.logs import JsonFormatter
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.fake_screenwriter import (
     FakeScreenwriter,
@@ -406,3 +408,30 @@ def _updates_this_transaction() -> tuple[int, int]:
         )
         row = cursor.fetchone()
     return (row[0], row[1]) if row else (0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_lines_a_resume_logs_about_a_run_carry_its_id(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # A resume runs in a task of its own, outside the run's pipeline: "run N resumed with..." had no
+    # run_id in the JSON log lines.
+    expected = screenplay(scenes=2)
+    assembled = screenplay_as_assembled(expected)
+    fake_anthropic.default = FakeScreenwriter(expected)
+    work = {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+    orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
+    stream = StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    resume_logger = logging.getLogger("stories.generation.resume")
+    level = resume_logger.level
+    resume_logger.addHandler(handler)
+    resume_logger.setLevel(logging.INFO)
+    try:
+        assert await runs_resume_drain(run_ids=[orphan.pk]) == {"finished": 1}
+    finally:
+        resume_logger.removeHandler(handler)
+        resume_logger.setLevel(level)
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines() if "resumed with" in text]
+    assert line["run_id"] == orphan.pk
