@@ -85,6 +85,11 @@ def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
 def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: int) -> HttpResponse:
     """The story page's "Rewrite this scene" form: rewrite it, then show the new version (or why not)."""
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    if not 0 < number <= _MAX_VERSION_NUMBER:
+        raise Http404
+    # A version the story does not have is a 404 here, not a redirect to one (and a message shown on
+    # whatever page comes next).
+    selectors.story_version_get(story=story, number=number)
     url = reverse("stories:story-detail", args=[story.pk])
     try:
         regenerate = scene_regenerate_request_parse(
@@ -148,7 +153,7 @@ def _generator_context(*, story: Story | None) -> dict[str, Any]:
 
 def _version_number(raw: str) -> int:
     raw = raw.strip()
-    if not raw.isdecimal() or not 0 < int(raw) <= _MAX_VERSION_NUMBER:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= _MAX_VERSION_NUMBER:
         raise BadRequest(f"{raw[:20]!r} is not a version number.")
     return int(raw)
 

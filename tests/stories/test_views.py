@@ -141,6 +141,7 @@ def test_story_page_shows_any_version_and_404s_for_a_missing_one(logged_in: Clie
     # The page says what was wrong, escaped; a host outside ALLOWED_HOSTS gets no such detail.
     assert refused.status_code == 400
     assert "&#x27;&lt;b&gt;abc&#x27; is not a version number." in refused.content.decode()
+    assert logged_in.get(f"/stories/{story.pk}/?version=\uff11").status_code == 400  # a full-width digit
     foreign = logged_in.get("/", HTTP_HOST="evil.example")
     assert foreign.status_code == 400
     assert "The request could not be understood." in foreign.content.decode()

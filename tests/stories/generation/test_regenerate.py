@@ -113,6 +113,12 @@ def test_the_api_refuses_another_writers_story_and_a_scene_that_does_not_exist(
         401,
         403,
     )
+    # The story page's form for a version the story does not have: a 404, not a redirect to one.
+    page = Client()
+    page.force_login(writer)
+    for number in (9, 2**70):
+        assert page.post(f"/stories/{story_id}/versions/{number}/scenes/0/regenerate/").status_code == 404
+    assert not fake_anthropic.requests
     assert fake_anthropic.requests == []
     assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
 
