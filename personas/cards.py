@@ -62,7 +62,9 @@ class PersonaImport:
     name: str
     display_name: str
     config_data: dict[str, Any]
-    is_active: bool = True
+    # None: the file does not say (a Character Card has no such field): a new persona is active, an
+    # existing one keeps what it is (a card re-imported for a deactivated persona reactivated it).
+    is_active: bool | None = None
 
 
 class PersonaFile(Protocol):
@@ -110,10 +112,12 @@ def _label(filename: str) -> str:
     return f"{filename} " if filename else "The file "
 
 
-def _json_loads(data: bytes, filename: str) -> Any:
+def _json_loads(data: bytes, filename: str, *, in_png: bool = False) -> Any:
     try:
         return json_loads_untrusted(data.decode("utf-8-sig"))
     except UnicodeDecodeError:
+        if in_png:
+            raise CardError(f"{_label(filename)}has a card chunk whose text is not UTF-8.") from None
         raise CardError(f"{_label(filename)}is neither a PNG nor UTF-8 JSON text.") from None
     except UntrustedJSONError as error:
         raise CardError(f"{_label(filename)}is refused. {error}") from None
@@ -129,7 +133,7 @@ def _png_card(data: bytes, filename: str) -> Any:
         decoded = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise CardError(f"{_label(filename)}has a card chunk that is not base64.") from None
-    return _json_loads(decoded, filename)
+    return _json_loads(decoded, filename, in_png=True)
 
 
 def _png_text_chunks(data: bytes, filename: str) -> dict[str, str]:
@@ -150,8 +154,8 @@ def _png_text_chunks(data: bytes, filename: str) -> dict[str, str]:
 def _from_ours(raw: object, filename: str) -> PersonaImport:
     if not isinstance(raw, dict) or not isinstance(raw.get("config_data"), dict):
         raise CardError(f"{_label(filename)}has a persona without a 'config_data' object.")
-    is_active = raw.get("is_active", True)
-    if not isinstance(is_active, bool):
+    is_active = raw.get("is_active")
+    if is_active is not None and not isinstance(is_active, bool):
         raise CardError(f"{_label(filename)}has an 'is_active' that is not true or false.")
     display_name = _display_name(raw.get("display_name") or raw.get("name"), filename)
     return _checked(

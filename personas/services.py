@@ -176,7 +176,12 @@ def _import_version_check(name: str, persona: PersonaConfig | None, expected: in
 def _import_one(imported: PersonaImport, persona: PersonaConfig | None) -> tuple[PersonaConfig, str]:
     status = "created" if persona is None else "updated"
     persona = persona or PersonaConfig(name=imported.name)
-    wanted = (imported.display_name, imported.config_data, imported.is_active)
+    active = (
+        imported.is_active
+        if imported.is_active is not None
+        else (persona.is_active if status == "updated" else True)
+    )
+    wanted = (imported.display_name, imported.config_data, active)
     if status == "updated" and (persona.display_name, persona.config_data, persona.is_active) == wanted:
         return persona, "unchanged"
     persona.display_name, persona.config_data, persona.is_active = wanted

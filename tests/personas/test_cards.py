@@ -297,3 +297,45 @@ def test_reimporting_a_card_replaces_the_cached_context() -> None:
     persona_import(personas=persona_file_read(data=json.dumps(changed).encode()))
     (context,) = persona_contexts(names=["captain-vega"]).contexts
     assert "noodle bar" in context.context and "salvage tug" not in context.context
+
+
+@pytest.mark.django_db
+def test_a_card_reimported_for_a_deactivated_persona_leaves_it_deactivated(tmp_path: Path) -> None:
+    # A card has no "active" field: it made the persona active again, without a word in the command.
+    source = tmp_path / "vega.png"
+    source.write_bytes(card_png({"chara": json.dumps(CARD_V2).encode()}))
+    call_command("import_personas", str(source), stdout=io.StringIO())
+    PersonaConfig.objects.filter(name="captain-vega").update(is_active=False)
+    call_command("import_personas", str(source), stdout=io.StringIO())
+    assert PersonaConfig.objects.get(name="captain-vega").is_active is False
+    # Our own format says it, and is followed; a new persona from a card is active.
+    ours = tmp_path / "ours.json"
+    ours.write_text(
+        json.dumps(
+            {
+                "name": "captain-vega",
+                "display_name": "Vega",
+                "is_active": True,
+                "config_data": {"voice": "Steady."},
+            }
+        )
+    )
+    call_command("import_personas", str(ours), stdout=io.StringIO())
+    assert PersonaConfig.objects.get(name="captain-vega").is_active is True
+
+
+def test_a_card_chunk_that_is_not_utf8_is_named_as_such() -> None:
+    data = card_png({"chara": b"\xff\xfe not text"})
+    with pytest.raises(CardError, match="has a card chunk whose text is not UTF-8"):
+        persona_file_read(data=data, filename="upload.png")
+
+
+@pytest.mark.django_db
+def test_the_import_command_writes_no_control_characters_from_a_file(tmp_path: Path) -> None:
+    source = tmp_path / "red.json"
+    name = "Ctrl\x07\x1b[31m Red"
+    source.write_text(json.dumps({"name": "red", "display_name": name, "config_data": {"voice": "Loud."}}))
+    output = io.StringIO()
+    call_command("import_personas", str(source), stdout=output)
+    assert "\x1b" not in output.getvalue() and "\x07" not in output.getvalue()
+    assert "created red (Ctrl??[31m Red)" in output.getvalue()

@@ -27,7 +27,9 @@ class Command(BaseCommand):
         except ValidationError as error:
             raise CommandError(f"Nothing imported: {'; '.join(error.messages)}") from None
         for persona, status in results:
-            self.stdout.write(f"{status} {persona.name} ({persona.display_name})")
+            # The display name is the file's: control characters (terminal escapes) are not written out.
+            shown = "".join(c if c.isprintable() else "?" for c in persona.display_name)
+            self.stdout.write(f"{status} {persona.name} ({shown})")
         self.stdout.write(f"{len(results)} persona(s) imported.")
 
 
