@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -42,7 +43,7 @@ from stories.generation.parallel_continue import part_continue_prompt, part_pars
 from stories.generation.parallel_prompt import parallel_prompt_outline
 from stories.generation.parallel_scenes import FanOut, scenes_write
 from stories.generation.prompt import PersonaContextLike
-from stories.generation.run import CallResult, Run, call_log, call_text
+from stories.generation.run import CallResult, Run, call_log, call_text, ms_since
 from stories.models import GenerationRun
 
 
@@ -70,6 +71,25 @@ async def parallel_write(
     With ``resume`` (a run taken over from a dead process) the checkpointed outline and scenes are
     kept and only the missing scenes are written; the ``resumed`` event has announced them already.
     """
+    # The model's whole part of the run, outline to last scene: the calls overlap, so their own times
+    # do not add up to it (single mode adds its one call's, run.record.llm_ms).
+    started = time.monotonic()
+    try:
+        async with aclosing(_parallel_events(run, contexts, brief, content, edit, resume)) as events:
+            async for event in events:
+                yield event
+    finally:
+        run.record.llm_ms = (run.record.llm_ms or 0) + ms_since(started)
+
+
+async def _parallel_events(
+    run: Run,
+    contexts: Sequence[PersonaContextLike],
+    brief: Brief,
+    content: dict[str, Any],
+    edit: SceneEdit | None,
+    resume: ResumePoint | None,
+) -> AsyncGenerator[dict[str, Any], None]:
     details = run.record.details
     details.update({"mode": GenerationRun.Mode.PARALLEL.value, "calls": details.get("calls", [])})
     if edit is not None:

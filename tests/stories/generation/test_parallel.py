@@ -84,6 +84,9 @@ async def test_outline_then_every_scene_assembled_in_outline_order_whatever_orde
     assert sorted(c["index"] for c in calls if c["task"] == "scene") == [0, 1, 2, 3]
     assert run.output_tokens == sum(c["output_tokens"] for c in calls)
     assert run.details["first_scene_ms"] <= run.total_ms
+    # The model's part of the run, outline to last scene (it was never recorded in parallel mode).
+    assert run.llm_ms is not None and 0 < run.llm_ms <= run.total_ms
+    assert events[-1]["timings"]["llm_ms"] == run.llm_ms
 
 
 async def test_no_more_scene_calls_run_at_once_than_the_concurrency_setting(
