@@ -275,7 +275,12 @@ def generation_pace_get(*, model: str, max_tokens: int) -> GenerationPace:
 def _pace_observed(*, model: str) -> GenerationPace | None:
     rows = list(
         GenerationRun.objects.filter(
-            model=model, status=GenerationRun.Status.SUCCEEDED, llm_ms__gt=0, ttft_ms__isnull=False
+            model=model,
+            status=GenerationRun.Status.SUCCEEDED,
+            # One call's pace: a parallel run's llm_ms spans calls that overlap.
+            mode=GenerationRun.Mode.SINGLE,
+            llm_ms__gt=0,
+            ttft_ms__isnull=False,
         ).values_list("output_tokens", "llm_ms", "ttft_ms")[:_PACE_RUNS]
     )
     writing_seconds = sum(max((llm or 0) - (ttft or 0), 1) for _, llm, ttft in rows) / 1000
