@@ -234,18 +234,16 @@ def test_serve_refuses_a_bind_address_it_cannot_use_with_a_clear_message(
     assert f"serve: refusing to start: {said}" in refused
 
 
+def _serve_once(env: dict[str, str], port: int) -> subprocess.CompletedProcess[str]:
+    """``make serve`` on ``port``, expected to refuse: what it printed and its exit status."""
+    command = [sys.executable, "-m", "storyproject.serve", "--port", str(port)]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_serve_says_a_taken_port_before_it_prepares_anything(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        env = _server_env(tmp_path)
-        result = subprocess.run(
-            [sys.executable, "-m", "storyproject.serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = _serve_once(_server_env(tmp_path), port)
     assert result.returncode == 2
     assert f"serve: cannot listen on 127.0.0.1:{port}" in result.stderr
     # Nothing was prepared: no migration ran, no database file was made.
@@ -295,14 +293,7 @@ def test_serve_refuses_an_unsafe_configuration_with_a_clear_message(
             del env[name]
         else:
             env[name] = value
-    result = subprocess.run(
-        [sys.executable, "-m", "storyproject.serve", "--port", str(_free_port())],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _serve_once(env, _free_port())
     assert result.returncode == 2
     assert said in result.stderr
     assert "Traceback" not in result.stderr

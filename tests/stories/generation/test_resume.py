@@ -73,6 +73,14 @@ def _orphan(user: Any, *, mode: str, work: dict[str, Any], expired: bool = True)
     )
 
 
+def _two_scenes_one_kept(fake_anthropic: FakeAnthropic) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A two-scene screenplay the fake writes, and a parallel run's work with its outline and scene 1."""
+    expected = screenplay(scenes=2)
+    assembled = screenplay_as_assembled(expected)
+    fake_anthropic.default = FakeScreenwriter(expected)
+    return assembled, {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+
+
 async def _resume(run_id: int) -> list[dict[str, Any]]:
     async with aclosing(run_resume(run_id=run_id)) as events:
         received = [event async for event in events]
@@ -235,10 +243,7 @@ async def test_a_run_that_lost_its_lease_stops_and_writes_nothing(
 def test_recover_runs_resumes_orphans_and_marks_failed_only_what_cannot_be_resumed(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    expected = screenplay(scenes=2)
-    assembled = screenplay_as_assembled(expected)
-    fake_anthropic.default = FakeScreenwriter(expected)
-    work = {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+    assembled, work = _two_scenes_one_kept(fake_anthropic)
     resumable = _orphan(writer, mode="parallel", work=work)
     no_outline = _orphan(writer, mode="parallel", work={})
     legacy = GenerationRun.objects.create(user=writer, status="streaming", model=MODEL, max_tokens=1024)
@@ -268,10 +273,7 @@ def test_recover_runs_resumes_with_redis_down_and_counts_what_the_database_says(
     # The dead process's event log is in Redis, which is down: the run was claimed, then failed on
     # reading the log's last seq; it stayed streaming under a fresh lease and was counted "failed".
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    expected = screenplay(scenes=2)
-    assembled = screenplay_as_assembled(expected)
-    fake_anthropic.default = FakeScreenwriter(expected)
-    work = {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+    assembled, work = _two_scenes_one_kept(fake_anthropic)
     resumable = _orphan(writer, mode="parallel", work=work)
     out = StringIO()
     call_command("recover_runs", stdout=out)
@@ -308,10 +310,7 @@ async def test_a_resumed_run_goes_on_in_its_event_log_after_the_last_seq_a_clien
 ) -> None:
     """The log the dead process wrote (Redis keeps it; here this process's log plays that part) goes
     on with `resumed` and the missing scene: a follower that re-attaches with `after` misses nothing."""
-    expected = screenplay(scenes=2)
-    assembled = screenplay_as_assembled(expected)
-    fake_anthropic.default = FakeScreenwriter(expected)
-    work = {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+    _, work = _two_scenes_one_kept(fake_anthropic)
     orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
     log = run_event_log()
     await log.open(orphan.pk)
@@ -416,10 +415,7 @@ async def test_the_lines_a_resume_logs_about_a_run_carry_its_id(
 ) -> None:
     # A resume runs in a task of its own, outside the run's pipeline: "run N resumed with..." had no
     # run_id in the JSON log lines.
-    expected = screenplay(scenes=2)
-    assembled = screenplay_as_assembled(expected)
-    fake_anthropic.default = FakeScreenwriter(expected)
-    work = {"outline": screenplay_outline(expected), "scenes": {"0": assembled["scenes"][0]}}
+    _, work = _two_scenes_one_kept(fake_anthropic)
     orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
     stream = StringIO()
     handler = logging.StreamHandler(stream)
