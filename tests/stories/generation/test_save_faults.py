@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 
-from stories.generation import finish, pipeline
+from stories.generation import checkpoint, finish, pipeline
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import generate_message, screenplay, unaddressed, ws_connect, ws_events
@@ -87,3 +87,19 @@ async def test_the_database_failing_on_the_cast_after_admission_fails_the_run_wi
     run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
     assert run.status == "failed"
     assert fake_anthropic.requests == []
+
+
+async def test_the_database_failing_mid_run_is_said_to_be_the_databases_doing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint's write failing (the database gone mid-stream) ended the run with "the generation
+    # failed unexpectedly" under llm_unavailable, not retryable: it read as the model's failure.
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=2))))
+    monkeypatch.setattr(checkpoint, "generation_run_checkpoint", _database_down)
+    events = await _generate(writer)
+    assert unaddressed(events[-1]) == {
+        "type": "error",
+        "code": "llm_unavailable",
+        "message": f"the server's database failed during the generation (run {events[0]['run_id']}); please try again",
+        "retryable": True,
+    }
