@@ -105,8 +105,10 @@ class AdminRegexFilterMiddleware(MiddlewareMixin):
     """
 
     def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
-        if request.path.startswith(reverse("admin:index")) and any(
-            key.rsplit("__", 1)[-1] in ("regex", "iregex") for key in request.GET
+        if (
+            request.GET
+            and request.path.startswith(reverse("admin:index"))
+            and any(key.rsplit("__", 1)[-1] in ("regex", "iregex") for key in request.GET)
         ):
             return bad_request_response(
                 request, "The admin's lists cannot be filtered by a regular expression."
