@@ -66,6 +66,18 @@ class PersonaImport:
     # existing one keeps what it is (a card re-imported for a deactivated persona reactivated it).
     is_active: bool | None = None
 
+    def active_after(self, stored: Any | None) -> bool:
+        """Whether the persona is active once imported over ``stored`` (the persona of that key, or None)."""
+        if self.is_active is not None:
+            return self.is_active
+        return stored.is_active if stored is not None else True
+
+
+def keys_twice(personas: list[PersonaImport]) -> list[str]:
+    """The keys more than one of ``personas`` has: importing them, the second would overwrite the first."""
+    keys = [persona.name for persona in personas]
+    return sorted({key for key in keys if keys.count(key) > 1})
+
 
 class PersonaFile(Protocol):
     """What the writers need from a persona (a ``PersonaConfig`` fits)."""
@@ -95,8 +107,7 @@ def persona_file_read(*, data: bytes, filename: str = "") -> list[PersonaImport]
         if not parsed:
             raise CardError(f"{_label(filename)}is an empty list: no persona to import.")
         personas = [_from_ours(item, filename) for item in parsed]
-        keys = [persona.name for persona in personas]
-        twice = sorted({key for key in keys if keys.count(key) > 1})
+        twice = keys_twice(personas)
         if twice:
             raise CardError(
                 f"{_label(filename)}has more than one persona with the key {', '.join(map(repr, twice[:5]))}; "

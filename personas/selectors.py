@@ -316,9 +316,7 @@ def persona_import_plan(*, personas: Sequence[PersonaImport]) -> list[ImportPlan
         after = persona_state(
             name=imported.name,
             display_name=imported.display_name,
-            is_active=imported.is_active
-            if imported.is_active is not None
-            else (persona.is_active if persona is not None else True),
+            is_active=imported.active_after(persona),
             config_data=imported.config_data,
         )
         before = persona_current_state(persona=persona) if persona is not None else None

@@ -24,7 +24,7 @@ from django.utils import timezone
 from reversion.models import Version
 
 from personas import cache as context_cache
-from personas.cards import PersonaImport
+from personas.cards import PersonaImport, keys_twice
 from personas.models import PersonaConfig
 
 EDITORS_GROUP = "Editors"
@@ -148,7 +148,7 @@ def persona_import(
     signal, invalidates its cached context after the commit like any other edit.
     """
     personas = list(personas)
-    twice = sorted({p.name for p in personas if sum(q.name == p.name for q in personas) > 1})
+    twice = keys_twice(personas)
     if twice:
         # The second would overwrite the first, in one import: said instead of done.
         raise ValidationError(f"more than one persona has the key {', '.join(map(repr, twice[:5]))}")
@@ -176,12 +176,7 @@ def _import_version_check(name: str, persona: PersonaConfig | None, expected: in
 def _import_one(imported: PersonaImport, persona: PersonaConfig | None) -> tuple[PersonaConfig, str]:
     status = "created" if persona is None else "updated"
     persona = persona or PersonaConfig(name=imported.name)
-    active = (
-        imported.is_active
-        if imported.is_active is not None
-        else (persona.is_active if status == "updated" else True)
-    )
-    wanted = (imported.display_name, imported.config_data, active)
+    wanted = (imported.display_name, imported.config_data, imported.active_after(persona))
     if status == "updated" and (persona.display_name, persona.config_data, persona.is_active) == wanted:
         return persona, "unchanged"
     persona.display_name, persona.config_data, persona.is_active = wanted

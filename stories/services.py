@@ -404,7 +404,6 @@ def story_import(
     ``cast`` maps character names to a persona name (or None: no persona); names not in it keep what
     the content says. The plot is the logline, which is what the title page says the story is about.
     """
-    _scenes_bound(content)
     if isinstance(content, dict) and cast:
         characters = content.get("characters") or []
         named = {c.get("name") for c in characters if isinstance(c, dict)}

@@ -78,16 +78,20 @@ def redis_url(name: str) -> str:
         raise ImproperlyConfigured(
             f"{name} must start with redis://, rediss:// or unix://; got scheme {parsed.scheme!r}"
         )
-    try:
-        parsed.port  # noqa: B018 - raises for a port that is not a number in range
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}'s port must be a number from 1 to 65535") from None
+    _port(parsed, name)
     database = parsed.path.lstrip("/") if parsed.scheme != "unix" else ""
     if database and not database.isdigit():
         raise ImproperlyConfigured(
             f"{name}'s path must be a database number, such as /0; got /{database[:20]}"
         )
     return url
+
+
+def _port(parsed: ParseResult, name: str) -> int | None:
+    try:
+        return parsed.port  # raises for a port that is not a number in range
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}'s port must be a number from 1 to 65535") from None
 
 
 def database_from_url(url: str, *, base_dir: str) -> dict[str, object]:
@@ -125,10 +129,7 @@ def _postgres_from_url(parsed: ParseResult) -> dict[str, object]:
     name = unquote(parsed.path.lstrip("/"))
     if not name:
         raise ImproperlyConfigured("DATABASE_URL for PostgreSQL needs a database name")
-    try:
-        port = parsed.port
-    except ValueError:
-        raise ImproperlyConfigured("DATABASE_URL's port must be a number from 1 to 65535") from None
+    port = _port(parsed, "DATABASE_URL")
     query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
     raw_pool_max = query.pop("pool_max", "20")
     if not raw_pool_max.isdigit() or not 1 <= int(raw_pool_max) <= 1000:

@@ -119,19 +119,19 @@ async def _run_events(
     except (asyncio.CancelledError, GeneratorExit):
         await _run_close(run, GenerationRun.Status.CANCELLED, None)
         raise
-    except DatabaseError:
-        # Not the model's doing: said so (the code stays the protocol's one for an unexpected failure).
-        logger.exception("generation run %s failed: the database failed", run.run_id)
-        failure = GenerationError(
-            "llm_unavailable",
-            f"the server's database failed during the generation (run {run.run_id}); please try again",
-            retryable=True,
-        )
-        await _run_close(run, GenerationRun.Status.FAILED, failure)
-        yield failure.as_event()
-    except Exception:
+    except Exception as error:
         logger.exception("generation run %s failed unexpectedly", run.run_id)
-        failure = GenerationError("llm_unavailable", f"the generation failed unexpectedly (run {run.run_id})")
+        if isinstance(error, DatabaseError):
+            # Not the model's doing: said so (the code stays the protocol's one for an unexpected failure).
+            failure = GenerationError(
+                "llm_unavailable",
+                f"the server's database failed during the generation (run {run.run_id}); please try again",
+                retryable=True,
+            )
+        else:
+            failure = GenerationError(
+                "llm_unavailable", f"the generation failed unexpectedly (run {run.run_id})"
+            )
         await _run_close(run, GenerationRun.Status.FAILED, failure)
         yield failure.as_event()
 

@@ -56,14 +56,14 @@ def _expat_readable(data: bytes) -> bytes:
     try:
         codec = codecs.lookup(name)
     except LookupError:
-        raise ScreenplayImportError(f"the file declares an encoding we do not know ({name[:40]})") from None
+        raise ScreenplayImportError(f"the file declares an encoding we do not know ({name})") from None
     if codec.name in _EXPAT_READS:
         return data
     try:
         text = data.decode(codec.name)
     except (LookupError, UnicodeError, ValueError):  # not a text encoding (rot13, zlib), or not in it
         raise ScreenplayImportError(
-            f"the file is not readable as the encoding it declares ({name[:40]})"
+            f"the file is not readable as the encoding it declares ({name})"
         ) from None
     # The first "encoding=" is the declaration's: it now says what the bytes are.
     return re.sub(r"""(encoding\s*=\s*["'])[^"']*""", r"\1UTF-8", text.lstrip("\ufeff"), count=1).encode()
