@@ -62,7 +62,8 @@ COST = Counter(
 )
 RETRIES = Counter(
     "story_model_call_retries",
-    "Model calls of parallel runs retried after an upstream error, by the error's code.",
+    "Model calls retried after an upstream error (a parallel run's calls and a single-pass run's "
+    "back-end retries), by the error's code.",
     ["code"],
 )
 SOCKETS_OPEN = Gauge(
@@ -106,15 +107,25 @@ def _observe(run: GenerationRun) -> None:
     cost = usage_cost_usd(model=run.model, **{kind: getattr(run, kind) for kind in TOKEN_KINDS})
     if cost is not None:
         COST.labels(model=run.model).inc(float(cost))
-    for code in retried_errors(calls=run.details.get("calls", []) if isinstance(run.details, dict) else []):
+    for code in run_retries(run.details):
         RETRIES.labels(code=code).inc()
+
+
+def run_retries(details: Any) -> list[str]:
+    """The error codes of a finished run's retried attempts: its parallel calls followed by another
+    attempt, and the back-end's own retries (``details["retries"]``, stories.generation.run.CallResult)."""
+    if not isinstance(details, dict):
+        return []
+    retries = details.get("retries")
+    own = [str(code) for code in retries] if isinstance(retries, list) else []
+    return [*retried_errors(calls=details.get("calls") or []), *own]
 
 
 def retried_errors(*, calls: Iterable[Any]) -> list[str]:
     """The error codes of the calls that were followed by another attempt at the same task.
 
     A parallel run logs every call in ``details["calls"]`` with its task, scene index, attempt and
-    status (the error code when it failed). A single-pass run's back-end retries are not logged.
+    status (the error code when it failed).
     """
     last: dict[tuple[Any, Any], int] = {}
     entries = [call for call in calls if isinstance(call, dict)]

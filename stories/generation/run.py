@@ -20,6 +20,7 @@ from stories.errors import GenerationError
 from stories.generation.backends.base import (
     Brief,
     CallFinished,
+    CallRetried,
     GenerationBackend,
     ModelCall,
     Usage,
@@ -144,6 +145,8 @@ class CallResult:
     report: UsageReport | None = None
     ttft_ms: int | None = None
     ms: int = 0
+    # The protocol codes of the failed attempts the back-end tried again (backends.base.CallRetried).
+    retries: list[str] = field(default_factory=list)
 
     @property
     def usage(self) -> Usage:
@@ -183,6 +186,8 @@ async def call_stream(
                     result.report = item
                 elif isinstance(item, CallFinished):
                     result.finished = item
+                elif isinstance(item, CallRetried):
+                    result.retries.append(item.code)
                 else:
                     if result.ttft_ms is None:
                         result.ttft_ms = ms_since(started)
@@ -222,6 +227,8 @@ async def call_text(
 def _call_close(run: Run, result: CallResult, log: dict[str, Any] | None) -> None:
     if result.text:
         run.texts.append(result.text)
+    if result.retries:
+        run.record.details.setdefault("retries", []).extend(result.retries)
     end = result.finished
     if end is None:
         # Cancelled, dropped or failed mid-stream: what the API reported so far, the output estimated.

@@ -38,6 +38,7 @@ from stories.errors import GenerationError
 from stories.generation.backends.base import (
     BackendEvent,
     CallFinished,
+    CallRetried,
     GenerationBackend,
     ModelCall,
     TextDelta,
@@ -84,6 +85,7 @@ class AnthropicBackend(GenerationBackend):
                 retries = settings.STORY_LLM_MAX_RETRIES if call.max_retries is None else call.max_retries
                 if text_sent or not error.retryable or attempt >= retries:
                     raise
+                yield CallRetried(code=error.code)
                 await asyncio.sleep(backoff_seconds(attempt, error.retry_after))
                 attempt += 1
 

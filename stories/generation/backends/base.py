@@ -99,7 +99,15 @@ class CallFinished:
     usage: Usage = field(default_factory=Usage)
 
 
-BackendEvent = TextDelta | UsageReport | CallFinished
+@dataclass(frozen=True)
+class CallRetried:
+    """An attempt failed before any text was passed on, and the back-end tries the call again: the
+    failure's protocol code (counted in the run's ``details["retries"]`` and in the metrics)."""
+
+    code: str
+
+
+BackendEvent = TextDelta | UsageReport | CallFinished | CallRetried
 
 
 def cut_call_usage(report: UsageReport | None, text: str) -> tuple[Usage, bool]:

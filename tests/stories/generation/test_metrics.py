@@ -130,6 +130,25 @@ def test_a_failed_generation_is_counted_as_failed(
     )
 
 
+def test_a_single_pass_runs_own_retries_are_counted_by_code(
+    metrics_on: None, writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fast = {"retry-after-ms": "1"}
+    fake_anthropic.script(
+        Reply(status=529, error_type="overloaded_error", headers=fast),
+        Reply(status=429, error_type="rate_limit_error", headers=fast),
+        Reply(text=screenplay_text(screenplay(scenes=2))),
+    )
+    before = scrape()
+    response = _generate(writer)
+    assert response.status_code == 201, response.content
+    after = scrape()
+    retries = "story_model_call_retries_total"
+    for code in ("llm_overloaded", "llm_rate_limited"):
+        assert value(after, retries, code=code) == value(before, retries, code=code) + 1
+    assert GenerationRun.objects.get().details["retries"] == ["llm_overloaded", "llm_rate_limited"]
+
+
 def test_a_claude_run_adds_its_tokens_and_cost_at_the_registry_prices(
     metrics_on: None, writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
