@@ -573,7 +573,9 @@ class RunEventsApi(APIView):
     summary="Cancel a run, wherever it runs",
     description=(
         "The run stops within a second, in whatever server process runs it, and is recorded `cancelled`; "
-        "its followers get `cancelled`. A run that has already ended is left as it is (200 with its status)."
+        "its followers get `cancelled`. A run whose process died (orphaned, not resumed yet) is closed "
+        "`cancelled` at once and never resumed (200, status `cancelled`). A run that has already ended is "
+        "left as it is (200 with its status)."
     ),
     tags=["generation"],
     request=None,
@@ -590,5 +592,7 @@ class RunCancelApi(APIView):
         run = _own_run(request, run_id)
         if run.status != GenerationRun.Status.STREAMING:
             return Response({"run_id": run.pk, "status": run.status})
-        async_to_sync(run_cancel)(run_id=run.pk)
+        if async_to_sync(run_cancel)(run_id=run.pk):
+            # Orphaned (its process died): nothing ran it, and it was closed as cancelled at once.
+            return Response({"run_id": run.pk, "status": GenerationRun.Status.CANCELLED})
         return Response({"run_id": run.pk, "status": "cancelling"}, status=status.HTTP_202_ACCEPTED)

@@ -552,15 +552,53 @@ def generation_run_claim(*, run_id: int, lease_owner: str) -> GenerationRun | No
         # This process runs it and let its lease lapse (a stalled loop): it carries on, under its own
         # lease owner, and a second copy here could not be told apart from it.
         return None
-    now = timezone.now()
-    orphaned = GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.STREAMING).filter(
-        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
-    )
-    if not orphaned.update(lease_owner=lease_owner, lease_expires_at=_lease_until()):
+    if not _run_orphaned(run_id=run_id).update(lease_owner=lease_owner, lease_expires_at=_lease_until()):
         return None
     claimed = GenerationRun.objects.get(pk=run_id)
     _running_here[run_id] = claimed.user_id
     return claimed
+
+
+def _run_orphaned(*, run_id: int) -> Any:
+    """The run while it is orphaned: streaming, its lease expired (its process died, or let it go)."""
+    now = timezone.now()
+    return GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.STREAMING).filter(
+        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
+    )
+
+
+# What a checkpoint's usage (paid before the process died) writes to the run's record.
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+@transaction.atomic
+def generation_run_cancel_orphaned(*, run_id: int) -> bool:
+    """Close an orphaned run as cancelled, keeping the usage its checkpoint says was paid; False when
+    it is not orphaned (a process runs it, and sees the cancel request itself, or it has ended).
+
+    No process runs an orphaned run to see a cancel: left streaming, it would be resumed, paid for and
+    saved. The UPDATE's WHERE is the claim's (lease expired), so of a cancel and a claim racing for
+    the same run exactly one wins.
+    """
+    if run_id in _running_here:
+        return False
+    checkpoint = _run_orphaned(run_id=run_id).select_for_update().values_list("checkpoint", flat=True).first()
+    if checkpoint is None:
+        return False
+    usage = checkpoint.get("usage") if isinstance(checkpoint, dict) else None
+    paid = {
+        key: value for key, value in (usage or {}).items() if key in _USAGE_FIELDS and isinstance(value, int)
+    }
+    closed = _run_orphaned(run_id=run_id).update(
+        status=GenerationRun.Status.CANCELLED,
+        finished_at=timezone.now(),
+        usage_estimated=bool(checkpoint.get("usage_estimated")) if isinstance(checkpoint, dict) else False,
+        **_LEASE_ENDED,
+        **paid,
+    )
+    if closed:
+        _run_observe_after_commit(run_id=run_id)
+    return bool(closed)
 
 
 def generation_run_interrupt(*, run_id: int, lease_owner: str, message: str = INTERRUPTED_MESSAGE) -> bool:

@@ -26,6 +26,8 @@ from django.conf import settings
 from stories.errors import GenerationError
 from stories.runs.log import TERMINAL, RunEventLog
 from stories.runs.store import run_event_log
+from stories.services import generation_run_cancel_orphaned
+from storyproject.db import db_call
 from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
@@ -100,8 +102,9 @@ def _keep(task: asyncio.Task[None]) -> asyncio.Task[None]:
     return task
 
 
-async def run_cancel(*, run_id: int) -> None:
-    """Cancel the run wherever it runs: here at once, elsewhere within WATCH_SECONDS."""
+async def run_cancel(*, run_id: int) -> bool:
+    """Cancel the run wherever it runs: here at once, elsewhere within WATCH_SECONDS. An orphaned run
+    (its process died; nothing runs it) is closed as cancelled here and now: returns True then."""
     task = _task(run_id)
     if task is not None:
         loop = task.get_loop()
@@ -110,7 +113,20 @@ async def run_cancel(*, run_id: int) -> None:
         else:
             # Asked from another thread's loop (a blocking view's): cancelled on its own loop.
             loop.call_soon_threadsafe(task.cancel)
-    await run_event_log().cancel_request(run_id)
+    log = run_event_log()
+    await log.cancel_request(run_id)
+    if task is not None or not await db_call(generation_run_cancel_orphaned)(run_id=run_id):
+        return False
+    try:
+        # Its followers (the log the dead process wrote, in Redis) get the end it will never write.
+        if await log.exists(run_id) and not await log.ended(run_id):
+            await log.open(run_id, last_seq=await log.last_seq(run_id))
+            await log.append(run_id, {"type": "cancelled"})
+            await log.flush()
+    except Exception:
+        # Redis down: a follower finds the end in the database (stories.runs.follow).
+        logger.warning("run %s: its cancel could not be written to its event log", run_id, exc_info=True)
+    return True
 
 
 def run_is_local(*, run_id: int) -> bool:

@@ -15,12 +15,13 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from stories.generation.checkpoint import checkpoint_request
 from stories.generation.events import ResumedEvent
@@ -431,3 +432,34 @@ async def test_the_lines_a_resume_logs_about_a_run_carry_its_id(
         resume_logger.setLevel(level)
     [line] = [json.loads(text) for text in stream.getvalue().splitlines() if "resumed with" in text]
     assert line["run_id"] == orphan.pk
+
+
+def test_a_cancel_of_an_orphaned_run_holds_through_recover_runs(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # The writer cancels a run whose process died: no process runs it to see the cancel, so the run
+    # is closed `cancelled` there and then; recover_runs must not resume it, pay for it and save it.
+    _, work = _two_scenes_one_kept(fake_anthropic)
+    orphan = _orphan(writer, mode="parallel", work=work)
+    async_to_sync(_log_as_the_dead_process_left_it)(orphan.pk)
+    client = APIClient()
+    client.force_authenticate(writer)
+    response = client.post(f"/api/runs/{orphan.pk}/cancel/")
+    assert (response.status_code, response.json()["status"]) == (200, "cancelled")
+    # A client following it gets the end the dead process never wrote.
+    assert [e["type"] for e in async_to_sync(_followed)(orphan.pk, after=0)] == ["accepted", "cancelled"]
+    orphan.refresh_from_db()
+    assert (orphan.status, orphan.lease_owner, orphan.checkpoint) == ("cancelled", "", {})
+    assert orphan.finished_at is not None and orphan.usage_estimated is False
+    out = StringIO()
+    call_command("recover_runs", stdout=out)
+    assert out.getvalue().startswith("0 orphaned run(s)")
+    assert not ScreenplayVersion.objects.filter(run_id=orphan.pk).exists()
+    assert fake_anthropic.requests == []
+
+
+async def _log_as_the_dead_process_left_it(run_id: int) -> None:
+    log = run_event_log()
+    await log.open(run_id)
+    await log.append(run_id, {"type": "accepted"})
+    await log.flush()
