@@ -610,6 +610,8 @@ def generation_run_interrupt(*, run_id: int, lease_owner: str, message: str = IN
         finished_at=timezone.now(),
         **_LEASE_ENDED,
     )
+    if closed:
+        _run_observe_after_commit(run_id=run_id)
     return bool(closed)
 
 
@@ -626,3 +628,5 @@ def _orphans_close(*, user_id: int) -> None:
             finished_at=timezone.now(),
             **_LEASE_ENDED,
         )
+        for run_id in orphans:
+            _run_observe_after_commit(run_id=run_id)

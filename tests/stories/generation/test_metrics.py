@@ -4,10 +4,12 @@ counters moving after real generations (the offline back-end, and the real SDK a
 from __future__ import annotations
 
 import asyncio
+from io import StringIO
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.management import call_command
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
@@ -147,6 +149,16 @@ def test_a_single_pass_runs_own_retries_are_counted_by_code(
     for code in ("llm_overloaded", "llm_rate_limited"):
         assert value(after, retries, code=code) == value(before, retries, code=code) + 1
     assert GenerationRun.objects.get().details["retries"] == ["llm_overloaded", "llm_rate_limited"]
+
+
+def test_a_run_that_recover_runs_closes_as_interrupted_is_counted(metrics_on: None, writer: Any) -> None:
+    # A run its dead process left streaming, which cannot be resumed (no checkpoint): closed failed.
+    GenerationRun.objects.create(user=writer, status="streaming", model=MODEL, max_tokens=1024)
+    labels = {"status": "failed", "model": MODEL, "mode": "single"}
+    before = value(scrape(), "story_generations_total", **labels)
+    call_command("recover_runs", stdout=StringIO())
+    assert GenerationRun.objects.get().error_code == "interrupted"
+    assert value(scrape(), "story_generations_total", **labels) == before + 1
 
 
 def test_a_claude_run_adds_its_tokens_and_cost_at_the_registry_prices(
