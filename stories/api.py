@@ -44,7 +44,7 @@ from stories.imports import ScreenplayImportError, import_format_for, screenplay
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.runs.follow import run_events
 from stories.runs.runner import RunStart, run_cancel, run_start
-from stories.runs.sse import run_has_more, run_sse_stream, sse_after
+from stories.runs.sse import request_credential, run_has_more, run_sse_stream, sse_after
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import (
@@ -561,7 +561,8 @@ class RunEventsApi(APIView):
         if after is None or not async_to_sync(run_has_more)(run_id=run.pk, after=after):
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
         response = StreamingHttpResponse(
-            run_sse_stream(run_id=run.pk, after=after), content_type="text/event-stream; charset=utf-8"
+            run_sse_stream(run_id=run.pk, after=after, credential=request_credential(request)),
+            content_type="text/event-stream; charset=utf-8",
         )
         response["Cache-Control"] = "no-cache"
         # A reverse proxy (nginx) passes each event on at once instead of buffering the stream.

@@ -5,19 +5,32 @@ EventSource's ``onmessage`` sees every event). A browser's EventSource reconnect
 stream ends or drops and sends the last id as ``Last-Event-ID``; the stream goes on from there. Once
 the client has the terminal event, the answer is 204, which tells EventSource to stop reconnecting.
 An end rebuilt from the database (its seq unknown) has the id ``end``, which is also answered 204.
+
+The request's credential (its token, or its session) is asked again, as an open WebSocket's is, at
+the first event after every ``ws_sessions.WATCH_SECONDS``: once it no longer holds (a revoked or
+replaced token, a logout, a changed password, a deactivated user) the stream ends there, and the
+reconnect is refused (401, which stops an EventSource). The run itself goes on: a follower
+does not own it.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
+from rest_framework.authtoken.models import Token
+from rest_framework.request import Request
+
+from stories import ws_sessions
 from stories.errors import GenerationError
 from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events_follow
 from stories.runs.store import run_event_log
+from stories.ws_auth import SocketCredential, credential_current
+from storyproject.db import db_call
 
 END_ID = "end"
 # How long EventSource waits before reconnecting after a drop.
@@ -44,10 +57,28 @@ async def run_has_more(*, run_id: int, after: int) -> bool:
     return await log.last_seq(run_id) > after
 
 
-async def run_sse_stream(*, run_id: int, after: int) -> AsyncGenerator[bytes, None]:
+def request_credential(request: Request) -> SocketCredential | None:
+    """What signed the request in: its API token, or its session; None when neither (a test's forced
+    user), then nothing is asked again."""
+    user_id = request.user.pk
+    if isinstance(request.auth, Token):
+        return SocketCredential(user_id=user_id, token_key=request.auth.key)
+    session = getattr(request._request, "session", None)
+    session_key = session.session_key if session is not None else None
+    return SocketCredential(user_id=user_id, session_key=session_key) if session_key else None
+
+
+async def run_sse_stream(
+    *, run_id: int, after: int, credential: SocketCredential | None = None
+) -> AsyncGenerator[bytes, None]:
     yield f"retry: {_RETRY_MS}\n\n".encode()
+    checked = time.monotonic()
     async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
         async for event in events:
+            if credential is not None and time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
+                if not await db_call(credential_current)(credential=credential):
+                    return  # see the module's docstring: the stream ends, the reconnect is refused
+                checked = time.monotonic()
             yield sse_message(event)
 
 

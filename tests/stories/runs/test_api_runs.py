@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from stories import ws_sessions
 from stories.models import GenerationRun, ScreenplayVersion
+from stories.runs.log import TERMINAL
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import screenplay, ws_connect, ws_events
 from tests.stories.runs.conftest import run_streaming, script_slow
@@ -155,3 +158,36 @@ def test_the_openapi_schema_documents_the_run_endpoints(writer: Any) -> None:
     assert "202" in schema["paths"]["/api/runs/{run_id}/cancel/"]["post"]["responses"]
     generate = schema["paths"]["/api/ai/generate-screenplay/"]["post"]
     assert "202" in generate["responses"]
+
+
+async def test_an_sse_stream_ends_once_its_token_is_revoked_and_the_reconnect_is_refused(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As an open WebSocket's, the stream's credential is asked again while it runs (ws_sessions).
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2)
+    script_slow(fake_anthropic, tokens_per_second=40)
+    communicator, run_id = await run_streaming(writer)
+    token = await Token.objects.acreate(user=writer)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    try:
+        response = await sync_to_async(client.get)(f"/api/runs/{run_id}/events/")
+        assert response.status_code == 200
+        chunks = aiter(response.streaming_content)
+        received = [await anext(chunks) for _ in range(3)]  # retry:, accepted, the first text
+        await token.adelete()
+        received += [chunk async for chunk in chunks]  # ends, although the run goes on
+        types = [
+            json.loads(line[6:])["type"]
+            for c in received
+            for line in c.decode().splitlines()
+            if line.startswith("data: ")
+        ]
+        assert types[0] == "accepted" and not TERMINAL & set(types)
+        assert (await GenerationRun.objects.aget(pk=run_id)).status == "streaming"
+        again = await sync_to_async(client.get)(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID="1")
+        assert again.status_code == 401
+    finally:
+        await communicator.send_json_to({"type": "cancel"})
+        await ws_events(communicator)
+        await communicator.disconnect()
