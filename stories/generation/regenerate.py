@@ -21,7 +21,13 @@ from django.conf import settings
 from stories.errors import GenerationError
 from stories.generation.parallel import SceneEdit
 from stories.generation.pipeline import generation_run
-from stories.generation.requests import GenerationRequest, allowed_models, int_parse, model_parse
+from stories.generation.requests import (
+    GenerationRequest,
+    allowed_models,
+    fields_known_check,
+    int_parse,
+    model_parse,
+)
 from stories.selectors import story_find_for_user, story_version_find
 
 _FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens"})
@@ -45,9 +51,7 @@ def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
     """
     if not isinstance(data, dict):
         raise _invalid("the request must be a JSON object")
-    unknown = sorted(str(key)[:40] for key in data if key not in _FIELDS)
-    if unknown:
-        raise _invalid(f"unknown fields: {', '.join(unknown)}")
+    fields_known_check(data, _FIELDS)
     return SceneRegenerateRequest(
         story_id=int_parse(data.get("story_id"), "story_id", 1, _MAX_ID),
         version=int_parse(data.get("version"), "version", 1, _MAX_ID),

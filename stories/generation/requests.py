@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +38,7 @@ def generation_request_parse(data: object) -> GenerationRequest:
     """Validate an untrusted JSON object; raise GenerationError("invalid_request") naming the bad field."""
     if not isinstance(data, dict):
         raise _invalid("the request must be a JSON object")
-    # A key may hold a lone surrogate or control characters: escape them so the message stays sendable.
-    unknown = sorted(json.dumps(str(key)[:40])[1:-1] for key in data if key not in _FIELDS)
-    if unknown:
-        raise _invalid(f"unknown fields: {', '.join(unknown)}")
+    fields_known_check(data, _FIELDS)
     return GenerationRequest(
         plot=_plot(data.get("plot")),
         personas=_personas(data.get("personas")),
@@ -52,6 +50,15 @@ def generation_request_parse(data: object) -> GenerationRequest:
         ),
         mode=_mode(data.get("mode")),
     )
+
+
+def fields_known_check(data: dict[Any, Any], allowed: Collection[str]) -> None:
+    """Refuse a request with fields outside ``allowed``, naming them (every message of the protocol)."""
+    # A key may hold a lone surrogate or control characters: escape them so the message stays sendable
+    # (a lone surrogate cannot be encoded: the error frame or response itself would fail).
+    unknown = sorted(json.dumps(str(key)[:40])[1:-1] for key in data if key not in allowed)
+    if unknown:
+        raise _invalid(f"unknown fields: {', '.join(unknown)}")
 
 
 def model_label(model: str) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stories.errors import GenerationError
-from stories.generation.requests import int_parse
+from stories.generation.requests import fields_known_check, int_parse
 
 MAX_ID = 2**63 - 1
 
@@ -21,7 +21,7 @@ class RunAddress:
 
 def attach_parse(fields: dict[str, Any]) -> RunAddress:
     """``{"run_id": N, "after": S}``: run_id required, after optional (0)."""
-    _only(fields, {"run_id", "after"})
+    fields_known_check(fields, {"run_id", "after"})
     if "run_id" not in fields:
         raise GenerationError("invalid_request", "attach needs a run_id")
     return RunAddress(
@@ -31,16 +31,10 @@ def attach_parse(fields: dict[str, Any]) -> RunAddress:
 
 def cancel_parse(fields: dict[str, Any]) -> RunAddress:
     """``{"run_id": N}`` or nothing (the socket's own run)."""
-    _only(fields, {"run_id"})
+    fields_known_check(fields, {"run_id"})
     run_id = fields.get("run_id")
     return RunAddress(run_id=None if run_id is None else int_parse(run_id, "run_id", 1, MAX_ID))
 
 
 def after_parse(value: Any) -> int:
     return int_parse(value, "after", 0, MAX_ID)
-
-
-def _only(fields: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(str(key)[:40] for key in fields if key not in allowed)
-    if unknown:
-        raise GenerationError("invalid_request", f"unknown fields: {', '.join(unknown)}")

@@ -138,6 +138,25 @@ def test_the_api_refuses_a_body_that_is_not_a_json_object(
     assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
 
 
+def test_the_api_names_a_hostile_unknown_field_without_failing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # An unknown key holding a lone surrogate was named verbatim: the 400's body could not be encoded
+    # (a 500), and on the socket the error frame could not be sent (the connection failed with 1011).
+    story_id, _ = _story_with_version(writer)
+    client = APIClient()
+    client.force_authenticate(writer)
+    url = f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/"
+    response = client.post(url, '{"\\ud800": 1}', content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid_request",
+        "message": "unknown fields: \\ud800",
+        "retryable": False,
+    }
+    assert fake_anthropic.requests == []
+
+
 async def test_the_socket_rewrites_one_scene_streaming_it_then_saves_a_new_version(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:

@@ -154,8 +154,17 @@ async def test_the_hourly_limit_refuses_with_when_to_retry(
     [
         '{"type": "generate", "\\ud800": 1, "plot": "x", "personas": ["noir-detective"]}',
         '{"type": "generate", "bad\\u0000key\\n": 1, "plot": "x", "personas": ["noir-detective"]}',
+        '{"type": "attach", "run_id": 1, "\\ud800": 1}',
+        '{"type": "cancel", "\\udfff": 1}',
+        '{"type": "regenerate_scene", "story_id": 1, "version": 1, "index": 0, "\\ud800": 1}',
     ],
-    ids=["surrogate-key", "control-key"],
+    ids=[
+        "surrogate-key",
+        "control-key",
+        "attach-surrogate-key",
+        "cancel-surrogate-key",
+        "rewrite-surrogate-key",
+    ],
 )
 async def test_a_hostile_field_name_gets_invalid_request_and_the_socket_stays_usable(
     writer: Any, cast: Any, offline: None, frame: str
