@@ -89,7 +89,10 @@ class StorySerializer(serializers.ModelSerializer):
 
 
 class ScreenplayVersionSummarySerializer(serializers.ModelSerializer):
-    run: serializers.PrimaryKeyRelatedField[Any] = serializers.PrimaryKeyRelatedField(read_only=True)
+    # Null for a version no run wrote (edited, restored, imported): the schema must say so.
+    run: serializers.PrimaryKeyRelatedField[Any] = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
     title = serializers.SerializerMethodField()
     scene_count = serializers.SerializerMethodField()
 
@@ -156,7 +159,10 @@ class RunUsageSerializer(serializers.Serializer):
 
 
 class GenerationRunSerializer(serializers.ModelSerializer):
-    story: serializers.PrimaryKeyRelatedField[Any] = serializers.PrimaryKeyRelatedField(read_only=True)
+    # Null for a run that saved no new story (refused, failed or cancelled) or whose story was deleted.
+    story: serializers.PrimaryKeyRelatedField[Any] = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True
+    )
     version = serializers.SerializerMethodField()
     persona_names = serializers.ListField(child=serializers.CharField(), read_only=True)
     timings = serializers.SerializerMethodField()

@@ -40,6 +40,11 @@ def auth_headers(user_factory: Any, persona_factory: Any, settings: Any) -> dict
         )
         ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY, model="offline", run=run)
         Story.objects.filter(pk=story.pk).update(latest_version_number=1)
+    # Rows whose references are null, as every failed run and every edited version has: the schema
+    # said "integer" for them and the responses held null.
+    GenerationRun.objects.create(user=writer, status="failed", model="offline", max_tokens=1024)
+    ScreenplayVersion.objects.create(story=story, number=2, content=SCREENPLAY, origin="edited", based_on=1)
+    Story.objects.filter(pk=story.pk).update(latest_version_number=2)
     return {"Authorization": f"Token {Token.objects.create(user=writer).key}"}
 
 
