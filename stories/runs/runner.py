@@ -31,8 +31,8 @@ from storyproject.db import db_call
 from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
-# Where a resumed run's log goes on when the dead process's could not be read (a run writes a few
-# thousand events).
+# Where a resumed run's log goes on when the dead process's could not be read, or is not kept anywhere
+# this process can read (a run writes a few thousand events).
 SEQ_AFTER_UNREAD = 10_000_000
 _CANCEL_CHECKS = RepeatedFailure(logger, "checking this process's runs for a cancel")
 
@@ -87,6 +87,11 @@ async def run_resume(*, run_id: int, events: AsyncGenerator[dict[str, Any], None
         # Redis is back its events follow the old ones (a client following it sees a jump, no repeat).
         last_seq = SEQ_AFTER_UNREAD
         logger.warning("run %s: its event log could not be read; it goes on after seq %s", run_id, last_seq)
+    if last_seq == 0:
+        # Nothing of the run's log is here (without Redis it died with the dead process): its clients
+        # may hold any seq that log reached, and one that re-attaches after it must still get `resumed`
+        # and the end (a log starting again at 1 gave it nothing, and the page waited forever).
+        last_seq = SEQ_AFTER_UNREAD
     await log.open(run_id, last_seq=last_seq)
     started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
     driven = _Driven(log=log, started=started, run_id=run_id)

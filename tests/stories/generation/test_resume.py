@@ -326,6 +326,25 @@ async def test_a_resumed_run_goes_on_in_its_event_log_after_the_last_seq_a_clien
     assert [e["type"] for e in events[-2:]] == ["saved", "done"]
 
 
+async def test_a_client_of_a_dead_process_whose_log_is_gone_gets_resumed_and_the_end(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    """Without Redis the dead process's log died with it. A client (the page, after a restart)
+    re-attaches with the last seq it had from that log: the resumed log used to start again at seq 1,
+    so every event of it was at or before that seq, and the client got nothing, not even the end."""
+    _, work = _two_scenes_one_kept(fake_anthropic)
+    orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
+    assert not await run_event_log().exists(orphan.pk)
+    follower = asyncio.ensure_future(_followed(orphan.pk, after=500))
+    assert await runs_resume_drain(run_ids=[orphan.pk]) == {"finished": 1}
+    events = await asyncio.wait_for(follower, timeout=10)
+    assert events[0]["type"] == "resumed" and events[0]["seq"] > 500
+    assert [event["seq"] for event in events] == list(range(events[0]["seq"], events[0]["seq"] + len(events)))
+    assert [e["type"] for e in events[-2:]] == ["saved", "done"]
+    # A client that saw nothing of the run gets it all, from `resumed`.
+    assert (await _followed(orphan.pk, after=0))[0]["type"] == "resumed"
+
+
 async def _followed(run_id: int, *, after: int) -> list[dict[str, Any]]:
     async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
         return [event async for event in events]
