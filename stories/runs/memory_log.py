@@ -70,6 +70,10 @@ def _wake_quiet(waiter: asyncio.Future[bool]) -> None:
 class MemoryRunEventLog:
     def __init__(self) -> None:
         self.runs: dict[int, _Run] = {}
+        # Cancels asked for a run this log does not hold (yet): a run orphaned by a dead process, which
+        # this process may resume, then cancelled at once (the cancel was answered 202 "cancelling").
+        # By run id: when it was asked (monotonic), swept with the ended runs.
+        self.cancels_pending: dict[int, float] = {}
 
     async def open(self, run_id: int, *, last_seq: int = 0) -> None:
         self._sweep()
@@ -78,7 +82,7 @@ class MemoryRunEventLog:
             # Resumed here: the events kept so far stay replayable.
             kept.ended_at, kept.cancel = None, False
             return
-        self.runs[run_id] = _Run(base=last_seq)
+        self.runs[run_id] = _Run(base=last_seq, cancel=self.cancels_pending.pop(run_id, None) is not None)
 
     async def append(self, run_id: int, event: dict[str, Any]) -> int:
         return self.append_now(run_id, event)["seq"]
@@ -147,6 +151,8 @@ class MemoryRunEventLog:
         run = self.runs.get(run_id)
         if run is not None:
             run.cancel = True
+        else:
+            self.cancels_pending[run_id] = time.monotonic()
 
     async def cancels_requested(self, run_ids: list[int]) -> set[int]:
         return {run_id for run_id in run_ids if (run := self.runs.get(run_id)) is not None and run.cancel}
@@ -179,6 +185,8 @@ class MemoryRunEventLog:
         ]
         for run_id in stale:
             del self.runs[run_id]
+        for run_id in [run_id for run_id, asked in self.cancels_pending.items() if now - asked > keep]:
+            del self.cancels_pending[run_id]
 
 
 # This process's log (a process holds one, whatever the event loops its threads run).

@@ -29,6 +29,7 @@ from stories.generation.requests import GenerationRequest
 from stories.generation.resume import orphans_watch_start, orphans_watch_stop, run_resume, runs_resume_drain
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs.follow import run_events_follow
+from stories.runs.runner import run_cancel
 from stories.runs.store import run_event_log
 from stories.selectors import generation_run_taken_over, generation_runs_orphaned
 from stories.services import (
@@ -343,6 +344,22 @@ async def test_a_client_of_a_dead_process_whose_log_is_gone_gets_resumed_and_the
     assert [e["type"] for e in events[-2:]] == ["saved", "done"]
     # A client that saw nothing of the run gets it all, from `resumed`.
     assert (await _followed(orphan.pk, after=0))[0]["type"] == "resumed"
+
+
+async def test_a_cancel_of_an_orphaned_run_holds_when_this_process_resumes_it(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    """The writer cancels a run whose process died (POST .../cancel/ answers 202 "cancelling"); without
+    Redis the cancel found no log here and was dropped, and the resume then ran the run to its end and
+    saved it."""
+    _, work = _two_scenes_one_kept(fake_anthropic)
+    # Slow enough that the missing scene is still being written when the runner sees the cancel.
+    fake_anthropic.default = FakeScreenwriter(screenplay(scenes=2), tokens_per_second=40)
+    orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
+    await run_cancel(run_id=orphan.pk)
+    assert await runs_resume_drain(run_ids=[orphan.pk]) == {"cancelled": 1}
+    assert (await GenerationRun.objects.aget(pk=orphan.pk)).status == "cancelled"
+    assert not await ScreenplayVersion.objects.filter(run_id=orphan.pk).aexists()
 
 
 async def _followed(run_id: int, *, after: int) -> list[dict[str, Any]]:
