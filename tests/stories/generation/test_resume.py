@@ -355,8 +355,12 @@ async def test_a_cancel_of_an_orphaned_run_holds_when_this_process_resumes_it(
     _, work = _two_scenes_one_kept(fake_anthropic)
     # Slow enough that the missing scene is still being written when the runner sees the cancel.
     fake_anthropic.default = FakeScreenwriter(screenplay(scenes=2), tokens_per_second=40)
-    orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
+    # Its process died a moment ago: its lease still runs, so the cancel cannot close it yet (an
+    # orphan whose lease has run out is closed by the cancel itself: the recover_runs test below).
+    orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work, expired=False)
     await run_cancel(run_id=orphan.pk)
+    assert (await GenerationRun.objects.aget(pk=orphan.pk)).status == "streaming"
+    await GenerationRun.objects.filter(pk=orphan.pk).aupdate(lease_expires_at=timezone.now())
     assert await runs_resume_drain(run_ids=[orphan.pk]) == {"cancelled": 1}
     assert (await GenerationRun.objects.aget(pk=orphan.pk)).status == "cancelled"
     assert not await ScreenplayVersion.objects.filter(run_id=orphan.pk).aexists()
