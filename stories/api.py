@@ -145,7 +145,8 @@ def _own_story(view: generics.GenericAPIView) -> Story:
         summary="Save the writer's own screenplay (JSON or Fountain) as the next version",
         description=(
             "No model, no run, no cost: the version's `origin` is `edited`. With `base_version`, the save "
-            "fails with 409 (`version_conflict`, nothing saved) when a newer version than that one exists. "
+            "fails with 409 (`version_conflict`, nothing saved) when a newer version than that one exists, "
+            "unless `save_anyway` is true (the edit still starts from `base_version`). "
             "Fountain is parsed with screenplain; an error names the line. A Fountain edit keeps the "
             "characters (personas, descriptions) of the version it started from."
         ),
@@ -179,6 +180,7 @@ class StoryVersionListApi(generics.ListAPIView):
                 story=story,
                 fountain=data["fountain"],
                 base_version=data.get("base_version"),
+                save_anyway=data["save_anyway"],
             )
         else:
             version = services.screenplay_version_write(
@@ -186,6 +188,7 @@ class StoryVersionListApi(generics.ListAPIView):
                 story=story,
                 content=data["content"],
                 base_version=data.get("base_version"),
+                save_anyway=data["save_anyway"],
             )
         return Response(ScreenplayVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 

@@ -214,6 +214,12 @@ class VersionWriteSerializer(serializers.Serializer):
         label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
     )
     base_version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
+    save_anyway = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="With base_version: save even when a newer version exists (no 409); the edit keeps "
+        "base_version's characters and is recorded as based on it.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         return _exactly_one(attrs, "content (screenplay JSON)", "fountain (text)")

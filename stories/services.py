@@ -229,8 +229,9 @@ class ScreenplayDraft:
     origin: str = ScreenplayVersion.Origin.GENERATED
     based_on: int | None = None
     # The version a writer's edit started from: saving fails with "version_conflict" if it is no
-    # longer the latest (another tab, a generation saved since).
+    # longer the latest (another tab, a generation saved since), unless the writer saves anyway.
     base_version: int | None = None
+    save_anyway: bool = False
 
 
 @transaction.atomic
@@ -254,7 +255,7 @@ def screenplay_version_create(
     story, number = _story_next_number(user_id=user_id, draft=draft)
     if draft.base_version is not None and draft.base_version >= number:
         raise GenerationError("invalid_request", f"the story has no version {draft.base_version}")
-    if draft.base_version is not None and number != draft.base_version + 1:
+    if draft.base_version is not None and number != draft.base_version + 1 and not draft.save_anyway:
         # Raised inside the transaction: the number handed out above is rolled back with it.
         raise GenerationError(
             "version_conflict",
@@ -338,9 +339,13 @@ Origin = ScreenplayVersion.Origin
 
 
 def screenplay_version_write(
-    *, user_id: int, story: Story, content: Any, base_version: int | None = None
+    *, user_id: int, story: Story, content: Any, base_version: int | None = None, save_anyway: bool = False
 ) -> ScreenplayVersion:
     """Save the writer's screenplay JSON as the story's next version (409 "version_conflict" if stale).
+
+    ``save_anyway`` saves an edit of ``base_version`` even when newer versions exist: it stays the
+    version's base (its characters carried over, ``based_on``), where leaving ``base_version`` out
+    would start from the latest version's characters.
 
     A persona the edited version cast and an editor has deactivated since may stay in the content, as
     a restore keeps it: the writer did not choose it now. It leaves the story's cast; a persona the
@@ -358,15 +363,18 @@ def screenplay_version_write(
     draft = _writer_draft(
         content=content, story_id=story.pk, origin=Origin.EDITED, based_on=base_version, carried=carried
     )
-    return screenplay_version_create(user_id=user_id, draft=replace(draft, base_version=base_version))
+    draft = replace(draft, base_version=base_version, save_anyway=save_anyway)
+    return screenplay_version_create(user_id=user_id, draft=draft)
 
 
 def screenplay_version_write_fountain(
-    *, user_id: int, story: Story, fountain: str, base_version: int | None = None
+    *, user_id: int, story: Story, fountain: str, base_version: int | None = None, save_anyway: bool = False
 ) -> ScreenplayVersion:
     """Save Fountain text as the next version; its characters keep the personas of the version edited."""
     content = screenplay_fountain_for_story(story=story, fountain=fountain, base_version=base_version)
-    return screenplay_version_write(user_id=user_id, story=story, content=content, base_version=base_version)
+    return screenplay_version_write(
+        user_id=user_id, story=story, content=content, base_version=base_version, save_anyway=save_anyway
+    )
 
 
 def screenplay_version_restore(*, user_id: int, story: Story, number: int) -> ScreenplayVersion:

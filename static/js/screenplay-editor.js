@@ -116,10 +116,12 @@
     }
   }
 
-  function save(withBase) {
-    var body = { fountain: textarea.value };
-    if (withBase) {
-      body.base_version = config.baseVersion;
+  function save(anyway) {
+    // Always from the version this editor opened: saved anyway, its characters (personas,
+    // descriptions) are still that version's, as the preview showed, not the newer version's.
+    var body = { fountain: textarea.value, base_version: config.baseVersion };
+    if (anyway) {
+      body.save_anyway = true;
     }
     var button = form.querySelector("button[type=submit]");
     button.disabled = true;
@@ -157,12 +159,12 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     storeDraft();
-    save(true);
+    save(false);
   });
 
   conflict.querySelector(".conflict-save").addEventListener("click", function () {
     conflict.hidden = true;
-    save(false);
+    save(true);
   });
 
   conflict.querySelector(".conflict-reload").addEventListener("click", function () {

@@ -105,6 +105,8 @@ def test_a_conflicting_edit_is_not_lost(app_server: AppServer, browser: Browser)
         mine.get_by_role("button", name="Save as a new version anyway").click()
         mine.wait_for_url(f"**/stories/{story}/?version=3")
         expect(mine.locator("article.screenplay")).to_contain_text("Mine: yes, Nonna.")
+        # Saved anyway, it is still an edit of version 1, with version 1's characters.
+        expect(mine.locator("table.versions tr.current")).to_contain_text("Edited by the writer (from v1)")
         # Saved: the draft is gone, so the editor opens clean.
         mine.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
         expect(mine.locator(".draft-note")).to_be_hidden()

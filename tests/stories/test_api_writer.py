@@ -137,6 +137,37 @@ def test_a_save_based_on_an_old_version_is_a_409_and_saves_nothing(writer: Any, 
     assert story.versions.count() == 3
 
 
+def test_an_edit_saved_anyway_over_a_newer_version_keeps_the_characters_of_the_version_it_edits(
+    writer: Any, story: Story, persona_factory: Any
+) -> None:
+    # The editor's "Save as a new version anyway": version 2 (another tab, a regeneration) has another
+    # cast; the edit of version 1 must keep MAX's persona and description, as its preview showed.
+    persona_factory("rival")
+    client = client_for(writer)
+    theirs = {
+        "title": "The Heist",
+        "characters": [{"name": "RIVAL", "persona": "rival"}],
+        "scenes": [
+            {
+                "heading": "INT. BANK - DAY",
+                "elements": [{"type": "dialogue", "character": "RIVAL", "text": "Mine."}],
+            }
+        ],
+    }
+    assert client.post(_versions(story), {"content": theirs}, format="json").status_code == 201
+    text = _fountain(SCREENPLAY).replace("Now.", "Not yet.")
+    body = {"fountain": text, "base_version": 1, "save_anyway": True}
+    response = client.post(_versions(story), body, format="json")
+    assert response.status_code == 201, response.json()
+    saved = response.json()
+    assert (saved["number"], saved["based_on"]) == (3, 1)
+    assert saved["content"]["characters"] == SCREENPLAY["characters"]
+    assert list(story.cast.values_list("character_name", flat=True)) == ["MAX"]
+    # Saving anyway still needs a version the story has.
+    beyond = client.post(_versions(story), {**body, "base_version": 99}, format="json")
+    assert (beyond.status_code, beyond.json()["message"]) == (400, "the story has no version 99")
+
+
 def test_an_edit_keeps_a_persona_deactivated_since_the_version_it_edits_out_of_the_cast(
     writer: Any, story: Story, persona_factory: Any
 ) -> None:
