@@ -427,6 +427,9 @@
       etaSeconds: null,
       sceneCount: 0,
       ticker: null,
+      // What the page is doing about the connection ("reconnecting", "cancelling"): shown by the
+      // ticker's every redraw until it no longer holds, never overwritten a quarter second later.
+      note: "",
     };
     run = current;
     socketOpen(current);
@@ -450,6 +453,7 @@
       } else {
         socket.send(JSON.stringify(current.request));
       }
+      current.note = current.cancelAsked ? "Cancelling…" : "";
       ui.stats.textContent = current.lastSeq ? "Reconnected." : "Waiting for the first words…";
     });
     socket.addEventListener("message", function (event) {
@@ -485,7 +489,10 @@
     }
     var wait = Math.min(RECONNECT_MAX_MS, RECONNECT_FIRST_MS * Math.pow(2, current.tries));
     current.tries += 1;
-    ui.stats.textContent = "Connection lost; reconnecting in " + Math.round(wait / 100) / 10 + " s…";
+    current.note =
+      (current.cancelAsked ? "Cancelling: connection" : "Connection") +
+      " lost; reconnecting in " + Math.round(wait / 100) / 10 + " s…";
+    statsRender(current);
     window.setTimeout(function () {
       if (run === current && !current.finished) {
         socketOpen(current);
@@ -698,9 +705,10 @@
     }
     var current = run;
     ui.cancel.disabled = true;
-    ui.stats.textContent = "Cancelling…";
     // Closing the socket no longer stops a run: the cancel is sent now, or on the reconnect.
     current.cancelAsked = true;
+    current.note = "Cancelling…";
+    statsRender(current);
     if (current.socket.readyState === WebSocket.OPEN) {
       var cancel = current.runId ? { type: "cancel", run_id: current.runId } : { type: "cancel" };
       current.socket.send(JSON.stringify(cancel));
@@ -712,6 +720,8 @@
     var parts = [current.outputTokens.toLocaleString() + " output tokens", elapsed.toFixed(1) + " s elapsed"];
     if (label) {
       parts.unshift(label);
+    } else if (current.note) {
+      parts.unshift(current.note); // no ETA meanwhile: the run's pace is not known from here
     } else if (typeof current.etaSeconds === "number") {
       parts.push("about " + Math.max(0, Math.round(current.etaSeconds)) + " s left");
     }

@@ -114,3 +114,52 @@ def test_parallel_scenes_arriving_out_of_order_are_placed_by_index(
     expect(page.locator("#stream-scenes .sp-line")).to_have_text(["First.", "Third."])
     assert page.locator("#stream img").count() == 0
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_lost_connection_says_so_until_it_is_back_and_a_cancel_says_it_is_cancelling(
+    app_server: AppServer, watched: Watched
+) -> None:
+    events = [
+        {"type": "accepted", "run_id": 9, "model": "offline", "max_tokens": 1024, "personas": ["rogue-ai"]},
+        {"type": "scene", "index": 0, "scene": scene("INT. LOBBY - NIGHT", "The doors will stay closed.")},
+        {"type": "progress", "output_tokens": 120, "elapsed_ms": 900, "eta_seconds": 30},
+    ]
+    sockets: list[WebSocketRoute] = []
+
+    def server_goes_away(page: Page) -> list[dict[str, Any]]:
+        received: list[dict[str, Any]] = []
+
+        def on_socket(socket: WebSocketRoute) -> None:
+            sockets.append(socket)
+            if len(sockets) > 1:
+                socket.close(code=1006)  # the server is still away: every reconnect fails at once
+                return
+
+            def on_message(message: str | bytes) -> None:
+                received.append(json.loads(message))
+                if received[-1].get("type") == "generate":
+                    for event in events:
+                        socket.send(json.dumps(event))
+
+            socket.on_message(on_message)
+
+        page.route_web_socket("**/ws/generate/", on_socket)
+        return received
+
+    page = watched.page
+    start(page, app_server, server_goes_away)
+    stats = page.locator("#stream-stats")
+    expect(page.locator("#stream-scenes .scene-heading")).to_have_text(["INT. LOBBY - NIGHT"])
+    expect(stats).to_contain_text("about 30 s left")
+    sockets[0].close(code=1006)
+    expect(stats).to_contain_text("Connection lost; reconnecting in")
+    # The progress ticker redraws the line four times a second: the news must survive it.
+    page.wait_for_timeout(1_000)
+    assert "Connection lost; reconnecting in" in stats.inner_text()
+    assert "s left" not in stats.inner_text()
+    # Cancelled while away: the page says so, and that the cancel waits for the connection.
+    page.get_by_role("button", name="Cancel").click()
+    expect(stats).to_contain_text("Cancelling")
+    page.wait_for_timeout(1_000)
+    assert "Cancelling" in stats.inner_text()
+    assert watched.errors == []
