@@ -53,6 +53,12 @@ def main() -> None:
     # The editor's tests (test_editor.py): one story each, so their versions do not mix.
     editable = _plain_story(writer, title="A story to edit")
     conflicted = _plain_story(writer, title="A story edited twice")
+    # The phone test's: a version the writer restored, so the versions table has its links and labels.
+    two_versions = _plain_story(writer, title="A story with two versions")
+    ScreenplayVersion.objects.create(
+        story=two_versions, number=2, content=PLAIN_SCREENPLAY, origin="restored", based_on=1
+    )
+    Story.objects.filter(pk=two_versions.pk).update(latest_version_number=2)
     print(
         json.dumps(
             {
@@ -61,6 +67,7 @@ def main() -> None:
                 "rewritable_story": rewritable.pk,
                 "editable_story": editable.pk,
                 "conflict_story": conflicted.pk,
+                "two_versions_story": two_versions.pk,
             }
         )
     )
