@@ -291,13 +291,13 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         input_tokens = reply.input_tokens if reply.input_tokens is not None else prompt_tokens(record.body)
-        output_tokens = (
-            reply.output_tokens if reply.output_tokens is not None else max(token_count(reply.text), 1)
-        )
         thinking = reply.thinking_text if thinking_requested(record.body) else ""
-        if reply.output_tokens is None:
-            # Like the API: thinking tokens are output tokens.
-            output_tokens += token_count(thinking)
+        # Like the API: thinking tokens are output tokens.
+        output_tokens = (
+            reply.output_tokens
+            if reply.output_tokens is not None
+            else max(token_count(reply.text) + token_count(thinking), 1)
+        )
         new_prefixes: list[str] = []
         cache_read, cache_write = reply.cache_read_tokens, reply.cache_write_tokens
         if self.server_state.prompt_cache and not (cache_read or cache_write):
@@ -323,14 +323,17 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         }
         self._event("message_start", {"type": "message_start", "message": message})
         text_index = self._thinking_block(thinking)
-        self._event(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": text_index,
-                "content_block": {"type": "text", "text": ""},
-            },
-        )
+        # Cut at max_tokens while thinking (reply_shaped): the model never began a text block.
+        text_block = bool(reply.text) or reply.stop_reason != "max_tokens" or not thinking
+        if text_block:
+            self._event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": text_index,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
         self._event("ping", {"type": "ping"})
         if reply.sse_unknown_event:
             self._event("content_block_note", {"type": "content_block_note", "index": text_index})
@@ -340,7 +343,8 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         if not self._deltas(reply, text_index):
             self._end_chunks()
             return
-        self._event("content_block_stop", {"type": "content_block_stop", "index": text_index})
+        if text_block:
+            self._event("content_block_stop", {"type": "content_block_stop", "index": text_index})
         delta: dict[str, Any] = {"stop_reason": reply.stop_reason, "stop_sequence": None}
         if reply.stop_reason == "refusal":
             delta["stop_details"] = {
@@ -709,10 +713,21 @@ def reply_shaped(reply: Reply, body: dict[str, Any]) -> Reply:
         if document is not None:
             indent = 1 if "\n" in text.strip() else None
             text = json.dumps(schema_order(document, output_format["schema"]), indent=indent)
+    thinking = reply.thinking_text
     if reply.cut_at_max_tokens:
-        text, cut = _cut_to_tokens(text, int(body.get("max_tokens", 4096)))
-        stop_reason = "max_tokens" if cut else stop_reason
-    return dataclasses.replace(reply, text=text, stop_reason=stop_reason)
+        # Thinking is output and counts toward max_tokens, before the text: a model that thinks long
+        # leaves the text less room, and one that thinks past max_tokens writes no text at all
+        # (platform.claude.com/docs/en/build-with-claude/prompt-engineering/prompting-claude-haiku-5-5,
+        # "Use effort to control thinking": thinking "counts toward max_tokens"; anthropic 2.14
+        # types/thinking_config_enabled_param.py: budget_tokens "less than max_tokens").
+        max_tokens = int(body.get("max_tokens", 4096))
+        cut_thinking = False
+        if thinking_requested(body):
+            thinking, cut_thinking = _cut_to_tokens(thinking, max_tokens)
+            max_tokens -= token_count(thinking)
+        text, cut = ("", bool(text)) if cut_thinking else _cut_to_tokens(text, max_tokens)
+        stop_reason = "max_tokens" if cut or cut_thinking else stop_reason
+    return dataclasses.replace(reply, text=text, thinking_text=thinking, stop_reason=stop_reason)
 
 
 def _cut_to_tokens(text: str, max_tokens: int) -> tuple[str, bool]:

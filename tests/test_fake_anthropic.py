@@ -123,3 +123,30 @@ def test_tokens_are_counted_from_words_and_punctuation_not_characters() -> None:
     # JSON costs more per character than prose, as it does with the real tokenizer.
     data = json.dumps({"a": [1, 2, 3], "b": {"c": None}})
     assert token_count(data) > len(data) / 4
+
+
+def _thinking_stream(fake: FakeAnthropic, max_tokens: int) -> tuple[list[str], str, str | None]:
+    """Block types, text and stop reason of one streamed reply with adaptive thinking asked for."""
+    client = anthropic.Anthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
+    body = {"model": MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Go."}]}
+    with client.messages.stream(**body, thinking={"type": "adaptive"}) as stream:
+        message = stream.get_final_message()
+    text = "".join(block.text for block in message.content if block.type == "text")
+    return [block.type for block in message.content], text, message.stop_reason
+
+
+def test_thinking_counts_toward_max_tokens_before_the_text() -> None:
+    thought = "Weigh the client's every lie before writing a word. " * 20
+    reply = Reply(text="one two three four five " * 40, thinking_text=thought, cut_at_max_tokens=True)
+    server = FakeAnthropic(default=lambda body: reply)
+    try:
+        blocks, text, stop = _thinking_stream(server, token_count(thought) + 10)
+        assert (blocks, stop) == (["thinking", "text"], "max_tokens")
+        assert token_count(text) <= 10 and text
+        # Thinking past max_tokens: no text block at all.
+        blocks, text, stop = _thinking_stream(server, token_count(thought) // 2)
+        assert (blocks, text, stop) == (["thinking"], "", "max_tokens")
+        blocks, text, stop = _thinking_stream(server, 4096)
+        assert (blocks, text, stop) == (["thinking", "text"], reply.text, "end_turn")
+    finally:
+        server.close()

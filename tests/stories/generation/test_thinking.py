@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
@@ -82,3 +84,59 @@ async def test_a_manual_thinking_model_gets_a_budget(
     body = fake_anthropic.requests[0].body
     assert (body["thinking"], body["max_tokens"]) == ({"type": "enabled", "budget_tokens": 1500}, 3548)
     assert "SECRET PLAN" not in _streamed(events)
+
+
+# --- Thinking counts toward max_tokens (the fake cuts the text after the thinking, as the API does) ---
+
+LONG_THOUGHT = "The detective weighs every lie the client told, scene by scene, before a word is written. "
+
+
+def _thinks_first(expected: dict[str, Any], thought: str) -> Any:
+    """A model that thinks ``thought`` on its first call, then continues as test_key_order's does."""
+
+    def reply(body: dict[str, Any]) -> Reply:
+        ask = body["messages"][-1]["content"]
+        done = re.search(r"after scene (\d+)", ask) if len(body["messages"]) > 1 else None
+        if done is None:
+            return Reply(text=json.dumps(expected), thinking_text=thought, cut_at_max_tokens=True)
+        required = body["output_config"]["format"]["schema"]["required"]
+        document = {key: value for key, value in expected.items() if key in required}
+        document["scenes"] = expected["scenes"][int(done.group(1)) :]
+        return Reply(text=json.dumps(document), cut_at_max_tokens=True)
+
+    return reply
+
+
+async def test_thinking_past_its_reserve_cuts_the_screenplay_which_is_continued_and_saved(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # Adaptive thinking has no budget: the model may think past the tokens reserved for it, and what
+    # it thinks comes out of max_tokens before the text, which is cut after its first scenes.
+    settings.STORY_THINKING_BUDGET_TOKENS = 1024
+    expected = screenplay(scenes=4)
+    fake_anthropic.default = _thinks_first(expected, LONG_THOUGHT * 74)
+    events = await ws_generate(writer, max_tokens=1000)
+    assert events[-1]["type"] == "done", events[-1]
+    assert fake_anthropic.requests[0].body["max_tokens"] == 1000 + 1024
+    version = await ScreenplayVersion.objects.aget()
+    assert version.content == expected
+    run = await GenerationRun.objects.aget()
+    assert run.continuations >= 1 and "weighs every lie" not in run.raw_text
+    assert "weighs every lie" not in _streamed(events)
+
+
+async def test_thinking_that_uses_up_max_tokens_fails_cleanly_and_saves_nothing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # The thinking alone passes max_tokens: the API sends no text block, stop_reason max_tokens.
+    settings.STORY_THINKING_BUDGET_TOKENS = 1024
+    fake_anthropic.default = _thinks_first(screenplay(scenes=4), LONG_THOUGHT * 200)
+    events = await ws_generate(writer, max_tokens=1000)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "invalid_output", False)
+    assert "raise max_tokens" in error["message"] and len(fake_anthropic.requests) == 1
+    assert not await ScreenplayVersion.objects.aexists()
+    run = await GenerationRun.objects.aget()
+    assert run.status == "failed" and run.stop_reason == "max_tokens"
+    # Billed: the thinking, up to max_tokens.
+    assert run.output_tokens == 1000 + 1024
