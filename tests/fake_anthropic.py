@@ -472,6 +472,14 @@ def error_body(reply: Reply, request_id: str) -> dict[str, Any]:
     return {"type": "error", "error": error, "request_id": request_id}
 
 
+# error.details.error_code of a 429 that lasts until someone raises a limit (anthropic 2.14 types/shared/).
+_SPEND_LIMIT_CODES = frozenset(
+    {
+        "enforced_spend_limit_reached",
+        "contract_spend_limit_reached",
+        "linked_organization_spend_limit_reached",
+    }
+)
 # Statuses the SDK itself retries (_base_client.py, _should_retry), and so the API marks retryable.
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
@@ -484,9 +492,13 @@ def error_headers(reply: Reply, request_id: str) -> dict[str, str]:
         retry = reply.status in _RETRYABLE_STATUSES or reply.status >= 500
     headers = {"request-id": request_id, "x-should-retry": "true" if retry else "false"}
     if reply.status == 429:
+        # A spend-limit 429 "has no retry-after header" (platform.claude.com/docs/api/rate-limits,
+        # spend limits: rate_limit_error with error.details.error_code enforced_spend_limit_reached);
+        # a rate limit or a ramp limit has one (anthropic 2.14 ramp_limit_exceeded_error_details.py).
+        if reply.error_code not in _SPEND_LIMIT_CODES:
+            headers["retry-after"] = "1"
         headers.update(
             {
-                "retry-after": "1",
                 "anthropic-ratelimit-requests-limit": "50",
                 "anthropic-ratelimit-requests-remaining": "0",
                 "anthropic-ratelimit-requests-reset": "2026-11-26T00:00:01Z",

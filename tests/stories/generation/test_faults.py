@@ -237,13 +237,13 @@ async def test_a_spend_limit_429_is_not_retried_and_tells_the_writer_an_operator
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture, error_code: str
 ) -> None:
     # The SDK raises these as RateLimitError and the response even says x-should-retry: true (the
-    # fake's default for a 429): only error.details.error_code tells them apart.
+    # fake's default for a 429): only error.details.error_code tells them apart. Like the API's, the
+    # fake's spend-limit 429 has no retry-after header, so no wait is suggested either.
     reply = Reply(
         status=429,
         error_type="rate_limit_error",
-        error_message="You have reached your specified API usage limits.",
+        error_message="You have reached your API usage limits.",
         error_code=error_code,
-        headers=FAST,
     )
     error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "llm_quota")
     assert "spending limit" in error["message"] and "retry_after" not in error
@@ -336,3 +336,19 @@ async def test_the_fake_sends_the_apis_error_body_and_headers(fake_anthropic: Fa
     assert body["request_id"] == response.headers["request-id"] == "req_fake_000001"
     assert response.headers["x-should-retry"] == "true" and response.headers["retry-after"] == "1"
     assert response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+
+
+async def test_the_fakes_spend_limit_429_has_no_retry_after(fake_anthropic: FakeAnthropic) -> None:
+    import httpx2
+
+    fake_anthropic.script(
+        Reply(status=429, error_type="rate_limit_error", error_code="enforced_spend_limit_reached")
+    )
+    async with httpx2.AsyncClient() as client:
+        response = await client.post(
+            f"{fake_anthropic.base_url}/v1/messages",
+            headers={"authorization": f"Bearer {fake_anthropic.api_key}"},
+            json={"model": "claude-sonnet-5-5", "max_tokens": 10, "messages": []},
+        )
+    assert response.status_code == 429 and "retry-after" not in response.headers
+    assert response.json()["error"]["details"] == {"error_code": "enforced_spend_limit_reached"}
