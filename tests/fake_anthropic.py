@@ -8,6 +8,11 @@ its status and ``retry-after``/``retry-after-ms`` headers. A scripted reply can 
 event mid-stream, stall, or drop the connection. Every request is recorded with its body, and the server
 notes when a client goes away before the reply ends.
 
+Like the API, it refuses before any reply what the API refuses (``request_refusal``): a model it does
+not know (404), a thinking type the model rejects, a thinking budget not under max_tokens, max_tokens
+over the model's limit, and on the 5.x models an assistant prefill or a non-default sampling parameter
+(400s), from its own table of the API's models (``API_MODELS``, with its sources), not the app's registry.
+
 Like the API, it honours ``output_config`` (structured outputs): a request whose JSON schema uses what
 structured outputs reject gets a 400, and a JSON reply is sent with its keys in the order the model
 writes them, required properties first (in schema order), then optional ones. Token counts come from
@@ -252,10 +257,10 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             fake.max_active = max(fake.max_active, fake.active)
             record.active_at_arrival = fake.active
         try:
-            problem = request_problem(record.body)
+            refusal = request_refusal(record.body)
             reply = (
-                Reply(status=400, error_type="invalid_request_error", error_message=problem)
-                if problem
+                Reply(status=refusal[0], error_type=refusal[1], error_message=refusal[2])
+                if refusal
                 else reply_shaped(fake._next_reply(record.body), record.body)
             )
             if reply.status != 200:
@@ -592,6 +597,87 @@ def prompt_cache_breakpoints(body: dict[str, Any]) -> list[tuple[str, int]]:
         if marked:
             result.append((hashlib.sha256(prefix.encode()).hexdigest(), max(tokens, 1)))
     return result
+
+
+@dataclass(frozen=True)
+class ApiModel:
+    """What the API accepts from one model, as its documentation gives it (not the app's registry)."""
+
+    # The largest max_tokens; None where no page read for this fake gives it.
+    max_output: int | None
+    # The thinking.type values accepted; a type the model rejects is a 400 invalid_request_error.
+    thinking_types: frozenset[str]
+    # The 5.x rules: no assistant prefill, no non-default temperature, top_p or top_k.
+    strict_turns: bool = False
+
+
+# Sources (platform.claude.com/docs, as the search corpus holds it, read 2026-11-27):
+# - max output 128K: models/{sonnet,opus,haiku}-5-5/overview; Haiku 4.5 64K: the comparison table of
+#   models/sonnet-5-5/overview. The 4.5/4.6 Sonnets' and Opuses' limits are left unchecked (pages and
+#   third parties disagree on Sonnet 4.6: 64K or 128K).
+# - thinking: models/sonnet-5-5/whats-new-sonnet-5-5 ("disabled" is a 400 invalid_request_error that
+#   points to between_tools); models/haiku-5-5/whats-new-haiku-5-5 (manual extended thinking, i.e.
+#   "enabled" with budget_tokens, returns an error; "disabled" works at low, medium and high effort);
+#   Opus 5.5 rejects both "disabled" and "enabled" (openrouter.ai's Claude 5.5 migration guide, and
+#   the model comparison tables: "Adaptive (always on)"). The 4.x models take "enabled" and
+#   "disabled"; the 4.6 ones also "adaptive" (the registry's thinking-troubleshooting source).
+# - strict_turns: whats-new-haiku-5-5, breaking changes: "assistant message prefill returns an error"
+#   (end messages with a user turn) and "non-default sampling parameters return an error".
+_BUDGET_THINKING = frozenset({"enabled", "disabled"})
+API_MODELS: dict[str, ApiModel] = {
+    "claude-sonnet-5-5": ApiModel(128_000, frozenset({"adaptive", "between_tools"}), strict_turns=True),
+    "claude-opus-5-5": ApiModel(128_000, frozenset({"adaptive"}), strict_turns=True),
+    "claude-haiku-5-5": ApiModel(128_000, frozenset({"adaptive", "disabled"}), strict_turns=True),
+    "claude-sonnet-4-6": ApiModel(None, _BUDGET_THINKING | {"adaptive"}),
+    "claude-opus-4-6": ApiModel(None, _BUDGET_THINKING | {"adaptive"}),
+    "claude-haiku-4-5": ApiModel(64_000, _BUDGET_THINKING),
+    "claude-opus-4-5": ApiModel(None, _BUDGET_THINKING),
+    "claude-sonnet-4-5": ApiModel(None, _BUDGET_THINKING),
+}
+# ThinkingConfigEnabledParam.budget_tokens (anthropic 2.14 types/thinking_config_enabled_param.py):
+# "Must be ≥1024 and less than `max_tokens`".
+MIN_BUDGET_TOKENS = 1024
+
+
+def request_refusal(body: dict[str, Any]) -> tuple[int, str, str] | None:
+    """(status, error type, message) of the error the API would answer this request with; None if none.
+
+    An unknown model is a 404 not_found_error (platform.claude.com/docs/en/api/errors: 404
+    not_found_error, "the requested resource could not be found"); the rest are 400s.
+    """
+    model_id = str(body.get("model", ""))
+    model = API_MODELS.get(model_id)
+    if model is None:
+        return 404, "not_found_error", f"model: {model_id}"
+    problem = _model_problem(body, model) or request_problem(body)
+    return (400, "invalid_request_error", problem) if problem else None
+
+
+def _model_problem(body: dict[str, Any], model: ApiModel) -> str:
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        return "max_tokens: must be a positive integer"
+    if model.max_output is not None and max_tokens > model.max_output:
+        return (
+            f"max_tokens: {max_tokens} > {model.max_output}, which is the maximum allowed number of "
+            f"output tokens for {body['model']}"
+        )
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict):
+        kind = thinking.get("type")
+        if kind not in model.thinking_types:
+            return f'thinking.type: "{kind}" is not supported for this model'
+        budget = thinking.get("budget_tokens")
+        if kind == "enabled" and not (isinstance(budget, int) and MIN_BUDGET_TOKENS <= budget < max_tokens):
+            return f"thinking.budget_tokens: must be at least {MIN_BUDGET_TOKENS} and less than max_tokens"
+    if model.strict_turns:
+        messages = body.get("messages") or []
+        if messages and messages[-1].get("role") == "assistant":
+            return "This model does not support assistant message prefill. The conversation must end with a user message."
+        for name, default in (("temperature", 1.0), ("top_p", None), ("top_k", None)):
+            if body.get(name) is not None and body.get(name) != default:
+                return f"{name}: only the default value is supported for this model"
+    return ""
 
 
 MAX_CACHE_BREAKPOINTS = 4

@@ -150,3 +150,65 @@ def test_thinking_counts_toward_max_tokens_before_the_text() -> None:
         assert (blocks, text, stop) == (["thinking", "text"], reply.text, "end_turn")
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "words"),
+    [
+        ({"model": "claude-nonesuch"}, anthropic.NotFoundError, "model: claude-nonesuch"),
+        (
+            {"model": "claude-sonnet-5-5", "thinking": {"type": "disabled"}},
+            anthropic.BadRequestError,
+            "thinking",
+        ),
+        (
+            {"model": "claude-opus-5-5", "thinking": {"type": "disabled"}},
+            anthropic.BadRequestError,
+            "thinking",
+        ),
+        (
+            {"model": "claude-haiku-5-5", "thinking": {"type": "enabled", "budget_tokens": 1024}},
+            anthropic.BadRequestError,
+            "thinking",
+        ),
+        (
+            {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 2000,
+                "thinking": {"type": "enabled", "budget_tokens": 2000},
+            },
+            anthropic.BadRequestError,
+            "budget_tokens",
+        ),
+        ({"model": "claude-haiku-4-5", "max_tokens": 64_001}, anthropic.BadRequestError, "max_tokens"),
+        (
+            {"model": "claude-sonnet-5-5", "extra_body": {"temperature": 0.2}},
+            anthropic.BadRequestError,
+            "temperature",
+        ),
+        (
+            {
+                "model": "claude-sonnet-5-5",
+                "messages": [
+                    {"role": "user", "content": "Go."},
+                    {"role": "assistant", "content": '{"title":'},
+                ],
+            },
+            anthropic.BadRequestError,
+            "prefill",
+        ),
+    ],
+)
+def test_what_the_api_rejects_is_rejected_before_any_reply_is_used(
+    fake: FakeAnthropic, params: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    fake.script(Reply(text="{}"))
+    with pytest.raises(error, match=words):
+        _send(fake, **params)
+    assert len(fake.replies) == 1
+    # An assistant turn before the last user turn is no prefill; the 4.x models still take a prefill.
+    _send(
+        fake,
+        model="claude-sonnet-4-6",
+        messages=[{"role": "user", "content": "Go."}, {"role": "assistant", "content": "{"}],
+    )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from stories.generation.models_registry import usable_models
 from stories.models import GenerationRun, ScreenplayVersion
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text, token_count
 from tests.stories.generation.conftest import screenplay, ws_generate
@@ -140,3 +142,29 @@ async def test_thinking_that_uses_up_max_tokens_fails_cleanly_and_saves_nothing(
     assert run.status == "failed" and run.stop_reason == "max_tokens"
     # Billed: the thinking, up to max_tokens.
     assert run.output_tokens == 1000 + 1024
+
+
+@pytest.mark.parametrize("budget", [0, 2048])
+@pytest.mark.parametrize("model", usable_models())
+async def test_every_call_the_app_makes_is_one_the_api_accepts_for_every_usable_model(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any, model: str, budget: int
+) -> None:
+    # The fake answers what the API rejects (an unknown model, a thinking type the model refuses, a
+    # budget not under max_tokens, an assistant prefill on the 5.x models) with its 404 or 400, before
+    # any scripted reply: a run that is done, with a continuation, sent only what the API accepts.
+    settings.STORY_MODELS = [model]
+    settings.STORY_THINKING_BUDGET_TOKENS = budget
+    writes = _thinks_first(screenplay(scenes=4), "")
+
+    def reply(body: dict[str, Any]) -> Reply:
+        # Thinking that takes what the app reserved for it, leaving the text the 300 asked for.
+        answer = writes(body)
+        reserve = body["max_tokens"] - 300
+        words = max(int(reserve / 1.3) - 1, 0)
+        return replace(answer, thinking_text="rain " * words) if len(body["messages"]) == 1 else answer
+
+    fake_anthropic.default = reply
+    events = await ws_generate(writer, model=model, max_tokens=300)
+    assert events[-1]["type"] == "done", events[-1]
+    assert len(fake_anthropic.requests) > 1
+    assert all(request.body["messages"][-1]["role"] == "user" for request in fake_anthropic.requests)
