@@ -156,7 +156,12 @@ def _png_text_chunks(data: bytes, filename: str) -> dict[str, str]:
             frames = getattr(image, "n_frames", 1)
             if width * height * frames <= PNG_MAX_PIXELS:
                 return dict(image.text)  # type: ignore[attr-defined]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:
+        # Pillow's message names its in-memory buffer ("cannot identify image file <_io.BytesIO ...>").
+        raise CardError(
+            f"{_label(filename)}is not a readable PNG image (not an image Pillow can identify)."
+        ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CardError(f"{_label(filename)}is not a readable PNG image ({error}).") from None
     size = f"{width}x{height} image" + (f" of {frames} frames" if frames > 1 else "")
     raise CardError(f"{_label(filename)}is a {size}; a card is at most 4096x4096 pixels, all frames counted.")
