@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponseBase
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.forms import ThrottledAdminAuthenticationForm
@@ -28,11 +32,22 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponseBase:
 
 handler400 = bad_request
 
+
+class FaviconRedirect(RedirectView):
+    """``/favicon.ico``, which browsers ask for on pages that name no icon (the admin, Swagger UI)."""
+
+    permanent = True
+
+    def get_redirect_url(self, *args: Any, **kwargs: Any) -> str:
+        return static("favicon.svg")  # per request: the manifest's hashed name once collected
+
+
 urlpatterns = [
     # For probes and Prometheus (storyproject/health.py): no login, no session.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
+    path("favicon.ico", FaviconRedirect.as_view(), name="favicon"),
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

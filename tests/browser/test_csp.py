@@ -33,9 +33,17 @@ def _dom_violations(page: Page) -> Any:
     return page.evaluate("window.__csp")
 
 
+def _failed_requests(page: Page) -> list[str]:
+    """Every request of the page answered 4xx or 5xx (a missing icon, a stylesheet, a script)."""
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return failed
+
+
 def test_writer_pages_run_under_the_csp_without_violations(app_server: AppServer, watched: Watched) -> None:
     page = watched.page
     console = _violations(page)
+    failed = _failed_requests(page)
     log_in(page, app_server)
     for path in ["/", "/stories/new/", f"/stories/{app_server.ids['seeded_story']}/", "/runs/", "/account/"]:
         response = page.goto(app_server.url + path)
@@ -45,6 +53,7 @@ def test_writer_pages_run_under_the_csp_without_violations(app_server: AppServer
         assert _dom_violations(page) == [], path
     assert console == []
     assert watched.errors == []
+    assert failed == []
 
 
 def test_swagger_ui_renders_the_schema_under_the_csp_from_local_assets(
@@ -68,6 +77,7 @@ def test_swagger_ui_renders_the_schema_under_the_csp_from_local_assets(
 def test_the_admin_works_under_the_csp(app_server: AppServer, watched: Watched) -> None:
     page = watched.page
     console = _violations(page)
+    failed = _failed_requests(page)
     page.goto(app_server.url + "/admin/login/")
     page.get_by_label("Username").fill(ADMIN[0])
     page.get_by_label("Password").fill(ADMIN[1])
@@ -81,3 +91,4 @@ def test_the_admin_works_under_the_csp(app_server: AppServer, watched: Watched) 
     assert _dom_violations(page) == []
     assert console == []
     assert watched.errors == []
+    assert failed == []
