@@ -237,12 +237,22 @@ _RUN_STARTED = inline_serializer(
     request=inline_serializer(
         "GenerateScreenplayRequest",
         {
-            "plot": drf_serializers.CharField(),
-            "personas": drf_serializers.ListField(child=drf_serializers.CharField(), required=False),
-            "title": drf_serializers.CharField(required=False),
-            "story_id": drf_serializers.IntegerField(required=False, allow_null=True),
+            # The bounds stories.generation.requests checks (generation_request_parse reads the body).
+            "plot": drf_serializers.CharField(max_length=settings.STORY_MAX_PLOT_CHARS),
+            "personas": drf_serializers.ListField(
+                child=drf_serializers.RegexField(r"^[-a-zA-Z0-9_]{1,100}$"),
+                min_length=1,
+                max_length=settings.STORY_MAX_PERSONAS,
+            ),
+            "title": drf_serializers.CharField(required=False, max_length=settings.STORY_MAX_TITLE_CHARS),
+            "story_id": drf_serializers.IntegerField(required=False, allow_null=True, min_value=1),
             "model": drf_serializers.CharField(required=False, allow_null=True),
-            "max_tokens": drf_serializers.IntegerField(required=False, allow_null=True),
+            "max_tokens": drf_serializers.IntegerField(
+                required=False,
+                allow_null=True,
+                min_value=settings.STORY_MIN_MAX_TOKENS,
+                max_value=settings.STORY_MAX_MAX_TOKENS,
+            ),
             "mode": drf_serializers.ChoiceField(choices=["single", "parallel"], required=False),
             "wait": drf_serializers.BooleanField(required=False, default=True),
         },

@@ -24,6 +24,10 @@ def test_the_openapi_schema_is_valid_and_every_view_is_described(db: None) -> No
         assert path in paths
     assert set(paths["/api/stories/{id}/"]) == {"get", "patch", "delete"}
     assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
+    # A generation needs a plot and at least one persona: the schema says so, as the server does.
+    generate = schema["components"]["schemas"]["GenerateScreenplayRequest"]
+    assert set(generate["required"]) == {"plot", "personas"}
+    assert generate["properties"]["personas"]["minItems"] == 1
 
 
 @pytest.mark.parametrize("url", ["/api/schema/", "/api/docs/"])
