@@ -39,6 +39,11 @@ ErrorCode = Literal[
 
 # The codes of the protocol; nothing else reaches a client.
 ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
+# The codes that are always retryable (docs/protocol.md, "Error codes"); llm_unavailable mostly is too,
+# but not when no key is configured. For an error rebuilt from a run recorded without its own answer.
+RETRYABLE_CODES: frozenset[str] = frozenset(
+    {"busy", "rate_limited", "llm_overloaded", "llm_rate_limited", "llm_timeout", "interrupted"}
+)
 
 
 class GenerationError(Exception):

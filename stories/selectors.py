@@ -20,6 +20,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
+from stories.errors import RETRYABLE_CODES
 from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.requests import allowed_models, model_label
 from stories.imports import characters_carried_over, screenplay_import
@@ -205,11 +206,11 @@ def run_final_events(*, run_id: int) -> list[dict[str, Any]] | None:
     if run.status == GenerationRun.Status.CANCELLED:
         return [{"type": "cancelled", **address}]
     if run.status == GenerationRun.Status.FAILED:
-        error = {
-            "code": run.error_code or "llm_unavailable",
-            "message": run.error_message,
-            "retryable": False,
-        }
+        code = run.error_code or "llm_unavailable"
+        kept = run.details.get("retryable") if isinstance(run.details, dict) else None
+        # As the run's own error said; for a run closed without it (interrupted), as its code always is.
+        retryable = kept if isinstance(kept, bool) else code in RETRYABLE_CODES
+        error = {"code": code, "message": run.error_message, "retryable": retryable}
         return [{"type": "error", **error, **address}]
     return [
         *_saved_events(run, address),

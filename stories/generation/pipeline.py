@@ -275,6 +275,9 @@ def _contexts_checked(contexts: PersonaContexts | Exception) -> PersonaContexts:
 
 
 async def _run_close(run: Run, status: str, error: GenerationError | None) -> None:
+    if error is not None:
+        # Kept for an error rebuilt from the database once the run's log has expired (run_final_events).
+        run.record.details["retryable"] = error.retryable
     record = run.record_final()
     record_text = "\n\n".join(text for text in run.texts if text)
     write = db_call(generation_run_finish)(

@@ -225,3 +225,31 @@ async def test_a_run_nobody_follows_past_the_detached_timeout_is_cancelled_and_r
     gone = await sync_to_async(fake_anthropic.wait_for_disconnect)(fake_anthropic.requests[0], 4.0)
     assert gone, "the unfollowed run kept its upstream request"
     assert (await _finished(run_id)).status == "cancelled"
+
+
+async def test_a_failed_runs_end_rebuilt_from_the_database_keeps_its_retryable(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # An overloaded provider after our retries: retryable, and still so once the log has expired.
+    settings.STORY_LLM_MAX_RETRIES = 0
+    fake_anthropic.script(Reply(status=529, error_type="overloaded_error", headers={"retry-after-ms": "1"}))
+    events = await ws_generate(writer)
+    assert (events[-1]["code"], events[-1]["retryable"]) == ("llm_overloaded", True)
+    run_id = events[0]["run_id"]
+    await _log_expires(run_id, settings)
+    # A run that a resume closed (no error of its own recorded): as its code always is.
+    interrupted = await GenerationRun.objects.acreate(
+        user=writer, status="failed", error_code="interrupted", model=events[0]["model"], max_tokens=1024
+    )
+    communicator = await ws_connect(writer)
+    try:
+        ends = []
+        for run in (run_id, interrupted.pk):
+            await communicator.send_json_to({"type": "attach", "run_id": run})
+            ends.append(await ws_events(communicator))
+    finally:
+        await communicator.disconnect()
+    assert [(e[-1]["code"], e[-1]["retryable"], e[-1]["seq"]) for e in ends] == [
+        ("llm_overloaded", True, None),
+        ("interrupted", True, None),
+    ]
