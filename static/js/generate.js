@@ -658,6 +658,8 @@
         current.outputTokens = usage.output_tokens;
       }
       runFinish(current);
+      // Scenes of the outline still waiting at the end are those a rewrite did not touch.
+      pendingSettle("Not rewritten in this run: unchanged in the saved version.");
       statsRender(current, "Finished");
     },
     error: function (current, message) {
@@ -665,6 +667,7 @@
     },
     cancelled: function (current) {
       runFinish(current);
+      pendingSettle("Not written: the run was cancelled.");
       statsRender(current, "Cancelled");
       ui.stats.textContent = "Cancelled. Nothing was saved.";
       announce("Cancelled. Nothing was saved.");
@@ -680,6 +683,7 @@
 
   function errorShow(current, message) {
     runFinish(current);
+    pendingSettle("Not written: the run stopped.");
     var text = asText(message.message) || "Something went wrong.";
     if (message.code === "save_failed" || ui.scenes.childElementCount || ui.rawAll.textContent) {
       // Nothing streamed is thrown away: the scenes stay on screen and the full text opens below.
@@ -777,6 +781,19 @@
       }
     });
     return section;
+  }
+
+  function pendingSettle(note) {
+    // The run is over: no placeholder may go on saying its scene is being written.
+    ui.scenes.querySelectorAll(".scene-pending").forEach(function (node) {
+      node.classList.remove("scene-pending");
+      node.classList.add("scene-settled");
+      var heading = node.querySelector(".scene-heading");
+      if (heading && heading.textContent === "Scene being written…") {
+        heading.textContent = "Scene not written";
+      }
+      node.appendChild(el("p", "scene-note", note));
+    });
   }
 
   function scenePlaceholder(heading) {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from playwright.sync_api import Browser, expect
 
@@ -47,6 +49,18 @@ def test_a_writer_generates_in_parallel_mode_then_rewrites_one_scene(
     expect(page.locator(".screenplay .scene").nth(1)).to_contain_text("This time: Make it <quieter>.")
     assert [h.strip() for h in page.locator(".screenplay .scene-heading").all_inner_texts()] == shown
     screenshot(page, "story-page-rewritten-scene")
+
+    # Watched again on the create page (the Watch link of /runs/), the rewrite ends with the scenes it
+    # did not touch said so, not "being written" for ever.
+    [accepted] = [json.loads(f) for f in frames if '"type": "accepted"' in f]
+    page.goto(f"{app_server.url}/stories/new/?run={accepted['run_id']}")
+    expect(page.locator("#stream-stats")).to_contain_text("Finished")
+    expect(page.locator("#stream-scenes .scene")).to_have_count(3)
+    assert page.locator("#stream-scenes .scene-pending").count() == 0
+    expect(page.locator("#stream-scenes .scene-note")).to_have_count(2)
+    expect(page.locator("#stream-scenes .scene-note").first).to_have_text(
+        "Not rewritten in this run: unchanged in the saved version."
+    )
     assert watched.dialogs == [] and watched.errors == []
 
 
