@@ -4,9 +4,12 @@
 Real parts: daphne serving the project on PostgreSQL (in-memory channel layer: one process), the real
 anthropic SDK inside daphne talking to bench/fake_server.py. "before" is daphne serving a git worktree of
 the commit before issue 19's streaming work (BENCH_BEFORE_COMMIT, checked out at BENCH_BEFORE_ROOT when
-missing); "after" is this checkout. Both run in the same invocation, against the same fake and PostgreSQL server,
-one after the other; "before" on a copy of the database migrated back to its own schema (it cannot write
-the columns added since).
+missing); "after" is this checkout as a busy process runs it: paced reads from
+STORY_STREAM_PACED_READ_STREAMS streams whatever the load (STORY_STREAM_PACED_READ_BUSY_PERCENT=0), as
+it does once its CPU reaches that threshold; "after, default" is this checkout with its defaults, which
+at this load (the process under 95 % of a core) reads every event as it comes, for latency. All run in the same
+invocation, against the same fake and PostgreSQL server, one after the other; "before" on a copy of the
+database migrated back to its own schema (it cannot write the columns added since).
 
 Per variant: one warm-up generation (not counted), then three phases, each read as daphne's user+system
 CPU time from /proc around it: ``SEQUENTIAL`` long generations one at a time, ``CONCURRENT`` long ones
@@ -51,6 +54,12 @@ LONG_SCENES, SHORT_SCENES, LINES, PERSONAS = 8, 1, 4, 3
 PROFILE_LINES = 15
 _SPY_OPTIONS = ("--format", "raw", "--gil", "--nonblocking", "--rate", "200", "--output")
 RESULTS = harness.ROOT / "bench" / "results" / "stream_cpu.md"
+# (label, checkout, extra environment of its daphne): see the module docstring.
+VARIANTS: tuple[tuple[str, Path, dict[str, str]], ...] = (
+    ("before", BEFORE_ROOT, {}),
+    ("after", harness.ROOT, {"STORY_STREAM_PACED_READ_BUSY_PERCENT": "0"}),
+    ("after, default", harness.ROOT, {}),
+)
 
 
 def main() -> None:
@@ -94,8 +103,10 @@ def _run() -> None:
     ]
     lines += [
         f"- before: commit {BEFORE_COMMIT} (main before the streaming work), served from {BEFORE_ROOT}; "
-        "after: this checkout; same run, same fake, same PostgreSQL (before on a copy of the database at its "
-        "own schema)",
+        "after: this checkout as a busy process runs it (paced reads whatever the load: "
+        "`STORY_STREAM_PACED_READ_BUSY_PERCENT=0`); after, default: this checkout's defaults (at this load, "
+        "the process under 95 % of a core, every event read as it comes); same run, same fake, same PostgreSQL (before "
+        "on a copy of the database at its own schema)",
         f"- model: bench/fake_server.py, TTFT {TTFT_MS:.0f} ms, {TOKENS_PER_SECOND:.0f} tokens/s, text deltas "
         f"of {CHUNK_CHARS} characters (about 3 tokens); the real anthropic SDK inside daphne",
         "- command: `make bench` (`python -m bench.stream_cpu`)",
@@ -106,8 +117,9 @@ def _run() -> None:
     results: dict[str, list[Phase]] = {}
     profiles: dict[str, list[str]] = {}
     with fake_server(ttft_ms=TTFT_MS, tokens_per_second=TOKENS_PER_SECOND, chunk_chars=CHUNK_CHARS) as fake:
-        for label, root in (("before", BEFORE_ROOT), ("after", harness.ROOT)):
-            results[label], profiles[label] = _variant(root, fake, sessions, personas, databases[label])
+        for label, root, extra in VARIANTS:
+            database = databases["before" if label == "before" else "after"]
+            results[label], profiles[label] = _variant(root, fake, sessions, personas, database, extra)
             print(label, results[label], flush=True)
     lines += _table(results) + _profiles(profiles)
     lines.append(f"Load average at the end (1, 5, 15 min): {_load()}.")
@@ -177,9 +189,10 @@ def _before_database() -> str:
 
 
 def _variant(
-    root: Path, fake: Fake, sessions: list[str], personas: list[str], database_url: str
+    root: Path, fake: Fake, sessions: list[str], personas: list[str], database_url: str, extra: dict[str, str]
 ) -> tuple[list[Phase], list[str]]:
     env = {
+        **extra,
         "ANTHROPIC_API_KEY": "sk-ant-bench-fake-key",
         "ANTHROPIC_BASE_URL": fake.base,
         "STORY_BACKEND": "stories.generation.backends.anthropic.AnthropicBackend",
@@ -307,18 +320,25 @@ def _table(results: dict[str, list[Phase]]) -> list[str]:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for index, phase in enumerate(results["before"]):
-        for label in ("before", "after"):
+        for label in results:
             p = results[label][index]
             lines.append(
                 f"| {phase.name} | {label} | {p.generations} | {p.errors} | {p.cpu_seconds:.2f} "
                 f"| {' / '.join(f'{value:.2f}' for value in p.split)} | {p.tokens} "
                 f"| {p.delta_frames} | {p.ms_per_kilotoken():.0f} |"
             )
-    lines += ["", "| figure | before | after | before / after |", "|---|---:|---:|---:|"]
+    others = [label for label in results if label != "before"]
+    lines += [
+        "",
+        f"| figure | before | {' | '.join(others)} | {' | '.join(f'before / {label}' for label in others)} |",
+        f"|---|---:|{'---:|' * (2 * len(others))}",
+    ]
     figures = {label: _figures(phases) for label, phases in results.items()}
     for name in figures["before"]:
-        old, new = figures["before"][name], figures["after"][name]
-        lines.append(f"| {name} | {old:.0f} | {new:.0f} | {old / max(new, 1e-9):.1f}x |")
+        old = figures["before"][name]
+        values = " | ".join(f"{figures[label][name]:.0f}" for label in others)
+        ratios = " | ".join(f"{old / max(figures[label][name], 1e-9):.1f}x" for label in others)
+        lines.append(f"| {name} | {old:.0f} | {values} | {ratios} |")
     return [*lines, ""]
 
 

@@ -255,6 +255,11 @@ STORY_STREAM_COALESCE_MS = envint("STORY_STREAM_COALESCE_MS", 40, minimum=0, max
 # are open in the process: less CPU per token, text and scenes up to two intervals later. 0: never.
 STORY_STREAM_PACED_READ_MS = envint("STORY_STREAM_PACED_READ_MS", 100, minimum=0, maximum=1000)
 STORY_STREAM_PACED_READ_STREAMS = envint("STORY_STREAM_PACED_READ_STREAMS", 8, minimum=1, maximum=100_000)
+# The process's CPU over the last two seconds, in percent of one core, from which those reads are paced; 0:
+# whatever the load (stories/generation/backends/read_pacing.py).
+STORY_STREAM_PACED_READ_BUSY_PERCENT = envint(
+    "STORY_STREAM_PACED_READ_BUSY_PERCENT", 95, minimum=0, maximum=6400
+)
 # A server process's interpreter (storyproject/runtime.py): how long a thread keeps the GIL when
 # another waits (Python's default is 5 ms), and the garbage collector's first threshold (default 700).
 STORY_GIL_SWITCH_INTERVAL_MS = envint("STORY_GIL_SWITCH_INTERVAL_MS", 1, minimum=1, maximum=100)

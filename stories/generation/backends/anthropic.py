@@ -245,6 +245,7 @@ async def _raw_events(call: ModelCall) -> AsyncGenerator[dict[str, Any], None]:
                 body.stream,
                 interval_ms=settings.STORY_STREAM_PACED_READ_MS,
                 from_streams=settings.STORY_STREAM_PACED_READ_STREAMS,
+                busy=settings.STORY_STREAM_PACED_READ_BUSY_PERCENT / 100,
             )
         async with aclosing(stream_events(body, client)) as events:
             async for event in events:

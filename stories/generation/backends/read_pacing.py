@@ -14,9 +14,17 @@ ran before it returned); the events h11 already holds from an earlier read come 
 read through without a pause. A model faster than the pace is never slowed down: each read takes
 everything buffered.
 
-When: only while at least ``STORY_STREAM_PACED_READ_STREAMS`` model streams are open in this process.
-A process with few streams has CPU to spare and reads each event as it comes; a busy one trades
-latency for CPU. What waits then: text and a finished scene, up to two intervals (one in the kernel,
+When: only while at least ``STORY_STREAM_PACED_READ_STREAMS`` model streams are open in this process
+and the process is busy: its CPU time over the last two seconds (``time.process_time``: every thread,
+so also the database calls that hold the GIL the event loop needs) is at least
+``STORY_STREAM_PACED_READ_BUSY_PERCENT`` of a core, and then until it falls under ``_BUSY_OFF`` of
+that (paced reads cost about a third less CPU: a higher mark would switch them off at once, a lower
+one keep them on in a process with CPU to spare). A process with CPU to spare reads each event as it
+comes; a busy one trades latency for CPU. Measured (bench/results/steady.md, 30 and 60 streams on one
+process): paced reads saved a quarter to a third of the CPU per token and cost about 150 ms at a
+call's end and at its first scene, which a process short of saturation does better to spend. At 200
+streams the process is at 95-100 % of a core while its event loop's thread is at 56-67 %: the GIL,
+not that thread, is what saturates, hence the whole process's time. What waits then: text and a finished scene, up to two intervals (one in the kernel,
 one behind the first event of the read that took it), and the end of the call up to one (once the
 back-end has its ``message_delta``, it stops the pauses: ``stop_pausing``). What does
 not: the first text of a call (its read waited for the model: it goes on at once). Timeouts are
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 
 import httpx2
@@ -38,11 +47,54 @@ _open = 0
 _open_lock = threading.Lock()
 
 
+# How long the CPU gauge averages over, and the fraction of the threshold under which pacing stops.
+_BUSY_WINDOW_SECONDS = 2.0
+_BUSY_OFF = 0.74
+
+
+class _CpuGauge:
+    """This process's CPU time per second of wall time, over about the last ``_BUSY_WINDOW_SECONDS``;
+    read when a paced read asks (so: while model streams are open), and whether reads are paced now."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.cpu = time.process_time()
+        self.busy = 0.0
+        self.pacing = False
+
+    def busy_enough(self, threshold: float) -> bool:
+        now = time.monotonic()
+        if now - self.at >= _BUSY_WINDOW_SECONDS:
+            cpu = time.process_time()
+            self.busy = (cpu - self.cpu) / (now - self.at)
+            self.at, self.cpu = now, cpu
+            self.pacing = self.busy >= threshold * (_BUSY_OFF if self.pacing else 1.0)
+        return self.pacing
+
+
+_gauge = _CpuGauge()
+_gauge_lock = threading.Lock()
+
+
+def pacing_now(*, from_streams: int, busy: float) -> bool:
+    """Whether reads are paced now: ``from_streams`` model streams open or more, and the process at
+    least ``busy`` of a core busy (0: whatever its load)."""
+    if _open < from_streams:
+        return False
+    if not busy:
+        return True
+    with _gauge_lock:  # the loops of blocking views' threads read it too
+        return _gauge.busy_enough(busy)
+
+
 class PacedBody(httpx2.AsyncByteStream):
-    def __init__(self, inner: httpx2.AsyncByteStream, *, interval_ms: int, from_streams: int) -> None:
+    def __init__(
+        self, inner: httpx2.AsyncByteStream, *, interval_ms: int, from_streams: int, busy: float = 0.0
+    ) -> None:
         self._inner = inner
         self._interval = interval_ms / 1000
         self._from_streams = from_streams
+        self._busy = busy
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = self._inner.__aiter__()
@@ -59,7 +111,7 @@ class PacedBody(httpx2.AsyncByteStream):
                 finally:
                     mark.cancel()
                 yield chunk
-                if ran[0] and self._interval and _open >= self._from_streams:
+                if ran[0] and self._interval and pacing_now(from_streams=self._from_streams, busy=self._busy):
                     await asyncio.sleep(self._interval)
         finally:
             _opened(-1)
@@ -84,7 +136,11 @@ def _opened(change: int) -> None:
 def paced_interval_seconds() -> float:
     """The pause between reads while this process paces its model streams now, else 0."""
     interval_ms = settings.STORY_STREAM_PACED_READ_MS
-    return interval_ms / 1000 if interval_ms and _open >= settings.STORY_STREAM_PACED_READ_STREAMS else 0.0
+    paced = interval_ms and pacing_now(
+        from_streams=settings.STORY_STREAM_PACED_READ_STREAMS,
+        busy=settings.STORY_STREAM_PACED_READ_BUSY_PERCENT / 100,
+    )
+    return interval_ms / 1000 if paced else 0.0
 
 
 def paced_streams() -> int:

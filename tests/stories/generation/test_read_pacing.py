@@ -7,7 +7,9 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx2
+import pytest
 
+from stories.generation.backends import read_pacing
 from stories.generation.backends.read_pacing import PacedBody, paced_streams
 
 
@@ -92,3 +94,45 @@ async def test_once_told_to_stop_pausing_the_rest_is_read_as_it_comes() -> None:
         body.stop_pausing()
     assert [chunk for _, chunk in out] == [b"message_delta", b"message_stop"]
     assert out[1][0] < 0.15  # not held back by the 200 ms pause
+
+
+class _Clock:
+    """time.monotonic and time.process_time as a test sets them (seconds)."""
+
+    def __init__(self) -> None:
+        self.wall = 1000.0
+        self.cpu = 10.0
+
+    def monotonic(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
+
+    def spend(self, *, seconds: float, busy: float) -> None:
+        self.wall += seconds
+        self.cpu += seconds * busy
+
+
+def test_reads_are_paced_from_the_cpu_threshold_and_until_well_under_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(read_pacing, "time", clock)
+    monkeypatch.setattr(read_pacing, "_gauge", read_pacing._CpuGauge())
+    monkeypatch.setattr(read_pacing, "_open", 10)
+    paced: list[bool] = []
+    # Two seconds at each load, in percent of a core, against a threshold of 95 %.
+    for busy in (50, 90, 97, 75, 72, 65, 90, 100):
+        clock.spend(seconds=2.0, busy=busy / 100)
+        paced.append(read_pacing.pacing_now(from_streams=8, busy=0.95))
+    # Off below 95 %; once on, on until under 70.3 % (74 % of the threshold), then off until 95 % again.
+    assert paced == [False, False, True, True, True, False, False, True]
+    # Not before the window has passed: the last window's figure holds.
+    clock.spend(seconds=1.0, busy=0.0)
+    assert read_pacing.pacing_now(from_streams=8, busy=0.95)
+    # Fewer open streams than the threshold: never, whatever the load; 0 %: from the stream count alone.
+    assert not read_pacing.pacing_now(from_streams=11, busy=0.95)
+    clock.spend(seconds=2.0, busy=0.0)
+    assert read_pacing.pacing_now(from_streams=8, busy=0.0)
+    assert not read_pacing.pacing_now(from_streams=8, busy=0.95)
