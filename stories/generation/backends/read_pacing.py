@@ -18,13 +18,16 @@ When: only while at least ``STORY_STREAM_PACED_READ_STREAMS`` model streams are 
 and the process is busy: its CPU time over the last two seconds (``time.process_time``: every thread,
 so also the database calls that hold the GIL the event loop needs) is at least
 ``STORY_STREAM_PACED_READ_BUSY_PERCENT`` of a core, and then until it falls under ``_BUSY_OFF`` of
-that (paced reads cost about a third less CPU: a higher mark would switch them off at once, a lower
+that (paced reads cost up to a third less CPU: a higher mark would switch them off at once, a lower
 one keep them on in a process with CPU to spare). A process with CPU to spare reads each event as it
-comes; a busy one trades latency for CPU. Measured (bench/results/steady.md, 30 and 60 streams on one
-process): paced reads saved a quarter to a third of the CPU per token and cost about 150 ms at a
-call's end and at its first scene, which a process short of saturation does better to spend. At 200
-streams the process is at 95-100 % of a core while its event loop's thread is at 56-67 %: the GIL,
-not that thread, is what saturates, hence the whole process's time. What waits then: text and a finished scene, up to two intervals (one in the kernel,
+comes; a busy one trades latency for CPU. Measured (docs/performance.md, "Sixth step": 30 and 60
+streams on one process): paced reads saved a sixth to a third of the CPU per token and cost about
+150 ms at a call's end and at its first scene, which a process short of saturation does better to
+spend. At 200 streams the process is at 92-100 % of a core while its event loop's thread is at
+56-67 %: the GIL, which the database threads hold too, is what saturates, hence the whole process's
+time.
+
+What waits while reads are paced: text and a finished scene, up to two intervals (one in the kernel,
 one behind the first event of the read that took it), and the end of the call up to one (once the
 back-end has its ``message_delta``, it stops the pauses: ``stop_pausing``). What does
 not: the first text of a call (its read waited for the model: it goes on at once). Timeouts are
