@@ -123,15 +123,20 @@ def test_the_api_refuses_another_writers_story_and_a_scene_that_does_not_exist(
     assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
 
 
-def test_the_api_refuses_a_body_that_is_not_a_json_object(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
-) -> None:
-    # Issue 13 item 7: a list body was read as an empty object, so the scene was rewritten (201).
+def _rewrite_post(writer: Any, body: str) -> tuple[int, Any]:
+    """A new story's version 1, and the writer's raw JSON ``body`` posted to rewrite its first scene."""
     story_id, _ = _story_with_version(writer)
     client = APIClient()
     client.force_authenticate(writer)
     url = f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/"
-    response = client.post(url, '[{"instructions": "Faster."}]', content_type="application/json")
+    return story_id, client.post(url, body, content_type="application/json")
+
+
+def test_the_api_refuses_a_body_that_is_not_a_json_object(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Issue 13 item 7: a list body was read as an empty object, so the scene was rewritten (201).
+    story_id, response = _rewrite_post(writer, '[{"instructions": "Faster."}]')
     assert response.status_code == 400
     assert response.json() == {"detail": "The request body must be a JSON object ({...}), not a list."}
     assert fake_anthropic.requests == []
@@ -143,11 +148,7 @@ def test_the_api_names_a_hostile_unknown_field_without_failing(
 ) -> None:
     # An unknown key holding a lone surrogate was named verbatim: the 400's body could not be encoded
     # (a 500), and on the socket the error frame could not be sent (the connection failed with 1011).
-    story_id, _ = _story_with_version(writer)
-    client = APIClient()
-    client.force_authenticate(writer)
-    url = f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/"
-    response = client.post(url, '{"\\ud800": 1}', content_type="application/json")
+    story_id, response = _rewrite_post(writer, '{"\\ud800": 1}')
     assert response.status_code == 400
     assert response.json() == {
         "code": "invalid_request",
@@ -155,6 +156,7 @@ def test_the_api_names_a_hostile_unknown_field_without_failing(
         "retryable": False,
     }
     assert fake_anthropic.requests == []
+    assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
 
 
 async def test_the_socket_rewrites_one_scene_streaming_it_then_saves_a_new_version(
