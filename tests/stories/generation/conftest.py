@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,7 @@ from django.test import Client
 from stories.generation.models_registry import DEFAULT_MODEL
 from stories.models import ScreenplayVersion
 from storyproject.asgi import application
-from tests.fake_anthropic import FakeAnthropic
+from tests.fake_anthropic import FakeAnthropic, Reply
 
 MODEL = DEFAULT_MODEL
 TERMINAL = {"done", "error", "cancelled"}
@@ -162,3 +163,22 @@ def unaddressed(event: dict[str, Any]) -> dict[str, Any]:
     if event["type"] not in ("accepted", "saved", "done"):
         kept.pop("run_id", None)
     return kept
+
+
+def continuing_writer(expected: dict[str, Any], *, thought: str | None = None) -> Any:
+    """A model that writes ``expected``, every reply cut at max_tokens; a continuation fills what its
+    schema requires and the scenes after the one it is asked to go on from. ``thought``: the thinking
+    of its first reply (the fake's own otherwise)."""
+
+    def reply(body: dict[str, Any]) -> Reply:
+        ask = body["messages"][-1]["content"]
+        done = re.search(r"after scene (\d+)", ask) if len(body["messages"]) > 1 else None
+        if done is None:
+            first = {} if thought is None else {"thinking_text": thought}
+            return Reply(text=json.dumps(expected), cut_at_max_tokens=True, **first)
+        required = body["output_config"]["format"]["schema"]["required"]
+        document = {key: value for key, value in expected.items() if key in required}
+        document["scenes"] = expected["scenes"][int(done.group(1)) :]
+        return Reply(text=json.dumps(document), cut_at_max_tokens=True)
+
+    return reply

@@ -7,33 +7,15 @@ required only the title and the scenes, the cast came after the scenes and a cut
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import pytest
 
 from stories.models import GenerationRun, ScreenplayVersion
-from tests.fake_anthropic import FakeAnthropic, Reply
-from tests.stories.generation.conftest import screenplay, ws_generate
+from tests.fake_anthropic import FakeAnthropic
+from tests.stories.generation.conftest import continuing_writer, screenplay, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _writer(expected: dict[str, Any]) -> Any:
-    """A model that writes ``expected``; a continuation fills what its schema requires and the later scenes."""
-
-    def reply(body: dict[str, Any]) -> Reply:
-        ask = body["messages"][-1]["content"]
-        done = re.search(r"after scene (\d+)", ask) if len(body["messages"]) > 1 else None
-        if done is None:
-            return Reply(text=json.dumps(expected), cut_at_max_tokens=True)
-        required = body["output_config"]["format"]["schema"]["required"]
-        document = {key: value for key, value in expected.items() if key in required}
-        document["scenes"] = expected["scenes"][int(done.group(1)) :]
-        return Reply(text=json.dumps(document), cut_at_max_tokens=True)
-
-    return reply
 
 
 async def test_a_required_first_reply_cut_at_max_tokens_completes_with_its_cast_and_is_saved(
@@ -42,7 +24,7 @@ async def test_a_required_first_reply_cut_at_max_tokens_completes_with_its_cast_
     expected = screenplay(scenes=4)
     for scene in expected["scenes"]:
         scene["summary"] = f"What happens in {scene['heading']}."
-    fake_anthropic.default = _writer(expected)
+    fake_anthropic.default = continuing_writer(expected)
     events = await ws_generate(writer, max_tokens=300)
     assert events[-1]["type"] == "done", events[-1]
     version = await ScreenplayVersion.objects.aget()

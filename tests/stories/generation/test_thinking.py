@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -12,7 +10,7 @@ import pytest
 from stories.generation.models_registry import usable_models
 from stories.models import GenerationRun, ScreenplayVersion
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text, token_count
-from tests.stories.generation.conftest import screenplay, ws_generate
+from tests.stories.generation.conftest import continuing_writer, screenplay, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,22 +91,6 @@ async def test_a_manual_thinking_model_gets_a_budget(
 LONG_THOUGHT = "The detective weighs every lie the client told, scene by scene, before a word is written. "
 
 
-def _thinks_first(expected: dict[str, Any], thought: str) -> Any:
-    """A model that thinks ``thought`` on its first call, then continues as test_key_order's does."""
-
-    def reply(body: dict[str, Any]) -> Reply:
-        ask = body["messages"][-1]["content"]
-        done = re.search(r"after scene (\d+)", ask) if len(body["messages"]) > 1 else None
-        if done is None:
-            return Reply(text=json.dumps(expected), thinking_text=thought, cut_at_max_tokens=True)
-        required = body["output_config"]["format"]["schema"]["required"]
-        document = {key: value for key, value in expected.items() if key in required}
-        document["scenes"] = expected["scenes"][int(done.group(1)) :]
-        return Reply(text=json.dumps(document), cut_at_max_tokens=True)
-
-    return reply
-
-
 async def test_thinking_past_its_reserve_cuts_the_screenplay_which_is_continued_and_saved(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
@@ -116,7 +98,7 @@ async def test_thinking_past_its_reserve_cuts_the_screenplay_which_is_continued_
     # it thinks comes out of max_tokens before the text, which is cut after its first scenes.
     settings.STORY_THINKING_BUDGET_TOKENS = 1024
     expected = screenplay(scenes=4)
-    fake_anthropic.default = _thinks_first(expected, LONG_THOUGHT * 74)
+    fake_anthropic.default = continuing_writer(expected, thought=LONG_THOUGHT * 74)
     events = await ws_generate(writer, max_tokens=1000)
     assert events[-1]["type"] == "done", events[-1]
     assert fake_anthropic.requests[0].body["max_tokens"] == 1000 + 1024
@@ -132,7 +114,7 @@ async def test_thinking_that_uses_up_max_tokens_fails_cleanly_and_saves_nothing(
 ) -> None:
     # The thinking alone passes max_tokens: the API sends no text block, stop_reason max_tokens.
     settings.STORY_THINKING_BUDGET_TOKENS = 1024
-    fake_anthropic.default = _thinks_first(screenplay(scenes=4), LONG_THOUGHT * 200)
+    fake_anthropic.default = continuing_writer(screenplay(scenes=4), thought=LONG_THOUGHT * 200)
     events = await ws_generate(writer, max_tokens=1000)
     error = events[-1]
     assert (error["type"], error["code"], error["retryable"]) == ("error", "invalid_output", False)
@@ -154,7 +136,7 @@ async def test_every_call_the_app_makes_is_one_the_api_accepts_for_every_usable_
     # any scripted reply: a run that is done, with a continuation, sent only what the API accepts.
     settings.STORY_MODELS = [model]
     settings.STORY_THINKING_BUDGET_TOKENS = budget
-    writes = _thinks_first(screenplay(scenes=4), "")
+    writes = continuing_writer(screenplay(scenes=4), thought="")
 
     def reply(body: dict[str, Any]) -> Reply:
         # Thinking that takes what the app reserved for it, leaving the text the 300 asked for.
