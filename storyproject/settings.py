@@ -348,6 +348,13 @@ SILENCED_SYSTEM_CHECKS = envlist("DJANGO_SILENCED_SYSTEM_CHECKS", [])
 LOG_FORMAT = envstr("LOG_FORMAT", "plain")
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'")
+# The root logger's level, in any case: logging's own refusal of a bad one was a traceback naming no variable.
+LOG_LEVEL = (envstr("DJANGO_LOG_LEVEL") or "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(
+        "DJANGO_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; "
+        f"got {os.environ['DJANGO_LOG_LEVEL'].strip()!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -356,7 +363,7 @@ LOGGING = {
         "json": {"()": "storyproject.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": envstr("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # The SDK's debug logging prints request headers; it stays at WARNING whatever the root says.
         "anthropic": {"level": "WARNING"},

@@ -133,6 +133,27 @@ def test_settings_refuse_a_short_metrics_token() -> None:
     assert "METRICS_TOKEN must be at least 16 characters" in _settings_refusal(METRICS_TOKEN="short")
 
 
+@pytest.mark.parametrize("level", ["loud", "10", "verbose"])
+def test_settings_refuse_a_log_level_logging_does_not_know(level: str) -> None:
+    # It stopped start-up (and make serve) with logging's "ValueError: Unable to configure root logger",
+    # a traceback that did not name the variable.
+    refusal = _settings_refusal(DJANGO_LOG_LEVEL=level)
+    assert f"DJANGO_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got {level!r}" in refusal
+    assert "Unable to configure root logger" not in refusal
+
+
+def test_settings_read_the_log_level_in_any_case() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import django, logging; django.setup(); print(logging.getLogger().level)"],
+        env={"DJANGO_SETTINGS_MODULE": "storyproject.settings", "PATH": "", "DJANGO_LOG_LEVEL": " debug "},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "10"
+
+
 def test_manage_check_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
     call_command("check", fail_level="WARNING")
     assert "no issues" in capsys.readouterr().out
