@@ -285,6 +285,9 @@ def serve_address(host: str, port: int) -> ServeAddress:
         raise ImproperlyConfigured(
             f"HOST: an IPv6 address with a zone (%{address.scope_id}) is not supported"
         )
+    # The PORT variable is range-checked as it is read; --port (which `make serve` passes) is not.
+    if not 0 <= port <= 65535:
+        raise ImproperlyConfigured(f"PORT (--port) must be from 0 to 65535; got {port}")
     return ServeAddress(host=str(address), port=port)
 
 

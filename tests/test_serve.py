@@ -251,6 +251,16 @@ def test_serve_says_a_taken_port_before_it_prepares_anything(tmp_path: Path) -> 
     assert not list(tmp_path.glob("*.sqlite3"))
 
 
+@pytest.mark.parametrize("port", [99999, -1])
+def test_serve_refuses_a_port_out_of_range_with_a_clear_message(tmp_path: Path, port: int) -> None:
+    # `python -m storyproject.serve --port 99999` (the systemd unit's form) was an OverflowError traceback
+    # from bind(): only the PORT variable was range-checked.
+    result = _serve_once(_server_env(tmp_path), port)
+    assert result.returncode == 2
+    assert f"serve: refusing to start: PORT (--port) must be from 0 to 65535; got {port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_restarts_a_process_that_dies(serve: object) -> None:
     served: Served = serve(1)  # type: ignore[operator]
     [first] = _children(served.process.pid)
