@@ -154,6 +154,13 @@ def test_settings_read_the_log_level_in_any_case() -> None:
     assert result.stdout.strip() == "10"
 
 
+def test_settings_refuse_max_tokens_bounds_that_leave_no_value() -> None:
+    # Start-up passed, and every request naming max_tokens was then refused with "max_tokens must be
+    # between 20000 and 16000", while the create page offered no length at all.
+    refusal = _settings_refusal(STORY_MIN_MAX_TOKENS="20000")
+    assert "STORY_MIN_MAX_TOKENS (20000) must not be above STORY_MAX_MAX_TOKENS (16000)" in refusal
+
+
 def test_manage_check_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
     call_command("check", fail_level="WARNING")
     assert "no issues" in capsys.readouterr().out
