@@ -158,6 +158,13 @@ def _prepare() -> None:
 
     if settings.DEBUG:
         raise ServeRefused("DJANGO_DEBUG is on; production serving needs it off (unset it or set it to 0)")
+    from stories.generation.backends.registry import backend_class_load
+
+    try:
+        # What each process does at start (storyproject.asgi): refused here, once, before any of them runs.
+        backend_class_load()
+    except ImproperlyConfigured as error:
+        raise ServeRefused(str(error)) from None
     try:
         # Warnings count too: `check --deploy` reports unsafe settings (a weak key, no HTTPS) as warnings.
         call_command("check", deploy=True, fail_level="WARNING")

@@ -292,6 +292,12 @@ def test_the_processes_stop_when_the_supervisor_is_killed(serve: object) -> None
             "refusing to start: the database (DATABASE_URL) failed: ",
         ),
         ({"REDIS_URL": "http://127.0.0.1:6379/0"}, "REDIS_URL must start with redis://"),
+        # Was: preparation passed (migrations applied), then each process died on the import five
+        # times with a traceback and the server gave up with exit 1.
+        (
+            {"STORY_BACKEND": "nope.Backend"},
+            "refusing to start: STORY_BACKEND 'nope.Backend' cannot be imported",
+        ),
     ],
 )
 def test_serve_refuses_an_unsafe_configuration_with_a_clear_message(

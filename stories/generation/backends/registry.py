@@ -1,7 +1,7 @@
 """Which back-end serves a model: the offline model its own, every other the ``STORY_BACKEND`` class.
 
 Like Django's mail back-ends, ``STORY_BACKEND`` is a dotted path to a GenerationBackend subclass,
-loaded at start-up (storyproject.asgi) so that a wrong path fails then. The interface
+loaded at start-up (storyproject.asgi, and ``make serve``'s checks) so that a wrong path fails then. The interface
 (backends.base) knows none of its implementations; this module is where they are named.
 """
 
@@ -19,7 +19,10 @@ OFFLINE_BACKEND = "stories.generation.backends.offline.OfflineBackend"
 def backend_class_load(path: str | None = None) -> type[GenerationBackend]:
     """The back-end class at ``path`` (``STORY_BACKEND`` by default); ImproperlyConfigured if it is none."""
     path = path or settings.STORY_BACKEND
-    backend_class = import_string(path)
+    try:
+        backend_class = import_string(path)
+    except ImportError as error:  # no such module or class, or the module's own import failed
+        raise ImproperlyConfigured(f"STORY_BACKEND {path!r} cannot be imported: {error}") from None
     if not (isinstance(backend_class, type) and issubclass(backend_class, GenerationBackend)):
         raise ImproperlyConfigured(f"STORY_BACKEND {path!r} is not a GenerationBackend")
     return backend_class
