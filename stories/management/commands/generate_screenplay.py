@@ -231,9 +231,19 @@ def _plot_file(path: Path) -> str:
     limit = settings.STORY_MAX_PLOT_CHARS * 4 + 1
     try:
         with path.open("rb") as file:
-            return file.read(limit).decode("utf-8", errors="replace")
+            data = file.read(limit)
     except OSError as error:
         raise CommandError(f"Cannot read {path}: {error.strerror}.", returncode=EXIT_INVALID) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if len(data) == limit and error.reason == "unexpected end of data":
+            # Cut inside a character at the limit: too long, which the request's check says.
+            return data.decode("utf-8", errors="replace")
+        raise CommandError(
+            f"{path} is not UTF-8 text (byte {error.start + 1} is not); save it as UTF-8.",
+            returncode=EXIT_INVALID,
+        ) from None
 
 
 def _failure(error: GenerationError) -> CommandError:

@@ -107,3 +107,27 @@ def test_bad_requests_exit_with_status_2_and_save_nothing(
         _generate(*args)
     assert failure.value.returncode == 2
     assert not Story.objects.exists()
+
+
+def test_a_plot_file_that_is_not_utf8_is_refused_not_garbled(
+    writer: Any, cast: Any, offline: None, tmp_path: Path
+) -> None:
+    # A Latin-1 file was read with its accents replaced by U+FFFD, and the run went ahead on that plot.
+    plot_file = tmp_path / "plot.txt"
+    plot_file.write_bytes("Zoë's café burns down.".encode("latin-1"))
+    with pytest.raises(CommandError, match=r"plot\.txt is not UTF-8 text \(byte 3 is not\)") as failure:
+        _generate("--plot-file", str(plot_file), *PERSONAS)
+    assert failure.value.returncode == 2
+    assert not GenerationRun.objects.exists()
+
+
+def test_a_plot_file_over_the_limit_is_too_long_even_when_cut_inside_a_character(
+    writer: Any, cast: Any, offline: None, tmp_path: Path, settings: Any
+) -> None:
+    settings.STORY_MAX_PLOT_CHARS = 100
+    plot_file = tmp_path / "plot.txt"
+    plot_file.write_text("é" * 1000, encoding="utf-8")  # up to 401 bytes are read: half an "é" at the end
+    with pytest.raises(CommandError, match="plot") as failure:
+        _generate("--plot-file", str(plot_file), *PERSONAS)
+    assert "UTF-8" not in str(failure.value)
+    assert failure.value.returncode == 2
