@@ -131,7 +131,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         # that no longer holds; the client sees `cancelled`, then the error, then the close.
         task = self.task
         if task is not None and not task.done():
-            await self._cancel(None)
+            with suppress(GenerationError):  # its terminal event is on its way: nothing to cancel
+                await self._cancel(None)
             with suppress(asyncio.CancelledError, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), timeout=_CANCEL_WAIT_SECONDS)
         await self._refuse(_signed_out_error())

@@ -24,6 +24,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.services import api_token_create, api_token_revoke
 from stories import ws_sessions
+from stories.consumers import GenerateConsumer
 from stories.models import GenerationRun, Story
 from stories.ws_auth import SocketCredential, credential_current
 from storyproject.asgi import application
@@ -146,6 +147,37 @@ async def _signed_out_after(
     assert [(e["type"], e["code"]) for e in events] == [("error", "unauthenticated")]
     assert "no longer holds" in events[0]["message"]
     assert code == 4401
+
+
+async def test_a_credential_revoked_while_the_runs_last_event_is_on_its_way_still_closes_with_4401(
+    writer: Any, cast: Any, offline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run has ended (its `done` is being sent) but the task following it has not: the cancel that a
+    # sign-out sends first found "no generation is running", which failed the socket (1011).
+    sending = asyncio.Event()
+    release = asyncio.Event()
+    send_event = GenerateConsumer.send_event
+
+    async def held_done(consumer: GenerateConsumer, event: dict[str, Any]) -> None:
+        if event["type"] == "done":
+            sending.set()
+            await release.wait()
+        await send_event(consumer, event)
+
+    monkeypatch.setattr(GenerateConsumer, "send_event", held_done)
+    signed = await sync_to_async(_signed)("token-revoked", writer)
+    communicator = await _open(signed.headers)
+    try:
+        await communicator.send_json_to(generate_message())
+        await asyncio.wait_for(sending.wait(), timeout=10)
+        await sync_to_async(signed.revoke)()
+        await communicator.send_json_to({"type": "cancel"})
+        asyncio.get_running_loop().call_later(0.3, release.set)
+        events, code = await _until_closed(communicator)
+    finally:
+        await communicator.disconnect()
+    assert [e["type"] for e in events][-2:] == ["done", "error"]
+    assert (events[-1]["code"], code) == ("unauthenticated", 4401)
 
 
 # Whatever the message (a generate refused for its fields, an unknown type), the credential is asked
