@@ -91,5 +91,15 @@ class GenerationError(Exception):
         )
 
 
+def database_failure(run_id: int | None) -> GenerationError:
+    """The run's end when the server's own database failed under it: not the model's doing, and worth
+    trying again (the protocol has no code of its own for it: ``llm_unavailable``, retryable)."""
+    return GenerationError(
+        "llm_unavailable",
+        f"the server's database failed during the generation (run {run_id}); please try again",
+        retryable=True,
+    )
+
+
 class GenerationCancelled(Exception):
     """A run that stopped on a ``cancelled`` event: nothing was saved."""

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 
-from stories.errors import GenerationError
+from stories.errors import GenerationError, database_failure
 from stories.generation.backends.base import Brief, CallFinished, ModelCall
 from stories.generation.backends.registry import backend_for_model
 from stories.generation.limiter import AdaptiveLimiter
@@ -112,6 +113,11 @@ async def _scene_task(fan: FanOut, index: int) -> None:
             await fan.scene_done(index, scene)
     except GenerationError as error:
         fan.queue.put_nowait(("failed", index, error))
+    except DatabaseError as error:
+        # The scene's checkpoint could not be written (the database gone mid-run): said to be the
+        # database's doing, as the pipeline says it, not "scene N failed unexpectedly" (not retryable).
+        logger.warning("run %s: scene %s could not be checkpointed: %s", fan.run.run_id, index, error)
+        fan.queue.put_nowait(("failed", index, database_failure(fan.run.run_id)))
     except Exception:
         logger.exception("run %s: scene %s failed unexpectedly", fan.run.run_id, index)
         unexpected = GenerationError("llm_unavailable", f"scene {index + 1} failed unexpectedly")

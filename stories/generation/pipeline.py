@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from personas.selectors import PersonaContexts, persona_contexts
-from stories.errors import GenerationError
+from stories.errors import GenerationError, database_failure
 from stories.generation.backends.base import Brief, CastMember
 from stories.generation.checkpoint import checkpoint_request, lease_kept
 from stories.generation.coalesce import text_coalesced
@@ -123,11 +123,7 @@ async def _run_events(
         logger.exception("generation run %s failed unexpectedly", run.run_id)
         if isinstance(error, DatabaseError):
             # Not the model's doing: said so (the code stays the protocol's one for an unexpected failure).
-            failure = GenerationError(
-                "llm_unavailable",
-                f"the server's database failed during the generation (run {run.run_id}); please try again",
-                retryable=True,
-            )
+            failure = database_failure(run.run_id)
         else:
             failure = GenerationError(
                 "llm_unavailable", f"the generation failed unexpectedly (run {run.run_id})"

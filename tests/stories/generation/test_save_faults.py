@@ -12,6 +12,7 @@ from django.db import OperationalError
 from stories.generation import checkpoint, finish, pipeline
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.fake_screenwriter import FakeScreenwriter
 from tests.stories.generation.conftest import generate_message, screenplay, unaddressed, ws_connect, ws_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,10 +22,10 @@ def _database_down(*args: Any, **kwargs: Any) -> Any:
     raise OperationalError("server closed the connection unexpectedly")
 
 
-async def _generate(writer: Any) -> list[dict[str, Any]]:
+async def _generate(writer: Any, **fields: Any) -> list[dict[str, Any]]:
     communicator = await ws_connect(writer)
     try:
-        await communicator.send_json_to(generate_message())
+        await communicator.send_json_to(generate_message(**fields))
         return await ws_events(communicator)
     finally:
         await communicator.disconnect()
@@ -97,6 +98,30 @@ async def test_the_database_failing_mid_run_is_said_to_be_the_databases_doing(
     fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=2))))
     monkeypatch.setattr(checkpoint, "generation_run_checkpoint", _database_down)
     events = await _generate(writer)
+    assert unaddressed(events[-1]) == {
+        "type": "error",
+        "code": "llm_unavailable",
+        "message": f"the server's database failed during the generation (run {events[0]['run_id']}); please try again",
+        "retryable": True,
+    }
+
+
+async def test_the_database_failing_on_a_parallel_scenes_checkpoint_is_said_to_be_the_databases_doing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parallel mode checkpoints each scene from the scene's own task, which turned the database's
+    # failure into "scene 1 failed unexpectedly", not retryable: the writer was told not to try again.
+    fake_anthropic.default = FakeScreenwriter(screenplay(scenes=2))
+    calls = 0
+    save = checkpoint.generation_run_checkpoint
+
+    def outline_saved_then_down(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return save(*args, **kwargs) if calls == 1 else _database_down()
+
+    monkeypatch.setattr(checkpoint, "generation_run_checkpoint", outline_saved_then_down)
+    events = await _generate(writer, mode="parallel")
     assert unaddressed(events[-1]) == {
         "type": "error",
         "code": "llm_unavailable",
