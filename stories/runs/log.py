@@ -49,6 +49,11 @@ class RunEventLog(Protocol):
     async def last_seq(self, run_id: int) -> int:
         """The seq of the run's last event, 0 when it has none."""
 
+    async def holds_all(self, run_id: int) -> bool:
+        """Whether this process's own log of the run holds every event given out under its seqs (it
+        wrote them here). False for a log another process wrote: that process's own followers got each
+        event before it reached the log (Redis, every 0.1 s), so they may hold seqs past its last one."""
+
     async def cancel_request(self, run_id: int) -> None:
         """Ask the process that runs ``run_id`` to cancel it."""
 

@@ -84,6 +84,9 @@ class MemoryRunEventLog:
             return
         self.runs[run_id] = _Run(base=last_seq, cancel=self.cancels_pending.pop(run_id, None) is not None)
 
+    async def holds_all(self, run_id: int) -> bool:
+        return run_id in self.runs
+
     async def append(self, run_id: int, event: dict[str, Any]) -> int:
         return self.append_now(run_id, event)["seq"]
 

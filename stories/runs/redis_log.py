@@ -115,6 +115,9 @@ class RedisRunEventLog:
         entries: Any = await redis_client().xrevrange(run_key(run_id, "events"), count=1)
         return int(entries[0][0].split(b"-")[1]) if entries else 0
 
+    async def holds_all(self, run_id: int) -> bool:
+        return await self.local.exists(run_id)
+
     async def cancel_request(self, run_id: int) -> None:
         await self.local.cancel_request(run_id)
         await redis_client().set(run_key(run_id, "cancel"), b"1", ex=retention_seconds())

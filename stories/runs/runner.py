@@ -75,30 +75,43 @@ async def run_start(events: AsyncGenerator[dict[str, Any], None]) -> RunStart:
 async def run_resume(*, run_id: int, events: AsyncGenerator[dict[str, Any], None]) -> None:
     """Drive, in this process, the rest of a run that started elsewhere (a process that died).
 
-    The run's log goes on after its last seq: the sequence a client follows has no gap and no repeat.
+    The run's log goes on past every seq the dead process gave out (``_seq_after_dead_process``): a
+    client that re-attaches after the last seq it had gets `resumed` and the rest, never a repeat.
     For resuming runs after a killed process (issue 16 part B); returns once the task is started.
     """
     log = run_event_log()
-    try:
-        last_seq = await log.last_seq(run_id)
-    except Exception:
-        # Redis down: what the dead process wrote cannot be read, and the run is resumed all the same
-        # (Redis only speeds things up). Its log goes on far past anything a run writes, so that once
-        # Redis is back its events follow the old ones (a client following it sees a jump, no repeat).
-        last_seq = SEQ_AFTER_UNREAD
-        logger.warning("run %s: its event log could not be read; it goes on after seq %s", run_id, last_seq)
-    if last_seq == 0:
-        # Nothing of the run's log is here (without Redis it died with the dead process): its clients
-        # may hold any seq that log reached, and one that re-attaches after it must still get `resumed`
-        # and the end (a log starting again at 1 gave it nothing, and the page waited forever).
-        last_seq = SEQ_AFTER_UNREAD
-    await log.open(run_id, last_seq=last_seq)
+    await log.open(run_id, last_seq=await _seq_after_dead_process(log, run_id))
     started: asyncio.Future[RunStart] = asyncio.get_running_loop().create_future()
     driven = _Driven(log=log, started=started, run_id=run_id)
     # Registered before its task first runs: a cancel from now on finds it.
     _driving[run_id] = driven
     driven.task = _keep(asyncio.create_task(_drive(events, driven)))
     await asyncio.shield(started)
+
+
+async def _seq_after_dead_process(log: RunEventLog, run_id: int) -> int:
+    """Where the log of a run whose process died goes on: past every seq that process gave out.
+
+    Its own followers got each event before it reached Redis (every 0.1 s, and not at all while Redis
+    was down), so they may hold seqs past the last one the log kept: going on right after it gave
+    them other events under seqs they had, and they missed `resumed` (or the end) by re-attaching
+    after them. Only a log this process wrote itself holds every seq it gave out.
+    """
+    try:
+        last_seq = await log.last_seq(run_id)
+        if await log.holds_all(run_id):
+            return last_seq
+    except Exception:
+        # Redis down: what the dead process wrote cannot be read, and the run is resumed all the same
+        # (Redis only speeds things up). Its log goes on far past anything a run writes, so that once
+        # Redis is back its events follow the old ones (a client following it sees a jump, no repeat).
+        logger.warning(
+            "run %s: its event log could not be read; it goes on after seq %s", run_id, SEQ_AFTER_UNREAD
+        )
+        return SEQ_AFTER_UNREAD
+    # Nothing of the run's log is here (without Redis it died with the dead process), or its last events
+    # may never have reached it: a seq far past anything a run writes, after what it kept.
+    return last_seq + SEQ_AFTER_UNREAD
 
 
 def _keep(task: asyncio.Task[None]) -> asyncio.Task[None]:
@@ -125,7 +138,7 @@ async def run_cancel(*, run_id: int) -> bool:
     try:
         # Its followers (the log the dead process wrote, in Redis) get the end it will never write.
         if await log.exists(run_id) and not await log.ended(run_id):
-            await log.open(run_id, last_seq=await log.last_seq(run_id))
+            await log.open(run_id, last_seq=await _seq_after_dead_process(log, run_id))
             await log.append(run_id, {"type": "cancelled"})
             await log.flush()
     except Exception:

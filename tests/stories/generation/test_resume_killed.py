@@ -324,11 +324,14 @@ def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_foll
 
     kinds = [event["type"] for event in seen]
     assert kinds[-2:] == ["saved", "done"], kinds
-    # One sequence across both processes: no gap, no repeat, "resumed" once, after the stopping
-    # process's last event, which was no terminal event.
-    assert [event["seq"] for event in seen] == list(range(1, len(seen) + 1))
+    # One sequence across both processes: no repeat, "resumed" once, after the stopping process's last
+    # event, which was no terminal event; one jump there (past any seq the stopping process gave out).
     assert kinds.count("resumed") == 1 and kinds.count("accepted") == 1
     resumed = kinds.index("resumed")
+    seqs = [event["seq"] for event in seen]
+    assert seqs[:resumed] == list(range(1, resumed + 1))
+    assert seqs[resumed] == seqs[resumed - 1] + 10_000_001
+    assert seqs[resumed:] == list(range(seqs[resumed], seqs[resumed] + len(seen) - resumed))
     assert kinds[resumed - 1] not in TERMINAL
     assert [s["index"] for s in seen[resumed]["scenes"]] == [0, 1]
     assert seen[-1]["run_id"] == run.pk

@@ -93,6 +93,38 @@ async def test_a_resumed_run_goes_on_after_its_last_seq(settings: Any) -> None:
     ]
 
 
+async def test_a_run_resumed_from_a_dead_processs_log_goes_on_past_every_seq_that_process_gave_out(
+    settings: Any,
+) -> None:
+    # kill -9 of a daphne mid-run: its own followers had seqs 3 and 4 at once, from its memory, and they
+    # never reached Redis (written every 0.1 s), which kept 1 and 2. The resume went on at 3: the page,
+    # re-attaching after 4, got the resumed run's events under seqs it had not seen, but never `resumed`.
+    settings.REDIS_URL = REDIS_URL
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": uuid.uuid4().hex},
+    }
+    dead = RedisRunEventLog(local=MemoryRunEventLog())
+    await dead.open(52)
+    for event in ({"type": "accepted"}, {"type": "delta", "text": "INT."}):
+        await dead.append(52, event)
+    await dead.flush()
+    for text in (" LIGHTHOUSE", " - NIGHT"):
+        dead.local.append_now(52, {"type": "delta", "text": text})  # given out, never written to Redis
+
+    async def rest() -> AsyncGenerator[dict[str, Any], None]:
+        yield {"type": "resumed"}
+        yield {"type": "done"}
+
+    await run_resume(run_id=52, events=rest())
+    resumed = RedisRunEventLog(local=MemoryRunEventLog())  # any process, reading Redis
+    after_the_page = [event async for event in resumed.follow(52, 4)]
+    assert [e["type"] for e in after_the_page] == ["resumed", "done"]
+    assert after_the_page[0]["seq"] > 4
+    # Nothing seen from Redis is given out again either.
+    assert [e["type"] for e in await resumed.read(52, 0)] == ["accepted", "delta", "resumed", "done"]
+
+
 async def test_more_runs_at_once_than_the_connection_pool_holds_wait_for_a_connection(
     log: RunEventLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
