@@ -35,16 +35,20 @@ async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[di
             after = event["seq"]
             if event["type"] in TERMINAL:
                 return
-        if await log.exists(run_id):
+        exists = await log.exists(run_id)
+        if exists and await log.ended(run_id):
             return  # the log ended at or before ``after``: the client has it all
+        # No log, or one that went quiet without its end: the run may be over without its log saying
+        # so (it ended while Redis was down, and its last events never reached the stream).
         final = await db_call(run_final_events)(run_id=run_id)
         if final is not None:
             for event in final:
                 yield event
             return
-        # Still running, but no log here yet (another process without Redis, or a dead process whose
-        # run is not resumed yet): ask again.
-        await asyncio.sleep(_POLL_SECONDS)
+        if not exists:
+            # Still running, but no log here yet (another process without Redis, or a dead process
+            # whose run is not resumed yet): ask again.
+            await asyncio.sleep(_POLL_SECONDS)
 
 
 async def run_events(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[dict[str, Any], None]:

@@ -39,7 +39,8 @@ class RunEventLog(Protocol):
 
     def follow(self, run_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
         """The events with ``seq > after``, then live ones, up to the terminal event; ends early, with
-        no terminal event, when the log does not exist (never written here, or expired)."""
+        no terminal event, when the log does not exist (never written here, or expired), or (Redis)
+        when nothing new came for a few seconds: the caller then asks whether the run still goes on."""
 
     async def exists(self, run_id: int) -> bool: ...
 

@@ -30,6 +30,10 @@ __all__ = ["RedisRunEventLog", "run_key"]
 _READ_COUNT = 1000
 # A follower refreshes its "seen" key at most this often.
 _TOUCH_SECONDS = 1.0
+# A follower whose stream has had nothing new for this long hands back to its caller, which asks the
+# database whether the run is still going (stories.runs.follow): a run that ended while Redis was down
+# never got its last events, its end included, into its stream.
+_QUIET_SECONDS = 5.0
 
 
 def _decode(entries: Any) -> list[dict[str, Any]]:
@@ -80,15 +84,17 @@ class RedisRunEventLog:
     async def _follow_stream(self, run_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
         client, key = redis_client(), run_key(run_id, "events")
         touched = 0.0
+        heard = time.monotonic()
         while True:
             if time.monotonic() - touched > _TOUCH_SECONDS:
                 await self.touch(run_id)
                 touched = time.monotonic()
             reply: Any = await client.xread({key: f"0-{after}"}, count=_READ_COUNT, block=BLOCK_MS)
             if not reply:
-                if not await self._goes_on(key):
-                    return  # never written, expired, or ended at or before ``after``
+                if not await self._goes_on(key) or time.monotonic() - heard >= _QUIET_SECONDS:
+                    return  # never written, expired, ended at or before ``after``, or quiet
                 continue
+            heard = time.monotonic()
             for event in _decode(reply[0][1]):
                 yield event
                 after = event["seq"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from channels.testing import WebsocketCommunicator
 from redis.asyncio import Redis
 
 from stories.models import GenerationRun, ScreenplayVersion
-from stories.runs import memory_log
+from stories.runs import memory_log, redis_log
 from stories.runs.redis_log import run_key
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import TERMINAL, generate_message, ws_connect, ws_events, ws_generate
@@ -253,3 +254,34 @@ async def test_a_failed_runs_end_rebuilt_from_the_database_keeps_its_retryable(
         ("llm_overloaded", True, None),
         ("interrupted", True, None),
     ]
+
+
+async def test_an_attach_to_a_run_whose_end_never_reached_redis_gets_its_end_from_the_database(
+    writer: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis went down before a run ended: its process kept going (its own followers read memory) and
+    # dropped the rest of the events, the end included, so the stream stayed with neither. Once Redis
+    # was back, an attach from another process followed that stream until it expired (1.5 h): the page
+    # waited for ever on a run the database had long recorded as finished.
+    settings.REDIS_URL = settings.REDIS_URL or "redis://127.0.0.1:6379/0"
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": uuid.uuid4().hex},
+    }
+    monkeypatch.setattr(redis_log, "_QUIET_SECONDS", 0.3)
+    run = await GenerationRun.objects.acreate(
+        user=writer, status="succeeded", model="offline", max_tokens=4096
+    )
+    dead = redis_log.RedisRunEventLog(local=memory_log.MemoryRunEventLog())  # the process that ran it
+    await dead.open(run.pk)
+    for event in ({"type": "accepted"}, {"type": "delta", "text": "INT."}):
+        await dead.append(run.pk, event)
+    await dead.flush()
+
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "attach", "run_id": run.pk, "after": 2})
+        end = json.loads(await communicator.receive_from(timeout=10))
+    finally:
+        await communicator.disconnect()
+    assert (end["type"], end["run_id"], end["seq"]) == ("done", run.pk, None)
