@@ -104,25 +104,27 @@ async def test_a_run_resumed_from_a_dead_processs_log_goes_on_past_every_seq_tha
         **settings.CACHES,
         "default": {**settings.CACHES["default"], "KEY_PREFIX": uuid.uuid4().hex},
     }
+    # An id no run of this test session has: this process's own log (memory_log.LOG) must not hold it.
+    run_id = 9_000_000_052
     dead = RedisRunEventLog(local=MemoryRunEventLog())
-    await dead.open(52)
+    await dead.open(run_id)
     for event in ({"type": "accepted"}, {"type": "delta", "text": "INT."}):
-        await dead.append(52, event)
+        await dead.append(run_id, event)
     await dead.flush()
     for text in (" LIGHTHOUSE", " - NIGHT"):
-        dead.local.append_now(52, {"type": "delta", "text": text})  # given out, never written to Redis
+        dead.local.append_now(run_id, {"type": "delta", "text": text})  # given out, never written to Redis
 
     async def rest() -> AsyncGenerator[dict[str, Any], None]:
         yield {"type": "resumed"}
         yield {"type": "done"}
 
-    await run_resume(run_id=52, events=rest())
+    await run_resume(run_id=run_id, events=rest())
     resumed = RedisRunEventLog(local=MemoryRunEventLog())  # any process, reading Redis
-    after_the_page = [event async for event in resumed.follow(52, 4)]
+    after_the_page = [event async for event in resumed.follow(run_id, 4)]
     assert [e["type"] for e in after_the_page] == ["resumed", "done"]
     assert after_the_page[0]["seq"] > 4
     # Nothing seen from Redis is given out again either.
-    assert [e["type"] for e in await resumed.read(52, 0)] == ["accepted", "delta", "resumed", "done"]
+    assert [e["type"] for e in await resumed.read(run_id, 0)] == ["accepted", "delta", "resumed", "done"]
 
 
 async def test_more_runs_at_once_than_the_connection_pool_holds_wait_for_a_connection(
