@@ -32,8 +32,10 @@ from stories.models import GenerationRun
 from stories.selectors import generation_run_taken_over
 from stories.services import generation_run_checkpoint, generation_run_lease_renew
 from storyproject.db import db_call
+from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
+_RENEWALS = RepeatedFailure(logger, "renewing the leases of this process's runs")
 
 
 @asynccontextmanager
@@ -58,8 +60,11 @@ async def _lease_renew(run: Run) -> None:
             held = await renew(run_id=run.run_id, lease_owner=run.lease_owner)
         except DatabaseError:
             # The database is down: try again next period; the run's own writes will fail meanwhile.
-            logger.warning("run %s: its lease could not be renewed", run.run_id, exc_info=True)
+            # Logged once for all the runs of the process, then once a minute (not a traceback per run
+            # at every renewal).
+            _RENEWALS.failed(f"run {run.run_id}")
             continue
+        _RENEWALS.succeeded()
         if not held:
             # Ended meanwhile (saved or closed while this renewal waited for a database thread, as 200
             # runs at once made happen in bench.flow), or taken over by another process (this one

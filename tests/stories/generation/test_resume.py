@@ -12,17 +12,19 @@ import logging
 from contextlib import aclosing
 from datetime import timedelta
 from io import StringIO
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from stories.generation import checkpoint
 from stories.generation.checkpoint import checkpoint_request
 from stories.generation.events import ResumedEvent
 from stories.generation.requests import GenerationRequest
@@ -40,7 +42,7 @@ from stories.services import (
     generation_run_lease_renew,
     generation_run_release,
 )
-from storyproject.logs import JsonFormatter
+from storyproject.logs import JsonFormatter, RepeatedFailure
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.fake_screenwriter import (
     FakeScreenwriter,
@@ -503,3 +505,28 @@ async def _log_as_the_dead_process_left_it(run_id: int) -> None:
     await log.open(run_id)
     await log.append(run_id, {"type": "accepted"})
     await log.flush()
+
+
+async def test_a_database_outage_logs_the_lease_renewals_failing_once_not_at_every_renewal(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every run renewed its lease every STORY_RUN_LEASE_SECONDS / 3 and logged a traceback each time the
+    # database was down: 200 runs wrote hundreds of tracebacks a minute.
+    settings.STORY_RUN_LEASE_SECONDS = 0.03
+
+    def database_down(**_: Any) -> bool:
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(checkpoint, "generation_run_lease_renew", database_down)
+    monkeypatch.setattr(checkpoint, "_RENEWALS", RepeatedFailure(checkpoint.logger, "renewing leases"))
+    runs = [SimpleNamespace(run_id=n, lease_owner=RUN_LEASE_OWNER) for n in (1, 2, 3)]
+    renewals = [asyncio.ensure_future(checkpoint._lease_renew(run)) for run in runs]  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger=checkpoint.logger.name):
+        await asyncio.sleep(0.4)
+        for renewal in renewals:
+            renewal.cancel()
+        await asyncio.gather(*renewals, return_exceptions=True)
+    lines = [r for r in caplog.records if r.name == checkpoint.logger.name]
+    assert [r.getMessage() for r in lines] == ["renewing leases failed (run 1)"]
+    assert lines[0].exc_info is not None
+    assert checkpoint._RENEWALS.failures > 10  # three runs, every 10 ms: all tried, one line
