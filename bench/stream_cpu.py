@@ -104,9 +104,9 @@ def _run() -> None:
     lines += [
         f"- before: commit {BEFORE_COMMIT} (main before the streaming work), served from {BEFORE_ROOT}; "
         "after: this checkout as a busy process runs it (paced reads whatever the load: "
-        "`STORY_STREAM_PACED_READ_BUSY_PERCENT=0`); after, default: this checkout's defaults (at this load, "
-        "the process under 95 % of a core, every event read as it comes); same run, same fake, same PostgreSQL (before "
-        "on a copy of the database at its own schema)",
+        "`STORY_STREAM_PACED_READ_BUSY_PERCENT=0`); after, default: this checkout's defaults (at this "
+        "load, the process under 95 % of a core, every event read as it comes); same run, same fake, same "
+        "PostgreSQL (before on a copy of the database at its own schema)",
         f"- model: bench/fake_server.py, TTFT {TTFT_MS:.0f} ms, {TOKENS_PER_SECOND:.0f} tokens/s, text deltas "
         f"of {CHUNK_CHARS} characters (about 3 tokens); the real anthropic SDK inside daphne",
         "- command: `make bench` (`python -m bench.stream_cpu`)",

@@ -63,7 +63,7 @@ def request_credential(request: Request) -> SocketCredential | None:
     user_id = request.user.pk
     if isinstance(request.auth, Token):
         return SocketCredential(user_id=user_id, token_key=request.auth.key)
-    session = getattr(request._request, "session", None)
+    session = getattr(request, "session", None)  # DRF's Request passes it on from Django's
     session_key = session.session_key if session is not None else None
     return SocketCredential(user_id=user_id, session_key=session_key) if session_key else None
 
