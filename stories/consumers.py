@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing, suppress
 from typing import Any
 
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -60,6 +62,22 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     # Why the socket was closed; messages still in flight get the same error.
     refusal: GenerationError | None = None
     watch: asyncio.Task[None] | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' own dispatch (and websocket_disconnect, below) first awaits aclose_old_connections:
+        # a trip to Channels' one thread-sensitive thread for every message (the handshake, each
+        # message, the close), which every socket of the process queues for. This consumer never uses
+        # that thread: its database work goes through storyproject.db.db_call, which hands its
+        # connection back when each call ends.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # Channels' version, without its group discards (no channel layer here) and the trip above.
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def connect(self) -> None:
         # Accepted first, so that a refused client learns why (a refused handshake carries no reason).

@@ -16,15 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
+from channels.auth import AuthMiddleware, get_user
 from channels.middleware import BaseMiddleware
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
 from accounts.authentication import token_user
 from accounts.session_auth import session_user_current
 from stories.ws_origin import SameOriginValidator
+from storyproject.db import db_call
 from storyproject.middleware import UnstorableTextGuard
 
 _MAX_KEY_CHARS = 64
@@ -43,7 +44,7 @@ def token_key_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-@database_sync_to_async
+@db_call
 def _user_for_token(key: str) -> AbstractBaseUser | AnonymousUser:
     user = token_user(key)
     if user is None or not user.is_active:
@@ -97,9 +98,19 @@ def credential_current(*, credential: SocketCredential) -> bool:
     return session_user_current(session_key=credential.session_key, user_id=credential.user_id)
 
 
+class PooledAuthMiddleware(AuthMiddleware):
+    """Channels' session authentication, its session and user read on the loop's thread pool
+    (storyproject.db.db_call) rather than on Channels' one thread-sensitive thread, for which every
+    handshake of the process queued (``channels.auth.get_user`` is a thread-sensitive
+    ``database_sync_to_async``; ``__wrapped__`` is the function it wraps)."""
+
+    async def resolve_scope(self, scope: dict[str, Any]) -> None:
+        scope["user"]._wrapped = await db_call(get_user.__wrapped__)(scope)
+
+
 def TokenOrSessionAuthMiddlewareStack(inner: Any) -> Any:
-    """Session cookie authentication (Channels) first; a token header, when present, wins."""
-    return AuthMiddlewareStack(TokenAuthMiddleware(inner))
+    """Session cookie authentication (Channels' stack) first; a token header, when present, wins."""
+    return CookieMiddleware(SessionMiddleware(PooledAuthMiddleware(TokenAuthMiddleware(inner))))
 
 
 def websocket_stack(inner: Any) -> Any:

@@ -15,7 +15,6 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from stories.errors import GenerationError
@@ -29,6 +28,7 @@ from stories.generation.requests import (
     model_parse,
 )
 from stories.selectors import story_find_for_user, story_version_find
+from storyproject.db import db_call
 
 _FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens"})
 _MAX_ID = 2**63 - 1
@@ -71,7 +71,7 @@ async def scene_regenerate_run(
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The protocol's events for rewriting one scene; ends with ``saved`` and ``done``, or an error."""
     try:
-        generation, edit = await database_sync_to_async(_generation_for)(request, user.pk)
+        generation, edit = await db_call(_generation_for)(request, user.pk)
     except GenerationError as error:
         yield error.as_event()
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -413,3 +414,27 @@ async def test_the_handshake_warms_the_check_so_the_first_message_makes_no_query
         assert await sync_to_async(_checked_without_query)(credential)
     finally:
         await communicator.disconnect()
+
+
+@pytest.mark.parametrize("how", ["session", "token"])
+async def test_a_socket_signs_in_and_generates_while_channels_one_thread_is_busy(
+    writer: Any, cast: Any, offline: None, how: str
+) -> None:
+    # Channels runs its session authentication, and closes old connections before every message, on
+    # one thread-sensitive thread, for which every socket of the process queued: a burst of
+    # handshakes waited there one after another. The socket's work now runs on the loop's thread pool.
+    headers = await sync_to_async(_token if how == "token" else lambda user: _session(user)[1])(writer)
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)(30))  # Channels' one thread, taken
+    try:
+        communicator = await _open(headers)
+        try:
+            await communicator.send_json_to(generate_message())
+            events = await ws_events(communicator, timeout=5)
+        finally:
+            await communicator.disconnect(timeout=5)
+        assert [event["type"] for event in events][-2:] == ["saved", "done"]
+        assert not busy.done()
+    finally:
+        release.set()
+        await busy
