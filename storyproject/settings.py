@@ -248,6 +248,12 @@ STORY_LLM_MAX_RETRIES = envint("STORY_LLM_MAX_RETRIES", 2, minimum=0, maximum=5)
 STORY_LLM_RETRY_AFTER_CAP_SECONDS = envint("STORY_LLM_RETRY_AFTER_CAP_SECONDS", 10, minimum=0)
 STORY_LLM_CONNECT_TIMEOUT_SECONDS = envint("STORY_LLM_CONNECT_TIMEOUT_SECONDS", 10, minimum=1)
 STORY_LLM_READ_TIMEOUT_SECONDS = envint("STORY_LLM_READ_TIMEOUT_SECONDS", 60, minimum=1)
+# The HTTP transport of the model client on a server process's event loop: "aiohttp" (the SDK's
+# DefaultAioHttpClient, about half the CPU per network read) or "httpx" (the SDK's default, httpx2).
+# Other event loops (commands, tests) always use httpx2 (stories/generation/backends/anthropic.py).
+STORY_LLM_HTTP_CLIENT = envstr("STORY_LLM_HTTP_CLIENT", "aiohttp")
+if STORY_LLM_HTTP_CLIENT not in ("aiohttp", "httpx"):
+    raise ImproperlyConfigured("STORY_LLM_HTTP_CLIENT must be 'aiohttp' or 'httpx'")
 # Text deltas of a run merged into at most one event per this many ms (0: every model chunk its own
 # event); the first of a run, and one after a pause this long, go out at once (generation/coalesce.py).
 STORY_STREAM_COALESCE_MS = envint("STORY_STREAM_COALESCE_MS", 40, minimum=0, maximum=1000)

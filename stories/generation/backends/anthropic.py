@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import sys
 import time
 import weakref
 from collections.abc import AsyncGenerator
@@ -91,15 +92,51 @@ class AnthropicBackend(GenerationBackend):
 
 
 def anthropic_client() -> anthropic.AsyncAnthropic:
-    """This event loop's client (an httpx2 client is bound to the loop that opened its connections)."""
+    """This event loop's client (an HTTP client is bound to the loop that opened its connections)."""
     loop = asyncio.get_running_loop()
     key = (settings.ANTHROPIC_API_KEY, settings.ANTHROPIC_BASE_URL)
     clients = _clients.setdefault(loop, {})
     if key not in clients:
         if not key[0]:
             raise GenerationError("llm_unavailable", "ANTHROPIC_API_KEY is not set; use the offline model")
-        clients[key] = anthropic.AsyncAnthropic(api_key=key[0], base_url=key[1] or None, max_retries=0)
+        clients[key] = anthropic.AsyncAnthropic(
+            api_key=key[0], base_url=key[1] or None, max_retries=0, http_client=_http_client(loop)
+        )
     return clients[key]
+
+
+def _http_client(loop: asyncio.AbstractEventLoop) -> httpx2.AsyncClient | None:
+    """The SDK's aiohttp transport on daphne's event loop (``STORY_LLM_HTTP_CLIENT``), else None: the
+    SDK's default, httpx2.
+
+    ``anthropic.DefaultAioHttpClient`` is the SDK's own (the ``aiohttp`` extra, anthropic 2.14
+    _base_client.py and _vendor/httpx_aiohttp): an httpx2 client whose transport is aiohttp, so requests,
+    headers, timeouts, errors (mapped to httpx2's exceptions) and the response the SDK hands back are
+    the same. aiohttp reads through an asyncio protocol with a C parser, where httpcore2 enters an anyio
+    cancel scope and pauses and resumes the transport on every read: measured in one process against
+    bench/fake_server.py (40 streams at 60 tokens/s), 33-40 us of CPU per network read against 82-83
+    (docs/performance.md, "Seventh step").
+
+    Only on daphne's loop, which lives as long as the process: an aiohttp session must be closed on its
+    own loop, and a command's ``asyncio.run`` or async_to_sync's temporary loop ends without closing what
+    was opened on it (httpx2 needs no closing).
+    """
+    if settings.STORY_LLM_HTTP_CLIENT == "aiohttp" and _serving_loop(loop):
+        return anthropic.DefaultAioHttpClient()
+    return None
+
+
+def _serving_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the one daphne serves on for the life of its process: daphne/server.py creates
+    it at import (``twisted_loop``) and runs Twisted's asyncio reactor on it."""
+    daphne_server = sys.modules.get("daphne.server")
+    return daphne_server is not None and getattr(daphne_server, "twisted_loop", None) is loop
+
+
+async def clients_close() -> None:
+    """Close this event loop's model clients (their connections), e.g. before the loop ends."""
+    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.close()
 
 
 def _request(call: ModelCall) -> dict[str, Any]:

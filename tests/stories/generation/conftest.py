@@ -13,6 +13,7 @@ from django.conf import settings as django_settings
 from django.db.models.signals import post_save
 from django.test import Client
 
+from stories.generation.backends import anthropic as anthropic_backend
 from stories.generation.models_registry import DEFAULT_MODEL
 from stories.models import ScreenplayVersion
 from storyproject.asgi import application
@@ -35,6 +36,17 @@ def fake_anthropic(settings: Any) -> Iterator[FakeAnthropic]:
     settings.STORY_LLM_CONNECT_TIMEOUT_SECONDS = 2
     yield server
     server.close()
+
+
+@pytest.fixture(params=["httpx", "aiohttp"])
+async def model_transport(request: Any, monkeypatch: Any) -> Any:
+    """The model client's HTTP transport, each in turn: httpx2 (the SDK's default: commands, blocking
+    calls) and aiohttp (the SDK's DefaultAioHttpClient: what daphne's event loop reads the model through;
+    here the test's loop stands in for daphne's). The loop's clients are closed at the end."""
+    if request.param == "aiohttp":
+        monkeypatch.setattr(anthropic_backend, "_serving_loop", lambda loop: True)
+    yield request.param
+    await anthropic_backend.clients_close()
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_reply_for, screenplay_text
 from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Every fault through both HTTP transports of the model client (conftest.model_transport).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("model_transport")]
 
 FAST = {"retry-after-ms": "5"}
 
