@@ -98,7 +98,20 @@ def _title(root: ET.Element, builder: ScreenplayBuilder) -> None:
 
 
 def _text(paragraph: ET.Element) -> str:
-    return "".join("".join(run.itertext()) for run in paragraph.iter("Text"))
+    """The text of the paragraph's outermost ``Text`` runs, each read once with whatever it contains.
+
+    A run inside another run is part of the outer one's text already: reading it again repeated it,
+    and runs nested thousands deep multiplied a small file's text by their depth.
+    """
+    parts: list[str] = []
+    stack = list(reversed(paragraph))  # a walk without recursion: nesting depth is the file's choice
+    while stack:
+        element = stack.pop()
+        if element.tag == "Text":
+            parts.append("".join(element.itertext()))
+        else:
+            stack.extend(reversed(element))
+    return "".join(parts)
 
 
 class _Reader:

@@ -142,3 +142,23 @@ def test_fountain_errors_name_the_line() -> None:
     with pytest.raises(ScreenplayImportError) as nul:
         screenplay_from_fountain("Title: x\n\n.HEAD\x00ING\n")
     assert nul.value.message.startswith("line 3: a scene heading contains a NUL")
+
+
+def _fdx_action(text_xml: bytes) -> bytes:
+    return (
+        b"<FinalDraft><Content><Paragraph Type='Scene Heading'><Text>INT. A</Text></Paragraph>"
+        b"<Paragraph Type='Action'>" + text_xml + b"</Paragraph></Content></FinalDraft>"
+    )
+
+
+def test_fdx_text_runs_inside_one_another_are_read_once() -> None:
+    content = screenplay_from_fdx(_fdx_action(b"<Text>The <Text>door</Text> opens.</Text>"))
+    assert content["scenes"][0]["elements"] == [{"type": "action", "text": "The door opens."}]
+
+
+def test_fdx_text_runs_nested_deep_cannot_multiply_the_text() -> None:
+    # Each run's text held all its nested runs' text again: 20,000 runs deep around 4,000 characters
+    # (a 300 KB file) made 80 million characters before the length check refused them.
+    depth = 20_000
+    content = screenplay_from_fdx(_fdx_action(b"<Text>" * depth + b"x" * 4000 + b"</Text>" * depth))
+    assert content["scenes"][0]["elements"] == [{"type": "action", "text": "x" * 4000}]
