@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from screenplain import types
-from screenplain.parsers.fountain import InputParagraph, boneyard_re, note_re, parse_title_page
+from screenplain.parsers.fountain import InputParagraph, parse_title_page
 from screenplain.richstring import Bold, Italic, RichString, Underline, parse_emphasis
 
 from stories.imports.builder import (
@@ -36,7 +36,7 @@ _MARKERS = ((Bold, "**"), (Italic, "*"), (Underline, "_"))
 def screenplay_from_fountain(text: str) -> dict[str, Any]:
     """The contract JSON for Fountain ``text``; raises ScreenplayImportError naming the line."""
     # A boneyard comment becomes as many line breaks as it held, so later line numbers stay true.
-    text = boneyard_re.sub(lambda match: "\n" * match.group(0).count("\n"), text)
+    text = _spans_replaced(text, "/*", "*/", lambda span: "\n" * span.count("\n"))
     lines = [line.expandtabs(4) for line in _LINE_BREAK.split(text)]
     builder = ScreenplayBuilder()
     body_start = _title_page(lines, builder)
@@ -71,7 +71,7 @@ def _paragraphs(lines: list[str], start: int) -> Iterator[tuple[object, int]]:
         if blank:
             continue
         block = list(group)
-        as_string = note_re.sub("", "\n".join(line for _number, line in block))
+        as_string = _spans_replaced("\n".join(line for _number, line in block), "[[", "]]", lambda _span: "")
         if as_string in ("", " "):
             continue
         count = len(paragraphs)
@@ -82,6 +82,26 @@ def _paragraphs(lines: list[str], start: int) -> Iterator[tuple[object, int]]:
             starts.setdefault(id(paragraph), block[0][0])
     for paragraph in paragraphs:
         yield paragraph, starts[id(paragraph)]
+
+
+def _spans_replaced(text: str, opening: str, closing: str, replace: Callable[[str], str]) -> str:
+    """``text`` with each ``opening ... closing`` span replaced, as screenplain's ``/\\*.*?\\*/`` and
+    ``\\[\\[.*?\\]\\]`` replace them (the shortest span from the leftmost opening), in linear time.
+
+    Those expressions look for a closing from every opening: a megabyte of ``/* `` or ``[[`` with none
+    took the regex engine most of an hour.
+    """
+    parts: list[str] = []
+    position = 0
+    while (start := text.find(opening, position)) >= 0:
+        end = text.find(closing, start + len(opening))
+        if end < 0:
+            break  # no closing after this opening, so none after any later one either
+        end += len(closing)
+        parts.extend([text[position:start], replace(text[start:end])])
+        position = end
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 def _add(builder: ScreenplayBuilder, paragraph: object, *, where: str) -> None:
