@@ -30,6 +30,11 @@ from stories.imports.builder import (
 )
 
 _LINE_BREAK = re.compile("\r\n|\n|\r")
+# screenplain's patterns (a heading's, a scene number's, dual dialogue's, centered text's) take time
+# that grows with the square of a run of whitespace inside a line: 40,000 spaces took 5 s, a megabyte
+# would take most of an hour. A run means nothing to a reader past its first few characters.
+MAX_WHITESPACE_RUN = 64
+_LONG_WHITESPACE_RUN = re.compile(rf"(\s{{{MAX_WHITESPACE_RUN}}})\s+")
 _MARKERS = ((Bold, "**"), (Italic, "*"), (Underline, "_"))
 
 
@@ -37,7 +42,7 @@ def screenplay_from_fountain(text: str) -> dict[str, Any]:
     """The contract JSON for Fountain ``text``; raises ScreenplayImportError naming the line."""
     # A boneyard comment becomes as many line breaks as it held, so later line numbers stay true.
     text = _spans_replaced(text, "/*", "*/", lambda span: "\n" * span.count("\n"))
-    lines = [line.expandtabs(4) for line in _LINE_BREAK.split(text)]
+    lines = [_LONG_WHITESPACE_RUN.sub(r"\1", line.expandtabs(4)) for line in _LINE_BREAK.split(text)]
     builder = ScreenplayBuilder()
     body_start = _title_page(lines, builder)
     for paragraph, line_number in _paragraphs(lines, body_start):

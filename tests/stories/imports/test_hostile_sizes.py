@@ -41,3 +41,24 @@ def test_unclosed_boneyards_and_notes_are_read_in_linear_time(opening: str) -> N
 def test_boneyards_and_notes_are_removed_as_screenplain_removes_them(text: str) -> None:
     assert _spans_replaced(text, "/*", "*/", lambda _span: "") == boneyard_re.sub("", text)
     assert _spans_replaced(text, "[[", "]]", lambda _span: "") == note_re.sub("", text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "INT. A" + " " * 100_000 + "B",  # a heading
+        "INT. A\n\nShe waits." + "\t" * 25_000 + "Then.",  # an action line (a tab is four spaces)
+        "INT. A\n\n> CUT" + "\u3000" * 100_000 + "x <",  # centered text, any whitespace
+        ("INT. A" + " " * 20_000 + "B\n\n") * 12,  # many of them
+    ],
+)
+def test_long_runs_of_whitespace_inside_a_line_are_read_in_linear_time(text: str) -> None:
+    with _quick():
+        screenplay_from_fountain(text)
+
+
+def test_a_run_of_whitespace_inside_a_line_is_kept_up_to_64_characters() -> None:
+    content = screenplay_from_fountain(f"INT. A\n\nShe waits.{' ' * 64}Then{' ' * 65}more{' ' * 500}.\n")
+    assert content["scenes"][0]["elements"] == [
+        {"type": "action", "text": f"She waits.{' ' * 64}Then{' ' * 64}more{' ' * 64}."}
+    ]
