@@ -53,7 +53,9 @@ def screenplay_from_fountain(text: str) -> dict[str, Any]:
 def _title_page(lines: list[str], builder: ScreenplayBuilder) -> int:
     """Read a leading title page into the builder; return the index of the body's first line."""
     head = list(itertools.takewhile(lambda line: line != "", lines))
-    title_page = parse_title_page(head)
+    # "EXT. PARK: NIGHT" is a key and a value to screenplain's title page reader: a first scene whose
+    # heading has a colon lost its heading, its text joining the next scene.
+    title_page = parse_title_page(head) if head and not _reads_as_heading(head[0]) else None
     if not title_page:
         return 0
     if "Title" in title_page:
@@ -65,6 +67,11 @@ def _title_page(lines: list[str], builder: ScreenplayBuilder) -> int:
             one_line(" ".join(_plain_text(value) for value in title_page["Logline"])), where="the title page"
         )
     return len(head)
+
+
+def _reads_as_heading(line: str) -> bool:
+    """Whether screenplain reads this line, as a paragraph of its own, as a scene heading."""
+    return bool(InputParagraph([line]).append_slug([]))
 
 
 def _paragraphs(lines: list[str], start: int) -> Iterator[tuple[object, int]]:

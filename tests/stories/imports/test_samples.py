@@ -162,3 +162,18 @@ def test_fdx_text_runs_nested_deep_cannot_multiply_the_text() -> None:
     depth = 20_000
     content = screenplay_from_fdx(_fdx_action(b"<Text>" * depth + b"x" * 4000 + b"</Text>" * depth))
     assert content["scenes"][0]["elements"] == [{"type": "action", "text": "x" * 4000}]
+
+
+def test_a_first_scene_heading_with_a_colon_is_a_scene_not_a_title_page() -> None:
+    # "EXT. PARK: NIGHT" reads as a title page key ("Ext. park") with a value: the heading vanished and
+    # its action joined the next scene.
+    content = screenplay_from_fountain("EXT. PARK: NIGHT\n\nBob walks.\n\nINT. CAR - DAY\n\nHe drives.\n")
+    assert content["scenes"] == [
+        {"heading": "EXT. PARK: NIGHT", "elements": [{"type": "action", "text": "Bob walks."}]},
+        {"heading": "INT. CAR - DAY", "elements": [{"type": "action", "text": "He drives."}]},
+    ]
+    forced = screenplay_from_fountain(".FLASHBACK: 1999\n\nSnow.\n")
+    assert forced["scenes"] == [{"heading": "FLASHBACK: 1999", "elements": [{"type": "action", "text": "Snow."}]}]
+    titled = screenplay_from_fountain("Title: Park\nAuthor: Me\n\nEXT. PARK: NIGHT\n\nBob walks.\n")
+    assert titled["title"] == "Park"
+    assert [scene["heading"] for scene in titled["scenes"]] == ["EXT. PARK: NIGHT"]
