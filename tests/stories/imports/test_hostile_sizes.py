@@ -37,7 +37,11 @@ def test_unclosed_boneyards_and_notes_are_read_in_linear_time(opening: str) -> N
             assert "longer than 5000 characters" in error.message
 
 
-@given(st.lists(st.sampled_from(["/*", "*/", "[[", "]]", "*", "/", "[", "]", "\n", "a"]), max_size=30).map("".join))
+@given(
+    st.lists(st.sampled_from(["/*", "*/", "[[", "]]", "*", "/", "[", "]", "\n", "a"]), max_size=30).map(
+        "".join
+    )
+)
 def test_boneyards_and_notes_are_removed_as_screenplain_removes_them(text: str) -> None:
     assert _spans_replaced(text, "/*", "*/", lambda _span: "") == boneyard_re.sub("", text)
     assert _spans_replaced(text, "[[", "]]", lambda _span: "") == note_re.sub("", text)

@@ -173,7 +173,9 @@ def test_a_first_scene_heading_with_a_colon_is_a_scene_not_a_title_page() -> Non
         {"heading": "INT. CAR - DAY", "elements": [{"type": "action", "text": "He drives."}]},
     ]
     forced = screenplay_from_fountain(".FLASHBACK: 1999\n\nSnow.\n")
-    assert forced["scenes"] == [{"heading": "FLASHBACK: 1999", "elements": [{"type": "action", "text": "Snow."}]}]
+    assert forced["scenes"] == [
+        {"heading": "FLASHBACK: 1999", "elements": [{"type": "action", "text": "Snow."}]}
+    ]
     titled = screenplay_from_fountain("Title: Park\nAuthor: Me\n\nEXT. PARK: NIGHT\n\nBob walks.\n")
     assert titled["title"] == "Park"
     assert [scene["heading"] for scene in titled["scenes"]] == ["EXT. PARK: NIGHT"]
