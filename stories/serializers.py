@@ -128,7 +128,15 @@ class ScreenplayVersionSummarySerializer(serializers.ModelSerializer):
     }
 )
 class ScreenplayContentField(serializers.JSONField):
-    pass
+    def to_internal_value(self, data: Any) -> Any:
+        # A form (urlencoded or multipart) sends the JSON as text, which DRF parses with a bare
+        # json.loads: deep nesting was a RecursionError, a 500. Parsed here like any JSON from outside.
+        if getattr(data, "is_json_string", False):
+            try:
+                return json_loads_untrusted(data)
+            except UntrustedJSONError as error:
+                raise serializers.ValidationError(f"Send a JSON object: {error}", code="invalid") from None
+        return super().to_internal_value(data)
 
 
 class ScreenplayVersionSerializer(ScreenplayVersionSummarySerializer):

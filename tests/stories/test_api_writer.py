@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -406,3 +407,36 @@ def test_a_generation_may_still_cast_only_the_chosen_personas_while_a_writer_may
     version = screenplay_version_write(user_id=writer.pk, story=story, content=content)
     assert sorted(story.cast.values_list("persona__name", flat=True)) == ["hero", "villain"]
     assert version.content["characters"][2] == {"name": "EXTRA", "persona": None}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[" * 100_000, "nested deeper than 32 levels"),
+        ('{"title": "\\ud800"}', "unpaired UTF-16 surrogate"),
+        ('{"title": ', "not valid JSON"),
+    ],
+)
+@pytest.mark.parametrize("form", ["multipart", "urlencoded"])
+def test_a_version_sent_as_a_form_with_content_that_is_not_json_we_take_is_a_400(
+    writer: Any, story: Story, form: str, content: str, message: str
+) -> None:
+    # DRF reads a form's JSON field with a bare json.loads: deep nesting was a RecursionError (a 500).
+    client = client_for(writer)
+    if form == "multipart":
+        response = client.post(_versions(story), {"content": content}, format="multipart")
+    else:
+        body = urlencode({"content": content})
+        response = client.post(_versions(story), body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert message in response.json()["content"][0]
+    assert ScreenplayVersion.objects.filter(story=story).count() == 1
+
+
+def test_a_version_sent_as_a_form_with_json_content_is_saved(writer: Any, story: Story) -> None:
+    edited = {**SCREENPLAY, "title": "The Heist, a form"}
+    response = client_for(writer).post(
+        _versions(story), {"content": json.dumps(edited), "base_version": 1}, format="multipart"
+    )
+    assert response.status_code == 201
+    assert response.json()["content"] == edited
