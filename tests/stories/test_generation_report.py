@@ -126,3 +126,11 @@ def test_a_bad_since_is_a_clear_error() -> None:
         call_command("generation_report", "--since", "yesterday")
     with pytest.raises(CommandError, match="is not a date"):
         call_command("generation_report", "--since", "2026-13-45")
+
+
+@pytest.mark.django_db
+def test_a_since_before_year_one_in_utc_is_a_clear_error() -> None:
+    # 0001-01-01 at 00:00 an hour east of UTC is in year 0 in UTC: an OverflowError and a traceback.
+    with pytest.raises(CommandError, match="out of range"):
+        call_command("generation_report", "--since", "0001-01-01T00:00+01:00")
+    assert _report("--since", "0001-01-01T00:00-01:00")["runs"] == 0

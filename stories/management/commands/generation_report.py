@@ -53,7 +53,11 @@ def _since(value: str | None) -> datetime | None:
         moment = datetime.combine(day, time.min)
     if moment is None:
         raise CommandError(f"--since {value!r} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM).")
-    return timezone.make_aware(moment, UTC) if timezone.is_naive(moment) else moment
+    try:
+        # In UTC, as the database compares it: a moment in year 0 there cannot be a datetime.
+        return timezone.make_aware(moment, UTC) if timezone.is_naive(moment) else moment.astimezone(UTC)
+    except OverflowError:
+        raise CommandError(f"--since {value!r} is out of range once in UTC.") from None
 
 
 def _json_default(value: object) -> object:
