@@ -39,6 +39,7 @@ STORIES_PER_PAGE = 20
 RUNS_PER_PAGE = 50
 EXPORT_FORMATS = [("fountain", "Fountain"), ("fdx", "Final Draft"), ("pdf", "PDF"), ("json", "JSON")]
 _MAX_VERSION_NUMBER = 1_000_000
+_SIGNED_OUT = "You are signed out: sign in again, then reload this page (your text is kept in this browser)."
 GENERATION_MODES = [
     ("single", "One pass, scene by scene"),
     ("parallel", "Outline first, then every scene at once"),
@@ -220,10 +221,12 @@ def story_edit_latest(request: HttpRequest, story_id: int) -> HttpResponse:
     return redirect("stories:story-edit", story.pk, latest.number)
 
 
-@login_required
 @require_POST
 def story_preview(request: HttpRequest, story_id: int) -> HttpResponse:
     """The editor's preview: Fountain read exactly as a save reads it, rendered by the story page's template."""
+    if not request.user.is_authenticated:
+        # The editor's script reads JSON: a redirect to the login page would be read as a preview.
+        return JsonResponse({"error": _SIGNED_OUT}, status=401)
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
     try:
         body = json_loads_untrusted(request.body)

@@ -61,6 +61,16 @@ def test_the_preview_names_the_line_it_cannot_read(logged_in: Client, story: Sto
     assert response.json()["error"].startswith("line 5: this action is longer than 5000 characters")
 
 
+def test_a_preview_after_signing_out_says_so_in_json(client: Client, story: Story) -> None:
+    # The editor's script reads the answer as JSON: the login page it was redirected to (a 200) put
+    # "undefined" in the preview, marked "Up to date".
+    response = client.post(
+        f"/stories/{story.pk}/preview/", json.dumps({"fountain": "INT. A"}), content_type="application/json"
+    )
+    assert response.status_code == 401
+    assert "signed out" in response.json()["error"]
+
+
 def test_another_writer_cannot_edit_preview_restore_or_diff(
     client: Client, other_writer: Any, story: Story
 ) -> None:
