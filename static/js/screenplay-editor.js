@@ -50,6 +50,20 @@
     });
   }
 
+  // What a failed request says: our errors' message, DRF's detail, or the first field error that DRF's
+  // serializers answer with ({"fountain": ["This field may not be blank."]}).
+  function errorMessage(data, fallback) {
+    if (data.message || data.error || data.detail) {
+      return data.message || data.error || data.detail;
+    }
+    for (var field in data) {
+      if (Array.isArray(data[field]) && typeof data[field][0] === "string") {
+        return data[field][0];
+      }
+    }
+    return fallback;
+  }
+
   function showError(message) {
     errorBox.textContent = message;
     errorBox.hidden = !message;
@@ -71,7 +85,7 @@
           showError("");
         } else {
           previewStatus.textContent = "Not updated";
-          showError(result.data.error || result.data.detail || "The preview could not be made.");
+          showError(errorMessage(result.data, "The preview could not be made."));
         }
       },
       function () {
@@ -139,7 +153,7 @@
           conflict.hidden = false;
           conflict.querySelector(".conflict-save").focus();
         } else {
-          showError(result.data.message || result.data.detail || "The version could not be saved.");
+          showError(errorMessage(result.data, "The version could not be saved."));
         }
       },
       function () {

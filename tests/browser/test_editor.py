@@ -115,6 +115,20 @@ def test_a_conflicting_edit_is_not_lost(app_server: AppServer, browser: Browser)
         context.close()
 
 
+def test_a_save_refused_field_by_field_shows_why(app_server: AppServer, watched: Watched) -> None:
+    # The API answers a blank text as {"fountain": ["This field may not be blank."]}: the editor said
+    # only "The version could not be saved."
+    page = watched.page
+    story = app_server.ids["editable_story"]
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{story}/edit/")
+    page.get_by_label("Fountain").fill("")
+    expect(page.locator(".preview-status")).to_have_text("Not updated")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.locator(".editor-error")).to_have_text("This field may not be blank.")
+    assert watched.errors == []
+
+
 FOUNTAIN = """Title: The Long Table
 Logline: A family dinner runs late.
 
