@@ -140,6 +140,10 @@ def _address_allowed(address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    # A server listening on "::" (dual-stack, make serve --host ::) sees an IPv4 client as an
+    # IPv4-mapped IPv6 address (::ffff:10.1.2.3), which is in no IPv4 network: compared as the IPv4 one.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(network) for network in settings.METRICS_ALLOWED_NETWORKS)
 
 

@@ -85,6 +85,13 @@ def test_metrics_are_refused_outside_the_allowed_networks(settings: Any) -> None
     )
 
 
+def test_an_ipv4_scraper_reaching_a_dual_stack_server_is_allowed_by_its_ipv4_network(settings: Any) -> None:
+    # make serve --host :: takes IPv4 connections on its IPv6 socket: daphne sees ::ffff:10.1.2.3.
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+    assert Client(REMOTE_ADDR="::ffff:10.1.2.3").get("/metrics").status_code == 200
+    assert Client(REMOTE_ADDR="::ffff:192.168.1.5").get("/metrics").status_code == 403
+
+
 def test_a_generation_moves_the_counters_histograms_and_tokens(
     metrics_on: None, writer: Any, cast: Any, offline: None
 ) -> None:
