@@ -270,6 +270,9 @@ _RUN_STARTED = inline_serializer(
 class GenerateScreenplayView(APIView):
     """Generate a screenplay, save it, and return the story and its new version (blocking)."""
 
+    # JSON only: the fields are JSON types (a list of personas, a boolean wait) that a form cannot carry.
+    parser_classes = [BoundedJSONParser]
+
     def post(self, request: Request) -> Response:
         # A GenerationError (a bad request, a refusal, a failed run) is answered by
         # stories.exception_handlers with its code's status.
@@ -365,6 +368,8 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
     },
 )
 class SceneRegenerateApi(APIView):
+    parser_classes = [BoundedJSONParser]  # as a generation: max_tokens is a JSON integer
+
     def post(self, request: Request, story_id: int, number: int, index: int) -> Response:
         # Another user's story is a 404 here, as everywhere in the API.
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)

@@ -278,6 +278,29 @@ def test_every_json_endpoint_refuses_a_body_that_is_not_an_object(
     assert Story.objects.get().title == "The Heist"
 
 
+@pytest.mark.parametrize("url", ["/api/ai/generate-screenplay/", "regenerate"])
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_the_generation_endpoints_take_json_only_as_their_schema_says(
+    writer: Any, story: Story, url: str, content_type: str
+) -> None:
+    # Their fields are JSON types (a list of personas, a boolean wait, an integer max_tokens), which a form
+    # cannot carry: the schema offered form bodies, and every form generation was a 400 "personas must be
+    # a list of persona names".
+    path = "/api/stories/{story_id}/versions/{number}/scenes/{index}/regenerate/" if url == "regenerate" else url
+    url = f"/api/stories/{story.pk}/versions/1/scenes/0/regenerate/" if url == "regenerate" else url
+    client = client_for(writer)
+    if content_type == "multipart/form-data":
+        response = client.post(url, {"plot": "A heist.", "personas": "hero"}, format="multipart")
+    else:
+        response = client.post(url, "plot=A+heist.&personas=hero", content_type=content_type)
+    assert response.status_code == 415
+    assert content_type in response.json()["detail"]
+    assert GenerationRun.objects.filter(status="streaming").count() == 0
+    assert ScreenplayVersion.objects.filter(story=story).count() == 2
+    schema = client.get("/api/schema/?format=json").json()
+    assert list(schema["paths"][path]["post"]["requestBody"]["content"]) == ["application/json"]
+
+
 @override_settings(API_MAX_BODY_BYTES=4096)
 def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(writer: Any) -> None:
     body = '{"title": "t", "plot": "' + "p" * 5000 + '"}'
