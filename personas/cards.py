@@ -269,6 +269,13 @@ def _persona_key(value: object, display_name: str) -> str:
 
 
 def _checked(imported: PersonaImport, filename: str) -> PersonaImport:
+    if not imported.config_data:
+        # The model refuses an empty config ("This field cannot be blank."): said here, before a preview
+        # that would show it as new and an import that would then fail naming no persona.
+        raise CardError(
+            f"{_label(filename)}has a persona ({imported.name}) with an empty config: give it at least "
+            "one field, such as a description."
+        )
     errors = persona_config_errors(imported.config_data)
     if errors:
         raise CardError(f"{_label(filename)}gives a persona config that is not valid: {'; '.join(errors)}")

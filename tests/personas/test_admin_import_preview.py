@@ -102,3 +102,24 @@ def test_an_altered_preview_is_refused(editor_client: Client, stored: None) -> N
     response = editor_client.post(IMPORT, {"payload": payload[:-3] + "xyz"}, follow=True)
     assert "The preview cannot be read: upload the file again." in response.content.decode()
     assert not PersonaConfig.objects.filter(name="fresh").exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("bare.json", json.dumps([_ours("fresh", voice="Bright."), _ours("bare")]).encode()),
+        ("card.json", json.dumps({"spec": "chara_card_v2", "data": {"name": "Bare", "description": ""}}).encode()),
+    ],
+)
+def test_a_persona_with_an_empty_config_is_refused_at_the_upload_not_after_the_preview(
+    editor_client: Client, name: str, data: bytes
+) -> None:
+    # A persona needs a config (the model refuses an empty one): the preview showed "new" for it, then
+    # confirming failed with a bare "This field cannot be blank." naming no persona.
+    response = editor_client.post(IMPORT, {"file": SimpleUploadedFile(name, data)})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "payload" not in response.context
+    assert f"{name} has a persona (bare) with an empty config" in page
+    assert not PersonaConfig.objects.exists()
