@@ -30,9 +30,12 @@ class PersonaListView(generics.ListAPIView):
 
     @extend_schema(
         summary="Active personas, paginated",
-        parameters=[
-            OpenApiParameter("search", str, description="Part of a name or display name (100 chars max).")
-        ],
+        # The serializer that checks the query: its bound (100 characters) is in the schema.
+        parameters=[serializers.PersonaSearchSerializer],
+        responses={
+            200: serializers.PersonaListSerializer(many=True),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="The search is over 100 characters."),
+        },
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)

@@ -59,7 +59,11 @@ class PersonaContextsSerializer(serializers.Serializer):
 
 class PersonaSearchSerializer(serializers.Serializer):
     search = serializers.CharField(
-        required=False, allow_blank=True, max_length=SEARCH_MAX_CHARS, trim_whitespace=True
+        required=False,
+        allow_blank=True,
+        max_length=SEARCH_MAX_CHARS,
+        trim_whitespace=True,
+        help_text="Part of a name or display name (100 chars max).",
     )
 
 
