@@ -235,7 +235,7 @@ _RUN_STARTED = inline_serializer(
     summary="Generate a screenplay and save it: blocking (201), or started in the background (202)",
     tags=["generation"],
     request=inline_serializer(
-        "GenerateScreenplayRequest",
+        "GenerateScreenplay",
         {
             # The bounds stories.generation.requests checks (generation_request_parse reads the body).
             "plot": drf_serializers.CharField(max_length=settings.STORY_MAX_PLOT_CHARS),
@@ -354,7 +354,7 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
     ),
     tags=["generation"],
     request=inline_serializer(
-        "SceneRegenerateRequest",
+        "SceneRegenerate",
         {
             "instructions": drf_serializers.CharField(required=False, allow_blank=True),
             "model": drf_serializers.CharField(required=False, allow_null=True),
