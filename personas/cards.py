@@ -34,6 +34,7 @@ from django.conf import settings
 from django.utils.text import slugify
 from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
+from personas.models import RESERVED_NAMES
 from personas.schema import persona_config_errors
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
@@ -277,6 +278,11 @@ def _persona_key(value: object, display_name: str) -> str:
 
 
 def _checked(imported: PersonaImport, filename: str) -> PersonaImport:
+    if imported.name in RESERVED_NAMES:
+        raise CardError(
+            f"{_label(filename)}has a persona named {imported.name!r}, the address of the API's batch of "
+            f"contexts (/api/personas/{imported.name}/): give it another key."
+        )
     if not imported.config_data:
         # The model refuses an empty config ("This field cannot be blank."): said here, before a preview
         # that would show it as new and an import that would then fail naming no persona.

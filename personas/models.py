@@ -1,9 +1,14 @@
 from __future__ import annotations
 
 import reversion
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from personas.schema import validate_persona_config
+
+# Keys the API's URLs take for themselves: /api/personas/contexts/ is the batch of contexts, so a persona
+# of that name could not be read at /api/personas/<name>/.
+RESERVED_NAMES = frozenset({"contexts"})
 
 
 # Every save inside a revision block (the admin's views, personas.services) is kept as a revision.
@@ -30,6 +35,10 @@ class PersonaConfig(models.Model):
     def __str__(self) -> str:
         return f"{self.display_name} ({self.name})"
 
+    def clean(self) -> None:
+        if self.name in RESERVED_NAMES:
+            raise ValidationError({"name": reserved_name_message(self.name)})
+
     def save(self, *args: object, **kwargs: object) -> None:
         # Every save is an edit: a new version makes every cached context of the old one unreachable.
         # A row loaded from the database is bumped; a new one (even with a given pk, as a recovered
@@ -43,3 +52,7 @@ class PersonaConfig(models.Model):
             # expression; serialised again here with the number (the later copy replaces the first).
             if reversion.is_active():
                 reversion.add_to_revision(self)
+
+
+def reserved_name_message(name: str) -> str:
+    return f"'{name}' is the address of the API's batch of contexts (/api/personas/{name}/): choose another key."

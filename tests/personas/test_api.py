@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -279,3 +281,20 @@ def test_an_admin_save_is_served_by_the_next_batch_read(persona_factory: Any, us
     assert response.status_code == 302
     context = api.get(BATCH, {"names": "hero"}).json()["contexts"][0]
     assert context["context"] == "Voice: New voice."
+
+
+@pytest.mark.django_db
+def test_no_persona_can_be_named_contexts_which_the_api_could_not_serve(editor_client: Any) -> None:
+    # GET /api/personas/contexts/ is the batch endpoint: a persona named "contexts" had no detail page
+    # (its detail was the batch's 400 "Give the persona names").
+    add = "/admin/personas/personaconfig/add/"
+    form = {"name": "contexts", "display_name": "Contexts", "is_active": "on", "config_data": '{"voice": "Calm."}'}
+    response = editor_client.post(add, form)
+    assert response.status_code == 200
+    assert "is the address of the API&#x27;s batch of contexts" in response.content.decode()
+    card = {"spec": "chara_card_v2", "data": {"name": "Contexts", "description": "A character."}}
+    upload = SimpleUploadedFile("contexts.json", json.dumps(card).encode())
+    response = editor_client.post("/admin/personas/personaconfig/import/", {"file": upload})
+    assert "payload" not in response.context
+    assert "contexts.json has a persona named &#x27;contexts&#x27;" in response.content.decode()
+    assert not PersonaConfig.objects.filter(name="contexts").exists()
