@@ -81,7 +81,13 @@ class PersonaContextsView(APIView):
         description="Names are de-duplicated and answered in the order asked; unknown and deactivated "
         "names are listed apart. At most STORY_MAX_BATCH_NAMES (50) names. Revalidate with the ETag.",
         parameters=[
-            OpenApiParameter("names", str, required=True, description="Comma-separated persona names."),
+            OpenApiParameter(
+                "names",
+                str,
+                required=True,
+                pattern=serializers.NAMES_PATTERN,
+                description="Comma-separated persona names, each 1 to 100 characters once trimmed.",
+            ),
             _ETAG_PARAMETER,
         ],
         responses={200: serializers.PersonaContextsSerializer, 304: _NOT_MODIFIED, 400: OpenApiTypes.OBJECT},

@@ -67,6 +67,13 @@ class PersonaSearchSerializer(serializers.Serializer):
     )
 
 
+# What persona_names_parse accepts, for the OpenAPI schema: 1 to 50 names, each 1 to 100 characters once
+# its surrounding spaces are trimmed. (The parser also takes more than 50 when repeats bring the
+# different ones down to 50: the pattern is the stricter.)
+_NAME_PATTERN = rf"\s*[^,\s](?:[^,]{{0,{NAME_MAX_CHARS - 2}}}[^,\s])?\s*"
+NAMES_PATTERN = rf"^{_NAME_PATTERN}(?:,{_NAME_PATTERN}){{0,49}}$"
+
+
 def persona_names_parse(raw: str) -> list[str]:
     """``?names=a,b,c``: de-duplicated in order, each non-empty and bounded, at most the batch limit.
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from io import StringIO
 from typing import Any
 
@@ -80,3 +81,17 @@ def test_a_story_body_the_schema_allows_is_one_the_server_takes(user_factory: An
         assert story["plot"]["minLength"] == 1
     assert client.post("/api/stories/", {"title": "T", "plot": ""}, format="json").status_code == 400
     assert client.post("/api/stories/", {"title": "", "plot": "P"}, format="json").status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "names", ["hero", "hero,villain", " hero , villain ", "", "hero,", ",hero", " ", "x" * 100, "x" * 101]
+)
+def test_the_batch_contexts_names_pattern_says_what_the_server_takes(user_factory: Any, names: str) -> None:
+    # The schema said any string; an empty or stray-comma list was a 400 (schemathesis: ST202).
+    client = APIClient()
+    client.force_authenticate(user_factory("reader"))
+    parameters = _schema(client)["paths"]["/api/personas/contexts/"]["get"]["parameters"]
+    pattern = next(p for p in parameters if p["name"] == "names")["schema"]["pattern"]
+    response = client.get("/api/personas/contexts/", {"names": names})
+    assert response.status_code == (200 if re.search(pattern, names) else 400)
