@@ -282,8 +282,11 @@ class PersonaConfigAdmin(VersionAdmin):
     ) -> HttpResponse:
         if request.method == "POST" and self.has_change_permission(request):
             # A persona saved so far outside any revision gets its current state recorded first, in a
-            # revision of its own, so that the edit about to be saved can be reverted.
-            services.persona_history_start(persona_pks=[unquote(object_id)])
+            # revision of its own, so that the edit about to be saved can be reverted. Looked up as the
+            # admin does: an id that is no persona's (or past the database's integers) is left to it.
+            persona = self.get_object(request, unquote(object_id))
+            if persona is not None:
+                services.persona_history_start(persona_pks=[persona.pk])
         return super().change_view(request, object_id, form_url, extra_context)
 
     def import_view(self, request: HttpRequest) -> HttpResponse:

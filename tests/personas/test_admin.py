@@ -117,3 +117,17 @@ def test_staff_who_may_add_but_not_change_personas_get_no_import_link_and_a_403(
     assert "Add persona" in listing
     assert "Import personas" not in listing
     assert client.get("/admin/personas/personaconfig/import/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_saving_a_persona_id_past_the_databases_integers_is_not_found_not_a_crash(
+    editor_client: Client,
+) -> None:
+    # The change page's POST recorded the persona's history before the admin looked it up: an id of 25
+    # digits reached SQLite ("Python int too large to convert to SQLite INTEGER"), a 500.
+    response = editor_client.post(
+        f"/admin/personas/personaconfig/{'9' * 25}/change/", {"name": "x", "display_name": "X"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
+    assert not PersonaConfig.objects.exists()
