@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     # Staff filtering an admin list by an invalid regular expression: a 400, not a database error.
     "storyproject.middleware.AdminRegexFilterMiddleware",
+    # An admin action on ids no object can have ("x", 25 digits): a 400, not a 500.
+    "storyproject.middleware.AdminSelectionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

@@ -131,3 +131,34 @@ def test_saving_a_persona_id_past_the_databases_integers_is_not_found_not_a_cras
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
     assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("selected", ["x", "9" * 25, "1.5"])
+@pytest.mark.parametrize(
+    ("admin_user", "url", "action"),
+    [
+        ("editor", "/admin/personas/personaconfig/", "deactivate"),
+        ("superuser", "/admin/stories/story/", "delete_selected"),
+    ],
+)
+def test_an_action_on_an_id_no_object_can_have_is_a_400_not_a_crash(
+    editor_client: Client,
+    user_factory: Any,
+    persona_factory: Any,
+    selected: str,
+    admin_user: str,
+    url: str,
+    action: str,
+) -> None:
+    # The admin filtered its queryset by the posted ids as they came: a forged "x" was Django's
+    # ValueError and 25 digits SQLite's OverflowError, both 500s, in every model's list.
+    hero = persona_factory("hero")
+    client = editor_client
+    if admin_user == "superuser":
+        client = Client()
+        client.force_login(user_factory("root", is_staff=True, is_superuser=True))
+    response = client.post(url, {"action": action, "_selected_action": [str(hero.pk), selected], "index": 0})
+    assert response.status_code == 400
+    assert "An action named a selected object by an id no object can have." in response.content.decode()
+    assert PersonaConfig.objects.get().is_active
