@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
+from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.exceptions import DisallowedHost, ValidationError
+from django.core.exceptions import DisallowedHost, TooManyFieldsSent, ValidationError
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict
 from django.http.cookie import parse_cookie
 from django.shortcuts import render
@@ -90,8 +91,16 @@ class UnstorableTextMiddleware(MiddlewareMixin):
     """
 
     def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
+        try:
+            query = request.GET
+        except TooManyFieldsSent:
+            # Answered here: under DEBUG, Django's error page read the query again, raised again, and
+            # the exception left the application (daphne's bare 500).
+            limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+            message = f"The request has more than {limit} query parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS)."
+            return bad_request_response(request, message, code="bad_request")
         problem = unstorable_text_problem(
-            path=request.path, query=request.GET, cookies=request.COOKIES, headers=request.headers.items()
+            path=request.path, query=query, cookies=request.COOKIES, headers=request.headers.items()
         )
         return None if problem is None else bad_request_response(request, problem)
 
@@ -212,8 +221,10 @@ def _quoted(name: str) -> str:
     return json.dumps(name[:40])
 
 
-def bad_request_response(request: HttpRequest, message: str) -> HttpResponseBase:
+def bad_request_response(
+    request: HttpRequest, message: str, *, code: str = "invalid_characters"
+) -> HttpResponseBase:
     """A 400 that says why: JSON under /api/ (DRF's ``detail``), the site's page elsewhere."""
     if request.path.startswith("/api/"):
-        return JsonResponse({"detail": message, "code": "invalid_characters"}, status=400)
+        return JsonResponse({"detail": message, "code": code}, status=400)
     return render(request, "bad_request.html", {"message": message}, status=400)

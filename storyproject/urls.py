@@ -27,7 +27,7 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponseBase:
     name the server's configuration.
     """
     said = str(exception) if type(exception) is BadRequest else ""
-    return bad_request_response(request, said or "The request could not be understood.")
+    return bad_request_response(request, said or "The request could not be understood.", code="bad_request")
 
 
 handler400 = bad_request

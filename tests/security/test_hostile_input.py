@@ -108,3 +108,23 @@ async def test_nul_in_a_websocket_handshake_is_refused_not_a_crash(
     await communicator.disconnect()
     assert not connected
     assert any("WebSocket handshake refused" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("debug", [False, True])
+def test_more_query_parameters_than_django_reads_is_a_400_saying_so(
+    signed_in: Client, settings: Any, debug: bool
+) -> None:
+    # Under DEBUG (make run's default) Django's debug page read the query again and raised again: daphne
+    # answered "500 Exception inside application". Without it, the 400 said "invalid_characters".
+    settings.DEBUG = debug
+    query = "&".join(f"a{number}=1" for number in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1))
+    response = signed_in.get(f"/api/personas/?{query}")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "The request has more than 1000 query parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS).",
+        "code": "bad_request",
+    }
+    page = signed_in.get(f"/?{query}")
+    assert page.status_code == 400
+    assert "The request has more than 1000 query parameters" in page.content.decode()
