@@ -35,10 +35,6 @@ class PersonaConfig(models.Model):
     def __str__(self) -> str:
         return f"{self.display_name} ({self.name})"
 
-    def clean(self) -> None:
-        if self.name in RESERVED_NAMES:
-            raise ValidationError({"name": reserved_name_message(self.name)})
-
     def save(self, *args: object, **kwargs: object) -> None:
         # Every save is an edit: a new version makes every cached context of the old one unreachable.
         # A row loaded from the database is bumped; a new one (even with a given pk, as a recovered
@@ -53,6 +49,12 @@ class PersonaConfig(models.Model):
             if reversion.is_active():
                 reversion.add_to_revision(self)
 
+    def clean(self) -> None:
+        if self.name in RESERVED_NAMES:
+            raise ValidationError({"name": reserved_name_message(self.name)})
+
 
 def reserved_name_message(name: str) -> str:
-    return f"'{name}' is the address of the API's batch of contexts (/api/personas/{name}/): choose another key."
+    return (
+        f"'{name}' is the address of the API's batch of contexts (/api/personas/{name}/): choose another key."
+    )

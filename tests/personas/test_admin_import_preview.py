@@ -109,7 +109,10 @@ def test_an_altered_preview_is_refused(editor_client: Client, stored: None) -> N
     ("name", "data"),
     [
         ("bare.json", json.dumps([_ours("fresh", voice="Bright."), _ours("bare")]).encode()),
-        ("card.json", json.dumps({"spec": "chara_card_v2", "data": {"name": "Bare", "description": ""}}).encode()),
+        (
+            "card.json",
+            json.dumps({"spec": "chara_card_v2", "data": {"name": "Bare", "description": ""}}).encode(),
+        ),
     ],
 )
 def test_a_persona_with_an_empty_config_is_refused_at_the_upload_not_after_the_preview(
@@ -132,5 +135,8 @@ def test_a_file_of_more_personas_than_the_bound_is_refused_before_any_is_read(ed
     response = editor_client.post(IMPORT, {"file": _file(*personas)})
     assert response.status_code == 200
     assert "payload" not in response.context
-    assert "batch.json holds 1001 personas; one file may hold at most 1000: split it." in response.content.decode()
+    assert (
+        "batch.json holds 1001 personas; one file may hold at most 1000: split it."
+        in response.content.decode()
+    )
     assert not PersonaConfig.objects.exists()

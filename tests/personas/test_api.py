@@ -288,7 +288,12 @@ def test_no_persona_can_be_named_contexts_which_the_api_could_not_serve(editor_c
     # GET /api/personas/contexts/ is the batch endpoint: a persona named "contexts" had no detail page
     # (its detail was the batch's 400 "Give the persona names").
     add = "/admin/personas/personaconfig/add/"
-    form = {"name": "contexts", "display_name": "Contexts", "is_active": "on", "config_data": '{"voice": "Calm."}'}
+    form = {
+        "name": "contexts",
+        "display_name": "Contexts",
+        "is_active": "on",
+        "config_data": '{"voice": "Calm."}',
+    }
     response = editor_client.post(add, form)
     assert response.status_code == 200
     assert "is the address of the API&#x27;s batch of contexts" in response.content.decode()

@@ -286,7 +286,9 @@ def test_the_generation_endpoints_take_json_only_as_their_schema_says(
     # Their fields are JSON types (a list of personas, a boolean wait, an integer max_tokens), which a form
     # cannot carry: the schema offered form bodies, and every form generation was a 400 "personas must be
     # a list of persona names".
-    path = "/api/stories/{story_id}/versions/{number}/scenes/{index}/regenerate/" if url == "regenerate" else url
+    path = (
+        "/api/stories/{story_id}/versions/{number}/scenes/{index}/regenerate/" if url == "regenerate" else url
+    )
     url = f"/api/stories/{story.pk}/versions/1/scenes/0/regenerate/" if url == "regenerate" else url
     client = client_for(writer)
     if content_type == "multipart/form-data":
