@@ -42,9 +42,10 @@ from stories.generation.regenerate import scene_regenerate_request_parse, scene_
 from stories.generation.requests import generation_request_parse
 from stories.imports import ScreenplayImportError, import_format_for, screenplay_import
 from stories.models import GenerationRun, ScreenplayVersion, Story
+from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events
 from stories.runs.runner import RunStart, run_cancel, run_start
-from stories.runs.sse import request_credential, run_has_more, run_sse_stream, sse_after
+from stories.runs.sse import END_ID, request_credential, run_has_more, run_sse_stream, sse_after
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import (
@@ -401,6 +402,10 @@ class StoryVersionRestoreApi(APIView):
         return Response(ScreenplayVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
+# The bounds _query_number applies, for the schema.
+_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+
+
 @extend_schema(
     summary="Line changes between two versions, scenes paired by heading",
     description=(
@@ -410,8 +415,8 @@ class StoryVersionRestoreApi(APIView):
     ),
     tags=["versions"],
     parameters=[
-        OpenApiParameter("from", int, required=True, description="The older version's number"),
-        OpenApiParameter("to", int, required=True, description="The newer version's number"),
+        OpenApiParameter("from", _VERSION_NUMBER, required=True, description="The older version's number"),
+        OpenApiParameter("to", _VERSION_NUMBER, required=True, description="The newer version's number"),
     ],
     responses={200: ScreenplayDiffSerializer, 400: _GENERATION_ERROR, 404: _NOT_FOUND},
 )
@@ -430,7 +435,7 @@ class StoryDiffApi(APIView):
 
 def _query_number(request: Request, key: str) -> int:
     raw = request.query_params.get(key, "").strip()
-    if not raw.isdecimal() or not 0 < int(raw) < 2**31:
+    if not raw.isdecimal() or not 0 < int(raw) <= _VERSION_NUMBER["maximum"]:
         raise GenerationError("invalid_request", f"{key} must be a version number, like ?from=1&to=2")
     return int(raw)
 
@@ -556,9 +561,19 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
     ),
     tags=["generation"],
     parameters=[
-        OpenApiParameter("after", int, OpenApiParameter.QUERY, description="The last seq the client has."),
+        # The bounds sse_after applies.
         OpenApiParameter(
-            "Last-Event-ID", str, OpenApiParameter.HEADER, description="Sent by EventSource on a reconnect."
+            "after",
+            {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+            OpenApiParameter.QUERY,
+            description="The last seq the client has.",
+        ),
+        OpenApiParameter(
+            "Last-Event-ID",
+            str,
+            OpenApiParameter.HEADER,
+            pattern=rf"^([0-9]{{1,18}}|{END_ID})$",
+            description="Sent by EventSource on a reconnect: a seq, or `end`.",
         ),
     ],
     responses={

@@ -9,6 +9,8 @@ import yaml
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from stories.models import GenerationRun, Story
+
 
 def test_the_openapi_schema_is_valid_and_every_view_is_described(db: None) -> None:
     out = StringIO()
@@ -95,3 +97,33 @@ def test_the_batch_contexts_names_pattern_says_what_the_server_takes(user_factor
     pattern = next(p for p in parameters if p["name"] == "names")["schema"]["pattern"]
     response = client.get("/api/personas/contexts/", {"names": names})
     assert response.status_code == (200 if re.search(pattern, names) else 400)
+
+
+@pytest.mark.django_db
+def test_the_diff_and_event_parameters_carry_the_bounds_the_server_applies(user_factory: Any) -> None:
+    # The schema said "integer" and "string": ?from=0, ?after=-1 or Last-Event-ID: x were 400s that a
+    # client following it could not foresee (schemathesis: ST202).
+    reader = user_factory("reader")
+    client = APIClient()
+    client.force_authenticate(reader)
+    paths = _schema(client)["paths"]
+    story = Story.objects.create(owner=reader, title="T", plot="P")
+    run = GenerationRun.objects.create(user=reader, status="succeeded", model="offline", max_tokens=1024)
+    for query in ("from=0&to=1", f"from=1&to={2**31}"):
+        assert client.get(f"/api/stories/{story.pk}/diff/?{query}").status_code == 400
+    assert client.get(f"/api/runs/{run.pk}/events/?after=-1").status_code == 400
+    assert client.get(f"/api/runs/{run.pk}/events/", HTTP_LAST_EVENT_ID="x").status_code == 400
+
+    def parameter(path: str, name: str) -> dict[str, Any]:
+        parameters = paths[path]["get"]["parameters"]
+        return next(p for p in parameters if p["name"] == name)["schema"]  # type: ignore[no-any-return]
+
+    for name in ("from", "to"):
+        assert parameter("/api/stories/{story_id}/diff/", name) == {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 2**31 - 1,
+        }
+    assert parameter("/api/runs/{run_id}/events/", "after")["minimum"] == 0
+    assert re.search(parameter("/api/runs/{run_id}/events/", "Last-Event-ID")["pattern"], "17")
+    assert not re.search(parameter("/api/runs/{run_id}/events/", "Last-Event-ID")["pattern"], "x")
