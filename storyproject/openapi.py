@@ -1,4 +1,4 @@
-"""What drf-spectacular cannot see in the views: statuses DRF itself answers, added to the schema."""
+"""What drf-spectacular cannot see in the views: statuses DRF and our middleware answer, added to the schema."""
 
 from __future__ import annotations
 
@@ -19,13 +19,33 @@ _PAGE_NOT_FOUND = {
 }
 
 
-def paginated_lists_not_found(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Postprocessing hook: every operation with a ``page`` parameter documents the 404 for a bad page."""
+# storyproject.middleware answers this before any view: a NUL or a lone surrogate in the URL, a cookie
+# or a header (code "invalid_characters"), more query parameters than Django reads ("bad_request").
+_REQUEST_UNREADABLE = {
+    "description": "The URL, a cookie or a header holds text that cannot be stored (NUL, a lone surrogate), "
+    "or there are more query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
+                "required": ["detail", "code"],
+            }
+        }
+    },
+}
+
+
+def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: every operation with a ``page`` parameter documents the 404 for a bad page,
+    and every operation that documents no 400 of its own, the middleware's."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict):
                 continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("400", _REQUEST_UNREADABLE)
             names = {parameter.get("name") for parameter in operation.get("parameters", [])}
             if "page" in names:
-                operation.setdefault("responses", {}).setdefault("404", _PAGE_NOT_FOUND)
+                responses.setdefault("404", _PAGE_NOT_FOUND)
     return result

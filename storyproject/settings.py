@@ -203,10 +203,11 @@ SPECTACULAR_SETTINGS = {
     # Request bodies get components of their own ("StoryRequest"), which carry what only a request
     # must meet (a title and a plot that are not blank); shared with the response, they could not.
     "COMPONENT_SPLIT_REQUEST": True,
-    # The enum hook is drf-spectacular's default; ours documents the paginated lists' 404.
+    # The enum hook is drf-spectacular's default; ours documents what answers before the views (the
+    # middleware's 400, the paginated lists' 404).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "storyproject.openapi.paginated_lists_not_found",
+        "storyproject.openapi.responses_outside_views",
     ],
 }
 

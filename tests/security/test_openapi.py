@@ -127,3 +127,17 @@ def test_the_diff_and_event_parameters_carry_the_bounds_the_server_applies(user_
     assert parameter("/api/runs/{run_id}/events/", "after")["minimum"] == 0
     assert re.search(parameter("/api/runs/{run_id}/events/", "Last-Event-ID")["pattern"], "17")
     assert not re.search(parameter("/api/runs/{run_id}/events/", "Last-Event-ID")["pattern"], "x")
+
+
+@pytest.mark.django_db
+def test_every_operation_documents_the_400_for_a_nul_in_its_query(user_factory: Any) -> None:
+    # The middleware refuses a NUL in the URL before any view: GET /api/stories/?q=%00 is a 400 that the
+    # schema did not list for most operations (schemathesis: ST103).
+    client = APIClient()
+    client.force_authenticate(user_factory("reader"))
+    for path, operations in _schema(client)["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "1", path)
+        for method, operation in operations.items():
+            response = getattr(client, method)(f"{url}?q=a%00b")
+            assert response.status_code == 400, (method, path)
+            assert "400" in operation["responses"], (method, path)
