@@ -403,7 +403,8 @@ class StoryVersionRestoreApi(APIView):
 
 
 # The bounds _query_number applies, for the schema.
-_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+_VERSION_NUMBER_MAX = 2**31 - 1
+_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": _VERSION_NUMBER_MAX}
 
 
 @extend_schema(
@@ -435,7 +436,7 @@ class StoryDiffApi(APIView):
 
 def _query_number(request: Request, key: str) -> int:
     raw = request.query_params.get(key, "").strip()
-    if not raw.isdecimal() or not 0 < int(raw) <= _VERSION_NUMBER["maximum"]:
+    if not raw.isdecimal() or not 0 < int(raw) <= _VERSION_NUMBER_MAX:
         raise GenerationError("invalid_request", f"{key} must be a version number, like ?from=1&to=2")
     return int(raw)
 
