@@ -21,7 +21,7 @@ from stories.generation.backends.registry import backend_class_load  # noqa: E40
 from stories.generation.resume import orphans_watch_start  # noqa: E402
 from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
-from storyproject.runtime import server_runtime_tune  # noqa: E402
+from storyproject.runtime import daphne_form_parsing_off, server_runtime_tune  # noqa: E402
 
 # Load the model back-end now: a wrong STORY_BACKEND fails at start-up, and the first writer does not
 # wait seconds for the SDK to import (bench/results/flow.md).
@@ -34,6 +34,8 @@ router = ProtocolTypeRouter(
         "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
     }
 )
+# daphne hands bodies on as they came: Twisted's own parse of POST forms held the event loop.
+daphne_form_parsing_off()
 # Start-up is done: the GIL's switch interval and the garbage collector set for serving.
 server_runtime_tune()
 

@@ -14,12 +14,20 @@ collector tracks into a permanent generation that later collections ignore, and 
 threshold of ``STORY_GC_THRESHOLD`` (50,000 allocations, against Python 3.11's 700) made it run about
 once every ten seconds there. Cycles are still collected; a process holds them a little longer.
 Figures: bench/results/steady.md (about 5-10 % less CPU per token, within the run-to-run spread).
+
+Twisted's HTTP request parses every POST form body (URL-encoded or multipart) into ``request.args``
+when it has arrived, on the event loop thread, before daphne hands the raw body to the application,
+and daphne never reads ``args``. So Django parsed each form twice, and any client's large form body
+(even one the application then refuses with a 413) held every stream of the process: 20 MB of
+``a=1&`` or 11 MB of small multipart parts, about 2 s each. A multipart body Twisted could not parse
+was its own bare 400, never seen by the application. ``daphne_form_parsing_off`` turns that parse off.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
+from typing import Any
 
 from django.conf import settings
 
@@ -31,3 +39,20 @@ def server_runtime_tune() -> None:
     gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(settings.STORY_GC_THRESHOLD, second, third)
+
+
+def daphne_form_parsing_off() -> None:
+    """Make daphne's requests skip Twisted's parse of POST form bodies (see the module docstring)."""
+    from daphne.http_protocol import WebRequest
+
+    if getattr(WebRequest, "_form_parsing_off", False):
+        return
+    init = WebRequest.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        # twisted.web.http.Request reads this in requestReceived (its parsePOSTFormSubmission argument).
+        self._parsePOSTFormSubmission = False
+
+    WebRequest.__init__ = __init__
+    WebRequest._form_parsing_off = True
