@@ -143,7 +143,9 @@ def test_settings_refuse_a_log_level_logging_does_not_know(level: str) -> None:
 
 
 def test_settings_refuse_an_http_client_they_do_not_know() -> None:
-    assert "STORY_LLM_HTTP_CLIENT must be 'aiohttp' or 'httpx'" in _settings_refusal(STORY_LLM_HTTP_CLIENT="curl")
+    assert "STORY_LLM_HTTP_CLIENT must be 'aiohttp' or 'httpx'" in _settings_refusal(
+        STORY_LLM_HTTP_CLIENT="curl"
+    )
 
 
 def test_settings_read_the_log_level_in_any_case() -> None:

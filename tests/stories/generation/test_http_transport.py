@@ -71,7 +71,9 @@ def test_another_loop_keeps_the_sdks_default_client(settings: Any) -> None:
 
 
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
-async def test_closing_a_loops_clients_gives_it_a_new_one(settings: Any, monkeypatch: Any, transport: str) -> None:
+async def test_closing_a_loops_clients_gives_it_a_new_one(
+    settings: Any, monkeypatch: Any, transport: str
+) -> None:
     from stories.generation.backends import anthropic as backend
 
     settings.ANTHROPIC_API_KEY = "sk-ant-test"
