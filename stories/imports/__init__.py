@@ -59,8 +59,14 @@ def screenplay_import(*, data: bytes | str, fmt: ImportFormat) -> dict[str, Any]
 
 
 def _text(data: bytes | str) -> str:
+    """The document's text, read the same way whether it was uploaded or pasted.
+
+    A file is decoded as ``utf-8-sig``, which drops one leading byte-order mark; pasted text (an
+    editor's copy of such a file) keeps the mark as U+FEFF, which made "Title:" on the first line no
+    title page key, so it is dropped here too.
+    """
     if isinstance(data, str):
-        return data
+        return data.removeprefix("\ufeff")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

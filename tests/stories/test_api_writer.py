@@ -272,6 +272,22 @@ def test_import_fountain_creates_a_story_with_version_1_and_persona_matches(
     assert body["story"]["cast"] == []
 
 
+def test_pasted_fountain_with_a_byte_order_mark_is_read_as_a_file_is(writer: Any, story: Story) -> None:
+    # An uploaded file is decoded without its mark; pasted text kept it, and "\ufeffTitle" was no
+    # title page key: the title page was lost ("Untitled") and its lines read as the script.
+    text = "\ufeffTitle: The Vault\n\nINT. A\n\nHi.\n"
+    imported = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
+    assert imported.status_code == 201, imported.json()
+    assert imported.json()["story"]["title"] == "The Vault"
+    upload = SimpleUploadedFile("vault.fountain", text.encode())
+    from_file = client_for(writer).post("/api/stories/import/", {"file": upload}, format="multipart")
+    assert imported.json()["version"]["content"] == from_file.json()["version"]["content"]
+    saved = client_for(writer).post(_versions(story), {"fountain": text, "base_version": 1}, format="json")
+    assert saved.status_code == 201, saved.json()
+    assert saved.json()["content"]["title"] == "The Vault"
+    assert [s["heading"] for s in saved.json()["content"]["scenes"]] == ["INT. A"]
+
+
 def test_import_with_a_cast_casts_version_1(writer: Any, persona_factory: Any) -> None:
     persona_factory("max-payne", display_name="Max")
     upload = SimpleUploadedFile(

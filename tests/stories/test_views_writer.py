@@ -141,6 +141,19 @@ def test_import_upload_then_confirm_the_cast(logged_in: Client, persona_factory:
     assert list(story.cast.values_list("persona__name", flat=True)) == ["max-payne"]
 
 
+def test_pasted_fountain_with_a_byte_order_mark_keeps_its_title_page(logged_in: Client, story: Story) -> None:
+    text = "\ufeffTitle: Vault\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n"
+    page = logged_in.post("/stories/import/", {"fountain": text}).content.decode()
+    content = json.loads(page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"'))
+    assert content["title"] == "Vault"
+    preview = logged_in.post(
+        f"/stories/{story.pk}/preview/", json.dumps({"fountain": text}), content_type="application/json"
+    )
+    assert preview.status_code == 200
+    assert "Title:" not in preview.json()["html"]
+    assert preview.json()["scenes"] == 1
+
+
 def test_import_of_something_else_is_a_form_error(logged_in: Client) -> None:
     response = logged_in.post("/stories/import/", {"fountain": "Hello there.\n"})
     assert response.status_code == 400
