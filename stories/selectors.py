@@ -20,7 +20,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 
-from stories.errors import RETRYABLE_CODES
+from stories.errors import RETRYABLE_CODES, GenerationError
 from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.requests import allowed_models, model_label
 from stories.imports import characters_carried_over, screenplay_import
@@ -164,11 +164,16 @@ def story_version_latest(*, story: Story) -> ScreenplayVersion | None:
 def screenplay_fountain_for_story(*, story: Story, fountain: str, base_version: int | None) -> dict[str, Any]:
     """Fountain text read into the contract, with the characters of the version it was edited from.
 
-    The editor's preview and its save both read the text through here, so they always agree.
+    The editor's preview and its save both read the text through here, so they always agree, on a
+    ``base_version`` the story does not have too: both refuse it, as the save's own check would.
     """
     content = screenplay_import(data=fountain, fmt="fountain")
-    base = story_version_find(story=story, number=base_version) if base_version else None
-    base = base or story_version_latest(story=story)
+    if base_version is None:
+        base = story_version_latest(story=story)
+    else:
+        base = story_version_find(story=story, number=base_version)
+        if base is None:
+            raise GenerationError("invalid_request", f"the story has no version {base_version}")
     if base is not None:
         content["characters"] = characters_carried_over(parsed=content, base=base.content)
     return content

@@ -214,14 +214,26 @@ class GenerationRunSerializer(serializers.ModelSerializer):
 # --- The writer's own versions (issue 17) ------------------------------------------------------------
 
 
-class VersionWriteSerializer(serializers.Serializer):
+class FountainPreviewSerializer(serializers.Serializer):
+    """The editor's preview: ``fountain`` text and the ``base_version`` it edits.
+
+    The save below inherits both fields, so the preview refuses what the save refuses (a boolean, a
+    number past the stored range) instead of showing the latest version for it.
+    """
+
+    fountain = StorableCharField(
+        label="fountain", trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
+    )
+    base_version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
+
+
+class VersionWriteSerializer(FountainPreviewSerializer):
     """Exactly one of ``content`` (the contract's JSON) or ``fountain`` (text); ``base_version`` optional."""
 
     content = ScreenplayContentField(required=False)
     fountain = StorableCharField(
         label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
     )
-    base_version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
     save_anyway = serializers.BooleanField(
         required=False,
         default=False,

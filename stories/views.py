@@ -33,6 +33,7 @@ from stories.runs.follow import run_events
 from stories.screenplay_compare import screenplay_compare
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
+from stories.serializers import FountainPreviewSerializer
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 STORIES_PER_PAGE = 20
@@ -230,17 +231,27 @@ def story_preview(request: HttpRequest, story_id: int) -> HttpResponse:
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
     try:
         body = json_loads_untrusted(request.body)
-        fountain = body.get("fountain") if isinstance(body, dict) else None
-        base = body.get("base_version") if isinstance(body, dict) else None
-        if not isinstance(fountain, str) or not (base is None or (isinstance(base, int) and base > 0)):
-            raise GenerationError("invalid_request", 'send {"fountain": "...", "base_version": n}')
-        content = selectors.screenplay_fountain_for_story(story=story, fountain=fountain, base_version=base)
+        # The save's own fields: a base_version the save refuses is refused here too.
+        fields = FountainPreviewSerializer(data=body if isinstance(body, dict) else {})
+        if not fields.is_valid():
+            raise GenerationError("invalid_request", _serializer_error(fields.errors))
+        content = selectors.screenplay_fountain_for_story(
+            story=story,
+            fountain=fields.validated_data["fountain"],
+            base_version=fields.validated_data.get("base_version"),
+        )
     except UntrustedJSONError as error:
         return JsonResponse({"error": str(error)}, status=400)
     except GenerationError as error:
         return JsonResponse({"error": error.message}, status=400)
     html = render_to_string("stories/_screenplay.html", {"content": content}, request=request)
     return JsonResponse({"html": html, "scenes": len(content["scenes"])})
+
+
+def _serializer_error(errors: Any) -> str:
+    """The first of a serializer's errors as one line: ``base_version: A valid integer is required.``"""
+    field, messages_ = next(iter(errors.items()))
+    return f"{field}: {messages_[0]}"
 
 
 @login_required

@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from stories.models import ScreenplayVersion, Story
+from tests.stories.test_api import client_for
 from tests.stories.test_api_writer import SCREENPLAY
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +60,31 @@ def test_the_preview_names_the_line_it_cannot_read(logged_in: Client, story: Sto
     )
     assert response.status_code == 400
     assert response.json()["error"].startswith("line 5: this action is longer than 5000 characters")
+
+
+@pytest.mark.parametrize(
+    ("base_version", "error"),
+    [
+        (99, "the story has no version 99"),
+        (True, "A valid integer is required."),
+        (10**22, "less than or equal to 2147483647"),
+        (0, "greater than or equal to 1"),
+    ],
+)
+def test_the_preview_refuses_a_base_version_as_the_save_does(
+    logged_in: Client, writer: Any, story: Story, base_version: Any, error: str
+) -> None:
+    # The preview used to read any of these as "the latest version" (200) where the save refused them.
+    body = {"fountain": "INT. A\n\nhi\n", "base_version": base_version}
+    saved = client_for(writer).post(f"/api/stories/{story.pk}/versions/", body, format="json")
+    assert saved.status_code == 400
+    assert error in json.dumps(saved.json())
+    preview = logged_in.post(
+        f"/stories/{story.pk}/preview/", json.dumps(body), content_type="application/json"
+    )
+    assert preview.status_code == 400
+    assert error in preview.json()["error"]
+    assert story.versions.count() == 1
 
 
 def test_a_preview_after_signing_out_says_so_in_json(client: Client, story: Story) -> None:
