@@ -59,6 +59,7 @@ from stories.serializers import (
     StorySerializer,
     VersionWriteSerializer,
 )
+from stories.validation import VERSION_NUMBER_MAX, version_number_parse
 from storyproject.parsers import BoundedJSONParser
 
 _NOT_FOUND = OpenApiResponse(description="No such object among yours.")
@@ -402,9 +403,8 @@ class StoryVersionRestoreApi(APIView):
         return Response(ScreenplayVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
-# The bounds _query_number applies, for the schema.
-_VERSION_NUMBER_MAX = 2**31 - 1
-_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": _VERSION_NUMBER_MAX}
+# The bounds _query_number applies (version_number_parse), for the schema.
+_VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": VERSION_NUMBER_MAX}
 
 
 @extend_schema(
@@ -435,10 +435,10 @@ class StoryDiffApi(APIView):
 
 
 def _query_number(request: Request, key: str) -> int:
-    raw = request.query_params.get(key, "").strip()
-    if not raw.isdecimal() or not 0 < int(raw) <= _VERSION_NUMBER_MAX:
+    number = version_number_parse(request.query_params.get(key, ""))
+    if number is None:
         raise GenerationError("invalid_request", f"{key} must be a version number, like ?from=1&to=2")
-    return int(raw)
+    return number
 
 
 @extend_schema(

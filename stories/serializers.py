@@ -11,7 +11,7 @@ from rest_framework import serializers
 from rest_framework.utils import html
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.validation import StorableTextValidator
+from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 
@@ -224,7 +224,9 @@ class FountainPreviewSerializer(serializers.Serializer):
     fountain = StorableCharField(
         label="fountain", trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
     )
-    base_version = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
+    base_version = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=VERSION_NUMBER_MAX
+    )
 
 
 class VersionWriteSerializer(FountainPreviewSerializer):

@@ -3,6 +3,7 @@
 PostgreSQL rejects NUL bytes in text and JSON, and no database driver can encode a lone UTF-16
 surrogate (JSON lets a client send "\\ud800"). Both would surface as a 500 at save time, so every
 boundary that accepts text from outside runs it through here first and gives the client a 400.
+Version numbers given as text (a page's ``?version=``, the diff's ``?from=``) are read here too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,31 @@ from django.utils.deconstruct import deconstructible
 # The one NUL and lone-surrogate check (storyproject.untrusted), used here for every stored text.
 from storyproject.untrusted import text_problem
 
-__all__ = ["StorableTextValidator", "json_problem", "text_clean_or_reject", "text_problem"]
+__all__ = [
+    "VERSION_NUMBER_MAX",
+    "StorableTextValidator",
+    "json_problem",
+    "text_clean_or_reject",
+    "text_problem",
+    "version_number_parse",
+]
+
+# The largest version number the database stores (a PositiveIntegerField: PostgreSQL's integer).
+VERSION_NUMBER_MAX = 2**31 - 1
+
+
+def version_number_parse(raw: str) -> int | None:
+    """``raw`` as a version number from 1 to VERSION_NUMBER_MAX, or None when it is not one.
+
+    Every interface applies the same rule: None is a 400; a number that names no version of the story
+    is a 404, however large, as long as the database could store it. ASCII digits only: ``int()``
+    would also read a full-width or Arabic-Indic digit.
+    """
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(VERSION_NUMBER_MAX)):
+        return None
+    number = int(raw)
+    return number if 0 < number <= VERSION_NUMBER_MAX else None
 
 
 def text_clean_or_reject(value: str, *, field: str = "text") -> str:

@@ -34,12 +34,12 @@ from stories.screenplay_compare import screenplay_compare
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import FountainPreviewSerializer
+from stories.validation import VERSION_NUMBER_MAX, version_number_parse
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 STORIES_PER_PAGE = 20
 RUNS_PER_PAGE = 50
 EXPORT_FORMATS = [("fountain", "Fountain"), ("fdx", "Final Draft"), ("pdf", "PDF"), ("json", "JSON")]
-_MAX_VERSION_NUMBER = 1_000_000
 _SIGNED_OUT = "You are signed out: sign in again, then reload this page (your text is kept in this browser)."
 GENERATION_MODES = [
     ("single", "One pass, scene by scene"),
@@ -87,7 +87,7 @@ def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
 def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: int) -> HttpResponse:
     """The story page's "Rewrite this scene" form: rewrite it, then show the new version (or why not)."""
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-    if not 0 < number <= _MAX_VERSION_NUMBER:
+    if not 0 < number <= VERSION_NUMBER_MAX:
         raise Http404
     # A version the story does not have is a 404 here, not a redirect to one (and a message shown on
     # whatever page comes next).
@@ -154,10 +154,10 @@ def _generator_context(*, story: Story | None) -> dict[str, Any]:
 
 
 def _version_number(raw: str) -> int:
-    raw = raw.strip()
-    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= _MAX_VERSION_NUMBER:
-        raise BadRequest(f"{raw[:20]!r} is not a version number.")
-    return int(raw)
+    number = version_number_parse(raw)
+    if number is None:
+        raise BadRequest(f"{raw.strip()[:20]!r} is not a version number.")
+    return number
 
 
 def _version_pair(raw: str | None) -> tuple[int, int] | None:

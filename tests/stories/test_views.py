@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from rest_framework.test import APIClient
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 
@@ -146,6 +147,33 @@ def test_story_page_shows_any_version_and_404s_for_a_missing_one(logged_in: Clie
     assert foreign.status_code == 400
     assert "The request could not be understood." in foreign.content.decode()
     assert "ALLOWED_HOSTS" not in foreign.content.decode()
+
+
+def test_a_version_number_that_names_no_version_is_a_404_wherever_it_is_asked(
+    logged_in: Client, writer: Any
+) -> None:
+    # ?version=2000000 was a 400 "not a version number" where 999999 was a 404: the pages' bound was
+    # a million, the API's and the database's 2^31-1. Past that, it is no version number (400).
+    story = story_with_versions(writer, screenplay("INT. A"))
+    api = APIClient()
+    api.force_authenticate(writer)
+    for number in (999_999, 2_000_000, 2**31 - 1):
+        assert logged_in.get(f"/stories/{story.pk}/?version={number}").status_code == 404, number
+        assert logged_in.get(f"/stories/{story.pk}/?compare=1,{number}").status_code == 404, number
+        assert logged_in.get(f"/stories/{story.pk}/diff/?from=1&to={number}").status_code == 404, number
+        assert api.get(f"/api/stories/{story.pk}/diff/?from=1&to={number}").status_code == 404, number
+        assert api.get(f"/api/stories/{story.pk}/versions/{number}/").status_code == 404, number
+        assert logged_in.get(f"/stories/{story.pk}/versions/{number}/edit/").status_code == 404, number
+        rewrite = logged_in.post(f"/stories/{story.pk}/versions/{number}/scenes/0/regenerate/")
+        assert rewrite.status_code == 404, number
+    for raw in (str(2**31), "1" * 23, "0", "x"):
+        assert logged_in.get(f"/stories/{story.pk}/?version={raw}").status_code == 400, raw
+        assert logged_in.get(f"/stories/{story.pk}/diff/?from=1&to={raw}").status_code == 400, raw
+        assert api.get(f"/api/stories/{story.pk}/diff/?from=1&to={raw}").status_code == 400, raw
+    # In a path, only digits reach the view: any number there that names no version is a 404.
+    for raw in (str(2**31), "9" * 23):
+        assert api.get(f"/api/stories/{story.pk}/versions/{raw}/").status_code == 404, raw
+        assert logged_in.get(f"/stories/{story.pk}/versions/{raw}/edit/").status_code == 404, raw
 
 
 def test_other_users_stories_are_404(client: Client, writer: Any, other_writer: Any) -> None:
