@@ -52,6 +52,8 @@ class PersonaDetailView(APIView):
         responses={200: serializers.PersonaDetailSerializer, 404: serializers.ErrorSerializer},
     )
     def get(self, request: Request, name: str) -> Response:
+        if len(name) > serializers.NAME_MAX_CHARS:
+            return _not_found(name, inactive=False)  # no key is that long: nothing to read
         persona = selectors.persona_get(name=name)
         if persona is None or not persona.is_active:
             return _not_found(name, inactive=persona is not None)
@@ -69,6 +71,8 @@ class PersonaContextView(APIView):
         },
     )
     def get(self, request: Request, name: str) -> Response:
+        if len(name) > serializers.NAME_MAX_CHARS:
+            return _not_found(name, inactive=False)  # no key is that long: nothing to read or cache
         result = selectors.persona_contexts(names=[name])
         if not result.contexts:
             return _not_found(name, inactive=bool(result.inactive))
@@ -121,6 +125,12 @@ def _context_json(context: selectors.PersonaContext) -> dict[str, Any]:
 
 
 def _not_found(name: str, *, inactive: bool) -> Response:
+    """A 404 naming the persona asked for, cut at the longest key there can be (the batch's limit).
+
+    The name comes from the URL: echoed whole, a request line of any length came back in the body.
+    """
+    if len(name) > serializers.NAME_MAX_CHARS:
+        name = f"{name[: serializers.NAME_MAX_CHARS]}..."
     if inactive:
         body = {"detail": f"The persona {name!r} is deactivated.", "code": "inactive"}
     else:

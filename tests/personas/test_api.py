@@ -200,6 +200,18 @@ def test_single_context_endpoint_and_its_404s(api: APIClient, cast: None) -> Non
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/personas/{name}/context/", "/api/personas/{name}/"])
+def test_a_404_echoes_a_name_only_up_to_the_batch_limit(api: APIClient, cast: None, path: str) -> None:
+    # The whole 8,000 characters came back in the detail; the batch refuses names over 100.
+    name = "n" * 8000
+    response = api.get(path.format(name=name))
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"No persona is named '{'n' * 100}...'.", "code": "not_found"}
+    at_the_limit = api.get(path.format(name="m" * 100)).json()
+    assert at_the_limit["detail"] == f"No persona is named '{'m' * 100}'."
+
+
+@pytest.mark.django_db
 def test_list_is_paginated_searchable_and_shows_active_personas_only(
     api: APIClient, cast: None, persona_factory: Any
 ) -> None:
