@@ -14,7 +14,8 @@ How card fields map onto a persona config (docs/personas.md, "Persona files and 
   V3 fields...), under ``private.card``, to be written back on export.
 - ``extensions`` is kept as it is. On export we add one key of our own, ``screenplay_studio``, with
   the persona's key and the config fields cards have no place for (voice, backstory...), so that an
-  export re-imports to the same persona.
+  export re-imports to the same persona. A ``private`` creator, creator notes or version that is not
+  a non-empty string (a card field is a string) is written there too, as it is.
 """
 
 from __future__ import annotations
@@ -329,7 +330,7 @@ def persona_card_v2(persona: PersonaFile) -> dict[str, Any]:
         "alternate_greetings": [],
         "post_history_instructions": "",
         "tags": list(config.get("tags") or []),
-        **{key: _str(private.pop(key, "")) for key in _PRIVATE_FIELDS},
+        **{key: _card_string(private, key) for key in _PRIVATE_FIELDS},
     }
     data.update({key: card_rest[key] for key in _V2_PASSTHROUGH if key in card_rest})
     leftover = {
@@ -370,6 +371,18 @@ def _portrait(display_name: str) -> Image.Image:
 
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _card_string(private: dict[str, Any], key: str) -> str:
+    """A private value for its card field (a string), taken out of ``private`` only when it fits there.
+
+    A number, a list or an empty string (which import skips) stays in ``private``, which the export
+    writes to our extension, so the round trip gives back the value itself, not "".
+    """
+    value = private.get(key)
+    if isinstance(value, str) and value:
+        return private.pop(key)
+    return ""
 
 
 # --- Files and archives (the export command and the admin action) ------------------------------

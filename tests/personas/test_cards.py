@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from PIL import Image, PngImagePlugin
 
-from personas.cards import CardError, persona_file_read
+from personas.cards import CardError, persona_card_v2, persona_file_read
 from personas.models import PersonaConfig
 from personas.selectors import persona_contexts
 from personas.services import persona_import
@@ -103,6 +103,30 @@ def test_creator_fields_are_kept_but_never_reach_the_prompt_context() -> None:
     assert "Commander of the salvage tug" in context.context
     assert "SECRET" not in context.context
     assert "talkativeness" not in context.context
+
+
+@pytest.mark.parametrize(
+    "private",
+    [
+        {"creator": 5},
+        {"creator": "", "character_version": 2.5, "creator_notes": ["a", "b"]},
+        {"creator": None, "card": "not an object"},
+        {"creator": "Ann", "character_version": {"major": 3}},
+    ],
+)
+def test_a_card_v2_round_trip_keeps_private_values_a_card_field_cannot_hold(private: dict[str, Any]) -> None:
+    # A card's creator, creator_notes and character_version are strings: a persona's private values
+    # of another type (or empty) were written as "" and lost on re-import.
+    persona = PersonaConfig(
+        name="vega", display_name="Vega", config_data={"description": "d", "private": private}
+    )
+    card = persona_card_v2(persona)
+    assert all(
+        isinstance(card["data"][key], str) for key in ("creator", "creator_notes", "character_version")
+    )
+    (imported,) = persona_file_read(data=json.dumps(card).encode())
+    assert imported.name == "vega"
+    assert imported.config_data == persona.config_data
 
 
 def test_a_v3_png_is_read_from_ccv3_before_chara() -> None:
