@@ -15,14 +15,15 @@ same fake. Results: bench/results/http_client.md.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
 import anthropic
 
 from bench.fake_server import API_KEY
-from bench.flow import fake_server
-from bench.harness import ROOT, machine_describe
+from bench.flow import DATABASE_URL, SERVER_ENV, fake_server
+from bench.harness import ROOT, machine_describe, postgres_ensure
 
 STREAMS = 40
 ROUNDS = 2
@@ -69,6 +70,13 @@ async def _streams(transport: str, base: str) -> tuple[float, int, int]:
 
 
 def main() -> None:
+    import django
+
+    # Django only to describe the machine and its versions (PostgreSQL's is asked), as the other benches do.
+    postgres_ensure(DATABASE_URL)
+    for name, value in {**SERVER_ENV, "DATABASE_URL": DATABASE_URL}.items():
+        os.environ.setdefault(name, value)
+    django.setup()
     lines = [
         "# CPU per network read of a model stream: the SDK's httpx2 and aiohttp transports",
         "",
