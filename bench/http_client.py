@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import anthropic
@@ -81,6 +82,8 @@ def main() -> None:
         "# CPU per network read of a model stream: the SDK's httpx2 and aiohttp transports",
         "",
         *machine_describe(),
+        f"- SDK: anthropic {version('anthropic')}, httpx2 {version('httpx2')}, httpcore2 {version('httpcore2')}, "
+        f"aiohttp {version('aiohttp')}",
         f"- model: bench/fake_server.py, TTFT 50 ms, 60 tokens/s, text deltas of 12 characters; {STREAMS} "
         f"streams at once, {ROUNDS} calls each, the transports taking turns {REPEATS} times",
         "- command: `python -m bench.http_client`",
