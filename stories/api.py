@@ -38,7 +38,7 @@ from stories import selectors, services
 from stories.errors import GenerationError
 from stories.generation.events import DoneEvent, RunOutcome, SavedEvent, events_fold
 from stories.generation.pipeline import generation_run
-from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
+from stories.generation.regenerate import scene_regenerate_body_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
 from stories.imports import ScreenplayImportError, import_format_for, screenplay_import
 from stories.models import GenerationRun, ScreenplayVersion, Story
@@ -376,9 +376,8 @@ class SceneRegenerateApi(APIView):
         # Another user's story is a 404 here, as everywhere in the API.
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
         body: Any = request.data if hasattr(request.data, "keys") else {}
-        fields = {key: body.get(key) for key in body}
-        regenerate = scene_regenerate_request_parse(
-            {**fields, "story_id": story.pk, "version": number, "index": index}
+        regenerate = scene_regenerate_body_parse(
+            {key: body.get(key) for key in body}, story_id=story.pk, version=number, index=index
         )
         outcome = async_to_sync(events_fold)(
             run_events(scene_regenerate_run(request=regenerate, user=request.user))

@@ -31,6 +31,8 @@ from stories.selectors import story_find_for_user, story_version_find
 from storyproject.db import db_call
 
 _FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens"})
+# What a request body may say where its URL names the story, version and scene (the API, the page).
+_BODY_FIELDS = frozenset({"instructions", "model", "max_tokens"})
 _MAX_ID = 2**63 - 1
 
 
@@ -64,6 +66,17 @@ def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
             data.get("max_tokens"), "max_tokens", settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
         ),
     )
+
+
+def scene_regenerate_body_parse(
+    data: object, *, story_id: int, version: int, index: int
+) -> SceneRegenerateRequest:
+    """A rewrite whose URL names the scene: the body may only say how (an address in it is refused,
+    never silently overridden by the URL's)."""
+    if not isinstance(data, dict):
+        raise _invalid("the request must be a JSON object")
+    fields_known_check(data, _BODY_FIELDS)
+    return scene_regenerate_request_parse({**data, "story_id": story_id, "version": version, "index": index})
 
 
 async def scene_regenerate_run(

@@ -159,6 +159,23 @@ def test_the_api_names_a_hostile_unknown_field_without_failing(
     assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
 
 
+def test_the_api_refuses_the_sockets_address_fields_in_the_body(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # The URL names the story, version and scene; a body naming another scene was ignored, and the
+    # URL's scene rewritten (a model call paid for, a version saved) where any other field is refused.
+    for field in ("index", "version", "story_id"):
+        story_id, response = _rewrite_post(writer, json.dumps({field: 2, "instructions": "Faster."}))
+        assert response.status_code == 400, response.content
+        assert response.json() == {
+            "code": "invalid_request",
+            "message": f"unknown fields: {field}",
+            "retryable": False,
+        }
+        assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
+    assert fake_anthropic.requests == []
+
+
 async def test_the_socket_rewrites_one_scene_streaming_it_then_saves_a_new_version(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
