@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import socket
@@ -21,6 +22,7 @@ from django.utils import timezone
 
 from personas.models import PersonaConfig
 from stories.errors import GenerationError
+from stories.generation.requests import SceneRewrite
 from stories.generation.validation import CastEntry, cast_entries, screenplay_validate
 from stories.limits import admission_check, admission_counts
 from stories.metrics import generation_run_observe
@@ -232,6 +234,8 @@ class ScreenplayDraft:
     # longer the latest (another tab, a generation saved since), unless the writer saves anyway.
     base_version: int | None = None
     save_anyway: bool = False
+    # A scene rewrite: its one scene goes onto whatever was saved while it ran (_rewrite_rebased).
+    rewrite: SceneRewrite | None = None
 
 
 @transaction.atomic
@@ -262,10 +266,13 @@ def screenplay_version_create(
             f"version {number - 1} was saved after version {draft.base_version}, which this edit started "
             "from; nothing was saved",
         )
+    content = draft.content
+    if draft.rewrite is not None and number != draft.rewrite.latest + 1:
+        content = _rewrite_rebased(story=story, number=number, rewrite=draft.rewrite, content=content)
     version = ScreenplayVersion.objects.create(
         story=story,
         number=number,
-        content=draft.content,
+        content=content,
         model=draft.model,
         max_tokens=draft.max_tokens,
         run_id=run_id,
@@ -278,6 +285,46 @@ def screenplay_version_create(
             run_id=run_id, story=story, record=record or RunRecord(), started=started, lease_owner=lease_owner
         )
     return version
+
+
+def _rewrite_rebased(
+    *, story: Story, number: int, rewrite: SceneRewrite, content: dict[str, Any]
+) -> dict[str, Any]:
+    """A rewrite that other versions were saved during: its scene put into the latest of them.
+
+    Two rewrites of the latest version at once (two scenes of the story page) must both stay in the
+    latest version: the second one goes onto what the first saved. That holds while the versions
+    saved meanwhile left its scene, the scene count and the characters as the rewritten version had
+    them; anything else (or a rewrite of an older version, which keeps that version's other scenes)
+    is a conflict, and nothing is saved.
+    """
+    contents = dict(
+        ScreenplayVersion.objects.filter(story=story, number__in=[rewrite.version, number - 1]).values_list(
+            "number", "content"
+        )
+    )
+    base, latest = contents.get(rewrite.version), contents.get(number - 1)
+    if rewrite.version == rewrite.latest and _scene_untouched(base, latest, rewrite.index):
+        assert latest is not None
+        rebased = copy.deepcopy(latest)
+        rebased["scenes"][rewrite.index] = content["scenes"][rewrite.index]
+        return rebased
+    raise GenerationError(
+        "version_conflict",
+        f"version {number - 1} was saved while scene {rewrite.index + 1} was being rewritten "
+        f"from version {rewrite.version}; nothing was saved",
+    )
+
+
+def _scene_untouched(base: Any, latest: Any, index: int) -> bool:
+    if not isinstance(base, dict) or not isinstance(latest, dict):
+        return False
+    scenes, latest_scenes = base.get("scenes") or [], latest.get("scenes") or []
+    return (
+        len(scenes) == len(latest_scenes)
+        and scenes[index] == latest_scenes[index]
+        and base.get("characters") == latest.get("characters")
+    )
 
 
 def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, int]:

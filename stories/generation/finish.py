@@ -71,6 +71,7 @@ async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, A
         max_tokens=run.max_tokens,
         cast=cast,
         story_id=request.story_id,
+        rewrite=request.rewrite,
     )
     record = run.record_final()
     save = asyncio.ensure_future(db_call(_version_save)(run=run, draft=draft, record=record))

@@ -22,6 +22,7 @@ from stories.generation.parallel import SceneEdit
 from stories.generation.pipeline import generation_run
 from stories.generation.requests import (
     GenerationRequest,
+    SceneRewrite,
     allowed_models,
     fields_known_check,
     int_parse,
@@ -121,6 +122,7 @@ def _generation_for(request: SceneRegenerateRequest, user_id: int) -> tuple[Gene
         model=model,
         max_tokens=request.max_tokens or version.max_tokens,
         mode="parallel",
+        rewrite=SceneRewrite(version=version.number, index=request.index, latest=story.latest_version_number),
     )
     edit = SceneEdit(
         content=version.content,

@@ -21,6 +21,16 @@ _MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
+class SceneRewrite:
+    """Where a scene rewrite's result goes: ``index`` of ``version`` replaced, on a story whose latest
+    version was ``latest`` when the rewrite started (stories.services.screenplay_version_create)."""
+
+    version: int
+    index: int
+    latest: int
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     plot: str
     personas: list[str] = field(default_factory=list)
@@ -32,6 +42,8 @@ class GenerationRequest:
     # False: write and record the run, save no story (generate_screenplay --no-save). Never read from
     # untrusted input: generation_request_parse leaves it True.
     save: bool = True
+    # A scene rewrite (stories.generation.regenerate): set by the server, never read from input.
+    rewrite: SceneRewrite | None = None
 
 
 def generation_request_parse(data: object) -> GenerationRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
@@ -13,8 +14,8 @@ from rest_framework.test import APIClient
 
 from personas.models import PersonaConfig
 from stories.generation.validation import CastEntry
-from stories.models import GenerationRun, ScreenplayVersion
-from stories.services import ScreenplayDraft, screenplay_version_create
+from stories.models import GenerationRun, ScreenplayVersion, Story
+from stories.services import ScreenplayDraft, screenplay_version_create, screenplay_version_write
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_screenwriter import FakeScreenwriter, last_user_text
 from tests.stories.generation.conftest import MODEL, screenplay, ws_connect, ws_events
@@ -248,3 +249,83 @@ def test_a_failed_rewrite_on_the_story_page_says_why_and_saves_nothing(
     assert "The scene could not be rewritten: personas no longer available: femme-fatale" in shown
     assert not ScreenplayVersion.objects.filter(story_id=story_id, number=2).exists()
     assert GenerationRun.objects.get().error_code == "unknown_personas"
+
+
+def _rewritten_scenes(*indices: int) -> dict[str, Any]:
+    new = screenplay(scenes=3)
+    for index in indices:
+        new["scenes"][index]["elements"] = [{"type": "action", "text": f"Scene {index + 1}, rewritten."}]
+    return new
+
+
+async def _rewrite_events(writer: Any, story_id: int, index: int) -> list[dict[str, Any]]:
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(
+            {"type": "regenerate_scene", "story_id": story_id, "version": 1, "index": index}
+        )
+        return await ws_events(communicator, timeout=20)
+    finally:
+        await communicator.disconnect()
+
+
+async def test_two_rewrites_of_the_latest_version_at_once_keep_both_scenes(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Two scenes of version 1 rewritten at once (two forms of the story page): the second to finish was
+    # saved as version 1 with its own scene only, so the latest version lost the first one's scene.
+    story_id, old = await sync_to_async(_story_with_version)(writer)
+    fake_anthropic.default = FakeScreenwriter(
+        _rewritten_scenes(1, 2), tokens_per_second=300, chunk_chars=8, scene_tokens_per_second={2: 150}
+    )
+    first, second = await asyncio.gather(
+        _rewrite_events(writer, story_id, 1), _rewrite_events(writer, story_id, 2)
+    )
+    assert [first[-2]["type"], second[-2]["type"]] == ["saved", "saved"]
+    assert (first[-2]["version"], second[-2]["version"]) == (2, 3)
+    versions = {v.number: v.content async for v in ScreenplayVersion.objects.filter(story_id=story_id)}
+    assert [s["elements"][0]["text"] for s in versions[2]["scenes"]] == [
+        "Rain on the window, take 1.",
+        "Scene 2, rewritten.",
+        "Rain on the window, take 3.",
+    ]
+    assert [s["elements"][0]["text"] for s in versions[3]["scenes"]] == [
+        "Rain on the window, take 1.",
+        "Scene 2, rewritten.",
+        "Scene 3, rewritten.",
+    ]
+    assert versions[3]["scenes"][1] == versions[2]["scenes"][1]
+    assert versions[1] == old
+
+
+async def test_a_rewrite_whose_scene_another_tab_changed_meanwhile_is_a_conflict_and_saves_nothing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    story_id, old = await sync_to_async(_story_with_version)(writer)
+    fake_anthropic.default = FakeScreenwriter(_rewritten_scenes(1), tokens_per_second=150, chunk_chars=8)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(
+            {"type": "regenerate_scene", "story_id": story_id, "version": 1, "index": 1}
+        )
+        while json.loads(await communicator.receive_from(timeout=10))["type"] != "scene_delta":
+            pass
+        # Another tab saves an edit of that very scene while it is being rewritten.
+        edited = copy.deepcopy(old)
+        edited["scenes"][1]["elements"][0]["text"] = "Edited in the other tab."
+        story = await Story.objects.aget(pk=story_id)
+        await sync_to_async(screenplay_version_write)(user_id=writer.pk, story=story, content=edited)
+        events = await ws_events(communicator, timeout=20)
+    finally:
+        await communicator.disconnect()
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "version_conflict", False)
+    assert "version 2 was saved while scene 2 was being rewritten" in error["message"]
+    assert "saved" not in [e["type"] for e in events]
+    latest = await ScreenplayVersion.objects.filter(story_id=story_id).order_by("-number").afirst()
+    assert latest is not None and latest.number == 2
+    assert latest.content["scenes"][1]["elements"][0]["text"] == "Edited in the other tab."
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.status == "failed" and run.error_code == "version_conflict"
+    # The rewritten scene was paid for: it is kept in the run's raw text.
+    assert "Scene 2, rewritten." in run.raw_text
