@@ -135,6 +135,7 @@ async def _scenes_events(
         first_index=indices[0],
         limiter=AdaptiveLimiter(settings.STORY_PARALLEL_CONCURRENCY),
         unfinished=len(indices),
+        output_before=run.usage.output_tokens,
     )
     try:
         async with aclosing(scenes_write(fan, indices, scenes)) as events:

@@ -59,6 +59,8 @@ class FanOut:
     reserved: int = 0
     unfinished: int = 0
     in_flight: int = 0
+    # The run's output before the first scene call (the outline's, a resumed run's kept scenes').
+    output_before: int = 0
     # Called with each finished scene before its ``scene`` event is queued (the run's checkpoint), in
     # the scene's own task: the events of the other scenes flow on meanwhile.
     scene_done: Callable[[int, dict[str, Any]], Awaitable[None]] | None = None
@@ -89,7 +91,7 @@ async def scenes_write(
                 yield {"type": "scene", "index": index, "scene": payload}
             else:
                 yield payload
-            progress = _progress(fan, remaining)
+            progress = _progress(fan, remaining, written=len(indices) - len(remaining))
             if progress is not None:
                 yield progress
     finally:
@@ -289,13 +291,15 @@ def _scene_from_text(fan: FanOut, index: int, text: str, sofar: dict[str, Any] |
     return scene_check(document=document, outline=fan.outline, index=index)
 
 
-def _progress(fan: FanOut, remaining: set[int]) -> dict[str, Any] | None:
+def _progress(fan: FanOut, remaining: set[int], *, written: int) -> dict[str, Any] | None:
+    """``written``: the scenes this fan-out has written; the others done were kept (a rewrite keeps
+    every scene but one, a resumed run those of its checkpoint) and say nothing of this run's pace."""
     run = fan.run
     live_tokens = sum(token_estimate(text) for text in fan.live.values())
     done = len(fan.outline.scenes) - len(remaining)
     # Scenes written so far say how long one is; those still to write run side by side.
-    output_tokens = run.usage.output_tokens + live_tokens
-    per_scene = (output_tokens / max(done, 1)) if done else run.pace.expected_output_tokens / 8
+    output_tokens = run.usage.output_tokens - fan.output_before + live_tokens
+    per_scene = (output_tokens / written) if written else run.pace.expected_output_tokens / 8
     waves = -(-len(remaining) // max(fan.limiter.limit, 1))
     return run.progress(
         live_tokens=live_tokens,

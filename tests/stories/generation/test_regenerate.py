@@ -329,3 +329,19 @@ async def test_a_rewrite_whose_scene_another_tab_changed_meanwhile_is_a_conflict
     assert run.status == "failed" and run.error_code == "version_conflict"
     # The rewritten scene was paid for: it is kept in the run's raw text.
     assert "Scene 2, rewritten." in run.raw_text
+
+
+async def test_a_rewrites_progress_says_how_long_its_scene_has_left(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # The other scenes of the version counted as written by the run: a scene's length was the run's
+    # output shared among them, so the time left was 0 s from the first progress event to the last.
+    story_id, _ = await sync_to_async(_story_with_version)(writer)
+    fake_anthropic.default = FakeScreenwriter(_rewritten(), tokens_per_second=60, chunk_chars=8)
+    events = await _rewrite_events(writer, story_id, 1)
+    assert events[-1]["type"] == "done"
+    scene_at = [event["type"] for event in events].index("scene")
+    progress = [event for event in events[:scene_at] if event["type"] == "progress"]
+    assert len(progress) >= 3
+    assert all(event["eta_seconds"] > 0 for event in progress[:2]), progress
+    assert all((event["scenes_done"], event["scenes_total"]) == (2, 3) for event in progress)
