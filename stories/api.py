@@ -266,7 +266,7 @@ _RUN_STARTED = inline_serializer(
             description='With `"wait": false`: the run started and goes on without this request. Follow it '
             "at `events_url` (Server-Sent Events, or `attach` on the WebSocket); `Location` is the same URL.",
         ),
-        **{code: _GENERATION_ERROR for code in (400, 401, 403, 422, 429, 500, 502, 503, 504)},
+        **{code: _GENERATION_ERROR for code in (400, 401, 403, 409, 422, 429, 500, 502, 503, 504)},
     },
 )
 class GenerateScreenplayView(APIView):
@@ -366,7 +366,7 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
     responses={
         201: OpenApiResponse(description="The story, the new version, timings and usage."),
         404: _NOT_FOUND,
-        **{code: _GENERATION_ERROR for code in (400, 401, 422, 429, 500, 502, 503, 504)},
+        **{code: _GENERATION_ERROR for code in (400, 401, 409, 422, 429, 500, 502, 503, 504)},
     },
 )
 class SceneRegenerateApi(APIView):

@@ -1,7 +1,8 @@
 """The one place a GenerationError becomes an HTTP response (REST_FRAMEWORK["EXCEPTION_HANDLER"]).
 
 Views and services raise; this handler picks the status for the code, sends the error's fields as the
-body and ``retry_after`` also as a ``Retry-After`` header. Everything else is DRF's own handling.
+body and ``retry_after`` also as a ``Retry-After`` header. A blocking run cancelled meanwhile is a 409.
+Everything else is DRF's own handling.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from stories.errors import GenerationError
+from stories.errors import GenerationCancelled, GenerationError
 
 # The REST status of every code of stories.errors.ERROR_CODES (the table in docs/protocol.md).
 GENERATION_ERROR_STATUS = {
@@ -41,6 +42,10 @@ GENERATION_ERROR_STATUS = {
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, GenerationError):
         return generation_error_response(exc)
+    if isinstance(exc, GenerationCancelled):
+        # A blocking run cancelled from elsewhere (a socket, POST /api/runs/{id}/cancel/): no error of
+        # the run's, and nothing saved.
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     return drf_exception_handler(exc, context)
 
 

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from personas.selectors import persona_list, persona_matches
 from stories import selectors, services
-from stories.errors import GenerationError
+from stories.errors import GenerationCancelled, GenerationError
 from stories.exports import ExportMeta
 from stories.exports.fountain import fountain_from_screenplay
 from stories.generation.events import events_fold
@@ -112,6 +112,10 @@ def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: in
         saved = outcome.saved_event()
     except GenerationError as error:
         messages.error(request, f"The scene could not be rewritten: {error.message}")
+        return redirect(f"{url}?version={number}")
+    except GenerationCancelled:
+        # Cancelled from elsewhere (another tab's socket, the runs API) while this request waited.
+        messages.info(request, "The rewrite was cancelled; nothing was saved.")
         return redirect(f"{url}?version={number}")
     messages.success(request, f"Scene {index + 1} rewritten: this is version {saved['version']}.")
     return redirect(f"{url}?version={saved['version']}")

@@ -345,3 +345,68 @@ async def test_a_rewrites_progress_says_how_long_its_scene_has_left(
     assert len(progress) >= 3
     assert all(event["eta_seconds"] > 0 for event in progress[:2]), progress
     assert all((event["scenes_done"], event["scenes_total"]) == (2, 3) for event in progress)
+
+
+async def _cancelled_from_a_socket(writer: Any, post: Any) -> Any:
+    """``post()`` (a blocking rewrite, in a thread) while the writer cancels its run from a socket."""
+    answer = asyncio.ensure_future(sync_to_async(post, thread_sensitive=False)())
+    run = None
+    for _ in range(200):
+        run = await GenerationRun.objects.filter(status="streaming").afirst()
+        if run is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert run is not None
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "cancel", "run_id": run.pk})
+        response = await asyncio.wait_for(answer, 20)
+    finally:
+        await communicator.disconnect()
+    assert (await GenerationRun.objects.aget(pk=run.pk)).status == "cancelled"
+    return response
+
+
+def _signed_in(writer: Any, where: str) -> Any:
+    client: Any = APIClient(raise_request_exception=False)
+    if where == "api":
+        client.force_authenticate(writer)
+    else:
+        client.force_login(writer)
+    return client
+
+
+@pytest.mark.parametrize("where", ["api", "page"])
+async def test_a_blocking_rewrite_cancelled_from_another_tab_says_so(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, where: str
+) -> None:
+    # The run can be cancelled from elsewhere while the request waits for it (docs/protocol.md); the
+    # API and the story page's form both answered that with a 500.
+    story_id, _ = await sync_to_async(_story_with_version)(writer)
+    fake_anthropic.default = FakeScreenwriter(_rewritten(), tokens_per_second=30, chunk_chars=8)
+    client = await sync_to_async(_signed_in)(writer, where)
+    prefix = "/api" if where == "api" else ""
+    url = f"{prefix}/stories/{story_id}/versions/1/scenes/1/regenerate/"
+    response = await _cancelled_from_a_socket(writer, lambda: client.post(url, {}, format="json"))
+    if where == "api":
+        assert response.status_code == 409
+        assert response.json() == {"detail": "the generation was cancelled; nothing was saved"}
+    else:
+        assert response.status_code == 302 and response["Location"] == f"/stories/{story_id}/?version=1"
+        shown = await sync_to_async(client.get)(response["Location"])
+        assert "The rewrite was cancelled; nothing was saved." in shown.content.decode()
+    assert await ScreenplayVersion.objects.filter(story_id=story_id).acount() == 1
+
+
+async def test_a_blocking_generation_cancelled_from_another_tab_is_a_409(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.default = FakeScreenwriter(screenplay(scenes=3), tokens_per_second=30, chunk_chars=8)
+    client = await sync_to_async(_signed_in)(writer, "api")
+    body = {"plot": "A statue, a lie, a fog.", "personas": ["noir-detective", "femme-fatale"]}
+    response = await _cancelled_from_a_socket(
+        writer, lambda: client.post("/api/ai/generate-screenplay/", body, format="json")
+    )
+    assert response.status_code == 409
+    assert response.json() == {"detail": "the generation was cancelled; nothing was saved"}
+    assert not await ScreenplayVersion.objects.aexists()
