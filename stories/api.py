@@ -361,6 +361,14 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
             "instructions": drf_serializers.CharField(required=False, allow_blank=True),
             "model": drf_serializers.CharField(required=False, allow_null=True),
             "max_tokens": drf_serializers.IntegerField(required=False, allow_null=True),
+            "base_version": drf_serializers.IntegerField(
+                required=False,
+                allow_null=True,
+                min_value=1,
+                max_value=2**63 - 1,
+                help_text="The story's latest version as the client knows it: a newer one is a 409 "
+                "version_conflict before any model call.",
+            ),
         },
     ),
     responses={

@@ -100,6 +100,7 @@ def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: in
                 "version": number,
                 "index": index,
                 "instructions": request.POST.get("instructions", ""),
+                "base_version": _form_number(request.POST.get("base_version")),
             }
         )
     except GenerationError as error:
@@ -119,6 +120,13 @@ def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: in
         return redirect(f"{url}?version={number}")
     messages.success(request, f"Scene {index + 1} rewritten: this is version {saved['version']}.")
     return redirect(f"{url}?version={saved['version']}")
+
+
+def _form_number(value: str | None) -> int | str | None:
+    """A form's whole number as an int (anything else as it came, for the parser to refuse)."""
+    if not value:
+        return None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 19 else value
 
 
 @login_required

@@ -31,6 +31,11 @@
       version: Number(form.dataset.version),
       index: Number(form.dataset.index),
     };
+    // The latest version this page knows: a newer one (another tab) is refused as a conflict.
+    var base = form.querySelector("input[name=base_version]");
+    if (base && /^[1-9][0-9]*$/.test(base.value)) {
+      request.base_version = Number(base.value);
+    }
     if (input.value.trim()) {
       request.instructions = input.value;
     }

@@ -31,9 +31,9 @@ from stories.generation.requests import (
 from stories.selectors import story_find_for_user, story_version_find
 from storyproject.db import db_call
 
-_FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens"})
+_FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens", "base_version"})
 # What a request body may say where its URL names the story, version and scene (the API, the page).
-_BODY_FIELDS = frozenset({"instructions", "model", "max_tokens"})
+_BODY_FIELDS = frozenset({"instructions", "model", "max_tokens", "base_version"})
 _MAX_ID = 2**63 - 1
 
 
@@ -45,6 +45,8 @@ class SceneRegenerateRequest:
     instructions: str = ""
     model: str | None = None
     max_tokens: int | None = None
+    # The story's latest version as the client knows it: a newer one is a conflict (another tab saved).
+    base_version: int | None = None
 
 
 def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
@@ -66,6 +68,9 @@ def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
         else int_parse(
             data.get("max_tokens"), "max_tokens", settings.STORY_MIN_MAX_TOKENS, settings.STORY_MAX_MAX_TOKENS
         ),
+        base_version=None
+        if data.get("base_version") is None
+        else int_parse(data.get("base_version"), "base_version", 1, _MAX_ID),
     )
 
 
@@ -102,6 +107,7 @@ def _generation_for(request: SceneRegenerateRequest, user_id: int) -> tuple[Gene
     version = story_version_find(story=story, number=request.version)
     if version is None:
         raise _invalid(f"the story has no version {request.version}")
+    _base_version_check(request.base_version, story.latest_version_number)
     scenes = version.content.get("scenes") or []
     if request.index >= len(scenes):
         raise _invalid(
@@ -131,6 +137,20 @@ def _generation_for(request: SceneRegenerateRequest, user_id: int) -> tuple[Gene
         instructions=request.instructions,
     )
     return generation, edit
+
+
+def _base_version_check(base_version: int | None, latest: int) -> None:
+    """Refuse a rewrite asked for from a page another tab has overtaken, before anything is paid for:
+    a rewrite of an older version keeps that version's other scenes, which would undo the newer one."""
+    if base_version is None or base_version == latest:
+        return
+    if base_version > latest:
+        raise _invalid(f"the story has no version {base_version}")
+    raise GenerationError(
+        "version_conflict",
+        f"version {latest} was saved after version {base_version}, the latest this rewrite knew of; "
+        "nothing was rewritten",
+    )
 
 
 def _invalid(message: str) -> GenerationError:

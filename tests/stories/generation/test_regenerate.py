@@ -410,3 +410,58 @@ async def test_a_blocking_generation_cancelled_from_another_tab_is_a_409(
     assert response.status_code == 409
     assert response.json() == {"detail": "the generation was cancelled; nothing was saved"}
     assert not await ScreenplayVersion.objects.aexists()
+
+
+async def test_a_rewrite_from_a_page_another_tab_has_overtaken_is_a_conflict_before_any_call(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # The page shows version 1 as the latest; another tab saves version 2. A rewrite of version 1 was
+    # taken for a rewrite of an older version on purpose: version 3 was version 1 and its new scene,
+    # and the other tab's edit was gone from the latest version. base_version says what the page knew.
+    story_id, old = await sync_to_async(_story_with_version)(writer)
+    story = await Story.objects.aget(pk=story_id)
+    edited = copy.deepcopy(old)
+    edited["scenes"][0]["elements"][0]["text"] = "Edited in the other tab."
+    await sync_to_async(screenplay_version_write)(user_id=writer.pk, story=story, content=edited)
+    fake_anthropic.default = FakeScreenwriter(_rewritten(), tokens_per_second=4000)
+    communicator = await ws_connect(writer)
+    try:
+        message = {"type": "regenerate_scene", "story_id": story_id, "version": 1, "index": 1}
+        await communicator.send_json_to({**message, "base_version": 1})
+        refused = json.loads(await communicator.receive_from(timeout=5))
+        await communicator.send_json_to({**message, "base_version": 3})
+        missing = json.loads(await communicator.receive_from(timeout=5))
+        # Knowing version 2, a rewrite of version 1 is what the writer asked for.
+        await communicator.send_json_to({**message, "base_version": 2})
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert refused == {
+        "type": "error",
+        "code": "version_conflict",
+        "message": "version 2 was saved after version 1, the latest this rewrite knew of; nothing was rewritten",
+        "retryable": False,
+    }
+    assert (missing["code"], missing["message"]) == ("invalid_request", "the story has no version 3")
+    assert events[-2]["type"] == "saved" and events[-2]["version"] == 3
+    assert len(fake_anthropic.requests) == 1
+
+
+def test_the_story_pages_rewrite_form_sends_the_latest_version_it_shows(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    story_id, _ = _story_with_version(writer, model="offline")
+    client = Client()
+    client.force_login(writer)
+    page = client.get(f"/stories/{story_id}/").content.decode()
+    assert page.count('name="base_version" value="1"') == 3
+    story = Story.objects.get(pk=story_id)
+    screenplay_version_write(user_id=writer.pk, story=story, content=screenplay(scenes=3))
+    url = f"/stories/{story_id}/versions/1/scenes/0/regenerate/"
+    response = client.post(url, {"base_version": "1"})
+    assert response.status_code == 302 and response["Location"] == f"/stories/{story_id}/?version=1"
+    shown = client.get(response["Location"]).content.decode()
+    assert "version 2 was saved after version 1, the latest this rewrite knew of" in shown
+    assert not ScreenplayVersion.objects.filter(story_id=story_id, number=3).exists()
+    # Without JavaScript the form posts the same field; a form without it still rewrites.
+    assert client.post(url, {"base_version": "2"})["Location"] == f"/stories/{story_id}/?version=3"
