@@ -60,7 +60,9 @@ def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
     return SceneRegenerateRequest(
         story_id=int_parse(data.get("story_id"), "story_id", 1, _MAX_ID),
         version=int_parse(data.get("version"), "version", 1, _MAX_ID),
-        index=int_parse(data.get("index"), "index", 0, settings.STORY_PARALLEL_MAX_SCENES * 10),
+        # Bounded by the version's own scenes (_generation_for): versions that were not written from an
+        # outline (imported, edited, single pass) may hold more than STORY_PARALLEL_MAX_SCENES.
+        index=int_parse(data.get("index"), "index", 0, _MAX_ID),
         instructions=_instructions(data.get("instructions", "")),
         model=model_parse(data.get("model")),
         max_tokens=None

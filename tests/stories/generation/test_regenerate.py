@@ -23,8 +23,8 @@ from tests.stories.generation.conftest import MODEL, screenplay, ws_connect, ws_
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _story_with_version(user: Any, *, model: str = MODEL) -> tuple[int, dict[str, Any]]:
-    content = screenplay(scenes=3)
+def _story_with_version(user: Any, *, model: str = MODEL, scenes: int = 3) -> tuple[int, dict[str, Any]]:
+    content = screenplay(scenes=scenes)
     version = screenplay_version_create(
         user_id=user.pk,
         draft=ScreenplayDraft(
@@ -465,3 +465,21 @@ def test_the_story_pages_rewrite_form_sends_the_latest_version_it_shows(
     assert not ScreenplayVersion.objects.filter(story_id=story_id, number=3).exists()
     # Without JavaScript the form posts the same field; a form without it still rewrites.
     assert client.post(url, {"base_version": "2"})["Location"] == f"/stories/{story_id}/?version=3"
+
+
+def test_any_scene_of_a_version_can_be_rewritten_whatever_the_outline_limit(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # The index was bounded by ten times STORY_PARALLEL_MAX_SCENES, which bounds outlines only: with it
+    # at 2, scene 21 of an imported or single-pass version of 25 could not be rewritten (its form failed
+    # with "index must be between 0 and 20").
+    settings.STORY_PARALLEL_MAX_SCENES = 2
+    story_id, _ = _story_with_version(writer, scenes=25)
+    fake_anthropic.default = FakeScreenwriter(screenplay(scenes=25), tokens_per_second=4000)
+    client = APIClient()
+    client.force_authenticate(writer)
+    response = client.post(f"/api/stories/{story_id}/versions/1/scenes/24/regenerate/", {}, format="json")
+    assert response.status_code == 201, response.content
+    assert "Step 2: write scene 25 of 25" in last_user_text(fake_anthropic.requests[0].body)
+    missing = client.post(f"/api/stories/{story_id}/versions/1/scenes/25/regenerate/", {}, format="json")
+    assert missing.json()["message"] == "version 1 has 25 scenes; index 25 is not one"
