@@ -270,7 +270,7 @@ if STORY_LLM_HTTP_CLIENT not in ("aiohttp", "httpx"):
 STORY_STREAM_COALESCE_MS = envint("STORY_STREAM_COALESCE_MS", 40, minimum=0, maximum=1000)
 # Reading the model's body in bursts (backends/read_pacing.py) while at least _STREAMS model streams
 # are open in the process: less CPU per token, text and scenes up to two intervals later. 0: never.
-STORY_STREAM_PACED_READ_MS = envint("STORY_STREAM_PACED_READ_MS", 100, minimum=0, maximum=1000)
+STORY_STREAM_PACED_READ_MS = envint("STORY_STREAM_PACED_READ_MS", 300, minimum=0, maximum=1000)
 STORY_STREAM_PACED_READ_STREAMS = envint("STORY_STREAM_PACED_READ_STREAMS", 8, minimum=1, maximum=100_000)
 # The process's CPU over the last two seconds, in percent of one core, from which those reads are paced; 0:
 # whatever the load (stories/generation/backends/read_pacing.py).

@@ -1,13 +1,14 @@
 """A model's response body read in bursts when the process is busy: fewer network reads per token.
 
 The API sends each stream event as soon as it has it, so a body read as it arrives costs, for every
-few tokens, a wake-up of the event loop and a trip through the HTTP client's read (anyio's receive with
-its cancel scope, the transport's pause and resume, h11): about half of daphne's CPU time per streamed
-token at 120 tokens/s (bench/results/stream_cpu.md). ``PacedBody`` wraps the body (an
-``httpx2.AsyncByteStream``, what ``Response.stream`` holds): after a read that went to the network, it
-pauses for the interval before reading again. Meanwhile the kernel keeps what arrives (anyio pauses
-reading between receives), and the next read takes all of it at once; the back-end's read-ahead
-(read_ahead) then hands those events on as one batch, their text as one delta.
+few tokens, a wake-up of the event loop and a trip through the HTTP client's read (through httpx2:
+anyio's receive with its cancel scope, the transport's pause and resume, h11; through aiohttp, the
+transport daphne's loop uses, less than half that: bench/results/http_client.md). ``PacedBody`` wraps
+the body (an ``httpx2.AsyncByteStream``, what ``Response.stream`` holds, whichever the transport): after
+a read that went to the network, it pauses for the interval before reading again. Meanwhile what
+arrives waits in aiohttp's buffer (or, through httpx2, in the kernel: anyio pauses reading between
+receives), and the next read takes all of it at once; the back-end's read-ahead (read_ahead) then
+hands those events on as one batch, their text as one delta.
 
 A read "went to the network" when the event loop ran while it waited (a callback scheduled before it
 ran before it returned); the events h11 already holds from an earlier read come without that and are
@@ -27,7 +28,13 @@ spend. At 200 streams the process is at 92-100 % of a core while its event loop'
 56-67 %: the GIL, which the database threads hold too, is what saturates, hence the whole process's
 time.
 
-What waits while reads are paced: text and a finished scene, up to two intervals (one in the kernel,
+The interval, ``STORY_STREAM_PACED_READ_MS``: 300 ms. Reads are paced only in a saturated process, where
+what a writer waits for is mostly the event loop's queue; longer bursts cost less CPU and so shorten
+it. At 200 streams on one process (docs/performance.md, "Seventh step", three runs each in turn),
+300 ms against 100 ms: overhead p95 353-683 ms against 821-1186, first token lag p95 69-123 against
+173-260, first scene lag about the same.
+
+What waits while reads are paced: text and a finished scene, up to two intervals (one in a buffer,
 one behind the first event of the read that took it), and the end of the call up to one (once the
 back-end has its ``message_delta``, it stops the pauses: ``stop_pausing``). What does
 not: the first text of a call (its read waited for the model: it goes on at once). Timeouts are
