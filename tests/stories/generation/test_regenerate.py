@@ -212,13 +212,18 @@ async def test_the_socket_refuses_a_bad_rewrite_message(writer: Any, cast: Any, 
     assert event["code"] == "invalid_request" and "version" in event["message"]
 
 
+def _story_page(writer: Any) -> tuple[int, dict[str, Any], Client, str]:
+    """A story with one offline version; its content, a client signed in as ``writer``, its page."""
+    story_id, content = _story_with_version(writer, model="offline")
+    client = Client()
+    client.force_login(writer)
+    return story_id, content, client, client.get(f"/stories/{story_id}/").content.decode()
+
+
 def test_the_story_page_offers_a_rewrite_per_scene_and_shows_the_new_version(
     writer: Any, cast: Any, offline: None
 ) -> None:
-    story_id, old = _story_with_version(writer, model="offline")
-    client = Client()
-    client.force_login(writer)
-    page = client.get(f"/stories/{story_id}/").content.decode()
+    story_id, old, client, page = _story_page(writer)
     assert page.count("Rewrite scene") == 3
     form_action = f"/stories/{story_id}/versions/1/scenes/2/regenerate/"
     assert f'action="{form_action}"' in page
@@ -450,10 +455,7 @@ async def test_a_rewrite_from_a_page_another_tab_has_overtaken_is_a_conflict_bef
 def test_the_story_pages_rewrite_form_sends_the_latest_version_it_shows(
     writer: Any, cast: Any, offline: None
 ) -> None:
-    story_id, _ = _story_with_version(writer, model="offline")
-    client = Client()
-    client.force_login(writer)
-    page = client.get(f"/stories/{story_id}/").content.decode()
+    story_id, _, client, page = _story_page(writer)
     assert page.count('name="base_version" value="1"') == 3
     story = Story.objects.get(pk=story_id)
     screenplay_version_write(user_id=writer.pk, story=story, content=screenplay(scenes=3))
