@@ -114,8 +114,8 @@ def _http_client(loop: asyncio.AbstractEventLoop) -> httpx2.AsyncClient | None:
     headers, timeouts, errors (mapped to httpx2's exceptions) and the response the SDK hands back are
     the same. aiohttp reads through an asyncio protocol with a C parser, where httpcore2 enters an anyio
     cancel scope and pauses and resumes the transport on every read: measured in one process against
-    bench/fake_server.py (40 streams at 60 tokens/s), 33-40 us of CPU per network read against 82-83
-    (docs/performance.md, "Seventh step").
+    bench/fake_server.py (40 streams at 60 tokens/s, ``python -m bench.http_client``), 35-45 us of CPU
+    per network read against 81-95 (bench/results/http_client.md; docs/performance.md, "Seventh step").
 
     Only on daphne's loop, which lives as long as the process: an aiohttp session must be closed on its
     own loop, and a command's ``asyncio.run`` or async_to_sync's temporary loop ends without closing what
