@@ -11,7 +11,10 @@ every half second over that window.
 Per generation: **overhead** = send to `done` minus the model's own stream time; **first token lag** =
 client's first `delta` minus the model's first text; **first scene lag** = client's first `scene`
 minus the model's writing of the text that ends it; **first scene beyond model** = client's time from
-send to first `scene` minus the model's own time to its first scene (all as in bench.flow). Server:
+send to first `scene` minus the model's own time to its first scene (all as in bench.flow); each
+configuration's note splits the overhead into its two ends: **before the model call** (send to the
+fake receiving the request: the socket's session, the admission, the request) and **after its end**
+(the fake's last event to `done`: the last read, the check and the save). Server:
 CPU (user + system, every server process) over the whole measured run divided by the output tokens
 the model streamed in it, and each process's peak RSS.
 
@@ -287,16 +290,27 @@ def _configuration(
     note = (
         f"- K={streams} on {processes} process(es): one generation took {length:.1f} s alone; "
         f"{len(generations)} generations in all ({len(steady)} in the steady window), {tokens} output "
-        f"tokens, {cpu:.1f} s of server CPU over {wall:.0f} s; first error: {first_error}."
+        f"tokens, {cpu:.1f} s of server CPU over {wall:.0f} s; before the model call "
+        f"{_spread(samples['before model'])} ms, after its end {_spread(samples['after model'])} ms; "
+        f"first error: {first_error}."
     )
     return row, note
 
 
 def _samples(ok: list[Generation], records: dict[str, dict[str, float]]) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {"overhead": [], "lag": [], "scene lag": [], "scene": []}
+    samples: dict[str, list[float]] = {
+        "overhead": [],
+        "lag": [],
+        "scene lag": [],
+        "scene": [],
+        "before model": [],
+        "after model": [],
+    }
     for g in ok:
         record = records[g.run_id]
         model = record["ended_at"] - record["received_at"]
+        samples["before model"].append((record["received_at"] - g.sent_at) * 1000)
+        samples["after model"].append(((g.done_at or 0) - record["ended_at"]) * 1000)
         samples["overhead"].append(((g.done_at or 0) - g.sent_at - model) * 1000)
         if g.first_delta_at is not None and record["first_token_at"] is not None:
             samples["lag"].append((g.first_delta_at - record["first_token_at"]) * 1000)

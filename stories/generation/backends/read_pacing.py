@@ -18,9 +18,13 @@ everything buffered.
 When: only while at least ``STORY_STREAM_PACED_READ_STREAMS`` model streams are open in this process
 and the process is busy: its CPU time over the last two seconds (``time.process_time``: every thread,
 so also the database calls that hold the GIL the event loop needs) is at least
-``STORY_STREAM_PACED_READ_BUSY_PERCENT`` of a core, and then until it falls under ``_BUSY_OFF`` of
-that (paced reads cost up to a third less CPU: a higher mark would switch them off at once, a lower
-one keep them on in a process with CPU to spare). A process with CPU to spare reads each event as it
+``STORY_STREAM_PACED_READ_BUSY_PERCENT`` of a core, and then until it falls under ``_BUSY_OFF`` (55 %)
+of that, about 52 % of a core. Paced reads cost up to a third less CPU, so a process at 52 % paced
+would be at about 70 % unpaced, still under the mark: a higher off mark switches them off only for the
+process to saturate and switch them on again. Since the model's stream is read through aiohttp, 200
+paced streams keep a process at 68-80 % of a core, and the earlier off mark, 74 % of the threshold
+(70 % of a core), did just that: reads paced 57-78 % of the time after the ramp, and the runs that
+flipped were the slow ones (docs/performance.md, "Eighth step"). A process with CPU to spare reads each event as it
 comes; a busy one trades latency for CPU. Measured (docs/performance.md, "Sixth step": 30 and 60
 streams on one process): paced reads saved a sixth to a third of the CPU per token and cost about
 150 ms at a call's end and at its first scene, which a process short of saturation does better to
@@ -35,10 +39,12 @@ it. At 200 streams on one process (docs/performance.md, "Seventh step", three ru
 173-260, first scene lag about the same.
 
 What waits while reads are paced: text and a finished scene, up to two intervals (one in a buffer,
-one behind the first event of the read that took it), and the end of the call up to one (once the
-back-end has its ``message_delta``, it stops the pauses: ``stop_pausing``). What does
-not: the first text of a call (its read waited for the model: it goes on at once). Timeouts are
-unchanged: the idle-read timeout applies to each read.
+one behind the first event of the read that took it). What does not: the first text of a call (its
+read waited for the model: it goes on at once), and its end. Through aiohttp (daphne's loop), a pause
+ends as soon as the whole body has arrived: the API ends the response after ``message_stop``, so the
+call's last events are read at once, not up to an interval later (``_body_reader``). Through httpx2
+the end waits up to one interval, and once the back-end has its ``message_delta`` it stops the pauses
+(``stop_pausing``). Timeouts are unchanged: the idle-read timeout applies to each read.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx2
 from django.conf import settings
 
@@ -59,7 +66,7 @@ _open_lock = threading.Lock()
 
 # How long the CPU gauge averages over, and the fraction of the threshold under which pacing stops.
 _BUSY_WINDOW_SECONDS = 2.0
-_BUSY_OFF = 0.74
+_BUSY_OFF = 0.55
 
 
 class _CpuGauge:
@@ -105,10 +112,18 @@ class PacedBody(httpx2.AsyncByteStream):
         self._interval = interval_ms / 1000
         self._from_streams = from_streams
         self._busy = busy
+        # Set once the whole body has arrived (through aiohttp): nothing more to wait for.
+        self._complete = False
+        # The pause under way, which the body's end cuts short.
+        self._pause: asyncio.Future[None] | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = self._inner.__aiter__()
         loop = asyncio.get_running_loop()
+        reader = _body_reader(self._inner)
+        if reader is not None:
+            # Called at once if the body has arrived already, else when it has.
+            reader.on_eof(self._body_complete)
         _opened(1)
         try:
             while True:
@@ -121,13 +136,33 @@ class PacedBody(httpx2.AsyncByteStream):
                 finally:
                     mark.cancel()
                 yield chunk
-                if ran[0] and self._interval and pacing_now(from_streams=self._from_streams, busy=self._busy):
-                    await asyncio.sleep(self._interval)
+                if (
+                    ran[0]
+                    and self._interval
+                    and not self._complete
+                    and pacing_now(from_streams=self._from_streams, busy=self._busy)
+                ):
+                    await self._paused(loop)
         finally:
             _opened(-1)
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
+
+    async def _paused(self, loop: asyncio.AbstractEventLoop) -> None:
+        # asyncio.sleep's own future and timer, kept where the body's end can set it.
+        pause = self._pause = loop.create_future()
+        timer = loop.call_later(self._interval, _pause_end, pause)
+        try:
+            await pause
+        finally:
+            timer.cancel()
+            self._pause = None
+
+    def _body_complete(self) -> None:
+        self._complete = True
+        if self._pause is not None:
+            _pause_end(self._pause)
 
     def stop_pausing(self) -> None:
         """Read the rest as it comes (the call is ending: a pause would only hold its end back)."""
@@ -135,6 +170,26 @@ class PacedBody(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _body_reader(stream: httpx2.AsyncByteStream) -> aiohttp.StreamReader | None:
+    """The aiohttp buffer a body read through the SDK's aiohttp transport arrives in, else None.
+
+    httpx2's client hands the transport's stream on wrapped in its ``BoundAsyncStream`` (httpx2
+    _client.py, attribute ``_stream``); the SDK's transport returns an ``AiohttpResponseStream`` over
+    the aiohttp ``ClientResponse`` (anthropic 2.14 _vendor/httpx_aiohttp/transport.py, attribute
+    ``_aiohttp_response``), whose ``content`` is aiohttp's ``StreamReader``, with its public
+    ``on_eof``. Private attributes of both: if either changes, pauses simply run their whole interval
+    (as through httpx2), and test_read_pacing.py, which checks that the reader is found, fails.
+    """
+    inner = getattr(stream, "_stream", stream)
+    content = getattr(getattr(inner, "_aiohttp_response", None), "content", None)
+    return content if isinstance(content, aiohttp.StreamReader) else None
+
+
+def _pause_end(pause: asyncio.Future[None]) -> None:
+    if not pause.done():
+        pause.set_result(None)
 
 
 def _opened(change: int) -> None:
