@@ -20,6 +20,8 @@ class StorableCharField(serializers.CharField):
 
     DRF's CharField already refuses NUL; the surrogate check is ours. ``max_length_setting`` names a
     setting read at validation time, so a limit changed by the environment applies without a reload.
+    A number is refused too, where DRF's CharField would store ``0`` as the text "0": a client that
+    sends one has a bug to learn of, not a story titled "12.5".
     """
 
     def __init__(self, *, max_length_setting: str | None = None, **kwargs: Any) -> None:
@@ -30,6 +32,8 @@ class StorableCharField(serializers.CharField):
         self.validators.append(StorableTextValidator(field=kwargs.get("label") or "text"))
 
     def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
         value = super().to_internal_value(data)
         if self.max_length_setting:
             limit = getattr(settings, self.max_length_setting)
@@ -254,7 +258,9 @@ class StoryImportSerializer(serializers.Serializer):
     fountain = StorableCharField(
         label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
     )
-    cast = FormJSONDictField(child=serializers.CharField(allow_null=True, max_length=100), required=False)
+    cast = FormJSONDictField(
+        child=StorableCharField(label="cast", allow_null=True, max_length=100), required=False
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         return _exactly_one(attrs, "file (.fountain or .fdx)", "fountain (text)")

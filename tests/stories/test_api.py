@@ -207,6 +207,8 @@ def test_a_huge_story_id_is_a_404_not_a_database_error(writer: Any) -> None:
         ({"plot": "p"}, "title", "required"),
         ({"title": "t", "plot": "p" * 101}, "plot", "no more than 100 characters (it has 101)"),
         ({"title": "t", "plot": ["a list"]}, "plot", "Not a valid string"),
+        ({"title": "t", "plot": 0}, "plot", "Not a valid string"),
+        ({"title": 12.5, "plot": "p"}, "title", "Not a valid string"),
         ({"title": "nul\x00here", "plot": "p"}, "title", "title contains a NUL"),
         ('{"title": "t", "plot": "lone \\ud800 surrogate"}', "plot", "unpaired UTF-16 surrogate"),
         ('{"title": "low \\udfff", "plot": "p"}', "title", "unpaired UTF-16 surrogate"),

@@ -336,6 +336,18 @@ def test_an_import_cast_that_cannot_be_applied_is_a_400(
     assert client_for(writer).post("/api/stories/import/", body, format="json").status_code == 400
 
 
+@pytest.mark.parametrize("body", [{"fountain": 5}, {"fountain": "x", "cast": {"MAX": 7}}])
+def test_an_import_with_a_number_for_text_is_a_400_not_the_number_read_as_text(
+    writer: Any, body: dict[str, Any]
+) -> None:
+    if body["fountain"] == "x":
+        body["fountain"] = _fountain(SCREENPLAY)
+    response = client_for(writer).post("/api/stories/import/", body, format="json")
+    assert response.status_code == 400
+    assert "Not a valid string" in json.dumps(response.json())
+    assert not Story.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("name", "data", "message"),
     [
