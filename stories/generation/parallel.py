@@ -43,7 +43,7 @@ from stories.generation.parallel_continue import part_continue_prompt, part_pars
 from stories.generation.parallel_prompt import parallel_prompt_outline
 from stories.generation.parallel_scenes import FanOut, scenes_write
 from stories.generation.prompt import PersonaContextLike
-from stories.generation.run import CallResult, Run, call_log, call_text, ms_since
+from stories.generation.run import CallResult, Run, call_log, call_text, ms_since, reply_read
 from stories.models import GenerationRun
 
 
@@ -208,11 +208,12 @@ async def _outline_write(
             async for text in texts:
                 yield {"type": "outline_delta", "text": text}
         assert result.finished is not None
-        if result.finished.stop_reason != "max_tokens":
-            holder.append(_outline_from_text(run, result.text, sofar))
-            return
-        run.record.continuations += 1
-        sofar = part_stitch(sofar, result.text, part="outline")
+        with reply_read(log):
+            if result.finished.stop_reason != "max_tokens":
+                holder.append(_outline_from_text(run, result.text, sofar))
+                return
+            run.record.continuations += 1
+            sofar = part_stitch(sofar, result.text, part="outline")
         call_prompt = part_continue_prompt(prompt=prompt, sofar=sofar, part="outline")
 
 

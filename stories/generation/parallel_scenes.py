@@ -29,7 +29,7 @@ from stories.generation.parallel_continue import part_continue_prompt, part_pars
 from stories.generation.parallel_prompt import parallel_prompt_scene
 from stories.generation.prompt import PersonaContextLike, Prompt
 from stories.generation.retry import backoff_seconds
-from stories.generation.run import CallResult, Run, call_log, call_text
+from stories.generation.run import CallResult, Run, call_log, call_text, reply_read
 from storyproject.tokens import token_estimate
 
 logger = logging.getLogger(__name__)
@@ -236,16 +236,17 @@ async def _scene_stream(fan: FanOut, index: int, attempt: int, max_tokens: int) 
     continuations = 0
     while True:
         kept = len(sofar["elements"]) if sofar else 0
-        text, finished = await _scene_call(fan, index, attempt, call_prompt, budget, kept)
-        if finished.stop_reason != "max_tokens":
-            fan.live.pop(index, None)
-            return _scene_from_text(fan, index, text, sofar)
-        if continuations >= settings.STORY_MAX_CONTINUATIONS:
-            raise GenerationError(
-                "invalid_output",
-                f"scene {index + 1} did not fit in max_tokens and {continuations} continuations",
-            )
-        sofar = part_stitch(sofar, text, part="scene")
+        text, finished, log = await _scene_call(fan, index, attempt, call_prompt, budget, kept)
+        with reply_read(log):
+            if finished.stop_reason != "max_tokens":
+                fan.live.pop(index, None)
+                return _scene_from_text(fan, index, text, sofar)
+            if continuations >= settings.STORY_MAX_CONTINUATIONS:
+                raise GenerationError(
+                    "invalid_output",
+                    f"scene {index + 1} did not fit in max_tokens and {continuations} continuations",
+                )
+            sofar = part_stitch(sofar, text, part="scene")
         continuations += 1
         run.record.continuations += 1
         # Its own reservation is spent by now, the other calls' are not.
@@ -255,7 +256,7 @@ async def _scene_stream(fan: FanOut, index: int, attempt: int, max_tokens: int) 
 
 async def _scene_call(
     fan: FanOut, index: int, attempt: int, prompt: Prompt, max_tokens: int, kept: int
-) -> tuple[str, CallFinished]:
+) -> tuple[str, CallFinished, dict[str, Any]]:
     run = fan.run
     call = ModelCall(
         model=run.model,
@@ -283,7 +284,7 @@ async def _scene_call(
             fan.live[index] = fan.live.get(index, "") + text
             fan.emit(index, {"type": "scene_delta", "index": index, "text": text})
     assert result.finished is not None
-    return result.text, result.finished
+    return result.text, result.finished, log
 
 
 def _scene_from_text(fan: FanOut, index: int, text: str, sofar: dict[str, Any] | None) -> dict[str, Any]:

@@ -9,8 +9,8 @@ the same way in every mode. The pipeline (stories.generation.pipeline) owns admi
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -171,6 +171,18 @@ def call_log(run: Run, *, task: str, index: int | None, attempt: int) -> dict[st
     log: dict[str, Any] = {"task": task, "index": index, "attempt": attempt, "status": "streaming"}
     run.record.details.setdefault("calls", []).append(log)
     return log
+
+
+@contextmanager
+def reply_read(log: dict[str, Any]) -> Iterator[None]:
+    """Where a finished call's reply is read: a GenerationError raised there (the text makes no outline
+    or scene, or needs more continuations than allowed) becomes that call's status in ``details["calls"]``,
+    where its stream's end had logged it "ok"."""
+    try:
+        yield
+    except GenerationError as error:
+        log["status"] = error.code
+        raise
 
 
 async def call_stream(

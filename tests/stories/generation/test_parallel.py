@@ -165,6 +165,22 @@ async def test_a_scene_that_fails_is_retried_on_its_own_and_the_screenplay_is_sa
     assert (1, 0, "llm_unavailable") in statuses and (1, 1, "ok") in statuses
 
 
+async def test_a_scene_reply_that_is_no_scene_is_retried_and_logged_as_invalid_not_ok(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=2)
+    screenwriter = FakeScreenwriter(expected, tokens_per_second=4000, chunk_chars=8)
+    # Scene 2's first reply streams to its end, but is no scene: the call went well, its reply did not.
+    screenwriter.fail_scene(1, Reply(text='{"heading": "INT. NOWHERE - DAY"}', chunk_chars=8))
+    fake_anthropic.default = screenwriter
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done"
+    assert [e["code"] for e in events if e["type"] == "scene_retry"] == ["invalid_output"]
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    statuses = [(c["index"], c["attempt"], c["status"]) for c in run.details["calls"] if c["task"] == "scene"]
+    assert sorted(statuses) == [(0, 0, "ok"), (1, 0, "invalid_output"), (1, 1, "ok")]
+
+
 async def test_a_scene_that_keeps_failing_fails_the_generation_cancels_the_others_and_saves_nothing(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
