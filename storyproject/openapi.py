@@ -1,4 +1,5 @@
-"""What drf-spectacular cannot see in the views: statuses DRF and our middleware answer, added to the schema."""
+"""What drf-spectacular cannot see in the views: statuses DRF and our middleware answer, and the models a
+request may name, added to the schema."""
 
 from __future__ import annotations
 
@@ -48,4 +49,23 @@ def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, 
             names = {parameter.get("name") for parameter in operation.get("parameters", [])}
             if "page" in names:
                 responses.setdefault("404", _PAGE_NOT_FOUND)
+    return result
+
+
+# The request bodies whose ``model`` the server checks against the deployment's list
+# (stories.generation.requests.allowed_models).
+_MODEL_REQUESTS = ("GenerateScreenplayRequest", "SceneRegenerateRequest")
+
+
+def models_offered(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: a request's ``model`` is one of the models this deployment allows now, or
+    null (the default), as the server checks it; the schema is built per request, so it follows the
+    settings and a model's retirement."""
+    from stories.generation.requests import allowed_models
+
+    schemas = result.get("components", {}).get("schemas", {})
+    for name in _MODEL_REQUESTS:
+        model = schemas.get(name, {}).get("properties", {}).get("model")
+        if model is not None:
+            model["enum"] = [*allowed_models(), None]
     return result

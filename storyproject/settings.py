@@ -208,6 +208,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "storyproject.openapi.responses_outside_views",
+        "storyproject.openapi.models_offered",
     ],
 }
 

@@ -9,6 +9,7 @@ import yaml
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from stories.generation.models_registry import usable_models
 from stories.models import GenerationRun, Story
 
 
@@ -33,6 +34,20 @@ def test_the_openapi_schema_is_valid_and_every_view_is_described(db: None) -> No
     generate = schema["components"]["schemas"]["GenerateScreenplayRequest"]
     assert set(generate["required"]) == {"plot", "personas"}
     assert generate["properties"]["personas"]["minItems"] == 1
+
+
+@pytest.mark.django_db
+def test_a_requests_model_is_one_the_deployment_allows_now(client: Any, settings: Any) -> None:
+    first, second = usable_models()[:2]
+    settings.STORY_MODELS = [first, second]
+    schemas = _schema(client)["components"]["schemas"]
+    for name in ("GenerateScreenplayRequest", "SceneRegenerateRequest"):
+        assert schemas[name]["properties"]["model"]["enum"] == [first, second, settings.OFFLINE_MODEL, None]
+    # Responses name the model a run used, which may have been retired since: no enum there.
+    assert "enum" not in schemas["GenerationRun"]["properties"]["model"]
+    settings.STORY_MODELS = [second]
+    model = _schema(client)["components"]["schemas"]["GenerateScreenplayRequest"]["properties"]["model"]
+    assert model["enum"] == [second, settings.OFFLINE_MODEL, None]
 
 
 @pytest.mark.parametrize("url", ["/api/schema/", "/api/docs/"])
