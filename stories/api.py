@@ -475,7 +475,19 @@ class StoryVersionStatsApi(APIView):
         "STORY_IMPORT_MAX_BYTES, STORY_IMPORT_MAX_SCENES."
     ),
     tags=["stories"],
-    request={"multipart/form-data": StoryImportSerializer, "application/json": StoryImportSerializer},
+    request={
+        "multipart/form-data": StoryImportSerializer,
+        # A JSON body carries no file: only pasted text (StoryImportSerializer reads both).
+        "application/json": inline_serializer(
+            "StoryImportJSON",
+            {
+                "fountain": drf_serializers.CharField(),
+                "cast": drf_serializers.DictField(
+                    child=drf_serializers.CharField(allow_null=True, max_length=100), required=False
+                ),
+            },
+        ),
+    },
     responses={
         201: inline_serializer(
             "StoryImportResponse",

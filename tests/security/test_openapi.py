@@ -50,6 +50,20 @@ def test_a_requests_model_is_one_the_deployment_allows_now(client: Any, settings
     assert model["enum"] == [second, settings.OFFLINE_MODEL, None]
 
 
+@pytest.mark.django_db
+def test_an_imports_json_body_has_no_file_and_its_form_body_has(client: Any) -> None:
+    schema = _schema(client)
+    body = schema["paths"]["/api/stories/import/"]["post"]["requestBody"]["content"]
+    component = schema["components"]["schemas"]
+
+    def properties(media: str) -> dict[str, Any]:
+        return component[body[media]["schema"]["$ref"].rsplit("/", 1)[1]]  # type: ignore[no-any-return]
+
+    as_json = properties("application/json")
+    assert "file" not in as_json["properties"] and as_json["required"] == ["fountain"]
+    assert {"file", "fountain", "cast"} <= set(properties("multipart/form-data")["properties"])
+
+
 @pytest.mark.parametrize("url", ["/api/schema/", "/api/docs/"])
 def test_schema_and_docs_are_served_without_a_login(client: object, url: str, db: None) -> None:
     response = client.get(url)  # type: ignore[attr-defined]
