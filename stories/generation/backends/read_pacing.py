@@ -41,8 +41,11 @@ it. At 200 streams on one process (docs/performance.md, "Seventh step", three ru
 What waits while reads are paced: text and a finished scene, up to two intervals (one in a buffer,
 one behind the first event of the read that took it). What does not: the first text of a call (its
 read waited for the model: it goes on at once), and its end. Through aiohttp (daphne's loop), a pause
-ends as soon as the whole body has arrived: the API ends the response after ``message_stop``, so the
-call's last events are read at once, not up to an interval later (``_body_reader``). Through httpx2
+ends as soon as the whole body has arrived: ``message_stop`` is the stream's final event (Anthropic's
+"Streaming Messages" docs, build-with-claude/streaming, "Event types"), the SDK's ``AsyncStream`` reads
+the body to its end after it (anthropic 2.14 _streaming.py), and tests/fake_anthropic.py ends its body
+right after it; so the call's last events are read at once, not up to an interval later
+(``_body_reader``). Through httpx2
 the end waits up to one interval, and once the back-end has its ``message_delta`` it stops the pauses
 (``stop_pausing``). Timeouts are unchanged: the idle-read timeout applies to each read.
 """
@@ -112,8 +115,6 @@ class PacedBody(httpx2.AsyncByteStream):
         self._interval = interval_ms / 1000
         self._from_streams = from_streams
         self._busy = busy
-        # Set once the whole body has arrived (through aiohttp): nothing more to wait for.
-        self._complete = False
         # The pause under way, which the body's end cuts short.
         self._pause: asyncio.Future[None] | None = None
 
@@ -136,12 +137,7 @@ class PacedBody(httpx2.AsyncByteStream):
                 finally:
                     mark.cancel()
                 yield chunk
-                if (
-                    ran[0]
-                    and self._interval
-                    and not self._complete
-                    and pacing_now(from_streams=self._from_streams, busy=self._busy)
-                ):
+                if ran[0] and self._interval and pacing_now(from_streams=self._from_streams, busy=self._busy):
                     await self._paused(loop)
         finally:
             _opened(-1)
@@ -160,7 +156,8 @@ class PacedBody(httpx2.AsyncByteStream):
             self._pause = None
 
     def _body_complete(self) -> None:
-        self._complete = True
+        # The whole body has arrived: nothing more to wait for.
+        self.stop_pausing()
         if self._pause is not None:
             _pause_end(self._pause)
 
