@@ -16,7 +16,9 @@ configuration's note splits the overhead into its two ends: **before the model c
 fake receiving the request: the socket's session, the admission, the request) and **after its end**
 (the fake's last event to `done`: the last read, the check and the save). Server:
 CPU (user + system, every server process) over the whole measured run divided by the output tokens
-the model streamed in it, and each process's peak RSS.
+the model streamed in it, each process's peak RSS, and its event loop's lag over the run
+(``story_event_loop_lag_seconds`` from /metrics, which the servers serve here: it also costs them one
+primary-key query per finished run).
 
 `make bench` runs K=200 on one daphne process and K=400 on two processes under `make serve`'s
 supervisor (storyproject/serve.py), 60 s each; ``--streams K --seconds S --processes 1,2`` runs K
@@ -32,6 +34,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.flow import (
     DATABASE_URL,
@@ -76,6 +80,7 @@ _NO_TLS_CHECKS = "security.W004,security.W008,security.W012,security.W016"
 # bench.flow's key is too short for `check --deploy`; the bench and its servers share this one (the
 # sessions the bench signs in must be readable by the servers). A benchmark key, secret of nothing.
 _SECRET_KEY = "bench-steady-only-key-0123456789-abcdefghijklmnopqrstuvwxyz-not-a-secret"
+_METRICS_TOKEN = "bench-steady-metrics-token"
 
 
 @dataclass
@@ -207,6 +212,7 @@ def _server_env(fake: Fake) -> dict[str, str]:
         "STORY_GENERATIONS_PER_HOUR": "100000",
         "DJANGO_SILENCED_SYSTEM_CHECKS": _NO_TLS_CHECKS,
         "DJANGO_SECRET_KEY": _SECRET_KEY,
+        "METRICS_TOKEN": _METRICS_TOKEN,
     }
 
 
@@ -219,6 +225,9 @@ def _servers(env: dict[str, str], processes: int) -> Iterator[tuple[str, list[in
         return
     port = free_port()
     command = [sys.executable, "-m", "storyproject.serve", "--port", str(port), "--processes", str(processes)]
+    # A scrape reaches one process: with this directory it reports the sum (docs/operations.md).
+    metrics_dir = tempfile.TemporaryDirectory(prefix="bench-steady-metrics-")
+    env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir.name}
     supervisor = subprocess.Popen([*command, "-v", "0"], cwd=ROOT, env={**os.environ, **env})
     base = f"http://127.0.0.1:{port}"
     try:
@@ -227,6 +236,7 @@ def _servers(env: dict[str, str], processes: int) -> Iterator[tuple[str, list[in
     finally:
         supervisor.terminate()
         supervisor.wait(timeout=120)
+        metrics_dir.cleanup()
 
 
 def _children(pid: int) -> list[int]:
@@ -265,12 +275,14 @@ def _configuration(
             raise RuntimeError(f"the warm-up generation failed: {warm[0].error}")
         length = min(g.done_at - g.sent_at for g in warm)  # type: ignore[operator]
         fake.clear()
+        lag_before = _loop_lag(base)
         before = [process_usage(pid) for pid in pids]
         started = time.monotonic()
         window = Window(starts_after=started + length, ends_at=started + seconds)
         generations = asyncio.run(_steady(base, sessions[:streams], names, length, window))
         wall = time.monotonic() - started
         after = [process_usage(pid) for pid in pids]
+        lag = _lag_spread(lag_before, _loop_lag(base))
     records = fake.records()
     cpu = sum(a.cpu_seconds - b.cpu_seconds for a, b in zip(after, before, strict=True))
     tokens = sum(record["output_tokens"] for record in records.values())
@@ -292,7 +304,7 @@ def _configuration(
         f"{len(generations)} generations in all ({len(steady)} in the steady window), {tokens} output "
         f"tokens, {cpu:.1f} s of server CPU over {wall:.0f} s; before the model call "
         f"{_spread(samples['before model'])} ms, after its end {_spread(samples['after model'])} ms; "
-        f"first error: {first_error}."
+        f"the servers' event loop lag {lag}; first error: {first_error}."
     )
     return row, note
 
@@ -364,6 +376,32 @@ async def _one(base: str, session: str, names: list[str]) -> Generation:
         return generation
     async with socket:
         return await ws_generate(socket, generation=generation, plot=plot, personas=names, timeout=180)
+
+
+def _loop_lag(base: str) -> dict[float, float]:
+    """The servers' loop lag histogram from /metrics: observations at or under each bound (s)."""
+    response = httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {_METRICS_TOKEN}"}, timeout=30)
+    response.raise_for_status()
+    return {
+        float(sample.labels["le"]): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "story_event_loop_lag_seconds_bucket"
+    }
+
+
+def _lag_spread(before: dict[float, float], after: dict[float, float]) -> str:
+    """p50 / p95 of the observations between two scrapes, as the histogram's bucket bounds."""
+    counts = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = counts[-1][1] if counts else 0.0
+    if not total:
+        return "not measured"
+
+    def bound(share: float) -> str:
+        limit = next(upper for upper, count in counts if count >= share * total)
+        return "over 5 s" if math.isinf(limit) else f"≤ {limit * 1000:g} ms"
+
+    return f"p50 {bound(0.5)}, p95 {bound(0.95)} ({total:.0f} timers, every 0.5 s)"
 
 
 def _spread(values: list[float]) -> str:

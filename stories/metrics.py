@@ -14,9 +14,11 @@ deployment without them pays no extra query per run.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -65,6 +67,15 @@ RETRIES = Counter(
     "Model calls retried after an upstream error (a parallel run's calls and a single-pass run's "
     "back-end retries), by the error's code.",
     ["code"],
+)
+# Every LOOP_LAG_INTERVAL_SECONDS the watcher's timer measures how late the loop ran it.
+LOOP_LAG_INTERVAL_SECONDS = 0.5
+LOOP_LAG_SECONDS = Histogram(
+    "story_event_loop_lag_seconds",
+    "How late a server process's event loop ran a timer due every half second. Each socket, model "
+    "stream and request of the process waits about this long at every step it takes: tens of "
+    "milliseconds mean the process is saturated.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 SOCKETS_OPEN = Gauge(
     "story_websockets_open",
@@ -138,6 +149,30 @@ def retried_errors(*, calls: Iterable[Any]) -> list[str]:
         if call.get("status") not in _CALL_OUTCOMES
         and int(call.get("attempt") or 0) < last[(call.get("task"), call.get("index"))]
     ]
+
+
+def loop_lag_watch_start() -> bool:
+    """Start measuring the running loop's lag (``LOOP_LAG_SECONDS``), once per loop; False when metrics
+    are off (nothing is measured then) or it runs already."""
+    loop = asyncio.get_running_loop()
+    if not metrics_enabled() or (loop in _lag_watchers and not _lag_watchers[loop].done()):
+        return False
+    _lag_watchers[loop] = loop.create_task(_loop_lag_watch(), name="loop-lag-watch")
+    return True
+
+
+async def _loop_lag_watch() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LOOP_LAG_INTERVAL_SECONDS
+        await asyncio.sleep(LOOP_LAG_INTERVAL_SECONDS)
+        LOOP_LAG_SECONDS.observe(max(loop.time() - due, 0.0))
+
+
+# The watcher of each loop (daphne has one per process), kept: a loop holds only weak task references.
+_lag_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def socket_opened() -> None:

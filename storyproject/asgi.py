@@ -19,6 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from stories.generation.backends.registry import backend_class_load  # noqa: E402
 from stories.generation.resume import orphans_watch_start  # noqa: E402
+from stories.metrics import loop_lag_watch_start  # noqa: E402
 from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
 from storyproject.runtime import daphne_form_parsing_off, server_runtime_tune  # noqa: E402
@@ -41,15 +42,18 @@ server_runtime_tune()
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The router, with this process's orphaned-run watcher started on the first connection.
+    """The router, with this process's orphaned-run watcher and its event loop's lag watcher (metrics)
+    started on the first connection.
 
     daphne speaks no ASGI lifespan, so the first request (a probe, a page) is the earliest moment the
-    server's event loop runs app code. Starting it costs one check per connection after that.
+    server's event loop runs app code. Starting them costs one check per connection after that.
     """
     if not _watch_started:
         _watch_started.append(orphans_watch_start())
+        loop_lag_watch_start()
     await router(scope, receive, send)
 
 
-# Set once the watcher was started or found turned off (STORY_RUN_RECOVERY, read at the first request).
+# Set once the watchers were started or found turned off (STORY_RUN_RECOVERY and the metrics settings,
+# read at the first request).
 _watch_started: list[bool] = []

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,6 +361,42 @@ def test_serve_lets_a_running_generation_finish_after_sigterm(serve: object) -> 
     assert "scene" in seen
     output, _ = served.process.communicate(timeout=60)
     assert served.process.returncode == 0, output
+
+
+def test_a_frozen_process_shows_in_the_loop_lag_that_metrics_sum_over_the_processes(
+    serve: object, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    token = secrets.token_urlsafe(24)
+    served: Served = serve(2, METRICS_TOKEN=token, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))  # type: ignore[operator]
+    _each_process_answers(served)  # each has served a request, which starts its loop's watcher
+    time.sleep(1.5)
+    before = _loop_lag_counts(served, token)
+    stalled = _children(served.process.pid)[0]
+    os.kill(stalled, signal.SIGSTOP)  # a process whose loop cannot run, as a saturated one
+    time.sleep(1.5)
+    os.kill(stalled, signal.SIGCONT)
+    time.sleep(1.5)
+    after = _loop_lag_counts(served, token)
+    assert after[0] - before[0] >= 6  # both processes measure, twice a second, and any scrape sums them
+    assert after[1] - before[1] >= 1  # the frozen one's timer, over a second late
+    _stopped_cleanly(served)
+
+
+def _loop_lag_counts(served: Served, token: str) -> tuple[float, float]:
+    """All observations of the loop lag histogram, and those over a second."""
+    # Over HTTPS as the reverse proxy says (DJANGO_SECURE_SSL is on).
+    headers = {"Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
+    response = httpx.get(served.base + "/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    total = samples[("story_event_loop_lag_seconds_count", None)]
+    return total, total - samples[("story_event_loop_lag_seconds_bucket", "1.0")]
 
 
 def test_the_documented_systemd_unit_keeps_to_systemd_syntax() -> None:

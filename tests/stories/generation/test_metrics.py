@@ -4,6 +4,7 @@ counters moving after real generations (the offline back-end, and the real SDK a
 from __future__ import annotations
 
 import asyncio
+import time
 from io import StringIO
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from stories.metrics import TOKEN_KINDS, retried_errors
+from stories.metrics import TOKEN_KINDS, loop_lag_watch_start, retried_errors
 from stories.models import GenerationRun
 from stories.pricing import usage_cost_usd
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
@@ -245,3 +246,37 @@ def test_retried_errors_are_the_failed_calls_followed_by_another_attempt() -> No
         {"task": "scene", "index": 2, "attempt": 0, "status": "cancelled"},
     ]
     assert retried_errors(calls=calls) == ["llm_overloaded", "invalid_output", "llm_rate_limited"]
+
+
+def _lag_counts(samples: dict[Any, float]) -> tuple[float, float]:
+    """The loop lag histogram's observations: all of them, and those over a quarter of a second."""
+    total = value(samples, "story_event_loop_lag_seconds_count")
+    return total, total - value(samples, "story_event_loop_lag_seconds_bucket", le="0.25")
+
+
+async def test_a_stalled_event_loop_shows_in_the_loop_lag_histogram(
+    metrics_on: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("stories.metrics.LOOP_LAG_INTERVAL_SECONDS", 0.05)
+    before = _lag_counts(await sync_to_async(scrape)())
+    assert loop_lag_watch_start()
+    assert not loop_lag_watch_start()  # one watcher a loop
+    try:
+        await asyncio.sleep(0.2)  # a few timers on time
+        time.sleep(0.4)  # the loop held, as a saturated process holds it
+        await asyncio.sleep(0.2)
+        after = _lag_counts(await sync_to_async(scrape)())
+    finally:
+        for task in asyncio.all_tasks():
+            if task.get_name() == "loop-lag-watch":
+                task.cancel()
+    late = after[1] - before[1]
+    assert late >= 1  # the timer the stall held up
+    assert after[0] - before[0] - late >= 3  # the others, on time
+
+
+async def test_the_loop_lag_is_not_measured_while_metrics_are_off(settings: Any) -> None:
+    settings.METRICS_TOKEN = ""
+    settings.METRICS_ALLOWED_NETWORKS = []
+    assert not loop_lag_watch_start()
+    assert not [task for task in asyncio.all_tasks() if task.get_name() == "loop-lag-watch"]
