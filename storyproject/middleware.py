@@ -16,7 +16,10 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IS_FACETS_VAR, IS_POPUP_VAR, TO_FIELD_VAR  # type: ignore[attr-defined]
+from django.contrib.admin.views.main import ALL_VAR, ERROR_FLAG, ORDER_VAR, PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import DisallowedHost, TooManyFieldsSent, ValidationError
+from django.db import DataError, NotSupportedError
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict
 from django.http.cookie import parse_cookie
 from django.shortcuts import render
@@ -124,6 +127,44 @@ class AdminRegexFilterMiddleware(MiddlewareMixin):
                 request, "The admin's lists cannot be filtered by a regular expression."
             )
         return None
+
+
+# The query parameters an admin list reads for itself; any other one is a field lookup it filters by.
+_ADMIN_LIST_PARAMETERS = frozenset(
+    {ALL_VAR, ERROR_FLAG, IS_FACETS_VAR, IS_POPUP_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR, TO_FIELD_VAR}
+)
+
+
+class AdminLookupErrorMiddleware(MiddlewareMixin):
+    """Answer 400 when an admin list filtered by a lookup in its URL fails as the list is read.
+
+    The admin refuses a lookup it cannot build (``?e=1``), but some fail only once the database runs
+    them: ``?config_data__contains=x`` (SQLite has no JSON containment), ``?id__in=`` an integer past 64
+    bits (SQLite's OverflowError; PostgreSQL's numeric range error), ``?updated_at__year=99999``
+    (Python's dates stop at 9999), ``?id__range=1`` (one bound). Each was a 500 for any staff user,
+    in every model's list. A regular expression is refused before the database sees it
+    (``AdminRegexFilterMiddleware``).
+    """
+
+    _LOOKUP_ERRORS = (DataError, NotSupportedError, OverflowError, ValueError, IndexError)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
+        match = request.resolver_match
+        if (
+            not isinstance(exception, self._LOOKUP_ERRORS)
+            or match is None
+            or match.namespace != "admin"
+            or not (match.url_name or "").endswith("_changelist")
+        ):
+            return None
+        lookups = sorted(key for key in request.GET if key not in _ADMIN_LIST_PARAMETERS)
+        if not lookups:
+            return None
+        logger.warning("Admin list lookup refused: %s", lookups, exc_info=exception)
+        names = ", ".join(_quoted(key) for key in lookups[:5])
+        return bad_request_response(
+            request, f"The admin's list cannot be filtered this way ({names}): the database cannot run it."
+        )
 
 
 class AdminSelectionMiddleware(MiddlewareMixin):

@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "storyproject.middleware.AdminRegexFilterMiddleware",
     # An admin action on ids no object can have ("x", 25 digits): a 400, not a 500.
     "storyproject.middleware.AdminSelectionMiddleware",
+    # An admin list filtered by a lookup the database cannot run (?id__in=<25 digits>): a 400, not a 500.
+    "storyproject.middleware.AdminLookupErrorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
