@@ -22,10 +22,15 @@ from django.forms.fields import InvalidJSONInput
 from personas import selectors, services
 from personas.cards import CardError, PersonaImport, persona_file_read
 from personas.models import PersonaConfig
-from personas.schema import persona_config_errors
+from personas.schema import PERSONA_CONFIG_SCHEMA, persona_config_errors
 from storyproject.forms import UntrustedJSONField
 
 _SENT = "Reaches the model, in the context paragraph"
+# What the schema lets one text part hold; example lines are up to EXAMPLE_LINES_MAX of them, one per
+# line of their field, so that field holds as much as the schema lets the list hold (the schema names
+# a line that is too long, and the config's byte limit still applies).
+TEXT_MAX_CHARS = PERSONA_CONFIG_SCHEMA["properties"]["description"]["maxLength"]
+EXAMPLE_LINES_MAX = PERSONA_CONFIG_SCHEMA["properties"]["example_lines"]["maxItems"]
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,16 @@ PARTS: dict[str, _Part] = {
 class PersonaTextField(forms.CharField):
     """Text as typed (not stripped), with the browser's CRLF line ends read as LF."""
 
-    def __init__(self, *, rows: int = 4, widget: forms.Widget | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        rows: int = 4,
+        widget: forms.Widget | None = None,
+        max_length: int = TEXT_MAX_CHARS,
+        **kwargs: Any,
+    ) -> None:
         widget = widget or forms.Textarea(attrs={"rows": rows, "cols": 100})
-        super().__init__(required=False, strip=False, widget=widget, max_length=20_000, **kwargs)
+        super().__init__(required=False, strip=False, widget=widget, max_length=max_length, **kwargs)
 
     def to_python(self, value: Any) -> str:
         return str(super().to_python(value)).replace("\r\n", "\n")
@@ -118,6 +130,7 @@ class PersonaConfigForm(forms.ModelForm):
     voice = PersonaTextField(help_text=f"How the persona speaks: rhythm, vocabulary, tics. {_SENT} 'Voice:'.")
     example_lines = PersonaTextField(
         rows=6,
+        max_length=EXAMPLE_LINES_MAX * (TEXT_MAX_CHARS + 1),
         help_text="Lines of dialogue in the persona's voice, one per line (blank lines are dropped). "
         f"{_SENT} 'Example lines:', one bullet each.",
     )

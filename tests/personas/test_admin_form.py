@@ -120,6 +120,33 @@ def test_tags_and_example_lines_are_typed_as_text_and_stored_as_lists(editor_cli
 
 
 @pytest.mark.django_db
+def test_example_lines_longer_together_than_one_text_part_can_be_saved_and_edited(
+    editor_client: Client,
+) -> None:
+    # Each line within the schema's 20,000 characters, the config far below its byte limit: valid, as an
+    # import or the raw JSON stores it. Their field, one line each, holds more than one text part does.
+    lines = ["Ha. " * 3750, "Hm. " * 3750]
+    persona = PersonaConfig.objects.create(
+        name="talker", display_name="Talker", config_data={"description": "Talks.", "example_lines": lines}
+    )
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, description="Talks a lot."))
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data == {"description": "Talks a lot.", "example_lines": lines}
+    # Edited in their own field too; a line over the schema's length is still refused, naming it.
+    longer = "\r\n".join([*lines, "Huh."])
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, example_lines=longer))
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data["example_lines"] == [line.strip() for line in lines] + ["Huh."]
+    too_long = _as_browser_posts(editor_client, url, example_lines="x" * 20_001)
+    response = editor_client.post(url, too_long)
+    assert response.status_code == 200
+    assert "example_lines/0" in response.content.decode()
+
+
+@pytest.mark.django_db
 def test_clearing_a_field_removes_its_key_and_raw_json_edits_still_work(editor_client: Client) -> None:
     persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
     url = _change_url(persona)
