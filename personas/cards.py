@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from django.utils.text import slugify
 from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
@@ -270,12 +272,25 @@ def _display_name(value: object, filename: str) -> str:
 
 
 def _persona_key(value: object, display_name: str) -> str:
-    """The key we exported it with when that is a valid slug, else one made from the display name."""
-    if isinstance(value, str) and value == slugify(value) and 0 < len(value) <= NAME_MAX_CHARS:
+    """The key we exported it with when that is a valid key, else one made from the display name.
+
+    Valid as the model's key field says (``validate_slug``): the admin accepts keys such as
+    ``Noir-Detective`` or ``a--b`` that ``slugify`` would change, and such a persona's export must
+    come back to it, not to the key of its display name (which may be another persona's).
+    """
+    if isinstance(value, str) and 0 < len(value) <= NAME_MAX_CHARS and _is_slug(value):
         return value
     slug = slugify(display_name)[:NAME_MAX_CHARS].strip("-_")
     # A name with no Latin letters slugifies to nothing: a stable key from its hash instead.
     return slug or "persona-" + hashlib.sha256(display_name.encode()).hexdigest()[:10]
+
+
+def _is_slug(value: str) -> bool:
+    try:
+        validate_slug(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _checked(imported: PersonaImport, filename: str) -> PersonaImport:

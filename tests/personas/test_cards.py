@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 from PIL import Image, PngImagePlugin
 
-from personas.cards import CardError, persona_card_v2, persona_file_read
+from personas.cards import CardError, persona_card_v2, persona_file, persona_file_read
 from personas.models import PersonaConfig
 from personas.selectors import persona_contexts
 from personas.services import persona_import
@@ -150,6 +150,27 @@ def test_a_name_without_latin_letters_gets_a_stable_key() -> None:
     card = {**CARD_V2, "data": {**CARD_V2["data"], "name": "李小龍"}}
     first, second = (persona_file_read(data=json.dumps(card).encode())[0] for _ in range(2))
     assert first.name == second.name and first.name.startswith("persona-")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key", ["Noir-Detective", "_sam", "sam--spade", "sam-"])
+def test_a_key_the_admin_accepts_but_slugify_would_change_comes_back_to_its_persona(
+    key: str, persona_factory: Any
+) -> None:
+    # Another persona holds the key of the display name: the re-import must not overwrite it.
+    other = persona_factory("sam-spade", "Someone else", description="Not Sam.")
+    persona = persona_factory(key, "Sam Spade", description="Sam.")
+    persona.full_clean()  # the admin's own rule: a valid key
+    for kind in ["ours", "card-v2", "card-v2-png"]:
+        (imported,) = persona_file_read(data=persona_file(persona, kind=kind).data)
+        assert imported.name == key, kind
+    persona_import(personas=persona_file_read(data=persona_file(persona, kind="ours").data))
+    other.refresh_from_db()
+    assert other.config_data == {"description": "Not Sam."}
+    assert PersonaConfig.objects.count() == 2
+    # A name that is no valid key (hand-written files) still gets one made from the display name.
+    hand_written = {"name": "Sam Spade!", "display_name": "Sam Spade", "config_data": {"description": "x"}}
+    assert persona_file_read(data=json.dumps(hand_written).encode())[0].name == "sam-spade"
 
 
 @pytest.mark.parametrize(
