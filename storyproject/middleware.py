@@ -140,7 +140,7 @@ class AdminLookupErrorMiddleware(MiddlewareMixin):
 
     The admin refuses a lookup it cannot build (``?e=1``), but some fail only once the database runs
     them: ``?config_data__contains=x`` (SQLite has no JSON containment), ``?id__in=`` an integer past 64
-    bits (SQLite's OverflowError; PostgreSQL's numeric range error), ``?updated_at__year=99999``
+    bits (SQLite's OverflowError; PostgreSQL answers an empty list), ``?updated_at__year=99999``
     (Python's dates stop at 9999), ``?id__range=1`` (one bound). Each was a 500 for any staff user,
     in every model's list. A regular expression is refused before the database sees it
     (``AdminRegexFilterMiddleware``).

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
 from django.test import Client
 
 from personas.services import editors_group_ensure
@@ -90,17 +91,28 @@ def test_an_admin_list_filtered_by_a_lookup_the_database_cannot_run_is_a_400(use
     ed = user_factory("ed", is_staff=True)
     ed.groups.add(editors_group_ensure())
     editor.force_login(ed)
-    for client, url in (
+    # Python's dates stop at 9999 and a range needs two bounds, whatever the database.
+    refused = [
+        (editor, "/admin/personas/personaconfig/?updated_at__year=99999"),
+        (editor, "/admin/personas/personaconfig/?id__range=1"),
+        (root, "/admin/stories/story/?updated_at__year=99999"),
+        (root, "/admin/authtoken/tokenproxy/?created__year=0"),
+    ]
+    # SQLite has no JSON containment and overflows on an integer past 64 bits; PostgreSQL runs both
+    # (an empty list for the integer), so there they are ordinary filters.
+    database_dependent = [
         (editor, "/admin/personas/personaconfig/?config_data__contains=x"),
         (editor, "/admin/personas/personaconfig/?config_data__description__contains=x"),
         (editor, "/admin/personas/personaconfig/?id__in=99999999999999999999999"),
-        (editor, "/admin/personas/personaconfig/?updated_at__year=99999"),
-        (editor, "/admin/personas/personaconfig/?id__range=1"),
         (root, "/admin/auth/user/?id__in=99999999999999999999999"),
-        (root, "/admin/stories/story/?updated_at__year=99999"),
         (root, "/admin/stories/generationrun/?checkpoint__contains=1"),
-        (root, "/admin/authtoken/tokenproxy/?created__year=0"),
-    ):
+    ]
+    if connection.vendor == "sqlite":
+        refused += database_dependent
+    else:
+        for client, url in database_dependent:
+            assert client.get(url).status_code == 200, url
+    for client, url in refused:
         response = client.get(url)
         assert response.status_code == 400, url
         assert "cannot be filtered this way" in response.content.decode()
