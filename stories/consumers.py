@@ -5,7 +5,8 @@ A ``generate`` (or ``regenerate_scene``) starts a run that this process drives o
 to go on and be saved. ``attach`` follows any of the writer's runs from a seq on (a reload, a second
 tab, a dropped network); ``cancel`` stops the socket's run, or any of the writer's runs by id, in
 whatever process runs it. One run is followed at a time per connection. The socket's credential is
-asked again before every message and every 30 seconds (``stories.ws_sessions``): once it is revoked,
+asked again before every message (a ``generate``'s in its admission's own trip to the thread pool) and
+every 30 seconds (``stories.ws_sessions``): once it is revoked,
 the run the socket follows is cancelled (recorded ``cancelled``), the client gets ``error
 unauthenticated`` and the socket is closed with 4401. A user past ``STORY_WS_MAX_SOCKETS_PER_USER``
 open sockets gets ``error busy`` and 4429.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
 from typing import Any
 
@@ -34,7 +35,13 @@ from stories.runs.addresses import attach_parse, cancel_parse
 from stories.runs.follow import run_events_follow, run_owned
 from stories.runs.log import TERMINAL
 from stories.runs.runner import run_cancel, run_start
-from stories.ws_sessions import SocketSession, socket_session_check, socket_session_close, socket_session_open
+from stories.ws_sessions import (
+    SocketSession,
+    socket_session_check,
+    socket_session_close,
+    socket_session_current,
+    socket_session_open,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,19 +109,38 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if self.refusal is not None or self.session is None:
             await self.send_event((self.refusal or _signed_out_error()).as_event())
             return
-        if not await socket_session_check(session=self.session):
-            await self._signed_out()
-            return
         try:
             message = _message_parse(text_data, bytes_data)
+            if message["type"] == "generate":
+                # Its credential is asked in its admission's trip to the thread pool (``_credential_check``):
+                # one trip fewer before the model call. A refusal before that is answered after the check.
+                self._generate(message.pop("type"), message, check=self._credential_check)
+                return
         except GenerationError as error:
-            await self.send_event(error.as_event())
+            if await self._signed_in():
+                await self.send_event(error.as_event())
+            return
+        if not await self._signed_in():
             return
         kind = message.pop("type")
         try:
             await self._handle(kind, message)
         except GenerationError as error:
             await self.send_event(error.as_event())
+
+    async def _signed_in(self) -> bool:
+        """Whether the socket's credential still holds; when not, the socket is signed out and closed."""
+        assert self.session is not None
+        if await socket_session_check(session=self.session):
+            return True
+        await self._signed_out()
+        return False
+
+    def _credential_check(self) -> None:
+        """``_signed_in``'s question, asked in a thread-pool trip that is under way (sync); raises."""
+        assert self.session is not None
+        if not socket_session_current(session=self.session):
+            raise _signed_out_error()
 
     async def _handle(self, kind: str, fields: dict[str, Any]) -> None:
         if kind == "cancel":
@@ -165,12 +191,12 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     def _following(self) -> bool:
         return self.task is not None and not self.task.done() and not self.ended
 
-    def _generate(self, kind: str, fields: dict[str, Any]) -> None:
+    def _generate(self, kind: str, fields: dict[str, Any], check: Callable[[], None] | None = None) -> None:
         if self._following():
             raise GenerationError(
                 "busy", "a generation is already running on this connection", retryable=True
             )
-        events = _events_for(kind, fields, self.scope["user"])
+        events = _events_for(kind, fields, self.scope["user"], check)
         self.run_id, self.cancel_pending, self.ended = None, False, False
         self.task = asyncio.create_task(self._start(events))
 
@@ -179,6 +205,9 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if start.run_id is None:
             assert start.refusal is not None
             self.ended = True
+            if start.refusal.get("code") == "unauthenticated":  # ``_credential_check`` refused it
+                await self._refuse(_signed_out_error())
+                return
             await self.send_event(start.refusal)
             return
         self.run_id = start.run_id
@@ -256,11 +285,14 @@ def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str,
     return message
 
 
-def _events_for(kind: str, fields: dict[str, Any], user: Any) -> AsyncGenerator[dict[str, Any], None]:
-    """The events of a generation, or of one scene's rewrite (parallel mode); parsing errors raise."""
+def _events_for(
+    kind: str, fields: dict[str, Any], user: Any, check: Callable[[], None] | None
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The events of a generation, or of one scene's rewrite (parallel mode); parsing errors raise.
+    ``check``: a generation's admission check (``generation_run``'s ``admission_check``)."""
     if kind == "regenerate_scene":
         return scene_regenerate_run(request=scene_regenerate_request_parse(fields), user=user)
-    return generation_run(request=generation_request_parse(fields), user=user)
+    return generation_run(request=generation_request_parse(fields), user=user, admission_check=check)
 
 
 def _reject_constant(name: str) -> None:

@@ -62,6 +62,11 @@ def socket_session_check(*, session: SocketSession, refresh: bool = False) -> bo
     """Whether the socket's credential still holds; with ``refresh``, its slot is kept too."""
     if refresh:
         _slot_refresh(session)
+    return socket_session_current(session=session)
+
+
+def socket_session_current(*, session: SocketSession) -> bool:
+    """``socket_session_check`` without its trip to the thread pool, for a caller already in one (sync)."""
     return credential_current(credential=session.credential)
 
 

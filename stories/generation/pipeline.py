@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -50,17 +50,25 @@ logger = logging.getLogger(__name__)
 
 
 async def generation_run(
-    *, request: GenerationRequest, user: Any, edit: SceneEdit | None = None, coalesce: bool = True
+    *,
+    request: GenerationRequest,
+    user: Any,
+    edit: SceneEdit | None = None,
+    coalesce: bool = True,
+    admission_check: Callable[[], None] | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Run one generation for ``user``; yield the protocol's events (see the module docstring).
 
     With ``edit`` (parallel mode only) the run rewrites one scene of a saved version instead. Text
     events are merged (generation.coalesce, ``STORY_STREAM_COALESCE_MS``) unless ``coalesce`` is False:
-    for a caller that shows no text as it streams, merging would cost for nothing.
+    for a caller that shows no text as it streams, merging would cost for nothing. ``admission_check``
+    (sync, database and cache allowed) runs first in the admission's trip to the thread pool and refuses
+    the run by raising GenerationError: the WebSocket's credential check, which then costs no trip of
+    its own before the model call.
     """
     started = time.monotonic()
     try:
-        admitted = await _run_admit(request, user.pk, started, resumable=edit is None)
+        admitted = await _run_admit(request, user.pk, started, resumable=edit is None, check=admission_check)
     except GenerationError as error:
         yield error.as_event()
         return
@@ -133,7 +141,12 @@ async def _run_events(
 
 
 async def _run_admit(
-    request: GenerationRequest, user_id: int, started: float, *, resumable: bool
+    request: GenerationRequest,
+    user_id: int,
+    started: float,
+    *,
+    resumable: bool,
+    check: Callable[[], None] | None = None,
 ) -> _Admitted:
     """Admit and record the run (``_run_open``); a cancel that arrives meanwhile finds it closed.
 
@@ -142,7 +155,7 @@ async def _run_admit(
     writer's limits. So the wait is shielded, and a cancelled wait sees the admission
     through, closes its run as cancelled, and only then passes the cancel on.
     """
-    admission = asyncio.ensure_future(db_call(_run_open)(request, user_id, started, resumable))
+    admission = asyncio.ensure_future(db_call(_run_open)(request, user_id, started, resumable, check))
     try:
         return await asyncio.shield(admission)
     except asyncio.CancelledError:
@@ -174,15 +187,24 @@ def _model_and_max_tokens(
     return model, max_tokens
 
 
-def _run_open(request: GenerationRequest, user_id: int, started: float, resumable: bool) -> _Admitted:
+def _run_open(
+    request: GenerationRequest,
+    user_id: int,
+    started: float,
+    resumable: bool,
+    check: Callable[[], None] | None = None,
+) -> _Admitted:
     """Check the story, admit the run, record it and read the cast's contexts, in the one trip to the
     thread pool before the model call.
 
     The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
     creation, under a per-user lock, so neither another socket nor another process can race them;
     a refusal comes before anything costs money. The run is leased to this process, with its request
-    recorded for a resume (not a scene rewrite's: that is one call, nothing to keep).
+    recorded for a resume (not a scene rewrite's: that is one call, nothing to keep). ``check``, the
+    caller's own, comes before anything else.
     """
+    if check is not None:
+        check()
     if request.story_id is not None and not story_owned(story_id=request.story_id, user_id=user_id):
         # Before admission: a story that is not the writer's costs no run and no hourly slot.
         raise GenerationError("forbidden", "that story does not exist or is not yours")

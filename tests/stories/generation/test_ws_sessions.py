@@ -24,7 +24,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.services import api_token_create, api_token_revoke
-from stories import ws_sessions
+from stories import consumers, ws_sessions
 from stories.consumers import GenerateConsumer
 from stories.models import GenerationRun, Story
 from stories.ws_auth import SocketCredential, credential_current
@@ -438,3 +438,28 @@ async def test_a_socket_signs_in_and_generates_while_channels_one_thread_is_busy
     finally:
         release.set()
         await busy
+
+
+async def test_a_generate_asks_its_credential_in_its_admissions_trip_not_one_of_its_own(
+    writer: Any, cast: Any, offline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before the model call every trip to the thread pool waits for the event loop twice, which a busy
+    # process makes long. A revoked credential is still refused (the revocation tests above).
+    trips: list[bool] = []
+    check = consumers.socket_session_check
+
+    async def counted(**kwargs: Any) -> bool:
+        trips.append(kwargs.get("refresh", False))
+        return await check(**kwargs)
+
+    monkeypatch.setattr(consumers, "socket_session_check", counted)
+    communicator = await _open(await sync_to_async(_token)(writer))
+    try:
+        await communicator.send_json_to(generate_message())
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+        assert trips == []
+        await communicator.send_json_to({"type": "attach", "run_id": 999999})
+        assert (await communicator.receive_json_from(timeout=5))["code"] == "not_found"
+        assert trips == [False]  # any other message: a check of its own, first
+    finally:
+        await communicator.disconnect()
