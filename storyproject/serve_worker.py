@@ -4,7 +4,8 @@ Started by ``storyproject.serve`` as ``python -m storyproject.serve_worker --end
 fd:fileno=N:domain=INET6 [daphne options] storyproject.asgi:application``; it takes every daphne option.
 The inherited socket is adopted here with its family (daphne's own ``--fd`` takes every socket for IPv4). Plain daphne stops on SIGTERM at once and
 cancels every running application, so a writer's generation would end half-written. Here SIGTERM (or
-SIGINT) first closes the listening socket, so the other processes take the new connections, then waits
+SIGINT) first closes the listening socket and ends kept-alive HTTP connections (idle ones at once, busy
+ones after their response), so the other processes take the new connections and requests, then waits
 until this process runs no generation and answers no HTTP request, up to ``SERVE_GRACEFUL_SECONDS``.
 The runs still going then are handed to another process (stories.generation.handover: their leases
 released, for a surviving process or the next start to resume them under the same id), or cancelled
@@ -26,6 +27,7 @@ import stat
 import sys
 import threading
 import time
+import weakref
 from types import FrameType
 from typing import Any
 
@@ -34,6 +36,7 @@ from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from twisted.internet import defer, reactor, unix
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.web.http import HTTPChannel
 
 logger = logging.getLogger("storyproject.serve")
 
@@ -61,6 +64,8 @@ class DrainingServer(Server):
         kwargs["signal_handlers"] = False
         super().__init__(*args, **kwargs)
         self._ports: list[Any] = []
+        # Every HTTP connection this process accepted (Twisted's protocol per connection), while it is open.
+        self._http_connections: weakref.WeakSet[Any] = weakref.WeakSet()
         self._drain_deadline: float | None = None
         self._inherited = [match for ep in self.endpoints if (match := _INHERITED.fullmatch(str(ep)))]
         self.endpoints = [ep for ep in self.endpoints if not _INHERITED.fullmatch(str(ep))]
@@ -69,7 +74,20 @@ class DrainingServer(Server):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         reactor.callWhenRunning(self._inherited_listen)  # type: ignore[attr-defined]
+        reactor.callWhenRunning(self._http_connections_track)  # type: ignore[attr-defined]
         super().run()
+
+    def _http_connections_track(self) -> None:
+        """Remember each HTTP connection daphne's factory (made by Server.run) builds."""
+        build = self.http_factory.buildProtocol
+
+        def tracked(address: Any) -> Any:
+            protocol = build(address)
+            if protocol is not None:
+                self._http_connections.add(protocol)
+            return protocol
+
+        self.http_factory.buildProtocol = tracked
 
     def _inherited_listen(self) -> None:
         """Listen on the supervisor's sockets, each adopted with its own address family."""
@@ -103,9 +121,29 @@ class DrainingServer(Server):
         self._drain_deadline = time.monotonic() + settings.SERVE_GRACEFUL_SECONDS
         for port in self._ports:
             port.stopListening()
+        self._keep_alive_end()
         # A stopping process takes on no orphaned run (it would have to hand it over again).
         _keep(asyncio.ensure_future(orphans_watch_stop()))
         self._drain_check()
+
+    def _keep_alive_end(self) -> None:
+        """No new request on a kept-alive connection either: idle ones are closed now, busy ones after
+        their response. Otherwise a reverse proxy's kept-alive upstream connections (nginx's `keepalive`)
+        would go on bringing new requests, and new generations, to a process that is stopping."""
+        for protocol in list(self._http_connections):
+            channel = getattr(protocol, "_channel", None)
+            if not isinstance(channel, HTTPChannel) or getattr(channel.transport, "disconnected", True):
+                continue
+            # Asked again for each request on the connection (HTTPChannel.allHeadersReceived).
+            channel.checkPersistence = _not_persistent  # type: ignore[method-assign]
+            if not channel.requests:
+                channel.loseConnection()
+                continue
+            # A request being answered (or a WebSocket it became): the connection ends with it.
+            channel.persistent = False
+            request = channel.requests[0]
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
 
     def _drain_check(self) -> None:
         assert self._drain_deadline is not None
@@ -144,6 +182,12 @@ class DrainingServer(Server):
             and not instance.done()
             for protocol, details in self.connections.items()
         )
+
+
+def _not_persistent(request: Any, version: bytes) -> bool:
+    """HTTPChannel.checkPersistence for a stopping process: every response closes its connection."""
+    request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+    return False
 
 
 def _unix_adopt(fd: int, factory: Any) -> Any:

@@ -399,6 +399,36 @@ def _loop_lag_counts(served: Served, token: str) -> tuple[float, float]:
     return total, total - samples[("story_event_loop_lag_seconds_bucket", "1.0")]
 
 
+def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serve: object) -> None:
+    # Was: only the listening socket was closed; a kept-alive connection (nginx's upstream `keepalive`)
+    # went on bringing requests, and new generations, to the draining process for its whole grace.
+    served: Served = serve(1, STORY_OFFLINE_TOKENS_PER_SECOND="60", SERVE_GRACEFUL_SECONDS="90")  # type: ignore[operator]
+    # X-Forwarded-Proto: as the reverse proxy says; DJANGO_SECURE_SSL is on.
+    headers = {"Authorization": f"Token {_writer_token(served)}", "X-Forwarded-Proto": "https"}
+    body = {
+        "plot": "A chef and a detective share a kitchen.",
+        "personas": ["noir-detective"],
+        "mode": "single",
+    }
+    with httpx.Client(base_url=served.base, headers=headers, timeout=120) as client:
+        started = client.post("/api/ai/generate-screenplay/", json={**body, "wait": False})
+        assert started.status_code == 202, started.text
+        idle = httpx.Client(base_url=served.base, timeout=10)
+        assert idle.get("/healthz").status_code == 200
+        # When the stop comes, one connection follows the run (which keeps the process draining), the
+        # other is idle, kept alive.
+        with client.stream("GET", started.json()["events_url"]) as events:
+            served.process.send_signal(signal.SIGTERM)
+            time.sleep(1)
+            with pytest.raises(httpx.TransportError):
+                idle.get("/healthz")
+            text = "".join(events.iter_text())
+        idle.close()
+    assert '"type": "done"' in text, text[-500:]
+    output, _ = served.process.communicate(timeout=60)
+    assert served.process.returncode == 0, output
+
+
 def test_the_documented_systemd_unit_keeps_to_systemd_syntax() -> None:
     # systemd takes a comment only on a line of its own: "KillMode=mixed  # ..." was read as the kill
     # mode "mixed  # ...", refused, and the unit fell back to SIGTERM for every process at once
