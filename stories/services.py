@@ -637,14 +637,27 @@ def generation_run_cancel_orphaned(*, run_id: int) -> bool:
     """
     if run_id in _running_here:
         return False
-    checkpoint = _run_orphaned(run_id=run_id).select_for_update().values_list("checkpoint", flat=True).first()
+    return _run_cancelled_close(run_id, _run_orphaned(run_id=run_id))
+
+
+@transaction.atomic
+def generation_run_cancel_claimed(*, run_id: int, lease_owner: str) -> bool:
+    """Close as cancelled, keeping the usage its checkpoint says was paid, a run this process claimed
+    and cannot resume, for which a cancel was asked while its process was dead (stories.generation.resume)."""
+    return _run_cancelled_close(run_id, _runs_leased(run_id=run_id, lease_owner=lease_owner))
+
+
+def _run_cancelled_close(run_id: int, runs: Any) -> bool:
+    """Close run ``run_id``, as ``runs`` (a query by that id) finds it, as cancelled, with the usage its
+    checkpoint says was paid; False when the query does not find it (in a transaction: it is locked)."""
+    checkpoint = runs.select_for_update().values_list("checkpoint", flat=True).first()
     if checkpoint is None:
         return False
     usage = checkpoint.get("usage") if isinstance(checkpoint, dict) else None
     paid = {
         key: value for key, value in (usage or {}).items() if key in _USAGE_FIELDS and isinstance(value, int)
     }
-    closed = _run_orphaned(run_id=run_id).update(
+    closed = runs.update(
         status=GenerationRun.Status.CANCELLED,
         finished_at=timezone.now(),
         usage_estimated=bool(checkpoint.get("usage_estimated")) if isinstance(checkpoint, dict) else False,

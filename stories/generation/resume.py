@@ -6,7 +6,8 @@ finishes it under the same run id, as protocol events, ``resumed`` first: parall
 scenes missing from the checkpoint (never the outline or a finished scene again); single mode continues
 after the last complete scene with the continuation prompt. The screenplay is then checked and saved in
 the one-transaction save, as any run's. A run with nothing to resume from is closed as failed,
-``interrupted``.
+``interrupted``; or as ``cancelled`` when a cancel was asked for it while its process was dead (within
+its lease, when nothing could close it yet): the writer asked to stop it, not to be offered a retry.
 
 Two callers: ``manage.py recover_runs`` (at start-up, to completion) and ``orphans_watch``, which a
 server process starts on its first request (storyproject.asgi) and which looks for orphans every
@@ -36,6 +37,7 @@ from stories.models import GenerationRun
 from stories.runs.orphans import orphans_wait
 from stories.runs.runner import run_resume as run_logged_resume
 from stories.runs.runner import run_settled
+from stories.runs.store import run_event_log
 from stories.selectors import (
     generation_pace_get,
     generation_run_measures,
@@ -45,6 +47,7 @@ from stories.selectors import (
 from stories.services import (
     INTERRUPTED_MESSAGE,
     RUN_LEASE_OWNER,
+    generation_run_cancel_claimed,
     generation_run_claim,
     generation_run_interrupt,
     generation_run_release,
@@ -62,7 +65,7 @@ async def run_resume(*, run_id: int) -> AsyncGenerator[dict[str, Any], None]:
     lease). A run that cannot be resumed is closed as failed "interrupted", and the one event is an
     ``error`` with that code.
     """
-    claim = await db_call(_run_claim)(run_id)
+    claim = await _claim(run_id)
     if claim is None:
         return
     async with aclosing(_claimed_events(claim)) as events:
@@ -71,10 +74,10 @@ async def run_resume(*, run_id: int) -> AsyncGenerator[dict[str, Any], None]:
 
 
 async def _claimed_events(
-    claim: tuple[Run, ResumePoint] | NotResumable,
+    claim: tuple[Run, ResumePoint] | dict[str, Any],
 ) -> AsyncGenerator[dict[str, Any], None]:
-    if isinstance(claim, NotResumable):
-        yield {"type": "error", "code": "interrupted", "message": INTERRUPTED_MESSAGE, "retryable": True}
+    if isinstance(claim, dict):  # closed at its claim: its one event
+        yield claim
         return
     run, point = claim
     try:
@@ -85,17 +88,47 @@ async def _claimed_events(
         generation_run_release(run_id=run.run_id)
 
 
+async def _claim(run_id: int) -> tuple[Run, ResumePoint] | dict[str, Any] | None:
+    """Claim the run: its Run and resume point; or, when it holds nothing to resume, the one event that
+    ends it, closed here (``cancelled`` if a cancel was asked for it meanwhile, else ``interrupted``);
+    None when it is not orphaned."""
+    claim = await db_call(_run_claim)(run_id)
+    if not isinstance(claim, NotResumable):
+        return claim
+    logger.info("run %s cannot be resumed: %s", run_id, claim)
+    cancelled = await _cancel_asked(run_id)
+    await db_call(_unresumable_close)(run_id=run_id, cancelled=cancelled)
+    if cancelled:
+        return {"type": "cancelled"}
+    return {"type": "error", "code": "interrupted", "message": INTERRUPTED_MESSAGE, "retryable": True}
+
+
+async def _cancel_asked(run_id: int) -> bool:
+    """Whether a cancel was asked for the run (in its event log, as the runner's watcher reads it)."""
+    try:
+        return run_id in await run_event_log().cancels_requested([run_id])
+    except Exception:
+        # Redis down: no cancel can be read; the run is closed as interrupted, as before any was asked.
+        logger.warning("run %s: its cancel requests could not be read", run_id, exc_info=True)
+        return False
+
+
+def _unresumable_close(*, run_id: int, cancelled: bool) -> None:
+    if cancelled:
+        generation_run_cancel_claimed(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
+    else:
+        generation_run_interrupt(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
+    generation_run_release(run_id=run_id)
+
+
 def _run_claim(run_id: int) -> tuple[Run, ResumePoint] | NotResumable | None:
-    """Claim the run; read its checkpoint back, or close it as interrupted when it holds nothing to resume."""
+    """Claim the run; read its checkpoint back, or say why it holds nothing to resume (still claimed)."""
     row = generation_run_claim(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
     if row is None:
         return None
     try:
         point = resume_point(checkpoint=row.checkpoint, mode=row.mode)
     except NotResumable as why:
-        logger.info("run %s cannot be resumed: %s", run_id, why)
-        generation_run_interrupt(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
-        generation_run_release(run_id=run_id)
         return why
     run = Run(
         run_id=row.pk,
@@ -154,7 +187,7 @@ async def _resume_logged(run_id: int) -> str:
     """
     run_log_context_bind(run_id=run_id)  # a task of its own (gather, create_task): its lines carry the id
     try:
-        claim = await db_call(_run_claim)(run_id)
+        claim = await _claim(run_id)
         if claim is None:
             return "skipped"  # not orphaned after all: another process claimed it first
         await run_logged_resume(run_id=run_id, events=_claimed_events(claim))

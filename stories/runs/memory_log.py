@@ -158,7 +158,13 @@ class MemoryRunEventLog:
             self.cancels_pending[run_id] = time.monotonic()
 
     async def cancels_requested(self, run_ids: list[int]) -> set[int]:
-        return {run_id for run_id in run_ids if (run := self.runs.get(run_id)) is not None and run.cancel}
+        # A cancel asked before the run's log was opened here counts too (a dead process's run, before
+        # its resume opens the log or finds nothing to resume).
+        return {
+            run_id
+            for run_id in run_ids
+            if ((run := self.runs.get(run_id)) is not None and run.cancel) or run_id in self.cancels_pending
+        }
 
     async def touch(self, run_id: int) -> None:
         run = self.runs.get(run_id)

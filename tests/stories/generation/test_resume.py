@@ -35,6 +35,7 @@ from stories.runs.runner import run_cancel
 from stories.runs.store import run_event_log
 from stories.selectors import generation_run_taken_over, generation_runs_orphaned
 from stories.services import (
+    INTERRUPTED_MESSAGE,
     RUN_LEASE_OWNER,
     generation_run_admit,
     generation_run_checkpoint,
@@ -366,6 +367,29 @@ async def test_a_cancel_of_an_orphaned_run_holds_when_this_process_resumes_it(
     assert await runs_resume_drain(run_ids=[orphan.pk]) == {"cancelled": 1}
     assert (await GenerationRun.objects.aget(pk=orphan.pk)).status == "cancelled"
     assert not await ScreenplayVersion.objects.filter(run_id=orphan.pk).aexists()
+
+
+async def test_a_cancel_of_an_orphaned_run_with_nothing_to_resume_closes_it_cancelled_not_interrupted(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    """Its process died before its first scene was complete: the resume closed it failed `interrupted`
+    (retryable, counted as a failure) although the writer had asked to stop it."""
+    orphan = await sync_to_async(_orphan)(writer, mode="single", work={}, expired=False)
+    await run_cancel(run_id=orphan.pk)
+    assert (await GenerationRun.objects.aget(pk=orphan.pk)).status == "streaming"  # its lease still runs
+    await GenerationRun.objects.filter(pk=orphan.pk).aupdate(lease_expires_at=timezone.now())
+    assert await runs_resume_drain(run_ids=[orphan.pk]) == {"cancelled": 1}
+    run = await GenerationRun.objects.aget(pk=orphan.pk)
+    assert (run.status, run.error_code, run.lease_owner) == ("cancelled", "", "")
+    assert run.output_tokens == SPENT["output_tokens"]  # what the dead process paid for is kept
+    assert [e["type"] for e in await _followed(orphan.pk, after=0)][-1] == "cancelled"
+    assert fake_anthropic.requests == []
+    # Without a cancel, the same run is closed interrupted, as before.
+    other = await sync_to_async(_orphan)(writer, mode="single", work={})
+    assert [event async for event in run_resume(run_id=other.pk)] == [
+        {"type": "error", "code": "interrupted", "message": INTERRUPTED_MESSAGE, "retryable": True}
+    ]
+    assert (await GenerationRun.objects.aget(pk=other.pk)).error_code == "interrupted"
 
 
 async def _followed(run_id: int, *, after: int) -> list[dict[str, Any]]:
