@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
 from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
@@ -18,16 +20,40 @@ _T = TypeVar("_T")
 # thread-sensitive thread: with 50 generations starting together that queue alone added seconds
 # (bench/results/flow.md). Every call is self-contained (its own transaction, no thread-bound state),
 # so the thread it runs on does not matter.
+#
+# The call goes to the pool with ``loop.run_in_executor`` itself, in a copy of the caller's context
+# (contextvars: the run id of log lines), not through asgiref's SyncToAsync (Channels'
+# database_sync_to_async): that one shields the executor's future, so its answer reached the caller one
+# turn of the event loop later, and on a saturated loop each turn is tens of milliseconds
+# (docs/performance.md, "Ninth step"). What else it does is not needed here: Django's connections are
+# per thread and handed back after every call (below), and no call runs async code of the loop's.
 def db_call(function: Callable[..., _T]) -> Callable[..., Awaitable[_T]]:
-    def call(*args: Any, **kwargs: Any) -> _T:
-        try:
-            return function(*args, **kwargs)
-        finally:
-            # Hand the connection back now: a pool thread may never run Django code again (its loop
-            # closes), and a connection it kept would be lost to PostgreSQL's pool until it ran dry.
-            connections.close_all()
+    """``function`` as a coroutine function that runs it in the loop's thread pool."""
 
-    return database_sync_to_async(call, thread_sensitive=False)
+    async def call(*args: Any, **kwargs: Any) -> _T:
+        return await db_started(function, *args, **kwargs)
+
+    return functools.wraps(function)(call)
+
+
+def db_started(function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> asyncio.Future[_T]:
+    """``function(*args, **kwargs)`` submitted to the loop's thread pool now; its future.
+
+    For a call that must be seen through whatever happens to its caller (an admission, a save): the
+    future can be shielded at once, with no task in between to wake first.
+    """
+    context = contextvars.copy_context()
+    bound = functools.partial(context.run, _connections_returned, function, *args, **kwargs)
+    return asyncio.get_running_loop().run_in_executor(None, bound)
+
+
+def _connections_returned(function: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    try:
+        return function(*args, **kwargs)
+    finally:
+        # Hand the connection back now: a pool thread may never run Django code again (its loop
+        # closes), and a connection it kept would be lost to PostgreSQL's pool until it ran dry.
+        connections.close_all()
 
 
 def update_unflushed(queryset: QuerySet[Any], **fields: Any) -> int:

@@ -19,7 +19,7 @@ from stories.generation.run import Run
 from stories.generation.validation import screenplay_validate
 from stories.models import GenerationRun
 from stories.services import RunRecord, ScreenplayDraft, generation_run_finish, screenplay_version_create
-from storyproject.db import db_call
+from storyproject.db import db_call, db_started
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -74,7 +74,7 @@ async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, A
         rewrite=request.rewrite,
     )
     record = run.record_final()
-    save = asyncio.ensure_future(db_call(_version_save)(run=run, draft=draft, record=record))
+    save = db_started(_version_save, run=run, draft=draft, record=record)
     try:
         version = await asyncio.shield(save)
     except asyncio.CancelledError:

@@ -43,7 +43,7 @@ from stories.services import (
     generation_run_finish,
     generation_run_release,
 )
-from storyproject.db import db_call
+from storyproject.db import db_call, db_started
 from storyproject.logs import run_log_context_bind, run_log_context_release
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ async def _run_admit(
     writer's limits. So the wait is shielded, and a cancelled wait sees the admission
     through, closes its run as cancelled, and only then passes the cancel on.
     """
-    admission = asyncio.ensure_future(db_call(_run_open)(request, user_id, started, resumable, check))
+    admission = db_started(_run_open, request, user_id, started, resumable, check)
     try:
         return await asyncio.shield(admission)
     except asyncio.CancelledError:
@@ -298,7 +298,8 @@ async def _run_close(run: Run, status: str, error: GenerationError | None) -> No
         run.record.details["retryable"] = error.retryable
     record = run.record_final()
     record_text = "\n\n".join(text for text in run.texts if text)
-    write = db_call(generation_run_finish)(
+    write = db_started(
+        generation_run_finish,
         run_id=run.run_id,
         status=status,
         record=record,
@@ -309,7 +310,7 @@ async def _run_close(run: Run, status: str, error: GenerationError | None) -> No
     )
     # Seen through: a run that is being cancelled (maybe twice) must still be recorded as such.
     try:
-        await seen_through(asyncio.ensure_future(write))
+        await seen_through(write)
     except DatabaseError:
         # The database is down (it may be why the save failed): the text paid for goes to the log.
         logger.exception(
