@@ -101,6 +101,15 @@ async def _call_events(
         async with aclosing(call_text(run, backend_for_model(run.model), call, result)) as texts:
             async for text in texts:
                 found = parser.feed(text)
+                if parser.scene_error is not None:
+                    # Skipping it would number every later scene one too low, and a continuation
+                    # would leave it out of the screenplay: the reply is not a screenplay.
+                    place, problem = parser.scene_error
+                    raise GenerationError(
+                        "invalid_output",
+                        f"the model's reply is not valid JSON in scene {len(scenes_before) + place + 1}: "
+                        f"{problem}",
+                    )
                 if not found:
                     yield {"type": "delta", "text": text}
                 else:

@@ -53,6 +53,9 @@ class ScreenplayStreamParser:
         self.scenes_started = False
         self._in_scenes = False
         self.scenes: list[dict[str, Any]] = []
+        # The first scene whose text closed but does not parse (its 0-based place among the scenes,
+        # and the parser's message): the scenes after it would be counted one place too early.
+        self.scene_error: tuple[int, str] | None = None
         # Text up to the end of the last complete scene: what a continuation hands back to the model.
         self.complete_prefix_length = 0
         # Where in the last delta fed each scene it completed ends (the index after its closing brace).
@@ -175,7 +178,9 @@ class ScreenplayStreamParser:
         self._scene_start = None
         try:
             scene = jiter.from_json(scene_text.encode())
-        except ValueError:
+        except ValueError as error:
+            if self.scene_error is None:
+                self.scene_error = (len(self.scenes), str(error))
             return None
         if not isinstance(scene, dict):
             return None

@@ -1,0 +1,46 @@
+"""What a model may write inside valid-looking JSON that is no screenplay we can keep: a scene that
+does not parse (a lone surrogate escape), text the database cannot store (NUL). Each is one clean
+``invalid_output``, the failed run recorded with its text, and nothing saved, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from stories.models import GenerationRun, ScreenplayVersion
+from tests.fake_anthropic import FakeAnthropic, Reply
+from tests.stories.generation.conftest import continuing_writer, screenplay, ws_generate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_a_scene_that_is_not_json_in_a_reply_cut_at_max_tokens_fails_and_is_not_skipped(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Scene 2 holds "\ud83d" alone: valid JSON syntax, which no JSON parser here turns into text. It
+    # was skipped: scene 3 went out as index 1, the continuation was asked for the scenes after the
+    # second and wrote scene 3 again, and the screenplay was saved without scene 2.
+    expected = screenplay(scenes=5)
+    broken = json.dumps(expected).replace("take 2.", "take 2 \\ud83d.")
+    writes = continuing_writer(expected)
+
+    def reply(body: dict[str, Any]) -> Reply:
+        if len(body["messages"]) == 1:
+            return Reply(text=broken, cut_at_max_tokens=True)
+        return writes(body)
+
+    fake_anthropic.default = reply
+    events = await ws_generate(writer, max_tokens=400)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "invalid_output", False)
+    assert "scene 2" in error["message"]
+    scenes = [(e["index"], e["scene"]["heading"]) for e in events if e["type"] == "scene"]
+    # Scene 1 may come in the same read as the end of scene 2, so it may not be shown; nothing after is.
+    assert set(scenes) <= {(0, "INT. OFFICE 1 - NIGHT")}
+    assert len(fake_anthropic.requests) == 1
+    assert await ScreenplayVersion.objects.acount() == 0
+    run = await GenerationRun.objects.aget()
+    assert (run.status, run.error_code, run.continuations) == ("failed", "invalid_output", 0)
+    assert "\\ud83d" in run.raw_text
