@@ -29,6 +29,7 @@ from stories.generation.prompt import (
 )
 from stories.generation.run import CallResult, Run, call_text
 from stories.generation.stream import ScreenplayStreamParser, characters_merge, screenplay_text_parse
+from stories.generation.validation import storable_check
 from storyproject.tokens import token_estimate
 
 
@@ -114,6 +115,10 @@ async def _call_events(
                     yield {"type": "delta", "text": text}
                 else:
                     first = len(scenes_before) + len(parser.scenes) - len(found)
+                    # What a checkpoint could not store (a NUL: "\u0000" in the JSON) is no screenplay.
+                    storable_check(document=parser.header(), what="screenplay")
+                    for offset, scene in enumerate(found):
+                        storable_check(document=scene, what=f"scene {first + offset + 1}")
                     # A delta may hold the ends of several scenes (the text of one network read): each
                     # scene goes out right after the text that closes it, before any that follows, and
                     # all of them once checkpointed.

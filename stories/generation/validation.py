@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 
 from stories.errors import GenerationError
 from stories.generation.prompt import screenplay_schema
+from storyproject.untrusted import json_value_problem
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,20 @@ def schema_check(
     ``code`` is "invalid_output" for what a model wrote, "invalid_request" for what a writer sent.
     """
     error = next(iter(_validator(schema).iter_errors(document)), None)
+    author = "the model wrote" if code == "invalid_output" else "this is"
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or f"the {what}"
-        author = "the model wrote" if code == "invalid_output" else "this is"
         raise GenerationError(code, f"{author} an invalid {what} at {where}: {error.message[:300]}")
+    storable_check(document=document, what=what, code=code)
+
+
+def storable_check(*, document: Any, what: str, code: str = "invalid_output") -> None:
+    """Raise unless the database can store ``document`` (no NUL, which JSON's "\\u0000" makes and
+    PostgreSQL refuses in jsonb; no lone surrogate; no number JSON cannot write), naming where."""
+    problem = json_value_problem(document)
+    if problem is not None:
+        author = "the model wrote" if code == "invalid_output" else "this is"
+        raise GenerationError(code, f"{author} an invalid {what}: {problem}")
 
 
 def speakers_check(

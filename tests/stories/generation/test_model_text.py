@@ -11,6 +11,7 @@ import pytest
 
 from stories.models import GenerationRun, ScreenplayVersion
 from tests.fake_anthropic import FakeAnthropic, Reply
+from tests.fake_screenwriter import FakeScreenwriter, screenplay_as_assembled, screenplay_outline
 from tests.stories.generation.conftest import continuing_writer, screenplay, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,3 +45,53 @@ async def test_a_scene_that_is_not_json_in_a_reply_cut_at_max_tokens_fails_and_i
     run = await GenerationRun.objects.aget()
     assert (run.status, run.error_code, run.continuations) == ("failed", "invalid_output", 0)
     assert "\\ud83d" in run.raw_text
+
+
+async def test_a_nul_in_a_single_mode_scene_is_invalid_output_not_a_database_failure(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # "\u0000" parses (into a NUL), which PostgreSQL refuses in jsonb: the scene's checkpoint failed and
+    # the writer was told the server's database failed (llm_unavailable, retryable); SQLite saved it.
+    text = json.dumps(screenplay(scenes=2)).replace("take 1.", "take \\u0000 1.")
+    fake_anthropic.script(Reply(text=text))
+    events = await ws_generate(writer)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "invalid_output", False)
+    assert "scene 1: elements/0/text: contains a NUL" in error["message"]
+    assert "scene" not in [e["type"] for e in events]
+    assert await ScreenplayVersion.objects.acount() == 0
+    run = await GenerationRun.objects.aget()
+    assert (run.status, run.error_code) == ("failed", "invalid_output")
+    # The text received up to the failure (the call is hung up on at once).
+    assert text.startswith(run.raw_text) and "\\u0000" in run.raw_text
+
+
+async def test_a_nul_in_a_parallel_scene_is_retried_like_any_invalid_scene(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=2)
+    screenwriter = FakeScreenwriter(expected, tokens_per_second=4000, chunk_chars=8)
+    bad = json.loads(json.dumps(expected["scenes"][1]))
+    bad["elements"][0]["text"] = "Rain\x00 on the window."
+    screenwriter.fail_scene(1, Reply(text=json.dumps({"outline": None, "scene": bad}), chunk_chars=8))
+    fake_anthropic.default = screenwriter
+    events = await ws_generate(writer, timeout=20, mode="parallel")
+    assert events[-1]["type"] == "done", events[-1]
+    assert [e["code"] for e in events if e["type"] == "scene_retry"] == ["invalid_output"]
+    version = await ScreenplayVersion.objects.aget()
+    assert "\x00" not in json.dumps(version.content, ensure_ascii=False)
+    assert version.content == screenplay_as_assembled(expected)
+
+
+async def test_a_nul_in_the_outline_is_invalid_output(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    outline = screenplay_outline(screenplay(scenes=2))
+    outline["logline"] = "A detective\x00 and a liar."
+    fake_anthropic.script(Reply(text=json.dumps({"outline": outline, "scene": None})))
+    events = await ws_generate(writer, timeout=20, mode="parallel")
+    error = events[-1]
+    assert (error["type"], error["code"]) == ("error", "invalid_output"), error
+    assert "NUL" in error["message"]
+    run = await GenerationRun.objects.aget()
+    assert (run.status, run.error_code) == ("failed", "invalid_output")
