@@ -30,6 +30,7 @@ from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.selectors import screenplay_fountain_for_story, story_version_find, story_version_latest
 from stories.validation import json_problem, text_clean_or_reject
 from storyproject.db import update_unflushed
+from storyproject.untrusted import text_storable
 
 
 def story_create(*, owner: AbstractBaseUser, title: str, plot: str) -> Story:
@@ -191,13 +192,15 @@ def generation_run_finish(
     """Close a run that saved nothing (failed or cancelled); it keeps the text it paid for.
 
     With ``lease_owner``, only while that process still holds the run: a process that lost its lease
-    (another took the run over) writes nothing. Returns whether the run was closed.
+    (another took the run over) writes nothing. Returns whether the run was closed. The model's text
+    is kept with each NUL or lone surrogate as U+FFFD: PostgreSQL stores neither, and a reply holding
+    one is no screenplay, but the run must still be closed.
     """
     closed = _runs_held(run_id=run_id, lease_owner=lease_owner).update(
         status=status,
         error_code=error_code[:40],
-        error_message=error_message[:2000],
-        raw_text=raw_text,
+        error_message=text_storable(error_message[:2000]),
+        raw_text=text_storable(raw_text),
         finished_at=timezone.now(),
         **_LEASE_ENDED,
         **record.fields(),

@@ -71,6 +71,14 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def text_storable(text: str) -> str:
+    """``text`` with each NUL and lone surrogate replaced by U+FFFD: text received (a model's reply)
+    that must be kept as it came, as far as any database can store it."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def _scalar_problem(item: object) -> str | None:
     if isinstance(item, str):
         return text_problem(item)

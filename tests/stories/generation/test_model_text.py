@@ -95,3 +95,19 @@ async def test_a_nul_in_the_outline_is_invalid_output(
     assert "NUL" in error["message"]
     run = await GenerationRun.objects.aget()
     assert (run.status, run.error_code) == ("failed", "invalid_output")
+
+
+async def test_a_failed_run_whose_text_holds_a_nul_is_still_recorded(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # A NUL character in the text itself (the stream's JSON sends it as "\u0000"): the reply is not
+    # JSON, and on PostgreSQL the failed run's raw_text could not be written, so the run stayed
+    # "streaming" with its usage unrecorded until a resume closed it "interrupted".
+    text = json.dumps(screenplay(scenes=2)).replace("take 1.", "take \x00 1.")
+    fake_anthropic.script(Reply(text=text))
+    events = await ws_generate(writer)
+    assert (events[-1]["type"], events[-1]["code"]) == ("error", "invalid_output")
+    run = await GenerationRun.objects.aget()
+    assert (run.status, run.error_code) == ("failed", "invalid_output")
+    assert run.lease_owner == "" and run.output_tokens > 0
+    assert run.raw_text == text.replace("\x00", "\ufffd")
