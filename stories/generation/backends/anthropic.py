@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import sys
 import time
 import weakref
@@ -55,6 +56,8 @@ from stories.generation.retry import backoff_seconds
 _clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[str, str], anthropic.AsyncAnthropic]
 ] = weakref.WeakKeyDictionary()
+# The SDK's longest wait for a retry-after (time.sleep's limit on some platforms).
+_RETRY_AFTER_MAX_SECONDS = 4_294_967.0
 _RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # An error event mid-stream has status 200; these types are worth another try, the others are not.
 _RETRYABLE_TYPES = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
@@ -384,7 +387,16 @@ def _operator_detail(error: anthropic.APIStatusError) -> str:
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
-    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), as the SDK reads them."""
+    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), as the SDK reads them: NaN is no
+    answer, and no wait is longer than 4,294,967 s, infinity included (anthropic 2.14 _base_client.py,
+    ``_calculate_retry_timeout``: ``retry_after > 0``, ``min(retry_after, 4_294_967.0)``)."""
+    seconds = _retry_after_header(headers)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(seconds, _RETRY_AFTER_MAX_SECONDS)
+
+
+def _retry_after_header(headers: Any) -> float | None:
     try:
         return float(headers.get("retry-after-ms")) / 1000
     except (TypeError, ValueError):
