@@ -328,6 +328,75 @@
 
   ui.plot.addEventListener("input", plotCountUpdate);
 
+  /* ---------------------------------------------------------------- the request behind a run */
+
+  // What this tab asked for, kept for the tab's session under the run's id: a reload (which attaches
+  // to the run in the address bar) puts the plot, title, cast and choices back in the form, so the
+  // writer's text is never lost and Retry still has its request. Only the newest run is kept.
+  var REQUEST_PREFIX = "generation-request:";
+
+  function requestRemember(runId, request) {
+    var personas = request.personas.map(function (name) {
+      var entry = selected.get(name);
+      return { name: name, display_name: entry ? entry.label.textContent : name };
+    });
+    try {
+      for (var i = window.sessionStorage.length - 1; i >= 0; i -= 1) {
+        var key = window.sessionStorage.key(i);
+        if (key && key.indexOf(REQUEST_PREFIX) === 0) {
+          window.sessionStorage.removeItem(key);
+        }
+      }
+      window.sessionStorage.setItem(REQUEST_PREFIX + runId, JSON.stringify({ request: request, personas: personas }));
+    } catch (error) {
+      // A full or disabled storage: a reload then shows the run without refilling the form.
+    }
+  }
+
+  function requestRecalled(runId) {
+    var kept = null;
+    try {
+      kept = JSON.parse(window.sessionStorage.getItem(REQUEST_PREFIX + runId) || "null");
+    } catch (error) {
+      return null;
+    }
+    if (!kept || typeof kept !== "object" || !kept.request || typeof kept.request.plot !== "string") {
+      return null;
+    }
+    if (!Array.isArray(kept.personas)) {
+      return null;
+    }
+    kept.personas = kept.personas.filter(function (persona) {
+      return persona && typeof persona.name === "string";
+    });
+    return kept;
+  }
+
+  function choiceRestore(select, value) {
+    if (!select || value === undefined || value === null) {
+      return;
+    }
+    var wanted = String(value);
+    var known = Array.prototype.some.call(select.options, function (option) {
+      return option.value === wanted;
+    });
+    if (known) {
+      select.value = wanted;
+    }
+  }
+
+  function formRestore(kept) {
+    ui.plot.value = kept.request.plot;
+    ui.title.value = asText(kept.request.title);
+    choiceRestore(ui.model, kept.request.model);
+    choiceRestore(ui.mode, kept.request.mode);
+    choiceRestore(ui.maxTokens, kept.request.max_tokens);
+    // The cast asked for, in place of the story's own (the picker selects these when it starts).
+    config.initialPersonas = kept.personas.map(function (persona) {
+      return { name: persona.name, display_name: asText(persona.display_name) };
+    });
+  }
+
   /* ---------------------------------------------------------------- the generation stream */
 
   var run = null; // the generation on screen: {socket, request, finished, ...}
@@ -406,8 +475,8 @@
     runOpen({ type: "request", request: request });
   }
 
-  function runAttach(runId) {
-    runOpen({ type: "attach", runId: runId });
+  function runAttach(runId, request) {
+    runOpen({ type: "attach", runId: runId, request: request });
   }
 
   function runOpen(start) {
@@ -509,6 +578,9 @@
     }
     if (message.type === "accepted" && typeof message.run_id === "number" && !current.runId) {
       current.runId = message.run_id;
+      if (current.request) {
+        requestRemember(message.run_id, current.request);
+      }
       runAddressShow(message.run_id);
     }
     if (message.type === "error" && message.code === "not_found") {
@@ -830,6 +902,16 @@
     personasSearch("");
   }
 
+  // A run in the address bar (a reload, a link from the runs or story page): watch it. When this tab
+  // asked for it, the form gets back what was asked (plot, title, cast, choices) before the picker
+  // starts, so nothing the writer wrote is lost and Retry can send it again.
+  var runInUrl = new URLSearchParams(window.location.search).get("run");
+  var runWatched = runInUrl && /^[1-9][0-9]{0,17}$/.test(runInUrl) ? Number(runInUrl) : null;
+  var recalled = runWatched ? requestRecalled(runWatched) : null;
+  if (recalled) {
+    formRestore(recalled);
+  }
+
   plotCountUpdate();
   // On the story page the form sits in a closed <details>: its requests wait until it is opened.
   var folded = form.closest("details");
@@ -842,12 +924,10 @@
     pickerStart();
   }
 
-  // A run in the address bar (a reload, a link from the runs or story page): watch it.
-  var runInUrl = new URLSearchParams(window.location.search).get("run");
-  if (runInUrl && /^[1-9][0-9]{0,17}$/.test(runInUrl)) {
+  if (runWatched) {
     if (folded) {
       folded.open = true;
     }
-    runAttach(Number(runInUrl));
+    runAttach(runWatched, recalled ? recalled.request : null);
   }
 })();

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
 from tests.browser.conftest import AppServer, Watched, log_in
-from tests.browser.test_generate import generate, pick_persona
+from tests.browser.test_generate import chip, generate, pick_persona
 
 pytestmark = pytest.mark.browser
 
@@ -58,6 +58,49 @@ def test_a_reload_mid_generation_redraws_the_scenes_so_far_and_follows_to_the_sa
     page.goto(app_server.url + "/runs/")
     row = page.locator("tbody tr", has_text=f"#{run_id}")
     expect(row.locator(".status")).to_have_text("Succeeded")
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_reload_mid_generation_keeps_the_plot_title_and_cast_in_the_form(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "websocket", lambda socket: socket.on("framesent", lambda payload: sent.append(json.loads(payload)))
+    )
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill(LONG_PLOT)
+    page.get_by_label("Title").fill("Stories between floors")
+    length = page.get_by_label("Length")
+    length.select_option(index=length.locator("option").count() - 1)
+    longest = length.input_value()
+    generate(page)
+    expect(page).to_have_url(re.compile(r"/stories/new/\?run=\d+$"))
+
+    page.reload()
+    # The run is followed again, and the form still holds what the writer asked for: nothing lost.
+    expect(page.locator("#stream-raw-all")).not_to_be_empty()
+    expect(page.get_by_label("Plot")).to_have_value(LONG_PLOT)
+    expect(page.locator("#plot-count")).to_contain_text(f"{len(LONG_PLOT):,} / ")
+    expect(page.get_by_label("Title")).to_have_value("Stories between floors")
+    expect(page.get_by_label("Length")).to_have_value(longest)
+    expect(chip(page, "rogue-ai").locator(".persona-chip-name")).to_have_text("HALCYON")
+    expect(page.locator(".persona-chip")).to_have_count(1)
+
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#stream-stats")).to_have_text("Cancelled. Nothing was saved.")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => !document.getElementById('cancel').hidden")
+    expect(page.locator("#stream-raw-all")).not_to_be_empty()
+    requests = [message for message in sent if message["type"] == "generate"]
+    assert len(requests) == 2 and requests[1] == requests[0], (
+        "Generate after the reload asked for something else"
+    )
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#stream-stats")).to_have_text("Cancelled. Nothing was saved.")
     assert watched.dialogs == [] and watched.errors == []
 
 
