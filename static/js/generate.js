@@ -314,9 +314,15 @@
 
   /* ---------------------------------------------------------------- plot editor */
 
-  function plotLength() {
+  // No maxlength on the plot or the title: a browser cuts a paste at maxlength without a word (and
+  // counts UTF-16 units, so half as many emoji fit). The counter and Generate say what is too long.
+  function textLength(value) {
     // Code points, as the server counts them (a string's length counts UTF-16 units).
-    return Array.from(ui.plot.value).length;
+    return Array.from(value).length;
+  }
+
+  function plotLength() {
+    return textLength(ui.plot.value);
   }
 
   function plotCountUpdate() {
@@ -424,6 +430,10 @@
       request.mode = ui.mode.value;
     }
     var title = ui.title.value.trim();
+    var titleLimit = Number(ui.title.dataset.limit);
+    if (titleLimit && textLength(title) > titleLimit) {
+      return { error: "The title is longer than " + titleLimit.toLocaleString() + " characters." };
+    }
     if (title) {
       request.title = title;
     }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+from tests.browser.test_generate import pick_persona
 
 pytestmark = pytest.mark.browser
 
@@ -72,5 +75,48 @@ def test_the_plot_editor_counts_characters_and_generate_asks_for_what_is_missing
     expect(counter).to_have_text("12 / 20,000 characters")
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_role("alert").filter(has_text="Pick at least one persona.")).to_be_visible()
+    expect(page.locator("#stream")).to_be_hidden()
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_plot_or_title_pasted_over_the_limit_is_kept_whole_and_generate_says_it_is_too_long(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    plot = page.get_by_label("Plot")
+    long_plot = "The lift stops. " * 1260  # 20,160 characters: a pasted treatment a little too long
+    plot.focus()
+    page.keyboard.insert_text(long_plot)
+    # Nothing is cut: the writer sees the whole text, by how much it is over, and what to do.
+    counter = page.locator("#plot-count")
+    expect(counter).to_have_text("20,160 / 20,000 characters")
+    assert plot.input_value() == long_plot
+    expect(counter).to_have_class(re.compile(r"\bover-limit\b"))
+    page.get_by_role("button", name="Generate").click()
+    expect(
+        page.get_by_role("alert").filter(has_text="The plot is longer than 20,000 characters.")
+    ).to_be_visible()
+    expect(page.locator("#stream")).to_be_hidden()
+
+    # Emoji count as one character each, as the server counts them: 15,000 of them fit.
+    emoji = "\U0001f3ac" * 15_000
+    plot.fill("")
+    plot.focus()
+    page.keyboard.insert_text(emoji)
+    expect(counter).to_have_text("15,000 / 20,000 characters")
+    assert plot.input_value() == emoji
+
+    plot.fill("The lift stops.")
+    title = page.get_by_label("Title")
+    title.focus()
+    page.keyboard.insert_text("T" * 210)
+    expect(title).to_have_value("T" * 210)
+    page.get_by_role("button", name="Generate").click()
+    expect(
+        page.get_by_role("alert").filter(has_text="The title is longer than 200 characters.")
+    ).to_be_visible()
     expect(page.locator("#stream")).to_be_hidden()
     assert watched.dialogs == [] and watched.errors == []
