@@ -24,6 +24,7 @@ from personas.models import PersonaConfig  # noqa: E402
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast  # noqa: E402
 
 XSS_NAME = "<img src=x onerror=alert('persona-name')>Trickster"
+LONG_WORD = "Supercalifragilisticexpialidocious"
 XSS_TEXT = "<script>alert('persona-context')</script><img src=x onerror=alert('persona-ctx')>"
 
 
@@ -59,6 +60,15 @@ def main() -> None:
         story=two_versions, number=2, content=PLAIN_SCREENPLAY, origin="restored", based_on=1
     )
     Story.objects.filter(pk=two_versions.pk).update(latest_version_number=2)
+    # The phone test's too: one long word in the title, the screenplay's title and its logline.
+    long_word = _plain_story(writer, title=LONG_WORD)
+    ScreenplayVersion.objects.filter(story=long_word).update(
+        content={
+            **PLAIN_SCREENPLAY,
+            "title": LONG_WORD,
+            "logline": f"Research: https://example.com/{LONG_WORD}",
+        }
+    )
     print(
         json.dumps(
             {
@@ -68,6 +78,7 @@ def main() -> None:
                 "editable_story": editable.pk,
                 "conflict_story": conflicted.pk,
                 "two_versions_story": two_versions.pk,
+                "long_word_story": long_word.pk,
             }
         )
     )
