@@ -489,9 +489,41 @@
     runOpen({ type: "attach", runId: runId, request: request });
   }
 
+  // The button a keyboard or screen-reader user pressed is disabled or hidden by what it does
+  // (Generate, Retry, Cancel), which drops focus to the page's top. Focus goes on to the control
+  // that now matters instead, without scrolling the stream away.
+  function focusLost() {
+    var active = document.activeElement;
+    return !active || active === document.body || active === ui.generate || active === ui.retry || active === ui.cancel;
+  }
+
+  function focusMove(target) {
+    if (target && !target.hidden && !target.disabled) {
+      target.focus({ preventScroll: true });
+    }
+  }
+
+  function focusSettle(current) {
+    // Only for a run this page started or cancelled: a reload's replay leaves focus where it is.
+    if (!current.focusFollows || !focusLost()) {
+      return;
+    }
+    if (!ui.retry.hidden && !ui.error.hidden) {
+      focusMove(ui.retry);
+    } else if (!ui.saved.hidden) {
+      focusMove(ui.savedLink);
+    } else {
+      focusMove(ui.generate);
+    }
+  }
+
   function runOpen(start) {
+    var moveFocus = start.type === "request" && focusLost();
     streamReset();
     ui.generate.disabled = true;
+    if (moveFocus) {
+      focusMove(ui.cancel);
+    }
     var current = {
       socket: null,
       request: start.request || null,
@@ -509,6 +541,8 @@
       // What the page is doing about the connection ("reconnecting", "cancelling"): shown by the
       // ticker's every redraw until it no longer holds, never overwritten a quarter second later.
       note: "",
+      // Whether focus follows the run's controls (a run started here, or cancelled from here).
+      focusFollows: start.type === "request",
     };
     run = current;
     socketOpen(current);
@@ -743,6 +777,7 @@
       // Scenes of the outline still waiting at the end are those a rewrite did not touch.
       pendingSettle("Not rewritten in this run: unchanged in the saved version.");
       statsRender(current, "Finished");
+      focusSettle(current);
     },
     error: function (current, message) {
       errorShow(current, message);
@@ -753,6 +788,7 @@
       statsRender(current, "Cancelled");
       ui.stats.textContent = "Cancelled. Nothing was saved.";
       announce("Cancelled. Nothing was saved.");
+      focusSettle(current);
     },
   };
 
@@ -777,6 +813,7 @@
     ui.error.hidden = false;
     statsRender(current, "Stopped");
     announceAlert(text);
+    focusSettle(current);
   }
 
   ui.retry.addEventListener("click", function () {
@@ -790,6 +827,7 @@
       return;
     }
     var current = run;
+    current.focusFollows = true;
     ui.cancel.disabled = true;
     // Closing the socket no longer stops a run: the cancel is sent now, or on the reconnect.
     current.cancelAsked = true;

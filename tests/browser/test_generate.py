@@ -291,3 +291,36 @@ def test_parallel_writing_shows_the_outline_then_fills_in_every_scene(
     expect(page.locator(".version-heading")).to_contain_text("Version 1")
     assert page.locator(".screenplay .scene-heading").all_inner_texts() == streamed
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_keyboard_focus_follows_generate_cancel_and_retry_instead_of_falling_to_the_page_top(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill("The building AI holds the lifts until the tenants agree on a story.")
+    generate_button = page.get_by_role("button", name="Generate")
+    generate_button.focus()
+    page.keyboard.press("Enter")
+    # Generate is disabled while the run goes on: focus moves to Cancel, not to the top of the page.
+    cancel = page.get_by_role("button", name="Cancel")
+    expect(cancel).to_be_focused()
+    expect(page.locator("#stream-raw-all")).not_to_be_empty()
+    page.keyboard.press("Enter")
+    expect(page.locator("#stream-stats")).to_have_text("Cancelled. Nothing was saved.")
+    expect(generate_button).to_be_focused()
+
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, app_server, ("busy-writer", "busy-writer-pw-2026"))
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill("The lifts stop between floors and the building AI starts a negotiation.")
+    generate_button.focus()
+    page.keyboard.press("Enter")
+    retry = page.get_by_role("button", name="Retry")
+    expect(retry).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(retry).to_be_focused()
+    assert watched.dialogs == [] and watched.errors == []
