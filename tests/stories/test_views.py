@@ -224,7 +224,9 @@ def test_create_page_offers_configured_models_lengths_and_the_plot_limit(
     html = logged_in.get("/stories/new/").content.decode()
     assert '<option value="offline" selected>offline model</option>' in html
     assert '<option value="claude-haiku-5-5">claude-haiku-5-5</option>' in html
-    assert 'maxlength="5000"' in html
+    # The limit is the counter's, not a maxlength: a browser cuts a paste at maxlength without a word.
+    assert 'data-limit="5000"' in html and "0 / 5000 characters" in html
+    assert "maxlength" not in html
     assert 'id="generator-config"' in html and "<script src=" in html
     # No inline script: the page's only executable script is the static file.
     assert html.count("<script") == 2 and 'type="application/json"' in html
