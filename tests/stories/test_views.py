@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -226,7 +227,8 @@ def test_create_page_offers_configured_models_lengths_and_the_plot_limit(
     assert '<option value="claude-haiku-5-5">claude-haiku-5-5</option>' in html
     # The limit is the counter's, not a maxlength: a browser cuts a paste at maxlength without a word.
     assert 'data-limit="5000"' in html and "0 / 5000 characters" in html
-    assert "maxlength" not in html
+    assert not re.search(r'<textarea id="plot"[^>]*maxlength', html)
+    assert not re.search(r'<input id="title"[^>]*maxlength', html)
     assert 'id="generator-config"' in html and "<script src=" in html
     # No inline script: the page's only executable script is the static file.
     assert html.count("<script") == 2 and 'type="application/json"' in html
