@@ -39,10 +39,9 @@ def schema_check(
     ``code`` is "invalid_output" for what a model wrote, "invalid_request" for what a writer sent.
     """
     error = next(iter(_validator(schema).iter_errors(document)), None)
-    author = "the model wrote" if code == "invalid_output" else "this is"
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or f"the {what}"
-        raise GenerationError(code, f"{author} an invalid {what} at {where}: {error.message[:300]}")
+        raise GenerationError(code, f"{_author(code)} an invalid {what} at {where}: {error.message[:300]}")
     storable_check(document=document, what=what, code=code)
 
 
@@ -51,8 +50,11 @@ def storable_check(*, document: Any, what: str, code: str = "invalid_output") ->
     PostgreSQL refuses in jsonb; no lone surrogate; no number JSON cannot write), naming where."""
     problem = json_value_problem(document)
     if problem is not None:
-        author = "the model wrote" if code == "invalid_output" else "this is"
-        raise GenerationError(code, f"{author} an invalid {what}: {problem}")
+        raise GenerationError(code, f"{_author(code)} an invalid {what}: {problem}")
+
+
+def _author(code: str) -> str:
+    return "the model wrote" if code == "invalid_output" else "this is"
 
 
 def speakers_check(
