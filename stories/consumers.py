@@ -9,7 +9,9 @@ asked again before every message (a ``generate``'s in its admission's own trip t
 every 30 seconds (``stories.ws_sessions``): once it is revoked,
 the run the socket follows is cancelled (recorded ``cancelled``), the client gets ``error
 unauthenticated`` and the socket is closed with 4401. A user past ``STORY_WS_MAX_SOCKETS_PER_USER``
-open sockets gets ``error busy`` and 4429.
+open sockets gets ``error busy`` and 4429. A process that is stopping (``make serve``'s graceful stop)
+closes its idle sockets with 4503 and closes a socket that asks it for a new run the same way, before
+starting anything: the client reconnects and reaches another process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing, suppress
 from typing import Any
@@ -28,6 +31,7 @@ from django.conf import settings
 
 from stories import ws_sessions
 from stories.errors import GenerationError
+from stories.generation.handover import process_stopping
 from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
@@ -47,10 +51,13 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY_SOCKETS = 4429
+CLOSE_SERVER_STOPPING = 4503
 _CLOSE_CODES = {"unauthenticated": CLOSE_UNAUTHENTICATED, "busy": CLOSE_TOO_MANY_SOCKETS}
 # How long a signed-out socket waits for its cancelled run's ``cancelled`` before it is closed.
 _CANCEL_WAIT_SECONDS = 5.0
 _MESSAGE_TYPES = ("generate", "regenerate_scene", "cancel", "attach")
+# This process's open sockets, for a stopping process to close the idle ones.
+_open: weakref.WeakSet[GenerateConsumer] = weakref.WeakSet()
 
 
 class GenerateConsumer(AsyncWebsocketConsumer):
@@ -89,6 +96,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         # Accepted first, so that a refused client learns why (a refused handshake carries no reason).
         await self.accept()
+        _open.add(self)
         try:
             self.session = await socket_session_open(scope=self.scope)
         except GenerationError as error:
@@ -97,6 +105,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         self.watch = asyncio.create_task(self._watch())
 
     async def disconnect(self, code: int) -> None:
+        _open.discard(self)
         if self.watch is not None:
             self.watch.cancel()
         # Only the following stops: the run goes on, and any socket may attach to it again.
@@ -111,6 +120,9 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             return
         try:
             message = _message_parse(text_data, bytes_data)
+            if message["type"] in ("generate", "regenerate_scene") and self._stopping_idle():
+                await self._stopping_close()
+                return
             if message["type"] == "generate":
                 # Its credential is asked in its admission's trip to the thread pool (``_credential_check``):
                 # one trip fewer before the model call. A refusal before that is answered after the check.
@@ -188,6 +200,19 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         await self.send_event(error.as_event())
         await self.close(code=_CLOSE_CODES[error.code], reason=error.code)
 
+    async def _stopping_close(self) -> None:
+        """This process is stopping: the socket is closed, nothing started, so that the client's next
+        socket reaches another process (autobahn sends no 1012 Service Restart; 4503 says it)."""
+        if self.refusal is None:
+            self.refusal = GenerationError(
+                "llm_unavailable", "this server process is stopping", retryable=True
+            )
+            await self.close(code=CLOSE_SERVER_STOPPING, reason="server_stopping")
+
+    def _stopping_idle(self) -> bool:
+        """The process is stopping and this socket follows no run (one that does is answered ``busy``)."""
+        return process_stopping() and not self._following()
+
     def _following(self) -> bool:
         return self.task is not None and not self.task.done() and not self.ended
 
@@ -252,6 +277,14 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             self.cancel_pending = True  # still being admitted: cancelled as soon as it has an id
             return
         await run_cancel(run_id=self.run_id)
+
+
+async def sockets_idle_close() -> None:
+    """Close this process's open sockets that follow no run (its graceful stop has begun)."""
+    for consumer in list(_open):
+        if consumer._stopping_idle():
+            with suppress(Exception):  # a socket that is closing meanwhile
+                await consumer._stopping_close()
 
 
 def _not_found() -> GenerationError:

@@ -116,12 +116,17 @@ class DrainingServer(Server):
             return
         from django.conf import settings
 
+        from stories.consumers import sockets_idle_close
+        from stories.generation.handover import process_stop_begin
         from stories.generation.resume import orphans_watch_stop
 
+        process_stop_begin()
         self._drain_deadline = time.monotonic() + settings.SERVE_GRACEFUL_SECONDS
         for port in self._ports:
             port.stopListening()
         self._keep_alive_end()
+        # Its WebSockets too: idle ones are closed, and one that asks for a new run (stories.consumers).
+        _keep(asyncio.ensure_future(sockets_idle_close()))
         # A stopping process takes on no orphaned run (it would have to hand it over again).
         _keep(asyncio.ensure_future(orphans_watch_stop()))
         self._drain_check()

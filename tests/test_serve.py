@@ -24,6 +24,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as connect_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -401,7 +403,8 @@ def _loop_lag_counts(served: Served, token: str) -> tuple[float, float]:
 
 def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serve: object) -> None:
     # Was: only the listening socket was closed; a kept-alive connection (nginx's upstream `keepalive`)
-    # went on bringing requests, and new generations, to the draining process for its whole grace.
+    # went on bringing requests, and new generations, to the draining process for its whole grace; so
+    # did an open WebSocket.
     served: Served = serve(1, STORY_OFFLINE_TOKENS_PER_SECOND="60", SERVE_GRACEFUL_SECONDS="90")  # type: ignore[operator]
     # X-Forwarded-Proto: as the reverse proxy says; DJANGO_SECURE_SSL is on.
     headers = {"Authorization": f"Token {_writer_token(served)}", "X-Forwarded-Proto": "https"}
@@ -415,6 +418,9 @@ def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serv
         assert started.status_code == 202, started.text
         idle = httpx.Client(base_url=served.base, timeout=10)
         assert idle.get("/healthz").status_code == 200
+        # And a WebSocket open with nothing running on it (a client may send its next generate any time).
+        ws_url = served.base.replace("http://", "ws://") + "/ws/generate/"
+        idle_socket = connect_sync(ws_url, origin=served.base, additional_headers=headers)  # type: ignore[arg-type]
         # When the stop comes, one connection follows the run (which keeps the process draining), the
         # other is idle, kept alive.
         with client.stream("GET", started.json()["events_url"]) as events:
@@ -422,6 +428,10 @@ def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serv
             time.sleep(1)
             with pytest.raises(httpx.TransportError):
                 idle.get("/healthz")
+            # Closed with 4503 at once, so its next generate goes to another process.
+            with pytest.raises(ConnectionClosed) as closed:
+                idle_socket.recv(timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4503
             text = "".join(events.iter_text())
         idle.close()
     assert '"type": "done"' in text, text[-500:]

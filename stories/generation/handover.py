@@ -13,6 +13,9 @@ process resumes it (stories.generation.resume) instead of cancelling it:
 4. the other server processes are told (stories.runs.orphans, with Redis), so one of them resumes the
    run under the same id at once; with none left, the next start's ``recover_runs`` does.
 
+From the signal on, ``process_stopping`` says so: the WebSocket consumer closes its idle sockets and
+starts no new run on one still open (stories.consumers), so the client reconnects to another process.
+
 A follower sees ``resumed`` after the last event this process wrote, then the rest. Only a run that
 can be resumed is handed over (its checkpoint holds a resume point); another (a scene rewrite, a run
 before its outline or first scene) is cancelled, as before there was a hand-over. A run that ended
@@ -40,6 +43,18 @@ logger = logging.getLogger(__name__)
 
 # How long a run that is not handed over (cancelled, or ending by itself) has to end here.
 _SETTLE_SECONDS = 10.0
+_stopping = False
+
+
+def process_stop_begin() -> None:
+    """This process is stopping (``make serve``'s graceful stop): it starts no new run from now on."""
+    global _stopping
+    _stopping = True
+
+
+def process_stopping() -> bool:
+    """Whether this process is stopping: a new generation belongs on another process."""
+    return _stopping
 
 
 async def runs_hand_over() -> dict[str, int]:

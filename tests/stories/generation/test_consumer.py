@@ -6,9 +6,11 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
+from stories import consumers
+from stories.generation import handover
 from stories.models import GenerationRun, ScreenplayVersion, StoryCast
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text, token_count
-from tests.stories.generation.conftest import screenplay, ws_generate
+from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events, ws_generate
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -67,3 +69,39 @@ async def test_the_happy_path_streams_scenes_in_order_and_saves_what_was_streame
     assert run.output_tokens == token_count(screenplay_text(expected))
     assert run.input_tokens > 0 and run.cache_read_tokens == 900
     assert events[-1]["usage"]["cache_read_tokens"] == 900
+
+
+async def test_a_stopping_process_closes_its_idle_sockets_and_starts_no_run_on_an_open_one(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: Any
+) -> None:
+    # Was: a socket already open to a process in its graceful stop could start a generation there,
+    # which then ran until the deadline and was handed over (a single-mode scene written twice).
+    monkeypatch.setattr(handover, "_stopping", False)  # restored after the test
+    fake_anthropic.script(
+        Reply(text=screenplay_text(screenplay(scenes=2)), tokens_per_second=400, chunk_chars=8)
+    )
+    idle, busy = await ws_connect(writer), await ws_connect(writer)
+    try:
+        await busy.send_json_to(generate_message())
+        assert json.loads(await busy.receive_from(timeout=10))["type"] == "accepted"
+        handover.process_stop_begin()
+        await consumers.sockets_idle_close()
+        assert await idle.receive_output(timeout=5) == {
+            "type": "websocket.close",
+            "code": 4503,
+            "reason": "server_stopping",
+        }
+        # The run being followed goes on to its end on this socket...
+        events = await ws_events(busy)
+        assert events[-1]["type"] == "done"
+        # ...and a new one asked on it is not started: the socket closes, and the client reconnects.
+        await busy.send_json_to(generate_message())
+        assert await busy.receive_output(timeout=5) == {
+            "type": "websocket.close",
+            "code": 4503,
+            "reason": "server_stopping",
+        }
+    finally:
+        await idle.disconnect()
+        await busy.disconnect()
+    assert await GenerationRun.objects.acount() == 1
