@@ -482,6 +482,9 @@
   var RECONNECT_TRIES = 8;
 
   function runStart(request) {
+    // The last run's address goes now: a new request that the server refuses must not bring that run
+    // back on a reload. This one's comes with its `accepted`.
+    runAddressShow(null);
     runOpen({ type: "request", request: request });
   }
 

@@ -130,3 +130,41 @@ def test_a_cut_socket_reconnects_by_itself_and_resumes_after_its_last_event(
     assert indexes == [str(n) for n in range(len(indexes))], "a scene is missing or drawn twice"
     assert [m["type"] for m in sent].count("generate") == 1
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_refused_generate_after_a_run_leaves_no_run_in_the_address(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Was: the finished run's ?run= stayed in the address bar, so a reload brought that old run back
+    # in place of the writer's new request and its refusal.
+    page = watched.page
+    sockets: list[WebSocketRoute] = []
+
+    def first_through_then_refused(socket: WebSocketRoute) -> None:
+        sockets.append(socket)
+        if len(sockets) == 1:
+            socket.connect_to_server()
+            return
+        refusal = {
+            "type": "error",
+            "code": "rate_limited",
+            "message": "30 generations an hour at most.",
+            "retryable": True,
+            "retry_after": 120,
+        }
+        socket.on_message(lambda message: socket.send(json.dumps(refusal)))
+
+    page.route_web_socket("**/ws/generate/", first_through_then_refused)
+    _start_long_run(page, app_server)
+    expect(page).to_have_url(re.compile(r"/stories/new/\?run=\d+$"))
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#stream-stats")).to_have_text("Cancelled. Nothing was saved.")
+
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#stream-error")).to_contain_text("30 generations an hour at most.")
+    expect(page).to_have_url(re.compile(r"/stories/new/$"))
+    page.reload()
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    expect(page.locator("#stream-stats")).not_to_have_text("Cancelled. Nothing was saved.")
+    assert len(sockets) == 2, "the reload attached to the old run"
+    assert watched.dialogs == []
