@@ -148,8 +148,12 @@
           leaving = true;
           window.location.assign(config.storyUrl + "?version=" + result.data.number);
         } else if (result.status === 409) {
-          conflict.querySelector(".conflict-message").textContent =
-            "Another version was saved since this editor opened: " + (result.data.message || "") + ".";
+          // An editor opened on an older version conflicts with versions that were there before it.
+          var why = config.baseVersion < config.latestVersion
+            ? "This editor started from version " + config.baseVersion + ", not the latest (version " +
+              config.latestVersion + " when it opened): "
+            : "Another version was saved since this editor opened: ";
+          conflict.querySelector(".conflict-message").textContent = why + (result.data.message || "") + ".";
           conflict.hidden = false;
           conflict.querySelector(".conflict-save").focus();
         } else {

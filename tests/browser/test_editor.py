@@ -110,6 +110,15 @@ def test_a_conflicting_edit_is_not_lost(app_server: AppServer, browser: Browser)
         # Saved: the draft is gone, so the editor opens clean.
         mine.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
         expect(mine.locator(".draft-note")).to_be_hidden()
+        # Opened on an older version, its conflict is with versions that were there already (was: "saved
+        # since this editor opened").
+        mine.get_by_label("Fountain").fill(text.replace("Mine: yes", "Mine again: yes"))
+        mine.get_by_role("button", name="Save as a new version").click()
+        expect(mine.locator(".conflict-message")).to_contain_text(
+            "This editor started from version 1, not the latest (version 3 when it opened)"
+        )
+        mine.get_by_role("button", name="Reload the latest version (discards your changes)").click()
+        mine.wait_for_url(f"**/stories/{story}/versions/3/edit/")
         assert errors == []
     finally:
         context.close()
