@@ -423,7 +423,7 @@ def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serv
         idle_socket = connect_sync(ws_url, origin=served.base, additional_headers=headers)  # type: ignore[arg-type]
         # When the stop comes, one connection follows the run (which keeps the process draining), the
         # other is idle, kept alive.
-        with client.stream("GET", started.json()["events_url"]) as events:
+        with idle_socket, client.stream("GET", started.json()["events_url"]) as events:
             served.process.send_signal(signal.SIGTERM)
             time.sleep(1)
             with pytest.raises(httpx.TransportError):
