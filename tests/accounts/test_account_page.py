@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
@@ -82,3 +84,37 @@ def test_one_writers_actions_never_touch_another_writers_token(
     logged_in.post("/account/token/revoke/", {"csrfmiddlewaretoken": _csrf(logged_in)})
     assert Token.objects.get(user=other_writer).key == theirs.key
     assert theirs.key not in logged_in.get("/account/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_replacing_the_token_from_two_tabs_at_once_gives_each_a_page_and_leaves_one_working_token(
+    user_factory: Any,
+) -> None:
+    # Each thread has its own database connection, as two requests in two processes would. Both used
+    # to find no token to delete, and the second insert broke the one-token-per-user rule: a 500.
+    writer = user_factory("writer")
+    Token.objects.create(user=writer)
+    barrier = threading.Barrier(4)
+    pages: list[tuple[int, str]] = []
+
+    def replace() -> None:
+        client = Client(raise_request_exception=False)
+        client.force_login(writer)
+        try:
+            barrier.wait(timeout=10)
+            response = client.post("/account/token/")
+            pages.append((response.status_code, response.content.decode()))
+        finally:
+            connection.close()
+
+    for _round in range(3):
+        threads = [threading.Thread(target=replace) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        barrier.reset()
+    assert [status for status, _page in pages] == [200] * 12
+    key = Token.objects.get(user=writer).key
+    assert sum(key in page for _status, page in pages) == 1  # the last one shown is the one that works
+    assert Client().get("/api/stories/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
