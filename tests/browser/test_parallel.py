@@ -75,3 +75,31 @@ def test_without_javascript_the_rewrite_form_still_posts(app_server: AppServer, 
         expect(page.locator(".messages")).to_contain_text("Scene 1 rewritten: this is version")
     finally:
         context.close()
+
+
+def test_rewrite_instructions_pasted_over_the_limit_are_kept_whole_and_refused_by_name(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + f"/stories/{app_server.ids['rewritable_story']}/")
+    shown = page.locator(".version-heading").inner_text()
+    page.get_by_text("Rewrite this scene").first.click()
+    instructions = page.get_by_label("What should change?").first
+    # A browser cuts a paste at maxlength without a word, and counts UTF-16 units: emoji fitted half.
+    emoji = "\U0001f3ac" * 1_500  # 1,500 characters as the server counts them: within its 2,000
+    instructions.focus()
+    page.keyboard.insert_text(emoji)
+    assert instructions.input_value() == emoji
+    too_long = "Make the chef quieter and the outlaw louder. " * 50  # 2,250 characters
+    instructions.fill("")
+    instructions.focus()
+    page.keyboard.insert_text(too_long)
+    assert instructions.input_value() == too_long
+    page.get_by_role("button", name="Rewrite scene 1 as a new version").click()
+    expect(page.locator(".rewrite-status").first).to_contain_text(
+        "instructions are longer than 2000 characters"
+    )
+    assert instructions.input_value() == too_long  # nothing saved, nothing lost: the page stays
+    assert page.locator(".version-heading").inner_text() == shown
+    assert watched.dialogs == [] and watched.errors == []
