@@ -7,8 +7,9 @@ can rely on, so errors name the paragraph (its position in the script, counting 
 
 expat, under defusedxml, reads UTF-8, UTF-16, ISO-8859-1 and ASCII itself, and no multi-byte encoding
 declared in the XML declaration (Shift_JIS, EUC-JP, Big5, GB2312: what Final Draft files written in
-Japan, Taiwan or China may use). Those are decoded here into UTF-8 first; an encoding Python does not
-know, or bytes that are not in it, are an import error that names it.
+Japan, Taiwan or China may use), and none of those under another name (``utf8``). Those are decoded here
+into UTF-8 first; an encoding Python does not know, or bytes that are not in it, are an import error that
+names it.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def screenplay_from_fdx(data: bytes) -> dict[str, Any]:
 
 # The XML declaration's encoding, where the file starts with one in an ASCII-compatible encoding.
 _DECLARED = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*["']([^"']{1,40})["']""")
-_EXPAT_READS = frozenset({"utf-8", "utf-16", "iso8859-1", "ascii"})  # codecs.lookup(...).name
+# The names expat reads itself (case-blind). It knows no aliases: "utf8", "UTF_8" or "u8" were read as an
+# unknown single-byte encoding, and the first letter past ASCII was "not well-formed XML".
+_EXPAT_READS = frozenset({"UTF-8", "UTF-16", "ISO-8859-1", "US-ASCII"})
 
 
 def _expat_readable(data: bytes) -> bytes:
-    """``data``, or its text in UTF-8 when it declares an encoding expat cannot read itself."""
+    """``data``, or its text in UTF-8 when it declares an encoding by a name expat cannot read itself."""
     declared = _DECLARED.match(data)
     if declared is None:
         return data
@@ -57,7 +60,7 @@ def _expat_readable(data: bytes) -> bytes:
         codec = codecs.lookup(name)
     except LookupError:
         raise ScreenplayImportError(f"the file declares an encoding we do not know ({name})") from None
-    if codec.name in _EXPAT_READS:
+    if name.upper() in _EXPAT_READS:
         return data
     try:
         text = data.decode(codec.name)

@@ -120,6 +120,17 @@ def test_fdx_in_a_declared_multi_byte_encoding_is_read(encoding: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("encoding", ["utf8", "UTF8", "utf_8", "latin1", "windows-1252"])
+def test_fdx_declaring_its_encoding_by_another_name_python_knows_is_read(encoding: str) -> None:
+    # expat knows no aliases: a file declaring "utf8" was "not well-formed XML" at its first accent.
+    body = _FDX_BODY.replace("東京 - 夜", "CAFÉ - DAY").replace("雨が降る。", "Crème brûlée.")
+    data = f'<?xml version="1.0" encoding="{encoding}"?>'.encode() + body.encode(encoding)
+    content = screenplay_from_fdx(data)
+    assert content["scenes"] == [
+        {"heading": "INT. CAFÉ - DAY", "elements": [{"type": "action", "text": "Crème brûlée."}]}
+    ]
+
+
 @pytest.mark.parametrize(
     ("encoding", "message"),
     [
