@@ -1,8 +1,10 @@
 """A JSON parser that refuses oversized bodies before reading them whole, and bodies that are not objects.
 
-DRF's JSONParser reads the request stream to the end whatever its size (Django's
-DATA_UPLOAD_MAX_MEMORY_SIZE only guards ``request.body`` and form parsing). This one reads at most
-the limit plus one byte and answers 413 past it, whether or not the client sent a Content-Length.
+DRF's JSONParser reads the request stream to the end whatever its size; and DRF hands any JSONParser
+``request.body`` rather than the stream, which Django refuses past DATA_UPLOAD_MAX_MEMORY_SIZE with a
+400 ("The request could not be understood."), its limit for forms, not this one's. This parser is
+not a JSONParser, so DRF gives it the stream: it reads at most ``API_MAX_BODY_BYTES`` plus one byte and
+answers 413 past it, whether or not the client sent a Content-Length, whatever the form limit is.
 
 Every JSON body this API takes is an object. A view reading fields from ``request.data`` with
 ``.get`` treated a list body as an empty object (the scene rewrite answered 201 to ``[1, 2]``), so
@@ -18,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser, JSONParser
 
 
 class RequestTooLarge(APIException):
@@ -26,7 +28,14 @@ class RequestTooLarge(APIException):
     default_code = "request_too_large"
 
 
-class BoundedJSONParser(JSONParser):
+_JSON = JSONParser()
+
+
+class BoundedJSONParser(BaseParser):
+    # JSONParser's, for content negotiation and the schema; not a subclass (see the module docstring).
+    media_type = JSONParser.media_type
+    renderer_class = JSONParser.renderer_class
+
     def parse(
         self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
     ) -> Any:
@@ -37,7 +46,7 @@ class BoundedJSONParser(JSONParser):
         if not body:
             raise ParseError("The request body is empty; send a JSON object.")
         try:
-            data = super().parse(io.BytesIO(body), media_type, parser_context)
+            data = _JSON.parse(io.BytesIO(body), media_type, parser_context)
         except RecursionError:
             # json.loads recurses once per nesting level; a deeply nested body must be a 400, not a 500.
             raise ParseError("JSON parse error - the body is nested too deeply.") from None

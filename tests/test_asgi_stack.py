@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -131,6 +132,33 @@ def test_a_chunked_body_past_the_limit_is_refused_with_413(token: str, settings:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert not Story.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_json_body_past_the_form_limit_is_a_413_naming_the_api_limit(token: str, settings: Any) -> None:
+    # Within HTTP_MAX_BODY_BYTES (read by the handler) but past DATA_UPLOAD_MAX_MEMORY_SIZE: DRF read
+    # it through request.body, which Django refused with a 400 "The request could not be understood."
+    size = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 20_000
+    assert size < settings.HTTP_MAX_BODY_BYTES
+    body = b'{"title": "Big", "plot": "' + b"p" * size + b'"}'
+    response = _asgi_post("/api/stories/", [body], token)
+    assert (response.status_code, response.json()) == (
+        413,
+        {"detail": f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes."},
+    )
+    assert not Story.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_json_body_within_the_api_limit_is_read_whatever_the_form_limit(token: str, settings: Any) -> None:
+    # DJANGO_DATA_UPLOAD_MAX_BYTES bounds forms and uploads; JSON bodies have API_MAX_BODY_BYTES.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 65_536
+    fountain = "Title: Long\n\nINT. HALL - NIGHT\n\n" + "\n\n".join(["The clock ticks on."] * 5_000)
+    body = json.dumps({"fountain": fountain}).encode()
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE < len(body) < settings.API_MAX_BODY_BYTES
+    response = _asgi_post("/api/stories/import/", [body], token)
+    assert response.status_code == 201, response.text
+    assert response.json()["story"]["title"] == "Long"
 
 
 @pytest.mark.django_db(transaction=True)
