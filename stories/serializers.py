@@ -9,6 +9,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils import html
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator
@@ -27,8 +28,10 @@ class StorableCharField(serializers.CharField):
     def __init__(self, *, max_length_setting: str | None = None, **kwargs: Any) -> None:
         self.max_length_setting = max_length_setting
         super().__init__(**kwargs)
-        # Ours names the field and covers NUL too: DRF's own NUL check would say it a second time.
-        self.validators = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+        # Ours names the field and covers NUL and lone surrogates too: DRF's own checks would say it a
+        # second time (and DRF's surrogate message names the code point, part of the value).
+        theirs = (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator)
+        self.validators = [v for v in self.validators if not isinstance(v, theirs)]
         self.validators.append(StorableTextValidator(field=kwargs.get("label") or "text"))
 
     def to_internal_value(self, data: Any) -> str:
