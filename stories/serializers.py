@@ -22,7 +22,8 @@ class StorableCharField(serializers.CharField):
     DRF's CharField already refuses NUL; the surrogate check is ours. ``max_length_setting`` names a
     setting read at validation time, so a limit changed by the environment applies without a reload.
     A number is refused too, where DRF's CharField would store ``0`` as the text "0": a client that
-    sends one has a bug to learn of, not a story titled "12.5".
+    sends one has a bug to learn of, not a story titled "12.5". Text of whitespace only is blank,
+    whether or not the field keeps its whitespace.
     """
 
     def __init__(self, *, max_length_setting: str | None = None, **kwargs: Any) -> None:
@@ -38,6 +39,10 @@ class StorableCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         value = super().to_internal_value(data)
+        if not self.allow_blank and not value.strip():
+            # DRF sees a blank only in "" unless it trims: a plot of spaces was stored, and every
+            # generation from it refused ("plot must not be empty").
+            self.fail("blank")
         if self.max_length_setting:
             limit = getattr(settings, self.max_length_setting)
             if len(value) > limit:

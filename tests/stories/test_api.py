@@ -204,6 +204,7 @@ def test_a_huge_story_id_is_a_404_not_a_database_error(writer: Any) -> None:
     [
         ({"title": "x" * 201, "plot": "p"}, "title", "no more than 200 characters"),
         ({"title": "", "plot": "p"}, "title", "may not be blank"),
+        ({"title": "t", "plot": " \n\t\u3000 "}, "plot", "may not be blank"),
         ({"plot": "p"}, "title", "required"),
         ({"title": "t", "plot": "p" * 101}, "plot", "no more than 100 characters (it has 101)"),
         ({"title": "t", "plot": ["a list"]}, "plot", "Not a valid string"),
@@ -264,6 +265,17 @@ def test_an_emoji_plot_is_stored_and_returned_intact(writer: Any) -> None:
     )
     assert created.status_code == 201
     assert Story.objects.get().plot == plot
+
+
+def test_a_plot_of_whitespace_only_is_refused_as_blank_as_a_generation_refuses_it(
+    writer: Any, story: Story
+) -> None:
+    # The story kept a plot of spaces, and every generation from its page then failed with
+    # "plot must not be empty".
+    response = client_for(writer).patch(f"/api/stories/{story.pk}/", {"plot": "\n   \n"}, format="json")
+    assert (response.status_code, response.json()) == (400, {"plot": ["This field may not be blank."]})
+    story.refresh_from_db()
+    assert story.plot == "A crew robs a vault."
 
 
 def test_a_nul_byte_in_a_patch_is_a_400_and_changes_nothing(writer: Any, story: Story) -> None:
