@@ -468,3 +468,16 @@ def test_a_version_sent_as_a_form_with_json_content_is_saved(writer: Any, story:
     )
     assert response.status_code == 201
     assert response.json()["content"] == edited
+
+
+def test_a_storys_versions_list_is_paginated_like_the_other_lists(writer: Any, story: Story) -> None:
+    # docs/protocol.md listed /api/personas/, /api/stories/ and /api/runs/ as the paginated lists; the
+    # versions list is one too (20 a page, newest first, 404 past the last page).
+    ScreenplayVersion.objects.bulk_create(
+        ScreenplayVersion(story=story, number=n, content=SCREENPLAY) for n in range(2, 22)
+    )
+    client = client_for(writer)
+    first = client.get(_versions(story)).json()
+    assert (first["count"], len(first["results"]), first["results"][0]["number"]) == (21, 20, 21)
+    assert client.get(first["next"]).json()["results"][0]["number"] == 1
+    assert client.get(_versions(story) + "?page=3").json() == {"detail": "Invalid page."}
