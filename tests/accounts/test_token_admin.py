@@ -1,0 +1,91 @@
+"""API tokens in the admin: staff see whose token it is and its last four characters, never the key."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from accounts.services import api_token_create
+
+TOKENS = "/admin/authtoken/tokenproxy/"
+
+
+def _staff(user_factory: Any, username: str, *codenames: str) -> Client:
+    user = user_factory(username, is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _csrf(page: Any) -> str:
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    assert match
+    return match.group(1)
+
+
+@pytest.mark.django_db
+def test_staff_who_may_view_tokens_see_whose_they_are_but_never_a_key(user_factory: Any, writer: Any) -> None:
+    key = api_token_create(user=writer).key
+    viewer = _staff(user_factory, "auditor", "view_tokenproxy")
+    listed = viewer.get(TOKENS)
+    assert listed.status_code == 200
+    assert "writer" in listed.content.decode()
+    assert f"…{key[-4:]}" in listed.content.decode()
+    for path in (
+        TOKENS,
+        f"{TOKENS}{writer.pk}/change/",
+        f"{TOKENS}{writer.pk}/history/",
+        f"{TOKENS}?q=writer",
+    ):
+        page = viewer.get(path)
+        assert page.status_code == 200, path
+        assert key not in page.content.decode(), path
+
+
+@pytest.mark.django_db
+def test_a_superuser_adding_changing_and_deleting_tokens_is_never_shown_a_key(
+    user_factory: Any, writer: Any
+) -> None:
+    root = user_factory("root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(root)
+    added = client.post(f"{TOKENS}add/", {"user": writer.pk}, follow=True)
+    assert added.status_code == 200
+    key = writer.auth_token.key
+    assert "API token of writer" in added.content.decode()
+    pages = [
+        added,
+        client.get(f"{TOKENS}{writer.pk}/change/"),
+        client.get(f"{TOKENS}{writer.pk}/delete/"),
+        client.get("/admin/"),  # "Recent actions"
+        # The token is listed among what goes with the user.
+        client.get(f"/admin/auth/user/{writer.pk}/delete/"),
+    ]
+    for page in pages:
+        assert page.status_code == 200
+        assert key not in page.content.decode()
+    deleted = client.post(f"{TOKENS}{writer.pk}/delete/", {"post": "yes"}, follow=True)
+    assert deleted.status_code == 200
+    assert key not in deleted.content.decode()
+    assert key not in client.get("/admin/").content.decode()
+
+
+@pytest.mark.django_db
+def test_staff_who_may_delete_users_are_not_shown_the_keys_going_with_them(
+    user_factory: Any, writer: Any
+) -> None:
+    key = api_token_create(user=writer).key
+    staff = _staff(user_factory, "moderator", "view_user", "delete_user")
+    page = staff.get("/admin/auth/user/")
+    action = staff.post(
+        "/admin/auth/user/",
+        {"action": "delete_selected", "_selected_action": [writer.pk], "csrfmiddlewaretoken": _csrf(page)},
+    )
+    assert action.status_code == 200
+    assert "API token of writer" in action.content.decode()
+    assert key not in action.content.decode()
