@@ -67,8 +67,32 @@ def persona_config_errors(config: object) -> list[str]:
     errors = []
     for error in sorted(_VALIDATOR.iter_errors(config), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
-        errors.append(f"{where}: {error.message}")
+        errors.append(f"{where}: {_error_message(error)}")
     return errors
+
+
+# jsonschema's own messages quote the whole value and not the limit ("'<20,000 characters>' is too
+# long"): a text or list over its bound is said by its size and the bound, a long value is not quoted.
+_QUOTED_MAX_CHARS = 60
+_KINDS = {
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def _error_message(error: jsonschema.ValidationError) -> str:
+    instance, bound = error.instance, error.validator_value
+    if error.validator == "maxLength":
+        return f"is {len(instance)} characters long; the limit is {bound}"
+    if error.validator == "maxItems":
+        return f"holds {len(instance)} items; the limit is {bound}"
+    if error.validator == "type" and len(repr(instance)) > _QUOTED_MAX_CHARS:
+        return f"{_KINDS.get(type(instance), 'the value')} is not of type {bound!r}"
+    return str(error.message)
 
 
 def validate_persona_config(config: object) -> None:

@@ -166,7 +166,7 @@ def test_clearing_a_field_removes_its_key_and_raw_json_edits_still_work(editor_c
         ("private", "{not json", "is not valid JSON"),
         ("private", '["a list"]', "private: [&#x27;a list&#x27;] is not of type &#x27;object&#x27;"),
         ("extensions", '{"x": 1e400}', "holds a number that is not finite"),
-        ("summary", "s" * 501, "summary: &#x27;sss"),
+        ("summary", "s" * 501, "summary: is 501 characters long; the limit is 500"),
         ("voice", "a\x00b", "Null characters are not allowed."),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -65,7 +66,7 @@ def test_the_preview_says_when_and_by_how_much_the_context_is_over_the_budget(ed
     [
         ({"private": "{oops", "config_data": "{}"}, "Private: The text is not valid JSON"),
         ({"config_data": '["a list"]'}, "The config must be a JSON object"),
-        ({"summary": "s" * 501, "config_data": "{}"}, "summary: 'sss"),
+        ({"summary": "s" * 501, "config_data": "{}"}, "summary: is 501 characters long; the limit is 500"),
         (
             {"voice": "x" * 20_001, "config_data": "{}"},
             "Voice: Ensure this value has at most 20000 characters",
@@ -106,3 +107,13 @@ def test_who_may_preview(user_factory: Any, role: str, expected: int) -> None:
     if expected == 302:
         assert response["Location"].startswith("/admin/login/")
     assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_text_over_its_limit_in_the_raw_json_is_said_by_its_size_not_quoted_back(
+    editor_client: Client,
+) -> None:
+    config = {"backstory": "Once upon a time. " * 1200}  # 21,600 characters
+    answer = editor_client.post(PREVIEW, {"config_data": json.dumps(config)})
+    assert answer.status_code == 400
+    assert answer.json() == {"errors": ["backstory: is 21600 characters long; the limit is 20000"]}

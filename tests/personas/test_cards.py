@@ -201,6 +201,28 @@ def test_bad_files_are_refused_with_a_clear_error(data: bytes, message: str) -> 
     assert "object at 0x" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("data", "limit"),
+    [
+        (
+            {"description": "A long life. " * 2000},
+            "description: is 26000 characters long; the limit is 20000",
+        ),
+        ({"mes_example": "<START>Hi.\n" * 60}, "example_lines: holds 60 items; the limit is 50"),
+        ({"description": "d", "tags": ["noir " * 20]}, "tags/0: is 100 characters long; the limit is 60"),
+    ],
+)
+def test_a_card_over_a_config_limit_is_refused_naming_the_size_and_the_limit(
+    data: dict[str, Any], limit: str
+) -> None:
+    card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Verbose", **data}}
+    with pytest.raises(CardError) as raised:
+        persona_file_read(data=json.dumps(card).encode(), filename="verbose.json")
+    # jsonschema's message quoted the whole value ("'A long life. A long life. ...' is too long", 26 KB
+    # in the admin's form error) and never said the limit.
+    assert str(raised.value) == f"verbose.json gives a persona config that is not valid: {limit}"
+
+
 def _animated_card(frames: int, size: tuple[int, int]) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text("chara", base64.b64encode(json.dumps(CARD_V2).encode()).decode())
