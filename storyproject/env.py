@@ -73,7 +73,7 @@ def redis_url(name: str) -> str:
     url = envstr(name)
     if not url:
         return ""
-    parsed = urlparse(url)
+    parsed = _url_parse(url, name)
     if parsed.scheme not in ("redis", "rediss", "unix"):
         raise ImproperlyConfigured(
             f"{name} must start with redis://, rediss:// or unix://; got scheme {parsed.scheme!r}"
@@ -87,6 +87,15 @@ def redis_url(name: str) -> str:
     return url
 
 
+def _url_parse(url: str, name: str) -> ParseResult:
+    # urlparse raises for an unclosed IPv6 bracket ("Invalid IPv6 URL"): a traceback that named no
+    # variable. The URL, which may hold a password, is not repeated.
+    try:
+        return urlparse(url)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} cannot be read as a URL: {error}") from None
+
+
 def _port(parsed: ParseResult, name: str) -> int | None:
     try:
         return parsed.port  # raises for a port that is not a number in range
@@ -96,7 +105,7 @@ def _port(parsed: ParseResult, name: str) -> int | None:
 
 def database_from_url(url: str, *, base_dir: str) -> dict[str, object]:
     """Turn ``DATABASE_URL`` into a ``DATABASES['default']`` entry (SQLite or PostgreSQL)."""
-    parsed = urlparse(url)
+    parsed = _url_parse(url, "DATABASE_URL")
     if parsed.scheme == "sqlite":
         # sqlite:///relative.db and sqlite:////absolute/path.db, as dj-database-url reads them.
         path = unquote(parsed.path[1:]) if parsed.path.startswith("/") else unquote(parsed.path)
