@@ -98,9 +98,14 @@ def _url_parse(url: str, name: str) -> ParseResult:
 
 def _port(parsed: ParseResult, name: str) -> int | None:
     try:
-        return parsed.port  # raises for a port that is not a number in range
+        port = parsed.port  # raises for a port that is not a number from 0 to 65535
     except ValueError:
-        raise ImproperlyConfigured(f"{name}'s port must be a number from 1 to 65535") from None
+        port = 0
+    if port == 0:
+        # Port 0 is no server's: DATABASE_URL's became no port at all, so PostgreSQL's default (5432),
+        # another server than the one named; redis-py failed at the first command.
+        raise ImproperlyConfigured(f"{name}'s port must be a number from 1 to 65535")
+    return port
 
 
 def database_from_url(url: str, *, base_dir: str) -> dict[str, object]:

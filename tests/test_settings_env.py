@@ -78,6 +78,8 @@ def test_database_url_reads_relative_and_absolute_sqlite() -> None:
         ("postgres://localhost/", "needs a database name"),
         ("sqlite://", "needs a file path"),
         ("postgres://localhost:99999/x", "port must be a number from 1 to 65535"),
+        # Port 0 became no port, so PostgreSQL's default (5432): another server than the one named.
+        ("postgres://localhost:0/x", "DATABASE_URL's port must be a number from 1 to 65535"),
         # A ValueError from urlparse, with a traceback that named no variable.
         ("postgres://u:secret@[::1/x", "DATABASE_URL cannot be read as a URL: Invalid IPv6 URL"),
         ("postgres://localhost/x?pool_max=abc", "pool_max must be a number from 1 to 1000"),
@@ -96,6 +98,7 @@ def test_database_url_rejects_what_would_fail_later_with_a_clear_message(url: st
         ("http://127.0.0.1:6379/7", "REDIS_URL must start with redis://, rediss:// or unix://"),
         ("redis://127.0.0.1:6379/abc", "REDIS_URL's path must be a database number"),
         ("redis://127.0.0.1:70000/0", "REDIS_URL's port must be a number from 1 to 65535"),
+        ("redis://127.0.0.1:0/0", "REDIS_URL's port must be a number from 1 to 65535"),
         ("redis://[::1/0", "REDIS_URL cannot be read as a URL: Invalid IPv6 URL"),
     ],
 )
