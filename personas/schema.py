@@ -55,7 +55,7 @@ _VALIDATOR = jsonschema.Draft202012Validator(PERSONA_CONFIG_SCHEMA)
 def persona_config_errors(config: object) -> list[str]:
     """Every problem with ``config``, as sentences an editor can act on; empty when valid."""
     if not isinstance(config, dict):
-        return ["The config must be a JSON object ({...}), not " + type(config).__name__ + "."]
+        return [f"The config must be a JSON object ({{...}}), not {_kind(config)}."]
     # Before the size: json.dumps itself fails on some of what this refuses (huge integers).
     problem = json_value_problem(config)
     if problem is not None:
@@ -74,14 +74,15 @@ def persona_config_errors(config: object) -> list[str]:
 # jsonschema's own messages quote the whole value and not the limit ("'<20,000 characters>' is too
 # long"): a text or list over its bound is said by its size and the bound, a long value is not quoted.
 _QUOTED_MAX_CHARS = 60
-_KINDS = {
-    str: "a string",
-    bool: "a boolean",
-    int: "a number",
-    float: "a number",
-    list: "a list",
-    dict: "an object",
-}
+# bool before int: True is an int too.
+_KINDS = (
+    (str, "a string"),
+    (bool, "a boolean"),
+    (int, "a number"),
+    (float, "a number"),
+    (list, "a list"),
+    (dict, "an object"),
+)
 
 
 def _error_message(error: jsonschema.ValidationError) -> str:
@@ -91,8 +92,14 @@ def _error_message(error: jsonschema.ValidationError) -> str:
     if error.validator == "maxItems":
         return f"holds {len(instance)} items; the limit is {bound}"
     if error.validator == "type" and len(repr(instance)) > _QUOTED_MAX_CHARS:
-        return f"{_KINDS.get(type(instance), 'the value')} is not of type {bound!r}"
+        return f"{_kind(instance)} is not of type {bound!r}"
     return str(error.message)
+
+
+def _kind(value: object) -> str:
+    """A JSON value's kind in words; by isinstance, as the admin's JSON field gives a str subclass
+    (``JSONString``), whose class name the message showed ("not JSONString")."""
+    return next((kind for cls, kind in _KINDS if isinstance(value, cls)), "null")
 
 
 def validate_persona_config(config: object) -> None:

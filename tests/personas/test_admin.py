@@ -28,7 +28,11 @@ def test_an_editor_can_add_a_persona_with_a_valid_config(editor_client: Client) 
     ("config", "message"),
     [
         ('{"tags": "noir"}', "tags: &#x27;noir&#x27; is not of type &#x27;array&#x27;"),
-        ('["a list"]', "must be a JSON object"),
+        ('["a list"]', "The config must be a JSON object ({...}), not a list."),
+        # The message named Python's classes: "not JSONString", "not int", "not bool".
+        ('"a string"', "The config must be a JSON object ({...}), not a string."),
+        ("7", "The config must be a JSON object ({...}), not a number."),
+        ("true", "The config must be a JSON object ({...}), not a boolean."),
         ("{not json", "is not valid JSON"),
         ('{"voice": 7}', "voice: 7 is not of type &#x27;string&#x27;"),
         # Issue 13 item 5: each of these was a 500 (on SQLite, PostgreSQL or both).
