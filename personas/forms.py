@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +50,21 @@ def _text_store(text: str) -> str | None:
     return text if text.strip() else None
 
 
+# Example lines are one per line. A Character Card's example is a dialogue of several lines (one
+# <START> block, imported as one item): where an example spans lines, examples are shown separated by
+# a blank line, and a text with a blank line in it is read back that way, so editing the field no
+# longer splits each imported dialogue into lines of its own.
+_BLANK_LINE = re.compile(r"\n\s*\n")
+
+
 def _lines_show(value: object) -> str:
-    return "\n".join(item for item in value if isinstance(item, str)) if isinstance(value, list) else ""
+    lines = [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+    return ("\n\n" if any("\n" in line for line in lines) else "\n").join(lines)
 
 
 def _lines_store(text: str) -> list[str] | None:
-    return [line.strip() for line in text.split("\n") if line.strip()] or None
+    examples = _BLANK_LINE.split(text) if _BLANK_LINE.search(text.strip()) else text.split("\n")
+    return [example.strip() for example in examples if example.strip()] or None
 
 
 def _tags_show(value: object) -> str:
@@ -130,8 +140,9 @@ class PersonaConfigForm(forms.ModelForm):
     voice = PersonaTextField(help_text=f"How the persona speaks: rhythm, vocabulary, tics. {_SENT} 'Voice:'.")
     example_lines = PersonaTextField(
         rows=6,
-        max_length=EXAMPLE_LINES_MAX * (TEXT_MAX_CHARS + 1),
-        help_text="Lines of dialogue in the persona's voice, one per line (blank lines are dropped). "
+        max_length=EXAMPLE_LINES_MAX * (TEXT_MAX_CHARS + 2),
+        help_text="Lines of dialogue in the persona's voice, one per line. An example of several lines "
+        "(a card's <START> block) is kept whole when examples are separated by a blank line. "
         f"{_SENT} 'Example lines:', one bullet each.",
     )
     scenario = PersonaTextField(

@@ -180,3 +180,46 @@ def test_a_bad_part_is_a_form_error_and_nothing_is_saved(
     assert message in response.content.decode()
     persona.refresh_from_db()
     assert (persona.config_data, persona.version) == (CONFIG, 1)
+
+
+@pytest.mark.django_db
+def test_an_imported_cards_multi_line_examples_stay_whole_when_the_examples_are_edited(
+    editor_client: Client,
+) -> None:
+    # A card's <START> blocks are dialogues of several lines, imported as one example each. Shown one
+    # line under the other, any edit of the field split every dialogue into lines of its own.
+    dialogues = ["{{user}}: Who hired you?\n{{char}}: Nobody you'd know.", "{{char}}: Rain again."]
+    persona = PersonaConfig.objects.create(
+        name="sam", display_name="Sam", config_data={"voice": "Dry.", "example_lines": dialogues}
+    )
+    url = _change_url(persona)
+    shown = editor_client.get(url).context["adminform"].form["example_lines"].value()
+    assert shown == "\n\n".join(dialogues)
+    edited = shown + "\n\n{{user}}: And now?\n{{char}}: Now we wait."
+    saved = editor_client.post(
+        url, _as_browser_posts(editor_client, url, example_lines=edited.replace("\n", "\r\n"))
+    )
+    assert saved.status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data["example_lines"] == [*dialogues, "{{user}}: And now?\n{{char}}: Now we wait."]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("One.\nTwo.\nThree.", ["One.", "Two.", "Three."]),
+        ("One.\n\n \nTwo.", ["One.", "Two."]),
+        ("\n  One.\nTwo.  \n", ["One.", "Two."]),
+        ("One.\nStill one.\n\nTwo.", ["One.\nStill one.", "Two."]),  # a blank line separates examples
+    ],
+)
+def test_example_lines_are_one_per_line_unless_a_blank_line_separates_them(
+    editor_client: Client, typed: str, stored: list[str]
+) -> None:
+    persona = PersonaConfig.objects.create(name="sam", display_name="Sam", config_data={"voice": "Dry."})
+    url = _change_url(persona)
+    saved = editor_client.post(url, _as_browser_posts(editor_client, url, example_lines=typed))
+    assert saved.status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data["example_lines"] == stored
