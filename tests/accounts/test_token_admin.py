@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
@@ -89,3 +90,30 @@ def test_staff_who_may_delete_users_are_not_shown_the_keys_going_with_them(
     assert action.status_code == 200
     assert "API token of writer" in action.content.decode()
     assert key not in action.content.decode()
+
+
+@pytest.mark.django_db
+def test_log_entries_written_before_carry_no_key_once_migrated(user_factory: Any, writer: Any) -> None:
+    # Entries the admin wrote with DRF's naming (the key) stayed in "Recent actions" and the history.
+    from django.apps import apps
+    from django.contrib.admin.models import ADDITION, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+    from rest_framework.authtoken.models import Token, TokenProxy
+
+    migration = importlib.import_module("accounts.migrations.0001_token_log_entries_keys_hidden")
+    key = api_token_create(user=writer).key
+    admin_user = user_factory("boss", is_staff=True, is_superuser=True)
+    for model, object_id in ((TokenProxy, str(writer.pk)), (Token, key)):
+        LogEntry.objects.create(
+            user=admin_user,
+            content_type=ContentType.objects.get_for_model(model, for_concrete_model=False),
+            object_id=object_id,
+            object_repr=key,
+            action_flag=ADDITION,
+        )
+    migration.token_log_entries_keys_hidden(apps, None)
+    entries = list(LogEntry.objects.values_list("object_repr", "object_id").order_by("pk"))
+    assert entries == [("API token of writer", str(writer.pk)), ("API token", None)]
+    staff = Client()
+    staff.force_login(admin_user)
+    assert key not in staff.get("/admin/").content.decode()
