@@ -550,7 +550,8 @@ def _user_id(request: Request) -> int:
 
 
 class EventStreamRenderer(BaseRenderer):
-    """``text/event-stream``, so that an EventSource's Accept header is acceptable; errors stay JSON."""
+    """``text/event-stream``, so that an EventSource's Accept header is acceptable; errors stay JSON
+    (``RunEventsApi.finalize_response``)."""
 
     media_type = "text/event-stream"
     format = "sse"
@@ -605,6 +606,13 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
 )
 class RunEventsApi(APIView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(response, Response) and response.status_code >= 400:
+            # An error is JSON, labelled so, whatever the client accepts: an EventSource accepts
+            # text/event-stream alone, and negotiation gave the error that label.
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def get(self, request: Request, run_id: int) -> HttpResponseBase:
         run = _own_run(request, run_id)

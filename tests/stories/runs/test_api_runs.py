@@ -84,6 +84,24 @@ def test_a_bad_after_is_a_400(writer: Any, cast: Any, offline: None, after: str)
     assert response.json()["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("accept", ["text/event-stream", "application/json", "*/*"])
+def test_an_error_is_json_whatever_the_client_accepts(
+    writer: Any, other_writer: Any, cast: Any, offline: None, accept: str
+) -> None:
+    # Was: asked by an EventSource (Accept: text/event-stream), an error's JSON body was labelled
+    # text/event-stream, which no SSE client can read as an error.
+    run_id = _finished_run(writer)
+    refused = [
+        _client(writer).get(f"/api/runs/{run_id}/events/", {"after": "x"}, HTTP_ACCEPT=accept),
+        _client(other_writer).get(f"/api/runs/{run_id}/events/", HTTP_ACCEPT=accept),
+        _client(None).get(f"/api/runs/{run_id}/events/", HTTP_ACCEPT=accept),
+    ]
+    assert [response.status_code for response in refused] == [400, 404, 401]
+    for response in refused:
+        assert response["Content-Type"] == "application/json", response.content
+        assert json.loads(response.content)
+
+
 def test_another_writers_or_an_unknown_run_is_404_and_anonymous_is_refused(
     writer: Any, other_writer: Any, cast: Any, offline: None
 ) -> None:
