@@ -5,7 +5,9 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import BadRequest
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import render
+from django.template import loader
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
@@ -31,6 +33,32 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponseBase:
 
 
 handler400 = bad_request
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    """Django's 404 (handler404): JSON for the API and for a script asking for JSON (the editor's
+    preview), the site's page elsewhere. Neither says whether the object exists for someone else."""
+    if _json_wanted(request):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return render(request, "not_found.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponseBase:
+    """Django's 500 (handler500): a page that needs nothing that may have failed (no user, no request
+    context); JSON for the API. The error itself is in the server's log, never in the answer."""
+    if _json_wanted(request):
+        return JsonResponse(
+            {"detail": "The server failed; try again later.", "code": "server_error"}, status=500
+        )
+    return HttpResponse(loader.get_template("server_error.html").render(), status=500)
+
+
+def _json_wanted(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") or not request.accepts("text/html")
+
+
+handler404 = not_found
+handler500 = server_error
 
 
 class FaviconRedirect(RedirectView):
