@@ -154,7 +154,8 @@ def _transition(text: str) -> str:
         # "> ... <" is centered text, not a transition.
         transition += ZERO_WIDTH_SPACE
     plain = (
-        transition.isupper()
+        # Readers (screenplain) ask the text before "TO:" to be upper case: "李小龍TO:" is not.
+        transition[: -len("TO:")].isupper()
         and transition.endswith("TO:")
         and len(transition) > len("TO:")
         and transition[0].isalnum()

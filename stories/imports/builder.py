@@ -45,6 +45,8 @@ class ScreenplayBuilder:
     # Elements before the first heading (a "FADE IN:", a cold open) join the first scene.
     _before_first: list[dict[str, Any]] = field(default_factory=list)
     _speakers: dict[str, None] = field(default_factory=dict)
+    # Where an empty scene heading was read, while nothing has been written after it yet.
+    _empty_heading_at: str = ""
 
     def set_title(self, text: str, *, where: str) -> None:
         self.title = _checked(text, MAX_TITLE, "the title", where)
@@ -53,11 +55,18 @@ class ScreenplayBuilder:
         self.logline = _checked(text, MAX_LOGLINE, "the logline", where)
 
     def heading(self, text: str, *, where: str) -> None:
+        heading = _checked(text, MAX_HEADING, "a scene heading", where)
+        # An empty heading (Final Draft leaves one after a last transition) opens a scene only once
+        # something is written in it: a scene of nothing would be imported as an empty "SCENE".
+        self._empty_heading_at = "" if heading else where
+        if heading:
+            self._scene_open(heading, where)
+
+    def _scene_open(self, heading: str, where: str) -> None:
         if len(self.scenes) >= settings.STORY_IMPORT_MAX_SCENES:
             raise ScreenplayImportError(
                 f"more than {settings.STORY_IMPORT_MAX_SCENES} scenes (STORY_IMPORT_MAX_SCENES)", where=where
             )
-        heading = _checked(text, MAX_HEADING, "a scene heading", where) or "SCENE"
         self.scenes.append({"heading": heading, "elements": self._before_first})
         self._before_first = []
 
@@ -102,6 +111,9 @@ class ScreenplayBuilder:
         return content
 
     def _elements(self) -> list[dict[str, Any]]:
+        if self._empty_heading_at:
+            where, self._empty_heading_at = self._empty_heading_at, ""
+            self._scene_open("SCENE", where)
         return self.scenes[-1]["elements"] if self.scenes else self._before_first
 
 

@@ -143,9 +143,9 @@ class _Reader:
         if kind == SCENE_HEADING:
             self.builder.heading(one_line(text), where=where)
         elif kind == CHARACTER:
+            # An empty one (Final Draft leaves one where Enter was pressed after a speech) names no one:
+            # it is skipped, and a Dialogue after it, which nobody speaks, is read as action.
             self.character, self.where = one_line(text), where
-            if not self.character:
-                raise ScreenplayImportError("a Character paragraph is empty", where=where)
         elif kind == TRANSITION:
             self.builder.action(one_line(text), where=where, kind="transition")
         else:

@@ -65,6 +65,17 @@ def _structure(screenplay: dict[str, Any]) -> list[str]:
         ],
     }
 )
+# Found by hypothesis: a transition whose only cased letters were its "TO:" was written unforced, and
+# read back as action (readers ask the text before "TO:" to be upper case).
+@example(
+    screenplay={
+        "title": "INT. ",
+        "characters": [{"name": "INT. "}],
+        "scenes": [
+            {"heading": "INT. ", "elements": [{"type": "transition", "text": "\u674e\u5c0f\u9f8dTO:"}]}
+        ],
+    }
+)
 def test_hostile_screenplays_read_back_with_the_same_structure(screenplay: dict[str, Any]) -> None:
     jsonschema.validate(screenplay, SCHEMA)
     parsed = _read(screenplay, author="Ann Writer")

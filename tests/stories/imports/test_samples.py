@@ -190,3 +190,46 @@ def test_a_first_scene_heading_with_a_colon_is_a_scene_not_a_title_page() -> Non
     titled = screenplay_from_fountain("Title: Park\nAuthor: Me\n\nEXT. PARK: NIGHT\n\nBob walks.\n")
     assert titled["title"] == "Park"
     assert [scene["heading"] for scene in titled["scenes"]] == ["EXT. PARK: NIGHT"]
+
+
+def _fdx(*paragraphs: tuple[str, str]) -> bytes:
+    body = "".join(f'<Paragraph Type="{kind}"><Text>{text}</Text></Paragraph>' for kind, text in paragraphs)
+    return f"<FinalDraft><Content>{body}</Content></FinalDraft>".encode()
+
+
+def test_fdx_empty_paragraphs_final_draft_leaves_behind_are_skipped_not_refused_or_made_scenes() -> None:
+    # Was: an empty Character paragraph (Enter pressed after a speech) refused the whole file, and an
+    # empty Scene Heading after the last transition became an extra empty scene called "SCENE".
+    content = screenplay_from_fdx(
+        _fdx(
+            ("Scene Heading", "INT. KITCHEN - NIGHT"),
+            ("Character", "ANNA"),
+            ("Dialogue", "Is it done?"),
+            ("Character", ""),
+            ("Action", "She waits."),
+            ("Character", "  "),
+            ("Dialogue", "Nobody says this."),
+            ("Scene Heading", ""),
+            ("Action", "A hallway nobody named."),
+            ("Transition", "CUT TO:"),
+            ("Scene Heading", ""),
+        )
+    )
+    assert content["scenes"] == [
+        {
+            "heading": "INT. KITCHEN - NIGHT",
+            "elements": [
+                {"type": "dialogue", "character": "ANNA", "text": "Is it done?"},
+                {"type": "action", "text": "She waits."},
+                {"type": "action", "text": "Nobody says this."},
+            ],
+        },
+        {
+            "heading": "SCENE",
+            "elements": [
+                {"type": "action", "text": "A hallway nobody named."},
+                {"type": "transition", "text": "CUT TO:"},
+            ],
+        },
+    ]
+    assert content["characters"] == [{"name": "ANNA"}]
