@@ -87,6 +87,12 @@ class MemoryRunEventLog:
     async def holds_all(self, run_id: int) -> bool:
         return run_id in self.runs
 
+    def kept_from(self, run_id: int) -> int:
+        """The seq after which this log holds the run's events: 0 for a run it holds from its start; more
+        for a run resumed here (its earlier events were a dead process's) or one past STORY_RUN_EVENTS_MAX."""
+        run = self.runs.get(run_id)
+        return 0 if run is None else run.base
+
     async def append(self, run_id: int, event: dict[str, Any]) -> int:
         return self.append_now(run_id, event)["seq"]
 

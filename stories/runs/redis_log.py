@@ -8,12 +8,15 @@ once (``stories.runs.runner``); a follower refreshes ``<prefix>:run:<id>:seen``.
 
 The process that runs a run also keeps its events in memory (``stories.runs.memory_log``): its own
 followers read them there, with no round trip, and they keep working while Redis is down (a failed
-write is logged and the run goes on; other processes then miss those events).
+write is logged and the run goes on; other processes then miss those events). A run resumed here
+after its process died has its copy start at the resume's jump: what the dead process logged before
+it is read from Redis first.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +29,8 @@ from stories.runs.redis_conn import BLOCK_MS, redis_client, run_key
 from stories.runs.redis_writer import event_queue, stream_fresh, writes_flush
 
 __all__ = ["RedisRunEventLog", "run_key"]
+
+logger = logging.getLogger(__name__)
 
 _READ_COUNT = 1000
 # A follower refreshes its "seen" key at most this often.
@@ -69,17 +74,35 @@ class RedisRunEventLog:
 
     async def read(self, run_id: int, after: int) -> list[dict[str, Any]]:
         if await self.local.exists(run_id):
-            return await self.local.read(run_id, after)
+            return [*await self._before_local(run_id, after), *await self.local.read(run_id, after)]
         entries: Any = await redis_client().xrange(run_key(run_id, "events"), min=f"0-{after + 1}")
         return _decode(entries)
 
     async def follow(self, run_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
         if await self.local.exists(run_id):
+            for event in await self._before_local(run_id, after):
+                yield event
             async for event in self.local.follow(run_id, after):
                 yield event
             return
         async for event in self._follow_stream(run_id, after):
             yield event
+
+    async def _before_local(self, run_id: int, after: int) -> list[dict[str, Any]]:
+        """The events after ``after`` that came before this process's copy of the run: those of the dead
+        process of a run resumed here, which only Redis keeps (the copy starts at the resume's jump)."""
+        kept_from = self.local.kept_from(run_id)
+        if after >= kept_from:
+            return []
+        try:
+            entries: Any = await redis_client().xrange(
+                run_key(run_id, "events"), min=f"0-{after + 1}", max=f"0-{kept_from}"
+            )
+        except Exception:
+            # Redis down: this process's followers get what it keeps, as for the rest of the run.
+            logger.warning("run %s: its events before this process's copy could not be read", run_id)
+            return []
+        return _decode(entries)
 
     async def _follow_stream(self, run_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
         client, key = redis_client(), run_key(run_id, "events")

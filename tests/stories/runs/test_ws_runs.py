@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs import memory_log, redis_log
 from stories.runs.redis_log import run_key
+from stories.runs.runner import SEQ_AFTER_UNREAD, run_resume
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import TERMINAL, generate_message, ws_connect, ws_events, ws_generate
 from tests.stories.runs.conftest import first_answer, run_streaming, screenplay, script_slow
@@ -285,3 +286,56 @@ async def test_an_attach_to_a_run_whose_end_never_reached_redis_gets_its_end_fro
     finally:
         await communicator.disconnect()
     assert (end["type"], end["run_id"], end["seq"]) == ("done", run.pk, None)
+
+
+async def test_the_process_that_resumed_a_run_replays_what_the_dead_process_logged_before_it(
+    writer: Any, settings: Any
+) -> None:
+    # kill -9 of one daphne mid-run; another resumed the run. An attach with `after` 0 (a new tab, the
+    # runs page) on any third process replayed the run from `accepted`, but on the resuming process it
+    # began at `resumed`: that process's own copy of the log starts at the resume's jump, and it never
+    # read the dead process's events that Redis keeps (an interrupted run replayed as its `error` alone).
+    settings.REDIS_URL = settings.REDIS_URL or "redis://127.0.0.1:6379/0"
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": uuid.uuid4().hex},
+    }
+    # An id no other run of the session has: this process's log must not hold it already.
+    run = await GenerationRun.objects.acreate(
+        pk=9_000_000_071, user=writer, status="streaming", model="offline", max_tokens=4096
+    )
+    dead = redis_log.RedisRunEventLog(local=memory_log.MemoryRunEventLog())  # the process that died
+    await dead.open(run.pk)
+    for event in ({"type": "accepted"}, {"type": "delta", "text": "INT."}):
+        await dead.append(run.pk, event)
+    await dead.flush()
+    going_on = asyncio.Event()
+
+    async def rest() -> Any:
+        yield {"type": "resumed"}
+        await going_on.wait()
+        yield {"type": "cancelled"}
+
+    await run_resume(run_id=run.pk, events=rest())  # this process takes it over
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "attach", "run_id": run.pk, "after": 0})
+        live = await _until(communicator, "resumed")
+        going_on.set()
+        live += await _until(communicator, "cancelled")
+        await communicator.send_json_to({"type": "attach", "run_id": run.pk, "after": 1})
+        ended = await _until(communicator, "cancelled")
+    finally:
+        await communicator.disconnect()
+    jump = 2 + SEQ_AFTER_UNREAD
+    assert [(e["type"], e["seq"]) for e in live] == [
+        ("accepted", 1),
+        ("delta", 2),
+        ("resumed", jump + 1),
+        ("cancelled", jump + 2),
+    ]
+    assert [(e["type"], e["seq"]) for e in ended] == [
+        ("delta", 2),
+        ("resumed", jump + 1),
+        ("cancelled", jump + 2),
+    ]
