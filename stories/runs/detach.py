@@ -2,13 +2,16 @@
 
 ``--detach`` starts the same command again as a background process of its own session (so the
 terminal's Ctrl-C and hang-up do not reach it) with ``--detached-run``; that process starts the run,
-writes its id (or ``error <code> <message>`` for a refusal) as its first line of output and then sees
-the run to its end, followed by nobody. The first process prints the id and exits.
+writes its id (or ``error <the refusal's event as JSON>``) as its first line of output and then sees
+the run to its end, followed by nobody. The first process prints the id and exits, or raises the
+refusal as the GenerationError it stands for (the command says it, with the same exit status as
+without ``--detach``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError
 
+from stories.errors import GenerationError
 from stories.runs.follow import run_events_follow
 from stories.runs.log import TERMINAL
 from stories.runs.runner import run_cancel
@@ -42,7 +46,8 @@ _VALUE_OPTIONS = (
 
 
 def run_detach(options: dict[str, Any]) -> int:
-    """Start the run in a background process; its id once admitted (a refusal raises CommandError)."""
+    """Start the run in a background process; its id once admitted. A refusal raises its
+    GenerationError; a background process that says nothing of the kind, CommandError."""
     # No shell: the arguments are this command's own options, passed on as a list.
     child = subprocess.Popen(  # noqa: S603
         [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "generate_screenplay", *_argv(options)],
@@ -62,7 +67,24 @@ def run_detach(options: dict[str, Any]) -> int:
         return int(first)
     with suppress(subprocess.TimeoutExpired):
         child.wait(timeout=START_WAIT_SECONDS)
-    raise CommandError(first.removeprefix("error ") or "the background run did not start", returncode=1)
+    refusal = _refusal(first)
+    if refusal is None:
+        raise CommandError("the background run did not start", returncode=1)
+    raise refusal
+
+
+def detached_refusal_line(refusal: dict[str, Any]) -> str:
+    """What the background process writes for a refusal (an ``error`` event of no run)."""
+    return f"error {json.dumps(refusal)}"
+
+
+def _refusal(line: str) -> GenerationError | None:
+    if not line.startswith("error "):
+        return None
+    try:
+        return GenerationError.from_event(json.loads(line.removeprefix("error ")))
+    except (ValueError, KeyError, TypeError):
+        return None  # not an error event (a refusal by cancel, or not JSON at all)
 
 
 def _argv(options: dict[str, Any]) -> list[str]:

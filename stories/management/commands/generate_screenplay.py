@@ -20,7 +20,7 @@ from stories.exports.fountain import fountain_scenes
 from stories.generation.events import Event, RunOutcome, events_fold
 from stories.generation.pipeline import generation_run
 from stories.generation.requests import GenerationRequest, generation_request_parse
-from stories.runs.detach import run_cancel_and_wait, run_detach
+from stories.runs.detach import detached_refusal_line, run_cancel_and_wait, run_detach
 from stories.runs.follow import run_events, run_events_follow, run_owned
 from stories.runs.runner import run_settled, run_start
 
@@ -92,7 +92,11 @@ class Command(BaseCommand):
             return
         request = _request(options)
         if options["detach"]:
-            self.stdout.write(str(run_detach(options)))
+            try:
+                run_id = run_detach(options)
+            except GenerationError as error:
+                raise _failure(error) from None
+            self.stdout.write(str(run_id))
             return
         if options["detached_run"]:
             asyncio.run(self._detached(request, user))
@@ -142,8 +146,7 @@ class Command(BaseCommand):
         """The background process of --detach: start the run, hand its id over, see it to its end."""
         start = await run_start(generation_run(request=request, user=user))
         if start.run_id is None:
-            refusal = start.refusal or {}
-            self.stdout.write(f"error {refusal.get('code')}: {refusal.get('message')}")
+            self.stdout.write(detached_refusal_line(start.refusal or {}))
             return
         self.stdout.write(str(start.run_id))
         self.stdout.flush()

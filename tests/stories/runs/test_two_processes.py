@@ -248,3 +248,15 @@ async def test_detach_prints_the_run_and_attach_from_another_process_follows_it_
     assert json.loads(out)["scenes"] == screenplay(scenes=4)["scenes"]
     assert "Saved story" in err
     assert await _run_status(servers, run_id) == "succeeded"
+
+
+async def test_a_detached_run_refused_exits_as_the_same_refusal_without_detach_does(servers: Servers) -> None:
+    # A story that is not the writer's is refused before admission, in the background process: the
+    # command exited 1, where without --detach it exits 2 (a bad request; protocol.md), and a retryable
+    # refusal lost its "(you can retry)".
+    for args in ([], ["--detach"]):
+        command = _command(servers, *PERSONAS, "--story", "999999", *args)
+        out, err = await asyncio.to_thread(command.communicate, timeout=60)
+        assert command.returncode == 2, (args, err)
+        assert "forbidden: that story does not exist or is not yours" in err
+        assert out == ""
