@@ -58,6 +58,17 @@ async def test_a_cross_site_handshake_is_refused_even_with_a_valid_session(
     assert connected is False
 
 
+@pytest.mark.parametrize("where", ["/ws/generate", "/ws/generate/x", "/ws/", "/"])
+async def test_a_handshake_to_any_other_path_is_refused_and_ends_cleanly(writer: Any, where: str) -> None:
+    # Channels' router raised "No route found for path": daphne answered 500 and logged an ERROR with
+    # its traceback for every such handshake (a mistyped URL, a scanner).
+    headers = [HOST, (b"origin", b"http://testserver"), (b"cookie", await sync_to_async(_cookie)(writer))]
+    communicator = WebsocketCommunicator(application, where, headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected is False
+    await communicator.wait(timeout=1)  # the application ended, and without an exception
+
+
 async def test_a_same_origin_handshake_with_a_session_can_generate(
     writer: Any, cast: Any, offline: None
 ) -> None:
