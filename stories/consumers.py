@@ -73,7 +73,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     # once, before the following task has quite finished.
     ended = False
     session: SocketSession | None = None
-    # Why the socket was closed; messages still in flight get the same error.
+    # Why the socket was closed (its one error was sent with the close).
     refusal: GenerationError | None = None
     watch: asyncio.Task[None] | None = None
 
@@ -116,7 +116,9 @@ class GenerateConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.refusal is not None or self.session is None:
-            await self.send_event((self.refusal or _signed_out_error()).as_event())
+            # Refused and closed: a message that was on its way meanwhile is dropped. The client has the
+            # one error and the close code; sending on a closing socket raised inside daphne (an ERROR
+            # traceback for every message a script sent after a refused handshake).
             return
         try:
             message = _message_parse(text_data, bytes_data)

@@ -111,6 +111,25 @@ async def test_a_wrong_token_is_closed_as_unauthenticated(db: None, authorizatio
     assert closed["type"] == "websocket.close" and closed["code"] == 4401
 
 
+async def test_messages_sent_after_the_refusal_get_nothing_more(writer: Any) -> None:
+    # A script with a wrong or revoked token sends its generate right after connecting: the server had
+    # refused the socket already, and answered each such message with the error again, on a socket it
+    # had closed. Under daphne that send raised ("Attempt to send on a closed protocol"): an ERROR with
+    # its traceback in the log for every message; the client gets one error and the close.
+    headers = [HOST, (b"origin", b"http://testserver"), (b"authorization", b"Token " + b"0" * 40)]
+    _, communicator = await _open(headers)
+    try:
+        event = json.loads(await communicator.receive_from(timeout=5))
+        closed = await communicator.receive_output(timeout=5)
+        for message in (generate_message(), {"type": "cancel"}, {"type": "attach", "run_id": 1}):
+            await communicator.send_json_to(message)
+        assert await communicator.receive_nothing(timeout=0.5)
+    finally:
+        await communicator.disconnect()
+    assert (event["code"], closed["code"]) == ("unauthenticated", 4401)
+    assert await GenerationRun.objects.acount() == 0
+
+
 async def _session_socket(user: Any) -> WebsocketCommunicator:
     headers = [HOST, (b"origin", b"http://testserver"), (b"cookie", await sync_to_async(_cookie)(user))]
     connected, communicator = await _open(headers)
