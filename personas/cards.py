@@ -102,11 +102,15 @@ class PersonaFile(Protocol):
 # --- Reading ----------------------------------------------------------------------------------
 
 
-def persona_file_read(*, data: bytes, filename: str = "") -> list[PersonaImport]:
-    """The personas in one file (a card holds one; our JSON may hold a list). Raises ``CardError``."""
+def persona_file_read(*, data: bytes, filename: str = "", size: int | None = None) -> list[PersonaImport]:
+    """The personas in one file (a card holds one; our JSON may hold a list). Raises ``CardError``.
+
+    ``size``: the whole file's, when ``data`` is only its beginning (a reader that stops past the limit).
+    """
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if len(data) > limit:
-        raise CardError(f"{_label(filename)}is {len(data)} bytes; the limit is {limit} bytes.")
+        size = max(size or 0, len(data))
+        raise CardError(f"{_label(filename)}is {size} bytes; the limit is {limit} bytes.")
     if data.startswith(PNG_SIGNATURE):
         return [_from_card(_png_card(data, filename), filename)]
     parsed = _json_loads(data, filename)

@@ -265,6 +265,17 @@ def test_one_key_twice_in_an_import_is_refused_not_overwritten(tmp_path: Path) -
 
 
 @pytest.mark.django_db
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048)
+def test_import_of_a_file_over_the_limit_says_its_size(tmp_path: Path) -> None:
+    # The command reads a byte past the limit and stops: it said a 5,000-byte file "is 2049 bytes".
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 5000)
+    with pytest.raises(CommandError, match=r"big\.json is 5000 bytes; the limit is 2048 bytes\."):
+        call_command("import_personas", str(big), stdout=io.StringIO())
+    assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
 def test_import_of_several_files_changes_nothing_when_one_is_bad(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.json", tmp_path / "bad.png"
     good.write_text(json.dumps(CARD_V2))

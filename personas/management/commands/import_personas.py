@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,12 @@ def _read(path: Path) -> list[PersonaImport]:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     try:
         with path.open("rb") as file:
+            # Read a byte past the limit, no more: enough to tell the file is too large.
             data = file.read(limit + 1)
+            size = os.fstat(file.fileno()).st_size
     except OSError as error:
         raise CommandError(f"Nothing imported: cannot read {path}: {error.strerror}.") from None
     try:
-        return persona_file_read(data=data, filename=str(path))
+        return persona_file_read(data=data, filename=str(path), size=size)
     except CardError as error:
         raise CommandError(f"Nothing imported: {error}") from None
