@@ -64,6 +64,26 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(app_server: AppServ
     assert phone.errors == []
 
 
+def test_the_import_confirmation_fits_a_phone_when_a_character_name_is_one_long_word(
+    app_server: AppServer, phone: Watched
+) -> None:
+    # The cast table's name cell did not wrap: the page was 688 px wide and the persona picker a sliver.
+    page = phone.page
+    log_in(page, app_server)
+    name = ("SUPERCALIFRAGILISTICEXPIALIDOCIOUS" * 2)[:60]
+    page.goto(app_server.url + "/stories/import/")
+    page.get_by_label("Or paste Fountain").fill(f"INT. HALL - NIGHT\n\n{name}\nHello.\n\nBOB\nHi.\n")
+    page.get_by_role("button", name="Read the screenplay").click()
+    picker = page.get_by_label(name)
+    expect(picker).to_have_value("")
+    assert page.viewport_size is not None
+    overflow = page.evaluate("document.documentElement.scrollWidth") - page.viewport_size["width"]
+    assert overflow <= 0, f"the confirmation is {overflow}px wider than the phone"
+    box = picker.bounding_box()
+    assert box is not None and box["width"] >= 120, "the persona picker is squeezed"
+    assert phone.errors == []
+
+
 def test_the_plot_editor_counts_characters_and_generate_asks_for_what_is_missing(
     app_server: AppServer, watched: Watched
 ) -> None:
