@@ -69,6 +69,12 @@ def main() -> None:
             "logline": f"Research: https://example.com/{LONG_WORD}",
         }
     )
+    # The runs page's: a writer whose one run made a story titled with one very long word.
+    runner = user_model.objects.create_user(username="long-title-writer", password="long-title-pw-2026")
+    long_title = _plain_story(runner, title=LONG_WORD * 5)
+    GenerationRun.objects.create(
+        user=runner, story=long_title, status="succeeded", model="offline", max_tokens=1024, total_ms=2100
+    )
     print(
         json.dumps(
             {

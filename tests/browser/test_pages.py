@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, expect
 
 from tests.browser.conftest import AppServer, Watched, log_in, screenshot
 from tests.browser.test_generate import pick_persona
 
 pytestmark = pytest.mark.browser
+
+# Seeded by tests/browser/seed.py: a writer whose one run made a story titled LONG_WORD * 5.
+LONG_TITLE_WRITER = ("long-title-writer", "long-title-pw-2026")
+LONG_WORD = "Supercalifragilisticexpialidocious"
 
 
 def test_a_writer_logs_in_sees_the_story_list_and_logs_out(app_server: AppServer, watched: Watched) -> None:
@@ -82,6 +86,26 @@ def test_the_import_confirmation_fits_a_phone_when_a_character_name_is_one_long_
     box = picker.bounding_box()
     assert box is not None and box["width"] >= 120, "the persona picker is squeezed"
     assert phone.errors == []
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_a_story_title_that_is_one_long_word_wraps_on_the_runs_page(
+    app_server: AppServer, browser: Browser, width: int
+) -> None:
+    # The title's cell did not wrap: the run's model, timings, tokens and cost sat 1,500 px to the right.
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    try:
+        page = context.new_page()
+        log_in(page, app_server, LONG_TITLE_WRITER)
+        page.goto(app_server.url + "/runs/")
+        title = page.locator("table.runs td", has=page.get_by_role("link", name=LONG_WORD * 5))
+        expect(title).to_have_text(LONG_WORD * 5)
+        box = title.bounding_box()
+        assert box is not None and box["width"] <= 400, f"the title's cell is {box and box['width']}px wide"
+        model = page.locator("table.runs td", has_text="offline model").bounding_box()
+        assert model is not None and model["x"] < box["x"] + box["width"] + 50
+    finally:
+        context.close()
 
 
 def test_the_plot_editor_counts_characters_and_generate_asks_for_what_is_missing(
