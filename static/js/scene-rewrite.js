@@ -23,6 +23,12 @@
     var button = form.querySelector("button[type=submit]");
     var input = form.querySelector("input[name=instructions]");
     var cancel = form.querySelector(".rewrite-cancel");
+
+    function focusLost() {
+      var active = document.activeElement;
+      return !active || active === document.body || active === button || active === input || active === cancel;
+    }
+
     var status = form.querySelector(".rewrite-status");
     var stream = form.querySelector(".rewrite-stream");
     var request = {
@@ -41,6 +47,9 @@
     }
     var scene = request.index + 1;
     var finished = false;
+    // The submit button a keyboard or screen-reader user pressed is disabled, and Cancel hidden at the
+    // end, which drops focus to the page's top: it goes on to Cancel, then back to the submit button.
+    var focusFollows = focusLost();
     var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     var socket = new WebSocket(scheme + "//" + window.location.host + form.dataset.wsPath);
 
@@ -50,6 +59,9 @@
       button.disabled = false;
       input.disabled = false;
       cancel.hidden = true;
+      if (focusFollows && focusLost()) {
+        button.focus();
+      }
       if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
         socket.close(1000);
       }
@@ -61,6 +73,9 @@
     stream.textContent = "";
     stream.hidden = false;
     status.textContent = "Rewriting scene " + scene + "…";
+    if (focusFollows) {
+      cancel.focus();
+    }
     cancel.onclick = function () {
       if (socket.readyState === WebSocket.OPEN) {
         socket.send(JSON.stringify({ type: "cancel" }));

@@ -163,3 +163,41 @@ def test_a_lost_connection_says_so_until_it_is_back_and_a_cancel_says_it_is_canc
     page.wait_for_timeout(1_000)
     assert "Cancelling" in stats.inner_text()
     assert watched.errors == []
+
+
+def test_keyboard_focus_follows_a_scene_rewrite_to_its_cancel_and_back_instead_of_the_page_top(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The rewrite button disables itself and Cancel hides itself when pressed: focus fell to the page's
+    # top, so a keyboard user had to tab through the whole page to cancel, or to try again.
+    def on_socket(socket: WebSocketRoute) -> None:
+        def on_message(message: str | bytes) -> None:
+            request = json.loads(message)
+            if request["type"] == "regenerate_scene":
+                socket.send(
+                    json.dumps({"type": "accepted", "run_id": 11, "model": "offline", "max_tokens": 1024})
+                )
+                socket.send(json.dumps({"type": "scene_delta", "index": 0, "text": '{"heading": "INT. KIT'}))
+            elif request["type"] == "cancel":
+                socket.send(json.dumps({"type": "cancelled", "run_id": 11}))
+
+        socket.on_message(on_message)
+
+    page = watched.page
+    log_in(page, app_server)
+    page.route_web_socket("**/ws/generate/", on_socket)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/")
+    page.get_by_text("Rewrite this scene").first.click()
+    form = page.locator("form.scene-rewrite-form").first
+    form.get_by_label("What should change?").fill("Make it rain.")
+    form.get_by_label("What should change?").press("Tab")
+    rewrite = form.get_by_role("button", name="Rewrite scene 1 as a new version")
+    expect(rewrite).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(form.locator(".rewrite-stream")).to_have_text('{"heading": "INT. KIT')
+    cancel = form.get_by_role("button", name="Cancel the rewrite")
+    expect(cancel).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(form.get_by_role("status")).to_have_text("Cancelled: nothing was saved.")
+    expect(rewrite).to_be_focused()
+    assert watched.errors == []
