@@ -203,3 +203,47 @@ def test_import_a_fountain_file_confirm_the_cast_and_rewrite_a_scene(
     headings = [h.strip() for h in page.locator(".screenplay .scene-heading").all_inner_texts()]
     assert headings[1] == "EXT. DRIVEWAY - NIGHT" and len(headings) == 2
     assert watched.dialogs == [] and watched.errors == []
+
+
+# The left edge of where ``text`` (found in ``selector``'s text) is drawn: a right-to-left override
+# that leaks out of the writer's text draws the page's own words after it reversed, to its left.
+TEXT_LEFT = """([selector, text]) => {
+  const root = document.querySelector(selector);
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.data.indexOf(text);
+    if (at >= 0) {
+      const range = document.createRange();
+      range.setStart(node, at);
+      range.setEnd(node, at + text.length);
+      return range.getBoundingClientRect().left;
+    }
+  }
+  return null;
+}"""
+
+
+def test_a_right_to_left_override_in_a_title_or_name_does_not_reverse_the_pages_own_words(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # U+202E (right-to-left override) left open in a title drew "Import “evil”: confirm the cast" as
+    # "Import “:”live tsac eht mrifnoc", and in a character's name "played by ..." backwards.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/import/")
+    page.get_by_label("Or paste Fountain").fill(
+        "Title: \u202eevil\n\nINT. HALL - NIGHT\n\n\u202eBOB\nHello.\n"
+    )
+    page.get_by_role("button", name="Read the screenplay").click()
+    heading = page.get_by_role("heading", level=1)
+    expect(heading).to_have_text("Import “\u202eevil”: confirm the cast")
+    assert page.evaluate(TEXT_LEFT, ["h1", "confirm the cast"]) > page.evaluate(TEXT_LEFT, ["h1", "evil"])
+    # The tab's title isolates the story's title from the site's name.
+    assert page.title() == "\u2068Confirm the cast\u2069 · Screenplay studio"
+    page.get_by_label("\u202eBOB").select_option("rogue-ai")
+    page.get_by_role("button", name="Create the story").click()
+
+    expect(page.locator(".cast")).to_contain_text("played by HALCYON")
+    assert page.evaluate(TEXT_LEFT, [".cast li", "played by"]) > page.evaluate(TEXT_LEFT, [".cast li", "BOB"])
+    assert page.title() == "\u2068\u202eevil\u2069 · Screenplay studio"
+    assert watched.dialogs == [] and watched.errors == []
