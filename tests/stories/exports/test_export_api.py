@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from django.utils.http import content_disposition_header
 from pypdf import PdfReader
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -92,6 +93,28 @@ def test_a_non_latin_title_keeps_its_letters_in_the_file_name(writer: Any) -> No
         "attachment; filename*=utf-8''%D0%BD%D0%BE%D1%87%D0%BD%D0%BE%D0%B9-"
         "%D0%B4%D0%BE%D0%B7%D0%BE%D1%80-v1.fdx"
     )
+
+
+@pytest.mark.parametrize(
+    ("title", "filename"),
+    [
+        # Vowel signs and viramas (Devanagari) and tone and other marks (Thai) are marks, not letters:
+        # the file was "हनद-फलम-v1.pdf" and "ภาพยนตรไทย-v1.pdf".
+        ("हिन्दी फ़िल्म", "हिन्दी-फ़िल्म-v1.pdf"),
+        ("ภาพยนตร์ไทย", "ภาพยนตร์ไทย-v1.pdf"),
+        # Cut at 60 characters, never between a letter and its vowel sign.
+        ("x" * 59 + "कि सब", "x" * 59 + "-v1.pdf"),
+        ('AC/DC: "Back" in Black', "acdc-back-in-black-v1.pdf"),
+        ("🎬 ✨", "screenplay-v1.pdf"),
+    ],
+)
+def test_a_title_in_any_script_keeps_its_words_in_the_file_name(
+    writer: Any, title: str, filename: str
+) -> None:
+    story = Story.objects.create(owner=writer, title=title, plot="p")
+    ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY)
+    response = _client(writer).get(_url(story, 1, "pdf"))
+    assert response["Content-Disposition"] == content_disposition_header(True, filename)
 
 
 @pytest.mark.parametrize("query", ["?format=docx", "?format=", "", "?format=" + "x" * 5000])
