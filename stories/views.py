@@ -220,6 +220,8 @@ def story_edit(request: HttpRequest, story_id: int, number: int) -> HttpResponse
         "saveUrl": reverse("stories-api:version-list", args=[story.pk]),
         "storyUrl": reverse("stories:story-detail", args=[story.pk]),
         "latestEditUrl": reverse("stories:story-edit-latest", args=[story.pk]),
+        # Read at each request: a sign-in in another tab replaces the token the page was served with.
+        "csrfCookie": settings.CSRF_COOKIE_NAME,
     }
     context = {"story": story, "version": version, "fountain": fountain, "config": config}
     return render(request, "stories/story_edit.html", context)

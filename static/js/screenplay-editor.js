@@ -24,7 +24,7 @@
   var errorBox = form.querySelector(".editor-error");
   var conflict = form.querySelector(".editor-conflict");
   var draftNote = form.querySelector(".draft-note");
-  var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  var servedCsrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   var original = textarea.value;
   var draftKey = "screenplay-draft:" + config.storyId + ":" + config.baseVersion;
   var previewTimer = null;
@@ -36,11 +36,21 @@
     return textarea.value !== original;
   }
 
+  // The CSRF token as the cookie holds it now: signing in again (in another tab, after a sign-out or an
+  // expired session) rotates it, and the token this page was served with would be refused from then on.
+  function csrfToken() {
+    var prefix = config.csrfCookie + "=";
+    var found = document.cookie.split("; ").filter(function (pair) {
+      return pair.indexOf(prefix) === 0;
+    })[0];
+    return found ? decodeURIComponent(found.slice(prefix.length)) : servedCsrf;
+  }
+
   function post(url, body) {
     return fetch(url, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
       body: JSON.stringify(body),
     }).then(function (response) {
       return response.json().then(

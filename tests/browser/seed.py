@@ -54,6 +54,7 @@ def main() -> None:
     # The editor's tests (test_editor.py): one story each, so their versions do not mix.
     editable = _plain_story(writer, title="A story to edit")
     conflicted = _plain_story(writer, title="A story edited twice")
+    signed_in_again = _plain_story(writer, title="A story edited across a new sign-in")
     # The phone test's: a version the writer restored, so the versions table has its links and labels.
     two_versions = _plain_story(writer, title="A story with two versions")
     ScreenplayVersion.objects.create(
@@ -83,6 +84,7 @@ def main() -> None:
                 "rewritable_story": rewritable.pk,
                 "editable_story": editable.pk,
                 "conflict_story": conflicted.pk,
+                "signed_in_again_story": signed_in_again.pk,
                 "two_versions_story": two_versions.pk,
                 "long_word_story": long_word.pk,
             }

@@ -247,3 +247,33 @@ def test_a_right_to_left_override_in_a_title_or_name_does_not_reverse_the_pages_
     assert page.evaluate(TEXT_LEFT, [".cast li", "played by"]) > page.evaluate(TEXT_LEFT, [".cast li", "BOB"])
     assert page.title() == "\u2068\u202eevil\u2069 · Screenplay studio"
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_the_editor_previews_and_saves_after_the_writer_signs_in_again_in_another_tab(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Signing in rotates the CSRF token: the editor kept the one it was served with, so its preview said
+    # "The preview could not be made." and its save "CSRF Failed: CSRF token from the 'X-Csrftoken'
+    # HTTP header incorrect." until the writer thought of reloading.
+    page = watched.page
+    story = app_server.ids["signed_in_again_story"]
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
+    editor = page.get_by_label("Fountain")
+    editor.fill(editor.input_value().replace(OLD_LINE, "Eat, it is getting late."))
+    expect(page.locator(".preview-status")).to_have_text("Up to date")
+
+    other = page.context.new_page()
+    other.goto(app_server.url + "/")
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_url("**/accounts/login/")
+    log_in(other, app_server)
+    other.close()
+
+    editor.fill(editor.input_value().replace("it is getting late", "the soup is <getting> cold"))
+    expect(page.locator("#preview .sp-line").first).to_have_text(NEW_LINE)
+    expect(page.locator(".preview-status")).to_have_text("Up to date")
+    page.get_by_role("button", name="Save as a new version").click()
+    page.wait_for_url(f"**/stories/{story}/?version=2")
+    expect(page.locator(".screenplay .sp-line").first).to_have_text(NEW_LINE)
+    assert watched.dialogs == [] and watched.errors == []
