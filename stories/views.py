@@ -222,6 +222,8 @@ def story_edit(request: HttpRequest, story_id: int, number: int) -> HttpResponse
         "latestEditUrl": reverse("stories:story-edit-latest", args=[story.pk]),
         # Read at each request: a sign-in in another tab replaces the token the page was served with.
         "csrfCookie": settings.CSRF_COOKIE_NAME,
+        # What a save answered 401 says: the API's own words are for scripts.
+        "signedOut": _SIGNED_OUT,
     }
     context = {"story": story, "version": version, "fountain": fountain, "config": config}
     return render(request, "stories/story_edit.html", context)

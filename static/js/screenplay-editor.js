@@ -166,6 +166,8 @@
           conflict.querySelector(".conflict-message").textContent = why + (result.data.message || "") + ".";
           conflict.hidden = false;
           conflict.querySelector(".conflict-save").focus();
+        } else if (result.status === 401) {
+          showError(config.signedOut);
         } else {
           showError(errorMessage(result.data, "The version could not be saved."));
         }

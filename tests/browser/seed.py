@@ -55,6 +55,7 @@ def main() -> None:
     editable = _plain_story(writer, title="A story to edit")
     conflicted = _plain_story(writer, title="A story edited twice")
     signed_in_again = _plain_story(writer, title="A story edited across a new sign-in")
+    signed_out = _plain_story(writer, title="A story saved after a sign-out")
     # The phone test's: a version the writer restored, so the versions table has its links and labels.
     two_versions = _plain_story(writer, title="A story with two versions")
     ScreenplayVersion.objects.create(
@@ -85,6 +86,7 @@ def main() -> None:
                 "editable_story": editable.pk,
                 "conflict_story": conflicted.pk,
                 "signed_in_again_story": signed_in_again.pk,
+                "signed_out_story": signed_out.pk,
                 "two_versions_story": two_versions.pk,
                 "long_word_story": long_word.pk,
             }

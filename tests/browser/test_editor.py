@@ -277,3 +277,38 @@ def test_the_editor_previews_and_saves_after_the_writer_signs_in_again_in_anothe
     page.wait_for_url(f"**/stories/{story}/?version=2")
     expect(page.locator(".screenplay .sp-line").first).to_have_text(NEW_LINE)
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_save_after_the_writer_was_signed_out_says_so_and_keeps_the_text(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The preview said so in plain words, then the save replaced them with the API's "Authentication
+    # credentials were not provided.", and nothing about the text being kept.
+    page = watched.page
+    story = app_server.ids["signed_out_story"]
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
+    other = page.context.new_page()
+    other.goto(app_server.url + "/")
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_url("**/accounts/login/")
+
+    editor = page.get_by_label("Fountain")
+    text = editor.input_value().replace(OLD_LINE, NEW_LINE)
+    editor.fill(text)
+    signed_out = (
+        "You are signed out: sign in again, then reload this page (your text is kept in this browser)."
+    )
+    expect(page.locator(".editor-error")).to_have_text(signed_out)  # the preview's answer
+    with page.expect_response(lambda response: "/api/stories/" in response.url) as saved:
+        page.get_by_role("button", name="Save as a new version").click()
+    assert saved.value.status == 401
+    expect(page.locator(".editor-error")).to_have_text(signed_out)
+    assert editor.input_value() == text
+
+    # Kept in this browser indeed: signed in again, the editor opens with the text.
+    log_in(other, app_server)
+    other.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
+    expect(other.locator(".draft-note")).to_be_visible()
+    assert other.get_by_label("Fountain").input_value() == text
+    assert watched.errors == []
