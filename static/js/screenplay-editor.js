@@ -148,11 +148,21 @@
       body.save_anyway = true;
     }
     var button = form.querySelector("button[type=submit]");
+    // The button pressed (Save, or Save anyway, which hides itself) loses focus to the page's top while
+    // the save runs; a save that fails puts it back on Save, where a keyboard user can try again.
+    var active = document.activeElement;
+    var focusFollows = !active || active === document.body || active === button || conflict.contains(active);
+    function saveEnded() {
+      button.disabled = false;
+      if (focusFollows && (!document.activeElement || document.activeElement === document.body)) {
+        button.focus();
+      }
+    }
     button.disabled = true;
     showError("");
     post(config.saveUrl, body).then(
       function (result) {
-        button.disabled = false;
+        saveEnded();
         if (result.status === 201) {
           forgetDraft();
           leaving = true;
@@ -173,7 +183,7 @@
         }
       },
       function () {
-        button.disabled = false;
+        saveEnded();
         showError("The server could not be reached; your text is kept here and in this browser.");
       }
     );

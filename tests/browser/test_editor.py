@@ -312,3 +312,22 @@ def test_a_save_after_the_writer_was_signed_out_says_so_and_keeps_the_text(
     expect(other.locator(".draft-note")).to_be_visible()
     assert other.get_by_label("Fountain").input_value() == text
     assert watched.errors == []
+
+
+def test_keyboard_focus_returns_to_save_after_a_refused_save_instead_of_falling_to_the_page_top(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Save disables itself while it runs: focus fell to the page's top and stayed there when the save
+    # was refused, so a keyboard user had to tab through the whole page to fix the text or try again.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/versions/2/edit/")
+    editor = page.get_by_label("Fountain")
+    editor.fill("INT. NOWHERE - NIGHT\n\n" + "x" * 5001 + "\n")
+    editor.press("Tab")
+    save = page.get_by_role("button", name="Save as a new version")
+    expect(save).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator(".editor-error")).to_contain_text("longer than 5000 characters")
+    expect(save).to_be_focused()
+    assert watched.errors == []
