@@ -181,7 +181,14 @@
     remove.type = "button";
     remove.setAttribute("aria-label", "Remove " + (persona.display_name || persona.name));
     remove.addEventListener("click", function () {
+      // The pressed button goes with its chip, which dropped focus to the page's top: it moves to the
+      // next chip's Remove (else the previous one's, else the search) before the chip goes.
+      var hadFocus = document.activeElement === remove;
+      var neighbour = chip.nextElementSibling || chip.previousElementSibling;
       personaDeselect(persona.name);
+      if (hadFocus) {
+        (neighbour ? neighbour.querySelector(".persona-remove") : ui.search).focus();
+      }
     });
     head.appendChild(label);
     head.appendChild(remove);

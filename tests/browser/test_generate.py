@@ -324,3 +324,22 @@ def test_keyboard_focus_follows_generate_cancel_and_retry_instead_of_falling_to_
     page.keyboard.press("Enter")
     expect(retry).to_be_focused()
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_keyboard_focus_stays_in_the_cast_when_a_persona_is_removed(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Remove goes with its chip: focus fell to the page's top, and a screen reader started over there.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    pick_persona(page, "nonna", "Nonna Lucia")
+    page.get_by_role("button", name="Remove HALCYON").focus()
+    page.keyboard.press("Enter")
+    expect(chip(page, "rogue-ai")).to_have_count(0)
+    expect(page.get_by_role("button", name="Remove Nonna Lucia")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#persona-selected-empty")).to_be_visible()
+    expect(page.get_by_label("Find personas")).to_be_focused()
+    assert watched.dialogs == [] and watched.errors == []
