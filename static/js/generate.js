@@ -487,6 +487,8 @@
   var RECONNECT_FIRST_MS = 500;
   var RECONNECT_MAX_MS = 8000;
   var RECONNECT_TRIES = 8;
+  // The server's close code for "this process is stopping; nothing was started" (docs/protocol.md).
+  var CLOSE_SERVER_STOPPING = 4503;
 
   function runStart(request) {
     // The last run's address goes now: a new request that the server refuses must not bring that run
@@ -594,8 +596,21 @@
         eventReceive(current, message);
       }
     });
-    socket.addEventListener("close", function () {
+    socket.addEventListener("close", function (event) {
       if (run === current && current.socket === socket && !current.finished) {
+        if (event.code === CLOSE_SERVER_STOPPING && !current.runId && current.tries < RECONNECT_TRIES) {
+          // The server process is stopping and started nothing: the request goes again on a new
+          // socket, which reaches another process (docs/protocol.md, close code 4503).
+          current.tries += 1;
+          current.note = "The server is restarting; asking again…";
+          statsRender(current);
+          window.setTimeout(function () {
+            if (run === current && !current.finished) {
+              socketOpen(current);
+            }
+          }, RECONNECT_FIRST_MS);
+          return;
+        }
         socketLost(current);
       }
     });

@@ -168,3 +168,33 @@ def test_a_refused_generate_after_a_run_leaves_no_run_in_the_address(
     expect(page.locator("#stream-stats")).not_to_have_text("Cancelled. Nothing was saved.")
     assert len(sockets) == 2, "the reload attached to the old run"
     assert watched.dialogs == []
+
+
+def test_a_generate_refused_by_a_stopping_server_is_asked_again_on_a_new_socket(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # A server process in its graceful stop closes a socket that asks for a new run with 4503, before
+    # starting anything; the page asks again on a new socket, which reaches a process that is serving.
+    page = watched.page
+    sockets: list[WebSocketRoute] = []
+    sent: list[dict[str, Any]] = []
+
+    def first_stopping_then_through(socket: WebSocketRoute) -> None:
+        sockets.append(socket)
+        if len(sockets) == 1:
+            socket.on_message(lambda message: (sent.append(json.loads(message)), socket.close(code=4503)))
+            return
+        server = socket.connect_to_server()
+        socket.on_message(lambda message: (sent.append(json.loads(message)), server.send(message)))
+
+    page.route_web_socket("**/ws/generate/", first_stopping_then_through)
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill("A lift that tells stories between floors.")
+    generate(page)
+    expect(page.locator("#stream-saved")).to_be_visible(timeout=60_000)
+    assert len(sockets) == 2
+    assert [message["type"] for message in sent] == ["generate", "generate"] and sent[0] == sent[1]
+    expect(page.locator("#stream-error")).to_be_hidden()
+    assert watched.dialogs == [] and watched.errors == []
