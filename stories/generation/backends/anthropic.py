@@ -59,8 +59,11 @@ _clients: weakref.WeakKeyDictionary[
 # The SDK's longest wait for a retry-after (time.sleep's limit on some platforms).
 _RETRY_AFTER_MAX_SECONDS = 4_294_967.0
 _RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-# An error event mid-stream has status 200; these types are worth another try, the others are not.
-_RETRYABLE_TYPES = frozenset({"api_error", "overloaded_error", "rate_limit_error", "timeout_error"})
+# An error event mid-stream has status 200 and its type in the body. The types that say the request
+# itself is wrong or not allowed are refused above (_status_error); any other, a type we do not know
+# included, is treated as the API's own failure and tried again: "type values may grow over time"
+# (Anthropic's "Errors" docs, api/errors, "Error shapes"; the types of the "HTTP errors" list there).
+_REQUEST_TYPES = frozenset({"invalid_request_error", "request_too_large"})
 # ``error.details.error_code`` values (the SDK's APIStatusError.error_code; anthropic 2.14
 # anthropic.types.shared.*_spend_limit_reached_error_details) of a 429 that waiting does not cure: the SDK
 # raises them as a RateLimitError, but the account may not spend until someone raises the limit.
@@ -341,7 +344,7 @@ def _status_error(error: anthropic.APIStatusError) -> GenerationError:
             "the configured model is not available to this service's account",
             operator_detail=detail,
         )
-    if status in (400, 413, 422) or kind == "invalid_request_error":
+    if status in (400, 413, 422) or kind in _REQUEST_TYPES:
         api_detail = (error.api_message or "")[:300]
         return GenerationError(
             "invalid_request",
@@ -360,7 +363,7 @@ def _transient_error(error: anthropic.APIStatusError, kind: str, status: int, de
     else:
         code, what = "llm_unavailable", "the model is unavailable"
     told_not_to = error.response.headers.get("x-should-retry") == "false"
-    retryable = status in _RETRYABLE_STATUS or (status == 200 and kind in _RETRYABLE_TYPES)
+    retryable = status in _RETRYABLE_STATUS or status == 200
     if told_not_to or not retryable:
         why = "the provider says retrying will not help" if told_not_to else "retrying will not help"
         return GenerationError(code, f"{what}; {why}", operator_detail=detail)

@@ -321,12 +321,23 @@ async def test_x_should_retry_false_is_obeyed_whatever_the_status(
     assert "retrying will not help" in error["message"]
 
 
+@pytest.mark.parametrize("kind", ["invalid_request_error", "request_too_large"])
 async def test_an_invalid_request_error_mid_stream_is_not_retried(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
     # An `error` event before any text: nothing reached the writer, yet a retry would fail the same way.
-    reply = _good_reply(error_event_after=0, error_event_type="invalid_request_error")
+    reply = _good_reply(error_event_after=0, error_event_type=kind)
     await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "invalid_request")
+
+
+@pytest.mark.parametrize("kind", ["api_error", "timeout_error", "a_type_added_later_error"])
+async def test_an_error_event_of_the_apis_own_failure_mid_stream_is_retried(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, kind: str
+) -> None:
+    # Was: a type we did not list (the docs say the types grow) ended the run, not retryable.
+    fake_anthropic.script(_good_reply(error_event_after=0, error_event_type=kind), _good_reply())
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done" and len(fake_anthropic.requests) == 2
 
 
 async def test_an_overloaded_error_mid_stream_before_any_text_is_still_retried(
