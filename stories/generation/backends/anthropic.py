@@ -64,6 +64,15 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # included, is treated as the API's own failure and tried again: "type values may grow over time"
 # (Anthropic's "Errors" docs, api/errors, "Error shapes"; the types of the "HTTP errors" list there).
 _REQUEST_TYPES = frozenset({"invalid_request_error", "request_too_large"})
+# Stop reasons that end a reply before it is whole, besides max_tokens (continued) and refusal (anthropic
+# 2.14 types/stop_reason.py: end_turn, max_tokens, stop_sequence, tool_use, pause_turn, refusal,
+# model_context_window_exceeded). A request of ours offers no tools and no server tools, so the last
+# two of these should not come; if they do, the writer is told what happened.
+_STOPPED_SHORT = {
+    "model_context_window_exceeded": "the model's context window filled up before the screenplay was finished",
+    "tool_use": "the model stopped to use a tool, but this service offers none",
+    "pause_turn": "the model paused its turn, which this service does not continue",
+}
 # ``error.details.error_code`` values (the SDK's APIStatusError.error_code; anthropic 2.14
 # anthropic.types.shared.*_spend_limit_reached_error_details) of a 429 that waiting does not cure: the SDK
 # raises them as a RateLimitError, but the account may not spend until someone raises the limit.
@@ -236,6 +245,9 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         )
     if ending.stop_reason == "refusal":
         raise GenerationError("llm_refused", ending.refusal or "the model declined to write this screenplay")
+    if stopped_short := _STOPPED_SHORT.get(ending.stop_reason):
+        # Its text is cut where the model stopped: read as a screenplay it would only fail as bad JSON.
+        raise GenerationError("invalid_output", f"{stopped_short} ({ending.stop_reason}); nothing was saved")
     yield CallFinished(stop_reason=ending.stop_reason, usage=usage)
 
 

@@ -381,3 +381,26 @@ async def test_the_fakes_spend_limit_429_has_no_retry_after(fake_anthropic: Fake
         )
     assert response.status_code == 429 and "retry-after" not in response.headers
     assert response.json()["error"]["details"] == {"error_code": "enforced_spend_limit_reached"}
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "said"),
+    [
+        ("model_context_window_exceeded", "context window filled up"),
+        ("tool_use", "stopped to use a tool"),
+        ("pause_turn", "paused its turn"),
+    ],
+)
+async def test_a_reply_stopped_short_for_another_reason_than_max_tokens_says_why(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, stop_reason: str, said: str
+) -> None:
+    # Was: its cut text was read as a screenplay and the writer told "not valid JSON".
+    text = screenplay_text(screenplay(scenes=3))
+    fake_anthropic.script(Reply(text=text[: len(text) // 2], stop_reason=stop_reason))
+    events = await _generate(writer)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "invalid_output", False)
+    assert said in error["message"] and stop_reason in error["message"], error["message"]
+    assert "JSON" not in error["message"] and len(fake_anthropic.requests) == 1
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    assert run.status == "failed" and run.output_tokens > 0
