@@ -7,6 +7,7 @@ catch it without importing the generation package. The codes are documented in d
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, get_args
 
 ErrorCode = Literal[
@@ -77,7 +78,8 @@ class GenerationError(Exception):
             "retryable": self.retryable,
         }
         if self.retry_after is not None:
-            event["retry_after"] = max(round(self.retry_after), 0)
+            # Whole seconds, rounded up: a provider's "retry-after-ms: 5" is no "retry in 0 s".
+            event["retry_after"] = max(math.ceil(self.retry_after), 0)
         return event
 
     @classmethod

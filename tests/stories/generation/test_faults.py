@@ -68,15 +68,30 @@ async def test_retry_after_is_honoured_only_up_to_the_cap(
     assert [r.headers.get("x-stainless-retry-count") for r in fake_anthropic.requests] == ["0", "0"]
 
 
-@pytest.mark.parametrize("header,told", [("nan", None), ("inf", 4_294_967), ("1e400", 4_294_967)])
+@pytest.mark.parametrize(
+    "header,told",
+    [
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "inf"}, 4_294_967),
+        ({"retry-after": "1e400"}, 4_294_967),
+        # Whole seconds rounded up: was "retry_after": 0, a client's "retry in 0 s".
+        ({"retry-after-ms": "5"}, 1),
+        ({"retry-after": "2.2"}, 3),
+    ],
+)
 async def test_a_retry_after_that_is_no_number_of_seconds_still_gives_the_providers_code(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any, header: str, told: int | None
+    writer: Any,
+    cast: Any,
+    fake_anthropic: FakeAnthropic,
+    settings: Any,
+    header: dict[str, str],
+    told: int | None,
 ) -> None:
     # float() reads these; rounding them for the error event raised, so the writer got "the generation
     # failed unexpectedly" (llm_unavailable, not retryable) and the run was recorded llm_overloaded.
     settings.STORY_LLM_RETRY_AFTER_CAP_SECONDS = 0
     fake_anthropic.script(
-        *[Reply(status=529, error_type="overloaded_error", headers={"retry-after": header}) for _ in range(3)]
+        *[Reply(status=529, error_type="overloaded_error", headers=header) for _ in range(3)]
     )
     events = await _generate(writer)
     error = events[-1]
