@@ -464,9 +464,37 @@
     runStart(built.request);
   });
 
+  // A refusal that says when to come back (rate_limited, busy, the provider's retry-after): Retry
+  // waits until then, counting down, instead of asking at once for the same refusal.
+  var retryTimer = null;
+
+  function retryWait(seconds) {
+    var until = Date.now() + seconds * 1000;
+    function tick() {
+      var left = Math.ceil((until - Date.now()) / 1000);
+      if (left <= 0) {
+        retryReady();
+        return;
+      }
+      ui.retry.disabled = true;
+      ui.retry.textContent = "Retry in " + (left > 90 ? Math.ceil(left / 60) + " min" : left + " s");
+    }
+    retryReady();
+    tick();
+    retryTimer = window.setInterval(tick, 1000);
+  }
+
+  function retryReady() {
+    window.clearInterval(retryTimer);
+    retryTimer = null;
+    ui.retry.disabled = false;
+    ui.retry.textContent = "Retry";
+  }
+
   function streamReset() {
     ui.stream.hidden = false;
     ui.error.hidden = true;
+    retryReady();
     ui.retry.hidden = true;
     ui.saved.hidden = true;
     ui.scenes.replaceChildren();
@@ -520,7 +548,7 @@
     if (!current.focusFollows || !focusLost()) {
       return;
     }
-    if (!ui.retry.hidden && !ui.error.hidden) {
+    if (!ui.retry.hidden && !ui.retry.disabled && !ui.error.hidden) {
       focusMove(ui.retry);
     } else if (!ui.saved.hidden) {
       focusMove(ui.savedLink);
@@ -835,6 +863,9 @@
     }
     ui.errorMessage.textContent = text;
     ui.retry.hidden = message.retryable !== true || !current.request;
+    if (!ui.retry.hidden && typeof message.retry_after === "number" && message.retry_after > 0) {
+      retryWait(message.retry_after);
+    }
     ui.error.hidden = false;
     statsRender(current, "Stopped");
     announceAlert(text);

@@ -162,6 +162,10 @@ def test_a_refused_generate_after_a_run_leaves_no_run_in_the_address(
 
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#stream-error")).to_contain_text("30 generations an hour at most.")
+    # Retry waits for the time the refusal gave (was: offered at once, for the same refusal).
+    expect(page.locator("#retry")).to_be_disabled()
+    expect(page.locator("#retry")).to_have_text("Retry in 2 min")
+    expect(page.get_by_role("button", name="Generate")).to_be_focused()
     expect(page).to_have_url(re.compile(r"/stories/new/$"))
     page.reload()
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
@@ -197,4 +201,28 @@ def test_a_generate_refused_by_a_stopping_server_is_asked_again_on_a_new_socket(
     assert len(sockets) == 2
     assert [message["type"] for message in sent] == ["generate", "generate"] and sent[0] == sent[1]
     expect(page.locator("#stream-error")).to_be_hidden()
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_retry_comes_back_once_the_refusals_wait_is_over(app_server: AppServer, watched: Watched) -> None:
+    page = watched.page
+    refusal = {
+        "type": "error",
+        "code": "busy",
+        "message": "You already have 2 generation(s) running.",
+        "retryable": True,
+        "retry_after": 2,
+    }
+    page.route_web_socket(
+        "**/ws/generate/", lambda socket: socket.on_message(lambda message: socket.send(json.dumps(refusal)))
+    )
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill("A lift that tells stories between floors.")
+    generate(page)
+    expect(page.locator("#retry")).to_have_text(re.compile(r"^Retry in [12] s$"))
+    expect(page.locator("#retry")).to_be_disabled()
+    expect(page.locator("#retry")).to_be_enabled(timeout=5_000)
+    expect(page.locator("#retry")).to_have_text("Retry")
     assert watched.dialogs == [] and watched.errors == []
