@@ -118,6 +118,11 @@ class Command(BaseCommand):
             where = f"Not saved (--no-save); run {outcome.run_id} recorded the timings and usage."
         if options["format"] == "json":
             self.stdout.write(json.dumps(content, ensure_ascii=False, indent=2))
+        else:
+            # The scenes no `scene` event brought: all of them for a run followed after its events
+            # were gone (another process's without Redis, or past the log's retention).
+            for scene in content["scenes"][self._next_scene :]:
+                self.stdout.write(fountain_scenes(scenes=[scene]) + "\n", ending="")
         console.print(where, markup=False)
 
     async def _generate(

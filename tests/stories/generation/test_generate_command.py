@@ -11,6 +11,7 @@ from screenplain import types
 from screenplain.parsers.fountain import parse
 
 from stories.models import GenerationRun, ScreenplayVersion, Story
+from stories.runs import memory_log
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import screenplay
 
@@ -131,3 +132,16 @@ def test_a_plot_file_over_the_limit_is_too_long_even_when_cut_inside_a_character
         _generate("--plot-file", str(plot_file), *PERSONAS)
     assert "UTF-8" not in str(failure.value)
     assert failure.value.returncode == 2
+
+
+def test_attach_to_a_finished_run_whose_events_are_gone_prints_its_screenplay(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # A run of another process, or one past the log's retention: only its end is in the database. Was:
+    # nothing on stdout in Fountain, exit 0.
+    first, _ = _generate("--plot", "A statue, a lie, a fog.", *PERSONAS, "--title", "Fog")
+    run = GenerationRun.objects.get()
+    memory_log.LOG.runs.pop(run.pk, None)  # as another process sees it: no events of it in memory
+    out, err = _generate("--attach", str(run.pk))
+    assert out == first
+    assert f"version 1: /stories/{run.story_id}/" in err
