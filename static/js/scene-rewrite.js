@@ -76,12 +76,25 @@
     if (focusFollows) {
       cancel.focus();
     }
+    var cancelAsked = false;
     cancel.onclick = function () {
+      if (finished || cancelAsked) {
+        return;
+      }
+      cancelAsked = true;
+      status.textContent = "Cancelling…";
       if (socket.readyState === WebSocket.OPEN) {
         socket.send(JSON.stringify({ type: "cancel" }));
       }
+      // Still connecting: the request is never sent (see "open"), so nothing starts.
     };
+    var opened = false;
     socket.addEventListener("open", function () {
+      opened = true;
+      if (cancelAsked) {
+        finish("Cancelled: nothing was saved.");
+        return;
+      }
       socket.send(JSON.stringify(request));
     });
     socket.addEventListener("message", function (event) {
@@ -110,10 +123,16 @@
       }
     });
     socket.addEventListener("close", function () {
-      if (!finished) {
-        // The rewrite is a run of its own: it goes on without this page and is saved (issue 16).
-        finish("The connection closed; the rewrite goes on without this page. Reload to see the new version.");
+      if (finished) {
+        return;
       }
+      if (!opened) {
+        // The request was never sent: nothing started.
+        finish(cancelAsked ? "Cancelled: nothing was saved." : "The server could not be reached; nothing was started.");
+        return;
+      }
+      // The rewrite is a run of its own: it goes on without this page and is saved (issue 16).
+      finish("The connection closed; the rewrite goes on without this page. Reload to see the new version.");
     });
   }
 })();

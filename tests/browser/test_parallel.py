@@ -103,3 +103,52 @@ def test_rewrite_instructions_pasted_over_the_limit_are_kept_whole_and_refused_b
     assert instructions.input_value() == too_long  # nothing saved, nothing lost: the page stays
     assert page.locator(".version-heading").inner_text() == shown
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_cancelling_a_rewrite_before_its_socket_opens_starts_nothing(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Was: Cancel did nothing while the socket was connecting, and the rewrite then started and was paid.
+    page = watched.page
+    # A slow network: each socket is made only when the test says so, and is CONNECTING until then.
+    page.add_init_script(
+        """
+        const Real = window.WebSocket;
+        window.socketsRelease = [];
+        window.WebSocket = function (url, protocols) {
+          const listeners = [];
+          const pending = {
+            readyState: 0,
+            send() { throw new Error("not open yet"); },
+            close() {},
+            addEventListener(type, listener) { listeners.push([type, listener]); },
+          };
+          window.socketsRelease.push(function () {
+            const socket = new Real(url, protocols);
+            listeners.forEach(function (entry) { socket.addEventListener(entry[0], entry[1]); });
+            Object.defineProperty(pending, "readyState", { get: function () { return socket.readyState; } });
+            pending.send = function (data) { socket.send(data); };
+            pending.close = function (code) { socket.close(code); };
+          });
+          return pending;
+        };
+        Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+        """
+    )
+    sent: list[str] = []
+    page.on("websocket", lambda socket: socket.on("framesent", lambda payload: sent.append(str(payload))))
+    log_in(page, app_server)
+    page.goto(app_server.url + f"/stories/{app_server.ids['rewritable_story']}/")
+    shown = page.locator(".version-heading").inner_text()
+    page.get_by_text("Rewrite this scene").first.click()
+    page.get_by_role("button", name="Rewrite scene 1 as a new version").click()
+    page.get_by_role("button", name="Cancel the rewrite").first.click()
+    status = page.locator(".rewrite-status").first
+    expect(status).to_have_text("Cancelling…")
+    page.evaluate("window.socketsRelease.forEach(function (release) { release(); })")
+    expect(status).to_have_text("Cancelled: nothing was saved.")
+    expect(page.get_by_role("button", name="Rewrite scene 1 as a new version")).to_be_enabled()
+    assert sent == [], "the rewrite was asked for after its cancel"
+    page.reload()
+    assert page.locator(".version-heading").inner_text() == shown
+    assert watched.dialogs == [] and watched.errors == []
