@@ -246,7 +246,7 @@ def personas_duplicate(*, personas: Iterable[PersonaConfig], user: User) -> list
         for persona in personas:
             duplicate = PersonaConfig(
                 name=_copy_name(persona.name),
-                display_name=f"{persona.display_name} (copy)"[:200],
+                display_name=_copy_display_name(persona.display_name),
                 config_data=copy.deepcopy(persona.config_data),
                 is_active=False,
             )
@@ -254,6 +254,12 @@ def personas_duplicate(*, personas: Iterable[PersonaConfig], user: User) -> list
             duplicate.save()
             copies.append(duplicate)
     return copies
+
+
+def _copy_display_name(display_name: str) -> str:
+    # At most 200 characters: a long name is shortened, not " (copy)", which tells the two apart.
+    suffix = " (copy)"
+    return f"{display_name[: 200 - len(suffix)].rstrip()}{suffix}"
 
 
 def _copy_name(name: str) -> str:

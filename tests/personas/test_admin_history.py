@@ -222,6 +222,18 @@ def test_duplicate_makes_an_inactive_copy_under_a_fresh_key(
 
 
 @pytest.mark.django_db
+def test_a_copy_of_a_persona_with_the_longest_display_name_still_says_copy(
+    editor_client: Client, persona_factory: Any
+) -> None:
+    # Was: "<200 characters> (copy)" cut to 200, the very name of the original.
+    original = persona_factory("long")
+    PersonaConfig.objects.filter(pk=original.pk).update(display_name="N" * 200)
+    editor_client.post(ROOT, {"action": "duplicate", "_selected_action": [original.pk]})
+    copy_ = PersonaConfig.objects.get(name="long-copy")
+    assert copy_.display_name == "N" * 193 + " (copy)"
+
+
+@pytest.mark.django_db
 def test_duplicating_needs_the_add_permission(user_factory: Any, persona_factory: Any) -> None:
     original = persona_factory("hero")
     changer = user_factory("chang", is_staff=True)
