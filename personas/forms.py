@@ -80,7 +80,9 @@ def _object_show(value: object) -> object:
 
 
 def _object_store(value: object) -> object:
-    return value or None
+    # An empty field or {} removes the part; anything else is kept for the schema to judge, so [] or 0
+    # is refused as not an object instead of silently deleting what the part held.
+    return None if value is None or value == {} else value
 
 
 _TEXT = _Part(_text_show, _text_store)

@@ -223,3 +223,30 @@ def test_example_lines_are_one_per_line_unless_a_blank_line_separates_them(
     assert saved.status_code == 302
     persona.refresh_from_db()
     assert persona.config_data["example_lines"] == stored
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("typed", ["[]", "0", "false", '""'])
+@pytest.mark.parametrize("part", ["private", "extensions"])
+def test_a_private_or_extensions_part_that_is_no_object_is_refused_not_deleted(
+    editor_client: Client, part: str, typed: str
+) -> None:
+    # Was: any empty-looking JSON removed the part, and what it held, without a word.
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, **{part: typed}))
+    assert response.status_code == 200  # the form again, with its error
+    assert "object" in str(response.context["adminform"].form.errors)
+    persona.refresh_from_db()
+    assert persona.config_data[part] == CONFIG[part]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("typed", ["", "{}"])
+def test_an_empty_private_part_removes_it(editor_client: Client, typed: str) -> None:
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, private=typed))
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert "private" not in persona.config_data
