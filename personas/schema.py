@@ -15,6 +15,7 @@ import jsonschema
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from storyproject.schema_errors import json_kind, schema_error_message
 from storyproject.untrusted import json_value_problem
 
 _TEXT = {"type": "string", "maxLength": 20_000}
@@ -55,7 +56,7 @@ _VALIDATOR = jsonschema.Draft202012Validator(PERSONA_CONFIG_SCHEMA)
 def persona_config_errors(config: object) -> list[str]:
     """Every problem with ``config``, as sentences an editor can act on; empty when valid."""
     if not isinstance(config, dict):
-        return [f"The config must be a JSON object ({{...}}), not {_kind(config)}."]
+        return [f"The config must be a JSON object ({{...}}), not {json_kind(config)}."]
     # Before the size: json.dumps itself fails on some of what this refuses (huge integers).
     problem = json_value_problem(config)
     if problem is not None:
@@ -67,39 +68,8 @@ def persona_config_errors(config: object) -> list[str]:
     errors = []
     for error in sorted(_VALIDATOR.iter_errors(config), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
-        errors.append(f"{where}: {_error_message(error)}")
+        errors.append(f"{where}: {schema_error_message(error)}")
     return errors
-
-
-# jsonschema's own messages quote the whole value and not the limit ("'<20,000 characters>' is too
-# long"): a text or list over its bound is said by its size and the bound, a long value is not quoted.
-_QUOTED_MAX_CHARS = 60
-# bool before int: True is an int too.
-_KINDS = (
-    (str, "a string"),
-    (bool, "a boolean"),
-    (int, "a number"),
-    (float, "a number"),
-    (list, "a list"),
-    (dict, "an object"),
-)
-
-
-def _error_message(error: jsonschema.ValidationError) -> str:
-    instance, bound = error.instance, error.validator_value
-    if error.validator == "maxLength":
-        return f"is {len(instance)} characters long; the limit is {bound}"
-    if error.validator == "maxItems":
-        return f"holds {len(instance)} items; the limit is {bound}"
-    if error.validator == "type" and len(repr(instance)) > _QUOTED_MAX_CHARS:
-        return f"{_kind(instance)} is not of type {bound!r}"
-    return str(error.message)
-
-
-def _kind(value: object) -> str:
-    """A JSON value's kind in words; by isinstance, as the admin's JSON field gives a str subclass
-    (``JSONString``), whose class name the message showed ("not JSONString")."""
-    return next((kind for cls, kind in _KINDS if isinstance(value, cls)), "null")
 
 
 def validate_persona_config(config: object) -> None:

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 
 from stories.errors import GenerationError
 from stories.generation.prompt import screenplay_schema
+from storyproject.schema_errors import schema_error_message
 from storyproject.untrusted import json_value_problem
 
 
@@ -41,7 +42,9 @@ def schema_check(
     error = next(iter(_validator(schema).iter_errors(document)), None)
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or f"the {what}"
-        raise GenerationError(code, f"{_author(code)} an invalid {what} at {where}: {error.message[:300]}")
+        raise GenerationError(
+            code, f"{_author(code)} an invalid {what} at {where}: {schema_error_message(error)[:300]}"
+        )
     storable_check(document=document, what=what, code=code)
 
 

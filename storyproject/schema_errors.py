@@ -1,0 +1,53 @@
+"""jsonschema's error messages, said for people: sizes and limits, never a long value quoted back.
+
+jsonschema's own messages quote the whole value and not the bound ("'<20,000 characters>' is too
+long"): an editor importing a card, or a writer whose model wrote a 200 kB action, got the value back
+and no reason once the message was cut to fit. A text or list over its bound is said by its size and
+the bound; any other message that starts with a long value has that value described instead.
+"""
+
+from __future__ import annotations
+
+import jsonschema
+
+_QUOTED_MAX_CHARS = 60
+# bool before int: True is an int too.
+_KINDS = (
+    (str, "a string"),
+    (bool, "a boolean"),
+    (int, "a number"),
+    (float, "a number"),
+    (list, "a list"),
+    (dict, "an object"),
+)
+
+
+def schema_error_message(error: jsonschema.ValidationError) -> str:
+    """What ``error`` says, without quoting a long value, naming the bound where there is one."""
+    instance, bound = error.instance, error.validator_value
+    if error.validator == "maxLength":
+        return f"is {len(instance)} characters long; the limit is {bound}"
+    if error.validator == "maxItems":
+        return f"holds {len(instance)} items; the limit is {bound}"
+    quoted = repr(instance)
+    if len(quoted) <= _QUOTED_MAX_CHARS:
+        return str(error.message)
+    if error.validator == "type":
+        return f"{json_kind(instance)} is not of type {bound!r}"
+    if error.message.startswith(quoted):
+        return f"{_described(instance)}{error.message[len(quoted) :]}"
+    return str(error.message)
+
+
+def json_kind(value: object) -> str:
+    """A JSON value's kind in words; by isinstance, as the admin's JSON field gives a str subclass
+    (``JSONString``), whose class name a message showed ("not JSONString")."""
+    return next((kind for cls, kind in _KINDS if isinstance(value, cls)), "null")
+
+
+def _described(value: object) -> str:
+    if isinstance(value, str):
+        return f"a text of {len(value)} characters"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return json_kind(value)
