@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from channels.auth import AuthMiddleware, get_user
+from channels.auth import AuthMiddleware, UserLazyObject, get_user
 from channels.middleware import BaseMiddleware
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -99,13 +99,25 @@ def credential_current(*, credential: SocketCredential) -> bool:
 
 
 class PooledAuthMiddleware(AuthMiddleware):
-    """Channels' session authentication, its session and user read on the loop's thread pool
-    (storyproject.db.db_call) rather than on Channels' one thread-sensitive thread, for which every
-    handshake of the process queued (``channels.auth.get_user`` is a thread-sensitive
-    ``database_sync_to_async``; ``__wrapped__`` is the function it wraps)."""
+    """Channels' session authentication, its session and user read in the consumer's first trip to the
+    loop's thread pool (``socket_user_resolve``, from ``stories.ws_sessions.socket_session_open``) rather
+    than in a trip of its own: one trip fewer for every socket, before the writer's first message.
+    (Channels' own ``get_user`` is a thread-sensitive ``database_sync_to_async``, for whose one thread
+    every handshake of the process queued; ``__wrapped__`` is the function it wraps.) Until then
+    ``scope["user"]`` raises if read, as Channels' unresolved user does."""
 
     async def resolve_scope(self, scope: dict[str, Any]) -> None:
-        scope["user"]._wrapped = await db_call(get_user.__wrapped__)(scope)
+        scope[_USER_UNRESOLVED] = True
+
+
+_USER_UNRESOLVED = "story_user_unresolved"
+
+
+def socket_user_resolve(scope: dict[str, Any]) -> None:
+    """Read the session's user into ``scope["user"]`` if the middleware left it to the consumer (sync,
+    in a thread-pool trip). A token header, when present, already gave the user (and wins)."""
+    if scope.pop(_USER_UNRESOLVED, False) and isinstance(scope["user"], UserLazyObject):
+        scope["user"]._wrapped = get_user.__wrapped__(scope)
 
 
 def TokenOrSessionAuthMiddlewareStack(inner: Any) -> Any:
@@ -114,6 +126,9 @@ def TokenOrSessionAuthMiddlewareStack(inner: Any) -> Any:
 
 
 def websocket_stack(inner: Any) -> Any:
-    """What every WebSocket route sits behind: text check, same-origin check, then token or session auth."""
+    """What every WebSocket route sits behind: text check, same-origin check, then token or session auth.
+
+    A session's user is read by the consumer, in its first trip to the thread pool
+    (``socket_user_resolve``): ``scope["user"]`` raises until then, unless a token header gave it."""
     # The text check first: the session middleware queries the database with the cookie.
     return UnstorableTextGuard(SameOriginValidator(TokenOrSessionAuthMiddlewareStack(inner)))

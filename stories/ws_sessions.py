@@ -27,7 +27,7 @@ from django.core.cache import cache
 
 from stories.errors import GenerationError
 from stories.metrics import socket_closed, socket_opened
-from stories.ws_auth import SocketCredential, credential_current, socket_credential
+from stories.ws_auth import SocketCredential, credential_current, socket_credential, socket_user_resolve
 from storyproject.db import db_call
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ class SocketSession:
 
 @db_call
 def socket_session_open(*, scope: dict[str, Any]) -> SocketSession:
-    """The standing of a new socket; GenerationError "unauthenticated", or "busy" past the cap."""
+    """The standing of a new socket; GenerationError "unauthenticated", or "busy" past the cap. The
+    handshake's session user is read first, in this same trip (``stories.ws_auth.socket_user_resolve``)."""
+    socket_user_resolve(scope)
     credential = socket_credential(scope)
     # Asked once here as well: the answer is then cached (see the module's docstring), so the check
     # before the first message, the writer's click on Generate, is the warm one.

@@ -19,7 +19,8 @@ from django.test import Client
 from django.urls import path
 from rest_framework.authtoken.models import Token
 
-from stories.ws_auth import token_key_from_headers, websocket_stack
+from stories.ws_auth import socket_user_resolve, token_key_from_headers, websocket_stack
+from storyproject.db import db_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class WhoAmI(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
+        # As the generation consumer does, in its first trip to the thread pool (socket_session_open).
+        await db_call(socket_user_resolve)(self.scope)
         user = self.scope["user"]
         await self.send_json({"user": user.get_username() if user.is_authenticated else None})
 
