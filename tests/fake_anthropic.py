@@ -4,7 +4,8 @@ The real SDK talks to it over HTTP: ``POST /v1/messages`` with ``Authorization: 
 with Server-Sent Events in chunked transfer encoding (message_start, content_block_start, ping,
 content_block_delta with text_delta, content_block_stop, message_delta with stop_reason and usage
 including cache tokens, message_stop), or with an error body ``{"type": "error", "error": {...}}`` and
-its status and ``retry-after``/``retry-after-ms`` headers. A scripted reply can also send an ``error``
+its status and ``retry-after``/``retry-after-ms`` headers, or with an HTML page instead of that body (what
+Cloudflare answers a request too large with, or a proxy a 5xx). A scripted reply can also send an ``error``
 event mid-stream, stall, or drop the connection. Every request is recorded with its body, and the server
 notes when a client goes away before the reply ends.
 
@@ -64,6 +65,9 @@ class Reply:
     # ``x-should-retry`` header: None sends what the API sends for the status (see error_headers).
     error_code: str = ""
     should_retry: bool | None = None
+    # An error body that is not the API's JSON (a proxy's or Cloudflare's HTML page), sent as text/html
+    # with no request-id: what a client gets when something in front of the API answers instead.
+    error_html: str | None = None
     # Thinking sent before the text when the request asks for it (or the model thinks by default).
     thinking_text: str = "The detective should enter first; the liar second."
     headers: dict[str, str] = field(default_factory=dict)
@@ -275,12 +279,25 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             fake._release(record)
 
     def _error(self, reply: Reply) -> None:
+        if reply.error_html is not None:
+            self._error_html(reply)
+            return
         request_id = getattr(self, "request_id", "req_fake_unrecorded")
         body = json.dumps(error_body(reply, request_id)).encode()
         self.send_response(reply.status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         for name, value in {**error_headers(reply, request_id), **reply.headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error_html(self, reply: Reply) -> None:
+        body = reply.error_html.encode() if reply.error_html is not None else b""
+        self.send_response(reply.status)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)

@@ -357,13 +357,27 @@ def _status_error(error: anthropic.APIStatusError) -> GenerationError:
             operator_detail=detail,
         )
     if status in (400, 413, 422) or kind in _REQUEST_TYPES:
-        api_detail = (error.api_message or "")[:300]
+        api_detail = (error.api_message or "")[:300] or _unexplained_refusal(status, kind)
         return GenerationError(
             "invalid_request",
             f"the model provider rejected the request: {api_detail}",
             operator_detail=detail,
         )
     return _transient_error(error, kind, status, detail)
+
+
+def _unexplained_refusal(status: int, kind: str) -> str:
+    """What a refusal without the API's JSON message means, from its status.
+
+    A 413 can come from Cloudflare before the request reaches the API (Anthropic's "Errors" docs,
+    api/errors, "Request size limits": "The error is returned from Cloudflare before the request
+    reaches our API servers"), as an HTML page: the SDK then has the body as text and no
+    ``error.message`` (anthropic 2.14 _base_client.py ``_make_status_error_from_response``: a body that
+    is not JSON stays a string; _exceptions.py reads ``api_message`` from ``error.message`` only).
+    """
+    if status == 413 or kind == "request_too_large":
+        return "the request is larger than it accepts (HTTP 413, request_too_large)"
+    return f"HTTP {status}, with no explanation"
 
 
 def _transient_error(error: anthropic.APIStatusError, kind: str, status: int, detail: str) -> GenerationError:

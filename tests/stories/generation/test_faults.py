@@ -419,3 +419,40 @@ async def test_a_reply_stopped_short_for_another_reason_than_max_tokens_says_why
     assert "JSON" not in error["message"] and len(fake_anthropic.requests) == 1
     run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
     assert run.status == "failed" and run.output_tokens > 0
+
+
+# Cloudflare's answer to a request over the size limit, before it reaches the API (Anthropic's "Errors"
+# docs, api/errors, "Request size limits"), and a proxy's 502: HTML, no JSON body, no request-id.
+_CLOUDFLARE_413 = (
+    "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+    "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+_PROXY_502 = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+async def test_a_413_from_cloudflare_that_is_not_json_says_the_request_was_too_large(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Was: "the model provider rejected the request: " and nothing after it (no error.message to quote).
+    fake_anthropic.script(Reply(status=413, error_html=_CLOUDFLARE_413))
+    events = await _generate(writer)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "invalid_request", False)
+    assert "larger than it accepts" in error["message"] and "413" in error["message"], error["message"]
+    assert "<html" not in error["message"] and len(fake_anthropic.requests) == 1
+    await _nothing_saved_but_a_failed_run("invalid_request")
+
+
+async def test_a_5xx_page_from_a_proxy_that_is_not_json_is_retried_as_the_provider_being_down(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(
+        *[Reply(status=502, error_html=_PROXY_502, headers=FAST) for _ in range(3)],
+    )
+    events = await _generate(writer)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "llm_unavailable", True)
+    assert "<html" not in error["message"] and len(fake_anthropic.requests) == 3
+    run = await _nothing_saved_but_a_failed_run("llm_unavailable")
+    assert run.details["retries"] == ["llm_unavailable", "llm_unavailable"]
