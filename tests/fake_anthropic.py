@@ -629,9 +629,10 @@ class ApiModel:
 
 
 # Sources (platform.claude.com/docs, as the search corpus holds it, read 2026-11-27):
-# - max output 128K: models/{sonnet,opus,haiku}-5-5/overview; Haiku 4.5 64K: the comparison table of
-#   models/sonnet-5-5/overview. The 4.5/4.6 Sonnets' and Opuses' limits are left unchecked (pages and
-#   third parties disagree on Sonnet 4.6: 64K or 128K).
+# - max output 128K: models/{sonnet,opus,haiku}-5-5/overview, models/sonnet-4-6/overview and
+#   models/opus-4-6/overview ("Max output: 128K tokens"); 64K: Haiku 4.5 (the comparison table of
+#   models/sonnet-5-5/overview), Sonnet 4.5 and Opus 4.5 (the 4.6 generation's models overview, "Max
+#   output 64K tokens").
 # - thinking: models/sonnet-5-5/whats-new-sonnet-5-5 ("disabled" is a 400 invalid_request_error that
 #   points to between_tools); models/haiku-5-5/whats-new-haiku-5-5 (manual extended thinking, i.e.
 #   "enabled" with budget_tokens, returns an error; "disabled" works at low, medium and high effort);
@@ -645,11 +646,11 @@ API_MODELS: dict[str, ApiModel] = {
     "claude-sonnet-5-5": ApiModel(128_000, frozenset({"adaptive", "between_tools"}), strict_turns=True),
     "claude-opus-5-5": ApiModel(128_000, frozenset({"adaptive"}), strict_turns=True),
     "claude-haiku-5-5": ApiModel(128_000, frozenset({"adaptive", "disabled"}), strict_turns=True),
-    "claude-sonnet-4-6": ApiModel(None, _BUDGET_THINKING | {"adaptive"}),
-    "claude-opus-4-6": ApiModel(None, _BUDGET_THINKING | {"adaptive"}),
+    "claude-sonnet-4-6": ApiModel(128_000, _BUDGET_THINKING | {"adaptive"}),
+    "claude-opus-4-6": ApiModel(128_000, _BUDGET_THINKING | {"adaptive"}),
     "claude-haiku-4-5": ApiModel(64_000, _BUDGET_THINKING),
-    "claude-opus-4-5": ApiModel(None, _BUDGET_THINKING),
-    "claude-sonnet-4-5": ApiModel(None, _BUDGET_THINKING),
+    "claude-opus-4-5": ApiModel(64_000, _BUDGET_THINKING),
+    "claude-sonnet-4-5": ApiModel(64_000, _BUDGET_THINKING),
 }
 # ThinkingConfigEnabledParam.budget_tokens (anthropic 2.14 types/thinking_config_enabled_param.py):
 # "Must be ≥1024 and less than `max_tokens`".

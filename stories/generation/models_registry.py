@@ -24,6 +24,11 @@ Sources (read 2026-11-26):
 - Minimum cacheable prompt: 1,024 tokens on Sonnet 4.x, 4,096 on Opus 4.5/4.6 and Haiku 4.5
   (prompt-caching docs); 512 on the 5.5 models (Sonnet 5.5's page; Opus and Haiku 5.5 as given in
   issue 15, not verified against a primary source).
+- Max output (the largest ``max_tokens`` a request may ask for; the API answers more with a 400
+  invalid_request_error, "max_tokens: N > M, which is the maximum allowed number of output tokens"):
+  128K on the 5.5 models and on Sonnet 4.6 and Opus 4.6 (platform.claude.com/docs/en/models/<model>/overview,
+  "Max output: 128K tokens"), 64K on Haiku 4.5 (the comparison table of models/sonnet-5-5/overview),
+  Sonnet 4.5 and Opus 4.5 (the models overview of the 4.6 generation: "Max output 64K tokens").
 - The 5.x tokenizer counts about 30 % more tokens for the same text than Haiku 4.5's (Haiku 5.5's
   "What's new" page); ``tokens_per_char_factor`` carries that for estimates.
 """
@@ -51,6 +56,8 @@ class ClaudeModel:
     cache_write: Decimal  # a 5-minute cache write
     cache_read: Decimal
     min_cache_tokens: int
+    # The largest max_tokens the API takes for this model (thinking included).
+    max_output: int
     structured_outputs: bool
     # What a request that says nothing about thinking gets.
     thinks_by_default: bool
@@ -76,6 +83,7 @@ MODELS: dict[str, ClaudeModel] = {
             cache_write=Decimal("2.50"),
             cache_read=Decimal("0.10"),
             min_cache_tokens=512,
+            max_output=128_000,
             structured_outputs=True,
             thinks_by_default=True,
             thinking_on="adaptive",
@@ -91,6 +99,7 @@ MODELS: dict[str, ClaudeModel] = {
             cache_write=Decimal("5"),
             cache_read=Decimal("0.20"),
             min_cache_tokens=512,
+            max_output=128_000,
             structured_outputs=True,
             thinks_by_default=True,
             thinking_on="adaptive",
@@ -105,6 +114,7 @@ MODELS: dict[str, ClaudeModel] = {
             cache_write=Decimal("0.125"),
             cache_read=Decimal("0.01"),
             min_cache_tokens=512,
+            max_output=128_000,
             structured_outputs=True,
             thinks_by_default=True,
             thinking_on="adaptive",
@@ -119,6 +129,7 @@ MODELS: dict[str, ClaudeModel] = {
             cache_write=Decimal("3.75"),
             cache_read=Decimal("0.30"),
             min_cache_tokens=1024,
+            max_output=128_000,
             structured_outputs=True,
             thinks_by_default=False,
             thinking_on="adaptive",
@@ -133,6 +144,7 @@ MODELS: dict[str, ClaudeModel] = {
             cache_write=Decimal("6.25"),
             cache_read=Decimal("0.50"),
             min_cache_tokens=4096,
+            max_output=128_000,
             structured_outputs=True,
             thinks_by_default=False,
             thinking_on="adaptive",
@@ -147,6 +159,7 @@ MODELS: dict[str, ClaudeModel] = {
             cache_write=Decimal("1.25"),
             cache_read=Decimal("0.10"),
             min_cache_tokens=4096,
+            max_output=64_000,
             structured_outputs=True,
             thinks_by_default=False,
             thinking_on="budget",
@@ -161,6 +174,7 @@ MODELS: dict[str, ClaudeModel] = {
             cache_write=Decimal("6.25"),
             cache_read=Decimal("0.50"),
             min_cache_tokens=4096,
+            max_output=64_000,
             structured_outputs=True,
             thinks_by_default=False,
             thinking_on="budget",
@@ -177,6 +191,7 @@ MODELS: dict[str, ClaudeModel] = {
             cache_write=Decimal("3.75"),
             cache_read=Decimal("0.30"),
             min_cache_tokens=1024,
+            max_output=64_000,
             structured_outputs=True,
             thinks_by_default=False,
             thinking_on="budget",

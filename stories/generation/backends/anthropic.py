@@ -50,7 +50,7 @@ from stories.generation.backends.base import (
 from stories.generation.backends.read_ahead import in_batches
 from stories.generation.backends.read_pacing import PacedBody
 from stories.generation.backends.sse import stream_events
-from stories.generation.models_registry import supports_structured_output, thinking_param
+from stories.generation.models_registry import model_get, supports_structured_output, thinking_param
 from stories.generation.retry import backoff_seconds
 
 _clients: weakref.WeakKeyDictionary[
@@ -160,7 +160,7 @@ def _request(call: ModelCall) -> dict[str, Any]:
     thinking, reserve = thinking_param(call.model, budget_tokens=settings.STORY_THINKING_BUDGET_TOKENS)
     params: dict[str, Any] = {
         "model": call.model,
-        "max_tokens": call.max_tokens + reserve,
+        "max_tokens": max_tokens_for(call.model, call.max_tokens + reserve),
         "system": call.system,
         "messages": call.messages,
         "timeout": httpx2.Timeout(
@@ -178,6 +178,20 @@ def _request(call: ModelCall) -> dict[str, Any]:
             "format": {"type": "json_schema", "schema": api_schema(call.output_schema)}
         }
     return params
+
+
+def max_tokens_for(model_id: str, wanted: int) -> int:
+    """``wanted`` (the text's max_tokens and the thinking reserve), at most what the model may write.
+
+    A max_tokens over the model's max output is a 400 invalid_request_error from the API ("max_tokens:
+    N > M, which is the maximum allowed number of output tokens for <model>"): every call would fail
+    on a model with a lower limit than ``STORY_MAX_MAX_TOKENS`` plus the thinking reserve allow (Haiku
+    4.5's 64K, the registry's ``max_output`` with its sources). A manual thinking budget stays under the
+    result (``budget_tokens`` "less than max_tokens", ThinkingConfigEnabledParam): it is at most 32,000
+    (``STORY_THINKING_BUDGET_TOKENS``), half the smallest max output.
+    """
+    model = model_get(model_id)
+    return wanted if model is None else min(wanted, model.max_output)
 
 
 def api_schema(schema: dict[str, Any]) -> dict[str, Any]:

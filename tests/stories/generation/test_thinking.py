@@ -150,3 +150,20 @@ async def test_every_call_the_app_makes_is_one_the_api_accepts_for_every_usable_
     assert events[-1]["type"] == "done", events[-1]
     assert len(fake_anthropic.requests) > 1
     assert all(request.body["messages"][-1]["role"] == "user" for request in fake_anthropic.requests)
+
+
+async def test_max_tokens_with_the_thinking_budget_never_passes_the_models_max_output(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # Was: 64,000 asked for plus the 2,048 budget sent max_tokens 66,048 to Haiku 4.5, whose max output
+    # is 64K: the API's 400 ("max_tokens: 66048 > 64000 ...") ended every such run as invalid_request.
+    settings.STORY_MODELS = ["claude-haiku-4-5"]
+    settings.STORY_MAX_MAX_TOKENS = settings.STORY_MAX_TOTAL_OUTPUT_TOKENS = 64_000
+    settings.STORY_THINKING_BUDGET_TOKENS = 2048
+    fake_anthropic.script(_reply())
+    events = await ws_generate(writer, model="claude-haiku-4-5", max_tokens=64_000)
+    assert events[-1]["type"] == "done", events[-1]
+    body = fake_anthropic.requests[0].body
+    assert body["max_tokens"] == 64_000
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert await ScreenplayVersion.objects.acount() == 1
