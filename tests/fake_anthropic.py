@@ -188,11 +188,10 @@ class FakeAnthropic:
         The longest live prefix is read (and its lifetime renewed); what the last breakpoint adds on top
         is written. Prefixes under the minimum are neither: the API silently does not cache them.
         """
-        from stories.generation.cache_rules import min_cacheable_tokens
-
         minimum = self.cache_min_tokens
         if minimum is None:
-            minimum = min_cacheable_tokens(str(body.get("model", "")))
+            known = API_MODELS.get(str(body.get("model", "")))
+            minimum = known.min_cache_tokens if known is not None else _UNKNOWN_MIN_CACHE_TOKENS
         eligible = [(key, tokens) for key, tokens in prompt_cache_breakpoints(body) if tokens >= minimum]
         if not eligible:
             return 0, 0, []
@@ -332,6 +331,10 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             "output_tokens": 1,
             "cache_creation_input_tokens": cache_write,
             "cache_read_input_tokens": cache_read,
+            # The write by TTL (anthropic 2.14 types/usage.py, Usage.cache_creation: CacheCreation):
+            # every breakpoint here is a plain "ephemeral", the five-minute one.
+            "cache_creation": {"ephemeral_5m_input_tokens": cache_write, "ephemeral_1h_input_tokens": 0},
+            "service_tier": "standard",
         }
         message = {
             "id": "msg_fake",
@@ -537,12 +540,10 @@ def error_headers(reply: Reply, request_id: str) -> dict[str, str]:
 
 def thinking_requested(body: dict[str, Any]) -> bool:
     """Whether the model would think: asked to, or, asked nothing, a model that thinks by default."""
-    from stories.generation.models_registry import model_get
-
     thinking = body.get("thinking")
     if isinstance(thinking, dict):
         return thinking.get("type") in ("enabled", "adaptive")
-    model = model_get(str(body.get("model", "")))
+    model = API_MODELS.get(str(body.get("model", "")))
     return model is not None and model.thinks_by_default
 
 
@@ -626,6 +627,10 @@ class ApiModel:
     thinking_types: frozenset[str]
     # The 5.x rules: no assistant prefill, no non-default temperature, top_p or top_k.
     strict_turns: bool = False
+    # The shortest prefix the prompt cache stores (shorter ones: both cache counts 0, no error).
+    min_cache_tokens: int = 4096
+    # Whether a request that says nothing about thinking gets it.
+    thinks_by_default: bool = False
 
 
 # Sources (platform.claude.com/docs, as the search corpus holds it, read 2026-11-27):
@@ -652,6 +657,19 @@ API_MODELS: dict[str, ApiModel] = {
     "claude-opus-4-5": ApiModel(64_000, _BUDGET_THINKING),
     "claude-sonnet-4-5": ApiModel(64_000, _BUDGET_THINKING),
 }
+# The fake's own, not the app's registry: a registry that got one wrong must not be echoed back by the
+# fake as a cache hit or a thought it would not have had.
+# - min_cache_tokens: 4,096 Opus 4.6/4.5 and Haiku 4.5, 1,024 Sonnet 4.6/4.5 (build-with-claude/
+#   prompt-caching, as quoted in anthropics/anthropic-sdk-python issue 1194); 512 Sonnet 5.5 (its
+#   overview page) and Haiku 5.5 ("minimum cacheable prompt 512 tokens (4,096 on Haiku 4.5)", Apidog's
+#   Haiku 5.5 API guide, citing the model page); Opus 5.5 512 as issue 15 gave it, not verified.
+# - thinks_by_default: the 5.x models think adaptively unless told otherwise (the comparison tables:
+#   "Adaptive", "Adaptive (always on)"); the 4.x models only when asked.
+for _id in ("claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5"):
+    API_MODELS[_id] = dataclasses.replace(API_MODELS[_id], min_cache_tokens=512, thinks_by_default=True)
+for _id in ("claude-sonnet-4-6", "claude-sonnet-4-5"):
+    API_MODELS[_id] = dataclasses.replace(API_MODELS[_id], min_cache_tokens=1024)
+_UNKNOWN_MIN_CACHE_TOKENS = 4096
 # ThinkingConfigEnabledParam.budget_tokens (anthropic 2.14 types/thinking_config_enabled_param.py):
 # "Must be ≥1024 and less than `max_tokens`".
 MIN_BUDGET_TOKENS = 1024

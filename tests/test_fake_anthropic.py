@@ -212,3 +212,34 @@ def test_what_the_api_rejects_is_rejected_before_any_reply_is_used(
         model="claude-sonnet-4-6",
         messages=[{"role": "user", "content": "Go."}, {"role": "assistant", "content": "{"}],
     )
+
+
+def test_the_fakes_cache_minimum_and_default_thinking_are_the_apis_not_the_apps_registry(
+    fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: the fake read both from the app's registry, so a registry that under-stated a minimum (or
+    # said a model thinks unasked) was echoed back as a cache hit (or a thought) the API would not give.
+    from dataclasses import replace
+
+    from stories.generation import models_registry
+
+    wrong = replace(models_registry.MODELS[MODEL], min_cache_tokens=256, thinks_by_default=True)
+    monkeypatch.setitem(models_registry.MODELS, MODEL, wrong)
+    short = _LONG[:2000]  # about 500 tokens: over the wrong 256, under Sonnet 4.6's 1,024
+    for _ in range(2):
+        _, usage = _send(fake, system=_cached_system(short))
+    assert (usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (0, 0)
+    assert usage["output_tokens"] == token_count('{"b": 1, "a": 2}')  # no thinking billed
+
+
+def test_message_start_reports_the_cache_write_by_ttl(fake: FakeAnthropic) -> None:
+    client = anthropic.Anthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
+    body = {"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": "Go."}]}
+    with client.messages.create(**body, system=_cached_system(), stream=True) as stream:
+        start = next(event for event in stream if event.type == "message_start")
+        for _ in stream:
+            pass
+    usage = start.message.usage
+    assert usage.cache_creation is not None and usage.cache_creation_input_tokens
+    assert usage.cache_creation.ephemeral_5m_input_tokens == usage.cache_creation_input_tokens
+    assert usage.cache_creation.ephemeral_1h_input_tokens == 0
