@@ -485,11 +485,26 @@ class _MessagesHandler(BaseHTTPRequestHandler):
                 raise _ClientGone
 
 
+# Each status's error.type where a reply names none (platform.claude.com/docs/en/api/errors, "HTTP
+# errors"): a 529 is an overloaded_error, a 429 a rate_limit_error, never the 500's api_error.
+_STATUS_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
 def error_body(reply: Reply, request_id: str) -> dict[str, Any]:
     """The API's error body (the SDK's anthropic.types.shared.error_response.ErrorResponse), with
     ``error.details.error_code`` where the reply names one (read as APIStatusError.error_code)."""
     error: dict[str, Any] = {
-        "type": reply.error_type or "api_error",
+        "type": reply.error_type or _STATUS_ERROR_TYPES.get(reply.status, "api_error"),
         "message": reply.error_message or "error",
     }
     if reply.error_code:

@@ -456,3 +456,23 @@ async def test_a_5xx_page_from_a_proxy_that_is_not_json_is_retried_as_the_provid
     assert "<html" not in error["message"] and len(fake_anthropic.requests) == 3
     run = await _nothing_saved_but_a_failed_run("llm_unavailable")
     assert run.details["retries"] == ["llm_unavailable", "llm_unavailable"]
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(429, "rate_limit_error"), (529, "overloaded_error"), (413, "request_too_large"), (500, "api_error")],
+)
+async def test_the_fakes_error_body_names_the_type_the_api_gives_its_status(
+    fake_anthropic: FakeAnthropic, status: int, error_type: str
+) -> None:
+    # Was: a reply scripted with a status only answered "api_error" whatever the status (a 529 too).
+    import httpx2
+
+    fake_anthropic.script(Reply(status=status))
+    async with httpx2.AsyncClient() as client:
+        response = await client.post(
+            f"{fake_anthropic.base_url}/v1/messages",
+            headers={"authorization": f"Bearer {fake_anthropic.api_key}"},
+            json={"model": "claude-sonnet-5-5", "max_tokens": 10, "messages": []},
+        )
+    assert (response.status_code, response.json()["error"]["type"]) == (status, error_type)
