@@ -7,6 +7,7 @@ drf-spectacular-sidecar) and the admin are all served by the app itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -18,8 +19,9 @@ from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IS_FACETS_VAR, IS_POPUP_VAR, TO_FIELD_VAR  # type: ignore[attr-defined]
 from django.contrib.admin.views.main import ALL_VAR, ERROR_FLAG, ORDER_VAR, PAGE_VAR, SEARCH_VAR
-from django.core.exceptions import DisallowedHost, TooManyFieldsSent, ValidationError
-from django.db import DataError, NotSupportedError
+from django.core.exceptions import DisallowedHost, FieldDoesNotExist, TooManyFieldsSent, ValidationError
+from django.db import DataError, NotSupportedError, models
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict
 from django.http.cookie import parse_cookie
 from django.shortcuts import render
@@ -165,6 +167,71 @@ class AdminLookupErrorMiddleware(MiddlewareMixin):
         return bad_request_response(
             request, f"The admin's list cannot be filtered this way ({names}): the database cannot run it."
         )
+
+
+class AdminSecretLookupMiddleware(MiddlewareMixin):
+    """Answer 400 to an admin list filtered by a secret: an API token's key, a password hash.
+
+    The admin filters a list by any lookup on its model's own fields, and one step into a related model,
+    named in the URL: a staff user who may only view tokens asked ``?key__startswith=4`` (or, viewing
+    users, ``?auth_token__gt=4``) and learnt from the count whether any key starts so, a whole key in
+    about 400 requests, a superuser's too. Django's own user admin refuses ``password`` lookups; this
+    refuses every lookup that reads a secret field (``SECRET_FIELDS``), in every model's admin.
+    """
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
+    ) -> HttpResponseBase | None:
+        model_admin = getattr(view_func, "model_admin", None)
+        if model_admin is None or not request.GET:
+            return None
+        model = model_admin.model
+        if any(lookup_reads_secret(model, key) for key in request.GET if key not in _ADMIN_LIST_PARAMETERS):
+            return bad_request_response(request, "The admin's lists cannot be filtered by a secret field.")
+        return None
+
+
+@functools.cache
+def _secret_fields() -> frozenset[models.Field[Any, Any]]:
+    """The fields whose values are secrets: an API token's key (its primary key) and a password hash."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    return frozenset({Token._meta.get_field("key"), get_user_model()._meta.get_field("password")})
+
+
+def lookup_reads_secret(model: type[models.Model], lookup: str) -> bool:
+    """Whether filtering ``model`` by ``lookup`` (``auth_token__key__startswith``) compares a secret.
+
+    A relation compared as such (``auth_token__gt``, ``auth_token__in``) compares its target's primary
+    key, so a relation to a model whose primary key is a secret counts as that key unless a field of
+    the target follows it (``auth_token__created__year`` does not read the key).
+    """
+    secrets_ = _secret_fields()
+    parts = lookup.split(LOOKUP_SEP)
+    for index, part in enumerate(parts):
+        field = _field(model, part)
+        if field is None:
+            return False  # a lookup or a transform of the field before, which was no secret
+        if field in secrets_:
+            return True
+        target = field.related_model if field.is_relation else None
+        if not (isinstance(target, type) and issubclass(target, models.Model)):
+            return False  # not a relation: what follows are transforms and lookups of this field
+        following = parts[index + 1] if index + 1 < len(parts) else None
+        if (following is None or _field(target, following) is None) and target._meta.pk in secrets_:
+            return True
+        model = target
+    return False
+
+
+def _field(model: type[models.Model], name: str) -> Any:
+    if name == "pk":
+        return model._meta.pk
+    try:
+        return model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
 
 
 class AdminSelectionMiddleware(MiddlewareMixin):

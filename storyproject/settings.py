@@ -64,6 +64,8 @@ MIDDLEWARE = [
     "storyproject.middleware.AdminSelectionMiddleware",
     # An admin list filtered by a lookup the database cannot run (?id__in=<25 digits>): a 400, not a 500.
     "storyproject.middleware.AdminLookupErrorMiddleware",
+    # An admin list filtered by a secret (?key__startswith=4 on tokens): a 400, never an answer.
+    "storyproject.middleware.AdminSecretLookupMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
