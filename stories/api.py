@@ -60,6 +60,7 @@ from stories.serializers import (
     VersionWriteSerializer,
 )
 from stories.validation import VERSION_NUMBER_MAX, version_number_parse
+from stories.ws_sessions import stream_slot_take
 from storyproject.parsers import BoundedJSONParser
 
 _NOT_FOUND = OpenApiResponse(description="No such object among yours.")
@@ -602,6 +603,10 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
         204: OpenApiResponse(description="The client already has the run's terminal event."),
         400: _GENERATION_ERROR,
         404: _NOT_FOUND,
+        429: OpenApiResponse(
+            _GENERATION_ERROR,
+            description="`busy`: the user already holds STORY_WS_MAX_SOCKETS_PER_USER open sockets and streams.",
+        ),
     },
 )
 class RunEventsApi(APIView):
@@ -621,8 +626,10 @@ class RunEventsApi(APIView):
         )
         if after is None or not async_to_sync(run_has_more)(run_id=run.pk, after=after):
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+        # Past the user's cap on open sockets and streams: 429 busy (stories.exception_handlers).
+        slot = stream_slot_take(user_id=int(request.user.pk or 0))
         response = StreamingHttpResponse(
-            run_sse_stream(run_id=run.pk, after=after, credential=request_credential(request)),
+            run_sse_stream(run_id=run.pk, after=after, credential=request_credential(request), slot=slot),
             content_type="text/event-stream; charset=utf-8",
         )
         response["Cache-Control"] = "no-cache"

@@ -5,8 +5,9 @@ before every message and every ``WATCH_SECONDS`` while the socket is open; the a
 forgotten when the credential changes (``accounts.authentication``, ``accounts.session_auth``), so a warm
 check costs no query. The consumer closes a socket whose credential no longer holds with 4401.
 
-**Cap.** A user holds at most ``STORY_WS_MAX_SOCKETS_PER_USER`` sockets open. Each open socket holds one
-of its user's numbered slots, a cache key taken with ``cache.add`` (``SET NX`` on Redis: two sockets
+**Cap.** A user holds at most ``STORY_WS_MAX_SOCKETS_PER_USER`` sockets and run event streams (SSE,
+``stories.runs.sse``) open, counted together. Each open socket or stream holds one of its user's
+numbered slots, a cache key taken with ``cache.add`` (``SET NX`` on Redis: two sockets
 cannot take the same slot), so the count holds across processes when the cache is shared and per process
 with the local-memory cache. A slot lives ``SLOT_SECONDS`` past its last refresh (one every
 ``WATCH_SECONDS`` while the socket is open) and is deleted when the socket closes, so a process that dies
@@ -76,8 +77,36 @@ def socket_session_current(*, session: SocketSession) -> bool:
 def socket_session_close(*, session: SocketSession) -> None:
     """Free the socket's slot."""
     socket_closed()
-    if session.slot_key is not None and cache.get(session.slot_key) == session.slot_owner:
-        cache.delete(session.slot_key)
+    _slot_free(session.slot_key, session.slot_owner)
+
+
+@dataclass(frozen=True)
+class StreamSlot:
+    """The slot of an open run event stream (SSE): it counts under the same cap as the user's sockets."""
+
+    key: str | None  # None: admitted without a slot (see the module's docstring)
+    owner: str
+
+
+def stream_slot_take(*, user_id: Any) -> StreamSlot:
+    """A slot for a new event stream; GenerationError "busy" when the user holds them all (sync)."""
+    owner = secrets.token_hex(8)
+    return StreamSlot(key=_slot_take(user_id=user_id, owner=owner), owner=owner)
+
+
+def stream_slot_refresh(slot: StreamSlot) -> None:
+    """Keep an open stream's slot (sync); every ``WATCH_SECONDS`` while the stream goes on."""
+    _slot_keep(slot.key, slot.owner)
+
+
+def stream_slot_free(slot: StreamSlot) -> None:
+    """Free a stream's slot once it has ended (sync)."""
+    _slot_free(slot.key, slot.owner)
+
+
+def _slot_free(key: str | None, owner: str) -> None:
+    if key is not None and cache.get(key) == owner:
+        cache.delete(key)
 
 
 def _slot_take(*, user_id: Any, owner: str) -> str | None:
@@ -98,10 +127,14 @@ def _slot_take(*, user_id: Any, owner: str) -> str | None:
 
 
 def _slot_refresh(session: SocketSession) -> None:
-    if session.slot_key is None:
+    _slot_keep(session.slot_key, session.slot_owner)
+
+
+def _slot_keep(key: str | None, owner: str) -> None:
+    if key is None:
         return
-    if cache.get(session.slot_key) == session.slot_owner:
-        cache.touch(session.slot_key, SLOT_SECONDS)
+    if cache.get(key) == owner:
+        cache.touch(key, SLOT_SECONDS)
     else:
         # It expired (a stalled process, a cache restart): take it back unless another socket has.
-        cache.add(session.slot_key, session.slot_owner, SLOT_SECONDS)
+        cache.add(key, owner, SLOT_SECONDS)

@@ -11,10 +11,15 @@ the first event after every ``ws_sessions.WATCH_SECONDS``: once it no longer hol
 replaced token, a logout, a changed password, a deactivated user) the stream ends there, and the
 reconnect is refused (401, which stops an EventSource). The run itself goes on: a follower
 does not own it.
+
+An open stream holds one of its user's connection slots, under the cap that bounds their open sockets
+(``ws_sessions``, ``STORY_WS_MAX_SOCKETS_PER_USER``): past it the request is refused with 429 ``busy``.
+The slot is kept at that same check and freed when the stream ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator
@@ -30,7 +35,8 @@ from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events_follow
 from stories.runs.store import run_event_log
 from stories.ws_auth import SocketCredential, credential_current
-from storyproject.db import db_call
+from stories.ws_sessions import StreamSlot, stream_slot_free, stream_slot_refresh
+from storyproject.db import db_call, db_started
 
 END_ID = "end"
 # How long EventSource waits before reconnecting after a drop.
@@ -69,17 +75,29 @@ def request_credential(request: Request) -> SocketCredential | None:
 
 
 async def run_sse_stream(
-    *, run_id: int, after: int, credential: SocketCredential | None = None
+    *, run_id: int, after: int, credential: SocketCredential | None = None, slot: StreamSlot | None = None
 ) -> AsyncGenerator[bytes, None]:
-    yield f"retry: {_RETRY_MS}\n\n".encode()
-    checked = time.monotonic()
-    async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
-        async for event in events:
-            if credential is not None and time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
-                if not await db_call(credential_current)(credential=credential):
-                    return  # see the module's docstring: the stream ends, the reconnect is refused
-                checked = time.monotonic()
-            yield sse_message(event)
+    try:
+        yield f"retry: {_RETRY_MS}\n\n".encode()
+        checked = time.monotonic()
+        async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
+            async for event in events:
+                if time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
+                    if not await db_call(_stream_standing)(credential=credential, slot=slot):
+                        return  # see the module's docstring: the stream ends, the reconnect is refused
+                    checked = time.monotonic()
+                yield sse_message(event)
+    finally:
+        if slot is not None:
+            # Shielded: a client that goes away cancels the stream, and its slot must be freed all the same.
+            await asyncio.shield(db_started(stream_slot_free, slot))
+
+
+def _stream_standing(*, credential: SocketCredential | None, slot: StreamSlot | None) -> bool:
+    """Keep the stream's slot; whether its credential still holds (sync)."""
+    if slot is not None:
+        stream_slot_refresh(slot)
+    return credential is None or credential_current(credential=credential)
 
 
 def sse_message(event: dict[str, Any]) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 from typing import Any
 
@@ -206,6 +208,50 @@ async def test_an_sse_stream_ends_once_its_token_is_revoked_and_the_reconnect_is
         again = await sync_to_async(client.get)(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID="1")
         assert again.status_code == 401
     finally:
+        await communicator.send_json_to({"type": "cancel"})
+        await ws_events(communicator)
+        await communicator.disconnect()
+
+
+async def test_event_streams_past_the_cap_are_busy_and_a_closed_one_frees_its_slot(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # Streams count under the user's cap on open sockets (ws_sessions): without it one writer held any
+    # number open on a long run (1,500 took some 270 MB of a server process and slowed every request).
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 3
+    script_slow(fake_anthropic, tokens_per_second=40)
+    communicator, run_id = await run_streaming(writer)  # its socket holds one of the three
+    client = APIClient()
+    client.force_authenticate(writer)
+    url = f"/api/runs/{run_id}/events/"
+    streams: list[Any] = []
+
+    async def opened() -> Any:
+        response = await sync_to_async(client.get)(url)
+        assert response.status_code == 200
+        await anext(aiter(response))  # the stream has begun
+        return response
+
+    try:
+        streams += [await opened(), await opened()]
+        refused = await sync_to_async(client.get)(url)
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "busy"
+        # A stream whose client went away gives its slot back. Django's handler closes the response's
+        # iterator and drops the response; the stream itself is then closed by the loop's finalizer.
+        await aiter(streams.pop()).aclose()
+        gc.collect()
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            again = await sync_to_async(client.get)(url)
+            if again.status_code != 429:
+                break
+        assert again.status_code == 200
+        await anext(aiter(again))
+        streams.append(again)
+    finally:
+        for response in streams:
+            await aiter(response).aclose()
         await communicator.send_json_to({"type": "cancel"})
         await ws_events(communicator)
         await communicator.disconnect()
