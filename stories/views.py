@@ -245,6 +245,12 @@ def story_preview(request: HttpRequest, story_id: int) -> HttpResponse:
         # The editor's script reads JSON: a redirect to the login page would be read as a preview.
         return JsonResponse({"error": _SIGNED_OUT}, status=401)
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    if request.content_type != "application/json":
+        # A multipart body has been read as a form by then (the CSRF check reads request.POST), and its
+        # raw bytes cannot be read again: that was a 500.
+        return JsonResponse(
+            {"error": "Send the preview as JSON (Content-Type: application/json)."}, status=415
+        )
     try:
         body = json_loads_untrusted(request.body)
         # The save's own fields: a base_version the save refuses is refused here too.

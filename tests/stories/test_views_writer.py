@@ -87,6 +87,31 @@ def test_the_preview_refuses_a_base_version_as_the_save_does(
     assert story.versions.count() == 1
 
 
+def test_a_preview_sent_as_a_form_is_a_415_not_a_500(writer: Any, story: Story) -> None:
+    # With the CSRF check on, as in a browser: the check reads a multipart body as a form, and the
+    # view's read of the raw body then raised (RawPostDataException, a 500).
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(writer)
+    client.get(f"/stories/{story.pk}/versions/1/edit/")
+    token = client.cookies["csrftoken"].value
+    for data, content_type in (
+        ({"fountain": "INT. A - DAY"}, None),  # multipart, the test client's default
+        ("fountain=INT.+A", "application/x-www-form-urlencoded"),
+        ("INT. A - DAY", "text/plain"),
+    ):
+        kwargs = {"content_type": content_type} if content_type else {}
+        response = client.post(f"/stories/{story.pk}/preview/", data, HTTP_X_CSRFTOKEN=token, **kwargs)
+        assert response.status_code == 415, content_type
+        assert "JSON" in response.json()["error"]
+    ok = client.post(
+        f"/stories/{story.pk}/preview/",
+        json.dumps({"fountain": "INT. A - DAY\n\nHi."}),
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=token,
+    )
+    assert ok.status_code == 200
+
+
 def test_a_preview_after_signing_out_says_so_in_json(client: Client, story: Story) -> None:
     # The editor's script reads the answer as JSON: the login page it was redirected to (a 200) put
     # "undefined" in the preview, marked "Up to date".
