@@ -476,7 +476,9 @@
         retryReady();
         return;
       }
-      ui.retry.disabled = true;
+      // aria-disabled, not disabled: the button keeps keyboard focus (focus follows the run's controls),
+      // and a press does nothing until the wait is over.
+      ui.retry.setAttribute("aria-disabled", "true");
       ui.retry.textContent = "Retry in " + (left > 90 ? Math.ceil(left / 60) + " min" : left + " s");
     }
     retryReady();
@@ -487,7 +489,7 @@
   function retryReady() {
     window.clearInterval(retryTimer);
     retryTimer = null;
-    ui.retry.disabled = false;
+    ui.retry.removeAttribute("aria-disabled");
     ui.retry.textContent = "Retry";
   }
 
@@ -548,7 +550,7 @@
     if (!current.focusFollows || !focusLost()) {
       return;
     }
-    if (!ui.retry.hidden && !ui.retry.disabled && !ui.error.hidden) {
+    if (!ui.retry.hidden && !ui.error.hidden) {
       focusMove(ui.retry);
     } else if (!ui.saved.hidden) {
       focusMove(ui.savedLink);
@@ -873,6 +875,9 @@
   }
 
   ui.retry.addEventListener("click", function () {
+    if (retryTimer !== null) {
+      return; // still waiting for the time the refusal gave
+    }
     if (run && run.finished && run.request) {
       runStart(run.request);
     }
