@@ -60,7 +60,7 @@ from stories.serializers import (
     VersionWriteSerializer,
 )
 from stories.validation import VERSION_NUMBER_MAX, version_number_parse
-from stories.ws_sessions import stream_slot_take
+from stories.ws_sessions import slot_take
 from storyproject.parsers import BoundedJSONParser
 
 _NOT_FOUND = OpenApiResponse(description="No such object among yours.")
@@ -627,7 +627,7 @@ class RunEventsApi(APIView):
         if after is None or not async_to_sync(run_has_more)(run_id=run.pk, after=after):
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
         # Past the user's cap on open sockets and streams: 429 busy (stories.exception_handlers).
-        slot = stream_slot_take(user_id=int(request.user.pk or 0))
+        slot = slot_take(user_id=int(request.user.pk or 0))
         response = StreamingHttpResponse(
             run_sse_stream(run_id=run.pk, after=after, credential=request_credential(request), slot=slot),
             content_type="text/event-stream; charset=utf-8",

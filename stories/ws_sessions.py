@@ -38,10 +38,17 @@ WATCH_SECONDS = 30
 
 
 @dataclass(frozen=True)
+class Slot:
+    """One of a user's connection slots, held by an open socket or run event stream (SSE)."""
+
+    key: str | None  # None: admitted without a slot (see the module's docstring)
+    owner: str  # a random value, so a holder frees or refreshes only its own slot
+
+
+@dataclass(frozen=True)
 class SocketSession:
     credential: SocketCredential
-    slot_key: str | None  # None: admitted without a slot (see the module's docstring)
-    slot_owner: str  # a random value, so a socket frees or refreshes only its own slot
+    slot: Slot
 
 
 @db_call
@@ -54,17 +61,16 @@ def socket_session_open(*, scope: dict[str, Any]) -> SocketSession:
     # before the first message, the writer's click on Generate, is the warm one.
     if credential is None or not credential_current(credential=credential):
         raise GenerationError("unauthenticated", "sign in to generate screenplays")
-    owner = secrets.token_hex(8)
-    slot_key = _slot_take(user_id=credential.user_id, owner=owner)
+    slot = slot_take(user_id=credential.user_id)
     socket_opened()
-    return SocketSession(credential=credential, slot_key=slot_key, slot_owner=owner)
+    return SocketSession(credential=credential, slot=slot)
 
 
 @db_call
 def socket_session_check(*, session: SocketSession, refresh: bool = False) -> bool:
     """Whether the socket's credential still holds; with ``refresh``, its slot is kept too."""
     if refresh:
-        _slot_refresh(session)
+        slot_keep(session.slot)
     return socket_session_current(session=session)
 
 
@@ -77,39 +83,22 @@ def socket_session_current(*, session: SocketSession) -> bool:
 def socket_session_close(*, session: SocketSession) -> None:
     """Free the socket's slot."""
     socket_closed()
-    _slot_free(session.slot_key, session.slot_owner)
+    slot_free(session.slot)
 
 
-@dataclass(frozen=True)
-class StreamSlot:
-    """The slot of an open run event stream (SSE): it counts under the same cap as the user's sockets."""
-
-    key: str | None  # None: admitted without a slot (see the module's docstring)
-    owner: str
-
-
-def stream_slot_take(*, user_id: Any) -> StreamSlot:
-    """A slot for a new event stream; GenerationError "busy" when the user holds them all (sync)."""
+def slot_take(*, user_id: Any) -> Slot:
+    """A slot for a new socket or event stream; GenerationError "busy" when the user holds them all (sync)."""
     owner = secrets.token_hex(8)
-    return StreamSlot(key=_slot_take(user_id=user_id, owner=owner), owner=owner)
+    return Slot(key=_slot_key_take(user_id=user_id, owner=owner), owner=owner)
 
 
-def stream_slot_refresh(slot: StreamSlot) -> None:
-    """Keep an open stream's slot (sync); every ``WATCH_SECONDS`` while the stream goes on."""
-    _slot_keep(slot.key, slot.owner)
+def slot_free(slot: Slot) -> None:
+    """Free a slot once its socket or stream has ended (sync)."""
+    if slot.key is not None and cache.get(slot.key) == slot.owner:
+        cache.delete(slot.key)
 
 
-def stream_slot_free(slot: StreamSlot) -> None:
-    """Free a stream's slot once it has ended (sync)."""
-    _slot_free(slot.key, slot.owner)
-
-
-def _slot_free(key: str | None, owner: str) -> None:
-    if key is not None and cache.get(key) == owner:
-        cache.delete(key)
-
-
-def _slot_take(*, user_id: Any, owner: str) -> str | None:
+def _slot_key_take(*, user_id: Any, owner: str) -> str | None:
     keys = [f"ws-slot:{user_id}:{number}" for number in range(settings.STORY_WS_MAX_SOCKETS_PER_USER)]
     held = cache.get_many(keys)
     free = [key for key in keys if key not in held]
@@ -126,15 +115,12 @@ def _slot_take(*, user_id: Any, owner: str) -> str | None:
     return None
 
 
-def _slot_refresh(session: SocketSession) -> None:
-    _slot_keep(session.slot_key, session.slot_owner)
-
-
-def _slot_keep(key: str | None, owner: str) -> None:
-    if key is None:
+def slot_keep(slot: Slot) -> None:
+    """Keep a slot (sync): every ``WATCH_SECONDS`` while its socket or stream is open."""
+    if slot.key is None:
         return
-    if cache.get(key) == owner:
-        cache.touch(key, SLOT_SECONDS)
+    if cache.get(slot.key) == slot.owner:
+        cache.touch(slot.key, SLOT_SECONDS)
     else:
-        # It expired (a stalled process, a cache restart): take it back unless another socket has.
-        cache.add(key, owner, SLOT_SECONDS)
+        # It expired (a stalled process, a cache restart): take it back unless another holder has.
+        cache.add(slot.key, slot.owner, SLOT_SECONDS)

@@ -35,7 +35,7 @@ from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events_follow
 from stories.runs.store import run_event_log
 from stories.ws_auth import SocketCredential, credential_current
-from stories.ws_sessions import StreamSlot, stream_slot_free, stream_slot_refresh
+from stories.ws_sessions import Slot, slot_free, slot_keep
 from storyproject.db import db_call, db_started
 
 END_ID = "end"
@@ -75,7 +75,7 @@ def request_credential(request: Request) -> SocketCredential | None:
 
 
 async def run_sse_stream(
-    *, run_id: int, after: int, credential: SocketCredential | None = None, slot: StreamSlot | None = None
+    *, run_id: int, after: int, credential: SocketCredential | None = None, slot: Slot | None = None
 ) -> AsyncGenerator[bytes, None]:
     try:
         yield f"retry: {_RETRY_MS}\n\n".encode()
@@ -90,13 +90,13 @@ async def run_sse_stream(
     finally:
         if slot is not None:
             # Shielded: a client that goes away cancels the stream, and its slot must be freed all the same.
-            await asyncio.shield(db_started(stream_slot_free, slot))
+            await asyncio.shield(db_started(slot_free, slot))
 
 
-def _stream_standing(*, credential: SocketCredential | None, slot: StreamSlot | None) -> bool:
+def _stream_standing(*, credential: SocketCredential | None, slot: Slot | None) -> bool:
     """Keep the stream's slot; whether its credential still holds (sync)."""
     if slot is not None:
-        stream_slot_refresh(slot)
+        slot_keep(slot)
     return credential is None or credential_current(credential=credential)
 
 
