@@ -2,7 +2,8 @@
 
 Scenes are paired by ``screenplay_compare`` (on their slug lines, so an inserted scene does not shift
 every later one); inside a changed pair, each scene is written as the lines a reader sees (the heading,
-each line of action, each line of dialogue prefixed by its speaker, parentheticals, transitions) and
+its summary as ``= summary``, each line of action, each line of dialogue prefixed by its speaker,
+parentheticals, transitions as ``> CUT TO:``) and
 ``difflib`` marks the lines deleted from the older version and inserted in the newer one.
 
 What ``difflib`` may spend is bounded (``storyproject.diffs``): past the bound, a changed scene is shown as
@@ -60,13 +61,18 @@ def scene_lines(scene: dict[str, Any] | None) -> list[str]:
         return []
     typed = typed_scenes({"scenes": [scene]})[0]
     lines = [typed.heading]
+    # The summary and a transition are written as the editor's Fountain writes them (a synopsis line,
+    # a forced transition), so a change of either alone is a line that changed, not a scene marked
+    # "changed" whose every line is equal.
+    lines.extend(f"= {line}" for line in typed.summary.splitlines() if line.strip())
     for element in typed.elements:
         if element.kind == "dialogue":
             if element.parenthetical:
                 lines.append(f"{element.character} ({element.parenthetical.strip('()')})")
             lines.extend(f"{element.character}: {line}" for line in element.text.splitlines() if line.strip())
         else:
-            lines.extend(line for line in element.text.splitlines() if line.strip())
+            marker = "> " if element.kind == "transition" else ""
+            lines.extend(marker + line for line in element.text.splitlines() if line.strip())
     return lines
 
 

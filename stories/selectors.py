@@ -162,20 +162,23 @@ def story_version_latest(*, story: Story) -> ScreenplayVersion | None:
 
 
 def screenplay_fountain_for_story(*, story: Story, fountain: str, base_version: int | None) -> dict[str, Any]:
-    """Fountain text read into the contract, with the characters of the version it was edited from.
+    """Fountain text read into the contract, with the characters of the version it was edited from, and
+    its title and logline where the text has no title page.
 
     The editor's preview and its save both read the text through here, so they always agree, on a
     ``base_version`` the story does not have too: both refuse it, as the save's own check would.
     """
-    content = screenplay_import(data=fountain, fmt="fountain")
     if base_version is None:
         base = story_version_latest(story=story)
     else:
         base = story_version_find(story=story, number=base_version)
         if base is None:
             raise GenerationError("invalid_request", f"the story has no version {base_version}")
-    if base is not None:
-        content["characters"] = characters_carried_over(parsed=content, base=base.content)
+    edited = base.content if base is not None and isinstance(base.content, dict) else None
+    # Text without a title page keeps the edited version's title and logline, as it keeps its cast.
+    content = screenplay_import(data=fountain, fmt="fountain", edited=edited)
+    if edited is not None:
+        content["characters"] = characters_carried_over(parsed=content, base=edited)
     return content
 
 

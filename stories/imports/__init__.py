@@ -45,8 +45,11 @@ def import_format_for(filename: str) -> ImportFormat:
     )
 
 
-def screenplay_import(*, data: bytes | str, fmt: ImportFormat) -> dict[str, Any]:
-    """The contract JSON for a Fountain or FDX document, within the size and scene limits."""
+def screenplay_import(
+    *, data: bytes | str, fmt: ImportFormat, edited: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The contract JSON for a Fountain or FDX document, within the size and scene limits; ``edited``,
+    for Fountain, is the version the text was edited from (``screenplay_from_fountain``)."""
     size = len(data.encode() if isinstance(data, str) else data)
     limit = settings.STORY_IMPORT_MAX_BYTES
     if size > limit:
@@ -55,7 +58,7 @@ def screenplay_import(*, data: bytes | str, fmt: ImportFormat) -> dict[str, Any]
         )
     if fmt == "fdx":
         return screenplay_from_fdx(data.encode() if isinstance(data, str) else data)
-    return screenplay_from_fountain(_text(data))
+    return screenplay_from_fountain(_text(data), edited=edited)
 
 
 def _text(data: bytes | str) -> str:

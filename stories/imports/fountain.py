@@ -38,8 +38,13 @@ _LONG_WHITESPACE_RUN = re.compile(rf"(\s{{{MAX_WHITESPACE_RUN}}})\s+")
 _MARKERS = ((Bold, "**"), (Italic, "*"), (Underline, "_"))
 
 
-def screenplay_from_fountain(text: str) -> dict[str, Any]:
-    """The contract JSON for Fountain ``text``; raises ScreenplayImportError naming the line."""
+def screenplay_from_fountain(text: str, *, edited: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The contract JSON for Fountain ``text``; raises ScreenplayImportError naming the line.
+
+    ``edited``, the version an editor's text was edited from, gives what the text does not say: its
+    title when the text has none, and its logline when the text has no title page at all (a title page
+    without a logline removed it). Without either, the title is "Untitled".
+    """
     # A boneyard comment becomes as many line breaks as it held, so later line numbers stay true.
     text = _spans_replaced(text, "/*", "*/", lambda span: "\n" * span.count("\n"))
     lines = [_LONG_WHITESPACE_RUN.sub(r"\1", line.expandtabs(4)) for line in _LINE_BREAK.split(text)]
@@ -47,7 +52,16 @@ def screenplay_from_fountain(text: str) -> dict[str, Any]:
     body_start = _title_page(lines, builder)
     for paragraph, line_number in _paragraphs(lines, body_start):
         _add(builder, paragraph, where=f"line {line_number}")
+    if edited is not None:
+        builder.title = builder.title or _text_field(edited, "title")
+        if body_start == 0:
+            builder.logline = _text_field(edited, "logline")
     return builder.content()
+
+
+def _text_field(content: dict[str, Any], key: str) -> str:
+    value = content.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def _title_page(lines: list[str], builder: ScreenplayBuilder) -> int:

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
 from personas.models import PersonaConfig
 from stories.errors import GenerationError
@@ -80,6 +81,38 @@ def test_a_fountain_edit_of_one_line_is_a_new_version_written_by_the_writer(
     assert body["content"]["characters"] == SCREENPLAY["characters"]
     assert body["content"]["logline"] == SCREENPLAY["logline"]
     assert list(story.cast.values_list("character_name", flat=True)) == ["MAX"]
+
+
+@pytest.mark.parametrize(
+    ("title_page", "title", "logline"),
+    [
+        # No title page at all (a writer pasting the script alone): the edited version's title and logline.
+        ("", "The Heist", "A crew robs a vault."),
+        # A title page without a title keeps the title; without a logline, it removed the logline.
+        ("Author: Ann\n\n", "The Heist", None),
+        ("Title: Vault Two\n\n", "Vault Two", None),
+        ("Title: Vault Two\nLogline: Again.\n\n", "Vault Two", "Again."),
+    ],
+)
+def test_a_fountain_edit_keeps_the_title_its_text_does_not_give(
+    writer: Any, story: Story, title_page: str, title: str, logline: str | None
+) -> None:
+    body = _fountain(SCREENPLAY)
+    text = title_page + body[body.index("INT. VAULT") :]
+    page = Client()
+    page.force_login(writer)
+    preview = page.post(
+        f"/stories/{story.pk}/preview/",
+        json.dumps({"fountain": text, "base_version": 1}),
+        content_type="application/json",
+    )
+    assert preview.status_code == 200, preview.json()
+    response = client_for(writer).post(_versions(story), {"fountain": text, "base_version": 1}, format="json")
+    assert response.status_code == 201, response.json()
+    content = response.json()["content"]
+    # It used to be saved as "Untitled", its logline gone.
+    assert (content["title"], content.get("logline")) == (title, logline)
+    assert title in preview.json()["html"]
 
 
 def test_a_new_speaker_without_a_persona_is_allowed(writer: Any, story: Story) -> None:

@@ -57,3 +57,36 @@ def test_the_whole_diff_has_a_budget_too() -> None:
     matched = [any(line["op"] == "equal" for line in scene["lines"]) for scene in diffs]
     assert matched[0] and not matched[-1]
     assert matched == sorted(matched, reverse=True)
+
+
+def test_a_change_of_summary_or_of_an_element_s_kind_alone_is_a_line_that_changed() -> None:
+    # Both used to show the scene as "changed" with every one of its lines "equal".
+    old = {
+        "title": "T",
+        "scenes": [
+            {
+                "heading": "INT. VAULT",
+                "summary": "They break in.",
+                "elements": [{"type": "action", "text": "CUT TO:"}],
+            }
+        ],
+    }
+    new = {
+        "title": "T",
+        "scenes": [
+            {
+                "heading": "INT. VAULT",
+                "summary": "They are caught.",
+                "elements": [{"type": "transition", "text": "CUT TO:"}],
+            }
+        ],
+    }
+    [scene] = screenplay_diff(old=old, new=new)
+    assert scene["status"] == "changed"
+    assert [(line["op"], line["text"]) for line in scene["lines"]] == [
+        ("equal", "INT. VAULT"),
+        ("delete", "= They break in."),
+        ("delete", "CUT TO:"),
+        ("insert", "= They are caught."),
+        ("insert", "> CUT TO:"),
+    ]
