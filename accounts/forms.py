@@ -8,11 +8,17 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
-from accounts.throttle import LoginRefusal, login_failure_record, login_refusal, login_success_record
+from accounts.throttle import (
+    LoginRefusal,
+    login_attempt_begin,
+    login_attempt_failed,
+    login_attempt_succeeded,
+    login_attempt_void,
+)
 
 
 class ThrottledLoginMixin:
-    """Refuse a locked account or address before the password is checked; count each failure."""
+    """Refuse a locked account or address before the password is checked; count each attempt first."""
 
     request: Any
     cleaned_data: dict[str, Any]
@@ -20,17 +26,22 @@ class ThrottledLoginMixin:
 
     def clean(self) -> dict[str, Any]:
         username = str(self.cleaned_data.get("username") or "")
+        if not username:  # the field's own error says so; nothing is checked, nothing counted
+            return super().clean()  # type: ignore[misc,no-any-return]
         address = str(self.request.META.get("REMOTE_ADDR", "")) if self.request else ""
-        self.refusal = login_refusal(username=username, address=address)
-        if self.refusal is not None:
-            raise ValidationError(self.refusal.message, code="login_throttled")
+        attempt = login_attempt_begin(username=username, address=address)
+        if isinstance(attempt, LoginRefusal):
+            self.refusal = attempt
+            raise ValidationError(attempt.message, code="login_throttled")
         try:
             cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
         except ValidationError as error:
-            if username and error.code == "invalid_login":
-                login_failure_record(username=username, address=address)
+            if error.code == "invalid_login":
+                login_attempt_failed(attempt)
+            else:
+                login_attempt_void(attempt)
             raise
-        login_success_record(username=username)
+        login_attempt_succeeded(attempt)
         return cleaned
 
 

@@ -1,11 +1,12 @@
 """Login throttling: after repeated failures, an account and a client address are locked for a while.
 
-Failures are counted in the cache (Redis in production, so every process shares the counts) with
-an atomic ``add``/``incr``. Once an account or an address reaches its limit within
+Attempts are counted in the cache (Redis in production, so every process shares the counts) with
+an atomic ``add``/``incr``, before their password is checked, so attempts made at once cannot all
+slip under the limit. Once an account or an address reaches its limit of failures within
 ``LOGIN_LOCKOUT_SECONDS``, every attempt for it is refused for that long, before the password is
 checked, so a correct guess during the lockout gets in no more than a wrong one. A successful login
-clears its account's count; an address's count only expires, so that one good account does not
-reset the guessing of others from the same address.
+clears its account's count and takes itself off its address's, which otherwise only expires, so that
+one good account does not reset the guessing of others from the same address.
 
 While Redis is down the cache answers as an empty one (storyproject/cache.py): logins are then not
 throttled rather than refused.
@@ -13,6 +14,7 @@ throttled rather than refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -28,43 +30,104 @@ class LoginRefusal:
     retry_after: int  # seconds
 
 
-def login_refusal(*, username: str, address: str) -> LoginRefusal | None:
-    """Why a login attempt is refused now (a lockout), or None when it may be checked."""
+@dataclass(frozen=True)
+class LoginAttempt:
+    """An attempt counted before its password is checked: (kind, subject, count after it, limit)."""
+
+    counts: tuple[tuple[str, str, int, int], ...]
+
+
+_SUBJECTS = {"account": "this account", "address": "your network address"}
+
+
+def login_attempt_begin(*, username: str, address: str) -> LoginRefusal | LoginAttempt:
+    """Refuse a locked account or address; otherwise count the attempt before its password is checked.
+
+    Counting first is what bounds guesses made at once: attempts racing on several processes each take
+    their own number from the atomic count, and one past the limit is refused before its password is
+    checked, where a count read first and added to after the check let every racing attempt through.
+    """
+    refusal = _locked(username=username, address=address)
+    if refusal is not None:
+        return refusal
+    counts = (
+        ("account", username, _count("account", username), settings.LOGIN_FAILURES_PER_ACCOUNT),
+        ("address", address, _count("address", address), settings.LOGIN_FAILURES_PER_ADDRESS),
+    )
+    over = [(kind, subject) for kind, subject, count, limit in counts if count > limit]
+    for kind, subject in over:
+        _lock(kind, subject)
+    # Only an attempt past the limit is refused here: one within it goes on to its check, whatever an
+    # attempt racing it has locked meanwhile.
+    return (
+        (_locked(username=username, address=address) or _refusal(over[0][0]))
+        if over
+        else LoginAttempt(counts)
+    )
+
+
+def login_attempt_failed(attempt: LoginAttempt) -> None:
+    """The password was wrong: the attempt stays counted, and an account or address at its limit is locked."""
+    for kind, subject, count, limit in attempt.counts:
+        if count >= limit:
+            _lock(kind, subject)
+
+
+def login_attempt_succeeded(attempt: LoginAttempt) -> None:
+    """Signed in: the account's count is cleared; the address's loses this attempt only, so that one good
+    account does not reset the guessing of others from the same address."""
+    for kind, subject, _count_after, _limit in attempt.counts:
+        if kind == "account":
+            cache.delete(_count_key(kind, subject))
+        else:
+            _uncount(kind, subject)
+
+
+def login_attempt_void(attempt: LoginAttempt) -> None:
+    """The attempt was refused for another reason than a wrong password (an inactive account): not a guess."""
+    for kind, subject, _count_after, _limit in attempt.counts:
+        _uncount(kind, subject)
+
+
+def _locked(*, username: str, address: str) -> LoginRefusal | None:
     keys = [_lock_key("account", username), _lock_key("address", address)]
     locks = cache.get_many(keys)
-    for key, subject in zip(keys, ("this account", "your network address"), strict=True):
+    for key, kind in zip(keys, ("account", "address"), strict=True):
         if key in locks:
-            retry_after = max(1, math.ceil(locks[key] - time.time()))
-            minutes = math.ceil(retry_after / 60)
-            message = (
-                f"Too many failed logins for {subject}. Try again in {minutes} minute{'s' * (minutes != 1)}."
-            )
-            return LoginRefusal(message=message, retry_after=retry_after)
+            return _refusal(kind, retry_after=max(1, math.ceil(locks[key] - time.time())))
     return None
 
 
-def login_failure_record(*, username: str, address: str) -> None:
-    """Count a failed attempt against the account and the address; lock either at its limit."""
-    _count("account", username, settings.LOGIN_FAILURES_PER_ACCOUNT)
-    _count("address", address, settings.LOGIN_FAILURES_PER_ADDRESS)
+def _refusal(kind: str, *, retry_after: int | None = None) -> LoginRefusal:
+    retry_after = retry_after or settings.LOGIN_LOCKOUT_SECONDS
+    minutes = math.ceil(retry_after / 60)
+    message = (
+        f"Too many failed logins for {_SUBJECTS[kind]}. Try again in {minutes} minute{'s' * (minutes != 1)}."
+    )
+    return LoginRefusal(message=message, retry_after=retry_after)
 
 
-def login_success_record(*, username: str) -> None:
-    cache.delete(_count_key("account", username))
-
-
-def _count(kind: str, subject: str, limit: int) -> None:
+def _count(kind: str, subject: str) -> int:
+    """Add one to the subject's count (atomic ``add``/``incr``); the count after it."""
     window = settings.LOGIN_LOCKOUT_SECONDS
     key = _count_key(kind, subject)
     if cache.add(key, 1, window):
-        failures = 1
-    else:
-        try:
-            failures = cache.incr(key)
-        except ValueError:  # the count expired between add() and incr()
-            failures = 1 if cache.add(key, 1, window) else 0
-    if failures >= limit:
-        cache.set(_lock_key(kind, subject), time.time() + window, window)
+        return 1
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # the count expired between add() and incr()
+        return 1 if cache.add(key, 1, window) else int(cache.incr(key))
+
+
+def _uncount(kind: str, subject: str) -> None:
+    with contextlib.suppress(ValueError):  # expired meanwhile: nothing to take back
+        cache.decr(_count_key(kind, subject))
+
+
+def _lock(kind: str, subject: str) -> None:
+    window = settings.LOGIN_LOCKOUT_SECONDS
+    # add, not set: a lock already there keeps its end, so attempts refused during it do not extend it.
+    cache.add(_lock_key(kind, subject), time.time() + window, window)
 
 
 def _count_key(kind: str, subject: str) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -74,3 +77,36 @@ def test_the_admin_login_takes_the_same_throttle(user_factory: Any) -> None:
     refused = _login("boss", "pw-boss", url="/admin/login/")
     assert not refused.client_signed_in
     assert "Too many failed logins for this account." in refused.content.decode()
+
+
+_ARRIVED: list[str] = []
+_TOGETHER = threading.Barrier(6, timeout=1.0)
+
+
+class PasswordCheckThatWaits:
+    """An authentication back-end whose check is slow enough for attempts to overlap, as a real
+    password hash's is: each waits until all six attempts are checking at once, or for one second."""
+
+    def authenticate(self, request: Any, username: str | None = None, password: str | None = None) -> None:
+        _ARRIVED.append(username or "")
+        with contextlib.suppress(threading.BrokenBarrierError):
+            _TOGETHER.wait()
+        return None
+
+
+def test_guesses_made_at_once_are_bounded_by_the_limit(settings: Any) -> None:
+    # Six wrong guesses sent together, with a limit of three: the count was read before any guess and
+    # added to after its check, so all six were checked.
+    settings.AUTHENTICATION_BACKENDS = [f"{__name__}.PasswordCheckThatWaits"]
+    _ARRIVED.clear()
+    _TOGETHER.reset()
+
+    def guess(n: int) -> int:  # the status only: reading the test client's session would write it
+        client = Client(REMOTE_ADDR=f"10.0.5.{n}")
+        return client.post("/accounts/login/", {"username": "writer", "password": f"guess-{n}"}).status_code
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(guess, range(6)))
+    assert len(_ARRIVED) == 3
+    assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
+    assert _login("writer", "another guess", address="10.0.5.9").status_code == 429
