@@ -45,7 +45,7 @@ from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events
 from stories.runs.runner import RunStart, run_cancel, run_start
-from stories.runs.sse import END_ID, request_credential, run_has_more, run_sse_stream, sse_after
+from stories.runs.sse import END_ID, SseBody, request_credential, run_has_more, sse_after
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import (
@@ -629,7 +629,7 @@ class RunEventsApi(APIView):
         # Past the user's cap on open sockets and streams: 429 busy (stories.exception_handlers).
         slot = slot_take(user_id=int(request.user.pk or 0))
         response = StreamingHttpResponse(
-            run_sse_stream(run_id=run.pk, after=after, credential=request_credential(request), slot=slot),
+            SseBody(run_id=run.pk, after=after, credential=request_credential(request), slot=slot),
             content_type="text/event-stream; charset=utf-8",
         )
         response["Cache-Control"] = "no-cache"

@@ -7,19 +7,21 @@ the client has the terminal event, the answer is 204, which tells EventSource to
 An end rebuilt from the database (its seq unknown) has the id ``end``, which is also answered 204.
 
 The request's credential (its token, or its session) is asked again, as an open WebSocket's is, at
-the first event after every ``ws_sessions.WATCH_SECONDS``: once it no longer holds (a revoked or
+the first event after every ``ws_sessions.WATCH_SECONDS`` (or then, if no event comes): once it no longer holds (a revoked or
 replaced token, a logout, a changed password, a deactivated user) the stream ends there, and the
 reconnect is refused (401, which stops an EventSource). The run itself goes on: a follower
 does not own it.
 
 An open stream holds one of its user's connection slots, under the cap that bounds their open sockets
 (``ws_sessions``, ``STORY_WS_MAX_SOCKETS_PER_USER``): past it the request is refused with 429 ``busy``.
-The slot is kept at that same check and freed when the stream ends.
+The slot is kept at that same check, which a silent run's keepalive comment also makes, and freed when
+the stream ends or its response is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator
@@ -74,19 +76,59 @@ def request_credential(request: Request) -> SocketCredential | None:
     return SocketCredential(user_id=user_id, session_key=session_key) if session_key else None
 
 
+class SseBody:
+    """A stream's body for ``StreamingHttpResponse``: its events, and ``close()``, which Django's handler
+    calls once the response is done with, which frees the stream's slot even if the client left before
+    the stream's first byte (its generator, never started, has no ``finally`` to run)."""
+
+    def __init__(self, *, run_id: int, after: int, credential: SocketCredential | None, slot: Slot) -> None:
+        self._events = run_sse_stream(run_id=run_id, after=after, credential=credential, slot=slot)
+        self._slot = slot
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        return self._events
+
+    def close(self) -> None:
+        slot_free(self._slot)  # a second free of a slot is nothing: it frees only its own owner's
+
+
 async def run_sse_stream(
     *, run_id: int, after: int, credential: SocketCredential | None = None, slot: Slot | None = None
 ) -> AsyncGenerator[bytes, None]:
+    """The run's events as SSE messages. Every ``WATCH_SECONDS`` without an event, a comment
+    (``: keepalive``) keeps the connection alive through proxies that close a silent one (nginx's
+    ``proxy_read_timeout`` is 60 s; a model may think longer than that before writing), and the stream's
+    standing is asked then too, so its slot stays held however long the run is silent."""
     try:
         yield f"retry: {_RETRY_MS}\n\n".encode()
         checked = time.monotonic()
         async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
-            async for event in events:
-                if time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
-                    if not await db_call(_stream_standing)(credential=credential, slot=slot):
-                        return  # see the module's docstring: the stream ends, the reconnect is refused
-                    checked = time.monotonic()
-                yield sse_message(event)
+            upcoming: asyncio.Future[dict[str, Any]] | None = None
+            try:
+                while True:
+                    if upcoming is None:
+                        upcoming = asyncio.ensure_future(anext(events))
+                    due = checked + ws_sessions.WATCH_SECONDS - time.monotonic()
+                    done, _ = await asyncio.wait({upcoming}, timeout=max(due, 0))
+                    if time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
+                        if not await db_call(_stream_standing)(credential=credential, slot=slot):
+                            return  # see the module's docstring: the stream ends, the reconnect is refused
+                        checked = time.monotonic()
+                    if not done:
+                        yield b": keepalive\n\n"
+                        continue
+                    try:
+                        event = upcoming.result()
+                    except StopAsyncIteration:
+                        return
+                    upcoming = None
+                    yield sse_message(event)
+            finally:
+                if upcoming is not None and not upcoming.done():
+                    # The follower's step in flight is cancelled before the follower is closed.
+                    upcoming.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await upcoming
     finally:
         if slot is not None:
             # Shielded: a client that goes away cancels the stream, and its slot must be freed all the same.

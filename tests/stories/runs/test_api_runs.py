@@ -255,3 +255,62 @@ async def test_event_streams_past_the_cap_are_busy_and_a_closed_one_frees_its_sl
         await communicator.send_json_to({"type": "cancel"})
         await ws_events(communicator)
         await communicator.disconnect()
+
+
+async def test_a_stream_whose_client_left_before_its_first_byte_frees_its_slot(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # Django's handler closes a response whose client went away before the body began; the stream's
+    # generator never ran, so its slot was held until it expired, 90 s later.
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 2
+    script_slow(fake_anthropic, tokens_per_second=40)
+    communicator, run_id = await run_streaming(writer)  # its socket holds one of the two
+    client = APIClient()
+    client.force_authenticate(writer)
+    url = f"/api/runs/{run_id}/events/"
+    try:
+        never_read = await sync_to_async(client.get)(url)
+        assert never_read.status_code == 200
+        assert (await sync_to_async(client.get)(url)).status_code == 429
+        await sync_to_async(never_read.close)()
+        again = await sync_to_async(client.get)(url)
+        assert again.status_code == 200
+        await sync_to_async(again.close)()
+    finally:
+        await communicator.send_json_to({"type": "cancel"})
+        await ws_events(communicator)
+        await communicator.disconnect()
+
+
+async def test_a_silent_run_s_stream_says_it_is_alive_and_keeps_its_slot(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A model that writes nothing for longer than the slot lives (a long think, a stall): the stream
+    # sent nothing, so a proxy could close it, and its slot expired, letting one more stream past the cap.
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2)
+    monkeypatch.setattr(ws_sessions, "SLOT_SECONDS", 1)
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 2
+    settings.STORY_LLM_READ_TIMEOUT_SECONDS = 10
+    text = screenplay_text(screenplay(scenes=2))
+    fake_anthropic.script(
+        Reply(text=text, tokens_per_second=200, chunk_chars=16, stall_after=2, stall_seconds=4)
+    )
+    communicator, run_id = await run_streaming(writer)
+    client = APIClient()
+    client.force_authenticate(writer)
+    url = f"/api/runs/{run_id}/events/"
+    try:
+        response = await sync_to_async(client.get)(url)
+        chunks = aiter(response)
+        received = b""
+        while b": keepalive" not in received:  # the stall has begun
+            received += await asyncio.wait_for(anext(chunks), timeout=5)
+        for _ in range(8):  # 1.6 s of silence, past the slot's second
+            received += await asyncio.wait_for(anext(chunks, b"END"), timeout=5)
+        assert received.count(b": keepalive\n\n") >= 8, received[-600:]
+        assert (await sync_to_async(client.get)(url)).status_code == 429
+        await chunks.aclose()
+    finally:
+        await communicator.send_json_to({"type": "cancel"})
+        await ws_events(communicator)
+        await communicator.disconnect()
