@@ -8,6 +8,7 @@ rewritten, so its stored value (key order, spacing, lines with commas) survives 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import re
@@ -67,12 +68,22 @@ def _lines_store(text: str) -> list[str] | None:
     return [example.strip() for example in examples if example.strip()] or None
 
 
+# Tags are comma-separated, read as CSV: a tag holding a comma or a double quote (a Character Card's
+# "Smith, John") is shown quoted, so saving the field unchanged no longer splits it in two.
+
+
 def _tags_show(value: object) -> str:
-    return ", ".join(item for item in value if isinstance(item, str)) if isinstance(value, list) else ""
+    tags = [item.strip() for item in value if isinstance(item, str)] if isinstance(value, list) else []
+    return ", ".join(_tag_shown(tag) for tag in tags)
+
+
+def _tag_shown(tag: str) -> str:
+    return '"' + tag.replace('"', '""') + '"' if "," in tag or '"' in tag else tag
 
 
 def _tags_store(text: str) -> list[str] | None:
-    return [tag.strip() for tag in text.split(",") if tag.strip()] or None
+    row = next(csv.reader([" ".join(text.splitlines())], skipinitialspace=True), [])
+    return [tag.strip() for tag in row if tag.strip()] or None
 
 
 def _object_show(value: object) -> object:
@@ -158,7 +169,8 @@ class PersonaConfigForm(forms.ModelForm):
     )
     tags = PersonaTextField(
         widget=forms.TextInput(attrs={"size": 80}),
-        help_text="Comma-separated labels for finding personas, e.g. noir, detective. Never sent to the model.",
+        help_text="Comma-separated labels for finding personas, e.g. noir, detective (quote a label holding a "
+        'comma: "Smith, John"). Never sent to the model.',
     )
     private = PrettyJSONField(
         required=False,

@@ -250,3 +250,19 @@ def test_an_empty_private_part_removes_it(editor_client: Client, typed: str) -> 
     assert response.status_code == 302
     persona.refresh_from_db()
     assert "private" not in persona.config_data
+
+
+@pytest.mark.django_db
+def test_a_tag_holding_a_comma_or_a_quote_survives_an_edit_of_the_tags(editor_client: Client) -> None:
+    # A card's tag "Smith, John" was shown as two comma-separated labels and saved back as two tags.
+    tags = ["Smith, John", 'say "hi"', "noir"]
+    persona = PersonaConfig.objects.create(
+        name="sam", display_name="Sam", config_data={"voice": "Dry.", "tags": tags}
+    )
+    url = _change_url(persona)
+    shown = editor_client.get(url).context["adminform"].form["tags"].value()
+    assert shown == '"Smith, John", "say ""hi""", noir'
+    saved = editor_client.post(url, _as_browser_posts(editor_client, url, tags=shown + ", new one"))
+    assert saved.status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data["tags"] == [*tags, "new one"]
