@@ -116,6 +116,9 @@ def database_from_url(url: str, *, base_dir: str) -> dict[str, object]:
         path = unquote(parsed.path[1:]) if parsed.path.startswith("/") else unquote(parsed.path)
         if not path:
             raise ImproperlyConfigured("DATABASE_URL for SQLite needs a file path, e.g. sqlite:///db.sqlite3")
+        if "\x00" in path:
+            # No file system path holds a NUL: SQLite failed at the first query, after `check` passed.
+            raise ImproperlyConfigured("DATABASE_URL's SQLite file path holds a NUL character (%00)")
         if not os.path.isabs(path):
             path = os.path.join(base_dir, path)
         return {
@@ -153,11 +156,15 @@ def _postgres_from_url(parsed: ParseResult) -> dict[str, object]:
     if "sslmode" in query and query["sslmode"] not in _SSLMODES:
         raise ImproperlyConfigured(f"DATABASE_URL's sslmode must be one of {', '.join(_SSLMODES)}")
     pool_max = int(raw_pool_max)
+    user, password = unquote(parsed.username or ""), unquote(parsed.password or "")
+    for part, value in (("database name", name), ("user", user), ("password", password)):
+        if "\x00" in value:  # libpq takes none: the first connection failed, after `check` passed
+            raise ImproperlyConfigured(f"DATABASE_URL's {part} holds a NUL character (%00)")
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": name,
-        "USER": unquote(parsed.username or ""),
-        "PASSWORD": unquote(parsed.password or ""),
+        "USER": user,
+        "PASSWORD": password,
         "HOST": parsed.hostname or "",
         "PORT": str(port or ""),
         # psycopg 3's pool: connections are reused across requests and async-to-sync threads.

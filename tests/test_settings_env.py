@@ -77,6 +77,8 @@ def test_database_url_reads_relative_and_absolute_sqlite() -> None:
         ("mysql://root@localhost/x", "must start with sqlite:// or postgres://"),
         ("postgres://localhost/", "needs a database name"),
         ("sqlite://", "needs a file path"),
+        ("sqlite:///%00x", "SQLite file path holds a NUL character"),
+        ("postgres://localhost/x%00y", "database name holds a NUL character"),
         ("postgres://localhost:99999/x", "port must be a number from 1 to 65535"),
         # Port 0 became no port, so PostgreSQL's default (5432): another server than the one named.
         ("postgres://localhost:0/x", "DATABASE_URL's port must be a number from 1 to 65535"),
