@@ -152,6 +152,23 @@ def test_a_name_without_latin_letters_gets_a_stable_key() -> None:
     assert first.name == second.name and first.name.startswith("persona-")
 
 
+@pytest.mark.parametrize(
+    ("name", "read"),
+    [
+        # Repeated spaces (which the admin accepts) came back as one, and the preview called it updated.
+        ("Sam  Spade", "Sam  Spade"),
+        ("  Sam Spade ", "Sam Spade"),
+        ("Sam\n\tSpade", "Sam Spade"),
+    ],
+)
+def test_a_display_name_comes_back_as_exported_unless_it_spans_lines(name: str, read: str) -> None:
+    card = {**CARD_V2, "data": {**CARD_V2["data"], "name": name}}
+    (imported,) = persona_file_read(data=json.dumps(card).encode())
+    assert imported.display_name == read
+    ours = {"name": "sam", "display_name": name, "config_data": {"description": "A detective."}}
+    assert persona_file_read(data=json.dumps([ours]).encode())[0].display_name == read
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("key", ["Noir-Detective", "_sam", "sam--spade", "sam-"])
 def test_a_key_the_admin_accepts_but_slugify_would_change_comes_back_to_its_persona(
