@@ -640,19 +640,43 @@ def generation_run_cancel_orphaned(*, run_id: int) -> bool:
     """
     if run_id in _running_here:
         return False
-    return _run_cancelled_close(run_id, _run_orphaned(run_id=run_id))
+    return _run_close_paid(run_id, _run_orphaned(run_id=run_id), status=GenerationRun.Status.CANCELLED)
 
 
 @transaction.atomic
 def generation_run_cancel_claimed(*, run_id: int, lease_owner: str) -> bool:
     """Close as cancelled, keeping the usage its checkpoint says was paid, a run this process claimed
     and cannot resume, for which a cancel was asked while its process was dead (stories.generation.resume)."""
-    return _run_cancelled_close(run_id, _runs_leased(run_id=run_id, lease_owner=lease_owner))
+    runs = _runs_leased(run_id=run_id, lease_owner=lease_owner)
+    return _run_close_paid(run_id, runs, status=GenerationRun.Status.CANCELLED)
 
 
-def _run_cancelled_close(run_id: int, runs: Any) -> bool:
-    """Close run ``run_id``, as ``runs`` (a query by that id) finds it, as cancelled, with the usage its
-    checkpoint says was paid; False when the query does not find it (in a transaction: it is locked)."""
+@transaction.atomic
+def generation_run_fail_claimed(
+    *, run_id: int, lease_owner: str, error_code: str, error_message: str, retryable: bool
+) -> bool:
+    """Close as failed with the error its followers were told, keeping the usage its checkpoint says
+    was paid, a run this process claimed whose process ended it but could not record it (the database
+    was down then: stories.generation.resume)."""
+    runs = _runs_leased(run_id=run_id, lease_owner=lease_owner)
+    details = runs.select_for_update().values_list("details", flat=True).first()
+    if details is None:
+        return False
+    return _run_close_paid(
+        run_id,
+        runs,
+        status=GenerationRun.Status.FAILED,
+        error_code=error_code[:40],
+        error_message=text_storable(error_message[:2000]),
+        # As the error said, for the end rebuilt from the database (selectors.run_final_events).
+        details={**(details if isinstance(details, dict) else {}), "retryable": retryable},
+    )
+
+
+def _run_close_paid(run_id: int, runs: Any, *, status: str, **fields: Any) -> bool:
+    """Close run ``run_id``, as ``runs`` (a query by that id) finds it, with ``status`` and ``fields``
+    and the usage its checkpoint says was paid; False when the query does not find it (in a
+    transaction: it is locked)."""
     checkpoint = runs.select_for_update().values_list("checkpoint", flat=True).first()
     if checkpoint is None:
         return False
@@ -661,11 +685,12 @@ def _run_cancelled_close(run_id: int, runs: Any) -> bool:
         key: value for key, value in (usage or {}).items() if key in _USAGE_FIELDS and isinstance(value, int)
     }
     closed = runs.update(
-        status=GenerationRun.Status.CANCELLED,
+        status=status,
         finished_at=timezone.now(),
         usage_estimated=bool(checkpoint.get("usage_estimated")) if isinstance(checkpoint, dict) else False,
         **_LEASE_ENDED,
         **paid,
+        **fields,
     )
     if closed:
         _run_observe_after_commit(run_id=run_id)

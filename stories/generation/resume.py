@@ -49,6 +49,7 @@ from stories.services import (
     RUN_LEASE_OWNER,
     generation_run_cancel_claimed,
     generation_run_claim,
+    generation_run_fail_claimed,
     generation_run_interrupt,
     generation_run_release,
 )
@@ -58,15 +59,25 @@ from storyproject.logs import run_log_context_bind
 logger = logging.getLogger(__name__)
 
 
+class _EndedAsTold:
+    """A claimed run whose log already holds its end: its process told its followers how it ended
+    (``error``, ``cancelled``) but could not record it (the database was down then). It is closed
+    as told, and nothing more is written to its log: resumed, it would be saved after the writer was
+    told it failed, with events after its terminal one."""
+
+
+_ENDED_AS_TOLD = _EndedAsTold()
+
+
 async def run_resume(*, run_id: int) -> AsyncGenerator[dict[str, Any], None]:
     """Take over the orphaned run ``run_id`` and finish it; yield its events, ``resumed`` first.
 
     Yields nothing when the run is not orphaned (it ended, or its process is alive and renewing its
-    lease). A run that cannot be resumed is closed as failed "interrupted", and the one event is an
-    ``error`` with that code.
+    lease), or when its log already holds its end (closed as told). A run that cannot be resumed is
+    closed as failed "interrupted", and the one event is an ``error`` with that code.
     """
     claim = await _claim(run_id)
-    if claim is None:
+    if claim is None or isinstance(claim, _EndedAsTold):
         return
     async with aclosing(_claimed_events(claim)) as events:
         async for event in events:
@@ -88,10 +99,15 @@ async def _claimed_events(
         generation_run_release(run_id=run.run_id)
 
 
-async def _claim(run_id: int) -> tuple[Run, ResumePoint] | dict[str, Any] | None:
+async def _claim(run_id: int) -> tuple[Run, ResumePoint] | dict[str, Any] | _EndedAsTold | None:
     """Claim the run: its Run and resume point; or, when it holds nothing to resume, the one event that
     ends it, closed here (``cancelled`` if a cancel was asked for it meanwhile, else ``interrupted``);
-    None when it is not orphaned."""
+    or, when its log already holds its end, ``_ENDED_AS_TOLD`` (closed as told); None when it is not
+    orphaned."""
+    told = await _end_told(run_id)
+    if told is not None:
+        closed = await db_call(_told_close)(run_id=run_id, told=told)
+        return _ENDED_AS_TOLD if closed else None
     claim = await db_call(_run_claim)(run_id)
     if not isinstance(claim, NotResumable):
         return claim
@@ -101,6 +117,39 @@ async def _claim(run_id: int) -> tuple[Run, ResumePoint] | dict[str, Any] | None
     if cancelled:
         return {"type": "cancelled"}
     return {"type": "error", "code": "interrupted", "message": INTERRUPTED_MESSAGE, "retryable": True}
+
+
+async def _end_told(run_id: int) -> dict[str, Any] | None:
+    """The ``error`` or ``cancelled`` that the run's log already ends with, if it does."""
+    log = run_event_log()
+    try:
+        if not await log.ended(run_id):
+            return None
+        last = await log.read(run_id, await log.last_seq(run_id) - 1)
+    except Exception:
+        # Redis down: the run's end cannot be read; it is resumed, as a killed process's run is.
+        logger.warning("run %s: its event log could not be read", run_id, exc_info=True)
+        return None
+    return last[-1] if last and last[-1]["type"] in ("error", "cancelled") else None
+
+
+def _told_close(*, run_id: int, told: dict[str, Any]) -> bool:
+    """Claim the run and close it as its log says it ended; False when it is not orphaned (any more)."""
+    if generation_run_claim(run_id=run_id, lease_owner=RUN_LEASE_OWNER) is None:
+        return False
+    try:
+        logger.info("run %s ended (%s) without being recorded: closed as it ended", run_id, told["type"])
+        if told["type"] == "cancelled":
+            return generation_run_cancel_claimed(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
+        return generation_run_fail_claimed(
+            run_id=run_id,
+            lease_owner=RUN_LEASE_OWNER,
+            error_code=str(told.get("code", "")),
+            error_message=str(told.get("message", "")),
+            retryable=bool(told.get("retryable")),
+        )
+    finally:
+        generation_run_release(run_id=run_id)
 
 
 async def _cancel_asked(run_id: int) -> bool:
@@ -190,8 +239,9 @@ async def _resume_logged(run_id: int) -> str:
         claim = await _claim(run_id)
         if claim is None:
             return "skipped"  # not orphaned after all: another process claimed it first
-        await run_logged_resume(run_id=run_id, events=_claimed_events(claim))
-        await run_settled(run_id=run_id)
+        if not isinstance(claim, _EndedAsTold):
+            await run_logged_resume(run_id=run_id, events=_claimed_events(claim))
+            await run_settled(run_id=run_id)
         # How it ended, as the database says (its log may be in a Redis that is down).
         ended = await db_call(generation_run_measures)(run_id=run_id)
     except Exception:

@@ -33,7 +33,7 @@ from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs.follow import run_events_follow
 from stories.runs.runner import run_cancel
 from stories.runs.store import run_event_log
-from stories.selectors import generation_run_taken_over, generation_runs_orphaned
+from stories.selectors import generation_run_taken_over, generation_runs_orphaned, run_final_events
 from stories.services import (
     INTERRUPTED_MESSAGE,
     RUN_LEASE_OWNER,
@@ -390,6 +390,43 @@ async def test_a_cancel_of_an_orphaned_run_with_nothing_to_resume_closes_it_canc
         {"type": "error", "code": "interrupted", "message": INTERRUPTED_MESSAGE, "retryable": True}
     ]
     assert (await GenerationRun.objects.aget(pk=other.pk)).error_code == "interrupted"
+
+
+async def test_a_run_whose_log_already_told_its_end_is_closed_as_told_not_resumed(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    """PostgreSQL unreachable at the end of a run: the writer got `error` llm_unavailable ("please try
+    again") but the run could not be recorded, stayed `streaming` and was resumed once its lease ran
+    out: saved behind the writer's back (a Retry made a second story), with `resumed`, scenes, `saved`
+    and `done` after the `error` in its log, and the runs list saying succeeded."""
+    _, work = _two_scenes_one_kept(fake_anthropic)
+    orphan = await sync_to_async(_orphan)(writer, mode="parallel", work=work)
+    told = {
+        "type": "error",
+        "code": "llm_unavailable",
+        "message": f"the server's database failed during the generation (run {orphan.pk}); please try again",
+        "retryable": True,
+    }
+    log = run_event_log()
+    await log.open(orphan.pk)
+    for event in ({"type": "accepted"}, {"type": "outline"}, told):
+        await log.append(orphan.pk, {**event, "run_id": orphan.pk})
+    assert await runs_resume_drain(run_ids=[orphan.pk]) == {"failed": 1}
+    run = await GenerationRun.objects.aget(pk=orphan.pk)
+    assert (run.status, run.error_code, run.error_message, run.lease_owner) == (
+        "failed",
+        "llm_unavailable",
+        told["message"],
+        "",
+    )
+    assert run.output_tokens == SPENT["output_tokens"]  # what was paid for is kept
+    assert fake_anthropic.requests == []
+    assert not await ScreenplayVersion.objects.filter(run_id=orphan.pk).aexists()
+    assert [e["type"] for e in await _followed(orphan.pk, after=0)] == ["accepted", "outline", "error"]
+    assert await log.last_seq(orphan.pk) == 3  # nothing after the end
+    # Once the log has expired, the end rebuilt from the database is the one the writer was told.
+    [rebuilt] = await sync_to_async(run_final_events)(run_id=orphan.pk)
+    assert {key: rebuilt[key] for key in told} == told
 
 
 async def _followed(run_id: int, *, after: int) -> list[dict[str, Any]]:
