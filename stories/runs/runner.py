@@ -280,6 +280,9 @@ async def _watch(watched: dict[int, asyncio.Task[None]], log: RunEventLog) -> No
         await asyncio.sleep(WATCH_SECONDS)
         for run_id in [run_id for run_id, task in watched.items() if task.done()]:
             del watched[run_id]
+        if not watched:
+            # No run left to ask about: asking nothing of Redis would say it "works again" while down.
+            break
         try:
             stops = await _stop_reasons(list(watched), log)
         except Exception:

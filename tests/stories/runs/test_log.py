@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 import weakref
@@ -16,7 +17,7 @@ from stories.runs import redis_conn, redis_log
 from stories.runs.log import RunEventLog
 from stories.runs.memory_log import MemoryRunEventLog
 from stories.runs.redis_log import RedisRunEventLog
-from stories.runs.runner import run_resume
+from stories.runs.runner import WATCH_SECONDS, run_resume, run_settled, run_start
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
@@ -181,3 +182,24 @@ async def test_a_flush_returns_once_other_processes_can_read_every_event(log: Ru
     await log.flush()
     elsewhere = RedisRunEventLog(local=MemoryRunEventLog()) if isinstance(log, RedisRunEventLog) else log
     assert [event["text"] for event in await elsewhere.read(51, 0)] == ["0", "1", "2"]
+
+
+async def test_the_cancel_watcher_does_not_say_redis_works_again_while_it_is_down(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis unreachable while a run streamed: once the run ended, the watcher, asking about no run,
+    logged "checking this process's runs for a cancel works again", with Redis still down."""
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    async def events() -> AsyncGenerator[dict[str, Any], None]:
+        yield {"type": "accepted", "run_id": 31}
+        await asyncio.sleep(3 * WATCH_SECONDS)
+        yield {"type": "cancelled"}
+
+    with caplog.at_level(logging.INFO, logger="stories.runs.runner"):
+        await run_start(events())
+        await run_settled(run_id=31)
+        await asyncio.sleep(3 * WATCH_SECONDS)  # the watcher's turns after the run ended
+    said = [record.getMessage() for record in caplog.records if record.name == "stories.runs.runner"]
+    assert said and said[0] == "checking this process's runs for a cancel failed (1 runs)"
+    assert not [line for line in said if "works again" in line], said
