@@ -20,6 +20,7 @@ from stories.exports.fountain import fountain_scenes
 from stories.generation.events import Event, RunOutcome, events_fold
 from stories.generation.pipeline import generation_run
 from stories.generation.requests import GenerationRequest, generation_request_parse
+from stories.models import ScreenplayVersion
 from stories.runs.detach import detached_refusal_line, run_cancel_and_wait, run_detach
 from stories.runs.follow import run_events, run_events_follow, run_owned
 from stories.runs.runner import run_settled, run_start
@@ -104,18 +105,7 @@ class Command(BaseCommand):
         self._report(asyncio.run(self._generate(request, user, options["format"], console)), options, console)
 
     def _report(self, outcome: RunOutcome, options: dict[str, Any], console: Console) -> None:
-        if outcome.saved is not None:
-            saved = outcome.saved
-            version = selectors.story_version_saved_get(story_id=saved["story_id"], number=saved["version"])
-            content = version.content
-            where = (
-                f"Saved story {version.story_id} ({version.story.title!r}), "
-                f"version {version.number}: {saved['url']}"
-            )
-        else:
-            # An unsaved run keeps its finished screenplay as its raw text (see the pipeline).
-            content = json.loads(selectors.run_get(run_id=outcome.run_id).raw_text)
-            where = f"Not saved (--no-save); run {outcome.run_id} recorded the timings and usage."
+        content, where = _screenplay_of(outcome)
         if options["format"] == "json":
             self.stdout.write(json.dumps(content, ensure_ascii=False, indent=2))
         else:
@@ -199,6 +189,30 @@ class Command(BaseCommand):
             eta = event.get("eta_seconds")
             eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
             progress.update(task, status=f"{event['output_tokens']} tokens{eta_text}")
+
+
+def _screenplay_of(outcome: RunOutcome) -> tuple[dict[str, Any], str]:
+    """The run's screenplay and where it went; a one-line error when it is gone (--attach to a run
+    whose story the writer deleted since: the run is kept, its version is not)."""
+    gone = CommandError(
+        f"run {outcome.run_id} succeeded, but its story was deleted since: there is no screenplay to show.",
+        returncode=EXIT_FAILED,
+    )
+    saved = outcome.saved
+    if saved is not None:
+        try:
+            version = selectors.story_version_saved_get(story_id=saved["story_id"], number=saved["version"])
+        except ScreenplayVersion.DoesNotExist:
+            raise gone from None
+        where = f"Saved story {version.story_id} ({version.story.title!r}), version {version.number}: {saved['url']}"
+        return version.content, where
+    # An unsaved run keeps its finished screenplay as its raw text (see the pipeline); a saved one has
+    # none, so a run followed after its story was deleted has nothing here either.
+    try:
+        content = json.loads(selectors.run_get(run_id=outcome.run_id).raw_text)
+    except ValueError:
+        raise gone from None
+    return content, f"Not saved (--no-save); run {outcome.run_id} recorded the timings and usage."
 
 
 def _user(username: str) -> Any:

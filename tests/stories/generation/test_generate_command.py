@@ -145,3 +145,23 @@ def test_attach_to_a_finished_run_whose_events_are_gone_prints_its_screenplay(
     out, err = _generate("--attach", str(run.pk))
     assert out == first
     assert f"version 1: /stories/{run.story_id}/" in err
+
+
+@pytest.mark.parametrize("events_kept", [True, False], ids=["events-in-the-log", "events-gone"])
+def test_attach_to_a_run_whose_story_was_deleted_says_so_without_a_traceback(
+    writer: Any, cast: Any, offline: None, events_kept: bool
+) -> None:
+    # The run succeeded and saved its story, which the writer then deleted (the run is kept). Was: a
+    # JSONDecodeError traceback (its end read from the database) or ScreenplayVersion.DoesNotExist (its
+    # `saved` event still in the log).
+    _generate("--plot", "A statue, a lie, a fog.", *PERSONAS, "--title", "Fog")
+    run = GenerationRun.objects.get()
+    Story.objects.get().delete()
+    if not events_kept:
+        memory_log.LOG.runs.pop(run.pk, None)
+    with pytest.raises(
+        CommandError, match=rf"^run {run.pk} succeeded, but its story was deleted since"
+    ) as failure:
+        _generate("--attach", str(run.pk))
+    assert failure.value.returncode == 1
+    assert GenerationRun.objects.get().status == "succeeded"
