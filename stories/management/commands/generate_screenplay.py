@@ -85,6 +85,7 @@ class Command(BaseCommand):
         stderr: TextIO = getattr(self.stderr, "_out", sys.stderr)
         console = Console(file=stderr, highlight=False)
         if options["attach"] is not None:
+            _attach_alone(options)
             self._report(
                 asyncio.run(self._attach(options["attach"], user, options["format"], console)),
                 options,
@@ -189,6 +190,34 @@ class Command(BaseCommand):
             eta = event.get("eta_seconds")
             eta_text = f", ETA {eta:.0f} s" if eta is not None else ""
             progress.update(task, status=f"{event['output_tokens']} tokens{eta_text}")
+
+
+# What starts a run, which --attach (following a run that exists) would leave unused.
+_GENERATION_FLAGS = {
+    "plot": "--plot",
+    "plot_file": "--plot-file",
+    "personas": "--persona",
+    "title": "--title",
+    "story": "--story",
+    "model": "--model",
+    "max_tokens": "--max-tokens",
+    "mode": "--mode",
+    "no_save": "--no-save",
+    "detach": "--detach",
+}
+
+
+def _attach_alone(options: dict[str, Any]) -> None:
+    # `--attach 5 --plot ...` or `--attach 5 --detach` was run as a bare --attach, the rest unsaid.
+    given = [
+        flag for name, flag in _GENERATION_FLAGS.items() if options.get(name) not in (None, "", False, [])
+    ]
+    if given:
+        raise CommandError(
+            f"--attach follows a run that exists and takes no {', '.join(given)}: leave them out, or "
+            "leave out --attach to start a run.",
+            returncode=EXIT_INVALID,
+        )
 
 
 def _screenplay_of(outcome: RunOutcome) -> tuple[dict[str, Any], str]:

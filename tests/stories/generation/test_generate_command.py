@@ -165,3 +165,26 @@ def test_attach_to_a_run_whose_story_was_deleted_says_so_without_a_traceback(
         _generate("--attach", str(run.pk))
     assert failure.value.returncode == 1
     assert GenerationRun.objects.get().status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--plot", "Fog."], "--plot"),
+        (["--persona", "noir-detective", "--no-save"], "--persona, --no-save"),
+        (["--detach"], "--detach"),
+        (["--story", "1", "--mode", "parallel"], "--story, --mode"),
+    ],
+)
+def test_attach_with_options_that_start_a_run_is_refused_not_ignored(
+    writer: Any, cast: Any, offline: None, args: list[str], named: str
+) -> None:
+    # They were ignored without a word: `--attach 5 --detach` followed run 5 in the foreground.
+    _generate("--plot", "A statue, a lie, a fog.", *PERSONAS)
+    run = GenerationRun.objects.get()
+    with pytest.raises(
+        CommandError, match=f"^--attach follows a run that exists and takes no {named}:"
+    ) as failure:
+        _generate("--attach", str(run.pk), *args)
+    assert failure.value.returncode == 2
+    assert GenerationRun.objects.count() == 1
