@@ -21,6 +21,15 @@ from stories.exports.downloads import screenplay_version_download
 
 _FORMAT_MAX_CHARS = 20
 
+# The media type each format is served with, as the schema's 200 (it said application/octet-stream,
+# which no format is): the JSON export is the screenplay object, the others are files.
+_DOWNLOADS = {
+    (200, export.content_type.split(";")[0]): (
+        OpenApiTypes.OBJECT if export.content_type == "application/json" else OpenApiTypes.BINARY
+    )
+    for export in EXPORT_FORMATS.values()
+}
+
 
 class _JsonErrorsNegotiation(BaseContentNegotiation):
     """DRF reads ``?format=`` as a renderer name; here it names the file format, and errors are JSON."""
@@ -46,7 +55,7 @@ class ScreenplayVersionExportApi(APIView):
             OpenApiParameter("format", str, OpenApiParameter.QUERY, required=True, enum=list(EXPORT_FORMATS))
         ],
         responses={
-            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            **_DOWNLOADS,
             400: OpenApiResponse(description="Unknown format; the message lists the formats offered."),
             404: OpenApiResponse(description="No such story or version among yours."),
         },

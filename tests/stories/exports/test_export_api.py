@@ -12,6 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from screenplain.parsers.fountain import parse
 
+from stories.exports import EXPORT_FORMATS
 from stories.models import ScreenplayVersion, Story
 
 SCREENPLAY = {
@@ -83,6 +84,19 @@ def test_every_format_downloads_with_its_own_type_and_extension(writer: Any, sto
     as_json = client.get(_url(story, 1, "JSON"))
     assert as_json["Content-Type"] == "application/json"
     assert json.loads(as_json.content) == SCREENPLAY
+
+
+def test_the_schema_documents_the_content_type_each_format_is_served_with(writer: Any, story: Story) -> None:
+    # The schema said application/octet-stream for every format while the server sends text/plain,
+    # application/xml, application/pdf or application/json (schemathesis: ST105), so a client generated
+    # from it expected bytes of a type it never gets.
+    client = _client(writer)
+    export = client.get("/api/schema/?format=json").json()["paths"][
+        "/api/stories/{story_id}/versions/{number}/export/"
+    ]["get"]
+    documented = set(export["responses"]["200"]["content"])
+    served = {client.get(_url(story, 1, fmt))["Content-Type"].split(";")[0] for fmt in EXPORT_FORMATS}
+    assert served == documented == {"text/plain", "application/xml", "application/pdf", "application/json"}
 
 
 def test_a_non_latin_title_keeps_its_letters_in_the_file_name(writer: Any) -> None:
