@@ -88,12 +88,14 @@ def _refusal(line: str) -> GenerationError | None:
 
 
 def _argv(options: dict[str, Any]) -> list[str]:
+    # `--flag=value`, one argument each: as two, a value starting with "-" (a title "-Redux-", the
+    # persona key "-villain") is read by argparse as an option, and the background process refused it.
     argv: list[str] = []
     for name, flag in _VALUE_OPTIONS:
         if options.get(name) not in (None, ""):
-            argv += [flag, str(options[name])]
+            argv.append(f"{flag}={options[name]}")
     for persona in options.get("personas") or []:
-        argv += ["--persona", persona]
+        argv.append(f"--persona={persona}")
     if options.get("no_save"):
         argv.append("--no-save")
     return [*argv, "--detached-run"]

@@ -250,6 +250,27 @@ async def test_detach_prints_the_run_and_attach_from_another_process_follows_it_
     assert await _run_status(servers, run_id) == "succeeded"
 
 
+async def test_a_detached_run_keeps_a_title_that_starts_with_a_dash(servers: Servers) -> None:
+    # The background process was given `--title -Redux-`, which its parser read as an unknown option:
+    # the command said "the background run did not start" where the same command without --detach ran.
+    _slow(servers, tokens_per_second=4000)
+    detach = _command(servers, *PERSONAS, "--title=-Redux-", "--detach")
+    out, err = await asyncio.to_thread(detach.communicate, timeout=60)
+    assert detach.returncode == 0, err
+    run_id = out.strip()
+    attach = subprocess.Popen(
+        [sys.executable, "manage.py", "generate_screenplay", "--attach", run_id],
+        cwd=ROOT,
+        env=servers.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = await asyncio.to_thread(attach.communicate, timeout=60)
+    assert attach.returncode == 0, err
+    assert "('-Redux-'), version 1" in err
+
+
 async def test_a_detached_run_refused_exits_as_the_same_refusal_without_detach_does(servers: Servers) -> None:
     # A story that is not the writer's is refused before admission, in the background process: the
     # command exited 1, where without --detach it exits 2 (a bad request; protocol.md), and a retryable
