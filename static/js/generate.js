@@ -599,6 +599,10 @@
     var socket = new WebSocket(scheme + "//" + window.location.host + config.wsPath);
     current.socket = socket;
     socket.addEventListener("open", function () {
+      if (current.finished) {
+        socket.close(1000); // cancelled while it was connecting: nothing is asked
+        return;
+      }
       if (current.runId) {
         // A reload, a reconnect: everything after the last event shown, then the live ones.
         socket.send(JSON.stringify({ type: "attach", run_id: current.runId, after: current.lastSeq }));
@@ -889,6 +893,12 @@
     }
     var current = run;
     current.focusFollows = true;
+    if (!current.runId && current.socket.readyState !== WebSocket.OPEN) {
+      // Nothing was asked yet: the socket is still connecting (or about to ask again after a 4503).
+      // The run ends here, and the request is never sent (see the socket's "open").
+      handlers.cancelled(current);
+      return;
+    }
     ui.cancel.disabled = true;
     // Closing the socket no longer stops a run: the cancel is sent now, or on the reconnect.
     current.cancelAsked = true;

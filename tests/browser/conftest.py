@@ -46,6 +46,30 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WRITER = ("writer", "writer-demo-2026")
+# A slow network, for page.add_init_script: each WebSocket the page makes stays CONNECTING until the
+# test calls sockets_release(page), which opens them for real with the listeners the page added.
+HELD_SOCKETS = """
+const Real = window.WebSocket;
+window.socketsRelease = [];
+window.WebSocket = function (url, protocols) {
+  const listeners = [];
+  const pending = {
+    readyState: 0,
+    send() { throw new Error("not open yet"); },
+    close() {},
+    addEventListener(type, listener) { listeners.push([type, listener]); },
+  };
+  window.socketsRelease.push(function () {
+    const socket = new Real(url, protocols);
+    listeners.forEach(function (entry) { socket.addEventListener(entry[0], entry[1]); });
+    Object.defineProperty(pending, "readyState", { get: function () { return socket.readyState; } });
+    pending.send = function (data) { socket.send(data); };
+    pending.close = function (code) { socket.close(code); };
+  });
+  return pending;
+};
+Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+"""
 
 
 @dataclass
@@ -161,3 +185,8 @@ def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def sockets_release(page: Page) -> None:
+    """Open every socket that HELD_SOCKETS held back so far."""
+    page.evaluate("window.socketsRelease.forEach(function (release) { release(); })")

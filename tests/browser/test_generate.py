@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+from tests.browser.conftest import HELD_SOCKETS, AppServer, Watched, log_in, screenshot, sockets_release
 
 pytestmark = pytest.mark.browser
 
@@ -210,6 +210,33 @@ def test_cancel_stops_the_stream_and_saves_nothing(app_server: AppServer, watche
     assert page.locator(".story-item").count() == stories_before
     page.goto(app_server.url + "/runs/")
     expect(page.locator("tbody tr").first.locator(".status")).to_have_text("Cancelled")
+
+
+def test_cancel_pressed_while_the_socket_is_connecting_asks_for_nothing(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Was: the page said "Cancelling…", then sent the generate once the socket opened, and the run it
+    # had been told to cancel was written, saved and paid for.
+    page = watched.page
+    page.add_init_script(HELD_SOCKETS)
+    sent: list[str] = []
+    page.on("websocket", lambda socket: socket.on("framesent", lambda payload: sent.append(str(payload))))
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    page.get_by_label("Plot").fill(PLOT)
+    generate(page)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#stream-stats")).to_have_text("Cancelled. Nothing was saved.")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    expect(page.get_by_role("button", name="Generate")).to_be_focused()
+    with page.expect_event("websocket") as opened:
+        sockets_release(page)
+    opened.value.wait_for_event("close")
+    assert sent == [], "the generation was asked for after its cancel"
+    expect(page.locator("#stream-stats")).to_have_text("Cancelled. Nothing was saved.")
+    assert page.get_by_label("Plot").input_value() == PLOT
+    assert watched.dialogs == [] and watched.errors == []
 
 
 def test_markup_in_personas_and_plots_is_shown_as_text_and_never_runs(

@@ -7,7 +7,7 @@ import json
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+from tests.browser.conftest import HELD_SOCKETS, AppServer, Watched, log_in, screenshot, sockets_release
 from tests.browser.test_generate import generate_story
 
 pytestmark = pytest.mark.browser
@@ -111,30 +111,7 @@ def test_cancelling_a_rewrite_before_its_socket_opens_starts_nothing(
     # Was: Cancel did nothing while the socket was connecting, and the rewrite then started and was paid.
     page = watched.page
     # A slow network: each socket is made only when the test says so, and is CONNECTING until then.
-    page.add_init_script(
-        """
-        const Real = window.WebSocket;
-        window.socketsRelease = [];
-        window.WebSocket = function (url, protocols) {
-          const listeners = [];
-          const pending = {
-            readyState: 0,
-            send() { throw new Error("not open yet"); },
-            close() {},
-            addEventListener(type, listener) { listeners.push([type, listener]); },
-          };
-          window.socketsRelease.push(function () {
-            const socket = new Real(url, protocols);
-            listeners.forEach(function (entry) { socket.addEventListener(entry[0], entry[1]); });
-            Object.defineProperty(pending, "readyState", { get: function () { return socket.readyState; } });
-            pending.send = function (data) { socket.send(data); };
-            pending.close = function (code) { socket.close(code); };
-          });
-          return pending;
-        };
-        Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
-        """
-    )
+    page.add_init_script(HELD_SOCKETS)
     sent: list[str] = []
     page.on("websocket", lambda socket: socket.on("framesent", lambda payload: sent.append(str(payload))))
     log_in(page, app_server)
@@ -145,7 +122,7 @@ def test_cancelling_a_rewrite_before_its_socket_opens_starts_nothing(
     page.get_by_role("button", name="Cancel the rewrite").first.click()
     status = page.locator(".rewrite-status").first
     expect(status).to_have_text("Cancelling…")
-    page.evaluate("window.socketsRelease.forEach(function (release) { release(); })")
+    sockets_release(page)
     expect(status).to_have_text("Cancelled: nothing was saved.")
     expect(page.get_by_role("button", name="Rewrite scene 1 as a new version")).to_be_enabled()
     assert sent == [], "the rewrite was asked for after its cancel"
