@@ -217,6 +217,8 @@
     forgetDraft();
     textarea.value = original;
     draftNote.hidden = true;
+    // The button pressed went with its note, which dropped keyboard focus to the page's top.
+    textarea.focus();
     refreshPreview();
   });
 

@@ -334,3 +334,31 @@ def test_keyboard_focus_returns_to_save_after_a_refused_save_instead_of_falling_
     expect(page.locator(".editor-error")).to_contain_text("longer than 5000 characters")
     expect(save).to_be_focused()
     assert watched.errors == []
+
+
+def test_keyboard_focus_goes_to_the_text_when_a_restored_draft_is_discarded(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # "Discard it" hides itself with the note it sits in: focus fell to the page's top.
+    page = watched.page
+    log_in(page, app_server)
+    edit_url = f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/versions/2/edit/"
+    page.goto(edit_url)
+    editor = page.get_by_label("Fountain")
+    original = editor.input_value()
+    editor.fill(original + "\nAn unsaved line.\n")
+    page.wait_for_function(
+        "() => Object.keys(localStorage).some((key) => key.startsWith('screenplay-draft:'))"
+    )
+
+    again = page.context.new_page()
+    again.on("pageerror", lambda error: watched.errors.append(str(error)))
+    again.goto(edit_url)
+    expect(again.locator(".draft-note")).to_be_visible()
+    discard = again.get_by_role("button", name="Discard it")
+    discard.focus()
+    again.keyboard.press("Enter")
+    expect(again.locator(".draft-note")).to_be_hidden()
+    expect(again.get_by_label("Fountain")).to_have_value(original)
+    expect(again.get_by_label("Fountain")).to_be_focused()
+    assert watched.errors == []
