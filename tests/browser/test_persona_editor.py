@@ -4,10 +4,13 @@ a second editor's stale save is refused."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import AppServer, Watched
+from tests.browser.test_editor import TEXT_LEFT
 
 pytestmark = pytest.mark.browser
 
@@ -126,3 +129,28 @@ def test_a_voice_change_is_previewed_saved_served_shown_as_a_diff_and_reverted(
     context = _context_read(page, app_server, "kyoto-poet")
     assert "Voice: " + old_voice in context and "syllables" not in context
     assert watched.errors == []
+
+
+def test_a_right_to_left_override_in_an_imported_cards_name_does_not_reverse_the_previews_words(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # A Character Card comes from anywhere: U+202E left open in its name drew the preview's heading
+    # "Mallory (mallory): new" as "wen :(yrollam) yrollaM", its key and status backwards.
+    page = watched.page
+    _admin_log_in(page, app_server, EDITOR)
+    page.goto(app_server.url + "/admin/personas/personaconfig/import/")
+    card = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {"name": "\u202eMallory", "description": "A spy."},
+    }
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "card.json", "mimeType": "application/json", "buffer": json.dumps(card).encode()}]
+    )
+    page.locator("#content form [type=submit]").click()
+    heading = page.locator(".persona-import-plan h2")
+    expect(heading).to_have_text("\u202eMallory (mallory): new")
+    status_left = page.evaluate(TEXT_LEFT, [".persona-import-plan h2", "new"])
+    assert page.evaluate(TEXT_LEFT, [".persona-import-plan h2", "(mallory)"]) < status_left
+    assert page.evaluate(TEXT_LEFT, [".persona-import-plan h2", "Mallory"]) < status_left
+    assert watched.dialogs == [] and watched.errors == []
