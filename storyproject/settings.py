@@ -26,6 +26,8 @@ if not SECRET_KEY:
     SECRET_KEY = "dev-only-insecure-key-never-used-when-debug-is-off"  # noqa: S105
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# The site's own page for a refused form (most often opened before signing in again in another tab).
+CSRF_FAILURE_VIEW = "storyproject.urls.csrf_failure"
 
 INSTALLED_APPS = [
     "daphne",

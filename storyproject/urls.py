@@ -10,6 +10,7 @@ from django.shortcuts import render
 from django.template import loader
 from django.templatetags.static import static
 from django.urls import include, path
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -51,6 +52,22 @@ def server_error(request: HttpRequest) -> HttpResponseBase:
             {"detail": "The server failed; try again later.", "code": "server_error"}, status=500
         )
     return HttpResponse(loader.get_template("server_error.html").render(), status=500)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponseBase:
+    """Django's CSRF failure (``CSRF_FAILURE_VIEW``): what happened and what to do, in the site's page,
+    instead of Django's technical one. Most often the form was opened before the writer signed in again
+    (in another tab): signing in rotates the token the form carries. ``reason`` is Django's, for the log."""
+    message = (
+        "This form was opened before you signed in again (in another tab, perhaps), so it can no longer "
+        "be sent. Go back, reload the page, and send it again: nothing was changed."
+    )
+    if _json_wanted(request):
+        return JsonResponse({"detail": message, "code": "csrf_failed"}, status=403)
+    back = request.META.get("HTTP_REFERER", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = ""
+    return render(request, "csrf_failure.html", {"message": message, "back": back}, status=403)
 
 
 def _json_wanted(request: HttpRequest) -> bool:

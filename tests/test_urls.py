@@ -62,3 +62,27 @@ def test_a_server_error_is_a_page_that_needs_nothing_and_says_nothing_of_the_err
         500,
         {"detail": "The server failed; try again later.", "code": "server_error"},
     )
+
+
+@pytest.mark.django_db
+def test_a_form_opened_before_signing_in_again_is_refused_with_the_sites_own_page(writer: Any) -> None:
+    # "Make this the current version" without JavaScript, after signing in again in another tab: the
+    # form's CSRF token is stale, and the writer got Django's technical "CSRF verification failed" page.
+    story = Story.objects.create(owner=writer, title="T", plot="p")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(writer)
+    client.get("/")  # the token cookie the form was rendered with
+    stale = client.cookies["csrftoken"].value
+    client.cookies["csrftoken"] = "r" * 32  # signing in again (another tab) rotated it
+    url = f"/stories/{story.pk}/versions/1/restore/"
+    referer = f"http://testserver/stories/{story.pk}/?version=1"
+    page = client.post(url, {"csrfmiddlewaretoken": stale}, HTTP_REFERER=referer, HTTP_ACCEPT="text/html")
+    assert page.status_code == 403
+    text = page.content.decode()
+    assert "This form has expired" in text and "reload the page, and send it again" in text
+    assert f'href="{referer}"' in text and "CSRF verification failed" not in text
+    # A referer elsewhere is not linked; a script asking for JSON gets JSON.
+    elsewhere = client.post(url, {"csrfmiddlewaretoken": stale}, HTTP_REFERER="https://evil.example/x")
+    assert "evil.example" not in elsewhere.content.decode()
+    answer = client.post(url, {"csrfmiddlewaretoken": stale}, HTTP_ACCEPT="application/json")
+    assert (answer.status_code, answer.json()["code"]) == (403, "csrf_failed")
