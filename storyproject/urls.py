@@ -60,7 +60,8 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponseBase:
     (in another tab): signing in rotates the token the form carries. ``reason`` is Django's, for the log."""
     message = (
         "This form was opened before you signed in again (in another tab, perhaps), so it can no longer "
-        "be sent. Go back, reload the page, and send it again: nothing was changed."
+        "be sent. Go back, reload the page, and send it again: nothing was changed. (If this happens every "
+        "time, your browser is refusing this site's cookies.)"
     )
     if _json_wanted(request):
         return JsonResponse({"detail": message, "code": "csrf_failed"}, status=403)
