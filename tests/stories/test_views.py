@@ -259,6 +259,24 @@ def test_runs_page_lists_own_runs_with_timings_tokens_and_cost(
     assert "0 / 0 (0%)" in html
 
 
+def test_a_failed_runs_message_can_be_read_without_a_pointer(logged_in: Client, writer: Any) -> None:
+    # The message was only in a title attribute, which keyboard and touch users cannot read.
+    GenerationRun.objects.create(
+        user=writer,
+        status="failed",
+        model="offline",
+        max_tokens=1024,
+        error_code="llm_overloaded",
+        error_message="Claude is overloaded <b>now</b>; try again in a minute.",
+    )
+    html = logged_in.get("/runs/").content.decode()
+    assert (
+        '<details class="run-error hint"><summary>llm_overloaded</summary>'
+        "<bdi>Claude is overloaded &lt;b&gt;now&lt;/b&gt;; try again in a minute.</bdi></details>"
+    ) in html
+    assert 'title="Claude is overloaded' not in html
+
+
 def test_runs_page_shows_the_prompt_cache_hit_rate(logged_in: Client, writer: Any) -> None:
     GenerationRun.objects.create(
         user=writer,
