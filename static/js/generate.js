@@ -61,6 +61,7 @@
     error: byId("stream-error"),
     errorMessage: byId("stream-error-message"),
     retry: byId("retry"),
+    signIn: byId("stream-sign-in"),
     saved: byId("stream-saved"),
     savedLink: byId("saved-link"),
     scenes: byId("stream-scenes"),
@@ -347,6 +348,7 @@
   // to the run in the address bar) puts the plot, title, cast and choices back in the form, so the
   // writer's text is never lost and Retry still has its request. Only the newest run is kept.
   var REQUEST_PREFIX = "generation-request:";
+  var UNSENT = "unsent:" + window.location.pathname;
 
   function requestRemember(runId, request) {
     var personas = request.personas.map(function (name) {
@@ -524,6 +526,9 @@
     // The last run's address goes now: a new request that the server refuses must not bring that run
     // back on a reload. This one's comes with its `accepted`.
     runAddressShow(null);
+    // Kept until it is accepted (under the run's id then): a request refused before (signed out, busy)
+    // and a reload, or a sign-in that comes back to this page, put it back in the form.
+    requestRemember(UNSENT, request);
     runOpen({ type: "request", request: request });
   }
 
@@ -868,6 +873,9 @@
       ui.rawDetails.open = ui.rawAll.textContent.length > 0;
     }
     ui.errorMessage.textContent = text;
+    // Signed out (in another tab, or the session ended): sign in again in a new tab, this page and
+    // everything typed in it stay, and Generate asks again on a new socket.
+    ui.signIn.hidden = message.code !== "unauthenticated";
     ui.retry.hidden = message.retryable !== true || !current.request;
     if (!ui.retry.hidden && typeof message.retry_after === "number" && message.retry_after > 0) {
       retryWait(message.retry_after);
@@ -1026,7 +1034,7 @@
   // starts, so nothing the writer wrote is lost and Retry can send it again.
   var runInUrl = new URLSearchParams(window.location.search).get("run");
   var runWatched = runInUrl && /^[1-9][0-9]{0,17}$/.test(runInUrl) ? Number(runInUrl) : null;
-  var recalled = runWatched ? requestRecalled(runWatched) : null;
+  var recalled = requestRecalled(runWatched || UNSENT);
   if (recalled) {
     formRestore(recalled);
   }

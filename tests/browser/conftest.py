@@ -180,6 +180,15 @@ def log_in(page: Page, server: AppServer, credentials: tuple[str, str] = WRITER)
     page.wait_for_url(server.url + "/")
 
 
+def signed_out_in_another_tab(page: Page, server: AppServer) -> Page:
+    """The writer logs out in a new tab of ``page``'s browser; that tab, on the login page."""
+    other = page.context.new_page()
+    other.goto(server.url + "/")
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_url("**/accounts/login/")
+    return other
+
+
 def screenshot(page: Page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+from tests.browser.conftest import AppServer, Watched, log_in, screenshot, signed_out_in_another_tab
 
 pytestmark = pytest.mark.browser
 
@@ -249,15 +249,6 @@ def test_a_right_to_left_override_in_a_title_or_name_does_not_reverse_the_pages_
     assert watched.dialogs == [] and watched.errors == []
 
 
-def _signed_out_in_another_tab(page: Page, server: AppServer) -> Page:
-    """The writer logs out in a new tab of ``page``'s browser; that tab, on the login page."""
-    other = page.context.new_page()
-    other.goto(server.url + "/")
-    other.get_by_role("button", name="Log out").click()
-    other.wait_for_url("**/accounts/login/")
-    return other
-
-
 def test_the_editor_previews_and_saves_after_the_writer_signs_in_again_in_another_tab(
     app_server: AppServer, watched: Watched
 ) -> None:
@@ -272,7 +263,7 @@ def test_the_editor_previews_and_saves_after_the_writer_signs_in_again_in_anothe
     editor.fill(editor.input_value().replace(OLD_LINE, "Eat, it is getting late."))
     expect(page.locator(".preview-status")).to_have_text("Up to date")
 
-    other = _signed_out_in_another_tab(page, app_server)
+    other = signed_out_in_another_tab(page, app_server)
     log_in(other, app_server)
     other.close()
 
@@ -294,7 +285,7 @@ def test_a_save_after_the_writer_was_signed_out_says_so_and_keeps_the_text(
     story = app_server.ids["signed_out_story"]
     log_in(page, app_server)
     page.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
-    other = _signed_out_in_another_tab(page, app_server)
+    other = signed_out_in_another_tab(page, app_server)
 
     editor = page.get_by_label("Fountain")
     text = editor.input_value().replace(OLD_LINE, NEW_LINE)

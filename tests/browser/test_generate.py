@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import HELD_SOCKETS, AppServer, Watched, log_in, screenshot, sockets_release
+from tests.browser.conftest import (
+    HELD_SOCKETS,
+    WRITER,
+    AppServer,
+    Watched,
+    log_in,
+    screenshot,
+    signed_out_in_another_tab,
+    sockets_release,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -370,3 +379,34 @@ def test_keyboard_focus_stays_in_the_cast_when_a_persona_is_removed(
     expect(page.locator("#persona-selected-empty")).to_be_visible()
     expect(page.get_by_label("Find personas")).to_be_focused()
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_writer_signed_out_meanwhile_is_offered_a_sign_in_and_gets_the_plot_back(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The page said "sign in to generate screenplays" and offered nothing; signing in meant reloading,
+    # which lost the plot and the cast.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "halcyon", "HALCYON")
+    plot = "A lighthouse keeper finds the lamp lit every night by someone else."
+    page.get_by_label("Plot").fill(plot)
+    signed_out_in_another_tab(page, app_server).close()
+    generate(page)
+
+    error = page.locator("#stream-error")
+    expect(error).to_be_visible()
+    sign_in = error.get_by_role("link", name="Sign in again")
+    expect(sign_in).to_be_visible()
+    assert sign_in.get_attribute("target") == "_blank"
+    assert sign_in.get_attribute("href") == "/accounts/login/?next=/stories/new/"
+
+    page.reload()  # to the login page, which comes back here
+    page.get_by_label("Username").fill(WRITER[0])
+    page.get_by_label("Password").fill(WRITER[1])
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(app_server.url + "/stories/new/")
+    expect(page.get_by_label("Plot")).to_have_value(plot)
+    expect(chip(page, "rogue-ai")).to_be_visible()
+    assert watched.errors == []
