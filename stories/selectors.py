@@ -332,10 +332,19 @@ def generation_runs_orphaned(*, limit: int = 100) -> list[int]:
     whose lease has expired kept. A run with no lease at all was started before leases existed (or by
     a benchmark) and counts as orphaned too.
     """
-    orphaned = GenerationRun.objects.filter(status=GenerationRun.Status.STREAMING).filter(
+    return list(runs_orphaned().order_by("lease_expires_at", "id").values_list("id", flat=True)[:limit])
+
+
+def runs_orphaned() -> QuerySet[GenerationRun]:
+    """The runs still ``streaming`` whose lease has expired, or that never had one."""
+    return GenerationRun.objects.filter(status=GenerationRun.Status.STREAMING).filter(
         Q(lease_expires_at__lt=timezone.now()) | Q(lease_expires_at__isnull=True)
     )
-    return list(orphaned.order_by("lease_expires_at", "id").values_list("id", flat=True)[:limit])
+
+
+def generation_run_orphaned(*, run_id: int) -> bool:
+    """Whether no process runs ``run_id`` now: it streams, its lease expired (until one resumes it)."""
+    return runs_orphaned().filter(pk=run_id).exists()
 
 
 def generation_run_taken_over(*, run_id: int, lease_owner: str) -> bool:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from personas.models import PersonaConfig
@@ -27,7 +27,12 @@ from stories.generation.validation import CastEntry, cast_entries, screenplay_va
 from stories.limits import admission_check, admission_counts
 from stories.metrics import generation_run_observe
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.selectors import screenplay_fountain_for_story, story_version_find, story_version_latest
+from stories.selectors import (
+    runs_orphaned,
+    screenplay_fountain_for_story,
+    story_version_find,
+    story_version_latest,
+)
 from stories.validation import json_problem, text_clean_or_reject
 from storyproject.db import update_unflushed
 from storyproject.untrusted import text_storable
@@ -619,10 +624,7 @@ def generation_run_claim(*, run_id: int, lease_owner: str) -> GenerationRun | No
 
 def _run_orphaned(*, run_id: int) -> Any:
     """The run while it is orphaned: streaming, its lease expired (its process died, or let it go)."""
-    now = timezone.now()
-    return GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.STREAMING).filter(
-        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
-    )
+    return runs_orphaned().filter(pk=run_id)
 
 
 # What a checkpoint's usage (paid before the process died) writes to the run's record.

@@ -24,6 +24,7 @@ from stories.models import ScreenplayVersion
 from stories.runs.detach import detached_refusal_line, run_cancel_and_wait, run_detach
 from stories.runs.follow import run_events, run_events_follow, run_owned
 from stories.runs.runner import run_settled, run_start
+from storyproject.db import db_call
 
 # An error exit status per failure kind, so scripts can tell a bad request from an outage.
 EXIT_INVALID = 2
@@ -130,6 +131,12 @@ class Command(BaseCommand):
     async def _attach(self, run_id: int, user: Any, fmt: str, console: Console) -> RunOutcome:
         if not await run_owned(run_id=run_id, user_id=user.pk):
             raise CommandError(f"No run {run_id} of {user.username!r}.", returncode=EXIT_INVALID)
+        if await db_call(selectors.generation_run_orphaned)(run_id=run_id):
+            # Followed in silence until a process resumes it, which may be never if none is up.
+            console.print(
+                f"Run {run_id} is not running anywhere now (its server process stopped); waiting for a "
+                "server to resume it: `make run`, `make serve` and `manage.py recover_runs` do."
+            )
         try:
             return await self._follow(run_events_follow(run_id=run_id), fmt, console)
         except asyncio.CancelledError:

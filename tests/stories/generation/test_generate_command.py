@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from screenplain import types
 from screenplain.parsers.fountain import parse
 
@@ -188,3 +190,26 @@ def test_attach_with_options_that_start_a_run_is_refused_not_ignored(
         _generate("--attach", str(run.pk), *args)
     assert failure.value.returncode == 2
     assert GenerationRun.objects.count() == 1
+
+
+def test_attach_to_a_run_no_process_runs_says_it_waits_for_a_server_to_resume_it(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # Its process was killed and no server is up to resume it: --attach waited without a word.
+    run = GenerationRun.objects.create(
+        user=writer,
+        model="offline",
+        max_tokens=1024,
+        status="streaming",
+        lease_owner="a-dead-process",
+        lease_expires_at=timezone.now() - timedelta(seconds=5),
+    )
+    # What follows here: a resume that ends in a cancel (the command waits for whatever comes).
+    memory_log.LOG.append_now(run.pk, {"type": "cancelled", "run_id": run.pk})
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="cancelled"):
+        call_command("generate_screenplay", "--attach", str(run.pk), stdout=io.StringIO(), stderr=err)
+    assert (
+        f"Run {run.pk} is not running anywhere now (its server process stopped); waiting for a server to "
+        "resume it"
+    ) in " ".join(err.getvalue().split())
