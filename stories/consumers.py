@@ -69,6 +69,10 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     run_id: int | None = None
     # A cancel that came while the run was still being admitted: applied once its id is known.
     cancel_pending = False
+    # The run followed was attached to (not started here): a new request stops following it.
+    attached = False
+    # Whether an event of the run followed has been sent (a run started here: its ``accepted``).
+    shown = False
     # Set before the run's last event (or its refusal) is sent: the client may start the next one at
     # once, before the following task has quite finished.
     ended = False
@@ -218,13 +222,25 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     def _following(self) -> bool:
         return self.task is not None and not self.task.done() and not self.ended
 
+    def _following_begin(self, *, run_id: int | None, attached: bool) -> None:
+        self.run_id, self.attached = run_id, attached
+        self.cancel_pending = self.ended = self.shown = False
+
+    def _admitting(self) -> bool:
+        """Its own request is being admitted: the client has neither its ``accepted`` nor a refusal yet."""
+        return self._following() and not self.attached and not self.shown
+
     def _generate(self, kind: str, fields: dict[str, Any], check: Callable[[], None] | None = None) -> None:
-        if self._following():
+        if self._following() and not self.attached:
             raise GenerationError(
                 "busy", "a generation is already running on this connection", retryable=True
             )
         events = _events_for(kind, fields, self.scope["user"], check)
-        self.run_id, self.cancel_pending, self.ended = None, False, False
+        if self.task is not None:
+            # Following a run it attached to (a replay, a watch): it stops following it, as a new
+            # ``attach`` does; the run goes on.
+            self.task.cancel()
+        self._following_begin(run_id=None, attached=False)
         self.task = asyncio.create_task(self._start(events))
 
     async def _start(self, events: AsyncGenerator[dict[str, Any], None]) -> None:
@@ -243,12 +259,20 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         await self._follow(start.run_id, 0)
 
     async def _attach(self, run_id: int, after: int) -> None:
+        if self._admitting():
+            # Its own generate has no run id yet: following another run now, the client would never
+            # learn it (the run would go on, and be saved, unseen).
+            raise GenerationError(
+                "busy",
+                "a generation is being started on this connection; attach once it is accepted",
+                retryable=True,
+            )
         if not await run_owned(run_id=run_id, user_id=self.scope["user"].pk):
             raise _not_found()
         if self.task is not None:
             # Following another run: stop following it (it goes on).
             self.task.cancel()
-        self.run_id, self.cancel_pending, self.ended = run_id, False, False
+        self._following_begin(run_id=run_id, attached=True)
         self.task = asyncio.create_task(self._follow(run_id, after))
 
     async def _follow(self, run_id: int, after: int) -> None:
@@ -257,6 +281,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 async for event in events:
                     self.ended = event["type"] in TERMINAL
                     await self.send_event(event)
+                    self.shown = True
         except Exception:
             self.ended = True
             logger.exception("following run %s on a WebSocket failed", run_id)

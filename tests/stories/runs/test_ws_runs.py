@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from redis.asyncio import Redis
 
+from stories.generation import pipeline
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs import memory_log, redis_log
 from stories.runs.redis_log import run_key
@@ -339,3 +341,59 @@ async def test_the_process_that_resumed_a_run_replays_what_the_dead_process_logg
         ("resumed", jump + 1),
         ("cancelled", jump + 2),
     ]
+
+
+async def test_an_attach_while_the_sockets_own_generate_is_admitted_is_busy_and_the_run_stays_followed(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The attach stopped following the new run before its `accepted`: the client never learned its id,
+    # and the run went on and was saved unseen.
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=1))))
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=1))))
+    earlier = (await ws_generate(writer))[0]["run_id"]
+    admitting, admit = threading.Event(), pipeline.generation_run_admit
+
+    def held_admit(**fields: Any) -> Any:
+        admitting.wait(timeout=10)  # until the attach has been answered
+        return admit(**fields)
+
+    monkeypatch.setattr(pipeline, "generation_run_admit", held_admit)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message())
+        await communicator.send_json_to({"type": "attach", "run_id": earlier})
+        refused = json.loads(await communicator.receive_from(timeout=10))
+        assert (refused["type"], refused["code"], refused["retryable"]) == ("error", "busy", True)
+        assert "attach once it is accepted" in refused["message"]
+        admitting.set()
+        events = await ws_events(communicator)
+    finally:
+        admitting.set()
+        await communicator.disconnect()
+    assert events[0]["type"] == "accepted" and events[0]["run_id"] != earlier
+    assert events[-1]["type"] == "done"
+
+
+async def test_a_generate_on_a_socket_following_an_attached_run_starts_its_own(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # It was answered `busy` while the attached run's replay or stream went on.
+    script_slow(fake_anthropic, tokens_per_second=40)
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=1))))
+    starter, run_id = await run_streaming(writer)
+    watcher = await ws_connect(writer)
+    try:
+        await watcher.send_json_to({"type": "attach", "run_id": run_id})
+        assert json.loads(await watcher.receive_from(timeout=10))["type"] == "accepted"
+        await watcher.send_json_to(generate_message())
+        while (event := json.loads(await watcher.receive_from(timeout=10)))["run_id"] == run_id:
+            assert event["type"] not in TERMINAL  # the attached run's own events until the new one's
+        assert event["type"] == "accepted"
+        own = [event, *await ws_events(watcher)]
+        assert {e["run_id"] for e in own} == {event["run_id"]} and own[-1]["type"] == "done"
+        assert (await GenerationRun.objects.aget(pk=run_id)).status == "streaming"  # it goes on
+    finally:
+        await starter.send_json_to({"type": "cancel"})
+        await ws_events(starter)
+        await starter.disconnect()
+        await watcher.disconnect()
