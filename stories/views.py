@@ -49,10 +49,13 @@ GENERATION_MODES = [
 
 @login_required
 def story_list(request: HttpRequest) -> HttpResponse:
-    search = request.GET.get("q", "")[: selectors.SEARCH_MAX_CHARS]
+    asked = request.GET.get("q", "").strip()
+    search = asked[: selectors.SEARCH_MAX_CHARS]
     stories = selectors.story_list_for_user(user=request.user, search=search)
     page = Paginator(stories, STORIES_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "stories/story_list.html", {"page": page, "search": search})
+    # A longer search (from a link: the field takes no more) is cut, and the page says so.
+    cut = selectors.SEARCH_MAX_CHARS if len(asked) > len(search) else None
+    return render(request, "stories/story_list.html", {"page": page, "search": search, "search_cut": cut})
 
 
 @login_required

@@ -114,7 +114,11 @@ def test_story_list_search_and_pagination(logged_in: Client, writer: Any) -> Non
     found = logged_in.get("/?q=storm").content.decode()
     assert found.count('class="story-item"') == 1 and "Lighthouse" in found
     nothing = logged_in.get("/?q=zebra").content.decode()
-    assert "No story matches" in nothing
+    assert "No story matches" in nothing and "characters only" not in nothing
+    # A search from a link, longer than the field takes: cut, and said (it was cut without a word).
+    long = logged_in.get("/?q=" + "storm " * 50).content.decode()
+    assert "Searched for the first 200 characters only." in long
+    assert long.count('class="story-item"') == 0
 
 
 def test_story_page_renders_the_latest_version_as_a_screenplay_with_cast_and_costs(
