@@ -114,3 +114,17 @@ async def test_a_failed_run_whose_text_holds_a_nul_is_still_recorded(
     # arrived yet), its NUL kept as U+FFFD.
     assert "take \ufffd 1." in run.raw_text
     assert text.replace("\x00", "\ufffd").startswith(run.raw_text)
+
+
+async def test_a_model_s_character_with_an_open_override_is_isolated_in_the_error(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # The message quotes the model's name for the speaker: an open U+202E in it drew the rest of the
+    # message ("who is not in the cast list") backwards on the page.
+    content = screenplay(scenes=1)
+    content["scenes"][0]["elements"].append({"type": "dialogue", "character": "\u202eGHOST", "text": "Boo."})
+    fake_anthropic.script(Reply(text=json.dumps(content)))
+    events = await ws_generate(writer)
+    error = events[-1]
+    assert error["type"] == "error" and error["code"] == "invalid_output"
+    assert "gives a line to '\u2068\u202eGHOST\u2069', who is not in the cast list" in error["message"]
