@@ -21,6 +21,8 @@ from django.utils.html import format_html, format_html_join, linebreaks
 from django.utils.http import content_disposition_header
 from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 from reversion.admin import VersionAdmin
 from reversion.models import Version
 
@@ -55,6 +57,18 @@ def _in_use(persona: PersonaConfig) -> str:
         return ""
     stories = "story casts" if count == 1 else "stories cast"
     return f"{persona}: {count} {stories} it; generating them fails while it is inactive or missing."
+
+
+# What the live preview's script shows when the editor's session has ended (signed out in another tab,
+# expired): admin_view's redirect to the login page gave the script HTML where it reads JSON.
+PREVIEW_SIGNED_OUT = (
+    "You are signed out: sign in again in another tab (your edits on this page are kept until you leave "
+    "it), then type on to see the preview."
+)
+PREVIEW_NOT_STAFF = (
+    "This account may not use the admin now: sign in again as an editor in another tab (your edits on "
+    "this page are kept until you leave it), then type on to see the preview."
+)
 
 
 def _preview(config: object) -> dict[str, Any]:
@@ -138,13 +152,14 @@ class PersonaConfigAdmin(VersionAdmin):
     def live_preview(self, persona: PersonaConfig) -> str:
         """Where static/js/persona-preview.js shows the context of the form's current values."""
         return format_html(
-            '<div class="persona-live-preview" data-url="{}" data-persona-id="{}">'
+            '<div class="persona-live-preview" data-url="{}" data-persona-id="{}" data-csrf-cookie="{}">'
             '<p class="persona-live-status">Change a field above: the context it would give appears here '
             "before you save.</p>"
             '<meter class="persona-live-meter" min="0" max="{}" value="0"></meter>'
             '<div class="persona-context persona-live-context"></div></div>',
             reverse("admin:personas_personaconfig_preview"),
             persona.pk or "",
+            settings.CSRF_COOKIE_NAME,
             settings.PERSONA_CONTEXT_TOKEN_BUDGET,
         )
 
@@ -230,7 +245,7 @@ class PersonaConfigAdmin(VersionAdmin):
 
         return [
             path("import/", view(self.import_view), name="personas_personaconfig_import"),
-            path("preview/", view(self.preview_view), name="personas_personaconfig_preview"),
+            path("preview/", self._script_view(self.preview_view), name="personas_personaconfig_preview"),
             path("recover/", view(self.recoverlist_view), name="personas_personaconfig_recoverlist"),
             path("recover/<int:version_id>/", view(self.recover_view), name="personas_personaconfig_recover"),
             path(
@@ -240,6 +255,20 @@ class PersonaConfigAdmin(VersionAdmin):
             ),
             *admin.ModelAdmin.get_urls(self),
         ]
+
+    def _script_view(self, method: Any) -> Any:
+        """``admin_site.admin_view`` for a view that a page's script calls: one who may not use the
+        admin (signed out, session expired) gets a JSON 401 the script can show, where admin_view
+        redirects to the login page. Otherwise the same wrapping: never cached, CSRF checked."""
+
+        def signed_in(request: HttpRequest) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return JsonResponse({"errors": [PREVIEW_SIGNED_OUT]}, status=401)
+            if not self.admin_site.has_permission(request):  # signed in, but no (more) staff
+                return JsonResponse({"errors": [PREVIEW_NOT_STAFF]}, status=403)
+            return method(request)  # type: ignore[no-any-return]
+
+        return csrf_protect(never_cache(signed_in))
 
     def preview_view(self, request: HttpRequest) -> HttpResponse:
         """The context the form's current values would give, as JSON, for the editor's live preview.

@@ -22,6 +22,16 @@
     var timer = null;
     var pending = null;
 
+    // The CSRF token as the cookie holds it now: signing in again in another tab rotates it, and the
+    // one this page was served with would be refused from then on.
+    function csrfToken() {
+      var prefix = box.dataset.csrfCookie + "=";
+      var found = document.cookie.split("; ").filter(function (pair) {
+        return pair.indexOf(prefix) === 0;
+      })[0];
+      return found ? decodeURIComponent(found.slice(prefix.length)) : form.elements.csrfmiddlewaretoken.value;
+    }
+
     function show(answer) {
       output.textContent = answer.context || "(empty)";
       if (answer.cut) {
@@ -56,15 +66,23 @@
         pending.abort();
       }
       pending = new AbortController();
+      data.set("csrfmiddlewaretoken", csrfToken());
       fetch(box.dataset.url, { method: "POST", body: data, credentials: "same-origin", signal: pending.signal })
         .then(function (response) {
-          return response.json().then(function (answer) {
-            if (response.ok) {
-              show(answer);
-            } else {
-              fail((answer.errors || ["The preview is unavailable."]).join(" "));
+          return response.json().then(
+            function (answer) {
+              if (response.ok) {
+                show(answer);
+              } else {
+                fail((answer.errors || ["The preview is unavailable."]).join(" "));
+              }
+            },
+            function () {
+              // Not JSON (a proxy's error page, Django's CSRF page): said by its status, not by the
+              // parser's "Unexpected token".
+              fail("The preview is unavailable (the server answered " + response.status + ").");
             }
-          });
+          );
         })
         .catch(function (error) {
           if (error.name !== "AbortError") {

@@ -154,3 +154,33 @@ def test_a_right_to_left_override_in_an_imported_cards_name_does_not_reverse_the
     assert page.evaluate(TEXT_LEFT, [".persona-import-plan h2", "(mallory)"]) < status_left
     assert page.evaluate(TEXT_LEFT, [".persona-import-plan h2", "Mallory"]) < status_left
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_the_live_preview_says_the_editor_is_signed_out_and_works_again_after_signing_in(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Signed out in another tab, the preview read the login page's HTML as JSON and showed "The preview
+    # is unavailable (Unexpected token '<', ...)"; signed in again there, the CSRF token this page was
+    # served with was refused (Django's CSRF page, the same words).
+    page = watched.page
+    _admin_log_in(page, app_server, EDITOR)
+    _open_persona(page, app_server, "noir-detective")
+    other = page.context.new_page()
+    other.goto(app_server.url + "/admin/")
+    other.get_by_role("button", name="Log out").click()
+    expect(other.get_by_role("heading", name="Log in")).to_be_visible()
+
+    voice = page.locator("textarea[name=voice]")
+    voice.fill("Typed while signed out.")
+    status = page.locator(".persona-live-status")
+    expect(status).to_have_text(
+        "You are signed out: sign in again in another tab (your edits on this page are kept until you "
+        "leave it), then type on to see the preview."
+    )
+
+    _admin_log_in(other, app_server, EDITOR)
+    other.close()
+    voice.fill("Typed after signing in again.")
+    expect(page.locator(".persona-live-context")).to_contain_text("Voice: Typed after signing in again.")
+    expect(status).to_contain_text("tokens (estimate).")
+    assert watched.dialogs == [] and watched.errors == []

@@ -89,7 +89,7 @@ def test_the_preview_takes_posts_only(editor_client: Client) -> None:
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("role", "expected"),
-    [("anonymous", 302), ("writer", 302), ("staff", 403), ("adder", 403), ("viewer", 200), ("changer", 200)],
+    [("anonymous", 401), ("writer", 403), ("staff", 403), ("adder", 403), ("viewer", 200), ("changer", 200)],
 )
 def test_who_may_preview(user_factory: Any, role: str, expected: int) -> None:
     codenames = {
@@ -104,9 +104,35 @@ def test_who_may_preview(user_factory: Any, role: str, expected: int) -> None:
         client.force_login(user)
     response = client.post(PREVIEW, {"voice": "Hi.", "config_data": "{}"})
     assert response.status_code == expected
-    if expected == 302:
-        assert response["Location"].startswith("/admin/login/")
+    if role in ("anonymous", "writer"):
+        # JSON the editor's script shows, not admin_view's redirect to the login page's HTML.
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["errors"][0].startswith(
+            "You are signed out" if role == "anonymous" else "This account may not use the admin"
+        )
     assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_signed_out_editors_preview_says_so_in_json(editor_client: Client) -> None:
+    # The page's script read admin_view's redirect to the login page as JSON: "Unexpected token '<'".
+    editor_client.logout()
+    response = editor_client.post(PREVIEW, {"voice": "Hi.", "config_data": "{}"})
+    assert response.status_code == 401
+    assert response.json() == {
+        "errors": [
+            "You are signed out: sign in again in another tab (your edits on this page are kept until you "
+            "leave it), then type on to see the preview."
+        ]
+    }
+
+
+@pytest.mark.django_db
+def test_the_preview_still_checks_the_csrf_token(editor_client: Client) -> None:
+    editor_client.handler.enforce_csrf_checks = True
+    response = editor_client.post(PREVIEW, {"voice": "Hi.", "config_data": "{}"})
+    assert response.status_code == 403
+    assert b"CSRF" in response.content
 
 
 @pytest.mark.django_db

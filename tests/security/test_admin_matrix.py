@@ -100,6 +100,9 @@ SPECIAL = {
 
 
 def _expected(model: str, role: str, op: str) -> str:
+    if op == "preview" and role in ("anonymous", "writer"):
+        # The live preview is read by the page's script: JSON saying so, not the login page.
+        return "401" if role == "anonymous" else "403"
     if role in ("anonymous", "writer"):
         return "302 login"
     if op == "redirect":  # The bare object URL only forwards to the change page, which decides.
