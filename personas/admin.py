@@ -433,15 +433,13 @@ class PersonaConfigAdmin(VersionAdmin):
         try:
             if not loaded.isdigit():
                 raise ValidationError("The form is incomplete; open the revision again.")
-            services.persona_revert(
+            persona = services.persona_revert(
                 persona_pk=persona.pk, version=version, loaded_version=int(loaded), user=request.user
             )
         except ValidationError as error:
             self.message_user(request, " ".join(error.messages), messages.ERROR)
             return HttpResponseRedirect(request.path)
-        self.message_user(
-            request, f"{persona.display_name} was reverted to the chosen revision.", messages.SUCCESS
-        )
+        self.message_user(request, f"{persona} was reverted to the chosen revision.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:personas_personaconfig_change", args=[persona.pk]))
 
     def recoverlist_view(
@@ -464,7 +462,11 @@ class PersonaConfigAdmin(VersionAdmin):
         if request.method != "POST":
             changes = state_changes(before=None, after=selectors.version_state(version=version))
             return self._page(
-                request, "recover.html", f"Recover {version.object_repr}", version=version, changes=changes
+                request,
+                "recover.html",
+                f"Recover {_deleted_label(version)}",
+                version=version,
+                changes=changes,
             )
         try:
             persona = services.persona_recover(version=version, user=request.user)
@@ -473,6 +475,13 @@ class PersonaConfigAdmin(VersionAdmin):
             return HttpResponseRedirect(reverse("admin:personas_personaconfig_recoverlist"))
         self.message_user(request, f"{persona} was recovered.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:personas_personaconfig_change", args=[persona.pk]))
+
+
+def _deleted_label(version: Version) -> str:
+    # As PersonaConfig.__str__ says it (its right-to-left text isolated), from the revision's fields:
+    # the object_repr stored before that isolation was added draws the page's title backwards.
+    fields = version.field_dict
+    return str(PersonaConfig(name=fields["name"], display_name=fields["display_name"]))
 
 
 def _download(queryset: QuerySet[PersonaConfig], *, kind: str) -> HttpResponse:

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from personas.schema import validate_persona_config
+from storyproject.bidi import bidi_isolated
 
 # Keys the API's URLs take for themselves: /api/personas/contexts/ is the batch of contexts, so a persona
 # of that name could not be read at /api/personas/<name>/.
@@ -33,7 +34,11 @@ class PersonaConfig(models.Model):
         indexes = [models.Index(fields=["is_active", "display_name"], name="persona_active_name")]
 
     def __str__(self) -> str:
-        return f"{self.display_name} ({self.name})"
+        # Django's admin puts this in its own sentences, breadcrumbs, headings and titles: a display
+        # name from a card or an editor with a right-to-left override left open drew them backwards.
+        # The isolate is the only change, and only for names holding right-to-left text or marks
+        # (storyproject.bidi); django-reversion keeps the fields themselves, which revert puts back.
+        return f"{bidi_isolated(self.display_name)} ({self.name})"
 
     def save(self, *args: object, **kwargs: object) -> None:
         # Every save is an edit: a new version makes every cached context of the old one unreachable.

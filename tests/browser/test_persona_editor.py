@@ -184,3 +184,27 @@ def test_the_live_preview_says_the_editor_is_signed_out_and_works_again_after_si
     expect(page.locator(".persona-live-context")).to_contain_text("Voice: Typed after signing in again.")
     expect(status).to_contain_text("tokens (estimate).")
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_right_to_left_override_in_a_display_name_does_not_reverse_the_admins_own_words(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # "The persona “Mallory ‮evil (mallory-rlo)” was added successfully." drew everything after the
+    # override backwards: the key, and Django's sentence (".woleb niaga ti tide yam uoY ...").
+    page = watched.page
+    _admin_log_in(page, app_server, EDITOR)
+    page.goto(app_server.url + "/admin/personas/personaconfig/add/")
+    page.locator("#id_name").fill("mallory-rlo")
+    page.locator("#id_display_name").fill("Mallory \u202eevil")
+    page.locator("#id_description").fill("A spy.")
+    page.get_by_role("button", name="Save and continue editing").click()
+    message = ".messagelist .success"
+    expect(page.locator(message)).to_contain_text("was added successfully")
+    key_left = page.evaluate(TEXT_LEFT, [message, "(mallory-rlo)"])
+    assert page.evaluate(TEXT_LEFT, [message, "The persona"]) < key_left
+    assert key_left < page.evaluate(TEXT_LEFT, [message, "was added successfully"])
+    for where in ["#content h2", ".breadcrumbs"]:
+        assert page.evaluate(TEXT_LEFT, [where, "Mallory"]) < page.evaluate(
+            TEXT_LEFT, [where, "(mallory-rlo)"]
+        )
+    assert watched.dialogs == [] and watched.errors == []
