@@ -32,6 +32,7 @@ from personas.context import SHORTENED_MARKER
 from personas.forms import PersonaConfigForm, PersonaImportConfirmForm, PersonaImportForm, import_payload
 from personas.history import state_changes
 from personas.models import PersonaConfig
+from storyproject.bidi import bidi_isolated
 
 
 class UsageFilter(admin.SimpleListFilter):
@@ -336,7 +337,8 @@ class PersonaConfigAdmin(VersionAdmin):
         source = form.cleaned_data["file"].name
         payload = import_payload(personas=imported, plans=plans, source=source)
         writes = [plan for plan in plans if plan.status != "unchanged"]
-        title = f"Import {source}: what it would change"
+        # The file's name is the uploader's: isolated, as a display name is (storyproject.bidi).
+        title = f"Import {bidi_isolated(source)}: what it would change"
         return self._page(request, "import_preview.html", title, plans=plans, writes=writes, payload=payload)
 
     def _import_confirm(self, request: HttpRequest) -> HttpResponse:

@@ -306,6 +306,11 @@ class ImportPlan:
     changes: list[FieldChange]
     version: int | None  # the stored persona's version the plan was made from (None: new)
 
+    @property
+    def label(self) -> str:
+        """As the persona will be named (``PersonaConfig.__str__``): a card's right-to-left name isolated."""
+        return str(PersonaConfig(name=self.name, display_name=self.display_name))
+
 
 def persona_import_plan(*, personas: Sequence[PersonaImport]) -> list[ImportPlan]:
     """What importing ``personas`` would do to each, against the stored personas: one query."""

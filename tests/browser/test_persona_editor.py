@@ -135,24 +135,34 @@ def test_a_right_to_left_override_in_an_imported_cards_name_does_not_reverse_the
     app_server: AppServer, watched: Watched
 ) -> None:
     # A Character Card comes from anywhere: U+202E left open in its name drew the preview's heading
-    # "Mallory (mallory): new" as "wen :(yrollam) yrollaM", its key and status backwards.
+    # "Mallory (mallory): new" as "wen :(yrollam) yrollaM", its key and status backwards; then a PDI
+    # (U+2069) before it closed the <bdi> that isolated the name, and the same again.
     page = watched.page
     _admin_log_in(page, app_server, EDITOR)
     page.goto(app_server.url + "/admin/personas/personaconfig/import/")
     card = {
         "spec": "chara_card_v2",
         "spec_version": "2.0",
-        "data": {"name": "\u202eMallory", "description": "A spy."},
+        "data": {"name": "\u2069\u202eMallory", "description": "A spy."},
     }
     page.locator("input[type=file]").set_input_files(
-        files=[{"name": "card.json", "mimeType": "application/json", "buffer": json.dumps(card).encode()}]
+        files=[
+            {"name": "\u202ecard.json", "mimeType": "application/json", "buffer": json.dumps(card).encode()}
+        ]
     )
     page.locator("#content form [type=submit]").click()
     heading = page.locator(".persona-import-plan h2")
-    expect(heading).to_have_text("\u202eMallory (mallory): new")
+    expect(heading).to_have_text("\u2068\u202eMallory\u2069 (mallory): new")
     status_left = page.evaluate(TEXT_LEFT, [".persona-import-plan h2", "new"])
     assert page.evaluate(TEXT_LEFT, [".persona-import-plan h2", "(mallory)"]) < status_left
     assert page.evaluate(TEXT_LEFT, [".persona-import-plan h2", "Mallory"]) < status_left
+    # The file's name is the uploader's too: "Import ‮card.json: what it would change" was drawn backwards.
+    assert page.evaluate(TEXT_LEFT, ["#content h1", "Import"]) < page.evaluate(
+        TEXT_LEFT, ["#content h1", "card"]
+    )
+    assert page.evaluate(TEXT_LEFT, ["#content h1", "card"]) < page.evaluate(
+        TEXT_LEFT, ["#content h1", "what it"]
+    )
     assert watched.dialogs == [] and watched.errors == []
 
 

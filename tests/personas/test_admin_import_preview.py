@@ -140,3 +140,19 @@ def test_a_file_of_more_personas_than_the_bound_is_refused_before_any_is_read(ed
         in response.content.decode()
     )
     assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_cards_right_to_left_name_is_isolated_even_with_a_stray_pdi(
+    editor_client: Client,
+) -> None:
+    # The preview put the name in <bdi>: a PDI (U+2069) in the name itself closed it, and the override
+    # after it drew the key and the status backwards again.
+    card = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {"name": "Mal\u2069\u202elory", "description": "A spy."},
+    }
+    upload = SimpleUploadedFile("card.json", json.dumps(card).encode())
+    page = editor_client.post(IMPORT, {"file": upload}).content.decode()
+    assert '<h2>\u2068Mal\u202elory\u2069 (mallory): <span class="persona-import-status">new</span>' in page
