@@ -6,7 +6,9 @@ encodes them), NaN, Infinity and 1e400 (parsed as inf; ``json.dumps`` writes "In
 JSON and which PostgreSQL refuses), integers past 4,300 digits (CPython's int max str digits: a
 ``ValueError``, not a ``JSONDecodeError``) and deep nesting (a ``RecursionError``). Each of those was a
 500 in the admin; every boundary that takes JSON text from outside parses it with
-``json_loads_untrusted``, and ``json_value_problem`` checks values built some other way.
+``json_loads_untrusted``, and ``json_value_problem`` checks values built some other way. A key given
+twice in one object is refused too: json.loads keeps the last without a word, so an editor's raw JSON
+or a card with "description" twice lost the first one silently.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class UntrustedJSONError(ValueError):
 def json_loads_untrusted(text: str | bytes) -> object:
     """Parse ``text``; raise ``UntrustedJSONError`` for invalid JSON or a value we cannot store."""
     try:
-        value = json.loads(text, parse_int=_int_parse)
+        value = json.loads(text, parse_int=_int_parse, object_pairs_hook=_object_without_repeated_keys)
     except RecursionError:
         raise UntrustedJSONError(f"The JSON is nested deeper than {MAX_DEPTH} levels.") from None
     except json.JSONDecodeError as error:
@@ -94,6 +96,18 @@ def _int_parse(digits: str) -> int:
     if len(digits.lstrip("-")) > MAX_INT_DIGITS:
         raise UntrustedJSONError(f"The JSON holds an integer longer than {MAX_INT_DIGITS} digits.")
     return int(digits)
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    value = dict(pairs)
+    if len(value) == len(pairs):
+        return value
+    seen: set[str] = set()
+    repeated = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+    raise UntrustedJSONError(
+        f'The JSON has the key "{_where((repeated,))}" twice in one object (only the last would be kept): '
+        "remove one."
+    )
 
 
 def _where(path: tuple[str, ...]) -> str:

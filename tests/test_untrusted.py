@@ -29,6 +29,12 @@ def test_ordinary_json_is_parsed_unchanged() -> None:
         ("-" + "1" * 65, "The JSON holds an integer longer than 64 digits."),
         (b'{"a": "\xed\xa0\x80"}', "a: contains an unpaired UTF-16 surrogate"),
         (b'"\xff"', "not UTF-8 text"),
+        # json.loads kept the last of a repeated key without a word.
+        (
+            '{"voice": "Gravel.", "a": {"description": "One.", "description": "Two."}}',
+            'The JSON has the key "description" twice in one object (only the last would be kept): remove one.',
+        ),
+        ('[{"\\u0000x": 1, "\\u0000x": 2}]', 'The JSON has the key "\\u0000x" twice'),
     ],
 )
 def test_hostile_json_is_refused_naming_the_problem_and_where(text: str | bytes, message: str) -> None:

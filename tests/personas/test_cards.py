@@ -206,6 +206,11 @@ def test_a_key_the_admin_accepts_but_slugify_would_change_comes_back_to_its_pers
         (b'{"name": "x", "config_data": {"voice": "\\ud800"}}', "unpaired UTF-16 surrogate"),
         (b'{"name": "x", "config_data": {"x": 1e400}}', "config_data/x: holds a number that is not finite"),
         (b'{"name": "x", "config_data": {"x": ' + b"9" * 5000 + b"}}", "integer longer than 64 digits"),
+        # json.loads kept the second description without a word.
+        (
+            b'{"spec": "chara_card_v2", "data": {"name": "x", "description": "One.", "description": "Two."}}',
+            'has the key "description" twice in one object',
+        ),
         (card_png({}), "PNG without a character card"),
         (card_png({"chara": b"not json"}), "is not valid JSON"),
         (b"\x89PNG\r\n\x1a\n" + b"garbage", "not a readable PNG"),
