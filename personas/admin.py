@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -431,12 +432,17 @@ class PersonaConfigAdmin(VersionAdmin):
     def _revert(self, request: HttpRequest, persona: PersonaConfig, version: Version) -> HttpResponse:
         if not self.has_change_permission(request, persona):
             raise PermissionDenied
-        loaded = request.POST.get("loaded_version", "")
         try:
-            if not loaded.isdigit():
+            # Read as the change form reads it: str.isdigit() let "²" and 5,000 digits through to int(),
+            # a ValueError and a 500.
+            loaded = _LOADED_VERSION.clean(request.POST.get("loaded_version"))
+        except ValidationError:
+            loaded = None
+        try:
+            if loaded is None:
                 raise ValidationError("The form is incomplete; open the revision again.")
             persona = services.persona_revert(
-                persona_pk=persona.pk, version=version, loaded_version=int(loaded), user=request.user
+                persona_pk=persona.pk, version=version, loaded_version=loaded, user=request.user
             )
         except ValidationError as error:
             self.message_user(request, " ".join(error.messages), messages.ERROR)
@@ -477,6 +483,9 @@ class PersonaConfigAdmin(VersionAdmin):
             return HttpResponseRedirect(reverse("admin:personas_personaconfig_recoverlist"))
         self.message_user(request, f"{persona} was recovered.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:personas_personaconfig_change", args=[persona.pk]))
+
+
+_LOADED_VERSION = forms.IntegerField(min_value=1)
 
 
 def _deleted_label(version: Version) -> str:

@@ -100,6 +100,20 @@ def test_a_revert_from_a_stale_page_is_refused_and_changes_nothing(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("loaded", ["", "x", "0", "\u00b2", "9" * 5000])
+def test_a_revert_with_a_forged_loaded_version_is_refused_not_a_crash(
+    editor_client: Client, hero: PersonaConfig, loaded: str
+) -> None:
+    # "²" passed str.isdigit() and 5,000 digits passed it too: int() raised, a 500.
+    first = _revisions(hero)[0]
+    url = f"{ROOT}{hero.pk}/history/{first.pk}/"
+    response = editor_client.post(url, {"loaded_version": loaded}, follow=True)
+    assert response.status_code == 200
+    assert "The form is incomplete; open the revision again." in response.content.decode()
+    assert PersonaConfig.objects.get(pk=hero.pk).config_data == {"voice": "Loud and fast."}
+
+
+@pytest.mark.django_db
 def test_view_only_staff_see_the_history_and_a_revision_but_cannot_revert(
     user_factory: Any, hero: PersonaConfig
 ) -> None:
