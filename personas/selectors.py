@@ -305,6 +305,8 @@ class ImportPlan:
     status: str  # "new", "updated" or "unchanged"
     changes: list[FieldChange]
     version: int | None  # the stored persona's version the plan was made from (None: new)
+    # Stories that cast the persona when the import deactivates it (0 otherwise): generating them fails.
+    deactivated_stories: int = 0
 
     @property
     def label(self) -> str:
@@ -314,7 +316,10 @@ class ImportPlan:
 
 def persona_import_plan(*, personas: Sequence[PersonaImport]) -> list[ImportPlan]:
     """What importing ``personas`` would do to each, against the stored personas: one query."""
-    stored = {p.name: p for p in PersonaConfig.objects.filter(name__in=[i.name for i in personas])}
+    # With their usage: deactivating a persona that stories cast is said before it is done, as the
+    # admin's deactivate action and change page do.
+    found = PersonaConfig.objects.filter(name__in=[i.name for i in personas])
+    stored = {p.name: p for p in personas_with_usage(queryset=found)}
     plans, budget = [], DiffBudget()
     for imported in personas:
         persona = stored.get(imported.name)
@@ -328,7 +333,9 @@ def persona_import_plan(*, personas: Sequence[PersonaImport]) -> list[ImportPlan
         changes = state_changes(before=before, after=after, budget=budget)
         status = "new" if persona is None else ("updated" if changes else "unchanged")
         version = persona.version if persona is not None else None
-        plans.append(ImportPlan(imported.name, imported.display_name, status, changes, version))
+        deactivates = persona is not None and persona.is_active and not imported.active_after(persona)
+        used = persona.story_count if deactivates else 0  # type: ignore[union-attr]
+        plans.append(ImportPlan(imported.name, imported.display_name, status, changes, version, used))
     return plans
 
 

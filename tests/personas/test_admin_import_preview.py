@@ -13,6 +13,7 @@ from django.test import Client
 from reversion.models import Version
 
 from personas.models import PersonaConfig
+from stories.models import Story, StoryCast
 
 IMPORT = "/admin/personas/personaconfig/import/"
 
@@ -156,3 +157,25 @@ def test_a_cards_right_to_left_name_is_isolated_even_with_a_stray_pdi(
     upload = SimpleUploadedFile("card.json", json.dumps(card).encode())
     page = editor_client.post(IMPORT, {"file": upload}).content.decode()
     assert '<h2>\u2068Mal\u202elory\u2069 (mallory): <span class="persona-import-status">new</span>' in page
+
+
+@pytest.mark.django_db
+def test_a_file_that_deactivates_a_persona_stories_cast_says_so_before_it_is_imported(
+    editor_client: Client, persona_factory: Any, writer: Any
+) -> None:
+    # Our JSON's is_active: false deactivated a cast persona without a word about its stories, which
+    # the deactivate action and the change page ask about first.
+    cast = persona_factory("cast", voice="Calm.")
+    persona_factory("idle", voice="Calm.")
+    for number in range(2):
+        story = Story.objects.create(owner=writer, title=f"Private {number}", plot="P.")
+        StoryCast.objects.create(story=story, persona=cast, character_name="Secret-Character")
+    upload = _file(
+        {**_ours("cast", voice="Calm."), "display_name": cast.display_name, "is_active": False},
+        {**_ours("idle", voice="Calm."), "is_active": False},
+    )
+    page = editor_client.post(IMPORT, {"file": upload}).content.decode()
+    warning = "The file deactivates this persona, and 2 stories cast it: generating them fails while it is inactive."
+    assert page.count(warning) == 1
+    assert page.index(warning) < page.index("(idle)")  # under the cast persona only
+    assert "Secret-Character" not in page and "Private 0" not in page  # counts only
