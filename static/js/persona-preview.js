@@ -91,6 +91,15 @@
         });
     }
 
+    // A save sends the cookie's token too: after signing in again in another tab (as the signed-out
+    // message says), the token this page was served with got Django's CSRF page instead of a save.
+    form.addEventListener("submit", function () {
+      var field = form.elements.csrfmiddlewaretoken;
+      if (field) {
+        field.value = csrfToken();
+      }
+    });
+
     form.addEventListener("input", function () {
       window.clearTimeout(timer);
       timer = window.setTimeout(update, DELAY_MS);

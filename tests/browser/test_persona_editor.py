@@ -172,9 +172,10 @@ def test_the_live_preview_says_the_editor_is_signed_out_and_works_again_after_si
     # Signed out in another tab, the preview read the login page's HTML as JSON and showed "The preview
     # is unavailable (Unexpected token '<', ...)"; signed in again there, the CSRF token this page was
     # served with was refused (Django's CSRF page, the same words).
+    # western-outlaw: a persona whose text no other browser test reads (this one saves it).
     page = watched.page
     _admin_log_in(page, app_server, EDITOR)
-    _open_persona(page, app_server, "noir-detective")
+    _open_persona(page, app_server, "western-outlaw")
     other = page.context.new_page()
     other.goto(app_server.url + "/admin/")
     other.get_by_role("button", name="Log out").click()
@@ -193,6 +194,10 @@ def test_the_live_preview_says_the_editor_is_signed_out_and_works_again_after_si
     voice.fill("Typed after signing in again.")
     expect(page.locator(".persona-live-context")).to_contain_text("Voice: Typed after signing in again.")
     expect(status).to_contain_text("tokens (estimate).")
+    # The edits were kept, as the message said, and they save: the page's own CSRF token was refused.
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("was changed successfully")
+    expect(voice).to_have_value("Typed after signing in again.")
     assert watched.dialogs == [] and watched.errors == []
 
 
