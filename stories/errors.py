@@ -47,13 +47,6 @@ RETRYABLE_CODES: frozenset[str] = frozenset(
 )
 
 
-def isolated(text: str, limit: int) -> str:
-    """A model's text quoted inside a message, cut to ``limit`` and isolated (U+2068 ... U+2069, the
-    Unicode bidirectional algorithm's first-strong isolate): a right-to-left override left open in it
-    reverses only itself, not the rest of the message around it."""
-    return f"\u2068{text[:limit]}\u2069"
-
-
 class GenerationError(Exception):
     """A failure a client is told about: a protocol code, a message for people, and whether to retry."""
 

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 
-from stories.errors import GenerationError, database_failure, isolated
+from stories.errors import GenerationError, database_failure
 from stories.generation.backends.base import Brief, CallFinished, ModelCall
 from stories.generation.backends.registry import backend_for_model
 from stories.generation.limiter import AdaptiveLimiter
@@ -30,6 +30,7 @@ from stories.generation.parallel_prompt import parallel_prompt_scene
 from stories.generation.prompt import PersonaContextLike, Prompt
 from stories.generation.retry import backoff_seconds
 from stories.generation.run import CallResult, Run, call_log, call_text, reply_read
+from storyproject.bidi import bidi_isolated
 from storyproject.tokens import token_estimate
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def _scene_failed(outline: Outline, index: int, error: GenerationError) -> Gener
     heading = outline.scenes[index].heading
     return GenerationError(
         error.code,
-        f"scene {index + 1} ({isolated(heading, 80)}) failed: {error.message}; nothing was saved",
+        f"scene {index + 1} ({bidi_isolated(heading[:80])}) failed: {error.message}; nothing was saved",
         retryable=error.retryable,
         retry_after=error.retry_after,
         operator_detail=error.operator_detail,

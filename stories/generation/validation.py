@@ -14,8 +14,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from stories.errors import GenerationError, isolated
+from stories.errors import GenerationError
 from stories.generation.prompt import screenplay_schema
+from storyproject.bidi import bidi_isolated
 from storyproject.schema_errors import schema_error_message
 from storyproject.untrusted import json_value_problem
 
@@ -68,7 +69,7 @@ def speakers_check(
         if element["type"] == "dialogue" and element["character"] not in names:
             raise GenerationError(
                 code,
-                f"{what} gives a line to '{isolated(element['character'], 80)}', who is not in the cast list",
+                f"{what} gives a line to '{bidi_isolated(element['character'][:80])}', who is not in the cast list",
             )
 
 

