@@ -269,9 +269,9 @@ def _example_lines(mes_example: object) -> list[str]:
 def _display_name(value: object, filename: str) -> str:
     if not isinstance(value, str) or not " ".join(value.split()):
         raise CardError(f"{_label(filename)}has no name.")
-    # A name with line breaks or tabs (a card from elsewhere) is made one line; one the admin accepts
-    # (spaces only, repeated or not) comes back as it was exported.
-    name = value.strip() if value.isprintable() else " ".join(value.split())
+    # A name with line breaks (a card from elsewhere) is made one line; any other, as the admin accepts
+    # it (repeated spaces, a tab, bidi marks), comes back as it was exported.
+    name = " ".join(value.split()) if len(value.strip().splitlines()) > 1 else value.strip()
     if len(name) > DISPLAY_NAME_MAX_CHARS:
         raise CardError(f"{_label(filename)}has a name of {len(name)} characters; the limit is 200.")
     return name

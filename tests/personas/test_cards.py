@@ -159,6 +159,8 @@ def test_a_name_without_latin_letters_gets_a_stable_key() -> None:
         ("Sam  Spade", "Sam  Spade"),
         ("  Sam Spade ", "Sam Spade"),
         ("Sam\n\tSpade", "Sam Spade"),
+        ("Sam\tSpade", "Sam\tSpade"),
+        ("Sam  \u202eSpade", "Sam  \u202eSpade"),
     ],
 )
 def test_a_display_name_comes_back_as_exported_unless_it_spans_lines(name: str, read: str) -> None:
