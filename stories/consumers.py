@@ -73,6 +73,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     attached = False
     # Whether an event of the run followed has been sent (a run started here: its ``accepted``).
     shown = False
+    # The socket closed: the task that still has a pending cancel to apply sends nothing more.
+    closed = False
     # Set before the run's last event (or its refusal) is sent: the client may start the next one at
     # once, before the following task has quite finished.
     ended = False
@@ -112,8 +114,10 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         _open.discard(self)
         if self.watch is not None:
             self.watch.cancel()
-        # Only the following stops: the run goes on, and any socket may attach to it again.
-        if self.task is not None:
+        self.closed = True
+        # Only the following stops: the run goes on, and any socket may attach to it again. A cancel the
+        # client sent before its run had an id is still applied (the task does, once it is admitted).
+        if self.task is not None and not self.cancel_pending:
             self.task.cancel()
         if self.session is not None:
             await socket_session_close(session=self.session)
@@ -248,6 +252,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if start.run_id is None:
             assert start.refusal is not None
             self.ended = True
+            if self.closed:
+                return
             if start.refusal.get("code") == "unauthenticated":  # ``_credential_check`` refused it
                 await self._refuse(_signed_out_error())
                 return
@@ -256,7 +262,9 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         self.run_id = start.run_id
         if self.cancel_pending:
             await run_cancel(run_id=start.run_id)
-        await self._follow(start.run_id, 0)
+            self.cancel_pending = False
+        if not self.closed:
+            await self._follow(start.run_id, 0)
 
     async def _attach(self, run_id: int, after: int) -> None:
         if self._admitting():

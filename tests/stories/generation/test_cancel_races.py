@@ -220,3 +220,24 @@ async def test_a_cancel_then_a_disconnect_during_the_save_leave_the_saved_run_su
     # The version was saved with its run: the run says so, not "cancelled".
     assert run.status == "succeeded"
     assert await ScreenplayVersion.objects.filter(run=run).aexists()
+
+
+@pytest.mark.parametrize("mode", ["single", "parallel"])
+async def test_a_cancel_sent_before_accepted_holds_when_the_socket_closes_straight_after(
+    writer: Any, cast: Any, offline: None, settings: Any, mode: str
+) -> None:
+    # The create page's Cancel, then the tab closed: the cancel was read while the run was still being
+    # admitted, and the close used to drop it with the socket's task; the run was written and saved.
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 1000
+    settings.STORY_MAX_ACTIVE_PER_USER = 3
+    for _ in range(3):
+        communicator = await ws_connect(writer)
+        await communicator.send_json_to(generate_message(mode=mode))
+        await communicator.send_json_to({"type": "cancel"})
+        await communicator.disconnect(timeout=5)
+    deadline = time.monotonic() + 10
+    while await GenerationRun.objects.acount() < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # the last one may still be being admitted
+    await _none_streaming(timeout=30)
+    assert [run.status async for run in GenerationRun.objects.all()] == ["cancelled"] * 3
+    assert not await ScreenplayVersion.objects.aexists()
