@@ -75,6 +75,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     shown = False
     # The socket closed: the task that still has a pending cancel to apply sends nothing more.
     closed = False
+    # The socket's slot, watch and following were let go of (``_release``).
+    released = False
     # Set before the run's last event (or its refusal) is sent: the client may start the next one at
     # once, before the following task has quite finished.
     ended = False
@@ -110,7 +112,25 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             return
         self.watch = asyncio.create_task(self._watch())
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # daphne cancels an application still running ``application_close_timeout`` (10 s) after
+            # its client left (daphne/server.py, application_checker): one still working through the
+            # messages a client sent before it went never reads its websocket.disconnect. Its watch
+            # would then keep its slot for ever, and the writer would be refused ``busy``.
+            if not self.released:
+                await asyncio.shield(self._release())
+
     async def disconnect(self, code: int) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        """Stop watching the credential and following the run, and free the slot: once, at the end."""
+        if self.released:
+            return
+        self.released = True
         _open.discard(self)
         if self.watch is not None:
             self.watch.cancel()

@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -346,12 +347,9 @@ async def test_places_left_by_a_crashed_process_expire(
 ) -> None:
     settings.STORY_WS_MAX_SOCKETS_PER_USER = 1
     monkeypatch.setattr(ws_sessions, "SLOT_SECONDS", 1)
-    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 3600)  # the dead socket never refreshes
     _, session = await sync_to_async(_session)(writer)
-    crashed = await _open(session)
-    await crashed.send_to(text_data="{}")  # answered: the socket is open and idle
-    assert json.loads(await crashed.receive_from(timeout=5))["code"] == "invalid_request"
-    crashed.future.cancel()  # the consumer stops without its disconnect handler, as in a crash
+    # A place a socket of a process that died took: nobody frees or refreshes it.
+    await sync_to_async(ws_sessions.slot_take)(user_id=writer.pk)
     events, _ = await _refusal(session)
     assert events[0]["code"] == "busy"
     await asyncio.sleep(1.2)
@@ -361,6 +359,31 @@ async def test_places_left_by_a_crashed_process_expire(
         assert (await ws_events(communicator))[-1]["type"] == "done"
     finally:
         await communicator.disconnect()
+
+
+async def test_a_socket_daphne_gives_up_on_frees_its_place_at_once(
+    writer: Any, cast: Any, offline: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # daphne cancels an application still running 10 s after its client left (one still answering a
+    # flood of messages the client sent before it dropped): its disconnect handler never runs. Its
+    # watch kept the place, refreshed for as long as the process lived, and the writer was refused.
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 1
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.1)
+    _, session = await sync_to_async(_session)(writer)
+    killed = await _open(session)
+    await killed.send_to(text_data="{}")  # answered: the socket is open and idle
+    assert json.loads(await killed.receive_from(timeout=5))["code"] == "invalid_request"
+    killed.future.cancel()  # what daphne's application_checker does
+    with suppress(asyncio.CancelledError):
+        await killed.future
+    await asyncio.sleep(0.3)  # a few of the watch's ticks, had it been left running
+    communicator = await _open(session)
+    try:
+        await communicator.send_json_to(generate_message())
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+    assert not list(consumers._open)  # nor is its watch left running
 
 
 async def test_sockets_are_admitted_while_the_cache_is_down(
