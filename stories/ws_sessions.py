@@ -12,8 +12,9 @@ cannot take the same slot), so the count holds across processes when the cache i
 with the local-memory cache. A slot lives ``SLOT_SECONDS`` past its last refresh (one every
 ``WATCH_SECONDS`` while the socket is open) and is deleted when the socket closes, so a process that dies
 without closing its sockets frees their slots within ``SLOT_SECONDS``. When slots look free but none can
-be taken (other sockets took them in the same instant, or the cache is down), the socket is admitted
+be taken (the cache is down: every look finds them free, and none can be taken), the socket is admitted
 without one: the cap bounds cost, not exact accounting, and a cache outage must not lock writers out.
+Slots that other sockets took in the same instant are looked for again, and then found held.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 SLOT_SECONDS = 90
 WATCH_SECONDS = 30
+# How often a new socket looks for a free slot again after losing the ones it saw to other sockets; a
+# cache that is down answers every look "all free" and takes nothing, so the socket is then admitted.
+_TAKE_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -100,17 +104,20 @@ def slot_free(slot: Slot) -> None:
 
 def _slot_key_take(*, user_id: Any, owner: str) -> str | None:
     keys = [f"ws-slot:{user_id}:{number}" for number in range(settings.STORY_WS_MAX_SOCKETS_PER_USER)]
-    held = cache.get_many(keys)
-    free = [key for key in keys if key not in held]
-    if not free:
-        raise GenerationError(
-            "busy",
-            f"at most {len(keys)} connections per user may be open at once; close one and try again",
-            retryable=True,
-        )
-    for key in free:
-        if cache.add(key, owner, SLOT_SECONDS):
-            return key
+    for _ in range(_TAKE_ROUNDS):
+        held = cache.get_many(keys)
+        free = [key for key in keys if key not in held]
+        if not free:
+            raise GenerationError(
+                "busy",
+                f"at most {len(keys)} connections per user may be open at once; close one and try again",
+                retryable=True,
+            )
+        for key in free:
+            if cache.add(key, owner, SLOT_SECONDS):
+                return key
+        # Other sockets took them in the same instant (twenty handshakes at once admitted about half
+        # again the cap when this gave up here): look again, and they are held.
     logger.warning("no free socket slot could be taken for user %s; admitted without one", user_id)
     return None
 

@@ -326,6 +326,25 @@ async def test_a_socket_past_the_per_user_cap_is_refused_with_busy_and_4429(
     assert code == 4429
 
 
+async def test_sockets_opened_all_at_once_are_held_to_the_cap(writer: Any, settings: Any) -> None:
+    # Sockets that saw a place free but lost it to another in the same instant were admitted without
+    # one: twenty handshakes at once left eleven or twelve of them open against a cap of eight.
+    settings.STORY_WS_MAX_SOCKETS_PER_USER = 2
+    token = await sync_to_async(_token)(writer)
+
+    async def admitted() -> WebsocketCommunicator | None:
+        communicator = await _open(token)
+        if await communicator.receive_nothing(timeout=1):
+            return communicator  # open and idle: admitted
+        await communicator.disconnect()
+        return None
+
+    opened = [c for c in await asyncio.gather(*(admitted() for _ in range(20))) if c is not None]
+    for communicator in opened:
+        await communicator.disconnect()
+    assert len(opened) == 2
+
+
 async def test_an_open_socket_keeps_its_place_past_the_slot_lifetime(
     writer: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
