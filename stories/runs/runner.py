@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 # this process can read (a run writes a few thousand events).
 SEQ_AFTER_UNREAD = 10_000_000
 _CANCEL_CHECKS = RepeatedFailure(logger, "checking this process's runs for a cancel")
+_CANCEL_REQUESTS = RepeatedFailure(logger, "passing a cancel on to other processes")
 
 # How often a running run looks for a cancel sent from another process, and for followers.
 WATCH_SECONDS = 0.25
@@ -132,7 +133,14 @@ async def run_cancel(*, run_id: int) -> bool:
             # Asked from another thread's loop (a blocking view's): cancelled on its own loop.
             loop.call_soon_threadsafe(task.cancel)
     log = run_event_log()
-    await log.cancel_request(run_id)
+    try:
+        await log.cancel_request(run_id)
+        _CANCEL_REQUESTS.succeeded()
+    except Exception:
+        # Redis down: a run of this process is stopped above all the same (the socket that started a
+        # run follows it here); one that another process runs cannot be told until Redis is back. The
+        # error went up to the client's socket, which daphne closed with 1011, a traceback in the log.
+        _CANCEL_REQUESTS.failed(f"run {run_id}")
     if task is not None or not await db_call(generation_run_cancel_orphaned)(run_id=run_id):
         return False
     try:

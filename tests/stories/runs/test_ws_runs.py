@@ -97,6 +97,28 @@ async def test_two_sockets_on_one_run_get_the_same_events(
     assert started[-1]["type"] == "done"
 
 
+async def test_a_cancel_while_redis_is_down_stops_the_run_and_the_socket_stays_open(
+    writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    # The cancel's note for other processes could not be written to Redis: the error went up to the
+    # consumer, daphne closed the socket with 1011 and logged a traceback, and the page never got
+    # `cancelled` (the run was stopped all the same).
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 300
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(mode="single"))
+        accepted = json.loads(await communicator.receive_from(timeout=10))
+        await communicator.send_json_to({"type": "cancel"})
+        events = await ws_events(communicator)
+        await communicator.send_json_to({"type": "cancel", "run_id": accepted["run_id"]})
+        assert await communicator.receive_nothing(timeout=0.5)  # a run that has ended: nothing back
+    finally:
+        await communicator.disconnect()
+    assert events[-1]["type"] == "cancelled"
+    assert (await GenerationRun.objects.aget(pk=accepted["run_id"])).status == "cancelled"
+
+
 async def test_a_cancel_from_another_socket_stops_the_upstream_within_a_second(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
