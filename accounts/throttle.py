@@ -115,8 +115,8 @@ def _count(kind: str, subject: str) -> int:
         return 1
     try:
         return int(cache.incr(key))
-    except ValueError:  # the count expired between add() and incr()
-        return 1 if cache.add(key, 1, window) else int(cache.incr(key))
+    except ValueError:  # the count expired between add() and incr(), or the cache is down: not counted
+        return 1 if cache.add(key, 1, window) else 0
 
 
 def _uncount(kind: str, subject: str) -> None:

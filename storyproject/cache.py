@@ -73,6 +73,11 @@ def _empty(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return {}
 
 
+def _no_such_key(key: Any, *args: Any, **kwargs: Any) -> int:
+    # incr and decr on an empty cache: Django's own answer for a missing key.
+    raise ValueError(f"Key {key!r} not found.")
+
+
 def _all_failed(data: dict[str, Any], *args: Any, **kwargs: Any) -> list[str]:
     return list(data)
 
@@ -198,6 +203,8 @@ class FailSoftRedisCache(RedisCache):
     touch = _fail_soft(_false)(RedisCache.touch)
     delete = _fail_soft(_false)(RedisCache.delete)
     has_key = _fail_soft(_false)(RedisCache.has_key)
+    incr = _fail_soft(_no_such_key)(RedisCache.incr)
+    decr = _fail_soft(_no_such_key)(RedisCache.decr)
     get_many = _fail_soft(_empty)(RedisCache.get_many)
     set_many = _fail_soft(_all_failed)(RedisCache.set_many)
     delete_many = _fail_soft(_nothing)(RedisCache.delete_many)

@@ -110,3 +110,18 @@ def test_guesses_made_at_once_are_bounded_by_the_limit(settings: Any) -> None:
     assert len(_ARRIVED) == 3
     assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
     assert _login("writer", "another guess", address="10.0.5.9").status_code == 429
+
+
+def test_logins_go_on_unthrottled_while_the_cache_is_down(writer: Any, settings: Any) -> None:
+    # Each attempt is counted before its check: with Redis down the count must be skipped, not fail
+    # the login (docs/security.md: "logins are then not throttled").
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "storyproject.cache.FailSoftRedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    for _ in range(4):
+        assert _login("writer", "wrong").status_code == 200
+    assert _login("writer", "pw-writer").client_signed_in
