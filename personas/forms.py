@@ -207,7 +207,7 @@ class PersonaConfigForm(forms.ModelForm):
 
     class Media:
         css = {"all": ["css/admin-personas.css"]}
-        js = ["js/persona-preview.js"]
+        js = ["js/csrf-cookie.js", "js/persona-preview.js"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

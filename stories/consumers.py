@@ -73,9 +73,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     attached = False
     # Whether an event of the run followed has been sent (a run started here: its ``accepted``).
     shown = False
-    # The socket closed: the task that still has a pending cancel to apply sends nothing more.
-    closed = False
-    # The socket's slot, watch and following were let go of (``_release``).
+    # The socket closed and let go of its slot, watch and following (``_release``): a task that still
+    # has a pending cancel to apply sends nothing more.
     released = False
     # Set before the run's last event (or its refusal) is sent: the client may start the next one at
     # once, before the following task has quite finished.
@@ -134,7 +133,6 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         _open.discard(self)
         if self.watch is not None:
             self.watch.cancel()
-        self.closed = True
         # Only the following stops: the run goes on, and any socket may attach to it again. A cancel the
         # client sent before its run had an id is still applied (the task does, once it is admitted).
         if self.task is not None and not self.cancel_pending:
@@ -272,7 +270,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if start.run_id is None:
             assert start.refusal is not None
             self.ended = True
-            if self.closed:
+            if self.released:
                 return
             if start.refusal.get("code") == "unauthenticated":  # ``_credential_check`` refused it
                 await self._refuse(_signed_out_error())
@@ -283,7 +281,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if self.cancel_pending:
             await run_cancel(run_id=start.run_id)
             self.cancel_pending = False
-        if not self.closed:
+        if not self.released:
             await self._follow(start.run_id, 0)
 
     async def _attach(self, run_id: int, after: int) -> None:

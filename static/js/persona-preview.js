@@ -22,14 +22,8 @@
     var timer = null;
     var pending = null;
 
-    // The CSRF token as the cookie holds it now: signing in again in another tab rotates it, and the
-    // one this page was served with would be refused from then on.
     function csrfToken() {
-      var prefix = box.dataset.csrfCookie + "=";
-      var found = document.cookie.split("; ").filter(function (pair) {
-        return pair.indexOf(prefix) === 0;
-      })[0];
-      return found ? decodeURIComponent(found.slice(prefix.length)) : form.elements.csrfmiddlewaretoken.value;
+      return window.csrfTokenFromCookie(box.dataset.csrfCookie, form.elements.csrfmiddlewaretoken.value);
     }
 
     function show(answer) {

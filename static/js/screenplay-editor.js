@@ -36,14 +36,8 @@
     return textarea.value !== original;
   }
 
-  // The CSRF token as the cookie holds it now: signing in again (in another tab, after a sign-out or an
-  // expired session) rotates it, and the token this page was served with would be refused from then on.
   function csrfToken() {
-    var prefix = config.csrfCookie + "=";
-    var found = document.cookie.split("; ").filter(function (pair) {
-      return pair.indexOf(prefix) === 0;
-    })[0];
-    return found ? decodeURIComponent(found.slice(prefix.length)) : servedCsrf;
+    return window.csrfTokenFromCookie(config.csrfCookie, servedCsrf);
   }
 
   function post(url, body) {
