@@ -34,7 +34,7 @@ from stories.selectors import (
     story_version_latest,
 )
 from stories.validation import json_problem, text_clean_or_reject
-from storyproject.db import update_unflushed
+from storyproject.db import update_unflushed, update_unflushed_async
 from storyproject.untrusted import text_storable
 
 
@@ -586,10 +586,25 @@ def generation_run_lease_renew(*, run_id: int, lease_owner: str) -> bool:
     return bool(update_unflushed(held, lease_expires_at=_lease_until()))
 
 
+async def generation_run_lease_renew_async(*, run_id: int, lease_owner: str) -> bool:
+    """``generation_run_lease_renew`` from async code: from the event loop itself where it may be
+    (storyproject.db.update_unflushed_async), else in the thread pool."""
+    held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
+    return bool(await update_unflushed_async(held, lease_expires_at=_lease_until()))
+
+
 def generation_run_checkpoint(*, run_id: int, lease_owner: str, checkpoint: dict[str, Any]) -> bool:
     """Store a run's finished work (and renew its lease), in one UPDATE; False if it is no longer held."""
     held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
     return bool(update_unflushed(held, checkpoint=checkpoint, lease_expires_at=_lease_until()))
+
+
+async def generation_run_checkpoint_async(
+    *, run_id: int, lease_owner: str, checkpoint: dict[str, Any]
+) -> bool:
+    """``generation_run_checkpoint`` from async code, as ``generation_run_lease_renew_async``."""
+    held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
+    return bool(await update_unflushed_async(held, checkpoint=checkpoint, lease_expires_at=_lease_until()))
 
 
 def generation_run_lease_release(*, run_id: int, lease_owner: str) -> bool:

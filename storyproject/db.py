@@ -12,6 +12,8 @@ from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.sql import UpdateQuery
 
+from storyproject import loop_db
+
 _T = TypeVar("_T")
 
 
@@ -87,11 +89,26 @@ def update_unflushed(queryset: QuerySet[Any], **fields: Any) -> int:
                 with database.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
             return queryset.using(using).update(**fields)
-    # QuerySet.update's own steps, with the statement sent behind the setting instead of alone.
+    with database.cursor() as cursor:
+        cursor.execute(*_unflushed_update_sql(queryset, using, fields))
+        cursor.nextset()  # past the SET's result, to the UPDATE's
+        return int(cursor.rowcount)
+
+
+async def update_unflushed_async(queryset: QuerySet[Any], **fields: Any) -> int:
+    """``update_unflushed`` from async code: sent from the event loop itself where it may be
+    (storyproject.loop_db: daphne's loop, PostgreSQL), else in the thread pool (``db_started``)."""
+    using = router.db_for_write(queryset.model)
+    if not loop_db.usable(using):
+        return await db_started(update_unflushed, queryset, **fields)
+    return await loop_db.rowcount(using, *_unflushed_update_sql(queryset, using, fields))
+
+
+def _unflushed_update_sql(
+    queryset: QuerySet[Any], using: str, fields: dict[str, Any]
+) -> tuple[str, tuple[Any, ...]]:
+    """QuerySet.update's own steps up to its SQL, the statement behind the setting instead of alone."""
     query: UpdateQuery = queryset.query.chain(UpdateQuery)  # type: ignore[assignment]
     query.add_update_values(fields)
     statement, parameters = query.get_compiler(using).as_sql()
-    with database.cursor() as cursor:
-        cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {statement}", parameters)
-        cursor.nextset()  # past the SET's result, to the UPDATE's
-        return int(cursor.rowcount)
+    return f"SET LOCAL synchronous_commit TO OFF; {statement}", tuple(parameters)

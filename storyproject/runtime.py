@@ -25,11 +25,20 @@ was its own bare 400, never seen by the application. ``daphne_form_parsing_off``
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 from typing import Any
 
 from django.conf import settings
+
+
+def serving_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the one daphne serves on for the life of its process: daphne/server.py creates
+    it at import (``twisted_loop``) and runs Twisted's asyncio reactor on it. What is opened on it (the
+    model's aiohttp clients, storyproject.loop_db's connections) lives as long as the process."""
+    daphne_server = sys.modules.get("daphne.server")
+    return daphne_server is not None and getattr(daphne_server, "twisted_loop", None) is loop
 
 
 def server_runtime_tune() -> None:

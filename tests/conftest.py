@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -91,3 +91,24 @@ def persona_factory(db: None) -> Any:
         )
 
     return make
+
+
+@pytest.fixture(params=["thread pool", "event loop"])
+async def run_writes(request: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """Where a running generation's own writes (lease renewals, checkpoints) go from, each in turn: the
+    thread pool, or the event loop itself (storyproject.loop_db; on PostgreSQL only, elsewhere they go
+    through the pool all the same). The test's loop stands in for daphne's; its connections are closed
+    at the end."""
+    from storyproject import loop_db
+
+    if request.param == "event loop":
+        monkeypatch.setattr(loop_db, "serving_loop", lambda loop: True)
+    yield request.param
+    await loop_db.pools_close()
+
+
+def loop_statements() -> int:
+    """How many statements the event loops' own connections have sent (storyproject.loop_db)."""
+    from storyproject import loop_db
+
+    return sum(pool.get_stats().get("requests_num", 0) for pool in loop_db._pools.values())

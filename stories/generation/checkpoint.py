@@ -30,7 +30,7 @@ from stories.generation.requests import GenerationRequest
 from stories.generation.run import Run
 from stories.models import GenerationRun
 from stories.selectors import generation_run_taken_over
-from stories.services import generation_run_checkpoint, generation_run_lease_renew
+from stories.services import generation_run_checkpoint_async, generation_run_lease_renew_async
 from storyproject.db import db_call
 from storyproject.logs import RepeatedFailure
 
@@ -53,11 +53,10 @@ async def lease_kept(run: Run) -> AsyncIterator[None]:
 
 
 async def _lease_renew(run: Run) -> None:
-    renew = db_call(generation_run_lease_renew)
     while True:
         await asyncio.sleep(settings.STORY_RUN_LEASE_SECONDS / 3)
         try:
-            held = await renew(run_id=run.run_id, lease_owner=run.lease_owner)
+            held = await generation_run_lease_renew_async(run_id=run.run_id, lease_owner=run.lease_owner)
         except DatabaseError:
             # The database is down: try again next period; the run's own writes will fail meanwhile.
             # Logged once for all the runs of the process, then once a minute (not a traceback per run
@@ -100,7 +99,7 @@ async def checkpoint_save(run: Run, work: dict[str, Any], *, in_flight: Usage | 
         "elapsed_ms": run.elapsed_ms(),
         "calls": run.record.details.get("calls", []),
     }
-    held = await db_call(generation_run_checkpoint)(
+    held = await generation_run_checkpoint_async(
         run_id=run.run_id, lease_owner=run.lease_owner, checkpoint=checkpoint
     )
     if not held:

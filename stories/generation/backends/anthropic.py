@@ -22,7 +22,6 @@ import asyncio
 import email.utils
 import json
 import math
-import sys
 import time
 import weakref
 from collections.abc import AsyncGenerator
@@ -52,6 +51,7 @@ from stories.generation.backends.read_pacing import PacedBody
 from stories.generation.backends.sse import stream_events
 from stories.generation.models_registry import model_get, supports_structured_output, thinking_param
 from stories.generation.retry import backoff_seconds
+from storyproject.runtime import serving_loop
 
 _clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[str, str], anthropic.AsyncAnthropic]
@@ -141,11 +141,7 @@ def _http_client(loop: asyncio.AbstractEventLoop) -> httpx2.AsyncClient | None:
     return None
 
 
-def _serving_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop`` is the one daphne serves on for the life of its process: daphne/server.py creates
-    it at import (``twisted_loop``) and runs Twisted's asyncio reactor on it."""
-    daphne_server = sys.modules.get("daphne.server")
-    return daphne_server is not None and getattr(daphne_server, "twisted_loop", None) is loop
+_serving_loop = serving_loop  # a name of this module's own, for the tests to turn the clients on
 
 
 async def clients_close() -> None:

@@ -44,6 +44,7 @@ from stories.services import (
     generation_run_release,
 )
 from storyproject.logs import JsonFormatter, RepeatedFailure
+from tests.conftest import loop_statements
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.fake_screenwriter import (
     FakeScreenwriter,
@@ -141,7 +142,7 @@ async def test_a_single_mode_run_continues_after_its_last_complete_scene(
 
 
 async def test_a_scene_the_client_saw_is_in_the_checkpoint_and_usage_is_kept_with_it(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, run_writes: str
 ) -> None:
     expected = screenplay(scenes=3)
     # Scene 3 stalls: the run is caught with scenes 1 and 2 done, as a process killed then would leave it.
@@ -162,6 +163,8 @@ async def test_a_scene_the_client_saw_is_in_the_checkpoint_and_usage_is_kept_wit
         assert run.checkpoint["outline"]["scenes"][2]["heading"] == "INT. OFFICE 3 - NIGHT"
         assert run.checkpoint["usage"]["output_tokens"] > 0
         assert run.checkpoint["request"]["plot"] == "A statue, a lie, a fog."
+        # The checkpoints went from the event loop's own connection where they may (PostgreSQL).
+        assert (loop_statements() >= 2) == (run_writes == "event loop" and connection.vendor == "postgresql")
         await communicator.send_json_to({"type": "cancel"})
         await ws_events(communicator)
     finally:
@@ -169,7 +172,7 @@ async def test_a_scene_the_client_saw_is_in_the_checkpoint_and_usage_is_kept_wit
 
 
 async def test_the_lease_is_renewed_while_the_run_streams_and_let_go_when_it_ends(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any, run_writes: str
 ) -> None:
     settings.STORY_RUN_LEASE_SECONDS = 1
     settings.STORY_LLM_READ_TIMEOUT_SECONDS = 5
@@ -186,6 +189,7 @@ async def test_the_lease_is_renewed_while_the_run_streams_and_let_go_when_it_end
             # Renewed every third of a second-long lease: never lapses while the run is alive.
             assert run.lease_expires_at > timezone.now(), expiries
         assert expiries[-1] > expiries[0]
+        assert (loop_statements() >= 2) == (run_writes == "event loop" and connection.vendor == "postgresql")
         assert (await ws_events(communicator))[-1]["type"] == "done"
     finally:
         await communicator.disconnect()
@@ -575,10 +579,10 @@ async def test_a_database_outage_logs_the_lease_renewals_failing_once_not_at_eve
     # database was down: 200 runs wrote hundreds of tracebacks a minute.
     settings.STORY_RUN_LEASE_SECONDS = 0.03
 
-    def database_down(**_: Any) -> bool:
+    async def database_down(**_: Any) -> bool:
         raise OperationalError("the database is down")
 
-    monkeypatch.setattr(checkpoint, "generation_run_lease_renew", database_down)
+    monkeypatch.setattr(checkpoint, "generation_run_lease_renew_async", database_down)
     monkeypatch.setattr(checkpoint, "_RENEWALS", RepeatedFailure(checkpoint.logger, "renewing leases"))
     runs = [SimpleNamespace(run_id=n, lease_owner=RUN_LEASE_OWNER) for n in (1, 2, 3)]
     renewals = [asyncio.ensure_future(checkpoint._lease_renew(run)) for run in runs]  # type: ignore[arg-type]

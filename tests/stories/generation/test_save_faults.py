@@ -22,6 +22,10 @@ def _database_down(*args: Any, **kwargs: Any) -> Any:
     raise OperationalError("server closed the connection unexpectedly")
 
 
+async def _database_down_async(*args: Any, **kwargs: Any) -> Any:
+    return _database_down()
+
+
 async def _generate(writer: Any, **fields: Any) -> list[dict[str, Any]]:
     communicator = await ws_connect(writer)
     try:
@@ -96,7 +100,7 @@ async def test_the_database_failing_mid_run_is_said_to_be_the_databases_doing(
     # A checkpoint's write failing (the database gone mid-stream) ended the run with "the generation
     # failed unexpectedly" under llm_unavailable, not retryable: it read as the model's failure.
     fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=2))))
-    monkeypatch.setattr(checkpoint, "generation_run_checkpoint", _database_down)
+    monkeypatch.setattr(checkpoint, "generation_run_checkpoint_async", _database_down_async)
     events = await _generate(writer)
     assert unaddressed(events[-1]) == {
         "type": "error",
@@ -113,14 +117,14 @@ async def test_the_database_failing_on_a_parallel_scenes_checkpoint_is_said_to_b
     # failure into "scene 1 failed unexpectedly", not retryable: the writer was told not to try again.
     fake_anthropic.default = FakeScreenwriter(screenplay(scenes=2))
     calls = 0
-    save = checkpoint.generation_run_checkpoint
+    save = checkpoint.generation_run_checkpoint_async
 
-    def outline_saved_then_down(*args: Any, **kwargs: Any) -> Any:
+    async def outline_saved_then_down(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
-        return save(*args, **kwargs) if calls == 1 else _database_down()
+        return await save(*args, **kwargs) if calls == 1 else _database_down()
 
-    monkeypatch.setattr(checkpoint, "generation_run_checkpoint", outline_saved_then_down)
+    monkeypatch.setattr(checkpoint, "generation_run_checkpoint_async", outline_saved_then_down)
     events = await _generate(writer, mode="parallel")
     assert unaddressed(events[-1]) == {
         "type": "error",

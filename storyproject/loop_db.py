@@ -1,0 +1,116 @@
+"""Statements sent from daphne's event loop itself, on PostgreSQL, through psycopg's async connections.
+
+A statement sent through the loop's thread pool (storyproject.db) costs far more CPU than its work: the
+trip to a thread and back, Django's connection handling in that thread, and, under load, the GIL passed
+between that thread and the busy loop thread at every round trip (bench/results, docs/performance.md,
+"Eleventh step": 1.0 ms of CPU for a one-row UPDATE compiled by the ORM and sent from the pool, 0.24 ms
+sent from the loop). The writes a running generation makes on its way (lease renewals, checkpoints) go
+from the loop instead: their SQL is still the ORM's, compiled on the loop thread (no database access),
+and only its execution differs.
+
+Only on the loop daphne serves on for the life of its process (``storyproject.runtime.serving_loop``, as
+for the model's aiohttp clients), on PostgreSQL with client-side binding (two statements in one query), and while
+``STORY_LOOP_DB_CONNECTIONS`` is above 0; anywhere else (SQLite, a command's or a test's own loop) the
+caller falls back to the thread pool. The connections are psycopg_pool's ``AsyncConnectionPool``, one
+per such loop, opened at its first use with the database settings Django connects with; a test that
+turns this on closes its loop's pool with ``pools_close``.
+
+Errors are Django's (``connection.wrap_database_errors``): a caller that handles ``DatabaseError`` from
+the thread pool handles it from here the same way, a database that cannot be reached included (the
+pool's ``PoolTimeout`` is a psycopg ``OperationalError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import connections
+from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from storyproject.runtime import serving_loop
+
+# What pg_stat_activity names these connections by.
+APPLICATION_NAME = "story: event loop"
+_pools: dict[tuple[asyncio.AbstractEventLoop, str], AsyncConnectionPool[AsyncConnection[Any]]] = {}
+# How long a statement waits for one of the pool's connections (psycopg_pool's ``timeout``) when the
+# database's own pool settings name none; a database that cannot be reached fails it after this long.
+_DEFAULT_WAIT_SECONDS = 10.0
+
+
+def usable(using: str) -> bool:
+    """Whether statements for database ``using`` may go from the running loop (see the module docstring)."""
+    if settings.STORY_LOOP_DB_CONNECTIONS <= 0:
+        return False
+    database = connections[using]
+    if database.vendor != "postgresql" or database.in_atomic_block:
+        return False
+    # Server-side binding (an OPTIONS switch) sends the extended protocol, one statement per query.
+    if database.settings_dict["OPTIONS"].get("server_side_binding") is True:
+        return False
+    return serving_loop(asyncio.get_running_loop())
+
+
+async def rowcount(using: str, statement: str, parameters: Sequence[Any]) -> int:
+    """Send ``statement`` on one of this loop's connections to ``using``, in autocommit; the row count of
+    its last result.
+
+    For idempotent statements only (a renewal, a checkpoint: the same values set again): one that
+    failed on a connection that had died (every idle connection of the pool after a PostgreSQL restart,
+    or one a proxy cut) is sent again on another, at most once per connection the pool may hold, where
+    the thread pool's Django connections would fail one statement each.
+    """
+    with connections[using].wrap_database_errors:
+        pool = await _pool(using)
+        for attempt in itertools.count(1):
+            connection = await pool.getconn()
+            try:
+                async with connection.cursor() as cursor:
+                    await cursor.execute(statement, parameters)
+                    while cursor.nextset():  # to the last statement's result
+                        pass
+                    return int(cursor.rowcount)
+            except psycopg.OperationalError:
+                if not connection.broken or attempt > settings.STORY_LOOP_DB_CONNECTIONS:
+                    raise
+            finally:
+                await pool.putconn(connection)
+    raise AssertionError("unreachable")
+
+
+async def _pool(using: str) -> AsyncConnectionPool[AsyncConnection[Any]]:
+    key = (asyncio.get_running_loop(), using)
+    pool = _pools.get(key)
+    if pool is None:
+        database = connections[using]
+        kwargs = database.get_connection_params()
+        # The connection parameters Django's own connections use (database, credentials, options, the
+        # adapters of its types), with an async cursor that binds parameters on the client.
+        kwargs.update(cursor_factory=AsyncClientCursor, autocommit=True, application_name=APPLICATION_NAME)
+        pool_options = database.settings_dict["OPTIONS"].get("pool")
+        wait = pool_options.get("timeout", _DEFAULT_WAIT_SECONDS) if isinstance(pool_options, dict) else None
+        opened: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            kwargs=kwargs,
+            min_size=1,
+            max_size=settings.STORY_LOOP_DB_CONNECTIONS,
+            timeout=wait or _DEFAULT_WAIT_SECONDS,
+            open=False,
+            name=f"loop-{using}",
+        )
+        await opened.open()
+        pool = _pools.setdefault(key, opened)
+        if pool is not opened:  # another statement opened one meanwhile
+            await opened.close()
+    return pool
+
+
+async def pools_close() -> None:
+    """Close the running loop's pools (their connections), e.g. before the loop ends."""
+    loop = asyncio.get_running_loop()
+    for key in [key for key in _pools if key[0] is loop]:
+        await _pools.pop(key).close()

@@ -1,0 +1,116 @@
+"""A running generation's own writes sent from the event loop itself (storyproject.loop_db).
+
+Each test runs with the writes from the thread pool and from the loop (``run_writes``); on SQLite the
+loop's connections are never used, and the writes behave the same either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, connection
+
+from stories.models import GenerationRun
+from stories.services import (
+    RUN_LEASE_OWNER,
+    generation_run_admit,
+    generation_run_checkpoint_async,
+    generation_run_lease_renew_async,
+    generation_run_release,
+)
+from storyproject import loop_db
+from storyproject.db import db_call
+from tests.conftest import loop_statements
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEAD = "dead-host:4242:0123456789ab"
+
+
+async def _streaming_run(writer: Any) -> GenerationRun:
+    return await db_call(generation_run_admit)(
+        user_id=writer.pk, model="claude-sonnet-5-5", max_tokens=1024, persona_names=["a"], story_id=None
+    )
+
+
+def _from_loop(run_writes: str) -> bool:
+    return run_writes == "event loop" and connection.vendor == "postgresql"
+
+
+async def test_a_checkpoint_and_a_renewal_are_written_only_while_the_run_is_held(
+    writer: Any, run_writes: str
+) -> None:
+    run = await _streaming_run(writer)
+    try:
+        assert await generation_run_checkpoint_async(
+            run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint={"scenes": [{"heading": "INT. ROOM"}]}
+        )
+        assert not await generation_run_checkpoint_async(run_id=run.pk, lease_owner=DEAD, checkpoint={"x": 1})
+        assert not await generation_run_lease_renew_async(run_id=run.pk, lease_owner=DEAD)
+        before = (await GenerationRun.objects.aget(pk=run.pk)).lease_expires_at
+        assert await generation_run_lease_renew_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+        stored = await GenerationRun.objects.aget(pk=run.pk)
+        assert stored.checkpoint == {"scenes": [{"heading": "INT. ROOM"}]}
+        assert stored.lease_expires_at >= before
+        # Where they went from: four statements from the loop's connection on PostgreSQL, none elsewhere.
+        assert loop_statements() == (4 if _from_loop(run_writes) else 0)
+        if _from_loop(run_writes):
+            # The commit without waiting for the disk was the checkpoint's alone: the connection it
+            # leaves in the pool flushes its next transactions.
+            [pool] = loop_db._pools.values()
+            async with pool.connection() as pooled, pooled.cursor() as cursor:
+                await cursor.execute("SHOW synchronous_commit")
+                assert await cursor.fetchone() == ("on",)
+    finally:
+        generation_run_release(run_id=run.pk)
+
+
+async def test_writes_go_on_after_postgresql_dropped_every_connection(writer: Any, run_writes: str) -> None:
+    # A PostgreSQL restart (or a proxy cutting idle connections) kills every connection in the pool; a
+    # write that finds its connection dead is sent again on another (it sets the same values), so the
+    # run's checkpoint is not lost and the run does not fail for it.
+    run = await _streaming_run(writer)
+    try:
+        assert await generation_run_lease_renew_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+        if _from_loop(run_writes):
+            await db_call(_loop_connections_terminate)()
+        assert await generation_run_checkpoint_async(
+            run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint={"kept": True}
+        )
+        assert (await GenerationRun.objects.aget(pk=run.pk)).checkpoint == {"kept": True}
+    finally:
+        generation_run_release(run_id=run.pk)
+
+
+async def test_a_database_that_cannot_be_reached_fails_the_write_as_a_database_error(
+    writer: Any, run_writes: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pipeline handles Django's DatabaseError (a renewal tries again next period, a checkpoint fails
+    # the run as a database failure): the loop's connections raise it too, after the database's pool
+    # timeout, when no connection can be made.
+    run = await _streaming_run(writer)
+    try:
+        if _from_loop(run_writes):
+            await loop_db.pools_close()
+            with monkeypatch.context() as unreachable:
+                unreachable.setitem(connection.settings_dict, "PORT", "1")  # nothing listens there
+                unreachable.setitem(connection.settings_dict["OPTIONS"]["pool"], "timeout", 1)
+                with pytest.raises(DatabaseError):
+                    await generation_run_lease_renew_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+                await loop_db.pools_close()
+        assert await generation_run_lease_renew_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
+    finally:
+        generation_run_release(run_id=run.pk)
+
+
+def _loop_connections_terminate() -> None:
+    with connection.cursor() as cursor:
+        # Waits (up to 5 s) until each backend is gone, not only signalled.
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            [loop_db.APPLICATION_NAME],
+        )
+        terminated = [row[0] for row in cursor.fetchall()]
+        assert terminated and all(terminated)
