@@ -21,6 +21,9 @@ from stories.runs.log import TERMINAL, retention_seconds
 _WAKE_SECONDS = 1.0
 # With Redis, how long this process keeps its own copy of a finished run's events.
 _MIRROR_KEEP_SECONDS = 120
+# Ended runs are looked for at most this often: each look reads every run kept, which with Redis is the
+# last two minutes' runs (4,800 at 40 a second), and it came at every run's start.
+_SWEEP_EVERY_SECONDS = 1.0
 
 
 @dataclass
@@ -74,6 +77,7 @@ class MemoryRunEventLog:
         # this process may resume, then cancelled at once (the cancel was answered 202 "cancelling").
         # By run id: when it was asked (monotonic), swept with the ended runs.
         self.cancels_pending: dict[int, float] = {}
+        self.swept_at = float("-inf")
 
     async def open(self, run_id: int, *, last_seq: int = 0) -> None:
         self._sweep()
@@ -188,11 +192,14 @@ class MemoryRunEventLog:
         return run is not None and run.ended_at is not None
 
     def _sweep(self) -> None:
+        now = time.monotonic()
+        if now - self.swept_at < _SWEEP_EVERY_SECONDS:
+            return
+        self.swept_at = now
         keep = retention_seconds()
         if settings.REDIS_URL:
             # Only a mirror for this process's followers: Redis keeps the events for everybody.
             keep = min(keep, _MIRROR_KEEP_SECONDS)
-        now = time.monotonic()
         stale = [
             run_id
             for run_id, run in self.runs.items()

@@ -203,3 +203,28 @@ async def test_the_cancel_watcher_does_not_say_redis_works_again_while_it_is_dow
     said = [record.getMessage() for record in caplog.records if record.name == "stories.runs.runner"]
     assert said and said[0] == "checking this process's runs for a cancel failed (1 runs)"
     assert not [line for line in said if "works again" in line], said
+
+
+async def test_this_processs_copy_of_an_ended_run_is_dropped_once_its_retention_has_passed(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Looked for at most once a second (each look reads every run kept), at a run's start.
+    from stories.runs import memory_log
+
+    settings.STORY_RUN_EVENTS_RETENTION_SECONDS = 10
+    now = [1000.0]
+    monkeypatch.setattr(memory_log.time, "monotonic", lambda: now[0])
+    log = MemoryRunEventLog()
+    await log.open(1)
+    await log.append(1, {"type": "done"})
+    await log.open(2)  # the run still streaming is kept however long
+    now[0] += 9.5
+    await log.open(3)
+    assert await log.exists(1) and await log.exists(2)  # not yet past its retention
+    now[0] += 0.6
+    await log.open(4)
+    assert await log.exists(1)  # past it, but the last look was under a second ago
+    now[0] += 0.5
+    await log.open(5)
+    assert not await log.exists(1) and await log.exists(2)
+    assert await log.read(2, 0) == []
