@@ -22,7 +22,11 @@ from stories.generation.resume import orphans_watch_start  # noqa: E402
 from stories.metrics import loop_lag_watch_start  # noqa: E402
 from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
-from storyproject.runtime import daphne_form_parsing_off, server_runtime_tune  # noqa: E402
+from storyproject.runtime import (  # noqa: E402
+    autobahn_connection_log_unformatted,
+    daphne_form_parsing_off,
+    server_runtime_tune,
+)
 
 # Load the model back-end now: a wrong STORY_BACKEND fails at start-up, and the first writer does not
 # wait seconds for the SDK to import (bench/results/flow.md).
@@ -37,6 +41,8 @@ router = ProtocolTypeRouter(
 )
 # daphne hands bodies on as they came: Twisted's own parse of POST forms held the event loop.
 daphne_form_parsing_off()
+# autobahn pretty-printed its settings at every WebSocket connection for a debug line nobody logs.
+autobahn_connection_log_unformatted()
 # Start-up is done: the GIL's switch interval and the garbage collector set for serving.
 server_runtime_tune()
 

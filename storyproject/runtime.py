@@ -21,6 +21,12 @@ and daphne never reads ``args``. So Django parsed each form twice, and any clien
 (even one the application then refuses with a 413) held every stream of the process: 20 MB of
 ``a=1&`` or 11 MB of small multipart parts, about 2 s each. A multipart body Twisted could not parse
 was its own bare 400, never seen by the application. ``daphne_form_parsing_off`` turns that parse off.
+
+autobahn, under daphne's WebSocket protocol, pretty-prints its thirty-odd settings with ``pformat`` at
+every connection for a debug line, whether or not debug lines are logged (txaio drops the line, not the
+work): 0.8-1.5 % of a busy process's Python time with a socket per generation (py-spy,
+docs/performance.md). ``autobahn_connection_log_unformatted`` hands the line the list as it is, which
+a debug log (if one is ever on) prints on one line.
 """
 
 from __future__ import annotations
@@ -48,6 +54,17 @@ def server_runtime_tune() -> None:
     gc.freeze()
     _, second, third = gc.get_threshold()
     gc.set_threshold(settings.STORY_GC_THRESHOLD, second, third)
+
+
+def autobahn_connection_log_unformatted() -> None:
+    """Make autobahn's per-connection debug line skip ``pformat`` (see the module docstring)."""
+    from autobahn.websocket import protocol
+
+    protocol.pformat = _as_it_is  # type: ignore[assignment]
+
+
+def _as_it_is(value: Any) -> Any:
+    return value
 
 
 def daphne_form_parsing_off() -> None:

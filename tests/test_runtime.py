@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import pprint
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -34,3 +35,13 @@ def test_the_settings_are_applied(settings: Any, interpreter_restored: None) -> 
     server_runtime_tune()
     assert sys.getswitchinterval() == pytest.approx(0.007)
     assert gc.get_threshold()[0] == 1234
+
+
+def test_a_websocket_connection_no_longer_pretty_prints_autobahns_settings() -> None:
+    # autobahn's WebSocketProtocol._connectionMade: ``self.log.debug("\n{attrs}", attrs=pformat(...))``,
+    # the pformat run at every connection even with debug lines off (0.8-1.5 % of a busy process).
+    from autobahn.websocket import protocol
+
+    settings_list = [("openHandshakeTimeout", 5, "WebSocketServerFactory")]
+    assert protocol.pformat is not pprint.pformat  # type: ignore[attr-defined]
+    assert protocol.pformat(settings_list) is settings_list  # type: ignore[attr-defined]
