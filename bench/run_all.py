@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench.run_log",
     "bench.run_replay",
     "bench.stream_cpu",
+    "bench.run_writes",
     "bench.http_client",
 ]
 

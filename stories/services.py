@@ -572,9 +572,12 @@ def _lease_until() -> Any:
 
 
 def _runs_leased(*, run_id: int, lease_owner: str) -> Any:
-    return GenerationRun.objects.filter(
-        pk=run_id, status=GenerationRun.Status.STREAMING, lease_owner=lease_owner
-    )
+    return GenerationRun.objects.filter(**_leased(run_id=run_id, lease_owner=lease_owner))
+
+
+def _leased(*, run_id: int, lease_owner: str) -> dict[str, Any]:
+    """The run while ``lease_owner`` holds it: its lease, and it is still streaming."""
+    return {"pk": run_id, "status": GenerationRun.Status.STREAMING, "lease_owner": lease_owner}
 
 
 def generation_run_lease_renew(*, run_id: int, lease_owner: str) -> bool:
@@ -589,8 +592,8 @@ def generation_run_lease_renew(*, run_id: int, lease_owner: str) -> bool:
 async def generation_run_lease_renew_async(*, run_id: int, lease_owner: str) -> bool:
     """``generation_run_lease_renew`` from async code: from the event loop itself where it may be
     (storyproject.db.update_unflushed_async), else in the thread pool."""
-    held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
-    return bool(await update_unflushed_async(held, lease_expires_at=_lease_until()))
+    held = _leased(run_id=run_id, lease_owner=lease_owner)
+    return bool(await update_unflushed_async(GenerationRun, held, lease_expires_at=_lease_until()))
 
 
 def generation_run_checkpoint(*, run_id: int, lease_owner: str, checkpoint: dict[str, Any]) -> bool:
@@ -603,8 +606,11 @@ async def generation_run_checkpoint_async(
     *, run_id: int, lease_owner: str, checkpoint: dict[str, Any]
 ) -> bool:
     """``generation_run_checkpoint`` from async code, as ``generation_run_lease_renew_async``."""
-    held = _runs_leased(run_id=run_id, lease_owner=lease_owner)
-    return bool(await update_unflushed_async(held, checkpoint=checkpoint, lease_expires_at=_lease_until()))
+    held = _leased(run_id=run_id, lease_owner=lease_owner)
+    written = await update_unflushed_async(
+        GenerationRun, held, checkpoint=checkpoint, lease_expires_at=_lease_until()
+    )
+    return bool(written)
 
 
 def generation_run_lease_release(*, run_id: int, lease_owner: str) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from django.db import connections, router, transaction
-from django.db.models import QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.db.models.sql import UpdateQuery
 
 from storyproject import loop_db
@@ -89,26 +89,59 @@ def update_unflushed(queryset: QuerySet[Any], **fields: Any) -> int:
                 with database.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
             return queryset.using(using).update(**fields)
+    # QuerySet.update's own steps, with the statement sent behind the setting instead of alone.
+    query: UpdateQuery = queryset.query.chain(UpdateQuery)  # type: ignore[assignment]
+    query.add_update_values(fields)
+    statement, parameters = query.get_compiler(using).as_sql()
     with database.cursor() as cursor:
-        cursor.execute(*_unflushed_update_sql(queryset, using, fields))
+        cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {statement}", parameters)
         cursor.nextset()  # past the SET's result, to the UPDATE's
         return int(cursor.rowcount)
 
 
-async def update_unflushed_async(queryset: QuerySet[Any], **fields: Any) -> int:
-    """``update_unflushed`` from async code: sent from the event loop itself where it may be
-    (storyproject.loop_db: daphne's loop, PostgreSQL), else in the thread pool (``db_started``)."""
-    using = router.db_for_write(queryset.model)
+async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fields: Any) -> int:
+    """``update_unflushed(model.objects.filter(**where), **fields)`` from async code; the number of rows
+    updated. ``where``: equality with a value (not None) of each field named (``pk`` for the key).
+
+    Sent from the event loop itself where it may be (storyproject.loop_db: daphne's loop, PostgreSQL),
+    else in the thread pool (``db_started``). From the loop it is one statement, its SQL made once per
+    model and fields rather than by the ORM at every call (building and compiling the query was two
+    thirds of such a write's CPU time there: bench/results/run_writes.md), its values prepared by their
+    fields as the ORM prepares them.
+    """
+    using = router.db_for_write(model)
     if not loop_db.usable(using):
-        return await db_started(update_unflushed, queryset, **fields)
-    return await loop_db.rowcount(using, *_unflushed_update_sql(queryset, using, fields))
+        return await db_started(update_unflushed, model._default_manager.filter(**where), **fields)
+    if any(value is None for value in where.values()):
+        raise ValueError("update_unflushed_async matches values, not NULL")
+    database = connections[using]
+    columns = [_column(model, name) for name in fields]
+    keys = [_column(model, name) for name in where]
+    parameters = [
+        field.get_db_prep_save(value, database) for field, value in zip(columns, fields.values(), strict=True)
+    ]
+    parameters += [
+        field.get_db_prep_value(value, database) for field, value in zip(keys, where.values(), strict=True)
+    ]
+    statement = _update_statement(
+        model._meta.db_table, tuple(field.column for field in columns), tuple(field.column for field in keys)
+    )
+    return await loop_db.rowcount(using, statement, parameters)
 
 
-def _unflushed_update_sql(
-    queryset: QuerySet[Any], using: str, fields: dict[str, Any]
-) -> tuple[str, tuple[Any, ...]]:
-    """QuerySet.update's own steps up to its SQL, the statement behind the setting instead of alone."""
-    query: UpdateQuery = queryset.query.chain(UpdateQuery)  # type: ignore[assignment]
-    query.add_update_values(fields)
-    statement, parameters = query.get_compiler(using).as_sql()
-    return f"SET LOCAL synchronous_commit TO OFF; {statement}", tuple(parameters)
+def _column(model: type[Model], name: str) -> Field[Any, Any]:
+    field = model._meta.pk if name == "pk" else model._meta.get_field(name)
+    if not isinstance(field, Field) or not field.concrete:
+        raise ValueError(f"{model.__name__}.{name} is not a column")
+    return field
+
+
+@functools.cache
+def _update_statement(table: str, columns: tuple[str, ...], keys: tuple[str, ...]) -> str:
+    def quoted(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    assignments = ", ".join(f"{quoted(column)} = %s" for column in columns)
+    conditions = " AND ".join(f"{quoted(column)} = %s" for column in keys)
+    # The names are the model's own (its table and columns), quoted; every value is a parameter.
+    return f"UPDATE {quoted(table)} SET {assignments} WHERE {conditions}"  # noqa: S608

@@ -3,17 +3,22 @@
 A statement sent through the loop's thread pool (storyproject.db) costs far more CPU than its work: the
 trip to a thread and back, Django's connection handling in that thread, and, under load, the GIL passed
 between that thread and the busy loop thread at every round trip (bench/results, docs/performance.md,
-"Eleventh step": 1.0 ms of CPU for a one-row UPDATE compiled by the ORM and sent from the pool, 0.24 ms
-sent from the loop). The writes a running generation makes on its way (lease renewals, checkpoints) go
-from the loop instead: their SQL is still the ORM's, compiled on the loop thread (no database access),
-and only its execution differs.
+"Eleventh step", and bench/results/run_writes.md). The writes a running generation makes on its way
+(lease renewals, checkpoints) go from the loop instead, as one statement each
+(storyproject.db.update_unflushed_async).
+
+They are all writes whose commit need not wait for PostgreSQL to flush its WAL to disk
+(storyproject.db.update_unflushed says why that is safe for them), so these connections commit that way
+for everything they send (``synchronous_commit`` off for the session): a statement needs no ``SET LOCAL``
+before it and goes alone, with its parameters bound by the server. Nothing that must be durable at its
+commit (an admission, a save) may be sent through them.
 
 Only on the loop daphne serves on for the life of its process (``storyproject.runtime.serving_loop``, as
-for the model's aiohttp clients), on PostgreSQL with client-side binding (two statements in one query), and while
-``STORY_LOOP_DB_CONNECTIONS`` is above 0; anywhere else (SQLite, a command's or a test's own loop) the
-caller falls back to the thread pool. The connections are psycopg_pool's ``AsyncConnectionPool``, one
-per such loop, opened at its first use with the database settings Django connects with; a test that
-turns this on closes its loop's pool with ``pools_close``.
+for the model's aiohttp clients), on PostgreSQL, and while ``STORY_LOOP_DB_CONNECTIONS`` is above 0;
+anywhere else (SQLite, a command's or a test's own loop) the caller falls back to the thread pool. The
+connections are psycopg_pool's ``AsyncConnectionPool``, one per such loop, opened at its first use with
+the database settings Django connects with; a test that turns this on closes its loop's pool with
+``pools_close``.
 
 Errors are Django's (``connection.wrap_database_errors``): a caller that handles ``DatabaseError`` from
 the thread pool handles it from here the same way, a database that cannot be reached included (the
@@ -30,7 +35,7 @@ from typing import Any
 import psycopg
 from django.conf import settings
 from django.db import connections
-from psycopg import AsyncClientCursor, AsyncConnection
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from storyproject.runtime import serving_loop
@@ -47,18 +52,12 @@ def usable(using: str) -> bool:
     """Whether statements for database ``using`` may go from the running loop (see the module docstring)."""
     if settings.STORY_LOOP_DB_CONNECTIONS <= 0:
         return False
-    database = connections[using]
-    if database.vendor != "postgresql" or database.in_atomic_block:
-        return False
-    # Server-side binding (an OPTIONS switch) sends the extended protocol, one statement per query.
-    if database.settings_dict["OPTIONS"].get("server_side_binding") is True:
-        return False
-    return serving_loop(asyncio.get_running_loop())
+    return connections[using].vendor == "postgresql" and serving_loop(asyncio.get_running_loop())
 
 
 async def rowcount(using: str, statement: str, parameters: Sequence[Any]) -> int:
-    """Send ``statement`` on one of this loop's connections to ``using``, in autocommit; the row count of
-    its last result.
+    """Send ``statement`` on one of this loop's connections to ``using``, in autocommit, its commit not
+    waiting for the disk (see the module docstring); the number of rows it affected.
 
     For idempotent statements only (a renewal, a checkpoint: the same values set again): one that
     failed on a connection that had died (every idle connection of the pool after a PostgreSQL restart,
@@ -72,8 +71,6 @@ async def rowcount(using: str, statement: str, parameters: Sequence[Any]) -> int
             try:
                 async with connection.cursor() as cursor:
                     await cursor.execute(statement, parameters)
-                    while cursor.nextset():  # to the last statement's result
-                        pass
                     return int(cursor.rowcount)
             except psycopg.OperationalError:
                 if not connection.broken or attempt > settings.STORY_LOOP_DB_CONNECTIONS:
@@ -90,8 +87,10 @@ async def _pool(using: str) -> AsyncConnectionPool[AsyncConnection[Any]]:
         database = connections[using]
         kwargs = database.get_connection_params()
         # The connection parameters Django's own connections use (database, credentials, options, the
-        # adapters of its types), with an async cursor that binds parameters on the client.
-        kwargs.update(cursor_factory=AsyncClientCursor, autocommit=True, application_name=APPLICATION_NAME)
+        # adapters of its types), with psycopg's async cursor, and commits that do not wait for the disk.
+        kwargs.pop("cursor_factory", None)
+        options = " ".join(filter(None, [kwargs.get("options"), "-c synchronous_commit=off"]))
+        kwargs.update(autocommit=True, application_name=APPLICATION_NAME, options=options)
         pool_options = database.settings_dict["OPTIONS"].get("pool")
         wait = pool_options.get("timeout", _DEFAULT_WAIT_SECONDS) if isinstance(pool_options, dict) else None
         opened: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
