@@ -2,8 +2,8 @@
 
 A statement sent through the loop's thread pool (storyproject.db) costs far more CPU than its work: the
 trip to a thread and back, Django's connection handling in that thread, and, under load, the GIL passed
-between that thread and the busy loop thread at every round trip (bench/results, docs/performance.md,
-"Eleventh step", and bench/results/run_writes.md). The writes a running generation makes on its way
+between that thread and the busy loop thread at every round trip (bench/results/run_writes.md;
+docs/performance.md, "Eleventh step"). The writes a running generation makes on its way
 (lease renewals, checkpoints) go from the loop instead, as one statement each
 (storyproject.db.update_unflushed_async).
 
@@ -87,10 +87,9 @@ async def _pool(using: str) -> AsyncConnectionPool[AsyncConnection[Any]]:
         database = connections[using]
         kwargs = database.get_connection_params()
         # The connection parameters Django's own connections use (database, credentials, options, the
-        # adapters of its types), with psycopg's async cursor, and commits that do not wait for the disk.
+        # adapters of its types), with psycopg's async cursor.
         kwargs.pop("cursor_factory", None)
-        options = " ".join(filter(None, [kwargs.get("options"), "-c synchronous_commit=off"]))
-        kwargs.update(autocommit=True, application_name=APPLICATION_NAME, options=options)
+        kwargs.update(autocommit=True, application_name=APPLICATION_NAME)
         pool_options = database.settings_dict["OPTIONS"].get("pool")
         wait = pool_options.get("timeout", _DEFAULT_WAIT_SECONDS) if isinstance(pool_options, dict) else None
         opened: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
@@ -100,12 +99,19 @@ async def _pool(using: str) -> AsyncConnectionPool[AsyncConnection[Any]]:
             timeout=wait or _DEFAULT_WAIT_SECONDS,
             open=False,
             name=f"loop-{using}",
+            configure=_commits_unflushed,
         )
         await opened.open()
         pool = _pools.setdefault(key, opened)
         if pool is not opened:  # another statement opened one meanwhile
             await opened.close()
     return pool
+
+
+async def _commits_unflushed(connection: AsyncConnection[Any]) -> None:
+    # A SET once connected rather than a startup option: a pooler such as PgBouncer refuses unknown
+    # startup parameters (behind one in transaction mode the setting may not hold, and commits wait).
+    await connection.execute("SET synchronous_commit TO OFF")
 
 
 async def pools_close() -> None:
