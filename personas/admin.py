@@ -7,7 +7,8 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q, QuerySet
+from django.db import transaction
+from django.db.models import ProtectedError, Q, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -221,6 +222,23 @@ class PersonaConfigAdmin(VersionAdmin):
             request, format_html("{} inactive cop(ies) made: {}.", len(copies), links), messages.SUCCESS
         )
 
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ProtectedError:
+            # Cast in a story between the confirmation's check and the delete (personas_delete waits for
+            # such a save): nothing was deleted, and the admin's transaction rolled its log entry back.
+            self._cast_meanwhile(request)
+            return HttpResponseRedirect(reverse("admin:personas_personaconfig_change", args=[object_id]))
+
+    def _cast_meanwhile(self, request: HttpRequest) -> None:
+        self.message_user(
+            request,
+            "Nothing was deleted: a story cast the persona while it was being deleted. "
+            "Deactivate it instead.",
+            messages.ERROR,
+        )
+
     def delete_model(self, request: HttpRequest, obj: PersonaConfig) -> None:
         services.personas_delete(personas=[obj], user=request.user)
 
@@ -302,7 +320,15 @@ class PersonaConfigAdmin(VersionAdmin):
         }
         # Not VersionAdmin's, which runs the actions inside one revision block: each action's service
         # makes its own revisions, and a deletion's must be saved before the rows go (services).
-        return admin.ModelAdmin.changelist_view(self, request, extra_context)
+        if request.method != "POST":
+            return admin.ModelAdmin.changelist_view(self, request, extra_context)
+        try:
+            # One transaction, as the delete page's: a refused bulk delete takes its log entries with it.
+            with transaction.atomic():
+                return admin.ModelAdmin.changelist_view(self, request, extra_context)
+        except ProtectedError:
+            self._cast_meanwhile(request)
+            return HttpResponseRedirect(request.get_full_path())
 
     def change_view(
         self,

@@ -275,8 +275,12 @@ def personas_delete(*, personas: Iterable[PersonaConfig], user: User) -> None:
     """Delete personas, first recording their last state as a revision so they can be recovered.
 
     The revision is saved before the rows go: django-reversion keeps only versions of rows that exist
-    when the revision block ends."""
+    when the revision block ends. Raises ProtectedError (nothing deleted) if one of them is cast."""
     personas = list(personas)
+    # Locked first, so that a story save casting one of them (which holds it: stories.services) commits
+    # before the check for casts below; the delete is then refused with ProtectedError, the persona
+    # being cast. Unlocked, the check missed that cast and the save failed at its commit instead.
+    list(PersonaConfig.objects.select_for_update().filter(pk__in=[p.pk for p in personas]).values_list("pk"))
     with _revision(user=user, comment="Deleted."):
         for persona in personas:
             reversion.add_to_revision(persona)

@@ -321,8 +321,18 @@ def _run_urls(run_id: int) -> dict[str, str]:
 def _generation_response(outcome: RunOutcome) -> Response:
     """201 with the story and the version the run saved."""
     saved = outcome.saved_event()
-    version = selectors.story_version_saved_get(story_id=saved["story_id"], number=saved["version"])
+    try:
+        version = selectors.story_version_saved_get(story_id=saved["story_id"], number=saved["version"])
+    except ScreenplayVersion.DoesNotExist:
+        raise _story_deleted_since(story_id=saved["story_id"], number=saved["version"]) from None
     return Response(_generation_body(version, saved, outcome.done), status=status.HTTP_201_CREATED)
+
+
+def _story_deleted_since(*, story_id: int, number: int) -> GenerationError:
+    # Another request (the writer's own, elsewhere) deleted the story between this save and its answer.
+    return GenerationError(
+        "not_found", f"story {story_id} was deleted after version {number} of it was saved, with that version"
+    )
 
 
 def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEvent) -> dict[str, Any]:
@@ -519,7 +529,9 @@ class StoryImportApi(APIView):
             }
             for name, p in persona_matches(names=names).items()
         ]
-        story = selectors.story_get_for_user(user=request.user, story_id=version.story_id)
+        story = selectors.story_find_for_user(story_id=version.story_id, user_id=_user_id(request))
+        if story is None:
+            raise _story_deleted_since(story_id=version.story_id, number=version.number)
         return Response(
             {
                 "story": StorySerializer(story).data,

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -62,7 +62,14 @@ def story_update(*, story: Story, title: str | None = None, plot: str | None = N
 
 @transaction.atomic
 def story_delete(*, story: Story) -> None:
-    """Delete a story with its versions and cast; its runs stay (story set to null) as measurements."""
+    """Delete a story with its versions and cast; its runs stay (story set to null) as measurements.
+
+    The story's row is locked first: a version being saved for it (which locked the row with its
+    number's UPDATE) commits before the versions and cast to delete are read, so it goes too. Read
+    before it, the new version was left pointing at the deleted story, and PostgreSQL refused the
+    delete at its commit (a 500).
+    """
+    Story.objects.select_for_update().filter(pk=story.pk).values_list("pk").first()
     story.delete()
 
 
@@ -350,7 +357,9 @@ def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, 
 
 
 def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> None:
-    ids = dict(PersonaConfig.objects.filter(name__in=[c.persona for c in cast]).values_list("name", "id"))
+    # A persona deleted since the screenplay was checked is not found here and leaves the cast, as one
+    # deactivated since does; one found stays until the save commits (_personas_held).
+    ids = _personas_held(names=[c.persona for c in cast])
     if not fresh:
         # A new version recasts the story: members no longer in it go, the others are updated in place.
         StoryCast.objects.filter(story=story).exclude(persona_id__in=list(ids.values())).delete()
@@ -365,6 +374,24 @@ def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> No
         unique_fields=["story", "persona"],
         update_fields=["character_name", "order"],
     )
+
+
+def _personas_held(*, names: Sequence[str]) -> dict[str, int]:
+    """The ids of the personas ``names`` that exist, kept from being deleted until the transaction ends.
+
+    On PostgreSQL the rows are locked FOR KEY SHARE (what its own foreign key check takes, and which
+    other saves and persona edits share): a persona delete waits for this save, then finds the persona
+    cast and is refused (personas.services.personas_delete). Unlocked, the delete went through between
+    this read and the cast's insert, and the save failed at its commit (a 500, the version lost).
+    SQLite's write transactions never overlap (BEGIN IMMEDIATE).
+    """
+    rows = PersonaConfig.objects.filter(name__in=names).order_by("pk").values_list("name", "id")
+    if not names or connection.vendor != "postgresql":
+        return dict(rows)
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} FOR KEY SHARE", params)
+        return dict(cursor.fetchall())
 
 
 def _run_succeed(

@@ -258,3 +258,39 @@ def test_duplicating_needs_the_add_permission(user_factory: Any, persona_factory
     client.force_login(changer)
     client.post(ROOT, {"action": "duplicate", "_selected_action": [original.pk]})
     assert PersonaConfig.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("how", ["delete page", "bulk action"])
+def test_a_persona_cast_while_it_is_being_deleted_is_kept_and_the_editor_told(
+    editor_client: Client, persona_factory: Any, writer: Any, monkeypatch: Any, how: str
+) -> None:
+    # A story save casts it after the confirmation's check, before the delete: the delete waits for
+    # that save (personas.services.personas_delete) and is refused; it was a 500.
+    from django.contrib.admin.models import LogEntry
+
+    from personas import services
+    from stories.models import Story, StoryCast
+
+    hero = persona_factory("hero")
+    delete = services.personas_delete
+
+    def cast_first(**kwargs: Any) -> None:
+        story = Story.objects.create(owner=writer, title="T", plot="P")
+        StoryCast.objects.create(story=story, persona=hero, character_name="MAX", order=0)
+        delete(**kwargs)
+
+    monkeypatch.setattr(services, "personas_delete", cast_first)
+    if how == "delete page":
+        response = editor_client.post(f"{ROOT}{hero.pk}/delete/", {"post": "yes"}, follow=True)
+    else:
+        body = {"action": "delete_selected", "_selected_action": [hero.pk], "post": "yes"}
+        response = editor_client.post(ROOT, body, follow=True)
+    assert response.status_code == 200
+    assert (
+        "Nothing was deleted: a story cast the persona while it was being deleted."
+        in response.content.decode()
+    )
+    assert PersonaConfig.objects.filter(pk=hero.pk).exists()
+    assert not LogEntry.objects.filter(action_flag=3).exists()
+    assert not Version.objects.get_deleted(PersonaConfig).exists()

@@ -121,3 +121,31 @@ def test_the_hourly_limit_answers_429_with_retry_after(
     assert response.status_code == 429 and response.json()["code"] == "rate_limited"
     assert int(response["Retry-After"]) > 0
     assert GenerationRun.objects.count() == 1
+
+
+def test_a_story_deleted_between_the_save_and_the_answer_is_a_404_saying_so(
+    api: APIClient, cast: Any, offline: None, monkeypatch: Any
+) -> None:
+    # The writer deletes the story elsewhere the moment the run has saved it: the answer says what
+    # happened (it was a 500, the saved version not found).
+    from stories import selectors
+    from stories.models import Story
+
+    read = selectors.story_version_saved_get
+    deleted: list[int] = []
+
+    def deleted_first(*, story_id: int, number: int) -> Any:
+        assert api.delete(f"/api/stories/{story_id}/").status_code == 204
+        deleted.append(story_id)
+        return read(story_id=story_id, number=number)
+
+    monkeypatch.setattr(selectors, "story_version_saved_get", deleted_first)
+    response = api.post(URL, _body(), format="json")
+    assert response.status_code == 404, response.content
+    assert response.json() == {
+        "code": "not_found",
+        "message": f"story {deleted[0]} was deleted after version 1 of it was saved, with that version",
+        "retryable": False,
+    }
+    assert not Story.objects.exists()
+    assert GenerationRun.objects.get().status == "succeeded"
