@@ -113,3 +113,12 @@ def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, 
 def _where(path: tuple[str, ...]) -> str:
     # Keys are untrusted too: escaped (json.dumps' ASCII escapes) and cut, so the message stays printable.
     return "/".join(json.dumps(part[:40])[1:-1] for part in path) or "(top level)"
+
+
+def text_quoted(value: str, *, limit: int = 80) -> str:
+    """``value`` quoted for a message (``repr``: control characters and lone surrogates escaped), cut to
+    ``limit`` characters with its length said: a command line or a request can carry 5,000 characters,
+    which an error line should not repeat."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit] + '…'!r} ({len(value)} characters)"

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+from storyproject.untrusted import text_quoted
+
 # A model this close to its retirement date is refused already: a deployment started now must not
 # break on its own a few days later (claude-sonnet-4-5, retiring 2026-11-30, is refused from 11-23).
 RETIREMENT_NOTICE = datetime.timedelta(days=7)
@@ -214,7 +216,7 @@ def model_refusal(model_id: str, *, today: datetime.date | None = None) -> str |
     """Why ``model_id`` may not be used for new calls, or None when it may."""
     model = MODELS.get(model_id)
     if model is None:
-        return f"{model_id!r} is not a known Claude model (known: {', '.join(usable_models(today=today))})"
+        return f"{text_quoted(model_id)} is not a known Claude model (known: {', '.join(usable_models(today=today))})"
     day = today or datetime.datetime.now(datetime.UTC).date()
     if model.retires is not None and day >= model.retires - RETIREMENT_NOTICE:
         return f"{model_id!r} retires on {model.retires.isoformat()}; choose another model"

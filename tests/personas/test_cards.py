@@ -312,7 +312,7 @@ def test_import_of_several_files_changes_nothing_when_one_is_bad(tmp_path: Path)
 @pytest.mark.django_db
 def test_export_refuses_unknown_names_and_writes_ours(tmp_path: Path, persona_factory: Any) -> None:
     persona_factory("hero", voice="Loud.")
-    with pytest.raises(CommandError, match="No persona named: ghost"):
+    with pytest.raises(CommandError, match="No persona named: 'ghost'"):
         call_command("export_personas", "hero", "ghost", "--out", str(tmp_path))
     call_command("export_personas", "--out", str(tmp_path), stdout=io.StringIO())
     ours = json.loads((tmp_path / "hero.json").read_text())
@@ -443,3 +443,15 @@ def test_the_import_command_writes_no_control_characters_from_a_file(tmp_path: P
     call_command("import_personas", str(source), stdout=output)
     assert "\x1b" not in output.getvalue() and "\x07" not in output.getvalue()
     assert "created red (Ctrl??[31m Red)" in output.getvalue()
+
+
+def test_export_quotes_unknown_names_short_and_few(tmp_path: Path, persona_factory: Any) -> None:
+    # Every unknown name was echoed whole: a 5,000-character name, or a thousand names, made the line.
+    persona_factory("hero")
+    names = ["g" * 5000, *(f"ghost-{n:04}" for n in range(1000))]
+    with pytest.raises(CommandError) as failure:
+        call_command("export_personas", "hero", *names, "--out", str(tmp_path))
+    assert str(failure.value) == (
+        "No persona named: '" + "g" * 80 + "…' (5000 characters), 'ghost-0000', 'ghost-0001', 'ghost-0002', "
+        "'ghost-0003' and 996 more. Nothing exported."
+    )

@@ -134,3 +134,13 @@ def test_a_since_before_year_one_in_utc_is_a_clear_error() -> None:
     with pytest.raises(CommandError, match="out of range"):
         call_command("generation_report", "--since", "0001-01-01T00:00+01:00")
     assert _report("--since", "0001-01-01T00:00-01:00")["runs"] == 0
+
+
+def test_a_long_bad_since_is_quoted_short() -> None:
+    with pytest.raises(CommandError) as failure:
+        call_command("generation_report", "--since", "y" * 5000)
+    assert str(failure.value) == (
+        "--since '"
+        + "y" * 80
+        + "…' (5000 characters) is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM)."
+    )

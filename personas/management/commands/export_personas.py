@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from personas.cards import persona_file
 from personas.selectors import personas_for_export
+from storyproject.untrusted import text_quoted
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
         found = personas_for_export(names=options["names"])
         missing = sorted(set(options["names"]) - {persona.name for persona in found})
         if missing:
-            raise CommandError(f"No persona named: {', '.join(missing)}. Nothing exported.")
+            raise CommandError(f"No persona named: {_names_quoted(missing)}. Nothing exported.")
         kind = "card-v2-png" if options["png"] else options["format"]
         out: Path = options["out"]
         try:
@@ -38,3 +39,9 @@ class Command(BaseCommand):
             # Not a directory, no permission, a full disk: said in one line, whatever was written kept.
             raise CommandError(f"Could not write to {out}: {error.strerror or error}.") from None
         self.stdout.write(f"{len(found)} persona(s) exported.")
+
+
+def _names_quoted(names: list[str], *, shown: int = 5) -> str:
+    """The first few names, each quoted short, and how many more: one line whatever was asked."""
+    quoted = ", ".join(text_quoted(name) for name in names[:shown])
+    return f"{quoted} and {len(names) - shown} more" if len(names) > shown else quoted

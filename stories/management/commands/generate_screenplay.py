@@ -25,6 +25,7 @@ from stories.runs.detach import detached_refusal_line, run_cancel_and_wait, run_
 from stories.runs.follow import run_events, run_events_follow, run_owned
 from stories.runs.runner import run_settled, run_start
 from storyproject.db import db_call
+from storyproject.untrusted import text_quoted
 
 # An error exit status per failure kind, so scripts can tell a bad request from an outage.
 EXIT_INVALID = 2
@@ -254,7 +255,9 @@ def _screenplay_of(outcome: RunOutcome) -> tuple[dict[str, Any], str]:
 def _user(username: str) -> Any:
     user = selectors.user_active_get(username=username)
     if user is None:
-        raise CommandError(f"No active user named {username!r}; pass --user NAME.", returncode=EXIT_INVALID)
+        raise CommandError(
+            f"No active user named {text_quoted(username)}; pass --user NAME.", returncode=EXIT_INVALID
+        )
     return user
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from stories.selectors import GenerationReport, generation_report_get
+from storyproject.untrusted import text_quoted
 
 _STAGE_LABELS = {
     "context_ms": "persona contexts",
@@ -52,12 +53,14 @@ def _since(value: str | None) -> datetime | None:
     if day is not None:
         moment = datetime.combine(day, time.min)
     if moment is None:
-        raise CommandError(f"--since {value!r} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM).")
+        raise CommandError(
+            f"--since {text_quoted(value)} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM)."
+        )
     try:
         # In UTC, as the database compares it: a moment in year 0 there cannot be a datetime.
         return timezone.make_aware(moment, UTC) if timezone.is_naive(moment) else moment.astimezone(UTC)
     except OverflowError:
-        raise CommandError(f"--since {value!r} is out of range once in UTC.") from None
+        raise CommandError(f"--since {text_quoted(value)} is out of range once in UTC.") from None
 
 
 def _json_default(value: object) -> object:

@@ -78,3 +78,13 @@ def test_without_a_key_or_with_a_retired_model_nothing_is_sent(
     with pytest.raises(CommandError, match="ANTHROPIC_API_KEY is not set"):
         _check()
     assert fake_anthropic.requests == []
+
+
+def test_an_unknown_model_of_5000_characters_is_quoted_short(fake_anthropic: FakeAnthropic) -> None:
+    # The whole name was echoed back: 5,000 characters of error line.
+    with pytest.raises(CommandError) as failure:
+        _check("--model", "x" * 5000)
+    message = str(failure.value)
+    assert message.startswith("'" + "x" * 80 + "…' (5000 characters) is not a known Claude model (known: ")
+    assert len(message) < 400
+    assert fake_anthropic.requests == []

@@ -213,3 +213,11 @@ def test_attach_to_a_run_no_process_runs_says_it_waits_for_a_server_to_resume_it
         f"Run {run.pk} is not running anywhere now (its server process stopped); waiting for a server to "
         "resume it"
     ) in " ".join(err.getvalue().split())
+
+
+def test_a_long_unknown_user_is_quoted_short(writer: Any, cast: Any, offline: None) -> None:
+    with pytest.raises(CommandError) as failure:
+        _generate("--plot", "Fog.", *PERSONAS, "--user", "u" * 5000)
+    assert (
+        str(failure.value) == "No active user named '" + "u" * 80 + "…' (5000 characters); pass --user NAME."
+    )
