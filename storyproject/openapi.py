@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# DRF's PageNumberPagination answers a page past the end (or not a number) with this.
+# storyproject.pagination answers a page past the end (or not a page number) with this.
 _PAGE_NOT_FOUND = {
     "description": "No such page: past the last one, or not a page number.",
     "content": {
@@ -38,16 +38,18 @@ _REQUEST_UNREADABLE = {
 
 
 def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Postprocessing hook: every operation with a ``page`` parameter documents the 404 for a bad page,
-    and every operation that documents no 400 of its own, the middleware's."""
+    """Postprocessing hook: every operation with a ``page`` parameter documents its bounds and the 404
+    for a bad page, and every operation that documents no 400 of its own, the middleware's."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict):
                 continue
             responses = operation.setdefault("responses", {})
             responses.setdefault("400", _REQUEST_UNREADABLE)
-            names = {parameter.get("name") for parameter in operation.get("parameters", [])}
-            if "page" in names:
+            pages = [p for p in operation.get("parameters", []) if p.get("name") == "page"]
+            for page in pages:
+                # What storyproject.pagination reads: a whole number from 1 (DRF says integer only).
+                page["schema"] = {"type": "integer", "minimum": 1}
                 responses.setdefault("404", _PAGE_NOT_FOUND)
     return result
 

@@ -47,8 +47,10 @@ _RETRY_MS = 2000
 
 def sse_after(*, query: str | None, last_event_id: str | None) -> int | None:
     """The seq to follow from: ``Last-Event-ID`` (a reconnect) wins over ``?after=``; None for ``end``."""
+    # An empty Last-Event-ID is none (an EventSource whose last event had no id); an empty ?after= is
+    # a client's mistake like any other value that is not a seq (it read as 0).
     raw = last_event_id if last_event_id not in (None, "") else query
-    if raw is None or raw == "":
+    if raw is None:
         return 0
     if raw == END_ID:
         return None

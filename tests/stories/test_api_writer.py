@@ -514,3 +514,32 @@ def test_a_storys_versions_list_is_paginated_like_the_other_lists(writer: Any, s
     assert (first["count"], len(first["results"]), first["results"][0]["number"]) == (21, 20, 21)
     assert client.get(first["next"]).json()["results"][0]["number"] == 1
     assert client.get(_versions(story) + "?page=3").json() == {"detail": "Invalid page."}
+
+
+@pytest.mark.parametrize("url", ["/api/stories/", "/api/runs/", "/api/personas/", "versions"])
+@pytest.mark.parametrize(
+    "page", ["", "0", "-1", "+1", " 1", "1 ", "1.0", "last", "\uff11", "\u0661", "9" * 30]
+)
+def test_a_page_that_is_not_a_page_number_is_a_404_on_every_list(
+    writer: Any, story: Story, url: str, page: str
+) -> None:
+    # ?page= (empty), "+1", " 1", a full-width one (U+FF11) and DRF's "last" read as page 1, where the schema
+    # says the page is an integer from 1 and "1.0" or "x" were refused.
+    url = _versions(story) if url == "versions" else url
+    client = client_for(writer)
+    response = client.get(url, {"page": page})
+    assert (response.status_code, response.json()) == (404, {"detail": "Invalid page."})
+    assert client.get(url, {"page": "1"}).status_code == client.get(url).status_code == 200
+
+
+def test_the_schema_says_a_page_is_a_whole_number_from_1(writer: Any) -> None:
+    schema = client_for(writer).get("/api/schema/", {"format": "json"}).json()
+    pages = [
+        parameter["schema"]
+        for operations in schema["paths"].values()
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "page"
+    ]
+    assert len(pages) == 4
+    assert all(page == {"type": "integer", "minimum": 1} for page in pages)
