@@ -15,7 +15,6 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -576,6 +575,32 @@ class EventStreamRenderer(BaseRenderer):
         return json.dumps(data).encode() if data is not None else b""
 
 
+# One SSE message of RunEventsApi (stories.runs.sse), as an SSE parser reads it: there is no ``event:``
+# field, so its event type is "message", which EventSource.onmessage sees. OpenAPI 3.0 cannot say
+# that ``data`` holds JSON of a given schema (3.2's itemSchema and contentSchema can): its description
+# and pattern do.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {
+            "type": "string",
+            "pattern": rf"^([0-9]{{1,18}}|{END_ID})$",
+            "description": "The event's seq; `end` for a run's end rebuilt from the database.",
+        },
+        "event": {"type": "string", "enum": ["message"]},
+        "data": {
+            "type": "string",
+            "pattern": r"^\{.*\}$",
+            "description": "One event of the protocol (docs/protocol.md) as a JSON object on one line, as "
+            "the WebSocket sends it: its `type` is one of accepted, resumed, delta, outline_delta, outline, "
+            "scene_delta, scene, scene_retry, progress, saved, done, error, cancelled; the last three end "
+            "the stream.",
+        },
+        "retry": {"type": "integer", "description": "The reconnection delay in milliseconds (2000)."},
+    },
+}
+
+
 def _own_run(request: Request, run_id: int) -> GenerationRun:
     run = selectors.run_find_for_user(run_id=run_id, user_id=int(request.user.pk or 0))
     if run is None:
@@ -611,11 +636,16 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
         ),
     ],
     responses={
-        (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="The events, as SSE."),
+        (200, "text/event-stream"): OpenApiResponse(
+            _SSE_EVENT,
+            description="The events as Server-Sent Events, each message described by this schema (after a "
+            "first message of `retry: 2000` alone).",
+        ),
         204: OpenApiResponse(description="The client already has the run's terminal event."),
-        400: _GENERATION_ERROR,
+        # Errors are JSON whatever the client accepts (RunEventsApi.finalize_response), never an event.
+        (400, "application/json"): _GENERATION_ERROR,
         404: _NOT_FOUND,
-        429: OpenApiResponse(
+        (429, "application/json"): OpenApiResponse(
             _GENERATION_ERROR,
             description="`busy`: the user already holds STORY_WS_MAX_SOCKETS_PER_USER open sockets and streams.",
         ),

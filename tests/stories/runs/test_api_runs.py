@@ -7,6 +7,7 @@ import gc
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from rest_framework.authtoken.models import Token
@@ -179,6 +180,32 @@ def test_the_openapi_schema_documents_the_run_endpoints(writer: Any) -> None:
     assert "202" in schema["paths"]["/api/runs/{run_id}/cancel/"]["post"]["responses"]
     generate = schema["paths"]["/api/ai/generate-screenplay/"]["post"]
     assert "202" in generate["responses"]
+
+
+def test_the_schema_describes_each_sse_message_and_a_real_stream_matches_it(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # The schema said the stream was one string, so a checker (schemathesis ST108) could not hold each
+    # event against it; and it offered the errors as text/event-stream, which are always JSON.
+    schema = _client(writer).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    responses = schema["paths"]["/api/runs/{run_id}/events/"]["get"]["responses"]
+    message = responses["200"]["content"]["text/event-stream"]["schema"]
+    assert set(message["properties"]) == {"id", "event", "data", "retry"}
+    assert set(responses["400"]["content"]) == set(responses["429"]["content"]) == {"application/json"}
+    run_id = _finished_run(writer)
+    body = async_to_sync(_read)(_client(writer).get(f"/api/runs/{run_id}/events/").streaming_content)
+    parsed = [
+        {**dict(line.split(": ", 1) for line in block.splitlines()), "event": "message"}
+        for block in body.decode().split("\n\n")
+        if block
+    ]
+    assert parsed[0] == {"retry": "2000", "event": "message"}
+    events = [{**m, "retry": int(m["retry"])} if "retry" in m else m for m in parsed]
+    for event in events:
+        jsonschema.validate(event, message)
+    assert [json.loads(e["data"])["type"] for e in events[1:]][-1] == "done"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"id": "x", "data": "{}"}, message)
 
 
 async def test_an_sse_stream_ends_once_its_token_is_revoked_and_the_reconnect_is_refused(
