@@ -12,7 +12,7 @@ from rest_framework.utils import html
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator
+from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator, title_problem
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 
@@ -98,6 +98,12 @@ class StorySerializer(serializers.ModelSerializer):
         model = Story
         fields = ["id", "title", "plot", "latest_version", "cast", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate_title(self, title: str) -> str:
+        problem = title_problem(title)
+        if problem is not None:
+            raise serializers.ValidationError(f"title {problem}.", code="invalid")
+        return title
 
 
 class ScreenplayVersionSummarySerializer(serializers.ModelSerializer):

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from personas.models import PersonaConfig
 from stories.errors import GenerationError
+from stories.exports.screenplay import one_line
 from stories.generation.requests import SceneRewrite
 from stories.generation.validation import CastEntry, cast_entries, screenplay_validate
 from stories.limits import admission_check, admission_counts
@@ -344,7 +345,8 @@ def _scene_untouched(base: Any, latest: Any, index: int) -> bool:
 
 def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, int]:
     if draft.story_id is None:
-        title = draft.title or draft.content.get("title", "") or "Untitled"
+        # A model's title (and an import's) may span lines: a story's title is one line (title_problem).
+        title = one_line(draft.title or str(draft.content.get("title", ""))) or "Untitled"
         story = Story.objects.create(
             owner_id=user_id, title=title[:200], plot=draft.plot, latest_version_number=1
         )

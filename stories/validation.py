@@ -8,6 +8,8 @@ Version numbers given as text (a page's ``?version=``, the diff's ``?from=``) ar
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
 
@@ -20,8 +22,27 @@ __all__ = [
     "json_problem",
     "text_clean_or_reject",
     "text_problem",
+    "title_problem",
     "version_number_parse",
 ]
+
+# What cannot be in one line of text: C0 and C1 control characters (newline, tab, escape...), DEL, and
+# the Unicode line and paragraph separators.
+_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def title_problem(title: str) -> str | None:
+    """Why ``title`` cannot be a story's title (as a predicate: "contains ..."), or None when it can.
+
+    A title is one line, as the pages' title field (a text input, which drops line breaks) and every
+    import (``one_line``) make it: a newline or another control character from the API or the
+    WebSocket is refused, never quoted back.
+    """
+    found = _NOT_ONE_LINE.search(title)
+    if found is None:
+        return text_problem(title)
+    return f"contains a line break or another control character (U+{ord(found.group()):04X}); a title is one line"
+
 
 # The largest version number the database stores (a PositiveIntegerField: PostgreSQL's integer).
 VERSION_NUMBER_MAX = 2**31 - 1

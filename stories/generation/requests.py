@@ -13,6 +13,7 @@ from django.conf import settings
 from stories.errors import GenerationError
 from stories.generation.models_registry import model_refusal
 from stories.models import GenerationRun
+from stories.validation import title_problem
 from storyproject.untrusted import text_problem
 
 _FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})
@@ -54,7 +55,7 @@ def generation_request_parse(data: object) -> GenerationRequest:
     return GenerationRequest(
         plot=_plot(data.get("plot")),
         personas=_personas(data.get("personas")),
-        title=_text(data.get("title", ""), "title", settings.STORY_MAX_TITLE_CHARS),
+        title=_title(data.get("title", "")),
         story_id=_optional_int(data.get("story_id"), "story_id", 1, _MAX_ID),
         model=model_parse(data.get("model")),
         max_tokens=_optional_int(
@@ -100,6 +101,14 @@ def _text(value: Any, name: str, limit: int) -> str:
         # NUL cannot be stored, a lone surrogate (e.g. "\ud800" in the JSON) cannot be sent on.
         raise _invalid(f"{name} {problem}")
     return value.strip()
+
+
+def _title(value: Any) -> str:
+    title = _text(value, "title", settings.STORY_MAX_TITLE_CHARS)
+    problem = title_problem(title)  # one line, as every title (stories.validation)
+    if problem is not None:
+        raise _invalid(f"title {problem}")
+    return title
 
 
 def _plot(value: Any) -> str:

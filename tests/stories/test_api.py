@@ -365,3 +365,21 @@ def test_a_huge_form_body_is_a_client_error(writer: Any) -> None:
 def test_put_is_not_offered(writer: Any, story: Story) -> None:
     response = client_for(writer).put(f"/api/stories/{story.pk}/", {"title": "t", "plot": "p"}, format="json")
     assert response.status_code == 405
+
+
+@pytest.mark.parametrize("title", ["Two\nlines", "Tab\there", "Esc\x1b[31m", "Sep\u2028arated", "Del\x7f"])
+def test_a_story_title_is_one_line_through_the_api_as_on_the_pages(
+    writer: Any, story: Story, title: str
+) -> None:
+    # The API stored a title with a newline or an escape sequence, which the pages' field cannot hold.
+    client = client_for(writer)
+    created = client.post(
+        "/api/stories/", {"title": title, "plot": "Two\nlines\tare fine here."}, format="json"
+    )
+    assert created.status_code == 400
+    assert created.json()["title"][0].startswith("title contains a line break or another control character")
+    changed = client.patch(f"/api/stories/{story.pk}/", {"title": title}, format="json")
+    assert changed.status_code == 400
+    story.refresh_from_db()
+    assert story.title == "The Heist"
+    assert Story.objects.count() == 1

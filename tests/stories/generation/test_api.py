@@ -149,3 +149,16 @@ def test_a_story_deleted_between_the_save_and_the_answer_is_a_404_saying_so(
     }
     assert not Story.objects.exists()
     assert GenerationRun.objects.get().status == "succeeded"
+
+
+def test_a_model_title_on_several_lines_becomes_a_one_line_story_title(
+    api: APIClient, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    expected = screenplay(scenes=1)
+    expected["title"] = "The\nMaltese\r\n  Falcon"
+    fake_anthropic.script(Reply(text=screenplay_text(expected)))
+    response = api.post(URL, _body(), format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["story"]["title"] == "The Maltese Falcon"
+    # The screenplay itself keeps what the model wrote.
+    assert response.json()["version"]["content"]["title"] == "The\nMaltese\r\n  Falcon"

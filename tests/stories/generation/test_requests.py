@@ -74,3 +74,21 @@ def test_invalid_fields_are_named(settings: Any, fields: dict[str, Any], fragmen
 def test_a_request_must_be_an_object(data: Any) -> None:
     with pytest.raises(GenerationError):
         generation_request_parse(data)
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["Night\nFall", "Night\r\nFall", "Night\tFall", "Night\x1b[2JFall", "Night\u2028Fall", "Night\x85Fall"],
+)
+def test_a_title_is_one_line_on_the_socket_and_the_rest_api(title: str) -> None:
+    # The page's title field cannot hold a line break; a generate message (WebSocket or REST) could.
+    with pytest.raises(GenerationError) as error:
+        generation_request_parse({"plot": "Fog.", "personas": ["noir-detective"], "title": title})
+    assert error.value.code == "invalid_request"
+    assert error.value.message.startswith("title contains a line break or another control character (U+")
+    assert "Night" not in error.value.message
+
+
+def test_a_title_s_surrounding_whitespace_is_trimmed_as_before() -> None:
+    parsed = generation_request_parse({"plot": "Fog.", "personas": ["noir-detective"], "title": "  Fall \n"})
+    assert parsed.title == "Fall"
