@@ -615,8 +615,9 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
         "the live ones, ending with the terminal event (`done`, `error` or `cancelled`). Each message's "
         "`id:` is the event's seq and its `data:` the event's JSON, as on the WebSocket "
         "(docs/protocol.md). An EventSource resumes by itself; `curl -N` shows the stream. 204 once the "
-        "client has the terminal event. After the retention, a finished run's end comes from the database "
-        "with `seq` null and `id: end`."
+        "client has the terminal event. After the retention (or a restart without Redis), a finished run's "
+        "end comes from the database with `seq` null: its saved scenes and `saved` without an `id:`, then "
+        "its terminal event with `id: end`."
     ),
     tags=["generation"],
     parameters=[

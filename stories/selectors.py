@@ -205,7 +205,9 @@ def story_runs_writing(*, story: Story) -> list[int]:
 def run_final_events(*, run_id: int) -> list[dict[str, Any]] | None:
     """How a finished run ended, as the events that ended it (rebuilt, ``seq`` null); None while it runs.
 
-    For an attach after the run's event log has expired (stories.runs.follow).
+    For an attach after the run's event log has expired or was lost (stories.runs.follow): a run that
+    saved a version starts with that version's scenes, one ``scene`` event each, so that a client that
+    saw nothing of the run (a reload after a restart without Redis) can draw the screenplay.
     """
     run = GenerationRun.objects.filter(pk=run_id).select_related("version").first()
     if run is None or run.status == GenerationRun.Status.STREAMING:
@@ -231,7 +233,20 @@ def _saved_events(run: GenerationRun, address: dict[str, Any]) -> list[dict[str,
     if version is None:
         return []  # a run that saved nothing (--no-save)
     url = reverse("stories:story-detail", args=[version.story_id])
-    return [{"type": "saved", "story_id": version.story_id, "version": version.number, "url": url, **address}]
+    content = version.content if isinstance(version.content, dict) else {}
+    scenes = content.get("scenes")
+    if not isinstance(scenes, list):
+        scenes = []
+    return [
+        *({"type": "scene", "index": index, "scene": scene, **address} for index, scene in enumerate(scenes)),
+        {
+            "type": "saved",
+            "story_id": version.story_id,
+            "version": version.number,
+            "url": url,
+            **address,
+        },
+    ]
 
 
 def _run_timings(run: GenerationRun) -> dict[str, int | None]:

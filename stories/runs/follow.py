@@ -1,8 +1,9 @@
 """Following a run: its events after a seq, then the live ones, to its end, from wherever it runs.
 
-Once the log has expired (STORY_RUN_EVENTS_RETENTION_SECONDS after the end), a run's end is rebuilt
-from the database instead (``stories.selectors.run_final_events``): its ``saved`` and ``done``, its
-``error`` or its ``cancelled``, with ``seq`` null (their place in the sequence is no longer known).
+Once the log has expired (STORY_RUN_EVENTS_RETENTION_SECONDS after the end), or is gone with the process
+that kept it (a restart without Redis), a run's end is rebuilt from the database instead
+(``stories.selectors.run_final_events``): its saved scenes, ``saved`` and ``done``, its ``error`` or its
+``cancelled``, with ``seq`` null (their place in the sequence is no longer known).
 """
 
 from __future__ import annotations

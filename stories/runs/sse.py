@@ -4,7 +4,8 @@ Each event is one SSE message: ``id:`` its seq, ``data:`` its JSON (the ``type``
 EventSource's ``onmessage`` sees every event). A browser's EventSource reconnects by itself when the
 stream ends or drops and sends the last id as ``Last-Event-ID``; the stream goes on from there. Once
 the client has the terminal event, the answer is 204, which tells EventSource to stop reconnecting.
-An end rebuilt from the database (its seq unknown) has the id ``end``, which is also answered 204.
+An end rebuilt from the database (its seq unknown) has the id ``end`` on its terminal event, which is
+also answered 204; the rebuilt events before it have no id.
 
 The request's credential (its token, or its session) is asked again, as an open WebSocket's is, at
 the first event after every ``ws_sessions.WATCH_SECONDS`` (or then, if no event comes): once it no longer holds (a revoked or
@@ -35,6 +36,7 @@ from stories import ws_sessions
 from stories.errors import GenerationError
 from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events_follow
+from stories.runs.log import TERMINAL
 from stories.runs.store import run_event_log
 from stories.ws_auth import SocketCredential, credential_current
 from stories.ws_sessions import Slot, slot_free, slot_keep
@@ -145,7 +147,13 @@ def _stream_standing(*, credential: SocketCredential | None, slot: Slot | None) 
 
 
 def sse_message(event: dict[str, Any]) -> bytes:
-    seq = event.get("seq")
     # JSON never holds a raw newline, so the data is one line.
-    data = json.dumps(event, ensure_ascii=False)
-    return f"id: {END_ID if seq is None else seq}\ndata: {data}\n\n".encode()
+    data = f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+    seq = event.get("seq")
+    if seq is not None:
+        return f"id: {seq}\n{data}".encode()
+    if event["type"] in TERMINAL:
+        return f"id: {END_ID}\n{data}".encode()
+    # A rebuilt end's scenes and `saved` (seq null) leave the client's last id as it was: a reconnect
+    # before the terminal event gets the whole rebuilt end again, never a 204 that skips `done`.
+    return data.encode()

@@ -4,7 +4,11 @@ import json
 from typing import Any
 
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from redis.asyncio import Redis
 
+from stories.runs import memory_log
+from stories.runs.redis_log import run_key
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import (  # noqa: F401
     cast,
@@ -43,3 +47,13 @@ async def first_answer(writer: Any, message: dict[str, Any], *, then_nothing: bo
         return dict(event)
     finally:
         await communicator.disconnect()
+
+
+async def log_expires(run_id: int) -> None:
+    """What the retention does to a run's log, now rather than in an hour; and what a restart does to
+    it without Redis (the log was the process's memory)."""
+    memory_log.LOG.runs.pop(run_id, None)
+    if settings.REDIS_URL:
+        client = Redis.from_url(settings.REDIS_URL)
+        await client.delete(run_key(run_id, "events"))
+        await client.aclose()

@@ -18,7 +18,7 @@ from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs.log import TERMINAL
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import screenplay, ws_connect, ws_events
-from tests.stories.runs.conftest import run_streaming, script_slow
+from tests.stories.runs.conftest import log_expires, run_streaming, script_slow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,14 +32,14 @@ def _client(user: Any | None) -> APIClient:
     return client
 
 
-def _sse(response: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The (id, event) of every SSE message of a streamed response."""
+def _sse(response: Any) -> list[tuple[str | None, dict[str, Any]]]:
+    """The (id, event) of every SSE message of a streamed response (id None: the message has none)."""
     body = async_to_sync(_read)(response.streaming_content).decode()
     messages = []
     for block in body.split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         if "data" in fields:
-            messages.append((fields["id"], json.loads(fields["data"])))
+            messages.append((fields.get("id"), json.loads(fields["data"])))
     return messages
 
 
@@ -61,8 +61,8 @@ def test_a_finished_runs_events_replay_as_sse_with_their_seq_as_id(
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/event-stream")
     messages = _sse(response)
-    assert [int(id_) for id_, _ in messages] == list(range(1, len(messages) + 1))
-    assert all(event["seq"] == int(id_) and event["run_id"] == run_id for id_, event in messages)
+    assert [int(str(id_)) for id_, _ in messages] == list(range(1, len(messages) + 1))
+    assert all(event["seq"] == int(str(id_)) and event["run_id"] == run_id for id_, event in messages)
     assert messages[0][1]["type"] == "accepted"
     assert [event["type"] for _, event in messages][-2:] == ["saved", "done"]
 
@@ -75,8 +75,26 @@ def test_last_event_id_resumes_after_it_and_wins_over_after(writer: Any, cast: A
     assert resumed == whole[3:]
     assert _sse(client.get(f"/api/runs/{run_id}/events/?after=2")) == whole[2:]
     # The client has the terminal event: 204, so an EventSource stops reconnecting.
-    last = whole[-1][0]
+    last = str(whole[-1][0])
     assert client.get(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID=last).status_code == 204
+
+
+def test_a_runs_end_rebuilt_from_the_database_marks_only_its_last_message_as_the_end(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # The rebuilt end (the log expired, or was lost in a restart without Redis) has the saved scenes,
+    # `saved` and `done`, all with seq null. Each was sent with `id: end`: an EventSource that dropped
+    # after the first of them reconnected with `Last-Event-ID: end`, got 204, and never saw `done`.
+    run_id = _finished_run(writer)
+    async_to_sync(log_expires)(run_id)
+    client = _client(writer)
+    messages = _sse(client.get(f"/api/runs/{run_id}/events/?after=3"))
+    types = [event["type"] for _, event in messages]
+    assert types[-2:] == ["saved", "done"] and set(types[:-2]) == {"scene"}
+    # Only the terminal message moves the client's last id; a reconnect before it gets the end again.
+    assert [id_ for id_, _ in messages] == [None] * (len(messages) - 1) + ["end"]
+    assert _sse(client.get(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID="3")) == messages
+    assert client.get(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID="end").status_code == 204
 
 
 # Empty too: it read as 0, where every other value that is not a seq is refused (the schema says integer).

@@ -16,16 +16,14 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from redis.asyncio import Redis
 
 from stories.generation import pipeline
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs import memory_log, redis_log
-from stories.runs.redis_log import run_key
 from stories.runs.runner import SEQ_AFTER_UNREAD, run_resume
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import TERMINAL, generate_message, ws_connect, ws_events, ws_generate
-from tests.stories.runs.conftest import first_answer, run_streaming, screenplay, script_slow
+from tests.stories.runs.conftest import first_answer, log_expires, run_streaming, screenplay, script_slow
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -163,7 +161,7 @@ async def test_after_the_log_expired_an_attach_gets_the_runs_end_from_the_databa
 ) -> None:
     events = await ws_generate(writer)
     run_id = events[0]["run_id"]
-    await _log_expires(run_id, settings)
+    await log_expires(run_id)
     communicator = await ws_connect(writer)
     try:
         await communicator.send_json_to({"type": "attach", "run_id": run_id, "after": 3})
@@ -171,16 +169,31 @@ async def test_after_the_log_expired_an_attach_gets_the_runs_end_from_the_databa
     finally:
         await communicator.disconnect()
     saved = next(e for e in events if e["type"] == "saved")
-    assert end == [{**saved, "seq": None}, {**events[-1], "seq": None}]
+    scenes = [{**e, "seq": None} for e in events if e["type"] == "scene"]
+    assert end == [*scenes, {**saved, "seq": None}, {**events[-1], "seq": None}]
 
 
-async def _log_expires(run_id: int, settings: Any) -> None:
-    """What the retention does to a run's log, now rather than in an hour."""
-    memory_log.LOG.runs.pop(run_id, None)
-    if settings.REDIS_URL:
-        client = Redis.from_url(settings.REDIS_URL)
-        await client.delete(run_key(run_id, "events"))
-        await client.aclose()
+async def test_a_run_that_ended_before_a_restart_is_replayed_with_its_saved_scenes(
+    writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    # Without Redis a run's log is the process's memory: after a restart an attach (a reload of the
+    # create page, ?run=<id>) got `saved` and `done` only, and the page showed the story's link and no
+    # scene. The rebuilt end now carries the saved version's scenes, one `scene` event each.
+    events = await ws_generate(writer, mode="single")
+    run_id = events[0]["run_id"]
+    await log_expires(run_id)  # what a restart does to the log without Redis
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "attach", "run_id": run_id, "after": 0})
+        end = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    version = await ScreenplayVersion.objects.aget(run_id=run_id)
+    shown = [(e["index"], e["scene"]) for e in end if e["type"] == "scene"]
+    assert shown == list(enumerate(version.content["scenes"]))
+    assert len(shown) >= 2
+    assert [e["type"] for e in end][-2:] == ["saved", "done"]
+    assert all(e["seq"] is None and e["run_id"] == run_id for e in end)
 
 
 @pytest.mark.parametrize(
@@ -262,7 +275,7 @@ async def test_a_failed_runs_end_rebuilt_from_the_database_keeps_its_retryable(
     events = await ws_generate(writer)
     assert (events[-1]["code"], events[-1]["retryable"]) == ("llm_overloaded", True)
     run_id = events[0]["run_id"]
-    await _log_expires(run_id, settings)
+    await log_expires(run_id)
     # A run that a resume closed (no error of its own recorded): as its code always is.
     interrupted = await GenerationRun.objects.acreate(
         user=writer, status="failed", error_code="interrupted", model=events[0]["model"], max_tokens=1024
