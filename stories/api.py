@@ -260,7 +260,12 @@ _RUN_STARTED = inline_serializer(
         },
     ),
     responses={
-        201: OpenApiResponse(description="The story (id, title, plot, url), the version, timings and usage."),
+        201: OpenApiResponse(
+            description=(
+                "The story (id, title, plot, url), the version, timings, usage and `cast_dropped` (the cast "
+                "members left out because an editor deleted their persona while the run was writing)."
+            )
+        ),
         202: OpenApiResponse(
             _RUN_STARTED,
             description='With `"wait": false`: the run started and goes on without this request. Follow it '
@@ -348,6 +353,8 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
         },
         "timings": done["timings"],
         "usage": done["usage"],
+        # Personas an editor deleted while the run was writing: out of the story's cast (docs/generation.md).
+        "cast_dropped": saved.get("cast_dropped", []),
     }
 
 
@@ -382,7 +389,7 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
         },
     ),
     responses={
-        201: OpenApiResponse(description="The story, the new version, timings and usage."),
+        201: OpenApiResponse(description="The story, the new version, timings, usage and `cast_dropped`."),
         404: _NOT_FOUND,
         **{code: _GENERATION_ERROR for code in (400, 401, 409, 422, 429, 500, 502, 503, 504)},
     },

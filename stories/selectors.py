@@ -244,6 +244,7 @@ def _saved_events(run: GenerationRun, address: dict[str, Any]) -> list[dict[str,
             "story_id": version.story_id,
             "version": version.number,
             "url": url,
+            "cast_dropped": run.details.get("cast_dropped", []) if isinstance(run.details, dict) else [],
             **address,
         },
     ]

@@ -23,6 +23,7 @@ from django.utils import timezone
 from personas.models import PersonaConfig
 from stories.errors import GenerationError
 from stories.exports.screenplay import one_line
+from stories.generation.events import CastDropped
 from stories.generation.requests import SceneRewrite
 from stories.generation.validation import CastEntry, cast_entries, screenplay_validate
 from stories.limits import admission_check, admission_counts
@@ -295,11 +296,14 @@ def screenplay_version_create(
         origin=draft.origin,
         based_on=draft.based_on,
     )
-    _cast_replace(story=story, cast=draft.cast, fresh=draft.story_id is None)
+    dropped = _cast_replace(story=story, cast=draft.cast, fresh=draft.story_id is None)
     if run_id is not None:
-        _run_succeed(
-            run_id=run_id, story=story, record=record or RunRecord(), started=started, lease_owner=lease_owner
-        )
+        record = record or RunRecord()
+        if dropped:
+            # The run's `saved` event (stories.generation.finish) and its end rebuilt from the
+            # database (selectors.run_final_events) both read it from here.
+            record.details = {**record.details, "cast_dropped": dropped}
+        _run_succeed(run_id=run_id, story=story, record=record, started=started, lease_owner=lease_owner)
     return version
 
 
@@ -358,9 +362,11 @@ def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, 
     return story, story.latest_version_number
 
 
-def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> None:
-    # A persona deleted since the screenplay was checked is not found here and leaves the cast, as one
-    # deactivated since does; one found stays until the save commits (_personas_held).
+def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> list[CastDropped]:
+    """Cast the story; the members left out because their persona no longer exists (an editor deleted
+    it while the run that names it was writing: the screenplay keeps the character and the persona's
+    name, but a cast member needs the persona's row). One found stays until the save commits
+    (_personas_held)."""
     ids = _personas_held(names=[c.persona for c in cast])
     if not fresh:
         # A new version recasts the story: members no longer in it go, the others are updated in place.
@@ -376,6 +382,7 @@ def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> No
         unique_fields=["story", "persona"],
         update_fields=["character_name", "order"],
     )
+    return [{"persona": c.persona, "character_name": c.character_name} for c in cast if c.persona not in ids]
 
 
 def _personas_held(*, names: Sequence[str]) -> dict[str, int]:

@@ -64,6 +64,7 @@
     signIn: byId("stream-sign-in"),
     saved: byId("stream-saved"),
     savedLink: byId("saved-link"),
+    castDropped: byId("stream-cast-dropped"),
     scenes: byId("stream-scenes"),
     writing: byId("stream-writing"),
     raw: byId("stream-raw"),
@@ -501,6 +502,8 @@
     retryReady();
     ui.retry.hidden = true;
     ui.saved.hidden = true;
+    ui.castDropped.hidden = true;
+    ui.castDropped.replaceChildren();
     ui.scenes.replaceChildren();
     ui.raw.replaceChildren();
     ui.rawAll.replaceChildren();
@@ -828,7 +831,8 @@
       ui.savedLink.href = url;
       ui.savedLink.textContent = "Open the story (version " + asText(message.version) + ")";
       ui.saved.hidden = false;
-      announce("Saved as version " + asText(message.version) + ".");
+      var dropped = castDroppedShow(message.cast_dropped);
+      announce("Saved as version " + asText(message.version) + "." + (dropped ? " " + dropped : ""));
     },
     done: function (current, message) {
       ui.progress.value = ui.progress.max;
@@ -855,6 +859,47 @@
       focusSettle(current);
     },
   };
+
+  // A persona an editor deleted while the run was writing cannot be in the story's cast: the
+  // screenplay keeps its character, and the writer is told which one left the cast (docs/generation.md).
+  function castDroppedShow(dropped) {
+    var members = (Array.isArray(dropped) ? dropped : []).filter(function (member) {
+      return member && typeof member === "object";
+    });
+    if (!members.length) {
+      return "";
+    }
+    var names = members.map(function (member) {
+      return isolated(asText(member.character_name)) + " (persona " + isolated(asText(member.persona)) + ")";
+    });
+    var one = members.length === 1;
+    ui.castDropped.textContent =
+      names.join(", ") + " left the story's cast: " + (one ? "its persona was" : "their personas were") +
+      " deleted while the screenplay was being written. The screenplay keeps " +
+      (one ? "the character and its lines." : "the characters and their lines.");
+    ui.castDropped.hidden = false;
+    return ui.castDropped.textContent;
+  }
+
+  // The model's text inside the page's own sentence, between FSI and PDI with its own isolate marks
+  // balanced first, as the server does (storyproject/bidi.py): a right-to-left override left open in
+  // a character's name must not draw the rest of the sentence backwards.
+  function isolated(text) {
+    var open = 0;
+    var kept = "";
+    Array.from(text).forEach(function (char) {
+      if (char === "\u2066" || char === "\u2067" || char === "\u2068") {
+        open += 1;
+      } else if (char === "\u2069") {
+        if (!open) {
+          return;
+        }
+        open -= 1;
+      }
+      kept += char;
+    });
+    return "\u2068" + kept + "\u2069".repeat(open) + "\u2069";
+  }
 
   function eventHandle(current, message) {
     var handler = Object.prototype.hasOwnProperty.call(handlers, message.type) ? handlers[message.type] : null;

@@ -100,12 +100,21 @@ class ProgressEvent(_ProgressFields, total=False):
     scenes_total: int
 
 
+class CastDropped(TypedDict):
+    """A cast member a save left out: its persona was deleted while the run was writing."""
+
+    persona: str
+    character_name: str
+
+
 class SavedEvent(TypedDict):
     type: Literal["saved"]
     run_id: int
     story_id: int
     version: int
     url: str
+    # Empty but when an editor deleted a persona of the run while it was writing (docs/generation.md).
+    cast_dropped: list[CastDropped]
 
 
 class DoneEvent(TypedDict):

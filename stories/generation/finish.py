@@ -90,6 +90,7 @@ async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, A
         "story_id": version.story_id,
         "version": version.number,
         "url": _story_url(version.story_id),
+        "cast_dropped": record.details.get("cast_dropped", []),
     }
     yield run.done_event()
 

@@ -97,6 +97,46 @@ def _server_env(database: Path) -> dict[str, str]:
     )
 
 
+@dataclass
+class OwnServer:
+    """A live server of one test's own, on its own SQLite file: the test may restart it (``url`` then
+    changes, a new port; its database does not) or change its data (``manage``) without touching the
+    server the other tests share."""
+
+    env: dict[str, str]
+    log: Path
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.url, self.process = daphne_start(env=self.env, log=self.log)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            daphne_stop(self.process)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def manage(self, *args: str) -> str:
+        """``manage.py ARGS`` on this server's database; its output."""
+        command = [sys.executable, "manage.py", *args]
+        done = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+def _migrated_and_seeded(env: dict[str, str]) -> dict[str, int]:
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    seeded = subprocess.run(
+        [python, "tests/browser/seed.py"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    return dict(json.loads(seeded.stdout.strip().splitlines()[-1]))
+
+
 def chromium_executable(*, path: str = CHROMIUM) -> str:
     """``path`` when Chromium is there; else skip the test, or fail it when STORY_REQUIRE_BROWSER is on."""
     if os.access(path, os.X_OK):
@@ -118,17 +158,23 @@ def app_server(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     # Needs ``chromium`` so that a machine without it never starts the server for nothing.
     workdir = tmp_path_factory.mktemp("live-server")
     env = _server_env(workdir / "db.sqlite3")
-    python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    seeded = subprocess.run(
-        [python, "tests/browser/seed.py"], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    )
-    ids = json.loads(seeded.stdout.strip().splitlines()[-1])
+    ids = _migrated_and_seeded(env)
     url, process = daphne_start(env=env, log=workdir / "daphne.log")
     try:
         yield AppServer(url=url, ids=ids, log=workdir / "daphne.log")
     finally:
         daphne_stop(process)
+
+
+@pytest.fixture
+def own_server(chromium: str, tmp_path: Path) -> Iterator[OwnServer]:
+    server = OwnServer(env=_server_env(tmp_path / "db.sqlite3"), log=tmp_path / "daphne.log")
+    _migrated_and_seeded(server.env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="package")
@@ -172,7 +218,7 @@ def phone(browser: Browser) -> Iterator[Watched]:
     context.close()
 
 
-def log_in(page: Page, server: AppServer, credentials: tuple[str, str] = WRITER) -> None:
+def log_in(page: Page, server: AppServer | OwnServer, credentials: tuple[str, str] = WRITER) -> None:
     page.goto(server.url + "/accounts/login/")
     page.get_by_label("Username").fill(credentials[0])
     page.get_by_label("Password").fill(credentials[1])

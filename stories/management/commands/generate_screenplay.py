@@ -117,6 +117,13 @@ class Command(BaseCommand):
             for scene in content["scenes"][self._next_scene :]:
                 self.stdout.write(fountain_scenes(scenes=[scene]) + "\n", ending="")
         console.print(where, markup=False)
+        dropped = outcome.saved.get("cast_dropped", []) if outcome.saved is not None else []
+        for member in dropped:
+            console.print(
+                f"{member['character_name']} (persona {member['persona']}) left the story's cast: the persona "
+                "was deleted while the screenplay was being written; the screenplay keeps the character.",
+                markup=False,
+            )
 
     async def _generate(
         self, request: GenerationRequest, user: Any, fmt: str, console: Console

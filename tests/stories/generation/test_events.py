@@ -138,7 +138,7 @@ async def _stream(*events: dict[str, Any], read_to_end: list[bool]) -> AsyncGene
 
 
 _DONE = {"type": "done", "run_id": 7, "timings": {}, "usage": {}}
-_SAVED = {"type": "saved", "run_id": 7, "story_id": 3, "version": 2, "url": "/stories/3/"}
+_SAVED = {"type": "saved", "run_id": 7, "story_id": 3, "version": 2, "url": "/stories/3/", "cast_dropped": []}
 
 
 async def test_the_fold_returns_how_the_run_ended_after_reading_it_to_the_end() -> None:
