@@ -485,7 +485,7 @@ class StoryVersionStatsApi(APIView):
     summary="Create a story from a Fountain or Final Draft (FDX) screenplay",
     description=(
         "Multipart `file` (.fountain or .fdx) or JSON `fountain` text. The title page gives the title and "
-        "logline (the story's plot). Answers with the story, its version 1 (`origin` `imported`) and, for "
+        "logline (the story's plot, cut to STORY_MAX_PLOT_CHARS when longer: `plot_cut`). Answers with the story, its version 1 (`origin` `imported`) and, for "
         "each character, the active persona whose display name or key matches its name (case-insensitive), "
         "or null. Send `cast` ({name: persona key or null}) to cast them in version 1; otherwise version 1 "
         "has no personas and the writer confirms the cast in a new version. Limits: "
@@ -512,6 +512,10 @@ class StoryVersionStatsApi(APIView):
                 "story": StorySerializer(),
                 "version": ScreenplayVersionSerializer(),
                 "matches": PersonaMatchSerializer(many=True),
+                "plot_cut": drf_serializers.BooleanField(
+                    help_text="The logline was longer than STORY_MAX_PLOT_CHARS: the story's plot is its "
+                    "beginning, cut at a word with '…' (the version keeps the whole logline)."
+                ),
             },
         ),
         400: _GENERATION_ERROR,
@@ -543,6 +547,7 @@ class StoryImportApi(APIView):
                 "story": StorySerializer(story).data,
                 "version": ScreenplayVersionSerializer(version).data,
                 "matches": matches,
+                "plot_cut": services.imported_plot(content=version.content).cut,
             },
             status=status.HTTP_201_CREATED,
         )

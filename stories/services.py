@@ -516,8 +516,44 @@ def story_import(
         content = {**content, "characters": [_recast(c, cast) for c in characters]}
     draft = _writer_draft(content=content, story_id=None, origin=Origin.IMPORTED, based_on=None)
     title = str(content.get("title") or "Untitled")
-    plot = str(content.get("logline") or f"Imported screenplay: {title}")
+    plot = imported_plot(content=content).text
     return screenplay_version_create(user_id=user_id, draft=replace(draft, title=title, plot=plot))
+
+
+@dataclass(frozen=True)
+class ImportedPlot:
+    text: str
+    # The logline was longer than STORY_MAX_PLOT_CHARS: ``text`` is its beginning.
+    cut: bool
+
+
+def imported_plot(*, content: Any) -> ImportedPlot:
+    """The plot of a story made from an imported screenplay: its logline, what the title page says the
+    story is about; else a line naming the title.
+
+    A logline may have 1,000 characters (the contract) and a plot only STORY_MAX_PLOT_CHARS, which may
+    be less: a longer logline is cut at a word with "…", or Regenerate, which sends the story's plot,
+    would be refused. The screenplay keeps the whole logline; the import pages and the API say it was cut.
+    """
+    limit = settings.STORY_MAX_PLOT_CHARS
+    fields = content if isinstance(content, dict) else {}
+    logline = str(fields.get("logline") or "")
+    if not logline:
+        named = f"Imported screenplay: {fields.get('title') or 'Untitled'}"
+        return ImportedPlot(text=named if len(named) <= limit else "Imported screenplay.", cut=False)
+    if len(logline) <= limit:
+        return ImportedPlot(text=logline, cut=False)
+    return ImportedPlot(text=_text_cut_at_word(logline, limit=limit), cut=True)
+
+
+def _text_cut_at_word(text: str, *, limit: int) -> str:
+    """``text``'s beginning and "…", at most ``limit`` characters, ending at a word when one ends in
+    its second half (a logline of one long word is cut inside it)."""
+    head = text[: limit - 1]
+    last_space = max(head.rfind(space) for space in (" ", "\n", "\t"))
+    if last_space > limit // 2:
+        head = head[:last_space]
+    return head.rstrip() + "…"
 
 
 def _recast(character: Any, cast: dict[str, str | None]) -> Any:

@@ -336,7 +336,17 @@ def story_import_confirm(request: HttpRequest) -> HttpResponse:
     messages.success(
         request, "Imported: this is version 1. Every tool works on it, from rewriting a scene on."
     )
+    if services.imported_plot(content=content).cut:
+        messages.info(request, _plot_cut_note())
     return redirect("stories:story-detail", version.story_id)
+
+
+def _plot_cut_note() -> str:
+    limit = settings.STORY_MAX_PLOT_CHARS
+    return (
+        f"The story's plot is the logline cut to {limit} characters, the most a plot may have (Regenerate "
+        "sends it); the screenplay keeps the whole logline."
+    )
 
 
 def _import_posted(request: HttpRequest) -> dict[str, Any]:
@@ -369,6 +379,9 @@ def _import_confirmation(request: HttpRequest, *, content: Any, status: int = 20
         "rows": rows,
         "personas": persona_list(),
         "stats": screenplay_stats(content),
+        "plot_cut": services.imported_plot(content=content).cut,
+        "logline_chars": len(str(content.get("logline") or "")) if isinstance(content, dict) else 0,
+        "max_plot_chars": settings.STORY_MAX_PLOT_CHARS,
     }
     return render(request, "stories/story_import_confirm.html", context, status=status)
 

@@ -543,3 +543,17 @@ def test_the_schema_says_a_page_is_a_whole_number_from_1(writer: Any) -> None:
     ]
     assert len(pages) == 4
     assert all(page == {"type": "integer", "minimum": 1} for page in pages)
+
+
+def test_an_imported_logline_over_the_plot_limit_becomes_a_plot_within_it(writer: Any, settings: Any) -> None:
+    settings.STORY_MAX_PLOT_CHARS = 120
+    logline = "word " * 180
+    text = f"Title: Long\nLogline: {logline.strip()}\n\nINT. A\n\nHi.\n"
+    body = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json").json()
+    assert len(body["story"]["plot"]) <= 120 and body["story"]["plot"].endswith("word…")
+    assert body["plot_cut"] is True
+    assert body["version"]["content"]["logline"] == logline.strip()
+    plain = client_for(writer).post(
+        "/api/stories/import/", {"fountain": "Title: Short\nLogline: Hi.\n\nINT. A\n\nHi.\n"}, format="json"
+    )
+    assert (plain.json()["story"]["plot"], plain.json()["plot_cut"]) == ("Hi.", False)

@@ -222,3 +222,27 @@ def test_import_of_something_else_is_a_form_error(logged_in: Client) -> None:
         assert response.status_code == 400, content
         assert "not sent back intact" in response.content.decode()
     assert not Story.objects.exists()
+
+
+def test_an_imported_logline_longer_than_a_plot_may_be_is_cut_to_the_limit_and_the_writer_is_told(
+    logged_in: Client, settings: Any
+) -> None:
+    # With STORY_MAX_PLOT_CHARS below the logline's 1,000, the story's plot was the whole logline:
+    # Regenerate on the story page then refused it ("The plot is longer than 300 characters").
+    settings.STORY_MAX_PLOT_CHARS = 300
+    logline = " ".join(["A crew robs a vault under the harbour while the tide comes in."] * 16)[:990]
+    text = f"Title: Vault\nLogline: {logline}\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n"
+    page = logged_in.post("/stories/import/", {"fountain": text}).content.decode()
+    assert "The logline has 990 characters; a plot may have at most 300" in page
+    content = page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"')
+    response = logged_in.post("/stories/import/confirm/", {"content": content}, follow=True)
+    story = Story.objects.get(title="Vault")
+    assert len(story.plot) <= 300 and story.plot.endswith("…")
+    assert logline.startswith(story.plot[:-1].rstrip())
+    # The screenplay keeps the whole logline; only the story's plot is cut, and the writer is told.
+    assert story.versions.get().content["logline"] == logline
+    shown = response.content.decode()
+    assert "The story&#x27;s plot is the logline cut to 300 characters" in shown
+    # Regenerate starts from a plot the generation accepts.
+    plot = shown.split('aria-describedby="plot-count">')[1].split("</textarea>")[0]
+    assert plot == story.plot
