@@ -841,6 +841,12 @@
       if (typeof usage.output_tokens === "number") {
         current.outputTokens = usage.output_tokens;
       }
+      // The run's own time, live or replayed: an end rebuilt from the database (after a restart) has
+      // no progress events, and the time since this page loaded is not the run's.
+      var timings = message.timings && typeof message.timings === "object" ? message.timings : {};
+      if (typeof timings.total_ms === "number") {
+        current.startedAt = performance.now() - timings.total_ms;
+      }
       runFinish(current);
       // Scenes of the outline still waiting at the end are those a rewrite did not touch.
       pendingSettle("Not rewritten in this run: unchanged in the saved version.");

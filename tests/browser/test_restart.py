@@ -40,11 +40,15 @@ def test_a_run_finished_before_a_restart_shows_its_saved_scenes_on_the_create_pa
     run_id = _generated(page, server)
     streamed = _headings(page, "#stream-scenes .scene-heading")
     assert streamed
+    expect(page.locator("#stream-stats")).to_contain_text("Finished")
+    finished = page.locator("#stream-stats").inner_text()
 
     server.restart()
     page.goto(f"{server.url}/stories/new/?run={run_id}")  # a reload, or the runs page's link
     expect(page.locator("#stream-saved")).to_be_visible()
     expect(page.locator("#stream-stats")).to_contain_text("Finished")
+    # The run's own time and output, from its `done` (was: the time since the page loaded, "0.0 s").
+    assert page.locator("#stream-stats").inner_text() == finished
     expect(page.locator("#stream-scenes .scene")).to_have_count(len(streamed))
     assert _headings(page, "#stream-scenes .scene-heading") == streamed
     assert page.locator("#stream-scenes .sp-action").count() > 0
