@@ -12,6 +12,11 @@ unauthenticated`` and the socket is closed with 4401. A user past ``STORY_WS_MAX
 open sockets gets ``error busy`` and 4429. A process that is stopping (``make serve``'s graceful stop)
 closes its idle sockets with 4503 and closes a socket that asks it for a new run the same way, before
 starting anything: the client reconnects and reaches another process.
+
+A client that does not read what it is sent is not sent more than about ``STORY_WS_SEND_BUFFER_BYTES``
+(under daphne, which says how much a connection holds unsent: ``storyproject.send_buffer``): the run it
+follows waits for it to read, an ``attach`` meanwhile is answered ``busy``, and a socket that holds
+``STORY_WS_SEND_BUFFER_MAX_BYTES`` unread (answers to a flood of its own messages) is closed with 4408.
 """
 
 from __future__ import annotations
@@ -46,15 +51,19 @@ from stories.ws_sessions import (
     socket_session_current,
     socket_session_open,
 )
+from storyproject.send_buffer import unsent_reader
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_SERVER_STOPPING = 4503
+CLOSE_NOT_READING = 4408
 _CLOSE_CODES = {"unauthenticated": CLOSE_UNAUTHENTICATED, "busy": CLOSE_TOO_MANY_SOCKETS}
 # How long a signed-out socket waits for its cancelled run's ``cancelled`` before it is closed.
 _CANCEL_WAIT_SECONDS = 5.0
+# How often a run's follower looks again whether a client that had not read its events has read them.
+_DRAIN_POLL_SECONDS = 0.05
 _MESSAGE_TYPES = ("generate", "regenerate_scene", "cancel", "attach")
 # This process's open sockets, for a stopping process to close the idle ones.
 _open: weakref.WeakSet[GenerateConsumer] = weakref.WeakSet()
@@ -83,6 +92,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     # Why the socket was closed (its one error was sent with the close).
     refusal: GenerationError | None = None
     watch: asyncio.Task[None] | None = None
+    # How many bytes the connection holds that the client has not read (0 when the server cannot say).
+    unsent: Callable[[], int]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' own dispatch (and websocket_disconnect, below) first awaits aclose_old_connections:
@@ -101,6 +112,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         raise StopConsumer()
 
     async def connect(self) -> None:
+        self.unsent = unsent_reader(self.scope)
         # Accepted first, so that a refused client learns why (a refused handshake carries no reason).
         await self.accept()
         _open.add(self)
@@ -193,7 +205,26 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             self._generate(kind, fields)
 
     async def send_event(self, event: dict[str, Any]) -> None:
+        if self.unsent() > settings.STORY_WS_SEND_BUFFER_MAX_BYTES:
+            # The client has not read what it was sent, and goes on sending messages that are answered:
+            # nothing more is kept for it.
+            await self._not_reading_close()
+            return
         await self.send(text_data=json.dumps(event, ensure_ascii=False))
+
+    async def _not_reading_close(self) -> None:
+        """Close a socket whose client has not read ``STORY_WS_SEND_BUFFER_MAX_BYTES`` it was sent. Its
+        close frame waits behind them; daphne drops the connection a second later, freeing them."""
+        if self.refusal is not None:
+            return
+        self.refusal = GenerationError("busy", "the client does not read what this connection sends")
+        logger.warning("closing a WebSocket whose client has not read %d bytes", self.unsent())
+        await self.close(code=CLOSE_NOT_READING, reason="not_reading")
+
+    async def _client_read(self) -> None:
+        """Wait while the connection holds more than ``STORY_WS_SEND_BUFFER_BYTES`` the client has not read."""
+        while self.unsent() > settings.STORY_WS_SEND_BUFFER_BYTES and self.refusal is None:
+            await asyncio.sleep(_DRAIN_POLL_SECONDS)
 
     async def _watch(self) -> None:
         """While the socket is open: keep its slot, and close it once its credential no longer holds."""
@@ -293,11 +324,20 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 "a generation is being started on this connection; attach once it is accepted",
                 retryable=True,
             )
+        if self._following():
+            # Each attach of a finished run replays it whole: a client that sent them without reading
+            # had every replay kept for it, one after the other. A replay that waits for the client to
+            # read (``_client_read``) is still being followed, so the next attach is refused here.
+            raise GenerationError(
+                "busy",
+                f"this connection is following run {self.run_id} until its end; attach once it has "
+                "ended (read its events), or on another connection",
+                retryable=True,
+            )
         if not await run_owned(run_id=run_id, user_id=self.scope["user"].pk):
             raise _not_found()
         if self.task is not None:
-            # Following another run: stop following it (it goes on).
-            self.task.cancel()
+            self.task.cancel()  # a follow that has sent its run's end and is finishing
         self._following_begin(run_id=run_id, attached=True)
         self.task = asyncio.create_task(self._follow(run_id, after))
 
@@ -305,6 +345,9 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         try:
             async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
                 async for event in events:
+                    await self._client_read()
+                    if self.refusal is not None:
+                        return
                     self.ended = event["type"] in TERMINAL
                     await self.send_event(event)
                     self.shown = True

@@ -328,6 +328,16 @@ if STORY_MIN_MAX_TOKENS > STORY_MAX_MAX_TOKENS:
 STORY_MAX_TOTAL_OUTPUT_TOKENS = envint("STORY_MAX_TOTAL_OUTPUT_TOKENS", 32_000, minimum=256)
 STORY_MAX_CONTINUATIONS = envint("STORY_MAX_CONTINUATIONS", 4, minimum=0)
 STORY_WS_MAX_MESSAGE_BYTES = envint("STORY_WS_MAX_MESSAGE_BYTES", 65_536, minimum=1024)
+# What a socket may hold that its client has not read (storyproject/send_buffer.py): past the first,
+# a run's events wait for the client to read and an ``attach`` is refused ``busy``; past the second,
+# the socket is closed (4408). A whole run's replay is at most a few MB, sent in steps of the first.
+STORY_WS_SEND_BUFFER_BYTES = envint("STORY_WS_SEND_BUFFER_BYTES", 262_144, minimum=1024)
+STORY_WS_SEND_BUFFER_MAX_BYTES = envint("STORY_WS_SEND_BUFFER_MAX_BYTES", 4_194_304, minimum=4096)
+if STORY_WS_SEND_BUFFER_BYTES >= STORY_WS_SEND_BUFFER_MAX_BYTES:
+    raise ImproperlyConfigured(
+        f"STORY_WS_SEND_BUFFER_BYTES ({STORY_WS_SEND_BUFFER_BYTES}) must be below "
+        f"STORY_WS_SEND_BUFFER_MAX_BYTES ({STORY_WS_SEND_BUFFER_MAX_BYTES})"
+    )
 # Open /ws/generate/ sockets per user, counted across processes when the cache is Redis (per process
 # otherwise): the create page opens one per generation, so 8 leaves room for several tabs and scripts.
 STORY_WS_MAX_SOCKETS_PER_USER = envint("STORY_WS_MAX_SOCKETS_PER_USER", 8, minimum=1, maximum=1000)

@@ -432,3 +432,31 @@ async def test_a_generate_on_a_socket_following_an_attached_run_starts_its_own(
         await ws_events(starter)
         await starter.disconnect()
         await watcher.disconnect()
+
+
+async def test_an_attach_while_the_socket_follows_a_run_is_busy_and_that_run_stays_followed_to_its_end(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Each attach replaced the run followed: a script that sent many for a finished run had each one's
+    # whole replay queued for it (tests/stories/runs/test_ws_not_reading.py, against daphne).
+    script_slow(fake_anthropic, tokens_per_second=40)
+    starter, run_id = await run_streaming(writer)
+    watcher = await ws_connect(writer)
+    try:
+        await watcher.send_json_to({"type": "attach", "run_id": run_id})
+        assert json.loads(await watcher.receive_from(timeout=10))["type"] == "accepted"
+        await watcher.send_json_to({"type": "attach", "run_id": run_id, "after": 0})
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] != "done":
+            events.append(json.loads(await watcher.receive_from(timeout=10)))
+        starter_rest = await ws_events(starter)
+    finally:
+        await starter.disconnect()
+        await watcher.disconnect()
+    refused = [event for event in events if event["type"] == "error"]
+    assert [(e["code"], e["retryable"]) for e in refused] == [("busy", True)]
+    assert f"following run {run_id} until its end" in refused[0]["message"]
+    followed = [event for event in events if event["type"] != "error"]
+    # Followed once, to its end: no event twice, none missing.
+    assert _seqs(followed) == list(range(2, len(followed) + 2))
+    assert followed[-1]["type"] == "done" and starter_rest[-1] == followed[-1]
