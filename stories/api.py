@@ -246,7 +246,9 @@ _RUN_STARTED = inline_serializer(
                 min_length=1,
                 max_length=settings.STORY_MAX_PERSONAS,
             ),
-            "title": drf_serializers.CharField(required=False, max_length=settings.STORY_MAX_TITLE_CHARS),
+            "title": drf_serializers.CharField(
+                required=False, allow_null=True, allow_blank=True, max_length=settings.STORY_MAX_TITLE_CHARS
+            ),
             "story_id": drf_serializers.IntegerField(required=False, allow_null=True, min_value=1),
             "model": drf_serializers.CharField(required=False, allow_null=True),
             "max_tokens": drf_serializers.IntegerField(
@@ -255,8 +257,10 @@ _RUN_STARTED = inline_serializer(
                 min_value=settings.STORY_MIN_MAX_TOKENS,
                 max_value=settings.STORY_MAX_MAX_TOKENS,
             ),
-            "mode": drf_serializers.ChoiceField(choices=["single", "parallel"], required=False),
-            "wait": drf_serializers.BooleanField(required=False, default=True),
+            "mode": drf_serializers.ChoiceField(
+                choices=["single", "parallel"], required=False, allow_null=True, allow_blank=True
+            ),
+            "wait": drf_serializers.BooleanField(required=False, allow_null=True, default=True),
         },
     ),
     responses={
@@ -295,13 +299,16 @@ class GenerateScreenplayView(APIView):
 
 
 def _wait_split(data: Any) -> tuple[Any, bool]:
-    """The request without ``wait``, and ``wait`` (true unless the client says false)."""
-    if not isinstance(data, dict) or "wait" not in data:
-        return data, True
-    fields = {key: value for key, value in data.items() if key != "wait"}
+    """The request without ``wait``, and ``wait`` (true unless the client says false; null is not saying)."""
+    if not isinstance(data, dict) or data.get("wait") is None:
+        return (data if not isinstance(data, dict) else _without_wait(data)), True
     if not isinstance(data["wait"], bool):
         raise GenerationError("invalid_request", "wait must be true or false")
-    return fields, data["wait"]
+    return _without_wait(data), data["wait"]
+
+
+def _without_wait(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key != "wait"}
 
 
 def _run_accepted(start: RunStart) -> Response:
@@ -375,9 +382,19 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
     request=inline_serializer(
         "SceneRegenerate",
         {
-            "instructions": drf_serializers.CharField(required=False, allow_blank=True),
+            "instructions": drf_serializers.CharField(
+                required=False,
+                allow_null=True,
+                allow_blank=True,
+                max_length=settings.STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS,
+            ),
             "model": drf_serializers.CharField(required=False, allow_null=True),
-            "max_tokens": drf_serializers.IntegerField(required=False, allow_null=True),
+            "max_tokens": drf_serializers.IntegerField(
+                required=False,
+                allow_null=True,
+                min_value=settings.STORY_MIN_MAX_TOKENS,
+                max_value=settings.STORY_MAX_MAX_TOKENS,
+            ),
             "base_version": drf_serializers.IntegerField(
                 required=False,
                 allow_null=True,

@@ -63,7 +63,7 @@ def scene_regenerate_request_parse(data: object) -> SceneRegenerateRequest:
         # Bounded by the version's own scenes (_generation_for): versions that were not written from an
         # outline (imported, edited, single pass) may hold more than STORY_PARALLEL_MAX_SCENES.
         index=int_parse(data.get("index"), "index", 0, _MAX_ID),
-        instructions=_instructions(data.get("instructions", "")),
+        instructions=_instructions(data.get("instructions")),
         model=model_parse(data.get("model")),
         max_tokens=None
         if data.get("max_tokens") is None
@@ -161,6 +161,8 @@ def _invalid(message: str) -> GenerationError:
 
 def _instructions(value: Any) -> str:
     limit = settings.STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS
+    if value is None:
+        return ""  # absent or null: none, as every optional field takes null
     if not isinstance(value, str):
         raise _invalid("instructions must be a string")
     if len(value) > limit:

@@ -55,7 +55,7 @@ def generation_request_parse(data: object) -> GenerationRequest:
     return GenerationRequest(
         plot=_plot(data.get("plot")),
         personas=_personas(data.get("personas")),
-        title=_title(data.get("title", "")),
+        title=_title(data.get("title")),
         story_id=_optional_int(data.get("story_id"), "story_id", 1, _MAX_ID),
         model=model_parse(data.get("model")),
         max_tokens=_optional_int(
@@ -103,8 +103,13 @@ def _text(value: Any, name: str, limit: int) -> str:
     return value.strip()
 
 
+def optional_text(value: Any, name: str, limit: int) -> str:
+    """An optional text field: absent or null is "" (as every optional field takes null as not given)."""
+    return "" if value is None else _text(value, name, limit)
+
+
 def _title(value: Any) -> str:
-    title = _text(value, "title", settings.STORY_MAX_TITLE_CHARS)
+    title = optional_text(value, "title", settings.STORY_MAX_TITLE_CHARS)
     problem = title_problem(title)  # one line, as every title (stories.validation)
     if problem is not None:
         raise _invalid(f"title {problem}")

@@ -20,12 +20,13 @@ class RunAddress:
 
 
 def attach_parse(fields: dict[str, Any]) -> RunAddress:
-    """``{"run_id": N, "after": S}``: run_id required, after optional (0)."""
+    """``{"run_id": N, "after": S}``: run_id required, after optional (0, also when null)."""
     fields_known_check(fields, {"run_id", "after"})
     if "run_id" not in fields:
         raise GenerationError("invalid_request", "attach needs a run_id")
     return RunAddress(
-        run_id=int_parse(fields["run_id"], "run_id", 1, MAX_ID), after=after_parse(fields.get("after", 0))
+        run_id=int_parse(fields["run_id"], "run_id", 1, MAX_ID),
+        after=after_parse(0 if fields.get("after") is None else fields["after"]),
     )
 
 

@@ -105,3 +105,11 @@ async def test_a_stopping_process_closes_its_idle_sockets_and_starts_no_run_on_a
         await idle.disconnect()
         await busy.disconnect()
     assert await GenerationRun.objects.acount() == 1
+
+
+async def test_a_generate_with_null_optional_fields_runs_with_their_defaults(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # `"title": null` was refused ("title must be a string") while the other optional fields took null.
+    events = await ws_generate(writer, title=None, story_id=None, model=None, max_tokens=None, mode=None)
+    assert events[0]["type"] == "accepted" and events[-1]["type"] == "done", events[-1]

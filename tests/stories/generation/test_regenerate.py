@@ -485,3 +485,31 @@ def test_any_scene_of_a_version_can_be_rewritten_whatever_the_outline_limit(
     assert "Step 2: write scene 25 of 25" in last_user_text(fake_anthropic.requests[0].body)
     missing = client.post(f"/api/stories/{story_id}/versions/1/scenes/25/regenerate/", {}, format="json")
     assert missing.json()["message"] == "version 1 has 25 scenes; index 25 is not one"
+
+
+async def test_null_instructions_on_the_socket_are_no_instructions(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # `"instructions": null` was refused ("instructions must be a string"), where `model`, `max_tokens`
+    # and `base_version` took null as "not given".
+    story_id, _ = await sync_to_async(_story_with_version)(writer)
+    fake_anthropic.default = FakeScreenwriter(_rewritten(), tokens_per_second=4000)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(
+            {
+                "type": "regenerate_scene",
+                "story_id": story_id,
+                "version": 1,
+                "index": 1,
+                "instructions": None,
+                "model": None,
+                "max_tokens": None,
+                "base_version": None,
+            }
+        )
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert events[-1]["type"] == "done", events[-1]
+    assert "<instructions>" not in last_user_text(fake_anthropic.requests[0].body)

@@ -92,3 +92,11 @@ def test_a_title_is_one_line_on_the_socket_and_the_rest_api(title: str) -> None:
 def test_a_title_s_surrounding_whitespace_is_trimmed_as_before() -> None:
     parsed = generation_request_parse({"plot": "Fog.", "personas": ["noir-detective"], "title": "  Fall \n"})
     assert parsed.title == "Fall"
+
+
+def test_null_in_an_optional_field_means_it_was_not_given(settings: Any) -> None:
+    # `"title": null` was refused ("title must be a string") while story_id, model, max_tokens and mode
+    # took null as "not given", on the socket and the API alike.
+    nulls = {"title": None, "story_id": None, "model": None, "max_tokens": None, "mode": None}
+    assert _parse(**nulls) == _parse()
+    assert _parse(**nulls).title == ""

@@ -460,3 +460,18 @@ async def test_an_attach_while_the_socket_follows_a_run_is_busy_and_that_run_sta
     # Followed once, to its end: no event twice, none missing.
     assert _seqs(followed) == list(range(2, len(followed) + 2))
     assert followed[-1]["type"] == "done" and starter_rest[-1] == followed[-1]
+
+
+async def test_an_attach_with_after_null_replays_from_the_start(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # `"after": null` was refused ("after must be an integer"); `after` is optional, 0 when not given.
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=1))))
+    original = await ws_generate(writer)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "attach", "run_id": original[0]["run_id"], "after": None})
+        replayed = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert replayed == original
