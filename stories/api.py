@@ -244,7 +244,8 @@ _RUN_STARTED = inline_serializer(
             "personas": drf_serializers.ListField(
                 child=drf_serializers.RegexField(r"^[-a-zA-Z0-9_]{1,100}$"),
                 min_length=1,
-                max_length=settings.STORY_MAX_PERSONAS,
+                help_text=f"1 to {settings.STORY_MAX_PERSONAS} distinct persona names; a name given more than "
+                "once takes part once (duplicates are dropped before counting).",
             ),
             "title": drf_serializers.CharField(
                 required=False, allow_null=True, allow_blank=True, max_length=settings.STORY_MAX_TITLE_CHARS

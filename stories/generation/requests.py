@@ -128,17 +128,18 @@ def _plot(value: Any) -> str:
 def _personas(value: Any) -> list[str]:
     if not isinstance(value, list):
         raise _invalid("personas must be a list of persona names")
-    limit = settings.STORY_MAX_PERSONAS
-    if len(value) > limit:
-        raise _invalid(f"at most {limit} personas may take part")
-    names: list[str] = []
     for item in value:
         if not isinstance(item, str) or not _PERSONA_NAME.fullmatch(item):
             raise _invalid("each persona must be a persona name (letters, digits, '-' and '_')")
-        names.append(item)
+    # Duplicates are dropped before counting: a persona named twice takes part once, so thirteen copies
+    # of one are one persona, not "more than 12". The list itself is bounded by the message or body size.
+    names = list(dict.fromkeys(value))
     if not names:
         raise _invalid("choose at least one persona")
-    return list(dict.fromkeys(names))
+    limit = settings.STORY_MAX_PERSONAS
+    if len(names) > limit:
+        raise _invalid(f"at most {limit} personas may take part")
+    return names
 
 
 def int_parse(value: Any, name: str, minimum: int, maximum: int) -> int:

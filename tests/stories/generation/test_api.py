@@ -173,3 +173,10 @@ def test_null_optional_fields_and_wait_are_taken_as_not_given(
     response = api.post(URL, body, format="json")
     assert response.status_code == 201, response.content  # blocking: wait's default
     assert response.json()["story"]["title"] == response.json()["version"]["content"]["title"]
+
+
+def test_one_persona_named_thirteen_times_is_one_persona(api: APIClient, cast: Any, offline: None) -> None:
+    # Refused 400 "at most 12 personas may take part", though duplicates are dropped (as on the socket).
+    response = api.post(URL, _body(personas=["noir-detective"] * 13), format="json")
+    assert response.status_code == 201, response.content
+    assert GenerationRun.objects.get(pk=response.json()["run_id"]).persona_names == ["noir-detective"]

@@ -113,3 +113,10 @@ async def test_a_generate_with_null_optional_fields_runs_with_their_defaults(
     # `"title": null` was refused ("title must be a string") while the other optional fields took null.
     events = await ws_generate(writer, title=None, story_id=None, model=None, max_tokens=None, mode=None)
     assert events[0]["type"] == "accepted" and events[-1]["type"] == "done", events[-1]
+
+
+async def test_one_persona_named_thirteen_times_is_one_persona(writer: Any, cast: Any, offline: None) -> None:
+    # Refused "at most 12 personas may take part", though duplicates are dropped (as on the API).
+    events = await ws_generate(writer, personas=["noir-detective"] * 13)
+    assert events[0]["type"] == "accepted" and events[0]["personas"] == ["noir-detective"]
+    assert events[-1]["type"] == "done", events[-1]

@@ -100,3 +100,13 @@ def test_null_in_an_optional_field_means_it_was_not_given(settings: Any) -> None
     nulls = {"title": None, "story_id": None, "model": None, "max_tokens": None, "mode": None}
     assert _parse(**nulls) == _parse()
     assert _parse(**nulls).title == ""
+
+
+def test_a_persona_named_more_than_the_limit_times_is_one_persona(settings: Any) -> None:
+    # 13 copies of one persona were refused "at most 12 personas may take part", though duplicates are
+    # dropped (two copies were one persona).
+    settings.STORY_MAX_PERSONAS = 12
+    assert _parse(personas=["hero"] * 13).personas == ["hero"]
+    assert _parse(personas=[f"p{n % 12}" for n in range(100)]).personas == [f"p{n}" for n in range(12)]
+    with pytest.raises(GenerationError, match="at most 12 personas"):
+        _parse(personas=[*(["hero"] * 5), *(f"p{n}" for n in range(12))])
