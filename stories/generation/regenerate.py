@@ -165,12 +165,13 @@ def _instructions(value: Any) -> str:
         return ""  # absent or null: none, as every optional field takes null
     if not isinstance(value, str):
         raise _invalid("instructions must be a string")
-    if len(value) > limit:
+    text = value.strip()  # counted as kept, as a title and a plot are
+    if len(text) > limit:
         raise _invalid(f"instructions are longer than {limit} characters")
-    if "\x00" in value:
+    if "\x00" in text:
         raise _invalid("instructions contain a NUL character")
     try:
-        value.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         raise _invalid("instructions are not valid Unicode") from None
-    return value.strip()
+    return text

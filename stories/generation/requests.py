@@ -94,13 +94,16 @@ def _invalid(message: str) -> GenerationError:
 def _text(value: Any, name: str, limit: int) -> str:
     if not isinstance(value, str):
         raise _invalid(f"{name} must be a string")
-    if len(value) > limit:
+    # Counted as kept: whitespace around it is dropped (as the API's serializers trim before counting).
+    # The text itself is bounded by the message or body size.
+    text = value.strip()
+    if len(text) > limit:
         raise _invalid(f"{name} is longer than {limit} characters")
-    problem = text_problem(value)
+    problem = text_problem(text)
     if problem is not None:
         # NUL cannot be stored, a lone surrogate (e.g. "\ud800" in the JSON) cannot be sent on.
         raise _invalid(f"{name} {problem}")
-    return value.strip()
+    return text
 
 
 def optional_text(value: Any, name: str, limit: int) -> str:

@@ -13,6 +13,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from personas.models import PersonaConfig
+from stories.generation.regenerate import scene_regenerate_request_parse
 from stories.generation.validation import CastEntry
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.services import ScreenplayDraft, screenplay_version_create, screenplay_version_write
@@ -513,3 +514,10 @@ async def test_null_instructions_on_the_socket_are_no_instructions(
         await communicator.disconnect()
     assert events[-1]["type"] == "done", events[-1]
     assert "<instructions>" not in last_user_text(fake_anthropic.requests[0].body)
+
+
+def test_whitespace_around_instructions_does_not_count_against_their_limit() -> None:
+    request = scene_regenerate_request_parse(
+        {"story_id": 1, "version": 1, "index": 0, "instructions": "\n" + "i" * 2000 + "\n"}
+    )
+    assert request.instructions == "i" * 2000

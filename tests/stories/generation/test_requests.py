@@ -110,3 +110,10 @@ def test_a_persona_named_more_than_the_limit_times_is_one_persona(settings: Any)
     assert _parse(personas=[f"p{n % 12}" for n in range(100)]).personas == [f"p{n}" for n in range(12)]
     with pytest.raises(GenerationError, match="at most 12 personas"):
         _parse(personas=[*(["hero"] * 5), *(f"p{n}" for n in range(12))])
+
+
+def test_whitespace_around_a_title_or_plot_does_not_count_against_its_limit(settings: Any) -> None:
+    # It is dropped, but counted first: a 200-character title with a trailing newline was refused
+    # "title is longer than 200 characters" (the API's story update trims before counting).
+    request = _parse(title="t" * 200 + "\n", plot="  " + "p" * 20_000 + "  ")
+    assert request.title == "t" * 200 and request.plot == "p" * 20_000
