@@ -261,7 +261,7 @@ _RUN_STARTED = inline_serializer(
             "mode": drf_serializers.ChoiceField(
                 choices=["single", "parallel"], required=False, allow_null=True, allow_blank=True
             ),
-            "wait": drf_serializers.BooleanField(required=False, allow_null=True, default=True),
+            "wait": drf_serializers.BooleanField(required=False, default=True),
         },
     ),
     responses={
@@ -300,16 +300,16 @@ class GenerateScreenplayView(APIView):
 
 
 def _wait_split(data: Any) -> tuple[Any, bool]:
-    """The request without ``wait``, and ``wait`` (true unless the client says false; null is not saying)."""
-    if not isinstance(data, dict) or data.get("wait") is None:
-        return (data if not isinstance(data, dict) else _without_wait(data)), True
+    """The request without ``wait``, and ``wait`` (true unless the client says false).
+
+    Unlike the optional fields that take null as "not given", a null ``wait`` is refused: a client
+    that sends a falsy value may mean "do not wait", and blocking it instead would be a surprise."""
+    if not isinstance(data, dict) or "wait" not in data:
+        return data, True
+    fields = {key: value for key, value in data.items() if key != "wait"}
     if not isinstance(data["wait"], bool):
         raise GenerationError("invalid_request", "wait must be true or false")
-    return _without_wait(data), data["wait"]
-
-
-def _without_wait(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in data.items() if key != "wait"}
+    return fields, data["wait"]
 
 
 def _run_accepted(start: RunStart) -> Response:

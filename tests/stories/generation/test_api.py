@@ -164,14 +164,12 @@ def test_a_model_title_on_several_lines_becomes_a_one_line_story_title(
     assert response.json()["version"]["content"]["title"] == "The\nMaltese\r\n  Falcon"
 
 
-def test_null_optional_fields_and_wait_are_taken_as_not_given(
-    api: APIClient, cast: Any, offline: None
-) -> None:
-    # `"title": null` was a 400 ("title must be a string"), and `"wait": null` one too ("wait must be
-    # true or false"), where the other optional fields took null as "not given".
-    body = _body(title=None, story_id=None, model=None, max_tokens=None, mode=None, wait=None)
+def test_null_optional_fields_are_taken_as_not_given(api: APIClient, cast: Any, offline: None) -> None:
+    # `"title": null` was a 400 ("title must be a string"), where the other optional fields took null as
+    # "not given". (`wait` stays a strict boolean: tests/stories/runs/test_api_runs.py.)
+    body = _body(title=None, story_id=None, model=None, max_tokens=None, mode=None)
     response = api.post(URL, body, format="json")
-    assert response.status_code == 201, response.content  # blocking: wait's default
+    assert response.status_code == 201, response.content
     assert response.json()["story"]["title"] == response.json()["version"]["content"]["title"]
 
 
