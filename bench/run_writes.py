@@ -109,8 +109,9 @@ def _run() -> None:
 
     async def measure_all() -> dict[tuple[str, str, int], tuple[float, float]]:
         figures: dict[tuple[str, str, int], tuple[float, float]] = {}
+        connections = settings.STORY_LOOP_DB_CONNECTIONS or 16
         for path in PATHS:
-            settings.STORY_LOOP_DB_CONNECTIONS = 0 if path == "thread pool" else 4
+            settings.STORY_LOOP_DB_CONNECTIONS = 0 if path == "thread pool" else connections
             loop_db.serving_loop = lambda loop, on=path == "event loop": on  # type: ignore[assignment]
             for what, write in (("checkpoint", checkpoint), ("lease renewal", renewal)):
                 for at_once in (1, CONCURRENT):

@@ -290,7 +290,7 @@ STORY_GIL_SWITCH_INTERVAL_MS = envint("STORY_GIL_SWITCH_INTERVAL_MS", 1, minimum
 STORY_GC_THRESHOLD = envint("STORY_GC_THRESHOLD", 50_000, minimum=100, maximum=10_000_000)
 # How many PostgreSQL connections a server process's event loop keeps for the writes a running
 # generation sends from the loop itself (storyproject/loop_db.py); 0: they go through the thread pool.
-STORY_LOOP_DB_CONNECTIONS = envint("STORY_LOOP_DB_CONNECTIONS", 4, minimum=0, maximum=100)
+STORY_LOOP_DB_CONNECTIONS = envint("STORY_LOOP_DB_CONNECTIONS", 16, minimum=0, maximum=100)
 STORY_PARALLEL_CONCURRENCY = envint("STORY_PARALLEL_CONCURRENCY", 6, minimum=1, maximum=32)
 # The mode of a request that names none: "single" (one streamed call) or "parallel" (an outline, then
 # every scene at once). Parallel by measurement (bench/results/parallel.md): for 4,000 output tokens it
