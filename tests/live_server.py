@@ -92,3 +92,30 @@ def server_env(*, database: Path, **settings: str) -> dict[str, str]:
         **settings,
     )
     return env
+
+
+_WRITER_SEED = """
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from personas.models import PersonaConfig
+user = get_user_model().objects.create_user(username="writer", password="pw-writer")
+for name, shown in (("noir-detective", "Sam Spade"), ("femme-fatale", "Brigid")):
+    PersonaConfig.objects.create(name=name, display_name=shown, config_data={"personality": "Sharp.", "voice": "Dry."})
+print(Token.objects.create(user=user).key)
+"""
+
+
+def writer_seeded(env: dict[str, str]) -> str:
+    """The database of ``env`` migrated, with a writer and two personas; the writer's API token."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
+    seeded = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", _WRITER_SEED],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return seeded.stdout.strip().splitlines()[-1]

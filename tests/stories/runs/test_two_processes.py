@@ -25,21 +25,11 @@ import websockets
 
 from stories.generation.models_registry import DEFAULT_MODEL
 from tests.fake_anthropic import FakeAnthropic
-from tests.live_server import ROOT, daphne_start, daphne_stop, redis_url, server_env
+from tests.live_server import ROOT, daphne_start, daphne_stop, redis_url, server_env, writer_seeded
 from tests.stories.generation.conftest import TERMINAL, generate_message, screenplay
 from tests.stories.runs.conftest import script_slow
 
 REDIS_URL = redis_url()
-
-_SEED = """
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
-from personas.models import PersonaConfig
-user = get_user_model().objects.create_user(username="writer", password="pw-writer")
-for name, shown in (("noir-detective", "Sam Spade"), ("femme-fatale", "Brigid")):
-    PersonaConfig.objects.create(name=name, display_name=shown, config_data={"personality": "Sharp.", "voice": "Dry."})
-print(Token.objects.create(user=user).key)
-"""
 
 
 @dataclass
@@ -70,17 +60,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     workdir = tmp_path_factory.mktemp("two-processes")
     fake = FakeAnthropic()
     env = _env(workdir / "db.sqlite3", fake)
-    python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    seeded = subprocess.run(
-        [python, "manage.py", "shell", "-c", _SEED],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    token = seeded.stdout.strip().splitlines()[-1]
+    token = writer_seeded(env)
     first = daphne_start(env=env, log=workdir / "daphne-a.log")
     try:
         second = daphne_start(env=env, log=workdir / "daphne-b.log")

@@ -15,8 +15,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,18 +24,8 @@ import pytest
 
 from stories.generation.models_registry import DEFAULT_MODEL
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
-from tests.live_server import ROOT, daphne_start, daphne_stop, server_env
+from tests.live_server import daphne_start, daphne_stop, server_env, writer_seeded
 from tests.stories.generation.conftest import generate_message, screenplay
-
-_SEED = """
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
-from personas.models import PersonaConfig
-user = get_user_model().objects.create_user(username="writer", password="pw-writer")
-for name, shown in (("noir-detective", "Sam Spade"), ("femme-fatale", "Brigid")):
-    PersonaConfig.objects.create(name=name, display_name=shown, config_data={"personality": "Sharp.", "voice": "Dry."})
-print(Token.objects.create(user=user).key)
-"""
 
 
 @dataclass
@@ -85,20 +73,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         STORY_WS_SEND_BUFFER_BYTES="1024",
         STORY_WS_SEND_BUFFER_MAX_BYTES="262144",
     )
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
-    seeded = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", _SEED],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    token = writer_seeded(env)
     url, process = daphne_start(env=env, log=workdir / "daphne.log")
     try:
-        yield Server(url=url, token=seeded.stdout.strip().splitlines()[-1], fake=fake)
+        yield Server(url=url, token=token, fake=fake)
     finally:
         daphne_stop(process)
         fake.close()
