@@ -845,7 +845,7 @@
       // no progress events, and the time since this page loaded is not the run's.
       var timings = message.timings && typeof message.timings === "object" ? message.timings : {};
       if (typeof timings.total_ms === "number") {
-        current.startedAt = performance.now() - timings.total_ms;
+        current.totalMs = timings.total_ms; // shown as it is: the same on a replay
       }
       runFinish(current);
       // Scenes of the outline still waiting at the end are those a rewrite did not touch.
@@ -970,7 +970,8 @@
   });
 
   function statsRender(current, label) {
-    var elapsed = (performance.now() - current.startedAt) / 1000;
+    var elapsed =
+      (typeof current.totalMs === "number" ? current.totalMs : performance.now() - current.startedAt) / 1000;
     var parts = [current.outputTokens.toLocaleString() + " output tokens", elapsed.toFixed(1) + " s elapsed"];
     if (label) {
       parts.unshift(label);
