@@ -17,8 +17,8 @@ fake receiving the request: the socket's session, the admission, the request) an
 (the fake's last event to `done`: the last read, the check and the save). Server:
 CPU (user + system, every server process) over the whole measured run divided by the output tokens
 the model streamed in it, each process's peak RSS, and its event loop's lag over the run
-(``story_event_loop_lag_seconds`` from /metrics, which the servers serve here: it also costs them one
-primary-key query per finished run).
+(``story_event_loop_lag_seconds`` from /metrics, which the servers serve here: they count every
+finished run, from what its save wrote).
 
 `make bench` runs K=200 on one daphne process and K=400 on two processes under `make serve`'s
 supervisor (storyproject/serve.py), 60 s each; ``--streams K --seconds S --processes 1,2`` runs K

@@ -8,8 +8,9 @@ process that holds them.
 Counters and histograms live in the process that observed them. With several server processes, set
 ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode): each process then writes its
 values to files in that directory and any process's ``/metrics`` reports the sum (docs/operations.md).
-Nothing is observed while metrics are off (neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS set), so a
-deployment without them pays no extra query per run.
+Nothing is observed while metrics are off (neither METRICS_TOKEN nor METRICS_ALLOWED_NETWORKS set). A run
+is counted from the measures its process has just written when it has them (its own run's close or
+save); otherwise they are read back, one primary-key query.
 """
 
 from __future__ import annotations
@@ -95,12 +96,16 @@ def metrics_enabled() -> bool:
     return bool(settings.METRICS_TOKEN or settings.METRICS_ALLOWED_NETWORKS)
 
 
-def generation_run_observe(*, run_id: int) -> None:
-    """Count a run that has just been recorded finished; never raises (a metric is not worth a save)."""
+def generation_run_observe(*, run_id: int, run: GenerationRun | None = None) -> None:
+    """Count a run that has just been recorded finished; never raises (a metric is not worth a save).
+
+    ``run``: its measures as just written (its status, model, mode, timings, usage and details), when
+    the caller has them; else they are read (one query)."""
     if not metrics_enabled():
         return
     try:
-        run = generation_run_measures(run_id=run_id)
+        if run is None:
+            run = generation_run_measures(run_id=run_id)
         if run is not None:
             _observe(run)
     except Exception:

@@ -163,7 +163,7 @@ def generation_run_admit(
     get_user_model().objects.filter(pk=user_id).update(last_login=F("last_login"))
     now = timezone.now()
     counts = admission_counts(user_id=user_id, now=now, lease_owner=RUN_LEASE_OWNER)
-    if counts.leased_here > list(_running_here.values()).count(user_id):
+    if counts.leased_here > [here.user_id for here in _running_here.values()].count(user_id):
         # Rare: a run of this user that this process holds but no longer runs (see _running_here).
         _orphans_close(user_id=user_id)
         counts = admission_counts(user_id=user_id, now=now, lease_owner=RUN_LEASE_OWNER)
@@ -179,7 +179,7 @@ def generation_run_admit(
         checkpoint=checkpoint,
     )
     # Registered before the commit: an admission waiting on the user's lock sees the run as running.
-    _running_here[run.pk] = user_id
+    _running_here[run.pk] = _RunHere(user_id=user_id, model=model, mode=mode)
     return run
 
 
@@ -220,7 +220,7 @@ def generation_run_finish(
         **record.fields(),
     )
     if closed:
-        _run_observe_after_commit(run_id=run_id)
+        _run_observe_after_commit(run_id=run_id, status=status, record=record)
     return bool(closed)
 
 
@@ -229,9 +229,16 @@ def _runs_held(*, run_id: int, lease_owner: str | None) -> Any:
     return runs if lease_owner is None else runs.filter(lease_owner=lease_owner)
 
 
-def _run_observe_after_commit(*, run_id: int) -> None:
-    # After the commit: a save that rolls back is counted once, by the failure that follows it.
-    transaction.on_commit(functools.partial(generation_run_observe, run_id=run_id), robust=True)
+def _run_observe_after_commit(*, run_id: int, status: str = "", record: RunRecord | None = None) -> None:
+    # After the commit: a save that rolls back is counted once, by the failure that follows it. A run
+    # this process runs is counted from what it has just written (``status``, ``record``) and what its
+    # admission recorded here, rather than read back: one query fewer in every save (stories.metrics).
+    here = _running_here.get(run_id)
+    written = None
+    if here is not None and record is not None and status:
+        written = GenerationRun(pk=run_id, status=status, model=here.model, mode=here.mode, **record.fields())
+    observe = functools.partial(generation_run_observe, run_id=run_id, run=written)
+    transaction.on_commit(observe, robust=True)
 
 
 @dataclass(frozen=True)
@@ -420,7 +427,7 @@ def _run_succeed(
     if not updated:
         # Raised inside the transaction: the version and cast roll back with it.
         raise GenerationError("interrupted", "another server process took this run over; it saves it")
-    _run_observe_after_commit(run_id=run_id)
+    _run_observe_after_commit(run_id=run_id, status=GenerationRun.Status.SUCCEEDED, record=record)
 
 
 # --- The writer's own versions: edited, restored, imported (issue 17) ------------------------------
@@ -628,6 +635,13 @@ INTERRUPTED_CODE = "interrupted"
 INTERRUPTED_MESSAGE = "The server stopped before this generation finished; nothing was saved."
 ORPHANED_MESSAGE = "This generation stopped without being recorded as finished; nothing was saved."
 
+@dataclass(frozen=True)
+class _RunHere:
+    user_id: int
+    model: str
+    mode: str
+
+
 # This process, as a lease holder: host, pid and a random part (a pid is reused after a restart).
 RUN_LEASE_OWNER = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 # What a finished run keeps of its lease and checkpoint: nothing (the version or raw_text has the text).
@@ -635,8 +649,8 @@ _LEASE_ENDED: dict[str, Any] = {"lease_owner": "", "lease_expires_at": None, "ch
 # The safety net behind the pipeline's own closing of runs: this server process's runs that it still
 # runs. A `streaming` run that this process holds but no longer runs (a bug, or a close that failed
 # while the database was down) is closed at its user's next admission instead of counting as active.
-# Run id: its user's id.
-_running_here: dict[int, int] = {}
+# Run id: its user, model and mode.
+_running_here: dict[int, _RunHere] = {}
 
 
 def _lease_until() -> Any:
@@ -711,7 +725,7 @@ def generation_run_claim(*, run_id: int, lease_owner: str) -> GenerationRun | No
     if not _run_orphaned(run_id=run_id).update(lease_owner=lease_owner, lease_expires_at=_lease_until()):
         return None
     claimed = GenerationRun.objects.get(pk=run_id)
-    _running_here[run_id] = claimed.user_id
+    _running_here[run_id] = _RunHere(user_id=claimed.user_id, model=claimed.model, mode=claimed.mode)
     return claimed
 
 

@@ -11,13 +11,16 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from stories.metrics import TOKEN_KINDS, loop_lag_watch_start, retried_errors
 from stories.models import GenerationRun
 from stories.pricing import usage_cost_usd
+from stories.services import RunRecord, generation_run_admit, generation_run_finish, generation_run_release
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import MODEL, generate_message, screenplay, ws_connect, ws_generate
 
@@ -280,3 +283,38 @@ async def test_the_loop_lag_is_not_measured_while_metrics_are_off(settings: Any)
     settings.METRICS_ALLOWED_NETWORKS = []
     assert not loop_lag_watch_start()
     assert not [task for task in asyncio.all_tasks() if task.get_name() == "loop-lag-watch"]
+
+
+def test_a_run_closed_by_its_own_process_is_counted_without_reading_it_back(
+    metrics_on: None, writer: Any
+) -> None:
+    # The measures just written (and the model and mode its admission recorded) are counted as they
+    # are: closing the run is its one UPDATE, with no query of the run after it.
+    run = generation_run_admit(
+        user_id=writer.pk, model=MODEL, max_tokens=1024, persona_names=[], story_id=None, mode="parallel"
+    )
+    record = RunRecord(total_ms=1234, usage={"input_tokens": 10, "output_tokens": 7})
+    labels = {"status": "failed", "model": MODEL, "mode": "parallel"}
+    before = scrape()
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            assert generation_run_finish(
+                run_id=run.pk, status="failed", record=record, error_code="llm_error"
+            )
+    finally:
+        generation_run_release(run_id=run.pk)
+    assert [query["sql"].split()[0] for query in captured.captured_queries] == ["UPDATE"]
+    after = scrape()
+    assert (
+        value(after, "story_generations_total", **labels)
+        == value(before, "story_generations_total", **labels) + 1
+    )
+    total = "story_generation_stage_seconds_sum"
+    assert value(after, total, stage="total", mode="parallel") - value(
+        before, total, stage="total", mode="parallel"
+    ) == pytest.approx(1.234)
+    tokens = "story_generation_tokens_total"
+    assert (
+        value(after, tokens, model=MODEL, kind="output") - value(before, tokens, model=MODEL, kind="output")
+        == 7
+    )
