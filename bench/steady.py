@@ -110,7 +110,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--processes", default="1", help="server processes, or several runs: 1,2 (2+: under make serve)"
     )
+    parser.add_argument("--scenes", type=int, default=SCENES, help=f"scenes a generation (default {SCENES})")
+    parser.add_argument("--lines", type=int, default=LINES, help=f"dialogue lines a scene (default {LINES})")
     options = parser.parse_args(argv)
+    if not 1 <= options.scenes <= 40 or not 1 <= options.lines <= 40:
+        parser.error("--scenes and --lines must be between 1 and 40")
     if options.streams is not None and not 1 <= options.streams <= 1000:
         parser.error("--streams must be between 1 and 1000")
     try:
@@ -125,6 +129,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def _argv(options: argparse.Namespace) -> list[str]:
     """The command line that reproduces this run (without --streams, --processes is not used)."""
     argv = ["--seconds", f"{options.seconds:g}"]
+    if (options.scenes, options.lines) != (SCENES, LINES):
+        argv += ["--scenes", str(options.scenes), "--lines", str(options.lines)]
     if options.streams is None:
         return argv
     return [*argv, "--processes", options.processes, "--streams", str(options.streams)]
@@ -144,7 +150,8 @@ def _run(options: argparse.Namespace) -> None:
         "",
         *machine_describe(),
         f"- model: bench/fake_server.py, TTFT {TTFT_MS:.0f} ms, {TOKENS_PER_SECOND:.0f} tokens/s; "
-        f"{LOAD_PERSONAS} personas, {SCENES} scenes of {LINES} lines a generation; one WebSocket each",
+        f"{LOAD_PERSONAS} personas, {options.scenes} scenes of {options.lines} lines a generation; one WebSocket "
+        "each",
         f"- command: `python -m bench.steady {' '.join(_argv(options))}`",
         f"- load average at the start (1, 5, 15 min): {_load()}: the cores are shared with other work",
         "",
@@ -160,7 +167,9 @@ def _run(options: argparse.Namespace) -> None:
     notes: list[str] = []
     with fake_server() as fake:
         for streams, processes in configs:
-            row, note = _configuration(fake, names, sessions, streams, processes, options.seconds)
+            row, note = _configuration(
+                fake, names, sessions, streams, processes, options.seconds, (options.scenes, options.lines)
+            )
             lines.append(row)
             notes.append(note)
             print(row, flush=True)
@@ -266,11 +275,17 @@ def _wait(ready: object, supervisor: subprocess.Popen[bytes], timeout: float = 1
 
 
 def _configuration(
-    fake: Fake, names: list[str], sessions: list[str], streams: int, processes: int, seconds: float
+    fake: Fake,
+    names: list[str],
+    sessions: list[str],
+    streams: int,
+    processes: int,
+    seconds: float,
+    shape: tuple[int, int],
 ) -> tuple[str, str]:
     with _servers(_server_env(fake), processes) as (base, pids):
         # Warm-up, not counted: each process's first generation loads code; it also gives the length.
-        warm = [asyncio.run(_one(base, sessions[0], names)) for _ in range(processes * 2)]
+        warm = [asyncio.run(_one(base, sessions[0], names, shape)) for _ in range(processes * 2)]
         if any(g.error or g.done_at is None for g in warm):
             raise RuntimeError(f"the warm-up generation failed: {warm[0].error}")
         length = min(g.done_at - g.sent_at for g in warm)  # type: ignore[operator]
@@ -279,7 +294,7 @@ def _configuration(
         before = [process_usage(pid) for pid in pids]
         started = time.monotonic()
         window = Window(starts_after=started + length, ends_at=started + seconds)
-        generations = asyncio.run(_steady(base, sessions[:streams], names, length, window))
+        generations = asyncio.run(_steady(base, sessions[:streams], names, length, window, shape))
         wall = time.monotonic() - started
         after = [process_usage(pid) for pid in pids]
         lag = _lag_spread(lag_before, _loop_lag(base))
@@ -334,7 +349,7 @@ def _samples(ok: list[Generation], records: dict[str, dict[str, float]]) -> dict
 
 
 async def _steady(
-    base: str, sessions: list[str], names: list[str], length: float, window: Window
+    base: str, sessions: list[str], names: list[str], length: float, window: Window, shape: tuple[int, int]
 ) -> list[Generation]:
     """``len(sessions)`` slots, starts spread over one generation's length, until the window ends."""
     done: list[Generation] = []
@@ -345,7 +360,7 @@ async def _steady(
         while time.monotonic() < window.ends_at:
             open_now[0] += 1
             try:
-                done.append(await _one(base, sessions[index], names))
+                done.append(await _one(base, sessions[index], names, shape))
             finally:
                 open_now[0] -= 1
 
@@ -363,11 +378,11 @@ async def _steady(
     return done
 
 
-async def _one(base: str, session: str, names: list[str]) -> Generation:
+async def _one(base: str, session: str, names: list[str], shape: tuple[int, int]) -> Generation:
     run_id = uuid.uuid4().hex[:12]
     generation = Generation(run_id=run_id, started_at=time.monotonic())
     plot = "An old photograph brings a family's buried promise back into the light. "
-    plot += marker(run_id=run_id, personas=names, scenes=SCENES, lines=LINES)
+    plot += marker(run_id=run_id, personas=names, scenes=shape[0], lines=shape[1])
     try:
         socket = await ws_open(base=base, session_cookie=session)
     except Exception as error:  # counted as an error of that generation
