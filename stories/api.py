@@ -48,6 +48,7 @@ from stories.runs.sse import END_ID, SseBody, request_credential, run_has_more, 
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import (
+    GenerationRunDetailSerializer,
     GenerationRunSerializer,
     PersonaMatchSerializer,
     ScreenplayDiffSerializer,
@@ -217,6 +218,22 @@ class GenerationRunListApi(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[GenerationRun]:
         return selectors.run_list_for_user(user=self.request.user)
+
+
+@extend_schema(
+    summary="One of your generation runs, with the model text it received",
+    description="The run as the list has it, and `raw_text`: the model text received, kept when the run "
+    "ends. For a failed or cancelled run it is all that is left of what was written once the run's events "
+    "are gone (after their retention, or a restart without Redis).",
+    tags=["runs"],
+    responses={200: GenerationRunDetailSerializer, 404: _NOT_FOUND},
+)
+class GenerationRunDetailApi(generics.RetrieveAPIView):
+    serializer_class = GenerationRunDetailSerializer
+    queryset = GenerationRun.objects.none()
+
+    def get_object(self) -> GenerationRun:
+        return selectors.run_get_for_user(user=self.request.user, run_id=self.kwargs["run_id"])
 
 
 # --- Generation: POST /api/ai/generate-screenplay/ (issue 4) ---------------------------------------

@@ -39,6 +39,7 @@ urlpatterns = [
         name="scene-regenerate",
     ),
     path("runs/", api.GenerationRunListApi.as_view(), name="run-list"),
+    path("runs/<int:run_id>/", api.GenerationRunDetailApi.as_view(), name="run-detail"),
     path("runs/<int:run_id>/events/", api.RunEventsApi.as_view(), name="run-events"),
     path("runs/<int:run_id>/cancel/", api.RunCancelApi.as_view(), name="run-cancel"),
     path("ai/generate-screenplay/", api.GenerateScreenplayView.as_view(), name="generate-screenplay"),

@@ -16,6 +16,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models.functions import Length
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
@@ -101,6 +102,8 @@ def run_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Gen
         GenerationRun.objects.filter(user_id=_user_pk(user))
         .select_related("story", "version")
         .defer("raw_text", "details", "version__content")
+        # How much text a run kept, for the list's link to it (the text itself is on the run's page).
+        .annotate(raw_text_chars=Length("raw_text"))
         .order_by("-created_at", "-id")
     )
 
@@ -189,6 +192,12 @@ def story_version_saved_get(*, story_id: int, number: int) -> ScreenplayVersion:
 
 def run_get(*, run_id: int) -> GenerationRun:
     return GenerationRun.objects.get(pk=run_id)
+
+
+def run_get_for_user(*, user: AbstractBaseUser | AnonymousUser, run_id: int) -> GenerationRun:
+    """One of the user's runs with the model text it kept; another user's run is a 404, like a missing one."""
+    runs = GenerationRun.objects.select_related("story", "version").defer("details", "version__content")
+    return get_object_or_404(runs, pk=run_id, user_id=_user_pk(user))
 
 
 def run_find_for_user(*, run_id: int, user_id: int) -> GenerationRun | None:

@@ -229,6 +229,17 @@ class GenerationRunSerializer(serializers.ModelSerializer):
         return {name: getattr(run, name) for name in USAGE_FIELDS}
 
 
+class GenerationRunDetailSerializer(GenerationRunSerializer):
+    raw_text = serializers.CharField(
+        read_only=True,
+        help_text="The model text the run received, as it came (JSON, maybe cut off): all that is left of "
+        "a failed or cancelled run's text; empty while the run streams and for a run that received none.",
+    )
+
+    class Meta(GenerationRunSerializer.Meta):
+        fields = [*GenerationRunSerializer.Meta.fields, "raw_text"]
+
+
 # --- The writer's own versions (issue 17) ------------------------------------------------------------
 
 

@@ -25,4 +25,5 @@ urlpatterns = [
         name="scene-regenerate",
     ),
     path("runs/", views.run_list, name="run-list"),
+    path("runs/<int:run_id>/", views.run_detail, name="run-detail"),
 ]

@@ -139,6 +139,25 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "stories/run_list.html", {"page": page})
 
 
+# A run's page shows this much of the model text it kept (a run may keep several calls' worth); the
+# API's GET /api/runs/{id}/ has all of it.
+RUN_TEXT_SHOWN_CHARS = 100_000
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    """One run: how it ended and the model text it received (for a failed or cancelled run, all that
+    is left of it once its events are gone)."""
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    context = {
+        "run": run,
+        "text_shown": run.raw_text[:RUN_TEXT_SHOWN_CHARS],
+        "text_chars": len(run.raw_text),
+        "text_cut": len(run.raw_text) > RUN_TEXT_SHOWN_CHARS,
+    }
+    return render(request, "stories/run_detail.html", context)
+
+
 def _generator_context(*, story: Story | None) -> dict[str, Any]:
     """What the generation form needs: choices for the template and a config for generate.js."""
     defaults = selectors.generation_settings_get()

@@ -209,6 +209,12 @@ SPECTACULAR_SETTINGS = {
     # Request bodies get components of their own ("StoryRequest"), which carry what only a request
     # must meet (a title and a plot that are not blank); shared with the response, they could not.
     "COMPONENT_SPLIT_REQUEST": True,
+    # A run's status and mode, named once for the run list and the run's own view (GET /api/runs/{id}/):
+    # without a name, two components with the same field names make the enum hook invent one.
+    "ENUM_NAME_OVERRIDES": {
+        "GenerationRunStatusEnum": "stories.models.GenerationRun.Status",
+        "GenerationRunModeEnum": "stories.models.GenerationRun.Mode",
+    },
     # The enum hook is drf-spectacular's default; ours documents what answers before the views (the
     # middleware's 400, the paginated lists' 404).
     "POSTPROCESSING_HOOKS": [

@@ -28,6 +28,11 @@ LONG_WORD = "Supercalifragilisticexpialidocious"
 XSS_TEXT = "<script>alert('persona-context')</script><img src=x onerror=alert('persona-ctx')>"
 
 
+FAILED_RUN_TEXT = (
+    '{"title": "<script>alert(\'run\')</script>", "logline": "' + LONG_WORD * 4 + '", "scenes": ['
+)
+
+
 def main() -> None:
     call_command("load_demo", verbosity=0)
     user_model = get_user_model()
@@ -77,9 +82,21 @@ def main() -> None:
     GenerationRun.objects.create(
         user=runner, story=long_title, status="succeeded", model="offline", max_tokens=1024, total_ms=2100
     )
+    # The run page's: a writer whose one run failed after the model sent markup and one very long word.
+    failer = user_model.objects.create_user(username="failed-run-writer", password="failed-run-pw-2026")
+    failed = GenerationRun.objects.create(
+        user=failer,
+        status="failed",
+        model="offline",
+        max_tokens=1024,
+        error_code="invalid_output",
+        error_message="The model's reply is not valid JSON.",
+        raw_text=FAILED_RUN_TEXT,
+    )
     print(
         json.dumps(
             {
+                "failed_run": failed.pk,
                 "seeded_story": seeded.pk,
                 "private_story": private.pk,
                 "rewritable_story": rewritable.pk,

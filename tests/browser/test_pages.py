@@ -15,6 +15,7 @@ pytestmark = pytest.mark.browser
 # Seeded by tests/browser/seed.py: a writer whose one run made a story titled LONG_WORD * 5.
 LONG_TITLE_WRITER = ("long-title-writer", "long-title-pw-2026")
 LONG_WORD = "Supercalifragilisticexpialidocious"
+FAILED_RUN_WRITER = ("failed-run-writer", "failed-run-pw-2026")
 
 
 def test_a_writer_logs_in_sees_the_story_list_and_logs_out(app_server: AppServer, watched: Watched) -> None:
@@ -106,6 +107,24 @@ def test_a_story_title_that_is_one_long_word_wraps_on_the_runs_page(
         assert model is not None and model["x"] < box["x"] + box["width"] + 50
     finally:
         context.close()
+
+
+def test_a_failed_runs_text_is_read_from_the_runs_page_as_text_on_a_phone(
+    app_server: AppServer, phone: Watched
+) -> None:
+    page = phone.page
+    log_in(page, app_server, FAILED_RUN_WRITER)
+    page.goto(app_server.url + "/runs/")
+    page.get_by_role("link", name=re.compile(r"^Text received \(\d+ characters\)$")).click()
+    page.wait_for_url(f"{app_server.url}/runs/{app_server.ids['failed_run']}/")
+    # Seeded by tests/browser/seed.py: the model's markup, then one very long word.
+    expect(page.locator("pre.run-text")).to_contain_text('{"title": "<script>alert(\'run\')</script>"')
+    expect(page.locator("pre.run-text")).to_contain_text(LONG_WORD * 4)
+    assert page.locator("main script").count() == 0
+    assert page.viewport_size is not None
+    overflow = page.evaluate("document.documentElement.scrollWidth") - page.viewport_size["width"]
+    assert overflow <= 0, f"the run's page is {overflow}px wider than the phone"
+    assert phone.dialogs == [] and phone.errors == []
 
 
 def test_the_plot_editor_counts_characters_and_generate_asks_for_what_is_missing(
