@@ -12,7 +12,7 @@ from rest_framework.utils import html
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator, title_problem
+from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator, text_field_problem, title_problem
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 
@@ -104,6 +104,13 @@ class StorySerializer(serializers.ModelSerializer):
         if problem is not None:
             raise serializers.ValidationError(f"title {problem}.", code="invalid")
         return title
+
+    def validate_plot(self, plot: str) -> str:
+        # As a generation's plot: the page's Regenerate sends this plot to generate.
+        problem = text_field_problem(plot)
+        if problem is not None:
+            raise serializers.ValidationError(f"plot {problem}.", code="invalid")
+        return plot
 
 
 class ScreenplayVersionSummarySerializer(serializers.ModelSerializer):

@@ -21,6 +21,7 @@ __all__ = [
     "StorableTextValidator",
     "json_problem",
     "text_clean_or_reject",
+    "text_field_problem",
     "text_problem",
     "title_problem",
     "version_number_parse",
@@ -38,10 +39,35 @@ def title_problem(title: str) -> str | None:
     import (``one_line``) make it: a newline or another control character from the API or the
     WebSocket is refused, never quoted back.
     """
+    problem = text_problem(title)  # NUL and lone surrogates first, as for any text (text_field_problem)
+    if problem is not None:
+        return problem
     found = _NOT_ONE_LINE.search(title)
     if found is None:
-        return text_problem(title)
+        return None
     return f"contains a line break or another control character (U+{ord(found.group()):04X}); a title is one line"
+
+
+# What cannot be in text a writer types (a plot, instructions): C0 control characters but tab, line
+# feed and carriage return, DEL, and the C1 controls. No keyboard or text area makes them; pasted or
+# sent through the API, they reach the prompt and the pages as invisible characters or escape
+# sequences (a terminal's, in generate_screenplay's output).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def text_field_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a writer's free text, a plot or instructions (as a predicate: "contains
+    ..."), or None when it can. Lines and tabs are kept; the control character found is named by its
+    code point, never quoted back."""
+    problem = text_problem(text)
+    if problem is not None:
+        return problem
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    return (
+        f"contains a control character (U+{ord(found.group()):04X}); only tabs and line breaks may be in it"
+    )
 
 
 # The largest version number the database stores (a PositiveIntegerField: PostgreSQL's integer).

@@ -29,6 +29,7 @@ from stories.generation.requests import (
     model_parse,
 )
 from stories.selectors import story_find_for_user, story_version_find
+from stories.validation import text_field_problem
 from storyproject.db import db_call
 
 _FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens", "base_version"})
@@ -168,10 +169,8 @@ def _instructions(value: Any) -> str:
     text = value.strip()  # counted as kept, as a title and a plot are
     if len(text) > limit:
         raise _invalid(f"instructions are longer than {limit} characters")
-    if "\x00" in text:
-        raise _invalid("instructions contain a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _invalid("instructions are not valid Unicode") from None
+    problem = text_field_problem(text)  # as a plot's (stories.generation.requests)
+    if problem is not None:
+        # "contains ..." said of a plural field name.
+        raise _invalid(f"instructions {problem.replace('contains', 'contain', 1)}")
     return text

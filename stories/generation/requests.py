@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +13,7 @@ from django.conf import settings
 from stories.errors import GenerationError
 from stories.generation.models_registry import model_refusal
 from stories.models import GenerationRun
-from stories.validation import title_problem
-from storyproject.untrusted import text_problem
+from stories.validation import text_field_problem, title_problem
 
 _FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})
 _PERSONA_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
@@ -91,7 +90,9 @@ def _invalid(message: str) -> GenerationError:
     return GenerationError("invalid_request", message)
 
 
-def _text(value: Any, name: str, limit: int) -> str:
+def _text(
+    value: Any, name: str, limit: int, problem_of: Callable[[str], str | None] = text_field_problem
+) -> str:
     if not isinstance(value, str):
         raise _invalid(f"{name} must be a string")
     # Counted as kept: whitespace around it is dropped (as the API's serializers trim before counting).
@@ -99,24 +100,24 @@ def _text(value: Any, name: str, limit: int) -> str:
     text = value.strip()
     if len(text) > limit:
         raise _invalid(f"{name} is longer than {limit} characters")
-    problem = text_problem(text)
+    problem = problem_of(text)
     if problem is not None:
-        # NUL cannot be stored, a lone surrogate (e.g. "\ud800" in the JSON) cannot be sent on.
+        # NUL cannot be stored, a lone surrogate (e.g. "\ud800" in the JSON) cannot be sent on, and no
+        # writer types another control character (stories.validation).
         raise _invalid(f"{name} {problem}")
     return text
 
 
-def optional_text(value: Any, name: str, limit: int) -> str:
+def optional_text(
+    value: Any, name: str, limit: int, problem_of: Callable[[str], str | None] = text_field_problem
+) -> str:
     """An optional text field: absent or null is "" (as every optional field takes null as not given)."""
-    return "" if value is None else _text(value, name, limit)
+    return "" if value is None else _text(value, name, limit, problem_of)
 
 
 def _title(value: Any) -> str:
-    title = optional_text(value, "title", settings.STORY_MAX_TITLE_CHARS)
-    problem = title_problem(title)  # one line, as every title (stories.validation)
-    if problem is not None:
-        raise _invalid(f"title {problem}")
-    return title
+    # One line, as every title (stories.validation): no control character at all.
+    return optional_text(value, "title", settings.STORY_MAX_TITLE_CHARS, title_problem)
 
 
 def _plot(value: Any) -> str:

@@ -367,6 +367,24 @@ def test_put_is_not_offered(writer: Any, story: Story) -> None:
     assert response.status_code == 405
 
 
+@pytest.mark.parametrize(
+    ("plot", "code_point"), [("Esc\x1b[31m", "U+001B"), ("Bell\x07", "U+0007"), ("C1\x9b", "U+009B")]
+)
+def test_a_story_plot_with_a_control_character_is_refused_through_the_api(
+    writer: Any, story: Story, plot: str, code_point: str
+) -> None:
+    # The page's Regenerate sends the story's plot to generate, which refuses it: refused here first.
+    client = client_for(writer)
+    created = client.post("/api/stories/", {"title": "T", "plot": plot}, format="json")
+    assert created.status_code == 400
+    assert created.json() == {
+        "plot": [f"plot contains a control character ({code_point}); only tabs and line breaks may be in it."]
+    }
+    assert client.patch(f"/api/stories/{story.pk}/", {"plot": plot}, format="json").status_code == 400
+    kept = client.patch(f"/api/stories/{story.pk}/", {"plot": "Two\r\nlines\tand a tab."}, format="json")
+    assert kept.status_code == 200 and kept.json()["plot"] == "Two\r\nlines\tand a tab."
+
+
 @pytest.mark.parametrize("title", ["Two\nlines", "Tab\there", "Esc\x1b[31m", "Sep\u2028arated", "Del\x7f"])
 def test_a_story_title_is_one_line_through_the_api_as_on_the_pages(
     writer: Any, story: Story, title: str

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from stories import services
 from stories.models import Story
-from stories.validation import json_problem, text_clean_or_reject, text_problem
+from stories.validation import json_problem, text_clean_or_reject, text_field_problem, text_problem
 
 
 @pytest.mark.parametrize("text", ["", "plain", "émoji \U0001f3ac", "tab\tnew\nline", "\u2028"])
@@ -28,6 +28,40 @@ def test_unstorable_text_is_rejected_without_echoing_it(text: str, problem: str)
     assert problem in message
     assert text not in message
     message.encode("utf-8")  # the message itself is always encodable
+
+
+@pytest.mark.parametrize(
+    "text", ["Tab\there", "Two\nlines", "Windows\r\nlines", "Sep\u2028arated", "émoji 🎬"]
+)
+def test_a_writers_free_text_keeps_tabs_and_line_breaks(text: str) -> None:
+    assert text_field_problem(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "code_point"),
+    [
+        ("a\x01b", "U+0001"),
+        ("bell\x07", "U+0007"),
+        ("\x1b[2J", "U+001B"),
+        ("v\x0bt", "U+000B"),
+        ("f\x0cf", "U+000C"),
+        ("\x1f", "U+001F"),
+        ("del\x7f", "U+007F"),
+        ("nel\x85", "U+0085"),
+        ("csi\x9b", "U+009B"),
+        ("\x9f", "U+009F"),
+    ],
+)
+def test_a_writers_free_text_refuses_other_control_characters_naming_the_code_point(
+    text: str, code_point: str
+) -> None:
+    problem = text_field_problem(text)
+    assert problem == f"contains a control character ({code_point}); only tabs and line breaks may be in it"
+
+
+def test_a_writers_free_text_refuses_nul_and_lone_surrogates_as_unstorable() -> None:
+    assert "NUL (\\u0000)" in (text_field_problem("a\x00b") or "")
+    assert "surrogate" in (text_field_problem("\ud800") or "")
 
 
 def test_json_values_are_checked_in_keys_and_nested_strings() -> None:

@@ -69,6 +69,21 @@ def test_bad_requests_are_400_with_a_code(
     assert fake_anthropic.requests == []
 
 
+def test_a_plot_with_a_control_character_is_a_400_naming_it(
+    api: APIClient, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    response = api.post(URL, _body(plot="A heist.\x00", title="Fog"), format="json")
+    assert response.status_code == 400 and "plot contains a NUL" in response.json()["message"]
+    response = api.post(URL, _body(plot="A heist.\x85In fog."), format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid_request",
+        "message": "plot contains a control character (U+0085); only tabs and line breaks may be in it",
+        "retryable": False,
+    }
+    assert fake_anthropic.requests == [] and not GenerationRun.objects.exists()
+
+
 @pytest.mark.parametrize(
     "reply,status,code",
     [

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,22 @@ def test_bad_requests_exit_with_status_2_and_save_nothing(
         _generate(*args)
     assert failure.value.returncode == 2
     assert not Story.objects.exists()
+
+
+def test_a_plot_with_a_control_character_is_refused_with_status_2(
+    writer: Any, cast: Any, offline: None, tmp_path: Path
+) -> None:
+    message = "invalid_request: plot contains a control character (U+001B); only tabs and line breaks"
+    with pytest.raises(CommandError, match=re.escape(message)) as failure:
+        _generate("--plot", "Fog.\x1b[2J", *PERSONAS)
+    assert failure.value.returncode == 2
+    plot_file = tmp_path / "plot.txt"
+    plot_file.write_text("Act one:\tfog.\r\nAct two:\x7f rain.\n", encoding="utf-8")
+    with pytest.raises(CommandError, match=re.escape("plot contains a control character (U+007F)")):
+        _generate("--plot-file", str(plot_file), *PERSONAS)
+    with pytest.raises(CommandError, match=re.escape("title contains a line break or another control")):
+        _generate("--plot", "Fog.", "--title", "Fog\x07", *PERSONAS)
+    assert not GenerationRun.objects.exists()
 
 
 def test_a_plot_file_that_is_not_utf8_is_refused_not_garbled(

@@ -295,6 +295,26 @@ async def test_a_bad_message_gets_invalid_request_and_the_socket_stays_usable(
     assert await GenerationRun.objects.acount() == 1
 
 
+async def test_a_plot_with_a_control_character_is_refused_on_the_socket_naming_it(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(plot="A heist.\x1b]0;owned\x07 In fog."))
+        event = json.loads(await communicator.receive_from())
+        assert (event["type"], event["code"]) == ("error", "invalid_request")
+        assert event["message"] == (
+            "plot contains a control character (U+001B); only tabs and line breaks may be in it"
+        )
+        # Lines and tabs are a plot's own: kept.
+        await communicator.send_json_to(generate_message(plot="A heist.\n\tIn fog."))
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+    run = await GenerationRun.objects.select_related("story").aget()
+    assert run.story is not None and run.story.plot == "A heist.\n\tIn fog."
+
+
 async def test_unknown_personas_are_named_and_nothing_is_generated(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:

@@ -521,3 +521,44 @@ def test_whitespace_around_instructions_does_not_count_against_their_limit() -> 
         {"story_id": 1, "version": 1, "index": 0, "instructions": "\n" + "i" * 2000 + "\n"}
     )
     assert request.instructions == "i" * 2000
+
+
+INSTRUCTIONS_REFUSED = (
+    "instructions contain a control character (U+001B); only tabs and line breaks may be in it"
+)
+
+
+def test_instructions_with_a_control_character_are_refused_by_the_api_and_the_page(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    story_id, _, client, _ = _story_page(writer)
+    api = APIClient()
+    api.force_authenticate(writer)
+    url = f"/api/stories/{story_id}/versions/1/scenes/0/regenerate/"
+    response = api.post(url, {"instructions": "Rain.\x1b[2J"}, format="json")
+    assert response.status_code == 400
+    assert (response.json()["code"], response.json()["message"]) == ("invalid_request", INSTRUCTIONS_REFUSED)
+    page = client.post(f"/stories/{story_id}/versions/1/scenes/0/regenerate/", {"instructions": "Rain.\x1b"})
+    assert page.status_code == 302
+    assert INSTRUCTIONS_REFUSED in client.get(page["Location"]).content.decode()
+    assert not GenerationRun.objects.exists()
+    assert not ScreenplayVersion.objects.filter(story_id=story_id, number=2).exists()
+
+
+async def test_instructions_with_a_control_character_are_refused_on_the_socket(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    story_id, _ = await sync_to_async(_story_with_version)(writer, model="offline")
+    communicator = await ws_connect(writer)
+    try:
+        message = {"type": "regenerate_scene", "story_id": story_id, "version": 1, "index": 0}
+        await communicator.send_json_to({**message, "instructions": "Rain.\x1b[2J"})
+        event = json.loads(await communicator.receive_from())
+        assert (event["code"], event["message"]) == ("invalid_request", INSTRUCTIONS_REFUSED)
+        # Lines and tabs are kept.
+        await communicator.send_json_to({**message, "instructions": "Rain.\n\tThen sun."})
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+    run = await GenerationRun.objects.aget()
+    assert run.status == "succeeded"

@@ -89,6 +89,27 @@ def test_a_title_is_one_line_on_the_socket_and_the_rest_api(title: str) -> None:
     assert "Night" not in error.value.message
 
 
+@pytest.mark.parametrize(
+    ("plot", "code_point"),
+    [("Fog\x1b[2J.", "U+001B"), ("Bell\x07", "U+0007"), ("Del\x7f", "U+007F"), ("C1\x9b", "U+009B")],
+)
+def test_a_plot_with_a_control_character_is_refused_naming_the_field_and_code_point(
+    plot: str, code_point: str
+) -> None:
+    # Only titles were checked: a plot with an escape sequence went into the prompt and onto the pages.
+    with pytest.raises(GenerationError) as error:
+        generation_request_parse({"plot": plot, "personas": ["noir-detective"]})
+    assert error.value.code == "invalid_request"
+    assert error.value.message == (
+        f"plot contains a control character ({code_point}); only tabs and line breaks may be in it"
+    )
+
+
+def test_a_plot_keeps_its_tabs_and_line_breaks() -> None:
+    parsed = generation_request_parse({"plot": "Act one:\tfog.\r\nAct two: rain.", "personas": ["a"]})
+    assert parsed.plot == "Act one:\tfog.\r\nAct two: rain."
+
+
 def test_a_title_s_surrounding_whitespace_is_trimmed_as_before() -> None:
     parsed = generation_request_parse({"plot": "Fog.", "personas": ["noir-detective"], "title": "  Fall \n"})
     assert parsed.title == "Fall"
