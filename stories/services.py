@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
 from django.db.models import F
+from django.http import Http404
 from django.utils import timezone
 
 from personas.models import PersonaConfig
@@ -364,9 +365,20 @@ def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, 
         return story, 1
     stories = Story.objects.filter(pk=draft.story_id, owner_id=user_id)
     if not stories.update(latest_version_number=F("latest_version_number") + 1, updated_at=timezone.now()):
-        raise GenerationError("forbidden", "that story does not exist or is not yours")
+        raise _story_missing(draft)
     story = stories.only("id", "title", "latest_version_number").get()
     return story, story.latest_version_number
+
+
+def _story_missing(draft: ScreenplayDraft) -> Exception:
+    """What a save answers when ``draft.story_id`` is not one of the writer's stories (any more)."""
+    if draft.origin == ScreenplayVersion.Origin.GENERATED:
+        # A generation names its story in the request: one not the writer's is `forbidden` (protocol.md).
+        return GenerationError("forbidden", "that story does not exist or is not yours")
+    # The writer's own save (an edit, a restore) names the story in its URL, found theirs a moment ago:
+    # deleted since by another tab or request, it is the 404 that the URL answers a moment later
+    # (get_object_or_404's words), not a 403.
+    return Http404(f"No {Story._meta.object_name} matches the given query.")
 
 
 def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> list[CastDropped]:

@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from personas.models import PersonaConfig
+from stories import services
 from stories.errors import GenerationError
 from stories.exports import ExportMeta
 from stories.exports.fdx import fdx_from_screenplay
@@ -264,6 +265,55 @@ def test_restore_makes_a_new_version_with_the_old_content(writer: Any, story: St
     assert (body["number"], body["origin"], body["based_on"]) == (3, "restored", 1)
     assert body["content"] == SCREENPLAY
     assert client.post(f"/api/stories/{story.pk}/versions/9/restore/").status_code == 404
+
+
+@pytest.fixture
+def deleted_just_before_the_save(monkeypatch: Any) -> None:
+    """Another tab or request deletes the story after the request found it, just before its save."""
+    save = services.screenplay_version_create
+
+    def deleted_first(*, user_id: int, draft: Any, **kwargs: Any) -> Any:
+        story = Story.objects.filter(pk=draft.story_id).first()
+        if story is not None:
+            services.story_delete(story=story)
+        return save(user_id=user_id, draft=draft, **kwargs)
+
+    monkeypatch.setattr(services, "screenplay_version_create", deleted_first)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("versions/", {"content": SCREENPLAY}),
+        ("versions/", {"fountain": _fountain(SCREENPLAY), "base_version": 1}),
+        ("versions/1/restore/", None),
+    ],
+    ids=["json", "fountain", "restore"],
+)
+def test_a_story_deleted_just_before_a_save_is_a_404_as_a_missing_story_is(
+    writer: Any, other_writer: Any, story: Story, deleted_just_before_the_save: None, path: str, body: Any
+) -> None:
+    # It was a 403 "forbidden: that story does not exist or is not yours", which the schema does not
+    # list for these endpoints and which says the story exists.
+    url = f"/api/stories/{story.pk}/{path}"
+    theirs = client_for(other_writer).post(url, body, format="json")
+    response = client_for(writer).post(url, body, format="json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No Story matches the given query."}
+    # The same answer as a moment later, and as another writer gets.
+    later = client_for(writer).post(url, body, format="json")
+    assert (later.status_code, later.json()) == (theirs.status_code, theirs.json()) == (404, response.json())
+    assert not Story.objects.exists() and not ScreenplayVersion.objects.exists()
+
+
+def test_a_story_deleted_just_before_a_restore_from_its_page_is_the_sites_404(
+    writer: Any, story: Story, deleted_just_before_the_save: None
+) -> None:
+    client = Client()
+    client.force_login(writer)
+    response = client.post(f"/stories/{story.pk}/versions/1/restore/")
+    assert response.status_code == 404 and "Not found" in response.content.decode()
+    assert not Story.objects.exists()
 
 
 def test_diff_pairs_scenes_and_marks_the_changed_line(writer: Any, story: Story) -> None:

@@ -158,26 +158,6 @@ def test_a_story_deleted_while_a_version_of_it_saves_goes_with_that_version(
     assert not StoryCast.objects.filter(story_id=story.pk).exists()
 
 
-def test_a_story_deleted_before_a_version_saves_is_refused_and_nothing_is_saved(
-    writer: Any, story: Story, monkeypatch: Any
-) -> None:
-    from stories import services
-
-    create = services.screenplay_version_create
-
-    def deleted_first(**kwargs: Any) -> Any:
-        story_delete(story=Story.objects.get(pk=story.pk))
-        return create(**kwargs)
-
-    monkeypatch.setattr(services, "screenplay_version_create", deleted_first)
-    response = client_for(writer).post(
-        f"/api/stories/{story.pk}/versions/", {"content": SCREENPLAY}, format="json"
-    )
-    assert response.status_code == 403, response.content
-    assert response.json()["message"] == "that story does not exist or is not yours"
-    assert not ScreenplayVersion.objects.exists() and not StoryCast.objects.exists()
-
-
 def test_an_imported_story_deleted_before_the_answer_is_a_404_saying_so(
     writer: Any, monkeypatch: Any
 ) -> None:
