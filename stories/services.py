@@ -164,7 +164,9 @@ def generation_run_admit(
     get_user_model().objects.filter(pk=user_id).update(last_login=F("last_login"))
     now = timezone.now()
     counts = admission_counts(user_id=user_id, now=now, lease_owner=RUN_LEASE_OWNER)
-    if counts.leased_here > [here.user_id for here in _running_here.values()].count(user_id):
+    # A copy first (one call, which other threads cannot interleave with): they register and release
+    # runs while this one counts.
+    if counts.leased_here > [here.user_id for here in list(_running_here.values())].count(user_id):
         # Rare: a run of this user that this process holds but no longer runs (see _running_here).
         _orphans_close(user_id=user_id)
         counts = admission_counts(user_id=user_id, now=now, lease_owner=RUN_LEASE_OWNER)
@@ -646,6 +648,7 @@ def _personas_named(content: Any) -> list[str]:
 INTERRUPTED_CODE = "interrupted"
 INTERRUPTED_MESSAGE = "The server stopped before this generation finished; nothing was saved."
 ORPHANED_MESSAGE = "This generation stopped without being recorded as finished; nothing was saved."
+
 
 @dataclass(frozen=True)
 class _RunHere:
