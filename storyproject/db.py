@@ -101,7 +101,7 @@ def update_unflushed(queryset: QuerySet[Any], **fields: Any) -> int:
 
 async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fields: Any) -> int:
     """``update_unflushed(model.objects.filter(**where), **fields)`` from async code; the number of rows
-    updated. ``where``: equality with a value (not None) of each field named (``pk`` for the key).
+    updated. ``where``: equality with a value (not None) of each field named, ``pk`` (the key) among them.
 
     Sent from the event loop itself where it may be (storyproject.loop_db: daphne's loop, PostgreSQL),
     else in the thread pool (``db_started``). From the loop it is one statement, its SQL made once per
@@ -114,6 +114,8 @@ async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fi
         return await db_started(update_unflushed, model._default_manager.filter(**where), **fields)
     if any(value is None for value in where.values()):
         raise ValueError("update_unflushed_async matches values, not NULL")
+    if "pk" not in where:
+        raise ValueError("update_unflushed_async updates one row, named by its pk")
     database = connections[using]
     columns = [_column(model, name) for name in fields]
     keys = [_column(model, name) for name in where]
@@ -126,7 +128,8 @@ async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fi
     statement = _update_statement(
         model._meta.db_table, tuple(field.column for field in columns), tuple(field.column for field in keys)
     )
-    return await loop_db.rowcount(using, statement, parameters)
+    # The one row it updates, by its key: a batch of such writes locks its rows in this order.
+    return await loop_db.rowcount(using, statement, parameters, row=(model._meta.db_table, where["pk"]))
 
 
 def _column(model: type[Model], name: str) -> Field[Any, Any]:

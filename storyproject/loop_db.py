@@ -5,7 +5,7 @@ trip to a thread and back, Django's connection handling in that thread, and, und
 between that thread and the busy loop thread at every round trip (bench/results/run_writes.md;
 docs/performance.md, "Eleventh step"). The writes a running generation makes on its way
 (lease renewals, checkpoints) go from the loop instead, as one statement each
-(storyproject.db.update_unflushed_async).
+(storyproject.db.update_unflushed_async), those that come together in one pipelined round trip.
 
 They are all writes whose commit need not wait for PostgreSQL to flush its WAL to disk
 (storyproject.db.update_unflushed says why that is safe for them), so these connections commit that way
@@ -28,6 +28,7 @@ pool's ``PoolTimeout`` is a psycopg ``OperationalError``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -55,29 +56,159 @@ def usable(using: str) -> bool:
     return connections[using].vendor == "postgresql" and serving_loop(asyncio.get_running_loop())
 
 
-async def rowcount(using: str, statement: str, parameters: Sequence[Any]) -> int:
+async def rowcount(using: str, statement: str, parameters: Sequence[Any], *, row: tuple[str, Any]) -> int:
     """Send ``statement`` on one of this loop's connections to ``using``, in autocommit, its commit not
     waiting for the disk (see the module docstring); the number of rows it affected.
 
-    For idempotent statements only (a renewal, a checkpoint: the same values set again): one that
+    Statements are sent in batches: a statement that finds a connection free goes at once; those that
+    come while every connection is busy wait together, and the next connection free takes them all
+    (up to ``BATCH``) in one round trip, in psycopg's pipeline mode. A statement's connection is held
+    until the busy loop gets back to the coroutine that sent it, several loop turns, so one statement
+    per connection made the connections the queue at a few hundred streams (docs/performance.md,
+    "Twelfth step"); a batch pays those turns once for all its statements.
+
+    A pipeline's statements run in one implicit transaction, up to its one Sync (PostgreSQL's "Pipeline
+    Mode", libpq; psycopg's pipeline sends its Sync at the end): a batch holds the locks of all the
+    rows it updates until it ends. ``row`` (table, key) names the one row the statement updates, and a
+    batch updates its rows in that order, so two batches never wait for each other in a cycle.
+
+    For idempotent statements only (a renewal, a checkpoint: the same values set again): a batch that
     failed on a connection that had died (every idle connection of the pool after a PostgreSQL restart,
     or one a proxy cut) is sent again on another, at most once per connection the pool may hold, where
-    the thread pool's Django connections would fail one statement each.
+    the thread pool's Django connections would fail one statement each; a batch that failed otherwise
+    (a statement refused, a deadlock with another transaction) is sent again one statement at a time,
+    so each fails or succeeds on its own.
     """
+    loop = asyncio.get_running_loop()
     with connections[using].wrap_database_errors:
-        pool = await _pool(using)
-        for attempt in itertools.count(1):
-            connection = await pool.getconn()
+        queue = _queues.get((loop, using))
+        if queue is None:
+            queue = _queues[(loop, using)] = _Queue()
+        waiting = _Waiting(statement=statement, parameters=parameters, row=row, done=loop.create_future())
+        queue.pending.append(waiting)
+        if queue.senders < settings.STORY_LOOP_DB_CONNECTIONS:
+            queue.senders += 1
+            sender = loop.create_task(_send(using, queue))
+            _senders.add(sender)
+            sender.add_done_callback(_senders.discard)
+        return await waiting.done
+
+
+# At most this many statements go in one pipelined round trip.
+BATCH = 100
+# What has been sent, for tests and benchmarks: statements, and the round trips (batches) they took.
+sent = {"statements": 0, "round_trips": 0}
+
+
+@dataclasses.dataclass
+class _Waiting:
+    statement: str
+    parameters: Sequence[Any]
+    row: tuple[str, Any]
+    done: asyncio.Future[int]
+
+
+@dataclasses.dataclass
+class _Queue:
+    pending: list[_Waiting] = dataclasses.field(default_factory=list)
+    # Tasks sending (each holds, or waits for, one connection): at most the pool's size.
+    senders: int = 0
+
+
+_queues: dict[tuple[asyncio.AbstractEventLoop, str], _Queue] = {}
+_senders: set[asyncio.Task[None]] = set()
+
+
+async def _send(using: str, queue: _Queue) -> None:
+    """Send what is pending, a batch at a time, while anything is."""
+    try:
+        while queue.pending:
             try:
-                async with connection.cursor() as cursor:
-                    await cursor.execute(statement, parameters)
-                    return int(cursor.rowcount)
-            except psycopg.OperationalError:
-                if not connection.broken or attempt > settings.STORY_LOOP_DB_CONNECTIONS:
-                    raise
+                pool = await _pool(using)
+                connection: AsyncConnection[Any] | None = await pool.getconn()
+            except Exception as error:
+                # No connection to be had (the database cannot be reached): what waits now fails.
+                _settle(queue.pending, error)
+                queue.pending = []
+                return
+            try:
+                while queue.pending and connection is not None:
+                    batch, queue.pending = queue.pending[:BATCH], queue.pending[BATCH:]
+                    batch.sort(key=_row)
+                    connection = await _batch_send(pool, connection, batch)
             finally:
-                await pool.putconn(connection)
+                if connection is not None:
+                    await pool.putconn(connection)
+    finally:
+        queue.senders -= 1
+
+
+async def _batch_send(
+    pool: AsyncConnectionPool[AsyncConnection[Any]], connection: AsyncConnection[Any], batch: list[_Waiting]
+) -> AsyncConnection[Any] | None:
+    """Send ``batch`` and settle each statement's future; the connection to go on with (another one
+    when ``connection`` was found dead; None when no other could be had)."""
+    for attempt in itertools.count(1):
+        try:
+            counts = await _batch_execute(connection, batch)
+        except psycopg.Error as error:
+            if not connection.broken:
+                if len(batch) == 1:
+                    _settle(batch, error)
+                    return connection
+                # One statement failed the batch (a pipeline's statements share one implicit
+                # transaction, all rolled back), or the batch met another transaction's locks in a
+                # deadlock: each is sent again on its own, to fail or succeed as it would alone.
+                alone: AsyncConnection[Any] | None = connection
+                for waiting in batch:
+                    if alone is None:
+                        _settle([waiting], error)
+                    else:
+                        alone = await _batch_send(pool, alone, [waiting])
+                return alone
+            if attempt > settings.STORY_LOOP_DB_CONNECTIONS:
+                _settle(batch, error)
+                return connection
+            await pool.putconn(connection)
+            try:
+                connection = await pool.getconn()
+            except Exception as unavailable:
+                _settle(batch, unavailable)
+                return None
+            continue
+        for waiting, count in zip(batch, counts, strict=True):
+            if not waiting.done.done():  # its caller may have been cancelled meanwhile
+                waiting.done.set_result(count)
+        return connection
     raise AssertionError("unreachable")
+
+
+async def _batch_execute(connection: AsyncConnection[Any], batch: list[_Waiting]) -> list[int]:
+    sent["round_trips"] += 1
+    sent["statements"] += len(batch)
+    if len(batch) == 1:
+        async with connection.cursor() as cursor:
+            await cursor.execute(batch[0].statement, batch[0].parameters)
+            return [int(cursor.rowcount)]
+    cursors = [connection.cursor() for _ in batch]
+    try:
+        async with connection.pipeline():
+            for cursor, waiting in zip(cursors, batch, strict=True):
+                await cursor.execute(waiting.statement, waiting.parameters)
+        return [int(cursor.rowcount) for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            await cursor.close()
+
+
+def _row(waiting: _Waiting) -> tuple[str, Any]:
+    return waiting.row
+
+
+def _settle(batch: list[_Waiting], error: BaseException) -> None:
+    for waiting in batch:
+        if not waiting.done.done():
+            waiting.done.set_exception(error)
 
 
 async def _pool(using: str) -> AsyncConnectionPool[AsyncConnection[Any]]:
@@ -119,3 +250,7 @@ async def pools_close() -> None:
     loop = asyncio.get_running_loop()
     for key in [key for key in _pools if key[0] is loop]:
         await _pools.pop(key).close()
+    for key in [key for key in _queues if key[0] is loop]:
+        _settle(
+            _queues.pop(key).pending, psycopg.OperationalError("the event loop's connections were closed")
+        )

@@ -6,6 +6,7 @@ loop's connections are never used, and the writes behave the same either way.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -103,6 +104,49 @@ async def test_a_database_that_cannot_be_reached_fails_the_write_as_a_database_e
         assert await generation_run_lease_renew_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
     finally:
         generation_run_release(run_id=run.pk)
+
+
+async def test_writes_that_come_together_share_round_trips_and_fail_alone(
+    writer: Any, run_writes: str, settings: Any
+) -> None:
+    # Forty runs' checkpoints at once on two connections: they go in a few pipelined round trips, not
+    # one connection trip each, and the one PostgreSQL refuses (a NUL in its JSON) fails by itself.
+    settings.STORY_LOOP_DB_CONNECTIONS = 2
+    settings.STORY_MAX_ACTIVE_PER_USER = settings.STORY_GENERATIONS_PER_HOUR = 50
+    runs = [await _streaming_run(writer) for _ in range(40)]
+
+    async def checkpoints(bad: int | None) -> list[Any]:
+        return await asyncio.gather(
+            *(
+                generation_run_checkpoint_async(
+                    run_id=run.pk,
+                    lease_owner=RUN_LEASE_OWNER,
+                    checkpoint={"scenes": ["\u0000" if run.pk == bad else f"scene {run.pk}"]},
+                )
+                for run in runs
+            ),
+            return_exceptions=True,
+        )
+
+    try:
+        assert await checkpoints(bad=None) == [True] * 40
+        if _from_loop(run_writes):
+            assert loop_db.sent["statements"] == 40
+            assert loop_db.sent["round_trips"] <= 4, loop_db.sent
+        bad = runs[17].pk
+        outcomes = await checkpoints(bad=bad)
+        refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if connection.vendor == "postgresql":
+            assert len(refused) == 1 and isinstance(refused[0], DatabaseError), outcomes
+            assert isinstance(outcomes[17], DatabaseError)
+        assert [outcome for outcome in outcomes if outcome is True] == [True] * (40 - len(refused))
+        stored = {
+            run.pk: run.checkpoint async for run in GenerationRun.objects.filter(pk__in=[r.pk for r in runs])
+        }
+        assert all(stored[run.pk] == {"scenes": [f"scene {run.pk}"]} for run in runs if run.pk != bad)
+    finally:
+        for run in runs:
+            generation_run_release(run_id=run.pk)
 
 
 def _synchronous_commit() -> str:
