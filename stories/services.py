@@ -36,7 +36,7 @@ from stories.selectors import (
     story_version_find,
     story_version_latest,
 )
-from stories.validation import json_problem, text_clean_or_reject
+from stories.validation import json_problem, text_clean_or_reject, text_field_clean
 from storyproject.db import update_unflushed, update_unflushed_async
 from storyproject.untrusted import text_storable
 
@@ -555,12 +555,14 @@ def imported_plot(*, content: Any) -> ImportedPlot:
     A logline may have 1,000 characters (the contract) and a plot only STORY_MAX_PLOT_CHARS, which may
     be less: a longer logline is cut at a word with "…", or Regenerate, which sends the story's plot,
     would be refused. The screenplay keeps the whole logline; the import pages and the API say it was cut.
+    For the same reason the plot has none of the control characters a plot may not have (an escape,
+    DEL, a C1 control): the logline's are dropped, as the story's title drops them (``one_line``).
     """
     limit = settings.STORY_MAX_PLOT_CHARS
     fields = content if isinstance(content, dict) else {}
-    logline = str(fields.get("logline") or "")
+    logline = text_field_clean(str(fields.get("logline") or "")).strip()
     if not logline:
-        named = f"Imported screenplay: {fields.get('title') or 'Untitled'}"
+        named = f"Imported screenplay: {one_line(str(fields.get('title') or '')) or 'Untitled'}"
         return ImportedPlot(text=named if len(named) <= limit else "Imported screenplay.", cut=False)
     if len(logline) <= limit:
         return ImportedPlot(text=logline, cut=False)

@@ -21,6 +21,7 @@ __all__ = [
     "StorableTextValidator",
     "json_problem",
     "text_clean_or_reject",
+    "text_field_clean",
     "text_field_problem",
     "text_problem",
     "title_problem",
@@ -68,6 +69,13 @@ def text_field_problem(text: str) -> str | None:
     return (
         f"contains a control character (U+{ord(found.group()):04X}); only tabs and line breaks may be in it"
     )
+
+
+def text_field_clean(text: str) -> str:
+    """``text`` without the control characters ``text_field_problem`` refuses (tabs and line breaks
+    stay), for free text the writer did not type: an imported logline becomes a story's plot this way,
+    as an imported title loses them on its one line (``one_line``)."""
+    return _CONTROL.sub("", text)
 
 
 # The largest version number the database stores (a PositiveIntegerField: PostgreSQL's integer).

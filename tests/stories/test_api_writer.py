@@ -607,3 +607,22 @@ def test_an_imported_logline_over_the_plot_limit_becomes_a_plot_within_it(writer
         "/api/stories/import/", {"fountain": "Title: Short\nLogline: Hi.\n\nINT. A\n\nHi.\n"}, format="json"
     )
     assert (plain.json()["story"]["plot"], plain.json()["plot_cut"]) == ("Hi.", False)
+
+
+def test_an_imported_logline_with_control_characters_becomes_a_plot_the_api_accepts(writer: Any) -> None:
+    # The logline's escape sequence, DEL and C1 control became the story's plot, which the story's own
+    # PATCH and the generation then refused ("plot contains a control character (U+001B)").
+    api = client_for(writer)
+    text = "Title: Heist\x1b[2J\nLogline: A crew\x1b[31m robs\x7f a vault\x9b.\n\nINT. A\n\nHi.\n"
+    body = api.post("/api/stories/import/", {"fountain": text}, format="json").json()
+    assert (body["story"]["title"], body["story"]["plot"]) == ("Heist[2J", "A crew[31m robs a vault.")
+    assert body["plot_cut"] is False
+    # The screenplay keeps its logline as it was read; the plot is one the API takes back as it is.
+    assert body["version"]["content"]["logline"] == "A crew\x1b[31m robs\x7f a vault\x9b."
+    story_url = f"/api/stories/{body['story']['id']}/"
+    assert api.patch(story_url, {"plot": body["story"]["plot"]}, format="json").status_code == 200
+    # Without a logline, the plot names the title as the story's title reads.
+    untitled = api.post(
+        "/api/stories/import/", {"fountain": "Title: Vault\x07\n\nINT. A\n\nHi.\n"}, format="json"
+    )
+    assert untitled.json()["story"]["plot"] == "Imported screenplay: Vault"

@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from stories.models import ScreenplayVersion, Story
+from stories.validation import text_field_problem
 from tests.stories.test_api import client_for
 from tests.stories.test_api_writer import SCREENPLAY
 
@@ -246,3 +247,19 @@ def test_an_imported_logline_longer_than_a_plot_may_be_is_cut_to_the_limit_and_t
     # Regenerate starts from a plot the generation accepts.
     plot = shown.split('aria-describedby="plot-count">')[1].split("</textarea>")[0]
     assert plot == story.plot
+
+
+def test_an_imported_logline_with_control_characters_becomes_a_plot_regenerate_accepts(
+    logged_in: Client,
+) -> None:
+    # The story's plot kept the logline's escape and C1 control: the story page's Regenerate, which
+    # sends the plot, was refused ("plot contains a control character (U+001B)").
+    text = "Title: Vault\nLogline: A crew\x1b[31m robs\x9b a vault.\x7f\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n"
+    page = logged_in.post("/stories/import/", {"file": SimpleUploadedFile("v.fountain", text.encode())})
+    content = page.content.decode().split('name="content" value="')[1].split('"')[0].replace("&quot;", '"')
+    shown = logged_in.post("/stories/import/confirm/", {"content": content}, follow=True).content.decode()
+    story = Story.objects.get(title="Vault")
+    assert story.plot == "A crew[31m robs a vault."
+    assert story.versions.get().content["logline"] == "A crew\x1b[31m robs\x9b a vault.\x7f"
+    assert shown.split('aria-describedby="plot-count">')[1].split("</textarea>")[0] == story.plot
+    assert text_field_problem(story.plot) is None
