@@ -22,6 +22,7 @@ from stories import selectors, services
 from stories.errors import GenerationCancelled, GenerationError
 from stories.exports import ExportMeta
 from stories.exports.fountain import fountain_from_screenplay
+from stories.exports.screenplay import one_line
 from stories.generation.events import events_fold
 from stories.generation.prompt import screenplay_schema
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
@@ -34,7 +35,7 @@ from stories.screenplay_compare import screenplay_compare
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import FountainPreviewSerializer
-from stories.validation import VERSION_NUMBER_MAX, version_number_parse
+from stories.validation import VERSION_NUMBER_MAX, text_field_clean, version_number_parse
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 STORIES_PER_PAGE = 20
@@ -182,8 +183,11 @@ def _generator_context(*, story: Story | None) -> dict[str, Any]:
         "default_mode": settings.STORY_DEFAULT_MODE,
         "max_plot_chars": settings.STORY_MAX_PLOT_CHARS,
         "max_title_chars": settings.STORY_MAX_TITLE_CHARS,
-        "plot": story.plot if story is not None else "",
-        "title": story.title if story is not None else "",
+        # A story saved before control characters were refused may hold them (an escape, a C1 control;
+        # a title's line break): invisible in the field, they would make Regenerate refuse a plot the
+        # writer cannot see what to remove from, so the form starts without them.
+        "plot": text_field_clean(story.plot) if story is not None else "",
+        "title": one_line(story.title) if story is not None else "",
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from stories.generation.requests import generation_request_parse
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 
 pytestmark = pytest.mark.django_db
@@ -310,3 +312,23 @@ def test_create_page_preselects_the_configured_writing_mode(logged_in: Client, s
     settings.STORY_DEFAULT_MODE = "parallel"
     html = logged_in.get("/stories/new/").content.decode()
     assert '<option value="parallel" selected>' in html and '<option value="single">' in html
+
+
+def test_regenerate_starts_from_a_plot_and_title_the_generation_accepts(
+    logged_in: Client, writer: Any
+) -> None:
+    # A story saved before control characters were refused (ef12ff4 for a plot, ac68b7e for a title)
+    # filled Regenerate's fields with them: invisible there, they made the generation refuse the plot
+    # ("plot contains a control character (U+001B)") with nothing the writer could see to remove.
+    story = story_with_versions(writer, screenplay("INT. ROOM"), title="The\x07 heist\x1b[0m")
+    Story.objects.filter(pk=story.pk).update(plot="A crew\x1b[31m plans\x9b one last job.\x7f\nIn Lyon.")
+    page = logged_in.get(f"/stories/{story.pk}/").content.decode()
+    plot = html.unescape(page.split('aria-describedby="plot-count">')[1].split("</textarea>")[0])
+    title = html.unescape(re.search(r'<input id="title" [^>]*value="([^"]*)"', page).group(1))  # type: ignore[union-attr]
+    assert (plot, title) == ("A crew[31m plans one last job.\nIn Lyon.", "The heist[0m")
+    request = generation_request_parse(
+        {"plot": plot, "title": title, "personas": ["anna"], "story_id": story.pk}
+    )
+    assert (request.plot, request.title) == (plot, title)
+    # The story itself is as it was saved, until the writer regenerates.
+    assert Story.objects.get(pk=story.pk).plot.startswith("A crew\x1b[31m")
