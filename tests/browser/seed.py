@@ -32,6 +32,8 @@ FAILED_RUN_TEXT = (
     '{"title": "<script>alert(\'run\')</script>", "logline": "' + LONG_WORD * 4 + '", "scenes": ['
 )
 
+BIDI_RUN_TEXT = '{"title": "\u202eevil", "logline": "A fog."}\n{"scenes": []}'
+
 
 def main() -> None:
     call_command("load_demo", verbosity=0)
@@ -93,9 +95,23 @@ def main() -> None:
         error_message="The model's reply is not valid JSON.",
         raw_text=FAILED_RUN_TEXT,
     )
+    # The run page's bidi test: a run whose story's title and model text leave U+202E open (and a stray
+    # PDI first, which would close an isolate around the title early).
+    bidi_writer = user_model.objects.create_user(username="bidi-run-writer", password="bidi-run-pw-2026")
+    bidi_story = _plain_story(bidi_writer, title="\u2069\u202eevil")
+    bidi_run = GenerationRun.objects.create(
+        user=bidi_writer,
+        story=bidi_story,
+        status="succeeded",
+        model="offline",
+        max_tokens=1024,
+        raw_text=BIDI_RUN_TEXT,
+    )
+    ScreenplayVersion.objects.filter(story=bidi_story).update(run=bidi_run)
     print(
         json.dumps(
             {
+                "bidi_run": bidi_run.pk,
                 "failed_run": failed.pk,
                 "seeded_story": seeded.pk,
                 "private_story": private.pk,

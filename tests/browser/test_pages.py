@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+from tests.browser.test_editor import TEXT_LEFT
 from tests.browser.test_generate import pick_persona
 
 pytestmark = pytest.mark.browser
@@ -16,6 +17,9 @@ pytestmark = pytest.mark.browser
 LONG_TITLE_WRITER = ("long-title-writer", "long-title-pw-2026")
 LONG_WORD = "Supercalifragilisticexpialidocious"
 FAILED_RUN_WRITER = ("failed-run-writer", "failed-run-pw-2026")
+# Seeded too: a run whose story's title and model text leave U+202E open (seed.BIDI_RUN_TEXT).
+BIDI_RUN_WRITER = ("bidi-run-writer", "bidi-run-pw-2026")
+BIDI_RUN_TEXT = '{"title": "\u202eevil", "logline": "A fog."}\n{"scenes": []}'
 
 
 def test_a_writer_logs_in_sees_the_story_list_and_logs_out(app_server: AppServer, watched: Watched) -> None:
@@ -125,6 +129,28 @@ def test_a_failed_runs_text_is_read_from_the_runs_page_as_text_on_a_phone(
     overflow = page.evaluate("document.documentElement.scrollWidth") - page.viewport_size["width"]
     assert overflow <= 0, f"the run's page is {overflow}px wider than the phone"
     assert phone.dialogs == [] and phone.errors == []
+
+
+def test_a_right_to_left_override_on_a_runs_page_keeps_to_the_title_and_the_models_line(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The run's story title (U+202E left open, a stray U+2069 before it) drew "(version 1)" after it
+    # backwards, ")1 noisrev(", as the only title on the site outside an isolate.
+    page = watched.page
+    log_in(page, app_server, BIDI_RUN_WRITER)
+    page.goto(f"{app_server.url}/runs/{app_server.ids['bidi_run']}/")
+    expect(page.locator(".run-story")).to_have_text("\u2068\u202eevil\u2069 (version 1)")
+    assert page.evaluate(TEXT_LEFT, [".run-story", "version"]) > page.evaluate(
+        TEXT_LEFT, [".run-story", "evil"]
+    )
+    # The model's text is shown as it came: its override turns the rest of its own line only. The
+    # <pre> is a block and each of its lines a paragraph, so the next line and the page's words around
+    # it read left to right.
+    expect(page.locator("pre.run-text")).to_have_text(BIDI_RUN_TEXT)
+    pre_left = page.locator("pre.run-text").evaluate("node => node.getBoundingClientRect().left")
+    assert page.evaluate(TEXT_LEFT, ["pre.run-text", '{"scenes"']) < pre_left + 16
+    assert page.evaluate(TEXT_LEFT, ["main", "Model text"]) < page.evaluate(TEXT_LEFT, ["main", "received"])
+    assert watched.dialogs == [] and watched.errors == []
 
 
 def test_the_plot_editor_counts_characters_and_generate_asks_for_what_is_missing(

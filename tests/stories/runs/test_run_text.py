@@ -11,7 +11,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from stories import views
-from stories.models import GenerationRun
+from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.stories.runs.conftest import log_expires
 
@@ -122,3 +122,19 @@ def test_the_page_shows_a_bounded_part_of_a_long_text_and_says_where_the_rest_is
     assert '<pre class="run-text">0123456789</pre>' in html
     assert f"The first 10 of 16 characters are shown; <code>GET /api/runs/{run.pk}/</code>" in html
     assert _api(writer).get(f"/api/runs/{run.pk}/").json()["raw_text"] == "0123456789abcdef"
+
+
+def test_the_runs_story_title_is_isolated_from_the_pages_words(writer: Any) -> None:
+    # A title leaving U+202E open drew the "(version 1)" after it backwards (tests/browser/test_pages.py
+    # measures it in Chromium); a stray U+2069 before it would close an isolate early, so it goes.
+    story = Story.objects.create(
+        owner=writer, title="\u2069\u202eevil", plot="A fog.", latest_version_number=1
+    )
+    run = GenerationRun.objects.create(
+        user=writer, story=story, status="succeeded", model="offline", max_tokens=1024, raw_text="\u202eok"
+    )
+    ScreenplayVersion.objects.create(story=story, number=1, content={}, model="offline", run=run)
+    html = _page(writer).get(f"/runs/{run.pk}/").content.decode()
+    assert "><bdi>\u2068\u202eevil\u2069</bdi></a> (version 1)" in html
+    # The model's text is shown as it came, in its own block.
+    assert '<pre class="run-text">\u202eok</pre>' in html
