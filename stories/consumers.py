@@ -42,7 +42,7 @@ from stories.generation.regenerate import scene_regenerate_request_parse, scene_
 from stories.generation.requests import generation_request_parse
 from stories.runs.addresses import attach_parse, cancel_parse
 from stories.runs.follow import run_events_follow, run_owned
-from stories.runs.log import TERMINAL
+from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel, run_start
 from stories.ws_sessions import (
     SocketSession,
@@ -210,7 +210,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             # nothing more is kept for it.
             await self._not_reading_close()
             return
-        await self.send(text_data=json.dumps(event, ensure_ascii=False))
+        await self.send(text_data=event_text(event))
 
     async def _not_reading_close(self) -> None:
         """Close a socket whose client has not read ``STORY_WS_SEND_BUFFER_MAX_BYTES`` it was sent. Its

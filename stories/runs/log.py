@@ -10,6 +10,7 @@ reaches the process that runs it. The embedded default keeps it in this process
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -17,6 +18,27 @@ from django.conf import settings
 
 # The events that end a run: nothing follows them.
 TERMINAL = frozenset({"done", "error", "cancelled"})
+
+
+class LoggedEvent(dict[str, Any]):
+    """An event as this process's log keeps it, with its ``run_id`` and ``seq``, never changed once
+    logged; ``event_text`` makes its JSON once, for Redis and for every socket and event stream that
+    follows the run (encoding each event once for each was about 2.5 % of a busy server's CPU)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.text: str | None = None
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """The event as JSON (not ASCII-escaped): made once for an event of this process's log."""
+    if not isinstance(event, LoggedEvent):
+        return json.dumps(event, ensure_ascii=False)
+    if event.text is None:
+        event.text = json.dumps(event, ensure_ascii=False)
+    return event.text
 
 
 class RunEventLog(Protocol):

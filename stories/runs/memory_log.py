@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from stories.runs.log import TERMINAL, retention_seconds
+from stories.runs.log import TERMINAL, LoggedEvent, retention_seconds
 
 # How often a waiting follower wakes with nothing new, to say it is still there (touch).
 _WAKE_SECONDS = 1.0
@@ -113,7 +113,7 @@ class MemoryRunEventLog:
         run = self.runs.get(run_id)
         if run is None:
             run = self.runs[run_id] = _Run()
-        stamped = {**event, "run_id": run_id, "seq": run.last_seq + 1}
+        stamped = LoggedEvent(event, run_id=run_id, seq=run.last_seq + 1)
         run.events.append(stamped)
         limit = settings.STORY_RUN_EVENTS_MAX
         if len(run.events) > limit:

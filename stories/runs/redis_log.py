@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
-from stories.runs.log import TERMINAL, retention_seconds
+from stories.runs.log import TERMINAL, event_text, retention_seconds
 from stories.runs.memory_log import MemoryRunEventLog
 from stories.runs.redis_conn import BLOCK_MS, redis_client, run_key
 from stories.runs.redis_writer import event_queue, stream_fresh, writes_flush
@@ -62,7 +62,7 @@ class RedisRunEventLog:
     async def append(self, run_id: int, event: dict[str, Any]) -> int:
         stamped = self.local.append_now(run_id, event)
         seq: int = stamped["seq"]
-        data = json.dumps(stamped, ensure_ascii=False)
+        data = event_text(stamped)
         await event_queue(run_id=run_id, seq=seq, data=data, terminal=event["type"] in TERMINAL)
         return seq
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -36,7 +35,7 @@ from stories import ws_sessions
 from stories.errors import GenerationError
 from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events_follow
-from stories.runs.log import TERMINAL
+from stories.runs.log import TERMINAL, event_text
 from stories.runs.store import run_event_log
 from stories.ws_auth import SocketCredential, credential_current
 from stories.ws_sessions import Slot, slot_free, slot_keep
@@ -148,7 +147,7 @@ def _stream_standing(*, credential: SocketCredential | None, slot: Slot | None) 
 
 def sse_message(event: dict[str, Any]) -> bytes:
     # JSON never holds a raw newline, so the data is one line.
-    data = f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+    data = f"data: {event_text(event)}\n\n"
     seq = event.get("seq")
     if seq is not None:
         return f"id: {seq}\n{data}".encode()
