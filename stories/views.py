@@ -10,7 +10,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -36,6 +35,7 @@ from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import FountainPreviewSerializer
 from stories.validation import VERSION_NUMBER_MAX, text_field_clean, version_number_parse
+from storyproject.pagination import page_of
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 STORIES_PER_PAGE = 20
@@ -53,7 +53,7 @@ def story_list(request: HttpRequest) -> HttpResponse:
     asked = request.GET.get("q", "").strip()
     search = asked[: selectors.SEARCH_MAX_CHARS]
     stories = selectors.story_list_for_user(user=request.user, search=search)
-    page = Paginator(stories, STORIES_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_of(request=request, items=stories, per_page=STORIES_PER_PAGE)
     # A longer search (from a link: the field takes no more) is cut, and the page says so.
     cut = selectors.SEARCH_MAX_CHARS if len(asked) > len(search) else None
     return render(request, "stories/story_list.html", {"page": page, "search": search, "search_cut": cut})
@@ -136,7 +136,7 @@ def _form_number(value: str | None) -> int | str | None:
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
     runs = selectors.run_list_for_user(user=request.user)
-    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_of(request=request, items=runs, per_page=RUNS_PER_PAGE)
     return render(request, "stories/run_list.html", {"page": page})
 
 

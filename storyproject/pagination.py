@@ -1,33 +1,85 @@
-"""The API's page numbers, read as strictly as the schema states them."""
+"""Page numbers, read as strictly as the API's schema states them: the API's lists and the pages' alike."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 
+from storyproject.untrusted import text_quoted
+
 # Beyond any page a list of this product can have, and short enough for int() to read at once.
 _PAGE_MAX_DIGITS = 18
+_PAGE_QUOTED_CHARS = 20
+
+
+def page_number_parse(raw: str | None) -> int | None:
+    """``?page=`` as a page number: absent is page 1; a whole number from 1 in ASCII digits is itself;
+    anything else (empty, "+1", " 1", a full-width one (U+FF11), "last", "1.0", "0") is None.
+
+    Django's ``Paginator.get_page`` and DRF read an empty value as page 1, and ``int()`` read "+1", " 1"
+    and a full-width one as pages too: a link or a client that sends something else has a bug to learn
+    of, not the first page.
+    """
+    if raw is None:
+        return 1
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _PAGE_MAX_DIGITS:
+        return None
+    number = int(raw)
+    return number if number >= 1 else None
 
 
 class StrictPageNumberPagination(PageNumberPagination):
-    """DRF's page numbers, 20 a page, where ``?page=`` is absent (page 1) or a whole number from 1 in
-    ASCII digits; anything else is the 404 a page past the last one gets.
-
-    DRF reads an empty ``?page=`` as page 1, and ``int()`` read "+1", " 1", a full-width one (U+FF11) and DRF's
-    own "last" as pages too, while "1.0" was refused: the schema says integer, so a client that sends
-    something else has a bug to learn of, not the first page.
-    """
+    """DRF's page numbers, 20 a page, read by ``page_number_parse``; a value that is not a page number
+    is the 404 a page past the last one gets."""
 
     last_page_strings = ()
 
     def get_page_number(self, request: Request, paginator: Paginator) -> Any:
-        raw = request.query_params.get(self.page_query_param)
-        if raw is None:
-            return 1
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > _PAGE_MAX_DIGITS:
+        number = page_number_parse(request.query_params.get(self.page_query_param))
+        if number is None:
             raise NotFound(self.invalid_page_message)
-        return int(raw)
+        return number
+
+
+class PageNotFound(Http404):
+    """A page's ``?page=`` that names no page of its list: the 404 page says which and why
+    (``storyproject.urls.not_found``), and offers the list's last page when the number is past it."""
+
+    def __init__(self, message: str, *, last_page_url: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.last_page_url = last_page_url
+
+
+def page_of(*, request: HttpRequest, items: QuerySet[Any] | Sequence[Any], per_page: int) -> Page[Any]:
+    """The page of ``items`` a page's ``?page=`` asks for, read as the API reads it; anything else is a
+    ``PageNotFound`` (Django's ``get_page`` showed page 1 for "abc" and the last page for 99)."""
+    raw = request.GET.get("page")
+    number = page_number_parse(raw)
+    if number is None:
+        assert raw is not None  # absent is page 1
+        raise PageNotFound(
+            f"{text_quoted(raw, limit=_PAGE_QUOTED_CHARS)} is not a page number: "
+            "pages are numbered 1, 2, 3 and so on."
+        )
+    paginator = Paginator(items, per_page)
+    if number > paginator.num_pages:
+        pages = f"{paginator.num_pages} page{'' if paginator.num_pages == 1 else 's'}"
+        raise PageNotFound(
+            f"There is no page {number}: this list has {pages}.",
+            last_page_url=_page_url(request, paginator.num_pages),
+        )
+    return paginator.page(number)
+
+
+def _page_url(request: HttpRequest, number: int) -> str:
+    query = request.GET.copy()
+    query["page"] = str(number)
+    return f"{request.path}?{query.urlencode()}"

@@ -18,6 +18,7 @@ from accounts.forms import ThrottledAdminAuthenticationForm
 from accounts.views import ThrottledLoginView
 from storyproject import health
 from storyproject.middleware import bad_request_response
+from storyproject.pagination import PageNotFound
 
 # The admin's login takes the same throttle as the site's (accounts/throttle.py).
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -38,10 +39,13 @@ handler400 = bad_request
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:
     """Django's 404 (handler404): JSON for the API and for a script asking for JSON (the editor's
-    preview), the site's page elsewhere. Neither says whether the object exists for someone else."""
+    preview), the site's page elsewhere. Neither says whether the object exists for someone else; a list's
+    page number that names no page (``PageNotFound``) is said, as it tells nothing of anyone's objects."""
+    page = exception if isinstance(exception, PageNotFound) else None
     if _json_wanted(request):
-        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
-    return render(request, "not_found.html", status=404)
+        detail = page.message if page is not None else "Not found."
+        return JsonResponse({"detail": detail, "code": "not_found"}, status=404)
+    return render(request, "not_found.html", {"page_problem": page}, status=404)
 
 
 def server_error(request: HttpRequest) -> HttpResponseBase:

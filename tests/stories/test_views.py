@@ -123,6 +123,55 @@ def test_story_list_search_and_pagination(logged_in: Client, writer: Any) -> Non
     assert long.count('class="story-item"') == 0
 
 
+@pytest.mark.parametrize("raw", ["abc", "", "+1", " 1", "\uff11", "last", "1.0", "0", "-1", "9" * 30])
+@pytest.mark.parametrize("path", ["/", "/runs/"])
+def test_a_page_number_that_is_not_one_is_a_404_saying_so(logged_in: Client, path: str, raw: str) -> None:
+    # Django's get_page showed page 1 for any of these, where the API answers 404 (storyproject.pagination).
+    response = logged_in.get(path, {"page": raw})
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "is not a page number: pages are numbered 1, 2, 3 and so on." in html
+    assert "Back to your stories" in html and "Go to the last page" not in html
+
+
+def test_a_long_page_value_is_quoted_short(logged_in: Client) -> None:
+    response = logged_in.get("/", {"page": "<b>x</b>" * 500})
+    html = response.content.decode()
+    assert response.status_code == 404 and "(4000 characters)" in html
+    assert "<b>x</b>" not in html and len(html) < 10_000
+
+
+def test_a_page_past_the_last_is_a_404_with_a_link_to_the_last_page(logged_in: Client, writer: Any) -> None:
+    for index in range(25):
+        Story.objects.create(owner=writer, title=f"Tale {index}", plot="Ordinary plot")
+    # Django's get_page showed the last page for any number past it, as if it were the one asked for.
+    response = logged_in.get("/", {"q": "Tale", "page": "7"})
+    html = response.content.decode()
+    assert response.status_code == 404
+    assert "There is no page 7: this list has 2 pages." in html
+    assert 'href="/?q=Tale&amp;page=2">Go to the last page</a>' in html
+    assert logged_in.get("/", {"q": "Tale", "page": "2"}).status_code == 200
+    # An empty list has its page 1, and no other.
+    assert logged_in.get("/runs/", {"page": "1"}).status_code == 200
+    runs = logged_in.get("/runs/", {"page": "2"})
+    assert runs.status_code == 404 and "There is no page 2: this list has 1 page." in runs.content.decode()
+
+
+def test_a_bad_page_asked_for_json_is_a_json_404_saying_so(logged_in: Client) -> None:
+    response = logged_in.get("/runs/", {"page": "abc"}, HTTP_ACCEPT="application/json")
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "'abc' is not a page number: pages are numbered 1, 2, 3 and so on.",
+        "code": "not_found",
+    }
+
+
+def test_another_404_still_says_nothing_of_what_exists(logged_in: Client, other_writer: Any) -> None:
+    story = Story.objects.create(owner=other_writer, title="Private", plot="Theirs.")
+    html = logged_in.get(f"/stories/{story.pk}/").content.decode()
+    assert "That page does not exist, or it is not yours." in html and "page number" not in html
+
+
 def test_story_page_renders_the_latest_version_as_a_screenplay_with_cast_and_costs(
     logged_in: Client, writer: Any, persona_factory: Any
 ) -> None:
