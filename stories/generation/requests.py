@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import heapq
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -14,10 +14,14 @@ from stories.errors import GenerationError
 from stories.generation.models_registry import model_refusal
 from stories.models import GenerationRun
 from stories.validation import text_field_problem, title_problem
+from storyproject.untrusted import text_quoted
 
 _FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})
 _PERSONA_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 _MAX_ID = 2**63 - 1
+# How many unknown fields a refusal names, and how much of each (fields_known_check).
+_UNKNOWN_NAMED = 5
+_UNKNOWN_NAME_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,24 @@ def generation_request_parse(data: object) -> GenerationRequest:
 
 
 def fields_known_check(data: dict[Any, Any], allowed: Collection[str]) -> None:
-    """Refuse a request with fields outside ``allowed``, naming them (every message of the protocol)."""
-    # A key may hold a lone surrogate or control characters: escape them so the message stays sendable
-    # (a lone surrogate cannot be encoded: the error frame or response itself would fail).
-    unknown = sorted(json.dumps(str(key)[:40])[1:-1] for key in data if key not in allowed)
-    if unknown:
-        raise _invalid(f"unknown fields: {', '.join(unknown)}")
+    """Refuse a request with fields outside ``allowed``, naming the first few (every message of the
+    protocol, and the API bodies parsed here).
+
+    Only ``_UNKNOWN_NAMED`` of them, each quoted at most ``_UNKNOWN_NAME_CHARS`` long, and how many more:
+    a message of 1,000 long unknown keys was answered with every one of them (about 40 KB an answer,
+    for a client to flood a connection with). ``text_quoted`` escapes lone surrogates and control
+    characters, so the answer stays sendable.
+    """
+    unknown = [str(key) for key in data if key not in allowed]
+    if not unknown:
+        return
+    named = ", ".join(
+        text_quoted(key, limit=_UNKNOWN_NAME_CHARS) for key in heapq.nsmallest(_UNKNOWN_NAMED, unknown)
+    )
+    more = len(unknown) - _UNKNOWN_NAMED
+    raise _invalid(
+        f"unknown fields: {named}" + (f" and {more} more ({len(unknown)} in all)" if more > 0 else "")
+    )
 
 
 def model_label(model: str) -> str:

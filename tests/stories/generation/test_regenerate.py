@@ -154,7 +154,7 @@ def test_the_api_names_a_hostile_unknown_field_without_failing(
     assert response.status_code == 400
     assert response.json() == {
         "code": "invalid_request",
-        "message": "unknown fields: \\ud800",
+        "message": "unknown fields: '\\ud800'",
         "retryable": False,
     }
     assert fake_anthropic.requests == []
@@ -171,7 +171,7 @@ def test_the_api_refuses_the_sockets_address_fields_in_the_body(
         assert response.status_code == 400, response.content
         assert response.json() == {
             "code": "invalid_request",
-            "message": f"unknown fields: {field}",
+            "message": f"unknown fields: {field!r}",
             "retryable": False,
         }
         assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1

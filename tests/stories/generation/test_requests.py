@@ -58,7 +58,7 @@ def test_the_offline_model_is_always_allowed(settings: Any) -> None:
         ({"story_id": 0}, "story_id must be between"),
         ({"model": ["x"]}, "model must be one of"),
         ({"mode": "batch"}, "mode must be"),
-        ({"extra": 1}, "unknown fields: extra"),
+        ({"extra": 1}, "unknown fields: 'extra'"),
         ({"plot": "a\udcffb"}, "not valid Unicode"),
     ],
 )
@@ -68,6 +68,26 @@ def test_invalid_fields_are_named(settings: Any, fields: dict[str, Any], fragmen
         _parse(**fields)
     assert raised.value.code == "invalid_request"
     assert fragment in raised.value.message
+
+
+def test_unknown_fields_are_named_a_few_and_short_with_their_count() -> None:
+    # Every unknown key was echoed, each up to 40 characters: 1,000 of them made a 40 KB answer.
+    fields = {f"field-{number:04}-{'x' * 200}": 0 for number in range(1000)}
+    with pytest.raises(GenerationError) as raised:
+        _parse(**fields, zz="\u202e\ud800")
+    message = raised.value.message
+    cut = "'field-0000-" + "x" * 29 + "…' (211 characters)"
+    assert message.startswith(f"unknown fields: {cut}, 'field-0001-")
+    assert message.endswith(" and 996 more (1001 in all)")
+    assert message.count("'field-") == 5 and "zz" not in message
+    assert len(message) < 500
+
+
+def test_unknown_fields_are_quoted_escaped() -> None:
+    # A key's lone surrogate, bidi override and newline are escaped: the answer can be sent and shown.
+    with pytest.raises(GenerationError) as raised:
+        _parse(**{"a,\nb": 1, "\u202e": 2, "\ud800": 3})
+    assert raised.value.message == "unknown fields: 'a,\\nb', '\\u202e', '\\ud800'"
 
 
 @pytest.mark.parametrize("data", [None, [], "plot", 3])

@@ -216,6 +216,36 @@ async def test_a_hostile_field_name_gets_invalid_request_and_the_socket_stays_us
         await communicator.disconnect()
 
 
+@pytest.mark.parametrize("kind", ["generate", "attach", "cancel", "regenerate_scene"])
+async def test_many_long_unknown_fields_are_answered_in_a_few_hundred_bytes(writer: Any, kind: str) -> None:
+    # Each of the 500 was named (40 characters of each): a 20 KB answer to a 55 KB message, 40 KB to
+    # 1,000 shorter ones.
+    fields = {f"field-{number:04}-{'x' * 90}": 0 for number in range(500)}
+    communicator = await _session_socket(writer)
+    try:
+        await communicator.send_json_to({"type": kind, **fields})
+        raw = await communicator.receive_from(timeout=5)
+    finally:
+        await communicator.disconnect()
+    event = json.loads(raw)
+    assert (event["type"], event["code"]) == ("error", "invalid_request")
+    assert event["message"].startswith("unknown fields: 'field-0000-xxxx")
+    assert event["message"].count("(101 characters)") == 5
+    assert event["message"].endswith(" and 495 more (500 in all)")
+    assert len(raw) < 600
+
+
+def test_the_api_answers_unknown_fields_in_a_few_hundred_bytes(writer: Any) -> None:
+    client = APIClient()
+    client.force_authenticate(writer)
+    fields = {f"field-{number:04}-{'x' * 100}": 0 for number in range(1000)}
+    body = {"plot": "x", "personas": ["noir-detective"], **fields}
+    response = client.post("/api/ai/generate-screenplay/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"].endswith(" and 995 more (1000 in all)")
+    assert len(response.content) < 600
+
+
 def _own_story_with_version(user: Any) -> int:
     story = Story.objects.create(owner=user, title="Mine", plot="A plot.", latest_version_number=1)
     ScreenplayVersion.objects.create(story=story, number=1, content=screenplay(scenes=2), model="offline")
