@@ -17,6 +17,10 @@ A client that does not read what it is sent is not sent more than about ``STORY_
 (under daphne, which says how much a connection holds unsent: ``storyproject.send_buffer``): the run it
 follows waits for it to read, an ``attach`` meanwhile is answered ``busy``, and a socket that holds
 ``STORY_WS_SEND_BUFFER_MAX_BYTES`` unread (answers to a flood of its own messages) is closed with 4408.
+
+A client that sends more than ``STORY_WS_MESSAGES_PER_SECOND`` messages a second has those over it
+dropped before they reach this consumer (``storyproject.ws_inbound``): it is told once (``rate_limited``),
+and closed with 4429 if it goes on.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_SERVER_STOPPING = 4503
 CLOSE_NOT_READING = 4408
+# Too many messages, as too many sockets: HTTP's 429 (the reason says which).
+CLOSE_TOO_MANY_MESSAGES = 4429
 _CLOSE_CODES = {"unauthenticated": CLOSE_UNAUTHENTICATED, "busy": CLOSE_TOO_MANY_SOCKETS}
 # How long a signed-out socket waits for its cancelled run's ``cancelled`` before it is closed.
 _CANCEL_WAIT_SECONDS = 5.0
@@ -110,6 +116,26 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         # Channels' version, without its group discards (no channel layer here) and the trip above.
         await self.disconnect(message["code"])
         raise StopConsumer()
+
+    async def story_flooded(self, message: dict[str, Any]) -> None:
+        """Messages of this socket were dropped, over ``STORY_WS_MESSAGES_PER_SECOND``
+        (``storyproject.ws_inbound``): the first time it is told, if it goes on it is closed."""
+        if self.refusal is not None or self.session is None:
+            return
+        rate = message["rate"]
+        if not message["closing"]:
+            error = GenerationError(
+                "rate_limited",
+                f"this connection sent more than {rate} messages a second: those over it were dropped "
+                "unanswered, and it is closed if it goes on",
+                retryable=True,
+                retry_after=1,
+            )
+            await self.send_event(error.as_event())
+            return
+        self.refusal = GenerationError("rate_limited", f"more than {rate} messages a second")
+        logger.warning("closing a WebSocket that went on sending more than %d messages a second", rate)
+        await self.close(code=CLOSE_TOO_MANY_MESSAGES, reason="too_many_messages")
 
     async def connect(self) -> None:
         self.unsent = unsent_reader(self.scope)

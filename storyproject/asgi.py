@@ -28,6 +28,7 @@ from storyproject.runtime import (  # noqa: E402
     server_runtime_tune,
 )
 from storyproject.send_buffer import unsent_extension_add  # noqa: E402
+from storyproject.ws_inbound import inbound_bounded  # noqa: E402
 
 # Load the model back-end now: a wrong STORY_BACKEND fails at start-up, and the first writer does not
 # wait seconds for the SDK to import (bench/results/flow.md).
@@ -50,7 +51,8 @@ server_runtime_tune()
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The router, with this process's orphaned-run watcher and its event loop's lag watcher (metrics)
-    started on the first connection, and a WebSocket's unsent bytes in its scope.
+    started on the first connection, and a WebSocket's unsent bytes in its scope and its incoming messages
+    bounded (storyproject/ws_inbound.py).
 
     daphne speaks no ASGI lifespan, so the first request (a probe, a page) is the earliest moment the
     server's event loop runs app code. Starting them costs one check per connection after that.
@@ -61,6 +63,8 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "websocket":
         # How much of what the socket sent its client has not read (storyproject/send_buffer.py).
         scope = unsent_extension_add(scope, send)
+        await inbound_bounded(router, scope, receive, send)
+        return
     await router(scope, receive, send)
 
 

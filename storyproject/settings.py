@@ -344,6 +344,11 @@ if STORY_WS_SEND_BUFFER_BYTES >= STORY_WS_SEND_BUFFER_MAX_BYTES:
         f"STORY_WS_SEND_BUFFER_BYTES ({STORY_WS_SEND_BUFFER_BYTES}) must be below "
         f"STORY_WS_SEND_BUFFER_MAX_BYTES ({STORY_WS_SEND_BUFFER_MAX_BYTES})"
     )
+# Messages a socket may send a second, and as many at once (storyproject/ws_inbound.py): the create page
+# sends one or two a second at most (generate, cancel, attach after a reconnect). Past it a message is
+# dropped, the first told with ``rate_limited``; as many more dropped without one let through close the
+# socket (4429).
+STORY_WS_MESSAGES_PER_SECOND = envint("STORY_WS_MESSAGES_PER_SECOND", 20, minimum=1, maximum=100_000)
 # Open /ws/generate/ sockets per user, counted across processes when the cache is Redis (per process
 # otherwise): the create page opens one per generation, so 8 leaves room for several tabs and scripts.
 STORY_WS_MAX_SOCKETS_PER_USER = envint("STORY_WS_MAX_SOCKETS_PER_USER", 8, minimum=1, maximum=1000)

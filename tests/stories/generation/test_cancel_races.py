@@ -170,6 +170,8 @@ async def test_stress_generate_then_cancel_or_close_at_every_offset_leaves_no_ru
     # The acceptance test of issue 13: cancel (100 times on one socket) and close (25 sockets) at
     # offsets from 0 to 50 ms after generate, then no run is left open and the writer is not busy.
     settings.STORY_GENERATIONS_PER_HOUR = 1000
+    # Two messages every few milliseconds: a flood by the default limit (test_ws_security tests that).
+    settings.STORY_WS_MESSAGES_PER_SECOND = 10_000
     # Slow enough (over 0.3 s a screenplay) that every cancel lands before the run could finish.
     settings.STORY_OFFLINE_TOKENS_PER_SECOND = 1000
     communicator = await ws_connect(writer)

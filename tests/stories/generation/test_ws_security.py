@@ -5,6 +5,7 @@ Runs against the real ASGI application (storyproject.asgi) and the real consumer
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -279,3 +280,61 @@ def test_the_rewrite_form_of_another_writers_story_is_not_found(
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/accounts/login/")
     assert ScreenplayVersion.objects.filter(story_id=story_id).count() == 1
     assert GenerationRun.objects.count() == 0
+
+
+async def test_a_flooding_socket_is_told_once_then_closed_4429(writer: Any, settings: Any) -> None:
+    # daphne queued every message a client sent, with no bound: 2,000 a second grew the process by
+    # about 100 MB in 1.5 s. Now a socket's messages over STORY_WS_MESSAGES_PER_SECOND are dropped.
+    settings.STORY_WS_MESSAGES_PER_SECOND = 5
+    communicator = await _session_socket(writer)
+    try:
+        for _ in range(200):
+            await communicator.send_json_to({"type": "cancel"})
+        answers = []
+        while (output := await communicator.receive_output(timeout=5))["type"] == "websocket.send":
+            answers.append(json.loads(output["text"]))
+    finally:
+        await communicator.disconnect()
+    assert output == {"type": "websocket.close", "code": 4429, "reason": "too_many_messages"}
+    # The first five answered, the flood told once, then nothing more: 193 were never answered.
+    assert [answer["code"] for answer in answers] == ["invalid_request"] * 5 + ["rate_limited"]
+    told = answers[-1]
+    assert (told["retryable"], told["retry_after"]) == (True, 1)
+    assert told["message"].startswith("this connection sent more than 5 messages a second")
+
+
+async def test_a_socket_that_slows_down_after_being_told_stays_open(writer: Any, settings: Any) -> None:
+    settings.STORY_WS_MESSAGES_PER_SECOND = 5
+    communicator = await _session_socket(writer)
+    try:
+        for _ in range(8):
+            await communicator.send_json_to({"type": "cancel"})
+        codes = [(await communicator.receive_json_from(timeout=5))["code"] for _ in range(6)]
+        assert codes == ["invalid_request"] * 5 + ["rate_limited"]
+        assert await communicator.receive_nothing(timeout=0.5)
+        # A second later the bucket has refilled: answered as before.
+        await communicator.send_json_to({"type": "cancel"})
+        assert (await communicator.receive_json_from(timeout=5))["code"] == "invalid_request"
+    finally:
+        await communicator.disconnect()
+
+
+async def test_a_client_at_the_create_pages_pace_is_never_refused(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # The create page sends a generate, perhaps a cancel, and an attach after each reconnect: a few
+    # messages a second at most. Here four at once, then one every 0.1 s, with the default limit.
+    communicator = await _session_socket(writer)
+    try:
+        for _ in range(4):
+            await communicator.send_json_to({"type": "cancel"})
+        for _ in range(30):
+            await asyncio.sleep(0.1)
+            await communicator.send_json_to({"type": "cancel"})
+        answers = [await communicator.receive_json_from(timeout=5) for _ in range(34)]
+        await communicator.send_json_to(generate_message())
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert {answer["code"] for answer in answers} == {"invalid_request"}
+    assert events[-1]["type"] == "done"

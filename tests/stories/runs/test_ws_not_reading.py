@@ -77,6 +77,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         STORY_MODELS=DEFAULT_MODEL,
         STORY_WS_SEND_BUFFER_BYTES="1024",
         STORY_WS_SEND_BUFFER_MAX_BYTES="262144",
+        # Its 300 attaches at once are a flood by the default limit (test_ws_security tests that).
+        STORY_WS_MESSAGES_PER_SECOND="1000",
     )
     token = writer_seeded(env)
     url, process = daphne_start(env=env, log=workdir / "daphne.log")
