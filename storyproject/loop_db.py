@@ -135,7 +135,13 @@ async def _send(using: str, queue: _Queue) -> None:
                 while queue.pending and connection is not None:
                     batch, queue.pending = queue.pending[:BATCH], queue.pending[BATCH:]
                     batch.sort(key=_row)
-                    connection = await _batch_send(pool, connection, batch)
+                    try:
+                        connection = await _batch_send(pool, connection, batch)
+                    except BaseException:
+                        # This task cancelled (its loop closing): nobody is left to answer its batch.
+                        for waiting in batch:
+                            waiting.done.cancel()
+                        raise
             finally:
                 if connection is not None:
                     await pool.putconn(connection)
