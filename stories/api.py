@@ -439,9 +439,19 @@ class SceneRegenerateApi(APIView):
         regenerate = scene_regenerate_body_parse(
             {key: body.get(key) for key in body}, story_id=story.pk, version=number, index=index
         )
-        outcome = async_to_sync(events_fold)(
-            run_events(scene_regenerate_run(request=regenerate, user=request.user))
-        )
+        try:
+            outcome = async_to_sync(events_fold)(
+                run_events(scene_regenerate_run(request=regenerate, user=request.user))
+            )
+        except GenerationError as error:
+            if error.code != "forbidden":
+                raise
+            # The story was the writer's a moment ago (else the 404 above): another tab or request
+            # deleted it while the scene was rewritten. The URL names it: the 404 it answers now.
+            raise GenerationError(
+                "not_found",
+                f"story {story.pk} was deleted while its scene was being rewritten; nothing was saved",
+            ) from None
         return _generation_response(outcome)
 
 

@@ -93,6 +93,35 @@ def test_the_api_rewrites_one_scene_and_saves_a_new_version(
     assert run.details["regenerated_scene"] == 1 and run.details["base_version"] == 1
 
 
+def test_the_api_answers_404_for_a_story_deleted_while_its_scene_is_rewritten(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The URL names the story, the writer's when the request came: deleted meanwhile by another tab,
+    # the rewrite answered 403 forbidden "that story does not exist or is not yours" (a generation's
+    # refusal of a story_id it was given); it is the 404 the URL answers a moment later.
+    from stories import api
+
+    story_id, _ = _story_with_version(writer)
+    found = api.selectors.story_get_for_user
+
+    def found_then_deleted(**kwargs: Any) -> Story:
+        story = found(**kwargs)
+        Story.objects.filter(pk=story.pk).delete()
+        return story
+
+    monkeypatch.setattr(api.selectors, "story_get_for_user", found_then_deleted)
+    client = APIClient()
+    client.force_authenticate(writer)
+    response = client.post(f"/api/stories/{story_id}/versions/1/scenes/1/regenerate/", {}, format="json")
+    assert response.status_code == 404, response.content
+    assert response.json() == {
+        "code": "not_found",
+        "message": f"story {story_id} was deleted while its scene was being rewritten; nothing was saved",
+        "retryable": False,
+    }
+    assert fake_anthropic.requests == []
+
+
 def test_the_api_refuses_another_writers_story_and_a_scene_that_does_not_exist(
     writer: Any, other_writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
