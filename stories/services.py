@@ -377,6 +377,10 @@ def _story_missing(draft: ScreenplayDraft) -> Exception:
     if draft.origin == ScreenplayVersion.Origin.GENERATED:
         # A generation names its story in the request: one not the writer's is `forbidden` (protocol.md).
         return GenerationError("forbidden", "that story does not exist or is not yours")
+    return _story_gone()
+
+
+def _story_gone() -> Http404:
     # The writer's own save (an edit, a restore) names the story in its URL, found theirs a moment ago:
     # deleted since by another tab or request, it is the 404 that the URL answers a moment later
     # (get_object_or_404's words), not a 403.
@@ -496,6 +500,8 @@ def screenplay_version_restore(*, user_id: int, story: Story, number: int) -> Sc
     """
     old = story_version_find(story=story, number=number)
     if old is None:
+        if not Story.objects.filter(pk=story.pk, owner_id=user_id).exists():
+            raise _story_gone()  # deleted since the request found it and its version: not "no version"
         raise GenerationError("invalid_request", f"the story has no version {number}")
     named = _personas_named(old.content)
     active = PersonaConfig.objects.filter(name__in=named, is_active=True).values_list("name", flat=True)

@@ -316,6 +316,23 @@ def test_a_story_deleted_just_before_a_restore_from_its_page_is_the_sites_404(
     assert not Story.objects.exists()
 
 
+def test_a_story_deleted_just_before_a_restore_reads_its_version_is_a_404(
+    writer: Any, story: Story, monkeypatch: Any
+) -> None:
+    # A moment earlier than the save: the restore found no version to copy and answered 400
+    # "the story has no version 1", of a story that had it until it was deleted.
+    find = services.story_version_find
+
+    def deleted_first(*, story: Story, number: int) -> Any:
+        services.story_delete(story=Story.objects.get(pk=story.pk))  # another request's copy of it
+        return find(story=story, number=number)
+
+    monkeypatch.setattr(services, "story_version_find", deleted_first)
+    response = client_for(writer).post(f"/api/stories/{story.pk}/versions/1/restore/")
+    assert (response.status_code, response.json()) == (404, {"detail": "No Story matches the given query."})
+    assert not Story.objects.exists()
+
+
 def test_diff_pairs_scenes_and_marks_the_changed_line(writer: Any, story: Story) -> None:
     client = client_for(writer)
     text = _fountain(SCREENPLAY).replace("Now.", "Not yet.")
