@@ -236,7 +236,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             # nothing more is kept for it.
             await self._not_reading_close()
             return
-        await self.send(text_data=event_text(event))
+        # Straight to daphne: what AsyncWebsocketConsumer.send would build, without its two calls.
+        await self.base_send({"type": "websocket.send", "text": event_text(event)})
 
     async def _not_reading_close(self) -> None:
         """Close a socket whose client has not read ``STORY_WS_SEND_BUFFER_MAX_BYTES`` it was sent. Its

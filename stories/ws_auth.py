@@ -18,7 +18,7 @@ from typing import Any
 
 from channels.auth import AuthMiddleware, UserLazyObject, get_user
 from channels.middleware import BaseMiddleware
-from channels.sessions import CookieMiddleware, SessionMiddleware
+from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 
@@ -120,9 +120,23 @@ def socket_user_resolve(scope: dict[str, Any]) -> None:
         scope["user"]._wrapped = get_user.__wrapped__(scope)
 
 
+class SocketSessionMiddleware(SessionMiddleware):
+    """Channels' session middleware, without its wrapper on a WebSocket's sends.
+
+    The wrapper's ``send`` saves a modified session and sets its cookie on ``http.response.start``
+    alone (``InstanceSessionWrapper.save_message_types``), a message a WebSocket never sends; yet it
+    read the lazy session's state on every frame: 3 % of a daphne process's CPU at 200 streams
+    (docs/performance.md, "Thirteenth step"). A socket's frames go to daphne's own ``send``."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        wrapper = InstanceSessionWrapper(scope, send)
+        await wrapper.resolve_session()
+        return await self.inner(wrapper.scope, receive, send if scope["type"] == "websocket" else wrapper.send)
+
+
 def TokenOrSessionAuthMiddlewareStack(inner: Any) -> Any:
     """Session cookie authentication (Channels' stack) first; a token header, when present, wins."""
-    return CookieMiddleware(SessionMiddleware(PooledAuthMiddleware(TokenAuthMiddleware(inner))))
+    return CookieMiddleware(SocketSessionMiddleware(PooledAuthMiddleware(TokenAuthMiddleware(inner))))
 
 
 def websocket_stack(inner: Any) -> Any:
