@@ -17,8 +17,6 @@ from django.conf import settings
 
 from stories.runs.log import TERMINAL, LoggedEvent, retention_seconds
 
-# How often a waiting follower wakes with nothing new, to say it is still there (touch).
-_WAKE_SECONDS = 1.0
 # With Redis, how long this process keeps its own copy of a finished run's events.
 _MIRROR_KEEP_SECONDS = 120
 # Ended runs are looked for at most this often: each look reads every run kept, which with Redis is the
@@ -35,6 +33,9 @@ class _Run:
     seen_at: float = field(default_factory=time.monotonic)
     cancel: bool = False
     waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+    # Followers reading the run now: a run they follow counts as followed (followed_within) without
+    # each of them waking every second to say so.
+    followers: int = 0
 
     @property
     def last_seq(self) -> int:
@@ -64,12 +65,6 @@ def _wake(waiter: asyncio.Future[bool]) -> None:
         loop.call_soon_threadsafe(_wake, waiter)
 
 
-def _wake_quiet(waiter: asyncio.Future[bool]) -> None:
-    """The end of a follower's wait with nothing new."""
-    if not waiter.done():
-        waiter.set_result(False)
-
-
 class MemoryRunEventLog:
     def __init__(self) -> None:
         self.runs: dict[int, _Run] = {}
@@ -87,6 +82,8 @@ class MemoryRunEventLog:
             kept.ended_at, kept.cancel = None, False
             return
         self.runs[run_id] = _Run(base=last_seq, cancel=self.cancels_pending.pop(run_id, None) is not None)
+        if kept is not None:
+            kept.wake()  # its followers go on with the run opened in its place
 
     async def holds_all(self, run_id: int) -> bool:
         return run_id in self.runs
@@ -131,27 +128,36 @@ class MemoryRunEventLog:
         return [] if run is None else run.after(after)
 
     async def follow(self, run_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
-        while (run := self.runs.get(run_id)) is not None:
-            run.seen_at = time.monotonic()
-            for event in run.after(after):
-                yield event
-                after = event["seq"]
-                if event["type"] in TERMINAL:
-                    return
-            if run.ended_at is not None:
-                return  # ended, and the terminal event was dropped by the bound
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
-            run.waiters.append(waiter)
-            # A timer that ends the wait, rather than asyncio.wait_for (a task switch and a second
-            # future for every event followed): the run wakes the waiter, or the timer does.
-            timer = loop.call_later(_WAKE_SECONDS, _wake_quiet, waiter)
-            try:
-                woken = await waiter
-            finally:
-                timer.cancel()
-            if not woken and waiter in run.waiters:
-                run.waiters.remove(waiter)
+        # Counted as a follower while it reads, however it stops (an end, a cancel, a close): no timer
+        # per wait to say it is still there (a timer set and cancelled for every event followed).
+        following: _Run | None = None
+        try:
+            while (run := self.runs.get(run_id)) is not None:
+                if run is not following:
+                    if following is not None:
+                        following.followers -= 1
+                    following = run
+                    run.followers += 1
+                run.seen_at = time.monotonic()
+                for event in run.after(after):
+                    yield event
+                    after = event["seq"]
+                    if event["type"] in TERMINAL:
+                        return
+                if run.ended_at is not None:
+                    return  # ended, and the terminal event was dropped by the bound
+                # The run wakes the waiter: an append, its end, or its being forgotten.
+                waiter = asyncio.get_running_loop().create_future()
+                run.waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter in run.waiters:  # cancelled while waiting
+                        run.waiters.remove(waiter)
+        finally:
+            if following is not None:
+                following.followers -= 1
+                following.seen_at = time.monotonic()
 
     async def exists(self, run_id: int) -> bool:
         return run_id in self.runs
@@ -184,7 +190,9 @@ class MemoryRunEventLog:
     async def followed_within(self, run_ids: list[int], seconds: float) -> set[int]:
         since = time.monotonic() - seconds
         return {
-            run_id for run_id in run_ids if (run := self.runs.get(run_id)) is not None and run.seen_at > since
+            run_id
+            for run_id in run_ids
+            if (run := self.runs.get(run_id)) is not None and (run.followers > 0 or run.seen_at > since)
         }
 
     async def ended(self, run_id: int) -> bool:

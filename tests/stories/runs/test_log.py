@@ -228,3 +228,45 @@ async def test_this_processs_copy_of_an_ended_run_is_dropped_once_its_retention_
     await log.open(5)
     assert not await log.exists(1) and await log.exists(2)
     assert await log.read(2, 0) == []
+
+
+async def test_a_follower_waiting_on_a_quiet_run_counts_as_following_it_until_it_stops(log: RunEventLog) -> None:
+    # A detached run is cancelled once nobody has followed it for STORY_RUN_DETACHED_TIMEOUT_SECONDS
+    # (runner._watch). A follower waiting on a run that says nothing (the model thinking) follows it all
+    # the while, though it no longer wakes every second to say so.
+    await log.open(51)
+    await log.append(51, {"type": "accepted"})
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for event in log.follow(51, 0):
+            seen.append(event["type"])
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)
+    assert seen == ["accepted"]
+    await asyncio.sleep(0.2)
+    assert await log.followed_within([51], 0.1) == {51}
+    follower.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await follower
+    await asyncio.sleep(0.15)
+    assert await log.followed_within([51], 0.1) == set()
+
+
+async def test_a_follower_goes_on_with_a_run_opened_again_in_its_place() -> None:
+    # A run opened fresh under an id this process still keeps (its old events are stale): a follower
+    # waiting on the old copy reads the new one, rather than waiting for events that never come.
+    log = MemoryRunEventLog()
+    await log.open(61)
+    await log.append(61, {"type": "accepted"})
+    follower = asyncio.create_task(_types(log.follow(61, 1)))
+    await asyncio.sleep(0.05)
+    await log.open(61)
+    await log.append(61, {"type": "accepted"})
+    await log.append(61, {"type": "done"})
+    assert await asyncio.wait_for(follower, timeout=2) == ["done"]
+
+
+async def _types(events: Any) -> list[str]:
+    return [event["type"] async for event in events]
