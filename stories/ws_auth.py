@@ -131,7 +131,9 @@ class SocketSessionMiddleware(SessionMiddleware):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         wrapper = InstanceSessionWrapper(scope, send)
         await wrapper.resolve_session()
-        return await self.inner(wrapper.scope, receive, send if scope["type"] == "websocket" else wrapper.send)
+        return await self.inner(
+            wrapper.scope, receive, send if scope["type"] == "websocket" else wrapper.send
+        )
 
 
 def TokenOrSessionAuthMiddlewareStack(inner: Any) -> Any:

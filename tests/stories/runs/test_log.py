@@ -230,7 +230,9 @@ async def test_this_processs_copy_of_an_ended_run_is_dropped_once_its_retention_
     assert await log.read(2, 0) == []
 
 
-async def test_a_follower_waiting_on_a_quiet_run_counts_as_following_it_until_it_stops(log: RunEventLog) -> None:
+async def test_a_follower_waiting_on_a_quiet_run_counts_as_following_it_until_it_stops(
+    log: RunEventLog,
+) -> None:
     # A detached run is cancelled once nobody has followed it for STORY_RUN_DETACHED_TIMEOUT_SECONDS
     # (runner._watch). A follower waiting on a run that says nothing (the model thinking) follows it all
     # the while, though it no longer wakes every second to say so.
