@@ -166,3 +166,21 @@ def test_admission_reads_the_writers_runs_once_however_many_there_are(writer: An
     # The one read still counts every run of the hour: 23 of them, the two admitted here included.
     with override_settings(STORY_GENERATIONS_PER_HOUR=23):
         assert _refusal(writer).code == "rate_limited"
+
+
+@override_settings(STORY_MAX_ACTIVE_PER_USER=1, STORY_STREAMING_STALE_SECONDS=1800)
+def test_a_run_this_process_holds_but_no_longer_runs_is_closed_at_the_next_admission(writer: Any) -> None:
+    # Leased here, still "streaming", but nothing in this process runs it (its task died unrecorded):
+    # admission closes it rather than counting it, young or older than both windows alike.
+    young, old = _run(writer, minutes_ago=1), _run(writer, minutes_ago=120)
+    GenerationRun.objects.filter(pk__in=[young.pk, old.pk]).update(lease_owner=services.RUN_LEASE_OWNER)
+    elsewhere = _run(writer, minutes_ago=120)
+    GenerationRun.objects.filter(pk=elsewhere.pk).update(lease_owner="another-process")
+    run = generation_run_admit(
+        user_id=writer.pk, model="offline", max_tokens=1024, persona_names=[], story_id=None
+    )
+    services.generation_run_release(run_id=run.pk)
+    closed = GenerationRun.objects.filter(pk__in=[young.pk, old.pk])
+    assert {(r.status, r.error_code) for r in closed} == {("failed", services.INTERRUPTED_CODE)}
+    # Another process's run is its own to close (recover_runs, a lease's expiry).
+    assert GenerationRun.objects.get(pk=elsewhere.pk).status == "streaming"
