@@ -11,10 +11,11 @@ for the last place cannot both get it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from typing import cast
 
 from django.conf import settings
 from django.db import connections, router
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from stories.errors import GenerationError
 from stories.models import GenerationRun
+from storyproject.db import model_column
 
 _HOUR = timedelta(hours=1)
 
@@ -55,7 +57,7 @@ def admission_counts(*, user_id: int, now: datetime, lease_owner: str = "") -> A
     hour_ago = now - _HOUR
     using = router.db_for_read(GenerationRun)
     database = connections[using]
-    field = GenerationRun._meta.get_field
+    field = functools.partial(model_column, GenerationRun)
     when, owner = field("created_at"), field("lease_owner")
     streaming = field("status").get_db_prep_value(GenerationRun.Status.STREAMING, database)
     leased = [streaming, owner.get_db_prep_value(lease_owner, database)]
@@ -74,13 +76,15 @@ def admission_counts(*, user_id: int, now: datetime, lease_owner: str = "") -> A
     return AdmissionCounts(active=active, recent=recent, leased_here=leased_here if lease_owner else 0)
 
 
-@cache
+@functools.cache
 def _counts_sql(using: str) -> str:
     quote = connections[using].ops.quote_name
     meta = GenerationRun._meta
     table = quote(meta.db_table)
+    # model_column's fields are concrete: each has its column.
     status, created, owner, user = (
-        quote(meta.get_field(name).column) for name in ("status", "created_at", "lease_owner", "user")
+        quote(cast(str, model_column(GenerationRun, name).column))
+        for name in ("status", "created_at", "lease_owner", "user")
     )
     leased = f"{status} = %s AND {owner} = %s"
     # COUNT(*) FILTER: PostgreSQL, and SQLite from 3.30 (Django's own aggregate filters use it there).

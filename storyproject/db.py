@@ -117,8 +117,8 @@ async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fi
     if "pk" not in where:
         raise ValueError("update_unflushed_async updates one row, named by its pk")
     database = connections[using]
-    columns = [_column(model, name) for name in fields]
-    keys = [_column(model, name) for name in where]
+    columns = [model_column(model, name) for name in fields]
+    keys = [model_column(model, name) for name in where]
     parameters = [
         field.get_db_prep_save(value, database) for field, value in zip(columns, fields.values(), strict=True)
     ]
@@ -132,7 +132,8 @@ async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fi
     return await loop_db.rowcount(using, statement, parameters, row=(model._meta.db_table, where["pk"]))
 
 
-def _column(model: type[Model], name: str) -> Field[Any, Any]:
+def model_column(model: type[Model], name: str) -> Field[Any, Any]:
+    """The field of ``model`` stored in a column under ``name`` (``pk``: the key), for SQL written by hand."""
     field = model._meta.pk if name == "pk" else model._meta.get_field(name)
     if not isinstance(field, Field) or not field.concrete:
         raise ValueError(f"{model.__name__}.{name} is not a column")
