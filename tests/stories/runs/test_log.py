@@ -272,3 +272,24 @@ async def test_a_follower_goes_on_with_a_run_opened_again_in_its_place() -> None
 
 async def _types(events: Any) -> list[str]:
     return [event["type"] async for event in events]
+
+
+@pytest.mark.parametrize("log", ["redis"], indirect=True)
+async def test_an_event_redis_refuses_does_not_lose_the_others_written_with_it(
+    log: RunEventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One write carries every run's events of the interval. Here run 71's stream already holds a later
+    # entry (written by a process that ran it after a database reset), so Redis refuses its event; run
+    # 72's events, in the same write, are kept, and the refusal is logged.
+    other_process = redis.Redis.from_url(REDIS_URL)
+    await other_process.xadd(redis_log.run_key(71, "events"), {"e": "{}"}, id="0-9")
+    await log.open(72)
+    await log.append(71, {"type": "delta", "text": "late"})
+    await log.append(72, {"type": "accepted"})
+    with caplog.at_level(logging.WARNING, logger="stories.runs.redis_writer"):
+        await log.append(72, {"type": "done"})  # terminal: returns once written
+    elsewhere = RedisRunEventLog(local=MemoryRunEventLog())
+    assert [e["type"] for e in await elsewhere.read(72, 0)] == ["accepted", "done"]
+    assert await other_process.xlen(redis_log.run_key(71, "events")) == 1
+    assert "1 of 3 events refused" in caplog.text
+    await other_process.aclose()
