@@ -552,6 +552,8 @@ class ImportedPlot:
     text: str
     # The logline was longer than STORY_MAX_PLOT_CHARS: ``text`` is its beginning.
     cut: bool
+    # The characters of the logline that became the plot (its control characters dropped, trimmed).
+    logline_chars: int = 0
 
 
 def imported_plot(*, content: Any) -> ImportedPlot:
@@ -571,8 +573,8 @@ def imported_plot(*, content: Any) -> ImportedPlot:
         named = f"Imported screenplay: {one_line(str(fields.get('title') or '')) or 'Untitled'}"
         return ImportedPlot(text=named if len(named) <= limit else "Imported screenplay.", cut=False)
     if len(logline) <= limit:
-        return ImportedPlot(text=logline, cut=False)
-    return ImportedPlot(text=_text_cut_at_word(logline, limit=limit), cut=True)
+        return ImportedPlot(text=logline, cut=False, logline_chars=len(logline))
+    return ImportedPlot(text=_text_cut_at_word(logline, limit=limit), cut=True, logline_chars=len(logline))
 
 
 def _text_cut_at_word(text: str, *, limit: int) -> str:

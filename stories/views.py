@@ -396,14 +396,15 @@ def _import_confirmation(request: HttpRequest, *, content: Any, status: int = 20
         }
         for i, (name, c) in enumerate(zip(names, characters, strict=True))
     ]
+    plot = services.imported_plot(content=content)
     context = {
         "content": content,
         "content_json": json.dumps(content, ensure_ascii=False),
         "rows": rows,
         "personas": persona_list(),
         "stats": screenplay_stats(content),
-        "plot_cut": services.imported_plot(content=content).cut,
-        "logline_chars": len(str(content.get("logline") or "")) if isinstance(content, dict) else 0,
+        "plot_cut": plot.cut,
+        "logline_chars": plot.logline_chars,
         "max_plot_chars": settings.STORY_MAX_PLOT_CHARS,
     }
     return render(request, "stories/story_import_confirm.html", context, status=status)

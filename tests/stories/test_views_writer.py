@@ -235,6 +235,12 @@ def test_an_imported_logline_longer_than_a_plot_may_be_is_cut_to_the_limit_and_t
     text = f"Title: Vault\nLogline: {logline}\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n"
     page = logged_in.post("/stories/import/", {"fountain": text}).content.decode()
     assert "The logline has 990 characters; a plot may have at most 300" in page
+    # Counted as the plot will be: without the control characters the plot drops (8 here).
+    noisy = logline[:150] + "\x1b" * 8 + logline[150:]
+    noisy_text = text.replace(logline, noisy)
+    upload = SimpleUploadedFile("noisy.fountain", noisy_text.encode())
+    noisy_page = logged_in.post("/stories/import/", {"file": upload}).content.decode()
+    assert "The logline has 990 characters" in noisy_page
     content = page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"')
     response = logged_in.post("/stories/import/confirm/", {"content": content}, follow=True)
     story = Story.objects.get(title="Vault")
