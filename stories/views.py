@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from personas.selectors import persona_list, persona_matches
 from stories import selectors, services
 from stories.errors import GenerationCancelled, GenerationError
+from stories.exception_handlers import GENERATION_ERROR_STATUS
 from stories.exports import ExportMeta
 from stories.exports.fountain import fountain_from_screenplay
 from stories.exports.screenplay import one_line
@@ -67,6 +68,22 @@ def story_create(request: HttpRequest) -> HttpResponse:
 @login_required
 def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    return _story_page(
+        request, story=story, version=request.GET.get("version"), compare=request.GET.get("compare")
+    )
+
+
+def _story_page(
+    request: HttpRequest,
+    *,
+    story: Story,
+    version: str | None,
+    compare: str | None = None,
+    rewrite_kept: dict[str, Any] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The story page at ``version`` (or comparing two); ``rewrite_kept`` reopens a refused scene
+    rewrite with the instructions the writer typed."""
     versions = selectors.story_versions_list(story=story)
     context: dict[str, Any] = {
         "story": story,
@@ -74,16 +91,17 @@ def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
         "cast": selectors.story_cast_list(story=story),
         "generator": _generator_context(story=story),
         "writing_runs": selectors.story_runs_writing(story=story),
+        "rewrite_kept": rewrite_kept,
     }
-    compare = _version_pair(request.GET.get("compare"))
-    if compare is not None:
-        context.update(_comparison(story=story, numbers=compare))
+    pair = _version_pair(compare)
+    if pair is not None:
+        context.update(_comparison(story=story, numbers=pair))
     else:
-        context["version"] = _version_shown(story=story, versions=versions, raw=request.GET.get("version"))
+        context["version"] = _version_shown(story=story, versions=versions, raw=version)
     if context.get("version") is not None:
         context["exports"] = _export_links(story=story, version=context["version"])
         context["stats"] = screenplay_stats(context["version"].content)
-    return render(request, "stories/story_detail.html", context)
+    return render(request, "stories/story_detail.html", context, status=status)
 
 
 @login_required
@@ -96,20 +114,27 @@ def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: in
     # A version the story does not have is a 404 here, not a redirect to one (and a message shown on
     # whatever page comes next).
     selectors.story_version_get(story=story, number=number)
-    url = reverse("stories:story-detail", args=[story.pk])
+    instructions = request.POST.get("instructions", "")
+
+    def refused(status: int) -> HttpResponse:
+        # This version again, the scene's form open with the writer's instructions in it: a redirect
+        # emptied the field, so instructions refused (or a rewrite that failed) had to be typed again.
+        kept = {"index": index, "instructions": instructions}
+        return _story_page(request, story=story, version=str(number), rewrite_kept=kept, status=status)
+
     try:
         regenerate = scene_regenerate_request_parse(
             {
                 "story_id": story.pk,
                 "version": number,
                 "index": index,
-                "instructions": request.POST.get("instructions", ""),
+                "instructions": instructions,
                 "base_version": _form_number(request.POST.get("base_version")),
             }
         )
     except GenerationError as error:
         messages.error(request, error.message)
-        return redirect(f"{url}?version={number}")
+        return refused(GENERATION_ERROR_STATUS[error.code])
     try:
         outcome = async_to_sync(events_fold)(
             run_events(scene_regenerate_run(request=regenerate, user=request.user))
@@ -117,12 +142,13 @@ def scene_regenerate(request: HttpRequest, story_id: int, number: int, index: in
         saved = outcome.saved_event()
     except GenerationError as error:
         messages.error(request, f"The scene could not be rewritten: {error.message}")
-        return redirect(f"{url}?version={number}")
+        return refused(GENERATION_ERROR_STATUS[error.code])
     except GenerationCancelled:
         # Cancelled from elsewhere (another tab's socket, the runs API) while this request waited.
         messages.info(request, "The rewrite was cancelled; nothing was saved.")
-        return redirect(f"{url}?version={number}")
+        return refused(409)
     messages.success(request, f"Scene {index + 1} rewritten: this is version {saved['version']}.")
+    url = reverse("stories:story-detail", args=[story.pk])
     return redirect(f"{url}?version={saved['version']}")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
+from django.utils.html import escape
 from rest_framework.test import APIClient
 
 from personas.models import PersonaConfig
@@ -278,10 +279,12 @@ def test_a_failed_rewrite_on_the_story_page_says_why_and_saves_nothing(
     page = client.get(f"/stories/{story_id}/").content.decode()
     # The rewrite form's socket path comes from the server, as the create page's does.
     assert page.count('data-ws-path="/ws/generate/"') == 3
-    response = client.post(f"/stories/{story_id}/versions/1/scenes/0/regenerate/")
-    assert response.status_code == 302 and response["Location"] == f"/stories/{story_id}/?version=1"
-    shown = client.get(response["Location"]).content.decode()
+    response = client.post(f"/stories/{story_id}/versions/1/scenes/0/regenerate/", {"instructions": "Rain."})
+    assert response.status_code == 400
+    shown = response.content.decode()
     assert "The scene could not be rewritten: personas no longer available: femme-fatale" in shown
+    # The form is open again with what the writer typed, to send once the cast is fixed.
+    assert '<details class="scene-rewrite" open>' in shown and 'value="Rain." autofocus' in shown
     assert not ScreenplayVersion.objects.filter(story_id=story_id, number=2).exists()
     assert GenerationRun.objects.get().error_code == "unknown_personas"
 
@@ -427,9 +430,8 @@ async def test_a_blocking_rewrite_cancelled_from_another_tab_says_so(
         assert response.status_code == 409
         assert response.json() == {"detail": "the generation was cancelled; nothing was saved"}
     else:
-        assert response.status_code == 302 and response["Location"] == f"/stories/{story_id}/?version=1"
-        shown = await sync_to_async(client.get)(response["Location"])
-        assert "The rewrite was cancelled; nothing was saved." in shown.content.decode()
+        assert response.status_code == 409
+        assert "The rewrite was cancelled; nothing was saved." in response.content.decode()
     assert await ScreenplayVersion.objects.filter(story_id=story_id).acount() == 1
 
 
@@ -491,9 +493,8 @@ def test_the_story_pages_rewrite_form_sends_the_latest_version_it_shows(
     screenplay_version_write(user_id=writer.pk, story=story, content=screenplay(scenes=3))
     url = f"/stories/{story_id}/versions/1/scenes/0/regenerate/"
     response = client.post(url, {"base_version": "1"})
-    assert response.status_code == 302 and response["Location"] == f"/stories/{story_id}/?version=1"
-    shown = client.get(response["Location"]).content.decode()
-    assert "version 2 was saved after version 1, the latest this rewrite knew of" in shown
+    assert response.status_code == 409
+    assert "version 2 was saved after version 1, the latest this rewrite knew of" in response.content.decode()
     assert not ScreenplayVersion.objects.filter(story_id=story_id, number=3).exists()
     # Without JavaScript the form posts the same field; a form without it still rewrites.
     assert client.post(url, {"base_version": "2"})["Location"] == f"/stories/{story_id}/?version=3"
@@ -568,10 +569,32 @@ def test_instructions_with_a_control_character_are_refused_by_the_api_and_the_pa
     assert response.status_code == 400
     assert (response.json()["code"], response.json()["message"]) == ("invalid_request", INSTRUCTIONS_REFUSED)
     page = client.post(f"/stories/{story_id}/versions/1/scenes/0/regenerate/", {"instructions": "Rain.\x1b"})
-    assert page.status_code == 302
-    assert INSTRUCTIONS_REFUSED in client.get(page["Location"]).content.decode()
+    assert page.status_code == 400
+    assert INSTRUCTIONS_REFUSED in page.content.decode()
     assert not GenerationRun.objects.exists()
     assert not ScreenplayVersion.objects.filter(story_id=story_id, number=2).exists()
+
+
+def test_instructions_refused_on_the_story_page_are_kept_in_the_open_form(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # Without JavaScript the rewrite form posts, and a refusal redirected to the story page: the field
+    # came back empty, and 2,000 characters of instructions (or a paste one over) had to be typed again.
+    story_id, _, client, _ = _story_page(writer)
+    typed = 'Make the chef quieter, "softer" & <calmer>. ' * 50  # 2,250 characters
+    response = client.post(f"/stories/{story_id}/versions/1/scenes/1/regenerate/", {"instructions": typed})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "instructions are longer than 2000 characters" in page
+    assert "Version 1" in page
+    assert page.count('<details class="scene-rewrite" open>') == 1
+    form = page.split('<details class="scene-rewrite" open>')[1]
+    assert f'action="/stories/{story_id}/versions/1/scenes/1/regenerate/"' in form
+    assert f'value="{escape(typed)}" autofocus' in form
+    assert "<calmer>" not in page
+    # The page is served at the form's URL: its links to versions name the story page, not "?version=".
+    assert f'<a href="/stories/{story_id}/?version=1">v1</a>' in page and 'href="?' not in page
+    assert not GenerationRun.objects.exists()
 
 
 async def test_instructions_with_a_control_character_are_refused_on_the_socket(
