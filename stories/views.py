@@ -381,7 +381,7 @@ def story_import_confirm(request: HttpRequest) -> HttpResponse:
         version = services.story_import(user_id=int(request.user.pk or 0), content=content, cast=cast)
     except GenerationError as error:
         messages.error(request, f"The screenplay could not be saved: {error.message}")
-        return _import_confirmation(request, content=content, status=400)
+        return _import_confirmation(request, content=content, cast=cast, status=400)
     messages.success(
         request, "Imported: this is version 1. Every tool works on it, from rewriting a scene on."
     )
@@ -410,7 +410,11 @@ def _import_posted(request: HttpRequest) -> dict[str, Any]:
     return screenplay_import(data=pasted, fmt="fountain")
 
 
-def _import_confirmation(request: HttpRequest, *, content: Any, status: int = 200) -> HttpResponse:
+def _import_confirmation(
+    request: HttpRequest, *, content: Any, cast: dict[str, str | None] | None = None, status: int = 200
+) -> HttpResponse:
+    """The cast confirmation: each character's persona as the writer chose it (``cast``, when the page
+    comes back refused), else as the screenplay names it or as one matches its name."""
     characters = content.get("characters", []) if isinstance(content, dict) else []
     names = [str(c.get("name", "")) for c in characters if isinstance(c, dict)]
     matches = persona_matches(names=names)
@@ -418,7 +422,11 @@ def _import_confirmation(request: HttpRequest, *, content: Any, status: int = 20
         {
             "index": i,
             "name": name,
-            "chosen": (c.get("persona") or (m.name if (m := matches.get(name)) else "")),
+            "chosen": (
+                cast.get(name) or ""
+                if cast is not None
+                else c.get("persona") or (m.name if (m := matches.get(name)) else "")
+            ),
         }
         for i, (name, c) in enumerate(zip(names, characters, strict=True))
     ]

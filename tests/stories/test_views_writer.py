@@ -9,6 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from personas.models import PersonaConfig
 from stories.models import ScreenplayVersion, Story
 from stories.validation import text_field_problem
 from tests.stories.test_api import client_for
@@ -269,3 +270,29 @@ def test_an_imported_logline_with_control_characters_becomes_a_plot_regenerate_a
     assert story.versions.get().content["logline"] == "A crew\x1b[31m robs\x9b a vault.\x7f"
     assert shown.split('aria-describedby="plot-count">')[1].split("</textarea>")[0] == story.plot
     assert text_field_problem(story.plot) is None
+
+
+def test_a_cast_the_import_cannot_save_is_shown_again_as_the_writer_chose_it(
+    logged_in: Client, persona_factory: Any
+) -> None:
+    persona_factory("max-payne", display_name="Max")
+    persona_factory("june-b", display_name="June")
+    persona_factory("ghost", display_name="Ghost")
+    text = "Title: Vault\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n\nJUNE\nWait.\n"
+    page = logged_in.post("/stories/import/", {"fountain": text}).content.decode()
+    content = page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"')
+    # The writer casts Max as June and June as nobody; the persona is deactivated before they confirm.
+    PersonaConfig.objects.filter(name="ghost").update(is_active=False)
+    chosen = {"content": content, "persona-0": "june-b", "persona-1": "ghost"}
+    response = logged_in.post("/stories/import/confirm/", chosen)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "&#x27;ghost&#x27;, which is not one of the active personas" in page
+    # MAX is still played by June, as chosen: the page put back the name's match, Max, and a second
+    # press of "Create the story" saved a cast the writer had changed.
+    max_row, june_row = page.split('<select id="persona-')[1:3]
+    assert '<option value="june-b" selected>' in max_row and "selected" not in max_row.replace(
+        '<option value="june-b" selected>', ""
+    )
+    assert "selected" not in june_row.split("</select>")[0]  # the inactive persona is no choice now
+    assert not Story.objects.exists()
