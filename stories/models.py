@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from storyproject.bidi import bidi_isolated
+
 
 class GenerationSettings(models.Model):
     """Settings editors change without a deploy. One row (pk=1); read through stories.selectors."""
@@ -49,7 +51,10 @@ class Story(models.Model):
         indexes = [models.Index(fields=["owner", "-updated_at"], name="story_owner_recent")]
 
     def __str__(self) -> str:
-        return self.title
+        # Django's admin puts this in its own sentences, breadcrumbs and titles (as a version's and a
+        # run's name too): a writer's title with a right-to-left override left open drew the rest of a
+        # delete confirmation backwards. Isolated as a persona's display name is (storyproject.bidi).
+        return bidi_isolated(self.title)
 
 
 class GenerationRun(models.Model):
@@ -167,4 +172,4 @@ class StoryCast(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.character_name} ({self.persona_id})"
+        return f"{bidi_isolated(self.character_name)} ({self.persona_id})"

@@ -8,7 +8,7 @@ from django.db import connection
 from django.test import Client
 
 from personas.services import editors_group_ensure
-from stories.models import GenerationSettings, Story
+from stories.models import GenerationSettings, ScreenplayVersion, Story, StoryCast
 
 SETTINGS_ADD = "/admin/stories/generationsettings/add/"
 SETTINGS_POST = {"default_model": "", "default_max_tokens": "16000", "formatting_rules": "Obey the editor."}
@@ -120,3 +120,27 @@ def test_an_admin_list_filtered_by_a_lookup_the_database_cannot_run_is_a_400(use
     assert editor.get("/admin/personas/personaconfig/?version__in=1,x").status_code == 302
     assert editor.get("/admin/personas/personaconfig/?is_active__exact=1&o=2&q=a").status_code == 200
     assert root.get("/admin/auth/user/?id__in=1,2").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_right_to_left_story_title_stays_inside_its_own_words_in_the_admin(
+    user_factory: Any, writer: Any, persona_factory: Any
+) -> None:
+    # A writer's title (or character name) with an override left open drew the admin's sentences around
+    # it backwards: "Are you sure you want to delete the story "...‮evil"? All of the following related
+    # items will be deleted:" ended reversed, as did "v1" after a version and the persona after a cast.
+    persona = persona_factory("rogue-ai", display_name="Halcyon")
+    story = Story.objects.create(
+        owner=writer, title="Heist \u202eevil", plot="A plot.", latest_version_number=1
+    )
+    ScreenplayVersion.objects.create(story=story, number=1, content={"title": "T", "scenes": []})
+    StoryCast.objects.create(story=story, persona=persona, character_name="MAX \u202eX")
+    admin = user_factory("root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(admin)
+    page = client.get(f"/admin/stories/story/{story.pk}/delete/").content.decode()
+    title = "\u2068Heist \u202eevil\u2069"
+    assert f'delete the story "{title}"? All of the following related items will be deleted' in page
+    assert f"Screenplay version: {title} v1" in page
+    assert f"Cast member: \u2068MAX \u202eX\u2069 ({persona.pk})" in page
+    assert Story.objects.get().title == "Heist \u202eevil"  # stored as typed
