@@ -36,7 +36,11 @@ class ThrottledLoginMixin:
         try:
             cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
         except ValidationError as error:
-            if error.code == "invalid_login":
+            # The admin's form refuses a right password of an account that is not staff with the same
+            # "invalid_login" (AdminAuthenticationForm.confirm_login_allowed): not a guess, and counting
+            # it locked a writer out of the site after a few tries at /admin/. Only a password that
+            # authenticated no one (``user_cache`` None) is a failure.
+            if error.code == "invalid_login" and getattr(self, "user_cache", None) is None:
                 login_attempt_failed(attempt)
             else:
                 login_attempt_void(attempt)

@@ -79,6 +79,20 @@ def test_the_admin_login_takes_the_same_throttle(user_factory: Any) -> None:
     assert "Too many failed logins for this account." in refused.content.decode()
 
 
+def test_a_writer_turned_away_by_the_admin_login_is_not_locked_out_of_the_site(writer: Any) -> None:
+    # The admin refuses a writer's right password ("a staff account"): that was counted as a wrong guess,
+    # so a writer who tried /admin/ three times was then told "Too many failed logins" on the site.
+    for _ in range(3):
+        refused = _login("writer", "pw-writer", url="/admin/login/")
+        assert refused.status_code == 200 and not refused.client_signed_in
+        assert "correct username and password for a staff account" in refused.content.decode()
+    assert _login("writer", "pw-writer").client_signed_in
+    # Wrong passwords at the admin login are still guesses.
+    for _ in range(3):
+        _login("writer", "wrong", url="/admin/login/")
+    assert _login("writer", "pw-writer").status_code == 429
+
+
 _ARRIVED: list[str] = []
 _TOGETHER = threading.Barrier(6, timeout=1.0)
 
