@@ -69,14 +69,13 @@ def main() -> None:
         story=two_versions, number=2, content=PLAIN_SCREENPLAY, origin="restored", based_on=1
     )
     Story.objects.filter(pk=two_versions.pk).update(latest_version_number=2)
-    # The phone test's too: one long word in the title, the screenplay's title and its logline.
+    # The phone test's too: one long word in the title, the screenplay's title, its logline and a
+    # transition (a model's, which did not wrap: the page, and a comparison's grid, scrolled sideways).
     long_word = _plain_story(writer, title=LONG_WORD)
+    content = json.loads(json.dumps(PLAIN_SCREENPLAY))
+    content["scenes"][-1]["elements"].append({"type": "transition", "text": f"Smash cut to {LONG_WORD * 2}:"})
     ScreenplayVersion.objects.filter(story=long_word).update(
-        content={
-            **PLAIN_SCREENPLAY,
-            "title": LONG_WORD,
-            "logline": f"Research: https://example.com/{LONG_WORD}",
-        }
+        content={**content, "title": LONG_WORD, "logline": f"Research: https://example.com/{LONG_WORD}"}
     )
     # The runs page's: a writer whose one run made a story titled with one very long word.
     runner = user_model.objects.create_user(username="long-title-writer", password="long-title-pw-2026")

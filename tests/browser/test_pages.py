@@ -61,7 +61,15 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(app_server: AppServ
     two_versions = f"/stories/{app_server.ids['two_versions_story']}/"
     # The seeded story last: the screenshot (docs/pages.md) is of it, every field holding markup.
     long_word = f"/stories/{app_server.ids['long_word_story']}/"
-    paths = ["/", "/stories/new/", two_versions, two_versions + "?version=1", long_word, long_word + "edit/"]
+    paths = [
+        "/",
+        "/stories/new/",
+        two_versions,
+        two_versions + "?version=1",
+        long_word,
+        long_word + "?compare=1,1",
+        long_word + "edit/",
+    ]
     for path in [*paths, f"/stories/{app_server.ids['seeded_story']}/"]:
         page.goto(app_server.url + path)
         # Against the phone's width, not window.innerWidth: a mobile browser widens its layout viewport
