@@ -31,6 +31,7 @@ from django.conf import settings
 from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.template import loader
 
 from storyproject import after_response
 
@@ -115,18 +116,21 @@ def _with_content_length(scope: Scope, body_file: IO[bytes]) -> Scope:
 
 def _too_large(scope: Scope) -> HttpResponse:
     """The 413 for a body past ``HTTP_MAX_BODY_BYTES``: DRF's ``{"detail": ...}`` under /api/ (as for
-    a body past ``API_MAX_BODY_BYTES``), text elsewhere.
+    a body past ``API_MAX_BODY_BYTES``), the site's page elsewhere. A writer importing a file a few
+    megabytes large got a bare line of text ("413 Payload too large: ... 2686976 bytes.") where the
+    page says what to do; like the 500 page, it needs no request context.
 
     It is sent before any middleware runs, so it carries by hand the headers they give every response
-    (SecurityMiddleware, XFrameOptionsMiddleware, the project's CSP, stricter here: it has no content).
+    (SecurityMiddleware, XFrameOptionsMiddleware, the project's CSP, stricter here: no script at all).
     """
-    message = f"The request body is larger than {settings.HTTP_MAX_BODY_BYTES} bytes."
     response: HttpResponse
     if str(scope.get("path", "")).startswith("/api/"):
+        message = f"The request body is larger than {settings.HTTP_MAX_BODY_BYTES} bytes."
         response = JsonResponse({"detail": message}, status=413)
     else:
-        response = HttpResponse(f"413 Payload too large: {message}\n", status=413, content_type="text/plain")
-    response["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        limits = {"limit": settings.HTTP_MAX_BODY_BYTES, "import_limit": settings.STORY_IMPORT_MAX_BYTES}
+        response = HttpResponse(loader.get_template("too_large.html").render(limits), status=413)
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'self'; frame-ancestors 'none'"
     response["X-Frame-Options"] = "DENY"
     response["X-Content-Type-Options"] = "nosniff"
     if settings.SECURE_REFERRER_POLICY:

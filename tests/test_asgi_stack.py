@@ -185,3 +185,26 @@ def test_a_declared_length_past_the_limit_is_refused_before_the_body_is_read(set
     asyncio.run(django_asgi_app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert received == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_form_past_the_body_limit_is_the_sites_page_saying_what_to_do(settings: Any) -> None:
+    # A writer choosing a 3 MB file to import got "413 Payload too large: The request body is larger
+    # than 2686976 bytes." as plain text, where the import page itself says files up to 1 MB.
+    settings.HTTP_MAX_BODY_BYTES = 65_536
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=django_asgi_app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            upload = {"file": ("draft.fdx", b"<FinalDraft>" + b"x" * 100_000)}
+            return await client.post("/stories/import/", files=upload)
+
+    response = asyncio.run(post())
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "<title>Too large · Screenplay studio</title>" in response.text
+    assert "It is larger than 64.0\xa0KB, the most this site takes in one request" in response.text
+    assert "a screenplay to import may be at most 976.6\xa0KB" in response.text
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert "script-src" not in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
