@@ -33,9 +33,10 @@ class _Run:
     seen_at: float = field(default_factory=time.monotonic)
     cancel: bool = False
     waiters: list[asyncio.Future[bool]] = field(default_factory=list)
-    # Followers reading the run now: a run they follow counts as followed (followed_within) without
-    # each of them waking every second to say so.
-    followers: int = 0
+    # The followers reading the run now (a token each): a run they follow counts as followed
+    # (followed_within) without each of them waking every second to say so. A set, not a count: a
+    # follower on a blocking view's thread adds and discards its own, each one atomic call.
+    followers: set[object] = field(default_factory=set)
 
     @property
     def last_seq(self) -> int:
@@ -131,13 +132,14 @@ class MemoryRunEventLog:
         # Counted as a follower while it reads, however it stops (an end, a cancel, a close): no timer
         # per wait to say it is still there (a timer set and cancelled for every event followed).
         following: _Run | None = None
+        me = object()
         try:
             while (run := self.runs.get(run_id)) is not None:
                 if run is not following:
                     if following is not None:
-                        following.followers -= 1
+                        following.followers.discard(me)
                     following = run
-                    run.followers += 1
+                    run.followers.add(me)
                 run.seen_at = time.monotonic()
                 for event in run.after(after):
                     yield event
@@ -156,7 +158,7 @@ class MemoryRunEventLog:
                         run.waiters.remove(waiter)
         finally:
             if following is not None:
-                following.followers -= 1
+                following.followers.discard(me)
                 following.seen_at = time.monotonic()
 
     async def exists(self, run_id: int) -> bool:
@@ -192,7 +194,7 @@ class MemoryRunEventLog:
         return {
             run_id
             for run_id in run_ids
-            if (run := self.runs.get(run_id)) is not None and (run.followers > 0 or run.seen_at > since)
+            if (run := self.runs.get(run_id)) is not None and (run.followers or run.seen_at > since)
         }
 
     async def ended(self, run_id: int) -> bool:
