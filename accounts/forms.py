@@ -1,11 +1,12 @@
-"""The login forms (the site's and the admin's), throttled by accounts.throttle."""
+"""The login forms (the site's and the admin's) and the password change's old password, throttled by
+accounts.throttle."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.admin.forms import AdminAuthenticationForm
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
 
 from accounts.throttle import (
@@ -55,3 +56,28 @@ class ThrottledAuthenticationForm(ThrottledLoginMixin, AuthenticationForm):
 
 class ThrottledAdminAuthenticationForm(ThrottledLoginMixin, AdminAuthenticationForm):
     pass
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """The password change's old password is checked as a login of the account is (accounts.throttle):
+    a signed-in session, someone else's left open, cannot guess it without limit; a lock refuses it."""
+
+    refusal: LoginRefusal | None = None
+
+    def __init__(self, user: Any, *args: Any, request: Any = None, **kwargs: Any) -> None:
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        address = str(self.request.META.get("REMOTE_ADDR", "")) if self.request else ""
+        attempt = login_attempt_begin(username=self.user.get_username(), address=address)
+        if isinstance(attempt, LoginRefusal):
+            self.refusal = attempt
+            raise ValidationError(attempt.message, code="login_throttled")
+        try:
+            old_password: str = super().clean_old_password()
+        except ValidationError:
+            login_attempt_failed(attempt)
+            raise
+        login_attempt_succeeded(attempt)
+        return old_password

@@ -1,18 +1,22 @@
-"""The login page, and the account page: a writer creates, replaces and revokes the API token scripts use."""
+"""The login page, and the account page: a writer creates, replaces and revokes the API token scripts use,
+and changes their password."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import AuthenticationForm
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.contrib.auth.views import LoginView, PasswordChangeView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import selectors, services
-from accounts.forms import ThrottledAuthenticationForm
+from accounts.forms import ThrottledAuthenticationForm, ThrottledPasswordChangeForm
 
 
 class ThrottledLoginView(LoginView):
@@ -55,3 +59,31 @@ def api_token_revoke(request: HttpRequest) -> HttpResponse:
     else:
         messages.info(request, "You had no API token.")
     return redirect("accounts:account")
+
+
+class PasswordChange(PasswordChangeView):
+    """Django's password change (signed in; the old password asked; the validators of
+    AUTH_PASSWORD_VALIDATORS): this session stays signed in, every other session of the writer is
+    signed out, and their open sockets close within ws_sessions.WATCH_SECONDS (docs/security.md)."""
+
+    form_class = ThrottledPasswordChangeForm
+    template_name = "registration/password_change_form.html"
+    success_url = reverse_lazy("accounts:account")
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "request": self.request}
+
+    def form_valid(self, form: PasswordChangeForm) -> HttpResponse:
+        response = super().form_valid(form)
+        messages.success(self.request, "Your password was changed; your other sessions were signed out.")
+        return response
+
+    def form_invalid(self, form: PasswordChangeForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        refusal = getattr(form, "refusal", None)
+        if refusal is not None:  # as the login page answers a lock
+            response.status_code = 429
+            response["Retry-After"] = str(refusal.retry_after)
+        else:
+            response.status_code = 400
+        return response

@@ -118,3 +118,61 @@ def test_replacing_the_token_from_two_tabs_at_once_gives_each_a_page_and_leaves_
     key = Token.objects.get(user=writer).key
     assert sum(key in page for _status, page in pages) == 1  # the last one shown is the one that works
     assert Client().get("/api/stories/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
+
+
+def _password_change(client: Client, old: str, new: str, again: str | None = None) -> Any:
+    page = client.get("/account/password/")
+    assert page.status_code == 200
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    assert token
+    fields = {"old_password": old, "new_password1": new, "new_password2": new if again is None else again}
+    return client.post("/account/password/", {"csrfmiddlewaretoken": token.group(1), **fields})
+
+
+def test_a_writer_changes_their_password_and_their_other_sessions_are_signed_out(writer: Any) -> None:
+    here, elsewhere = Client(enforce_csrf_checks=True), Client()
+    assert here.login(username="writer", password="pw-writer")
+    assert elsewhere.login(username="writer", password="pw-writer")
+    assert "Change my password" in here.get("/account/").content.decode()
+    changed = _password_change(here, "pw-writer", "a harbour at low tide 1987")
+    assert changed.status_code == 302 and changed["Location"] == "/account/"
+    assert "Your password was changed" in here.get("/account/").content.decode()
+    # This session stays signed in; the other is signed out; only the new password signs in.
+    assert here.get("/account/").status_code == 200
+    assert elsewhere.get("/account/").status_code == 302
+    assert not Client().login(username="writer", password="pw-writer")
+    assert Client().login(username="writer", password="a harbour at low tide 1987")
+
+
+def test_a_wrong_old_password_or_a_weak_new_one_changes_nothing_and_says_why(writer: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username="writer", password="pw-writer")
+    wrong = _password_change(client, "not-it", "a harbour at low tide 1987")
+    assert wrong.status_code == 400
+    assert "Your old password was entered incorrectly" in wrong.content.decode()
+    weak = _password_change(client, "pw-writer", "12345678")
+    assert weak.status_code == 400
+    assert "This password is too common." in weak.content.decode()
+    mismatch = _password_change(
+        client, "pw-writer", "a harbour at low tide 1987", again="a harbour at low tide"
+    )
+    assert mismatch.status_code == 400
+    assert "didn\u2019t match" in mismatch.content.decode()
+    assert Client().login(username="writer", password="pw-writer")
+
+
+def test_guessing_the_old_password_is_throttled_as_a_login_is(writer: Any, settings: Any) -> None:
+    # A session left open elsewhere must not let someone try old passwords without limit.
+    settings.LOGIN_FAILURES_PER_ACCOUNT = 3
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username="writer", password="pw-writer")
+    for guess in ("a", "b", "c"):
+        assert _password_change(client, guess, "a harbour at low tide 1987").status_code == 400
+    locked = _password_change(client, "pw-writer", "a harbour at low tide 1987")
+    assert locked.status_code == 429 and int(locked["Retry-After"]) > 0
+    assert not Client().login(username="writer", password="a harbour at low tide 1987")
+
+
+def test_the_password_page_needs_a_login(db: None) -> None:
+    response = Client().get("/account/password/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
