@@ -105,16 +105,18 @@ def graceful_seconds() -> int:
 
 
 def _prepare_here() -> int:
+    from django.core.management.base import CommandError
     from django.db import Error as DatabaseError
+
+    from storyproject.commands import database_failure
 
     try:
         _prepare()
-    except ServeRefused as refusal:
+    except (ServeRefused, CommandError) as refusal:  # CommandError: recover_runs' database failure
         print(f"serve: refusing to start: {refusal}", file=sys.stderr)
         return 2
     except DatabaseError as error:  # unreachable, refused the credentials, no such database
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"serve: refusing to start: the database (DATABASE_URL) failed: {reason}", file=sys.stderr)
+        print(f"serve: refusing to start: {database_failure(error)}", file=sys.stderr)
         return 2
     return 0
 

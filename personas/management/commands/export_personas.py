@@ -3,14 +3,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from personas.cards import persona_file
 from personas.selectors import personas_for_export
+from storyproject.commands import ProjectCommand
 from storyproject.untrusted import text_quoted
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "Export personas (all, or those NAMED) as our JSON or as Character Card V2 JSON; "
         "--png writes V2 card PNGs. One file per persona in --out (default: the current directory)."

@@ -6,13 +6,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from personas.cards import CardError, PersonaImport, persona_file_read
 from personas.services import persona_import
+from storyproject.commands import ProjectCommand
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "Import personas from our JSON or Character Card V1/V2/V3 files (JSON or PNG). Every file is "
         "read and checked first; if any is bad, nothing is imported. A persona with the same name is updated."

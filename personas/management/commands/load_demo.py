@@ -6,11 +6,11 @@ from typing import Any
 
 import reversion
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from personas.models import PersonaConfig
 from personas.services import editors_group_ensure
+from storyproject.commands import ProjectCommand
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "personas.json"
 
@@ -28,7 +28,7 @@ DEMO_USERS = [
 ]
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = "Load the demo personas and the demo writer, editor and admin accounts (idempotent)."
 
     @transaction.atomic

@@ -6,13 +6,14 @@ import asyncio
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from stories.generation.claude_check import models_check
 from stories.generation.models_registry import model_refusal
+from storyproject.commands import ProjectCommand
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "For each configured model (STORY_MODEL and STORY_MODELS), stream two tiny requests with "
         "structured output and a cached system prompt; print OK with latency and cache tokens, or a "

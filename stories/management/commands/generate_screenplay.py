@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
@@ -24,6 +24,7 @@ from stories.models import ScreenplayVersion
 from stories.runs.detach import detached_refusal_line, run_cancel_and_wait, run_detach
 from stories.runs.follow import run_events, run_events_follow, run_owned
 from stories.runs.runner import run_settled, run_start
+from storyproject.commands import ProjectCommand
 from storyproject.db import db_call
 from storyproject.untrusted import text_quoted
 
@@ -32,7 +33,7 @@ EXIT_INVALID = 2
 EXIT_FAILED = 1
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     # The run followed, and the seq of its last event seen (for a Ctrl-C's cancel).
     _run_id: int | None = None
     _last_seq = 0

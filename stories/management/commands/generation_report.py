@@ -6,11 +6,12 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from stories.selectors import GenerationReport, generation_report_get
+from storyproject.commands import ProjectCommand
 from storyproject.untrusted import text_quoted
 
 _STAGE_LABELS = {
@@ -23,7 +24,7 @@ _STAGE_LABELS = {
 }
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "Measured generation timings per stage (count, median, p95, max, share of total), tokens and "
         "cost per run, and the prompt cache hit rate, from recorded runs. Definitions: docs/exports.md."

@@ -6,10 +6,11 @@ import argparse
 import asyncio
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from stories.generation.resume import runs_resume_drain
 from stories.selectors import generation_runs_orphaned
+from storyproject.commands import ProjectCommand
 
 MAX_LIMIT = 10_000
 
@@ -24,7 +25,7 @@ def _limit(text: str) -> int:
     return value
 
 
-class Command(BaseCommand):
+class Command(ProjectCommand):
     help = (
         "Resume every orphaned run (still 'streaming', its lease expired: its process died) to its end, "
         "here: finished scenes are kept and only the rest is written. A run with nothing to resume "
