@@ -5,7 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import reversion
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
 from personas.models import PersonaConfig
@@ -29,10 +31,28 @@ DEMO_USERS = [
 
 
 class Command(ProjectCommand):
-    help = "Load the demo personas and the demo writer, editor and admin accounts (idempotent)."
+    help = (
+        "Load the demo personas and the demo writer, editor and admin accounts (idempotent). The "
+        "accounts' passwords are published: with DJANGO_DEBUG off it refuses unless --allow-without-debug."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--allow-without-debug",
+            action="store_true",
+            help="Load the demo even with DJANGO_DEBUG off, on a machine nobody else can reach.",
+        )
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG and not options["allow_without_debug"]:
+            # A production site (make serve runs with DEBUG off) would get a superuser whose password
+            # is in the README, and its own accounts named writer, editor or admin reset to the demo's.
+            raise CommandError(
+                "DJANGO_DEBUG is off, as on a production site: load_demo creates (or resets) the accounts "
+                "writer, editor and admin with the passwords the README publishes, admin a superuser. "
+                "Nothing was loaded. On a machine nobody else can reach, add --allow-without-debug."
+            )
         # The personas it creates start their history (django-reversion) with this revision.
         with reversion.create_revision():
             reversion.set_comment("Loaded from the demo file.")
