@@ -79,11 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve: cannot listen on {address}: {error}", file=sys.stderr)
         return 2
     try:
-        # In a child: the checks, collectstatic and migrate load all of Django, which the supervisor,
-        # a loop that only watches its processes, would otherwise hold for its whole life (~150 MB).
-        prepared = subprocess.run([sys.executable, "-m", "storyproject.serve", "--prepare-only"], cwd=_ROOT)
-        if prepared.returncode != 0:
-            return prepared.returncode
         supervisor = Supervisor(
             listener=listener,
             domain=address.domain,
@@ -317,11 +312,18 @@ class Supervisor:
     daphne_options: list[str]
     graceful: int
     _slots: list[_Slot] = field(default_factory=list)
+    _preparing: subprocess.Popen[bytes] | None = None
     _stopping: bool = False
 
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        prepared = self._prepare()
+        if self._stopping:
+            logger.info("stopped during the preparation; no server process was started")
+            return 0
+        if prepared != 0:
+            return prepared
         self._slots = [_Slot(process=self._start(), started=time.monotonic()) for _ in range(self.processes)]
         while not self._stopping:
             if not self._restart_dead():
@@ -330,7 +332,23 @@ class Supervisor:
             time.sleep(0.5)
         return self._stop()
 
+    def _prepare(self) -> int:
+        """The checks, static files, migrations and recover_runs (``--prepare-only``); its exit status.
+
+        In a child: they load all of Django, which the supervisor, a loop that only watches its processes,
+        would otherwise hold for its whole life (~150 MB). In a session of its own, as the processes are:
+        Ctrl-C in a terminal reaches the supervisor alone, which stops the preparation (_on_signal).
+        """
+        command = [sys.executable, "-m", "storyproject.serve", "--prepare-only"]
+        self._preparing = subprocess.Popen(command, cwd=_ROOT, start_new_session=True)  # noqa: S603
+        return self._preparing.wait()
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._preparing is not None and self._preparing.poll() is None:
+            # Stopped before serving: the preparation ends where it is, as a killed `manage.py` would (a
+            # migration's transaction is rolled back; a run being resumed keeps its lease, and is resumed
+            # again once it runs out).
+            self._preparing.send_signal(signal.SIGTERM)
         if self._stopping:
             # A second signal: pass it on; a process that gets its second stops without waiting.
             for slot in self._slots:

@@ -264,6 +264,34 @@ def test_serve_refuses_a_port_out_of_range_with_a_clear_message(tmp_path: Path, 
     assert "Traceback" not in result.stderr
 
 
+def test_ctrl_c_during_the_preparation_stops_it_without_a_traceback_and_starts_no_process(
+    tmp_path: Path,
+) -> None:
+    # Was: Ctrl-C while the checks, migrations or recover_runs ran (minutes, with runs to resume) printed
+    # two KeyboardInterrupt tracebacks, the supervisor's and the preparing child's; a SIGTERM (a systemd
+    # stop) killed the supervisor at once and left the preparation running on, orphaned.
+    command = [sys.executable, "-m", "storyproject.serve", "--port", str(_free_port())]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=_server_env(tmp_path, SERVE_PROCESSES="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # A terminal's foreground job: its own process group, Ctrl-C's SIGINT not ignored.
+        process_group=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    _wait_for(lambda: _children(process.pid), 60, "the preparation started")
+    [preparing] = _children(process.pid)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: to the terminal's foreground process group
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "stopped during the preparation; no server process was started" in output
+    assert "Traceback" not in output
+    assert not Path(f"/proc/{preparing}").exists()
+
+
 def test_serve_restarts_a_process_that_dies(serve: object) -> None:
     served: Served = serve(1)  # type: ignore[operator]
     [first] = _children(served.process.pid)
