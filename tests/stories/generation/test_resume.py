@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
+import threading
+import time
 from contextlib import aclosing
 from datetime import timedelta
 from io import StringIO
@@ -274,6 +278,43 @@ def test_recover_runs_resumes_orphans_and_marks_failed_only_what_cannot_be_resum
     assert (runs[alive.pk].status, runs[alive.pk].lease_owner) == ("streaming", DEAD)
     assert runs[done.pk].status == "succeeded"
     assert [scene_number(r.body) for r in fake_anthropic.requests] == [2]
+
+
+def test_ctrl_c_on_recover_runs_hands_its_runs_back_rather_than_cancel_them(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Was: Ctrl-C on recover_runs (or on `make run` while it ran) recorded every run it was resuming as
+    # cancelled, which no writer asked for, and printed a KeyboardInterrupt traceback.
+    assembled, work = _two_scenes_one_kept(fake_anthropic)
+    writes_the_rest = fake_anthropic.default
+    fake_anthropic.default = lambda body: Reply(text="{}", ttft=30)  # the missing scene: a slow call
+    resumable = _orphan(writer, mode="parallel", work=work)
+
+    def ctrl_c_once_claimed() -> None:
+        while GenerationRun.objects.filter(pk=resumable.pk, lease_owner=DEAD).exists():
+            time.sleep(0.05)
+        while not fake_anthropic.requests:  # the resume is writing: its scene call is made
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    pressing = threading.Thread(target=ctrl_c_once_claimed, daemon=True)
+    pressing.start()
+    with pytest.raises(CommandError, match=r"interrupted \(Ctrl-C\): 1 run\(s\) handed back unfinished"):
+        try:
+            call_command("recover_runs", stdout=StringIO())
+        except KeyboardInterrupt:  # would end the whole test session
+            pytest.fail("Ctrl-C escaped recover_runs as a KeyboardInterrupt (a traceback)")
+    pressing.join()
+    resumable.refresh_from_db()
+    assert resumable.status == "streaming"
+    assert resumable.lease_expires_at is not None and resumable.lease_expires_at <= timezone.now()
+    assert resumable.checkpoint["scenes"] == work["scenes"]
+    # Orphaned at once: the next recover_runs (or a server process) finishes it.
+    fake_anthropic.default = writes_the_rest
+    out = StringIO()
+    call_command("recover_runs", stdout=out)
+    assert "1 orphaned run(s): 1 resumed and finished" in out.getvalue()
+    assert ScreenplayVersion.objects.get(run_id=resumable.pk).content == assembled
 
 
 def test_recover_runs_resumes_with_redis_down_and_counts_what_the_database_says(
