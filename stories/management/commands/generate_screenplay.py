@@ -4,6 +4,8 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
+import stat
 import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -84,6 +86,25 @@ class Command(ProjectCommand):
         parser.add_argument("--detached-run", action="store_true", help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            self._handle(options)
+        except BrokenPipeError:
+            # `generate_screenplay ... | head`: the reader of stdout is gone. As Ctrl-C, the run it was
+            # writing stops (recorded cancelled); one already saved stays saved.
+            raise CommandError(self._pipe_closed_line(), returncode=EXIT_FAILED) from None
+
+    def _pipe_closed_line(self) -> str:
+        _stdout_quiet()
+        if self._run_id is None:
+            return "standard output was closed (its reader ended): no run was started"
+        run = selectors.run_get(run_id=self._run_id)
+        # --attach only follows the run, which goes on; a run this command started stops with it.
+        ended = {"succeeded": "it succeeded", "streaming": f"it goes on (--attach {self._run_id})"}.get(
+            run.status, f"it ended {run.status}"
+        )
+        return f"standard output was closed (its reader ended) while run {self._run_id} was shown: {ended}"
+
+    def _handle(self, options: dict[str, Any]) -> None:
         user = _user(options["user"])
         stderr: TextIO = getattr(self.stderr, "_out", sys.stderr)
         console = Console(file=stderr, highlight=False)
@@ -313,6 +334,17 @@ def _plot_file(path: Path) -> str:
             f"{path} is not UTF-8 text (byte {error.start + 1} is not); save it as UTF-8.",
             returncode=EXIT_INVALID,
         ) from None
+
+
+def _stdout_quiet() -> None:
+    """Point a closed pipe's descriptor at /dev/null, so that Python's flush of stdout at exit does not
+    report the same broken pipe again (docs.python.org/3/library/signal.html, "Note on SIGPIPE")."""
+    try:
+        is_pipe = stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError):  # no descriptor: a stream given by call_command
+        return
+    if is_pipe:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _failure(error: GenerationError) -> CommandError:

@@ -238,3 +238,33 @@ def test_a_long_unknown_user_is_quoted_short(writer: Any, cast: Any, offline: No
     assert (
         str(failure.value) == "No active user named '" + "u" * 80 + "…' (5000 characters); pass --user NAME."
     )
+
+
+class _ClosedAfterOneWrite(io.StringIO):
+    """stdout piped into `head -1`: the first write reaches it, the next finds the pipe closed."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_closed_stdout_stops_the_run_with_one_line_not_a_traceback(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Was: `generate_screenplay ... | head -1` ended in a BrokenPipeError traceback.
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=3)), tokens_per_second=4000))
+    with pytest.raises(CommandError, match=r"standard output was closed \(its reader ended\) while run \d+"):
+        call_command(
+            "generate_screenplay",
+            "--plot",
+            "Fog.",
+            *PERSONAS,
+            "--mode",
+            "single",
+            stdout=_ClosedAfterOneWrite(),
+            stderr=io.StringIO(),
+        )
+    run = GenerationRun.objects.get()
+    assert run.status == "cancelled"
+    assert not Story.objects.exists()
