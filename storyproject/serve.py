@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         options, daphne_options = _arguments(argv)
         graceful = graceful_seconds()
         address = serve_address(options.host, options.port)
+        metrics_summed_check(options.processes)
     except ImproperlyConfigured as error:  # HOST, PORT, SERVE_PROCESSES or SERVE_GRACEFUL_SECONDS unusable
         print(f"serve: refusing to start: {error}", file=sys.stderr)
         return 2
@@ -97,6 +98,23 @@ def graceful_seconds() -> int:
     from storyproject.env import envint
 
     return envint("SERVE_GRACEFUL_SECONDS", 300, minimum=0, maximum=3600)
+
+
+def metrics_summed_check(processes: int) -> None:
+    """Refuse ``/metrics`` on several processes without prometheus-client's multiprocess directory.
+
+    Without it each scrape reaches one process and reports that process's counters alone: from one
+    scrape to the next they jump back and forth, which Prometheus takes for counter resets.
+    """
+    from storyproject.env import envnetworks, envstr
+
+    metrics_on = bool(envstr("METRICS_TOKEN") or envnetworks("METRICS_ALLOWED_NETWORKS"))
+    if processes > 1 and metrics_on and not envstr("PROMETHEUS_MULTIPROC_DIR"):
+        raise ImproperlyConfigured(
+            f"/metrics is on (METRICS_TOKEN or METRICS_ALLOWED_NETWORKS) with {processes} processes, but "
+            "PROMETHEUS_MULTIPROC_DIR is unset: each scrape would count one process alone. Set it to an "
+            "empty directory (docs/operations.md, Several processes), or serve with --processes 1"
+        )
 
 
 def _prepare_here() -> int:

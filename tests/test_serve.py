@@ -254,6 +254,20 @@ def test_serve_says_a_taken_port_before_it_prepares_anything(tmp_path: Path) -> 
     assert not list(tmp_path.glob("*.sqlite3"))
 
 
+def test_serve_refuses_metrics_on_several_processes_without_the_multiprocess_directory(
+    tmp_path: Path,
+) -> None:
+    # Was: it served, and each scrape reported the counters of whichever process answered it alone.
+    env = _server_env(tmp_path, METRICS_TOKEN=secrets.token_hex(16), SERVE_PROCESSES="2")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    result = _serve_once(env, _free_port())
+    assert result.returncode == 2
+    assert "serve: refusing to start: /metrics is on (METRICS_TOKEN or METRICS_ALLOWED_NETWORKS) with 2" in (
+        result.stderr
+    )
+    assert "Applying" not in result.stdout + result.stderr  # refused before anything was prepared
+
+
 @pytest.mark.parametrize("port", [99999, -1])
 def test_serve_refuses_a_port_out_of_range_with_a_clear_message(tmp_path: Path, port: int) -> None:
     # `python -m storyproject.serve --port 99999` (the systemd unit's form) was an OverflowError traceback
