@@ -27,6 +27,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as connect_sync
 
+from storyproject import serve as serve_module
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -495,5 +497,9 @@ def test_the_documented_systemd_unit_keeps_to_systemd_syntax() -> None:
         assert "#" not in value, line
         settings[key] = value
     assert settings["KillMode"] == "mixed"
-    assert int(settings["TimeoutStopSec"]) > 300  # SERVE_GRACEFUL_SECONDS' default, plus a margin
+    # SERVE_GRACEFUL_SECONDS' default and the supervisor's own margin for the hand-over and the exit.
+    assert int(settings["TimeoutStopSec"]) > 300 + serve_module._EXIT_MARGIN_SECONDS
+    # After= alone does not start network-online.target; a unit ordered after it must want it too
+    # (systemd.special(7), network-online.target).
+    assert "network-online.target" in settings["Wants"].split()
     assert settings["ExecStart"].split()[1:3] == ["-m", "storyproject.serve"]
