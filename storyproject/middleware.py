@@ -22,7 +22,7 @@ from django.contrib.admin.views.main import ALL_VAR, ERROR_FLAG, ORDER_VAR, PAGE
 from django.core.exceptions import DisallowedHost, FieldDoesNotExist, TooManyFieldsSent, ValidationError
 from django.db import DataError, NotSupportedError, models
 from django.db.models.constants import LOOKUP_SEP
-from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, QueryDict
 from django.http.cookie import parse_cookie
 from django.shortcuts import render
 from django.urls import reverse
@@ -336,3 +336,23 @@ def bad_request_response(
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": message, "code": code}, status=400)
     return render(request, "bad_request.html", {"message": message}, status=400)
+
+
+class MethodNotAllowedPageMiddleware(MiddlewareMixin):
+    """A page's 405 (a POST-only address opened in the browser, the admin's logout by a link) was
+    Django's empty response, a blank page; outside the API it is a page saying which methods the address
+    takes, with the same ``Allow``. The API's 405 is DRF's JSON, left as it is."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        if (
+            response.status_code != 405
+            or request.path.startswith("/api/")
+            or not isinstance(response, HttpResponse)
+            or response.content
+        ):
+            return response
+        allowed = response.get("Allow", "")
+        context = {"allowed": " or ".join(allowed.split(", ")) if allowed else "", "method": request.method}
+        page = render(request, "method_not_allowed.html", context, status=405)
+        page["Allow"] = allowed
+        return page

@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A page's 405 is a page saying which methods the address takes, not Django's empty response.
+    "storyproject.middleware.MethodNotAllowedPageMiddleware",
     # Staff filtering an admin list by an invalid regular expression: a 400, not a database error.
     "storyproject.middleware.AdminRegexFilterMiddleware",
     # An admin action on ids no object can have ("x", 25 digits): a 400, not a 500.

@@ -76,6 +76,21 @@ def test_token_forms_only_accept_post(logged_in: Client, writer: Any) -> None:
     assert not Token.objects.filter(user=writer).exists()
 
 
+def test_a_post_only_address_opened_in_the_browser_is_a_page_saying_so(
+    logged_in: Client, writer: Any
+) -> None:
+    # It was Django's empty 405: a blank page.
+    response = logged_in.get("/account/token/revoke/")
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    page = response.content.decode()
+    assert "It takes POST, not GET" in page and "Nothing was done." in page
+    assert "Back to your stories" in page
+    # The API's 405 stays DRF's JSON.
+    key = Token.objects.create(user=writer).key
+    api = Client().put("/api/personas/", HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.status_code == 405 and api["Content-Type"] == "application/json"
+
+
 def test_one_writers_actions_never_touch_another_writers_token(
     logged_in: Client, other_writer: Any, writer: Any
 ) -> None:
