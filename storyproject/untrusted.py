@@ -30,8 +30,26 @@ class UntrustedJSONError(ValueError):
 
 def json_loads_untrusted(text: str | bytes) -> object:
     """Parse ``text``; raise ``UntrustedJSONError`` for invalid JSON or a value we cannot store."""
+    value = json_parse_untrusted(text)
+    problem = json_value_problem(value)
+    if problem is not None:
+        raise UntrustedJSONError(problem)
+    return value
+
+
+def json_parse_untrusted(text: str | bytes, *, constants_allowed: bool = True) -> object:
+    """Parse ``text`` within the limits on its shape (nesting, integer length, a key twice); raise
+    ``UntrustedJSONError`` past them. Its strings and numbers are left to the caller, who checks them
+    with ``json_value_problem`` or field by field (the API's serializers name the field), except that
+    without ``constants_allowed`` NaN, Infinity and -Infinity (not JSON; json.loads takes them) are
+    refused here."""
     try:
-        value = json.loads(text, parse_int=_int_parse, object_pairs_hook=_object_without_repeated_keys)
+        return json.loads(
+            text,
+            parse_int=_int_parse,
+            parse_constant=None if constants_allowed else _constant_refuse,
+            object_pairs_hook=_object_without_repeated_keys,
+        )
     except RecursionError:
         raise UntrustedJSONError(f"The JSON is nested deeper than {MAX_DEPTH} levels.") from None
     except json.JSONDecodeError as error:
@@ -40,10 +58,6 @@ def json_loads_untrusted(text: str | bytes) -> object:
         ) from None
     except UnicodeDecodeError:
         raise UntrustedJSONError("The JSON is not UTF-8 text.") from None
-    problem = json_value_problem(value)
-    if problem is not None:
-        raise UntrustedJSONError(problem)
-    return value
 
 
 def json_value_problem(value: object) -> str | None:
@@ -96,6 +110,10 @@ def _int_parse(digits: str) -> int:
     if len(digits.lstrip("-")) > MAX_INT_DIGITS:
         raise UntrustedJSONError(f"The JSON holds an integer longer than {MAX_INT_DIGITS} digits.")
     return int(digits)
+
+
+def _constant_refuse(name: str) -> float:
+    raise UntrustedJSONError(f"The JSON holds {name}, which is not a JSON number.")
 
 
 def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:

@@ -306,6 +306,34 @@ def test_malformed_bodies_are_client_errors(writer: Any, body: str, content_type
 
 
 @pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        # json.loads kept the last of a repeated key without a word: the story was saved with the
+        # second plot, the first lost.
+        (
+            '{"title": "t", "plot": "The whole plot.", "plot": "The"}',
+            'JSON parse error - The JSON has the key "plot" twice in one object (only the last would be '
+            "kept): remove one.",
+        ),
+        # The message was Python's: "... use sys.set_int_max_str_digits() to increase the limit".
+        (
+            '{"title": "t", "plot": "p", "n": ' + "1" * 5000 + "}",
+            "JSON parse error - The JSON holds an integer longer than 64 digits.",
+        ),
+    ],
+)
+def test_a_json_body_with_a_key_twice_or_a_huge_number_is_a_400_saying_so(
+    writer: Any, story: Story, body: str, message: str
+) -> None:
+    client = client_for(writer)
+    created = client.post("/api/stories/", body, content_type="application/json")
+    changed = client.patch(f"/api/stories/{story.pk}/", body, content_type="application/json")
+    assert (created.status_code, created.json()) == (400, {"detail": message})
+    assert (changed.status_code, changed.json()) == (400, {"detail": message})
+    assert Story.objects.get().plot == "A crew robs a vault."
+
+
+@pytest.mark.parametrize(
     ("method", "url"), [("post", "/api/stories/"), ("patch", "story"), ("post", "generate")]
 )
 def test_every_json_endpoint_refuses_a_body_that_is_not_an_object(
