@@ -2,18 +2,22 @@
 
 Views and services raise; this handler picks the status for the code, sends the error's fields as the
 body and ``retry_after`` also as a ``Retry-After`` header. A blocking run cancelled meanwhile is a 409.
-Everything else is DRF's own handling.
+A form past Django's own limits is said as DRF's errors are. Everything else is DRF's own handling.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from stories.errors import GenerationCancelled, GenerationError
+from storyproject.parsers import RequestTooLarge
 
 # The REST status of every code of stories.errors.ERROR_CODES (the table in docs/protocol.md).
 GENERATION_ERROR_STATUS = {
@@ -46,7 +50,28 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # A blocking run cancelled from elsewhere (a socket, POST /api/runs/{id}/cancel/): no error of
         # the run's, and nothing saved.
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-    return drf_exception_handler(exc, context)
+    return drf_exception_handler(_form_limit_error(exc) or exc, context)
+
+
+def _form_limit_error(exc: Exception) -> APIException | None:
+    """A form body past one of Django's limits, as the API's error that says which.
+
+    Django's form parsers raise these as a SuspiciousOperation, which DRF leaves to Django: the client
+    got "The request could not be understood." (under DEBUG, Django's HTML page), and a 400 for a size
+    the API's own limit answers with 413.
+    """
+    if isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return ParseError(f"The form has more than {limit} fields (DATA_UPLOAD_MAX_NUMBER_FIELDS).")
+    if isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return ParseError(f"The form has more than {limit} files (DATA_UPLOAD_MAX_NUMBER_FILES).")
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return RequestTooLarge(
+            f"The form is larger than {limit} bytes, not counting its files (DATA_UPLOAD_MAX_MEMORY_SIZE)."
+        )
+    return None
 
 
 def generation_error_response(error: GenerationError) -> Response:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import Group
@@ -388,6 +390,56 @@ def test_a_huge_form_body_is_a_client_error(writer: Any) -> None:
     )
     assert 400 <= response.status_code < 500
     assert Story.objects.count() == 0
+
+
+_FIELDS_OVER = (
+    {f"field{number}": "x" for number in range(6)},
+    400,
+    "The form has more than 5 fields (DATA_UPLOAD_MAX_NUMBER_FIELDS).",
+)
+_BYTES_OVER = (
+    {"fountain": "INT. A - DAY\n\n" + "Sirens. " * 400},
+    413,
+    "The form is larger than 2048 bytes, not counting its files (DATA_UPLOAD_MAX_MEMORY_SIZE).",
+)
+
+
+@pytest.mark.parametrize(
+    ("form", "url", "data", "status", "message"),
+    [
+        ("multipart", "/api/stories/", *_FIELDS_OVER),
+        ("urlencoded", "/api/stories/", *_FIELDS_OVER),
+        (
+            "multipart",
+            "/api/stories/import/",
+            {f"file{number}": io.BytesIO(b"INT. A - DAY") for number in range(3)},
+            400,
+            "The form has more than 2 files (DATA_UPLOAD_MAX_NUMBER_FILES).",
+        ),
+        ("multipart", "versions", *_BYTES_OVER),
+        ("urlencoded", "versions", *_BYTES_OVER),
+    ],
+)
+@override_settings(
+    DATA_UPLOAD_MAX_NUMBER_FIELDS=5, DATA_UPLOAD_MAX_NUMBER_FILES=2, DATA_UPLOAD_MAX_MEMORY_SIZE=2048
+)
+def test_a_form_past_djangos_limits_is_a_json_error_saying_which(
+    writer: Any, story: Story, form: str, url: str, data: dict[str, Any], status: int, message: str
+) -> None:
+    # Django's parsers raise these as SuspiciousOperation, which DRF leaves to Django: an API client got
+    # "The request could not be understood." (under DEBUG, as make run serves, Django's HTML page), and
+    # a form over the size limit a 400 where the API's own size limit is a 413.
+    url = f"/api/stories/{story.pk}/versions/" if url == "versions" else url
+    client = client_for(writer)
+    if form == "multipart":
+        response = client.post(url, data, format="multipart")
+    else:
+        response = client.post(url, urlencode(data), content_type="application/x-www-form-urlencoded")
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": message}
+    assert Story.objects.count() == 1
+    assert ScreenplayVersion.objects.filter(story=story).count() == 2
 
 
 def test_put_is_not_offered(writer: Any, story: Story) -> None:
