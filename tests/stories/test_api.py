@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -438,6 +439,46 @@ def test_a_form_past_djangos_limits_is_a_json_error_saying_which(
     assert response.status_code == status
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": message}
+    assert Story.objects.count() == 1
+    assert ScreenplayVersion.objects.filter(story=story).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("form", "url", "data", "field"),
+    [
+        # The story was saved with the last plot, the first lost; two files imported the second alone.
+        ("urlencoded", "story", "title=A+heist&plot=The+whole+plot.&plot=The", "plot"),
+        (
+            "multipart",
+            "/api/stories/import/",
+            {
+                "file": [
+                    SimpleUploadedFile("one.fountain", b"INT. A - DAY\n\nOne."),
+                    SimpleUploadedFile("two.fountain", b"INT. B - DAY\n\nTwo."),
+                ]
+            },
+            "file",
+        ),
+        ("multipart", "versions", {"fountain": ["INT. A - DAY\n\nOne.", "INT. B - DAY\n\nTwo."]}, "fountain"),
+    ],
+)
+def test_a_form_with_a_field_twice_is_a_400_naming_it_and_saves_nothing(
+    writer: Any, story: Story, form: str, url: str, data: Any, field: str
+) -> None:
+    url = {"story": f"/api/stories/{story.pk}/", "versions": f"/api/stories/{story.pk}/versions/"}.get(
+        url, url
+    )
+    client = client_for(writer)
+    if form == "multipart":
+        response = client.post(url, data, format="multipart")
+    else:
+        response = client.patch(url, data, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": f"The form has the field '{field}' twice (only the last would be kept): send it once."
+    }
+    story.refresh_from_db()
+    assert (story.title, story.plot) == ("The Heist", "A crew robs a vault.")
     assert Story.objects.count() == 1
     assert ScreenplayVersion.objects.filter(story=story).count() == 2
 
