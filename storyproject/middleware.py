@@ -24,10 +24,13 @@ from django.db import DataError, NotSupportedError, models
 from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, QueryDict
 from django.http.cookie import parse_cookie
+from django.http.response import HttpResponseRedirectBase
+from django.middleware.common import CommonMiddleware
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import sync_and_async_middleware
 from django.utils.deprecation import MiddlewareMixin
+from django.utils.http import escape_leading_slashes
 
 from storyproject.untrusted import text_problem
 
@@ -108,6 +111,36 @@ class UnstorableTextMiddleware(MiddlewareMixin):
             path=request.path, query=query, cookies=request.COOKIES, headers=request.headers.items()
         )
         return None if problem is None else bad_request_response(request, problem)
+
+
+class PermanentRedirectKeepingMethod(HttpResponseRedirectBase):
+    """308: the client asks the new URL again with the same method and body (301 lets it send a GET)."""
+
+    status_code = 308
+
+
+class ApiSlashCommonMiddleware(CommonMiddleware):
+    """Django's CommonMiddleware, except that a write to an API URL without its trailing slash
+    (``POST /api/stories``) is redirected with 308, which keeps its method and body.
+
+    Django answers it with 301, which clients follow with a GET: the write was a 200 listing the stories,
+    and nothing was saved. Under DEBUG, Django raises RuntimeError instead (it cannot keep the body
+    through a 301): a 500.
+    """
+
+    def get_full_path_with_slash(self, request: HttpRequest) -> str:
+        if _api_write(request):
+            return escape_leading_slashes(request.get_full_path(force_append_slash=True))
+        return super().get_full_path_with_slash(request)
+
+    def process_response(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        if response.status_code == 404 and _api_write(request) and self.should_redirect_with_slash(request):
+            return PermanentRedirectKeepingMethod(self.get_full_path_with_slash(request))
+        return super().process_response(request, response)
+
+
+def _api_write(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") and request.method in ("DELETE", "POST", "PUT", "PATCH")
 
 
 class AdminRegexFilterMiddleware(MiddlewareMixin):

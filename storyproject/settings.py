@@ -56,7 +56,8 @@ MIDDLEWARE = [
     # Before the session and every view: NUL in the URL, a cookie or a header is a 400, not a 500.
     "storyproject.middleware.UnstorableTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's, but an API write to a URL without its trailing slash is redirected with 308 (its method kept).
+    "storyproject.middleware.ApiSlashCommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -483,6 +483,29 @@ def test_a_form_with_a_field_twice_is_a_400_naming_it_and_saves_nothing(
     assert ScreenplayVersion.objects.filter(story=story).count() == 2
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_write_to_an_api_url_without_its_slash_is_redirected_keeping_its_method_and_body(
+    writer: Any, story: Story, settings: Any, debug: bool
+) -> None:
+    # Django redirected with 301, which clients follow with a GET: POST /api/stories listed the stories,
+    # 200, and saved nothing. Under DEBUG (make run) it raised RuntimeError instead: a 500.
+    settings.DEBUG = debug
+    client = client_for(writer)
+    created = client.post("/api/stories", {"title": "New", "plot": "A plot."}, format="json")
+    changed = client.patch(f"/api/stories/{story.pk}", {"title": "Renamed"}, format="json")
+    assert (created.status_code, created["Location"]) == (308, "/api/stories/")
+    assert (changed.status_code, changed["Location"]) == (308, f"/api/stories/{story.pk}/")
+    assert (
+        client.post(
+            "/api/stories", {"title": "New", "plot": "A plot."}, format="json", follow=True
+        ).status_code
+        == 201
+    )
+    assert Story.objects.filter(title="New").count() == 1
+    # A read is redirected as Django always did.
+    assert client.get("/api/stories").status_code == 301
+
+
 def test_put_is_not_offered(writer: Any, story: Story) -> None:
     response = client_for(writer).put(f"/api/stories/{story.pk}/", {"title": "t", "plot": "p"}, format="json")
     assert response.status_code == 405
