@@ -37,15 +37,37 @@ _REQUEST_UNREADABLE = {
 }
 
 
+def _detail(description: str) -> dict[str, Any]:
+    # DRF's own error body, {"detail": ...}.
+    schema = {"type": "object", "properties": {"detail": {"type": "string"}}, "required": ["detail"]}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+# DRF answers these before a view's own code: no credentials (every operation needs them), and a
+# request body over API_MAX_BODY_BYTES (storyproject.parsers) or of a type the operation does not parse.
+_UNAUTHENTICATED = _detail("No credentials, or wrong ones: send `Authorization: Token <key>` (or sign in).")
+_BODY_REFUSED = {
+    "413": _detail(
+        "The body is larger than API_MAX_BODY_BYTES (a form's fields: DATA_UPLOAD_MAX_MEMORY_SIZE)."
+    ),
+    "415": _detail("The body's Content-Type is not one this operation takes."),
+}
+
+
 def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: every operation with a ``page`` parameter documents its bounds and the 404
-    for a bad page, and every operation that documents no 400 of its own, the middleware's."""
+    for a bad page, every operation that documents no 400 of its own, the middleware's, and every
+    operation DRF's 401, and its 413 and 415 when it takes a body."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict):
                 continue
             responses = operation.setdefault("responses", {})
             responses.setdefault("400", _REQUEST_UNREADABLE)
+            responses.setdefault("401", _UNAUTHENTICATED)
+            if "requestBody" in operation:
+                for code, response in _BODY_REFUSED.items():
+                    responses.setdefault(code, response)
             pages = [p for p in operation.get("parameters", []) if p.get("name") == "page"]
             for page in pages:
                 # What storyproject.pagination reads: a whole number from 1 (DRF says integer only).
