@@ -83,6 +83,18 @@ handler404 = not_found
 handler500 = server_error
 
 
+class SwaggerUiView(SpectacularSwaggerSplitView):
+    """Swagger UI (``/api/docs/``), whose OPTIONS says what it allows, as a Django view's does.
+
+    DRF answers OPTIONS with the view's metadata, rendered by the view's renderer: this view renders HTML
+    from a template only, so OPTIONS raised TemplateDoesNotExist, a 500 for anyone.
+    """
+
+    # Django's answer to OPTIONS, not DRF's Response: there is nothing to render.
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:  # type: ignore[override]
+        return HttpResponse()  # DRF adds Allow
+
+
 class FaviconRedirect(RedirectView):
     """``/favicon.ico``, which browsers ask for on pages that name no icon (the admin, Swagger UI)."""
 
@@ -103,7 +115,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", include("accounts.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SwaggerUiView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("personas.urls")),
     path("api/", include("stories.api_urls")),
     path("", include("stories.urls")),

@@ -71,6 +71,15 @@ def test_schema_and_docs_are_served_without_a_login(client: object, url: str, db
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize("url", ["/api/schema/", "/api/docs/"])
+def test_schema_and_docs_answer_options_with_what_they_allow(client: Any, url: str, db: None) -> None:
+    # Swagger UI's view renders HTML only: DRF's OPTIONS answer (metadata) made it raise
+    # TemplateDoesNotExist, a 500 for anyone.
+    response = client.options(url)
+    assert response.status_code == 200
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+
+
 def _schema(client: Any) -> dict[str, Any]:
     return client.get("/api/schema/?format=json").json()  # type: ignore[no-any-return]
 
