@@ -13,7 +13,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator, text_field_problem, title_problem
-from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted, text_problem
 
 
 class StorableCharField(serializers.CharField):
@@ -75,7 +75,19 @@ class FormJSONDictField(serializers.DictField):
                 data = json_loads_untrusted(data)
             except UntrustedJSONError as error:
                 raise serializers.ValidationError(f"Send a JSON object: {error}", code="invalid") from None
+        _keys_storable(data, label=self.field_name or "text")
         return super().to_internal_value(data)
+
+
+def _keys_storable(data: Any, *, label: str) -> None:
+    # Checked before DictField's own: its errors are keyed by the key sent, and a lone surrogate there
+    # made the whole answer impossible to encode (a 500).
+    if not isinstance(data, dict):
+        return
+    for key in data:
+        problem = text_problem(str(key))
+        if problem is not None:
+            raise serializers.ValidationError(f"a name in the {label} {problem}.", code="unstorable_text")
 
 
 class StoryCastSerializer(serializers.ModelSerializer):

@@ -436,6 +436,21 @@ def test_an_import_cast_that_cannot_be_applied_is_a_400(
     assert client_for(writer).post("/api/stories/import/", body, format="json").status_code == 400
 
 
+@pytest.mark.parametrize("name", ["\\ud800", "MAX\\u0000"])
+def test_an_import_cast_naming_a_character_with_text_that_cannot_be_stored_is_a_400(
+    writer: Any, persona_factory: Any, name: str
+) -> None:
+    # The cast's error was keyed by the name sent: a lone surrogate in it made the answer impossible to
+    # encode, a 500 (daphne's bare "Exception inside application" under DEBUG).
+    persona_factory("max-payne", display_name="Max")
+    # Raw JSON text: a lone surrogate travels only as an escape.
+    body = '{"fountain": ' + json.dumps(_fountain(SCREENPLAY)) + ', "cast": {"' + name + '": "\\ud800"}}'
+    response = client_for(writer).post("/api/stories/import/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert "a name in the cast contains" in json.dumps(response.json())
+    assert not Story.objects.exists()
+
+
 @pytest.mark.parametrize("body", [{"fountain": 5}, {"fountain": "x", "cast": {"MAX": 7}}])
 def test_an_import_with_a_number_for_text_is_a_400_not_the_number_read_as_text(
     writer: Any, body: dict[str, Any]
