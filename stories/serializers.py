@@ -13,6 +13,7 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator, text_field_problem, title_problem
+from storyproject.parsers import form_fields_once
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted, text_problem
 
 
@@ -51,6 +52,16 @@ class StorableCharField(serializers.CharField):
                     code="max_length",
                 )
         return value
+
+
+class FormFieldsOnceSerializer(serializers.Serializer):
+    """A serializer that refuses a form (urlencoded or multipart) giving one of its fields more than
+    once, naming it (``storyproject.parsers.form_fields_once``): DRF kept the last, silently."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if html.is_html_input(data):
+            form_fields_once(data, names=self.fields)
+        return super().to_internal_value(data)
 
 
 class _FormText(str):
@@ -100,7 +111,7 @@ class StoryCastSerializer(serializers.ModelSerializer):
         fields = ["persona", "character_name", "order"]
 
 
-class StorySerializer(serializers.ModelSerializer):
+class StorySerializer(FormFieldsOnceSerializer, serializers.ModelSerializer):
     title = StorableCharField(label="title", max_length=200, trim_whitespace=True)
     plot = StorableCharField(label="plot", max_length_setting="STORY_MAX_PLOT_CHARS", trim_whitespace=False)
     latest_version = serializers.IntegerField(source="latest_version_number", read_only=True)
@@ -262,7 +273,7 @@ class GenerationRunDetailSerializer(GenerationRunSerializer):
 # --- The writer's own versions (issue 17) ------------------------------------------------------------
 
 
-class FountainPreviewSerializer(serializers.Serializer):
+class FountainPreviewSerializer(FormFieldsOnceSerializer):
     """The editor's preview: ``fountain`` text and the ``base_version`` it edits.
 
     The save below inherits both fields, so the preview refuses what the save refuses (a boolean, a
@@ -295,7 +306,7 @@ class VersionWriteSerializer(FountainPreviewSerializer):
         return _exactly_one(attrs, "content (screenplay JSON)", "fountain (text)")
 
 
-class StoryImportSerializer(serializers.Serializer):
+class StoryImportSerializer(FormFieldsOnceSerializer):
     """A ``file`` (.fountain or .fdx, multipart) or pasted ``fountain``; ``cast`` maps names to personas."""
 
     file = serializers.FileField(required=False)

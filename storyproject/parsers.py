@@ -10,19 +10,20 @@ Every JSON body this API takes is an object. A view reading fields from ``reques
 ``.get`` treated a list body as an empty object (the scene rewrite answered 201 to ``[1, 2]``), so
 the parser refuses any other top-level value with a 400, once for every endpoint.
 
-The form parsers are DRF's, refusing a field given twice, which DRF settles by keeping the last.
+``form_fields_once`` takes the same care of a form's field given twice, which DRF settles by keeping the
+last. Only a serializer knows the fields an endpoint reads (any other is ignored), so serializers call it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.utils.datastructures import MultiValueDict
 from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError
-from rest_framework.parsers import BaseParser, DataAndFiles, FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.parsers import BaseParser, JSONParser
 
 from storyproject.untrusted import UntrustedJSONError, json_parse_untrusted, text_quoted
 
@@ -71,37 +72,19 @@ def _json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value), "null")
 
 
-class SingleValueFormParser(FormParser):
-    """DRF's form parser, refusing a field given twice (see ``form_fields_once``)."""
-
-    def parse(
-        self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
-    ) -> Any:
-        data = super().parse(stream, media_type, parser_context)
-        form_fields_once(data)
-        return data
-
-
-class SingleValueMultiPartParser(MultiPartParser):
-    """DRF's multipart parser, refusing a field or a file given twice (see ``form_fields_once``)."""
-
-    def parse(
-        self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
-    ) -> DataAndFiles[Any, Any]:
-        parsed = super().parse(stream, media_type, parser_context)
-        form_fields_once(parsed.data)
-        form_fields_once(parsed.files)
-        return parsed
-
-
-def form_fields_once(form: MultiValueDict[str, Any]) -> None:
-    """Refuse a form that gives a field more than once: no field of this API takes several values, and
-    DRF keeps the last without a word (``plot=...&plot=...`` saved the second plot, two files imported
-    the second alone), as json.loads does with a JSON key given twice."""
-    for key, values in form.lists():
-        if len(values) > 1:
-            times = "twice" if len(values) == 2 else f"{len(values)} times"
-            raise ParseError(
-                f"The form has the field {text_quoted(key, limit=40)} {times} (only the last would be kept): "
-                "send it once."
+def form_fields_once(form: MultiValueDict[str, Any], *, names: Iterable[str]) -> None:
+    """Refuse a form that gives one of the fields ``names`` more than once, naming it: no field of this
+    API takes several values, and DRF keeps the last without a word (``plot=...&plot=...`` saved the
+    second plot, two files imported the second alone), as json.loads does with a JSON key given twice.
+    A field the endpoint does not read is ignored, given once or more, as in a JSON body."""
+    for name in names:
+        count = len(form.getlist(name))
+        if count > 1:
+            times = "twice" if count == 2 else f"{count} times"
+            raise ValidationError(
+                {
+                    name: [
+                        f"The form has the field {text_quoted(name, limit=40)} {times} (only the last would be kept): send it once."
+                    ]
+                }
             )

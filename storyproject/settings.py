@@ -191,8 +191,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": [
         "storyproject.parsers.BoundedJSONParser",
-        "storyproject.parsers.SingleValueFormParser",
-        "storyproject.parsers.SingleValueMultiPartParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "storyproject.pagination.StrictPageNumberPagination",
