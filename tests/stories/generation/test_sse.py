@@ -109,6 +109,8 @@ async def _outcome(events: AsyncIterator[Any]) -> tuple[list[Any], Any]:
             seen.append(event)
     except anthropic.APIStatusError as error:
         return seen, (type(error), error.message, error.body, error.request_id, error.status_code)
+    except ValueError as error:  # data that is not JSON, or not UTF-8: json's error, or the codec's
+        return seen, type(error)
     return seen, None
 
 
@@ -146,6 +148,13 @@ STREAMS = {
     "a cr line end last": b'event: message_stop\rdata: {"type": "message_stop"}\r\r',
     "an error event whose data is not json": b"event: error\ndata: upstream fell over\n\n",
     "an error event with no data": b"event: ping\ndata: {}\n\nevent: error\n\n",
+    # json takes what jiter (the fast path) refuses: a lone surrogate's escape; and a huge number, 1e400.
+    "a lone surrogate and huge numbers": (
+        b'event: content_block_delta\ndata: {"delta": {"text": "a \\ud800 b"}}\n\n'
+        b'event: message_delta\ndata: {"big": 123456789012345678901234567890, "e": 1e400}\n\n'
+    ),
+    "data that is not json": b'event: content_block_delta\ndata: {"text": "cut\n\n',
+    "bytes that are not utf-8": b'event: content_block_delta\ndata: {"text": "\xff"}\n\n',
 }
 
 
