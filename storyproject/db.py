@@ -112,11 +112,29 @@ async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fi
     using = router.db_for_write(model)
     if not loop_db.usable(using):
         return await db_started(update_unflushed, model._default_manager.filter(**where), **fields)
+    statement, parameters = _update_sql(model, where, fields, connections[using])
+    # The one row it updates, by its key: a batch of such writes locks its rows in this order.
+    return await loop_db.rowcount(using, statement, parameters, row=(model._meta.db_table, where["pk"]))
+
+
+def update_row(model: type[Model], where: dict[str, Any], **fields: Any) -> int:
+    """``model.objects.filter(**where).update(**fields)`` (sync, in the caller's transaction) with its SQL
+    made once per model and fields, as ``update_unflushed_async`` makes it; the number of rows updated.
+    ``where`` as there; a value of ``fields`` is what its field stores (an id for a foreign key)."""
+    using = router.db_for_write(model)
+    statement, parameters = _update_sql(model, where, fields, connections[using])
+    with connections[using].cursor() as cursor:
+        cursor.execute(statement, parameters)
+        return int(cursor.rowcount)
+
+
+def _update_sql(
+    model: type[Model], where: dict[str, Any], fields: dict[str, Any], database: Any
+) -> tuple[str, list[Any]]:
     if any(value is None for value in where.values()):
-        raise ValueError("update_unflushed_async matches values, not NULL")
+        raise ValueError("an update by hand matches values, not NULL")
     if "pk" not in where:
-        raise ValueError("update_unflushed_async updates one row, named by its pk")
-    database = connections[using]
+        raise ValueError("an update by hand updates one row, named by its pk")
     columns = [model_column(model, name) for name in fields]
     keys = [model_column(model, name) for name in where]
     parameters = [
@@ -128,8 +146,7 @@ async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fi
     statement = _update_statement(
         model._meta.db_table, tuple(field.column for field in columns), tuple(field.column for field in keys)
     )
-    # The one row it updates, by its key: a batch of such writes locks its rows in this order.
-    return await loop_db.rowcount(using, statement, parameters, row=(model._meta.db_table, where["pk"]))
+    return statement, parameters
 
 
 def model_column(model: type[Model], name: str) -> Field[Any, Any]:

@@ -12,8 +12,8 @@ from django.test.utils import CaptureQueriesContext
 
 from stories.errors import GenerationError
 from stories.generation.validation import CastEntry
-from stories.models import ScreenplayVersion, Story, StoryCast
-from stories.services import ScreenplayDraft, screenplay_version_create
+from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
+from stories.services import RunRecord, ScreenplayDraft, screenplay_version_create
 
 
 def _content(scenes: int, cast: int) -> dict[str, Any]:
@@ -112,3 +112,41 @@ def test_16_concurrent_saves_of_one_story_get_versions_1_to_16(writer: Any, ten_
     )
     story.refresh_from_db()
     assert story.latest_version_number == 16
+
+
+def test_a_generations_save_closes_its_run_with_what_it_measured_and_only_while_it_holds_it(
+    writer: Any, ten_personas: None
+) -> None:
+    held = GenerationRun.objects.create(
+        user=writer, model="offline", max_tokens=1000, lease_owner="here:1:a", checkpoint={"scenes": [1]}
+    )
+    record = RunRecord(
+        llm_ms=900,
+        usage={"input_tokens": 120, "output_tokens": 480},
+        stop_reason="end_turn",
+        details={"note": "é"},
+    )
+    version = screenplay_version_create(
+        user_id=writer.pk, draft=_draft(cast=2), run_id=held.pk, record=record, lease_owner="here:1:a"
+    )
+    run = GenerationRun.objects.get(pk=held.pk)
+    assert (run.status, run.story_id, run.output_tokens, run.input_tokens) == (
+        "succeeded",
+        version.story_id,
+        480,
+        120,
+    )
+    assert (run.llm_ms, run.stop_reason, run.details) == (900, "end_turn", {"note": "é"})
+    assert (run.lease_owner, run.lease_expires_at, run.checkpoint) == ("", None, {})
+    assert run.finished_at is not None and run.save_ms is not None
+    # Taken over by another process meanwhile: nothing of this save is kept.
+    lost = GenerationRun.objects.create(
+        user=writer, model="offline", max_tokens=1000, lease_owner="there:2:b"
+    )
+    with pytest.raises(GenerationError) as raised:
+        screenplay_version_create(
+            user_id=writer.pk, draft=_draft(), run_id=lost.pk, record=RunRecord(), lease_owner="here:1:a"
+        )
+    assert raised.value.code == "interrupted"
+    assert GenerationRun.objects.get(pk=lost.pk).status == "streaming"
+    assert Story.objects.count() == 1
