@@ -317,6 +317,15 @@ def test_export_refuses_unknown_names_and_writes_ours(tmp_path: Path, persona_fa
     call_command("export_personas", "--out", str(tmp_path), stdout=io.StringIO())
     ours = json.loads((tmp_path / "hero.json").read_text())
     assert (ours["name"], ours["config_data"]["voice"]) == ("hero", "Loud.")
+    # A file already there (an editor's own edit of the last export) is replaced only when asked.
+    (tmp_path / "hero.json").write_text("my edits")
+    with pytest.raises(
+        CommandError, match=r"1 file\(s\) already in .*'hero.json'. Nothing exported; pass --overwrite"
+    ):
+        call_command("export_personas", "--out", str(tmp_path), stdout=io.StringIO())
+    assert (tmp_path / "hero.json").read_text() == "my edits"
+    call_command("export_personas", "--out", str(tmp_path), "--overwrite", stdout=io.StringIO())
+    assert json.loads((tmp_path / "hero.json").read_text())["name"] == "hero"
     call_command("export_personas", "--format", "card-v2", "--out", str(tmp_path), stdout=io.StringIO())
     card = json.loads((tmp_path / "hero.card.json").read_text())
     assert card["data"]["extensions"]["screenplay_studio"]["config"]["voice"] == "Loud."
