@@ -10,12 +10,24 @@ from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
 
 from accounts.throttle import (
+    LoginAttempt,
     LoginRefusal,
     login_attempt_begin,
     login_attempt_failed,
     login_attempt_succeeded,
     login_attempt_void,
 )
+
+
+def attempt_begin(form: Any, *, username: str) -> LoginAttempt:
+    """Count a password check of ``username`` from ``form.request``'s address before it is made; a lock
+    is kept as ``form.refusal`` and raised as the form's error, the password unchecked."""
+    address = str(form.request.META.get("REMOTE_ADDR", "")) if form.request else ""
+    attempt = login_attempt_begin(username=username, address=address)
+    if isinstance(attempt, LoginRefusal):
+        form.refusal = attempt
+        raise ValidationError(attempt.message, code="login_throttled")
+    return attempt
 
 
 class ThrottledLoginMixin:
@@ -29,11 +41,7 @@ class ThrottledLoginMixin:
         username = str(self.cleaned_data.get("username") or "")
         if not username:  # the field's own error says so; nothing is checked, nothing counted
             return super().clean()  # type: ignore[misc,no-any-return]
-        address = str(self.request.META.get("REMOTE_ADDR", "")) if self.request else ""
-        attempt = login_attempt_begin(username=username, address=address)
-        if isinstance(attempt, LoginRefusal):
-            self.refusal = attempt
-            raise ValidationError(attempt.message, code="login_throttled")
+        attempt = attempt_begin(self, username=username)
         try:
             cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
         except ValidationError as error:
@@ -69,11 +77,7 @@ class ThrottledPasswordChangeForm(PasswordChangeForm):
         self.request = request
 
     def clean_old_password(self) -> str:
-        address = str(self.request.META.get("REMOTE_ADDR", "")) if self.request else ""
-        attempt = login_attempt_begin(username=self.user.get_username(), address=address)
-        if isinstance(attempt, LoginRefusal):
-            self.refusal = attempt
-            raise ValidationError(attempt.message, code="login_throttled")
+        attempt = attempt_begin(self, username=self.user.get_username())
         try:
             old_password: str = super().clean_old_password()
         except ValidationError:

@@ -25,12 +25,16 @@ class ThrottledLoginView(LoginView):
     authentication_form = ThrottledAuthenticationForm
 
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
-        response = super().form_invalid(form)
-        refusal = getattr(form, "refusal", None)
-        if refusal is not None:
-            response.status_code = 429
-            response["Retry-After"] = str(refusal.retry_after)
-        return response
+        return _refusal_answered(form, super().form_invalid(form))
+
+
+def _refusal_answered(form: Any, response: HttpResponse) -> HttpResponse:
+    """A form refused by the login throttle (its ``refusal``) answered 429 with Retry-After."""
+    refusal = getattr(form, "refusal", None)
+    if refusal is not None:
+        response.status_code = 429
+        response["Retry-After"] = str(refusal.retry_after)
+    return response
 
 
 @never_cache
@@ -80,10 +84,5 @@ class PasswordChange(PasswordChangeView):
 
     def form_invalid(self, form: PasswordChangeForm) -> HttpResponse:
         response = super().form_invalid(form)
-        refusal = getattr(form, "refusal", None)
-        if refusal is not None:  # as the login page answers a lock
-            response.status_code = 429
-            response["Retry-After"] = str(refusal.retry_after)
-        else:
-            response.status_code = 400
-        return response
+        response.status_code = 400
+        return _refusal_answered(form, response)
