@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from stories.errors import GenerationError
@@ -33,6 +34,23 @@ def _validator(schema: Callable[[], dict[str, Any]]) -> Draft202012Validator:
     return Draft202012Validator(schema())
 
 
+@cache
+def _fast_validator(schema: Callable[[], dict[str, Any]]) -> jsonschema_rs.Draft202012Validator:
+    return jsonschema_rs.Draft202012Validator(schema())
+
+
+def _valid_fast(document: Any, schema: Callable[[], dict[str, Any]]) -> bool:
+    """True when jsonschema-rs finds ``document`` valid: 100-300 times cheaper than jsonschema's walk
+    (a 2-scene screenplay 1.7 ms against 6 µs, an 8-scene one 8 ms against 25 µs), the same draft
+    2020-12. Only its "valid" is taken; anything else (invalid, or a value it cannot read, such as a
+    lone surrogate) goes to jsonschema, whose answer and message stand, so the check decides as
+    jsonschema does (tests/stories/generation/test_validation_fast.py compares the two)."""
+    try:
+        return bool(_fast_validator(schema).is_valid(document))
+    except Exception:  # a value Rust cannot take (an integer past 64 bits...): jsonschema decides
+        return False
+
+
 def schema_check(
     *, document: Any, schema: Callable[[], dict[str, Any]], what: str, code: str = "invalid_output"
 ) -> None:
@@ -40,7 +58,9 @@ def schema_check(
 
     ``code`` is "invalid_output" for what a model wrote, "invalid_request" for what a writer sent.
     """
-    error = next(iter(_validator(schema).iter_errors(document)), None)
+    error = (
+        None if _valid_fast(document, schema) else next(iter(_validator(schema).iter_errors(document)), None)
+    )
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or f"the {what}"
         raise GenerationError(
