@@ -658,3 +658,18 @@ def test_an_imported_logline_with_control_characters_becomes_a_plot_the_api_acce
         "/api/stories/import/", {"fountain": "Title: Vault\x07\n\nINT. A\n\nHi.\n"}, format="json"
     )
     assert untitled.json()["story"]["plot"] == "Imported screenplay: Vault"
+
+
+def test_an_imported_cue_in_another_script_matches_its_persona_whatever_the_case(
+    writer: Any, persona_factory: Any
+) -> None:
+    # SQLite's own lower() folds ASCII only: "ÉMILE" did not match the persona "Émile" there.
+    persona_factory("emile", display_name="Émile")
+    persona_factory("zoe", display_name="Зоя")
+    text = "Title: Paris\n\nINT. CAFÉ - DAY\n\nÉMILE\nBonjour.\n\nЗОЯ (V.O.)\nПривет.\n"  # noqa: RUF001
+    response = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["matches"] == [
+        {"character": "ÉMILE", "persona": "emile", "display_name": "Émile"},
+        {"character": "ЗОЯ (V.O.)", "persona": "zoe", "display_name": "Зоя"},
+    ]
