@@ -96,6 +96,25 @@ def context_shorten(text: str, budget_tokens: int) -> tuple[str, bool]:
     return _hard_cut(text, budget_tokens), True
 
 
+def context_field_nested(config: Mapping[str, Any], key: str) -> bool:
+    """Whether context field ``key`` reaches the model from the older nested ``context`` (the top level
+    has nothing in it, the nested shape has): the persona editor shows and edits it there."""
+    if _has_content(config.get(key)):
+        return False
+    nested = config.get("context")
+    if isinstance(nested, str):
+        return key == "description" and _has_content(nested)
+    return isinstance(nested, Mapping) and _has_content(nested.get(key))
+
+
+def context_field_value(config: Mapping[str, Any], key: str) -> Any:
+    """The value of context field ``key`` that reaches the model: the top level's, else the nested one's."""
+    if not context_field_nested(config, key):
+        return config.get(key)
+    nested = config["context"]
+    return nested if isinstance(nested, str) else nested[key]
+
+
 def _merged_fields(config: Mapping[str, Any]) -> dict[str, Any]:
     nested = config.get("context")
     fields: dict[str, Any] = dict(nested) if isinstance(nested, Mapping) else {}

@@ -2,7 +2,9 @@
 
 How a save builds ``config_data``: it starts from the raw JSON field (rendered from the stored config,
 so keys the form has no field for, the older nested ``context`` and anything else are kept untouched),
-then applies each per-part field *that the editor changed*. A part left as it was rendered is not
+then applies each per-part field *that the editor changed*. A context field the top level lacks is
+shown from the nested ``context`` when it is there (it is what the model gets), and moves to the top
+level when edited (``config_merge``). A part left as it was rendered is not
 rewritten, so its stored value (key order, spacing, lines with commas) survives byte for byte.
 """
 
@@ -23,11 +25,13 @@ from django.forms.fields import InvalidJSONInput
 
 from personas import selectors, services
 from personas.cards import CardError, PersonaImport, persona_file_read
+from personas.context import CONTEXT_FIELDS, context_field_nested, context_field_value
 from personas.models import PersonaConfig
 from personas.schema import PERSONA_CONFIG_SCHEMA, persona_config_errors
 from storyproject.forms import UntrustedJSONField
 
 _SENT = "Reaches the model, in the context paragraph"
+CONTEXT_KEYS = frozenset(key for key, _ in CONTEXT_FIELDS)
 # What the schema lets one text part hold; example lines are up to EXAMPLE_LINES_MAX of them, one per
 # line of their field, so that field holds as much as the schema lets the list hold (the schema names
 # a line that is too long, and the config's byte limit still applies).
@@ -213,7 +217,7 @@ class PersonaConfigForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         stored = self.instance.config_data if isinstance(self.instance.config_data, dict) else {}
         for key, part in PARTS.items():
-            self.fields[key].initial = part.show(stored.get(key))
+            self.fields[key].initial = part.show(_stored_value(stored, key))
         if self.instance.pk is not None:
             self.fields["loaded_version"].initial = self.instance.version
             self.fields["loaded_version"].required = True
@@ -291,17 +295,40 @@ class PersonaConfigForm(forms.ModelForm):
         return edited
 
 
+def _stored_value(stored: dict[str, Any], key: str) -> object:
+    # A context field that reaches the model from the older nested `context` is shown from there, not
+    # as an empty field beside a text the model still gets.
+    return context_field_value(stored, key) if key in CONTEXT_KEYS else stored.get(key)
+
+
 def config_merge(*, raw: object, edits: dict[str, object]) -> object:
-    """``raw`` with each edited part set (or removed when it is None); a non-object ``raw`` as is."""
+    """``raw`` with each edited part set (or removed when it is None); a non-object ``raw`` as is.
+
+    A context field edited where it lived in the older nested ``context`` moves to the top level: its
+    nested copy is removed (a nested object left empty goes with it), so clearing the field removes the
+    text from the context rather than letting the nested copy fill in again.
+    """
     if not isinstance(raw, dict):
         return raw  # persona_config_errors names the problem.
     config = dict(raw)
     for key, value in edits.items():
+        if key in CONTEXT_KEYS and context_field_nested(config, key):
+            _nested_remove(config, key)
         if value is None:
             config.pop(key, None)
         else:
             config[key] = value
     return config
+
+
+def _nested_remove(config: dict[str, Any], key: str) -> None:
+    nested = config["context"]
+    if isinstance(nested, dict):
+        nested = {name: value for name, value in nested.items() if name != key}
+    if isinstance(nested, str) or not nested:
+        del config["context"]
+    else:
+        config["context"] = nested
 
 
 # --- The card import: upload, preview, confirm ------------------------------------------------------

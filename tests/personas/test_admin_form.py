@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from personas.context import persona_context_text
 from personas.models import PersonaConfig
 
 CONFIG: dict[str, Any] = {
@@ -266,3 +267,59 @@ def test_a_tag_holding_a_comma_or_a_quote_survives_an_edit_of_the_tags(editor_cl
     assert saved.status_code == 302
     persona.refresh_from_db()
     assert persona.config_data["tags"] == [*tags, "new one"]
+
+
+OLDER: dict[str, Any] = {
+    "system_prompt": "Speak in riddles.",
+    "voice": "",
+    "context": {"voice": "A whisper.", "backstory": "Grew up at sea.", "x_note": "kept"},
+}
+
+
+@pytest.mark.django_db
+def test_a_persona_in_the_older_nested_shape_shows_what_the_model_gets_in_its_fields(
+    editor_client: Client,
+) -> None:
+    nested = PersonaConfig.objects.create(name="sibyl", display_name="Sibyl", config_data=OLDER)
+    form = editor_client.get(_change_url(nested)).context["adminform"].form
+    assert (form["voice"].value(), form["backstory"].value()) == ("A whisper.", "Grew up at sea.")
+    assert form["system_prompt"].value() == "Speak in riddles."
+    plain = PersonaConfig.objects.create(name="old", display_name="Old", config_data={"context": "A sailor."})
+    assert (
+        editor_client.get(_change_url(plain)).context["adminform"].form["description"].value() == "A sailor."
+    )
+
+
+@pytest.mark.django_db
+def test_a_nested_field_edited_moves_to_the_top_level_and_a_cleared_one_leaves_the_context(
+    editor_client: Client,
+) -> None:
+    persona = PersonaConfig.objects.create(name="sibyl", display_name="Sibyl", config_data=OLDER)
+    url = _change_url(persona)
+    untouched = _as_browser_posts(editor_client, url)
+    assert editor_client.post(url, untouched).status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data == OLDER  # nothing edited, nothing moved
+    data = _as_browser_posts(editor_client, url, voice="A shout.", backstory="")
+    assert editor_client.post(url, data).status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data["voice"] == "A shout."
+    assert "backstory" not in persona.config_data
+    assert persona.config_data["context"] == {"x_note": "kept"}
+    context = persona_context_text(persona.config_data)
+    assert "Voice: A shout." in context
+    assert "whisper" not in context and "sea" not in context
+
+
+@pytest.mark.django_db
+def test_a_plain_string_context_edited_as_the_description_is_replaced_by_it(editor_client: Client) -> None:
+    persona = PersonaConfig.objects.create(
+        name="old", display_name="Old", config_data={"context": "A sailor."}
+    )
+    url = _change_url(persona)
+    assert (
+        editor_client.post(url, _as_browser_posts(editor_client, url, description="A pilot.")).status_code
+        == 302
+    )
+    persona.refresh_from_db()
+    assert persona.config_data == {"description": "A pilot."}
