@@ -46,6 +46,7 @@ from stories.generation.backends.base import (
     Usage,
     UsageReport,
 )
+from stories.generation.backends.http_client import ModelHttpClient
 from stories.generation.backends.read_ahead import in_batches
 from stories.generation.backends.read_pacing import PacedBody
 from stories.generation.backends.sse import stream_events
@@ -137,7 +138,7 @@ def _http_client(loop: asyncio.AbstractEventLoop) -> httpx2.AsyncClient | None:
     was opened on it (httpx2 needs no closing).
     """
     if settings.STORY_LLM_HTTP_CLIENT == "aiohttp" and _serving_loop(loop):
-        return anthropic.DefaultAioHttpClient()
+        return ModelHttpClient()  # DefaultAioHttpClient, its idle-read timer kept lazily (http_client)
     return None
 
 

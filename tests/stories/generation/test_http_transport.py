@@ -10,12 +10,18 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 
+from stories.generation.backends import anthropic as backend_module
 from stories.generation.backends.anthropic import anthropic_client, clients_close
+from stories.generation.backends.http_client import LazyReadTimeout
+from tests.fake_anthropic import FakeAnthropic, Reply
+from tests.stories.generation.conftest import MODEL
 
 # Run in a fresh interpreter: importing daphne.server installs Twisted's asyncio reactor on its own loop.
 _ON_DAPHNES_LOOP = """
@@ -52,7 +58,7 @@ def _transport_on_daphnes_loop(**env: str) -> str:
 
 
 def test_daphnes_loop_reads_the_model_through_aiohttp_unless_told_otherwise() -> None:
-    assert _transport_on_daphnes_loop() == "_DefaultAioHttpClient"
+    assert _transport_on_daphnes_loop() == "ModelHttpClient"
     assert _transport_on_daphnes_loop(STORY_LLM_HTTP_CLIENT="httpx") == "AsyncHttpxClientWrapper"
 
 
@@ -85,3 +91,65 @@ async def test_closing_a_loops_clients_gives_it_a_new_one(
     second = anthropic_client()
     assert second is not first and not second._client.is_closed
     await clients_close()
+
+
+def _stream_request() -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "Write."}],
+        "timeout": httpx2.Timeout(connect=2, read=1, write=2, pool=2),
+    }
+
+
+async def _streamed(client: anthropic.AsyncAnthropic, watch: list[Any] | None = None) -> str:
+    """The reply's text, read through the SDK's stream; ``watch`` gets the connection's read-timeout
+    timer as it stands after each text event."""
+    text = ""
+    async with await client.messages.create(stream=True, **_stream_request()) as stream:
+        async for event in stream:
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text += event.delta.text
+                if watch is not None:
+                    session = client._client._transport.client
+                    (protocol,) = session.connector._acquired
+                    watch.append((type(protocol), protocol._read_timeout_handle))
+    return text
+
+
+async def test_a_model_stream_through_aiohttp_keeps_one_read_timer_not_one_per_read(
+    monkeypatch: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # aiohttp cancels its idle-read timer and makes a new one for every network read; the model's
+    # connections keep one and move its deadline (stories.generation.backends.http_client).
+    monkeypatch.setattr(backend_module, "_serving_loop", lambda loop: True)
+    fake_anthropic.script(Reply(text="x" * 240, chunk_chars=12, tokens_per_second=300))
+    watch: list[Any] = []
+    try:
+        text = await _streamed(anthropic_client(), watch)
+    finally:
+        await clients_close()
+    assert text == "x" * 240
+    assert {kind for kind, _ in watch} == {LazyReadTimeout}
+    timers = {id(handle) for _, handle in watch}
+    assert len(watch) == 20 and len(timers) == 1
+
+
+async def test_the_lazy_read_timer_lets_a_slow_stream_run_and_times_out_a_stalled_one(
+    monkeypatch: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    monkeypatch.setattr(backend_module, "_serving_loop", lambda loop: True)
+    # 2.4 s of stream, a chunk every 0.6 s: never 1 s (the read timeout) without a byte.
+    fake_anthropic.script(
+        Reply(text="y" * 96, chunk_chars=24, tokens_per_second=10),
+        Reply(text="z" * 96, chunk_chars=24, stall_after=2, stall_seconds=5),
+    )
+    try:
+        client = anthropic_client()
+        assert await _streamed(client) == "y" * 96
+        started = time.monotonic()
+        with pytest.raises(httpx2.ReadTimeout):  # mid-body: the SDK passes the transport's error on
+            await _streamed(client)
+        assert 1.0 <= time.monotonic() - started < 2.5
+    finally:
+        await clients_close()
