@@ -1,7 +1,7 @@
 """Claude through the official SDK: ``AsyncAnthropic``, streaming, one client per event loop.
 
 The SDK's own retries are off (``max_retries=0``): it would obey ``retry-after`` without a cap. Ours
-retry 429, 529, 5xx and connection failures at most ``STORY_LLM_MAX_RETRIES`` times, with jittered
+retry 408, 409, 429, every 5xx (529 and Cloudflare's 52x included) and connection failures at most ``STORY_LLM_MAX_RETRIES`` times, with jittered
 backoff, honour ``retry-after`` up to ``STORY_LLM_RETRY_AFTER_CAP_SECONDS``, and only before any text
 has been passed on (text a writer has seen cannot be taken back). Every failure, including an
 ``error`` event mid-stream (an APIStatusError with status 200) and a dropped connection or idle read
@@ -59,7 +59,11 @@ _clients: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 # The SDK's longest wait for a retry-after (time.sleep's limit on some platforms).
 _RETRY_AFTER_MAX_SECONDS = 4_294_967.0
-_RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# Retried like the SDK retries them (anthropic 2.14 _base_client.py, ``_should_retry``): 408, 409, 429
+# and every status from 500 up, Cloudflare's own 520-524 pages for api.anthropic.com included
+# (anthropics/claude-code issue 3197, "api.anthropic.com | 520: Web server is returning an unknown
+# error"). The 4xx statuses that say the request or the account is wrong are refused before this.
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
 # An error event mid-stream has status 200 and its type in the body. The types that say the request
 # itself is wrong or not allowed are refused above (_status_error); any other, a type we do not know
 # included, is treated as the API's own failure and tried again: "type values may grow over time"
@@ -400,7 +404,7 @@ def _transient_error(error: anthropic.APIStatusError, kind: str, status: int, de
     else:
         code, what = "llm_unavailable", "the model is unavailable"
     told_not_to = error.response.headers.get("x-should-retry") == "false"
-    retryable = status in _RETRYABLE_STATUS or status == 200
+    retryable = status in _RETRYABLE_STATUS or status >= 500 or status == 200
     if told_not_to or not retryable:
         why = "the provider says retrying will not help" if told_not_to else "retrying will not help"
         return GenerationError(code, f"{what}; {why}", operator_detail=detail)

@@ -458,6 +458,41 @@ async def test_a_5xx_page_from_a_proxy_that_is_not_json_is_retried_as_the_provid
     assert run.details["retries"] == ["llm_unavailable", "llm_unavailable"]
 
 
+# Cloudflare's own 5xx pages for api.anthropic.com (anthropics/claude-code issues 3197 and 12208: "api.anthropic.com |
+# 520: Web server is returning an unknown error", and a 520 with no body at all).
+_CLOUDFLARE_520 = (
+    "<!DOCTYPE html><html><head><title>api.anthropic.com | 520: Web server is returning an unknown error"
+    "</title></head><body>cloudflare</body></html>"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "page"), [(520, _CLOUDFLARE_520), (520, ""), (522, _CLOUDFLARE_520), (524, _CLOUDFLARE_520)]
+)
+async def test_a_cloudflare_5xx_is_retried_like_any_other_5xx_and_then_succeeds(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, status: int, page: str
+) -> None:
+    # Was: only 500, 502, 503, 504 and 529 were retried; a 52x ended the run at once, the writer told
+    # "the model is unavailable; retrying will not help". The SDK retries every status from 500 up
+    # (anthropic 2.14 _base_client.py, _should_retry: "Retry internal errors", status_code >= 500).
+    fake_anthropic.script(Reply(status=status, error_html=page, headers=FAST), _good_reply())
+    events = await _generate(writer)
+    assert [e["type"] for e in events][-2:] == ["saved", "done"]
+    assert len(fake_anthropic.requests) == 2
+    run = await GenerationRun.objects.aget()
+    assert run.details["retries"] == ["llm_unavailable"]
+
+
+async def test_a_persistent_cloudflare_5xx_is_retryable_for_the_writer(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(*[Reply(status=524, error_html=_CLOUDFLARE_520, headers=FAST) for _ in range(3)])
+    events = await _generate(writer)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "llm_unavailable", True)
+    assert "will not help" not in error["message"] and len(fake_anthropic.requests) == 3
+
+
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [(429, "rate_limit_error"), (529, "overloaded_error"), (413, "request_too_large"), (500, "api_error")],
