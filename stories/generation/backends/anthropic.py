@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import math
 import time
 import weakref
 from collections.abc import AsyncGenerator
@@ -431,11 +430,14 @@ def _operator_detail(error: anthropic.APIStatusError) -> str:
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
-    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), as the SDK reads them: NaN is no
-    answer, and no wait is longer than 4,294,967 s, infinity included (anthropic 2.14 _base_client.py,
-    ``_calculate_retry_timeout``: ``retry_after > 0``, ``min(retry_after, 4_294_967.0)``)."""
+    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), as the SDK reads them: NaN, zero,
+    a negative number and a date gone by are no answer (the caller backs off instead), and no wait is
+    longer than 4,294,967 s, infinity included (anthropic 2.14 _base_client.py,
+    ``_calculate_retry_timeout``: ``retry_after is not None and retry_after > 0``, then
+    ``min(retry_after, 4_294_967.0)``; otherwise exponential back-off)."""
     seconds = _retry_after_header(headers)
-    if seconds is None or math.isnan(seconds):
+    # ``not seconds > 0`` is also true of NaN.
+    if seconds is None or not seconds > 0:
         return None
     return min(seconds, _RETRY_AFTER_MAX_SECONDS)
 

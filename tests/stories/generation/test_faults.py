@@ -77,6 +77,11 @@ async def test_retry_after_is_honoured_only_up_to_the_cap(
         # Whole seconds rounded up: was "retry_after": 0, a client's "retry in 0 s".
         ({"retry-after-ms": "5"}, 1),
         ({"retry-after": "2.2"}, 3),
+        # Not a wait: the SDK takes only ``retry_after > 0`` (anthropic 2.14 _base_client.py,
+        # _calculate_retry_timeout) and backs off instead. Was: "retry_after": 0, a retry at once.
+        ({"retry-after": "0"}, None),
+        ({"retry-after-ms": "0", "retry-after": "7"}, None),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
     ],
 )
 async def test_a_retry_after_that_is_no_number_of_seconds_still_gives_the_providers_code(
@@ -98,6 +103,21 @@ async def test_a_retry_after_that_is_no_number_of_seconds_still_gives_the_provid
     assert (error["type"], error["code"], error["retryable"]) == ("error", "llm_overloaded", True)
     assert error.get("retry_after") == told
     await _nothing_saved_but_a_failed_run("llm_overloaded")
+
+
+async def test_a_retry_after_of_zero_backs_off_like_the_sdk_instead_of_retrying_at_once(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Was: "retry-after: 0" was obeyed, three requests in a row to an overloaded API within milliseconds.
+    fake_anthropic.script(
+        *[Reply(status=529, error_type="overloaded_error", headers={"retry-after": "0"}) for _ in range(2)],
+        _good_reply(),
+    )
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done"
+    first, second, third = (request.received_at for request in fake_anthropic.requests)
+    # The back-off: 0.5 s then 1 s, each with a jitter of a quarter.
+    assert second - first >= 0.35 and third - second >= 0.7
 
 
 @pytest.mark.parametrize(
