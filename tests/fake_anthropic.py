@@ -3,7 +3,8 @@
 The real SDK talks to it over HTTP: ``POST /v1/messages`` with ``Authorization: Bearer <key>``, answered
 with Server-Sent Events in chunked transfer encoding (message_start, content_block_start, ping,
 content_block_delta with text_delta, content_block_stop, message_delta with stop_reason and usage
-including cache tokens, message_stop), or with an error body ``{"type": "error", "error": {...}}`` and
+including cache tokens, message_stop; thinking, signature_delta and, if scripted, redacted_thinking
+blocks before the text), or with an error body ``{"type": "error", "error": {...}}`` and
 its status and ``retry-after``/``retry-after-ms`` headers, or with an HTML page instead of that body (what
 Cloudflare answers a request too large with, or a proxy a 5xx). A scripted reply can also send an ``error``
 event mid-stream, stall, or drop the connection. Every request is recorded with its body, and the server
@@ -70,6 +71,10 @@ class Reply:
     error_html: str | None = None
     # Thinking sent before the text when the request asks for it (or the model thinks by default).
     thinking_text: str = "The detective should enter first; the liar second."
+    # A redacted_thinking block after the thinking one, as the API sends when part of the thinking was
+    # safety-redacted: its encrypted ``data`` whole in content_block_start, no delta (anthropic 2.14
+    # types/redacted_thinking_block.py; lib/streaming/_messages.py appends the start's block as it is).
+    redacted_thinking: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     stop_reason: str = "end_turn"
     refusal_explanation: str | None = None
@@ -344,10 +349,16 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
+            # Sent as null unless a refusal has details (anthropic 2.14 types/message.py and
+            # types/raw_message_delta_event.py: stop_details "is `null` when the `stop_reason` has no
+            # additional detail to report").
+            "stop_details": None,
             "usage": usage,
         }
         self._event("message_start", {"type": "message_start", "message": message})
         text_index = self._thinking_block(thinking)
+        if thinking and reply.redacted_thinking is not None:
+            text_index = self._redacted_thinking_block(reply.redacted_thinking, text_index)
         # Cut at max_tokens while thinking (reply_shaped): the model never began a text block.
         text_block = bool(reply.text) or reply.stop_reason != "max_tokens" or not thinking
         if text_block:
@@ -370,7 +381,11 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             return
         if text_block:
             self._event("content_block_stop", {"type": "content_block_stop", "index": text_index})
-        delta: dict[str, Any] = {"stop_reason": reply.stop_reason, "stop_sequence": None}
+        delta: dict[str, Any] = {
+            "stop_reason": reply.stop_reason,
+            "stop_sequence": None,
+            "stop_details": None,
+        }
         if reply.stop_reason == "refusal":
             delta["stop_details"] = {
                 "type": "refusal",
@@ -406,6 +421,15 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signature})
         self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
         return 1
+
+    def _redacted_thinking_block(self, data: str, index: int) -> int:
+        """A redacted_thinking block at ``index``: start (with its data) and stop; the next index."""
+        start = {"type": "redacted_thinking", "data": data}
+        self._event(
+            "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
+        )
+        self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+        return index + 1
 
     def _deltas(self, reply: Reply, index: int = 0) -> bool:
         """Send the text; False when a scripted fault ended the stream early."""

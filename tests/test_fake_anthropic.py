@@ -243,3 +243,23 @@ def test_message_start_reports_the_cache_write_by_ttl(fake: FakeAnthropic) -> No
     assert usage.cache_creation is not None and usage.cache_creation_input_tokens
     assert usage.cache_creation.ephemeral_5m_input_tokens == usage.cache_creation_input_tokens
     assert usage.cache_creation.ephemeral_1h_input_tokens == 0
+
+
+def test_the_sdks_own_stream_reads_a_redacted_thinking_block_between_the_thinking_and_the_text() -> None:
+    reply = Reply(text="FADE IN.", thinking_text="Rain first.", redacted_thinking="EmwKAhgBEgy3va3p")
+    server = FakeAnthropic(default=lambda body: reply)
+    try:
+        client = anthropic.Anthropic(api_key=server.api_key, base_url=server.base_url, max_retries=0)
+        body = {"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": "Go."}]}
+        with client.messages.stream(**body, thinking={"type": "adaptive"}) as stream:
+            message = stream.get_final_message()
+    finally:
+        server.close()
+    assert [block.type for block in message.content] == ["thinking", "redacted_thinking", "text"]
+    thinking, redacted, text = message.content
+    assert thinking.type == "thinking" and thinking.thinking == "Rain first." and thinking.signature
+    assert redacted.type == "redacted_thinking" and redacted.data == "EmwKAhgBEgy3va3p"
+    assert text.type == "text" and text.text == "FADE IN."
+    # No detail to a plain end (types/message.py, stop_details: "null when the stop_reason has no
+    # additional detail to report").
+    assert (message.stop_reason, message.stop_details) == ("end_turn", None)

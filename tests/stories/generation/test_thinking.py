@@ -88,6 +88,25 @@ async def test_a_manual_thinking_model_gets_a_budget(
 
 # --- Thinking counts toward max_tokens (the fake cuts the text after the thinking, as the API does) ---
 
+
+async def test_a_redacted_thinking_block_is_neither_shown_nor_saved_and_the_screenplay_still_is(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # The API sends part of a thought it safety-redacted as a redacted_thinking block (its encrypted
+    # data in content_block_start, no delta), between the thinking and the text: the text block's index
+    # moves up by one, and the screenplay is only the text.
+    settings.STORY_THINKING_BUDGET_TOKENS = 2048
+    fake_anthropic.script(replace(_reply(), redacted_thinking="EmwKAhgBEgy3va3pzix/REDACTED/Lafs"))
+    events = await ws_generate(writer, max_tokens=2048)
+    assert events[-1]["type"] == "done", events[-1]
+    text = screenplay_text(screenplay(scenes=2))
+    assert _streamed(events) == text and "REDACTED" not in str(events)
+    version = await ScreenplayVersion.objects.aget()
+    assert version.content == screenplay(scenes=2)
+    run = await GenerationRun.objects.aget()
+    assert "REDACTED" not in run.raw_text and "SECRET PLAN" not in run.raw_text
+
+
 LONG_THOUGHT = "The detective weighs every lie the client told, scene by scene, before a word is written. "
 
 
