@@ -225,6 +225,7 @@ class PersonaConfigForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or self.cleaned_data
         self._version_check(cleaned.get("loaded_version"))
+        self._key_check(cleaned.get("name"))
         self._deactivation_check(cleaned)
         if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
             return cleaned
@@ -249,6 +250,17 @@ class PersonaConfigForm(forms.ModelForm):
                 "you need, open the persona again to see their changes, and make yours there.",
                 code="stale",
             )
+
+    def _key_check(self, name: str | None) -> None:
+        # After _version_check, which locks the row: a story saved meanwhile is counted.
+        if self.instance.pk is None or name is None:
+            return
+        try:
+            services.persona_key_keep_check(
+                persona_pk=self.instance.pk, key=self.initial["name"], new_key=name
+            )
+        except forms.ValidationError as error:
+            self.add_error("name", error)
 
     def _deactivation_check(self, cleaned: dict[str, Any]) -> None:
         was_active = self.instance.pk is not None and self.initial.get("is_active")

@@ -26,6 +26,7 @@ from reversion.models import Version
 from personas import cache as context_cache
 from personas.cards import PersonaImport, keys_twice
 from personas.models import PersonaConfig
+from personas.selectors import persona_story_count
 
 EDITORS_GROUP = "Editors"
 
@@ -95,6 +96,26 @@ def persona_version_lock(*, persona_pk: int) -> int | None:
     with transaction.atomic():
         rows = PersonaConfig.objects.select_for_update().filter(pk=persona_pk)
         return rows.values_list("version", flat=True).first()
+
+
+def persona_key_keep_check(*, persona_pk: int, key: str, new_key: str) -> None:
+    """Refuse a new key for a persona that stories cast (``ValidationError``, code ``"cast"``).
+
+    A screenplay names the persona playing each part by its key: renamed, every story casting it
+    failed to rewrite a scene ("unknown personas") and its next edit or restore dropped the persona
+    from its cast. The display name is free to change. Called after ``persona_version_lock``, so a
+    story saved meanwhile, which holds the persona's row until it commits, is counted.
+    """
+    if new_key == key:
+        return
+    count = persona_story_count(persona_pk=persona_pk)
+    if count:
+        stories = "1 story casts" if count == 1 else f"{count} stories cast"
+        raise ValidationError(
+            f"{stories} this persona by its key '{key}', which their screenplays name: it cannot change "
+            "while they do. Change the display name instead, or duplicate the persona under a new key.",
+            code="cast",
+        )
 
 
 def persona_contexts_forget(*, names: Iterable[str]) -> None:
@@ -202,6 +223,7 @@ def persona_revert(*, persona_pk: int, version: Version, loaded_version: int, us
         )
     fields = version.field_dict
     persona = PersonaConfig.objects.get(pk=persona_pk)
+    persona_key_keep_check(persona_pk=persona_pk, key=persona.name, new_key=fields["name"])
     persona.name, persona.display_name = fields["name"], fields["display_name"]
     persona.config_data = fields["config_data"]
     # The config was valid when stored (an empty one too, which "blank" would refuse); the key may

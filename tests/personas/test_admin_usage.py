@@ -130,3 +130,43 @@ def test_deleting_a_used_persona_is_refused_with_a_count_not_the_writers_cast(
     ).content.decode()
     assert "Used (used): 2 stories cast it" in bulk and SECRET not in bulk
     assert PersonaConfig.objects.filter(pk=used.pk).exists()
+
+
+@pytest.mark.django_db
+def test_the_key_of_a_used_persona_cannot_change_but_its_display_name_can(
+    editor_client: Client, writer: Any, persona_factory: Any
+) -> None:
+    # Screenplays name the persona playing a part by its key: renamed, every story casting it failed to
+    # rewrite a scene ("unknown personas: used") and its next edit or restore dropped it from the cast.
+    used = persona_factory("used", voice="Plain.")
+    _cast(used, 2, writer)
+    url = f"/admin/personas/personaconfig/{used.pk}/change/"
+    data = {"name": "used-renamed", "display_name": "Used", "is_active": "on", "voice": "Plain."}
+    data |= {"config_data": '{"voice": "Plain."}', "loaded_version": "1"}
+    page = editor_client.post(url, data).content.decode()
+    assert "2 stories cast this persona by its key" in page
+    assert SECRET not in page and "Private title" not in page
+    assert PersonaConfig.objects.get(pk=used.pk).name == "used"
+    renamed = {**data, "name": "used", "display_name": "Used Renamed"}
+    assert editor_client.post(url, renamed).status_code == 302
+    assert PersonaConfig.objects.get(pk=used.pk).display_name == "Used Renamed"
+
+
+@pytest.mark.django_db
+def test_a_revert_to_another_key_of_a_used_persona_is_refused(
+    editor_client: Client, writer: Any, persona_factory: Any
+) -> None:
+    from reversion.models import Version
+
+    url = "/admin/personas/personaconfig/"
+    data = {"name": "old-key", "display_name": "Hero", "is_active": "on", "voice": "V.", "config_data": "{}"}
+    assert editor_client.post(f"{url}add/", data).status_code == 302
+    hero = PersonaConfig.objects.get(name="old-key")
+    changed = {**data, "name": "hero", "config_data": '{"voice": "V."}', "loaded_version": "1"}
+    assert editor_client.post(f"{url}{hero.pk}/change/", changed).status_code == 302
+    _cast(hero, 1, writer)
+    first = Version.objects.get_for_object(hero).order_by("pk").first()
+    assert first is not None
+    response = editor_client.post(f"{url}{hero.pk}/history/{first.pk}/", {"loaded_version": "2"}, follow=True)
+    assert "1 story casts this persona by its key" in response.content.decode()
+    assert PersonaConfig.objects.get(pk=hero.pk).name == "hero"
