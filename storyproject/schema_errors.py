@@ -22,6 +22,33 @@ _KINDS = (
 )
 
 
+def schema_error_cause(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For a value that matches none of a oneOf's (or anyOf's) branches, the first error inside the one
+    branch it meant: the only branch whose ``const``, ``enum`` or ``type`` it meets.
+
+    jsonschema reports the oneOf itself ("... is not valid under any of the given schemas"): an action
+    100,000 characters long and a dialogue without its character were both said that way, never which
+    field broke which bound. Where no branch or several are meant, the oneOf's own error stays.
+    """
+    while error.validator in ("oneOf", "anyOf") and error.context:
+        branches: dict[object, list[jsonschema.ValidationError]] = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        meant = [errors for errors in branches.values() if not any(map(_tells_branches_apart, errors))]
+        if len(meant) != 1:
+            break
+        error = meant[0][0]
+    return error
+
+
+def _tells_branches_apart(error: jsonschema.ValidationError) -> bool:
+    """A branch's error that says the value is not of that branch's kind: not its type, or not the
+    ``const`` or ``enum`` of one of its own keys (an element's "type")."""
+    if error.validator == "type":
+        return not error.relative_path
+    return error.validator in ("const", "enum") and len(error.relative_path) <= 1
+
+
 def schema_error_message(error: jsonschema.ValidationError) -> str:
     """What ``error`` says, without quoting a long value, naming the bound where there is one."""
     instance, bound = error.instance, error.validator_value

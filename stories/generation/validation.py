@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from stories.errors import GenerationError
 from stories.generation.prompt import screenplay_schema
 from storyproject.bidi import bidi_isolated
-from storyproject.schema_errors import schema_error_message
+from storyproject.schema_errors import schema_error_cause, schema_error_message
 from storyproject.untrusted import json_value_problem
 
 
@@ -62,6 +62,7 @@ def schema_check(
         None if _valid_fast(document, schema) else next(iter(_validator(schema).iter_errors(document)), None)
     )
     if error is not None:
+        error = schema_error_cause(error)
         where = "/".join(str(part) for part in error.absolute_path) or f"the {what}"
         raise GenerationError(
             code, f"{_author(code)} an invalid {what} at {where}: {schema_error_message(error)[:300]}"

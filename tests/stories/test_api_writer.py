@@ -145,6 +145,34 @@ def test_a_json_edit_has_the_scene_bound_of_a_fountain_one(writer: Any, story: S
     assert client_for(writer).post(_versions(story), {"content": content}, format="json").status_code == 201
 
 
+@pytest.mark.parametrize(
+    ("element", "said"),
+    [
+        (
+            {"type": "action", "text": "x" * 100_000},
+            "at scenes/0/elements/0/text: is 100000 characters long; the limit is 5000",
+        ),
+        (
+            {"type": "dialogue", "character": "MAX", "text": "Now.", "parenthetical": "p" * 300},
+            "at scenes/0/elements/0/parenthetical: is 300 characters long; the limit is 200",
+        ),
+        ({"type": "transition", "text": ""}, "at scenes/0/elements/0/text: '' should be non-empty"),
+        ({"type": "dialogue", "text": "Now."}, "at scenes/0/elements/0: 'character' is a required property"),
+    ],
+)
+def test_a_json_edit_with_an_element_out_of_bounds_is_told_which_field_and_bound(
+    writer: Any, story: Story, element: dict[str, Any], said: str
+) -> None:
+    # Was: "at scenes/0/elements/0: an object is not valid under any of the given schemas", for any
+    # element of either kind (action or dialogue) that broke any of its bounds.
+    content = copy.deepcopy(SCREENPLAY)
+    content["scenes"][0]["elements"] = [element]
+    response = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"] == f"this is an invalid screenplay {said}"
+    assert story.versions.count() == 1
+
+
 def test_a_json_edit_may_not_cast_an_unknown_persona(writer: Any, story: Story) -> None:
     content = copy.deepcopy(SCREENPLAY)
     content["characters"][0]["persona"] = "nobody"
