@@ -155,6 +155,32 @@ def test_fountain_errors_name_the_line() -> None:
     assert nul.value.message.startswith("line 3: a scene heading contains a NUL")
 
 
+def test_fountain_the_contract_has_no_place_for_is_left_out_as_exports_md_says() -> None:
+    # docs/exports.md ("Importing") lists each of these: a writer's notes, boneyard, outline and
+    # production marks are not imported, and centered text and lyrics keep their words as action.
+    content = screenplay_from_fountain(
+        "Title: The Test\nAuthor: Me\nContact: me@example.com\n\n# Act One\n\n= Before any scene\n\n"
+        "INT. HOUSE - DAY #1A#\n\n= The scene's synopsis\n\n> THE END <\n\n~Sing a song\n\n"
+        "A [[note]] and /* boneyard */ here.\n\n===\n\nMAX\nHi.\n"
+    )
+    assert content == {
+        "title": "The Test",
+        "characters": [{"name": "MAX"}],
+        "scenes": [
+            {
+                "heading": "INT. HOUSE - DAY",
+                "summary": "The scene's synopsis",
+                "elements": [
+                    {"type": "action", "text": "THE END"},
+                    {"type": "action", "text": "~Sing a song"},
+                    {"type": "action", "text": "A  and  here."},
+                    {"type": "dialogue", "character": "MAX", "text": "Hi."},
+                ],
+            }
+        ],
+    }
+
+
 def _fdx_action(text_xml: bytes) -> bytes:
     return (
         b"<FinalDraft><Content><Paragraph Type='Scene Heading'><Text>INT. A</Text></Paragraph>"
