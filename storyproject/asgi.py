@@ -24,6 +24,7 @@ from stories.routing import websocket_urlpatterns  # noqa: E402
 from stories.ws_auth import websocket_stack  # noqa: E402
 from storyproject.runtime import (  # noqa: E402
     autobahn_connection_log_unformatted,
+    daphne_close_reason_sent,
     daphne_form_parsing_off,
     server_runtime_tune,
 )
@@ -43,6 +44,8 @@ router = ProtocolTypeRouter(
 )
 # daphne hands bodies on as they came: Twisted's own parse of POST forms held the event loop.
 daphne_form_parsing_off()
+# daphne sent a WebSocket close's code without its reason (docs/protocol.md's close codes name reasons).
+daphne_close_reason_sent()
 # autobahn pretty-printed its settings at every WebSocket connection for a debug line nobody logs.
 autobahn_connection_log_unformatted()
 # Start-up is done: the GIL's switch interval and the garbage collector set for serving.

@@ -27,6 +27,11 @@ every connection for a debug line, whether or not debug lines are logged (txaio 
 work): 0.8-1.5 % of a busy process's Python time with a socket per generation (py-spy,
 docs/performance.md). ``autobahn_connection_log_unformatted`` hands the line the list as it is, which
 a debug log (if one is ever on) prints on one line.
+
+daphne passes a WebSocket close's code to autobahn and drops its reason (``handle_reply`` calls
+``serverClose(code=...)``; django/daphne issue 374), which ASGI's ``websocket.close`` carries and autobahn
+sends: the consumer's reasons (docs/protocol.md's close codes: 4429 ``busy`` or ``too_many_messages``)
+reached Channels' test communicator and never a client. ``daphne_close_reason_sent`` sends them.
 """
 
 from __future__ import annotations
@@ -82,3 +87,25 @@ def daphne_form_parsing_off() -> None:
 
     WebRequest.__init__ = __init__
     WebRequest._form_parsing_off = True
+
+
+def daphne_close_reason_sent() -> None:
+    """Make daphne send a ``websocket.close``'s reason in the close frame (see the module docstring)."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    if getattr(WebSocketProtocol, "_close_reason_sent", False):
+        return
+    handle_reply = WebSocketProtocol.handle_reply
+
+    def handle_reply_with_reason(self: Any, message: dict[str, Any]) -> None:
+        reason = message.get("reason") if message.get("type") == "websocket.close" else None
+        if not reason or self.state == self.STATE_CONNECTING:
+            # No reason, or a handshake refused (an HTTP 403, which has no close frame): daphne's own way.
+            handle_reply(self, message)
+            return
+        # daphne's serverClose with the reason; autobahn cuts it to the 123 bytes a close frame holds.
+        code = message.get("code")
+        self.sendClose(code=1000 if code is None else code, reason=reason)
+
+    WebSocketProtocol.handle_reply = handle_reply_with_reason
+    WebSocketProtocol._close_reason_sent = True
