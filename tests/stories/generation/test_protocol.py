@@ -315,6 +315,29 @@ async def test_a_plot_with_a_control_character_is_refused_on_the_socket_naming_i
     assert run.story is not None and run.story.plot == "A heist.\n\tIn fog."
 
 
+async def test_a_key_given_twice_is_refused_on_the_socket_as_on_the_api(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # json.loads keeps the last of two same keys without a word: this generated from the second plot
+    # (and a cancel with "run_id" twice cancelled whichever came last), where the API refuses the body.
+    message = json.dumps(generate_message(plot="A lighthouse keeper answers a letter."))
+    twice = message[:-1] + ', "plot": "x"}'
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_to(text_data=twice)
+        event = json.loads(await communicator.receive_from())
+        assert (event["type"], event["code"]) == ("error", "invalid_request")
+        assert event["message"] == (
+            'The JSON has the key "plot" twice in one object (only the last would be kept): remove one.'
+        )
+        await communicator.send_to(text_data=message)
+        assert (await ws_events(communicator))[-1]["type"] == "done"
+    finally:
+        await communicator.disconnect()
+    run = await GenerationRun.objects.select_related("story").aget()
+    assert run.story is not None and run.story.plot == "A lighthouse keeper answers a letter."
+
+
 async def test_unknown_personas_are_named_and_nothing_is_generated(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
