@@ -360,6 +360,17 @@ def _status_error(error: anthropic.APIStatusError) -> GenerationError:
             "help until an operator raises it",
             operator_detail=detail,
         )
+    if status == 403 and not kind:
+        # No API error body: something in front of the API refused it (a Cloudflare challenge page, a
+        # proxy), which says nothing about the key (Anthropic's "Errors" docs, api/errors: the API's own
+        # 403 is a JSON ``permission_error``; the SDK leaves ``type`` None for a body that is not its JSON).
+        return GenerationError(
+            "llm_config",
+            "the model provider's network refused this service's request before the API answered "
+            "(HTTP 403 from a proxy or firewall in between); retrying will not help until an operator "
+            "looks at it",
+            operator_detail=detail,
+        )
     if status in (401, 403) or kind in ("authentication_error", "permission_error"):
         return GenerationError(
             "llm_config", "the model provider rejected this service's API key", operator_detail=detail

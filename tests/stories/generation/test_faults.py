@@ -464,6 +464,30 @@ async def test_a_413_from_cloudflare_that_is_not_json_says_the_request_was_too_l
     await _nothing_saved_but_a_failed_run("invalid_request")
 
 
+async def test_a_403_page_from_cloudflare_is_not_blamed_on_the_api_key_and_not_retried(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Was: "the model provider rejected this service's API key", for a challenge page the key had no part in.
+    page = "<html><head><title>Just a moment...</title></head><body>cloudflare</body></html>"
+    fake_anthropic.script(Reply(status=403, error_html=page))
+    events = await _generate(writer)
+    error = events[-1]
+    assert (error["code"], error["retryable"]) == ("llm_config", False)
+    assert "API key" not in error["message"] and "403" in error["message"], error["message"]
+    assert "<html" not in error["message"] and len(fake_anthropic.requests) == 1
+    await _nothing_saved_but_a_failed_run("llm_config")
+
+
+async def test_an_api_403_still_names_the_key(writer: Any, cast: Any, fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script(
+        Reply(
+            status=403, error_type="permission_error", error_message="Your API key does not have permission."
+        )
+    )
+    events = await _generate(writer)
+    assert events[-1]["code"] == "llm_config" and "API key" in events[-1]["message"]
+
+
 async def test_a_5xx_page_from_a_proxy_that_is_not_json_is_retried_as_the_provider_being_down(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
