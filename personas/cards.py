@@ -42,6 +42,9 @@ from personas.schema import persona_config_errors
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 OURS_FORMAT = "screenplay-studio/persona"
+# The versions of our format this code reads. A file without "format" and "version" (one written by
+# hand, like personas/demo/personas.json) is read as version 1.
+OURS_VERSIONS = (1,)
 NAMESPACE = "screenplay_studio"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A card PNG is a portrait; its pixels are decoded to reach text chunks stored after them.
@@ -186,6 +189,7 @@ def _png_text_chunks(data: bytes, filename: str) -> dict[str, str]:
 def _from_ours(raw: object, filename: str) -> PersonaImport:
     if not isinstance(raw, dict) or not isinstance(raw.get("config_data"), dict):
         raise CardError(f"{_label(filename)}has a persona without a 'config_data' object.")
+    _ours_version_check(raw, filename)
     is_active = raw.get("is_active")
     if is_active is not None and not isinstance(is_active, bool):
         raise CardError(f"{_label(filename)}has an 'is_active' that is not true or false.")
@@ -199,6 +203,30 @@ def _from_ours(raw: object, filename: str) -> PersonaImport:
         ),
         filename,
     )
+
+
+def _ours_version_check(raw: dict[str, Any], filename: str) -> None:
+    """Refuse a file of a format or version we do not know: a newer version may mean its fields
+    differently, and reading it as version 1 would import something else than it says."""
+    known = ", ".join(map(str, OURS_VERSIONS))
+    form, version = raw.get("format", OURS_FORMAT), raw.get("version", 1)
+    if form != OURS_FORMAT:
+        raise CardError(
+            f"{_label(filename)}is in the format {_shown(form)}; this site reads {OURS_FORMAT!r} "
+            f"(version {known}) and Character Cards."
+        )
+    # A JSON true is a Python int equal to 1, and 1.0 equals 1: only an integer is a version.
+    if type(version) is not int or version not in OURS_VERSIONS:
+        raise CardError(
+            f"{_label(filename)}is version {_shown(version)} of {OURS_FORMAT!r}; this site reads version "
+            f"{known} only."
+        )
+
+
+def _shown(value: object) -> str:
+    """A value from the file, quoted as JSON, at most 40 characters of it."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _from_card(raw: object, filename: str) -> PersonaImport:

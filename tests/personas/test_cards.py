@@ -300,6 +300,37 @@ def test_import_of_a_file_over_the_limit_says_its_size(tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        ({"version": 99}, r"is version 99 of 'screenplay-studio/persona'; this site reads version 1 only\."),
+        ({"version": True}, r"is version true of .*; this site reads version 1 only\."),
+        ({"version": "1"}, r"is version \"1\" of .*; this site reads version 1 only\."),
+        ({"format": "someone-else/persona"}, r"is in the format \"someone-else/persona\"; this site reads"),
+    ],
+)
+def test_import_refuses_a_format_or_version_of_ours_it_does_not_know(
+    tmp_path: Path, fields: dict[str, Any], refusal: str
+) -> None:
+    # A file of version 99 (a newer site's export) was imported as if it were version 1, without a word.
+    future = tmp_path / "future.json"
+    document = {
+        "format": "screenplay-studio/persona",
+        "version": 1,
+        "name": "future",
+        "config_data": {"voice": "x"},
+    }
+    future.write_text(json.dumps({**document, **fields}))
+    with pytest.raises(CommandError, match=r"^Nothing imported: .*future\.json " + refusal):
+        call_command("import_personas", str(future), stdout=io.StringIO())
+    assert not PersonaConfig.objects.exists()
+    # Version 1, and a file that names no version (written by hand, like the demo's), are read.
+    future.write_text(json.dumps({key: value for key, value in document.items() if key != "version"}))
+    call_command("import_personas", str(future), stdout=io.StringIO())
+    assert PersonaConfig.objects.filter(name="future").exists()
+
+
+@pytest.mark.django_db
 def test_import_of_several_files_changes_nothing_when_one_is_bad(tmp_path: Path) -> None:
     good, bad = tmp_path / "good.json", tmp_path / "bad.png"
     good.write_text(json.dumps(CARD_V2))
