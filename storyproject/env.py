@@ -47,6 +47,28 @@ def envstr(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
 
 
+def envtoken(name: str, *, min_chars: int) -> str:
+    """A secret a client sends in an HTTP header ("" when unset): printable ASCII, at least ``min_chars``.
+
+    A header carries nothing else (RFC 9110, field values; Django reads a header's bytes as Latin-1), so
+    a token with any other character could never be matched; the value itself is not repeated."""
+    value = envstr(name)
+    if not value:
+        return ""
+    wrong = next((place for place, char in enumerate(value, 1) if not " " <= char <= "~"), None)
+    if wrong is not None:
+        raise ImproperlyConfigured(
+            f"{name} must be printable ASCII (letters, digits, punctuation, spaces): a client sends it in an "
+            f"HTTP header, which carries no other character, so it could never match; its character "
+            f"{wrong} is not (e.g. `openssl rand -hex 16`)"
+        )
+    if len(value) < min_chars:
+        raise ImproperlyConfigured(
+            f"{name} must be at least {min_chars} characters (e.g. `openssl rand -hex 16`)"
+        )
+    return value
+
+
 def envlist(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:

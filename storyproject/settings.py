@@ -13,7 +13,16 @@ from django.core.exceptions import ImproperlyConfigured
 
 from stories.generation import models_registry
 from storyproject import serve
-from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, envstr, redis_url
+from storyproject.env import (
+    database_from_url,
+    envbool,
+    envint,
+    envlist,
+    envnetworks,
+    envstr,
+    envtoken,
+    redis_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -386,9 +395,7 @@ STORY_RUN_DETACHED_TIMEOUT_SECONDS = envint(
 # /metrics is off (404) unless one of these is set. With a token, a scrape must send
 # "Authorization: Bearer <token>"; with networks, it must come from one of them (the address daphne
 # sees: a reverse proxy's, unless the scraper reaches the app directly). With both, both must hold.
-METRICS_TOKEN = envstr("METRICS_TOKEN")
-if METRICS_TOKEN and len(METRICS_TOKEN) < 16:
-    raise ImproperlyConfigured("METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 16`)")
+METRICS_TOKEN = envtoken("METRICS_TOKEN", min_chars=16)
 METRICS_ALLOWED_NETWORKS = envnetworks("METRICS_ALLOWED_NETWORKS")
 # Probes and load balancers speak plain HTTP to the app: the HTTPS redirect would fail their checks.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]

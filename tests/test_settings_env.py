@@ -8,7 +8,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
-from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, redis_url
+from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, envtoken, redis_url
 
 
 @pytest.mark.parametrize("raw", ["maybe", "2", "yes please"])
@@ -139,6 +139,22 @@ def test_settings_refuse_to_start_without_a_secret_key_when_debug_is_off() -> No
 
 def test_settings_refuse_a_short_metrics_token() -> None:
     assert "METRICS_TOKEN must be at least 16 characters" in _settings_refusal(METRICS_TOKEN="short")
+
+
+@pytest.mark.parametrize("token", ["tökén-0123456789abcdef", "metrics\ttoken-0123456789"])
+def test_settings_refuse_a_metrics_token_no_scrape_could_send(token: str) -> None:
+    # A header carries printable ASCII only: Django reads its bytes as Latin-1, so a UTF-8 "ö" arrived
+    # as "Ã¶" and the token never matched; every scrape was a 401, with nothing said at start-up.
+    refusal = _settings_refusal(METRICS_TOKEN=token)
+    assert "METRICS_TOKEN must be printable ASCII" in refusal
+    assert token not in refusal  # a secret is not repeated in the log
+
+
+def test_envtoken_takes_printable_ascii(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKEN", "  a-Z_0.9~+/= !#  ")
+    assert envtoken("TOKEN", min_chars=4) == "a-Z_0.9~+/= !#"
+    monkeypatch.setenv("TOKEN", "")
+    assert envtoken("TOKEN", min_chars=4) == ""
 
 
 @pytest.mark.parametrize("level", ["loud", "10", "verbose"])
