@@ -4,22 +4,34 @@ An operator's typo in ``DATABASE_URL``, a database server that is down or refuse
 database never migrated: every command of the project reads or writes the database, and each of these
 surfaced as a page of Django's and psycopg's traceback. Said as a ``CommandError`` it is one line on
 standard error and exit status 1, and ``--traceback`` still shows where it came from.
+
+Redis only speeds things up (docs/security.md, "Redis down"): a command goes on without it, and what
+failed on the way is logged as a server logs it (``storyproject.logs.RepeatedFailure``), but in one line
+naming the error, without the traceback, which on a terminal read as a crash; ``--traceback`` shows it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import Error as DatabaseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class ProjectCommand(BaseCommand):
-    """A ``BaseCommand`` whose database failures end it with one line saying so."""
+    """A ``BaseCommand`` whose database failures end it with one line saying so, and whose Redis
+    outages are logged in one line each."""
 
     def execute(self, *args: Any, **options: Any) -> str | None:
+        outages = contextlib.nullcontext() if options.get("traceback") else redis_outages_in_one_line()
         try:
-            return super().execute(*args, **options)
+            with outages:
+                return super().execute(*args, **options)
         except DatabaseError as error:
             raise CommandError(database_failure(error)) from error
 
@@ -29,3 +41,29 @@ def database_failure(error: DatabaseError) -> str:
     text = str(error).strip()
     reason = text.splitlines()[0] if text else type(error).__name__
     return f"the database (DATABASE_URL) failed: {reason}"
+
+
+class _RedisOutageInOneLine(logging.Filter):
+    """A log record carrying a Redis connection failure: its error's text joins the message, in place
+    of the traceback (the first handler rewrites the record; the next ones see it rewritten)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, RedisConnectionError | RedisTimeoutError):
+            record.msg, record.args = f"{record.getMessage()}: {error}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+@contextlib.contextmanager
+def redis_outages_in_one_line() -> Iterator[None]:
+    """While it lasts, a Redis outage logged by anything (with its traceback) is one line."""
+    one_line = _RedisOutageInOneLine()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(one_line)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(one_line)

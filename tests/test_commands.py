@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import get_commands, load_command_class
+from django.db import connection
 
 from storyproject.commands import ProjectCommand
 
@@ -59,3 +61,49 @@ def test_a_command_on_a_database_it_cannot_open_exits_1_with_one_line_and_no_tra
         "CommandError: the database (DATABASE_URL) failed: unable to open database file"
     )
     assert "Traceback" not in result.stderr
+
+
+def _database_url() -> str:
+    """The test database, for a command run in another process."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_generate_screenplay_with_redis_down_goes_on_and_says_each_outage_in_one_line(
+    writer: Any, persona_factory: Any
+) -> None:
+    # Redis only speeds things up (docs/security.md, "Redis down"): the run is saved. Its outage was
+    # logged as two chained tracebacks per part that uses Redis (the run events' writer, the cancel
+    # watcher), some 100 lines of Python on a terminal for a run that went well.
+    persona_factory("noir-detective")
+    env = {key: value for key, value in os.environ.items() if key not in ("ANTHROPIC_API_KEY", "STORY_MODEL")}
+    env.update(
+        DATABASE_URL=_database_url(),
+        REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens on port 1
+        STORY_OFFLINE_TOKENS_PER_SECOND="0",
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "generate_screenplay",
+            "--plot",
+            "A storm.",
+            "--persona",
+            "noir-detective",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Saved story" in result.stderr
+    assert "Traceback" not in result.stderr
+    outages = [line for line in result.stderr.splitlines() if "Redis failed" in line]
+    assert outages, result.stderr
+    assert all("Error 111 connecting to 127.0.0.1:1" in line for line in outages), outages
