@@ -668,7 +668,8 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
 @extend_schema(
     summary="Follow a run's events as Server-Sent Events",
     description=(
-        "Every event with `seq` greater than `after` (or the `Last-Event-ID` header, which wins), then "
+        "Every event with `seq` greater than `after` (or the `Last-Event-ID` header, which wins; both are "
+        "checked, a bad one is a 400 even when the other is given), then "
         "the live ones, ending with the terminal event (`done`, `error` or `cancelled`). Each message's "
         "`id:` is the event's seq and its `data:` the event's JSON, as on the WebSocket "
         "(docs/protocol.md). An EventSource resumes by itself; `curl -N` shows the stream. 204 once the "
@@ -722,7 +723,7 @@ class RunEventsApi(APIView):
     def get(self, request: Request, run_id: int) -> HttpResponseBase:
         run = _own_run(request, run_id)
         after = sse_after(
-            query=request.query_params.get("after"), last_event_id=request.headers.get("Last-Event-ID")
+            query=request.query_params.getlist("after"), last_event_id=request.headers.get("Last-Event-ID")
         )
         if after is None or not async_to_sync(run_has_more)(run_id=run.pk, after=after):
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)

@@ -40,23 +40,39 @@ from stories.runs.store import run_event_log
 from stories.ws_auth import SocketCredential, credential_current
 from stories.ws_sessions import Slot, slot_free, slot_keep
 from storyproject.db import db_call, db_started
+from storyproject.untrusted import text_quoted
 
 END_ID = "end"
 # How long EventSource waits before reconnecting after a drop.
 _RETRY_MS = 2000
 
 
-def sse_after(*, query: str | None, last_event_id: str | None) -> int | None:
-    """The seq to follow from: ``Last-Event-ID`` (a reconnect) wins over ``?after=``; None for ``end``."""
+def sse_after(*, query: list[str], last_event_id: str | None) -> int | None:
+    """The seq to follow from: ``Last-Event-ID`` (a reconnect) wins over ``?after=``; None for ``end``.
+
+    Both are checked first, whichever wins: a bad ``?after=`` passed over because a header came with it
+    was a 204 or a replay from elsewhere, where the client's mistake should be said. ``query``: every
+    ``after`` the query string gives (more than one is refused, not settled by keeping the last).
+    """
+    if len(query) > 1:
+        raise GenerationError("invalid_request", "after must be given once")
+    after = _seq(query[0], "after") if query else 0
     # An empty Last-Event-ID is none (an EventSource whose last event had no id); an empty ?after= is
     # a client's mistake like any other value that is not a seq (it read as 0).
-    raw = last_event_id if last_event_id not in (None, "") else query
-    if raw is None:
-        return 0
-    if raw == END_ID:
+    if last_event_id in (None, ""):
+        return after
+    if last_event_id == END_ID:
         return None
+    return _seq(last_event_id, "Last-Event-ID", or_end=True)
+
+
+def _seq(raw: str, name: str, *, or_end: bool = False) -> int:
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_ID:
-        raise GenerationError("invalid_request", "after and Last-Event-ID must be a seq (a whole number)")
+        also = f" or {END_ID!r}" if or_end else ""
+        raise GenerationError(
+            "invalid_request",
+            f"{name} must be a seq, a whole number from 0 to {MAX_ID}{also}; got {text_quoted(raw, limit=24)}",
+        )
     return int(raw)
 
 

@@ -106,6 +106,30 @@ def test_a_bad_after_is_a_400(writer: Any, cast: Any, offline: None, after: str)
     assert response.json()["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize(
+    ("query", "header", "refused"),
+    [
+        # A bad ?after= was passed over whenever Last-Event-ID was given: with `end` a 204, with a seq a
+        # replay from there, as if the query were right.
+        ({"after": "-180"}, "end", "after"),
+        ({"after": "-180"}, "3", "after"),
+        ({"after": "end"}, None, "after"),  # `end` is a Last-Event-ID only (the schema: an integer)
+        ({"after": ["1", "4"]}, None, "after"),  # twice: which one?
+        ({"after": "2"}, "-1", "Last-Event-ID"),
+        ({}, "end1", "Last-Event-ID"),
+    ],
+)
+def test_after_and_last_event_id_are_both_checked_before_the_header_wins(
+    writer: Any, cast: Any, offline: None, query: dict[str, Any], header: str | None, refused: str
+) -> None:
+    run_id = _finished_run(writer)
+    headers = {} if header is None else {"HTTP_LAST_EVENT_ID": header}
+    response = _client(writer).get(f"/api/runs/{run_id}/events/", query, **headers)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_request"
+    assert response.json()["message"].startswith(f"{refused} must be ")
+
+
 @pytest.mark.parametrize("accept", ["text/event-stream", "application/json", "*/*"])
 def test_an_error_is_json_whatever_the_client_accepts(
     writer: Any, other_writer: Any, cast: Any, offline: None, accept: str
