@@ -376,7 +376,7 @@ class PersonaConfigAdmin(VersionAdmin):
             results = services.persona_import(
                 personas=form.cleaned_data["personas"],
                 user=request.user,
-                source=form.cleaned_data["source"],
+                sources=[form.cleaned_data["source"]],
                 expected_versions=form.cleaned_data["versions"],
             )
         except ValidationError as error:

@@ -10,7 +10,7 @@ bulk ``update()`` calls, which send no signals, invalidate explicitly here.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -27,6 +27,7 @@ from personas import cache as context_cache
 from personas.cards import PersonaImport, keys_twice
 from personas.models import PersonaConfig
 from personas.selectors import persona_story_count
+from storyproject.bidi import bidi_isolated
 
 EDITORS_GROUP = "Editors"
 
@@ -157,13 +158,14 @@ def persona_import(
     *,
     personas: Iterable[PersonaImport],
     user: User = None,
-    source: str = "",
+    sources: Sequence[str] = (),
     expected_versions: dict[str, int | None] | None = None,
 ) -> list[tuple[PersonaConfig, str]]:
     """Create or update each persona by name, all in one transaction and one revision: every file
     lands, or none. A persona the file does not change is left as it is (no new version).
 
-    Returns (persona, "created" | "updated" | "unchanged") pairs. With ``expected_versions`` (name →
+    ``sources``: the files' names, for the revision's comment. Returns (persona, "created" | "updated" |
+    "unchanged") pairs. With ``expected_versions`` (name →
     the version the editor's preview was made from, None for a new name), a persona changed since the
     preview refuses the whole import. Each save bumps the persona's version and, through the save
     signal, invalidates its cached context after the commit like any other edit.
@@ -176,7 +178,10 @@ def persona_import(
     existing = PersonaConfig.objects.filter(name__in=[imported.name for imported in personas])
     persona_history_start(persona_pks=existing.values_list("pk", flat=True))
     results = []
-    with _revision(user=user, comment=f"Imported from {source}." if source else "Imported."):
+    # The files' names are the uploader's: each isolated, as a display name is (storyproject.bidi), so
+    # that an override left open in one cannot draw the rest of the comment backwards in the history.
+    named = ", ".join(bidi_isolated(source) for source in sources)
+    with _revision(user=user, comment=f"Imported from {named}." if named else "Imported."):
         for imported in personas:
             persona = PersonaConfig.objects.select_for_update().filter(name=imported.name).first()
             if expected_versions is not None:

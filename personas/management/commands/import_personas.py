@@ -25,7 +25,7 @@ class Command(ProjectCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         personas = [persona for path in options["paths"] for persona in _read(path)]
         try:
-            results = persona_import(personas=personas, source=", ".join(map(str, options["paths"])))
+            results = persona_import(personas=personas, sources=[str(path) for path in options["paths"]])
         except ValidationError as error:
             raise CommandError(f"Nothing imported: {'; '.join(error.messages)}") from None
         for persona, status in results:
