@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 from rest_framework.utils import html
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
@@ -54,14 +57,59 @@ class StorableCharField(serializers.CharField):
         return value
 
 
-class FormFieldsOnceSerializer(serializers.Serializer):
-    """A serializer that refuses a form (urlencoded or multipart) giving one of its fields more than
-    once, naming it (``storyproject.parsers.form_fields_once``): DRF kept the last, silently."""
+class WriteSerializer(serializers.Serializer):
+    """The body of a write: every field it gives is one the endpoint writes, each given once.
+
+    A field the endpoint does not write (a misspelt ``tilte``, a read-only ``latest_version``) is a 400
+    naming it, at most ``_UNKNOWN_NAMED`` of them: DRF drops them without a word, and the write went on
+    without what the client meant to send. A form (urlencoded or multipart) giving one of its fields more
+    than once is refused too (``storyproject.parsers.form_fields_once``): DRF kept the last, silently.
+    """
 
     def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            _fields_known_check(data, self.fields, form=html.is_html_input(data))
         if html.is_html_input(data):
             form_fields_once(data, names=self.fields)
         return super().to_internal_value(data)
+
+
+# The field an HTML form signed in by session carries (DRF's browsable API's forms): not the body's.
+_FORM_CSRF_FIELD = "csrfmiddlewaretoken"
+_UNKNOWN_NAMED = 5
+_UNKNOWN_NAME_CHARS = 40
+
+
+def _fields_known_check(
+    data: Mapping[str, Any], fields: Mapping[str, serializers.Field], *, form: bool
+) -> None:
+    writable = [name for name, field in fields.items() if not field.read_only]
+    # A form gives a dict or a list one key a member (cast.BOB=..., names[0]=...), as DRF reads them.
+    grouped = [name for name in writable if isinstance(fields[name], _GROUPED_FIELDS)]
+    unknown = [
+        str(key)
+        for key in data
+        if key not in writable
+        and not (form and (key == _FORM_CSRF_FIELD or str(key).startswith(_member_prefixes(grouped))))
+    ]
+    if not unknown:
+        return
+    message = f"Unknown field: this endpoint reads {', '.join(writable)}."
+    errors: dict[str, Any] = {
+        key if len(key) <= _UNKNOWN_NAME_CHARS else key[:_UNKNOWN_NAME_CHARS] + "…": [message]
+        for key in heapq.nsmallest(_UNKNOWN_NAMED, unknown)
+    }
+    if len(unknown) > _UNKNOWN_NAMED:
+        more = len(unknown) - _UNKNOWN_NAMED
+        errors[api_settings.NON_FIELD_ERRORS_KEY] = [f"{more} more unknown fields ({len(unknown)} in all)."]
+    raise serializers.ValidationError(errors)
+
+
+_GROUPED_FIELDS = (serializers.DictField, serializers.ListField, serializers.BaseSerializer)
+
+
+def _member_prefixes(names: list[str]) -> tuple[str, ...]:
+    return tuple(prefix for name in names for prefix in (f"{name}.", f"{name}["))
 
 
 class _FormText(str):
@@ -111,7 +159,7 @@ class StoryCastSerializer(serializers.ModelSerializer):
         fields = ["persona", "character_name", "order"]
 
 
-class StorySerializer(FormFieldsOnceSerializer, serializers.ModelSerializer):
+class StorySerializer(WriteSerializer, serializers.ModelSerializer):
     title = StorableCharField(label="title", max_length=200, trim_whitespace=True)
     plot = StorableCharField(label="plot", max_length_setting="STORY_MAX_PLOT_CHARS", trim_whitespace=False)
     latest_version = serializers.IntegerField(source="latest_version_number", read_only=True)
@@ -273,7 +321,7 @@ class GenerationRunDetailSerializer(GenerationRunSerializer):
 # --- The writer's own versions (issue 17) ------------------------------------------------------------
 
 
-class FountainPreviewSerializer(FormFieldsOnceSerializer):
+class FountainPreviewSerializer(WriteSerializer):
     """The editor's preview: ``fountain`` text and the ``base_version`` it edits.
 
     The save below inherits both fields, so the preview refuses what the save refuses (a boolean, a
@@ -306,7 +354,7 @@ class VersionWriteSerializer(FountainPreviewSerializer):
         return _exactly_one(attrs, "content (screenplay JSON)", "fountain (text)")
 
 
-class StoryImportSerializer(FormFieldsOnceSerializer):
+class StoryImportSerializer(WriteSerializer):
     """A ``file`` (.fountain or .fdx, multipart) or pasted ``fountain``; ``cast`` maps names to personas."""
 
     file = serializers.FileField(required=False)

@@ -93,3 +93,14 @@ def models_offered(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if model is not None:
             model["enum"] = [*allowed_models(), None]
     return result
+
+
+def request_bodies_closed(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: every request body says ``additionalProperties: false``, as the API reads
+    them (``stories.serializers.WriteSerializer``, ``fields_known_check``): a field it does not list is a
+    400, so a client following the schema must not send one. The bodies are the components drf-spectacular
+    names ``...Request`` (``COMPONENT_SPLIT_REQUEST``)."""
+    for name, schema in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and schema.get("type") == "object":
+            schema["additionalProperties"] = False
+    return result

@@ -11,7 +11,8 @@ Every JSON body this API takes is an object. A view reading fields from ``reques
 the parser refuses any other top-level value with a 400, once for every endpoint.
 
 ``form_fields_once`` takes the same care of a form's field given twice, which DRF settles by keeping the
-last. Only a serializer knows the fields an endpoint reads (any other is ignored), so serializers call it.
+last. Only a serializer knows the fields an endpoint reads, so serializers call it
+(``stories.serializers.WriteSerializer``, which also refuses a field the endpoint does not read).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def form_fields_once(form: MultiValueDict[str, Any], *, names: Iterable[str]) ->
     """Refuse a form that gives one of the fields ``names`` more than once, naming it: no field of this
     API takes several values, and DRF keeps the last without a word (``plot=...&plot=...`` saved the
     second plot, two files imported the second alone), as json.loads does with a JSON key given twice.
-    A field the endpoint does not read is ignored, given once or more, as in a JSON body."""
+    A field the endpoint does not read is not this check's (``WriteSerializer`` refuses it)."""
     for name in names:
         count = len(form.getlist(name))
         if count > 1:

@@ -233,6 +233,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "storyproject.openapi.responses_outside_views",
         "storyproject.openapi.models_offered",
+        "storyproject.openapi.request_bodies_closed",
     ],
 }
 
