@@ -116,6 +116,38 @@ class _FormText(str):
     """A form field's text, as opposed to a string in a JSON body."""
 
 
+class _JSONTyped:
+    """A field that takes, from a JSON body, a value of its own JSON type only (a form carries text,
+    which the field reads as DRF does). DRF's BooleanField reads 1, "yes" and "false" as booleans and its
+    IntegerField "1" and 1.0 as 1: a client's wrong type went unnoticed (``"save_anyway": 1`` saved over
+    a newer version), where the generation's ``wait`` and the rewrite's ``base_version`` refuse it."""
+
+    json_types: tuple[type, ...] = ()
+    json_type_error = ""
+
+    def get_value(self, dictionary: Any) -> Any:
+        value = super().get_value(dictionary)  # type: ignore[misc]
+        return _FormText(value) if html.is_html_input(dictionary) and isinstance(value, str) else value
+
+    def to_internal_value(self, data: Any) -> Any:
+        json_typed = isinstance(data, self.json_types) and (
+            bool in self.json_types or not isinstance(data, bool)
+        )
+        if not (json_typed or isinstance(data, _FormText)):
+            raise serializers.ValidationError(self.json_type_error, code="invalid")
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class JSONBooleanField(_JSONTyped, serializers.BooleanField):
+    json_types = (bool,)
+    json_type_error = "Must be a JSON boolean (true or false)."
+
+
+class JSONIntegerField(_JSONTyped, serializers.IntegerField):
+    json_types = (int,)  # bool, an int in Python, is refused in _JSONTyped
+    json_type_error = "Must be a JSON integer."
+
+
 class FormJSONDictField(serializers.DictField):
     """A dict, which a multipart form may also send as one field holding a JSON object
     (``cast={"BOB": "starship-captain"}``), besides DRF's one field per key (``cast.BOB=...``).
@@ -331,7 +363,7 @@ class FountainPreviewSerializer(WriteSerializer):
     fountain = StorableCharField(
         label="fountain", trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
     )
-    base_version = serializers.IntegerField(
+    base_version = JSONIntegerField(
         required=False, allow_null=True, min_value=1, max_value=VERSION_NUMBER_MAX
     )
 
@@ -343,7 +375,7 @@ class VersionWriteSerializer(FountainPreviewSerializer):
     fountain = StorableCharField(
         label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
     )
-    save_anyway = serializers.BooleanField(
+    save_anyway = JSONBooleanField(
         required=False,
         default=False,
         help_text="With base_version: save even when a newer version exists (no 409); the edit keeps "

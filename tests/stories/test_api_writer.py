@@ -200,6 +200,33 @@ def test_a_save_based_on_an_old_version_is_a_409_and_saves_nothing(writer: Any, 
     assert story.versions.count() == 3
 
 
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        # DRF's fields read 1 and "yes" as true, "1" and 1.0 as 1: a client's wrong type passed unnoticed,
+        # and "save_anyway": 1 saved over a newer version, where the generation's `wait` must be a boolean.
+        ({"save_anyway": 1}, "save_anyway", "Must be a JSON boolean (true or false)."),
+        ({"save_anyway": "yes"}, "save_anyway", "Must be a JSON boolean (true or false)."),
+        ({"save_anyway": "false"}, "save_anyway", "Must be a JSON boolean (true or false)."),
+        ({"base_version": "1"}, "base_version", "Must be a JSON integer."),
+        ({"base_version": 1.0}, "base_version", "Must be a JSON integer."),
+    ],
+)
+def test_a_json_save_takes_a_boolean_and_an_integer_of_their_json_types_only(
+    writer: Any, story: Story, fields: dict[str, Any], field: str, message: str
+) -> None:
+    client = client_for(writer)
+    assert client.post(_versions(story), {"content": SCREENPLAY}, format="json").status_code == 201
+    response = client.post(
+        _versions(story), {"content": SCREENPLAY, "base_version": 1, **fields}, format="json"
+    )
+    assert (response.status_code, response.json()) == (400, {field: [message]})
+    assert story.versions.count() == 2
+    # A form carries text: there "true" and "1" are what they say.
+    form = {"fountain": _fountain(SCREENPLAY), "base_version": "1", "save_anyway": "true"}
+    assert client.post(_versions(story), form, format="multipart").status_code == 201
+
+
 def test_an_edit_saved_anyway_over_a_newer_version_keeps_the_characters_of_the_version_it_edits(
     writer: Any, story: Story, persona_factory: Any
 ) -> None:

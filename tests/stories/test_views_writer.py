@@ -68,7 +68,7 @@ def test_the_preview_names_the_line_it_cannot_read(logged_in: Client, story: Sto
     ("base_version", "error"),
     [
         (99, "the story has no version 99"),
-        (True, "A valid integer is required."),
+        (True, "Must be a JSON integer."),
         (10**22, "less than or equal to 2147483647"),
         (0, "greater than or equal to 1"),
     ],
