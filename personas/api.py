@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from personas import selectors, serializers
 from personas.models import PersonaConfig
+from storyproject.parsers import query_param_once
 
 _NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
 _ETAG_PARAMETER = OpenApiParameter(
@@ -41,7 +42,8 @@ class PersonaListView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[PersonaConfig]:
-        query = serializers.PersonaSearchSerializer(data=self.request.query_params)
+        search = query_param_once(self.request.query_params, "search")
+        query = serializers.PersonaSearchSerializer(data={} if search is None else {"search": search})
         query.is_valid(raise_exception=True)
         return selectors.persona_list(search=query.validated_data.get("search", ""))
 

@@ -61,7 +61,7 @@ from stories.serializers import (
 )
 from stories.validation import VERSION_NUMBER_MAX, version_number_parse
 from stories.ws_sessions import slot_take
-from storyproject.parsers import BoundedJSONParser
+from storyproject.parsers import BoundedJSONParser, query_param_once
 
 _NOT_FOUND = OpenApiResponse(description="No such object among yours.")
 _BAD_REQUEST = OpenApiResponse(description="Invalid input; the body names each field's problem.")
@@ -504,7 +504,7 @@ class StoryDiffApi(APIView):
 
 
 def _query_number(request: Request, key: str) -> int:
-    number = version_number_parse(request.query_params.get(key, ""))
+    number = version_number_parse(query_param_once(request.query_params, key) or "")
     if number is None:
         raise GenerationError("invalid_request", f"{key} must be a version number, like ?from=1&to=2")
     return number
@@ -723,7 +723,8 @@ class RunEventsApi(APIView):
     def get(self, request: Request, run_id: int) -> HttpResponseBase:
         run = _own_run(request, run_id)
         after = sse_after(
-            query=request.query_params.getlist("after"), last_event_id=request.headers.get("Last-Event-ID")
+            query=query_param_once(request.query_params, "after"),
+            last_event_id=request.headers.get("Last-Event-ID"),
         )
         if after is None or not async_to_sync(run_has_more)(run_id=run.pk, after=after):
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)

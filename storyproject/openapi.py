@@ -21,10 +21,11 @@ _PAGE_NOT_FOUND = {
 
 
 # storyproject.middleware answers this before any view: a NUL or a lone surrogate in the URL, a cookie
-# or a header (code "invalid_characters"), more query parameters than Django reads ("bad_request").
+# or a header (code "invalid_characters"), more query parameters than Django reads ("bad_request"); and
+# so does a view reading a query parameter given twice ("parameter_twice", storyproject.parsers).
 _REQUEST_UNREADABLE = {
     "description": "The URL, a cookie or a header holds text that cannot be stored (NUL, a lone surrogate), "
-    "or there are more query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS.",
+    "there are more query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS, or the query gives one twice.",
     "content": {
         "application/json": {
             "schema": {

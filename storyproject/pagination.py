@@ -12,6 +12,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 
+from storyproject.parsers import query_param_once
 from storyproject.untrusted import text_quoted
 
 # Beyond any page a list of this product can have, and short enough for int() to read at once.
@@ -42,7 +43,7 @@ class StrictPageNumberPagination(PageNumberPagination):
     last_page_strings = ()
 
     def get_page_number(self, request: Request, paginator: Paginator) -> Any:
-        number = page_number_parse(request.query_params.get(self.page_query_param))
+        number = page_number_parse(query_param_once(request.query_params, self.page_query_param))
         if number is None:
             raise NotFound(self.invalid_page_message)
         return number

@@ -89,3 +89,20 @@ def form_fields_once(form: MultiValueDict[str, Any], *, names: Iterable[str]) ->
                     ]
                 }
             )
+
+
+def query_param_once(query: MultiValueDict[str, Any], name: str) -> str | None:
+    """The query's ``name`` (None when absent), refused when given more than once: no parameter of
+    this API but ``names`` takes several, and Django's ``get`` reads the last without a word
+    (``?from=1&to=2&from=2`` compared version 2 with itself), as json.loads does with a key twice."""
+    values = query.getlist(name)
+    if len(values) > 1:
+        times = "twice" if len(values) == 2 else f"{len(values)} times"
+        detail = (
+            f"The query has the parameter {text_quoted(name, limit=40)} {times} (only the last would be "
+            "read): send it once."
+        )
+        # With a code, as the middleware's 400 for a query it cannot read (the schema's 400 of every
+        # operation without one of its own, storyproject.openapi).
+        raise ParseError({"detail": detail, "code": "parameter_twice"})
+    return values[0] if values else None

@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 from stories import selectors
 from stories.exports import EXPORT_FORMATS
 from stories.exports.downloads import screenplay_version_download
+from storyproject.parsers import query_param_once
 
 _FORMAT_MAX_CHARS = 20
 
@@ -61,7 +62,7 @@ class ScreenplayVersionExportApi(APIView):
         },
     )
     def get(self, request: Request, story_id: int, number: int) -> HttpResponse:
-        fmt = request.query_params.get("format", "").strip().lower()[:_FORMAT_MAX_CHARS]
+        fmt = (query_param_once(request.query_params, "format") or "").strip().lower()[:_FORMAT_MAX_CHARS]
         if fmt not in EXPORT_FORMATS:
             formats = ", ".join(EXPORT_FORMATS)
             return Response(

@@ -47,16 +47,13 @@ END_ID = "end"
 _RETRY_MS = 2000
 
 
-def sse_after(*, query: list[str], last_event_id: str | None) -> int | None:
+def sse_after(*, query: str | None, last_event_id: str | None) -> int | None:
     """The seq to follow from: ``Last-Event-ID`` (a reconnect) wins over ``?after=``; None for ``end``.
 
     Both are checked first, whichever wins: a bad ``?after=`` passed over because a header came with it
-    was a 204 or a replay from elsewhere, where the client's mistake should be said. ``query``: every
-    ``after`` the query string gives (more than one is refused, not settled by keeping the last).
+    was a 204 or a replay from elsewhere, where the client's mistake should be said.
     """
-    if len(query) > 1:
-        raise GenerationError("invalid_request", "after must be given once")
-    after = _seq(query[0], "after") if query else 0
+    after = _seq(query, "after") if query is not None else 0
     # An empty Last-Event-ID is none (an EventSource whose last event had no id); an empty ?after= is
     # a client's mistake like any other value that is not a seq (it read as 0).
     if last_event_id in (None, ""):

@@ -560,6 +560,34 @@ def test_unknown_fields_are_named_five_at_most_and_forms_are_held_to_the_same(
     assert imported.status_code == 201, imported.content
 
 
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("/api/stories/{id}/diff/?from=1&to=2&from=2", "from"),
+        ("/api/stories/{id}/versions/1/export/?format=json&format=pdf", "format"),
+        ("/api/runs/{run}/events/?after=0&after=3", "after"),
+        ("/api/stories/?page=1&page=2", "page"),
+        ("/api/personas/?search=her&search=vil", "search"),
+    ],
+)
+def test_a_query_parameter_given_twice_is_a_400_naming_it(
+    writer: Any, story: Story, url: str, name: str
+) -> None:
+    # The last was read without a word: ?from=1&to=2&from=2 compared version 2 with itself, and
+    # ?format=json&format=pdf downloaded a PDF.
+    run = GenerationRun.objects.filter(story=story).first()
+    assert run is not None
+    response = client_for(writer).get(url.format(id=story.pk, run=run.pk))
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "detail": f"The query has the parameter '{name}' twice (only the last would be read): send it once.",
+            "code": "parameter_twice",
+        },
+    )
+    assert response["Content-Type"] == "application/json"
+
+
 @pytest.mark.parametrize("debug", [False, True])
 def test_a_write_to_an_api_url_without_its_slash_is_redirected_keeping_its_method_and_body(
     writer: Any, story: Story, settings: Any, debug: bool
