@@ -7,6 +7,7 @@ contract's JSON out, or a ``ScreenplayImportError`` that says what is wrong and 
 
 from __future__ import annotations
 
+import codecs
 from typing import Any, Literal
 
 from django.conf import settings
@@ -64,18 +65,42 @@ def screenplay_import(
 def _text(data: bytes | str) -> str:
     """The document's text, read the same way whether it was uploaded or pasted.
 
-    A file is decoded as ``utf-8-sig``, which drops one leading byte-order mark; pasted text (an
-    editor's copy of such a file) keeps the mark as U+FEFF, which made "Title:" on the first line no
-    title page key, so it is dropped here too.
+    A file is UTF-8, unless a byte-order mark says it is UTF-16 or UTF-32 (Windows editors save
+    "Unicode" text as UTF-16 with a mark); the mark itself is dropped. Pasted text (an editor's copy of
+    such a file) keeps the mark as U+FEFF, which made "Title:" on the first line no title page key, so
+    it is dropped there too.
     """
     if isinstance(data, str):
         return data.removeprefix("\ufeff")
+    encoding = _encoding_by_mark(data)
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(encoding)
     except UnicodeDecodeError as error:
+        name = _ENCODING_NAMES[encoding]
+        marked = "" if encoding == "utf-8-sig" else f"starts with a {name} byte-order mark but "
         raise ScreenplayImportError(
-            f"the file is not UTF-8 text (byte {error.start} cannot be read)"
+            f"the file {marked}is not {name} text (byte {error.start + 1} cannot be read); "
+            "save it as UTF-8 and import it again"
         ) from None
+
+
+# Longest marks first: UTF-32 LE's mark starts with UTF-16 LE's.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_ENCODING_NAMES = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
+
+
+def _encoding_by_mark(data: bytes) -> str:
+    """The codec a leading byte-order mark names (``utf-16`` and ``utf-32`` read the mark's byte
+    order and drop it); without one, ``utf-8-sig`` (UTF-8, dropping its own mark if there is one)."""
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            return encoding
+    return "utf-8-sig"
 
 
 def characters_carried_over(*, parsed: dict[str, Any], base: object) -> list[dict[str, Any]]:

@@ -525,7 +525,12 @@ def test_an_import_with_a_number_for_text_is_a_400_not_the_number_read_as_text(
         ("a.fdx", b"<html></html>", "not a Final Draft document"),
         ("a.fdx", b"<FinalDraft><Content>", "not well-formed XML"),
         ("a.fdx", b'<!DOCTYPE x [<!ENTITY a "aaaa">]><FinalDraft>&a;</FinalDraft>', "DTD or entities"),
-        ("a.fountain", b"\xff\xfe\x00", "not UTF-8"),
+        ("a.fountain", b"INT. CAF\xc9 - DAY\n", "not UTF-8 text (byte 9 cannot be read); save it as UTF-8"),
+        (
+            "a.fountain",
+            b"\xff\xfeI\x00N\x00\x00\xdc",
+            "not UTF-16 text (byte 7 cannot be read); save it as UTF-8",
+        ),
         ("a.fountain", b"Dear diary,\n\ntoday nothing happened.\n", "no scene heading"),
     ],
 )
@@ -537,6 +542,22 @@ def test_a_file_that_is_not_a_screenplay_is_a_clear_400(
     assert response.status_code == 400
     assert message in response.json()["message"]
     assert not Story.objects.exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-8-sig", "utf-32"])
+def test_a_fountain_file_whose_byte_order_mark_says_utf_16_is_imported(writer: Any, encoding: str) -> None:
+    # Was: "the file is not UTF-8 text (byte 0 cannot be read)" for a file Windows saved as "Unicode".
+    text = "Title: Café\n\nINT. CAFÉ - DAY\n\nZOË\nUn café, s'il vous plaît.\n"
+    data = text.encode(encoding)
+    if encoding in ("utf-16-le", "utf-16-be"):
+        data = "\ufeff".encode(encoding) + data  # these codecs write no mark of their own
+    upload = SimpleUploadedFile("cafe.fountain", data)
+    response = client_for(writer).post("/api/stories/import/", {"file": upload}, format="multipart")
+    assert response.status_code == 201, response.json()
+    version = Story.objects.get().versions.get()
+    assert version.content["title"] == "Café"
+    assert version.content["scenes"][0]["heading"] == "INT. CAFÉ - DAY"
+    assert version.content["characters"] == [{"name": "ZOË"}]
 
 
 def test_import_limits_size_and_scenes(writer: Any, settings: Any) -> None:

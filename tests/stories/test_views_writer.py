@@ -207,6 +207,20 @@ def test_pasted_fountain_with_a_byte_order_mark_keeps_its_title_page(logged_in: 
     assert preview.json()["scenes"] == 1
 
 
+def test_a_utf_16_upload_on_the_import_page_is_read_and_latin_1_is_told_to_save_as_utf_8(
+    logged_in: Client,
+) -> None:
+    text = "Title: Vault\n\nINT. VAULT - NIGHT\n\nZOË\nNow.\n"
+    upload = SimpleUploadedFile("vault.fountain", text.encode("utf-16"))
+    page = logged_in.post("/stories/import/", {"file": upload}).content.decode()
+    content = json.loads(page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"'))
+    assert (content["title"], content["characters"]) == ("Vault", [{"name": "ZOË"}])
+    upload = SimpleUploadedFile("vault.fountain", text.encode("latin-1"))
+    response = logged_in.post("/stories/import/", {"file": upload})
+    assert response.status_code == 400
+    assert "not UTF-8 text (byte 37 cannot be read); save it as UTF-8" in response.content.decode()
+
+
 def test_import_of_something_else_is_a_form_error(logged_in: Client) -> None:
     response = logged_in.post("/stories/import/", {"fountain": "Hello there.\n"})
     assert response.status_code == 400
