@@ -448,5 +448,6 @@ def _import_limits() -> dict[str, Any]:
     return {
         "max_bytes": settings.STORY_IMPORT_MAX_BYTES,
         "max_scenes": settings.STORY_IMPORT_MAX_SCENES,
+        "max_characters": settings.STORY_IMPORT_MAX_CHARACTERS,
         "accept": ",".join(IMPORT_EXTENSIONS),
     }

@@ -329,6 +329,9 @@ STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS = 2000
 # Under API_MAX_BODY_BYTES: the editor saves the text as JSON ({"fountain": ...}), a little larger.
 STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 1_000_000, minimum=10_000, maximum=2_500_000)
 STORY_IMPORT_MAX_SCENES = envint("STORY_IMPORT_MAX_SCENES", 300, minimum=1, maximum=2000)
+# A feature film has tens of speaking parts, an ensemble a few hundred; 50,000 one-line speakers took
+# 6.7 s to read and made a character list no page could show.
+STORY_IMPORT_MAX_CHARACTERS = envint("STORY_IMPORT_MAX_CHARACTERS", 500, minimum=1, maximum=5000)
 
 # --- Limits (each gives a clear error when exceeded) ------------------------------------------
 PERSONA_CONTEXT_TOKEN_BUDGET = envint("PERSONA_CONTEXT_TOKEN_BUDGET", 600, minimum=50)

@@ -93,8 +93,16 @@ class ScreenplayBuilder:
         element = {"type": "dialogue", "character": name, "text": text}
         if parenthetical:
             element["parenthetical"] = parenthetical
-        self._speakers.setdefault(name)
+        self._speaker_add(name, where)
         self._elements().append(element)
+
+    def _speaker_add(self, name: str, where: str) -> None:
+        limit = settings.STORY_IMPORT_MAX_CHARACTERS
+        if name not in self._speakers and len(self._speakers) >= limit:
+            raise ScreenplayImportError(
+                f"more than {limit} characters speak (STORY_IMPORT_MAX_CHARACTERS)", where=where
+            )
+        self._speakers.setdefault(name)
 
     def content(self) -> dict[str, Any]:
         if not self.scenes:

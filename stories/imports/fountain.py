@@ -89,9 +89,15 @@ def _reads_as_heading(line: str) -> bool:
 
 
 def _paragraphs(lines: list[str], start: int) -> Iterator[tuple[object, int]]:
-    """screenplain's paragraphs with the line each starts on, built the way its ``parse_body`` builds them."""
+    """screenplain's paragraphs with the line each starts on, built the way its ``parse_body`` builds them.
+
+    Each is yielded as soon as it is final, so that a limit the builder enforces (scenes, speakers)
+    stops the reading there: a file of 50,000 one-line speakers was read to its end (2 s) before the
+    first speaker too many was refused.
+    """
     paragraphs: list[Any] = []
     starts: dict[int, int] = {}
+    done = 0
     numbered = enumerate(lines[start:], start=start + 1)
     for blank, group in itertools.groupby(numbered, lambda item: item[1] in ("", " ")):
         if blank:
@@ -106,7 +112,11 @@ def _paragraphs(lines: list[str], start: int) -> Iterator[tuple[object, int]]:
         # dual dialogue): whatever is new or changed is reported once, with this line.
         for paragraph in paragraphs[max(count - 1, 0) :]:
             starts.setdefault(id(paragraph), block[0][0])
-    for paragraph in paragraphs:
+        # screenplain only ever changes (or replaces) the last paragraph: the ones before it are final.
+        for paragraph in paragraphs[done : len(paragraphs) - 1]:
+            yield paragraph, starts[id(paragraph)]
+        done = max(done, len(paragraphs) - 1)
+    for paragraph in paragraphs[done:]:
         yield paragraph, starts[id(paragraph)]
 
 

@@ -573,6 +573,67 @@ def test_import_limits_size_and_scenes(writer: Any, settings: Any) -> None:
     assert "STORY_IMPORT_MAX_BYTES" in response.json()["message"]
 
 
+def _speakers(count: int) -> str:
+    return "INT. CROWD - DAY\n\n" + "".join(f"PERSON {n}\nHi.\n\n" for n in range(count))
+
+
+def test_a_file_with_more_speakers_than_the_limit_is_refused_on_every_import_path(
+    writer: Any, story: Story, settings: Any
+) -> None:
+    # Was: 50,000 speakers of one line each were imported (6.7 s to read) into a character list
+    # no page could show.
+    settings.STORY_IMPORT_MAX_CHARACTERS = 3
+    said = "line 12: more than 3 characters speak (STORY_IMPORT_MAX_CHARACTERS)"
+    api = client_for(writer)
+    response = api.post("/api/stories/import/", {"fountain": _speakers(4)}, format="json")
+    assert (response.status_code, response.json()["message"]) == (400, said)
+    upload = SimpleUploadedFile("crowd.fountain", _speakers(4).encode())
+    response = api.post("/api/stories/import/", {"file": upload}, format="multipart")
+    assert (response.status_code, response.json()["message"]) == (400, said)
+    fdx = fdx_from_screenplay(
+        content={
+            "title": "Crowd",
+            "characters": [],
+            "scenes": [
+                {
+                    "heading": "INT. CROWD - DAY",
+                    "elements": [{"type": "dialogue", "character": f"P{n}", "text": "Hi."} for n in range(4)],
+                }
+            ],
+        },
+        meta=ExportMeta(title="Crowd"),
+    )
+    upload = SimpleUploadedFile("crowd.fdx", fdx)
+    response = api.post("/api/stories/import/", {"file": upload}, format="multipart")
+    assert response.status_code == 400
+    assert "more than 3 characters speak (STORY_IMPORT_MAX_CHARACTERS)" in response.json()["message"]
+    response = api.post(_versions(story), {"fountain": _speakers(4), "base_version": 1}, format="json")
+    assert (response.status_code, response.json()["message"]) == (400, said)
+    assert not Story.objects.exclude(pk=story.pk).exists()
+    assert story.versions.count() == 1
+    response = api.post("/api/stories/import/", {"fountain": _speakers(3)}, format="json")
+    assert response.status_code == 201, response.json()
+
+
+def test_a_json_edit_has_the_character_bound_of_a_fountain_one(
+    writer: Any, story: Story, settings: Any
+) -> None:
+    settings.STORY_IMPORT_MAX_CHARACTERS = 2
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"] = [{"name": f"EXTRA {n}"} for n in range(3)]
+    response = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert (response.status_code, response.json()["message"]) == (
+        400,
+        "more than 2 characters (STORY_IMPORT_MAX_CHARACTERS)",
+    )
+
+
+def test_the_default_character_limit_refuses_a_crowd_of_speakers(writer: Any) -> None:
+    response = client_for(writer).post("/api/stories/import/", {"fountain": _speakers(501)}, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"].endswith("more than 500 characters speak (STORY_IMPORT_MAX_CHARACTERS)")
+
+
 def _big(scenes: int, personas: int) -> dict[str, Any]:
     names = [f"CHARACTER {n}" for n in range(scenes)]
     characters = [

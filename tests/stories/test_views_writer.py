@@ -221,6 +221,22 @@ def test_a_utf_16_upload_on_the_import_page_is_read_and_latin_1_is_told_to_save_
     assert "not UTF-8 text (byte 37 cannot be read); save it as UTF-8" in response.content.decode()
 
 
+def test_the_import_page_and_the_editor_refuse_more_speakers_than_the_limit(
+    logged_in: Client, story: Story, settings: Any
+) -> None:
+    settings.STORY_IMPORT_MAX_CHARACTERS = 1
+    text = "INT. VAULT - NIGHT\n\nMAX\nNow.\n\nJUNE\nWait.\n"
+    response = logged_in.post("/stories/import/", {"fountain": text})
+    assert response.status_code == 400
+    assert "line 6: more than 1 characters speak (STORY_IMPORT_MAX_CHARACTERS)" in response.content.decode()
+    preview = logged_in.post(
+        f"/stories/{story.pk}/preview/", json.dumps({"fountain": text}), content_type="application/json"
+    )
+    assert preview.status_code == 400
+    assert preview.json()["error"] == "line 6: more than 1 characters speak (STORY_IMPORT_MAX_CHARACTERS)"
+    assert not Story.objects.exclude(pk=story.pk).exists()
+
+
 def test_import_of_something_else_is_a_form_error(logged_in: Client) -> None:
     response = logged_in.post("/stories/import/", {"fountain": "Hello there.\n"})
     assert response.status_code == 400
