@@ -120,7 +120,15 @@ if REDIS_URL:
             "KEY_PREFIX": envstr("CACHE_KEY_PREFIX", "story"),
             "TIMEOUT": 3600,
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-        }
+        },
+        # Built exports (stories/exports/downloads.py, docs/exports.md): the same Redis, kept a day.
+        "exports": {
+            "BACKEND": "storyproject.cache.FailSoftRedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": envstr("CACHE_KEY_PREFIX", "story"),
+            "TIMEOUT": 86400,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        },
     }
     CHANNEL_LAYERS = {
         "default": {
@@ -139,7 +147,14 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
             "TIMEOUT": 3600,
-        }
+        },
+        # Each process keeps at most 32 built exports, so at most 32 x STORY_EXPORT_CACHE_MAX_BYTES.
+        "exports": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "exports",
+            "TIMEOUT": 86400,
+            "OPTIONS": {"MAX_ENTRIES": 32},
+        },
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 # API tokens' users are cached (accounts/authentication.py) only in a cache every process shares: a
@@ -331,6 +346,11 @@ STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 1_000_000, minimum=10_
 STORY_IMPORT_MAX_SCENES = envint("STORY_IMPORT_MAX_SCENES", 300, minimum=1, maximum=2000)
 # A feature film has tens of speaking parts, an ensemble a few hundred; 50,000 one-line speakers took
 # 6.7 s to read and made a character list no page could show.
+# A built PDF (6 s of CPU for a 300-scene version) is kept in the "exports" cache when it is at most
+# this big (0: never kept); such a version's PDF is about 0.9 MB.
+STORY_EXPORT_CACHE_MAX_BYTES = envint(
+    "STORY_EXPORT_CACHE_MAX_BYTES", 4_000_000, minimum=0, maximum=100_000_000
+)
 STORY_IMPORT_MAX_CHARACTERS = envint("STORY_IMPORT_MAX_CHARACTERS", 500, minimum=1, maximum=5000)
 
 # --- Limits (each gives a clear error when exceeded) ------------------------------------------

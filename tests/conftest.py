@@ -4,8 +4,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db.backends.signals import connection_created
 
 from personas.models import PersonaConfig
@@ -30,10 +31,12 @@ def _fast_password_hashing(settings: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Iterator[None]:
-    # The cache is real (Redis in the PostgreSQL pass); each test starts from an empty one.
-    cache.clear()
+    # The caches are real (Redis in the PostgreSQL pass); each test starts from empty ones.
+    for alias in django_settings.CACHES:
+        caches[alias].clear()
     yield
-    cache.clear()
+    for alias in django_settings.CACHES:
+        caches[alias].clear()
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,17 @@ from stories.exports.fountain import fountain_from_screenplay
 from stories.exports.pdf import pdf_from_screenplay
 from stories.exports.screenplay import ExportMeta
 
-__all__ = ["EXPORT_FORMATS", "ExportFormatError", "ExportMeta", "screenplay_export"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "EXPORT_FORMAT_VERSION",
+    "ExportFormatError",
+    "ExportMeta",
+    "screenplay_export",
+]
+
+# Part of the key of every cached export (stories/exports/downloads.py): raise it whenever a writer's
+# output changes (a layout, an escape, a font), so that no file built by the old code is served again.
+EXPORT_FORMAT_VERSION = 1
 
 
 class ExportFormatError(ValueError):
@@ -27,6 +37,10 @@ class _Format:
     write: Callable[[object, ExportMeta], bytes]
     content_type: str
     extension: str
+    # Whether a built file is kept in the "exports" cache: only where building costs far more than
+    # keeping. A 300-scene version took 6 s of CPU as PDF (0.9 MB), but 0.2 s as Fountain, 0.14 s as
+    # FDX and 0.04 s as JSON, files of 2.5 MB each.
+    cached: bool = False
 
 
 def _fountain(content: object, meta: ExportMeta) -> bytes:
@@ -41,7 +55,9 @@ def _json(content: object, meta: ExportMeta) -> bytes:
 EXPORT_FORMATS: dict[str, _Format] = {
     "fountain": _Format(_fountain, "text/plain; charset=utf-8", "fountain"),
     "fdx": _Format(lambda c, m: fdx_from_screenplay(content=c, meta=m), "application/xml", "fdx"),
-    "pdf": _Format(lambda c, m: pdf_from_screenplay(content=c, meta=m), "application/pdf", "pdf"),
+    "pdf": _Format(
+        lambda c, m: pdf_from_screenplay(content=c, meta=m), "application/pdf", "pdf", cached=True
+    ),
     "json": _Format(_json, "application/json", "json"),
 }
 

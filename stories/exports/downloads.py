@@ -1,17 +1,37 @@
-"""A screenplay version as a file to download: the bytes, their type and a file name people recognise."""
+"""A screenplay version as a file to download: the bytes, their type and a file name people recognise.
+
+A version never changes once saved, so the formats that are costly to build (``cached`` in
+``EXPORT_FORMATS``: the PDF) are built once and kept in the "exports" cache under a key made of what
+decides their bytes: the version, the format, the title page (the story's title and its owner's name
+may change) and ``EXPORT_FORMAT_VERSION``. The cache only saves time: while it is down, or when a file
+is too big for it, the file is built in the request as before (docs/exports.md).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.cache import BaseCache, caches
 
-from stories.exports import ExportMeta, screenplay_export
+from stories.errors import GenerationError
+from stories.exports import EXPORT_FORMAT_VERSION, EXPORT_FORMATS, ExportMeta, screenplay_export
 from stories.models import ScreenplayVersion
 
+logger = logging.getLogger(__name__)
+
 _FILENAME_SLUG_MAX_CHARS = 60
+# How long a request may take to build a file before another may build it too (a build that died
+# leaves its claim behind); a 300-scene PDF takes 6 s of CPU.
+_BUILD_CLAIM_SECONDS = 60
+_BUSY_RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -27,15 +47,81 @@ def screenplay_version_download(*, version: ScreenplayVersion, fmt: str) -> Expo
     Raises ``stories.exports.ExportFormatError`` for a format that is not offered.
     """
     story = version.story
-    meta = ExportMeta(
-        title=story.title, author=_credit_name(story.owner), draft_date=version.created_at.date()
-    )
-    data, content_type, extension = screenplay_export(content=version.content, fmt=fmt, meta=meta)
+    data, content_type, extension = _exported(version=version, fmt=fmt, meta=_meta(version))
     return ExportedFile(
         data=data,
         content_type=content_type,
         filename=export_filename(title=story.title, number=version.number, extension=extension),
     )
+
+
+def export_cache_key(*, version: ScreenplayVersion, fmt: str) -> str:
+    """The "exports" cache key of the version's file in ``fmt``; ``<key>:building`` is claimed while
+    a request builds it."""
+    return _export_key(version=version, fmt=fmt, meta=_meta(version))
+
+
+def _meta(version: ScreenplayVersion) -> ExportMeta:
+    story = version.story
+    return ExportMeta(
+        title=story.title, author=_credit_name(story.owner), draft_date=version.created_at.date()
+    )
+
+
+def _exported(*, version: ScreenplayVersion, fmt: str, meta: ExportMeta) -> tuple[bytes, str, str]:
+    export = EXPORT_FORMATS.get(fmt)
+    if export is None or not export.cached:
+        return screenplay_export(content=version.content, fmt=fmt, meta=meta)
+    data = _cached_bytes(
+        key=_export_key(version=version, fmt=fmt, meta=meta),
+        build=lambda: screenplay_export(content=version.content, fmt=fmt, meta=meta)[0],
+    )
+    return data, export.content_type, export.extension
+
+
+def _export_key(*, version: ScreenplayVersion, fmt: str, meta: ExportMeta) -> str:
+    """Everything that decides the file's bytes, hashed (a title may hold 200 characters of any script)."""
+    parts = [EXPORT_FORMAT_VERSION, version.pk, fmt, asdict(meta)]
+    digest = hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()
+    return f"export:{digest}"
+
+
+def _cached_bytes(*, key: str, build: Callable[[], bytes]) -> bytes:
+    """The cached file, or one built now and kept; ``busy`` while another request is building it.
+
+    Only one request at a time builds a given file (where the cache is shared, across processes): a
+    writer who clicks again, or a script asking many times at once, cannot make the server build the
+    same 6-second PDF in parallel. A cache that is down claims nothing and keeps nothing, so every
+    request builds its file, as before the cache.
+    """
+    cache = caches["exports"]
+    data = cache.get(key)
+    if isinstance(data, bytes):
+        return data
+    claim = f"{key}:building"
+    if not cache.add(claim, 1, timeout=_BUILD_CLAIM_SECONDS) and cache.get(claim) is not None:
+        raise GenerationError(
+            "busy",
+            "this file is being prepared for another request; try again in a few seconds",
+            retryable=True,
+            retry_after=_BUSY_RETRY_AFTER_SECONDS,
+        )
+    try:
+        data = build()
+        if len(data) <= settings.STORY_EXPORT_CACHE_MAX_BYTES:
+            _cache_keep(cache, key, data)
+    finally:
+        cache.delete(claim)
+    return data
+
+
+def _cache_keep(cache: BaseCache, key: str, data: bytes) -> None:
+    try:
+        cache.set(key, data)
+    except Exception:
+        # A cache that refuses the file (a Redis full with maxmemory-policy noeviction answers OOM,
+        # which is no connection error) must not cost the writer the file that was just built.
+        logger.warning("could not keep an export in the cache", exc_info=True)
 
 
 def export_filename(*, title: str, number: int, extension: str) -> str:

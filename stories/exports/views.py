@@ -59,6 +59,9 @@ class ScreenplayVersionExportApi(APIView):
             **_DOWNLOADS,
             400: OpenApiResponse(description="Unknown format; the message lists the formats offered."),
             404: OpenApiResponse(description="No such story or version among yours."),
+            429: OpenApiResponse(
+                description="`busy`: another request is building this PDF; retry after `Retry-After` seconds."
+            ),
         },
     )
     def get(self, request: Request, story_id: int, number: int) -> HttpResponse:

@@ -6,13 +6,15 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from django.core.cache import caches
 from django.utils.http import content_disposition_header
 from pypdf import PdfReader
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from screenplain.parsers.fountain import parse
 
-from stories.exports import EXPORT_FORMATS
+from stories.exports import EXPORT_FORMATS, downloads
+from stories.exports.downloads import export_cache_key
 from stories.models import ScreenplayVersion, Story
 
 SCREENPLAY = {
@@ -162,3 +164,72 @@ def test_a_token_authenticates_the_download(writer: Any, story: Story) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token " + Token.objects.create(user=writer).key)
     assert client.get(_url(story, 2, "json")).status_code == 200
+
+
+def _title_page(pdf: bytes) -> str:
+    return PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+
+
+def test_a_pdf_is_built_once_then_the_same_file_is_served_until_its_title_page_changes(
+    writer: Any, story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: every GET built the PDF again (6 s of CPU for a 300-scene version), so two downloads of
+    # one version were two different files (reportlab stamps each with its own /ID and time).
+    client = _client(writer)
+    first = client.get(_url(story, 2, "pdf")).content
+    assert client.get(_url(story, 2, "pdf")).content == first
+    assert client.get(_url(story, 1, "pdf")).content != first
+    # What decides the bytes is in the key: a renamed story, a renamed owner, a new format version.
+    story.title = "A New Title"
+    story.save()
+    renamed = client.get(_url(story, 2, "pdf")).content
+    assert "A New Title" in _title_page(renamed)
+    writer.first_name = "Grace"
+    writer.save()
+    assert "Grace Quill" in _title_page(client.get(_url(story, 2, "pdf")).content)
+    version = story.versions.get(number=2)
+    key = export_cache_key(version=version, fmt="pdf")
+    # What a release that changes a writer does (stories/exports/__init__.py).
+    monkeypatch.setattr(downloads, "EXPORT_FORMAT_VERSION", downloads.EXPORT_FORMAT_VERSION + 1)
+    assert export_cache_key(version=version, fmt="pdf") != key
+
+
+def test_a_pdf_bigger_than_the_cache_may_keep_is_built_every_time(
+    writer: Any, story: Story, settings: Any
+) -> None:
+    settings.STORY_EXPORT_CACHE_MAX_BYTES = 1_000
+    client = _client(writer)
+    first = client.get(_url(story, 2, "pdf"))
+    again = client.get(_url(story, 2, "pdf"))
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.content != again.content
+    assert "My Story!" in _title_page(again.content)
+
+
+def test_a_pdf_another_request_is_building_is_a_429_to_retry_not_a_second_build(
+    writer: Any, story: Story
+) -> None:
+    version = story.versions.get(number=2)
+    claim = export_cache_key(version=version, fmt="pdf") + ":building"
+    assert caches["exports"].add(claim, 1)
+    response = _client(writer).get(_url(story, 2, "pdf"))
+    assert response.status_code == 429
+    assert response["Retry-After"] == "5"
+    assert (
+        response.json()["message"]
+        == "this file is being prepared for another request; try again in a few seconds"
+    )
+    caches["exports"].delete(claim)
+    assert _client(writer).get(_url(story, 2, "pdf")).status_code == 200
+
+
+def test_exports_still_download_while_the_cache_is_down(writer: Any, story: Story, settings: Any) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "exports": {"BACKEND": "storyproject.cache.FailSoftRedisCache", "LOCATION": "redis://127.0.0.1:1/0"},
+    }
+    client = _client(writer)
+    for _ in range(2):
+        response = client.get(_url(story, 2, "pdf"))
+        assert response.status_code == 200
+        assert "My Story!" in _title_page(response.content)
