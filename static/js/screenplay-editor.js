@@ -5,7 +5,8 @@
  * reads it exactly as a save does and renders it with the story page's own template, escaped there;
  * this script only places that HTML. Errors (which name the line) are shown with textContent.
  * Saving posts to the REST API with the version the editor opened as base_version: a 409 means
- * another version was saved since, and the writer chooses to save anyway or to reload; the text stays.
+ * another version was saved since, and the writer chooses to save anyway or to reload (asked first, the
+ * text kept as the draft of the version it started from); the text stays.
  * Unsaved text is kept in localStorage per story and starting version, so a reload loses nothing, and
  * leaving the page with unsaved changes asks first.
  */
@@ -100,6 +101,7 @@
     );
   }
 
+  // Whether the text is now kept (or there was nothing to keep).
   function storeDraft() {
     try {
       if (dirty()) {
@@ -107,8 +109,10 @@
       } else {
         localStorage.removeItem(draftKey);
       }
+      return true;
     } catch (e) {
       // Storage full or disabled: the editor still works, only reload recovery is lost.
+      return false;
     }
   }
 
@@ -201,8 +205,18 @@
     save(true);
   });
 
+  // The writer's text stays this version's draft (it was forgotten here, and lost): opening this
+  // version's editor again offers it back, as after any reload. Leaving with changes asks first.
   conflict.querySelector(".conflict-reload").addEventListener("click", function () {
-    forgetDraft();
+    if (dirty()) {
+      var kept = storeDraft()
+        ? "Your text stays in this browser as a draft of version " + config.baseVersion +
+          ": opening version " + config.baseVersion + " in the editor again brings it back."
+        : "This browser cannot keep your text: it will be lost.";
+      if (!window.confirm("Open the latest version in the editor? " + kept)) {
+        return;
+      }
+    }
     leaving = true;
     window.location.assign(config.latestEditUrl);
   });

@@ -117,7 +117,7 @@ def test_a_conflicting_edit_is_not_lost(app_server: AppServer, browser: Browser)
         expect(mine.locator(".conflict-message")).to_contain_text(
             "This editor started from version 1, not the latest (version 3 when it opened)"
         )
-        mine.get_by_role("button", name="Reload the latest version (discards your changes)").click()
+        mine.get_by_role("button", name="Reload the latest version").click()
         mine.wait_for_url(f"**/stories/{story}/versions/3/edit/")
         assert errors == []
     finally:
@@ -354,3 +354,54 @@ def test_keyboard_focus_goes_to_the_text_when_a_restored_draft_is_discarded(
     expect(again.get_by_label("Fountain")).to_have_value(original)
     expect(again.get_by_label("Fountain")).to_be_focused()
     assert watched.errors == []
+
+
+def test_reloading_the_latest_version_after_a_conflict_asks_first_and_keeps_the_text_as_a_draft(
+    app_server: AppServer, browser: Browser
+) -> None:
+    # Was: "Reload the latest version" forgot the draft and left at once: the writer's text was gone.
+    story = app_server.ids["two_versions_story"]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    asked: list[str] = []
+    answer = {"accept": False}
+    errors: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        asked.append(f"{dialog.type}: {dialog.message}")
+        dialog.accept() if answer["accept"] else dialog.dismiss()
+
+    try:
+        page = context.new_page()
+        page.on("dialog", on_dialog)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        log_in(page, app_server)
+        edit_url = f"{app_server.url}/stories/{story}/versions/1/edit/"
+        page.goto(edit_url)
+        editor = page.get_by_label("Fountain")
+        mine = editor.input_value() + "\nA line only I wrote.\n"
+        editor.fill(mine)
+        page.get_by_role("button", name="Save as a new version").click()
+        expect(page.locator(".conflict-message")).to_contain_text("not the latest")
+
+        # Asked, and the writer says no: nothing changes.
+        page.get_by_role("button", name="Reload the latest version").click()
+        expect(page.get_by_label("Fountain")).to_have_value(mine)
+        assert page.url == edit_url
+        assert len(asked) == 1 and asked[0].startswith("confirm: ")
+        assert "version 1" in asked[0]
+
+        # Asked again, and yes: the latest version opens, without a second question on the way out.
+        answer["accept"] = True
+        page.get_by_role("button", name="Reload the latest version").click()
+        page.wait_for_url(f"**/stories/{story}/versions/2/edit/")
+        assert len(asked) == 2
+        expect(page.locator(".draft-note")).to_be_hidden()
+
+        # The text was kept as version 1's draft: its editor offers it back.
+        page.goto(edit_url)
+        expect(page.locator(".draft-note")).to_be_visible()
+        expect(page.get_by_label("Fountain")).to_have_value(mine)
+        assert errors == []
+    finally:
+        context.close()
