@@ -6,12 +6,15 @@ to go on and be saved. ``attach`` follows any of the writer's runs from a seq on
 tab, a dropped network); ``cancel`` stops the socket's run, or any of the writer's runs by id, in
 whatever process runs it. One run is followed at a time per connection. The socket's credential is
 asked again before every message (a ``generate``'s in its admission's own trip to the thread pool) and
-every 30 seconds (``stories.ws_sessions``): once it is revoked,
-the run the socket follows is cancelled (recorded ``cancelled``), the client gets ``error
-unauthenticated`` and the socket is closed with 4401. A user past ``STORY_WS_MAX_SOCKETS_PER_USER``
-open sockets gets ``error busy`` and 4429. A process that is stopping (``make serve``'s graceful stop)
-closes its idle sockets with 4503 and closes a socket that asks it for a new run the same way, before
-starting anything: the client reconnects and reaches another process.
+every 30 seconds (``stories.ws_sessions``): once it is revoked, the client gets ``error
+unauthenticated`` and the socket is closed with 4401. The run the socket follows is cancelled first
+(recorded ``cancelled``) when that credential started it (``GenerationRun.started_by``: here, or on
+another socket or request signed in with it): it must not go on spending for a signed-out writer. A run
+that another credential of the writer started is only no longer followed, as an SSE stream leaves it.
+A user past ``STORY_WS_MAX_SOCKETS_PER_USER`` open sockets gets ``error busy`` and 4429. A process that
+is stopping (``make serve``'s graceful stop) closes its idle sockets with 4503 and closes a socket that
+asks it for a new run the same way, before starting anything: the client reconnects and reaches another
+process.
 
 A client that does not read what it is sent is not sent more than about ``STORY_WS_SEND_BUFFER_BYTES``
 (under daphne, which says how much a connection holds unsent: ``storyproject.send_buffer``): the run it
@@ -44,9 +47,10 @@ from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
 from stories.runs.addresses import attach_parse, cancel_parse
-from stories.runs.follow import run_events_follow, run_owned
+from stories.runs.follow import run_events_follow, run_owned, run_starter
 from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel, run_start
+from stories.ws_auth import credential_fingerprint
 from stories.ws_sessions import (
     SocketSession,
     socket_session_check,
@@ -86,6 +90,11 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     cancel_pending = False
     # The run followed was attached to (not started here): a new request stops following it.
     attached = False
+    # The run followed was started by this socket's credential (here, or elsewhere with the same token
+    # or session): a sign-out cancels it. One that another credential started is only let go.
+    own = False
+    # The digest of this socket's credential, as the runs it starts record it.
+    started_by = ""
     # Whether an event of the run followed has been sent (a run started here: its ``accepted``).
     shown = False
     # The socket closed and let go of its slot, watch and following (``_release``): a task that still
@@ -147,6 +156,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         except GenerationError as error:
             await self._refuse(error)
             return
+        self.started_by = credential_fingerprint(self.session.credential)
         self.watch = asyncio.create_task(self._watch())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -189,9 +199,11 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             if message["type"] in ("generate", "regenerate_scene") and self._stopping_idle():
                 await self._stopping_close()
                 return
-            if message["type"] == "generate":
+            if message["type"] == "generate" and not (self.attached and self.own and self._following()):
                 # Its credential is asked in its admission's trip to the thread pool (``_credential_check``):
                 # one trip fewer before the model call. A refusal before that is answered after the check.
+                # Not while following a run of its own credential that it attached to: the generate
+                # stops following it, and a sign-out found only then would leave that run going.
                 self._generate(message.pop("type"), message, check=self._credential_check)
                 return
         except GenerationError as error:
@@ -269,15 +281,23 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 return
 
     async def _signed_out(self) -> None:
-        # The run is stopped first, so it is recorded cancelled and nothing is saved for a credential
-        # that no longer holds; the client sees `cancelled`, then the error, then the close.
+        # A run this credential started is stopped first, so it is recorded cancelled and nothing is
+        # saved for a credential that no longer holds; the client sees `cancelled`, then the error, then
+        # the close. One that another credential started goes on: a follower does not own it.
         task = self.task
         if task is not None and not task.done():
-            with suppress(GenerationError):  # its terminal event is on its way: nothing to cancel
-                await self._cancel(None)
-            with suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=_CANCEL_WAIT_SECONDS)
+            if self.own:
+                await self._own_run_cancel(task)
+            else:
+                task.cancel()
         await self._refuse(_signed_out_error())
+
+    async def _own_run_cancel(self, task: asyncio.Task[None]) -> None:
+        """Cancel the run followed and wait (a while) for its ``cancelled`` to reach the client."""
+        with suppress(GenerationError):  # its terminal event is on its way: nothing to cancel
+            await self._cancel(None)
+        with suppress(asyncio.CancelledError, asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=_CANCEL_WAIT_SECONDS)
 
     async def _refuse(self, error: GenerationError) -> None:
         if self.refusal is not None:
@@ -302,8 +322,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     def _following(self) -> bool:
         return self.task is not None and not self.task.done() and not self.ended
 
-    def _following_begin(self, *, run_id: int | None, attached: bool) -> None:
-        self.run_id, self.attached = run_id, attached
+    def _following_begin(self, *, run_id: int | None, attached: bool, own: bool) -> None:
+        self.run_id, self.attached, self.own = run_id, attached, own
         self.cancel_pending = self.ended = self.shown = False
 
     def _admitting(self) -> bool:
@@ -315,12 +335,12 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             raise GenerationError(
                 "busy", "a generation is already running on this connection", retryable=True
             )
-        events = _events_for(kind, fields, self.scope["user"], check)
+        events = _events_for(kind, fields, self.scope["user"], check, self.started_by)
         if self.task is not None:
             # Following a run it attached to (a replay, a watch): it stops following it, as a new
             # ``attach`` does; the run goes on.
             self.task.cancel()
-        self._following_begin(run_id=None, attached=False)
+        self._following_begin(run_id=None, attached=False, own=True)
         self.task = asyncio.create_task(self._start(events))
 
     async def _start(self, events: AsyncGenerator[dict[str, Any], None]) -> None:
@@ -361,11 +381,12 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 "ended (read its events), or on another connection",
                 retryable=True,
             )
-        if not await run_owned(run_id=run_id, user_id=self.scope["user"].pk):
+        starter = await run_starter(run_id=run_id, user_id=self.scope["user"].pk)
+        if starter is None:
             raise _not_found()
         if self.task is not None:
             self.task.cancel()  # a follow that has sent its run's end and is finishing
-        self._following_begin(run_id=run_id, attached=True)
+        self._following_begin(run_id=run_id, attached=True, own=bool(starter) and starter == self.started_by)
         self.task = asyncio.create_task(self._follow(run_id, after))
 
     async def _follow(self, run_id: int, after: int) -> None:
@@ -444,10 +465,13 @@ def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str,
 
 
 def _events_for(
-    kind: str, fields: dict[str, Any], user: Any, check: Callable[[], None] | None
+    kind: str, fields: dict[str, Any], user: Any, check: Callable[[], None] | None, started_by: str
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The events of a generation, or of one scene's rewrite (parallel mode); parsing errors raise.
-    ``check``: a generation's admission check (``generation_run``'s ``admission_check``)."""
+    ``check``: a generation's admission check (``generation_run``'s ``admission_check``); ``started_by``:
+    the socket's credential, as the run records it."""
     if kind == "regenerate_scene":
-        return scene_regenerate_run(request=scene_regenerate_request_parse(fields), user=user)
-    return generation_run(request=generation_request_parse(fields), user=user, admission_check=check)
+        rewrite = scene_regenerate_request_parse(fields)
+        return scene_regenerate_run(request=rewrite, user=user, started_by=started_by)
+    request = generation_request_parse(fields)
+    return generation_run(request=request, user=user, admission_check=check, started_by=started_by)

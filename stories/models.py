@@ -106,6 +106,9 @@ class GenerationRun(models.Model):
     # scenes in parallel mode, the complete scenes in single mode) with the usage it cost.
     # Emptied when the run ends (the version, or raw_text, keeps the text).
     checkpoint = models.JSONField(default=dict, blank=True)
+    # A digest of the credential (API token or session) that started the run, "" when none did (a
+    # command): its revocation cancels the run wherever it is followed from (stories.consumers).
+    started_by = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -202,7 +202,7 @@ def run_get_for_user(*, user: AbstractBaseUser | AnonymousUser, run_id: int) -> 
 
 def run_find_for_user(*, run_id: int, user_id: int) -> GenerationRun | None:
     """The writer's run, or None for another's or an unknown one (which are told apart to nobody)."""
-    return GenerationRun.objects.filter(pk=run_id, user_id=user_id).only("pk", "status").first()
+    return GenerationRun.objects.filter(pk=run_id, user_id=user_id).only("pk", "status", "started_by").first()
 
 
 def story_runs_writing(*, story: Story) -> list[int]:

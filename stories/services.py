@@ -123,6 +123,7 @@ def generation_run_start(
     details: dict[str, Any] | None = None,
     lease_owner: str = "",
     checkpoint: dict[str, Any] | None = None,
+    started_by: str = "",
 ) -> GenerationRun:
     """A ``streaming`` run; with ``lease_owner``, held by that process under a fresh lease."""
     return GenerationRun.objects.create(
@@ -137,6 +138,7 @@ def generation_run_start(
         lease_owner=lease_owner,
         lease_expires_at=_lease_until() if lease_owner else None,
         checkpoint=checkpoint or {},
+        started_by=started_by,
     )
 
 
@@ -150,6 +152,7 @@ def generation_run_admit(
     story_id: int | None,
     mode: str = GenerationRun.Mode.SINGLE,
     checkpoint: dict[str, Any] | None = None,
+    started_by: str = "",
 ) -> GenerationRun:
     """Check the user's limits and open the run in one transaction, serialized per user.
 
@@ -180,6 +183,7 @@ def generation_run_admit(
         mode=mode,
         lease_owner=RUN_LEASE_OWNER,
         checkpoint=checkpoint,
+        started_by=started_by,
     )
     # Registered before the commit: an admission waiting on the user's lock sees the run as running.
     _running_here[run.pk] = _RunHere(user_id=user_id, model=model, mode=mode)

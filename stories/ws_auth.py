@@ -13,6 +13,7 @@ deactivated user stops an open socket too, not only new ones.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,19 @@ def socket_credential(scope: dict[str, Any]) -> SocketCredential | None:
     session = scope.get("session")
     session_key = session.session_key if session is not None else None
     return SocketCredential(user_id=user.pk, session_key=session_key) if session_key else None
+
+
+def credential_fingerprint(credential: SocketCredential | None) -> str:
+    """What a run records of the credential that started it (``GenerationRun.started_by``): a digest,
+    never the key itself, so that the run's row signs nobody in; "" for none (a command, a test)."""
+    if credential is None:
+        return ""
+    kind, key = (
+        ("token", credential.token_key) if credential.token_key else ("session", credential.session_key)
+    )
+    if not key:
+        return ""
+    return hashlib.sha256(f"{kind}:{key}".encode()).hexdigest()
 
 
 def credential_current(*, credential: SocketCredential) -> bool:

@@ -56,6 +56,7 @@ async def generation_run(
     edit: SceneEdit | None = None,
     coalesce: bool = True,
     admission_check: Callable[[], None] | None = None,
+    started_by: str = "",
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Run one generation for ``user``; yield the protocol's events (see the module docstring).
 
@@ -64,11 +65,13 @@ async def generation_run(
     for a caller that shows no text as it streams, merging would cost for nothing. ``admission_check``
     (sync, database and cache allowed) runs first in the admission's trip to the thread pool and refuses
     the run by raising GenerationError: the WebSocket's credential check, which then costs no trip of
-    its own before the model call.
+    its own before the model call. ``started_by``: the digest of the credential that asks for the run
+    (``stories.ws_auth.credential_fingerprint``), recorded with it.
     """
     started = time.monotonic()
+    opening = _Opening(check=admission_check, started_by=started_by)
     try:
-        admitted = await _run_admit(request, user.pk, started, resumable=edit is None, check=admission_check)
+        admitted = await _run_admit(request, user.pk, started, resumable=edit is None, opening=opening)
     except GenerationError as error:
         yield error.as_event()
         return
@@ -91,6 +94,14 @@ def _writer(request: GenerationRequest, edit: SceneEdit | None) -> Writer:
     if request.mode == GenerationRun.Mode.PARALLEL:
         return functools.partial(parallel_write, edit=edit)
     return single_write
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """What the caller adds to a run's admission: its own check, and who asks for the run."""
+
+    check: Callable[[], None] | None = None
+    started_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,7 +157,7 @@ async def _run_admit(
     started: float,
     *,
     resumable: bool,
-    check: Callable[[], None] | None = None,
+    opening: _Opening,
 ) -> _Admitted:
     """Admit and record the run (``_run_open``); a cancel that arrives meanwhile finds it closed.
 
@@ -155,7 +166,7 @@ async def _run_admit(
     writer's limits. So the wait is shielded, and a cancelled wait sees the admission
     through, closes its run as cancelled, and only then passes the cancel on.
     """
-    admission = db_started(_run_open, request, user_id, started, resumable, check)
+    admission = db_started(_run_open, request, user_id, started, resumable, opening)
     try:
         return await asyncio.shield(admission)
     except asyncio.CancelledError:
@@ -192,7 +203,7 @@ def _run_open(
     user_id: int,
     started: float,
     resumable: bool,
-    check: Callable[[], None] | None = None,
+    opening: _Opening,
 ) -> _Admitted:
     """Check the story, admit the run, record it and read the cast's contexts, in the one trip to the
     thread pool before the model call.
@@ -200,11 +211,11 @@ def _run_open(
     The per-user limits (concurrent and hourly generations, stories.limits) are checked with the run's
     creation, under a per-user lock, so neither another socket nor another process can race them;
     a refusal comes before anything costs money. The run is leased to this process, with its request
-    recorded for a resume (not a scene rewrite's: that is one call, nothing to keep). ``check``, the
-    caller's own, comes before anything else.
+    recorded for a resume (not a scene rewrite's: that is one call, nothing to keep). The opening's
+    ``check``, the caller's own, comes before anything else.
     """
-    if check is not None:
-        check()
+    if opening.check is not None:
+        opening.check()
     if request.story_id is not None and not story_owned(story_id=request.story_id, user_id=user_id):
         # Before admission: a story that is not the writer's costs no run and no hourly slot.
         raise GenerationError("forbidden", "that story does not exist or is not yours")
@@ -219,6 +230,7 @@ def _run_open(
         story_id=request.story_id,
         mode=request.mode,
         checkpoint=checkpoint_request(request) if resumable else None,
+        started_by=opening.started_by,
     )
     pace = generation_pace_get(model=model, max_tokens=max_tokens)
     admitted = Run(

@@ -89,15 +89,16 @@ def scene_regenerate_body_parse(
 
 
 async def scene_regenerate_run(
-    *, request: SceneRegenerateRequest, user: Any
+    *, request: SceneRegenerateRequest, user: Any, started_by: str = ""
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """The protocol's events for rewriting one scene; ends with ``saved`` and ``done``, or an error."""
+    """The protocol's events for rewriting one scene; ends with ``saved`` and ``done``, or an error.
+    ``started_by``: as ``generation_run``'s."""
     try:
         generation, edit = await db_call(_generation_for)(request, user.pk)
     except GenerationError as error:
         yield error.as_event()
         return
-    stream = generation_run(request=generation, user=user, edit=edit)
+    stream = generation_run(request=generation, user=user, edit=edit, started_by=started_by)
     async with aclosing(stream) as events:  # type: ignore[type-var]
         async for event in events:
             yield event

@@ -27,6 +27,13 @@ async def run_owned(*, run_id: int, user_id: int) -> bool:
     return await db_call(run_find_for_user)(run_id=run_id, user_id=user_id) is not None
 
 
+async def run_starter(*, run_id: int, user_id: int) -> str | None:
+    """The digest of the credential that started the writer's run (``GenerationRun.started_by``, "" when
+    none did); None when the run is not theirs."""
+    run = await db_call(run_find_for_user)(run_id=run_id, user_id=user_id)
+    return None if run is None else run.started_by
+
+
 async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[dict[str, Any], None]:
     """The run's events with ``seq > after``, then the live ones, ending with its terminal event."""
     log = run_event_log()

@@ -23,6 +23,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from accounts.services import api_token_create, api_token_revoke
 from stories import consumers, ws_sessions
@@ -272,6 +273,125 @@ async def test_a_revocation_cancels_the_running_generation_then_closes(
     assert (events[-1]["code"], code) == ("unauthenticated", 4401)
     assert (await GenerationRun.objects.aget()).status == "cancelled"
     assert await Story.objects.acount() == 0
+
+
+# --- A follower's sign-out: the run goes on unless its own credential started it ----------------
+
+SIGNED_OUT_MESSAGES = [
+    pytest.param({"type": "cancel"}, id="cancel"),
+    pytest.param(generate_message(), id="generate"),
+    pytest.param({"type": "attach", "run_id": 1}, id="attach"),
+    # No message arrives: the socket's periodic check finds the sign-out.
+    pytest.param(None, id="watch"),
+]
+
+
+async def _attached(headers: list[tuple[bytes, bytes]], run_id: int) -> WebsocketCommunicator:
+    communicator = await _open(headers)
+    await communicator.send_json_to({"type": "attach", "run_id": run_id})
+    assert json.loads(await communicator.receive_from(timeout=5))["type"] == "accepted"
+    return communicator
+
+
+async def _follower_signed_out(
+    follower: WebsocketCommunicator, signed: Signed, message: dict[str, Any] | None
+) -> list[str]:
+    """Sign the follower's credential out, send ``message``: the types it is sent; it closes with 4401."""
+    await sync_to_async(signed.revoke)()
+    if message is not None:
+        await follower.send_json_to(message)
+    events, code = await _until_closed(follower, timeout=5)
+    assert (events[-1]["type"], events[-1]["code"], code) == ("error", "unauthenticated", 4401)
+    return [e["type"] for e in events if e["type"] not in ("delta", "scene", "progress")]
+
+
+@pytest.mark.parametrize("message", SIGNED_OUT_MESSAGES)
+async def test_a_follower_signed_out_leaves_a_run_another_credential_started_going(
+    writer: Any,
+    cast: Any,
+    offline: None,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    message: dict[str, Any] | None,
+) -> None:
+    # A script starts a run with the writer's token; the writer watches it from a signed-in page, then
+    # logs out there. The page stops following (as an SSE stream does); the script's run goes on.
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2 if message is None else 3600)
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 600
+    starter = await _open(await sync_to_async(_token)(writer))
+    page = await sync_to_async(_signed)("session-logout", writer)
+    follower = None
+    try:
+        await starter.send_json_to(generate_message())
+        run_id = json.loads(await starter.receive_from(timeout=5))["run_id"]
+        follower = await _attached(page.headers, run_id)
+        followed = await _follower_signed_out(follower, page, message)
+        assert (await GenerationRun.objects.aget()).status == "streaming"
+        assert (await ws_events(starter, timeout=30))[-1]["type"] == "done"
+    finally:
+        await starter.disconnect()
+        if follower is not None:
+            await follower.disconnect()
+    assert followed == ["error"]
+    assert (await GenerationRun.objects.aget()).status == "succeeded"
+    assert await Story.objects.acount() == 1
+
+
+@pytest.mark.parametrize("message", SIGNED_OUT_MESSAGES)
+@pytest.mark.parametrize(
+    ("how", "started_on"),
+    [
+        # A page reloaded: its first socket started the run, the next one (same session) follows it.
+        pytest.param("session-logout", "socket", id="session-reload"),
+        pytest.param("token-revoked", "socket", id="token-socket"),
+        pytest.param("token-revoked", "rest", id="token-rest-no-wait"),
+    ],
+)
+async def test_a_follower_signed_out_cancels_a_run_its_own_credential_started(
+    writer: Any,
+    cast: Any,
+    offline: None,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    started_on: str,
+    message: dict[str, Any] | None,
+) -> None:
+    # The run was started with this very token or session (an earlier socket, or a REST request with
+    # "wait": false) and is now followed with it: signing it out cancels the run, whoever follows it.
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2 if message is None else 3600)
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 20  # slow: still streaming when the credential goes
+    signed = await sync_to_async(_signed)(how, writer)
+    run_id = await _run_started(signed.headers, started_on)
+    follower = await _attached(signed.headers, run_id)
+    try:
+        followed = await _follower_signed_out(follower, signed, message)
+    finally:
+        await follower.disconnect()
+    assert followed == ["cancelled", "error"]
+    assert (await GenerationRun.objects.aget()).status == "cancelled"
+    assert await Story.objects.acount() == 0
+
+
+async def _run_started(headers: list[tuple[bytes, bytes]], started_on: str) -> int:
+    """A run started with the credential of ``headers``, on a socket since closed or by REST (a token);
+    its id."""
+    if started_on == "rest":
+        client = APIClient(HTTP_AUTHORIZATION=dict(headers)[b"authorization"].decode())
+        body = {
+            "plot": "A statue, a lie, a fog.",
+            "personas": ["noir-detective", "femme-fatale"],
+            "wait": False,
+        }
+        response = await sync_to_async(client.post)("/api/ai/generate-screenplay/", body, format="json")
+        assert response.status_code == 202, response.content
+        return int(response.json()["run_id"])
+    first = await _open(headers)
+    try:
+        await first.send_json_to(generate_message())
+        return int(json.loads(await first.receive_from(timeout=5))["run_id"])
+    finally:
+        await first.disconnect()  # the run goes on without it
 
 
 # --- The cap on open sockets per user ----------------------------------------------------------
