@@ -736,7 +736,13 @@ class RunEventsApi(APIView):
         # Past the user's cap on open sockets and streams: 429 busy (stories.exception_handlers).
         slot = slot_take(user_id=int(request.user.pk or 0))
         response = StreamingHttpResponse(
-            SseBody(run_id=run.pk, after=after, credential=request_credential(request), slot=slot),
+            SseBody(
+                run_id=run.pk,
+                after=after,
+                credential=request_credential(request),
+                slot=slot,
+                started_by=run.started_by,
+            ),
             content_type="text/event-stream; charset=utf-8",
         )
         response["Cache-Control"] = "no-cache"

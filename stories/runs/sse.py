@@ -10,8 +10,10 @@ also answered 204; the rebuilt events before it have no id.
 The request's credential (its token, or its session) is asked again, as an open WebSocket's is, at
 the first event after every ``ws_sessions.WATCH_SECONDS`` (or then, if no event comes): once it no longer holds (a revoked or
 replaced token, a logout, a changed password, a deactivated user) the stream ends there, and the
-reconnect is refused (401, which stops an EventSource). The run itself goes on: a follower
-does not own it.
+reconnect is refused (401, which stops an EventSource). The run itself goes on (a follower does not own
+it) unless that same credential started it (``GenerationRun.started_by``): then, as a WebSocket
+follower does, the stream cancels it and ends with its ``cancelled``, so that no run goes on spending
+for a credential that no longer holds.
 
 An open stream holds one of its user's connection slots, under the cap that bounds their open sockets
 (``ws_sessions``, ``STORY_WS_MAX_SOCKETS_PER_USER``): past it the request is refused with 429 ``busy``.
@@ -36,8 +38,9 @@ from stories.errors import GenerationError
 from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events_follow
 from stories.runs.log import TERMINAL, event_text
+from stories.runs.runner import run_cancel
 from stories.runs.store import run_event_log
-from stories.ws_auth import SocketCredential, credential_current
+from stories.ws_auth import SocketCredential, credential_current, credential_fingerprint
 from stories.ws_sessions import Slot, slot_free, slot_keep
 from storyproject.db import db_call, db_started
 from storyproject.untrusted import text_quoted
@@ -97,8 +100,18 @@ class SseBody:
     calls once the response is done with, which frees the stream's slot even if the client left before
     the stream's first byte (its generator, never started, has no ``finally`` to run)."""
 
-    def __init__(self, *, run_id: int, after: int, credential: SocketCredential | None, slot: Slot) -> None:
-        self._events = run_sse_stream(run_id=run_id, after=after, credential=credential, slot=slot)
+    def __init__(
+        self,
+        *,
+        run_id: int,
+        after: int,
+        credential: SocketCredential | None,
+        slot: Slot,
+        started_by: str = "",
+    ) -> None:
+        self._events = run_sse_stream(
+            run_id=run_id, after=after, credential=credential, slot=slot, started_by=started_by
+        )
         self._slot = slot
 
     def __aiter__(self) -> AsyncGenerator[bytes, None]:
@@ -109,12 +122,18 @@ class SseBody:
 
 
 async def run_sse_stream(
-    *, run_id: int, after: int, credential: SocketCredential | None = None, slot: Slot | None = None
+    *,
+    run_id: int,
+    after: int,
+    credential: SocketCredential | None = None,
+    slot: Slot | None = None,
+    started_by: str = "",
 ) -> AsyncGenerator[bytes, None]:
     """The run's events as SSE messages. Every ``WATCH_SECONDS`` without an event, a comment
     (``: keepalive``) keeps the connection alive through proxies that close a silent one (nginx's
     ``proxy_read_timeout`` is 60 s; a model may think longer than that before writing), and the stream's
-    standing is asked then too, so its slot stays held however long the run is silent."""
+    standing is asked then too, so its slot stays held however long the run is silent. ``started_by``:
+    the run's (see the module's docstring)."""
     try:
         yield f"retry: {_RETRY_MS}\n\n".encode()
         checked = time.monotonic()
@@ -128,7 +147,11 @@ async def run_sse_stream(
                     done, _ = await asyncio.wait({upcoming}, timeout=max(due, 0))
                     if time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
                         if not await db_call(_stream_standing)(credential=credential, slot=slot):
-                            return  # see the module's docstring: the stream ends, the reconnect is refused
+                            if not _started_with(started_by, credential):
+                                return  # see the module's docstring: the stream ends, the reconnect is refused
+                            # Its own credential started the run: cancelled, and followed to its `cancelled`.
+                            await run_cancel(run_id=run_id)
+                            credential = None
                         checked = time.monotonic()
                     if not done:
                         yield b": keepalive\n\n"
@@ -149,6 +172,11 @@ async def run_sse_stream(
         if slot is not None:
             # Shielded: a client that goes away cancels the stream, and its slot must be freed all the same.
             await asyncio.shield(db_started(slot_free, slot))
+
+
+def _started_with(started_by: str, credential: SocketCredential | None) -> bool:
+    """Whether the run whose ``started_by`` this is was started with ``credential``."""
+    return bool(started_by) and started_by == credential_fingerprint(credential)
 
 
 def _stream_standing(*, credential: SocketCredential | None, slot: Slot | None) -> bool:

@@ -282,6 +282,39 @@ async def test_an_sse_stream_ends_once_its_token_is_revoked_and_the_reconnect_is
         await communicator.disconnect()
 
 
+async def test_an_sse_stream_cancels_the_run_its_own_token_started_once_that_token_is_revoked(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A script starts a run with "wait": false and follows it with the same token, which is then
+    # revoked: as a WebSocket follower of its own run does, the stream cancels it (a run started with
+    # another credential goes on: the test above) and ends with its `cancelled`.
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2)
+    script_slow(fake_anthropic, tokens_per_second=40)
+    token = await Token.objects.acreate(user=writer)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    started = await sync_to_async(client.post)(
+        "/api/ai/generate-screenplay/", {**PLOT, "wait": False}, format="json"
+    )
+    assert started.status_code == 202, started.content
+    run_id = started.json()["run_id"]
+    response = await sync_to_async(client.get)(f"/api/runs/{run_id}/events/")
+    assert response.status_code == 200
+    chunks = aiter(response.streaming_content)
+    received = [await anext(chunks) for _ in range(3)]  # retry:, accepted, the first text
+    await token.adelete()
+    received += [chunk async for chunk in chunks]
+    types = [
+        json.loads(line[6:])["type"]
+        for c in received
+        for line in c.decode().splitlines()
+        if line.startswith("data: ")
+    ]
+    assert types[0] == "accepted" and types[-1] == "cancelled"
+    assert (await GenerationRun.objects.aget(pk=run_id)).status == "cancelled"
+    assert not await ScreenplayVersion.objects.aexists()
+
+
 async def test_event_streams_past_the_cap_are_busy_and_a_closed_one_frees_its_slot(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
