@@ -160,8 +160,7 @@ class FakeAnthropic:
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_port}"
 
     def script(self, *replies: Reply) -> None:
         with self._lock:

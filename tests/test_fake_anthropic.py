@@ -8,6 +8,7 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic.types import TextBlockParam
 
 from stories.generation.backends.anthropic import api_schema
 from stories.generation.outline import parallel_step_schema
@@ -40,7 +41,7 @@ def _send(fake: FakeAnthropic, **params: Any) -> tuple[str, dict[str, int]]:
     return text, usage
 
 
-def _cached_system(text: str = _LONG) -> list[dict[str, Any]]:
+def _cached_system(text: str = _LONG) -> list[TextBlockParam]:
     return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
 
 
@@ -128,8 +129,12 @@ def test_tokens_are_counted_from_words_and_punctuation_not_characters() -> None:
 def _thinking_stream(fake: FakeAnthropic, max_tokens: int) -> tuple[list[str], str, str | None]:
     """Block types, text and stop reason of one streamed reply with adaptive thinking asked for."""
     client = anthropic.Anthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
-    body = {"model": MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Go."}]}
-    with client.messages.stream(**body, thinking={"type": "adaptive"}) as stream:
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=max_tokens,
+        messages=[{"role": "user", "content": "Go."}],
+        thinking={"type": "adaptive"},
+    ) as stream:
         message = stream.get_final_message()
     text = "".join(block.text for block in message.content if block.type == "text")
     return [block.type for block in message.content], text, message.stop_reason
@@ -234,8 +239,13 @@ def test_the_fakes_cache_minimum_and_default_thinking_are_the_apis_not_the_apps_
 
 def test_message_start_reports_the_cache_write_by_ttl(fake: FakeAnthropic) -> None:
     client = anthropic.Anthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
-    body = {"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": "Go."}]}
-    with client.messages.create(**body, system=_cached_system(), stream=True) as stream:
+    with client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Go."}],
+        system=_cached_system(),
+        stream=True,
+    ) as stream:
         start = next(event for event in stream if event.type == "message_start")
         for _ in stream:
             pass
@@ -250,8 +260,12 @@ def test_the_sdks_own_stream_reads_a_redacted_thinking_block_between_the_thinkin
     server = FakeAnthropic(default=lambda body: reply)
     try:
         client = anthropic.Anthropic(api_key=server.api_key, base_url=server.base_url, max_retries=0)
-        body = {"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": "Go."}]}
-        with client.messages.stream(**body, thinking={"type": "adaptive"}) as stream:
+        with client.messages.stream(
+            model=MODEL,
+            max_tokens=100,
+            messages=[{"role": "user", "content": "Go."}],
+            thinking={"type": "adaptive"},
+        ) as stream:
             message = stream.get_final_message()
     finally:
         server.close()

@@ -186,8 +186,9 @@ def continuing_writer(expected: dict[str, Any], *, thought: str | None = None) -
         ask = body["messages"][-1]["content"]
         done = re.search(r"after scene (\d+)", ask) if len(body["messages"]) > 1 else None
         if done is None:
-            first = {} if thought is None else {"thinking_text": thought}
-            return Reply(text=json.dumps(expected), cut_at_max_tokens=True, **first)
+            if thought is None:
+                return Reply(text=json.dumps(expected), cut_at_max_tokens=True)
+            return Reply(text=json.dumps(expected), cut_at_max_tokens=True, thinking_text=thought)
         required = body["output_config"]["format"]["schema"]["required"]
         document = {key: value for key, value in expected.items() if key in required}
         document["scenes"] = expected["scenes"][int(done.group(1)) :]

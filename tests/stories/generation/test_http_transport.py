@@ -13,9 +13,11 @@ import sys
 import time
 from typing import Any
 
+import aiohttp
 import anthropic
 import httpx2
 import pytest
+from anthropic._vendor.httpx_aiohttp.transport import AiohttpTransport
 
 from stories.generation.backends import anthropic as backend_module
 from stories.generation.backends.anthropic import anthropic_client, clients_close
@@ -111,8 +113,11 @@ async def _streamed(client: anthropic.AsyncAnthropic, watch: list[Any] | None = 
             if event.type == "content_block_delta" and event.delta.type == "text_delta":
                 text += event.delta.text
                 if watch is not None:
-                    session = client._client._transport.client
-                    (protocol,) = session.connector._acquired
+                    transport = client._client._transport
+                    assert isinstance(transport, AiohttpTransport)
+                    assert isinstance(transport.client, aiohttp.ClientSession)
+                    assert transport.client.connector is not None
+                    (protocol,) = transport.client.connector._acquired
                     watch.append((type(protocol), protocol._read_timeout_handle))
     return text
 

@@ -69,8 +69,8 @@ def test_metrics_are_not_found_while_no_token_or_network_is_set(settings: Any) -
     "header", [None, "Bearer wrong-token-0123456789", f"Token {TOKEN}", TOKEN, "Bearer "]
 )
 def test_metrics_are_refused_without_the_bearer_token(metrics_on: None, header: str | None) -> None:
-    extra = {} if header is None else {"HTTP_AUTHORIZATION": header}
-    response = Client().get("/metrics", **extra)
+    headers = {} if header is None else {"Authorization": header}
+    response = Client().get("/metrics", headers=headers)
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Bearer")
     assert b"story_generations" not in response.content

@@ -151,7 +151,7 @@ async def _slow_generation(
     )
     communicator = await ws_connect(writer)
     await communicator.send_json_to(generate_message())
-    events = []
+    events: list[dict[str, Any]] = []
     while len([e for e in events if e["type"] == "delta"]) < 2:
         events.append(json.loads(await communicator.receive_from(timeout=10)))
     return communicator, events

@@ -177,6 +177,7 @@ async def test_through_aiohttp_a_pause_ends_as_soon_as_the_whole_body_has_arrive
     client = anthropic.DefaultAioHttpClient()
     try:
         async with _ChunkedServer(rest_after=0.2) as url, client.stream("GET", url) as response:
+            assert isinstance(response.stream, httpx2.AsyncByteStream)
             assert read_pacing._body_reader(response.stream) is not None  # found under this SDK
             body = PacedBody(response.stream, interval_ms=30_000, from_streams=1)
             out = await asyncio.wait_for(_read(body), timeout=10)
@@ -190,6 +191,7 @@ async def test_through_httpx2_the_body_reader_is_not_found_and_pauses_run_their_
     client = httpx2.AsyncClient()
     try:
         async with _ChunkedServer(rest_after=0.05) as url, client.stream("GET", url) as response:
+            assert isinstance(response.stream, httpx2.AsyncByteStream)
             assert read_pacing._body_reader(response.stream) is None
             out = await _read(PacedBody(response.stream, interval_ms=300, from_streams=1))
     finally:

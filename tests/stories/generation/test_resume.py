@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from contextlib import aclosing
-from datetime import timedelta
+from datetime import datetime, timedelta
 from io import StringIO
 from types import SimpleNamespace
 from typing import Any
@@ -162,7 +162,8 @@ async def test_a_scene_the_client_saw_is_in_the_checkpoint_and_usage_is_kept_wit
             if event["type"] == "scene":
                 seen.add(event["index"])
         run = await GenerationRun.objects.aget()
-        assert run.lease_owner == RUN_LEASE_OWNER and run.lease_expires_at > timezone.now()
+        assert run.lease_owner == RUN_LEASE_OWNER
+        assert run.lease_expires_at is not None and run.lease_expires_at > timezone.now()
         assert set(run.checkpoint["scenes"]) == {"0", "1"}
         assert run.checkpoint["outline"]["scenes"][2]["heading"] == "INT. OFFICE 3 - NIGHT"
         assert run.checkpoint["usage"]["output_tokens"] > 0
@@ -185,10 +186,11 @@ async def test_the_lease_is_renewed_while_the_run_streams_and_let_go_when_it_end
     try:
         await communicator.send_json_to(generate_message())
         assert json.loads(await communicator.receive_from(timeout=10))["type"] == "accepted"
-        expiries = []
+        expiries: list[datetime] = []
         for _ in range(4):
             await asyncio.sleep(0.5)
             run = await GenerationRun.objects.aget()
+            assert run.lease_expires_at is not None, expiries
             expiries.append(run.lease_expires_at)
             # Renewed every third of a second-long lease: never lapses while the run is alive.
             assert run.lease_expires_at > timezone.now(), expiries
@@ -470,7 +472,9 @@ async def test_a_run_whose_log_already_told_its_end_is_closed_as_told_not_resume
     assert [e["type"] for e in await _followed(orphan.pk, after=0)] == ["accepted", "outline", "error"]
     assert await log.last_seq(orphan.pk) == 3  # nothing after the end
     # Once the log has expired, the end rebuilt from the database is the one the writer was told.
-    [rebuilt] = await sync_to_async(run_final_events)(run_id=orphan.pk)
+    final = await sync_to_async(run_final_events)(run_id=orphan.pk)
+    assert final is not None
+    [rebuilt] = final
     assert {key: rebuilt[key] for key in told} == told
 
 

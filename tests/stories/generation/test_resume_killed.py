@@ -54,7 +54,7 @@ STALL = 60.0
 
 def _database_url() -> str:
     db = django_settings.DATABASES["default"]
-    if db["ENGINE"].endswith("sqlite3"):
+    if str(db["ENGINE"]).endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
     return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

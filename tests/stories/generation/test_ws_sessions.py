@@ -117,7 +117,7 @@ async def _until_closed(
     communicator: WebsocketCommunicator, timeout: float = 10
 ) -> tuple[list[dict[str, Any]], int]:
     """Every event the server sends, up to its close frame; and the close code."""
-    events = []
+    events: list[dict[str, Any]] = []
     while True:
         output = await communicator.receive_output(timeout=timeout)
         if output["type"] == "websocket.close":
