@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -71,7 +72,7 @@ def _asgi_exchange(path: str, query: str, token: str, events: list[str]) -> None
             await asyncio.Event().wait()  # the client never disconnects
             raise AssertionError("unreachable")
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Mapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 events.append(f"status {message['status']}")
             elif not message.get("more_body", False):

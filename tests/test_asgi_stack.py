@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -170,9 +171,9 @@ def test_a_declared_length_past_the_limit_is_refused_before_the_body_is_read(set
         received.append("body")
         return {"type": "http.request", "body": b"x" * 5000, "more_body": False}
 
-    sent: list[dict[str, Any]] = []
+    sent: list[Mapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Mapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {

@@ -53,6 +53,7 @@ async def test_a_checkpoint_and_a_renewal_are_written_only_while_the_run_is_held
         assert await generation_run_lease_renew_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
         stored = await GenerationRun.objects.aget(pk=run.pk)
         assert stored.checkpoint == {"scenes": [{"heading": "INT. ROOM"}]}
+        assert before is not None and stored.lease_expires_at is not None
         assert stored.lease_expires_at >= before
         # Where they went from: four statements from the loop's connection on PostgreSQL, none elsewhere.
         assert loop_statements() == (4 if _from_loop(run_writes) else 0)

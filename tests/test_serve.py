@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as connect_sync
+from websockets.typing import Origin
 
 from storyproject import serve as serve_module
 
@@ -380,7 +381,7 @@ async def _generate_through_a_stop(served: Served, token: str) -> list[str]:
     url = served.base.replace("http://", "ws://") + "/ws/generate/"
     headers = {"Authorization": f"Token {token}"}
     seen: list[str] = []
-    async with connect(url, origin=served.base, additional_headers=headers, open_timeout=60) as ws:  # type: ignore[arg-type]
+    async with connect(url, origin=Origin(served.base), additional_headers=headers, open_timeout=60) as ws:
         message = {"type": "generate", "plot": "A chef and a detective share a kitchen.", "mode": "single"}
         await ws.send(json.dumps({**message, "personas": ["noir-detective", "grandmother-chef"]}))
         async with asyncio.timeout(120):
@@ -464,7 +465,7 @@ def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serv
         assert idle.get("/healthz").status_code == 200
         # And a WebSocket open with nothing running on it (a client may send its next generate any time).
         ws_url = served.base.replace("http://", "ws://") + "/ws/generate/"
-        idle_socket = connect_sync(ws_url, origin=served.base, additional_headers=headers)  # type: ignore[arg-type]
+        idle_socket = connect_sync(ws_url, origin=Origin(served.base), additional_headers=headers)
         # When the stop comes, one connection follows the run (which keeps the process draining), the
         # other is idle, kept alive.
         with idle_socket, client.stream("GET", started.json()["events_url"]) as events:

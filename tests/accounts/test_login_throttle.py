@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,11 +16,23 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 
-def _login(username: str, password: str, *, address: str = "10.0.0.1", url: str = "/accounts/login/") -> Any:
+@dataclass(frozen=True)
+class _Attempt:
+    """What a login POST answered, and whether its client came out of it signed in."""
+
+    status_code: int
+    content: bytes
+    headers: Mapping[str, str]
+    client_signed_in: bool
+
+
+def _login(
+    username: str, password: str, *, address: str = "10.0.0.1", url: str = "/accounts/login/"
+) -> _Attempt:
     client = Client(REMOTE_ADDR=address)
     response = client.post(url, {"username": username, "password": password})
-    response.client_signed_in = "_auth_user_id" in client.session
-    return response
+    signed_in = "_auth_user_id" in client.session
+    return _Attempt(response.status_code, response.content, response.headers, client_signed_in=signed_in)
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +49,7 @@ def test_failures_lock_the_account_even_for_the_right_password(writer: Any, user
     assert refused.status_code == 429
     assert not refused.client_signed_in
     assert "Too many failed logins for this account. Try again in 15 minutes." in refused.content.decode()
-    assert 890 <= int(refused["Retry-After"]) <= 900
+    assert 890 <= int(refused.headers["Retry-After"]) <= 900
     # Another account from the same address is not affected, and the count ignores case.
     user_factory("other")
     assert _login("other", "pw-other", address="10.0.2.1").client_signed_in

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 from rest_framework.authtoken.models import Token, TokenProxy
@@ -139,7 +140,7 @@ def test_the_cache_holds_no_password_hash_and_the_cached_user_is_complete(writer
     assert writer.password not in repr(stored)
 
     user = authentication.token_user(key)  # from the cache
-    assert user is not None and user.pk == writer.pk
+    assert isinstance(user, User) and user.pk == writer.pk
     assert user.check_password("pw-writer")  # the hash is loaded from the database when read
     user.first_name = "Ada"
     user.save()

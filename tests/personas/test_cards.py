@@ -24,7 +24,7 @@ EXTENSIONS = {
     "talkativeness": "0.7",
     "some_app/unknown": [1, {"nested": True}],
 }
-CARD_V2 = {
+CARD_V2: dict[str, Any] = {
     "spec": "chara_card_v2",
     "spec_version": "2.0",
     "data": {
@@ -72,6 +72,7 @@ def test_a_v2_card_png_imports_exports_and_reimports_to_the_same_persona(tmp_pat
     call_command("export_personas", "captain-vega", "--png", "--out", str(out), stdout=io.StringIO())
     exported = out / "captain-vega.card.png"
     with Image.open(exported) as image:
+        assert isinstance(image, PngImagePlugin.PngImageFile)
         card = json.loads(base64.b64decode(image.text["chara"]))
     assert card["spec"] == "chara_card_v2"
     assert card["data"]["name"] == "Captain Vega"

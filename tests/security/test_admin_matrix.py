@@ -213,21 +213,24 @@ def _persona_inactive(world: World) -> None:
     PersonaConfig.objects.filter(pk=world.persona.pk).update(is_active=False)
 
 
+def _as_it_is(world: World) -> None:
+    """Nothing to prepare: the world has the object under test."""
+
+
 def _model_cases(
-    *, add: dict[str, Any], change: dict[str, Any], prepare: Callable[[World], None] | None = None
+    *, add: dict[str, Any], change: dict[str, Any], prepare: Callable[[World], None] = _as_it_is
 ) -> list[Case]:
     """The URLs every ModelAdmin has; ``prepare`` makes the object under test where the world has none."""
-    kwargs = {"prepare": prepare} if prepare else {}
     return [
-        Case("changelist", "", **kwargs),
+        Case("changelist", "", prepare=prepare),
         Case("add_form", "add/"),
         Case("add", "add/", add),
-        Case("view", "{pk}/change/", **kwargs),
-        Case("change", "{pk}/change/", change, **kwargs),
-        Case("delete_form", "{pk}/delete/", **kwargs),
-        Case("delete", "{pk}/delete/", {"post": "yes"}, **kwargs),
-        Case("history", "{pk}/history/", **kwargs),
-        Case("redirect", "{pk}/", **kwargs),
+        Case("view", "{pk}/change/", prepare=prepare),
+        Case("change", "{pk}/change/", change, prepare=prepare),
+        Case("delete_form", "{pk}/delete/", prepare=prepare),
+        Case("delete", "{pk}/delete/", {"post": "yes"}, prepare=prepare),
+        Case("history", "{pk}/history/", prepare=prepare),
+        Case("redirect", "{pk}/", prepare=prepare),
     ]
 
 
@@ -326,7 +329,7 @@ WATCHED += [User.groups.through, User.user_permissions.through, Group.permission
 
 
 def _snapshot() -> list[list[dict[str, Any]]]:
-    return [list(model.objects.order_by("pk").values()) for model in WATCHED]
+    return [list(model._default_manager.order_by("pk").values()) for model in WATCHED]
 
 
 def _url(model: str, case: Case, world: World) -> str:

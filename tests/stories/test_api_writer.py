@@ -22,7 +22,7 @@ from stories.models import ScreenplayVersion, Story, StoryCast
 from stories.services import screenplay_version_write
 from tests.stories.test_api import client_for
 
-SCREENPLAY = {
+SCREENPLAY: dict[str, Any] = {
     "title": "The Heist",
     "logline": "A crew robs a vault.",
     "characters": [{"name": "MAX", "persona": "hero", "description": "The planner."}],

@@ -33,7 +33,9 @@ class Elsewhere(threading.Thread):
 
     def __init__(self, work: Callable[[], Any]) -> None:
         super().__init__(daemon=True)
-        self.work, self.result, self.error = work, None, None
+        self.work = work
+        self.result: Any = None
+        self.error: Exception | None = None
 
     def run(self) -> None:
         try:

@@ -68,7 +68,7 @@ def test_the_hourly_limit_says_when_to_retry(writer: Any) -> None:
     assert error.code == "rate_limited"
     assert error.retryable is True
     # The oldest run leaves the rolling hour in about ten minutes.
-    assert 590 <= error.retry_after <= 600
+    assert error.retry_after is not None and 590 <= error.retry_after <= 600
     assert f"retry_after={error.retry_after} seconds" in error.message
     assert "Try again in 10 minutes" in error.message
 
@@ -87,7 +87,7 @@ def test_over_the_limit_the_retry_waits_for_enough_runs_to_leave_the_hour(writer
     for minutes in (55, 40, 30, 10):
         _run(writer, status="succeeded", minutes_ago=minutes)
     error = _refusal(writer)
-    assert 29 * 60 <= error.retry_after <= 30 * 60
+    assert error.retry_after is not None and 29 * 60 <= error.retry_after <= 30 * 60
 
 
 @override_settings(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.test.client import MULTIPART_CONTENT
 
 from personas.models import PersonaConfig
 from stories.models import ScreenplayVersion, Story
@@ -37,7 +38,7 @@ def test_the_editor_opens_a_version_as_fountain(logged_in: Client, story: Story)
     page = logged_in.get(f"/stories/{story.pk}/versions/1/edit/").content.decode()
     assert "Title: The Heist" in page and "INT. VAULT - NIGHT\n\nThe door swings open." in page
     assert "js/screenplay-editor.js" in page
-    assert logged_in.get(f"/stories/{story.pk}/edit/").url == f"/stories/{story.pk}/versions/1/edit/"
+    assert logged_in.get(f"/stories/{story.pk}/edit/")["Location"] == f"/stories/{story.pk}/versions/1/edit/"
 
 
 def test_the_preview_renders_like_the_story_page_and_escapes(logged_in: Client, story: Story) -> None:
@@ -101,8 +102,12 @@ def test_a_preview_sent_as_a_form_is_a_415_not_a_500(writer: Any, story: Story) 
         ("fountain=INT.+A", "application/x-www-form-urlencoded"),
         ("INT. A - DAY", "text/plain"),
     ):
-        kwargs = {"content_type": content_type} if content_type else {}
-        response = client.post(f"/stories/{story.pk}/preview/", data, HTTP_X_CSRFTOKEN=token, **kwargs)
+        response = client.post(
+            f"/stories/{story.pk}/preview/",
+            data,
+            content_type=content_type or MULTIPART_CONTENT,
+            HTTP_X_CSRFTOKEN=token,
+        )
         assert response.status_code == 415, content_type
         assert "JSON" in response.json()["error"]
     ok = client.post(
@@ -184,7 +189,7 @@ def test_import_upload_then_confirm_the_cast(logged_in: Client, persona_factory:
         "/stories/import/confirm/", {**posted, "content": json.dumps(posted["content"])}
     )
     story = Story.objects.get(title="Vault")
-    assert response.url == f"/stories/{story.pk}/"
+    assert response["Location"] == f"/stories/{story.pk}/"
     assert story.plot == "A crew robs a vault."
     version = story.versions.get()
     assert (version.origin, version.content["characters"]) == (

@@ -97,7 +97,7 @@ def test_pdf_has_the_title_on_its_first_page_and_markup_stays_text() -> None:
 
 
 def test_pdf_of_a_hostile_screenplay_is_built() -> None:
-    screenplay = {
+    screenplay: dict[str, Any] = {
         "title": "<para>&nbsp;</font>",
         "scenes": [
             {

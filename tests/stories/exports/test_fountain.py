@@ -105,7 +105,7 @@ def test_title_page_has_title_credit_author_and_draft_date() -> None:
 
 
 def test_elements_are_written_the_way_screenwriters_write_them() -> None:
-    screenplay = {
+    screenplay: dict[str, Any] = {
         "title": "T",
         "scenes": [
             {
@@ -137,7 +137,7 @@ def test_elements_are_written_the_way_screenwriters_write_them() -> None:
 
 
 def test_model_text_cannot_make_notes_boneyard_page_breaks_or_sections() -> None:
-    screenplay = {
+    screenplay: dict[str, Any] = {
         "title": "T",
         "scenes": [
             {
@@ -170,7 +170,7 @@ def test_model_text_cannot_make_notes_boneyard_page_breaks_or_sections() -> None
 
 
 def test_dialogue_keeps_blank_lines_and_text_that_looks_like_a_parenthetical() -> None:
-    screenplay = {
+    screenplay: dict[str, Any] = {
         "title": "T",
         "scenes": [
             {
@@ -199,7 +199,7 @@ def test_dialogue_keeps_blank_lines_and_text_that_looks_like_a_parenthetical() -
 
 
 def test_control_characters_are_removed() -> None:
-    screenplay = {
+    screenplay: dict[str, Any] = {
         "title": "T\x00itle\x1b",
         "scenes": [
             {"heading": "INT. A\x07", "elements": [{"type": "action", "text": "a\x0bb\x85c\u2028d\ue700e"}]}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import jsonschema
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from django.http import StreamingHttpResponse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -43,8 +45,16 @@ def _sse(response: Any) -> list[tuple[str | None, dict[str, Any]]]:
     return messages
 
 
-async def _read(content: Any) -> bytes:
+async def _read(content: AsyncIterator[bytes]) -> bytes:
     return b"".join([chunk async for chunk in content])
+
+
+def _async_body(response: object) -> AsyncIterator[bytes]:
+    """An event stream's body, which Django streams from the event loop."""
+    assert isinstance(response, StreamingHttpResponse)
+    content = response.streaming_content
+    assert isinstance(content, AsyncIterator)
+    return content
 
 
 def _finished_run(user: Any) -> int:
@@ -234,14 +244,14 @@ def test_the_schema_describes_each_sse_message_and_a_real_stream_matches_it(
     assert set(message["properties"]) == {"id", "event", "data", "retry"}
     assert set(responses["400"]["content"]) == set(responses["429"]["content"]) == {"application/json"}
     run_id = _finished_run(writer)
-    body = async_to_sync(_read)(_client(writer).get(f"/api/runs/{run_id}/events/").streaming_content)
+    body = async_to_sync(_read)(_async_body(_client(writer).get(f"/api/runs/{run_id}/events/")))
     parsed = [
         {**dict(line.split(": ", 1) for line in block.splitlines()), "event": "message"}
         for block in body.decode().split("\n\n")
         if block
     ]
     assert parsed[0] == {"retry": "2000", "event": "message"}
-    events = [{**m, "retry": int(m["retry"])} if "retry" in m else m for m in parsed]
+    events: list[dict[str, Any]] = [{**m, "retry": int(m["retry"])} if "retry" in m else m for m in parsed]
     for event in events:
         jsonschema.validate(event, message)
     assert [json.loads(e["data"])["type"] for e in events[1:]][-1] == "done"
@@ -262,7 +272,7 @@ async def test_an_sse_stream_ends_once_its_token_is_revoked_and_the_reconnect_is
     try:
         response = await sync_to_async(client.get)(f"/api/runs/{run_id}/events/")
         assert response.status_code == 200
-        chunks = aiter(response.streaming_content)
+        chunks = _async_body(response)
         received = [await anext(chunks) for _ in range(3)]  # retry:, accepted, the first text
         await token.adelete()
         received += [chunk async for chunk in chunks]  # ends, although the run goes on
@@ -331,6 +341,7 @@ async def test_event_streams_past_the_cap_are_busy_and_a_closed_one_frees_its_sl
     async def opened() -> Any:
         response = await sync_to_async(client.get)(url)
         assert response.status_code == 200
+        assert isinstance(response, StreamingHttpResponse)
         await anext(aiter(response))  # the stream has begun
         return response
 
@@ -349,6 +360,7 @@ async def test_event_streams_past_the_cap_are_busy_and_a_closed_one_frees_its_sl
             if again.status_code != 429:
                 break
         assert again.status_code == 200
+        assert isinstance(again, StreamingHttpResponse)
         await anext(aiter(again))
         streams.append(again)
     finally:
@@ -403,7 +415,9 @@ async def test_a_silent_run_s_stream_says_it_is_alive_and_keeps_its_slot(
     url = f"/api/runs/{run_id}/events/"
     try:
         response = await sync_to_async(client.get)(url)
+        assert isinstance(response, StreamingHttpResponse)
         chunks = aiter(response)
+        assert isinstance(chunks, AsyncGenerator)  # it is aclose()d below
         received = b""
         while b": keepalive" not in received:  # the stall has begun
             received += await asyncio.wait_for(anext(chunks), timeout=5)
