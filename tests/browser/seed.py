@@ -17,6 +17,7 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -155,7 +156,7 @@ PLAIN_SCREENPLAY = {
 }
 
 
-def _plain_story(owner: object, *, title: str) -> Story:
+def _plain_story(owner: User, *, title: str) -> Story:
     story = Story.objects.create(owner=owner, title=title, plot="Soup.", latest_version_number=1)
     ScreenplayVersion.objects.create(story=story, number=1, content=PLAIN_SCREENPLAY, model="offline")
     for order, name in enumerate(["grandmother-chef", "rogue-ai"]):
@@ -166,7 +167,7 @@ def _plain_story(owner: object, *, title: str) -> Story:
     return story
 
 
-def _story(owner: object, *, title: str, persona: PersonaConfig) -> Story:
+def _story(owner: User, *, title: str, persona: PersonaConfig) -> Story:
     story = Story.objects.create(owner=owner, title=title, plot=XSS_TEXT, latest_version_number=1)
     content = {
         "title": title,

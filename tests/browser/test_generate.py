@@ -279,7 +279,7 @@ def test_a_refused_generation_shows_why_and_retry_resends_the_same_request(
     app_server: AppServer, watched: Watched
 ) -> None:
     page = watched.page
-    sent: list[str] = []
+    sent: list[str | bytes] = []
     page.on("websocket", lambda socket: socket.on("framesent", lambda payload: sent.append(payload)))
     log_in(page, app_server, ("busy-writer", "busy-writer-pw-2026"))
     page.goto(app_server.url + "/stories/new/")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from tests.browser.conftest import AppServer, Watched
 from tests.browser.test_editor import TEXT_LEFT
@@ -145,11 +145,12 @@ def test_a_right_to_left_override_in_an_imported_cards_name_does_not_reverse_the
         "spec_version": "2.0",
         "data": {"name": "\u2069\u202eMallory", "description": "A spy."},
     }
-    page.locator("input[type=file]").set_input_files(
-        files=[
-            {"name": "\u202ecard.json", "mimeType": "application/json", "buffer": json.dumps(card).encode()}
-        ]
-    )
+    upload: FilePayload = {
+        "name": "\u202ecard.json",
+        "mimeType": "application/json",
+        "buffer": json.dumps(card).encode(),
+    }
+    page.locator("input[type=file]").set_input_files(files=[upload])
     page.locator("#content form [type=submit]").click()
     heading = page.locator(".persona-import-plan h2")
     expect(heading).to_have_text("\u2068\u202eMallory\u2069 (mallory): new")

@@ -114,7 +114,12 @@ def test_a_cut_socket_reconnects_by_itself_and_resumes_after_its_last_event(
     def through(socket: WebSocketRoute) -> None:
         # A transparent proxy to the real server, which the test can cut from the page's side.
         server = socket.connect_to_server()
-        socket.on_message(lambda message: (sent.append(json.loads(message)), server.send(message)))
+
+        def forward(message: str | bytes) -> None:
+            sent.append(json.loads(message))
+            server.send(message)
+
+        socket.on_message(forward)
         sockets.append(socket)
 
     page.route_web_socket("**/ws/generate/", through)
@@ -188,10 +193,20 @@ def test_a_generate_refused_by_a_stopping_server_is_asked_again_on_a_new_socket(
     def first_stopping_then_through(socket: WebSocketRoute) -> None:
         sockets.append(socket)
         if len(sockets) == 1:
-            socket.on_message(lambda message: (sent.append(json.loads(message)), socket.close(code=4503)))
+
+            def stop(message: str | bytes) -> None:
+                sent.append(json.loads(message))
+                socket.close(code=4503)
+
+            socket.on_message(stop)
             return
         server = socket.connect_to_server()
-        socket.on_message(lambda message: (sent.append(json.loads(message)), server.send(message)))
+
+        def forward(message: str | bytes) -> None:
+            sent.append(json.loads(message))
+            server.send(message)
+
+        socket.on_message(forward)
 
     page.route_web_socket("**/ws/generate/", first_stopping_then_through)
     log_in(page, app_server)

@@ -62,7 +62,7 @@ def start(
 
 
 def test_a_failed_save_keeps_everything_that_was_streamed(app_server: AppServer, watched: Watched) -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "accepted", "run_id": 7, "model": "offline", "max_tokens": 1024, "personas": ["rogue-ai"]},
         {"type": "delta", "text": '{"title": "Lockdown", "scenes": [{"heading": "INT. LOBBY - NIGHT"'},
         {"type": "scene", "index": 0, "scene": scene("INT. LOBBY - NIGHT", "The doors will stay closed.")},
@@ -92,7 +92,7 @@ def test_a_failed_save_keeps_everything_that_was_streamed(app_server: AppServer,
 def test_parallel_scenes_arriving_out_of_order_are_placed_by_index(
     app_server: AppServer, watched: Watched
 ) -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "accepted", "run_id": 8, "model": "offline", "max_tokens": 1024, "personas": ["rogue-ai"]},
         {
             "type": "outline",
