@@ -107,12 +107,18 @@ def _run() -> None:
     async def renewal(run_id: int) -> Any:
         return await generation_run_lease_renew_async(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
 
+    def _every_loop_is_daphnes(loop: asyncio.AbstractEventLoop) -> bool:
+        return True
+
+    def _no_loop_is_daphnes(loop: asyncio.AbstractEventLoop) -> bool:
+        return False
+
     async def measure_all() -> dict[tuple[str, str, int], tuple[float, float]]:
         figures: dict[tuple[str, str, int], tuple[float, float]] = {}
         connections = settings.STORY_LOOP_DB_CONNECTIONS or 16
         for path in PATHS:
             settings.STORY_LOOP_DB_CONNECTIONS = 0 if path == "thread pool" else connections
-            loop_db.serving_loop = lambda loop, on=path == "event loop": on  # type: ignore[assignment]
+            loop_db.serving_loop = _every_loop_is_daphnes if path == "event loop" else _no_loop_is_daphnes
             for what, write in (("checkpoint", checkpoint), ("lease renewal", renewal)):
                 for at_once in (1, CONCURRENT):
                     figures[(what, path, at_once)] = await _measure(write, runs[:at_once], WRITES)

@@ -38,7 +38,7 @@ def marker_parse(text: str) -> tuple[str, list[str], int, int] | None:
 
 def screenplay_build(*, personas: list[str], scenes: int, lines: int) -> dict[str, Any]:
     """A screenplay with one character per persona, ``scenes`` scenes of ``lines`` dialogue lines each."""
-    characters = [
+    characters: list[dict[str, Any]] = [
         {
             "name": f"CHARACTER {index + 1}",
             "persona": name,
