@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import websockets
+from websockets.typing import Origin
 
 from tests.live_server import daphne_start, daphne_stop, server_env, writer_seeded
 
@@ -34,7 +35,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
 async def _open(url: str, token: str) -> Any:
     return await websockets.connect(
         url.replace("http", "ws", 1) + "/ws/generate/",
-        origin=url,  # type: ignore[arg-type]
+        origin=Origin(url),
         additional_headers={"Authorization": f"Token {token}"},
     )
 

@@ -43,5 +43,5 @@ def test_a_websocket_connection_no_longer_pretty_prints_autobahns_settings() -> 
     from autobahn.websocket import protocol
 
     settings_list = [("openHandshakeTimeout", 5, "WebSocketServerFactory")]
-    assert protocol.pformat is not pprint.pformat  # type: ignore[attr-defined]
-    assert protocol.pformat(settings_list) is settings_list  # type: ignore[attr-defined]
+    assert protocol.pformat is not pprint.pformat
+    assert protocol.pformat(settings_list) is settings_list

@@ -16,9 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
@@ -40,6 +41,12 @@ class Served:
     env: dict[str, str]
     # Set when it serves on a Unix socket: the path clients connect to.
     unix_socket: str = ""
+
+
+class Serve(Protocol):
+    """The ``serve`` fixture: starts ``storyproject.serve`` with ``processes`` and settings ``extra``."""
+
+    def __call__(self, processes: int, host: str = "127.0.0.1", **extra: str) -> Served: ...
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -82,11 +89,11 @@ def _healthz(base: str, unix_socket: str = "") -> int:
         return client.get(base + "/healthz").status_code
 
 
-def _wait_for(ready: object, timeout: float, what: str) -> None:
+def _wait_for(ready: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if ready():  # type: ignore[operator]
+            if ready():
                 return
         except (httpx.HTTPError, OSError):
             pass
@@ -95,7 +102,7 @@ def _wait_for(ready: object, timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[object]:
+def serve(tmp_path: Path) -> Iterator[Serve]:
     started: list[Served] = []
 
     def start(processes: int, host: str = "127.0.0.1", **extra: str) -> Served:
@@ -129,9 +136,9 @@ def serve(tmp_path: Path) -> Iterator[object]:
 
 
 def test_serve_starts_the_configured_processes_that_each_answer_and_stops_cleanly_on_sigterm(
-    serve: object,
+    serve: Serve,
 ) -> None:
-    served: Served = serve(2)  # type: ignore[operator]
+    served = serve(2)
     workers = _children(served.process.pid)
     _each_process_answers(served)
 
@@ -174,9 +181,9 @@ def _stopped_cleanly(served: Served) -> None:
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1) to serve on")
 def test_serve_on_ipv6_answers_on_every_process_over_ipv6_loopback_and_ipv4_where_dual_stack(
-    serve: object,
+    serve: Serve,
 ) -> None:
-    served: Served = serve(2, host="::")  # type: ignore[operator]
+    served = serve(2, host="::")
     port = served.base.rsplit(":", 1)[1]
     assert served.base == f"http://[::1]:{port}"
     _each_process_answers(served)
@@ -186,12 +193,12 @@ def test_serve_on_ipv6_answers_on_every_process_over_ipv6_loopback_and_ipv4_wher
 
 
 def test_serve_on_a_unix_socket_answers_on_every_process_and_guards_the_path(
-    serve: object, tmp_path: Path
+    serve: Serve, tmp_path: Path
 ) -> None:
     path = tmp_path / "story.sock"
     with socket.socket(socket.AF_UNIX) as stale:
         stale.bind(str(path))  # left by a server that was killed: bound, nobody listening; replaced
-    served: Served = serve(2, host=f"unix:{path}")  # type: ignore[operator]
+    served = serve(2, host=f"unix:{path}")
     assert path.is_socket()
     # Whoever runs the server and its group (a reverse proxy added to it) may connect; nobody else.
     assert path.stat().st_mode & 0o777 == 0o660
@@ -309,16 +316,16 @@ def test_ctrl_c_during_the_preparation_stops_it_without_a_traceback_and_starts_n
     assert not Path(f"/proc/{preparing}").exists()
 
 
-def test_serve_restarts_a_process_that_dies(serve: object) -> None:
-    served: Served = serve(1)  # type: ignore[operator]
+def test_serve_restarts_a_process_that_dies(serve: Serve) -> None:
+    served = serve(1)
     [first] = _children(served.process.pid)
     os.kill(first, signal.SIGKILL)
     _wait_for(lambda: _children(served.process.pid) not in ([], [first]), 60, "a new process started")
     _wait_for(lambda: _healthz(served.base) == 200, 120, "the new process answered")
 
 
-def test_the_processes_stop_when_the_supervisor_is_killed(serve: object) -> None:
-    served: Served = serve(2)  # type: ignore[operator]
+def test_the_processes_stop_when_the_supervisor_is_killed(serve: Serve) -> None:
+    served = serve(2)
     workers = _children(served.process.pid)
     served.process.kill()
     served.process.wait()
@@ -399,9 +406,9 @@ async def _generate_through_a_stop(served: Served, token: str) -> list[str]:
     return seen
 
 
-def test_serve_lets_a_running_generation_finish_after_sigterm(serve: object) -> None:
+def test_serve_lets_a_running_generation_finish_after_sigterm(serve: Serve) -> None:
     # About 10 s of generation at this pace: long enough to stop the server in the middle of it.
-    served: Served = serve(1, STORY_OFFLINE_TOKENS_PER_SECOND="60", SERVE_GRACEFUL_SECONDS="90")  # type: ignore[operator]
+    served = serve(1, STORY_OFFLINE_TOKENS_PER_SECOND="60", SERVE_GRACEFUL_SECONDS="90")
     token = _writer_token(served)
     seen = asyncio.run(_generate_through_a_stop(served, token))
     assert seen[-1] == "done", seen[-5:]
@@ -411,12 +418,12 @@ def test_serve_lets_a_running_generation_finish_after_sigterm(serve: object) -> 
 
 
 def test_a_frozen_process_shows_in_the_loop_lag_that_metrics_sum_over_the_processes(
-    serve: object, tmp_path: Path
+    serve: Serve, tmp_path: Path
 ) -> None:
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     token = secrets.token_urlsafe(24)
-    served: Served = serve(2, METRICS_TOKEN=token, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))  # type: ignore[operator]
+    served = serve(2, METRICS_TOKEN=token, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     _each_process_answers(served)  # each has served a request, which starts its loop's watcher
     time.sleep(1.5)
     before = _loop_lag_counts(served, token)
@@ -446,11 +453,11 @@ def _loop_lag_counts(served: Served, token: str) -> tuple[float, float]:
     return total, total - samples[("story_event_loop_lag_seconds_bucket", "1.0")]
 
 
-def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serve: object) -> None:
+def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serve: Serve) -> None:
     # Was: only the listening socket was closed; a kept-alive connection (nginx's upstream `keepalive`)
     # went on bringing requests, and new generations, to the draining process for its whole grace; so
     # did an open WebSocket.
-    served: Served = serve(1, STORY_OFFLINE_TOKENS_PER_SECOND="60", SERVE_GRACEFUL_SECONDS="90")  # type: ignore[operator]
+    served = serve(1, STORY_OFFLINE_TOKENS_PER_SECOND="60", SERVE_GRACEFUL_SECONDS="90")
     # X-Forwarded-Proto: as the reverse proxy says; DJANGO_SECURE_SSL is on.
     headers = {"Authorization": f"Token {_writer_token(served)}", "X-Forwarded-Proto": "https"}
     body = {

@@ -63,7 +63,8 @@ def test_database_url_reads_postgres_with_pool() -> None:
         "db.local",
         "6543",
     )
-    assert db["OPTIONS"]["pool"]["max_size"] == 20  # type: ignore[index]
+    options = db["OPTIONS"]
+    assert isinstance(options, dict) and options["pool"]["max_size"] == 20
 
 
 def test_database_url_reads_relative_and_absolute_sqlite() -> None:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from django.http import StreamingHttpResponse
 from django.test import Client
 from django.urls import get_resolver
 
@@ -25,7 +26,7 @@ def test_the_icon_is_linked_from_the_pages_and_favicon_ico_leads_to_it(writer: A
     assert (redirect.status_code, redirect["Location"]) == (301, "/static/favicon.svg")
     icon = client.get("/static/favicon.svg")
     assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
-    assert b"".join(icon.streaming_content).startswith(b"<svg")  # type: ignore[attr-defined]
+    assert isinstance(icon, StreamingHttpResponse) and b"".join(icon).startswith(b"<svg")
 
 
 @pytest.mark.django_db

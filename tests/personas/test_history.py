@@ -5,9 +5,8 @@ from __future__ import annotations
 from personas.history import Segment, persona_state, state_changes
 
 
-def _state(config: object, **fields: object) -> dict[str, str]:
-    base = {"name": "hero", "display_name": "Hero", "is_active": True, "config_data": config}
-    return persona_state(**{**base, **fields})  # type: ignore[arg-type]
+def _state(config: object, *, is_active: bool = True) -> dict[str, str]:
+    return persona_state(name="hero", display_name="Hero", is_active=is_active, config_data=config)
 
 
 def test_a_state_names_the_parts_in_the_editors_order_with_lists_as_text_and_other_keys_last() -> None:

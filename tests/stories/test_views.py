@@ -373,7 +373,9 @@ def test_regenerate_starts_from_a_plot_and_title_the_generation_accepts(
     Story.objects.filter(pk=story.pk).update(plot="A crew\x1b[31m plans\x9b one last job.\x7f\nIn Lyon.")
     page = logged_in.get(f"/stories/{story.pk}/").content.decode()
     plot = html.unescape(page.split('aria-describedby="plot-count">')[1].split("</textarea>")[0])
-    title = html.unescape(re.search(r'<input id="title" [^>]*value="([^"]*)"', page).group(1))  # type: ignore[union-attr]
+    title_input = re.search(r'<input id="title" [^>]*value="([^"]*)"', page)
+    assert title_input is not None
+    title = html.unescape(title_input.group(1))
     assert (plot, title) == ("A crew[31m plans one last job.\nIn Lyon.", "The heist[0m")
     request = generation_request_parse(
         {"plot": plot, "title": title, "personas": ["anna"], "story_id": story.pk}

@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from stories.models import GenerationRun
 from storyproject import logs
-from storyproject.cache import RETRY_AFTER_SECONDS
+from storyproject.cache import RETRY_AFTER_SECONDS, FailSoftRedisCache
 from tests.stories.generation.conftest import ws_generate
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -62,7 +62,8 @@ def test_the_cache_answers_as_an_empty_one_and_skips_redis_for_a_while(
     # One warning for the first failure; the circuit breaker then answers without trying Redis.
     assert len(caplog.records) == 1
     assert "cache unavailable" in caplog.records[0].getMessage()
-    assert cache._shared.down_until > time.monotonic() + RETRY_AFTER_SECONDS - 1  # type: ignore[attr-defined]
+    assert isinstance(cache, FailSoftRedisCache)
+    assert cache._shared.down_until > time.monotonic() + RETRY_AFTER_SECONDS - 1
 
     # Django makes a cache object per thread and per request: the next one skips Redis too.
     other = threading.Thread(target=lambda: caches["default"].get("k"))

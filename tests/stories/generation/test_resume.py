@@ -630,6 +630,7 @@ async def test_a_database_outage_logs_the_lease_renewals_failing_once_not_at_eve
     monkeypatch.setattr(checkpoint, "generation_run_lease_renew_async", database_down)
     monkeypatch.setattr(checkpoint, "_RENEWALS", RepeatedFailure(checkpoint.logger, "renewing leases"))
     runs = [SimpleNamespace(run_id=n, lease_owner=RUN_LEASE_OWNER) for n in (1, 2, 3)]
+    # Stand-ins for Run: _lease_renew reads only their run_id and lease_owner.
     renewals = [asyncio.ensure_future(checkpoint._lease_renew(run)) for run in runs]  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger=checkpoint.logger.name):
         await asyncio.sleep(0.4)

@@ -33,6 +33,7 @@ import pytest
 import websockets
 from django.conf import settings as django_settings
 from rest_framework.authtoken.models import Token
+from websockets.typing import Origin
 
 from stories.generation.stream import ScreenplayStreamParser
 from stories.models import GenerationRun, ScreenplayVersion
@@ -285,7 +286,7 @@ async def _follow(url: str, token: str, run_id: int, seen: list[dict[str, Any]])
     """Attach to the run over ``url``'s WebSocket and collect its events into ``seen`` to its end."""
     async with websockets.connect(
         url.replace("http://", "ws://") + "/ws/generate/",
-        origin=url,  # type: ignore[arg-type]
+        origin=Origin(url),
         additional_headers={"Authorization": f"Token {token}"},
         open_timeout=30,
     ) as follower:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.typing import Origin
 
 from stories.generation.models_registry import DEFAULT_MODEL
 from tests.fake_anthropic import FakeAnthropic
@@ -77,7 +78,7 @@ def _socket(servers: Servers, index: int) -> Any:
     url = servers.urls[index]
     return websockets.connect(
         url.replace("http://", "ws://") + "/ws/generate/",
-        origin=url,  # type: ignore[arg-type]
+        origin=Origin(url),
         additional_headers={"Authorization": f"Token {servers.token}"},
         open_timeout=10,
     )
