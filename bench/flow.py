@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -245,9 +245,9 @@ class Fake:
 
 
 @contextmanager
-def fake_server(  # type: ignore[no-untyped-def]
+def fake_server(
     *, ttft_ms: float = TTFT_MS, tokens_per_second: float = TOKENS_PER_SECOND, chunk_chars: int = CHUNK_CHARS
-):
+) -> Iterator[Fake]:
     command = [
         sys.executable,
         "-m",
@@ -480,11 +480,11 @@ def _level_row(
         samples["overhead"].append(
             ((g.done_at - g.sent_at) - (record["ended_at"] - record["received_at"])) * 1000  # type: ignore[operator]
         )
-        samples["lag"].append((g.first_delta_at - record["first_token_at"]) * 1000)  # type: ignore[operator]
-        scene_lag = g.first_scene_at - record["first_scene_at"]  # type: ignore[operator]
+        samples["lag"].append((g.first_delta_at - record["first_token_at"]) * 1000)
+        scene_lag = g.first_scene_at - record["first_scene_at"]
         samples["scene lag"].append(scene_lag * 1000)
         samples["before"].append((record["received_at"] - g.sent_at) * 1000)
-        samples["after"].append((g.done_at - record["ended_at"]) * 1000)  # type: ignore[operator]
+        samples["after"].append((g.done_at - record["ended_at"]) * 1000)
         samples["scene"].append(
             ((g.first_scene_at - g.sent_at) - (record["first_scene_at"] - record["received_at"])) * 1000  # type: ignore[operator]
         )

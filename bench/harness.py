@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,10 +174,10 @@ def _answers(base: str) -> bool:
         return False
 
 
-def _wait(ready: object, timeout: float = 30) -> None:
+def _wait(ready: Callable[[], object], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if ready():  # type: ignore[operator]
+        if ready():
             return
         time.sleep(0.2)
     raise RuntimeError("a benchmark service did not start in time")

@@ -18,10 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from bench.harness import ROOT, daphne_running
 
@@ -59,7 +61,7 @@ def _env(database: Path) -> dict[str, str]:
 async def _measure(base: str, token: str) -> tuple[int, int, list[float]]:
     url = base.replace("http://", "ws://") + "/ws/generate/"
     headers = {"Authorization": f"Token {token}"}
-    async with connect(url, origin=base, additional_headers=headers, max_size=2**22) as socket:  # type: ignore[arg-type]
+    async with connect(url, origin=Origin(base), additional_headers=headers, max_size=2**22) as socket:
         request = {"type": "generate", "plot": PLOT, "personas": ["keeper"], "max_tokens": 16000}
         await socket.send(json.dumps(request))
         events = [json.loads(raw) async for raw in _until_terminal(socket)]
@@ -74,8 +76,8 @@ async def _measure(base: str, token: str) -> tuple[int, int, list[float]]:
     return len(events), tokens, timings
 
 
-async def _until_terminal(socket: object):  # type: ignore[no-untyped-def]
-    async for raw in socket:  # type: ignore[attr-defined]
+async def _until_terminal(socket: ClientConnection) -> AsyncIterator[str | bytes]:
+    async for raw in socket:
         yield raw
         if json.loads(raw)["type"] in ("done", "error", "cancelled"):
             return

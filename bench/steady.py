@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -263,12 +263,12 @@ def _answers(base: str) -> bool:
         return False
 
 
-def _wait(ready: object, supervisor: subprocess.Popen[bytes], timeout: float = 180) -> None:
+def _wait(ready: Callable[[], object], supervisor: subprocess.Popen[bytes], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if supervisor.poll() is not None:
             raise RuntimeError(f"make serve's supervisor exited with code {supervisor.returncode}")
-        if ready():  # type: ignore[operator]
+        if ready():
             return
         time.sleep(0.3)
     raise RuntimeError("the servers did not start in time")

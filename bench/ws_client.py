@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin
 
 _DELTA = '{"type": "delta"'
 _PROGRESS = '{"type": "progress"'
@@ -38,7 +39,7 @@ async def ws_open(*, base: str, session_cookie: str) -> ClientConnection:
     url = base.replace("http://", "ws://") + "/ws/generate/"
     return await connect(
         url,
-        origin=base,  # type: ignore[arg-type]
+        origin=Origin(base),
         additional_headers={"Cookie": f"sessionid={session_cookie}"},
         open_timeout=60,
         max_size=2**22,
