@@ -132,8 +132,8 @@ def test_after_and_last_event_id_are_both_checked_before_the_header_wins(
     writer: Any, cast: Any, offline: None, query: dict[str, Any], header: str | None, refused: str
 ) -> None:
     run_id = _finished_run(writer)
-    headers = {} if header is None else {"HTTP_LAST_EVENT_ID": header}
-    response = _client(writer).get(f"/api/runs/{run_id}/events/", query, **headers)
+    headers = {} if header is None else {"Last-Event-ID": header}
+    response = _client(writer).get(f"/api/runs/{run_id}/events/", query, headers=headers)
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_request"
     assert response.json()["message"].startswith(f"{refused} must be ")
@@ -310,6 +310,7 @@ async def test_an_sse_stream_cancels_the_run_its_own_token_started_once_that_tok
     run_id = started.json()["run_id"]
     response = await sync_to_async(client.get)(f"/api/runs/{run_id}/events/")
     assert response.status_code == 200
+    assert isinstance(response, StreamingHttpResponse)
     chunks = aiter(response.streaming_content)
     received = [await anext(chunks) for _ in range(3)]  # retry:, accepted, the first text
     await token.adelete()
