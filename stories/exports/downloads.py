@@ -81,7 +81,16 @@ def _exported(*, version: ScreenplayVersion, fmt: str, meta: ExportMeta) -> tupl
 
 def _export_key(*, version: ScreenplayVersion, fmt: str, meta: ExportMeta) -> str:
     """Everything that decides the file's bytes, hashed (a title may hold 200 characters of any script)."""
-    parts = [EXPORT_FORMAT_VERSION, version.pk, fmt, asdict(meta)]
+    # The version's own moment of creation as well as its id: a database restored or rebuilt under a
+    # cache that kept its files gives the same ids to other versions, never the same microsecond.
+    parts = [
+        EXPORT_FORMAT_VERSION,
+        version.pk,
+        version.story_id,
+        version.created_at.isoformat(),
+        fmt,
+        asdict(meta),
+    ]
     digest = hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()
     return f"export:{digest}"
 
