@@ -50,7 +50,7 @@ from stories.runs.addresses import attach_parse, cancel_parse
 from stories.runs.follow import run_events_follow, run_owned, run_starter
 from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel, run_start
-from stories.ws_auth import credential_fingerprint
+from stories.ws_auth import credential_fingerprint, started_with
 from stories.ws_sessions import (
     SocketSession,
     socket_session_check,
@@ -386,7 +386,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             raise _not_found()
         if self.task is not None:
             self.task.cancel()  # a follow that has sent its run's end and is finishing
-        self._following_begin(run_id=run_id, attached=True, own=bool(starter) and starter == self.started_by)
+        self._following_begin(run_id=run_id, attached=True, own=started_with(starter, self.started_by))
         self.task = asyncio.create_task(self._follow(run_id, after))
 
     async def _follow(self, run_id: int, after: int) -> None:

@@ -102,6 +102,12 @@ def credential_fingerprint(credential: SocketCredential | None) -> str:
     return hashlib.sha256(f"{kind}:{key}".encode()).hexdigest()
 
 
+def started_with(started_by: str, fingerprint: str) -> bool:
+    """Whether a run whose ``started_by`` this is was started with the credential of ``fingerprint``
+    (``credential_fingerprint``); a run that records none (a command's, an older one's) never was."""
+    return bool(started_by) and started_by == fingerprint
+
+
 def credential_current(*, credential: SocketCredential) -> bool:
     """Whether the credential still signs in its user, active (sync). Warm, from the cache: no query."""
     if credential.token_key is not None:

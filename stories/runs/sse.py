@@ -40,7 +40,7 @@ from stories.runs.follow import run_events_follow
 from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel
 from stories.runs.store import run_event_log
-from stories.ws_auth import SocketCredential, credential_current, credential_fingerprint
+from stories.ws_auth import SocketCredential, credential_current, credential_fingerprint, started_with
 from stories.ws_sessions import Slot, slot_free, slot_keep
 from storyproject.db import db_call, db_started
 from storyproject.untrusted import text_quoted
@@ -147,7 +147,7 @@ async def run_sse_stream(
                     done, _ = await asyncio.wait({upcoming}, timeout=max(due, 0))
                     if time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
                         if not await db_call(_stream_standing)(credential=credential, slot=slot):
-                            if not _started_with(started_by, credential):
+                            if not started_with(started_by, credential_fingerprint(credential)):
                                 return  # see the module's docstring: the stream ends, the reconnect is refused
                             # Its own credential started the run: cancelled, and followed to its `cancelled`.
                             await run_cancel(run_id=run_id)
@@ -172,11 +172,6 @@ async def run_sse_stream(
         if slot is not None:
             # Shielded: a client that goes away cancels the stream, and its slot must be freed all the same.
             await asyncio.shield(db_started(slot_free, slot))
-
-
-def _started_with(started_by: str, credential: SocketCredential | None) -> bool:
-    """Whether the run whose ``started_by`` this is was started with ``credential``."""
-    return bool(started_by) and started_by == credential_fingerprint(credential)
 
 
 def _stream_standing(*, credential: SocketCredential | None, slot: Slot | None) -> bool:

@@ -363,7 +363,8 @@ def _status_error(error: anthropic.APIStatusError) -> GenerationError:
     if status == 403 and not kind:
         # No API error body: something in front of the API refused it (a Cloudflare challenge page, a
         # proxy), which says nothing about the key (Anthropic's "Errors" docs, api/errors: the API's own
-        # 403 is a JSON ``permission_error``; the SDK leaves ``type`` None for a body that is not its JSON).
+        # 403 is a JSON ``permission_error``; anthropic 2.14 _exceptions.py, ``APIStatusError.__init__``:
+        # ``self.type = extract_property(body, "error", "type")``, None for a body that is not its JSON).
         return GenerationError(
             "llm_config",
             "the model provider's network refused this service's request before the API answered "
