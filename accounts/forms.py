@@ -40,7 +40,7 @@ class ThrottledLoginMixin:
     def clean(self) -> dict[str, Any]:
         username = str(self.cleaned_data.get("username") or "")
         if not username:  # the field's own error says so; nothing is checked, nothing counted
-            return super().clean()  # type: ignore[misc,no-any-return]
+            return super().clean()  # type: ignore[misc]
         attempt = attempt_begin(self, username=username)
         try:
             cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]

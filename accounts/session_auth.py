@@ -90,7 +90,7 @@ def _session_user_id(session_key: str) -> Any | None:
     """The pk of the active user the session signs in, or None; reads and changes nothing else."""
     session = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key)
     try:
-        user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])  # type: ignore[union-attr]
+        user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
         backend_path = session[BACKEND_SESSION_KEY]
     except (KeyError, ValidationError):
         return None

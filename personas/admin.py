@@ -286,7 +286,7 @@ class PersonaConfigAdmin(VersionAdmin):
                 return JsonResponse({"errors": [PREVIEW_SIGNED_OUT]}, status=401)
             if not self.admin_site.has_permission(request):  # signed in, but no (more) staff
                 return JsonResponse({"errors": [PREVIEW_NOT_STAFF]}, status=403)
-            return method(request)  # type: ignore[no-any-return]
+            return method(request)
 
         return csrf_protect(never_cache(signed_in))
 

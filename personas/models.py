@@ -45,7 +45,7 @@ class PersonaConfig(models.Model):
         # A row loaded from the database is bumped; a new one (even with a given pk, as a recovered
         # persona is) is inserted with the version it was given.
         if not self._state.adding:
-            self.version = models.F("version") + 1  # type: ignore[assignment]
+            self.version = models.F("version") + 1
         super().save(*args, **kwargs)  # type: ignore[arg-type]
         if self.pk is not None and not isinstance(self.version, int):
             self.refresh_from_db(fields=["version"])

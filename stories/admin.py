@@ -159,7 +159,7 @@ class GenerationSettingsAdmin(admin.ModelAdmin):
         return super().has_add_permission(request) and not GenerationSettings.objects.exists()
 
     def save_model(self, request: HttpRequest, obj: GenerationSettings, form: object, change: bool) -> None:
-        super().save_model(request, obj, form, change)  # type: ignore[arg-type]
+        super().save_model(request, obj, form, change)
         transaction.on_commit(generation_settings_forget)
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:

@@ -82,7 +82,7 @@ _open: weakref.WeakSet[GenerateConsumer] = weakref.WeakSet()
 class GenerateConsumer(AsyncWebsocketConsumer):
     # No channel layer: nothing is sent to this consumer from outside its socket, and without one a
     # Redis outage cannot break the socket (Channels would otherwise poll Redis for this channel).
-    channel_layer_alias = None  # type: ignore[assignment]
+    channel_layer_alias = None
     # The task following the socket's run (started here, or attached), and that run's id once known.
     task: asyncio.Task[None] | None = None
     run_id: int | None = None

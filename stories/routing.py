@@ -9,7 +9,7 @@ from storyproject.middleware import websocket_refuse
 GENERATE_WS_PATH = "/ws/generate/"
 
 websocket_urlpatterns: list[URLPattern] = [
-    path(GENERATE_WS_PATH.removeprefix("/"), GenerateConsumer.as_asgi()),  # type: ignore[arg-type]
+    path(GENERATE_WS_PATH.removeprefix("/"), GenerateConsumer.as_asgi()),
     # Any other path: a refused handshake (403). Channels' URLRouter raised "No route found", which
     # daphne answered 500 with an ERROR traceback in the log, for every such handshake.
     re_path(r"", websocket_refuse),  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.admin.options import IS_FACETS_VAR, IS_POPUP_VAR, TO_FIELD_VAR  # type: ignore[attr-defined]
+from django.contrib.admin.options import IS_FACETS_VAR, IS_POPUP_VAR, TO_FIELD_VAR
 from django.contrib.admin.views.main import ALL_VAR, ERROR_FLAG, ORDER_VAR, PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import DisallowedHost, FieldDoesNotExist, TooManyFieldsSent, ValidationError
 from django.db import DataError, NotSupportedError, models
@@ -77,7 +77,7 @@ def content_security_policy_middleware(
 
         async def async_middleware(request: HttpRequest) -> HttpResponseBase:
             request.csp_nonce = secrets.token_urlsafe(18)  # type: ignore[attr-defined]
-            response = await get_response(request)  # type: ignore[misc]
+            response = await get_response(request)
             return _apply(request, response)
 
         return async_middleware

@@ -73,8 +73,8 @@ class DrainingServer(Server):
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        reactor.callWhenRunning(self._inherited_listen)  # type: ignore[attr-defined]
-        reactor.callWhenRunning(self._http_connections_track)  # type: ignore[attr-defined]
+        reactor.callWhenRunning(self._inherited_listen)
+        reactor.callWhenRunning(self._http_connections_track)
         super().run()
 
     def _http_connections_track(self) -> None:
@@ -108,7 +108,7 @@ class DrainingServer(Server):
         super().listen_success(port)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        reactor.callFromThread(self._drain_start)  # type: ignore[attr-defined]
+        reactor.callFromThread(self._drain_start)
 
     def _drain_start(self) -> None:
         if self._drain_deadline is not None:

@@ -123,7 +123,7 @@ def schema_require_all(schema: Any, *, optional: frozenset[str] = _OPTIONAL_FIEL
 @cache
 def model_screenplay_schema() -> dict[str, Any]:
     """What a single-pass call asks the model for: the contract, every field required, in order."""
-    return schema_require_all(screenplay_schema())  # type: ignore[no-any-return]
+    return schema_require_all(screenplay_schema())
 
 
 def continuation_schema() -> dict[str, Any]:

@@ -99,7 +99,7 @@ async def scene_regenerate_run(
         yield error.as_event()
         return
     stream = generation_run(request=generation, user=user, edit=edit, started_by=started_by)
-    async with aclosing(stream) as events:  # type: ignore[type-var]
+    async with aclosing(stream) as events:
         async for event in events:
             yield event
 

@@ -192,7 +192,7 @@ async def call_stream(
     started = time.monotonic()
     pieces: list[str] = []
     try:
-        async with aclosing(backend.stream(call)) as upstream:  # type: ignore[type-var]
+        async with aclosing(backend.stream(call)) as upstream:
             async for item in upstream:
                 if isinstance(item, UsageReport):
                     result.report = item
