@@ -13,10 +13,12 @@ its old lines deleted and its new ones inserted, still true, less precise.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 from stories.exports.screenplay import screenplay_scenes as typed_scenes
 from stories.screenplay_compare import SceneStatus, screenplay_compare
+from storyproject.bidi import bidi_isolated
 from storyproject.diffs import DiffBudget
 
 LineOp = Literal["equal", "delete", "insert"]
@@ -35,12 +37,18 @@ class SceneDiff(TypedDict):
     lines: list[DiffLine]  # empty for an unchanged scene
 
 
-def screenplay_diff(*, old: object, new: object, unchanged_lines: bool = False) -> list[SceneDiff]:
+def screenplay_diff(
+    *, old: object, new: object, unchanged_lines: bool = False, names_isolated: bool = False
+) -> list[SceneDiff]:
     """Every scene of either version, in order, with its line changes.
 
     An unchanged scene has no lines unless ``unchanged_lines`` (the diff page shows them folded).
+    ``names_isolated`` (for a page): a speaker's name that holds right-to-left text or marks is isolated
+    in its lines (storyproject.bidi), so that an override in the name does not draw the line's own
+    words backwards after it.
     """
     budget = DiffBudget()
+    name = bidi_isolated if names_isolated else str
     return [
         SceneDiff(
             status=row.status,
@@ -49,14 +57,15 @@ def screenplay_diff(*, old: object, new: object, unchanged_lines: bool = False) 
             to_scene=row.right_number,
             lines=[]
             if row.status == "same" and not unchanged_lines
-            else _line_diff(scene_lines(row.left), scene_lines(row.right), budget),
+            else _line_diff(scene_lines(row.left, name), scene_lines(row.right, name), budget),
         )
         for row in screenplay_compare(left=old, right=new)
     ]
 
 
-def scene_lines(scene: dict[str, Any] | None) -> list[str]:
-    """A scene as the lines a reader sees, one string per printed line."""
+def scene_lines(scene: dict[str, Any] | None, name: Callable[[str], str] = str) -> list[str]:
+    """A scene as the lines a reader sees, one string per printed line; each speaker as ``name`` gives
+    it."""
     if scene is None:
         return []
     typed = typed_scenes({"scenes": [scene]})[0]
@@ -68,8 +77,9 @@ def scene_lines(scene: dict[str, Any] | None) -> list[str]:
     for element in typed.elements:
         if element.kind == "dialogue":
             if element.parenthetical:
-                lines.append(f"{element.character} ({element.parenthetical.strip('()')})")
-            lines.extend(f"{element.character}: {line}" for line in element.text.splitlines() if line.strip())
+                lines.append(f"{name(element.character)} ({element.parenthetical.strip('()')})")
+            speaker = name(element.character)
+            lines.extend(f"{speaker}: {line}" for line in element.text.splitlines() if line.strip())
         else:
             marker = "> " if element.kind == "transition" else ""
             lines.extend(marker + line for line in element.text.splitlines() if line.strip())

@@ -346,7 +346,7 @@ def story_diff(request: HttpRequest, story_id: int) -> HttpResponse:
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
     old = selectors.story_version_get(story=story, number=_version_number(request.GET.get("from", "")))
     new = selectors.story_version_get(story=story, number=_version_number(request.GET.get("to", "")))
-    scenes = screenplay_diff(old=old.content, new=new.content, unchanged_lines=True)
+    scenes = screenplay_diff(old=old.content, new=new.content, unchanged_lines=True, names_isolated=True)
     context = {"story": story, "old": old, "new": new, "scenes": scenes}
     return render(request, "stories/story_diff.html", context)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -163,6 +164,23 @@ def test_the_diff_page_marks_the_changed_line_and_folds_unchanged_scenes(
     assert "MAX: Later. &lt;img src=x onerror=alert(1)&gt;</ins>" in page
     assert '<details class="diff-scene diff-same">' in page and "Unchanged: EXT. ROOF - DAWN" in page
     assert logged_in.get(f"/stories/{story.pk}/diff/?from=x&to=2").status_code == 400
+
+
+def test_the_diff_page_isolates_a_speaker_and_a_heading_that_hold_an_override(
+    logged_in: Client, story: Story
+) -> None:
+    # A name with an open right-to-left override drew its line's words backwards after it.
+    changed = json.loads(json.dumps(SCREENPLAY))
+    changed["characters"][0]["name"] = "MAX \u202eX"
+    changed["scenes"][0]["elements"][1]["character"] = "MAX \u202eX"
+    changed["scenes"][1]["heading"] = "EXT. ROOF \u202eDAWN"
+    ScreenplayVersion.objects.create(story=story, number=2, content=changed)
+    page = logged_in.get(f"/stories/{story.pk}/diff/?from=1&to=2").content.decode()
+    assert "Inserted: </span>\u2068MAX \u202eX\u2069: Now.</ins>" in page
+    assert ": \u2068EXT. ROOF \u202eDAWN\u2069</h2>" in page, re.findall("<h2.*?</h2>", page)
+    # The API's diff gives the lines as they are.
+    lines = logged_in.get(f"/api/stories/{story.pk}/diff/?from=1&to=2").json()["scenes"][0]["lines"]
+    assert {"op": "insert", "text": "MAX \u202eX: Now."} in lines
 
 
 def test_the_story_page_shows_the_shape_and_the_edit_link(logged_in: Client, story: Story) -> None:
