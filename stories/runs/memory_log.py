@@ -147,6 +147,10 @@ class MemoryRunEventLog:
                     if event["type"] in TERMINAL:
                         return
                 if run.ended_at is not None:
+                    if run.last_seq > after:
+                        # Its end was appended while an event read before it was being handed on:
+                        # read again. Stopping here lost the end (an SSE stream ended without it).
+                        continue
                     return  # ended, and the terminal event was dropped by the bound
                 # The run wakes the waiter: an append, its end, or its being forgotten.
                 waiter = asyncio.get_running_loop().create_future()

@@ -64,6 +64,20 @@ async def test_a_follower_gets_the_kept_then_the_live_events_and_stops_at_the_te
     assert [e async for e in log.follow(8, 3)] == []
 
 
+async def test_a_follower_gets_the_end_appended_while_it_was_handing_on_an_earlier_event(
+    log: RunEventLog,
+) -> None:
+    # The memory log's follower read the events there were, handed each on, then found the run ended
+    # and stopped: an end appended while it was handing one on (a cancel, from a revoked token, landing
+    # as an SSE stream read) never reached the client, whose stream stopped without `cancelled`.
+    await log.open(9)
+    await log.append(9, {"type": "accepted"})
+    follower = log.follow(9, 0)
+    assert (await anext(follower))["type"] == "accepted"
+    await log.append(9, {"type": "cancelled"})
+    assert [event["type"] async for event in follower] == ["cancelled"]
+
+
 async def test_a_fresh_run_drops_a_stale_log_under_its_id(log: RunEventLog) -> None:
     await log.open(9)
     await log.append(9, {"type": "done"})
