@@ -205,6 +205,19 @@ def run_find_for_user(*, run_id: int, user_id: int) -> GenerationRun | None:
     return GenerationRun.objects.filter(pk=run_id, user_id=user_id).only("pk", "status", "started_by").first()
 
 
+def runs_streaming_of(
+    *, user_id: int, started_by: str | None = None, sparing: tuple[str, ...] = ()
+) -> list[int]:
+    """The ids of the user's runs still going: those ``started_by`` that credential's digest (all when
+    None), but none started by one of ``sparing``'s."""
+    runs = GenerationRun.objects.filter(user_id=user_id, status=GenerationRun.Status.STREAMING)
+    if started_by is not None:
+        runs = runs.filter(started_by=started_by)
+    if sparing:
+        runs = runs.exclude(started_by__in=sparing)
+    return list(runs.values_list("id", flat=True))
+
+
 def story_runs_writing(*, story: Story) -> list[int]:
     """The ids of the runs writing a new version of ``story`` now."""
     runs = GenerationRun.objects.filter(story=story, status=GenerationRun.Status.STREAMING)

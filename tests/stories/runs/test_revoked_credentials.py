@@ -1,0 +1,174 @@
+"""A run nobody follows stops when the credential that started it is revoked (docs/security.md).
+
+A ``"wait": false`` run goes on without its request; before, only a socket or an event stream that
+followed it with that credential cancelled it, so a script's run went on spending after its writer
+signed out, lost their token, their password or their account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from stories.models import GenerationRun, ScreenplayVersion
+from tests.fake_anthropic import FakeAnthropic
+from tests.stories.runs.conftest import script_slow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PLOT = {"plot": "A statue, a lie, a fog.", "personas": ["noir-detective", "femme-fatale"], "wait": False}
+
+
+def _slow(fake: FakeAnthropic, *, runs: int) -> None:
+    for _ in range(runs):
+        script_slow(fake, tokens_per_second=20)
+
+
+async def _token_client(user: Any) -> tuple[APIClient, Token]:
+    token = await Token.objects.acreate(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client, token
+
+
+async def _session_client(user: Any) -> Client:
+    client = Client()
+    assert await sync_to_async(client.login)(username=user.username, password="pw-" + user.username)
+    return client
+
+
+async def _started(client: Any) -> int:
+    """A run started by ``client`` with ``"wait": false``, now streaming, that nobody follows."""
+    response = await sync_to_async(client.post)(
+        "/api/ai/generate-screenplay/", PLOT, content_type="application/json"
+    )
+    assert response.status_code == 202, response.content
+    run_id = int(response.json()["run_id"])
+    await asyncio.sleep(0.3)  # it has begun to stream
+    assert (await GenerationRun.objects.aget(pk=run_id)).status == "streaming"
+    return run_id
+
+
+async def _status_after(run_id: int, *, seconds: float = 5.0) -> str:
+    """The run's status once it ended, or "streaming" if it still runs after ``seconds``."""
+    for _ in range(int(seconds / 0.05)):
+        status = (await GenerationRun.objects.aget(pk=run_id)).status
+        if status != "streaming":
+            return str(status)
+        await asyncio.sleep(0.05)
+    return "streaming"
+
+
+async def _cancel(run_id: int) -> None:
+    """End a run a test left going (its writer's own cancel)."""
+    run = await GenerationRun.objects.select_related("user").aget(pk=run_id)
+    client = APIClient()
+    client.force_authenticate(run.user)
+    await sync_to_async(client.post)(f"/api/runs/{run_id}/cancel/")
+    await _status_after(run_id)
+
+
+async def test_a_logout_cancels_the_run_that_session_started(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    _slow(fake_anthropic, runs=2)
+    session = await _session_client(writer)
+    script, _ = await _token_client(writer)
+    by_session, by_token = await _started(session), await _started(script)
+    try:
+        assert (await sync_to_async(session.post)("/accounts/logout/")).status_code == 302
+        assert await _status_after(by_session) == "cancelled"
+        # The token still holds: its run goes on.
+        assert (await GenerationRun.objects.aget(pk=by_token)).status == "streaming"
+    finally:
+        await _cancel(by_token)
+    assert not await ScreenplayVersion.objects.aexists()
+
+
+@pytest.mark.parametrize("action", ["/account/token/revoke/", "/account/token/"])
+async def test_revoking_or_replacing_the_token_on_the_account_page_cancels_its_run(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, action: str
+) -> None:
+    _slow(fake_anthropic, runs=2)
+    script, _ = await _token_client(writer)
+    session = await _session_client(writer)
+    by_token, by_session = await _started(script), await _started(session)
+    try:
+        response = await sync_to_async(session.post)(action)
+        assert response.status_code in (200, 302)
+        assert await _status_after(by_token) == "cancelled"
+        assert (await GenerationRun.objects.aget(pk=by_session)).status == "streaming"
+    finally:
+        await _cancel(by_session)
+
+
+async def test_deleting_a_token_in_the_admin_cancels_its_run(
+    writer: Any, user_factory: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    _slow(fake_anthropic, runs=1)
+    root = await sync_to_async(user_factory)("root", is_staff=True, is_superuser=True)
+    admin = await _session_client(root)
+    script, _ = await _token_client(writer)
+    run_id = await _started(script)
+    deleted = await sync_to_async(admin.post)(
+        f"/admin/authtoken/tokenproxy/{writer.pk}/delete/", {"post": "yes"}
+    )
+    assert deleted.status_code == 302
+    assert await _status_after(run_id) == "cancelled"
+
+
+async def test_a_deactivated_writer_has_every_run_cancelled(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    _slow(fake_anthropic, runs=2)
+    script, _ = await _token_client(writer)
+    session = await _session_client(writer)
+    runs = [await _started(script), await _started(session)]
+    writer.is_active = False
+    await writer.asave()
+    assert [await _status_after(run_id) for run_id in runs] == ["cancelled", "cancelled"]
+
+
+async def test_a_password_change_cancels_the_runs_sessions_started_not_the_tokens(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Every session of the writer stops holding (the one that made the change gets a new key): the
+    # runs they started are cancelled. An API token does not depend on the password: its run goes on.
+    _slow(fake_anthropic, runs=2)
+    script, _ = await _token_client(writer)
+    elsewhere, here = await _session_client(writer), await _session_client(writer)
+    by_token, by_elsewhere = await _started(script), await _started(elsewhere)
+    try:
+        new = "a-new-and-long-password-2026"
+        changed = await sync_to_async(here.post)(
+            "/account/password/",
+            {"old_password": "pw-writer", "new_password1": new, "new_password2": new},
+        )
+        assert changed.status_code == 302, changed.content
+        assert await _status_after(by_elsewhere) == "cancelled"
+        assert (await GenerationRun.objects.aget(pk=by_token)).status == "streaming"
+    finally:
+        await _cancel(by_token)
+
+
+async def test_a_deleted_writers_runs_are_stopped(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    _slow(fake_anthropic, runs=1)
+    script, _ = await _token_client(writer)
+    run_id = await _started(script)
+    await get_user_model().objects.filter(pk=writer.pk).adelete()
+    for _ in range(100):
+        if not fake_anthropic.requests or await sync_to_async(fake_anthropic.wait_for_disconnect)(
+            fake_anthropic.requests[0], 0.05
+        ):
+            break
+    else:
+        pytest.fail(f"run {run_id}'s model call still went on after its writer was deleted")
