@@ -322,6 +322,29 @@ def test_restore_makes_a_new_version_with_the_old_content(writer: Any, story: St
     assert client.post(f"/api/stories/{story.pk}/versions/9/restore/").status_code == 404
 
 
+def test_a_version_casting_a_persona_deleted_since_is_restored_on_the_api_and_the_page(
+    writer: Any, story: Story
+) -> None:
+    # The version's content is the writer's: it comes back as it was, naming the persona; the cast
+    # row cannot (the persona's row is gone), so the restored version casts nobody for that part.
+    client = client_for(writer)
+    uncast = copy.deepcopy(SCREENPLAY)
+    uncast["characters"][0]["persona"] = None
+    assert client.post(_versions(story), {"content": uncast}, format="json").status_code == 201
+    assert not story.cast.exists()  # version 2 cast nobody: the persona may now be deleted
+    PersonaConfig.objects.filter(name="hero").delete()
+    response = client.post(f"/api/stories/{story.pk}/versions/1/restore/")
+    assert response.status_code == 201, response.json()
+    assert response.json()["content"] == SCREENPLAY
+    page = Client()
+    page.force_login(writer)
+    restored = page.post(f"/stories/{story.pk}/versions/1/restore/", follow=True)
+    assert restored.status_code == 200
+    assert "Version 1 restored: this is version 4." in restored.content.decode()
+    assert story.versions.get(number=4).content == SCREENPLAY
+    assert not story.cast.exists()
+
+
 @pytest.fixture
 def deleted_just_before_the_save(monkeypatch: Any) -> None:
     """Another tab or request deletes the story after the request found it, just before its save."""
