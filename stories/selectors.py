@@ -88,8 +88,16 @@ def story_versions_list(*, story: Story) -> list[ScreenplayVersion]:
     return list(story.versions.select_related("run").defer("content").order_by("-number"))
 
 
-def story_version_get(*, story: Story, number: int) -> ScreenplayVersion:
-    return get_object_or_404(ScreenplayVersion, story=story, number=number)
+def story_version_get(*, story: Story, number: int, content: bool = True) -> ScreenplayVersion:
+    """The story's version ``number`` (a 404 when it has none), its story the one given (not read again).
+
+    Without ``content`` the content is deferred: read only if used, in a query of its own. A cached
+    export needs the version's id and date alone, and a screenplay's content may be megabytes.
+    """
+    versions = ScreenplayVersion.objects.all() if content else ScreenplayVersion.objects.defer("content")
+    version = get_object_or_404(versions, story=story, number=number)
+    version.story = story
+    return version
 
 
 def story_cast_list(*, story: Story) -> list[StoryCast]:

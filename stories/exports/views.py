@@ -72,8 +72,7 @@ class ScreenplayVersionExportApi(APIView):
                 {"detail": f"Choose an export format with ?format=, one of: {formats}."}, status=400
             )
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-        version = selectors.story_version_get(story=story, number=number)
-        exported = screenplay_version_download(version=version, fmt=fmt)
+        exported = screenplay_version_download(story=story, number=number, fmt=fmt)
         response = HttpResponse(exported.data, content_type=exported.content_type)
         response["Content-Disposition"] = content_disposition_header(True, exported.filename)
         response["Cache-Control"] = "private, no-store"

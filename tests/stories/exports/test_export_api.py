@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from django.core.cache import caches
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils.http import content_disposition_header
 from pypdf import PdfReader
 from rest_framework.authtoken.models import Token
@@ -233,3 +235,21 @@ def test_exports_still_download_while_the_cache_is_down(writer: Any, story: Stor
         response = client.get(_url(story, 2, "pdf"))
         assert response.status_code == 200
         assert "My Story!" in _title_page(response.content)
+
+
+def test_a_cached_pdf_is_served_without_reading_the_versions_content(writer: Any, story: Story) -> None:
+    # Was: the version was read whole before the cache was asked, so a hit on a 2.5 MB version still
+    # read and decoded its content (about 0.15 s) for a key made of its id, story and date alone.
+    client = _client(writer)
+    assert client.get(_url(story, 2, "pdf")).status_code == 200
+    table = ScreenplayVersion._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(_url(story, 2, "pdf"))
+    assert response.status_code == 200
+    read = [q["sql"] for q in queries.captured_queries if f'"{table}"."content"' in q["sql"]]
+    assert read == []
+    # A miss does read it: the file is built from it.
+    caches["exports"].clear()
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(_url(story, 2, "pdf")).status_code == 200
+    assert any(f'"{table}"."content"' in q["sql"] for q in queries.captured_queries)
