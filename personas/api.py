@@ -28,6 +28,7 @@ _ETAG_PARAMETER = OpenApiParameter(
 
 class PersonaListView(generics.ListAPIView):
     serializer_class = serializers.PersonaListSerializer
+    query_parameters = ("search",)
 
     @extend_schema(
         summary="Active personas, paginated",
@@ -82,6 +83,8 @@ class PersonaContextView(APIView):
 
 
 class PersonaContextsView(APIView):
+    query_parameters = ("names",)
+
     @extend_schema(
         summary="Contexts of several personas in one request",
         description="Names are de-duplicated and answered in the order asked; unknown and deactivated "

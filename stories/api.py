@@ -496,6 +496,8 @@ _VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": VERSION_NUMBER_MA
     responses={200: ScreenplayDiffSerializer, 400: _GENERATION_ERROR, 404: _NOT_FOUND},
 )
 class StoryDiffApi(APIView):
+    query_parameters = ("from", "to")
+
     def get(self, request: Request, story_id: int) -> Response:
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
         numbers = [_query_number(request, key) for key in ("from", "to")]
@@ -717,6 +719,7 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
 )
 class RunEventsApi(APIView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
+    query_parameters = ("after",)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(response, Response) and response.status_code >= 400:

@@ -20,12 +20,20 @@ _PAGE_NOT_FOUND = {
 }
 
 
+# What every operation may answer 400 for, before its own checks (storyproject.parsers): a query
+# parameter it does not read, one given twice, a ?format= no renderer has.
+_QUERY_REFUSED = (
+    "A query parameter the operation does not read is refused (code `unknown_parameter`, naming it and "
+    "the ones read: those listed here, and DRF's `format`), as is one given twice (`parameter_twice`) "
+    "and a `format` no renderer has (`invalid_parameter`; `json` always works)."
+)
+
 # storyproject.middleware answers this before any view: a NUL or a lone surrogate in the URL, a cookie
 # or a header (code "invalid_characters"), more query parameters than Django reads ("bad_request"); and
-# so does a view reading a query parameter given twice ("parameter_twice", storyproject.parsers).
+# so does a view for its query (_QUERY_REFUSED).
 _REQUEST_UNREADABLE = {
     "description": "The URL, a cookie or a header holds text that cannot be stored (NUL, a lone surrogate), "
-    "there are more query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS, or the query gives one twice.",
+    "or there are more query parameters than DATA_UPLOAD_MAX_NUMBER_FIELDS. " + _QUERY_REFUSED,
     "content": {
         "application/json": {
             "schema": {
@@ -57,14 +65,19 @@ _BODY_REFUSED = {
 
 def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: every operation with a ``page`` parameter documents its bounds and the 404
-    for a bad page, every operation that documents no 400 of its own, the middleware's, and every
-    operation DRF's 401, and its 413 and 415 when it takes a body."""
+    for a bad page, every operation the 400s of its query (with the middleware's, when it documents no
+    400 of its own), and every operation DRF's 401, and its 413 and 415 when it takes a body."""
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict):
                 continue
             responses = operation.setdefault("responses", {})
-            responses.setdefault("400", _REQUEST_UNREADABLE)
+            if "400" in responses:
+                # The operation's own 400, which the query's refusals share.
+                own = responses["400"].get("description", "")
+                responses["400"] = {**responses["400"], "description": f"{own} {_QUERY_REFUSED}".strip()}
+            else:
+                responses["400"] = _REQUEST_UNREADABLE
             responses.setdefault("401", _UNAUTHENTICATED)
             if "requestBody" in operation:
                 for code, response in _BODY_REFUSED.items():

@@ -13,18 +13,28 @@ the parser refuses any other top-level value with a 400, once for every endpoint
 ``form_fields_once`` takes the same care of a form's field given twice, which DRF settles by keeping the
 last. Only a serializer knows the fields an endpoint reads, so serializers call it
 (``stories.serializers.WriteSerializer``, which also refuses a field the endpoint does not read).
+``KnownQueryParameters`` does it for the query: a parameter the endpoint does not read is a 400, as
+an unknown body field is.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
+from django.http import Http404
 from django.utils.datastructures import MultiValueDict
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.mixins import ListModelMixin
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
 from storyproject.untrusted import UntrustedJSONError, json_parse_untrusted, text_quoted
 
@@ -106,3 +116,74 @@ def query_param_once(query: MultiValueDict[str, Any], name: str) -> str | None:
         # operation without one of its own, storyproject.openapi).
         raise ParseError({"detail": detail, "code": "parameter_twice"})
     return values[0] if values else None
+
+
+# How many unknown parameters a refusal names, and how much of each, as for unknown body fields.
+_UNKNOWN_NAMED = 5
+_UNKNOWN_NAME_CHARS = 40
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def query_parameters_read(view_class: type, method: str) -> list[str]:
+    """The query parameters an API view reads for ``method``: its own (``query_parameters``), a list's
+    page number for a read, and DRF's renderer override (``?format=json``; the export view's
+    ``format`` is its own)."""
+    names = list(getattr(view_class, "query_parameters", ()))
+    paginator = getattr(view_class, "pagination_class", None)
+    if method in _SAFE_METHODS and issubclass(view_class, ListModelMixin) and paginator is not None:
+        names += [name for name in (paginator.page_query_param, paginator.page_size_query_param) if name]
+    override = api_settings.URL_FORMAT_OVERRIDE
+    if override and override not in names:
+        names.append(override)
+    return names
+
+
+def query_parameters_known_check(query: MultiValueDict[str, Any], *, read: list[str]) -> None:
+    """Refuse a query with parameters outside ``read``, naming the first few and the ones read.
+
+    DRF and Django ignore a parameter nobody reads: ``/api/runs/?status=failed`` answered every run,
+    ``?pagee=2`` the first page, and the client took the answer for what it asked."""
+    unknown = [key for key in query if key not in read]
+    if not unknown:
+        return
+    named = ", ".join(
+        text_quoted(key, limit=_UNKNOWN_NAME_CHARS) for key in heapq.nsmallest(_UNKNOWN_NAMED, unknown)
+    )
+    more = len(unknown) - _UNKNOWN_NAMED
+    label = "parameter" if len(unknown) == 1 else "parameters"
+    detail = (
+        f"Unknown query {label} {named}"
+        + (f" and {more} more ({len(unknown)} in all)" if more > 0 else "")
+        + f": this endpoint reads {', '.join(read)}."
+    )
+    # With a code, as the other 400s of a query (parameter_twice, invalid_parameter).
+    raise ParseError({"detail": detail, "code": "unknown_parameter"})
+
+
+class KnownQueryParameters(BasePermission):
+    """Every API view's check of its query (a default permission class, after IsAuthenticated, so an
+    anonymous request is a 401 first): a parameter the view does not read is a 400, never ignored."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        query_parameters_known_check(
+            request.query_params, read=query_parameters_read(type(view), request.method or "")
+        )
+        return True
+
+
+class StrictContentNegotiation(DefaultContentNegotiation):
+    """DRF's negotiation, with a ``?format=`` no renderer has said as a 400 naming the formats.
+
+    DRF answers it with a bare 404 ("Not found."), as if the object did not exist."""
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderers = list(renderers)
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except Http404:
+            formats = ", ".join(str(renderer.format) for renderer in renderers)
+            asked = request.query_params.get(self.settings.URL_FORMAT_OVERRIDE or "", "")
+            detail = f"format={text_quoted(asked, limit=20)} is not offered here; formats: {formats}."
+            raise ParseError({"detail": detail, "code": "invalid_parameter"}) from None

@@ -218,7 +218,13 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # A query parameter a view does not read is a 400 (storyproject.parsers), after the 401.
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "storyproject.parsers.KnownQueryParameters",
+    ],
+    # ?format= that no renderer has is a 400 naming the formats, not DRF's bare 404.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "storyproject.parsers.StrictContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "storyproject.pagination.StrictPageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

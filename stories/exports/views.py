@@ -48,6 +48,7 @@ class _JsonErrorsNegotiation(BaseContentNegotiation):
 class ScreenplayVersionExportApi(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _JsonErrorsNegotiation
+    query_parameters = ("format",)
 
     @extend_schema(
         summary="Download a version as Fountain, Final Draft (FDX), PDF or JSON",
@@ -69,7 +70,11 @@ class ScreenplayVersionExportApi(APIView):
         if fmt not in EXPORT_FORMATS:
             formats = ", ".join(EXPORT_FORMATS)
             return Response(
-                {"detail": f"Choose an export format with ?format=, one of: {formats}."}, status=400
+                {
+                    "detail": f"Choose an export format with ?format=, one of: {formats}.",
+                    "code": "invalid_parameter",
+                },
+                status=400,
             )
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
         exported = screenplay_version_download(story=story, number=number, fmt=fmt)

@@ -88,7 +88,7 @@ def test_nul_in_a_json_text_field_is_one_400_naming_the_field(signed_in: Client)
 @pytest.mark.django_db
 def test_ordinary_urls_are_untouched(signed_in: Client, persona_factory: Any) -> None:
     persona_factory("hero")
-    assert signed_in.get("/api/personas/hero/context/?x=%C3%A9%0A").status_code == 200
+    assert signed_in.get("/api/personas/?search=h%C3%A9%0A").status_code == 200
     assert signed_in.get("/?q=caf%C3%A9").status_code == 200
 
 

@@ -8,10 +8,12 @@ import pytest
 import yaml
 from django.core.management import call_command
 from django.test import Client, override_settings
+from django.urls import resolve
 from rest_framework.test import APIClient
 
 from stories.generation.models_registry import usable_models
 from stories.models import GenerationRun, Story
+from storyproject.parsers import query_parameters_read
 
 
 def test_the_openapi_schema_is_valid_and_every_view_is_described(db: None) -> None:
@@ -247,3 +249,30 @@ def _resolved(schema: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     if "$ref" not in body:
         return body
     return schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+
+
+@pytest.mark.django_db
+def test_every_operation_reads_the_query_parameters_its_schema_lists_and_refuses_others(
+    user_factory: Any,
+) -> None:
+    # Unknown query parameters were ignored (GET /api/runs/?status=zzz listed every run): now each is a
+    # 400 naming the ones read, which must be the ones the schema lists (and DRF's format), and the 400
+    # says so for every operation.
+    client = APIClient()
+    client.force_authenticate(user_factory("reader"))
+    tried = 0
+    for path, operations in _schema(client)["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "1", path)
+        view_class = resolve(url).func.view_class  # type: ignore[attr-defined]
+        for method, operation in operations.items():
+            listed = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+            read = query_parameters_read(view_class, method.upper())
+            assert {*listed, "format"} == set(read), (method, path)
+            assert "unknown_parameter" in operation["responses"]["400"]["description"], (method, path)
+            response = getattr(client, method)(f"{url}?not_a_parameter=1")
+            assert (response.status_code, response.json()["code"]) == (400, "unknown_parameter"), (
+                method,
+                path,
+            )
+            tried += 1
+    assert tried >= 20

@@ -588,6 +588,72 @@ def test_a_query_parameter_given_twice_is_a_400_naming_it(
     assert response["Content-Type"] == "application/json"
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "unknown", "read"),
+    [
+        ("get", "/api/runs/?status=zzz", "'status'", "page, format"),
+        ("get", "/api/stories/?pagee=2", "'pagee'", "page, format"),
+        ("get", "/api/stories/{id}/?page=2", "'page'", "format"),
+        ("get", "/api/stories/{id}/versions/?sort=number", "'sort'", "page, format"),
+        ("get", "/api/stories/{id}/versions/1/?content=no", "'content'", "format"),
+        ("get", "/api/stories/{id}/versions/1/export/?format=pdf&fmt=fdx", "'fmt'", "format"),
+        ("get", "/api/stories/{id}/diff/?from=1&to=2&context=3", "'context'", "from, to, format"),
+        ("get", "/api/runs/{run}/events/?after=0&since=3", "'since'", "after, format"),
+        ("get", "/api/personas/?q=her", "'q'", "search, page, format"),
+        ("get", "/api/personas/contexts/?names=a&name=b", "'name'", "names, format"),
+        ("get", "/api/personas/hero/?x=1", "'x'", "format"),
+        ("post", "/api/stories/?page=2", "'page'", "format"),
+        ("delete", "/api/stories/{id}/?force=1", "'force'", "format"),
+    ],
+)
+def test_a_query_parameter_the_endpoint_does_not_read_is_a_400_naming_it(
+    writer: Any, story: Story, method: str, url: str, unknown: str, read: str
+) -> None:
+    # Was ignored: /api/runs/?status=zzz listed every run and ?pagee=2 the first page, 200, so a client
+    # took the answer for the one it asked for; a DELETE with a parameter it meant deleted anyway.
+    run = GenerationRun.objects.filter(story=story).first()
+    assert run is not None
+    client = client_for(writer)
+    response = getattr(client, method)(url.format(id=story.pk, run=run.pk))
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "detail": f"Unknown query parameter {unknown}: this endpoint reads {read}.",
+            "code": "unknown_parameter",
+        },
+    )
+    assert Story.objects.filter(pk=story.pk).exists()
+
+
+def test_many_unknown_query_parameters_are_named_five_at_most(writer: Any, story: Story) -> None:
+    query = urlencode({f"p{n:02}": "1" for n in range(30)})
+    response = client_for(writer).get(f"/api/stories/?{query}")
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "Unknown query parameters 'p00', 'p01', 'p02', 'p03', 'p04' and 25 more (30 in all): "
+        "this endpoint reads page, format."
+    )
+
+
+def test_an_anonymous_request_with_an_unknown_parameter_is_a_401_first() -> None:
+    assert APIClient().get("/api/stories/?zzz=1").status_code == 401
+
+
+def test_a_format_no_renderer_has_is_a_400_naming_the_formats(writer: Any, story: Story) -> None:
+    # Was DRF's bare 404 "Not found.", as if the story did not exist.
+    client = client_for(writer)
+    response = client.get(f"/api/stories/{story.pk}/?format=xml")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"detail": "format='xml' is not offered here; formats: json, api.", "code": "invalid_parameter"},
+    )
+    # DRF's own formats still work.
+    assert client.get(f"/api/stories/{story.pk}/?format=json").json()["id"] == story.pk
+    assert client.get("/api/stories/?format=json&page=1").status_code == 200
+    browsable = client.get(f"/api/stories/{story.pk}/?format=api")
+    assert (browsable.status_code, browsable["Content-Type"]) == (200, "text/html; charset=utf-8")
+
+
 @pytest.mark.parametrize("debug", [False, True])
 def test_a_write_to_an_api_url_without_its_slash_is_redirected_keeping_its_method_and_body(
     writer: Any, story: Story, settings: Any, debug: bool

@@ -139,8 +139,10 @@ def test_a_title_in_any_script_keeps_its_words_in_the_file_name(
 def test_an_unknown_format_is_a_400_listing_the_formats(writer: Any, story: Story, query: str) -> None:
     response = _client(writer).get(f"/api/stories/{story.pk}/versions/1/export/{query}")
     assert response.status_code == 400
+    # With the code of every other bad query value (docs/protocol.md).
     assert response.json() == {
-        "detail": "Choose an export format with ?format=, one of: fountain, fdx, pdf, json."
+        "detail": "Choose an export format with ?format=, one of: fountain, fdx, pdf, json.",
+        "code": "invalid_parameter",
     }
 
 
