@@ -1,4 +1,5 @@
-"""Admission control for generations: how many a user may run at once and per rolling hour.
+"""Admission control: how many generations a user may run, and PDFs have built, at once and per
+rolling hour.
 
 Both counts come from GenerationRun rows, so they hold across sockets and server processes and do
 not depend on Redis. A run stuck in ``streaming`` longer than STORY_STREAMING_STALE_SECONDS was left
@@ -7,23 +8,32 @@ by a crashed process; it does not count as active, so a crash never locks a writ
 Both counts come from one query (``admission_counts``). ``stories.services.generation_run_admit``
 reads them under a per-user lock and creates the run before releasing it, so two admissions racing
 for the last place cannot both get it.
+
+A PDF build has no row to count: ``export_build_admitted`` counts them in the cache instead (below).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connections, router
 from django.utils import timezone
 
 from stories.errors import GenerationError
 from stories.models import GenerationRun
 from storyproject.db import model_column
+
+logger = logging.getLogger(__name__)
 
 _HOUR = timedelta(hours=1)
 
@@ -132,3 +142,85 @@ def _spoken_duration(seconds: int) -> str:
         return f"{seconds} second{'s' if seconds != 1 else ''}"
     minutes = math.ceil(seconds / 60)
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+# --- PDF builds --------------------------------------------------------------------------------------
+# A build that died leaves its "at once" slot behind this long at most (a 300-scene PDF takes 6 s).
+_EXPORT_BUILD_SECONDS = 60
+_EXPORT_BUSY_RETRY_AFTER_SECONDS = 5
+# Slots other requests took in the same instant are looked at again this many times.
+_TAKE_ROUNDS = 3
+
+
+@contextmanager
+def export_build_admitted(*, user_id: int) -> Iterator[None]:
+    """Around one build of a cached export format (a PDF the cache does not have): ``busy`` past
+    STORY_EXPORT_BUILDS_AT_ONCE builds of the user's in flight, ``rate_limited`` past
+    STORY_EXPORT_BUILDS_PER_HOUR in the rolling hour (both retryable, with ``retry_after``).
+
+    Each build takes one of the user's hour slots, kept an hour (an hour's build frees it), and one of
+    their at-once slots until it ends: keys of the default cache, so with Redis every process counts
+    them together (per process otherwise), taken with an atomic ``add`` as the socket slots are
+    (stories.ws_sessions). While the cache is down nothing is counted and builds are admitted, as the
+    export cache then builds every download (docs/exports.md).
+    """
+    now = time.time()
+    building = _slot_take(
+        prefix=f"export-building:{user_id}",
+        limit=settings.STORY_EXPORT_BUILDS_AT_ONCE,
+        seconds=_EXPORT_BUILD_SECONDS,
+        now=now,
+        refuse=_export_busy,
+    )
+    try:
+        _slot_take(
+            prefix=f"export-built:{user_id}",
+            limit=settings.STORY_EXPORT_BUILDS_PER_HOUR,
+            seconds=int(_HOUR.total_seconds()),
+            now=now,
+            refuse=_export_rate_limited,
+        )
+        yield
+    finally:
+        if building is not None:
+            cache.delete(building)
+
+
+def _slot_take(
+    *, prefix: str, limit: int, seconds: int, now: float, refuse: Callable[[int, float], GenerationError]
+) -> str | None:
+    """One of ``limit`` slots, held ``seconds`` (its value: when it frees); ``refuse(limit, frees_at)``
+    when all are held; None when none could be taken without being held (the cache is down)."""
+    keys = [f"{prefix}:{number}" for number in range(limit)]
+    for _ in range(_TAKE_ROUNDS):
+        held = cache.get_many(keys)
+        free = [key for key in keys if key not in held]
+        if not free:
+            raise refuse(limit, min(float(value) for value in held.values()))
+        for key in free:
+            if cache.add(key, now + seconds, seconds):
+                return key
+    logger.warning("no %s slot could be taken; admitted without one", prefix.split(":")[0])
+    return None
+
+
+def _export_busy(limit: int, frees_at: float) -> GenerationError:
+    return GenerationError(
+        "busy",
+        f"You already have {limit} PDF{'s' if limit != 1 else ''} being built (at most {limit} at a time); "
+        "try again in a few seconds.",
+        retryable=True,
+        retry_after=_EXPORT_BUSY_RETRY_AFTER_SECONDS,
+    )
+
+
+def _export_rate_limited(limit: int, frees_at: float) -> GenerationError:
+    retry_after = max(1, math.ceil(frees_at - time.time()))
+    return GenerationError(
+        "rate_limited",
+        f"You have had {limit} PDFs built in the last hour (at most {limit}). Try again in "
+        f"{_spoken_duration(retry_after)} (retry_after={retry_after} seconds); files already built still "
+        "download.",
+        retryable=True,
+        retry_after=retry_after,
+    )

@@ -358,6 +358,10 @@ STORY_EXPORT_CACHE_MAX_BYTES = envint(
     "STORY_EXPORT_CACHE_MAX_BYTES", 4_000_000, minimum=0, maximum=100_000_000
 )
 STORY_IMPORT_MAX_CHARACTERS = envint("STORY_IMPORT_MAX_CHARACTERS", 500, minimum=1, maximum=5000)
+# PDFs a writer may have built (cache misses only; stories.limits.export_build_admitted): at once, and
+# per rolling hour. A 300-scene PDF is 6 s of CPU: 30 an hour is at most 3 minutes of a core a writer.
+STORY_EXPORT_BUILDS_AT_ONCE = envint("STORY_EXPORT_BUILDS_AT_ONCE", 2, minimum=1, maximum=100)
+STORY_EXPORT_BUILDS_PER_HOUR = envint("STORY_EXPORT_BUILDS_PER_HOUR", 30, minimum=1, maximum=10_000)
 
 # --- Limits (each gives a clear error when exceeded) ------------------------------------------
 PERSONA_CONTEXT_TOKEN_BUDGET = envint("PERSONA_CONTEXT_TOKEN_BUDGET", 600, minimum=50)

@@ -24,6 +24,7 @@ from django.core.cache import BaseCache, caches
 from stories import selectors
 from stories.errors import GenerationError
 from stories.exports import EXPORT_FORMAT_VERSION, EXPORT_FORMATS, ExportMeta, screenplay_export
+from stories.limits import export_build_admitted
 from stories.models import ScreenplayVersion, Story
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def _exported(*, version: ScreenplayVersion, fmt: str, meta: ExportMeta) -> tupl
     data = _cached_bytes(
         key=_export_key(version=version, fmt=fmt, meta=meta),
         build=lambda: screenplay_export(content=version.content, fmt=fmt, meta=meta)[0],
+        user_id=version.story.owner_id,
     )
     return data, export.content_type, export.extension
 
@@ -102,8 +104,10 @@ def _export_key(*, version: ScreenplayVersion, fmt: str, meta: ExportMeta) -> st
     return f"export:{digest}"
 
 
-def _cached_bytes(*, key: str, build: Callable[[], bytes]) -> bytes:
-    """The cached file, or one built now and kept; ``busy`` while another request is building it.
+def _cached_bytes(*, key: str, build: Callable[[], bytes], user_id: int) -> bytes:
+    """The cached file, or one built now and kept; ``busy`` while another request is building it, and
+    past the user's bounds on builds (``stories.limits.export_build_admitted``: a writer saving
+    versions or renaming the story could have one PDF after another built).
 
     Only one request at a time builds a given file (where the cache is shared, across processes): a
     writer who clicks again, or a script asking many times at once, cannot make the server build the
@@ -123,7 +127,8 @@ def _cached_bytes(*, key: str, build: Callable[[], bytes]) -> bytes:
             retry_after=_BUSY_RETRY_AFTER_SECONDS,
         )
     try:
-        data = build()
+        with export_build_admitted(user_id=user_id):
+            data = build()
         if len(data) <= settings.STORY_EXPORT_CACHE_MAX_BYTES:
             _cache_keep(cache, key, data)
     finally:

@@ -61,7 +61,9 @@ class ScreenplayVersionExportApi(APIView):
             400: OpenApiResponse(description="Unknown format; the message lists the formats offered."),
             404: OpenApiResponse(description="No such story or version among yours."),
             429: OpenApiResponse(
-                description="`busy`: another request is building this PDF; retry after `Retry-After` seconds."
+                description="`busy`: another request is building this PDF, or STORY_EXPORT_BUILDS_AT_ONCE of "
+                "yours are being built; `rate_limited`: STORY_EXPORT_BUILDS_PER_HOUR PDFs were built for you in "
+                "the last hour. Retry after `Retry-After` seconds."
             ),
         },
     )

@@ -17,6 +17,7 @@ from screenplain.parsers.fountain import parse
 
 from stories.exports import EXPORT_FORMATS, downloads
 from stories.exports.downloads import export_cache_key
+from stories.limits import export_build_admitted
 from stories.models import ScreenplayVersion, Story
 
 SCREENPLAY = {
@@ -255,3 +256,41 @@ def test_a_cached_pdf_is_served_without_reading_the_versions_content(writer: Any
     with CaptureQueriesContext(connection) as queries:
         assert client.get(_url(story, 2, "pdf")).status_code == 200
     assert any(f'"{table}"."content"' in q["sql"] for q in queries.captured_queries)
+
+
+def test_a_writer_may_have_only_so_many_pdfs_built_per_hour_while_cached_ones_still_download(
+    writer: Any, story: Story, settings: Any
+) -> None:
+    # Was: nothing bounded the builds, so a writer renaming the story (or saving versions) and asking
+    # for each PDF made the server lay out one 6-second file after another.
+    settings.STORY_EXPORT_BUILDS_PER_HOUR = 2
+    client = _client(writer)
+    assert client.get(_url(story, 1, "pdf")).status_code == 200
+    assert client.get(_url(story, 2, "pdf")).status_code == 200
+    story.title = "Another Title"
+    story.save()
+    refused = client.get(_url(story, 2, "pdf"))
+    assert refused.status_code == 429
+    body = refused.json()
+    assert (body["code"], body["retryable"]) == ("rate_limited", True)
+    assert 3500 <= body["retry_after"] <= 3600
+    assert refused["Retry-After"] == str(body["retry_after"])
+    assert body["message"].startswith("You have had 2 PDFs built in the last hour (at most 2).")
+    # The other formats are not counted, nor is a PDF served from the cache.
+    assert client.get(_url(story, 2, "fdx")).status_code == 200
+    story.title = "My Story!"
+    story.save()
+    assert client.get(_url(story, 1, "pdf")).status_code == 200  # cached: no build
+
+
+def test_a_writer_may_have_only_so_many_pdfs_built_at_once(writer: Any, story: Story, settings: Any) -> None:
+    settings.STORY_EXPORT_BUILDS_AT_ONCE = 1
+    with export_build_admitted(user_id=writer.pk):  # another request of the writer's, building
+        refused = _client(writer).get(_url(story, 2, "pdf"))
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "5"
+    assert refused.json()["code"] == "busy"
+    assert refused.json()["message"] == (
+        "You already have 1 PDF being built (at most 1 at a time); try again in a few seconds."
+    )
+    assert _client(writer).get(_url(story, 2, "pdf")).status_code == 200
