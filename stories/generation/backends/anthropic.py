@@ -7,10 +7,12 @@ has been passed on (text a writer has seen cannot be taken back). Every failure,
 ``error`` event mid-stream (an APIStatusError with status 200) and a dropped connection or idle read
 timeout (httpx2's own exceptions), becomes a GenerationError with a protocol code.
 
-Never retried, whatever the status: a spend limit or billing error (``llm_quota``), a rejected key or a
-model the account cannot use (``llm_config``), a request the API calls invalid (also mid-stream), and
-any response that says ``x-should-retry: false`` (the SDK's ``_should_retry`` obeys that header first,
-before the status; so do we).
+The server's ``x-should-retry`` header decides first, as in the SDK's ``_should_retry`` (anthropic 2.14
+_base_client.py: "If the server explicitly says whether or not to retry, obey", before any status):
+``false`` is never retried, ``true`` is, whatever the status. Without it, never retried: a rejected key
+or a model the account cannot use (``llm_config``), a request the API calls invalid (also mid-stream).
+A spend limit or billing error (``llm_quota``) is never retried, even when told to: the SDK would, but
+waiting does not lift a limit only an operator can raise.
 
 Thinking is set on every call (``models_registry.thinking_param``); thinking blocks in the stream are
 never passed on as text, and their tokens arrive in the output usage like any other output.
@@ -352,6 +354,18 @@ def _refusal_text(delta: dict[str, Any]) -> str:
 def _status_error(error: anthropic.APIStatusError) -> GenerationError:
     """An HTTP error status, or an ``error`` event mid-stream (status 200, the type in the body)."""
     kind, status = error.type or "", error.status_code
+    refused = _refusal(error, kind, status)
+    if refused is None:
+        return _transient_error(error, kind, status, _operator_detail(error))
+    if refused.code != "llm_quota" and kind and error.response.headers.get("x-should-retry") == "true":
+        # The API's own answer says a retry may succeed: the SDK retries it, whatever the status.
+        refused.retryable = True
+        refused.retry_after = _retry_after_seconds(error.response.headers) if status != 200 else None
+    return refused
+
+
+def _refusal(error: anthropic.APIStatusError, kind: str, status: int) -> GenerationError | None:
+    """The error of a status or type that says the request, key, model or account is wrong; else None."""
     detail = _operator_detail(error)
     if status == 402 or kind == "billing_error" or error.error_code in _SPEND_LIMIT_CODES:
         return GenerationError(
@@ -389,7 +403,7 @@ def _status_error(error: anthropic.APIStatusError) -> GenerationError:
             f"the model provider rejected the request: {api_detail}",
             operator_detail=detail,
         )
-    return _transient_error(error, kind, status, detail)
+    return None
 
 
 def _unexplained_refusal(status: int, kind: str) -> str:
@@ -407,15 +421,17 @@ def _unexplained_refusal(status: int, kind: str) -> str:
 
 
 def _transient_error(error: anthropic.APIStatusError, kind: str, status: int, detail: str) -> GenerationError:
-    """Overloaded, rate-limited or down: retryable unless the response says ``x-should-retry: false``."""
+    """Overloaded, rate-limited or down: retryable as the SDK's ``_should_retry`` says (its header first,
+    then 408, 409, 429, 5xx; an ``error`` event mid-stream, status 200, too)."""
     if status == 529 or kind == "overloaded_error":
         code, what = "llm_overloaded", "the model is overloaded"
     elif status == 429 or kind == "rate_limit_error":
         code, what = "llm_rate_limited", "the model's rate limit was reached"
     else:
         code, what = "llm_unavailable", "the model is unavailable"
-    told_not_to = error.response.headers.get("x-should-retry") == "false"
-    retryable = status in _RETRYABLE_STATUS or status >= 500 or status == 200
+    told = error.response.headers.get("x-should-retry")
+    told_not_to = told == "false"
+    retryable = told == "true" or status in _RETRYABLE_STATUS or status >= 500 or status == 200
     if told_not_to or not retryable:
         why = "the provider says retrying will not help" if told_not_to else "retrying will not help"
         return GenerationError(code, f"{what}; {why}", operator_detail=detail)

@@ -356,6 +356,23 @@ async def test_x_should_retry_false_is_obeyed_whatever_the_status(
     assert "retrying will not help" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(400, "invalid_request_error"), (404, "not_found_error"), (425, "api_error")],
+)
+async def test_x_should_retry_true_is_obeyed_whatever_the_status(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, status: int, error_type: str
+) -> None:
+    # Was: only "false" was read; a 4xx the server marked retryable ended the run at once. The SDK's
+    # _should_retry obeys "true" before the status (anthropic 2.14 _base_client.py).
+    fake_anthropic.script(
+        Reply(status=status, error_type=error_type, should_retry=True, headers=FAST), _good_reply()
+    )
+    events = await _generate(writer)
+    assert [e["type"] for e in events][-2:] == ["saved", "done"]
+    assert len(fake_anthropic.requests) == 2
+
+
 @pytest.mark.parametrize("kind", ["invalid_request_error", "request_too_large"])
 async def test_an_invalid_request_error_mid_stream_is_not_retried(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture, kind: str
