@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import time
 import weakref
 from collections.abc import AsyncGenerator
@@ -89,6 +90,11 @@ _SPEND_LIMIT_CODES = frozenset(
         "linked_organization_spend_limit_reached",
     }
 )
+# The codes of a request, key or model the API refused: retried only when it says ``x-should-retry: true``
+# (a spend limit, ``llm_quota``, never: waiting does not lift it).
+_REFUSAL_CODES = frozenset({"llm_config", "invalid_request"})
+# A request id as the API writes them ("req_" and letters and digits), bounded.
+_REQUEST_ID = re.compile(r"req_[A-Za-z0-9_-]{1,120}")
 
 
 class AnthropicBackend(GenerationBackend):
@@ -354,14 +360,31 @@ def _refusal_text(delta: dict[str, Any]) -> str:
 def _status_error(error: anthropic.APIStatusError) -> GenerationError:
     """An HTTP error status, or an ``error`` event mid-stream (status 200, the type in the body)."""
     kind, status = error.type or "", error.status_code
-    refused = _refusal(error, kind, status)
-    if refused is None:
-        return _transient_error(error, kind, status, _operator_detail(error))
-    if refused.code != "llm_quota" and kind and error.response.headers.get("x-should-retry") == "true":
+    result = _refusal(error, kind, status) or _transient_error(error, kind, status, _operator_detail(error))
+    if result.code in _REFUSAL_CODES and kind and error.response.headers.get("x-should-retry") == "true":
         # The API's own answer says a retry may succeed: the SDK retries it, whatever the status.
-        refused.retryable = True
-        refused.retry_after = _retry_after_seconds(error.response.headers) if status != 200 else None
-    return refused
+        result.retryable = True
+        result.retry_after = _retry_after_seconds(error.response.headers) if status != 200 else None
+    return _with_request_id(result, error.request_id)
+
+
+def _with_request_id(error: GenerationError, request_id: str | None) -> GenerationError:
+    """``error`` with the provider's request id at the end of its message, when the API gave one.
+
+    Anthropic's "Errors" docs (api/errors, "Request id"): every response carries a unique
+    ``request-id`` header, and support asks for it; the SDK reads it as ``APIStatusError.request_id``.
+    A writer who reports a failure can then quote it to an operator. Only an id of the API's shape is
+    added: the header may come from something in front of the API.
+    """
+    if not request_id or not _REQUEST_ID.fullmatch(request_id):
+        return error
+    return GenerationError(
+        error.code,
+        f"{error.message} (provider request id {request_id})",
+        retryable=error.retryable,
+        retry_after=error.retry_after,
+        operator_detail=error.operator_detail,
+    )
 
 
 def _refusal(error: anthropic.APIStatusError, kind: str, status: int) -> GenerationError | None:

@@ -373,6 +373,41 @@ async def test_x_should_retry_true_is_obeyed_whatever_the_status(
     assert len(fake_anthropic.requests) == 2
 
 
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (
+            Reply(status=400, error_type="invalid_request_error", error_message="max_tokens: bad"),
+            "invalid_request",
+        ),
+        (Reply(status=401, error_type="authentication_error"), "llm_config"),
+        (Reply(status=529, error_type="overloaded_error", should_retry=False), "llm_overloaded"),
+    ],
+)
+async def test_the_writer_is_told_the_providers_request_id_and_never_the_key(
+    writer: Any,
+    cast: Any,
+    fake_anthropic: FakeAnthropic,
+    caplog: pytest.LogCaptureFixture,
+    reply: Reply,
+    code: str,
+) -> None:
+    # Was: the request-id only reached the operator's log; a writer reporting a failure had nothing
+    # that found it with Anthropic (its "Errors" docs ask for the request-id).
+    error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, code)
+    assert error["message"].endswith("(provider request id req_fake_000001)")
+    assert fake_anthropic.api_key not in json.dumps(error)
+
+
+async def test_a_request_id_not_of_the_apis_shape_is_not_shown(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A header from something in front of the API is not passed on to the writer as it is.
+    reply = Reply(status=400, error_type="invalid_request_error", headers={"request-id": "<b>x</b>"})
+    error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "invalid_request")
+    assert "request id" not in error["message"] and "<b>" not in error["message"]
+
+
 @pytest.mark.parametrize("kind", ["invalid_request_error", "request_too_large"])
 async def test_an_invalid_request_error_mid_stream_is_not_retried(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture, kind: str
