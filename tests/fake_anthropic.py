@@ -355,7 +355,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             "usage": usage,
         }
         self._event("message_start", {"type": "message_start", "message": message})
-        text_index = self._thinking_block(thinking)
+        text_index = self._thinking_block(thinking, shown=thinking_shown(record.body))
         if thinking and reply.redacted_thinking is not None:
             text_index = self._redacted_thinking_block(reply.redacted_thinking, text_index)
         # Cut at max_tokens while thinking (reply_shaped): the model never began a text block.
@@ -403,17 +403,19 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self._event("message_stop", {"type": "message_stop"})
         self._end_chunks()
 
-    def _thinking_block(self, thinking: str) -> int:
+    def _thinking_block(self, thinking: str, *, shown: bool = True) -> int:
         """A thinking block at index 0, as the API streams one (RawContentBlockStartEvent with a
         ThinkingBlock, then ThinkingDelta and SignatureDelta events, anthropic 2.14 types/); returns
-        the index of the text block that follows."""
+        the index of the text block that follows. Not ``shown`` (display "omitted"), the block has no
+        thinking_delta: its thinking stays empty, its tokens are still output (billed)."""
         if not thinking:
             return 0
         start = {"type": "thinking", "thinking": "", "signature": ""}
         self._event(
             "content_block_start", {"type": "content_block_start", "index": 0, "content_block": start}
         )
-        for piece in (thinking[: len(thinking) // 2], thinking[len(thinking) // 2 :]):
+        halves = (thinking[: len(thinking) // 2], thinking[len(thinking) // 2 :]) if shown else ()
+        for piece in halves:
             delta = {"type": "thinking_delta", "thinking": piece}
             self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
         signature = {"type": "signature_delta", "signature": "fake-signature-" + "0" * 16}
@@ -576,6 +578,16 @@ def error_headers(reply: Reply, request_id: str) -> dict[str, str]:
     return headers
 
 
+def thinking_shown(body: dict[str, Any]) -> bool:
+    """Whether a thinking block carries its text: ``thinking.display``, else the model's default."""
+    thinking = body.get("thinking")
+    display = thinking.get("display") if isinstance(thinking, dict) else None
+    if display is None:
+        model = API_MODELS.get(str(body.get("model", "")))
+        display = model.default_display if model is not None else "summarized"
+    return display == "summarized"
+
+
 def thinking_requested(body: dict[str, Any]) -> bool:
     """Whether the model would think: asked to, or, asked nothing, a model that thinks by default."""
     thinking = body.get("thinking")
@@ -669,6 +681,9 @@ class ApiModel:
     min_cache_tokens: int = 4096
     # Whether a request that says nothing about thinking gets it.
     thinks_by_default: bool = False
+    # What a thinking block carries when the request sets no ``thinking.display``: "summarized" (the
+    # thinking text) or "omitted" (an empty ``thinking``, only the signature).
+    default_display: str = "summarized"
 
 
 # Sources (platform.claude.com/docs, as the search corpus holds it, read 2026-11-27):
@@ -703,8 +718,19 @@ API_MODELS: dict[str, ApiModel] = {
 #   Haiku 5.5 API guide, citing the model page); Opus 5.5 512 as issue 15 gave it, not verified.
 # - thinks_by_default: the 5.x models think adaptively unless told otherwise (the comparison tables:
 #   "Adaptive", "Adaptive (always on)"); the 4.x models only when asked.
+# - default_display "omitted" on the 5.5 models: models/sonnet-5-5/migration-guide ("Thinking is on by
+#   default", its table's default display column: "omitted") and models/opus-5-5/whats-new-opus-5-5
+#   (thinking blocks "under the default display: \"omitted\"" come with an empty thinking field); Haiku
+#   5.5 taken to be like them (Opus 5's migration guide says the same of Opus 5), not read on its own
+#   page. The 4.x models summarize (anthropics/claude-code issue 49268: "Opus 4.6 and earlier defaulted
+#   to summarized"). What "omitted" sends: the SDK's ThinkingConfigAdaptiveParam.display (anthropic
+#   2.14 types/thinking_config_adaptive_param.py: "thinking content is redacted but a signature is
+#   returned for multi-turn continuity"); on the wire the block opens, one signature_delta comes, and
+#   no thinking_delta (agentclientprotocol/claude-agent-acp pull request 766).
 for _id in ("claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5"):
-    API_MODELS[_id] = dataclasses.replace(API_MODELS[_id], min_cache_tokens=512, thinks_by_default=True)
+    API_MODELS[_id] = dataclasses.replace(
+        API_MODELS[_id], min_cache_tokens=512, thinks_by_default=True, default_display="omitted"
+    )
 for _id in ("claude-sonnet-4-6", "claude-sonnet-4-5"):
     API_MODELS[_id] = dataclasses.replace(API_MODELS[_id], min_cache_tokens=1024)
 _UNKNOWN_MIN_CACHE_TOKENS = 4096
@@ -741,6 +767,11 @@ def _model_problem(body: dict[str, Any], model: ApiModel) -> str:
         kind = thinking.get("type")
         if kind not in model.thinking_types:
             return f'thinking.type: "{kind}" is not supported for this model'
+        display = thinking.get("display")
+        if display is not None and kind not in ("enabled", "adaptive"):
+            return "thinking.display: Extra inputs are not permitted"
+        if display not in (None, "summarized", "omitted"):
+            return "thinking.display: Input should be 'summarized' or 'omitted'"
         budget = thinking.get("budget_tokens")
         if kind == "enabled" and not (isinstance(budget, int) and MIN_BUDGET_TOKENS <= budget < max_tokens):
             return f"thinking.budget_tokens: must be at least {MIN_BUDGET_TOKENS} and less than max_tokens"

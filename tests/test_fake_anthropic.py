@@ -277,3 +277,54 @@ def test_the_sdks_own_stream_reads_a_redacted_thinking_block_between_the_thinkin
     # No detail to a plain end (types/message.py, stop_details: "null when the stop_reason has no
     # additional detail to report").
     assert (message.stop_reason, message.stop_details) == ("end_turn", None)
+
+
+def _final_message(server: FakeAnthropic, **params: Any) -> anthropic.types.Message:
+    client = anthropic.Anthropic(api_key=server.api_key, base_url=server.base_url, max_retries=0)
+    with client.messages.stream(
+        max_tokens=4000, messages=[{"role": "user", "content": "Go."}], **params
+    ) as stream:
+        return stream.get_final_message()
+
+
+def test_a_55_models_thinking_comes_omitted_by_default_a_signature_and_no_text() -> None:
+    # Was: every model streamed its thinking text; the 5.5 models' default display is "omitted" (the
+    # sources at API_MODELS): the block has an empty thinking and a signature, its tokens still billed.
+    reply = Reply(text="FADE IN.", thinking_text="Rain first, then the lie.")
+    server = FakeAnthropic(default=lambda body: reply)
+    try:
+        omitted = _final_message(server, model="claude-sonnet-5-5")
+        summarized = _final_message(
+            server, model="claude-sonnet-5-5", thinking={"type": "adaptive", "display": "summarized"}
+        )
+        older = _final_message(server, model=MODEL, thinking={"type": "adaptive"})
+    finally:
+        server.close()
+    thinking, text = omitted.content
+    assert thinking.type == "thinking" and thinking.thinking == "" and thinking.signature
+    assert text.type == "text" and text.text == "FADE IN."
+    assert omitted.usage.output_tokens == token_count("FADE IN.") + token_count("Rain first, then the lie.")
+    for message in (summarized, older):
+        shown = message.content[0]
+        assert shown.type == "thinking" and shown.thinking == "Rain first, then the lie."
+
+
+@pytest.mark.parametrize(
+    ("thinking", "problem"),
+    [
+        ({"type": "adaptive", "display": "full"}, "thinking.display: Input should be"),
+        ({"type": "between_tools", "display": "omitted"}, "thinking.display: Extra inputs"),
+    ],
+)
+def test_a_thinking_display_the_api_does_not_take_is_a_400(
+    fake: FakeAnthropic, thinking: Any, problem: str
+) -> None:
+    client = anthropic.Anthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        client.messages.create(
+            model="claude-sonnet-5-5",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "Go."}],
+            thinking=thinking,
+        )
+    assert problem in str(raised.value)
