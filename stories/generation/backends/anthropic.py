@@ -413,6 +413,17 @@ def _refusal(error: anthropic.APIStatusError, kind: str, status: int) -> Generat
         return GenerationError(
             "llm_config", "the model provider rejected this service's API key", operator_detail=detail
         )
+    if error.error_code == "organization_on_hold":
+        # A 400 invalid_request_error by its type, but nothing in the request is wrong: "Anthropic has
+        # disabled the organization for trust and safety reasons" (anthropic 2.14
+        # types/shared/organization_on_hold_error.py; _error_classes.py maps (400, "organization_on_hold")
+        # to OrganizationOnHoldError). Only an operator can appeal it.
+        return GenerationError(
+            "llm_config",
+            "the model provider has put this service's organization on hold; retrying will not help "
+            "until an operator resolves it",
+            operator_detail=detail,
+        )
     if status == 404 or kind == "not_found_error":
         return GenerationError(
             "llm_config",
