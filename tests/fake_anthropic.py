@@ -511,16 +511,20 @@ class _MessagesHandler(BaseHTTPRequestHandler):
 
 
 # Each status's error.type where a reply names none (platform.claude.com/docs/en/api/errors, "HTTP
-# errors"): a 529 is an overloaded_error, a 429 a rate_limit_error, never the 500's api_error.
+# errors"): a 529 is an overloaded_error, a 429 a rate_limit_error, never the 500's api_error; a 409 a
+# conflict_error and a 504 a timeout_error (anthropic 2.14 types/shared/error_type.py, ErrorType, and
+# types/shared/gateway_timeout_error_object.py: ``type: Literal["timeout_error"]``).
 _STATUS_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
+    409: "conflict_error",
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 

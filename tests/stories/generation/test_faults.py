@@ -608,7 +608,14 @@ async def test_a_persistent_cloudflare_5xx_is_retryable_for_the_writer(
 
 @pytest.mark.parametrize(
     ("status", "error_type"),
-    [(429, "rate_limit_error"), (529, "overloaded_error"), (413, "request_too_large"), (500, "api_error")],
+    [
+        (429, "rate_limit_error"),
+        (529, "overloaded_error"),
+        (413, "request_too_large"),
+        (500, "api_error"),
+        (409, "conflict_error"),
+        (504, "timeout_error"),
+    ],
 )
 async def test_the_fakes_error_body_names_the_type_the_api_gives_its_status(
     fake_anthropic: FakeAnthropic, status: int, error_type: str
