@@ -719,7 +719,8 @@ API_MODELS: dict[str, ApiModel] = {
 # - min_cache_tokens: 4,096 Opus 4.6/4.5 and Haiku 4.5, 1,024 Sonnet 4.6/4.5 (build-with-claude/
 #   prompt-caching, as quoted in anthropics/anthropic-sdk-python issue 1194); 512 Sonnet 5.5 (its
 #   overview page) and Haiku 5.5 ("minimum cacheable prompt 512 tokens (4,096 on Haiku 4.5)", Apidog's
-#   Haiku 5.5 API guide, citing the model page); Opus 5.5 512 as issue 15 gave it, not verified.
+#   Haiku 5.5 API guide, citing the model page); Opus 5.5 512 from openrouter.ai's Claude 5.5
+#   migration cookbook (all three 5.5 models) and models/opus-5/whats-new-opus-5 (512 on Opus 5).
 # - thinks_by_default: the 5.x models think adaptively unless told otherwise (the comparison tables:
 #   "Adaptive", "Adaptive (always on)"); the 4.x models only when asked.
 # - default_display "omitted" on the 5.5 models: models/sonnet-5-5/migration-guide ("Thinking is on by

@@ -160,7 +160,11 @@ def prompt_continue(*, prompt: Prompt, partial_text: str, scenes_done: int, last
 
     The reply so far goes back as a finished assistant turn and a user turn asks for the rest: newer
     models reject a prefilled (unfinished) assistant turn, so there is no prefill. The system prompt and
-    output schema are the first call's, so the cached prefix (if any) is read again.
+    output schema are the first call's, so the cached prefix (if any) is read again. The reply's thinking
+    blocks do not go back with it: the API requires them only alongside tool results ("the only case
+    where you have to return thinking blocks", Anthropic's docs, build-with-claude/context-windows), and
+    these calls offer no tools; on the 5.5 models a block is also tied to the call that made it
+    (models/sonnet-5-5/whats-new-sonnet-5-5, "Thinking blocks are tied to the model and the conversation").
     """
     where = f'after scene {scenes_done} ("{last_heading}")' if scenes_done else "before the first scene"
     ask = (
