@@ -36,7 +36,7 @@ from stories.selectors import (
     story_version_find,
     story_version_latest,
 )
-from stories.validation import json_problem, text_clean_or_reject, text_field_clean
+from stories.validation import json_problem, text_clean_or_reject, text_field_clean, title_visible
 from storyproject.db import update_row, update_unflushed, update_unflushed_async
 from storyproject.untrusted import text_storable
 
@@ -364,7 +364,10 @@ def _scene_untouched(base: Any, latest: Any, index: int) -> bool:
 def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, int]:
     if draft.story_id is None:
         # A model's title (and an import's) may span lines: a story's title is one line (title_problem).
-        title = one_line(draft.title or str(draft.content.get("title", ""))) or "Untitled"
+        title = one_line(draft.title or str(draft.content.get("title", "")))
+        if not title_visible(title):
+            # An import's title page or a model's title of marks only (U+200F ...) draws nothing.
+            title = "Untitled"
         story = Story.objects.create(
             owner_id=user_id, title=title[:200], plot=draft.plot, latest_version_number=1
         )

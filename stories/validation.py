@@ -9,6 +9,7 @@ Version numbers given as text (a page's ``?version=``, the diff's ``?from=``) ar
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
@@ -25,6 +26,7 @@ __all__ = [
     "text_field_problem",
     "text_problem",
     "title_problem",
+    "title_visible",
     "version_number_parse",
 ]
 
@@ -44,9 +46,22 @@ def title_problem(title: str) -> str | None:
     if problem is not None:
         return problem
     found = _NOT_ONE_LINE.search(title)
-    if found is None:
-        return None
-    return f"contains a line break or another control character (U+{ord(found.group()):04X}); a title is one line"
+    if found is not None:
+        return f"contains a line break or another control character (U+{ord(found.group()):04X}); a title is one line"
+    if title and not title_visible(title):
+        return "has no visible character; a title is something to read"
+    return None
+
+
+# Characters that draw nothing: spaces and separators, and format characters (direction marks and
+# overrides, isolates, zero-width spaces and joiners, the soft hyphen).
+_UNSEEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cf", "Cc"})
+
+
+def title_visible(title: str) -> bool:
+    """Whether ``title`` draws anything: a title made only of marks such as U+200F was saved, and the
+    story list's link to its story had no text to click on."""
+    return any(unicodedata.category(c) not in _UNSEEN_CATEGORIES for c in title)
 
 
 # What cannot be in text a writer types (a plot, instructions): C0 control characters but tab, line

@@ -700,6 +700,26 @@ def test_a_story_plot_with_a_control_character_is_refused_through_the_api(
     assert kept.status_code == 200 and kept.json()["plot"] == "Two\r\nlines\tand a tab."
 
 
+# Right-to-left marks, a zero-width space, an override, an isolate pair, a soft hyphen: each is text, and
+# none is drawn.
+@pytest.mark.parametrize(
+    "title", ["\u200f\u200f", "\u200b", "\u202e", "\u2066\u2069", "\u00ad", "\u200e \u200e"]
+)
+def test_a_story_title_with_nothing_visible_is_refused(writer: Any, story: Story, title: str) -> None:
+    # Such a title was saved, and the story list's link to the story had no text to click on.
+    client = client_for(writer)
+    created = client.post("/api/stories/", {"title": title, "plot": "A plot."}, format="json")
+    assert created.status_code == 400
+    assert created.json()["title"] == ["title has no visible character; a title is something to read."]
+    assert client.patch(f"/api/stories/{story.pk}/", {"title": title}, format="json").status_code == 400
+    story.refresh_from_db()
+    assert story.title == "The Heist"
+    kept = client.patch(
+        f"/api/stories/{story.pk}/", {"title": "\u200f\u05d4\u05e9\u05d5\u05d3"}, format="json"
+    )
+    assert kept.status_code == 200 and kept.json()["title"] == "\u200f\u05d4\u05e9\u05d5\u05d3"
+
+
 @pytest.mark.parametrize("title", ["Two\nlines", "Tab\there", "Esc\x1b[31m", "Sep\u2028arated", "Del\x7f"])
 def test_a_story_title_is_one_line_through_the_api_as_on_the_pages(
     writer: Any, story: Story, title: str

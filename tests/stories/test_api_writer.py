@@ -450,6 +450,14 @@ def test_import_fountain_creates_a_story_with_version_1_and_persona_matches(
     assert body["story"]["cast"] == []
 
 
+def test_an_imported_title_with_nothing_visible_makes_an_untitled_story(writer: Any) -> None:
+    # The title page's title became the story's, and the story list's link to it had no text.
+    text = "Title: \u200f\u202e\u2069\n\nINT. A\n\nHi.\n"
+    imported = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
+    assert imported.status_code == 201, imported.json()
+    assert imported.json()["story"]["title"] == "Untitled"
+
+
 def test_pasted_fountain_with_a_byte_order_mark_is_read_as_a_file_is(writer: Any, story: Story) -> None:
     # An uploaded file is decoded without its mark; pasted text kept it, and "\ufeffTitle" was no
     # title page key: the title page was lost ("Untitled") and its lines read as the script.

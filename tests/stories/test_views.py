@@ -383,3 +383,14 @@ def test_regenerate_starts_from_a_plot_and_title_the_generation_accepts(
     assert (request.plot, request.title) == (plot, title)
     # The story itself is as it was saved, until the writer regenerates.
     assert Story.objects.get(pk=story.pk).plot.startswith("A crew\x1b[31m")
+
+
+def test_regenerate_starts_without_a_title_of_marks_only(logged_in: Client, writer: Any) -> None:
+    # A title that draws nothing (right-to-left marks), saved before it was refused, filled Regenerate's
+    # title field: empty to the eye, it made the generation refuse the title.
+    story = story_with_versions(writer, screenplay("INT. ROOM"), title="\u200f\u200f")
+    page = logged_in.get(f"/stories/{story.pk}/").content.decode()
+    title_input = re.search(r'<input id="title" [^>]*value="([^"]*)"', page)
+    assert title_input is not None and title_input.group(1) == ""
+    request = generation_request_parse({"plot": "A plot.", "title": "", "personas": ["anna"]})
+    assert request.title == ""

@@ -109,6 +109,13 @@ def test_a_title_is_one_line_on_the_socket_and_the_rest_api(title: str) -> None:
     assert "Night" not in error.value.message
 
 
+def test_a_title_with_nothing_visible_is_refused_on_the_socket_and_the_rest_api() -> None:
+    with pytest.raises(GenerationError) as error:
+        generation_request_parse({"plot": "Fog.", "personas": ["noir-detective"], "title": "\u200f\u200b"})
+    assert error.value.code == "invalid_request"
+    assert error.value.message == "title has no visible character; a title is something to read"
+
+
 @pytest.mark.parametrize(
     ("plot", "code_point"),
     [("Fog\x1b[2J.", "U+001B"), ("Bell\x07", "U+0007"), ("Del\x7f", "U+007F"), ("C1\x9b", "U+009B")],
