@@ -42,6 +42,7 @@ from personas.models import PersonaConfig
 from storyproject import stamped_cache
 from storyproject.after_response import after_response
 from storyproject.diffs import DiffBudget
+from storyproject.search import text_search_q
 from storyproject.tokens import token_estimate
 
 
@@ -115,7 +116,7 @@ def persona_list(*, search: str = "") -> QuerySet[PersonaConfig]:
     queryset = PersonaConfig.objects.filter(is_active=True).order_by("display_name", "name")
     search = search.strip()
     if search:
-        queryset = queryset.filter(Q(name__icontains=search) | Q(display_name__icontains=search))
+        queryset = queryset.filter(text_search_q(("name", "display_name"), search))
     return queryset
 
 

@@ -27,6 +27,7 @@ from stories.generation.requests import allowed_models, model_label
 from stories.imports import characters_carried_over, screenplay_import
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.pricing import usage_cost_usd
+from storyproject.search import text_search_q
 
 _SETTINGS_CACHE_KEY = "generation-settings:v1"
 
@@ -74,7 +75,7 @@ def story_list_for_user(*, user: AbstractBaseUser | AnonymousUser, search: str =
     )
     search = search.strip()[:SEARCH_MAX_CHARS]
     if search:
-        stories = stories.filter(Q(title__icontains=search) | Q(plot__icontains=search))
+        stories = stories.filter(text_search_q(("title", "plot"), search))
     return stories
 
 
