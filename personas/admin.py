@@ -35,6 +35,7 @@ from personas.forms import PersonaConfigForm, PersonaImportConfirmForm, PersonaI
 from personas.history import state_changes
 from personas.models import PersonaConfig
 from storyproject.bidi import bidi_isolated
+from storyproject.search import CaseFoldedAdminSearch
 
 
 class UsageFilter(admin.SimpleListFilter):
@@ -90,7 +91,7 @@ def _preview(config: object) -> dict[str, Any]:
 
 
 @admin.register(PersonaConfig)
-class PersonaConfigAdmin(VersionAdmin):
+class PersonaConfigAdmin(CaseFoldedAdminSearch, VersionAdmin):
     """The persona editor. django-reversion's ``VersionAdmin`` wraps the add, change and list views
     (actions included) in a revision with the editor's name; history, revert and recover are our own
     views on its revisions (see docs/personas.md, "History and revert")."""

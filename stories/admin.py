@@ -13,6 +13,7 @@ from stories.generation.models_registry import model_get
 from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.selectors import generation_settings_forget
+from storyproject.search import CaseFoldedAdminSearch
 
 
 class OwnStoriesMixin:
@@ -59,7 +60,7 @@ class StoryCastInline(admin.TabularInline):
 
 
 @admin.register(Story)
-class StoryAdmin(OwnStoriesMixin, admin.ModelAdmin):
+class StoryAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
     list_display = ["title", "owner", "latest_version_number", "updated_at"]
     search_fields = ["title", "plot", "owner__username"]
     list_filter = ["updated_at"]
@@ -68,7 +69,7 @@ class StoryAdmin(OwnStoriesMixin, admin.ModelAdmin):
 
 
 @admin.register(GenerationRun)
-class GenerationRunAdmin(OwnStoriesMixin, admin.ModelAdmin):
+class GenerationRunAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
     owner_field = "user"
     list_display = [
         "id",

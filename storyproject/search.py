@@ -5,10 +5,15 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Iterable
+from typing import Any
 
-from django.db.models import F, Q
+from django.contrib import admin
+from django.contrib.admin.utils import lookup_spawns_duplicates
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Lower
 from django.db.models.lookups import Contains
+from django.http import HttpRequest
+from django.utils.text import smart_split, unescape_string_literal
 
 
 def text_search_q(fields: Iterable[str], search: str) -> Q:
@@ -22,3 +27,20 @@ def text_search_q(fields: Iterable[str], search: str) -> Q:
     """
     needle = search.lower()
     return functools.reduce(operator.or_, (Q(Contains(Lower(F(field)), needle)) for field in fields))
+
+
+class CaseFoldedAdminSearch(admin.ModelAdmin):  # type: ignore[type-arg]
+    """A ModelAdmin whose search ignores case beyond ASCII too: each word of the search (a quoted phrase
+    as one, as Django's own search reads it) in one of ``search_fields``; plain field paths only."""
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        fields = [str(field) for field in self.get_search_fields(request)]
+        if not fields:
+            return queryset, False
+        for term in smart_split(search_term):
+            if term[:1] in ('"', "'") and len(term) > 1 and term[-1] == term[0]:
+                term = unescape_string_literal(term)
+            queryset = queryset.filter(text_search_q(fields, term))
+        return queryset, any(lookup_spawns_duplicates(self.opts, field) for field in fields)

@@ -144,3 +144,29 @@ def test_a_right_to_left_story_title_stays_inside_its_own_words_in_the_admin(
     assert f"Screenplay version: {title} v1" in page
     assert f"Cast member: \u2068MAX \u202eX\u2069 ({persona.pk})" in page
     assert Story.objects.get().title == "Heist \u202eevil"  # stored as typed
+
+
+@pytest.mark.django_db
+def test_the_admin_searches_ignore_case_beyond_ascii(
+    user_factory: Any, writer: Any, persona_factory: Any
+) -> None:
+    # Django's admin search is icontains, SQLite's LIKE, which folds ASCII letters only: an editor's
+    # "émile" did not find the persona "Émile", nor a superuser's "été" the story "Été à Paris".
+    persona_factory("emile", display_name="Émile Ørsted")
+    persona_factory("sam", display_name="Sam")
+    Story.objects.create(owner=writer, title="Été à Paris", plot="A plot.", latest_version_number=1)
+    Story.objects.create(owner=writer, title="Winter", plot="Snow.", latest_version_number=1)
+    editor = user_factory("editor", is_staff=True)
+    editor.groups.add(editors_group_ensure())
+    editing = Client()
+    editing.force_login(editor)
+    personas = editing.get("/admin/personas/personaconfig/", {"q": 'émile "ørsted"'})
+    assert personas.status_code == 200
+    assert [p.name for p in personas.context["cl"].result_list] == ["emile"]
+    admin = user_factory("root", is_staff=True, is_superuser=True)
+    root = Client()
+    root.force_login(admin)
+    stories = root.get("/admin/stories/story/", {"q": "ÉTÉ"})
+    assert [s.title for s in stories.context["cl"].result_list] == ["Été à Paris"]
+    by_writer = root.get("/admin/stories/story/", {"q": f"été {writer.username.upper()}"})
+    assert [s.title for s in by_writer.context["cl"].result_list] == ["Été à Paris"]
