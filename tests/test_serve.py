@@ -89,6 +89,15 @@ def _healthz(base: str, unix_socket: str = "") -> int:
         return client.get(base + "/healthz").status_code
 
 
+def _connection_refused(base: str) -> bool:
+    """Whether a new connection to ``base`` is refused (nothing listens there any more)."""
+    try:
+        _healthz(base)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
 def _wait_for(ready: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -477,7 +486,12 @@ def test_a_stopping_process_takes_no_new_request_on_a_kept_alive_connection(serv
         # other is idle, kept alive.
         with idle_socket, client.stream("GET", started.json()["events_url"]) as events:
             served.process.send_signal(signal.SIGTERM)
-            time.sleep(1)
+            # The stop has reached the process once a new connection is refused: it closes the
+            # listening socket and ends its kept-alive connections in one step. Waited for, not assumed
+            # after a second: the supervisor passes the signal on from a loop that wakes every 0.5 s,
+            # and under load it and the process may wait longer for a core (the kept-alive request then
+            # came first and was answered, and the test failed).
+            _wait_for(lambda: _connection_refused(served.base), 30, "new connections refused after the stop")
             with pytest.raises(httpx.TransportError):
                 idle.get("/healthz")
             # Closed with 4503 at once, so its next generate goes to another process.
