@@ -29,7 +29,7 @@ def text_search_q(fields: Iterable[str], search: str) -> Q:
     return functools.reduce(operator.or_, (Q(Contains(Lower(F(field)), needle)) for field in fields))
 
 
-class CaseFoldedAdminSearch(admin.ModelAdmin):  # type: ignore[type-arg]
+class CaseFoldedAdminSearch(admin.ModelAdmin):
     """A ModelAdmin whose search ignores case beyond ASCII too: each word of the search (a quoted phrase
     as one, as Django's own search reads it) in one of ``search_fields``; plain field paths only."""
 
