@@ -215,7 +215,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": [
         "storyproject.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
+        "storyproject.parsers.StrictFormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     # A query parameter a view does not read is a 400 (storyproject.parsers), after the 401.
