@@ -6,6 +6,7 @@ from django.db import models
 
 from personas.schema import validate_persona_config
 from storyproject.bidi import bidi_isolated
+from storyproject.untrusted import text_visible
 
 # Keys the API's URLs take for themselves: /api/personas/contexts/ is the batch of contexts, so a persona
 # of that name could not be read at /api/personas/<name>/.
@@ -57,6 +58,11 @@ class PersonaConfig(models.Model):
     def clean(self) -> None:
         if self.name in RESERVED_NAMES:
             raise ValidationError({"name": reserved_name_message(self.name)})
+        # Only marks (U+200F, an override, zero-width spaces): the picker's button would be empty.
+        if self.display_name and not text_visible(self.display_name):
+            raise ValidationError(
+                {"display_name": "The display name has no visible character; writers pick the persona by it."}
+            )
 
 
 def reserved_name_message(name: str) -> str:

@@ -36,7 +36,7 @@ from stories.selectors import (
     story_version_find,
     story_version_latest,
 )
-from stories.validation import json_problem, text_clean_or_reject, text_field_clean, title_visible
+from stories.validation import json_problem, text_clean_or_reject, text_field_clean, text_visible
 from storyproject.db import update_row, update_unflushed, update_unflushed_async
 from storyproject.untrusted import text_storable
 
@@ -365,7 +365,7 @@ def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, 
     if draft.story_id is None:
         # A model's title (and an import's) may span lines: a story's title is one line (title_problem).
         title = one_line(draft.title or str(draft.content.get("title", "")))
-        if not title_visible(title):
+        if not text_visible(title):
             # An import's title page or a model's title of marks only (U+200F ...) draws nothing.
             title = "Untitled"
         story = Story.objects.create(

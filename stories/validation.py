@@ -9,13 +9,12 @@ Version numbers given as text (a page's ``?version=``, the diff's ``?from=``) ar
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
 
 # The one NUL and lone-surrogate check (storyproject.untrusted), used here for every stored text.
-from storyproject.untrusted import text_problem
+from storyproject.untrusted import text_problem, text_visible
 
 __all__ = [
     "VERSION_NUMBER_MAX",
@@ -25,8 +24,8 @@ __all__ = [
     "text_field_clean",
     "text_field_problem",
     "text_problem",
+    "text_visible",
     "title_problem",
-    "title_visible",
     "version_number_parse",
 ]
 
@@ -48,20 +47,9 @@ def title_problem(title: str) -> str | None:
     found = _NOT_ONE_LINE.search(title)
     if found is not None:
         return f"contains a line break or another control character (U+{ord(found.group()):04X}); a title is one line"
-    if title and not title_visible(title):
+    if title and not text_visible(title):
         return "has no visible character; a title is something to read"
     return None
-
-
-# Characters that draw nothing: spaces and separators, and format characters (direction marks and
-# overrides, isolates, zero-width spaces and joiners, the soft hyphen).
-_UNSEEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cf", "Cc"})
-
-
-def title_visible(title: str) -> bool:
-    """Whether ``title`` draws anything: a title made only of marks such as U+200F was saved, and the
-    story list's link to its story had no text to click on."""
-    return any(unicodedata.category(c) not in _UNSEEN_CATEGORIES for c in title)
 
 
 # What cannot be in text a writer types (a plot, instructions): C0 control characters but tab, line

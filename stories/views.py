@@ -35,7 +35,7 @@ from stories.screenplay_compare import screenplay_compare
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import FountainPreviewSerializer
-from stories.validation import VERSION_NUMBER_MAX, text_field_clean, title_visible, version_number_parse
+from stories.validation import VERSION_NUMBER_MAX, text_field_clean, text_visible, version_number_parse
 from storyproject.pagination import page_of
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
@@ -214,7 +214,7 @@ def _generator_context(*, story: Story | None) -> dict[str, Any]:
         # writer cannot see what to remove from, so the form starts without them.
         "plot": text_field_clean(story.plot) if story is not None else "",
         # A title of marks only (U+200F ...), refused since, starts empty: the screenplay's own title.
-        "title": title if story is not None and title_visible(title := one_line(story.title)) else "",
+        "title": title if story is not None and text_visible(title := one_line(story.title)) else "",
     }
 
 

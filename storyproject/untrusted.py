@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 
 MAX_DEPTH = 32
 # Far more than any persona or request needs (2**63 has 19 digits), far below CPython's 4,300.
@@ -140,3 +141,14 @@ def text_quoted(value: str, *, limit: int = 80) -> str:
     if len(value) <= limit:
         return repr(value)
     return f"{value[:limit] + '…'!r} ({len(value)} characters)"
+
+
+# Characters that draw nothing: spaces and separators, control and format characters (direction marks
+# and overrides, isolates, zero-width spaces and joiners, the soft hyphen).
+_UNSEEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cf", "Cc"})
+
+
+def text_visible(text: str) -> bool:
+    """Whether ``text`` draws anything: a story title or a persona's display name made only of marks
+    such as U+200F was saved, and the link or button naming it had no text to click on."""
+    return any(unicodedata.category(c) not in _UNSEEN_CATEGORIES for c in text)

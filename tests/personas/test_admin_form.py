@@ -323,3 +323,20 @@ def test_a_plain_string_context_edited_as_the_description_is_replaced_by_it(edit
     )
     persona.refresh_from_db()
     assert persona.config_data == {"description": "A pilot."}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("display_name", ["\u200f\u200f", "\u202e", "\u200b\u2069"])
+def test_a_display_name_with_nothing_visible_is_refused(editor_client: Client, display_name: str) -> None:
+    # Saved, it made an empty button in the writers' persona picker and an empty name in the cast list.
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, display_name=display_name))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["display_name"] == [
+        "The display name has no visible character; writers pick the persona by it."
+    ]
+    persona.refresh_from_db()
+    assert persona.display_name == "Kommissar"
+    kept = editor_client.post(url, _as_browser_posts(editor_client, url, display_name="\u200fKommissar"))
+    assert kept.status_code == 302
