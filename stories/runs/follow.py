@@ -45,6 +45,9 @@ async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[di
                 return
         exists = await log.exists(run_id)
         if exists and await log.ended(run_id):
+            if await log.last_seq(run_id) > after:
+                # It ended after the follow handed back (a quiet stream): the rest, its end included.
+                continue
             return  # the log ended at or before ``after``: the client has it all
         # No log, or one that went quiet without its end: the run may be over without its log saying
         # so (it ended while Redis was down, and its last events never reached the stream).

@@ -114,7 +114,7 @@ class RedisRunEventLog:
                 touched = time.monotonic()
             reply: Any = await client.xread({key: f"0-{after}"}, count=_READ_COUNT, block=BLOCK_MS)
             if not reply:
-                if not await self._goes_on(key) or time.monotonic() - heard >= _QUIET_SECONDS:
+                if not await self._goes_on(key, after) or time.monotonic() - heard >= _QUIET_SECONDS:
                     return  # never written, expired, ended at or before ``after``, or quiet
                 continue
             heard = time.monotonic()
@@ -124,10 +124,15 @@ class RedisRunEventLog:
                 if event["type"] in TERMINAL:
                     return
 
-    async def _goes_on(self, key: str) -> bool:
-        """Whether more may come: the stream exists and its last event is not a terminal one."""
+    async def _goes_on(self, key: str, after: int) -> bool:
+        """Whether more may come after ``after``: the stream exists, and its last event is not a terminal
+        one or is past ``after``. The run's last events may have been written after the read that found
+        nothing and before this question: the next read gets them (they were lost, the end included)."""
         last: Any = await redis_client().xrevrange(key, count=1)
-        return bool(last) and _decode(last)[0]["type"] not in TERMINAL
+        if not last:
+            return False
+        event = _decode(last)[0]
+        return event["type"] not in TERMINAL or event["seq"] > after
 
     async def exists(self, run_id: int) -> bool:
         return await self.local.exists(run_id) or bool(await redis_client().exists(run_key(run_id, "events")))

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as redis
 
 from stories.runs import redis_conn, redis_log
+from stories.runs.follow import run_events_follow
 from stories.runs.log import RunEventLog
 from stories.runs.memory_log import MemoryRunEventLog
 from stories.runs.redis_log import RedisRunEventLog
@@ -307,3 +308,51 @@ async def test_an_event_redis_refuses_does_not_lose_the_others_written_with_it(
     assert await other_process.xlen(redis_log.run_key(71, "events")) == 1
     assert "1 of 3 events refused" in caplog.text
     await other_process.aclose()
+
+
+def _ends_right_after_a_read_that_found_nothing(
+    monkeypatch: pytest.MonkeyPatch, writer: RunEventLog, run_id: int
+) -> None:
+    """The run's process writes its last events just after the follower's blocking read found nothing
+    new, before the follower asks whether the stream goes on (a save that took longer than the read's
+    second, then `saved` and `done` at once)."""
+    asked = RedisRunEventLog._goes_on
+
+    async def goes_on(self: RedisRunEventLog, *args: Any) -> bool:
+        if not await writer.ended(run_id):
+            await writer.append(run_id, {"type": "saved"})
+            await writer.append(run_id, {"type": "done"})  # terminal: returns once written
+        return await asked(self, *args)
+
+    monkeypatch.setattr(RedisRunEventLog, "_goes_on", goes_on)
+
+
+@pytest.mark.parametrize("log", ["redis"], indirect=True)
+async def test_a_follower_in_another_process_gets_an_end_written_just_after_a_read_found_nothing(
+    log: RunEventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: the follower saw the stream end in a terminal event and stopped, without reading the events
+    # written since its read; the client's socket never got `saved` nor `done` (a resumed run followed
+    # from the process that resumed it, two runs in six under daphne).
+    await log.open(81)
+    await log.append(81, {"type": "accepted"})
+    await log.flush()
+    _ends_right_after_a_read_that_found_nothing(monkeypatch, log, 81)
+    elsewhere = RedisRunEventLog(local=MemoryRunEventLog())
+    assert await asyncio.wait_for(_types(elsewhere.follow(81, 1)), timeout=10) == ["saved", "done"]
+
+
+@pytest.mark.parametrize("log", ["redis"], indirect=True)
+async def test_a_follower_handed_back_on_a_quiet_stream_still_gets_an_end_written_meanwhile(
+    log: RunEventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A quiet stream hands back to run_events_follow, which asks whether the run is over. Was: a log
+    # that had ended counted as read to its end, and the events after the client's seq were lost.
+    monkeypatch.setattr(redis_log, "_QUIET_SECONDS", 0.0)
+    run_id = 9_000_000_082  # not in this process's own log (memory_log.LOG): followed from Redis
+    await log.open(run_id)
+    await log.append(run_id, {"type": "accepted"})
+    await log.flush()
+    _ends_right_after_a_read_that_found_nothing(monkeypatch, log, run_id)
+    followed = run_events_follow(run_id=run_id, after=1)
+    assert await asyncio.wait_for(_types(followed), timeout=10) == ["saved", "done"]
