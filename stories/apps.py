@@ -18,8 +18,26 @@ def _logged_out(sender: type, request: Any, user: Any, **kwargs: Any) -> None:
     from stories.runs.revoked import runs_cancel_session_ended
 
     session_key = getattr(getattr(request, "session", None), "session_key", None)
-    if user is not None and session_key:
+    if user is not None and session_key and not _session_rows():
+        # A session kept in a row is seen going by _session_deleted, logout or not.
         runs_cancel_session_ended(user_id=user.pk, session_key=session_key)
+
+
+def _session_rows() -> bool:
+    """Whether sessions are rows of django.contrib.sessions' model (the db and cached_db engines)."""
+    from importlib import import_module
+
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    return issubclass(store, SessionStore) and store.get_model_class() is Session
+
+
+def _session_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
+    from stories.runs.revoked import runs_cancel_session_deleted
+
+    runs_cancel_session_deleted(session=instance)
 
 
 def _user_loaded(sender: type, instance: Any, **kwargs: Any) -> None:
@@ -56,6 +74,7 @@ class StoriesConfig(AppConfig):
                 _token_deleted, sender=model, dispatch_uid=f"runs_token_deleted_{model.__name__}"
             )
         user_logged_out.connect(_logged_out, dispatch_uid="runs_logged_out")
+        post_delete.connect(_session_deleted, sender="sessions.Session", dispatch_uid="runs_session_deleted")
         user_model = settings.AUTH_USER_MODEL
         post_init.connect(_user_loaded, sender=user_model, dispatch_uid="runs_user_loaded")
         post_save.connect(_user_saved, sender=user_model, dispatch_uid="runs_user_saved")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.contrib.auth import SESSION_KEY
 from django.db import transaction
 
 from stories.runs.runner import run_cancel
@@ -70,6 +71,15 @@ def runs_cancel_session_ended(*, user_id: Any, session_key: str) -> None:
     """The session ``session_key`` signed its user out: cancel the runs it started."""
     started_by = credential_fingerprint(SocketCredential(user_id=user_id, session_key=session_key))
     _on_commit(lambda: runs_streaming_of(user_id=user_id, started_by=started_by))
+
+
+def runs_cancel_session_deleted(*, session: Any) -> None:
+    """A session's row was deleted (``post_delete``): a logout, a login as someone else in that browser
+    (Django flushes the session without a logout signal), a key cycled, a row cleared or deleted by
+    hand. Cancel the runs it started."""
+    user_id = session.get_decoded().get(SESSION_KEY)
+    if user_id is not None:
+        runs_cancel_session_ended(user_id=user_id, session_key=session.session_key)
 
 
 def runs_cancel_password_changed(*, user_id: Any, token_key: str | None) -> None:

@@ -172,3 +172,30 @@ async def test_a_deleted_writers_runs_are_stopped(
             break
     else:
         pytest.fail(f"run {run_id}'s model call still went on after its writer was deleted")
+
+
+async def test_signing_in_as_someone_else_in_the_same_browser_cancels_the_run_of_the_session_it_ends(
+    writer: Any, other_writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Django's login flushes the session of another user without a logout signal: the row goes, and
+    # with it the credential that started the first writer's run.
+    _slow(fake_anthropic, runs=1)
+    browser = await _session_client(writer)
+    run_id = await _started(browser)
+    signed_in = await sync_to_async(browser.post)(
+        "/accounts/login/", {"username": other_writer.username, "password": "pw-" + other_writer.username}
+    )
+    assert signed_in.status_code == 302
+    assert await _status_after(run_id) == "cancelled"
+
+
+async def test_a_session_deleted_in_the_admin_or_cleared_cancels_the_run_it_started(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    from django.contrib.sessions.models import Session
+
+    _slow(fake_anthropic, runs=1)
+    browser = await _session_client(writer)
+    run_id = await _started(browser)
+    await Session.objects.filter(session_key=browser.session.session_key).adelete()
+    assert await _status_after(run_id) == "cancelled"
