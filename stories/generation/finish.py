@@ -16,7 +16,7 @@ from django.urls import NoReverseMatch, reverse
 
 from stories.errors import GenerationError
 from stories.generation.run import Run
-from stories.generation.validation import screenplay_validate
+from stories.generation.validation import cast_entries, screenplay_validate
 from stories.models import GenerationRun
 from stories.services import RunRecord, ScreenplayDraft, generation_run_finish, screenplay_version_create
 from storyproject.db import db_call, db_started
@@ -48,7 +48,7 @@ async def run_finish(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[s
 
 async def _finish_unsaved(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     """A run that saves nothing (``request.save`` False): checked like any, kept with its screenplay."""
-    screenplay_validate(content=content, persona_names=run.request.personas)
+    screenplay_validate(content=content, persona_names=_personas_allowed(run.request, content))
     record = run.record_final()
     await db_call(generation_run_finish)(
         run_id=run.run_id,
@@ -60,9 +60,20 @@ async def _finish_unsaved(run: Run, content: dict[str, Any]) -> AsyncGenerator[d
     yield run.done_event()
 
 
+def _personas_allowed(request: Any, content: dict[str, Any]) -> list[str]:
+    """The personas the screenplay may name: those chosen, and for a scene rewrite those its version's
+    characters name (the rewrite keeps them as the writer saved them: stories.generation.parallel's
+    ``_assemble``), one deactivated or deleted since included; only those chosen are cast."""
+    if request.rewrite is None:
+        return list(request.personas)
+    named = [c.get("persona") for c in content.get("characters", []) if isinstance(c, dict)]
+    return list(dict.fromkeys([*request.personas, *(n for n in named if isinstance(n, str))]))
+
+
 async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     request = run.request
-    cast = screenplay_validate(content=content, persona_names=request.personas)
+    screenplay_validate(content=content, persona_names=_personas_allowed(request, content))
+    cast = cast_entries(content["characters"], request.personas)
     draft = ScreenplayDraft(
         title=request.title,
         plot=request.plot,

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
+from personas.models import PersonaConfig
 from stories.errors import GenerationError
 from stories.generation.parallel import SceneEdit
 from stories.generation.pipeline import generation_run
@@ -117,11 +118,17 @@ def _generation_for(request: SceneRegenerateRequest, user_id: int) -> tuple[Gene
         raise _invalid(
             f"version {request.version} has {len(scenes)} scenes; index {request.index} is not one"
         )
-    personas = [
+    named = [
         character["persona"]
         for character in version.content.get("characters", [])
         if isinstance(character, dict) and character.get("persona")
     ]
+    # A version may name a persona deleted since (a restore keeps it, out of the cast): its part stays
+    # as written and the rewrite uses the personas that exist; asking for it refused every rewrite of
+    # the story for good ("unknown personas"). A deactivated one is still refused by name: an editor
+    # may bring it back, and the writer is told which.
+    existing = set(PersonaConfig.objects.filter(name__in=named).values_list("name", flat=True))
+    personas = [name for name in named if name in existing]
     # The same model as the version, unless the writer asks for another or it is no longer offered.
     model = request.model or (version.model if version.model in allowed_models() else None)
     generation = GenerationRequest(

@@ -614,3 +614,28 @@ async def test_instructions_with_a_control_character_are_refused_on_the_socket(
         await communicator.disconnect()
     run = await GenerationRun.objects.aget()
     assert run.status == "succeeded"
+
+
+def test_a_scene_of_a_version_whose_persona_was_deleted_since_is_rewritten(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # A restored version may name a persona an editor deleted since (its part is uncast): rewriting any
+    # of its scenes was refused "unknown personas: femme-fatale" for good, where the writer expects the
+    # part to stay as written and the rewrite to use the personas that still exist.
+    story_id, old = _story_with_version(writer)
+    uncast = copy.deepcopy(old)
+    for character in uncast["characters"]:
+        if character.get("persona") == "femme-fatale":
+            character["persona"] = None
+    story = Story.objects.get(pk=story_id)
+    screenplay_version_write(user_id=writer.pk, story=story, content=uncast)
+    PersonaConfig.objects.filter(name="femme-fatale").delete()
+    client = APIClient()
+    client.force_authenticate(writer)
+    assert client.post(f"/api/stories/{story_id}/versions/1/restore/").status_code == 201
+    fake_anthropic.default = FakeScreenwriter(_rewritten(), tokens_per_second=4000)
+    response = client.post(f"/api/stories/{story_id}/versions/3/scenes/1/regenerate/", {}, format="json")
+    assert response.status_code == 201, response.content
+    saved = ScreenplayVersion.objects.get(story_id=story_id, number=4).content
+    assert saved["characters"] == old["characters"]
+    assert saved["scenes"][1]["elements"] == _rewritten()["scenes"][1]["elements"]
