@@ -69,6 +69,16 @@ class GenerationError(Exception):
         # For the operator's log only (the provider's status, error code and request id); never sent.
         self.operator_detail = operator_detail
 
+    def reworded(self, message: str) -> GenerationError:
+        """The same error (code, retry, operator detail) told with ``message``."""
+        return GenerationError(
+            self.code,
+            message,
+            retryable=self.retryable,
+            retry_after=self.retry_after,
+            operator_detail=self.operator_detail,
+        )
+
     def as_event(self) -> dict[str, Any]:
         """The protocol's ``error`` event (``stories.generation.events.ErrorEvent``)."""
         event: dict[str, Any] = {

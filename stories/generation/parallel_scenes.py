@@ -164,12 +164,8 @@ def _worth_retrying(error: GenerationError) -> bool:
 
 def _scene_failed(outline: Outline, index: int, error: GenerationError) -> GenerationError:
     heading = outline.scenes[index].heading
-    return GenerationError(
-        error.code,
-        f"scene {index + 1} ({bidi_isolated(heading[:80])}) failed: {error.message}; nothing was saved",
-        retryable=error.retryable,
-        retry_after=error.retry_after,
-        operator_detail=error.operator_detail,
+    return error.reworded(
+        f"scene {index + 1} ({bidi_isolated(heading[:80])}) failed: {error.message}; nothing was saved"
     )
 
 

@@ -378,13 +378,7 @@ def _with_request_id(error: GenerationError, request_id: str | None) -> Generati
     """
     if not request_id or not _REQUEST_ID.fullmatch(request_id):
         return error
-    return GenerationError(
-        error.code,
-        f"{error.message} (provider request id {request_id})",
-        retryable=error.retryable,
-        retry_after=error.retry_after,
-        operator_detail=error.operator_detail,
-    )
+    return error.reworded(f"{error.message} (provider request id {request_id})")
 
 
 def _refusal(error: anthropic.APIStatusError, kind: str, status: int) -> GenerationError | None:
