@@ -63,6 +63,42 @@ def test_a_command_on_a_database_it_cannot_open_exits_1_with_one_line_and_no_tra
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("arguments", [["generation_report"], ["load_demo"], ["recover_runs"]])
+def test_a_postgresql_server_that_refuses_is_one_line_naming_why_at_once(arguments: list[str]) -> None:
+    # Was: psycopg's pool retried for its 10 s timeout, logging two lines a try (some 16 lines), then
+    # the command said only "couldn't get a connection after 10.00 sec", never why (a server down, a
+    # database or role that does not exist), which only the warnings above it had said.
+    env = {**os.environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:1/story"}  # nothing on port 1
+    env.pop("REDIS_URL", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    # Said by the one direct try, not by the pool (no warnings, no wait for its timeout).
+    assert result.stderr.strip() == (
+        "CommandError: the database (DATABASE_URL) failed: connection failed: connection to server at "
+        '"127.0.0.1", port 1 failed: Connection refused'
+    )
+
+
+def test_claude_check_does_not_need_the_database() -> None:
+    env = {**os.environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:1/story", "ANTHROPIC_API_KEY": ""}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "claude_check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stderr.strip() == "CommandError: ANTHROPIC_API_KEY is not set: there is nothing to check"
+
+
 def _database_url() -> str:
     """The test database, for a command run in another process."""
     db = connection.settings_dict

@@ -14,6 +14,8 @@ from storyproject.commands import ProjectCommand
 
 
 class Command(ProjectCommand):
+    # It only talks to the API: a database down does not stop the check.
+    uses_database = False
     help = (
         "For each configured model (STORY_MODEL and STORY_MODELS), stream two tiny requests with "
         "structured output and a cached system prompt; print OK with latency and cache tokens, or a "
