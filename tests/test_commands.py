@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,33 @@ def test_claude_check_does_not_need_the_database() -> None:
         timeout=60,
     )
     assert result.stderr.strip() == "CommandError: ANTHROPIC_API_KEY is not set: there is nothing to check"
+
+
+def test_ctrl_c_while_a_command_loads_is_one_line_and_status_1_not_a_traceback() -> None:
+    # Was: Ctrl-C in the seconds Django takes to load a command (5 s and more on a busy machine, before
+    # generate_screenplay's own Ctrl-C handling is reached) printed a KeyboardInterrupt traceback of
+    # some 40 lines through Django's and the importer's frames.
+    driver = (
+        "import os, runpy, signal, sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'stories.management.commands.generation_report':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = ['manage.py', 'generation_report']\n"
+        "runpy.run_path('manage.py', run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", driver],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        # A terminal's foreground job: Ctrl-C's SIGINT not ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert result.stderr == "interrupted (Ctrl-C)\n"
+    assert result.returncode == 1
 
 
 def _database_url() -> str:
