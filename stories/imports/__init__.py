@@ -73,6 +73,13 @@ def _text(data: bytes | str) -> str:
     if isinstance(data, str):
         return data.removeprefix("\ufeff")
     encoding = _encoding_by_mark(data)
+    if encoding == "utf-8-sig" and 0 in data[:2]:
+        # UTF-16 without a mark: text in ASCII letters reads as UTF-8 with a NUL after (or before) every
+        # one, which was refused as a character name holding a NUL.
+        raise ScreenplayImportError(
+            f"the file is not UTF-8 text (byte {data.index(0) + 1} is a NUL, as in UTF-16 without a "
+            "byte-order mark); save it as UTF-8 and import it again"
+        )
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as error:

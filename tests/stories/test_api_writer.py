@@ -563,6 +563,18 @@ def test_an_import_with_a_number_for_text_is_a_400_not_the_number_read_as_text(
             "not UTF-16 text (byte 7 cannot be read); save it as UTF-8",
         ),
         ("a.fountain", b"Dear diary,\n\ntoday nothing happened.\n", "no scene heading"),
+        # Was: "line 1: a character name contains a NUL (\u0000) character" for English text saved
+        # as UTF-16 without a byte-order mark, which reads as UTF-8 with a NUL after every letter.
+        (
+            "a.fountain",
+            "INT. HOUSE - DAY\n\nRain.\n".encode("utf-16-le"),
+            "not UTF-8 text (byte 2 is a NUL, as in UTF-16 without a byte-order mark); save it as UTF-8",
+        ),
+        (
+            "a.fountain",
+            "INT. HOUSE - DAY\n\nRain.\n".encode("utf-16-be"),
+            "not UTF-8 text (byte 1 is a NUL, as in UTF-16 without a byte-order mark); save it as UTF-8",
+        ),
     ],
 )
 def test_a_file_that_is_not_a_screenplay_is_a_clear_400(
