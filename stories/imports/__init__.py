@@ -52,6 +52,9 @@ def screenplay_import(
     """The contract JSON for a Fountain or FDX document, within the size and scene limits; ``edited``,
     for Fountain, is the version the text was edited from (``screenplay_from_fountain``)."""
     size = len(data.encode() if isinstance(data, str) else data)
+    if not size and isinstance(data, bytes):
+        # An empty upload was read as a document: "not well-formed XML (column 0)" for an FDX.
+        raise ScreenplayImportError("the file is empty")
     limit = settings.STORY_IMPORT_MAX_BYTES
     if size > limit:
         raise ScreenplayImportError(

@@ -244,6 +244,16 @@ def test_a_utf_16_upload_on_the_import_page_is_read_and_latin_1_is_told_to_save_
     assert "not UTF-8 text (byte 37 cannot be read); save it as UTF-8" in response.content.decode()
 
 
+@pytest.mark.parametrize("name", ["empty.fdx", "empty.fountain"])
+def test_an_empty_file_on_the_import_page_is_said_to_be_empty(logged_in: Client, name: str) -> None:
+    # Was: "line 1: this is not well-formed XML (column 0)" for an empty .fdx, and "it has no scene
+    # heading" for an empty .fountain (the API's upload field says "The submitted file is empty.").
+    response = logged_in.post("/stories/import/", {"file": SimpleUploadedFile(name, b"")})
+    assert response.status_code == 400
+    assert "the file is empty" in response.content.decode()
+    assert not Story.objects.exists()
+
+
 def test_the_import_page_and_the_editor_refuse_more_speakers_than_the_limit(
     logged_in: Client, story: Story, settings: Any
 ) -> None:
