@@ -541,7 +541,7 @@ class StoryVersionStatsApi(APIView):
         "each character, the active persona whose display name or key matches its name (case-insensitive), "
         "or null. Send `cast` ({name: persona key or null}) to cast them in version 1; otherwise version 1 "
         "has no personas and the writer confirms the cast in a new version. Limits: "
-        "STORY_IMPORT_MAX_BYTES, STORY_IMPORT_MAX_SCENES, STORY_IMPORT_MAX_CHARACTERS."
+        "STORY_IMPORT_MAX_BYTES, STORY_IMPORT_MAX_SCENES, STORY_IMPORT_MAX_ELEMENTS, STORY_IMPORT_MAX_CHARACTERS."
     ),
     tags=["stories"],
     request={

@@ -611,13 +611,25 @@ def _recast(character: Any, cast: dict[str, str | None]) -> Any:
 
 def _scenes_bound(content: Any) -> None:
     """A writer's version (edited or imported, as JSON or Fountain) has at most STORY_IMPORT_MAX_SCENES
-    scenes and STORY_IMPORT_MAX_CHARACTERS characters."""
+    scenes, STORY_IMPORT_MAX_ELEMENTS elements and STORY_IMPORT_MAX_CHARACTERS characters."""
     scenes = content.get("scenes") if isinstance(content, dict) else None
     if isinstance(scenes, list) and len(scenes) > settings.STORY_IMPORT_MAX_SCENES:
         raise GenerationError(
             "invalid_request",
             f"more than {settings.STORY_IMPORT_MAX_SCENES} scenes (STORY_IMPORT_MAX_SCENES)",
         )
+    if isinstance(scenes, list):
+        elements = sum(
+            len(scene["elements"])
+            for scene in scenes
+            if isinstance(scene, dict) and isinstance(scene.get("elements"), list)
+        )
+        if elements > settings.STORY_IMPORT_MAX_ELEMENTS:
+            raise GenerationError(
+                "invalid_request",
+                f"more than {settings.STORY_IMPORT_MAX_ELEMENTS} elements: action paragraphs, speeches, "
+                "transitions (STORY_IMPORT_MAX_ELEMENTS)",
+            )
     characters = content.get("characters") if isinstance(content, dict) else None
     if isinstance(characters, list) and len(characters) > settings.STORY_IMPORT_MAX_CHARACTERS:
         raise GenerationError(

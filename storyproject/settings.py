@@ -352,12 +352,16 @@ STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 1_000_000, minimum=10_
 STORY_IMPORT_MAX_SCENES = envint("STORY_IMPORT_MAX_SCENES", 300, minimum=1, maximum=2000)
 # A feature film has tens of speaking parts, an ensemble a few hundred; 50,000 one-line speakers took
 # 6.7 s to read and made a character list no page could show.
+STORY_IMPORT_MAX_CHARACTERS = envint("STORY_IMPORT_MAX_CHARACTERS", 500, minimum=1, maximum=5000)
+# Elements (action paragraphs, speeches, transitions) of a writer's version: a feature film has a few
+# thousand. Its PDF costs about 2 ms of CPU an element: 20,000 one-line speeches (160 KB of Fountain)
+# took 53 s to lay out.
+STORY_IMPORT_MAX_ELEMENTS = envint("STORY_IMPORT_MAX_ELEMENTS", 10_000, minimum=100, maximum=100_000)
 # A built PDF (6 s of CPU for a 300-scene version) is kept in the "exports" cache when it is at most
 # this big (0: never kept); such a version's PDF is about 0.9 MB.
 STORY_EXPORT_CACHE_MAX_BYTES = envint(
     "STORY_EXPORT_CACHE_MAX_BYTES", 4_000_000, minimum=0, maximum=100_000_000
 )
-STORY_IMPORT_MAX_CHARACTERS = envint("STORY_IMPORT_MAX_CHARACTERS", 500, minimum=1, maximum=5000)
 # PDFs a writer may have built (cache misses only; stories.limits.export_build_admitted): at once, and
 # per rolling hour. A 300-scene PDF is 6 s of CPU: 30 an hour is at most 3 minutes of a core a writer.
 STORY_EXPORT_BUILDS_AT_ONCE = envint("STORY_EXPORT_BUILDS_AT_ONCE", 2, minimum=1, maximum=100)

@@ -2,7 +2,8 @@
 
 ``screenplay_import`` is the one entry point: bytes (an upload) or text (pasted Fountain) in, the
 contract's JSON out, or a ``ScreenplayImportError`` that says what is wrong and where. Limits
-(``STORY_IMPORT_MAX_BYTES``, ``STORY_IMPORT_MAX_SCENES``) are read at call time.
+(``STORY_IMPORT_MAX_BYTES``, ``STORY_IMPORT_MAX_SCENES``, ``STORY_IMPORT_MAX_ELEMENTS``,
+``STORY_IMPORT_MAX_CHARACTERS``) are read at call time.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class ScreenplayBuilder:
     # Elements before the first heading (a "FADE IN:", a cold open) join the first scene.
     _before_first: list[dict[str, Any]] = field(default_factory=list)
     _speakers: dict[str, None] = field(default_factory=dict)
+    _element_count: int = 0
     # Where an empty scene heading was read, while nothing has been written after it yet.
     _empty_heading_at: str = ""
 
@@ -78,7 +79,7 @@ class ScreenplayBuilder:
     def action(self, text: str, *, where: str, kind: str = "action") -> None:
         text = _checked(text, MAX_TEXT, f"this {kind}", where)
         if text:
-            self._elements().append({"type": kind, "text": text})
+            self._element_add({"type": kind, "text": text}, where)
 
     def dialogue(self, *, character: str, parenthetical: str, text: str, where: str) -> None:
         # A cue of invisible characters only reads as no name, which the exporters write as UNNAMED.
@@ -94,6 +95,17 @@ class ScreenplayBuilder:
         if parenthetical:
             element["parenthetical"] = parenthetical
         self._speaker_add(name, where)
+        self._element_add(element, where)
+
+    def _element_add(self, element: dict[str, Any], where: str) -> None:
+        limit = settings.STORY_IMPORT_MAX_ELEMENTS
+        if self._element_count >= limit:
+            raise ScreenplayImportError(
+                f"more than {limit} elements: action paragraphs, speeches, transitions "
+                "(STORY_IMPORT_MAX_ELEMENTS)",
+                where=where,
+            )
+        self._element_count += 1
         self._elements().append(element)
 
     def _speaker_add(self, name: str, where: str) -> None:

@@ -677,6 +677,35 @@ def test_the_default_character_limit_refuses_a_crowd_of_speakers(writer: Any) ->
     assert response.json()["message"].endswith("more than 500 characters speak (STORY_IMPORT_MAX_CHARACTERS)")
 
 
+def test_a_version_with_more_elements_than_the_limit_is_refused_on_every_path(
+    writer: Any, story: Story, settings: Any
+) -> None:
+    # Was: a version of 20,000 one-line speeches (160 KB of Fountain) was saved, and its PDF took 53 s
+    # of CPU to lay out, again for every download once it outgrew the export cache.
+    settings.STORY_IMPORT_MAX_ELEMENTS = 5
+    lines = "INT. HALL - DAY\n\n" + "".join(f"MAX\nLine {n}.\n\n" for n in range(6))
+    said = (
+        "line 18: more than 5 elements: action paragraphs, speeches, transitions (STORY_IMPORT_MAX_ELEMENTS)"
+    )
+    api = client_for(writer)
+    response = api.post("/api/stories/import/", {"fountain": lines}, format="json")
+    assert (response.status_code, response.json()["message"]) == (400, said)
+    response = api.post(_versions(story), {"fountain": lines, "base_version": 1}, format="json")
+    assert (response.status_code, response.json()["message"]) == (400, said)
+    content = copy.deepcopy(SCREENPLAY)
+    content["scenes"][1]["elements"] *= 5  # 2 + 5 elements
+    response = api.post(_versions(story), {"content": content, "base_version": 1}, format="json")
+    assert (response.status_code, response.json()["message"]) == (
+        400,
+        "more than 5 elements: action paragraphs, speeches, transitions (STORY_IMPORT_MAX_ELEMENTS)",
+    )
+    assert story.versions.count() == 1
+    # At the limit, a version is saved.
+    content["scenes"][1]["elements"] = content["scenes"][1]["elements"][:3]
+    response = api.post(_versions(story), {"content": content, "base_version": 1}, format="json")
+    assert response.status_code == 201, response.json()
+
+
 def _big(scenes: int, personas: int) -> dict[str, Any]:
     names = [f"CHARACTER {n}" for n in range(scenes)]
     characters = [
