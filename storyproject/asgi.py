@@ -26,6 +26,7 @@ from storyproject.runtime import (  # noqa: E402
     autobahn_connection_log_unformatted,
     daphne_close_reason_sent,
     daphne_form_parsing_off,
+    daphne_reason_phrases_known,
     server_runtime_tune,
 )
 from storyproject.send_buffer import unsent_extension_add  # noqa: E402
@@ -46,6 +47,8 @@ router = ProtocolTypeRouter(
 daphne_form_parsing_off()
 # daphne sent a WebSocket close's code without its reason (docs/protocol.md's close codes name reasons).
 daphne_close_reason_sent()
+# daphne's status lines said "429 Unknown Status": Twisted has no phrase for some statuses.
+daphne_reason_phrases_known()
 # autobahn pretty-printed its settings at every WebSocket connection for a debug line nobody logs.
 autobahn_connection_log_unformatted()
 # Start-up is done: the GIL's switch interval and the garbage collector set for serving.

@@ -32,6 +32,10 @@ daphne passes a WebSocket close's code to autobahn and drops its reason (``handl
 ``serverClose(code=...)``; django/daphne issue 374), which ASGI's ``websocket.close`` carries and autobahn
 sends: the consumer's reasons (docs/protocol.md's close codes: 4429 ``busy`` or ``too_many_messages``)
 reached Channels' test communicator and never a client. ``daphne_close_reason_sent`` sends them.
+
+daphne writes the status line with Twisted's reason phrases (``twisted.web.http.RESPONSES``), which lack
+some the application answers with: a 429 went out as ``429 Unknown Status``. ``daphne_reason_phrases_known``
+adds the standard library's (``http.HTTPStatus``) for every status Twisted does not know.
 """
 
 from __future__ import annotations
@@ -87,6 +91,16 @@ def daphne_form_parsing_off() -> None:
 
     WebRequest.__init__ = __init__
     WebRequest._form_parsing_off = True
+
+
+def daphne_reason_phrases_known() -> None:
+    """Give daphne's status lines a reason phrase for every standard status (see the module docstring)."""
+    from http import HTTPStatus
+
+    from twisted.web import http
+
+    for status in HTTPStatus:
+        http.RESPONSES.setdefault(status.value, status.phrase.encode("ascii"))
 
 
 def daphne_close_reason_sent() -> None:

@@ -1,4 +1,5 @@
-"""daphne as clients meet it: a POST form body reaches the application as it came, unparsed by Twisted."""
+"""daphne as clients meet it: a POST form body reaches the application as it came, unparsed by Twisted,
+and every status line has its reason phrase."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live_server import daphne_start, daphne_stop, server_env
+from tests.live_server import daphne_start, daphne_stop, server_env, writer_seeded
 
 
 @pytest.fixture
@@ -30,3 +31,23 @@ def test_a_malformed_multipart_body_is_answered_by_the_application(server: str) 
     )
     assert response.status_code == 401
     assert response.json()["detail"] == "Authentication credentials were not provided."
+
+
+def test_a_429_says_too_many_requests_in_its_status_line(tmp_path: Path) -> None:
+    # Twisted has no reason phrase for 429, and daphne wrote "429 Unknown Status".
+    env = server_env(database=tmp_path / "db.sqlite3", LOGIN_FAILURES_PER_ACCOUNT="1")
+    writer_seeded(env)
+    url, process = daphne_start(env=env, log=tmp_path / "daphne.log")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            client.get("/accounts/login/")
+            form = {
+                "username": "writer",
+                "password": "wrong",
+                "csrfmiddlewaretoken": client.cookies["csrftoken"],
+            }
+            assert client.post("/accounts/login/", data=form).status_code == 200  # refused, counted
+            locked = client.post("/accounts/login/", data=form)
+    finally:
+        daphne_stop(process)
+    assert (locked.status_code, locked.reason_phrase) == (429, "Too Many Requests")
