@@ -207,7 +207,15 @@ def test_import_a_fountain_file_confirm_the_cast_and_rewrite_a_scene(
 
 # The left edge of where ``text`` (found in ``selector``'s text) is drawn: a right-to-left override
 # that leaks out of the writer's text draws the page's own words after it reversed, to its left.
-TEXT_LEFT = """([selector, text]) => {
+# Measured once the page's stylesheets and fonts are in: an element's text can be in the page before
+# its style is, and a measure taken in between was compared with one taken after (once, in a full CI
+# run on PostgreSQL, "Mallory" measured to the right of the word that follows it; the test passed
+# alone and in its file on both databases).
+TEXT_LEFT = """async ([selector, text]) => {
+  if (document.readyState !== "complete") {
+    await new Promise((resolve) => window.addEventListener("load", resolve, { once: true }));
+  }
+  await document.fonts.ready;
   const root = document.querySelector(selector);
   const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
