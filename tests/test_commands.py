@@ -47,16 +47,7 @@ def test_every_command_of_the_project_says_a_database_failure_in_one_line() -> N
 def test_a_command_on_a_database_it_cannot_open_exits_1_with_one_line_and_no_traceback(
     tmp_path: Path, arguments: list[str]
 ) -> None:
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/missing/db.sqlite3"}
-    env.pop("REDIS_URL", None)
-    result = subprocess.run(
-        [sys.executable, "manage.py", *arguments],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _manage_on(f"sqlite:///{tmp_path}/missing/db.sqlite3", arguments)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "CommandError: the database (DATABASE_URL) failed: unable to open database file"
@@ -64,14 +55,11 @@ def test_a_command_on_a_database_it_cannot_open_exits_1_with_one_line_and_no_tra
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("arguments", [["generation_report"], ["load_demo"], ["recover_runs"]])
-def test_a_postgresql_server_that_refuses_is_one_line_naming_why_at_once(arguments: list[str]) -> None:
-    # Was: psycopg's pool retried for its 10 s timeout, logging two lines a try (some 16 lines), then
-    # the command said only "couldn't get a connection after 10.00 sec", never why (a server down, a
-    # database or role that does not exist), which only the warnings above it had said.
-    env = {**os.environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:1/story"}  # nothing on port 1
+def _manage_on(database_url: str, arguments: list[str]) -> subprocess.CompletedProcess[str]:
+    """``manage.py arguments`` in a process of its own on ``database_url``, without Redis."""
+    env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("REDIS_URL", None)
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "manage.py", *arguments],
         cwd=ROOT,
         env=env,
@@ -79,6 +67,14 @@ def test_a_postgresql_server_that_refuses_is_one_line_naming_why_at_once(argumen
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("arguments", [["generation_report"], ["load_demo"], ["recover_runs"]])
+def test_a_postgresql_server_that_refuses_is_one_line_naming_why_at_once(arguments: list[str]) -> None:
+    # Was: psycopg's pool retried for its 10 s timeout, logging two lines a try (some 16 lines), then
+    # the command said only "couldn't get a connection after 10.00 sec", never why (a server down, a
+    # database or role that does not exist), which only the warnings above it had said.
+    result = _manage_on("postgres://postgres@127.0.0.1:1/story", arguments)  # nothing on port 1
     assert result.returncode == 1
     # Said by the one direct try, not by the pool (no warnings, no wait for its timeout).
     assert result.stderr.strip() == (
