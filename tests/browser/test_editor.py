@@ -44,8 +44,8 @@ def test_edit_one_line_preview_save_then_diff_and_restore(app_server: AppServer,
 
     # The diff from the versions list shows exactly that line, and folds the unchanged scene.
     page.get_by_role("link", name="Diff with v2").click()
-    assert page.locator(".diff-lines .diff-del").all_text_contents() == [f"Deleted: NONNA LUCIA: {OLD_LINE}"]
-    assert page.locator(".diff-lines .diff-ins").all_text_contents() == [f"Inserted: NONNA LUCIA: {NEW_LINE}"]
+    expect(page.locator(".diff-lines .diff-del")).to_have_text([f"Deleted: NONNA LUCIA: {OLD_LINE}"])
+    expect(page.locator(".diff-lines .diff-ins")).to_have_text([f"Inserted: NONNA LUCIA: {NEW_LINE}"])
     expect(page.locator("details.diff-same summary")).to_have_text("Unchanged: EXT. PORCH - DAWN")
     expect(page.locator("details.diff-same .diff-lines")).to_be_hidden()
     screenshot(page, "diff-page")

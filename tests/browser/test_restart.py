@@ -53,5 +53,7 @@ def test_a_run_finished_before_a_restart_shows_its_saved_scenes_on_the_create_pa
     assert _headings(page, "#stream-scenes .scene-heading") == streamed
     assert page.locator("#stream-scenes .sp-action").count() > 0
     page.locator("#saved-link").click()
+    # The click returns once the story's page has started to load, not once it is in.
+    expect(page.locator(".screenplay .scene-heading")).to_have_count(len(streamed))
     assert _headings(page, ".screenplay .scene-heading") == streamed
     assert watched.dialogs == [] and watched.errors == []
