@@ -14,7 +14,8 @@ that another credential of the writer started is only no longer followed, as an 
 A user past ``STORY_WS_MAX_SOCKETS_PER_USER`` open sockets gets ``error busy`` and 4429. A process that
 is stopping (``make serve``'s graceful stop) closes its idle sockets with 4503 and closes a socket that
 asks it for a new run the same way, before starting anything: the client reconnects and reaches another
-process.
+process. When it stops at last (its runs ended, or handed over), every socket still open is closed with
+4503 too, one following a run included: its client attaches to the run again on another process.
 
 A client that does not read what it is sent is not sent more than about ``STORY_WS_SEND_BUFFER_BYTES``
 (under daphne, which says how much a connection holds unsent: ``storyproject.send_buffer``): the run it
@@ -315,6 +316,16 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CLOSE_SERVER_STOPPING, reason="server_stopping")
 
+    async def _stopped_close(self) -> None:
+        """This process stops now: the run followed (handed over, or ended) is followed no more here,
+        and the socket is closed with 4503 so that the client attaches to it on another process."""
+        if self.refusal is not None:
+            return
+        self.refusal = GenerationError("llm_unavailable", "this server process is stopping", retryable=True)
+        if self.task is not None and not self.cancel_pending:
+            self.task.cancel()
+        await self.close(code=CLOSE_SERVER_STOPPING, reason="server_stopping")
+
     def _stopping_idle(self) -> bool:
         """The process is stopping and this socket follows no run (one that does is answered ``busy``)."""
         return process_stopping() and not self._following()
@@ -429,6 +440,21 @@ async def sockets_idle_close() -> None:
         if consumer._stopping_idle():
             with suppress(Exception):  # a socket that is closing meanwhile
                 await consumer._stopping_close()
+
+
+async def sockets_close(*, seconds: float) -> None:
+    """Close every socket still open on this process, which is about to stop (``make serve``'s graceful
+    stop, once its runs have ended or been handed over): with 4503, so that a client following a run
+    attaches to it on another process, as the create page does, instead of losing the connection
+    (1006, when daphne stops). Waits up to ``seconds`` for the clients to answer the close: daphne's
+    stop drops what it has not sent yet."""
+    closing = [consumer for consumer in list(_open) if consumer.refusal is None]
+    for consumer in closing:
+        with suppress(Exception):  # a socket that is closing meanwhile
+            await consumer._stopped_close()
+    deadline = asyncio.get_running_loop().time() + seconds
+    while any(consumer in _open for consumer in closing) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(_DRAIN_POLL_SECONDS)
 
 
 def _not_found() -> GenerationError:

@@ -9,13 +9,15 @@ ones after their response), so the other processes take the new connections and 
 until this process runs no generation and answers no HTTP request, up to ``SERVE_GRACEFUL_SECONDS``.
 The runs still going then are handed to another process (stories.generation.handover: their leases
 released, for a surviving process or the next start to resume them under the same id), or cancelled
-when they cannot be resumed; only then does daphne stop (and close the sockets that stay open). A
+when they cannot be resumed. The WebSockets still open are then closed with 4503 (a client following a
+run attaches to it on another process), and daphne stops. A
 draining process resumes no orphaned run itself. A second signal stops at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -36,6 +38,7 @@ from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from twisted.internet import defer, reactor, unix
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+from twisted.internet.error import ReactorNotRunning
 from twisted.web.http import HTTPChannel
 
 logger = logging.getLogger("storyproject.serve")
@@ -45,6 +48,8 @@ _DRAIN_POLL_SECONDS = 0.2
 # How long the hand-over of the runs left at the deadline may take before the process stops anyway.
 # (Within the supervisor's margin, storyproject.serve._EXIT_MARGIN_SECONDS, with _EXIT_SECONDS.)
 _HAND_OVER_SECONDS = 10.0
+# How long a stopping process waits for its WebSocket clients to answer its close frames.
+_SOCKETS_CLOSE_SECONDS = 1.0
 # How long a stopped process waits for its threads before it exits without them.
 _EXIT_SECONDS = 5.0
 # prctl(2): the signal this process gets when its parent dies.
@@ -153,7 +158,7 @@ class DrainingServer(Server):
     def _drain_check(self) -> None:
         assert self._drain_deadline is not None
         if not self._busy():
-            self.stop()
+            self._sockets_close_then_stop()
         elif time.monotonic() >= self._drain_deadline:
             self._hand_over()
         else:
@@ -173,7 +178,20 @@ class DrainingServer(Server):
             logger.error("the runs could not all be handed over in time", exc_info=error)
         else:
             logger.info("graceful period over; runs still going: %s", handing.result() or "none")
-        self.stop()
+        self._sockets_close_then_stop()
+
+    def _sockets_close_then_stop(self) -> None:
+        """Close the WebSockets still open with 4503 (stories.consumers.sockets_close), then stop."""
+        from stories.consumers import sockets_close
+
+        closing = asyncio.ensure_future(sockets_close(seconds=_SOCKETS_CLOSE_SECONDS))
+        _keep(closing)
+        closing.add_done_callback(lambda _: self.stop())
+
+    def stop(self) -> None:
+        # Twice is possible: a second signal while the sockets are being closed, then their end.
+        with contextlib.suppress(ReactorNotRunning):
+            super().stop()
 
     def _busy(self) -> bool:
         from stories.services import generation_runs_running_here

@@ -408,8 +408,9 @@ async def _refused_soon(port: int) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _generate_through_a_stop(served: Served, token: str) -> list[str]:
-    """Start a generation, SIGTERM the server after its first delta; the event types the client saw."""
+async def _generate_through_a_stop(served: Served, token: str) -> tuple[list[str], tuple[int, str] | None]:
+    """Start a generation, SIGTERM the server after its first delta; the event types the client saw,
+    and the code and reason of the server's close frame that followed (None: no close frame)."""
     url = served.base.replace("http://", "ws://") + "/ws/generate/"
     headers = {"Authorization": f"Token {token}"}
     seen: list[str] = []
@@ -426,16 +427,23 @@ async def _generate_through_a_stop(served: Served, token: str) -> list[str]:
                     await _refused_soon(int(served.base.rsplit(":", 1)[1]))
                 if kind in ("done", "error", "cancelled"):
                     break
-    return seen
+            # The socket stays open after the run; the process then stops, and closes it.
+            try:
+                seen.append(json.loads(await ws.recv())["type"])
+            except ConnectionClosed as close:
+                return seen, (close.rcvd.code, close.rcvd.reason) if close.rcvd else None
+    return seen, None
 
 
 def test_serve_lets_a_running_generation_finish_after_sigterm(serve: Serve) -> None:
     # About 10 s of generation at this pace: long enough to stop the server in the middle of it.
     served = serve(1, STORY_OFFLINE_TOKENS_PER_SECOND="60", SERVE_GRACEFUL_SECONDS="90")
     token = _writer_token(served)
-    seen = asyncio.run(_generate_through_a_stop(served, token))
+    seen, closed = asyncio.run(_generate_through_a_stop(served, token))
     assert seen[-1] == "done", seen[-5:]
     assert "scene" in seen
+    # Closed with a code that says why (was: dropped when daphne stopped, 1006, no close frame).
+    assert closed == (4503, "server_stopping")
     output, _ = served.process.communicate(timeout=60)
     assert served.process.returncode == 0, output
 

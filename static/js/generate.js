@@ -640,11 +640,14 @@
     });
     socket.addEventListener("close", function (event) {
       if (run === current && current.socket === socket && !current.finished) {
-        if (event.code === CLOSE_SERVER_STOPPING && !current.runId && current.tries < RECONNECT_TRIES) {
-          // The server process is stopping and started nothing: the request goes again on a new
-          // socket, which reaches another process (docs/protocol.md, close code 4503).
+        if (event.code === CLOSE_SERVER_STOPPING && current.tries < RECONNECT_TRIES) {
+          // The server process is stopping: the request goes again on a new socket, which reaches
+          // another process; a run it had started is attached to there, where it goes on
+          // (docs/protocol.md, close code 4503).
           current.tries += 1;
-          current.note = "The server is restarting; asking again…";
+          current.note = current.runId
+            ? "The server is restarting; reconnecting…"
+            : "The server is restarting; asking again…";
           statsRender(current);
           window.setTimeout(function () {
             if (run === current && !current.finished) {

@@ -221,6 +221,59 @@ def test_a_generate_refused_by_a_stopping_server_is_asked_again_on_a_new_socket(
     assert watched.dialogs == [] and watched.errors == []
 
 
+def test_a_run_followed_on_a_stopping_server_is_attached_to_again_on_a_new_socket(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # make serve's graceful stop hands a run still going to another process, then closes the sockets
+    # that follow it with 4503; the page attaches again at once, and says the server is restarting
+    # (was: "Connection lost", as for a network fault).
+    page = watched.page
+    sockets: list[WebSocketRoute] = []
+    sent: list[dict[str, Any]] = []
+
+    def first_closed_after_a_scene(socket: WebSocketRoute) -> None:
+        sockets.append(socket)
+        server = socket.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            sent.append(json.loads(message))
+            server.send(message)
+
+        socket.on_message(forward)
+        if len(sockets) > 1:
+            return
+
+        def until_a_scene(message: str | bytes) -> None:
+            socket.send(message)
+            if json.loads(message)["type"] == "scene":
+                socket.close(code=4503, reason="server_stopping")
+                server.close()
+
+        server.on_message(until_a_scene)
+
+    page.route_web_socket("**/ws/generate/", first_closed_after_a_scene)
+    # Every text the run's status line shows, from the page's start: the note lasts half a second.
+    page.add_init_script(
+        """window.__notes = [];
+        document.addEventListener("DOMContentLoaded", () => {
+          const stats = document.querySelector("#stream-stats");
+          if (stats) new MutationObserver(() => window.__notes.push(stats.textContent))
+            .observe(stats, {childList: true, characterData: true, subtree: true});
+        });"""
+    )
+    _start_long_run(page, app_server)
+    expect(page.locator("#stream-saved")).to_be_visible(timeout=90_000)
+    notes = page.evaluate("window.__notes")
+    assert any("The server is restarting; reconnecting" in note for note in notes), notes
+    assert not any("Connection lost" in note for note in notes), notes
+    assert len(sockets) == 2
+    kinds = [message["type"] for message in sent]
+    assert kinds == ["generate", "attach"], sent
+    assert sent[1]["after"] > 0
+    expect(page.locator("#stream-error")).to_be_hidden()
+    assert watched.dialogs == [] and watched.errors == []
+
+
 def test_retry_comes_back_once_the_refusals_wait_is_over(app_server: AppServer, watched: Watched) -> None:
     page = watched.page
     refusal = {

@@ -282,27 +282,45 @@ def test_a_single_mode_run_killed_after_k_scenes_is_continued_by_recover_runs(
     assert finished.continuations == 1 and finished.usage_estimated
 
 
-async def _follow(url: str, token: str, run_id: int, seen: list[dict[str, Any]]) -> None:
-    """Attach to the run over ``url``'s WebSocket and collect its events into ``seen`` to its end."""
+async def _follow(
+    url: str, token: str, run_id: int, seen: list[dict[str, Any]], closed: list[tuple[int, str]] | None = None
+) -> None:
+    """Attach to the run over ``url``'s WebSocket and collect its events into ``seen`` to its end, from
+    the last one there; a close by the server before it ends goes into ``closed`` (code, reason)."""
     async with websockets.connect(
         url.replace("http://", "ws://") + "/ws/generate/",
         origin=Origin(url),
         additional_headers={"Authorization": f"Token {token}"},
         open_timeout=30,
     ) as follower:
-        await follower.send(json.dumps({"type": "attach", "run_id": run_id, "after": 0}))
+        after = seen[-1]["seq"] if seen else 0
+        await follower.send(json.dumps({"type": "attach", "run_id": run_id, "after": after}))
         async with asyncio.timeout(120):
-            async for raw in follower:
-                seen.append(json.loads(raw))
-                if seen[-1]["type"] in TERMINAL:
-                    return
+            try:
+                async for raw in follower:
+                    seen.append(json.loads(raw))
+                    if seen[-1]["type"] in TERMINAL:
+                        return
+            except websockets.ConnectionClosed as close:
+                if closed is None:
+                    raise
+                closed.append((close.rcvd.code, close.rcvd.reason) if close.rcvd else (1006, ""))
 
 
-def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_followed_to_the_end(
-    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
-) -> None:
+@dataclasses.dataclass
+class HandingOver:
+    """Two ``make serve`` processes sharing Redis, one of them driving a parallel run whose scenes 3
+    and 4 stall there: a graceful stop of that one hands the run to the other."""
+
+    expected: dict[str, Any]
+    stopping: Daphne
+    other: Daphne
+    run: GenerationRun
+    asked_before: int
+
+
+def _handing_over(fake_anthropic: FakeAnthropic, servers: Servers, lease: int) -> HandingOver:
     expected = _scenes_3_and_4_stalling(fake_anthropic)
-    lease = 60  # a resume within a lease period can only come from the hand-over
     servers.env.update(
         REDIS_URL=redis_url(),
         CACHE_KEY_PREFIX=f"test-handover-{uuid.uuid4().hex[:12]}",
@@ -312,7 +330,16 @@ def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_foll
     stopping, other = servers.start(graceful=True), servers.start(graceful=True)
     _generate_in_background(stopping.url, servers.token, mode="parallel")
     run = _checkpointed_scenes(2)
-    asked_before = len(fake_anthropic.requests)
+    return HandingOver(expected, stopping, other, run, len(fake_anthropic.requests))
+
+
+def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_followed_to_the_end(
+    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
+) -> None:
+    lease = 60  # a resume within a lease period can only come from the hand-over
+    handing = _handing_over(fake_anthropic, servers, lease)
+    expected, stopping, other, run = handing.expected, handing.stopping, handing.other, handing.run
+    asked_before = handing.asked_before
 
     seen: list[dict[str, Any]] = []
     follower = threading.Thread(target=asyncio.run, args=(_follow(other.url, servers.token, run.pk, seen),))
@@ -348,6 +375,37 @@ def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_foll
     assert sorted(scene_number(r.body) or 0 for r in later) == [3, 4]
     assert f"run {run.pk} handed over" in stopping.log.read_text()
     assert f"run {run.pk} resumed with 2 finished scene(s)" in other.log.read_text()
+
+
+def test_a_socket_following_a_run_on_the_stopping_process_is_closed_with_4503_and_goes_on_from_the_other(
+    cast: Any, fake_anthropic: FakeAnthropic, servers: Servers
+) -> None:
+    # Was: daphne stopped under the follower's socket: the client saw the connection drop (1006), as it
+    # would for a network fault, and the create page said "Connection lost" while the run went on.
+    handing = _handing_over(fake_anthropic, servers, lease=60)
+    seen: list[dict[str, Any]] = []
+    closed: list[tuple[int, str]] = []
+    url, token, run_id = handing.stopping.url, servers.token, handing.run.pk
+    follower = threading.Thread(target=asyncio.run, args=(_follow(url, token, run_id, seen, closed),))
+    follower.start()
+    _until(lambda: any(event["type"] == "scene" for event in seen), 30, lambda: f"nothing followed: {seen}")
+
+    handing.stopping.process.send_signal(signal.SIGTERM)
+    assert handing.stopping.process.wait(30) == 0, handing.stopping.log.read_text()
+    follower.join(30)
+
+    assert closed == [(4503, "server_stopping")], (closed, [event["type"] for event in seen])
+    assert not [event for event in seen if event["type"] in TERMINAL]
+    # Attached again from its last event, on the process left: the rest, without a gap or a repeat.
+    shown = len(seen)
+    asyncio.run(_follow(handing.other.url, token, run_id, seen))
+    kinds = [event["type"] for event in seen]
+    assert kinds[-2:] == ["saved", "done"], kinds
+    assert seen[shown]["seq"] > seen[shown - 1]["seq"]
+    seqs = [event["seq"] for event in seen]
+    assert seqs == sorted(set(seqs))
+    assert kinds.count("resumed") == 1 and kinds.count("accepted") == 1
+    assert _finished(run_id).status == "succeeded"
 
 
 def test_a_run_that_cannot_be_resumed_is_cancelled_when_a_graceful_stop_runs_out(
