@@ -698,8 +698,10 @@ class ApiModel:
 # - thinking: models/sonnet-5-5/whats-new-sonnet-5-5 ("disabled" is a 400 invalid_request_error that
 #   points to between_tools); models/haiku-5-5/whats-new-haiku-5-5 (manual extended thinking, i.e.
 #   "enabled" with budget_tokens, returns an error; "disabled" works at low, medium and high effort);
-#   Opus 5.5 rejects both "disabled" and "enabled" (openrouter.ai's Claude 5.5 migration guide, and
-#   the model comparison tables: "Adaptive (always on)"). The 4.x models take "enabled" and
+#   Opus 5.5 rejects both "disabled" and "enabled" (models/opus-5-5/migration-guide: "enabled" with
+#   budget_tokens "returns a 400 error" on Opus 4.7 and later, and "On Claude Opus 5.5, adaptive
+#   thinking is always on"; its section "thinking can't be disabled"; the model comparison tables:
+#   "Adaptive (always on)"). The 4.x models take "enabled" and
 #   "disabled"; the 4.6 ones also "adaptive" (the registry's thinking-troubleshooting source).
 # - strict_turns: whats-new-haiku-5-5, breaking changes: "assistant message prefill returns an error"
 #   (end messages with a user turn) and "non-default sampling parameters return an error".
@@ -717,10 +719,11 @@ API_MODELS: dict[str, ApiModel] = {
 # The fake's own, not the app's registry: a registry that got one wrong must not be echoed back by the
 # fake as a cache hit or a thought it would not have had.
 # - min_cache_tokens: 4,096 Opus 4.6/4.5 and Haiku 4.5, 1,024 Sonnet 4.6/4.5 (build-with-claude/
-#   prompt-caching, as quoted in anthropics/anthropic-sdk-python issue 1194); 512 Sonnet 5.5 (its
-#   overview page) and Haiku 5.5 ("minimum cacheable prompt 512 tokens (4,096 on Haiku 4.5)", Apidog's
-#   Haiku 5.5 API guide, citing the model page); Opus 5.5 512 from openrouter.ai's Claude 5.5
-#   migration cookbook (all three 5.5 models) and models/opus-5/whats-new-opus-5 (512 on Opus 5).
+#   prompt-caching, as quoted in anthropics/anthropic-sdk-python issue 1194); 512 on Opus, Sonnet and
+#   Haiku 5.5 (build-with-claude/prompt-caching, "Cache limitations": "512 tokens for Claude Fable 5.1,
+#   Claude Mythos 5.1, Claude Opus 5.5, Claude Opus 5, Claude Sonnet 5.5, Claude Fable 5, Claude Mythos
+#   5, and Claude Haiku 5.5", as quoted in public notes of October 2026; models/opus-5-5/migration-guide
+#   says the same of Opus 5.5, "down from 1,024 tokens on Claude Opus 4.8").
 # - thinks_by_default: the 5.x models think adaptively unless told otherwise (the comparison tables:
 #   "Adaptive", "Adaptive (always on)"); the 4.x models only when asked.
 # - default_display "omitted" on the 5.5 models: models/sonnet-5-5/migration-guide ("Thinking is on by

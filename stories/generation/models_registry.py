@@ -24,9 +24,10 @@ Sources (read 2026-11-26):
 - Minimum cacheable prompt: 1,024 tokens on Sonnet 4.x, 4,096 on Opus 4.5/4.6 and Haiku 4.5
   (build-with-claude/prompt-caching, as quoted in anthropics/anthropic-sdk-python issue 1194; that
   issue and third-party tables report 2,048 in practice on Sonnet 4.6); 512 on the 5.5 models
-  (Sonnet 5.5's page; for Opus and Haiku 5.5 no Anthropic page read here says it: openrouter.ai's
-  Claude 5.5 migration cookbook gives "512-token minimum cacheable prompt" for all three, and
-  models/opus-5/whats-new-opus-5 gives 512 for Opus 5, "down from Claude Opus 4.8's 1,024").
+  (build-with-claude/prompt-caching, "Cache limitations", as quoted in public notes of October 2026:
+  "512 tokens for Claude Fable 5.1, Claude Mythos 5.1, Claude Opus 5.5, Claude Opus 5, Claude Sonnet
+  5.5, Claude Fable 5, Claude Mythos 5, and Claude Haiku 5.5"; models/opus-5-5/migration-guide,
+  "Lower prompt caching minimum": "512 tokens, down from 1,024 tokens on Claude Opus 4.8").
   ``tests/fake_anthropic.py`` keeps the same minimums in its own table (``API_MODELS``).
 - Max output (the largest ``max_tokens`` a request may ask for; the API answers more with a 400
   invalid_request_error, "max_tokens: N > M, which is the maximum allowed number of output tokens"):
