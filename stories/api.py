@@ -25,7 +25,6 @@ from drf_spectacular.utils import (
 from rest_framework import generics, status
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -62,7 +61,7 @@ from stories.serializers import (
 from stories.validation import VERSION_NUMBER_MAX, version_number_parse
 from stories.ws_auth import credential_fingerprint
 from stories.ws_sessions import slot_take
-from storyproject.parsers import BoundedJSONParser, query_param_once
+from storyproject.parsers import BoundedJSONParser, StrictMultiPartParser, query_param_once
 
 _NOT_FOUND = OpenApiResponse(description="No such object among yours.")
 _BAD_REQUEST = OpenApiResponse(description="Invalid input; the body names each field's problem.")
@@ -574,7 +573,7 @@ class StoryVersionStatsApi(APIView):
     },
 )
 class StoryImportApi(APIView):
-    parser_classes = [BoundedJSONParser, MultiPartParser]
+    parser_classes = [BoundedJSONParser, StrictMultiPartParser]
 
     def post(self, request: Request) -> Response:
         body = StoryImportSerializer(data=request.data)

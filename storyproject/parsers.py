@@ -19,6 +19,7 @@ an unknown body field is.
 
 from __future__ import annotations
 
+import codecs
 import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,7 +32,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.mixins import ListModelMixin
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import BaseParser, FormParser, JSONParser
+from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
@@ -97,6 +98,56 @@ class StrictFormParser(FormParser):
                 f"Form parse error - the body is not {encoding} text (percent-encode each field's {encoding} bytes)."
             ) from None
         return QueryDict(body, encoding=encoding)
+
+
+# A text encoding whose decoding ignores the errors asked for and is strict: Django's multipart parser
+# decodes each field's value (and a field's or file's name) with errors="replace" (django/http/multipartparser.py,
+# MultiPartParser.parse), and takes the encoding to use from its caller.
+_STRICT_PREFIX = "storyproject-strict-"
+
+
+def _strict_codec(name: str) -> codecs.CodecInfo | None:
+    if not name.startswith(_STRICT_PREFIX.replace("-", "_")):  # codecs.lookup normalises "-" to "_"
+        return None
+    base = codecs.lookup(name[len(_STRICT_PREFIX) :])
+    if not getattr(base, "_is_text_encoding", True):  # bz2_codec and the like: no text to be strict about
+        return None
+    return codecs.CodecInfo(
+        name=name,
+        encode=base.encode,
+        decode=lambda data, errors="strict": base.decode(data, "strict"),
+    )
+
+
+codecs.register(_strict_codec)
+
+
+class StrictMultiPartParser(MultiPartParser):
+    """DRF's multipart parser, refusing a form whose fields' values are not text in its encoding, as
+    ``StrictFormParser`` refuses such a urlencoded form. Django read them with replacement characters: a
+    Latin-1 title "café" was saved as "caf\ufffd". A file's content is not decoded here (each import
+    reads its own); a part whose headers are not UTF-8 Django skips (django/http/multipartparser.py,
+    parse_boundary_stream), so its field is missing."""
+
+    def parse(
+        self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> Any:
+        context = dict(parser_context or {})
+        encoding = context.get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            codecs.lookup(_STRICT_PREFIX + encoding)
+        except LookupError:
+            # DRF's own answer (its MultiPartParser refuses a charset that is not a text encoding).
+            raise ParseError(f'Unsupported charset "{encoding}" in request Content-Type header.') from None
+        context["encoding"] = _STRICT_PREFIX + encoding
+        try:
+            parsed = super().parse(stream, media_type, context)
+        except UnicodeDecodeError:
+            raise ParseError(
+                f"Multipart form parse error - a field is not {encoding} text (send each field's {encoding} bytes)."
+            ) from None
+        parsed.data.encoding = encoding
+        return parsed
 
 
 _JSON_TYPES = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}

@@ -216,7 +216,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "storyproject.parsers.BoundedJSONParser",
         "storyproject.parsers.StrictFormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "storyproject.parsers.StrictMultiPartParser",
     ],
     # A query parameter a view does not read is a 400 (storyproject.parsers), after the 401.
     "DEFAULT_PERMISSION_CLASSES": [
