@@ -29,6 +29,12 @@ from django.db import connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# Every command's exit statuses, so that a script can tell a refused request from a failure: 2 when
+# nothing was done because the input or the configuration was refused (as argparse's own usage errors),
+# 1 when the work ran and failed (an outage, a failed run, a file that could not be written).
+EXIT_INVALID = 2
+EXIT_FAILED = 1
+
 
 class ProjectCommand(BaseCommand):
     """A ``BaseCommand`` whose database failures end it with one line saying so, and whose Redis

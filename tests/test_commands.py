@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import get_commands, load_command_class
+from django.core.management import call_command, get_commands, load_command_class
+from django.core.management.base import CommandError
 from django.db import connection
 
-from storyproject.commands import ProjectCommand
+from storyproject.commands import EXIT_FAILED, EXIT_INVALID, ProjectCommand
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_APPS = ("stories", "personas", "accounts")
@@ -167,3 +169,35 @@ def test_generate_screenplay_with_redis_down_goes_on_and_says_each_outage_in_one
     outages = [line for line in result.stderr.splitlines() if "Redis failed" in line]
     assert outages, result.stderr
     assert all("Error 111 connecting to 127.0.0.1:1" in line for line in outages), outages
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["import_personas", "/nonexistent/cast.json"], "Nothing imported: cannot read"),
+        (["export_personas", "ghost"], "No persona named: 'ghost'"),
+        (["generation_report", "--since", "yesterday"], "is not a date"),
+        (["load_demo"], "DJANGO_DEBUG is off"),
+        (["claude_check"], "ANTHROPIC_API_KEY is not set"),
+    ],
+)
+def test_a_command_that_refuses_its_input_or_configuration_exits_2_as_generate_screenplay_does(
+    settings: Any, arguments: list[str], said: str
+) -> None:
+    # Was 1, as for a failure, where generate_screenplay said a refused request with 2: a script could
+    # not tell "nothing was done, fix the command line" from "it ran and failed" (docs/contributing.md).
+    settings.DEBUG, settings.ANTHROPIC_API_KEY = False, ""
+    with pytest.raises(CommandError, match=said) as refused:
+        call_command(*arguments, stdout=io.StringIO())
+    assert refused.value.returncode == EXIT_INVALID == 2
+
+
+@pytest.mark.django_db
+def test_a_command_whose_work_fails_exits_1(persona_factory: Any, tmp_path: Path) -> None:
+    persona_factory("halcyon")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("taken")
+    with pytest.raises(CommandError, match="Could not write to") as failed:
+        call_command("export_personas", "halcyon", "--out", str(not_a_folder), stdout=io.StringIO())
+    assert failed.value.returncode == EXIT_FAILED == 1

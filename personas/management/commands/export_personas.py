@@ -7,7 +7,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from personas.cards import persona_file
 from personas.selectors import personas_for_export
-from storyproject.commands import ProjectCommand
+from storyproject.commands import EXIT_INVALID, ProjectCommand
 from storyproject.untrusted import text_quoted
 
 
@@ -31,7 +31,9 @@ class Command(ProjectCommand):
         found = personas_for_export(names=options["names"])
         missing = sorted(set(options["names"]) - {persona.name for persona in found})
         if missing:
-            raise CommandError(f"No persona named: {_names_quoted(missing)}. Nothing exported.")
+            raise CommandError(
+                f"No persona named: {_names_quoted(missing)}. Nothing exported.", returncode=EXIT_INVALID
+            )
         kind = "card-v2-png" if options["png"] else options["format"]
         out: Path = options["out"]
         exported = [persona_file(persona, kind=kind) for persona in found]
@@ -42,7 +44,8 @@ class Command(ProjectCommand):
             if taken:
                 raise CommandError(
                     f"{len(taken)} file(s) already in {out}: {_names_quoted(taken)}. Nothing exported; "
-                    "pass --overwrite to replace them."
+                    "pass --overwrite to replace them.",
+                    returncode=EXIT_INVALID,
                 )
         try:
             out.mkdir(parents=True, exist_ok=True)

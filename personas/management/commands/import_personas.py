@@ -10,7 +10,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from personas.cards import CardError, PersonaImport, persona_file_read
 from personas.services import persona_import
-from storyproject.commands import ProjectCommand
+from storyproject.commands import EXIT_INVALID, ProjectCommand
 
 
 class Command(ProjectCommand):
@@ -27,7 +27,9 @@ class Command(ProjectCommand):
         try:
             results = persona_import(personas=personas, sources=[str(path) for path in options["paths"]])
         except ValidationError as error:
-            raise CommandError(f"Nothing imported: {'; '.join(error.messages)}") from None
+            raise CommandError(
+                f"Nothing imported: {'; '.join(error.messages)}", returncode=EXIT_INVALID
+            ) from None
         for persona, status in results:
             # The display name is the file's: control characters (terminal escapes) are not written out.
             shown = "".join(c if c.isprintable() else "?" for c in persona.display_name)
@@ -43,8 +45,10 @@ def _read(path: Path) -> list[PersonaImport]:
             data = file.read(limit + 1)
             size = os.fstat(file.fileno()).st_size
     except OSError as error:
-        raise CommandError(f"Nothing imported: cannot read {path}: {error.strerror}.") from None
+        raise CommandError(
+            f"Nothing imported: cannot read {path}: {error.strerror}.", returncode=EXIT_INVALID
+        ) from None
     try:
         return persona_file_read(data=data, filename=str(path), size=size)
     except CardError as error:
-        raise CommandError(f"Nothing imported: {error}") from None
+        raise CommandError(f"Nothing imported: {error}", returncode=EXIT_INVALID) from None

@@ -12,7 +12,7 @@ from django.db import transaction
 
 from personas.models import PersonaConfig
 from personas.services import editors_group_ensure
-from storyproject.commands import ProjectCommand
+from storyproject.commands import EXIT_INVALID, ProjectCommand
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "personas.json"
 
@@ -51,7 +51,8 @@ class Command(ProjectCommand):
             raise CommandError(
                 "DJANGO_DEBUG is off, as on a production site: load_demo creates (or resets) the accounts "
                 "writer, editor and admin with the passwords the README publishes, admin a superuser. "
-                "Nothing was loaded. On a machine nobody else can reach, add --allow-without-debug."
+                "Nothing was loaded. On a machine nobody else can reach, add --allow-without-debug.",
+                returncode=EXIT_INVALID,
             )
         # The personas it creates start their history (django-reversion) with this revision.
         with reversion.create_revision():

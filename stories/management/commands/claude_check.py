@@ -10,7 +10,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from stories.generation.claude_check import models_check
 from stories.generation.models_registry import model_refusal
-from storyproject.commands import ProjectCommand
+from storyproject.commands import EXIT_INVALID, ProjectCommand
 
 
 class Command(ProjectCommand):
@@ -27,13 +27,17 @@ class Command(ProjectCommand):
 
     def handle(self, *args: Any, model: list[str] | None, **options: Any) -> None:
         if not settings.ANTHROPIC_API_KEY:
-            raise CommandError("ANTHROPIC_API_KEY is not set: there is nothing to check")
+            raise CommandError(
+                "ANTHROPIC_API_KEY is not set: there is nothing to check", returncode=EXIT_INVALID
+            )
         models = model or _configured_models()
         if not models:
-            raise CommandError("no Claude model is configured (STORY_MODEL / STORY_MODELS)")
+            raise CommandError(
+                "no Claude model is configured (STORY_MODEL / STORY_MODELS)", returncode=EXIT_INVALID
+            )
         for name in models:
             if refusal := model_refusal(name):
-                raise CommandError(refusal)
+                raise CommandError(refusal, returncode=EXIT_INVALID)
         results = asyncio.run(models_check(models=models))
         for result in results:
             status = self.style.SUCCESS("OK") if result.ok else self.style.ERROR("FAILED")

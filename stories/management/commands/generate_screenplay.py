@@ -26,13 +26,9 @@ from stories.models import ScreenplayVersion
 from stories.runs.detach import detached_refusal_line, run_cancel_and_wait, run_detach
 from stories.runs.follow import run_events, run_events_follow, run_owned
 from stories.runs.runner import run_settled, run_start
-from storyproject.commands import ProjectCommand
+from storyproject.commands import EXIT_FAILED, EXIT_INVALID, ProjectCommand
 from storyproject.db import db_call
 from storyproject.untrusted import text_quoted
-
-# An error exit status per failure kind, so scripts can tell a bad request from an outage.
-EXIT_INVALID = 2
-EXIT_FAILED = 1
 
 
 class Command(ProjectCommand):

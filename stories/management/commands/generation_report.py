@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from stories.selectors import GenerationReport, generation_report_get
-from storyproject.commands import ProjectCommand
+from storyproject.commands import EXIT_INVALID, ProjectCommand
 from storyproject.untrusted import text_quoted
 
 _STAGE_LABELS = {
@@ -55,13 +55,16 @@ def _since(value: str | None) -> datetime | None:
         moment = datetime.combine(day, time.min)
     if moment is None:
         raise CommandError(
-            f"--since {text_quoted(value)} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM)."
+            f"--since {text_quoted(value)} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM).",
+            returncode=EXIT_INVALID,
         )
     try:
         # In UTC, as the database compares it: a moment in year 0 there cannot be a datetime.
         return timezone.make_aware(moment, UTC) if timezone.is_naive(moment) else moment.astimezone(UTC)
     except OverflowError:
-        raise CommandError(f"--since {text_quoted(value)} is out of range once in UTC.") from None
+        raise CommandError(
+            f"--since {text_quoted(value)} is out of range once in UTC.", returncode=EXIT_INVALID
+        ) from None
 
 
 def _json_default(value: object) -> object:
