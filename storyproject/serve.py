@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         graceful = graceful_seconds()
         address = serve_address(options.host, options.port)
         metrics_summed_check(options.processes)
+        if warning := redis_unshared_warning(options.processes):
+            logger.warning("%s", warning)
     except ImproperlyConfigured as error:  # HOST, PORT, SERVE_PROCESSES or SERVE_GRACEFUL_SECONDS unusable
         print(f"serve: refusing to start: {error}", file=sys.stderr)
         return 2
@@ -115,6 +117,23 @@ def metrics_summed_check(processes: int) -> None:
             "PROMETHEUS_MULTIPROC_DIR is unset: each scrape would count one process alone. Set it to an "
             "empty directory (docs/operations.md, Several processes), or serve with --processes 1"
         )
+
+
+def redis_unshared_warning(processes: int) -> str | None:
+    """What several processes without ``REDIS_URL`` do not share, for the operator to read at start.
+
+    Not a refusal (``make serve`` on the embedded defaults runs one process per core): each process then
+    keeps its own cache and run logs, so the limits counted in the cache hold per process."""
+    from storyproject.env import envstr
+
+    if processes < 2 or envstr("REDIS_URL"):
+        return None
+    return (
+        f"{processes} processes without REDIS_URL: each counts login attempts, generations per hour and "
+        f"open sockets on its own (so up to {processes} times each limit), and a reconnect, an attach or a "
+        "cancel that reaches another process than its run's does not find it. Set REDIS_URL "
+        "(docs/operations.md, Several processes), or serve with --processes 1"
+    )
 
 
 def _prepare_here() -> int:

@@ -163,6 +163,9 @@ def test_serve_starts_the_configured_processes_that_each_answer_and_stops_cleanl
     output, _ = served.process.communicate(timeout=60)
     assert served.process.returncode == 0, output
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+    # Two processes share their limits and runs through Redis only: said at start when it is missing.
+    unshared = "2 processes without REDIS_URL: each counts login attempts"
+    assert (unshared in output) == (not served.env.get("REDIS_URL")), output
     with pytest.raises(httpx.ConnectError):
         _healthz(served.base)
 
@@ -547,3 +550,21 @@ def test_the_documented_systemd_unit_keeps_to_systemd_syntax() -> None:
     # (systemd.special(7), network-online.target).
     assert "network-online.target" in settings["Wants"].split()
     assert settings["ExecStart"].split()[1:3] == ["-m", "storyproject.serve"]
+
+
+def test_serve_says_at_start_what_several_processes_do_not_share_without_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Was silent: two processes on the embedded defaults each allowed a writer the whole hourly
+    # generation limit and an attacker the whole login lockout, and a reconnect landing on the other
+    # process did not find its run.
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    warning = serve_module.redis_unshared_warning(4)
+    assert warning is not None
+    assert warning.startswith(
+        "4 processes without REDIS_URL: each counts login attempts, generations per hour"
+    )
+    assert "up to 4 times each limit" in warning
+    assert serve_module.redis_unshared_warning(1) is None
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert serve_module.redis_unshared_warning(4) is None
