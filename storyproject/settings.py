@@ -259,6 +259,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Security (see Django's deployment checklist) -------------------------------------------
+# The database engine, with a sweep of expired sessions that does not load them (accounts/sessions.py).
+SESSION_ENGINE = "accounts.sessions"
 SECURE_SSL = envbool("DJANGO_SECURE_SSL", not DEBUG)
 SESSION_COOKIE_SECURE = SECURE_SSL
 CSRF_COOKIE_SECURE = SECURE_SSL
