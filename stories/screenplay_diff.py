@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 from stories.exports.screenplay import screenplay_scenes as typed_scenes
-from stories.screenplay_compare import SceneStatus, screenplay_compare
+from stories.screenplay_compare import SceneComparison, SceneStatus, screenplay_compare
 from storyproject.bidi import bidi_isolated
 from storyproject.diffs import DiffBudget
 
@@ -50,17 +50,32 @@ def screenplay_diff(
     budget = DiffBudget()
     name = bidi_isolated if names_isolated else str
     return [
-        SceneDiff(
-            status=row.status,
-            heading=str((row.right or row.left or {}).get("heading", "")),
-            from_scene=row.left_number,
-            to_scene=row.right_number,
-            lines=[]
-            if row.status == "same" and not unchanged_lines
-            else _line_diff(scene_lines(row.left, name), scene_lines(row.right, name), budget),
-        )
+        _scene_diff(row, name=name, budget=budget, unchanged_lines=unchanged_lines)
         for row in screenplay_compare(left=old, right=new)
     ]
+
+
+def _scene_diff(
+    row: SceneComparison, *, name: Callable[[str], str], budget: DiffBudget, unchanged_lines: bool
+) -> SceneDiff:
+    status = row.status
+    lines: list[DiffLine] = []
+    if status != "same" or unchanged_lines:
+        old_lines, new_lines = scene_lines(row.left, name), scene_lines(row.right, name)
+        if status == "changed" and old_lines == new_lines:
+            # What changed is nothing a reader sees: an action split at its blank line (a Fountain edit
+            # saves one paragraph an element), a speech in two elements of one speaker. It was shown
+            # as "changed" with every line equal.
+            status = "same"
+        if status != "same" or unchanged_lines:
+            lines = _line_diff(old_lines, new_lines, budget)
+    return SceneDiff(
+        status=status,
+        heading=str((row.right or row.left or {}).get("heading", "")),
+        from_scene=row.left_number,
+        to_scene=row.right_number,
+        lines=lines,
+    )
 
 
 def scene_lines(scene: dict[str, Any] | None, name: Callable[[str], str] = str) -> list[str]:

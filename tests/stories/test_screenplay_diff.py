@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stories.exports import ExportMeta
+from stories.exports.fountain import fountain_from_screenplay
+from stories.imports import screenplay_from_fountain
 from stories.screenplay_diff import screenplay_diff
 from storyproject.diffs import MAX_EQUAL_PAIRS, MAX_EQUAL_PAIRS_IN_ALL
 
@@ -90,3 +93,28 @@ def test_a_change_of_summary_or_of_an_element_s_kind_alone_is_a_line_that_change
         ("insert", "= They are caught."),
         ("insert", "> CUT TO:"),
     ]
+
+
+def test_a_scene_an_edit_saved_without_a_visible_change_is_unchanged() -> None:
+    # The editor's Fountain saves each paragraph of an action as its own element: a scene the writer
+    # did not touch was shown "changed" with every line equal.
+    old = {
+        "title": "T",
+        "scenes": [
+            {
+                "heading": "INT. VAULT",
+                "elements": [
+                    {"type": "action", "text": "He waits.\n\nThe door opens."},
+                    {"type": "dialogue", "character": "MAX", "text": "Now."},
+                ],
+            },
+            {"heading": "EXT. ROOF", "elements": [{"type": "action", "text": "Wind."}]},
+        ],
+    }
+    edited = screenplay_from_fountain(fountain_from_screenplay(content=old, meta=ExportMeta(title="T")))
+    edited["scenes"][1]["elements"][0]["text"] = "Rain."
+    vault, roof = screenplay_diff(old=old, new=edited)
+    assert (vault["status"], vault["lines"]) == ("same", [])
+    assert roof["status"] == "changed"
+    [vault, _roof] = screenplay_diff(old=old, new=edited, unchanged_lines=True)
+    assert {line["op"] for line in vault["lines"]} == {"equal"}
