@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any, Literal
 
+from storyproject.diffs import DiffBudget
+
 SceneStatus = Literal["same", "changed", "added", "removed"]
 
 
@@ -30,14 +32,21 @@ def screenplay_compare(*, left: object, right: object) -> list[SceneComparison]:
     """Pair the scenes of two versions, aligned on their slug lines, and say what changed.
 
     Aligning on headings (rather than on position) keeps a scene inserted near the start from
-    marking every later scene as changed.
+    marking every later scene as changed; headings repeated past ``storyproject.diffs``' bound are
+    paired by position.
     """
     left_scenes, right_scenes = screenplay_scenes(left), screenplay_scenes(right)
-    matcher = difflib.SequenceMatcher(
-        a=[_heading(s) for s in left_scenes], b=[_heading(s) for s in right_scenes], autojunk=False
-    )
+    left_headings, right_headings = [_heading(s) for s in left_scenes], [_heading(s) for s in right_scenes]
+    if DiffBudget().spend(left_headings, right_headings):
+        matcher = difflib.SequenceMatcher(a=left_headings, b=right_headings, autojunk=False)
+        opcodes = matcher.get_opcodes()
+    else:
+        # Headings repeated many times (300 scenes of "INT. ROOM" against as many, half renamed) took
+        # SequenceMatcher 0.7 s, 1,000 of them 23 s, on every diff and comparison page: past the
+        # bound, scenes are paired by position.
+        opcodes = [("replace", 0, len(left_scenes), 0, len(right_scenes))]
     rows: list[SceneComparison] = []
-    for _tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for _tag, i1, i2, j1, j2 in opcodes:
         pairs = zip_longest(range(i1, i2), range(j1, j2))
         rows.extend(_row(left_scenes, right_scenes, i, j) for i, j in pairs)
     return rows
