@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from django.conf import settings
 
+from stories.exports.screenplay import one_line as export_line
 from stories.imports.builder import ScreenplayImportError
 from stories.imports.fdx import screenplay_from_fdx
 from stories.imports.fountain import screenplay_from_fountain
@@ -118,8 +119,18 @@ def characters_carried_over(*, parsed: dict[str, Any], base: object) -> list[dic
     """The base version's characters (personas, descriptions) first, then new speakers without a persona.
 
     Fountain has no character list, so an edit would otherwise drop every persona and description.
+    A base character whose name Fountain cannot hold as it is (a run of spaces, a zero-width space) is
+    read back under the name its cue is written as: it takes that name, keeping its persona, when no
+    other character has it.
     """
     characters = base.get("characters") if isinstance(base, dict) else None
     kept = [c for c in characters if isinstance(c, dict)] if isinstance(characters, list) else []
     known = {c.get("name") for c in kept}
+    speakers = {c["name"] for c in parsed["characters"]}
+    for i, character in enumerate(kept):
+        name = character.get("name")
+        read = (export_line(name) or "UNNAMED") if isinstance(name, str) else name
+        if name not in speakers and read in speakers and read not in known:
+            kept[i] = {**character, "name": read}
+            known.add(read)
     return kept + [c for c in parsed["characters"] if c["name"] not in known]

@@ -116,6 +116,28 @@ def test_a_fountain_edit_keeps_the_title_its_text_does_not_give(
     assert title in preview.json()["html"]
 
 
+@pytest.mark.parametrize("name", ["MAX ", "  MAX", "MAX\u200b", "MAX  POWER"])
+def test_an_unchanged_fountain_edit_keeps_a_persona_whose_name_fountain_writes_otherwise(
+    writer: Any, story: Story, name: str
+) -> None:
+    # A model may write a name with spaces or a zero-width space that a Fountain cue cannot hold: the
+    # editor's text reads it back as "MAX", which used to be a new speaker without the persona, the
+    # persona left cast to a name that no longer speaks.
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"][0]["name"] = name
+    content["scenes"][0]["elements"][1]["character"] = name
+    screenplay_version_write(user_id=writer.pk, story=story, content=content, base_version=1)
+    response = client_for(writer).post(
+        _versions(story), {"fountain": _fountain(content), "base_version": 2}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    saved = response.json()["content"]
+    read = " ".join(name.replace("\u200b", "").split())
+    assert saved["characters"] == [{"name": read, "persona": "hero", "description": "The planner."}]
+    assert saved["scenes"][0]["elements"][1]["character"] == read
+    assert list(story.cast.values_list("character_name", flat=True)) == [read]
+
+
 def test_a_new_speaker_without_a_persona_is_allowed(writer: Any, story: Story) -> None:
     text = _fountain(SCREENPLAY) + "\nJUNE\nWho's there?\n"
     response = client_for(writer).post(_versions(story), {"fountain": text}, format="json")
