@@ -373,10 +373,30 @@ def _story_next_number(*, user_id: int, draft: ScreenplayDraft) -> tuple[Story, 
         )
         return story, 1
     stories = Story.objects.filter(pk=draft.story_id, owner_id=user_id)
-    if not stories.update(latest_version_number=F("latest_version_number") + 1, updated_at=timezone.now()):
+    if not stories.update(
+        latest_version_number=F("latest_version_number") + 1,
+        updated_at=timezone.now(),
+        **_story_fields_asked(draft),
+    ):
         raise _story_missing(draft)
     story = stories.only("id", "title", "latest_version_number").get()
     return story, story.latest_version_number
+
+
+def _story_fields_asked(draft: ScreenplayDraft) -> dict[str, str]:
+    """What a regeneration of the whole story asked it to be: its plot, and its title when one was given.
+
+    The story page's Regenerate form starts from the story's plot and title, and a scene rewrite sends
+    them to the model: left as they were, the writer who regenerated from a new plot found the old one
+    in the form, and the new version's scenes were rewritten from a plot they were not written from.
+    """
+    if draft.origin != ScreenplayVersion.Origin.GENERATED or draft.rewrite is not None:
+        return {}
+    fields = {"plot": draft.plot} if draft.plot else {}
+    title = one_line(draft.title)
+    if text_visible(title):
+        fields["title"] = title[:200]
+    return fields
 
 
 def _story_missing(draft: ScreenplayDraft) -> Exception:

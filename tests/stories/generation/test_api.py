@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from stories.models import GenerationRun, ScreenplayVersion, StoryCast
@@ -193,3 +194,26 @@ def test_one_persona_named_thirteen_times_is_one_persona(api: APIClient, cast: A
     response = api.post(URL, _body(personas=["noir-detective"] * 13), format="json")
     assert response.status_code == 201, response.content
     assert GenerationRun.objects.get(pk=response.json()["run_id"]).persona_names == ["noir-detective"]
+
+
+def test_regenerating_a_story_from_a_new_plot_makes_it_the_storys_plot(
+    api: APIClient, writer: Any, cast: Any, offline: None
+) -> None:
+    first = api.post(URL, _body(plot="A heist in the fog.", title="Fog"), format="json").json()
+    story_id = first["story"]["id"]
+    # Regenerate with the plot edited: the story page's form, and every scene rewrite of the new version,
+    # start from the story's plot. It stayed the old one.
+    response = api.post(URL, _body(plot="A heist at sea.", story_id=story_id), format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["story"] == {
+        "id": story_id,
+        "title": "Fog",
+        "plot": "A heist at sea.",
+        "url": f"/stories/{story_id}/",
+    }
+    response = api.post(URL, _body(plot="A heist at sea.", title="Sea", story_id=story_id), format="json")
+    assert response.json()["story"]["title"] == "Sea"
+    page = Client()
+    page.force_login(writer)
+    form = page.get(f"/stories/{story_id}/").content.decode()
+    assert "A heist at sea." in form and "A heist in the fog." not in form
