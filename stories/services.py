@@ -8,6 +8,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -37,6 +38,7 @@ from stories.selectors import (
     story_version_latest,
 )
 from stories.validation import json_problem, text_clean_or_reject, text_field_clean, text_visible
+from storyproject.bidi import bidi_isolated
 from storyproject.db import update_row, update_unflushed, update_unflushed_async
 from storyproject.untrusted import text_storable
 
@@ -678,6 +680,7 @@ def _writer_draft(
     screenplay_validate(
         content=content, persona_names=[n for n in named if n in allowed], code="invalid_request"
     )
+    _characters_named_once(content)
     cast = cast_entries(content.get("characters", []), [n for n in named if n in active])
     return ScreenplayDraft(
         title="",
@@ -690,6 +693,18 @@ def _writer_draft(
         origin=origin,
         based_on=based_on,
     )
+
+
+def _characters_named_once(content: dict[str, Any]) -> None:
+    """Refuse a character list that has a name twice: whose lines they are, and which persona plays
+    them, cannot be told (two BOBs played by two personas were both cast, as BOB)."""
+    names = Counter(character["name"] for character in content.get("characters", []))
+    twice = [name for name, count in names.items() if count > 1]
+    if twice:
+        raise GenerationError(
+            "invalid_request",
+            f"the character list has {bidi_isolated(twice[0][:80])!r} more than once; list each character once",
+        )
 
 
 def _personas_named(content: Any) -> list[str]:

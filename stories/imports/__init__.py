@@ -124,8 +124,15 @@ def characters_carried_over(*, parsed: dict[str, Any], base: object) -> list[dic
     other character has it.
     """
     characters = base.get("characters") if isinstance(base, dict) else None
-    kept = [c for c in characters if isinstance(c, dict)] if isinstance(characters, list) else []
-    known = {c.get("name") for c in kept}
+    listed = [c for c in characters if isinstance(c, dict)] if isinstance(characters, list) else []
+    # A version may list a name twice (a model's may; a writer's no longer can): its first entry is
+    # kept, so that an edit of it can be saved.
+    kept: list[dict[str, Any]] = []
+    known: set[object] = set()
+    for character in listed:
+        if character.get("name") not in known:
+            known.add(character.get("name"))
+            kept.append(character)
     speakers = {c["name"] for c in parsed["characters"]}
     for i, character in enumerate(kept):
         name = character.get("name")

@@ -195,6 +195,36 @@ def test_a_json_edit_with_an_element_out_of_bounds_is_told_which_field_and_bound
     assert story.versions.count() == 1
 
 
+def test_a_json_edit_listing_a_character_twice_is_refused(
+    writer: Any, story: Story, persona_factory: Any
+) -> None:
+    # Two MAXes played by two personas were saved and both cast as MAX: whose lines were whose?
+    persona_factory("villain")
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"].append({"name": "MAX", "persona": "villain"})
+    response = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"] == (
+        "the character list has 'MAX' more than once; list each character once"
+    )
+    assert story.versions.count() == 1
+    assert list(story.cast.values_list("character_name", "persona__name")) == [("MAX", "hero")]
+
+
+def test_a_fountain_edit_of_a_version_listing_a_character_twice_keeps_the_first(
+    writer: Any, story: Story
+) -> None:
+    # A model's version may list a name twice; the editor's text cannot say which one it means.
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"].append({"name": "MAX", "description": "A second one."})
+    story.versions.filter(number=1).update(content=content)
+    response = client_for(writer).post(
+        _versions(story), {"fountain": _fountain(content), "base_version": 1}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["content"]["characters"] == SCREENPLAY["characters"]
+
+
 def test_a_json_edit_may_not_cast_an_unknown_persona(writer: Any, story: Story) -> None:
     content = copy.deepcopy(SCREENPLAY)
     content["characters"][0]["persona"] = "nobody"
