@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal, TypedDict
 
 from stories.exports.screenplay import screenplay_scenes as typed_scenes
@@ -50,32 +51,32 @@ def screenplay_diff(
     budget = DiffBudget()
     name = bidi_isolated if names_isolated else str
     return [
-        _scene_diff(row, name=name, budget=budget, unchanged_lines=unchanged_lines)
-        for row in screenplay_compare(left=old, right=new)
+        SceneDiff(
+            status=row.status,
+            heading=str((row.right or row.left or {}).get("heading", "")),
+            from_scene=row.left_number,
+            to_scene=row.right_number,
+            lines=[]
+            if row.status == "same" and not unchanged_lines
+            else _line_diff(scene_lines(row.left, name), scene_lines(row.right, name), budget),
+        )
+        for row in screenplay_compare_read(left=old, right=new)
     ]
 
 
-def _scene_diff(
-    row: SceneComparison, *, name: Callable[[str], str], budget: DiffBudget, unchanged_lines: bool
-) -> SceneDiff:
-    status = row.status
-    lines: list[DiffLine] = []
-    if status != "same" or unchanged_lines:
-        old_lines, new_lines = scene_lines(row.left, name), scene_lines(row.right, name)
-        if status == "changed" and old_lines == new_lines:
-            # What changed is nothing a reader sees: an action split at its blank line (a Fountain edit
-            # saves one paragraph an element), a speech in two elements of one speaker. It was shown
-            # as "changed" with every line equal.
-            status = "same"
-        if status != "same" or unchanged_lines:
-            lines = _line_diff(old_lines, new_lines, budget)
-    return SceneDiff(
-        status=status,
-        heading=str((row.right or row.left or {}).get("heading", "")),
-        from_scene=row.left_number,
-        to_scene=row.right_number,
-        lines=lines,
-    )
+def screenplay_compare_read(*, left: object, right: object) -> list[SceneComparison]:
+    """``screenplay_compare``'s pairs, with a changed pair whose lines read the same marked "same".
+
+    What changed there is nothing a reader sees: an action split at its blank line (a Fountain edit
+    saves one paragraph an element), a speech in two elements of one speaker. The diff showed it as
+    "changed" with every line equal, and the story page's comparison as two identical scenes.
+    """
+    return [
+        replace(row, status="same")
+        if row.status == "changed" and scene_lines(row.left) == scene_lines(row.right)
+        else row
+        for row in screenplay_compare(left=left, right=right)
+    ]
 
 
 def scene_lines(scene: dict[str, Any] | None, name: Callable[[str], str] = str) -> list[str]:

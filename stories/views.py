@@ -31,8 +31,7 @@ from stories.imports import IMPORT_EXTENSIONS, ScreenplayImportError, import_for
 from stories.models import ScreenplayVersion, Story
 from stories.routing import GENERATE_WS_PATH
 from stories.runs.follow import run_events
-from stories.screenplay_compare import screenplay_compare
-from stories.screenplay_diff import screenplay_diff
+from stories.screenplay_diff import screenplay_compare_read, screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import FountainPreviewSerializer
 from stories.validation import VERSION_NUMBER_MAX, text_field_clean, text_visible, version_number_parse
@@ -245,7 +244,7 @@ def _version_shown(*, story: Story, versions: list[ScreenplayVersion], raw: str 
 def _comparison(*, story: Story, numbers: tuple[int, int]) -> dict[str, Any]:
     left = selectors.story_version_get(story=story, number=numbers[0])
     right = selectors.story_version_get(story=story, number=numbers[1])
-    rows = screenplay_compare(left=left.content, right=right.content)
+    rows = screenplay_compare_read(left=left.content, right=right.content)
     return {"compare_left": left, "compare_right": right, "comparison": rows}
 
 

@@ -266,6 +266,24 @@ def test_comparison_pairs_scenes_by_heading_and_marks_changes(logged_in: Client,
     assert logged_in.get(f"/stories/{story.pk}/?compare=1,7").status_code == 404
 
 
+def test_comparison_shows_a_scene_stored_differently_that_reads_the_same_as_unchanged(
+    logged_in: Client, writer: Any
+) -> None:
+    # A Fountain edit saves an action one paragraph an element: the untouched scene was "Changed",
+    # its two sides identical.
+    split = screenplay("INT. KITCHEN")
+    split["scenes"][0]["elements"] = [
+        {"type": "action", "text": "He waits."},
+        {"type": "action", "text": "The door opens."},
+    ]
+    whole = screenplay("INT. KITCHEN")
+    whole["scenes"][0]["elements"] = [{"type": "action", "text": "He waits.\n\nThe door opens."}]
+    story = story_with_versions(writer, whole, split)
+    html = logged_in.get(f"/stories/{story.pk}/?compare=1,2").content.decode()
+    assert html.count("compare-row compare-same") == 1
+    assert "compare-row compare-changed" not in html
+
+
 def test_untrusted_text_is_escaped_on_every_page(
     logged_in: Client, writer: Any, persona_factory: Any
 ) -> None:
