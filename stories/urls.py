@@ -19,6 +19,8 @@ urlpatterns = [
         "stories/<int:story_id>/versions/<int:number>/restore/", views.version_restore, name="version-restore"
     ),
     path("stories/<int:story_id>/diff/", views.story_diff, name="story-diff"),
+    path("stories/<int:story_id>/settings/", views.story_settings, name="story-settings"),
+    path("stories/<int:story_id>/delete/", views.story_delete, name="story-delete"),
     path(
         "stories/<int:story_id>/versions/<int:number>/scenes/<int:index>/regenerate/",
         views.scene_regenerate,

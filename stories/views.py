@@ -23,6 +23,7 @@ from stories.exception_handlers import GENERATION_ERROR_STATUS
 from stories.exports import ExportMeta
 from stories.exports.fountain import fountain_from_screenplay
 from stories.exports.screenplay import one_line
+from stories.forms import StoryDetailsForm
 from stories.generation.events import events_fold
 from stories.generation.prompt import screenplay_schema
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
@@ -35,6 +36,7 @@ from stories.screenplay_diff import screenplay_compare_read, screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import FountainPreviewSerializer
 from stories.validation import VERSION_NUMBER_MAX, text_field_clean, text_visible, version_number_parse
+from storyproject.bidi import bidi_isolated
 from storyproject.pagination import page_of
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
@@ -339,6 +341,50 @@ def version_restore(request: HttpRequest, story_id: int, number: int) -> HttpRes
     )
     messages.success(request, f"Version {number} restored: this is version {version.number}.")
     return redirect(f"{reverse('stories:story-detail', args=[story.pk])}?version={version.number}")
+
+
+@login_required
+def story_settings(request: HttpRequest, story_id: int) -> HttpResponse:
+    """Rename a story, change its plot (what Regenerate starts from), or delete it."""
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    form = StoryDetailsForm(request.POST or None, initial={"title": story.title, "plot": story.plot})
+    if request.method == "POST":
+        if form.is_valid():
+            services.story_update(
+                story=story, title=form.cleaned_data["title"], plot=form.cleaned_data["plot"]
+            )
+            messages.success(request, "The title and plot are saved.")
+            return redirect("stories:story-detail", story.pk)
+        return _story_settings_page(request, story=story, form=form, status=400)
+    return _story_settings_page(request, story=story, form=form)
+
+
+@login_required
+@require_POST
+def story_delete(request: HttpRequest, story_id: int) -> HttpResponse:
+    """Delete a story with its versions and cast, once the writer ticked that they mean it."""
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    if request.POST.get("confirm") != "yes":
+        form = StoryDetailsForm(initial={"title": story.title, "plot": story.plot})
+        return _story_settings_page(
+            request, story=story, form=form, delete_error="Tick the box to confirm the deletion.", status=400
+        )
+    title = story.title
+    services.story_delete(story=story)
+    messages.success(request, f"“{bidi_isolated(title)}” and its versions are deleted.")
+    return redirect("stories:story-list")
+
+
+def _story_settings_page(
+    request: HttpRequest, *, story: Story, form: StoryDetailsForm, delete_error: str = "", status: int = 200
+) -> HttpResponse:
+    context = {
+        "story": story,
+        "form": form,
+        "delete_error": delete_error,
+        "writing_runs": selectors.story_runs_writing(story=story),
+    }
+    return render(request, "stories/story_settings.html", context, status=status)
 
 
 @login_required

@@ -69,6 +69,7 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(app_server: AppServ
         long_word,
         long_word + "?compare=1,1",
         long_word + "edit/",
+        long_word + "settings/",
     ]
     for path in [*paths, f"/stories/{app_server.ids['seeded_story']}/"]:
         page.goto(app_server.url + path)

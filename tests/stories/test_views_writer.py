@@ -359,3 +359,79 @@ def test_a_cast_the_import_cannot_save_is_shown_again_as_the_writer_chose_it(
     )
     assert "selected" not in june_row.split("</select>")[0]  # the inactive persona is no choice now
     assert not Story.objects.exists()
+
+
+def test_a_writer_renames_a_story_and_changes_its_plot_from_its_page(logged_in: Client, story: Story) -> None:
+    # Was: only PATCH /api/stories/{id}/ (with a token) or the admin could; the pages had no way.
+    page = logged_in.get(f"/stories/{story.pk}/").content.decode()
+    assert f'href="/stories/{story.pk}/settings/"' in page
+    form = logged_in.get(f"/stories/{story.pk}/settings/").content.decode()
+    assert 'value="The Heist"' in form and ">A vault.</textarea>" in form
+
+    saved = logged_in.post(
+        f"/stories/{story.pk}/settings/", {"title": f"  The Job {XSS} ", "plot": "A bank.\r\nAt night."}
+    )
+    assert saved.status_code == 302 and saved["Location"] == f"/stories/{story.pk}/"
+    story.refresh_from_db()
+    assert (story.title, story.plot) == (f"The Job {XSS}", "A bank.\r\nAt night.")
+    shown = logged_in.get(f"/stories/{story.pk}/").content.decode()
+    assert "The title and plot are saved." in shown
+    assert "<h1>The Job &lt;img src=x onerror=alert(1)&gt;</h1>" in shown
+    # The versions keep what they were written with.
+    assert ScreenplayVersion.objects.get(story=story).content == SCREENPLAY
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"title": "", "plot": "P"}, "This field is required."),
+        ({"title": "\u200b\u200f", "plot": "P"}, "The title has no visible character"),
+        (
+            {"title": "A\u0007B", "plot": "P"},
+            "The title contains a line break or another control character (U+0007)",
+        ),
+        ({"title": "T", "plot": "   "}, "Write the plot: Regenerate starts from it."),
+        ({"title": "T", "plot": "a\x1bb"}, "The plot contains a control character (U+001B)"),
+        ({"title": "T" * 201, "plot": "P"}, "Ensure this value has at most 200 characters (it has 201)."),
+    ],
+)
+def test_a_rename_that_cannot_be_saved_says_why_and_keeps_what_was_typed(
+    logged_in: Client, story: Story, fields: dict[str, str], said: str
+) -> None:
+    response = logged_in.post(f"/stories/{story.pk}/settings/", fields)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert said in page
+    assert 'aria-invalid="true"' in page
+    story.refresh_from_db()
+    assert (story.title, story.plot) == ("The Heist", "A vault.")
+
+
+def test_a_story_is_deleted_from_its_page_only_once_the_writer_confirms(
+    logged_in: Client, story: Story
+) -> None:
+    unconfirmed = logged_in.post(f"/stories/{story.pk}/delete/")
+    assert unconfirmed.status_code == 400
+    assert "Tick the box to confirm the deletion." in unconfirmed.content.decode()
+    assert Story.objects.filter(pk=story.pk).exists()
+
+    deleted = logged_in.post(f"/stories/{story.pk}/delete/", {"confirm": "yes"})
+    assert deleted.status_code == 302 and deleted["Location"] == "/"
+    assert not Story.objects.filter(pk=story.pk).exists()
+    assert not ScreenplayVersion.objects.filter(story_id=story.pk).exists()
+    assert "“The Heist” and its versions are deleted." in logged_in.get("/").content.decode()
+    assert logged_in.get(f"/stories/{story.pk}/settings/").status_code == 404
+    assert logged_in.get(f"/stories/{story.pk}/delete/").status_code == 405
+
+
+def test_another_writers_story_cannot_be_renamed_or_deleted(story: Story, django_user_model: Any) -> None:
+    intruder = django_user_model.objects.create_user("intruder", password="intruder-pw-2026")
+    client = Client()
+    client.force_login(intruder)
+    assert client.get(f"/stories/{story.pk}/settings/").status_code == 404
+    assert client.post(f"/stories/{story.pk}/settings/", {"title": "Mine", "plot": "P"}).status_code == 404
+    assert client.post(f"/stories/{story.pk}/delete/", {"confirm": "yes"}).status_code == 404
+    anonymous = Client().post(f"/stories/{story.pk}/delete/", {"confirm": "yes"})
+    assert anonymous.status_code == 302 and "/accounts/login/" in anonymous["Location"]
+    story.refresh_from_db()
+    assert story.title == "The Heist"

@@ -1,0 +1,39 @@
+"""The writer's pages' forms (the API's fields are its serializers', stories/serializers.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from stories.validation import text_field_problem, title_problem
+
+
+class StoryDetailsForm(forms.Form):
+    """A story's title and plot, as ``PATCH /api/stories/{id}/`` takes them, with the same checks."""
+
+    title = forms.CharField(max_length=200)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The setting as it is now (tests change it), not as it was at import.
+        self.fields["plot"] = forms.CharField(
+            max_length=settings.STORY_MAX_PLOT_CHARS, strip=False, widget=forms.Textarea(attrs={"rows": 8})
+        )
+
+    def clean_title(self) -> str:
+        title: str = self.cleaned_data["title"]
+        problem = title_problem(title)
+        if problem is not None:
+            raise forms.ValidationError(f"The title {problem}.", code="invalid")
+        return title
+
+    def clean_plot(self) -> str:
+        plot: str = self.cleaned_data["plot"]
+        if not plot.strip():
+            raise forms.ValidationError("Write the plot: Regenerate starts from it.", code="required")
+        problem = text_field_problem(plot)
+        if problem is not None:
+            raise forms.ValidationError(f"The plot {problem}.", code="invalid")
+        return plot
