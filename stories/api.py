@@ -167,9 +167,9 @@ class StoryVersionListApi(generics.ListAPIView):
     serializer_class = ScreenplayVersionSummarySerializer
     queryset = ScreenplayVersion.objects.none()
 
-    def get_queryset(self) -> list[ScreenplayVersion]:  # type: ignore[override]
+    def get_queryset(self) -> QuerySet[ScreenplayVersion]:
         if getattr(self, "swagger_fake_view", False):
-            return []
+            return ScreenplayVersion.objects.none()
         return selectors.story_versions_list(story=_own_story(self))
 
     def post(self, request: Request, story_id: int) -> Response:

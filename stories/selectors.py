@@ -84,9 +84,12 @@ def story_get_for_user(*, user: AbstractBaseUser | AnonymousUser, story_id: int)
     return get_object_or_404(Story, pk=story_id, owner_id=user.pk)
 
 
-def story_versions_list(*, story: Story) -> list[ScreenplayVersion]:
-    """The story's versions, newest first, with their runs; contents are not loaded (a list needs none)."""
-    return list(story.versions.select_related("run").defer("content").order_by("-number"))
+def story_versions_list(*, story: Story) -> QuerySet[ScreenplayVersion]:
+    """The story's versions, newest first, with their runs; contents are not loaded (a list needs none).
+
+    A query, for a page of it to be read (the story page's and the API's pagination): a story can
+    hold thousands of versions (a script's edits)."""
+    return story.versions.select_related("run").defer("content").order_by("-number")
 
 
 def story_version_get(*, story: Story, number: int, content: bool = True) -> ScreenplayVersion:

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
+from django.core.paginator import Page
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -42,6 +43,8 @@ from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 STORIES_PER_PAGE = 20
 RUNS_PER_PAGE = 50
+# The story page's versions table: a story can hold thousands (3,000 took 4 s and 2.4 MB a page).
+VERSIONS_PER_PAGE = 50
 EXPORT_FORMATS = [("fountain", "Fountain"), ("fdx", "Final Draft"), ("pdf", "PDF"), ("json", "JSON")]
 _SIGNED_OUT = "You are signed out: sign in again, then reload this page (your text is kept in this browser)."
 GENERATION_MODES = [
@@ -85,10 +88,13 @@ def _story_page(
 ) -> HttpResponse:
     """The story page at ``version`` (or comparing two); ``rewrite_kept`` reopens a refused scene
     rewrite with the instructions the writer typed."""
-    versions = selectors.story_versions_list(story=story)
+    versions = page_of(
+        request=request, items=selectors.story_versions_list(story=story), per_page=VERSIONS_PER_PAGE
+    )
     context: dict[str, Any] = {
         "story": story,
         "versions": versions,
+        "versions_pages": _pages_around(request, versions),
         "cast": selectors.story_cast_list(story=story),
         "generator": _generator_context(story=story),
         "writing_runs": selectors.story_runs_writing(story=story),
@@ -98,7 +104,7 @@ def _story_page(
     if pair is not None:
         context.update(_comparison(story=story, numbers=pair))
     else:
-        context["version"] = _version_shown(story=story, versions=versions, raw=version)
+        context["version"] = _version_shown(story=story, raw=version)
     if context.get("version") is not None:
         context["exports"] = _export_links(story=story, version=context["version"])
         context["stats"] = screenplay_stats(context["version"].content)
@@ -235,12 +241,24 @@ def _version_pair(raw: str | None) -> tuple[int, int] | None:
     return _version_number(parts[0]), _version_number(parts[1])
 
 
-def _version_shown(*, story: Story, versions: list[ScreenplayVersion], raw: str | None) -> Any:
+def _version_shown(*, story: Story, raw: str | None) -> Any:
     if raw is not None:
         return selectors.story_version_get(story=story, number=_version_number(raw))
-    if not versions:
+    if not story.latest_version_number:
         return None
-    return selectors.story_version_get(story=story, number=versions[0].number)
+    return selectors.story_version_get(story=story, number=story.latest_version_number)
+
+
+def _pages_around(request: HttpRequest, page: Page[Any]) -> dict[str, str]:
+    """The links to the pages before and after ``page`` of a list, keeping the page's other parameters
+    (the version shown, a comparison)."""
+    links = {}
+    for name, number in (("newer", page.number - 1), ("older", page.number + 1)):
+        if 1 <= number <= page.paginator.num_pages:
+            query = request.GET.copy()
+            query["page"] = str(number)
+            links[name] = f"?{query.urlencode()}"
+    return links
 
 
 def _comparison(*, story: Story, numbers: tuple[int, int]) -> dict[str, Any]:
