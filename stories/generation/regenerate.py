@@ -115,9 +115,8 @@ def _generation_for(request: SceneRegenerateRequest, user_id: int) -> tuple[Gene
     _base_version_check(request.base_version, story.latest_version_number)
     scenes = version.content.get("scenes") or []
     if request.index >= len(scenes):
-        raise _invalid(
-            f"version {request.version} has {len(scenes)} scenes; index {request.index} is not one"
-        )
+        count = "no scene" if not scenes else "1 scene" if len(scenes) == 1 else f"{len(scenes)} scenes"
+        raise _invalid(f"version {request.version} has {count}; index {request.index} is not one")
     named = [
         character["persona"]
         for character in version.content.get("characters", [])

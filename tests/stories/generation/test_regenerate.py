@@ -516,6 +516,9 @@ def test_any_scene_of_a_version_can_be_rewritten_whatever_the_outline_limit(
     assert "Step 2: write scene 25 of 25" in last_user_text(fake_anthropic.requests[0].body)
     missing = client.post(f"/api/stories/{story_id}/versions/1/scenes/25/regenerate/", {}, format="json")
     assert missing.json()["message"] == "version 1 has 25 scenes; index 25 is not one"
+    single, _ = _story_with_version(writer, scenes=1)
+    past = client.post(f"/api/stories/{single}/versions/1/scenes/1/regenerate/", {}, format="json")
+    assert past.json()["message"] == "version 1 has 1 scene; index 1 is not one"  # was "1 scenes"
 
 
 async def test_null_instructions_on_the_socket_are_no_instructions(
