@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 
 from stories.errors import GenerationError
-from storyproject.untrusted import text_problem
+from storyproject.untrusted import text_problem, text_visible
 
 # The contract's maxLength of each field (stories/contract/screenplay.schema.json).
 MAX_TITLE = 200
@@ -50,7 +50,10 @@ class ScreenplayBuilder:
     _empty_heading_at: str = ""
 
     def set_title(self, text: str, *, where: str) -> None:
-        self.title = _checked(text, MAX_TITLE, "the title", where)
+        title = _checked(text, MAX_TITLE, "the title", where)
+        # A title of marks alone (U+200E, a zero-width space) draws nothing: read as no title, so the
+        # edited version's title, or "Untitled", as a story's title is.
+        self.title = title if text_visible(title) else ""
 
     def set_logline(self, text: str, *, where: str) -> None:
         self.logline = _checked(text, MAX_LOGLINE, "the logline", where)

@@ -934,3 +934,26 @@ def test_an_imported_cue_in_another_script_matches_its_persona_whatever_the_case
         {"character": "ÉMILE", "persona": "emile", "display_name": "Émile"},
         {"character": "ЗОЯ (V.O.)", "persona": "zoe", "display_name": "Зоя"},
     ]
+
+
+def test_a_fountain_title_of_invisible_marks_is_no_title(writer: Any, story: Story) -> None:
+    # Was: "Title: \u200e" saved as the version's title, a title page (and exports) with nothing on it.
+    base = client_for(writer).post(
+        _versions(story),
+        {"fountain": "Title: The Vault\n\nINT. A\n\nHi.\n", "base_version": 1},
+        format="json",
+    )
+    assert base.status_code == 201, base.json()
+    edited = client_for(writer).post(
+        _versions(story),
+        {"fountain": "Title: \u200e\u200b\n\nINT. A\n\nHi.\n", "base_version": 2},
+        format="json",
+    )
+    assert edited.status_code == 201, edited.json()
+    assert edited.json()["content"]["title"] == "The Vault"  # the edited version's, as with no title page
+    imported = client_for(writer).post(
+        "/api/stories/import/", {"fountain": "Title: \u200f\n\nINT. A\n\nHi.\n"}, format="json"
+    )
+    assert imported.status_code == 201, imported.json()
+    assert imported.json()["version"]["content"]["title"] == "Untitled"
+    assert imported.json()["story"]["title"] == "Untitled"
