@@ -365,7 +365,8 @@ def version_restore(request: HttpRequest, story_id: int, number: int) -> HttpRes
 def story_settings(request: HttpRequest, story_id: int) -> HttpResponse:
     """Rename a story, change its plot (what Regenerate starts from), or delete it."""
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-    form = StoryDetailsForm(request.POST or None, initial={"title": story.title, "plot": story.plot})
+    data = request.POST if request.method == "POST" else None  # an empty POST is a form, not a page view
+    form = StoryDetailsForm(data, initial={"title": story.title, "plot": story.plot})
     if request.method == "POST":
         if form.is_valid():
             services.story_update(

@@ -385,6 +385,7 @@ def test_a_writer_renames_a_story_and_changes_its_plot_from_its_page(logged_in: 
     ("fields", "said"),
     [
         ({"title": "", "plot": "P"}, "This field is required."),
+        ({}, "This field is required."),
         ({"title": "\u200b\u200f", "plot": "P"}, "The title has no visible character"),
         (
             {"title": "A\u0007B", "plot": "P"},
