@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from stories import services
 from stories.generation.models_registry import model_get
 from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
@@ -66,6 +67,14 @@ class StoryAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
     list_filter = ["updated_at"]
     raw_id_fields = ["owner"]
     inlines = [StoryCastInline, ScreenplayVersionInline]
+
+    # Through the services, which lock the stories first: deleted as it came, a story whose version was
+    # being saved meanwhile failed the delete at its commit on PostgreSQL (a 500).
+    def delete_model(self, request: HttpRequest, obj: Story) -> None:
+        services.story_delete(story=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Story]) -> None:
+        services.stories_delete(stories=queryset)
 
 
 @admin.register(GenerationRun)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 from django.db.models import ProtectedError
+from django.test import Client
 
 from personas.models import PersonaConfig
 from personas.services import personas_delete
@@ -181,3 +182,34 @@ def test_an_imported_story_deleted_before_the_answer_is_a_404_saying_so(
         "was deleted after version 1 of it was saved, with that version"
     )
     assert not Story.objects.exists()
+
+
+@pytest.mark.parametrize("how", ["delete page", "delete action"])
+def test_a_story_deleted_in_the_admin_while_a_version_of_it_saves_goes_with_that_version(
+    writer: Any, story: Story, during_cast_insert: Any, django_user_model: Any, how: str
+) -> None:
+    admin = django_user_model.objects.create_superuser("boss", password="pw-boss")
+    staff = Client()
+    staff.force_login(admin)
+    if how == "delete page":
+        deleting = during_cast_insert(
+            lambda: staff.post(f"/admin/stories/story/{story.pk}/delete/", {"post": "yes"})
+        )
+    else:
+        deleting = during_cast_insert(
+            lambda: staff.post(
+                "/admin/stories/story/",
+                {"action": "delete_selected", "_selected_action": [story.pk], "post": "yes"},
+            )
+        )
+    response = client_for(writer).post(
+        f"/api/stories/{story.pk}/versions/", {"content": SCREENPLAY}, format="json"
+    )
+    deleting.join()
+    assert response.status_code == 201, response.content
+    # The admin's delete came second and deleted the story with everything in it, the new version
+    # included: it was a 500 on PostgreSQL (the version was left pointing at the deleted story).
+    assert deleting.error is None
+    assert deleting.result.status_code == 302
+    assert not Story.objects.filter(pk=story.pk).exists()
+    assert not ScreenplayVersion.objects.filter(story_id=story.pk).exists()
