@@ -127,7 +127,16 @@ class PersonaTextField(forms.CharField):
         super().__init__(required=False, strip=False, widget=widget, max_length=max_length, **kwargs)
 
     def to_python(self, value: Any) -> str:
-        return str(super().to_python(value)).replace("\r\n", "\n")
+        return form_line_ends(str(super().to_python(value)))
+
+
+# A browser reads a CRLF or a lone CR in the page as LF, and sends every line end back as CRLF.
+_LINE_END = re.compile(r"\r\n?")
+
+
+def form_line_ends(text: str) -> str:
+    """``text`` with its line ends as a form's field gets them back from a browser: LF."""
+    return _LINE_END.sub("\n", text)
 
 
 class PrettyJSONField(UntrustedJSONField):
@@ -299,10 +308,12 @@ class PersonaConfigForm(forms.ModelForm):
 
     def _edited_parts(self, values: dict[str, Any]) -> dict[str, object]:
         # A part counts as edited when its value differs from the one the page was rendered with.
+        # A stored text with CRLF or CR line ends (a card written on Windows) comes back with LF: not an
+        # edit, or every save rewrote it (and split a multi-line example in two).
         edited = {}
         for key, part in PARTS.items():
-            value = values.get(key)
-            if value != self.fields[key].initial:
+            value, initial = values.get(key), self.fields[key].initial
+            if value != (form_line_ends(initial) if isinstance(initial, str) else initial):
                 edited[key] = part.store(value)
         return edited
 

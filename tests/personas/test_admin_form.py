@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -39,7 +40,9 @@ def _as_browser_posts(client: Client, url: str, **changes: str) -> dict[str, Any
             if value:
                 data[field.html_name] = "on"
             continue
-        data[field.html_name] = "" if value is None else str(value).replace("\n", "\r\n")
+        # The page's HTML parser reads CRLF and a lone CR as LF; a form sends each line end as CRLF.
+        text = "" if value is None else re.sub(r"\r\n?", "\n", str(value))
+        data[field.html_name] = text.replace("\n", "\r\n")
     return {**data, **changes}
 
 
@@ -62,6 +65,26 @@ def test_unknown_keys_extensions_and_non_ascii_text_survive_a_form_save_byte_for
     for key in KEPT:
         assert _dumped(persona.config_data[key]) == _dumped(before[key]), key
     assert list(persona.config_data) == list(before)
+
+
+@pytest.mark.django_db
+def test_text_with_windows_line_ends_survives_an_edit_of_another_part_byte_for_byte(
+    editor_client: Client,
+) -> None:
+    # A card written on Windows has CRLF line ends (a lone CR from older tools): the browser sends the
+    # untouched fields back with its own line ends, which counted as an edit and rewrote them.
+    config = {
+        "description": "Line one.\r\nLine two.",
+        "backstory": "Old\rMac line end.",
+        "example_lines": ["Hey.\r\nYou there."],
+        "voice": "Plain.",
+    }
+    persona = PersonaConfig.objects.create(name="windows", display_name="Windows", config_data=config)
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, voice="Gravel."))
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data == {**config, "voice": "Gravel."}
 
 
 @pytest.mark.django_db
