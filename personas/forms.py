@@ -252,7 +252,14 @@ class PersonaConfigForm(forms.ModelForm):
         if self.instance.pk is None or loaded is None:
             return
         current = services.persona_version_lock(persona_pk=self.instance.pk)
-        if current is not None and current != loaded:
+        if current is None:
+            # Deleted after the admin read it: the save would have inserted it again (and failed, a 500).
+            raise forms.ValidationError(
+                "Another editor deleted this persona while you were saving it. Nothing was saved. Your edits "
+                "are still below: copy what you need; 'Recover deleted personas' on the list brings it back.",
+                code="deleted",
+            )
+        if current != loaded:
             raise forms.ValidationError(
                 f"Another editor saved this persona after you opened it (you opened version {loaded}; "
                 f"it is now version {current}). Nothing was saved. Your edits are still below: copy what "

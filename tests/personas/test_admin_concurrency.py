@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 
+from personas import services
 from personas.models import PersonaConfig
 from personas.services import EDITORS_GROUP
 
@@ -84,3 +85,25 @@ def test_a_change_posted_without_the_version_it_was_made_from_is_refused(opened_
     response = first.post(url, {**first_form, "voice": "Blind."})
     assert response.status_code == 200
     assert PersonaConfig.objects.get(name="hero").config_data["voice"] == "Plain."
+
+
+@pytest.mark.django_db
+def test_a_persona_deleted_while_a_save_of_it_runs_is_not_saved_and_the_editor_is_told(
+    opened_twice: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The other editor's delete commits after this save's request read the persona, before its version
+    # check: the save tried to insert it again, with its version as an expression (a 500).
+    url, first, first_form, _, _ = opened_twice
+    lock = services.persona_version_lock
+
+    def deleted_just_before(**kwargs: Any) -> int | None:
+        services.personas_delete(personas=PersonaConfig.objects.filter(name="hero"), user=None)
+        return lock(**kwargs)
+
+    monkeypatch.setattr(services, "persona_version_lock", deleted_just_before)
+    response = first.post(url, {**first_form, "voice": "Ann's voice."})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Another editor deleted this persona while you were saving it. Nothing was saved." in page
+    assert "Ann&#x27;s voice.</textarea>" in page
+    assert not PersonaConfig.objects.filter(name="hero").exists()
