@@ -107,6 +107,14 @@ class GenerationRunAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
         # Viewable (read-only) but never editable: runs are measurements.
         return False
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
+        # A run still going (or waiting to be resumed) cannot go: its save needs its row, and without it
+        # the writer's screenplay was lost at the end, the run said to be "taken over" by another process.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        running = [run for run in objs if run.status == GenerationRun.Status.STREAMING]
+        protected = [*protected, *(f"{run}: still running; delete it once it has ended." for run in running)]
+        return deleted, counts, perms_needed, protected
+
 
 def default_model_choices() -> list[tuple[str, str]]:
     """The models an editor may make the default: the ones a writer may pick, named as the registry

@@ -180,7 +180,10 @@ def world(db: None) -> World:
     bystander = User.objects.create_user(username="bystander", password=PASSWORD)
     Token.objects.create(user=bystander)
     story = Story.objects.create(owner=users["owner"], title="Owner's story", plot="A plot.")
-    run = GenerationRun.objects.create(user=users["owner"], story=story, model="offline", max_tokens=1024)
+    # A finished run: one still streaming cannot be deleted (tests/stories/test_admin.py).
+    run = GenerationRun.objects.create(
+        user=users["owner"], story=story, model="offline", max_tokens=1024, status=GenerationRun.Status.FAILED
+    )
     with reversion.create_revision():
         persona = PersonaConfig.objects.create(
             name="hero", display_name="Hero", config_data={"voice": "Plain."}

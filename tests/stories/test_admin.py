@@ -8,7 +8,7 @@ from django.db import connection
 from django.test import Client
 
 from personas.services import editors_group_ensure
-from stories.models import GenerationSettings, ScreenplayVersion, Story, StoryCast
+from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 
 SETTINGS_ADD = "/admin/stories/generationsettings/add/"
 SETTINGS_POST = {"default_model": "", "default_max_tokens": "16000", "formatting_rules": "Obey the editor."}
@@ -170,3 +170,35 @@ def test_the_admin_searches_ignore_case_beyond_ascii(
     assert [s.title for s in stories.context["cl"].result_list] == ["Été à Paris"]
     by_writer = root.get("/admin/stories/story/", {"q": f"été {writer.username.upper()}"})
     assert [s.title for s in by_writer.context["cl"].result_list] == ["Été à Paris"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("how", ["delete page", "delete action"])
+def test_a_run_still_streaming_cannot_be_deleted_in_the_admin_a_finished_one_can(
+    django_user_model: Any, writer: Any, how: str
+) -> None:
+    # Its save at the end needs its row: deleted, the writer's screenplay was lost when the run ended
+    # ("another server process took this run over").
+    admin = django_user_model.objects.create_superuser("boss", password="pw-boss")
+    client = Client()
+    client.force_login(admin)
+    running = GenerationRun.objects.create(user=writer, model="offline", max_tokens=1024, lease_owner="h:1:x")
+    done = GenerationRun.objects.create(
+        user=writer, model="offline", max_tokens=1024, status=GenerationRun.Status.SUCCEEDED
+    )
+
+    def delete(run: GenerationRun) -> Any:
+        if how == "delete page":
+            return client.post(f"/admin/stories/generationrun/{run.pk}/delete/", {"post": "yes"})
+        selected = {"action": "delete_selected", "_selected_action": [run.pk], "post": "yes"}
+        return client.post("/admin/stories/generationrun/", selected)
+
+    response = delete(running)
+    assert response.status_code == 200
+    assert (
+        f"Run {running.pk} (streaming): still running; delete it once it has ended."
+        in response.content.decode()
+    )
+    assert GenerationRun.objects.filter(pk=running.pk).exists()
+    assert delete(done).status_code == 302
+    assert not GenerationRun.objects.filter(pk=done.pk).exists()
