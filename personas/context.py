@@ -144,9 +144,19 @@ def _paragraph(label: str, value: object) -> str:
     return f"{label}: {text}" if text else ""
 
 
+# A summary made from the description is one line in a picker: a description with no sentence end
+# (a card's list of traits) was the whole description, up to 20,000 characters on one button.
+SUMMARY_DERIVED_MAX_CHARS = 200
+
+
 def _first_sentence(text: str) -> str:
     match = _SENTENCE_END.search(text)
-    return text[: match.end()].strip() if match else text
+    sentence = text[: match.end()].strip() if match else text
+    if len(sentence) <= SUMMARY_DERIVED_MAX_CHARS:
+        return sentence
+    cut = sentence[: SUMMARY_DERIVED_MAX_CHARS - 1]
+    words = cut.rsplit(None, 1)[0] if len(cut.split(None, 1)) > 1 else cut
+    return words.rstrip(" ,;:") + "…"
 
 
 def _longest_fitting_prefix(text: str, ends: list[int], budget: int) -> str:

@@ -88,6 +88,18 @@ def test_summary_falls_back_to_the_first_sentence() -> None:
     assert persona_summary({"tags": ["x"]}) == ""
 
 
+def test_a_summary_made_from_a_description_without_a_sentence_end_is_short() -> None:
+    # A card's description is often a list of traits with no full stop: the picker showed all of it.
+    description = "tall, tired, smart, " * 1000
+    summary = persona_summary({"description": description})
+    assert len(summary) <= 200
+    assert summary.startswith("tall, tired, smart,")
+    assert summary.endswith("smart…") or summary.endswith("tired…") or summary.endswith("tall…")
+    assert persona_summary({"description": "x" * 5000}) == "x" * 199 + "…"
+    # A summary the editor wrote is theirs, as long as it is (the schema bounds it).
+    assert persona_summary({"summary": "y" * 500, "description": description}) == "y" * 500
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
