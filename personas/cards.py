@@ -47,8 +47,13 @@ OURS_FORMAT = "screenplay-studio/persona"
 OURS_VERSIONS = (1,)
 NAMESPACE = "screenplay_studio"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What the admin's export of several personas makes: a zip (an entry first, or an empty one's end).
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 # A card PNG is a portrait; its pixels are decoded to reach text chunks stored after them.
 PNG_MAX_PIXELS = 4096 * 4096
+# The images of a zip's cards together, decoded one after the other (a 4096x4096 card takes some 0.3 s
+# of a core): 279 of our exported portraits (400x600).
+ZIP_MAX_PIXELS = 4 * PNG_MAX_PIXELS
 # Personas in one file of ours. Each is checked, compared and shown in the admin's preview, then saved
 # with a revision: 40,000 (2.3 MB) took 20 s of a core to preview, in a 20 MB page.
 IMPORT_MAX_PERSONAS = 1000
@@ -116,6 +121,12 @@ def persona_file_read(*, data: bytes, filename: str = "", size: int | None = Non
         raise CardError(f"{_label(filename)}is {size} bytes; the limit is {limit} bytes.")
     if data.startswith(PNG_SIGNATURE):
         return [_from_card(_png_card(data, filename), filename)]
+    if data.startswith(ZIP_SIGNATURES):
+        return _from_zip(data, filename)
+    return _from_json_file(data, filename)
+
+
+def _from_json_file(data: bytes, filename: str) -> list[PersonaImport]:
     parsed = _json_loads(data, filename)
     if isinstance(parsed, list):
         if not parsed:
@@ -136,6 +147,82 @@ def persona_file_read(*, data: bytes, filename: str = "", size: int | None = Non
     if isinstance(parsed, dict) and "config_data" in parsed:
         return [_from_ours(parsed, filename)]
     return [_from_card(parsed, filename)]
+
+
+def _from_zip(data: bytes, filename: str) -> list[PersonaImport]:
+    """The personas of every file in a zip, as the admin's export of several personas writes it: one
+    persona file or card (JSON or PNG) per entry; all of them within the limits one file has."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = [info for info in archive.infolist() if not info.is_dir()]
+            if not entries:
+                raise CardError(f"{_label(filename)}is an empty zip: no persona to import.")
+            if len(entries) > IMPORT_MAX_PERSONAS:
+                raise CardError(
+                    f"{_label(filename)}holds {len(entries)} files; one zip may hold at most "
+                    f"{IMPORT_MAX_PERSONAS}: split it."
+                )
+            personas = _zip_entries_read(archive, entries, filename)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError) as error:
+        # A damaged, encrypted, or oddly compressed archive.
+        raise CardError(f"{_label(filename)}is not a zip this site can read ({error}).") from None
+    if len(personas) > IMPORT_MAX_PERSONAS:
+        raise CardError(
+            f"{_label(filename)}holds {len(personas)} personas; one import may hold at most "
+            f"{IMPORT_MAX_PERSONAS}: split it."
+        )
+    twice = keys_twice(personas)
+    if twice:
+        raise CardError(
+            f"{_label(filename)}has more than one persona with the key {', '.join(map(repr, twice[:5]))}; "
+            "each key names one persona."
+        )
+    return personas
+
+
+def _zip_entries_read(
+    archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], filename: str
+) -> list[PersonaImport]:
+    # All the entries together unpack to no more than one file may hold, whatever sizes they claim (a
+    # small zip can unpack to gigabytes), and they are all unpacked before any is read.
+    limit = left = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    files = []
+    for info in entries:
+        with archive.open(info) as entry:
+            files.append((info.filename, entry.read(left + 1)))
+        left -= len(files[-1][1])
+        if left < 0:
+            raise CardError(
+                f"{_label(filename)}unpacks to more than {limit} bytes; the limit is {limit} bytes."
+            )
+    pixels = sum(_png_pixels(data) for _, data in files)
+    if pixels > ZIP_MAX_PIXELS:
+        raise CardError(
+            f"{_label(filename)}holds images of {pixels} pixels together; a zip's cards may hold at most "
+            f"{ZIP_MAX_PIXELS}: import them in smaller zips."
+        )
+    personas = []
+    for entry_name, data in files:
+        # The entry's name is the file's author's: control characters (terminal escapes, in the
+        # import_personas command's error) are not passed on.
+        shown = "".join(c if c.isprintable() else "?" for c in entry_name)
+        name = f"{filename}: {shown}" if filename else shown
+        if data.startswith(PNG_SIGNATURE):
+            personas.append(_from_card(_png_card(data, name), name))
+        else:
+            personas += _from_json_file(data, name)  # a zip inside the zip is not read: it is not JSON.
+    return personas
+
+
+def _png_pixels(data: bytes) -> int:
+    """The pixels a card PNG's text costs to reach (every frame's), from its header; 0 if not a PNG."""
+    if not data.startswith(PNG_SIGNATURE):
+        return 0
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return int(image.size[0] * image.size[1] * getattr(image, "n_frames", 1))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0  # _png_card says what is wrong with it
 
 
 def _label(filename: str) -> str:

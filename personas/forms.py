@@ -366,7 +366,8 @@ def _nested_remove(config: dict[str, Any], key: str) -> None:
 
 class PersonaImportForm(forms.Form):
     file = forms.FileField(
-        help_text="Our persona JSON (one persona or a list), or a Character Card V1, V2 or V3 as JSON or PNG."
+        help_text="Our persona JSON (one persona or a list), or a Character Card V1, V2 or V3 as JSON or PNG, "
+        "or a zip of them (as exporting several personas makes)."
     )
 
     def clean_file(self) -> Any:

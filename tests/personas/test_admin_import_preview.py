@@ -179,3 +179,28 @@ def test_a_file_that_deactivates_a_persona_stories_cast_says_so_before_it_is_imp
     assert page.count(warning) == 1
     assert page.index(warning) < page.index("(idle)")  # under the cast persona only
     assert "Secret-Character" not in page and "Private 0" not in page  # counts only
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("action", ["export_ours", "export_card_json", "export_card_png"])
+def test_the_zip_that_exporting_several_personas_makes_imports_back(
+    editor_client: Client, stored: None, action: str
+) -> None:
+    personas = list(PersonaConfig.objects.order_by("name"))
+    exported = editor_client.post(
+        "/admin/personas/personaconfig/", {"action": action, "_selected_action": [p.pk for p in personas]}
+    )
+    assert exported["Content-Type"] == "application/zip"
+    for persona in personas:
+        persona.config_data = {**persona.config_data, "voice": "Edited since."}
+        persona.save()
+    upload = SimpleUploadedFile("personas.zip", exported.content, content_type="application/zip")
+    page = editor_client.post(IMPORT, {"file": upload}).content.decode()
+    assert _statuses(page) == {"changed": "updated", "same": "updated"}
+    payload = re.search(r'name="payload" value="([^"]*)"', page)
+    assert payload is not None
+    assert editor_client.post(IMPORT, {"payload": payload.group(1)}).status_code == 302
+    assert {p.name: p.config_data["voice"] for p in PersonaConfig.objects.all()} == {
+        "changed": "Old words here.",
+        "same": "Calm.",
+    }

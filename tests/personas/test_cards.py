@@ -496,3 +496,68 @@ def test_export_quotes_unknown_names_short_and_few(tmp_path: Path, persona_facto
         "No persona named: '" + "g" * 80 + "…' (5000 characters), 'ghost-0000', 'ghost-0001', 'ghost-0002', "
         "'ghost-0003' and 996 more. Nothing exported."
     )
+
+
+def _zip(*entries: tuple[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _big_card_png() -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("chara", base64.b64encode(json.dumps(CARD_V2).encode()).decode())
+    buffer = io.BytesIO()
+    Image.new("RGB", (4096, 4096)).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+BIG_CARD_PNG = _big_card_png()
+
+
+def _ours_file(name: str) -> bytes:
+    return json.dumps({"name": name, "display_name": name.title(), "config_data": {"voice": "Low."}}).encode()
+
+
+def test_a_zip_of_persona_files_and_cards_reads_every_persona_in_it() -> None:
+    png = persona_file(
+        PersonaConfig(name="vega", display_name="Vega", config_data={"voice": "Dry."}), kind="card-v2-png"
+    )
+    data = _zip(("a.json", _ours_file("ann")), ("cards/vega.png", png.data), ("b.json", _ours_file("bob")))
+    assert [p.name for p in persona_file_read(data=data, filename="set.zip")] == ["ann", "vega", "bob"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_zip(), "set.zip is an empty zip: no persona to import."),
+        (
+            _zip(("a.json", _ours_file("ann")), ("b.json", _ours_file("ann"))),
+            "more than one persona with the key 'ann'",
+        ),
+        (_zip(("a.json", b"{not json")), "set.zip: a.json is refused."),
+        (
+            _zip(("inner.zip", _zip(("a.json", _ours_file("ann"))))),
+            "set.zip: inner.zip is neither a PNG nor UTF-8 JSON",
+        ),
+        # 64 MB of zeros packs into some 64 KB: it is not unpacked past the limit.
+        (_zip(("bomb.json", b"0" * 64_000_000)), "set.zip unpacks to more than 2621440 bytes"),
+        (
+            _zip(*((f"{i}.json", b"0" * 1_000_000) for i in range(3))),
+            "set.zip unpacks to more than 2621440 bytes",
+        ),
+        (
+            _zip(*((f"{i}.json", _ours_file(f"p{i}")) for i in range(1001))),
+            "holds 1001 files; one zip may hold at most 1000",
+        ),
+        (b"PK\x03\x04" + b"\x00" * 100, "set.zip is not a zip this site can read"),
+        (_zip(("\x1b]0;owned\x07.json", b"{")), "set.zip: ?]0;owned?.json is refused."),
+        # Each card's image within the limit, five of the largest together cost 1.6 s of a core.
+        (_zip(*((f"{i}.png", BIG_CARD_PNG) for i in range(5))), "images of 83886080 pixels together"),
+    ],
+)
+def test_a_bad_zip_imports_nothing_and_says_why(data: bytes, message: str) -> None:
+    with pytest.raises(CardError, match=re.escape(message)):
+        persona_file_read(data=data, filename="set.zip")
