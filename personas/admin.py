@@ -31,7 +31,14 @@ from reversion.models import Version
 from personas import selectors, services
 from personas.cards import persona_file, persona_files_zip
 from personas.context import SHORTENED_MARKER
-from personas.forms import PersonaConfigForm, PersonaImportConfirmForm, PersonaImportForm, import_payload
+from personas.forms import (
+    PARTS,
+    PersonaConfigForm,
+    PersonaImportConfirmForm,
+    PersonaImportForm,
+    import_payload,
+    part_text,
+)
 from personas.history import state_changes
 from personas.models import PersonaConfig
 from storyproject.bidi import bidi_isolated
@@ -128,6 +135,13 @@ class PersonaConfigAdmin(CaseFoldedAdminSearch, VersionAdmin):
     # Duplicating adds personas, so it needs "add".
     actions = ["activate", "deactivate", "duplicate", "export_ours", "export_card_json", "export_card_png"]
     change_list_template = "admin/personas/personaconfig/change_list.html"
+
+    def get_fieldsets(self, request: HttpRequest, obj: PersonaConfig | None = None) -> Any:
+        # Without the change permission the page is read-only: the parts are shown from the stored config
+        # (the form's fields showed "None" for each), without the fields and preview that only editing uses.
+        if obj is None or self.has_change_permission(request, obj):
+            return self.fieldsets
+        return _view_only(self.fieldsets)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PersonaConfig]:
         # Every admin read of personas (the list, its actions, the delete pages) carries the usage counts.
@@ -513,6 +527,29 @@ class PersonaConfigAdmin(CaseFoldedAdminSearch, VersionAdmin):
 
 
 _LOADED_VERSION = forms.IntegerField(min_value=1)
+_EDITING_ONLY = {"deactivate_anyway", "loaded_version", "live_preview"}
+
+
+def _view_only(fieldsets: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """The change page's fieldsets for one who may only view: each part as its read-only text."""
+    shown = []
+    for name, options in fieldsets:
+        fields = [f"shown_{f}" if f in PARTS else f for f in options["fields"] if f not in _EDITING_ONLY]
+        if fields:
+            shown.append((name, {**options, "fields": fields}))
+    return shown
+
+
+def _part_shown(key: str) -> Any:
+    @admin.display(description=PersonaConfigForm.base_fields[key].label or capfirst(key.replace("_", " ")))
+    def shown(model_admin: PersonaConfigAdmin, persona: PersonaConfig) -> str:
+        return part_text(persona.config_data, key)
+
+    return shown
+
+
+for _key in PARTS:
+    setattr(PersonaConfigAdmin, f"shown_{_key}", _part_shown(_key))
 
 
 def _deleted_label(version: Version) -> str:

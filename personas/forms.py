@@ -325,6 +325,15 @@ class PersonaConfigForm(forms.ModelForm):
         return edited
 
 
+def part_text(config: object, key: str) -> str:
+    """One part of ``config`` as its field on the change page shows it (the view-only page's text)."""
+    stored = config if isinstance(config, dict) else {}
+    value = PARTS[key].show(_stored_value(stored, key))
+    if value is None or isinstance(value, str):
+        return value or ""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
 def _stored_value(stored: dict[str, Any], key: str) -> object:
     # A context field that reaches the model from the older nested `context` is shown from there, not
     # as an empty field beside a text the model still gets.

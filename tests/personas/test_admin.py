@@ -168,3 +168,27 @@ def test_an_action_on_an_id_no_object_can_have_is_a_400_not_a_crash(
     assert response.status_code == 400
     assert "An action named a selected object by an id no object can have." in response.content.decode()
     assert PersonaConfig.objects.get().is_active
+
+
+@pytest.mark.django_db
+def test_staff_who_may_only_view_see_each_part_of_the_persona_on_its_page(
+    user_factory: Any, persona_factory: Any
+) -> None:
+    persona = persona_factory(
+        "hero", voice="Gravel <b>and</b> smoke.", example_lines=["One.", "Two."], tags=["noir", "Smith, John"]
+    )
+    viewer = user_factory("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_personaconfig"))
+    client = Client()
+    client.force_login(viewer)
+    response = client.get(f"/admin/personas/personaconfig/{persona.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    # Each part as its field shows it, escaped: the read-only page said "None" for every one.
+    assert '<div class="readonly">Gravel &lt;b&gt;and&lt;/b&gt; smoke.</div>' in page
+    assert '<div class="readonly">One.<br>Two.</div>' in page
+    assert '<div class="readonly">noir, &quot;Smith, John&quot;</div>' in page
+    assert ">None</div>" not in page
+    # What only editing uses is not there.
+    assert "Deactivate anyway" not in page
+    assert "persona-live-preview" not in page
