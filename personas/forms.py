@@ -235,6 +235,7 @@ class PersonaConfigForm(forms.ModelForm):
         cleaned = super().clean() or self.cleaned_data
         self._version_check(cleaned.get("loaded_version"))
         self._key_check(cleaned.get("name"))
+        self._key_hold(cleaned.get("name"))
         self._deactivation_check(cleaned)
         if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
             return cleaned
@@ -277,6 +278,13 @@ class PersonaConfigForm(forms.ModelForm):
             )
         except forms.ValidationError as error:
             self.add_error("name", error)
+
+    def _key_hold(self, name: str | None) -> None:
+        # A key given now (a new persona, a rename) is held until the save commits, before the
+        # uniqueness check that follows clean(): another editor giving it at the same time waits, then
+        # is told it is taken.
+        if name and (self.instance.pk is None or name != self.initial.get("name")):
+            services.persona_key_hold(name=name)
 
     def _deactivation_check(self, cleaned: dict[str, Any]) -> None:
         was_active = self.instance.pk is not None and self.initial.get("is_active")

@@ -18,7 +18,7 @@ from typing import Any
 import reversion
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, Permission
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 from reversion.models import Version
@@ -99,6 +99,17 @@ def persona_version_lock(*, persona_pk: int) -> int | None:
         return rows.values_list("version", flat=True).first()
 
 
+def persona_key_hold(*, name: str) -> None:
+    """Hold the key ``name`` until the caller's transaction ends: two writes giving it to a persona at
+    once (two editors adding one, an import) take turns, and the second sees the first's persona, so
+    its uniqueness check refuses it, where the database refused its insert (a 500). SQLite needs none:
+    a write transaction there holds the whole database from its start."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"persona-key:{name}"])
+
+
 def persona_key_keep_check(*, persona_pk: int, key: str, new_key: str) -> None:
     """Refuse a new key for a persona that stories cast (``ValidationError``, code ``"cast"``).
 
@@ -175,6 +186,8 @@ def persona_import(
     if twice:
         # The second would overwrite the first, in one import: said instead of done.
         raise ValidationError(f"more than one persona has the key {', '.join(map(repr, twice[:5]))}")
+    for name in sorted({imported.name for imported in personas}):  # in one order: no deadlock
+        persona_key_hold(name=name)
     existing = PersonaConfig.objects.filter(name__in=[imported.name for imported in personas])
     persona_history_start(persona_pks=existing.values_list("pk", flat=True))
     results = []

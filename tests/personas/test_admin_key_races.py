@@ -1,0 +1,100 @@
+"""Two editors giving personas the same key at once: the second is told the key is taken, never a 500.
+
+The first request is held after its form is validated, before its insert, while the second sends its
+own form; on PostgreSQL the test waits until the second is done or waits for a lock (see
+tests/stories/test_cast_races.py), which is what a real interleaving can do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.contrib.messages import get_messages
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from personas.admin import PersonaConfigAdmin
+from personas.models import PersonaConfig
+from personas.services import EDITORS_GROUP, editors_group_ensure
+from tests.stories.test_cast_races import Elsewhere
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ADD = "/admin/personas/personaconfig/add/"
+IMPORT = "/admin/personas/personaconfig/import/"
+TAKEN = "Persona with this Name already exists."
+
+
+def _editor(user_factory: Any, username: str) -> Client:
+    editor = user_factory(username, is_staff=True)
+    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
+    client = Client()
+    client.force_login(editor)
+    return client
+
+
+def _held_before_the_first_save(monkeypatch: Any, work: Callable[[], Any]) -> Elsewhere:
+    elsewhere = Elsewhere(work)
+    save_model = PersonaConfigAdmin.save_model
+
+    def held(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if elsewhere.ident is None:
+            elsewhere.start()
+            elsewhere.blocked_or_done()
+        return save_model(self, *args, **kwargs)
+
+    monkeypatch.setattr(PersonaConfigAdmin, "save_model", held)
+    return elsewhere
+
+
+def _added(name: str, voice: str) -> dict[str, str]:
+    return {
+        "name": name,
+        "display_name": name.title(),
+        "is_active": "on",
+        "voice": voice,
+        "config_data": "{}",
+    }
+
+
+def test_two_editors_adding_the_same_key_at_once_the_second_is_told_it_is_taken(
+    user_factory: Any, monkeypatch: Any
+) -> None:
+    editors_group_ensure()  # a transactional test's database is emptied after each test
+    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    second = _held_before_the_first_save(monkeypatch, lambda: bob.post(ADD, _added("hero", "Bob's.")))
+    first = ann.post(ADD, _added("hero", "Ann's."))
+    second.join()
+    assert second.error is None, second.error
+    answers = sorted([first.status_code, second.result.status_code])
+    assert answers == [200, 302]
+    refused = first if first.status_code == 200 else second.result
+    assert TAKEN in refused.content.decode()
+    assert PersonaConfig.objects.filter(name="hero").count() == 1
+
+
+def test_an_import_creating_the_key_an_editor_is_adding_is_refused_and_the_editors_persona_kept(
+    user_factory: Any, monkeypatch: Any
+) -> None:
+    editors_group_ensure()
+    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    upload = json.dumps({"name": "hero", "display_name": "Hero", "config_data": {"voice": "Bob's."}})
+    preview = bob.post(IMPORT, {"file": SimpleUploadedFile("hero.json", upload.encode())}).content.decode()
+    payload = re.search(r'name="payload" value="([^"]*)"', preview)
+    assert payload is not None
+    confirm = _held_before_the_first_save(
+        monkeypatch, lambda: bob.post(IMPORT, {"payload": payload.group(1)})
+    )
+    first = ann.post(ADD, _added("hero", "Ann's."))
+    confirm.join()
+    assert confirm.error is None, confirm.error
+    assert first.status_code == 302
+    assert PersonaConfig.objects.get(name="hero").config_data == {"voice": "Ann's."}
+    assert confirm.result.status_code == 302  # back to the upload, saying why
+    messages = [str(message) for message in get_messages(confirm.result.wsgi_request)]
+    assert "hero was changed by someone else after the preview was made; nothing was imported." in messages[0]
