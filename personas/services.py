@@ -305,6 +305,9 @@ def _copy_display_name(display_name: str) -> str:
 def _copy_name(name: str) -> str:
     # Keys are at most 100 characters; room is kept for "-copy-NNNN".
     stem = f"{name[:85]}-copy"
+    # Held until the copy is committed: a copy being made of the same persona at the same moment waits,
+    # then finds this one's key taken and takes the next (both took the same key: a 500).
+    persona_key_hold(name=stem)
     taken = set(PersonaConfig.objects.filter(name__startswith=stem).values_list("name", flat=True))
     candidates = (stem if number == 1 else f"{stem}-{number}" for number in range(1, len(taken) + 2))
     return next(candidate for candidate in candidates if candidate not in taken)

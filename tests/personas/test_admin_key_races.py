@@ -27,6 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ADD = "/admin/personas/personaconfig/add/"
 IMPORT = "/admin/personas/personaconfig/import/"
+LIST = "/admin/personas/personaconfig/"
 TAKEN = "Persona with this Name already exists."
 
 
@@ -98,3 +99,32 @@ def test_an_import_creating_the_key_an_editor_is_adding_is_refused_and_the_edito
     assert confirm.result.status_code == 302  # back to the upload, saying why
     messages = [str(message) for message in get_messages(confirm.result.wsgi_request)]
     assert "hero was changed by someone else after the preview was made; nothing was imported." in messages[0]
+
+
+def test_two_editors_duplicating_one_persona_at_once_get_two_copies(
+    user_factory: Any, persona_factory: Any, monkeypatch: Any
+) -> None:
+    editors_group_ensure()
+    hero = persona_factory("hero")
+    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    duplicate = {"action": "duplicate", "_selected_action": [hero.pk]}
+    elsewhere = Elsewhere(lambda: bob.post(LIST, duplicate))
+    save = PersonaConfig.save
+
+    def held(persona: PersonaConfig, *args: Any, **kwargs: Any) -> None:
+        # Ann's copy, named and checked, just before its insert.
+        if persona.pk is None and elsewhere.ident is None:
+            elsewhere.start()
+            elsewhere.blocked_or_done()
+        save(persona, *args, **kwargs)
+
+    monkeypatch.setattr(PersonaConfig, "save", held)
+    first = ann.post(LIST, duplicate)
+    elsewhere.join()
+    assert elsewhere.error is None, elsewhere.error
+    assert (first.status_code, elsewhere.result.status_code) == (302, 302)
+    assert sorted(PersonaConfig.objects.values_list("name", flat=True)) == [
+        "hero",
+        "hero-copy",
+        "hero-copy-2",
+    ]
