@@ -271,7 +271,9 @@ def persona_recover(*, version: Version, user: User) -> PersonaConfig:
         is_active=fields["is_active"],
         version=highest + 1,
     )
-    # The fields were valid when stored; what may have changed since is whether the key is free.
+    # The fields were valid when stored; what may have changed since is whether the key is free (held
+    # until the commit: a persona given it at the same moment waits, or is waited for, then refused).
+    persona_key_hold(name=persona.name)
     persona.validate_unique()
     with _revision(user=user, comment="Recovered after deletion."):
         persona.save(force_insert=True)

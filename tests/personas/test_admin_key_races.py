@@ -17,6 +17,7 @@ from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from reversion.models import Version
 
 from personas.admin import PersonaConfigAdmin
 from personas.models import PersonaConfig
@@ -128,3 +129,22 @@ def test_two_editors_duplicating_one_persona_at_once_get_two_copies(
         "hero-copy",
         "hero-copy-2",
     ]
+
+
+def test_a_persona_recovered_while_an_editor_adds_its_key_is_refused_and_the_new_one_kept(
+    user_factory: Any, monkeypatch: Any
+) -> None:
+    editors_group_ensure()
+    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    assert ann.post(ADD, _added("ghost", "Old.")).status_code == 302
+    ghost = PersonaConfig.objects.get(name="ghost")
+    assert ann.post(f"{LIST}{ghost.pk}/delete/", {"post": "yes"}).status_code == 302
+    (deleted,) = Version.objects.get_deleted(PersonaConfig)
+    recovering = _held_before_the_first_save(monkeypatch, lambda: bob.post(f"{LIST}recover/{deleted.pk}/"))
+    first = ann.post(ADD, _added("ghost", "New."))
+    recovering.join()
+    assert recovering.error is None, recovering.error
+    assert (first.status_code, recovering.result.status_code) == (302, 302)
+    assert PersonaConfig.objects.get(name="ghost").config_data == {"voice": "New."}
+    messages = [str(message) for message in get_messages(recovering.result.wsgi_request)]
+    assert "Persona with this Name already exists." in messages[0]
