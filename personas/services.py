@@ -242,6 +242,8 @@ def persona_revert(*, persona_pk: int, version: Version, loaded_version: int, us
     fields = version.field_dict
     persona = PersonaConfig.objects.get(pk=persona_pk)
     persona_key_keep_check(persona_pk=persona_pk, key=persona.name, new_key=fields["name"])
+    if fields["name"] != persona.name:
+        persona_key_hold(name=fields["name"])  # as any key given: see persona_key_hold
     persona.name, persona.display_name = fields["name"], fields["display_name"]
     persona.config_data = fields["config_data"]
     # The config was valid when stored (an empty one too, which "blank" would refuse); the key may

@@ -148,3 +148,30 @@ def test_a_persona_recovered_while_an_editor_adds_its_key_is_refused_and_the_new
     assert PersonaConfig.objects.get(name="ghost").config_data == {"voice": "New."}
     messages = [str(message) for message in get_messages(recovering.result.wsgi_request)]
     assert "Persona with this Name already exists." in messages[0]
+
+
+def test_a_revert_to_a_key_an_editor_is_adding_is_refused_and_the_new_one_kept(
+    user_factory: Any, monkeypatch: Any
+) -> None:
+    editors_group_ensure()
+    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    assert ann.post(ADD, _added("ghost", "Old.")).status_code == 302
+    persona = PersonaConfig.objects.get(name="ghost")
+    url = f"{LIST}{persona.pk}/change/"
+    form = ann.get(url).context["adminform"].form
+    renamed = {f.html_name: f.value() for f in form if f.value() not in (None, False)}
+    assert ann.post(url, {**renamed, "is_active": "on", "name": "spirit"}).status_code == 302
+    first_revision = Version.objects.get_for_object(persona).order_by("pk").first()
+    assert first_revision is not None
+    reverting = _held_before_the_first_save(
+        monkeypatch,
+        lambda: bob.post(f"{LIST}{persona.pk}/history/{first_revision.pk}/", {"loaded_version": "2"}),
+    )
+    first = ann.post(ADD, _added("ghost", "New."))
+    reverting.join()
+    assert reverting.error is None, reverting.error
+    assert (first.status_code, reverting.result.status_code) == (302, 302)
+    assert PersonaConfig.objects.get(name="ghost").config_data == {"voice": "New."}
+    assert PersonaConfig.objects.get(pk=persona.pk).name == "spirit"
+    messages = [str(message) for message in get_messages(reverting.result.wsgi_request)]
+    assert "Persona with this Name already exists." in messages[0]
