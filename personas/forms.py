@@ -322,15 +322,25 @@ class PersonaConfigForm(forms.ModelForm):
         return config_merge(raw=raw, edits=self._edited_parts(values))
 
     def _edited_parts(self, values: dict[str, Any]) -> dict[str, object]:
-        # A part counts as edited when its value differs from the one the page was rendered with.
-        # A stored text with CRLF or CR line ends (a card written on Windows) comes back with LF: not an
-        # edit, or every save rewrote it (and split a multi-line example in two).
+        # A part counts as edited when its value differs from the one the page was rendered with, as
+        # the browser sends that back: not an edit, or every save rewrote it.
         edited = {}
         for key, part in PARTS.items():
-            value, initial = values.get(key), self.fields[key].initial
-            if value != (form_line_ends(initial) if isinstance(initial, str) else initial):
-                edited[key] = part.store(value)
+            field = self.fields[key]
+            if values.get(key) != _sent_back(field, field.initial):
+                edited[key] = part.store(values.get(key))
         return edited
+
+
+def _sent_back(field: forms.Field, initial: object) -> object:
+    """``initial`` as a browser sends it back from ``field``: a text area's line ends as LF (a card
+    written on Windows has CRLF; a multi-line example was split in two), a one-line input's dropped
+    (a tag holding a line break, from a card)."""
+    if not isinstance(initial, str):
+        return initial
+    if isinstance(field.widget, forms.Textarea):
+        return form_line_ends(initial)
+    return _LINE_END.sub("", initial.replace("\n", ""))
 
 
 def part_text(config: object, key: str) -> str:
