@@ -48,7 +48,8 @@ _DRAIN_POLL_SECONDS = 0.2
 # How long the hand-over of the runs left at the deadline may take before the process stops anyway.
 # (Within the supervisor's margin, storyproject.serve._EXIT_MARGIN_SECONDS, with _EXIT_SECONDS.)
 _HAND_OVER_SECONDS = 10.0
-# How long a stopping process waits for its WebSocket clients to answer its close frames.
+# How long a stopping process waits for its WebSocket clients to answer its close frames (within the
+# same margin).
 _SOCKETS_CLOSE_SECONDS = 1.0
 # How long a stopped process waits for its threads before it exits without them.
 _EXIT_SECONDS = 5.0
