@@ -32,7 +32,7 @@ from django.utils.decorators import sync_and_async_middleware
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import escape_leading_slashes
 
-from storyproject.untrusted import text_problem
+from storyproject.untrusted import form_body_is_text, text_problem
 
 CSP_HEADER = "Content-Security-Policy"
 logger = logging.getLogger(__name__)
@@ -111,6 +111,29 @@ class UnstorableTextMiddleware(MiddlewareMixin):
             path=request.path, query=query, cookies=request.COOKIES, headers=request.headers.items()
         )
         return None if problem is None else bad_request_response(request, problem)
+
+
+class FormTextMiddleware(MiddlewareMixin):
+    """A page's urlencoded form whose fields are not text in its encoding (``title=caf%E9``, Latin-1) is a
+    400 saying so, as such an API body is (``storyproject.parsers.StrictFormParser``): Django read it with
+    replacement characters, and a story renamed "caf\ufffd" lost its letter without a word. A browser
+    sends a page's forms in the page's encoding; a script may not."""
+
+    def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
+        if (
+            request.method != "POST"
+            or request.path.startswith("/api/")  # the API's parsers answer for it
+            or request.content_type != "application/x-www-form-urlencoded"
+        ):
+            return None
+        encoding = request.encoding or settings.DEFAULT_CHARSET
+        if form_body_is_text(request.body, encoding):
+            return None
+        return bad_request_response(
+            request,
+            f"The form is not {encoding} text: send each field's {encoding} bytes, percent-encoded.",
+            code="bad_request",
+        )
 
 
 class PermanentRedirectKeepingMethod(HttpResponseRedirectBase):

@@ -23,7 +23,6 @@ import codecs
 import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.http import Http404, QueryDict
@@ -38,7 +37,7 @@ from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
-from storyproject.untrusted import UntrustedJSONError, json_parse_untrusted, text_quoted
+from storyproject.untrusted import UntrustedJSONError, form_body_is_text, json_parse_untrusted, text_quoted
 
 
 class RequestTooLarge(APIException):
@@ -90,13 +89,10 @@ class StrictFormParser(FormParser):
     ) -> Any:
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         body = stream.read() if stream is not None else b""
-        try:
-            for part in body.split(b"&"):
-                unquote_to_bytes(part.replace(b"+", b" ")).decode(encoding)
-        except UnicodeDecodeError:
+        if not form_body_is_text(body, encoding):
             raise ParseError(
                 f"Form parse error - the body is not {encoding} text (percent-encode each field's {encoding} bytes)."
-            ) from None
+            )
         return QueryDict(body, encoding=encoding)
 
 

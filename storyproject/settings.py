@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Django's, but an API write to a URL without its trailing slash is redirected with 308 (its method kept).
     "storyproject.middleware.ApiSlashCommonMiddleware",
+    # A page's form that is not text in its encoding: a 400, before the CSRF check reads it.
+    "storyproject.middleware.FormTextMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

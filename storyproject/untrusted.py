@@ -17,6 +17,7 @@ import json
 import math
 import re
 import unicodedata
+from urllib.parse import unquote_to_bytes
 
 MAX_DEPTH = 32
 # Far more than any persona or request needs (2**63 has 19 digits), far below CPython's 4,300.
@@ -152,3 +153,14 @@ def text_visible(text: str) -> bool:
     """Whether ``text`` draws anything: a story title or a persona's display name made only of marks
     such as U+200F was saved, and the link or button naming it had no text to click on."""
     return any(unicodedata.category(c) not in _UNSEEN_CATEGORIES for c in text)
+
+
+def form_body_is_text(body: bytes, encoding: str) -> bool:
+    """Whether every name and value of a urlencoded form ``body`` is text in ``encoding`` once
+    percent-decoded (Django decodes them with ``errors="replace"``, ``QueryDict``)."""
+    try:
+        for part in body.split(b"&"):
+            unquote_to_bytes(part.replace(b"+", b" ")).decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -467,3 +467,28 @@ def test_the_story_page_lists_its_versions_fifty_at_a_time_newest_first(
     assert rows(last) == [str(n) for n in range(20, 0, -1)]
     assert logged_in.get(f"/stories/{story.pk}/?page=4").status_code == 404
     assert logged_in.get(f"/stories/{story.pk}/?page=x").status_code == 404
+
+
+@pytest.mark.parametrize("body", [b"title=caf%E9&plot=P", b"title=caf\xe9&plot=P", b"title=T&pl%FFot=P"])
+def test_a_page_form_that_is_not_utf8_is_a_400_not_saved_with_replacement_characters(
+    logged_in: Client, story: Story, body: bytes
+) -> None:
+    # Was: the story renamed "caf\ufffd" (Django decodes a form with errors="replace"), where the same
+    # form to the API is a 400.
+    response = logged_in.post(
+        f"/stories/{story.pk}/settings/", body, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 400
+    assert "The form is not utf-8 text: send each field&#x27;s utf-8 bytes, percent-encoded." in (
+        response.content.decode()
+    )
+    story.refresh_from_db()
+    assert story.title == "The Heist"
+    good = logged_in.post(
+        f"/stories/{story.pk}/settings/",
+        "title=caf%C3%A9&plot=P",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert good.status_code == 302
+    story.refresh_from_db()
+    assert story.title == "café"
