@@ -137,6 +137,7 @@ def redis_unshared_warning(processes: int) -> str | None:
 
 
 def _prepare_here() -> int:
+    import psycopg
     from django.core.management.base import CommandError
     from django.db import Error as DatabaseError
 
@@ -147,7 +148,7 @@ def _prepare_here() -> int:
     except (ServeRefused, CommandError) as refusal:  # CommandError: recover_runs' database failure
         print(f"serve: refusing to start: {refusal}", file=sys.stderr)
         return 2
-    except DatabaseError as error:  # unreachable, refused the credentials, no such database
+    except (DatabaseError, psycopg.Error) as error:  # unreachable, refused the credentials, no such database
         print(f"serve: refusing to start: {database_failure(error)}", file=sys.stderr)
         return 2
     return 0
@@ -204,6 +205,11 @@ def _prepare() -> None:
         call_command("check", deploy=True, fail_level="WARNING")
     except SystemCheckError as error:
         raise ServeRefused(f"`manage.py check --deploy` failed:\n{error}") from None
+    from storyproject.commands import database_connect_once
+
+    # Once, directly: psycopg's pool retried for 10 s, logging each try, then said only that it got no
+    # connection, not why (no such database, a wrong password, nothing listening).
+    database_connect_once()
     call_command("collectstatic", interactive=False, verbosity=0)
     call_command("migrate", interactive=False, verbosity=1)
     # Before any process serves: every run still "streaming" belongs to a server that is gone.

@@ -382,6 +382,19 @@ def test_serve_refuses_an_unsafe_configuration_with_a_clear_message(
     assert "Traceback" not in result.stderr
 
 
+def test_serve_says_why_it_cannot_use_the_database_at_once(tmp_path: Path) -> None:
+    # Was: the migrations waited for psycopg's pool, which logged a warning at each of its tries for 10 s,
+    # then refused with "couldn't get a connection after 10.00 sec", which did not say why.
+    env = _server_env(tmp_path, DATABASE_URL="postgres://postgres@127.0.0.1:1/story_nowhere")
+    result = _serve_once(env, _free_port())
+    assert result.returncode == 2
+    refusal = "serve: refusing to start: the database (DATABASE_URL) failed: connection failed: "
+    assert refusal in result.stderr
+    assert "port 1 failed: Connection refused" in result.stderr
+    assert "psycopg.pool" not in result.stderr
+    assert "Applying" not in result.stdout + result.stderr
+
+
 def _writer_token(served: Served) -> str:
     script = (
         "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
