@@ -98,6 +98,35 @@ def test_claude_check_does_not_need_the_database() -> None:
     assert result.stderr.strip() == "CommandError: ANTHROPIC_API_KEY is not set: there is nothing to check"
 
 
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        (
+            {"DJANGO_DEBUG": "maybe"},
+            "DJANGO_DEBUG must be one of 1/0, true/false, yes/no, on/off; got 'maybe'",
+        ),
+        (
+            {"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": ""},
+            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off",
+        ),
+        ({"STORY_MAX_TOKENS": "lots"}, "STORY_MAX_TOKENS must be an integer; got 'lots'"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_not_a_traceback(setting: dict[str, str], said: str) -> None:
+    # Was: every manage.py command (`make run`'s migrate first) printed some 20 lines of Django's
+    # traceback through the settings' import, the variable named only on the last one.
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--check"],
+        cwd=ROOT,
+        env={**os.environ, **setting},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"ImproperlyConfigured: {said}\n"
+
+
 def test_ctrl_c_while_a_command_loads_is_one_line_and_status_1_not_a_traceback() -> None:
     # Was: Ctrl-C in the seconds Django takes to load a command (5 s and more on a busy machine, before
     # generate_screenplay's own Ctrl-C handling is reached) printed a KeyboardInterrupt traceback of
