@@ -308,8 +308,10 @@ STORY_BACKEND = envstr(
 STORY_OFFLINE_TOKENS_PER_SECOND = envint("STORY_OFFLINE_TOKENS_PER_SECOND", 150, minimum=0)
 STORY_LLM_MAX_RETRIES = envint("STORY_LLM_MAX_RETRIES", 2, minimum=0, maximum=5)
 STORY_LLM_RETRY_AFTER_CAP_SECONDS = envint("STORY_LLM_RETRY_AFTER_CAP_SECONDS", 10, minimum=0)
-STORY_LLM_CONNECT_TIMEOUT_SECONDS = envint("STORY_LLM_CONNECT_TIMEOUT_SECONDS", 10, minimum=1)
-STORY_LLM_READ_TIMEOUT_SECONDS = envint("STORY_LLM_READ_TIMEOUT_SECONDS", 60, minimum=1)
+# At most an hour: the sockets' timeouts refuse a value past what a time_t holds (10**12 s failed every
+# model call, after start-up passed).
+STORY_LLM_CONNECT_TIMEOUT_SECONDS = envint("STORY_LLM_CONNECT_TIMEOUT_SECONDS", 10, minimum=1, maximum=3600)
+STORY_LLM_READ_TIMEOUT_SECONDS = envint("STORY_LLM_READ_TIMEOUT_SECONDS", 60, minimum=1, maximum=3600)
 # The HTTP transport of the model client on a server process's event loop: "aiohttp" (the SDK's
 # DefaultAioHttpClient, about half the CPU per network read) or "httpx" (the SDK's default, httpx2).
 # Other event loops (commands, tests) always use httpx2 (stories/generation/backends/anthropic.py).
@@ -410,7 +412,8 @@ STORY_MAX_ACTIVE_PER_USER = envint("STORY_MAX_ACTIVE_PER_USER", 2, minimum=1)
 STORY_GENERATIONS_PER_HOUR = envint("STORY_GENERATIONS_PER_HOUR", 30, minimum=1)
 # A run still "streaming" after this long was left by a crashed process: it no longer counts as
 # active, so a crash never locks a writer out (longer than any generation the limits above allow).
-STORY_STREAMING_STALE_SECONDS = envint("STORY_STREAMING_STALE_SECONDS", 1800, minimum=60)
+# At most a week: "now" minus 10**11 s is before year 1, and every admission failed on it.
+STORY_STREAMING_STALE_SECONDS = envint("STORY_STREAMING_STALE_SECONDS", 1800, minimum=60, maximum=7 * 86_400)
 # A running run's lease (docs/generation.md, "Leases, checkpoints and resume"): its process renews it
 # every third of this; a run whose lease has run out for this long is orphaned and may be resumed.
 STORY_RUN_LEASE_SECONDS = envint("STORY_RUN_LEASE_SECONDS", 15, minimum=1, maximum=600)

@@ -192,6 +192,17 @@ def test_settings_refuse_max_tokens_bounds_that_leave_no_value() -> None:
     assert "STORY_MIN_MAX_TOKENS (20000) must not be above STORY_MAX_MAX_TOKENS (16000)" in refusal
 
 
+@pytest.mark.parametrize(
+    "setting",
+    ["STORY_STREAMING_STALE_SECONDS", "STORY_LLM_CONNECT_TIMEOUT_SECONDS", "STORY_LLM_READ_TIMEOUT_SECONDS"],
+)
+def test_settings_refuse_a_duration_too_long_to_be_used(setting: str) -> None:
+    # Start-up passed, then every admission (the stale-run cut-off, "now" minus 10**11 s, is before year
+    # 1) or every model call (a socket timeout past what a time_t holds) failed with an OverflowError.
+    refusal = _settings_refusal(**{setting: "100000000000"})
+    assert f"{setting} must be at most " in refusal
+
+
 def test_manage_check_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
     call_command("check", fail_level="WARNING")
     assert "no issues" in capsys.readouterr().out
