@@ -104,8 +104,11 @@ def _redis() -> bool | None:
 
 def _model() -> bool:
     backend_class_load()
-    # Every model but the offline one is a Claude model (models_registry): it needs the key.
-    return settings.STORY_MODEL == settings.OFFLINE_MODEL or bool(settings.ANTHROPIC_API_KEY)
+    # Every model but the offline one is a Claude model (models_registry): it needs the key, be it the
+    # default or one a writer may choose (STORY_MODELS), which the offline back-end would otherwise
+    # write in its place while the run was recorded, and priced, as Claude's.
+    claude = {settings.STORY_MODEL, *settings.STORY_MODELS} - {settings.OFFLINE_MODEL}
+    return not claude or bool(settings.ANTHROPIC_API_KEY)
 
 
 _CHECKS: dict[str, Callable[[], bool | None]] = {

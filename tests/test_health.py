@@ -89,6 +89,9 @@ def test_redis_down_is_a_503_naming_redis_without_its_address(settings: Any) -> 
     [
         # A Claude model without the key every call would need.
         {"STORY_MODEL": DEFAULT_MODEL, "ANTHROPIC_API_KEY": ""},
+        # A Claude model writers may choose, without the key: was "ok", and the runs of writers who chose
+        # it were written by the offline back-end, recorded and priced as Claude's.
+        {"STORY_MODEL": "offline", "STORY_MODELS": [DEFAULT_MODEL], "ANTHROPIC_API_KEY": ""},
         # A back-end that cannot be imported; the key must not be shown either.
         {"STORY_BACKEND": "stories.generation.backends.nowhere.Backend", "ANTHROPIC_API_KEY": SECRET},
     ],
