@@ -59,6 +59,7 @@ from stories.ws_sessions import (
     socket_session_current,
     socket_session_open,
 )
+from storyproject.logs import run_log_context_bind
 from storyproject.send_buffer import unsent_reader
 from storyproject.untrusted import UntrustedJSONError, json_parse_untrusted
 
@@ -401,6 +402,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         self.task = asyncio.create_task(self._follow(run_id, after))
 
     async def _follow(self, run_id: int, after: int) -> None:
+        run_log_context_bind(run_id=run_id)  # a task of its own: its lines carry the run's id
         try:
             async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
                 async for event in events:

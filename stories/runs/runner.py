@@ -28,7 +28,7 @@ from stories.runs.log import TERMINAL, RunEventLog
 from stories.runs.store import run_event_log
 from stories.services import generation_run_cancel_orphaned
 from storyproject.db import db_call
-from storyproject.logs import RepeatedFailure
+from storyproject.logs import RepeatedFailure, run_log_context_bind, run_log_context_release
 
 logger = logging.getLogger(__name__)
 # Where a resumed run's log goes on when the dead process's could not be read, or is not kept anywhere
@@ -124,6 +124,15 @@ def _keep(task: asyncio.Task[None]) -> asyncio.Task[None]:
 async def run_cancel(*, run_id: int) -> bool:
     """Cancel the run wherever it runs: here at once, elsewhere within WATCH_SECONDS. An orphaned run
     (its process died; nothing runs it) is closed as cancelled here and now: returns True then."""
+    # Asked from a socket or a request, not from the run's task: its lines carry the run's id all the same.
+    logged_before = run_log_context_bind(run_id=run_id)
+    try:
+        return await _run_cancel(run_id)
+    finally:
+        run_log_context_release(logged_before)
+
+
+async def _run_cancel(run_id: int) -> bool:
     task = _task(run_id)
     if task is not None:
         loop = task.get_loop()

@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from stories.models import GenerationRun
 from storyproject.logs import JsonFormatter
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
-from tests.stories.generation.conftest import screenplay, ws_generate
+from tests.stories.generation.conftest import generate_message, screenplay, ws_connect, ws_events, ws_generate
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -59,6 +59,30 @@ async def test_every_line_logged_during_a_run_carries_its_run_id(
     assert "run_id" not in after
     assert set(after) == {"time", "level", "logger", "message"}
     assert after["time"].endswith("+00:00")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_cancel_with_redis_down_logs_its_lines_with_the_run_id(
+    json_lines: io.StringIO, writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    # Was: "passing a cancel on to other processes failed (run 7)" had no run_id: a cancel is asked from
+    # the socket's task, not the run's, so a log shipper's search by run id missed it.
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 300
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(mode="single"))
+        accepted = json.loads(await communicator.receive_from(timeout=10))
+        await communicator.send_json_to({"type": "cancel"})
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert events[-1]["type"] == "cancelled"
+    run_id = accepted["run_id"]
+    lines = [json.loads(line) for line in json_lines.getvalue().splitlines()]
+    about_the_run = [line for line in lines if f"run {run_id}" in line["message"]]
+    assert any("cancel" in line["message"] for line in about_the_run), lines
+    assert all(line.get("run_id") == run_id for line in about_the_run), about_the_run
 
 
 def test_log_format_json_makes_every_line_a_json_object_with_the_exception() -> None:
