@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     # process, which inherit this environment.
     os.environ.setdefault("DJANGO_DEBUG", "0")
     if options.prepare_only:
-        return _prepare_here()
+        return _prepare_here(daphne_options)
     # The address first: a port already taken is said at once, not after the migrations and the
     # recovery of interrupted runs (which can take minutes). Until the processes start, connections
     # wait in the listening socket's backlog.
@@ -136,7 +137,7 @@ def redis_unshared_warning(processes: int) -> str | None:
     )
 
 
-def _prepare_here() -> int:
+def _prepare_here(daphne_options: list[str]) -> int:
     import psycopg
     from django.core.management.base import CommandError
     from django.db import Error as DatabaseError
@@ -144,6 +145,7 @@ def _prepare_here() -> int:
     from storyproject.commands import database_failure
 
     try:
+        daphne_options_check(daphne_options)
         _prepare()
     except (ServeRefused, CommandError) as refusal:  # CommandError: recover_runs' database failure
         print(f"serve: refusing to start: {refusal}", file=sys.stderr)
@@ -152,6 +154,32 @@ def _prepare_here() -> int:
         print(f"serve: refusing to start: {database_failure(error)}", file=sys.stderr)
         return 2
     return 0
+
+
+# daphne's options that say where it listens: make serve binds the one socket every process shares.
+_DAPHNE_LISTENING = {"port": "-p/--port", "host": "-b/--bind", "unix_socket": "-u", "file_descriptor": "--fd"}
+
+
+def daphne_options_check(daphne_options: list[str]) -> None:
+    """Refuse, before anything is prepared, the options each daphne process would refuse at its start.
+
+    They were found by the processes only, after the migrations: each printed daphne's usage and exited,
+    was started again five times, and the server gave up with exit status 1.
+    """
+    from daphne.cli import CommandLineInterface
+
+    parser = CommandLineInterface().parser
+
+    def refuse(message: str) -> NoReturn:
+        raise ServeRefused(f"daphne option: {message}")
+
+    parser.error = refuse
+    parsed = parser.parse_args([*daphne_options, "storyproject.asgi:application"])
+    if parsed.verbosity not in (0, 1, 2, 3):
+        refuse(f"-v/--verbosity must be 0, 1, 2 or 3; got {parsed.verbosity}")
+    listening = [option for name, option in _DAPHNE_LISTENING.items() if getattr(parsed, name) is not None]
+    if listening or parsed.socket_strings:
+        refuse(f"{', '.join(listening) or '-e'} is not for make serve: give --host and --port")
 
 
 def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -382,7 +410,7 @@ class Supervisor:
         would otherwise hold for its whole life (~150 MB). In a session of its own, as the processes are:
         Ctrl-C in a terminal reaches the supervisor alone, which stops the preparation (_on_signal).
         """
-        command = [sys.executable, "-m", "storyproject.serve", "--prepare-only"]
+        command = [sys.executable, "-m", "storyproject.serve", "--prepare-only", *self.daphne_options]
         self._preparing = subprocess.Popen(command, cwd=_ROOT, start_new_session=True)  # noqa: S603
         return self._preparing.wait()
 

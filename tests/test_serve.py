@@ -395,6 +395,28 @@ def test_serve_says_why_it_cannot_use_the_database_at_once(tmp_path: Path) -> No
     assert "Applying" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--proxy-headerz"], "daphne option: unrecognized arguments: --proxy-headerz"),
+        (["-v", "5"], "daphne option: -v/--verbosity must be 0, 1, 2 or 3; got 5"),
+        (["-p", "9000"], "daphne option: -p/--port is not for make serve: give --host and --port"),
+    ],
+)
+def test_serve_refuses_a_daphne_option_its_processes_would_refuse_before_preparing(
+    tmp_path: Path, options: list[str], said: str
+) -> None:
+    # Was: the migrations were applied, then each process printed daphne's usage (or a KeyError for -v 5)
+    # and exited, was started again five times, and the server gave up with exit status 1.
+    command = [sys.executable, "-m", "storyproject.serve", "--port", str(_free_port()), *options]
+    env = _server_env(tmp_path, SERVE_PROCESSES="1")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"serve: refusing to start: {said}" in result.stderr
+    assert "usage:" not in result.stderr and "Traceback" not in result.stderr
+    assert "Applying" not in result.stdout + result.stderr
+
+
 def _writer_token(served: Served) -> str:
     script = (
         "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
