@@ -29,7 +29,10 @@ from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion,
 from stories.pricing import usage_cost_usd
 from storyproject.search import text_search_q
 
-_SETTINGS_CACHE_KEY = "generation-settings:v1"
+# What the admin edited, not the merge with the environment's defaults: the cache is shared by every
+# process (Redis) and outlives a restart, so a merged default (v1) kept the STORY_MODEL of the process
+# that cached it, for up to five minutes after a deploy that changed it.
+_SETTINGS_CACHE_KEY = "generation-settings:v2"
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,32 @@ class EffectiveGenerationSettings:
     formatting_rules: str
 
 
+@dataclass(frozen=True)
+class _EditedGenerationSettings:
+    """The admin's row as it is: an empty field is the environment's default."""
+
+    default_model: str
+    default_max_tokens: int | None
+    formatting_rules: str
+
+
 def generation_settings_get() -> EffectiveGenerationSettings:
     """The editable settings merged over the environment's defaults; cached until the next edit."""
-    cached = cache.get(_SETTINGS_CACHE_KEY)
-    if isinstance(cached, EffectiveGenerationSettings):
-        return cached
-    row = GenerationSettings.objects.filter(pk=1).first() or GenerationSettings()
-    effective = EffectiveGenerationSettings(
-        default_model=row.default_model or settings.STORY_MODEL,
-        default_max_tokens=row.default_max_tokens or settings.STORY_MAX_TOKENS,
-        formatting_rules=row.formatting_rules,
+    edited = cache.get(_SETTINGS_CACHE_KEY)
+    if not isinstance(edited, _EditedGenerationSettings):
+        row = GenerationSettings.objects.filter(pk=1).first() or GenerationSettings()
+        edited = _EditedGenerationSettings(
+            default_model=row.default_model,
+            default_max_tokens=row.default_max_tokens,
+            formatting_rules=row.formatting_rules,
+        )
+        cache.set(_SETTINGS_CACHE_KEY, edited, timeout=300)
+    # Empty fields fall back to this process's environment, read now.
+    return EffectiveGenerationSettings(
+        default_model=edited.default_model or settings.STORY_MODEL,
+        default_max_tokens=edited.default_max_tokens or settings.STORY_MAX_TOKENS,
+        formatting_rules=edited.formatting_rules,
     )
-    cache.set(_SETTINGS_CACHE_KEY, effective, timeout=300)
-    return effective
 
 
 def generation_settings_forget() -> None:

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from stories.models import GenerationSettings
+from stories.selectors import generation_settings_forget, generation_settings_get
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +69,23 @@ def test_a_default_max_tokens_a_run_would_not_use_and_overlong_rules_are_form_er
         == 302
     )
     assert GenerationSettings.objects.get().default_max_tokens == 16_000
+
+
+def test_empty_defaults_follow_the_environment_of_a_deploy_even_with_the_settings_cached(
+    settings: Any,
+) -> None:
+    # Was: the cache (Redis, shared by every process and kept across a restart) held the settings merged
+    # with the environment of the process that read them: after a deploy that set STORY_MODEL to Claude,
+    # writers' runs went on being written by the offline model for up to five minutes.
+    generation_settings_forget()
+    settings.STORY_MODEL, settings.STORY_MODELS, settings.STORY_MAX_TOKENS = "offline", [], 4096
+    assert generation_settings_get().default_model == "offline"  # read, and cached, before the deploy
+    settings.STORY_MODEL, settings.STORY_MODELS = "claude-sonnet-5-5", ["claude-sonnet-5-5"]
+    settings.STORY_MAX_TOKENS = 8192
+    effective = generation_settings_get()
+    assert (effective.default_model, effective.default_max_tokens) == ("claude-sonnet-5-5", 8192)
+    # What the admin set still wins, whatever the environment says.
+    GenerationSettings.objects.create(pk=1, default_model="claude-sonnet-5-5", default_max_tokens=2048)
+    generation_settings_forget()
+    settings.STORY_MAX_TOKENS = 4096
+    assert generation_settings_get().default_max_tokens == 2048
