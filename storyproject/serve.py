@@ -389,6 +389,11 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        # The terminal it runs in closing (an ssh session dropped): a graceful stop too, rather than the
+        # supervisor dying at once with nothing said and a preparation left running on. Unless started
+        # with the hang-up ignored (nohup), which its processes and the preparation inherit.
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            signal.signal(signal.SIGHUP, self._on_signal)
         prepared = self._prepare()
         if self._stopping:
             logger.info("stopped during the preparation; no server process was started")

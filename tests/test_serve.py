@@ -345,6 +345,20 @@ def test_the_processes_stop_when_the_supervisor_is_killed(serve: Serve) -> None:
     _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 60, "the processes stopped")
 
 
+def test_a_hang_up_stops_the_server_gracefully(serve: Serve) -> None:
+    # Was: SIGHUP (the terminal of `make serve` closed) killed the supervisor at once, exit status 129
+    # and nothing logged; its processes were left to notice it by themselves.
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        pytest.skip("run under nohup: the server inherits the hang-up ignored, as it should")
+    served = serve(2)
+    workers = _children(served.process.pid)
+    served.process.send_signal(signal.SIGHUP)
+    output, _ = served.process.communicate(timeout=90)
+    assert served.process.returncode == 0, output
+    assert "stopping 2 server processes" in output
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
 @pytest.mark.parametrize(
     ("overrides", "said"),
     [
