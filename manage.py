@@ -8,8 +8,9 @@ import sys
 
 # The exit status of a command stopped by Ctrl-C, as generate_screenplay and recover_runs say theirs.
 EXIT_INTERRUPTED = 1
-# The exit status of a command refused for a bad setting, as a CommandError's.
-EXIT_IMPROPERLY_CONFIGURED = 1
+# The exit status of a command refused for a bad setting: nothing was done, as for any refused input
+# or configuration (storyproject.commands.EXIT_INVALID; make serve's refusals too).
+EXIT_IMPROPERLY_CONFIGURED = 2
 
 
 def main() -> None:
