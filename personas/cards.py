@@ -137,12 +137,7 @@ def _from_json_file(data: bytes, filename: str) -> list[PersonaImport]:
                 f"{IMPORT_MAX_PERSONAS}: split it."
             )
         personas = [_from_ours(item, filename) for item in parsed]
-        twice = keys_twice(personas)
-        if twice:
-            raise CardError(
-                f"{_label(filename)}has more than one persona with the key {', '.join(map(repr, twice[:5]))}; "
-                "each key names one persona."
-            )
+        _keys_once(personas, filename)
         return personas
     if isinstance(parsed, dict) and "config_data" in parsed:
         return [_from_ours(parsed, filename)]
@@ -171,13 +166,18 @@ def _from_zip(data: bytes, filename: str) -> list[PersonaImport]:
             f"{_label(filename)}holds {len(personas)} personas; one import may hold at most "
             f"{IMPORT_MAX_PERSONAS}: split it."
         )
+    _keys_once(personas, filename)
+    return personas
+
+
+def _keys_once(personas: list[PersonaImport], filename: str) -> None:
+    """Refuse a file that gives one key to more than one persona: the second would overwrite the first."""
     twice = keys_twice(personas)
     if twice:
         raise CardError(
             f"{_label(filename)}has more than one persona with the key {', '.join(map(repr, twice[:5]))}; "
             "each key names one persona."
         )
-    return personas
 
 
 def _zip_entries_read(
