@@ -328,3 +328,19 @@ def test_a_thinking_display_the_api_does_not_take_is_a_400(
             thinking=thinking,
         )
     assert problem in str(raised.value)
+
+
+def test_the_standalone_fakes_screenplay_answers_a_prompt_that_names_no_persona() -> None:
+    # Was: ZeroDivisionError in the offline model's scene writer (no cast to take turns), so
+    # `python -m tests.fake_anthropic` dropped claude_check's requests (docs/generation.md).
+    from tests.fake_anthropic import screenplay_reply_for
+
+    body = {"model": "claude-sonnet-5-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi."}]}
+    reply = screenplay_reply_for(body)
+    written = json.loads(reply.text)
+    assert written["characters"] == []
+    assert written["scenes"] and all(
+        element["type"] in ("action", "transition")
+        for scene in written["scenes"]
+        for element in scene["elements"]
+    )

@@ -95,7 +95,9 @@ def offline_screenplay(brief: Brief) -> dict[str, Any]:
 def _scene(rng: random.Random, index: int, beat: str, characters: list[dict[str, Any]]) -> dict[str, Any]:
     heading = f"{rng.choice(_PLACES)} - {rng.choice(_TIMES)}"
     elements: list[dict[str, Any]] = [{"type": "action", "text": beat[:5000]}]
-    speakers = characters[index % len(characters) :] + characters[: index % len(characters)]
+    # No cast (a request that names no persona, as claude_check's against the fake server): action alone.
+    turn_at = index % len(characters) if characters else 0
+    speakers = characters[turn_at:] + characters[:turn_at]
     for turn in range(min(4, 2 * len(speakers))):
         speaker = speakers[turn % len(speakers)]
         line: dict[str, Any] = {"type": "dialogue", "character": speaker["name"]}
