@@ -15,7 +15,8 @@ from personas.services import EDITORS_GROUP
 STALE = "Another editor saved this persona after you opened it (you opened version 1; it is now version 2)."
 
 
-def _editor(user_factory: Any, username: str) -> Client:
+def editor_client(user_factory: Any, username: str) -> Client:
+    """A signed-in client of a new member of the editors group."""
     editor = user_factory(username, is_staff=True)
     editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
     client = Client()
@@ -38,7 +39,7 @@ def opened_twice(
 ) -> tuple[str, Client, dict[str, Any], Client, dict[str, Any]]:
     persona = persona_factory("hero", voice="Plain.")
     url = f"/admin/personas/personaconfig/{persona.pk}/change/"
-    first, second = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    first, second = editor_client(user_factory, "ann"), editor_client(user_factory, "bob")
     return url, first, _opened(first, url), second, _opened(second, url)
 
 

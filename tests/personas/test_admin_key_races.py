@@ -13,15 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 from reversion.models import Version
 
 from personas.admin import PersonaConfigAdmin
 from personas.models import PersonaConfig
-from personas.services import EDITORS_GROUP, editors_group_ensure
+from personas.services import editors_group_ensure
+from tests.personas.test_admin_concurrency import editor_client
 from tests.stories.test_cast_races import Elsewhere
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,14 +29,6 @@ ADD = "/admin/personas/personaconfig/add/"
 IMPORT = "/admin/personas/personaconfig/import/"
 LIST = "/admin/personas/personaconfig/"
 TAKEN = "Persona with this Name already exists."
-
-
-def _editor(user_factory: Any, username: str) -> Client:
-    editor = user_factory(username, is_staff=True)
-    editor.groups.add(Group.objects.get(name=EDITORS_GROUP))
-    client = Client()
-    client.force_login(editor)
-    return client
 
 
 def _held_before_the_first_save(monkeypatch: Any, work: Callable[[], Any]) -> Elsewhere:
@@ -68,7 +59,7 @@ def test_two_editors_adding_the_same_key_at_once_the_second_is_told_it_is_taken(
     user_factory: Any, monkeypatch: Any
 ) -> None:
     editors_group_ensure()  # a transactional test's database is emptied after each test
-    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    ann, bob = editor_client(user_factory, "ann"), editor_client(user_factory, "bob")
     second = _held_before_the_first_save(monkeypatch, lambda: bob.post(ADD, _added("hero", "Bob's.")))
     first = ann.post(ADD, _added("hero", "Ann's."))
     second.join()
@@ -84,7 +75,7 @@ def test_an_import_creating_the_key_an_editor_is_adding_is_refused_and_the_edito
     user_factory: Any, monkeypatch: Any
 ) -> None:
     editors_group_ensure()
-    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    ann, bob = editor_client(user_factory, "ann"), editor_client(user_factory, "bob")
     upload = json.dumps({"name": "hero", "display_name": "Hero", "config_data": {"voice": "Bob's."}})
     preview = bob.post(IMPORT, {"file": SimpleUploadedFile("hero.json", upload.encode())}).content.decode()
     payload = re.search(r'name="payload" value="([^"]*)"', preview)
@@ -107,7 +98,7 @@ def test_two_editors_duplicating_one_persona_at_once_get_two_copies(
 ) -> None:
     editors_group_ensure()
     hero = persona_factory("hero")
-    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    ann, bob = editor_client(user_factory, "ann"), editor_client(user_factory, "bob")
     duplicate = {"action": "duplicate", "_selected_action": [hero.pk]}
     elsewhere = Elsewhere(lambda: bob.post(LIST, duplicate))
     save = PersonaConfig.save
@@ -135,7 +126,7 @@ def test_a_persona_recovered_while_an_editor_adds_its_key_is_refused_and_the_new
     user_factory: Any, monkeypatch: Any
 ) -> None:
     editors_group_ensure()
-    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    ann, bob = editor_client(user_factory, "ann"), editor_client(user_factory, "bob")
     assert ann.post(ADD, _added("ghost", "Old.")).status_code == 302
     ghost = PersonaConfig.objects.get(name="ghost")
     assert ann.post(f"{LIST}{ghost.pk}/delete/", {"post": "yes"}).status_code == 302
@@ -154,7 +145,7 @@ def test_a_revert_to_a_key_an_editor_is_adding_is_refused_and_the_new_one_kept(
     user_factory: Any, monkeypatch: Any
 ) -> None:
     editors_group_ensure()
-    ann, bob = _editor(user_factory, "ann"), _editor(user_factory, "bob")
+    ann, bob = editor_client(user_factory, "ann"), editor_client(user_factory, "bob")
     assert ann.post(ADD, _added("ghost", "Old.")).status_code == 302
     persona = PersonaConfig.objects.get(name="ghost")
     url = f"{LIST}{persona.pk}/change/"
