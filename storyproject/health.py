@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from stories.generation.backends.registry import backend_class_load
 from stories.metrics import metrics_enabled, metrics_exposition
+from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +66,31 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=503 if failed else 200)
 
 
+class _NotReady(Exception):
+    pass
+
+
 def _outcome(name: str, check: Callable[[], bool | None]) -> str:
     try:
         passed = check()
         if passed is None:
             return "not configured"
-        if passed:
-            return "ok"
-        logger.warning("readiness: %s is not ready", name)
+        if not passed:
+            raise _NotReady(f"{name} is not ready")
     except Exception:
-        logger.warning("readiness: %s check failed", name, exc_info=True)
-    return "failed"
+        # A probe asks every few seconds: the first failure with its traceback, then a line a minute,
+        # and one when it passes again (a traceback a probe filled the log while Redis was down).
+        _failing(name).failed()
+        return "failed"
+    _failing(name).succeeded()
+    return "ok"
+
+
+_failures: dict[str, RepeatedFailure] = {}
+
+
+def _failing(name: str) -> RepeatedFailure:
+    return _failures.setdefault(name, RepeatedFailure(logger, f"readiness: the {name} check"))
 
 
 def _database() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.test import Client
 
 from stories.generation.models_registry import DEFAULT_MODEL
 from storyproject import health
+from tests.live_server import redis_url
 
 SECRET = "sk-ant-never-shown-0123456789"
 
@@ -173,3 +175,28 @@ def test_metrics_are_served_with_the_database_down_leaving_out_only_the_active_r
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
 def test_probes_refuse_writes_with_405_not_a_csrf_page(path: str) -> None:
     assert Client(enforce_csrf_checks=True).post(path).status_code == 405
+
+
+@pytest.mark.django_db
+def test_a_check_failing_probe_after_probe_logs_its_traceback_once_then_its_recovery(
+    settings: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: a WARNING with its traceback at every probe (every few seconds per process) while Redis was
+    # down. Now as the app's other repeated failures (storyproject.logs.RepeatedFailure).
+    monkeypatch.setattr(health, "_failures", {})
+    settings.REDIS_URL = "redis://:hunter2@127.0.0.1:1/0"
+    with caplog.at_level("WARNING", logger="storyproject.health"):
+        for _ in range(5):
+            assert _ready()[0] == 503
+    failing = [r for r in caplog.records if r.name == "storyproject.health"]
+    assert [r.getMessage() for r in failing] == ["readiness: the redis check failed"]
+    assert failing[0].exc_info is not None  # its cause, once
+    caplog.clear()
+    settings.REDIS_URL = redis_url()  # the machine's Redis, up
+    with caplog.at_level("WARNING", logger="storyproject.health"):
+        assert _ready()[0] == 200
+        assert _ready()[0] == 200
+    said = [r.getMessage() for r in caplog.records if r.name == "storyproject.health"]
+    assert len(said) == 1 and re.fullmatch(
+        r"readiness: the redis check works again, after 5 failures in \d+ s", said[0]
+    )
