@@ -48,8 +48,15 @@ class ServeRefused(Exception):
     """The configuration is not safe to serve; the message says what to change."""
 
 
+def supervisor_log_level() -> str:
+    """``DJANGO_LOG_LEVEL`` as the processes read it (storyproject/settings.py), for the supervisor's own
+    lines, which have no settings; a value the settings refuse is said by the preparation: INFO here."""
+    level = os.environ.get("DJANGO_LOG_LEVEL", "").strip().upper()
+    return level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO"
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=supervisor_log_level(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if os.environ.get("LOG_FORMAT", "").strip() == "json":
         # The supervisor's own lines (listening, a process restarted, stopping) as the processes' are.
         from storyproject.logs import JsonFormatter

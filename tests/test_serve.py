@@ -617,3 +617,15 @@ def test_serve_says_at_start_what_several_processes_do_not_share_without_redis(
     assert serve_module.redis_unshared_warning(1) is None
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     assert serve_module.redis_unshared_warning(4) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "level"), [("warning", "WARNING"), (" ERROR ", "ERROR"), ("", "INFO"), ("loud", "INFO")]
+)
+def test_the_supervisor_logs_at_the_level_the_processes_do(
+    monkeypatch: pytest.MonkeyPatch, value: str, level: str
+) -> None:
+    # Was INFO whatever DJANGO_LOG_LEVEL said: the supervisor's lines (listening, a process restarted,
+    # stopping) came through a level the operator had turned off for the processes.
+    monkeypatch.setenv("DJANGO_LOG_LEVEL", value)
+    assert serve_module.supervisor_log_level() == level
