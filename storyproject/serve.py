@@ -181,12 +181,25 @@ def daphne_options_check(daphne_options: list[str]) -> None:
         raise ServeRefused(f"daphne option: {message}")
 
     parser.error = refuse
+    _application_not_given(parser, daphne_options)
     parsed = parser.parse_args([*daphne_options, "storyproject.asgi:application"])
     if parsed.verbosity not in (0, 1, 2, 3):
         refuse(f"-v/--verbosity must be 0, 1, 2 or 3; got {parsed.verbosity}")
     listening = [option for name, option in _DAPHNE_LISTENING.items() if getattr(parsed, name) is not None]
     if listening or parsed.socket_strings:
         refuse(f"{', '.join(listening) or '-e'} is not for make serve: give --host and --port")
+
+
+def _application_not_given(parser: argparse.ArgumentParser, daphne_options: list[str]) -> None:
+    """Refuse an argument that is no option (daphne would take it for the application): the message
+    named ``storyproject.asgi:application``, pushed past it, as the argument it did not know."""
+    try:
+        given = parser.parse_args(daphne_options).application
+    except ServeRefused:
+        return  # no application among them (daphne requires one): the options are checked next
+    raise ServeRefused(
+        f"daphne option: {given!r} is not an option; make serve serves storyproject.asgi:application itself"
+    )
 
 
 def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:

@@ -415,6 +415,11 @@ def test_serve_says_why_it_cannot_use_the_database_at_once(tmp_path: Path) -> No
         (["--proxy-headerz"], "daphne option: unrecognized arguments: --proxy-headerz"),
         (["-v", "5"], "daphne option: -v/--verbosity must be 0, 1, 2 or 3; got 5"),
         (["-p", "9000"], "daphne option: -p/--port is not for make serve: give --host and --port"),
+        # Was: "unrecognized arguments: storyproject.asgi:application", naming what make serve adds.
+        (
+            ["app.extra"],
+            "daphne option: 'app.extra' is not an option; make serve serves storyproject.asgi:application itself",
+        ),
     ],
 )
 def test_serve_refuses_a_daphne_option_its_processes_would_refuse_before_preparing(
