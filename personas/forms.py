@@ -155,7 +155,10 @@ def _json_widget(rows: int) -> forms.Textarea:
 
 class PersonaConfigForm(forms.ModelForm):
     summary = PersonaTextField(
-        rows=1, help_text="One line shown in persona pickers and lists. Never sent to the model."
+        rows=1,
+        # The schema's own bound, said on this field (it was an error on the raw JSON box).
+        max_length=PERSONA_CONFIG_SCHEMA["properties"]["summary"]["maxLength"],
+        help_text="One line shown in persona pickers and lists. Never sent to the model.",
     )
     system_prompt = PersonaTextField(
         help_text=f"How the model should play this persona. {_SENT} 'Instructions:', first, so it is "

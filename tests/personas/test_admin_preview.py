@@ -66,7 +66,10 @@ def test_the_preview_says_when_and_by_how_much_the_context_is_over_the_budget(ed
     [
         ({"private": "{oops", "config_data": "{}"}, "Private: The text is not valid JSON"),
         ({"config_data": '["a list"]'}, "The config must be a JSON object"),
-        ({"summary": "s" * 501, "config_data": "{}"}, "summary: is 501 characters long; the limit is 500"),
+        (
+            {"summary": "s" * 501, "config_data": "{}"},
+            "Summary: Ensure this value has at most 500 characters (it has 501).",
+        ),
         (
             {"voice": "x" * 20_001, "config_data": "{}"},
             "Voice: Ensure this value has at most 20000 characters",
