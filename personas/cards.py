@@ -27,6 +27,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -158,8 +159,9 @@ def _from_zip(data: bytes, filename: str) -> list[PersonaImport]:
                     f"{IMPORT_MAX_PERSONAS}: split it."
                 )
             personas = _zip_entries_read(archive, entries, filename)
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError) as error:
-        # A damaged, encrypted, or oddly compressed archive.
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, OSError) as error:
+        # A damaged (a bad CRC, or deflated data zlib cannot read), encrypted (RuntimeError), or oddly
+        # compressed (NotImplementedError), or cut short (EOFError) archive.
         raise CardError(f"{_label(filename)}is not a zip this site can read ({error}).") from None
     if len(personas) > IMPORT_MAX_PERSONAS:
         raise CardError(

@@ -506,6 +506,13 @@ def _zip(*entries: tuple[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -
     return buffer.getvalue()
 
 
+def _deflate_damaged() -> bytes:
+    data = bytearray(_zip(("a.json", b'{"name": "x"}' * 50)))
+    start = 30 + len("a.json")  # past the first entry's local header and name: its deflated bytes
+    data[start : start + 10] = bytes(b ^ 0xFF for b in data[start : start + 10])
+    return bytes(data)
+
+
 def _big_card_png() -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text("chara", base64.b64encode(json.dumps(CARD_V2).encode()).decode())
@@ -553,6 +560,8 @@ def test_a_zip_of_persona_files_and_cards_reads_every_persona_in_it() -> None:
             "holds 1001 files; one zip may hold at most 1000",
         ),
         (b"PK\x03\x04" + b"\x00" * 100, "set.zip is not a zip this site can read"),
+        # Deflated data zlib cannot read (was: zlib.error, a 500 in the admin's import).
+        (_deflate_damaged(), "set.zip is not a zip this site can read (Error -3 while decompressing data"),
         (_zip(("\x1b]0;owned\x07.json", b"{")), "set.zip: ?]0;owned?.json is refused."),
         # Each card's image within the limit, five of the largest together cost 1.6 s of a core.
         (_zip(*((f"{i}.png", BIG_CARD_PNG) for i in range(5))), "images of 83886080 pixels together"),
