@@ -38,7 +38,7 @@ from stories.screenplay_stats import screenplay_stats
 from stories.serializers import FountainPreviewSerializer
 from stories.validation import VERSION_NUMBER_MAX, text_field_clean, text_visible, version_number_parse
 from storyproject.bidi import bidi_isolated
-from storyproject.pagination import page_of
+from storyproject.pagination import page_of, page_query
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 STORIES_PER_PAGE = 20
@@ -255,9 +255,7 @@ def _pages_around(request: HttpRequest, page: Page[Any]) -> dict[str, str]:
     links = {}
     for name, number in (("newer", page.number - 1), ("older", page.number + 1)):
         if 1 <= number <= page.paginator.num_pages:
-            query = request.GET.copy()
-            query["page"] = str(number)
-            links[name] = f"?{query.urlencode()}"
+            links[name] = f"?{page_query(request, number)}"
     return links
 
 

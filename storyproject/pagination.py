@@ -81,6 +81,11 @@ def page_of(*, request: HttpRequest, items: QuerySet[Any] | Sequence[Any], per_p
 
 
 def _page_url(request: HttpRequest, number: int) -> str:
+    return f"{request.path}?{page_query(request, number)}"
+
+
+def page_query(request: HttpRequest, number: int) -> str:
+    """The request's query with ``page`` set to ``number``, its other parameters kept."""
     query = request.GET.copy()
     query["page"] = str(number)
-    return f"{request.path}?{query.urlencode()}"
+    return query.urlencode()
