@@ -63,7 +63,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
             checks[name] = _outcome(name, check)
     failed = [name for name, outcome in checks.items() if outcome == "failed"]
     body = {"status": "unavailable" if failed else "ok", "checks": checks, "failed": failed}
-    return JsonResponse(body, status=503 if failed else 200)
+    response = JsonResponse(body, status=503 if failed else 200)
+    # Django logs every 5xx as an ERROR of django.request ("Service Unavailable: /readyz"), at each
+    # probe; the failing check is logged above, at the pace RepeatedFailure keeps. The attribute is
+    # the one django.utils.log.log_response reads to skip a response logged already.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 class _NotReady(Exception):
