@@ -304,6 +304,16 @@ STORY_BACKEND = envstr(
     if ANTHROPIC_API_KEY
     else "stories.generation.backends.offline.OfflineBackend",
 )
+# A Claude model without the key: the default back-end is then the offline model, which would write
+# that model's runs under its name and price them as Claude's. Refused unless STORY_BACKEND is chosen
+# explicitly (a back-end of one's own may need no key).
+if not ANTHROPIC_API_KEY and "STORY_BACKEND" not in os.environ:
+    for _name, _model in [("STORY_MODEL", STORY_MODEL), *(("STORY_MODELS", m) for m in STORY_MODELS)]:
+        if _model != OFFLINE_MODEL:
+            raise ImproperlyConfigured(
+                f"{_name} names the Claude model {_model!r} but ANTHROPIC_API_KEY is not set: set the key,"
+                f" or leave {_name} unset to write with the offline model"
+            )
 # Offline model pacing, in output tokens per second (0: as fast as possible).
 STORY_OFFLINE_TOKENS_PER_SECOND = envint("STORY_OFFLINE_TOKENS_PER_SECOND", 150, minimum=0)
 STORY_LLM_MAX_RETRIES = envint("STORY_LLM_MAX_RETRIES", 2, minimum=0, maximum=5)

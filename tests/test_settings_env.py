@@ -8,6 +8,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
+from stories.generation.models_registry import DEFAULT_MODEL
 from storyproject.env import database_from_url, envbool, envint, envlist, envnetworks, envtoken, redis_url
 
 
@@ -206,3 +207,33 @@ def test_settings_refuse_a_duration_too_long_to_be_used(setting: str) -> None:
 def test_manage_check_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
     call_command("check", fail_level="WARNING")
     assert "no issues" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"STORY_MODEL": DEFAULT_MODEL}, "STORY_MODEL"),
+        ({"STORY_MODELS": f"offline,{DEFAULT_MODEL}"}, "STORY_MODELS"),
+    ],
+)
+def test_settings_refuse_a_claude_model_without_the_key(environ: dict[str, str], named: str) -> None:
+    # It started, and the offline model wrote that model's runs, recorded and priced as Claude's; only
+    # /readyz said anything.
+    refusal = _settings_refusal(**environ)
+    assert f"{named} names the Claude model {DEFAULT_MODEL!r} but ANTHROPIC_API_KEY is not set" in refusal
+
+
+def test_settings_take_a_claude_model_without_the_key_for_a_back_end_chosen_explicitly() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env={
+            "DJANGO_SETTINGS_MODULE": "storyproject.settings",
+            "PATH": "",
+            "STORY_MODEL": DEFAULT_MODEL,
+            "STORY_BACKEND": "stories.generation.backends.offline.OfflineBackend",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
