@@ -85,6 +85,25 @@ def test_a_postgresql_server_that_refuses_is_one_line_naming_why_at_once(argumen
     )
 
 
+@pytest.mark.parametrize("arguments", [["migrate"], ["showmigrations"], ["createsuperuser", "--noinput"]])
+def test_djangos_own_commands_on_a_database_they_cannot_use_say_why_in_one_line(
+    tmp_path: Path, arguments: list[str]
+) -> None:
+    # Was: the pool's warnings for 10 s, then some 60 lines of traceback ending in "couldn't get a
+    # connection after 10.00 sec" (`manage.py migrate`, the first step of every deployment).
+    result = _manage_on("postgres://postgres@127.0.0.1:5432/story_no_such_database", arguments)
+    assert (result.returncode, result.stderr.strip()) == (
+        1,
+        "CommandError: the database (DATABASE_URL) failed: connection failed: connection to server at "
+        '"127.0.0.1", port 5432 failed: FATAL:  database "story_no_such_database" does not exist',
+    )
+    result = _manage_on(f"sqlite:///{tmp_path}/missing/db.sqlite3", arguments)
+    assert (result.returncode, result.stderr.strip()) == (
+        1,
+        "CommandError: the database (DATABASE_URL) failed: unable to open database file",
+    )
+
+
 def test_claude_check_does_not_need_the_database() -> None:
     env = {**os.environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:1/story", "ANTHROPIC_API_KEY": ""}
     result = subprocess.run(
