@@ -365,6 +365,17 @@ STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS = 2000
 # feature film is 0.5-1.5 MB; its Fountain a tenth of that) and the most scenes (features run 40-200).
 # Under API_MAX_BODY_BYTES: the editor saves the text as JSON ({"fountain": ...}), a little larger.
 STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 1_000_000, minimum=10_000, maximum=2_500_000)
+# Above either body limit, a screenplay the import takes could never be saved from the editor (its JSON
+# body a 413) nor uploaded (the form's): refused here rather than found by a writer.
+for _limit_name, _limit in (
+    ("API_MAX_BODY_BYTES", API_MAX_BODY_BYTES),
+    ("DJANGO_DATA_UPLOAD_MAX_BYTES", DATA_UPLOAD_MAX_MEMORY_SIZE),
+):
+    if STORY_IMPORT_MAX_BYTES > _limit:
+        raise ImproperlyConfigured(
+            f"STORY_IMPORT_MAX_BYTES ({STORY_IMPORT_MAX_BYTES}) must not be above {_limit_name} ({_limit}):"
+            " an imported screenplay of that size could not be saved from the editor"
+        )
 STORY_IMPORT_MAX_SCENES = envint("STORY_IMPORT_MAX_SCENES", 300, minimum=1, maximum=2000)
 # A feature film has tens of speaking parts, an ensemble a few hundred; 50,000 one-line speakers took
 # 6.7 s to read and made a character list no page could show.

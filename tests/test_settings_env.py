@@ -237,3 +237,20 @@ def test_settings_take_a_claude_model_without_the_key_for_a_back_end_chosen_expl
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("environ", "limit"),
+    [
+        ({"STORY_IMPORT_MAX_BYTES": "2000000"}, "API_MAX_BODY_BYTES (1048576)"),
+        (
+            {"STORY_IMPORT_MAX_BYTES": "500000", "DJANGO_DATA_UPLOAD_MAX_BYTES": "200000"},
+            "DJANGO_DATA_UPLOAD_MAX_BYTES (200000)",
+        ),
+    ],
+)
+def test_settings_refuse_an_import_limit_above_the_body_limits(environ: dict[str, str], limit: str) -> None:
+    # Was only advised against in the docs: a screenplay the import took could not be saved from the
+    # editor afterwards (a 413 for its JSON body).
+    refusal = _settings_refusal(**environ)
+    assert f"STORY_IMPORT_MAX_BYTES ({environ['STORY_IMPORT_MAX_BYTES']}) must not be above {limit}" in refusal
