@@ -8,7 +8,8 @@ How card fields map onto a persona config (docs/personas.md, "Persona files and 
 
 - ``name`` is the display name; the persona's key is its slug (or the key we exported it with).
 - ``description``, ``personality``, ``scenario``, ``system_prompt`` and ``tags`` keep their names.
-- ``mes_example`` becomes ``example_lines``, one per ``<START>`` block.
+- ``mes_example`` becomes ``example_lines``, one per ``<START>`` block; one that is not text is kept
+  under ``private.card``.
 - ``creator_notes``, ``creator`` and ``character_version`` go to ``private``, which never reaches a
   prompt; so does every other card field (``first_mes``, ``alternate_greetings``, ``character_book``,
   V3 fields...), under ``private.card``, to be written back on export.
@@ -369,7 +370,12 @@ def _card_data(raw: object, filename: str) -> dict[str, Any]:
 
 def _private(card: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     private = {key: card[key] for key in _PRIVATE_FIELDS if _nonempty(card.get(key))}
-    rest = {key: value for key, value in card.items() if key not in _MAPPED_FIELDS and _nonempty(value)}
+    rest = {
+        key: value
+        for key, value in card.items()
+        if (key not in _MAPPED_FIELDS or key == "mes_example" and not isinstance(value, str))
+        and _nonempty(value)
+    }
     if rest:
         private["card"] = rest
     if isinstance(ours.get("private"), dict):

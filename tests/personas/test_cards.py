@@ -147,6 +147,16 @@ def test_a_v1_card_and_our_own_list_are_read() -> None:
     assert len(persona_file_read(data=demo.read_bytes())) == len(json.loads(demo.read_text()))
 
 
+def test_a_card_whose_examples_are_not_text_keeps_them_with_its_other_card_fields() -> None:
+    # Was dropped without a word: a card from another tool with its examples as a list of strings
+    # imported with neither example lines nor the examples anywhere.
+    examples = ["{{char}}: Strap in.", "{{char}}: Not my first wreck."]
+    card = {**CARD_V2, "data": {**CARD_V2["data"], "mes_example": examples}}
+    (imported,) = persona_file_read(data=json.dumps(card).encode())
+    assert "example_lines" not in imported.config_data
+    assert imported.config_data["private"]["card"]["mes_example"] == examples
+
+
 def test_a_name_without_latin_letters_gets_a_stable_key() -> None:
     card = {**CARD_V2, "data": {**CARD_V2["data"], "name": "李小龍"}}
     first, second = (persona_file_read(data=json.dumps(card).encode())[0] for _ in range(2))
