@@ -373,7 +373,7 @@ def _private(card: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     rest = {
         key: value
         for key, value in card.items()
-        if (key not in _MAPPED_FIELDS or key == "mes_example" and not isinstance(value, str))
+        if (key not in _MAPPED_FIELDS or (key == "mes_example" and not isinstance(value, str)))
         and _nonempty(value)
     }
     if rest:

@@ -242,6 +242,14 @@ class PersonaConfigForm(forms.ModelForm):
         self._deactivation_check(cleaned)
         if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
             return cleaned
+        if cleaned["config_data"] is None and self.instance.config_data:
+            # An emptied box: saving it would drop every key without a field and every untouched part.
+            self.add_error(
+                "config_data",
+                "The Raw JSON box is empty: saving it would clear the persona's whole config. Nothing was "
+                "saved. Write {} to clear it on purpose, or reload the page to get it back.",
+            )
+            return cleaned
         config = self._config_built(cleaned)
         errors = persona_config_errors(config)
         if errors:

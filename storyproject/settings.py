@@ -371,7 +371,7 @@ for _limit_name, _limit in (
     ("API_MAX_BODY_BYTES", API_MAX_BODY_BYTES),
     ("DJANGO_DATA_UPLOAD_MAX_BYTES", DATA_UPLOAD_MAX_MEMORY_SIZE),
 ):
-    if STORY_IMPORT_MAX_BYTES > _limit:
+    if _limit < STORY_IMPORT_MAX_BYTES:
         raise ImproperlyConfigured(
             f"STORY_IMPORT_MAX_BYTES ({STORY_IMPORT_MAX_BYTES}) must not be above {_limit_name} ({_limit}):"
             " an imported screenplay of that size could not be saved from the editor"

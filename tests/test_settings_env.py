@@ -253,4 +253,6 @@ def test_settings_refuse_an_import_limit_above_the_body_limits(environ: dict[str
     # Was only advised against in the docs: a screenplay the import took could not be saved from the
     # editor afterwards (a 413 for its JSON body).
     refusal = _settings_refusal(**environ)
-    assert f"STORY_IMPORT_MAX_BYTES ({environ['STORY_IMPORT_MAX_BYTES']}) must not be above {limit}" in refusal
+    assert (
+        f"STORY_IMPORT_MAX_BYTES ({environ['STORY_IMPORT_MAX_BYTES']}) must not be above {limit}" in refusal
+    )

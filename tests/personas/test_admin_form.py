@@ -92,6 +92,23 @@ def test_text_with_windows_line_ends_survives_an_edit_of_another_part_byte_for_b
 
 
 @pytest.mark.django_db
+def test_an_emptied_raw_json_box_is_refused_not_saved_as_an_empty_config(editor_client: Client) -> None:
+    # Was: saved as {}; every key without a field and every untouched part gone, without a word.
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, config_data=""))
+    assert response.status_code == 200
+    assert "The Raw JSON box is empty" in response.context["adminform"].form.errors["config_data"][0]
+    persona.refresh_from_db()
+    assert persona.config_data == CONFIG
+    # Clearing it on purpose is still possible: {}.
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, config_data="{}"))
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert persona.config_data == {}
+
+
+@pytest.mark.django_db
 def test_each_part_has_its_own_field_showing_the_stored_value(editor_client: Client) -> None:
     persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
     form = editor_client.get(_change_url(persona)).context["adminform"].form
