@@ -36,6 +36,9 @@ ErrorCode = Literal[
     "interrupted",
     # An attach or cancel of a run that does not exist or is not the writer's (nothing else is revealed).
     "not_found",
+    # REST only: the server process stopped (make serve's graceful stop) while a blocking request
+    # waited for its run, which goes on on another process; the request is not to be sent again.
+    "server_stopping",
 ]
 
 # The codes of the protocol; nothing else reaches a client.
@@ -58,6 +61,7 @@ class GenerationError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         operator_detail: str = "",
+        run_id: int | None = None,
     ) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown generation error code {code!r}")
@@ -68,6 +72,8 @@ class GenerationError(Exception):
         self.retry_after = retry_after
         # For the operator's log only (the provider's status, error code and request id); never sent.
         self.operator_detail = operator_detail
+        # The run a REST answer names, when the client should follow it rather than ask again.
+        self.run_id = run_id
 
     def reworded(self, message: str) -> GenerationError:
         """The same error (code, retry, operator detail) told with ``message``."""
@@ -77,6 +83,7 @@ class GenerationError(Exception):
             retryable=self.retryable,
             retry_after=self.retry_after,
             operator_detail=self.operator_detail,
+            run_id=self.run_id,
         )
 
     def as_event(self) -> dict[str, Any]:

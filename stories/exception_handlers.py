@@ -40,6 +40,7 @@ GENERATION_ERROR_STATUS = {
     "version_conflict": status.HTTP_409_CONFLICT,
     "interrupted": status.HTTP_503_SERVICE_UNAVAILABLE,
     "not_found": status.HTTP_404_NOT_FOUND,
+    "server_stopping": status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
@@ -76,6 +77,8 @@ def _form_limit_error(exc: Exception) -> APIException | None:
 
 def generation_error_response(error: GenerationError) -> Response:
     body = {key: value for key, value in error.as_event().items() if key != "type"}
+    if error.run_id is not None:
+        body["run_id"] = error.run_id
     response = Response(body, status=GENERATION_ERROR_STATUS[error.code])
     if "retry_after" in body:
         response["Retry-After"] = str(body["retry_after"])

@@ -51,6 +51,8 @@ _HAND_OVER_SECONDS = 10.0
 # How long a stopping process waits for its WebSocket clients to answer its close frames (within the
 # same margin).
 _SOCKETS_CLOSE_SECONDS = 1.0
+# How often it looks whether the requests it answers at its stop are answered.
+_ANSWERED_POLL_SECONDS = 0.02
 # How long a stopped process waits for its threads before it exits without them.
 _EXIT_SECONDS = 5.0
 # prctl(2): the signal this process gets when its parent dies.
@@ -182,12 +184,24 @@ class DrainingServer(Server):
         self._sockets_close_then_stop()
 
     def _sockets_close_then_stop(self) -> None:
-        """Close the WebSockets still open with 4503 (stories.consumers.sockets_close), then stop."""
+        """Close the WebSockets still open with 4503 (stories.consumers.sockets_close), answer the
+        blocking requests still waiting for a run with 503 ``server_stopping`` (stories.runs.follow),
+        then stop."""
         from stories.consumers import sockets_close
+        from stories.runs.follow import blocking_follows_end
 
-        closing = asyncio.ensure_future(sockets_close(seconds=_SOCKETS_CLOSE_SECONDS))
+        blocking_follows_end()
+        closing = asyncio.ensure_future(
+            asyncio.gather(sockets_close(seconds=_SOCKETS_CLOSE_SECONDS), self._requests_answered())
+        )
         _keep(closing)
         closing.add_done_callback(lambda _: self.stop())
+
+    async def _requests_answered(self) -> None:
+        """Until no HTTP request is being answered, for at most _SOCKETS_CLOSE_SECONDS."""
+        deadline = time.monotonic() + _SOCKETS_CLOSE_SECONDS
+        while self._http_busy() and time.monotonic() < deadline:
+            await asyncio.sleep(_ANSWERED_POLL_SECONDS)
 
     def stop(self) -> None:
         # Twice is possible: a second signal while the sockets are being closed, then their end.
@@ -197,9 +211,10 @@ class DrainingServer(Server):
     def _busy(self) -> bool:
         from stories.services import generation_runs_running_here
 
-        if generation_runs_running_here():
-            return True
-        # An HTTP request still being answered (an open WebSocket with no generation is not work).
+        return bool(generation_runs_running_here()) or self._http_busy()
+
+    def _http_busy(self) -> bool:
+        """An HTTP request still being answered (an open WebSocket with no generation is not work)."""
         return any(
             isinstance(protocol, WebRequest)
             and (instance := details.get("application_instance")) is not None

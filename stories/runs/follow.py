@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
+from stories.errors import GenerationError
 from stories.runs.log import TERMINAL
 from stories.runs.runner import run_settled, run_start
 from stories.runs.store import run_event_log
@@ -67,15 +68,60 @@ async def run_events(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGener
 
     For the blocking interfaces (REST, the story page's form, the command), which fold them with
     ``stories.generation.events.events_fold``: the run is driven and logged as any other, so it can
-    be watched and cancelled from elsewhere meanwhile.
+    be watched and cancelled from elsewhere meanwhile. When the process stops before the run ends
+    (``blocking_follows_end``), a GenerationError ``server_stopping`` naming the run.
     """
     start = await run_start(events)
     if start.run_id is None:
         assert start.refusal is not None
         yield start.refusal
         return
-    async with aclosing(run_events_follow(run_id=start.run_id)) as followed:
-        async for event in followed:
-            if event["type"] in TERMINAL:
-                await run_settled(run_id=start.run_id)
-            yield event
+    stop = asyncio.get_running_loop().create_future()
+    _blocking_follows.add(stop)
+    try:
+        async with aclosing(run_events_follow(run_id=start.run_id)) as followed:
+            while True:
+                step = asyncio.ensure_future(anext(followed))
+                try:
+                    await asyncio.wait((step, stop), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not step.done():  # the stop, or this request's own end (a client gone)
+                        step.cancel()
+                        await asyncio.wait((step,))  # the generator free again, for aclosing
+                if step.cancelled():
+                    raise _stopping(start.run_id)
+                try:
+                    event = step.result()
+                except StopAsyncIteration:
+                    return
+                if event["type"] in TERMINAL:
+                    await run_settled(run_id=start.run_id)
+                yield event
+    finally:
+        _blocking_follows.discard(stop)
+
+
+# The blocking follows of this process (run_events), each waiting on its future as well as on its run.
+_blocking_follows: set[asyncio.Future[None]] = set()
+
+
+def blocking_follows_end() -> int:
+    """End every blocking follow of this process with ``server_stopping``: the process is stopping
+    (``make serve``'s graceful stop, once its runs are handed over), and its requests are to be answered
+    before it does. How many there were."""
+    ended = 0
+    for stop in list(_blocking_follows):
+        if not stop.done():
+            stop.set_result(None)
+            ended += 1
+    return ended
+
+
+def _stopping(run_id: int) -> GenerationError:
+    return GenerationError(
+        "server_stopping",
+        f"The server process answering this request is stopping; run {run_id} goes on on another one. Do "
+        f"not send the request again: follow the run at /api/runs/{run_id}/events/ (its story gets the new "
+        "version when it ends).",
+        run_id=run_id,
+    )

@@ -163,17 +163,22 @@ def _until(check: Callable[[], Any], seconds: float, message: Callable[[], str])
     raise AssertionError(message())
 
 
-def _generate_in_background(url: str, token: str, **fields: Any) -> None:
-    """POST a blocking generation that the kill will cut; its answer never comes."""
+def _generate_in_background(url: str, token: str, **fields: Any) -> list[httpx.Response]:
+    """POST a blocking generation that the kill will cut (its answer never comes) or a graceful stop
+    will answer (the list it returns gets the response)."""
     body = {k: v for k, v in generate_message(**fields).items() if k != "type"}
+    answered: list[httpx.Response] = []
 
     def post() -> None:
         # The server is killed mid-request (what the test is about): the request fails.
         with contextlib.suppress(httpx.HTTPError):
             headers = {"Authorization": f"Token {token}"}
-            httpx.post(f"{url}/api/ai/generate-screenplay/", json=body, timeout=120, headers=headers)
+            answered.append(
+                httpx.post(f"{url}/api/ai/generate-screenplay/", json=body, timeout=120, headers=headers)
+            )
 
     threading.Thread(target=post, daemon=True).start()
+    return answered
 
 
 def _checkpointed_scenes(count: int) -> GenerationRun:
@@ -317,6 +322,7 @@ class HandingOver:
     other: Daphne
     run: GenerationRun
     asked_before: int
+    answered: list[httpx.Response]  # the blocking request's answer, from the stopping process
 
 
 def _handing_over(fake_anthropic: FakeAnthropic, servers: Servers, lease: int) -> HandingOver:
@@ -328,9 +334,16 @@ def _handing_over(fake_anthropic: FakeAnthropic, servers: Servers, lease: int) -
         SERVE_GRACEFUL_SECONDS="1",
     )
     stopping, other = servers.start(graceful=True), servers.start(graceful=True)
-    _generate_in_background(stopping.url, servers.token, mode="parallel")
+    answered = _generate_in_background(stopping.url, servers.token, mode="parallel")
     run = _checkpointed_scenes(2)
-    return HandingOver(expected, stopping, other, run, len(fake_anthropic.requests))
+    # The stopping process's own (stalling) asks for scenes 3 and 4 are counted before the hand-over:
+    # they may go out after the checkpoint of the first two.
+    _until(
+        lambda: sorted(scene_number(r.body) or 0 for r in fake_anthropic.requests) == [0, 1, 2, 3, 4],
+        30,
+        lambda: f"asked: {[scene_number(r.body) for r in fake_anthropic.requests]}",
+    )
+    return HandingOver(expected, stopping, other, run, len(fake_anthropic.requests), answered)
 
 
 def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_followed_to_the_end(
@@ -375,6 +388,13 @@ def test_a_run_past_a_graceful_stop_is_handed_over_to_the_other_process_and_foll
     assert sorted(scene_number(r.body) or 0 for r in later) == [3, 4]
     assert f"run {run.pk} handed over" in stopping.log.read_text()
     assert f"run {run.pk} resumed with 2 finished scene(s)" in other.log.read_text()
+    # The blocking request that started it was answered before the process stopped, naming the run to
+    # follow (was: the connection dropped without an answer).
+    (answer,) = handing.answered
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "server_stopping" and answer.json()["run_id"] == run.pk
+    assert f"/api/runs/{run.pk}/events/" in answer.json()["message"]
+    assert answer.json()["retryable"] is False
 
 
 def test_a_socket_following_a_run_on_the_stopping_process_is_closed_with_4503_and_goes_on_from_the_other(
