@@ -75,6 +75,7 @@ _GENERATION_ERROR = inline_serializer(
         "message": drf_serializers.CharField(required=False),
         "retryable": drf_serializers.BooleanField(required=False),
         "retry_after": drf_serializers.IntegerField(required=False),
+        "run_id": drf_serializers.IntegerField(required=False),
         "detail": drf_serializers.CharField(required=False),
     },
 )
