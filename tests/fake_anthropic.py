@@ -972,7 +972,10 @@ def screenplay_reply_for(
 
     system = "".join(block.get("text", "") for block in body.get("system", []) if isinstance(block, dict))
     first = body["messages"][0]["content"]
-    plot = re.search(r"<plot>\n(.*?)\n</plot>", first, re.S)
+    # Parallel mode's scene steps carry the plot in the system prompt, with the outline.
+    plot = re.search(r"<plot>\n(.*?)\n</plot>", first, re.S) or re.search(
+        r"<plot>\n(.*?)\n</plot>", system, re.S
+    )
     title = re.search(r"<title>(.*?)</title>", first, re.S)
     cast = tuple(
         CastMember(name=unescape(name), display_name=unescape(display), context=unescape(context))
@@ -998,6 +1001,40 @@ def screenplay_reply_for(
     )
 
 
+def standalone_reply_for(
+    body: dict[str, Any], *, ttft: float = 0.0, tokens_per_second: float | None = None
+) -> Reply:
+    """What the standalone server answers: each of the app's prompts as a model would (a screenplay,
+    parallel mode's outline and scenes, all from the offline model's screenplay for the plot and the
+    personas), and any other structured-output request (``manage.py claude_check``'s) with the smallest
+    object its schema takes."""
+    from tests.fake_screenwriter import FakeScreenwriter, first_user_text
+
+    asked = first_user_text(body)
+    system = "".join(block.get("text", "") for block in body.get("system", []) if isinstance(block, dict))
+    schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
+    if "<plot>" not in asked + system and isinstance(schema, dict):
+        return Reply(text=json.dumps(_schema_example(schema)), ttft=ttft, tokens_per_second=tokens_per_second)
+    whole = screenplay_reply_for(body, ttft=ttft, tokens_per_second=tokens_per_second)
+    if "Step 1: write the outline" not in asked and "Step 2: write scene" not in asked:
+        return whole
+    writer = FakeScreenwriter(
+        json.loads(whole.text), ttft=ttft, tokens_per_second=tokens_per_second, cut_at_max_tokens=True
+    )
+    return writer(body)
+
+
+def _schema_example(schema: dict[str, Any]) -> object:
+    """The smallest value of a JSON schema's type: its required properties, each the smallest of its own."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: _schema_example(properties.get(name) or {}) for name in schema.get("required") or []}
+    return {"array": [], "string": "", "integer": 0, "number": 0, "boolean": True}.get(str(kind))
+
+
 def main() -> None:
     """Serve until interrupted: ``python -m tests.fake_anthropic --port 8765`` (see docs/generation.md)."""
     import argparse
@@ -1011,9 +1048,10 @@ def main() -> None:
     server = FakeAnthropic(
         api_key=args.key,
         port=args.port,
-        default=lambda body: screenplay_reply_for(
+        default=lambda body: standalone_reply_for(
             body, ttft=args.ttft, tokens_per_second=args.tokens_per_second
         ),
+        prompt_cache=True,
     )
     print(f"fake Anthropic API on {server.base_url} (key {args.key}); Ctrl-C stops it", flush=True)
     try:

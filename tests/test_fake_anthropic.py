@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -14,6 +18,9 @@ from stories.generation.backends.anthropic import api_schema
 from stories.generation.outline import parallel_step_schema
 from stories.generation.prompt import model_screenplay_schema
 from tests.fake_anthropic import FakeAnthropic, Reply, request_problem, token_count
+from tests.live_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "claude-sonnet-4-6"
 _LONG = " ".join(
@@ -344,3 +351,67 @@ def test_the_standalone_fakes_screenplay_answers_a_prompt_that_names_no_persona(
         for scene in written["scenes"]
         for element in scene["elements"]
     )
+
+
+def test_the_standalone_server_answers_claude_check_and_both_modes_as_docs_generation_md_says(
+    tmp_path: Path,
+) -> None:
+    # docs/generation.md, "Trying the Anthropic back-end without a key". Was: every prompt answered with
+    # a whole screenplay, so parallel mode (the default) failed on its outline ("invalid_output"), and
+    # claude_check reported its structured output and the prompt cache failed.
+    port = free_port()
+    fake = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fake_anthropic",
+            "--port",
+            str(port),
+            "--ttft",
+            "0",
+            "--tokens-per-second",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert fake.stdout is not None and "fake Anthropic API on" in fake.stdout.readline()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "STORY_", "REDIS_"))},
+            "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+            "ANTHROPIC_API_KEY": "sk-ant-fake-local",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "STORY_MODEL": "claude-sonnet-5-5",
+        }
+
+        def manage(*arguments: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "manage.py", *arguments]
+            return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+        check = manage("claude_check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert check.stdout.startswith("claude-sonnet-5-5  OK")
+        assert manage("migrate", "--noinput").returncode == 0
+        assert manage("load_demo").returncode == 0
+        for mode in ("parallel", "single"):
+            written = manage(
+                "generate_screenplay",
+                "--plot",
+                "A lighthouse keeper reads a storm. The ferry is late.",
+                "--persona",
+                "noir-detective",
+                "--persona",
+                "starship-captain",
+                "--mode",
+                mode,
+                "--format",
+                "json",
+            )
+            assert written.returncode == 0, written.stderr[-500:]
+            names = {c["persona"] for c in json.loads(written.stdout)["characters"]}
+            assert names == {"noir-detective", "starship-captain"}
+    finally:
+        fake.terminate()
+        fake.wait(10)
