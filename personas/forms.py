@@ -236,9 +236,12 @@ class PersonaConfigForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or self.cleaned_data
+        # The key before the row (_version_check locks it), in the order every write takes them (an
+        # import holds its keys, then locks its rows): taken the other way, a rename and an import of
+        # the same keys each waited for the other (a deadlock PostgreSQL broke with a 500).
+        self._key_hold(cleaned.get("name"))
         self._version_check(cleaned.get("loaded_version"))
         self._key_check(cleaned.get("name"))
-        self._key_hold(cleaned.get("name"))
         self._deactivation_check(cleaned)
         if "config_data" not in cleaned or any(key in self.errors for key in PARTS):
             return cleaned

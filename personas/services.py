@@ -232,6 +232,9 @@ def persona_revert(*, persona_pk: int, version: Version, loaded_version: int, us
     """Put back the key, display name and config a revision holds, as a new edit (a new version, a new
     revision, the cached context forgotten on commit). ``is_active`` is left as it is: (de)activation
     has its own actions and warnings. Refused when the persona changed since ``loaded_version``."""
+    fields = version.field_dict
+    # The key before the row, as every write takes them (see PersonaConfigForm.clean).
+    persona_key_hold(name=fields["name"])
     current = persona_version_lock(persona_pk=persona_pk)
     if current != loaded_version:
         raise ValidationError(
@@ -239,11 +242,8 @@ def persona_revert(*, persona_pk: int, version: Version, loaded_version: int, us
             f"now {'deleted' if current is None else f'version {current}'}). Nothing was reverted.",
             code="stale",
         )
-    fields = version.field_dict
     persona = PersonaConfig.objects.get(pk=persona_pk)
     persona_key_keep_check(persona_pk=persona_pk, key=persona.name, new_key=fields["name"])
-    if fields["name"] != persona.name:
-        persona_key_hold(name=fields["name"])  # as any key given: see persona_key_hold
     persona.name, persona.display_name = fields["name"], fields["display_name"]
     persona.config_data = fields["config_data"]
     # The config was valid when stored (an empty one too, which "blank" would refuse); the key may
@@ -285,6 +285,9 @@ def persona_recover(*, version: Version, user: User) -> PersonaConfig:
 @transaction.atomic
 def personas_duplicate(*, personas: Iterable[PersonaConfig], user: User) -> list[PersonaConfig]:
     """An inactive copy of each persona under a fresh key (``<key>-copy``, ``-copy-2``...), one revision."""
+    personas = list(personas)
+    for stem in sorted({_copy_stem(persona.name) for persona in personas}):  # in one order: no deadlock
+        persona_key_hold(name=stem)
     copies = []
     with _revision(user=user, comment="Duplicated."):
         for persona in personas:
@@ -306,12 +309,16 @@ def _copy_display_name(display_name: str) -> str:
     return f"{display_name[: 200 - len(suffix)].rstrip()}{suffix}"
 
 
-def _copy_name(name: str) -> str:
+def _copy_stem(name: str) -> str:
     # Keys are at most 100 characters; room is kept for "-copy-NNNN".
-    stem = f"{name[:85]}-copy"
-    # Held until the copy is committed: a copy being made of the same persona at the same moment waits,
-    # then finds this one's key taken and takes the next (both took the same key: a 500).
-    persona_key_hold(name=stem)
+    return f"{name[:85]}-copy"
+
+
+def _copy_name(name: str) -> str:
+    # Its stem is held until the copy is committed (personas_duplicate): a copy being made of the same
+    # persona at the same moment waits, then finds this one's key taken and takes the next (both took
+    # the same key: a 500).
+    stem = _copy_stem(name)
     taken = set(PersonaConfig.objects.filter(name__startswith=stem).values_list("name", flat=True))
     candidates = (stem if number == 1 else f"{stem}-{number}" for number in range(1, len(taken) + 2))
     return next(candidate for candidate in candidates if candidate not in taken)

@@ -18,9 +18,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from reversion.models import Version
 
 from personas.admin import PersonaConfigAdmin
+from personas.forms import PersonaConfigForm
 from personas.models import PersonaConfig
 from personas.services import editors_group_ensure
 from tests.personas.test_admin_concurrency import editor_client
+from tests.personas.test_admin_form import _as_browser_posts
 from tests.stories.test_cast_races import Elsewhere
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -166,3 +168,46 @@ def test_a_revert_to_a_key_an_editor_is_adding_is_refused_and_the_new_one_kept(
     assert PersonaConfig.objects.get(pk=persona.pk).name == "spirit"
     messages = [str(message) for message in get_messages(reverting.result.wsgi_request)]
     assert "Persona with this Name already exists." in messages[0]
+
+
+def test_a_rename_and_an_import_taking_the_same_keys_at_once_both_answer_without_a_deadlock(
+    user_factory: Any, persona_factory: Any, monkeypatch: Any
+) -> None:
+    # Ann renames "old" to "hero" while Bob's import creates "hero" and updates "old". The rename locked
+    # its row, then waited for the key "hero"; the import held "hero" and waited for the row: PostgreSQL
+    # found the deadlock after a second and failed one of them (a 500).
+    editors_group_ensure()
+    old = persona_factory("old")
+    ann, bob = editor_client(user_factory, "ann"), editor_client(user_factory, "bob")
+    upload = json.dumps(
+        [
+            {"name": "hero", "display_name": "Hero", "config_data": {"voice": "Bob's."}},
+            {"name": "old", "display_name": "Old", "config_data": {"voice": "Imported."}},
+        ]
+    )
+    preview = bob.post(IMPORT, {"file": SimpleUploadedFile("two.json", upload.encode())}).content.decode()
+    payload = re.search(r'name="payload" value="([^"]*)"', preview)
+    assert payload is not None
+    elsewhere = Elsewhere(lambda: bob.post(IMPORT, {"payload": payload.group(1)}))
+    key_check = PersonaConfigForm._key_check
+
+    def held(form: PersonaConfigForm, name: str | None) -> None:
+        # Ann's form, its version checked, before it looks at the new key.
+        if elsewhere.ident is None:
+            elsewhere.start()
+            elsewhere.blocked_or_done()
+        key_check(form, name)
+
+    monkeypatch.setattr(PersonaConfigForm, "_key_check", held)
+    url = f"{LIST}{old.pk}/change/"
+    renamed = ann.post(url, _as_browser_posts(ann, url, name="hero"))
+    elsewhere.join()
+    assert elsewhere.error is None, elsewhere.error
+    assert elsewhere.result.status_code == 302
+    # One of them got "hero": whichever came second was told, and nothing was half done.
+    hero = PersonaConfig.objects.get(name="hero")
+    if renamed.status_code == 302:
+        assert hero.pk == old.pk
+    else:
+        assert renamed.status_code == 200 and TAKEN in renamed.content.decode()
+        assert hero.config_data == {"voice": "Bob's."}
