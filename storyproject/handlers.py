@@ -23,14 +23,14 @@ once the response is handed to the server, on the request's worker thread.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import IO, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.template import loader
 
 from storyproject import after_response
@@ -43,7 +43,10 @@ class SyncStackASGIHandler(ASGIHandler):
         super().load_middleware(is_async=False)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+        response = await sync_to_async(self.get_response, thread_sensitive=True)(request)
+        if request.method == "HEAD":
+            _body_drop(response)
+        return response
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Work the view put off until its response is sent (storyproject.after_response): the view's
@@ -91,6 +94,26 @@ class SyncStackASGIHandler(ASGIHandler):
         self, scope: Scope, body_file: IO[bytes]
     ) -> tuple[ASGIRequest, None] | tuple[None, HttpResponseBase]:
         return super().create_request(_with_content_length(scope, body_file), body_file)
+
+
+def _body_drop(response: HttpResponseBase) -> None:
+    """Leave a HEAD's response its status and headers (``Content-Length`` included) and no body.
+
+    daphne drops only the first chunk of a HEAD's body: it calls Twisted's ``Request.write`` unbound,
+    past the no-op Twisted puts in place of it once the headers are out. Every later chunk (past 64 KiB,
+    or each event of a stream) was written, and the client read it as its next response's status line.
+    A stream is not read at all: a HEAD of a run's events followed the run to its end. Its own
+    ``close`` (an SSE stream's frees its slot) still runs when the response is closed.
+    """
+    if isinstance(response, StreamingHttpResponse):
+        response.streaming_content = _nothing()
+    elif isinstance(response, HttpResponse):
+        response.content = b""
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
 
 
 def _declared_length(scope: Scope) -> int:
