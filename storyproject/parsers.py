@@ -123,7 +123,7 @@ class StrictMultiPartParser(MultiPartParser):
     ``StrictFormParser`` refuses such a urlencoded form. Django read them with replacement characters: a
     Latin-1 title "café" was saved as "caf\ufffd". A file's content is not decoded here (each import
     reads its own); a part whose headers are not UTF-8 Django skips (django/http/multipartparser.py,
-    parse_boundary_stream), so its field is missing."""
+    parse_boundary_stream), so its field is missing; a body with no part it could read at all is refused."""
 
     def parse(
         self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
@@ -143,7 +143,26 @@ class StrictMultiPartParser(MultiPartParser):
                 f"Multipart form parse error - a field is not {encoding} text (send each field's {encoding} bytes)."
             ) from None
         parsed.data.encoding = encoding
+        if not parsed.data and not parsed.files and not _closing_only(context, media_type):
+            # Django skips what it cannot read: a body without the boundary (JSON sent as a form), a
+            # part whose headers are not UTF-8 or that has no name. A PATCH of it changed nothing, 200.
+            raise ParseError(
+                "Multipart form parse error - no part of the body could be read (each part needs a "
+                '"Content-Disposition: form-data; name=..." header, in UTF-8, between the boundaries).'
+            )
         return parsed
+
+
+def _closing_only(context: Mapping[str, Any], media_type: str | None) -> bool:
+    """Whether a multipart body is no more than its closing delimiter (``--B--``): an empty form, as a
+    browser sends one, whose fields are all absent."""
+    request = context.get("request")
+    length = request.META.get("CONTENT_LENGTH") if request is not None else None
+    boundary = (media_type or "").partition("boundary=")[2].split(";")[0].strip().strip('"')
+    try:
+        return int(length or 0) <= len(boundary) + len("--") * 2 + len("\r\n") * 2
+    except ValueError:
+        return False
 
 
 _JSON_TYPES = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}

@@ -690,6 +690,39 @@ def test_a_multipart_form_whose_fields_are_not_utf8_is_a_400_not_saved_with_repl
     assert Story.objects.count() == count
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"title": "New title"}',  # JSON sent with a multipart Content-Type
+        b'--B\r\nContent-Disposition: form-data; name="t\xe9tle"\r\n\r\nNew title\r\n--B--\r\n',
+        b"--B\r\nContent-Type: text/plain\r\n\r\nNew title\r\n--B--\r\n",  # a part with no name
+    ],
+)
+def test_a_multipart_body_with_no_part_django_can_read_is_a_400_not_an_empty_patch(
+    writer: Any, story: Story, body: bytes
+) -> None:
+    # Django's multipart parser skips what it cannot read (no boundary in the body, a part whose headers
+    # are not UTF-8 or that has no name), so a PATCH of such a body was a PATCH of nothing: 200, the
+    # title unchanged, and the client took its edit for saved.
+    title = story.title
+    response = client_for(writer).patch(
+        f"/api/stories/{story.pk}/", body, content_type="multipart/form-data; boundary=B"
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(
+        "Multipart form parse error - no part of the body could be read"
+    )
+    story.refresh_from_db()
+    assert story.title == title
+
+
+def test_an_empty_multipart_form_is_still_an_empty_patch(writer: Any, story: Story) -> None:
+    response = client_for(writer).patch(
+        f"/api/stories/{story.pk}/", b"--B--\r\n", content_type="multipart/form-data; boundary=B"
+    )
+    assert response.status_code == 200
+
+
 def test_a_multipart_form_in_utf8_keeps_its_letters(writer: Any) -> None:
     client = client_for(writer)
     form = _multipart((b"title", "café «noir»".encode(), None), (b"plot", "Été.".encode(), None))
