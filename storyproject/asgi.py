@@ -27,6 +27,7 @@ from storyproject.runtime import (  # noqa: E402
     daphne_close_reason_sent,
     daphne_form_parsing_off,
     daphne_reason_phrases_known,
+    daphne_request_body_bounded,
     server_runtime_tune,
 )
 from storyproject.send_buffer import unsent_extension_add  # noqa: E402
@@ -45,6 +46,8 @@ router = ProtocolTypeRouter(
 )
 # daphne hands bodies on as they came: Twisted's own parse of POST forms held the event loop.
 daphne_form_parsing_off()
+# Twisted kept a whole body, whatever its size, before the application could answer 413.
+daphne_request_body_bounded()
 # daphne sent a WebSocket close's code without its reason (docs/protocol.md's close codes name reasons).
 daphne_close_reason_sent()
 # daphne's status lines said "429 Unknown Status": Twisted has no phrase for some statuses.

@@ -33,6 +33,15 @@ daphne passes a WebSocket close's code to autobahn and drops its reason (``handl
 sends: the consumer's reasons (docs/protocol.md's close codes: 4429 ``busy`` or ``too_many_messages``)
 reached Channels' test communicator and never a client. ``daphne_close_reason_sent`` sends them.
 
+Twisted reads a request's whole body before daphne hands the request to the application, and spools a
+body past 100 KB (or of no declared length) to a temporary file whatever its size: the application's
+413 past ``HTTP_MAX_BODY_BYTES`` came once it had all arrived, so one client, anonymous (the 401 comes
+after the body too), filled the server's disk with one request. ``daphne_request_body_bounded`` keeps
+at most ``HTTP_MAX_BODY_BYTES`` + 1 bytes of a body and drops the rest as it arrives; the application
+then answers 413 as before (a declared length past the limit at once, a chunked body once it reads one
+byte past it). The client still sends its whole body: a front proxy's limit stops it sooner
+(docs/operations.md).
+
 daphne writes the status line with Twisted's reason phrases (``twisted.web.http.RESPONSES``), which lack
 some the application answers with: a 429 went out as ``429 Unknown Status``. ``daphne_reason_phrases_known``
 adds the standard library's (``http.HTTPStatus``) for every status Twisted does not know.
@@ -91,6 +100,30 @@ def daphne_form_parsing_off() -> None:
 
     WebRequest.__init__ = __init__
     WebRequest._form_parsing_off = True
+
+
+def daphne_request_body_bounded() -> None:
+    """Make daphne's requests keep at most ``HTTP_MAX_BODY_BYTES`` + 1 bytes of a body (see the module
+    docstring)."""
+    from daphne.http_protocol import WebRequest
+
+    if getattr(WebRequest, "_body_bounded", False):
+        return
+    got_length = WebRequest.gotLength
+
+    def gotLength(self: Any, length: int | None) -> None:
+        got_length(self, length)
+        self._body_room = settings.HTTP_MAX_BODY_BYTES + 1
+
+    def handleContentChunk(self: Any, data: bytes) -> None:
+        room = self._body_room
+        if room > 0:
+            self.content.write(data[:room])
+            self._body_room = room - len(data)
+
+    WebRequest.gotLength = gotLength
+    WebRequest.handleContentChunk = handleContentChunk
+    WebRequest._body_bounded = True
 
 
 def daphne_reason_phrases_known() -> None:

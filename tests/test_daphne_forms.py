@@ -1,8 +1,12 @@
 """daphne as clients meet it: a POST form body reaches the application as it came, unparsed by Twisted,
-every status line has its reason phrase, and a HEAD is answered with headers alone."""
+every status line has its reason phrase, a HEAD is answered with headers alone, and a body past
+HTTP_MAX_BODY_BYTES is not kept whole while it arrives."""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,17 @@ def server(tmp_path: Path) -> Iterator[str]:
     url, process = daphne_start(env=server_env(database=tmp_path / "db.sqlite3"), log=tmp_path / "daphne.log")
     yield url
     daphne_stop(process)
+
+
+def _largest_open_file(pid: int) -> int:
+    """The size of the largest regular file process ``pid`` holds open (a deleted temporary file too)."""
+    sizes = [0]
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            sizes.append(os.stat(f"/proc/{pid}/fd/{fd}").st_size)
+        except OSError:
+            continue  # closed meanwhile, or not a file
+    return max(sizes)
 
 
 def test_a_malformed_multipart_body_is_answered_by_the_application(server: str) -> None:
@@ -63,3 +78,30 @@ def test_a_head_of_a_large_response_sends_no_body_and_keeps_the_connection_usabl
     assert head.status_code == 200
     assert int(head.headers["Content-Length"]) > 65_536  # the length a GET would get, no body
     assert (after.status_code, after.text.strip()) == (200, "ok")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads the server's open files in /proc")
+def test_a_body_past_the_limit_is_not_kept_whole_while_it_arrives(tmp_path: Path) -> None:
+    # Twisted reads a request's whole body before daphne hands it to the application, spooling one past
+    # 100 KB to a temporary file whatever its size: a client (anonymous: the 401 comes after the body)
+    # filled the server's disk with one request, however small HTTP_MAX_BODY_BYTES was.
+    env = server_env(database=tmp_path / "db.sqlite3", HTTP_MAX_BODY_BYTES="3000000")
+    url, process = daphne_start(env=env, log=tmp_path / "daphne.log")
+    size, sent = 40_000_000, 0
+    try:
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+            sock.sendall(
+                f"POST /api/stories/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+            )
+            while sent < size - 1_000_000:
+                sock.sendall(b" " * 1_000_000)
+                sent += 1_000_000
+            time.sleep(0.5)  # the server has read what was sent
+            held = _largest_open_file(process.pid)
+            sock.sendall(b" " * (size - sent))
+            answer = sock.recv(100)
+    finally:
+        daphne_stop(process)
+    assert held <= 3_000_001
+    assert answer.startswith(b"HTTP/1.1 413 ")
