@@ -61,7 +61,12 @@ def story_update(*, story: Story, title: str | None = None, plot: str | None = N
         story.plot = text_clean_or_reject(plot, field="plot")
         changed.append("plot")
     if changed:
-        story.save(update_fields=[*changed, "updated_at"])
+        story.updated_at = timezone.now()
+        fields = {name: getattr(story, name) for name in [*changed, "updated_at"]}
+        if not Story.objects.filter(pk=story.pk).update(**fields):
+            # Deleted since the request found it (another tab): Django's save said "did not affect any
+            # rows", a 500.
+            raise _story_gone()
     return story
 
 

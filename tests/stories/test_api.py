@@ -12,6 +12,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from personas.services import EDITORS_GROUP
+from stories import services
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 
 SCREENPLAY = {
@@ -288,6 +289,24 @@ def test_a_nul_byte_in_a_patch_is_a_400_and_changes_nothing(writer: Any, story: 
     assert response.status_code == 400
     story.refresh_from_db()
     assert story.plot == "A crew robs a vault."
+
+
+def test_a_story_deleted_while_a_patch_changes_it_is_a_404(
+    writer: Any, story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another tab deletes the story after this PATCH found it: the save of its title updated no row,
+    # and Django's "Save with update_fields did not affect any rows." was a 500 (seen on PostgreSQL with
+    # a rename and a delete sent at once).
+    clean = services.text_clean_or_reject
+
+    def deleted_first(value: str, *, field: str) -> str:
+        services.story_delete(story=Story.objects.get(pk=story.pk))  # another request's copy of it
+        return clean(value, field=field)
+
+    monkeypatch.setattr(services, "text_clean_or_reject", deleted_first)
+    response = client_for(writer).patch(f"/api/stories/{story.pk}/", {"title": "New"}, format="json")
+    assert (response.status_code, response.json()) == (404, {"detail": "No Story matches the given query."})
+    assert not Story.objects.exists()
 
 
 @pytest.mark.parametrize(
