@@ -16,10 +16,12 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import BaseCache, caches
+from django.http import Http404
 
 from stories import selectors
 from stories.errors import GenerationError
@@ -63,6 +65,15 @@ def screenplay_version_download(*, story: Story, number: int, fmt: str) -> Expor
     )
 
 
+def _content(version: ScreenplayVersion) -> Any:
+    """The version's content, read now when it was deferred: a 404 when the version is gone since it
+    was found (its story deleted by another tab), as it would be a moment later. It was a 500."""
+    try:
+        return version.content
+    except ScreenplayVersion.DoesNotExist:
+        raise Http404(f"No {ScreenplayVersion._meta.object_name} matches the given query.") from None
+
+
 def export_cache_key(*, version: ScreenplayVersion, fmt: str) -> str:
     """The "exports" cache key of the version's file in ``fmt``; ``<key>:building`` is claimed while
     a request builds it."""
@@ -79,10 +90,10 @@ def _meta(version: ScreenplayVersion) -> ExportMeta:
 def _exported(*, version: ScreenplayVersion, fmt: str, meta: ExportMeta) -> tuple[bytes, str, str]:
     export = EXPORT_FORMATS.get(fmt)
     if export is None or not export.cached:
-        return screenplay_export(content=version.content, fmt=fmt, meta=meta)
+        return screenplay_export(content=_content(version), fmt=fmt, meta=meta)
     data = _cached_bytes(
         key=_export_key(version=version, fmt=fmt, meta=meta),
-        build=lambda: screenplay_export(content=version.content, fmt=fmt, meta=meta)[0],
+        build=lambda: screenplay_export(content=_content(version), fmt=fmt, meta=meta)[0],
         user_id=version.story.owner_id,
     )
     return data, export.content_type, export.extension

@@ -159,6 +159,27 @@ def test_a_missing_version_or_huge_id_is_not_found(writer: Any, story: Story) ->
     assert client.get(f"/api/stories/{10**30}/versions/1/export/?format=pdf").status_code == 404
 
 
+def test_a_story_deleted_while_its_pdf_is_exported_is_a_404(
+    writer: Any, story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another tab deletes the story after the export found the version, whose content is read only to
+    # build the file: reading it raised ScreenplayVersion.DoesNotExist, a 500 (seen on PostgreSQL with
+    # a download and a delete sent at once).
+    meta = downloads._meta
+
+    def deleted_first(version: ScreenplayVersion) -> Any:
+        found = meta(version)
+        Story.objects.get(pk=story.pk).delete()  # another request's copy of it
+        return found
+
+    monkeypatch.setattr(downloads, "_meta", deleted_first)
+    response = _client(writer).get(_url(story, fmt="pdf"))
+    assert (response.status_code, response.json()) == (
+        404,
+        {"detail": "No ScreenplayVersion matches the given query."},
+    )
+
+
 def test_anonymous_requests_are_refused(story: Story) -> None:
     response = APIClient().get(_url(story))
     assert response.status_code == 401
