@@ -174,7 +174,8 @@ def generation_run_admit(
 
     The no-op UPDATE on the user's row locks it (a row lock on PostgreSQL, the write lock on SQLite)
     until the run is created, so two processes admitting the same user cannot both squeeze past the
-    limit. Raises GenerationError "busy" or "rate_limited" (stories.limits).
+    limit. Raises GenerationError "busy" or "rate_limited" (stories.limits), or "forbidden" when
+    ``story_id`` is no longer one of the user's stories.
 
     The run is leased to this process (RUN_LEASE_OWNER); ``checkpoint`` is what a resume will need
     (the request). The caller runs the run it gets, keeps its lease, and calls
@@ -190,6 +191,11 @@ def generation_run_admit(
         _orphans_close(user_id=user_id)
         counts = admission_counts(user_id=user_id, now=now, lease_owner=RUN_LEASE_OWNER)
     admission_check(user_id=user_id, now=now, counts=counts)
+    if story_id is not None and not _story_locked(story_id=story_id, user_id=user_id):
+        # Deleted since the caller checked it (another tab): the run's row would break the foreign key
+        # at this commit, an IntegrityError answered as an unexpected failure. Locked, a delete waits
+        # for the run to commit and then leaves it without its story, as it leaves every run.
+        raise GenerationError("forbidden", "that story does not exist or is not yours")
     run = generation_run_start(
         user_id=user_id,
         model=model,
@@ -204,6 +210,11 @@ def generation_run_admit(
     # Registered before the commit: an admission waiting on the user's lock sees the run as running.
     _running_here[run.pk] = _RunHere(user_id=user_id, model=model, mode=mode)
     return run
+
+
+def _story_locked(*, story_id: int, user_id: int) -> bool:
+    """Whether the user's story ``story_id`` exists, its row locked until the transaction ends."""
+    return Story.objects.select_for_update().filter(pk=story_id, owner_id=user_id).exists()
 
 
 def generation_run_release(*, run_id: int) -> None:

@@ -167,6 +167,30 @@ def test_a_story_deleted_between_the_save_and_the_answer_is_a_404_saying_so(
     assert GenerationRun.objects.get().status == "succeeded"
 
 
+def test_a_story_deleted_between_its_check_and_the_admission_is_forbidden_with_no_run(
+    api: APIClient, writer: Any, cast: Any, offline: None, monkeypatch: Any
+) -> None:
+    # The writer deletes the story elsewhere just after the request found it theirs: the run's row,
+    # pointing at it, broke the foreign key at the admission's commit, an IntegrityError answered 502
+    # llm_unavailable ("an unexpected failure") and logged as an ERROR (seen on PostgreSQL with a
+    # generation and a delete sent at once).
+    from stories.generation import pipeline
+    from stories.models import Story
+
+    story = Story.objects.create(owner=writer, title="T", plot="P")
+    owned = pipeline.story_owned
+
+    def deleted_after(*, story_id: int, user_id: int) -> bool:
+        found = owned(story_id=story_id, user_id=user_id)
+        Story.objects.filter(pk=story_id).delete()
+        return found
+
+    monkeypatch.setattr(pipeline, "story_owned", deleted_after)
+    response = api.post(URL, _body(story_id=story.pk), format="json")
+    assert (response.status_code, response.json()["code"]) == (403, "forbidden"), response.content
+    assert not GenerationRun.objects.exists()
+
+
 def test_a_model_title_on_several_lines_becomes_a_one_line_story_title(
     api: APIClient, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
