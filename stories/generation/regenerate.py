@@ -29,7 +29,7 @@ from stories.generation.requests import (
     int_parse,
     model_parse,
 )
-from stories.selectors import story_find_for_user, story_version_find
+from stories.selectors import story_find_for_user, story_owned, story_version_find
 from stories.validation import text_field_problem
 from storyproject.db import db_call
 
@@ -111,6 +111,10 @@ def _generation_for(request: SceneRegenerateRequest, user_id: int) -> tuple[Gene
         raise GenerationError("forbidden", "that story does not exist or is not yours")
     version = story_version_find(story=story, number=request.version)
     if version is None:
+        if not story_owned(story_id=story.pk, user_id=user_id):
+            # Deleted since it was found (another tab), its versions with it: a story that is gone, not
+            # "no version" of a story that had it.
+            raise GenerationError("forbidden", "that story does not exist or is not yours")
         raise _invalid(f"the story has no version {request.version}")
     _base_version_check(request.base_version, story.latest_version_number)
     scenes = version.content.get("scenes") or []

@@ -123,6 +123,30 @@ def test_the_api_answers_404_for_a_story_deleted_while_its_scene_is_rewritten(
     assert fake_anthropic.requests == []
 
 
+def test_a_story_deleted_as_its_version_is_read_is_a_404_not_a_missing_version(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A moment later than the test above: the rewrite found the story, then not its version (deleted
+    # with it by another tab), and answered 400 "the story has no version 1" of a story that had it
+    # (seen on PostgreSQL with a rewrite and a delete sent at once).
+    from stories.generation import regenerate
+
+    story_id, _ = _story_with_version(writer)
+    find = regenerate.story_version_find
+
+    def deleted_first(*, story: Story, number: int) -> Any:
+        Story.objects.filter(pk=story.pk).delete()  # another request
+        return find(story=story, number=number)
+
+    monkeypatch.setattr(regenerate, "story_version_find", deleted_first)
+    client = APIClient()
+    client.force_authenticate(writer)
+    response = client.post(f"/api/stories/{story_id}/versions/1/scenes/1/regenerate/", {}, format="json")
+    assert response.status_code == 404, response.content
+    assert response.json()["code"] == "not_found"
+    assert fake_anthropic.requests == []
+
+
 def test_the_api_refuses_another_writers_story_and_a_scene_that_does_not_exist(
     writer: Any, other_writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
