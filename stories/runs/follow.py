@@ -35,6 +35,15 @@ async def run_starter(*, run_id: int, user_id: int) -> str | None:
     return None if run is None else run.started_by
 
 
+async def run_last_seq_ended(*, run_id: int) -> int | None:
+    """The seq of the run's terminal event while its log holds it; None while the run goes on (or its
+    log went quiet without its end), and when there is no log."""
+    log = run_event_log()
+    if not await log.exists(run_id) or not await log.ended(run_id):
+        return None
+    return await log.last_seq(run_id)
+
+
 async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[dict[str, Any], None]:
     """The run's events with ``seq > after``, then the live ones, ending with its terminal event."""
     log = run_event_log()

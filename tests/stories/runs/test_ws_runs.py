@@ -156,6 +156,30 @@ async def test_attaching_to_a_finished_run_replays_it_whole(
     assert replayed == original
 
 
+async def test_an_attach_after_a_seq_the_run_has_not_reached_is_refused_not_left_silent(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # A client that sent another run's seq (or a made-up one) was sent nothing, ever: the run's events
+    # up to its end, its terminal event included, were all "before" it, and the client waited for an end
+    # it never got. It is told once the run has ended (at once for a run that already has).
+    script_slow(fake_anthropic)
+    starter, run_id = await run_streaming(writer)
+    follower = await ws_connect(writer)
+    try:
+        await follower.send_json_to({"type": "attach", "run_id": run_id, "after": 1_000_000})
+        events = await ws_events(starter)
+        answer = json.loads(await follower.receive_from(timeout=10))  # the run has ended: said then
+        ended = await first_answer(
+            writer, {"type": "attach", "run_id": run_id, "after": events[-1]["seq"] + 1}
+        )
+    finally:
+        await starter.disconnect()
+        await follower.disconnect()
+    assert (answer["type"], answer["code"]) == ("error", "invalid_request")
+    assert "after" in answer["message"] and "run_id" not in answer
+    assert (ended["type"], ended["code"]) == ("error", "invalid_request")
+
+
 async def test_after_the_log_expired_an_attach_gets_the_runs_end_from_the_database(
     writer: Any, cast: Any, offline: None, settings: Any
 ) -> None:
