@@ -150,7 +150,7 @@ def _personas(value: Any) -> list[str]:
         raise _invalid("personas must be a list of persona names")
     for item in value:
         if not isinstance(item, str) or not _PERSONA_NAME.fullmatch(item):
-            raise _invalid("each persona must be a persona name (letters, digits, '-' and '_')")
+            raise _invalid("each persona must be a persona name (1 to 100 letters, digits, '-' and '_')")
     # Duplicates are dropped before counting: a persona named twice takes part once, so thirteen copies
     # of one are one persona, not "more than 12". The list itself is bounded by the message or body size.
     names = list(dict.fromkeys(value))

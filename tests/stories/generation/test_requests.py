@@ -49,6 +49,7 @@ def test_the_offline_model_is_always_allowed(settings: Any) -> None:
         ({"personas": ["has space"]}, "persona name"),
         ({"personas": ["hero\n"]}, "persona name"),
         ({"personas": [7]}, "persona name"),
+        ({"personas": ["p" * 101]}, "1 to 100 letters"),  # was refused without naming the limit
         ({"max_tokens": 255}, "between 256 and 16000"),
         ({"max_tokens": 16_001}, "between 256 and 16000"),
         ({"max_tokens": 10**30}, "between 256 and 16000"),
