@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import select
 import socket
@@ -146,6 +147,12 @@ class FakeAnthropic:
         self.cache_entries: dict[str, float] = {}
         self.cache_ttl_seconds = 300.0
         self.clock: Callable[[], float] = time.monotonic
+        # Until when (time.monotonic()) the account is rate limited: a 429 rate_limit_error with a
+        # retry-after starts a wait, and every request that comes before it ends is answered with a 429
+        # too, without a scripted reply being used. "retry-after: The number of seconds to wait until you
+        # can retry the request. Earlier retries will fail." (platform.claude.com/docs/en/api/rate-limits,
+        # "Response headers"); the limit is the organization's, so it holds for every request.
+        self.rate_limited_until = 0.0
         self.active = 0
         self.max_active = 0
         self.replies: deque[Reply] = deque()
@@ -213,6 +220,21 @@ class FakeAnthropic:
             for key in keys:
                 self.cache_entries[key] = max(self.cache_entries.get(key, 0.0), expires)
 
+    def _rate_limit_start(self, reply: Reply, headers: dict[str, str]) -> None:
+        """Start the wait a rate-limit 429 announces, read as the SDK reads it: ``retry-after-ms``,
+        else ``retry-after`` in seconds (anthropic 2.14 _base_client.py, ``_parse_retry_after_header``)."""
+        if reply.status != 429 or reply.error_code in _SPEND_LIMIT_CODES:
+            return
+        seconds = _header_seconds(headers)
+        if seconds is not None and seconds > 0:
+            with self._lock:
+                self.rate_limited_until = max(self.rate_limited_until, time.monotonic() + seconds)
+
+    def _rate_limit_left(self) -> float:
+        """Seconds left of the current rate-limit wait; 0 when requests are taken."""
+        with self._lock:
+            return max(self.rate_limited_until - time.monotonic(), 0.0)
+
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         with self._lock:
             if self.replies:
@@ -265,11 +287,19 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             record.active_at_arrival = fake.active
         try:
             refusal = request_refusal(record.body)
-            reply = (
-                Reply(status=refusal[0], error_type=refusal[1], error_message=refusal[2])
-                if refusal
-                else reply_shaped(fake._next_reply(record.body), record.body)
-            )
+            waiting = fake._rate_limit_left()
+            if refusal:
+                reply = Reply(status=refusal[0], error_type=refusal[1], error_message=refusal[2])
+            elif waiting:
+                # Asked again before the retry-after of a 429 had passed: refused again, with what is left.
+                reply = Reply(
+                    status=429,
+                    error_type="rate_limit_error",
+                    error_message="This request would exceed your organization's rate limit. Please wait.",
+                    headers={"retry-after": str(math.ceil(waiting))},
+                )
+            else:
+                reply = reply_shaped(fake._next_reply(record.body), record.body)
             if reply.status != 200:
                 self._error(reply)
             else:
@@ -287,10 +317,13 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             return
         request_id = getattr(self, "request_id", "req_fake_unrecorded")
         body = json.dumps(error_body(reply, request_id)).encode()
+        headers = {**error_headers(reply, request_id), **reply.headers}
+        # The wait starts as the answer leaves, so a client that waits what it says is never early.
+        self.server_state._rate_limit_start(reply, headers)
         self.send_response(reply.status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
-        for name, value in {**error_headers(reply, request_id), **reply.headers}.items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -580,6 +613,18 @@ def error_headers(reply: Reply, request_id: str) -> dict[str, str]:
             }
         )
     return headers
+
+
+def _header_seconds(headers: dict[str, str]) -> float | None:
+    """The wait ``retry-after-ms`` or ``retry-after`` (seconds) gives; None for neither (or a date)."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            seconds = float(lowered[name]) / scale
+        except (KeyError, ValueError):
+            continue
+        return seconds if math.isfinite(seconds) else None
+    return None
 
 
 def thinking_shown(body: dict[str, Any]) -> bool:

@@ -415,3 +415,35 @@ def test_the_standalone_server_answers_claude_check_and_both_modes_as_docs_gener
     finally:
         fake.terminate()
         fake.wait(10)
+
+
+def test_a_request_sent_before_a_429s_retry_after_has_passed_is_refused_again() -> None:
+    # Was: the fake answered the next scripted reply whenever it came, so a client that retried before
+    # the wait a 429 asked for succeeded; the API refuses it ("Earlier retries will fail", api/rate-limits).
+    server = FakeAnthropic(default=lambda body: Reply(text="ok"))
+    try:
+        server.script(Reply(status=429, error_type="rate_limit_error", headers={"retry-after": "2"}))
+        for _ in range(2):
+            with pytest.raises(anthropic.RateLimitError) as raised:
+                _send(server)
+        assert raised.value.response.headers["retry-after"] in ("1", "2")
+        assert raised.value.type == "rate_limit_error" and len(server.requests) == 2
+        server.rate_limited_until = 0.0  # as if the two seconds had passed
+        assert _send(server)[0] == "ok"
+    finally:
+        server.close()
+
+
+def test_a_spend_limit_429_or_one_without_a_wait_starts_no_wait() -> None:
+    server = FakeAnthropic(default=lambda body: Reply(text="ok"))
+    try:
+        server.script(
+            Reply(status=429, error_type="rate_limit_error", error_code="enforced_spend_limit_reached"),
+            Reply(status=429, error_type="rate_limit_error", headers={"retry-after": "0"}),
+        )
+        for _ in range(2):
+            with pytest.raises(anthropic.RateLimitError):
+                _send(server)
+        assert _send(server)[0] == "ok"
+    finally:
+        server.close()

@@ -28,7 +28,7 @@ from stories.generation.outline import Outline, parallel_step_schema, scene_chec
 from stories.generation.parallel_continue import part_continue_prompt, part_parse, part_stitch
 from stories.generation.parallel_prompt import parallel_prompt_scene
 from stories.generation.prompt import PersonaContextLike, Prompt
-from stories.generation.retry import backoff_seconds
+from stories.generation.retry import backoff_seconds, retry_after_too_long
 from stories.generation.run import CallResult, Run, call_log, call_text, reply_read
 from storyproject.bidi import bidi_isolated
 from storyproject.tokens import token_estimate
@@ -140,6 +140,9 @@ async def _scene_write(fan: FanOut, index: int) -> dict[str, Any]:
         except GenerationError as error:
             if isinstance(error, OutputCapReached) or not _worth_retrying(error):
                 # A spend limit, a bad key, an invalid request, x-should-retry: false: never again.
+                raise _scene_failed(fan.outline, index, error) from error
+            if retry_after_too_long(error.retry_after, cap_seconds=_BACKOFF_CAP_SECONDS):
+                # A retry sooner than the server's retry-after is refused again (retry.py).
                 raise _scene_failed(fan.outline, index, error) from error
             if error.code == "llm_rate_limited" and rate_limits < settings.STORY_PARALLEL_RATE_LIMIT_RETRIES:
                 rate_limits += 1

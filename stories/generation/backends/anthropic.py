@@ -2,7 +2,8 @@
 
 The SDK's own retries are off (``max_retries=0``): it would obey ``retry-after`` without a cap. Ours
 retry 408, 409, 429, every 5xx (529 and Cloudflare's 52x included) and connection failures at most ``STORY_LLM_MAX_RETRIES`` times, with jittered
-backoff, honour ``retry-after`` up to ``STORY_LLM_RETRY_AFTER_CAP_SECONDS``, and only before any text
+backoff, honour ``retry-after`` up to ``STORY_LLM_RETRY_AFTER_CAP_SECONDS`` (a longer one is not retried:
+the API refuses a request sent before it, retry.py), and only before any text
 has been passed on (text a writer has seen cannot be taken back). Every failure, including an
 ``error`` event mid-stream (an APIStatusError with status 200) and a dropped connection or idle read
 timeout (httpx2's own exceptions), becomes a GenerationError with a protocol code.
@@ -53,7 +54,7 @@ from stories.generation.backends.read_ahead import in_batches
 from stories.generation.backends.read_pacing import PacedBody
 from stories.generation.backends.sse import stream_events
 from stories.generation.models_registry import model_get, supports_structured_output, thinking_param
-from stories.generation.retry import backoff_seconds
+from stories.generation.retry import backoff_seconds, retry_after_too_long
 from storyproject.runtime import serving_loop
 
 _clients: weakref.WeakKeyDictionary[
@@ -113,6 +114,8 @@ class AnthropicBackend(GenerationBackend):
                 retries = settings.STORY_LLM_MAX_RETRIES if call.max_retries is None else call.max_retries
                 if text_sent or not error.retryable or attempt >= retries:
                     raise
+                if retry_after_too_long(error.retry_after):
+                    raise  # a retry before the server's retry-after is refused again (retry.py)
                 yield CallRetried(code=error.code)
                 await asyncio.sleep(backoff_seconds(attempt, error.retry_after))
                 attempt += 1

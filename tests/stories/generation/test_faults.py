@@ -55,17 +55,35 @@ async def test_a_429_or_529_before_the_stream_is_retried_and_then_succeeds(
     assert await ScreenplayVersion.objects.acount() == 1
 
 
-async def test_retry_after_is_honoured_only_up_to_the_cap(
+async def test_a_429_asking_for_a_longer_wait_than_the_cap_is_not_retried_before_it(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
-    # The SDK would sleep an hour here; ours waits at most the cap (0 s in this test).
+    # The SDK would sleep an hour here. Ours used to retry after the cap (0 s in this test), before the
+    # retry-after the API asked for, which the API refuses ("Earlier retries will fail", api/rate-limits):
+    # two more 429s, and the writer kept waiting to be told the same. Now the writer is told at once.
     settings.STORY_LLM_RETRY_AFTER_CAP_SECONDS = 0
     fake_anthropic.script(
         Reply(status=429, error_type="rate_limit_error", headers={"retry-after": "3600"}), _good_reply()
     )
     events = await _generate(writer)
-    assert events[-1]["type"] == "done"
-    assert [r.headers.get("x-stainless-retry-count") for r in fake_anthropic.requests] == ["0", "0"]
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "llm_rate_limited", True)
+    assert error["retry_after"] == 3600 and len(fake_anthropic.requests) == 1
+    run = await _nothing_saved_but_a_failed_run("llm_rate_limited")
+    assert "retries" not in run.details
+
+
+async def test_a_429_asking_for_a_wait_within_the_cap_is_retried_after_that_wait(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # The fake refuses a request made before the 429's retry-after has passed, as the API does.
+    fake_anthropic.script(
+        Reply(status=429, error_type="rate_limit_error", headers={"retry-after-ms": "300"}), _good_reply()
+    )
+    events = await _generate(writer)
+    assert events[-1]["type"] == "done" and len(fake_anthropic.requests) == 2
+    first, second = (request.received_at for request in fake_anthropic.requests)
+    assert second - first >= 0.3
 
 
 @pytest.mark.parametrize(

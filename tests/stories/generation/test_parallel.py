@@ -448,6 +448,28 @@ async def test_a_scene_error_that_must_not_be_retried_fails_at_once(
     events = await _generate(writer)
     error = events[-1]
     assert (error["type"], error["code"], error["retryable"]) == ("error", code, False)
+    # Another scene's call made during the 429's retry-after gets a 429 too, as from the API (the
+    # limit is the account's), and may be retried: scene 2 itself is not.
+    assert not [e for e in events if e["type"] == "scene_retry" and e["index"] == 1]
+    assert [scene_number(r.body) for r in _scene_requests(fake_anthropic)].count(2) == 1
+    assert await Story.objects.acount() == 0
+
+
+async def test_a_scene_429_asking_for_a_longer_wait_than_the_back_off_allows_fails_at_once(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Was: retried four times after 10 s each, before the minute the API asked for, each retry refused
+    # again ("Earlier retries will fail", api/rate-limits), and the writer told after 40 s what it knew.
+    expected = screenplay(scenes=3)
+    screenwriter = FakeScreenwriter(expected, tokens_per_second=4000, chunk_chars=8)
+    screenwriter.always_fail[1] = Reply(
+        status=429, error_type="rate_limit_error", headers={"retry-after": "60"}
+    )
+    fake_anthropic.default = screenwriter
+    events = await _generate(writer)
+    error = events[-1]
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "llm_rate_limited", True)
+    assert 59 <= error["retry_after"] <= 60
     assert not [e for e in events if e["type"] == "scene_retry"]
     assert [scene_number(r.body) for r in _scene_requests(fake_anthropic)].count(2) == 1
     assert await Story.objects.acount() == 0
