@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -147,6 +147,24 @@ class CallResult:
     ms: int = 0
     # The protocol codes of the failed attempts the back-end tried again (backends.base.CallRetried).
     retries: list[str] = field(default_factory=list)
+    # What those attempts were billed, and whether that is an estimate (see ``attempt_retried``).
+    retried_usage: Usage = field(default_factory=Usage)
+    retried_estimated: bool = False
+
+    def attempt_retried(self, code: str) -> None:
+        """The attempt that reported ``report`` failed before any text and is being tried again.
+
+        An attempt whose stream began (its ``message_start`` reported the input tokens) was billed like
+        any call cut off, so it counts with the call: its input, and its output as last reported, an
+        estimate (it passed on no text, and thinking tokens are output: anthropic 2.14
+        types/message_delta_usage.py, ``output_tokens`` "cumulative"). One refused before its stream
+        began (a 429, a 529) reported nothing and adds nothing.
+        """
+        self.retries.append(code)
+        spent, estimated = cut_call_usage(self.report, "")
+        self.retried_usage.add(spent)
+        self.retried_estimated = self.retried_estimated or estimated
+        self.report = None
 
     @property
     def usage(self) -> Usage:
@@ -199,7 +217,7 @@ async def call_stream(
                 elif isinstance(item, CallFinished):
                     result.finished = item
                 elif isinstance(item, CallRetried):
-                    result.retries.append(item.code)
+                    result.attempt_retried(item.code)
                 else:
                     if result.ttft_ms is None:
                         result.ttft_ms = ms_since(started)
@@ -246,11 +264,15 @@ def _call_close(run: Run, result: CallResult, log: dict[str, Any] | None) -> Non
         # Cancelled, dropped or failed mid-stream: what the API reported so far, the output estimated.
         usage, estimated = cut_call_usage(result.report, result.text)
         run.usage_estimated = run.usage_estimated or estimated
-        outcome: dict[str, Any] = {**usage.as_dict(), "usage_estimated": estimated}
+        outcome: dict[str, Any] = {"usage_estimated": estimated or result.retried_estimated}
     else:
-        usage = end.usage
+        usage = replace(end.usage)
         run.record.stop_reason = end.stop_reason
-        outcome = {**usage.as_dict(), "stop_reason": end.stop_reason}
+        outcome = {"stop_reason": end.stop_reason}
+    # Attempts the back-end tried again before this one were billed too (CallResult.attempt_retried).
+    usage.add(result.retried_usage)
+    run.usage_estimated = run.usage_estimated or result.retried_estimated
+    outcome.update(usage.as_dict())
     run.usage.add(usage)
     if log is None:
         return

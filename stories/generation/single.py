@@ -146,6 +146,7 @@ async def _call_events(
 async def _checkpoint(run: Run, work: dict[str, Any], result: CallResult, live: str) -> None:
     # The call is still streaming: what it has cost so far is estimated from the text it sent.
     in_flight, _ = cut_call_usage(result.report, live)
+    in_flight.add(result.retried_usage)  # the call's attempts tried again before this one
     await checkpoint_save(run, work, in_flight=in_flight)
 
 

@@ -93,6 +93,38 @@ async def test_a_finished_run_records_the_reported_usage_not_an_estimate(
     assert (run.input_tokens, run.output_tokens, run.usage_estimated) == (700, 321, False)
 
 
+async def test_an_attempt_retried_after_its_stream_began_is_counted_with_the_call(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # An overloaded_error event after message_start and before any text: the back-end tries again. The
+    # failed attempt had reported its input (message_start), which was billed like a cut call's; the
+    # run counted only the attempt that finished.
+    text = screenplay_text(screenplay())
+    fake_anthropic.script(
+        Reply(text=text, input_tokens=900, cache_read_tokens=300, error_event_after=0),
+        Reply(text=text, input_tokens=900, cache_read_tokens=300, output_tokens=321),
+    )
+    events = await ws_generate(writer)
+    assert events[-1]["type"] == "done" and len(fake_anthropic.requests) == 2
+    run = await GenerationRun.objects.aget()
+    assert (run.input_tokens, run.cache_read_tokens) == (1800, 600)
+    # The failed attempt's output is known only as message_start's count (1): an estimate.
+    assert (run.output_tokens, run.usage_estimated) == (322, True)
+    assert run.details["retries"] == ["llm_overloaded"]
+
+
+async def test_an_attempt_refused_before_its_stream_began_adds_nothing(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.script(
+        Reply(status=529, headers={"retry-after-ms": "5"}),
+        Reply(text=screenplay_text(screenplay()), input_tokens=700, output_tokens=321),
+    )
+    assert (await ws_generate(writer))[-1]["type"] == "done"
+    run = await GenerationRun.objects.aget()
+    assert (run.input_tokens, run.output_tokens, run.usage_estimated) == (700, 321, False)
+
+
 async def test_a_parallel_run_closed_mid_fan_out_counts_every_cut_call(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
