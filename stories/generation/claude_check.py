@@ -17,7 +17,6 @@ from stories.generation.backends.anthropic import AnthropicBackend
 from stories.generation.backends.base import Brief, ModelCall
 from stories.generation.models_registry import model_get
 from stories.generation.run import CallResult, call_stream
-from storyproject.tokens import token_estimate
 
 _SCHEMA = {
     "type": "object",
@@ -26,6 +25,9 @@ _SCHEMA = {
     "additionalProperties": False,
 }
 _MAX_TOKENS = 64
+_FILLER = "This line only makes the cached prefix long enough to be cached. "
+# Its twelve words and its full stop.
+_FILLER_TOKENS_AT_LEAST = 13
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,13 @@ def _check_call(model: str) -> ModelCall:
     minimum = registered.min_cache_tokens if registered else 1024
     # A fresh prefix each run, so the first request writes the cache even if a check ran minutes ago.
     nonce = f"Check {uuid.uuid4().hex}. "
-    filler = "This line only makes the cached prefix long enough to be cached. "
-    # A quarter over the minimum by our estimate (3.8 characters a token): the 4.x tokenizer counts
-    # about four, the 5.x one more tokens for the same text, so the padding is over it on both.
-    padding = nonce + filler * (minimum * 5 // 4 // token_estimate(filler) + 2)
+    # A quarter over the minimum even if each of the filler's words and its full stop is one token, as
+    # common English words are. Was: a quarter over by our estimate (3.8 characters a token, 18 for this
+    # line), which plain words do not reach: a Claude BPE (the anthropic-tokenizer package's, measured
+    # 2026-11-29) counts 13.3 tokens a line, 971 in all for Sonnet 4.6's 1,024 minimum and 3,736 for
+    # Haiku 4.5's and Opus 4.6's 4,096, so the API would cache nothing and the check fail a healthy
+    # model ("Shorter prompts cannot be cached, even if marked with cache_control", prompt-caching).
+    padding = nonce + _FILLER * (minimum * 5 // 4 // _FILLER_TOKENS_AT_LEAST + 1)
     return ModelCall(
         model=model,
         max_tokens=_MAX_TOKENS,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from stories.generation.claude_check import _check_call
+from stories.generation.models_registry import MODELS
 from tests.fake_anthropic import FakeAnthropic, Reply
 
 OK = '{"ok": true}'
@@ -88,3 +91,14 @@ def test_an_unknown_model_of_5000_characters_is_quoted_short(fake_anthropic: Fak
     assert message.startswith("'" + "x" * 80 + "…' (5000 characters) is not a known Claude model (known: ")
     assert len(message) < 400
     assert fake_anthropic.requests == []
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_the_checks_cached_prefix_reaches_the_models_minimum_even_at_one_token_a_word(model: str) -> None:
+    # The fake counts 1.3 tokens a word and cached the padding; a Claude BPE counts a common English word
+    # as one token (971 tokens for Sonnet 4.6's 1,024 minimum by the anthropic-tokenizer package), and the
+    # API caches nothing under the minimum: the check failed a healthy model. Here a token per word and per
+    # full stop, a floor for what the API counts of this padding.
+    text = _check_call(model).system[0]["text"]
+    floor = len(re.findall(r"[A-Za-z0-9]+|\.", text))
+    assert floor >= MODELS[model].min_cache_tokens * 1.2
