@@ -91,6 +91,14 @@ _SPEND_LIMIT_CODES = frozenset(
         "linked_organization_spend_limit_reached",
     }
 )
+# The account's own limits, which the API answers with a 400 invalid_request_error and no error_code: a
+# spend limit the organization set itself ("returns HTTP 400 invalid_request_error, not 429",
+# platform.claude.com/docs/en/api/rate-limits, "Spend limits"), whose message is "You have reached your
+# specified API usage limits. You will regain access on ..." (or "specified workspace API usage
+# limits"), and a prepaid credit balance run out ("Your credit balance is too low to access the
+# Anthropic API. Please go to Plans & Billing ..."), both as quoted in public error logs. The message is
+# all that tells them from a bad request; a wording the API changes falls back to invalid_request.
+_ACCOUNT_LIMIT_400 = re.compile(r"specified (?:workspace )?API usage limits|credit balance is too low", re.I)
 # The codes of a request, key or model the API refused: retried only when it says ``x-should-retry: true``
 # (a spend limit, ``llm_quota``, never: waiting does not lift it).
 _REFUSAL_CODES = frozenset({"llm_config", "invalid_request"})
@@ -387,7 +395,12 @@ def _with_request_id(error: GenerationError, request_id: str | None) -> Generati
 def _refusal(error: anthropic.APIStatusError, kind: str, status: int) -> GenerationError | None:
     """The error of a status or type that says the request, key, model or account is wrong; else None."""
     detail = _operator_detail(error)
-    if status == 402 or kind == "billing_error" or error.error_code in _SPEND_LIMIT_CODES:
+    if (
+        status == 402
+        or kind == "billing_error"
+        or error.error_code in _SPEND_LIMIT_CODES
+        or _account_limit(error)
+    ):
         return GenerationError(
             "llm_quota",
             "the model provider's spending limit for this service has been reached; retrying will not "
@@ -435,6 +448,11 @@ def _refusal(error: anthropic.APIStatusError, kind: str, status: int) -> Generat
             operator_detail=detail,
         )
     return None
+
+
+def _account_limit(error: anthropic.APIStatusError) -> bool:
+    """Whether an invalid_request_error says the account may not spend (``_ACCOUNT_LIMIT_400``)."""
+    return error.type == "invalid_request_error" and bool(_ACCOUNT_LIMIT_400.search(error.api_message or ""))
 
 
 def _unexplained_refusal(status: int, kind: str) -> str:

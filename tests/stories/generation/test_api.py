@@ -104,6 +104,15 @@ def test_a_plot_with_a_control_character_is_a_400_naming_it(
         (Reply(text="not json at all"), 502, "invalid_output"),
         (Reply(status=402, error_type="billing_error"), 503, "llm_quota"),
         (
+            Reply(
+                status=400,
+                error_type="invalid_request_error",
+                error_message="Your credit balance is too low to access the Anthropic API.",
+            ),
+            503,
+            "llm_quota",
+        ),
+        (
             Reply(status=429, error_type="rate_limit_error", error_code="contract_spend_limit_reached"),
             503,
             "llm_quota",

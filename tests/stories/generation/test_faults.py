@@ -333,6 +333,28 @@ async def test_a_402_billing_error_is_llm_quota_not_retried(
 
 
 @pytest.mark.parametrize(
+    "message",
+    [
+        "You have reached your specified API usage limits. You will regain access on 2026-12-01 at 00:00 UTC.",
+        "You have reached your specified workspace API usage limits. You will regain access on 2026-12-01.",
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to "
+        "upgrade or purchase credits.",
+    ],
+)
+async def test_a_400_for_the_accounts_own_spend_limit_or_credit_is_llm_quota_not_the_writers_request(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture, message: str
+) -> None:
+    # A spend limit the organization set itself is a 400 invalid_request_error, not a 429 (Anthropic's
+    # rate-limits page, "Spend limits"), and so is a credit balance run out; neither has an error_code.
+    # Was: invalid_request, "the model provider rejected the request: ...", a writer's fault.
+    reply = Reply(status=400, error_type="invalid_request_error", error_message=message)
+    error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "llm_quota")
+    assert "spending limit" in error["message"] and "rejected the request" not in error["message"]
+    [line] = _operator_lines(caplog)
+    assert "status 400" in line and "llm_quota" in line and "request-id req_fake_000001" in line
+
+
+@pytest.mark.parametrize(
     ("status", "error_type", "words"),
     [
         (401, "authentication_error", "API key"),
