@@ -402,7 +402,9 @@ STORY_MAX_TITLE_CHARS = 200
 STORY_MAX_PERSONAS = envint("STORY_MAX_PERSONAS", 12, minimum=1)
 STORY_MAX_BATCH_NAMES = envint("STORY_MAX_BATCH_NAMES", 50, minimum=1)
 STORY_MIN_MAX_TOKENS = envint("STORY_MIN_MAX_TOKENS", 256, minimum=1)
-STORY_MAX_MAX_TOKENS = envint("STORY_MAX_MAX_TOKENS", 16_000, minimum=256)
+# At most the largest max output of any model (128K, models_registry's max_output): a larger bound only
+# let requests through whose run could not be recorded (max_tokens past PostgreSQL's integer).
+STORY_MAX_MAX_TOKENS = envint("STORY_MAX_MAX_TOKENS", 16_000, minimum=256, maximum=128_000)
 if STORY_MIN_MAX_TOKENS > STORY_MAX_MAX_TOKENS:
     raise ImproperlyConfigured(
         f"STORY_MIN_MAX_TOKENS ({STORY_MIN_MAX_TOKENS}) must not be above STORY_MAX_MAX_TOKENS "

@@ -193,6 +193,13 @@ def test_settings_refuse_max_tokens_bounds_that_leave_no_value() -> None:
     assert "STORY_MIN_MAX_TOKENS (20000) must not be above STORY_MAX_MAX_TOKENS (16000)" in refusal
 
 
+def test_settings_refuse_a_max_tokens_bound_no_model_can_write() -> None:
+    # Start-up passed with STORY_MAX_MAX_TOKENS=99999999999; a request for 3,000,000,000 tokens was then
+    # admitted, and on PostgreSQL its run's record failed ("integer out of range"): llm_unavailable.
+    refusal = _settings_refusal(STORY_MAX_MAX_TOKENS="99999999999")
+    assert "STORY_MAX_MAX_TOKENS must be at most 128000" in refusal
+
+
 @pytest.mark.parametrize(
     "setting",
     ["STORY_STREAMING_STALE_SECONDS", "STORY_LLM_CONNECT_TIMEOUT_SECONDS", "STORY_LLM_READ_TIMEOUT_SECONDS"],
