@@ -195,8 +195,11 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-# Data uploads (persona cards in the admin) are bounded.
-DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DJANGO_DATA_UPLOAD_MAX_BYTES", 2_621_440, minimum=1024)
+# Data uploads (persona cards in the admin) are bounded; at most 1 GiB, which daphne holds in memory
+# whole (past what a file read takes, 2**63 bytes, import_personas stopped with an OverflowError).
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint(
+    "DJANGO_DATA_UPLOAD_MAX_BYTES", 2_621_440, minimum=1024, maximum=1_073_741_824
+)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 # JSON bodies sent to the API are bounded before they are read (storyproject/parsers.py): 413 past it.
@@ -397,7 +400,9 @@ STORY_EXPORT_BUILDS_PER_HOUR = envint("STORY_EXPORT_BUILDS_PER_HOUR", 30, minimu
 # --- Limits (each gives a clear error when exceeded) ------------------------------------------
 PERSONA_CONTEXT_TOKEN_BUDGET = envint("PERSONA_CONTEXT_TOKEN_BUDGET", 600, minimum=50)
 PERSONA_CONFIG_MAX_BYTES = envint("PERSONA_CONFIG_MAX_BYTES", 65_536, minimum=1024)
-STORY_MAX_PLOT_CHARS = envint("STORY_MAX_PLOT_CHARS", 20_000, minimum=100)
+# At most a million characters, some 250,000 tokens, past what a prompt holds (and a plot file's read,
+# four bytes a character, stopped with an OverflowError past 2**61 of them).
+STORY_MAX_PLOT_CHARS = envint("STORY_MAX_PLOT_CHARS", 20_000, minimum=100, maximum=1_000_000)
 STORY_MAX_TITLE_CHARS = 200
 STORY_MAX_PERSONAS = envint("STORY_MAX_PERSONAS", 12, minimum=1)
 STORY_MAX_BATCH_NAMES = envint("STORY_MAX_BATCH_NAMES", 50, minimum=1)

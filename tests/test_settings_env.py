@@ -193,6 +193,18 @@ def test_settings_refuse_max_tokens_bounds_that_leave_no_value() -> None:
     assert "STORY_MIN_MAX_TOKENS (20000) must not be above STORY_MAX_MAX_TOKENS (16000)" in refusal
 
 
+@pytest.mark.parametrize(
+    ("setting", "maximum"),
+    [("DJANGO_DATA_UPLOAD_MAX_BYTES", 1_073_741_824), ("STORY_MAX_PLOT_CHARS", 1_000_000)],
+)
+def test_settings_refuse_a_size_no_read_can_take(setting: str, maximum: int) -> None:
+    # Start-up passed, then `import_personas` (which reads a file up to the upload limit) and
+    # `generate_screenplay --plot-file` (up to four bytes a plot character) stopped with Python's
+    # "OverflowError: cannot fit 'int' into an index-sized integer" and its traceback.
+    refusal = _settings_refusal(**{setting: "99999999999999999999"})
+    assert f"{setting} must be at most {maximum}" in refusal
+
+
 def test_settings_refuse_a_max_tokens_bound_no_model_can_write() -> None:
     # Start-up passed with STORY_MAX_MAX_TOKENS=99999999999; a request for 3,000,000,000 tokens was then
     # admitted, and on PostgreSQL its run's record failed ("integer out of range"): llm_unavailable.
