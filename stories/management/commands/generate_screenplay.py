@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import dataclasses
 import json
 import os
@@ -320,14 +321,18 @@ def _plot_file(path: Path) -> str:
             data = file.read(limit)
     except OSError as error:
         raise CommandError(f"Cannot read {path}: {error.strerror}.", returncode=EXIT_INVALID) from None
+    # A byte-order mark (Windows' Notepad writes one) is not the plot's: it was kept as an invisible
+    # U+FEFF at the start of the story's plot and of the prompt.
+    text = data.removeprefix(codecs.BOM_UTF8)
     try:
-        return data.decode("utf-8")
+        return text.decode("utf-8")
     except UnicodeDecodeError as error:
         if len(data) == limit and error.reason == "unexpected end of data":
             # Cut inside a character at the limit: too long, which the request's check says.
-            return data.decode("utf-8", errors="replace")
+            return text.decode("utf-8", errors="replace")
+        byte = error.start + len(data) - len(text) + 1
         raise CommandError(
-            f"{path} is not UTF-8 text (byte {error.start + 1} is not); save it as UTF-8.",
+            f"{path} is not UTF-8 text (byte {byte} is not); save it as UTF-8.",
             returncode=EXIT_INVALID,
         ) from None
 

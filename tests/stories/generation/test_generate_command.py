@@ -141,6 +141,17 @@ def test_a_plot_file_that_is_not_utf8_is_refused_not_garbled(
     assert not GenerationRun.objects.exists()
 
 
+def test_a_plot_file_saved_with_a_byte_order_mark_gives_the_plot_without_it(
+    writer: Any, cast: Any, offline: None, tmp_path: Path
+) -> None:
+    # Windows' Notepad saves UTF-8 with a byte-order mark: it became an invisible U+FEFF at the start of
+    # the story's plot (and of the prompt), which Regenerate then sent again.
+    plot_file = tmp_path / "plot.txt"
+    plot_file.write_bytes("\ufeffThe fog lifts.\r\nA lie.".encode())
+    _generate("--plot-file", str(plot_file), *PERSONAS)
+    assert Story.objects.get().plot == "The fog lifts.\r\nA lie."
+
+
 def test_a_plot_file_over_the_limit_is_too_long_even_when_cut_inside_a_character(
     writer: Any, cast: Any, offline: None, tmp_path: Path, settings: Any
 ) -> None:
