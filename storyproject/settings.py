@@ -110,7 +110,11 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = redis_url("REDIS_URL")
-# prometheus-client's multiprocess mode writes its files there from the first metric on.
+# prometheus-client's multiprocess mode writes its files there from the first metric on. Set but empty,
+# it is unset, as for the rest of this code: prometheus-client took it for multiprocess mode and wrote
+# each process's files into the current directory.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "x").strip():
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not os.path.isdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]):
     raise ImproperlyConfigured("PROMETHEUS_MULTIPROC_DIR must name an existing directory")
 if REDIS_URL:

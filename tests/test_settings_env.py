@@ -122,6 +122,27 @@ def test_settings_refuse_a_missing_prometheus_multiprocess_directory(tmp_path: P
     assert "PROMETHEUS_MULTIPROC_DIR must name an existing directory" in refusal
 
 
+def test_an_empty_prometheus_multiprocess_directory_is_unset(tmp_path: Path) -> None:
+    # Set but empty (an `Environment=PROMETHEUS_MULTIPROC_DIR=` line), it was unset for this code and
+    # multiprocess mode for prometheus-client, which wrote each process's .db files into the current
+    # directory (the checkout), a new pair at every start.
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from stories import metrics"],
+        env={
+            "DJANGO_SETTINGS_MODULE": "storyproject.settings",
+            "PATH": "",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            "PROMETHEUS_MULTIPROC_DIR": "",
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def _settings_refusal(**environ: str) -> str:
     """What django.setup() prints when it refuses the environment, in a fresh process."""
     result = subprocess.run(
