@@ -176,6 +176,18 @@ def test_a_wrong_old_password_or_a_weak_new_one_changes_nothing_and_says_why(wri
     assert Client().login(username="writer", password="pw-writer")
 
 
+def test_the_password_fields_point_screen_readers_at_their_errors_and_help(writer: Any) -> None:
+    # Each field named, in aria-describedby, an error and a help text ("id_old_password_error",
+    # "id_new_password1_helptext") that had other ids or none: a screen reader read no error at all.
+    client = Client()
+    assert client.login(username="writer", password="pw-writer")
+    page = _password_change(client, "not-it", "a harbour", "a harbour at low tide").content.decode()
+    described = {ref for refs in re.findall(r'aria-describedby="([^"]+)"', page) for ref in refs.split()}
+    assert {"id_old_password_error", "id_new_password1_helptext", "id_new_password2_error"} <= described
+    for ref in described:
+        assert f'id="{ref}"' in page, ref
+
+
 def test_guessing_the_old_password_is_throttled_as_a_login_is(writer: Any, settings: Any) -> None:
     # A session left open elsewhere must not let someone try old passwords without limit.
     settings.LOGIN_FAILURES_PER_ACCOUNT = 3
