@@ -204,3 +204,18 @@ def test_the_zip_that_exporting_several_personas_makes_imports_back(
         "changed": "Old words here.",
         "same": "Calm.",
     }
+
+
+@pytest.mark.django_db
+def test_the_import_forms_file_field_points_screen_readers_at_its_help_and_error(
+    editor_client: Client,
+) -> None:
+    # The field named "id_file_helptext" in its aria-describedby, and no element had that id.
+    refused = editor_client.post(IMPORT, {"file": SimpleUploadedFile("bad.json", b"not json")})
+    for page in (editor_client.get(IMPORT).content.decode(), refused.content.decode()):
+        field = re.search(r'<input[^>]*name="file"[^>]*>', page)
+        assert field
+        described = re.search(r'aria-describedby="([^"]+)"', field.group(0))
+        assert described and "id_file_helptext" in described.group(1)
+        for ref in described.group(1).split():
+            assert f'id="{ref}"' in page, ref
