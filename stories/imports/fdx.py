@@ -76,6 +76,7 @@ def _root(data: bytes) -> ET.Element:
     try:
         root = fromstring(_expat_readable(data), forbid_dtd=True)
     except ET.ParseError as error:
+        _utf8_check(data)
         line, column = error.position
         raise ScreenplayImportError(
             f"this is not well-formed XML (column {column})", where=f"line {line}"
@@ -89,6 +90,25 @@ def _root(data: bytes) -> ET.Element:
             f"this is XML but not a Final Draft document (its root is <{root.tag[:40]}>)"
         )
     return root
+
+
+def _utf8_check(data: bytes) -> None:
+    """Refuse, naming the byte, a file expat reads as UTF-8 (no UTF-16 mark, no other encoding declared)
+    that is not: expat's "not well-formed XML" at an accent said nothing of the encoding."""
+    declared = _DECLARED.match(data)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        declared is not None and declared.group(1).upper() not in (b"UTF-8", b"UTF8", b"UTF_8")
+    ):
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ScreenplayImportError(
+            f"the file is not UTF-8 text (byte {error.start + 1} cannot be read), which an FDX is unless "
+            "its XML declaration names another encoding; save it as UTF-8 and import it again",
+            where=f"line {line}",
+        ) from None
 
 
 def _title(root: ET.Element, builder: ScreenplayBuilder) -> None:

@@ -259,3 +259,16 @@ def test_fdx_empty_paragraphs_final_draft_leaves_behind_are_skipped_not_refused_
         },
     ]
     assert content["characters"] == [{"name": "ANNA"}]
+
+
+@pytest.mark.parametrize("declaration", ['<?xml version="1.0" encoding="UTF-8"?>\n', ""])
+def test_fdx_in_latin1_where_utf8_is_read_says_it_is_not_utf8(declaration: str) -> None:
+    # An FDX saved in Windows-1252 by some tool, declaring UTF-8 or nothing (so UTF-8): the answer was
+    # "line 2: this is not well-formed XML (column 95)", which says nothing of the encoding.
+    body = _FDX_BODY.replace("東京 - 夜", "CAFÉ - DAY").replace("雨が降る。", "Crème brûlée.")
+    data = declaration.encode() + body.encode("latin-1")
+    with pytest.raises(ScreenplayImportError) as refused:
+        screenplay_from_fdx(data)
+    byte = data.index("É".encode("latin-1")) + 1
+    assert f"the file is not UTF-8 text (byte {byte} cannot be read)" in str(refused.value)
+    assert "save it as UTF-8" in str(refused.value)
