@@ -201,7 +201,15 @@ class Command(ProjectCommand):
                 raise _failure(error) from None
             except GenerationCancelled:
                 raise CommandError("cancelled: nothing was saved", returncode=EXIT_FAILED) from None
-            progress.update(task, description="Saved" if outcome.saved else "Done", total=1, completed=1)
+            # The run's own count, without the last progress event's ETA (which stayed on the finished bar).
+            tokens = outcome.done["usage"].get("output_tokens", 0)
+            progress.update(
+                task,
+                description="Saved" if outcome.saved else "Done",
+                total=1,
+                completed=1,
+                status=f"{tokens} tokens",
+            )
         return outcome
 
     def _show(self, event: Event, fmt: str, progress: Progress, task: TaskID) -> None:

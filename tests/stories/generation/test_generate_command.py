@@ -279,3 +279,15 @@ def test_a_closed_stdout_stops_the_run_with_one_line_not_a_traceback(
     run = GenerationRun.objects.get()
     assert run.status == "cancelled"
     assert not Story.objects.exists()
+
+
+def test_the_finished_progress_line_gives_the_runs_tokens_and_no_eta(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # The last progress event's ETA stayed on the finished bar: "Saved ... 4 tokens, ETA 42 s".
+    _out, err = _generate("--plot", "A statue, a lie, a fog.", *PERSONAS, "--mode", "single")
+    output_tokens = GenerationRun.objects.get().output_tokens
+    finished = [line for line in err.splitlines() if line.lstrip().startswith("Saved ━")]
+    assert finished, err
+    assert "ETA" not in finished[-1]
+    assert finished[-1].rstrip().endswith(f"{output_tokens} tokens")
