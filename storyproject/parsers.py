@@ -272,7 +272,8 @@ class StrictContentNegotiation(DefaultContentNegotiation):
         try:
             return super().select_renderer(request, renderers, format_suffix)
         except Http404:
-            formats = ", ".join(str(renderer.format) for renderer in renderers)
+            # Once each: the schema view has two renderers of each format (two media types).
+            formats = ", ".join(dict.fromkeys(str(renderer.format) for renderer in renderers))
             asked = request.query_params.get(self.settings.URL_FORMAT_OVERRIDE or "", "")
             detail = f"format={text_quoted(asked, limit=20)} is not offered here; formats: {formats}."
             raise ParseError({"detail": detail, "code": "invalid_parameter"}) from None

@@ -783,6 +783,13 @@ def test_a_format_no_renderer_has_is_a_400_naming_the_formats(writer: Any, story
     assert (browsable.status_code, browsable["Content-Type"]) == (200, "text/html; charset=utf-8")
 
 
+def test_the_schemas_unknown_format_names_each_format_once(writer: Any) -> None:
+    # The schema has two renderers of each format (two media types): "formats: yaml, yaml, json, json."
+    response = client_for(writer).get("/api/schema/?format=xml")
+    assert response.status_code == 400
+    assert "formats: yaml, json." in response.content.decode()
+
+
 @pytest.mark.parametrize("debug", [False, True])
 def test_a_write_to_an_api_url_without_its_slash_is_redirected_keeping_its_method_and_body(
     writer: Any, story: Story, settings: Any, debug: bool
