@@ -249,3 +249,11 @@ def test_a_command_whose_work_fails_exits_1(persona_factory: Any, tmp_path: Path
     with pytest.raises(CommandError, match="Could not write to") as failed:
         call_command("export_personas", "halcyon", "--out", str(not_a_folder), stdout=io.StringIO())
     assert failed.value.returncode == EXIT_FAILED == 1
+
+
+def test_import_personas_help_names_every_kind_of_file_it_reads() -> None:
+    # It read zips (the admin's export of several personas) and said only "JSON or PNG".
+    command = load_command_class("personas", "import_personas")
+    text = " ".join(command.create_parser("manage.py", "import_personas").format_help().split())
+    assert "a zip of such files" in text
+    assert "exit status 2" in text

@@ -15,8 +15,9 @@ from storyproject.commands import EXIT_INVALID, ProjectCommand
 
 class Command(ProjectCommand):
     help = (
-        "Import personas from our JSON or Character Card V1/V2/V3 files (JSON or PNG). Every file is "
-        "read and checked first; if any is bad, nothing is imported. A persona with the same name is updated."
+        "Import personas from our JSON or Character Card V1/V2/V3 files (JSON or PNG), or a zip of such "
+        "files (the admin's export of several personas). Every file is read and checked first; if any is "
+        "bad, nothing is imported (exit status 2). A persona with the same name is updated."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
