@@ -371,9 +371,13 @@ def test_export_refuses_unknown_names_and_writes_ours(tmp_path: Path, persona_fa
     call_command("export_personas", "--format", "card-v2", "--out", str(tmp_path), stdout=io.StringIO())
     card = json.loads((tmp_path / "hero.card.json").read_text())
     assert card["data"]["extensions"]["screenplay_studio"]["config"]["voice"] == "Loud."
-    # A place that cannot be a directory: one line saying so, no traceback.
-    for out in (tmp_path / "hero.json", tmp_path / "hero.json" / "below"):
-        with pytest.raises(CommandError, match=f"Could not write to {out}: "):
+    # A place that cannot be a directory: one line saying so, no traceback. A file there was said as
+    # "File exists", which read as if an exported file were in the way.
+    for out, reason in (
+        (tmp_path / "hero.json", "it is a file, not a directory"),
+        (tmp_path / "hero.json" / "below", "Not a directory"),
+    ):
+        with pytest.raises(CommandError, match=re.escape(f"Could not write to {out}: {reason}.")):
             call_command("export_personas", "--out", str(out), stdout=io.StringIO())
 
 

@@ -51,6 +51,10 @@ class Command(ProjectCommand):
             out.mkdir(parents=True, exist_ok=True)
             for file in exported:
                 self._write(out / file.filename, file.data, overwrite=options["overwrite"])
+        except FileExistsError:
+            # From mkdir: a file is where the directory should be ("File exists" read as if an exported
+            # file were in the way).
+            raise CommandError(f"Could not write to {out}: it is a file, not a directory.") from None
         except OSError as error:
             # Not a directory, no permission, a full disk: said in one line, whatever was written kept.
             raise CommandError(f"Could not write to {out}: {error.strerror or error}.") from None
