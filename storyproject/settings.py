@@ -206,8 +206,26 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = envint(
 )
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
+# The largest imported or edited screenplay (an FDX of a feature film is 0.5-1.5 MB; its Fountain a
+# tenth of that).
+STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 1_000_000, minimum=10_000, maximum=2_500_000)
 # JSON bodies sent to the API are bounded before they are read (storyproject/parsers.py): 413 past it.
-API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# By default room for the editor's save of a text at the import limit ({"fountain": ...}): in JSON a
+# line break is two bytes, so a text of short lines within the limit made a larger body, refused 413.
+API_MAX_BODY_BYTES = envint(
+    "API_MAX_BODY_BYTES", max(1_048_576, 2 * STORY_IMPORT_MAX_BYTES + 65_536), minimum=1024
+)
+# Above either body limit, a screenplay the import takes could never be saved from the editor (its JSON
+# body a 413) nor uploaded (the form's): refused here rather than found by a writer.
+for _limit_name, _limit in (
+    ("API_MAX_BODY_BYTES", API_MAX_BODY_BYTES),
+    ("DJANGO_DATA_UPLOAD_MAX_BYTES", DATA_UPLOAD_MAX_MEMORY_SIZE),
+):
+    if _limit < STORY_IMPORT_MAX_BYTES:
+        raise ImproperlyConfigured(
+            f"STORY_IMPORT_MAX_BYTES ({STORY_IMPORT_MAX_BYTES}) must not be above {_limit_name} ({_limit}):"
+            " an imported screenplay of that size could not be saved from the editor"
+        )
 # Any request body, chunked or not, is read by the ASGI handler up to this size (storyproject/handlers.py):
 # 413 past it. The default leaves room for a multipart upload's framing around a file at the upload limit.
 HTTP_MAX_BODY_BYTES = envint(
@@ -368,21 +386,8 @@ STORY_PARALLEL_SCENE_RETRIES = envint("STORY_PARALLEL_SCENE_RETRIES", 2, minimum
 # Rate-limit (429) retries for one scene; each also halves the fan-out's concurrency.
 STORY_PARALLEL_RATE_LIMIT_RETRIES = envint("STORY_PARALLEL_RATE_LIMIT_RETRIES", 4, minimum=0, maximum=10)
 STORY_MAX_REGENERATE_INSTRUCTIONS_CHARS = 2000
-# Importing Fountain or Final Draft (stories/imports/, docs/exports.md): the largest file (an FDX of a
-# feature film is 0.5-1.5 MB; its Fountain a tenth of that) and the most scenes (features run 40-200).
-# Under API_MAX_BODY_BYTES: the editor saves the text as JSON ({"fountain": ...}), a little larger.
-STORY_IMPORT_MAX_BYTES = envint("STORY_IMPORT_MAX_BYTES", 1_000_000, minimum=10_000, maximum=2_500_000)
-# Above either body limit, a screenplay the import takes could never be saved from the editor (its JSON
-# body a 413) nor uploaded (the form's): refused here rather than found by a writer.
-for _limit_name, _limit in (
-    ("API_MAX_BODY_BYTES", API_MAX_BODY_BYTES),
-    ("DJANGO_DATA_UPLOAD_MAX_BYTES", DATA_UPLOAD_MAX_MEMORY_SIZE),
-):
-    if _limit < STORY_IMPORT_MAX_BYTES:
-        raise ImproperlyConfigured(
-            f"STORY_IMPORT_MAX_BYTES ({STORY_IMPORT_MAX_BYTES}) must not be above {_limit_name} ({_limit}):"
-            " an imported screenplay of that size could not be saved from the editor"
-        )
+# Importing Fountain or Final Draft (stories/imports/, docs/exports.md): the most scenes (features run
+# 40-200); the largest file is STORY_IMPORT_MAX_BYTES, read with the body limits above.
 STORY_IMPORT_MAX_SCENES = envint("STORY_IMPORT_MAX_SCENES", 300, minimum=1, maximum=2000)
 # A feature film has tens of speaking parts, an ensemble a few hundred; 50,000 one-line speakers took
 # 6.7 s to read and made a character list no page could show.

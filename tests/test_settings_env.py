@@ -282,7 +282,10 @@ def test_settings_take_a_claude_model_without_the_key_for_a_back_end_chosen_expl
 @pytest.mark.parametrize(
     ("environ", "limit"),
     [
-        ({"STORY_IMPORT_MAX_BYTES": "2000000"}, "API_MAX_BODY_BYTES (1048576)"),
+        (
+            {"STORY_IMPORT_MAX_BYTES": "2000000", "API_MAX_BODY_BYTES": "1048576"},
+            "API_MAX_BODY_BYTES (1048576)",
+        ),
         (
             {"STORY_IMPORT_MAX_BYTES": "500000", "DJANGO_DATA_UPLOAD_MAX_BYTES": "200000"},
             "DJANGO_DATA_UPLOAD_MAX_BYTES (200000)",

@@ -340,6 +340,18 @@ def test_fountain_that_cannot_be_read_names_the_line(writer: Any, story: Story) 
     assert "no scene heading" in no_heading.json()["message"]
 
 
+def test_a_fountain_edit_within_the_import_limit_is_read_whatever_its_line_breaks(
+    writer: Any, story: Story, settings: Any
+) -> None:
+    # In JSON a line break is two bytes: a text of short lines within STORY_IMPORT_MAX_BYTES (990 KB) made
+    # a body past API_MAX_BODY_BYTES (1 MiB), and the editor's save was a 413 naming that limit instead.
+    text = "Title: X\n\nINT. ROOM - DAY\n\n" + "a\n" * ((settings.STORY_IMPORT_MAX_BYTES - 100) // 2)
+    assert len(text.encode()) <= settings.STORY_IMPORT_MAX_BYTES
+    response = client_for(writer).post(_versions(story), {"fountain": text}, format="json")
+    assert response.status_code == 400, response.json()
+    assert response.json()["message"].startswith("line 5: this action is longer than 5000 characters")
+
+
 def test_exactly_one_of_content_or_fountain(writer: Any, story: Story) -> None:
     both = client_for(writer).post(_versions(story), {"content": SCREENPLAY, "fountain": "x"}, format="json")
     assert both.status_code == 400
