@@ -56,6 +56,13 @@ def test_load_demo_refuses_with_debug_off_and_leaves_the_sites_accounts_alone(se
     editor.save()
     with pytest.raises(CommandError, match=r"DJANGO_DEBUG is off.*Nothing was loaded.*--allow-without-debug"):
         call_command("load_demo")
+    # What it would do, said as it is: it said it "creates (or resets)" the accounts with the README's
+    # passwords, and an account already there keeps its own password (its role is what is reset).
+    with pytest.raises(CommandError) as refused:
+        call_command("load_demo")
+    said = str(refused.value)
+    assert "creates those of the accounts writer, editor and admin that do not exist" in said
+    assert "resets the staff, superuser flags and groups of those that do" in said
     editor.refresh_from_db()
     assert (editor.is_staff, editor.is_superuser) == (True, True)
     assert editor.check_password("a-real-password-2026")

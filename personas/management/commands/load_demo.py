@@ -49,9 +49,10 @@ class Command(ProjectCommand):
             # A production site (make serve runs with DEBUG off) would get a superuser whose password
             # is in the README, and its own accounts named writer, editor or admin reset to the demo's.
             raise CommandError(
-                "DJANGO_DEBUG is off, as on a production site: load_demo creates (or resets) the accounts "
-                "writer, editor and admin with the passwords the README publishes, admin a superuser. "
-                "Nothing was loaded. On a machine nobody else can reach, add --allow-without-debug.",
+                "DJANGO_DEBUG is off, as on a production site: load_demo creates those of the accounts "
+                "writer, editor and admin that do not exist, with the passwords the README publishes (admin "
+                "a superuser), and resets the staff, superuser flags and groups of those that do. Nothing "
+                "was loaded. On a machine nobody else can reach, add --allow-without-debug.",
                 returncode=EXIT_INVALID,
             )
         # The personas it creates start their history (django-reversion) with this revision.
