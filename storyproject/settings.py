@@ -166,6 +166,11 @@ else:
 # API tokens' users are cached (accounts/authentication.py) only in a cache every process shares: a
 # token revoked from another process (a shell, a second server) must not live on in a local one.
 STORY_CACHE_TOKEN_USERS = envbool("STORY_CACHE_TOKEN_USERS", bool(REDIS_URL))
+if STORY_CACHE_TOKEN_USERS and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "STORY_CACHE_TOKEN_USERS needs REDIS_URL: in each process's own memory, a token or session revoked "
+        "from another process would go on being accepted for up to five minutes"
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -226,6 +226,13 @@ def test_settings_refuse_a_size_no_read_can_take(setting: str, maximum: int) -> 
     assert f"{setting} must be at most {maximum}" in refusal
 
 
+def test_settings_refuse_token_user_caching_without_a_shared_cache() -> None:
+    # Each process then cached token users in its own memory: a token revoked from another process (the
+    # admin of a second server process, a shell) went on signing requests in for up to five minutes (the entries last 300 s).
+    refusal = _settings_refusal(STORY_CACHE_TOKEN_USERS="1")
+    assert "STORY_CACHE_TOKEN_USERS needs REDIS_URL" in refusal
+
+
 def test_settings_refuse_a_max_tokens_bound_no_model_can_write() -> None:
     # Start-up passed with STORY_MAX_MAX_TOKENS=99999999999; a request for 3,000,000,000 tokens was then
     # admitted, and on PostgreSQL its run's record failed ("integer out of range"): llm_unavailable.
