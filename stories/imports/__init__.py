@@ -54,17 +54,23 @@ def screenplay_import(
     """The contract JSON for a Fountain or FDX document, within the size and scene limits; ``edited``,
     for Fountain, is the version the text was edited from (``screenplay_from_fountain``)."""
     size = len(data.encode() if isinstance(data, str) else data)
-    if not size and isinstance(data, bytes):
-        # An empty upload was read as a document: "not well-formed XML (column 0)" for an FDX.
-        raise ScreenplayImportError("the file is empty")
     limit = settings.STORY_IMPORT_MAX_BYTES
     if size > limit:
         raise ScreenplayImportError(
             f"the file is {size} bytes; the limit is {limit} (STORY_IMPORT_MAX_BYTES)"
         )
+    if isinstance(data, bytes) and _blank(data):
+        # An empty upload was read as a document: "not well-formed XML (column 0)" for an FDX.
+        raise ScreenplayImportError("the file is empty")
     if fmt == "fdx":
         return screenplay_from_fdx(data.encode() if isinstance(data, str) else data)
     return screenplay_from_fountain(_text(data), edited=edited)
+
+
+def _blank(data: bytes) -> bool:
+    """Nothing but a byte-order mark and white space: as empty as an empty file to whoever saved it (an
+    editor's new file, saved with its mark)."""
+    return not data.decode(_encoding_by_mark(data), errors="replace").strip()
 
 
 def _text(data: bytes | str) -> str:

@@ -245,10 +245,14 @@ def test_a_utf_16_upload_on_the_import_page_is_read_and_latin_1_is_told_to_save_
 
 
 @pytest.mark.parametrize("name", ["empty.fdx", "empty.fountain"])
-def test_an_empty_file_on_the_import_page_is_said_to_be_empty(logged_in: Client, name: str) -> None:
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"\xff\xfe", b" \r\n\t\n"])
+def test_an_empty_file_on_the_import_page_is_said_to_be_empty(
+    logged_in: Client, name: str, data: bytes
+) -> None:
     # Was: "line 1: this is not well-formed XML (column 0)" for an empty .fdx, and "it has no scene
-    # heading" for an empty .fountain (the API's upload field says "The submitted file is empty.").
-    response = logged_in.post("/stories/import/", {"file": SimpleUploadedFile(name, b"")})
+    # heading" for an empty .fountain (the API's upload field says "The submitted file is empty."); and
+    # still so for a file of nothing but a byte-order mark (an editor's "new file" saved) or blank lines.
+    response = logged_in.post("/stories/import/", {"file": SimpleUploadedFile(name, data)})
     assert response.status_code == 400
     assert "the file is empty" in response.content.decode()
     assert not Story.objects.exists()
