@@ -452,7 +452,7 @@ def test_the_story_page_lists_its_versions_fifty_at_a_time_newest_first(
     Story.objects.filter(pk=story.pk).update(latest_version_number=120)
 
     def rows(page: str) -> list[str]:
-        return re.findall(r'<td><a href="/stories/\d+/\?version=(\d+)">', page)
+        return re.findall(r'<td><a href="/stories/\d+/\?version=(\d+)(?:&amp;page=\d+)?">', page)
 
     first = logged_in.get(f"/stories/{story.pk}/").content.decode()
     assert rows(first) == [str(n) for n in range(120, 70, -1)]
@@ -467,6 +467,10 @@ def test_the_story_page_lists_its_versions_fifty_at_a_time_newest_first(
     assert "Version 7 " in second
     assert '<a href="?version=7&amp;page=1" rel="prev">' in second
     assert '<a href="?version=7&amp;page=3" rel="next">' in second
+    # A version picked from the list's second page keeps the list there: its link went back to page 1.
+    assert f'<td><a href="/stories/{story.pk}/?version=40&amp;page=2">v40</a></td>' in second
+    assert f'<a href="/stories/{story.pk}/?compare=40,7&amp;page=2">Compare with v7</a>' in second
+    assert f'<td><a href="/stories/{story.pk}/?version=100">v100</a></td>' in first
     last = logged_in.get(f"/stories/{story.pk}/?page=3").content.decode()
     assert rows(last) == [str(n) for n in range(20, 0, -1)]
     assert logged_in.get(f"/stories/{story.pk}/?page=4").status_code == 404
