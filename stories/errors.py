@@ -120,5 +120,14 @@ def database_failure(run_id: int | None) -> GenerationError:
     )
 
 
+class ModelStoppedShort(GenerationError):
+    """``invalid_output``: the model ended its reply early for a reason another try would meet again (its
+    context window full, a tool use, a paused turn), so parallel mode does not try a scene again, as it
+    does one that came out invalid."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_output", message)
+
+
 class GenerationCancelled(Exception):
     """A run that stopped on a ``cancelled`` event: nothing was saved."""

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 
-from stories.errors import GenerationError, database_failure
+from stories.errors import GenerationError, ModelStoppedShort, database_failure
 from stories.generation.backends.base import Brief, CallFinished, ModelCall
 from stories.generation.backends.registry import backend_for_model
 from stories.generation.limiter import AdaptiveLimiter
@@ -161,14 +161,17 @@ async def _scene_write(fan: FanOut, index: int) -> dict[str, Any]:
 
 
 def _worth_retrying(error: GenerationError) -> bool:
-    # A scene that came out invalid is worth another try: it is one short, independent call.
-    return error.retryable or error.code == "invalid_output"
+    # A scene that came out invalid is worth another try: it is one short, independent call; not one the
+    # model ended early for a reason another try meets again.
+    return error.retryable or (error.code == "invalid_output" and not isinstance(error, ModelStoppedShort))
 
 
 def _scene_failed(outline: Outline, index: int, error: GenerationError) -> GenerationError:
     heading = outline.scenes[index].heading
+    # Once: a message that says it already (a reply stopped short) was "...; nothing was saved; nothing was saved".
+    said = error.message.removesuffix("; nothing was saved")
     return error.reworded(
-        f"scene {index + 1} ({bidi_isolated(heading[:80])}) failed: {error.message}; nothing was saved"
+        f"scene {index + 1} ({bidi_isolated(heading[:80])}) failed: {said}; nothing was saved"
     )
 
 

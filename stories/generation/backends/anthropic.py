@@ -38,7 +38,7 @@ import httpx2
 from anthropic.lib._parse._transform import transform_schema
 from django.conf import settings
 
-from stories.errors import GenerationError
+from stories.errors import GenerationError, ModelStoppedShort
 from stories.generation.backends.base import (
     BackendEvent,
     CallFinished,
@@ -280,7 +280,7 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         raise GenerationError("llm_refused", ending.refusal or "the model declined to write this screenplay")
     if stopped_short := _STOPPED_SHORT.get(ending.stop_reason):
         # Its text is cut where the model stopped: read as a screenplay it would only fail as bad JSON.
-        raise GenerationError("invalid_output", f"{stopped_short} ({ending.stop_reason}); nothing was saved")
+        raise ModelStoppedShort(f"{stopped_short} ({ending.stop_reason}); nothing was saved")
     yield CallFinished(stop_reason=ending.stop_reason, usage=usage)
 
 

@@ -434,8 +434,16 @@ async def test_a_cap_too_small_for_the_scenes_fails_naming_it_and_saves_nothing(
             "llm_quota",
         ),
         (Reply(status=429, error_type="rate_limit_error", should_retry=False), "llm_rate_limited"),
+        # A scene the model ended early for a reason another try meets again (paid, and retried twice).
+        (
+            Reply(
+                text='{"outline": null, "scene": {"heading": "INT',
+                stop_reason="model_context_window_exceeded",
+            ),
+            "invalid_output",
+        ),
     ],
-    ids=["spend-limit", "x-should-retry-false"],
+    ids=["spend-limit", "x-should-retry-false", "context-window-full"],
 )
 async def test_a_scene_error_that_must_not_be_retried_fails_at_once(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, reply: Reply, code: str
@@ -448,6 +456,7 @@ async def test_a_scene_error_that_must_not_be_retried_fails_at_once(
     events = await _generate(writer)
     error = events[-1]
     assert (error["type"], error["code"], error["retryable"]) == ("error", code, False)
+    assert error["message"].count("nothing was saved") == 1, error["message"]
     # Another scene's call made during the 429's retry-after gets a 429 too, as from the API (the
     # limit is the account's), and may be retried: scene 2 itself is not.
     assert not [e for e in events if e["type"] == "scene_retry" and e["index"] == 1]
