@@ -258,6 +258,18 @@ def test_an_empty_file_on_the_import_page_is_said_to_be_empty(
     assert not Story.objects.exists()
 
 
+def test_the_import_page_gives_its_size_limit_in_the_bytes_its_refusal_counts(
+    logged_in: Client, settings: Any
+) -> None:
+    # Was "up to 976.6 KB" on the page, and "the file is larger than 1000000 bytes" on refusal.
+    settings.STORY_IMPORT_MAX_BYTES = 10_000
+    page = logged_in.get("/stories/import/").content.decode()
+    assert "(10000 bytes, as a refusal counts them)" in page
+    upload = SimpleUploadedFile("big.fountain", b"INT. ROOM - DAY\n\n" + b"x" * 10_000)
+    refused = logged_in.post("/stories/import/", {"file": upload}).content.decode()
+    assert "the file is larger than 10000 bytes" in refused
+
+
 def test_the_import_page_and_the_editor_refuse_more_speakers_than_the_limit(
     logged_in: Client, story: Story, settings: Any
 ) -> None:
