@@ -347,7 +347,8 @@ if not ANTHROPIC_API_KEY and "STORY_BACKEND" not in os.environ:
 # Offline model pacing, in output tokens per second (0: as fast as possible).
 STORY_OFFLINE_TOKENS_PER_SECOND = envint("STORY_OFFLINE_TOKENS_PER_SECOND", 150, minimum=0)
 STORY_LLM_MAX_RETRIES = envint("STORY_LLM_MAX_RETRIES", 2, minimum=0, maximum=5)
-STORY_LLM_RETRY_AFTER_CAP_SECONDS = envint("STORY_LLM_RETRY_AFTER_CAP_SECONDS", 10, minimum=0)
+# At most an hour, as the timeouts below: a retry waits on a request's socket and a writer's screen.
+STORY_LLM_RETRY_AFTER_CAP_SECONDS = envint("STORY_LLM_RETRY_AFTER_CAP_SECONDS", 10, minimum=0, maximum=3600)
 # At most an hour: the sockets' timeouts refuse a value past what a time_t holds (10**12 s failed every
 # model call, after start-up passed).
 STORY_LLM_CONNECT_TIMEOUT_SECONDS = envint("STORY_LLM_CONNECT_TIMEOUT_SECONDS", 10, minimum=1, maximum=3600)

@@ -242,7 +242,12 @@ def test_settings_refuse_a_max_tokens_bound_no_model_can_write() -> None:
 
 @pytest.mark.parametrize(
     "setting",
-    ["STORY_STREAMING_STALE_SECONDS", "STORY_LLM_CONNECT_TIMEOUT_SECONDS", "STORY_LLM_READ_TIMEOUT_SECONDS"],
+    [
+        "STORY_STREAMING_STALE_SECONDS",
+        "STORY_LLM_CONNECT_TIMEOUT_SECONDS",
+        "STORY_LLM_READ_TIMEOUT_SECONDS",
+        "STORY_LLM_RETRY_AFTER_CAP_SECONDS",
+    ],
 )
 def test_settings_refuse_a_duration_too_long_to_be_used(setting: str) -> None:
     # Start-up passed, then every admission (the stale-run cut-off, "now" minus 10**11 s, is before year
