@@ -35,6 +35,7 @@ DJANGO_DATABASE_COMMANDS = frozenset(
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "storyproject.settings")
+    import psycopg
     from django.core.exceptions import ImproperlyConfigured
     from django.db import Error as DatabaseError
 
@@ -44,7 +45,7 @@ def main() -> None:
         if _opens_the_database_first(sys.argv):
             _database_connect_once()
         execute_from_command_line(sys.argv)
-    except DatabaseError as error:
+    except (DatabaseError, psycopg.Error) as error:
         # A database failure that reached here (not a project command's: those say it themselves).
         if "--traceback" in sys.argv:
             raise
@@ -76,16 +77,11 @@ def _opens_the_database_first(argv: list[str]) -> bool:
 def _database_connect_once() -> None:
     """One direct connection (storyproject.commands.database_connect_once): libpq says why at once."""
     import django
-    import psycopg
-    from django.db import OperationalError
 
     django.setup()
     from storyproject.commands import database_connect_once
 
-    try:
-        database_connect_once()
-    except psycopg.Error as error:
-        raise OperationalError(str(error)) from error
+    database_connect_once()
 
 
 if __name__ == "__main__":

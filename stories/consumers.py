@@ -396,9 +396,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         starter = await run_starter(run_id=run_id, user_id=self.scope["user"].pk)
         if starter is None:
             raise _not_found()
-        last = await run_last_seq_ended(run_id=run_id)
-        if last is not None and after > last:
-            raise _after_past_end(run_id=run_id, after=after, last=last)
+        if past_end := await _after_past_end(run_id=run_id, after=after):
+            raise past_end
         if self.task is not None:
             self.task.cancel()  # a follow that has sent its run's end and is finishing
         self._following_begin(run_id=run_id, attached=True, own=started_with(starter, self.started_by))
@@ -415,22 +414,21 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                     self.ended = event["type"] in TERMINAL
                     await self.send_event(event)
                     self.shown = True
-            if not self.ended and self.refusal is None:
-                await self._after_past_end_check(run_id, after)
+            # The follow ended without the run's end: say so when the client's ``after`` was past it (the
+            # run ended meanwhile), not leave it waiting for an end that never comes.
+            if (
+                not self.ended
+                and self.refusal is None
+                and (past_end := await _after_past_end(run_id=run_id, after=after))
+            ):
+                self.ended = True
+                await self.send_event(past_end.as_event())
         except Exception:
             self.ended = True
             logger.exception("following run %s on a WebSocket failed", run_id)
             error = GenerationError("llm_unavailable", "the run's events could not be read", retryable=True)
             with suppress(Exception):
                 await self.send_event(error.as_event())
-
-    async def _after_past_end_check(self, run_id: int, after: int) -> None:
-        """The follow ended without the run's end: say so when the client's ``after`` was past it (its
-        terminal event was then "before" it), not leave the client waiting for an end that never comes."""
-        last = await run_last_seq_ended(run_id=run_id)
-        if last is not None and after > last:
-            self.ended = True
-            await self.send_event(_after_past_end(run_id=run_id, after=after, last=last).as_event())
 
     async def _cancel(self, run_id: int | None) -> None:
         if run_id is None:
@@ -476,7 +474,11 @@ def _not_found() -> GenerationError:
     return GenerationError("not_found", "no such run among yours")
 
 
-def _after_past_end(*, run_id: int, after: int, last: int) -> GenerationError:
+async def _after_past_end(*, run_id: int, after: int) -> GenerationError | None:
+    """The refusal of an ``after`` past the ended run's last event, else None (no log read for none)."""
+    last = await run_last_seq_ended(run_id=run_id) if after else None
+    if last is None or after <= last:
+        return None
     return GenerationError(
         "invalid_request",
         f"after {after} is past the last event of run {run_id} (seq {last}): attach with the last seq "
