@@ -496,6 +496,11 @@ def generation_report_get(*, since: datetime | None = None, model: str | None = 
     )
 
 
+def generation_run_models() -> list[str]:
+    """Every model some recorded run used, sorted."""
+    return sorted(GenerationRun.objects.values_list("model", flat=True).distinct().order_by())
+
+
 def _stage_stats(rows: list[dict[str, Any]], stage: str) -> StageStats:
     values = sorted(row[stage] for row in rows if row[stage] is not None)
     both = [row for row in rows if row[stage] is not None and row["total_ms"]]

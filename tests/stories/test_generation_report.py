@@ -144,3 +144,18 @@ def test_a_long_bad_since_is_quoted_short() -> None:
         + "y" * 80
         + "…' (5000 characters) is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM)."
     )
+
+
+@pytest.mark.django_db
+def test_a_model_no_run_used_and_nobody_knows_is_a_clear_error(writer: Any) -> None:
+    _run(writer, model="mystery-model")
+    _run(writer)
+    # A typo would otherwise print an empty report, read as "no runs".
+    with pytest.raises(
+        CommandError, match=r"--model 'claude-sonet-5-5'.*runs: claude-sonnet-5-5, mystery-model\)"
+    ):
+        call_command("generation_report", "--model", "claude-sonet-5-5")
+    # A known model without runs (yet, or since the date) has its true, empty report.
+    assert _report("--model", "claude-haiku-5-5")["runs"] == 0
+    assert _report("--model", "offline")["runs"] == 0
+    assert _report("--model", "mystery-model", "--since", "2099-01-01")["runs"] == 0

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from stories.selectors import GenerationReport, generation_report_get
+from stories.generation.models_registry import model_get
+from stories.selectors import GenerationReport, generation_report_get, generation_run_models
 from storyproject.commands import EXIT_INVALID, ProjectCommand
 from storyproject.untrusted import text_quoted
 
@@ -36,7 +38,10 @@ class Command(ProjectCommand):
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = generation_report_get(since=_since(options["since"]), model=options["model"])
+        since, model = _since(options["since"]), options["model"]
+        report = generation_report_get(since=since, model=model)
+        if model and not report.runs:
+            _refuse_unknown_model(model)
         if options["json"]:
             self.stdout.write(json.dumps(dataclasses.asdict(report), default=_json_default, indent=2))
         else:
@@ -65,6 +70,19 @@ def _since(value: str | None) -> datetime | None:
         raise CommandError(
             f"--since {text_quoted(value)} is out of range once in UTC.", returncode=EXIT_INVALID
         ) from None
+
+
+def _refuse_unknown_model(model: str) -> None:
+    # A model no run used and that is not Claude's nor the offline one is most likely a typo: an
+    # empty report would read as "no runs" (a known model's empty report is its true answer).
+    models = generation_run_models()
+    if model in models or model == settings.OFFLINE_MODEL or model_get(model) is not None:
+        return
+    raise CommandError(
+        f"--model {text_quoted(model)}: no recorded run used it, and it is not a known model "
+        f"(models with runs: {', '.join(models) if models else 'none yet'}).",
+        returncode=EXIT_INVALID,
+    )
 
 
 def _json_default(value: object) -> object:
