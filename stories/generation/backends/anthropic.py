@@ -268,10 +268,8 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         raise GenerationError(
             "llm_timeout", "the model stopped responding; please try again", retryable=True
         ) from None
-    except (anthropic.APIConnectionError, httpx2.TransportError):
-        raise GenerationError(
-            "llm_unavailable", "the connection to the model was lost; please try again", retryable=True
-        ) from None
+    except (anthropic.APIConnectionError, httpx2.TransportError) as error:
+        raise GenerationError("llm_unavailable", _connection_failure(error), retryable=True) from None
     if not ending.stopped:
         raise GenerationError(
             "llm_unavailable", "the model's stream ended early; please try again", retryable=True
@@ -282,6 +280,20 @@ async def _attempt(call: ModelCall) -> AsyncGenerator[BackendEvent, None]:
         # Its text is cut where the model stopped: read as a screenplay it would only fail as bad JSON.
         raise ModelStoppedShort(f"{stopped_short} ({ending.stop_reason}); nothing was saved")
     yield CallFinished(stop_reason=ending.stop_reason, usage=usage)
+
+
+def _connection_failure(error: BaseException) -> str:
+    """What the writer (or ``claude_check``'s operator) is told of a transport failure: a connection that
+    was never made (refused, no route, a name that does not resolve) is not one that "was lost"."""
+    # Both transports raise httpx2.ConnectError under the SDK's APIConnectionError when the connection
+    # cannot be opened (httpcore2's own, or the SDK's aiohttp transport mapping aiohttp's
+    # ClientConnectorError); a failure after it was opened is a ReadError, RemoteProtocolError...
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, httpx2.ConnectError):
+            return "the model's API could not be reached; please try again"
+        cause = cause.__cause__ or cause.__context__
+    return "the connection to the model was lost; please try again"
 
 
 @dataclass

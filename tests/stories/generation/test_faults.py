@@ -671,3 +671,16 @@ async def test_the_fakes_error_body_names_the_type_the_api_gives_its_status(
             json={"model": "claude-sonnet-5-5", "max_tokens": 10, "messages": []},
         )
     assert (response.status_code, response.json()["error"]["type"]) == (status, error_type)
+
+
+async def test_a_model_api_that_cannot_be_reached_is_not_a_lost_connection(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # Nothing listens there: every connection is refused. It was "the connection to the model was lost",
+    # which sent an operator (claude_check says the same) looking for a network cut, not an address.
+    settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:9"
+    events = await _generate(writer)
+    error = events[-1]
+    assert (error["code"], error["retryable"]) == ("llm_unavailable", True)
+    assert error["message"] == "the model's API could not be reached; please try again"
+    await _nothing_saved_but_a_failed_run("llm_unavailable")
