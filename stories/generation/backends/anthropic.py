@@ -91,6 +91,23 @@ _SPEND_LIMIT_CODES = frozenset(
         "linked_organization_spend_limit_reached",
     }
 )
+# A 400's error.details.error_code that says the account, not the request, is at fault; what the writer
+# is told of it (anthropic 2.14 types/shared/: each class's docstring).
+_ACCOUNT_400 = {
+    # "Anthropic has disabled the organization for trust and safety reasons"; only an operator can appeal.
+    "organization_on_hold": "its organization is on hold",
+    # "The workspace's customer-managed encryption key is disabled or revoked. Re-enable the key."
+    "cmek_key_disabled": "the workspace's encryption key is disabled or revoked",
+    # "The key management service's network access controls blocked the request to the workspace's
+    # customer-managed encryption key."
+    "cmek_key_network_blocked": "the key management service blocked access to the workspace's encryption key",
+    # "The API key belongs to the Claude Code workspace, and the user who created it is no longer a member".
+    "claude_code_key_creator_not_member": "the creator of its API key is no longer a member of the organization",
+    # "The endpoint does not support the organization's type."
+    "organization_type_not_supported": "the API does not serve its organization's type",
+    # "The endpoint serves only organizations that belong to a parent organization".
+    "parent_organization_required": "the API serves only organizations under a parent organization",
+}
 # The account's own limits, which the API answers with a 400 invalid_request_error and no error_code: a
 # spend limit the organization set itself ("returns HTTP 400 invalid_request_error, not 429",
 # platform.claude.com/docs/en/api/rate-limits, "Spend limits"), whose message is "You have reached your
@@ -435,15 +452,15 @@ def _refusal(error: anthropic.APIStatusError, kind: str, status: int) -> Generat
         return GenerationError(
             "llm_config", "the model provider rejected this service's API key", operator_detail=detail
         )
-    if error.error_code == "organization_on_hold":
-        # A 400 invalid_request_error by its type, but nothing in the request is wrong: "Anthropic has
-        # disabled the organization for trust and safety reasons" (anthropic 2.14
-        # types/shared/organization_on_hold_error.py; _error_classes.py maps (400, "organization_on_hold")
-        # to OrganizationOnHoldError). Only an operator can appeal it.
+    if account_problem := _ACCOUNT_400.get(error.error_code or ""):
+        # A 400 invalid_request_error by its type, but nothing in the request is wrong: the account, its
+        # key or its encryption key is, and only an operator can change that (anthropic 2.14
+        # types/shared/*_error.py, each a BadRequestError with this error_code; _error_classes.py maps
+        # (400, code) to it). Without this, the writer read "the model provider rejected the request".
         return GenerationError(
             "llm_config",
-            "the model provider has put this service's organization on hold; retrying will not help "
-            "until an operator resolves it",
+            f"the model provider refused this service's account: {account_problem}; retrying will not "
+            "help until an operator resolves it",
             operator_detail=detail,
         )
     if status == 404 or kind == "not_found_error":

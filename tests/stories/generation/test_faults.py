@@ -396,21 +396,36 @@ async def test_x_should_retry_false_is_obeyed_whatever_the_status(
     assert "retrying will not help" in error["message"]
 
 
-async def test_an_organization_on_hold_is_an_operators_problem_not_the_writers_request(
-    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("error_code", "told"),
+    [
+        ("organization_on_hold", "its organization is on hold"),
+        ("cmek_key_disabled", "encryption key is disabled or revoked"),
+        ("cmek_key_network_blocked", "blocked access to the workspace's encryption key"),
+    ],
+)
+async def test_an_account_side_400_is_an_operators_problem_not_the_writers_request(
+    writer: Any,
+    cast: Any,
+    fake_anthropic: FakeAnthropic,
+    caplog: pytest.LogCaptureFixture,
+    error_code: str,
+    told: str,
 ) -> None:
     # Was: a 400 invalid_request_error, so the writer read "the model provider rejected the request"
-    # as if their plot were at fault, and the operator's log line was at INFO among writers' mistakes.
+    # as if their plot were at fault, and the operator's log line was at INFO among writers' mistakes
+    # (organization_on_hold, then the encryption key's codes, found by an adversarial pass).
     reply = Reply(
         status=400,
         error_type="invalid_request_error",
-        error_message="Your organization has been disabled.",
-        error_code="organization_on_hold",
+        error_message="Your organization's settings refused the request.",
+        error_code=error_code,
     )
     error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, "llm_config")
-    assert "on hold" in error["message"] and "rejected the request" not in error["message"]
+    assert told in error["message"] and "rejected the request" not in error["message"]
+    assert "until an operator resolves it" in error["message"]
     [line] = _operator_lines(caplog)
-    assert "organization_on_hold" in line and "request-id req_fake_000001" in line
+    assert error_code in line and "request-id req_fake_000001" in line
 
 
 @pytest.mark.parametrize(
