@@ -38,13 +38,13 @@ ENTRY_TIMEOUT = 300
 _UNCACHED_FIELDS = {"password", "last_login"}
 
 
-def token_user(key: str) -> AbstractBaseUser | None:
+def token_user(key: str, *, fresh: bool = False) -> AbstractBaseUser | None:
     """The user whose API token is ``key`` (active or not); None when no token has that key.
 
     Warm: one cache round trip and no query. Cold: that round trip, one query, one cache write.
-    Without STORY_CACHE_TOKEN_USERS (no shared cache), one query every time.
+    Without STORY_CACHE_TOKEN_USERS (no shared cache), or ``fresh``, one query every time.
     """
-    if not settings.STORY_CACHE_TOKEN_USERS:
+    if fresh or not settings.STORY_CACHE_TOKEN_USERS:
         return _token_user_read(key)
     stamp_key, entry_key = _keys(key)
     found = stamped_cache.get_many([stamp_key, entry_key])

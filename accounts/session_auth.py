@@ -43,12 +43,13 @@ from storyproject import stamped_cache
 ENTRY_TIMEOUT = 300
 
 
-def session_user_current(*, session_key: str, user_id: Any) -> bool:
+def session_user_current(*, session_key: str, user_id: Any, fresh: bool = False) -> bool:
     """Whether the session ``session_key`` still signs in the active user ``user_id``.
 
     Warm: one cache round trip and no query. Cold: that round trip, two queries, one cache write.
+    ``fresh``: the two queries, past the cache.
     """
-    if not _cacheable():
+    if fresh or not _cacheable():
         return _session_user_id(session_key) == user_id
     stamp_keys = [_session_stamp_key(session_key), _user_stamp_key(user_id)]
     entry_key = f"session-user:{stamped_cache.digest(session_key)}:{user_id}"

@@ -59,7 +59,6 @@ from stories.serializers import (
     VersionWriteSerializer,
 )
 from stories.validation import VERSION_NUMBER_MAX, version_number_parse
-from stories.ws_auth import credential_fingerprint
 from stories.ws_sessions import slot_take
 from storyproject.parsers import BoundedJSONParser, StrictMultiPartParser, query_param_once
 
@@ -310,9 +309,8 @@ class GenerateScreenplayView(APIView):
         generation = generation_request_parse(fields)
         # Blocking: nobody sees text as it streams (the fold drops it), so none is merged; merged text
         # events would only make the run's log hold more text (generation.coalesce).
-        started_by = credential_fingerprint(request_credential(request))
         events = generation_run(
-            request=generation, user=request.user, coalesce=not wait, started_by=started_by
+            request=generation, user=request.user, coalesce=not wait, credential=request_credential(request)
         )
         if not wait:
             return _run_accepted(async_to_sync(run_start)(events))
@@ -443,10 +441,10 @@ class SceneRegenerateApi(APIView):
         regenerate = scene_regenerate_body_parse(
             {key: body.get(key) for key in body}, story_id=story.pk, version=number, index=index
         )
-        started_by = credential_fingerprint(request_credential(request))
+        credential = request_credential(request)
         try:
             outcome = async_to_sync(events_fold)(
-                run_events(scene_regenerate_run(request=regenerate, user=request.user, started_by=started_by))
+                run_events(scene_regenerate_run(request=regenerate, user=request.user, credential=credential))
             )
         except GenerationError as error:
             if error.code != "forbidden":

@@ -51,7 +51,7 @@ from stories.runs.addresses import attach_parse, cancel_parse
 from stories.runs.follow import run_events_follow, run_last_seq_ended, run_owned, run_starter
 from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel, run_start
-from stories.ws_auth import credential_fingerprint, started_with
+from stories.ws_auth import SocketCredential, credential_fingerprint, signed_out_error, started_with
 from stories.ws_sessions import (
     SocketSession,
     socket_session_check,
@@ -232,7 +232,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         """``_signed_in``'s question, asked in a thread-pool trip that is under way (sync); raises."""
         assert self.session is not None
         if not socket_session_current(session=self.session):
-            raise _signed_out_error()
+            raise signed_out_error()
 
     async def _handle(self, kind: str, fields: dict[str, Any]) -> None:
         if kind == "cancel":
@@ -292,7 +292,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
                 await self._own_run_cancel(task)
             else:
                 task.cancel()
-        await self._refuse(_signed_out_error())
+        await self._refuse(signed_out_error())
 
     async def _own_run_cancel(self, task: asyncio.Task[None]) -> None:
         """Cancel the run followed and wait (a while) for its ``cancelled`` to reach the client."""
@@ -347,7 +347,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             raise GenerationError(
                 "busy", "a generation is already running on this connection", retryable=True
             )
-        events = _events_for(kind, fields, self.scope["user"], check, self.started_by)
+        assert self.session is not None
+        events = _events_for(kind, fields, self.scope["user"], check, self.session.credential)
         if self.task is not None:
             # Following a run it attached to (a replay, a watch): it stops following it, as a new
             # ``attach`` does; the run goes on.
@@ -363,7 +364,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             if self.released:
                 return
             if start.refusal.get("code") == "unauthenticated":  # ``_credential_check`` refused it
-                await self._refuse(_signed_out_error())
+                await self._refuse(signed_out_error())
                 return
             await self.send_event(start.refusal)
             return
@@ -486,13 +487,6 @@ async def _after_past_end(*, run_id: int, after: int) -> GenerationError | None:
     )
 
 
-def _signed_out_error() -> GenerationError:
-    return GenerationError(
-        "unauthenticated",
-        "this connection's sign-in no longer holds (logged out, token revoked or account changed)",
-    )
-
-
 def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
     """The client's message as a dict with a known ``type``, or GenerationError("invalid_request")."""
     if text_data is None:
@@ -516,13 +510,17 @@ def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str,
 
 
 def _events_for(
-    kind: str, fields: dict[str, Any], user: Any, check: Callable[[], None] | None, started_by: str
+    kind: str,
+    fields: dict[str, Any],
+    user: Any,
+    check: Callable[[], None] | None,
+    credential: SocketCredential | None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The events of a generation, or of one scene's rewrite (parallel mode); parsing errors raise.
-    ``check``: a generation's admission check (``generation_run``'s ``admission_check``); ``started_by``:
-    the socket's credential, as the run records it."""
+    ``check``: a generation's admission check (``generation_run``'s ``admission_check``); ``credential``:
+    the socket's, which the run records and asks again once recorded."""
     if kind == "regenerate_scene":
         rewrite = scene_regenerate_request_parse(fields)
-        return scene_regenerate_run(request=rewrite, user=user, started_by=started_by)
+        return scene_regenerate_run(request=rewrite, user=user, credential=credential)
     request = generation_request_parse(fields)
-    return generation_run(request=request, user=user, admission_check=check, started_by=started_by)
+    return generation_run(request=request, user=user, admission_check=check, credential=credential)

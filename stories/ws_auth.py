@@ -25,6 +25,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from accounts.authentication import token_user
 from accounts.session_auth import session_user_current
+from stories.errors import GenerationError
 from stories.ws_origin import SameOriginValidator
 from storyproject.db import db_call
 from storyproject.middleware import UnstorableTextGuard
@@ -89,6 +90,14 @@ def socket_credential(scope: dict[str, Any]) -> SocketCredential | None:
     return SocketCredential(user_id=user.pk, session_key=session_key) if session_key else None
 
 
+def signed_out_error() -> GenerationError:
+    """The refusal of a socket's or a request's run whose sign-in stopped holding."""
+    return GenerationError(
+        "unauthenticated",
+        "this connection's sign-in no longer holds (logged out, token revoked or account changed)",
+    )
+
+
 def credential_fingerprint(credential: SocketCredential | None) -> str:
     """What a run records of the credential that started it (``GenerationRun.started_by``): a digest,
     never the key itself, so that the run's row signs nobody in; "" for none (a command, a test)."""
@@ -108,14 +117,16 @@ def started_with(started_by: str, fingerprint: str) -> bool:
     return bool(started_by) and started_by == fingerprint
 
 
-def credential_current(*, credential: SocketCredential) -> bool:
-    """Whether the credential still signs in its user, active (sync). Warm, from the cache: no query."""
+def credential_current(*, credential: SocketCredential, fresh: bool = False) -> bool:
+    """Whether the credential still signs in its user, active (sync). Warm, from the cache: no query;
+    ``fresh``: read from the database, past the cache (whose entry is forgotten only once a revocation
+    has committed and run its other hooks)."""
     if credential.token_key is not None:
-        user = token_user(credential.token_key)
+        user = token_user(credential.token_key, fresh=fresh)
         return user is not None and user.is_active and user.pk == credential.user_id
     if credential.session_key is None:
         return False
-    return session_user_current(session_key=credential.session_key, user_id=credential.user_id)
+    return session_user_current(session_key=credential.session_key, user_id=credential.user_id, fresh=fresh)
 
 
 class PooledAuthMiddleware(AuthMiddleware):

@@ -43,6 +43,7 @@ from stories.services import (
     generation_run_finish,
     generation_run_release,
 )
+from stories.ws_auth import SocketCredential, credential_current, credential_fingerprint, signed_out_error
 from storyproject.db import db_call, db_started
 from storyproject.logs import run_log_context_bind, run_log_context_release
 
@@ -56,7 +57,7 @@ async def generation_run(
     edit: SceneEdit | None = None,
     coalesce: bool = True,
     admission_check: Callable[[], None] | None = None,
-    started_by: str = "",
+    credential: SocketCredential | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """Run one generation for ``user``; yield the protocol's events (see the module docstring).
 
@@ -65,17 +66,25 @@ async def generation_run(
     for a caller that shows no text as it streams, merging would cost for nothing. ``admission_check``
     (sync, database and cache allowed) runs first in the admission's trip to the thread pool and refuses
     the run by raising GenerationError: the WebSocket's credential check, which then costs no trip of
-    its own before the model call. ``started_by``: the digest of the credential that asks for the run
-    (``stories.ws_auth.credential_fingerprint``), recorded with it.
+    its own before the model call. ``credential``: the token or session that asks for the run; its
+    digest is recorded with it (``GenerationRun.started_by``, ``stories.ws_auth.credential_fingerprint``),
+    and it is asked again once the run is recorded (``_run_open``).
     """
     started = time.monotonic()
-    opening = _Opening(check=admission_check, started_by=started_by)
+    opening = _Opening(check=admission_check, credential=credential)
     try:
         admitted = await _run_admit(request, user.pk, started, resumable=edit is None, opening=opening)
     except GenerationError as error:
         yield error.as_event()
         return
     run = admitted.run
+    if admitted.signed_out:
+        try:
+            await _run_close(run, GenerationRun.Status.CANCELLED, None)
+        finally:
+            generation_run_release(run_id=run.run_id)
+        yield signed_out_error().as_event()
+        return
     logged_before = run_log_context_bind(run_id=run.run_id)  # every line logged in this run names it
     try:
         events = run_events(run, _writer(request, edit), opening=_accepted(run), contexts=admitted.contexts)
@@ -98,10 +107,14 @@ def _writer(request: GenerationRequest, edit: SceneEdit | None) -> Writer:
 
 @dataclass(frozen=True)
 class _Opening:
-    """What the caller adds to a run's admission: its own check, and who asks for the run."""
+    """What the caller adds to a run's admission: its own check, and the credential that asks for the run."""
 
     check: Callable[[], None] | None = None
-    started_by: str = ""
+    credential: SocketCredential | None = None
+
+    @property
+    def started_by(self) -> str:
+        return credential_fingerprint(self.credential)
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,8 @@ class _Admitted:
 
     run: Run
     contexts: PersonaContexts | Exception
+    # The credential no longer held once the run was recorded: the run is to be closed, not run.
+    signed_out: bool = False
 
 
 async def run_events(
@@ -213,6 +228,11 @@ def _run_open(
     a refusal comes before anything costs money. The run is leased to this process, with its request
     recorded for a resume (not a scene rewrite's: that is one call, nothing to keep). The opening's
     ``check``, the caller's own, comes before anything else.
+
+    The opening's credential is asked again once the run has committed, from the database: a sign-out
+    that committed between the caller's check and the run's commit found no run to cancel
+    (``stories.runs.revoked`` reads the runs once the revocation has committed), and the run went on for
+    a credential that no longer held. Asked after the run's commit, one of the two sees the other.
     """
     if opening.check is not None:
         opening.check()
@@ -244,6 +264,8 @@ def _run_open(
         rules=defaults.formatting_rules,
         lease_owner=RUN_LEASE_OWNER,
     )
+    if opening.credential is not None and not credential_current(credential=opening.credential, fresh=True):
+        return _Admitted(run=admitted, contexts=PersonaContexts([], [], []), signed_out=True)
     return _Admitted(run=admitted, contexts=_contexts_read(admitted))
 
 

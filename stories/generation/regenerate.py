@@ -31,6 +31,7 @@ from stories.generation.requests import (
 )
 from stories.selectors import story_find_for_user, story_owned, story_version_find
 from stories.validation import text_field_problem
+from stories.ws_auth import SocketCredential
 from storyproject.db import db_call
 
 _FIELDS = frozenset({"story_id", "version", "index", "instructions", "model", "max_tokens", "base_version"})
@@ -90,16 +91,16 @@ def scene_regenerate_body_parse(
 
 
 async def scene_regenerate_run(
-    *, request: SceneRegenerateRequest, user: Any, started_by: str = ""
+    *, request: SceneRegenerateRequest, user: Any, credential: SocketCredential | None = None
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The protocol's events for rewriting one scene; ends with ``saved`` and ``done``, or an error.
-    ``started_by``: as ``generation_run``'s."""
+    ``credential``: as ``generation_run``'s."""
     try:
         generation, edit = await db_call(_generation_for)(request, user.pk)
     except GenerationError as error:
         yield error.as_event()
         return
-    stream = generation_run(request=generation, user=user, edit=edit, started_by=started_by)
+    stream = generation_run(request=generation, user=user, edit=edit, credential=credential)
     async with aclosing(stream) as events:
         async for event in events:
             yield event

@@ -8,17 +8,22 @@ signed out, lost their token, their password or their account.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from stories.generation import pipeline
 from stories.models import GenerationRun, ScreenplayVersion
 from tests.fake_anthropic import FakeAnthropic
+from tests.stories.generation.conftest import generate_message, ws_connect
 from tests.stories.runs.conftest import script_slow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -192,10 +197,78 @@ async def test_signing_in_as_someone_else_in_the_same_browser_cancels_the_run_of
 async def test_a_session_deleted_in_the_admin_or_cleared_cancels_the_run_it_started(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
-    from django.contrib.sessions.models import Session
-
     _slow(fake_anthropic, runs=1)
     browser = await _session_client(writer)
     run_id = await _started(browser)
     await Session.objects.filter(session_key=browser.session.session_key).adelete()
     assert await _status_after(run_id) == "cancelled"
+
+
+@pytest.fixture
+def sign_out_in_admission(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
+    """Arm a sign-out that commits inside the run's admission, after the request's credential was
+    checked and before the run is recorded: the window the revocation's cancel cannot see into."""
+
+    def arm(sign_out: Callable[[], None]) -> None:
+        admit = pipeline.generation_run_admit
+
+        def signed_out_then_admitted(**fields: Any) -> GenerationRun:
+            sign_out()
+            return admit(**fields)
+
+        monkeypatch.setattr(pipeline, "generation_run_admit", signed_out_then_admitted)
+
+    return arm
+
+
+async def _cancelled_before_the_model(fake_anthropic: FakeAnthropic) -> None:
+    run = await GenerationRun.objects.aget()
+    assert run.status == "cancelled"
+    assert fake_anthropic.requests == []  # nothing was paid for
+    assert not await ScreenplayVersion.objects.aexists()
+
+
+async def test_a_logout_between_the_requests_sign_in_and_its_runs_record_cancels_the_run(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, sign_out_in_admission: Any
+) -> None:
+    # Was: the logout's cancel looked for the session's runs before this one was recorded and found
+    # none; the run then went on, and was paid for, for a session that no longer signed anyone in.
+    _slow(fake_anthropic, runs=1)
+    browser = await _session_client(writer)
+    sign_out_in_admission(lambda: Session.objects.filter(session_key=browser.session.session_key).delete())
+    response = await sync_to_async(browser.post)(
+        "/api/ai/generate-screenplay/", PLOT, content_type="application/json"
+    )
+    assert response.status_code == 401, response.content
+    assert response.json()["code"] == "unauthenticated"
+    await _cancelled_before_the_model(fake_anthropic)
+
+
+async def test_a_token_revoked_between_the_requests_sign_in_and_its_runs_record_cancels_the_run(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, sign_out_in_admission: Any
+) -> None:
+    _slow(fake_anthropic, runs=1)
+    script, token = await _token_client(writer)
+    sign_out_in_admission(lambda: Token.objects.filter(key=token.key).delete())
+    response = await sync_to_async(script.post)(
+        "/api/ai/generate-screenplay/", {**PLOT, "wait": True}, content_type="application/json"
+    )
+    assert response.status_code == 401, response.content
+    await _cancelled_before_the_model(fake_anthropic)
+
+
+async def test_a_logout_between_the_sockets_check_and_its_runs_record_cancels_the_run(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, sign_out_in_admission: Any
+) -> None:
+    # The socket's own check of its sign-in (in the admission's trip) passed just before the logout.
+    _slow(fake_anthropic, runs=1)
+    communicator = await ws_connect(writer)
+    sign_out_in_admission(lambda: Session.objects.filter(expire_date__isnull=False).delete())
+    try:
+        await communicator.send_json_to(generate_message())
+        refusal = json.loads(await communicator.receive_from(timeout=10))
+        assert (refusal["type"], refusal["code"]) == ("error", "unauthenticated")
+        assert (await communicator.receive_output(timeout=5))["code"] == 4401
+    finally:
+        await communicator.disconnect()
+    await _cancelled_before_the_model(fake_anthropic)
