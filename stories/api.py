@@ -60,7 +60,7 @@ from stories.serializers import (
 )
 from stories.validation import VERSION_NUMBER_MAX, version_number_parse
 from stories.ws_sessions import slot_take
-from storyproject.parsers import BoundedJSONParser, StrictMultiPartParser, query_param_once
+from storyproject.parsers import BoundedJSONParser, JsonErrors, StrictMultiPartParser, query_param_once
 
 _NOT_FOUND = OpenApiResponse(description="No such object among yours.")
 _BAD_REQUEST = OpenApiResponse(description="Invalid input; the body names each field's problem.")
@@ -715,16 +715,9 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
         ),
     },
 )
-class RunEventsApi(APIView):
+class RunEventsApi(JsonErrors, APIView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
     query_parameters = ("after",)
-
-    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(response, Response) and response.status_code >= 400:
-            # An error is JSON, labelled so, whatever the client accepts: an EventSource accepts
-            # text/event-stream alone, and negotiation gave the error that label.
-            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
-        return super().finalize_response(request, response, *args, **kwargs)
 
     def get(self, request: Request, run_id: int) -> HttpResponseBase:
         run = _own_run(request, run_id)

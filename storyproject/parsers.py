@@ -33,8 +33,9 @@ from rest_framework.mixins import ListModelMixin
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import BasePermission
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from storyproject.untrusted import UntrustedJSONError, form_body_is_text, json_parse_untrusted, text_quoted
@@ -258,6 +259,17 @@ class KnownQueryParameters(BasePermission):
             request.query_params, read=query_parameters_read(type(view), request.method or "")
         )
         return True
+
+
+class JsonErrors:
+    """An API view whose errors are JSON, labelled so, whatever its renderer for success: an event
+    stream's client accepts text/event-stream alone, and the schema's first renderer is YAML, which
+    wrote DRF's error details as tagged objects (``string: ..., code: parse_error``)."""
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(response, Response) and response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
 class StrictContentNegotiation(DefaultContentNegotiation):

@@ -19,6 +19,7 @@ from accounts.views import ThrottledLoginView
 from storyproject import health
 from storyproject.middleware import bad_request_response
 from storyproject.pagination import PageNotFound
+from storyproject.parsers import JsonErrors
 
 # The admin's login takes the same throttle as the site's (accounts/throttle.py).
 admin.site.login_form = ThrottledAdminAuthenticationForm
@@ -83,6 +84,10 @@ handler404 = not_found
 handler500 = server_error
 
 
+class SchemaView(JsonErrors, SpectacularAPIView):
+    """The OpenAPI schema (``/api/schema/``), YAML or JSON; its errors JSON."""
+
+
 class SwaggerUiView(SpectacularSwaggerSplitView):
     """Swagger UI (``/api/docs/``), whose OPTIONS says what it allows, as a Django view's does.
 
@@ -114,7 +119,7 @@ urlpatterns = [
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", include("accounts.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("api/docs/", SwaggerUiView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("personas.urls")),
     path("api/", include("stories.api_urls")),
