@@ -726,7 +726,9 @@ class RunEventsApi(JsonErrors, APIView):
             last_event_id=request.headers.get("Last-Event-ID"),
         )
         if after is None or not async_to_sync(run_has_more)(run_id=run.pk, after=after):
-            return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+            nothing = HttpResponse(status=status.HTTP_204_NO_CONTENT)
+            del nothing["Content-Type"]  # no body to label (Django labels every response text/html)
+            return nothing
         # Past the user's cap on open sockets and streams: 429 busy (stories.exception_handlers).
         slot = slot_take(user_id=int(request.user.pk or 0))
         response = StreamingHttpResponse(

@@ -86,7 +86,9 @@ def test_last_event_id_resumes_after_it_and_wins_over_after(writer: Any, cast: A
     assert _sse(client.get(f"/api/runs/{run_id}/events/?after=2")) == whole[2:]
     # The client has the terminal event: 204, so an EventSource stops reconnecting.
     last = str(whole[-1][0])
-    assert client.get(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID=last).status_code == 204
+    done = client.get(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID=last)
+    # No body, and none announced (was labelled text/html).
+    assert (done.status_code, done.content, done.get("Content-Type")) == (204, b"", None)
 
 
 def test_a_runs_end_rebuilt_from_the_database_marks_only_its_last_message_as_the_end(
