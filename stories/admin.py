@@ -54,10 +54,21 @@ class ScreenplayVersionInline(admin.TabularInline):
 
 
 class StoryCastInline(admin.TabularInline):
+    """The cast, read-only: it is what the latest version casts, each active persona playing one of its
+    characters (stories.services), and changes with a new version. Edited here, a superuser cast a
+    deactivated persona as a character the screenplay does not have, and Regenerate started from it."""
+
     model = StoryCast
-    fields = ["persona", "character_name", "order"]
-    autocomplete_fields = ["persona"]
+    fields = ("persona", "character_name", "order")
+    readonly_fields = fields
     extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(Story)

@@ -202,3 +202,60 @@ def test_a_run_still_streaming_cannot_be_deleted_in_the_admin_a_finished_one_can
     assert GenerationRun.objects.filter(pk=running.pk).exists()
     assert delete(done).status_code == 302
     assert not GenerationRun.objects.filter(pk=done.pk).exists()
+
+
+def _story_change_post(story: Story, **fields: Any) -> dict[str, Any]:
+    """The story's change form as the admin page posts it: its fields, and its inlines as rendered."""
+    data: dict[str, Any] = {"title": story.title, "plot": story.plot, "owner": story.owner_id}
+    members = list(StoryCast.objects.filter(story=story).order_by("order"))
+    versions = list(ScreenplayVersion.objects.filter(story=story))
+    for prefix, rows in (("cast", members), ("versions", versions)):
+        data |= {f"{prefix}-TOTAL_FORMS": len(rows), f"{prefix}-INITIAL_FORMS": len(rows)}
+        data |= {f"{prefix}-{i}-id": row.pk for i, row in enumerate(rows)}
+        data |= {f"{prefix}-{i}-story": story.pk for i in range(len(rows))}
+    for i, member in enumerate(members):
+        data |= {f"cast-{i}-persona": member.persona_id, f"cast-{i}-character_name": member.character_name}
+        data[f"cast-{i}-order"] = member.order
+    return data | fields
+
+
+@pytest.mark.django_db
+def test_the_admin_cannot_recast_a_story_behind_its_screenplay(
+    user_factory: Any, writer: Any, persona_factory: Any
+) -> None:
+    # The cast is what the latest version casts (stories.services: an active persona playing one of its
+    # characters). Edited in the admin, a superuser cast a deactivated persona as a character the
+    # screenplay does not have, renamed a member with an escape sequence and dropped another: the
+    # writer's page listed that cast, and Regenerate started from the deactivated persona.
+    hero, villain = persona_factory("hero"), persona_factory("villain")
+    retired = persona_factory("retired")
+    retired.is_active = False
+    retired.save()
+    story = Story.objects.create(owner=writer, title="The Heist", plot="A vault.", latest_version_number=1)
+    ScreenplayVersion.objects.create(
+        story=story,
+        number=1,
+        content={
+            "title": "The Heist",
+            "characters": [{"name": "MAX", "persona": "hero"}, {"name": "VERA", "persona": "villain"}],
+            "scenes": [{"heading": "INT. VAULT - NIGHT", "elements": [{"type": "action", "text": "Dark."}]}],
+        },
+    )
+    StoryCast.objects.create(story=story, persona=hero, character_name="MAX", order=0)
+    StoryCast.objects.create(story=story, persona=villain, character_name="VERA", order=1)
+    before = list(StoryCast.objects.order_by("order").values_list("persona__name", "character_name", "order"))
+    admin = Client()
+    admin.force_login(user_factory("root", is_staff=True, is_superuser=True))
+    page = admin.get(f"/admin/stories/story/{story.pk}/change/").content.decode()
+    assert "MAX" in page and "VERA" in page  # shown,
+    assert 'name="cast-0-character_name"' not in page  # not editable
+    recast = _story_change_post(story)
+    recast |= {"cast-0-character_name": "MAX\x1b[31m", "cast-1-DELETE": "on", "cast-TOTAL_FORMS": 3}
+    recast |= {"cast-2-story": story.pk, "cast-2-persona": retired.pk, "cast-2-character_name": "NOBODY"}
+    response = admin.post(f"/admin/stories/story/{story.pk}/change/", recast)
+    assert response.status_code == 302
+    after = list(StoryCast.objects.order_by("order").values_list("persona__name", "character_name", "order"))
+    assert after == before == [("hero", "MAX", 0), ("villain", "VERA", 1)]
+    writing = Client()
+    writing.force_login(writer)
+    assert "retired" not in writing.get(f"/stories/{story.pk}/").content.decode()
