@@ -5,11 +5,13 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.widgets import AdminTextareaWidget
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from stories import services
+from stories.forms import StoryDetailsChecks, plot_field
 from stories.generation.models_registry import model_get
 from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
@@ -71,8 +73,19 @@ class StoryCastInline(admin.TabularInline):
         return False
 
 
+class StoryAdminForm(StoryDetailsChecks, forms.ModelForm):
+    """The title and plot checked as the writer's own edits are: saved here with a control character
+    or past STORY_MAX_PLOT_CHARS, they made the story page's Regenerate refuse the writer's plot."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "plot" in self.fields:
+            self.fields["plot"] = plot_field(widget=AdminTextareaWidget())
+
+
 @admin.register(Story)
 class StoryAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
+    form = StoryAdminForm
     list_display = ["title", "owner", "latest_version_number", "updated_at"]
     search_fields = ["title", "plot", "owner__username"]
     list_filter = ["updated_at"]

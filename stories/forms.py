@@ -10,17 +10,11 @@ from django.conf import settings
 from stories.validation import text_field_problem, title_problem
 
 
-class StoryDetailsForm(forms.Form):
-    """A story's title and plot, as ``PATCH /api/stories/{id}/`` takes them, with the same checks."""
+class StoryDetailsChecks:
+    """The checks of a story's title and plot, for a form with those two fields: the writer's settings
+    form below and the admin's story form (stories.admin) check them as ``PATCH`` does."""
 
-    title = forms.CharField(max_length=200)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The setting as it is now (tests change it), not as it was at import.
-        self.fields["plot"] = forms.CharField(
-            max_length=settings.STORY_MAX_PLOT_CHARS, strip=False, widget=forms.Textarea(attrs={"rows": 8})
-        )
+    cleaned_data: dict[str, Any]
 
     def clean_title(self) -> str:
         title: str = self.cleaned_data["title"]
@@ -37,3 +31,22 @@ class StoryDetailsForm(forms.Form):
         if problem is not None:
             raise forms.ValidationError(f"The plot {problem}.", code="invalid")
         return plot
+
+
+def plot_field(widget: forms.Widget | None = None) -> forms.CharField:
+    """A story's plot as a form field, with STORY_MAX_PLOT_CHARS as it is now (tests change it)."""
+    return forms.CharField(
+        max_length=settings.STORY_MAX_PLOT_CHARS,
+        strip=False,
+        widget=widget or forms.Textarea(attrs={"rows": 8}),
+    )
+
+
+class StoryDetailsForm(StoryDetailsChecks, forms.Form):
+    """A story's title and plot, as ``PATCH /api/stories/{id}/`` takes them, with the same checks."""
+
+    title = forms.CharField(max_length=200)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["plot"] = plot_field()

@@ -259,3 +259,34 @@ def test_the_admin_cannot_recast_a_story_behind_its_screenplay(
     writing = Client()
     writing.force_login(writer)
     assert "retired" not in writing.get(f"/stories/{story.pk}/").content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        (
+            "title",
+            "The Heist\x1b[2J",
+            "The title contains a line break or another control character (U+001B)",
+        ),
+        ("title", "\u200f\u200f", "The title has no visible character"),
+        ("plot", "A vault.\x07", "The plot contains a control character (U+0007)"),
+        ("plot", "x" * 101, "Ensure this value has at most 100 characters (it has 101)."),
+    ],
+)
+def test_the_admin_refuses_a_title_or_plot_the_writer_could_not_save(
+    user_factory: Any, writer: Any, settings: Any, field: str, value: str, error: str
+) -> None:
+    # The writer's settings form and PATCH refuse these; the admin saved them, and the story page's
+    # Regenerate then refused a plot whose fault the writer could not see (or past the limit, at all).
+    settings.STORY_MAX_PLOT_CHARS = 100
+    story = Story.objects.create(owner=writer, title="The Heist", plot="A vault.")
+    admin = Client()
+    admin.force_login(user_factory("root", is_staff=True, is_superuser=True))
+    for url in (f"/admin/stories/story/{story.pk}/change/", "/admin/stories/story/add/"):
+        response = admin.post(url, _story_change_post(story, **{field: value}))
+        assert response.status_code == 200, url
+        assert error in response.content.decode()
+    assert Story.objects.get().title == "The Heist"
+    assert Story.objects.get().plot == "A vault."
