@@ -92,6 +92,18 @@ class StoryAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
     raw_id_fields = ["owner"]
     inlines = [StoryCastInline, ScreenplayVersionInline]
 
+    def save_model(self, request: HttpRequest, obj: Story, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # What the form changed, through the service: the whole row, saved as the admin had read it,
+        # put back the version counter of a version saved meanwhile, whose number the next save of the
+        # story then handed out again (an IntegrityError, that screenplay lost).
+        fields = {
+            name: form.cleaned_data[name] for name in ("title", "plot", "owner") if name in form.changed_data
+        }
+        services.story_update(story=obj, **fields)
+
     # Through the services, which lock the stories first: deleted as it came, a story whose version was
     # being saved meanwhile failed the delete at its commit on PostgreSQL (a 500).
     def delete_model(self, request: HttpRequest, obj: Story) -> None:

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.db.models.signals import post_init
 from django.test import Client
 
 from personas.services import editors_group_ensure
@@ -290,3 +291,31 @@ def test_the_admin_refuses_a_title_or_plot_the_writer_could_not_save(
         assert error in response.content.decode()
     assert Story.objects.get().title == "The Heist"
     assert Story.objects.get().plot == "A vault."
+
+
+@pytest.mark.django_db
+def test_an_admin_edit_of_a_story_keeps_a_version_saved_meanwhile(
+    user_factory: Any, writer: Any, other_writer: Any
+) -> None:
+    # The admin saved the whole row it had read, its version counter included: a version saved between
+    # that read and the save (a generation ending) had its number handed out again, and the next save
+    # of the story failed on the duplicate number, losing that screenplay.
+    story = Story.objects.create(owner=writer, title="The Heist", plot="A vault.", latest_version_number=1)
+    data = _story_change_post(story, title="The Big Heist", owner=other_writer.pk)
+    read: list[Story] = []
+
+    def version_saved_meanwhile(sender: Any, instance: Story, **kwargs: Any) -> None:
+        if instance.pk == story.pk and not read:
+            read.append(instance)  # the admin's own read of the row; another save commits now
+            Story.objects.filter(pk=story.pk).update(latest_version_number=2)
+
+    admin = Client()
+    admin.force_login(user_factory("root", is_staff=True, is_superuser=True))
+    post_init.connect(version_saved_meanwhile, sender=Story)
+    try:
+        assert admin.post(f"/admin/stories/story/{story.pk}/change/", data).status_code == 302
+    finally:
+        post_init.disconnect(version_saved_meanwhile, sender=Story)
+    assert read
+    saved = Story.objects.get()
+    assert (saved.title, saved.owner, saved.latest_version_number) == ("The Big Heist", other_writer, 2)
