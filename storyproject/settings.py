@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "storyproject.middleware.MethodNotAllowedPageMiddleware",
     # Staff filtering an admin list by an invalid regular expression: a 400, not a database error.
     "storyproject.middleware.AdminRegexFilterMiddleware",
+    # An admin search of a thousand words (each one a condition): a 400, not SQLite's refusal, a 500.
+    "storyproject.middleware.AdminSearchWordsMiddleware",
     # An admin action on ids no object can have ("x", 25 digits): a 400, not a 500.
     "storyproject.middleware.AdminSelectionMiddleware",
     # An admin list filtered by a lookup the database cannot run (?id__in=<25 digits>): a 400, not a 500.

@@ -84,6 +84,30 @@ def test_an_admin_list_filtered_by_a_regular_expression_is_a_400_not_a_database_
 
 
 @pytest.mark.django_db
+def test_an_admin_search_of_too_many_words_is_a_400_not_a_database_error(
+    user_factory: Any, persona_factory: Any
+) -> None:
+    # Each word is one more condition: past about a thousand, SQLite refused the query ("Expression tree
+    # is too large") in every admin list and the persona picker's search, a 500; PostgreSQL took seconds.
+    persona_factory("hero", display_name="Hero")
+    root = Client()
+    root.force_login(user_factory("root", is_staff=True, is_superuser=True))
+    many = " ".join(f"w{i}" for i in range(1001))
+    picker = {"app_label": "stories", "model_name": "storycast", "field_name": "persona"}
+    for url, search in (
+        ("/admin/personas/personaconfig/", {}),
+        ("/admin/stories/story/", {}),
+        ("/admin/auth/user/", {}),
+        ("/admin/autocomplete/", picker),
+    ):
+        key = "term" if search else "q"
+        response = root.get(url, {**search, key: many})
+        assert response.status_code == 400, url
+        assert "A search in the admin has at most 50 words" in response.content.decode()
+        assert root.get(url, {**search, key: " ".join(["hero"] * 50)}).status_code == 200, url
+
+
+@pytest.mark.django_db
 def test_an_admin_list_filtered_by_a_lookup_the_database_cannot_run_is_a_400(user_factory: Any) -> None:
     # Lookups the admin builds but the database (or Python's dates) fails on once the list is read.
     root = Client()
