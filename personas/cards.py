@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
 from personas.models import RESERVED_NAMES
 from personas.schema import persona_config_errors
-from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted, text_visible
 
 OURS_FORMAT = "screenplay-studio/persona"
 # The versions of our format this code reads. A file without "format" and "version" (one written by
@@ -397,6 +397,13 @@ def _display_name(value: object, filename: str) -> str:
     name = " ".join(value.split()) if len(value.strip().splitlines()) > 1 else value.strip()
     if len(name) > DISPLAY_NAME_MAX_CHARS:
         raise CardError(f"{_label(filename)}has a name of {len(name)} characters; the limit is 200.")
+    if not text_visible(name):
+        # Refused by the persona's own check (PersonaConfig.clean) too, but only once the import is
+        # confirmed: the preview showed it as new.
+        raise CardError(
+            f"{_label(filename)}has a persona whose name has no visible character (only marks such as "
+            "U+200F): writers pick the persona by it."
+        )
     return name
 
 

@@ -130,6 +130,27 @@ def test_a_persona_with_an_empty_config_is_refused_at_the_upload_not_after_the_p
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "data",
+    [
+        json.dumps([{"name": "marks", "display_name": "\u200f\u200e", "config_data": {"voice": "Calm."}}]),
+        json.dumps({"spec": "chara_card_v2", "data": {"name": "\u200b\u202e", "description": "Calm."}}),
+    ],
+)
+def test_a_persona_whose_name_draws_nothing_is_refused_at_the_upload_not_after_the_preview(
+    editor_client: Client, data: str
+) -> None:
+    # The preview showed "new" for a display name of marks only, which the persona's own check refuses
+    # (the picker's button would be empty): confirming then failed, after the editor had read the preview.
+    response = editor_client.post(IMPORT, {"file": SimpleUploadedFile("odd.json", data.encode())})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "payload" not in response.context
+    assert "odd.json has a persona whose name has no visible character" in page
+    assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_file_of_more_personas_than_the_bound_is_refused_before_any_is_read(editor_client: Client) -> None:
     # 40,000 personas (2.3 MB, under the upload limit) took 20 s of a core to preview, in a 20 MB page.
     personas = [_ours(f"p{number}", voice="Calm.") for number in range(1001)]
