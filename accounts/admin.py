@@ -11,6 +11,7 @@ could read a writer's key, or a superuser's, and act as them. The key is shown o
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import Token, TokenProxy
 
@@ -34,6 +35,11 @@ admin.site.unregister(TokenProxy)
 @admin.register(TokenProxy)
 class ApiTokenAdmin(TokenAdmin):
     list_display = ("user", "key_hint", "created")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple[str, ...]:
+        # A token is its user's from its creation: changed here, the key moved to another account, and
+        # the client holding it acted as that account without ever signing in as it.
+        return ("user",) if obj is not None else ()
 
     @admin.display(description="Key ends with")
     def key_hint(self, token: TokenProxy) -> str:

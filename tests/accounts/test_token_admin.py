@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
+from rest_framework.authtoken.models import Token
 
 from accounts.services import api_token_create
 
@@ -74,6 +75,23 @@ def test_a_superuser_adding_changing_and_deleting_tokens_is_never_shown_a_key(
     assert deleted.status_code == 200
     assert key not in deleted.content.decode()
     assert key not in client.get("/admin/").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_tokens_user_cannot_be_changed_in_the_admin(
+    user_factory: Any, writer: Any, other_writer: Any
+) -> None:
+    # The change form's user picker moved the key to another account: the writer's client, which holds
+    # the key, then acted as that account (its stories, its runs) without signing in as it.
+    key = api_token_create(user=writer).key
+    root = user_factory("root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(root)
+    page = client.get(f"{TOKENS}{writer.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="user"' not in page.content.decode()
+    client.post(f"{TOKENS}{writer.pk}/change/", {"user": other_writer.pk})
+    assert Token.objects.get(key=key).user == writer
 
 
 @pytest.mark.django_db
