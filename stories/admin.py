@@ -99,10 +99,15 @@ class StoryAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
         # What the form changed, through the service: the whole row, saved as the admin had read it,
         # put back the version counter of a version saved meanwhile, whose number the next save of the
         # story then handed out again (an IntegrityError, that screenplay lost).
-        fields = {
-            name: form.cleaned_data[name] for name in ("title", "plot", "owner") if name in form.changed_data
-        }
+        fields = {name: form.cleaned_data[name] for name in ("title", "plot") if name in form.changed_data}
         services.story_update(story=obj, **fields)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        # The owner is chosen when the story is added, never changed: its versions and runs are its
+        # owner's; moved to another writer, the first one's run list showed the new owner's title for it,
+        # and a generation of it under way failed ("forbidden"). The services have no such move.
+        fields = super().get_readonly_fields(request, obj)
+        return fields if obj is None or "owner" in fields else [*fields, "owner"]
 
     # Through the services, which lock the stories first: deleted as it came, a story whose version was
     # being saved meanwhile failed the delete at its commit on PostgreSQL (a 500).

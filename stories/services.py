@@ -52,9 +52,7 @@ def story_create(*, owner: AbstractBaseUser, title: str, plot: str) -> Story:
     )
 
 
-def story_update(
-    *, story: Story, title: str | None = None, plot: str | None = None, owner: AbstractBaseUser | None = None
-) -> Story:
+def story_update(*, story: Story, title: str | None = None, plot: str | None = None) -> Story:
     """Write the fields given, and only them: the story's version counter, which a version saved since
     ``story`` was read has moved on, stays as that save left it."""
     changed: list[str] = []
@@ -64,9 +62,6 @@ def story_update(
     if plot is not None:
         story.plot = text_clean_or_reject(plot, field="plot")
         changed.append("plot")
-    if owner is not None:  # a superuser's, in the admin
-        story.owner_id = owner.pk
-        changed.append("owner_id")
     if changed:
         story.updated_at = timezone.now()
         fields = {name: getattr(story, name) for name in [*changed, "updated_at"]}

@@ -318,14 +318,12 @@ def test_the_admin_refuses_a_title_or_plot_the_writer_could_not_save(
 
 
 @pytest.mark.django_db
-def test_an_admin_edit_of_a_story_keeps_a_version_saved_meanwhile(
-    user_factory: Any, writer: Any, other_writer: Any
-) -> None:
+def test_an_admin_edit_of_a_story_keeps_a_version_saved_meanwhile(user_factory: Any, writer: Any) -> None:
     # The admin saved the whole row it had read, its version counter included: a version saved between
     # that read and the save (a generation ending) had its number handed out again, and the next save
     # of the story failed on the duplicate number, losing that screenplay.
     story = Story.objects.create(owner=writer, title="The Heist", plot="A vault.", latest_version_number=1)
-    data = _story_change_post(story, title="The Big Heist", owner=other_writer.pk)
+    data = _story_change_post(story, title="The Big Heist")
     read: list[Story] = []
 
     def version_saved_meanwhile(sender: Any, instance: Story, **kwargs: Any) -> None:
@@ -342,4 +340,23 @@ def test_an_admin_edit_of_a_story_keeps_a_version_saved_meanwhile(
         post_init.disconnect(version_saved_meanwhile, sender=Story)
     assert read
     saved = Story.objects.get()
-    assert (saved.title, saved.owner, saved.latest_version_number) == ("The Big Heist", other_writer, 2)
+    assert (saved.title, saved.latest_version_number) == ("The Big Heist", 2)
+
+
+@pytest.mark.django_db
+def test_a_storys_owner_cannot_be_changed_in_the_admin(
+    user_factory: Any, writer: Any, other_writer: Any
+) -> None:
+    # Its versions and runs are its owner's: moved to another writer, the first one's run list showed the
+    # new owner's title for it (linking to a 404), and a generation of it under way failed "forbidden".
+    story = Story.objects.create(owner=writer, title="The Heist", plot="A vault.")
+    GenerationRun.objects.create(
+        user=writer, story=story, model="offline", max_tokens=1024, status="succeeded"
+    )
+    admin = Client()
+    admin.force_login(user_factory("root", is_staff=True, is_superuser=True))
+    assert 'name="owner"' not in admin.get(f"/admin/stories/story/{story.pk}/change/").content.decode()
+    moved = _story_change_post(story, owner=other_writer.pk, title="Their Heist")
+    assert admin.post(f"/admin/stories/story/{story.pk}/change/", moved).status_code == 302
+    assert Story.objects.get().owner == writer
+    assert 'name="owner"' in admin.get("/admin/stories/story/add/").content.decode()  # chosen when added
