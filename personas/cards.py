@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
 from personas.models import RESERVED_NAMES
 from personas.schema import persona_config_errors
-from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted, text_visible
+from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted, one_line_problem, text_visible
 
 OURS_FORMAT = "screenplay-studio/persona"
 # The versions of our format this code reads. A file without "format" and "version" (one written by
@@ -392,9 +392,14 @@ def _example_lines(mes_example: object) -> list[str]:
 def _display_name(value: object, filename: str) -> str:
     if not isinstance(value, str) or not " ".join(value.split()):
         raise CardError(f"{_label(filename)}has no name.")
-    # A name with line breaks (a card from elsewhere) is made one line; any other, as the admin accepts
-    # it (repeated spaces, a tab, bidi marks), comes back as it was exported.
-    name = " ".join(value.split()) if len(value.strip().splitlines()) > 1 else value.strip()
+    # A name with line breaks or tabs (a card from elsewhere) is made one line; any other, as the admin
+    # accepts it (repeated spaces, bidi marks), comes back as it was exported.
+    name = value.strip()
+    if any(char.isspace() and one_line_problem(char) for char in name):
+        name = " ".join(name.split())
+    if problem := one_line_problem(name):
+        # Refused by the persona's own check too, but only once the import is confirmed.
+        raise CardError(f"{_label(filename)}has a persona whose name {problem}; a name is one line.")
     if len(name) > DISPLAY_NAME_MAX_CHARS:
         raise CardError(f"{_label(filename)}has a name of {len(name)} characters; the limit is 200.")
     if not text_visible(name):

@@ -6,7 +6,7 @@ from django.db import models
 
 from personas.schema import validate_persona_config
 from storyproject.bidi import bidi_isolated
-from storyproject.untrusted import text_visible
+from storyproject.untrusted import one_line_problem, text_visible
 
 # Keys the API's URLs take for themselves: /api/personas/contexts/ is the batch of contexts, so a persona
 # of that name could not be read at /api/personas/<name>/.
@@ -58,6 +58,10 @@ class PersonaConfig(models.Model):
     def clean(self) -> None:
         if self.name in RESERVED_NAMES:
             raise ValidationError({"name": reserved_name_message(self.name)})
+        # A control character (an escape sequence, a line break) went on into the character names the
+        # model wrote from it, and into generate_screenplay's terminal.
+        if problem := one_line_problem(self.display_name):
+            raise ValidationError({"display_name": f"The display name {problem}; it is one line."})
         # Only marks (U+200F, an override, zero-width spaces): the picker's button would be empty.
         if self.display_name and not text_visible(self.display_name):
             raise ValidationError(

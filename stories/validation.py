@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
 
 # The one NUL and lone-surrogate check (storyproject.untrusted), used here for every stored text.
-from storyproject.untrusted import text_problem, text_visible
+from storyproject.untrusted import one_line_problem, text_problem, text_visible
 
 __all__ = [
     "VERSION_NUMBER_MAX",
@@ -29,10 +29,6 @@ __all__ = [
     "version_number_parse",
 ]
 
-# What cannot be in one line of text: C0 and C1 control characters (newline, tab, escape...), DEL, and
-# the Unicode line and paragraph separators.
-_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
 
 def title_problem(title: str) -> str | None:
     """Why ``title`` cannot be a story's title (as a predicate: "contains ..."), or None when it can.
@@ -44,9 +40,9 @@ def title_problem(title: str) -> str | None:
     problem = text_problem(title)  # NUL and lone surrogates first, as for any text (text_field_problem)
     if problem is not None:
         return problem
-    found = _NOT_ONE_LINE.search(title)
-    if found is not None:
-        return f"contains a line break or another control character (U+{ord(found.group()):04X}); a title is one line"
+    problem = one_line_problem(title)
+    if problem is not None:
+        return f"{problem}; a title is one line"
     if title and not text_visible(title):
         return "has no visible character; a title is something to read"
     return None

@@ -149,6 +149,20 @@ def text_quoted(value: str, *, limit: int = 80) -> str:
 _UNSEEN_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cf", "Cc"})
 
 
+# What cannot be in one line of text: C0 and C1 control characters (newline, tab, escape...), DEL, and
+# the Unicode line and paragraph separators.
+_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line_problem(text: str) -> str | None:
+    """Why ``text`` is not one line of text (as a predicate: "contains ..."), or None when it is: a
+    story's title, a persona's display name. The character is named by its code point, never quoted."""
+    found = _NOT_ONE_LINE.search(text)
+    if found is None:
+        return None
+    return f"contains a line break or another control character (U+{ord(found.group()):04X})"
+
+
 def text_visible(text: str) -> bool:
     """Whether ``text`` draws anything: a story title or a persona's display name made only of marks
     such as U+200F was saved, and the link or button naming it had no text to click on."""

@@ -387,3 +387,24 @@ def test_a_display_name_with_nothing_visible_is_refused(editor_client: Client, d
     assert persona.display_name == "Kommissar"
     kept = editor_client.post(url, _as_browser_posts(editor_client, url, display_name="\u200fKommissar"))
     assert kept.status_code == 302
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("display_name", "code"), [("A\x1b[31mB", "001B"), ("Two\nlines", "000A"), ("Tab\there", "0009")]
+)
+def test_a_display_name_with_a_control_character_is_refused(
+    editor_client: Client, display_name: str, code: str
+) -> None:
+    # Saved, an escape sequence or a line break went on into the character names the model wrote from
+    # the persona ('A\x1b[31MB', 'TWO\nLINES' in a saved screenplay) and into generate_screenplay's
+    # terminal; the Fountain export then dropped it, so a round trip changed the name.
+    persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)
+    url = _change_url(persona)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, display_name=display_name))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["display_name"] == [
+        f"The display name contains a line break or another control character (U+{code}); it is one line."
+    ]
+    persona.refresh_from_db()
+    assert persona.display_name == "Kommissar"

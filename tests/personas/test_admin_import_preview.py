@@ -240,3 +240,30 @@ def test_the_import_forms_file_field_points_screen_readers_at_its_help_and_error
         assert described and "id_file_helptext" in described.group(1)
         for ref in described.group(1).split():
             assert f'id="{ref}"' in page, ref
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "data",
+    [
+        json.dumps([{"name": "esc", "display_name": "Red\x1b[31m", "config_data": {"voice": "Calm."}}]),
+        json.dumps({"spec": "chara_card_v2", "data": {"name": "Bell\x07", "description": "Calm."}}),
+    ],
+)
+def test_a_persona_whose_name_has_a_control_character_is_refused_at_the_upload(
+    editor_client: Client, data: str
+) -> None:
+    response = editor_client.post(IMPORT, {"file": SimpleUploadedFile("odd.json", data.encode())})
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "payload" not in response.context
+    assert "odd.json has a persona whose name contains a line break or another control character" in page
+    assert not PersonaConfig.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_cards_name_with_tabs_or_line_breaks_is_made_one_line(editor_client: Client) -> None:
+    data = json.dumps({"spec": "chara_card_v2", "data": {"name": "Old\tSalt\nSam", "description": "Calm."}})
+    response = editor_client.post(IMPORT, {"file": SimpleUploadedFile("salt.json", data.encode())})
+    assert response.status_code == 200 and "payload" in response.context
+    assert "Old Salt Sam" in response.content.decode()
