@@ -85,13 +85,64 @@
         });
     }
 
-    // A save sends the cookie's token too: after signing in again in another tab (as the signed-out
-    // message says), the token this page was served with got Django's CSRF page instead of a save.
-    form.addEventListener("submit", function () {
+    // Where a save that cannot be made is said, above the buttons that were pressed (role=alert).
+    function refuseSave(message, submitter) {
+      var note = form.querySelector(".persona-save-refused");
+      if (!note) {
+        note = document.createElement("p");
+        note.className = "errornote persona-save-refused";
+        note.setAttribute("role", "alert");
+      }
+      var row = (submitter && submitter.closest(".submit-row")) || form.querySelector(".submit-row");
+      (row || form).parentNode.insertBefore(note, row || form.firstChild);
+      note.textContent = message;
+      note.scrollIntoView({ block: "center" });
+    }
+
+    var asked = false; // the session was asked about for this submit: it goes on as the browser's own
+    form.addEventListener("submit", function (event) {
+      // A save sends the cookie's token too: after signing in again in another tab (as the signed-out
+      // message says), the token this page was served with got Django's CSRF page instead of a save.
       var field = form.elements.csrfmiddlewaretoken;
       if (field) {
         field.value = csrfToken();
       }
+      if (asked) {
+        asked = false;
+        return;
+      }
+      // Signed out since the page was served (in another tab, or the session expired), a save went to
+      // the login page, which dropped the form: every edit on the page was lost. The preview's view is
+      // asked first (it answers 401 or 403 in JSON then); the edits stay on the page until it holds.
+      event.preventDefault();
+      var submitter = event.submitter || null;
+      var data = new FormData(form);
+      data.set("persona_id", box.dataset.personaId || "");
+      data.set("csrfmiddlewaretoken", csrfToken());
+      function submitAfterAll() {
+        asked = true;
+        if (form.requestSubmit) {
+          form.requestSubmit(submitter);
+        } else {
+          HTMLFormElement.prototype.submit.call(form);
+        }
+      }
+      fetch(box.dataset.url, { method: "POST", body: data, credentials: "same-origin" })
+        .then(function (response) {
+          if (response.status === 401) {
+            refuseSave("You are signed out, so nothing was saved: sign in again in another tab (your edits on this page are kept until you leave it), then save again.", submitter);
+          } else if (response.status === 403 && (response.headers.get("Content-Type") || "").indexOf("json") >= 0) {
+            return response.json().then(function (answer) {
+              if (answer.errors) {
+                refuseSave("Nothing was saved. " + answer.errors.join(" ").replace("then type on to see the preview", "then save again"), submitter);
+              } else {
+                submitAfterAll(); // Django's CSRF refusal: the save says it as it would have
+              }
+            }, submitAfterAll);
+          } else {
+            submitAfterAll(); // anything else is the save's own to answer
+          }
+        }, submitAfterAll);
     });
 
     form.addEventListener("input", function () {

@@ -202,6 +202,40 @@ def test_the_live_preview_says_the_editor_is_signed_out_and_works_again_after_si
     assert watched.dialogs == [] and watched.errors == []
 
 
+def test_a_save_after_the_session_ended_keeps_the_edits_on_the_page_and_says_so(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Was: the session ended after the editor had typed (signed out elsewhere, or expired), Save went to
+    # the login page, which dropped the form: every edit was lost. western-outlaw: read by no other test
+    # but the signed-out preview's, which sets its own voice before it reads it.
+    page = watched.page
+    _admin_log_in(page, app_server, EDITOR)
+    _open_persona(page, app_server, "western-outlaw")
+    voice = page.locator("textarea[name=voice]")
+    voice.fill("Counts syllables on her fingers.")
+    expect(page.locator(".persona-live-context")).to_contain_text("Counts syllables on her fingers.")
+    other = page.context.new_page()
+    other.goto(app_server.url + "/admin/")
+    other.get_by_role("button", name="Log out").click()
+    expect(other.get_by_role("heading", name="Log in")).to_be_visible()
+
+    page.get_by_role("button", name="Save and continue editing").click()
+    refused = page.get_by_role("alert").filter(has_text="nothing was saved")
+    expect(refused).to_have_text(
+        "You are signed out, so nothing was saved: sign in again in another tab (your edits on this page "
+        "are kept until you leave it), then save again."
+    )
+    assert "/change/" in page.url
+    expect(voice).to_have_value("Counts syllables on her fingers.")
+
+    _admin_log_in(other, app_server, EDITOR)
+    other.close()
+    page.get_by_role("button", name="Save and continue editing").click()
+    expect(page.locator(".messagelist .success")).to_contain_text("was changed successfully")
+    expect(voice).to_have_value("Counts syllables on her fingers.")
+    assert watched.dialogs == [] and watched.errors == []
+
+
 def test_a_right_to_left_override_in_a_display_name_does_not_reverse_the_admins_own_words(
     app_server: AppServer, watched: Watched
 ) -> None:

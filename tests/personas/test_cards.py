@@ -175,7 +175,9 @@ def test_a_name_without_latin_letters_gets_a_stable_key() -> None:
         ("Sam  \u202eSpade", "Sam  \u202eSpade"),
     ],
 )
-def test_a_display_name_comes_back_as_exported_unless_it_spans_lines_or_has_tabs(name: str, read: str) -> None:
+def test_a_display_name_comes_back_as_exported_unless_it_spans_lines_or_has_tabs(
+    name: str, read: str
+) -> None:
     card = {**CARD_V2, "data": {**CARD_V2["data"], "name": name}}
     (imported,) = persona_file_read(data=json.dumps(card).encode())
     assert imported.display_name == read
