@@ -915,6 +915,17 @@
     if (handler) {
       handler(current, message);
     }
+    if (current.runId && (message.type === "done" || message.type === "cancelled" || message.type === "error")) {
+      runNoticeEnd(current.runId);
+    }
+  }
+
+  // The story page's notice that this run is writing a new version (rendered when the page loaded): the
+  // run has ended, as the stream below says, so the notice goes rather than go on saying it writes.
+  function runNoticeEnd(runId) {
+    document.querySelectorAll('.writing-notice[data-run="' + Number(runId) + '"]').forEach(function (notice) {
+      notice.remove();
+    });
   }
 
   function errorShow(current, message) {

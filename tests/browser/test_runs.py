@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, WebSocketRoute, expect
 
 from tests.browser.conftest import AppServer, Watched, log_in
-from tests.browser.test_generate import chip, generate, pick_persona
+from tests.browser.test_generate import chip, generate, generate_story, pick_persona
 
 pytestmark = pytest.mark.browser
 
@@ -295,4 +295,29 @@ def test_retry_comes_back_once_the_refusals_wait_is_over(app_server: AppServer, 
     expect(page.locator("#retry")).to_be_disabled()
     expect(page.locator("#retry")).to_be_enabled(timeout=5_000)
     expect(page.locator("#retry")).to_have_text("Retry")
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_the_story_pages_writing_notice_goes_once_the_run_it_names_has_ended_on_that_page(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    generate_story(page, app_server, personas=[("halcyon", "HALCYON")], plot="The lift stops between floors.")
+    page.get_by_role("link", name="Open the story (version 1)").click()
+    page.locator("#regenerate > summary").click()
+    expect(chip(page, "rogue-ai")).to_be_visible()
+    page.get_by_label("Plot").fill(LONG_PLOT)
+    length = page.get_by_label("Length")
+    length.select_option(index=length.locator("option").count() - 1)
+    generate(page, button="Generate a new version")
+    expect(page).to_have_url(re.compile(r"/stories/\d+/\?run=\d+$"))
+    run_id = page.url.rsplit("=", 1)[1]
+
+    # Reloaded mid-run: the page says a new version is being written, and follows that run below.
+    page.reload()
+    notice = page.locator(".writing-notice")
+    expect(notice).to_have_text(re.compile(rf"being written \(run #{run_id}\)"))
+    expect(page.locator("#stream-saved")).to_be_visible(timeout=60_000)
+    # The run ended on this very page: its notice no longer says a version is being written.
+    expect(notice).to_have_count(0)
     assert watched.dialogs == [] and watched.errors == []
