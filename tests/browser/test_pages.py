@@ -219,3 +219,31 @@ def test_a_plot_or_title_pasted_over_the_limit_is_kept_whole_and_generate_says_i
     ).to_be_visible()
     expect(page.locator("#stream")).to_be_hidden()
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_title_or_plot_pasted_on_the_settings_page_is_kept_whole_and_a_long_one_refused_by_name(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['editable_story']}/settings/")
+    # 150 emoji are 150 characters as the server counts them (at most 200), 300 UTF-16 units: the
+    # browser's maxlength cut the paste to 100 of them, without a word.
+    title = page.get_by_label("Title")
+    title.fill("")
+    title.focus()
+    page.keyboard.insert_text("\U0001f3ac" * 150)
+    expect(title).to_have_value("\U0001f3ac" * 150)
+
+    # A plot a little over its limit is kept whole, and the save is refused saying why, not saved cut.
+    title.fill("A story to edit")
+    plot = page.get_by_label("Plot")
+    long_plot = "The lift stops. " * 1260  # 20,160 characters
+    plot.fill("")
+    plot.focus()
+    page.keyboard.insert_text(long_plot)
+    assert plot.input_value() == long_plot
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#plot-error")).to_contain_text("at most 20000 characters")
+    expect(page.get_by_label("Plot")).to_have_value(long_plot)
+    assert watched.dialogs == [] and watched.errors == []
