@@ -35,7 +35,7 @@ from stories.routing import GENERATE_WS_PATH
 from stories.runs.follow import run_events
 from stories.screenplay_diff import screenplay_compare_read, screenplay_diff
 from stories.screenplay_stats import screenplay_stats
-from stories.serializers import FountainPreviewSerializer
+from stories.serializers import FountainPreviewSerializer, VersionWriteSerializer
 from stories.validation import VERSION_NUMBER_MAX, text_field_clean, text_visible, version_number_parse
 from storyproject.bidi import bidi_isolated
 from storyproject.pagination import page_of, page_query
@@ -276,12 +276,61 @@ def _export_links(*, story: Story, version: ScreenplayVersion) -> list[tuple[str
 
 @login_required
 def story_edit(request: HttpRequest, story_id: int, number: int) -> HttpResponse:
-    """The editor: version ``number`` as Fountain, a live preview, and a save through the API."""
+    """The editor: version ``number`` as Fountain, a live preview, and a save through the API.
+
+    Without JavaScript the form posts here: saved as the API saves it (an edit of this version, a
+    newer one refused unless saved anyway), or the editor again with the writer's text and why not.
+    """
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
     version = selectors.story_version_get(story=story, number=number)
+    if request.method == "POST":
+        return _story_edit_posted(request, story=story, version=version)
     fountain = fountain_from_screenplay(
         content=version.content, meta=ExportMeta(title=str(version.content.get("title") or story.title))
     )
+    return _story_edit_page(request, story=story, version=version, fountain=fountain)
+
+
+def _story_edit_posted(request: HttpRequest, *, story: Story, version: ScreenplayVersion) -> HttpResponse:
+    posted = request.POST.get("fountain", "")
+    save_anyway = request.POST.get("save_anyway") == "yes"
+    fields = VersionWriteSerializer(
+        data={"fountain": posted, "base_version": version.number, "save_anyway": save_anyway}
+    )
+    try:
+        if not fields.is_valid():
+            raise GenerationError("invalid_request", _serializer_error(fields.errors))
+        saved = services.screenplay_version_write_fountain(
+            user_id=int(request.user.pk or 0),
+            story=story,
+            fountain=fields.validated_data["fountain"],
+            base_version=version.number,
+            save_anyway=save_anyway,
+        )
+    except GenerationError as error:
+        return _story_edit_page(
+            request,
+            story=story,
+            version=version,
+            fountain=posted,
+            error=error.message,
+            conflict=error.code == "version_conflict",
+            status=GENERATION_ERROR_STATUS[error.code],
+        )
+    messages.success(request, f"Saved: this is version {saved.number}.")
+    return redirect(f"{reverse('stories:story-detail', args=[story.pk])}?version={saved.number}")
+
+
+def _story_edit_page(
+    request: HttpRequest,
+    *,
+    story: Story,
+    version: ScreenplayVersion,
+    fountain: str,
+    error: str = "",
+    conflict: bool = False,
+    status: int = 200,
+) -> HttpResponse:
     config = {
         "storyId": story.pk,
         "baseVersion": version.number,
@@ -295,8 +344,15 @@ def story_edit(request: HttpRequest, story_id: int, number: int) -> HttpResponse
         # What a save answered 401 says: the API's own words are for scripts.
         "signedOut": _SIGNED_OUT,
     }
-    context = {"story": story, "version": version, "fountain": fountain, "config": config}
-    return render(request, "stories/story_edit.html", context)
+    context = {
+        "story": story,
+        "version": version,
+        "fountain": fountain,
+        "config": config,
+        "error": error,
+        "conflict": conflict,
+    }
+    return render(request, "stories/story_edit.html", context, status=status)
 
 
 @login_required

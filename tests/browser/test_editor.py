@@ -413,3 +413,45 @@ def test_reloading_the_latest_version_after_a_conflict_asks_first_and_keeps_the_
         assert errors == []
     finally:
         context.close()
+
+
+def test_without_javascript_save_makes_a_version_from_the_one_opened_or_says_why_not_keeping_the_text(
+    app_server: AppServer, browser: Browser
+) -> None:
+    story = app_server.ids["without_javascript_story"]
+    context = browser.new_context(java_script_enabled=False)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        log_in(page, app_server)
+        page.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
+        editor = page.get_by_label("Fountain")
+        editor.fill(editor.input_value().replace(OLD_LINE, NEW_LINE))
+        page.get_by_role("button", name="Save as a new version").click()
+        # The story page, not the API's JSON: version 2, edited from version 1.
+        page.wait_for_url(f"**/stories/{story}/?version=2")
+        expect(page.locator(".version-heading")).to_contain_text("Edited by the writer (from v1)")
+        expect(page.locator(".screenplay .sp-line").first).to_have_text(NEW_LINE)
+
+        # Text that is not a screenplay: refused, saying why, with the text still in the editor.
+        page.goto(f"{app_server.url}/stories/{story}/versions/2/edit/")
+        page.get_by_label("Fountain").fill("Just a <note>, no scene.")
+        page.get_by_role("button", name="Save as a new version").click()
+        expect(page.get_by_role("alert")).to_contain_text("no scene heading")
+        expect(page.get_by_label("Fountain")).to_have_value("Just a <note>, no scene.")
+
+        # An edit of version 1, now that version 2 exists: the conflict is said, nothing is saved
+        # until the writer saves anyway, and the text stays.
+        page.goto(f"{app_server.url}/stories/{story}/versions/1/edit/")
+        editor = page.get_by_label("Fountain")
+        edited = editor.input_value().replace("Yes, Nonna.", "No, Nonna.")
+        editor.fill(edited)
+        page.get_by_role("button", name="Save as a new version").click()
+        expect(page.get_by_role("alert")).to_contain_text("version 2")
+        expect(page.get_by_label("Fountain")).to_have_value(edited)
+        page.get_by_role("button", name="Save as a new version anyway").click()
+        page.wait_for_url(f"**/stories/{story}/?version=3")
+        expect(page.locator(".version-heading")).to_contain_text("Edited by the writer (from v1)")
+        expect(page.locator(".screenplay .sp-line").nth(1)).to_have_text("No, Nonna.")
+    finally:
+        context.close()

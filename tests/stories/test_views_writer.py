@@ -139,8 +139,41 @@ def test_another_writer_cannot_edit_preview_restore_or_diff(
         client.post(f"/stories/{story.pk}/preview/", "{}", content_type="application/json").status_code == 404
     )
     assert client.post(f"/stories/{story.pk}/versions/1/restore/").status_code == 404
+    text = "INT. VAULT - NIGHT\n\nTaken.\n"
+    assert client.post(f"/stories/{story.pk}/versions/1/edit/", {"fountain": text}).status_code == 404
     assert client.get(f"/stories/{story.pk}/diff/?from=1&to=1").status_code == 404
     assert story.versions.count() == 1
+
+
+def test_the_editors_form_saves_without_javascript_as_the_api_does_and_keeps_a_refused_text(
+    logged_in: Client, story: Story
+) -> None:
+    # Without JavaScript the editor's form posts to its own page (it reached the API, which saved with
+    # no conflict check and answered JSON).
+    url = f"/stories/{story.pk}/versions/1/edit/"
+    edited = "INT. VAULT - NIGHT\n\nThe door stays shut.\n"
+    response = logged_in.post(url, {"fountain": edited})
+    assert response.status_code == 302 and response["Location"] == f"/stories/{story.pk}/?version=2"
+    saved = story.versions.get(number=2)
+    assert saved.origin == "edited" and saved.based_on == 1
+    # The characters of the version edited are kept, as the API's save keeps them.
+    assert saved.content["characters"] == SCREENPLAY["characters"]
+
+    # Version 1 again, now stale: refused, the text in the editor; saved anyway once asked.
+    stale = f"INT. VAULT - NIGHT\n\n{XSS}\n"
+    refused = logged_in.post(url, {"fountain": stale})
+    assert refused.status_code == 409 and story.versions.count() == 2
+    page = refused.content.decode()
+    assert "version 2 was saved after version 1" in page and 'name="save_anyway"' in page
+    assert "\n\n&lt;img src=x onerror=alert(1)&gt;\n</textarea>" in page
+    assert logged_in.post(url, {"fountain": stale, "save_anyway": "yes"})["Location"].endswith("?version=3")
+
+    # Not a screenplay, or a NUL: said on the page, the text kept, nothing saved.
+    for text, why in [("Just words.", "no scene heading"), ("INT. A - DAY\n\nHi\x00", "NUL")]:
+        refused = logged_in.post(url, {"fountain": text})
+        assert refused.status_code == 400 and why in refused.content.decode()
+    assert ">Just words.</textarea>" in logged_in.post(url, {"fountain": "Just words."}).content.decode()
+    assert story.versions.count() == 3
 
 
 def test_restore_from_the_page_makes_a_new_version(logged_in: Client, story: Story) -> None:
