@@ -388,6 +388,43 @@
     return kept;
   }
 
+  // What the writer typed in the plot and title since the last request this tab sent (none sent yet,
+  // or new text after a run): kept for the tab's session per page, so a reload, or leaving and coming
+  // back, does not lose it, nor put back in its place the plot of the run in the address bar.
+  var DRAFT = "generation-draft:" + window.location.pathname;
+
+  function draftStore() {
+    try {
+      window.sessionStorage.setItem(DRAFT, JSON.stringify({ plot: ui.plot.value, title: ui.title.value }));
+    } catch (error) {
+      // A full or disabled storage: a reload loses the text, as it did before.
+    }
+  }
+
+  function draftForget() {
+    try {
+      window.sessionStorage.removeItem(DRAFT);
+    } catch (error) {
+      // Nothing kept.
+    }
+  }
+
+  function draftRestore() {
+    var draft = null;
+    try {
+      draft = JSON.parse(window.sessionStorage.getItem(DRAFT) || "null");
+    } catch (error) {
+      return;
+    }
+    if (draft && typeof draft === "object" && typeof draft.plot === "string" && typeof draft.title === "string") {
+      ui.plot.value = draft.plot;
+      ui.title.value = draft.title;
+    }
+  }
+
+  ui.plot.addEventListener("input", draftStore);
+  ui.title.addEventListener("input", draftStore);
+
   function choiceRestore(select, value) {
     if (!select || value === undefined || value === null) {
       return;
@@ -529,6 +566,8 @@
     // The last run's address goes now: a new request that the server refuses must not bring that run
     // back on a reload. This one's comes with its `accepted`.
     runAddressShow(null);
+    // The request holds the text now (the draft was for text not sent yet).
+    draftForget();
     // Kept until it is accepted (under the run's id then): a request refused before (signed out, busy)
     // and a reload, or a sign-in that comes back to this page, put it back in the form.
     requestRemember(UNSENT, request);
@@ -1104,6 +1143,8 @@
   if (recalled) {
     formRestore(recalled);
   }
+  // Text typed since that request (or with none sent) is newer than it.
+  draftRestore();
 
   plotCountUpdate();
   // On the story page the form sits in a closed <details>: its requests wait until it is opened.

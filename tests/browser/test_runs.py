@@ -321,3 +321,30 @@ def test_the_story_pages_writing_notice_goes_once_the_run_it_names_has_ended_on_
     # The run ended on this very page: its notice no longer says a version is being written.
     expect(notice).to_have_count(0)
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_plot_and_title_typed_but_not_sent_are_kept_across_a_reload_also_after_a_run(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    page.get_by_label("Plot").fill("A plot typed, then the tab reloaded by mistake.")
+    page.get_by_label("Title").fill("Typed")
+    page.reload()
+    expect(page.get_by_label("Plot")).to_have_value("A plot typed, then the tab reloaded by mistake.")
+    expect(page.get_by_label("Title")).to_have_value("Typed")
+    expect(page.locator("#plot-count")).to_contain_text("47 / ")
+
+    # After a run, the address names it and a reload follows it again: what the writer typed since
+    # stays in the form, not the plot that run was asked with.
+    pick_persona(page, "halcyon", "HALCYON")
+    generate(page)
+    expect(page.locator("#stream-saved")).to_be_visible(timeout=60_000)
+    page.get_by_label("Plot").fill("The next plot, typed once the first run was done.")
+    page.get_by_label("Title").fill("")
+    page.reload()
+    expect(page.locator("#stream-saved")).to_be_visible()
+    expect(page.get_by_label("Plot")).to_have_value("The next plot, typed once the first run was done.")
+    expect(page.get_by_label("Title")).to_have_value("")
+    assert watched.dialogs == [] and watched.errors == []
