@@ -18,6 +18,7 @@ urlpatterns = [
     path(
         "stories/<int:story_id>/versions/<int:number>/restore/", views.version_restore, name="version-restore"
     ),
+    path("stories/<int:story_id>/versions/<int:number>/export/", views.version_export, name="version-export"),
     path("stories/<int:story_id>/diff/", views.story_diff, name="story-diff"),
     path("stories/<int:story_id>/settings/", views.story_settings, name="story-settings"),
     path("stories/<int:story_id>/delete/", views.story_delete, name="story-delete"),

@@ -22,8 +22,10 @@ from stories import selectors, services
 from stories.errors import GenerationCancelled, GenerationError
 from stories.exception_handlers import GENERATION_ERROR_STATUS
 from stories.exports import ExportMeta
+from stories.exports.downloads import screenplay_version_download
 from stories.exports.fountain import fountain_from_screenplay
 from stories.exports.screenplay import one_line
+from stories.exports.views import download_response
 from stories.forms import StoryDetailsForm
 from stories.generation.events import events_fold
 from stories.generation.prompt import screenplay_schema
@@ -267,8 +269,29 @@ def _comparison(*, story: Story, numbers: tuple[int, int]) -> dict[str, Any]:
 
 
 def _export_links(*, story: Story, version: ScreenplayVersion) -> list[tuple[str, str]]:
-    base = reverse("stories-api:version-export", args=[story.pk, version.number])
+    base = reverse("stories:version-export", args=[story.pk, version.number])
     return [(f"{base}?format={fmt}", label) for fmt, label in EXPORT_FORMATS]
+
+
+@login_required
+def version_export(request: HttpRequest, story_id: int, number: int) -> HttpResponse:
+    """The story page's export links: the file (the API's export), or back to this version's page saying
+    why not (its address, not this one, so that a reload or the page's own links do not ask again). The
+    API's refusal (a PDF being built, too many built this hour) was only a failed download in the
+    browser, its reason and when to come back unseen."""
+    story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    if not 0 < number <= VERSION_NUMBER_MAX:
+        raise Http404
+    labels = dict(EXPORT_FORMATS)
+    fmt = request.GET.get("format", "")
+    if fmt not in labels:
+        raise BadRequest(f"Choose an export format with ?format=, one of: {', '.join(labels)}.")
+    try:
+        exported = screenplay_version_download(story=story, number=number, fmt=fmt)
+    except GenerationError as error:
+        messages.error(request, f"The {labels[fmt]} file could not be made: {error.message}")
+        return redirect(f"{reverse('stories:story-detail', args=[story.pk])}?version={number}")
+    return download_response(exported)
 
 
 # --- The writer's own versions: edit, preview, restore, diff, import (issue 17) ------------------------

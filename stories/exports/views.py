@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from stories import selectors
 from stories.exports import EXPORT_FORMATS
-from stories.exports.downloads import screenplay_version_download
+from stories.exports.downloads import ExportedFile, screenplay_version_download
 from storyproject.parsers import query_param_once
 
 _FORMAT_MAX_CHARS = 20
@@ -79,8 +79,12 @@ class ScreenplayVersionExportApi(APIView):
                 status=400,
             )
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-        exported = screenplay_version_download(story=story, number=number, fmt=fmt)
-        response = HttpResponse(exported.data, content_type=exported.content_type)
-        response["Content-Disposition"] = content_disposition_header(True, exported.filename)
-        response["Cache-Control"] = "private, no-store"
-        return response
+        return download_response(screenplay_version_download(story=story, number=number, fmt=fmt))
+
+
+def download_response(exported: ExportedFile) -> HttpResponse:
+    """The file as a download (the API's export and the story page's export links)."""
+    response = HttpResponse(exported.data, content_type=exported.content_type)
+    response["Content-Disposition"] = content_disposition_header(True, exported.filename)
+    response["Cache-Control"] = "private, no-store"
+    return response

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.browser.conftest import AppServer, Watched, log_in, screenshot
+from tests.browser.conftest import AppServer, OwnServer, Watched, log_in, screenshot
 from tests.browser.test_editor import TEXT_LEFT
 from tests.browser.test_generate import pick_persona
 
@@ -246,4 +246,34 @@ def test_a_title_or_plot_pasted_on_the_settings_page_is_kept_whole_and_a_long_on
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#plot-error")).to_contain_text("at most 20000 characters")
     expect(page.get_by_label("Plot")).to_have_value(long_plot)
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_an_export_refused_says_why_on_the_story_page_instead_of_a_failed_download(
+    own_server: OwnServer, watched: Watched
+) -> None:
+    own_server.env["STORY_EXPORT_BUILDS_PER_HOUR"] = "1"
+    own_server.restart()
+    page = watched.page
+    log_in(page, own_server)
+    page.goto(f"{own_server.url}/")
+    page.get_by_role("link", name="A story to edit").click()
+    with page.expect_download() as first:
+        page.get_by_role("link", name="PDF").click()
+    assert first.value.suggested_filename == "a-story-to-edit-v1.pdf" and first.value.failure() is None
+
+    # Renamed, the story's PDF is another file to build, past the hour's one build: the refusal and
+    # when to come back are on the page (the browser's download only showed as failed, saying nothing).
+    page.get_by_role("link", name="Rename or delete").click()
+    page.get_by_label("Title").fill("A story renamed")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_role("link", name="PDF").click()
+    expect(page.locator(".messages")).to_contain_text("You have had 1 PDFs built in the last hour")
+    expect(page.locator(".version-heading")).to_contain_text("Version 1")
+    expect(page).to_have_url(re.compile(r"/stories/\d+/\?version=1$"))
+    # The other formats still download from there.
+    with page.expect_download() as fountain:
+        page.get_by_role("link", name="Fountain").click()
+    assert fountain.value.suggested_filename == "a-story-renamed-v1.fountain"
+    assert fountain.value.failure() is None
     assert watched.dialogs == [] and watched.errors == []

@@ -196,7 +196,30 @@ def test_story_page_renders_the_latest_version_as_a_screenplay_with_cast_and_cos
     assert "$0.0220" in html
     assert "1000 in / 2000 out" in html
     for fmt in ["fountain", "fdx", "pdf", "json"]:
-        assert f'href="/api/stories/{story.pk}/versions/2/export/?format={fmt}"' in html
+        assert f'href="/stories/{story.pk}/versions/2/export/?format={fmt}"' in html
+
+
+def test_the_story_pages_export_link_downloads_or_comes_back_saying_why_not(
+    logged_in: Client, writer: Any, other_writer: Any, settings: Any
+) -> None:
+    story = story_with_versions(writer, screenplay("INT. OLD ROOM"), screenplay("INT. NEW ROOM"))
+    url = f"/stories/{story.pk}/versions/1/export/"
+    fountain = logged_in.get(f"{url}?format=fountain")
+    assert fountain.status_code == 200 and b"INT. OLD ROOM" in fountain.content
+    assert fountain["Content-Disposition"] == 'attachment; filename="the-heist-v1.fountain"'
+    assert fountain["Cache-Control"] == "private, no-store"
+    # A refusal (no more PDFs this hour): back on the version's page, which says why and when.
+    settings.STORY_EXPORT_BUILDS_PER_HOUR = 1
+    assert logged_in.get(f"{url}?format=pdf")["Content-Type"] == "application/pdf"
+    refused = logged_in.get(f"/stories/{story.pk}/versions/2/export/?format=pdf", follow=True)
+    assert refused.redirect_chain == [(f"/stories/{story.pk}/?version=2", 302)]
+    page = html.unescape(refused.content.decode())
+    assert "The PDF file could not be made: You have had 1 PDFs built in the last hour" in page
+    assert logged_in.get(f"{url}?format=docx").status_code == 400
+    assert logged_in.get(f"/stories/{story.pk}/versions/3/export/?format=json").status_code == 404
+    assert logged_in.get(f"/stories/{story.pk}/versions/2147483648/export/?format=json").status_code == 404
+    logged_in.force_login(other_writer)
+    assert logged_in.get(f"{url}?format=json").status_code == 404
 
 
 def test_story_page_shows_any_version_and_404s_for_a_missing_one(logged_in: Client, writer: Any) -> None:
