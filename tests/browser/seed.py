@@ -33,6 +33,13 @@ FAILED_RUN_TEXT = (
     '{"title": "<script>alert(\'run\')</script>", "logline": "' + LONG_WORD * 4 + '", "scenes": ['
 )
 
+# As long as a parallel scene's failure says it (docs/protocol.md, "Error codes").
+FAILED_RUN_MESSAGE = (
+    "scene 3 (INT. DOCK - NIGHT) failed: the model's reply does not follow the screenplay contract: "
+    "scenes[2].elements[4].character: HALCYON-THE-BUILDING is not a character of the cast (NONNA LUCIA, "
+    "HALCYON); nothing was saved"
+)
+
 BIDI_RUN_TEXT = '{"title": "\u202eevil", "logline": "A fog."}\n{"scenes": []}'
 
 
@@ -93,7 +100,7 @@ def main() -> None:
         model="offline",
         max_tokens=1024,
         error_code="invalid_output",
-        error_message="The model's reply is not valid JSON.",
+        error_message=FAILED_RUN_MESSAGE,
         raw_text=FAILED_RUN_TEXT,
     )
     # The run page's bidi test: a run whose story's title and model text leave U+202E open (and a stray

@@ -277,3 +277,21 @@ def test_an_export_refused_says_why_on_the_story_page_instead_of_a_failed_downlo
     assert fountain.value.suggested_filename == "a-story-renamed-v1.fountain"
     assert fountain.value.failure() is None
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_failed_runs_error_message_opened_on_the_runs_page_wraps_within_the_page(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server, FAILED_RUN_WRITER)
+    page.goto(app_server.url + "/runs/")
+    page.locator("details.run-error summary", has_text="invalid_output").click()
+    message = page.locator("details.run-error", has_text="nothing was saved")
+    expect(message).to_contain_text("HALCYON-THE-BUILDING is not a character of the cast")
+    # The message was one line, 3,000 px long: cut at the window's edge, the run's model, tokens and
+    # cost a sideways scroll away.
+    box = message.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1280, f"the message ends at {box}"
+    model = page.locator("table.runs td", has_text="offline model").bounding_box()
+    assert model is not None and model["x"] + model["width"] <= 1280
+    assert watched.dialogs == [] and watched.errors == []
