@@ -68,7 +68,8 @@ def story_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def story_create(request: HttpRequest) -> HttpResponse:
-    return render(request, "stories/story_create.html", {"generator": _generator_context(story=None)})
+    generator = _generator_context(story=None, user_id=int(request.user.pk or 0))
+    return render(request, "stories/story_create.html", {"generator": generator})
 
 
 @login_required
@@ -98,7 +99,7 @@ def _story_page(
         "versions": versions,
         "versions_pages": _pages_around(request, versions),
         "cast": selectors.story_cast_list(story=story),
-        "generator": _generator_context(story=story),
+        "generator": _generator_context(story=story, user_id=story.owner_id),
         "writing_runs": selectors.story_runs_writing(story=story),
         "rewrite_kept": rewrite_kept,
     }
@@ -194,7 +195,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "stories/run_detail.html", context)
 
 
-def _generator_context(*, story: Story | None) -> dict[str, Any]:
+def _generator_context(*, story: Story | None, user_id: int) -> dict[str, Any]:
     """What the generation form needs: choices for the template and a config for generate.js."""
     defaults = selectors.generation_settings_get()
     cast = selectors.story_cast_list(story=story) if story is not None else []
@@ -204,6 +205,9 @@ def _generator_context(*, story: Story | None) -> dict[str, Any]:
         "contextsUrl": reverse("personas:contexts"),
         "maxPersonas": settings.STORY_MAX_PERSONAS,
         "storyId": story.pk if story is not None else None,
+        # What the tab keeps of the form (text not sent, a request refused) is the writer's own: another
+        # writer signing in in the same tab does not get it back.
+        "userId": user_id,
         "initialPersonas": [
             {"name": member.persona.name, "display_name": member.persona.display_name} for member in cast
         ],

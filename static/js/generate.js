@@ -349,7 +349,7 @@
   // to the run in the address bar) puts the plot, title, cast and choices back in the form, so the
   // writer's text is never lost and Retry still has its request. Only the newest run is kept.
   var REQUEST_PREFIX = "generation-request:";
-  var UNSENT = "unsent:" + window.location.pathname;
+  var UNSENT = "unsent:" + config.userId + ":" + window.location.pathname;
 
   function requestRemember(runId, request) {
     var personas = request.personas.map(function (name) {
@@ -391,7 +391,7 @@
   // What the writer typed in the plot and title since the last request this tab sent (none sent yet,
   // or new text after a run): kept for the tab's session per page, so a reload, or leaving and coming
   // back, does not lose it, nor put back in its place the plot of the run in the address bar.
-  var DRAFT = "generation-draft:" + window.location.pathname;
+  var DRAFT = "generation-draft:" + config.userId + ":" + window.location.pathname;
 
   function draftStore() {
     try {

@@ -347,4 +347,14 @@ def test_a_plot_and_title_typed_but_not_sent_are_kept_across_a_reload_also_after
     expect(page.locator("#stream-saved")).to_be_visible()
     expect(page.get_by_label("Plot")).to_have_value("The next plot, typed once the first run was done.")
     expect(page.get_by_label("Title")).to_have_value("")
+
+    # It is this writer's: another one signing in in the same tab starts with an empty form.
+    page.get_by_label("Title").fill("Private")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/accounts/login/")
+    log_in(page, app_server, ("intruder", "intruder-pw-2026"))
+    page.goto(app_server.url + "/stories/new/")
+    expect(page.locator("#persona-results-status")).not_to_have_text("Searching…")
+    expect(page.get_by_label("Plot")).to_have_value("")
+    expect(page.get_by_label("Title")).to_have_value("")
     assert watched.dialogs == [] and watched.errors == []
