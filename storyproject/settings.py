@@ -434,7 +434,19 @@ if STORY_MIN_MAX_TOKENS > STORY_MAX_MAX_TOKENS:
     )
 STORY_MAX_TOTAL_OUTPUT_TOKENS = envint("STORY_MAX_TOTAL_OUTPUT_TOKENS", 32_000, minimum=256)
 STORY_MAX_CONTINUATIONS = envint("STORY_MAX_CONTINUATIONS", 4, minimum=0)
-STORY_WS_MAX_MESSAGE_BYTES = envint("STORY_WS_MAX_MESSAGE_BYTES", 65_536, minimum=1024)
+# By default enough for the longest valid message (up to daphne's own 1 MiB): a plot and title at their
+# limits in characters outside the BMP (emoji, mathematical letters pasted from social media), which
+# JSON sends as 4 UTF-8 bytes each (a browser) or as two \uXXXX escapes, 12 bytes (Python's json.dumps),
+# with the personas and the rest. 64 KiB refused a valid plot of 16,384 emoji from the create page, or of
+# 11,000 Chinese characters from a script, as a message too long.
+STORY_WS_MAX_MESSAGE_BYTES = envint(
+    "STORY_WS_MAX_MESSAGE_BYTES",
+    min(
+        1_048_576,
+        max(65_536, 12 * (STORY_MAX_PLOT_CHARS + STORY_MAX_TITLE_CHARS) + STORY_MAX_PERSONAS * 110 + 4096),
+    ),
+    minimum=1024,
+)
 # What a socket may hold that its client has not read (storyproject/send_buffer.py): past the first,
 # a run's events wait for the client to read and an ``attach`` is refused ``busy``; past the second,
 # the socket is closed (4408). A whole run's replay is at most a few MB, sent in steps of the first.

@@ -472,3 +472,18 @@ def test_the_models_pace_is_read_once_a_minute_not_at_every_admission(
         generation_pace_get(model="claude-haiku-5-5", max_tokens=4096)
     with django_assert_num_queries(0):
         generation_pace_get(model="claude-haiku-5-5", max_tokens=4096)
+
+
+async def test_a_plot_and_title_at_their_limits_in_four_byte_characters_fit_in_one_message(
+    writer: Any, cast: Any, offline: None, settings: Any
+) -> None:
+    # 17,000 emoji, a valid plot (characters are counted, not bytes), were refused before anything
+    # started: "messages are limited to 65536 bytes", which said nothing a writer could act on.
+    emoji = "\U0001f3ac"
+    events = await ws_generate(
+        writer,
+        plot=emoji * settings.STORY_MAX_PLOT_CHARS,
+        title=emoji * settings.STORY_MAX_TITLE_CHARS,
+        timeout=30,
+    )
+    assert events[0]["type"] == "accepted", events[0]
