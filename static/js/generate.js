@@ -967,6 +967,54 @@
     });
   }
 
+  // The notices of runs this page does not follow (another tab's Regenerate, a scene rewrite, a
+  // script's run): each asks after its run every few seconds and says once it has ended, instead of
+  // going on saying a version is being written until a reload.
+  var NOTICE_POLL_MS = 3000;
+
+  function noticesWatch(followed) {
+    document.querySelectorAll(".writing-notice[data-run-url]").forEach(function (notice) {
+      if (Number(notice.dataset.run) === followed) {
+        return; // this page's own stream says how it ends (runNoticeEnd)
+      }
+      var timer = window.setInterval(function () {
+        if (!notice.isConnected) {
+          window.clearInterval(timer);
+          return;
+        }
+        fetch(notice.dataset.runUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+          .then(function (response) {
+            if (response.status >= 400 && response.status < 500) {
+              window.clearInterval(timer); // signed out, or the run is gone: nothing more to learn
+            }
+            return response.ok ? response.json() : null;
+          })
+          .then(function (data) {
+            if (data && typeof data.status === "string" && data.status !== "streaming") {
+              window.clearInterval(timer);
+              noticeEnded(notice, data);
+            }
+          })
+          .catch(function () {
+            // Asked again at the next turn.
+          });
+      }, NOTICE_POLL_MS);
+    });
+  }
+
+  function noticeEnded(notice, run) {
+    var runId = Number(notice.dataset.run);
+    notice.replaceChildren();
+    if (run.status === "succeeded" && typeof run.version === "number") {
+      notice.appendChild(document.createTextNode("Run #" + runId + " has written version " + run.version + ". "));
+      var link = el("a", "", "Open it");
+      link.href = notice.dataset.storyUrl + "?version=" + Number(run.version);
+      notice.appendChild(link);
+    } else {
+      notice.textContent = "Run #" + runId + " has ended (" + asText(run.status) + ") without a new version.";
+    }
+  }
+
   function errorShow(current, message) {
     runFinish(current);
     pendingSettle("Not written: the run stopped.");
@@ -1157,6 +1205,8 @@
   } else {
     pickerStart();
   }
+
+  noticesWatch(runWatched);
 
   if (runWatched) {
     if (folded) {

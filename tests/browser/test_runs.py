@@ -358,3 +358,34 @@ def test_a_plot_and_title_typed_but_not_sent_are_kept_across_a_reload_also_after
     expect(page.get_by_label("Plot")).to_have_value("")
     expect(page.get_by_label("Title")).to_have_value("")
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_the_writing_notice_of_a_story_open_in_another_tab_says_when_its_run_has_ended(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    generate_story(page, app_server, personas=[("halcyon", "HALCYON")], plot="The lift stops on floor nine.")
+    page.get_by_role("link", name="Open the story (version 1)").click()
+    story_url = page.url
+    page.locator("#regenerate > summary").click()
+    expect(chip(page, "rogue-ai")).to_be_visible()
+    page.get_by_label("Plot").fill(LONG_PLOT)
+    length = page.get_by_label("Length")
+    length.select_option(index=length.locator("option").count() - 1)
+    generate(page, button="Generate a new version")
+    expect(page).to_have_url(re.compile(r"/stories/\d+/\?run=\d+$"))
+    run_id = page.url.rsplit("=", 1)[1]
+
+    # The story open in another tab while that run writes: its notice, rendered then, used to say so
+    # until a reload, long after the run had ended.
+    other = page.context.new_page()
+    other_errors: list[str] = []
+    other.on("pageerror", lambda error: other_errors.append(str(error)))
+    other.goto(story_url)
+    notice = other.locator(".writing-notice")
+    expect(notice).to_contain_text(f"being written (run #{run_id})")
+    expect(page.locator("#stream-saved")).to_be_visible(timeout=60_000)
+    expect(notice).to_contain_text(f"Run #{run_id} has written version 2", timeout=10_000)
+    notice.get_by_role("link", name="Open it").click()
+    expect(other.locator(".version-heading")).to_contain_text("Version 2")
+    assert watched.dialogs == [] and watched.errors == [] and other_errors == []
