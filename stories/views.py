@@ -326,7 +326,8 @@ def _story_edit_posted(request: HttpRequest, *, story: Story, version: Screenpla
     )
     try:
         if not fields.is_valid():
-            raise GenerationError("invalid_request", _serializer_error(fields.errors))
+            # The field's own words, as the script's save shows them ("fountain contains a NUL ...").
+            raise GenerationError("invalid_request", next(iter(fields.errors.values()))[0])
         saved = services.screenplay_version_write_fountain(
             user_id=int(request.user.pk or 0),
             story=story,
