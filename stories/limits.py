@@ -218,7 +218,7 @@ def _export_rate_limited(limit: int, frees_at: float) -> GenerationError:
     retry_after = max(1, math.ceil(frees_at - time.time()))
     return GenerationError(
         "rate_limited",
-        f"You have had {limit} PDFs built in the last hour (at most {limit}). Try again in "
+        f"You have had {limit} PDF{'' if limit == 1 else 's'} built in the last hour (at most {limit}). Try again in "
         f"{_spoken_duration(retry_after)} (retry_after={retry_after} seconds); files already built still "
         "download.",
         retryable=True,

@@ -268,7 +268,7 @@ def test_an_export_refused_says_why_on_the_story_page_instead_of_a_failed_downlo
     page.get_by_label("Title").fill("A story renamed")
     page.get_by_role("button", name="Save").click()
     page.get_by_role("link", name="PDF").click()
-    expect(page.locator(".messages")).to_contain_text("You have had 1 PDFs built in the last hour")
+    expect(page.locator(".messages")).to_contain_text("You have had 1 PDF built in the last hour")
     expect(page.locator(".version-heading")).to_contain_text("Version 1")
     expect(page).to_have_url(re.compile(r"/stories/\d+/\?version=1$"))
     # The other formats still download from there.

@@ -214,7 +214,7 @@ def test_the_story_pages_export_link_downloads_or_comes_back_saying_why_not(
     refused = logged_in.get(f"/stories/{story.pk}/versions/2/export/?format=pdf", follow=True)
     assert refused.redirect_chain == [(f"/stories/{story.pk}/?version=2", 302)]
     page = html.unescape(refused.content.decode())
-    assert "The PDF file could not be made: You have had 1 PDFs built in the last hour" in page
+    assert "The PDF file could not be made: You have had 1 PDF built in the last hour" in page
     assert logged_in.get(f"{url}?format=docx").status_code == 400
     assert logged_in.get(f"/stories/{story.pk}/versions/3/export/?format=json").status_code == 404
     assert logged_in.get(f"/stories/{story.pk}/versions/2147483648/export/?format=json").status_code == 404
