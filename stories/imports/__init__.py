@@ -62,9 +62,18 @@ def screenplay_import(
     if isinstance(data, bytes) and _blank(data):
         # An empty upload was read as a document: "not well-formed XML (column 0)" for an FDX.
         raise ScreenplayImportError("the file is empty")
-    if fmt == "fdx":
+    if fmt == "fdx" or (edited is None and _final_draft_document(data)):
+        # A Final Draft file under another name (``x.fdx.txt``, as a mail client saves it) or pasted:
+        # read as Fountain, it was refused for having "no scene heading", which said nothing of why.
         return screenplay_from_fdx(data.encode() if isinstance(data, str) else data)
     return screenplay_from_fountain(_text(data), edited=edited)
+
+
+def _final_draft_document(data: bytes | str) -> bool:
+    """Whether the document is Final Draft's XML: a ``<FinalDraft`` root in its first kilobyte (after
+    an XML declaration, comments, a byte-order mark). No Fountain screenplay begins with an element."""
+    head = data[:1024] if isinstance(data, str) else data[:1024].decode("utf-8", errors="replace")
+    return head.lstrip("\ufeff \t\r\n").startswith("<") and "<FinalDraft" in head
 
 
 def _blank(data: bytes) -> bool:
