@@ -547,6 +547,9 @@ def _plot_cut_note() -> str:
 
 def _import_posted(request: HttpRequest) -> dict[str, Any]:
     upload = request.FILES.get("file")
+    if upload is not None and request.POST.get("fountain", "").strip():
+        # Both: the pasted text was dropped without a word, the file imported in its place.
+        raise ScreenplayImportError("choose a file or paste Fountain text, not both")
     if upload is not None:
         if (upload.size or 0) > settings.STORY_IMPORT_MAX_BYTES:
             raise ScreenplayImportError(f"the file is larger than {settings.STORY_IMPORT_MAX_BYTES} bytes")

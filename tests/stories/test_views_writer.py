@@ -548,3 +548,34 @@ def test_a_page_form_that_is_not_utf8_is_a_400_not_saved_with_replacement_charac
     assert good.status_code == 302
     story.refresh_from_db()
     assert story.title == "café"
+
+
+@pytest.mark.parametrize("name", ["vault.fdx.txt", "vault.txt", "vault.fountain"])
+def test_a_final_draft_file_under_a_fountain_name_is_read_as_final_draft(
+    logged_in: Client, name: str
+) -> None:
+    # A mail client's "vault.fdx.txt": read as Fountain, it was refused for having "no scene heading".
+    fdx = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<FinalDraft DocumentType="Script"><Content>'
+        '<Paragraph Type="Scene Heading"><Text>INT. VAULT - NIGHT</Text></Paragraph>'
+        '<Paragraph Type="Character"><Text>MAX</Text></Paragraph>'
+        '<Paragraph Type="Dialogue"><Text>Now.</Text></Paragraph></Content></FinalDraft>'
+    )
+    page = logged_in.post(
+        "/stories/import/", {"file": SimpleUploadedFile(name, fdx.encode())}
+    ).content.decode()
+    content = json.loads(page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"'))
+    assert content["scenes"][0]["heading"] == "INT. VAULT - NIGHT"
+    assert content["characters"] == [{"name": "MAX"}]
+
+
+def test_a_file_and_pasted_text_together_are_refused_keeping_the_text(logged_in: Client) -> None:
+    # Was: the file imported and the pasted text dropped without a word.
+    upload = SimpleUploadedFile("vault.fountain", b"INT. VAULT - NIGHT\n\nMAX\nNow.\n")
+    pasted = "INT. BANK - DAY\n\nJUNE\nWait.\n"
+    response = logged_in.post("/stories/import/", {"file": upload, "fountain": pasted})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "choose a file or paste Fountain text, not both" in page
+    assert "INT. BANK - DAY" in page  # the pasted text is still in the form
+    assert not Story.objects.exists()
