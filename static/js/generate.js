@@ -247,12 +247,32 @@
   var searchController = null;
   var searchTimer = null;
 
+  // Text with each lone UTF-16 surrogate (pasted from a broken source) made U+FFFD, as a form sends it:
+  // encodeURIComponent throws on one, and the search stalled on "Searching…" with an uncaught error.
+  function wellFormed(text) {
+    if (typeof text.toWellFormed === "function") {
+      return text.toWellFormed();
+    }
+    var out = "";
+    for (var i = 0; i < text.length; i += 1) {
+      var code = text.charCodeAt(i);
+      var next = text.charCodeAt(i + 1);
+      if (code >= 0xd800 && code <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+        out += text.charAt(i) + text.charAt(i + 1);
+        i += 1;
+      } else {
+        out += code >= 0xd800 && code <= 0xdfff ? "\ufffd" : text.charAt(i);
+      }
+    }
+    return out;
+  }
+
   function personasSearch(query) {
     if (searchController) {
       searchController.abort();
     }
     searchController = new AbortController();
-    var url = config.personasUrl + "?search=" + encodeURIComponent(query);
+    var url = config.personasUrl + "?search=" + encodeURIComponent(wellFormed(query));
     ui.resultsStatus.textContent = "Searching…";
     fetch(url, {
       credentials: "same-origin",

@@ -381,6 +381,22 @@ def test_keyboard_focus_stays_in_the_cast_when_a_persona_is_removed(
     assert watched.dialogs == [] and watched.errors == []
 
 
+def test_a_search_with_a_lone_surrogate_is_sent_and_answered(app_server: AppServer, watched: Watched) -> None:
+    # Was: encodeURIComponent threw on it, and the picker stayed on "Searching…" with an uncaught error.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    with page.expect_response(lambda response: "search=noir%EF%BF%BD" in response.url):
+        page.get_by_label("Find personas").evaluate(
+            "box => { box.value = 'noir\\ud800'; box.dispatchEvent(new Event('input', {bubbles: true})); }"
+        )
+    expect(page.locator("#persona-results-status")).to_have_text("No persona matches that search.")
+    with page.expect_response(lambda response: "search=marlowe" in response.url):
+        page.get_by_label("Find personas").fill("marlowe")
+    expect(page.locator(".persona-option", has_text="Sam Marlowe")).to_be_visible()
+    assert watched.errors == []
+
+
 def test_a_writer_signed_out_meanwhile_is_offered_a_sign_in_and_gets_the_plot_back(
     app_server: AppServer, watched: Watched
 ) -> None:
