@@ -351,7 +351,9 @@
   }
 
   function plotLength() {
-    return textLength(ui.plot.value);
+    // What is sent: the plot without the white space around it (a paste's last line break), which the
+    // server does not count either.
+    return textLength(ui.plot.value.trim());
   }
 
   function plotCountUpdate() {

@@ -191,7 +191,7 @@ def test_a_plot_or_title_pasted_over_the_limit_is_kept_whole_and_generate_says_i
     page.keyboard.insert_text(long_plot)
     # Nothing is cut: the writer sees the whole text, by how much it is over, and what to do.
     counter = page.locator("#plot-count")
-    expect(counter).to_have_text("20,160 / 20,000 characters")
+    expect(counter).to_have_text("20,159 / 20,000 characters")  # its last space is not sent
     assert plot.input_value() == long_plot
     expect(counter).to_have_class(re.compile(r"\bover-limit\b"))
     page.get_by_role("button", name="Generate").click()
@@ -199,6 +199,12 @@ def test_a_plot_or_title_pasted_over_the_limit_is_kept_whole_and_generate_says_i
         page.get_by_role("alert").filter(has_text="The plot is longer than 20,000 characters.")
     ).to_be_visible()
     expect(page.locator("#stream")).to_be_hidden()
+
+    # White space around the plot is not sent, nor counted: a plot at the limit, pasted with its last
+    # line break, was refused as longer than the limit, which the server would have taken.
+    plot.fill("x" * 20_000 + "\n")
+    expect(counter).to_have_text("20,000 / 20,000 characters")
+    expect(counter).not_to_have_class(re.compile(r"\bover-limit\b"))
 
     # Emoji count as one character each, as the server counts them: 15,000 of them fit.
     emoji = "\U0001f3ac" * 15_000
