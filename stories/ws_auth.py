@@ -14,14 +14,17 @@ deactivated user stops an open socket too, not only new ones.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from channels.auth import AuthMiddleware, UserLazyObject, get_user
 from channels.middleware import BaseMiddleware
 from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.core.cache import cache
 
 from accounts.authentication import token_user
 from accounts.session_auth import session_user_current
@@ -88,6 +91,35 @@ def socket_credential(scope: dict[str, Any]) -> SocketCredential | None:
     session = scope.get("session")
     session_key = session.session_key if session is not None else None
     return SocketCredential(user_id=user.pk, session_key=session_key) if session_key else None
+
+
+logger = logging.getLogger(__name__)
+
+# How long a revocation's mark stays: far longer than any admission lasts between its credential's
+# check and its run's commit.
+_REVOCATION_MARK_SECONDS = 300
+
+
+def revocation_mark(*, user_id: Any) -> None:
+    """Say, in the shared cache, that a credential of ``user_id`` was just revoked (sync): once the
+    revocation has committed, before it looks for the runs to cancel (stories.runs.revoked)."""
+    try:
+        cache.set(f"credential-revoked:{user_id}", True, _REVOCATION_MARK_SECONDS)
+    except Exception:
+        logger.warning(
+            "cache unavailable: a revocation of user %s could not be marked", user_id, exc_info=True
+        )
+
+
+def revocation_recent(*, user_id: Any) -> bool:
+    """Whether a credential of ``user_id`` may have been revoked in the last minutes (sync): True when
+    marked (``revocation_mark``), and whenever the cache cannot say (no shared cache, an outage)."""
+    if not settings.STORY_CACHE_TOKEN_USERS:
+        return True  # each process's own memory: another process's mark is not seen here
+    try:
+        return cache.get(f"credential-revoked:{user_id}") is not None
+    except Exception:
+        return True
 
 
 def signed_out_error() -> GenerationError:

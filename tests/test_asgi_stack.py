@@ -214,7 +214,10 @@ def test_a_page_form_past_the_body_limit_is_the_sites_page_saying_what_to_do(set
     assert "<title>Too large · Screenplay studio</title>" in response.text
     assert "It is larger than 64.0\xa0KB, the most this site takes in one request" in response.text
     # In bytes too, as the import page gives it and its refusal counts it (1,000,000 is not "1 MB" there).
-    assert "a screenplay to import may be at most 976.6\xa0KB (1000000 bytes, as the import page" in response.text
+    assert (
+        "a screenplay to import may be at most 976.6\xa0KB (1000000 bytes, as the import page"
+        in response.text
+    )
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert "script-src" not in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"

@@ -43,7 +43,13 @@ from stories.services import (
     generation_run_finish,
     generation_run_release,
 )
-from stories.ws_auth import SocketCredential, credential_current, credential_fingerprint, signed_out_error
+from stories.ws_auth import (
+    SocketCredential,
+    credential_current,
+    credential_fingerprint,
+    revocation_recent,
+    signed_out_error,
+)
 from storyproject.db import db_call, db_started
 from storyproject.logs import run_log_context_bind, run_log_context_release
 
@@ -229,10 +235,12 @@ def _run_open(
     recorded for a resume (not a scene rewrite's: that is one call, nothing to keep). The opening's
     ``check``, the caller's own, comes before anything else.
 
-    The opening's credential is asked again once the run has committed, from the database: a sign-out
-    that committed between the caller's check and the run's commit found no run to cancel
-    (``stories.runs.revoked`` reads the runs once the revocation has committed), and the run went on for
-    a credential that no longer held. Asked after the run's commit, one of the two sees the other.
+    The opening's credential is asked again once the run has committed, from the database, when a
+    revocation of the user's credentials is marked as recent: a sign-out that committed between the
+    caller's check and the run's commit found no run to cancel (``stories.runs.revoked`` reads the runs
+    once the revocation has committed), and the run went on for a credential that no longer held. The
+    revocation marks itself before it reads the runs, and the mark is read after the run's commit: one
+    of the two sees the other. Unmarked (no revocation), the check costs one cache read, not two queries.
     """
     if opening.check is not None:
         opening.check()
@@ -264,7 +272,11 @@ def _run_open(
         rules=defaults.formatting_rules,
         lease_owner=RUN_LEASE_OWNER,
     )
-    if opening.credential is not None and not credential_current(credential=opening.credential, fresh=True):
+    if (
+        opening.credential is not None
+        and revocation_recent(user_id=user_id)
+        and not credential_current(credential=opening.credential, fresh=True)
+    ):
         return _Admitted(run=admitted, contexts=PersonaContexts([], [], []), signed_out=True)
     return _Admitted(run=admitted, contexts=_contexts_read(admitted))
 

@@ -29,7 +29,7 @@ from django.db import transaction
 
 from stories.runs.runner import run_cancel
 from stories.selectors import runs_streaming_of
-from stories.ws_auth import SocketCredential, credential_fingerprint
+from stories.ws_auth import SocketCredential, credential_fingerprint, revocation_mark
 
 logger = logging.getLogger(__name__)
 # Cancels asked from a thread that runs an event loop itself, kept until done (the loop keeps only
@@ -64,13 +64,13 @@ def runs_cancel_user_saved(*, user: Any, created: bool, update_fields: Any) -> N
 def runs_cancel_token_revoked(*, user_id: Any, key: str) -> None:
     """The token ``key`` of ``user_id`` was deleted (revoked, replaced): cancel the runs it started."""
     started_by = credential_fingerprint(SocketCredential(user_id=user_id, token_key=key))
-    _on_commit(lambda: runs_streaming_of(user_id=user_id, started_by=started_by))
+    _on_commit(user_id, lambda: runs_streaming_of(user_id=user_id, started_by=started_by))
 
 
 def runs_cancel_session_ended(*, user_id: Any, session_key: str) -> None:
     """The session ``session_key`` signed its user out: cancel the runs it started."""
     started_by = credential_fingerprint(SocketCredential(user_id=user_id, session_key=session_key))
-    _on_commit(lambda: runs_streaming_of(user_id=user_id, started_by=started_by))
+    _on_commit(user_id, lambda: runs_streaming_of(user_id=user_id, started_by=started_by))
 
 
 def runs_cancel_session_deleted(*, session: Any) -> None:
@@ -88,7 +88,7 @@ def runs_cancel_password_changed(*, user_id: Any, token_key: str | None) -> None
     sparing: tuple[str, ...] = ("",)
     if token_key:
         sparing += (credential_fingerprint(SocketCredential(user_id=user_id, token_key=token_key)),)
-    _on_commit(lambda: runs_streaming_of(user_id=user_id, sparing=sparing))
+    _on_commit(user_id, lambda: runs_streaming_of(user_id=user_id, sparing=sparing))
 
 
 def runs_cancel_user_gone(*, user_id: Any, deleted: bool = False) -> None:
@@ -96,13 +96,20 @@ def runs_cancel_user_gone(*, user_id: Any, deleted: bool = False) -> None:
     runs are read now, before the deletion's cascade removes their rows."""
     if deleted:
         run_ids = runs_streaming_of(user_id=user_id)
-        _on_commit(lambda: run_ids)
+        _on_commit(user_id, lambda: run_ids)
     else:
-        _on_commit(lambda: runs_streaming_of(user_id=user_id))
+        _on_commit(user_id, lambda: runs_streaming_of(user_id=user_id))
 
 
-def _on_commit(run_ids: Callable[[], list[int]]) -> None:
-    transaction.on_commit(lambda: _runs_cancel(run_ids()))
+def _on_commit(user_id: Any, run_ids: Callable[[], list[int]]) -> None:
+    transaction.on_commit(lambda: _revoked(user_id, run_ids))
+
+
+def _revoked(user_id: Any, run_ids: Callable[[], list[int]]) -> None:
+    # Marked before the runs are looked for: a run admitted meanwhile, whose commit this look cannot
+    # see, sees the mark once it has committed, and asks its credential again (generation.pipeline).
+    revocation_mark(user_id=user_id)
+    _runs_cancel(run_ids())
 
 
 def _runs_cancel(run_ids: list[int]) -> None:

@@ -272,3 +272,32 @@ async def test_a_logout_between_the_sockets_check_and_its_runs_record_cancels_th
     finally:
         await communicator.disconnect()
     await _cancelled_before_the_model(fake_anthropic)
+
+
+@pytest.mark.parametrize("revoked_meanwhile", [False, True])
+def test_an_admission_asks_the_database_again_only_after_a_revocation_of_the_users_credentials(
+    writer: Any, cast: Any, settings: Any, revoked_meanwhile: bool
+) -> None:
+    # The check after the run's commit costs two queries (session and user), a quarter more CPU per
+    # admission; a revocation marks itself in the shared cache before it looks for runs, and an
+    # admission that finds no mark has nothing to look for.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from stories.generation.requests import generation_request_parse
+    from stories.services import generation_run_release
+    from stories.ws_auth import SocketCredential, revocation_mark
+
+    settings.STORY_CACHE_TOKEN_USERS = True  # a cache every process shares (here, this test's own)
+    browser = Client()
+    browser.force_login(writer)
+    credential = SocketCredential(user_id=writer.pk, session_key=browser.session.session_key)
+    if revoked_meanwhile:
+        revocation_mark(user_id=writer.pk)  # another of the writer's sessions, signed out
+    request = generation_request_parse({"plot": "A plot.", "personas": ["noir-detective"]})
+    with CaptureQueriesContext(connection) as queries:
+        admitted = pipeline._run_open(request, writer.pk, 0.0, True, pipeline._Opening(credential=credential))
+    generation_run_release(run_id=admitted.run.run_id)
+    assert not admitted.signed_out  # this session still holds
+    asked = any("django_session" in query["sql"] for query in queries.captured_queries)
+    assert asked == revoked_meanwhile
