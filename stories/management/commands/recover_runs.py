@@ -56,8 +56,8 @@ class Command(ProjectCommand):
         finished, failed = counts.get("finished", 0), counts.get("failed", 0)
         self.stdout.write(
             f"{len(run_ids)} orphaned run(s): {finished} resumed and finished, {failed} failed "
-            f"(nothing to resume from, or the resume failed), {counts.get('skipped', 0)} taken by "
-            "another process."
+            f"(nothing to resume from, or the resume failed), {counts.get('cancelled', 0)} cancelled (as "
+            f"their writer asked), {counts.get('skipped', 0)} taken by another process."
         )
 
 

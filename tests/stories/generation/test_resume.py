@@ -641,3 +641,19 @@ async def test_a_database_outage_logs_the_lease_renewals_failing_once_not_at_eve
     assert [r.getMessage() for r in lines] == ["renewing leases failed (run 1)"]
     assert lines[0].exc_info is not None
     assert checkpoint._RENEWALS.failures > 10  # three runs, every 10 ms: all tried, one line
+
+
+def test_recover_runs_counts_the_runs_it_closed_cancelled(writer: Any, cast: Any) -> None:
+    # Was: "1 orphaned run(s): 0 resumed and finished, 0 failed (...), 0 taken by another process.":
+    # a run whose writer cancelled it while its process was dead was closed `cancelled` and counted
+    # nowhere in the line.
+    orphan = _orphan(writer, mode="single", work={}, expired=False)
+    async_to_sync(run_cancel)(run_id=orphan.pk)
+    GenerationRun.objects.filter(pk=orphan.pk).update(lease_expires_at=timezone.now())
+    out = StringIO()
+    call_command("recover_runs", stdout=out)
+    assert out.getvalue() == (
+        "1 orphaned run(s): 0 resumed and finished, 0 failed (nothing to resume from, or the resume "
+        "failed), 1 cancelled (as their writer asked), 0 taken by another process.\n"
+    )
+    assert GenerationRun.objects.get(pk=orphan.pk).status == "cancelled"
