@@ -129,5 +129,14 @@ class ModelStoppedShort(GenerationError):
         super().__init__("invalid_output", message)
 
 
+class RunTakenOver(GenerationError):
+    """Another server process took the run over (this one stalled past its lease): this copy stops and
+    writes nothing more, to the run or to its log, whose end is the other process's to write
+    (stories.runs.runner). Its code is the one a caller outside a runner is told."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("interrupted", message, retryable=True)
+
+
 class GenerationCancelled(Exception):
     """A run that stopped on a ``cancelled`` event: nothing was saved."""

@@ -23,7 +23,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from personas.models import PersonaConfig
-from stories.errors import GenerationError
+from stories.errors import GenerationError, RunTakenOver
 from stories.exports.screenplay import one_line
 from stories.generation.events import CastDropped
 from stories.generation.requests import SceneRewrite
@@ -505,7 +505,7 @@ def _run_succeed(
     )
     if not updated:
         # Raised inside the transaction: the version and cast roll back with it.
-        raise GenerationError("interrupted", "another server process took this run over; it saves it")
+        raise RunTakenOver("another server process took this run over; it saves it")
     _run_observe_after_commit(run_id=run_id, status=GenerationRun.Status.SUCCEEDED, record=record)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 
-from stories.errors import GenerationError
+from stories.errors import RunTakenOver
 from stories.generation.backends.base import Usage
 from stories.generation.requests import GenerationRequest
 from stories.generation.run import Run
@@ -82,7 +82,7 @@ async def checkpoint_save(run: Run, work: dict[str, Any], *, in_flight: Usage | 
     """Store ``work`` (the outline and scenes finished so far) with the usage paid so far.
 
     ``in_flight`` is the usage of a call still streaming (single mode's), estimated: the scenes it
-    completed are in ``work``, so what it cost so far is counted with them. Raises GenerationError
+    completed are in ``work``, so what it cost so far is counted with them. Raises RunTakenOver
     "interrupted" when another process has taken the run over: this copy must stop.
     """
     if not run.lease_owner:
@@ -103,7 +103,7 @@ async def checkpoint_save(run: Run, work: dict[str, Any], *, in_flight: Usage | 
         run_id=run.run_id, lease_owner=run.lease_owner, checkpoint=checkpoint
     )
     if not held:
-        raise GenerationError("interrupted", "another server process took this run over")
+        raise RunTakenOver("another server process took this run over")
 
 
 class NotResumable(Exception):

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from personas.selectors import PersonaContexts, persona_contexts
-from stories.errors import GenerationError, database_failure
+from stories.errors import GenerationError, RunTakenOver, database_failure
 from stories.generation.backends.base import Brief, CastMember
 from stories.generation.checkpoint import checkpoint_request, lease_kept
 from stories.generation.coalesce import text_coalesced
@@ -153,6 +153,9 @@ async def _run_events(
         async with aclosing(_generate(run, writer, opening, contexts)) as events:
             async for event in events:
                 yield event
+    except RunTakenOver:
+        # Not this process's to close or to end any more (the process that holds it does both).
+        raise
     except GenerationError as error:
         await _run_close(run, GenerationRun.Status.FAILED, error)
         yield error.as_event()

@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
-from stories.errors import GenerationError
+from stories.errors import GenerationError, RunTakenOver
 from stories.runs.log import TERMINAL, RunEventLog
 from stories.runs.store import run_event_log
 from stories.services import generation_run_cancel_orphaned
@@ -194,6 +194,12 @@ async def _drive(events: AsyncGenerator[dict[str, Any], None], driven: _Driven) 
                 await driven.take(event)
     except asyncio.CancelledError:
         await driven.end({"type": "cancelled"})
+    except RunTakenOver:
+        # This process stalled past the run's lease and another one took it over: that one writes the
+        # rest of its log, its end included. Written here, an `error` ended the run for its followers
+        # (and an attach after it got nothing more) while the other process saved it.
+        logger.warning("run %s was taken over by another server process; it goes on there", driven.run_id)
+        await driven.let_go()
     except Exception:
         logger.exception("generation run %s failed unexpectedly", driven.run_id)
         await driven.end(GenerationError("llm_unavailable", "the generation failed unexpectedly").as_event())
@@ -260,8 +266,21 @@ class _Driven:
         elif not self.ended:
             await self._append(terminal)
 
+    async def let_go(self) -> None:
+        """Write nothing more of the run: what was written reaches the other processes, and this
+        process's followers go on from there (the log it keeps of the run, dropped, ends their follow
+        here: stories.runs.follow then reads the log the other process writes, or the database)."""
+        self.dropped = True
+        if self.run_id is None:
+            return
+        try:
+            await self.log.flush()
+        except Exception:
+            logger.warning("run %s: its last events could not be written to its event log", self.run_id)
+        self.log.forget(self.run_id)
+
     async def close(self) -> None:
-        if self.run_id is not None and not self.ended:
+        if self.run_id is not None and not self.ended and not self.dropped:
             await self._append(
                 GenerationError("llm_unavailable", "the generation ended without a result").as_event()
             )
