@@ -9,9 +9,12 @@ that kept it (a restart without Redis), a run's end is rebuilt from the database
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from stories.errors import GenerationError
 from stories.runs.log import TERMINAL
@@ -19,6 +22,10 @@ from stories.runs.runner import run_settled, run_start
 from stories.runs.store import run_event_log
 from stories.selectors import run_final_events, run_find_for_user
 from storyproject.db import db_call
+from storyproject.logs import RepeatedFailure
+
+logger = logging.getLogger(__name__)
+_LOG_READS = RepeatedFailure(logger, "reading a run's events from Redis")
 
 # How often a follower asks again about a run that is running but has no log it can read yet.
 _POLL_SECONDS = 1.0
@@ -39,26 +46,41 @@ async def run_last_seq_ended(*, run_id: int) -> int | None:
     """The seq of the run's terminal event while its log holds it; None while the run goes on (or its
     log went quiet without its end), and when there is no log."""
     log = run_event_log()
-    if not await log.exists(run_id) or not await log.ended(run_id):
-        return None
-    return await log.last_seq(run_id)
+    try:
+        if not await log.exists(run_id) or not await log.ended(run_id):
+            return None
+        return await log.last_seq(run_id)
+    except RedisError:
+        _LOG_READS.failed(f"run {run_id}")
+        return None  # Redis down: followed as a run whose log cannot be read (run_events_follow)
 
 
 async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[dict[str, Any], None]:
-    """The run's events with ``seq > after``, then the live ones, ending with its terminal event."""
+    """The run's events with ``seq > after``, then the live ones, ending with its terminal event.
+
+    While Redis is down, a run of another process (whose log only Redis holds) is followed in the
+    database: its end, rebuilt from its row once it is over; its log is read again once Redis answers.
+    The error went up to the socket (an `error` as if the run had failed) or cut the event stream
+    without an end, and a new event stream was a 500.
+    """
     log = run_event_log()
     while True:
-        async for event in log.follow(run_id, after):
-            yield event
-            after = event["seq"]
-            if event["type"] in TERMINAL:
-                return
-        exists = await log.exists(run_id)
-        if exists and await log.ended(run_id):
-            if await log.last_seq(run_id) > after:
-                # It ended after the follow handed back (a quiet stream): the rest, its end included.
-                continue
-            return  # the log ended at or before ``after``: the client has it all
+        try:
+            async for event in log.follow(run_id, after):
+                yield event
+                after = event["seq"]
+                if event["type"] in TERMINAL:
+                    return
+            exists = await log.exists(run_id)
+            if exists and await log.ended(run_id):
+                if await log.last_seq(run_id) > after:
+                    # It ended after the follow handed back (a quiet stream): the rest, its end included.
+                    continue
+                return  # the log ended at or before ``after``: the client has it all
+            _LOG_READS.succeeded()
+        except RedisError:
+            _LOG_READS.failed(f"run {run_id}")
+            exists = False
         # No log, or one that went quiet without its end: the run may be over without its log saying
         # so (it ended while Redis was down, and its last events never reached the stream).
         final = await db_call(run_final_events)(run_id=run_id)

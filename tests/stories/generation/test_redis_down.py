@@ -8,16 +8,21 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.cache import caches
+from django.http import StreamingHttpResponse
 from django.test import override_settings
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from stories.models import GenerationRun
 from storyproject import logs
 from storyproject.cache import RETRY_AFTER_SECONDS, FailSoftRedisCache
-from tests.stories.generation.conftest import ws_generate
+from tests.stories.generation.conftest import ws_connect, ws_events, ws_generate
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
@@ -109,4 +114,68 @@ def test_an_outage_is_logged_once_then_once_a_minute_then_its_end(
         ("writing run events to Redis failed (3 events not written)", True),
         ("writing run events to Redis still failing: 501 times in the last 60 s", False),
         ("writing run events to Redis works again, after 501 failures in 60 s", False),
+    ]
+
+
+def _run_of_another_process(user: Any) -> GenerationRun:
+    """A run that another server process runs now: streaming, under that process's live lease."""
+    return GenerationRun.objects.create(
+        user=user,
+        status="streaming",
+        model="offline",
+        max_tokens=1024,
+        lease_owner="other-host:4242:0123456789ab",
+        lease_expires_at=timezone.now() + timedelta(seconds=60),
+    )
+
+
+def _run_fails_there(run: GenerationRun) -> None:
+    GenerationRun.objects.filter(pk=run.pk).update(
+        status="failed", error_code="llm_timeout", error_message="the model stalled", lease_owner=""
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_stream_of_another_process_s_run_gets_its_end_from_the_database_while_redis_is_down(
+    writer: Any, settings: Any
+) -> None:
+    # Was: a 500 for a new stream (an EventSource then stops for good), and a stream already open was
+    # cut by daphne without an end, its client left waiting.
+    settings.REDIS_URL = DEAD_REDIS
+    run = _run_of_another_process(writer)
+    client = APIClient()
+    client.force_authenticate(writer)
+    response = client.get(f"/api/runs/{run.pk}/events/", {"after": "12"})
+    assert response.status_code == 200, response.content
+    _run_fails_there(run)
+    assert isinstance(response, StreamingHttpResponse)
+    body = async_to_sync(_body)(response.streaming_content).decode()
+    assert body.endswith(
+        'id: end\ndata: {"type": "error", "code": "llm_timeout", "message": "the model stalled", '
+        f'"retryable": true, "run_id": {run.pk}, "seq": null}}\n\n'
+    ), body
+
+
+async def _body(content: Any) -> bytes:
+    return b"".join([chunk async for chunk in content])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_attached_to_another_process_s_run_gets_its_end_from_the_database_while_redis_is_down(
+    writer: Any, settings: Any
+) -> None:
+    # Was: `error` llm_unavailable "the run's events could not be read", with no run id or seq, as if
+    # the run had failed, while it went on.
+    settings.REDIS_URL = DEAD_REDIS
+    run = await sync_to_async(_run_of_another_process)(writer)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "attach", "run_id": run.pk, "after": 12})
+        assert await communicator.receive_nothing(timeout=1.5)
+        await sync_to_async(_run_fails_there)(run)
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert [(e["type"], e.get("code"), e.get("run_id"), e["seq"]) for e in events] == [
+        ("error", "llm_timeout", run.pk, None)
     ]
