@@ -18,10 +18,16 @@ says so) and gives a body that came without a Content-Length the one it turned o
 
 Work a view put off with ``storyproject.after_response`` (a cold persona batch's cache write) runs here
 once the response is handed to the server, on the request's worker thread.
+
+A streamed response (a run's event stream) that fails after its status line is ended here, the error
+logged: raised on, it reached daphne, whose 500 page cannot follow a status line already sent, and the
+connection stayed open with its client waiting for ever for the rest of the stream. Ended, the client
+sees the stream end (an EventSource reconnects from its last event).
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from typing import IO, Any
@@ -34,6 +40,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.template import loader
 
 from storyproject import after_response
+
+logger = logging.getLogger(__name__)
 
 Scope = Mapping[str, Any]
 
@@ -65,6 +73,25 @@ class SyncStackASGIHandler(ASGIHandler):
                     await sync_to_async(queue.drain, thread_sensitive=True)()
                 else:
                     queue.drain()
+
+    async def send_response(self, response: HttpResponseBase, send: Any) -> None:
+        if not response.streaming:
+            await super().send_response(response, send)
+            return
+        started = False
+
+        async def sent(message: Mapping[str, Any]) -> None:
+            nonlocal started
+            await send(message)
+            started = True
+
+        try:
+            await super().send_response(response, send=sent)
+        except Exception:
+            if not started:
+                raise
+            logger.exception("a streamed response failed after it started; its body is ended here")
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def read_body(self, receive: Any) -> IO[bytes]:
         """Django's ``read_body``, raising ``RequestDataTooBig`` once the body passes the limit."""

@@ -9,16 +9,21 @@ import os
 import re
 import threading
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 import redis
 from django.core.cache import caches
+from django.db import OperationalError
 from django.test import override_settings
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from stories.models import Story
+from stories import ws_sessions
+from stories.models import GenerationRun, Story
+from stories.runs import sse
 from storyproject.asgi import django_asgi_app
 from storyproject.cache import FailSoftRedisCache
 from storyproject.middleware import CSP_HEADER
@@ -221,3 +226,61 @@ def test_a_page_form_past_the_body_limit_is_the_sites_page_saying_what_to_do(set
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert "script-src" not in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_streamed_response_that_fails_midway_is_ended_not_left_open(
+    token: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An event stream whose database read failed after its first bytes (its sign-in asked again, with the
+    # database refusing): Django's handler raised, daphne could not send its 500 page after the status
+    # line (it raised in turn), and the connection stayed open, its client waiting for ever for the rest
+    # of the stream (seen with the database down).
+    user = Token.objects.get(key=token).user
+    run = GenerationRun.objects.create(
+        user=user,
+        status="streaming",
+        model="offline",
+        max_tokens=1024,
+        lease_owner="other-host:4242:0123456789ab",
+        lease_expires_at=timezone.now() + timedelta(seconds=60),
+    )
+
+    def database_refuses(**_: Any) -> bool:
+        raise OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 0.2)
+    monkeypatch.setattr(sse, "_stream_standing", database_refuses)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": f"/api/runs/{run.pk}/events/",
+        "raw_path": f"/api/runs/{run.pk}/events/".encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Token {token}".encode())],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def serve() -> None:
+        requested = [{"type": "http.request", "body": b"", "more_body": False}]
+        never: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        async def receive() -> dict[str, Any]:
+            return requested.pop() if requested else await never
+
+        async def send(message: Mapping[str, Any]) -> None:
+            sent.append(dict(message))
+
+        await asyncio.wait_for(django_asgi_app(scope, receive, send), timeout=20)
+
+    with caplog.at_level(logging.ERROR, logger="storyproject.handlers"):
+        asyncio.run(serve())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert sent[1]["body"] == b"retry: 2000\n\n"
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert "terminating connection" in caplog.text
