@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
+from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from stories.errors import GenerationError
@@ -26,6 +27,7 @@ from storyproject.logs import RepeatedFailure
 
 logger = logging.getLogger(__name__)
 _LOG_READS = RepeatedFailure(logger, "reading a run's events from Redis")
+_DATABASE_READS = RepeatedFailure(logger, "reading a followed run's end from the database")
 
 # How often a follower asks again about a run that is running but has no log it can read yet.
 _POLL_SECONDS = 1.0
@@ -83,7 +85,15 @@ async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[di
             exists = False
         # No log, or one that went quiet without its end: the run may be over without its log saying
         # so (it ended while Redis was down, and its last events never reached the stream).
-        final = await db_call(run_final_events)(run_id=run_id)
+        try:
+            final = await db_call(run_final_events)(run_id=run_id)
+        except DatabaseError:
+            # The database refusing for a moment: asked again, as a run still going is. Raised, it ended
+            # the follow as if the run had failed (the socket's "the run's events could not be read").
+            _DATABASE_READS.failed(f"run {run_id}")
+            await asyncio.sleep(_POLL_SECONDS)
+            continue
+        _DATABASE_READS.succeeded()
         if final is not None:
             for event in final:
                 yield event

@@ -11,15 +11,18 @@ import asyncio
 import json
 import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import OperationalError
+from django.utils import timezone
 
 from stories.generation import pipeline
 from stories.models import GenerationRun, ScreenplayVersion
-from stories.runs import memory_log, redis_log
+from stories.runs import follow, memory_log, redis_log
 from stories.runs.runner import SEQ_AFTER_UNREAD, run_resume
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.stories.generation.conftest import TERMINAL, generate_message, ws_connect, ws_events, ws_generate
@@ -499,3 +502,43 @@ async def test_an_attach_with_after_null_replays_from_the_start(
     finally:
         await communicator.disconnect()
     assert replayed == original
+
+
+async def test_a_database_outage_while_following_another_process_s_run_is_waited_out(
+    writer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run of another process whose log this process cannot read (no Redis, or Redis down or quiet) is
+    # followed in the database. Was: the database refusing that read once ended the socket's follow
+    # with `error` llm_unavailable "the run's events could not be read" (no run id, no seq), as if the
+    # run had failed, while it went on and was saved.
+    run = await GenerationRun.objects.acreate(
+        user=writer,
+        status="streaming",
+        model="offline",
+        max_tokens=1024,
+        lease_owner="other-host:4242:0123456789ab",
+        lease_expires_at=timezone.now() + timedelta(seconds=60),
+    )
+    refusals = [OperationalError("terminating connection due to administrator command")] * 2
+    read = follow.run_final_events
+
+    def final_events(*, run_id: int) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return read(run_id=run_id)
+
+    monkeypatch.setattr(follow, "run_final_events", final_events)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to({"type": "attach", "run_id": run.pk})
+        for _ in range(100):  # the follow asks again every second
+            assert await communicator.receive_nothing(timeout=0.1)
+            if not refusals:
+                break
+        assert not refusals
+        assert await communicator.receive_nothing(timeout=1)
+        await GenerationRun.objects.filter(pk=run.pk).aupdate(status="cancelled", lease_owner="")
+        events = await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    assert [(event["type"], event["run_id"]) for event in events] == [("cancelled", run.pk)]
