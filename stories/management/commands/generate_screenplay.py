@@ -3,9 +3,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import stat
 import sys
 from collections.abc import AsyncGenerator
@@ -147,13 +149,16 @@ class Command(ProjectCommand):
     async def _generate(
         self, request: GenerationRequest, user: Any, fmt: str, console: Console
     ) -> RunOutcome:
+        terminated = _terminate_cancels(asyncio.current_task())
         try:
             return await self._follow(run_events(generation_run(request=request, user=user)), fmt, console)
         except asyncio.CancelledError:
-            # Ctrl-C: the run is this command's, so it stops (recorded cancelled) before the exit.
+            # Ctrl-C, or SIGTERM (kill, timeout): the run is this command's, so it stops (recorded
+            # cancelled) before the exit.
             if self._run_id is not None:
                 await run_cancel_and_wait(run_id=self._run_id, after=self._last_seq)
-            raise CommandError("cancelled (Ctrl-C): nothing was saved", returncode=EXIT_FAILED) from None
+            how = "terminated" if terminated.is_set() else "Ctrl-C"
+            raise CommandError(f"cancelled ({how}): nothing was saved", returncode=EXIT_FAILED) from None
 
     async def _attach(self, run_id: int, user: Any, fmt: str, console: Console) -> RunOutcome:
         if not await run_owned(run_id=run_id, user_id=user.pk):
@@ -284,6 +289,24 @@ def _screenplay_of(outcome: RunOutcome) -> tuple[dict[str, Any], str]:
     except ValueError:
         raise gone from None
     return content, f"Not saved (--no-save); run {outcome.run_id} recorded the timings and usage."
+
+
+def _terminate_cancels(task: asyncio.Task[Any] | None) -> asyncio.Event:
+    """Make SIGTERM (``kill``, ``timeout``, a service manager's stop) cancel ``task`` as Ctrl-C does;
+    the event it returns is set once it has. Without it the process died at once and left its run
+    orphaned, which a server process then resumed, paid for and saved: not what killing it asked."""
+    terminated = asyncio.Event()
+
+    def cancel() -> None:
+        terminated.set()
+        if task is not None:
+            task.cancel()
+
+    # Not in the main thread, or no signals here: SIGTERM ends the process as before. asyncio.run's loop
+    # removes its signal handlers when it closes.
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, cancel)
+    return terminated
 
 
 def _user(username: str) -> Any:

@@ -191,7 +191,12 @@ async def _run_status(servers: Servers, run_id: int) -> str:
     return str(next(run["status"] for run in runs if run["id"] == run_id))
 
 
-async def test_ctrl_c_cancels_the_commands_run_and_closes_the_upstream(servers: Servers) -> None:
+# SIGTERM (kill, timeout) as Ctrl-C: it ended the process with its run orphaned, which a server then
+# resumed, paid for and saved.
+@pytest.mark.parametrize(("signal_sent", "said"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "terminated")])
+async def test_ctrl_c_or_a_kill_cancels_the_commands_run_and_closes_the_upstream(
+    servers: Servers, signal_sent: signal.Signals, said: str
+) -> None:
     _slow(servers, tokens_per_second=20)
     requests_before = len(servers.fake.requests)
     command = _command(servers, *PERSONAS)
@@ -200,12 +205,15 @@ async def test_ctrl_c_cancels_the_commands_run_and_closes_the_upstream(servers: 
         assert time.monotonic() < deadline and command.poll() is None, command.stderr
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
-    command.send_signal(signal.SIGINT)
+    command.send_signal(signal_sent)
     _, err = await asyncio.to_thread(command.communicate, timeout=20)
     assert command.returncode == 1, err
-    assert "cancelled" in err
+    assert f"cancelled ({said}): nothing was saved" in err
     upstream = servers.fake.requests[requests_before]
     assert await asyncio.to_thread(servers.fake.wait_for_disconnect, upstream, 1.0)
+    async with httpx.AsyncClient(headers={"Authorization": f"Token {servers.token}"}) as client:
+        newest = (await client.get(f"{servers.urls[0]}/api/runs/")).json()["results"][0]
+    assert newest["status"] == "cancelled"  # recorded so, not orphaned for a server to resume
 
 
 async def test_detach_prints_the_run_and_attach_from_another_process_follows_it_to_the_save(
