@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import reversion
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -11,6 +13,19 @@ from storyproject.untrusted import one_line_problem, text_visible
 # Keys the API's URLs take for themselves: /api/personas/contexts/ is the batch of contexts, so a persona
 # of that name could not be read at /api/personas/<name>/.
 RESERVED_NAMES = frozenset({"contexts"})
+
+
+class JsonIsObject(models.Func):
+    """Whether a JSON column holds an object (``{...}``), as SQL: PostgreSQL's ``jsonb_typeof`` and
+    SQLite's ``json_type`` (the JSON1 functions Django's JSONField requires there)."""
+
+    output_field = models.BooleanField()
+    arity = 1
+
+    def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        if connection.vendor == "postgresql":
+            return super().as_sql(compiler, connection, template="jsonb_typeof(%(expressions)s) = 'object'")
+        return super().as_sql(compiler, connection, template="json_type(%(expressions)s) = 'object'")
 
 
 # Every save inside a revision block (the admin's views, personas.services) is kept as a revision.
@@ -33,6 +48,16 @@ class PersonaConfig(models.Model):
         ordering = ["display_name", "name"]
         verbose_name = "persona"
         indexes = [models.Index(fields=["is_active", "display_name"], name="persona_active_name")]
+        constraints = [
+            # Every reader (contexts, the API, card exports, the prompt) takes the config as an object;
+            # the validator checks it where a form or a service saves, and this where nothing does (the
+            # shell, ``update()``), which made the persona a 500 everywhere it was read.
+            models.CheckConstraint(
+                condition=JsonIsObject("config_data"),
+                name="persona_config_object",
+                violation_error_message="The persona's config is a JSON object.",
+            ),
+        ]
 
     def __str__(self) -> str:
         # Django's admin puts this in its own sentences, breadcrumbs, headings and titles: a display
