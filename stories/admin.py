@@ -9,8 +9,9 @@ from django.contrib.admin.widgets import AdminTextareaWidget
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
-from stories import services
+from stories import limits, services
 from stories.forms import StoryDetailsChecks, plot_field
 from stories.generation.models_registry import model_get
 from stories.generation.requests import allowed_models
@@ -151,9 +152,19 @@ class GenerationRunAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
         # A run still going (or waiting to be resumed) cannot go: its save needs its row, and without it
         # the writer's screenplay was lost at the end, the run said to be "taken over" by another process.
+        # A run of the last hour counts toward its user's STORY_GENERATIONS_PER_HOUR: deleted, it gave
+        # its user (a staff author with the delete permission, on their own runs) that start back.
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
-        running = [run for run in objs if run.status == GenerationRun.Status.STREAMING]
-        protected = [*protected, *(f"{run}: still running; delete it once it has ended." for run in running)]
+        hour_ago = timezone.now() - limits.RATE_WINDOW
+        for run in objs:
+            if run.status == GenerationRun.Status.STREAMING:
+                protected.append(f"{run}: still running; delete it once it has ended.")
+            elif run.created_at > hour_ago:
+                until = timezone.localtime(run.created_at + limits.RATE_WINDOW)
+                protected.append(
+                    f"{run}: counts toward its writer's generations of the hour until "
+                    f"{until:%Y-%m-%d %H:%M:%S %Z}; delete it after that."
+                )
         return deleted, counts, perms_needed, protected
 
 

@@ -35,7 +35,8 @@ from storyproject.db import model_column
 
 logger = logging.getLogger(__name__)
 
-_HOUR = timedelta(hours=1)
+# The rolling window of STORY_GENERATIONS_PER_HOUR (and of the PDF builds' hourly limit).
+RATE_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def admission_counts(*, user_id: int, now: datetime, lease_owner: str = "") -> A
     (which add to neither window's count).
     """
     fresh_since = now - timedelta(seconds=settings.STORY_STREAMING_STALE_SECONDS)
-    hour_ago = now - _HOUR
+    hour_ago = now - RATE_WINDOW
     using = router.db_for_read(GenerationRun)
     database = connections[using]
     field = functools.partial(model_column, GenerationRun)
@@ -123,10 +124,12 @@ def admission_check(*, user_id: int, now: datetime, counts: AdmissionCounts) -> 
     if counts.recent < limit:
         return
     # Room opens when enough of the oldest runs leave the window to bring the count below the limit.
-    recent = GenerationRun.objects.filter(user_id=user_id, created_at__gt=now - _HOUR).order_by("created_at")
+    recent = GenerationRun.objects.filter(user_id=user_id, created_at__gt=now - RATE_WINDOW).order_by(
+        "created_at"
+    )
     offset = counts.recent - limit
     oldest = list(recent.values_list("created_at", flat=True)[offset : offset + 1])
-    frees_at = (oldest[0] if oldest else now) + _HOUR
+    frees_at = (oldest[0] if oldest else now) + RATE_WINDOW
     retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
     raise GenerationError(
         "rate_limited",
@@ -176,7 +179,7 @@ def export_build_admitted(*, user_id: int) -> Iterator[None]:
         _slot_take(
             prefix=f"export-built:{user_id}",
             limit=settings.STORY_EXPORT_BUILDS_PER_HOUR,
-            seconds=int(_HOUR.total_seconds()),
+            seconds=int(RATE_WINDOW.total_seconds()),
             now=now,
             refuse=_export_rate_limited,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -183,10 +184,12 @@ def world(db: None) -> World:
     bystander = User.objects.create_user(username="bystander", password=PASSWORD)
     Token.objects.create(user=bystander)
     story = Story.objects.create(owner=users["owner"], title="Owner's story", plot="A plot.")
-    # A finished run: one still streaming cannot be deleted (tests/stories/test_admin.py).
+    # A run finished over an hour ago: one still streaming, or one the hourly limit still counts, cannot
+    # be deleted (tests/stories/test_admin.py).
     run = GenerationRun.objects.create(
         user=users["owner"], story=story, model="offline", max_tokens=1024, status=GenerationRun.Status.FAILED
     )
+    GenerationRun.objects.filter(pk=run.pk).update(created_at=run.created_at - timedelta(hours=2))
     with reversion.create_revision():
         persona = PersonaConfig.objects.create(
             name="hero", display_name="Hero", config_data={"voice": "Plain."}

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import html
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -7,6 +9,7 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from django.db.models.signals import post_init
 from django.test import Client
+from django.utils import timezone
 
 from personas.services import editors_group_ensure
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
@@ -199,7 +202,7 @@ def test_the_admin_searches_ignore_case_beyond_ascii(
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("how", ["delete page", "delete action"])
-def test_a_run_still_streaming_cannot_be_deleted_in_the_admin_a_finished_one_can(
+def test_a_run_still_streaming_or_of_the_last_hour_cannot_be_deleted_in_the_admin_an_older_one_can(
     django_user_model: Any, writer: Any, how: str
 ) -> None:
     # Its save at the end needs its row: deleted, the writer's screenplay was lost when the run ended
@@ -225,6 +228,19 @@ def test_a_run_still_streaming_cannot_be_deleted_in_the_admin_a_finished_one_can
         in response.content.decode()
     )
     assert GenerationRun.objects.filter(pk=running.pk).exists()
+    # Ended within the hour, it still counts toward its writer's hourly limit: deleting it gave that start
+    # back (a staff author with the delete permission could start without limit).
+    response = delete(done)
+    until = timezone.localtime(done.created_at + timedelta(hours=1))
+    assert (
+        html.escape(
+            f"Run {done.pk} (succeeded): counts toward its writer's generations of the hour until "
+            f"{until:%Y-%m-%d %H:%M:%S %Z}; delete it after that."
+        )
+        in response.content.decode()
+    )
+    assert GenerationRun.objects.filter(pk=done.pk).exists()
+    GenerationRun.objects.filter(pk=done.pk).update(created_at=timezone.now() - timedelta(hours=1, seconds=1))
     assert delete(done).status_code == 302
     assert not GenerationRun.objects.filter(pk=done.pk).exists()
 
