@@ -255,6 +255,51 @@ def test_a_title_or_plot_pasted_on_the_settings_page_is_kept_whole_and_a_long_on
     assert watched.dialogs == [] and watched.errors == []
 
 
+def test_leaving_typed_title_plot_or_rewrite_instructions_unsent_asks_first(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    story = app_server.ids["editable_story"]
+    settings_url = f"{app_server.url}/stories/{story}/settings/"
+    log_in(page, app_server)
+    page.goto(settings_url)
+    page.get_by_label("Plot").fill("A plot rewritten at length, not saved yet.")
+    # The browser asks (dismissed here: the writer stays), and the text is still there.
+    with page.expect_event("dialog"):
+        page.get_by_role("link", name="Back to the story").click()
+    assert [dialog.split(":")[0] for dialog in watched.dialogs] == ["beforeunload"]
+    expect(page).to_have_url(settings_url)
+    expect(page.get_by_label("Plot")).to_have_value("A plot rewritten at length, not saved yet.")
+
+    # Refused, the page comes back with the text the writer typed, still not saved: it asks too.
+    page.get_by_label("Title").fill("")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#title-error")).to_be_visible()
+    with page.expect_event("dialog"):
+        page.get_by_role("link", name="Back to the story").click()
+    assert len(watched.dialogs) == 2
+    expect(page).to_have_url(settings_url)
+
+    assert watched.errors == []
+
+    # Untouched, the page is left without a question; a scene rewrite's instructions typed and not sent
+    # ask. (A new tab: the refused form above would ask again, rightly, before any other page opened.)
+    page = page.context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.type), dialog.dismiss()))
+    page.goto(settings_url)
+    page.get_by_role("link", name="Back to the story").click()
+    page.wait_for_url(f"**/stories/{story}/")
+    assert dialogs == []
+    page.get_by_text("Rewrite this scene").first.click()
+    page.get_by_label("What should change?").first.fill("Make it rain.")
+    with page.expect_event("dialog"):
+        page.get_by_role("link", name="Rename or delete").click()
+    assert dialogs == ["beforeunload"]
+    expect(page.get_by_label("What should change?").first).to_have_value("Make it rain.")
+    page.close()
+
+
 def test_an_export_refused_says_why_on_the_story_page_instead_of_a_failed_download(
     own_server: OwnServer, watched: Watched
 ) -> None:
