@@ -21,11 +21,12 @@ class JsonIsObject(models.Func):
 
     output_field = models.BooleanField()
     arity = 1
+    template = "json_type(%(expressions)s) = 'object'"
 
-    def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        if connection.vendor == "postgresql":
-            return super().as_sql(compiler, connection, template="jsonb_typeof(%(expressions)s) = 'object'")
-        return super().as_sql(compiler, connection, template="json_type(%(expressions)s) = 'object'")
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        return self.as_sql(
+            compiler, connection, template="jsonb_typeof(%(expressions)s) = 'object'", **extra_context
+        )
 
 
 # Every save inside a revision block (the admin's views, personas.services) is kept as a revision.
