@@ -8,7 +8,8 @@ once (``stories.runs.runner``); a follower refreshes ``<prefix>:run:<id>:seen``.
 
 The process that runs a run also keeps its events in memory (``stories.runs.memory_log``): its own
 followers read them there, with no round trip, and they keep working while Redis is down (a failed
-write is logged and the run goes on; other processes then miss those events). A run resumed here
+write is logged and the run goes on; its stream gets the events it missed from that copy once Redis
+answers again, and so does a stream that Redis lost, restarted empty). A run resumed here
 after its process died has its copy start at the resume's jump: what the dead process logged before
 it is read from Redis first.
 """
@@ -63,7 +64,9 @@ class RedisRunEventLog:
         stamped = self.local.append_now(run_id, event)
         seq: int = stamped["seq"]
         data = event_text(stamped)
-        await event_queue(run_id=run_id, seq=seq, data=data, terminal=event["type"] in TERMINAL)
+        await event_queue(
+            run_id=run_id, seq=seq, data=data, terminal=event["type"] in TERMINAL, source=self.local
+        )
         return seq
 
     async def flush(self) -> None:
