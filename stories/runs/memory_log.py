@@ -128,6 +128,11 @@ class MemoryRunEventLog:
         run = self.runs.get(run_id)
         return [] if run is None else run.after(after)
 
+    def kept_after(self, run_id: int, after: int) -> tuple[list[dict[str, Any]], int] | None:
+        """``read`` without awaiting, with the run's last seq; None for a run this log does not hold."""
+        run = self.runs.get(run_id)
+        return None if run is None else (run.after(after), run.last_seq)
+
     async def follow(self, run_id: int, after: int) -> AsyncIterator[dict[str, Any]]:
         # Counted as a follower while it reads, however it stops (an end, a cancel, a close): no timer
         # per wait to say it is still there (a timer set and cancelled for every event followed).

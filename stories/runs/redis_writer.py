@@ -141,13 +141,13 @@ class _Writer:
         filled: list[_Pending] = []
         upto: dict[int, int] = {}
         for run_id, (seq, source) in gaps.items():
-            run = source.runs.get(run_id)
-            if run is None:
+            kept = source.kept_after(run_id, seq - 1)
+            if kept is None:
                 continue  # forgotten here (handed over, or past its retention): nothing to write from
-            for event in run.after(seq - 1):
+            events, upto[run_id] = kept
+            for event in events:
                 text, terminal = event_text(event), event["type"] in TERMINAL
                 filled.append(_Pending(run_id, event["seq"], text, terminal, source, again=True))
-            upto[run_id] = run.last_seq
         if not upto:
             return batch
         # The queued events of those runs are in the copy already; their appenders are settled as usual.
