@@ -38,7 +38,7 @@ from stories.generation.events import DoneEvent, RunOutcome, SavedEvent, events_
 from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_body_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
-from stories.imports import ScreenplayImportError, import_format_for, screenplay_import
+from stories.imports import import_format_for, import_too_large, screenplay_import
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_events
@@ -609,9 +609,7 @@ def _imported_content(data: dict[str, Any]) -> dict[str, Any]:
     upload = data["file"]
     fmt = import_format_for(upload.name or "")
     if upload.size > settings.STORY_IMPORT_MAX_BYTES:
-        raise ScreenplayImportError(
-            f"the file is {upload.size} bytes; the limit is {settings.STORY_IMPORT_MAX_BYTES} (STORY_IMPORT_MAX_BYTES)"
-        )
+        raise import_too_large(upload.size)
     return screenplay_import(data=upload.read(), fmt=fmt)
 
 

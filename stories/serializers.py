@@ -360,9 +360,9 @@ class FountainPreviewSerializer(WriteSerializer):
     number past the stored range) instead of showing the latest version for it.
     """
 
-    fountain = StorableCharField(
-        label="fountain", trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
-    )
+    # No character limit: STORY_IMPORT_MAX_BYTES is a number of bytes, checked where the text is read
+    # (stories.imports.import_too_large), in one wording for a file, pasted text and the editor's.
+    fountain = StorableCharField(label="fountain", trim_whitespace=False)
     base_version = JSONIntegerField(
         required=False, allow_null=True, min_value=1, max_value=VERSION_NUMBER_MAX
     )
@@ -372,9 +372,7 @@ class VersionWriteSerializer(FountainPreviewSerializer):
     """Exactly one of ``content`` (the contract's JSON) or ``fountain`` (text); ``base_version`` optional."""
 
     content = ScreenplayContentField(required=False)
-    fountain = StorableCharField(
-        label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
-    )
+    fountain = StorableCharField(label="fountain", required=False, trim_whitespace=False)
     save_anyway = JSONBooleanField(
         required=False,
         default=False,
@@ -390,9 +388,7 @@ class StoryImportSerializer(WriteSerializer):
     """A ``file`` (.fountain or .fdx, multipart) or pasted ``fountain``; ``cast`` maps names to personas."""
 
     file = serializers.FileField(required=False)
-    fountain = StorableCharField(
-        label="fountain", required=False, trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
-    )
+    fountain = StorableCharField(label="fountain", required=False, trim_whitespace=False)
     cast = FormJSONDictField(
         child=StorableCharField(label="cast", allow_null=True, max_length=100), required=False
     )

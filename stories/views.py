@@ -31,7 +31,13 @@ from stories.generation.events import events_fold
 from stories.generation.prompt import screenplay_schema
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.validation import schema_check
-from stories.imports import IMPORT_EXTENSIONS, ScreenplayImportError, import_format_for, screenplay_import
+from stories.imports import (
+    IMPORT_EXTENSIONS,
+    ScreenplayImportError,
+    import_format_for,
+    import_too_large,
+    screenplay_import,
+)
 from stories.models import ScreenplayVersion, Story
 from stories.routing import GENERATE_WS_PATH
 from stories.runs.follow import run_events
@@ -371,6 +377,9 @@ def _story_edit_page(
         "csrfCookie": settings.CSRF_COOKIE_NAME,
         # What a save answered 401 says: the API's own words are for scripts.
         "signedOut": _SIGNED_OUT,
+        # A text over it is refused on the page, in the server's words (stories.imports.import_too_large),
+        # not sent: past the API's body limit the save said it in other words.
+        "maxBytes": settings.STORY_IMPORT_MAX_BYTES,
     }
     context = {
         "story": story,
@@ -552,7 +561,7 @@ def _import_posted(request: HttpRequest) -> dict[str, Any]:
         raise ScreenplayImportError("choose a file or paste Fountain text, not both")
     if upload is not None:
         if (upload.size or 0) > settings.STORY_IMPORT_MAX_BYTES:
-            raise ScreenplayImportError(f"the file is larger than {settings.STORY_IMPORT_MAX_BYTES} bytes")
+            raise import_too_large(upload.size or 0)
         return screenplay_import(data=upload.read(), fmt=import_format_for(upload.name or ""))
     pasted = request.POST.get("fountain", "")
     if not pasted.strip():

@@ -37,6 +37,20 @@
     return textarea.value !== original;
   }
 
+  // A text past STORY_IMPORT_MAX_BYTES is refused here, in the server's own words
+  // (stories.imports.import_too_large), and not sent: past the API's body limit a save answered the
+  // same in other words ("The request body is larger than ..."), and either way it cannot be read.
+  var encoder = "TextEncoder" in window ? new TextEncoder() : null;
+  function sizeProblem() {
+    if (!encoder || textarea.value.length <= config.maxBytes / 3) {
+      return ""; // At most 3 bytes of UTF-8 per UTF-16 unit: within the limit without counting.
+    }
+    var size = encoder.encode(textarea.value).length;
+    return size > config.maxBytes
+      ? "the text is " + size + " bytes; the limit is " + config.maxBytes + " bytes (STORY_IMPORT_MAX_BYTES)"
+      : "";
+  }
+
   function csrfToken() {
     return window.csrfTokenFromCookie(config.csrfCookie, servedCsrf);
   }
@@ -76,6 +90,13 @@
 
   function refreshPreview() {
     var seq = ++previewSeq;
+    var tooLarge = sizeProblem();
+    if (tooLarge) {
+      preview.classList.add("stale");
+      previewStatus.textContent = "Not updated";
+      showError(tooLarge);
+      return;
+    }
     preview.classList.add("stale");
     previewStatus.textContent = "Updating…";
     post(config.previewUrl, { fountain: textarea.value, base_version: config.baseVersion }).then(
@@ -155,6 +176,11 @@
       if (focusFollows && (!document.activeElement || document.activeElement === document.body)) {
         button.focus();
       }
+    }
+    var tooLarge = sizeProblem();
+    if (tooLarge) {
+      showError(tooLarge);
+      return;
     }
     button.disabled = true;
     showError("");

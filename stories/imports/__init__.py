@@ -48,17 +48,22 @@ def import_format_for(filename: str) -> ImportFormat:
     )
 
 
+def import_too_large(size: int, *, what: str = "file") -> ScreenplayImportError:
+    """The one wording of STORY_IMPORT_MAX_BYTES, for a file, pasted text and the editor's text alike (the
+    editor's page says it too, before sending: static/js/screenplay-editor.js)."""
+    return ScreenplayImportError(
+        f"the {what} is {size} bytes; the limit is {settings.STORY_IMPORT_MAX_BYTES} bytes (STORY_IMPORT_MAX_BYTES)"
+    )
+
+
 def screenplay_import(
     *, data: bytes | str, fmt: ImportFormat, edited: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The contract JSON for a Fountain or FDX document, within the size and scene limits; ``edited``,
     for Fountain, is the version the text was edited from (``screenplay_from_fountain``)."""
     size = len(data.encode() if isinstance(data, str) else data)
-    limit = settings.STORY_IMPORT_MAX_BYTES
-    if size > limit:
-        raise ScreenplayImportError(
-            f"the file is {size} bytes; the limit is {limit} (STORY_IMPORT_MAX_BYTES)"
-        )
+    if size > settings.STORY_IMPORT_MAX_BYTES:
+        raise import_too_large(size, what="text" if isinstance(data, str) else "file")
     if isinstance(data, bytes) and _blank(data):
         # An empty upload was read as a document: "not well-formed XML (column 0)" for an FDX.
         raise ScreenplayImportError("the file is empty")

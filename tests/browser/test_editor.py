@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import AppServer, Watched, log_in, screenshot, signed_out_in_another_tab
+from tests.browser.conftest import (
+    AppServer,
+    OwnServer,
+    Watched,
+    log_in,
+    screenshot,
+    signed_out_in_another_tab,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -455,3 +462,37 @@ def test_without_javascript_save_makes_a_version_from_the_one_opened_or_says_why
         expect(page.locator(".screenplay .sp-line").nth(1)).to_have_text("No, Nonna.")
     finally:
         context.close()
+
+
+def test_a_text_over_the_import_limit_is_refused_in_one_wording_before_it_is_sent(
+    own_server: OwnServer, watched: Watched
+) -> None:
+    # The limits at their least: STORY_IMPORT_MAX_BYTES 10,000, the API's body 20,000. A text of about
+    # 25,000 bytes: its preview said "fountain: Ensure this field has no more than 10000 characters",
+    # counting characters, its save "The request body is larger than 20000 bytes.": two wordings of one
+    # limit, neither the import's.
+    own_server.env |= {"STORY_IMPORT_MAX_BYTES": "10000", "API_MAX_BODY_BYTES": "20000"}
+    own_server.restart()
+    page = watched.page
+    log_in(page, own_server)
+    page.goto(f"{own_server.url}/")
+    page.get_by_role("link", name="A story to edit").click()
+    page.get_by_role("link", name="Edit", exact=True).click()
+    editor = page.get_by_label("Fountain")
+    text = editor.input_value() + "\n\nINT. ROOM - DAY\n\nThé rain falls.\n" * 700
+    size = len(text.encode())
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    # Pasted at once, as a writer pastes (Playwright's fill types it into the page far more slowly).
+    editor.evaluate("(area, text) => { area.value = text; area.dispatchEvent(new Event('input')); }", text)
+    said = f"the text is {size} bytes; the limit is 10000 bytes (STORY_IMPORT_MAX_BYTES)"
+    expect(page.locator(".editor-error")).to_have_text(said)
+    expect(page.locator(".preview-status")).to_have_text("Not updated")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.locator(".editor-error")).to_have_text(said)
+    assert posts == []
+    # Back within the limit, the preview and the save go on as before.
+    editor.fill(text[:9000])
+    expect(page.locator(".preview-status")).to_have_text("Up to date")
+    expect(page.locator(".editor-error")).to_be_hidden()
+    assert watched.errors == []

@@ -677,7 +677,22 @@ def test_import_limits_size_and_scenes(writer: Any, settings: Any) -> None:
     upload = SimpleUploadedFile("big.fountain", b"INT. A - DAY\n\n" + b"x" * 10_001)
     response = client_for(writer).post("/api/stories/import/", {"file": upload}, format="multipart")
     assert response.status_code == 400
-    assert "STORY_IMPORT_MAX_BYTES" in response.json()["message"]
+    assert (
+        response.json()["message"]
+        == "the file is 10015 bytes; the limit is 10000 bytes (STORY_IMPORT_MAX_BYTES)"
+    )
+    # Text is counted in the same bytes, and said in the same words: the field's own check counted
+    # characters ("Ensure this field has no more than 10000 characters"), so 9,000 "é" (18,000 bytes)
+    # went on to be refused in other words, and 10,001 ASCII characters in these.
+    for text, size in (
+        ("INT. A - DAY\n\n" + "é" * 9_000, 18_014),
+        ("INT. A - DAY\n\n" + "x" * 10_001, 10_015),
+    ):
+        response = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
+        assert response.status_code == 400
+        assert response.json()["message"] == (
+            f"the text is {size} bytes; the limit is 10000 bytes (STORY_IMPORT_MAX_BYTES)"
+        )
 
 
 def _speakers(count: int) -> str:
