@@ -554,7 +554,11 @@ def test_renewals_and_checkpoints_add_no_index_entries_and_orphans_are_still_fou
         assert generation_run_checkpoint(run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint=work)
     updates, hot = (after - first for after, first in zip(_updates_this_transaction(), before, strict=True))
     if connection.vendor == "postgresql":  # CI runs the suite on both databases
-        assert (updates, hot) == (20, 20)
+        # Every update HOT. The per-transaction counters came short once in a full suite run (4 of the
+        # 20 updates counted, with other tests' load on the table), so what is asserted is that each
+        # counted update was HOT, not that all 20 were counted: an update that touches an index is
+        # counted by n_tup_upd and not by n_tup_hot_upd whenever it is counted at all.
+        assert updates == hot and 2 <= updates <= 20, (updates, hot)
     assert GenerationRun.objects.get(pk=run.pk).checkpoint == work
     # The orphan scan still finds a streaming run whose lease has expired, by the partial index's rows.
     GenerationRun.objects.filter(pk=run.pk).update(lease_owner=DEAD, lease_expires_at=timezone.now())
