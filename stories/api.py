@@ -24,7 +24,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, status
 from rest_framework import serializers as drf_serializers
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -103,12 +103,33 @@ class StoryListCreateApi(generics.ListCreateAPIView):
 
 @extend_schema_view(
     get=extend_schema(
-        summary="One of your stories", tags=["stories"], responses={200: StorySerializer, 404: _NOT_FOUND}
+        summary="One of your stories",
+        description="Its `ETag` header stands for its title and plot, for a `PATCH`'s `If-Match`.",
+        tags=["stories"],
+        responses={200: StorySerializer, 404: _NOT_FOUND},
     ),
     patch=extend_schema(
         summary="Change the title or plot",
+        description=(
+            "With `If-Match` (the `ETag` of a `GET` or an earlier `PATCH`), nothing is written when the "
+            "title or plot changed since (another client, a Regenerate): 412, the body saying so, the "
+            "response's `ETag` that of the story now. Without it, the last write wins."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "If-Match",
+                str,
+                OpenApiParameter.HEADER,
+                description="The story's ETag as the client read it; `*` (or none): no check.",
+            )
+        ],
         tags=["stories"],
-        responses={200: StorySerializer, 400: _BAD_REQUEST, 404: _NOT_FOUND},
+        responses={
+            200: StorySerializer,
+            400: _BAD_REQUEST,
+            404: _NOT_FOUND,
+            412: OpenApiResponse(description="The title or plot changed since the ETag in If-Match."),
+        },
     ),
     delete=extend_schema(
         summary="Delete a story with its versions and cast (its runs are kept)",
@@ -123,14 +144,50 @@ class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
     def get_queryset(self) -> QuerySet[Story]:
         return selectors.stories_for_user(user=self.request.user)
 
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        data = response.data if isinstance(response.data, dict) else {}
+        if response.status_code == 200 and "title" in data and "plot" in data:
+            response["ETag"] = selectors.story_details_stamp(title=data["title"], plot=data["plot"])
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if isinstance(exc, DetailsPreconditionFailed):
+            response["ETag"] = exc.etag
+        return response
+
     def perform_update(self, serializer: BaseSerializer) -> None:
         data = serializer.validated_data
-        serializer.instance = services.story_update(
-            story=cast(Story, serializer.instance), title=data.get("title"), plot=data.get("plot")
-        )
+        expected = self.request.headers.get("If-Match", "").strip()
+        try:
+            serializer.instance = services.story_update(
+                story=cast(Story, serializer.instance),
+                title=data.get("title"),
+                plot=data.get("plot"),
+                details_stamp=None if expected in ("", "*") else expected,
+            )
+        except services.DetailsChanged as changed:
+            raise DetailsPreconditionFailed(
+                etag=selectors.story_details_stamp(title=changed.title, plot=changed.plot)
+            ) from None
 
     def perform_destroy(self, instance: Story) -> None:
         services.story_delete(story=instance)
+
+
+class DetailsPreconditionFailed(APIException):
+    """A PATCH whose If-Match is not the story's title and plot now: 412, with the story's ETag now."""
+
+    status_code = status.HTTP_412_PRECONDITION_FAILED
+    default_code = "precondition_failed"
+
+    def __init__(self, *, etag: str) -> None:
+        super().__init__(
+            "The story's title or plot changed since the ETag in If-Match; nothing was written. "
+            "GET the story to see them, or send the ETag of this response to replace them."
+        )
+        self.etag = etag
 
 
 def _own_story(view: generics.GenericAPIView) -> Story:

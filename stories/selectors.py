@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from collections import Counter
@@ -98,6 +99,13 @@ def story_list_for_user(*, user: AbstractBaseUser | AnonymousUser, search: str =
 def story_get_for_user(*, user: AbstractBaseUser | AnonymousUser, story_id: int) -> Story:
     """One of the user's stories; another user's story is a 404, exactly like a missing one."""
     return get_object_or_404(Story, pk=story_id, owner_id=user.pk)
+
+
+def story_details_stamp(*, title: str, plot: str) -> str:
+    """A story's title and plot as one opaque string: the API's ``ETag`` of a story, the settings page's
+    hidden ``details_stamp``. A change of either, from anywhere (another tab, a Regenerate), changes it;
+    a version saved does not."""
+    return '"' + hashlib.sha256(f"{title}\0{plot}".encode()).hexdigest()[:24] + '"'
 
 
 def story_versions_list(*, story: Story) -> QuerySet[ScreenplayVersion]:

@@ -34,6 +34,7 @@ from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.selectors import (
     runs_orphaned,
     screenplay_fountain_for_story,
+    story_details_stamp,
     story_version_find,
     story_version_latest,
 )
@@ -52,9 +53,23 @@ def story_create(*, owner: AbstractBaseUser, title: str, plot: str) -> Story:
     )
 
 
-def story_update(*, story: Story, title: str | None = None, plot: str | None = None) -> Story:
+def story_update(
+    *, story: Story, title: str | None = None, plot: str | None = None, details_stamp: str | None = None
+) -> Story:
     """Write the fields given, and only them: the story's version counter, which a version saved since
-    ``story`` was read has moved on, stays as that save left it."""
+    ``story`` was read has moved on, stays as that save left it.
+
+    ``details_stamp``: the title and plot the writer changed, as ``selectors.story_details_stamp`` made
+    it when they read them; changed since (another tab, a Regenerate), nothing is written and
+    ``DetailsChanged`` says what they are now. Checked and written under the story's row lock."""
+    if details_stamp is not None:
+        with transaction.atomic():
+            current = Story.objects.select_for_update().filter(pk=story.pk).values("title", "plot").first()
+            if current is None:
+                raise _story_gone()
+            if story_details_stamp(**current) != details_stamp:
+                raise DetailsChanged(title=current["title"], plot=current["plot"])
+            return story_update(story=story, title=title, plot=plot)
     changed: list[str] = []
     if title is not None:
         story.title = text_clean_or_reject(title, field="title")
@@ -70,6 +85,14 @@ def story_update(*, story: Story, title: str | None = None, plot: str | None = N
             # rows", a 500.
             raise _story_gone()
     return story
+
+
+class DetailsChanged(Exception):
+    """A story's title or plot changed since the writer read them; what they are now."""
+
+    def __init__(self, *, title: str, plot: str) -> None:
+        super().__init__("the story's title or plot changed since they were read")
+        self.title, self.plot = title, plot
 
 
 @transaction.atomic

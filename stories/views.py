@@ -459,13 +459,25 @@ def story_settings(request: HttpRequest, story_id: int) -> HttpResponse:
     data = request.POST if request.method == "POST" else None  # an empty POST is a form, not a page view
     form = StoryDetailsForm(data, initial={"title": story.title, "plot": story.plot})
     if request.method == "POST":
-        if form.is_valid():
-            services.story_update(
-                story=story, title=form.cleaned_data["title"], plot=form.cleaned_data["plot"]
+        if not form.is_valid():
+            # Refused, the page keeps the stamp it was sent with: the title and plot it started from.
+            return _story_settings_page(
+                request, story=story, form=form, stamp=request.POST.get("details_stamp"), status=400
             )
-            messages.success(request, "The title and plot are saved.")
-            return redirect("stories:story-detail", story.pk)
-        return _story_settings_page(request, story=story, form=form, status=400)
+        try:
+            services.story_update(
+                story=story,
+                title=form.cleaned_data["title"],
+                plot=form.cleaned_data["plot"],
+                # Sent by the page since the check came (a form without it saves as before).
+                details_stamp=request.POST.get("details_stamp") or None,
+            )
+        except services.DetailsChanged as changed:
+            # Changed meanwhile (another tab, a Regenerate): saved, the writer's text replaced theirs
+            # without a word. Shown again with both, and the stamp of theirs, so Save replaces them.
+            return _story_settings_page(request, story=story, form=form, changed=changed, status=409)
+        messages.success(request, "The title and plot are saved.")
+        return redirect("stories:story-detail", story.pk)
     return _story_settings_page(request, story=story, form=form)
 
 
@@ -486,12 +498,23 @@ def story_delete(request: HttpRequest, story_id: int) -> HttpResponse:
 
 
 def _story_settings_page(
-    request: HttpRequest, *, story: Story, form: StoryDetailsForm, delete_error: str = "", status: int = 200
+    request: HttpRequest,
+    *,
+    story: Story,
+    form: StoryDetailsForm,
+    delete_error: str = "",
+    stamp: str | None = None,
+    changed: services.DetailsChanged | None = None,
+    status: int = 200,
 ) -> HttpResponse:
+    if changed is not None:
+        stamp = selectors.story_details_stamp(title=changed.title, plot=changed.plot)
     context = {
         "story": story,
         "form": form,
         "delete_error": delete_error,
+        "details_stamp": stamp or selectors.story_details_stamp(title=story.title, plot=story.plot),
+        "changed": changed,
         "writing_runs": selectors.story_runs_writing(story=story),
     }
     return render(request, "stories/story_settings.html", context, status=status)

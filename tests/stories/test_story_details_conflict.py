@@ -1,0 +1,104 @@
+"""A story's title and plot changed from two places: the second change is told, not a silent overwrite.
+
+Two tabs of the settings page, or a settings page and a Regenerate (whose plot becomes the story's):
+the later save replaced the other's title and plot without a word. The API's PATCH takes the same
+check as a standard ETag / If-Match.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from stories import services
+from stories.models import ScreenplayVersion, Story
+from tests.stories.test_api import client_for
+from tests.stories.test_views_writer import SCREENPLAY
+
+
+@pytest.fixture
+def story(writer: Any) -> Story:
+    story = Story.objects.create(owner=writer, title="The Heist", plot="A vault.", latest_version_number=1)
+    ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY, model="offline")
+    return story
+
+
+def _stamp(page: str) -> str:
+    match = re.search(r'name="details_stamp" value="([^"]*)"', page)
+    assert match, "no details_stamp on the page"
+    return html.unescape(match.group(1))
+
+
+@pytest.mark.django_db
+def test_a_settings_page_opened_before_another_change_says_so_and_keeps_the_writers_text(
+    client: Client, writer: Any, story: Story
+) -> None:
+    client.force_login(writer)
+    url = f"/stories/{story.pk}/settings/"
+    stamp = _stamp(client.get(url).content.decode())
+    # Another tab renames it meanwhile.
+    services.story_update(story=Story.objects.get(pk=story.pk), title="The Big Heist", plot="A bigger vault.")
+
+    mine = {"title": "My Heist", "plot": "My vault.", "details_stamp": stamp}
+    response = client.post(url, mine)
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "The title or plot was changed since this page opened" in page
+    assert "Title now: “<bdi>The Big Heist</bdi>”" in page and "A bigger vault." in page
+    # The writer's text is in the form, nothing was written.
+    assert 'value="My Heist"' in page and ">My vault.</textarea>" in page
+    story.refresh_from_db()
+    assert (story.title, story.plot) == ("The Big Heist", "A bigger vault.")
+
+    # Saved again from that page (its stamp is now of the other change), the writer's text replaces it.
+    response = client.post(url, {**mine, "details_stamp": _stamp(page)})
+    assert response.status_code == 302
+    story.refresh_from_db()
+    assert (story.title, story.plot) == ("My Heist", "My vault.")
+
+
+@pytest.mark.django_db
+def test_a_version_saved_meanwhile_is_no_conflict_for_the_title_and_plot(
+    client: Client, writer: Any, story: Story
+) -> None:
+    client.force_login(writer)
+    url = f"/stories/{story.pk}/settings/"
+    stamp = _stamp(client.get(url).content.decode())
+    ScreenplayVersion.objects.create(story=story, number=2, content=SCREENPLAY, model="offline")
+    Story.objects.filter(pk=story.pk).update(latest_version_number=2)
+    response = client.post(url, {"title": "Renamed", "plot": "A vault.", "details_stamp": stamp})
+    assert response.status_code == 302
+    story.refresh_from_db()
+    assert story.title == "Renamed"
+
+
+@pytest.mark.django_db
+def test_patch_with_if_match_is_refused_412_once_the_title_or_plot_changed(writer: Any, story: Story) -> None:
+    api = client_for(writer)
+    url = f"/api/stories/{story.pk}/"
+    etag = api.get(url)["ETag"]
+    assert etag.startswith('"') and etag.endswith('"')
+
+    response = api.patch(url, {"title": "Ours"}, format="json", HTTP_IF_MATCH=etag)
+    assert response.status_code == 200 and response.json()["title"] == "Ours"
+    ours = response["ETag"]
+    assert ours != etag and api.get(url)["ETag"] == ours
+
+    # A client that read the story before that change: refused, nothing written, told the ETag now.
+    response = api.patch(url, {"plot": "Theirs."}, format="json", HTTP_IF_MATCH=etag)
+    assert response.status_code == 412
+    assert "changed since the ETag in If-Match" in response.json()["detail"]
+    assert response["ETag"] == ours
+    story.refresh_from_db()
+    assert (story.title, story.plot) == ("Ours", "A vault.")
+
+    # With the ETag now, or "*", or no If-Match at all (the last write wins), it is written.
+    assert api.patch(url, {"plot": "Theirs."}, format="json", HTTP_IF_MATCH=ours).status_code == 200
+    assert api.patch(url, {"plot": "Any."}, format="json", HTTP_IF_MATCH="*").status_code == 200
+    assert api.patch(url, {"plot": "Last."}, format="json").status_code == 200
+    story.refresh_from_db()
+    assert story.plot == "Last."
