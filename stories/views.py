@@ -486,10 +486,25 @@ def story_settings(request: HttpRequest, story_id: int) -> HttpResponse:
 def story_delete(request: HttpRequest, story_id: int) -> HttpResponse:
     """Delete a story with its versions and cast, once the writer ticked that they mean it."""
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
+    form = StoryDetailsForm(initial={"title": story.title, "plot": story.plot})
     if request.POST.get("confirm") != "yes":
-        form = StoryDetailsForm(initial={"title": story.title, "plot": story.plot})
         return _story_settings_page(
             request, story=story, form=form, delete_error="Tick the box to confirm the deletion.", status=400
+        )
+    # The page warns of the runs writing a version for the story as it loaded; one that started since
+    # (a Regenerate in another tab) would be lost without a word. Asked again, now warned of it.
+    seen = set(request.POST.get("writing_seen", "").split(","))
+    started = [run_id for run_id in selectors.story_runs_writing(story=story) if str(run_id) not in seen]
+    if started:
+        return _story_settings_page(
+            request,
+            story=story,
+            form=form,
+            delete_error=(
+                "A new version started being written since this page opened (see above): deleting the "
+                "story now loses it. Tick the box and delete again to delete it anyway."
+            ),
+            status=409,
         )
     title = story.title
     services.story_delete(story=story)

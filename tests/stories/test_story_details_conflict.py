@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from stories import services
-from stories.models import ScreenplayVersion, Story
+from stories.models import GenerationRun, ScreenplayVersion, Story
 from tests.stories.test_api import client_for
 from tests.stories.test_views_writer import SCREENPLAY
 
@@ -102,3 +102,24 @@ def test_patch_with_if_match_is_refused_412_once_the_title_or_plot_changed(write
     assert api.patch(url, {"plot": "Last."}, format="json").status_code == 200
     story.refresh_from_db()
     assert story.plot == "Last."
+
+
+@pytest.mark.django_db
+def test_a_delete_warns_of_a_version_that_started_being_written_after_the_page_opened(
+    client: Client, writer: Any, story: Story
+) -> None:
+    client.force_login(writer)
+    page = client.get(f"/stories/{story.pk}/settings/").content.decode()
+    assert 'name="writing_seen" value=""' in page
+    # A Regenerate from another tab starts after the page loaded: the page warned of nothing.
+    run = GenerationRun.objects.create(user=writer, story=story, model="offline", max_tokens=1024)
+    response = client.post(f"/stories/{story.pk}/delete/", {"confirm": "yes", "writing_seen": ""})
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "A new version started being written since this page opened" in page
+    assert f"A new version is being written for it (run #{run.pk})" in page
+    assert Story.objects.filter(pk=story.pk).exists()
+    # Warned now, the writer deletes it anyway.
+    response = client.post(f"/stories/{story.pk}/delete/", {"confirm": "yes", "writing_seen": str(run.pk)})
+    assert response.status_code == 302
+    assert not Story.objects.filter(pk=story.pk).exists()
