@@ -496,3 +496,30 @@ def test_a_text_over_the_import_limit_is_refused_in_one_wording_before_it_is_sen
     expect(page.locator(".preview-status")).to_have_text("Up to date")
     expect(page.locator(".editor-error")).to_be_hidden()
     assert watched.errors == []
+
+
+def test_a_chinese_screenplay_near_the_import_limit_is_confirmed_and_saved(
+    own_server: OwnServer, watched: Watched, tmp_path: Path
+) -> None:
+    # The confirmation sends the parsed screenplay back through the page. URL-encoded, each of its bytes
+    # outside ASCII took three: a CJK file within STORY_IMPORT_MAX_BYTES came back past
+    # DJANGO_DATA_UPLOAD_MAX_BYTES, a 413 (here at the settings' least: 10,000 and 20,000 bytes).
+    own_server.env |= {"STORY_IMPORT_MAX_BYTES": "10000", "DJANGO_DATA_UPLOAD_MAX_BYTES": "20000"}
+    own_server.restart()
+    line = "汤要凉了，快吃吧。我们等了你一整夜，灯一直亮着。"
+    scene = "INT. 厨房 - 夜\n\n蒸汽从锅里升起。\n\n奶奶\n" + line * 4 + "\n\n"
+    text = "Title: 长桌\n\n" + scene * 27
+    assert 9_000 < len(text.encode()) <= 10_000
+    script = tmp_path / "long-table.fountain"
+    script.write_text(text, encoding="utf-8")
+    page = watched.page
+    log_in(page, own_server)
+    page.goto(f"{own_server.url}/stories/import/")
+    page.get_by_label("File").set_input_files(str(script))
+    page.get_by_role("button", name="Read the screenplay").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("长桌")
+    page.get_by_role("button", name="Create the story").click()
+    expect(page.locator(".version-heading")).to_contain_text("Imported by the writer")
+    assert page.locator(".screenplay .scene-heading").count() == 27
+    expect(page.locator("article.screenplay")).to_contain_text(line * 4)
+    assert watched.errors == []
