@@ -47,6 +47,9 @@ from stories.runs.sse import END_ID, SseBody, request_credential, run_has_more, 
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import (
+    DetailSerializer,
+    GenerationErrorBodySerializer,
+    GenerationResultSerializer,
     GenerationRunDetailSerializer,
     GenerationRunSerializer,
     PersonaMatchSerializer,
@@ -62,22 +65,19 @@ from stories.validation import VERSION_NUMBER_MAX, version_number_parse
 from stories.ws_sessions import slot_take
 from storyproject.parsers import BoundedJSONParser, JsonErrors, StrictMultiPartParser, query_param_once
 
-_NOT_FOUND = OpenApiResponse(description="No such object among yours.")
-_BAD_REQUEST = OpenApiResponse(description="Invalid input; the body names each field's problem.")
-# A generation error (stories.exception_handlers) carries code/message/retryable/retry_after; a body
-# DRF cannot parse or authenticate gets DRF's own {"detail": ...}. Both shapes are documented as one
-# object with optional fields.
-_GENERATION_ERROR = inline_serializer(
-    "GenerationErrorBody",
-    {
-        "code": drf_serializers.CharField(required=False),
-        "message": drf_serializers.CharField(required=False),
-        "retryable": drf_serializers.BooleanField(required=False),
-        "retry_after": drf_serializers.IntegerField(required=False),
-        "run_id": drf_serializers.IntegerField(required=False),
-        "detail": drf_serializers.CharField(required=False),
-    },
+# DRF's own error body: {"detail": ...}.
+_DETAIL = DetailSerializer
+_NOT_FOUND = OpenApiResponse(_DETAIL, description="No such object among yours.")
+# A serializer's errors: a list of messages per field (``non_field_errors`` for the body as a whole).
+_FIELD_ERRORS = inline_serializer(
+    "FieldErrors",
+    {"non_field_errors": drf_serializers.ListField(child=drf_serializers.CharField(), required=False)},
 )
+_BAD_REQUEST = OpenApiResponse(
+    _FIELD_ERRORS, description="Invalid input; the body names each field's problem."
+)
+# A generation error (stories.exception_handlers), or DRF's own {"detail": ...}.
+_GENERATION_ERROR = GenerationErrorBodySerializer
 
 
 @extend_schema_view(
@@ -306,6 +306,14 @@ _RUN_STARTED = inline_serializer(
     },
 )
 
+# The 201 of a blocking generation or scene rewrite (_generation_body).
+_GENERATION_RESULT = GenerationResultSerializer
+# A story deleted (by another request) between the run's save and the answer: 404 not_found.
+_STORY_DELETED = OpenApiResponse(
+    _GENERATION_ERROR,
+    description="`not_found`: the story was deleted by another request before the answer, with the new version.",
+)
+
 
 @extend_schema(
     summary="Generate a screenplay and save it: blocking (201), or started in the background (202)",
@@ -340,16 +348,18 @@ _RUN_STARTED = inline_serializer(
     ),
     responses={
         201: OpenApiResponse(
+            _GENERATION_RESULT,
             description=(
                 "The story (id, title, plot, url), the version, timings, usage and `cast_dropped` (the cast "
                 "members left out because an editor deleted their persona while the run was writing)."
-            )
+            ),
         ),
         202: OpenApiResponse(
             _RUN_STARTED,
             description='With `"wait": false`: the run started and goes on without this request. Follow it '
             "at `events_url` (Server-Sent Events, or `attach` on the WebSocket); `Location` is the same URL.",
         ),
+        404: _STORY_DELETED,
         **{code: _GENERATION_ERROR for code in (400, 401, 403, 409, 422, 429, 500, 502, 503, 504)},
     },
 )
@@ -483,8 +493,13 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
         },
     ),
     responses={
-        201: OpenApiResponse(description="The story, the new version, timings, usage and `cast_dropped`."),
-        404: _NOT_FOUND,
+        201: OpenApiResponse(
+            _GENERATION_RESULT, description="The story, the new version, timings, usage and `cast_dropped`."
+        ),
+        # Another writer's story or none (DRF's {"detail"}), or one deleted during the rewrite (not_found).
+        404: OpenApiResponse(
+            _GENERATION_ERROR, description="No such story among yours, or deleted meanwhile."
+        ),
         **{code: _GENERATION_ERROR for code in (400, 401, 409, 422, 429, 500, 502, 503, 504)},
     },
 )
@@ -626,6 +641,7 @@ class StoryVersionStatsApi(APIView):
             },
         ),
         400: _GENERATION_ERROR,
+        404: _STORY_DELETED,
     },
 )
 class StoryImportApi(APIView):
@@ -802,6 +818,11 @@ class RunEventsApi(JsonErrors, APIView):
         return response
 
 
+_RUN_STATUS = inline_serializer(
+    "RunCancelling", {"run_id": drf_serializers.IntegerField(), "status": drf_serializers.CharField()}
+)
+
+
 @extend_schema(
     summary="Cancel a run, wherever it runs",
     description=(
@@ -813,10 +834,11 @@ class RunEventsApi(JsonErrors, APIView):
     tags=["generation"],
     request=None,
     responses={
-        202: inline_serializer(
-            "RunCancelling", {"run_id": drf_serializers.IntegerField(), "status": drf_serializers.CharField()}
+        202: _RUN_STATUS,
+        200: OpenApiResponse(
+            _RUN_STATUS,
+            description="The run had already ended (or was orphaned and is now `cancelled`): its status.",
         ),
-        200: OpenApiResponse(description="The run had already ended: its status."),
         404: _NOT_FOUND,
     },
 )

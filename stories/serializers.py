@@ -440,3 +440,58 @@ class ScreenplayStatsSerializer(serializers.Serializer):
     pages = serializers.FloatField(help_text="Estimated from the industry layout: about 55 lines a page.")
     scenes = serializers.IntegerField()
     characters = CharacterStatsSerializer(many=True)
+
+
+# --- Response bodies the schema documents (the views build them as dicts) ---------------------------
+
+
+class DetailSerializer(serializers.Serializer):
+    """DRF's own error body."""
+
+    detail = serializers.CharField()
+
+
+class GenerationErrorBodySerializer(serializers.Serializer):
+    """A GenerationError as stories.exception_handlers answers it; DRF's own refusals (a body it cannot
+    parse or authenticate) answer ``{"detail": ...}``: both as one object with optional fields."""
+
+    code = serializers.CharField(required=False)
+    message = serializers.CharField(required=False)
+    retryable = serializers.BooleanField(required=False)
+    retry_after = serializers.IntegerField(required=False)
+    run_id = serializers.IntegerField(required=False)
+    detail = serializers.CharField(required=False)
+
+
+class GeneratedStorySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    plot = serializers.CharField()
+    url = serializers.CharField()
+
+
+class GeneratedVersionSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    content = ScreenplayContentField()
+    model = serializers.CharField()
+    max_tokens = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class CastDroppedSerializer(serializers.Serializer):
+    persona = serializers.CharField()
+    character_name = serializers.CharField()
+
+
+class GenerationResultSerializer(serializers.Serializer):
+    """The 201 of a blocking generation or scene rewrite (stories.api._generation_body)."""
+
+    run_id = serializers.IntegerField()
+    story = GeneratedStorySerializer()
+    version = GeneratedVersionSerializer()
+    timings = RunTimingsSerializer(help_text="Stage timings in ms (null for a stage the run did not record).")
+    usage = RunUsageSerializer(help_text="Tokens summed over every model call.")
+    cast_dropped = CastDroppedSerializer(
+        many=True,
+        help_text="Cast members left out: an editor deleted their persona while the run was writing.",
+    )

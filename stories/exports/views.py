@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from django.http import HttpResponse
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -18,6 +19,7 @@ from rest_framework.views import APIView
 from stories import selectors
 from stories.exports import EXPORT_FORMATS
 from stories.exports.downloads import ExportedFile, screenplay_version_download
+from stories.serializers import DetailSerializer, GenerationErrorBodySerializer
 from storyproject.parsers import query_param_once
 
 _FORMAT_MAX_CHARS = 20
@@ -58,12 +60,19 @@ class ScreenplayVersionExportApi(APIView):
         ],
         responses={
             **_DOWNLOADS,
-            400: OpenApiResponse(description="Unknown format; the message lists the formats offered."),
-            404: OpenApiResponse(description="No such story or version among yours."),
+            400: OpenApiResponse(
+                inline_serializer(
+                    "ExportFormatRefused",
+                    {"detail": serializers.CharField(), "code": serializers.CharField()},
+                ),
+                description="Unknown format; the message lists the formats offered.",
+            ),
+            404: OpenApiResponse(DetailSerializer, description="No such story or version among yours."),
             429: OpenApiResponse(
+                GenerationErrorBodySerializer,
                 description="`busy`: another request is building this PDF, or STORY_EXPORT_BUILDS_AT_ONCE of "
                 "yours are being built; `rate_limited`: STORY_EXPORT_BUILDS_PER_HOUR PDFs were built for you in "
-                "the last hour. Retry after `Retry-After` seconds."
+                "the last hour. Retry after `Retry-After` seconds.",
             ),
         },
     )
