@@ -359,8 +359,11 @@ _STORY_DELETED = OpenApiResponse(
             description='With `"wait": false`: the run started and goes on without this request. Follow it '
             "at `events_url` (Server-Sent Events, or `attach` on the WebSocket); `Location` is the same URL.",
         ),
+        403: OpenApiResponse(
+            _GENERATION_ERROR, description="`forbidden`: `story_id` is not one of your stories."
+        ),
         404: _STORY_DELETED,
-        **{code: _GENERATION_ERROR for code in (400, 401, 403, 409, 422, 429, 500, 502, 503, 504)},
+        **{code: _GENERATION_ERROR for code in (400, 401, 409, 422, 429, 500, 502, 503, 504)},
     },
 )
 class GenerateScreenplayView(APIView):

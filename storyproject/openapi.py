@@ -63,15 +63,37 @@ _BODY_REFUSED = {
 }
 
 
+# DRF's SessionAuthentication checks CSRF on every write signed in with the session cookie: without the
+# token (the ``csrftoken`` cookie's value in an ``X-CSRFToken`` header), a 403 before the view runs.
+_CSRF = (
+    "Signed in with the session cookie (`cookieAuth`) but without the CSRF token: a write must send the "
+    '`csrftoken` cookie\'s value in an `X-CSRFToken` header (`{"detail": "CSRF Failed: ..."}`). A token '
+    "(`tokenAuth`) needs none."
+)
+_WRITES = ("post", "put", "patch", "delete")
+
+
+def _csrf_refused(responses: dict[str, Any]) -> None:
+    """The 403 of a cookie-signed write without its CSRF token, added to the operation's own 403, if any."""
+    own = responses.get("403")
+    if own is None:
+        responses["403"] = _detail(_CSRF)
+        return
+    responses["403"] = {**own, "description": f"{own.get('description', '')} {_CSRF}".strip()}
+
+
 def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: every operation with a ``page`` parameter documents its bounds and the 404
     for a bad page, every operation the 400s of its query (with the middleware's, when it documents no
-    400 of its own), and every operation DRF's 401, and its 413 and 415 when it takes a body."""
+    400 of its own), and every operation DRF's 401, and its 413 and 415 when it takes a body, and every
+    write the 403 of a session-cookie request without its CSRF token."""
     for operations in result.get("paths", {}).values():
-        for operation in operations.values():
+        for method, operation in operations.items():
             if not isinstance(operation, dict):
                 continue
             responses = operation.setdefault("responses", {})
+            if method in _WRITES:
+                _csrf_refused(responses)
             if "400" in responses:
                 # The operation's own 400, which the query's refusals share.
                 own = responses["400"].get("description", "")

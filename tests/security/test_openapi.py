@@ -353,3 +353,25 @@ def test_the_generation_answers_and_refusals_match_their_schema(
         _conforms(schema, "GET", path, url, client.get(url))
     refused = client.post("/api/stories/", {"title": "", "plot": "P"}, format="json")
     _conforms(schema, "POST", "/api/stories/", "/api/stories/", refused)
+
+
+@pytest.mark.django_db
+def test_every_write_documents_the_403_of_a_session_without_its_csrf_token(user_factory: Any) -> None:
+    # The schema offers the session cookie (cookieAuth) for every operation; a write signed in with it but
+    # without X-CSRFToken is DRF's 403 "CSRF Failed", which only the generation listed (for `forbidden`).
+    writer = user_factory("writer-one")
+    story = Story.objects.create(owner=writer, title="T", plot="P")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(writer)
+    tried = 0
+    for path, operations in _schema(client)["paths"].items():
+        url = re.sub(r"\{[^}]+\}", str(story.pk), path)
+        for method, operation in operations.items():
+            if method not in ("post", "put", "patch", "delete"):
+                continue
+            response = getattr(client, method)(url, "{}", content_type="application/json")
+            assert response.status_code == 403, (method, path, response.content)
+            assert response.json()["detail"].startswith("CSRF Failed"), (method, path)
+            assert "X-CSRFToken" in operation["responses"]["403"]["description"], (method, path)
+            tried += 1
+    assert tried >= 8
