@@ -30,9 +30,20 @@ class UntrustedJSONError(ValueError):
     """The text is not JSON we accept. The message names the problem and where, never the value."""
 
 
+class _TooDeepError(UntrustedJSONError):
+    """Nested deeper than the parser can go (a few hundred levels: Python's recursion limit)."""
+
+
+_DEEPER_THAN_MAX = f"The JSON is nested deeper than {MAX_DEPTH} levels."
+
+
 def json_loads_untrusted(text: str | bytes) -> object:
     """Parse ``text``; raise ``UntrustedJSONError`` for invalid JSON or a value we cannot store."""
-    value = json_parse_untrusted(text)
+    try:
+        value = json_parse_untrusted(text)
+    except _TooDeepError:
+        # Past MAX_DEPTH, which json_value_problem refuses below: the same answer at any depth.
+        raise UntrustedJSONError(_DEEPER_THAN_MAX) from None
     problem = json_value_problem(value)
     if problem is not None:
         raise UntrustedJSONError(problem)
@@ -53,7 +64,10 @@ def json_parse_untrusted(text: str | bytes, *, constants_allowed: bool = True) -
             object_pairs_hook=_object_without_repeated_keys,
         )
     except RecursionError:
-        raise UntrustedJSONError(f"The JSON is nested deeper than {MAX_DEPTH} levels.") from None
+        # Not MAX_DEPTH: the parser itself takes a few hundred levels; only json_value_problem holds a
+        # value to MAX_DEPTH (a socket message or an API body was told "deeper than 32 levels" at 2,000
+        # while 500 were read).
+        raise _TooDeepError("The JSON is nested too deeply to be read.") from None
     except json.JSONDecodeError as error:
         raise UntrustedJSONError(
             f"The text is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
@@ -68,7 +82,7 @@ def json_value_problem(value: object) -> str | None:
     while stack:
         item, path = stack.pop()
         if len(path) > MAX_DEPTH:
-            return f"The JSON is nested deeper than {MAX_DEPTH} levels."
+            return _DEEPER_THAN_MAX
         problem = _scalar_problem(item)
         if problem is not None:
             return f"{_where(path)}: {problem}"
