@@ -16,7 +16,12 @@ from rest_framework.test import APIClient
 from stories.errors import ERROR_CODES, GenerationCancelled, GenerationError
 from stories.exception_handlers import GENERATION_ERROR_STATUS
 from stories.generation.events import ADDRESS_KEYS, EVENT_TYPES, events_fold
+from stories.generation.regenerate import scene_regenerate_request_parse
+from stories.generation.requests import generation_request_parse
 from stories.models import ScreenplayVersion
+from stories.runs.addresses import attach_parse, cancel_parse
+from stories.serializers import GenerationResultSerializer
+from storyproject.untrusted import json_parse_untrusted
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.fake_screenwriter import FakeScreenwriter
 from tests.stories.generation.conftest import generate_message, screenplay, ws_generate
@@ -126,6 +131,67 @@ def test_the_protocol_page_lists_every_event_and_every_code_with_its_rest_status
     rows = re.findall(r"^\| `(\w+)` \|.*\| (\d{3})[^|]* \|$", codes, re.M)
     assert dict(rows) == {code: str(status) for code, status in GENERATION_ERROR_STATUS.items()}
     assert set(GENERATION_ERROR_STATUS) == ERROR_CODES
+
+
+# --- The page's JSON examples: each one parses, and is what the server takes or sends ---------------
+
+
+def _json_examples(section: str) -> list[dict[str, Any]]:
+    """The objects of every ```json block under the protocol page's ``## section`` (a block may hold one
+    object a line). ``[...]`` and ``{...}`` stand for elided content: read as empty."""
+    page = (Path(settings.BASE_DIR) / "docs" / "protocol.md").read_text()
+    part = page.split(f"\n## {section}\n")[1].split("\n## ")[0]
+    examples = []
+    for block in re.findall(r"```json\n(.*?)```", part, re.S):
+        text = block.replace("[...]", "[]").replace("{...}", "{}")
+        try:
+            examples.append(json.loads(text))
+        except json.JSONDecodeError:
+            examples.extend(json.loads(line) for line in text.splitlines() if line.strip())
+    return examples
+
+
+def test_every_client_message_the_page_shows_is_one_the_server_takes() -> None:
+    examples = _json_examples("Client to server")
+    assert {example["type"] for example in examples} == {"generate", "regenerate_scene", "cancel", "attach"}
+    for example in examples:
+        # As the consumer reads a message: its JSON, then the fields of its type.
+        message: Any = json_parse_untrusted(json.dumps(example), constants_allowed=False)
+        fields = {key: value for key, value in message.items() if key != "type"}
+        parse = {
+            "generate": generation_request_parse,
+            "regenerate_scene": scene_regenerate_request_parse,
+            "cancel": cancel_parse,
+            "attach": attach_parse,
+        }[message["type"]]
+        parse(fields)
+
+
+def test_every_event_the_page_shows_has_the_shape_the_server_sends() -> None:
+    examples = [
+        *_json_examples("Runs and their addresses"),
+        *_json_examples("Server to client"),
+        *_json_examples("The two modes, message by message"),
+    ]
+    shown = set()
+    for example in examples:
+        shape: Any = EVENT_TYPES[example["type"]]
+        keys = set(example) - ADDRESS_KEYS | (
+            set(example) & (shape.__required_keys__ | shape.__optional_keys__)
+        )
+        assert shape.__required_keys__ <= keys <= shape.__required_keys__ | shape.__optional_keys__, example
+        if example["type"] in ("error", "scene_retry"):
+            assert example["code"] in ERROR_CODES, example
+        shown.add(example["type"])
+    assert shown == set(EVENT_TYPES)
+
+
+def test_the_blocking_answer_the_page_shows_has_the_fields_the_server_sends() -> None:
+    (example,) = _json_examples("REST: the same runs, blocking")
+    fields = GenerationResultSerializer().fields
+    assert set(example) == set(fields)
+    for name in ("story", "version", "timings", "usage"):
+        assert set(example[name]) == set(fields[name].fields), name  # type: ignore[attr-defined]
 
 
 # --- events_fold ---------------------------------------------------------------------------------
