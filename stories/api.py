@@ -41,7 +41,7 @@ from stories.generation.requests import generation_request_parse
 from stories.imports import import_format_for, import_too_large, screenplay_import
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.runs.addresses import MAX_ID
-from stories.runs.follow import run_events
+from stories.runs.follow import run_after_past_end, run_events
 from stories.runs.runner import RunStart, run_cancel, run_start
 from stories.runs.sse import END_ID, SseBody, request_credential, run_has_more, sse_after
 from stories.screenplay_diff import screenplay_diff
@@ -752,7 +752,8 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
         "the live ones, ending with the terminal event (`done`, `error` or `cancelled`). Each message's "
         "`id:` is the event's seq and its `data:` the event's JSON, as on the WebSocket "
         "(docs/protocol.md). An EventSource resumes by itself; `curl -N` shows the stream. 204 once the "
-        "client has the terminal event. After the retention (or a restart without Redis), a finished run's "
+        "client has the terminal event; a seq past it is a 400 (`invalid_request`), and a stream of a live run "
+        "that ends before that seq ends with an `error` saying so. After the retention (or a restart without Redis), a finished run's "
         "end comes from the database with `seq` null: its saved scenes and `saved` without an `id:`, then "
         "its terminal event with `id: end`."
     ),
@@ -799,10 +800,14 @@ class RunEventsApi(JsonErrors, APIView):
             query=query_param_once(request.query_params, "after"),
             last_event_id=request.headers.get("Last-Event-ID"),
         )
-        if after is None or not async_to_sync(run_has_more)(run_id=run.pk, after=after):
-            nothing = HttpResponse(status=status.HTTP_204_NO_CONTENT)
-            del nothing["Content-Type"]  # no body to label (Django labels every response text/html)
-            return nothing
+        if after is None:
+            return _nothing_more()
+        if not async_to_sync(run_has_more)(run_id=run.pk, after=after):
+            # The client has the run's terminal event, or its seq is past it (another run's, a made-up
+            # one): that is said (400), not answered as "you have it all".
+            if past_end := async_to_sync(run_after_past_end)(run_id=run.pk, after=after):
+                raise past_end
+            return _nothing_more()
         # Past the user's cap on open sockets and streams: 429 busy (stories.exception_handlers).
         slot = slot_take(user_id=int(request.user.pk or 0))
         response = StreamingHttpResponse(
@@ -819,6 +824,13 @@ class RunEventsApi(JsonErrors, APIView):
         # A reverse proxy (nginx) passes each event on at once instead of buffering the stream.
         response["X-Accel-Buffering"] = "no"
         return response
+
+
+def _nothing_more() -> HttpResponse:
+    """204: the client has the run's terminal event, which stops an EventSource from reconnecting."""
+    nothing = HttpResponse(status=status.HTTP_204_NO_CONTENT)
+    del nothing["Content-Type"]  # no body to label (Django labels every response text/html)
+    return nothing
 
 
 _RUN_STATUS = inline_serializer(

@@ -48,7 +48,7 @@ from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
 from stories.runs.addresses import attach_parse, cancel_parse
-from stories.runs.follow import run_events_follow, run_last_seq_ended, run_owned, run_starter
+from stories.runs.follow import run_after_past_end, run_events_follow, run_owned, run_starter
 from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel, run_start
 from stories.ws_auth import SocketCredential, credential_fingerprint, signed_out_error, started_with
@@ -397,7 +397,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         starter = await run_starter(run_id=run_id, user_id=self.scope["user"].pk)
         if starter is None:
             raise _not_found()
-        if past_end := await _after_past_end(run_id=run_id, after=after):
+        if past_end := await run_after_past_end(run_id=run_id, after=after):
             raise past_end
         if self.task is not None:
             self.task.cancel()  # a follow that has sent its run's end and is finishing
@@ -420,7 +420,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             if (
                 not self.ended
                 and self.refusal is None
-                and (past_end := await _after_past_end(run_id=run_id, after=after))
+                and (past_end := await run_after_past_end(run_id=run_id, after=after))
             ):
                 self.ended = True
                 await self.send_event(past_end.as_event())
@@ -473,18 +473,6 @@ async def sockets_close(*, seconds: float) -> None:
 
 def _not_found() -> GenerationError:
     return GenerationError("not_found", "no such run among yours")
-
-
-async def _after_past_end(*, run_id: int, after: int) -> GenerationError | None:
-    """The refusal of an ``after`` past the ended run's last event, else None (no log read for none)."""
-    last = await run_last_seq_ended(run_id=run_id) if after else None
-    if last is None or after <= last:
-        return None
-    return GenerationError(
-        "invalid_request",
-        f"after {after} is past the last event of run {run_id} (seq {last}): attach with the last seq "
-        "you showed, or without after to replay the run",
-    )
 
 
 def _message_parse(text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:

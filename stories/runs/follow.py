@@ -57,6 +57,21 @@ async def run_last_seq_ended(*, run_id: int) -> int | None:
         return None  # Redis down: followed as a run whose log cannot be read (run_events_follow)
 
 
+async def run_after_past_end(*, run_id: int, after: int) -> GenerationError | None:
+    """The refusal of an ``after`` past the ended run's last event, else None (no log read for 0).
+
+    A socket's ``attach`` and an event stream alike: a seq past the end (another run's, a made-up one)
+    would get nothing, and its client would wait for an end that never comes, or take the run for ended."""
+    last = await run_last_seq_ended(run_id=run_id) if after else None
+    if last is None or after <= last:
+        return None
+    return GenerationError(
+        "invalid_request",
+        f"after {after} is past the last event of run {run_id} (seq {last}): follow it from the last seq "
+        "you showed, or from the start (after 0) to replay the run",
+    )
+
+
 async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[dict[str, Any], None]:
     """The run's events with ``seq > after``, then the live ones, ending with its terminal event.
 

@@ -3,7 +3,9 @@
 Each event is one SSE message: ``id:`` its seq, ``data:`` its JSON (the ``type`` is inside, so an
 EventSource's ``onmessage`` sees every event). A browser's EventSource reconnects by itself when the
 stream ends or drops and sends the last id as ``Last-Event-ID``; the stream goes on from there. Once
-the client has the terminal event, the answer is 204, which tells EventSource to stop reconnecting.
+the client has the terminal event, the answer is 204, which tells EventSource to stop reconnecting; a
+seq past the end of an ended run is a 400 (and a stream of a run that ends before that seq ends with an
+``error`` saying so), as a socket's ``attach`` is refused.
 An end rebuilt from the database (its seq unknown) has the id ``end`` on its terminal event, which is
 also answered 204; the rebuilt events before it have no id.
 
@@ -37,7 +39,7 @@ from rest_framework.request import Request
 from stories import ws_sessions
 from stories.errors import GenerationError
 from stories.runs.addresses import MAX_ID
-from stories.runs.follow import run_events_follow
+from stories.runs.follow import run_after_past_end, run_events_follow
 from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel
 from stories.runs.store import run_event_log
@@ -163,6 +165,9 @@ async def run_sse_stream(
                     try:
                         event = upcoming.result()
                     except StopAsyncIteration:
+                        # Ended without the run's end: the client's seq was past it (the run ended meanwhile).
+                        if past_end := await run_after_past_end(run_id=run_id, after=after):
+                            yield past_end_message(past_end)
                         return
                     upcoming = None
                     yield sse_message(event)
@@ -183,6 +188,12 @@ def _stream_standing(*, credential: SocketCredential | None, slot: Slot | None) 
     if slot is not None:
         slot_keep(slot)
     return credential is None or credential_current(credential=credential)
+
+
+def past_end_message(error: GenerationError) -> bytes:
+    """The ``error`` of a stream asked to go on past its run's end, without an ``id:``: the client's
+    reconnect keeps its last id, and is answered 400 saying the same, which stops an EventSource."""
+    return f"data: {event_text(error.as_event())}\n\n".encode()
 
 
 def sse_message(event: dict[str, Any]) -> bytes:

@@ -109,6 +109,47 @@ def test_a_runs_end_rebuilt_from_the_database_marks_only_its_last_message_as_the
     assert client.get(f"/api/runs/{run_id}/events/", HTTP_LAST_EVENT_ID="end").status_code == 204
 
 
+def test_a_seq_past_an_ended_runs_end_is_a_400_not_the_204_of_a_client_that_has_it(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # Another run's seq, or a made-up one, was answered 204: the client took the run for one it had
+    # whole, where a socket's attach with that seq is refused saying so.
+    run_id = _finished_run(writer)
+    client = _client(writer)
+    last = int(str(_sse(client.get(f"/api/runs/{run_id}/events/"))[-1][0]))
+    assert client.get(f"/api/runs/{run_id}/events/", {"after": last}).status_code == 204
+    for query, headers in (({"after": last + 1}, {}), ({}, {"Last-Event-ID": str(last + 900)})):
+        response = client.get(f"/api/runs/{run_id}/events/", query, headers=headers)
+        assert response.status_code == 400
+        body = response.json()
+        assert body["code"] == "invalid_request"
+        assert f"is past the last event of run {run_id} (seq {last})" in body["message"]
+
+
+async def test_a_stream_of_a_live_run_from_a_seq_past_its_end_ends_saying_so(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # The stream closed without the run's end and without a word once the run ended; an EventSource
+    # reconnected with the same seq and got the 204 of a client that has it all.
+    script_slow(fake_anthropic, tokens_per_second=400)
+    communicator, run_id = await run_streaming(writer)
+    try:
+        url = f"/api/runs/{run_id}/events/?after=900000"
+        response = await sync_to_async(_client(writer).get)(url)
+        assert response.status_code == 200
+        body = (await _read(_async_body(response))).decode()
+        await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    last = body.strip().split("\n\n")[-1]
+    assert last.startswith("data: ")  # no id: the reconnect keeps the client's seq
+    error = json.loads(last.removeprefix("data: "))
+    assert (error["type"], error["code"]) == ("error", "invalid_request")
+    assert "after 900000 is past the last event" in error["message"]
+    again = await sync_to_async(_client(writer).get)(url)
+    assert again.status_code == 400
+
+
 # Empty too: it read as 0, where every other value that is not a seq is refused (the schema says integer).
 @pytest.mark.parametrize("after", ["", " 1", "+1", "-1", "x", "1.5", "99999999999999999999", "\u0661"])
 def test_a_bad_after_is_a_400(writer: Any, cast: Any, offline: None, after: str) -> None:
