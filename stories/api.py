@@ -57,6 +57,7 @@ from stories.serializers import (
     ScreenplayStatsSerializer,
     ScreenplayVersionSerializer,
     ScreenplayVersionSummarySerializer,
+    StorableCharField,
     StoryImportSerializer,
     StorySerializer,
     VersionWriteSerializer,
@@ -332,7 +333,9 @@ _STORY_DELETED = OpenApiResponse(
             "title": drf_serializers.CharField(
                 required=False, allow_null=True, allow_blank=True, max_length=settings.STORY_MAX_TITLE_CHARS
             ),
-            "story_id": drf_serializers.IntegerField(required=False, allow_null=True, min_value=1),
+            "story_id": drf_serializers.IntegerField(
+                required=False, allow_null=True, min_value=1, max_value=MAX_ID
+            ),
             "model": drf_serializers.CharField(required=False, allow_null=True),
             "max_tokens": drf_serializers.IntegerField(
                 required=False,
@@ -623,7 +626,9 @@ class StoryVersionStatsApi(APIView):
         "application/json": inline_serializer(
             "StoryImportJSON",
             {
-                "fountain": drf_serializers.CharField(),
+                "fountain": StorableCharField(
+                    label="fountain", trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
+                ),
                 "cast": drf_serializers.DictField(
                     child=drf_serializers.CharField(allow_null=True, max_length=100), required=False
                 ),

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.core.validators import ProhibitNullCharactersValidator
+from django.core.validators import MaxLengthValidator, ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -31,13 +31,21 @@ class StorableCharField(serializers.CharField):
     """
 
     def __init__(self, *, max_length_setting: str | None = None, **kwargs: Any) -> None:
-        self.max_length_setting = max_length_setting
         super().__init__(**kwargs)
         # Ours names the field and covers NUL and lone surrogates too: DRF's own checks would say it a
         # second time (and DRF's surrogate message names the code point, part of the value).
         theirs = (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator)
         self.validators = [v for v in self.validators if not isinstance(v, theirs)]
         self.validators.append(StorableTextValidator(field=kwargs.get("label") or "text"))
+        if max_length_setting is not None:
+            # A callable limit: read when a value is checked, and when the schema is built (drf-spectacular
+            # calls it), so the schema's maxLength is the one applied.
+            self.validators.append(
+                MaxLengthValidator(
+                    lambda: int(getattr(settings, max_length_setting)),
+                    message="Ensure this field has no more than %(limit_value)d characters (it has %(show_value)d).",
+                )
+            )
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -47,13 +55,6 @@ class StorableCharField(serializers.CharField):
             # DRF sees a blank only in "" unless it trims: a plot of spaces was stored, and every
             # generation from it refused ("plot must not be empty").
             self.fail("blank")
-        if self.max_length_setting:
-            limit = getattr(settings, self.max_length_setting)
-            if len(value) > limit:
-                raise serializers.ValidationError(
-                    f"Ensure this field has no more than {limit} characters (it has {len(value)}).",
-                    code="max_length",
-                )
         return value
 
 

@@ -375,3 +375,28 @@ def test_every_write_documents_the_403_of_a_session_without_its_csrf_token(user_
             assert "X-CSRFToken" in operation["responses"]["403"]["description"], (method, path)
             tried += 1
     assert tried >= 8
+
+
+@pytest.mark.django_db
+def test_the_text_bounds_the_schema_gives_are_the_ones_the_server_applies(
+    user_factory: Any, settings: Any
+) -> None:
+    # A story's plot and a Fountain text are bounded by settings read when a value is checked; the
+    # schema gave them no maxLength (a 200,000-character plot was schema-valid and a 400), nor the
+    # import's JSON `fountain`, nor a generation's `story_id` its maximum.
+    settings.STORY_MAX_PLOT_CHARS = 150
+    settings.STORY_IMPORT_MAX_BYTES = 10_000
+    client = APIClient()
+    client.force_authenticate(user_factory("writer-one"))
+    components = _schema(client)["components"]["schemas"]
+    for name in ("StoryRequest", "PatchedStoryRequest"):
+        assert components[name]["properties"]["plot"]["maxLength"] == 150, name
+    for name in ("VersionWriteRequest", "StoryImportRequest", "StoryImportJSONRequest"):
+        assert components[name]["properties"]["fountain"]["maxLength"] == 10_000, name
+    assert components["GenerateScreenplayRequest"]["properties"]["story_id"]["maximum"] == 2**63 - 1
+    assert client.post("/api/stories/", {"title": "T", "plot": "x" * 150}, format="json").status_code == 201
+    refused = client.post("/api/stories/", {"title": "T", "plot": "x" * 151}, format="json")
+    assert refused.status_code == 400
+    assert refused.json() == {"plot": ["Ensure this field has no more than 150 characters (it has 151)."]}
+    imported = client.post("/api/stories/import/", {"fountain": "x" * 10_001}, format="json")
+    assert imported.status_code == 400 and "no more than 10000 characters" in str(imported.json())
