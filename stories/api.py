@@ -319,6 +319,16 @@ _STORY_DELETED = OpenApiResponse(
 @extend_schema(
     summary="Generate a screenplay and save it: blocking (201), or started in the background (202)",
     tags=["generation"],
+    parameters=[
+        OpenApiParameter(
+            "Location",
+            str,
+            OpenApiParameter.HEADER,
+            response=[202],
+            required=True,
+            description="The run's `events_url`.",
+        )
+    ],
     request=inline_serializer(
         "GenerateScreenplay",
         {

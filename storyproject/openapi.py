@@ -82,11 +82,35 @@ def _csrf_refused(responses: dict[str, Any]) -> None:
     responses["403"] = {**own, "description": f"{own.get('description', '')} {_CSRF}".strip()}
 
 
+# stories.exception_handlers sends an error's retry_after as a Retry-After header too: the refusals and
+# failures that may carry one (busy, rate_limited; the provider's overload, rate limit or 5xx).
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before trying again, as the body's `retry_after`, when that is known.",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+_RETRY_AFTER_STATUSES = ("429", "502", "503")
+# DRF's 401 names the scheme to use (the first authenticator's, TokenAuthentication).
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Token"]}},
+}
+
+
+def _headers_add(responses: dict[str, Any]) -> None:
+    """The headers an answer carries that its body does not say: ``Retry-After`` and ``WWW-Authenticate``."""
+    for status in _RETRY_AFTER_STATUSES:
+        if status in responses and "GenerationErrorBody" in str(responses[status].get("content", "")):
+            responses[status] = {**responses[status], "headers": _RETRY_AFTER}
+    if "401" in responses:
+        responses["401"] = {**responses["401"], "headers": _WWW_AUTHENTICATE}
+
+
 def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: every operation with a ``page`` parameter documents its bounds and the 404
     for a bad page, every operation the 400s of its query (with the middleware's, when it documents no
     400 of its own), and every operation DRF's 401, and its 413 and 415 when it takes a body, and every
-    write the 403 of a session-cookie request without its CSRF token."""
+    write the 403 of a session-cookie request without its CSRF token; and the headers of its answers."""
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             if not isinstance(operation, dict):
@@ -104,6 +128,7 @@ def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, 
             if "requestBody" in operation:
                 for code, response in _BODY_REFUSED.items():
                     responses.setdefault(code, response)
+            _headers_add(responses)
             pages = [p for p in operation.get("parameters", []) if p.get("name") == "page"]
             for page in pages:
                 # What storyproject.pagination reads: a whole number from 1 (DRF says integer only).

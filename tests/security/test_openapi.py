@@ -400,3 +400,30 @@ def test_the_text_bounds_the_schema_gives_are_the_ones_the_server_applies(
     assert refused.json() == {"plot": ["Ensure this field has no more than 150 characters (it has 151)."]}
     imported = client.post("/api/stories/import/", {"fountain": "x" * 10_001}, format="json")
     assert imported.status_code == 400 and "no more than 10000 characters" in str(imported.json())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_headers_the_answers_carry_are_in_the_schema(user_factory: Any, persona_factory: Any) -> None:
+    # protocol.md says a refusal's retry_after is also a Retry-After header, a background run's 202 has
+    # Location and a 401 WWW-Authenticate: the schema said none of them, so a generated client had no
+    # field for the wait it is asked to make.
+    writer = user_factory("writer-one")
+    persona_factory("hero")
+    for _ in range(2):  # STORY_MAX_ACTIVE_PER_USER runs going on: the next one is refused, busy
+        GenerationRun.objects.create(user=writer, status="streaming", model="offline", max_tokens=1024)
+    client = APIClient()
+    client.force_authenticate(writer)
+    paths = _schema(client)["paths"]
+    busy = client.post("/api/ai/generate-screenplay/", {"plot": "P", "personas": ["hero"]}, format="json")
+    assert (busy.status_code, busy["Retry-After"], busy.json()["retry_after"]) == (429, "5", 5)
+    generate = paths["/api/ai/generate-screenplay/"]["post"]["responses"]
+    for status in ("429", "502", "503"):
+        assert generate[status]["headers"]["Retry-After"]["schema"]["type"] == "integer", status
+    assert (
+        "Retry-After"
+        in paths["/api/stories/{story_id}/versions/{number}/export/"]["get"]["responses"]["429"]["headers"]
+    )
+    assert generate["202"]["headers"]["Location"]["required"] is True
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert operation["responses"]["401"]["headers"]["WWW-Authenticate"]["required"], (method, path)
