@@ -14,8 +14,10 @@ from rest_framework.settings import api_settings
 from rest_framework.utils import html
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
+from stories.generation.prompt import screenplay_schema
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator, text_field_problem, title_problem
+from storyproject.openapi import json_schema_as_openapi30
 from storyproject.parsers import form_fields_once
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted, text_problem
 
@@ -268,6 +270,13 @@ class ScreenplayContentField(serializers.JSONField):
         return super().to_internal_value(data)
 
 
+# What a writer sends: the contract itself (what a version written earlier, or edited in the admin,
+# holds may be looser, so the answers keep the open object above).
+@extend_schema_field(json_schema_as_openapi30(screenplay_schema()))
+class ScreenplayContentWriteField(ScreenplayContentField):
+    pass
+
+
 class ScreenplayVersionSerializer(ScreenplayVersionSummarySerializer):
     content = ScreenplayContentField(read_only=True)
 
@@ -372,7 +381,7 @@ class FountainPreviewSerializer(WriteSerializer):
 class VersionWriteSerializer(FountainPreviewSerializer):
     """Exactly one of ``content`` (the contract's JSON) or ``fountain`` (text); ``base_version`` optional."""
 
-    content = ScreenplayContentField(required=False)
+    content = ScreenplayContentWriteField(required=False)
     fountain = StorableCharField(label="fountain", required=False, trim_whitespace=False)
     save_anyway = JSONBooleanField(
         required=False,

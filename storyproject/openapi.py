@@ -165,3 +165,26 @@ def request_bodies_closed(result: dict[str, Any], **kwargs: Any) -> dict[str, An
         if name.endswith("Request") and schema.get("type") == "object":
             schema["additionalProperties"] = False
     return result
+
+
+def json_schema_as_openapi30(schema: Any) -> Any:
+    """A JSON Schema (2020-12) in OpenAPI 3.0's dialect, for a contract the schema shows: ``const`` as a
+    one-value ``enum``, a type list with ``null`` as ``nullable``, no ``$schema``/``$id``."""
+    if isinstance(schema, list):
+        return [json_schema_as_openapi30(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("$schema", "$id"):
+            continue
+        if key == "const":
+            converted["enum"] = [value]
+        elif key == "type" and isinstance(value, list):
+            types = [kind for kind in value if kind != "null"]
+            converted["type"] = types[0] if len(types) == 1 else types
+            if "null" in value:
+                converted["nullable"] = True
+        else:
+            converted[key] = json_schema_as_openapi30(value)
+    return converted

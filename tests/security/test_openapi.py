@@ -427,3 +427,26 @@ def test_the_headers_the_answers_carry_are_in_the_schema(user_factory: Any, pers
     for path, operations in paths.items():
         for method, operation in operations.items():
             assert operation["responses"]["401"]["headers"]["WWW-Authenticate"]["required"], (method, path)
+
+
+@pytest.mark.django_db
+def test_a_versions_content_is_described_by_the_screenplay_contract(user_factory: Any) -> None:
+    # A writer's JSON edit is checked against stories/contract/screenplay.schema.json; the schema said
+    # "an object" and nothing more, so a client had to find the contract's file to know what to send.
+    writer = user_factory("writer-one")
+    story = Story.objects.create(owner=writer, title="T", plot="P")
+    client = APIClient()
+    client.force_authenticate(writer)
+    content = _schema(client)["components"]["schemas"]["VersionWriteRequest"]["properties"]["content"]
+    assert content["required"] == ["title", "scenes"] and content["additionalProperties"] is False
+    assert content["properties"]["scenes"]["minItems"] == 1
+    character = content["properties"]["characters"]["items"]["properties"]
+    assert character["persona"] == {"type": "string", "nullable": True, "maxLength": 100}
+    kinds = content["properties"]["scenes"]["items"]["properties"]["elements"]["items"]["oneOf"]
+    assert [kind["properties"]["type"]["enum"] for kind in kinds] == [["action", "transition"], ["dialogue"]]
+    # What the contract refuses, the server refuses.
+    screenplay = {"title": "T", "scenes": [{"heading": "INT. LAB - DAY", "elements": []}]}
+    url = f"/api/stories/{story.pk}/versions/"
+    assert client.post(url, {"content": screenplay}, format="json").status_code == 201
+    for refused in ({**screenplay, "scenes": []}, {**screenplay, "rating": "PG"}):
+        assert client.post(url, {"content": refused}, format="json").status_code == 400
