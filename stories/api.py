@@ -37,7 +37,7 @@ from stories.errors import GenerationError
 from stories.generation.events import DoneEvent, RunOutcome, SavedEvent, events_fold
 from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_body_parse, scene_regenerate_run
-from stories.generation.requests import generation_request_parse
+from stories.generation.requests import fields_known_check, generation_request_parse
 from stories.imports import import_format_for, import_too_large, screenplay_import
 from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.runs.addresses import MAX_ID
@@ -559,8 +559,17 @@ class StoryVersionRestoreApi(APIView):
     def post(self, request: Request, story_id: int, number: int) -> Response:
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
         selectors.story_version_get(story=story, number=number)
+        _body_none(request)
         version = services.screenplay_version_restore(user_id=_user_id(request), story=story, number=number)
         return Response(ScreenplayVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+def _body_none(request: Request) -> None:
+    """Refuse the fields of a body an endpoint that reads none would drop without a word (a restore's
+    ``base_version``, which a client may take for a conflict check); a form's CSRF token is no field."""
+    data = request.data  # a JSON object or a form (a QueryDict); a JSON list or text is DRF's 400
+    if isinstance(data, dict):
+        fields_known_check(data, ("csrfmiddlewaretoken",))
 
 
 # The bounds _query_number applies (version_number_parse), for the schema.
@@ -865,6 +874,9 @@ _RUN_STATUS = inline_serializer(
     request=None,
     responses={
         202: _RUN_STATUS,
+        400: OpenApiResponse(
+            _GENERATION_ERROR, description="A body with a field: this operation reads none."
+        ),
         200: OpenApiResponse(
             _RUN_STATUS,
             description="The run had already ended (or was orphaned and is now `cancelled`): its status.",
@@ -875,6 +887,7 @@ _RUN_STATUS = inline_serializer(
 class RunCancelApi(APIView):
     def post(self, request: Request, run_id: int) -> Response:
         run = _own_run(request, run_id)
+        _body_none(request)
         if run.status != GenerationRun.Status.STREAMING:
             return Response({"run_id": run.pk, "status": run.status})
         if async_to_sync(run_cancel)(run_id=run.pk):

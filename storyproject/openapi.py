@@ -125,7 +125,8 @@ def responses_outside_views(result: dict[str, Any], **kwargs: Any) -> dict[str, 
             else:
                 responses["400"] = _REQUEST_UNREADABLE
             responses.setdefault("401", _UNAUTHENTICATED)
-            if "requestBody" in operation:
+            # A POST reads its body even when it takes none (a field in it is refused, not dropped).
+            if "requestBody" in operation or method == "post":
                 for code, response in _BODY_REFUSED.items():
                     responses.setdefault(code, response)
             _headers_add(responses)

@@ -15,7 +15,7 @@ from django.urls import resolve
 from rest_framework.test import APIClient
 
 from stories.generation.models_registry import usable_models
-from stories.models import GenerationRun, Story
+from stories.models import GenerationRun, ScreenplayVersion, Story
 from storyproject.parsers import query_parameters_read
 
 
@@ -232,11 +232,16 @@ def test_every_operation_with_a_body_documents_its_413_and_415(user_factory: Any
     client = APIClient()
     client.force_authenticate(writer)
     story = Story.objects.create(owner=writer, title="T", plot="P")
+    content = {"title": "T", "scenes": [{"heading": "INT. LAB - DAY", "elements": []}]}
+    ScreenplayVersion.objects.create(story=story, number=1, content=content, origin="edited")
+    run = GenerationRun.objects.create(user=writer, status="succeeded", model="offline", max_tokens=1024)
+    # Every object the URL names exists: a restore and a cancel read their body once they found theirs.
+    ids = {"run_id": run.pk, "number": 1, "index": 0}
     tried = 0
     for path, operations in _schema(client)["paths"].items():
-        url = re.sub(r"\{[^}]+\}", str(story.pk), path)
+        url = re.sub(r"\{([^}]+)\}", lambda name: str(ids.get(name[1], story.pk)), path)
         for method, operation in operations.items():
-            if "requestBody" not in operation:
+            if "requestBody" not in operation and method != "post":
                 continue
             large = getattr(client, method)(
                 url, '{"x": "' + "x" * 2000 + '"}', content_type="application/json"
@@ -450,3 +455,32 @@ def test_a_versions_content_is_described_by_the_screenplay_contract(user_factory
     assert client.post(url, {"content": screenplay}, format="json").status_code == 201
     for refused in ({**screenplay, "scenes": []}, {**screenplay, "rating": "PG"}):
         assert client.post(url, {"content": refused}, format="json").status_code == 400
+
+
+@pytest.mark.django_db
+def test_the_posts_that_take_no_body_refuse_a_field_in_one(user_factory: Any) -> None:
+    # A restore and a cancel read no body and dropped any: {"base_version": 1} to a restore, which a
+    # client may take for a conflict check, was a 201 as if it held. As every other body, a field they
+    # do not read is now a 400 naming it; an empty body, and a form's CSRF token, are still nothing.
+    writer = user_factory("writer-one")
+    story = Story.objects.create(owner=writer, title="T", plot="P")
+    version = {"title": "T", "scenes": [{"heading": "INT. LAB - DAY", "elements": []}]}
+    ScreenplayVersion.objects.create(story=story, number=1, content=version, origin="edited")
+    Story.objects.filter(pk=story.pk).update(latest_version_number=1)
+    run = GenerationRun.objects.create(user=writer, status="succeeded", model="offline", max_tokens=1024)
+    client = APIClient()
+    client.force_authenticate(writer)
+    restore = f"/api/stories/{story.pk}/versions/1/restore/"
+    cancel = f"/api/runs/{run.pk}/cancel/"
+    for url, field in ((restore, "base_version"), (cancel, "run_id")):
+        refused = client.post(url, {field: 1}, format="json")
+        assert refused.status_code == 400, url
+        assert refused.json() == {
+            "code": "invalid_request",
+            "message": f"unknown fields: '{field}'",
+            "retryable": False,
+        }
+        assert client.post(url, "x", content_type="text/plain").status_code == 415
+    assert client.post(restore).status_code == 201
+    assert client.post(restore, {"csrfmiddlewaretoken": "x"}).status_code == 201
+    assert client.post(cancel, {}, format="json").status_code == 200
