@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from stories import consumers
 from stories.errors import ERROR_CODES, GenerationCancelled, GenerationError
 from stories.exception_handlers import GENERATION_ERROR_STATUS
 from stories.generation.events import ADDRESS_KEYS, EVENT_TYPES, events_fold
@@ -192,6 +193,27 @@ def test_the_blocking_answer_the_page_shows_has_the_fields_the_server_sends() ->
     assert set(example) == set(fields)
     for name in ("story", "version", "timings", "usage"):
         assert set(example[name]) == set(fields[name].fields), name  # type: ignore[attr-defined]
+
+
+def test_the_close_codes_the_page_lists_are_the_ones_the_consumer_closes_with() -> None:
+    page = (Path(settings.BASE_DIR) / "docs" / "protocol.md").read_text()
+    table = page.split("\n## Close codes\n")[1].split("\n### ")[0]
+    rows = dict(re.findall(r"^\| (4\d{3}) \| server \| (.*) \|$", table, re.M))
+    assert set(rows) == {
+        str(code)
+        for name, code in vars(consumers).items()
+        if name.startswith("CLOSE_") and isinstance(code, int)
+    }
+    # Each reason the consumer closes with (stories/consumers.py), in the row of its code.
+    reasons = {
+        consumers.CLOSE_UNAUTHENTICATED: "unauthenticated",
+        consumers.CLOSE_TOO_MANY_SOCKETS: "busy",
+        consumers.CLOSE_TOO_MANY_MESSAGES: "too_many_messages",
+        consumers.CLOSE_NOT_READING: "not_reading",
+        consumers.CLOSE_SERVER_STOPPING: "server_stopping",
+    }
+    for code, reason in reasons.items():
+        assert f"reason `{reason}`" in rows[str(code)], (code, reason)
 
 
 # --- events_fold ---------------------------------------------------------------------------------
