@@ -129,7 +129,9 @@ class StoryListCreateApi(generics.ListCreateAPIView):
             200: StorySerializer,
             400: _BAD_REQUEST,
             404: _NOT_FOUND,
-            412: OpenApiResponse(description="The title or plot changed since the ETag in If-Match."),
+            412: OpenApiResponse(
+                _DETAIL, description="The title or plot changed since the ETag in If-Match."
+            ),
         },
     ),
     delete=extend_schema(
@@ -646,7 +648,7 @@ class StoryVersionStatsApi(APIView):
             "StoryImportJSON",
             {
                 "fountain": StorableCharField(
-                    label="fountain", trim_whitespace=False, max_length_setting="STORY_IMPORT_MAX_BYTES"
+                    label="fountain", trim_whitespace=False, max_bytes_setting="STORY_IMPORT_MAX_BYTES"
                 ),
                 "cast": drf_serializers.DictField(
                     child=drf_serializers.CharField(allow_null=True, max_length=100), required=False

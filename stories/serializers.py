@@ -32,7 +32,9 @@ class StorableCharField(serializers.CharField):
     whether or not the field keeps its whitespace.
     """
 
-    def __init__(self, *, max_length_setting: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, max_length_setting: str | None = None, max_bytes_setting: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         # Ours names the field and covers NUL and lone surrogates too: DRF's own checks would say it a
         # second time (and DRF's surrogate message names the code point, part of the value).
@@ -48,6 +50,8 @@ class StorableCharField(serializers.CharField):
                     message="Ensure this field has no more than %(limit_value)d characters (it has %(show_value)d).",
                 )
             )
+        if max_bytes_setting is not None:
+            self.validators.append(MaxBytesValidator(max_bytes_setting))
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -58,6 +62,21 @@ class StorableCharField(serializers.CharField):
             # generation from it refused ("plot must not be empty").
             self.fail("blank")
         return value
+
+
+class MaxBytesValidator(MaxLengthValidator):
+    """At most the setting's number of bytes of UTF-8, said as the import says it
+    (stories.imports.import_too_large). A MaxLengthValidator, so that the schema gives the limit as the
+    text's ``maxLength`` (no text of more characters is taken; one of fewer may still be refused)."""
+
+    def __init__(self, setting: str) -> None:
+        super().__init__(
+            lambda: int(getattr(settings, setting)),
+            message=f"the text is %(show_value)d bytes; the limit is %(limit_value)d bytes ({setting})",
+        )
+
+    def clean(self, x: Any) -> int:
+        return len(str(x).encode())
 
 
 class WriteSerializer(serializers.Serializer):
@@ -370,9 +389,10 @@ class FountainPreviewSerializer(WriteSerializer):
     number past the stored range) instead of showing the latest version for it.
     """
 
-    # No character limit: STORY_IMPORT_MAX_BYTES is a number of bytes, checked where the text is read
-    # (stories.imports.import_too_large), in one wording for a file, pasted text and the editor's.
-    fountain = StorableCharField(label="fountain", trim_whitespace=False)
+    # STORY_IMPORT_MAX_BYTES is a number of bytes (not characters), said as for a file or pasted text.
+    fountain = StorableCharField(
+        label="fountain", trim_whitespace=False, max_bytes_setting="STORY_IMPORT_MAX_BYTES"
+    )
     base_version = JSONIntegerField(
         required=False, allow_null=True, min_value=1, max_value=VERSION_NUMBER_MAX
     )
@@ -382,7 +402,9 @@ class VersionWriteSerializer(FountainPreviewSerializer):
     """Exactly one of ``content`` (the contract's JSON) or ``fountain`` (text); ``base_version`` optional."""
 
     content = ScreenplayContentWriteField(required=False)
-    fountain = StorableCharField(label="fountain", required=False, trim_whitespace=False)
+    fountain = StorableCharField(
+        label="fountain", required=False, trim_whitespace=False, max_bytes_setting="STORY_IMPORT_MAX_BYTES"
+    )
     save_anyway = JSONBooleanField(
         required=False,
         default=False,
@@ -398,7 +420,9 @@ class StoryImportSerializer(WriteSerializer):
     """A ``file`` (.fountain or .fdx, multipart) or pasted ``fountain``; ``cast`` maps names to personas."""
 
     file = serializers.FileField(required=False)
-    fountain = StorableCharField(label="fountain", required=False, trim_whitespace=False)
+    fountain = StorableCharField(
+        label="fountain", required=False, trim_whitespace=False, max_bytes_setting="STORY_IMPORT_MAX_BYTES"
+    )
     cast = FormJSONDictField(
         child=StorableCharField(label="cast", allow_null=True, max_length=100), required=False
     )

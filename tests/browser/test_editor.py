@@ -506,7 +506,7 @@ def test_a_chinese_screenplay_near_the_import_limit_is_confirmed_and_saved(
     # DJANGO_DATA_UPLOAD_MAX_BYTES, a 413 (here at the settings' least: 10,000 and 20,000 bytes).
     own_server.env |= {"STORY_IMPORT_MAX_BYTES": "10000", "DJANGO_DATA_UPLOAD_MAX_BYTES": "20000"}
     own_server.restart()
-    line = "汤要凉了，快吃吧。我们等了你一整夜，灯一直亮着。"
+    line = "汤要凉了，快吃吧。我们等了你一整夜，灯一直亮着。"  # noqa: RUF001 (Chinese punctuation)
     scene = "INT. 厨房 - 夜\n\n蒸汽从锅里升起。\n\n奶奶\n" + line * 4 + "\n\n"
     text = "Title: 长桌\n\n" + scene * 27
     assert 9_000 < len(text.encode()) <= 10_000

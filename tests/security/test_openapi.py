@@ -404,7 +404,16 @@ def test_the_text_bounds_the_schema_gives_are_the_ones_the_server_applies(
     assert refused.status_code == 400
     assert refused.json() == {"plot": ["Ensure this field has no more than 150 characters (it has 151)."]}
     imported = client.post("/api/stories/import/", {"fountain": "x" * 10_001}, format="json")
-    assert imported.status_code == 400 and "no more than 10000 characters" in str(imported.json())
+    assert imported.status_code == 400
+    assert imported.json() == {
+        "fountain": ["the text is 10001 bytes; the limit is 10000 bytes (STORY_IMPORT_MAX_BYTES)"]
+    }
+    # Bytes, not characters: 9,000 "é" are 18,000 bytes.
+    imported = client.post("/api/stories/import/", {"fountain": "é" * 9_000}, format="json")
+    assert imported.status_code == 400
+    assert imported.json() == {
+        "fountain": ["the text is 18000 bytes; the limit is 10000 bytes (STORY_IMPORT_MAX_BYTES)"]
+    }
 
 
 @pytest.mark.django_db(transaction=True)

@@ -667,7 +667,7 @@ def test_a_fountain_file_whose_byte_order_mark_says_utf_16_is_imported(writer: A
     assert version.content["characters"] == [{"name": "ZOË"}]
 
 
-def test_import_limits_size_and_scenes(writer: Any, settings: Any) -> None:
+def test_import_limits_size_and_scenes(writer: Any, story: Story, settings: Any) -> None:
     settings.STORY_IMPORT_MAX_SCENES = 2
     text = "".join(f"INT. ROOM {n} - DAY\n\nAction.\n\n" for n in range(3))
     response = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
@@ -681,18 +681,21 @@ def test_import_limits_size_and_scenes(writer: Any, settings: Any) -> None:
         response.json()["message"]
         == "the file is 10015 bytes; the limit is 10000 bytes (STORY_IMPORT_MAX_BYTES)"
     )
-    # Text is counted in the same bytes, and said in the same words: the field's own check counted
-    # characters ("Ensure this field has no more than 10000 characters"), so 9,000 "é" (18,000 bytes)
-    # went on to be refused in other words, and 10,001 ASCII characters in these.
+    # Text is counted in the same bytes, and said in the same words (as the field's error): the field's
+    # own check counted characters ("Ensure this field has no more than 10000 characters"), so 9,000 "é"
+    # (18,000 bytes) went on to be refused in other words, and 10,001 ASCII characters in these.
     for text, size in (
         ("INT. A - DAY\n\n" + "é" * 9_000, 18_014),
         ("INT. A - DAY\n\n" + "x" * 10_001, 10_015),
     ):
-        response = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
-        assert response.status_code == 400
-        assert response.json()["message"] == (
-            f"the text is {size} bytes; the limit is 10000 bytes (STORY_IMPORT_MAX_BYTES)"
-        )
+        for url, body in (
+            ("/api/stories/import/", {"fountain": text}),
+            (f"/api/stories/{story.pk}/versions/", {"fountain": text, "base_version": 1}),
+        ):
+            response = client_for(writer).post(url, body, format="json")
+            assert response.status_code == 400
+            said = f"the text is {size} bytes; the limit is 10000 bytes (STORY_IMPORT_MAX_BYTES)"
+            assert response.json() == {"fountain": [said]}, url
 
 
 def _speakers(count: int) -> str:
