@@ -461,7 +461,8 @@ def _generation_body(version: ScreenplayVersion, saved: SavedEvent, done: DoneEv
             "content": version.content,
             "model": version.model,
             "max_tokens": version.max_tokens,
-            "created_at": version.created_at.isoformat(),
+            # As DRF writes every other date of the API ("Z" for UTC).
+            "created_at": drf_serializers.DateTimeField().to_representation(version.created_at),
         },
         "timings": done["timings"],
         "usage": done["usage"],

@@ -43,6 +43,9 @@ def test_it_generates_saves_and_returns_the_story_and_version(
     assert version.content == expected and version.run_id == data["run_id"]
     assert StoryCast.objects.filter(story=version.story).count() == 2
     assert data["usage"]["output_tokens"] == token_count(screenplay_text(expected))
+    # Its date as every other endpoint writes it (DRF: UTC as "Z"); it was "+00:00" here alone.
+    listed = api.get(f"/api/stories/{version.story_id}/versions/").json()["results"][0]
+    assert data["version"]["created_at"] == listed["created_at"] and listed["created_at"].endswith("Z")
     assert set(data["timings"]) == {"context_ms", "prompt_ms", "ttft_ms", "llm_ms", "save_ms", "total_ms"}
 
 
