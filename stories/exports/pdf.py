@@ -5,18 +5,23 @@ unstyled strings, never through Fountain text: nothing the model wrote is read a
 screenplain renders each string with ``RichString.to_html``, which escapes ``& < >`` before reportlab's
 ``Paragraph`` parses its mini-markup, so no model text is read as markup either. The title page is
 ours, built the same way.
+
+Every string is composed (NFC) first: Courier Prime has the precomposed accented letters (é, ü, ñ) but
+no combining marks, so text typed or pasted decomposed (NFD: macOS file names, some editors) lost its
+accents: "José" was printed "Jose" with a blank after it, and extracted with a NUL.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import unicodedata
 
 from reportlab import platypus
 from reportlab.platypus import Flowable, NextPageTemplate, Paragraph, Spacer
 from screenplain import types
 from screenplain.export import pdf as screenplain_pdf
-from screenplain.richstring import plain
+from screenplain.richstring import RichString, plain
 
 from stories.exports.screenplay import (
     Element,
@@ -39,8 +44,8 @@ def pdf_from_screenplay(*, content: object, meta: ExportMeta) -> bytes:
         pagesize=(settings.page_width, settings.page_height),
         settings=settings,
         has_title_page=True,
-        title=one_line(meta.title) or "Untitled",
-        author=one_line(meta.author) or None,
+        title=_composed(one_line(meta.title)) or "Untitled",
+        author=_composed(one_line(meta.author)) or None,
     )
     document.build(story)
     return buffer.getvalue()
@@ -55,7 +60,7 @@ def _settings() -> screenplain_pdf.Settings:
 def _paragraphs(content: object) -> list[object]:
     paragraphs: list[object] = []
     for scene in screenplay_scenes(content):
-        paragraphs.append(types.Slug(plain(one_line(scene.heading).upper() or "SCENE")))
+        paragraphs.append(types.Slug(_plain(one_line(scene.heading).upper() or "SCENE")))
         for element in scene.elements:
             paragraphs.extend(_element(element))
     return paragraphs
@@ -66,17 +71,17 @@ def _element(element: Element) -> list[object]:
         return [_dialog(element)]
     if element.kind == "transition":
         text = one_line(element.text)
-        return [types.Transition(plain(text.upper()))] if text else []
-    return [types.Action([plain(line) for line in lines]) for lines in text_paragraphs(element.text)]
+        return [types.Transition(_plain(text.upper()))] if text else []
+    return [types.Action([_plain(line) for line in lines]) for lines in text_paragraphs(element.text)]
 
 
 def _dialog(element: Element) -> types.Dialog:
-    dialog = types.Dialog(plain(one_line(element.character).upper() or "UNNAMED"))
+    dialog = types.Dialog(_plain(one_line(element.character).upper() or "UNNAMED"))
     parenthetical = one_line(element.parenthetical).removeprefix("(").removesuffix(")").strip()
     if parenthetical:
-        dialog.blocks.append((True, plain(f"({parenthetical})")))
+        dialog.blocks.append((True, _plain(f"({parenthetical})")))
     for line in [line for line in text_lines(element.text) if line] or [""]:
-        dialog.blocks.append((False, plain(line)))
+        dialog.blocks.append((False, _plain(line)))
     return dialog
 
 
@@ -109,4 +114,12 @@ def _title_page(meta: ExportMeta, settings: screenplain_pdf.Settings) -> list[Fl
 
 def _html(text: str) -> str:
     # The same escaping screenplain applies to the script's strings.
-    return plain(text).to_html()
+    return _plain(text).to_html()
+
+
+def _plain(text: str) -> RichString:
+    return plain(_composed(text))
+
+
+def _composed(text: str) -> str:
+    return unicodedata.normalize("NFC", text)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import unicodedata
 import xml.etree.ElementTree as ET
 from datetime import date
 from typing import Any
@@ -124,3 +125,38 @@ def test_json_export_is_the_stored_screenplay() -> None:
 def test_unknown_format_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ExportFormatError, match="fountain, fdx, pdf, json"):
         screenplay_export(content=SCREENPLAY, fmt="docx", meta=META)
+
+
+def test_pdf_prints_the_accents_of_decomposed_text() -> None:
+    # "José" typed or pasted decomposed (NFD: an "e" and a combining acute, as macOS file names are):
+    # Courier Prime has "é" but no combining mark, so the accent was printed as a blank.
+    def decomposed(text: str) -> str:
+        return unicodedata.normalize("NFD", text)
+
+    screenplay: dict[str, Any] = {
+        "title": decomposed("Café Müller"),
+        "scenes": [
+            {
+                "heading": decomposed("INT. CAFÉ - NUIT"),
+                "elements": [
+                    {"type": "action", "text": decomposed("Zoë pleure à côté de José.")},
+                    {"type": "dialogue", "character": decomposed("Zoë"), "text": decomposed("Señor!")},
+                ],
+            }
+        ],
+    }
+    meta = ExportMeta(title=screenplay["title"], author=decomposed("Ana Núñez"))
+    data, _, _ = screenplay_export(content=screenplay, fmt="pdf", meta=meta)
+    reader = PdfReader(io.BytesIO(data))
+    text = " ".join(page.extract_text() for page in reader.pages)
+    for shown in (
+        "Café Müller",
+        "Ana Núñez",
+        "INT. CAFÉ - NUIT",
+        "Zoë pleure à côté de José.",
+        "ZOË",
+        "Señor!",
+    ):
+        assert shown in text
+    assert "\x00" not in text
+    assert reader.metadata is not None and reader.metadata.title == "Café Müller"
