@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import re
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -421,9 +422,22 @@ def _persona_key(value: object, display_name: str) -> str:
     """
     if isinstance(value, str) and 0 < len(value) <= NAME_MAX_CHARS and _is_slug(value):
         return value
-    slug = slugify(display_name)[:NAME_MAX_CHARS].strip("-_")
-    # A name with no Latin letters slugifies to nothing: a stable key from its hash instead.
-    return slug or "persona-" + hashlib.sha256(display_name.encode()).hexdigest()[:10]
+    # Composed first: the same name typed decomposed (NFD, an "e" and a combining accent) is the same key.
+    display_name = unicodedata.normalize("NFC", display_name)
+    digest = hashlib.sha256(display_name.encode()).hexdigest()[:10]
+    slug = slugify(display_name)
+    if any(_slug_drops(char) for char in display_name):
+        # slugify keeps ASCII only: "Mei 李" and "Mei 王" were both "mei", so the second card updated
+        # the first persona (a zip of both was refused). The hash tells them apart.
+        slug = slug[: NAME_MAX_CHARS - len(digest) - 1].strip("-_")
+        return f"{slug}-{digest}" if slug else "persona-" + digest
+    # A name with nothing slugify keeps (no Latin letter) has a stable key from its hash instead.
+    return slug[:NAME_MAX_CHARS].strip("-_") or "persona-" + digest
+
+
+def _slug_drops(char: str) -> bool:
+    """Whether ``slugify`` loses this letter or digit entirely (李, Ж, ß), not only its accent (é)."""
+    return char.isalnum() and not unicodedata.normalize("NFKD", char).encode("ascii", "ignore")
 
 
 def _is_slug(value: str) -> bool:

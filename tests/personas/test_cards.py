@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import re
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -591,3 +592,37 @@ def test_a_zip_of_persona_files_and_cards_reads_every_persona_in_it() -> None:
 def test_a_bad_zip_imports_nothing_and_says_why(data: bytes, message: str) -> None:
     with pytest.raises(CardError, match=re.escape(message)):
         persona_file_read(data=data, filename="set.zip")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("Mei 李", "Mei 王"),
+        ("Dr. Иванов", "Dr. Петров"),
+        ("Agent 김민준", "Agent 이서연"),
+        ("Herr Groß", "Herr Gro"),
+    ],
+)
+def test_cards_whose_names_differ_only_outside_latin_letters_become_two_personas(
+    first: str, second: str
+) -> None:
+    # Their keys were the slug of their Latin letters alone ("mei", "dr"): the second card's import
+    # updated the first persona, and a zip of both was refused as one key twice.
+    cards = [{**CARD_V2, "data": {**CARD_V2["data"], "name": name}} for name in (first, second)]
+    imported = [persona_file_read(data=json.dumps(card).encode())[0] for card in cards]
+    assert imported[0].name != imported[1].name
+    persona_import(personas=imported)
+    assert sorted(PersonaConfig.objects.values_list("display_name", flat=True)) == sorted([first, second])
+
+
+def test_a_card_name_typed_decomposed_gets_the_key_of_the_same_name_composed() -> None:
+    names = ["한국어", "Zoë 李"]
+    for name in names:
+        keys = {
+            persona_file_read(
+                data=json.dumps({**CARD_V2, "data": {**CARD_V2["data"], "name": form}}).encode()
+            )[0].name
+            for form in (unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name))
+        }
+        assert len(keys) == 1, name
