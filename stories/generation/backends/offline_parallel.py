@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from stories.generation.backends.base import BackendEvent, Brief, ModelCall
-from stories.generation.backends.offline_screenplay import offline_document_stream, offline_screenplay
+from stories.generation.backends.offline_screenplay import (
+    offline_document_stream,
+    offline_screenplay,
+    plot_words,
+)
 
 _OPENERS = [
     "We don't have long.",
@@ -82,5 +85,5 @@ def offline_scene(brief: Brief) -> dict[str, Any]:
 
 
 def _idea(rng: random.Random, beat: str) -> str:
-    words = [w for w in re.findall(r"[A-Za-z']+", beat) if len(w) > 3]
+    words = [w for w in plot_words(beat) if len(w) > 3]
     return f"This is about the {rng.choice(words).lower()}." if words else "It matters."

@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import re
+import unicodedata
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -85,7 +86,7 @@ def offline_screenplay(brief: Brief) -> dict[str, Any]:
     scenes[-1]["elements"].append({"type": "transition", "text": "FADE OUT."})
     title = brief.title or _title_from(brief.plot)
     return {
-        "title": title[:200],
+        "title": _cut(title, 200),
         "logline": _first(brief.plot)[:1000],
         "characters": [{key: value for key, value in c.items() if value} for c in characters],
         "scenes": scenes,
@@ -94,7 +95,7 @@ def offline_screenplay(brief: Brief) -> dict[str, Any]:
 
 def _scene(rng: random.Random, index: int, beat: str, characters: list[dict[str, Any]]) -> dict[str, Any]:
     heading = f"{rng.choice(_PLACES)} - {rng.choice(_TIMES)}"
-    elements: list[dict[str, Any]] = [{"type": "action", "text": beat[:5000]}]
+    elements: list[dict[str, Any]] = [{"type": "action", "text": _cut(beat, 5000)}]
     # No cast (a request that names no persona, as claude_check's against the fake server): action alone.
     turn_at = index % len(characters) if characters else 0
     speakers = characters[turn_at:] + characters[:turn_at]
@@ -105,32 +106,83 @@ def _scene(rng: random.Random, index: int, beat: str, characters: list[dict[str,
             line["parenthetical"] = rng.choice(_PARENTHETICALS)
         line["text"] = rng.choice(_LINES).format(idea=_idea(rng, beat))
         elements.append(line)
-    return {"heading": heading, "summary": beat[:1000], "elements": elements}
+    return {"heading": heading, "summary": _cut(beat, 1000), "elements": elements}
+
+
+# A sentence ends at . ! ? before a space, or at a full stop that needs none: the Chinese and Japanese
+# full stop, exclamation and question marks (U+3002, U+FF01, U+FF1F), Devanagari's danda, Arabic's
+# question mark and Urdu's full stop.
+_SENTENCE_END = re.compile("(?<=[.!?])\\s+|(?<=[\u3002\uff01\uff1f\u0964\u061f\u06d4])\\s*|\n+")
+_APOSTROPHES = "'\u2019"
+_TITLE_WORDS = 5
+_TITLE_MAX_CHARS = 60
 
 
 def _beats(plot: str) -> list[str]:
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", plot) if s.strip()]
+    sentences = [s.strip() for s in _SENTENCE_END.split(plot) if s.strip()]
     if len(sentences) < 3:
         sentences = [*sentences, "Things get worse before they get better.", "It ends where it began."]
     return sentences[:12]
 
 
 def _idea(rng: random.Random, beat: str) -> str:
-    words = [w for w in re.findall(r"[A-Za-z']+", beat) if len(w) > 3]
+    words = [w for w in plot_words(beat) if len(w) > 3]
     if not words:
         return "It matters."
     return f"This is about the {rng.choice(words).lower()}."
 
 
+def plot_words(text: str) -> list[str]:
+    """The words of ``text`` in any script: runs of letters, digits, apostrophes and the combining
+    marks that belong to them (Devanagari's vowel signs, Thai's tone marks). ``[A-Za-z']`` made a
+    Japanese or Arabic plot's title "Untitled" and cut "Zoë" to "Zo"."""
+    words: list[str] = []
+    word = ""
+    for char in text:
+        if char.isalnum() or char in _APOSTROPHES or (word and unicodedata.category(char).startswith("M")):
+            word += char
+        elif word:
+            words.append(word.strip(_APOSTROPHES))
+            word = ""
+    words.append(word.strip(_APOSTROPHES))
+    return [w for w in words if w]
+
+
 def _character_name(display_name: str) -> str:
-    return (display_name.upper().strip() or "SOMEONE")[:80]
+    return _cut(display_name.upper().strip() or "SOMEONE", 80)
 
 
 def _first(text: str) -> str:
-    first = re.split(r"(?<=[.!?])\s+|\n+", text.strip(), maxsplit=1)[0]
-    return first[:1000]
+    first = _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+    return _cut(first, 1000)
 
 
 def _title_from(plot: str) -> str:
-    words = re.findall(r"[A-Za-z0-9']+", plot)[:5]
-    return " ".join(words).title() or "Untitled"
+    """The plot's first words, each capitalised, within ``_TITLE_MAX_CHARS`` (a Chinese or Japanese
+    clause is one "word", with no spaces in it)."""
+    title = ""
+    for word in plot_words(plot)[:_TITLE_WORDS]:
+        word = word[:1].upper() + word[1:].lower()
+        if title and len(title) + 1 + len(word) > _TITLE_MAX_CHARS:
+            break
+        title = f"{title} {word}" if title else word
+    return _cut(title, _TITLE_MAX_CHARS) or "Untitled"
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most ``limit`` characters, never cutting a letter from what is drawn with it: its combining
+    marks (a vowel sign, a tone mark), an emoji's skin tone, or what a joiner or a virama ties to it
+    (a ZWJ sequence, a Devanagari conjunct)."""
+    end = min(limit, len(text))
+    while 0 < end < len(text) and _tied(text[end - 1], text[end]):
+        end -= 1
+    return text[:end]
+
+
+def _tied(before: str, after: str) -> bool:
+    return (
+        unicodedata.category(after).startswith("M")
+        or "\U0001f3fb" <= after <= "\U0001f3ff"  # an emoji's skin tone
+        or "\u200d" in (before, after)  # a zero-width joiner
+        or unicodedata.combining(before) == 9  # a virama
+    )
