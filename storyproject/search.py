@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,9 +25,15 @@ def text_search_q(fields: Iterable[str], search: str) -> Q:
     "été" did not find "Été" there, as it does on PostgreSQL. Both sides lowered instead: on SQLite by
     the Unicode ``lower()`` that personas/apps.py puts in place of the ASCII-only built-in, on
     PostgreSQL by its own. A ``%`` or ``_`` in the search is matched as itself (``Contains`` escapes it).
+
+    Accented letters are looked for both composed (NFC, what a keyboard types: "é") and decomposed (NFD,
+    "e" and a combining accent, as text pasted from a macOS file name is): "café" did not find a title
+    stored decomposed, nor the other way round. Text mixing both forms within the match is not found.
     """
-    needle = search.lower()
-    return functools.reduce(operator.or_, (Q(Contains(Lower(F(field)), needle)) for field in fields))
+    needles = dict.fromkeys(unicodedata.normalize(form, search).lower() for form in ("NFC", "NFD"))
+    return functools.reduce(
+        operator.or_, (Q(Contains(Lower(F(field)), needle)) for field in fields for needle in needles)
+    )
 
 
 class CaseFoldedAdminSearch(admin.ModelAdmin):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
@@ -257,3 +258,15 @@ def test_a_cache_outage_falls_back_to_the_database(
         assert persona_contexts(names=["hero"]).contexts[0].context == "Voice: Still calm."
     assert "could not invalidate the cached context of persona 'hero'" in caplog.text
     assert "cache unavailable for reading" in caplog.text
+
+
+@pytest.mark.django_db
+def test_persona_list_search_finds_accents_typed_composed_or_decomposed(persona_factory: Any) -> None:
+    # A display name pasted decomposed (an "e" and a combining acute, as macOS file names are) was not
+    # found by "josé" typed on a keyboard (composed), nor a composed one by a decomposed search.
+    persona_factory("decomposed", unicodedata.normalize("NFD", "José Núñez"))
+    persona_factory("composed", unicodedata.normalize("NFC", "Zoë Ångström"))
+    assert [p.name for p in persona_list(search=unicodedata.normalize("NFC", "josé"))] == ["decomposed"]
+    assert [p.name for p in persona_list(search=unicodedata.normalize("NFD", "NÚÑEZ"))] == ["decomposed"]
+    assert [p.name for p in persona_list(search=unicodedata.normalize("NFD", "zoë"))] == ["composed"]
+    assert [p.name for p in persona_list(search=unicodedata.normalize("NFC", "ångström"))] == ["composed"]

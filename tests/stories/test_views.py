@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from typing import Any
 
 import pytest
@@ -113,6 +114,16 @@ def test_story_list_search_ignores_case_beyond_ascii(logged_in: Client, writer: 
     for search in ["été", "ÉTÉ", "À PARIS", "ölhafen", "straßenfest"]:
         found = logged_in.get("/", {"q": search}).content.decode()
         assert found.count('class="story-item"') == 1 and "Été à Paris" in found, search
+
+
+def test_story_list_search_finds_a_title_pasted_decomposed(logged_in: Client, writer: Any) -> None:
+    # A title pasted from a macOS file name is decomposed ("e" and a combining acute): "café" typed on a
+    # keyboard (composed) did not find it.
+    Story.objects.create(owner=writer, title=unicodedata.normalize("NFD", "Café Müller"), plot="A plot.")
+    Story.objects.create(owner=writer, title="Cafe Muller", plot="No accents.")
+    for search in ["café", "MÜLLER"]:
+        found = logged_in.get("/", {"q": unicodedata.normalize("NFC", search)}).content.decode()
+        assert found.count('class="story-item"') == 1, search
 
 
 def test_story_list_search_and_pagination(logged_in: Client, writer: Any) -> None:
