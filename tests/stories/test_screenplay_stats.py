@@ -42,3 +42,17 @@ def test_each_character_counts_speeches_words_and_scenes_most_words_first() -> N
 
 def test_a_stored_version_that_is_not_a_screenplay_has_no_shape() -> None:
     assert screenplay_stats(None).as_json() == {"pages": 0.0, "scenes": 0, "characters": []}
+
+
+def test_chinese_and_japanese_words_are_counted_without_spaces() -> None:
+    # Each speech was one word (no space in it): the Chinese speaker came last whatever they said.
+    scenes = [
+        _scene(
+            {"type": "dialogue", "character": "李", "text": "我不知道你在说什么。"},
+            {"type": "dialogue", "character": "葵", "text": "東京へ行きます、Paris も。"},
+            {"type": "dialogue", "character": "민준", "text": "나는 학교에 갑니다."},
+            {"type": "dialogue", "character": "ANA", "text": "Well — maybe, I don't know."},
+        )
+    ]
+    stats = screenplay_stats({"scenes": scenes})
+    assert {c.name: c.words for c in stats.characters} == {"李": 9, "葵": 9, "민준": 3, "ANA": 5}
