@@ -1,8 +1,8 @@
 """The shape of a screenplay: an estimated page count, scenes, and what each character says.
 
 Pages are estimated the way screenwriters do from the industry layout (Courier 12 pt, US letter): about
-55 printed lines a page, action ~60 characters wide, dialogue ~35, parentheticals ~25, a blank line
-between paragraphs and before each scene heading. It is an estimate (the PDF export's own count may
+55 printed lines a page, action ~60 columns wide, dialogue ~35, parentheticals ~25 (a wide Chinese,
+Japanese or Korean character takes two), a blank line between paragraphs and before each scene heading. It is an estimate (the PDF export's own count may
 differ by a page or two on a feature), cheap enough to show on every story page.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import unicodedata
 from dataclasses import dataclass, field
 
 from stories.exports.screenplay import Element, Scene, screenplay_scenes, text_lines
@@ -92,4 +93,42 @@ def _element_lines(element: Element) -> int:
 
 
 def _wrapped(text: str, width: int) -> int:
-    return sum(max(1, len(textwrap.wrap(line, width))) for line in text_lines(text)) or 1
+    return sum(_line_count(line, width) for line in text_lines(text)) or 1
+
+
+def _line_count(line: str, width: int) -> int:
+    if not any(_columns(char) == 2 for char in line):
+        return max(1, len(textwrap.wrap(line, width)))
+    # Wide characters (Chinese, Japanese, Korean, full-width forms) take two columns of a monospaced
+    # page and a line may break between any two of them: textwrap counted one column each, which made
+    # a Chinese screenplay half as many pages as it prints.
+    lines, column, spaced = 1, 0, False
+    for unit in _wrap_units(line):
+        if unit.isspace():
+            spaced = column > 0
+            continue
+        columns = sum(_columns(char) for char in unit)
+        if column and column + spaced + columns > width:
+            lines, column = lines + 1, 0
+        elif column:
+            columns += spaced
+        lines += (column + columns - 1) // width
+        column = (column + columns - 1) % width + 1
+        spaced = False
+    return lines
+
+
+def _wrap_units(line: str) -> list[str]:
+    """What a line may break between: runs of spaces, each wide character, and words of the others."""
+    units: list[str] = []
+    for char in line:
+        joins = units and _columns(char) == 1 and char.isspace() == units[-1][-1].isspace()
+        if joins and _columns(units[-1][-1]) == 1:
+            units[-1] += char
+        else:
+            units.append(char)
+    return units
+
+
+def _columns(char: str) -> int:
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1

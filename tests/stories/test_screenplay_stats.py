@@ -56,3 +56,16 @@ def test_chinese_and_japanese_words_are_counted_without_spaces() -> None:
     ]
     stats = screenplay_stats({"scenes": scenes})
     assert {c.name: c.words for c in stats.characters} == {"李": 9, "葵": 9, "민준": 3, "ANA": 5}
+
+
+def test_chinese_and_japanese_take_two_columns_a_character() -> None:
+    # textwrap counted one column a character: a Chinese screenplay was half as many pages as it prints.
+    speech = {"type": "dialogue", "character": "李", "text": "我" * 1700}  # 17 a line in 35 columns
+    # 2 (heading) + cue 1 + 100 lines + 1 blank: 104 lines (it was 2 + 1 + 49 + 1).
+    assert screenplay_stats({"scenes": [_scene(speech)]}).pages == round(104 / 55, 1)
+    # 120 columns of wide characters fill two lines of action; " Rain falls" is a third.
+    action = {"type": "action", "text": "雨。" * 30 + " Rain falls"}
+    assert screenplay_stats({"scenes": [_scene(*[action] * 11)]}).pages == round((2 + 11 * 4) / 55, 1)
+    # 32 columns, then " Tokyo" does not fit in 35: cue, two lines and a blank for each speech.
+    mixed = {"type": "dialogue", "character": "葵", "text": "東京" * 8 + " Tokyo Tokyo"}
+    assert screenplay_stats({"scenes": [_scene(*[mixed] * 11)]}).pages == round((2 + 11 * 4) / 55, 1)
