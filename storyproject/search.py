@@ -10,8 +10,8 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import lookup_spawns_duplicates
-from django.db.models import F, Q, QuerySet
-from django.db.models.functions import Lower
+from django.db.models import F, Func, Q, QuerySet, TextField, Value
+from django.db.models.functions import Lower, Replace
 from django.db.models.lookups import Contains
 from django.http import HttpRequest
 from django.utils.text import smart_split, unescape_string_literal
@@ -29,11 +29,35 @@ def text_search_q(fields: Iterable[str], search: str) -> Q:
     Accented letters are looked for both composed (NFC, what a keyboard types: "é") and decomposed (NFD,
     "e" and a combining accent, as text pasted from a macOS file name is): "café" did not find a title
     stored decomposed, nor the other way round. Text mixing both forms within the match is not found.
+
+    The two lower-casings differ on two letters, which are folded after it on both sides (``_FOLDS``):
+    Python writes a Greek word's last sigma as the final form (U+03C2) where PostgreSQL writes the
+    ordinary one (U+03C3), so a Greek name typed in capitals was not found there; Python lowers the
+    Turkish "İ" to "i" and a combining dot where PostgreSQL writes "i", so "istanbul" did not find
+    "İstanbul" on SQLite.
     """
-    needles = dict.fromkeys(unicodedata.normalize(form, search).lower() for form in ("NFC", "NFD"))
+    needles = dict.fromkeys(_folded(unicodedata.normalize(form, search)) for form in ("NFC", "NFD"))
     return functools.reduce(
-        operator.or_, (Q(Contains(Lower(F(field)), needle)) for field in fields for needle in needles)
+        operator.or_, (Q(Contains(_folded_field(field), needle)) for field in fields for needle in needles)
     )
+
+
+# A final sigma, and an "i" with a combining dot above (the lower case of the Turkish "İ" in Python).
+_FOLDS = (("\u03c2", "\u03c3"), ("i\u0307", "i"))
+
+
+def _folded(text: str) -> str:
+    text = text.lower()
+    for before, after in _FOLDS:
+        text = text.replace(before, after)
+    return text
+
+
+def _folded_field(field: str) -> Func:
+    expression: Func = Lower(F(field))
+    for before, after in _FOLDS:
+        expression = Replace(expression, Value(before), Value(after), output_field=TextField())
+    return expression
 
 
 class CaseFoldedAdminSearch(admin.ModelAdmin):

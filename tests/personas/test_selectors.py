@@ -270,3 +270,18 @@ def test_persona_list_search_finds_accents_typed_composed_or_decomposed(persona_
     assert [p.name for p in persona_list(search=unicodedata.normalize("NFD", "NÚÑEZ"))] == ["decomposed"]
     assert [p.name for p in persona_list(search=unicodedata.normalize("NFD", "zoë"))] == ["composed"]
     assert [p.name for p in persona_list(search=unicodedata.normalize("NFC", "ångström"))] == ["composed"]
+
+
+@pytest.mark.django_db
+def test_persona_list_search_folds_greek_and_turkish_letters_the_same_on_both_databases(
+    persona_factory: Any,
+) -> None:
+    # Python lowers a word's last capital sigma to its final form where PostgreSQL writes the ordinary
+    # one: a Greek name typed in capitals was not found on PostgreSQL. Python lowers "İ" to "i" and a combining dot where PostgreSQL
+    # writes "i": "ipek" did not find "İpek" on SQLite.
+    persona_factory("greek", "Σίσυφος")
+    persona_factory("turkish", "İpek Yıldız")  # noqa: RUF001
+    assert [p.name for p in persona_list(search="ΣΊΣΥΦΟΣ")] == ["greek"]
+    assert [p.name for p in persona_list(search="σίσυφοσ")] == ["greek"]
+    assert [p.name for p in persona_list(search="ipek")] == ["turkish"]
+    assert [p.name for p in persona_list(search="İPEK")] == ["turkish"]
