@@ -24,6 +24,7 @@ which under the ASGI handler runs after the response is sent (``storyproject.aft
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +32,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet
-from django.db.models.functions import Lower
 from reversion.models import Version
 
 from personas import cache as context_cache
@@ -42,7 +42,7 @@ from personas.models import PersonaConfig
 from storyproject import stamped_cache
 from storyproject.after_response import after_response
 from storyproject.diffs import DiffBudget
-from storyproject.search import text_search_q
+from storyproject.search import field_folded, text_folded, text_folded_forms, text_search_q
 from storyproject.tokens import token_estimate
 
 
@@ -344,18 +344,27 @@ def persona_matches(*, names: Sequence[str]) -> dict[str, PersonaConfig | None]:
     """For each character name, the active persona it names, by display name or key, ignoring case.
 
     A cue's extension is ignored ("BOB (V.O.)" matches Bob). One query, bounded by the names asked for.
+    Names are compared as the search compares them (``storyproject.search``): a cue or a display name
+    typed decomposed (NFD) matches its composed form, and Greek and Turkish capitals match alike on both
+    databases.
     """
-    keys = {name: name.split("(", 1)[0].strip().lower() for name in names}
-    wanted = sorted({key for key in keys.values() if key})
+    keys = {name: _match_key(name.split("(", 1)[0].strip()) for name in names}
+    wanted = sorted(
+        {form for name in names for form in text_folded_forms(name.split("(", 1)[0].strip()) if form}
+    )
     if not wanted:
         return dict.fromkeys(names)
     candidates = PersonaConfig.objects.filter(is_active=True).annotate(
-        key=Lower("name"), shown=Lower("display_name")
+        key=field_folded("name"), shown=field_folded("display_name")
     )
     found: dict[str, PersonaConfig] = {}
     for persona in candidates.filter(Q(key__in=wanted) | Q(shown__in=wanted)).order_by(
         "display_name", "name"
     ):
-        found.setdefault(persona.display_name.lower(), persona)
-        found.setdefault(persona.name.lower(), persona)
+        found.setdefault(_match_key(persona.display_name), persona)
+        found.setdefault(_match_key(persona.name), persona)
     return {name: found.get(key) for name, key in keys.items()}
+
+
+def _match_key(name: str) -> str:
+    return text_folded(unicodedata.normalize("NFC", name))

@@ -34,26 +34,36 @@ def text_search_q(fields: Iterable[str], search: str) -> Q:
     Python writes a Greek word's last sigma as the final form (U+03C2) where PostgreSQL writes the
     ordinary one (U+03C3), so a Greek name typed in capitals was not found there; Python lowers the
     Turkish "İ" to "i" and a combining dot where PostgreSQL writes "i", so "istanbul" did not find
-    "İstanbul" on SQLite.
+    "İstanbul" on SQLite. The German "ß" is folded to "ss", as capitals write it: "STRASSE" finds
+    "Straße", and "strasse" too.
     """
-    needles = dict.fromkeys(_folded(unicodedata.normalize(form, search)) for form in ("NFC", "NFD"))
+    needles = text_folded_forms(search)
     return functools.reduce(
-        operator.or_, (Q(Contains(_folded_field(field), needle)) for field in fields for needle in needles)
+        operator.or_, (Q(Contains(field_folded(field), needle)) for field in fields for needle in needles)
     )
 
 
-# A final sigma, and an "i" with a combining dot above (the lower case of the Turkish "İ" in Python).
-_FOLDS = (("\u03c2", "\u03c3"), ("i\u0307", "i"))
+def text_folded_forms(text: str) -> list[str]:
+    """``text`` folded (``text_folded``), composed and decomposed (one form when they are the same)."""
+    return list(dict.fromkeys(text_folded(unicodedata.normalize(form, text)) for form in ("NFC", "NFD")))
 
 
-def _folded(text: str) -> str:
+# A final sigma, an "i" with a combining dot above (the lower case of the Turkish "İ" in Python), and
+# the German sharp s, which capitals write "SS" ("STRASSE" is "Straße"; Python's casefold() does the same).
+_FOLDS = (("\u03c2", "\u03c3"), ("i\u0307", "i"), ("\u00df", "ss"))
+
+
+def text_folded(text: str) -> str:
+    """``text`` as ``field_folded`` reads a column: lowered, then ``_FOLDS``."""
     text = text.lower()
     for before, after in _FOLDS:
         text = text.replace(before, after)
     return text
 
 
-def _folded_field(field: str) -> Func:
+def field_folded(field: str) -> Func:
+    """The column ``field`` lowered by the database, then ``_FOLDS``: equal to ``text_folded`` of its
+    value on SQLite and PostgreSQL alike."""
     expression: Func = Lower(F(field))
     for before, after in _FOLDS:
         expression = Replace(expression, Value(before), Value(after), output_field=TextField())

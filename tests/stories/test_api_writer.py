@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import unicodedata
 from typing import Any
 from urllib.parse import urlencode
 
@@ -964,6 +965,21 @@ def test_an_imported_cue_in_another_script_matches_its_persona_whatever_the_case
         {"character": "ÉMILE", "persona": "emile", "display_name": "Émile"},
         {"character": "ЗОЯ (V.O.)", "persona": "zoe", "display_name": "Зоя"},
     ]
+
+
+def test_an_imported_cue_matches_its_persona_whatever_its_unicode_form_or_capitals(
+    writer: Any, persona_factory: Any
+) -> None:
+    # Compared lowered, code point by code point: a persona named decomposed (NFD, as pasted from a macOS
+    # file name) was never proposed for "JOSÉ" typed composed; "GROSSMANN", as German capitals write
+    # "Großmann", was no match; nor "İPEK" for "İpek" on PostgreSQL.
+    persona_factory("jose", display_name=unicodedata.normalize("NFD", "José"))
+    persona_factory("grossmann", display_name="Herr Großmann")
+    persona_factory("ipek", display_name="İpek")
+    text = "Title: T\n\nINT. A - DAY\n\nJOSÉ\nHola.\n\nHERR GROSSMANN\nJa.\n\nİPEK (V.O.)\nEvet.\n"
+    response = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
+    assert response.status_code == 201, response.json()
+    assert [match["persona"] for match in response.json()["matches"]] == ["jose", "grossmann", "ipek"]
 
 
 def test_a_fountain_title_of_invisible_marks_is_no_title(writer: Any, story: Story) -> None:
