@@ -17,8 +17,11 @@ naming the error, without the traceback, which on a terminal read as a crash; ``
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import io
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,6 +47,7 @@ class ProjectCommand(BaseCommand):
     uses_database = True
 
     def execute(self, *args: Any, **options: Any) -> str | None:
+        stdout_utf8(options.get("stdout") or sys.stdout)
         outages = contextlib.nullcontext() if options.get("traceback") else redis_outages_in_one_line()
         try:
             with outages:
@@ -52,6 +56,16 @@ class ProjectCommand(BaseCommand):
                 return super().execute(*args, **options)
         except (DatabaseError, psycopg.Error) as error:
             raise CommandError(database_failure(error)) from error
+
+
+def stdout_utf8(stdout: object) -> None:
+    """Write UTF-8, the encoding of Fountain files and of JSON, whatever the locale.
+
+    Standard output takes the locale's encoding: redirected to a file on Windows (cp1252) or under a
+    Latin-1 locale, the first Chinese or Arabic name was a UnicodeEncodeError traceback, which ended
+    generate_screenplay's run and import_personas' list of what it had imported."""
+    if isinstance(stdout, io.TextIOWrapper) and codecs.lookup(stdout.encoding).name != "utf-8":
+        stdout.reconfigure(encoding="utf-8")
 
 
 def database_connect_once() -> None:

@@ -257,3 +257,16 @@ def test_import_personas_help_names_every_kind_of_file_it_reads() -> None:
     text = " ".join(command.create_parser("manage.py", "import_personas").format_help().split())
     assert "a zip of such files" in text
     assert "exit status 2" in text
+
+
+@pytest.mark.django_db
+def test_import_personas_lists_names_in_another_script_whatever_the_locale(tmp_path: Path) -> None:
+    # Standard output in the locale's encoding (cp1252 for a file on Windows, Latin-1 here): the personas
+    # were imported, then their list was a UnicodeEncodeError traceback and exit status 1.
+    cards = tmp_path / "cast.json"
+    cards.write_text('[{"name": "poet", "display_name": "松尾 葵", "config_data": {"voice": "Soft."}}]')
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="latin-1")
+    call_command("import_personas", str(cards), stdout=out)
+    out.flush()
+    assert "created poet (松尾 葵)" in raw.getvalue().decode("utf-8")

@@ -291,3 +291,25 @@ def test_the_finished_progress_line_gives_the_runs_tokens_and_no_eta(
     assert finished, err
     assert "ETA" not in finished[-1]
     assert finished[-1].rstrip().endswith(f"{output_tokens} tokens")
+
+
+def test_a_screenplay_in_another_script_is_written_in_utf8_whatever_the_locale(
+    writer: Any, offline: None, persona_factory: Any
+) -> None:
+    # Standard output in the locale's encoding (cp1252 for a file on Windows, Latin-1 here): the first
+    # Japanese name was a UnicodeEncodeError traceback, and the run ended with it.
+    persona_factory("poet", "松尾 葵")
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="latin-1")
+    call_command(
+        "generate_screenplay",
+        "--plot",
+        "東京の夜。雨。",
+        "--persona",
+        "poet",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    out.flush()
+    assert "@松尾 葵\n" in raw.getvalue().decode("utf-8")
+    assert GenerationRun.objects.get().status == "succeeded"
