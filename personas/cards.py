@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import importlib.resources
 import io
 import json
 import re
@@ -38,7 +40,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.utils.text import slugify
-from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, UnidentifiedImageError
 
 from personas.models import RESERVED_NAMES
 from personas.schema import persona_config_errors
@@ -535,8 +537,18 @@ def _portrait(display_name: str) -> Image.Image:
     # We keep no picture of a persona: a colour of its own, stable per name, and its name.
     digest = hashlib.sha256(display_name.encode()).digest()
     image = Image.new("RGB", (400, 600), tuple(64 + byte // 2 for byte in digest[:3]))
-    ImageDraw.Draw(image).text((24, 540), display_name[:40], fill="white", font_size=28)
+    ImageDraw.Draw(image).text((24, 540), display_name[:40], fill="white", font=_portrait_font())
     return image
+
+
+@functools.cache
+def _portrait_font() -> ImageFont.FreeTypeFont:
+    """Courier Prime, which the PDF export prints with (screenplain ships it): Pillow's own default font
+    has ASCII letters only, and drew a box for every accented one ("Jos□", "M□ller"). Courier Prime
+    has no glyph for other scripts either; it draws nothing for them rather than a box."""
+    font = importlib.resources.files("screenplain.export") / "courier_prime" / "Courier Prime.ttf"
+    with importlib.resources.as_file(font) as path:
+        return ImageFont.truetype(str(path), 28)
 
 
 def _str(value: object) -> str:

@@ -626,3 +626,21 @@ def test_a_card_name_typed_decomposed_gets_the_key_of_the_same_name_composed() -
             for form in (unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name))
         }
         assert len(keys) == 1, name
+
+
+def _name_drawn(display_name: str) -> bytes:
+    """The pixels of a card PNG's name, closer to white than to its portrait's colour."""
+    persona = PersonaConfig(name="someone", display_name=display_name, config_data={"voice": "Soft."})
+    image = Image.open(io.BytesIO(persona_file(persona, kind="card-v2-png").data)).convert("L")
+    background = image.getpixel((0, 0))
+    assert isinstance(background, int)
+    half = background + (255 - background) / 2
+    return image.crop((0, 520, 400, 600)).point(lambda value: 255 if value > half else 0).tobytes()
+
+
+@pytest.mark.parametrize("name", ["José", "Zoë", "Müller", "Ñandú", "façade"])
+def test_a_card_portrait_draws_accented_letters_not_the_missing_glyph_box(name: str) -> None:
+    # Pillow's default font has ASCII letters only: "José" was drawn "Jos" and a box, the same box as
+    # for a character no font has (U+0378, unassigned).
+    missing = "".join(char if char.isascii() else "\u0378" for char in name)
+    assert _name_drawn(name) != _name_drawn(missing)
