@@ -31,6 +31,7 @@ from stories.exports.screenplay import (
     text_lines,
     text_paragraphs,
 )
+from storyproject.bidi import bidi_isolated
 
 
 def pdf_from_screenplay(*, content: object, meta: ExportMeta) -> bytes:
@@ -44,8 +45,10 @@ def pdf_from_screenplay(*, content: object, meta: ExportMeta) -> bytes:
         pagesize=(settings.page_width, settings.page_height),
         settings=settings,
         has_title_page=True,
-        title=_composed(one_line(meta.title)) or "Untitled",
-        author=_composed(one_line(meta.author)) or None,
+        # A viewer shows these in its own words (a window's title, "Title - Viewer"): isolated, so that an
+        # override left open in a title or a name does not draw the viewer's words backwards.
+        title=bidi_isolated(_composed(one_line(meta.title)) or "Untitled"),
+        author=bidi_isolated(_composed(one_line(meta.author))) or None,
     )
     document.build(story)
     return buffer.getvalue()

@@ -160,3 +160,14 @@ def test_pdf_prints_the_accents_of_decomposed_text() -> None:
         assert shown in text
     assert "\x00" not in text
     assert reader.metadata is not None and reader.metadata.title == "Café Müller"
+
+
+def test_pdf_metadata_keeps_a_titles_right_to_left_override_to_itself() -> None:
+    # A viewer writes the PDF's title into its own window title ("<title> - Viewer"): an override left
+    # open in the story's title ("\u202eevil.exe") drew the viewer's own words backwards after it.
+    meta = ExportMeta(title="Night \u202eevil.exe", author="\u202eWriter")
+    data, _, _ = screenplay_export(content=SCREENPLAY, fmt="pdf", meta=meta)
+    reader = PdfReader(io.BytesIO(data))
+    assert reader.metadata is not None
+    assert reader.metadata.title == "\u2068Night \u202eevil.exe\u2069"
+    assert reader.metadata.author == "\u2068\u202eWriter\u2069"
