@@ -22,6 +22,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import BaseCache, caches
 from django.http import Http404
+from django.utils.text import slugify
 
 from stories import selectors
 from stories.errors import GenerationError
@@ -43,6 +44,8 @@ class ExportedFile:
     data: bytes
     content_type: str
     filename: str
+    # The name in ASCII letters, for clients that read no RFC 5987 ``filename*`` (curl -OJ, wget).
+    ascii_filename: str = ""
 
 
 def screenplay_version_download(*, story: Story, number: int, fmt: str) -> ExportedFile:
@@ -62,6 +65,7 @@ def screenplay_version_download(*, story: Story, number: int, fmt: str) -> Expor
         data=data,
         content_type=content_type,
         filename=export_filename(title=story.title, number=version.number, extension=extension),
+        ascii_filename=export_filename_ascii(title=story.title, number=version.number, extension=extension),
     )
 
 
@@ -159,6 +163,13 @@ def _cache_keep(cache: BaseCache, key: str, data: bytes) -> None:
 def export_filename(*, title: str, number: int, extension: str) -> str:
     """``my-story-v2.fountain``: the title slugified (words of any script kept), then the version."""
     slug = _slug_cut(_slug(title), _FILENAME_SLUG_MAX_CHARS).strip("-_") or "screenplay"
+    return f"{slug}-v{number}.{extension}"
+
+
+def export_filename_ascii(*, title: str, number: int, extension: str) -> str:
+    """``export_filename`` in ASCII letters: accents dropped ("café" is "cafe"), other scripts left out
+    ("東京の夜" is "screenplay")."""
+    slug = slugify(title)[:_FILENAME_SLUG_MAX_CHARS].strip("-_") or "screenplay"
     return f"{slug}-v{number}.{extension}"
 
 

@@ -94,6 +94,16 @@ class ScreenplayVersionExportApi(APIView):
 def download_response(exported: ExportedFile) -> HttpResponse:
     """The file as a download (the API's export and the story page's export links)."""
     response = HttpResponse(exported.data, content_type=exported.content_type)
-    response["Content-Disposition"] = content_disposition_header(True, exported.filename)
+    response["Content-Disposition"] = attachment_header(exported)
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def attachment_header(exported: ExportedFile) -> str:
+    """``attachment`` with the file name; a name beyond ASCII as RFC 6266 asks: an ASCII ``filename``
+    first for the clients that read no ``filename*``, which the others prefer. With ``filename*`` alone,
+    ``curl -OJ`` saved nothing (it reads ``filename`` only) and older clients named the file "export"."""
+    header = content_disposition_header(True, exported.filename) or ""
+    if exported.filename.isascii() or not exported.ascii_filename:
+        return header
+    return f'attachment; filename="{exported.ascii_filename}"; {header.removeprefix("attachment; ")}'

@@ -109,9 +109,30 @@ def test_a_non_latin_title_keeps_its_letters_in_the_file_name(writer: Any) -> No
     ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY)
     response = _client(writer).get(_url(story, 1, "fdx"))
     assert response["Content-Disposition"] == (
-        "attachment; filename*=utf-8''%D0%BD%D0%BE%D1%87%D0%BD%D0%BE%D0%B9-"
+        "attachment; filename=\"screenplay-v1.fdx\"; filename*=utf-8''%D0%BD%D0%BE%D1%87%D0%BD%D0%BE%D0%B9-"
         "%D0%B4%D0%BE%D0%B7%D0%BE%D1%80-v1.fdx"
     )
+
+
+@pytest.mark.parametrize(
+    ("title", "header"),
+    [
+        ("Café Noir", "attachment; filename=\"cafe-noir-v1.pdf\"; filename*=utf-8''caf%C3%A9-noir-v1.pdf"),
+        (
+            "東京の夜 Tokyo",
+            "attachment; filename=\"tokyo-v1.pdf\"; filename*=utf-8''%E6%9D%B1%E4%BA%AC%E3%81%AE%E5%A4%9C-tokyo-v1.pdf",
+        ),
+        ("Plain", 'attachment; filename="plain-v1.pdf"'),
+    ],
+)
+def test_a_file_name_beyond_ascii_has_an_ascii_name_for_clients_without_rfc_5987(
+    writer: Any, title: str, header: str
+) -> None:
+    # Only filename*=utf-8''...: curl -OJ (which reads filename= alone) saved no file at all, and older
+    # clients named it "export". RFC 6266 section 4.3: an ASCII filename first, then filename*.
+    story = Story.objects.create(owner=writer, title=title, plot="p")
+    ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY)
+    assert _client(writer).get(_url(story, 1, "pdf"))["Content-Disposition"] == header
 
 
 @pytest.mark.parametrize(
@@ -133,7 +154,9 @@ def test_a_title_in_any_script_keeps_its_words_in_the_file_name(
     story = Story.objects.create(owner=writer, title=title, plot="p")
     ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY)
     response = _client(writer).get(_url(story, 1, "pdf"))
-    assert response["Content-Disposition"] == content_disposition_header(True, filename)
+    assert response["Content-Disposition"].endswith(
+        content_disposition_header(True, filename).removeprefix("attachment")
+    )
 
 
 @pytest.mark.parametrize("query", ["?format=docx", "?format=", "", "?format=" + "x" * 5000])
