@@ -177,10 +177,20 @@ def one_line_problem(text: str) -> str | None:
     return f"contains a line break or another control character (U+{ord(found.group()):04X})"
 
 
+# Letters, symbols and marks that draw nothing although their category is not one of those above: the
+# Hangul fillers (U+115F, U+1160, U+3164, U+FFA0: letters, and the usual way to make a "blank" name),
+# the Braille blank (U+2800), and the default-ignorable marks (the combining grapheme joiner, Khmer's
+# inherent vowels, Mongolian and other variation selectors), which Unicode asks renderers not to show.
+_BLANK = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]"
+)
+
+
 def text_visible(text: str) -> bool:
     """Whether ``text`` draws anything: a story title or a persona's display name made only of marks
-    such as U+200F was saved, and the link or button naming it had no text to click on."""
-    return any(unicodedata.category(c) not in _UNSEEN_CATEGORIES for c in text)
+    such as U+200F, or of Hangul fillers (U+3164), was saved, and the link or button naming it had no
+    text to click on."""
+    return any(unicodedata.category(c) not in _UNSEEN_CATEGORIES and not _BLANK.match(c) for c in text)
 
 
 def form_body_is_text(body: bytes, encoding: str) -> bool:

@@ -373,7 +373,9 @@ def test_a_plain_string_context_edited_as_the_description_is_replaced_by_it(edit
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("display_name", ["\u200f\u200f", "\u202e", "\u200b\u2069"])
+@pytest.mark.parametrize(
+    "display_name", ["\u200f\u200f", "\u202e", "\u200b\u2069", "\u3164", "\u115f\u1160", "\u2800"]
+)
 def test_a_display_name_with_nothing_visible_is_refused(editor_client: Client, display_name: str) -> None:
     # Saved, it made an empty button in the writers' persona picker and an empty name in the cast list.
     persona = PersonaConfig.objects.create(name="kommissar", display_name="Kommissar", config_data=CONFIG)

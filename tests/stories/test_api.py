@@ -842,9 +842,24 @@ def test_a_story_plot_with_a_control_character_is_refused_through_the_api(
 
 
 # Right-to-left marks, a zero-width space, an override, an isolate pair, a soft hyphen: each is text, and
-# none is drawn.
+# none is drawn. So are the Hangul fillers (letters: they were taken for visible), the Braille blank, a
+# variation selector and the combining grapheme joiner.
 @pytest.mark.parametrize(
-    "title", ["\u200f\u200f", "\u200b", "\u202e", "\u2066\u2069", "\u00ad", "\u200e \u200e"]
+    "title",
+    [
+        "\u200f\u200f",
+        "\u200b",
+        "\u202e",
+        "\u2066\u2069",
+        "\u00ad",
+        "\u200e \u200e",
+        "\u3164\u3164",
+        "\u115f",
+        "\uffa0",
+        "\u2800 \u2800",
+        "\ufe0f",
+        "\u034f",
+    ],
 )
 def test_a_story_title_with_nothing_visible_is_refused(writer: Any, story: Story, title: str) -> None:
     # Such a title was saved, and the story list's link to the story had no text to click on.
