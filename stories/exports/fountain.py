@@ -105,10 +105,11 @@ def _action(text: str) -> list[str]:
 
 def _action_needs_force(line: str) -> bool:
     """Whether a reader could take this first line of an action for something else."""
+    capitals = line.replace("ß", "ẞ")  # "STRAßE" is capitals: our importer reads it as a cue
     return (
         not line[0].isalnum()  # a marker: . ! @ # ~ = > [ ( and the like
-        or line.isupper()  # all caps reads as a character cue or a transition
-        or line.split("(", 1)[0].isupper()  # "BOB (quietly)" reads as a cue too
+        or capitals.isupper()  # all caps reads as a character cue or a transition
+        or capitals.split("(", 1)[0].isupper()  # "BOB (quietly)" reads as a cue too
         or bool(_HEADING.match(line))
     )
 

@@ -107,7 +107,7 @@ def _paragraphs(lines: list[str], start: int) -> Iterator[tuple[object, int]]:
         if as_string in ("", " "):
             continue
         count = len(paragraphs)
-        InputParagraph(as_string.split("\n")).update_list(paragraphs)
+        InputParagraph(_sharp_s_cue_forced(as_string.split("\n"))).update_list(paragraphs)
         # A paragraph may add one, add several (sections), or change the previous one (a synopsis, a
         # dual dialogue): whatever is new or changed is reported once, with this line.
         for paragraph in paragraphs[max(count - 1, 0) :]:
@@ -118,6 +118,23 @@ def _paragraphs(lines: list[str], start: int) -> Iterator[tuple[object, int]]:
         done = max(done, len(paragraphs) - 1)
     for paragraph in paragraphs[done:]:
         yield paragraph, starts[id(paragraph)]
+
+
+def _sharp_s_cue_forced(lines: list[str]) -> list[str]:
+    """The paragraph with a character cue in capitals but for its "ß" forced (``@``), as screenplain
+    reads the same cue in capitals alone.
+
+    German capitals keep "ß" (its capital, "ẞ", is rare), and "ß" is a lower-case letter: "GROßMANN"
+    above a line of dialogue was not upper case to screenplain (nor to other Fountain readers), so the
+    speech was read as action with the name in it. Such a cue is a character now, named as typed.
+    """
+    first = lines[0]
+    if len(lines) < 2 or "ß" not in first or first.startswith(("@", "!", ".", ">", "~", "=", "#", "[")):
+        return lines
+    name = first.split("(", 1)[0].replace("ß", "ẞ")
+    if not name.isupper() or first.isupper() or _reads_as_heading(first):
+        return lines
+    return ["@" + first, *lines[1:]]
 
 
 def _spans_replaced(text: str, opening: str, closing: str, replace: Callable[[str], str]) -> str:

@@ -1003,3 +1003,18 @@ def test_a_fountain_title_of_invisible_marks_is_no_title(writer: Any, story: Sto
     assert imported.status_code == 201, imported.json()
     assert imported.json()["version"]["content"]["title"] == "Untitled"
     assert imported.json()["story"]["title"] == "Untitled"
+
+
+@pytest.mark.parametrize("cue", ["GROßMANN", "FRAU STRAßBURGER (V.O.)", "WEIß (O.S.)"])
+def test_an_imported_cue_in_capitals_with_a_sharp_s_is_a_character(writer: Any, cue: str) -> None:
+    # "ß" is a lower-case letter, and German capitals keep it: "GROßMANN" over a line was not upper case
+    # to screenplain, and the speech was imported as action with the name in it.
+    text = f"Title: Berlin\n\nINT. BÜRO - TAG\n\n{cue}\nGuten Tag.\n\nDIE STRAßE IST LEER.\n"
+    response = client_for(writer).post("/api/stories/import/", {"fountain": text}, format="json")
+    assert response.status_code == 201, response.json()
+    content = response.json()["version"]["content"]
+    assert content["characters"] == [{"name": cue}]  # with its extension, as any cue
+    assert content["scenes"][0]["elements"] == [
+        {"type": "dialogue", "character": cue, "text": "Guten Tag."},
+        {"type": "action", "text": "DIE STRAßE IST LEER."},
+    ]

@@ -54,3 +54,22 @@ def test_an_imported_screenplay_exports_and_imports_unchanged(screenplay: dict[s
         fountain_from_screenplay(content=once, meta=ExportMeta(title=once["title"]))
     )
     assert twice == once
+
+
+def test_an_action_in_capitals_with_a_sharp_s_comes_back_as_action() -> None:
+    # The importer reads "GROßMANN" over a line as a cue (German capitals keep "ß"): an action paragraph
+    # whose first line is such capitals is written forced, as any action in capitals is.
+    screenplay = {
+        "title": "Berlin",
+        "characters": [{"name": "GROßMANN"}],
+        "scenes": [
+            {
+                "heading": "INT. BÜRO - TAG",
+                "elements": [
+                    {"type": "action", "text": "DIE STRAßE IST LEER.\nNiemand kommt."},
+                    {"type": "dialogue", "character": "GROßMANN", "text": "Ja."},
+                ],
+            }
+        ],
+    }
+    _round_trip(screenplay, fountain_from_screenplay, screenplay_from_fountain, fountain_normal)
