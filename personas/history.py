@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from storyproject.diffs import DiffBudget
@@ -29,8 +30,11 @@ PART_LABELS = {
     "private": "Private",
     "extensions": "Extensions",
 }
-# A word with the spaces after it is one unit, so two edits are never split by a shared space.
-_WORDS = re.compile(r"^\s+|\S+\s*")
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana and the CJK ideographs.
+_UNSPACED = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\U00020000-\U0003134f]"
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,27 @@ def _json_text(value: object) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def _words(text: str) -> list[str]:
+    """The units a change is shown in: a word with the spaces after it, so two edits are never split by
+    a shared space; in a script written without spaces, each letter with its marks. A Japanese or Thai
+    text was one "word", and a change of one letter showed all of it removed and written again."""
+    words: list[str] = []
+    for char in text:
+        mark = unicodedata.category(char).startswith("M")
+        if words and (char.isspace() or mark or _joins(words[-1], char)):
+            words[-1] += char
+        else:
+            words.append(char)
+    return words
+
+
+def _joins(word: str, char: str) -> bool:
+    """Whether ``char`` goes on the word before it: neither starts a unit of its own."""
+    return not word[-1].isspace() and not _UNSPACED.match(char) and not _UNSPACED.match(word[0])
+
+
 def _segments(old: str, new: str, budget: DiffBudget) -> list[Segment]:
-    old_words, new_words = _WORDS.findall(old), _WORDS.findall(new)
+    old_words, new_words = _words(old), _words(new)
     if not budget.spend(old_words, new_words):
         return [segment for segment in (Segment("del", old), Segment("ins", new)) if segment.text]
     matcher = difflib.SequenceMatcher(None, old_words, new_words, autojunk=False)

@@ -58,3 +58,19 @@ def test_a_part_of_many_repeated_words_is_shown_whole_rather_than_matched_word_b
 
 def test_a_config_that_is_not_an_object_is_shown_as_raw_json() -> None:
     assert _state(["odd"])["Raw JSON"] == '[\n  "odd"\n]'
+
+
+def test_a_change_in_a_script_without_spaces_is_shown_letter_by_letter() -> None:
+    # A Japanese or Thai text is one "word" to a split at spaces: a change of one word showed all of
+    # it removed and written again.
+    before = _state({"voice": "静かで、ゆっくり話す。", "backstory": "เขาเป็นครู"})
+    after = _state({"voice": "静かで、速やかに話す。", "backstory": "เขาเป็นหมอ"})
+    changes = {change.label: change.segments for change in state_changes(before=before, after=after)}
+    assert changes["Voice"] == [
+        Segment("same", "静かで、"),
+        Segment("del", "ゆっくり"),
+        Segment("ins", "速やかに"),
+        Segment("same", "話す。"),
+    ]
+    # A Thai letter keeps its vowel and tone marks: "ครู" is never split from its "ู".
+    assert changes["Backstory"] == [Segment("same", "เขาเป็น"), Segment("del", "ครู"), Segment("ins", "หมอ")]
