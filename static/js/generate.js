@@ -1132,25 +1132,33 @@
     return "(" + value + ")";
   }
 
+  // A paragraph of the screenplay takes its direction from its own first letter (dir="auto", as the
+  // server's _scene.html): in Arabic or Hebrew it runs right to left, its closing "!" at its end.
+  function textEl(tag, className, text) {
+    var node = el(tag, className, text);
+    node.dir = "auto";
+    return node;
+  }
+
   function sceneBuild(scene) {
     var section = el("section", "scene");
-    section.appendChild(el("h3", "scene-heading", asText(scene.heading)));
+    section.appendChild(textEl("h3", "scene-heading", asText(scene.heading)));
     var elements = Array.isArray(scene.elements) ? scene.elements : [];
     elements.forEach(function (element) {
       if (!element || typeof element !== "object") {
         return;
       }
       if (element.type === "action") {
-        section.appendChild(el("p", "sp-action", asText(element.text)));
+        section.appendChild(textEl("p", "sp-action", asText(element.text)));
       } else if (element.type === "transition") {
-        section.appendChild(el("p", "sp-transition", asText(element.text)));
+        section.appendChild(textEl("p", "sp-transition", asText(element.text)));
       } else if (element.type === "dialogue") {
         var block = el("div", "sp-dialogue");
-        block.appendChild(el("p", "sp-character", asText(element.character)));
+        block.appendChild(textEl("p", "sp-character", asText(element.character)));
         if (element.parenthetical) {
-          block.appendChild(el("p", "sp-parenthetical", parenthetical(element.parenthetical)));
+          block.appendChild(textEl("p", "sp-parenthetical", parenthetical(element.parenthetical)));
         }
-        block.appendChild(el("p", "sp-line", asText(element.text)));
+        block.appendChild(textEl("p", "sp-line", asText(element.text)));
         section.appendChild(block);
       }
     });

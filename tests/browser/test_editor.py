@@ -265,6 +265,33 @@ def test_a_right_to_left_override_in_a_title_or_name_does_not_reverse_the_pages_
     assert watched.dialogs == [] and watched.errors == []
 
 
+def test_a_right_to_left_speech_reads_right_to_left_with_its_punctuation_at_its_end(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The screenplay's paragraphs took the page's direction (left to right): an Arabic speech's closing
+    # "!" was drawn at its right, where a reader of Arabic starts, and its lines were aligned left.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/import/")
+    page.get_by_label("Or paste Fountain").fill(
+        "Title: القاهرة\n\nEXT. شارع - ليلاً\n\nليلى تمشي وحدها.\n\n@ليلى\nمرحبا يا صديقي!\n\nSAM\nHello, friend!\n"  # noqa: RUF001
+    )
+    page.get_by_role("button", name="Read the screenplay").click()
+    page.get_by_role("button", name="Create the story").click()
+    expect(page.locator(".sp-line").first).to_have_text("مرحبا يا صديقي!")
+    line = ".sp-dialogue:first-of-type .sp-line"
+    assert page.evaluate(TEXT_LEFT, [line, "!"]) < page.evaluate(TEXT_LEFT, [line, "مرحبا"])
+    action = page.locator(".sp-action").first.evaluate(
+        "node => { const range = document.createRange(); range.selectNodeContents(node);"
+        " return [range.getBoundingClientRect().right, node.getBoundingClientRect().right]; }"
+    )
+    assert action[1] - action[0] < 2  # the Arabic action ends at the right edge, where it starts
+    # English keeps the page's direction.
+    english = ".sp-dialogue:nth-of-type(2) .sp-line"
+    assert page.evaluate(TEXT_LEFT, [english, "!"]) > page.evaluate(TEXT_LEFT, [english, "Hello"])
+    assert watched.dialogs == [] and watched.errors == []
+
+
 def test_the_editor_previews_and_saves_after_the_writer_signs_in_again_in_another_tab(
     app_server: AppServer, watched: Watched
 ) -> None:

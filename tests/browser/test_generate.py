@@ -22,6 +22,7 @@ from tests.browser.conftest import (
     signed_out_in_another_tab,
     sockets_release,
 )
+from tests.browser.test_editor import TEXT_LEFT
 
 pytestmark = pytest.mark.browser
 
@@ -426,3 +427,19 @@ def test_a_writer_signed_out_meanwhile_is_offered_a_sign_in_and_gets_the_plot_ba
     expect(page.get_by_label("Plot")).to_have_value(plot)
     expect(chip(page, "rogue-ai")).to_be_visible()
     assert watched.errors == []
+
+
+def test_a_right_to_left_plot_streams_right_to_left_with_its_punctuation_at_its_end(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The streamed scenes' paragraphs took the page's direction: an Arabic action's closing "!" was
+    # drawn at its right, where a reader of Arabic starts (the saved story's page likewise).
+    page = watched.page
+    generate_story(
+        page, app_server, personas=[("marlowe", "Sam Marlowe")], plot="ليلى تبحث عن أخيها! الليل طويل."
+    )
+    expect(page.get_by_role("link", name="Open the story (version 1)")).to_be_visible()
+    action = "#stream-scenes .scene:first-child .sp-action"
+    expect(page.locator(action).first).to_have_text("ليلى تبحث عن أخيها!")
+    assert page.evaluate(TEXT_LEFT, [action, "!"]) < page.evaluate(TEXT_LEFT, [action, "ليلى"])
+    assert watched.dialogs == [] and watched.errors == []

@@ -200,8 +200,8 @@ def test_story_page_renders_the_latest_version_as_a_screenplay_with_cast_and_cos
     StoryCast.objects.create(story=story, persona=persona_factory("anna", "Anna Vale"), character_name="ANNA")
     html = logged_in.get(f"/stories/{story.pk}/").content.decode()
     assert "INT. NEW ROOM" in html and "INT. OLD ROOM" not in html
-    assert '<p class="sp-parenthetical">(quietly)</p>' in html
-    assert '<p class="sp-transition">CUT TO:</p>' in html
+    assert '<p class="sp-parenthetical" dir="auto">(quietly)</p>' in html
+    assert '<p class="sp-transition" dir="auto">CUT TO:</p>' in html
     assert "Anna Vale" in html and "ANNA" in html
     # 1000 input tokens at $2/M + 2000 output at $10/M = $0.022 (Sonnet 5.5).
     assert "$0.0220" in html

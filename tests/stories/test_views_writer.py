@@ -51,7 +51,7 @@ def test_the_preview_renders_like_the_story_page_and_escapes(logged_in: Client, 
     )
     assert response.status_code == 200
     html = response.json()["html"]
-    assert '<p class="sp-line">&lt;img src=x onerror=alert(1)&gt;</p>' in html
+    assert '<p class="sp-line" dir="auto">&lt;img src=x onerror=alert(1)&gt;</p>' in html
     assert "<img" not in html
     # The characters of the version edited are kept, as a save keeps them.
     assert "The planner." in html
