@@ -292,6 +292,30 @@ def test_a_right_to_left_speech_reads_right_to_left_with_its_punctuation_at_its_
     assert watched.dialogs == [] and watched.errors == []
 
 
+def test_a_right_to_left_title_and_plot_read_right_to_left_on_the_story_and_list_pages(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The story's title and plot took the page's direction: "؟" closing an Arabic title, and "!" an
+    # Arabic plot, were drawn at their right, where a reader of Arabic starts.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/import/")
+    page.get_by_label("Or paste Fountain").fill(
+        "Title: أين أخي؟\nLogline: ليلى تبحث عن أخيها!\n\nEXT. شارع - ليلاً\n\nليلى تمشي.\n"
+    )
+    page.get_by_role("button", name="Read the screenplay").click()
+    page.get_by_role("button", name="Create the story").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("أين أخي؟")
+    assert page.evaluate(TEXT_LEFT, ["h1", "؟"]) < page.evaluate(TEXT_LEFT, ["h1", "أين"])
+    assert page.evaluate(TEXT_LEFT, [".plot", "!"]) < page.evaluate(TEXT_LEFT, [".plot", "ليلى"])
+    page.goto(app_server.url + "/?q=" + "أخيها")
+    item = page.locator(".story-item", has_text="أين أخي؟")
+    expect(item).to_have_count(1)
+    assert page.evaluate(TEXT_LEFT, [".story-title", "؟"]) < page.evaluate(TEXT_LEFT, [".story-title", "أين"])
+    assert page.evaluate(TEXT_LEFT, [".plot-start", "!"]) < page.evaluate(TEXT_LEFT, [".plot-start", "ليلى"])
+    assert watched.dialogs == [] and watched.errors == []
+
+
 def test_the_editor_previews_and_saves_after_the_writer_signs_in_again_in_another_tab(
     app_server: AppServer, watched: Watched
 ) -> None:

@@ -428,7 +428,7 @@ def test_a_writer_renames_a_story_and_changes_its_plot_from_its_page(logged_in: 
     assert (story.title, story.plot) == (f"The Job {XSS}", "A bank.\r\nAt night.")
     shown = logged_in.get(f"/stories/{story.pk}/").content.decode()
     assert "The title and plot are saved." in shown
-    assert "<h1>The Job &lt;img src=x onerror=alert(1)&gt;</h1>" in shown
+    assert '<h1 dir="auto">The Job &lt;img src=x onerror=alert(1)&gt;</h1>' in shown
     # The versions keep what they were written with.
     assert ScreenplayVersion.objects.get(story=story).content == SCREENPLAY
 
