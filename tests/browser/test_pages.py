@@ -286,7 +286,12 @@ def test_leaving_typed_title_plot_or_rewrite_instructions_unsent_asks_first(
     # ask. (A new tab: the refused form above would ask again, rightly, before any other page opened.)
     page = page.context.new_page()
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.type), dialog.dismiss()))
+
+    def stay(dialog: Any) -> None:
+        dialogs.append(dialog.type)
+        dialog.dismiss()
+
+    page.on("dialog", stay)
     page.goto(settings_url)
     page.get_by_role("link", name="Back to the story").click()
     page.wait_for_url(f"**/stories/{story}/")
