@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Dialog, expect
 
 from tests.browser.conftest import AppServer, OwnServer, Watched, log_in, screenshot
 from tests.browser.test_editor import TEXT_LEFT
@@ -287,7 +287,7 @@ def test_leaving_typed_title_plot_or_rewrite_instructions_unsent_asks_first(
     page = page.context.new_page()
     dialogs: list[str] = []
 
-    def stay(dialog: Any) -> None:
+    def stay(dialog: Dialog) -> None:
         dialogs.append(dialog.type)
         dialog.dismiss()
 
