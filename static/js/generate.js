@@ -196,6 +196,8 @@
     head.appendChild(remove);
     var preview = el("pre", "context-preview", "Loading context…");
     preview.setAttribute("aria-label", "Context of " + (persona.display_name || persona.name));
+    // A box that scrolls: without a tab stop a keyboard user could not scroll to the rest of it.
+    preview.tabIndex = 0;
     var meta = el("p", "hint context-meta", "");
     chip.appendChild(head);
     chip.appendChild(preview);

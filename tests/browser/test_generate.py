@@ -118,8 +118,8 @@ def test_a_writer_generates_a_story_and_watches_it_stream(app_server: AppServer,
     page.get_by_label("Plot").fill(PLOT)
     expect(page.locator("#plot-count")).to_contain_text(f"{len(PLOT)} / ")
     page.get_by_label("Title").fill("The stolen map")
-    expect(page.get_by_label("Model")).to_have_value("offline")
-    assert page.get_by_label("Model").locator("option:checked").inner_text() == "offline model"
+    expect(page.get_by_label("Model", exact=True)).to_have_value("offline")
+    assert page.get_by_label("Model", exact=True).locator("option:checked").inner_text() == "offline model"
     generate(page)
 
     page.wait_for_function("() => window.__stream.firstScene !== null")

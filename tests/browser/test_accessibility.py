@@ -1,0 +1,143 @@
+"""The writer's and editor's pages as a screen reader or a keyboard meets them.
+
+axe-core (through axe-playwright-python) checks each page in its main states: empty, with data, with
+errors shown, while a screenplay streams and after it ends. Only violations of serious or critical impact
+fail a test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import AppServer, Watched, log_in
+from tests.browser.test_generate import PLOT, generate, pick_persona
+
+pytestmark = pytest.mark.browser
+
+BLOCKING = {"serious", "critical"}
+
+
+def serious_violations(page: Page, *, context: dict[str, Any] | None = None) -> list[str]:
+    """axe's serious and critical violations on ``page`` as it is now, one line per element."""
+    results = Axe().run(page, context=context)
+    return [
+        f"{violation['id']} ({violation['impact']}): {' '.join(node['target'])}: {node['html'][:120]}"
+        for violation in results.response["violations"]
+        if violation["impact"] in BLOCKING
+        for node in violation["nodes"]
+    ]
+
+
+def _story_paths(server: AppServer) -> list[str]:
+    story = f"/stories/{server.ids['two_versions_story']}/"
+    return [
+        "/",
+        "/?q=no-story-has-this-title",
+        "/stories/new/",
+        story,
+        story + "?version=1",
+        story + "?compare=1,2",
+        story + "diff/?from=1&to=2",
+        story + "edit/",
+        story + "settings/",
+        "/stories/import/",
+        "/runs/",
+        "/account/",
+        "/account/password/",
+    ]
+
+
+def test_the_writers_pages_have_no_serious_accessibility_violations(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(app_server.url + "/accounts/login/")
+    found = {"/accounts/login/": serious_violations(page)}
+    log_in(page, app_server)
+    for path in _story_paths(app_server):
+        page.goto(app_server.url + path)
+        found[path] = serious_violations(page)
+    assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+def test_a_failed_runs_page_with_its_text_has_no_serious_accessibility_violations(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    log_in(page, app_server, ("failed-run-writer", "failed-run-pw-2026"))
+    page.goto(f"{app_server.url}/runs/{app_server.ids['failed_run']}/")
+    expect(page.locator(".run-text")).to_be_visible()
+    assert serious_violations(page) == []
+
+
+def test_forms_showing_their_errors_have_no_serious_accessibility_violations(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(app_server.url + "/accounts/login/")
+    page.get_by_label("Username").fill("writer")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    found = {"login": serious_violations(page)}
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/settings/")
+    page.get_by_label("Title").fill("")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_label("Title")).to_have_attribute("aria-invalid", "true")
+    found["settings"] = serious_violations(page)
+    page.goto(app_server.url + "/stories/import/")
+    page.get_by_label("Or paste Fountain").fill("not a screenplay")
+    page.get_by_role("button", name="Read the screenplay").click()
+    found["import"] = serious_violations(page)
+    page.get_by_label("Or paste Fountain").fill("INT. HALL - NIGHT\n\nBOB\nHi.\n")
+    page.get_by_role("button", name="Read the screenplay").click()
+    expect(page.get_by_label("BOB")).to_be_visible()
+    found["import confirmation"] = serious_violations(page)
+    page.goto(app_server.url + "/account/password/")
+    page.get_by_role("button", name="Change my password").click()
+    found["password"] = serious_violations(page)
+    page.goto(app_server.url + "/stories/new/")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#form-error")).to_be_visible()
+    found["create"] = serious_violations(page)
+    assert {state: lines for state, lines in found.items() if lines} == {}
+
+
+def test_the_create_page_has_no_serious_accessibility_violations_while_streaming_and_after(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # A persona picked shows its context in a box that scrolls; the stream adds the raw text's boxes.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "marlowe", "Sam Marlowe")
+    expect(page.locator(".context-preview")).not_to_have_text("Loading context…")
+    page.get_by_label("Plot").fill(PLOT)
+    generate(page)
+    expect(page.locator("#stream-scenes .scene").first).to_be_visible()
+    found = {"streaming": serious_violations(page)}
+    expect(page.get_by_role("link", name="Open the story")).to_be_visible()
+    found["ended"] = serious_violations(page)
+    assert {state: lines for state, lines in found.items() if lines} == {}
+
+
+def test_the_editors_preview_of_a_long_screenplay_can_be_scrolled_from_the_keyboard(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The preview scrolls in its box once the screenplay is longer than it: the box needs a tab stop.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/edit/")
+    scenes = "".join(f"INT. ROOM {number} - NIGHT\n\nThe clock ticks.\n\n" for number in range(1, 41))
+    page.get_by_label("Fountain").fill(scenes)
+    expect(page.locator("#preview")).to_contain_text("INT. ROOM 40 - NIGHT")
+    assert serious_violations(page) == []
+    page.get_by_label("Fountain").press("Tab")
+    expect(page.get_by_role("region", name="Preview")).to_be_focused()
+    page.keyboard.press("End")
+    # Chromium animates a scroll from the keyboard: wait for it to move.
+    page.wait_for_function("() => document.getElementById('preview').scrollTop > 0")
