@@ -82,9 +82,38 @@
     ui.alertAnnouncer.textContent = text;
   }
 
-  function showFormError(text) {
+  var invalidField = null; // the field the form's error is about, marked for assistive technology
+
+  // The error names its field to a screen reader (aria-invalid, and the error as its description) and
+  // keyboard focus goes there, where the writer has to fix it; the alert alone left focus on Generate.
+  function showFormError(text, field) {
     ui.formError.textContent = text;
     ui.formError.hidden = !text;
+    if (invalidField) {
+      invalidField.removeAttribute("aria-invalid");
+      describedBy(invalidField, ui.formError.id, false);
+      invalidField = null;
+    }
+    if (text && field) {
+      invalidField = field;
+      field.setAttribute("aria-invalid", "true");
+      describedBy(field, ui.formError.id, true);
+      field.focus();
+    }
+  }
+
+  function describedBy(field, id, on) {
+    var ids = (field.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (each) {
+      return each && each !== id;
+    });
+    if (on) {
+      ids.push(id);
+    }
+    if (ids.length) {
+      field.setAttribute("aria-describedby", ids.join(" "));
+    } else {
+      field.removeAttribute("aria-describedby");
+    }
   }
 
   /* ---------------------------------------------------------------- persona contexts (cached) */
@@ -482,13 +511,13 @@
     var plot = ui.plot.value.trim();
     var limit = Number(ui.plotCount.dataset.limit);
     if (!selected.size) {
-      return { error: "Pick at least one persona." };
+      return { error: "Pick at least one persona.", field: ui.search };
     }
     if (!plot) {
-      return { error: "Write a plot first." };
+      return { error: "Write a plot first.", field: ui.plot };
     }
     if (plotLength() > limit) {
-      return { error: "The plot is longer than " + limit.toLocaleString() + " characters." };
+      return { error: "The plot is longer than " + limit.toLocaleString() + " characters.", field: ui.plot };
     }
     var request = {
       type: "generate",
@@ -503,7 +532,10 @@
     var title = ui.title.value.trim();
     var titleLimit = Number(ui.title.dataset.limit);
     if (titleLimit && textLength(title) > titleLimit) {
-      return { error: "The title is longer than " + titleLimit.toLocaleString() + " characters." };
+      return {
+        error: "The title is longer than " + titleLimit.toLocaleString() + " characters.",
+        field: ui.title,
+      };
     }
     if (title) {
       request.title = title;
@@ -521,7 +553,7 @@
     }
     var built = requestBuild();
     if (built.error) {
-      showFormError(built.error);
+      showFormError(built.error, built.field);
       return;
     }
     showFormError("");

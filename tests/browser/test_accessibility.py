@@ -7,6 +7,7 @@ fail a test.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -141,3 +142,38 @@ def test_the_editors_preview_of_a_long_screenplay_can_be_scrolled_from_the_keybo
     page.keyboard.press("End")
     # Chromium animates a scroll from the keyboard: wait for it to move.
     page.wait_for_function("() => document.getElementById('preview').scrollTop > 0")
+
+
+def test_a_refused_generate_marks_the_field_at_fault_and_moves_keyboard_focus_to_it(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The error was an alert alone: focus stayed on Generate and no field said it was the one at fault.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    error = page.locator("#form-error")
+    search, plot, title = (
+        page.get_by_label("Find personas"),
+        page.get_by_label("Plot"),
+        page.locator("#title"),
+    )
+    page.get_by_role("button", name="Generate").click()
+    expect(error).to_have_text("Pick at least one persona.")
+    expect(search).to_be_focused()
+    expect(search).to_have_attribute("aria-invalid", "true")
+    expect(search).to_have_accessible_description("Pick at least one persona.")
+    pick_persona(page, "marlowe", "Sam Marlowe")
+    page.get_by_role("button", name="Generate").click()
+    expect(error).to_have_text("Write a plot first.")
+    expect(plot).to_be_focused()
+    expect(plot).to_have_attribute("aria-invalid", "true")
+    expect(plot).to_have_accessible_description(re.compile(r"characters Write a plot first\.$"))
+    expect(search).not_to_have_attribute("aria-invalid", "true")
+    plot.fill(PLOT)
+    title.fill("T" * 201)
+    page.get_by_role("button", name="Generate").click()
+    expect(error).to_have_text("The title is longer than 200 characters.")
+    expect(title).to_be_focused()
+    expect(title).to_have_attribute("aria-invalid", "true")
+    expect(plot).not_to_have_attribute("aria-invalid", "true")
+    expect(plot).to_have_accessible_description(re.compile(r"characters$"))
