@@ -177,3 +177,47 @@ def test_a_refused_generate_marks_the_field_at_fault_and_moves_keyboard_focus_to
     expect(title).to_have_attribute("aria-invalid", "true")
     expect(plot).not_to_have_attribute("aria-invalid", "true")
     expect(plot).to_have_accessible_description(re.compile(r"characters$"))
+
+
+def _luminance(rgb: str) -> float:
+    channels = [int(part) / 255 for part in re.findall(r"\d+", rgb)[:3]]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG's contrast ratio of two CSS ``rgb(...)`` colours."""
+    light, dark = sorted([_luminance(first), _luminance(second)], reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_keyboard_focus_ring_shows_on_the_dark_header(app_server: AppServer, watched: Watched) -> None:
+    # The ring was the accent blue on the near-black header, 2.5:1: a keyboard user lost track of focus
+    # in the navigation (WCAG asks 3:1 of a focus indicator against what is next to it).
+    page = watched.page
+    log_in(page, app_server)
+    header = page.locator(".site-header").evaluate("header => getComputedStyle(header).backgroundColor")
+    rings = {}
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    # The skip link shows over the header when focused, so its ring sits on the header too.
+    while page.evaluate("document.activeElement.closest('.site-header, .skip-link') !== null"):
+        name, color, width = page.evaluate(
+            """() => {
+              const focused = document.activeElement, style = getComputedStyle(focused);
+              return [focused.textContent.trim(), style.outlineColor, parseFloat(style.outlineWidth)];
+            }"""
+        )
+        assert width >= 2, f"{name} shows no focus ring"
+        rings[name] = round(contrast(color, header), 1)
+        page.keyboard.press("Tab")
+    assert list(rings) == [
+        "Skip to content",
+        "Screenplay studio",
+        "Stories",
+        "New story",
+        "Runs",
+        "Account",
+        "Log out",
+    ]
+    assert {name: ratio for name, ratio in rings.items() if ratio < 3} == {}
