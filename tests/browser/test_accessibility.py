@@ -221,3 +221,32 @@ def test_the_keyboard_focus_ring_shows_on_the_dark_header(app_server: AppServer,
         "Log out",
     ]
     assert {name: ratio for name, ratio in rings.items() if ratio < 3} == {}
+
+
+def test_the_persona_admin_pages_have_no_serious_accessibility_violations(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The project's own persona pages and additions to the admin; Django's stock breadcrumbs (white
+    # links in pale text, link-in-text-block) are the admin's, not these pages'.
+    page = watched.page
+    page.goto(app_server.url + "/admin/login/")
+    page.get_by_label("Username").fill("editor")
+    page.get_by_label("Password").fill("editor-demo-2026")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Site administration")).to_be_visible()
+    outside_the_project = {"exclude": [[".breadcrumbs"]]}
+    found = {}
+    page.goto(app_server.url + "/admin/personas/personaconfig/?q=marlowe")
+    found["list"] = serious_violations(page, context=outside_the_project)
+    page.locator("#result_list tbody th a").first.click()
+    expect(page.locator(".persona-live-preview")).to_be_visible()
+    found["change"] = serious_violations(page, context=outside_the_project)
+    page.get_by_role("link", name="History").click()
+    expect(page.locator(".persona-revision").first).to_be_visible()
+    found["history"] = serious_violations(page, context=outside_the_project)
+    page.locator(".persona-revision h2 a").first.click()
+    found["revision"] = serious_violations(page, context=outside_the_project)
+    for path in ["add/", "import/", "recover/"]:
+        page.goto(f"{app_server.url}/admin/personas/personaconfig/{path}")
+        found[path] = serious_violations(page, context=outside_the_project)
+    assert {state: lines for state, lines in found.items() if lines} == {}
