@@ -553,7 +553,13 @@ def story_import(request: HttpRequest) -> HttpResponse:
     try:
         content = _import_posted(request)
     except GenerationError as error:
-        context = {**_import_limits(), "error": error.message, "pasted": request.POST.get("fountain", "")}
+        context = {
+            **_import_limits(),
+            "error": error.message,
+            "pasted": request.POST.get("fountain", ""),
+            # The field the error is about, for the page to mark and focus: the file when one was sent.
+            "error_field": "file" if "file" in request.FILES else "fountain",
+        }
         return render(request, "stories/story_import.html", context, status=400)
     return _import_confirmation(request, content=content)
 

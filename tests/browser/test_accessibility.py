@@ -8,6 +8,7 @@ fail a test.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,3 +251,26 @@ def test_the_persona_admin_pages_have_no_serious_accessibility_violations(
         page.goto(f"{app_server.url}/admin/personas/personaconfig/{path}")
         found[path] = serious_violations(page, context=outside_the_project)
     assert {state: lines for state, lines in found.items() if lines} == {}
+
+
+def test_a_refused_import_marks_the_field_sent_names_the_reason_and_focuses_it(
+    app_server: AppServer, watched: Watched, tmp_path: Path
+) -> None:
+    # The reason was a paragraph above the form: the field it was about said nothing of it.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/import/")
+    pasted, upload = page.get_by_label("Or paste Fountain"), page.get_by_label("File")
+    page.get_by_role("button", name="Read the screenplay").click()
+    reason = "choose a .fountain or .fdx file, or paste Fountain text"
+    expect(pasted).to_be_focused()
+    expect(pasted).to_have_attribute("aria-invalid", "true")
+    expect(pasted).to_have_accessible_description(re.compile(reason))
+    empty = tmp_path / "empty.fountain"
+    empty.write_text("Just words, no scene.\n")
+    upload.set_input_files(str(empty))
+    page.get_by_role("button", name="Read the screenplay").click()
+    expect(upload).to_be_focused()
+    expect(upload).to_have_attribute("aria-invalid", "true")
+    expect(upload).to_have_accessible_description(re.compile(r"\S"))
+    expect(pasted).not_to_have_attribute("aria-invalid", "true")
