@@ -22,6 +22,7 @@
   var textarea = document.getElementById("fountain");
   var preview = document.getElementById("preview");
   var previewStatus = form.querySelector(".preview-status");
+  var previewAnnouncer = form.querySelector(".preview-announcer");
   var errorBox = form.querySelector(".editor-error");
   var conflict = form.querySelector(".editor-conflict");
   var draftNote = form.querySelector(".draft-note");
@@ -83,9 +84,35 @@
     return fallback;
   }
 
+  // The error is about the text: the text area is marked and described by it while it shows. The same
+  // error again (each preview while the writer types on) is left as it is: rewritten, the alert was read
+  // out again at every pause in the typing.
   function showError(message) {
-    errorBox.textContent = message;
+    if (errorBox.textContent !== message) {
+      errorBox.textContent = message;
+    }
     errorBox.hidden = !message;
+    if (message) {
+      textarea.setAttribute("aria-invalid", "true");
+      textarea.setAttribute("aria-describedby", errorBox.id);
+    } else {
+      textarea.removeAttribute("aria-invalid");
+      textarea.removeAttribute("aria-describedby");
+    }
+  }
+
+  // The preview's state as the page shows it; a screen reader hears only a change of outcome (not
+  // "Updating…, Up to date" at every pause in the typing): back up to date, or offline. An error is
+  // the error box's alert.
+  var previewOutcome = "Up to date";
+
+  function previewStatusShow(text, outcome) {
+    previewStatus.textContent = text;
+    if (!outcome || outcome === previewOutcome) {
+      return;
+    }
+    previewOutcome = outcome;
+    previewAnnouncer.textContent = outcome === "Not updated" ? "" : "Preview: " + text;
   }
 
   function refreshPreview() {
@@ -98,7 +125,7 @@
       return;
     }
     preview.classList.add("stale");
-    previewStatus.textContent = "Updating…";
+    previewStatusShow("Updating…");
     post(config.previewUrl, { fountain: textarea.value, base_version: config.baseVersion }).then(
       function (result) {
         if (seq !== previewSeq) {
@@ -107,16 +134,16 @@
         preview.classList.remove("stale");
         if (result.status === 200) {
           preview.innerHTML = result.data.html; // Rendered and escaped by the server's template.
-          previewStatus.textContent = "Up to date";
+          previewStatusShow("Up to date", "Up to date");
           showError("");
         } else {
-          previewStatus.textContent = "Not updated";
+          previewStatusShow("Not updated", "Not updated");
           showError(errorMessage(result.data, "The preview could not be made."));
         }
       },
       function () {
         if (seq === previewSeq) {
-          previewStatus.textContent = "Offline: the preview could not be updated";
+          previewStatusShow("Offline: the preview could not be updated", "Offline");
         }
       }
     );

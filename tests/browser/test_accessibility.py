@@ -274,3 +274,52 @@ def test_a_refused_import_marks_the_field_sent_names_the_reason_and_focuses_it(
     expect(upload).to_have_attribute("aria-invalid", "true")
     expect(upload).to_have_accessible_description(re.compile(r"\S"))
     expect(pasted).not_to_have_attribute("aria-invalid", "true")
+
+
+# Counts what each live region of the editor says, and each preview answer, from here on.
+EDITOR_LIVE_REGIONS = """() => {
+  window.__live = {alerts: [], statuses: [], previews: 0};
+  const error = document.querySelector(".editor-error");
+  const status = document.querySelector(".editor-pane [role=status]");
+  new MutationObserver(() => window.__live.alerts.push(error.textContent)).observe(
+    error, {childList: true, characterData: true, subtree: true});
+  new MutationObserver(() => window.__live.statuses.push(status.textContent)).observe(
+    status, {childList: true, characterData: true, subtree: true});
+  new MutationObserver(() => {
+    if (document.querySelector(".preview-status").textContent !== "Updating…") window.__live.previews += 1;
+  }).observe(document.querySelector(".preview-status"), {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def _previews_answered(page: Page, count: int) -> None:
+    page.wait_for_function("count => window.__live.previews >= count", arg=count)
+
+
+def test_the_editor_marks_the_text_at_fault_and_says_an_error_or_a_recovery_once(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Every preview while the writer typed rewrote the alert (read out again at each pause) and said
+    # "Updating…, Up to date" in a live region; the text area never said it was the field at fault.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/edit/")
+    text = page.get_by_label("Fountain")
+    original = text.input_value()
+    page.evaluate(EDITOR_LIVE_REGIONS)
+    text.fill(original + "\nINT. ATTIC - DAY\n\nDust.\n")
+    _previews_answered(page, 1)
+    text.fill("")
+    _previews_answered(page, 2)
+    expect(text).to_have_attribute("aria-invalid", "true")
+    blank = page.locator(".editor-error").inner_text()
+    assert blank.endswith("This field may not be blank.")
+    expect(text).to_have_accessible_description(blank)
+    for typed in range(3):
+        text.fill(" " * (typed + 1))
+        _previews_answered(page, 3 + typed)
+    text.fill(original)
+    _previews_answered(page, 6)
+    expect(text).not_to_have_attribute("aria-invalid", "true")
+    live = page.evaluate("window.__live")
+    assert [said for said in live["alerts"] if said] == [blank]
+    assert [said for said in live["statuses"] if said] == ["Preview: Up to date"]
