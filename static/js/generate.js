@@ -224,8 +224,10 @@
     head.appendChild(label);
     head.appendChild(remove);
     var preview = el("pre", "context-preview", "Loading context…");
+    // A box that scrolls: without a tab stop a keyboard user could not scroll to the rest of it. A
+    // region, for its name to be read: a <pre>'s own role takes none.
+    preview.setAttribute("role", "region");
     preview.setAttribute("aria-label", "Context of " + (persona.display_name || persona.name));
-    // A box that scrolls: without a tab stop a keyboard user could not scroll to the rest of it.
     preview.tabIndex = 0;
     var meta = el("p", "hint context-meta", "");
     chip.appendChild(head);
