@@ -329,3 +329,17 @@ def test_the_editor_marks_the_text_at_fault_and_says_an_error_or_a_recovery_once
     live = page.evaluate("window.__live")
     assert [said for said in live["alerts"] if said] == [blank]
     assert [said for said in live["statuses"] if said] == ["Preview: Up to date"]
+
+
+def test_each_of_the_writers_pages_has_a_title_of_its_own(app_server: AppServer, watched: Watched) -> None:
+    # The title is what a screen reader says first on a new page, and what the tabs and history show:
+    # an older version and a comparison had the story's current page's title.
+    page = watched.page
+    log_in(page, app_server)
+    titles: dict[str, list[str]] = {}
+    for path in _story_paths(app_server):
+        if "?q=" in path:
+            continue
+        page.goto(app_server.url + path)
+        titles.setdefault(page.title(), []).append(path)
+    assert {title: paths for title, paths in titles.items() if len(paths) > 1} == {}
