@@ -343,3 +343,21 @@ def test_each_of_the_writers_pages_has_a_title_of_its_own(app_server: AppServer,
         page.goto(app_server.url + path)
         titles.setdefault(page.title(), []).append(path)
     assert {title: paths for title, paths in titles.items() if len(paths) > 1} == {}
+
+
+def test_each_rewrite_this_scene_says_which_scene_it_rewrites(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # A screen reader listing the page's controls heard "Rewrite this scene" under every scene alike.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/")
+    headings = page.locator(".screenplay .scene-heading").all_text_contents()
+    names = [
+        summary.evaluate("summary => summary.textContent")
+        for summary in page.locator("summary", has_text="Rewrite this scene").all()
+    ]
+    assert len(headings) >= 2
+    assert names == [
+        f"Rewrite this scene (scene {number}, {heading})" for number, heading in enumerate(headings, 1)
+    ]
