@@ -361,3 +361,27 @@ def test_each_rewrite_this_scene_says_which_scene_it_rewrites(
     assert names == [
         f"Rewrite this scene (scene {number}, {heading})" for number, heading in enumerate(headings, 1)
     ]
+
+
+def test_a_refused_rename_or_delete_puts_keyboard_focus_on_the_field_at_fault(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The page came back with focus at its top: a screen reader read the page again from the start and
+    # the writer had to find which field was refused.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/settings/")
+    title, plot = page.get_by_label("Title"), page.get_by_label("Plot")
+    title.fill("")
+    plot.fill("")
+    page.get_by_role("button", name="Save").click()
+    expect(title).to_be_focused()
+    expect(title).to_have_accessible_description(re.compile(r"\S"))
+    title.fill("A story with two versions")
+    page.get_by_role("button", name="Save").click()
+    expect(plot).to_be_focused()
+    expect(plot).to_have_accessible_description(re.compile(r"\S"))
+    page.get_by_role("button", name="Delete the story").click()
+    box = page.get_by_role("checkbox")
+    expect(box).to_be_focused()
+    expect(box).to_have_attribute("aria-invalid", "true")
