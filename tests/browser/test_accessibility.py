@@ -385,3 +385,15 @@ def test_a_refused_rename_or_delete_puts_keyboard_focus_on_the_field_at_fault(
     box = page.get_by_role("checkbox")
     expect(box).to_be_focused()
     expect(box).to_have_attribute("aria-invalid", "true")
+
+
+def test_each_side_of_a_comparison_says_which_version_it_is(app_server: AppServer, watched: Watched) -> None:
+    # A screen reader reads the two columns one after the other: nothing said which version each was.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/?compare=1,2")
+    sides = page.locator(".compare-side:has(.scene)")
+    assert sides.count() >= 2
+    for side in sides.all():
+        number = "1" if "compare-left" in (side.get_attribute("class") or "") else "2"
+        assert side.evaluate("side => side.textContent.trim()").startswith(f"Version {number}:")
