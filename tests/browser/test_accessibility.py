@@ -7,13 +7,14 @@ fail a test.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from tests.browser.conftest import AppServer, Watched, log_in
 from tests.browser.test_generate import PLOT, generate, pick_persona
@@ -256,6 +257,21 @@ def test_the_persona_admin_pages_have_no_serious_accessibility_violations(
     for path in ["add/", "import/", "recover/"]:
         page.goto(f"{app_server.url}/admin/personas/personaconfig/{path}")
         found[path] = serious_violations(page, context=outside_the_project)
+    card = {
+        "spec": "chara_card_v2",
+        "spec_version": "2.0",
+        "data": {"name": "Mallory", "description": "A spy."},
+    }
+    upload: FilePayload = {
+        "name": "card.json",
+        "mimeType": "application/json",
+        "buffer": json.dumps(card).encode(),
+    }
+    page.goto(f"{app_server.url}/admin/personas/personaconfig/import/")
+    page.locator("input[type=file]").set_input_files(files=[upload])
+    page.locator("#content form [type=submit]").click()
+    expect(page.locator(".persona-import-plan h2")).to_be_visible()
+    found["import preview"] = serious_violations(page, context=outside_the_project)
     assert {state: lines for state, lines in found.items() if lines} == {}
 
 
