@@ -173,7 +173,9 @@ class PersonaConfigAdmin(CaseFoldedAdminSearch, VersionAdmin):
             '<div class="persona-live-preview" data-url="{}" data-persona-id="{}" data-csrf-cookie="{}">'
             '<p class="persona-live-status">Change a field above: the context it would give appears here '
             "before you save.</p>"
-            '<meter class="persona-live-meter" min="0" max="{}" value="0"></meter>'
+            '<meter class="persona-live-meter" min="0" max="{}" value="0" aria-label="Tokens of the budget">'
+            "</meter>"
+            '<p class="persona-live-announcer" role="status"></p>'
             '<div class="persona-context persona-live-context"></div></div>',
             reverse("admin:personas_personaconfig_preview"),
             persona.pk or "",

@@ -19,6 +19,17 @@
     var status = box.querySelector(".persona-live-status");
     var meter = box.querySelector(".persona-live-meter");
     var output = box.querySelector(".persona-live-context");
+    var announcer = box.querySelector(".persona-live-announcer");
+    // What a screen reader was last told: the token count changes at every pause in the typing, so it
+    // hears only a change of outcome (over the budget, within it again, an error), once.
+    var outcome = "within";
+
+    function outcomeSay(now, text) {
+      if (now !== outcome) {
+        outcome = now;
+        announcer.textContent = text;
+      }
+    }
     var timer = null;
     var pending = null;
 
@@ -45,9 +56,15 @@
         text += " Over the budget (" + answer.full_tokens + " tokens): the end was cut, marked [shortened]; the struck-through text after it is what the model does not get.";
       }
       status.textContent = text;
+      if (answer.shortened) {
+        outcomeSay("over", "Over the token budget (" + answer.full_tokens + " of " + answer.budget + "): the end of the context is cut.");
+      } else {
+        outcomeSay("within", "Within the token budget.");
+      }
     }
 
     function fail(message) {
+      outcomeSay("error:" + message, message);
       status.textContent = message;
       output.textContent = "";
       meter.value = 0;

@@ -413,3 +413,42 @@ def test_each_side_of_a_comparison_says_which_version_it_is(app_server: AppServe
     for side in sides.all():
         number = "1" if "compare-left" in (side.get_attribute("class") or "") else "2"
         assert side.evaluate("side => side.textContent.trim()").startswith(f"Version {number}:")
+
+
+# Records what the persona editor's live preview tells a screen reader, and counts its answers.
+PERSONA_PREVIEW_SAID = """() => {
+  window.__said = {texts: [], answers: 0};
+  const box = document.querySelector(".persona-live-preview");
+  const live = box.querySelector("[role=status]");
+  if (live) new MutationObserver(() => window.__said.texts.push(live.textContent)).observe(
+    live, {childList: true, characterData: true, subtree: true});
+  new MutationObserver(() => { window.__said.answers += 1; }).observe(
+    box.querySelector(".persona-live-status"), {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def test_the_persona_editor_tells_a_screen_reader_when_the_context_goes_over_its_budget(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The live preview struck through the context's cut end and said so in plain text, which a screen
+    # reader user typing in a field never heard; its meter had no name.
+    page = watched.page
+    page.goto(app_server.url + "/admin/login/")
+    page.get_by_label("Username").fill("editor")
+    page.get_by_label("Password").fill("editor-demo-2026")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(app_server.url + "/admin/personas/personaconfig/?q=noir-detective")
+    page.locator("#result_list tbody th a").first.click()
+    expect(page.get_by_role("meter", name="Tokens of the budget")).to_be_attached()
+    page.evaluate(PERSONA_PREVIEW_SAID)
+    backstory = page.locator("textarea[name=backstory]")
+    texts = ["He remembers every rainy night. " * 120, "He remembers every rainy night. " * 130, "A cop."]
+    for answers, text in enumerate(texts, 1):
+        backstory.fill(text)
+        page.wait_for_function("count => window.__said.answers >= count", arg=answers)
+    said = [text for text in page.evaluate("window.__said.texts") if text]
+    assert len(said) == 2
+    assert said[0].startswith("Over the token budget (") and said[0].endswith(
+        "the end of the context is cut."
+    )
+    assert said[1] == "Within the token budget."
