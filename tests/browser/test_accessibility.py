@@ -452,3 +452,15 @@ def test_the_persona_editor_tells_a_screen_reader_when_the_context_goes_over_its
         "the end of the context is cut."
     )
     assert said[1] == "Within the token budget."
+
+
+def test_the_create_pages_headings_go_down_one_level_at_a_time(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # "Selected" was an h3 straight under the page's h1: a screen reader's list of headings skipped a level.
+    page = watched.page
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    results = Axe().run(page, options={"runOnly": ["heading-order"]})
+    assert results.response["violations"] == []
+    expect(page.get_by_role("heading", name="Selected", level=2)).to_be_visible()
