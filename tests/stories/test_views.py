@@ -456,3 +456,23 @@ def test_regenerate_starts_without_a_title_of_marks_only(logged_in: Client, writ
     assert title_input is not None and title_input.group(1) == ""
     request = generation_request_parse({"plot": "A plot.", "title": "", "personas": ["anna"]})
     assert request.title == ""
+
+
+def test_an_estimated_output_count_says_so_in_text_not_only_in_a_tooltip(
+    logged_in: Client, writer: Any
+) -> None:
+    # "~100" with the reason in a title: a screen reader does not speak "~" at its usual punctuation
+    # level and keyboard users cannot open a tooltip, so the estimate read as an exact count.
+    GenerationRun.objects.create(
+        user=writer,
+        status="cancelled",
+        model="offline",
+        max_tokens=1024,
+        input_tokens=500,
+        output_tokens=100,
+        usage_estimated=True,
+    )
+    html = logged_in.get("/runs/").content.decode()
+    assert (
+        '~100</span><span class="visually-hidden"> (estimated: cut off before the final count)</span>' in html
+    )
