@@ -579,3 +579,19 @@ def test_a_file_and_pasted_text_together_are_refused_keeping_the_text(logged_in:
     assert "choose a file or paste Fountain text, not both" in page
     assert "INT. BANK - DAY" in page  # the pasted text is still in the form
     assert not Story.objects.exists()
+
+
+def test_a_text_refused_without_javascript_is_marked_described_by_its_reason_and_focused(
+    logged_in: Client, story: Story
+) -> None:
+    # The reason was a paragraph under the editor: the text area said nothing of it, focus at the top.
+    page = logged_in.post(
+        f"/stories/{story.pk}/versions/1/edit/", {"fountain": "Just words."}
+    ).content.decode()
+    assert (
+        '<textarea id="fountain" name="fountain" spellcheck="true" rows="30" aria-invalid="true"'
+        ' aria-describedby="editor-error" autofocus>Just words.</textarea>'
+    ) in page
+    assert '<p id="editor-error" class="editor-error message message-error" role="alert">' in page
+    edit = logged_in.get(f"/stories/{story.pk}/versions/1/edit/").content.decode()
+    assert 'aria-invalid="true"' not in edit
