@@ -568,6 +568,9 @@
 
   function retryWait(seconds) {
     var until = Date.now() + seconds * 1000;
+    // The countdown is for the eyes: a name that changed every second was read out every second by a
+    // screen reader whose focus is on the button. Its name says once when Retry is possible again.
+    var clock = seconds > 90 ? { hour: "2-digit", minute: "2-digit" } : { hour: "2-digit", minute: "2-digit", second: "2-digit" };
     function tick() {
       var left = Math.ceil((until - Date.now()) / 1000);
       if (left <= 0) {
@@ -580,6 +583,7 @@
       ui.retry.textContent = "Retry in " + (left > 90 ? Math.ceil(left / 60) + " min" : left + " s");
     }
     retryReady();
+    ui.retry.setAttribute("aria-label", "Retry, possible again at " + new Date(until).toLocaleTimeString([], clock));
     tick();
     retryTimer = window.setInterval(tick, 1000);
   }
@@ -588,6 +592,7 @@
     window.clearInterval(retryTimer);
     retryTimer = null;
     ui.retry.removeAttribute("aria-disabled");
+    ui.retry.removeAttribute("aria-label");
     ui.retry.textContent = "Retry";
   }
 

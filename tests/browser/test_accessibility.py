@@ -464,3 +464,29 @@ def test_the_create_pages_headings_go_down_one_level_at_a_time(
     results = Axe().run(page, options={"runOnly": ["heading-order"]})
     assert results.response["violations"] == []
     expect(page.get_by_role("heading", name="Selected", level=2)).to_be_visible()
+
+
+def test_retrys_countdown_does_not_rename_the_focused_button_every_second(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # "Retry in 5 s", "Retry in 4 s"...: the focused button's name changed every second, and a screen
+    # reader reads a focused control's new name out.
+    page = watched.page
+    refusal = {"type": "error", "code": "busy", "message": "Busy.", "retryable": True, "retry_after": 4}
+    page.route_web_socket(
+        "**/ws/generate/", lambda socket: socket.on_message(lambda message: socket.send(json.dumps(refusal)))
+    )
+    log_in(page, app_server)
+    page.goto(app_server.url + "/stories/new/")
+    pick_persona(page, "marlowe", "Sam Marlowe")
+    page.get_by_label("Plot").fill(PLOT)
+    generate(page)
+    retry = page.locator("#retry")
+    expect(retry).to_be_focused()
+    names = []
+    for left in ["3", "2"]:
+        expect(retry).to_have_text(f"Retry in {left} s")
+        names.append(retry.evaluate("button => button.getAttribute('aria-label') || button.textContent"))
+    assert names[0] == names[1] and names[0].startswith("Retry, possible again at ")
+    expect(retry).to_have_text("Retry", timeout=10_000)
+    expect(retry).to_have_accessible_name("Retry")
