@@ -41,6 +41,23 @@ def serious_violations(page: Page, *, context: dict[str, Any] | None = None) -> 
     ]
 
 
+def _create_page_filled_in(page: Page, server: AppServer) -> None:
+    """The writer on the create page with one persona picked and a plot: Generate would send it."""
+    log_in(page, server)
+    page.goto(server.url + "/stories/new/")
+    pick_persona(page, "marlowe", "Sam Marlowe")
+    page.get_by_label("Plot").fill(PLOT)
+
+
+def _editor_log_in(page: Page, server: AppServer) -> None:
+    """The demo's content editor, signed in to the admin."""
+    page.goto(server.url + "/admin/login/")
+    page.get_by_label("Username").fill("editor")
+    page.get_by_label("Password").fill("editor-demo-2026")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Site administration")).to_be_visible()
+
+
 def _story_paths(server: AppServer) -> list[str]:
     story = f"/stories/{server.ids['two_versions_story']}/"
     return [
@@ -121,11 +138,8 @@ def test_the_create_page_has_no_serious_accessibility_violations_while_streaming
 ) -> None:
     # A persona picked shows its context in a box that scrolls; the stream adds the raw text's boxes.
     page = watched.page
-    log_in(page, app_server)
-    page.goto(app_server.url + "/stories/new/")
-    pick_persona(page, "marlowe", "Sam Marlowe")
+    _create_page_filled_in(page, app_server)
     expect(page.locator(".context-preview")).not_to_have_text("Loading context…")
-    page.get_by_label("Plot").fill(PLOT)
     generate(page)
     expect(page.locator("#stream-scenes .scene").first).to_be_visible()
     found = {"streaming": serious_violations(page)}
@@ -237,11 +251,7 @@ def test_the_persona_admin_pages_have_no_serious_accessibility_violations(
     # The project's own persona pages and additions to the admin; Django's stock breadcrumbs (white
     # links in pale text, link-in-text-block) are the admin's, not these pages'.
     page = watched.page
-    page.goto(app_server.url + "/admin/login/")
-    page.get_by_label("Username").fill("editor")
-    page.get_by_label("Password").fill("editor-demo-2026")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Site administration")).to_be_visible()
+    _editor_log_in(page, app_server)
     outside_the_project = {"exclude": [[".breadcrumbs"]]}
     found = {}
     page.goto(app_server.url + "/admin/personas/personaconfig/?q=marlowe")
@@ -433,10 +443,7 @@ def test_the_persona_editor_tells_a_screen_reader_when_the_context_goes_over_its
     # The live preview struck through the context's cut end and said so in plain text, which a screen
     # reader user typing in a field never heard; its meter had no name.
     page = watched.page
-    page.goto(app_server.url + "/admin/login/")
-    page.get_by_label("Username").fill("editor")
-    page.get_by_label("Password").fill("editor-demo-2026")
-    page.get_by_role("button", name="Log in").click()
+    _editor_log_in(page, app_server)
     page.goto(app_server.url + "/admin/personas/personaconfig/?q=noir-detective")
     page.locator("#result_list tbody th a").first.click()
     expect(page.get_by_role("meter", name="Tokens of the budget")).to_be_attached()
@@ -476,10 +483,7 @@ def test_retrys_countdown_does_not_rename_the_focused_button_every_second(
     page.route_web_socket(
         "**/ws/generate/", lambda socket: socket.on_message(lambda message: socket.send(json.dumps(refusal)))
     )
-    log_in(page, app_server)
-    page.goto(app_server.url + "/stories/new/")
-    pick_persona(page, "marlowe", "Sam Marlowe")
-    page.get_by_label("Plot").fill(PLOT)
+    _create_page_filled_in(page, app_server)
     generate(page)
     retry = page.locator("#retry")
     expect(retry).to_be_focused()
