@@ -476,3 +476,29 @@ def test_an_estimated_output_count_says_so_in_text_not_only_in_a_tooltip(
     assert (
         '~100</span><span class="visually-hidden"> (estimated: cut off before the final count)</span>' in html
     )
+
+
+def test_a_search_and_a_later_page_of_the_story_list_have_titles_of_their_own(
+    logged_in: Client, writer: Any
+) -> None:
+    # Every search and page was "Your stories": a screen reader reads the title first on a new page, and
+    # the tabs and history showed them all alike.
+    for index in range(25):
+        Story.objects.create(owner=writer, title=f"Tale {index}", plot="Ordinary plot")
+    titles = [
+        logged_in.get("/", query).content.decode().split("<title>")[1].split("</title>")[0]
+        for query in [{}, {"page": "2"}, {"q": "<Tale>"}, {"q": "Tale", "page": "2"}]
+    ]
+    assert titles == [
+        "Your stories · Screenplay studio",
+        "Your stories, page 2 · Screenplay studio",
+        "Stories matching “&lt;Tale&gt;” · Screenplay studio",
+        "Stories matching “Tale”, page 2 · Screenplay studio",
+    ]
+    GenerationRun.objects.bulk_create(
+        GenerationRun(user=writer, status="succeeded", model="offline", max_tokens=1024) for _ in range(51)
+    )
+    assert (
+        "<title>Your runs, page 2 · Screenplay studio</title>"
+        in logged_in.get("/runs/", {"page": "2"}).content.decode()
+    )
