@@ -120,7 +120,7 @@
     var tooLarge = sizeProblem();
     if (tooLarge) {
       preview.classList.add("stale");
-      previewStatus.textContent = "Not updated";
+      previewStatusShow("Not updated", "Not updated");
       showError(tooLarge);
       return;
     }
