@@ -44,8 +44,20 @@
     );
   });
 
+  // A form of the page sent by the browser itself (not taken over by a script, which cancels the submit):
+  // the writer leaves on purpose (deleting the story, with a refused title still in the other form).
+  var submitting = false;
+  document.addEventListener("submit", function (event) {
+    if (!event.defaultPrevented) {
+      submitting = true;
+    }
+  });
+  window.addEventListener("pageshow", function () {
+    submitting = false; // back on the page from the browser's history
+  });
+
   window.addEventListener("beforeunload", function (event) {
-    if (forms.some(unsaved)) {
+    if (!submitting && forms.some(unsaved)) {
       event.preventDefault();
       event.returnValue = "";
     }
