@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Func, IntegerField, Prefetch, Q, QuerySet, TextField
 from django.db.models.functions import Length
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -108,12 +108,56 @@ def story_details_stamp(*, title: str, plot: str) -> str:
     return '"' + hashlib.sha256(f"{title}\0{plot}".encode()).hexdigest()[:24] + '"'
 
 
+class _ContentTitle(Func):
+    """A version's ``content.title`` as text when it is a string, ``''`` when it has none, else NULL
+    (then read from the content itself: ``ScreenplayVersionSummarySerializer``)."""
+
+    output_field = TextField()
+    arity = 1
+    template = (
+        "CASE WHEN json_type(%(expressions)s, '$.title') IS NULL THEN '' "
+        "WHEN json_type(%(expressions)s, '$.title') = 'text' THEN json_extract(%(expressions)s, '$.title') END"
+    )
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        template = (
+            "CASE WHEN %(expressions)s -> 'title' IS NULL THEN '' "
+            "WHEN jsonb_typeof(%(expressions)s -> 'title') = 'string' THEN %(expressions)s ->> 'title' END"
+        )
+        return self.as_sql(compiler, connection, template=template, **extra_context)
+
+
+class _ContentSceneCount(Func):
+    """How many scenes a version's ``content.scenes`` lists (0 when it is not a list)."""
+
+    output_field = IntegerField()
+    arity = 1
+    template = (
+        "CASE WHEN json_type(%(expressions)s, '$.scenes') = 'array' "
+        "THEN json_array_length(%(expressions)s, '$.scenes') ELSE 0 END"
+    )
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        template = (
+            "CASE WHEN jsonb_typeof(%(expressions)s -> 'scenes') = 'array' "
+            "THEN jsonb_array_length(%(expressions)s -> 'scenes') ELSE 0 END"
+        )
+        return self.as_sql(compiler, connection, template=template, **extra_context)
+
+
 def story_versions_list(*, story: Story) -> QuerySet[ScreenplayVersion]:
-    """The story's versions, newest first, with their runs; contents are not loaded (a list needs none).
+    """The story's versions, newest first, with their runs; contents are not loaded (a list needs none),
+    only each one's title (``summary_title``) and number of scenes (``summary_scene_count``), read by
+    the database.
 
     A query, for a page of it to be read (the story page's and the API's pagination): a story can
     hold thousands of versions (a script's edits)."""
-    return story.versions.select_related("run").defer("content").order_by("-number")
+    return (
+        story.versions.select_related("run")
+        .defer("content")
+        .annotate(summary_title=_ContentTitle("content"), summary_scene_count=_ContentSceneCount("content"))
+        .order_by("-number")
+    )
 
 
 def story_version_get(*, story: Story, number: int, content: bool = True) -> ScreenplayVersion:

@@ -85,6 +85,33 @@ def test_the_owner_lists_creates_reads_changes_and_deletes_a_story(writer: Any, 
     assert GenerationRun.objects.filter(user=writer, story=None).count() == 2
 
 
+def test_a_page_of_versions_costs_the_same_queries_whatever_their_number_and_looseness(
+    writer: Any, django_assert_max_num_queries: Any
+) -> None:
+    # Each version's title and scene count were read from its content, loaded one version at a time: a
+    # page of 20 versions was 25 queries, and read all of each screenplay (megabytes for a feature film).
+    story = Story.objects.create(owner=writer, title="Drafts", plot="A plot.", latest_version_number=60)
+    scene = {"heading": "INT. ROOM", "elements": []}
+    contents: list[Any] = [{"title": f"Draft {n}", "scenes": [scene] * (n % 4)} for n in range(1, 57)]
+    # What an older version, or one edited in the admin, may hold: read as before.
+    contents += [
+        {"title": 7, "scenes": "none"},
+        {"scenes": [scene]},
+        ["not", "an", "object"],
+        {"title": "Été"},
+    ]
+    ScreenplayVersion.objects.bulk_create(
+        ScreenplayVersion(story=story, number=number, content=content)
+        for number, content in enumerate(contents, start=1)
+    )
+    client = client_for(writer)
+    with django_assert_max_num_queries(6):
+        page = client.get(f"/api/stories/{story.pk}/versions/").json()
+    summaries = [(v["number"], v["title"], v["scene_count"]) for v in page["results"]]
+    assert summaries[:5] == [(60, "Été", 0), (59, "", 0), (58, "", 1), (57, "7", 0), (56, "Draft 56", 0)]
+    assert summaries[5:] == [(n, f"Draft {n}", n % 4) for n in range(55, 40, -1)]
+
+
 def test_versions_are_listed_newest_first_and_one_version_carries_its_content(
     writer: Any, story: Story
 ) -> None:
