@@ -80,6 +80,61 @@ def state_changes(
     ]
 
 
+# The history page shows at most this much of one revision's changed text, and this much unchanged text
+# either side of a change: a persona whose config is near PERSONA_CONFIG_MAX_BYTES, edited 200 times, made
+# a page of 24 MB (each revision's whole old and new text). A revision's own page shows all of it.
+REVISION_CHARS_SHOWN = 4_000
+UNCHANGED_CONTEXT_CHARS = 200
+# One removal or addition shows this much of itself at most: the rest of the budget goes to the next.
+SEGMENT_CHARS_SHOWN = 1_000
+
+
+def changes_abridged(changes: list[FieldChange], *, chars: int = REVISION_CHARS_SHOWN) -> list[FieldChange]:
+    """``changes`` cut to about ``chars`` characters of text, long unchanged stretches to their ends;
+    each cut is a segment of op ``"cut"`` saying what was left out."""
+    left, abridged = chars, []
+    for index, change in enumerate(changes):
+        if left <= 0:
+            rest = len(changes) - index
+            more = (
+                f"[{rest:,} more part{'s' if rest > 1 else ''} changed: open the revision to see all of it]"
+            )
+            abridged.append(FieldChange(label="…", segments=[Segment("cut", more)]))
+            break
+        segments: list[Segment] = []
+        for position, segment in enumerate(change.segments):
+            text = segment.text
+            if left <= 0:
+                hidden = sum(len(later.text) for later in change.segments[position:])
+                segments.append(
+                    Segment("cut", f"[{hidden:,} more characters: open the revision to see all of it]")
+                )
+                break
+            if segment.op == "same":
+                if len(text) > 2 * UNCHANGED_CONTEXT_CHARS:
+                    hidden = len(text) - 2 * UNCHANGED_CONTEXT_CHARS
+                    segments += [
+                        Segment("same", text[:UNCHANGED_CONTEXT_CHARS]),
+                        Segment("cut", f"[{hidden:,} unchanged characters]"),
+                        Segment("same", text[-UNCHANGED_CONTEXT_CHARS:]),
+                    ]
+                    left -= 2 * UNCHANGED_CONTEXT_CHARS
+                else:
+                    segments.append(segment)
+                    left -= len(text)
+                continue
+            shown = min(len(text), left, SEGMENT_CHARS_SHOWN)
+            segments.append(Segment(segment.op, text[:shown]))
+            left -= shown
+            if shown < len(text):
+                hidden = len(text) - shown
+                segments.append(
+                    Segment("cut", f"[{hidden:,} more characters: open the revision to see all of it]")
+                )
+        abridged.append(FieldChange(label=change.label, segments=segments))
+    return abridged
+
+
 def _part_text(key: str, value: object) -> str:
     if key == "tags" and _strings(value):
         return ", ".join(value)  # type: ignore[arg-type]

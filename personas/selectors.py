@@ -37,7 +37,7 @@ from reversion.models import Version
 from personas import cache as context_cache
 from personas.cards import PersonaImport
 from personas.context import context_shorten, persona_context_text
-from personas.history import FieldChange, persona_state, state_changes
+from personas.history import FieldChange, changes_abridged, persona_state, state_changes
 from personas.models import PersonaConfig
 from storyproject import stamped_cache
 from storyproject.after_response import after_response
@@ -250,7 +250,9 @@ def persona_history(*, persona_pk: int | str) -> tuple[list[PersonaRevision], bo
     for version in versions:
         state = version_state(version=version)
         changes = state_changes(before=before, after=state, budget=budget)
-        revisions.append(PersonaRevision(version, version.field_dict.get("version"), changes))
+        revisions.append(
+            PersonaRevision(version, version.field_dict.get("version"), changes_abridged(changes))
+        )
         before = state
     return revisions[::-1], more
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+import reversion
 from django.contrib.auth.models import Permission
 from django.test import Client
 from reversion.models import Version
@@ -294,3 +295,30 @@ def test_a_persona_cast_while_it_is_being_deleted_is_kept_and_the_editor_told(
     assert PersonaConfig.objects.filter(pk=hero.pk).exists()
     assert not LogEntry.objects.filter(action_flag=3).exists()
     assert not Version.objects.get_deleted(PersonaConfig).exists()
+
+
+@pytest.mark.django_db
+def test_the_history_of_a_large_persona_edited_often_stays_a_page_of_bounded_size(
+    editor_client: Client,
+) -> None:
+    # Each revision showed its changed parts whole, old and new: a persona near PERSONA_CONFIG_MAX_BYTES
+    # edited 200 times was a history page of 24 MB. Each revision now shows a few thousand characters
+    # of its changes (its own page shows all of them).
+    def backstory(edit: int) -> str:
+        return " ".join(f"word{edit}x{n}" for n in range(4_000))  # about 40 KB, every word new each edit
+
+    with reversion.create_revision():
+        persona = PersonaConfig.objects.create(
+            name="epic", display_name="Epic", config_data={"backstory": ""}
+        )
+    for edit in range(30):
+        with reversion.create_revision():
+            persona.config_data = {"backstory": backstory(edit), "voice": f"Voice {edit}."}
+            persona.save()
+    page = editor_client.get(f"{ROOT}{persona.pk}/history/").content.decode()
+    assert len(page) < 300_000  # 2.4 MB before
+    assert page.count("more characters: open the revision to see all of it]") >= 30
+    assert "<ins>word29x0 word29x1 " in page  # the start of the newest change is shown
+    before_last = _revisions(persona)[-2]  # its page: what reverting to it would change, all of it
+    whole = editor_client.get(f"{ROOT}{persona.pk}/history/{before_last.pk}/").content.decode()
+    assert "word29x3999" in whole and "word28x3999" in whole
