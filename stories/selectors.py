@@ -16,8 +16,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
-from django.db.models import Count, Func, IntegerField, Prefetch, Q, QuerySet, TextField
-from django.db.models.functions import Length
+from django.db.models import Count, Func, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, TextField
+from django.db.models.functions import Coalesce, Length
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
@@ -85,9 +85,18 @@ _LENGTH_CHOICES = [(1024, "Short"), (2048, "Medium"), (4096, "Long"), (8192, "Ve
 
 def story_list_for_user(*, user: AbstractBaseUser | AnonymousUser, search: str = "") -> QuerySet[Story]:
     """The user's stories, most recently updated first, each annotated with ``version_count``."""
+    # Counted for the page's stories alone, each on the versions' (story, number) index: as a join and a
+    # GROUP BY, every story of the writer was counted and sorted (plots and all) for any page of 20.
+    counted = (
+        ScreenplayVersion.objects.filter(story=OuterRef("pk"))
+        .order_by()
+        .values("story")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
     stories = (
         Story.objects.filter(owner_id=user.pk)
-        .annotate(version_count=Count("versions"))
+        .annotate(version_count=Coalesce(Subquery(counted), 0))
         .order_by("-updated_at", "-id")
     )
     search = search.strip()[:SEARCH_MAX_CHARS]

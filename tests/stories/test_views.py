@@ -8,7 +8,9 @@ import unicodedata
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from stories.generation.requests import generation_request_parse
@@ -104,6 +106,43 @@ def test_story_list_costs_the_same_queries_for_many_stories(
     with django_assert_max_num_queries(4):
         response = logged_in.get("/")
     assert response.content.decode().count('class="story-item"') == 15
+
+
+def _plan(sql: str) -> str:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # the plan of a large table, on a small one
+            cursor.execute("EXPLAIN " + sql)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql)
+        return "\n".join(str(row[-1]) for row in cursor.fetchall())
+
+
+def test_a_page_of_the_story_list_reads_that_page_of_stories_not_all_of_them(
+    logged_in: Client, writer: Any
+) -> None:
+    # The version counts were a join of every version of the writer's stories and a GROUP BY: each page
+    # counted and sorted all of the writer's stories, plots and all (with 3,000 stories, a sort spilled to
+    # disk on PostgreSQL for page 100). Now the page is read in the order of the (owner, updated) index
+    # and only its stories' versions are counted.
+    Story.objects.create(owner=writer, title="No version yet", plot="A plot.")  # the oldest: on page 2
+    for index in range(25):
+        story_with_versions(writer, screenplay("INT. A"), screenplay("INT. B"), title=f"Story {index}")
+    with CaptureQueriesContext(connection) as queries:
+        response = logged_in.get("/?page=2")
+    page = response.content.decode()
+    assert page.count("2 versions") == 5 and "0 versions" in page
+    (listed,) = [
+        q["sql"] for q in queries.captured_queries if "LIMIT" in q["sql"] and "version_count" in q["sql"]
+    ]
+    plan = _plan(listed)
+    assert "story_owner_recent" in plan, plan
+    if connection.vendor == "postgresql":
+        # No join of the versions to every story: a count for each story of the page.
+        assert "Join" not in plan and "SubPlan" in plan, plan
+    else:
+        # No GROUP BY over all the writer's stories, nor a sort of them all.
+        assert "GROUP BY" not in plan and "TEMP B-TREE FOR ORDER BY" not in plan, plan
 
 
 def test_story_list_search_ignores_case_beyond_ascii(logged_in: Client, writer: Any) -> None:
