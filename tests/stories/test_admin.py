@@ -446,3 +446,19 @@ def test_the_runs_list_in_the_admin_costs_the_same_queries_for_many_runs(
     assert all(f"Story {i}" in page for i in range(40))
     assert len(queries.captured_queries) <= 10
     assert not [query for query in queries.captured_queries if "raw_text" in query["sql"]]
+
+
+@pytest.mark.django_db
+def test_a_story_with_a_full_cast_opens_in_the_admin_in_a_few_queries(
+    user_factory: Any, writer: Any, persona_factory: Any, django_assert_max_num_queries: Any
+) -> None:
+    # Each cast member's persona was read on its own: a cast of 12 (STORY_MAX_PERSONAS) was 12 more queries.
+    story = _story_with_runs_and_versions(writer, 1)
+    for order in range(12):
+        persona = persona_factory(f"member-{order}")
+        StoryCast.objects.create(story=story, persona=persona, character_name=f"ROLE {order}", order=order)
+    admin = Client()
+    admin.force_login(user_factory("root", is_staff=True, is_superuser=True))
+    with django_assert_max_num_queries(8):
+        page = admin.get(f"/admin/stories/story/{story.pk}/change/").content.decode()
+    assert all(f"ROLE {order}" in page for order in range(12))
