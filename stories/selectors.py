@@ -186,11 +186,13 @@ def story_cast_list(*, story: Story) -> list[StoryCast]:
 
 
 def run_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[GenerationRun]:
-    # The raw model text and diagnostics of a run can be large and the list shows neither.
+    # The raw model text and diagnostics of a run can be large and the list shows neither; nor its
+    # story's plot (up to STORY_MAX_PLOT_CHARS, read again for each run of the story: a page of 50 runs
+    # of a story with a 20,000-character plot read 1 MB of plots to show 50 titles).
     return (
         GenerationRun.objects.filter(user_id=_user_pk(user))
         .select_related("story", "version")
-        .defer("raw_text", "details", "version__content")
+        .defer("raw_text", "details", "checkpoint", "story__plot", "version__content")
         # How much text a run kept, for the list's link to it (the text itself is on the run's page).
         .annotate(raw_text_chars=Length("raw_text"))
         .order_by("-created_at", "-id")

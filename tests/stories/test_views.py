@@ -497,6 +497,22 @@ def test_regenerate_starts_without_a_title_of_marks_only(logged_in: Client, writ
     assert request.title == ""
 
 
+def test_the_runs_lists_read_no_story_plot_nor_run_checkpoint(logged_in: Client, writer: Any) -> None:
+    # Each run was read with its story's whole plot (up to STORY_MAX_PLOT_CHARS, the same plot again for
+    # each run of a story: a page of 50 runs of one story read 1 MB of plot to show its title 50 times)
+    # and its checkpoint (a running run's finished scenes). Neither list shows either.
+    story = story_with_versions(writer, screenplay("INT. A"), screenplay("INT. B"), title="Plotted")
+    Story.objects.filter(pk=story.pk).update(plot="A long plot. " * 1500)
+    api = APIClient()
+    api.force_authenticate(writer)
+    for client, path in ((logged_in, "/runs/"), (api, "/api/runs/")):
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(path)
+        assert "Plotted" in response.content.decode() or response.json()["count"] == 2
+        read = " ".join(query["sql"] for query in queries.captured_queries)
+        assert '"stories_story"."plot"' not in read and "checkpoint" not in read, path
+
+
 def test_an_estimated_output_count_says_so_in_text_not_only_in_a_tooltip(
     logged_in: Client, writer: Any
 ) -> None:
