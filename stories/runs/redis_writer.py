@@ -16,7 +16,8 @@ A stream that lacks events this process holds is written again from this process
 write that failed (Redis down or unreachable: the events of the outage, not only the run's end, reach
 other processes once it answers again), and when a write finds the run's stream missing its start
 (Redis restarted empty: an ``attach`` from 0 in another process began mid-run, with no ``accepted``).
-While writes fail they are tried again every RETRY_SECONDS, not every interval.
+While writes fail, Redis is asked every RETRY_SECONDS (a PING, not every interval, and without rebuilding
+what the streams lack until it answers).
 """
 
 from __future__ import annotations
@@ -86,7 +87,12 @@ class _Writer:
             while self.pending or self.gaps:
                 await self._gather()
                 batch, self.pending = self.pending[:WRITE_BATCH], self.pending[WRITE_BATCH:]
-                await self._write(self._gaps_filled(batch) if self.gaps else batch)
+                if self.failing and not await self._answers():
+                    # Still down: what the streams lack is not rebuilt from the runs' copies for nothing
+                    # (every event since the outage began, at every try).
+                    self._gaps_note(batch, first_of_run=False)
+                else:
+                    await self._write(self._gaps_filled(batch) if self.gaps else batch)
                 _settle_all(batch)
                 batch = []
                 if not self.pending:
@@ -102,6 +108,15 @@ class _Writer:
         flushes, self.flushes = self.flushes, []
         for future in flushes:
             _settle(future)
+
+    async def _answers(self) -> bool:
+        """Whether Redis answers again (a PING), after writes failed."""
+        try:
+            await redis_client().ping()
+        except Exception:
+            _WRITES.failed("still unreachable")
+            return False
+        return True
 
     async def _write(self, sent: list[_Pending]) -> None:
         """Write ``sent``, and at once again the runs whose stream it found missing its start, so that a

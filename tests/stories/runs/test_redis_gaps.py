@@ -142,24 +142,33 @@ async def test_a_run_whose_stream_redis_lost_is_written_again_from_its_start(rel
     assert await _stream(62) == [(1, "accepted"), (2, "delta"), (3, "scene"), (4, "delta"), (5, "done")]
 
 
-async def test_while_writes_fail_they_are_tried_again_once_a_second_not_every_interval(
+async def test_while_writes_fail_redis_is_asked_once_a_second_and_nothing_is_rebuilt_until_it_answers(
     relay: RedisCut, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sends: list[int] = []
-    send = redis_writer._Writer._send
+    asks: list[bool] = []
+    send, answers = redis_writer._Writer._send, redis_writer._Writer._answers
 
-    async def counted(self: Any, batch: Any) -> Any:
+    async def send_counted(self: Any, batch: Any) -> Any:
         sends.append(len(batch))
         return await send(self, batch)
 
-    monkeypatch.setattr(redis_writer._Writer, "_send", counted)
+    async def asked(self: Any) -> bool:
+        asks.append(await answers(self))
+        return asks[-1]
+
+    monkeypatch.setattr(redis_writer._Writer, "_send", send_counted)
+    monkeypatch.setattr(redis_writer._Writer, "_answers", asked)
     log = RedisRunEventLog(local=MemoryRunEventLog())
     await log.open(63)
     relay.down()
-    await log.append(63, {"type": "accepted"})
+    for n in range(50):
+        await log.append(63, {"type": "delta", "text": str(n)})
     await asyncio.sleep(2.5)
-    # One try at the first interval, then one a second: not 25.
-    assert 2 <= len(sends) <= 4, sends
+    # One write at the first interval, then a PING a second (not a write of everything lacking every
+    # 0.1 s: 25 of them, each rebuilding every event since the outage began).
+    assert sends == [50], sends
+    assert 1 <= len(asks) <= 3 and not any(asks), asks
     relay.up()
     await log.append(63, {"type": "done"})
-    assert await _stream(63) == [(1, "accepted"), (2, "done")]
+    assert await _stream(63) == [*((n, "delta") for n in range(1, 51)), (51, "done")]
