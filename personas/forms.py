@@ -28,7 +28,7 @@ from personas.cards import CardError, PersonaImport, persona_file_read
 from personas.context import CONTEXT_FIELDS, context_field_nested, context_field_value
 from personas.models import PersonaConfig
 from personas.schema import PERSONA_CONFIG_SCHEMA, persona_config_errors
-from storyproject.forms import UntrustedJSONField
+from storyproject.forms import ServerCountsLength, UntrustedJSONField
 
 _SENT = "Reaches the model, in the context paragraph"
 CONTEXT_KEYS = frozenset(key for key, _ in CONTEXT_FIELDS)
@@ -153,7 +153,7 @@ def _json_widget(rows: int) -> forms.Textarea:
     return forms.Textarea(attrs={"rows": rows, "cols": 100, "class": "persona-config-json"})
 
 
-class PersonaConfigForm(forms.ModelForm):
+class PersonaConfigForm(ServerCountsLength, forms.ModelForm):
     summary = PersonaTextField(
         rows=1,
         # The schema's own bound, said on this field (it was an error on the raw JSON box).

@@ -15,10 +15,11 @@ from django.utils import timezone
 
 from stories import limits, services
 from stories.forms import StoryDetailsChecks, plot_field
-from stories.generation.models_registry import model_get
+from stories.generation.models_registry import MODELS, model_get
 from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.selectors import generation_settings_forget
+from storyproject.forms import ServerCountsLength
 from storyproject.search import CaseFoldedAdminSearch
 
 
@@ -105,7 +106,7 @@ class StoryCastInline(admin.TabularInline):
         return False
 
 
-class StoryAdminForm(StoryDetailsChecks, forms.ModelForm):
+class StoryAdminForm(ServerCountsLength, StoryDetailsChecks, forms.ModelForm):
     """The title and plot checked as the writer's own edits are: saved here with a control character
     or past STORY_MAX_PLOT_CHARS, they made the story page's Regenerate refuse the writer's plot."""
 
@@ -113,6 +114,7 @@ class StoryAdminForm(StoryDetailsChecks, forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "plot" in self.fields:
             self.fields["plot"] = plot_field(widget=AdminTextareaWidget())
+            self.fields["plot"].widget.attrs.pop("maxlength", None)  # as ServerCountsLength does
 
 
 @admin.register(Story)
@@ -159,6 +161,20 @@ class RunChangeList(ChangeList):
         return queryset.defer("raw_text", "details", "checkpoint", "story__plot")
 
 
+class RunModelFilter(admin.SimpleListFilter):
+    """Runs by model, the choices being the models this site can run or has known (``MODELS``)."""
+
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = dict.fromkeys([settings.OFFLINE_MODEL, *settings.STORY_MODELS, *MODELS])
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[GenerationRun]) -> QuerySet[GenerationRun]:
+        return queryset.filter(model=self.value()) if self.value() else queryset
+
+
 @admin.register(GenerationRun)
 class GenerationRunAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
     owner_field = "user"
@@ -175,9 +191,11 @@ class GenerationRunAdmin(OwnStoriesMixin, CaseFoldedAdminSearch):
         "output_tokens",
         "created_at",
     ]
-    list_filter = ["status", "model", "mode", "created_at"]
+    # The model's choices from the registry and the settings, and no date bar: both read their choices
+    # from the whole runs table at every view (SELECT DISTINCT, 6-19 ms at 23,000 runs on PostgreSQL,
+    # growing with it). The date filter's fixed ranges read nothing.
+    list_filter = ["status", RunModelFilter, "mode", "created_at"]
     search_fields = ["user__username", "error_code", "story__title"]
-    date_hierarchy = "created_at"
     # Each row names its story: without it, one query per run (a page of 100 was 109 queries).
     list_select_related = ["user", "story"]
 

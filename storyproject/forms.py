@@ -36,3 +36,16 @@ class UntrustedJSONField(forms.JSONField):
             return json_loads_untrusted(data)
         except UntrustedJSONError:
             return InvalidJSONInput(data)
+
+
+class ServerCountsLength:
+    """A form mixin that renders no ``maxlength``: a browser counts it in UTF-16 units and cuts a paste
+    there without a word (100 emoji, or rare CJK characters, filled a field of 200), where the field's
+    own check counts characters, says what is too long and keeps the text."""
+
+    fields: dict[str, forms.Field]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.widget.attrs.pop("maxlength", None)

@@ -410,3 +410,23 @@ def test_a_display_name_with_a_control_character_is_refused(
     ]
     persona.refresh_from_db()
     assert persona.display_name == "Kommissar"
+
+
+@pytest.mark.django_db
+def test_a_display_name_of_emoji_is_not_cut_by_the_browser_and_its_limit_is_the_servers(
+    editor_client: Client,
+) -> None:
+    # maxlength="200" on the field: a browser counts UTF-16 units, so a paste of 150 emoji was cut to
+    # 100 without a word. The server counts characters (at most 200) and says so past it.
+    persona = PersonaConfig.objects.create(name="emoji", display_name="Emoji", config_data={"voice": "Hi."})
+    url = _change_url(persona)
+    page = editor_client.get(url).content.decode()
+    assert re.search(r'<input[^>]*name="display_name"[^>]*>', page)
+    assert not re.search(r"<(input|textarea)[^>]*maxlength", page)
+    response = editor_client.post(url, _as_browser_posts(editor_client, url, display_name="\U0001f3ac" * 150))
+    assert response.status_code == 302
+    persona.refresh_from_db()
+    assert persona.display_name == "\U0001f3ac" * 150
+    refused = editor_client.post(url, _as_browser_posts(editor_client, url, display_name="x" * 201))
+    assert refused.status_code == 200
+    assert "at most 200 characters (it has 201)" in refused.content.decode()
