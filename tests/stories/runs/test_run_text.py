@@ -56,7 +56,7 @@ def test_a_failed_runs_text_is_on_its_page_escaped_after_its_events_are_gone(
     html = page.content.decode()
     assert "invalid_output" in html and "Nothing was saved" in html
     assert (
-        '<pre class="run-text">{&quot;title&quot;: &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;, '
+        '<pre class="run-text" role="region" tabindex="0" aria-label="Text received">{&quot;title&quot;: &quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;, '
         "&quot;scenes&quot;: [{&quot;heading&quot;: &quot;INT. A &amp; B - DAY&quot;, "
         "&quot;elements&quot;: [}</pre>"
     ) in html
@@ -103,7 +103,7 @@ def test_a_cancelled_runs_text_is_shown_and_a_run_without_text_says_so(writer: A
     assert f'href="/runs/{cancelled.pk}/">Text received (15 characters)' in runs
     assert f'href="/runs/{empty.pk}/">Text received' not in runs
     assert (
-        '<pre class="run-text">{&quot;title&quot;: &quot;Half</pre>'
+        '<pre class="run-text" role="region" tabindex="0" aria-label="Text received">{&quot;title&quot;: &quot;Half</pre>'
         in _page(writer).get(f"/runs/{cancelled.pk}/").content.decode()
     )
     html = _page(writer).get(f"/runs/{empty.pk}/").content.decode()
@@ -119,7 +119,9 @@ def test_the_page_shows_a_bounded_part_of_a_long_text_and_says_where_the_rest_is
         user=writer, status="failed", model="offline", max_tokens=1024, raw_text="0123456789abcdef"
     )
     html = _page(writer).get(f"/runs/{run.pk}/").content.decode()
-    assert '<pre class="run-text">0123456789</pre>' in html
+    assert (
+        '<pre class="run-text" role="region" tabindex="0" aria-label="Text received">0123456789</pre>' in html
+    )
     assert f"The first 10 of 16 characters are shown; <code>GET /api/runs/{run.pk}/</code>" in html
     assert _api(writer).get(f"/api/runs/{run.pk}/").json()["raw_text"] == "0123456789abcdef"
 
@@ -137,4 +139,6 @@ def test_the_runs_story_title_is_isolated_from_the_pages_words(writer: Any) -> N
     html = _page(writer).get(f"/runs/{run.pk}/").content.decode()
     assert "><bdi>\u2068\u202eevil\u2069</bdi></a> (version 1)" in html
     # The model's text is shown as it came, in its own block.
-    assert '<pre class="run-text">\u202eok</pre>' in html
+    assert (
+        '<pre class="run-text" role="region" tabindex="0" aria-label="Text received">\u202eok</pre>' in html
+    )
