@@ -136,12 +136,14 @@ def test_a_page_of_the_story_list_reads_that_page_of_stories_not_all_of_them(
         q["sql"] for q in queries.captured_queries if "LIMIT" in q["sql"] and "version_count" in q["sql"]
     ]
     plan = _plan(listed)
-    assert "story_owner_recent" in plan, plan
     if connection.vendor == "postgresql":
-        # No join of the versions to every story: a count for each story of the page.
+        # No join of the versions to every story: a count for each story of the page. Which index reads
+        # the page is the planner's choice from the tables' statistics, which the rest of a suite run
+        # changes (it took the owner's key alone once, in a full run): not asserted here.
         assert "Join" not in plan and "SubPlan" in plan, plan
     else:
         # No GROUP BY over all the writer's stories, nor a sort of them all.
+        assert "story_owner_recent" in plan, plan
         assert "GROUP BY" not in plan and "TEMP B-TREE FOR ORDER BY" not in plan, plan
 
 
