@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
-
 import reversion
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from personas.schema import validate_persona_config
 from storyproject.bidi import bidi_isolated
+from storyproject.json_sql import JsonFunc
 from storyproject.untrusted import one_line_problem, text_visible
 
 # Keys the API's URLs take for themselves: /api/personas/contexts/ is the batch of contexts, so a persona
@@ -15,18 +14,12 @@ from storyproject.untrusted import one_line_problem, text_visible
 RESERVED_NAMES = frozenset({"contexts"})
 
 
-class JsonIsObject(models.Func):
-    """Whether a JSON column holds an object (``{...}``), as SQL: PostgreSQL's ``jsonb_typeof`` and
-    SQLite's ``json_type`` (the JSON1 functions Django's JSONField requires there)."""
+class JsonIsObject(JsonFunc):
+    """Whether a JSON column holds an object (``{...}``)."""
 
     output_field = models.BooleanField()
-    arity = 1
     template = "json_type(%(expressions)s) = 'object'"
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        return self.as_sql(
-            compiler, connection, template="jsonb_typeof(%(expressions)s) = 'object'", **extra_context
-        )
+    postgresql_template = "jsonb_typeof(%(expressions)s) = 'object'"
 
 
 # Every save inside a revision block (the admin's views, personas.services) is kept as a revision.

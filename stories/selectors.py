@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
-from django.db.models import Count, Func, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, TextField
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, TextField
 from django.db.models.functions import Coalesce, Length
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -28,6 +28,7 @@ from stories.generation.requests import allowed_models, model_label
 from stories.imports import characters_carried_over, screenplay_import
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.pricing import usage_cost_usd
+from storyproject.json_sql import JsonFunc
 from storyproject.search import text_search_q
 
 # What the admin edited, not the merge with the environment's defaults: the cache is shared by every
@@ -117,41 +118,33 @@ def story_details_stamp(*, title: str, plot: str) -> str:
     return '"' + hashlib.sha256(f"{title}\0{plot}".encode()).hexdigest()[:24] + '"'
 
 
-class _ContentTitle(Func):
+class _ContentTitle(JsonFunc):
     """A version's ``content.title`` as text when it is a string, ``''`` when it has none, else NULL
     (then read from the content itself: ``ScreenplayVersionSummarySerializer``)."""
 
     output_field = TextField()
-    arity = 1
     template = (
         "CASE WHEN json_type(%(expressions)s, '$.title') IS NULL THEN '' "
         "WHEN json_type(%(expressions)s, '$.title') = 'text' THEN json_extract(%(expressions)s, '$.title') END"
     )
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        template = (
-            "CASE WHEN %(expressions)s -> 'title' IS NULL THEN '' "
-            "WHEN jsonb_typeof(%(expressions)s -> 'title') = 'string' THEN %(expressions)s ->> 'title' END"
-        )
-        return self.as_sql(compiler, connection, template=template, **extra_context)
+    postgresql_template = (
+        "CASE WHEN %(expressions)s -> 'title' IS NULL THEN '' "
+        "WHEN jsonb_typeof(%(expressions)s -> 'title') = 'string' THEN %(expressions)s ->> 'title' END"
+    )
 
 
-class _ContentSceneCount(Func):
+class _ContentSceneCount(JsonFunc):
     """How many scenes a version's ``content.scenes`` lists (0 when it is not a list)."""
 
     output_field = IntegerField()
-    arity = 1
     template = (
         "CASE WHEN json_type(%(expressions)s, '$.scenes') = 'array' "
         "THEN json_array_length(%(expressions)s, '$.scenes') ELSE 0 END"
     )
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        template = (
-            "CASE WHEN jsonb_typeof(%(expressions)s -> 'scenes') = 'array' "
-            "THEN jsonb_array_length(%(expressions)s -> 'scenes') ELSE 0 END"
-        )
-        return self.as_sql(compiler, connection, template=template, **extra_context)
+    postgresql_template = (
+        "CASE WHEN jsonb_typeof(%(expressions)s -> 'scenes') = 'array' "
+        "THEN jsonb_array_length(%(expressions)s -> 'scenes') ELSE 0 END"
+    )
 
 
 def story_versions_list(*, story: Story) -> QuerySet[ScreenplayVersion]:
