@@ -10,8 +10,10 @@ from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.exceptions import ValidationError
 
 from accounts.throttle import (
+    DEVICE_COOKIE,
     LoginAttempt,
     LoginRefusal,
+    device_cookie_value,
     login_attempt_begin,
     login_attempt_failed,
     login_attempt_succeeded,
@@ -23,7 +25,8 @@ def attempt_begin(form: Any, *, username: str) -> LoginAttempt:
     """Count a password check of ``username`` from ``form.request``'s address before it is made; a lock
     is kept as ``form.refusal`` and raised as the form's error, the password unchecked."""
     address = str(form.request.META.get("REMOTE_ADDR", "")) if form.request else ""
-    attempt = login_attempt_begin(username=username, address=address)
+    device = str(form.request.COOKIES.get(DEVICE_COOKIE, "")) if form.request else ""
+    attempt = login_attempt_begin(username=username, address=address, device=device)
     if isinstance(attempt, LoginRefusal):
         form.refusal = attempt
         raise ValidationError(attempt.message, code="login_throttled")
@@ -55,6 +58,12 @@ class ThrottledLoginMixin:
                 login_attempt_void(attempt)
             raise
         login_attempt_succeeded(attempt)
+        if self.request is not None:
+            # This browser is now known to the account (accounts.throttle): LoginDeviceCookieMiddleware
+            # sets the cookie on the response.
+            user = getattr(self, "user_cache", None)
+            name = user.get_username() if user is not None else username
+            self.request.login_device_cookie = device_cookie_value(username=name)
         return cleaned
 
 

@@ -8,6 +8,15 @@ checked, so a correct guess during the lockout gets in no more than a wrong one.
 clears its account's count and takes itself off its address's, which otherwise only expires, so that
 one good account does not reset the guessing of others from the same address.
 
+An account's lock would let anyone lock out a known username by guessing on purpose. So a browser that
+has signed in to an account carries a *device cookie* for it (OWASP's "Slow Down Online Guessing Attacks
+with Device Cookies", owasp.org/www-community): a signed value naming the account (its digest) and a
+random nonce of that browser. An attempt for the account made with its device cookie is counted and
+locked per device, not against the account: the account's lock applies to clients it has not seen, so
+a guesser locks out only other unknown clients, and the writer's own browser still gets in. A device
+cookie that fails ``LOGIN_FAILURES_PER_ACCOUNT`` times is itself locked like an account; it is only as
+good as the password behind it. The address's limit applies to every attempt.
+
 While Redis is down the cache answers as an empty one (storyproject/cache.py): logins are then not
 throttled rather than refused.
 """
@@ -17,10 +26,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.core import signing
 from django.core.cache import cache
 
 
@@ -37,21 +49,30 @@ class LoginAttempt:
     counts: tuple[tuple[str, str, int, int], ...]
 
 
-_SUBJECTS = {"account": "this account", "address": "your network address"}
+_SUBJECTS = {
+    "account": "this account",
+    "device": "this account from this browser",
+    "address": "your network address",
+}
+DEVICE_COOKIE = "login_device"
+_DEVICE_SALT = "accounts.throttle.device"
 
 
-def login_attempt_begin(*, username: str, address: str) -> LoginRefusal | LoginAttempt:
-    """Refuse a locked account or address; otherwise count the attempt before its password is checked.
+def login_attempt_begin(*, username: str, address: str, device: str = "") -> LoginRefusal | LoginAttempt:
+    """Refuse a locked account (or device) or address; otherwise count the attempt before its password
+    is checked. ``device``: the request's device cookie (``DEVICE_COOKIE``) as it came, or "".
 
     Counting first is what bounds guesses made at once: attempts racing on several processes each take
     their own number from the atomic count, and one past the limit is refused before its password is
     checked, where a count read first and added to after the check let every racing attempt through.
     """
-    refusal = _locked(username=username, address=address)
+    # Known to the account: counted and locked per device; else against the account's unknown clients.
+    kind, subject = ("device", device) if device_known(device, username=username) else ("account", username)
+    refusal = _locked(kind=kind, subject=subject, address=address)
     if refusal is not None:
         return refusal
     counts = (
-        ("account", username, _count("account", username), settings.LOGIN_FAILURES_PER_ACCOUNT),
+        (kind, subject, _count(kind, subject), settings.LOGIN_FAILURES_PER_ACCOUNT),
         ("address", address, _count("address", address), settings.LOGIN_FAILURES_PER_ADDRESS),
     )
     over = [(kind, subject) for kind, subject, count, limit in counts if count > limit]
@@ -60,7 +81,7 @@ def login_attempt_begin(*, username: str, address: str) -> LoginRefusal | LoginA
     # Only an attempt past the limit is refused here: one within it goes on to its check, whatever an
     # attempt racing it has locked meanwhile.
     return (
-        (_locked(username=username, address=address) or _refusal(over[0][0]))
+        (_locked(kind=kind, subject=subject, address=address) or _refusal(over[0][0]))
         if over
         else LoginAttempt(counts)
     )
@@ -74,10 +95,10 @@ def login_attempt_failed(attempt: LoginAttempt) -> None:
 
 
 def login_attempt_succeeded(attempt: LoginAttempt) -> None:
-    """Signed in: the account's count is cleared; the address's loses this attempt only, so that one good
-    account does not reset the guessing of others from the same address."""
+    """Signed in: the account's (or the device's) count is cleared; the address's loses this attempt
+    only, so that one good account does not reset the guessing of others from the same address."""
     for kind, subject, _count_after, _limit in attempt.counts:
-        if kind == "account":
+        if kind in ("account", "device"):
             cache.delete(_count_key(kind, subject))
         else:
             _uncount(kind, subject)
@@ -89,12 +110,29 @@ def login_attempt_void(attempt: LoginAttempt) -> None:
         _uncount(kind, subject)
 
 
-def _locked(*, username: str, address: str) -> LoginRefusal | None:
-    keys = [_lock_key("account", username), _lock_key("address", address)]
+def device_cookie_value(*, username: str) -> str:
+    """A new device cookie's value for ``username``'s account: signed, naming the account by digest (the
+    cookie does not show the username) with a random nonce for this browser."""
+    return signing.dumps([_digest(username), secrets.token_urlsafe(16)], salt=_DEVICE_SALT, compress=False)
+
+
+def device_known(device: str, *, username: str) -> bool:
+    """Whether ``device`` is a device cookie this site signed for ``username``'s account, within its age."""
+    if not device or len(device) > 200:
+        return False
+    try:
+        value: Any = signing.loads(device, salt=_DEVICE_SALT, max_age=settings.LOGIN_DEVICE_COOKIE_SECONDS)
+    except signing.BadSignature:  # a forged, altered or expired cookie (SignatureExpired is one)
+        return False
+    return isinstance(value, list) and len(value) == 2 and value[0] == _digest(username)
+
+
+def _locked(*, kind: str, subject: str, address: str) -> LoginRefusal | None:
+    keys = [_lock_key(kind, subject), _lock_key("address", address)]
     locks = cache.get_many(keys)
-    for key, kind in zip(keys, ("account", "address"), strict=True):
+    for key, key_kind in zip(keys, (kind, "address"), strict=True):
         if key in locks:
-            return _refusal(kind, retry_after=max(1, math.ceil(locks[key] - time.time())))
+            return _refusal(key_kind, retry_after=max(1, math.ceil(locks[key] - time.time())))
     return None
 
 

@@ -71,6 +71,8 @@ MIDDLEWARE = [
     "storyproject.middleware.FormTextMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A successful login's device cookie (accounts/throttle.py: its browser gets past the account's lock).
+    "accounts.middleware.LoginDeviceCookieMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # A page's 405 is a page saying which methods the address takes, not Django's empty response.
     "storyproject.middleware.MethodNotAllowedPageMiddleware",
@@ -187,6 +189,11 @@ LOGIN_URL = "login"
 LOGIN_FAILURES_PER_ACCOUNT = envint("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
 LOGIN_FAILURES_PER_ADDRESS = envint("LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
 LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900, minimum=1, maximum=86_400)
+# A browser that signed in to an account is let past that account's lock (its own failures still lock
+# it): its device cookie lasts this long from that sign-in (accounts/throttle.py).
+LOGIN_DEVICE_COOKIE_SECONDS = envint(
+    "LOGIN_DEVICE_COOKIE_SECONDS", 180 * 86_400, minimum=60, maximum=5 * 365 * 86_400
+)
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 

@@ -153,3 +153,78 @@ def test_logins_go_on_unthrottled_while_the_cache_is_down(writer: Any, settings:
     for _ in range(4):
         assert _login("writer", "wrong").status_code == 200
     assert _login("writer", "pw-writer").client_signed_in
+
+
+def _signed_in_browser(username: str, password: str, *, address: str) -> Client:
+    """A browser that has signed in once (and so holds the account's device cookie), then signed out."""
+    browser = Client(REMOTE_ADDR=address)
+    response = browser.post("/accounts/login/", {"username": username, "password": password})
+    assert response.status_code == 302
+    cookie = response.cookies["login_device"]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    assert username not in cookie.value  # the account is named by a digest only
+    browser.post("/accounts/logout/")
+    return browser
+
+
+def _browser_login(browser: Client, username: str, password: str) -> _Attempt:
+    response = browser.post("/accounts/login/", {"username": username, "password": password})
+    signed_in = "_auth_user_id" in browser.session
+    return _Attempt(response.status_code, response.content, response.headers, client_signed_in=signed_in)
+
+
+def test_a_guesser_cannot_lock_the_writer_out_of_their_own_browser(writer: Any) -> None:
+    # Anyone who knows a username could lock its writer out for 15 minutes by guessing on purpose. The
+    # writer's browser, which has signed in before, gets past the account's lock; the guesser's do not.
+    browser = _signed_in_browser("writer", "pw-writer", address="10.0.6.1")
+    assert int(browser.cookies["login_device"]["max-age"]) == 180 * 86_400
+    for index in range(4):
+        _login("writer", "wrong", address=f"10.0.7.{index}")
+    assert _login("writer", "pw-writer", address="10.0.7.9").status_code == 429
+    assert _browser_login(browser, "writer", "pw-writer").client_signed_in
+
+
+def test_a_known_browser_is_locked_by_its_own_failures(writer: Any) -> None:
+    browser = _signed_in_browser("writer", "pw-writer", address="10.0.8.1")
+    for _ in range(3):
+        assert _browser_login(browser, "writer", "wrong").status_code == 200
+    refused = _browser_login(browser, "writer", "pw-writer")
+    assert refused.status_code == 429 and not refused.client_signed_in
+    assert "Too many failed logins for this account from this browser." in refused.content.decode()
+    # The account itself is not locked for other clients by those failures.
+    assert _login("writer", "pw-writer", address="10.0.8.2").client_signed_in
+
+
+def test_a_device_cookie_opens_only_its_own_accounts_lock(writer: Any, user_factory: Any) -> None:
+    user_factory("other")
+    browser = _signed_in_browser("other", "pw-other", address="10.0.9.1")
+    for index in range(3):
+        _login("writer", "wrong", address=f"10.0.9.{index + 10}")
+    assert _browser_login(browser, "writer", "pw-writer").status_code == 429
+    # Nor does an altered cookie.
+    tampered = Client(REMOTE_ADDR="10.0.9.30")
+    value = browser.cookies["login_device"].value
+    tampered.cookies["login_device"] = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+    assert _browser_login(tampered, "writer", "pw-writer").status_code == 429
+
+
+def test_an_expired_device_cookie_is_an_unknown_browser(writer: Any, settings: Any) -> None:
+    settings.LOGIN_DEVICE_COOKIE_SECONDS = 60
+    browser = _signed_in_browser("writer", "pw-writer", address="10.0.10.1")
+    for index in range(3):
+        _login("writer", "wrong", address=f"10.0.10.{index + 10}")
+    settings.LOGIN_DEVICE_COOKIE_SECONDS = 1
+    time.sleep(2.1)  # the signature's timestamp has whole-second resolution
+    assert _browser_login(browser, "writer", "pw-writer").status_code == 429
+
+
+def test_the_admin_login_gives_and_honours_the_device_cookie(user_factory: Any) -> None:
+    user_factory("boss", is_staff=True)
+    browser = Client(REMOTE_ADDR="10.0.11.1")
+    response = browser.post("/admin/login/", {"username": "boss", "password": "pw-boss"})
+    assert response.status_code == 302 and "login_device" in response.cookies
+    browser.post("/admin/logout/")
+    for index in range(3):
+        _login("boss", "wrong", address=f"10.0.11.{index + 10}", url="/admin/login/")
+    again = browser.post("/admin/login/", {"username": "boss", "password": "pw-boss"})
+    assert again.status_code == 302 and "_auth_user_id" in browser.session
