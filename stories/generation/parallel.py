@@ -220,15 +220,13 @@ async def _outline_write(
 def _outline_budget(run: Run, *, continuation: bool) -> int:
     """The outline call's max_tokens; a continuation only within the run's limits, like single mode's."""
     used = run.usage.output_tokens
-    if continuation and (
-        run.record.continuations > settings.STORY_MAX_CONTINUATIONS or run.output_left() <= 0
-    ):
+    if continuation and (run.record.continuations > settings.STORY_MAX_CONTINUATIONS or run.text_left() <= 0):
         raise GenerationError(
             "invalid_output",
             f"the outline did not fit in {used} output tokens and {run.record.continuations - 1} "
             "continuations; raise max_tokens or shorten the plot",
         )
-    return max(min(run.max_tokens, run.output_left()), 1)
+    return min(run.max_tokens, run.text_left()) if continuation else run.first_call_budget()
 
 
 def _outline_from_text(run: Run, text: str, sofar: dict[str, Any] | None) -> Outline:

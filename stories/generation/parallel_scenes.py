@@ -182,13 +182,14 @@ async def _scene_attempt(fan: FanOut, index: int, *, attempt: int) -> dict[str, 
     async with fan.limiter.slot() as epoch:
         try:
             allowance = _output_allowance(fan)
-            fan.reserved += allowance
+            # What the call may write: its text's max_tokens and its thinking reserve.
+            fan.reserved += allowance + fan.run.thinking_reserve
             fan.in_flight += 1
             try:
                 scene = await _scene_stream(fan, index, attempt, allowance)
             finally:
                 # After the call's usage was added to the run (by run.call_text).
-                fan.reserved -= allowance
+                fan.reserved -= allowance + fan.run.thinking_reserve
                 fan.in_flight -= 1
         finally:
             if index == fan.first_index:
@@ -203,10 +204,12 @@ def _output_allowance(fan: FanOut) -> int:
 
     ``STORY_MAX_TOTAL_OUTPUT_TOKENS`` bounds the whole run, outline, scenes and retries together, as it
     bounds a single-pass run with its continuations: what finished calls wrote and what calls in flight
-    may still write are taken off, and the rest is shared by the scenes still waiting for a call.
+    may still write are taken off, and the rest is shared by the scenes still waiting for a call. A
+    call's share holds its thinking reserve too (``Run.thinking_reserve``): its text gets the rest.
     """
     waiting = max(fan.unfinished - fan.in_flight, 1)
-    allowance = min(fan.run.max_tokens, (fan.run.output_left() - fan.reserved) // waiting)
+    share = (fan.run.output_left() - fan.reserved) // waiting
+    allowance = min(fan.run.max_tokens, share - fan.run.thinking_reserve)
     return _allowance_checked(allowance, "; ask for fewer scenes or a shorter screenplay")
 
 
@@ -252,7 +255,8 @@ async def _scene_stream(fan: FanOut, index: int, attempt: int, max_tokens: int) 
             sofar = part_stitch(sofar, text, part="scene")
         continuations += 1
         run.record.continuations += 1
-        # Its own reservation is spent by now, the other calls' are not.
+        # Its own reservation (text and thinking reserve) is spent by now, the other calls' are not:
+        # this continuation's text and reserve fit in what they leave.
         budget = _allowance_checked(min(max_tokens, run.output_left() - (fan.reserved - max_tokens)), "")
         call_prompt = part_continue_prompt(prompt=prompt, sofar=sofar, part="scene")
 

@@ -28,6 +28,7 @@ from stories.generation.backends.base import (
     cut_call_usage,
 )
 from stories.generation.cache_rules import cache_hit_rate
+from stories.generation.models_registry import thinking_param
 from stories.generation.prompt import PersonaContextLike, Prompt
 from stories.generation.requests import GenerationRequest, model_label
 from stories.selectors import GenerationPace
@@ -72,6 +73,31 @@ class Run:
     def output_left(self) -> int:
         """What the run's output cap (STORY_MAX_TOTAL_OUTPUT_TOKENS) leaves after the calls so far."""
         return settings.STORY_MAX_TOTAL_OUTPUT_TOKENS - self.usage.output_tokens
+
+    @property
+    def thinking_reserve(self) -> int:
+        """The tokens each of this run's calls adds to its max_tokens for thinking (models_registry's
+        ``thinking_param``): thinking tokens are output tokens, billed and counted under the run's cap,
+        so a call may write its text's max_tokens plus this."""
+        return thinking_param(self.model, budget_tokens=settings.STORY_THINKING_BUDGET_TOKENS)[1]
+
+    def text_left(self) -> int:
+        """The most text one more call may be asked for under the run's cap: what the cap leaves, less
+        that call's thinking reserve (a call's max_tokens goes to the API with the reserve added)."""
+        return self.output_left() - self.thinking_reserve
+
+    def first_call_budget(self) -> int:
+        """The first call's max_tokens for text: the run's, within what its cap leaves; refused when the
+        thinking reserve alone takes the whole cap (nothing is asked for, nothing paid)."""
+        budget = min(self.max_tokens, self.text_left())
+        if budget < 1:
+            cap, reserve = settings.STORY_MAX_TOTAL_OUTPUT_TOKENS, self.thinking_reserve
+            raise GenerationError(
+                "llm_config",
+                f"the run's output cap of {cap} tokens (STORY_MAX_TOTAL_OUTPUT_TOKENS) leaves no room for "
+                f"text after the {reserve} tokens set aside for thinking (STORY_THINKING_BUDGET_TOKENS)",
+            )
+        return budget
 
     def prompt_timed(self, build: Callable[[], Prompt]) -> Prompt:
         """``build()``, its time recorded as the run's prompt_ms if it is the run's first prompt."""

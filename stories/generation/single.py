@@ -56,7 +56,7 @@ async def single_write(
     scenes: list[dict[str, Any]] = [resume.scenes[i] for i in sorted(resume.scenes)] if resume else []
     # The first call too stays within the total output cap.
     call_prompt, schema = prompt, model_screenplay_schema()
-    budget = min(run.max_tokens, settings.STORY_MAX_TOTAL_OUTPUT_TOKENS)
+    budget = run.first_call_budget()
     if scenes:
         budget = _continuation_budget(run, parser=None)
         run.record.continuations += 1
@@ -191,7 +191,7 @@ def _header_merge(header: dict[str, Any], part: dict[str, Any]) -> dict[str, Any
 def _continuation_budget(run: Run, *, parser: ScreenplayStreamParser | None) -> int:
     """The next continuation's max_tokens (``parser`` None: a resume's, after a checkpoint)."""
     used = run.usage.output_tokens
-    if run.record.continuations >= settings.STORY_MAX_CONTINUATIONS or run.output_left() <= 0:
+    if run.record.continuations >= settings.STORY_MAX_CONTINUATIONS or run.text_left() <= 0:
         raise GenerationError(
             "invalid_output",
             f"the screenplay did not fit in {used} output tokens and "
@@ -201,7 +201,7 @@ def _continuation_budget(run: Run, *, parser: ScreenplayStreamParser | None) -> 
         raise GenerationError(
             "invalid_output", "a continuation could not fit a single scene in max_tokens; raise max_tokens"
         )
-    return max(min(run.max_tokens, run.output_left()), 1)
+    return min(run.max_tokens, run.text_left())
 
 
 def _complete(

@@ -411,6 +411,43 @@ async def test_the_output_cap_bounds_the_whole_run_outline_and_scenes_together(
     assert run.output_tokens <= 3000
 
 
+async def test_the_output_cap_holds_each_calls_thinking_reserve_too(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # Thinking tokens are output tokens, and each call goes out with its thinking reserve added to its
+    # max_tokens: the cap was shared as if calls wrote text only, so four scenes in flight could write
+    # four reserves past it.
+    settings.STORY_MAX_TOTAL_OUTPUT_TOKENS = 12_000
+    settings.STORY_THINKING_BUDGET_TOKENS = 1500
+    expected = screenplay(scenes=4)
+    fake_anthropic.default = FakeScreenwriter(expected, tokens_per_second=4000, chunk_chars=16)
+    events = await _generate(writer, max_tokens=4096)
+    assert events[-1]["type"] == "done"
+    run = await GenerationRun.objects.aget(pk=events[0]["run_id"])
+    outline_request = fake_anthropic.requests[0]
+    # The outline's call, text and reserve, is within the cap.
+    assert outline_request.body["max_tokens"] == 4096 + 1500
+    outline_tokens = run.details["calls"][0]["output_tokens"]
+    scene_limits = [r.body["max_tokens"] for r in _scene_requests(fake_anthropic)]
+    # The first scene starts alone with a quarter of what the outline left, its reserve included.
+    assert scene_limits[0] == (12_000 - outline_tokens) // 4
+    assert run.output_tokens <= 12_000
+
+
+async def test_a_thinking_reserve_that_takes_the_whole_cap_fails_before_any_call(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    settings.STORY_MAX_TOTAL_OUTPUT_TOKENS = 2000
+    settings.STORY_THINKING_BUDGET_TOKENS = 2000
+    fake_anthropic.default = FakeScreenwriter(screenplay(scenes=2), tokens_per_second=4000, chunk_chars=16)
+    for mode in ("parallel", "single"):
+        events = await ws_generate(writer, mode=mode, max_tokens=4096)
+        error = events[-1]
+        assert error["type"] == "error" and error["code"] == "llm_config"
+        assert "STORY_THINKING_BUDGET_TOKENS" in error["message"]
+    assert fake_anthropic.requests == []
+
+
 async def test_a_cap_too_small_for_the_scenes_fails_naming_it_and_saves_nothing(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:

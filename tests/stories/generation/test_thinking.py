@@ -186,3 +186,16 @@ async def test_max_tokens_with_the_thinking_budget_never_passes_the_models_max_o
     assert body["max_tokens"] == 64_000
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert await ScreenplayVersion.objects.acount() == 1
+
+
+async def test_a_single_pass_call_and_its_thinking_stay_under_the_runs_cap(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any
+) -> None:
+    # max_tokens 4,096 under a cap of 5,000 went out as 4,096 + 2,048: the thinking could take the run
+    # 1,144 tokens past its cap.
+    settings.STORY_MAX_TOTAL_OUTPUT_TOKENS = 5000
+    settings.STORY_THINKING_BUDGET_TOKENS = 2048
+    fake_anthropic.script(_reply())
+    events = await ws_generate(writer, max_tokens=4096)
+    assert events[-1]["type"] == "done"
+    assert fake_anthropic.requests[0].body["max_tokens"] == 5000
