@@ -540,8 +540,12 @@ def test_a_checkpoint_commits_without_waiting_for_the_disk_and_only_itself(write
 
 def test_renewals_and_checkpoints_add_no_index_entries_and_orphans_are_still_found(writer: Any) -> None:
     # A running generation updates its row at every renewal and checkpoint. On PostgreSQL those are HOT
-    # updates (no index touched: the table and its indexes do not bloat under load) only while the
-    # columns they change are in no index and the page has room (migration 0005).
+    # updates (no index touched: the table and its indexes do not bloat under load) when the columns
+    # they change are in no index and the page has room (migration 0005: no index reads
+    # lease_expires_at or checkpoint, and pages are filled to 70 %). Both conditions are read from the
+    # catalog: PostgreSQL's per-transaction HOT counters also depend on how full other tests left the
+    # table's pages (an update that finds its page full is not HOT), and made this test flaky in full
+    # runs.
     run = generation_run_admit(
         user_id=writer.pk, model=MODEL, max_tokens=1024, persona_names=PERSONAS, story_id=None
     )
@@ -554,11 +558,12 @@ def test_renewals_and_checkpoints_add_no_index_entries_and_orphans_are_still_fou
         assert generation_run_checkpoint(run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint=work)
     updates, hot = (after - first for after, first in zip(_updates_this_transaction(), before, strict=True))
     if connection.vendor == "postgresql":  # CI runs the suite on both databases
-        # Every update HOT. The per-transaction counters came short once in a full suite run (4 of the
-        # 20 updates counted, with other tests' load on the table), so what is asserted is that each
-        # counted update was HOT, not that all 20 were counted: an update that touches an index is
-        # counted by n_tup_upd and not by n_tup_hot_upd whenever it is counted at all.
-        assert updates == hot and 2 <= updates <= 20, (updates, hot)
+        indexed, fillfactor = _runs_table_indexed_columns()
+        assert not indexed & {"lease_expires_at", "checkpoint"}, indexed
+        assert {"created_at", "status"} <= indexed  # it does see the keys and partial predicates
+        assert fillfactor == "fillfactor=70"
+        # At least one counted update was HOT (the counters may miss some, never invent them).
+        assert hot >= 1 or updates == 0, (updates, hot)
     assert GenerationRun.objects.get(pk=run.pk).checkpoint == work
     # The orphan scan still finds a streaming run whose lease has expired, by the partial index's rows.
     GenerationRun.objects.filter(pk=run.pk).update(lease_owner=DEAD, lease_expires_at=timezone.now())
@@ -577,6 +582,26 @@ def _updates_this_transaction() -> tuple[int, int]:
         )
         row = cursor.fetchone()
     return (row[0], row[1]) if row else (0, 0)
+
+
+def _runs_table_indexed_columns() -> tuple[set[str], str]:
+    """The runs table's columns that some index reads (its keys, expressions and partial predicates),
+    and its fillfactor storage option, from PostgreSQL's catalog."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "WHERE i.indrelid = %s::regclass AND a.attnum > 0 AND (a.attnum = ANY(i.indkey) "
+            "OR pg_get_expr(i.indexprs, i.indrelid) LIKE '%%' || quote_ident(a.attname) || '%%' "
+            "OR pg_get_expr(i.indpred, i.indrelid) LIKE '%%' || quote_ident(a.attname) || '%%')",
+            [GenerationRun._meta.db_table],
+        )
+        indexed = {row[0] for row in cursor.fetchall()}
+        cursor.execute(
+            "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = %s::regclass",
+            [GenerationRun._meta.db_table],
+        )
+        fillfactor = cursor.fetchone()[0] or ""
+    return indexed, fillfactor
 
 
 @pytest.mark.django_db(transaction=True)
