@@ -9,20 +9,26 @@ ours, built the same way.
 Every string is composed (NFC) first: Courier Prime has the precomposed accented letters (é, ü, ñ) but
 no combining marks, so text typed or pasted decomposed (NFD: macOS file names, some editors) lost its
 accents: "José" was printed "Jose" with a blank after it, and extracted with a NUL.
+
+Characters Courier Prime has no glyph for at all (Greek, Cyrillic, Hebrew, Arabic, CJK, emoji ...) are
+printed in a fallback font, right-to-left text in visual order (``stories/exports/pdf_fonts.py``).
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import math
 import unicodedata
 
 from reportlab import platypus
+from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Flowable, NextPageTemplate, Paragraph, Spacer
 from screenplain import types
 from screenplain.export import pdf as screenplain_pdf
-from screenplain.richstring import RichString, plain
+from screenplain.richstring import RichString, Segment
 
+from stories.exports.pdf_fonts import Coverage, Run, coverage, font_runs, visual_lines
 from stories.exports.screenplay import (
     Element,
     ExportMeta,
@@ -37,7 +43,7 @@ from storyproject.bidi import bidi_isolated
 def pdf_from_screenplay(*, content: object, meta: ExportMeta) -> bytes:
     settings = _settings()
     story = _title_page(meta, settings)
-    for paragraph in _paragraphs(content):
+    for paragraph in _paragraphs(content, settings):
         _add(story, paragraph, settings)
     buffer = io.BytesIO()
     document = screenplain_pdf.DocTemplate(
@@ -56,35 +62,61 @@ def pdf_from_screenplay(*, content: object, meta: ExportMeta) -> bytes:
 
 @functools.cache
 def _settings() -> screenplain_pdf.Settings:
-    # Registers the bundled Courier Prime font with reportlab once per process.
-    return screenplain_pdf.Settings()
+    # Registers the bundled Courier Prime font, and the fallbacks for what it lacks, with reportlab once
+    # per process.
+    settings = screenplain_pdf.Settings()
+    coverage(settings.font_settings.family_name)
+    return settings
 
 
-def _paragraphs(content: object) -> list[object]:
+class _FontRuns(RichString):
+    """A plain string whose HTML puts each run of characters Courier Prime lacks in a fallback font."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        super().__init__(*(Segment(text, ()) for _, text in runs))
+        self.runs = runs
+
+    def to_html(self) -> str:
+        # Segment.to_html escapes the text as screenplain does for every string; the font names are ours.
+        html = "".join(_in_font(font, Segment(text, ()).to_html()) for font, text in self.runs)
+        return "&nbsp;" + html[1:] if html.startswith(" ") else html
+
+
+def _in_font(font: str | None, html: str) -> str:
+    return f'<font name="{font}">{html}</font>' if font else html
+
+
+def _paragraphs(content: object, settings: screenplain_pdf.Settings) -> list[object]:
     paragraphs: list[object] = []
     for scene in screenplay_scenes(content):
         paragraphs.append(types.Slug(_plain(one_line(scene.heading).upper() or "SCENE")))
         for element in scene.elements:
-            paragraphs.extend(_element(element))
+            paragraphs.extend(_element(element, settings))
     return paragraphs
 
 
-def _element(element: Element) -> list[object]:
+def _element(element: Element, settings: screenplain_pdf.Settings) -> list[object]:
     if element.kind == "dialogue":
-        return [_dialog(element)]
+        return [_dialog(element, settings)]
     if element.kind == "transition":
         text = one_line(element.text)
         return [types.Transition(_plain(text.upper()))] if text else []
-    return [types.Action([_plain(line) for line in lines]) for lines in text_paragraphs(element.text)]
+    style = settings.action_style
+    return [
+        types.Action([shown for line in lines for shown in _lines(line, style, settings)])
+        for lines in text_paragraphs(element.text)
+    ]
 
 
-def _dialog(element: Element) -> types.Dialog:
+def _dialog(element: Element, settings: screenplain_pdf.Settings) -> types.Dialog:
     dialog = types.Dialog(_plain(one_line(element.character).upper() or "UNNAMED"))
     parenthetical = one_line(element.parenthetical).removeprefix("(").removesuffix(")").strip()
     if parenthetical:
-        dialog.blocks.append((True, _plain(f"({parenthetical})")))
+        for shown in _lines(f"({parenthetical})", settings.parenthentical_style, settings):
+            dialog.blocks.append((True, shown))
     for line in [line for line in text_lines(element.text) if line] or [""]:
-        dialog.blocks.append((False, _plain(line)))
+        for shown in _lines(line, settings.dialog_style, settings):
+            dialog.blocks.append((False, shown))
     return dialog
 
 
@@ -121,7 +153,25 @@ def _html(text: str) -> str:
 
 
 def _plain(text: str) -> RichString:
-    return plain(_composed(text))
+    """A one-line string (a heading, a name, a transition, the title page's lines)."""
+    return _lines(text, None, _settings())[0]
+
+
+def _lines(text: str, style: ParagraphStyle | None, settings: screenplain_pdf.Settings) -> list[RichString]:
+    """``text`` as the lines the style's width holds when it has right-to-left characters (each in
+    visual order), else whole; ``style`` None for a string that is not wrapped."""
+    main_font = settings.font_settings.family_name
+    fonts = coverage(main_font)
+    width = math.inf if style is None else settings.frame_width - style.leftIndent - style.rightIndent
+    size = settings.font_size if style is None else style.fontSize
+    return [
+        _rich(line, fonts)
+        for line in visual_lines(_composed(text), width=width, fonts=fonts, main_font=main_font, size=size)
+    ]
+
+
+def _rich(text: str, fonts: Coverage) -> RichString:
+    return _FontRuns(font_runs(text, fonts))
 
 
 def _composed(text: str) -> str:

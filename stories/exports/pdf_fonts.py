@@ -1,0 +1,229 @@
+"""Fonts for the PDF export: Courier Prime, and a fallback for each character it has no glyph for.
+
+screenplain's styles name one font, Courier Prime, which covers Latin only: Greek, Cyrillic, Hebrew,
+Arabic, Devanagari, Thai, CJK, Hangul, emoji, Romanian's ț and Vietnamese's stacked accents printed as
+blanks and were extracted as NUL characters. Each run of characters Courier Prime lacks is now printed
+in the first fallback whose cmap has them, wrapped in reportlab's ``<font name=...>`` tag:
+
+- Chinese, Japanese and Korean in Adobe's standard CJK fonts (reportlab's ``UnicodeCIDFont``): nothing
+  is embedded, PDF viewers supply them, and their encodings (``UniGB-UCS2-H`` ...) are Unicode, so the
+  text is extracted as itself. Kana go to the Japanese font and Hangul to the Korean one; Han
+  characters to the Japanese font in a string with kana, the Korean one in a string with Hangul, the
+  Chinese one otherwise (the same character is drawn differently in each country's tradition).
+- Everything else in the OFL fonts shipped in ``stories/exports/fonts/`` (its README says which and
+  from where), tried in order: Noto Sans Mono first, monospaced like Courier Prime.
+
+Right-to-left text (Hebrew, Arabic) is put in visual order line by line (``visual_lines``), as PDF text
+is drawn left to right; a PDF reader (pypdf too) extracts it back in reading order.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+from bidi import get_display
+from reportlab.pdfbase import pdfmetrics, ttfonts
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfbase.ttfonts import TTFont
+
+FONT_DIR = Path(__file__).with_name("fonts")
+
+# Tried in this order for a character the main font lacks (after the CJK fonts below).
+TRUETYPE_FALLBACKS = (
+    ("NotoSansMono", "NotoSansMono-Regular.ttf"),
+    ("NotoSansHebrew", "NotoSansHebrew-Regular.ttf"),
+    ("NotoSansArabic", "NotoSansArabic-Regular.ttf"),
+    ("NotoSansDevanagari", "NotoSansDevanagari-Regular.ttf"),
+    ("NotoSansThai", "NotoSansThai-Regular.ttf"),
+    ("NotoSansArmenian", "NotoSansArmenian-Regular.ttf"),
+    ("NotoSansGeorgian", "NotoSansGeorgian-Regular.ttf"),
+    ("NotoEmoji", "NotoEmoji-Regular.ttf"),
+    ("NotoSansSymbols2", "NotoSansSymbols2-Regular.ttf"),
+)
+CJK_CHINESE, CJK_JAPANESE, CJK_KOREAN = "STSong-Light", "HeiseiMin-W3", "HYSMyeongJo-Medium"
+
+_KANA = re.compile("[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7ff\uffa0-\uffdc]")
+# Han ideographs and the punctuation, symbols and full-width forms CJK text shares. Only the Basic
+# Multilingual Plane: the CID fonts' UCS-2 encodings cannot name a character beyond it.
+_HAN = re.compile(
+    "[\u2e80-\u2fdf\u3000-\u303f\u3190-\u31ef\u3200-\u33ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef]"
+)
+_HAN_FONT = "han"  # a placeholder in runs until the string's CJK font is known
+_RIGHT_TO_LEFT = frozenset({"R", "AL", "RLE", "RLO", "RLI"})
+
+Run = tuple[str | None, str]  # (fallback font name, or None for the main font; text)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The characters the main font has a glyph for, and each TrueType fallback's, in order."""
+
+    main: frozenset[str]
+    fallbacks: tuple[tuple[str, frozenset[str]], ...]
+
+
+def _cmap(font_name: str) -> frozenset[str]:
+    face = pdfmetrics.getFont(font_name).face
+    return frozenset(chr(code) for code, glyph in face.charToGlyph.items() if glyph)
+
+
+@functools.cache
+def coverage(main_font: str) -> Coverage:
+    """Registers the fallback fonts with reportlab, once per process; ``main_font`` is registered."""
+    # reportlab's own writes an emoji's code point as five hex digits, which readers reject; the
+    # replacement writes the same map for every character of the Basic Multilingual Plane.
+    ttfonts.makeToUnicodeCMap = _to_unicode_cmap
+    for name, filename in TRUETYPE_FALLBACKS:
+        pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / filename)))
+    for name in (CJK_CHINESE, CJK_JAPANESE, CJK_KOREAN):
+        pdfmetrics.registerFont(UnicodeCIDFont(name))
+    return Coverage(
+        main=_cmap(main_font),
+        fallbacks=tuple((name, _cmap(name)) for name, _ in TRUETYPE_FALLBACKS),
+    )
+
+
+def font_runs(text: str, fonts: Coverage) -> list[Run]:
+    """``text`` cut into runs of one font each: None for the main font, else a fallback's name.
+
+    A character no font has stays in the main font (it prints as a blank there, as before)."""
+    if fonts.main.issuperset(text):  # Latin text, the common case: one run, at C speed
+        return [(None, text)] if text else []
+    runs = [(font, "".join(chars)) for font, chars in groupby(text, key=lambda char: _font_for(char, fonts))]
+    if any(font == _HAN_FONT for font, _ in runs):
+        han = _han_font(text)
+        runs = [(han if font == _HAN_FONT else font, chars) for font, chars in runs]
+    return _joined(runs, fonts)
+
+
+def _joined(runs: list[Run], fonts: Coverage) -> list[Run]:
+    """Spaces and punctuation between two runs of one fallback, in that fallback when it has them.
+
+    "שלום עולם" is then one run drawn with one text operator, which a PDF reader (pypdf too) extracts
+    right to left as a whole; cut at the space by a change of font, its words came out swapped."""
+    chars = dict(fonts.fallbacks)
+    joined: list[Run] = []
+    for index, (font, text) in enumerate(runs):
+        before, after = (
+            joined[-1][0] if joined else None,
+            runs[index + 1][0] if index + 1 < len(runs) else None,
+        )
+        if font is None and before and before == after and _neutral(text, chars.get(before)):
+            font = before
+        if joined and joined[-1][0] == font:
+            joined[-1] = (font, joined[-1][1] + text)
+        else:
+            joined.append((font, text))
+    return joined
+
+
+def _neutral(text: str, chars: frozenset[str] | None) -> bool:
+    return (
+        chars is not None
+        and chars.issuperset(text)
+        and all(unicodedata.category(char)[0] in "ZP" for char in text)
+    )
+
+
+def _han_font(text: str) -> str:
+    if _KANA.search(text):
+        return CJK_JAPANESE
+    if _HANGUL.search(text):
+        return CJK_KOREAN
+    return CJK_CHINESE
+
+
+@functools.lru_cache(maxsize=4096)
+def _font_for(char: str, fonts: Coverage) -> str | None:
+    if char in fonts.main:
+        return None
+    if _KANA.match(char):
+        return CJK_JAPANESE
+    if _HANGUL.match(char):
+        return CJK_KOREAN
+    if _HAN.match(char):
+        return _HAN_FONT  # which CJK font depends on the rest of the string
+    return next((name for name, chars in fonts.fallbacks if char in chars), None)
+
+
+def _runs_width(runs: list[Run], *, main_font: str, size: float) -> float:
+    return sum(pdfmetrics.stringWidth(text, font or main_font, size) for font, text in runs)
+
+
+def _is_right_to_left(text: str) -> bool:
+    return any(unicodedata.bidirectional(char) in _RIGHT_TO_LEFT for char in text)
+
+
+def visual_lines(text: str, *, width: float, fonts: Coverage, main_font: str, size: float) -> list[str]:
+    """``text`` broken into lines that fit ``width`` (as reportlab would: at spaces, greedily), each in
+    visual order: reordering before reportlab breaks the lines would put a wrapped paragraph's last
+    words on its first line. Text without right-to-left characters is returned whole."""
+    if fonts.main.issuperset(text) or not _is_right_to_left(
+        text
+    ):  # Courier Prime has no right-to-left letter
+        return [text]
+    base = "R" if _first_strong_is_right_to_left(text) else "L"
+    lines = [text] if math.isinf(width) else _broken(text, width, fonts, main_font, size)
+    return [get_display(line, base_dir=base) for line in lines]
+
+
+def _first_strong_is_right_to_left(text: str) -> bool:
+    for char in text:
+        direction = unicodedata.bidirectional(char)
+        if direction in ("L", "R", "AL"):
+            return direction != "L"
+    return False
+
+
+def _broken(text: str, width: float, fonts: Coverage, main_font: str, size: float) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in re.split(r" +", text.strip(" ")):
+        candidate = f"{line} {word}" if line else word
+        if not line or _runs_width(font_runs(candidate, fonts), main_font=main_font, size=size) <= width:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+    return [*lines, line]
+
+
+def _to_unicode_cmap(fontname: str, subset: list[int]) -> str:
+    """reportlab's ``makeToUnicodeCMap`` with each destination in UTF-16BE, as PDF 1.7 section 9.10.3
+    asks: reportlab 5.1 writes a code point beyond U+FFFF (an emoji) as five hex digits, which pypdf
+    rejects ("Odd-length string"), so the emoji were missing from the extracted text."""
+    mappings = [
+        f"<{index:02X}> <{chr(code).encode('utf-16-be').hex().upper()}>" for index, code in enumerate(subset)
+    ]
+    return "\n".join(
+        [
+            "/CIDInit /ProcSet findresource begin",
+            "12 dict begin",
+            "begincmap",
+            "/CIDSystemInfo",
+            f"<< /Registry ({fontname})",
+            f"/Ordering ({fontname})",
+            "/Supplement 0",
+            ">> def",
+            f"/CMapName /{fontname} def",
+            "/CMapType 2 def",
+            "1 begincodespacerange",
+            f"<00> <{len(subset) - 1:02X}>",
+            "endcodespacerange",
+            f"{len(subset)} beginbfchar",
+            *mappings,
+            "endbfchar",
+            "endcmap",
+            "CMapName currentdict /CMap defineresource pop",
+            "end",
+            "end",
+        ]
+    )
