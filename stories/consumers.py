@@ -48,7 +48,13 @@ from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
 from stories.generation.requests import generation_request_parse
 from stories.runs.addresses import attach_parse, cancel_parse
-from stories.runs.follow import run_after_past_end, run_events_follow, run_owned, run_starter
+from stories.runs.follow import (
+    run_after_past_end,
+    run_attached,
+    run_events_follow,
+    run_owned,
+    run_starter,
+)
 from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel, run_start
 from stories.ws_auth import SocketCredential, credential_fingerprint, signed_out_error, started_with
@@ -240,7 +246,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         elif kind == "attach":
             address = attach_parse(fields)
             assert address.run_id is not None
-            await self._attach(address.run_id, address.after)
+            await self._attach(address.run_id, address.after, confirm=address.confirm)
         else:
             self._generate(kind, fields)
 
@@ -375,7 +381,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if not self.released:
             await self._follow(start.run_id, 0)
 
-    async def _attach(self, run_id: int, after: int) -> None:
+    async def _attach(self, run_id: int, after: int, *, confirm: bool = False) -> None:
         if self._admitting():
             # Its own generate has no run id yet: following another run now, the client would never
             # learn it (the run would go on, and be saved, unseen).
@@ -402,11 +408,15 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         if self.task is not None:
             self.task.cancel()  # a follow that has sent its run's end and is finishing
         self._following_begin(run_id=run_id, attached=True, own=started_with(starter, self.started_by))
-        self.task = asyncio.create_task(self._follow(run_id, after))
+        self.task = asyncio.create_task(self._follow(run_id, after, confirm=confirm))
 
-    async def _follow(self, run_id: int, after: int) -> None:
+    async def _follow(self, run_id: int, after: int, *, confirm: bool = False) -> None:
         run_log_context_bind(run_id=run_id)  # a task of its own: its lines carry the run's id
         try:
+            if confirm:
+                # Where the replay ends, before it: the page holds its announcements until then and says
+                # where the run stands once, instead of a burst of which only the last is heard.
+                await self.send_event(dict(await run_attached(run_id=run_id)))
             async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
                 async for event in events:
                     await self._client_read()

@@ -308,6 +308,11 @@ def story_runs_writing(*, story: Story) -> list[int]:
     return list(runs.order_by("created_at").values_list("pk", flat=True))
 
 
+def run_is_streaming(*, run_id: int) -> bool:
+    """Whether the run is still going (not ended, as far as the database knows)."""
+    return GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.STREAMING).exists()
+
+
 def run_final_events(*, run_id: int) -> list[dict[str, Any]] | None:
     """How a finished run ended, as the events that ended it (rebuilt, ``seq`` null); None while it runs.
 

@@ -75,6 +75,12 @@
   };
 
   function announce(text) {
+    if (run && run.replaying) {
+      // A replay (a reload, a reconnect) comes as a burst: each announcement would cut the last, and
+      // only the last was heard. What the run says is kept, and said once the replay is over.
+      run.replayHeard = text;
+      return;
+    }
     ui.announcer.textContent = text;
   }
 
@@ -614,7 +620,7 @@
     ui.stats.textContent = "Connecting…";
     ui.cancel.hidden = false;
     ui.cancel.disabled = false;
-    announce("");
+    ui.announcer.textContent = "";
     announceAlert("");
   }
 
@@ -690,6 +696,11 @@
       etaSeconds: null,
       sceneCount: 0,
       ticker: null,
+      // Between an attach's `attached` and the last event it replays (docs/protocol.md, "attached"):
+      // announcements wait, and the run's state is said once at the end (replaySummary).
+      replaying: false,
+      replayTo: null,
+      replayHeard: "",
       // What the page is doing about the connection ("reconnecting", "cancelling"): shown by the
       // ticker's every redraw until it no longer holds, never overwritten a quarter second later.
       note: "",
@@ -715,7 +726,8 @@
       }
       if (current.runId) {
         // A reload, a reconnect: everything after the last event shown, then the live ones.
-        socket.send(JSON.stringify({ type: "attach", run_id: current.runId, after: current.lastSeq }));
+        // confirm: the server says first where the replay ends (`attached`), for the announcements.
+        socket.send(JSON.stringify({ type: "attach", run_id: current.runId, after: current.lastSeq, confirm: true }));
         if (current.cancelAsked) {
           socket.send(JSON.stringify({ type: "cancel", run_id: current.runId }));
         }
@@ -803,6 +815,34 @@
       runAddressShow(null);
     }
     eventHandle(current, message);
+    if (current.replaying && replayOver(current, message)) {
+      current.replaying = false;
+      announce(replaySummary(current));
+    }
+  }
+
+  function replayOver(current, message) {
+    if (message.type === "done" || message.type === "cancelled" || message.type === "error") {
+      return true;
+    }
+    return typeof current.replayTo === "number" && typeof message.seq === "number" && message.seq >= current.replayTo;
+  }
+
+  // One sentence for where the run stands after a replay: how far it got, or how it ended.
+  function replaySummary(current) {
+    var done = ui.scenes.querySelectorAll(".scene:not(.scene-pending):not(.scene-settled)").length;
+    var scenes = done === 1 ? "1 scene" : done + " scenes";
+    if (current.finished) {
+      return ((done ? scenes + " written. " : "") + current.replayHeard).trim();
+    }
+    if (ui.scenes.querySelector(".scene-pending")) {
+      // Parallel mode: the outline gave every scene its place.
+      return "The screenplay is being written: " + done + " of " + ui.scenes.childElementCount + " scenes done.";
+    }
+    if (!done) {
+      return "The screenplay is being written: no scene is finished yet.";
+    }
+    return "Scene " + (done + 1) + " of the screenplay is being written; " + scenes + " done.";
   }
 
   function runAddressShow(runId) {
@@ -828,6 +868,12 @@
   }
 
   var handlers = {
+    attached: function (current, message) {
+      // The answer to this page's attach: the events up to replay_to are a replay (null: all of them).
+      var replayTo = typeof message.replay_to === "number" ? message.replay_to : null;
+      current.replayTo = replayTo;
+      current.replaying = replayTo === null || replayTo > current.lastSeq;
+    },
     accepted: function (current, message) {
       if (typeof message.max_tokens === "number") {
         current.maxTokens = message.max_tokens;
@@ -1097,6 +1143,7 @@
     }
     ui.error.hidden = false;
     statsRender(current, "Stopped");
+    announce(""); // the alert says it; a replay's summary then says no stale scene after it
     announceAlert(text);
     focusSettle(current);
   }

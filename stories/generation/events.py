@@ -140,6 +140,15 @@ class CancelledEvent(TypedDict):
     type: Literal["cancelled"]
 
 
+class AttachedEvent(TypedDict):
+    """Not a run's event (it has no ``seq``): a socket's answer to an ``attach`` sent with ``confirm``,
+    before the replay. ``replay_to``: the last seq of the replay (null: all that follows is one)."""
+
+    type: Literal["attached"]
+    run_id: int
+    replay_to: int | None
+
+
 Event = (
     AcceptedEvent
     | ResumedEvent
@@ -171,6 +180,7 @@ EVENT_TYPES: dict[str, type] = {
     "done": DoneEvent,
     "error": ErrorEvent,
     "cancelled": CancelledEvent,
+    "attached": AttachedEvent,
 }
 
 # The address every event of a run carries as a client receives it (added by the run's event log,

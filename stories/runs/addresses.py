@@ -13,20 +13,27 @@ MAX_ID = 2**63 - 1
 
 @dataclass(frozen=True)
 class RunAddress:
-    """A run, and the last seq the client already has (0: none)."""
+    """A run, the last seq the client already has (0: none), and whether it asked to be told where the
+    replay ends (``confirm``: the ``attached`` answer, docs/protocol.md)."""
 
     run_id: int | None
     after: int = 0
+    confirm: bool = False
 
 
 def attach_parse(fields: dict[str, Any]) -> RunAddress:
-    """``{"run_id": N, "after": S}``: run_id required, after optional (0, also when null)."""
-    fields_known_check(fields, {"run_id", "after"})
+    """``{"run_id": N, "after": S, "confirm": true}``: run_id required, after optional (0, also when
+    null), confirm optional (false, also when null)."""
+    fields_known_check(fields, {"run_id", "after", "confirm"})
     if "run_id" not in fields:
         raise GenerationError("invalid_request", "attach needs a run_id")
+    confirm = fields.get("confirm")
+    if confirm is not None and not isinstance(confirm, bool):
+        raise GenerationError("invalid_request", "confirm must be true or false")
     return RunAddress(
         run_id=int_parse(fields["run_id"], "run_id", 1, MAX_ID),
         after=after_parse(0 if fields.get("after") is None else fields["after"]),
+        confirm=bool(confirm),
     )
 
 

@@ -18,10 +18,11 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from stories.errors import GenerationError
+from stories.generation.events import AttachedEvent
 from stories.runs.log import TERMINAL
 from stories.runs.runner import run_settled, run_start
 from stories.runs.store import run_event_log
-from stories.selectors import run_final_events, run_find_for_user
+from stories.selectors import run_final_events, run_find_for_user, run_is_streaming
 from storyproject.db import db_call
 from storyproject.logs import RepeatedFailure
 
@@ -70,6 +71,23 @@ async def run_after_past_end(*, run_id: int, after: int) -> GenerationError | No
         f"after {after} is past the last event of run {run_id} (seq {last}): follow it from the last seq "
         "you showed, or from the start (after 0) to replay the run",
     )
+
+
+async def run_attached(*, run_id: int) -> AttachedEvent:
+    """The answer to an ``attach`` that asked where its replay ends (``confirm``), sent before it.
+
+    ``replay_to`` is the seq of the last event the run's log holds now: the events up to it are a replay,
+    those after it live. None when the run has ended and its log is gone (its end is rebuilt from the
+    database: everything that follows is a replay); 0 when a running run has no log to read yet.
+    """
+    log = run_event_log()
+    try:
+        if await log.exists(run_id):
+            return {"type": "attached", "run_id": run_id, "replay_to": await log.last_seq(run_id)}
+    except RedisError:
+        _LOG_READS.failed(f"run {run_id}")
+    streaming = await db_call(run_is_streaming)(run_id=run_id)
+    return {"type": "attached", "run_id": run_id, "replay_to": 0 if streaming else None}
 
 
 async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[dict[str, Any], None]:

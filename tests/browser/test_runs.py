@@ -61,6 +61,52 @@ def test_a_reload_mid_generation_redraws_the_scenes_so_far_and_follows_to_the_sa
     assert watched.dialogs == [] and watched.errors == []
 
 
+# Every text the create page's polite live region is given, in order (each assignment of textContent
+# adds its text node), for the test to read what a screen reader would be told.
+HEARD = """
+window.heard = [];
+document.addEventListener("DOMContentLoaded", function () {
+  const region = document.getElementById("announcer");
+  if (!region) { return; }
+  new MutationObserver(function (records) {
+    records.forEach(function (record) {
+      record.addedNodes.forEach(function (node) { window.heard.push(node.textContent); });
+    });
+  }).observe(region, { childList: true });
+});
+"""
+
+
+def _heard(page: Page) -> list[str]:
+    return [text for text in page.evaluate("window.heard") if text]
+
+
+def test_a_reload_mid_generation_says_where_the_run_stands_once_then_announces_live_events(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Was: the reload's replay announced every event at once ("Writing has started.", "Outline ready",
+    # "Scene 1 written"...), each cutting the last, so a screen reader heard only the last of them.
+    page = watched.page
+    page.add_init_script(HEARD)
+    _start_long_run(page, app_server)
+    expect(page.locator("#stream-scenes .scene:not(.scene-pending)").first).to_be_visible()
+
+    page.reload()
+    page.wait_for_function("() => window.heard.some(Boolean)")
+    summary = re.compile(
+        r"^(The screenplay is being written: \d+ of \d+ scenes done\."
+        r"|Scene \d+ of the screenplay is being written; \d+ scenes? done\.)$"
+    )
+    first = _heard(page)[0]
+    assert summary.match(first), _heard(page)
+    # Live events are announced again after it, each as it comes, to the save.
+    expect(page.locator("#stream-saved")).to_be_visible(timeout=60_000)
+    later = _heard(page)[1:]
+    assert later and later[-1].startswith("Saved as version "), later
+    assert all(re.match(r"^(Scene \d+ written: |Saved as version \d+\.)", text) for text in later), later
+    assert watched.dialogs == [] and watched.errors == []
+
+
 def test_a_reload_mid_generation_keeps_the_plot_title_and_cast_in_the_form(
     app_server: AppServer, watched: Watched
 ) -> None:

@@ -159,6 +159,37 @@ async def test_attaching_to_a_finished_run_replays_it_whole(
     assert replayed == original
 
 
+async def test_an_attach_with_confirm_is_told_first_where_its_replay_ends(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # A reload's replay came as a burst the page could not tell from live events: its screen reader
+    # announcements were all made at once, and only the last was heard. `attached` says where it ends.
+    script_slow(fake_anthropic)
+    starter, run_id = await run_streaming(writer)
+    follower = await ws_connect(writer)
+    try:
+        await _until(starter, "scene")
+        await follower.send_json_to({"type": "attach", "run_id": run_id, "after": 0, "confirm": True})
+        attached = json.loads(await follower.receive_from(timeout=10))
+        followed = await ws_events(follower)
+        finished = await first_answer(writer, {"type": "attach", "run_id": run_id, "confirm": True})
+        await log_expires(run_id)
+        rebuilt = await first_answer(writer, {"type": "attach", "run_id": run_id, "confirm": None})
+        gone = await first_answer(writer, {"type": "attach", "run_id": run_id, "confirm": True})
+    finally:
+        await starter.disconnect()
+        await follower.disconnect()
+    assert set(attached) == {"type", "run_id", "replay_to"} and attached["run_id"] == run_id
+    # The scene was logged before the attach: the replay holds it; the run went on live after.
+    first_scene = next(event["seq"] for event in followed if event["type"] == "scene")
+    assert first_scene <= attached["replay_to"] < followed[-1]["seq"]
+    assert _seqs(followed) == list(range(1, followed[-1]["seq"] + 1))
+    # A finished run's replay is all of it; once its log is gone, its rebuilt end is (null).
+    assert finished == {"type": "attached", "run_id": run_id, "replay_to": followed[-1]["seq"]}
+    assert rebuilt["type"] == "scene"  # no confirm: no answer, as before it existed
+    assert gone == {"type": "attached", "run_id": run_id, "replay_to": None}
+
+
 async def test_an_attach_after_a_seq_the_run_has_not_reached_is_refused_not_left_silent(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
@@ -270,6 +301,8 @@ async def test_another_writers_run_is_not_found_to_attach_or_cancel(
         {"type": "attach", "run_id": 7, "after": -1},
         {"type": "attach", "run_id": 7, "after": 1.5},
         {"type": "attach", "run_id": 7, "since": 3},
+        {"type": "attach", "run_id": 7, "confirm": "yes"},
+        {"type": "attach", "run_id": 7, "confirm": 1},
         {"type": "cancel", "run_id": None, "force": True},
         {"type": "cancel", "run_id": [7]},
     ],
