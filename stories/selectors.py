@@ -308,9 +308,17 @@ def story_runs_writing(*, story: Story) -> list[int]:
     return list(runs.order_by("created_at").values_list("pk", flat=True))
 
 
-def run_is_streaming(*, run_id: int) -> bool:
-    """Whether the run is still going (not ended, as far as the database knows)."""
-    return GenerationRun.objects.filter(pk=run_id, status=GenerationRun.Status.STREAMING).exists()
+def run_elapsed(*, run_id: int) -> tuple[bool, int | None]:
+    """Whether the run is still going (as far as the database knows), and its time in ms from its
+    admission to now, or to its end once it has ended (None when its end time was not recorded)."""
+    run = GenerationRun.objects.filter(pk=run_id).only("status", "created_at", "finished_at").first()
+    if run is None:
+        return False, None
+    streaming = run.status == GenerationRun.Status.STREAMING
+    end = timezone.now() if streaming else run.finished_at
+    if end is None:
+        return False, None
+    return streaming, max(0, int((end - run.created_at).total_seconds() * 1000))
 
 
 def run_final_events(*, run_id: int) -> list[dict[str, Any]] | None:

@@ -700,6 +700,8 @@
       // announcements wait, and the run's state is said once at the end (replaySummary).
       replaying: false,
       replayTo: null,
+      // Whether the clock was set from the run's own time (attached's elapsed_ms).
+      clockKnown: false,
       replayHeard: "",
       // What the page is doing about the connection ("reconnecting", "cancelling"): shown by the
       // ticker's every redraw until it no longer holds, never overwritten a quarter second later.
@@ -873,6 +875,12 @@
       var replayTo = typeof message.replay_to === "number" ? message.replay_to : null;
       current.replayTo = replayTo;
       current.replaying = replayTo === null || replayTo > current.lastSeq;
+      // The run's own time so far: the replayed accepted has none, and the replayed progress is as old
+      // as the last one logged (none while the model thinks; a resumed run's counts from its resume).
+      if (typeof message.elapsed_ms === "number" && message.elapsed_ms >= 0) {
+        current.startedAt = performance.now() - message.elapsed_ms;
+        current.clockKnown = true;
+      }
     },
     accepted: function (current, message) {
       if (typeof message.max_tokens === "number") {
@@ -881,7 +889,9 @@
       if (typeof message.estimated_seconds === "number") {
         current.etaSeconds = message.estimated_seconds;
       }
-      current.startedAt = performance.now();
+      if (!current.clockKnown) {
+        current.startedAt = performance.now(); // live: the run starts now (a replay's was said by attached)
+      }
       announce("Writing has started.");
       statsRender(current);
     },
@@ -902,6 +912,8 @@
       });
       // Text of a scene that was being written when the process stopped is written again.
       ui.raw.replaceChildren();
+      // Its progress counts from the resume: the clock kept (from accepted, or attached) must not go back.
+      current.clockKnown = true;
       announce("The writing was interrupted on the server and goes on from the last finished scene.");
     },
     delta: function (current, message) {
@@ -969,7 +981,10 @@
         current.etaSeconds = message.eta_seconds;
       }
       if (typeof message.elapsed_ms === "number") {
-        current.startedAt = performance.now() - message.elapsed_ms;
+        var startedAt = performance.now() - message.elapsed_ms;
+        // Once attached says the run's time, progress only moves the clock on: a replayed progress is
+        // older than the attach, and a resumed run's counts from its resume.
+        current.startedAt = current.clockKnown ? Math.min(current.startedAt, startedAt) : startedAt;
       }
       statsRender(current);
     },

@@ -142,11 +142,13 @@ class CancelledEvent(TypedDict):
 
 class AttachedEvent(TypedDict):
     """Not a run's event (it has no ``seq``): a socket's answer to an ``attach`` sent with ``confirm``,
-    before the replay. ``replay_to``: the last seq of the replay (null: all that follows is one)."""
+    before the replay. ``replay_to``: the last seq of the replay (null: all that follows is one);
+    ``elapsed_ms``: the run's time so far, or to its end (null when unknown)."""
 
     type: Literal["attached"]
     run_id: int
     replay_to: int | None
+    elapsed_ms: int | None
 
 
 Event = (

@@ -22,7 +22,7 @@ from stories.generation.events import AttachedEvent
 from stories.runs.log import TERMINAL
 from stories.runs.runner import run_settled, run_start
 from stories.runs.store import run_event_log
-from stories.selectors import run_final_events, run_find_for_user, run_is_streaming
+from stories.selectors import run_elapsed, run_final_events, run_find_for_user
 from storyproject.db import db_call
 from storyproject.logs import RepeatedFailure
 
@@ -79,15 +79,20 @@ async def run_attached(*, run_id: int) -> AttachedEvent:
     ``replay_to`` is the seq of the last event the run's log holds now: the events up to it are a replay,
     those after it live. None when the run has ended and its log is gone (its end is rebuilt from the
     database: everything that follows is a replay); 0 when a running run has no log to read yet.
+    ``elapsed_ms`` is the run's time so far (to its end once it has ended), from its record: the replayed
+    ``accepted`` and ``progress`` events cannot say it (a model that has not written for a while sends
+    no progress; a resumed run's progress counts from its resume).
     """
+    streaming, elapsed_ms = await db_call(run_elapsed)(run_id=run_id)
     log = run_event_log()
     try:
-        if await log.exists(run_id):
-            return {"type": "attached", "run_id": run_id, "replay_to": await log.last_seq(run_id)}
+        replay_to: int | None = await log.last_seq(run_id) if await log.exists(run_id) else None
     except RedisError:
         _LOG_READS.failed(f"run {run_id}")
-    streaming = await db_call(run_is_streaming)(run_id=run_id)
-    return {"type": "attached", "run_id": run_id, "replay_to": 0 if streaming else None}
+        replay_to = None
+    if replay_to is None and streaming:
+        replay_to = 0  # nothing to replay yet: every event is live
+    return {"type": "attached", "run_id": run_id, "replay_to": replay_to, "elapsed_ms": elapsed_ms}
 
 
 async def run_events_follow(*, run_id: int, after: int = 0) -> AsyncGenerator[dict[str, Any], None]:

@@ -107,6 +107,38 @@ def test_a_reload_mid_generation_says_where_the_run_stands_once_then_announces_l
     assert watched.dialogs == [] and watched.errors == []
 
 
+def _elapsed(page: Page) -> float:
+    found = re.search(r"([\d.]+) s elapsed", page.locator("#stream-stats").inner_text())
+    assert found, page.locator("#stream-stats").inner_text()
+    return float(found.group(1))
+
+
+def test_after_a_reload_the_elapsed_time_is_the_runs_own_at_once(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # Was: the clock started again from the replayed `accepted` (0.0 s) and caught up only at the next
+    # `progress`; a model thinking, or waiting for its first token, sends none for a long while.
+    page = watched.page
+    _start_long_run(page, app_server)
+    expect(page.locator("#stream-stats")).to_have_text(re.compile(r"\b([3-9]|\d{2,})\.\d s elapsed"))
+
+    def without_progress(socket: WebSocketRoute) -> None:
+        # No `progress` reaches the page from now on: what a model that writes nothing for a while
+        # sends, replayed or live.
+        server = socket.connect_to_server()
+        server.on_message(
+            lambda message: None if '"type": "progress"' in str(message) else socket.send(message)
+        )
+
+    page.route_web_socket("**/ws/generate/", without_progress)
+    page.reload()
+    expect(page.locator("#stream-scenes .scene:not(.scene-pending)").first).to_be_visible()
+    assert _elapsed(page) >= 3.0
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#stream-stats")).to_have_text("Cancelled. Nothing was saved.")
+    assert watched.dialogs == [] and watched.errors == []
+
+
 def test_a_reload_mid_generation_keeps_the_plot_title_and_cast_in_the_form(
     app_server: AppServer, watched: Watched
 ) -> None:

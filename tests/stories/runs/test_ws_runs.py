@@ -165,12 +165,14 @@ async def test_an_attach_with_confirm_is_told_first_where_its_replay_ends(
     # A reload's replay came as a burst the page could not tell from live events: its screen reader
     # announcements were all made at once, and only the last was heard. `attached` says where it ends.
     script_slow(fake_anthropic)
+    asked = asyncio.get_running_loop().time()
     starter, run_id = await run_streaming(writer)
     follower = await ws_connect(writer)
     try:
         await _until(starter, "scene")
         await follower.send_json_to({"type": "attach", "run_id": run_id, "after": 0, "confirm": True})
         attached = json.loads(await follower.receive_from(timeout=10))
+        running_for = (asyncio.get_running_loop().time() - asked) * 1000
         followed = await ws_events(follower)
         finished = await first_answer(writer, {"type": "attach", "run_id": run_id, "confirm": True})
         await log_expires(run_id)
@@ -179,15 +181,25 @@ async def test_an_attach_with_confirm_is_told_first_where_its_replay_ends(
     finally:
         await starter.disconnect()
         await follower.disconnect()
-    assert set(attached) == {"type", "run_id", "replay_to"} and attached["run_id"] == run_id
+    assert set(attached) == {"type", "run_id", "replay_to", "elapsed_ms"} and attached["run_id"] == run_id
+    # The run's time so far, which the replayed events cannot give a reloaded page.
+    assert 0 < attached["elapsed_ms"] <= running_for
     # The scene was logged before the attach: the replay holds it; the run went on live after.
     first_scene = next(event["seq"] for event in followed if event["type"] == "scene")
     assert first_scene <= attached["replay_to"] < followed[-1]["seq"]
     assert _seqs(followed) == list(range(1, followed[-1]["seq"] + 1))
     # A finished run's replay is all of it; once its log is gone, its rebuilt end is (null).
-    assert finished == {"type": "attached", "run_id": run_id, "replay_to": followed[-1]["seq"]}
+    run = await _finished(run_id)
+    assert run.finished_at is not None
+    took = int((run.finished_at - run.created_at).total_seconds() * 1000)
+    assert finished == {
+        "type": "attached",
+        "run_id": run_id,
+        "replay_to": followed[-1]["seq"],
+        "elapsed_ms": took,
+    }
     assert rebuilt["type"] == "scene"  # no confirm: no answer, as before it existed
-    assert gone == {"type": "attached", "run_id": run_id, "replay_to": None}
+    assert gone == {"type": "attached", "run_id": run_id, "replay_to": None, "elapsed_ms": took}
 
 
 async def test_an_attach_after_a_seq_the_run_has_not_reached_is_refused_not_left_silent(
