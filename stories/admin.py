@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from stories import limits, services
 from stories.forms import StoryDetailsChecks, plot_field
-from stories.generation.models_registry import MODELS, model_get
+from stories.generation.models_registry import MODELS, max_tokens_limit, model_get
 from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
 from stories.selectors import generation_settings_forget
@@ -278,7 +278,25 @@ class GenerationSettingsForm(forms.ModelForm):
                 f"Between {low} and {high} (STORY_MIN_MAX_TOKENS and STORY_MAX_MAX_TOKENS), the bounds "
                 "of a writer's own max_tokens."
             )
+        if value is not None and (
+            refusal := _max_output_refusal(value, self.cleaned_data.get("default_model"))
+        ):
+            raise forms.ValidationError(refusal)
         return value
+
+
+def _max_output_refusal(value: int, default_model: str | None) -> str | None:
+    """Why ``value`` cannot be every run's default: the default model, or another a writer may pick,
+    cannot be given that much (it would be cut to its max output on every call, without a word)."""
+    budget = settings.STORY_THINKING_BUDGET_TOKENS
+    for model_id in dict.fromkeys([default_model or settings.STORY_MODEL, *allowed_models()]):
+        limit = max_tokens_limit(model_id, budget_tokens=budget)
+        if limit is not None and value > limit:
+            return (
+                f"At most {limit} for {_model_label(model_id)}, a model writers may use: its max output, "
+                "less the tokens set aside for thinking. A larger default would be cut to that on every run."
+            )
+    return None
 
 
 @admin.register(GenerationSettings)

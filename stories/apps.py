@@ -66,6 +66,8 @@ class StoriesConfig(AppConfig):
     def ready(self) -> None:
         from rest_framework.authtoken.models import Token, TokenProxy
 
+        from stories import checks  # noqa: F401  (registers the system checks)
+
         # A run nobody follows stops when the credential that started it stops holding, however that
         # comes about (stories/runs/revoked.py): a token deleted by any interface (the admin's through
         # DRF's TokenProxy), a logout, a new password, a deactivated or deleted writer.

@@ -273,5 +273,16 @@ def thinking_param(model_id: str, *, budget_tokens: int) -> tuple[dict[str, Any]
     return {"type": "adaptive"}, budget
 
 
+def max_tokens_limit(model_id: str, *, budget_tokens: int) -> int | None:
+    """The largest max_tokens for a call's text that the model can be given whole: its max output less
+    the thinking reserve (``thinking_param``). A larger one is cut to the max output on every call
+    (``stories.generation.backends.anthropic.max_tokens_for``). None for a model not in the registry."""
+    model = MODELS.get(model_id)
+    if model is None:
+        return None
+    _, reserve = thinking_param(model_id, budget_tokens=budget_tokens)
+    return model.max_output - reserve
+
+
 # The API's smallest thinking budget (ThinkingConfigEnabledParam.budget_tokens: "Must be ≥1024").
 MIN_THINKING_BUDGET = 1024

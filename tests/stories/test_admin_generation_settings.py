@@ -71,6 +71,25 @@ def test_a_default_max_tokens_a_run_would_not_use_and_overlong_rules_are_form_er
     assert GenerationSettings.objects.get().default_max_tokens == 16_000
 
 
+def test_a_default_max_tokens_a_usable_model_cannot_take_is_a_form_error(
+    editor: Client, settings: Any
+) -> None:
+    # Was: saved, and cut to the model's max output on every run that took it, without a word.
+    settings.STORY_MODELS = ["claude-sonnet-5-5", "claude-haiku-4-5"]
+    # Haiku 4.5 writes at most 64,000 tokens, thinking included: 61,952 are left for the text.
+    settings.STORY_MAX_MAX_TOKENS, settings.STORY_THINKING_BUDGET_TOKENS = 64_000, 2048
+    form = {"default_model": "claude-sonnet-5-5", "formatting_rules": ""}
+    response = editor.post(URL, {**form, "default_max_tokens": "63000"})
+    assert response.status_code == 200
+    assert (
+        "At most 61952 for Claude Haiku 4.5 (legacy) (claude-haiku-4-5), a model writers may use: its max output, "
+        "less the tokens set aside for thinking." in response.content.decode()
+    )
+    assert not GenerationSettings.objects.exists()
+    assert editor.post(URL, {**form, "default_max_tokens": "61952"}).status_code == 302
+    assert GenerationSettings.objects.get().default_max_tokens == 61_952
+
+
 def test_empty_defaults_follow_the_environment_of_a_deploy_even_with_the_settings_cached(
     settings: Any,
 ) -> None:
