@@ -26,6 +26,7 @@ from storyproject.runtime import (  # noqa: E402
     autobahn_connection_log_unformatted,
     daphne_close_reason_sent,
     daphne_form_parsing_off,
+    daphne_long_request_refused,
     daphne_reason_phrases_known,
     daphne_request_body_bounded,
     server_runtime_tune,
@@ -48,6 +49,8 @@ router = ProtocolTypeRouter(
 daphne_form_parsing_off()
 # Twisted kept a whole body, whatever its size, before the application could answer 413.
 daphne_request_body_bounded()
+# Twisted closed a connection whose request line was too long without a word (and a header section: 400).
+daphne_long_request_refused()
 # daphne sent a WebSocket close's code without its reason (docs/protocol.md's close codes name reasons).
 daphne_close_reason_sent()
 # daphne's status lines said "429 Unknown Status": Twisted has no phrase for some statuses.

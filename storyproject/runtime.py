@@ -45,6 +45,17 @@ byte past it). The client still sends its whole body: a front proxy's limit stop
 daphne writes the status line with Twisted's reason phrases (``twisted.web.http.RESPONSES``), which lack
 some the application answers with: a 429 went out as ``429 Unknown Status``. ``daphne_reason_phrases_known``
 adds the standard library's (``http.HTTPStatus``) for every status Twisted does not know.
+
+Twisted's HTTP channel reads a request line and each header line of at most 16,384 bytes
+(``LineReceiver.MAX_LENGTH``), and at most 16,384 bytes of them all (``HTTPChannel.totalHeadersSize``):
+a longer request line (a URL such as ``/api/personas/contexts/?names=`` with 17,000 characters) closed the
+connection without a response, which clients report as a dropped connection (an HTTP client retries it,
+a browser shows its own error page), and too many header bytes was a bare 400. ``daphne_long_request_refused``
+answers 414 URI Too Long for a request line (RFC 9110 section 15.5.15) and 431 Request Header Fields Too
+Large for the headers (RFC 6585 section 5; also past Twisted's 500 header fields), with a line of text
+that names the limit, then reads and drops what the client still sends until it closes (at most
+``_REFUSED_LINGER_SECONDS``): closing with unread bytes in the socket sends a TCP reset, which can
+destroy the answer before the client reads it.
 """
 
 from __future__ import annotations
@@ -156,3 +167,77 @@ def daphne_close_reason_sent() -> None:
 
     WebSocketProtocol.handle_reply = handle_reply_with_reason
     WebSocketProtocol._close_reason_sent = True
+
+
+# How long a connection answered 414 or 431 stays open, its input read and dropped, for its client to read
+# the answer and close first (nginx's lingering_timeout is 5 s).
+_REFUSED_LINGER_SECONDS = 5
+# RFC 9110's and RFC 6585's phrases (Python before 3.13 says "Request-URI Too Long", RFC 2616's).
+_REFUSED_PHRASES = {414: "URI Too Long", 431: "Request Header Fields Too Large"}
+
+
+def daphne_long_request_refused() -> None:
+    """Make daphne answer a request line or header section past Twisted's limits with 414 or 431 (see the
+    module docstring)."""
+    from twisted.web.http import HTTPChannel
+
+    if getattr(HTTPChannel, "_long_request_refused", False):
+        return
+    line_received = HTTPChannel.lineReceived
+    header_received = HTTPChannel.headerReceived
+
+    def lineLengthExceeded(self: Any, line: bytes) -> None:
+        # LineReceiver's own answer was to close the connection, sending nothing.
+        _too_long_refuse(self, f"one line is longer than {self.MAX_LENGTH} bytes")
+
+    def lineReceived(self: Any, line: bytes) -> None:
+        # HTTPChannel's check, made first: past it, HTTPChannel answered a bare 400.
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            _too_long_refuse(
+                self, f"with the request line, they are longer than {self.totalHeadersSize} bytes"
+            )
+            return
+        line_received(self, line)
+
+    def headerReceived(self: Any, line: bytes) -> bool:
+        if self._receivedHeaderCount >= self.maxHeaders:
+            _request_refuse(self, 431, f"The request has more than {self.maxHeaders} header fields.")
+            return False
+        return bool(header_received(self, line))
+
+    HTTPChannel.lineLengthExceeded = lineLengthExceeded  # type: ignore[method-assign]
+    HTTPChannel.lineReceived = lineReceived  # type: ignore[method-assign]
+    HTTPChannel.headerReceived = headerReceived  # type: ignore[method-assign]
+    HTTPChannel._long_request_refused = True  # type: ignore[attr-defined]
+
+
+def _too_long_refuse(channel: Any, why: str) -> None:
+    # Still waiting for its first line, the request line is what is too long (the URL, as a rule).
+    if channel._HTTPChannel__first_line:
+        _request_refuse(channel, 414, f"The request line (its URL) is too long: {why}.")
+    else:
+        _request_refuse(channel, 431, f"The request's header fields are too long: {why}.")
+
+
+def _request_refuse(channel: Any, status: int, message: str) -> None:
+    """Answer ``status`` with ``message`` and close, reading and dropping the rest of the request."""
+    body = f"{message}\n".encode()
+    head = (
+        f"HTTP/1.1 {status} {_REFUSED_PHRASES[status]}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    channel.transport.write(head.encode("ascii") + body)
+    # Nothing more of this connection is parsed (Twisted does the same after a request that closes it).
+    channel.dataReceived = channel.lineReceived = _dropped
+    channel.clearLineBuffer()
+    channel.persistent = False
+    # Our side is closed once the answer is written; the client's side when it has read it (then the
+    # channel's connectionLost), or after the linger, by the channel's own timeout.
+    channel.setTimeout(_REFUSED_LINGER_SECONDS)
+    channel.transport.loseWriteConnection()
+
+
+def _dropped(*args: Any) -> None:
+    return None

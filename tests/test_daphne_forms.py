@@ -105,3 +105,41 @@ def test_a_body_past_the_limit_is_not_kept_whole_while_it_arrives(tmp_path: Path
         daphne_stop(process)
     assert held <= 3_000_001
     assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def _raw_answer(url: str, request: bytes) -> bytes:
+    """What the server answers ``request`` with, read until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65_536):
+            answer += chunk
+    return answer
+
+
+def test_a_request_line_too_long_is_answered_414_and_headers_too_long_431(server: str) -> None:
+    # Twisted's HTTP channel closed the connection without a response for a request line past 16 KB (a
+    # batch of contexts asked for by 17,000 characters of names), which clients report as a dropped
+    # connection, and answered header fields past 16 KB in all with a bare 400.
+    names = ",".join(["noir-detective"] * 1_200)  # 17,999 characters
+    response = httpx.get(f"{server}/api/personas/contexts/?names={names}", timeout=30)
+    assert (response.status_code, response.reason_phrase) == (414, "URI Too Long")
+    assert "request line (its URL) is too long" in response.text
+    assert response.headers["Connection"] == "close"
+    # A much longer one is read to its end and dropped, so the answer is not lost to a TCP reset.
+    huge = _raw_answer(server, b"GET /?q=" + b"x" * 4_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert huge.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+
+    one_long = _raw_answer(
+        server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n"
+    )
+    many = b"".join(b"X-Part-%d: %s\r\n" % (i, b"b" * 1_000) for i in range(20))
+    in_all = _raw_answer(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    too_many = b"".join(b"X-%d: 1\r\n" % i for i in range(600))
+    counted = _raw_answer(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + too_many + b"\r\n")
+    for answer in (one_long, in_all, counted):
+        assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:200]
+    assert b"longer than 16384 bytes" in one_long and b"longer than 16384 bytes" in in_all
+    assert b"more than 500 header fields" in counted
+    # The process serves on.
+    assert httpx.get(f"{server}/healthz", timeout=30).status_code == 200
