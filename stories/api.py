@@ -7,6 +7,7 @@ objects are looked up through owner-filtered selectors, so they are 404, not 403
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, cast
 
 from asgiref.sync import async_to_sync
@@ -24,7 +25,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, status
 from rest_framework import serializers as drf_serializers
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import APIException, NotFound, ParseError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -121,7 +122,10 @@ class StoryListCreateApi(generics.ListCreateAPIView):
                 "If-Match",
                 str,
                 OpenApiParameter.HEADER,
-                description="The story's ETag as the client read it; `*` (or none): no check.",
+                description=(
+                    "The story's ETag as the client read it, or a list of tags (any of them holds); a weak "
+                    "tag never matches. `*` (or none): no check. Any other value: 400."
+                ),
             )
         ],
         tags=["stories"],
@@ -162,13 +166,12 @@ class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
 
     def perform_update(self, serializer: BaseSerializer) -> None:
         data = serializer.validated_data
-        expected = self.request.headers.get("If-Match", "").strip()
         try:
             serializer.instance = services.story_update(
                 story=cast(Story, serializer.instance),
                 title=data.get("title"),
                 plot=data.get("plot"),
-                details_stamp=None if expected in ("", "*") else expected,
+                details_stamps=if_match_tags(self.request),
             )
         except services.DetailsChanged as changed:
             raise DetailsPreconditionFailed(
@@ -191,6 +194,27 @@ class DetailsPreconditionFailed(APIException):
             "GET the story to see them, or send the ETag of this response to replace them."
         )
         self.etag = etag
+
+
+# RFC 9110 section 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E / obs-text
+# (a header's value reaches Django decoded as Latin-1, so obs-text is \x80-\xff).
+_ENTITY_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+# If-Match = "*" / #entity-tag: a list, whose empty elements a recipient accepts (section 5.6.1).
+_ENTITY_TAG_LIST = re.compile(rf"[ \t]*(?:{_ENTITY_TAG})?[ \t]*(?:,[ \t]*(?:{_ENTITY_TAG})?[ \t]*)*")
+
+
+def if_match_tags(request: Request) -> list[str] | None:
+    """The entity tags of the request's ``If-Match`` (RFC 9110 section 13.1.1), to be compared strongly
+    (a weak tag, ``W/"..."``, never matches a strong ETag); ``None`` without one, or with ``*``. A value
+    that is neither ``*`` nor at least one entity tag (a tag without its quotes, an empty field) is a
+    400: taken as no condition, the write it guards would win without a word."""
+    value = request.headers.get("If-Match")
+    if value is None or value.strip(" \t") == "*":
+        return None
+    tags = re.findall(_ENTITY_TAG, value) if _ENTITY_TAG_LIST.fullmatch(value) else []
+    if not tags:
+        raise ParseError('If-Match is not "*" or a list of entity tags (quoted, as the ETag of a GET is).')
+    return tags
 
 
 def _own_story(view: generics.GenericAPIView) -> Story:

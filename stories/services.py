@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -54,20 +54,25 @@ def story_create(*, owner: AbstractBaseUser, title: str, plot: str) -> Story:
 
 
 def story_update(
-    *, story: Story, title: str | None = None, plot: str | None = None, details_stamp: str | None = None
+    *,
+    story: Story,
+    title: str | None = None,
+    plot: str | None = None,
+    details_stamps: Collection[str] | None = None,
 ) -> Story:
     """Write the fields given, and only them: the story's version counter, which a version saved since
     ``story`` was read has moved on, stays as that save left it.
 
-    ``details_stamp``: the title and plot the writer changed, as ``selectors.story_details_stamp`` made
-    it when they read them; changed since (another tab, a Regenerate), nothing is written and
-    ``DetailsChanged`` says what they are now. Checked and written under the story's row lock."""
-    if details_stamp is not None:
+    ``details_stamps``: the title and plot the writer changed, as ``selectors.story_details_stamp`` made
+    it when they read them (an API client may name several, If-Match's list); none of them the title
+    and plot now (another tab, a Regenerate changed them), nothing is written and ``DetailsChanged``
+    says what they are now. Checked and written under the story's row lock."""
+    if details_stamps is not None:
         with transaction.atomic():
             current = Story.objects.select_for_update().filter(pk=story.pk).values("title", "plot").first()
             if current is None:
                 raise _story_gone()
-            if story_details_stamp(**current) != details_stamp:
+            if story_details_stamp(**current) not in details_stamps:
                 raise DetailsChanged(title=current["title"], plot=current["plot"])
             return story_update(story=story, title=title, plot=plot)
     changed: list[str] = []

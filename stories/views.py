@@ -470,7 +470,7 @@ def story_settings(request: HttpRequest, story_id: int) -> HttpResponse:
                 title=form.cleaned_data["title"],
                 plot=form.cleaned_data["plot"],
                 # Sent by the page since the check came (a form without it saves as before).
-                details_stamp=request.POST.get("details_stamp") or None,
+                details_stamps=[stamp] if (stamp := request.POST.get("details_stamp")) else None,
             )
         except services.DetailsChanged as changed:
             # Changed meanwhile (another tab, a Regenerate): saved, the writer's text replaced theirs

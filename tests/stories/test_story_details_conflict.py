@@ -123,3 +123,38 @@ def test_a_delete_warns_of_a_version_that_started_being_written_after_the_page_o
     response = client.post(f"/stories/{story.pk}/delete/", {"confirm": "yes", "writing_seen": str(run.pk)})
     assert response.status_code == 302
     assert not Story.objects.filter(pk=story.pk).exists()
+
+
+@pytest.mark.django_db
+def test_if_match_is_read_as_rfc_9110_says_a_list_strong_tags_only_and_malformed_refused(
+    writer: Any, story: Story
+) -> None:
+    api = client_for(writer)
+    url = f"/api/stories/{story.pk}/"
+    etag = api.get(url)["ETag"]
+
+    # A list of tags holds when any of them is the story's (a client that kept the tags it saw): it was
+    # compared whole, so the story's own tag in a list was a 412 saying the story had changed.
+    response = api.patch(url, {"title": "Listed"}, format="json", HTTP_IF_MATCH=f'"0123456789", {etag}')
+    assert response.status_code == 200, response.content
+    etag = response["ETag"]
+    # Two If-Match fields are one list (RFC 9110 section 5.3), as Django joins them: the same.
+    response = api.patch(url, {"title": "Listed twice"}, format="json", HTTP_IF_MATCH=f'"a",,{etag} , "b"')
+    assert response.status_code == 200, response.content
+    etag = response["ETag"]
+
+    # A weak tag never matches under If-Match's strong comparison (RFC 9110 section 13.1.1).
+    response = api.patch(url, {"title": "Weak"}, format="json", HTTP_IF_MATCH=f"W/{etag}")
+    assert response.status_code == 412
+
+    # A value that is not "*" or a list of entity tags (the tag without its quotes, an empty field sent
+    # for a tag the client did not have, "*" in a list) is refused as such: it was a 412 saying the story
+    # had changed, or, empty, no check at all, the last write winning without a word.
+    for malformed in (etag.strip('"'), "", "  ", f"*, {etag}", f'{etag}, "open'):
+        response = api.patch(url, {"title": "Malformed"}, format="json", HTTP_IF_MATCH=malformed)
+        assert response.status_code == 400, (malformed, response.content)
+        assert response.json() == {
+            "detail": 'If-Match is not "*" or a list of entity tags (quoted, as the ETag of a GET is).'
+        }
+    story.refresh_from_db()
+    assert story.title == "Listed twice"
