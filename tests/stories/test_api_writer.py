@@ -1018,3 +1018,20 @@ def test_an_imported_cue_in_capitals_with_a_sharp_s_is_a_character(writer: Any, 
         {"type": "dialogue", "character": cue, "text": "Guten Tag."},
         {"type": "action", "text": "DIE STRAßE IST LEER."},
     ]
+
+
+def test_a_fountain_text_with_a_lone_surrogate_is_refused_naming_it_on_every_path(
+    client: Client, writer: Any, story: Story
+) -> None:
+    # The field's byte count encoded the text as UTF-8, which a lone surrogate (a JSON "\ud800") cannot
+    # be: the import, a Fountain edit and the editor's preview were a 500 before the field's own check
+    # could say what was wrong.
+    raw = '{"fountain": "INT. ROOM - DAY\\n\\nBOB\\nHi \\ud800.\\n"}'
+    said = "fountain contains an unpaired UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode."
+    for url in ("/api/stories/import/", f"/api/stories/{story.pk}/versions/"):
+        response = client_for(writer).post(url, raw, content_type="application/json")
+        assert (response.status_code, response.json()) == (400, {"fountain": [said]}), url
+    client.force_login(writer)
+    preview = client.post(f"/stories/{story.pk}/preview/", raw, content_type="application/json")
+    assert preview.status_code == 400 and "surrogate" in preview.json()["error"]
+    assert ScreenplayVersion.objects.filter(story=story).count() == 1
