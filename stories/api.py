@@ -6,8 +6,10 @@ objects are looked up through owner-filtered selectors, so they are 404, not 403
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any, cast
 
 from asgiref.sync import async_to_sync
@@ -16,6 +18,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
+from django.utils.cache import get_conditional_response
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -103,45 +106,76 @@ class StoryListCreateApi(generics.ListCreateAPIView):
         serializer.instance = services.story_create(owner=owner, title=data["title"], plot=data["plot"])
 
 
+_STORY_ETAG = OpenApiParameter(
+    "ETag",
+    str,
+    OpenApiParameter.HEADER,
+    response=[200, 304, 412],
+    required=True,
+    description="Stands for the story as a `GET` shows it: any change of it (its title or plot, a version "
+    "saved, its cast) changes it.",
+)
+_IF_MATCH = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description=(
+        "The story's ETag as the client read it, or a list of tags (any of them holds); a weak tag never "
+        "matches. `*` (or none): no check. Any other value: 400."
+    ),
+)
+_PRECONDITION_FAILED = OpenApiResponse(
+    _DETAIL, description="The story changed since the ETag in If-Match; nothing was done."
+)
+
+
 @extend_schema_view(
     get=extend_schema(
         summary="One of your stories",
-        description="Its `ETag` header stands for its title and plot, for a `PATCH`'s `If-Match`.",
+        description=(
+            "Its `ETag` stands for the story as shown: sent back in `If-None-Match`, the answer is a 304 "
+            "without a body while the story is unchanged; in a `PATCH`'s or `DELETE`'s `If-Match`, they "
+            "are refused (412) once it changed."
+        ),
+        parameters=[
+            _STORY_ETAG,
+            OpenApiParameter(
+                "If-None-Match",
+                str,
+                OpenApiParameter.HEADER,
+                description="An ETag (or a list of them, or `*`) of an earlier answer; weak ones match too.",
+            ),
+        ],
         tags=["stories"],
-        responses={200: StorySerializer, 404: _NOT_FOUND},
+        responses={
+            200: StorySerializer,
+            304: OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds."),
+            404: _NOT_FOUND,
+        },
     ),
     patch=extend_schema(
         summary="Change the title or plot",
         description=(
             "With `If-Match` (the `ETag` of a `GET` or an earlier `PATCH`), nothing is written when the "
-            "title or plot changed since (another client, a Regenerate): 412, the body saying so, the "
-            "response's `ETag` that of the story now. Without it, the last write wins."
+            "story changed since (another client changed its title or plot, a Regenerate saved a version "
+            "and its plot): 412, the body saying so, the response's `ETag` that of the story now. Without "
+            "it, the last write wins."
         ),
-        parameters=[
-            OpenApiParameter(
-                "If-Match",
-                str,
-                OpenApiParameter.HEADER,
-                description=(
-                    "The story's ETag as the client read it, or a list of tags (any of them holds); a weak "
-                    "tag never matches. `*` (or none): no check. Any other value: 400."
-                ),
-            )
-        ],
+        parameters=[_STORY_ETAG, _IF_MATCH],
         tags=["stories"],
         responses={
             200: StorySerializer,
             400: _BAD_REQUEST,
             404: _NOT_FOUND,
-            412: OpenApiResponse(
-                _DETAIL, description="The title or plot changed since the ETag in If-Match."
-            ),
+            412: _PRECONDITION_FAILED,
         },
     ),
     delete=extend_schema(
         summary="Delete a story with its versions and cast (its runs are kept)",
+        description="With `If-Match`, nothing is deleted when the story changed since (412), as for `PATCH`.",
+        parameters=[_IF_MATCH],
         tags=["stories"],
-        responses={204: None, 404: _NOT_FOUND},
+        responses={204: None, 400: _BAD_REQUEST, 404: _NOT_FOUND, 412: _PRECONDITION_FAILED},
     ),
 )
 class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
@@ -151,16 +185,25 @@ class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
     def get_queryset(self) -> QuerySet[Story]:
         return selectors.stories_for_user(user=self.request.user)
 
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+    # Django's 304 (no body, no Content-Type) where DRF's stubs say a Response: dispatch takes any.
+    def finalize_response(  # type: ignore[override]
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
         response = super().finalize_response(request, response, *args, **kwargs)
-        data = response.data if isinstance(response.data, dict) else {}
-        if response.status_code == 200 and "title" in data and "plot" in data:
-            response["ETag"] = selectors.story_details_stamp(title=data["title"], plot=data["plot"])
-        return response
+        if response.status_code != 200 or not isinstance(response.data, dict):
+            return response
+        response["ETag"] = story_etag(response.data)
+        if request.method not in ("GET", "HEAD"):
+            return response
+        # The writer's own: kept by their browser only, and asked again (If-None-Match) before each use.
+        response["Cache-Control"] = "private, no-cache"
+        # Django's evaluation of If-None-Match (weak comparison, a 304 keeping the ETag and Vary) and of
+        # a GET's If-Match (RFC 9110 section 13.2.2).
+        return get_conditional_response(request, etag=response["ETag"], response=response) or response
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
-        if isinstance(exc, DetailsPreconditionFailed):
+        if isinstance(exc, StoryPreconditionFailed):
             response["ETag"] = exc.etag
         return response
 
@@ -171,27 +214,44 @@ class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
                 story=cast(Story, serializer.instance),
                 title=data.get("title"),
                 plot=data.get("plot"),
-                details_stamps=if_match_tags(self.request),
+                expected=_as_if_match_says(self.request),
             )
-        except services.DetailsChanged as changed:
-            raise DetailsPreconditionFailed(
-                etag=selectors.story_details_stamp(title=changed.title, plot=changed.plot)
-            ) from None
+        except services.DetailsChanged:
+            raise StoryPreconditionFailed(etag=story_etag(StorySerializer(self.get_object()).data)) from None
 
     def perform_destroy(self, instance: Story) -> None:
-        services.story_delete(story=instance)
+        try:
+            services.story_delete(story=instance, expected=_as_if_match_says(self.request))
+        except services.DetailsChanged:
+            raise StoryPreconditionFailed(etag=story_etag(StorySerializer(self.get_object()).data)) from None
 
 
-class DetailsPreconditionFailed(APIException):
-    """A PATCH whose If-Match is not the story's title and plot now: 412, with the story's ETag now."""
+def story_etag(data: dict[str, Any]) -> str:
+    """The ``ETag`` of a story as ``StorySerializer`` shows it: a strong validator, which changes whenever
+    what a ``GET`` shows does (RFC 9110 section 8.8.1). It stood for the title and plot only, so a 304
+    could not be answered with it (the latest version would have been stale)."""
+    shown = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.sha256(shown.encode()).hexdigest()[:32] + '"'
+
+
+def _as_if_match_says(request: Request) -> Callable[[Story], bool] | None:
+    """Whether a story as it is now is one the request's If-Match names; no If-Match (or ``*``), no check."""
+    tags = if_match_tags(request)
+    if tags is None:
+        return None
+    return lambda now: story_etag(StorySerializer(now).data) in tags
+
+
+class StoryPreconditionFailed(APIException):
+    """A write whose If-Match is not the story's ETag now: 412, with the story's ETag now."""
 
     status_code = status.HTTP_412_PRECONDITION_FAILED
     default_code = "precondition_failed"
 
     def __init__(self, *, etag: str) -> None:
         super().__init__(
-            "The story's title or plot changed since the ETag in If-Match; nothing was written. "
-            "GET the story to see them, or send the ETag of this response to replace them."
+            "The story changed since the ETag in If-Match (its title or plot, or a version saved); nothing "
+            "was done. GET the story to see it, or send the ETag of this response to go ahead."
         )
         self.etag = etag
 

@@ -112,9 +112,9 @@ def story_get_for_user(*, user: AbstractBaseUser | AnonymousUser, story_id: int)
 
 
 def story_details_stamp(*, title: str, plot: str) -> str:
-    """A story's title and plot as one opaque string: the API's ``ETag`` of a story, the settings page's
-    hidden ``details_stamp``. A change of either, from anywhere (another tab, a Regenerate), changes it;
-    a version saved does not."""
+    """A story's title and plot as one opaque string: the settings page's hidden ``details_stamp``. A
+    change of either, from anywhere (another tab, a Regenerate), changes it; a version saved does not
+    (the API's ``ETag`` stands for all a ``GET`` shows: stories.api.story_etag)."""
     return '"' + hashlib.sha256(f"{title}\0{plot}".encode()).hexdigest()[:24] + '"'
 
 

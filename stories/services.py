@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -34,7 +34,6 @@ from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.selectors import (
     runs_orphaned,
     screenplay_fountain_for_story,
-    story_details_stamp,
     story_version_find,
     story_version_latest,
 )
@@ -58,22 +57,18 @@ def story_update(
     story: Story,
     title: str | None = None,
     plot: str | None = None,
-    details_stamps: Collection[str] | None = None,
+    expected: Callable[[Story], bool] | None = None,
 ) -> Story:
     """Write the fields given, and only them: the story's version counter, which a version saved since
     ``story`` was read has moved on, stays as that save left it.
 
-    ``details_stamps``: the title and plot the writer changed, as ``selectors.story_details_stamp`` made
-    it when they read them (an API client may name several, If-Match's list); none of them the title
-    and plot now (another tab, a Regenerate changed them), nothing is written and ``DetailsChanged``
-    says what they are now. Checked and written under the story's row lock."""
-    if details_stamps is not None:
+    ``expected``: whether the story as it is now (read under its row lock) is still the one the writer
+    read (the settings page: its title and plot; the API: all a GET shows, If-Match's ETags); when it is
+    not (another tab, a Regenerate changed it), nothing is written and ``DetailsChanged`` says the title
+    and plot now. Checked and written under the story's row lock."""
+    if expected is not None:
         with transaction.atomic():
-            current = Story.objects.select_for_update().filter(pk=story.pk).values("title", "plot").first()
-            if current is None:
-                raise _story_gone()
-            if story_details_stamp(**current) not in details_stamps:
-                raise DetailsChanged(title=current["title"], plot=current["plot"])
+            _story_expected_check(story=story, expected=expected)
             return story_update(story=story, title=title, plot=plot)
     changed: list[str] = []
     if title is not None:
@@ -101,16 +96,28 @@ class DetailsChanged(Exception):
 
 
 @transaction.atomic
-def story_delete(*, story: Story) -> None:
+def story_delete(*, story: Story, expected: Callable[[Story], bool] | None = None) -> None:
     """Delete a story with its versions and cast; its runs stay (story set to null) as measurements.
 
     The story's row is locked first: a version being saved for it (which locked the row with its
     number's UPDATE) commits before the versions and cast to delete are read, so it goes too. Read
     before it, the new version was left pointing at the deleted story, and PostgreSQL refused the
-    delete at its commit (a 500).
+    delete at its commit (a 500). ``expected``: as ``story_update``'s, nothing deleted when it says no.
     """
-    Story.objects.select_for_update().filter(pk=story.pk).values_list("pk").first()
+    if expected is not None:
+        _story_expected_check(story=story, expected=expected)
+    else:
+        Story.objects.select_for_update().filter(pk=story.pk).values_list("pk").first()
     story.delete()
+
+
+def _story_expected_check(*, story: Story, expected: Callable[[Story], bool]) -> None:
+    """Lock the story's row and raise ``DetailsChanged`` unless ``expected`` of it as it is now."""
+    current = Story.objects.select_for_update().filter(pk=story.pk).first()
+    if current is None:
+        raise _story_gone()
+    if not expected(current):
+        raise DetailsChanged(title=current.title, plot=current.plot)
 
 
 @transaction.atomic

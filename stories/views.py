@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -470,7 +471,7 @@ def story_settings(request: HttpRequest, story_id: int) -> HttpResponse:
                 title=form.cleaned_data["title"],
                 plot=form.cleaned_data["plot"],
                 # Sent by the page since the check came (a form without it saves as before).
-                details_stamps=[stamp] if (stamp := request.POST.get("details_stamp")) else None,
+                expected=_details_as_read(request.POST.get("details_stamp")),
             )
         except services.DetailsChanged as changed:
             # Changed meanwhile (another tab, a Regenerate): saved, the writer's text replaced theirs
@@ -510,6 +511,14 @@ def story_delete(request: HttpRequest, story_id: int) -> HttpResponse:
     services.story_delete(story=story)
     messages.success(request, f"“{bidi_isolated(title)}” and its versions are deleted.")
     return redirect("stories:story-list")
+
+
+def _details_as_read(stamp: str | None) -> Callable[[Story], bool] | None:
+    """Whether a story's title and plot are still those of ``stamp``, the settings page's hidden field
+    (a version saved since is no conflict for them); no stamp, no check."""
+    if not stamp:
+        return None
+    return lambda now: selectors.story_details_stamp(title=now.title, plot=now.plot) == stamp
 
 
 def _story_settings_page(

@@ -158,3 +158,41 @@ def test_if_match_is_read_as_rfc_9110_says_a_list_strong_tags_only_and_malformed
         }
     story.refresh_from_db()
     assert story.title == "Listed twice"
+
+
+@pytest.mark.django_db
+def test_the_etag_stands_for_the_whole_story_as_get_shows_it_and_if_none_match_gets_a_304(
+    writer: Any, story: Story
+) -> None:
+    # The ETag stood for the title and plot only, though a GET shows more (latest_version, cast,
+    # updated_at): a strong validator that did not change with what it validated (RFC 9110 section
+    # 8.8.1), so no If-None-Match could be answered 304 by it, and none was (a client polling the story
+    # got it whole every time).
+    api = client_for(writer)
+    url = f"/api/stories/{story.pk}/"
+    first = api.get(url)
+    etag = first["ETag"]
+    assert first["Cache-Control"] == "private, no-cache"
+    for asked in (etag, f"W/{etag}", f'"other", {etag}', "*"):  # If-None-Match compares weakly
+        again = api.get(url, HTTP_IF_NONE_MATCH=asked)
+        assert (again.status_code, again.content, again["ETag"]) == (304, b"", etag), asked
+    assert api.get(url, HTTP_IF_NONE_MATCH='"other"').status_code == 200
+
+    # A version saved changes what a GET shows (its latest_version), hence the ETag: the story is read
+    # whole again.
+    ScreenplayVersion.objects.create(story=story, number=2, content=SCREENPLAY, model="offline")
+    Story.objects.filter(pk=story.pk).update(latest_version_number=2)
+    changed = api.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert changed.status_code == 200 and changed.json()["latest_version"] == 2
+    assert changed["ETag"] != etag
+
+    # A PATCH or DELETE with If-Match is judged on the same ETag: the one read before is stale; the
+    # one read now holds (a DELETE ignored If-Match, and deleted a story changed since).
+    stale = api.patch(url, {"title": "Late"}, format="json", HTTP_IF_MATCH=etag)
+    assert (stale.status_code, stale["ETag"]) == (412, changed["ETag"])
+    assert api.delete(url, HTTP_IF_MATCH=etag).status_code == 412
+    assert Story.objects.filter(pk=story.pk, title="The Heist").exists()
+    renamed = api.patch(url, {"title": "On time"}, format="json", HTTP_IF_MATCH=changed["ETag"])
+    assert renamed.status_code == 200 and renamed["ETag"] == api.get(url)["ETag"]
+    assert api.delete(url, HTTP_IF_MATCH=renamed["ETag"]).status_code == 204
+    assert not Story.objects.filter(pk=story.pk).exists()
