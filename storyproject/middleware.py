@@ -33,6 +33,7 @@ from django.utils.deprecation import MiddlewareMixin
 from django.utils.http import escape_leading_slashes
 from django.utils.text import smart_split
 
+from storyproject.parsers import codec_strict
 from storyproject.untrusted import form_body_is_text, text_problem
 
 CSP_HEADER = "Content-Security-Policy"
@@ -121,20 +122,43 @@ class FormTextMiddleware(MiddlewareMixin):
     sends a page's forms in the page's encoding; a script may not."""
 
     def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
-        if (
-            request.method != "POST"
-            or request.path.startswith("/api/")  # the API's parsers answer for it
-            or request.content_type != "application/x-www-form-urlencoded"
-        ):
+        if request.method != "POST" or request.path.startswith("/api/"):  # the API's parsers answer for it
             return None
         encoding = request.encoding or settings.DEFAULT_CHARSET
-        if form_body_is_text(request.body, encoding):
+        if request.content_type == "multipart/form-data":
+            if _multipart_form_is_text(request, encoding):
+                return None
+            message = f"The form is not {encoding} text: send each field's {encoding} bytes."
+        elif request.content_type == "application/x-www-form-urlencoded":
+            if form_body_is_text(request.body, encoding):
+                return None
+            message = f"The form is not {encoding} text: send each field's {encoding} bytes, percent-encoded."
+        else:
             return None
-        return bad_request_response(
-            request,
-            f"The form is not {encoding} text: send each field's {encoding} bytes, percent-encoded.",
-            code="bad_request",
-        )
+        return bad_request_response(request, message, code="bad_request")
+
+
+def _multipart_form_is_text(request: HttpRequest, encoding: str) -> bool:
+    """Whether a multipart form's field values (and names, and file names) are text in ``encoding``.
+
+    Django reads them with ``errors="replace"`` (MultiPartParser): the import page's pasted Fountain, or
+    its confirmation's screenplay, in Latin-1 was saved with replacement characters, where the API's
+    import refuses the same form. The form is parsed here, once, with the API's strict codec (the CSRF
+    check would parse it next); what it parsed stays, under the request's own encoding."""
+    strict = codec_strict(encoding)
+    if strict is None:
+        return True  # a charset that is no text encoding: Django's own parse answers for it
+    own = request._encoding  # type: ignore[attr-defined]  # None: settings.DEFAULT_CHARSET
+    request.encoding = strict  # drops what was parsed with another encoding
+    try:
+        request.POST  # noqa: B018  # parsed now
+    except UnicodeDecodeError:
+        return False
+    finally:
+        # Not through the setter, which would drop the form just parsed.
+        request._encoding = own  # type: ignore[attr-defined]
+    request.POST.encoding = encoding
+    return True
 
 
 class PermanentRedirectKeepingMethod(HttpResponseRedirectBase):

@@ -119,6 +119,16 @@ def _strict_codec(name: str) -> codecs.CodecInfo | None:
 codecs.register(_strict_codec)
 
 
+def codec_strict(encoding: str) -> str | None:
+    """The name of ``encoding`` decoding strictly whatever errors are asked for, for Django's multipart
+    parser; ``None`` when ``encoding`` is no text encoding."""
+    try:
+        codecs.lookup(_STRICT_PREFIX + encoding)
+    except LookupError:
+        return None
+    return _STRICT_PREFIX + encoding
+
+
 class StrictMultiPartParser(MultiPartParser):
     """DRF's multipart parser, refusing a form whose fields' values are not text in its encoding, as
     ``StrictFormParser`` refuses such a urlencoded form. Django read them with replacement characters: a

@@ -550,6 +550,39 @@ def test_a_page_form_that_is_not_utf8_is_a_400_not_saved_with_replacement_charac
     assert story.title == "café"
 
 
+def _multipart(**fields: bytes) -> bytes:
+    parts = [
+        b'--B\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (k.encode(), v)
+        for k, v in fields.items()
+    ]
+    return b"".join(parts) + b"--B--\r\n"
+
+
+def test_a_multipart_page_form_that_is_not_utf8_is_a_400_as_the_apis(logged_in: Client) -> None:
+    # The import page and its confirmation post multipart: a field in Latin-1 was read with replacement
+    # characters (a cue "JOSÉ" imported as "JOS\ufffd", the confirmation's screenplay saved so), where the
+    # API's import refuses the same form (StrictMultiPartParser).
+    pasted = b"INT. CAF\xc9 - DAY\n\nJOS\xc9\nHola.\n"
+    content = b'{"title": "Caf\xe9", "characters": [{"name": "JOS\xc9"}], "scenes": [{"heading": "INT. CAF\xc9 - DAY", "elements": [{"type": "dialogue", "character": "JOS\xc9", "text": "Hola."}]}]}'
+    for url, body in (
+        ("/stories/import/", _multipart(fountain=pasted)),
+        ("/stories/import/confirm/", _multipart(content=content)),
+    ):
+        response = logged_in.post(url, body, content_type="multipart/form-data; boundary=B")
+        assert response.status_code == 400, url
+        assert (
+            "The form is not utf-8 text: send each field&#x27;s utf-8 bytes." in response.content.decode()
+        ), url
+    assert not Story.objects.exists()
+    # Its UTF-8 bytes are read as they were.
+    utf8 = content.decode("latin-1").encode()
+    response = logged_in.post(
+        "/stories/import/confirm/", _multipart(content=utf8), content_type="multipart/form-data; boundary=B"
+    )
+    assert response.status_code == 302
+    assert Story.objects.get().versions.get().content["characters"] == [{"name": "JOSÉ"}]
+
+
 @pytest.mark.parametrize("name", ["vault.fdx.txt", "vault.txt", "vault.fountain"])
 def test_a_final_draft_file_under_a_fountain_name_is_read_as_final_draft(
     logged_in: Client, name: str
