@@ -116,15 +116,20 @@ class UnstorableTextMiddleware(MiddlewareMixin):
 
 
 class FormTextMiddleware(MiddlewareMixin):
-    """A page's urlencoded form whose fields are not text in its encoding (``title=caf%E9``, Latin-1) is a
-    400 saying so, as such an API body is (``storyproject.parsers.StrictFormParser``): Django read it with
-    replacement characters, and a story renamed "caf\ufffd" lost its letter without a word. A browser
-    sends a page's forms in the page's encoding; a script may not."""
+    """A page's form (urlencoded or multipart) whose fields are not text in its encoding (``title=caf%E9``,
+    Latin-1), or whose charset is no text encoding at all (``charset=zlib``), is a 400 saying so, as such
+    an API body is (``storyproject.parsers.StrictFormParser``, ``StrictMultiPartParser``): Django read it
+    with replacement characters, and a story renamed "caf\ufffd" lost its letter without a word. A
+    browser sends a page's forms in the page's encoding; a script may not."""
 
     def process_request(self, request: HttpRequest) -> HttpResponseBase | None:
         if request.method != "POST" or request.path.startswith("/api/"):  # the API's parsers answer for it
             return None
         encoding = request.encoding or settings.DEFAULT_CHARSET
+        if request.content_type in _FORM_TYPES and codec_strict(encoding) is None:
+            # charset=zlib (a codec, not a text encoding): decoding the form raised LookupError, a 500.
+            message = f'The form\'s charset, "{encoding}", is not a text encoding: send it as UTF-8.'
+            return bad_request_response(request, message, code="bad_request")
         if request.content_type == "multipart/form-data":
             if _multipart_form_is_text(request, encoding):
                 return None
@@ -138,6 +143,9 @@ class FormTextMiddleware(MiddlewareMixin):
         return bad_request_response(request, message, code="bad_request")
 
 
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
 def _multipart_form_is_text(request: HttpRequest, encoding: str) -> bool:
     """Whether a multipart form's field values (and names, and file names) are text in ``encoding``.
 
@@ -147,7 +155,7 @@ def _multipart_form_is_text(request: HttpRequest, encoding: str) -> bool:
     check would parse it next); what it parsed stays, under the request's own encoding."""
     strict = codec_strict(encoding)
     if strict is None:
-        return True  # a charset that is no text encoding: Django's own parse answers for it
+        return False  # no text encoding (FormTextMiddleware refuses it first)
     own = request._encoding  # type: ignore[attr-defined]  # None: settings.DEFAULT_CHARSET
     request.encoding = strict  # drops what was parsed with another encoding
     try:

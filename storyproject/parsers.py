@@ -89,6 +89,10 @@ class StrictFormParser(FormParser):
         self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
     ) -> Any:
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        if codec_strict(encoding) is None:
+            # charset=zlib (a codec, not a text encoding): decoding raised LookupError, a 500. DRF's own
+            # words, as StrictMultiPartParser's.
+            raise ParseError(f'Unsupported charset "{encoding}" in request Content-Type header.')
         body = stream.read() if stream is not None else b""
         if not form_body_is_text(body, encoding):
             raise ParseError(

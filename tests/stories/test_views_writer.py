@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.test.client import MULTIPART_CONTENT
 
 from personas.models import PersonaConfig
@@ -628,3 +628,29 @@ def test_a_text_refused_without_javascript_is_marked_described_by_its_reason_and
     assert '<p id="editor-error" class="editor-error message message-error" role="alert">' in page
     edit = logged_in.get(f"/stories/{story.pk}/versions/1/edit/").content.decode()
     assert 'aria-invalid="true"' not in edit
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_form_whose_charset_is_no_text_encoding_is_a_400_not_a_500(writer: Any) -> None:
+    # charset=zlib names a codec Python knows that decodes no text: reading the form raised LookupError,
+    # a 500 for anyone (the login page's form included) on a page, and on the API's forms. Django's ASGI
+    # request (daphne's) is what meets it; the test client's WSGI request fails before any of this.
+    anonymous, signed_in = AsyncClient(), AsyncClient()
+    await signed_in.aforce_login(writer)
+    zlib_form = "application/x-www-form-urlencoded; charset=zlib"
+    zlib_multipart = "multipart/form-data; boundary=B; charset=zlib"
+    said = "The form&#x27;s charset, &quot;zlib&quot;, is not a text encoding: send it as UTF-8."
+    for client, url, body, content_type in (
+        (anonymous, "/accounts/login/", b"username=a&password=b", zlib_form),
+        (signed_in, "/stories/import/", b"fountain=x", zlib_form),
+        (signed_in, "/stories/import/", _multipart(fountain=b"x"), zlib_multipart),
+    ):
+        response = await client.generic("POST", url, body, content_type=content_type)
+        assert response.status_code == 400, (url, content_type)
+        assert said in response.content.decode(), (url, content_type)
+    response = await signed_in.generic("POST", "/api/stories/", b"title=a&plot=b", content_type=zlib_form)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"detail": 'Unsupported charset "zlib" in request Content-Type header.'},
+    )
+    assert not await Story.objects.aexists()
