@@ -70,6 +70,9 @@ def _body_parse(body: bytes, encoding: str) -> Any:
     # JSON's shape within limits (json_parse_untrusted): a key given twice was settled by keeping the
     # last, silently, so a write lost the first; a 5,000-digit integer was a 400 quoting Python's own
     # advice. The values are the serializers' to check, field by field.
+    if codec_strict(encoding) is None:
+        # charset=zlib (a codec, not a text encoding): decoding raised LookupError, a 500.
+        raise ParseError(f'Unsupported charset "{encoding}" in request Content-Type header.')
     try:
         return json_parse_untrusted(body.decode(encoding), constants_allowed=False)
     except UnicodeDecodeError:

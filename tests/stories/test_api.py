@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import pytest
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import override_settings
+from django.test import AsyncClient, override_settings
 from rest_framework.test import APIClient
 
 from personas.services import EDITORS_GROUP
@@ -934,3 +934,24 @@ def test_a_multipart_form_in_a_charset_that_is_not_a_text_encoding_is_a_400(
         400,
         {"detail": f'Unsupported charset "{charset}" in request Content-Type header.'},
     )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_json_body_whose_charset_is_no_text_encoding_is_a_400_not_a_500(writer: Any) -> None:
+    # application/json; charset=zlib: decoding the body raised LookupError, a 500 (through daphne's ASGI
+    # request; the test client's WSGI one fails before any of this).
+    client = AsyncClient()
+    await client.aforce_login(writer)
+    for charset in ("zlib", "rot13"):
+        for url, body in (
+            ("/api/stories/", b'{"title": "a", "plot": "b"}'),
+            ("/api/stories/import/", b'{"fountain": "x"}'),
+        ):
+            response = await client.generic(
+                "POST", url, body, content_type=f"application/json; charset={charset}"
+            )
+            assert (response.status_code, response.json()) == (
+                400,
+                {"detail": f'Unsupported charset "{charset}" in request Content-Type header.'},
+            ), url
+    assert not await Story.objects.aexists()
