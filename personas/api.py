@@ -22,7 +22,18 @@ from storyproject.parsers import query_param_once
 
 _NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
 _ETAG_PARAMETER = OpenApiParameter(
-    "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description="An ETag from an earlier answer."
+    "If-None-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="An ETag from an earlier answer (or a list of them); weak ones match too.",
+)
+_ETAG_HEADER = OpenApiParameter(
+    "ETag",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[200, 304],
+    required=True,
+    description="Stands for the contexts answered: any edit of one of them changes it.",
 )
 
 
@@ -66,7 +77,7 @@ class PersonaDetailView(APIView):
 class PersonaContextView(APIView):
     @extend_schema(
         summary="One persona's context (the old app's endpoint; prefer the batch)",
-        parameters=[_ETAG_PARAMETER],
+        parameters=[_ETAG_PARAMETER, _ETAG_HEADER],
         responses={
             200: serializers.PersonaContextSerializer,
             304: _NOT_MODIFIED,
@@ -98,6 +109,7 @@ class PersonaContextsView(APIView):
                 description="Comma-separated persona names, each 1 to 100 characters once trimmed.",
             ),
             _ETAG_PARAMETER,
+            _ETAG_HEADER,
         ],
         responses={200: serializers.PersonaContextsSerializer, 304: _NOT_MODIFIED, 400: OpenApiTypes.OBJECT},
     )
@@ -145,7 +157,9 @@ def _not_found(name: str, *, inactive: bool) -> Response:
 
 def _with_etag(request: Request, result: selectors.PersonaContexts, data: Any) -> Response:
     etag = _etag(result)
-    asked = parse_etags(request.headers.get("If-None-Match", ""))
+    # If-None-Match compares weakly (RFC 9110 section 13.1.2): W/"x" matches "x", as a proxy that
+    # compresses (nginx) sends it back.
+    asked = [tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))]
     if etag in asked or "*" in asked:
         response = Response(status=status.HTTP_304_NOT_MODIFIED)
     else:

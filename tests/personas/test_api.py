@@ -182,6 +182,22 @@ def test_etag_revalidation_gives_304_until_an_edit(api: APIClient, cast: None, c
 
 
 @pytest.mark.django_db
+def test_if_none_match_compares_weakly_and_the_etag_is_in_the_schema(api: APIClient, cast: None) -> None:
+    # If-None-Match's comparison is weak (RFC 9110 section 13.1.2): the tag a cache or a proxy weakened
+    # (nginx does when it compresses) still matches. It was compared as a string: W/"..." was a 200, the
+    # whole body again, at every revalidation through such a proxy.
+    etag = api.get(BATCH, {"names": "noir-detective,ghost"})["ETag"]
+    for asked in (f"W/{etag}", f'"other", W/{etag}'):
+        again = api.get(BATCH, {"names": "noir-detective,ghost"}, HTTP_IF_NONE_MATCH=asked)
+        assert (again.status_code, again.content, again["ETag"]) == (304, b"", etag), asked
+    # The answers' ETag header is documented, for a client generated from the schema to find it.
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path in ("/api/personas/contexts/", "/api/personas/{name}/context/"):
+        for code in ("200", "304"):
+            assert "ETag" in schema["paths"][path]["get"]["responses"][code]["headers"], (path, code)
+
+
+@pytest.mark.django_db
 def test_single_context_endpoint_and_its_404s(api: APIClient, cast: None) -> None:
     ok = api.get("/api/personas/noir-detective/context/")
     assert ok.json() == {
