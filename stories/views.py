@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -496,6 +497,18 @@ def story_delete(request: HttpRequest, story_id: int) -> HttpResponse:
     # (a Regenerate in another tab) would be lost without a word. Asked again, now warned of it.
     seen = set(request.POST.get("writing_seen", "").split(","))
     started = [run_id for run_id in selectors.story_runs_writing(story=story) if str(run_id) not in seen]
+    # Nor a version saved since (a Regenerate that ended meanwhile, an edit): the page said how many.
+    if story.latest_version_number > _versions_seen(request.POST.get("versions_seen", "")):
+        return _story_settings_page(
+            request,
+            story=story,
+            form=form,
+            delete_error=(
+                f"Version {story.latest_version_number} was saved since this page opened: deleting the "
+                "story now loses it too. Tick the box and delete again to delete it anyway."
+            ),
+            status=409,
+        )
     if started:
         return _story_settings_page(
             request,
@@ -511,6 +524,14 @@ def story_delete(request: HttpRequest, story_id: int) -> HttpResponse:
     services.story_delete(story=story)
     messages.success(request, f"“{bidi_isolated(title)}” and its versions are deleted.")
     return redirect("stories:story-list")
+
+
+def _versions_seen(posted: str) -> int | float:
+    """The number of versions the settings page said the story had; a form without it (or with a value
+    the page never sends) saw them all."""
+    if posted.isascii() and posted.isdigit() and len(posted) <= 10:
+        return int(posted)
+    return math.inf
 
 
 def _details_as_read(stamp: str | None) -> Callable[[Story], bool] | None:

@@ -196,3 +196,29 @@ def test_the_etag_stands_for_the_whole_story_as_get_shows_it_and_if_none_match_g
     assert renamed.status_code == 200 and renamed["ETag"] == api.get(url)["ETag"]
     assert api.delete(url, HTTP_IF_MATCH=renamed["ETag"]).status_code == 204
     assert not Story.objects.filter(pk=story.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_delete_is_refused_once_when_a_version_was_saved_after_the_page_opened(
+    client: Client, writer: Any, story: Story
+) -> None:
+    # The page's count ("Its 1 version") and warning are as it loaded; a Regenerate from another tab that
+    # had already finished, or an edit saved, was no running run to warn of: deleted without a word.
+    client.force_login(writer)
+    page = client.get(f"/stories/{story.pk}/settings/").content.decode()
+    assert 'name="versions_seen" value="1"' in page
+    ScreenplayVersion.objects.create(story=story, number=2, content=SCREENPLAY, model="offline")
+    Story.objects.filter(pk=story.pk).update(latest_version_number=2)
+    form = {"confirm": "yes", "writing_seen": "", "versions_seen": "1"}
+    response = client.post(f"/stories/{story.pk}/delete/", form)
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "Version 2 was saved since this page opened" in page
+    assert "Its 2 versions and its cast are deleted for good." in page
+    assert 'name="versions_seen" value="2"' in page
+    assert Story.objects.filter(pk=story.pk).exists()
+    # A value the page never sends (tampered: 5,000 digits, past int()'s limit) is no count seen, as a
+    # form without it: no check, and no 500.
+    response = client.post(f"/stories/{story.pk}/delete/", {**form, "versions_seen": "9" * 5000})
+    assert response.status_code == 302
+    assert not Story.objects.filter(pk=story.pk).exists()
