@@ -19,6 +19,7 @@ from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
 from django.utils.cache import get_conditional_response
+from django.utils.http import parse_etags
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -124,8 +125,15 @@ _IF_MATCH = OpenApiParameter(
         "matches. `*` (or none): no check. Any other value: 400."
     ),
 )
+_IF_NONE_MATCH_WRITE = OpenApiParameter(
+    "If-None-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description="Tags (weakly compared) or `*`: the write is refused (412) when the story is one of them.",
+)
 _PRECONDITION_FAILED = OpenApiResponse(
-    _DETAIL, description="The story changed since the ETag in If-Match; nothing was done."
+    _DETAIL,
+    description="The story changed since the ETag in If-Match (or is one If-None-Match names); nothing was done.",
 )
 
 
@@ -161,7 +169,7 @@ _PRECONDITION_FAILED = OpenApiResponse(
             "and its plot): 412, the body saying so, the response's `ETag` that of the story now. Without "
             "it, the last write wins."
         ),
-        parameters=[_STORY_ETAG, _IF_MATCH],
+        parameters=[_STORY_ETAG, _IF_MATCH, _IF_NONE_MATCH_WRITE],
         tags=["stories"],
         responses={
             200: StorySerializer,
@@ -173,7 +181,7 @@ _PRECONDITION_FAILED = OpenApiResponse(
     delete=extend_schema(
         summary="Delete a story with its versions and cast (its runs are kept)",
         description="With `If-Match`, nothing is deleted when the story changed since (412), as for `PATCH`.",
-        parameters=[_IF_MATCH],
+        parameters=[_IF_MATCH, _IF_NONE_MATCH_WRITE],
         tags=["stories"],
         responses={204: None, 400: _BAD_REQUEST, 404: _NOT_FOUND, 412: _PRECONDITION_FAILED},
     ),
@@ -217,13 +225,18 @@ class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
                 expected=_as_if_match_says(self.request),
             )
         except services.DetailsChanged:
-            raise StoryPreconditionFailed(etag=story_etag(StorySerializer(self.get_object()).data)) from None
+            raise self._precondition_failed() from None
 
     def perform_destroy(self, instance: Story) -> None:
         try:
             services.story_delete(story=instance, expected=_as_if_match_says(self.request))
         except services.DetailsChanged:
-            raise StoryPreconditionFailed(etag=story_etag(StorySerializer(self.get_object()).data)) from None
+            raise self._precondition_failed() from None
+
+    def _precondition_failed(self) -> StoryPreconditionFailed:
+        etag = story_etag(StorySerializer(self.get_object()).data)
+        tags = if_match_tags(self.request)
+        return StoryPreconditionFailed(etag=etag, changed=tags is not None and etag not in tags)
 
 
 def story_etag(data: dict[str, Any]) -> str:
@@ -235,23 +248,35 @@ def story_etag(data: dict[str, Any]) -> str:
 
 
 def _as_if_match_says(request: Request) -> Callable[[Story], bool] | None:
-    """Whether a story as it is now is one the request's If-Match names; no If-Match (or ``*``), no check."""
+    """Whether a story as it is now is one the request's preconditions allow a write to (RFC 9110 section
+    13.1): one If-Match names (strongly), and none If-None-Match names (weakly, ``*`` naming any); no
+    precondition, no check."""
     tags = if_match_tags(request)
-    if tags is None:
+    # Django's parse (a malformed one names nothing), the weak comparison dropping W/.
+    unwanted = [tag.removeprefix("W/") for tag in parse_etags(request.headers.get("If-None-Match", ""))]
+    if tags is None and not unwanted:
         return None
-    return lambda now: story_etag(StorySerializer(now).data) in tags
+
+    def allowed(now: Story) -> bool:
+        etag = story_etag(StorySerializer(now).data)
+        return (tags is None or etag in tags) and "*" not in unwanted and etag not in unwanted
+
+    return allowed
 
 
 class StoryPreconditionFailed(APIException):
-    """A write whose If-Match is not the story's ETag now: 412, with the story's ETag now."""
+    """A write whose If-Match is not the story's ETag now (or whose If-None-Match is): 412, with the
+    story's ETag now."""
 
     status_code = status.HTTP_412_PRECONDITION_FAILED
     default_code = "precondition_failed"
 
-    def __init__(self, *, etag: str) -> None:
+    def __init__(self, *, etag: str, changed: bool = True) -> None:
         super().__init__(
             "The story changed since the ETag in If-Match (its title or plot, or a version saved); nothing "
             "was done. GET the story to see it, or send the ETag of this response to go ahead."
+            if changed
+            else "The story is as If-None-Match names it (this response's ETag); nothing was done."
         )
         self.etag = etag
 

@@ -222,3 +222,22 @@ def test_a_delete_is_refused_once_when_a_version_was_saved_after_the_page_opened
     response = client.post(f"/stories/{story.pk}/delete/", {**form, "versions_seen": "9" * 5000})
     assert response.status_code == 302
     assert not Story.objects.filter(pk=story.pk).exists()
+
+
+@pytest.mark.django_db
+def test_a_write_with_if_none_match_naming_the_story_now_is_refused(writer: Any, story: Story) -> None:
+    # If-None-Match on a PATCH or DELETE holds only while none of its tags is the story's (weakly) and it
+    # is not "*" (RFC 9110 section 13.1.2): it was ignored, and the write done.
+    api = client_for(writer)
+    url = f"/api/stories/{story.pk}/"
+    etag = api.get(url)["ETag"]
+    for asked in ("*", etag, f'W/{etag}, "other"'):
+        response = api.patch(url, {"title": "Not now"}, format="json", HTTP_IF_NONE_MATCH=asked)
+        assert (response.status_code, response["ETag"]) == (412, etag), asked
+        said = "The story is as If-None-Match names it (this response's ETag); nothing was done."
+        assert response.json() == {"detail": said}
+        assert api.delete(url, HTTP_IF_NONE_MATCH=asked).status_code == 412, asked
+    story.refresh_from_db()
+    assert story.title == "The Heist"
+    assert api.patch(url, {"title": "Now"}, format="json", HTTP_IF_NONE_MATCH='"other"').status_code == 200
+    assert api.delete(url, HTTP_IF_NONE_MATCH='"other"').status_code == 204
