@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +10,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core import signing
 from django.core.exceptions import BadRequest
 from django.core.paginator import Page
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -30,9 +30,7 @@ from stories.exports.screenplay import one_line
 from stories.exports.views import download_response
 from stories.forms import StoryDetailsForm
 from stories.generation.events import events_fold
-from stories.generation.prompt import screenplay_schema
 from stories.generation.regenerate import scene_regenerate_request_parse, scene_regenerate_run
-from stories.generation.validation import schema_check
 from stories.imports import (
     IMPORT_EXTENSIONS,
     ScreenplayImportError,
@@ -594,16 +592,37 @@ def story_import(request: HttpRequest) -> HttpResponse:
     return _import_confirmation(request, content=content)
 
 
+# The confirmation page carries the screenplay the import made to the confirming POST signed (for this
+# writer: what is saved is what was read, parsed and checked once, within STORY_IMPORT_MAX_BYTES) and
+# compressed (its JSON, with keys and quotes, was larger than the file it came from: a file of many
+# short lines near the import limit came back past DJANGO_DATA_UPLOAD_MAX_BYTES, a 413). A confirmation
+# older than this is refused; the file is imported again.
+IMPORT_CONFIRMATION_MAX_AGE = 3600
+_IMPORT_SALT = "stories.import-confirmation"
+
+
+def _import_payload(request: HttpRequest, content: Any) -> str:
+    return signing.dumps(content, salt=f"{_IMPORT_SALT}:{request.user.pk}", compress=True)
+
+
 @login_required
 @require_POST
 def story_import_confirm(request: HttpRequest) -> HttpResponse:
     """Save the imported screenplay as a new story, cast as the writer chose on the confirmation step."""
     try:
-        content: Any = json_loads_untrusted(request.POST.get("content", ""))
-        # The page sent back what the import made, a screenplay by the contract: anything else was
-        # changed on the way, and the confirmation page cannot be shown again for it.
-        schema_check(document=content, schema=screenplay_schema, what="screenplay", code="invalid_request")
-    except (UntrustedJSONError, GenerationError):
+        content: Any = signing.loads(
+            request.POST.get("payload", ""),
+            salt=f"{_IMPORT_SALT}:{request.user.pk}",
+            max_age=IMPORT_CONFIRMATION_MAX_AGE,
+        )
+    except signing.SignatureExpired:
+        context = {
+            **_import_limits(),
+            "error": "The confirmation is more than an hour old: import the file again.",
+        }
+        return render(request, "stories/story_import.html", context, status=400)
+    except signing.BadSignature:
+        # Changed on the way, cut short, or another writer's: the confirmation cannot be shown again for it.
         raise BadRequest("The imported screenplay was not sent back intact; import the file again.") from None
     names = [character["name"] for character in content.get("characters", [])]
     cast = {name: request.POST.get(f"persona-{i}") or None for i, name in enumerate(names)}
@@ -666,7 +685,7 @@ def _import_confirmation(
     plot = services.imported_plot(content=content)
     context = {
         "content": content,
-        "content_json": json.dumps(content, ensure_ascii=False),
+        "payload": _import_payload(request, content),
         "rows": rows,
         "personas": persona_list(),
         "stats": screenplay_stats(content),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
+from django.core import signing
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient, Client
 from django.test.client import MULTIPART_CONTENT
@@ -33,6 +35,17 @@ def story(writer: Any) -> Story:
     story = Story.objects.create(owner=writer, title="The Heist", plot="A vault.", latest_version_number=1)
     ScreenplayVersion.objects.create(story=story, number=1, content=SCREENPLAY, model="offline")
     return story
+
+
+def _payload(page: str) -> str:
+    """The confirmation page's signed screenplay, as its form sends it back."""
+    return page.split('name="payload" value="')[1].split('"')[0]
+
+
+def _imported(client: Client, page: str) -> Any:
+    """The screenplay the import made, read from the confirmation page's payload as the confirm reads it."""
+    user_id = client.session["_auth_user_id"]
+    return signing.loads(_payload(page), salt=f"stories.import-confirmation:{user_id}")
 
 
 def test_the_editor_opens_a_version_as_fountain(logged_in: Client, story: Story) -> None:
@@ -233,15 +246,8 @@ def test_import_upload_then_confirm_the_cast(logged_in: Client, persona_factory:
     upload = SimpleUploadedFile("vault.fountain", text.encode())
     page = logged_in.post("/stories/import/", {"file": upload}).content.decode()
     assert '<option value="max-payne" selected>' in page and '<option value="june-b" selected>' in page
-    content = page.split('name="content" value="')[1].split('"')[0]
-    posted = {
-        "content": json.loads(content.replace("&quot;", '"')),
-        "persona-0": "max-payne",
-        "persona-1": "",
-    }
-    response = logged_in.post(
-        "/stories/import/confirm/", {**posted, "content": json.dumps(posted["content"])}
-    )
+    posted = {"payload": _payload(page), "persona-0": "max-payne", "persona-1": ""}
+    response = logged_in.post("/stories/import/confirm/", posted)
     story = Story.objects.get(title="Vault")
     assert response["Location"] == f"/stories/{story.pk}/"
     assert story.plot == "A crew robs a vault."
@@ -256,7 +262,7 @@ def test_import_upload_then_confirm_the_cast(logged_in: Client, persona_factory:
 def test_pasted_fountain_with_a_byte_order_mark_keeps_its_title_page(logged_in: Client, story: Story) -> None:
     text = "\ufeffTitle: Vault\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n"
     page = logged_in.post("/stories/import/", {"fountain": text}).content.decode()
-    content = json.loads(page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"'))
+    content = _imported(logged_in, page)
     assert content["title"] == "Vault"
     preview = logged_in.post(
         f"/stories/{story.pk}/preview/", json.dumps({"fountain": text}), content_type="application/json"
@@ -272,7 +278,7 @@ def test_a_utf_16_upload_on_the_import_page_is_read_and_latin_1_is_told_to_save_
     text = "Title: Vault\n\nINT. VAULT - NIGHT\n\nZOË\nNow.\n"
     upload = SimpleUploadedFile("vault.fountain", text.encode("utf-16"))
     page = logged_in.post("/stories/import/", {"file": upload}).content.decode()
-    content = json.loads(page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"'))
+    content = _imported(logged_in, page)
     assert (content["title"], content["characters"]) == ("Vault", [{"name": "ZOË"}])
     upload = SimpleUploadedFile("vault.fountain", text.encode("latin-1"))
     response = logged_in.post("/stories/import/", {"file": upload})
@@ -327,18 +333,70 @@ def test_import_of_something_else_is_a_form_error(logged_in: Client) -> None:
     assert response.status_code == 400
     assert "no scene heading" in response.content.decode()
     assert not Story.objects.exists()
-    # What the confirmation page sends back was changed on the way: refused, nothing saved.
-    tampered = [
-        "{not json",
-        json.dumps({"characters": None}),
-        json.dumps({"title": "T", "characters": [{"name": ["A"]}], "scenes": []}),
-        json.dumps(["not", "a", "screenplay"]),
-    ]
-    for content in tampered:
-        response = logged_in.post("/stories/import/confirm/", {"content": content, "persona-0": "x"})
-        assert response.status_code == 400, content
-        assert "not sent back intact" in response.content.decode()
+
+
+def test_a_confirmation_changed_on_the_way_is_refused_and_nothing_is_saved(
+    logged_in: Client, user_factory: Any
+) -> None:
+    # The confirmation sent the screenplay back as JSON, which the confirm took as it came: any
+    # screenplay by the contract, not the one imported, up to the form's limit rather than the import's.
+    text = "Title: Vault\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n"
+    page = logged_in.post("/stories/import/", {"fountain": text}).content.decode()
+    payload = _payload(page)
+    other = Client()
+    other.force_login(user_factory("other-writer"))
+    others = _payload(other.post("/stories/import/", {"fountain": text}).content.decode())
+    forged = json.dumps(
+        {"title": "Forged", "characters": [], "scenes": [{"heading": "INT. X", "elements": []}]}
+    )
+    tampered = {
+        "changed": payload[:10] + ("A" if payload[10] != "A" else "B") + payload[11:],
+        "cut short": payload[:-5],
+        "another writer's": others,
+        "signed elsewhere": signing.dumps(_imported(logged_in, page), salt="personas.import-preview"),
+        "missing": "",
+    }
+    for what, sent in tampered.items():
+        response = logged_in.post("/stories/import/confirm/", {"payload": sent, "persona-0": "x"})
+        assert response.status_code == 400, what
+        assert "not sent back intact" in response.content.decode(), what
+    # The old form's screenplay in JSON is not taken either.
+    assert logged_in.post("/stories/import/confirm/", {"content": forged}).status_code == 400
     assert not Story.objects.exists()
+    # The intact one is saved.
+    assert logged_in.post("/stories/import/confirm/", {"payload": payload}).status_code == 302
+    assert Story.objects.get().title == "Vault"
+
+
+def test_a_confirmation_older_than_an_hour_sends_the_writer_back_to_the_import(
+    logged_in: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = logged_in.post("/stories/import/", {"fountain": "INT. VAULT - NIGHT\n\nMAX\nNow.\n"})
+    payload = _payload(page.content.decode())
+    later = time.time() + 3601
+    monkeypatch.setattr(signing.time, "time", lambda: later)
+    response = logged_in.post("/stories/import/confirm/", {"payload": payload})
+    assert response.status_code == 400
+    assert "The confirmation is more than an hour old: import the file again." in response.content.decode()
+    assert not Story.objects.exists()
+
+
+def test_a_file_whose_screenplay_is_larger_than_itself_confirms_within_the_form_limit(
+    logged_in: Client, settings: Any
+) -> None:
+    # A file of many short lines: its screenplay as JSON (keys, quotes) was about three times the file,
+    # and came back past DJANGO_DATA_UPLOAD_MAX_BYTES (a 413) though the file was within the import's
+    # limit. Sent back compressed it is smaller than the file.
+    settings.STORY_IMPORT_MAX_BYTES = 60_000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 80_000
+    lines = "".join(f"MAX\nGo {n}.\n\n" for n in range(4000))
+    text = f"INT. VAULT - NIGHT\n\n{lines}"
+    assert len(text.encode()) < 60_000
+    page = logged_in.post("/stories/import/", {"fountain": text}).content.decode()
+    assert len(json.dumps(_imported(logged_in, page))) > 80_000
+    response = logged_in.post("/stories/import/confirm/", {"payload": _payload(page)})
+    assert response.status_code == 302
+    assert len(Story.objects.get().versions.get().content["scenes"][0]["elements"]) == 4000
 
 
 def test_an_imported_logline_longer_than_a_plot_may_be_is_cut_to_the_limit_and_the_writer_is_told(
@@ -357,8 +415,7 @@ def test_an_imported_logline_longer_than_a_plot_may_be_is_cut_to_the_limit_and_t
     upload = SimpleUploadedFile("noisy.fountain", noisy_text.encode())
     noisy_page = logged_in.post("/stories/import/", {"file": upload}).content.decode()
     assert "The logline has 990 characters" in noisy_page
-    content = page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"')
-    response = logged_in.post("/stories/import/confirm/", {"content": content}, follow=True)
+    response = logged_in.post("/stories/import/confirm/", {"payload": _payload(page)}, follow=True)
     story = Story.objects.get(title="Vault")
     assert len(story.plot) <= 300 and story.plot.endswith("…")
     assert logline.startswith(story.plot[:-1].rstrip())
@@ -378,8 +435,8 @@ def test_an_imported_logline_with_control_characters_becomes_a_plot_regenerate_a
     # sends the plot, was refused ("plot contains a control character (U+001B)").
     text = "Title: Vault\nLogline: A crew\x1b[31m robs\x9b a vault.\x7f\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n"
     page = logged_in.post("/stories/import/", {"file": SimpleUploadedFile("v.fountain", text.encode())})
-    content = page.content.decode().split('name="content" value="')[1].split('"')[0].replace("&quot;", '"')
-    shown = logged_in.post("/stories/import/confirm/", {"content": content}, follow=True).content.decode()
+    payload = _payload(page.content.decode())
+    shown = logged_in.post("/stories/import/confirm/", {"payload": payload}, follow=True).content.decode()
     story = Story.objects.get(title="Vault")
     assert story.plot == "A crew[31m robs a vault."
     assert story.versions.get().content["logline"] == "A crew\x1b[31m robs\x9b a vault.\x7f"
@@ -395,10 +452,9 @@ def test_a_cast_the_import_cannot_save_is_shown_again_as_the_writer_chose_it(
     persona_factory("ghost", display_name="Ghost")
     text = "Title: Vault\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n\nJUNE\nWait.\n"
     page = logged_in.post("/stories/import/", {"fountain": text}).content.decode()
-    content = page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"')
     # The writer casts Max as June and June as nobody; the persona is deactivated before they confirm.
     PersonaConfig.objects.filter(name="ghost").update(is_active=False)
-    chosen = {"content": content, "persona-0": "june-b", "persona-1": "ghost"}
+    chosen = {"payload": _payload(page), "persona-0": "june-b", "persona-1": "ghost"}
     response = logged_in.post("/stories/import/confirm/", chosen)
     assert response.status_code == 400
     page = response.content.decode()
@@ -575,12 +631,12 @@ def test_a_multipart_page_form_that_is_not_utf8_is_a_400_as_the_apis(logged_in: 
         ), url
     assert not Story.objects.exists()
     # Its UTF-8 bytes are read as they were.
-    utf8 = content.decode("latin-1").encode()
+    utf8 = pasted.decode("latin-1").encode()
     response = logged_in.post(
-        "/stories/import/confirm/", _multipart(content=utf8), content_type="multipart/form-data; boundary=B"
+        "/stories/import/", _multipart(fountain=utf8), content_type="multipart/form-data; boundary=B"
     )
-    assert response.status_code == 302
-    assert Story.objects.get().versions.get().content["characters"] == [{"name": "JOSÉ"}]
+    assert response.status_code == 200
+    assert _imported(logged_in, response.content.decode())["characters"] == [{"name": "JOSÉ"}]
 
 
 @pytest.mark.parametrize("name", ["vault.fdx.txt", "vault.txt", "vault.fountain"])
@@ -597,7 +653,7 @@ def test_a_final_draft_file_under_a_fountain_name_is_read_as_final_draft(
     page = logged_in.post(
         "/stories/import/", {"file": SimpleUploadedFile(name, fdx.encode())}
     ).content.decode()
-    content = json.loads(page.split('name="content" value="')[1].split('"')[0].replace("&quot;", '"'))
+    content = _imported(logged_in, page)
     assert content["scenes"][0]["heading"] == "INT. VAULT - NIGHT"
     assert content["characters"] == [{"name": "MAX"}]
 
