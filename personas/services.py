@@ -242,6 +242,7 @@ def persona_revert(*, persona_pk: int, version: Version, loaded_version: int, us
             f"now {'deleted' if current is None else f'version {current}'}). Nothing was reverted.",
             code="stale",
         )
+    _revision_config_check(fields)
     persona = PersonaConfig.objects.get(pk=persona_pk)
     persona_key_keep_check(persona_pk=persona_pk, key=persona.name, new_key=fields["name"])
     persona.name, persona.display_name = fields["name"], fields["display_name"]
@@ -255,6 +256,17 @@ def persona_revert(*, persona_pk: int, version: Version, loaded_version: int, us
     return persona
 
 
+def _revision_config_check(fields: dict[str, Any]) -> None:
+    """Refuse a revision whose config is not a JSON object: one stored (from the shell) before the
+    database refused those (personas migration 0002's check constraint), which it would now refuse."""
+    if not isinstance(fields.get("config_data"), dict):
+        raise ValidationError(
+            "This revision's config is not a JSON object (it was stored before configs had to be one), "
+            "so it cannot be put back. Copy what you need from it into the persona instead.",
+            code="config_not_object",
+        )
+
+
 @transaction.atomic
 def persona_recover(*, version: Version, user: User) -> PersonaConfig:
     """Bring a deleted persona back, with its id (so its history continues) and the revision's fields.
@@ -265,6 +277,7 @@ def persona_recover(*, version: Version, user: User) -> PersonaConfig:
     every = Version.objects.get_for_object_reference(PersonaConfig, version.object_id)
     highest = max(int(old.field_dict.get("version") or 0) for old in every)
     fields = version.field_dict
+    _revision_config_check(fields)
     persona = PersonaConfig(
         pk=int(version.object_id),
         name=fields["name"],

@@ -322,3 +322,43 @@ def test_the_history_of_a_large_persona_edited_often_stays_a_page_of_bounded_siz
     before_last = _revisions(persona)[-2]  # its page: what reverting to it would change, all of it
     whole = editor_client.get(f"{ROOT}{persona.pk}/history/{before_last.pk}/").content.decode()
     assert "word29x3999" in whole and "word28x3999" in whole
+
+
+def _config_stored_as(version: Version, config: Any) -> None:
+    """Rewrite a revision as if its persona's config had been stored as ``config`` (a list, from the
+    shell, before configs had to be objects: personas migration 0002)."""
+    import json
+
+    data = json.loads(version.serialized_data)
+    data[0]["fields"]["config_data"] = config
+    Version.objects.filter(pk=version.pk).update(serialized_data=json.dumps(data))
+
+
+@pytest.mark.django_db
+def test_a_revision_whose_config_is_not_an_object_is_shown_and_refused_not_a_500(
+    editor_client: Client, hero: PersonaConfig
+) -> None:
+    # The database refuses a config that is not an object (a check constraint): reverting to a revision
+    # recorded before it, which held a list, was an IntegrityError, a 500.
+    first = _revisions(hero)[0]
+    _config_stored_as(first, ["Quiet and slow."])
+    url = f"{ROOT}{hero.pk}/history/{first.pk}/"
+    assert editor_client.get(url).status_code == 200
+    response = editor_client.post(url, {"loaded_version": "2"}, follow=True)
+    assert response.status_code == 200
+    assert "This revision&#x27;s config is not a JSON object" in response.content.decode()
+    assert PersonaConfig.objects.get(pk=hero.pk).config_data == {"voice": "Loud and fast."}
+
+
+@pytest.mark.django_db
+def test_a_deleted_persona_whose_config_is_not_an_object_is_refused_not_a_500(
+    editor_client: Client, hero: PersonaConfig
+) -> None:
+    assert editor_client.post(f"{ROOT}{hero.pk}/delete/", {"post": "yes"}).status_code == 302
+    (deleted,) = Version.objects.get_deleted(PersonaConfig)
+    _config_stored_as(deleted, "a text")
+    assert editor_client.get(f"{ROOT}recover/{deleted.pk}/").status_code == 200
+    response = editor_client.post(f"{ROOT}recover/{deleted.pk}/", follow=True)
+    assert response.status_code == 200
+    assert "This revision&#x27;s config is not a JSON object" in response.content.decode()
+    assert not PersonaConfig.objects.filter(pk=hero.pk).exists()
