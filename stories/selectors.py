@@ -6,7 +6,7 @@ import hashlib
 import math
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -391,8 +391,13 @@ class GenerationPace:
     tokens_per_second: float
     expected_output_tokens: int
     ttft_seconds: float
+    # A parallel run's whole time as such runs of the model took lately (``generation_pace_parallel``):
+    # its calls overlap, so no single-call pace says it.
+    run_seconds: float | None = None
 
     def estimated_seconds(self) -> float:
+        if self.run_seconds is not None:
+            return self.run_seconds
         return round(self.ttft_seconds + self.expected_output_tokens / self.tokens_per_second, 1)
 
 
@@ -436,6 +441,41 @@ def _pace_observed(*, model: str) -> GenerationPace | None:
         expected_output_tokens=max(tokens // len(rows), 1),
         ttft_seconds=sum(ttft or 0 for _, _, ttft in rows) / len(rows) / 1000,
     )
+
+
+def generation_pace_parallel(pace: GenerationPace, *, model: str, rewrite: bool) -> GenerationPace:
+    """``pace`` with the time a parallel run of ``model`` is expected to take: the median of its last
+    successful ones of the same kind (a whole screenplay, or one scene rewritten), from start to save.
+    Before any: a whole screenplay keeps the single-pass estimate; a scene rewrite, one call writing an
+    eighth of a screenplay. One query, cached for ``_PACE_SECONDS`` as the pace is."""
+    key = f"generation-pace:v1:{model}:{'rewrite' if rewrite else 'parallel'}"
+    cached = cache.get(key)
+    if not isinstance(cached, (float, str)):
+        cached = _parallel_seconds_observed(model=model, rewrite=rewrite) or "none"
+        cache.set(key, cached, timeout=_PACE_SECONDS)
+    if isinstance(cached, float):
+        return replace(pace, run_seconds=cached)
+    if rewrite:
+        one_scene = pace.ttft_seconds + pace.expected_output_tokens / 8 / pace.tokens_per_second
+        return replace(pace, run_seconds=round(one_scene, 1))
+    return pace
+
+
+def _parallel_seconds_observed(*, model: str, rewrite: bool) -> float | None:
+    runs = GenerationRun.objects.filter(
+        model=model,
+        status=GenerationRun.Status.SUCCEEDED,
+        mode=GenerationRun.Mode.PARALLEL,
+        total_ms__gt=0,
+    )
+    # A scene rewrite is recorded with the scene it rewrote (stories.generation.parallel).
+    if rewrite:
+        runs = runs.filter(details__has_key="regenerated_scene")
+    else:
+        runs = runs.exclude(details__has_key="regenerated_scene")
+    rows = runs.order_by("-created_at").values_list("total_ms", flat=True)[:_PACE_RUNS]
+    took = [ms for ms in rows if ms is not None]
+    return round(statistics.median(took) / 1000, 1) if took else None
 
 
 def _pace_default(*, model: str, max_tokens: int) -> GenerationPace:

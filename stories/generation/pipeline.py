@@ -34,6 +34,7 @@ from stories.models import GenerationRun
 from stories.selectors import (
     EffectiveGenerationSettings,
     generation_pace_get,
+    generation_pace_parallel,
     generation_settings_get,
     story_owned,
 )
@@ -264,6 +265,10 @@ def _run_open(
         started_by=opening.started_by,
     )
     pace = generation_pace_get(model=model, max_tokens=max_tokens)
+    if request.mode == GenerationRun.Mode.PARALLEL:
+        # Its calls overlap: its ETA is what such runs took, not one call's pace (a scene rewrite,
+        # not resumable, is one call).
+        pace = generation_pace_parallel(pace, model=model, rewrite=not resumable)
     admitted = Run(
         run_id=run.pk,
         request=request,

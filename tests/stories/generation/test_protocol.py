@@ -14,8 +14,9 @@ from django.core.cache import cache
 
 from stories.generation import models_registry
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.selectors import generation_pace_get
+from stories.selectors import generation_pace_get, generation_pace_parallel
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
+from tests.fake_screenwriter import FakeScreenwriter
 from tests.stories.generation.conftest import (
     SaveHold,
     generate_message,
@@ -487,3 +488,71 @@ async def test_a_plot_and_title_at_their_limits_in_four_byte_characters_fit_in_o
         timeout=30,
     )
     assert events[0]["type"] == "accepted", events[0]
+
+
+async def test_a_parallel_runs_estimate_is_what_such_runs_took_not_one_calls_pace(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Its calls overlap: the single-pass pace (11 s here) said nothing of a parallel run's time.
+    for _ in range(3):
+        await GenerationRun.objects.acreate(
+            user=writer,
+            model="claude-sonnet-5-5",
+            max_tokens=4096,
+            status="succeeded",
+            output_tokens=1000,
+            llm_ms=11_000,
+            ttft_ms=1000,
+            total_ms=11_500,
+        )
+    for total_ms in (5_000, 7_000, 30_000):
+        await GenerationRun.objects.acreate(
+            user=writer,
+            model="claude-sonnet-5-5",
+            max_tokens=4096,
+            status="succeeded",
+            mode="parallel",
+            output_tokens=3000,
+            llm_ms=total_ms - 500,
+            ttft_ms=900,
+            total_ms=total_ms,
+        )
+    # A scene rewrite is a parallel run too, of one call: counted apart.
+    await GenerationRun.objects.acreate(
+        user=writer,
+        model="claude-sonnet-5-5",
+        max_tokens=4096,
+        status="succeeded",
+        mode="parallel",
+        output_tokens=300,
+        llm_ms=2_000,
+        ttft_ms=900,
+        total_ms=2_400,
+        details={"regenerated_scene": 1},
+    )
+    fake_anthropic.default = FakeScreenwriter(screenplay(scenes=2), tokens_per_second=4000, chunk_chars=16)
+    parallel = await ws_generate(writer, mode="parallel")
+    assert parallel[0]["type"] == "accepted" and parallel[0]["estimated_seconds"] == 7.0
+    single = await ws_generate(writer)
+    assert single[0]["estimated_seconds"] == 11.0
+
+
+def test_a_scene_rewrites_estimate_is_what_rewrites_took(writer: Any) -> None:
+    pace = generation_pace_get(model="claude-sonnet-5-5", max_tokens=4096)
+    # None yet: one call writing an eighth of a screenplay at the pace.
+    first = generation_pace_parallel(pace, model="claude-sonnet-5-5", rewrite=True).estimated_seconds()
+    assert first == round(pace.ttft_seconds + pace.expected_output_tokens / 8 / pace.tokens_per_second, 1)
+    for total_ms in (2_000, 2_400, 9_000):
+        GenerationRun.objects.create(
+            user=writer,
+            model="claude-sonnet-5-5",
+            max_tokens=4096,
+            status="succeeded",
+            mode="parallel",
+            total_ms=total_ms,
+            details={"regenerated_scene": 0},
+        )
+    cache.clear()
+    assert generation_pace_parallel(pace, model="claude-sonnet-5-5", rewrite=True).estimated_seconds() == 2.4
+    # A whole parallel screenplay with none of its own yet keeps the single-pass estimate.
+    assert generation_pace_parallel(pace, model="claude-sonnet-5-5", rewrite=False) == pace
