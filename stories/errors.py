@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, get_args
 
+from storyproject.db import lock_wait_exceeded
+
 ErrorCode = Literal[
     "invalid_request",
     "unknown_personas",
@@ -110,9 +112,18 @@ class GenerationError(Exception):
         )
 
 
-def database_failure(run_id: int | None) -> GenerationError:
-    """The run's end when the server's own database failed under it: not the model's doing, and worth
-    trying again (the protocol has no code of its own for it: ``llm_unavailable``, retryable)."""
+def database_failure(run_id: int | None, error: BaseException | None = None) -> GenerationError:
+    """The run's end when the server's own database failed under it (``error``, Django's): not the
+    model's doing, and worth trying again (the protocol has no code of its own for it:
+    ``llm_unavailable``, retryable). A write that gave up waiting for a lock held on the run elsewhere
+    (storyproject.db.lock_wait_bound) says so: the operator's to look for, not an outage."""
+    if error is not None and lock_wait_exceeded(error):
+        return GenerationError(
+            "llm_unavailable",
+            f"the server's database kept this run's record locked for too long (run {run_id}); "
+            "please try again",
+            retryable=True,
+        )
     return GenerationError(
         "llm_unavailable",
         f"the server's database failed during the generation (run {run_id}); please try again",

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import connection, router, transaction
 from django.db.models import F, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -39,7 +39,13 @@ from stories.selectors import (
 )
 from stories.validation import json_problem, text_clean_or_reject, text_field_clean, text_visible
 from storyproject.bidi import bidi_isolated
-from storyproject.db import update_row, update_unflushed, update_unflushed_async
+from storyproject.db import (
+    lock_wait_bound,
+    lock_waits_bounded,
+    update_row,
+    update_unflushed,
+    update_unflushed_async,
+)
 from storyproject.untrusted import text_storable
 
 
@@ -281,17 +287,19 @@ def generation_run_finish(
     is kept with each NUL or lone surrogate as U+FFFD: PostgreSQL stores neither, and a reply holding
     one is no screenplay, but the run must still be closed.
     """
-    closed = _runs_held(run_id=run_id, lease_owner=lease_owner).update(
-        status=status,
-        error_code=error_code[:40],
-        error_message=text_storable(error_message[:2000]),
-        raw_text=text_storable(raw_text),
-        finished_at=timezone.now(),
-        **_LEASE_ENDED,
-        **record.fields(),
-    )
-    if closed:
-        _run_observe_after_commit(run_id=run_id, status=status, record=record)
+    # A lock held on the run elsewhere fails the close after a while rather than stalling it.
+    with lock_waits_bounded(router.db_for_write(GenerationRun)):
+        closed = _runs_held(run_id=run_id, lease_owner=lease_owner).update(
+            status=status,
+            error_code=error_code[:40],
+            error_message=text_storable(error_message[:2000]),
+            raw_text=text_storable(raw_text),
+            finished_at=timezone.now(),
+            **_LEASE_ENDED,
+            **record.fields(),
+        )
+        if closed:
+            _run_observe_after_commit(run_id=run_id, status=status, record=record)
     return bool(closed)
 
 
@@ -529,6 +537,8 @@ def _run_succeed(
     # Its SQL made once (storyproject.db.update_row): the ORM built and compiled this update of twenty
     # columns at every save.
     held = {"pk": run_id} if lease_owner is None else {"pk": run_id, "lease_owner": lease_owner}
+    # A lock held on the run elsewhere fails the save (rolled back) after a while, not stalls it.
+    lock_wait_bound(router.db_for_write(GenerationRun))
     updated = update_row(
         GenerationRun,
         held,

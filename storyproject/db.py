@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from django.db import connections, router, transaction
@@ -88,15 +89,58 @@ def update_unflushed(queryset: QuerySet[Any], **fields: Any) -> int:
             if database.vendor == "postgresql":
                 with database.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            lock_wait_bound(using)
             return queryset.using(using).update(**fields)
-    # QuerySet.update's own steps, with the statement sent behind the setting instead of alone.
+    # QuerySet.update's own steps, with the statement sent behind the settings instead of alone.
     query: UpdateQuery = queryset.query.chain(UpdateQuery)  # type: ignore[assignment]
     query.add_update_values(fields)
     statement, parameters = query.get_compiler(using).as_sql()
+    settings_set = f"SET LOCAL synchronous_commit TO OFF; {loop_db.lock_timeout_set(local=True)}"
     with database.cursor() as cursor:
-        cursor.execute(f"SET LOCAL synchronous_commit TO OFF; {statement}", parameters)
-        cursor.nextset()  # past the SET's result, to the UPDATE's
+        cursor.execute(f"{settings_set}; {statement}", parameters)
+        cursor.nextset()  # past the two SETs' results, to the UPDATE's
+        cursor.nextset()
         return int(cursor.rowcount)
+
+
+def lock_wait_bound(using: str) -> None:
+    """From here to the end of the caller's transaction, a statement that waits for a lock another
+    session holds (a row someone locked by hand in ``psql`` with ``SELECT ... FOR UPDATE`` and left)
+    fails after ``STORY_RUN_LOCK_TIMEOUT_SECONDS`` instead of waiting for as long as the lock is held.
+
+    For a running run's own writes (checkpoint, lease renewal, close, the save's update of the run):
+    they waited with no limit, and the run's clients got only keepalives. PostgreSQL's ``lock_timeout``
+    (Client Connection Defaults; ``SET LOCAL`` ends with the transaction): the statement fails with
+    SQLSTATE 55P03, ``lock_not_available``, which Django raises as ``OperationalError`` (see
+    ``lock_wait_exceeded``). On SQLite, which locks the whole database, every write already waits at
+    most the connection's busy timeout (``timeout``, 20 s: storyproject.env.database_from_url) and then
+    fails with ``database is locked``; nothing is set here.
+    """
+    database = connections[using]
+    if database.vendor == "postgresql":
+        with database.cursor() as cursor:
+            cursor.execute(loop_db.lock_timeout_set(local=True))
+
+
+@contextlib.contextmanager
+def lock_waits_bounded(using: str) -> Iterator[None]:
+    """A block whose statements wait for locks as ``lock_wait_bound`` says: on PostgreSQL a transaction
+    (the setting's scope) unless the caller's is open; elsewhere nothing (SQLite's busy timeout)."""
+    if connections[using].vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(using=using):
+        lock_wait_bound(using)
+        yield
+
+
+def lock_wait_exceeded(error: BaseException) -> bool:
+    """Whether ``error`` (a Django ``DatabaseError``) is a statement that gave up waiting for a lock held
+    elsewhere: PostgreSQL's ``lock_timeout`` (55P03) or SQLite's busy timeout (``SQLITE_BUSY``)."""
+    cause = error.__cause__
+    if getattr(cause, "sqlstate", None) == "55P03":
+        return True
+    return getattr(cause, "sqlite_errorname", None) == "SQLITE_BUSY"
 
 
 async def update_unflushed_async(model: type[Model], where: dict[str, Any], **fields: Any) -> int:

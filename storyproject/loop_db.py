@@ -76,8 +76,9 @@ async def rowcount(using: str, statement: str, parameters: Sequence[Any], *, row
     failed on a connection that had died (every idle connection of the pool after a PostgreSQL restart,
     or one a proxy cut) is sent again on another, at most once per connection the pool may hold, where
     the thread pool's Django connections would fail one statement each; a batch that failed otherwise
-    (a statement refused, a deadlock with another transaction) is sent again one statement at a time,
-    so each fails or succeeds on its own.
+    (a statement refused, a deadlock with another transaction, a row lock held elsewhere for longer
+    than ``STORY_RUN_LOCK_TIMEOUT_SECONDS``: these connections' ``lock_timeout``) is sent again one
+    statement at a time, so each fails or succeeds on its own.
     """
     loop = asyncio.get_running_loop()
     with connections[using].wrap_database_errors:
@@ -249,6 +250,16 @@ async def _commits_unflushed(connection: AsyncConnection[Any]) -> None:
     # A SET once connected rather than a startup option: a pooler such as PgBouncer refuses unknown
     # startup parameters (behind one in transaction mode the setting may not hold, and commits wait).
     await connection.execute("SET synchronous_commit TO OFF")
+    # They send only a run's own writes, whose wait for a row lock held elsewhere is bounded
+    # (storyproject.db.lock_wait_bound); the setting is read when a connection is made.
+    await connection.execute(lock_timeout_set(local=False))
+
+
+def lock_timeout_set(*, local: bool) -> str:
+    """``SET [LOCAL] lock_timeout`` to ``STORY_RUN_LOCK_TIMEOUT_SECONDS`` (storyproject.db.lock_wait_bound)."""
+    # A number of milliseconds (lock_timeout's unit without one), from an integer setting: no quoting.
+    milliseconds = int(settings.STORY_RUN_LOCK_TIMEOUT_SECONDS) * 1000
+    return f"SET {'LOCAL ' if local else ''}lock_timeout TO {milliseconds}"
 
 
 async def pools_close() -> None:

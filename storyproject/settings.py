@@ -481,6 +481,11 @@ STORY_STREAMING_STALE_SECONDS = envint("STORY_STREAMING_STALE_SECONDS", 1800, mi
 # A running run's lease (docs/generation.md, "Leases, checkpoints and resume"): its process renews it
 # every third of this; a run whose lease has run out for this long is orphaned and may be resumed.
 STORY_RUN_LEASE_SECONDS = envint("STORY_RUN_LEASE_SECONDS", 15, minimum=1, maximum=600)
+# How long a run's own writes (checkpoint, lease renewal, close, the save's update of the run) wait for a
+# row lock another session holds on the run (someone's SELECT ... FOR UPDATE left open in psql) before
+# they fail, on PostgreSQL (lock_timeout, storyproject.db.lock_wait_bound). They waited with no limit:
+# the run's clients got only keepalives until the lock went. SQLite's writes wait its busy timeout.
+STORY_RUN_LOCK_TIMEOUT_SECONDS = envint("STORY_RUN_LOCK_TIMEOUT_SECONDS", 10, minimum=1, maximum=600)
 # Whether a server process looks for orphaned runs (every lease period, from its first request) and
 # resumes them. The test suite turns it off (tests/conftest.py); its daphne subprocesses keep it on.
 STORY_RUN_RECOVERY = envbool("STORY_RUN_RECOVERY", True)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -116,3 +118,37 @@ def loop_statements() -> int:
     from storyproject import loop_db
 
     return loop_db.sent["statements"]
+
+
+class RunRowLock:
+    """Someone in ``psql``: ``BEGIN; SELECT ... FROM stories_generationrun WHERE id = <run> FOR UPDATE;``,
+    left open, from a connection of its own (a thread's). On SQLite, which has no row locks, the
+    transaction holds the database's write lock (BEGIN IMMEDIATE)."""
+
+    def __init__(self) -> None:
+        self.locked = threading.Event()
+        self.released = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    async def take(self, run_id: int) -> None:
+        self.thread = threading.Thread(target=self._hold, args=(run_id,), daemon=True)
+        self.thread.start()
+        assert await asyncio.get_running_loop().run_in_executor(None, self.locked.wait, 10)
+
+    def release(self) -> None:
+        self.released.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+    def _hold(self, run_id: int) -> None:
+        from django.db import connections, transaction
+
+        from stories.models import GenerationRun
+
+        try:
+            with transaction.atomic():
+                list(GenerationRun.objects.select_for_update().filter(pk=run_id).values_list("pk"))
+                self.locked.set()
+                self.released.wait(60)
+        finally:
+            connections.close_all()

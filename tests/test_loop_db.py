@@ -21,8 +21,8 @@ from stories.services import (
     generation_run_release,
 )
 from storyproject import loop_db
-from storyproject.db import db_call
-from tests.conftest import loop_statements
+from storyproject.db import db_call, lock_wait_exceeded
+from tests.conftest import RunRowLock, loop_statements
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,6 +104,38 @@ async def test_a_database_that_cannot_be_reached_fails_the_write_as_a_database_e
                 await loop_db.pools_close()
         assert await generation_run_lease_renew_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER)
     finally:
+        generation_run_release(run_id=run.pk)
+
+
+async def test_a_row_lock_held_elsewhere_fails_a_checkpoint_and_a_renewal_after_a_bounded_wait(
+    writer: Any, run_writes: str, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lock held on the run's row by hand (psql's SELECT ... FOR UPDATE left open) made both wait for as
+    # long as it was held, from the thread pool and from the loop's connections alike; they now give
+    # up after STORY_RUN_LOCK_TIMEOUT_SECONDS (SQLite: its busy timeout, 1 s here) with an error that
+    # says so, and succeed again once the lock goes.
+    settings.STORY_RUN_LOCK_TIMEOUT_SECONDS = 1
+    if connection.vendor == "sqlite":
+        monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 1)
+    run = await _streaming_run(writer)
+    lock = RunRowLock()
+    try:
+        await lock.take(run.pk)
+        for write in (
+            generation_run_checkpoint_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint={"x": 1}),
+            generation_run_lease_renew_async(run_id=run.pk, lease_owner=RUN_LEASE_OWNER),
+        ):
+            with pytest.raises(DatabaseError) as refused:
+                await asyncio.wait_for(write, timeout=15)
+            assert lock_wait_exceeded(refused.value), refused.value
+        assert lock.thread is not None and lock.thread.is_alive()
+        lock.release()
+        assert await generation_run_checkpoint_async(
+            run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint={"kept": True}
+        )
+        assert loop_statements() == (3 if _from_loop(run_writes) else 0)
+    finally:
+        lock.release()
         generation_run_release(run_id=run.pk)
 
 

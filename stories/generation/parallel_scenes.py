@@ -120,7 +120,7 @@ async def _scene_task(fan: FanOut, index: int) -> None:
         # The scene's checkpoint could not be written (the database gone mid-run): said to be the
         # database's doing, as the pipeline says it, not "scene N failed unexpectedly" (not retryable).
         logger.warning("run %s: scene %s could not be checkpointed: %s", fan.run.run_id, index, error)
-        fan.queue.put_nowait(("failed", index, database_failure(fan.run.run_id)))
+        fan.queue.put_nowait(("failed", index, database_failure(fan.run.run_id, error)))
     except Exception:
         logger.exception("run %s: scene %s failed unexpectedly", fan.run.run_id, index)
         unexpected = GenerationError("llm_unavailable", f"scene {index + 1} failed unexpectedly")

@@ -167,7 +167,7 @@ async def _run_events(
         logger.exception("generation run %s failed unexpectedly", run.run_id)
         if isinstance(error, DatabaseError):
             # Not the model's doing: said so (the code stays the protocol's one for an unexpected failure).
-            failure = database_failure(run.run_id)
+            failure = database_failure(run.run_id, error)
         else:
             failure = GenerationError(
                 "llm_unavailable", f"the generation failed unexpectedly (run {run.run_id})"

@@ -521,12 +521,18 @@ def test_a_checkpoint_commits_without_waiting_for_the_disk_and_only_itself(write
         assert generation_run_checkpoint(run_id=run.pk, lease_owner=RUN_LEASE_OWNER, checkpoint={"x": 1})
     asked = [query["sql"] for query in queries.captured_queries]
     if connection.vendor == "postgresql":
-        # One round trip: the setting and the UPDATE as one query, which is its own transaction.
-        assert len(asked) == 1 and asked[0].startswith("SET LOCAL synchronous_commit TO OFF; UPDATE ")
-        # The setting ended with the checkpoint's transaction: this connection's next ones flush.
+        # One round trip: the settings and the UPDATE as one query, which is its own transaction.
+        assert len(asked) == 1
+        assert asked[0].startswith(
+            "SET LOCAL synchronous_commit TO OFF; SET LOCAL lock_timeout TO 10000; UPDATE "
+        )
+        # The settings ended with the checkpoint's transaction: this connection's next ones flush, and
+        # wait for locks as they would.
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"
+            cursor.execute("SHOW lock_timeout")
+            assert cursor.fetchone()[0] == "0"
     else:
         assert not [sql for sql in asked if "synchronous_commit" in sql]
     assert GenerationRun.objects.get(pk=run.pk).checkpoint == {"x": 1}

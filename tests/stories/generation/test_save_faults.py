@@ -7,10 +7,11 @@ import logging
 from typing import Any
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 
 from stories.generation import checkpoint, finish, pipeline
 from stories.models import GenerationRun, ScreenplayVersion, Story
+from tests.conftest import RunRowLock
 from tests.fake_anthropic import FakeAnthropic, Reply, screenplay_text
 from tests.fake_screenwriter import FakeScreenwriter
 from tests.stories.generation.conftest import generate_message, screenplay, unaddressed, ws_connect, ws_events
@@ -132,3 +133,38 @@ async def test_the_database_failing_on_a_parallel_scenes_checkpoint_is_said_to_b
         "message": f"the server's database failed during the generation (run {events[0]['run_id']}); please try again",
         "retryable": True,
     }
+
+
+async def test_a_row_lock_held_on_the_run_fails_its_checkpoint_after_a_bounded_wait(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    # A lock held on the run's row by hand stalled its first checkpoint (and then its close) for as long
+    # as it was held: the writer got only keepalives. The wait is now bounded, on PostgreSQL by
+    # STORY_RUN_LOCK_TIMEOUT_SECONDS (lock_timeout), on SQLite by the connection's busy timeout (20 s,
+    # set to 1 s here), and the run ends saying the database kept it locked, worth trying again.
+    settings.STORY_RUN_LOCK_TIMEOUT_SECONDS = 1
+    if connection.vendor == "sqlite":
+        monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 1)
+    fake_anthropic.script(Reply(text=screenplay_text(screenplay(scenes=2))))
+    lock = RunRowLock()
+    save = checkpoint.generation_run_checkpoint_async
+
+    async def taken_then_saved(*, run_id: int, **kwargs: Any) -> Any:
+        if lock.thread is None:
+            await lock.take(run_id)
+        return await save(run_id=run_id, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "generation_run_checkpoint_async", taken_then_saved)
+    try:
+        # Each event within ws_events' 10 s: the run must end well before the lock goes.
+        events = await _generate(writer)
+        assert lock.thread is not None and lock.thread.is_alive()  # the lock was held all along
+    finally:
+        lock.release()
+    assert unaddressed(events[-1]) == {
+        "type": "error",
+        "code": "llm_unavailable",
+        "message": f"the server's database kept this run's record locked for too long (run {events[0]['run_id']}); please try again",
+        "retryable": True,
+    }
+    assert "scene" not in [event["type"] for event in events]
