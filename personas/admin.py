@@ -9,6 +9,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import ProtectedError, Q, QuerySet
+from django.db.models.functions import Collate
 from django.http import (
     Http404,
     HttpRequest,
@@ -40,8 +41,9 @@ from personas.forms import (
     part_text,
 )
 from personas.history import state_changes
-from personas.models import PersonaConfig
+from personas.models import PERSONA_ORDER, PersonaConfig
 from storyproject.bidi import bidi_isolated
+from storyproject.collation import USER_ORDER
 from storyproject.search import CaseFoldedAdminSearch
 
 
@@ -104,7 +106,7 @@ class PersonaConfigAdmin(CaseFoldedAdminSearch, VersionAdmin):
     views on its revisions (see docs/personas.md, "History and revert")."""
 
     form = PersonaConfigForm
-    list_display = ["display_name", "name", "is_active", "story_count", "last_used", "version", "updated_at"]
+    list_display = ["shown_name", "name", "is_active", "story_count", "last_used", "version", "updated_at"]
     list_filter = ["is_active", "updated_at", UsageFilter]
     search_fields = ["name", "display_name"]
     readonly_fields = ["live_preview", "context_preview", "version", "created_at", "updated_at"]
@@ -147,7 +149,13 @@ class PersonaConfigAdmin(CaseFoldedAdminSearch, VersionAdmin):
         # Every admin read of personas (the list, its actions, the delete pages) carries the usage counts.
         # A GROUP BY query drops Meta.ordering, so the order is given again (the autocomplete pages it).
         queryset = selectors.personas_with_usage(queryset=super().get_queryset(request))
-        return queryset.order_by("display_name", "name")  # as PersonaConfig.Meta.ordering
+        return queryset.order_by(*PERSONA_ORDER)
+
+    # The display name's column sorts as the list does (case and accents aside: storyproject.collation),
+    # not by the field's code points.
+    @admin.display(description="Display name", ordering=Collate("display_name", USER_ORDER))
+    def shown_name(self, persona: PersonaConfig) -> str:
+        return persona.display_name
 
     @admin.display(description="Stories", ordering="story_count")
     def story_count(self, persona: PersonaConfig) -> int:

@@ -6,6 +6,8 @@ from django.apps import AppConfig
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_delete, post_init, post_migrate, post_save
 
+from storyproject.collation import sqlite_user_order_register
+
 
 def _ensure_editors_group(sender: AppConfig, **kwargs: Any) -> None:
     from personas.services import editors_group_ensure
@@ -51,6 +53,8 @@ class PersonasConfig(AppConfig):
 
     def ready(self) -> None:
         connection_created.connect(_sqlite_unicode_lower, dispatch_uid="sqlite_unicode_lower")
+        # The collation the persona lists sort by (storyproject.collation; PostgreSQL's is a migration's).
+        connection_created.connect(sqlite_user_order_register, dispatch_uid="sqlite_user_order")
         # Permissions exist only after migrate, so the group is (re)built after every migrate.
         post_migrate.connect(_ensure_editors_group, sender=self)
         # Any save or deletion, from any interface, invalidates the cached context after commit.

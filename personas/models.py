@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from typing import Any
+
 import reversion
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from personas.schema import validate_persona_config
 from storyproject.bidi import bidi_isolated
+from storyproject.collation import user_ordering
 from storyproject.json_sql import JsonFunc
 from storyproject.untrusted import one_line_problem, text_visible
 
@@ -20,6 +23,11 @@ class JsonIsObject(JsonFunc):
     output_field = models.BooleanField()
     template = "json_type(%(expressions)s) = 'object'"
     postgresql_template = "jsonb_typeof(%(expressions)s) = 'object'"
+
+
+# Every list of personas: by display name, case and accents aside, whatever the database's collation
+# (storyproject.collation), then by key.
+PERSONA_ORDER: list[Any] = [*user_ordering("display_name"), "name"]
 
 
 # Every save inside a revision block (the admin's views, personas.services) is kept as a revision.
@@ -39,7 +47,7 @@ class PersonaConfig(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["display_name", "name"]
+        ordering = PERSONA_ORDER
         verbose_name = "persona"
         indexes = [models.Index(fields=["is_active", "display_name"], name="persona_active_name")]
         constraints = [

@@ -38,7 +38,7 @@ from personas import cache as context_cache
 from personas.cards import PersonaImport
 from personas.context import context_shorten, persona_context_text
 from personas.history import FieldChange, changes_abridged, persona_state, state_changes
-from personas.models import PersonaConfig
+from personas.models import PERSONA_ORDER, PersonaConfig
 from storyproject import stamped_cache
 from storyproject.after_response import after_response
 from storyproject.diffs import DiffBudget
@@ -113,7 +113,7 @@ def persona_context_build(*, persona: PersonaConfig, budget: int | None = None) 
 
 def persona_list(*, search: str = "") -> QuerySet[PersonaConfig]:
     """Active personas for pickers, by display name; ``search`` matches name or display name."""
-    queryset = PersonaConfig.objects.filter(is_active=True).order_by("display_name", "name")
+    queryset = PersonaConfig.objects.filter(is_active=True).order_by(*PERSONA_ORDER)
     search = search.strip()
     if search:
         queryset = queryset.filter(text_search_q(("name", "display_name"), search))
@@ -360,9 +360,7 @@ def persona_matches(*, names: Sequence[str]) -> dict[str, PersonaConfig | None]:
         key=field_folded("name"), shown=field_folded("display_name")
     )
     found: dict[str, PersonaConfig] = {}
-    for persona in candidates.filter(Q(key__in=wanted) | Q(shown__in=wanted)).order_by(
-        "display_name", "name"
-    ):
+    for persona in candidates.filter(Q(key__in=wanted) | Q(shown__in=wanted)).order_by(*PERSONA_ORDER):
         found.setdefault(_match_key(persona.display_name), persona)
         found.setdefault(_match_key(persona.name), persona)
     return {name: found.get(key) for name, key in keys.items()}
