@@ -16,8 +16,21 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
-from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, TextField
-from django.db.models.functions import Coalesce, Length
+from django.db.models import (
+    Count,
+    F,
+    IntegerField,
+    Max,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    TextField,
+    Window,
+)
+from django.db.models.functions import Coalesce, Length, RowNumber
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
@@ -580,28 +593,46 @@ class GenerationReport:
 
 
 def generation_report_get(*, since: datetime | None = None, model: str | None = None) -> GenerationReport:
-    """Measured stage timings, usage and cost of the runs since ``since`` (of ``model``, if given)."""
+    """Measured stage timings, usage and cost of the runs since ``since`` (of ``model``, if given).
+
+    Computed by the database: a few queries whatever the number of runs, none of them a row per run
+    (it read every finished run into memory). Counts and token sums by model and status, the stages'
+    counts, maxima and sums in one query, and each stage's median and 95th percentile from the two or
+    three rows of those ranks (``_stage_ranks``).
+    """
     runs = GenerationRun.objects.exclude(status=GenerationRun.Status.STREAMING)
     if since is not None:
         runs = runs.filter(created_at__gte=since)
     if model:
         runs = runs.filter(model=model)
-    rows = list(runs.values("status", "model", "usage_estimated", *REPORT_STAGES, *_USAGE_FIELDS))
-    succeeded = [row for row in rows if row["status"] == GenerationRun.Status.SUCCEEDED]
-    tokens = {field: sum(row[field] for row in rows) for field in _USAGE_FIELDS}
-    cost, unpriced = _report_cost(rows)
-    priced = len(rows) - unpriced
+    grouped = (
+        runs.order_by()
+        .values("model", "status")
+        .annotate(
+            runs=Count("pk"),
+            estimated=Count("pk", filter=Q(usage_estimated=True)),
+            **{field: Coalesce(Sum(field), 0) for field in _USAGE_FIELDS},
+        )
+    )
+    groups: list[dict[str, Any]] = [dict(group) for group in grouped]
+    count = sum(group["runs"] for group in groups)
+    by_status: Counter[str] = Counter()
+    for group in groups:
+        by_status[group["status"]] += group["runs"]
+    tokens = {field: sum(group[field] for group in groups) for field in _USAGE_FIELDS}
+    cost, unpriced = _report_cost(groups)
+    priced = count - unpriced
     return GenerationReport(
-        runs=len(rows),
-        by_status=dict(sorted(Counter(row["status"] for row in rows).items())),
-        stages=[_stage_stats(succeeded, stage) for stage in REPORT_STAGES],
+        runs=count,
+        by_status=dict(sorted(by_status.items())),
+        stages=_stages_stats(runs.filter(status=GenerationRun.Status.SUCCEEDED)),
         tokens=tokens,
-        tokens_per_run={field: total / len(rows) for field, total in tokens.items()} if rows else {},
+        tokens_per_run={field: total / count for field, total in tokens.items()} if count else {},
         cost_usd=cost if priced else None,
         cost_per_run_usd=cost / priced if priced else None,
         unpriced_runs=unpriced,
         cache_hit_rate=_cache_hit_rate(tokens),
-        estimated_runs=sum(1 for row in rows if row["usage_estimated"]),
+        estimated_runs=sum(group["estimated"] for group in groups),
     )
 
 
@@ -610,28 +641,65 @@ def generation_run_models() -> list[str]:
     return sorted(GenerationRun.objects.values_list("model", flat=True).distinct().order_by())
 
 
-def _stage_stats(rows: list[dict[str, Any]], stage: str) -> StageStats:
-    values = sorted(row[stage] for row in rows if row[stage] is not None)
-    both = [row for row in rows if row[stage] is not None and row["total_ms"]]
-    total = sum(row["total_ms"] for row in both)
-    return StageStats(
-        stage=stage,
-        count=len(values),
-        median_ms=statistics.median(values) if values else None,
-        p95_ms=values[math.ceil(0.95 * len(values)) - 1] if values else None,
-        max_ms=values[-1] if values else None,
-        share=sum(row[stage] for row in both) / total if total else None,
+def _stages_stats(succeeded: QuerySet[GenerationRun]) -> list[StageStats]:
+    aggregates: dict[str, Any] = {}
+    for stage in REPORT_STAGES:
+        # A stage's share of the total, over the runs that measured both (and a total above zero).
+        both = Q(**{f"{stage}__isnull": False}, total_ms__gt=0)
+        aggregates |= {
+            f"{stage}__count": Count(stage),
+            f"{stage}__max": Max(stage),
+            f"{stage}__part": Sum(stage, filter=both),
+            f"{stage}__whole": Sum("total_ms", filter=both),
+        }
+    figures = succeeded.order_by().aggregate(**aggregates)
+    stats = []
+    for stage in REPORT_STAGES:
+        count, whole = figures[f"{stage}__count"], figures[f"{stage}__whole"]
+        median, p95 = _stage_ranks(succeeded, stage, count)
+        stats.append(
+            StageStats(
+                stage=stage,
+                count=count,
+                median_ms=median,
+                p95_ms=p95,
+                max_ms=figures[f"{stage}__max"],
+                share=figures[f"{stage}__part"] / whole if whole else None,
+            )
+        )
+    return stats
+
+
+def _stage_ranks(
+    succeeded: QuerySet[GenerationRun], stage: str, count: int
+) -> tuple[float | None, int | None]:
+    """The median (of the two middle values for an even count) and the 95th percentile (nearest rank) of
+    ``stage``'s ``count`` measured values: the rows of those ranks only, numbered by the database."""
+    if not count:
+        return None, None
+    middle = {(count + 1) // 2, count // 2 + 1}
+    p95_rank = math.ceil(0.95 * count)
+    ranked = (
+        succeeded.filter(**{f"{stage}__isnull": False})
+        .order_by()
+        .annotate(rank=Window(RowNumber(), order_by=[F(stage).asc(), F("pk").asc()]))
+        .filter(rank__in=sorted(middle | {p95_rank}))
+        .values_list("rank", stage)
     )
+    values = dict(ranked)
+    median = statistics.median(values[rank] for rank in sorted(middle))
+    return median, values[p95_rank]
 
 
-def _report_cost(rows: list[dict[str, Any]]) -> tuple[Decimal, int]:
+def _report_cost(groups: list[dict[str, Any]]) -> tuple[Decimal, int]:
+    # A price per token: the cost of a model's runs is that of their summed usage.
     cost, unpriced = Decimal(0), 0
-    for row in rows:
-        run_cost = usage_cost_usd(model=row["model"], **{field: row[field] for field in _USAGE_FIELDS})
-        if run_cost is None:
-            unpriced += 1
+    for group in groups:
+        group_cost = usage_cost_usd(model=group["model"], **{field: group[field] for field in _USAGE_FIELDS})
+        if group_cost is None:
+            unpriced += group["runs"]
         else:
-            cost += run_cost
+            cost += group_cost
     return cost, unpriced
 
 

@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from stories.models import GenerationRun
+from stories.selectors import generation_report_get
 
 SONNET = "claude-sonnet-5-5"
 
@@ -159,3 +162,46 @@ def test_a_model_no_run_used_and_nobody_knows_is_a_clear_error(writer: Any) -> N
     assert _report("--model", "claude-haiku-5-5")["runs"] == 0
     assert _report("--model", "offline")["runs"] == 0
     assert _report("--model", "mystery-model", "--since", "2099-01-01")["runs"] == 0
+
+
+def _report_queries(runs: int, user: Any) -> list[str]:
+    GenerationRun.objects.filter(status="succeeded").delete()
+    GenerationRun.objects.bulk_create(
+        GenerationRun(
+            user=user,
+            status="succeeded",
+            model=SONNET,
+            max_tokens=4096,
+            persona_names=["a"],
+            context_ms=i,
+            ttft_ms=i,
+            llm_ms=i,
+            total_ms=3 * i,
+            input_tokens=i,
+        )
+        for i in range(1, runs + 1)
+    )
+    with CaptureQueriesContext(connection) as captured:
+        report = generation_report_get()
+    assert report.runs == runs and report.stages[2].max_ms == runs
+    return [query["sql"] for query in captured.captured_queries]
+
+
+@pytest.mark.django_db
+def test_the_report_aggregates_in_the_database_rather_than_reading_every_run(writer: Any) -> None:
+    # It read every finished run (its timings and usage) into memory to count, sum and sort them in
+    # Python. Now each query aggregates (counts, sums, maxima), groups by model and status, or picks
+    # the few rows a median and a 95th percentile need by their rank: the same queries for 5 runs as
+    # for 60, none of them a row per run.
+    few, many = _report_queries(5, writer), _report_queries(60, writer)
+    assert len(few) == len(many)
+    for sql in many:
+        assert any(part in sql for part in ("COUNT(", "SUM(", "MAX(", "ROW_NUMBER()")), sql
+
+
+@pytest.mark.django_db
+def test_an_odd_number_of_runs_has_the_middle_one_as_median(writer: Any) -> None:
+    _report_queries(5, writer)
+    stage = generation_report_get().stages[0]
+    assert (stage.count, stage.median_ms, stage.p95_ms, stage.max_ms) == (5, 3, 5, 5)
+    assert stage.share == pytest.approx(1 / 3)
