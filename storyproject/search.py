@@ -80,8 +80,16 @@ class CaseFoldedAdminSearch(admin.ModelAdmin):
         fields = [str(field) for field in self.get_search_fields(request)]
         if not fields:
             return queryset, False
-        for term in smart_split(search_term):
-            if term[:1] in ('"', "'") and len(term) > 1 and term[-1] == term[0]:
-                term = unescape_string_literal(term)
+        for term in search_terms(search_term):
             queryset = queryset.filter(text_search_q(fields, term))
         return queryset, any(lookup_spawns_duplicates(self.opts, field) for field in fields)
+
+
+def search_terms(search: str) -> list[str]:
+    """The words of an admin search, a quoted phrase as one, as Django's own search reads them."""
+    terms = []
+    for term in smart_split(search):
+        if term[:1] in ('"', "'") and len(term) > 1 and term[-1] == term[0]:
+            term = unescape_string_literal(term)
+        terms.append(term)
+    return terms

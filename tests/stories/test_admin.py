@@ -482,3 +482,46 @@ def test_the_story_admin_renders_no_maxlength_for_a_browser_to_cut_a_paste_at(
     admin.force_login(user_factory("root", is_staff=True, is_superuser=True))
     page = admin.get(f"/admin/stories/story/{story.pk}/change/").content.decode()
     assert 'name="title"' in page and "maxlength" not in page
+
+
+@pytest.mark.django_db
+def test_the_runs_search_finds_a_user_s_runs_and_a_title_s_start_as_an_index_serves_them(
+    user_factory: Any, writer: Any, other_writer: Any
+) -> None:
+    # It matched text anywhere in the username, the error code or the title, which read every run with
+    # its user and story (35 ms at 22,000 runs on PostgreSQL; docs/known-gaps.md). Now a whole
+    # username or the start of a title, case and accents aside, each looked up before the runs.
+    paris = Story.objects.create(
+        owner=other_writer, title="Été à Paris", plot="A plot.", latest_version_number=1
+    )
+    mine = GenerationRun.objects.create(user=writer, model="offline", max_tokens=1024, status="succeeded")
+    theirs = GenerationRun.objects.create(
+        user=other_writer,
+        story=paris,
+        model="offline",
+        max_tokens=1024,
+        status="failed",
+        error_code="llm_unavailable",
+    )
+    root = Client()
+    root.force_login(user_factory("root", is_staff=True, is_superuser=True))
+
+    def found(**query: str) -> list[int]:
+        page = root.get("/admin/stories/generationrun/", query)
+        assert page.status_code == 200
+        return [run.pk for run in page.context["cl"].result_list]
+
+    assert found(q=writer.username.upper()) == [mine.pk]
+    assert found(q="ÉTÉ") == [theirs.pk]
+    assert found(q='"été à"') == [theirs.pk]
+    # The search is one phrase: a title's first words, quoted or not.
+    assert found(q="été à") == [theirs.pk]
+    assert found(q="été paris") == []
+    assert found(q=f"{other_writer.username} été") == []
+    # Not a part of a username, nor a word inside a title.
+    assert found(q=writer.username[1:]) == []
+    assert found(q="paris") == []
+    # Error codes are a filter now, of the protocol's codes.
+    assert found(error_code="llm_unavailable") == [theirs.pk]
+    page = root.get("/admin/stories/generationrun/").content.decode()
+    assert "A username (the whole of it) or the start of a story" in page
