@@ -8,7 +8,6 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -37,7 +36,13 @@ from stories.selectors import (
     story_version_find,
     story_version_latest,
 )
-from stories.validation import json_problem, text_clean_or_reject, text_field_clean, text_visible
+from stories.validation import (
+    character_key,
+    json_problem,
+    text_clean_or_reject,
+    text_field_clean,
+    text_visible,
+)
 from storyproject.bidi import bidi_isolated
 from storyproject.db import (
     lock_wait_bound,
@@ -769,13 +774,25 @@ def _writer_draft(
 
 def _characters_named_once(content: dict[str, Any]) -> None:
     """Refuse a character list that has a name twice: whose lines they are, and which persona plays
-    them, cannot be told (two BOBs played by two personas were both cast, as BOB)."""
-    names = Counter(character["name"] for character in content.get("characters", []))
-    twice = [name for name, count in names.items() if count > 1]
-    if twice:
+    them, cannot be told (two BOBs played by two personas were both cast, as BOB). Names that differ
+    only in case or in how an accent is written (``stories.validation.character_key``: "ANA" and "ana")
+    are the same name: a screenplay prints both as ANA."""
+    seen: dict[str, str] = {}
+    for character in content.get("characters", []):
+        name, key = character["name"], character_key(character["name"])
+        if key not in seen:
+            seen[key] = name
+            continue
+        first = seen[key]
+        if first == name:
+            raise GenerationError(
+                "invalid_request",
+                f"the character list has {bidi_isolated(name[:80])!r} more than once; list each character once",
+            )
         raise GenerationError(
             "invalid_request",
-            f"the character list has {bidi_isolated(twice[0][:80])!r} more than once; list each character once",
+            f"the character list has {bidi_isolated(first[:80])!r} and {bidi_isolated(name[:80])!r}, one name "
+            "written two ways (capitals, accents); list each character once, under one spelling",
         )
 
 

@@ -9,6 +9,7 @@ Version numbers given as text (a page's ``?version=``, the diff's ``?from=``) ar
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.utils.deconstruct import deconstructible
@@ -142,3 +143,10 @@ class StorableTextValidator:
 
     def __hash__(self) -> int:
         return hash(self.field)
+
+
+def character_key(name: str) -> str:
+    """What makes two character names one character: the name composed (NFC) and case-folded, so
+    "ANA", "Ana" and "ana" (or "RENÉE" typed with a combining accent) are one name. A screenplay prints
+    a cue in capitals: such names cannot be told apart on the page."""
+    return unicodedata.normalize("NFC", name).casefold()

@@ -17,6 +17,7 @@ from stories.exports.screenplay import one_line as export_line
 from stories.imports.builder import ScreenplayImportError
 from stories.imports.fdx import screenplay_from_fdx
 from stories.imports.fountain import screenplay_from_fountain
+from stories.validation import character_key
 
 ImportFormat = Literal["fountain", "fdx"]
 IMPORT_EXTENSIONS: dict[str, ImportFormat] = {
@@ -145,14 +146,17 @@ def characters_carried_over(*, parsed: dict[str, Any], base: object) -> list[dic
     """
     characters = base.get("characters") if isinstance(base, dict) else None
     listed = [c for c in characters if isinstance(c, dict)] if isinstance(characters, list) else []
-    # A version may list a name twice (a model's may; a writer's no longer can): its first entry is
-    # kept, so that an edit of it can be saved.
+    # A version may list a name twice, or written two ways ("ANA" and "Ana": stories.validation's
+    # character_key; a model's may, a writer's no longer can): its first entry is kept, so that an
+    # edit of it can be saved.
     kept: list[dict[str, Any]] = []
-    known: set[object] = set()
+    keys: set[str] = set()
     for character in listed:
-        if character.get("name") not in known:
-            known.add(character.get("name"))
+        name = character.get("name")
+        if not isinstance(name, str) or character_key(name) not in keys:
+            keys.add(character_key(name) if isinstance(name, str) else "")
             kept.append(character)
+    known: set[object] = {character.get("name") for character in kept}
     speakers = {c["name"] for c in parsed["characters"]}
     for i, character in enumerate(kept):
         name = character.get("name")

@@ -226,6 +226,48 @@ def test_a_fountain_edit_of_a_version_listing_a_character_twice_keeps_the_first(
     assert response.json()["content"]["characters"] == SCREENPLAY["characters"]
 
 
+@pytest.mark.parametrize("second", ["max", "Max", "mAx"])
+def test_a_json_edit_listing_a_character_twice_in_other_capitals_is_refused(
+    writer: Any, story: Story, second: str
+) -> None:
+    # "MAX" and "max" were saved as two characters, both in the list, each with its lines: the page
+    # and every export print both cues as MAX.
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"].append({"name": second})
+    content["scenes"][1]["elements"].append({"type": "dialogue", "character": second, "text": "Later."})
+    response = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"] == (
+        f"the character list has 'MAX' and {second!r}, one name written two ways (capitals, accents); "
+        "list each character once, under one spelling"
+    )
+    assert story.versions.count() == 1
+
+
+def test_a_json_edit_listing_an_accented_name_composed_and_decomposed_is_refused(
+    writer: Any, story: Story
+) -> None:
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"] += [{"name": "REN\u00c9E"}, {"name": "RENE\u0301E"}]
+    response = client_for(writer).post(_versions(story), {"content": content}, format="json")
+    assert response.status_code == 400
+    assert "one name written two ways" in response.json()["message"]
+
+
+def test_a_fountain_edit_of_a_version_listing_a_name_in_two_capitals_keeps_the_first(
+    writer: Any, story: Story
+) -> None:
+    # A model's version may; its edit keeps the first spelling (with its persona) and can be saved.
+    content = copy.deepcopy(SCREENPLAY)
+    content["characters"].append({"name": "Max", "description": "A second one."})
+    story.versions.filter(number=1).update(content=content)
+    response = client_for(writer).post(
+        _versions(story), {"fountain": _fountain(content), "base_version": 1}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["content"]["characters"] == SCREENPLAY["characters"]
+
+
 def test_a_json_edit_may_not_cast_an_unknown_persona(writer: Any, story: Story) -> None:
     content = copy.deepcopy(SCREENPLAY)
     content["characters"][0]["persona"] = "nobody"
