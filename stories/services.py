@@ -902,7 +902,13 @@ def generation_run_claim(*, run_id: int, lease_owner: str) -> GenerationRun | No
         # This process runs it and let its lease lapse (a stalled loop): it carries on, under its own
         # lease owner, and a second copy here could not be told apart from it.
         return None
-    if not _run_orphaned(run_id=run_id).update(lease_owner=lease_owner, lease_expires_at=_lease_until()):
+    # A lock held on the run elsewhere fails the claim after a while: the orphan watcher tries again
+    # next period rather than holding a thread (a new one every period) for as long as the lock.
+    with lock_waits_bounded(router.db_for_write(GenerationRun)):
+        claimed_rows = _run_orphaned(run_id=run_id).update(
+            lease_owner=lease_owner, lease_expires_at=_lease_until()
+        )
+    if not claimed_rows:
         return None
     claimed = GenerationRun.objects.get(pk=run_id)
     _running_here[run_id] = _RunHere(user_id=claimed.user_id, model=claimed.model, mode=claimed.mode)

@@ -47,8 +47,9 @@ from stories.services import (
     generation_run_lease_renew,
     generation_run_release,
 )
+from storyproject.db import db_call, lock_wait_exceeded
 from storyproject.logs import JsonFormatter, RepeatedFailure
-from tests.conftest import loop_statements
+from tests.conftest import RunRowLock, loop_statements
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.fake_screenwriter import (
     FakeScreenwriter,
@@ -705,3 +706,31 @@ def test_recover_runs_counts_the_runs_it_closed_cancelled(writer: Any, cast: Any
         "failed), 1 cancelled (as their writer asked), 0 taken by another process.\n"
     )
     assert GenerationRun.objects.get(pk=orphan.pk).status == "cancelled"
+
+
+async def test_a_claim_of_an_orphan_whose_row_is_locked_elsewhere_gives_up_after_the_bound(
+    writer: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The orphan watcher claims each orphan in a task of its own, every lease period: a row locked by
+    # hand (psql's SELECT ... FOR UPDATE left open) held each claim, and the thread it waited in, for as
+    # long as the lock, a new one every period. The claim now gives up after the bound (SQLite: its busy
+    # timeout, 1 s here) and succeeds once the lock goes.
+    settings.STORY_RUN_LOCK_TIMEOUT_SECONDS = 1
+    if connection.vendor == "sqlite":
+        monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 1)
+    orphan = await sync_to_async(_orphan)(writer, mode="single", work={})
+    lock = RunRowLock()
+    try:
+        await lock.take(orphan.pk)
+        with pytest.raises(OperationalError) as refused:
+            await asyncio.wait_for(
+                db_call(generation_run_claim)(run_id=orphan.pk, lease_owner=RUN_LEASE_OWNER), 15
+            )
+        assert lock_wait_exceeded(refused.value)
+        assert lock.thread is not None and lock.thread.is_alive()
+        lock.release()
+        claimed = await db_call(generation_run_claim)(run_id=orphan.pk, lease_owner=RUN_LEASE_OWNER)
+        assert claimed is not None and claimed.lease_owner == RUN_LEASE_OWNER
+    finally:
+        lock.release()
+        generation_run_release(run_id=orphan.pk)
