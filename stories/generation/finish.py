@@ -16,7 +16,7 @@ from django.urls import NoReverseMatch, reverse
 
 from stories.errors import GenerationError
 from stories.generation.run import Run
-from stories.generation.validation import cast_entries, screenplay_validate
+from stories.generation.validation import cast_entries, characters_merged, screenplay_validate
 from stories.models import GenerationRun
 from stories.services import RunRecord, ScreenplayDraft, generation_run_finish, screenplay_version_create
 from storyproject.db import db_call, db_started
@@ -73,6 +73,7 @@ def _personas_allowed(request: Any, content: dict[str, Any]) -> list[str]:
 async def _save(run: Run, content: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     request = run.request
     screenplay_validate(content=content, persona_names=_personas_allowed(request, content))
+    content = characters_merged(content)
     cast = cast_entries(content["characters"], request.personas)
     draft = ScreenplayDraft(
         title=request.title,

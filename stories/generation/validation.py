@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 
 from stories.errors import GenerationError
 from stories.generation.prompt import screenplay_schema
+from stories.validation import character_key
 from storyproject.bidi import bidi_isolated
 from storyproject.schema_errors import schema_error_cause, schema_error_message
 from storyproject.untrusted import json_value_problem
@@ -131,6 +132,44 @@ def screenplay_validate(
         characters=characters, persona_names=persona_names, what="the screenplay", code=code, chosen=chosen
     )
     return cast_entries(characters, persona_names)
+
+
+def characters_merged(content: dict[str, Any]) -> dict[str, Any]:
+    """``content`` (a model's screenplay, valid by the schema) with each character listed under two
+    spellings ("SAM SPADE" and "Sam Spade": ``stories.validation.character_key``) made one, as first
+    listed: its persona and description, else the other's, and every line of the other's given to it.
+    A page and every export print both cues alike, so they are one character. Two spellings played by
+    two different personas are left as they are (merged, one persona would lose its part)."""
+    characters = content.get("characters") or []
+    first: dict[str, dict[str, Any]] = {}
+    renamed: dict[str, str] = {}
+    kept: list[dict[str, Any]] = []
+    for character in characters:
+        key = character_key(character["name"])
+        earlier = first.get(key)
+        persona, earlier_persona = character.get("persona"), (earlier or {}).get("persona")
+        if earlier is None or (
+            persona is not None and earlier_persona is not None and persona != earlier_persona
+        ):
+            first.setdefault(key, character)
+            kept.append(character)
+            continue
+        merged = {**character, **{name: value for name, value in earlier.items() if value is not None}}
+        kept[kept.index(earlier)] = first[key] = merged
+        renamed[character["name"]] = earlier["name"]
+    if not renamed:
+        return content
+    scenes = [
+        {**scene, "elements": [_cue_renamed(element, renamed) for element in scene["elements"]]}
+        for scene in content["scenes"]
+    ]
+    return {**content, "characters": kept, "scenes": scenes}
+
+
+def _cue_renamed(element: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
+    if element.get("type") != "dialogue" or element.get("character") not in renamed:
+        return element
+    return {**element, "character": renamed[element["character"]]}
 
 
 def cast_entries(characters: list[dict[str, Any]], persona_names: Sequence[str]) -> list[CastEntry]:

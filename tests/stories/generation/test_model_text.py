@@ -128,3 +128,27 @@ async def test_a_model_s_character_with_an_open_override_is_isolated_in_the_erro
     error = events[-1]
     assert error["type"] == "error" and error["code"] == "invalid_output"
     assert "gives a line to '\u2068\u202eGHOST\u2069', who is not in the cast list" in error["message"]
+
+
+@pytest.mark.parametrize("mode", ["single", "parallel"])
+async def test_a_model_s_character_listed_in_two_capitals_is_saved_as_one_under_its_first_spelling(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, mode: str
+) -> None:
+    # "SAM SPADE" and "Sam Spade" were saved as two characters, each with lines: the page and every
+    # export print both cues as SAM SPADE. Now one, as first listed (with its persona), every cue his.
+    written = screenplay(scenes=2)
+    written["characters"].append({"name": "Sam Spade", "description": "The same man."})
+    written["scenes"][1]["elements"][1]["character"] = "Sam Spade"
+    if mode == "parallel":
+        fake_anthropic.default = FakeScreenwriter(written)
+    else:
+        fake_anthropic.script(Reply(text=json.dumps(written)))
+    events = await ws_generate(writer, timeout=20, mode=mode)
+    assert events[-1]["type"] == "done", events[-1]
+    version = await ScreenplayVersion.objects.aget()
+    assert [c["name"] for c in version.content["characters"]] == ["SAM SPADE", "BRIGID"]
+    assert version.content["characters"][0]["persona"] == "noir-detective"
+    cues = {
+        e["character"] for s in version.content["scenes"] for e in s["elements"] if e["type"] == "dialogue"
+    }
+    assert cues == {"SAM SPADE", "BRIGID"}
