@@ -26,8 +26,14 @@ from stories.generation.backends.base import Brief, CastMember
 from stories.generation.checkpoint import checkpoint_request, lease_kept
 from stories.generation.coalesce import text_coalesced
 from stories.generation.finish import run_finish, seen_through
+from stories.generation.models_registry import max_tokens_limit
 from stories.generation.parallel import SceneEdit, parallel_write
-from stories.generation.requests import GenerationRequest, allowed_models, model_label
+from stories.generation.requests import (
+    GenerationRequest,
+    allowed_models,
+    max_tokens_within_model_check,
+    model_label,
+)
 from stories.generation.run import Run, Writer, ms_since
 from stories.generation.single import single_write
 from stories.models import GenerationRun
@@ -218,9 +224,15 @@ def _model_and_max_tokens(
     if model not in allowed_models():
         # An editor's default that is no longer allowed falls back to the deployment's model.
         model = settings.STORY_MODEL
+    if request.max_tokens is not None and request.rewrite is None:
+        # A writer's own, for the default model (generation_request_parse checks a model they named).
+        max_tokens_within_model_check(request.max_tokens, model)
     max_tokens = request.max_tokens or defaults.default_max_tokens
     max_tokens = min(max(max_tokens, settings.STORY_MIN_MAX_TOKENS), settings.STORY_MAX_MAX_TOKENS)
-    return model, max_tokens
+    # What is left above the model's limit (a scene rewrite's, its version's from another model; a
+    # setting start-up warned of) is cut here, so that `accepted` says what the model is given.
+    limit = max_tokens_limit(model, budget_tokens=settings.STORY_THINKING_BUDGET_TOKENS)
+    return model, max_tokens if limit is None else min(max_tokens, limit)
 
 
 def _run_open(

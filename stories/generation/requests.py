@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 
 from stories.errors import GenerationError
-from stories.generation.models_registry import model_refusal
+from stories.generation.models_registry import max_tokens_limit, model_refusal
 from stories.models import GenerationRun
 from stories.validation import text_field_problem, title_problem
 from storyproject.untrusted import text_quoted
@@ -55,7 +55,7 @@ def generation_request_parse(data: object) -> GenerationRequest:
     if not isinstance(data, dict):
         raise _invalid("the request must be a JSON object")
     fields_known_check(data, _FIELDS)
-    return GenerationRequest(
+    request = GenerationRequest(
         plot=_plot(data.get("plot")),
         personas=_personas(data.get("personas")),
         title=_title(data.get("title")),
@@ -66,6 +66,22 @@ def generation_request_parse(data: object) -> GenerationRequest:
         ),
         mode=_mode(data.get("mode")),
     )
+    if request.model is not None and request.max_tokens is not None:
+        # The default model is known at admission only (the editors' settings): checked there too.
+        max_tokens_within_model_check(request.max_tokens, request.model)
+    return request
+
+
+def max_tokens_within_model_check(max_tokens: int, model: str) -> None:
+    """Refuse a writer's own ``max_tokens`` above what ``model`` can write: its max output less the
+    tokens set aside for thinking. It was cut to that on every call without a word, and the writer's
+    long screenplay ended early or cost a continuation they did not expect."""
+    limit = max_tokens_limit(model, budget_tokens=settings.STORY_THINKING_BUDGET_TOKENS)
+    if limit is not None and max_tokens > limit:
+        raise _invalid(
+            f"max_tokens must be at most {limit} for {model_label(model)}: its max output, less the tokens "
+            "set aside for thinking"
+        )
 
 
 def fields_known_check(data: dict[Any, Any], allowed: Collection[str]) -> None:

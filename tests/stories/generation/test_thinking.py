@@ -179,9 +179,12 @@ async def test_max_tokens_with_the_thinking_budget_never_passes_the_models_max_o
     settings.STORY_MODELS = ["claude-haiku-4-5"]
     settings.STORY_MAX_MAX_TOKENS = settings.STORY_MAX_TOTAL_OUTPUT_TOKENS = 64_000
     settings.STORY_THINKING_BUDGET_TOKENS = 2048
+    # A writer's own 64,000 is refused (test_max_tokens_model_limit); a setting's is cut, as accepted says.
+    settings.STORY_MAX_TOKENS = 64_000
     fake_anthropic.script(_reply())
-    events = await ws_generate(writer, model="claude-haiku-4-5", max_tokens=64_000)
+    events = await ws_generate(writer, model="claude-haiku-4-5")
     assert events[-1]["type"] == "done", events[-1]
+    assert events[0]["max_tokens"] == 64_000 - 2048
     body = fake_anthropic.requests[0].body
     assert body["max_tokens"] == 64_000
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
