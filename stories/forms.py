@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from stories.selectors import DETAILS_STAMP
 from stories.validation import text_field_problem, title_problem
 
 
@@ -46,6 +47,17 @@ class StoryDetailsForm(StoryDetailsChecks, forms.Form):
     """A story's title and plot, as ``PATCH /api/stories/{id}/`` takes them, with the same checks."""
 
     title = forms.CharField(max_length=200)
+    # The settings page's hidden stamp of the title and plot it showed (selectors.story_details_stamp);
+    # a form without it saves as before. Any other shape was not sent by the page: it was taken for a
+    # change made meanwhile (a 409 saying so) and echoed back into the page as it came.
+    details_stamp = forms.RegexField(
+        regex=DETAILS_STAMP,
+        required=False,
+        error_messages={
+            "invalid": "This form is incomplete or was changed on the way, so nothing was saved: reload "
+            "the page and make your change again."
+        },
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

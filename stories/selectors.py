@@ -126,6 +126,10 @@ def story_get_for_user(*, user: AbstractBaseUser | AnonymousUser, story_id: int)
     return get_object_or_404(Story, pk=story_id, owner_id=user.pk)
 
 
+# The shape of every story_details_stamp: 24 hex digits in quotes.
+DETAILS_STAMP = r'^"[0-9a-f]{24}"\Z'
+
+
 def story_details_stamp(*, title: str, plot: str) -> str:
     """A story's title and plot as one opaque string: the settings page's hidden ``details_stamp``. A
     change of either, from anywhere (another tab, a Regenerate), changes it; a version saved does not

@@ -460,17 +460,17 @@ def story_settings(request: HttpRequest, story_id: int) -> HttpResponse:
     form = StoryDetailsForm(data, initial={"title": story.title, "plot": story.plot})
     if request.method == "POST":
         if not form.is_valid():
-            # Refused, the page keeps the stamp it was sent with: the title and plot it started from.
-            return _story_settings_page(
-                request, story=story, form=form, stamp=request.POST.get("details_stamp"), status=400
-            )
+            # Refused, the page keeps the stamp it was sent with (the title and plot it started from),
+            # when it is one the page sends: another is not echoed (StoryDetailsForm.details_stamp).
+            stamp = None if "details_stamp" in form.errors else request.POST.get("details_stamp")
+            return _story_settings_page(request, story=story, form=form, stamp=stamp, status=400)
         try:
             services.story_update(
                 story=story,
                 title=form.cleaned_data["title"],
                 plot=form.cleaned_data["plot"],
                 # Sent by the page since the check came (a form without it saves as before).
-                expected=_details_as_read(request.POST.get("details_stamp")),
+                expected=_details_as_read(form.cleaned_data["details_stamp"]),
             )
         except services.DetailsChanged as changed:
             # Changed meanwhile (another tab, a Regenerate): saved, the writer's text replaced theirs

@@ -241,3 +241,35 @@ def test_a_write_with_if_none_match_naming_the_story_now_is_refused(writer: Any,
     assert story.title == "The Heist"
     assert api.patch(url, {"title": "Now"}, format="json", HTTP_IF_NONE_MATCH='"other"').status_code == 200
     assert api.delete(url, HTTP_IF_NONE_MATCH='"other"').status_code == 204
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "tampered", ['"0123"', "<script>alert(1)</script>", '"' + "a" * 24 + '" x', "x" * 5000]
+)
+def test_a_stamp_the_page_never_sends_is_a_400_asking_to_reload_not_a_false_conflict(
+    client: Client, writer: Any, story: Story, tampered: str
+) -> None:
+    # Was: a 409 saying the title or plot had changed meanwhile (they had not), and on a 400 the
+    # stamp echoed into the page as it came.
+    client.force_login(writer)
+    url = f"/stories/{story.pk}/settings/"
+    response = client.post(url, {"title": "My Heist", "plot": "My vault.", "details_stamp": tampered})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "This form is incomplete or was changed on the way" in page and "reload" in page
+    assert "was changed since this page opened" not in page
+    assert _stamp(page) == _stamp(client.get(url).content.decode()) and "x" * 30 not in page
+    story.refresh_from_db()
+    assert (story.title, story.plot) == ("The Heist", "A vault.")
+
+
+@pytest.mark.django_db
+def test_a_refused_form_with_a_tampered_stamp_does_not_echo_it(
+    client: Client, writer: Any, story: Story
+) -> None:
+    client.force_login(writer)
+    url = f"/stories/{story.pk}/settings/"
+    response = client.post(url, {"title": "", "plot": "My vault.", "details_stamp": "y" * 300})
+    assert response.status_code == 400
+    assert "y" * 300 not in response.content.decode()
