@@ -48,7 +48,7 @@ from stories.models import GenerationRun, ScreenplayVersion, Story
 from stories.runs.addresses import MAX_ID
 from stories.runs.follow import run_after_past_end, run_events
 from stories.runs.runner import RunStart, run_cancel, run_start
-from stories.runs.sse import END_ID, SseBody, request_credential, run_has_more, sse_after
+from stories.runs.sse import END_ID, SseBody, request_credential, run_has_more, sse_after, sse_confirm
 from stories.screenplay_diff import screenplay_diff
 from stories.screenplay_stats import screenplay_stats
 from stories.serializers import (
@@ -866,7 +866,8 @@ _SSE_EVENT = {
             "description": "One event of the protocol (docs/protocol.md) as a JSON object on one line, as "
             "the WebSocket sends it: its `type` is one of accepted, resumed, delta, outline_delta, outline, "
             "scene_delta, scene, scene_retry, progress, saved, done, error, cancelled; the last three end "
-            "the stream.",
+            "the stream. With `confirm=true`, the first is `attached` (no `id`): where the replay ends "
+            "(`replay_to`) and the run's time so far (`elapsed_ms`).",
         },
         "retry": {"type": "integer", "description": "The reconnection delay in milliseconds (2000)."},
     },
@@ -909,6 +910,14 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
             pattern=rf"^([0-9]{{1,18}}|{END_ID})$",
             description="Sent by EventSource on a reconnect: a seq, or `end`.",
         ),
+        OpenApiParameter(
+            "confirm",
+            {"type": "string", "enum": ["true", "false"]},
+            OpenApiParameter.QUERY,
+            description="`true`: the first message is `attached` (without an `id:`), as a WebSocket "
+            "`attach` with `confirm` is answered: `replay_to`, the seq where the replay ends and the live "
+            "events begin, and `elapsed_ms`, the run's time so far. Sent again on every reconnect.",
+        ),
     ],
     responses={
         (200, "text/event-stream"): OpenApiResponse(
@@ -928,10 +937,11 @@ def _own_run(request: Request, run_id: int) -> GenerationRun:
 )
 class RunEventsApi(JsonErrors, APIView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
-    query_parameters = ("after",)
+    query_parameters = ("after", "confirm")
 
     def get(self, request: Request, run_id: int) -> HttpResponseBase:
         run = _own_run(request, run_id)
+        confirm = sse_confirm(query_param_once(request.query_params, "confirm"))
         after = sse_after(
             query=query_param_once(request.query_params, "after"),
             last_event_id=request.headers.get("Last-Event-ID"),
@@ -953,6 +963,7 @@ class RunEventsApi(JsonErrors, APIView):
                 credential=request_credential(request),
                 slot=slot,
                 started_by=run.started_by,
+                confirm=confirm,
             ),
             content_type="text/event-stream; charset=utf-8",
         )

@@ -39,7 +39,7 @@ from rest_framework.request import Request
 from stories import ws_sessions
 from stories.errors import GenerationError
 from stories.runs.addresses import MAX_ID
-from stories.runs.follow import run_after_past_end, run_events_follow
+from stories.runs.follow import run_after_past_end, run_attached, run_events_follow
 from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel
 from stories.runs.store import run_event_log
@@ -67,6 +67,17 @@ def sse_after(*, query: str | None, last_event_id: str | None) -> int | None:
     if last_event_id == END_ID:
         return None
     return _seq(last_event_id, "Last-Event-ID", or_end=True)
+
+
+def sse_confirm(query: str | None) -> bool:
+    """``?confirm=``: ``true`` asks for ``attached`` first; ``false`` or absent, no such message."""
+    if query in (None, "false"):
+        return False
+    if query == "true":
+        return True
+    raise GenerationError(
+        "invalid_request", f"confirm must be true or false; got {text_quoted(query, limit=24)}"
+    )
 
 
 def _seq(raw: str, name: str, *, or_end: bool = False) -> int:
@@ -114,9 +125,15 @@ class SseBody:
         credential: SocketCredential | None,
         slot: Slot,
         started_by: str = "",
+        confirm: bool = False,
     ) -> None:
         self._events = run_sse_stream(
-            run_id=run_id, after=after, credential=credential, slot=slot, started_by=started_by
+            run_id=run_id,
+            after=after,
+            credential=credential,
+            slot=slot,
+            started_by=started_by,
+            confirm=confirm,
         )
         self._slot = slot
 
@@ -134,14 +151,19 @@ async def run_sse_stream(
     credential: SocketCredential | None = None,
     slot: Slot | None = None,
     started_by: str = "",
+    confirm: bool = False,
 ) -> AsyncGenerator[bytes, None]:
     """The run's events as SSE messages. Every ``WATCH_SECONDS`` without an event, a comment
     (``: keepalive``) keeps the connection alive through proxies that close a silent one (nginx's
     ``proxy_read_timeout`` is 60 s; a model may think longer than that before writing), and the stream's
     standing is asked then too, so its slot stays held however long the run is silent. ``started_by``:
-    the run's (see the module's docstring)."""
+    the run's (see the module's docstring). ``confirm``: the stream's first event is ``attached``, as a
+    socket's ``attach`` with ``confirm`` is answered (``attached_message``)."""
     try:
         yield f"retry: {_RETRY_MS}\n\n".encode()
+        if confirm:
+            # Where the replay ends, read before the follow begins, as the socket does.
+            yield attached_message(dict(await run_attached(run_id=run_id)))
         checked = time.monotonic()
         async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
             upcoming: asyncio.Future[dict[str, Any]] | None = None
@@ -194,6 +216,13 @@ def past_end_message(error: GenerationError) -> bytes:
     """The ``error`` of a stream asked to go on past its run's end, without an ``id:``: the client's
     reconnect keeps its last id, and is answered 400 saying the same, which stops an EventSource."""
     return f"data: {event_text(error.as_event())}\n\n".encode()
+
+
+def attached_message(event: dict[str, Any]) -> bytes:
+    """The ``attached`` answer as a message without an ``id:``: it is no event of the run (no seq), so
+    the client's last id, and with it an EventSource's ``Last-Event-ID`` on a reconnect, stays its
+    last event's. Without an ``event:`` field, as every message of the stream: ``onmessage`` sees it."""
+    return f"data: {event_text(event)}\n\n".encode()
 
 
 def sse_message(event: dict[str, Any]) -> bytes:

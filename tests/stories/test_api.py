@@ -644,7 +644,7 @@ def test_a_query_parameter_given_twice_is_a_400_naming_it(
         ("get", "/api/stories/{id}/versions/1/?content=no", "'content'", "format"),
         ("get", "/api/stories/{id}/versions/1/export/?format=pdf&fmt=fdx", "'fmt'", "format"),
         ("get", "/api/stories/{id}/diff/?from=1&to=2&context=3", "'context'", "from, to, format"),
-        ("get", "/api/runs/{run}/events/?after=0&since=3", "'since'", "after, format"),
+        ("get", "/api/runs/{run}/events/?after=0&since=3", "'since'", "after, confirm, format"),
         ("get", "/api/personas/?q=her", "'q'", "search, page, format"),
         ("get", "/api/personas/contexts/?names=a&name=b", "'name'", "names, format"),
         ("get", "/api/personas/hero/?x=1", "'x'", "format"),

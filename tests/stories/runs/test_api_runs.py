@@ -474,3 +474,55 @@ async def test_a_silent_run_s_stream_says_it_is_alive_and_keeps_its_slot(
         await communicator.send_json_to({"type": "cancel"})
         await ws_events(communicator)
         await communicator.disconnect()
+
+
+def test_an_event_stream_with_confirm_starts_with_attached_saying_where_its_replay_ends(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # An SSE client could not tell a replay from live events, nor learn the run's time so far: only a
+    # socket's attach could ask (`attached`).
+    run_id = _finished_run(writer)
+    client = _client(writer)
+    url = f"/api/runs/{run_id}/events/"
+    whole = _sse(client.get(url))
+    run = GenerationRun.objects.get(pk=run_id)
+    assert run.finished_at is not None
+    took = int((run.finished_at - run.created_at).total_seconds() * 1000)
+    attached = {"type": "attached", "run_id": run_id, "replay_to": int(str(whole[-1][0])), "elapsed_ms": took}
+    # No id: the client's last id (its Last-Event-ID on a reconnect) stays its last event's.
+    assert _sse(client.get(url, {"confirm": "true"})) == [(None, attached), *whole]
+    assert _sse(client.get(url, {"confirm": "true"}, HTTP_LAST_EVENT_ID="3")) == [
+        (None, attached),
+        *whole[3:],
+    ]
+    assert _sse(client.get(url, {"confirm": "false"})) == whole
+    refused = client.get(url, {"confirm": "yes"})
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
+    # Once its log is gone, its end is rebuilt: all of it a replay (null), as for a socket.
+    async_to_sync(log_expires)(run_id)
+    rebuilt = _sse(client.get(url, {"confirm": "true"}))
+    assert rebuilt[0] == (None, {**attached, "replay_to": None})
+
+
+async def test_a_live_runs_stream_with_confirm_says_where_its_replay_ends_and_the_live_events_begin(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    script_slow(fake_anthropic, tokens_per_second=200)
+    asked = asyncio.get_running_loop().time()
+    communicator, run_id = await run_streaming(writer)
+    try:
+        response = await sync_to_async(_client(writer).get)(f"/api/runs/{run_id}/events/?confirm=true")
+        assert response.status_code == 200
+        body = (await _read(_async_body(response))).decode()
+        running_for = (asyncio.get_running_loop().time() - asked) * 1000
+        await ws_events(communicator)
+    finally:
+        await communicator.disconnect()
+    blocks = body.strip().split("\n\n")
+    assert blocks[0] == "retry: 2000" and blocks[1].startswith("data: ")  # no id
+    attached = json.loads(blocks[1].removeprefix("data: "))
+    assert set(attached) == {"type", "run_id", "replay_to", "elapsed_ms"} and attached["type"] == "attached"
+    assert 0 < attached["elapsed_ms"] <= running_for
+    seqs = [int(block.split("\n", 1)[0].removeprefix("id: ")) for block in blocks[2:]]
+    # Streaming when the stream opened: some events were a replay, and more came live after them.
+    assert seqs == list(range(1, seqs[-1] + 1)) and 1 <= attached["replay_to"] < seqs[-1]
