@@ -15,6 +15,7 @@ from typing import Any, cast
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
@@ -135,6 +136,54 @@ _PRECONDITION_FAILED = OpenApiResponse(
     _DETAIL,
     description="The story changed since the ETag in If-Match (or is one If-None-Match names); nothing was done.",
 )
+
+
+# The read endpoints a client polls (a story's versions, a version, the runs): an ETag, and
+# If-None-Match answered 304 by Django's own evaluation, as for the story itself (StoryDetailApi).
+_READ_ETAG = OpenApiParameter(
+    "ETag",
+    str,
+    OpenApiParameter.HEADER,
+    response=[200, 304],
+    required=True,
+    description="Stands for the answer as shown: it changes whenever the body does.",
+)
+_IF_NONE_MATCH_READ = OpenApiParameter(
+    "If-None-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description="An ETag (or a list of them, or `*`) of an earlier answer; weak ones match too: 304 while "
+    "it holds.",
+)
+_NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
+
+
+class ConditionalReads(APIView):
+    """A GET's (or HEAD's) 200 gets an ``ETag`` of its body, and its ``If-None-Match`` (and ``If-Match``)
+    are evaluated by Django (``get_conditional_response``: weak comparison, a 304 keeping the ETag): they
+    were ignored, where RFC 9110 section 13.2.1 asks a server to evaluate them, and a client polling a
+    story's versions or a run downloaded the whole answer each time."""
+
+    # Django's 304 (no body) where DRF's stubs say a Response: dispatch takes any.
+    def finalize_response(  # type: ignore[override]
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if request.method not in ("GET", "HEAD") or response.status_code != 200:
+            return response
+        data = getattr(response, "data", None)
+        if data is None:
+            return response
+        response["ETag"] = body_etag(data, media_type=getattr(response, "accepted_media_type", "") or "")
+        # The writer's own: kept by their browser only, and asked again (If-None-Match) before each use.
+        response["Cache-Control"] = "private, no-cache"
+        return get_conditional_response(request, etag=response["ETag"], response=response) or response
+
+
+def body_etag(data: Any, *, media_type: str) -> str:
+    """A strong ``ETag`` for an answer's data as rendered in ``media_type`` (RFC 9110 section 8.8.1)."""
+    shown = json.dumps(data, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
+    return '"' + hashlib.sha256(f"{media_type}\0{shown}".encode()).hexdigest()[:32] + '"'
 
 
 @extend_schema_view(
@@ -310,8 +359,14 @@ def _own_story(view: generics.GenericAPIView) -> Story:
 @extend_schema_view(
     get=extend_schema(
         summary="A story's screenplay versions, newest first",
+        description="Revalidate with the `ETag` (`If-None-Match`): 304 while no version was saved.",
         tags=["versions"],
-        responses={200: ScreenplayVersionSummarySerializer(many=True), 404: _NOT_FOUND},
+        parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
+        responses={
+            200: ScreenplayVersionSummarySerializer(many=True),
+            304: _NOT_MODIFIED,
+            404: _NOT_FOUND,
+        },
     ),
     post=extend_schema(
         summary="Save the writer's own screenplay (JSON or Fountain) as the next version",
@@ -332,7 +387,7 @@ def _own_story(view: generics.GenericAPIView) -> Story:
         },
     ),
 )
-class StoryVersionListApi(generics.ListAPIView):
+class StoryVersionListApi(ConditionalReads, generics.ListAPIView):
     serializer_class = ScreenplayVersionSummarySerializer
     queryset = ScreenplayVersion.objects.none()
 
@@ -367,10 +422,12 @@ class StoryVersionListApi(generics.ListAPIView):
 
 @extend_schema(
     summary="One screenplay version with its content",
+    description="Revalidate with the `ETag` (`If-None-Match`): 304 while it is unchanged.",
     tags=["versions"],
-    responses={200: ScreenplayVersionSerializer, 404: _NOT_FOUND},
+    parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
+    responses={200: ScreenplayVersionSerializer, 304: _NOT_MODIFIED, 404: _NOT_FOUND},
 )
-class StoryVersionDetailApi(generics.RetrieveAPIView):
+class StoryVersionDetailApi(ConditionalReads, generics.RetrieveAPIView):
     serializer_class = ScreenplayVersionSerializer
     queryset = ScreenplayVersion.objects.none()
 
@@ -379,9 +436,13 @@ class StoryVersionDetailApi(generics.RetrieveAPIView):
 
 
 @extend_schema(
-    summary="Your generation runs, newest first, with stage timings and token usage", tags=["runs"]
+    summary="Your generation runs, newest first, with stage timings and token usage",
+    description="Revalidate with the `ETag` (`If-None-Match`): 304 while the page is unchanged.",
+    tags=["runs"],
+    parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
+    responses={200: GenerationRunSerializer(many=True), 304: _NOT_MODIFIED},
 )
-class GenerationRunListApi(generics.ListAPIView):
+class GenerationRunListApi(ConditionalReads, generics.ListAPIView):
     serializer_class = GenerationRunSerializer
     queryset = GenerationRun.objects.none()
 
@@ -393,11 +454,13 @@ class GenerationRunListApi(generics.ListAPIView):
     summary="One of your generation runs, with the model text it received",
     description="The run as the list has it, and `raw_text`: the model text received, kept when the run "
     "ends. For a failed or cancelled run it is all that is left of what was written once the run's events "
-    "are gone (after their retention, or a restart without Redis).",
+    "are gone (after their retention, or a restart without Redis). Revalidate with the `ETag` "
+    "(`If-None-Match`): 304 while the run is unchanged.",
     tags=["runs"],
-    responses={200: GenerationRunDetailSerializer, 404: _NOT_FOUND},
+    parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
+    responses={200: GenerationRunDetailSerializer, 304: _NOT_MODIFIED, 404: _NOT_FOUND},
 )
-class GenerationRunDetailApi(generics.RetrieveAPIView):
+class GenerationRunDetailApi(ConditionalReads, generics.RetrieveAPIView):
     serializer_class = GenerationRunDetailSerializer
     queryset = GenerationRun.objects.none()
 

@@ -955,3 +955,34 @@ async def test_a_json_body_whose_charset_is_no_text_encoding_is_a_400_not_a_500(
                 {"detail": f'Unsupported charset "{charset}" in request Content-Type header.'},
             ), url
     assert not await Story.objects.aexists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    ["/api/stories/{story}/versions/", "/api/stories/{story}/versions/2/", "/api/runs/", "/api/runs/{run}/"],
+)
+def test_a_polled_read_has_an_etag_and_if_none_match_gets_a_304_until_it_changes(
+    writer: Any, story: Story, url: str, user_factory: Any
+) -> None:
+    # Was: no ETag, If-None-Match ignored: a client polling its versions or a run got the whole body
+    # every time.
+    client = client_for(writer)
+    run = GenerationRun.objects.filter(story=story).order_by("pk").last()
+    assert run is not None
+    url = url.format(story=story.pk, run=run.pk)
+    first = client.get(url)
+    etag = first["ETag"]
+    assert first.status_code == 200 and etag.startswith('"') and first["Cache-Control"] == "private, no-cache"
+    unchanged = client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert (unchanged.status_code, unchanged.content, unchanged["ETag"]) == (304, b"", etag)
+    assert client.get(url, HTTP_IF_NONE_MATCH=f"W/{etag}").status_code == 304
+    assert client.get(url, HTTP_IF_NONE_MATCH='"other"').status_code == 200
+    # A change of what the answer shows changes its ETag: the next poll gets the body.
+    ScreenplayVersion.objects.filter(story=story, number=2).update(max_tokens=2048)
+    GenerationRun.objects.filter(pk=run.pk).update(output_tokens=9999)
+    changed = client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert changed.status_code == 200 and changed["ETag"] != etag
+    # Another writer gets a 404 with no ETag to learn from (the list: their own runs, none).
+    other = client_for(user_factory("other")).get(url, HTTP_IF_NONE_MATCH=etag)
+    assert other.status_code == (200 if url == "/api/runs/" else 404) and other.get("ETag") != etag
