@@ -351,3 +351,24 @@ def test_a_failed_runs_error_message_opened_on_the_runs_page_wraps_within_the_pa
     model = page.locator("table.runs td", has_text="offline model").bounding_box()
     assert model is not None and model["x"] + model["width"] <= 1280
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_the_shape_tables_column_headings_are_whole_words_on_a_phone(
+    app_server: AppServer, phone: Watched
+) -> None:
+    # The table let every cell break anywhere, for a character's long name: at 390 px its headings
+    # read "Lin / es" and "Scen / es", one word over two lines.
+    page = phone.page
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/")
+    headings = page.locator(".stats-table thead th")
+    expect(headings).to_have_text(["Character", "Lines", "Words", "Scenes"])
+    lines = page.evaluate(
+        """() => [...document.querySelectorAll('.stats-table thead th')].map((th) => {
+          const range = document.createRange();
+          range.selectNodeContents(th);
+          return new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size;
+        })"""
+    )
+    assert lines == [1, 1, 1, 1]
+    assert phone.errors == []
