@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
+from personas.context import CONTEXT_FIELDS
 from stories.generation.backends.base import (
     BackendEvent,
     Brief,
@@ -77,7 +78,7 @@ def offline_screenplay(brief: Brief) -> dict[str, Any]:
         {
             "name": _character_name(member.display_name),
             "persona": member.name,
-            "description": _first(member.context),
+            "description": _description(member.context),
         }
         for member in brief.cast
     ]
@@ -116,6 +117,8 @@ _SENTENCE_END = re.compile("(?<=[.!?])\\s+|(?<=[\u3002\uff01\uff1f\u0964\u061f\u
 _APOSTROPHES = "'\u2019"
 _TITLE_WORDS = 5
 _TITLE_MAX_CHARS = 60
+# The context's paragraphs that describe the character (personas/context.py), not the model's orders.
+_DESCRIBING_LABELS = frozenset(label for key, label in CONTEXT_FIELDS if key != "system_prompt")
 
 
 def _beats(plot: str) -> list[str]:
@@ -155,6 +158,18 @@ def _character_name(display_name: str) -> str:
 def _first(text: str) -> str:
     first = _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
     return _cut(first, 1000)
+
+
+def _description(context: str) -> str:
+    """The first sentence of the context's first paragraph about the character, without its label.
+
+    The context's first paragraph is the persona's instructions to a model ("Instructions: You are
+    ..."): a screenplay's cast list read "CAPTAIN OKAFOR - Instructions: You are Captain Okafor."."""
+    for paragraph in context.split("\n\n"):
+        label, _, text = paragraph.partition(":")
+        if label in _DESCRIBING_LABELS and text.strip():
+            return _first(text)
+    return ""
 
 
 def _title_from(plot: str) -> str:

@@ -80,3 +80,25 @@ def test_a_long_name_is_cut_to_a_character_name_between_what_is_drawn_apart(
     content = _generate(api, "A night. A day. An end.", ["long"])["version"]["content"]
     (character,) = content["characters"]
     assert character["name"] == character_name.strip()
+
+
+def test_a_characters_description_is_the_persona_described_not_its_instructions(
+    api: APIClient, offline: None, persona_factory: Any
+) -> None:
+    # The description was the context's first sentence, its label and all: the cast list of every
+    # screenplay the demo wrote read "CAPTAIN OKAFOR - Instructions: You are Captain Okafor.".
+    persona_factory(
+        "captain",
+        "Captain Okafor",
+        system_prompt="You are Captain Okafor. Stay calm.",
+        description="Captain of the survey vessel Meridian. Three years from home.",
+    )
+    persona_factory("outlaw", "Dusty", system_prompt="You are Dusty.", personality="Generous. Superstitious.")
+    persona_factory("ai", "Halcyon", system_prompt="You are a building's AI.")
+    data = _generate(api, "A storm. A wreck. A letter.", ["captain", "outlaw", "ai"])
+    characters = data["version"]["content"]["characters"]
+    assert [(c["name"], c.get("description")) for c in characters] == [
+        ("CAPTAIN OKAFOR", "Captain of the survey vessel Meridian."),
+        ("DUSTY", "Generous."),
+        ("HALCYON", None),
+    ]
