@@ -372,3 +372,17 @@ def test_the_shape_tables_column_headings_are_whole_words_on_a_phone(
     )
     assert lines == [1, 1, 1, 1]
     assert phone.errors == []
+
+
+def test_the_versions_table_fits_its_box_on_a_desktop(app_server: AppServer, watched: Watched) -> None:
+    # At 1280 px the side column's versions table was wider than its box: "Diff with v2 · Compare with
+    # v2 · Make current" ran under the box's edge, behind a sideways scroll bar.
+    page = watched.page
+    page.set_viewport_size({"width": 1280, "height": 900})
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['two_versions_story']}/?version=1")
+    expect(page.get_by_role("link", name="Compare with v1")).to_be_visible()
+    box = page.locator("section", has=page.locator("table.versions"))
+    overflow = box.evaluate("(section) => section.scrollWidth - section.clientWidth")
+    assert overflow <= 0, f"the versions table is {overflow}px wider than its box"
+    assert watched.errors == []
