@@ -142,3 +142,24 @@ def test_the_runs_story_title_is_isolated_from_the_pages_words(writer: Any) -> N
     assert (
         '<pre class="run-text" role="region" tabindex="0" aria-label="Text received">\u202eok</pre>' in html
     )
+
+
+def test_a_succeeded_runs_page_points_to_its_version_not_to_text_never_sent(
+    writer: Any, cast: Any, offline: None
+) -> None:
+    # A saved run keeps no raw_text (its version holds the screenplay): its page said "None: the run
+    # ended before the model sent any text", under a run that wrote 900 tokens.
+    response = _api(writer).post("/api/ai/generate-screenplay/", PLOT, format="json")
+    assert response.status_code == 201, response.content
+    run = GenerationRun.objects.get()
+    story_id = response.json()["story"]["id"]
+    html = _page(writer).get(f"/runs/{run.pk}/").content.decode()
+    assert "before the model sent any text" not in html
+    assert (
+        f'Saved as <a href="/stories/{story_id}/?version=1">version 1</a> of the story: '
+        "the screenplay is kept there."
+    ) in html
+    Story.objects.filter(pk=story_id).delete()
+    html = _page(writer).get(f"/runs/{run.pk}/").content.decode()
+    assert "Saved with its story, which has since been deleted." in html
+    assert "before the model sent any text" not in html
