@@ -57,13 +57,18 @@ class ThrottledLoginMixin:
             else:
                 login_attempt_void(attempt)
             raise
+        user = getattr(self, "user_cache", None)
+        if user is None:
+            # No password was checked: AuthenticationForm.clean authenticates only with a password, and a
+            # blank one is the field's own error. Not a guess, and above all not a success: counted as one,
+            # it cleared the account's count between guesses and gave a device cookie for any username.
+            login_attempt_void(attempt)
+            return cleaned
         login_attempt_succeeded(attempt)
         if self.request is not None:
             # This browser is now known to the account (accounts.throttle): LoginDeviceCookieMiddleware
             # sets the cookie on the response.
-            user = getattr(self, "user_cache", None)
-            name = user.get_username() if user is not None else username
-            self.request.login_device_cookie = device_cookie_value(username=name)
+            self.request.login_device_cookie = device_cookie_value(username=user.get_username())
         return cleaned
 
 

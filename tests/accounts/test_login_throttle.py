@@ -228,3 +228,18 @@ def test_the_admin_login_gives_and_honours_the_device_cookie(user_factory: Any) 
         _login("boss", "wrong", address=f"10.0.11.{index + 10}", url="/admin/login/")
     again = browser.post("/admin/login/", {"username": "boss", "password": "pw-boss"})
     assert again.status_code == 302 and "_auth_user_id" in browser.session
+
+
+def test_a_login_without_a_password_is_no_success_for_the_throttle(writer: Any) -> None:
+    # A POST naming the account with the password left blank checks no password. It was taken for a
+    # successful login: it cleared the account's count (a guesser sending one between guesses never
+    # reached the lock) and gave a device cookie for the account, which then got past its lock.
+    guesser = Client(REMOTE_ADDR="10.0.15.1")
+    blank = guesser.post("/accounts/login/", {"username": "writer", "password": ""})
+    assert blank.status_code == 200 and "login_device" not in blank.cookies
+    for index in range(2):
+        _login("writer", "wrong", address=f"10.0.15.{index + 10}")
+    _login("writer", "", address="10.0.15.20")
+    _login("writer", "wrong", address="10.0.15.21")
+    assert _login("writer", "pw-writer", address="10.0.15.30").status_code == 429
+    assert _browser_login(guesser, "writer", "pw-writer").status_code == 429
