@@ -68,7 +68,7 @@ class ThrottledLoginMixin:
         if self.request is not None:
             # This browser is now known to the account (accounts.throttle): LoginDeviceCookieMiddleware
             # sets the cookie on the response.
-            self.request.login_device_cookie = device_cookie_value(username=user.get_username())
+            self.request.login_device_cookie = device_cookie_value(user=user)
         return cleaned
 
 

@@ -32,8 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
 from django.core.cache import cache
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 
 @dataclass(frozen=True)
@@ -110,21 +113,42 @@ def login_attempt_void(attempt: LoginAttempt) -> None:
         _uncount(kind, subject)
 
 
-def device_cookie_value(*, username: str) -> str:
-    """A new device cookie's value for ``username``'s account: signed, naming the account by digest (the
-    cookie does not show the username) with a random nonce for this browser."""
-    return signing.dumps([_digest(username), secrets.token_urlsafe(16)], salt=_DEVICE_SALT, compress=False)
+def device_cookie_value(*, user: AbstractBaseUser) -> str:
+    """A new device cookie's value for ``user``'s account: signed, naming the account by digest (the
+    cookie does not show the username) and its password by ``_password_stamp``, with a random nonce
+    for this browser."""
+    return signing.dumps(
+        [_digest(user.get_username()), secrets.token_urlsafe(16), _password_stamp(user)],
+        salt=_DEVICE_SALT,
+        compress=False,
+    )
 
 
 def device_known(device: str, *, username: str) -> bool:
-    """Whether ``device`` is a device cookie this site signed for ``username``'s account, within its age."""
+    """Whether ``device`` is a device cookie this site signed for ``username``'s account, within its age,
+    since the account's password was last set (and since the account was made: a username taken again
+    is another account)."""
     if not device or len(device) > 200:
         return False
     try:
         value: Any = signing.loads(device, salt=_DEVICE_SALT, max_age=settings.LOGIN_DEVICE_COOKIE_SECONDS)
     except signing.BadSignature:  # a forged, altered or expired cookie (SignatureExpired is one)
         return False
-    return isinstance(value, list) and len(value) == 2 and value[0] == _digest(username)
+    if not (isinstance(value, list) and len(value) == 3 and value[0] == _digest(username)):
+        return False  # another account's, or one given before cookies named the password
+    user_model = get_user_model()
+    try:
+        # The lookup ModelBackend signs in with (django.contrib.auth.backends.ModelBackend.authenticate).
+        user = user_model._default_manager.get_by_natural_key(username)
+    except user_model.DoesNotExist:
+        return False
+    return isinstance(value[2], str) and constant_time_compare(value[2], _password_stamp(user))
+
+
+def _password_stamp(user: AbstractBaseUser) -> str:
+    """A keyed digest of the account's id and password hash: it changes with the password (a change, a
+    reset, set_unusable_password), and a new account of the same username has another."""
+    return salted_hmac(_DEVICE_SALT, f"{user.pk}:{user.password}", algorithm="sha256").hexdigest()[:32]
 
 
 def _locked(*, kind: str, subject: str, address: str) -> LoginRefusal | None:

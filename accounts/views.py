@@ -17,6 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import selectors, services
 from accounts.forms import ThrottledAuthenticationForm, ThrottledPasswordChangeForm
+from accounts.throttle import device_cookie_value
 
 
 class ThrottledLoginView(LoginView):
@@ -79,6 +80,9 @@ class PasswordChange(PasswordChangeView):
 
     def form_valid(self, form: PasswordChangeForm) -> HttpResponse:
         response = super().form_valid(form)
+        # The new password retires the account's device cookies (accounts.throttle), this browser's too:
+        # it gets one for the new password, as a login would give it.
+        self.request.login_device_cookie = device_cookie_value(user=form.user)  # type: ignore[attr-defined]
         messages.success(self.request, "Your password was changed; your other sessions were signed out.")
         return response
 

@@ -243,3 +243,41 @@ def test_a_login_without_a_password_is_no_success_for_the_throttle(writer: Any) 
     _login("writer", "wrong", address="10.0.15.21")
     assert _login("writer", "pw-writer", address="10.0.15.30").status_code == 429
     assert _browser_login(guesser, "writer", "pw-writer").status_code == 429
+
+
+def test_a_password_changed_elsewhere_retires_the_device_cookies_given_before(writer: Any) -> None:
+    # Someone who knew the old password kept a browser that signed in with it: once the password is
+    # changed (here by an admin's reset), that browser is an unknown one and the account's lock holds it.
+    browser = _signed_in_browser("writer", "pw-writer", address="10.0.12.1")
+    assert len(browser.cookies["login_device"].value) <= 200
+    writer.set_password("new-secret-1")
+    writer.save()
+    for index in range(3):
+        _login("writer", "wrong", address=f"10.0.12.{index + 10}")
+    refused = _browser_login(browser, "writer", "new-secret-1")
+    assert refused.status_code == 429 and not refused.client_signed_in
+
+
+def test_a_username_taken_again_is_another_account_for_the_device_cookie(
+    writer: Any, user_factory: Any
+) -> None:
+    browser = _signed_in_browser("writer", "pw-writer", address="10.0.13.1")
+    writer.delete()
+    user_factory("writer")  # someone else, the same username and (here) the same password
+    for index in range(3):
+        _login("writer", "wrong", address=f"10.0.13.{index + 10}")
+    assert _browser_login(browser, "writer", "pw-writer").status_code == 429
+
+
+def test_the_writers_own_password_change_keeps_their_browser_known(writer: Any) -> None:
+    browser = Client(REMOTE_ADDR="10.0.14.1")
+    assert _browser_login(browser, "writer", "pw-writer").client_signed_in
+    changed = browser.post(
+        "/account/password/",
+        {"old_password": "pw-writer", "new_password1": "Fresh-secret-92", "new_password2": "Fresh-secret-92"},
+    )
+    assert changed.status_code == 302 and "login_device" in changed.cookies
+    browser.post("/accounts/logout/")
+    for index in range(3):
+        _login("writer", "wrong", address=f"10.0.14.{index + 10}")
+    assert _browser_login(browser, "writer", "Fresh-secret-92").client_signed_in
