@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core import signing
+from django.core.cache import cache
 from django.core.exceptions import BadRequest
 from django.core.paginator import Page
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -626,17 +628,49 @@ def story_import_confirm(request: HttpRequest) -> HttpResponse:
         raise BadRequest("The imported screenplay was not sent back intact; import the file again.") from None
     names = [character["name"] for character in content.get("characters", [])]
     cast = {name: request.POST.get(f"persona-{i}") or None for i, name in enumerate(names)}
+    key = _import_confirmed_key(request)
+    if not cache.add(key, 0, IMPORT_CONFIRMATION_MAX_AGE):
+        saved = cache.get(key)
+        if saved is not None:  # None: the cache is down (or it just expired): single use is not held then
+            return _import_confirmed_again(request, story_id=saved)
     try:
         version = services.story_import(user_id=int(request.user.pk or 0), content=content, cast=cast)
     except GenerationError as error:
+        cache.delete(key)  # nothing was saved: the writer may confirm again with another cast
         messages.error(request, f"The screenplay could not be saved: {error.message}")
         return _import_confirmation(request, content=content, cast=cast, status=400)
+    except BaseException:
+        cache.delete(key)
+        raise
+    cache.set(key, version.story_id, IMPORT_CONFIRMATION_MAX_AGE)
     messages.success(
         request, "Imported: this is version 1. Every tool works on it, from rewriting a scene on."
     )
     if services.imported_plot(content=content).cut:
         messages.info(request, _plot_cut_note())
     return redirect("stories:story-detail", version.story_id)
+
+
+def _import_confirmed_key(request: HttpRequest) -> str:
+    """The cache key that makes a confirmation single-use: a double click on "Create the story", or Back
+    and the button again, saved the screenplay as a second story. Importing the file again makes a new
+    confirmation (a new timestamp, so a new key), which may make a second story on purpose."""
+    digest = hashlib.sha256(request.POST.get("payload", "").encode("utf-8", "surrogatepass")).hexdigest()
+    return f"import-confirmed:{request.user.pk}:{digest[:40]}"
+
+
+def _import_confirmed_again(request: HttpRequest, *, story_id: int) -> HttpResponse:
+    """A confirmation already used: to the story it made, or, while the first press is still being
+    saved (0) or the story has since been deleted, to the list of stories."""
+    if story_id and Story.objects.filter(pk=story_id, owner_id=request.user.pk).exists():
+        messages.info(request, "This import was already saved as this story.")
+        return redirect("stories:story-detail", story_id)
+    messages.info(
+        request,
+        "This import is being saved or was saved already (and deleted since): import the file again "
+        "for another story.",
+    )
+    return redirect("stories:story-list")
 
 
 def _plot_cut_note() -> str:

@@ -710,3 +710,30 @@ async def test_a_form_whose_charset_is_no_text_encoding_is_a_400_not_a_500(write
         {"detail": 'Unsupported charset "zlib" in request Content-Type header.'},
     )
     assert not await Story.objects.aexists()
+
+
+def test_a_confirmation_sent_twice_saves_one_story(logged_in: Client, persona_factory: Any) -> None:
+    # A double click on "Create the story", or Back and the button again, saved the screenplay as a
+    # second story (the payload was good for its hour). The second press now leads to the first story.
+    persona_factory("max-payne", display_name="Max")
+    page = logged_in.post(
+        "/stories/import/", {"fountain": "Title: Vault\n\nINT. VAULT - NIGHT\n\nMAX\nNow.\n"}
+    )
+    payload = _payload(page.content.decode())
+    refused = logged_in.post("/stories/import/confirm/", {"payload": payload, "persona-0": "nobody-such"})
+    assert refused.status_code == 400  # a cast that cannot be saved leaves the confirmation usable
+    first = logged_in.post("/stories/import/confirm/", {"payload": payload, "persona-0": "max-payne"})
+    story = Story.objects.get()
+    again = logged_in.post("/stories/import/confirm/", {"payload": payload, "persona-0": ""}, follow=True)
+    assert first["Location"] == again.redirect_chain[-1][0] == f"/stories/{story.pk}/"
+    assert "This import was already saved as this story." in again.content.decode()
+    assert Story.objects.count() == 1
+    # Imported again, the file makes a new confirmation, which may make a second story on purpose.
+    page = logged_in.post(
+        "/stories/import/", {"fountain": "Title: Vault\n\nINT. VAULT - NIGHT\n\nMAX\nNow!\n"}
+    )
+    assert (
+        logged_in.post("/stories/import/confirm/", {"payload": _payload(page.content.decode())}).status_code
+        == 302
+    )
+    assert Story.objects.count() == 2
