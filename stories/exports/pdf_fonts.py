@@ -184,16 +184,71 @@ def _first_strong_is_right_to_left(text: str) -> bool:
 
 
 def _broken(text: str, width: float, fonts: Coverage, main_font: str, size: float) -> list[str]:
+    """Greedy breaking at spaces, each candidate line measured as it would be drawn (``font_runs``).
+
+    Measuring every candidate whole cost the line's length for each word: a megabyte of one-letter
+    Hebrew words took 34 s of CPU to export. A candidate is now measured only when it might not fit:
+    its width is at most the sum of its characters' widest possible drawings (``_width_at_most``), kept
+    as the line grows, and a candidate under the width by that bound fits whatever fonts it is drawn
+    in. So the lines are the ones measuring each candidate gives, and most words cost their own length.
+    """
     lines: list[str] = []
-    line = ""
+    line, bound = "", 0.0
+    # The fonts this paragraph's characters are drawn in: a space or a comma goes to a fallback only
+    # between two runs of it (``_joined``), so only to one of these.
+    present = frozenset(_font_for(char, fonts) for char in set(text))
+    space = _width_at_most(" ", fonts, main_font, size, present)
     for word in re.split(r" +", text.strip(" ")):
-        candidate = f"{line} {word}" if line else word
-        if not line or _runs_width(font_runs(candidate, fonts), main_font=main_font, size=size) <= width:
-            line = candidate
+        word_bound = sum(_width_at_most(char, fonts, main_font, size, present) for char in word)
+        if not line:
+            line, bound = word, word_bound
+            continue
+        candidate, candidate_bound = f"{line} {word}", bound + space + word_bound
+        # The margin covers the float rounding of two sums of the same widths taken in another order.
+        if candidate_bound + 1e-6 <= width:
+            line, bound = candidate, candidate_bound
+        elif (measured := _runs_width(font_runs(candidate, fonts), main_font=main_font, size=size)) <= width:
+            line, bound = candidate, candidate_bound
+            # Measured, the line bounds the next candidates more closely: what may still change in its
+            # drawing is its end, spaces or punctuation that a following run of a fallback takes in
+            # (``_joined``); and, in a paragraph with Han characters, every one of them (their font
+            # depends on the whole line), so there the sum of the widest drawings stays.
+            if _HAN_FONT not in present:
+                bound = min(
+                    candidate_bound, measured + _end_at_most(candidate, fonts, main_font, size, present)
+                )
         else:
             lines.append(line)
-            line = word
+            line, bound = word, word_bound
     return [*lines, line]
+
+
+def _end_at_most(
+    line: str, fonts: Coverage, main_font: str, size: float, present: frozenset[str | None]
+) -> float:
+    """The widest the spaces and punctuation of the main font ending ``line`` can be drawn."""
+    end = 0.0
+    for char in reversed(line):
+        if _font_for(char, fonts) is not None or unicodedata.category(char)[0] not in "ZP":
+            break
+        end += _width_at_most(char, fonts, main_font, size, present)
+    return end
+
+
+@functools.lru_cache(maxsize=4096)
+def _width_at_most(
+    char: str, fonts: Coverage, main_font: str, size: float, present: frozenset[str | None]
+) -> float:
+    """The widest ``char`` can be drawn in a line (widths add up character by character in reportlab's
+    TrueType and CID fonts): in its own font (``_font_for``); a Han character in any of the CJK fonts
+    (which one depends on the rest of the line); a space or punctuation of the main font also in a
+    fallback of the paragraph's (``present``) that has it (``_joined`` puts it there between two runs of
+    that fallback)."""
+    font = _font_for(char, fonts)
+    candidates = [CJK_CHINESE, CJK_JAPANESE, CJK_KOREAN] if font == _HAN_FONT else [font or main_font]
+    if font is None and unicodedata.category(char)[0] in "ZP":
+        candidates += [name for name, chars in fonts.fallbacks if name in present and char in chars]
+    return max(pdfmetrics.stringWidth(char, name, size) for name in candidates)
 
 
 def _to_unicode_cmap(fontname: str, subset: list[int]) -> str:
