@@ -65,3 +65,25 @@ def test_the_sqlite_key_drops_case_and_accents_only() -> None:
     assert user_order_key("Straße") == "strasse"
     assert user_order_key("\uff21\uff22\uff23") == "abc"  # NFKD: full-width letters are letters
     assert user_order_key("Zoe") > user_order_key("émile")
+
+
+@pytest.mark.django_db
+def test_on_a_postgresql_without_icu_the_migration_makes_a_code_point_collation_instead() -> None:
+    # A server built without ICU stopped `migrate` at personas 0003 ("ICU is not supported in this
+    # build"). This one has ICU, so the statement used without it is run here under another name.
+    import importlib
+
+    from django.db import connection
+
+    migration = importlib.import_module("personas.migrations.0003_persona_user_order")
+    if connection.vendor != "postgresql":
+        assert connection.vendor == "sqlite"  # its collation is registered per connection: nothing to create
+        return
+    assert migration.collation_create_statement(connection) == migration.CREATE  # ICU here
+    statement = migration.CREATE_WITHOUT_ICU.replace('"story_user_order"', '"story_user_order_c"')
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+        cursor.execute(
+            "SELECT x FROM (VALUES ('b'), ('B'), ('a')) AS t(x) ORDER BY x COLLATE \"story_user_order_c\""
+        )
+        assert [row[0] for row in cursor.fetchall()] == ["B", "a", "b"]  # code-point order, as before
