@@ -611,7 +611,7 @@
     ui.castDropped.hidden = true;
     ui.castDropped.replaceChildren();
     ui.scenes.replaceChildren();
-    ui.raw.replaceChildren();
+    liveClear(ui.raw);
     ui.rawAll.replaceChildren();
     ui.writing.hidden = true;
     ui.rawDetails.open = false;
@@ -911,7 +911,7 @@
         }
       });
       // Text of a scene that was being written when the process stopped is written again.
-      ui.raw.replaceChildren();
+      liveClear(ui.raw);
       // Its progress counts from the resume: the clock kept (from accepted, or attached) must not go back.
       current.clockKnown = true;
       announce("The writing was interrupted on the server and goes on from the last finished scene.");
@@ -919,7 +919,7 @@
     delta: function (current, message) {
       var text = asText(message.text);
       ui.rawAll.appendChild(document.createTextNode(text));
-      ui.raw.appendChild(document.createTextNode(text));
+      liveAppend(ui.raw, text);
       ui.writing.hidden = false;
       ui.raw.scrollTop = ui.raw.scrollHeight;
     },
@@ -929,7 +929,7 @@
       }
       sceneShow(message.index, sceneBuild(message.scene));
       // The scene is complete: the "being written" pane starts over for the next one.
-      ui.raw.replaceChildren();
+      liveClear(ui.raw);
       current.sceneCount += 1;
       announce("Scene " + current.sceneCount + " written: " + asText(message.scene.heading));
     },
@@ -944,7 +944,7 @@
       });
       announce("Outline ready: " + scenes.length + " scenes.");
       // The outline's raw text has served its purpose once its scenes have places.
-      ui.raw.replaceChildren();
+      liveClear(ui.raw);
       ui.writing.hidden = true;
     },
     outline_delta: function (current, message) {
@@ -956,7 +956,7 @@
       var node = ui.scenes.querySelector('[data-index="' + Number(message.index) + '"]');
       var raw = node ? node.querySelector(".raw") : null;
       if (raw) {
-        raw.replaceChildren();
+        liveClear(raw);
       }
       announce("Scene " + (Number(message.index) + 1) + " is being written again.");
     },
@@ -969,7 +969,7 @@
       }
       var raw = node.querySelector(".raw");
       if (raw) {
-        raw.appendChild(document.createTextNode(asText(message.text)));
+        liveAppend(raw, asText(message.text));
       }
       ui.rawAll.appendChild(document.createTextNode(asText(message.text)));
     },
@@ -1237,6 +1237,126 @@
 
   // A paragraph of the screenplay takes its direction from its own first letter (dir="auto", as the
   // server's _scene.html): in Arabic or Hebrew it runs right to left, its closing "!" at its end.
+  // The text a model is writing, shown as screenplay while it streams: the part of its JSON reply since
+  // the last finished scene (or a parallel scene's own, or the outline's) is read as far as it goes, its
+  // strings in the contract's keys (stories/contract/screenplay.schema.json and the outline's), and drawn
+  // as a heading, action and dialogue lines. It was shown as the raw JSON, quotes, keys and escapes.
+  // Everything as the model wrote it stays under "Everything the model wrote". Text that holds none of
+  // those keys (not the contract's JSON) is shown as it came.
+  var liveTexts = new WeakMap();
+  var LIVE_FIELD = /"(title|logline|heading|summary|type|character|parenthetical|text)"\s*:\s*"((?:[^"\\]|\\.)*)/g;
+  var LIVE_ELEMENT_KEYS = ["type", "character", "parenthetical", "text"];
+
+  function jsonStringRead(body) {
+    // A JSON string's body, perhaps cut short by the stream (even inside an escape: "\u00").
+    try {
+      return JSON.parse('"' + body + '"');
+    } catch (error) {
+      try {
+        return JSON.parse('"' + body.replace(/\\u[0-9a-fA-F]{0,3}$/, "") + '"');
+      } catch (again) {
+        return "";
+      }
+    }
+  }
+
+  function liveParts(text) {
+    var parts = { title: "", logline: "", blocks: [] };
+    var block = null;
+    var element = null;
+    var match;
+    LIVE_FIELD.lastIndex = 0;
+    while ((match = LIVE_FIELD.exec(text)) !== null) {
+      var key = match[1];
+      var value = jsonStringRead(match[2]);
+      if ((key === "title" || key === "logline") && !block) {
+        parts[key] = value;
+        continue;
+      }
+      if (key === "heading" || (key === "summary" && block && block.summary !== null)) {
+        block = { heading: "", summary: null, elements: [] };
+        parts.blocks.push(block);
+        element = null;
+      }
+      if (key === "heading") {
+        block.heading = value;
+        continue;
+      }
+      if (key === "summary") {
+        if (!block) {
+          block = { heading: "", summary: null, elements: [] };
+          parts.blocks.push(block);
+        }
+        block.summary = value;
+        continue;
+      }
+      if (LIVE_ELEMENT_KEYS.indexOf(key) < 0) {
+        continue;
+      }
+      if (!block) {
+        block = { heading: "", summary: null, elements: [] };
+        parts.blocks.push(block);
+      }
+      // Each element's keys come once, in any order: a key it has already starts the next element.
+      if (!element || Object.prototype.hasOwnProperty.call(element, key)) {
+        element = {};
+        block.elements.push(element);
+      }
+      element[key] = value;
+    }
+    return parts;
+  }
+
+  function liveShow(container, text) {
+    var parts = liveParts(text);
+    if (!parts.title && !parts.logline && !parts.blocks.length) {
+      container.replaceChildren(textEl("span", "live-raw", text));
+      return;
+    }
+    var nodes = [];
+    if (parts.title) {
+      nodes.push(textEl("p", "live-title", parts.title));
+    }
+    if (parts.logline) {
+      nodes.push(textEl("p", "live-summary", parts.logline));
+    }
+    parts.blocks.forEach(function (block) {
+      if (block.heading) {
+        nodes.push(textEl("p", "live-heading", block.heading));
+      }
+      if (block.summary) {
+        nodes.push(textEl("p", "live-summary", block.summary));
+      }
+      block.elements.forEach(function (element) {
+        if (element.type === "dialogue" || element.character !== undefined) {
+          var dialogue = el("div", "live-dialogue");
+          dialogue.appendChild(textEl("p", "live-character", element.character || ""));
+          if (element.parenthetical) {
+            dialogue.appendChild(textEl("p", "live-parenthetical", parenthetical(element.parenthetical)));
+          }
+          if (element.text !== undefined) {
+            dialogue.appendChild(textEl("p", "live-line", element.text));
+          }
+          nodes.push(dialogue);
+        } else if (element.text !== undefined) {
+          nodes.push(textEl("p", element.type === "transition" ? "live-transition" : "live-action", element.text));
+        }
+      });
+    });
+    container.replaceChildren.apply(container, nodes);
+  }
+
+  function liveAppend(container, text) {
+    var sofar = (liveTexts.get(container) || "") + text;
+    liveTexts.set(container, sofar);
+    liveShow(container, sofar);
+  }
+
+  function liveClear(container) {
+    liveTexts.delete(container);
+    container.replaceChildren();
+  }
+
   function textEl(tag, className, text) {
     var node = el(tag, className, text);
     node.dir = "auto";
@@ -1284,7 +1404,7 @@
   function scenePlaceholder(heading) {
     var section = el("section", "scene scene-pending");
     section.appendChild(el("h3", "scene-heading", asText(heading) || "Scene being written…"));
-    section.appendChild(el("pre", "raw", ""));
+    section.appendChild(el("div", "raw live", ""));
     return section;
   }
 

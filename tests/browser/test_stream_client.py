@@ -201,3 +201,79 @@ def test_keyboard_focus_follows_a_scene_rewrite_to_its_cancel_and_back_instead_o
     expect(form.get_by_role("status")).to_have_text("Cancelled: nothing was saved.")
     expect(rewrite).to_be_focused()
     assert watched.errors == []
+
+
+def test_the_text_being_written_reads_as_a_screenplay_not_as_json(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The "Being written" pane showed the model's reply as it came: keys, quotes, braces and escapes. It
+    # now shows the scene in progress as heading, action and dialogue, cut where the stream is.
+    events: list[dict[str, Any]] = [
+        {"type": "accepted", "run_id": 9, "model": "offline", "max_tokens": 1024, "personas": ["rogue-ai"]},
+        {"type": "delta", "text": '{"title": "Lockdown", "logline": "A door.", "characters": [{"name": "HAL'},
+        {"type": "delta", "text": 'CYON"}], "scenes": [{"heading": "INT. LOBBY - NIGHT"'},
+        {"type": "scene", "index": 0, "scene": scene("INT. LOBBY - NIGHT", "The doors will stay closed.")},
+        {
+            "type": "delta",
+            "text": ', {"heading": "INT. SERVER ROOM - NIGHT", "elements": [{"type": "action", ',
+        },
+        {
+            "type": "delta",
+            "text": '"text": "Fans roar.\\nLights blink."}, {"type": "dialogue", "character": "HALC',
+        },
+        {
+            "type": "delta",
+            "text": 'YON", "parenthetical": "calm", "text": "Nobody \\"leaves\\" <b>tonight</b> \\u00e9t\\u00',
+        },
+    ]
+    page = watched.page
+    start(page, app_server, lambda p: script_socket(p, events))
+    pane = page.locator("#stream-raw")
+    expect(pane.locator(".live-heading")).to_have_text("INT. SERVER ROOM - NIGHT")
+    expect(pane.locator(".live-action")).to_have_text("Fans roar.\nLights blink.")
+    expect(pane.locator(".live-character")).to_have_text("HALCYON")
+    expect(pane.locator(".live-parenthetical")).to_have_text("(calm)")
+    # Cut inside an escape: shown up to it; markup in the text is text.
+    expect(pane.locator(".live-line")).to_have_text('Nobody "leaves" <b>tonight</b> ét')
+    assert pane.locator("b").count() == 0
+    assert '"heading"' not in pane.inner_text() and "{" not in pane.inner_text()
+    # The finished scene is drawn in its place, and the reply as it came is kept whole below.
+    expect(page.locator("#stream-scenes .scene-heading")).to_have_text(["INT. LOBBY - NIGHT"])
+    expect(page.locator("#stream-raw-all")).to_contain_text('{"heading": "INT. SERVER ROOM - NIGHT"')
+    assert watched.errors == []
+
+
+def test_an_outline_being_written_shows_its_scenes_and_their_summaries(
+    app_server: AppServer, watched: Watched
+) -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "accepted", "run_id": 10, "model": "offline", "max_tokens": 1024, "personas": ["rogue-ai"]},
+        {"type": "outline_delta", "text": '{"title": "Lockdown", "logline": "A door.", "characters": [], '},
+        {"type": "outline_delta", "text": '"scenes": [{"heading": "INT. A", "summary": "It starts.", '},
+        {
+            "type": "outline_delta",
+            "text": '"characters": ["HALCYON"], "change": ""}, {"heading": "INT. B", "summ',
+        },
+    ]
+    page = watched.page
+    start(page, app_server, lambda p: script_socket(p, events))
+    pane = page.locator("#stream-raw")
+    expect(pane.locator(".live-heading")).to_have_text(["INT. A", "INT. B"])
+    expect(pane.locator(".live-title")).to_have_text("Lockdown")
+    expect(pane.locator(".live-summary")).to_have_text(["A door.", "It starts."])
+    assert "change" not in pane.inner_text()
+    assert watched.errors == []
+
+
+def test_text_that_is_not_the_contracts_json_is_shown_as_it_came(
+    app_server: AppServer, watched: Watched
+) -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "accepted", "run_id": 11, "model": "offline", "max_tokens": 1024, "personas": ["rogue-ai"]},
+        {"type": "delta", "text": "Here is <i>a</i> screenplay:\n"},
+    ]
+    page = watched.page
+    start(page, app_server, lambda p: script_socket(p, events))
+    expect(page.locator("#stream-raw")).to_have_text("Here is <i>a</i> screenplay:\n")
+    assert page.locator("#stream-raw i").count() == 0
+    assert watched.errors == []
