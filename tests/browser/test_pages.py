@@ -386,3 +386,36 @@ def test_the_versions_table_fits_its_box_on_a_desktop(app_server: AppServer, wat
     overflow = box.evaluate("(section) => section.scrollWidth - section.clientWidth")
     assert overflow <= 0, f"the versions table is {overflow}px wider than its box"
     assert watched.errors == []
+
+
+@pytest.mark.parametrize("width", [1280, 640, 375])
+def test_the_create_pages_choices_show_their_whole_text_at_every_width(
+    app_server: AppServer, browser: Browser, width: int
+) -> None:
+    # The model, writing mode and length sat in three equal columns whatever their text: at 640 px (a
+    # 1280 px window at 200 % zoom) "Outline first, then every scene at once" read "Outline first, then e".
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    try:
+        page = context.new_page()
+        log_in(page, app_server)
+        page.goto(app_server.url + "/stories/new/")
+        page.select_option("#mode", index=1)  # the longest choice shown
+        cut = page.evaluate(
+            """() => [...document.querySelectorAll('#model, #mode, #length')].filter((select) => {
+              const clone = select.cloneNode(true);
+              clone.value = select.value;
+              clone.style.width = 'auto';
+              clone.style.position = 'absolute';
+              document.body.appendChild(clone);
+              const needed = clone.getBoundingClientRect().width;
+              clone.remove();
+              return select.getBoundingClientRect().width + 0.5 < Math.min(needed, document.documentElement.clientWidth - 32);
+            }).map((select) => select.id)"""
+        )
+        assert cut == []
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+    finally:
+        context.close()
