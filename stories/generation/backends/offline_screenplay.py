@@ -116,6 +116,16 @@ def _scene(rng: random.Random, index: int, beat: str, characters: list[dict[str,
 _SENTENCE_END = re.compile("(?<=[.!?])\\s+|(?<=[\u3002\uff01\uff1f\u0964\u061f\u06d4])\\s*|\n+")
 _APOSTROPHES = "'\u2019"
 _TITLE_WORDS = 5
+# English words that carry no idea of their own: a title does not end on one ("A Lighthouse Keeper And
+# A"), and a line about the plot does not pick one ("This is about the until.").
+_FUNCTION_WORDS = frozenset(
+    (  # noqa: SIM905 (a sentence of words reads better than eighty quoted ones)
+        "a an the and or but nor so yet of to in on at for with by from as into onto upon over under about "
+        "after before since until while when where then than that this these those there which who whom "
+        "whose what is are was were be been being has have had do does did not no his her hers their its "
+        "our your my me him them they she he it we you i us"
+    ).split()
+)
 _TITLE_MAX_CHARS = 60
 # The context's paragraphs that describe the character (personas/context.py), not the model's orders.
 _DESCRIBING_LABELS = frozenset(label for key, label in CONTEXT_FIELDS if key != "system_prompt")
@@ -129,7 +139,7 @@ def _beats(plot: str) -> list[str]:
 
 
 def _idea(rng: random.Random, beat: str) -> str:
-    words = [w for w in plot_words(beat) if len(w) > 3]
+    words = [w for w in plot_words(beat) if len(w) > 3 and w.lower() not in _FUNCTION_WORDS]
     if not words:
         return "It matters."
     return f"This is about the {rng.choice(words).lower()}."
@@ -174,9 +184,12 @@ def _description(context: str) -> str:
 
 def _title_from(plot: str) -> str:
     """The plot's first words, each capitalised, within ``_TITLE_MAX_CHARS`` (a Chinese or Japanese
-    clause is one "word", with no spaces in it)."""
+    clause is one "word", with no spaces in it), not ending on a word such as "and" or "a"."""
+    words = plot_words(plot)[:_TITLE_WORDS]
+    while len(words) > 1 and words[-1].lower() in _FUNCTION_WORDS:
+        words.pop()
     title = ""
-    for word in plot_words(plot)[:_TITLE_WORDS]:
+    for word in words:
         word = word[:1].upper() + word[1:].lower()
         if title and len(title) + 1 + len(word) > _TITLE_MAX_CHARS:
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -46,7 +47,9 @@ def test_a_japanese_plot_gives_a_title_and_a_scene_per_sentence(
 @pytest.mark.parametrize(
     ("plot", "title"),
     [
-        ("Zoë and José meet in Zürich. Things go wrong.", "Zoë And José Meet In"),
+        # Not ending on "In" (nor "And A": "A Lighthouse Keeper And A").
+        ("Zoë and José meet in Zürich. Things go wrong.", "Zoë And José Meet"),
+        ("A lighthouse keeper and a whale. Storm.", "A Lighthouse Keeper"),
         ("हिन्दी फ़िल्म की कहानी। एक रात।", "हिन्दी फ़िल्म की कहानी एक"),
         ("ليلى تبحث عن أخيها في القاهرة. الليل طويل.", "ليلى تبحث عن أخيها في"),
         ("Ein Mann namens ẞ. Gut.", "Ein Mann Namens ẞ Gut"),
@@ -102,3 +105,16 @@ def test_a_characters_description_is_the_persona_described_not_its_instructions(
         ("DUSTY", "Generous."),
         ("HALCYON", None),
     ]
+
+
+def test_the_offline_lines_about_the_plot_pick_words_that_carry_it(
+    api: APIClient, offline: None, persona_factory: Any
+) -> None:
+    # A line picked any word of over three letters: "This is about the until.", "... about the they."
+    persona_factory("someone", "Someone")
+    content = _generate(api, "They waited there until they were gone. Then silence.", ["someone"])["version"]
+    texts = " ".join(e["text"] for scene in content["content"]["scenes"] for e in scene["elements"])
+    about = re.findall(r"This is about the (\w+)\.", texts)
+    # The plot's own words that carry nothing are never picked (the filler scenes have words of their own).
+    assert about and not set(about) & {"they", "there", "until", "were", "then"}, about
+    assert {"waited", "gone", "silence"} & set(about), about
