@@ -57,3 +57,10 @@ def test_the_static_assets_swagger_loads_are_served(db: None) -> None:
     for src in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
         response = Client().get(src)
         assert response.status_code == 200, src
+
+
+def test_swagger_ui_links_back_to_the_site_and_the_api_token(db: None) -> None:
+    # The API's page had no link out of it: a writer who opened it from the README had to edit the URL.
+    html = Client().get("/api/docs/").content.decode()
+    assert '<a href="/">← Screenplay studio</a>' in html
+    assert '<a href="/account/">Your API token</a>' in html
