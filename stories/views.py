@@ -603,8 +603,13 @@ IMPORT_CONFIRMATION_MAX_AGE = 3600
 _IMPORT_SALT = "stories.import-confirmation"
 
 
+def _import_salt(request: HttpRequest) -> str:
+    """The confirmation payload's signing salt: this writer's, so another's payload does not verify."""
+    return f"{_IMPORT_SALT}:{request.user.pk}"
+
+
 def _import_payload(request: HttpRequest, content: Any) -> str:
-    return signing.dumps(content, salt=f"{_IMPORT_SALT}:{request.user.pk}", compress=True)
+    return signing.dumps(content, salt=_import_salt(request), compress=True)
 
 
 @login_required
@@ -614,7 +619,7 @@ def story_import_confirm(request: HttpRequest) -> HttpResponse:
     try:
         content: Any = signing.loads(
             request.POST.get("payload", ""),
-            salt=f"{_IMPORT_SALT}:{request.user.pk}",
+            salt=_import_salt(request),
             max_age=IMPORT_CONFIRMATION_MAX_AGE,
         )
     except signing.SignatureExpired:
