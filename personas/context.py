@@ -70,9 +70,10 @@ def persona_context_text(config: Mapping[str, Any]) -> str:
 
 
 def persona_summary(config: Mapping[str, Any]) -> str:
-    """One line for pickers: ``summary``, else the first sentence of the description or personality."""
+    """One line for pickers: ``summary``, else the first sentence of the description, the personality or,
+    for a persona of the older flat shape that has nothing else, its instructions (``system_prompt``)."""
     fields = _merged_fields(config)
-    for key in ("summary", "description", "personality"):
+    for key in ("summary", "description", "personality", "system_prompt"):
         text = _text(config.get(key) if key == "summary" else fields.get(key))
         if text:
             return text if key == "summary" else _first_sentence(text)

@@ -86,6 +86,14 @@ def test_summary_falls_back_to_the_first_sentence() -> None:
     assert persona_summary({"context": {"personality": "Shy! Very shy."}}) == "Shy!"
     assert persona_summary({"description": "京都の詩人。静か。"}) == "京都の詩人。"
     assert persona_summary({"tags": ["x"]}) == ""
+    # The older flat shape: its instructions are all a picker can say of it.
+    assert (
+        persona_summary({"system_prompt": "You are Mika, seventeen. Talk fast."})
+        == "You are Mika, seventeen."
+    )
+    assert (
+        persona_summary({"system_prompt": "You are Mika.", "personality": "Sarcastic. Kind."}) == "Sarcastic."
+    )
 
 
 def test_a_summary_made_from_a_description_without_a_sentence_end_is_short() -> None:
