@@ -11,7 +11,9 @@ no combining marks, so text typed or pasted decomposed (NFD: macOS file names, s
 accents: "José" was printed "Jose" with a blank after it, and extracted with a NUL.
 
 Characters Courier Prime has no glyph for at all (Greek, Cyrillic, Hebrew, Arabic, CJK, emoji ...) are
-printed in a fallback font, right-to-left text in visual order (``stories/exports/pdf_fonts.py``).
+printed in a fallback font, right-to-left text in visual order (``stories/exports/pdf_fonts.py``). A
+paragraph with runs of a script that needs shaping (Arabic, Devanagari ...) is laid out by a copy of
+its style with reportlab's ``shaping`` on; the others by screenplain's styles, as before.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from screenplain import types
 from screenplain.export import pdf as screenplain_pdf
 from screenplain.richstring import RichString, Segment
 
-from stories.exports.pdf_fonts import Coverage, Run, coverage, font_runs, visual_lines
+from stories.exports.pdf_fonts import (
+    Coverage,
+    Run,
+    coverage,
+    font_runs,
+    needs_shaping,
+    right_to_left,
+    visual_lines,
+)
 from stories.exports.screenplay import (
     Element,
     ExportMeta,
@@ -72,9 +82,11 @@ def _settings() -> screenplain_pdf.Settings:
 class _FontRuns(RichString):
     """A plain string whose HTML puts each run of characters Courier Prime lacks in a fallback font."""
 
-    def __init__(self, runs: list[Run]) -> None:
+    def __init__(self, runs: list[Run], *, right_to_left: bool = False) -> None:
         super().__init__(*(Segment(text, ()) for _, text in runs))
         self.runs = runs
+        self.shaped = needs_shaping(runs)
+        self.right_to_left = right_to_left
 
     def to_html(self) -> str:
         # Segment.to_html escapes the text as screenplain does for every string; the font names are ours.
@@ -121,35 +133,53 @@ def _dialog(element: Element, settings: screenplain_pdf.Settings) -> types.Dialo
 
 
 def _add(story: list[Flowable], paragraph: object, settings: screenplain_pdf.Settings) -> None:
+    """What screenplain's ``add_dialog``, ``add_slug`` and ``add_paragraph`` add (without scene numbers
+    or bold headings, which these screenplays have not), each paragraph in the style ``_styled`` gives."""
     if isinstance(paragraph, types.Dialog):
-        screenplain_pdf.add_dialog(story, paragraph, settings)
+        story.append(_paragraph([paragraph.character], settings.character_style))
+        for is_parenthetical, line in paragraph.blocks:
+            style = settings.parenthentical_style if is_parenthetical else settings.dialog_style
+            if line.to_html():
+                story.append(_paragraph([line], style, aligned=True))
+            else:  # an empty line of a speech still takes its line
+                story.append(Spacer(1, settings.line_height))
     elif isinstance(paragraph, types.Slug):
-        screenplain_pdf.add_slug(story, paragraph, settings)
+        story.extend(_paragraph([line], settings.slug_style) for line in paragraph.lines)
     elif isinstance(paragraph, types.Transition):
-        screenplain_pdf.add_paragraph(story, paragraph, settings.transition_style)
+        story.append(_paragraph(paragraph.lines, settings.transition_style))
     elif isinstance(paragraph, types.Action):
-        screenplain_pdf.add_paragraph(story, paragraph, settings.action_style)
+        story.append(_paragraph(paragraph.lines, settings.action_style, aligned=True))
+
+
+def _paragraph(lines: list[RichString], style: ParagraphStyle, *, aligned: bool = False) -> Paragraph:
+    return Paragraph("<br/>".join(line.to_html() for line in lines), _styled(style, lines, aligned=aligned))
+
+
+def _styled(style: ParagraphStyle, lines: list[RichString], *, aligned: bool) -> ParagraphStyle:
+    """``style``, or a copy of it with shaping on for lines with runs that need it (``_FontRuns.shaped``)."""
+    shaped = any(getattr(line, "shaped", False) for line in lines)
+    return _style_copy(style, shaped) if shaped else style
+
+
+@functools.cache
+def _style_copy(style: ParagraphStyle, shaped: bool) -> ParagraphStyle:
+    return ParagraphStyle(f"{style.name}-shaped", style, shaping=int(shaped))
 
 
 def _title_page(meta: ExportMeta, settings: screenplain_pdf.Settings) -> list[Flowable]:
     """Title, credit and author centered a third of the way down; the draft date below them."""
     story: list[Flowable] = [Spacer(settings.frame_width, settings.frame_height / 3)]
-    story.append(Paragraph(_html(one_line(meta.title) or "Untitled"), settings.title_style))
+    story.append(_paragraph([_plain(one_line(meta.title) or "Untitled")], settings.title_style))
     author = one_line(meta.author)
     if author:
         story.append(Spacer(settings.frame_width, settings.line_height))
-        story.append(Paragraph(_html(one_line(meta.credit) or "Written by"), settings.centered_style))
-        story.append(Paragraph(_html(author), settings.centered_style))
+        story.append(_paragraph([_plain(one_line(meta.credit) or "Written by")], settings.centered_style))
+        story.append(_paragraph([_plain(author)], settings.centered_style))
     if meta.draft_date:
         story.append(Spacer(settings.frame_width, settings.line_height * 4))
-        story.append(Paragraph(_html(meta.draft_date.isoformat()), settings.centered_style))
+        story.append(_paragraph([_plain(meta.draft_date.isoformat())], settings.centered_style))
     story += [NextPageTemplate("standard"), platypus.PageBreak()]
     return story
-
-
-def _html(text: str) -> str:
-    # The same escaping screenplain applies to the script's strings.
-    return _plain(text).to_html()
 
 
 def _plain(text: str) -> RichString:
@@ -164,14 +194,16 @@ def _lines(text: str, style: ParagraphStyle | None, settings: screenplain_pdf.Se
     fonts = coverage(main_font)
     width = math.inf if style is None else settings.frame_width - style.leftIndent - style.rightIndent
     size = settings.font_size if style is None else style.fontSize
+    composed = _composed(text)
+    backwards = right_to_left(composed)
     return [
-        _rich(line, fonts)
-        for line in visual_lines(_composed(text), width=width, fonts=fonts, main_font=main_font, size=size)
+        _rich(line, fonts, right_to_left=backwards)
+        for line in visual_lines(composed, width=width, fonts=fonts, main_font=main_font, size=size)
     ]
 
 
-def _rich(text: str, fonts: Coverage) -> RichString:
-    return _FontRuns(font_runs(text, fonts))
+def _rich(text: str, fonts: Coverage, *, right_to_left: bool = False) -> RichString:
+    return _FontRuns(font_runs(text, fonts), right_to_left=right_to_left)
 
 
 def _composed(text: str) -> str:

@@ -15,6 +15,16 @@ in the first fallback whose cmap has them, wrapped in reportlab's ``<font name=.
 
 Right-to-left text (Hebrew, Arabic) is put in visual order line by line (``visual_lines``), as PDF text
 is drawn left to right; a PDF reader (pypdf too) extracts it back in reading order.
+
+Runs in the fonts of scripts that need OpenType shaping (``SHAPED_FONTS``: Arabic's joined letters,
+Devanagari's conjuncts and vowel signs, Hebrew's points, Thai's marks, emoji sequences) are shaped by
+reportlab with HarfBuzz (uharfbuzz), in paragraphs whose style turns ``shaping`` on (``stories/exports/
+pdf.py`` does for the lines that have such runs, and only those: Latin is laid out as before).
+``shape_frag_word`` is reportlab's ``shapeFragWord`` applied to each run of one font of a word on its
+own (reportlab shapes a whole word with its first run's font) and to a right-to-left run in its logical
+order (the line is in visual order); it also keeps the text a PDF reader extracts: each glyph drawn
+maps back (ToUnicode) to the characters it was shaped from, not to the presentation form or private
+code point that names the glyph.
 """
 
 from __future__ import annotations
@@ -28,9 +38,11 @@ from itertools import groupby
 from pathlib import Path
 
 from bidi import get_display
+from reportlab.lib.abag import ABag
 from reportlab.pdfbase import pdfmetrics, ttfonts
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfbase.ttfonts import ShapedStr, TTFont
+from reportlab.platypus import paragraph
 
 FONT_DIR = Path(__file__).with_name("fonts")
 
@@ -45,6 +57,11 @@ TRUETYPE_FALLBACKS = (
     ("NotoSansGeorgian", "NotoSansGeorgian-Regular.ttf"),
     ("NotoEmoji", "NotoEmoji-Regular.ttf"),
     ("NotoSansSymbols2", "NotoSansSymbols2-Regular.ttf"),
+)
+# The fallbacks whose runs are shaped: their scripts join, reorder or stack glyphs (or, for emoji, make one
+# glyph of a sequence). The others draw one glyph a character, as before.
+SHAPED_FONTS = frozenset(
+    {"NotoSansHebrew", "NotoSansArabic", "NotoSansDevanagari", "NotoSansThai", "NotoEmoji"}
 )
 CJK_CHINESE, CJK_JAPANESE, CJK_KOREAN = "STSong-Light", "HeiseiMin-W3", "HYSMyeongJo-Medium"
 
@@ -81,8 +98,10 @@ def coverage(main_font: str) -> Coverage:
     # reportlab's own writes an emoji's code point as five hex digits, which readers reject; the
     # replacement writes the same map for every character of the Basic Multilingual Plane.
     ttfonts.makeToUnicodeCMap = _to_unicode_cmap
+    # Paragraphs with shaping on shape each word with this (``shape_frag_word``); only ours turn it on.
+    paragraph.shapeFragWord = shape_frag_word
     for name, filename in TRUETYPE_FALLBACKS:
-        pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / filename)))
+        pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / filename), shapable=name in SHAPED_FONTS))
     for name in (CJK_CHINESE, CJK_JAPANESE, CJK_KOREAN):
         pdfmetrics.registerFont(UnicodeCIDFont(name))
     return Coverage(
@@ -105,7 +124,7 @@ def font_runs(text: str, fonts: Coverage) -> list[Run]:
 
 
 def _joined(runs: list[Run], fonts: Coverage) -> list[Run]:
-    """Spaces and punctuation between two runs of one fallback, in that fallback when it has them.
+    """Spaces, punctuation and joiners between two runs of one fallback, in that fallback when it has them.
 
     "שלום עולם" is then one run drawn with one text operator, which a PDF reader (pypdf too) extracts
     right to left as a whole; cut at the space by a change of font, its words came out swapped."""
@@ -116,7 +135,7 @@ def _joined(runs: list[Run], fonts: Coverage) -> list[Run]:
             joined[-1][0] if joined else None,
             runs[index + 1][0] if index + 1 < len(runs) else None,
         )
-        if font is None and before and before == after and _neutral(text, chars.get(before)):
+        if _truetype(font, chars) and before and before == after and _neutral(text, chars.get(before)):
             font = before
         if joined and joined[-1][0] == font:
             joined[-1] = (font, joined[-1][1] + text)
@@ -125,12 +144,20 @@ def _joined(runs: list[Run], fonts: Coverage) -> list[Run]:
     return joined
 
 
+def _truetype(font: str | None, chars: dict[str, frozenset[str]]) -> bool:
+    """Whether ``font`` is the main font or a TrueType fallback (not a CJK font)."""
+    return font is None or font in chars
+
+
 def _neutral(text: str, chars: frozenset[str] | None) -> bool:
-    return (
-        chars is not None
-        and chars.issuperset(text)
-        and all(unicodedata.category(char)[0] in "ZP" for char in text)
-    )
+    return chars is not None and chars.issuperset(text) and all(_joinable(char) for char in text)
+
+
+def _joinable(char: str) -> bool:
+    """Spaces, punctuation and format characters such as the joiners (ZWJ, ZWNJ), which shaping reads
+    in their run: an emoji sequence (a family, 👨 ZWJ 👩 ZWJ 👧) is one glyph only when shaped whole."""
+    category = unicodedata.category(char)
+    return category[0] in "ZP" or category == "Cf"
 
 
 def _han_font(text: str) -> str:
@@ -152,6 +179,129 @@ def _font_for(char: str, fonts: Coverage) -> str | None:
     if _HAN.match(char):
         return _HAN_FONT  # which CJK font depends on the rest of the string
     return next((name for name, chars in fonts.fallbacks if char in chars), None)
+
+
+def needs_shaping(runs: list[Run]) -> bool:
+    """Whether a line of these runs is to be laid out with shaping on."""
+    return any(font in SHAPED_FONTS for font, _ in runs)
+
+
+def right_to_left(text: str) -> bool:
+    """Whether ``text`` is a right-to-left paragraph: its first strong character is."""
+    return _is_right_to_left(text) and _first_strong_is_right_to_left(text)
+
+
+def shape_frag_word(word: list) -> list:
+    """reportlab's ``shapeFragWord`` for a word of a line in visual order, run by run.
+
+    A word (``[width, (frag, text), ...]``, as reportlab's paragraph makes them) is cut into runs of one
+    font; a run in a font of ``SHAPED_FONTS`` is shaped on its own (``_shaped_run``), and the others are
+    kept as they are."""
+    if isinstance(word, ttfonts.ShapedFragWord) or len(word) < 2:
+        return word
+    pieces: list = []
+    width = 0.0
+    shaped = False
+    for font_name, group in groupby(word[1:], key=lambda piece: getattr(piece[0], "fontName", None)):
+        run = list(group)
+        frag = run[0][0]
+        if font_name not in SHAPED_FONTS or any(
+            hasattr(each, "cbDefn") or each.fontSize != frag.fontSize for each, _ in run
+        ):
+            pieces += run
+            width += sum(pdfmetrics.stringWidth(text, each.fontName, each.fontSize) for each, text in run)
+            continue
+        run_width, glyphs = _shaped_run(font_name, frag.fontSize, "".join(text for _, text in run))
+        pieces.append((frag, glyphs))
+        width += run_width
+        shaped = True
+    if not shaped:
+        return word
+    return ttfonts.makeShapedFragWord(word)([width, *pieces])
+
+
+@functools.lru_cache(maxsize=16384)
+def _shaped_run(font_name: str, size: float, text: str) -> tuple[float, ShapedStr]:
+    """A run of one font, as drawn in a line in visual order: shaped by reportlab's ``shapeFragWord``
+    (HarfBuzz), a right-to-left run from its logical order (``visual_lines`` reversed it; HarfBuzz puts
+    the glyphs back in visual order); and its width. A screenplay repeats its words, so each is shaped
+    once."""
+    if _first_strong_is_right_to_left(text):
+        text = text[::-1]
+    frag = ABag(fontName=font_name, fontSize=size)
+    # HarfBuzz's default features for the script (reportlab's default adds discretionary ligatures,
+    # which an Arabic font uses for forms a writer did not ask for).
+    result = ttfonts.shapeFragWord([0, (frag, text)], features={}, force=True)
+    pieces = _extractable(result[1:], text, font_name)
+    glyphs = "".join(glyph for _, glyph in pieces)
+    data = [item for _, glyph in pieces for item in getattr(glyph, "__shapeData__", ())]
+    return result[0], ShapedStr(glyphs, shapeData=data)
+
+
+# Code points standing for a glyph drawn for some characters (a ligature, a conjunct, a glyph of a
+# cluster), beyond any that text or the fonts use (the exports drop private-use planes from text), and
+# the characters each stands for in the ToUnicode map (``_to_unicode_cmap``).
+_GLYPH_CODES: dict[tuple[str, int, str], int] = {}
+_GLYPH_TEXT: dict[int, str] = {}
+_FIRST_GLYPH_CODE = 0x100000
+
+
+def _glyph_code(font_name: str, glyph: int, text: str, width: float) -> int:
+    key = (font_name, glyph, text)
+    code = _GLYPH_CODES.get(key)
+    if code is None:
+        code = _GLYPH_CODES[key] = _FIRST_GLYPH_CODE + len(_GLYPH_CODES)
+        _GLYPH_TEXT[code] = text
+        face = pdfmetrics.getFont(font_name).face
+        face.charToGlyph[code] = glyph
+        face.charWidths[code] = width
+    return code
+
+
+def _extracted(char: str) -> str:
+    """The text a PDF reader extracts for ``char`` drawn (the ToUnicode map's)."""
+    code = ord(char)
+    if code in _GLYPH_TEXT:
+        return _GLYPH_TEXT[code]
+    if 0xFB1D <= code <= 0xFDFF or 0xFE70 <= code <= 0xFEFF:  # presentation forms: their letters
+        return unicodedata.normalize("NFKC", char)
+    return char
+
+
+def _extractable(pieces: list, text: str, font_name: str) -> list:
+    """``pieces`` (shaped from ``text``) with each glyph drawn under a code whose ToUnicode text is the
+    characters it was shaped from: those of its cluster, in reading order, for a cluster's glyphs."""
+    glyphs = [
+        (index, position, char, data)
+        for index, (_, shaped) in enumerate(pieces)
+        for position, (char, data) in enumerate(
+            zip(shaped, getattr(shaped, "__shapeData__", ()), strict=False)
+        )
+    ]
+    if len(glyphs) != sum(len(shaped) for _, shaped in pieces):
+        return pieces
+    starts = sorted({data.cluster for *_, data in glyphs})
+    ends = dict(zip(starts, [*starts[1:], len(text)], strict=False))
+    right_to_left = len(glyphs) > 1 and glyphs[0][3].cluster > glyphs[-1][3].cluster
+    chars = [list(shaped) for _, shaped in pieces]
+    face = pdfmetrics.getFont(font_name).face
+    for cluster, members in groupby(glyphs, key=lambda glyph: glyph[3].cluster):
+        ordered = list(members)
+        if right_to_left:  # a reader reverses a right-to-left run's glyphs, so they read from the last
+            ordered.reverse()
+        wanted = text[cluster : ends[cluster]]
+        if "".join(_extracted(char) for *_, char, _ in ordered) == wanted:
+            continue
+        # The first glyph stands for all the characters but one for each glyph after it.
+        parts = [wanted[: max(len(wanted) - len(ordered) + 1, 0)], *wanted[len(wanted) - len(ordered) + 1 :]]
+        parts += [""] * (len(ordered) - len(parts))
+        for (index, position, char, _), part in zip(ordered, parts, strict=False):
+            glyph = face.charToGlyph[ord(char)]
+            chars[index][position] = chr(_glyph_code(font_name, glyph, part, face.charWidths[ord(char)]))
+    return [
+        (frag, ShapedStr("".join(chars[index]), shapeData=shaped.__shapeData__) if shaped else shaped)
+        for index, (frag, shaped) in enumerate(pieces)
+    ]
 
 
 def _runs_width(runs: list[Run], *, main_font: str, size: float) -> float:
@@ -226,10 +376,12 @@ def _broken(text: str, width: float, fonts: Coverage, main_font: str, size: floa
 def _end_at_most(
     line: str, fonts: Coverage, main_font: str, size: float, present: frozenset[str | None]
 ) -> float:
-    """The widest the spaces and punctuation of the main font ending ``line`` can be drawn."""
+    """The widest the spaces, punctuation and joiners of the main font or a TrueType fallback ending
+    ``line`` can be drawn."""
     end = 0.0
+    truetype = dict(fonts.fallbacks)
     for char in reversed(line):
-        if _font_for(char, fonts) is not None or unicodedata.category(char)[0] not in "ZP":
+        if not _truetype(_font_for(char, fonts), truetype) or not _joinable(char):
             break
         end += _width_at_most(char, fonts, main_font, size, present)
     return end
@@ -241,12 +393,12 @@ def _width_at_most(
 ) -> float:
     """The widest ``char`` can be drawn in a line (widths add up character by character in reportlab's
     TrueType and CID fonts): in its own font (``_font_for``); a Han character in any of the CJK fonts
-    (which one depends on the rest of the line); a space or punctuation of the main font also in a
-    fallback of the paragraph's (``present``) that has it (``_joined`` puts it there between two runs of
-    that fallback)."""
+    (which one depends on the rest of the line); a space, punctuation or joiner of the main font or a
+    TrueType fallback also in a fallback of the paragraph's (``present``) that has it (``_joined`` puts it
+    there between two runs of that fallback)."""
     font = _font_for(char, fonts)
     candidates = [CJK_CHINESE, CJK_JAPANESE, CJK_KOREAN] if font == _HAN_FONT else [font or main_font]
-    if font is None and unicodedata.category(char)[0] in "ZP":
+    if _truetype(font, dict(fonts.fallbacks)) and _joinable(char):
         candidates += [name for name, chars in fonts.fallbacks if name in present and char in chars]
     return max(pdfmetrics.stringWidth(char, name, size) for name in candidates)
 
@@ -256,7 +408,8 @@ def _to_unicode_cmap(fontname: str, subset: list[int]) -> str:
     asks: reportlab 5.1 writes a code point beyond U+FFFF (an emoji) as five hex digits, which pypdf
     rejects ("Odd-length string"), so the emoji were missing from the extracted text."""
     mappings = [
-        f"<{index:02X}> <{chr(code).encode('utf-16-be').hex().upper()}>" for index, code in enumerate(subset)
+        f"<{index:02X}> <{_extracted(chr(code)).encode('utf-16-be').hex().upper()}>"
+        for index, code in enumerate(subset)
     ]
     return "\n".join(
         [

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from pypdf import PdfReader
+from reportlab.pdfbase.ttfonts import TTFont
 from rest_framework.test import APIClient
 
+from stories.exports.pdf_fonts import FONT_DIR
 from stories.models import ScreenplayVersion, Story
 
 # script: (character, dialogue, action, the font it is printed in)
@@ -121,3 +123,71 @@ def test_pdf_wraps_a_long_hebrew_speech_in_reading_order(writer: Any) -> None:
     speech = text[text.index("דוד") + len("דוד") :].split()
     assert len(text.split("דוד")[1].strip().splitlines()) > 1  # it does wrap
     assert speech[: len(words)] == words
+
+
+def _drawn(reader: PdfReader, font: str) -> list[float]:
+    """The advance width (from the font's /Widths) of each glyph the pages draw in ``font``, in order."""
+    drawn: list[float] = []
+    for page in reader.pages:
+        resources: Any = page["/Resources"]
+        fonts: Any = resources["/Font"]
+        current: list[Any] = [None]
+
+        def visit(
+            operator: bytes, operands: list[Any], *_: Any, fonts: Any = fonts, current: Any = current
+        ) -> None:
+            if operator == b"Tf":
+                current[0] = fonts[operands[0]].get_object()
+            strings = operands[0] if operator == b"TJ" else operands[:1] if operator == b"Tj" else []
+            pdf_font = current[0]
+            if pdf_font is None or not str(pdf_font["/BaseFont"]).split("+")[-1].startswith(font):
+                return
+            for string in strings:
+                if isinstance(string, (int, float)):
+                    continue
+                codes = (
+                    string.get_original_bytes() if hasattr(string, "get_original_bytes") else bytes(string)
+                )
+                first = pdf_font["/FirstChar"]
+                drawn.extend(float(pdf_font["/Widths"][code - first]) for code in codes)
+
+        page.extract_text(visitor_operand_before=visit)
+    return drawn
+
+
+def _widths(font: str, chars: str) -> list[float]:
+    face = TTFont(font, str(FONT_DIR / f"{font}-Regular.ttf")).face
+    return [float(round(face.charWidths[ord(char)])) for char in chars]
+
+
+def _one_speech(name: str, speech: str) -> dict[str, Any]:
+    elements = [{"type": "dialogue", "character": name, "text": speech}]
+    return {"title": "Night", "scenes": [{"heading": "INT. HALL - NIGHT", "elements": elements}]}
+
+
+def test_pdf_joins_arabic_letters(writer: Any) -> None:
+    # فاطمة is drawn in its letters' contextual forms, each the glyph of its Arabic presentation form
+    # (initial feh, final alef, initial tah, medial meem, final teh marbuta), not in isolated letters.
+    reader = _pdf(writer, _one_speech("فاطمة", "فاطمة فاطمة"))
+    assert "فاطمة فاطمة" in _text(reader)
+    joined = _widths("NotoSansArabic", "\ufed3\ufe8e\ufec3\ufee4\ufe94")
+    isolated = _widths("NotoSansArabic", "فاطمة")
+    assert sorted(joined) != sorted(isolated)
+    space = _widths("NotoSansArabic", " ")
+    assert sorted(round(width) for width in _drawn(reader, "NotoSansArabic")) == sorted(joined * 3 + space)
+
+
+def test_pdf_draws_devanagari_conjuncts_and_vowel_signs(writer: Any) -> None:
+    # प्रि is a conjunct (प्र) with its vowel sign drawn before it, स्ते a half form: fewer glyphs than
+    # characters (one glyph a character before), and the text still reads as typed.
+    speech = "प्रिया नमस्ते"
+    reader = _pdf(writer, _one_speech("RAJ", speech))
+    assert speech in _text(reader)
+    assert len(_drawn(reader, "NotoSansDevanagari")) < len(speech.replace(" ", ""))
+
+
+def test_pdf_draws_an_emoji_sequence_as_one_glyph(writer: Any) -> None:
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl
+    reader = _pdf(writer, _one_speech("MAX", f"Look {family}"))
+    assert f"Look {family}" in _text(reader)
+    assert len(_drawn(reader, "NotoEmoji")) == 1
