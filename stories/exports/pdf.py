@@ -24,6 +24,7 @@ import math
 import unicodedata
 
 from reportlab import platypus
+from reportlab.lib.enums import TA_CENTER, TA_LEFT, TA_RIGHT
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Flowable, NextPageTemplate, Paragraph, Spacer
 from screenplain import types
@@ -140,7 +141,7 @@ def _add(story: list[Flowable], paragraph: object, settings: screenplain_pdf.Set
         for is_parenthetical, line in paragraph.blocks:
             style = settings.parenthentical_style if is_parenthetical else settings.dialog_style
             if line.to_html():
-                story.append(_paragraph([line], style, aligned=True))
+                story.append(_paragraph([line], style))
             else:  # an empty line of a speech still takes its line
                 story.append(Spacer(1, settings.line_height))
     elif isinstance(paragraph, types.Slug):
@@ -148,22 +149,42 @@ def _add(story: list[Flowable], paragraph: object, settings: screenplain_pdf.Set
     elif isinstance(paragraph, types.Transition):
         story.append(_paragraph(paragraph.lines, settings.transition_style))
     elif isinstance(paragraph, types.Action):
-        story.append(_paragraph(paragraph.lines, settings.action_style, aligned=True))
+        story.append(_paragraph(paragraph.lines, settings.action_style))
 
 
-def _paragraph(lines: list[RichString], style: ParagraphStyle, *, aligned: bool = False) -> Paragraph:
-    return Paragraph("<br/>".join(line.to_html() for line in lines), _styled(style, lines, aligned=aligned))
+def _paragraph(lines: list[RichString], style: ParagraphStyle) -> Paragraph:
+    return Paragraph("<br/>".join(line.to_html() for line in lines), _styled(style, lines))
 
 
-def _styled(style: ParagraphStyle, lines: list[RichString], *, aligned: bool) -> ParagraphStyle:
-    """``style``, or a copy of it with shaping on for lines with runs that need it (``_FontRuns.shaped``)."""
+def _styled(style: ParagraphStyle, lines: list[RichString]) -> ParagraphStyle:
+    """``style``; or a copy of it with shaping on for lines with runs that need it (``_FontRuns.shaped``),
+    mirrored for a right-to-left paragraph (its first line's ``_FontRuns.right_to_left``)."""
     shaped = any(getattr(line, "shaped", False) for line in lines)
-    return _style_copy(style, shaped) if shaped else style
+    mirrored = bool(lines) and getattr(lines[0], "right_to_left", False)
+    return _style_copy(style, shaped=shaped, mirrored=mirrored) if shaped or mirrored else style
+
+
+_MIRRORED_ALIGNMENT = {TA_LEFT: TA_RIGHT, TA_RIGHT: TA_LEFT, TA_CENTER: TA_CENTER}
 
 
 @functools.cache
-def _style_copy(style: ParagraphStyle, shaped: bool) -> ParagraphStyle:
-    return ParagraphStyle(f"{style.name}-shaped", style, shaping=int(shaped))
+def _style_copy(style: ParagraphStyle, *, shaped: bool, mirrored: bool) -> ParagraphStyle:
+    """A right-to-left paragraph is laid out as a right-to-left script is (Hekaya, an Arabic screenplay
+    tool, mirrors each element's position and alignment; Avid's script editor right-aligns a paragraph
+    whose first character is right-to-left and keeps centered ones centered): its element's indents
+    mirrored within the text frame and its lines aligned right, so action ends at the right margin, a
+    speech at the right edge of its column, a transition at the left. The frame, the page margins and
+    the page number stay where they are: a script may mix directions, paragraph by paragraph."""
+    if not mirrored:
+        return ParagraphStyle(f"{style.name}-shaped", style, shaping=int(shaped))
+    return ParagraphStyle(
+        f"{style.name}-rtl",
+        style,
+        shaping=int(shaped),
+        leftIndent=style.rightIndent,
+        rightIndent=style.leftIndent,
+        alignment=_MIRRORED_ALIGNMENT[style.alignment],
+    )
 
 
 def _title_page(meta: ExportMeta, settings: screenplain_pdf.Settings) -> list[Flowable]:

@@ -191,3 +191,46 @@ def test_pdf_draws_an_emoji_sequence_as_one_glyph(writer: Any) -> None:
     reader = _pdf(writer, _one_speech("MAX", f"Look {family}"))
     assert f"Look {family}" in _text(reader)
     assert len(_drawn(reader, "NotoEmoji")) == 1
+
+
+def _line_starts(reader: PdfReader, page: int = 1) -> dict[float, tuple[float, str]]:
+    """Each line of a page: its height on the page, where its text starts and the text drawn on it."""
+    lines: dict[float, tuple[float, str]] = {}
+
+    def visit(text: str, cm: list[float], tm: list[float], *_: Any) -> None:
+        if text.strip():
+            x, y = round(cm[4] + tm[4] * cm[0], 1), round(cm[5] + tm[5] * cm[3], 1)
+            start, drawn = lines.get(y, (x, ""))
+            lines[y] = (min(start, x), drawn + text)
+
+    reader.pages[page].extract_text(visitor_text=visit)
+    return lines
+
+
+def _start_of(lines: dict[float, tuple[float, str]], shown: str) -> float:
+    return next(start for start, drawn in lines.values() if shown in drawn)
+
+
+def test_pdf_aligns_right_to_left_speech_and_action_to_the_right(writer: Any) -> None:
+    # A right-to-left paragraph is laid out as a right-to-left screenplay lays it out: its element's
+    # indents mirrored, its lines aligned right (action ends at the frame's right edge, a speech at the
+    # right edge of the mirrored dialogue column); left-to-right ones stay where they were.
+    elements = [
+        {"type": "action", "text": "Night falls."},
+        {"type": "action", "text": "דוד פותח את הדלת"},
+        {"type": "dialogue", "character": "MAX", "text": "Hello there."},
+        {"type": "dialogue", "character": "דוד", "text": "שלום"},
+    ]
+    content = {"title": "Night", "scenes": [{"heading": "INT. HALL - NIGHT", "elements": elements}]}
+    lines = _line_starts(_pdf(writer, content))
+    frame_left, frame_width, dialogue_indent = 108.0, 439.2, 64.8  # screenplain: 1.5 in, 61 and 9 chars
+    assert _start_of(lines, "Night falls.") == frame_left
+    assert _start_of(lines, "Hello there.") == frame_left + dialogue_indent
+    action_start, speech_start = _start_of(lines, "ד"), _start_of(lines, "ש")
+    # Each ends at its right edge: it starts there less its own width, far right of the left edge.
+    assert frame_left + frame_width - 150 < action_start < frame_left + frame_width - 60
+    assert (
+        frame_left + frame_width - dialogue_indent - 40
+        < speech_start
+        < frame_left + frame_width - dialogue_indent - 15
+    )
