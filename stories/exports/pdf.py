@@ -19,8 +19,10 @@ its style with reportlab's ``shaping`` on; the others by screenplain's styles, a
 from __future__ import annotations
 
 import functools
+import html
 import io
 import math
+import re
 import unicodedata
 
 from reportlab import platypus
@@ -90,9 +92,25 @@ class _FontRuns(RichString):
         self.right_to_left = right_to_left
 
     def to_html(self) -> str:
-        # Segment.to_html escapes the text as screenplain does for every string; the font names are ours.
-        html = "".join(_in_font(font, Segment(text, ()).to_html()) for font, text in self.runs)
+        # Escaped as screenplain's Segment.to_html escapes every string (``& < >``, and a run of spaces
+        # as no-break spaces but its last), and for text in Courier Prime alone (Latin) by it, so that
+        # Latin is laid out as before to the byte. Its other escape writes each character beyond ASCII
+        # as a character reference (&#1588;), which reportlab's parser reads one at a time: a quarter of
+        # the time a page of Hebrew or Arabic took to lay out. Such text is written as itself.
+        if all(font is None for font, _ in self.runs):
+            html = "".join(Segment(text, ()).to_html() for _, text in self.runs)
+        else:
+            html = "".join(_in_font(font, _escaped(text)) for font, text in self.runs)
         return "&nbsp;" + html[1:] if html.startswith(" ") else html
+
+
+_SPACE_RUN = re.compile("  +")
+
+
+def _escaped(text: str) -> str:
+    return _SPACE_RUN.sub(
+        lambda spaces: "&nbsp;" * (len(spaces[0]) - 1) + " ", html.escape(text, quote=False)
+    )
 
 
 def _in_font(font: str | None, html: str) -> str:

@@ -70,3 +70,33 @@ def test_a_long_paragraph_measures_few_candidates_whole(fonts: Coverage, monkeyp
     # One per line in visual order (get_display does not measure), plus those near each line's end.
     assert len(lines) > 50
     assert len(measured) <= 4 * len(lines), (len(measured), len(lines))
+
+
+def test_right_to_left_text_reaches_reportlab_as_itself(monkeypatch: Any) -> None:
+    # screenplain writes every character beyond ASCII as a character reference (&#1588;), which
+    # reportlab's parser reads one at a time: a quarter of a Hebrew or Arabic screenplay's layout time.
+    # Lines with runs in a fallback font are written as themselves; Latin ones as before.
+    from reportlab.platypus.paraparser import ParaParser
+
+    from stories.exports.pdf import pdf_from_screenplay
+    from stories.exports.screenplay import ExportMeta
+
+    references: list[str] = []
+    handle_charref = ParaParser.handle_charref
+
+    def counted(self: ParaParser, name: str) -> None:
+        references.append(name)
+        handle_charref(self, name)
+
+    monkeypatch.setattr(ParaParser, "handle_charref", counted)
+    speech = {"type": "dialogue", "character": "فاطمة", "text": "مرحبا بالعالم، שלום עולם & <b>"}
+    content = {"scenes": [{"heading": "INT. HALL", "elements": [speech]}]}
+    pdf_from_screenplay(content=content, meta=ExportMeta(title="Night"))
+    assert references == []
+    pdf_from_screenplay(content=_latin(), meta=ExportMeta(title="Night"))
+    assert references  # é, as screenplain writes it
+
+
+def _latin() -> dict[str, Any]:
+    speech = {"type": "dialogue", "character": "JOSÉ", "text": "Señor, ça va?"}
+    return {"scenes": [{"heading": "INT. CAFÉ", "elements": [speech]}]}
