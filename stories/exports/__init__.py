@@ -25,7 +25,7 @@ __all__ = [
 
 # Part of the key of every cached export (stories/exports/downloads.py): raise it whenever a writer's
 # output changes (a layout, an escape, a font), so that no file built by the old code is served again.
-EXPORT_FORMAT_VERSION = 7
+EXPORT_FORMAT_VERSION = 8
 
 
 class ExportFormatError(ValueError):

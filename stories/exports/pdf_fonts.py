@@ -38,6 +38,7 @@ from itertools import groupby
 from pathlib import Path
 
 from bidi import get_display
+from bidi.mirror import MIRRORED
 from reportlab.lib.abag import ABag
 from reportlab.pdfbase import pdfmetrics, ttfonts
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
@@ -322,7 +323,33 @@ def visual_lines(text: str, *, width: float, fonts: Coverage, main_font: str, si
         return [text]
     base = "R" if _first_strong_is_right_to_left(text) else "L"
     lines = [text] if math.isinf(width) else _broken(text, width, fonts, main_font, size)
-    return [get_display(line, base_dir=base) for line in lines]
+    return [_display(line, base) for line in lines]
+
+
+# Invisible characters of the bidi class BN, which take the level of the character beside them.
+_BEFORE, _AFTER = "\u2060", "\u2061"  # WORD JOINER, FUNCTION APPLICATION
+
+
+def _display(line: str, base: str) -> str:
+    """``line`` in visual order, each bracket (any mirrored character) that is right-to-left there
+    mirrored, as the bidi algorithm's rule L4 asks: python-bidi 0.6 reorders without mirroring, so
+    "(بهدوء)" was drawn ")ءودهب(", each bracket facing away from its words.
+
+    Which ones are right-to-left is read from the reordering itself: each is put between two invisible
+    characters, which are reordered with it (the order of everything else is unchanged), and one that
+    comes out after its second, or before its first, was in a right-to-left run (at the end of a line one
+    of the two may be moved to the paragraph's end, rule L1, so either tells)."""
+    if not any(char in MIRRORED for char in line) or _BEFORE in line or _AFTER in line:
+        return get_display(line, base_dir=base)
+    marked = "".join(f"{_BEFORE}{char}{_AFTER}" if char in MIRRORED else char for char in line)
+    shown = f" {get_display(marked, base_dir=base)} "
+    return "".join(
+        MIRRORED[char]
+        if char in MIRRORED and (shown[index - 1] == _AFTER or shown[index + 1] == _BEFORE)
+        else char
+        for index, char in enumerate(shown[1:-1], start=1)
+        if char not in (_BEFORE, _AFTER)
+    )
 
 
 def _first_strong_is_right_to_left(text: str) -> bool:

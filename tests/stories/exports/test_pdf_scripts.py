@@ -4,6 +4,7 @@ with pypdf. Courier Prime covers Latin only; everything else used to print as bl
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import pytest
@@ -234,3 +235,20 @@ def test_pdf_aligns_right_to_left_speech_and_action_to_the_right(writer: Any) ->
         < speech_start
         < frame_left + frame_width - dialogue_indent - 15
     )
+
+
+@pytest.mark.parametrize("parenthetical", ["بهدوء", "בשקט"])
+def test_pdf_draws_a_right_to_left_parentheticals_brackets_facing_its_words(
+    writer: Any, parenthetical: str
+) -> None:
+    # Drawn left to right, (بهدوء) is "(" then the word reversed then ")": each bracket opens towards
+    # the word. Reordered without mirroring, the line started with ")" and ended with "(".
+    content = _one_speech("فاطمة", "نعم")
+    content["scenes"][0]["elements"][0]["parenthetical"] = parenthetical
+    reader = _pdf(writer, content)
+    contents = reader.pages[1].get_contents()
+    assert contents is not None
+    stream = contents.get_data().decode("latin-1")
+    brackets = re.findall(r"\((\\[()])\) Tj", stream)
+    assert brackets == ["\\(", "\\)"]
+    assert f"({parenthetical})" in _text(reader)  # it was extracted as ")בשקט(" too
