@@ -158,8 +158,8 @@ def _add(story: list[Flowable], paragraph: object, settings: screenplain_pdf.Set
         story.append(_paragraph([paragraph.character], settings.character_style))
         for is_parenthetical, line in paragraph.blocks:
             style = settings.parenthentical_style if is_parenthetical else settings.dialog_style
-            if line.to_html():
-                story.append(_paragraph([line], style))
+            if (html := line.to_html()) != "":
+                story.append(Paragraph(html, _styled(style, [line])))
             else:  # an empty line of a speech still takes its line
                 story.append(Spacer(1, settings.line_height))
     elif isinstance(paragraph, types.Slug):
@@ -234,7 +234,7 @@ def _lines(text: str, style: ParagraphStyle | None, settings: screenplain_pdf.Se
     width = math.inf if style is None else settings.frame_width - style.leftIndent - style.rightIndent
     size = settings.font_size if style is None else style.fontSize
     composed = _composed(text)
-    backwards = right_to_left(composed)
+    backwards = not fonts.main.issuperset(composed) and right_to_left(composed)  # Latin: at C speed
     return [
         _rich(line, fonts, right_to_left=backwards)
         for line in visual_lines(composed, width=width, fonts=fonts, main_font=main_font, size=size)
