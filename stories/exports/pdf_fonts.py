@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 from itertools import groupby
@@ -245,17 +246,30 @@ def _shaped_run(font_name: str, size: float, text: str) -> tuple[float, ShapedSt
 _GLYPH_CODES: dict[tuple[str, int, str], int] = {}
 _GLYPH_TEXT: dict[int, str] = {}
 _FIRST_GLYPH_CODE = 0x100000
+_LAST_GLYPH_CODE = 0x10FFFD  # the last of plane 16's private-use code points
+# Exports may be built in several threads at once: a code is handed out to one key only.
+_GLYPH_CODES_LOCK = threading.Lock()
 
 
-def _glyph_code(font_name: str, glyph: int, text: str, width: float) -> int:
+def _glyph_code(font_name: str, glyph: int, text: str, width: float) -> int | None:
+    """The code standing for ``glyph`` drawn for ``text``; None once this process has handed out all of
+    them (a long-lived process fed many distinct clusters): the glyph is then drawn under its own code,
+    and a reader extracts its own character for it."""
     key = (font_name, glyph, text)
     code = _GLYPH_CODES.get(key)
-    if code is None:
-        code = _GLYPH_CODES[key] = _FIRST_GLYPH_CODE + len(_GLYPH_CODES)
-        _GLYPH_TEXT[code] = text
-        face = pdfmetrics.getFont(font_name).face
-        face.charToGlyph[code] = glyph
-        face.charWidths[code] = width
+    if code is not None:
+        return code
+    with _GLYPH_CODES_LOCK:
+        code = _GLYPH_CODES.get(key)
+        if code is None:
+            code = _FIRST_GLYPH_CODE + len(_GLYPH_CODES)
+            if code > _LAST_GLYPH_CODE:
+                return None
+            face = pdfmetrics.getFont(font_name).face
+            face.charToGlyph[code] = glyph
+            face.charWidths[code] = width
+            _GLYPH_TEXT[code] = text
+            _GLYPH_CODES[key] = code
     return code
 
 
@@ -298,7 +312,9 @@ def _extractable(pieces: list, text: str, font_name: str) -> list:
         parts += [""] * (len(ordered) - len(parts))
         for (index, position, char, _), part in zip(ordered, parts, strict=False):
             glyph = face.charToGlyph[ord(char)]
-            chars[index][position] = chr(_glyph_code(font_name, glyph, part, face.charWidths[ord(char)]))
+            code = _glyph_code(font_name, glyph, part, face.charWidths[ord(char)])
+            if code is not None:
+                chars[index][position] = chr(code)
     return [
         (frag, ShapedStr("".join(chars[index]), shapeData=shaped.__shapeData__) if shaped else shaped)
         for index, (frag, shaped) in enumerate(pieces)

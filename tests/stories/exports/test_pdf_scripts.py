@@ -252,3 +252,16 @@ def test_pdf_draws_a_right_to_left_parentheticals_brackets_facing_its_words(
     brackets = re.findall(r"\((\\[()])\) Tj", stream)
     assert brackets == ["\\(", "\\)"]
     assert f"({parenthetical})" in _text(reader)  # it was extracted as ")בשקט(" too
+
+
+def test_pdf_shapes_on_once_a_process_has_handed_out_every_glyph_code(writer: Any, monkeypatch: Any) -> None:
+    # A long-lived process fed many distinct clusters runs out of the private-use codes that make a
+    # shaped glyph extractable as its characters: the export is still made and still shaped (it was a
+    # 500: chr() past U+10FFFF), its conjunct glyphs extracted as their own characters.
+    from stories.exports import pdf_fonts
+
+    pdf_fonts._shaped_run.cache_clear()
+    monkeypatch.setattr(pdf_fonts, "_FIRST_GLYPH_CODE", 0x110000 - len(pdf_fonts._GLYPH_CODES))
+    speech = "ज्ञानेश्वरी श्र्वह्म"
+    reader = _pdf(writer, _one_speech("RAJ", speech))
+    assert len(_drawn(reader, "NotoSansDevanagari")) < len(speech.replace(" ", ""))
