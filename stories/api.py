@@ -15,7 +15,6 @@ from typing import Any, cast
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import reverse
@@ -70,6 +69,7 @@ from stories.serializers import (
 )
 from stories.validation import VERSION_NUMBER_MAX, version_number_parse
 from stories.ws_sessions import slot_take
+from storyproject.conditional import ConditionalReads
 from storyproject.parsers import BoundedJSONParser, JsonErrors, StrictMultiPartParser, query_param_once
 
 # DRF's own error body: {"detail": ...}.
@@ -87,15 +87,41 @@ _BAD_REQUEST = OpenApiResponse(
 _GENERATION_ERROR = GenerationErrorBodySerializer
 
 
+# The read endpoints a client polls (its stories, a story's versions, a version, the runs ...): an ETag, and
+# If-None-Match answered 304 by Django's own evaluation, as for the story itself (StoryDetailApi).
+_READ_ETAG = OpenApiParameter(
+    "ETag",
+    str,
+    OpenApiParameter.HEADER,
+    response=[200, 304],
+    required=True,
+    description="Stands for the answer as shown: it changes whenever the body does.",
+)
+_IF_NONE_MATCH_READ = OpenApiParameter(
+    "If-None-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description="An ETag (or a list of them, or `*`) of an earlier answer; weak ones match too: 304 while "
+    "it holds.",
+)
+_NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
+
+
 @extend_schema_view(
-    get=extend_schema(summary="Your stories, most recently updated first", tags=["stories"]),
+    get=extend_schema(
+        summary="Your stories, most recently updated first",
+        description="Revalidate with the `ETag` (`If-None-Match`): 304 while the page is unchanged.",
+        tags=["stories"],
+        parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
+        responses={200: StorySerializer(many=True), 304: _NOT_MODIFIED},
+    ),
     post=extend_schema(
         summary="Create a story (no versions yet)",
         tags=["stories"],
         responses={201: StorySerializer, 400: _BAD_REQUEST},
     ),
 )
-class StoryListCreateApi(generics.ListCreateAPIView):
+class StoryListCreateApi(ConditionalReads, generics.ListCreateAPIView):
     serializer_class = StorySerializer
 
     def get_queryset(self) -> QuerySet[Story]:
@@ -136,54 +162,6 @@ _PRECONDITION_FAILED = OpenApiResponse(
     _DETAIL,
     description="The story changed since the ETag in If-Match (or is one If-None-Match names); nothing was done.",
 )
-
-
-# The read endpoints a client polls (a story's versions, a version, the runs): an ETag, and
-# If-None-Match answered 304 by Django's own evaluation, as for the story itself (StoryDetailApi).
-_READ_ETAG = OpenApiParameter(
-    "ETag",
-    str,
-    OpenApiParameter.HEADER,
-    response=[200, 304],
-    required=True,
-    description="Stands for the answer as shown: it changes whenever the body does.",
-)
-_IF_NONE_MATCH_READ = OpenApiParameter(
-    "If-None-Match",
-    str,
-    OpenApiParameter.HEADER,
-    description="An ETag (or a list of them, or `*`) of an earlier answer; weak ones match too: 304 while "
-    "it holds.",
-)
-_NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
-
-
-class ConditionalReads(APIView):
-    """A GET's (or HEAD's) 200 gets an ``ETag`` of its body, and its ``If-None-Match`` (and ``If-Match``)
-    are evaluated by Django (``get_conditional_response``: weak comparison, a 304 keeping the ETag): they
-    were ignored, where RFC 9110 section 13.2.1 asks a server to evaluate them, and a client polling a
-    story's versions or a run downloaded the whole answer each time."""
-
-    # Django's 304 (no body) where DRF's stubs say a Response: dispatch takes any.
-    def finalize_response(  # type: ignore[override]
-        self, request: Request, response: Response, *args: Any, **kwargs: Any
-    ) -> HttpResponseBase:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        if request.method not in ("GET", "HEAD") or response.status_code != 200:
-            return response
-        data = getattr(response, "data", None)
-        if data is None:
-            return response
-        response["ETag"] = body_etag(data, media_type=getattr(response, "accepted_media_type", "") or "")
-        # The writer's own: kept by their browser only, and asked again (If-None-Match) before each use.
-        response["Cache-Control"] = "private, no-cache"
-        return get_conditional_response(request, etag=response["ETag"], response=response) or response
-
-
-def body_etag(data: Any, *, media_type: str) -> str:
-    """A strong ``ETag`` for an answer's data as rendered in ``media_type`` (RFC 9110 section 8.8.1)."""
-    shown = json.dumps(data, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
-    return '"' + hashlib.sha256(f"{media_type}\0{shown}".encode()).hexdigest()[:32] + '"'
 
 
 @extend_schema_view(

@@ -986,3 +986,43 @@ def test_a_polled_read_has_an_etag_and_if_none_match_gets_a_304_until_it_changes
     # Another writer gets a 404 with no ETag to learn from (the list: their own runs, none).
     other = client_for(user_factory("other")).get(url, HTTP_IF_NONE_MATCH=etag)
     assert other.status_code == (200 if url == "/api/runs/" else 404) and other.get("ETag") != etag
+
+
+def _revalidated(client: APIClient, url: str) -> str:
+    """The answer's ETag, after checking that sending it back (strong or weak) gets a 304 without a
+    body, and another tag the body."""
+    first = client.get(url)
+    etag = first["ETag"]
+    assert first.status_code == 200 and etag and first["Cache-Control"] == "private, no-cache"
+    unchanged = client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert (unchanged.status_code, unchanged.content, unchanged["ETag"]) == (304, b"", etag)
+    weak = etag if etag.startswith("W/") else f"W/{etag}"
+    assert client.get(url, HTTP_IF_NONE_MATCH=f'"other", {weak}').status_code == 304
+    assert client.get(url, HTTP_IF_NONE_MATCH='"other"').status_code == 200
+    return etag
+
+
+@pytest.mark.django_db
+def test_the_story_list_has_an_etag_that_changes_with_what_it_shows(
+    writer: Any, story: Story, user_factory: Any
+) -> None:
+    # Was: no ETag, If-None-Match ignored: a client polling its stories got the whole list every time.
+    client = client_for(writer)
+    for number in range(25):
+        Story.objects.create(owner=writer, title=f"Other {number}", plot="p")
+    first_page = _revalidated(client, "/api/stories/")
+    second_page = _revalidated(client, "/api/stories/?page=2")
+    assert first_page != second_page
+    # A title, a new version, a cast change: each is shown, each changes the tag.
+    for change in (
+        lambda: Story.objects.filter(pk=story.pk).update(title="Renamed"),
+        lambda: Story.objects.filter(pk=story.pk).update(latest_version_number=3),
+        lambda: StoryCast.objects.filter(story=story).update(character_name="MAXINE"),
+    ):
+        change()
+        assert client.get("/api/stories/?page=2", HTTP_IF_NONE_MATCH=second_page).status_code == 200
+        second_page = _revalidated(client, "/api/stories/?page=2")
+    # Another writer's list is theirs; a page past the end is a 404 without an ETag.
+    assert client_for(user_factory("other")).get("/api/stories/")["ETag"] != first_page
+    past = client.get("/api/stories/?page=9", HTTP_IF_NONE_MATCH=first_page)
+    assert past.status_code == 404 and "ETag" not in past
