@@ -734,16 +734,18 @@ _VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": VERSION_NUMBER_MA
     description=(
         "Every scene of either version in order: `same` (no lines), `changed`, `added` or `removed`, with "
         "its lines marked `equal`, `delete` (only in `from`) or `insert` (only in `to`). Dialogue lines "
-        "read `NAME: line`."
+        "read `NAME: line`. Revalidate with the `ETag` (`If-None-Match`): 304 while it is unchanged."
     ),
     tags=["versions"],
     parameters=[
         OpenApiParameter("from", _VERSION_NUMBER, required=True, description="The older version's number"),
         OpenApiParameter("to", _VERSION_NUMBER, required=True, description="The newer version's number"),
+        _READ_ETAG,
+        _IF_NONE_MATCH_READ,
     ],
-    responses={200: ScreenplayDiffSerializer, 400: _GENERATION_ERROR, 404: _NOT_FOUND},
+    responses={200: ScreenplayDiffSerializer, 304: _NOT_MODIFIED, 400: _GENERATION_ERROR, 404: _NOT_FOUND},
 )
-class StoryDiffApi(APIView):
+class StoryDiffApi(ConditionalReads):
     query_parameters = ("from", "to")
 
     def get(self, request: Request, story_id: int) -> Response:

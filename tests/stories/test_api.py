@@ -988,7 +988,7 @@ def test_a_polled_read_has_an_etag_and_if_none_match_gets_a_304_until_it_changes
     assert other.status_code == (200 if url == "/api/runs/" else 404) and other.get("ETag") != etag
 
 
-def _revalidated(client: APIClient, url: str) -> str:
+def etag_revalidated(client: APIClient, url: str) -> str:
     """The answer's ETag, after checking that sending it back (strong or weak) gets a 304 without a
     body, and another tag the body."""
     first = client.get(url)
@@ -1010,8 +1010,8 @@ def test_the_story_list_has_an_etag_that_changes_with_what_it_shows(
     client = client_for(writer)
     for number in range(25):
         Story.objects.create(owner=writer, title=f"Other {number}", plot="p")
-    first_page = _revalidated(client, "/api/stories/")
-    second_page = _revalidated(client, "/api/stories/?page=2")
+    first_page = etag_revalidated(client, "/api/stories/")
+    second_page = etag_revalidated(client, "/api/stories/?page=2")
     assert first_page != second_page
     # A title, a new version, a cast change: each is shown, each changes the tag.
     for change in (
@@ -1021,7 +1021,7 @@ def test_the_story_list_has_an_etag_that_changes_with_what_it_shows(
     ):
         change()
         assert client.get("/api/stories/?page=2", HTTP_IF_NONE_MATCH=second_page).status_code == 200
-        second_page = _revalidated(client, "/api/stories/?page=2")
+        second_page = etag_revalidated(client, "/api/stories/?page=2")
     # Another writer's list is theirs; a page past the end is a 404 without an ETag.
     assert client_for(user_factory("other")).get("/api/stories/")["ETag"] != first_page
     past = client.get("/api/stories/?page=9", HTTP_IF_NONE_MATCH=first_page)

@@ -21,7 +21,7 @@ from stories.exports.fountain import fountain_from_screenplay
 from stories.generation.validation import screenplay_validate
 from stories.models import ScreenplayVersion, Story, StoryCast
 from stories.services import screenplay_version_write
-from tests.stories.test_api import client_for
+from tests.stories.test_api import client_for, etag_revalidated
 
 SCREENPLAY: dict[str, Any] = {
     "title": "The Heist",
@@ -528,6 +528,22 @@ def test_diff_pairs_scenes_and_marks_the_changed_line(writer: Any, story: Story)
     assert changes == [{"op": "delete", "text": "MAX: Now."}, {"op": "insert", "text": "MAX: Not yet."}]
     assert client.get(f"/api/stories/{story.pk}/diff/?from=1").status_code == 400
     assert client.get(f"/api/stories/{story.pk}/diff/?from=1&to=7").status_code == 404
+
+
+def test_the_diff_has_an_etag_of_the_two_versions_it_compares(writer: Any, story: Story) -> None:
+    # Was: no ETag, If-None-Match ignored: a client asking for the same diff again got it whole.
+    client = client_for(writer)
+    text = _fountain(SCREENPLAY).replace("Now.", "Not yet.")
+    client.post(_versions(story), {"fountain": text}, format="json")
+    forward = etag_revalidated(client, f"/api/stories/{story.pk}/diff/?from=1&to=2")
+    backward = etag_revalidated(client, f"/api/stories/{story.pk}/diff/?from=2&to=1")
+    client.post(_versions(story), {"fountain": text.replace("Sirens.", "Silence.")}, format="json")
+    other = etag_revalidated(client, f"/api/stories/{story.pk}/diff/?from=1&to=3")
+    assert len({forward, backward, other}) == 3
+    # An error stands for no diff: no ETag, whatever If-None-Match says.
+    for url in ("diff/?from=1", "diff/?from=1&to=7"):
+        refused = client.get(f"/api/stories/{story.pk}/{url}", HTTP_IF_NONE_MATCH="*")
+        assert refused.status_code in (400, 404) and "ETag" not in refused
 
 
 def test_stats_count_pages_scenes_and_each_characters_lines(writer: Any, story: Story) -> None:
