@@ -771,12 +771,14 @@ def _query_number(request: Request, key: str) -> int:
     summary="A version's shape: estimated pages, scenes, and each character's lines, words and scenes",
     description=(
         "Pages are estimated from the industry layout (about 55 printed lines a page; action wrapped at 60 "
-        "characters, dialogue at 35), not counted in the PDF. `lines` counts speeches."
+        "characters, dialogue at 35), not counted in the PDF. `lines` counts speeches. Revalidate with the "
+        "`ETag` (`If-None-Match`): 304 while they are unchanged."
     ),
     tags=["versions"],
-    responses={200: ScreenplayStatsSerializer, 404: _NOT_FOUND},
+    parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
+    responses={200: ScreenplayStatsSerializer, 304: _NOT_MODIFIED, 404: _NOT_FOUND},
 )
-class StoryVersionStatsApi(APIView):
+class StoryVersionStatsApi(ConditionalReads):
     def get(self, request: Request, story_id: int, number: int) -> Response:
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
         version = selectors.story_version_get(story=story, number=number)

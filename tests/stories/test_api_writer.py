@@ -553,6 +553,17 @@ def test_stats_count_pages_scenes_and_each_characters_lines(writer: Any, story: 
     assert 0 < body["pages"] < 1
 
 
+def test_stats_have_an_etag_of_the_version_they_count(writer: Any, story: Story) -> None:
+    # Was: no ETag, If-None-Match ignored.
+    client = client_for(writer)
+    first = etag_revalidated(client, f"/api/stories/{story.pk}/versions/1/stats/")
+    text = _fountain(SCREENPLAY).replace("Now.", "Not yet, not here.")
+    client.post(_versions(story), {"fountain": text}, format="json")
+    assert etag_revalidated(client, f"/api/stories/{story.pk}/versions/2/stats/") != first
+    refused = client.get(f"/api/stories/{story.pk}/versions/7/stats/", HTTP_IF_NONE_MATCH=first)
+    assert refused.status_code == 404 and "ETag" not in refused
+
+
 def test_import_fountain_creates_a_story_with_version_1_and_persona_matches(
     writer: Any, persona_factory: Any
 ) -> None:
