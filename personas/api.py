@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from personas import selectors, serializers
 from personas.models import PersonaConfig
+from storyproject.conditional import ConditionalReads
 from storyproject.parsers import query_param_once
 
 _NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
@@ -35,18 +36,29 @@ _ETAG_HEADER = OpenApiParameter(
     required=True,
     description="Stands for the contexts answered: any edit of one of them changes it.",
 )
+# The list and a persona: an ETag of the answer as shown (storyproject.conditional), any edit changing it.
+_READ_ETAG_HEADER = OpenApiParameter(
+    "ETag",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[200, 304],
+    required=True,
+    description="Stands for the answer as shown: it changes whenever the body does (a persona's edit).",
+)
 
 
-class PersonaListView(generics.ListAPIView):
+class PersonaListView(ConditionalReads, generics.ListAPIView):
     serializer_class = serializers.PersonaListSerializer
     query_parameters = ("search",)
 
     @extend_schema(
         summary="Active personas, paginated",
+        description="Revalidate with the ETag (If-None-Match): 304 while the page is unchanged.",
         # The serializer that checks the query: its bound (100 characters) is in the schema.
-        parameters=[serializers.PersonaSearchSerializer],
+        parameters=[serializers.PersonaSearchSerializer, _ETAG_PARAMETER, _READ_ETAG_HEADER],
         responses={
             200: serializers.PersonaListSerializer(many=True),
+            304: _NOT_MODIFIED,
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="The search is over 100 characters."),
         },
     )
@@ -60,10 +72,16 @@ class PersonaListView(generics.ListAPIView):
         return selectors.persona_list(search=query.validated_data.get("search", ""))
 
 
-class PersonaDetailView(APIView):
+class PersonaDetailView(ConditionalReads):
     @extend_schema(
         summary="One active persona with its config",
-        responses={200: serializers.PersonaDetailSerializer, 404: serializers.ErrorSerializer},
+        description="Revalidate with the ETag (If-None-Match): 304 while it is unchanged.",
+        parameters=[_ETAG_PARAMETER, _READ_ETAG_HEADER],
+        responses={
+            200: serializers.PersonaDetailSerializer,
+            304: _NOT_MODIFIED,
+            404: serializers.ErrorSerializer,
+        },
     )
     def get(self, request: Request, name: str) -> Response:
         if len(name) > serializers.NAME_MAX_CHARS:

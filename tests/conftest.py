@@ -152,3 +152,17 @@ class RunRowLock:
                 self.released.wait(60)
         finally:
             connections.close_all()
+
+
+def etag_revalidated(client: Any, url: str) -> str:
+    """The answer's ETag, after checking that sending it back (strong or weak) gets a 304 without a
+    body, and another tag the body."""
+    first = client.get(url)
+    etag = first["ETag"]
+    assert first.status_code == 200 and etag and first["Cache-Control"] == "private, no-cache"
+    unchanged = client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert (unchanged.status_code, unchanged.content, unchanged["ETag"]) == (304, b"", etag)
+    weak = etag if etag.startswith("W/") else f"W/{etag}"
+    assert client.get(url, HTTP_IF_NONE_MATCH=f'"other", {weak}').status_code == 304
+    assert client.get(url, HTTP_IF_NONE_MATCH='"other"').status_code == 200
+    return etag

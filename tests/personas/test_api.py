@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from personas.models import PersonaConfig
 from personas.services import EDITORS_GROUP, personas_set_active
+from tests.conftest import etag_revalidated
 
 BATCH = "/api/personas/contexts/"
 
@@ -331,3 +332,36 @@ def test_no_persona_can_be_named_contexts_which_the_api_could_not_serve(editor_c
     assert "payload" not in response.context
     assert "contexts.json has a persona named &#x27;contexts&#x27;" in response.content.decode()
     assert not PersonaConfig.objects.filter(name="contexts").exists()
+
+
+@pytest.mark.django_db
+def test_the_persona_list_and_detail_have_an_etag_that_an_edit_changes(
+    api: APIClient, cast: None, persona_factory: Any, committed: Any
+) -> None:
+    # Was: no ETag, If-None-Match ignored: a client polling the personas got them whole every time.
+    for i in range(25):
+        persona_factory(f"extra-{i:02d}", f"Extra {i:02d}")
+    urls = [
+        "/api/personas/",
+        "/api/personas/?page=2",
+        "/api/personas/?search=noir",
+        "/api/personas/noir-detective/",
+    ]
+    tags = {url: etag_revalidated(api, url) for url in urls}
+    assert len(set(tags.values())) == len(urls)
+    persona = PersonaConfig.objects.get(name="noir-detective")
+
+    def edit() -> None:
+        persona.display_name = "Sam Spade"
+        persona.save()
+
+    committed(edit)
+    for url in ("/api/personas/?search=noir", "/api/personas/noir-detective/"):
+        changed = api.get(url, HTTP_IF_NONE_MATCH=tags[url])
+        assert (
+            changed.status_code == 200 and changed["ETag"] != tags[url] and "Sam Spade" in str(changed.json())
+        )
+    # Errors stand for no persona: no ETag.
+    for url in ("/api/personas/ghost/", "/api/personas/retired/", "/api/personas/?search=" + "x" * 101):
+        refused = api.get(url, HTTP_IF_NONE_MATCH="*")
+        assert refused.status_code in (400, 404) and "ETag" not in refused, url

@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from personas.services import EDITORS_GROUP
 from stories import services
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
+from tests.conftest import etag_revalidated
 
 SCREENPLAY = {
     "title": "The Heist",
@@ -986,20 +987,6 @@ def test_a_polled_read_has_an_etag_and_if_none_match_gets_a_304_until_it_changes
     # Another writer gets a 404 with no ETag to learn from (the list: their own runs, none).
     other = client_for(user_factory("other")).get(url, HTTP_IF_NONE_MATCH=etag)
     assert other.status_code == (200 if url == "/api/runs/" else 404) and other.get("ETag") != etag
-
-
-def etag_revalidated(client: APIClient, url: str) -> str:
-    """The answer's ETag, after checking that sending it back (strong or weak) gets a 304 without a
-    body, and another tag the body."""
-    first = client.get(url)
-    etag = first["ETag"]
-    assert first.status_code == 200 and etag and first["Cache-Control"] == "private, no-cache"
-    unchanged = client.get(url, HTTP_IF_NONE_MATCH=etag)
-    assert (unchanged.status_code, unchanged.content, unchanged["ETag"]) == (304, b"", etag)
-    weak = etag if etag.startswith("W/") else f"W/{etag}"
-    assert client.get(url, HTTP_IF_NONE_MATCH=f'"other", {weak}').status_code == 304
-    assert client.get(url, HTTP_IF_NONE_MATCH='"other"').status_code == 200
-    return etag
 
 
 @pytest.mark.django_db
