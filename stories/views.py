@@ -15,7 +15,7 @@ from django.core import signing
 from django.core.cache import cache
 from django.core.exceptions import BadRequest
 from django.core.paginator import Page
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -26,7 +26,7 @@ from stories import selectors, services
 from stories.errors import GenerationCancelled, GenerationError
 from stories.exception_handlers import GENERATION_ERROR_STATUS
 from stories.exports import ExportMeta
-from stories.exports.downloads import screenplay_version_download
+from stories.exports.downloads import export_build, screenplay_version_export_order
 from stories.exports.fountain import fountain_from_screenplay
 from stories.exports.screenplay import one_line
 from stories.exports.views import download_response
@@ -48,6 +48,7 @@ from stories.screenplay_stats import screenplay_stats
 from stories.serializers import FountainPreviewSerializer, VersionWriteSerializer
 from stories.validation import VERSION_NUMBER_MAX, text_field_clean, text_visible, version_number_parse
 from storyproject.bidi import bidi_isolated
+from storyproject.conditional import not_modified
 from storyproject.pagination import page_of, page_query
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
@@ -286,7 +287,7 @@ def _export_links(*, story: Story, version: ScreenplayVersion) -> list[tuple[str
 
 
 @login_required
-def version_export(request: HttpRequest, story_id: int, number: int) -> HttpResponse:
+def version_export(request: HttpRequest, story_id: int, number: int) -> HttpResponseBase:
     """The story page's export links: the file (the API's export), or back to this version's page saying
     why not (its address, not this one, so that a reload or the page's own links do not ask again). The
     API's refusal (a PDF being built, too many built this hour) was only a failed download in the
@@ -298,12 +299,15 @@ def version_export(request: HttpRequest, story_id: int, number: int) -> HttpResp
     fmt = request.GET.get("format", "")
     if fmt not in labels:
         raise BadRequest(f"Choose an export format with ?format=, one of: {', '.join(labels)}.")
+    order = screenplay_version_export_order(story=story, number=number, fmt=fmt)
+    if unchanged := not_modified(request, etag=order.etag):
+        return unchanged  # the browser's copy (If-None-Match) is this file: nothing read, nothing built
     try:
-        exported = screenplay_version_download(story=story, number=number, fmt=fmt)
+        exported = export_build(order)
     except GenerationError as error:
         messages.error(request, f"The {labels[fmt]} file could not be made: {error.message}")
         return redirect(f"{reverse('stories:story-detail', args=[story.pk])}?version={number}")
-    return download_response(exported)
+    return download_response(exported, etag=order.etag)
 
 
 # --- The writer's own versions: edit, preview, restore, diff, import (issue 17) ------------------------

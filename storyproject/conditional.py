@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import get_conditional_response
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -48,6 +48,17 @@ def conditional_response(request: Request, *, etag: str, response: HttpResponse)
     response["ETag"] = etag
     response["Cache-Control"] = PRIVATE_REVALIDATED
     return get_conditional_response(request, etag=etag, response=response) or response
+
+
+def not_modified(request: HttpRequest | Request, *, etag: str) -> HttpResponseBase | None:
+    """Django's 304 (or 412) for the request's conditions against ``etag``, with the ``ETag`` and
+    ``Cache-Control`` its 200 would have; None when the 200 is to be made: a read whose ETag comes from
+    a stamp cheaper than its body (an export) asks before making it."""
+    answer = get_conditional_response(request, etag=etag)
+    if answer is not None and answer.status_code == 304:
+        answer["ETag"] = etag
+        answer["Cache-Control"] = PRIVATE_REVALIDATED
+    return answer
 
 
 def body_etag(data: Any, *, media_type: str) -> str:

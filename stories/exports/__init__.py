@@ -41,6 +41,9 @@ class _Format:
     # keeping. A 300-scene version took 6 s of CPU as PDF (0.9 MB), but 0.2 s as Fountain, 0.14 s as
     # FDX and 0.04 s as JSON, files of 2.5 MB each.
     cached: bool = False
+    # Whether two builds of the same version are the same bytes: the ETag is strong then, else weak
+    # (RFC 9110 section 8.8.1). A PDF is not: reportlab stamps each build with its time and an /ID.
+    reproducible: bool = True
 
 
 def _fountain(content: object, meta: ExportMeta) -> bytes:
@@ -56,7 +59,11 @@ EXPORT_FORMATS: dict[str, _Format] = {
     "fountain": _Format(_fountain, "text/plain; charset=utf-8", "fountain"),
     "fdx": _Format(lambda c, m: fdx_from_screenplay(content=c, meta=m), "application/xml", "fdx"),
     "pdf": _Format(
-        lambda c, m: pdf_from_screenplay(content=c, meta=m), "application/pdf", "pdf", cached=True
+        lambda c, m: pdf_from_screenplay(content=c, meta=m),
+        "application/pdf",
+        "pdf",
+        cached=True,
+        reproducible=False,
     ),
     "json": _Format(_json, "application/json", "json"),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -18,8 +18,9 @@ from rest_framework.views import APIView
 
 from stories import selectors
 from stories.exports import EXPORT_FORMATS
-from stories.exports.downloads import ExportedFile, screenplay_version_download
+from stories.exports.downloads import ExportedFile, export_build, screenplay_version_export_order
 from stories.serializers import DetailSerializer, GenerationErrorBodySerializer
+from storyproject.conditional import PRIVATE_REVALIDATED, not_modified
 from storyproject.parsers import query_param_once
 
 _FORMAT_MAX_CHARS = 20
@@ -76,7 +77,7 @@ class ScreenplayVersionExportApi(APIView):
             ),
         },
     )
-    def get(self, request: Request, story_id: int, number: int) -> HttpResponse:
+    def get(self, request: Request, story_id: int, number: int) -> HttpResponseBase:
         fmt = (query_param_once(request.query_params, "format") or "").strip().lower()[:_FORMAT_MAX_CHARS]
         if fmt not in EXPORT_FORMATS:
             formats = ", ".join(EXPORT_FORMATS)
@@ -88,14 +89,19 @@ class ScreenplayVersionExportApi(APIView):
                 status=400,
             )
         story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-        return download_response(screenplay_version_download(story=story, number=number, fmt=fmt))
+        order = screenplay_version_export_order(story=story, number=number, fmt=fmt)
+        return not_modified(request, etag=order.etag) or download_response(
+            export_build(order), etag=order.etag
+        )
 
 
-def download_response(exported: ExportedFile) -> HttpResponse:
-    """The file as a download (the API's export and the story page's export links)."""
+def download_response(exported: ExportedFile, *, etag: str) -> HttpResponse:
+    """The file as a download (the API's export and the story page's export links), with its ``ETag``
+    (``ExportOrder.etag``), to be revalidated (If-None-Match) before each use."""
     response = HttpResponse(exported.data, content_type=exported.content_type)
     response["Content-Disposition"] = attachment_header(exported)
-    response["Cache-Control"] = "private, no-store"
+    response["ETag"] = etag
+    response["Cache-Control"] = PRIVATE_REVALIDATED
     return response
 
 

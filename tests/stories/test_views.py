@@ -259,7 +259,10 @@ def test_the_story_pages_export_link_downloads_or_comes_back_saying_why_not(
     fountain = logged_in.get(f"{url}?format=fountain")
     assert fountain.status_code == 200 and b"INT. OLD ROOM" in fountain.content
     assert fountain["Content-Disposition"] == 'attachment; filename="the-heist-v1.fountain"'
-    assert fountain["Cache-Control"] == "private, no-store"
+    # The browser may keep it and asks before each use: the same file is a 304, read from nothing.
+    assert fountain["Cache-Control"] == "private, no-cache"
+    again = logged_in.get(f"{url}?format=fountain", HTTP_IF_NONE_MATCH=fountain["ETag"])
+    assert (again.status_code, again.content, again["ETag"]) == (304, b"", fountain["ETag"])
     # A refusal (no more PDFs this hour): back on the version's page, which says why and when.
     settings.STORY_EXPORT_BUILDS_PER_HOUR = 1
     assert logged_in.get(f"{url}?format=pdf")["Content-Type"] == "application/pdf"

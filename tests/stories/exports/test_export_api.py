@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import xml.etree.ElementTree as ET
@@ -19,6 +20,7 @@ from stories.exports import EXPORT_FORMATS, downloads
 from stories.exports.downloads import export_cache_key
 from stories.limits import export_build_admitted
 from stories.models import ScreenplayVersion, Story
+from tests.conftest import etag_revalidated
 
 SCREENPLAY = {
     "title": "The Heist",
@@ -338,3 +340,42 @@ def test_a_writer_may_have_only_so_many_pdfs_built_at_once(writer: Any, story: S
         "You already have 1 PDF being built (at most 1 at a time); try again in a few seconds."
     )
     assert _client(writer).get(_url(story, 2, "pdf")).status_code == 200
+
+
+def test_an_export_has_an_etag_and_a_304_neither_reads_the_version_nor_builds_the_file(
+    writer: Any, story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: no ETag, If-None-Match ignored: a client checking for a new file downloaded it whole.
+    client = _client(writer)
+    tags = {fmt: etag_revalidated(client, _url(story, 2, fmt)) for fmt in EXPORT_FORMATS}
+    assert len(set(tags.values())) == len(EXPORT_FORMATS)
+    # Rebuilt, a PDF is another file (reportlab stamps its time and an /ID): its tag is weak.
+    assert [fmt for fmt, tag in tags.items() if tag.startswith("W/")] == ["pdf"]
+    caches["exports"].clear()
+    table = ScreenplayVersion._meta.db_table
+    unbuilt = dataclasses.replace(EXPORT_FORMATS["pdf"], write=lambda *_: pytest.fail("built for a 304"))
+    monkeypatch.setitem(EXPORT_FORMATS, "pdf", unbuilt)
+    with CaptureQueriesContext(connection) as queries:
+        for fmt, tag in tags.items():
+            again = client.get(_url(story, 2, fmt), HTTP_IF_NONE_MATCH=tag)
+            assert (again.status_code, again.content, again["ETag"]) == (304, b"", tag), fmt
+    assert not [q["sql"] for q in queries.captured_queries if f'"{table}"."content"' in q["sql"]]
+    monkeypatch.undo()
+    # What the file shows changes its tag: another version, the story's title, the writer's own name,
+    # a release that changes the writers.
+    assert client.get(_url(story, 1, "fountain"))["ETag"] != tags["fountain"]
+    seen = set(tags.values())
+    for change in (
+        lambda: Story.objects.filter(pk=story.pk).update(title="A New Title"),
+        lambda: type(writer).objects.filter(pk=writer.pk).update(first_name="Grace"),
+        lambda: monkeypatch.setattr(downloads, "EXPORT_FORMAT_VERSION", downloads.EXPORT_FORMAT_VERSION + 1),
+    ):
+        change()
+        for fmt, tag in tags.items():
+            changed = client.get(_url(story, 2, fmt), HTTP_IF_NONE_MATCH=tag)
+            assert changed.status_code == 200 and changed["ETag"] not in seen, fmt
+            seen.add(changed["ETag"])
+    # An error stands for no file: no ETag.
+    for url in (_url(story, 2, "doc"), _url(story, 7, "pdf")):
+        refused = client.get(url, HTTP_IF_NONE_MATCH="*")
+        assert refused.status_code in (400, 404) and "ETag" not in refused, url
