@@ -935,6 +935,9 @@ def generation_run_cancel_orphaned(*, run_id: int) -> bool:
     """
     if run_id in _running_here:
         return False
+    # A lock held on the run elsewhere fails the cancel after a while rather than holding the request
+    # (and its thread) for as long as the lock (stories.runs.runner says so to the writer).
+    lock_wait_bound(router.db_for_write(GenerationRun))
     return _run_close_paid(run_id, _run_orphaned(run_id=run_id), status=GenerationRun.Status.CANCELLED)
 
 

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 
-from stories.errors import GenerationError, RunTakenOver
+from stories.errors import GenerationError, RunTakenOver, database_failure
 from stories.runs.log import TERMINAL, RunEventLog
 from stories.runs.store import run_event_log
 from stories.services import generation_run_cancel_orphaned
-from storyproject.db import db_call
+from storyproject.db import db_call, lock_wait_exceeded
 from storyproject.logs import RepeatedFailure, run_log_context_bind, run_log_context_release
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ async def _run_cancel(run_id: int) -> bool:
         # run follows it here); one that another process runs cannot be told until Redis is back. The
         # error went up to the client's socket, which daphne closed with 1011, a traceback in the log.
         _CANCEL_REQUESTS.failed(f"run {run_id}")
-    if task is not None or not await db_call(generation_run_cancel_orphaned)(run_id=run_id):
+    if task is not None or not await _orphan_cancelled(run_id):
         return False
     try:
         # Its followers (the log the dead process wrote, in Redis) get the end it will never write.
@@ -162,6 +163,18 @@ async def _run_cancel(run_id: int) -> bool:
         # Redis down: a follower finds the end in the database (stories.runs.follow).
         logger.warning("run %s: its cancel could not be written to its event log", run_id, exc_info=True)
     return True
+
+
+async def _orphan_cancelled(run_id: int) -> bool:
+    """Whether the run was orphaned and is now closed as cancelled. A lock held on its row elsewhere
+    (storyproject.db.lock_wait_bound) is said as the run's own writes say it: ``llm_unavailable``,
+    retryable; the run is left as it was (with Redis, its claim finds the cancel asked above)."""
+    try:
+        return await db_call(generation_run_cancel_orphaned)(run_id=run_id)
+    except DatabaseError as error:
+        if not lock_wait_exceeded(error):
+            raise
+        raise database_failure(run_id, error) from None
 
 
 def run_is_local(*, run_id: int) -> bool:

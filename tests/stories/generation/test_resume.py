@@ -734,3 +734,44 @@ async def test_a_claim_of_an_orphan_whose_row_is_locked_elsewhere_gives_up_after
     finally:
         lock.release()
         generation_run_release(run_id=orphan.pk)
+
+
+def _lock_bounded_to_a_second(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # STORY_RUN_LOCK_TIMEOUT_SECONDS on PostgreSQL (lock_timeout); on SQLite the connection's busy timeout.
+    settings.STORY_RUN_LOCK_TIMEOUT_SECONDS = 1
+    if connection.vendor == "sqlite":
+        monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 1)
+
+
+async def test_a_cancel_of_an_orphan_whose_row_is_locked_elsewhere_gives_up_and_says_so(
+    writer: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cancel of a run whose process died closes it in the request: with its row locked by hand
+    # (psql's SELECT ... FOR UPDATE left open) the request, and its thread, waited for as long as the
+    # lock. It now gives up after the bound, as the run's own writes do: a retryable error saying so,
+    # the run left as it was; once the lock goes, the cancel closes it.
+    _lock_bounded_to_a_second(settings, monkeypatch)
+    orphan = await sync_to_async(_orphan)(writer, mode="single", work={})
+    client = APIClient()
+    client.force_authenticate(writer)
+    cancel = sync_to_async(client.post)
+    lock = RunRowLock()
+    try:
+        await lock.take(orphan.pk)
+        refused = await asyncio.wait_for(cancel(f"/api/runs/{orphan.pk}/cancel/"), 15)
+        assert (refused.status_code, refused.json()) == (
+            502,
+            {
+                "code": "llm_unavailable",
+                "message": f"the server's database kept this run's record locked for too long (run {orphan.pk}); "
+                "please try again",
+                "retryable": True,
+            },
+        )
+        assert lock.thread is not None and lock.thread.is_alive()
+        lock.release()
+        assert (await GenerationRun.objects.aget(pk=orphan.pk)).status == "streaming"
+        cancelled = await cancel(f"/api/runs/{orphan.pk}/cancel/")
+        assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+    finally:
+        lock.release()
