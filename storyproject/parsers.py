@@ -272,10 +272,20 @@ class KnownQueryParameters(BasePermission):
     anonymous request is a 401 first): a parameter the view does not read is a 400, never ignored."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        if not _method_taken(view, request.method or ""):
+            # DRF's 405 with its Allow comes after the permissions: a GET of the generation with its
+            # fields in the query was told "Unknown query parameter 'plot'", not that it must POST.
+            return True
         query_parameters_known_check(
             request.query_params, read=query_parameters_read(type(view), request.method or "")
         )
         return True
+
+
+def _method_taken(view: Any, method: str) -> bool:
+    """Whether ``view`` has a handler for ``method``, as DRF's dispatch looks for one (else its 405)."""
+    name = method.lower()
+    return name in view.http_method_names and hasattr(view, name)
 
 
 class JsonErrors:

@@ -792,6 +792,29 @@ def test_many_unknown_query_parameters_are_named_five_at_most(writer: Any, story
     )
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "allow"),
+    [
+        ("get", "/api/ai/generate-screenplay/?plot=A+heist", "POST, OPTIONS"),
+        ("put", "/api/stories/{id}/?title=New", "GET, PATCH, DELETE, HEAD, OPTIONS"),
+        ("delete", "/api/stories/?page=1", "GET, POST, HEAD, OPTIONS"),
+        ("post", "/api/runs/{run}/?page=2", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_a_method_the_endpoint_does_not_take_is_a_405_whatever_its_query(
+    writer: Any, story: Story, method: str, url: str, allow: str
+) -> None:
+    # Was 400 "Unknown query parameter 'plot': this endpoint reads format.": a client trying a GET of the
+    # generation with its fields in the query was told that plot is no parameter, not that it must POST.
+    run = GenerationRun.objects.filter(story=story).first()
+    assert run is not None
+    response = getattr(client_for(writer), method)(url.format(id=story.pk, run=run.pk))
+    assert response.status_code == 405
+    assert response.json()["detail"] == f'Method "{method.upper()}" not allowed.'
+    assert response["Allow"] == allow
+    assert Story.objects.filter(pk=story.pk, title=story.title).exists()
+
+
 def test_an_anonymous_request_with_an_unknown_parameter_is_a_401_first() -> None:
     assert APIClient().get("/api/stories/?zzz=1").status_code == 401
 
