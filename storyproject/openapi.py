@@ -7,13 +7,16 @@ from typing import Any
 
 # storyproject.pagination answers a page past the end (or not a page number) with this.
 _PAGE_NOT_FOUND = {
-    "description": "No such page: past the last one, or not a page number.",
+    "description": "No such page: past the last one, or not a page number (the detail says which).",
     "content": {
         "application/json": {
             "schema": {
                 "type": "object",
-                "properties": {"detail": {"type": "string"}},
-                "required": ["detail"],
+                "properties": {
+                    "detail": {"type": "string"},
+                    "code": {"type": "string", "enum": ["not_found"]},
+                },
+                "required": ["detail", "code"],
             }
         }
     },

@@ -37,16 +37,39 @@ def page_number_parse(raw: str | None) -> int | None:
 
 
 class StrictPageNumberPagination(PageNumberPagination):
-    """DRF's page numbers, 20 a page, read by ``page_number_parse``; a value that is not a page number
-    is the 404 a page past the last one gets."""
+    """DRF's page numbers, 20 a page, read by ``page_number_parse``; a value that is not a page number,
+    or one past the last page, is a 404 that says which, as the pages' lists say it (``page_of``): DRF's
+    "Invalid page." told a client neither that ``0`` is no page number nor how many pages there are."""
 
     last_page_strings = ()
 
     def get_page_number(self, request: Request, paginator: Paginator) -> Any:
-        number = page_number_parse(query_param_once(request.query_params, self.page_query_param))
+        raw = query_param_once(request.query_params, self.page_query_param)
+        number = page_number_parse(raw)
         if number is None:
-            raise NotFound(self.invalid_page_message)
+            assert raw is not None  # absent is page 1
+            raise _api_not_found(page_not_a_number(raw))
+        if number > paginator.num_pages:  # the count DRF's paginator.page() reads anyway
+            raise _api_not_found(page_past_the_last(number, num_pages=paginator.num_pages))
         return number
+
+
+def _api_not_found(message: str) -> NotFound:
+    return NotFound({"detail": message, "code": "not_found"})
+
+
+def page_not_a_number(raw: str) -> str:
+    """Why ``?page=`` with ``raw`` names no page."""
+    return (
+        f"{text_quoted(raw, limit=_PAGE_QUOTED_CHARS)} is not a page number: "
+        "pages are numbered 1, 2, 3 and so on."
+    )
+
+
+def page_past_the_last(number: int, *, num_pages: int) -> str:
+    """Why page ``number`` of a list of ``num_pages`` pages is none."""
+    pages = f"{num_pages} page{'' if num_pages == 1 else 's'}"
+    return f"There is no page {number}: this list has {pages}."
 
 
 class PageNotFound(Http404):
@@ -66,15 +89,11 @@ def page_of(*, request: HttpRequest, items: QuerySet[Any] | Sequence[Any], per_p
     number = page_number_parse(raw)
     if number is None:
         assert raw is not None  # absent is page 1
-        raise PageNotFound(
-            f"{text_quoted(raw, limit=_PAGE_QUOTED_CHARS)} is not a page number: "
-            "pages are numbered 1, 2, 3 and so on."
-        )
+        raise PageNotFound(page_not_a_number(raw))
     paginator = Paginator(items, per_page)
     if number > paginator.num_pages:
-        pages = f"{paginator.num_pages} page{'' if paginator.num_pages == 1 else 's'}"
         raise PageNotFound(
-            f"There is no page {number}: this list has {pages}.",
+            page_past_the_last(number, num_pages=paginator.num_pages),
             last_page_url=_page_url(request, paginator.num_pages),
         )
     return paginator.page(number)

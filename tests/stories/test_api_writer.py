@@ -956,7 +956,10 @@ def test_a_storys_versions_list_is_paginated_like_the_other_lists(writer: Any, s
     first = client.get(_versions(story)).json()
     assert (first["count"], len(first["results"]), first["results"][0]["number"]) == (21, 20, 21)
     assert client.get(first["next"]).json()["results"][0]["number"] == 1
-    assert client.get(_versions(story) + "?page=3").json() == {"detail": "Invalid page."}
+    assert client.get(_versions(story) + "?page=3").json() == {
+        "detail": "There is no page 3: this list has 2 pages.",
+        "code": "not_found",
+    }
 
 
 @pytest.mark.parametrize("url", ["/api/stories/", "/api/runs/", "/api/personas/", "versions"])
@@ -967,11 +970,19 @@ def test_a_page_that_is_not_a_page_number_is_a_404_on_every_list(
     writer: Any, story: Story, url: str, page: str
 ) -> None:
     # ?page= (empty), "+1", " 1", a full-width one (U+FF11) and DRF's "last" read as page 1, where the schema
-    # says the page is an integer from 1 and "1.0" or "x" were refused.
+    # says the page is an integer from 1 and "1.0" or "x" were refused. The 404 says why, as the pages'
+    # lists do: DRF's "Invalid page." did not.
     url = _versions(story) if url == "versions" else url
     client = client_for(writer)
     response = client.get(url, {"page": page})
-    assert (response.status_code, response.json()) == (404, {"detail": "Invalid page."})
+    quoted = repr(page) if len(page) <= 20 else f"{page[:20] + '…'!r} ({len(page)} characters)"
+    assert (response.status_code, response.json()) == (
+        404,
+        {
+            "detail": f"{quoted} is not a page number: pages are numbered 1, 2, 3 and so on.",
+            "code": "not_found",
+        },
+    )
     assert client.get(url, {"page": "1"}).status_code == client.get(url).status_code == 200
 
 
