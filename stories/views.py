@@ -19,7 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, Js
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from personas.selectors import persona_list, persona_matches
 from stories import selectors, services
@@ -58,6 +58,11 @@ RUNS_PER_PAGE = 50
 VERSIONS_PER_PAGE = 50
 EXPORT_FORMATS = [("fountain", "Fountain"), ("fdx", "Final Draft"), ("pdf", "PDF"), ("json", "JSON")]
 _SIGNED_OUT = "You are signed out: sign in again, then reload this page (your text is kept in this browser)."
+# A page answers the methods it takes and refuses the others with a 405 and Allow (the site's page,
+# storyproject.middleware.MethodNotAllowedPageMiddleware): DELETE /stories/1/ and PUT /stories/1/settings/
+# answered 200 with the page, nothing deleted or renamed, and a client took the 200 for done.
+require_GET_or_POST = require_http_methods(["GET", "HEAD", "POST"])
+
 GENERATION_MODES = [
     ("single", "One pass, scene by scene"),
     ("parallel", "Outline first, then every scene at once"),
@@ -65,6 +70,7 @@ GENERATION_MODES = [
 
 
 @login_required
+@require_safe
 def story_list(request: HttpRequest) -> HttpResponse:
     asked = request.GET.get("q", "").strip()
     search = asked[: selectors.SEARCH_MAX_CHARS]
@@ -76,12 +82,14 @@ def story_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def story_create(request: HttpRequest) -> HttpResponse:
     generator = _generator_context(story=None, user_id=int(request.user.pk or 0))
     return render(request, "stories/story_create.html", {"generator": generator})
 
 
 @login_required
+@require_safe
 def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
     return _story_page(
@@ -179,6 +187,7 @@ def _form_number(value: str | None) -> int | str | None:
 
 
 @login_required
+@require_safe
 def run_list(request: HttpRequest) -> HttpResponse:
     runs = selectors.run_list_for_user(user=request.user)
     page = page_of(request=request, items=runs, per_page=RUNS_PER_PAGE)
@@ -191,6 +200,7 @@ RUN_TEXT_SHOWN_CHARS = 100_000
 
 
 @login_required
+@require_safe
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """One run: how it ended and the model text it received (for a failed or cancelled run, all that
     is left of it once its events are gone)."""
@@ -287,6 +297,7 @@ def _export_links(*, story: Story, version: ScreenplayVersion) -> list[tuple[str
 
 
 @login_required
+@require_safe
 def version_export(request: HttpRequest, story_id: int, number: int) -> HttpResponseBase:
     """The story page's export links: the file (the API's export), or back to this version's page saying
     why not (its address, not this one, so that a reload or the page's own links do not ask again). The
@@ -314,6 +325,7 @@ def version_export(request: HttpRequest, story_id: int, number: int) -> HttpResp
 
 
 @login_required
+@require_GET_or_POST
 def story_edit(request: HttpRequest, story_id: int, number: int) -> HttpResponse:
     """The editor: version ``number`` as Fountain, a live preview, and a save through the API.
 
@@ -399,6 +411,7 @@ def _story_edit_page(
 
 
 @login_required
+@require_safe
 def story_edit_latest(request: HttpRequest, story_id: int) -> HttpResponse:
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
     latest = selectors.story_version_latest(story=story)
@@ -459,6 +472,7 @@ def version_restore(request: HttpRequest, story_id: int, number: int) -> HttpRes
 
 
 @login_required
+@require_GET_or_POST
 def story_settings(request: HttpRequest, story_id: int) -> HttpResponse:
     """Rename a story, change its plot (what Regenerate starts from), or delete it."""
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
@@ -570,6 +584,7 @@ def _story_settings_page(
 
 
 @login_required
+@require_safe
 def story_diff(request: HttpRequest, story_id: int) -> HttpResponse:
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
     old = selectors.story_version_get(story=story, number=_version_number(request.GET.get("from", "")))
@@ -580,6 +595,7 @@ def story_diff(request: HttpRequest, story_id: int) -> HttpResponse:
 
 
 @login_required
+@require_GET_or_POST
 def story_import(request: HttpRequest) -> HttpResponse:
     """Upload or paste a screenplay; a readable one goes on to the cast confirmation."""
     if request.method != "POST":

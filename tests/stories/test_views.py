@@ -562,3 +562,44 @@ def test_a_search_and_a_later_page_of_the_story_list_have_titles_of_their_own(
         "<title>Your runs, page 2 · Screenplay studio</title>"
         in logged_in.get("/runs/", {"page": "2"}).content.decode()
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/", "GET, HEAD"),
+        ("/stories/new/", "GET, HEAD"),
+        ("/stories/{id}/", "GET, HEAD"),
+        ("/stories/{id}/edit/", "GET, HEAD"),
+        ("/stories/{id}/versions/1/edit/", "GET, HEAD, POST"),
+        ("/stories/{id}/versions/1/export/?format=fountain", "GET, HEAD"),
+        ("/stories/{id}/diff/?from=1&to=1", "GET, HEAD"),
+        ("/stories/{id}/settings/", "GET, HEAD, POST"),
+        ("/stories/import/", "GET, HEAD, POST"),
+        ("/runs/", "GET, HEAD"),
+        ("/runs/{run}/", "GET, HEAD"),
+    ],
+)
+@pytest.mark.parametrize("method", ["put", "patch", "delete", "options", "trace"])
+def test_a_page_refuses_a_method_it_does_not_take_with_a_405_saying_so(
+    logged_in: Client, writer: Any, path: str, allow: str, method: str
+) -> None:
+    # DELETE /stories/1/ and PUT /stories/1/settings/ answered 200 with the page, the story neither
+    # deleted nor renamed: a client took the 200 for done.
+    story = story_with_versions(writer, screenplay("INT. LAB - DAY"))
+    run = GenerationRun.objects.create(
+        user=writer, story=story, status="succeeded", model="offline", max_tokens=1024
+    )
+    url = path.format(id=story.pk, run=run.pk)
+    response = getattr(logged_in, method)(
+        url, data="title=Renamed", content_type="application/x-www-form-urlencoded"
+    )
+    assert (response.status_code, response["Allow"]) == (405, allow)
+    assert "Not available this way" in response.content.decode()
+    assert Story.objects.filter(pk=story.pk, title="The heist").exists()
+    # The methods it takes still work (the latest version's editor is a redirect to it).
+    assert (
+        logged_in.get(url).status_code
+        == logged_in.head(url).status_code
+        == (302 if url.endswith("/edit/") and "versions" not in url else 200)
+    )
