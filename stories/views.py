@@ -50,6 +50,7 @@ from stories.validation import VERSION_NUMBER_MAX, text_field_clean, text_visibl
 from storyproject.bidi import bidi_isolated
 from storyproject.conditional import not_modified
 from storyproject.pagination import page_of, page_query
+from storyproject.parsers import page_query_once
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted
 
 STORIES_PER_PAGE = 20
@@ -72,7 +73,7 @@ GENERATION_MODES = [
 @login_required
 @require_safe
 def story_list(request: HttpRequest) -> HttpResponse:
-    asked = request.GET.get("q", "").strip()
+    asked = (page_query_once(request, "q") or "").strip()
     search = asked[: selectors.SEARCH_MAX_CHARS]
     stories = selectors.story_list_for_user(user=request.user, search=search)
     page = page_of(request=request, items=stories, per_page=STORIES_PER_PAGE)
@@ -93,7 +94,10 @@ def story_create(request: HttpRequest) -> HttpResponse:
 def story_detail(request: HttpRequest, story_id: int) -> HttpResponse:
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
     return _story_page(
-        request, story=story, version=request.GET.get("version"), compare=request.GET.get("compare")
+        request,
+        story=story,
+        version=page_query_once(request, "version"),
+        compare=page_query_once(request, "compare"),
     )
 
 
@@ -307,7 +311,7 @@ def version_export(request: HttpRequest, story_id: int, number: int) -> HttpResp
     if not 0 < number <= VERSION_NUMBER_MAX:
         raise Http404
     labels = dict(EXPORT_FORMATS)
-    fmt = request.GET.get("format", "")
+    fmt = page_query_once(request, "format") or ""
     if fmt not in labels:
         raise BadRequest(f"Choose an export format with ?format=, one of: {', '.join(labels)}.")
     order = screenplay_version_export_order(story=story, number=number, fmt=fmt)
@@ -587,8 +591,12 @@ def _story_settings_page(
 @require_safe
 def story_diff(request: HttpRequest, story_id: int) -> HttpResponse:
     story = selectors.story_get_for_user(user=request.user, story_id=story_id)
-    old = selectors.story_version_get(story=story, number=_version_number(request.GET.get("from", "")))
-    new = selectors.story_version_get(story=story, number=_version_number(request.GET.get("to", "")))
+    old = selectors.story_version_get(
+        story=story, number=_version_number(page_query_once(request, "from") or "")
+    )
+    new = selectors.story_version_get(
+        story=story, number=_version_number(page_query_once(request, "to") or "")
+    )
     scenes = screenplay_diff(old=old.content, new=new.content, unchanged_lines=True, names_isolated=True)
     context = {"story": story, "old": old, "new": new, "scenes": scenes}
     return render(request, "stories/story_diff.html", context)

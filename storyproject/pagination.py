@@ -12,7 +12,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 
-from storyproject.parsers import query_param_once
+from storyproject.parsers import page_query_once, query_param_once
 from storyproject.untrusted import text_quoted
 
 # Beyond any page a list of this product can have, and short enough for int() to read at once.
@@ -85,7 +85,7 @@ class PageNotFound(Http404):
 def page_of(*, request: HttpRequest, items: QuerySet[Any] | Sequence[Any], per_page: int) -> Page[Any]:
     """The page of ``items`` a page's ``?page=`` asks for, read as the API reads it; anything else is a
     ``PageNotFound`` (Django's ``get_page`` showed page 1 for "abc" and the last page for 99)."""
-    raw = request.GET.get("page")
+    raw = page_query_once(request, "page")
     number = page_number_parse(raw)
     if number is None:
         assert raw is not None  # absent is page 1

@@ -25,7 +25,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
-from django.http import Http404, QueryDict
+from django.core.exceptions import BadRequest
+from django.http import Http404, HttpRequest, QueryDict
 from django.utils.datastructures import MultiValueDict
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
@@ -214,15 +215,25 @@ def query_param_once(query: MultiValueDict[str, Any], name: str) -> str | None:
     (``?from=1&to=2&from=2`` compared version 2 with itself), as json.loads does with a key twice."""
     values = query.getlist(name)
     if len(values) > 1:
-        times = "twice" if len(values) == 2 else f"{len(values)} times"
-        detail = (
-            f"The query has the parameter {text_quoted(name, limit=40)} {times} (only the last would be "
-            "read): send it once."
-        )
+        detail = f"The query has the parameter {_given_times(name, len(values))}: send it once."
         # With a code, as the middleware's 400 for a query it cannot read (the schema's 400 of every
         # operation without one of its own, storyproject.openapi).
         raise ParseError({"detail": detail, "code": "parameter_twice"})
     return values[0] if values else None
+
+
+def page_query_once(request: HttpRequest, name: str) -> str | None:
+    """``query_param_once`` for the site's pages: a parameter given twice is the 400 page saying so
+    (``?from=1&to=2&from=2`` showed version 2 compared with itself)."""
+    values = request.GET.getlist(name)
+    if len(values) > 1:
+        raise BadRequest(f"The address has the parameter {_given_times(name, len(values))}: use it once.")
+    return values[0] if values else None
+
+
+def _given_times(name: str, count: int) -> str:
+    times = "twice" if count == 2 else f"{count} times"
+    return f"{text_quoted(name, limit=40)} {times} (only the last would be read)"
 
 
 # How many unknown parameters a refusal names, and how much of each, as for unknown body fields.
