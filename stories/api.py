@@ -220,6 +220,14 @@ class StoryDetailApi(generics.RetrieveUpdateDestroyAPIView):
     def get_queryset(self) -> QuerySet[Story]:
         return selectors.stories_for_user(user=self.request.user)
 
+    def get_object(self) -> Story:
+        # The 404 says which story in words (DRF's named the model: "No Story matches the given query.").
+        story = self.get_queryset().filter(pk=self.kwargs["pk"]).first()
+        if story is None:
+            raise selectors.story_not_found(self.kwargs["pk"])
+        self.check_object_permissions(self.request, story)
+        return story
+
     # Django's 304 (no body, no Content-Type) where DRF's stubs say a Response: dispatch takes any.
     def finalize_response(  # type: ignore[override]
         self, request: Request, response: Response, *args: Any, **kwargs: Any
@@ -922,7 +930,7 @@ _SSE_EVENT = {
 def _own_run(request: Request, run_id: int) -> GenerationRun:
     run = selectors.run_find_for_user(run_id=run_id, user_id=int(request.user.pk or 0))
     if run is None:
-        raise NotFound("No such run among yours.")
+        raise NotFound(selectors.run_not_found_message(run_id))
     return run
 
 

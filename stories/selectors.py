@@ -33,7 +33,7 @@ from django.db.models import (
     Window,
 )
 from django.db.models.functions import Coalesce, Length, RowNumber
-from django.shortcuts import get_object_or_404
+from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 
@@ -50,6 +50,8 @@ from storyproject.search import field_folded, search_terms, text_folded_forms, t
 # process (Redis) and outlives a restart, so a merged default (v1) kept the STORY_MODEL of the process
 # that cached it, for up to five minutes after a deploy that changed it.
 _SETTINGS_CACHE_KEY = "generation-settings:v2"
+# The largest id a 404 repeats (a database integer); past it the URL's number is not said.
+_ID_SAID_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,16 @@ def story_list_for_user(*, user: AbstractBaseUser | AnonymousUser, search: str =
 
 def story_get_for_user(*, user: AbstractBaseUser | AnonymousUser, story_id: int) -> Story:
     """One of the user's stories; another user's story is a 404, exactly like a missing one."""
-    return get_object_or_404(Story, pk=story_id, owner_id=user.pk)
+    story = Story.objects.filter(pk=story_id, owner_id=user.pk).first()
+    if story is None:
+        raise story_not_found(story_id)
+    return story
+
+
+def story_not_found(story_id: int) -> Http404:
+    """The 404 of a story that is not the user's (or none), in words: the API's body said Django's
+    "No Story matches the given query.", the server's class name."""
+    return Http404(f"No story {_id_said(story_id)} among yours.")
 
 
 # The shape of every story_details_stamp: 24 hex digits in quotes.
@@ -188,7 +199,9 @@ def story_version_get(*, story: Story, number: int, content: bool = True) -> Scr
     export needs the version's id and date alone, and a screenplay's content may be megabytes.
     """
     versions = ScreenplayVersion.objects.all() if content else ScreenplayVersion.objects.defer("content")
-    version = get_object_or_404(versions, story=story, number=number)
+    version = versions.filter(story=story, number=number).first()
+    if version is None:
+        raise Http404(f"Story {story.pk} has no version {_id_said(number)}.")
     version.story = story
     return version
 
@@ -300,7 +313,20 @@ def run_get(*, run_id: int) -> GenerationRun:
 def run_get_for_user(*, user: AbstractBaseUser | AnonymousUser, run_id: int) -> GenerationRun:
     """One of the user's runs with the model text it kept; another user's run is a 404, like a missing one."""
     runs = GenerationRun.objects.select_related("story", "version").defer("details", "version__content")
-    return get_object_or_404(runs, pk=run_id, user_id=_user_pk(user))
+    run = runs.filter(pk=run_id, user_id=_user_pk(user)).first()
+    if run is None:
+        raise Http404(run_not_found_message(run_id))
+    return run
+
+
+def run_not_found_message(run_id: int) -> str:
+    """The 404 of a run that is not the writer's (or none), the same for every way of asking for it."""
+    return f"No run {_id_said(run_id)} among yours."
+
+
+def _id_said(value: int) -> str:
+    # A URL's number may have thousands of digits (the request line's limit), none of them an id.
+    return str(value) if value <= _ID_SAID_MAX else "with that number"
 
 
 def run_find_for_user(*, run_id: int, user_id: int) -> GenerationRun | None:

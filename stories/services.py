@@ -33,6 +33,7 @@ from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
 from stories.selectors import (
     runs_orphaned,
     screenplay_fountain_for_story,
+    story_not_found,
     story_version_find,
     story_version_latest,
 )
@@ -94,7 +95,7 @@ def story_update(
         if not Story.objects.filter(pk=story.pk).update(**fields):
             # Deleted since the request found it (another tab): Django's save said "did not affect any
             # rows", a 500.
-            raise _story_gone()
+            raise _story_gone(story.pk)
     return story
 
 
@@ -126,7 +127,7 @@ def _story_expected_check(*, story: Story, expected: Callable[[Story], bool]) ->
     """Lock the story's row and raise ``DetailsChanged`` unless ``expected`` of it as it is now."""
     current = Story.objects.select_for_update().filter(pk=story.pk).first()
     if current is None:
-        raise _story_gone()
+        raise _story_gone(story.pk)
     if not expected(current):
         raise DetailsChanged(title=current.title, plot=current.plot)
 
@@ -481,14 +482,13 @@ def _story_missing(draft: ScreenplayDraft) -> Exception:
     if draft.origin == ScreenplayVersion.Origin.GENERATED:
         # A generation names its story in the request: one not the writer's is `forbidden` (protocol.md).
         return GenerationError("forbidden", "that story does not exist or is not yours")
-    return _story_gone()
+    return _story_gone(draft.story_id or 0)
 
 
-def _story_gone() -> Http404:
+def _story_gone(story_id: int) -> Http404:
     # The writer's own save (an edit, a restore) names the story in its URL, found theirs a moment ago:
-    # deleted since by another tab or request, it is the 404 that the URL answers a moment later
-    # (get_object_or_404's words), not a 403.
-    return Http404(f"No {Story._meta.object_name} matches the given query.")
+    # deleted since by another tab or request, it is the 404 that the URL answers a moment later, not a 403.
+    return story_not_found(story_id)
 
 
 def _cast_replace(*, story: Story, cast: Sequence[CastEntry], fresh: bool) -> list[CastDropped]:
@@ -612,7 +612,9 @@ def screenplay_version_restore(*, user_id: int, story: Story, number: int) -> Sc
     old = story_version_find(story=story, number=number)
     if old is None:
         if not Story.objects.filter(pk=story.pk, owner_id=user_id).exists():
-            raise _story_gone()  # deleted since the request found it and its version: not "no version"
+            raise _story_gone(
+                story.pk
+            )  # deleted since the request found it and its version: not "no version"
         raise GenerationError("invalid_request", f"the story has no version {number}")
     named = _personas_named(old.content)
     active = PersonaConfig.objects.filter(name__in=named, is_active=True).values_list("name", flat=True)

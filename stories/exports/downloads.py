@@ -112,7 +112,7 @@ def _content(version: ScreenplayVersion) -> Any:
     try:
         return version.content
     except ScreenplayVersion.DoesNotExist:
-        raise Http404(f"No {ScreenplayVersion._meta.object_name} matches the given query.") from None
+        raise Http404(f"Story {version.story_id} has no version {version.number}.") from None
 
 
 def export_cache_key(*, version: ScreenplayVersion, fmt: str) -> str:

@@ -333,7 +333,7 @@ def test_a_story_deleted_while_a_patch_changes_it_is_a_404(
 
     monkeypatch.setattr(services, "text_clean_or_reject", deleted_first)
     response = client_for(writer).patch(f"/api/stories/{story.pk}/", {"title": "New"}, format="json")
-    assert (response.status_code, response.json()) == (404, {"detail": "No Story matches the given query."})
+    assert (response.status_code, response.json()) == (404, {"detail": f"No story {story.pk} among yours."})
     assert not Story.objects.exists()
 
 
@@ -1036,3 +1036,41 @@ def test_the_story_list_has_an_etag_that_changes_with_what_it_shows(
     assert client_for(user_factory("other")).get("/api/stories/")["ETag"] != first_page
     past = client.get("/api/stories/?page=9", HTTP_IF_NONE_MATCH=first_page)
     assert past.status_code == 404 and "ETag" not in past
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/api/stories/{id}/", "No story {id} among yours."),
+        ("/api/stories/{id}/versions/", "No story {id} among yours."),
+        ("/api/stories/{id}/versions/1/stats/", "No story {id} among yours."),
+        ("/api/stories/{id}/versions/1/export/?format=fountain", "No story {id} among yours."),
+        ("/api/runs/{run}/", "No run {run} among yours."),
+        ("/api/runs/{run}/events/", "No run {run} among yours."),
+    ],
+)
+def test_a_404_says_what_is_not_among_the_writers_own_in_words_not_model_names(
+    writer: Any, story: Story, user_factory: Any, path: str, detail: str
+) -> None:
+    # Was DRF's "No Story matches the given query." (and "No GenerationRun ...", "No ScreenplayVersion
+    # ..."): the server's class names, where the events of the same run said "No such run among yours.".
+    # Another writer's story or run is answered exactly as a missing one.
+    run = GenerationRun.objects.filter(story=story).first()
+    assert run is not None
+    stranger = client_for(user_factory("stranger"))
+    for story_id, run_id in ((story.pk, run.pk), (999_999, 999_999)):
+        response = stranger.get(path.format(id=story_id, run=run_id))
+        assert (response.status_code, response.json()["detail"]) == (
+            404,
+            detail.format(id=story_id, run=run_id),
+        )
+
+
+def test_a_version_a_story_does_not_have_is_a_404_naming_it(writer: Any, story: Story) -> None:
+    client = client_for(writer)
+    for path in ("versions/7/", "versions/7/stats/", "versions/7/export/?format=fdx", "diff/?from=1&to=7"):
+        response = client.get(f"/api/stories/{story.pk}/{path}")
+        assert (response.status_code, response.json()["detail"]) == (
+            404,
+            f"Story {story.pk} has no version 7.",
+        )

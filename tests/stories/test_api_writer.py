@@ -484,7 +484,7 @@ def test_a_story_deleted_just_before_a_save_is_a_404_as_a_missing_story_is(
     theirs = client_for(other_writer).post(url, body, format="json")
     response = client_for(writer).post(url, body, format="json")
     assert response.status_code == 404
-    assert response.json() == {"detail": "No Story matches the given query."}
+    assert response.json() == {"detail": f"No story {story.pk} among yours."}
     # The same answer as a moment later, and as another writer gets.
     later = client_for(writer).post(url, body, format="json")
     assert (later.status_code, later.json()) == (theirs.status_code, theirs.json()) == (404, response.json())
@@ -514,7 +514,7 @@ def test_a_story_deleted_just_before_a_restore_reads_its_version_is_a_404(
 
     monkeypatch.setattr(services, "story_version_find", deleted_first)
     response = client_for(writer).post(f"/api/stories/{story.pk}/versions/1/restore/")
-    assert (response.status_code, response.json()) == (404, {"detail": "No Story matches the given query."})
+    assert (response.status_code, response.json()) == (404, {"detail": f"No story {story.pk} among yours."})
     assert not Story.objects.exists()
 
 

@@ -201,7 +201,7 @@ def test_a_story_deleted_while_its_pdf_is_exported_is_a_404(
     response = _client(writer).get(_url(story, fmt="pdf"))
     assert (response.status_code, response.json()) == (
         404,
-        {"detail": "No ScreenplayVersion matches the given query."},
+        {"detail": f"Story {story.pk} has no version 2."},
     )
 
 

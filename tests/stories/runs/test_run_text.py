@@ -83,8 +83,11 @@ def test_another_writers_run_is_a_404_on_the_page_and_the_api(
     page = _page(other_writer).get(f"/runs/{run_id}/")
     assert page.status_code == 404 and "alert(1)" not in page.content.decode()
     api = _api(other_writer).get(f"/api/runs/{run_id}/")
-    assert api.status_code == 404 and api.json() == {"detail": "No GenerationRun matches the given query."}
-    assert _api(writer).get(f"/api/runs/{run_id + 1}/").json() == api.json()
+    assert api.status_code == 404 and api.json() == {"detail": f"No run {run_id} among yours."}
+    # A run that does not exist is answered the same way (its own number said).
+    assert _api(writer).get(f"/api/runs/{run_id + 1}/").json() == {
+        "detail": f"No run {run_id + 1} among yours."
+    }
     assert _api(writer).get(f"/api/runs/{10**30}/").status_code == 404
     assert _page(writer).get(f"/runs/{10**30}/").status_code == 404
     assert _api(None).get(f"/api/runs/{run_id}/").status_code == 401
