@@ -75,7 +75,9 @@ def _body_parse(body: bytes, encoding: str) -> Any:
         # charset=zlib (a codec, not a text encoding): decoding raised LookupError, a 500.
         raise ParseError(f'Unsupported charset "{encoding}" in request Content-Type header.')
     try:
-        return json_parse_untrusted(body.decode(encoding), constants_allowed=False)
+        # One byte order mark at the start, as some clients write a JSON file (PowerShell 5's UTF8,
+        # Notepad), is ignored, as RFC 8259 section 8.1 allows a parser to: it was a 400.
+        return json_parse_untrusted(body.decode(encoding).removeprefix("\ufeff"), constants_allowed=False)
     except UnicodeDecodeError:
         raise ParseError(f"JSON parse error - the body is not {encoding} text.") from None
     except UntrustedJSONError as error:

@@ -69,6 +69,11 @@ def json_parse_untrusted(text: str | bytes, *, constants_allowed: bool = True) -
         # while 500 were read).
         raise _TooDeepError("The JSON is nested too deeply to be read.") from None
     except json.JSONDecodeError as error:
+        if error.msg.startswith("Unexpected UTF-8 BOM"):
+            # json.loads's own words end in Python's advice to itself ("decode using utf-8-sig").
+            raise UntrustedJSONError(
+                "The text is not valid JSON: it starts with a byte order mark (U+FEFF)."
+            ) from None
         raise UntrustedJSONError(
             f"The text is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
         ) from None

@@ -1074,3 +1074,27 @@ def test_a_version_a_story_does_not_have_is_a_404_naming_it(writer: Any, story: 
             404,
             f"Story {story.pk} has no version 7.",
         )
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_a_json_body_that_starts_with_a_byte_order_mark_is_read(
+    writer: Any, story: Story, content_type: str
+) -> None:
+    # Some clients write JSON files with a UTF-8 byte order mark (PowerShell 5's UTF8 encoding, Notepad):
+    # the API answered 400 "Unexpected UTF-8 BOM (decode using utf-8-sig)", Python's advice to itself.
+    # RFC 8259 section 8.1 lets a parser ignore the mark; it is ignored, and only at the start.
+    client = client_for(writer)
+    # Text, which the test client sends encoded in UTF-8: the mark's three bytes EF BB BF first.
+    body = "\ufeff" + json.dumps({"title": "Marked"})
+    response = client.generic("PATCH", f"/api/stories/{story.pk}/", body, content_type=content_type)
+    assert (response.status_code, response.json()["title"]) == (200, "Marked")
+    created = client.generic(
+        "POST",
+        "/api/stories/",
+        "\ufeff" + json.dumps({"title": "New", "plot": "A plot."}),
+        content_type=content_type,
+    )
+    assert created.status_code == 201
+    twice = client.generic("PATCH", f"/api/stories/{story.pk}/", "\ufeff" + body, content_type=content_type)
+    assert twice.status_code == 400
+    assert "BOM" not in twice.json()["detail"] and "utf-8-sig" not in twice.json()["detail"]
