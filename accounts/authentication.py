@@ -27,10 +27,14 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, router, transaction
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.authtoken.models import Token
+from rest_framework.request import Request
 
 from storyproject import stamped_cache
+
+# The 401 of a key sent with the Bearer scheme (CachedTokenAuthentication.authenticate).
+BEARER_REFUSED = "Send the API token as 'Authorization: Token <key>': the Bearer scheme is not read."
 
 ENTRY_TIMEOUT = 300
 # The password hash never sits in the cache; last_login changes on every session login, which does not
@@ -69,6 +73,15 @@ def token_users_forget(*, keys: list[str]) -> None:
 
 class CachedTokenAuthentication(TokenAuthentication):
     """DRF's ``Authorization: Token <key>`` authentication, answered from the cache when it can be."""
+
+    def authenticate(self, request: Request) -> tuple[AbstractBaseUser, Token] | None:
+        # DRF reads only its keyword and takes any other scheme for no credentials at all: a key sent as
+        # "Bearer <key>" (most HTTP tools' default) was told "Authentication credentials were not
+        # provided.". Said instead; never read as a token, nor left to the session (as a wrong token).
+        scheme = get_authorization_header(request).split(maxsplit=1)[:1]
+        if scheme and scheme[0].lower() == b"bearer":
+            raise exceptions.AuthenticationFailed(BEARER_REFUSED)
+        return super().authenticate(request)
 
     def authenticate_credentials(self, key: str) -> tuple[AbstractBaseUser, Token]:
         user = token_user(key)

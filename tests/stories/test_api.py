@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient, override_settings
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from personas.services import EDITORS_GROUP
@@ -220,6 +221,25 @@ def test_anonymous_requests_get_401_and_change_nothing(method: str, url: str, st
     assert response["WWW-Authenticate"] == "Token"
     assert Story.objects.filter(pk=story.pk, title="The Heist").exists()
     assert Story.objects.count() == 1
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_a_token_sent_as_a_bearer_token_is_a_401_that_says_how_to_send_it(
+    writer: Any, story: Story, scheme: str
+) -> None:
+    # Most HTTP tools send an API key as "Authorization: Bearer <key>"; the answer was "Authentication
+    # credentials were not provided.", which says the header was not there at all.
+    key = Token.objects.create(user=writer).key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {key}")
+    response = client.patch(f"/api/stories/{story.pk}/", {"title": "Changed"}, format="json")
+    assert (response.status_code, response["WWW-Authenticate"]) == (401, "Token")
+    assert response.json()["detail"] == (
+        "Send the API token as 'Authorization: Token <key>': the Bearer scheme is not read."
+    )
+    assert Story.objects.get(pk=story.pk).title == story.title
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get(f"/api/stories/{story.pk}/").status_code == 200
 
 
 def test_a_huge_story_id_is_a_404_not_a_database_error(writer: Any) -> None:
