@@ -55,12 +55,30 @@ class ScreenplayVersionExportApi(APIView):
 
     @extend_schema(
         summary="Download a version as Fountain, Final Draft (FDX), PDF or JSON",
+        description="Revalidate with the `ETag` (`If-None-Match`): 304 while the file is the same, "
+        "without reading the version or building the file. A PDF's tag is weak (`W/`): two builds differ "
+        "in their bytes.",
         tags=["stories"],
         parameters=[
-            OpenApiParameter("format", str, OpenApiParameter.QUERY, required=True, enum=list(EXPORT_FORMATS))
+            OpenApiParameter("format", str, OpenApiParameter.QUERY, required=True, enum=list(EXPORT_FORMATS)),
+            OpenApiParameter(
+                "ETag",
+                str,
+                OpenApiParameter.HEADER,
+                response=[200, 304],
+                required=True,
+                description="Stands for the file: its version, format, title page and file name.",
+            ),
+            OpenApiParameter(
+                "If-None-Match",
+                str,
+                OpenApiParameter.HEADER,
+                description="An ETag (or a list of them, or `*`) of an earlier download; weak ones match too.",
+            ),
         ],
         responses={
             **_DOWNLOADS,
+            304: OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds."),
             400: OpenApiResponse(
                 inline_serializer(
                     "ExportFormatRefused",

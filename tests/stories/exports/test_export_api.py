@@ -379,3 +379,11 @@ def test_an_export_has_an_etag_and_a_304_neither_reads_the_version_nor_builds_th
     for url in (_url(story, 2, "doc"), _url(story, 7, "pdf")):
         refused = client.get(url, HTTP_IF_NONE_MATCH="*")
         assert refused.status_code in (400, 404) and "ETag" not in refused, url
+
+
+def test_the_schema_documents_the_exports_etag_and_304(writer: Any) -> None:
+    schema = _client(writer).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    export = schema["paths"]["/api/stories/{story_id}/versions/{number}/export/"]["get"]
+    assert "If-None-Match" in {p["name"] for p in export["parameters"]}
+    for code in ("200", "304"):
+        assert "ETag" in export["responses"][code]["headers"], code
