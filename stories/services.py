@@ -888,9 +888,11 @@ def generation_run_lease_release(*, run_id: int, lease_owner: str) -> bool:
     One UPDATE ... WHERE lease_owner = this process and the run still streaming: from then on every
     write this process would make to the run (checkpoint, close, save) finds it no longer held.
     """
-    released = _runs_leased(run_id=run_id, lease_owner=lease_owner).update(
-        lease_owner="", lease_expires_at=timezone.now()
-    )
+    # A lock held on the run elsewhere fails the release after a while rather than holding the stop.
+    with lock_waits_bounded(router.db_for_write(GenerationRun)):
+        released = _runs_leased(run_id=run_id, lease_owner=lease_owner).update(
+            lease_owner="", lease_expires_at=timezone.now()
+        )
     return bool(released)
 
 

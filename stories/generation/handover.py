@@ -28,6 +28,7 @@ import asyncio
 import logging
 
 from django.core.exceptions import ObjectDoesNotExist
+from django.db import DatabaseError
 
 from stories.generation.checkpoint import NotResumable, resume_point
 from stories.generation.resume import orphans_watch_stop
@@ -36,7 +37,7 @@ from stories.runs.orphans import orphans_announce
 from stories.runs.runner import run_cancel, run_held, run_settled, running_ids
 from stories.selectors import run_get
 from stories.services import RUN_LEASE_OWNER, generation_run_lease_release
-from storyproject.db import db_call
+from storyproject.db import db_call, lock_wait_exceeded
 from storyproject.logs import run_log_context_bind
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ def process_stopping() -> bool:
 async def runs_hand_over() -> dict[str, int]:
     """Hand every resumable run this process drives to another process; cancel the others.
 
-    Counts the runs by outcome: "handed_over", "cancelled", "ended" (it ended by itself meanwhile).
+    Counts the runs by outcome: "handed_over", "cancelled", "ended" (it ended by itself meanwhile),
+    "kept" (its row was locked elsewhere: it goes on here until this process stops).
     This process stops looking for orphaned runs first: a stopping process takes on no run.
     """
     await orphans_watch_stop()
@@ -88,9 +90,17 @@ async def _hand_over(run_id: int) -> str:
         await run_cancel(run_id=run_id)
         return await _settled(run_id, "cancelled")
     async with run_held(run_id=run_id) as hold:
-        released = hold is not None and await db_call(generation_run_lease_release)(
-            run_id=run_id, lease_owner=RUN_LEASE_OWNER
-        )
+        try:
+            released = hold is not None and await db_call(generation_run_lease_release)(
+                run_id=run_id, lease_owner=RUN_LEASE_OWNER
+            )
+        except DatabaseError as error:
+            if not lock_wait_exceeded(error):
+                raise
+            # Its row locked elsewhere past STORY_RUN_LOCK_TIMEOUT_SECONDS: it goes on here, its events
+            # flowing again, until this process stops; its lease then lapses and another resumes it.
+            logger.warning("run %s could not be handed over: its record is locked elsewhere", run_id)
+            return "kept"
         if hold is not None and released:
             hold.drop()
     if not released:

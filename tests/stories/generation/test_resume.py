@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from io import StringIO
@@ -31,11 +32,12 @@ from rest_framework.test import APIClient
 from stories.generation import checkpoint
 from stories.generation.checkpoint import checkpoint_request
 from stories.generation.events import ResumedEvent
+from stories.generation.handover import runs_hand_over
 from stories.generation.requests import GenerationRequest
 from stories.generation.resume import orphans_watch_start, orphans_watch_stop, run_resume, runs_resume_drain
 from stories.models import GenerationRun, ScreenplayVersion
 from stories.runs.follow import run_events_follow
-from stories.runs.runner import run_cancel, run_is_local
+from stories.runs.runner import run_cancel, run_is_local, run_settled, run_start
 from stories.runs.store import run_event_log
 from stories.selectors import generation_run_taken_over, generation_runs_orphaned, run_final_events
 from stories.services import (
@@ -775,3 +777,46 @@ async def test_a_cancel_of_an_orphan_whose_row_is_locked_elsewhere_gives_up_and_
         assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
     finally:
         lock.release()
+
+
+async def test_a_hand_over_whose_run_is_locked_elsewhere_gives_up_and_keeps_the_run_here(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stopping process releases each run's lease for another to resume it: with the run's row locked
+    # by hand, the release (and the stop, and a thread) waited for as long as the lock. It now gives up
+    # after the bound: that run is not handed over but goes on here (its lease lapses with the process,
+    # and another resumes it then), and the others are handed over all the same.
+    _lock_bounded_to_a_second(settings, monkeypatch)
+    _, work = await sync_to_async(_two_scenes_one_kept)(fake_anthropic)
+    runs = [await sync_to_async(_orphan)(writer, mode="parallel", work=work, expired=False) for _ in range(2)]
+    await GenerationRun.objects.filter(pk__in=[run.pk for run in runs]).aupdate(lease_owner=RUN_LEASE_OWNER)
+    going = asyncio.Event()
+
+    async def events(run_id: int) -> AsyncGenerator[dict[str, Any], None]:
+        yield {"type": "accepted", "run_id": run_id}
+        await going.wait()
+        yield {"type": "cancelled"}
+
+    for run in runs:
+        await run_start(events(run.pk))
+    lock = RunRowLock()
+    try:
+        await lock.take(runs[0].pk)
+        counts = await asyncio.wait_for(runs_hand_over(), 15)
+        assert lock.thread is not None and lock.thread.is_alive()
+        lock.release()
+        kept, other = [await GenerationRun.objects.aget(pk=run.pk) for run in runs]
+        assert (kept.status, kept.lease_owner) == ("streaming", RUN_LEASE_OWNER) and run_is_local(
+            run_id=kept.pk
+        )
+        if connection.vendor == "sqlite":  # its lock is the whole database's: no run could be released
+            assert counts == {"kept": 2}
+            return
+        assert counts == {"kept": 1, "handed_over": 1}
+        assert (other.status, other.lease_owner) == ("streaming", "") and not run_is_local(run_id=other.pk)
+    finally:
+        lock.release()
+        going.set()
+        await run_settled(run_id=runs[0].pk)
+        for run in runs:
+            generation_run_release(run_id=run.pk)
