@@ -949,6 +949,7 @@ def generation_run_cancel_orphaned(*, run_id: int) -> bool:
 def generation_run_cancel_claimed(*, run_id: int, lease_owner: str) -> bool:
     """Close as cancelled, keeping the usage its checkpoint says was paid, a run this process claimed
     and cannot resume, for which a cancel was asked while its process was dead (stories.generation.resume)."""
+    lock_wait_bound(router.db_for_write(GenerationRun))  # as a claim: given up, it is claimed again later
     runs = _runs_leased(run_id=run_id, lease_owner=lease_owner)
     return _run_close_paid(run_id, runs, status=GenerationRun.Status.CANCELLED)
 
@@ -960,6 +961,7 @@ def generation_run_fail_claimed(
     """Close as failed with the error its followers were told, keeping the usage its checkpoint says
     was paid, a run this process claimed whose process ended it but could not record it (the database
     was down then: stories.generation.resume)."""
+    lock_wait_bound(router.db_for_write(GenerationRun))  # as a claim: given up, it is claimed again later
     runs = _runs_leased(run_id=run_id, lease_owner=lease_owner)
     details = runs.select_for_update().values_list("details", flat=True).first()
     if details is None:
@@ -1000,16 +1002,20 @@ def _run_close_paid(run_id: int, runs: Any, *, status: str, **fields: Any) -> bo
 
 
 def generation_run_interrupt(*, run_id: int, lease_owner: str, message: str = INTERRUPTED_MESSAGE) -> bool:
-    """Close a claimed run that cannot be resumed as failed, error_code "interrupted"."""
-    closed = _runs_leased(run_id=run_id, lease_owner=lease_owner).update(
-        status=GenerationRun.Status.FAILED,
-        error_code=INTERRUPTED_CODE,
-        error_message=message[:2000],
-        finished_at=timezone.now(),
-        **_LEASE_ENDED,
-    )
-    if closed:
-        _run_observe_after_commit(run_id=run_id)
+    """Close a claimed run that cannot be resumed as failed, error_code "interrupted".
+
+    A lock held on the run elsewhere fails the close after a while, as it fails the claim: the run stays
+    claimed until its lease lapses, and is claimed (and closed) again then."""
+    with lock_waits_bounded(router.db_for_write(GenerationRun)):
+        closed = _runs_leased(run_id=run_id, lease_owner=lease_owner).update(
+            status=GenerationRun.Status.FAILED,
+            error_code=INTERRUPTED_CODE,
+            error_message=message[:2000],
+            finished_at=timezone.now(),
+            **_LEASE_ENDED,
+        )
+        if closed:
+            _run_observe_after_commit(run_id=run_id)
     return bool(closed)
 
 

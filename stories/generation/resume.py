@@ -163,11 +163,16 @@ async def _cancel_asked(run_id: int) -> bool:
 
 
 def _unresumable_close(*, run_id: int, cancelled: bool) -> None:
-    if cancelled:
-        generation_run_cancel_claimed(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
-    else:
-        generation_run_interrupt(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
-    generation_run_release(run_id=run_id)
+    try:
+        if cancelled:
+            generation_run_cancel_claimed(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
+        else:
+            generation_run_interrupt(run_id=run_id, lease_owner=RUN_LEASE_OWNER)
+    finally:
+        # Also when the close failed (its row locked elsewhere past STORY_RUN_LOCK_TIMEOUT_SECONDS): the
+        # run is claimed again once its lease lapses, which a run this process still counted as its own
+        # never was.
+        generation_run_release(run_id=run_id)
 
 
 def _run_claim(run_id: int) -> tuple[Run, ResumePoint] | NotResumable | None:

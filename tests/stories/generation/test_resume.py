@@ -29,7 +29,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from stories.generation import checkpoint
+from stories.generation import checkpoint, resume
 from stories.generation.checkpoint import checkpoint_request
 from stories.generation.events import ResumedEvent
 from stories.generation.handover import runs_hand_over
@@ -820,3 +820,57 @@ async def test_a_hand_over_whose_run_is_locked_elsewhere_gives_up_and_keeps_the_
         await run_settled(run_id=runs[0].pk)
         for run in runs:
             generation_run_release(run_id=run.pk)
+
+
+@pytest.mark.parametrize(
+    ("before", "closed"),
+    [
+        ("nothing", ("failed", "interrupted", "failed")),
+        ("cancel asked", ("cancelled", "", "cancelled")),
+        ("its end told", ("failed", "llm_timeout", "failed")),
+    ],
+)
+async def test_the_close_of_an_unresumable_orphan_whose_row_is_locked_elsewhere_gives_up_and_comes_again(
+    writer: Any, settings: Any, monkeypatch: pytest.MonkeyPatch, before: str, closed: tuple[str, str, str]
+) -> None:
+    # An orphan with nothing to resume from is claimed, then closed `interrupted` (or `cancelled` when a
+    # cancel was asked, or as its log says it ended): with its row locked by hand after the claim, the
+    # close (and the watcher's thread) waited for as long as the lock. It now gives up after the bound,
+    # as the claim does: the run stays streaming, claimed until its lease lapses, and the next claim
+    # closes it (before, this process never claimed it again).
+    _lock_bounded_to_a_second(settings, monkeypatch)
+    orphan = await sync_to_async(_orphan)(writer, mode="single", work={})
+    log = run_event_log()
+    if before == "cancel asked":
+        await log.cancel_request(orphan.pk)
+    elif before == "its end told":
+        await _log_as_the_dead_process_left_it(orphan.pk)
+        await log.append(
+            orphan.pk, {"type": "error", "code": "llm_timeout", "message": "m", "retryable": True}
+        )
+        await log.flush()
+    lock = RunRowLock()
+    claim = resume.generation_run_claim
+
+    def claimed_then_locked(**kwargs: Any) -> GenerationRun | None:
+        claimed = claim(**kwargs)
+        lock.thread = threading.Thread(target=lock._hold, args=(orphan.pk,), daemon=True)
+        lock.thread.start()
+        assert lock.locked.wait(10)
+        return claimed
+
+    monkeypatch.setattr(resume, "generation_run_claim", claimed_then_locked)
+    try:
+        assert await asyncio.wait_for(runs_resume_drain(run_ids=[orphan.pk]), 15) == {"failed": 1}
+        assert lock.thread is not None and lock.thread.is_alive()
+        lock.release()
+        run = await GenerationRun.objects.aget(pk=orphan.pk)
+        assert (run.status, run.lease_owner) == ("streaming", RUN_LEASE_OWNER)
+        monkeypatch.undo()
+        await GenerationRun.objects.filter(pk=orphan.pk).aupdate(lease_expires_at=timezone.now())
+        assert await runs_resume_drain(run_ids=[orphan.pk]) == {closed[2]: 1}
+        run = await GenerationRun.objects.aget(pk=orphan.pk)
+        assert (run.status, run.error_code, run.lease_owner) == (closed[0], closed[1], "")
+    finally:
+        lock.release()
+        generation_run_release(run_id=orphan.pk)
