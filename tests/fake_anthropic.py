@@ -474,10 +474,9 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         started = time.monotonic()
         for sent, piece in enumerate(pieces):
             if reply.error_event_after == sent:
-                error = {
-                    "type": "error",
-                    "error": {"type": reply.error_event_type, "message": "fault injected"},
-                }
+                # The event's data is an error body without request_id (the response's request-id
+                # header names the request): error_body's sources.
+                error = error_body(dataclasses.replace(reply, error_type=reply.error_event_type), None)
                 self._event("error", error)
                 return False
             if reply.drop_after == sent:
@@ -562,16 +561,32 @@ _STATUS_ERROR_TYPES = {
 }
 
 
-def error_body(reply: Reply, request_id: str) -> dict[str, Any]:
+# What the API says where a reply gives no message: "Overloaded" for an overloaded_error (the bodies
+# quoted below), "Internal server error" for an api_error (gptme/gptme pull request 745's log).
+_DEFAULT_MESSAGES = {"overloaded_error": "Overloaded", "api_error": "Internal server error"}
+
+
+def error_body(reply: Reply, request_id: str | None) -> dict[str, Any]:
     """The API's error body (the SDK's anthropic.types.shared.error_response.ErrorResponse), with
-    ``error.details.error_code`` where the reply names one (read as APIStatusError.error_code)."""
+    ``error.details.error_code`` where the reply names one (read as APIStatusError.error_code).
+
+    As the API writes it: ``details`` is null when there is no code, and comes first, in an HTTP
+    error ({"type":"error","error":{"details":null,"type":"overloaded_error","message":"Overloaded"},
+    "request_id":"req_..."}, gotgenes/pi-anthropic-auth issue 73, 2026-09) and in an ``error`` event
+    mid-stream, whose data has no request_id (``request_id`` None here; the SDK's APIStatusError
+    printed with its body: {'type': 'error', 'error': {'details': None, 'type': 'overloaded_error',
+    'message': 'Overloaded'}}, anthropics/anthropic-sdk-python issue 688, pipecat-ai/pipecat issue 2161).
+    """
+    kind = reply.error_type or _STATUS_ERROR_TYPES.get(reply.status, "api_error")
     error: dict[str, Any] = {
-        "type": reply.error_type or _STATUS_ERROR_TYPES.get(reply.status, "api_error"),
-        "message": reply.error_message or "error",
+        "details": {"error_code": reply.error_code} if reply.error_code else None,
+        "type": kind,
+        "message": reply.error_message or _DEFAULT_MESSAGES.get(kind, "error"),
     }
-    if reply.error_code:
-        error["details"] = {"error_code": reply.error_code}
-    return {"type": "error", "error": error, "request_id": request_id}
+    body: dict[str, Any] = {"type": "error", "error": error}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
 
 
 # error.details.error_code of a 429 that lasts until someone raises a limit (anthropic 2.14 types/shared/).

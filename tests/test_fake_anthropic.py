@@ -447,3 +447,44 @@ def test_a_spend_limit_429_or_one_without_a_wait_starts_no_wait() -> None:
         assert _send(server)[0] == "ok"
     finally:
         server.close()
+
+
+def test_error_bodies_have_the_apis_shape_details_null_and_no_request_id_mid_stream() -> None:
+    # Was: the fake's errors had no ``details`` at all and its mid-stream error said "fault injected".
+    # The API writes ``"details": null`` when it has no error code, in an HTTP error's body
+    # ({"type":"error","error":{"details":null,"type":"overloaded_error","message":"Overloaded"},
+    # "request_id":"req_..."}, gotgenes/pi-anthropic-auth issue 73, 2026-09) and in an ``error`` event
+    # mid-stream, whose data has no request_id (the SDK's APIStatusError printed as its body,
+    # {'type': 'error', 'error': {'details': None, 'type': 'overloaded_error', 'message': 'Overloaded'}}:
+    # anthropics/anthropic-sdk-python issue 688, pipecat-ai/pipecat issue 2161).
+    server = FakeAnthropic()
+    server.script(Reply(status=529), Reply(text="FADE IN. " * 10, chunk_chars=5, error_event_after=1))
+    client = anthropic.Anthropic(api_key=server.api_key, base_url=server.base_url, max_retries=0)
+    ask: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "Go."}],
+    }
+    try:
+        with pytest.raises(anthropic.APIStatusError) as http:
+            client.messages.create(**ask)
+        with (
+            pytest.raises(anthropic.APIStatusError) as event,
+            client.messages.create(**ask, stream=True) as stream,
+        ):
+            for _ in stream:
+                pass
+    finally:
+        server.close()
+    assert http.value.status_code == 529 and http.value.body == {
+        "type": "error",
+        "error": {"details": None, "type": "overloaded_error", "message": "Overloaded"},
+        "request_id": "req_fake_000001",
+    }
+    assert http.value.request_id == "req_fake_000001" and http.value.error_code is None
+    assert event.value.status_code == 200 and event.value.body == {
+        "type": "error",
+        "error": {"details": None, "type": "overloaded_error", "message": "Overloaded"},
+    }
+    # The request id of a mid-stream error is the response's header (APIStatusError.request_id).
+    assert event.value.request_id == "req_fake_000002" and event.value.type == "overloaded_error"
