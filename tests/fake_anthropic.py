@@ -13,7 +13,10 @@ notes when a client goes away before the reply ends.
 Like the API, it refuses before any reply what the API refuses (``request_refusal``): a model it does
 not know (404), a thinking type the model rejects, a thinking budget not under max_tokens, max_tokens
 over the model's limit, and on the 5.x models an assistant prefill or a non-default sampling parameter
-(400s), from its own table of the API's models (``API_MODELS``, with its sources), not the app's registry.
+(400s), from its own table of the API's models (``API_MODELS``, with its sources), not the app's registry;
+and whatever the model, a request that thinks with its sampling changed or whose last assistant turn does
+not begin with its thinking, a turn with empty or blank content, and a thinking block not passed back
+exactly as it was sent (its signature, ``thinking_signature``).
 
 Like the API, it honours ``output_config`` (structured outputs): a request whose JSON schema uses what
 structured outputs reject gets a 400, and a JSON reply is sent with its keys in the order the model
@@ -388,7 +391,9 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             "usage": usage,
         }
         self._event("message_start", {"type": "message_start", "message": message})
-        text_index = self._thinking_block(thinking, shown=thinking_shown(record.body))
+        text_index = self._thinking_block(
+            thinking, shown=thinking_shown(record.body), model=str(record.body.get("model", ""))
+        )
         if thinking and reply.redacted_thinking is not None:
             text_index = self._redacted_thinking_block(reply.redacted_thinking, text_index)
         # Cut at max_tokens while thinking (reply_shaped): the model never began a text block.
@@ -436,7 +441,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self._event("message_stop", {"type": "message_stop"})
         self._end_chunks()
 
-    def _thinking_block(self, thinking: str, *, shown: bool = True) -> int:
+    def _thinking_block(self, thinking: str, *, shown: bool = True, model: str = "") -> int:
         """A thinking block at index 0, as the API streams one (RawContentBlockStartEvent with a
         ThinkingBlock, then ThinkingDelta and SignatureDelta events, anthropic 2.14 types/); returns
         the index of the text block that follows. Not ``shown`` (display "omitted"), the block has no
@@ -451,7 +456,11 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         for piece in halves:
             delta = {"type": "thinking_delta", "thinking": piece}
             self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-        signature = {"type": "signature_delta", "signature": "fake-signature-" + "0" * 16}
+        # Signed over what the block carries (no text when not shown), so that it comes back valid.
+        signature = {
+            "type": "signature_delta",
+            "signature": thinking_signature(model, "".join(halves)),
+        }
         self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signature})
         self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
         return 1
@@ -850,7 +859,117 @@ def _model_problem(body: dict[str, Any], model: ApiModel) -> str:
         for name, default in (("temperature", 1.0), ("top_p", None), ("top_k", None)):
             if body.get(name) is not None and body.get(name) != default:
                 return f"{name}: only the default value is supported for this model"
+    return _content_problem(body) or (_thinking_turns_problem(body) if thinking_requested(body) else "")
+
+
+_DOCS_THINKING = (
+    "Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
+
+
+def _thinking_turns_problem(body: dict[str, Any]) -> str:
+    """What the API refuses of a request that thinks: sampling changed, or a last assistant turn (a
+    prefill, or a tool loop's turn) that does not begin with its thinking.
+
+    - temperature: "`temperature` may only be set to 1 when thinking is enabled. Please consult our
+      documentation at ..." (the API's 400 as quoted in MartialBE/one-hub issue 529 and
+      egoist/chatwise-releases issue 1348); top_p and top_k: "Thinking isn't compatible with
+      `temperature`, `top_p`, or `top_k` modifications" (the extended-thinking page as quoted in
+      LostRuins/lite.koboldai.net issue 108), later pages allowing a top_p from 0.95 to 1; the
+      wording of the fake's top_p and top_k messages is its own.
+    - "messages.N.content.0.type: Expected `thinking` or `redacted_thinking`, but found `text`. When
+      `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding
+      the lastmost set of `tool_use` and `tool_result` blocks)." (anthropics/claude-code issue 20705,
+      anomalyco/opencode issue 3077): the last assistant turn when the conversation ends on it or on
+      tool results. An assistant turn followed by a user's own text is a finished earlier turn, whose
+      thinking may be left out (prompt.prompt_continue's source).
+    """
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        return f"`temperature` may only be set to 1 when thinking is enabled. {_DOCS_THINKING}"
+    if body.get("top_k") is not None:
+        return f"`top_k` is not supported when thinking is enabled. {_DOCS_THINKING}"
+    top_p = body.get("top_p")
+    if top_p is not None and not 0.95 <= top_p <= 1:
+        return f"`top_p` must be between 0.95 and 1 when thinking is enabled. {_DOCS_THINKING}"
+    messages = body.get("messages") or []
+    last = len(messages) - 1
+    if last >= 1 and messages[last].get("role") == "user" and _has_tool_result(messages[last]):
+        last -= 1
+    if last < 0 or messages[last].get("role") != "assistant":
+        return ""
+    first = _blocks(messages[last])[:1]
+    found = first[0].get("type") if first else "nothing"
+    if found in _THINKING_TYPES:
+        return ""
+    return (
+        f"messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{found}`. "
+        "When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+        "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
+        f"thinking blocks from previous turns. To avoid this requirement, disable `thinking`. {_DOCS_THINKING}"
+    )
+
+
+_THINKING_TYPES = ("thinking", "redacted_thinking")
+
+
+def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [block for block in content or [] if isinstance(block, dict)]
+
+
+def _has_tool_result(message: dict[str, Any]) -> bool:
+    return any(block.get("type") == "tool_result" for block in _blocks(message))
+
+
+def _content_problem(body: dict[str, Any]) -> str:
+    """What the API refuses of the messages' content, whatever the model thinks.
+
+    - "messages.N: all messages must have non-empty content except for the optional final assistant
+      message" (anthropics/claude-code issue 6774; tidyverse/ellmer issue 709);
+    - "messages: text content blocks must be non-empty" (anthropics/claude-code issue 59812) and
+      "messages: text content blocks must contain non-whitespace text" (anthropics/claude-code issue
+      23440; home-assistant/core issue 175637: a whitespace-only string content is refused the same);
+    - thinking blocks come back exactly as the API sent them: "messages.N.content.M: Invalid
+      `signature` in `thinking` block" (anthropics/claude-code issue 10627) when "a thinking /
+      redacted_thinking block reaching the API differs in any way from what was originally returned
+      (edited or re-serialized thinking/signature text, blocks reordered or merged, or blocks generated
+      by a different model replayed into the conversation)" (a maintainer in
+      anthropics/anthropic-sdk-python issue 1598); and "messages.N.content.0: If an assistant message
+      contains any thinking blocks, the first block must be thinking or redacted_thinking. Found text."
+      (anthropics/claude-code issue 20705). The fake's signature is its hash of the model and the
+      block's thinking text (``thinking_signature``); a redacted block's data is not checked.
+    """
+    messages = body.get("messages") or []
+    for index, message in enumerate(messages):
+        blocks = _blocks(message)
+        final_assistant = index == len(messages) - 1 and message.get("role") == "assistant"
+        if not blocks and not final_assistant:
+            return f"messages.{index}: all messages must have non-empty content except for the optional final assistant message"
+        for block in blocks:
+            if block.get("type") == "text" and not str(block.get("text", "")).strip():
+                if not block.get("text"):
+                    return "messages: text content blocks must be non-empty"
+                return "messages: text content blocks must contain non-whitespace text"
+        kinds = [block.get("type") for block in blocks]
+        if any(kind in _THINKING_TYPES for kind in kinds) and kinds[0] not in _THINKING_TYPES:
+            return (
+                f"messages.{index}.content.0: If an assistant message contains any thinking blocks, the "
+                f"first block must be thinking or redacted_thinking. Found {kinds[0]}."
+            )
+        for position, block in enumerate(blocks):
+            if block.get("type") == "thinking" and block.get("signature") != thinking_signature(
+                str(body.get("model", "")), str(block.get("thinking", ""))
+            ):
+                return f"messages.{index}.content.{position}: Invalid `signature` in `thinking` block"
     return ""
+
+
+def thinking_signature(model: str, thinking: str) -> str:
+    """The signature the fake gives a thinking block: tied to its model and to the text it carries."""
+    return "fake-signature-" + hashlib.sha256(f"{model}\x00{thinking}".encode()).hexdigest()[:32]
 
 
 MAX_CACHE_BREAKPOINTS = 4

@@ -488,3 +488,98 @@ def test_error_bodies_have_the_apis_shape_details_null_and_no_request_id_mid_str
     }
     # The request id of a mid-stream error is the response's header (APIStatusError.request_id).
     assert event.value.request_id == "req_fake_000002" and event.value.type == "overloaded_error"
+
+
+_THINKS: dict[str, Any] = {
+    "model": "claude-sonnet-4-6",
+    "max_tokens": 4000,
+    "thinking": {"type": "enabled", "budget_tokens": 1024},
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"extra_body": {"temperature": 0.2}}, "`temperature` may only be set to 1 when thinking is enabled"),
+        ({"extra_body": {"top_k": 5}}, "`top_k`"),
+        ({"extra_body": {"top_p": 0.5}}, "`top_p`"),
+        (
+            {"messages": [{"role": "user", "content": "Go."}, {"role": "assistant", "content": '{"title":'}]},
+            "a final `assistant` message must start with a thinking block",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "Go."},
+                    {"role": "assistant", "content": ""},
+                    {"role": "user", "content": "On."},
+                ]
+            },
+            "messages.1: all messages must have non-empty content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": " \n"}]},
+            "text content blocks must contain non-whitespace text",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]},
+            "text content blocks must be non-empty",
+        ),
+    ],
+)
+def test_what_the_api_refuses_of_a_thinking_request_or_of_empty_content_is_a_400(
+    fake: FakeAnthropic, params: dict[str, Any], words: str
+) -> None:
+    # Was: the fake took all of these (a 4.x model thinking at temperature 0.2, a prefill while
+    # thinking, an empty or blank turn) and answered them; the API refuses each with a 400
+    # (the sources at fake_anthropic._thinking_turns_problem and _content_problem).
+    client = anthropic.Anthropic(api_key=fake.api_key, base_url=fake.base_url, max_retries=0)
+    ask = {"messages": [{"role": "user", "content": "Go."}], **_THINKS, **params}
+    with pytest.raises(anthropic.BadRequestError, match=words):
+        client.messages.create(**ask)
+    # Without thinking, the same sampling and prefill are taken (the 4.x models).
+    if "extra_body" in params or "must start" in words:
+        _send(fake, **params)
+
+
+def test_a_thinking_block_goes_back_only_as_the_api_sent_it() -> None:
+    # Multi-turn: a thinking block passed back must be the one the API returned, its signature intact
+    # (anthropics/anthropic-sdk-python issue 1598); one edited, or from another model, is a 400.
+    server = FakeAnthropic(default=lambda body: Reply(text="FADE IN.", thinking_text="Rain first."))
+    client = anthropic.Anthropic(api_key=server.api_key, base_url=server.base_url, max_retries=0)
+    try:
+        first = _final_message(server, model=_THINKS["model"], thinking=_THINKS["thinking"])
+        thinking, text = first.content
+        assert thinking.type == "thinking" and text.type == "text"
+
+        def again(block: dict[str, Any], model: str = "claude-sonnet-4-6") -> None:
+            turns = [
+                {"role": "user", "content": "Go."},
+                {"role": "assistant", "content": [block, {"type": "text", "text": text.text}]},
+                {"role": "user", "content": "On."},
+            ]
+            ask: dict[str, Any] = {**_THINKS, "model": model, "messages": turns}
+            client.messages.create(**ask)
+
+        returned = thinking.model_dump(exclude_none=True)
+        again(returned)
+        with pytest.raises(anthropic.BadRequestError, match="Invalid `signature` in `thinking` block"):
+            again({**returned, "thinking": "Rain first, and a lie."})
+        with pytest.raises(anthropic.BadRequestError, match="Invalid `signature` in `thinking` block"):
+            again(returned, model="claude-haiku-4-5")
+        # An earlier turn's thinking may be left out, not put after its text.
+        after: dict[str, Any] = {
+            **_THINKS,
+            "messages": [
+                {"role": "user", "content": "Go."},
+                {"role": "assistant", "content": [{"type": "text", "text": text.text}, returned]},
+                {"role": "user", "content": "On."},
+            ],
+        }
+        client.messages.create(**after)
+    except anthropic.BadRequestError as error:
+        assert "the first block must be thinking or redacted_thinking. Found text." in str(error)
+    else:
+        raise AssertionError("a thinking block after the text was taken")
+    finally:
+        server.close()
