@@ -18,6 +18,13 @@ its body was read, when its first text and the end of its first scene were writt
 ended. ``GET /_bench/records`` returns them as JSON; ``DELETE /_bench/records`` clears them.
 
 Run: ``python -m bench.fake_server --port 0``; it prints ``READY <port>`` once it listens.
+
+It is a load generator, not a model of the API: for the API's rules use tests/fake_anthropic.py. What it
+leaves out: thinking blocks (the 5.x models think unless told not to, and their thinking events, which
+the app drops, come before the text on the API), structured outputs' key order (bench/screenplays.py
+writes the order the app asks for), the prompt cache (both cache counts are 0), the refusals of
+request_refusal, and errors other than a wrong path or key (in the API's shape: ``details`` null and
+the request id, as tests/fake_anthropic.error_body gives them).
 """
 
 from __future__ import annotations
@@ -223,7 +230,8 @@ def _event(writer: asyncio.StreamWriter, name: str, data: dict[str, Any]) -> Non
 
 
 def _error_body(kind: str, message: str) -> bytes:
-    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+    error = {"details": None, "type": kind, "message": message}
+    return json.dumps({"type": "error", "error": error, "request_id": "req_bench"}).encode()
 
 
 async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
