@@ -108,6 +108,26 @@ _ACCOUNT_400 = {
     # "The endpoint serves only organizations that belong to a parent organization".
     "parent_organization_required": "the API serves only organizations under a parent organization",
 }
+# A 402's or 403's error.details.error_code that names neither a spend limit nor the key: what the writer
+# is told of it (anthropic 2.14 _error_classes.py maps (402 or 403, code) to each class; the quotes are
+# its details' docstrings). Without this a 403 blamed the API key and a 402 a spending limit, and an
+# operator replaced a working key or looked for a limit that is not there.
+_ACCOUNT_402_403 = {
+    # (402) "Anthropic cannot currently bill the organization linked to the request's user profile, for
+    # a reason that lies with that organization's own account."
+    "linked_organization_billing_unavailable": (
+        "llm_quota",
+        "the model provider cannot bill the organization linked to this service's account",
+    ),
+    # (403) "The request came from a Claude sandbox with restricted network access, which is not
+    # allowed to make this request. Send it from outside the sandbox, or from a sandbox with
+    # unrestricted network access."
+    "sandbox_egress_restricted": (
+        "llm_config",
+        "the model provider refused this service's requests: they come from a network the API does not "
+        "take requests from (a sandbox with restricted network access)",
+    ),
+}
 # The account's own limits, which the API answers with a 400 invalid_request_error and no error_code: a
 # spend limit the organization set itself ("returns HTTP 400 invalid_request_error, not 429",
 # platform.claude.com/docs/en/api/rate-limits, "Spend limits"), whose message is "You have reached your
@@ -424,6 +444,11 @@ def _with_request_id(error: GenerationError, request_id: str | None) -> Generati
 def _refusal(error: anthropic.APIStatusError, kind: str, status: int) -> GenerationError | None:
     """The error of a status or type that says the request, key, model or account is wrong; else None."""
     detail = _operator_detail(error)
+    if status in (402, 403) and (account := _ACCOUNT_402_403.get(error.error_code or "")):
+        code, what = account
+        return GenerationError(
+            code, f"{what}; retrying will not help until an operator resolves it", operator_detail=detail
+        )
     if (
         status == 402
         or kind == "billing_error"

@@ -429,6 +429,54 @@ async def test_an_account_side_400_is_an_operators_problem_not_the_writers_reque
 
 
 @pytest.mark.parametrize(
+    ("status", "error_type", "error_code", "code", "told", "not_told"),
+    [
+        # anthropic 2.14 _error_classes.py: (403, "sandbox_egress_restricted"); its details' docstring:
+        # "The request came from a Claude sandbox with restricted network access, which is not
+        # allowed to make this request." The key is fine.
+        (
+            403,
+            "permission_error",
+            "sandbox_egress_restricted",
+            "llm_config",
+            "network the API does not take requests from",
+            "API key",
+        ),
+        # (402, "linked_organization_billing_unavailable"): "Anthropic cannot currently bill the
+        # organization linked to the request's user profile". No limit to raise.
+        (
+            402,
+            "billing_error",
+            "linked_organization_billing_unavailable",
+            "llm_quota",
+            "cannot bill the organization linked to",
+            "spending limit",
+        ),
+    ],
+)
+async def test_an_account_side_402_or_403_says_what_the_operator_must_fix_not_a_key_or_a_limit(
+    writer: Any,
+    cast: Any,
+    fake_anthropic: FakeAnthropic,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    error_type: str,
+    error_code: str,
+    code: str,
+    told: str,
+    not_told: str,
+) -> None:
+    # Was: every 403 said "the model provider rejected this service's API key" and every 402 "the
+    # spending limit ... has been reached ... until an operator raises it", so an operator would
+    # replace a working key or look for a limit that is not there. Still not retried.
+    reply = Reply(status=status, error_type=error_type, error_message="Refused.", error_code=error_code)
+    error = await _generate_once_and_fail(writer, fake_anthropic, caplog, reply, code)
+    assert told in error["message"] and not_told not in error["message"]
+    [line] = _operator_lines(caplog)
+    assert error_code in line and f"status {status}" in line
+
+
+@pytest.mark.parametrize(
     ("status", "error_type"),
     [(400, "invalid_request_error"), (404, "not_found_error"), (425, "api_error")],
 )
