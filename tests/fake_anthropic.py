@@ -94,6 +94,11 @@ class Reply:
     # Faults, counted in text deltas sent: an `error` event, a dropped connection, a stall.
     error_event_after: int | None = None
     error_event_type: str = "overloaded_error"
+    # Where that error event comes: "text" (after error_event_after text deltas), "start" (right after
+    # message_start, before any block) or "thinking" (inside the thinking block, before its deltas).
+    # The API may send one at any point of the stream ("We may occasionally send errors in the event
+    # stream", build-with-claude/streaming, "Error events", as quoted in kharvd/gpt-cli issue 71).
+    error_event_at: str = "text"
     drop_after: int | None = None
     stall_after: int | None = None
     stall_seconds: float = 30.0
@@ -129,6 +134,10 @@ class RecordedRequest:
 
 class _ClientGone(Exception):
     pass
+
+
+class _ErrorSent(Exception):
+    """A scripted ``error`` event ended the stream before its text."""
 
 
 class FakeAnthropic:
@@ -391,9 +400,14 @@ class _MessagesHandler(BaseHTTPRequestHandler):
             "usage": usage,
         }
         self._event("message_start", {"type": "message_start", "message": message})
-        text_index = self._thinking_block(
-            thinking, shown=thinking_shown(record.body), model=str(record.body.get("model", ""))
-        )
+        try:
+            self._error_event_at(reply, "start")
+            text_index = self._thinking_block(
+                thinking, shown=thinking_shown(record.body), model=str(record.body.get("model", ""))
+            )
+        except _ErrorSent:
+            self._end_chunks()
+            return
         if thinking and reply.redacted_thinking is not None:
             text_index = self._redacted_thinking_block(reply.redacted_thinking, text_index)
         # Cut at max_tokens while thinking (reply_shaped): the model never began a text block.
@@ -452,6 +466,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self._event(
             "content_block_start", {"type": "content_block_start", "index": 0, "content_block": start}
         )
+        self._error_event_at(self.wire, "thinking")
         halves = (thinking[: len(thinking) // 2], thinking[len(thinking) // 2 :]) if shown else ()
         for piece in halves:
             delta = {"type": "thinking_delta", "thinking": piece}
@@ -464,6 +479,14 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         self._event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signature})
         self._event("content_block_stop", {"type": "content_block_stop", "index": 0})
         return 1
+
+    def _error_event_at(self, reply: Reply, where: str) -> None:
+        """Send the reply's error event here if it is scripted for ``where``; raise _ErrorSent then."""
+        if reply.error_event_after is not None and reply.error_event_at == where:
+            self._event(
+                "error", error_body(dataclasses.replace(reply, error_type=reply.error_event_type), None)
+            )
+            raise _ErrorSent
 
     def _redacted_thinking_block(self, data: str, index: int) -> int:
         """A redacted_thinking block at ``index``: start (with its data) and stop; the next index."""
@@ -482,7 +505,7 @@ class _MessagesHandler(BaseHTTPRequestHandler):
         # An absolute schedule: a late delta (a busy machine) does not push every later one back.
         started = time.monotonic()
         for sent, piece in enumerate(pieces):
-            if reply.error_event_after == sent:
+            if reply.error_event_after == sent and reply.error_event_at == "text":
                 # The event's data is an error body without request_id (the response's request-id
                 # header names the request): error_body's sources.
                 error = error_body(dataclasses.replace(reply, error_type=reply.error_event_type), None)

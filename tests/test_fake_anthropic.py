@@ -583,3 +583,29 @@ def test_a_thinking_block_goes_back_only_as_the_api_sent_it() -> None:
         raise AssertionError("a thinking block after the text was taken")
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    ("where", "before"),
+    [("start", ["message_start"]), ("thinking", ["message_start", "content_block_start"])],
+)
+def test_an_error_event_can_come_before_any_text_right_after_message_start_or_while_thinking(
+    where: str, before: list[str]
+) -> None:
+    # Was: the fake could send its error event only once the text block had opened; the API may send
+    # one anywhere in the stream (fake_anthropic.Reply.error_event_at).
+    reply = Reply(text="FADE IN.", error_event_after=0, error_event_at=where)
+    server = FakeAnthropic(default=lambda body: reply)
+    client = anthropic.Anthropic(api_key=server.api_key, base_url=server.base_url, max_retries=0)
+    seen: list[str] = []
+    try:
+        with (
+            pytest.raises(anthropic.APIStatusError) as raised,
+            client.messages.create(
+                **_THINKS, messages=[{"role": "user", "content": "Go."}], stream=True
+            ) as stream,
+        ):
+            seen.extend(event.type for event in stream)
+    finally:
+        server.close()
+    assert seen == before and raised.value.type == "overloaded_error" and raised.value.status_code == 200

@@ -557,6 +557,24 @@ async def test_an_overloaded_error_mid_stream_before_any_text_is_still_retried(
     assert events[-1]["type"] == "done" and len(fake_anthropic.requests) == 2
 
 
+@pytest.mark.parametrize("where", ["start", "thinking"])
+async def test_an_error_event_right_after_message_start_or_while_thinking_is_retried(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, settings: Any, where: str
+) -> None:
+    # The API may send its error event anywhere in the stream (fake_anthropic.Reply.error_event_at);
+    # before any text it is the API's failure and the call is tried again, its attempt counted.
+    settings.STORY_THINKING_BUDGET_TOKENS = 1024  # the model thinks (adaptive), as in production
+    fake_anthropic.script(
+        _good_reply(error_event_after=0, error_event_at=where, error_event_type="overloaded_error"),
+        _good_reply(),
+    )
+    events = await _generate(writer)
+    assert [e["type"] for e in events][-2:] == ["saved", "done"] and len(fake_anthropic.requests) == 2
+    assert "thinking" in fake_anthropic.requests[0].body
+    run = await GenerationRun.objects.aget()
+    assert run.details["retries"] == ["llm_overloaded"]
+
+
 async def test_the_fake_sends_the_apis_error_body_and_headers(fake_anthropic: FakeAnthropic) -> None:
     import httpx2
 
