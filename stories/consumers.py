@@ -5,8 +5,9 @@ A ``generate`` (or ``regenerate_scene``) starts a run that this process drives o
 to go on and be saved. ``attach`` follows any of the writer's runs from a seq on (a reload, a second
 tab, a dropped network); ``cancel`` stops the socket's run, or any of the writer's runs by id, in
 whatever process runs it. One run is followed at a time per connection. The socket's credential is
-asked again before every message (a ``generate``'s in its admission's own trip to the thread pool) and
-every 30 seconds (``stories.ws_sessions``): once it is revoked, the client gets ``error
+asked again before every message (a ``generate``'s in its admission's own trip to the thread pool),
+every 30 seconds, and within about a second of a revocation of its user's credentials
+(``stories.ws_sessions``): once it is revoked, the client gets ``error
 unauthenticated`` and the socket is closed with 4401. The run the socket follows is cancelled first
 (recorded ``cancelled``) when that credential started it (``GenerationRun.started_by``: here, or on
 another socket or request signed in with it): it must not go on spending for a signed-out writer. A run
@@ -59,7 +60,9 @@ from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel, run_start
 from stories.ws_auth import SocketCredential, credential_fingerprint, signed_out_error, started_with
 from stories.ws_sessions import (
+    RevocationListener,
     SocketSession,
+    revocations_listen,
     socket_session_check,
     socket_session_close,
     socket_session_current,
@@ -115,6 +118,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
     # Why the socket was closed (its one error was sent with the close).
     refusal: GenerationError | None = None
     watch: asyncio.Task[None] | None = None
+    # Wakes the watch when a credential of the socket's user is revoked (from any process).
+    listener: RevocationListener | None = None
     # How many bytes the connection holds that the client has not read (0 when the server cannot say).
     unsent: Callable[[], int]
 
@@ -165,6 +170,7 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             await self._refuse(error)
             return
         self.started_by = credential_fingerprint(self.session.credential)
+        self.listener = revocations_listen(user_id=self.session.credential.user_id)
         self.watch = asyncio.create_task(self._watch())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -189,6 +195,8 @@ class GenerateConsumer(AsyncWebsocketConsumer):
         _open.discard(self)
         if self.watch is not None:
             self.watch.cancel()
+        if self.listener is not None:
+            self.listener.close()
         # Only the following stops: the run goes on, and any socket may attach to it again. A cancel the
         # client sent before its run had an id is still applied (the task does, once it is admitted).
         if self.task is not None and not self.cancel_pending:
@@ -274,12 +282,15 @@ class GenerateConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(_DRAIN_POLL_SECONDS)
 
     async def _watch(self) -> None:
-        """While the socket is open: keep its slot, and close it once its credential no longer holds."""
-        assert self.session is not None
+        """While the socket is open: keep its slot, and close it once its credential no longer holds:
+        asked every ``WATCH_SECONDS``, and at once (of the database) when a revocation of one of its
+        user's credentials is seen, so that a signed-out socket that sends nothing, following a run
+        another credential started, does not go on receiving it until the next check."""
+        assert self.session is not None and self.listener is not None
         while True:
-            await asyncio.sleep(ws_sessions.WATCH_SECONDS)
+            revoked = await self.listener.wait(ws_sessions.WATCH_SECONDS)
             try:
-                current = await socket_session_check(session=self.session, refresh=True)
+                current = await socket_session_check(session=self.session, refresh=True, fresh=revoked)
             except Exception:
                 # The database or cache failing: the next message asks again, and so does the next tick.
                 logger.warning("could not check an open socket's credential", exc_info=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,11 +102,17 @@ logger = logging.getLogger(__name__)
 _REVOCATION_MARK_SECONDS = 300
 
 
+def _revocation_key(user_id: Any) -> str:
+    return f"credential-revoked:{user_id}"
+
+
 def revocation_mark(*, user_id: Any) -> None:
     """Say, in the shared cache, that a credential of ``user_id`` was just revoked (sync): once the
-    revocation has committed, before it looks for the runs to cancel (stories.runs.revoked)."""
+    revocation has committed, before it looks for the runs to cancel (stories.runs.revoked). The mark
+    is the time it was made: open sockets and event streams of the user ask their credential again
+    once they see a mark newer than the last they saw (``revocation_marks``, stories.ws_sessions)."""
     try:
-        cache.set(f"credential-revoked:{user_id}", True, _REVOCATION_MARK_SECONDS)
+        cache.set(_revocation_key(user_id), time.time(), _REVOCATION_MARK_SECONDS)
     except Exception:
         logger.warning(
             "cache unavailable: a revocation of user %s could not be marked", user_id, exc_info=True
@@ -117,9 +125,16 @@ def revocation_recent(*, user_id: Any) -> bool:
     if not settings.STORY_CACHE_TOKEN_USERS:
         return True  # each process's own memory: another process's mark is not seen here
     try:
-        return cache.get(f"credential-revoked:{user_id}") is not None
+        return cache.get(_revocation_key(user_id)) is not None
     except Exception:
         return True
+
+
+def revocation_marks(*, user_ids: Collection[Any]) -> dict[Any, float]:
+    """The revocation marks of ``user_ids`` that are in the cache (sync): the time each was made
+    (``revocation_mark``), by user id. Raises when the cache cannot be read."""
+    keys = {_revocation_key(user_id): user_id for user_id in user_ids}
+    return {keys[key]: float(mark) for key, mark in cache.get_many(list(keys)).items()}
 
 
 def signed_out_error() -> GenerationError:

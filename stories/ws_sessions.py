@@ -15,13 +15,23 @@ without closing its sockets frees their slots within ``SLOT_SECONDS``. When slot
 be taken (the cache is down: every look finds them free, and none can be taken), the socket is admitted
 without one: the cap bounds cost, not exact accounting, and a cache outage must not lock writers out.
 Slots that other sockets took in the same instant are looked for again, and then found held.
+
+**Revocations.** A revocation of a user's credential (a logout, a token revoked, a password changed...)
+marks the user in the shared cache (``stories.ws_auth.revocation_mark``). Each event loop with open
+sockets or streams looks for their users' marks every ``REVOCATION_POLL_SECONDS``, in one cache read
+for all of them, and wakes those whose user has a mark newer than the last they saw
+(``RevocationListener``): they ask their credential again then (from the database), not at their next
+periodic check, so a signed-out follower stops receiving its run's events within about a second. Once
+the cache cannot be read, the periodic check is what is left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -29,13 +39,21 @@ from django.core.cache import cache
 
 from stories.errors import GenerationError
 from stories.metrics import socket_closed, socket_opened
-from stories.ws_auth import SocketCredential, credential_current, socket_credential, socket_user_resolve
+from stories.ws_auth import (
+    SocketCredential,
+    credential_current,
+    revocation_marks,
+    socket_credential,
+    socket_user_resolve,
+)
 from storyproject.db import db_call
 
 logger = logging.getLogger(__name__)
 
 SLOT_SECONDS = 90
 WATCH_SECONDS = 30
+# How often an event loop's open sockets and streams look for revocations of their users' credentials.
+REVOCATION_POLL_SECONDS = 1.0
 # How often a new socket looks for a free slot again after losing the ones it saw to other sockets; a
 # cache that is down answers every look "all free" and takes nothing, so the socket is then admitted.
 _TAKE_ROUNDS = 3
@@ -71,11 +89,12 @@ def socket_session_open(*, scope: dict[str, Any]) -> SocketSession:
 
 
 @db_call
-def socket_session_check(*, session: SocketSession, refresh: bool = False) -> bool:
-    """Whether the socket's credential still holds; with ``refresh``, its slot is kept too."""
+def socket_session_check(*, session: SocketSession, refresh: bool = False, fresh: bool = False) -> bool:
+    """Whether the socket's credential still holds; with ``refresh``, its slot is kept too; ``fresh``:
+    asked of the database, past the cache (after a revocation was seen: ``RevocationListener``)."""
     if refresh:
         slot_keep(session.slot)
-    return socket_session_current(session=session)
+    return credential_current(credential=session.credential, fresh=fresh)
 
 
 def socket_session_current(*, session: SocketSession) -> bool:
@@ -131,3 +150,72 @@ def slot_keep(slot: Slot) -> None:
     else:
         # It expired (a stalled process, a cache restart): take it back unless another holder has.
         cache.add(slot.key, slot.owner, SLOT_SECONDS)
+
+
+@dataclass(eq=False)
+class RevocationListener:
+    """An open socket's or stream's ear for revocations of its user's credentials (see the module's
+    docstring): ``woken`` is set when one is seen; ``wait`` returns when it is, or after ``seconds``."""
+
+    user_id: Any
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    # The newest mark of the user seen so far (the time it was made): 0 at first, so that a mark made
+    # while the socket was opening is looked at too.
+    seen: float = 0.0
+    # This event loop's listeners (``revocations_listen``), which ``close()`` leaves.
+    group: set[RevocationListener] = field(default_factory=set, repr=False)
+
+    async def wait(self, seconds: float) -> bool:
+        """Whether a revocation was seen (then cleared), rather than ``seconds`` going by."""
+        try:
+            await asyncio.wait_for(self.woken.wait(), timeout=seconds)
+        except TimeoutError:
+            return False
+        self.woken.clear()
+        return True
+
+    def close(self) -> None:
+        self.group.discard(self)
+
+
+# Per event loop: its listeners, and the task that polls the cache for them while there are any.
+_listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[RevocationListener]] = (
+    weakref.WeakKeyDictionary()
+)
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def revocations_listen(*, user_id: Any) -> RevocationListener:
+    """A listener for revocations of ``user_id``'s credentials; ``close()`` it when the socket or stream
+    ends."""
+    loop = asyncio.get_running_loop()
+    listeners = _listeners.setdefault(loop, set())
+    listener = RevocationListener(user_id=user_id, group=listeners)
+    listeners.add(listener)
+    poller = _pollers.get(loop)
+    if poller is None or poller.done():
+        _pollers[loop] = loop.create_task(_revocations_poll(listeners))
+    return listener
+
+
+async def _revocations_poll(listeners: set[RevocationListener]) -> None:
+    """Wake the listeners whose user has a revocation mark newer than the last they saw: one cache
+    read every ``REVOCATION_POLL_SECONDS`` for all of this loop's sockets and streams."""
+    while listeners:
+        await asyncio.sleep(REVOCATION_POLL_SECONDS)
+        users = {listener.user_id for listener in listeners}
+        if not users:
+            break
+        try:
+            marks = await db_call(revocation_marks)(user_ids=users)
+        except Exception:
+            # The cache failing: each socket's periodic check still comes.
+            logger.debug("could not look for revocations of open sockets' credentials", exc_info=True)
+            continue
+        for listener in list(listeners):
+            mark = marks.get(listener.user_id)
+            if mark is not None and mark > listener.seen:
+                listener.seen = mark
+                listener.woken.set()

@@ -10,7 +10,9 @@ An end rebuilt from the database (its seq unknown) has the id ``end`` on its ter
 also answered 204; the rebuilt events before it have no id.
 
 The request's credential (its token, or its session) is asked again, as an open WebSocket's is, at
-the first event after every ``ws_sessions.WATCH_SECONDS`` (or then, if no event comes): once it no longer holds (a revoked or
+the first event after every ``ws_sessions.WATCH_SECONDS`` (or then, if no event comes), and at once
+when a revocation of one of its user's credentials is seen (``ws_sessions.RevocationListener``): once it
+no longer holds (a revoked or
 replaced token, a logout, a changed password, a deactivated user) the stream ends there, and the
 reconnect is refused (401, which stops an EventSource). The run itself goes on (a follower does not own
 it) unless that same credential started it (``GenerationRun.started_by``): then, as a WebSocket
@@ -44,7 +46,7 @@ from stories.runs.log import TERMINAL, event_text
 from stories.runs.runner import run_cancel
 from stories.runs.store import run_event_log
 from stories.ws_auth import SocketCredential, credential_current, credential_fingerprint, started_with
-from stories.ws_sessions import Slot, slot_free, slot_keep
+from stories.ws_sessions import Slot, revocations_listen, slot_free, slot_keep
 from storyproject.db import db_call, db_started
 from storyproject.untrusted import text_quoted
 
@@ -159,6 +161,8 @@ async def run_sse_stream(
     standing is asked then too, so its slot stays held however long the run is silent. ``started_by``:
     the run's (see the module's docstring). ``confirm``: the stream's first event is ``attached``, as a
     socket's ``attach`` with ``confirm`` is answered (``attached_message``)."""
+    # Wakes the stream when a credential of its user is revoked (ws_sessions), before its next check.
+    listener = None if credential is None else revocations_listen(user_id=credential.user_id)
     try:
         yield f"retry: {_RETRY_MS}\n\n".encode()
         if confirm:
@@ -167,22 +171,38 @@ async def run_sse_stream(
         checked = time.monotonic()
         async with aclosing(run_events_follow(run_id=run_id, after=after)) as events:
             upcoming: asyncio.Future[dict[str, Any]] | None = None
+            wake: asyncio.Future[Any] | None = None
             try:
                 while True:
                     if upcoming is None:
                         upcoming = asyncio.ensure_future(anext(events))
+                    if listener is not None and wake is None:
+                        wake = asyncio.ensure_future(listener.woken.wait())
                     due = checked + ws_sessions.WATCH_SECONDS - time.monotonic()
-                    done, _ = await asyncio.wait({upcoming}, timeout=max(due, 0))
-                    if time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
-                        if not await db_call(_stream_standing)(credential=credential, slot=slot):
+                    waited = {upcoming} if wake is None else {upcoming, wake}
+                    done, _ = await asyncio.wait(
+                        waited, timeout=max(due, 0), return_when=asyncio.FIRST_COMPLETED
+                    )
+                    # A revocation of one of the user's credentials was seen: asked now, of the database.
+                    revoked = wake is not None and wake.done()
+                    if revoked:
+                        assert listener is not None
+                        listener.woken.clear()
+                        wake = None
+                    if revoked or time.monotonic() - checked >= ws_sessions.WATCH_SECONDS:
+                        standing = await db_call(_stream_standing)(
+                            credential=credential, slot=slot, fresh=revoked
+                        )
+                        if not standing:
                             if not started_with(started_by, credential_fingerprint(credential)):
                                 return  # see the module's docstring: the stream ends, the reconnect is refused
                             # Its own credential started the run: cancelled, and followed to its `cancelled`.
                             await run_cancel(run_id=run_id)
                             credential = None
                         checked = time.monotonic()
-                    if not done:
-                        yield b": keepalive\n\n"
+                    if upcoming not in done:
+                        if not revoked:
+                            yield b": keepalive\n\n"
                         continue
                     try:
                         event = upcoming.result()
@@ -194,22 +214,27 @@ async def run_sse_stream(
                     upcoming = None
                     yield sse_message(event)
             finally:
+                if wake is not None:
+                    wake.cancel()
                 if upcoming is not None and not upcoming.done():
                     # The follower's step in flight is cancelled before the follower is closed.
                     upcoming.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await upcoming
     finally:
+        if listener is not None:
+            listener.close()
         if slot is not None:
             # Shielded: a client that goes away cancels the stream, and its slot must be freed all the same.
             await asyncio.shield(db_started(slot_free, slot))
 
 
-def _stream_standing(*, credential: SocketCredential | None, slot: Slot | None) -> bool:
-    """Keep the stream's slot; whether its credential still holds (sync)."""
+def _stream_standing(*, credential: SocketCredential | None, slot: Slot | None, fresh: bool = False) -> bool:
+    """Keep the stream's slot; whether its credential still holds (sync); ``fresh``: asked of the
+    database, past the cache (a revocation of one of the user's credentials was seen)."""
     if slot is not None:
         slot_keep(slot)
-    return credential is None or credential_current(credential=credential)
+    return credential is None or credential_current(credential=credential, fresh=fresh)
 
 
 def past_end_message(error: GenerationError) -> bytes:

@@ -373,6 +373,37 @@ async def test_a_follower_signed_out_cancels_a_run_its_own_credential_started(
     assert await Story.objects.acount() == 0
 
 
+@pytest.mark.parametrize("how", ["session-logout", "session-password-changed", "token-revoked"])
+async def test_a_follower_signed_out_stops_receiving_the_run_at_once_not_at_its_next_check(
+    writer: Any, cast: Any, offline: None, settings: Any, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # A page watches a run that a script's token started (or a script watches the page's run); the
+    # follower is signed out elsewhere, and sends nothing. It went on receiving the run's events until
+    # its periodic check, up to 30 s later; the revocation now reaches it by itself.
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 3600)  # the periodic check never comes here
+    settings.STORY_OFFLINE_TOKENS_PER_SECOND = 20  # slow: still streaming when the follower goes
+    follower_signed = await sync_to_async(_signed)(how, writer)
+    starter_how = "session-logout" if how.startswith("token") else "token-revoked"
+    starter = await _open((await sync_to_async(_signed)(starter_how, writer)).headers)
+    follower = None
+    try:
+        await starter.send_json_to(generate_message())
+        run_id = json.loads(await starter.receive_from(timeout=5))["run_id"]
+        follower = await _attached(follower_signed.headers, run_id)
+        await sync_to_async(follower_signed.revoke)()
+        events, code = await _until_closed(follower, timeout=10)
+        assert (events[-1]["type"], events[-1]["code"], code) == ("error", "unauthenticated", 4401)
+        # The run another credential started goes on, for whoever follows it.
+        assert (await GenerationRun.objects.aget()).status == "streaming"
+    finally:
+        if follower is not None:
+            await follower.disconnect()
+        await starter.send_json_to({"type": "cancel"})
+        await ws_events(starter, timeout=10)
+        await starter.disconnect()
+    assert (await GenerationRun.objects.aget()).status == "cancelled"  # by its starter, at the end
+
+
 async def _run_started(headers: list[tuple[bytes, bytes]], started_on: str) -> int:
     """A run started with the credential of ``headers``, on a socket since closed or by REST (a token);
     its id."""

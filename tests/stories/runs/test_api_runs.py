@@ -335,6 +335,43 @@ async def test_an_sse_stream_ends_once_its_token_is_revoked_and_the_reconnect_is
         await communicator.disconnect()
 
 
+async def test_an_sse_stream_ends_at_once_when_its_token_is_revoked_not_at_its_next_check(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A script follows a run that the writer's page started; the script's token is revoked. The stream
+    # went on sending the run's events until its periodic check (up to 30 s later); the revocation now
+    # reaches it by itself, as it does an open WebSocket (ws_sessions).
+    monkeypatch.setattr(ws_sessions, "WATCH_SECONDS", 3600)  # the periodic check never comes here
+    script_slow(fake_anthropic, tokens_per_second=10)
+    communicator, run_id = await run_streaming(writer)
+    token = await Token.objects.acreate(user=writer)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    try:
+        response = await sync_to_async(client.get)(f"/api/runs/{run_id}/events/")
+        assert response.status_code == 200
+        chunks = _async_body(response)
+        received = [await anext(chunks) for _ in range(3)]  # retry:, accepted, the first text
+        await token.adelete()
+
+        async def rest() -> list[bytes]:
+            return [chunk async for chunk in chunks]
+
+        received += await asyncio.wait_for(rest(), timeout=10)  # ends, although the run goes on
+        types = [
+            json.loads(line[6:])["type"]
+            for c in received
+            for line in c.decode().splitlines()
+            if line.startswith("data: ")
+        ]
+        assert types[0] == "accepted" and not TERMINAL & set(types)
+        assert (await GenerationRun.objects.aget(pk=run_id)).status == "streaming"
+    finally:
+        await communicator.send_json_to({"type": "cancel"})
+        await ws_events(communicator)
+        await communicator.disconnect()
+
+
 async def test_an_sse_stream_cancels_the_run_its_own_token_started_once_that_token_is_revoked(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
