@@ -16,7 +16,13 @@ from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from stories.generation.prompt import screenplay_schema
 from stories.models import GenerationRun, ScreenplayVersion, Story, StoryCast
-from stories.validation import VERSION_NUMBER_MAX, StorableTextValidator, text_field_problem, title_problem
+from stories.validation import (
+    VERSION_NUMBER_MAX,
+    StorableTextValidator,
+    text_field_problem,
+    text_trimmed,
+    title_problem,
+)
 from storyproject.openapi import json_schema_as_openapi30
 from storyproject.parsers import form_fields_once
 from storyproject.untrusted import UntrustedJSONError, json_loads_untrusted, text_problem
@@ -36,6 +42,9 @@ class StorableCharField(serializers.CharField):
         self, *, max_length_setting: str | None = None, max_bytes_setting: str | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
+        # Trimmed here, without the control characters DRF's str.strip() takes for white space
+        # (stories.validation.text_trimmed): they are refused, at the text's edges as inside it.
+        self.trimmed, self.trim_whitespace = self.trim_whitespace, False
         # Ours names the field and covers NUL and lone surrogates too: DRF's own checks would say it a
         # second time (and DRF's surrogate message names the code point, part of the value).
         theirs = (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator)
@@ -57,7 +66,9 @@ class StorableCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         value = super().to_internal_value(data)
-        if not self.allow_blank and not value.strip():
+        if self.trimmed:
+            value = text_trimmed(value)
+        if not self.allow_blank and not text_trimmed(value):
             # DRF sees a blank only in "" unless it trims: a plot of spaces was stored, and every
             # generation from it refused ("plot must not be empty").
             self.fail("blank")

@@ -56,6 +56,20 @@ def title_problem(title: str) -> str | None:
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+# The white space trimmed around a text field: what str.strip() drops but the control characters a field
+# refuses (VT, FF, U+001C-U+001F and U+0085 are white space to Python). Those were cut off a plot, a
+# title or instructions and the text taken, where anywhere inside it the same character is refused.
+TRIMMED_SPACE = (
+    " \t\n\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def text_trimmed(text: str) -> str:
+    """``text`` without the white space around it, its control characters kept (to be refused)."""
+    return text.strip(TRIMMED_SPACE)
+
+
 def text_field_problem(text: str) -> str | None:
     """Why ``text`` cannot be a writer's free text, a plot or instructions (as a predicate: "contains
     ..."), or None when it can. Lines and tabs are kept; the control character found is named by its

@@ -30,7 +30,7 @@ from stories.generation.requests import (
     model_parse,
 )
 from stories.selectors import story_find_for_user, story_owned, story_version_find
-from stories.validation import text_field_problem
+from stories.validation import text_field_problem, text_trimmed
 from stories.ws_auth import SocketCredential
 from storyproject.db import db_call
 
@@ -178,7 +178,7 @@ def _instructions(value: Any) -> str:
         return ""  # absent or null: none, as every optional field takes null
     if not isinstance(value, str):
         raise _invalid("instructions must be a string")
-    text = value.strip()  # counted as kept, as a title and a plot are
+    text = text_trimmed(value)  # counted as kept, as a title and a plot are
     if len(text) > limit:
         raise _invalid(f"instructions are longer than {limit} characters")
     problem = text_field_problem(text)  # as a plot's (stories.generation.requests)

@@ -13,7 +13,7 @@ from django.conf import settings
 from stories.errors import GenerationError
 from stories.generation.models_registry import max_tokens_limit, model_refusal
 from stories.models import GenerationRun
-from stories.validation import text_field_problem, title_problem
+from stories.validation import text_field_problem, text_trimmed, title_problem
 from storyproject.untrusted import text_quoted
 
 _FIELDS = frozenset({"plot", "personas", "title", "story_id", "model", "max_tokens", "mode"})
@@ -129,7 +129,7 @@ def _text(
         raise _invalid(f"{name} must be a string")
     # Counted as kept: whitespace around it is dropped (as the API's serializers trim before counting).
     # The text itself is bounded by the message or body size.
-    text = value.strip()
+    text = text_trimmed(value)
     if len(text) > limit:
         raise _invalid(f"{name} is longer than {limit} characters")
     problem = problem_of(text)

@@ -965,6 +965,22 @@ def test_a_story_title_is_one_line_through_the_api_as_on_the_pages(
     assert Story.objects.count() == 1
 
 
+@pytest.mark.parametrize(("title", "code_point"), [("\x1fNight", "U+001F"), ("Night\x85", "U+0085")])
+def test_a_story_title_s_control_character_at_its_edge_is_refused_not_trimmed(
+    writer: Any, story: Story, title: str, code_point: str
+) -> None:
+    # Python's str.strip() takes U+001C-U+001F and U+0085 for white space: such a title was cut and
+    # saved, where the same character inside it (and a generate's title) is refused.
+    client = client_for(writer)
+    created = client.post("/api/stories/", {"title": title, "plot": "A plot."}, format="json")
+    assert created.status_code == 400
+    assert created.json()["title"][0].startswith(
+        f"title contains a line break or another control character ({code_point})"
+    )
+    kept = client.patch(f"/api/stories/{story.pk}/", {"title": " \u00a0Night\u3000"}, format="json")
+    assert kept.status_code == 200 and kept.json()["title"] == "Night"
+
+
 @pytest.mark.parametrize("charset", ["bz2_codec", "zlib_codec"])
 def test_a_multipart_form_in_a_charset_that_is_not_a_text_encoding_is_a_400(
     writer: Any, charset: str

@@ -83,3 +83,12 @@ def test_the_story_services_refuse_unstorable_text_for_every_interface(writer: A
     story.refresh_from_db()
     assert story.title == "ok"
     assert Story.objects.count() == 1
+
+
+def test_the_white_space_trimmed_around_text_is_pythons_but_the_refused_control_characters() -> None:
+    from stories.validation import TRIMMED_SPACE, text_field_problem
+
+    spaces = {c for c in map(chr, range(0x110000)) if c.isspace()}
+    kept = {c for c in spaces if c in "\t\n\r" or text_field_problem(c) is None}
+    assert set(TRIMMED_SPACE) == kept
+    assert spaces - kept == set("\x0b\x0c\x1c\x1d\x1e\x1f\x85")

@@ -133,6 +133,52 @@ def test_a_plot_with_a_control_character_is_refused_naming_the_field_and_code_po
     )
 
 
+# Python's str.strip() takes these control characters for white space: around a plot or a title they
+# were cut off without a word and the request taken, where anywhere else in the text they are refused
+# (and the REST API's story plot refused them at its edges too).
+EDGE_CONTROLS = [
+    ("\x1f", "U+001F"),
+    ("\x1c", "U+001C"),
+    ("\x85", "U+0085"),
+    ("\x0b", "U+000B"),
+    ("\x0c", "U+000C"),
+]
+
+
+@pytest.mark.parametrize(("control", "code_point"), EDGE_CONTROLS)
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_control_character_around_a_plot_title_or_instructions_is_refused_not_trimmed(
+    control: str, code_point: str, where: str
+) -> None:
+    from stories.generation.regenerate import scene_regenerate_request_parse
+
+    def edged(text: str) -> str:
+        return control + text if where == "before" else text + control
+
+    with pytest.raises(GenerationError) as plot:
+        generation_request_parse({"plot": edged("Fog."), "personas": ["noir-detective"]})
+    assert plot.value.message == (
+        f"plot contains a control character ({code_point}); only tabs and line breaks may be in it"
+    )
+    with pytest.raises(GenerationError) as title:
+        generation_request_parse({"plot": "Fog.", "personas": ["noir-detective"], "title": edged("Night")})
+    assert title.value.message.startswith(
+        f"title contains a line break or another control character ({code_point})"
+    )
+    with pytest.raises(GenerationError) as instructions:
+        scene_regenerate_request_parse(
+            {"story_id": 1, "version": 1, "index": 0, "instructions": edged("Rain.")}
+        )
+    assert instructions.value.message.startswith(f"instructions contain a control character ({code_point})")
+
+
+def test_white_space_around_a_plot_is_still_trimmed() -> None:
+    parsed = generation_request_parse(
+        {"plot": " \t\r\n\u00a0\u2003Fog.\u3000\u2028 ", "personas": ["a"], "title": "\u2029 Night\u00a0"}
+    )
+    assert (parsed.plot, parsed.title) == ("Fog.", "Night")
+
+
 def test_a_plot_keeps_its_tabs_and_line_breaks() -> None:
     parsed = generation_request_parse({"plot": "Act one:\tfog.\r\nAct two: rain.", "personas": ["a"]})
     assert parsed.plot == "Act one:\tfog.\r\nAct two: rain."
