@@ -38,7 +38,7 @@ from rest_framework.views import APIView
 
 from personas.selectors import persona_matches
 from stories import selectors, services
-from stories.errors import GenerationError
+from stories.errors import GenerationCancelled, GenerationError
 from stories.generation.events import DoneEvent, RunOutcome, SavedEvent, events_fold
 from stories.generation.pipeline import generation_run
 from stories.generation.regenerate import scene_regenerate_body_parse, scene_regenerate_run
@@ -695,11 +695,17 @@ class SceneRegenerateApi(APIView):
             outcome = async_to_sync(events_fold)(
                 run_events(scene_regenerate_run(request=regenerate, user=request.user, credential=credential))
             )
-        except GenerationError as error:
-            if error.code != "forbidden":
-                raise
+        except (GenerationError, GenerationCancelled) as error:
             # The story was the writer's a moment ago (else the 404 above): another tab or request
-            # deleted it while the scene was rewritten. The URL names it: the 404 it answers now.
+            # deleted it while the scene was rewritten, before the run began (its admission refuses the
+            # story) or while it ran (the deletion cancels it). The URL names it: the 404 it answers now.
+            deleted = (
+                error.code == "forbidden"
+                if isinstance(error, GenerationError)
+                else not Story.objects.filter(pk=story.pk).exists()
+            )
+            if not deleted:
+                raise
             raise GenerationError(
                 "not_found",
                 f"story {story.pk} was deleted while its scene was being rewritten; nothing was saved",

@@ -52,6 +52,12 @@ def _user_saved(sender: type, instance: Any, created: bool, update_fields: Any =
     runs_cancel_user_saved(user=instance, created=created, update_fields=update_fields)
 
 
+def _story_deleting(sender: type, instance: Any, **kwargs: Any) -> None:
+    from stories.runs.revoked import runs_cancel_story_deleted
+
+    runs_cancel_story_deleted(story=instance)
+
+
 def _user_deleting(sender: type, instance: Any, **kwargs: Any) -> None:
     from stories.runs.revoked import runs_cancel_user_gone
 
@@ -81,3 +87,5 @@ class StoriesConfig(AppConfig):
         post_init.connect(_user_loaded, sender=user_model, dispatch_uid="runs_user_loaded")
         post_save.connect(_user_saved, sender=user_model, dispatch_uid="runs_user_saved")
         pre_delete.connect(_user_deleting, sender=user_model, dispatch_uid="runs_user_deleting")
+        # A story deleted cancels the runs writing its next version (their result has nowhere to go).
+        pre_delete.connect(_story_deleting, sender="stories.Story", dispatch_uid="runs_story_deleting")

@@ -7,7 +7,8 @@ credential cancels it once the credential is revoked, but a run nobody follows (
 a logout (the runs that session started), a token revoked or replaced from any interface (the runs it
 started), a password change (the runs any session of the writer started: every one of them stops
 holding, the one that made the change included, whose key Django replaces; the API token does not
-depend on the password, and its runs go on), a deactivated or deleted writer (every run).
+depend on the password, and its runs go on), a deactivated or deleted writer (every run). A story
+deleted (by the API, a page or the admin) cancels the runs writing its next version the same way.
 
 The signal handlers in ``stories/apps.py`` call these. Each cancel is asked once the revocation
 commits (a rolled-back one cancels nothing), through ``run_cancel``, the cancel endpoint's path: a run of
@@ -28,7 +29,7 @@ from django.contrib.auth import SESSION_KEY
 from django.db import transaction
 
 from stories.runs.runner import run_cancel
-from stories.selectors import runs_streaming_of
+from stories.selectors import runs_streaming_of, story_runs_writing
 from stories.ws_auth import SocketCredential, credential_fingerprint, revocation_mark
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,15 @@ def runs_cancel_user_gone(*, user_id: Any, deleted: bool = False) -> None:
         _on_commit(user_id, lambda: runs_streaming_of(user_id=user_id))
 
 
+def runs_cancel_story_deleted(*, story: Any) -> None:
+    """``story`` is being deleted (``pre_delete``): cancel the runs writing its next version, read now,
+    before the deletion unlinks them. Their result has nowhere to go: they went on paying the model to
+    their end and failed at the save (``forbidden``). Not a revocation: nothing is marked."""
+    run_ids = story_runs_writing(story=story)
+    if run_ids:
+        transaction.on_commit(lambda: _runs_cancel(run_ids))
+
+
 def _on_commit(user_id: Any, run_ids: Callable[[], list[int]]) -> None:
     transaction.on_commit(lambda: _revoked(user_id, run_ids))
 
@@ -115,7 +125,7 @@ def _revoked(user_id: Any, run_ids: Callable[[], list[int]]) -> None:
 def _runs_cancel(run_ids: list[int]) -> None:
     if not run_ids:
         return
-    logger.info("runs %s cancelled: the credential that started them no longer holds", run_ids)
+    logger.info("runs %s cancelled: their credential no longer holds, or their story was deleted", run_ids)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

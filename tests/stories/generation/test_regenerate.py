@@ -123,6 +123,43 @@ def test_the_api_answers_404_for_a_story_deleted_while_its_scene_is_rewritten(
     assert fake_anthropic.requests == []
 
 
+def test_the_api_answers_404_for_a_story_deleted_while_its_scenes_rewrite_runs_and_the_run_stops(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # Deleted while the model writes the scene: the deletion cancels the run (nothing more is paid for),
+    # and the request answers the 404 its URL now answers, not "the generation was cancelled".
+    import threading
+    import time
+
+    from tests.fake_anthropic import Reply
+
+    story_id, _ = _story_with_version(writer)
+    fake_anthropic.script(
+        Reply(text=json.dumps({"scene": screenplay(scenes=1)["scenes"][0]}) * 20, tokens_per_second=20)
+    )
+    client = APIClient()
+    client.force_authenticate(writer)
+    answered: list[Any] = []
+    request = threading.Thread(
+        target=lambda: answered.append(
+            client.post(f"/api/stories/{story_id}/versions/1/scenes/1/regenerate/", {}, format="json")
+        )
+    )
+    request.start()
+    while not fake_anthropic.requests and request.is_alive():
+        time.sleep(0.05)
+    deleter = APIClient()
+    deleter.force_authenticate(writer)
+    assert deleter.delete(f"/api/stories/{story_id}/").status_code == 204
+    request.join(timeout=20)
+    assert answered and answered[0].status_code == 404, answered and answered[0].content
+    assert answered[0].json()["message"] == (
+        f"story {story_id} was deleted while its scene was being rewritten; nothing was saved"
+    )
+    assert fake_anthropic.wait_for_disconnect(fake_anthropic.requests[0], 1.0)
+    assert GenerationRun.objects.get().status == "cancelled"
+
+
 def test_a_story_deleted_as_its_version_is_read_is_a_404_not_a_missing_version(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:

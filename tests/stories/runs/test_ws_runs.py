@@ -140,6 +140,36 @@ async def test_a_cancel_from_another_socket_stops_the_upstream_within_a_second(
     assert await ScreenplayVersion.objects.acount() == 0
 
 
+async def test_deleting_the_story_a_run_writes_cancels_the_run_and_its_upstream(
+    writer: Any, cast: Any, fake_anthropic: FakeAnthropic
+) -> None:
+    # A generation into a story the writer then deleted (another tab, the API) went on to its end,
+    # paying the model the whole time, and ended `forbidden` ("that story does not exist or is not
+    # yours") at its save: the result had nowhere to go from the moment of the delete.
+    from rest_framework.test import APIClient
+
+    from stories.models import Story
+
+    story = await Story.objects.acreate(owner=writer, title="The Heist", plot="A plot.")
+    script_slow(fake_anthropic, tokens_per_second=20)
+    communicator = await ws_connect(writer)
+    try:
+        await communicator.send_json_to(generate_message(story_id=story.pk))
+        run_id = (await _until(communicator, "delta"))[0]["run_id"]
+        client = APIClient()
+        client.force_authenticate(writer)
+        deleted = await sync_to_async(client.delete)(f"/api/stories/{story.pk}/")
+        assert deleted.status_code == 204
+        rest = await ws_events(communicator)
+        gone = await sync_to_async(fake_anthropic.wait_for_disconnect)(fake_anthropic.requests[0], 1.0)
+        assert gone, "the fake server still had the connection a second after the delete"
+    finally:
+        await communicator.disconnect()
+    assert rest[-1]["type"] == "cancelled" and rest[-1]["run_id"] == run_id
+    assert (await _finished(run_id)).status == "cancelled"
+    assert await ScreenplayVersion.objects.acount() == 0
+
+
 async def test_attaching_to_a_finished_run_replays_it_whole(
     writer: Any, cast: Any, fake_anthropic: FakeAnthropic
 ) -> None:
