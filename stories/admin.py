@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from stories import limits, services
 from stories.errors import ERROR_CODES
-from stories.forms import StoryDetailsChecks, plot_field
+from stories.forms import StoryDetailsChecks, TitleField, plot_field
 from stories.generation.models_registry import MODELS, max_tokens_limit, model_get
 from stories.generation.requests import allowed_models
 from stories.models import GenerationRun, GenerationSettings, ScreenplayVersion, Story, StoryCast
@@ -113,6 +113,9 @@ class StoryAdminForm(ServerCountsLength, StoryDetailsChecks, forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if "title" in self.fields:
+            self.fields["title"] = TitleField(widget=self.fields["title"].widget)
+            self.fields["title"].widget.attrs.pop("maxlength", None)  # as ServerCountsLength does
         if "plot" in self.fields:
             self.fields["plot"] = plot_field(widget=AdminTextareaWidget())
             self.fields["plot"].widget.attrs.pop("maxlength", None)  # as ServerCountsLength does

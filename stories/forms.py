@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 
 from stories.selectors import DETAILS_STAMP
-from stories.validation import text_field_problem, title_problem
+from stories.validation import text_field_problem, text_trimmed, title_problem
 
 
 class StoryDetailsChecks:
@@ -34,6 +34,19 @@ class StoryDetailsChecks:
         return plot
 
 
+class TitleField(forms.CharField):
+    """A story's title as a form field: trimmed of white space only, as the API's title is
+    (``stories.validation.text_trimmed``): Django's ``strip`` cut a control character off its edge
+    (U+001F, U+0085...) and saved the title, where the API and the checks refuse it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=200, strip=False, **kwargs)
+
+    def to_python(self, value: Any) -> str | None:
+        text = super().to_python(value)
+        return text_trimmed(text) if isinstance(text, str) else text
+
+
 def plot_field(widget: forms.Widget | None = None) -> forms.CharField:
     """A story's plot as a form field, with STORY_MAX_PLOT_CHARS as it is now (tests change it)."""
     return forms.CharField(
@@ -46,7 +59,7 @@ def plot_field(widget: forms.Widget | None = None) -> forms.CharField:
 class StoryDetailsForm(StoryDetailsChecks, forms.Form):
     """A story's title and plot, as ``PATCH /api/stories/{id}/`` takes them, with the same checks."""
 
-    title = forms.CharField(max_length=200)
+    title = TitleField()
     # The settings page's hidden stamp of the title and plot it showed (selectors.story_details_stamp);
     # a form without it saves as before. Any other shape was not sent by the page: it was taken for a
     # change made meanwhile (a 409 saying so) and echoed back into the page as it came.

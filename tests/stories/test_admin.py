@@ -314,6 +314,8 @@ def test_the_admin_cannot_recast_a_story_behind_its_screenplay(
             "The title contains a line break or another control character (U+001B)",
         ),
         ("title", "\u200f\u200f", "The title has no visible character"),
+        # At its edge too (Django's strip cut it off and saved the title).
+        ("title", "The Heist\x85", "The title contains a line break or another control character (U+0085)"),
         ("plot", "A vault.\x07", "The plot contains a control character (U+0007)"),
         ("plot", "x" * 101, "Ensure this value has at most 100 characters (it has 101)."),
     ],

@@ -499,6 +499,11 @@ def test_a_writer_renames_a_story_and_changes_its_plot_from_its_page(logged_in: 
             {"title": "A\u0007B", "plot": "P"},
             "The title contains a line break or another control character (U+0007)",
         ),
+        # At its edge too, where str.strip() cut it off and saved the title (the API refuses it).
+        (
+            {"title": "\x1fThe Job", "plot": "P"},
+            "The title contains a line break or another control character (U+001F)",
+        ),
         ({"title": "T", "plot": "   "}, "Write the plot: Regenerate starts from it."),
         ({"title": "T", "plot": "a\x1bb"}, "The plot contains a control character (U+001B)"),
         ({"title": "T" * 201, "plot": "P"}, "Ensure this value has at most 200 characters (it has 201)."),
