@@ -71,6 +71,7 @@ def main() -> None:
     conflicted = _plain_story(writer, title="A story edited twice")
     signed_in_again = _plain_story(writer, title="A story edited across a new sign-in")
     signed_out = _plain_story(writer, title="A story saved after a sign-out")
+    renamed_signed_out = _plain_story(writer, title="A story renamed after a sign-out")
     without_javascript = _plain_story(writer, title="A story edited without JavaScript")
     # The phone test's: a version the writer restored, so the versions table has its links and labels.
     two_versions = _plain_story(writer, title="A story with two versions")
@@ -128,6 +129,7 @@ def main() -> None:
                 "conflict_story": conflicted.pk,
                 "signed_in_again_story": signed_in_again.pk,
                 "signed_out_story": signed_out.pk,
+                "renamed_signed_out_story": renamed_signed_out.pk,
                 "without_javascript_story": without_javascript.pk,
                 "two_versions_story": two_versions.pk,
                 "long_word_story": long_word.pk,

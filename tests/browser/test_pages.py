@@ -7,7 +7,14 @@ import re
 import pytest
 from playwright.sync_api import Browser, Dialog, expect
 
-from tests.browser.conftest import AppServer, OwnServer, Watched, log_in, screenshot
+from tests.browser.conftest import (
+    AppServer,
+    OwnServer,
+    Watched,
+    log_in,
+    screenshot,
+    signed_out_in_another_tab,
+)
 from tests.browser.test_editor import TEXT_LEFT
 from tests.browser.test_generate import pick_persona
 
@@ -252,6 +259,38 @@ def test_a_title_or_plot_pasted_on_the_settings_page_is_kept_whole_and_a_long_on
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#plot-error")).to_contain_text("at most 20000 characters")
     expect(page.get_by_label("Plot")).to_have_value(long_plot)
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_plot_saved_after_the_writer_was_signed_out_comes_back_after_signing_in_again(
+    app_server: AppServer, watched: Watched
+) -> None:
+    page = watched.page
+    story = app_server.ids["renamed_signed_out_story"]
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{story}/settings/")
+    plot = "A plot typed for a long while, then saved after the session had ended."
+    page.get_by_label("Plot").fill(plot)
+    signed_out_in_another_tab(page, app_server).close()
+
+    # The save goes to the login page, which comes back to the settings page: the plot is there again
+    # (it came back as it was saved before, the text typed gone), with a word of why.
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.wait_for_url(re.compile(r"/accounts/login/\?next="))
+    page.get_by_label("Username").fill("writer")
+    page.get_by_label("Password").fill("writer-demo-2026")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"**/stories/{story}/settings/")
+    expect(page.get_by_label("Plot")).to_have_value(plot)
+    expect(page.locator("#draft-restored")).to_contain_text("nothing was saved")
+
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.wait_for_url(f"**/stories/{story}/")
+    expect(page.locator("p.plot")).to_have_text(plot)
+    # Saved, the draft is done: the settings page opens as the server has it, without the notice.
+    page.goto(f"{app_server.url}/stories/{story}/settings/")
+    expect(page.get_by_label("Plot")).to_have_value(plot)
+    expect(page.locator("#draft-restored")).to_have_count(0)
     assert watched.dialogs == [] and watched.errors == []
 
 
