@@ -8,6 +8,8 @@ the bound; any other message that starts with a long value has that value descri
 
 from __future__ import annotations
 
+import json
+
 import jsonschema
 
 _QUOTED_MAX_CHARS = 60
@@ -56,14 +58,28 @@ def schema_error_message(error: jsonschema.ValidationError) -> str:
         return f"is {len(instance)} characters long; the limit is {bound}"
     if error.validator == "maxItems":
         return f"holds {len(instance)} items; the limit is {bound}"
+    # jsonschema starts its messages with the value as Python writes it ("None", "True", "{'a': 2}"):
+    # an editor who typed null in the admin's JSON was told of a None. Said in JSON, as it was written.
     quoted = repr(instance)
-    if len(quoted) <= _QUOTED_MAX_CHARS:
+    if not error.message.startswith(quoted):
         return str(error.message)
+    said = error.message[len(quoted) :]
+    if error.validator == "enum":
+        said = f" is not one of {_json_written(bound)}"
+    written = _json_written(instance)
+    if len(written) <= _QUOTED_MAX_CHARS:
+        return f"{written}{said}"
     if error.validator == "type":
         return f"{json_kind(instance)} is not of type {bound!r}"
-    if error.message.startswith(quoted):
-        return f"{_described(instance)}{error.message[len(quoted) :]}"
-    return str(error.message)
+    return f"{_described(instance)}{said}"
+
+
+def _json_written(value: object) -> str:
+    """``value`` as JSON text; its Python form for what JSON cannot write (nothing parsed from JSON)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def json_kind(value: object) -> str:

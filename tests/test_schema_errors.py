@@ -31,9 +31,13 @@ def _message(document: object) -> str:
     [
         ({"title": "x" * 5_000}, "is 5000 characters long; the limit is 10"),
         ({"tags": [1, 2, 3]}, "holds 3 items; the limit is 2"),
-        ({"kind": "y" * 500}, "a text of 500 characters is not one of ['action', 'dialogue']"),
+        ({"kind": "y" * 500}, 'a text of 500 characters is not one of ["action", "dialogue"]'),
         ({"count": "z" * 500}, "a string is not of type 'integer'"),
-        ({"kind": "short"}, "'short' is not one of ['action', 'dialogue']"),
+        # Said in JSON, as the document was written: Python's repr said 'short', None, True.
+        ({"kind": "short"}, '"short" is not one of ["action", "dialogue"]'),
+        ({"count": None}, "null is not of type 'integer'"),
+        ({"count": True}, "true is not of type 'integer'"),
+        ({"count": {"a": 2}}, "{\"a\": 2} is not of type 'integer'"),
     ],
 )
 def test_a_long_value_is_described_and_a_bound_named(document: object, said: str) -> None:

@@ -27,7 +27,7 @@ def test_an_editor_can_add_a_persona_with_a_valid_config(editor_client: Client) 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ('{"tags": "noir"}', "tags: &#x27;noir&#x27; is not of type &#x27;array&#x27;"),
+        ('{"tags": "noir"}', "tags: &quot;noir&quot; is not of type &#x27;array&#x27;"),
         ('["a list"]', "The config must be a JSON object ({...}), not a list."),
         # The message named Python's classes: "not JSONString", "not int", "not bool".
         ('"a string"', "The config must be a JSON object ({...}), not a string."),
@@ -35,6 +35,10 @@ def test_an_editor_can_add_a_persona_with_a_valid_config(editor_client: Client) 
         ("true", "The config must be a JSON object ({...}), not a boolean."),
         ("{not json", "is not valid JSON"),
         ('{"voice": 7}', "voice: 7 is not of type &#x27;string&#x27;"),
+        # The value is quoted as the editor wrote it, in JSON: it was Python's "None", "True", "{'a': 2}".
+        ('{"voice": null}', "voice: null is not of type &#x27;string&#x27;"),
+        ('{"tags": [true]}', "tags/0: true is not of type &#x27;string&#x27;"),
+        ('{"tags": [{"a": 2}]}', "tags/0: {&quot;a&quot;: 2} is not of type &#x27;string&#x27;"),
         # Issue 13 item 5: each of these was a 500 (on SQLite, PostgreSQL or both).
         ('{"description": "a\\u0000b"}', "description: contains a NUL (\\u0000) character"),
         ('{"description": "\\ud800"}', "description: contains an unpaired UTF-16 surrogate"),

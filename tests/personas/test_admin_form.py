@@ -209,7 +209,7 @@ def test_clearing_a_field_removes_its_key_and_raw_json_edits_still_work(editor_c
     ("field", "value", "message"),
     [
         ("private", "{not json", "is not valid JSON"),
-        ("private", '["a list"]', "private: [&#x27;a list&#x27;] is not of type &#x27;object&#x27;"),
+        ("private", '["a list"]', "private: [&quot;a list&quot;] is not of type &#x27;object&#x27;"),
         ("extensions", '{"x": 1e400}', "holds a number that is not finite"),
         # On its own field (was: "summary: is 501 characters long" on the raw JSON box).
         ("summary", "s" * 501, "Ensure this value has at most 500 characters (it has 501)."),

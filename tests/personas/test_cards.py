@@ -216,7 +216,7 @@ def test_a_key_the_admin_accepts_but_slugify_would_change_comes_back_to_its_pers
         (b'{"title": "a story"}', "not a persona or a Character Card"),
         (b"[1, 2]", "without a 'config_data' object"),
         (b'{"spec": "chara_card_v2", "data": {"description": "no name"}}', "has no name"),
-        (b'{"name": "x", "config_data": {"tags": "noir"}}', "tags: 'noir' is not of type 'array'"),
+        (b'{"name": "x", "config_data": {"tags": "noir"}}', "tags: \"noir\" is not of type 'array'"),
         (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32 levels"),
         # Each of these reached the database (or json.loads' own ValueError) and was a 500 on import.
         (b'{"name": "x", "config_data": {"voice": "a\\u0000b"}}', "config_data/voice: contains a NUL"),
