@@ -42,6 +42,7 @@ from personas.forms import (
 )
 from personas.history import state_changes
 from personas.models import PERSONA_ORDER, PersonaConfig
+from personas.schema import persona_config_unused_keys
 from storyproject.bidi import bidi_isolated
 from storyproject.collation import USER_ORDER
 from storyproject.search import CaseFoldedAdminSearch
@@ -165,6 +166,12 @@ class PersonaConfigAdmin(CaseFoldedAdminSearch, VersionAdmin):
     @admin.display(description="Last used", ordering="last_used", empty_value="never")
     def last_used(self, persona: PersonaConfig) -> Any:
         return persona.last_used  # type: ignore[attr-defined]
+
+    def save_model(self, request: HttpRequest, obj: PersonaConfig, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # Saved as the editor wrote it (the schema is open), but a key the model never gets is said.
+        for sentence in persona_config_unused_keys(obj.config_data):
+            self.message_user(request, sentence, messages.WARNING)
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, Any, list[str]]:
         # Cast personas are protected (StoryCast.persona is PROTECT). Django would list the cast rows,

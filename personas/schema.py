@@ -8,6 +8,7 @@ nested ``context`` object) are accepted so imported configs keep working.
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -15,6 +16,7 @@ import jsonschema
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from storyproject.bidi import bidi_isolated
 from storyproject.schema_errors import json_kind, schema_error_message
 from storyproject.untrusted import json_value_problem
 
@@ -77,3 +79,30 @@ def validate_persona_config(config: object) -> None:
     errors = persona_config_errors(config)
     if errors:
         raise ValidationError(errors)
+
+
+# A key quoted in a warning: an editor's typo is short; a long one is cut rather than echoed whole.
+_KEY_QUOTED_MAX_CHARS = 60
+
+
+def persona_config_unused_keys(config: object) -> list[str]:
+    """A sentence for each top-level key of ``config`` that the schema does not name, which is kept
+    but never reaches the model, naming the known key it looks like a typo of.
+
+    The schema is open (an import keeps what it does not know), so a typo in the admin's raw JSON
+    ("descripton") was saved without a word, and the persona's description was gone for the model.
+    """
+    if not isinstance(config, dict):
+        return []
+    known = list(PERSONA_CONFIG_SCHEMA["properties"])
+    sentences = []
+    for key in config:
+        if key in known:
+            continue
+        shown = bidi_isolated(key[:_KEY_QUOTED_MAX_CHARS])
+        close = difflib.get_close_matches(key.lower(), known, n=1)
+        hint = f'did you mean "{close[0]}"?' if close else 'keep such data under "private" or "extensions"'
+        sentences.append(
+            f'The config\'s key "{shown}" is not one the persona uses: the model never gets it ({hint}).'
+        )
+    return sentences

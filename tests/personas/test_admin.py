@@ -196,3 +196,26 @@ def test_staff_who_may_only_view_see_each_part_of_the_persona_on_its_page(
     # What only editing uses is not there.
     assert "Deactivate anyway" not in page
     assert "persona-live-preview" not in page
+
+
+@pytest.mark.django_db
+def test_a_key_the_model_never_gets_is_saved_with_a_warning_naming_the_key_meant(
+    editor_client: Client,
+) -> None:
+    # A typo in the raw JSON ("descripton") was saved as "changed successfully": the persona had lost
+    # its description for the model, and nothing said so.
+    response = _post_persona(editor_client, '{"descripton": "Gravel.", "voice": "Low."}')
+    assert response.status_code == 302
+    assert PersonaConfig.objects.get(name="new-one").config_data == {"descripton": "Gravel.", "voice": "Low."}
+    page = editor_client.get(response["Location"]).content.decode()
+    assert (
+        "The config&#x27;s key &quot;descripton&quot; is not one the persona uses: the model never gets it "
+        "(did you mean &quot;description&quot;?)." in page
+    )
+
+
+@pytest.mark.django_db
+def test_a_config_of_known_keys_is_saved_without_a_warning(editor_client: Client) -> None:
+    response = _post_persona(editor_client, '{"description": "Gravel.", "extensions": {"anything": 1}}')
+    page = editor_client.get(response["Location"]).content.decode()
+    assert "is not one the persona uses" not in page
