@@ -9,6 +9,7 @@ import json
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import django
 
@@ -87,6 +88,13 @@ def main() -> None:
     ScreenplayVersion.objects.filter(story=long_word).update(
         content={**content, "title": LONG_WORD, "logline": f"Research: https://example.com/{LONG_WORD}"}
     )
+    # The long screenplay's: 300 scenes (the import's limit), each with its own heading.
+    long_screenplay = _plain_story(writer, title="A story of 300 scenes")
+    scene: dict[str, Any] = json.loads(json.dumps(PLAIN_SCREENPLAY))["scenes"][0]
+    scenes = [{**scene, "heading": f"INT. ROOM {number} - NIGHT"} for number in range(1, 301)]
+    ScreenplayVersion.objects.filter(story=long_screenplay).update(
+        content={**PLAIN_SCREENPLAY, "scenes": scenes}
+    )
     # The runs page's: a writer whose one run made a story titled with one very long word.
     runner = user_model.objects.create_user(username="long-title-writer", password="long-title-pw-2026")
     long_title = _plain_story(runner, title=LONG_WORD * 5)
@@ -130,6 +138,7 @@ def main() -> None:
                 "signed_in_again_story": signed_in_again.pk,
                 "signed_out_story": signed_out.pk,
                 "renamed_signed_out_story": renamed_signed_out.pk,
+                "long_screenplay_story": long_screenplay.pk,
                 "without_javascript_story": without_javascript.pk,
                 "two_versions_story": two_versions.pk,
                 "long_word_story": long_word.pk,

@@ -294,6 +294,35 @@ def test_a_plot_saved_after_the_writer_was_signed_out_comes_back_after_signing_i
     assert watched.dialogs == [] and watched.errors == []
 
 
+@pytest.mark.parametrize("width", [1280, 375])
+def test_a_300_scene_screenplays_versions_cast_and_regenerate_are_one_key_press_away(
+    app_server: AppServer, browser: Browser, width: int
+) -> None:
+    # The versions, the cast and Regenerate came after the whole screenplay in the tab order (a Rewrite
+    # this scene for each of 300 scenes), and on a phone 100,000 pixels down the page.
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{app_server.ids['long_screenplay_story']}/")
+    expect(page.locator(".screenplay .scene-heading")).to_have_count(300)
+    jump = page.get_by_role("navigation", name="On this page")
+    for name in ["Versions", "Cast", "Shape"]:
+        jump.get_by_role("link", name=name).focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name=name, exact=True)).to_be_in_viewport()
+    jump.get_by_role("link", name="Versions").focus()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="v1", exact=True)).to_be_focused()
+    jump.get_by_role("link", name="Regenerate").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#regenerate > summary")).to_be_in_viewport()
+    page.keyboard.press("Tab")
+    expect(page.locator("#regenerate > summary")).to_be_focused()
+    context.close()
+
+
 def test_leaving_typed_title_plot_or_rewrite_instructions_unsent_asks_first(
     app_server: AppServer, watched: Watched
 ) -> None:
