@@ -67,6 +67,21 @@
       }
     }
 
+    // Signed out meanwhile: a sign-in in a new tab keeps the instructions typed here (leaving the page
+    // for the login lost them), and the same button then works, the socket opened anew with the session.
+    function signInOffer() {
+      var link = document.createElement("a");
+      link.href = form.dataset.loginUrl;
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.textContent = "Sign in again";
+      status.appendChild(document.createTextNode(". "));
+      status.appendChild(link);
+      status.appendChild(
+        document.createTextNode(" (a new tab opens; your instructions stay here), then press the button again.")
+      );
+    }
+
     button.disabled = true;
     input.disabled = true;
     cancel.hidden = false;
@@ -118,6 +133,9 @@
         window.location.assign(form.dataset.storyUrl + "?version=" + message.version);
       } else if (message.type === "error") {
         finish("The scene could not be rewritten: " + String(message.message || message.code || "an error"));
+        if (message.code === "unauthenticated") {
+          signInOffer();
+        }
       } else if (message.type === "cancelled") {
         finish("Cancelled: nothing was saved.");
       }

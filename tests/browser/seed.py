@@ -73,6 +73,7 @@ def main() -> None:
     signed_in_again = _plain_story(writer, title="A story edited across a new sign-in")
     signed_out = _plain_story(writer, title="A story saved after a sign-out")
     renamed_signed_out = _plain_story(writer, title="A story renamed after a sign-out")
+    rewritten_signed_out = _plain_story(writer, title="A scene rewritten after a sign-out")
     without_javascript = _plain_story(writer, title="A story edited without JavaScript")
     # The phone test's: a version the writer restored, so the versions table has its links and labels.
     two_versions = _plain_story(writer, title="A story with two versions")
@@ -138,6 +139,7 @@ def main() -> None:
                 "signed_in_again_story": signed_in_again.pk,
                 "signed_out_story": signed_out.pk,
                 "renamed_signed_out_story": renamed_signed_out.pk,
+                "rewritten_signed_out_story": rewritten_signed_out.pk,
                 "long_screenplay_story": long_screenplay.pk,
                 "without_javascript_story": without_javascript.pk,
                 "two_versions_story": two_versions.pk,

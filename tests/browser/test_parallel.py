@@ -7,7 +7,15 @@ import json
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.browser.conftest import HELD_SOCKETS, AppServer, Watched, log_in, screenshot, sockets_release
+from tests.browser.conftest import (
+    HELD_SOCKETS,
+    AppServer,
+    Watched,
+    log_in,
+    screenshot,
+    signed_out_in_another_tab,
+    sockets_release,
+)
 from tests.browser.test_generate import generate_story
 
 pytestmark = pytest.mark.browser
@@ -129,3 +137,34 @@ def test_cancelling_a_rewrite_before_its_socket_opens_starts_nothing(
     page.reload()
     assert page.locator(".version-heading").inner_text() == shown
     assert watched.dialogs == [] and watched.errors == []
+
+
+def test_a_rewrite_refused_as_signed_out_offers_a_sign_in_and_works_after_it(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The page said "sign in to generate screenplays" and nothing more: no way to sign in that kept the
+    # instructions typed (the create page offers one), so a writer left the page and lost them.
+    page = watched.page
+    story = app_server.ids["rewritten_signed_out_story"]
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{story}/")
+    page.get_by_text("Rewrite this scene").first.click()
+    form = page.locator("form.scene-rewrite-form").first
+    form.get_by_label("What should change?").fill("Make it rain.")
+    signed_out_in_another_tab(page, app_server).close()
+
+    form.get_by_role("button", name="Rewrite scene 1 as a new version").click()
+    expect(form.get_by_role("status")).to_contain_text("sign in")
+    with page.expect_popup() as popup_info:
+        form.get_by_role("link", name="Sign in again").click()
+    login = popup_info.value
+    login.get_by_label("Username").fill("writer")
+    login.get_by_label("Password").fill("writer-demo-2026")
+    login.get_by_role("button", name="Log in").click()
+    login.wait_for_url(f"**/stories/{story}/")
+    login.close()
+
+    expect(form.get_by_label("What should change?")).to_have_value("Make it rain.")
+    form.get_by_role("button", name="Rewrite scene 1 as a new version").click()
+    page.wait_for_url(f"**/stories/{story}/?version=2")
+    assert watched.errors == []
