@@ -64,6 +64,12 @@ _SIGNED_OUT = "You are signed out: sign in again, then reload this page (your te
 # answered 200 with the page, nothing deleted or renamed, and a client took the 200 for done.
 require_GET_or_POST = require_http_methods(["GET", "HEAD", "POST"])
 
+# What a save or preview answered 404 says: the story is gone (deleted in another tab), where the
+# editor showed Django's words for it ("No Story matches the given query.").
+_STORY_GONE = (
+    "This story was deleted (in another tab, or by a script): nothing can be saved to it. Your text is "
+    "still here: copy it, or paste it into Import a screenplay, on the stories page, to make a new story of it."
+)
 GENERATION_MODES = [
     ("single", "One pass, scene by scene"),
     ("parallel", "Outline first, then every scene at once"),
@@ -399,6 +405,7 @@ def _story_edit_page(
         "csrfCookie": settings.CSRF_COOKIE_NAME,
         # What a save answered 401 says: the API's own words are for scripts.
         "signedOut": _SIGNED_OUT,
+        "storyGone": _STORY_GONE,
         # A text over it is refused on the page, in the server's words (stories.imports.import_too_large),
         # not sent: past the API's body limit the save said it in other words.
         "maxBytes": settings.STORY_IMPORT_MAX_BYTES,

@@ -138,7 +138,7 @@
           showError("");
         } else {
           previewStatusShow("Not updated", "Not updated");
-          showError(errorMessage(result.data, "The preview could not be made."));
+          showError(result.status === 404 ? config.storyGone : errorMessage(result.data, "The preview could not be made."));
         }
       },
       function () {
@@ -229,6 +229,8 @@
           conflict.querySelector(".conflict-save").focus();
         } else if (result.status === 401) {
           showError(config.signedOut);
+        } else if (result.status === 404) {
+          showError(config.storyGone);
         } else {
           showError(errorMessage(result.data, "The version could not be saved."));
         }

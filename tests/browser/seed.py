@@ -74,6 +74,7 @@ def main() -> None:
     signed_out = _plain_story(writer, title="A story saved after a sign-out")
     renamed_signed_out = _plain_story(writer, title="A story renamed after a sign-out")
     rewritten_signed_out = _plain_story(writer, title="A scene rewritten after a sign-out")
+    deleted_while_edited = _plain_story(writer, title="A story deleted while it was edited")
     without_javascript = _plain_story(writer, title="A story edited without JavaScript")
     # The phone test's: a version the writer restored, so the versions table has its links and labels.
     two_versions = _plain_story(writer, title="A story with two versions")
@@ -140,6 +141,7 @@ def main() -> None:
                 "signed_out_story": signed_out.pk,
                 "renamed_signed_out_story": renamed_signed_out.pk,
                 "rewritten_signed_out_story": rewritten_signed_out.pk,
+                "deleted_while_edited_story": deleted_while_edited.pk,
                 "long_screenplay_story": long_screenplay.pk,
                 "without_javascript_story": without_javascript.pk,
                 "two_versions_story": two_versions.pk,

@@ -577,3 +577,30 @@ def test_a_chinese_screenplay_near_the_import_limit_is_confirmed_and_saved(
     assert page.locator(".screenplay .scene-heading").count() == 27
     expect(page.locator("article.screenplay")).to_contain_text(line * 4)
     assert watched.errors == []
+
+
+def test_a_save_of_a_story_deleted_in_another_tab_says_so_and_keeps_the_text(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The save and the preview said "No Story matches the given query." (Django's words for a 404).
+    page = watched.page
+    story = app_server.ids["deleted_while_edited_story"]
+    log_in(page, app_server)
+    page.goto(f"{app_server.url}/stories/{story}/edit/")
+    editor = page.get_by_label("Fountain")
+    edited = editor.input_value().replace(OLD_LINE, NEW_LINE)
+    other = page.context.new_page()
+    other.goto(f"{app_server.url}/stories/{story}/settings/")
+    other.get_by_label("Delete").check()
+    other.get_by_role("button", name="Delete the story").click()
+    other.wait_for_url(f"{app_server.url}/")
+    other.close()
+
+    editor.fill(edited)
+    deleted = "This story was deleted (in another tab, or by a script): nothing can be saved to it."
+    expect(page.locator(".editor-error")).to_contain_text(deleted)
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.locator(".editor-error")).to_contain_text(deleted)
+    expect(page.locator(".editor-error")).to_contain_text("Import")
+    expect(editor).to_have_value(edited)
+    assert watched.errors == []
