@@ -103,6 +103,36 @@ def main() -> None:
     GenerationRun.objects.create(
         user=runner, story=long_title, status="succeeded", model="offline", max_tokens=1024, total_ms=2100
     )
+    # The runs page's width: a run of Claude's with every figure filled in, five and six digits long, and
+    # a failed one with its message (a writer of their own: the tests' runs would push them to page 2).
+    figures_writer = user_model.objects.create_user(username="figures-writer", password="figures-pw-2026")
+    figures_story = _plain_story(figures_writer, title="A story with every figure")
+    GenerationRun.objects.create(
+        user=figures_writer,
+        story=figures_story,
+        status="succeeded",
+        model="claude-sonnet-5-5",
+        max_tokens=16000,
+        context_ms=1234,
+        prompt_ms=1234,
+        ttft_ms=12345,
+        llm_ms=123456,
+        save_ms=1234,
+        total_ms=138000,
+        input_tokens=123456,
+        output_tokens=15999,
+        cache_read_tokens=123456,
+        cache_write_tokens=12345,
+    )
+    GenerationRun.objects.create(
+        user=figures_writer,
+        story=figures_story,
+        status="failed",
+        model="claude-sonnet-5-5",
+        max_tokens=16000,
+        error_code="invalid_output",
+        error_message="The model wrote an invalid screenplay at scenes/3/elements/0: 'heading' is required",
+    )
     # The run page's: a writer whose one run failed after the model sent markup and one very long word.
     failer = user_model.objects.create_user(username="failed-run-writer", password="failed-run-pw-2026")
     failed = GenerationRun.objects.create(

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.browser
 
 # Seeded by tests/browser/seed.py: a writer whose one run made a story titled LONG_WORD * 5.
 LONG_TITLE_WRITER = ("long-title-writer", "long-title-pw-2026")
+FIGURES_WRITER = ("figures-writer", "figures-pw-2026")
 LONG_WORD = "Supercalifragilisticexpialidocious"
 FAILED_RUN_WRITER = ("failed-run-writer", "failed-run-pw-2026")
 # Seeded too: a run whose story's title and model text leave U+202E open (seed.BIDI_RUN_TEXT).
@@ -107,6 +108,22 @@ def test_the_import_confirmation_fits_a_phone_when_a_character_name_is_one_long_
     box = picker.bounding_box()
     assert box is not None and box["width"] >= 120, "the persona picker is squeezed"
     assert phone.errors == []
+
+
+def test_every_column_of_the_runs_page_shows_in_a_1280_px_window(
+    app_server: AppServer, watched: Watched
+) -> None:
+    # The table was 1,480 px wide: tokens, cache and cost were cut off at the window's right edge, behind
+    # a sideways scroll inside the table's box that nothing showed.
+    page = watched.page
+    log_in(page, app_server, FIGURES_WRITER)
+    page.goto(app_server.url + "/runs/")
+    expect(page.get_by_role("cell", name="123456 / 15999")).to_be_visible()
+    expect(page.locator("details.run-error summary")).to_have_text("invalid_output")
+    box = page.locator(".table-scroll")
+    assert box.evaluate("box => box.scrollWidth <= box.clientWidth"), "the runs table scrolls sideways"
+    for heading in ["Tokens in / out", "Cache read / write (hit rate)", "Cost"]:
+        expect(page.get_by_role("columnheader", name=heading)).to_be_in_viewport(ratio=1)
 
 
 @pytest.mark.parametrize("width", [1280, 375])
