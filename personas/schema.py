@@ -83,6 +83,9 @@ def validate_persona_config(config: object) -> None:
 
 # A key quoted in a warning: an editor's typo is short; a long one is cut rather than echoed whole.
 _KEY_QUOTED_MAX_CHARS = 60
+# Keys named one by one, each a message of its own; the rest are counted in one more (a config of
+# thousands of unknown keys made as many messages, stored in the editor's session).
+_KEYS_NAMED_MAX = 5
 
 
 def persona_config_unused_keys(config: object) -> list[str]:
@@ -95,14 +98,15 @@ def persona_config_unused_keys(config: object) -> list[str]:
     if not isinstance(config, dict):
         return []
     known = list(PERSONA_CONFIG_SCHEMA["properties"])
+    unknown = [key for key in config if key not in known]
     sentences = []
-    for key in config:
-        if key in known:
-            continue
+    for key in unknown[:_KEYS_NAMED_MAX]:
         shown = bidi_isolated(key[:_KEY_QUOTED_MAX_CHARS])
         close = difflib.get_close_matches(key.lower(), known, n=1)
         hint = f'did you mean "{close[0]}"?' if close else 'keep such data under "private" or "extensions"'
         sentences.append(
             f'The config\'s key "{shown}" is not one the persona uses: the model never gets it ({hint}).'
         )
+    if len(unknown) > _KEYS_NAMED_MAX:
+        sentences.append(f"{len(unknown) - _KEYS_NAMED_MAX} more of its keys are not ones the persona uses.")
     return sentences

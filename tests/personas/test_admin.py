@@ -219,3 +219,14 @@ def test_a_config_of_known_keys_is_saved_without_a_warning(editor_client: Client
     response = _post_persona(editor_client, '{"description": "Gravel.", "extensions": {"anything": 1}}')
     page = editor_client.get(response["Location"]).content.decode()
     assert "is not one the persona uses" not in page
+
+
+@pytest.mark.django_db
+def test_a_config_of_many_unknown_keys_is_warned_of_in_a_few_messages(editor_client: Client) -> None:
+    # Each unknown key was a message of its own: 2,000 of them stored in the editor's session and shown.
+    config = "{" + ", ".join(f'"zz{number}": 1' for number in range(2000)) + "}"
+    response = _post_persona(editor_client, config)
+    assert response.status_code == 302
+    page = editor_client.get(response["Location"]).content.decode()
+    assert page.count("is not one the persona uses: the model never gets it") == 5
+    assert "1995 more of its keys are not ones the persona uses." in page
