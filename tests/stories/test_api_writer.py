@@ -179,7 +179,7 @@ def test_a_json_edit_has_the_scene_bound_of_a_fountain_one(writer: Any, story: S
             {"type": "dialogue", "character": "MAX", "text": "Now.", "parenthetical": "p" * 300},
             "at scenes/0/elements/0/parenthetical: is 300 characters long; the limit is 200",
         ),
-        ({"type": "transition", "text": ""}, "at scenes/0/elements/0/text: '' should be non-empty"),
+        ({"type": "transition", "text": ""}, 'at scenes/0/elements/0/text: "" should be non-empty'),
         ({"type": "dialogue", "text": "Now."}, "at scenes/0/elements/0: 'character' is a required property"),
     ],
 )
