@@ -18,32 +18,14 @@ from rest_framework.views import APIView
 
 from personas import selectors, serializers
 from personas.models import PersonaConfig
-from storyproject.conditional import ConditionalReads
+from storyproject.conditional import NOT_MODIFIED, ConditionalReads, etag_header, if_none_match_header
 from storyproject.parsers import query_param_once
 
-_NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
-_ETAG_PARAMETER = OpenApiParameter(
-    "If-None-Match",
-    OpenApiTypes.STR,
-    OpenApiParameter.HEADER,
-    description="An ETag from an earlier answer (or a list of them); weak ones match too.",
-)
-_ETAG_HEADER = OpenApiParameter(
-    "ETag",
-    OpenApiTypes.STR,
-    OpenApiParameter.HEADER,
-    response=[200, 304],
-    required=True,
-    description="Stands for the contexts answered: any edit of one of them changes it.",
-)
+_ETAG_PARAMETER = if_none_match_header()
+_ETAG_HEADER = etag_header("Stands for the contexts answered: any edit of one of them changes it.")
 # The list and a persona: an ETag of the answer as shown (storyproject.conditional), any edit changing it.
-_READ_ETAG_HEADER = OpenApiParameter(
-    "ETag",
-    OpenApiTypes.STR,
-    OpenApiParameter.HEADER,
-    response=[200, 304],
-    required=True,
-    description="Stands for the answer as shown: it changes whenever the body does (a persona's edit).",
+_READ_ETAG_HEADER = etag_header(
+    "Stands for the answer as shown: it changes whenever the body does (a persona's edit)."
 )
 
 
@@ -58,7 +40,7 @@ class PersonaListView(ConditionalReads, generics.ListAPIView):
         parameters=[serializers.PersonaSearchSerializer, _ETAG_PARAMETER, _READ_ETAG_HEADER],
         responses={
             200: serializers.PersonaListSerializer(many=True),
-            304: _NOT_MODIFIED,
+            304: NOT_MODIFIED,
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="The search is over 100 characters."),
         },
     )
@@ -79,7 +61,7 @@ class PersonaDetailView(ConditionalReads):
         parameters=[_ETAG_PARAMETER, _READ_ETAG_HEADER],
         responses={
             200: serializers.PersonaDetailSerializer,
-            304: _NOT_MODIFIED,
+            304: NOT_MODIFIED,
             404: serializers.ErrorSerializer,
         },
     )
@@ -98,7 +80,7 @@ class PersonaContextView(APIView):
         parameters=[_ETAG_PARAMETER, _ETAG_HEADER],
         responses={
             200: serializers.PersonaContextSerializer,
-            304: _NOT_MODIFIED,
+            304: NOT_MODIFIED,
             404: serializers.ErrorSerializer,
         },
     )
@@ -129,7 +111,7 @@ class PersonaContextsView(APIView):
             _ETAG_PARAMETER,
             _ETAG_HEADER,
         ],
-        responses={200: serializers.PersonaContextsSerializer, 304: _NOT_MODIFIED, 400: OpenApiTypes.OBJECT},
+        responses={200: serializers.PersonaContextsSerializer, 304: NOT_MODIFIED, 400: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
         if "names" not in request.query_params:

@@ -69,7 +69,7 @@ from stories.serializers import (
 )
 from stories.validation import VERSION_NUMBER_MAX, version_number_parse
 from stories.ws_sessions import slot_take
-from storyproject.conditional import ConditionalReads
+from storyproject.conditional import NOT_MODIFIED, ConditionalReads, etag_header, if_none_match_header
 from storyproject.parsers import BoundedJSONParser, JsonErrors, StrictMultiPartParser, query_param_once
 
 # DRF's own error body: {"detail": ...}.
@@ -89,22 +89,8 @@ _GENERATION_ERROR = GenerationErrorBodySerializer
 
 # The read endpoints a client polls (its stories, a story's versions, a version, the runs ...): an ETag, and
 # If-None-Match answered 304 by Django's own evaluation, as for the story itself (StoryDetailApi).
-_READ_ETAG = OpenApiParameter(
-    "ETag",
-    str,
-    OpenApiParameter.HEADER,
-    response=[200, 304],
-    required=True,
-    description="Stands for the answer as shown: it changes whenever the body does.",
-)
-_IF_NONE_MATCH_READ = OpenApiParameter(
-    "If-None-Match",
-    str,
-    OpenApiParameter.HEADER,
-    description="An ETag (or a list of them, or `*`) of an earlier answer; weak ones match too: 304 while "
-    "it holds.",
-)
-_NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
+_READ_ETAG = etag_header("Stands for the answer as shown: it changes whenever the body does.")
+_IF_NONE_MATCH_READ = if_none_match_header()
 
 
 @extend_schema_view(
@@ -113,7 +99,7 @@ _NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-M
         description="Revalidate with the `ETag` (`If-None-Match`): 304 while the page is unchanged.",
         tags=["stories"],
         parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
-        responses={200: StorySerializer(many=True), 304: _NOT_MODIFIED},
+        responses={200: StorySerializer(many=True), 304: NOT_MODIFIED},
     ),
     post=extend_schema(
         summary="Create a story (no versions yet)",
@@ -174,17 +160,12 @@ _PRECONDITION_FAILED = OpenApiResponse(
         ),
         parameters=[
             _STORY_ETAG,
-            OpenApiParameter(
-                "If-None-Match",
-                str,
-                OpenApiParameter.HEADER,
-                description="An ETag (or a list of them, or `*`) of an earlier answer; weak ones match too.",
-            ),
+            _IF_NONE_MATCH_READ,
         ],
         tags=["stories"],
         responses={
             200: StorySerializer,
-            304: OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds."),
+            304: NOT_MODIFIED,
             404: _NOT_FOUND,
         },
     ),
@@ -350,7 +331,7 @@ def _own_story(view: generics.GenericAPIView) -> Story:
         parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
         responses={
             200: ScreenplayVersionSummarySerializer(many=True),
-            304: _NOT_MODIFIED,
+            304: NOT_MODIFIED,
             404: _NOT_FOUND,
         },
     ),
@@ -411,7 +392,7 @@ class StoryVersionListApi(ConditionalReads, generics.ListAPIView):
     description="Revalidate with the `ETag` (`If-None-Match`): 304 while it is unchanged.",
     tags=["versions"],
     parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
-    responses={200: ScreenplayVersionSerializer, 304: _NOT_MODIFIED, 404: _NOT_FOUND},
+    responses={200: ScreenplayVersionSerializer, 304: NOT_MODIFIED, 404: _NOT_FOUND},
 )
 class StoryVersionDetailApi(ConditionalReads, generics.RetrieveAPIView):
     serializer_class = ScreenplayVersionSerializer
@@ -426,7 +407,7 @@ class StoryVersionDetailApi(ConditionalReads, generics.RetrieveAPIView):
     description="Revalidate with the `ETag` (`If-None-Match`): 304 while the page is unchanged.",
     tags=["runs"],
     parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
-    responses={200: GenerationRunSerializer(many=True), 304: _NOT_MODIFIED},
+    responses={200: GenerationRunSerializer(many=True), 304: NOT_MODIFIED},
 )
 class GenerationRunListApi(ConditionalReads, generics.ListAPIView):
     serializer_class = GenerationRunSerializer
@@ -444,7 +425,7 @@ class GenerationRunListApi(ConditionalReads, generics.ListAPIView):
     "(`If-None-Match`): 304 while the run is unchanged.",
     tags=["runs"],
     parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
-    responses={200: GenerationRunDetailSerializer, 304: _NOT_MODIFIED, 404: _NOT_FOUND},
+    responses={200: GenerationRunDetailSerializer, 304: NOT_MODIFIED, 404: _NOT_FOUND},
 )
 class GenerationRunDetailApi(ConditionalReads, generics.RetrieveAPIView):
     serializer_class = GenerationRunDetailSerializer
@@ -757,7 +738,7 @@ _VERSION_NUMBER = {"type": "integer", "minimum": 1, "maximum": VERSION_NUMBER_MA
         _READ_ETAG,
         _IF_NONE_MATCH_READ,
     ],
-    responses={200: ScreenplayDiffSerializer, 304: _NOT_MODIFIED, 400: _GENERATION_ERROR, 404: _NOT_FOUND},
+    responses={200: ScreenplayDiffSerializer, 304: NOT_MODIFIED, 400: _GENERATION_ERROR, 404: _NOT_FOUND},
 )
 class StoryDiffApi(ConditionalReads):
     query_parameters = ("from", "to")
@@ -790,7 +771,7 @@ def _query_number(request: Request, key: str) -> int:
     ),
     tags=["versions"],
     parameters=[_READ_ETAG, _IF_NONE_MATCH_READ],
-    responses={200: ScreenplayStatsSerializer, 304: _NOT_MODIFIED, 404: _NOT_FOUND},
+    responses={200: ScreenplayStatsSerializer, 304: NOT_MODIFIED, 404: _NOT_FOUND},
 )
 class StoryVersionStatsApi(ConditionalReads):
     def get(self, request: Request, story_id: int, number: int) -> Response:

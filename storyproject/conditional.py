@@ -11,12 +11,33 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import get_conditional_response
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 # The writer's own: kept by their browser only, and asked again (If-None-Match) before each use.
 PRIVATE_REVALIDATED = "private, no-cache"
+
+# The OpenAPI schema's words for a conditional read, one set for every app's endpoints.
+NOT_MODIFIED = OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds.")
+
+
+def etag_header(stands_for: str) -> OpenApiParameter:
+    """The response's ``ETag`` (on a 200 and a 304), ``stands_for`` saying what it changes with."""
+    return OpenApiParameter(
+        "ETag", str, OpenApiParameter.HEADER, response=[200, 304], required=True, description=stands_for
+    )
+
+
+def if_none_match_header(of: str = "an earlier answer") -> OpenApiParameter:
+    """The request's ``If-None-Match``: the ETags ``of`` what the client holds."""
+    return OpenApiParameter(
+        "If-None-Match",
+        str,
+        OpenApiParameter.HEADER,
+        description=f"An ETag (or a list of them, or `*`) of {of}; weak ones match too: 304 while it holds.",
+    )
 
 
 class ConditionalReads(APIView):

@@ -20,7 +20,13 @@ from stories import selectors
 from stories.exports import EXPORT_FORMATS
 from stories.exports.downloads import ExportedFile, export_build, screenplay_version_export_order
 from stories.serializers import DetailSerializer, GenerationErrorBodySerializer
-from storyproject.conditional import PRIVATE_REVALIDATED, not_modified
+from storyproject.conditional import (
+    NOT_MODIFIED,
+    PRIVATE_REVALIDATED,
+    etag_header,
+    if_none_match_header,
+    not_modified,
+)
 from storyproject.parsers import query_param_once
 
 _FORMAT_MAX_CHARS = 20
@@ -61,24 +67,12 @@ class ScreenplayVersionExportApi(APIView):
         tags=["stories"],
         parameters=[
             OpenApiParameter("format", str, OpenApiParameter.QUERY, required=True, enum=list(EXPORT_FORMATS)),
-            OpenApiParameter(
-                "ETag",
-                str,
-                OpenApiParameter.HEADER,
-                response=[200, 304],
-                required=True,
-                description="Stands for the file: its version, format, title page and file name.",
-            ),
-            OpenApiParameter(
-                "If-None-Match",
-                str,
-                OpenApiParameter.HEADER,
-                description="An ETag (or a list of them, or `*`) of an earlier download; weak ones match too.",
-            ),
+            etag_header("Stands for the file: its version, format, title page and file name."),
+            if_none_match_header("an earlier download"),
         ],
         responses={
             **_DOWNLOADS,
-            304: OpenApiResponse(description="Not modified: the ETag in If-None-Match still holds."),
+            304: NOT_MODIFIED,
             400: OpenApiResponse(
                 inline_serializer(
                     "ExportFormatRefused",
